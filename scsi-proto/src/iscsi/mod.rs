@@ -1,0 +1,1 @@
+//! iSCSI (RFC 7143): PDU codec, negotiation, CHAP and sequencing.

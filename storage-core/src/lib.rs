@@ -1,0 +1,1 @@
+//! Lunar's shared thin-provisioned block store. Knows nothing about SCSI.
