@@ -1,1 +1,21 @@
 //! Lunar's shared thin-provisioned block store. Knows nothing about SCSI.
+//!
+//! One pool (a file, a block device or a directory holding `pool.img`) stores any number of
+//! thin volumes with O(1) snapshots and writable clones. The clone engine is the "layered
+//! ownership" model of docs/decisions/0001-clone-engine.md: every physical chunk is owned by
+//! exactly one layer, so space figures are plain counters. The on-disk format is described in
+//! docs/storage-format.md.
+
+mod error;
+mod pool;
+mod split;
+mod types;
+mod volume;
+
+pub use error::{Result, StorageError};
+pub use pool::Pool;
+pub use split::SplitJob;
+pub use types::{
+    CheckReport, Guarantee, PoolOptions, PoolStatus, SnapshotInfo, VolumeInfo, DEFAULT_CHUNK_SIZE,
+};
+pub use volume::Volume;

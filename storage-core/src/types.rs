@@ -1,0 +1,150 @@
+//! Public value types: options, status and info records.
+
+use serde::{Deserialize, Serialize};
+
+/// Space guarantee of a volume.
+///
+/// `None` is thin: writes allocate on demand and fail with `NoSpace` when the pool is full.
+/// `Full` reserves every chunk the volume could still need, so its writes never fail for space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Guarantee {
+    /// Thin provisioning.
+    None,
+    /// Fully reserved.
+    Full,
+}
+
+/// Default chunk size: 64 KiB (see docs/decisions/0002-chunk-size.md).
+pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+
+/// Options used when a pool is created.
+#[derive(Clone, Debug)]
+pub struct PoolOptions {
+    /// Allocation unit, power of two between 4 KiB and 1 MiB.
+    pub chunk_size: u32,
+    /// Size of a file or directory pool (the file is sparse). Block devices use the device size.
+    pub capacity_bytes: Option<u64>,
+    /// Soft threshold in per cent of capacity used; reported in [`PoolStatus`].
+    pub soft_threshold_pct: Option<u8>,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            capacity_bytes: None,
+            soft_threshold_pct: None,
+        }
+    }
+}
+
+/// Pool-wide space and object figures. Capacity, used, free and reserved are always exact.
+#[derive(Clone, Debug)]
+pub struct PoolStatus {
+    /// Pool UUID.
+    pub uuid: uuid::Uuid,
+    /// Bytes available for data chunks (metadata regions excluded).
+    pub capacity_bytes: u64,
+    /// Bytes in chunks owned by some layer.
+    pub used_bytes: u64,
+    /// `capacity - used`; includes `pending_free_bytes`.
+    pub free_bytes: u64,
+    /// Freed chunks waiting for their freeing transaction to be durable before reuse.
+    pub pending_free_bytes: u64,
+    /// Bytes reserved for full volumes and not yet used by them.
+    pub reserved_bytes: u64,
+    /// Chunk size in bytes.
+    pub chunk_size: u32,
+    /// Configured soft threshold in per cent of capacity.
+    pub soft_threshold_pct: Option<u8>,
+    /// Whether `used + reserved` has reached the soft threshold.
+    pub soft_threshold_reached: bool,
+    /// Number of live volumes.
+    pub volumes: usize,
+    /// Number of snapshots.
+    pub snapshots: usize,
+    /// Number of layers, including hidden ("ghost") layers.
+    pub layers: usize,
+}
+
+/// Description of a live volume.
+///
+/// `mapped_bytes` and `reserved_bytes` are exact and current. `unique_bytes` and `shared_bytes`
+/// are exact as of `space_reconciled_at` (see [`crate::Pool::reconcile_space`]); `space_exact`
+/// tells whether anything changed since.
+#[derive(Clone, Debug)]
+pub struct VolumeInfo {
+    /// Volume name.
+    pub name: String,
+    /// Stable identity (survives rename).
+    pub uuid: uuid::Uuid,
+    /// Logical size in bytes.
+    pub size_bytes: u64,
+    /// Logical block size: 512 or 4096.
+    pub block_size: u32,
+    /// Space guarantee.
+    pub guarantee: Guarantee,
+    /// Bytes of logical chunks that resolve to data.
+    pub mapped_bytes: u64,
+    /// Bytes reachable only through this volume (freed if it is deleted).
+    pub unique_bytes: u64,
+    /// `mapped - unique`.
+    pub shared_bytes: u64,
+    /// Bytes reserved for this volume's future writes (full guarantee only).
+    pub reserved_bytes: u64,
+    /// Source this volume was cloned from ("vol@snap" or "vol"), if any.
+    pub origin: Option<String>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// Whether unique/shared are current (no change since the last reconcile).
+    pub space_exact: bool,
+    /// When unique/shared were last reconciled, seconds since the Unix epoch.
+    pub space_reconciled_at: u64,
+    /// Number of snapshots of this volume.
+    pub snapshots: usize,
+}
+
+/// Description of a snapshot. Same exactness rules as [`VolumeInfo`].
+#[derive(Clone, Debug)]
+pub struct SnapshotInfo {
+    /// Name of the volume the snapshot belongs to.
+    pub volume: String,
+    /// Snapshot name.
+    pub name: String,
+    /// Stable identity.
+    pub uuid: uuid::Uuid,
+    /// Logical size at snapshot time.
+    pub size_bytes: u64,
+    /// Bytes of logical chunks that resolve to data.
+    pub mapped_bytes: u64,
+    /// Bytes reachable only through this snapshot.
+    pub unique_bytes: u64,
+    /// `mapped - unique`.
+    pub shared_bytes: u64,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// Whether unique/shared are current.
+    pub space_exact: bool,
+    /// When unique/shared were last reconciled, seconds since the Unix epoch.
+    pub space_reconciled_at: u64,
+}
+
+/// Result of [`crate::Pool::check`]: every invariant verified, problems listed.
+#[derive(Clone, Debug, Default)]
+pub struct CheckReport {
+    /// Layers examined.
+    pub layers: usize,
+    /// Chunks found owned by a layer.
+    pub owned_chunks: u64,
+    /// Chunks marked used in the allocator but owned by no layer.
+    pub leaked_chunks: u64,
+    /// Human-readable description of every violated invariant.
+    pub errors: Vec<String>,
+}
+
+impl CheckReport {
+    /// True when no invariant is violated.
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty() && self.leaked_chunks == 0
+    }
+}
