@@ -2,8 +2,12 @@
 //!
 //! The daemon owns sockets and timers; this module owns everything that can be decided from
 //! bytes alone: the PDU codec ([`pdu`]), digests ([`digest`]), sequence-number arithmetic and
-//! the CmdSN window ([`seq`]).
+//! the CmdSN window ([`seq`]), `key=value` text ([`text`]), operational key negotiation
+//! ([`negotiate`]), CHAP ([`chap`]) and the login state machine ([`login`]).
 
 pub mod digest;
+pub mod negotiate;
 pub mod pdu;
 pub mod seq;
+pub mod status;
+pub mod text;
