@@ -5,6 +5,7 @@
 //! the CmdSN window ([`seq`]), `key=value` text ([`text`]), operational key negotiation
 //! ([`negotiate`]), CHAP ([`chap`]) and the login state machine ([`login`]).
 
+pub mod chap;
 pub mod digest;
 pub mod negotiate;
 pub mod pdu;
