@@ -7,6 +7,7 @@
 
 pub mod chap;
 pub mod digest;
+pub mod login;
 pub mod negotiate;
 pub mod pdu;
 pub mod seq;

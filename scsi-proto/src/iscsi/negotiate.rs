@@ -65,6 +65,10 @@ pub struct TargetSettings {
     pub header_digest: DigestPolicy,
     /// Data digest policy.
     pub data_digest: DigestPolicy,
+    /// Commands the session may have outstanding: the final Login Response advertises
+    /// MaxCmdSN = ExpCmdSN + queue_depth - 1, and the daemon's CmdSN window should use the
+    /// same depth (1..=65536).
+    pub queue_depth: u32,
 }
 
 impl Default for TargetSettings {
@@ -81,6 +85,7 @@ impl Default for TargetSettings {
             default_time2retain: 20,
             header_digest: DigestPolicy::Allowed,
             data_digest: DigestPolicy::Allowed,
+            queue_depth: 64,
         }
     }
 }
@@ -111,6 +116,9 @@ impl TargetSettings {
         }
         if self.max_connections == 0 {
             return Err("MaxConnections must be at least 1".into());
+        }
+        if !(1..=crate::iscsi::seq::MAX_WINDOW).contains(&self.queue_depth) {
+            return Err("queue depth outside 1..=65536".into());
         }
         if self.default_time2wait > 3600 || self.default_time2retain > 3600 {
             return Err("DefaultTime2Wait/DefaultTime2Retain outside 0..=3600".into());
