@@ -1,0 +1,146 @@
+//! Daemon lifecycle: open the pool, build the targets, bind the portals, and shut down
+//! cleanly (stop accepting, let in-flight commands finish, flush and close the pool).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use storage_core::{Pool, PoolOptions, StorageError};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::iscsi::{portal, Server, TargetEntry};
+use crate::scsi::ScsiTarget;
+
+/// How long shutdown lets in-flight commands run before aborting them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A running daemon.
+pub struct Daemon {
+    pool: Pool,
+    server: Arc<Server>,
+    addrs: Vec<SocketAddr>,
+    accept_tasks: Vec<JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Opens (or creates) the pool, creates missing volumes, exports the targets and starts
+    /// listening on every portal.
+    pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+        let pool_path = if config.pool.path.is_absolute() {
+            config.pool.path.clone()
+        } else {
+            config.data_dir.join(&config.pool.path)
+        };
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        let opts = PoolOptions {
+            chunk_size: config.pool.chunk_size.0 as u32,
+            capacity_bytes: config.pool.capacity.map(|c| c.0),
+            soft_threshold_pct: config.pool.soft_threshold_pct,
+        };
+        let pool = Pool::open_or_create(&pool_path, &opts)
+            .await
+            .with_context(|| format!("cannot open pool at {}", pool_path.display()))?;
+        tracing::info!(path = %pool_path.display(), "pool open");
+
+        let targets = match build_targets(&config, &pool).await {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = pool.close().await;
+                return Err(e);
+            }
+        };
+        let server = Server::new(&config, targets);
+
+        let mut bound = Vec::new();
+        for (i, p) in config.portals.iter().enumerate() {
+            match portal::bind(p) {
+                Ok(b) => bound.push(b),
+                Err(e) => {
+                    let _ = pool.close().await;
+                    return Err(anyhow::anyhow!("portals[{i}]: cannot listen on {}: {e}", p.listen));
+                }
+            }
+        }
+        let mut addrs = Vec::new();
+        let mut accept_tasks = Vec::new();
+        for (listener, info) in bound {
+            addrs.push(info.local);
+            server.add_portal(info.clone());
+            accept_tasks.push(tokio::spawn(portal::serve(server.clone(), listener, info)));
+        }
+        Ok(Daemon {
+            pool,
+            server,
+            addrs,
+            accept_tasks,
+        })
+    }
+
+    /// Addresses actually listened on (port 0 resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The iSCSI server state.
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    /// The storage pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Stops accepting, lets in-flight commands finish (or aborts them after
+    /// [`SHUTDOWN_GRACE`]), closes every connection, then flushes and closes the pool.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.server.shutdown(SHUTDOWN_GRACE).await;
+        for t in self.accept_tasks {
+            let _ = t.await;
+        }
+        self.pool.flush().await.context("flushing the pool")?;
+        self.pool.close().await.context("closing the pool")?;
+        Ok(())
+    }
+}
+
+/// Creates one device server per configured target and attaches its LUNs, creating volumes
+/// that do not exist yet.
+async fn build_targets(config: &Config, pool: &Pool) -> anyhow::Result<Vec<TargetEntry>> {
+    let mut out = Vec::new();
+    for (ti, t) in config.targets.iter().enumerate() {
+        let scsi = ScsiTarget::new(&t.iqn);
+        for (li, lun) in t.luns.iter().enumerate() {
+            let field = format!("targets[{ti}].luns[{li}]");
+            match pool.volume_info(&lun.volume) {
+                Ok(info) => {
+                    if info.size_bytes != lun.size.0 || info.block_size != lun.block_size {
+                        tracing::warn!(
+                            volume = %lun.volume,
+                            "{field}: existing volume is {} bytes with {}-byte blocks; configuration says {} with {}-byte blocks; using the volume as it is",
+                            info.size_bytes, info.block_size, lun.size.0, lun.block_size
+                        );
+                    }
+                }
+                Err(StorageError::NotFound(_)) => {
+                    pool.create_volume(&lun.volume, lun.size.0, lun.block_size, lun.guarantee.into())
+                        .await
+                        .with_context(|| format!("{field}: cannot create volume {:?}", lun.volume))?;
+                    tracing::info!(volume = %lun.volume, size = %lun.size, "created volume");
+                }
+                Err(e) => return Err(anyhow::anyhow!("{field}: volume {:?}: {e}", lun.volume)),
+            }
+            let vol = pool
+                .volume(&lun.volume)
+                .with_context(|| format!("{field}: cannot open volume {:?}", lun.volume))?;
+            scsi.add_lun(lun.id, vol, lun.read_only)
+                .with_context(|| format!("{field}: cannot attach LUN {}", lun.id))?;
+        }
+        tracing::info!(target = %t.iqn, luns = t.luns.len(), "target exported");
+        out.push(TargetEntry { cfg: t.clone(), scsi });
+    }
+    Ok(out)
+}

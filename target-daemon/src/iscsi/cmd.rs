@@ -1,0 +1,356 @@
+//! SCSI command dispatch: from a SCSI Command PDU (released by the CmdSN window) to a spawned
+//! task that collects its write data, respects task-attribute ordering, runs it on the device
+//! server and sends the result.
+
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use scsi_proto::iscsi::pdu::{self, Bhs, Pdu, RejectReason, TaskAttribute};
+use tokio::sync::{oneshot, watch};
+
+use super::conn::{header_of, Conn, PendingEntry, WRITE_BUDGET};
+use super::datain::{self, CmdInfo};
+use super::r2t::{DataOutResult, PendingWrite};
+use super::session::TaskHandle;
+use crate::scsi::{ScsiRequest, TaskAttr};
+
+/// Ordering of tasks by attribute (SAM-5 8.6): a SIMPLE task waits for the last ORDERED task
+/// before it; an ORDERED task waits for everything before it; HEAD OF QUEUE waits for nothing.
+/// Tasks are registered in CmdSN order, so "before" is CmdSN order. Each task is represented
+/// by a watch receiver whose sender the task holds until its future ends.
+#[derive(Default)]
+pub struct OrderState {
+    last_ordered: Option<watch::Receiver<()>>,
+    simple_since: Vec<watch::Receiver<()>>,
+}
+
+impl OrderState {
+    /// Registers a new task and returns the tasks it must wait for.
+    pub fn register(&mut self, attr: &TaskAttr, done: &watch::Receiver<()>) -> Vec<watch::Receiver<()>> {
+        // Forget finished tasks (sender dropped) so the list stays bounded by running tasks.
+        self.simple_since.retain(|r| r.has_changed().is_ok());
+        if self.last_ordered.as_ref().is_some_and(|r| r.has_changed().is_err()) {
+            self.last_ordered = None;
+        }
+        match attr {
+            TaskAttr::HeadOfQueue => Vec::new(),
+            TaskAttr::Ordered => {
+                let mut wait: Vec<_> = std::mem::take(&mut self.simple_since);
+                wait.extend(self.last_ordered.take());
+                self.last_ordered = Some(done.clone());
+                wait
+            }
+            _ => {
+                self.simple_since.push(done.clone());
+                self.last_ordered.iter().cloned().collect()
+            }
+        }
+    }
+}
+
+/// Waits until every task in `list` has ended.
+async fn wait_all(list: Vec<watch::Receiver<()>>) {
+    for mut r in list {
+        while r.changed().await.is_ok() {}
+    }
+}
+
+/// Distinguishes task table entries that reuse an ITT.
+static TASK_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// Where a task gets its Data-Out from.
+enum DataSource {
+    Ready(Bytes, u32),
+    Wait(oneshot::Receiver<Result<(Bytes, u32), &'static str>>),
+}
+
+fn task_attr(a: TaskAttribute) -> TaskAttr {
+    match a {
+        TaskAttribute::Ordered => TaskAttr::Ordered,
+        TaskAttribute::HeadOfQueue => TaskAttr::HeadOfQueue,
+        TaskAttribute::Aca => TaskAttr::Aca,
+        _ => TaskAttr::Simple,
+    }
+}
+
+impl Conn {
+    /// Starts a SCSI command.
+    pub(crate) async fn scsi_command(&mut self, pdu: Pdu) -> anyhow::Result<()> {
+        let Bhs::ScsiCommand(cmd) = &pdu.bhs else {
+            return Ok(());
+        };
+        let Some(target) = self.session.target.clone() else {
+            // Discovery sessions carry no SCSI commands.
+            self.reject(RejectReason::ProtocolError, header_of(&pdu)).await;
+            return Ok(());
+        };
+        let itt = cmd.itt;
+        if itt == pdu::RESERVED_TAG
+            || self.pending.contains_key(&itt)
+            || self.session.tasks.lock().contains_key(&itt)
+        {
+            self.reject(RejectReason::ProtocolError, header_of(&pdu)).await;
+            return Ok(());
+        }
+        if !pdu.data.is_empty() && (!cmd.write || !self.immediate_data) {
+            self.reject(RejectReason::ProtocolError, header_of(&pdu)).await;
+            return Ok(());
+        }
+        let lun = pdu::lun_from_wire(cmd.lun).unwrap_or(u64::MAX);
+        let cdb = cmd.full_cdb();
+        let edtl = cmd.expected_data_transfer_length;
+        let spdtl = if cmd.write {
+            target.scsi.data_out_len(lun, &cdb)
+        } else {
+            None
+        };
+        let mut info = CmdInfo {
+            itt,
+            lun_raw: cmd.lun,
+            edtl,
+            read: cmd.read,
+            write: cmd.write,
+            spdtl,
+            r2t_count: 0,
+        };
+        let attr = task_attr(cmd.attr);
+
+        // The CDB wants more Data-Out than the initiator will send: fail it without touching
+        // the medium (FCP-4 / SAM-5 option b), reporting the overflow.
+        if cmd.write && spdtl.is_some_and(|s| s > edtl) {
+            let sense = datain::fixed_sense(datain::ILLEGAL_REQUEST, 0x0e, 0x03);
+            let w = self.writer.clone();
+            let limits = self.datain_limits;
+            let info = CmdInfo { read: false, ..info };
+            let _ = datain::send_result(&w, &info, datain::CHECK_CONDITION, Some(sense), Bytes::new(), 0, limits).await;
+            // Unsolicited data for this task, if any, is dropped as unknown.
+            return Ok(());
+        }
+        let want = if cmd.write { spdtl.unwrap_or(edtl).min(edtl) } else { 0 };
+
+        // Data source.
+        let mut new_pending = None;
+        let source = if cmd.write && edtl > 0 {
+            let pw = match PendingWrite::new(itt, cmd.lun, edtl, want, pdu.data.clone(), cmd.final_bit, &self.write_params) {
+                Ok(pw) => pw,
+                Err(why) => {
+                    tracing::debug!(peer = %self.peer, "rejecting command: {why}");
+                    self.reject(RejectReason::ProtocolError, header_of(&pdu)).await;
+                    return Ok(());
+                }
+            };
+            if pw.is_complete() {
+                let mut pw = pw;
+                DataSource::Ready(pw.take_data(), 0)
+            } else {
+                let (tx, rx) = oneshot::channel();
+                new_pending = Some((pw, tx));
+                DataSource::Wait(rx)
+            }
+        } else {
+            DataSource::Ready(Bytes::new(), 0)
+        };
+
+        let (done_tx, done_rx) = watch::channel(());
+        let barrier = self.session.ordering.lock().register(&attr, &done_rx);
+        let session = self.session.clone();
+        let writer = self.writer.clone();
+        let limits = self.datain_limits;
+        let serial = TASK_SERIAL.fetch_add(1, AtomicOrdering::Relaxed);
+        let nexus = self.session.nexus.clone();
+        let expected_data_in = if cmd.read { edtl } else { 0 };
+        let task = async move {
+            let _done = done_tx;
+            wait_all(barrier).await;
+            let (data_out, r2ts) = match source {
+                DataSource::Ready(b, n) => (b, n),
+                DataSource::Wait(rx) => match rx.await {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(why)) => {
+                        tracing::debug!(itt, "write data error: {why}");
+                        remove_task(&session, itt, serial);
+                        // DATA PHASE ERROR: the data did not arrive as the protocol requires.
+                        let sense = datain::fixed_sense(datain::ABORTED_COMMAND, 0x4b, 0x00);
+                        let info = CmdInfo { read: false, ..info };
+                        datain::send_result(&writer, &info, datain::CHECK_CONDITION, Some(sense), Bytes::new(), 0, limits).await;
+                        return;
+                    }
+                    // Aborted or connection gone: no response.
+                    Err(_) => return,
+                },
+            };
+            info.r2t_count = r2ts;
+            let req = ScsiRequest {
+                nexus,
+                lun,
+                cdb,
+                data_out,
+                expected_data_in,
+                attr,
+                tag: itt,
+            };
+            let resp = target.scsi.execute(req).await;
+            remove_task(&session, itt, serial);
+            datain::send_result(&writer, &info, resp.status, resp.sense, resp.data_in, resp.data_out_used, limits)
+                .await;
+        };
+        {
+            let mut tasks = self.session.tasks.lock();
+            let handle = tokio::spawn(task);
+            tasks.insert(
+                itt,
+                TaskHandle {
+                    lun,
+                    cmd_sn: cmd.cmd_sn,
+                    abort: handle.abort_handle(),
+                    done: done_rx,
+                    conn: self.conn_id,
+                    serial,
+                },
+            );
+        }
+        self.session.update_window();
+        if let Some((pw, tx)) = new_pending {
+            self.pending_seq += 1;
+            self.budget_used += pw.reserved;
+            self.pending.insert(itt, PendingEntry { pw, data_tx: tx, seq: self.pending_seq });
+            self.issue_r2ts().await;
+        }
+        Ok(())
+    }
+
+    /// Routes a Data-Out PDU to its pending write.
+    pub(crate) async fn data_out(&mut self, pdu: Pdu) {
+        let Bhs::DataOut(h) = &pdu.bhs else { return };
+        let itt = h.itt;
+        let Some(entry) = self.pending.get_mut(&itt) else {
+            // The task completed, failed or was aborted; late data is dropped (ERL 0).
+            tracing::trace!(peer = %self.peer, itt, "Data-Out for no pending write");
+            return;
+        };
+        let verdict = if entry.data_tx.is_closed() {
+            Some(Err("task aborted"))
+        } else {
+            match entry.pw.on_data_out(h, pdu.data.clone()) {
+                DataOutResult::Invalid(why) => Some(Err(why)),
+                DataOutResult::Accepted if entry.pw.is_complete() => Some(Ok(())),
+                DataOutResult::Accepted => None,
+            }
+        };
+        if let Some(v) = verdict {
+            if let Some(mut e) = self.pending.remove(&itt) {
+                self.budget_used = self.budget_used.saturating_sub(e.pw.reserved);
+                let msg = match v {
+                    Ok(()) => Ok((e.pw.take_data(), e.pw.r2t_count)),
+                    Err(why) => {
+                        tracing::debug!(peer = %self.peer, itt, "bad Data-Out: {why}");
+                        Err(why)
+                    }
+                };
+                let _ = e.data_tx.send(msg);
+            }
+        }
+        self.issue_r2ts().await;
+    }
+
+    /// Sends the R2Ts pending writes may have now, oldest write first, within the
+    /// connection's buffer budget (the oldest write is always allowed to proceed).
+    pub(crate) async fn issue_r2ts(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut order: Vec<(u64, u32)> = self
+            .pending
+            .iter()
+            .filter(|(_, e)| e.pw.needs_r2t())
+            .map(|(k, e)| (e.seq, *k))
+            .collect();
+        if order.is_empty() {
+            return;
+        }
+        order.sort_unstable();
+        let oldest = self.pending.values().map(|e| e.seq).min().unwrap_or(0);
+        let mut out = Vec::new();
+        let params = self.write_params;
+        for (seq, itt) in order {
+            let Some(e) = self.pending.get_mut(&itt) else { continue };
+            let next_ttt = &mut self.next_ttt;
+            let used = &mut self.budget_used;
+            let r2ts = e.pw.next_r2ts(
+                &params,
+                || {
+                    let t = *next_ttt;
+                    *next_ttt = next_ttt.wrapping_add(1);
+                    if *next_ttt == pdu::RESERVED_TAG {
+                        *next_ttt = 1;
+                    }
+                    t
+                },
+                |len| {
+                    if seq == oldest || *used + u64::from(len) <= WRITE_BUDGET {
+                        *used += u64::from(len);
+                        true
+                    } else {
+                        false
+                    }
+                },
+            );
+            out.extend(r2ts);
+        }
+        for r in out {
+            if !self.writer.send(Pdu::header_only(r)).await {
+                return;
+            }
+        }
+    }
+
+    /// Drops pending writes whose task is gone (aborted), returning their budget.
+    pub(crate) fn purge_pending(&mut self) {
+        let dead: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, e)| e.data_tx.is_closed())
+            .map(|(k, _)| *k)
+            .collect();
+        for itt in dead {
+            if let Some(e) = self.pending.remove(&itt) {
+                self.budget_used = self.budget_used.saturating_sub(e.pw.reserved);
+            }
+        }
+    }
+}
+
+/// Removes the task table entry for `itt` if it still belongs to this task.
+fn remove_task(session: &Arc<super::session::Session>, itt: u32, serial: u64) {
+    {
+        let mut tasks = session.tasks.lock();
+        if tasks.get(&itt).is_some_and(|t| t.serial == serial) {
+            tasks.remove(&itt);
+        }
+    }
+    session.update_window();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ordered_waits_for_earlier_simple_and_blocks_later() {
+        let mut st = OrderState::default();
+        let (a_tx, a_rx) = watch::channel(());
+        let (b_tx, b_rx) = watch::channel(());
+        let (_c_tx, c_rx) = watch::channel(());
+        assert!(st.register(&TaskAttr::Simple, &a_rx).is_empty());
+        let w = st.register(&TaskAttr::Ordered, &b_rx);
+        assert_eq!(w.len(), 1, "ordered waits for the simple task before it");
+        let w2 = st.register(&TaskAttr::Simple, &c_rx);
+        assert_eq!(w2.len(), 1, "simple waits for the ordered task before it");
+        assert!(st.register(&TaskAttr::HeadOfQueue, &c_rx).is_empty());
+        drop(a_tx);
+        wait_all(w).await;
+        drop(b_tx);
+        wait_all(w2).await;
+    }
+}

@@ -1,0 +1,421 @@
+//! One iSCSI connection: the framed reader, login, and the full feature phase loop.
+//!
+//! The reader task owns all per-connection protocol state (pending write data, text
+//! continuation, NOP pings) so none of it needs a lock; responses go through the connection's
+//! [`Writer`]. SCSI commands run as spawned tasks so one slow command never blocks the rest.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use scsi_proto::iscsi::pdu::{self, Bhs, CodecConfig, Pdu, PduError, RejectReason};
+use scsi_proto::iscsi::text::TextAssembler;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use super::datain::DataInLimits;
+use super::nop::NopState;
+use super::r2t::{PendingWrite, WriteParams};
+use super::session::Session;
+use super::text::TextState;
+use super::writer::{Out, Writer};
+use super::{PortalInfo, Server};
+
+/// Largest amount of write data one connection buffers (received or solicited) before it
+/// holds back further R2Ts. The oldest pending write may always proceed, so this never
+/// deadlocks.
+pub const WRITE_BUDGET: u64 = 64 * 1024 * 1024;
+
+/// Why reading the next PDU failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The peer closed the connection.
+    #[error("connection closed by peer")]
+    Eof,
+    /// Socket error.
+    #[error("read error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The PDU could not be decoded.
+    #[error("{0}")]
+    Pdu(#[from] PduError),
+}
+
+/// Reads whole PDUs from a byte stream with scsi-proto's decoder. Cancel safe: partial input
+/// stays in the buffer.
+pub struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Wraps a read half.
+    pub fn new(io: R) -> Self {
+        FrameReader {
+            io,
+            buf: BytesMut::with_capacity(64 * 1024),
+        }
+    }
+
+    /// The next PDU. Memory is bounded by one PDU: the decoder refuses a data segment longer
+    /// than `codec.max_recv_data_segment_length` as soon as the header is in.
+    pub async fn next(&mut self, codec: &CodecConfig) -> Result<Pdu, ReadError> {
+        loop {
+            if let Some(p) = pdu::decode(&mut self.buf, codec)? {
+                return Ok(p);
+            }
+            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                self.buf.reserve(64 * 1024);
+            }
+            let n = self.io.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return Err(ReadError::Eof);
+            }
+        }
+    }
+}
+
+/// A write command still receiving data.
+pub(crate) struct PendingEntry {
+    pub pw: PendingWrite,
+    pub data_tx: oneshot::Sender<Result<(Bytes, u32), &'static str>>,
+    /// Order of arrival; the oldest write may exceed the buffer budget.
+    pub seq: u64,
+}
+
+/// Full feature phase state of one connection.
+pub struct Conn {
+    pub(crate) server: Arc<Server>,
+    pub(crate) local: SocketAddr,
+    pub(crate) peer: SocketAddr,
+    pub(crate) writer: Writer,
+    pub(crate) codec: CodecConfig,
+    pub(crate) session: Arc<Session>,
+    pub(crate) cid: u16,
+    pub(crate) conn_id: u64,
+    pub(crate) write_params: WriteParams,
+    pub(crate) datain_limits: DataInLimits,
+    pub(crate) immediate_data: bool,
+    pub(crate) pending: HashMap<u32, PendingEntry>,
+    pub(crate) pending_seq: u64,
+    pub(crate) budget_used: u64,
+    pub(crate) next_ttt: u32,
+    pub(crate) text: TextState,
+    pub(crate) text_in: TextAssembler,
+    pub(crate) nop: NopState,
+    /// Set once a logout has been answered: the connection closes after flushing.
+    pub(crate) logged_out: bool,
+}
+
+/// Serves one accepted TCP connection to the end.
+pub async fn serve(server: Arc<Server>, stream: TcpStream, portal: PortalInfo) {
+    let Some(_token) = server.conn_token() else {
+        return;
+    };
+    let peer = stream.peer_addr().ok();
+    let local = stream.local_addr().ok();
+    let (Some(peer), Some(local)) = (peer, local) else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let span = tracing::info_span!("conn", %peer);
+    let _enter = span.enter();
+    drop(_enter);
+    let (rd, wr) = stream.into_split();
+    let (writer, writer_task) = Writer::spawn(wr, CodecConfig::default());
+    let mut reader = FrameReader::new(rd);
+
+    let login_timeout = Duration::from_secs(server.tunables.login_timeout_secs);
+    let login = tokio::time::timeout(
+        login_timeout,
+        super::login::run(&server, &portal, &mut reader, &writer),
+    );
+    let mut shutdown = server.shutdown_signal();
+    let outcome = tokio::select! {
+        r = login => match r {
+            Ok(Ok(Some(done))) => Some(done),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                tracing::info!(%peer, "login failed: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::info!(%peer, "login timed out after {}s", login_timeout.as_secs());
+                None
+            }
+        },
+        _ = signalled(&mut shutdown) => None,
+    };
+    let Some(done) = outcome else {
+        let _ = writer.control(Out::Close).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+        return;
+    };
+
+    let close_rx = done.close_rx.clone();
+    let p = &done.params;
+    let mut conn = Conn {
+        server: server.clone(),
+        local,
+        peer,
+        writer: writer.clone(),
+        codec: p.codec(),
+        session: done.session.clone(),
+        cid: done.cid,
+        conn_id: done.conn_id,
+        write_params: WriteParams {
+            first_burst: p.first_burst_length,
+            max_burst: p.max_burst_length,
+            max_outstanding_r2t: p.max_outstanding_r2t,
+            initial_r2t: p.initial_r2t,
+        },
+        datain_limits: DataInLimits {
+            max_segment: p.max_send_data_segment_length,
+            max_burst: p.max_burst_length,
+        },
+        immediate_data: p.immediate_data,
+        pending: HashMap::new(),
+        pending_seq: 0,
+        budget_used: 0,
+        next_ttt: 1,
+        text: TextState::default(),
+        text_in: TextAssembler::new(),
+        nop: NopState::new(&server.tunables),
+        logged_out: false,
+    };
+    tracing::info!(
+        %peer,
+        initiator = %done.session.initiator,
+        target = done.session.target.as_ref().map(|t| t.cfg.iqn.as_str()).unwrap_or("(discovery)"),
+        tsih = done.session.tsih,
+        cid = done.cid,
+        "login complete"
+    );
+    conn.run(&mut reader, close_rx).await;
+    conn.finish().await;
+    let _ = writer.control(Out::Close).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+}
+
+impl Conn {
+    /// The full feature phase loop.
+    async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+        mut close_rx: watch::Receiver<bool>,
+    ) {
+        let mut shutdown = self.server.shutdown_signal();
+        let mut session_closed = self.session.closed_signal();
+        loop {
+            if self.logged_out || self.writer.is_closed() {
+                return;
+            }
+            let deadline = self.nop.next_deadline();
+            tokio::select! {
+                r = reader.next(&self.codec) => match r {
+                    Ok(pdu) => {
+                        self.nop.received();
+                        if let Err(e) = self.handle(pdu).await {
+                            tracing::warn!(peer = %self.peer, "closing connection: {e}");
+                            return;
+                        }
+                    }
+                    Err(ReadError::Pdu(e)) if !e.is_fatal() => {
+                        self.nop.received();
+                        tracing::debug!(peer = %self.peer, "rejecting PDU: {e}");
+                        if let (Some(reason), Some(hdr)) = (e.reject_reason(), e.rejected_header()) {
+                            self.reject(reason, hdr.clone()).await;
+                        }
+                    }
+                    Err(ReadError::Eof) => {
+                        tracing::debug!(peer = %self.peer, "connection closed by initiator");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::info!(peer = %self.peer, "closing connection: {e}");
+                        return;
+                    }
+                },
+                _ = signalled(&mut close_rx) => {
+                    tracing::info!(peer = %self.peer, "connection closed by session reinstatement or reset");
+                    return;
+                }
+                _ = signalled(&mut session_closed) => return,
+                _ = signalled(&mut shutdown) => {
+                    self.drain_for_shutdown().await;
+                    return;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if !self.nop.on_timer(&self.writer).await {
+                        tracing::info!(peer = %self.peer, "no answer to NOP-In ping: dropping connection");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dispatches one received PDU. An error closes the connection.
+    async fn handle(&mut self, pdu: Pdu) -> anyhow::Result<()> {
+        match &pdu.bhs {
+            Bhs::DataOut(_) => {
+                self.data_out(pdu).await;
+                Ok(())
+            }
+            Bhs::NopOut(h) if h.itt == pdu::RESERVED_TAG => {
+                // Answer to our ping (I bit set, carries no new CmdSN).
+                self.nop.answered(h.ttt);
+                Ok(())
+            }
+            Bhs::NopOut(_)
+            | Bhs::ScsiCommand(_)
+            | Bhs::TaskMgmtRequest(_)
+            | Bhs::TextRequest(_)
+            | Bhs::LogoutRequest(_) => {
+                let cmd_sn = pdu.bhs.cmd_sn().unwrap_or(0);
+                let immediate = pdu.bhs.is_immediate();
+                if immediate && matches!(pdu.bhs, Bhs::ScsiCommand(_)) {
+                    // Immediate commands bypass the window; bound them by the task table.
+                    let running = self.session.tasks.lock().len() as u32;
+                    if running >= self.session.window_size.saturating_mul(2) {
+                        let hdr = header_of(&pdu);
+                        self.reject(RejectReason::ImmediateCommandReject, hdr).await;
+                        return Ok(());
+                    }
+                }
+                let admitted = self.session.window.lock().admit(cmd_sn, immediate, pdu);
+                if let Err((why, pdu)) = admitted {
+                    tracing::debug!(peer = %self.peer, opcode = ?pdu.bhs.opcode(), "dropping command: {why}");
+                    return Ok(());
+                }
+                loop {
+                    let next = self.session.window.lock().pop_ready();
+                    let Some(p) = next else { break };
+                    self.dispatch(p).await?;
+                }
+                Ok(())
+            }
+            Bhs::Snack(_) => {
+                // ErrorRecoveryLevel 0: SNACK is not supported.
+                let hdr = header_of(&pdu);
+                self.reject(RejectReason::CommandNotSupported, hdr).await;
+                Ok(())
+            }
+            Bhs::LoginRequest(_) => {
+                let hdr = header_of(&pdu);
+                self.reject(RejectReason::ProtocolError, hdr).await;
+                Ok(())
+            }
+            _ => {
+                // A target opcode sent by the initiator.
+                let hdr = header_of(&pdu);
+                self.reject(RejectReason::ProtocolError, hdr).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Executes a command that the CmdSN window released, in CmdSN order.
+    async fn dispatch(&mut self, pdu: Pdu) -> anyhow::Result<()> {
+        match &pdu.bhs {
+            Bhs::ScsiCommand(_) => self.scsi_command(pdu).await,
+            Bhs::NopOut(_) => {
+                self.nop_out(pdu).await;
+                Ok(())
+            }
+            Bhs::TaskMgmtRequest(_) => {
+                self.task_mgmt(pdu).await;
+                Ok(())
+            }
+            Bhs::TextRequest(_) => self.text_request(pdu).await,
+            Bhs::LogoutRequest(_) => {
+                self.logout(pdu).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends a Reject carrying the offending header.
+    pub(crate) async fn reject(&self, reason: RejectReason, header: Bytes) {
+        let (exp, max) = self.session.cmd_sns();
+        let _ = self.writer.send(Pdu::reject(reason, header, 0, exp, max)).await;
+    }
+
+    /// Waits (bounded) for this connection's running tasks to finish on shutdown, so their
+    /// responses go out; whatever is still running after the grace period is aborted.
+    async fn drain_for_shutdown(&mut self) {
+        self.pending.clear();
+        let waits: Vec<watch::Receiver<()>> = self
+            .session
+            .tasks
+            .lock()
+            .values()
+            .filter(|t| t.conn == self.conn_id)
+            .map(|t| t.done.clone())
+            .collect();
+        let all = async {
+            for mut w in waits {
+                while w.changed().await.is_ok() {}
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
+            tracing::warn!(peer = %self.peer, "shutdown: aborting commands still running after 10s");
+        }
+    }
+
+    /// Leaves the session: this connection's tasks are aborted; with no connection left
+    /// the session ends (ErrorRecoveryLevel 0 keeps no state for reconnects).
+    async fn finish(&mut self) {
+        self.pending.clear();
+        let mine: Vec<_> = {
+            let mut tasks = self.session.tasks.lock();
+            let itts: Vec<u32> = tasks.iter().filter(|(_, t)| t.conn == self.conn_id).map(|(k, _)| *k).collect();
+            itts.into_iter().filter_map(|i| tasks.remove(&i)).collect()
+        };
+        super::session::abort_and_wait(mine).await;
+        let last = {
+            let mut conns = self.session.conns.lock();
+            // A reinstated connection has already replaced our entry under the same CID.
+            if conns.get(&self.cid).is_some_and(|c| c.id == self.conn_id) {
+                conns.remove(&self.cid);
+            }
+            conns.is_empty()
+        };
+        if last {
+            self.server.sessions.remove(&self.session);
+            self.session.close().await;
+            tracing::info!(peer = %self.peer, tsih = self.session.tsih, "session closed");
+        }
+    }
+}
+
+/// The 48-byte BHS of a PDU, re-encoded, for the Reject data segment.
+pub(crate) fn header_of(pdu: &Pdu) -> Bytes {
+    let mut scratch = BytesMut::new();
+    let bare = Pdu::header_only(pdu.bhs.clone());
+    match bare.encode_parts(&CodecConfig::default(), &mut scratch) {
+        Ok(e) if e.header.len() >= pdu::BHS_LEN => {
+            let mut h = BytesMut::from(&e.header[..pdu::BHS_LEN]);
+            // Restore the original DataSegmentLength (the copy was encoded without data).
+            let dsl = (pdu.data.len() as u32).to_be_bytes();
+            h[5..8].copy_from_slice(&dsl[1..]);
+            h.freeze()
+        }
+        Ok(_) => Bytes::from_static(&[0u8; pdu::BHS_LEN]),
+        Err(_) => Bytes::from_static(&[0u8; pdu::BHS_LEN]),
+    }
+}
+
+/// The current time as the NOP timer sees it.
+pub(crate) fn now() -> Instant {
+    Instant::now()
+}
+
+/// Resolves once the flag turns true (or its sender is gone).
+pub(crate) async fn signalled(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}

@@ -1,0 +1,234 @@
+//! Login phase glue: drives scsi-proto's login state machine with a policy backed by the
+//! configuration (targets, ACLs, CHAP secrets) and the session table, then creates, reinstates
+//! or joins the session.
+
+use std::sync::Arc;
+
+use scsi_proto::iscsi::chap::{ChapConfig, ChapCredential};
+use scsi_proto::iscsi::login::{JoinDecision, LoginConnection, LoginPolicy, LoginStep, TargetInfo};
+use scsi_proto::iscsi::negotiate::{DigestPolicy, SessionParams, SessionType, TargetSettings};
+use scsi_proto::iscsi::pdu::{Bhs, CodecConfig};
+use scsi_proto::iscsi::seq::StatSn;
+use tokio::io::AsyncRead;
+use tokio::sync::watch;
+
+use super::conn::{FrameReader, ReadError};
+use super::session::{next_conn_id, ConnHandle, Session};
+use super::writer::{Out, Writer};
+use super::{PortalInfo, Server};
+use crate::config::{ChapCfg, DigestCfg, IscsiCfg};
+
+/// A successful login.
+pub struct LoginDone {
+    /// The session the connection belongs to.
+    pub session: Arc<Session>,
+    /// Connection ID chosen by the initiator.
+    pub cid: u16,
+    /// Unique id of this connection.
+    pub conn_id: u64,
+    /// Turns true when the connection must close (reinstatement, reset).
+    pub close_rx: watch::Receiver<bool>,
+    /// Negotiated parameters.
+    pub params: SessionParams,
+}
+
+/// Our negotiation settings from the configuration.
+pub fn target_settings(c: &IscsiCfg) -> TargetSettings {
+    let digest = |d: DigestCfg| match d {
+        DigestCfg::Disabled => DigestPolicy::Disabled,
+        DigestCfg::Allowed => DigestPolicy::Allowed,
+        DigestCfg::Required => DigestPolicy::Required,
+    };
+    TargetSettings {
+        max_recv_data_segment_length: c.max_recv_data_segment_length,
+        max_burst_length: c.max_burst_length,
+        first_burst_length: c.first_burst_length,
+        immediate_data: c.immediate_data,
+        initial_r2t: c.initial_r2t,
+        max_outstanding_r2t: c.max_outstanding_r2t,
+        max_connections: 1,
+        default_time2wait: 0,
+        // ErrorRecoveryLevel 0: nothing is retained after a connection is lost.
+        default_time2retain: 0,
+        header_digest: digest(c.header_digest),
+        data_digest: digest(c.data_digest),
+    }
+}
+
+fn chap_config(c: &ChapCfg) -> ChapConfig {
+    ChapConfig {
+        initiator: ChapCredential {
+            username: c.username.clone(),
+            secret: c.secret.as_bytes().to_vec(),
+        },
+        mutual: c.mutual.as_ref().map(|m| ChapCredential {
+            username: m.username.clone(),
+            secret: m.secret.as_bytes().to_vec(),
+        }),
+    }
+}
+
+/// The login policy: answers the state machine's questions from configuration and state.
+struct Policy<'a> {
+    server: &'a Server,
+}
+
+impl LoginPolicy for Policy<'_> {
+    fn target(&self, target_name: &str) -> Option<TargetInfo> {
+        self.server.target(target_name).map(|t| TargetInfo {
+            alias: t.cfg.alias.clone(),
+            chap: t.cfg.chap.as_ref().map(chap_config),
+        })
+    }
+
+    fn initiator_allowed(&self, target_name: &str, initiator_name: &str) -> bool {
+        self.server
+            .target(target_name)
+            .is_some_and(|t| t.allows(initiator_name))
+    }
+
+    fn discovery_chap(&self) -> Option<ChapConfig> {
+        self.server.discovery_chap.as_ref().map(chap_config)
+    }
+
+    fn allocate_tsih(&self) -> Option<u16> {
+        self.server.sessions.allocate_tsih()
+    }
+
+    fn join_session(
+        &self,
+        tsih: u16,
+        isid: u64,
+        initiator_name: &str,
+        target_name: Option<&str>,
+        cid: u16,
+    ) -> JoinDecision {
+        let same_target = |s: &Session| match (&s.target, target_name) {
+            (Some(t), Some(n)) => t.cfg.iqn.eq_ignore_ascii_case(n),
+            (None, None) => true,
+            _ => false,
+        };
+        match self.server.sessions.get(tsih) {
+            Some(s) if s.isid == isid && s.initiator.eq_ignore_ascii_case(initiator_name) && same_target(&s) => {
+                // MaxConnections is 1: only reinstating the existing connection is allowed.
+                if s.conns.lock().contains_key(&cid) {
+                    JoinDecision::Allowed
+                } else {
+                    JoinDecision::TooManyConnections
+                }
+            }
+            _ => JoinDecision::NoSuchSession,
+        }
+    }
+}
+
+/// Runs the login phase on a fresh connection. `Ok(None)`: the initiator went away or login
+/// failed in an orderly way (the failure response has been sent).
+pub async fn run<R: AsyncRead + Unpin>(
+    server: &Arc<Server>,
+    portal: &PortalInfo,
+    reader: &mut FrameReader<R>,
+    writer: &Writer,
+) -> anyhow::Result<Option<LoginDone>> {
+    let mut machine = LoginConnection::new(target_settings(&server.tunables), portal.tpgt, rand::random());
+    let policy = Policy { server };
+    let codec = CodecConfig::default();
+    loop {
+        let pdu = match reader.next(&codec).await {
+            Ok(p) => p,
+            Err(ReadError::Eof) => return Ok(None),
+            Err(e) => return Err(anyhow::anyhow!("during login: {e}")),
+        };
+        if !matches!(pdu.bhs, Bhs::LoginRequest(_)) {
+            return Err(anyhow::anyhow!(
+                "{:?} PDU received before login completed",
+                pdu.bhs.opcode()
+            ));
+        }
+        match machine.handle(&pdu, &policy) {
+            LoginStep::Respond(resp) => {
+                if !writer.send(resp).await {
+                    return Ok(None);
+                }
+            }
+            LoginStep::Fail { response, failure } => {
+                tracing::info!("login refused: {failure}");
+                let _ = writer.send(response).await;
+                return Ok(None);
+            }
+            LoginStep::Complete { response, outcome } => {
+                let target = match (&outcome.session_type, &outcome.target_name) {
+                    (SessionType::Normal, Some(name)) => match server.target(name) {
+                        Some(t) => Some(t.clone()),
+                        None => return Err(anyhow::anyhow!("target {name} vanished during login")),
+                    },
+                    _ => None,
+                };
+                let conn_id = next_conn_id();
+                let (close_tx, close_rx) = watch::channel(false);
+                let session = if outcome.leading {
+                    // Session reinstatement: same initiator + ISID (TSIH 0) replaces the old
+                    // session, whose tasks are aborted first.
+                    let target_name = target.as_ref().map(|t| t.cfg.iqn.as_str());
+                    for old in server.sessions.find_for_reinstatement(&outcome.initiator_name, outcome.isid, target_name) {
+                        tracing::info!(initiator = %outcome.initiator_name, tsih = old.tsih, "session reinstatement: closing the old session");
+                        server.sessions.remove(&old);
+                        old.close().await;
+                    }
+                    let s = Session::new(
+                        outcome.tsih,
+                        outcome.isid,
+                        outcome.initiator_name.clone(),
+                        target.clone(),
+                        portal.tpgt,
+                        outcome.cmd_sn,
+                        server.tunables.cmdsn_window,
+                    );
+                    s.conns.lock().insert(outcome.cid, ConnHandle { id: conn_id, close: close_tx });
+                    server.sessions.insert(s.clone());
+                    if let Some(t) = &target {
+                        t.scsi.nexus_login(&s.nexus);
+                    }
+                    s
+                } else {
+                    let Some(s) = server.sessions.get(outcome.tsih) else {
+                        return Err(anyhow::anyhow!("session {} ended during login", outcome.tsih));
+                    };
+                    // Connection reinstatement: the new connection takes over the CID; the
+                    // old one is told to close and aborts its tasks.
+                    let old = s.conns.lock().insert(outcome.cid, ConnHandle { id: conn_id, close: close_tx });
+                    if let Some(old) = old {
+                        tracing::info!(cid = outcome.cid, tsih = s.tsih, "connection reinstatement");
+                        old.close.send_replace(true);
+                        let victims: Vec<_> = {
+                            let mut tasks = s.tasks.lock();
+                            let itts: Vec<u32> = tasks.iter().filter(|(_, t)| t.conn == old.id).map(|(k, _)| *k).collect();
+                            itts.into_iter().filter_map(|i| tasks.remove(&i)).collect()
+                        };
+                        super::session::abort_and_wait(victims).await;
+                        s.update_window();
+                    }
+                    s
+                };
+                let params = outcome.params.clone();
+                if !writer.send(response).await {
+                    return Ok(None);
+                }
+                writer
+                    .control(Out::Attach {
+                        session: session.clone(),
+                        stat_sn: StatSn::new(outcome.stat_sn),
+                        codec: params.codec(),
+                    })
+                    .await;
+                return Ok(Some(LoginDone {
+                    session,
+                    cid: outcome.cid,
+                    conn_id,
+                    close_rx,
+                    params,
+                }));
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Logout: closing the session or a connection (RFC 7143 11.14/11.15).
+//!
+//! Commands already running finish (bounded wait) so their responses precede the Logout
+//! Response; then the connection closes. With ErrorRecoveryLevel 0 nothing is retained, so
+//! Time2Wait and Time2Retain are 0.
+
+use std::time::Duration;
+
+use scsi_proto::iscsi::pdu::{Bhs, LogoutReason, LogoutResponse, LogoutResponseCode, Pdu, RejectReason};
+use tokio::sync::watch;
+
+use super::conn::{header_of, Conn};
+
+/// How long a logout waits for running commands before aborting them.
+const LOGOUT_DRAIN: Duration = Duration::from_secs(10);
+
+impl Conn {
+    /// Handles a Logout Request.
+    pub(crate) async fn logout(&mut self, pdu: Pdu) {
+        let Bhs::LogoutRequest(h) = &pdu.bhs else { return };
+        let response = match h.reason {
+            LogoutReason::CloseSession => {
+                self.drain_tasks(None).await;
+                self.logged_out = true;
+                LogoutResponseCode::Closed
+            }
+            LogoutReason::CloseConnection if h.cid == self.cid => {
+                self.drain_tasks(Some(self.conn_id)).await;
+                self.logged_out = true;
+                LogoutResponseCode::Closed
+            }
+            LogoutReason::CloseConnection => {
+                let other = self.session.conns.lock().get(&h.cid).map(|c| c.close.clone());
+                match other {
+                    Some(close) => {
+                        close.send_replace(true);
+                        LogoutResponseCode::Closed
+                    }
+                    None => LogoutResponseCode::CidNotFound,
+                }
+            }
+            LogoutReason::RemoveConnectionForRecovery => LogoutResponseCode::RecoveryNotSupported,
+            LogoutReason::Other(_) => {
+                self.reject(RejectReason::InvalidPduField, header_of(&pdu)).await;
+                return;
+            }
+        };
+        tracing::info!(peer = %self.peer, reason = ?h.reason, "logout");
+        let resp = LogoutResponse {
+            response,
+            itt: h.itt,
+            stat_sn: 0,
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            time2wait: 0,
+            time2retain: 0,
+        };
+        let _ = self.writer.send(Pdu::header_only(resp)).await;
+    }
+
+    /// Waits for the running tasks of the session (or of connection `conn`) to finish.
+    async fn drain_tasks(&mut self, conn: Option<u64>) {
+        self.pending.clear();
+        let waits: Vec<watch::Receiver<()>> = self
+            .session
+            .tasks
+            .lock()
+            .values()
+            .filter(|t| conn.is_none_or(|c| t.conn == c))
+            .map(|t| t.done.clone())
+            .collect();
+        let all = async {
+            for mut w in waits {
+                while w.changed().await.is_ok() {}
+            }
+        };
+        if tokio::time::timeout(LOGOUT_DRAIN, all).await.is_err() {
+            tracing::warn!(peer = %self.peer, "logout: commands still running after {LOGOUT_DRAIN:?}; aborting them");
+        }
+    }
+}

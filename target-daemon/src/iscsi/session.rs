@@ -1,0 +1,247 @@
+//! Sessions and the session table.
+//!
+//! A session is keyed by (initiator name, ISID, TSIH). It owns what outlives a single
+//! connection: the CmdSN window, the task table (so task management can find and abort tasks),
+//! the ordering barrier for ORDERED tasks and the I_T nexus the SCSI device server keys on.
+//! Session reinstatement (a new leading login with the same initiator and ISID) closes the old
+//! session and aborts its tasks before the new one is registered.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use scsi_proto::iscsi::pdu::Pdu;
+use scsi_proto::iscsi::seq::CmdWindow;
+use tokio::sync::watch;
+
+use super::TargetEntry;
+use crate::scsi::Nexus;
+
+/// One running SCSI task, as the task table sees it.
+pub struct TaskHandle {
+    /// LUN the task addresses.
+    pub lun: u64,
+    /// CmdSN of the command (for ABORT TASK's RefCmdSN and ABORT TASK SET ordering).
+    pub cmd_sn: u32,
+    /// Aborts the task's future.
+    pub abort: tokio::task::AbortHandle,
+    /// Resolves (sender dropped) once the task's future is gone, finished or aborted.
+    pub done: watch::Receiver<()>,
+    /// Connection (unique id, not CID) the task belongs to.
+    pub conn: u64,
+    /// Unique task number, so a finishing task never removes a newer task reusing its ITT.
+    pub serial: u64,
+}
+
+/// Handle to one connection of a session, used to close it from elsewhere.
+pub struct ConnHandle {
+    /// Unique connection id (a reinstated connection reuses the CID but not this).
+    pub id: u64,
+    /// Setting this to true asks the connection to close.
+    pub close: watch::Sender<bool>,
+}
+
+static CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh unique connection id.
+pub fn next_conn_id() -> u64 {
+    CONN_ID.fetch_add(1, AtomicOrdering::Relaxed)
+}
+
+/// An iSCSI session.
+pub struct Session {
+    /// Target-assigned session handle.
+    pub tsih: u16,
+    /// Initiator session ID (48 bits).
+    pub isid: u64,
+    /// InitiatorName.
+    pub initiator: String,
+    /// The target, `None` for discovery sessions.
+    pub target: Option<Arc<TargetEntry>>,
+    /// I_T nexus for the SCSI layer.
+    pub nexus: Arc<Nexus>,
+    /// CmdSN window; holds commands that arrived ahead of a gap.
+    pub window: Mutex<CmdWindow<Pdu>>,
+    /// Configured window size (depth when idle).
+    pub window_size: u32,
+    /// Running tasks by ITT.
+    pub tasks: Mutex<HashMap<u32, TaskHandle>>,
+    /// Ordering state for ORDERED / SIMPLE task attributes.
+    pub ordering: Mutex<super::cmd::OrderState>,
+    /// Connections by CID.
+    pub conns: Mutex<HashMap<u16, ConnHandle>>,
+    closed: watch::Sender<bool>,
+}
+
+impl Session {
+    /// A new session; `cmd_sn` is the leading login's CmdSN (the first ExpCmdSN).
+    pub fn new(
+        tsih: u16,
+        isid: u64,
+        initiator: String,
+        target: Option<Arc<TargetEntry>>,
+        tpgt: u16,
+        cmd_sn: u32,
+        window_size: u32,
+    ) -> Arc<Session> {
+        let nexus = Arc::new(Nexus {
+            initiator: initiator.clone(),
+            isid,
+            tpgt,
+        });
+        Arc::new(Session {
+            tsih,
+            isid,
+            initiator,
+            target,
+            nexus,
+            window: Mutex::new(CmdWindow::new(cmd_sn, window_size)),
+            window_size,
+            tasks: Mutex::new(HashMap::new()),
+            ordering: Mutex::new(super::cmd::OrderState::default()),
+            conns: Mutex::new(HashMap::new()),
+            closed: watch::channel(false).0,
+        })
+    }
+
+    /// Whether this is a discovery session.
+    pub fn is_discovery(&self) -> bool {
+        self.target.is_none()
+    }
+
+    /// (ExpCmdSN, MaxCmdSN) for an outgoing PDU.
+    pub fn cmd_sns(&self) -> (u32, u32) {
+        let w = self.window.lock();
+        (w.exp_cmd_sn(), w.max_cmd_sn())
+    }
+
+    /// Re-derives the window depth from the number of running tasks, so MaxCmdSN only opens
+    /// up as tasks finish: the initiator can never have more than the window outstanding.
+    pub fn update_window(&self) {
+        let running = self.tasks.lock().len() as u32;
+        let depth = self.window_size.saturating_sub(running).max(1);
+        self.window.lock().set_depth(depth);
+    }
+
+    /// A receiver that turns true when the session is closed (reinstated, logged out, reset).
+    pub fn closed_signal(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
+    /// Aborts every task of the session and waits until their futures are gone.
+    pub async fn abort_all_tasks(&self) {
+        let handles: Vec<TaskHandle> = self.tasks.lock().drain().map(|(_, t)| t).collect();
+        abort_and_wait(handles).await;
+        self.update_window();
+    }
+
+    /// Closes the session: asks every connection to close, aborts all tasks and tells the SCSI
+    /// layer that the nexus is gone.
+    pub async fn close(&self) {
+        self.closed.send_replace(true);
+        for c in self.conns.lock().values() {
+            c.close.send_replace(true);
+        }
+        self.abort_all_tasks().await;
+        self.window.lock().drain();
+        if let Some(t) = &self.target {
+            t.scsi.nexus_logout(&self.nexus);
+        }
+    }
+}
+
+/// Aborts the given tasks and waits until each one's future has been dropped, so no response
+/// for them can be queued afterwards.
+pub async fn abort_and_wait(handles: Vec<TaskHandle>) {
+    for h in &handles {
+        h.abort.abort();
+    }
+    for mut h in handles {
+        // Err means the sender is gone: the task has finished or been dropped.
+        while h.done.changed().await.is_ok() {}
+    }
+}
+
+/// All live sessions, for reinstatement, connection joins and cross-session LUN resets.
+#[derive(Default)]
+pub struct SessionTable {
+    sessions: Mutex<HashMap<u16, Arc<Session>>>,
+    next_tsih: AtomicU16,
+}
+
+impl SessionTable {
+    /// A fresh nonzero TSIH not used by a live session; `None` if all 65535 are taken.
+    pub fn allocate_tsih(&self) -> Option<u16> {
+        let map = self.sessions.lock();
+        for _ in 0..=u16::MAX {
+            let t = self.next_tsih.fetch_add(1, AtomicOrdering::Relaxed).wrapping_add(1);
+            if t != 0 && !map.contains_key(&t) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Registers a session.
+    pub fn insert(&self, s: Arc<Session>) {
+        self.sessions.lock().insert(s.tsih, s);
+    }
+
+    /// Removes a session if it is still the registered one for its TSIH.
+    pub fn remove(&self, s: &Arc<Session>) {
+        let mut map = self.sessions.lock();
+        if map.get(&s.tsih).is_some_and(|x| Arc::ptr_eq(x, s)) {
+            map.remove(&s.tsih);
+        }
+    }
+
+    /// The session with this TSIH.
+    pub fn get(&self, tsih: u16) -> Option<Arc<Session>> {
+        self.sessions.lock().get(&tsih).cloned()
+    }
+
+    /// Sessions of `initiator` with `isid` to the same target (or discovery): candidates for
+    /// reinstatement.
+    pub fn find_for_reinstatement(
+        &self,
+        initiator: &str,
+        isid: u64,
+        target: Option<&str>,
+    ) -> Vec<Arc<Session>> {
+        self.sessions
+            .lock()
+            .values()
+            .filter(|s| {
+                s.isid == isid
+                    && s.initiator.eq_ignore_ascii_case(initiator)
+                    && match (&s.target, target) {
+                        (Some(t), Some(n)) => t.cfg.iqn.eq_ignore_ascii_case(n),
+                        (None, None) => true,
+                        _ => false,
+                    }
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Every session logged in to the target named `iqn`.
+    pub fn of_target(&self, iqn: &str) -> Vec<Arc<Session>> {
+        self.sessions
+            .lock()
+            .values()
+            .filter(|s| s.target.as_ref().is_some_and(|t| t.cfg.iqn.eq_ignore_ascii_case(iqn)))
+            .cloned()
+            .collect()
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// Whether there are no sessions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

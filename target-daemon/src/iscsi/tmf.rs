@@ -1,0 +1,111 @@
+//! Task management functions (RFC 7143 11.5/11.6, SAM-5 7).
+//!
+//! Aborts are real: every task's future is aborted through its abort handle and the TMF
+//! response is only sent once the aborted futures are gone, so no response for an aborted
+//! task can follow the TMF response. LUN and target resets reach the tasks of every session
+//! of the target, then let the device server establish its unit attentions.
+
+use scsi_proto::iscsi::pdu::{self, Bhs, Pdu, RejectReason, TaskMgmtResponse, TmFunction, TmResponse};
+
+use super::conn::{header_of, Conn};
+use super::session::{abort_and_wait, Session, TaskHandle};
+
+/// Removes from `session` the tasks matching `pred` and returns their handles.
+fn take_tasks(session: &Session, mut pred: impl FnMut(u32, &TaskHandle) -> bool) -> Vec<TaskHandle> {
+    let mut tasks = session.tasks.lock();
+    let itts: Vec<u32> = tasks.iter().filter(|(k, t)| pred(**k, t)).map(|(k, _)| *k).collect();
+    itts.into_iter().filter_map(|i| tasks.remove(&i)).collect()
+}
+
+impl Conn {
+    /// Handles a Task Management Function Request.
+    pub(crate) async fn task_mgmt(&mut self, pdu: Pdu) {
+        let Bhs::TaskMgmtRequest(h) = &pdu.bhs else { return };
+        let Some(target) = self.session.target.clone() else {
+            self.reject(RejectReason::ProtocolError, header_of(&pdu)).await;
+            return;
+        };
+        let lun = pdu::lun_from_wire(h.lun);
+        let lun_exists = lun.is_some_and(|l| target.scsi.luns().contains(&l));
+        let mut cold_reset = false;
+        let response = match h.function {
+            TmFunction::AbortTask => {
+                let rtt = h.referenced_task_tag;
+                let victims = take_tasks(&self.session, |itt, t| itt == rtt && Some(t.lun) == lun);
+                if !victims.is_empty() {
+                    tracing::info!(peer = %self.peer, itt = rtt, "ABORT TASK");
+                }
+                abort_and_wait(victims).await;
+                // RFC 7143 11.5.1: a task that already completed or never arrived is
+                // answered "function complete" as well.
+                TmResponse::Complete
+            }
+            TmFunction::AbortTaskSet | TmFunction::ClearTaskSet if !lun_exists => TmResponse::LunDoesNotExist,
+            TmFunction::AbortTaskSet => {
+                let l = lun;
+                let victims = take_tasks(&self.session, |_, t| Some(t.lun) == l);
+                tracing::info!(peer = %self.peer, lun = ?lun, n = victims.len(), "ABORT TASK SET");
+                abort_and_wait(victims).await;
+                TmResponse::Complete
+            }
+            TmFunction::ClearTaskSet => {
+                // Shared task set: clears the LUN's tasks of every nexus.
+                let l = lun;
+                let mut victims = Vec::new();
+                for s in self.server.sessions.of_target(&target.cfg.iqn) {
+                    victims.extend(take_tasks(&s, |_, t| Some(t.lun) == l));
+                }
+                tracing::info!(peer = %self.peer, lun = ?lun, n = victims.len(), "CLEAR TASK SET");
+                abort_and_wait(victims).await;
+                TmResponse::Complete
+            }
+            TmFunction::LogicalUnitReset => match lun {
+                Some(l) if lun_exists => {
+                    let mut victims = Vec::new();
+                    for s in self.server.sessions.of_target(&target.cfg.iqn) {
+                        victims.extend(take_tasks(&s, |_, t| t.lun == l));
+                    }
+                    tracing::info!(peer = %self.peer, lun = l, n = victims.len(), "LOGICAL UNIT RESET");
+                    abort_and_wait(victims).await;
+                    target.scsi.lun_reset(l, &self.session.nexus);
+                    TmResponse::Complete
+                }
+                _ => TmResponse::LunDoesNotExist,
+            },
+            TmFunction::TargetWarmReset | TmFunction::TargetColdReset => {
+                let mut victims = Vec::new();
+                for s in self.server.sessions.of_target(&target.cfg.iqn) {
+                    victims.extend(take_tasks(&s, |_, _| true));
+                }
+                tracing::info!(peer = %self.peer, n = victims.len(), function = ?h.function, "TARGET RESET");
+                abort_and_wait(victims).await;
+                target.scsi.target_reset(&self.session.nexus);
+                cold_reset = h.function == TmFunction::TargetColdReset;
+                TmResponse::Complete
+            }
+            TmFunction::ClearAca => TmResponse::NotSupported,
+            TmFunction::TaskReassign => TmResponse::ReassignmentNotSupported,
+            TmFunction::Other(_) => TmResponse::NotSupported,
+        };
+        self.purge_pending();
+        for s in self.server.sessions.of_target(&target.cfg.iqn) {
+            s.update_window();
+        }
+        let resp = TaskMgmtResponse {
+            response,
+            itt: h.itt,
+            stat_sn: 0,
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+        };
+        let _ = self.writer.send(Pdu::header_only(resp)).await;
+        if cold_reset {
+            // A cold reset also drops every connection of the target, this one included,
+            // after the response.
+            for s in self.server.sessions.of_target(&target.cfg.iqn) {
+                self.server.sessions.remove(&s);
+                s.close().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! lunard: the Lunar SCSI target appliance.
+//!
+//! - [`config`]: the YAML configuration and its validation.
+//! - [`daemon`]: lifecycle (pool, targets, portals, shutdown).
+//! - [`iscsi`]: the iSCSI front end (RFC 7143).
+//! - [`scsi`]: the SCSI device server the front end hands commands to.
+
+pub mod config;
+pub mod daemon;
+pub mod iscsi;
+pub mod scsi;
