@@ -317,6 +317,26 @@ impl Negotiator {
         self.declared.session_type.unwrap_or_default()
     }
 
+    /// True when `key` is an identity key already declared with exactly `value`.
+    fn repeats_identity(&self, key: &str, value: &str) -> bool {
+        let d = &self.declared;
+        let same = |v: &Option<String>| v.as_deref() == Some(value);
+        match key {
+            "InitiatorName" => same(&d.initiator_name),
+            "InitiatorAlias" => same(&d.initiator_alias),
+            "TargetName" => same(&d.target_name),
+            "SessionType" => {
+                let t = match value {
+                    "Normal" => SessionType::Normal,
+                    "Discovery" => SessionType::Discovery,
+                    _ => return false,
+                };
+                d.session_type == Some(t)
+            }
+            _ => false,
+        }
+    }
+
     /// Record that `key` was negotiated; a second time is a protocol error.
     pub fn mark_seen(&mut self, key: &str) -> Result<(), LoginFailure> {
         if self.seen.len() >= MAX_KEYS_PER_LOGIN {
@@ -348,6 +368,11 @@ impl Negotiator {
         let mut answered: Vec<(&str, String)> = Vec::new();
         for kv in pairs {
             if is_security_key(&kv.key) {
+                continue;
+            }
+            // libiscsi repeats its identity keys in the operational stage after CHAP; a
+            // repeat with the same value changes nothing, a different value is an error.
+            if self.repeats_identity(&kv.key, &kv.value) {
                 continue;
             }
             self.mark_seen(&kv.key)?;

@@ -614,3 +614,72 @@ fn hostile_inputs_fail_cleanly() {
     ));
     assert_eq!(s, LoginStatus::InitiatorError);
 }
+
+/// libiscsi (the iscsi-test-cu driver) without CHAP: one operational-stage PDU carrying the
+/// identity and every operational key, T=1 straight to full feature.
+const LIBISCSI_IDS: &str = "InitiatorName=iqn.2004-10.com.ubuntu:01:deadbeef|\
+InitiatorAlias=libiscsi|TargetName=iqn.2026-01.io.lunar:vol1|SessionType=Normal|";
+const LIBISCSI_OP: &str = "HeaderDigest=None,CRC32C|DataDigest=None|InitialR2T=No|\
+ImmediateData=Yes|MaxBurstLength=262144|FirstBurstLength=262144|DefaultTime2Wait=2|\
+DefaultTime2Retain=0|MaxOutstandingR2T=1|ErrorRecoveryLevel=0|IFMarker=No|OFMarker=No|\
+MaxConnections=1|MaxRecvDataSegmentLength=262144|DataPDUInOrder=Yes|DataSequenceInOrder=Yes|";
+
+#[test]
+fn libiscsi_login_without_chap() {
+    let policy = Policy::default();
+    let (h, kv, out) = complete(conn().handle(
+        &req(O, F, true, false, &format!("{LIBISCSI_IDS}{LIBISCSI_OP}")),
+        &policy,
+    ));
+    assert_eq!((h.csg, h.nsg, h.status_class), (O, F, 0));
+    assert_eq!(get(&kv, "HeaderDigest"), Some("None"));
+    assert_eq!(get(&kv, "TargetPortalGroupTag"), Some("1"));
+    assert_eq!(out.params.max_burst_length, 262_144);
+}
+
+#[test]
+fn libiscsi_login_with_mutual_chap() {
+    let policy = chap_policy(true);
+    let mut c = conn();
+    let (h, kv) = respond(c.handle(
+        &req(
+            S,
+            O,
+            true,
+            false,
+            &format!("{LIBISCSI_IDS}AuthMethod=CHAP,None|"),
+        ),
+        &policy,
+    ));
+    assert!(!h.transit);
+    assert_eq!(get(&kv, "AuthMethod"), Some("CHAP"));
+    // libiscsi sends CHAP_A with T=0.
+    let (h, kv) = respond(c.handle(&req(S, O, false, false, "CHAP_A=5|"), &policy));
+    assert!(!h.transit);
+    let id: u8 = get(&kv, "CHAP_I")
+        .and_then(|v| v.parse().ok())
+        .expect("CHAP_I");
+    let chal = get(&kv, "CHAP_C")
+        .and_then(|v| decode_binary(v, 1024))
+        .expect("CHAP_C");
+    // Upper-case hex response, 32-byte initiator challenge, CHAP_I counting from 1.
+    let r = encode_hex(&chap_response(id, b"initiator-secret-1", &chal))
+        .to_uppercase()
+        .replacen("0X", "0x", 1);
+    let mine: Vec<u8> = (0u8..32).collect();
+    let text = format!(
+        "CHAP_N=alice|CHAP_R={r}|CHAP_I=1|CHAP_C={}|",
+        encode_hex(&mine).to_uppercase().replacen("0X", "0x", 1)
+    );
+    let (h, kv) = respond(c.handle(&req(S, O, true, false, &text), &policy));
+    assert!(h.transit && h.csg == S && h.nsg == O);
+    assert_eq!(get(&kv, "CHAP_N"), Some(TARGET));
+    let expect = chap_response(1, b"target-secret-222", &mine);
+    assert_eq!(get(&kv, "CHAP_R"), Some(encode_hex(&expect).as_str()));
+    // The operational PDU repeats InitiatorName/TargetName/SessionType.
+    let (_, _, out) = complete(c.handle(
+        &req(O, F, true, false, &format!("{LIBISCSI_IDS}{LIBISCSI_OP}")),
+        &policy,
+    ));
+    assert_eq!(out.initiator_name, INITIATOR);
+}

@@ -271,3 +271,17 @@ fn numbers_and_settings() {
     };
     assert!(bad.validate().is_err());
 }
+
+#[test]
+fn identity_repeats_allowed_only_with_same_value() {
+    let mut n = Negotiator::new(TargetSettings::default(), true);
+    let ids = "InitiatorName=iqn.a:b|TargetName=iqn.t:1|SessionType=Normal|";
+    n.respond(&kv(ids), false, &mut TextWriter::new())
+        .expect("first");
+    n.respond(&kv(ids), true, &mut TextWriter::new())
+        .expect("same values again");
+    let err = n
+        .respond(&kv("TargetName=iqn.t:2|"), true, &mut TextWriter::new())
+        .expect_err("changed target");
+    assert_eq!(err.status, LoginStatus::InitiatorError);
+}
