@@ -90,7 +90,9 @@ impl ByteSize {
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         if num.is_empty() {
-            return Err(format!("invalid size {s:?}: expected a number with an optional unit such as 64KiB or 1GiB"));
+            return Err(format!(
+                "invalid size {s:?}: expected a number with an optional unit such as 64KiB or 1GiB"
+            ));
         }
         let n: u64 = num
             .parse()
@@ -120,9 +122,15 @@ impl ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 5] = [("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        const UNITS: [(&str, u64); 5] = [
+            ("PiB", 1 << 50),
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
         for (name, m) in UNITS {
-            if self.0 >= m && self.0 % m == 0 {
+            if self.0 >= m && self.0 & (m - 1) == 0 {
                 return write!(f, "{}{}", self.0 / m, name);
             }
         }
@@ -475,12 +483,13 @@ impl Config {
                 message: e.to_string(),
             },
         })?;
-        cfg.validate().map_err(|(field, message)| ConfigError::Invalid {
-            file: file.to_string(),
-            line: locate_field(text, &field),
-            field,
-            message,
-        })?;
+        cfg.validate()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                file: file.to_string(),
+                line: locate_field(text, &field),
+                field,
+                message,
+            })?;
         Ok(cfg)
     }
 
@@ -490,17 +499,26 @@ impl Config {
         if !cs.is_power_of_two() || !(4096..=1 << 20).contains(&cs) {
             return Err((
                 "pool.chunk_size".into(),
-                format!("must be a power of two between 4KiB and 1MiB, got {}", self.pool.chunk_size),
+                format!(
+                    "must be a power of two between 4KiB and 1MiB, got {}",
+                    self.pool.chunk_size
+                ),
             ));
         }
         if let Some(c) = self.pool.capacity {
             if c.0 < cs * 16 {
-                return Err(("pool.capacity".into(), format!("{c} is too small for a pool")));
+                return Err((
+                    "pool.capacity".into(),
+                    format!("{c} is too small for a pool"),
+                ));
             }
         }
         if let Some(p) = self.pool.soft_threshold_pct {
             if p == 0 || p > 100 {
-                return Err(("pool.soft_threshold_pct".into(), "must be between 1 and 100".into()));
+                return Err((
+                    "pool.soft_threshold_pct".into(),
+                    "must be between 1 and 100".into(),
+                ));
             }
         }
         if self.portals.is_empty() {
@@ -509,12 +527,18 @@ impl Config {
         for (i, p) in self.portals.iter().enumerate() {
             for (j, q) in self.portals.iter().enumerate().take(i) {
                 if p.listen == q.listen && p.listen.port() != 0 {
-                    return Err((format!("portals[{i}].listen"), format!("{} is also portals[{j}]", p.listen)));
+                    return Err((
+                        format!("portals[{i}].listen"),
+                        format!("{} is also portals[{j}]", p.listen),
+                    ));
                 }
             }
             if let Some(a) = p.advertise {
                 if a.ip().is_unspecified() || a.port() == 0 {
-                    return Err((format!("portals[{i}].advertise"), format!("{a} is not a reachable address")));
+                    return Err((
+                        format!("portals[{i}].advertise"),
+                        format!("{a} is not a reachable address"),
+                    ));
                 }
             }
         }
@@ -523,22 +547,40 @@ impl Config {
         }
         let t = &self.iscsi;
         if t.cmdsn_window == 0 || t.cmdsn_window > 1024 {
-            return Err(("iscsi.cmdsn_window".into(), "must be between 1 and 1024".into()));
+            return Err((
+                "iscsi.cmdsn_window".into(),
+                "must be between 1 and 1024".into(),
+            ));
         }
         if !(512..=16_777_215).contains(&t.max_recv_data_segment_length) {
-            return Err(("iscsi.max_recv_data_segment_length".into(), "must be between 512 and 16777215".into()));
+            return Err((
+                "iscsi.max_recv_data_segment_length".into(),
+                "must be between 512 and 16777215".into(),
+            ));
         }
         if !(512..=16_777_215).contains(&t.max_burst_length) {
-            return Err(("iscsi.max_burst_length".into(), "must be between 512 and 16777215".into()));
+            return Err((
+                "iscsi.max_burst_length".into(),
+                "must be between 512 and 16777215".into(),
+            ));
         }
         if !(512..=t.max_burst_length).contains(&t.first_burst_length) {
-            return Err(("iscsi.first_burst_length".into(), "must be between 512 and max_burst_length".into()));
+            return Err((
+                "iscsi.first_burst_length".into(),
+                "must be between 512 and max_burst_length".into(),
+            ));
         }
         if t.max_outstanding_r2t == 0 || t.max_outstanding_r2t > 65535 {
-            return Err(("iscsi.max_outstanding_r2t".into(), "must be between 1 and 65535".into()));
+            return Err((
+                "iscsi.max_outstanding_r2t".into(),
+                "must be between 1 and 65535".into(),
+            ));
         }
         if t.nop_interval_secs > 0 && t.nop_timeout_secs == 0 {
-            return Err(("iscsi.nop_timeout_secs".into(), "must be positive when nop_interval_secs is set".into()));
+            return Err((
+                "iscsi.nop_timeout_secs".into(),
+                "must be positive when nop_interval_secs is set".into(),
+            ));
         }
         if t.login_timeout_secs == 0 {
             return Err(("iscsi.login_timeout_secs".into(), "must be positive".into()));
@@ -549,19 +591,28 @@ impl Config {
             validate_iscsi_name(&tgt.iqn).map_err(|m| (format!("{f}.iqn"), m))?;
             for (j, other) in self.targets.iter().enumerate().take(i) {
                 if other.iqn.eq_ignore_ascii_case(&tgt.iqn) {
-                    return Err((format!("{f}.iqn"), format!("{} is also targets[{j}]", tgt.iqn)));
+                    return Err((
+                        format!("{f}.iqn"),
+                        format!("{} is also targets[{j}]", tgt.iqn),
+                    ));
                 }
             }
             if let Some(a) = &tgt.alias {
                 if a.len() > 255 || a.chars().any(|c| c.is_control()) {
-                    return Err((format!("{f}.alias"), "must be at most 255 printable characters".into()));
+                    return Err((
+                        format!("{f}.alias"),
+                        "must be at most 255 printable characters".into(),
+                    ));
                 }
             }
             for (k, ini) in tgt.initiators.iter().enumerate() {
                 validate_iscsi_name(ini).map_err(|m| (format!("{f}.initiators[{k}]"), m))?;
             }
             if tgt.allow_any && !tgt.initiators.is_empty() {
-                return Err((format!("{f}.initiators"), "cannot be combined with allow_any: true".into()));
+                return Err((
+                    format!("{f}.initiators"),
+                    "cannot be combined with allow_any: true".into(),
+                ));
             }
             if let Some(chap) = &tgt.chap {
                 validate_chap(chap).map_err(|(x, m)| (format!("{f}.chap.{x}"), m))?;
@@ -571,20 +622,41 @@ impl Config {
                 if lun.id > 16383 {
                     return Err((format!("{lf}.id"), "must be between 0 and 16383".into()));
                 }
-                if let Some((m, _)) = tgt.luns.iter().enumerate().take(k).find(|(_, o)| o.id == lun.id) {
-                    return Err((format!("{lf}.id"), format!("LUN {} is also {f}.luns[{m}]", lun.id)));
+                if let Some((m, _)) = tgt
+                    .luns
+                    .iter()
+                    .enumerate()
+                    .take(k)
+                    .find(|(_, o)| o.id == lun.id)
+                {
+                    return Err((
+                        format!("{lf}.id"),
+                        format!("LUN {} is also {f}.luns[{m}]", lun.id),
+                    ));
                 }
                 validate_volume_name(&lun.volume).map_err(|m| (format!("{lf}.volume"), m))?;
                 if let Some((_, prev)) = volumes.iter().find(|(v, _)| *v == lun.volume) {
-                    return Err((format!("{lf}.volume"), format!("volume {:?} is already exported as {prev}", lun.volume)));
+                    return Err((
+                        format!("{lf}.volume"),
+                        format!("volume {:?} is already exported as {prev}", lun.volume),
+                    ));
                 }
                 volumes.push((&lun.volume, lf.clone()));
                 let bs = lun.block_size;
                 if !bs.is_power_of_two() || !(512..=65536).contains(&bs) {
-                    return Err((format!("{lf}.block_size"), format!("must be a power of two between 512 and 65536, got {bs}")));
+                    return Err((
+                        format!("{lf}.block_size"),
+                        format!("must be a power of two between 512 and 65536, got {bs}"),
+                    ));
                 }
                 if lun.size.0 == 0 || lun.size.0 % u64::from(bs) != 0 {
-                    return Err((format!("{lf}.size"), format!("must be a positive multiple of block_size ({bs}), got {}", lun.size)));
+                    return Err((
+                        format!("{lf}.size"),
+                        format!(
+                            "must be a positive multiple of block_size ({bs}), got {}",
+                            lun.size
+                        ),
+                    ));
                 }
             }
         }
@@ -599,7 +671,10 @@ fn validate_chap(c: &ChapCfg) -> Result<(), (String, String)> {
         check_chap_name(&m.username).map_err(|e| ("mutual.username".to_string(), e))?;
         check_chap_secret(&m.secret).map_err(|e| ("mutual.secret".to_string(), e))?;
         if m.secret == c.secret {
-            return Err(("mutual.secret".into(), "must differ from the initiator's secret (RFC 7143 9.2.1)".into()));
+            return Err((
+                "mutual.secret".into(),
+                "must differ from the initiator's secret (RFC 7143 9.2.1)".into(),
+            ));
         }
     }
     Ok(())
@@ -629,7 +704,9 @@ fn validate_volume_name(n: &str) -> Result<(), String> {
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         || n.starts_with('.')
     {
-        return Err(format!("{n:?}: use letters, digits, '-', '_' and '.' (not leading)"));
+        return Err(format!(
+            "{n:?}: use letters, digits, '-', '_' and '.' (not leading)"
+        ));
     }
     Ok(())
 }
@@ -647,20 +724,26 @@ pub fn validate_iscsi_name(name: &str) -> Result<(), String> {
             && b[4] == b'-'
             && b[5..7].iter().all(u8::is_ascii_digit)
             && b[7] == b'.'
-            && matches!(&rest[5..7], "01" | "02" | "03" | "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "12");
+            && matches!(
+                &rest[5..7],
+                "01" | "02" | "03" | "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "12"
+            );
         if !date_ok {
-            return Err(format!("{name:?}: expected iqn.YYYY-MM.reversed.domain[:identifier]"));
+            return Err(format!(
+                "{name:?}: expected iqn.YYYY-MM.reversed.domain[:identifier]"
+            ));
         }
         let tail = &rest[8..];
         let domain = tail.split(':').next().unwrap_or("");
         if domain.is_empty() {
             return Err(format!("{name:?}: missing naming authority after the date"));
         }
-        if let Some(c) = name
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | ':')))
-        {
-            return Err(format!("{name:?}: character {c:?} not allowed (lowercase letters, digits, '.', '-', ':')"));
+        if let Some(c) = name.chars().find(|c| {
+            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | ':'))
+        }) {
+            return Err(format!(
+                "{name:?}: character {c:?} not allowed (lowercase letters, digits, '.', '-', ':')"
+            ));
         }
         return Ok(());
     }
@@ -672,7 +755,9 @@ pub fn validate_iscsi_name(name: &str) -> Result<(), String> {
             return Err(format!("{name:?}: {prefix} names need {lens:?} hex digits"));
         }
     }
-    Err(format!("{name:?}: iSCSI names start with iqn., eui. or naa."))
+    Err(format!(
+        "{name:?}: iSCSI names start with iqn., eui. or naa."
+    ))
 }
 
 /// serde_yaml appends " at line X column Y" to messages; we print the location in front.
@@ -696,7 +781,10 @@ fn locate_field(text: &str, path: &str) -> usize {
     let mut found_line = 0usize;
     for seg in path.split('.') {
         let (key, index) = match seg.find('[') {
-            Some(b) => (&seg[..b], seg[b + 1..].trim_end_matches(']').parse::<usize>().ok()),
+            Some(b) => (
+                &seg[..b],
+                seg[b + 1..].trim_end_matches(']').parse::<usize>().ok(),
+            ),
             None => (seg, None),
         };
         // Find `key:` at the shallowest indentation in [lo, hi).
@@ -720,7 +808,11 @@ fn locate_field(text: &str, path: &str) -> usize {
         let mut end = k + 1;
         while end < hi {
             let l = lines[end];
-            if !l.trim().is_empty() && !l.trim_start().starts_with('#') && indent(l) <= key_indent && !l.trim_start().starts_with("- ") {
+            if !l.trim().is_empty()
+                && !l.trim_start().starts_with('#')
+                && indent(l) <= key_indent
+                && !l.trim_start().starts_with("- ")
+            {
                 break;
             }
             if !l.trim().is_empty() && l.trim_start().starts_with("- ") && indent(l) < key_indent {
@@ -734,11 +826,18 @@ fn locate_field(text: &str, path: &str) -> usize {
         if let Some(idx) = index {
             // Items are `- ` lines at the shallowest indentation within the region.
             let item_lines: Vec<usize> = {
-                let items: Vec<usize> = (lo..hi).filter(|&i| lines[i].trim_start().starts_with("- ")).collect();
+                let items: Vec<usize> = (lo..hi)
+                    .filter(|&i| lines[i].trim_start().starts_with("- "))
+                    .collect();
                 let shallow = items.iter().map(|&i| indent(lines[i])).min();
-                items.into_iter().filter(|&i| Some(indent(lines[i])) == shallow).collect()
+                items
+                    .into_iter()
+                    .filter(|&i| Some(indent(lines[i])) == shallow)
+                    .collect()
             };
-            let Some(&start) = item_lines.get(idx) else { return found_line };
+            let Some(&start) = item_lines.get(idx) else {
+                return found_line;
+            };
             let stop = item_lines.get(idx + 1).copied().unwrap_or(hi);
             found_line = start + 1;
             lo = start;
@@ -813,10 +912,16 @@ targets:
         let c = Config::from_yaml_str(FULL, "lunar.yaml").unwrap();
         assert_eq!(c.portals.len(), 2);
         assert!(c.portals[1].listen.is_ipv6());
-        assert_eq!(c.portals[0].advertise.unwrap().to_string(), "203.0.113.7:3260");
+        assert_eq!(
+            c.portals[0].advertise.unwrap().to_string(),
+            "203.0.113.7:3260"
+        );
         let t = &c.targets[0];
         assert!(!t.allow_any);
-        assert_eq!(t.chap.as_ref().unwrap().mutual.as_ref().unwrap().username, "lunar");
+        assert_eq!(
+            t.chap.as_ref().unwrap().mutual.as_ref().unwrap().username,
+            "lunar"
+        );
         assert_eq!(t.luns[0].block_size, 4096);
         assert_eq!(t.luns[0].guarantee, GuaranteeCfg::Full);
         assert!(t.luns[1].read_only);
@@ -826,7 +931,9 @@ targets:
     }
 
     fn err(text: &str) -> String {
-        Config::from_yaml_str(text, "bad.yaml").unwrap_err().to_string()
+        Config::from_yaml_str(text, "bad.yaml")
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -854,7 +961,10 @@ targets:
     fn bad_block_size_and_size() {
         let base = "portals:\n  - listen: 127.0.0.1:3260\ntargets:\n  - iqn: iqn.2026-11.io.lunar:ok\n    luns:\n      - id: 0\n        volume: a\n        size: 1GiB\n";
         let e = err(&format!("{base}        block_size: 1000\n"));
-        assert!(e.starts_with("bad.yaml:9: targets[0].luns[0].block_size:"), "{e}");
+        assert!(
+            e.starts_with("bad.yaml:9: targets[0].luns[0].block_size:"),
+            "{e}"
+        );
         let e = err(&base.replace("1GiB", "1000"));
         assert!(e.contains("targets[0].luns[0].size"), "{e}");
         assert!(e.starts_with("bad.yaml:8:"), "{e}");
@@ -863,7 +973,11 @@ targets:
     #[test]
     fn duplicate_lun_and_volume() {
         let y = "portals:\n  - listen: 127.0.0.1:3260\ntargets:\n  - iqn: iqn.2026-11.io.lunar:ok\n    luns:\n      - {id: 0, volume: a, size: 1MiB}\n      - {id: 0, volume: b, size: 1MiB}\n";
-        assert!(err(y).contains("targets[0].luns[1].id: LUN 0 is also"), "{}", err(y));
+        assert!(
+            err(y).contains("targets[0].luns[1].id: LUN 0 is also"),
+            "{}",
+            err(y)
+        );
         let y = "portals:\n  - listen: 127.0.0.1:3260\ntargets:\n  - iqn: iqn.2026-11.io.lunar:ok\n    luns:\n      - {id: 0, volume: a, size: 1MiB}\n      - {id: 1, volume: a, size: 1MiB}\n";
         assert!(err(y).contains("targets[0].luns[1].volume"), "{}", err(y));
     }
@@ -874,7 +988,11 @@ targets:
         let e = err(y);
         assert!(e.starts_with("bad.yaml:7: targets[0].chap.secret:"), "{e}");
         let y = "portals:\n  - listen: 127.0.0.1:3260\ndiscovery:\n  chap:\n    username: u\n    secret: samesecret1234\n    mutual: {username: t, secret: samesecret1234}\n";
-        assert!(err(y).contains("discovery.chap.mutual.secret"), "{}", err(y));
+        assert!(
+            err(y).contains("discovery.chap.mutual.secret"),
+            "{}",
+            err(y)
+        );
     }
 
     #[test]
@@ -883,7 +1001,10 @@ targets:
         assert!(err(y).contains("targets[0].initiators"));
         let y = "portals:\n  - listen: 127.0.0.1:3260\ntargets:\n  - iqn: iqn.2026-11.io.lunar:ok\n    initiators:\n      - iqn.2026-11.io.x:a\n      - bogus\n";
         let e = err(y);
-        assert!(e.starts_with("bad.yaml:7: targets[0].initiators[1]:"), "{e}");
+        assert!(
+            e.starts_with("bad.yaml:7: targets[0].initiators[1]:"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use storage_core::{Pool, PoolOptions, StorageError};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::iscsi::{portal, Server, TargetEntry};
+use crate::iscsi::{Server, TargetEntry};
 use crate::scsi::ScsiTarget;
 
 /// How long shutdown lets in-flight commands run before aborting them.
@@ -33,8 +33,9 @@ impl Daemon {
         } else {
             config.data_dir.join(&config.pool.path)
         };
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
         let opts = PoolOptions {
             chunk_size: config.pool.chunk_size.0 as u32,
             capacity_bytes: config.pool.capacity.map(|c| c.0),
@@ -54,22 +55,23 @@ impl Daemon {
         };
         let server = Server::new(&config, targets);
 
-        let mut bound = Vec::new();
-        for (i, p) in config.portals.iter().enumerate() {
-            match portal::bind(p) {
-                Ok(b) => bound.push(b),
-                Err(e) => {
-                    let _ = pool.close().await;
-                    return Err(anyhow::anyhow!("portals[{i}]: cannot listen on {}: {e}", p.listen));
-                }
-            }
-        }
         let mut addrs = Vec::new();
         let mut accept_tasks = Vec::new();
-        for (listener, info) in bound {
-            addrs.push(info.local);
-            server.add_portal(info.clone());
-            accept_tasks.push(tokio::spawn(portal::serve(server.clone(), listener, info)));
+        for (i, p) in config.portals.iter().enumerate() {
+            match server.listen(p) {
+                Ok((addr, task)) => {
+                    addrs.push(addr);
+                    accept_tasks.push(task);
+                }
+                Err(e) => {
+                    server.shutdown(Duration::from_secs(1)).await;
+                    let _ = pool.close().await;
+                    return Err(anyhow::anyhow!(
+                        "portals[{i}]: cannot listen on {}: {e}",
+                        p.listen
+                    ));
+                }
+            }
         }
         Ok(Daemon {
             pool,
@@ -126,9 +128,14 @@ async fn build_targets(config: &Config, pool: &Pool) -> anyhow::Result<Vec<Targe
                     }
                 }
                 Err(StorageError::NotFound(_)) => {
-                    pool.create_volume(&lun.volume, lun.size.0, lun.block_size, lun.guarantee.into())
-                        .await
-                        .with_context(|| format!("{field}: cannot create volume {:?}", lun.volume))?;
+                    pool.create_volume(
+                        &lun.volume,
+                        lun.size.0,
+                        lun.block_size,
+                        lun.guarantee.into(),
+                    )
+                    .await
+                    .with_context(|| format!("{field}: cannot create volume {:?}", lun.volume))?;
                     tracing::info!(volume = %lun.volume, size = %lun.size, "created volume");
                 }
                 Err(e) => return Err(anyhow::anyhow!("{field}: volume {:?}: {e}", lun.volume)),
@@ -140,7 +147,10 @@ async fn build_targets(config: &Config, pool: &Pool) -> anyhow::Result<Vec<Targe
                 .with_context(|| format!("{field}: cannot attach LUN {}", lun.id))?;
         }
         tracing::info!(target = %t.iqn, luns = t.luns.len(), "target exported");
-        out.push(TargetEntry { cfg: t.clone(), scsi });
+        out.push(TargetEntry {
+            cfg: t.clone(),
+            scsi,
+        });
     }
     Ok(out)
 }

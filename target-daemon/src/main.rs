@@ -73,7 +73,11 @@ fn main() -> ExitCode {
         config.portals = args
             .portals
             .iter()
-            .map(|&listen| PortalCfg { listen, advertise: None, tpgt: 1 })
+            .map(|&listen| PortalCfg {
+                listen,
+                advertise: None,
+                tpgt: 1,
+            })
             .collect();
     }
     if let Err((field, msg)) = config.validate() {
@@ -81,7 +85,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lunard: cannot start the async runtime: {e}");

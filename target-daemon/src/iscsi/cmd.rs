@@ -27,10 +27,18 @@ pub struct OrderState {
 
 impl OrderState {
     /// Registers a new task and returns the tasks it must wait for.
-    pub fn register(&mut self, attr: &TaskAttr, done: &watch::Receiver<()>) -> Vec<watch::Receiver<()>> {
+    pub fn register(
+        &mut self,
+        attr: &TaskAttr,
+        done: &watch::Receiver<()>,
+    ) -> Vec<watch::Receiver<()>> {
         // Forget finished tasks (sender dropped) so the list stays bounded by running tasks.
         self.simple_since.retain(|r| r.has_changed().is_ok());
-        if self.last_ordered.as_ref().is_some_and(|r| r.has_changed().is_err()) {
+        if self
+            .last_ordered
+            .as_ref()
+            .is_some_and(|r| r.has_changed().is_err())
+        {
             self.last_ordered = None;
         }
         match attr {
@@ -82,7 +90,8 @@ impl Conn {
         };
         let Some(target) = self.session.target.clone() else {
             // Discovery sessions carry no SCSI commands.
-            self.reject(RejectReason::ProtocolError, header_of(&pdu)).await;
+            self.reject(RejectReason::ProtocolError, header_of(&pdu))
+                .await;
             return Ok(());
         };
         let itt = cmd.itt;
@@ -90,11 +99,13 @@ impl Conn {
             || self.pending.contains_key(&itt)
             || self.session.tasks.lock().contains_key(&itt)
         {
-            self.reject(RejectReason::ProtocolError, header_of(&pdu)).await;
+            self.reject(RejectReason::ProtocolError, header_of(&pdu))
+                .await;
             return Ok(());
         }
         if !pdu.data.is_empty() && (!cmd.write || !self.immediate_data) {
-            self.reject(RejectReason::ProtocolError, header_of(&pdu)).await;
+            self.reject(RejectReason::ProtocolError, header_of(&pdu))
+                .await;
             return Ok(());
         }
         let lun = pdu::lun_from_wire(cmd.lun).unwrap_or(u64::MAX);
@@ -122,21 +133,46 @@ impl Conn {
             let sense = datain::fixed_sense(datain::ILLEGAL_REQUEST, 0x0e, 0x03);
             let w = self.writer.clone();
             let limits = self.datain_limits;
-            let info = CmdInfo { read: false, ..info };
-            let _ = datain::send_result(&w, &info, datain::CHECK_CONDITION, Some(sense), Bytes::new(), 0, limits).await;
+            let info = CmdInfo {
+                read: false,
+                ..info
+            };
+            let _ = datain::send_result(
+                &w,
+                &info,
+                datain::CHECK_CONDITION,
+                Some(sense),
+                Bytes::new(),
+                0,
+                limits,
+            )
+            .await;
             // Unsolicited data for this task, if any, is dropped as unknown.
             return Ok(());
         }
-        let want = if cmd.write { spdtl.unwrap_or(edtl).min(edtl) } else { 0 };
+        let want = if cmd.write {
+            spdtl.unwrap_or(edtl).min(edtl)
+        } else {
+            0
+        };
 
         // Data source.
         let mut new_pending = None;
         let source = if cmd.write && edtl > 0 {
-            let pw = match PendingWrite::new(itt, cmd.lun, edtl, want, pdu.data.clone(), cmd.final_bit, &self.write_params) {
+            let pw = match PendingWrite::new(
+                itt,
+                cmd.lun,
+                edtl,
+                want,
+                pdu.data.clone(),
+                cmd.final_bit,
+                &self.write_params,
+            ) {
                 Ok(pw) => pw,
                 Err(why) => {
                     tracing::debug!(peer = %self.peer, "rejecting command: {why}");
-                    self.reject(RejectReason::ProtocolError, header_of(&pdu)).await;
+                    self.reject(RejectReason::ProtocolError, header_of(&pdu))
+                        .await;
                     return Ok(());
                 }
             };
@@ -172,8 +208,20 @@ impl Conn {
                         remove_task(&session, itt, serial);
                         // DATA PHASE ERROR: the data did not arrive as the protocol requires.
                         let sense = datain::fixed_sense(datain::ABORTED_COMMAND, 0x4b, 0x00);
-                        let info = CmdInfo { read: false, ..info };
-                        datain::send_result(&writer, &info, datain::CHECK_CONDITION, Some(sense), Bytes::new(), 0, limits).await;
+                        let info = CmdInfo {
+                            read: false,
+                            ..info
+                        };
+                        datain::send_result(
+                            &writer,
+                            &info,
+                            datain::CHECK_CONDITION,
+                            Some(sense),
+                            Bytes::new(),
+                            0,
+                            limits,
+                        )
+                        .await;
                         return;
                     }
                     // Aborted or connection gone: no response.
@@ -192,8 +240,16 @@ impl Conn {
             };
             let resp = target.scsi.execute(req).await;
             remove_task(&session, itt, serial);
-            datain::send_result(&writer, &info, resp.status, resp.sense, resp.data_in, resp.data_out_used, limits)
-                .await;
+            datain::send_result(
+                &writer,
+                &info,
+                resp.status,
+                resp.sense,
+                resp.data_in,
+                resp.data_out_used,
+                limits,
+            )
+            .await;
         };
         {
             let mut tasks = self.session.tasks.lock();
@@ -214,7 +270,14 @@ impl Conn {
         if let Some((pw, tx)) = new_pending {
             self.pending_seq += 1;
             self.budget_used += pw.reserved;
-            self.pending.insert(itt, PendingEntry { pw, data_tx: tx, seq: self.pending_seq });
+            self.pending.insert(
+                itt,
+                PendingEntry {
+                    pw,
+                    data_tx: tx,
+                    seq: self.pending_seq,
+                },
+            );
             self.issue_r2ts().await;
         }
         Ok(())
@@ -274,7 +337,9 @@ impl Conn {
         let mut out = Vec::new();
         let params = self.write_params;
         for (seq, itt) in order {
-            let Some(e) = self.pending.get_mut(&itt) else { continue };
+            let Some(e) = self.pending.get_mut(&itt) else {
+                continue;
+            };
             let next_ttt = &mut self.next_ttt;
             let used = &mut self.budget_used;
             let r2ts = e.pw.next_r2ts(

@@ -342,7 +342,10 @@ impl Conn {
     /// Sends a Reject carrying the offending header.
     pub(crate) async fn reject(&self, reason: RejectReason, header: Bytes) {
         let (exp, max) = self.session.cmd_sns();
-        let _ = self.writer.send(Pdu::reject(reason, header, 0, exp, max)).await;
+        let _ = self
+            .writer
+            .send(Pdu::reject(reason, header, 0, exp, max))
+            .await;
     }
 
     /// Waits (bounded) for this connection's running tasks to finish on shutdown, so their
@@ -362,7 +365,10 @@ impl Conn {
                 while w.changed().await.is_ok() {}
             }
         };
-        if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .is_err()
+        {
             tracing::warn!(peer = %self.peer, "shutdown: aborting commands still running after 10s");
         }
     }
@@ -373,7 +379,11 @@ impl Conn {
         self.pending.clear();
         let mine: Vec<_> = {
             let mut tasks = self.session.tasks.lock();
-            let itts: Vec<u32> = tasks.iter().filter(|(_, t)| t.conn == self.conn_id).map(|(k, _)| *k).collect();
+            let itts: Vec<u32> = tasks
+                .iter()
+                .filter(|(_, t)| t.conn == self.conn_id)
+                .map(|(k, _)| *k)
+                .collect();
             itts.into_iter().filter_map(|i| tasks.remove(&i)).collect()
         };
         super::session::abort_and_wait(mine).await;

@@ -39,9 +39,17 @@ pub struct CmdInfo {
 pub fn residual(actual: u64, edtl: u32) -> (bool, bool, u32) {
     let edtl = u64::from(edtl);
     if actual > edtl {
-        (true, false, u32::try_from(actual - edtl).unwrap_or(u32::MAX))
+        (
+            true,
+            false,
+            u32::try_from(actual - edtl).unwrap_or(u32::MAX),
+        )
     } else if actual < edtl {
-        (false, true, u32::try_from(edtl - actual).unwrap_or(u32::MAX))
+        (
+            false,
+            true,
+            u32::try_from(edtl - actual).unwrap_or(u32::MAX),
+        )
     } else {
         (false, false, 0)
     }
@@ -170,7 +178,10 @@ mod tests {
         assert_eq!(residual(512, 0), (true, false, 512));
         assert_eq!(residual(512, 200), (true, false, 312));
         assert_eq!(residual(512, 10000), (false, true, 9488));
-        assert_eq!(residual(u64::from(u32::MAX) * 4, 0), (true, false, u32::MAX));
+        assert_eq!(
+            residual(u64::from(u32::MAX) * 4, 0),
+            (true, false, u32::MAX)
+        );
     }
 
     #[test]

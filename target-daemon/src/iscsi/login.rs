@@ -52,6 +52,7 @@ pub fn target_settings(c: &IscsiCfg) -> TargetSettings {
         default_time2retain: 0,
         header_digest: digest(c.header_digest),
         data_digest: digest(c.data_digest),
+        queue_depth: c.cmdsn_window,
     }
 }
 
@@ -109,7 +110,11 @@ impl LoginPolicy for Policy<'_> {
             _ => false,
         };
         match self.server.sessions.get(tsih) {
-            Some(s) if s.isid == isid && s.initiator.eq_ignore_ascii_case(initiator_name) && same_target(&s) => {
+            Some(s)
+                if s.isid == isid
+                    && s.initiator.eq_ignore_ascii_case(initiator_name)
+                    && same_target(&s) =>
+            {
                 // MaxConnections is 1: only reinstating the existing connection is allowed.
                 if s.conns.lock().contains_key(&cid) {
                     JoinDecision::Allowed
@@ -130,7 +135,11 @@ pub async fn run<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     writer: &Writer,
 ) -> anyhow::Result<Option<LoginDone>> {
-    let mut machine = LoginConnection::new(target_settings(&server.tunables), portal.tpgt, rand::random());
+    let mut machine = LoginConnection::new(
+        target_settings(&server.tunables),
+        portal.tpgt,
+        rand::random(),
+    );
     let policy = Policy { server };
     let codec = CodecConfig::default();
     loop {
@@ -170,7 +179,11 @@ pub async fn run<R: AsyncRead + Unpin>(
                     // Session reinstatement: same initiator + ISID (TSIH 0) replaces the old
                     // session, whose tasks are aborted first.
                     let target_name = target.as_ref().map(|t| t.cfg.iqn.as_str());
-                    for old in server.sessions.find_for_reinstatement(&outcome.initiator_name, outcome.isid, target_name) {
+                    for old in server.sessions.find_for_reinstatement(
+                        &outcome.initiator_name,
+                        outcome.isid,
+                        target_name,
+                    ) {
                         tracing::info!(initiator = %outcome.initiator_name, tsih = old.tsih, "session reinstatement: closing the old session");
                         server.sessions.remove(&old);
                         old.close().await;
@@ -184,7 +197,13 @@ pub async fn run<R: AsyncRead + Unpin>(
                         outcome.cmd_sn,
                         server.tunables.cmdsn_window,
                     );
-                    s.conns.lock().insert(outcome.cid, ConnHandle { id: conn_id, close: close_tx });
+                    s.conns.lock().insert(
+                        outcome.cid,
+                        ConnHandle {
+                            id: conn_id,
+                            close: close_tx,
+                        },
+                    );
                     server.sessions.insert(s.clone());
                     if let Some(t) = &target {
                         t.scsi.nexus_login(&s.nexus);
@@ -192,17 +211,34 @@ pub async fn run<R: AsyncRead + Unpin>(
                     s
                 } else {
                     let Some(s) = server.sessions.get(outcome.tsih) else {
-                        return Err(anyhow::anyhow!("session {} ended during login", outcome.tsih));
+                        return Err(anyhow::anyhow!(
+                            "session {} ended during login",
+                            outcome.tsih
+                        ));
                     };
                     // Connection reinstatement: the new connection takes over the CID; the
                     // old one is told to close and aborts its tasks.
-                    let old = s.conns.lock().insert(outcome.cid, ConnHandle { id: conn_id, close: close_tx });
+                    let old = s.conns.lock().insert(
+                        outcome.cid,
+                        ConnHandle {
+                            id: conn_id,
+                            close: close_tx,
+                        },
+                    );
                     if let Some(old) = old {
-                        tracing::info!(cid = outcome.cid, tsih = s.tsih, "connection reinstatement");
+                        tracing::info!(
+                            cid = outcome.cid,
+                            tsih = s.tsih,
+                            "connection reinstatement"
+                        );
                         old.close.send_replace(true);
                         let victims: Vec<_> = {
                             let mut tasks = s.tasks.lock();
-                            let itts: Vec<u32> = tasks.iter().filter(|(_, t)| t.conn == old.id).map(|(k, _)| *k).collect();
+                            let itts: Vec<u32> = tasks
+                                .iter()
+                                .filter(|(_, t)| t.conn == old.id)
+                                .map(|(k, _)| *k)
+                                .collect();
                             itts.into_iter().filter_map(|i| tasks.remove(&i)).collect()
                         };
                         super::session::abort_and_wait(victims).await;

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use scsi_proto::iscsi::pdu::{Bhs, LogoutReason, LogoutResponse, LogoutResponseCode, Pdu, RejectReason};
+use scsi_proto::iscsi::pdu::{
+    Bhs, LogoutReason, LogoutResponse, LogoutResponseCode, Pdu, RejectReason,
+};
 use tokio::sync::watch;
 
 use super::conn::{header_of, Conn};
@@ -17,7 +19,9 @@ const LOGOUT_DRAIN: Duration = Duration::from_secs(10);
 impl Conn {
     /// Handles a Logout Request.
     pub(crate) async fn logout(&mut self, pdu: Pdu) {
-        let Bhs::LogoutRequest(h) = &pdu.bhs else { return };
+        let Bhs::LogoutRequest(h) = &pdu.bhs else {
+            return;
+        };
         let response = match h.reason {
             LogoutReason::CloseSession => {
                 self.drain_tasks(None).await;
@@ -30,7 +34,12 @@ impl Conn {
                 LogoutResponseCode::Closed
             }
             LogoutReason::CloseConnection => {
-                let other = self.session.conns.lock().get(&h.cid).map(|c| c.close.clone());
+                let other = self
+                    .session
+                    .conns
+                    .lock()
+                    .get(&h.cid)
+                    .map(|c| c.close.clone());
                 match other {
                     Some(close) => {
                         close.send_replace(true);
@@ -41,7 +50,8 @@ impl Conn {
             }
             LogoutReason::RemoveConnectionForRecovery => LogoutResponseCode::RecoveryNotSupported,
             LogoutReason::Other(_) => {
-                self.reject(RejectReason::InvalidPduField, header_of(&pdu)).await;
+                self.reject(RejectReason::InvalidPduField, header_of(&pdu))
+                    .await;
                 return;
             }
         };

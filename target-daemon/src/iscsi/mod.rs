@@ -12,8 +12,8 @@ pub mod nop;
 pub mod portal;
 pub mod r2t;
 pub mod session;
-pub mod tmf;
 pub mod text;
+pub mod tmf;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -133,8 +133,24 @@ impl Server {
         self.portals.lock().clone()
     }
 
-    pub(crate) fn add_portal(&self, p: PortalInfo) {
-        self.portals.lock().push(p);
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Binds a portal and starts accepting on it; returns the bound address and the accept
+    /// loop's task (it ends on shutdown).
+    pub fn listen(
+        self: &Arc<Self>,
+        cfg: &crate::config::PortalCfg,
+    ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+        let (listener, info) = portal::bind(cfg)?;
+        let addr = info.local;
+        self.portals.lock().push(info.clone());
+        Ok((
+            addr,
+            tokio::spawn(portal::serve(self.clone(), listener, info)),
+        ))
     }
 
     /// A receiver that turns true on shutdown.

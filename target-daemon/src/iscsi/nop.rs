@@ -26,7 +26,8 @@ impl NopState {
     /// From the configured interval and timeout (interval 0 disables pings).
     pub fn new(cfg: &IscsiCfg) -> Self {
         NopState {
-            interval: (cfg.nop_interval_secs > 0).then(|| Duration::from_secs(cfg.nop_interval_secs)),
+            interval: (cfg.nop_interval_secs > 0)
+                .then(|| Duration::from_secs(cfg.nop_interval_secs)),
             timeout: Duration::from_secs(cfg.nop_timeout_secs.max(1)),
             last_rx: now(),
             outstanding: None,
@@ -63,7 +64,9 @@ impl NopState {
         if let Some((_, sent)) = self.outstanding {
             return t < sent + self.timeout;
         }
-        let Some(interval) = self.interval else { return true };
+        let Some(interval) = self.interval else {
+            return true;
+        };
         if t < self.last_rx + interval {
             return true;
         }
@@ -73,7 +76,14 @@ impl NopState {
             self.next_ttt = 1;
         }
         self.outstanding = Some((ttt, t));
-        let ping = NopIn { lun: 0, itt: RESERVED_TAG, ttt, stat_sn: 0, exp_cmd_sn: 0, max_cmd_sn: 0 };
+        let ping = NopIn {
+            lun: 0,
+            itt: RESERVED_TAG,
+            ttt,
+            stat_sn: 0,
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+        };
         writer.send(Pdu::header_only(ping)).await
     }
 }

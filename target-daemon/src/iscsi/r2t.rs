@@ -92,7 +92,11 @@ impl PendingWrite {
             return Err("immediate data longer than FirstBurstLength");
         }
         let unsolicited_open = !p.initial_r2t && !final_bit && imm < edtl.min(p.first_burst);
-        let unsolicited_end = if unsolicited_open { edtl.min(p.first_burst) } else { imm };
+        let unsolicited_end = if unsolicited_open {
+            edtl.min(p.first_burst)
+        } else {
+            imm
+        };
         let mut w = PendingWrite {
             itt,
             lun_raw,
@@ -223,7 +227,9 @@ impl PendingWrite {
         if self.unsolicited_open {
             return out;
         }
-        while (self.r2ts.len() as u32) < p.max_outstanding_r2t.max(1) && self.next_solicit < self.want {
+        while (self.r2ts.len() as u32) < p.max_outstanding_r2t.max(1)
+            && self.next_solicit < self.want
+        {
             let len = (self.want - self.next_solicit).min(p.max_burst.max(512));
             if !budget(len) {
                 break;
@@ -261,11 +267,24 @@ mod tests {
     use super::*;
 
     fn params(initial_r2t: bool) -> WriteParams {
-        WriteParams { first_burst: 8192, max_burst: 16384, max_outstanding_r2t: 2, initial_r2t }
+        WriteParams {
+            first_burst: 8192,
+            max_burst: 16384,
+            max_outstanding_r2t: 2,
+            initial_r2t,
+        }
     }
 
     fn dout(ttt: u32, data_sn: u32, off: u32, fin: bool) -> DataOut {
-        DataOut { final_bit: fin, lun: 0, itt: 7, ttt, exp_stat_sn: 0, data_sn, buffer_offset: off }
+        DataOut {
+            final_bit: fin,
+            lun: 0,
+            itt: 7,
+            ttt,
+            exp_stat_sn: 0,
+            data_sn,
+            buffer_offset: off,
+        }
     }
 
     fn bytes(n: usize, v: u8) -> Bytes {
@@ -287,32 +306,76 @@ mod tests {
         let total = 5 * 16384;
         let mut w = PendingWrite::new(7, 0, total, total, bytes(1024, 1), true, &p).unwrap();
         let mut tag = 0;
-        let r = w.next_r2ts(&p, || { tag += 1; tag }, |_| true);
+        let r = w.next_r2ts(
+            &p,
+            || {
+                tag += 1;
+                tag
+            },
+            |_| true,
+        );
         assert_eq!(r.len(), 2);
-        assert_eq!((r[0].buffer_offset, r[0].desired_data_transfer_length), (1024, 16384));
+        assert_eq!(
+            (r[0].buffer_offset, r[0].desired_data_transfer_length),
+            (1024, 16384)
+        );
         assert_eq!((r[1].buffer_offset, r[1].r2t_sn), (1024 + 16384, 1));
         // First R2T's data in two PDUs.
-        assert_eq!(w.on_data_out(&dout(1, 0, 1024, false), bytes(8192, 2)), DataOutResult::Accepted);
-        assert_eq!(w.on_data_out(&dout(1, 1, 1024 + 8192, true), bytes(8192, 2)), DataOutResult::Accepted);
-        let r = w.next_r2ts(&p, || { tag += 1; tag }, |_| true);
+        assert_eq!(
+            w.on_data_out(&dout(1, 0, 1024, false), bytes(8192, 2)),
+            DataOutResult::Accepted
+        );
+        assert_eq!(
+            w.on_data_out(&dout(1, 1, 1024 + 8192, true), bytes(8192, 2)),
+            DataOutResult::Accepted
+        );
+        let r = w.next_r2ts(
+            &p,
+            || {
+                tag += 1;
+                tag
+            },
+            |_| true,
+        );
         assert_eq!(r.len(), 1);
         assert!(!w.is_complete());
         // Wrong DataSN / offset are refused.
-        assert!(matches!(w.on_data_out(&dout(2, 1, 1024 + 16384, false), bytes(512, 0)), DataOutResult::Invalid(_)));
-        assert!(matches!(w.on_data_out(&dout(2, 0, 0, false), bytes(512, 0)), DataOutResult::Invalid(_)));
-        assert!(matches!(w.on_data_out(&dout(99, 0, 1024 + 16384, false), bytes(512, 0)), DataOutResult::Invalid(_)));
+        assert!(matches!(
+            w.on_data_out(&dout(2, 1, 1024 + 16384, false), bytes(512, 0)),
+            DataOutResult::Invalid(_)
+        ));
+        assert!(matches!(
+            w.on_data_out(&dout(2, 0, 0, false), bytes(512, 0)),
+            DataOutResult::Invalid(_)
+        ));
+        assert!(matches!(
+            w.on_data_out(&dout(99, 0, 1024 + 16384, false), bytes(512, 0)),
+            DataOutResult::Invalid(_)
+        ));
     }
 
     #[test]
     fn unsolicited_then_r2t() {
         let p = params(false);
         let mut w = PendingWrite::new(7, 0, 20000, 20000, bytes(4096, 1), false, &p).unwrap();
-        assert!(w.next_r2ts(&p, || 5, |_| true).is_empty(), "no R2T while unsolicited data flows");
-        assert_eq!(w.on_data_out(&dout(RESERVED_TAG, 0, 4096, true), bytes(4096, 2)), DataOutResult::Accepted);
+        assert!(
+            w.next_r2ts(&p, || 5, |_| true).is_empty(),
+            "no R2T while unsolicited data flows"
+        );
+        assert_eq!(
+            w.on_data_out(&dout(RESERVED_TAG, 0, 4096, true), bytes(4096, 2)),
+            DataOutResult::Accepted
+        );
         let r = w.next_r2ts(&p, || 5, |_| true);
         assert_eq!(r.len(), 1);
-        assert_eq!((r[0].buffer_offset, r[0].desired_data_transfer_length), (8192, 20000 - 8192));
-        assert_eq!(w.on_data_out(&dout(5, 0, 8192, true), bytes(20000 - 8192, 3)), DataOutResult::Accepted);
+        assert_eq!(
+            (r[0].buffer_offset, r[0].desired_data_transfer_length),
+            (8192, 20000 - 8192)
+        );
+        assert_eq!(
+            w.on_data_out(&dout(5, 0, 8192, true), bytes(20000 - 8192, 3)),
+            DataOutResult::Accepted
+        );
         assert!(w.is_complete());
         let d = w.take_data();
         assert_eq!(d.len(), 20000);

@@ -175,7 +175,10 @@ impl SessionTable {
     pub fn allocate_tsih(&self) -> Option<u16> {
         let map = self.sessions.lock();
         for _ in 0..=u16::MAX {
-            let t = self.next_tsih.fetch_add(1, AtomicOrdering::Relaxed).wrapping_add(1);
+            let t = self
+                .next_tsih
+                .fetch_add(1, AtomicOrdering::Relaxed)
+                .wrapping_add(1);
             if t != 0 && !map.contains_key(&t) {
                 return Some(t);
             }
@@ -230,7 +233,11 @@ impl SessionTable {
         self.sessions
             .lock()
             .values()
-            .filter(|s| s.target.as_ref().is_some_and(|t| t.cfg.iqn.eq_ignore_ascii_case(iqn)))
+            .filter(|s| {
+                s.target
+                    .as_ref()
+                    .is_some_and(|t| t.cfg.iqn.eq_ignore_ascii_case(iqn))
+            })
             .cloned()
             .collect()
     }

@@ -30,14 +30,21 @@ impl TextState {
 impl Conn {
     /// Handles a Text Request.
     pub(crate) async fn text_request(&mut self, pdu: Pdu) -> anyhow::Result<()> {
-        let Bhs::TextRequest(h) = &pdu.bhs else { return Ok(()) };
+        let Bhs::TextRequest(h) = &pdu.bhs else {
+            return Ok(());
+        };
         let (itt, lun) = (h.itt, h.lun);
         if h.ttt != RESERVED_TAG {
             // Continuation of a response we split.
-            let matches = self.text.pending.as_ref().is_some_and(|(i, t, _)| *i == itt && *t == h.ttt);
+            let matches = self
+                .text
+                .pending
+                .as_ref()
+                .is_some_and(|(i, t, _)| *i == itt && *t == h.ttt);
             if !matches {
                 self.text.pending = None;
-                self.reject(RejectReason::InvalidPduField, header_of(&pdu)).await;
+                self.reject(RejectReason::InvalidPduField, header_of(&pdu))
+                    .await;
                 return Ok(());
             }
             return self.send_text_chunk(lun).await;
@@ -49,14 +56,24 @@ impl Conn {
             Ok(None) => {
                 // More request text follows: acknowledge with an empty, non-final response.
                 let ttt = self.text.tag();
-                let resp = TextResponse { final_bit: false, continue_bit: false, lun, itt, ttt, stat_sn: 0, exp_cmd_sn: 0, max_cmd_sn: 0 };
+                let resp = TextResponse {
+                    final_bit: false,
+                    continue_bit: false,
+                    lun,
+                    itt,
+                    ttt,
+                    stat_sn: 0,
+                    exp_cmd_sn: 0,
+                    max_cmd_sn: 0,
+                };
                 let _ = self.writer.send(Pdu::header_only(resp)).await;
                 return Ok(());
             }
             Err(e) => {
                 tracing::debug!(peer = %self.peer, "text request refused: {e}");
                 self.text_in.reset();
-                self.reject(RejectReason::ProtocolError, header_of(&pdu)).await;
+                self.reject(RejectReason::ProtocolError, header_of(&pdu))
+                    .await;
                 return Ok(());
             }
         };
@@ -64,7 +81,8 @@ impl Conn {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(peer = %self.peer, "malformed text request: {e}");
-                self.reject(RejectReason::ProtocolError, header_of(&pdu)).await;
+                self.reject(RejectReason::ProtocolError, header_of(&pdu))
+                    .await;
                 return Ok(());
             }
         };
@@ -82,7 +100,9 @@ impl Conn {
     }
 
     async fn send_text_chunk(&mut self, lun: u64) -> anyhow::Result<()> {
-        let Some((itt, _, mut seg)) = self.text.pending.take() else { return Ok(()) };
+        let Some((itt, _, mut seg)) = self.text.pending.take() else {
+            return Ok(());
+        };
         let (chunk, more): (Bytes, bool) = seg.next_chunk();
         let ttt = if more { self.text.tag() } else { RESERVED_TAG };
         let resp = TextResponse {
@@ -108,9 +128,20 @@ impl Conn {
         let initiator = self.session.initiator.as_str();
         let portals = self.server.portals();
         let wanted: Vec<_> = match value {
-            "All" => self.server.targets().filter(|t| t.allows(initiator)).cloned().collect(),
+            "All" => self
+                .server
+                .targets()
+                .filter(|t| t.allows(initiator))
+                .cloned()
+                .collect(),
             "" => self.session.target.iter().cloned().collect(),
-            name => self.server.target(name).filter(|t| t.allows(initiator)).cloned().into_iter().collect(),
+            name => self
+                .server
+                .target(name)
+                .filter(|t| t.allows(initiator))
+                .cloned()
+                .into_iter()
+                .collect(),
         };
         if wanted.is_empty() && !matches!(value, "All" | "") {
             // An unknown or hidden target: answer nothing rather than reveal it.

@@ -5,24 +5,36 @@
 //! task can follow the TMF response. LUN and target resets reach the tasks of every session
 //! of the target, then let the device server establish its unit attentions.
 
-use scsi_proto::iscsi::pdu::{self, Bhs, Pdu, RejectReason, TaskMgmtResponse, TmFunction, TmResponse};
+use scsi_proto::iscsi::pdu::{
+    self, Bhs, Pdu, RejectReason, TaskMgmtResponse, TmFunction, TmResponse,
+};
 
 use super::conn::{header_of, Conn};
 use super::session::{abort_and_wait, Session, TaskHandle};
 
 /// Removes from `session` the tasks matching `pred` and returns their handles.
-fn take_tasks(session: &Session, mut pred: impl FnMut(u32, &TaskHandle) -> bool) -> Vec<TaskHandle> {
+fn take_tasks(
+    session: &Session,
+    mut pred: impl FnMut(u32, &TaskHandle) -> bool,
+) -> Vec<TaskHandle> {
     let mut tasks = session.tasks.lock();
-    let itts: Vec<u32> = tasks.iter().filter(|(k, t)| pred(**k, t)).map(|(k, _)| *k).collect();
+    let itts: Vec<u32> = tasks
+        .iter()
+        .filter(|(k, t)| pred(**k, t))
+        .map(|(k, _)| *k)
+        .collect();
     itts.into_iter().filter_map(|i| tasks.remove(&i)).collect()
 }
 
 impl Conn {
     /// Handles a Task Management Function Request.
     pub(crate) async fn task_mgmt(&mut self, pdu: Pdu) {
-        let Bhs::TaskMgmtRequest(h) = &pdu.bhs else { return };
+        let Bhs::TaskMgmtRequest(h) = &pdu.bhs else {
+            return;
+        };
         let Some(target) = self.session.target.clone() else {
-            self.reject(RejectReason::ProtocolError, header_of(&pdu)).await;
+            self.reject(RejectReason::ProtocolError, header_of(&pdu))
+                .await;
             return;
         };
         let lun = pdu::lun_from_wire(h.lun);
@@ -40,7 +52,9 @@ impl Conn {
                 // answered "function complete" as well.
                 TmResponse::Complete
             }
-            TmFunction::AbortTaskSet | TmFunction::ClearTaskSet if !lun_exists => TmResponse::LunDoesNotExist,
+            TmFunction::AbortTaskSet | TmFunction::ClearTaskSet if !lun_exists => {
+                TmResponse::LunDoesNotExist
+            }
             TmFunction::AbortTaskSet => {
                 let l = lun;
                 let victims = take_tasks(&self.session, |_, t| Some(t.lun) == l);

@@ -104,7 +104,11 @@ async fn run<W: AsyncWrite + Unpin>(io: W, mut rx: mpsc::Receiver<Out>, mut code
                         break 'outer;
                     }
                 }
-                Out::Attach { session, stat_sn, codec: c } => {
+                Out::Attach {
+                    session,
+                    stat_sn,
+                    codec: c,
+                } => {
                     codec = c;
                     attached = Some((session, stat_sn));
                 }
@@ -142,11 +146,19 @@ fn stamp(bhs: &mut Bhs, session: &Session, stat_sn: &mut StatSn) {
         Bhs::LogoutResponse(h) => set!(h, stat_sn.advance()),
         Bhs::Reject(h) => set!(h, stat_sn.advance()),
         Bhs::DataIn(h) => {
-            let sn = if h.status.is_some() { stat_sn.advance() } else { stat_sn.peek() };
+            let sn = if h.status.is_some() {
+                stat_sn.advance()
+            } else {
+                stat_sn.peek()
+            };
             set!(h, sn)
         }
         Bhs::NopIn(h) => {
-            let sn = if h.itt != RESERVED_TAG { stat_sn.advance() } else { stat_sn.peek() };
+            let sn = if h.itt != RESERVED_TAG {
+                stat_sn.advance()
+            } else {
+                stat_sn.peek()
+            };
             set!(h, sn)
         }
         Bhs::R2t(h) => set!(h, stat_sn.peek()),

@@ -1,0 +1,367 @@
+//! A small raw iSCSI initiator for the daemon's integration tests, built on scsi-proto's codec.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use scsi_proto::iscsi::chap::{chap_response, decode_binary, encode_hex};
+use scsi_proto::iscsi::pdu::{
+    self, Bhs, CodecConfig, LoginRequest, LoginStage, NopOut, Pdu, ScsiCommand, TaskAttribute,
+    TextRequest,
+};
+use scsi_proto::iscsi::text;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long any single receive may take before the test fails (a hang, not a timing check).
+pub const RECV_LIMIT: Duration = Duration::from_secs(20);
+
+pub struct Initiator {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    pub codec: CodecConfig,
+    pub cmd_sn: u32,
+    pub exp_stat_sn: u32,
+    pub next_itt: u32,
+    pub isid: u64,
+    pub tsih: u16,
+    pub name: String,
+}
+
+/// Result of a login attempt.
+#[derive(Debug)]
+pub struct LoginResult {
+    pub status_class: u8,
+    pub status_detail: u8,
+    pub keys: HashMap<String, String>,
+}
+
+impl LoginResult {
+    pub fn ok(&self) -> bool {
+        self.status_class == 0
+    }
+}
+
+pub fn kv(pairs: &[(&str, &str)]) -> Bytes {
+    text::encode(pairs.iter().copied())
+}
+
+impl Initiator {
+    pub async fn connect(addr: SocketAddr, name: &str) -> Initiator {
+        let stream = TcpStream::connect(addr).await.expect("connect to lunard");
+        stream.set_nodelay(true).expect("nodelay");
+        Initiator {
+            stream,
+            buf: BytesMut::new(),
+            codec: CodecConfig {
+                max_recv_data_segment_length: (1 << 24) - 1,
+                ..CodecConfig::default()
+            },
+            cmd_sn: 1,
+            exp_stat_sn: 0,
+            next_itt: 1,
+            isid: 0x0002_3d00_0001 + u64::from(rand_u16()),
+            tsih: 0,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn itt(&mut self) -> u32 {
+        let i = self.next_itt;
+        self.next_itt += 1;
+        i
+    }
+
+    pub async fn send(&mut self, p: Pdu) {
+        let mut out = BytesMut::new();
+        p.encode(&self.codec, &mut out).expect("encode");
+        self.stream.write_all(&out).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send raw");
+    }
+
+    /// Next PDU, or None when the target closed the connection.
+    pub async fn recv_opt(&mut self) -> Option<Pdu> {
+        let fut = async {
+            loop {
+                match pdu::decode(&mut self.buf, &self.codec) {
+                    Ok(Some(p)) => return Some(p),
+                    Ok(None) => {}
+                    Err(e) => panic!("target sent an undecodable PDU: {e}"),
+                }
+                let n = self.stream.read_buf(&mut self.buf).await.unwrap_or(0);
+                if n == 0 {
+                    return None;
+                }
+            }
+        };
+        let p = tokio::time::timeout(RECV_LIMIT, fut)
+            .await
+            .expect("target did not answer (hang)");
+        if let Some(p) = &p {
+            if let Some(sn) = stat_sn_of(&p.bhs) {
+                self.exp_stat_sn = sn.wrapping_add(1);
+            }
+        }
+        p
+    }
+
+    pub async fn recv(&mut self) -> Pdu {
+        self.recv_opt().await.expect("connection closed by target")
+    }
+
+    /// Sends one login request with `keys` and returns the response.
+    async fn login_step(
+        &mut self,
+        csg: LoginStage,
+        nsg: LoginStage,
+        transit: bool,
+        keys: &[(&str, &str)],
+    ) -> (pdu::LoginResponse, HashMap<String, String>) {
+        let req = LoginRequest {
+            transit,
+            continue_bit: false,
+            csg,
+            nsg,
+            version_max: 0,
+            version_min: 0,
+            isid: self.isid,
+            tsih: self.tsih,
+            itt: 0x100,
+            cid: 1,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        };
+        self.send(Pdu::new(req, kv(keys))).await;
+        let p = self.recv().await;
+        let Bhs::LoginResponse(r) = p.bhs else {
+            panic!("expected Login Response, got {:?}", p.bhs.opcode())
+        };
+        let map = text::parse(&p.data)
+            .expect("login response text")
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect();
+        (r, map)
+    }
+
+    fn operational_keys() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("HeaderDigest", "None"),
+            ("DataDigest", "None"),
+            ("MaxRecvDataSegmentLength", "65536"),
+            ("InitialR2T", "No"),
+            ("ImmediateData", "Yes"),
+            ("MaxBurstLength", "262144"),
+            ("FirstBurstLength", "65536"),
+            ("MaxOutstandingR2T", "1"),
+            ("DataPDUInOrder", "Yes"),
+            ("DataSequenceInOrder", "Yes"),
+            ("ErrorRecoveryLevel", "0"),
+        ]
+    }
+
+    /// Login without authentication, straight to the operational stage.
+    pub async fn login(&mut self, target: Option<&str>) -> LoginResult {
+        let name = self.name.clone();
+        let mut keys = vec![("InitiatorName", name.as_str())];
+        match target {
+            Some(t) => keys.push(("TargetName", t)),
+            None => keys.push(("SessionType", "Discovery")),
+        }
+        keys.extend(Self::operational_keys());
+        let (r, map) = self
+            .login_step(
+                LoginStage::Operational,
+                LoginStage::FullFeature,
+                true,
+                &keys,
+            )
+            .await;
+        self.finish_login(r, map)
+    }
+
+    fn finish_login(
+        &mut self,
+        r: pdu::LoginResponse,
+        keys: HashMap<String, String>,
+    ) -> LoginResult {
+        if r.status_class == 0 && r.transit && r.nsg == LoginStage::FullFeature {
+            self.tsih = r.tsih;
+            self.cmd_sn = r.exp_cmd_sn;
+            if let Some(v) = keys
+                .get("MaxRecvDataSegmentLength")
+                .and_then(|v| v.parse::<u32>().ok())
+            {
+                self.codec.max_send_data_segment_length = v;
+            }
+        }
+        LoginResult {
+            status_class: r.status_class,
+            status_detail: r.status_detail,
+            keys,
+        }
+    }
+
+    /// Login with CHAP (`user`, `secret`), optionally asking for mutual CHAP.
+    pub async fn login_chap(
+        &mut self,
+        target: Option<&str>,
+        user: &str,
+        secret: &str,
+    ) -> LoginResult {
+        let name = self.name.clone();
+        let mut keys = vec![("InitiatorName", name.as_str()), ("AuthMethod", "CHAP")];
+        match target {
+            Some(t) => keys.push(("TargetName", t)),
+            None => keys.push(("SessionType", "Discovery")),
+        }
+        let (r, map) = self
+            .login_step(LoginStage::Security, LoginStage::Operational, false, &keys)
+            .await;
+        if r.status_class != 0 {
+            return self.finish_login(r, map);
+        }
+        assert_eq!(map.get("AuthMethod").map(String::as_str), Some("CHAP"));
+        let (r, map) = self
+            .login_step(
+                LoginStage::Security,
+                LoginStage::Operational,
+                false,
+                &[("CHAP_A", "5")],
+            )
+            .await;
+        if r.status_class != 0 {
+            return self.finish_login(r, map);
+        }
+        let id: u8 = map
+            .get("CHAP_I")
+            .and_then(|v| v.parse().ok())
+            .expect("CHAP_I");
+        let challenge = decode_binary(map.get("CHAP_C").expect("CHAP_C"), 1024).expect("challenge");
+        let resp = encode_hex(&chap_response(id, secret.as_bytes(), &challenge));
+        let (r, map) = self
+            .login_step(
+                LoginStage::Security,
+                LoginStage::Operational,
+                true,
+                &[("CHAP_N", user), ("CHAP_R", &resp)],
+            )
+            .await;
+        if r.status_class != 0 {
+            return self.finish_login(r, map);
+        }
+        let keys = Self::operational_keys();
+        let (r, map) = self
+            .login_step(
+                LoginStage::Operational,
+                LoginStage::FullFeature,
+                true,
+                &keys,
+            )
+            .await;
+        self.finish_login(r, map)
+    }
+
+    pub async fn nop(&mut self, data: &'static [u8]) -> Pdu {
+        let itt = self.itt();
+        let p = NopOut {
+            immediate: true,
+            lun: 0,
+            itt,
+            ttt: pdu::RESERVED_TAG,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        };
+        self.send(Pdu::new(p, Bytes::from_static(data))).await;
+        self.recv().await
+    }
+
+    /// SendTargets=`value`; returns the (key, value) pairs answered.
+    pub async fn send_targets(&mut self, value: &str) -> Vec<(String, String)> {
+        let itt = self.itt();
+        let req = TextRequest {
+            immediate: true,
+            final_bit: true,
+            continue_bit: false,
+            lun: 0,
+            itt,
+            ttt: pdu::RESERVED_TAG,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        };
+        self.send(Pdu::new(req, kv(&[("SendTargets", value)])))
+            .await;
+        let p = self.recv().await;
+        let Bhs::TextResponse(r) = &p.bhs else {
+            panic!("expected Text Response, got {:?}", p.bhs.opcode())
+        };
+        assert!(r.final_bit);
+        text::parse(&p.data)
+            .expect("text")
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect()
+    }
+
+    pub async fn logout(&mut self) -> Pdu {
+        let itt = self.itt();
+        let req = pdu::LogoutRequest {
+            immediate: true,
+            reason: pdu::LogoutReason::CloseSession,
+            itt,
+            cid: 1,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        };
+        self.send(Pdu::header_only(req)).await;
+        self.recv().await
+    }
+
+    /// A SCSI command; `data` is sent as immediate data.
+    pub fn command(&mut self, cdb: &[u8], read: bool, write: bool, edtl: u32, data: Bytes) -> Pdu {
+        let mut c = [0u8; 16];
+        c[..cdb.len()].copy_from_slice(cdb);
+        let itt = self.itt();
+        let cmd = ScsiCommand {
+            immediate: false,
+            final_bit: true,
+            read,
+            write,
+            attr: TaskAttribute::Simple,
+            lun: 0,
+            itt,
+            expected_data_transfer_length: edtl,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            cdb: c,
+            extended_cdb: None,
+            bidi_read_length: None,
+        };
+        self.cmd_sn = self.cmd_sn.wrapping_add(1);
+        Pdu::new(cmd, data)
+    }
+}
+
+fn stat_sn_of(b: &Bhs) -> Option<u32> {
+    match b {
+        Bhs::ScsiResponse(h) => Some(h.stat_sn),
+        Bhs::TaskMgmtResponse(h) => Some(h.stat_sn),
+        Bhs::TextResponse(h) => Some(h.stat_sn),
+        Bhs::LogoutResponse(h) => Some(h.stat_sn),
+        Bhs::LoginResponse(h) => Some(h.stat_sn),
+        Bhs::DataIn(h) if h.status.is_some() => Some(h.stat_sn),
+        Bhs::NopIn(h) if h.itt != pdu::RESERVED_TAG => Some(h.stat_sn),
+        _ => None,
+    }
+}
+
+fn rand_u16() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static N: AtomicU16 = AtomicU16::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,282 @@
+//! iSCSI front end tests over real loopback TCP: login (plain, CHAP), ACLs, discovery,
+//! NOP, logout and hostile input. The targets here have no LUNs, so no storage is needed.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::Initiator;
+use scsi_proto::iscsi::pdu::{self, Bhs, NopOut, Pdu, RejectReason};
+use target_daemon::config::Config;
+use target_daemon::iscsi::{Server, TargetEntry};
+use target_daemon::scsi::ScsiTarget;
+
+const YAML: &str = r#"
+portals:
+  - listen: 127.0.0.1:0
+iscsi:
+  nop_interval_secs: 0
+targets:
+  - iqn: iqn.2026-11.io.lunar:open
+    allow_any: true
+  - iqn: iqn.2026-11.io.lunar:private
+    initiators: [iqn.2026-11.io.test:alice]
+  - iqn: iqn.2026-11.io.lunar:secret
+    allow_any: true
+    chap: { username: alice, secret: alice-secret-123 }
+"#;
+
+const ALICE: &str = "iqn.2026-11.io.test:alice";
+const BOB: &str = "iqn.2026-11.io.test:bob";
+
+async fn start(yaml: &str) -> (Arc<Server>, SocketAddr) {
+    let cfg = Config::from_yaml_str(yaml, "test.yaml").expect("config");
+    let targets = cfg
+        .targets
+        .iter()
+        .map(|t| TargetEntry {
+            cfg: t.clone(),
+            scsi: ScsiTarget::new(&t.iqn),
+        })
+        .collect();
+    let server = Server::new(&cfg, targets);
+    let (addr, _task) = server.listen(&cfg.portals[0]).expect("bind");
+    (server, addr)
+}
+
+fn targets_named(pairs: &[(String, String)]) -> Vec<String> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == "TargetName")
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn discovery_lists_only_allowed_targets() {
+    let (_s, addr) = start(YAML).await;
+    let mut bob = Initiator::connect(addr, BOB).await;
+    assert!(bob.login(None).await.ok());
+    let pairs = bob.send_targets("All").await;
+    let names = targets_named(&pairs);
+    assert_eq!(
+        names,
+        vec!["iqn.2026-11.io.lunar:open", "iqn.2026-11.io.lunar:secret"]
+    );
+    let addr_str = format!("{addr},1");
+    assert!(
+        pairs
+            .iter()
+            .any(|(k, v)| k == "TargetAddress" && *v == addr_str),
+        "{pairs:?}"
+    );
+
+    let mut alice = Initiator::connect(addr, ALICE).await;
+    assert!(alice.login(None).await.ok());
+    let names = targets_named(&alice.send_targets("All").await);
+    assert_eq!(names.len(), 3);
+    assert!(names.contains(&"iqn.2026-11.io.lunar:private".to_string()));
+}
+
+#[tokio::test]
+async fn acl_denies_unlisted_initiator() {
+    let (_s, addr) = start(YAML).await;
+    let mut bob = Initiator::connect(addr, BOB).await;
+    let r = bob.login(Some("iqn.2026-11.io.lunar:private")).await;
+    assert_eq!((r.status_class, r.status_detail), (2, 2), "{r:?}");
+    assert!(
+        bob.recv_opt().await.is_none(),
+        "connection closes after a failed login"
+    );
+
+    let mut alice = Initiator::connect(addr, ALICE).await;
+    assert!(alice.login(Some("iqn.2026-11.io.lunar:private")).await.ok());
+}
+
+#[tokio::test]
+async fn unknown_target_is_not_found() {
+    let (_s, addr) = start(YAML).await;
+    let mut bob = Initiator::connect(addr, BOB).await;
+    let r = bob.login(Some("iqn.2026-11.io.lunar:nope")).await;
+    assert_eq!((r.status_class, r.status_detail), (2, 3), "{r:?}");
+}
+
+#[tokio::test]
+async fn chap_login_ok_and_wrong_secret() {
+    let (_s, addr) = start(YAML).await;
+    let mut a = Initiator::connect(addr, ALICE).await;
+    let r = a
+        .login_chap(
+            Some("iqn.2026-11.io.lunar:secret"),
+            "alice",
+            "alice-secret-123",
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    let p = a.nop(b"x").await;
+    assert!(matches!(p.bhs, Bhs::NopIn(_)));
+
+    let mut b = Initiator::connect(addr, ALICE).await;
+    let r = b
+        .login_chap(
+            Some("iqn.2026-11.io.lunar:secret"),
+            "alice",
+            "wrong-secret-456",
+        )
+        .await;
+    assert_eq!((r.status_class, r.status_detail), (2, 1), "{r:?}");
+
+    // No authentication at all is refused too.
+    let mut c = Initiator::connect(addr, ALICE).await;
+    let r = c.login(Some("iqn.2026-11.io.lunar:secret")).await;
+    assert_eq!(r.status_class, 2, "{r:?}");
+}
+
+#[tokio::test]
+async fn nop_ping_and_logout() {
+    let (server, addr) = start(YAML).await;
+    let mut a = Initiator::connect(addr, ALICE).await;
+    assert!(a.login(Some("iqn.2026-11.io.lunar:open")).await.ok());
+    let p = a.nop(b"ping-data").await;
+    let Bhs::NopIn(h) = &p.bhs else {
+        panic!("expected NOP-In")
+    };
+    assert_eq!(h.itt, 1);
+    assert_eq!(&p.data[..], b"ping-data");
+    assert_eq!(server.session_count(), 1);
+    let p = a.logout().await;
+    let Bhs::LogoutResponse(h) = &p.bhs else {
+        panic!("expected Logout Response")
+    };
+    assert_eq!(h.response, pdu::LogoutResponseCode::Closed);
+    assert!(a.recv_opt().await.is_none(), "target closes after logout");
+}
+
+#[tokio::test]
+async fn session_reinstatement_replaces_old_session() {
+    let (server, addr) = start(YAML).await;
+    let mut a = Initiator::connect(addr, ALICE).await;
+    assert!(a.login(Some("iqn.2026-11.io.lunar:open")).await.ok());
+    let old_tsih = a.tsih;
+    let mut b = Initiator::connect(addr, ALICE).await;
+    b.isid = a.isid;
+    assert!(b.login(Some("iqn.2026-11.io.lunar:open")).await.ok());
+    assert_ne!(b.tsih, old_tsih);
+    assert!(
+        a.recv_opt().await.is_none(),
+        "old session's connection is closed"
+    );
+    assert_eq!(server.session_count(), 1);
+    assert!(matches!(b.nop(b"").await.bhs, Bhs::NopIn(_)));
+}
+
+/// After each hostile input the daemon must still serve a fresh session.
+async fn still_serving(addr: SocketAddr) {
+    let mut c = Initiator::connect(addr, ALICE).await;
+    assert!(c.login(Some("iqn.2026-11.io.lunar:open")).await.ok());
+    assert!(matches!(c.nop(b"alive").await.bhs, Bhs::NopIn(_)));
+}
+
+#[tokio::test]
+async fn hostile_inputs_do_not_hurt_other_sessions() {
+    let (_s, addr) = start(YAML).await;
+
+    // Truncated PDU, then the initiator goes away.
+    let mut t = Initiator::connect(addr, BOB).await;
+    t.send_raw(&[0x43, 0x87, 0, 0, 0, 0, 0, 20]).await;
+    drop(t);
+    still_serving(addr).await;
+
+    // Giant DataSegmentLength during login: the connection is closed, nothing is buffered.
+    let mut g = Initiator::connect(addr, BOB).await;
+    let mut hdr = [0u8; 48];
+    hdr[0] = 0x43;
+    hdr[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
+    g.send_raw(&hdr).await;
+    assert!(g.recv_opt().await.is_none());
+    still_serving(addr).await;
+
+    // In the full feature phase: bad opcode -> Reject (command not supported).
+    let mut a = Initiator::connect(addr, ALICE).await;
+    assert!(a.login(Some("iqn.2026-11.io.lunar:open")).await.ok());
+    let mut bad = [0u8; 48];
+    bad[0] = 0x1e;
+    bad[16..20].copy_from_slice(&7u32.to_be_bytes());
+    a.send_raw(&bad).await;
+    let p = a.recv().await;
+    let Bhs::Reject(r) = &p.bhs else {
+        panic!("expected Reject, got {:?}", p.bhs.opcode())
+    };
+    assert_eq!(r.reason, RejectReason::CommandNotSupported);
+    assert_eq!(&p.data[..48], &bad[..]);
+
+    // Out-of-window CmdSN: silently ignored; the next in-window command is answered.
+    let far = NopOut {
+        immediate: false,
+        lun: 0,
+        itt: 77,
+        ttt: pdu::RESERVED_TAG,
+        cmd_sn: a.cmd_sn.wrapping_add(100_000),
+        exp_stat_sn: a.exp_stat_sn,
+    };
+    a.send(Pdu::new(far, Bytes::new())).await;
+    let ok = NopOut {
+        immediate: false,
+        lun: 0,
+        itt: 78,
+        ttt: pdu::RESERVED_TAG,
+        cmd_sn: a.cmd_sn,
+        exp_stat_sn: a.exp_stat_sn,
+    };
+    a.send(Pdu::new(ok, Bytes::new())).await;
+    let p = a.recv().await;
+    assert_eq!(p.bhs.itt(), 78, "the out-of-window NOP-Out got no answer");
+    a.cmd_sn = a.cmd_sn.wrapping_add(1);
+
+    // Giant DataSegmentLength in the full feature phase: connection closed.
+    let mut hdr = [0u8; 48];
+    hdr[0] = 0x40;
+    hdr[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
+    a.send_raw(&hdr).await;
+    assert!(a.recv_opt().await.is_none());
+    still_serving(addr).await;
+
+    // Key flood in a login: refused without hurting anyone.
+    let mut f = Initiator::connect(addr, BOB).await;
+    let mut text = Vec::new();
+    for i in 0..5000 {
+        text.extend_from_slice(format!("X-flood-{i}=value\0").as_bytes());
+    }
+    for chunk in text.chunks(8000) {
+        let req = pdu::LoginRequest {
+            transit: false,
+            continue_bit: true,
+            csg: pdu::LoginStage::Operational,
+            nsg: pdu::LoginStage::Operational,
+            version_max: 0,
+            version_min: 0,
+            isid: f.isid,
+            tsih: 0,
+            itt: 1,
+            cid: 1,
+            cmd_sn: 1,
+            exp_stat_sn: 0,
+        };
+        f.send(Pdu::new(req, Bytes::copy_from_slice(chunk))).await;
+        // The target answers each continued PDU (empty response) or fails the login.
+        match f.recv_opt().await {
+            Some(p) => {
+                let Bhs::LoginResponse(r) = &p.bhs else {
+                    panic!("expected Login Response")
+                };
+                if r.status_class != 0 {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    still_serving(addr).await;
+}
