@@ -70,6 +70,8 @@ pub struct CmdWindow<T> {
     depth: u32,
     pending: BTreeMap<u32, T>,
     ready: VecDeque<T>,
+    /// Whether delivering commands slides MaxCmdSN forward on its own.
+    auto_slide: bool,
 }
 
 /// Largest window the target will ever advertise; keeps the out-of-order queue bounded.
@@ -78,6 +80,10 @@ pub const MAX_WINDOW: u32 = 1 << 16;
 impl<T> CmdWindow<T> {
     /// A window starting at `exp_cmd_sn` (the CmdSN of the leading Login Request) that admits
     /// `depth` commands (clamped to 1..=[`MAX_WINDOW`]).
+    ///
+    /// MaxCmdSN slides forward as commands are delivered, so `depth` bounds the commands
+    /// received but not yet delivered (queued behind a gap). Use [`CmdWindow::new_managed`]
+    /// to also bound commands still executing.
     pub fn new(exp_cmd_sn: u32, depth: u32) -> Self {
         let depth = depth.clamp(1, MAX_WINDOW);
         CmdWindow {
@@ -86,6 +92,21 @@ impl<T> CmdWindow<T> {
             depth,
             pending: BTreeMap::new(),
             ready: VecDeque::new(),
+            auto_slide: true,
+        }
+    }
+
+    /// A window whose MaxCmdSN moves only when the caller calls [`CmdWindow::set_depth`].
+    ///
+    /// For targets that bound executing commands: after delivering commands (and after each
+    /// completes) call `set_depth(limit - executing)`; MaxCmdSN becomes
+    /// ExpCmdSN + depth - 1 (never lower than before). The caller must call `set_depth` after
+    /// every delivery, including commands that finish at once (NOP-Out, Text, Logout),
+    /// or the window closes.
+    pub fn new_managed(exp_cmd_sn: u32, depth: u32) -> Self {
+        CmdWindow {
+            auto_slide: false,
+            ..Self::new(exp_cmd_sn, depth)
         }
     }
 
@@ -146,7 +167,9 @@ impl<T> CmdWindow<T> {
             self.ready.push_back(next);
             self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
         }
-        self.refresh_max();
+        if self.auto_slide {
+            self.refresh_max();
+        }
         Ok(())
     }
 
@@ -289,6 +312,22 @@ mod tests {
         }
         assert_eq!(w.max_cmd_sn(), 16);
         assert_eq!(w.drain().len(), 15);
+    }
+
+    #[test]
+    fn managed_window_moves_only_on_set_depth() {
+        let mut w: CmdWindow<()> = CmdWindow::new_managed(100, 4);
+        assert_eq!(w.max_cmd_sn(), 103);
+        for sn in 100..104 {
+            assert!(w.admit(sn, false, ()).is_ok());
+        }
+        // Four commands delivered and still executing: the window is closed.
+        assert_eq!((w.exp_cmd_sn(), w.max_cmd_sn()), (104, 103));
+        assert!(w.admit(104, false, ()).is_err());
+        // One finishes: the caller reports three executing out of four.
+        w.set_depth(1);
+        assert_eq!(w.max_cmd_sn(), 104);
+        assert!(w.admit(104, false, ()).is_ok());
     }
 
     #[test]
