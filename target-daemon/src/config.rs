@@ -863,6 +863,16 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_is_valid() {
+        let text = include_str!("../../deploy/lunar.example.yaml");
+        let c = Config::from_yaml_str(text, "deploy/lunar.example.yaml").unwrap();
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.portals.len(), 2);
+        assert!(c.portals[1].listen.is_ipv6());
+        assert!(c.discovery.chap.is_some());
+    }
+
+    #[test]
     fn sizes_parse() {
         assert_eq!(ByteSize::parse("64KiB"), Ok(ByteSize(65536)));
         assert_eq!(ByteSize::parse("1 GiB"), Ok(ByteSize(1 << 30)));
