@@ -683,3 +683,114 @@ fn libiscsi_login_with_mutual_chap() {
     ));
     assert_eq!(out.initiator_name, INITIATOR);
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn stage() -> impl Strategy<Value = LoginStage> {
+        (0u8..4).prop_map(LoginStage::from_bits)
+    }
+
+    /// Text made of plausible keys with random values, or raw random bytes.
+    fn text_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let keys = prop::sample::select(vec![
+            "InitiatorName",
+            "TargetName",
+            "SessionType",
+            "AuthMethod",
+            "CHAP_A",
+            "CHAP_N",
+            "CHAP_R",
+            "CHAP_I",
+            "CHAP_C",
+            "HeaderDigest",
+            "MaxBurstLength",
+            "FirstBurstLength",
+            "MaxRecvDataSegmentLength",
+            "InitialR2T",
+            "X-foo",
+            "Bogus",
+        ]);
+        let values = prop::sample::select(vec![
+            "iqn.2026-01.io.lunar:vol1",
+            "iqn.2004-10.com.ubuntu:01:deadbeef",
+            "Normal",
+            "Discovery",
+            "CHAP,None",
+            "None",
+            "5",
+            "0x00",
+            "CRC32C",
+            "65536",
+            "Yes",
+            "",
+            "0",
+        ]);
+        prop_oneof![
+            prop::collection::vec((keys, values), 0..12).prop_map(|kv| {
+                kv.iter()
+                    .flat_map(|(k, v)| format!("{k}={v}\0").into_bytes())
+                    .collect()
+            }),
+            prop::collection::vec(any::<u8>(), 0..300),
+        ]
+    }
+
+    fn request() -> impl Strategy<Value = Pdu> {
+        (
+            stage(),
+            stage(),
+            any::<bool>(),
+            any::<bool>(),
+            0u8..2,
+            prop::sample::select(vec![0u16, 0x100]),
+            text_bytes(),
+        )
+            .prop_map(|(csg, nsg, t, c, vmin, tsih, data)| {
+                Pdu::new(
+                    LoginRequest {
+                        transit: t,
+                        continue_bit: c,
+                        csg,
+                        nsg,
+                        version_max: 0,
+                        version_min: vmin,
+                        isid: ISID,
+                        tsih,
+                        itt: 1,
+                        cid: 0,
+                        cmd_sn: 9,
+                        exp_stat_sn: 0,
+                    },
+                    Bytes::from(data),
+                )
+            })
+    }
+
+    proptest! {
+        /// Random conversations never panic, every answer is a Login Response within the
+        /// login segment size, and once the login ends it stays ended.
+        #[test]
+        fn random_conversations(reqs in prop::collection::vec(request(), 1..12), chap: bool) {
+            let policy = if chap { chap_policy(true) } else { Policy { join: JoinDecision::Allowed, ..Policy::default() } };
+            let mut c = conn();
+            let mut ended = false;
+            for r in &reqs {
+                let step = c.handle(r, &policy);
+                let pdu = match &step {
+                    LoginStep::Respond(p) => p,
+                    LoginStep::Complete { response, .. } | LoginStep::Fail { response, .. } => response,
+                };
+                prop_assert!(matches!(pdu.bhs, Bhs::LoginResponse(_)));
+                prop_assert!(pdu.data.len() <= LOGIN_SEGMENT_LEN);
+                if ended {
+                    prop_assert!(matches!(step, LoginStep::Fail { .. }), "login must stay ended");
+                }
+                if !matches!(step, LoginStep::Respond(_)) {
+                    ended = true;
+                }
+            }
+        }
+    }
+}
