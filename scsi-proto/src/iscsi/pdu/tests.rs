@@ -347,3 +347,182 @@ proptest! {
         let _ = decode(&mut buf, &cfg(false, false));
     }
 }
+
+/// Encode `pdu` without digests and return the bytes.
+fn wire(pdu: &Pdu) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    pdu.encode(&cfg(false, false), &mut out).expect("encodes");
+    out.to_vec()
+}
+
+fn be32(b: &[u8], off: usize) -> u32 {
+    u32::from_be_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+#[test]
+fn golden_scsi_response_with_sense() {
+    let sense = [
+        0x70u8, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0, 0, 0,
+    ];
+    let pdu = Pdu::new(
+        ScsiResponse {
+            bidi_overflow: false,
+            bidi_underflow: false,
+            overflow: false,
+            underflow: true,
+            response: 0,
+            status: 0x02,
+            itt: 0xa1b2_c3d4,
+            snack_tag: 0,
+            stat_sn: 0x10,
+            exp_cmd_sn: 0x20,
+            max_cmd_sn: 0x5f,
+            exp_data_sn: 2,
+            bidi_read_residual_count: 0,
+            residual_count: 512,
+        },
+        sense_segment(&sense).expect("fits"),
+    );
+    let b = wire(&pdu);
+    assert_eq!(b[0], 0x21);
+    assert_eq!(b[1], 0x80 | 0x02);
+    assert_eq!((b[2], b[3]), (0x00, 0x02));
+    assert_eq!(&b[5..8], &[0, 0, 20]);
+    assert_eq!(be32(&b, 16), 0xa1b2_c3d4);
+    assert_eq!(
+        (be32(&b, 24), be32(&b, 28), be32(&b, 32)),
+        (0x10, 0x20, 0x5f)
+    );
+    assert_eq!((be32(&b, 36), be32(&b, 44)), (2, 512));
+    assert_eq!(&b[48..50], &[0, 18]);
+    assert_eq!(&b[50..68], &sense[..]);
+    assert_eq!(b.len(), 48 + 20);
+}
+
+#[test]
+fn golden_r2t_logout_response_nop_in_reject() {
+    let r2t = wire(&Pdu::header_only(R2t {
+        lun: 0x0001_0000_0000_0000,
+        itt: 7,
+        ttt: 0x99,
+        stat_sn: 3,
+        exp_cmd_sn: 4,
+        max_cmd_sn: 5,
+        r2t_sn: 1,
+        buffer_offset: 65536,
+        desired_data_transfer_length: 262_144,
+    }));
+    assert_eq!((r2t[0], r2t[1]), (0x31, 0x80));
+    assert_eq!(&r2t[8..10], &[0, 1]);
+    assert_eq!((be32(&r2t, 20), be32(&r2t, 36)), (0x99, 1));
+    assert_eq!((be32(&r2t, 40), be32(&r2t, 44)), (65536, 262_144));
+
+    let lo = wire(&Pdu::header_only(LogoutResponse {
+        response: LogoutResponseCode::CidNotFound,
+        itt: 9,
+        stat_sn: 1,
+        exp_cmd_sn: 2,
+        max_cmd_sn: 3,
+        time2wait: 2,
+        time2retain: 20,
+    }));
+    assert_eq!((lo[0], lo[1], lo[2]), (0x26, 0x80, 1));
+    assert_eq!(&lo[40..44], &[0, 2, 0, 20]);
+
+    let nop = wire(&Pdu::new(
+        NopIn {
+            lun: 0,
+            itt: RESERVED_TAG,
+            ttt: 0x1234,
+            stat_sn: 8,
+            exp_cmd_sn: 9,
+            max_cmd_sn: 10,
+        },
+        Bytes::from_static(b"ab"),
+    ));
+    assert_eq!((nop[0], nop[1]), (0x20, 0x80));
+    assert_eq!((be32(&nop, 16), be32(&nop, 20)), (RESERVED_TAG, 0x1234));
+    assert_eq!(&nop[48..], b"ab\0\0");
+
+    let rejected = Bytes::from(login_request_bytes()[..48].to_vec());
+    let rj = wire(&Pdu::reject(
+        RejectReason::ProtocolError,
+        rejected.clone(),
+        1,
+        2,
+        3,
+    ));
+    assert_eq!((rj[0], rj[1], rj[2]), (0x3f, 0x80, 0x04));
+    assert_eq!(be32(&rj, 16), RESERVED_TAG);
+    assert_eq!(&rj[5..8], &[0, 0, 48]);
+    assert_eq!(&rj[48..], &rejected[..]);
+}
+
+#[test]
+fn golden_initiator_pdus_decode() {
+    // Data-Out: F, LUN 2, ITT 0x10, TTT 0x20, ExpStatSN 5, DataSN 3, offset 8192, 4 bytes.
+    let mut b = vec![0u8; 48];
+    b[0] = 0x05;
+    b[1] = 0x80;
+    b[7] = 4;
+    b[9] = 2;
+    b[16..20].copy_from_slice(&0x10u32.to_be_bytes());
+    b[20..24].copy_from_slice(&0x20u32.to_be_bytes());
+    b[28..32].copy_from_slice(&5u32.to_be_bytes());
+    b[36..40].copy_from_slice(&3u32.to_be_bytes());
+    b[40..44].copy_from_slice(&8192u32.to_be_bytes());
+    b.extend_from_slice(b"data");
+    let p = decode(&mut BytesMut::from(&b[..]), &cfg(false, false))
+        .expect("valid")
+        .expect("whole");
+    assert_eq!(
+        p.bhs,
+        Bhs::DataOut(DataOut {
+            final_bit: true,
+            lun: 0x0002_0000_0000_0000,
+            itt: 0x10,
+            ttt: 0x20,
+            exp_stat_sn: 5,
+            data_sn: 3,
+            buffer_offset: 8192,
+        })
+    );
+    assert_eq!(&p.data[..], b"data");
+
+    // Task management: immediate ABORT TASK for ITT 0x77 / RefCmdSN 0x66.
+    let mut b = vec![0u8; 48];
+    b[0] = 0x42;
+    b[1] = 0x81;
+    b[16..20].copy_from_slice(&0x11u32.to_be_bytes());
+    b[20..24].copy_from_slice(&0x77u32.to_be_bytes());
+    b[24..28].copy_from_slice(&0x67u32.to_be_bytes());
+    b[32..36].copy_from_slice(&0x66u32.to_be_bytes());
+    let p = decode(&mut BytesMut::from(&b[..]), &cfg(false, false))
+        .expect("valid")
+        .expect("whole");
+    let Bhs::TaskMgmtRequest(t) = p.bhs else {
+        panic!("wrong type")
+    };
+    assert!(t.immediate);
+    assert_eq!(t.function, TmFunction::AbortTask);
+    assert_eq!(
+        (t.itt, t.referenced_task_tag, t.cmd_sn, t.ref_cmd_sn),
+        (0x11, 0x77, 0x67, 0x66)
+    );
+
+    // Logout: close the connection with CID 3.
+    let mut b = vec![0u8; 48];
+    b[0] = 0x46;
+    b[1] = 0x81;
+    b[20..22].copy_from_slice(&3u16.to_be_bytes());
+    let p = decode(&mut BytesMut::from(&b[..]), &cfg(false, false))
+        .expect("valid")
+        .expect("whole");
+    let Bhs::LogoutRequest(l) = p.bhs else {
+        panic!("wrong type")
+    };
+    assert_eq!(
+        (l.reason, l.cid, l.immediate),
+        (LogoutReason::CloseConnection, 3, true)
+    );
+}
