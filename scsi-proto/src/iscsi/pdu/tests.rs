@@ -490,7 +490,7 @@ fn golden_initiator_pdus_decode() {
     assert_eq!(&p.data[..], b"data");
 
     // Task management: immediate ABORT TASK for ITT 0x77 / RefCmdSN 0x66.
-    let mut b = vec![0u8; 48];
+    let mut b = [0u8; 48];
     b[0] = 0x42;
     b[1] = 0x81;
     b[16..20].copy_from_slice(&0x11u32.to_be_bytes());
@@ -511,7 +511,7 @@ fn golden_initiator_pdus_decode() {
     );
 
     // Logout: close the connection with CID 3.
-    let mut b = vec![0u8; 48];
+    let mut b = [0u8; 48];
     b[0] = 0x46;
     b[1] = 0x81;
     b[20..22].copy_from_slice(&3u16.to_be_bytes());
