@@ -1,0 +1,153 @@
+//! A logical unit: a storage-core volume plus the SCSI state that belongs to the LUN
+//! (mode parameters, SCSI-2 reservation, last reported capacity).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use scsi_proto::scsi::capacity::Capacity;
+use scsi_proto::scsi::mode::{ModeContext, ModeParams};
+use scsi_proto::scsi::sense::SenseFormat;
+use scsi_proto::scsi::vpd::{BlockLimits, DeviceIdentity, Provisioning};
+use storage_core::{Guarantee, Volume};
+
+use super::Nexus;
+
+/// One LUN of a target.
+pub struct Lun {
+    /// LUN number.
+    pub id: u64,
+    /// The volume the LUN serves.
+    pub volume: Volume,
+    /// Writes are refused with DATA PROTECT, WRITE PROTECTED.
+    pub read_only: bool,
+    /// Limits reported in the Block Limits VPD page and enforced on commands.
+    pub limits: BlockLimits,
+    /// Provisioning type reported in the Logical Block Provisioning VPD page.
+    pub provisioning: Provisioning,
+    mode: Mutex<ModeParams>,
+    reserved: AtomicBool,
+    reservation: Mutex<Option<Nexus>>,
+    last_blocks: AtomicU64,
+}
+
+impl Lun {
+    /// Wrap a volume. `chunk_size` is the pool's allocation unit (UNMAP granularity).
+    pub fn new(id: u64, volume: Volume, read_only: bool, chunk_size: u32) -> Self {
+        let block_size = volume.block_size();
+        let provisioning = match volume.info().guarantee {
+            Guarantee::Full => Provisioning::Resource,
+            Guarantee::None => Provisioning::Thin,
+        };
+        let last_blocks = AtomicU64::new(volume.num_blocks());
+        Self {
+            id,
+            volume,
+            read_only,
+            limits: BlockLimits::for_volume(block_size, chunk_size),
+            provisioning,
+            mode: Mutex::new(ModeParams::default()),
+            reserved: AtomicBool::new(false),
+            reservation: Mutex::new(None),
+            last_blocks,
+        }
+    }
+
+    /// Current mode parameters.
+    pub fn mode(&self) -> ModeParams {
+        *self.mode.lock()
+    }
+
+    /// Replace the mode parameters; returns whether anything changed.
+    pub fn set_mode(&self, p: ModeParams) -> bool {
+        let mut m = self.mode.lock();
+        let changed = *m != p;
+        *m = p;
+        changed
+    }
+
+    /// Sense format selected by D_SENSE.
+    pub fn sense_format(&self) -> SenseFormat {
+        if self.mode.lock().d_sense {
+            SenseFormat::Descriptor
+        } else {
+            SenseFormat::Fixed
+        }
+    }
+
+    /// READ CAPACITY view of the volume.
+    pub fn capacity(&self) -> Capacity {
+        Capacity {
+            blocks: self.volume.num_blocks(),
+            block_size: self.volume.block_size(),
+            lbpme: true,
+            lbprz: true,
+        }
+    }
+
+    /// MODE SENSE view of the volume.
+    pub fn mode_context(&self) -> ModeContext {
+        ModeContext {
+            blocks: self.volume.num_blocks(),
+            block_size: self.volume.block_size(),
+            write_protected: self.read_only,
+        }
+    }
+
+    /// Identity for the VPD pages as seen through the port of `nexus`.
+    pub fn identity(&self, target_name: &str, nexus: &Nexus) -> DeviceIdentity {
+        let port = nexus.tpgt.max(1);
+        DeviceIdentity {
+            uuid: *self.volume.uuid().as_bytes(),
+            relative_port: port,
+            target_port_group: port,
+            target_name: Some(target_name.to_string()),
+        }
+    }
+
+    /// Whether the capacity changed since the last call (a resize happened).
+    pub fn capacity_changed(&self) -> bool {
+        let now = self.volume.num_blocks();
+        self.last_blocks.swap(now, Ordering::Relaxed) != now
+    }
+
+    /// The nexus holding a SCSI-2 reservation, if it is not `nexus`.
+    pub fn reserved_by_other(&self, nexus: &Nexus) -> bool {
+        if !self.reserved.load(Ordering::Acquire) {
+            return false;
+        }
+        self.reservation.lock().as_ref().is_some_and(|holder| holder != nexus)
+    }
+
+    /// RESERVE: take the reservation; `false` if another nexus holds it.
+    pub fn reserve(&self, nexus: &Nexus) -> bool {
+        let mut r = self.reservation.lock();
+        match r.as_ref() {
+            Some(holder) if holder != nexus => false,
+            _ => {
+                *r = Some(nexus.clone());
+                self.reserved.store(true, Ordering::Release);
+                true
+            }
+        }
+    }
+
+    /// RELEASE: drop the reservation if `nexus` holds it (a no-op otherwise, per SPC-2).
+    pub fn release(&self, nexus: &Nexus) {
+        let mut r = self.reservation.lock();
+        if r.as_ref() == Some(nexus) {
+            *r = None;
+            self.reserved.store(false, Ordering::Release);
+        }
+    }
+
+    /// Drop the reservation whoever holds it (LUN/target reset, holder logout).
+    pub fn clear_reservation(&self) {
+        *self.reservation.lock() = None;
+        self.reserved.store(false, Ordering::Release);
+    }
+
+    /// Whether `nexus` holds the reservation.
+    pub fn holds_reservation(&self, nexus: &Nexus) -> bool {
+        self.reservation.lock().as_ref() == Some(nexus)
+    }
+}

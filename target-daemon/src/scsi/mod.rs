@@ -1,0 +1,386 @@
+//! The SCSI device server: LUN table per target, unit attentions, SCSI-2 reservations and
+//! SPC/SBC command execution on storage-core volumes.
+//!
+//! Transports (the iSCSI front end today) are thin shells over this module, like LIO's
+//! fabric modules: they hand over a CDB, its LUN, nexus and Data-Out, and get back status,
+//! sense and Data-In. Everything SCSI is decided here: which commands exist, how CDB fields
+//! are validated (via `scsi_proto::scsi`), what unit attention to report, what sense a
+//! storage error becomes.
+
+pub mod lun;
+mod sbc;
+pub mod sense_map;
+mod spc;
+pub mod ua;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use scsi_proto::scsi::cdb::{self, Cdb, Command};
+use scsi_proto::scsi::opcode;
+use scsi_proto::scsi::sense::{asc, Sense, SenseFormat, SenseKey};
+use storage_core::Volume;
+
+pub use lun::Lun;
+pub use scsi_proto::scsi::sense;
+
+/// SCSI status codes (SAM-5 5.3).
+pub mod status {
+    pub const GOOD: u8 = 0x00;
+    pub const CHECK_CONDITION: u8 = 0x02;
+    pub const CONDITION_MET: u8 = 0x04;
+    pub const BUSY: u8 = 0x08;
+    pub const RESERVATION_CONFLICT: u8 = 0x18;
+    pub const TASK_SET_FULL: u8 = 0x28;
+    pub const ACA_ACTIVE: u8 = 0x30;
+    pub const TASK_ABORTED: u8 = 0x40;
+}
+
+/// I_T nexus: who is talking through which port. SCSI state (UAs, reservations) keys on it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Nexus {
+    /// Initiator name (IQN).
+    pub initiator: String,
+    /// 48-bit ISID.
+    pub isid: u64,
+    /// Target portal group tag (the relative target port).
+    pub tpgt: u16,
+}
+
+/// Task attribute (SAM-5 8.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskAttr {
+    Simple,
+    Ordered,
+    HeadOfQueue,
+    Aca,
+}
+
+/// One command as a transport delivers it.
+#[derive(Clone, Debug)]
+pub struct ScsiRequest {
+    /// The I_T nexus.
+    pub nexus: Arc<Nexus>,
+    /// Decoded LUN number.
+    pub lun: u64,
+    /// CDB (may be padded beyond the command's length).
+    pub cdb: Bytes,
+    /// All Data-Out the initiator sent.
+    pub data_out: Bytes,
+    /// The initiator's Data-In allocation (EDTL for reads).
+    pub expected_data_in: u32,
+    /// Task attribute.
+    pub attr: TaskAttr,
+    /// Initiator task tag, for logs.
+    pub tag: u32,
+}
+
+/// The outcome of a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScsiResponse {
+    /// SCSI status.
+    pub status: u8,
+    /// Sense data (fixed or descriptor format per D_SENSE) with CHECK CONDITION.
+    pub sense: Option<Bytes>,
+    /// Data-In, already limited to the CDB's allocation length; it may still exceed the
+    /// transport's expected length (the transport truncates and reports the overflow).
+    pub data_in: Bytes,
+    /// The Data-Out length the command called for (SPDTL: transfer length x block size,
+    /// parameter list length...), so the transport can compute write residuals; 0 for
+    /// commands without Data-Out.
+    pub data_out_used: u32,
+}
+
+impl ScsiResponse {
+    /// GOOD with Data-In.
+    pub fn good(data_in: Bytes) -> Self {
+        Self { status: status::GOOD, sense: None, data_in, data_out_used: 0 }
+    }
+
+    /// A bare status without data or sense (e.g. RESERVATION CONFLICT, BUSY).
+    pub fn status(status: u8) -> Self {
+        Self { status, sense: None, data_in: Bytes::new(), data_out_used: 0 }
+    }
+}
+
+/// CHECK CONDITION carrying `sense` in `format`. Transports use this for errors they detect
+/// themselves (e.g. a Data-Out protocol violation → ABORTED COMMAND, DATA PHASE ERROR).
+pub fn check_condition(sense: &Sense, format: SenseFormat) -> ScsiResponse {
+    ScsiResponse {
+        status: status::CHECK_CONDITION,
+        sense: Some(Bytes::from(sense.encode(format))),
+        data_in: Bytes::new(),
+        data_out_used: 0,
+    }
+}
+
+/// One per target (IQN): its LUN map and per-nexus state.
+pub struct ScsiTarget {
+    name: String,
+    luns: RwLock<BTreeMap<u64, Arc<Lun>>>,
+    uas: ua::UnitAttentions,
+}
+
+impl ScsiTarget {
+    /// A target with no LUNs.
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(Self { name: name.to_string(), luns: RwLock::new(BTreeMap::new()), uas: Default::default() })
+    }
+
+    /// The target's name (IQN).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Attach a volume as `lun`. Logged-in nexuses get POWER ON/RESET on the new LUN and
+    /// REPORTED LUNS DATA HAS CHANGED on the others.
+    pub fn add_lun(&self, lun: u64, volume: Volume, read_only: bool) -> anyhow::Result<()> {
+        if scsi_proto::scsi::report_luns::encode_lun(lun).is_none() {
+            anyhow::bail!("LUN {lun} cannot be addressed (LUN numbers go up to 16383)");
+        }
+        let block_size = volume.block_size();
+        if block_size == 0 || !block_size.is_power_of_two() {
+            anyhow::bail!("volume {:?} has an unusable block size {block_size}", volume.name());
+        }
+        let others = {
+            let mut luns = self.luns.write();
+            if luns.contains_key(&lun) {
+                anyhow::bail!("LUN {lun} already exists on target {}", self.name);
+            }
+            let others: Vec<u64> = luns.keys().copied().collect();
+            let entry = Lun::new(lun, volume, read_only, storage_core::DEFAULT_CHUNK_SIZE);
+            luns.insert(lun, Arc::new(entry));
+            others
+        };
+        self.uas.establish_lun(lun, asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED, None);
+        self.uas.establish_luns(&others, asc::REPORTED_LUNS_DATA_HAS_CHANGED, None);
+        tracing::info!(target = %self.name, lun, read_only, "LUN attached");
+        Ok(())
+    }
+
+    /// Detach `lun`; the remaining LUNs report REPORTED LUNS DATA HAS CHANGED.
+    pub fn remove_lun(&self, lun: u64) -> anyhow::Result<()> {
+        let remaining = {
+            let mut luns = self.luns.write();
+            if luns.remove(&lun).is_none() {
+                anyhow::bail!("LUN {lun} does not exist on target {}", self.name);
+            }
+            luns.keys().copied().collect::<Vec<_>>()
+        };
+        self.uas.remove_lun(lun);
+        self.uas.establish_luns(&remaining, asc::REPORTED_LUNS_DATA_HAS_CHANGED, None);
+        tracing::info!(target = %self.name, lun, "LUN detached");
+        Ok(())
+    }
+
+    /// LUN numbers, ascending.
+    pub fn luns(&self) -> Vec<u64> {
+        self.luns.read().keys().copied().collect()
+    }
+
+    fn lun(&self, lun: u64) -> Option<Arc<Lun>> {
+        self.luns.read().get(&lun).cloned()
+    }
+
+    /// Data-Out length implied by a CDB (transfer length x block size for writes, parameter
+    /// list length for MODE SELECT/UNMAP...). `None` when the LUN does not exist or the CDB
+    /// does not decode (the command will fail without consuming data).
+    pub fn data_out_len(&self, lun: u64, cdb: &[u8]) -> Option<u32> {
+        let l = self.lun(lun)?;
+        let c = cdb::parse(cdb).ok()?;
+        u32::try_from(c.command.data_out_len(l.volume.block_size())).ok()
+    }
+
+    /// A nexus logged in: POWER ON, RESET, OR BUS DEVICE RESET OCCURRED on every LUN.
+    pub fn nexus_login(&self, nexus: &Nexus) {
+        self.uas.login(nexus, &self.luns());
+    }
+
+    /// A nexus went away: drop its unit attentions and the SCSI-2 reservations it held.
+    pub fn nexus_logout(&self, nexus: &Nexus) {
+        self.uas.logout(nexus);
+        for l in self.luns.read().values() {
+            if l.holds_reservation(nexus) {
+                l.clear_reservation();
+            }
+        }
+    }
+
+    /// LOGICAL UNIT RESET: release the SCSI-2 reservation and establish BUS DEVICE RESET
+    /// FUNCTION OCCURRED for the other nexuses. (Aborting tasks is the transport's job.)
+    pub fn lun_reset(&self, lun: u64, issuer: &Nexus) {
+        if let Some(l) = self.lun(lun) {
+            l.clear_reservation();
+            self.uas.establish_lun(lun, asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED, Some(issuer));
+        }
+    }
+
+    /// TARGET (WARM/COLD) RESET: as [`lun_reset`](Self::lun_reset) for every LUN.
+    pub fn target_reset(&self, issuer: &Nexus) {
+        let luns = self.luns();
+        for l in self.luns.read().values() {
+            l.clear_reservation();
+        }
+        self.uas.establish_luns(&luns, asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED, Some(issuer));
+    }
+
+    /// Execute one command.
+    pub async fn execute(&self, req: ScsiRequest) -> ScsiResponse {
+        let Some(lun) = self.lun(req.lun) else {
+            return self.execute_no_lun(&req);
+        };
+        let format = lun.sense_format();
+        let parsed = match cdb::parse(&req.cdb) {
+            Ok(c) => c,
+            Err(sense) => {
+                tracing::debug!(tag = req.tag, lun = req.lun, opcode = req.cdb.first().copied(), %sense, "CDB rejected");
+                // A pending unit attention is reported before a CDB error (SAM-5 5.14).
+                let exempt = matches!(
+                    req.cdb.first().copied(),
+                    Some(opcode::INQUIRY | opcode::REPORT_LUNS | opcode::REQUEST_SENSE)
+                );
+                if !exempt {
+                    if let Some(ua) = self.uas.take(&req.nexus, req.lun) {
+                        return check_condition(&Sense::unit_attention(ua), format);
+                    }
+                }
+                return check_condition(&sense, format);
+            }
+        };
+        let data_out_len = u32::try_from(parsed.command.data_out_len(lun.volume.block_size())).unwrap_or(u32::MAX);
+
+        if lun.capacity_changed() {
+            self.uas.establish_lun(req.lun, asc::CAPACITY_DATA_HAS_CHANGED, None);
+        }
+
+        // Unit attention: INQUIRY, REPORT LUNS and REQUEST SENSE proceed; everything else
+        // reports (and clears) the oldest pending condition.
+        match parsed.command {
+            Command::Inquiry { .. } | Command::ReportLuns { .. } | Command::RequestSense { .. } => {}
+            _ => {
+                if let Some(ua) = self.uas.take(&req.nexus, req.lun) {
+                    let mut r = check_condition(&Sense::unit_attention(ua), format);
+                    r.data_out_used = data_out_len;
+                    return r;
+                }
+            }
+        }
+
+        // SCSI-2 reservation held by another nexus.
+        if lun.reserved_by_other(&req.nexus) && !allowed_under_reservation(&parsed.command) {
+            let mut r = ScsiResponse::status(status::RESERVATION_CONFLICT);
+            r.data_out_used = data_out_len;
+            return r;
+        }
+
+        let ctx = Ctx { target: self, lun: &lun, req: &req, cdb: &parsed };
+        let mut resp = match ctx.dispatch().await {
+            Ok(r) => r,
+            Err(sense) => {
+                tracing::debug!(tag = req.tag, lun = req.lun, cmd = parsed.info.name, %sense, "command failed");
+                check_condition(&sense, lun.sense_format())
+            }
+        };
+        resp.data_out_used = data_out_len;
+        resp
+    }
+
+    /// Commands addressed to a LUN that does not exist (SPC-4 4.6.? / SAM-5 5.9.?):
+    /// INQUIRY answers with peripheral qualifier 011b, REPORT LUNS and REQUEST SENSE work,
+    /// everything else is LOGICAL UNIT NOT SUPPORTED.
+    fn execute_no_lun(&self, req: &ScsiRequest) -> ScsiResponse {
+        let not_supported = Sense::lun_not_supported();
+        match cdb::parse(&req.cdb) {
+            Ok(Cdb { command: Command::Inquiry { evpd: false, alloc_len, .. }, .. }) => {
+                let inq = scsi_proto::scsi::inquiry::StandardInquiry {
+                    peripheral: scsi_proto::scsi::inquiry::NO_LUN_PERIPHERAL,
+                    ..Default::default()
+                };
+                ScsiResponse::good(truncated(inq.encode(), alloc_len))
+            }
+            Ok(Cdb { command: Command::ReportLuns { select_report, alloc_len }, .. }) => {
+                ScsiResponse::good(truncated(self.report_luns(select_report), alloc_len))
+            }
+            Ok(Cdb { command: Command::RequestSense { desc, alloc_len }, .. }) => {
+                let format = if desc { SenseFormat::Descriptor } else { SenseFormat::Fixed };
+                ScsiResponse::good(truncated(not_supported.encode(format), alloc_len))
+            }
+            _ => check_condition(&not_supported, SenseFormat::Fixed),
+        }
+    }
+
+    fn report_luns(&self, select_report: u8) -> Vec<u8> {
+        scsi_proto::scsi::report_luns::encode(&self.luns(), select_report)
+    }
+}
+
+/// Commands another nexus may still run while a SCSI-2 reservation is held (SPC-2 5.5.1).
+fn allowed_under_reservation(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Inquiry { .. }
+            | Command::ReportLuns { .. }
+            | Command::RequestSense { .. }
+            | Command::Release
+            | Command::ReportSupportedOpcodes(_)
+            | Command::ReportSupportedTmfs { .. }
+    ) || matches!(c, Command::PreventAllowMediumRemoval { prevent: 0 })
+}
+
+/// Limit parameter data to the allocation length.
+fn truncated(data: Vec<u8>, alloc_len: u32) -> Bytes {
+    Bytes::from(scsi_proto::scsi::truncate_to_alloc(data, alloc_len))
+}
+
+/// Everything a command handler needs.
+struct Ctx<'a> {
+    target: &'a ScsiTarget,
+    lun: &'a Lun,
+    req: &'a ScsiRequest,
+    cdb: &'a Cdb,
+}
+
+impl Ctx<'_> {
+    async fn dispatch(&self) -> Result<ScsiResponse, Sense> {
+        match &self.cdb.command {
+            Command::TestUnitReady => Ok(ScsiResponse::good(Bytes::new())),
+            Command::RequestSense { desc, alloc_len } => Ok(self.request_sense(*desc, *alloc_len)),
+            Command::Inquiry { evpd, page, alloc_len } => self.inquiry(*evpd, *page, *alloc_len),
+            Command::ModeSense(m) => self.mode_sense(m),
+            Command::ModeSelect { ten, param_len, .. } => self.mode_select(*ten, *param_len),
+            Command::Reserve => self.reserve(),
+            Command::Release => Ok(self.release()),
+            Command::StartStopUnit { loej, start, no_flush, .. } => {
+                self.start_stop_unit(*loej, *start, *no_flush).await
+            }
+            Command::PreventAllowMediumRemoval { .. } => Ok(ScsiResponse::good(Bytes::new())),
+            Command::ReportLuns { select_report, alloc_len } => Ok(self.report_luns(*select_report, *alloc_len)),
+            Command::ReportSupportedOpcodes(r) => self.report_supported_opcodes(r),
+            Command::ReportSupportedTmfs { repd, alloc_len } => Ok(self.report_supported_tmfs(*repd, *alloc_len)),
+            Command::ReadCapacity10 => Ok(self.read_capacity10()),
+            Command::ReadCapacity16 { alloc_len } => Ok(self.read_capacity16(*alloc_len)),
+            Command::Read { range, fua, .. } => self.read(*range, *fua).await,
+            Command::Write { range, fua, .. } => self.write(*range, *fua).await,
+            Command::WriteAndVerify { range, .. } => self.write(*range, true).await,
+            Command::Verify { range, bytchk, .. } => self.verify(*range, *bytchk).await,
+            Command::PreFetch { range, .. } => self.pre_fetch(*range),
+            Command::SynchronizeCache { range, .. } => self.synchronize_cache(*range).await,
+            Command::WriteSame { range, unmap, ndob } => self.write_same(*range, *unmap, *ndob).await,
+            Command::Unmap { param_len } => self.unmap(*param_len).await,
+            Command::GetLbaStatus { lba, alloc_len } => self.get_lba_status(*lba, *alloc_len),
+        }
+    }
+
+    /// The sense for a write refused because the LUN is read-only.
+    fn check_writable(&self) -> Result<(), Sense> {
+        if self.lun.read_only {
+            return Err(Sense::new(SenseKey::DataProtect, asc::WRITE_PROTECTED));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,234 @@
+//! SBC-3 block commands: READ/WRITE, WRITE AND VERIFY, VERIFY, SYNCHRONIZE CACHE, PRE-FETCH,
+//! WRITE SAME, UNMAP, GET LBA STATUS, READ CAPACITY.
+
+use bytes::{Bytes, BytesMut};
+use scsi_proto::scsi::cdb::{check_lba_range, BlockRange, ByteCheck};
+use scsi_proto::scsi::lba_status::{self, LbaStatus, ProvisioningStatus};
+use scsi_proto::scsi::sense::{asc, Sense, SenseKey};
+use scsi_proto::scsi::unmap::{self, UnmapLimits};
+use storage_core::StorageError;
+
+use super::sense_map::{storage_error, Access};
+use super::{status, truncated, Ctx, ScsiResponse};
+
+/// Largest buffer built to replicate a WRITE SAME pattern; bigger ranges are written in
+/// pieces so memory stays bounded whatever the NUMBER OF LOGICAL BLOCKS.
+const WRITE_SAME_BUFFER: usize = 1 << 20;
+
+fn read_err(e: StorageError) -> Sense {
+    tracing::warn!("storage read failed: {e}");
+    storage_error(&e, Access::Read)
+}
+
+fn write_err(e: StorageError) -> Sense {
+    if !matches!(e, StorageError::NoSpace | StorageError::OutOfRange { .. }) {
+        tracing::warn!("storage write failed: {e}");
+    }
+    storage_error(&e, Access::Write)
+}
+
+impl Ctx<'_> {
+    fn block_size(&self) -> u32 {
+        self.lun.volume.block_size()
+    }
+
+    /// Byte offset of the TRANSFER LENGTH / NUMBER OF LOGICAL BLOCKS field in this CDB.
+    fn length_field(&self) -> u16 {
+        match self.cdb.info.cdb_len() {
+            6 => 4,
+            10 => 7,
+            12 => 6,
+            _ => 10,
+        }
+    }
+
+    /// Reject transfers above the Block Limits maximum, then check the LBA range.
+    fn check_transfer(&self, range: BlockRange) -> Result<(), Sense> {
+        if range.blocks > self.lun.limits.max_transfer {
+            return Err(Sense::invalid_field_in_cdb(self.length_field(), Some(7)));
+        }
+        check_lba_range(range.lba, u64::from(range.blocks), self.lun.volume.num_blocks())
+    }
+
+    pub(super) async fn read(&self, range: BlockRange, _fua: bool) -> Result<ScsiResponse, Sense> {
+        self.check_transfer(range)?;
+        if range.blocks == 0 {
+            return Ok(ScsiResponse::good(Bytes::new()));
+        }
+        let data = self.lun.volume.read(range.lba, range.blocks).await.map_err(read_err)?;
+        Ok(ScsiResponse::good(data))
+    }
+
+    /// WRITE and WRITE AND VERIFY. When the initiator sent less Data-Out than the CDB asks
+    /// for, only the whole blocks received are written (the transport reports the overflow
+    /// residual); extra Data-Out is ignored.
+    pub(super) async fn write(&self, range: BlockRange, fua: bool) -> Result<ScsiResponse, Sense> {
+        self.check_writable()?;
+        self.check_transfer(range)?;
+        let bs = self.block_size() as usize;
+        let wanted = range.blocks as usize * bs;
+        let have = self.req.data_out.len().min(wanted) / bs * bs;
+        if have == 0 {
+            return Ok(ScsiResponse::good(Bytes::new()));
+        }
+        let fua = fua || !self.lun.mode().wce;
+        let data = self.req.data_out.slice(..have);
+        self.lun.volume.write(range.lba, data, fua).await.map_err(write_err)?;
+        Ok(ScsiResponse::good(Bytes::new()))
+    }
+
+    /// VERIFY: BYTCHK 0 reads the range back (surfacing medium errors); BYTCHK 1 compares
+    /// the Data-Out with the medium, BYTCHK 3 compares one block with every block.
+    /// A mismatch is MISCOMPARE with the offset of the first differing byte.
+    pub(super) async fn verify(&self, range: BlockRange, bytchk: ByteCheck) -> Result<ScsiResponse, Sense> {
+        check_lba_range(range.lba, u64::from(range.blocks), self.lun.volume.num_blocks())?;
+        let bs = self.block_size() as usize;
+        let step = self.lun.limits.max_transfer.max(1);
+        let data_out = &self.req.data_out;
+        if bytchk != ByteCheck::None && data_out.len() < if bytchk == ByteCheck::Full { range.blocks as usize * bs } else { bs } {
+            return Err(Sense::new(SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT));
+        }
+        let mut done: u32 = 0;
+        while done < range.blocks {
+            let n = (range.blocks - done).min(step);
+            let lba = range.lba + u64::from(done);
+            let medium = self.lun.volume.read(lba, n).await.map_err(read_err)?;
+            let base = done as usize * bs;
+            let mismatch = match bytchk {
+                ByteCheck::None => None,
+                ByteCheck::Full => {
+                    let expected = &data_out[base..base + medium.len()];
+                    first_difference(expected, &medium).map(|i| base + i)
+                }
+                ByteCheck::SingleBlock => {
+                    let pattern = &data_out[..bs];
+                    medium.chunks(bs).enumerate().find_map(|(k, blk)| {
+                        first_difference(pattern, blk).map(|i| base + k * bs + i)
+                    })
+                }
+            };
+            if let Some(offset) = mismatch {
+                return Err(Sense::new(SenseKey::Miscompare, asc::MISCOMPARE_DURING_VERIFY_OPERATION)
+                    .with_information(offset as u64));
+            }
+            done += n;
+        }
+        Ok(ScsiResponse::good(Bytes::new()))
+    }
+
+    /// SYNCHRONIZE CACHE: everything acknowledged becomes stable (a zero length means "to
+    /// the end of the medium"; the store flushes the whole volume either way).
+    pub(super) async fn synchronize_cache(&self, range: BlockRange) -> Result<ScsiResponse, Sense> {
+        check_lba_range(range.lba, u64::from(range.blocks), self.lun.volume.num_blocks())?;
+        self.lun.volume.flush().await.map_err(write_err)?;
+        Ok(ScsiResponse::good(Bytes::new()))
+    }
+
+    /// PRE-FETCH: the data is as close to the cache as it will get; CONDITION MET.
+    pub(super) fn pre_fetch(&self, range: BlockRange) -> Result<ScsiResponse, Sense> {
+        check_lba_range(range.lba, u64::from(range.blocks), self.lun.volume.num_blocks())?;
+        Ok(ScsiResponse::status(status::CONDITION_MET))
+    }
+
+    /// WRITE SAME(10/16). A zero pattern (or NDOB) becomes a zero-write that the store may
+    /// satisfy by deallocating when UNMAP is set; any other pattern is replicated.
+    pub(super) async fn write_same(&self, range: BlockRange, unmap: bool, ndob: bool) -> Result<ScsiResponse, Sense> {
+        self.check_writable()?;
+        if range.blocks == 0 || u64::from(range.blocks) > self.lun.limits.max_write_same {
+            // WSNZ=1: a zero length is not "to the end of the medium".
+            return Err(Sense::invalid_field_in_cdb(self.length_field(), Some(7)));
+        }
+        check_lba_range(range.lba, u64::from(range.blocks), self.lun.volume.num_blocks())?;
+        let bs = self.block_size() as usize;
+        let pattern = if ndob {
+            None
+        } else {
+            if self.req.data_out.len() < bs {
+                return Err(Sense::new(SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT));
+            }
+            Some(self.req.data_out.slice(..bs))
+        };
+        let vol = &self.lun.volume;
+        let fua = !self.lun.mode().wce;
+        match pattern {
+            Some(p) if p.iter().any(|&b| b != 0) => {
+                let per_buf = (WRITE_SAME_BUFFER / bs).max(1) as u64;
+                let first = (u64::from(range.blocks)).min(per_buf) as usize;
+                let mut buf = BytesMut::with_capacity(first * bs);
+                for _ in 0..first {
+                    buf.extend_from_slice(&p);
+                }
+                let buf = buf.freeze();
+                let mut lba = range.lba;
+                let end = range.lba + u64::from(range.blocks);
+                while lba < end {
+                    let n = (end - lba).min(per_buf) as usize;
+                    vol.write(lba, buf.slice(..n * bs), fua).await.map_err(write_err)?;
+                    lba += n as u64;
+                }
+            }
+            _ => {
+                vol.write_zeroes(range.lba, u64::from(range.blocks), unmap).await.map_err(write_err)?;
+                if fua {
+                    vol.flush().await.map_err(write_err)?;
+                }
+            }
+        }
+        Ok(ScsiResponse::good(Bytes::new()))
+    }
+
+    /// UNMAP: deallocate every described extent (they read back as zeros: LBPRZ).
+    pub(super) async fn unmap(&self, param_len: u32) -> Result<ScsiResponse, Sense> {
+        self.check_writable()?;
+        let want = param_len as usize;
+        let data = &self.req.data_out[..want.min(self.req.data_out.len())];
+        if data.len() < want && data.len() < 8 {
+            return Err(Sense::parameter_list_length_error());
+        }
+        let limits = UnmapLimits {
+            max_descriptors: self.lun.limits.max_unmap_descriptors,
+            max_lba_count: self.lun.limits.max_unmap_lba_count,
+            capacity_blocks: self.lun.volume.num_blocks(),
+        };
+        let descriptors = unmap::parse(data, &limits)?;
+        for d in descriptors.iter().filter(|d| d.blocks > 0) {
+            self.lun.volume.unmap(d.lba, u64::from(d.blocks)).await.map_err(write_err)?;
+        }
+        Ok(ScsiResponse::good(Bytes::new()))
+    }
+
+    /// GET LBA STATUS: mapped/deallocated extents starting at `lba`, as many as fit.
+    pub(super) fn get_lba_status(&self, lba: u64, alloc_len: u32) -> Result<ScsiResponse, Sense> {
+        let capacity = self.lun.volume.num_blocks();
+        if lba >= capacity {
+            return Err(Sense::lba_out_of_range().with_information(lba));
+        }
+        let max = lba_status::descriptors_for_alloc(alloc_len);
+        let mut out = Vec::with_capacity(max);
+        let mut cur = lba;
+        while cur < capacity && out.len() < max {
+            let (mapped, run) = self.lun.volume.block_status(cur).map_err(read_err)?;
+            let run = run.min(capacity - cur).min(u64::from(u32::MAX));
+            if run == 0 {
+                break;
+            }
+            let status = if mapped { ProvisioningStatus::Mapped } else { ProvisioningStatus::Deallocated };
+            out.push(LbaStatus { lba: cur, blocks: run as u32, status });
+            cur += run;
+        }
+        Ok(ScsiResponse::good(truncated(lba_status::encode(&out), alloc_len)))
+    }
+
+    pub(super) fn read_capacity10(&self) -> ScsiResponse {
+        ScsiResponse::good(Bytes::copy_from_slice(&self.lun.capacity().encode10()))
+    }
+
+    pub(super) fn read_capacity16(&self, alloc_len: u32) -> ScsiResponse {
+        ScsiResponse::good(truncated(self.lun.capacity().encode16().to_vec(), alloc_len))
+    }
+}
+
+/// Index of the first byte where `a` and `b` differ.
+fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| x != y)
+}

@@ -1,0 +1,100 @@
+//! SPC-4 primary commands: TEST UNIT READY, INQUIRY, MODE SENSE/SELECT, REQUEST SENSE,
+//! REPORT LUNS, REPORT SUPPORTED OPERATION CODES/TMFS, RESERVE/RELEASE, START STOP UNIT.
+
+use bytes::Bytes;
+use scsi_proto::scsi::cdb::{ModeSenseCdb, RsocCdb};
+use scsi_proto::scsi::inquiry::StandardInquiry;
+use scsi_proto::scsi::sense::{asc, Sense, SenseFormat, SenseKey};
+use scsi_proto::scsi::vpd::{self, VpdContext};
+use scsi_proto::scsi::{mode, rsoc};
+
+use super::{status, truncated, Ctx, ScsiResponse};
+
+impl Ctx<'_> {
+    /// REQUEST SENSE: a pending unit attention is returned (and cleared) as parameter data;
+    /// otherwise NO SENSE. Autosense means there is never deferred error sense to return.
+    pub(super) fn request_sense(&self, desc: bool, alloc_len: u32) -> ScsiResponse {
+        let format = if desc { SenseFormat::Descriptor } else { SenseFormat::Fixed };
+        let sense = match self.target.uas.take(&self.req.nexus, self.req.lun) {
+            Some(ua) => Sense::unit_attention(ua),
+            None => Sense::new(SenseKey::NoSense, asc::NO_ADDITIONAL_SENSE),
+        };
+        ScsiResponse::good(truncated(sense.encode(format), alloc_len))
+    }
+
+    pub(super) fn inquiry(&self, evpd: bool, page: u8, alloc_len: u32) -> Result<ScsiResponse, Sense> {
+        let data = if evpd {
+            let identity = self.lun.identity(&self.target.name, &self.req.nexus);
+            let ctx = VpdContext { identity: &identity, limits: self.lun.limits, provisioning: self.lun.provisioning };
+            vpd::render(page, &ctx)?
+        } else {
+            StandardInquiry::default().encode()
+        };
+        Ok(ScsiResponse::good(truncated(data, alloc_len)))
+    }
+
+    pub(super) fn mode_sense(&self, m: &ModeSenseCdb) -> Result<ScsiResponse, Sense> {
+        let data = mode::mode_sense(m, &self.lun.mode(), &self.lun.mode_context())?;
+        Ok(ScsiResponse::good(truncated(data, m.alloc_len)))
+    }
+
+    /// MODE SELECT: apply changeable parameters; other nexuses get MODE PARAMETERS CHANGED.
+    pub(super) fn mode_select(&self, ten: bool, param_len: u32) -> Result<ScsiResponse, Sense> {
+        let want = param_len as usize;
+        if self.req.data_out.len() < want {
+            return Err(Sense::parameter_list_length_error());
+        }
+        let data = &self.req.data_out[..want];
+        let next = mode::mode_select(ten, data, &self.lun.mode(), &self.lun.mode_context())?;
+        if self.lun.set_mode(next) {
+            tracing::info!(lun = self.req.lun, wce = next.wce, d_sense = next.d_sense, "mode parameters changed");
+            self.target.uas.establish_lun(self.req.lun, asc::MODE_PARAMETERS_CHANGED, Some(&self.req.nexus));
+        }
+        Ok(ScsiResponse::good(Bytes::new()))
+    }
+
+    pub(super) fn report_luns(&self, select_report: u8, alloc_len: u32) -> ScsiResponse {
+        // Reporting the inventory clears the "it changed" condition for this nexus.
+        self.target.uas.clear(&self.req.nexus, self.req.lun, asc::REPORTED_LUNS_DATA_HAS_CHANGED);
+        ScsiResponse::good(truncated(self.target.report_luns(select_report), alloc_len))
+    }
+
+    pub(super) fn report_supported_opcodes(&self, r: &RsocCdb) -> Result<ScsiResponse, Sense> {
+        Ok(ScsiResponse::good(truncated(rsoc::encode(r)?, r.alloc_len)))
+    }
+
+    pub(super) fn report_supported_tmfs(&self, repd: bool, alloc_len: u32) -> ScsiResponse {
+        ScsiResponse::good(truncated(rsoc::SupportedTmfs::default().encode(repd), alloc_len))
+    }
+
+    /// RESERVE(6)/(10): SCSI-2 logical unit reservation.
+    pub(super) fn reserve(&self) -> Result<ScsiResponse, Sense> {
+        if self.lun.reserve(&self.req.nexus) {
+            Ok(ScsiResponse::good(Bytes::new()))
+        } else {
+            Ok(ScsiResponse::status(status::RESERVATION_CONFLICT))
+        }
+    }
+
+    /// RELEASE(6)/(10): releases only the caller's own reservation; GOOD either way.
+    pub(super) fn release(&self) -> ScsiResponse {
+        self.lun.release(&self.req.nexus);
+        ScsiResponse::good(Bytes::new())
+    }
+
+    /// START STOP UNIT on a non-removable medium: load/eject is invalid; start/stop is
+    /// accepted (stopping flushes the write cache unless NO_FLUSH) and the unit stays ready.
+    pub(super) async fn start_stop_unit(&self, loej: bool, start: bool, no_flush: bool) -> Result<ScsiResponse, Sense> {
+        if loej {
+            return Err(Sense::invalid_field_in_cdb(4, Some(1)));
+        }
+        if !start && !no_flush {
+            self.lun
+                .volume
+                .flush()
+                .await
+                .map_err(|e| super::sense_map::storage_error(&e, super::sense_map::Access::Write))?;
+        }
+        Ok(ScsiResponse::good(Bytes::new()))
+    }
+}
