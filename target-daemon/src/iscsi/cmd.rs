@@ -127,29 +127,9 @@ impl Conn {
         };
         let attr = task_attr(cmd.attr);
 
-        // The CDB wants more Data-Out than the initiator will send: fail it without touching
-        // the medium (FCP-4 / SAM-5 option b), reporting the overflow.
-        if cmd.write && spdtl.is_some_and(|s| s > edtl) {
-            let sense = datain::fixed_sense(datain::ILLEGAL_REQUEST, 0x0e, 0x03);
-            let w = self.writer.clone();
-            let limits = self.datain_limits;
-            let info = CmdInfo {
-                read: false,
-                ..info
-            };
-            let _ = datain::send_result(
-                &w,
-                &info,
-                datain::CHECK_CONDITION,
-                Some(sense),
-                Bytes::new(),
-                0,
-                limits,
-            )
-            .await;
-            // Unsolicited data for this task, if any, is dropped as unknown.
-            return Ok(());
-        }
+        // When the CDB wants more Data-Out than EDTL, only EDTL bytes are transferred and the
+        // device server processes what arrived (FCP-4 9.4.2 a); the overflow is reported in
+        // the residual by `datain::send_result`.
         let want = if cmd.write {
             spdtl.unwrap_or(edtl).min(edtl)
         } else {

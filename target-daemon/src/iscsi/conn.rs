@@ -296,6 +296,8 @@ impl Conn {
                     let Some(p) = next else { break };
                     self.dispatch(p).await?;
                 }
+                // The window is managed: MaxCmdSN moves only here and when tasks finish.
+                self.session.update_window();
                 Ok(())
             }
             Bhs::Snack(_) => {

@@ -96,7 +96,7 @@ impl Session {
             initiator,
             target,
             nexus,
-            window: Mutex::new(CmdWindow::new(cmd_sn, window_size)),
+            window: Mutex::new(CmdWindow::new_managed(cmd_sn, window_size)),
             window_size,
             tasks: Mutex::new(HashMap::new()),
             ordering: Mutex::new(super::cmd::OrderState::default()),

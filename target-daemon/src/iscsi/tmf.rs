@@ -9,6 +9,8 @@ use scsi_proto::iscsi::pdu::{
     self, Bhs, Pdu, RejectReason, TaskMgmtResponse, TmFunction, TmResponse,
 };
 
+use scsi_proto::iscsi::seq::{serial_in_window, serial_lt};
+
 use super::conn::{header_of, Conn};
 use super::session::{abort_and_wait, Session, TaskHandle};
 
@@ -44,13 +46,22 @@ impl Conn {
             TmFunction::AbortTask => {
                 let rtt = h.referenced_task_tag;
                 let victims = take_tasks(&self.session, |itt, t| itt == rtt && Some(t.lun) == lun);
-                if !victims.is_empty() {
+                if victims.is_empty() {
+                    // RFC 7143 11.5.1 b/c: a task we never saw whose RefCmdSN is still inside
+                    // the window (and before this request) counts as received and aborted;
+                    // otherwise it already completed (or never existed): "task does not exist".
+                    let (exp, max) = self.session.cmd_sns();
+                    if serial_in_window(h.ref_cmd_sn, exp, max) && serial_lt(h.ref_cmd_sn, h.cmd_sn)
+                    {
+                        TmResponse::Complete
+                    } else {
+                        TmResponse::TaskDoesNotExist
+                    }
+                } else {
                     tracing::info!(peer = %self.peer, itt = rtt, "ABORT TASK");
+                    abort_and_wait(victims).await;
+                    TmResponse::Complete
                 }
-                abort_and_wait(victims).await;
-                // RFC 7143 11.5.1: a task that already completed or never arrived is
-                // answered "function complete" as well.
-                TmResponse::Complete
             }
             TmFunction::AbortTaskSet | TmFunction::ClearTaskSet if !lun_exists => {
                 TmResponse::LunDoesNotExist

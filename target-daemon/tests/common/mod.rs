@@ -365,3 +365,141 @@ fn rand_u16() -> u16 {
     static N: AtomicU16 = AtomicU16::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+/// Outcome of a SCSI command as the initiator sees it.
+#[derive(Debug, Default)]
+pub struct CmdResult {
+    pub status: u8,
+    pub data: Vec<u8>,
+    pub sense: Vec<u8>,
+    pub overflow: bool,
+    pub underflow: bool,
+    pub residual: u32,
+    pub r2ts: u32,
+    pub data_ins: u32,
+}
+
+pub fn cdb10(op: u8, lba: u32, blocks: u16) -> [u8; 10] {
+    let mut c = [0u8; 10];
+    c[0] = op;
+    c[2..6].copy_from_slice(&lba.to_be_bytes());
+    c[7..9].copy_from_slice(&blocks.to_be_bytes());
+    c
+}
+
+impl Initiator {
+    /// Sends a command and runs it to completion: answers R2Ts from `data` (Data-Out PDUs of
+    /// at most `seg` bytes), collects Data-In, returns status/sense/residuals.
+    pub async fn run(
+        &mut self,
+        cdb: &[u8],
+        read: bool,
+        edtl: u32,
+        data: &[u8],
+        immediate: usize,
+        seg: usize,
+    ) -> CmdResult {
+        let write = !data.is_empty();
+        let imm = Bytes::copy_from_slice(&data[..immediate.min(data.len())]);
+        let cmd = self.command(cdb, read, write, edtl, imm);
+        let itt = cmd.bhs.itt();
+        self.send(cmd).await;
+        self.finish(itt, data, seg).await
+    }
+
+    /// Drives the command with `itt` to its status.
+    pub async fn finish(&mut self, itt: u32, data: &[u8], seg: usize) -> CmdResult {
+        let mut res = CmdResult::default();
+        let mut expect_data_sn = 0;
+        loop {
+            let p = self.recv().await;
+            assert_eq!(
+                p.bhs.itt(),
+                itt,
+                "unexpected {:?} for another task",
+                p.bhs.opcode()
+            );
+            match &p.bhs {
+                Bhs::R2t(r) => {
+                    res.r2ts += 1;
+                    let mut off = r.buffer_offset as usize;
+                    let end = off + r.desired_data_transfer_length as usize;
+                    let mut sn = 0;
+                    while off < end {
+                        let n = seg.min(end - off);
+                        let d = pdu::DataOut {
+                            final_bit: off + n == end,
+                            lun: 0,
+                            itt,
+                            ttt: r.ttt,
+                            exp_stat_sn: self.exp_stat_sn,
+                            data_sn: sn,
+                            buffer_offset: off as u32,
+                        };
+                        self.send(Pdu::new(d, Bytes::copy_from_slice(&data[off..off + n])))
+                            .await;
+                        sn += 1;
+                        off += n;
+                    }
+                }
+                Bhs::DataIn(d) => {
+                    assert_eq!(d.data_sn, expect_data_sn, "DataSN sequence");
+                    assert_eq!(
+                        d.buffer_offset as usize,
+                        res.data.len(),
+                        "Data-In offsets are contiguous"
+                    );
+                    assert!(
+                        p.data.len() <= self.recv_limit(),
+                        "Data-In larger than our MaxRecvDataSegmentLength"
+                    );
+                    expect_data_sn += 1;
+                    res.data_ins += 1;
+                    res.data.extend_from_slice(&p.data);
+                    if let Some(st) = d.status {
+                        assert!(d.final_bit, "S bit requires F bit");
+                        res.status = st;
+                        res.overflow = d.overflow;
+                        res.underflow = d.underflow;
+                        res.residual = d.residual_count;
+                        return res;
+                    }
+                }
+                Bhs::ScsiResponse(r) => {
+                    res.status = r.status;
+                    res.overflow = r.overflow;
+                    res.underflow = r.underflow;
+                    res.residual = r.residual_count;
+                    res.sense = pdu::parse_sense_segment(&p.data)
+                        .map(|b| b.to_vec())
+                        .unwrap_or_default();
+                    return res;
+                }
+                other => panic!("unexpected PDU {:?}", other.opcode()),
+            }
+        }
+    }
+
+    /// Our declared MaxRecvDataSegmentLength (see `operational_keys`).
+    pub fn recv_limit(&self) -> usize {
+        65536
+    }
+}
+
+impl Initiator {
+    /// TEST UNIT READY until GOOD: consumes the unit attentions a new nexus starts with.
+    pub async fn clear_unit_attention(&mut self) {
+        for _ in 0..8 {
+            let r = self.run(&[0u8; 6], false, 0, &[], 0, 0).await;
+            if r.status == 0 {
+                return;
+            }
+            assert_eq!(
+                r.sense.get(2).map(|k| k & 0x0f),
+                Some(6),
+                "only UNIT ATTENTION is expected: {r:?}"
+            );
+        }
+        panic!("unit attentions never cleared");
+    }
+}
