@@ -115,7 +115,10 @@ impl Lun {
         if !self.reserved.load(Ordering::Acquire) {
             return false;
         }
-        self.reservation.lock().as_ref().is_some_and(|holder| holder != nexus)
+        self.reservation
+            .lock()
+            .as_ref()
+            .is_some_and(|holder| holder != nexus)
     }
 
     /// RESERVE: take the reservation; `false` if another nexus holds it.

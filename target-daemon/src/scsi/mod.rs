@@ -96,12 +96,22 @@ pub struct ScsiResponse {
 impl ScsiResponse {
     /// GOOD with Data-In.
     pub fn good(data_in: Bytes) -> Self {
-        Self { status: status::GOOD, sense: None, data_in, data_out_used: 0 }
+        Self {
+            status: status::GOOD,
+            sense: None,
+            data_in,
+            data_out_used: 0,
+        }
     }
 
     /// A bare status without data or sense (e.g. RESERVATION CONFLICT, BUSY).
     pub fn status(status: u8) -> Self {
-        Self { status, sense: None, data_in: Bytes::new(), data_out_used: 0 }
+        Self {
+            status,
+            sense: None,
+            data_in: Bytes::new(),
+            data_out_used: 0,
+        }
     }
 }
 
@@ -126,7 +136,11 @@ pub struct ScsiTarget {
 impl ScsiTarget {
     /// A target with no LUNs.
     pub fn new(name: &str) -> Arc<Self> {
-        Arc::new(Self { name: name.to_string(), luns: RwLock::new(BTreeMap::new()), uas: Default::default() })
+        Arc::new(Self {
+            name: name.to_string(),
+            luns: RwLock::new(BTreeMap::new()),
+            uas: Default::default(),
+        })
     }
 
     /// The target's name (IQN).
@@ -142,7 +156,10 @@ impl ScsiTarget {
         }
         let block_size = volume.block_size();
         if block_size == 0 || !block_size.is_power_of_two() {
-            anyhow::bail!("volume {:?} has an unusable block size {block_size}", volume.name());
+            anyhow::bail!(
+                "volume {:?} has an unusable block size {block_size}",
+                volume.name()
+            );
         }
         let others = {
             let mut luns = self.luns.write();
@@ -154,8 +171,10 @@ impl ScsiTarget {
             luns.insert(lun, Arc::new(entry));
             others
         };
-        self.uas.establish_lun(lun, asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED, None);
-        self.uas.establish_luns(&others, asc::REPORTED_LUNS_DATA_HAS_CHANGED, None);
+        self.uas
+            .establish_lun(lun, asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED, None);
+        self.uas
+            .establish_luns(&others, asc::REPORTED_LUNS_DATA_HAS_CHANGED, None);
         tracing::info!(target = %self.name, lun, read_only, "LUN attached");
         Ok(())
     }
@@ -170,7 +189,8 @@ impl ScsiTarget {
             luns.keys().copied().collect::<Vec<_>>()
         };
         self.uas.remove_lun(lun);
-        self.uas.establish_luns(&remaining, asc::REPORTED_LUNS_DATA_HAS_CHANGED, None);
+        self.uas
+            .establish_luns(&remaining, asc::REPORTED_LUNS_DATA_HAS_CHANGED, None);
         tracing::info!(target = %self.name, lun, "LUN detached");
         Ok(())
     }
@@ -213,7 +233,8 @@ impl ScsiTarget {
     pub fn lun_reset(&self, lun: u64, issuer: &Nexus) {
         if let Some(l) = self.lun(lun) {
             l.clear_reservation();
-            self.uas.establish_lun(lun, asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED, Some(issuer));
+            self.uas
+                .establish_lun(lun, asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED, Some(issuer));
         }
     }
 
@@ -223,7 +244,8 @@ impl ScsiTarget {
         for l in self.luns.read().values() {
             l.clear_reservation();
         }
-        self.uas.establish_luns(&luns, asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED, Some(issuer));
+        self.uas
+            .establish_luns(&luns, asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED, Some(issuer));
     }
 
     /// Execute one command.
@@ -249,16 +271,19 @@ impl ScsiTarget {
                 return check_condition(&sense, format);
             }
         };
-        let data_out_len = u32::try_from(parsed.command.data_out_len(lun.volume.block_size())).unwrap_or(u32::MAX);
+        let data_out_len =
+            u32::try_from(parsed.command.data_out_len(lun.volume.block_size())).unwrap_or(u32::MAX);
 
         if lun.capacity_changed() {
-            self.uas.establish_lun(req.lun, asc::CAPACITY_DATA_HAS_CHANGED, None);
+            self.uas
+                .establish_lun(req.lun, asc::CAPACITY_DATA_HAS_CHANGED, None);
         }
 
         // Unit attention: INQUIRY, REPORT LUNS and REQUEST SENSE proceed; everything else
         // reports (and clears) the oldest pending condition.
         match parsed.command {
-            Command::Inquiry { .. } | Command::ReportLuns { .. } | Command::RequestSense { .. } => {}
+            Command::Inquiry { .. } | Command::ReportLuns { .. } | Command::RequestSense { .. } => {
+            }
             _ => {
                 if let Some(ua) = self.uas.take(&req.nexus, req.lun) {
                     let mut r = check_condition(&Sense::unit_attention(ua), format);
@@ -275,7 +300,12 @@ impl ScsiTarget {
             return r;
         }
 
-        let ctx = Ctx { target: self, lun: &lun, req: &req, cdb: &parsed };
+        let ctx = Ctx {
+            target: self,
+            lun: &lun,
+            req: &req,
+            cdb: &parsed,
+        };
         let mut resp = match ctx.dispatch().await {
             Ok(r) => r,
             Err(sense) => {
@@ -293,18 +323,38 @@ impl ScsiTarget {
     fn execute_no_lun(&self, req: &ScsiRequest) -> ScsiResponse {
         let not_supported = Sense::lun_not_supported();
         match cdb::parse(&req.cdb) {
-            Ok(Cdb { command: Command::Inquiry { evpd: false, alloc_len, .. }, .. }) => {
+            Ok(Cdb {
+                command:
+                    Command::Inquiry {
+                        evpd: false,
+                        alloc_len,
+                        ..
+                    },
+                ..
+            }) => {
                 let inq = scsi_proto::scsi::inquiry::StandardInquiry {
                     peripheral: scsi_proto::scsi::inquiry::NO_LUN_PERIPHERAL,
                     ..Default::default()
                 };
                 ScsiResponse::good(truncated(inq.encode(), alloc_len))
             }
-            Ok(Cdb { command: Command::ReportLuns { select_report, alloc_len }, .. }) => {
-                ScsiResponse::good(truncated(self.report_luns(select_report), alloc_len))
-            }
-            Ok(Cdb { command: Command::RequestSense { desc, alloc_len }, .. }) => {
-                let format = if desc { SenseFormat::Descriptor } else { SenseFormat::Fixed };
+            Ok(Cdb {
+                command:
+                    Command::ReportLuns {
+                        select_report,
+                        alloc_len,
+                    },
+                ..
+            }) => ScsiResponse::good(truncated(self.report_luns(select_report), alloc_len)),
+            Ok(Cdb {
+                command: Command::RequestSense { desc, alloc_len },
+                ..
+            }) => {
+                let format = if desc {
+                    SenseFormat::Descriptor
+                } else {
+                    SenseFormat::Fixed
+                };
                 ScsiResponse::good(truncated(not_supported.encode(format), alloc_len))
             }
             _ => check_condition(&not_supported, SenseFormat::Fixed),
@@ -347,18 +397,30 @@ impl Ctx<'_> {
         match &self.cdb.command {
             Command::TestUnitReady => Ok(ScsiResponse::good(Bytes::new())),
             Command::RequestSense { desc, alloc_len } => Ok(self.request_sense(*desc, *alloc_len)),
-            Command::Inquiry { evpd, page, alloc_len } => self.inquiry(*evpd, *page, *alloc_len),
+            Command::Inquiry {
+                evpd,
+                page,
+                alloc_len,
+            } => self.inquiry(*evpd, *page, *alloc_len),
             Command::ModeSense(m) => self.mode_sense(m),
             Command::ModeSelect { ten, param_len, .. } => self.mode_select(*ten, *param_len),
             Command::Reserve => self.reserve(),
             Command::Release => Ok(self.release()),
-            Command::StartStopUnit { loej, start, no_flush, .. } => {
-                self.start_stop_unit(*loej, *start, *no_flush).await
-            }
+            Command::StartStopUnit {
+                loej,
+                start,
+                no_flush,
+                ..
+            } => self.start_stop_unit(*loej, *start, *no_flush).await,
             Command::PreventAllowMediumRemoval { .. } => Ok(ScsiResponse::good(Bytes::new())),
-            Command::ReportLuns { select_report, alloc_len } => Ok(self.report_luns(*select_report, *alloc_len)),
+            Command::ReportLuns {
+                select_report,
+                alloc_len,
+            } => Ok(self.report_luns(*select_report, *alloc_len)),
             Command::ReportSupportedOpcodes(r) => self.report_supported_opcodes(r),
-            Command::ReportSupportedTmfs { repd, alloc_len } => Ok(self.report_supported_tmfs(*repd, *alloc_len)),
+            Command::ReportSupportedTmfs { repd, alloc_len } => {
+                Ok(self.report_supported_tmfs(*repd, *alloc_len))
+            }
             Command::ReadCapacity10 => Ok(self.read_capacity10()),
             Command::ReadCapacity16 { alloc_len } => Ok(self.read_capacity16(*alloc_len)),
             Command::Read { range, fua, .. } => self.read(*range, *fua).await,
@@ -367,7 +429,9 @@ impl Ctx<'_> {
             Command::Verify { range, bytchk, .. } => self.verify(*range, *bytchk).await,
             Command::PreFetch { range, .. } => self.pre_fetch(*range),
             Command::SynchronizeCache { range, .. } => self.synchronize_cache(*range).await,
-            Command::WriteSame { range, unmap, ndob } => self.write_same(*range, *unmap, *ndob).await,
+            Command::WriteSame { range, unmap, ndob } => {
+                self.write_same(*range, *unmap, *ndob).await
+            }
             Command::Unmap { param_len } => self.unmap(*param_len).await,
             Command::GetLbaStatus { lba, alloc_len } => self.get_lba_status(*lba, *alloc_len),
         }

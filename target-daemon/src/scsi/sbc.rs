@@ -47,7 +47,11 @@ impl Ctx<'_> {
         if range.blocks > self.lun.limits.max_transfer {
             return Err(Sense::invalid_field_in_cdb(self.length_field(), Some(7)));
         }
-        check_lba_range(range.lba, u64::from(range.blocks), self.lun.volume.num_blocks())
+        check_lba_range(
+            range.lba,
+            u64::from(range.blocks),
+            self.lun.volume.num_blocks(),
+        )
     }
 
     pub(super) async fn read(&self, range: BlockRange, _fua: bool) -> Result<ScsiResponse, Sense> {
@@ -55,7 +59,12 @@ impl Ctx<'_> {
         if range.blocks == 0 {
             return Ok(ScsiResponse::good(Bytes::new()));
         }
-        let data = self.lun.volume.read(range.lba, range.blocks).await.map_err(read_err)?;
+        let data = self
+            .lun
+            .volume
+            .read(range.lba, range.blocks)
+            .await
+            .map_err(read_err)?;
         Ok(ScsiResponse::good(data))
     }
 
@@ -73,20 +82,42 @@ impl Ctx<'_> {
         }
         let fua = fua || !self.lun.mode().wce;
         let data = self.req.data_out.slice(..have);
-        self.lun.volume.write(range.lba, data, fua).await.map_err(write_err)?;
+        self.lun
+            .volume
+            .write(range.lba, data, fua)
+            .await
+            .map_err(write_err)?;
         Ok(ScsiResponse::good(Bytes::new()))
     }
 
     /// VERIFY: BYTCHK 0 reads the range back (surfacing medium errors); BYTCHK 1 compares
     /// the Data-Out with the medium, BYTCHK 3 compares one block with every block.
     /// A mismatch is MISCOMPARE with the offset of the first differing byte.
-    pub(super) async fn verify(&self, range: BlockRange, bytchk: ByteCheck) -> Result<ScsiResponse, Sense> {
-        check_lba_range(range.lba, u64::from(range.blocks), self.lun.volume.num_blocks())?;
+    pub(super) async fn verify(
+        &self,
+        range: BlockRange,
+        bytchk: ByteCheck,
+    ) -> Result<ScsiResponse, Sense> {
+        check_lba_range(
+            range.lba,
+            u64::from(range.blocks),
+            self.lun.volume.num_blocks(),
+        )?;
         let bs = self.block_size() as usize;
         let step = self.lun.limits.max_transfer.max(1);
         let data_out = &self.req.data_out;
-        if bytchk != ByteCheck::None && data_out.len() < if bytchk == ByteCheck::Full { range.blocks as usize * bs } else { bs } {
-            return Err(Sense::new(SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT));
+        if bytchk != ByteCheck::None
+            && data_out.len()
+                < if bytchk == ByteCheck::Full {
+                    range.blocks as usize * bs
+                } else {
+                    bs
+                }
+        {
+            return Err(Sense::new(
+                SenseKey::IllegalRequest,
+                asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
+            ));
         }
         let mut done: u32 = 0;
         while done < range.blocks {
@@ -108,8 +139,11 @@ impl Ctx<'_> {
                 }
             };
             if let Some(offset) = mismatch {
-                return Err(Sense::new(SenseKey::Miscompare, asc::MISCOMPARE_DURING_VERIFY_OPERATION)
-                    .with_information(offset as u64));
+                return Err(Sense::new(
+                    SenseKey::Miscompare,
+                    asc::MISCOMPARE_DURING_VERIFY_OPERATION,
+                )
+                .with_information(offset as u64));
             }
             done += n;
         }
@@ -119,32 +153,52 @@ impl Ctx<'_> {
     /// SYNCHRONIZE CACHE: everything acknowledged becomes stable (a zero length means "to
     /// the end of the medium"; the store flushes the whole volume either way).
     pub(super) async fn synchronize_cache(&self, range: BlockRange) -> Result<ScsiResponse, Sense> {
-        check_lba_range(range.lba, u64::from(range.blocks), self.lun.volume.num_blocks())?;
+        check_lba_range(
+            range.lba,
+            u64::from(range.blocks),
+            self.lun.volume.num_blocks(),
+        )?;
         self.lun.volume.flush().await.map_err(write_err)?;
         Ok(ScsiResponse::good(Bytes::new()))
     }
 
     /// PRE-FETCH: the data is as close to the cache as it will get; CONDITION MET.
     pub(super) fn pre_fetch(&self, range: BlockRange) -> Result<ScsiResponse, Sense> {
-        check_lba_range(range.lba, u64::from(range.blocks), self.lun.volume.num_blocks())?;
+        check_lba_range(
+            range.lba,
+            u64::from(range.blocks),
+            self.lun.volume.num_blocks(),
+        )?;
         Ok(ScsiResponse::status(status::CONDITION_MET))
     }
 
     /// WRITE SAME(10/16). A zero pattern (or NDOB) becomes a zero-write that the store may
     /// satisfy by deallocating when UNMAP is set; any other pattern is replicated.
-    pub(super) async fn write_same(&self, range: BlockRange, unmap: bool, ndob: bool) -> Result<ScsiResponse, Sense> {
+    pub(super) async fn write_same(
+        &self,
+        range: BlockRange,
+        unmap: bool,
+        ndob: bool,
+    ) -> Result<ScsiResponse, Sense> {
         self.check_writable()?;
         if range.blocks == 0 || u64::from(range.blocks) > self.lun.limits.max_write_same {
             // WSNZ=1: a zero length is not "to the end of the medium".
             return Err(Sense::invalid_field_in_cdb(self.length_field(), Some(7)));
         }
-        check_lba_range(range.lba, u64::from(range.blocks), self.lun.volume.num_blocks())?;
+        check_lba_range(
+            range.lba,
+            u64::from(range.blocks),
+            self.lun.volume.num_blocks(),
+        )?;
         let bs = self.block_size() as usize;
         let pattern = if ndob {
             None
         } else {
             if self.req.data_out.len() < bs {
-                return Err(Sense::new(SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT));
+                return Err(Sense::new(
+                    SenseKey::IllegalRequest,
+                    asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
+                ));
             }
             Some(self.req.data_out.slice(..bs))
         };
@@ -163,12 +217,16 @@ impl Ctx<'_> {
                 let end = range.lba + u64::from(range.blocks);
                 while lba < end {
                     let n = (end - lba).min(per_buf) as usize;
-                    vol.write(lba, buf.slice(..n * bs), fua).await.map_err(write_err)?;
+                    vol.write(lba, buf.slice(..n * bs), fua)
+                        .await
+                        .map_err(write_err)?;
                     lba += n as u64;
                 }
             }
             _ => {
-                vol.write_zeroes(range.lba, u64::from(range.blocks), unmap).await.map_err(write_err)?;
+                vol.write_zeroes(range.lba, u64::from(range.blocks), unmap)
+                    .await
+                    .map_err(write_err)?;
                 if fua {
                     vol.flush().await.map_err(write_err)?;
                 }
@@ -192,7 +250,11 @@ impl Ctx<'_> {
         };
         let descriptors = unmap::parse(data, &limits)?;
         for d in descriptors.iter().filter(|d| d.blocks > 0) {
-            self.lun.volume.unmap(d.lba, u64::from(d.blocks)).await.map_err(write_err)?;
+            self.lun
+                .volume
+                .unmap(d.lba, u64::from(d.blocks))
+                .await
+                .map_err(write_err)?;
         }
         Ok(ScsiResponse::good(Bytes::new()))
     }
@@ -212,11 +274,22 @@ impl Ctx<'_> {
             if run == 0 {
                 break;
             }
-            let status = if mapped { ProvisioningStatus::Mapped } else { ProvisioningStatus::Deallocated };
-            out.push(LbaStatus { lba: cur, blocks: run as u32, status });
+            let status = if mapped {
+                ProvisioningStatus::Mapped
+            } else {
+                ProvisioningStatus::Deallocated
+            };
+            out.push(LbaStatus {
+                lba: cur,
+                blocks: run as u32,
+                status,
+            });
             cur += run;
         }
-        Ok(ScsiResponse::good(truncated(lba_status::encode(&out), alloc_len)))
+        Ok(ScsiResponse::good(truncated(
+            lba_status::encode(&out),
+            alloc_len,
+        )))
     }
 
     pub(super) fn read_capacity10(&self) -> ScsiResponse {
@@ -224,7 +297,10 @@ impl Ctx<'_> {
     }
 
     pub(super) fn read_capacity16(&self, alloc_len: u32) -> ScsiResponse {
-        ScsiResponse::good(truncated(self.lun.capacity().encode16().to_vec(), alloc_len))
+        ScsiResponse::good(truncated(
+            self.lun.capacity().encode16().to_vec(),
+            alloc_len,
+        ))
     }
 }
 

@@ -15,9 +15,10 @@ pub enum Access {
 /// Sense for a storage error. Logged by the caller; the initiator sees only the sense.
 pub fn storage_error(e: &StorageError, access: Access) -> Sense {
     match e {
-        StorageError::NoSpace => {
-            Sense::new(SenseKey::DataProtect, asc::SPACE_ALLOCATION_FAILED_WRITE_PROTECT)
-        }
+        StorageError::NoSpace => Sense::new(
+            SenseKey::DataProtect,
+            asc::SPACE_ALLOCATION_FAILED_WRITE_PROTECT,
+        ),
         StorageError::OutOfRange { lba, .. } => Sense::lba_out_of_range().with_information(*lba),
         StorageError::ReadOnly(_) => Sense::new(SenseKey::DataProtect, asc::WRITE_PROTECTED),
         // The volume behind the LUN was deleted.
@@ -41,14 +42,42 @@ mod tests {
     #[test]
     fn mapping() {
         let s = storage_error(&StorageError::NoSpace, Access::Write);
-        assert_eq!((s.key, s.code), (SenseKey::DataProtect, asc::SPACE_ALLOCATION_FAILED_WRITE_PROTECT));
-        let s = storage_error(&StorageError::OutOfRange { lba: 7, blocks: 1, capacity_blocks: 7 }, Access::Read);
-        assert_eq!((s.key, s.code, s.information), (SenseKey::IllegalRequest, asc::LBA_OUT_OF_RANGE, Some(7)));
+        assert_eq!(
+            (s.key, s.code),
+            (
+                SenseKey::DataProtect,
+                asc::SPACE_ALLOCATION_FAILED_WRITE_PROTECT
+            )
+        );
+        let s = storage_error(
+            &StorageError::OutOfRange {
+                lba: 7,
+                blocks: 1,
+                capacity_blocks: 7,
+            },
+            Access::Read,
+        );
+        assert_eq!(
+            (s.key, s.code, s.information),
+            (SenseKey::IllegalRequest, asc::LBA_OUT_OF_RANGE, Some(7))
+        );
         let s = storage_error(&StorageError::ReadOnly("v".into()), Access::Write);
         assert_eq!(s.code, asc::WRITE_PROTECTED);
-        let io = || StorageError::Io { context: "x".into(), source: std::io::Error::other("boom") };
-        assert_eq!(storage_error(&io(), Access::Read).code, asc::UNRECOVERED_READ_ERROR);
-        assert_eq!(storage_error(&io(), Access::Write).key, SenseKey::MediumError);
-        assert_eq!(storage_error(&StorageError::Corrupt("c".into()), Access::Read).key, SenseKey::HardwareError);
+        let io = || StorageError::Io {
+            context: "x".into(),
+            source: std::io::Error::other("boom"),
+        };
+        assert_eq!(
+            storage_error(&io(), Access::Read).code,
+            asc::UNRECOVERED_READ_ERROR
+        );
+        assert_eq!(
+            storage_error(&io(), Access::Write).key,
+            SenseKey::MediumError
+        );
+        assert_eq!(
+            storage_error(&StorageError::Corrupt("c".into()), Access::Read).key,
+            SenseKey::HardwareError
+        );
     }
 }

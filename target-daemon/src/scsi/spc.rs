@@ -14,7 +14,11 @@ impl Ctx<'_> {
     /// REQUEST SENSE: a pending unit attention is returned (and cleared) as parameter data;
     /// otherwise NO SENSE. Autosense means there is never deferred error sense to return.
     pub(super) fn request_sense(&self, desc: bool, alloc_len: u32) -> ScsiResponse {
-        let format = if desc { SenseFormat::Descriptor } else { SenseFormat::Fixed };
+        let format = if desc {
+            SenseFormat::Descriptor
+        } else {
+            SenseFormat::Fixed
+        };
         let sense = match self.target.uas.take(&self.req.nexus, self.req.lun) {
             Some(ua) => Sense::unit_attention(ua),
             None => Sense::new(SenseKey::NoSense, asc::NO_ADDITIONAL_SENSE),
@@ -22,10 +26,19 @@ impl Ctx<'_> {
         ScsiResponse::good(truncated(sense.encode(format), alloc_len))
     }
 
-    pub(super) fn inquiry(&self, evpd: bool, page: u8, alloc_len: u32) -> Result<ScsiResponse, Sense> {
+    pub(super) fn inquiry(
+        &self,
+        evpd: bool,
+        page: u8,
+        alloc_len: u32,
+    ) -> Result<ScsiResponse, Sense> {
         let data = if evpd {
             let identity = self.lun.identity(&self.target.name, &self.req.nexus);
-            let ctx = VpdContext { identity: &identity, limits: self.lun.limits, provisioning: self.lun.provisioning };
+            let ctx = VpdContext {
+                identity: &identity,
+                limits: self.lun.limits,
+                provisioning: self.lun.provisioning,
+            };
             vpd::render(page, &ctx)?
         } else {
             StandardInquiry::default().encode()
@@ -47,15 +60,28 @@ impl Ctx<'_> {
         let data = &self.req.data_out[..want];
         let next = mode::mode_select(ten, data, &self.lun.mode(), &self.lun.mode_context())?;
         if self.lun.set_mode(next) {
-            tracing::info!(lun = self.req.lun, wce = next.wce, d_sense = next.d_sense, "mode parameters changed");
-            self.target.uas.establish_lun(self.req.lun, asc::MODE_PARAMETERS_CHANGED, Some(&self.req.nexus));
+            tracing::info!(
+                lun = self.req.lun,
+                wce = next.wce,
+                d_sense = next.d_sense,
+                "mode parameters changed"
+            );
+            self.target.uas.establish_lun(
+                self.req.lun,
+                asc::MODE_PARAMETERS_CHANGED,
+                Some(&self.req.nexus),
+            );
         }
         Ok(ScsiResponse::good(Bytes::new()))
     }
 
     pub(super) fn report_luns(&self, select_report: u8, alloc_len: u32) -> ScsiResponse {
         // Reporting the inventory clears the "it changed" condition for this nexus.
-        self.target.uas.clear(&self.req.nexus, self.req.lun, asc::REPORTED_LUNS_DATA_HAS_CHANGED);
+        self.target.uas.clear(
+            &self.req.nexus,
+            self.req.lun,
+            asc::REPORTED_LUNS_DATA_HAS_CHANGED,
+        );
         ScsiResponse::good(truncated(self.target.report_luns(select_report), alloc_len))
     }
 
@@ -64,7 +90,10 @@ impl Ctx<'_> {
     }
 
     pub(super) fn report_supported_tmfs(&self, repd: bool, alloc_len: u32) -> ScsiResponse {
-        ScsiResponse::good(truncated(rsoc::SupportedTmfs::default().encode(repd), alloc_len))
+        ScsiResponse::good(truncated(
+            rsoc::SupportedTmfs::default().encode(repd),
+            alloc_len,
+        ))
     }
 
     /// RESERVE(6)/(10): SCSI-2 logical unit reservation.
@@ -84,16 +113,19 @@ impl Ctx<'_> {
 
     /// START STOP UNIT on a non-removable medium: load/eject is invalid; start/stop is
     /// accepted (stopping flushes the write cache unless NO_FLUSH) and the unit stays ready.
-    pub(super) async fn start_stop_unit(&self, loej: bool, start: bool, no_flush: bool) -> Result<ScsiResponse, Sense> {
+    pub(super) async fn start_stop_unit(
+        &self,
+        loej: bool,
+        start: bool,
+        no_flush: bool,
+    ) -> Result<ScsiResponse, Sense> {
         if loej {
             return Err(Sense::invalid_field_in_cdb(4, Some(1)));
         }
         if !start && !no_flush {
-            self.lun
-                .volume
-                .flush()
-                .await
-                .map_err(|e| super::sense_map::storage_error(&e, super::sense_map::Access::Write))?;
+            self.lun.volume.flush().await.map_err(|e| {
+                super::sense_map::storage_error(&e, super::sense_map::Access::Write)
+            })?;
         }
         Ok(ScsiResponse::good(Bytes::new()))
     }

@@ -1,0 +1,751 @@
+//! Device-server tests against a real storage-core pool in a temporary directory.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use scsi_proto::scsi::sense::{asc, FieldPointer, Sense, SenseKey};
+use scsi_proto::scsi::unmap::{self, UnmapDescriptor};
+use storage_core::{Guarantee, Pool, PoolOptions};
+
+use super::{status, Nexus, ScsiRequest, ScsiResponse, ScsiTarget, TaskAttr};
+
+const BS: u32 = 512;
+const BLOCKS: u64 = 8192; // 4 MiB
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    pool: Pool,
+    target: Arc<ScsiTarget>,
+    a: Arc<Nexus>,
+    b: Arc<Nexus>,
+}
+
+fn nexus(i: u64) -> Arc<Nexus> {
+    Arc::new(Nexus {
+        initiator: format!("iqn.2026-11.test:init{i}"),
+        isid: i,
+        tpgt: 1,
+    })
+}
+
+async fn fixture_with(opts: PoolOptions, read_only: bool) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool = Pool::create(&dir.path().join("pool"), &opts)
+        .await
+        .expect("create pool");
+    pool.create_volume("vol0", BLOCKS * u64::from(BS), BS, Guarantee::None)
+        .await
+        .expect("create volume");
+    let target = ScsiTarget::new("iqn.2026-11.io.lunar:test");
+    target
+        .add_lun(0, pool.volume("vol0").expect("volume"), read_only)
+        .expect("add lun");
+    let (a, b) = (nexus(1), nexus(2));
+    for n in [&a, &b] {
+        target.nexus_login(n);
+        // Consume the POWER ON unit attention.
+        let r = run(&target, n, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await;
+        assert_eq!(r.status, status::CHECK_CONDITION);
+        assert_eq!(
+            sense(&r).code,
+            asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED
+        );
+    }
+    Fixture {
+        _dir: dir,
+        pool,
+        target,
+        a,
+        b,
+    }
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(
+        PoolOptions {
+            capacity_bytes: Some(64 << 20),
+            ..Default::default()
+        },
+        false,
+    )
+    .await
+}
+
+async fn run(
+    t: &ScsiTarget,
+    n: &Arc<Nexus>,
+    lun: u64,
+    cdb: &[u8],
+    data_out: Bytes,
+) -> ScsiResponse {
+    t.execute(ScsiRequest {
+        nexus: n.clone(),
+        lun,
+        cdb: Bytes::copy_from_slice(cdb),
+        data_out,
+        expected_data_in: 1 << 20,
+        attr: TaskAttr::Simple,
+        tag: 1,
+    })
+    .await
+}
+
+fn sense(r: &ScsiResponse) -> Sense {
+    Sense::decode(r.sense.as_ref().expect("sense data")).expect("decodable sense")
+}
+
+fn read10(lba: u32, blocks: u16) -> [u8; 10] {
+    let mut c = [0u8; 10];
+    c[0] = 0x28;
+    c[2..6].copy_from_slice(&lba.to_be_bytes());
+    c[7..9].copy_from_slice(&blocks.to_be_bytes());
+    c
+}
+
+fn write10(lba: u32, blocks: u16) -> [u8; 10] {
+    let mut c = read10(lba, blocks);
+    c[0] = 0x2A;
+    c
+}
+
+fn cdb16(op: u8, b1: u8, lba: u64, len: u32) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[0] = op;
+    c[1] = b1;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[10..14].copy_from_slice(&len.to_be_bytes());
+    c
+}
+
+fn pattern(blocks: usize, seed: u8) -> Bytes {
+    Bytes::from(
+        (0..blocks * BS as usize)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn assert_check(
+    r: &ScsiResponse,
+    key: SenseKey,
+    code: scsi_proto::scsi::sense::AdditionalSense,
+) -> Sense {
+    assert_eq!(
+        r.status,
+        status::CHECK_CONDITION,
+        "expected CHECK CONDITION, got {r:?}"
+    );
+    let s = sense(r);
+    assert_eq!((s.key, s.code), (key, code), "sense {s}");
+    s
+}
+
+#[tokio::test]
+async fn write_read_roundtrip_and_bounds() {
+    let f = fixture().await;
+    let data = pattern(8, 7);
+    let r = run(&f.target, &f.a, 0, &write10(100, 8), data.clone()).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    assert_eq!(r.data_out_used, 8 * BS);
+    let r = run(&f.target, &f.a, 0, &read10(100, 8), Bytes::new()).await;
+    assert_eq!(r.status, status::GOOD);
+    assert_eq!(r.data_in, data);
+    // READ(16) of the last block works, one past the end does not.
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x88, 0, BLOCKS - 1, 1),
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.data_in.len(), BS as usize);
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x88, 0, BLOCKS - 1, 2),
+        Bytes::new(),
+    )
+    .await;
+    assert_check(&r, SenseKey::IllegalRequest, asc::LBA_OUT_OF_RANGE);
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x88, 0, u64::MAX, 1),
+        Bytes::new(),
+    )
+    .await;
+    assert_check(&r, SenseKey::IllegalRequest, asc::LBA_OUT_OF_RANGE);
+    // Zero blocks: GOOD with no data.
+    let r = run(&f.target, &f.a, 0, &read10(0, 0), Bytes::new()).await;
+    assert_eq!((r.status, r.data_in.len()), (status::GOOD, 0));
+    // READ(6) with length 0 reads 256 blocks.
+    let r = run(&f.target, &f.a, 0, &[0x08, 0, 0, 0, 0, 0], Bytes::new()).await;
+    assert_eq!(r.data_in.len(), 256 * BS as usize);
+    // RDPROTECT is refused with a field pointer.
+    let mut c = read10(0, 1);
+    c[1] = 0x20;
+    let s = assert_check(
+        &run(&f.target, &f.a, 0, &c, Bytes::new()).await,
+        SenseKey::IllegalRequest,
+        asc::INVALID_FIELD_IN_CDB,
+    );
+    assert_eq!(s.field, Some(FieldPointer::cdb(1, Some(7))));
+}
+
+#[tokio::test]
+async fn short_and_long_data_out() {
+    let f = fixture().await;
+    let a = pattern(2, 1);
+    assert_eq!(
+        run(&f.target, &f.a, 0, &write10(0, 2), a.clone())
+            .await
+            .status,
+        status::GOOD
+    );
+    // Two blocks requested, one sent: only the first is written, GOOD.
+    let b = pattern(1, 2);
+    let r = run(&f.target, &f.a, 0, &write10(0, 2), b.clone()).await;
+    assert_eq!((r.status, r.data_out_used), (status::GOOD, 2 * BS));
+    let back = run(&f.target, &f.a, 0, &read10(0, 2), Bytes::new())
+        .await
+        .data_in;
+    assert_eq!(&back[..BS as usize], &b[..]);
+    assert_eq!(&back[BS as usize..], &a[BS as usize..]);
+    // One block requested, two sent: only one written.
+    let c = pattern(2, 3);
+    let r = run(&f.target, &f.a, 0, &write10(0, 1), c.clone()).await;
+    assert_eq!((r.status, r.data_out_used), (status::GOOD, BS));
+    let back = run(&f.target, &f.a, 0, &read10(0, 2), Bytes::new())
+        .await
+        .data_in;
+    assert_eq!(&back[..BS as usize], &c[..BS as usize]);
+    assert_eq!(&back[BS as usize..], &a[BS as usize..]);
+    assert_eq!(f.target.data_out_len(0, &write10(0, 3)), Some(3 * BS));
+    assert_eq!(f.target.data_out_len(9, &write10(0, 3)), None);
+}
+
+#[tokio::test]
+async fn read_only_lun_refuses_writes() {
+    let f = fixture_with(
+        PoolOptions {
+            capacity_bytes: Some(64 << 20),
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    let r = run(&f.target, &f.a, 0, &write10(0, 1), pattern(1, 0)).await;
+    assert_check(&r, SenseKey::DataProtect, asc::WRITE_PROTECTED);
+    let ws = cdb16(0x93, 0x08, 0, 8);
+    assert_check(
+        &run(&f.target, &f.a, 0, &ws, pattern(1, 0)).await,
+        SenseKey::DataProtect,
+        asc::WRITE_PROTECTED,
+    );
+    assert_eq!(
+        run(&f.target, &f.a, 0, &read10(0, 1), Bytes::new())
+            .await
+            .status,
+        status::GOOD
+    );
+    // MODE SENSE reports WP.
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &[0x1A, 0x08, 0x3F, 0, 0xFF, 0],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.data_in[2] & 0x80, 0x80);
+}
+
+#[tokio::test]
+async fn verify_compares() {
+    let f = fixture().await;
+    let data = pattern(4, 9);
+    run(&f.target, &f.a, 0, &write10(10, 4), data.clone()).await;
+    let mut v = read10(10, 4);
+    v[0] = 0x2F;
+    v[1] = 0x02; // BYTCHK=1
+    assert_eq!(
+        run(&f.target, &f.a, 0, &v, data.clone()).await.status,
+        status::GOOD
+    );
+    let mut bad = data.to_vec();
+    bad[700] ^= 0xFF;
+    let s = assert_check(
+        &run(&f.target, &f.a, 0, &v, Bytes::from(bad)).await,
+        SenseKey::Miscompare,
+        asc::MISCOMPARE_DURING_VERIFY_OPERATION,
+    );
+    assert_eq!(s.information, Some(700));
+    // BYTCHK=0 just checks the medium; beyond the end is LBA OUT OF RANGE.
+    v[1] = 0;
+    assert_eq!(
+        run(&f.target, &f.a, 0, &v, Bytes::new()).await.status,
+        status::GOOD
+    );
+    let mut v = cdb16(0x8F, 0, BLOCKS, 1);
+    v[1] = 0;
+    assert_check(
+        &run(&f.target, &f.a, 0, &v, Bytes::new()).await,
+        SenseKey::IllegalRequest,
+        asc::LBA_OUT_OF_RANGE,
+    );
+}
+
+#[tokio::test]
+async fn write_same_unmap_and_lba_status() {
+    let f = fixture().await;
+    // Non-zero pattern replicated over 300 blocks.
+    let blk = pattern(1, 42);
+    let r = run(&f.target, &f.a, 0, &cdb16(0x93, 0, 1000, 300), blk.clone()).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    let back = run(&f.target, &f.a, 0, &read10(1000, 300), Bytes::new())
+        .await
+        .data_in;
+    assert!(back.chunks(BS as usize).all(|c| c == &blk[..]));
+    // GET LBA STATUS at 1000: mapped.
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x9E, 0x12, 1000, 64),
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, status::GOOD);
+    assert_eq!(&r.data_in[8..16], &1000u64.to_be_bytes());
+    assert_eq!(r.data_in[20], 0, "mapped");
+    // UNMAP a chunk-aligned range (64 KiB chunks = 128 blocks) and read zeros back.
+    let list = unmap::encode(&[UnmapDescriptor {
+        lba: 1024,
+        blocks: 256,
+    }]);
+    let mut c = [0u8; 10];
+    c[0] = 0x42;
+    c[7..9].copy_from_slice(&(list.len() as u16).to_be_bytes());
+    assert_eq!(
+        run(&f.target, &f.a, 0, &c, Bytes::from(list)).await.status,
+        status::GOOD
+    );
+    let back = run(&f.target, &f.a, 0, &read10(1024, 256), Bytes::new())
+        .await
+        .data_in;
+    assert!(back.iter().all(|&b| b == 0));
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x9E, 0x12, 1024, 64),
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        r.data_in[20],
+        1,
+        "deallocated after UNMAP: {:?}",
+        &r.data_in[..]
+    );
+    // WRITE SAME with UNMAP and a zero block reads back zeros.
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x93, 0x08, 1000, 24),
+        Bytes::from(vec![0u8; BS as usize]),
+    )
+    .await;
+    assert_eq!(r.status, status::GOOD);
+    let back = run(&f.target, &f.a, 0, &read10(1000, 24), Bytes::new())
+        .await
+        .data_in;
+    assert!(back.iter().all(|&b| b == 0));
+    // Zero length (WSNZ), beyond the end, and GET LBA STATUS past the end.
+    let s = assert_check(
+        &run(&f.target, &f.a, 0, &cdb16(0x93, 0, 0, 0), blk.clone()).await,
+        SenseKey::IllegalRequest,
+        asc::INVALID_FIELD_IN_CDB,
+    );
+    assert_eq!(s.field, Some(FieldPointer::cdb(10, Some(7))));
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x93, 0, BLOCKS - 1, 2),
+        blk.clone(),
+    )
+    .await;
+    assert_check(&r, SenseKey::IllegalRequest, asc::LBA_OUT_OF_RANGE);
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x9E, 0x12, BLOCKS, 64),
+        Bytes::new(),
+    )
+    .await;
+    assert_check(&r, SenseKey::IllegalRequest, asc::LBA_OUT_OF_RANGE);
+    // UNMAP with a truncated header.
+    c[7..9].copy_from_slice(&4u16.to_be_bytes());
+    let r = run(&f.target, &f.a, 0, &c, Bytes::from_static(&[0, 0, 0, 0])).await;
+    assert_check(
+        &r,
+        SenseKey::IllegalRequest,
+        asc::PARAMETER_LIST_LENGTH_ERROR,
+    );
+}
+
+#[tokio::test]
+async fn no_space_is_data_protect() {
+    // A pool with about 2 MiB of data space under a 4 MiB thin volume: filling it must
+    // fail with 27/07 (the pool also needs room for its metadata).
+    let opts = PoolOptions {
+        capacity_bytes: Some(9 * (1 << 20) + (2 << 20)),
+        ..Default::default()
+    };
+    let f = fixture_with(opts, false).await;
+    let chunk = pattern(128, 5);
+    let mut saw = None;
+    for i in 0..(BLOCKS / 128) as u32 {
+        let r = run(&f.target, &f.a, 0, &write10(i * 128, 128), chunk.clone()).await;
+        if r.status != status::GOOD {
+            saw = Some(r);
+            break;
+        }
+    }
+    let r = saw.expect("a thin pool smaller than its volume must run out of space");
+    assert_check(
+        &r,
+        SenseKey::DataProtect,
+        asc::SPACE_ALLOCATION_FAILED_WRITE_PROTECT,
+    );
+}
+
+#[tokio::test]
+async fn errors_have_precise_sense() {
+    let f = fixture().await;
+    let r = run(&f.target, &f.a, 0, &[0x02, 0, 0, 0, 0, 0], Bytes::new()).await;
+    let s = assert_check(
+        &r,
+        SenseKey::IllegalRequest,
+        asc::INVALID_COMMAND_OPERATION_CODE,
+    );
+    assert_eq!(s.field, Some(FieldPointer::cdb(0, None)));
+    // Unknown LUN: LOGICAL UNIT NOT SUPPORTED, INQUIRY says "no device here".
+    let r = run(&f.target, &f.a, 5, &read10(0, 1), Bytes::new()).await;
+    assert_check(
+        &r,
+        SenseKey::IllegalRequest,
+        asc::LOGICAL_UNIT_NOT_SUPPORTED,
+    );
+    let r = run(&f.target, &f.a, 5, &[0x12, 0, 0, 0, 96, 0], Bytes::new()).await;
+    assert_eq!((r.status, r.data_in[0]), (status::GOOD, 0x7F));
+    // Unsupported VPD page.
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &[0x12, 1, 0x86, 0, 255, 0],
+        Bytes::new(),
+    )
+    .await;
+    let s = assert_check(&r, SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_CDB);
+    assert_eq!(s.field, Some(FieldPointer::cdb(2, Some(7))));
+    // START STOP UNIT with LOEJ on a fixed disk.
+    let r = run(&f.target, &f.a, 0, &[0x1B, 1, 0, 0, 0x02, 0], Bytes::new()).await;
+    assert_check(&r, SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_CDB);
+    assert_eq!(
+        run(&f.target, &f.a, 0, &[0x1B, 0, 0, 0, 0x01, 0], Bytes::new())
+            .await
+            .status,
+        status::GOOD
+    );
+    // PRE-FETCH: CONDITION MET.
+    let mut pf = read10(0, 8);
+    pf[0] = 0x34;
+    assert_eq!(
+        run(&f.target, &f.a, 0, &pf, Bytes::new()).await.status,
+        status::CONDITION_MET
+    );
+    // SYNCHRONIZE CACHE.
+    let mut sc = read10(0, 0);
+    sc[0] = 0x35;
+    assert_eq!(
+        run(&f.target, &f.a, 0, &sc, Bytes::new()).await.status,
+        status::GOOD
+    );
+}
+
+#[tokio::test]
+async fn inquiry_vpd_and_capacity() {
+    let f = fixture().await;
+    let r = run(&f.target, &f.a, 0, &[0x12, 0, 0, 1, 4, 0], Bytes::new()).await;
+    assert_eq!(r.status, status::GOOD);
+    assert_eq!(r.data_in.len(), 260.min(96));
+    assert_eq!(&r.data_in[8..13], b"LUNAR");
+    let rc = run(
+        &f.target,
+        &f.a,
+        0,
+        &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(&rc.data_in[..], &[0, 0, 0x1F, 0xFF, 0, 0, 2, 0]);
+    let r = run(&f.target, &f.a, 0, &cdb16(0x9E, 0x10, 0, 32), Bytes::new()).await;
+    assert_eq!(r.data_in.len(), 32);
+    assert_eq!(r.data_in[14] & 0xC0, 0xC0, "LBPME and LBPRZ");
+    // Allocation length 0: no data, GOOD.
+    let r = run(&f.target, &f.a, 0, &cdb16(0x9E, 0x10, 0, 0), Bytes::new()).await;
+    assert_eq!((r.status, r.data_in.len()), (status::GOOD, 0));
+    // Block limits and provisioning.
+    let r = run(&f.target, &f.a, 0, &[0x12, 1, 0xB2, 0, 8, 0], Bytes::new()).await;
+    assert_eq!(&r.data_in[..], &[0, 0xB2, 0, 4, 0, 0xE4, 2, 0]);
+    let r = run(&f.target, &f.a, 0, &[0x12, 1, 0xB0, 0, 64, 0], Bytes::new()).await;
+    let gran = u32::from_be_bytes([r.data_in[28], r.data_in[29], r.data_in[30], r.data_in[31]]);
+    assert!(gran >= 1 && u64::from(gran) * u64::from(BS) <= 1 << 20);
+    // RSOC all commands.
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &[0xA3, 0x0C, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, status::GOOD);
+    assert!(r.data_in.len() > 100);
+}
+
+fn naa_of(page83: &[u8]) -> Vec<u8> {
+    assert_eq!(page83[1], 0x83);
+    assert_eq!(page83[5] & 0x0F, 3, "first designator is NAA");
+    page83[8..24].to_vec()
+}
+
+#[tokio::test]
+async fn identity_is_stable_and_unique_per_clone() {
+    let f = fixture().await;
+    let naa0 = naa_of(
+        &run(&f.target, &f.a, 0, &[0x12, 1, 0x83, 1, 0, 0], Bytes::new())
+            .await
+            .data_in,
+    );
+    assert_eq!(naa0[0] >> 4, 6);
+    f.pool
+        .clone_volume("vol0", "clone0", None)
+        .await
+        .expect("clone");
+    f.target
+        .add_lun(1, f.pool.volume("clone0").expect("clone handle"), false)
+        .expect("add clone");
+    // LUN 0 now reports REPORTED LUNS DATA HAS CHANGED to both nexuses; LUN 1 POWER ON.
+    let r = run(&f.target, &f.a, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await;
+    assert_check(
+        &r,
+        SenseKey::UnitAttention,
+        asc::REPORTED_LUNS_DATA_HAS_CHANGED,
+    );
+    let naa1 = naa_of(
+        &run(&f.target, &f.a, 1, &[0x12, 1, 0x83, 1, 0, 0], Bytes::new())
+            .await
+            .data_in,
+    );
+    assert_ne!(naa0, naa1);
+    // A new target object over the same volume (a daemon restart) reports the same NAA.
+    let t2 = ScsiTarget::new("iqn.2026-11.io.lunar:test");
+    t2.add_lun(0, f.pool.volume("vol0").expect("volume"), false)
+        .expect("add");
+    let again = naa_of(
+        &run(&t2, &f.a, 0, &[0x12, 1, 0x83, 1, 0, 0], Bytes::new())
+            .await
+            .data_in,
+    );
+    assert_eq!(naa0, again);
+    // REPORT LUNS lists both and clears the inventory UA for B on LUN 0.
+    let r = run(
+        &f.target,
+        &f.b,
+        0,
+        &[0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(&r.data_in[..4], &[0, 0, 0, 16]);
+    assert_eq!(
+        run(&f.target, &f.b, 0, &[0, 0, 0, 0, 0, 0], Bytes::new())
+            .await
+            .status,
+        status::GOOD
+    );
+    f.target.remove_lun(1).expect("remove");
+    let r = run(&f.target, &f.b, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await;
+    assert_check(
+        &r,
+        SenseKey::UnitAttention,
+        asc::REPORTED_LUNS_DATA_HAS_CHANGED,
+    );
+    assert!(f.target.remove_lun(1).is_err());
+    assert!(f
+        .target
+        .add_lun(0, f.pool.volume("vol0").expect("v"), false)
+        .is_err());
+}
+
+#[tokio::test]
+async fn mode_select_d_sense_and_ua_for_others() {
+    let f = fixture().await;
+    // Read the current Control page, set D_SENSE, select it back.
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &[0x1A, 0x08, 0x0A, 0, 0xFF, 0],
+        Bytes::new(),
+    )
+    .await;
+    let mut list = r.data_in.to_vec();
+    list[0] = 0; // MODE DATA LENGTH is reserved in MODE SELECT
+    list[2] = 0; // device-specific parameter
+    list[6] |= 0x04; // D_SENSE
+    let sel = [0x15, 0x10, 0, 0, list.len() as u8, 0];
+    let r = run(&f.target, &f.a, 0, &sel, Bytes::from(list.clone())).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    // Errors now come in descriptor format.
+    let r = run(&f.target, &f.a, 0, &[0x02, 0, 0, 0, 0, 0], Bytes::new()).await;
+    assert_eq!(r.sense.as_ref().expect("sense")[0], 0x72);
+    // The other nexus learns about it.
+    let r = run(&f.target, &f.b, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await;
+    assert_check(&r, SenseKey::UnitAttention, asc::MODE_PARAMETERS_CHANGED);
+    // An unchangeable bit (SWP) is refused with a parameter-list pointer.
+    list[8] |= 0x08;
+    let r = run(&f.target, &f.a, 0, &sel, Bytes::from(list)).await;
+    let s = assert_check(
+        &r,
+        SenseKey::IllegalRequest,
+        asc::INVALID_FIELD_IN_PARAMETER_LIST,
+    );
+    assert_eq!(s.field, Some(FieldPointer::param(8, Some(3))));
+}
+
+#[tokio::test]
+async fn reservations_and_resets() {
+    let f = fixture().await;
+    let tur = [0u8, 0, 0, 0, 0, 0];
+    assert_eq!(
+        run(&f.target, &f.a, 0, &[0x16, 0, 0, 0, 0, 0], Bytes::new())
+            .await
+            .status,
+        status::GOOD
+    );
+    assert_eq!(
+        run(&f.target, &f.b, 0, &tur, Bytes::new()).await.status,
+        status::RESERVATION_CONFLICT
+    );
+    assert_eq!(
+        run(&f.target, &f.b, 0, &[0x16, 0, 0, 0, 0, 0], Bytes::new())
+            .await
+            .status,
+        status::RESERVATION_CONFLICT
+    );
+    assert_eq!(
+        run(&f.target, &f.b, 0, &[0x12, 0, 0, 0, 96, 0], Bytes::new())
+            .await
+            .status,
+        status::GOOD
+    );
+    // RELEASE from the non-holder is GOOD and changes nothing.
+    assert_eq!(
+        run(&f.target, &f.b, 0, &[0x17, 0, 0, 0, 0, 0], Bytes::new())
+            .await
+            .status,
+        status::GOOD
+    );
+    assert_eq!(
+        run(&f.target, &f.b, 0, &tur, Bytes::new()).await.status,
+        status::RESERVATION_CONFLICT
+    );
+    assert_eq!(
+        run(&f.target, &f.a, 0, &tur, Bytes::new()).await.status,
+        status::GOOD
+    );
+    // LUN reset releases it; the other nexus sees BUS DEVICE RESET.
+    f.target.lun_reset(0, &f.a);
+    let r = run(&f.target, &f.b, 0, &tur, Bytes::new()).await;
+    assert_check(
+        &r,
+        SenseKey::UnitAttention,
+        asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED,
+    );
+    assert_eq!(
+        run(&f.target, &f.b, 0, &tur, Bytes::new()).await.status,
+        status::GOOD
+    );
+    assert_eq!(
+        run(&f.target, &f.a, 0, &tur, Bytes::new()).await.status,
+        status::GOOD
+    );
+    // The holder logging out releases it too.
+    assert_eq!(
+        run(&f.target, &f.a, 0, &[0x16, 0, 0, 0, 0, 0], Bytes::new())
+            .await
+            .status,
+        status::GOOD
+    );
+    f.target.nexus_logout(&f.a);
+    assert_eq!(
+        run(&f.target, &f.b, 0, &tur, Bytes::new()).await.status,
+        status::GOOD
+    );
+    // Target reset: UA for everyone but the issuer.
+    f.target.target_reset(&f.b);
+    assert_eq!(
+        run(&f.target, &f.b, 0, &tur, Bytes::new()).await.status,
+        status::GOOD
+    );
+}
+
+#[tokio::test]
+async fn request_sense_returns_and_clears_ua() {
+    let f = fixture().await;
+    f.target.lun_reset(0, &f.b);
+    let r = run(&f.target, &f.a, 0, &[0x03, 0, 0, 0, 252, 0], Bytes::new()).await;
+    assert_eq!(r.status, status::GOOD);
+    let s = Sense::decode(&r.data_in).expect("sense data");
+    assert_eq!(
+        (s.key, s.code),
+        (
+            SenseKey::UnitAttention,
+            asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED
+        )
+    );
+    let r = run(&f.target, &f.a, 0, &[0x03, 1, 0, 0, 252, 0], Bytes::new()).await;
+    assert_eq!(r.data_in[0], 0x72);
+    assert_eq!(r.data_in[1], 0, "NO SENSE");
+    assert_eq!(
+        run(&f.target, &f.a, 0, &[0, 0, 0, 0, 0, 0], Bytes::new())
+            .await
+            .status,
+        status::GOOD
+    );
+}
+
+#[tokio::test]
+async fn capacity_change_is_reported() {
+    let f = fixture().await;
+    f.pool
+        .resize_volume("vol0", 2 * BLOCKS * u64::from(BS), false)
+        .await
+        .expect("grow");
+    let r = run(&f.target, &f.a, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await;
+    assert_check(&r, SenseKey::UnitAttention, asc::CAPACITY_DATA_HAS_CHANGED);
+    let r = run(&f.target, &f.b, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await;
+    assert_check(&r, SenseKey::UnitAttention, asc::CAPACITY_DATA_HAS_CHANGED);
+    let r = run(&f.target, &f.a, 0, &cdb16(0x9E, 0x10, 0, 32), Bytes::new()).await;
+    assert_eq!(&r.data_in[..8], &(2 * BLOCKS - 1).to_be_bytes());
+}

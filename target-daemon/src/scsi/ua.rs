@@ -35,8 +35,16 @@ pub struct UnitAttentions {
 }
 
 impl UnitAttentions {
-    fn push(queues: &mut Queues, pending: &AtomicUsize, nexus: &Nexus, lun: u64, code: AdditionalSense) {
-        let Some(per_lun) = queues.get_mut(nexus) else { return };
+    fn push(
+        queues: &mut Queues,
+        pending: &AtomicUsize,
+        nexus: &Nexus,
+        lun: u64,
+        code: AdditionalSense,
+    ) {
+        let Some(per_lun) = queues.get_mut(nexus) else {
+            return;
+        };
         let q = per_lun.entry(lun).or_default();
         if q.contains(&code) {
             return;
@@ -61,7 +69,13 @@ impl UnitAttentions {
         }
         q.insert(nexus.clone(), HashMap::new());
         for &lun in luns {
-            Self::push(&mut q, &self.pending, nexus, lun, asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED);
+            Self::push(
+                &mut q,
+                &self.pending,
+                nexus,
+                lun,
+                asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED,
+            );
         }
     }
 
@@ -131,7 +145,8 @@ impl UnitAttentions {
         if let Some(queue) = q.get_mut(nexus).and_then(|m| m.get_mut(&lun)) {
             let before = queue.len();
             queue.retain(|c| *c != code);
-            self.pending.fetch_sub(before - queue.len(), Ordering::Relaxed);
+            self.pending
+                .fetch_sub(before - queue.len(), Ordering::Relaxed);
         }
     }
 
@@ -146,15 +161,25 @@ mod tests {
     use super::*;
 
     fn nx(i: u64) -> Nexus {
-        Nexus { initiator: format!("iqn.test:{i}"), isid: i, tpgt: 1 }
+        Nexus {
+            initiator: format!("iqn.test:{i}"),
+            isid: i,
+            tpgt: 1,
+        }
     }
 
     #[test]
     fn login_sets_power_on_and_take_clears() {
         let ua = UnitAttentions::default();
         ua.login(&nx(1), &[0, 1]);
-        assert_eq!(ua.peek(&nx(1), 0), Some(asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED));
-        assert_eq!(ua.take(&nx(1), 0), Some(asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED));
+        assert_eq!(
+            ua.peek(&nx(1), 0),
+            Some(asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED)
+        );
+        assert_eq!(
+            ua.take(&nx(1), 0),
+            Some(asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED)
+        );
         assert_eq!(ua.take(&nx(1), 0), None);
         assert!(ua.take(&nx(1), 1).is_some());
         assert_eq!(ua.pending.load(Ordering::Relaxed), 0);
@@ -172,7 +197,10 @@ mod tests {
         assert_eq!(ua.take(&nx(1), 0), Some(asc::CAPACITY_DATA_HAS_CHANGED));
         assert_eq!(ua.take(&nx(1), 0), None);
         ua.establish_lun(0, asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED, None);
-        assert_eq!(ua.take(&nx(2), 0), Some(asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED));
+        assert_eq!(
+            ua.take(&nx(2), 0),
+            Some(asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED)
+        );
         assert_eq!(ua.take(&nx(2), 0), None);
         ua.take(&nx(1), 0);
         assert_eq!(ua.pending.load(Ordering::Relaxed), 0);
@@ -184,7 +212,10 @@ mod tests {
         ua.login(&nx(1), &[0, 1, 2]);
         ua.establish_luns(&[0, 1], asc::REPORTED_LUNS_DATA_HAS_CHANGED, None);
         ua.clear(&nx(1), 0, asc::REPORTED_LUNS_DATA_HAS_CHANGED);
-        assert_eq!(ua.take(&nx(1), 0), Some(asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED));
+        assert_eq!(
+            ua.take(&nx(1), 0),
+            Some(asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED)
+        );
         assert_eq!(ua.take(&nx(1), 0), None);
         ua.remove_lun(1);
         assert_eq!(ua.peek(&nx(1), 1), None);
