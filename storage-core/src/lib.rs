@@ -6,15 +6,28 @@
 //! exactly one layer, so space figures are plain counters. The on-disk format is described in
 //! docs/storage-format.md.
 
+mod alloc;
+mod check;
+mod checkpoint;
+mod codec;
+mod commit;
+mod engine;
 mod error;
+mod io;
+mod journal;
+mod layer;
+mod open;
 mod pool;
+mod space;
 mod split;
+mod superblock;
 mod types;
 mod volume;
 
 pub use error::{Result, StorageError};
 pub use pool::Pool;
 pub use split::SplitJob;
+pub use superblock::FORMAT_VERSION;
 pub use types::{
     CheckReport, Guarantee, PoolOptions, PoolStatus, SnapshotInfo, VolumeInfo, DEFAULT_CHUNK_SIZE,
 };

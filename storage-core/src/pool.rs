@@ -1,142 +1,686 @@
-//! The pool: public entry point owning the engine.
+//! The pool: public entry point and administrative operations (volumes, snapshots, clones).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use crate::commit::{self, CommitShared};
+use crate::engine::{PoolInner, SbState, State};
+use crate::io::DataIo;
+use crate::layer::{Rec, ViewId, ViewKind};
 use crate::{
-    CheckReport, Guarantee, PoolOptions, PoolStatus, Result, SnapshotInfo, SplitJob, StorageError,
-    Volume, VolumeInfo,
+    open, space, CheckReport, Guarantee, PoolOptions, PoolStatus, Result, SnapshotInfo, SplitJob,
+    StorageError, Volume, VolumeInfo,
 };
 
-fn not_ready() -> StorageError {
-    StorageError::InvalidArgument("storage engine not available in this build yet".into())
-}
+/// Largest volume: 2^60 bytes keeps every chunk index and byte offset far from overflow.
+const MAX_VOLUME_BYTES: u64 = 1 << 60;
 
 /// A storage pool. Cheap to clone; all clones share one engine.
 #[derive(Clone)]
 pub struct Pool {
-    _private: std::sync::Arc<()>,
+    pub(crate) inner: Arc<PoolInner>,
+    committer: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn check_name(kind: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(StorageError::InvalidArgument(format!(
+            "{kind} name must be 1..=255 bytes"
+        )));
+    }
+    if name.chars().any(|c| c == '@' || c == '/' || c.is_control()) {
+        return Err(StorageError::InvalidArgument(format!(
+            "{kind} name '{name}' may not contain '@', '/' or control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn vol_not_found(name: &str) -> StorageError {
+    StorageError::NotFound(format!("volume '{name}' not found"))
+}
+
+fn snap_not_found(vol: &str, snap: &str) -> StorageError {
+    StorageError::NotFound(format!("snapshot '{vol}@{snap}' not found"))
 }
 
 impl Pool {
-    /// Create a new pool at `path` (directory, file or block device).
-    pub async fn create(_path: &Path, _opts: &PoolOptions) -> Result<Pool> {
-        Err(not_ready())
+    /// Create a new pool at `path`: an existing directory (the pool lives in `pool.img`
+    /// inside), a new file (sparse, `capacity_bytes` required) or a block device.
+    pub async fn create(path: &Path, opts: &PoolOptions) -> Result<Pool> {
+        let p = path.to_path_buf();
+        let o = opts.clone();
+        let target = tokio::task::spawn_blocking(move || open::create(&p, &o))
+            .await
+            .map_err(join_err)??;
+        Self::open(&target).await
     }
-    /// Open an existing pool.
-    pub async fn open(_path: &Path) -> Result<Pool> {
-        Err(not_ready())
+
+    /// Open an existing pool. Non-pools, unknown versions, truncated or corrupt pools fail
+    /// with `NotAPool`, `UnsupportedVersion` or `Corrupt` and the file is left untouched.
+    pub async fn open(path: &Path) -> Result<Pool> {
+        let p = path.to_path_buf();
+        let loaded = tokio::task::spawn_blocking(move || open::open(&p))
+            .await
+            .map_err(join_err)??;
+        let file = Arc::new(loaded.file);
+        let layout = loaded.sb.layout;
+        let uuid = loaded.sb.uuid;
+        let shared = Arc::new(CommitShared::default());
+        let inner = Arc::new(PoolInner {
+            io: DataIo::new(file.clone()),
+            file,
+            layout,
+            uuid,
+            state: parking_lot::RwLock::new(State::new(loaded.meta, loaded.alloc)),
+            sb: parking_lot::Mutex::new(SbState {
+                sb: loaded.sb,
+                journal_off: loaded.journal_off,
+                next_seq: loaded.next_seq,
+            }),
+            durable_lsn: AtomicU64::new(0),
+            commit: shared.clone(),
+            vols: parking_lot::Mutex::new(Default::default()),
+            closed: Default::default(),
+            zero_chunk: bytes::Bytes::from(vec![0u8; layout.chunk_size as usize]),
+            path: loaded.path,
+        });
+        let handle = commit::spawn(Arc::downgrade(&inner), shared)
+            .map_err(|e| StorageError::io("starting the commit thread", e))?;
+        space::spawn_reconciler(Arc::downgrade(&inner));
+        tracing::info!(path = %inner.path.display(), %uuid, backend = inner.io.name(), "pool opened");
+        Ok(Pool {
+            inner,
+            committer: Arc::new(parking_lot::Mutex::new(Some(handle))),
+        })
     }
-    /// Open the pool at `path`, creating it if nothing is there.
-    pub async fn open_or_create(_path: &Path, _opts: &PoolOptions) -> Result<Pool> {
-        Err(not_ready())
+
+    /// Open the pool at `path`, creating it if nothing (or an empty file) is there.
+    pub async fn open_or_create(path: &Path, opts: &PoolOptions) -> Result<Pool> {
+        let target = open::resolve_path(path);
+        let exists = std::fs::metadata(&target)
+            .map(|m| m.len() > 0 || m.file_type().is_block_device_like())
+            .unwrap_or(false);
+        if exists {
+            Self::open(path).await
+        } else {
+            Self::create(path, opts).await
+        }
     }
-    /// Pool-wide figures.
+
+    /// Name of the data-path I/O backend ("io_uring" or "threads").
+    pub fn io_backend(&self) -> &'static str {
+        self.inner.io.name()
+    }
+
+    /// Pool-wide figures (exact and current).
     pub fn status(&self) -> PoolStatus {
-        unreachable_status()
+        let st = self.inner.state.read();
+        let sb = self.inner.sb.lock().sb.soft_threshold_pct;
+        let cs = self.inner.layout.chunk_size;
+        let total = st.alloc.total();
+        let used = st.meta.used;
+        let reached = sb.is_some_and(|p| (used + st.meta.reserved) * 100 >= total * p as u64);
+        PoolStatus {
+            uuid: self.inner.uuid,
+            capacity_bytes: total * cs,
+            used_bytes: used * cs,
+            free_bytes: (total - used.min(total)) * cs,
+            pending_free_bytes: st.pending_count * cs,
+            reserved_bytes: st.meta.reserved * cs,
+            chunk_size: cs as u32,
+            soft_threshold_pct: sb,
+            soft_threshold_reached: reached,
+            volumes: st.meta.views.values().filter(|v| v.is_volume()).count(),
+            snapshots: st.meta.views.values().filter(|v| !v.is_volume()).count(),
+            layers: st.meta.layers.len(),
+        }
     }
-    /// Create a volume.
+
+    fn find_volume(st: &State, name: &str) -> Result<ViewId> {
+        st.meta.find_volume(name).ok_or_else(|| vol_not_found(name))
+    }
+
+    /// Create a thin (`Guarantee::None`) or fully reserved volume.
     pub async fn create_volume(
         &self,
-        _name: &str,
-        _size_bytes: u64,
-        _block_size: u32,
-        _guarantee: Guarantee,
+        name: &str,
+        size_bytes: u64,
+        block_size: u32,
+        guarantee: Guarantee,
     ) -> Result<VolumeInfo> {
-        Err(not_ready())
+        self.inner.check_open()?;
+        check_name("volume", name)?;
+        if block_size != 512 && block_size != 4096 {
+            return Err(StorageError::InvalidArgument(format!(
+                "block size {block_size} must be 512 or 4096"
+            )));
+        }
+        if size_bytes == 0
+            || !size_bytes.is_multiple_of(block_size as u64)
+            || size_bytes > MAX_VOLUME_BYTES
+        {
+            return Err(StorageError::InvalidArgument(format!(
+                "volume size {size_bytes} must be a non-zero multiple of the block size {block_size}, at most 2^60"
+            )));
+        }
+        let id = {
+            let mut st = self.inner.state.write();
+            st.check_failed()?;
+            if st.meta.find_volume(name).is_some() {
+                return Err(StorageError::AlreadyExists(format!("volume '{name}'")));
+            }
+            let full = guarantee == Guarantee::Full;
+            if full {
+                st.need(st.meta.chunks(size_bytes))?;
+            }
+            let view = st.meta.new_id();
+            let layer = st.meta.new_id();
+            st.log(Rec::CreateVolume {
+                view,
+                layer,
+                name: name.to_string(),
+                uuid: uuid::Uuid::new_v4(),
+                size: size_bytes,
+                block_size,
+                full,
+                created: now_unix(),
+            })?;
+            view
+        };
+        self.inner.flush().await?;
+        tracing::info!(volume = name, size_bytes, ?guarantee, "volume created");
+        self.info_of(id)
     }
+
+    pub(crate) fn info_of(&self, id: ViewId) -> Result<VolumeInfo> {
+        let st = self.inner.state.read();
+        space::volume_info(&st, id).ok_or_else(|| StorageError::NotFound("volume not found".into()))
+    }
+
     /// I/O handle for a volume.
     pub fn volume(&self, name: &str) -> Result<Volume> {
-        Err(StorageError::NotFound(format!("volume '{name}' not found")))
+        let id = Self::find_volume(&self.inner.state.read(), name)?;
+        Ok(Volume::new(self.inner.clone(), id, self.inner.rt(id)))
     }
+
     /// Info about one volume.
     pub fn volume_info(&self, name: &str) -> Result<VolumeInfo> {
-        Err(StorageError::NotFound(format!("volume '{name}' not found")))
+        let st = self.inner.state.read();
+        let id = Self::find_volume(&st, name)?;
+        space::volume_info(&st, id).ok_or_else(|| vol_not_found(name))
     }
-    /// All volumes.
+
+    /// All volumes, sorted by name.
     pub fn volumes(&self) -> Vec<VolumeInfo> {
-        Vec::new()
+        let st = self.inner.state.read();
+        let mut v: Vec<VolumeInfo> = st
+            .meta
+            .views
+            .iter()
+            .filter(|(_, v)| v.is_volume())
+            .filter_map(|(&id, _)| space::volume_info(&st, id))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
-    /// Grow, or shrink when `allow_shrink`.
+
+    /// Grow a volume, or shrink it when `allow_shrink` (data beyond the new end is freed).
+    /// A full volume's grow must fit the free space (`GuaranteeUnavailable`).
     pub async fn resize_volume(
         &self,
-        _name: &str,
-        _new_size_bytes: u64,
-        _allow_shrink: bool,
+        name: &str,
+        new_size_bytes: u64,
+        allow_shrink: bool,
     ) -> Result<VolumeInfo> {
-        Err(not_ready())
+        self.inner.check_open()?;
+        let id = Self::find_volume(&self.inner.state.read(), name)?;
+        let rt = self.inner.rt(id);
+        let _gate = rt.gate.write().await;
+        let (old, bs, full) = {
+            let st = self.inner.state.read();
+            let (_, size, bs, full) = st.volume(id)?;
+            (size, bs, full)
+        };
+        if new_size_bytes == 0
+            || !new_size_bytes.is_multiple_of(bs as u64)
+            || new_size_bytes > MAX_VOLUME_BYTES
+        {
+            return Err(StorageError::InvalidArgument(format!(
+                "new size {new_size_bytes} must be a non-zero multiple of the block size {bs}, at most 2^60"
+            )));
+        }
+        if new_size_bytes < old && !allow_shrink {
+            return Err(StorageError::InvalidArgument(format!(
+                "shrinking '{name}' from {old} to {new_size_bytes} bytes needs an explicit shrink"
+            )));
+        }
+        if new_size_bytes > old {
+            let cs = self.inner.layout.chunk_size;
+            {
+                let st = self.inner.state.read();
+                if full {
+                    st.need(st.meta.chunks(new_size_bytes) - st.meta.chunks(old))?;
+                }
+            }
+            // The tail of the old last chunk may hold data from before a shrink: zero it.
+            if old % cs != 0 {
+                let vol = Volume::new(self.inner.clone(), id, rt.clone());
+                let index = old / cs;
+                let from = (old % cs) as usize;
+                let mapped = {
+                    self.inner
+                        .state
+                        .read()
+                        .meta
+                        .resolve(st_top(&self.inner, id)?, index)
+                        .is_some()
+                };
+                if mapped {
+                    let z = self.inner.zero_chunk.slice(from..);
+                    vol.write_chunk(index, from, vec![z]).await?;
+                }
+            }
+        }
+        {
+            let mut st = self.inner.state.write();
+            st.check_failed()?;
+            st.log(Rec::Resize {
+                view: id,
+                size: new_size_bytes,
+            })?;
+        }
+        self.inner.flush().await?;
+        tracing::info!(volume = name, old, new = new_size_bytes, "volume resized");
+        self.info_of(id)
     }
-    /// Delete a volume (its snapshots and clones stay valid).
-    pub async fn delete_volume(&self, _name: &str) -> Result<()> {
-        Err(not_ready())
+
+    /// Delete a volume and its snapshots. Clones of it stay valid (they keep what they share).
+    pub async fn delete_volume(&self, name: &str) -> Result<()> {
+        self.inner.check_open()?;
+        let id = Self::find_volume(&self.inner.state.read(), name)?;
+        let rt = self.inner.rt(id);
+        let _gate = rt.gate.write().await;
+        {
+            let mut st = self.inner.state.write();
+            st.check_failed()?;
+            if !st.meta.views.contains_key(&id) {
+                return Err(vol_not_found(name));
+            }
+            for s in st.meta.snapshots_of(id) {
+                st.log(Rec::DeleteView { view: s })?;
+            }
+            st.log(Rec::DeleteView { view: id })?;
+            rt.deleted.store(true, Ordering::Release);
+        }
+        self.inner.vols.lock().remove(&id);
+        self.inner.flush().await?;
+        tracing::info!(volume = name, "volume deleted");
+        Ok(())
     }
-    /// Rename a volume.
-    pub async fn rename_volume(&self, _old: &str, _new: &str) -> Result<()> {
-        Err(not_ready())
+
+    /// Rename a volume (its UUID and open handles stay valid).
+    pub async fn rename_volume(&self, old: &str, new: &str) -> Result<()> {
+        self.inner.check_open()?;
+        check_name("volume", new)?;
+        {
+            let mut st = self.inner.state.write();
+            st.check_failed()?;
+            let id = Self::find_volume(&st, old)?;
+            if old == new {
+                return Ok(());
+            }
+            if st.meta.find_volume(new).is_some() {
+                return Err(StorageError::AlreadyExists(format!("volume '{new}'")));
+            }
+            st.log(Rec::Rename {
+                view: id,
+                name: new.to_string(),
+            })?;
+        }
+        self.inner.flush().await
     }
-    /// Change the space guarantee.
-    pub async fn set_guarantee(&self, _name: &str, _g: Guarantee) -> Result<()> {
-        Err(not_ready())
+
+    /// Change the space guarantee. Going to `Full` reserves what the volume could still need.
+    pub async fn set_guarantee(&self, name: &str, g: Guarantee) -> Result<()> {
+        self.inner.check_open()?;
+        {
+            let mut st = self.inner.state.write();
+            st.check_failed()?;
+            let id = Self::find_volume(&st, name)?;
+            let (top, size, _, full) = st.volume(id)?;
+            let want = g == Guarantee::Full;
+            if want == full {
+                return Ok(());
+            }
+            if want {
+                let owned = st.meta.layers.get(&top).map_or(0, |l| l.owned);
+                st.need(st.meta.chunks(size).saturating_sub(owned))?;
+            }
+            st.log(Rec::SetGuarantee {
+                view: id,
+                full: want,
+            })?;
+        }
+        self.inner.flush().await
     }
-    /// Take a snapshot.
-    pub async fn snapshot(&self, _volume: &str, _snap: &str) -> Result<SnapshotInfo> {
-        Err(not_ready())
+
+    /// Take a read-only snapshot (O(1)).
+    pub async fn snapshot(&self, volume: &str, snap: &str) -> Result<SnapshotInfo> {
+        let mut v = self.snapshot_group(&[(volume, snap)]).await?;
+        v.pop().ok_or_else(|| snap_not_found(volume, snap))
     }
-    /// Snapshot several volumes at one instant.
-    pub async fn snapshot_group(&self, _pairs: &[(&str, &str)]) -> Result<Vec<SnapshotInfo>> {
-        Err(not_ready())
+
+    /// Snapshot several volumes at one instant: all or none, in one journal commit.
+    pub async fn snapshot_group(&self, pairs: &[(&str, &str)]) -> Result<Vec<SnapshotInfo>> {
+        self.inner.check_open()?;
+        for (_, s) in pairs {
+            check_name("snapshot", s)?;
+        }
+        let mut ids = Vec::new();
+        {
+            let st = self.inner.state.read();
+            for (v, _) in pairs {
+                ids.push(Self::find_volume(&st, v)?);
+            }
+        }
+        let mut order: Vec<ViewId> = ids.clone();
+        order.sort_unstable();
+        order.dedup();
+        if order.len() != ids.len() {
+            return Err(StorageError::InvalidArgument(
+                "a volume appears twice in the snapshot group".into(),
+            ));
+        }
+        let rts: Vec<_> = order.iter().map(|&id| self.inner.rt(id)).collect();
+        let mut gates = Vec::new();
+        for rt in &rts {
+            gates.push(rt.gate.write().await);
+        }
+        let snaps = {
+            let mut st = self.inner.state.write();
+            st.check_failed()?;
+            let mut need = 0;
+            for (&id, (vname, sname)) in ids.iter().zip(pairs) {
+                let (top, _, _, full) = st.volume(id).map_err(|_| vol_not_found(vname))?;
+                if st.meta.find_snapshot(id, sname).is_some() {
+                    return Err(StorageError::AlreadyExists(format!(
+                        "snapshot '{vname}@{sname}'"
+                    )));
+                }
+                if full {
+                    need += st.meta.layers.get(&top).map_or(0, |l| l.owned);
+                }
+            }
+            st.need(need)?;
+            let created = now_unix();
+            let mut snaps = Vec::new();
+            for (&vol, (_, sname)) in ids.iter().zip(pairs) {
+                let snap = st.meta.new_id();
+                let new_top = st.meta.new_id();
+                st.log(Rec::Snapshot {
+                    vol,
+                    snap,
+                    name: sname.to_string(),
+                    uuid: uuid::Uuid::new_v4(),
+                    new_top,
+                    created,
+                })?;
+                snaps.push(snap);
+            }
+            snaps
+        };
+        drop(gates);
+        self.inner.flush().await?;
+        let st = self.inner.state.read();
+        for (v, s) in pairs {
+            tracing::info!(volume = v, snapshot = s, "snapshot taken");
+        }
+        Ok(snaps
+            .iter()
+            .filter_map(|&s| space::snapshot_info(&st, s))
+            .collect())
     }
-    /// List snapshots, of one volume or all.
-    pub fn snapshots(&self, _volume: Option<&str>) -> Vec<SnapshotInfo> {
-        Vec::new()
+
+    /// List snapshots of one volume, or of all volumes; sorted by volume then creation.
+    pub fn snapshots(&self, volume: Option<&str>) -> Vec<SnapshotInfo> {
+        let st = self.inner.state.read();
+        let filter = match volume {
+            Some(name) => match st.meta.find_volume(name) {
+                Some(id) => Some(id),
+                None => return Vec::new(),
+            },
+            None => None,
+        };
+        let mut out: Vec<(ViewId, SnapshotInfo)> = st
+            .meta
+            .views
+            .iter()
+            .filter(|(_, v)| matches!(v.kind, ViewKind::Snapshot { volume, .. } if filter.is_none_or(|f| f == volume)))
+            .filter_map(|(&id, _)| space::snapshot_info(&st, id).map(|i| (id, i)))
+            .collect();
+        out.sort_by(|a, b| a.1.volume.cmp(&b.1.volume).then(a.0.cmp(&b.0)));
+        out.into_iter().map(|(_, i)| i).collect()
     }
-    /// Delete a snapshot.
-    pub async fn delete_snapshot(&self, _volume: &str, _snap: &str) -> Result<()> {
-        Err(not_ready())
+
+    fn find_snapshot(st: &State, volume: &str, snap: &str) -> Result<(ViewId, ViewId)> {
+        let v = Self::find_volume(st, volume)?;
+        let s = st
+            .meta
+            .find_snapshot(v, snap)
+            .ok_or_else(|| snap_not_found(volume, snap))?;
+        Ok((v, s))
     }
-    /// Roll a volume back to a snapshot.
-    pub async fn rollback(&self, _volume: &str, _snap: &str) -> Result<()> {
-        Err(not_ready())
+
+    /// Delete a snapshot. Never refused: clones of it keep what they need.
+    pub async fn delete_snapshot(&self, volume: &str, snap: &str) -> Result<()> {
+        self.inner.check_open()?;
+        {
+            let mut st = self.inner.state.write();
+            st.check_failed()?;
+            let (_, s) = Self::find_snapshot(&st, volume, snap)?;
+            st.log(Rec::DeleteView { view: s })?;
+        }
+        self.inner.flush().await?;
+        tracing::info!(volume, snapshot = snap, "snapshot deleted");
+        Ok(())
     }
-    /// Clone "vol" or "vol@snap".
+
+    /// Roll a volume back to one of its snapshots (size included). Later snapshots stay.
+    pub async fn rollback(&self, volume: &str, snap: &str) -> Result<()> {
+        self.inner.check_open()?;
+        let (vid, sid) = Self::find_snapshot(&self.inner.state.read(), volume, snap)?;
+        let rt = self.inner.rt(vid);
+        let _gate = rt.gate.write().await;
+        {
+            let mut st = self.inner.state.write();
+            st.check_failed()?;
+            let (top, size, _, full) = st.volume(vid)?;
+            let ssize = st
+                .meta
+                .views
+                .get(&sid)
+                .ok_or_else(|| snap_not_found(volume, snap))?
+                .size;
+            if full {
+                let owned = st.meta.layers.get(&top).map_or(0, |l| l.owned);
+                let old_res = st.meta.chunks(size).saturating_sub(owned);
+                // The old top's chunks are freed by the rollback itself.
+                let need = st.meta.chunks(ssize).saturating_sub(old_res + owned);
+                st.need(need)?;
+            }
+            let new_top = st.meta.new_id();
+            st.log(Rec::Rollback {
+                vol: vid,
+                snap: sid,
+                new_top,
+            })?;
+        }
+        self.inner.flush().await?;
+        tracing::info!(volume, snapshot = snap, "volume rolled back");
+        Ok(())
+    }
+
+    /// Clone "vol@snap" or live "vol" (an implicit snapshot) as a new writable volume.
+    /// `guarantee` None inherits the source's.
     pub async fn clone_volume(
         &self,
-        _source: &str,
-        _name: &str,
-        _guarantee: Option<Guarantee>,
+        source: &str,
+        name: &str,
+        guarantee: Option<Guarantee>,
     ) -> Result<VolumeInfo> {
-        Err(not_ready())
+        self.inner.check_open()?;
+        check_name("volume", name)?;
+        let (vname, sname) = match source.split_once('@') {
+            Some((v, s)) => (v, Some(s)),
+            None => (source, None),
+        };
+        let vid = Self::find_volume(&self.inner.state.read(), vname)?;
+        let rt = self.inner.rt(vid);
+        // A live clone freezes the source's top, which must not race its writes.
+        let _gate = if sname.is_none() {
+            Some(rt.gate.write().await)
+        } else {
+            None
+        };
+        let id = {
+            let mut st = self.inner.state.write();
+            st.check_failed()?;
+            if st.meta.find_volume(name).is_some() {
+                return Err(StorageError::AlreadyExists(format!("volume '{name}'")));
+            }
+            let (top, size, _, src_full) = st.volume(vid).map_err(|_| vol_not_found(vname))?;
+            let full = guarantee.map_or(src_full, |g| g == Guarantee::Full);
+            let view = st.meta.new_id();
+            let layer = st.meta.new_id();
+            let created = now_unix();
+            let uuid = uuid::Uuid::new_v4();
+            match sname {
+                Some(s) => {
+                    let sid = st
+                        .meta
+                        .find_snapshot(vid, s)
+                        .ok_or_else(|| snap_not_found(vname, s))?;
+                    let ssize = st.meta.views.get(&sid).map_or(0, |v| v.size);
+                    if full {
+                        st.need(st.meta.chunks(ssize))?;
+                    }
+                    st.log(Rec::CloneSnap {
+                        snap: sid,
+                        view,
+                        layer,
+                        name: name.to_string(),
+                        uuid,
+                        full,
+                        created,
+                        origin: source.to_string(),
+                    })?;
+                }
+                None => {
+                    let mut need = if full { st.meta.chunks(size) } else { 0 };
+                    if src_full {
+                        need += st.meta.layers.get(&top).map_or(0, |l| l.owned);
+                    }
+                    st.need(need)?;
+                    let new_top = st.meta.new_id();
+                    st.log(Rec::CloneLive {
+                        vol: vid,
+                        new_top,
+                        view,
+                        layer,
+                        name: name.to_string(),
+                        uuid,
+                        full,
+                        created,
+                        origin: source.to_string(),
+                    })?;
+                }
+            }
+            view
+        };
+        self.inner.flush().await?;
+        tracing::info!(source, clone = name, "clone created");
+        self.info_of(id)
     }
-    /// Start splitting a clone from its origin.
-    pub fn start_split(&self, _name: &str) -> Result<SplitJob> {
-        Err(not_ready())
+
+    /// Start splitting a clone from what it shares: it copies everything it still resolves
+    /// through ancestors into its own top, then detaches. Runs in the background.
+    pub fn start_split(&self, name: &str) -> Result<SplitJob> {
+        self.inner.check_open()?;
+        let id = Self::find_volume(&self.inner.state.read(), name)?;
+        crate::split::start(self.inner.clone(), id, name.to_string())
     }
-    /// Make everything acknowledged so far durable.
+
+    /// Make everything acknowledged so far durable (one group commit).
     pub async fn flush(&self) -> Result<()> {
-        Err(not_ready())
+        self.inner.check_open()?;
+        self.inner.flush().await
     }
-    /// Verify every invariant.
+
+    /// Recompute unique/shared figures now and reclaim garbage hidden by every viewer.
+    pub async fn reconcile_space(&self) -> Result<()> {
+        self.inner.check_open()?;
+        space::reconcile(&self.inner);
+        self.inner.flush().await
+    }
+
+    /// Verify every invariant (fsck).
     pub async fn check(&self) -> Result<CheckReport> {
-        Err(not_ready())
+        let st = self.inner.state.read();
+        Ok(crate::check::check(&st))
     }
-    /// Flush and stop background work.
+
+    /// Flush, write a checkpoint, stop background work and release the pool file.
+    /// Later operations through any handle fail.
     pub async fn close(&self) -> Result<()> {
-        Err(not_ready())
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let lsn = self.inner.state.read().lsn;
+        let rx = self.inner.commit.request_checkpoint(lsn);
+        let res = rx.await.unwrap_or_else(|_| {
+            Err(StorageError::io(
+                "closing",
+                std::io::Error::other("commit thread stopped"),
+            ))
+        });
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.commit.shutdown();
+        let handle = self.committer.lock().take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        open::unlock(&self.inner.file);
+        tracing::info!(path = %self.inner.path.display(), "pool closed");
+        res
     }
 }
 
-fn unreachable_status() -> PoolStatus {
-    PoolStatus {
-        uuid: uuid::Uuid::nil(),
-        capacity_bytes: 0,
-        used_bytes: 0,
-        free_bytes: 0,
-        pending_free_bytes: 0,
-        reserved_bytes: 0,
-        chunk_size: crate::DEFAULT_CHUNK_SIZE,
-        soft_threshold_pct: None,
-        soft_threshold_reached: false,
-        volumes: 0,
-        snapshots: 0,
-        layers: 0,
+fn st_top(inner: &PoolInner, id: ViewId) -> Result<u64> {
+    Ok(inner.state.read().volume(id)?.0)
+}
+
+fn join_err(e: tokio::task::JoinError) -> StorageError {
+    StorageError::io(
+        "running a blocking task",
+        std::io::Error::other(e.to_string()),
+    )
+}
+
+trait BlockLike {
+    fn is_block_device_like(&self) -> bool;
+}
+
+impl BlockLike for std::fs::FileType {
+    fn is_block_device_like(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        self.is_block_device()
     }
 }

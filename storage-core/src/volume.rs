@@ -1,81 +1,454 @@
-//! Volume I/O handle.
+//! Volume I/O handle: the data path.
+//!
+//! A request is split at chunk boundaries and the pieces run concurrently. Reads resolve the
+//! top layer, then ancestors. A write to a chunk the top owns goes in place with no metadata
+//! change; a first write allocates a new chunk, merges the old resolved contents (or zeros)
+//! for a partial write, writes it, and only then maps it (data before mapping).
 
-use bytes::Bytes;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
+use futures_util::future::try_join_all;
+
+use crate::engine::{AllocFail, PoolInner, VolRt};
+use crate::layer::{Rec, ViewId, HOLE};
 use crate::{Result, StorageError, VolumeInfo};
 
-/// Cheap-to-clone I/O handle for one volume.
+/// Cheap-to-clone I/O handle for one volume. After the volume is deleted, I/O fails with
+/// `NotFound`. Resize and rename are visible through existing handles.
 #[derive(Clone)]
 pub struct Volume {
-    _private: std::sync::Arc<()>,
+    inner: Arc<PoolInner>,
+    id: ViewId,
+    rt: Arc<VolRt>,
 }
 
-fn gone() -> StorageError {
-    StorageError::NotFound("volume not found".into())
+/// One chunk-sized piece of a request.
+struct Piece {
+    index: u64,
+    off: usize,
+    len: usize,
+}
+
+fn pieces(start: u64, len: u64, cs: u64) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut pos = start;
+    let end = start + len;
+    while pos < end {
+        let index = pos / cs;
+        let off = pos % cs;
+        let n = (cs - off).min(end - pos);
+        out.push(Piece {
+            index,
+            off: off as usize,
+            len: n as usize,
+        });
+        pos += n;
+    }
+    out
 }
 
 impl Volume {
+    pub(crate) fn new(inner: Arc<PoolInner>, id: ViewId, rt: Arc<VolRt>) -> Volume {
+        Volume { inner, id, rt }
+    }
+
+    fn gone(&self) -> StorageError {
+        StorageError::NotFound("volume not found (deleted)".into())
+    }
+
+    fn alive(&self) -> Result<()> {
+        self.inner.check_open()?;
+        if self.rt.deleted.load(Ordering::Acquire) {
+            return Err(self.gone());
+        }
+        Ok(())
+    }
+
     /// Current name.
     pub fn name(&self) -> String {
-        String::new()
+        self.inner
+            .state
+            .read()
+            .meta
+            .views
+            .get(&self.id)
+            .map(|v| v.name.clone())
+            .unwrap_or_default()
     }
     /// Stable identity.
     pub fn uuid(&self) -> uuid::Uuid {
-        uuid::Uuid::nil()
+        self.inner
+            .state
+            .read()
+            .meta
+            .views
+            .get(&self.id)
+            .map_or(uuid::Uuid::nil(), |v| v.uuid)
     }
     /// Logical block size.
     pub fn block_size(&self) -> u32 {
-        512
+        self.inner
+            .state
+            .read()
+            .meta
+            .views
+            .get(&self.id)
+            .map_or(512, |v| v.block_size)
     }
-    /// Current number of logical blocks.
+    /// Current number of logical blocks (0 once deleted).
     pub fn num_blocks(&self) -> u64 {
-        0
+        self.inner
+            .state
+            .read()
+            .meta
+            .views
+            .get(&self.id)
+            .map_or(0, |v| v.size / v.block_size as u64)
     }
-    /// Current figures.
+    /// Current figures. A deleted volume reports its name empty and sizes zero.
     pub fn info(&self) -> VolumeInfo {
-        VolumeInfo {
-            name: String::new(),
-            uuid: uuid::Uuid::nil(),
-            size_bytes: 0,
-            block_size: 512,
-            guarantee: crate::Guarantee::None,
-            mapped_bytes: 0,
-            unique_bytes: 0,
-            shared_bytes: 0,
-            reserved_bytes: 0,
-            origin: None,
-            created_unix: 0,
-            space_exact: true,
-            space_reconciled_at: 0,
-            snapshots: 0,
+        let st = self.inner.state.read();
+        crate::space::volume_info(&st, self.id).unwrap_or_else(crate::space::empty_info)
+    }
+
+    /// Bounds-check a request; returns (top layer, byte offset, byte length, full).
+    fn prepare(&self, lba: u64, blocks: u64) -> Result<(u64, u64, u64, bool)> {
+        self.alive()?;
+        let st = self.inner.state.read();
+        st.check_failed()?;
+        let (top, size, bs, full) = st.volume(self.id).map_err(|_| self.gone())?;
+        let cap = size / bs as u64;
+        if lba.checked_add(blocks).is_none_or(|e| e > cap) {
+            return Err(StorageError::OutOfRange {
+                lba,
+                blocks,
+                capacity_blocks: cap,
+            });
+        }
+        Ok((top, lba * bs as u64, blocks * bs as u64, full))
+    }
+
+    /// Read `blocks` blocks at `lba`. Unwritten blocks read as zeros.
+    pub async fn read(&self, lba: u64, blocks: u32) -> Result<Bytes> {
+        let _g = self.rt.gate.read().await;
+        let (top, off, len, _) = self.prepare(lba, blocks as u64)?;
+        let cs = self.inner.layout.chunk_size;
+        let ps = pieces(off, len, cs);
+        if ps.len() == 1 {
+            return self.read_piece(top, &ps[0]).await;
+        }
+        let parts = try_join_all(ps.iter().map(|p| self.read_piece(top, p))).await?;
+        let mut out = BytesMut::with_capacity(len as usize);
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        Ok(out.freeze())
+    }
+
+    async fn read_piece(&self, top: u64, p: &Piece) -> Result<Bytes> {
+        let _s = self.rt.stripe(p.index).read().await;
+        let phys = self.inner.state.read().meta.resolve(top, p.index);
+        match phys {
+            None => Ok(self.inner.zero_chunk.slice(..p.len)),
+            Some(c) => {
+                let buf = self
+                    .inner
+                    .io
+                    .read(self.inner.layout.chunk_offset(c) + p.off as u64, p.len)
+                    .await?;
+                Ok(Bytes::from(buf))
+            }
         }
     }
-    /// Read `blocks` blocks at `lba`.
-    pub async fn read(&self, _lba: u64, _blocks: u32) -> Result<Bytes> {
-        Err(gone())
+
+    /// Write `data` (a whole number of blocks) at `lba`. With `fua` the write is durable on return.
+    pub async fn write(&self, lba: u64, data: Bytes, fua: bool) -> Result<()> {
+        self.write_vectored(lba, vec![data], fua).await
     }
-    /// Write `data` (a whole number of blocks) at `lba`.
-    pub async fn write(&self, _lba: u64, _data: Bytes, _fua: bool) -> Result<()> {
-        Err(gone())
+
+    /// Gather-write: the buffers are written back to back from `lba`.
+    pub async fn write_vectored(&self, lba: u64, bufs: Vec<Bytes>, fua: bool) -> Result<()> {
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        let bs = self.block_size() as u64;
+        if !total.is_multiple_of(bs) {
+            return Err(StorageError::InvalidArgument(format!(
+                "write of {total} bytes is not a multiple of the block size {bs}"
+            )));
+        }
+        if total == 0 {
+            return Ok(());
+        }
+        {
+            let _g = self.rt.gate.read().await;
+            let (_, off, len, _) = self.prepare(lba, total / bs)?;
+            let cs = self.inner.layout.chunk_size;
+            let ps = pieces(off, len, cs);
+            // Slice the caller's buffers per piece without copying.
+            let mut jobs = Vec::with_capacity(ps.len());
+            let mut bi = 0usize;
+            let mut boff = 0usize;
+            for p in &ps {
+                let mut need = p.len;
+                let mut parts = Vec::new();
+                while need > 0 {
+                    let b = &bufs[bi];
+                    let take = (b.len() - boff).min(need);
+                    parts.push(b.slice(boff..boff + take));
+                    need -= take;
+                    boff += take;
+                    if boff == b.len() {
+                        bi += 1;
+                        boff = 0;
+                    }
+                }
+                jobs.push(self.write_chunk(p.index, p.off, parts));
+            }
+            try_join_all(jobs).await?;
+        }
+        if fua {
+            self.inner.flush().await?;
+        }
+        Ok(())
     }
-    /// Gather-write.
-    pub async fn write_vectored(&self, _lba: u64, _bufs: Vec<Bytes>, _fua: bool) -> Result<()> {
-        Err(gone())
+
+    /// Write `parts` at byte `off` of logical chunk `index` (caller holds the gate shared or
+    /// exclusively).
+    pub(crate) async fn write_chunk(
+        &self,
+        index: u64,
+        off: usize,
+        parts: Vec<Bytes>,
+    ) -> Result<()> {
+        let cs = self.inner.layout.chunk_size;
+        let len: usize = parts.iter().map(|b| b.len()).sum();
+        // Fast path: the top owns the chunk, overwrite in place.
+        {
+            let _s = self.rt.stripe(index).read().await;
+            if let Some(p) = self.owned_phys(index)? {
+                return self
+                    .inner
+                    .io
+                    .write(self.inner.layout.chunk_offset(p) + off as u64, parts)
+                    .await;
+            }
+        }
+        // First write: ordered against every other access to this chunk of this volume.
+        let _s = self.rt.stripe(index).write().await;
+        if let Some(p) = self.owned_phys(index)? {
+            return self
+                .inner
+                .io
+                .write(self.inner.layout.chunk_offset(p) + off as u64, parts)
+                .await;
+        }
+        let (top, full, old) = {
+            let st = self.inner.state.read();
+            let (top, _, _, full) = st.volume(self.id).map_err(|_| self.gone())?;
+            let old = match st
+                .meta
+                .layers
+                .get(&top)
+                .and_then(|l| l.map.get(&index).copied())
+            {
+                Some(HOLE) => None,
+                Some(p) => Some(p),
+                None => st.meta.resolve_parent(top, index),
+            };
+            (top, full, old)
+        };
+        let phys = self.allocate(full).await?;
+        let body: Vec<Bytes> = if off == 0 && len == cs as usize {
+            parts
+        } else {
+            let mut base = match old {
+                Some(q) => match self
+                    .inner
+                    .io
+                    .read(self.inner.layout.chunk_offset(q), cs as usize)
+                    .await
+                {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.inner
+                            .state
+                            .write()
+                            .allocation_done(self.id, full, Some(phys));
+                        return Err(e);
+                    }
+                },
+                None => vec![0u8; cs as usize],
+            };
+            let mut o = off;
+            for b in &parts {
+                base[o..o + b.len()].copy_from_slice(b);
+                o += b.len();
+            }
+            vec![Bytes::from(base)]
+        };
+        if let Err(e) = self
+            .inner
+            .io
+            .write(self.inner.layout.chunk_offset(phys), body)
+            .await
+        {
+            self.inner
+                .state
+                .write()
+                .allocation_done(self.id, full, Some(phys));
+            return Err(e);
+        }
+        let mut st = self.inner.state.write();
+        st.allocation_done(self.id, full, None);
+        if st.volume(self.id).is_err() {
+            st.alloc.clear(phys);
+            return Err(self.gone());
+        }
+        st.log(Rec::Map {
+            layer: top,
+            index,
+            phys,
+        })
     }
-    /// Zero a range; `unmap` allows deallocation.
-    pub async fn write_zeroes(&self, _lba: u64, _blocks: u64, _unmap: bool) -> Result<()> {
-        Err(gone())
+
+    /// Allocate a chunk, committing once if only not-yet-durable frees are left.
+    async fn allocate(&self, full: bool) -> Result<u64> {
+        for attempt in 0..2 {
+            let r = self.inner.state.write().allocate(self.id, full);
+            match r {
+                Ok(c) => return Ok(c),
+                Err(AllocFail::NoSpace) => return Err(StorageError::NoSpace),
+                Err(AllocFail::NeedCommit) if attempt == 0 => self.inner.flush().await?,
+                Err(AllocFail::NeedCommit) => return Err(StorageError::NoSpace),
+            }
+        }
+        Err(StorageError::NoSpace)
     }
-    /// Deallocate a range; it reads back as zeros.
-    pub async fn unmap(&self, _lba: u64, _blocks: u64) -> Result<()> {
-        Err(gone())
+
+    fn owned_phys(&self, index: u64) -> Result<Option<u64>> {
+        let st = self.inner.state.read();
+        let (top, ..) = st.volume(self.id).map_err(|_| self.gone())?;
+        Ok(st
+            .meta
+            .layers
+            .get(&top)
+            .and_then(|l| l.map.get(&index).copied())
+            .filter(|&p| p != HOLE))
     }
-    /// Make acknowledged writes durable.
+
+    /// Zero a range. With `unmap`, whole chunks are deallocated (as [`Volume::unmap`]);
+    /// without it the zeros are written and the range stays allocated.
+    pub async fn write_zeroes(&self, lba: u64, blocks: u64, unmap: bool) -> Result<()> {
+        if unmap {
+            return self.unmap(lba, blocks).await;
+        }
+        let _g = self.rt.gate.read().await;
+        let (_, off, len, _) = self.prepare(lba, blocks)?;
+        let cs = self.inner.layout.chunk_size;
+        // Bounded concurrency: zeroing a large range must not build one huge future set.
+        for batch in pieces(off, len, cs).chunks(64) {
+            try_join_all(batch.iter().map(|p| {
+                self.write_chunk(p.index, p.off, vec![self.inner.zero_chunk.slice(..p.len)])
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Deallocate a range; it reads back as zeros. Whole chunks are freed; partial chunks
+    /// that hold data are zeroed.
+    pub async fn unmap(&self, lba: u64, blocks: u64) -> Result<()> {
+        if blocks == 0 {
+            self.prepare(lba, 0)?;
+            return Ok(());
+        }
+        let _g = self.rt.gate.read().await;
+        let (_, off, len, _) = self.prepare(lba, blocks)?;
+        let cs = self.inner.layout.chunk_size;
+        let size = self
+            .inner
+            .state
+            .read()
+            .volume(self.id)
+            .map_err(|_| self.gone())?
+            .1;
+        for p in pieces(off, len, cs) {
+            let chunk_end = ((p.index + 1) * cs).min(size);
+            let whole = p.off == 0 && (p.index * cs + p.len as u64) >= chunk_end;
+            let zero_partial = {
+                let _s = self.rt.stripe(p.index).write().await;
+                let mut st = self.inner.state.write();
+                st.check_failed()?;
+                let (top, ..) = st.volume(self.id).map_err(|_| self.gone())?;
+                let own = st
+                    .meta
+                    .layers
+                    .get(&top)
+                    .and_then(|l| l.map.get(&p.index).copied());
+                let below = st.meta.resolve_parent(top, p.index).is_some();
+                if whole {
+                    match (own, below) {
+                        (Some(HOLE), _) | (None, false) => {}
+                        (Some(_), false) => st.log(Rec::Clear {
+                            layer: top,
+                            index: p.index,
+                        })?,
+                        (_, true) => st.log(Rec::Hole {
+                            layer: top,
+                            index: p.index,
+                        })?,
+                    }
+                    false
+                } else {
+                    match own {
+                        Some(HOLE) => false,
+                        Some(_) => true,
+                        None => below,
+                    }
+                }
+            };
+            if zero_partial {
+                self.write_chunk(p.index, p.off, vec![self.inner.zero_chunk.slice(..p.len)])
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Make acknowledged writes durable (SYNCHRONIZE CACHE).
     pub async fn flush(&self) -> Result<()> {
-        Err(gone())
+        self.alive()?;
+        self.inner.flush().await
     }
-    /// Whether `lba` is mapped and how many blocks from it share that state.
-    pub fn block_status(&self, _lba: u64) -> Result<(bool, u64)> {
-        Err(gone())
+
+    /// GET LBA STATUS: whether `lba` is mapped and how many blocks from it share that state
+    /// (scans at most 65536 chunks).
+    pub fn block_status(&self, lba: u64) -> Result<(bool, u64)> {
+        self.alive()?;
+        let st = self.inner.state.read();
+        let (top, size, bs, _) = st.volume(self.id).map_err(|_| self.gone())?;
+        let cap = size / bs as u64;
+        if lba >= cap {
+            return Err(StorageError::OutOfRange {
+                lba,
+                blocks: 1,
+                capacity_blocks: cap,
+            });
+        }
+        let cs = self.inner.layout.chunk_size;
+        let bpc = cs / bs as u64;
+        let first = lba / bpc;
+        let state = st.meta.resolve(top, first).is_some();
+        let last_chunk = (cap - 1) / bpc;
+        let mut idx = first + 1;
+        while idx <= last_chunk
+            && idx - first < 65536
+            && st.meta.resolve(top, idx).is_some() == state
+        {
+            idx += 1;
+        }
+        let end_lba = (idx * bpc).min(cap);
+        Ok((state, end_lba - lba))
     }
 }

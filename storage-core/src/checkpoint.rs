@@ -1,0 +1,199 @@
+//! Checkpoint: a full image of the metadata written to the inactive of two slots.
+//!
+//! Format: magic "LCKP", pool UUID, next id, then views and layers (with their maps). Derived
+//! counters (owned, mapped, reserved, used) are not stored; they are rebuilt on load. The
+//! superblock records the slot, byte length and CRC32C of the image.
+
+use crate::codec::{Dec, Enc};
+use crate::layer::{Layer, Meta, View, ViewKind};
+use crate::{Guarantee, Result, StorageError};
+
+const CMAGIC: &[u8; 4] = b"LCKP";
+
+/// Serialize the metadata.
+pub(crate) fn encode(meta: &Meta, pool: &uuid::Uuid) -> Vec<u8> {
+    let mut e = Enc::default();
+    e.buf.extend_from_slice(CMAGIC);
+    e.buf.extend_from_slice(pool.as_bytes());
+    e.u64(meta.next_id);
+    e.u64(meta.views.len() as u64);
+    for (&id, v) in &meta.views {
+        e.u64(id);
+        e.str(&v.name);
+        e.buf.extend_from_slice(v.uuid.as_bytes());
+        e.u64(v.size);
+        e.u32(v.block_size);
+        e.u64(v.created);
+        e.opt_str(v.origin.as_deref());
+        match v.kind {
+            ViewKind::Volume { top, guarantee } => {
+                e.u8(0);
+                e.u64(top);
+                e.u8((guarantee == Guarantee::Full) as u8);
+            }
+            ViewKind::Snapshot { layer, volume } => {
+                e.u8(1);
+                e.u64(layer);
+                e.u64(volume);
+            }
+        }
+    }
+    e.u64(meta.layers.len() as u64);
+    for (&id, l) in &meta.layers {
+        e.u64(id);
+        e.opt_u64(l.parent);
+        e.opt_u64(l.view);
+        e.u8(l.frozen as u8);
+        e.u64(l.children.len() as u64);
+        for &c in &l.children {
+            e.u64(c);
+        }
+        e.u64(l.map.len() as u64);
+        let mut entries: Vec<(u64, u64)> = l.map.iter().map(|(&i, &p)| (i, p)).collect();
+        entries.sort_unstable();
+        for (i, p) in entries {
+            e.u64(i);
+            e.u64(p);
+        }
+    }
+    e.buf
+}
+
+/// Load a metadata image (derived counters rebuilt).
+pub(crate) fn decode(
+    buf: &[u8],
+    pool: &uuid::Uuid,
+    chunk_size: u64,
+    data_chunks: u64,
+) -> Result<Meta> {
+    let mut d = Dec::new(buf, "checkpoint");
+    if d.take(4)? != CMAGIC || d.take(16)? != pool.as_bytes() {
+        return Err(StorageError::Corrupt(
+            "checkpoint header does not match the pool".into(),
+        ));
+    }
+    let mut m = Meta::new(chunk_size);
+    m.next_id = d.u64()?;
+    let nviews = d.count(40)?;
+    for _ in 0..nviews {
+        let id = d.u64()?;
+        let name = d.str()?;
+        let uuid = uuid::Uuid::from_slice(d.take(16)?)
+            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let size = d.u64()?;
+        let block_size = d.u32()?;
+        let created = d.u64()?;
+        let origin = d.opt_str()?;
+        let kind = match d.u8()? {
+            0 => {
+                let top = d.u64()?;
+                let g = if d.u8()? == 1 {
+                    Guarantee::Full
+                } else {
+                    Guarantee::None
+                };
+                ViewKind::Volume { top, guarantee: g }
+            }
+            1 => ViewKind::Snapshot {
+                layer: d.u64()?,
+                volume: d.u64()?,
+            },
+            t => {
+                return Err(StorageError::Corrupt(format!(
+                    "checkpoint: bad view kind {t}"
+                )))
+            }
+        };
+        m.views.insert(
+            id,
+            View {
+                name,
+                uuid,
+                size,
+                block_size,
+                created,
+                origin,
+                kind,
+                mapped: 0,
+                reserved: 0,
+                unique: 0,
+            },
+        );
+    }
+    let nlayers = d.count(30)?;
+    for _ in 0..nlayers {
+        let id = d.u64()?;
+        let parent = d.opt_u64()?;
+        let view = d.opt_u64()?;
+        let frozen = d.u8()? != 0;
+        let nc = d.count(8)?;
+        let mut children = Vec::with_capacity(nc);
+        for _ in 0..nc {
+            children.push(d.u64()?);
+        }
+        let ne = d.count(16)?;
+        let mut map = std::collections::HashMap::with_capacity(ne);
+        for _ in 0..ne {
+            let i = d.u64()?;
+            let p = d.u64()?;
+            if p != crate::layer::HOLE && p >= data_chunks {
+                return Err(StorageError::Corrupt(format!(
+                    "checkpoint: chunk {p} beyond the pool"
+                )));
+            }
+            map.insert(i, p);
+        }
+        m.layers.insert(
+            id,
+            Layer {
+                parent,
+                children,
+                view,
+                frozen,
+                map,
+                owned: 0,
+            },
+        );
+    }
+    validate_links(&m)?;
+    m.rebuild_derived();
+    Ok(m)
+}
+
+/// Structural sanity so that later code can rely on ids resolving.
+pub(crate) fn validate_links(m: &Meta) -> Result<()> {
+    let bad = |s: String| Err(StorageError::Corrupt(format!("checkpoint: {s}")));
+    for (&id, l) in &m.layers {
+        if let Some(p) = l.parent {
+            if !m.layers.get(&p).is_some_and(|pl| pl.children.contains(&id)) {
+                return bad(format!("layer {id} parent link broken"));
+            }
+        }
+        for c in &l.children {
+            if m.layers.get(c).and_then(|cl| cl.parent) != Some(id) {
+                return bad(format!("layer {id} child link broken"));
+            }
+        }
+        if let Some(v) = l.view {
+            if m.views.get(&v).map(|vw| vw.layer()) != Some(id) {
+                return bad(format!("layer {id} view link broken"));
+            }
+        }
+        // Parent chains must end (no cycles).
+        let mut depth = 0usize;
+        let mut cur = l.parent;
+        while let Some(p) = cur {
+            depth += 1;
+            if depth > m.layers.len() {
+                return bad(format!("layer {id} has a parent cycle"));
+            }
+            cur = m.layers.get(&p).and_then(|pl| pl.parent);
+        }
+    }
+    for (&vid, v) in &m.views {
+        if m.layers.get(&v.layer()).and_then(|l| l.view) != Some(vid) {
+            return bad(format!("view {vid} layer link broken"));
+        }
+    }
+    Ok(())
+}

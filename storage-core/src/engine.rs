@@ -1,0 +1,259 @@
+//! Shared engine state behind a [`crate::Pool`]: metadata, allocator, journal buffer,
+//! per-volume runtime locks.
+//!
+//! Locking: `state` (a parking_lot RwLock) is held only for in-memory work, never across I/O
+//! or an await. Per volume, `gate` orders I/O (shared) against snapshot/clone/rollback/delete/
+//! resize (exclusive), and 64 stripe locks order the first write (copy-on-write) of a chunk
+//! against reads, in-place writes and unmaps of that chunk.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::alloc::Alloc;
+use crate::codec::Enc;
+use crate::commit::CommitShared;
+use crate::io::DataIo;
+use crate::journal::encode_rec;
+use crate::layer::{Meta, Rec, ViewId, ViewKind};
+use crate::superblock::{Layout, Superblock};
+use crate::{Guarantee, Result, StorageError};
+
+pub(crate) const STRIPES: usize = 64;
+
+/// Per-volume runtime locks (not persistent).
+pub(crate) struct VolRt {
+    pub gate: tokio::sync::RwLock<()>,
+    pub stripes: Vec<tokio::sync::RwLock<()>>,
+    pub deleted: AtomicBool,
+}
+
+impl VolRt {
+    pub fn new() -> VolRt {
+        VolRt {
+            gate: tokio::sync::RwLock::new(()),
+            stripes: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
+            deleted: AtomicBool::new(false),
+        }
+    }
+    pub fn stripe(&self, index: u64) -> &tokio::sync::RwLock<()> {
+        &self.stripes[(index % STRIPES as u64) as usize]
+    }
+}
+
+/// Why an allocation failed.
+pub(crate) enum AllocFail {
+    NoSpace,
+    /// Only chunks freed by a not-yet-durable transaction are free: commit, then retry.
+    NeedCommit,
+}
+
+/// Mutable in-memory state.
+pub(crate) struct State {
+    pub meta: Meta,
+    pub alloc: Alloc,
+    /// Encoded records not yet handed to the committer.
+    pub recs: Enc,
+    pub nrecs: u32,
+    /// Records appended so far (log sequence number).
+    pub lsn: u64,
+    /// Chunks freed by the buffered records.
+    pub pending: Vec<u64>,
+    /// All freed chunks not yet released to the allocator (buffered + committing).
+    pub pending_count: u64,
+    /// Chunks allocated for writes not yet mapped, per volume.
+    pub inflight: HashMap<ViewId, u64>,
+    pub inflight_thin: u64,
+    pub inflight_total: u64,
+    pub space_dirty: bool,
+    pub reconciled_at: u64,
+    pub failed: Option<String>,
+}
+
+impl State {
+    pub fn new(meta: Meta, alloc: Alloc) -> State {
+        State {
+            meta,
+            alloc,
+            recs: Enc::default(),
+            nrecs: 0,
+            lsn: 0,
+            pending: Vec::new(),
+            pending_count: 0,
+            inflight: HashMap::new(),
+            inflight_thin: 0,
+            inflight_total: 0,
+            space_dirty: true,
+            reconciled_at: 0,
+            failed: None,
+        }
+    }
+
+    pub fn check_failed(&self) -> Result<()> {
+        match &self.failed {
+            Some(m) => Err(StorageError::io(
+                "using the pool",
+                std::io::Error::other(m.clone()),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Apply a record to the metadata and append it to the journal buffer.
+    pub fn log(&mut self, rec: Rec) -> Result<()> {
+        let mut freed = Vec::new();
+        self.meta
+            .apply(&rec, &mut freed)
+            .map_err(|e| StorageError::Corrupt(format!("internal metadata inconsistency: {e}")))?;
+        self.pending_count += freed.len() as u64;
+        self.pending.extend(freed);
+        encode_rec(&mut self.recs, &rec);
+        self.nrecs += 1;
+        self.lsn += 1;
+        self.space_dirty = true;
+        Ok(())
+    }
+
+    /// Chunks not used, not reserved and not promised to thin in-flight writes. Chunks waiting
+    /// for a commit count as available (a commit releases them).
+    pub fn available(&self) -> u64 {
+        self.alloc
+            .total()
+            .saturating_sub(self.meta.used + self.meta.reserved + self.inflight_thin)
+    }
+
+    /// Check that `chunks` more can be reserved.
+    pub fn need(&self, chunks: u64) -> Result<()> {
+        let avail = self.available();
+        if chunks > avail {
+            let cs = self.meta.chunk_size;
+            return Err(StorageError::GuaranteeUnavailable {
+                needed_bytes: chunks * cs,
+                available_bytes: avail * cs,
+            });
+        }
+        Ok(())
+    }
+
+    /// Allocate a chunk for a first write of `view`.
+    pub fn allocate(&mut self, view: ViewId, full: bool) -> std::result::Result<u64, AllocFail> {
+        if !full && self.available() < 1 {
+            return Err(AllocFail::NoSpace);
+        }
+        match self.alloc.allocate() {
+            Some(c) => {
+                *self.inflight.entry(view).or_default() += 1;
+                self.inflight_total += 1;
+                if !full {
+                    self.inflight_thin += 1;
+                }
+                Ok(c)
+            }
+            None if self.pending_count > 0 => Err(AllocFail::NeedCommit),
+            None => Err(AllocFail::NoSpace),
+        }
+    }
+
+    /// An allocation is finished (mapped or abandoned).
+    pub fn allocation_done(&mut self, view: ViewId, full: bool, abandoned: Option<u64>) {
+        if let Some(n) = self.inflight.get_mut(&view) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.inflight.remove(&view);
+            }
+        }
+        self.inflight_total = self.inflight_total.saturating_sub(1);
+        if !full {
+            self.inflight_thin = self.inflight_thin.saturating_sub(1);
+        }
+        if let Some(c) = abandoned {
+            self.alloc.clear(c);
+        }
+    }
+
+    /// (top layer, size, block size, full) of a live volume.
+    pub fn volume(&self, id: ViewId) -> Result<(u64, u64, u32, bool)> {
+        match self.meta.views.get(&id) {
+            Some(v) => match v.kind {
+                ViewKind::Volume { top, guarantee } => {
+                    Ok((top, v.size, v.block_size, guarantee == Guarantee::Full))
+                }
+                ViewKind::Snapshot { .. } => Err(StorageError::ReadOnly(format!(
+                    "'{}' is a snapshot",
+                    v.name
+                ))),
+            },
+            None => Err(StorageError::NotFound("volume not found (deleted)".into())),
+        }
+    }
+}
+
+/// Superblock and journal cursor, owned by the committer.
+pub(crate) struct SbState {
+    pub sb: Superblock,
+    pub journal_off: u64,
+    pub next_seq: u64,
+}
+
+/// Everything a pool shares between handles.
+pub(crate) struct PoolInner {
+    pub file: Arc<File>,
+    pub io: DataIo,
+    pub layout: Layout,
+    pub uuid: uuid::Uuid,
+    pub state: parking_lot::RwLock<State>,
+    pub sb: parking_lot::Mutex<SbState>,
+    pub durable_lsn: AtomicU64,
+    pub commit: Arc<CommitShared>,
+    pub vols: parking_lot::Mutex<HashMap<ViewId, Arc<VolRt>>>,
+    pub closed: AtomicBool,
+    pub zero_chunk: bytes::Bytes,
+    pub path: std::path::PathBuf,
+}
+
+impl PoolInner {
+    pub fn rt(&self, id: ViewId) -> Arc<VolRt> {
+        self.vols
+            .lock()
+            .entry(id)
+            .or_insert_with(|| Arc::new(VolRt::new()))
+            .clone()
+    }
+
+    pub fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::io(
+                "using the pool",
+                std::io::Error::other("pool is closed"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Make every record appended so far durable (group commit).
+    pub async fn flush(&self) -> Result<()> {
+        let target = {
+            let st = self.state.read();
+            st.check_failed()?;
+            st.lsn
+        };
+        if self.durable_lsn.load(Ordering::Acquire) >= target {
+            return Ok(());
+        }
+        let rx = self.commit.request(target);
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(StorageError::io(
+                "committing metadata",
+                std::io::Error::other("commit thread stopped"),
+            )),
+        }
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        self.commit.shutdown();
+    }
+}

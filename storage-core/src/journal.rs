@@ -1,0 +1,282 @@
+//! Metadata journal: checksummed, sequence-numbered commit blocks of logical records.
+//!
+//! A commit block is `header (40 bytes) + payload`, padded to 4 KiB:
+//! magic "LJNL", pool UUID (16), sequence (u64), payload length (u32), record count (u32),
+//! CRC32C of header fields and payload (u32). Replay reads blocks from the start of the
+//! journal region while the magic, UUID, expected sequence and CRC all match. A block is
+//! written whole and made durable before the next one is written, so the first invalid block
+//! is the end of the journal.
+
+use crate::codec::{Dec, Enc};
+use crate::layer::Rec;
+use crate::{Result, StorageError};
+
+const JMAGIC: &[u8; 4] = b"LJNL";
+pub(crate) const HEADER: usize = 40;
+pub(crate) const BLOCK_ALIGN: usize = 4096;
+
+/// Encode one record, appended to `e`.
+pub(crate) fn encode_rec(e: &mut Enc, r: &Rec) {
+    match r {
+        Rec::CreateVolume {
+            view,
+            layer,
+            name,
+            uuid,
+            size,
+            block_size,
+            full,
+            created,
+        } => {
+            e.u8(1);
+            e.u64(*view);
+            e.u64(*layer);
+            e.str(name);
+            e.buf.extend_from_slice(uuid.as_bytes());
+            e.u64(*size);
+            e.u32(*block_size);
+            e.u8(*full as u8);
+            e.u64(*created);
+        }
+        Rec::Map { layer, index, phys } => {
+            e.u8(2);
+            e.u64(*layer);
+            e.u64(*index);
+            e.u64(*phys);
+        }
+        Rec::Hole { layer, index } => {
+            e.u8(3);
+            e.u64(*layer);
+            e.u64(*index);
+        }
+        Rec::Clear { layer, index } => {
+            e.u8(4);
+            e.u64(*layer);
+            e.u64(*index);
+        }
+        Rec::Snapshot {
+            vol,
+            snap,
+            name,
+            uuid,
+            new_top,
+            created,
+        } => {
+            e.u8(5);
+            e.u64(*vol);
+            e.u64(*snap);
+            e.str(name);
+            e.buf.extend_from_slice(uuid.as_bytes());
+            e.u64(*new_top);
+            e.u64(*created);
+        }
+        Rec::CloneSnap {
+            snap,
+            view,
+            layer,
+            name,
+            uuid,
+            full,
+            created,
+            origin,
+        } => {
+            e.u8(6);
+            e.u64(*snap);
+            e.u64(*view);
+            e.u64(*layer);
+            e.str(name);
+            e.buf.extend_from_slice(uuid.as_bytes());
+            e.u8(*full as u8);
+            e.u64(*created);
+            e.str(origin);
+        }
+        Rec::CloneLive {
+            vol,
+            new_top,
+            view,
+            layer,
+            name,
+            uuid,
+            full,
+            created,
+            origin,
+        } => {
+            e.u8(7);
+            e.u64(*vol);
+            e.u64(*new_top);
+            e.u64(*view);
+            e.u64(*layer);
+            e.str(name);
+            e.buf.extend_from_slice(uuid.as_bytes());
+            e.u8(*full as u8);
+            e.u64(*created);
+            e.str(origin);
+        }
+        Rec::DeleteView { view } => {
+            e.u8(8);
+            e.u64(*view);
+        }
+        Rec::Rename { view, name } => {
+            e.u8(9);
+            e.u64(*view);
+            e.str(name);
+        }
+        Rec::Resize { view, size } => {
+            e.u8(10);
+            e.u64(*view);
+            e.u64(*size);
+        }
+        Rec::SetGuarantee { view, full } => {
+            e.u8(11);
+            e.u64(*view);
+            e.u8(*full as u8);
+        }
+        Rec::Rollback { vol, snap, new_top } => {
+            e.u8(12);
+            e.u64(*vol);
+            e.u64(*snap);
+            e.u64(*new_top);
+        }
+        Rec::Detach { layer } => {
+            e.u8(13);
+            e.u64(*layer);
+        }
+    }
+}
+
+fn uuid(d: &mut Dec) -> Result<uuid::Uuid> {
+    uuid::Uuid::from_slice(d.take(16)?).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+fn flag(d: &mut Dec) -> Result<bool> {
+    match d.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        x => Err(StorageError::Corrupt(format!("bad flag byte {x}"))),
+    }
+}
+
+/// Decode one record.
+pub(crate) fn decode_rec(d: &mut Dec) -> Result<Rec> {
+    Ok(match d.u8()? {
+        1 => Rec::CreateVolume {
+            view: d.u64()?,
+            layer: d.u64()?,
+            name: d.str()?,
+            uuid: uuid(d)?,
+            size: d.u64()?,
+            block_size: d.u32()?,
+            full: flag(d)?,
+            created: d.u64()?,
+        },
+        2 => Rec::Map {
+            layer: d.u64()?,
+            index: d.u64()?,
+            phys: d.u64()?,
+        },
+        3 => Rec::Hole {
+            layer: d.u64()?,
+            index: d.u64()?,
+        },
+        4 => Rec::Clear {
+            layer: d.u64()?,
+            index: d.u64()?,
+        },
+        5 => Rec::Snapshot {
+            vol: d.u64()?,
+            snap: d.u64()?,
+            name: d.str()?,
+            uuid: uuid(d)?,
+            new_top: d.u64()?,
+            created: d.u64()?,
+        },
+        6 => Rec::CloneSnap {
+            snap: d.u64()?,
+            view: d.u64()?,
+            layer: d.u64()?,
+            name: d.str()?,
+            uuid: uuid(d)?,
+            full: flag(d)?,
+            created: d.u64()?,
+            origin: d.str()?,
+        },
+        7 => Rec::CloneLive {
+            vol: d.u64()?,
+            new_top: d.u64()?,
+            view: d.u64()?,
+            layer: d.u64()?,
+            name: d.str()?,
+            uuid: uuid(d)?,
+            full: flag(d)?,
+            created: d.u64()?,
+            origin: d.str()?,
+        },
+        8 => Rec::DeleteView { view: d.u64()? },
+        9 => Rec::Rename {
+            view: d.u64()?,
+            name: d.str()?,
+        },
+        10 => Rec::Resize {
+            view: d.u64()?,
+            size: d.u64()?,
+        },
+        11 => Rec::SetGuarantee {
+            view: d.u64()?,
+            full: flag(d)?,
+        },
+        12 => Rec::Rollback {
+            vol: d.u64()?,
+            snap: d.u64()?,
+            new_top: d.u64()?,
+        },
+        13 => Rec::Detach { layer: d.u64()? },
+        t => {
+            return Err(StorageError::Corrupt(format!(
+                "unknown journal record type {t}"
+            )))
+        }
+    })
+}
+
+/// Build a commit block (padded to 4 KiB) around already-encoded records.
+pub(crate) fn build_block(pool: &uuid::Uuid, seq: u64, nrecs: u32, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity((HEADER + payload.len()).div_ceil(BLOCK_ALIGN) * BLOCK_ALIGN);
+    b.extend_from_slice(JMAGIC);
+    b.extend_from_slice(pool.as_bytes());
+    b.extend_from_slice(&seq.to_le_bytes());
+    b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    b.extend_from_slice(&nrecs.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&b), payload);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b.extend_from_slice(payload);
+    b.resize(b.len().div_ceil(BLOCK_ALIGN) * BLOCK_ALIGN, 0);
+    b
+}
+
+/// Parse the header at the start of `hdr` (at least HEADER bytes). Returns (payload_len, nrecs)
+/// when magic, UUID and sequence match; the CRC is checked by [`check_block`].
+pub(crate) fn parse_header(hdr: &[u8], pool: &uuid::Uuid, seq: u64) -> Option<(usize, u32)> {
+    if hdr.len() < HEADER || &hdr[..4] != JMAGIC || &hdr[4..20] != pool.as_bytes() {
+        return None;
+    }
+    let s = u64::from_le_bytes(hdr[20..28].try_into().ok()?);
+    if s != seq {
+        return None;
+    }
+    let len = u32::from_le_bytes(hdr[28..32].try_into().ok()?) as usize;
+    let n = u32::from_le_bytes(hdr[32..36].try_into().ok()?);
+    Some((len, n))
+}
+
+/// Verify the CRC of a whole block (header + payload).
+pub(crate) fn check_block(block: &[u8], payload_len: usize) -> bool {
+    if block.len() < HEADER + payload_len {
+        return false;
+    }
+    let want = u32::from_le_bytes([block[36], block[37], block[38], block[39]]);
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&block[..36]),
+        &block[HEADER..HEADER + payload_len],
+    );
+    crc == want
+}

@@ -1,0 +1,263 @@
+//! Creating and opening pools: path resolution, validation (read-only first), checkpoint load
+//! and journal replay.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+
+use crate::alloc::Alloc;
+use crate::codec::Dec;
+use crate::journal::{check_block, decode_rec, parse_header, BLOCK_ALIGN, HEADER};
+use crate::layer::{Meta, HOLE};
+use crate::superblock::{choose, Layout, Superblock, SB_SLOT};
+use crate::{checkpoint, PoolOptions, Result, StorageError};
+
+/// Name of the pool file inside a directory pool.
+pub(crate) const POOL_FILE: &str = "pool.img";
+
+/// A directory pool keeps its data in `dir/pool.img`.
+pub(crate) fn resolve_path(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join(POOL_FILE)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+fn io(ctx: String, e: std::io::Error) -> StorageError {
+    StorageError::io(ctx, e)
+}
+
+fn device_len(f: &mut File, path: &Path) -> Result<u64> {
+    f.seek(SeekFrom::End(0))
+        .map_err(|e| io(format!("sizing {}", path.display()), e))
+}
+
+/// Write a fresh pool header. Returns the file path used.
+pub(crate) fn create(path: &Path, opts: &PoolOptions) -> Result<PathBuf> {
+    let cs = opts.chunk_size;
+    if !cs.is_power_of_two() || !(4096..=(1 << 20)).contains(&cs) {
+        return Err(StorageError::InvalidArgument(format!(
+            "chunk size {cs} must be a power of two between 4096 and 1048576"
+        )));
+    }
+    if let Some(p) = opts.soft_threshold_pct {
+        if p == 0 || p > 100 {
+            return Err(StorageError::InvalidArgument(format!(
+                "soft threshold {p}% must be 1..=100"
+            )));
+        }
+    }
+    let target = resolve_path(path);
+    let meta = std::fs::metadata(&target).ok();
+    let is_blk = meta
+        .as_ref()
+        .is_some_and(|m| m.file_type().is_block_device());
+    let (mut file, total) = if is_blk {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&target)
+            .map_err(|e| io(format!("opening {}", target.display()), e))?;
+        let len = device_len(&mut f, &target)?;
+        (f, len)
+    } else {
+        if meta.as_ref().is_some_and(|m| m.len() > 0) {
+            return Err(StorageError::AlreadyExists(format!(
+                "pool file {}",
+                target.display()
+            )));
+        }
+        let Some(cap) = opts.capacity_bytes else {
+            return Err(StorageError::InvalidArgument(
+                "capacity_bytes is required for a file or directory pool".into(),
+            ));
+        };
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&target)
+            .map_err(|e| io(format!("creating {}", target.display()), e))?;
+        f.set_len(cap)
+            .map_err(|e| io(format!("sizing {}", target.display()), e))?;
+        (f, cap)
+    };
+    let layout = Layout::compute(total, cs as u64)?;
+    let sb = Superblock {
+        uuid: uuid::Uuid::new_v4(),
+        generation: 1,
+        layout,
+        soft_threshold_pct: opts.soft_threshold_pct,
+        ckpt_slot: None,
+        ckpt_bytes: 0,
+        ckpt_crc: 0,
+        journal_seq: 1,
+    };
+    let w = |buf: &[u8], off: u64| {
+        file.write_all_at(buf, off)
+            .map_err(|e| io(format!("writing {}", target.display()), e))
+    };
+    // Zero the other superblock slot and the first journal block (old contents of a reused
+    // block device must never look valid).
+    w(&vec![0u8; SB_SLOT as usize], 0)?;
+    w(&vec![0u8; BLOCK_ALIGN], layout.journal_off)?;
+    w(&sb.encode(), (sb.generation % 2) * SB_SLOT)?;
+    file.sync_all()
+        .map_err(|e| io(format!("syncing {}", target.display()), e))?;
+    let _ = &mut file;
+    Ok(target)
+}
+
+/// What open recovered.
+pub(crate) struct Loaded {
+    pub file: File,
+    pub sb: Superblock,
+    pub meta: Meta,
+    pub alloc: Alloc,
+    pub journal_off: u64,
+    pub next_seq: u64,
+    pub path: PathBuf,
+}
+
+/// Validate and load a pool. The file is opened read-only until everything checks out.
+pub(crate) fn open(path: &Path) -> Result<Loaded> {
+    let target = resolve_path(path);
+    let mut ro = File::open(&target).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            StorageError::NotFound(format!("pool {} not found", target.display()))
+        } else {
+            io(format!("opening {}", target.display()), e)
+        }
+    })?;
+    let what = target.display().to_string();
+    let len = device_len(&mut ro, &target)?;
+    let mut head = vec![0u8; (2 * SB_SLOT) as usize];
+    let n = read_upto(&ro, &mut head, 0).map_err(|e| io(format!("reading {what}"), e))?;
+    head.truncate(n);
+    let a = Superblock::decode(&head[..n.min(SB_SLOT as usize)]);
+    let b = if n > SB_SLOT as usize {
+        Superblock::decode(&head[SB_SLOT as usize..])
+    } else {
+        crate::superblock::SlotState::NoMagic
+    };
+    let sb = choose(a, b, &what)?;
+    let layout = sb.layout;
+    if len < layout.total_bytes {
+        return Err(StorageError::Corrupt(format!(
+            "{what}: truncated ({len} bytes, the pool needs {})",
+            layout.total_bytes
+        )));
+    }
+    // Checkpoint.
+    let mut meta = match sb.ckpt_slot {
+        None => Meta::new(layout.chunk_size),
+        Some(slot) => {
+            let mut img = vec![0u8; sb.ckpt_bytes as usize];
+            ro.read_exact_at(&mut img, layout.ckpt_off[slot as usize])
+                .map_err(|e| io(format!("reading the checkpoint of {what}"), e))?;
+            if crc32c::crc32c(&img) != sb.ckpt_crc {
+                return Err(StorageError::Corrupt(format!(
+                    "{what}: checkpoint checksum mismatch"
+                )));
+            }
+            checkpoint::decode(&img, &sb.uuid, layout.chunk_size, layout.data_chunks)?
+        }
+    };
+    // Journal replay.
+    let mut off = 0u64;
+    let mut seq = sb.journal_seq;
+    let mut hdr = vec![0u8; BLOCK_ALIGN];
+    let mut freed = Vec::new();
+    while off + BLOCK_ALIGN as u64 <= layout.journal_len {
+        ro.read_exact_at(&mut hdr, layout.journal_off + off)
+            .map_err(|e| io(format!("reading the journal of {what}"), e))?;
+        let Some((plen, nrecs)) = parse_header(&hdr, &sb.uuid, seq) else {
+            break;
+        };
+        let blen = (HEADER + plen).div_ceil(BLOCK_ALIGN) * BLOCK_ALIGN;
+        if off + blen as u64 > layout.journal_len {
+            break;
+        }
+        let mut block = vec![0u8; blen];
+        ro.read_exact_at(&mut block, layout.journal_off + off)
+            .map_err(|e| io(format!("reading the journal of {what}"), e))?;
+        if !check_block(&block, plen) {
+            break;
+        }
+        let mut d = Dec::new(&block[HEADER..HEADER + plen], "journal block");
+        for _ in 0..nrecs {
+            let rec = decode_rec(&mut d)?;
+            meta.apply(&rec, &mut freed).map_err(|e| {
+                StorageError::Corrupt(format!("{what}: journal block {seq} does not apply: {e}"))
+            })?;
+        }
+        off += blen as u64;
+        seq += 1;
+    }
+    checkpoint::validate_links(&meta)?;
+    // Derive the allocator from the maps.
+    let mut alloc = Alloc::new(layout.data_chunks);
+    for (id, l) in &meta.layers {
+        for &p in l.map.values() {
+            if p != HOLE && !alloc.set(p) {
+                return Err(StorageError::Corrupt(format!(
+                    "{what}: chunk {p} (layer {id}) is owned twice or out of range"
+                )));
+            }
+        }
+    }
+    drop(ro);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&target)
+        .map_err(|e| io(format!("opening {what} for writing"), e))?;
+    lock_exclusive(&file, &what)?;
+    Ok(Loaded {
+        file,
+        sb,
+        meta,
+        alloc,
+        journal_off: off,
+        next_seq: seq,
+        path: target,
+    })
+}
+
+fn read_upto(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], off + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// One process per pool: take an exclusive advisory lock.
+fn lock_exclusive(f: &File, what: &str) -> Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a valid open descriptor has no memory-safety preconditions.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        return Err(StorageError::Busy(format!(
+            "{what} is open in another process or handle"
+        )));
+    }
+    Ok(())
+}
+
+/// Release the advisory lock (on close).
+pub(crate) fn unlock(f: &File) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: as above.
+    unsafe {
+        libc::flock(f.as_raw_fd(), libc::LOCK_UN);
+    }
+}

@@ -1,0 +1,218 @@
+//! Pool layout and the two superblock slots.
+//!
+//! Byte 0 and byte 4096 each hold one 4 KiB superblock slot. The valid slot with the highest
+//! generation wins; writers always overwrite the other slot, so a torn superblock write leaves
+//! the previous one intact. See docs/storage-format.md.
+
+use crate::codec::{Dec, Enc};
+use crate::{Result, StorageError};
+
+/// Magic at the start of each superblock slot.
+pub(crate) const MAGIC: &[u8; 8] = b"LUNARPL\x01";
+/// On-disk format version written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of one superblock slot.
+pub(crate) const SB_SLOT: u64 = 4096;
+const ALIGN: u64 = 1 << 20;
+
+fn align_up(v: u64, a: u64) -> u64 {
+    v.div_ceil(a) * a
+}
+
+/// Where each region lives. Fixed at creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub chunk_size: u64,
+    pub total_bytes: u64,
+    pub journal_off: u64,
+    pub journal_len: u64,
+    pub ckpt_off: [u64; 2],
+    pub ckpt_len: u64,
+    pub data_off: u64,
+    pub data_chunks: u64,
+}
+
+impl Layout {
+    /// Compute a layout for a pool of `total_bytes` with `chunk_size` chunks.
+    pub fn compute(total_bytes: u64, chunk_size: u64) -> Result<Layout> {
+        let raw_chunks = total_bytes / chunk_size;
+        // Journal: 1/1024 of the pool, between 4 MiB and 256 MiB.
+        let journal_len = align_up((total_bytes / 1024).clamp(4 << 20, 256 << 20), ALIGN);
+        // Checkpoint slot: 1 MiB + 32 bytes per chunk (16-byte entries, room for as many holes).
+        let ckpt_len = align_up((1 << 20) + 32 * raw_chunks, ALIGN);
+        let journal_off = ALIGN;
+        let ckpt0 = journal_off + journal_len;
+        let ckpt1 = ckpt0 + ckpt_len;
+        let data_off = align_up(ckpt1 + ckpt_len, ALIGN.max(chunk_size));
+        if total_bytes <= data_off + 16 * chunk_size {
+            return Err(StorageError::InvalidArgument(format!(
+                "pool of {total_bytes} bytes is too small: metadata needs {data_off} bytes plus at least 16 chunks"
+            )));
+        }
+        let data_chunks = (total_bytes - data_off) / chunk_size;
+        Ok(Layout {
+            chunk_size,
+            total_bytes,
+            journal_off,
+            journal_len,
+            ckpt_off: [ckpt0, ckpt1],
+            ckpt_len,
+            data_off,
+            data_chunks,
+        })
+    }
+
+    /// Byte offset of physical chunk `phys`.
+    pub fn chunk_offset(&self, phys: u64) -> u64 {
+        self.data_off + phys * self.chunk_size
+    }
+}
+
+/// Contents of one superblock slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Superblock {
+    pub uuid: uuid::Uuid,
+    pub generation: u64,
+    pub layout: Layout,
+    pub soft_threshold_pct: Option<u8>,
+    /// Checkpoint slot holding the metadata image (None: empty metadata).
+    pub ckpt_slot: Option<u8>,
+    pub ckpt_bytes: u64,
+    pub ckpt_crc: u32,
+    /// Sequence number of the first journal block after that checkpoint.
+    pub journal_seq: u64,
+}
+
+impl Superblock {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.buf.extend_from_slice(MAGIC);
+        e.u32(FORMAT_VERSION);
+        e.buf.extend_from_slice(self.uuid.as_bytes());
+        e.u64(self.generation);
+        let l = &self.layout;
+        for v in [
+            l.chunk_size,
+            l.total_bytes,
+            l.journal_off,
+            l.journal_len,
+            l.ckpt_off[0],
+            l.ckpt_off[1],
+            l.ckpt_len,
+            l.data_off,
+            l.data_chunks,
+        ] {
+            e.u64(v);
+        }
+        e.u8(self.soft_threshold_pct.map_or(255, |p| p));
+        e.u8(self.ckpt_slot.map_or(255, |s| s));
+        e.u64(self.ckpt_bytes);
+        e.u32(self.ckpt_crc);
+        e.u64(self.journal_seq);
+        let crc = crc32c::crc32c(&e.buf);
+        e.u32(crc);
+        e.buf.resize(SB_SLOT as usize, 0);
+        e.buf
+    }
+
+    /// Classification of one slot.
+    pub fn decode(slot: &[u8]) -> SlotState {
+        if slot.len() < 16 || &slot[..8] != MAGIC {
+            return SlotState::NoMagic;
+        }
+        let version = u32::from_le_bytes([slot[8], slot[9], slot[10], slot[11]]);
+        if version != FORMAT_VERSION {
+            return SlotState::Version(version);
+        }
+        match Self::decode_v1(slot) {
+            Ok(sb) => SlotState::Valid(sb),
+            Err(e) => SlotState::Corrupt(e.to_string()),
+        }
+    }
+
+    fn decode_v1(slot: &[u8]) -> Result<Superblock> {
+        let mut d = Dec::new(slot, "superblock");
+        d.take(12)?;
+        let uuid = uuid::Uuid::from_slice(d.take(16)?)
+            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let generation = d.u64()?;
+        let mut v = [0u64; 9];
+        for x in v.iter_mut() {
+            *x = d.u64()?;
+        }
+        let soft = d.u8()?;
+        let slot_b = d.u8()?;
+        let ckpt_bytes = d.u64()?;
+        let ckpt_crc = d.u32()?;
+        let journal_seq = d.u64()?;
+        let end = slot.len() - d.remaining();
+        let crc = d.u32()?;
+        if crc32c::crc32c(&slot[..end]) != crc {
+            return Err(StorageError::Corrupt("superblock checksum mismatch".into()));
+        }
+        let layout = Layout {
+            chunk_size: v[0],
+            total_bytes: v[1],
+            journal_off: v[2],
+            journal_len: v[3],
+            ckpt_off: [v[4], v[5]],
+            ckpt_len: v[6],
+            data_off: v[7],
+            data_chunks: v[8],
+        };
+        // The layout must be the one this build would compute: guards against any field damage
+        // that still checksums (and keeps regions from overlapping).
+        let expect = Layout::compute(layout.total_bytes, layout.chunk_size)
+            .map_err(|e| StorageError::Corrupt(format!("superblock layout: {e}")))?;
+        if !layout.chunk_size.is_power_of_two()
+            || !(4096..=(1 << 20)).contains(&layout.chunk_size)
+            || expect != layout
+        {
+            return Err(StorageError::Corrupt(
+                "superblock layout is inconsistent".into(),
+            ));
+        }
+        if slot_b != 255 && slot_b > 1 || ckpt_bytes > layout.ckpt_len {
+            return Err(StorageError::Corrupt(
+                "superblock checkpoint reference is invalid".into(),
+            ));
+        }
+        Ok(Superblock {
+            uuid,
+            generation,
+            layout,
+            soft_threshold_pct: (soft != 255).then_some(soft),
+            ckpt_slot: (slot_b != 255).then_some(slot_b),
+            ckpt_bytes,
+            ckpt_crc,
+            journal_seq,
+        })
+    }
+}
+
+/// What a superblock slot turned out to hold.
+pub(crate) enum SlotState {
+    NoMagic,
+    Version(u32),
+    Corrupt(String),
+    Valid(Superblock),
+}
+
+/// Pick the superblock to use from the two slots, or explain why there is none.
+pub(crate) fn choose(a: SlotState, b: SlotState, what: &str) -> Result<Superblock> {
+    match (a, b) {
+        (SlotState::Valid(x), SlotState::Valid(y)) => {
+            Ok(if y.generation > x.generation { y } else { x })
+        }
+        (SlotState::Valid(x), _) | (_, SlotState::Valid(x)) => Ok(x),
+        (SlotState::Version(v), _) | (_, SlotState::Version(v)) => {
+            Err(StorageError::UnsupportedVersion(v))
+        }
+        (SlotState::Corrupt(e), _) | (_, SlotState::Corrupt(e)) => {
+            Err(StorageError::Corrupt(format!("{what}: {e}")))
+        }
+        (SlotState::NoMagic, SlotState::NoMagic) => Err(StorageError::NotAPool(format!(
+            "{what}: no Lunar pool header"
+        ))),
+    }
+}
