@@ -4,10 +4,11 @@
 //! bytes alone: the PDU codec ([`pdu`]), digests ([`digest`]), sequence-number arithmetic and
 //! the CmdSN window ([`seq`]), `key=value` text ([`text`]), operational key negotiation
 //! ([`negotiate`]), CHAP ([`chap`]), the login state machine ([`login`]) with its status codes
-//! ([`status`]), and iSCSI name validation ([`names`]).
+//! ([`status`]), SendTargets answers ([`discovery`]) and iSCSI name validation ([`names`]).
 
 pub mod chap;
 pub mod digest;
+pub mod discovery;
 pub mod login;
 pub mod names;
 pub mod negotiate;
