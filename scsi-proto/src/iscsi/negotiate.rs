@@ -370,6 +370,13 @@ impl Negotiator {
             if is_security_key(&kv.key) {
                 continue;
             }
+            // "NotUnderstood", "Irrelevant" and "Reject" are answers, never offers: the
+            // initiator is responding to something we declared (e.g. TargetAlias). Answering
+            // them again would start a loop, so they are consumed silently.
+            if matches!(kv.value.as_str(), NOT_UNDERSTOOD | IRRELEVANT | REJECT) {
+                self.mark_seen(&kv.key)?;
+                continue;
+            }
             // libiscsi repeats its identity keys in the operational stage after CHAP; a
             // repeat with the same value changes nothing, a different value is an error.
             if self.repeats_identity(&kv.key, &kv.value) {

@@ -285,3 +285,20 @@ fn identity_repeats_allowed_only_with_same_value() {
         .expect_err("changed target");
     assert_eq!(err.status, LoginStatus::InitiatorError);
 }
+
+#[test]
+fn initiator_answers_are_not_answered_again() {
+    let mut n = Negotiator::new(TargetSettings::default(), true);
+    let mut out = TextWriter::new();
+    n.respond(
+        &kv("TargetAlias=NotUnderstood|TargetPortalGroupTag=Irrelevant|"),
+        true,
+        &mut out,
+    )
+    .expect("ok");
+    let a = answers(out);
+    assert_eq!(
+        a,
+        vec![("MaxRecvDataSegmentLength".to_string(), "262144".to_string())]
+    );
+}
