@@ -105,23 +105,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Install the handlers before anything can observe readiness, so a SIGTERM sent right
+    // after the ready line is never fatal.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let daemon = Daemon::start(config).await?;
     let addrs: Vec<String> = daemon.local_addrs().iter().map(|a| a.to_string()).collect();
     tracing::info!("lunard ready: listening on {}", addrs.join(", "));
-    wait_for_signal().await?;
-    tracing::info!("shutting down: no new connections; finishing in-flight commands");
-    daemon.shutdown().await?;
-    tracing::info!("lunard stopped cleanly");
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("received SIGTERM"),
         _ = int.recv() => tracing::info!("received SIGINT"),
     }
+    tracing::info!("shutting down: no new connections; finishing in-flight commands");
+    daemon.shutdown().await?;
+    tracing::info!("lunard stopped cleanly");
     Ok(())
 }

@@ -1,0 +1,105 @@
+//! The `lunard` binary: readiness line, serving, clean exit on SIGTERM, configuration errors.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use common::Initiator;
+
+fn lunard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lunard"))
+}
+
+#[tokio::test]
+async fn starts_with_embedded_default_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = lunard()
+        .args(["--portal", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lunard");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut saw_default = false;
+    let addr: SocketAddr = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("lunard never became ready");
+        saw_default |= line.contains("embedded default");
+        if let Some(rest) = line.split("lunard ready: listening on ").nth(1) {
+            break rest
+                .trim()
+                .split(", ")
+                .next()
+                .expect("address")
+                .parse()
+                .expect("socket address");
+        }
+    };
+    assert!(saw_default, "lunard says it uses the embedded default");
+    assert_ne!(addr.port(), 0);
+
+    let mut c = Initiator::connect(addr, "iqn.2026-11.io.test:bin").await;
+    assert!(c.login(None).await.ok());
+    let names: Vec<String> = c
+        .send_targets("All")
+        .await
+        .into_iter()
+        .filter(|(k, _)| k == "TargetName")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(names, vec!["iqn.2026-11.io.lunar:demo".to_string()]);
+    drop(c);
+
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
+    assert!(
+        dir.path().join("pool").exists(),
+        "the pool lives in --data-dir"
+    );
+}
+
+#[test]
+fn configuration_errors_name_file_line_and_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "portals:\n  - listen: 127.0.0.1:0\ntargets:\n  - iqn: iqn.2026-11.io.lunar:x\n    luns:\n      - id: 0\n        volume: v\n        size: 1MiB\n        block_size: 1000\n",
+    )
+    .expect("write config");
+    let out = lunard()
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run lunard");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!("{}:9: targets[0].luns[0].block_size", path.display());
+    assert!(err.contains(&want), "stderr was: {err}");
+
+    std::fs::write(&path, "portals:\n  - listen: 127.0.0.1:0\n    bogus: 1\n")
+        .expect("write config");
+    let out = lunard()
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run lunard");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:3:", path.display())) && err.contains("bogus"),
+        "stderr was: {err}"
+    );
+}
