@@ -794,3 +794,60 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn tsih_exhaustion_is_out_of_resources() {
+    struct NoTsih(Policy);
+    impl LoginPolicy for NoTsih {
+        fn target(&self, n: &str) -> Option<TargetInfo> {
+            self.0.target(n)
+        }
+        fn initiator_allowed(&self, t: &str, i: &str) -> bool {
+            self.0.initiator_allowed(t, i)
+        }
+        fn discovery_chap(&self) -> Option<ChapConfig> {
+            None
+        }
+        fn allocate_tsih(&self) -> Option<u16> {
+            None
+        }
+        fn join_session(&self, _: u16, _: u64, _: &str, _: Option<&str>, _: u16) -> JoinDecision {
+            JoinDecision::NoSuchSession
+        }
+    }
+    let (status, h) = failed(conn().handle(
+        &req(S, F, true, false, OPEN_ISCSI_SEC),
+        &NoTsih(Policy::default()),
+    ));
+    assert_eq!(status, LoginStatus::OutOfResources);
+    assert_eq!((h.status_class, h.status_detail), (3, 2));
+}
+
+#[test]
+fn chap_response_in_base64_is_accepted() {
+    let policy = chap_policy(false);
+    let mut c = conn();
+    let (id, chal) = chap_start(&mut c, &policy);
+    let r = chap_response(id, b"initiator-secret-1", &chal);
+    // Standard base64 of the 16-byte response.
+    const ALPHA: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::from("0b");
+    for chunk in r.chunks(3) {
+        let mut n = 0u32;
+        for (i, &b) in chunk.iter().enumerate() {
+            n |= u32::from(b) << (16 - 8 * i);
+        }
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(char::from(ALPHA[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let (h, _) = respond(c.handle(
+        &req(S, O, true, false, &format!("CHAP_N=alice|CHAP_R={b64}|")),
+        &policy,
+    ));
+    assert!(h.transit);
+}

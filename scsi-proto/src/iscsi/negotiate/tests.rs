@@ -302,3 +302,55 @@ fn initiator_answers_are_not_answered_again() {
         vec![("MaxRecvDataSegmentLength".to_string(), "262144".to_string())]
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn seg() -> impl Strategy<Value = u32> {
+        512u32..=16_777_215
+    }
+
+    proptest! {
+        /// Whatever in-range values an initiator offers, each offered key is answered exactly
+        /// once, the answers apply the RFC result functions against our settings, and the
+        /// outcome is consistent (FirstBurstLength ≤ MaxBurstLength).
+        #[test]
+        fn result_functions_hold(
+            mbl in seg(), fbl in seg(), mrdsl in seg(),
+            ir2t: bool, imm: bool, mor2t in 1u32..=65535, t2w in 0u16..=3600, t2r in 0u16..=3600,
+            erl in 0u8..=2, ours_ir2t: bool, ours_imm: bool,
+        ) {
+            let settings = TargetSettings { initial_r2t: ours_ir2t, immediate_data: ours_imm, ..TargetSettings::default() };
+            let yn = |b: bool| if b { "Yes" } else { "No" };
+            let offer = format!(
+                "MaxBurstLength={mbl}|FirstBurstLength={fbl}|MaxRecvDataSegmentLength={mrdsl}|InitialR2T={}|ImmediateData={}|MaxOutstandingR2T={mor2t}|DefaultTime2Wait={t2w}|DefaultTime2Retain={t2r}|ErrorRecoveryLevel={erl}|",
+                yn(ir2t), yn(imm)
+            );
+            let mut n = Negotiator::new(settings.clone(), true);
+            let mut out = TextWriter::new();
+            n.respond(&kv(&offer), true, &mut out).expect("in-range offers never fail");
+            let a = answers(out);
+            for key in ["MaxBurstLength", "FirstBurstLength", "InitialR2T", "ImmediateData", "MaxOutstandingR2T", "DefaultTime2Wait", "DefaultTime2Retain", "ErrorRecoveryLevel", "MaxRecvDataSegmentLength"] {
+                prop_assert_eq!(a.iter().filter(|(k, _)| k == key).count(), 1, "{}", key);
+            }
+            let p = n.params();
+            prop_assert_eq!(p.max_burst_length, mbl.min(settings.max_burst_length));
+            prop_assert_eq!(p.first_burst_length, fbl.min(settings.first_burst_length).min(p.max_burst_length));
+            prop_assert_eq!(p.max_send_data_segment_length, mrdsl);
+            prop_assert_eq!(p.initial_r2t, ir2t || ours_ir2t);
+            prop_assert_eq!(p.immediate_data, imm && ours_imm);
+            prop_assert_eq!(p.max_outstanding_r2t, mor2t.min(settings.max_outstanding_r2t));
+            prop_assert_eq!(p.default_time2wait, t2w.max(settings.default_time2wait));
+            prop_assert_eq!(p.default_time2retain, t2r.min(settings.default_time2retain));
+            prop_assert_eq!(p.error_recovery_level, 0);
+            // What we answered is what we will use.
+            let mbl_s = p.max_burst_length.to_string();
+            prop_assert_eq!(get(&a, "MaxBurstLength"), Some(mbl_s.as_str()));
+            let fbl_s = p.first_burst_length.to_string();
+            prop_assert_eq!(get(&a, "FirstBurstLength"), Some(fbl_s.as_str()));
+            prop_assert_eq!(get(&a, "InitialR2T"), Some(yn(p.initial_r2t)));
+            prop_assert_eq!(get(&a, "ImmediateData"), Some(yn(p.immediate_data)));
+        }
+    }
+}
