@@ -200,3 +200,83 @@ async fn many_commands_in_flight_and_many_sessions() {
     }
     daemon.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn abort_task_and_lun_reset_really_abort() {
+    use scsi_proto::iscsi::pdu::{Bhs, DataOut, Pdu, TmFunction, TmResponse};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (daemon, addr) = start(dir.path()).await;
+    let mut a = Initiator::connect(addr, INI).await;
+    assert!(a.login(Some(DEMO)).await.ok());
+    a.clear_unit_attention().await;
+
+    // A write that waits for solicited data; abort it while the R2T is outstanding.
+    let cmd = a.command(
+        &cdb10(WRITE10, 0, 256),
+        false,
+        true,
+        256 * 512,
+        bytes::Bytes::new(),
+    );
+    let (itt, cmd_sn) = match &cmd.bhs {
+        Bhs::ScsiCommand(c) => (c.itt, c.cmd_sn),
+        _ => unreachable!(),
+    };
+    a.send(cmd).await;
+    let p = a.recv().await;
+    let Bhs::R2t(r2t) = &p.bhs else {
+        panic!("expected R2T, got {:?}", p.bhs.opcode())
+    };
+    let ttt = r2t.ttt;
+    assert_eq!(
+        a.tmf(TmFunction::AbortTask, itt, cmd_sn).await,
+        TmResponse::Complete
+    );
+    // Late data for the aborted task is dropped silently; the session keeps working.
+    let late = DataOut {
+        final_bit: true,
+        lun: 0,
+        itt,
+        ttt,
+        exp_stat_sn: a.exp_stat_sn,
+        data_sn: 0,
+        buffer_offset: 0,
+    };
+    a.send(Pdu::new(late, bytes::Bytes::from(vec![0u8; 4096])))
+        .await;
+    let p = a.nop(b"after-abort").await;
+    assert!(
+        matches!(p.bhs, Bhs::NopIn(_)),
+        "no response for the aborted task, only the ping"
+    );
+
+    // The task is gone now: a second abort finds nothing.
+    assert_eq!(
+        a.tmf(TmFunction::AbortTask, itt, cmd_sn).await,
+        TmResponse::TaskDoesNotExist
+    );
+
+    // LUN RESET from another session aborts this session's pending write.
+    let cmd = a.command(
+        &cdb10(WRITE10, 0, 256),
+        false,
+        true,
+        256 * 512,
+        bytes::Bytes::new(),
+    );
+    a.send(cmd).await;
+    assert!(matches!(a.recv().await.bhs, Bhs::R2t(_)));
+    let mut b = Initiator::connect(addr, "iqn.2026-11.io.test:resetter").await;
+    assert!(b.login(Some(DEMO)).await.ok());
+    assert_eq!(
+        b.tmf(TmFunction::LogicalUnitReset, 0, 0).await,
+        TmResponse::Complete
+    );
+    // Session A: no response for the aborted write; its next command reports the reset.
+    let r = a.run(&[0u8; 6], false, 0, &[], 0, 0).await;
+    assert_eq!(r.status, 2, "unit attention after a LUN reset: {r:?}");
+    assert_eq!(r.sense.get(2).map(|k| k & 0x0f), Some(6));
+    assert_eq!(r.sense.get(12), Some(&0x29));
+    a.clear_unit_attention().await;
+    daemon.shutdown().await.expect("clean shutdown");
+}

@@ -280,3 +280,58 @@ async fn hostile_inputs_do_not_hurt_other_sessions() {
     }
     still_serving(addr).await;
 }
+
+#[tokio::test]
+async fn idle_initiator_is_pinged_and_dropped_when_silent() {
+    let yaml = YAML.replace(
+        "nop_interval_secs: 0",
+        "nop_interval_secs: 1\n  nop_timeout_secs: 1",
+    );
+    let (server, addr) = start(&yaml).await;
+    let mut a = Initiator::connect(addr, ALICE).await;
+    assert!(a.login(Some("iqn.2026-11.io.lunar:open")).await.ok());
+    let p = a.recv().await;
+    let Bhs::NopIn(ping) = &p.bhs else {
+        panic!("expected a NOP-In ping, got {:?}", p.bhs.opcode())
+    };
+    assert_eq!(ping.itt, pdu::RESERVED_TAG);
+    assert_ne!(ping.ttt, pdu::RESERVED_TAG);
+    // Answering keeps the connection alive: the next thing is another ping, not a close.
+    let answer = NopOut {
+        immediate: true,
+        lun: 0,
+        itt: pdu::RESERVED_TAG,
+        ttt: ping.ttt,
+        cmd_sn: a.cmd_sn,
+        exp_stat_sn: a.exp_stat_sn,
+    };
+    a.send(Pdu::header_only(answer)).await;
+    let p = a.recv().await;
+    assert!(matches!(&p.bhs, Bhs::NopIn(h) if h.itt == pdu::RESERVED_TAG));
+    // Now stay silent: the target drops the connection and the session.
+    assert!(a.recv_opt().await.is_none());
+    still_serving(addr).await;
+    let _ = server;
+}
+
+#[tokio::test]
+async fn crc32c_digests_are_negotiated_and_used() {
+    let (_s, addr) = start(YAML).await;
+    let mut a = Initiator::connect(addr, ALICE).await;
+    let r = a
+        .login_with(
+            Some("iqn.2026-11.io.lunar:open"),
+            &[("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(
+        r.keys.get("HeaderDigest").map(String::as_str),
+        Some("CRC32C")
+    );
+    assert_eq!(r.keys.get("DataDigest").map(String::as_str), Some("CRC32C"));
+    a.codec.header_digest = true;
+    a.codec.data_digest = true;
+    let p = a.nop(b"digest").await;
+    assert_eq!(&p.data[..], b"digest");
+}

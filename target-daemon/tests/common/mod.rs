@@ -167,13 +167,29 @@ impl Initiator {
 
     /// Login without authentication, straight to the operational stage.
     pub async fn login(&mut self, target: Option<&str>) -> LoginResult {
+        self.login_with(target, &[]).await
+    }
+
+    /// Login without authentication, overriding some operational keys.
+    pub async fn login_with(
+        &mut self,
+        target: Option<&str>,
+        overrides: &[(&str, &str)],
+    ) -> LoginResult {
         let name = self.name.clone();
         let mut keys = vec![("InitiatorName", name.as_str())];
         match target {
             Some(t) => keys.push(("TargetName", t)),
             None => keys.push(("SessionType", "Discovery")),
         }
-        keys.extend(Self::operational_keys());
+        for (k, v) in Self::operational_keys() {
+            let v = overrides
+                .iter()
+                .find(|(ok, _)| *ok == k)
+                .map(|(_, ov)| *ov)
+                .unwrap_or(v);
+            keys.push((k, v));
+        }
         let (r, map) = self
             .login_step(
                 LoginStage::Operational,
@@ -501,5 +517,38 @@ impl Initiator {
             );
         }
         panic!("unit attentions never cleared");
+    }
+}
+
+impl Initiator {
+    /// Sends a task management request (immediate) and returns its response code.
+    pub async fn tmf(
+        &mut self,
+        function: pdu::TmFunction,
+        referenced: u32,
+        ref_cmd_sn: u32,
+    ) -> pdu::TmResponse {
+        let itt = self.itt();
+        let req = pdu::TaskMgmtRequest {
+            immediate: true,
+            function,
+            lun: 0,
+            itt,
+            referenced_task_tag: referenced,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            ref_cmd_sn,
+            exp_data_sn: 0,
+        };
+        self.send(Pdu::header_only(req)).await;
+        let p = self.recv().await;
+        match &p.bhs {
+            Bhs::TaskMgmtResponse(r) if r.itt == itt => r.response,
+            other => panic!(
+                "unexpected {:?} (ITT {:#x}) before the TMF response",
+                other.opcode(),
+                other.itt()
+            ),
+        }
     }
 }
