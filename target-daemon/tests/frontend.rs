@@ -335,3 +335,20 @@ async fn crc32c_digests_are_negotiated_and_used() {
     let p = a.nop(b"digest").await;
     assert_eq!(&p.data[..], b"digest");
 }
+
+#[tokio::test]
+async fn connection_reinstatement_keeps_the_session() {
+    let (server, addr) = start(YAML).await;
+    let mut a = Initiator::connect(addr, ALICE).await;
+    assert!(a.login(Some("iqn.2026-11.io.lunar:open")).await.ok());
+    let mut b = Initiator::connect(addr, ALICE).await;
+    b.isid = a.isid;
+    b.tsih = a.tsih;
+    b.cmd_sn = a.cmd_sn;
+    let r = b.login(Some("iqn.2026-11.io.lunar:open")).await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(b.tsih, a.tsih, "same session");
+    assert!(a.recv_opt().await.is_none(), "the old connection is closed");
+    assert!(matches!(b.nop(b"still here").await.bhs, Bhs::NopIn(_)));
+    assert_eq!(server.session_count(), 1);
+}

@@ -248,6 +248,18 @@ pub async fn run<R: AsyncRead + Unpin>(
                 };
                 let params = outcome.params.clone();
                 if !writer.send(response).await {
+                    // The initiator went away at the last moment: undo the registration.
+                    let last = {
+                        let mut conns = session.conns.lock();
+                        if conns.get(&outcome.cid).is_some_and(|c| c.id == conn_id) {
+                            conns.remove(&outcome.cid);
+                        }
+                        conns.is_empty()
+                    };
+                    if last {
+                        server.sessions.remove(&session);
+                        session.close().await;
+                    }
                     return Ok(None);
                 }
                 writer

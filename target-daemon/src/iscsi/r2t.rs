@@ -9,6 +9,10 @@
 use bytes::{Bytes, BytesMut};
 use scsi_proto::iscsi::pdu::{DataOut, R2t, RESERVED_TAG};
 
+/// Data-Out payloads at least this long are kept as slices of the receive buffer; shorter
+/// ones are copied.
+const ZERO_COPY_MIN: usize = 16 * 1024;
+
 /// Negotiated parameters that govern data transfer.
 #[derive(Clone, Copy, Debug)]
 pub struct WriteParams {
@@ -52,8 +56,11 @@ pub struct PendingWrite {
     want: u32,
     /// Expected Data Transfer Length.
     edtl: u32,
-    /// Received data (only the first `want` bytes are kept).
+    /// Received data (only the first `want` bytes are kept). Large PDUs are kept as
+    /// zero-copy slices; small ones are copied into `small` so a flood of tiny Data-Out PDUs
+    /// cannot pin many receive buffers.
     parts: Vec<Bytes>,
+    small: BytesMut,
     kept: u32,
     /// Next expected buffer offset (everything before it has arrived).
     filled: u32,
@@ -103,6 +110,7 @@ impl PendingWrite {
             want: want.min(edtl),
             edtl,
             parts: Vec::new(),
+            small: BytesMut::new(),
             kept: 0,
             filled: 0,
             unsolicited_end,
@@ -122,10 +130,15 @@ impl PendingWrite {
         let len = data.len() as u32;
         if self.kept < self.want {
             let take = (self.want - self.kept).min(len) as usize;
-            if take > 0 {
+            if take >= ZERO_COPY_MIN {
+                if !self.small.is_empty() {
+                    self.parts.push(self.small.split().freeze());
+                }
                 self.parts.push(data.slice(..take));
-                self.kept += take as u32;
+            } else if take > 0 {
+                self.small.extend_from_slice(&data[..take]);
             }
+            self.kept += take as u32;
         }
         self.filled += len;
     }
@@ -201,6 +214,9 @@ impl PendingWrite {
     /// The collected data (exactly `want` bytes once complete); no copy when it arrived in one
     /// PDU.
     pub fn take_data(&mut self) -> Bytes {
+        if !self.small.is_empty() {
+            self.parts.push(self.small.split().freeze());
+        }
         let parts = std::mem::take(&mut self.parts);
         match parts.len() {
             0 => Bytes::new(),
@@ -388,6 +404,27 @@ mod tests {
         let mut w = PendingWrite::new(7, 0, 10000, 512, bytes(8192, 9), true, &p).unwrap();
         assert!(w.is_complete());
         assert_eq!(w.take_data().len(), 512);
+    }
+
+    #[test]
+    fn tiny_pdus_are_copied_and_reassembled() {
+        let p = params(true);
+        let mut w = PendingWrite::new(7, 0, 3000, 3000, Bytes::new(), true, &p).unwrap();
+        let r = w.next_r2ts(&p, || 9, |_| true);
+        assert_eq!(r.len(), 1);
+        for i in 0..3000u32 {
+            let fin = i == 2999;
+            let b = Bytes::from(vec![(i % 251) as u8]);
+            assert_eq!(
+                w.on_data_out(&dout(9, i, i, fin), b),
+                DataOutResult::Accepted
+            );
+        }
+        assert!(w.is_complete());
+        assert!(w.parts.is_empty(), "tiny payloads are not kept as slices");
+        let d = w.take_data();
+        assert_eq!(d.len(), 3000);
+        assert!(d.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8));
     }
 
     #[test]
