@@ -243,14 +243,19 @@ fn read_upto(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
 /// One process per pool: take an exclusive advisory lock.
 fn lock_exclusive(f: &File, what: &str) -> Result<()> {
     use std::os::unix::io::AsRawFd;
-    // SAFETY: flock on a valid open descriptor has no memory-safety preconditions.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r != 0 {
-        return Err(StorageError::Busy(format!(
-            "{what} is open in another process or handle"
-        )));
+    // A process that just died may hold the file for a moment (io_uring teardown finishes
+    // asynchronously in the kernel), so retry briefly before reporting Busy.
+    for _ in 0..30 {
+        // SAFETY: flock on a valid open descriptor has no memory-safety preconditions.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    Ok(())
+    Err(StorageError::Busy(format!(
+        "{what} is open in another process or handle"
+    )))
 }
 
 /// Release the advisory lock (on close).

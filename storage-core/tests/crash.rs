@@ -1,0 +1,237 @@
+//! Crash test: a child process writes, unmaps, snapshots and flushes on a pool and is killed
+//! with SIGKILL at a random instant, many times. After each kill the pool is reopened, every
+//! acknowledged-and-flushed write is verified, snapshots are verified and `check` is clean.
+//!
+//! The child is this test binary re-executed with `LUNAR_CRASH_CHILD` set.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use storage_core::{Guarantee, Pool, PoolOptions};
+
+const BS: u64 = 4096;
+const BLOCKS: u64 = 1024;
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Write { lba: u64, tag: u64 },
+    Unmap { lba: u64, n: u64 },
+}
+
+/// The deterministic op stream of one child run.
+fn ops(seed: u64, count: usize) -> Vec<Op> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..count)
+        .map(|k| {
+            if rng.gen_range(0..10) == 0 {
+                Op::Unmap {
+                    lba: rng.gen_range(0..BLOCKS - 16),
+                    n: rng.gen_range(1..16),
+                }
+            } else {
+                Op::Write {
+                    lba: rng.gen_range(0..BLOCKS),
+                    tag: seed * 1_000_000 + k as u64 + 1,
+                }
+            }
+        })
+        .collect()
+}
+
+fn block_of(tag: u64, lba: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(BS as usize);
+    while v.len() < BS as usize {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&lba.to_le_bytes());
+    }
+    v
+}
+
+async fn child(dir: &Path, seed: u64, iter: u64) {
+    let pool = Pool::open(dir).await.expect("child open");
+    let progress = dir.join("progress");
+    let mut pf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&progress)
+        .expect("progress");
+    let _ = pool
+        .delete_snapshot("v", &format!("s{}", iter.wrapping_sub(2)))
+        .await;
+    pool.snapshot("v", &format!("s{iter}"))
+        .await
+        .expect("snapshot");
+    writeln!(pf, "snap {iter}").expect("progress write");
+    let vol = pool.volume("v").expect("volume");
+    for (k, op) in ops(seed, 100_000).into_iter().enumerate() {
+        match op {
+            Op::Write { lba, tag } => vol
+                .write(lba, Bytes::from(block_of(tag, lba)), k % 50 == 0)
+                .await
+                .expect("write"),
+            Op::Unmap { lba, n } => vol.unmap(lba, n).await.expect("unmap"),
+        }
+        if k % 4 == 3 {
+            vol.flush().await.expect("flush");
+            writeln!(pf, "{seed} {k}").expect("progress write");
+        }
+    }
+}
+
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var("LUNAR_CRASH_CHILD") else {
+        return;
+    };
+    let seed: u64 = std::env::var("LUNAR_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let iter: u64 = std::env::var("LUNAR_CRASH_ITER")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(child(Path::new(&dir), seed, iter));
+}
+
+/// Last flushed op index of run `seed`, and whether snapshot `iter` was acknowledged.
+fn progress(dir: &Path, seed: u64, iter: u64) -> (Option<usize>, bool) {
+    let text = std::fs::read_to_string(dir.join("progress")).unwrap_or_default();
+    let mut last = None;
+    let mut snap = false;
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        match (it.next(), it.next()) {
+            (Some("snap"), Some(i)) if i.parse() == Ok(iter) => snap = true,
+            (Some(s), Some(k)) if s.parse() == Ok(seed) => last = k.parse().ok().or(last),
+            _ => {}
+        }
+    }
+    (last, snap)
+}
+
+async fn read_all(pool: &Pool, name: &str) -> Vec<Vec<u8>> {
+    let vol = pool.volume(name).expect("volume");
+    let all = vol.read(0, BLOCKS as u32).await.expect("read all");
+    all.chunks(BS as usize).map(|c| c.to_vec()).collect()
+}
+
+#[test]
+fn killed_writer_loses_nothing_acknowledged() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = PoolOptions {
+            chunk_size: 16384,
+            capacity_bytes: Some(64 << 20),
+            soft_threshold_pct: None,
+        };
+        let pool = Pool::create(dir.path(), &opts).await.expect("create");
+        pool.create_volume("v", BLOCKS * BS, BS as u32, Guarantee::None)
+            .await
+            .expect("volume");
+        pool.close().await.expect("close");
+        drop(pool);
+        let mut baseline: Vec<Vec<u8>> = vec![vec![0u8; BS as usize]; BLOCKS as usize];
+        let mut snapshots: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+        let exe = std::env::current_exe().expect("exe");
+        let iterations = 24;
+        let mut total_verified = 0usize;
+        for iter in 0..iterations {
+            let seed = iter + 1;
+            let mut child = std::process::Command::new(&exe)
+                .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+                .env("LUNAR_CRASH_CHILD", dir.path())
+                .env("LUNAR_CRASH_SEED", seed.to_string())
+                .env("LUNAR_CRASH_ITER", iter.to_string())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn child");
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(150..900))).await;
+            child.kill().expect("kill");
+            let _ = child.wait();
+
+            let pool = Pool::open(dir.path()).await.expect("reopen after crash");
+            let report = pool.check().await.expect("check");
+            assert!(report.is_clean(), "iteration {iter}: {:?}", report.errors);
+            let (last, snapped) = progress(dir.path(), seed, iter);
+            // Expected state at the last acknowledged flush, plus what later ops may have done.
+            let stream = ops(seed, last.map_or(0, |l| l + 1) + 400);
+            let flushed = last.map_or(0, |l| l + 1);
+            let mut expect = baseline.clone();
+            for op in &stream[..flushed] {
+                match *op {
+                    Op::Write { lba, tag } => expect[lba as usize] = block_of(tag, lba),
+                    Op::Unmap { lba, n } => {
+                        (lba..lba + n).for_each(|b| expect[b as usize] = vec![0u8; BS as usize])
+                    }
+                }
+            }
+            let mut maybe: Vec<Vec<Vec<u8>>> = vec![Vec::new(); BLOCKS as usize];
+            for op in &stream[flushed..] {
+                match *op {
+                    Op::Write { lba, tag } => maybe[lba as usize].push(block_of(tag, lba)),
+                    Op::Unmap { lba, n } => {
+                        (lba..lba + n).for_each(|b| maybe[b as usize].push(vec![0u8; BS as usize]))
+                    }
+                }
+            }
+            let got = read_all(&pool, "v").await;
+            for b in 0..BLOCKS as usize {
+                assert!(
+                    got[b] == expect[b] || maybe[b].contains(&got[b]),
+                    "iteration {iter}: block {b} holds neither the flushed data nor a later write"
+                );
+            }
+            total_verified += flushed;
+            // Snapshots taken by acknowledged calls must hold the state they were taken at.
+            if snapped {
+                snapshots.insert(iter, baseline.clone());
+            }
+            let names: Vec<String> = pool
+                .snapshots(Some("v"))
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            for (&i, content) in &snapshots {
+                let name = format!("s{i}");
+                if !names.contains(&name) {
+                    continue;
+                }
+                pool.clone_volume(&format!("v@{name}"), "verify", None)
+                    .await
+                    .expect("clone snapshot");
+                let got = read_all(&pool, "verify").await;
+                assert!(
+                    got == *content,
+                    "iteration {iter}: snapshot {name} content changed"
+                );
+                pool.delete_volume("verify")
+                    .await
+                    .expect("delete verify clone");
+            }
+            snapshots.retain(|i, _| names.contains(&format!("s{i}")));
+            baseline = got;
+            pool.close().await.expect("close");
+        }
+        eprintln!("crash test: {iterations} kills, {total_verified} acknowledged ops verified");
+        assert!(
+            total_verified > 100,
+            "the children made too little progress ({total_verified} ops) to test anything"
+        );
+    });
+}
