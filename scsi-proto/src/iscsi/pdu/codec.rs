@@ -45,25 +45,21 @@ fn pad4(n: usize) -> usize {
     (4 - n % 4) % 4
 }
 
-/// Decode one PDU from the front of `buf`.
-///
-/// Returns `Ok(None)` when `buf` does not yet hold a whole PDU (nothing is consumed; read more
-/// and call again). The data segment length is checked against
-/// `cfg.max_recv_data_segment_length` as soon as the header is complete, so a hostile length
-/// is refused before the caller buffers it. On a recoverable error the PDU has been consumed.
-pub fn decode(buf: &mut BytesMut, cfg: &CodecConfig) -> Result<Option<Pdu>, PduError> {
+/// Offsets of one PDU's parts, known once its BHS has arrived.
+struct Layout {
+    header_end: usize,
+    data_start: usize,
+    dsl: usize,
+    dd: usize,
+    total: usize,
+}
+
+fn frame_layout(buf: &[u8], cfg: &CodecConfig) -> Result<Option<Layout>, PduError> {
     if buf.len() < BHS_LEN {
         return Ok(None);
     }
     let ahs_len = usize::from(buf[4]) * 4;
-    let dsl = u32::from_be_bytes([0, buf[5], buf[6], buf[7]]);
-    let limit = cfg
-        .max_recv_data_segment_length
-        .min(HARD_MAX_DATA_SEGMENT_LENGTH);
-    if dsl > limit {
-        return Err(PduError::DataSegmentTooLong { length: dsl, limit });
-    }
-    let dsl = dsl as usize;
+    let dsl = u32::from_be_bytes([0, buf[5], buf[6], buf[7]]) as usize;
     let hd = if cfg.header_digest { DIGEST_LEN } else { 0 };
     let dd = if cfg.data_digest && dsl > 0 {
         DIGEST_LEN
@@ -72,19 +68,76 @@ pub fn decode(buf: &mut BytesMut, cfg: &CodecConfig) -> Result<Option<Pdu>, PduE
     };
     let header_end = BHS_LEN + ahs_len;
     let data_start = header_end + hd;
-    let total = data_start + dsl + pad4(dsl) + dd;
+    Ok(Some(Layout {
+        header_end,
+        data_start,
+        dsl,
+        dd,
+        total: data_start + dsl + pad4(dsl) + dd,
+    }))
+}
+
+/// Total wire length of the PDU at the front of `buf`, once its 48-byte BHS is there
+/// (`Ok(None)` before). Lets a reader reserve the whole PDU at once; the data segment length
+/// is checked against `cfg` exactly as [`decode`] does.
+pub fn frame_len(buf: &[u8], cfg: &CodecConfig) -> Result<Option<usize>, PduError> {
+    let Some(layout) = frame_layout(buf, cfg)? else {
+        return Ok(None);
+    };
+    check_limit(layout.dsl, cfg)?;
+    Ok(Some(layout.total))
+}
+
+fn check_limit(dsl: usize, cfg: &CodecConfig) -> Result<(), PduError> {
+    let limit = cfg
+        .max_recv_data_segment_length
+        .min(HARD_MAX_DATA_SEGMENT_LENGTH);
+    // DataSegmentLength is a 24-bit field, so it always fits in u32.
+    let length = dsl as u32;
+    if length > limit {
+        return Err(PduError::DataSegmentTooLong { length, limit });
+    }
+    Ok(())
+}
+
+/// Decode one PDU from the front of `buf`.
+///
+/// Returns `Ok(None)` when `buf` does not yet hold a whole PDU (nothing is consumed; read more
+/// and call again). The header digest (when enabled) and then the data segment length
+/// (against `cfg.max_recv_data_segment_length`) are checked as soon as the header is complete,
+/// so a corrupt or hostile length is refused before the caller buffers any data. On a
+/// recoverable error the PDU has been consumed; fatal errors leave the buffer as it was.
+pub fn decode(buf: &mut BytesMut, cfg: &CodecConfig) -> Result<Option<Pdu>, PduError> {
+    let Some(layout) = frame_layout(buf, cfg)? else {
+        return Ok(None);
+    };
+    let Layout {
+        header_end,
+        data_start,
+        dsl,
+        dd,
+        total,
+    } = layout;
+    // With header digests, trust nothing in the header (not even DataSegmentLength) until the
+    // digest checks out; this runs as soon as the header has arrived, before waiting for data.
+    if cfg.header_digest {
+        if buf.len() < data_start {
+            return Ok(None);
+        }
+        let computed = digest::crc32c_of(&[&buf[..header_end]]);
+        let mut d = [0u8; DIGEST_LEN];
+        d.copy_from_slice(&buf[header_end..data_start]);
+        let received = digest::from_wire(d);
+        if computed != received {
+            return Err(PduError::HeaderDigest { computed, received });
+        }
+    }
+    check_limit(dsl, cfg)?;
     if buf.len() < total {
         return Ok(None);
     }
     let frame = buf.split_to(total).freeze();
 
-    if cfg.header_digest {
-        let computed = digest::crc32c_of(&[&frame[..header_end]]);
-        let received = read_digest(&frame, header_end);
-        if computed != received {
-            return Err(PduError::HeaderDigest { computed, received });
-        }
-    }
     let header = frame.slice(..BHS_LEN);
     if dd > 0 {
         let padded_end = data_start + dsl + pad4(dsl);

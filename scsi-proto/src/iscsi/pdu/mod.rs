@@ -15,7 +15,7 @@ mod wire;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub use codec::{decode, CodecConfig, EncodedPdu, HARD_MAX_DATA_SEGMENT_LENGTH};
+pub use codec::{decode, frame_len, CodecConfig, EncodedPdu, HARD_MAX_DATA_SEGMENT_LENGTH};
 pub use codes::*;
 pub use error::PduError;
 pub use initiator::*;

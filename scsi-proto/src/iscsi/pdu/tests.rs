@@ -64,6 +64,17 @@ fn golden_login_request() {
 #[test]
 fn partial_input_needs_more() {
     let bytes = login_request_bytes();
+    assert_eq!(frame_len(&bytes[..47], &CodecConfig::default()), Ok(None));
+    assert_eq!(
+        frame_len(&bytes[..48], &CodecConfig::default()),
+        Ok(Some(bytes.len()))
+    );
+    let digests = CodecConfig {
+        header_digest: true,
+        data_digest: true,
+        ..CodecConfig::default()
+    };
+    assert_eq!(frame_len(&bytes[..48], &digests), Ok(Some(bytes.len() + 8)));
     for cut in 0..bytes.len() {
         let mut buf = BytesMut::from(&bytes[..cut]);
         assert_eq!(
@@ -182,6 +193,22 @@ fn digests_are_appended_and_checked() {
     assert!(matches!(err, PduError::HeaderDigest { .. }));
     assert!(err.is_fatal());
     assert_eq!(err.reject_reason(), None);
+
+    // A corrupted DataSegmentLength is caught by the header digest as soon as the header is
+    // in, before waiting for (or refusing) a data segment that does not exist.
+    let mut bad = BytesMut::from(&out[..52]);
+    bad[6] = 0x40;
+    assert!(matches!(
+        decode(&mut bad, &c),
+        Err(PduError::HeaderDigest { .. })
+    ));
+    assert_eq!(bad.len(), 52, "fatal errors consume nothing");
+    let mut partial = BytesMut::from(&out[..52]);
+    assert_eq!(
+        decode(&mut partial, &c),
+        Ok(None),
+        "header fine, data still to come"
+    );
 
     // Corrupt the data, followed by another good PDU: reject 0x02, stream stays in sync.
     let mut bad = out.clone();
