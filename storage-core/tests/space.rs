@@ -1,0 +1,222 @@
+//! Space guarantees on a small overcommitted pool.
+
+use bytes::Bytes;
+use storage_core::{Guarantee, Pool, PoolOptions, StorageError};
+
+const CS: u64 = 4096;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt")
+}
+
+fn fill(tag: u8, len: usize) -> Bytes {
+    Bytes::from(vec![tag; len])
+}
+
+#[test]
+fn guarantees_hold_and_thin_gets_nospace() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = PoolOptions {
+            chunk_size: CS as u32,
+            capacity_bytes: Some(24 << 20),
+            soft_threshold_pct: Some(80),
+        };
+        let pool = Pool::create(dir.path(), &opts).await.expect("create");
+        let cap = pool.status().capacity_bytes;
+        let cap_chunks = cap / CS;
+        assert!(cap_chunks > 1000);
+
+        // A full volume of 40% of the pool reserves all of it at once.
+        let full_size = cap_chunks * 2 / 5 * CS;
+        pool.create_volume("full", full_size, 4096, Guarantee::Full)
+            .await
+            .expect("full volume");
+        assert_eq!(pool.status().reserved_bytes, full_size);
+        // A second full volume that does not fit fails and changes nothing.
+        let before = pool.status();
+        let err = pool
+            .create_volume("toobig", cap - full_size + CS, 4096, Guarantee::Full)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StorageError::GuaranteeUnavailable { .. }),
+            "{err:?}"
+        );
+        let after = pool.status();
+        assert_eq!(
+            (before.volumes, before.reserved_bytes, before.used_bytes),
+            (after.volumes, after.reserved_bytes, after.used_bytes)
+        );
+        assert!(pool.volume_info("toobig").is_err());
+
+        // A thin volume twice the pool size: writes succeed until the unreserved space is gone.
+        let thin = pool
+            .create_volume("thin", cap * 2, 4096, Guarantee::None)
+            .await
+            .expect("thin");
+        let tv = pool.volume(&thin.name).expect("thin handle");
+        let mut written = 0u64;
+        let err = loop {
+            match tv
+                .write(written, fill((written % 251) as u8 + 1, CS as usize), false)
+                .await
+            {
+                Ok(()) => written += 1,
+                Err(e) => break e,
+            }
+            assert!(
+                written <= cap_chunks,
+                "thin volume wrote past the pool capacity"
+            );
+        };
+        assert!(matches!(err, StorageError::NoSpace), "{err:?}");
+        assert_eq!(
+            written,
+            cap_chunks - full_size / CS,
+            "thin volume may use exactly the unreserved space"
+        );
+        let st = pool.status();
+        assert!(st.soft_threshold_reached);
+        assert_eq!(st.used_bytes + st.reserved_bytes, cap);
+
+        // The full volume can still write every block.
+        let fv = pool.volume("full").expect("full handle");
+        for lba in 0..full_size / CS {
+            fv.write(lba, fill(0xF0, CS as usize), false)
+                .await
+                .expect("guaranteed write");
+        }
+        assert_eq!(pool.status().reserved_bytes, 0);
+        assert_eq!(
+            pool.volume_info("full").expect("info").mapped_bytes,
+            full_size
+        );
+
+        // A snapshot of the full volume would need its whole size reserved again: refused, nothing changed.
+        let err = pool.snapshot("full", "s").await.unwrap_err();
+        assert!(
+            matches!(err, StorageError::GuaranteeUnavailable { .. }),
+            "{err:?}"
+        );
+        assert!(pool.snapshots(None).is_empty());
+        // So is a full clone, and growing the full volume.
+        assert!(matches!(
+            pool.clone_volume("thin", "c", Some(Guarantee::Full)).await,
+            Err(StorageError::GuaranteeUnavailable { .. })
+        ));
+        assert!(matches!(
+            pool.resize_volume("full", full_size + CS, false).await,
+            Err(StorageError::GuaranteeUnavailable { .. })
+        ));
+
+        // Nothing written before NoSpace was lost.
+        for lba in (0..written).step_by(97) {
+            let got = tv.read(lba, 1).await.expect("read");
+            assert!(
+                got.iter().all(|&b| b == (lba % 251) as u8 + 1),
+                "thin block {lba} damaged"
+            );
+        }
+
+        // Free some thin space: thin writes work again (freed chunks become reusable after commit).
+        tv.unmap(0, 100).await.expect("unmap");
+        tv.write(written, fill(7, CS as usize), false)
+            .await
+            .expect("write after freeing space");
+        for lba in written + 1..written + 100 {
+            tv.write(lba, fill(7, CS as usize), false)
+                .await
+                .expect("write after freeing space");
+        }
+        assert!(matches!(
+            tv.write(written + 100, fill(7, CS as usize), false).await,
+            Err(StorageError::NoSpace)
+        ));
+
+        // Deleting the thin volume frees everything it owned; now the snapshot fits.
+        pool.delete_volume("thin").await.expect("delete thin");
+        pool.flush().await.expect("flush");
+        assert_eq!(pool.status().used_bytes, full_size);
+        pool.snapshot("full", "s").await.expect("snapshot fits now");
+        assert_eq!(pool.status().reserved_bytes, full_size);
+        // The full volume can overwrite everything again despite the snapshot.
+        for lba in 0..full_size / CS {
+            fv.write(lba, fill(0x0F, CS as usize), false)
+                .await
+                .expect("guaranteed overwrite");
+        }
+        let r = pool.check().await.expect("check");
+        assert!(r.is_clean(), "{:?}", r.errors);
+        // Space figures survive a reopen.
+        let st = pool.status();
+        pool.close().await.expect("close");
+        let pool = Pool::open(dir.path()).await.expect("reopen");
+        let st2 = pool.status();
+        assert_eq!(
+            (st.used_bytes, st.reserved_bytes),
+            (st2.used_bytes, st2.reserved_bytes)
+        );
+        pool.close().await.expect("close");
+    });
+}
+
+#[test]
+fn unique_and_shared_follow_snapshots_and_clones() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = PoolOptions {
+            chunk_size: CS as u32,
+            capacity_bytes: Some(24 << 20),
+            soft_threshold_pct: None,
+        };
+        let pool = Pool::create(dir.path(), &opts).await.expect("create");
+        pool.create_volume("v", 64 * CS, 512, Guarantee::None)
+            .await
+            .expect("v");
+        let v = pool.volume("v").expect("v");
+        for i in 0..10 {
+            v.write(i * 8, fill(1, CS as usize), false)
+                .await
+                .expect("write");
+        }
+        pool.snapshot("v", "s").await.expect("snap");
+        for i in 0..4 {
+            v.write(i * 8, fill(2, CS as usize), false)
+                .await
+                .expect("overwrite");
+        }
+        pool.clone_volume("v@s", "c", None).await.expect("clone");
+        pool.reconcile_space().await.expect("reconcile");
+        let vi = pool.volume_info("v").expect("v info");
+        assert!(vi.space_exact);
+        assert_eq!(vi.mapped_bytes, 10 * CS);
+        assert_eq!(vi.unique_bytes, 4 * CS);
+        assert_eq!(vi.shared_bytes, 6 * CS);
+        let s = &pool.snapshots(Some("v"))[0];
+        // The 4 overwritten chunks are still seen by the snapshot and the clone: shared.
+        assert_eq!(s.unique_bytes, 0);
+        assert_eq!(s.mapped_bytes, 10 * CS);
+        // Deleting the snapshot keeps the clone's data; the 4 old chunks become the clone's own.
+        pool.delete_snapshot("v", "s").await.expect("delete snap");
+        pool.reconcile_space().await.expect("reconcile");
+        let ci = pool.volume_info("c").expect("c info");
+        assert_eq!(ci.unique_bytes, 4 * CS);
+        assert_eq!(ci.shared_bytes, 6 * CS);
+        // Deleting the origin volume leaves the clone owning everything it sees.
+        pool.delete_volume("v").await.expect("delete v");
+        pool.reconcile_space().await.expect("reconcile");
+        let ci = pool.volume_info("c").expect("c info");
+        assert_eq!(ci.unique_bytes, 10 * CS);
+        assert_eq!(pool.status().used_bytes, 10 * CS);
+        let c = pool.volume("c").expect("c");
+        assert!(c.read(0, 8).await.expect("read").iter().all(|&b| b == 1));
+        let r = pool.check().await.expect("check");
+        assert!(r.is_clean(), "{:?}", r.errors);
+        pool.close().await.expect("close");
+    });
+}
