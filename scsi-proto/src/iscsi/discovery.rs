@@ -9,7 +9,18 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 use crate::iscsi::negotiate::SessionType;
+use crate::iscsi::pdu::Opcode;
 use crate::iscsi::text::TextWriter;
+
+/// Whether an initiator PDU is acceptable in the full feature phase of a discovery session:
+/// only Text (SendTargets) and Logout, plus NOP-Out pings, which carry no SCSI semantics.
+/// Anything else is answered with a Reject (protocol error).
+pub fn allowed_in_discovery(op: Opcode) -> bool {
+    matches!(
+        op,
+        Opcode::TextRequest | Opcode::LogoutRequest | Opcode::NopOut
+    )
+}
 
 /// One target the initiator may discover.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +112,15 @@ mod tests {
             .into_iter()
             .map(|k| (k.key, k.value))
             .collect()
+    }
+
+    #[test]
+    fn discovery_opcodes() {
+        assert!(allowed_in_discovery(Opcode::TextRequest));
+        assert!(allowed_in_discovery(Opcode::LogoutRequest));
+        assert!(!allowed_in_discovery(Opcode::ScsiCommand));
+        assert!(!allowed_in_discovery(Opcode::TaskMgmtRequest));
+        assert!(!allowed_in_discovery(Opcode::DataOut));
     }
 
     #[test]
