@@ -70,11 +70,14 @@ pub fn value_limit(key: &str) -> usize {
     }
 }
 
-/// Whether `key` is a syntactically valid key-name: a standard-label (capital letter, then
+/// Whether `key` is a syntactically valid key-name: a standard-label (a letter, then
 /// letters, digits, `.`, `-`, `+`, `@`, `_`), or an `X-`/`X#` extension name.
+///
+/// RFC 7143 wants standard-labels to start with a capital letter, but RFC 7144's own
+/// `iSCSIProtocolLevel` does not, so any leading letter is accepted.
 pub fn valid_key(key: &str) -> bool {
     let b = key.as_bytes();
-    if b.is_empty() || b.len() > MAX_KEY_LEN || !b[0].is_ascii_uppercase() {
+    if b.is_empty() || b.len() > MAX_KEY_LEN || !b[0].is_ascii_alphabetic() {
         return false;
     }
     let rest_ok = |c: &u8| c.is_ascii_alphanumeric() || b".-+@_".contains(c);
@@ -269,8 +272,8 @@ mod tests {
         assert_eq!(parse(b"A=b"), Err(TextError::Unterminated));
         assert_eq!(parse(b"Ab\0"), Err(TextError::MissingEquals("Ab".into())));
         assert_eq!(
-            parse(b"lower=1\0"),
-            Err(TextError::InvalidKey("lower".into()))
+            parse(b"1lower=1\0"),
+            Err(TextError::InvalidKey("1lower".into()))
         );
         assert_eq!(parse(b"=1\0"), Err(TextError::InvalidKey("".into())));
         assert_eq!(
@@ -301,7 +304,9 @@ mod tests {
         assert!(valid_key("X-com.example.foo"));
         assert!(valid_key("X#org.example"));
         assert!(!valid_key("X#"));
-        assert!(!valid_key("maxBurst"));
+        assert!(valid_key("iSCSIProtocolLevel"));
+        assert!(!valid_key("9Lives"));
+        assert!(!valid_key("-dash"));
         assert!(!valid_key("A\u{e9}"));
     }
 

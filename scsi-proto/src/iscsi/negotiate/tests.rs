@@ -354,3 +354,12 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn protocol_level_key_is_understood() {
+    let mut n = Negotiator::new(TargetSettings::default(), true);
+    let mut out = TextWriter::new();
+    n.respond(&kv("iSCSIProtocolLevel=2|"), true, &mut out)
+        .expect("lower-case RFC 7144 key parses and negotiates");
+    assert_eq!(get(&answers(out), "iSCSIProtocolLevel"), Some("1"));
+}
