@@ -1,0 +1,97 @@
+//! libiscsi's conformance suite against lunard: `iscsi-test-cu --dataloss -t ALL`.
+//!
+//! Fails on any failed test, on any skip not in `tests/conformance/allowed-skips.txt`, and on
+//! any test tgtd passes (per `tests/baseline/tgtd-iscsi-test-cu.txt`) that lunard does not.
+//! The per-test results are written to `$CARGO_TARGET_DIR/lunar-e2e/lunard-iscsi-test-cu.txt`.
+
+use lunar_e2e::conformance::{parse_results_file, regressions_vs, AllowList, Outcome, Run};
+use lunar_e2e::{require_tools, Lunard, DEFAULT_TARGET_IQN};
+use std::path::{Path, PathBuf};
+
+fn results_dir() -> PathBuf {
+    // target/<profile>/deps/<exe> -> target/lunar-e2e
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent()?.parent().map(|t| t.join("lunar-e2e")))
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+#[test]
+fn libiscsi_test_cu_all() {
+    require_tools!("iscsi-test-cu");
+    let mut d = Lunard::start().expect("start lunard");
+    let mut run = Run::all(&d.lun_url(DEFAULT_TARGET_IQN, 0));
+    run.initiators = Some((
+        "iqn.2026-11.io.lunar.test:cu-1".into(),
+        "iqn.2026-11.io.lunar.test:cu-2".into(),
+    ));
+    run.timeout = std::time::Duration::from_secs(600);
+    let (report, out) = run.execute().expect("iscsi-test-cu");
+
+    let dir = results_dir();
+    let _ = std::fs::create_dir_all(&dir);
+    let file = dir.join("lunard-iscsi-test-cu.txt");
+    let _ = std::fs::write(
+        &file,
+        report.to_results_file("iscsi-test-cu --dataloss -t ALL URL URL against lunard"),
+    );
+    let _ = std::fs::write(dir.join("lunard-iscsi-test-cu.log"), &out.stdout);
+
+    let allow = AllowList::load_default().expect("allow-list");
+    let baseline_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("baseline/tgtd-iscsi-test-cu.txt");
+    let baseline =
+        parse_results_file(&std::fs::read_to_string(&baseline_path).expect("read tgtd baseline"))
+            .expect("parse tgtd baseline");
+    let mut base_counts = lunar_e2e::conformance::Counts::default();
+    for o in baseline.values() {
+        match o {
+            Outcome::Pass => base_counts.pass += 1,
+            Outcome::Skip => base_counts.skip += 1,
+            Outcome::Fail => base_counts.fail += 1,
+        }
+    }
+
+    println!("iscsi-test-cu ALL: lunard {}", report.counts());
+    println!("iscsi-test-cu ALL: tgtd   {base_counts} (baseline)");
+    println!("per-test results: {}", file.display());
+
+    let failures: Vec<String> = report
+        .with_outcome(Outcome::Fail)
+        .map(|r| format!("FAIL {}\n      {}", r.name, r.messages.join("\n      ")))
+        .collect();
+    let unexpected_skips: Vec<String> = report
+        .with_outcome(Outcome::Skip)
+        .filter(|r| allow.reason(&r.name).is_none())
+        .map(|r| {
+            let why = r.messages.iter().find(|m| m.contains("[SKIPPED]"));
+            format!("SKIP {}: {}", r.name, why.map_or("", String::as_str))
+        })
+        .collect();
+    let regressions = regressions_vs(&report, &baseline, &allow);
+    for (title, list) in [
+        ("failed tests", &failures),
+        (
+            "skips not in tests/conformance/allowed-skips.txt",
+            &unexpected_skips,
+        ),
+        ("tests tgtd passes but lunard does not", &regressions),
+    ] {
+        if !list.is_empty() {
+            println!("--- {} {title}:", list.len());
+            for l in list {
+                println!("  {l}");
+            }
+        }
+    }
+    d.check_alive().expect("lunard survived the suite");
+    assert!(
+        failures.is_empty() && unexpected_skips.is_empty() && regressions.is_empty(),
+        "iscsi-test-cu: {} failed, {} unexpected skips, {} worse than tgtd (details above; \
+         results in {})",
+        failures.len(),
+        unexpected_skips.len(),
+        regressions.len(),
+        file.display()
+    );
+}
