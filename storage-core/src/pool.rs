@@ -631,6 +631,12 @@ impl Pool {
         self.inner.flush().await
     }
 
+    /// Bytes a metadata checkpoint would take right now (for sizing and benchmarks; O(metadata)).
+    pub fn metadata_image_bytes(&self) -> u64 {
+        let st = self.inner.state.read();
+        crate::checkpoint::encode(&st.meta, &self.inner.uuid).len() as u64
+    }
+
     /// Verify every invariant (fsck).
     pub async fn check(&self) -> Result<CheckReport> {
         let st = self.inner.state.read();
