@@ -4,8 +4,11 @@
 //! - [`daemon`]: lifecycle (pool, targets, portals, shutdown).
 //! - [`iscsi`]: the iSCSI front end (RFC 7143).
 //! - [`scsi`]: the SCSI device server the front end hands commands to.
+//! - [`metrics`], [`http`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` endpoint.
 
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod iscsi;
+pub mod metrics;
 pub mod scsi;

@@ -1,0 +1,712 @@
+//! Prometheus metrics: every admin-visible state of lunard as a series.
+//!
+//! One process-wide registry ([`global`]) because the fabrics, the device server and the
+//! admin side all report into the same `/metrics` page, and threading a handle through
+//! every constructor would couple rooms that otherwise never meet.
+//!
+//! Hot-path counters (per command) are resolved to concrete handles once, when a LUN or
+//! session appears ([`LunMetrics`]), so a command costs a few atomic adds and no label
+//! hashing. Pool and volume figures are read from storage-core at scrape time
+//! ([`Metrics::refresh_pool`]): they are already exact counters there, so copying them on
+//! every write would only add work to the data path.
+//!
+//! Label cardinality is bounded by configuration (targets, LUNs, volumes, initiators,
+//! clone jobs), never by traffic: no per-LBA, per-task or per-connection-port labels.
+//! `docs/metrics.md` lists every series.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets for SCSI commands: 50 µs .. 10 s, covering RAM-backed reads up to a
+/// pool stalled on a full device.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// Metadata commits are fsync-bound: 100 µs .. 10 s.
+const COMMIT_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// The kind of a SCSI command, for the per-LUN command counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandKind {
+    /// READ 6/10/12/16 and other commands that return medium data.
+    Read,
+    /// WRITE 6/10/12/16, WRITE AND VERIFY, WRITE SAME, COMPARE AND WRITE.
+    Write,
+    /// UNMAP (and WRITE SAME with UNMAP).
+    Unmap,
+    /// Everything else (INQUIRY, TEST UNIT READY, MODE SENSE, ...).
+    Other,
+}
+
+/// All series lunard exports.
+pub struct Metrics {
+    registry: Registry,
+    lun_commands: IntCounterVec,
+    lun_read_bytes: IntCounterVec,
+    lun_written_bytes: IntCounterVec,
+    lun_latency: HistogramVec,
+    lun_errors: IntCounterVec,
+    lun_in_flight: IntGaugeVec,
+    lun_state: IntGaugeVec,
+    sessions: IntGaugeVec,
+    connections: IntGaugeVec,
+    logins: IntCounterVec,
+    chap_failures: IntCounterVec,
+    logouts: IntCounter,
+    nop_timeouts: IntCounter,
+    pdus_rejected: IntCounterVec,
+    digest_errors: IntCounterVec,
+    tmf_requests: IntCounterVec,
+    pool_capacity: IntGauge,
+    pool_used: IntGauge,
+    pool_free: IntGauge,
+    pool_reserved: IntGauge,
+    pool_soft_threshold: IntGauge,
+    pool_volumes: IntGauge,
+    pool_snapshots: IntGauge,
+    volume_size: IntGaugeVec,
+    volume_mapped: IntGaugeVec,
+    volume_unique: IntGaugeVec,
+    volume_shared: IntGaugeVec,
+    volume_reserved: IntGaugeVec,
+    cow_ops: IntCounter,
+    cow_bytes: IntCounter,
+    metadata_commit: Histogram,
+    flushes: IntCounter,
+    clone_job_progress: GaugeVec,
+    clone_job_state: IntGaugeVec,
+    clone_jobs_finished: IntCounterVec,
+    /// Serialises refresh-then-gather so two concurrent scrapes never see a half-reset vec.
+    scrape: parking_lot::Mutex<()>,
+}
+
+/// Handles for one LUN's hot-path counters, resolved once when the LUN is attached.
+#[derive(Clone)]
+pub struct LunMetrics {
+    reads: IntCounter,
+    writes: IntCounter,
+    unmaps: IntCounter,
+    others: IntCounter,
+    read_bytes: IntCounter,
+    written_bytes: IntCounter,
+    read_latency: Histogram,
+    write_latency: Histogram,
+    in_flight: IntGauge,
+    errors: IntCounterVec,
+    labels: [String; 3],
+}
+
+impl LunMetrics {
+    /// Marks a command as started; the returned guard decrements the in-flight gauge.
+    pub fn start(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Records one completed command: its kind, payload bytes moved and latency.
+    pub fn record(&self, kind: CommandKind, bytes: u64, latency: Duration) {
+        match kind {
+            CommandKind::Read => {
+                self.reads.inc();
+                self.read_bytes.inc_by(bytes);
+                self.read_latency.observe(latency.as_secs_f64());
+            }
+            CommandKind::Write => {
+                self.writes.inc();
+                self.written_bytes.inc_by(bytes);
+                self.write_latency.observe(latency.as_secs_f64());
+            }
+            CommandKind::Unmap => self.unmaps.inc(),
+            CommandKind::Other => self.others.inc(),
+        }
+    }
+
+    /// Counts a command that ended in CHECK CONDITION, by sense key (rare path: labels
+    /// are looked up here, not cached).
+    pub fn error(&self, sense_key: u8) {
+        let [t, l, n] = &self.labels;
+        self.errors
+            .with_label_values(&[
+                t.as_str(),
+                l.as_str(),
+                n.as_str(),
+                sense_key_name(sense_key),
+            ])
+            .inc();
+    }
+}
+
+/// Decrements a LUN's in-flight gauge when the command ends, however it ends.
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The LUN states an admin sees (`lunar_lun_state`).
+pub const LUN_STATES: &[&str] = &["online", "creating", "offline"];
+
+/// Every value the `sense_key` label can take.
+const SENSE_KEYS: &[&str] = &[
+    "recovered_error",
+    "not_ready",
+    "medium_error",
+    "hardware_error",
+    "illegal_request",
+    "unit_attention",
+    "data_protect",
+    "blank_check",
+    "aborted_command",
+    "miscompare",
+    "other",
+];
+
+fn sense_key_name(key: u8) -> &'static str {
+    match key {
+        0x1 => "recovered_error",
+        0x2 => "not_ready",
+        0x3 => "medium_error",
+        0x4 => "hardware_error",
+        0x5 => "illegal_request",
+        0x6 => "unit_attention",
+        0x7 => "data_protect",
+        0x8 => "blank_check",
+        0xB => "aborted_command",
+        0xE => "miscompare",
+        _ => "other",
+    }
+}
+
+fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    register(reg, Box::new(v.clone()), name);
+    v
+}
+
+fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let v = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    register(reg, Box::new(v.clone()), name);
+    v
+}
+
+fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
+    let v = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(reg, Box::new(v.clone()), name);
+    v
+}
+
+fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
+    let v = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(reg, Box::new(v.clone()), name);
+    v
+}
+
+// The panics above and below fire only on a programming error in this file (a malformed
+// static name or a duplicate registration), which every test run catches at start-up;
+// no input reaches them.
+fn register(reg: &Registry, c: Box<dyn prometheus::core::Collector>, name: &str) {
+    if let Err(e) = reg.register(c) {
+        panic!("metric {name} registered twice: {e}");
+    }
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let lun = &["target", "lun", "name"];
+        let lun_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "lunar_lun_command_duration_seconds",
+                "SCSI command latency per LUN, from arrival at the device server to status",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["target", "lun", "name", "op"],
+        )
+        .unwrap_or_else(|e| panic!("latency histogram: {e}"));
+        register(
+            &r,
+            Box::new(lun_latency.clone()),
+            "lunar_lun_command_duration_seconds",
+        );
+        let metadata_commit = Histogram::with_opts(
+            HistogramOpts::new(
+                "lunar_pool_metadata_commit_duration_seconds",
+                "Time for one metadata commit (journal write and fsync), one per group",
+            )
+            .buckets(COMMIT_BUCKETS.to_vec()),
+        )
+        .unwrap_or_else(|e| panic!("commit histogram: {e}"));
+        register(&r, Box::new(metadata_commit.clone()), "commit");
+
+        #[cfg(target_os = "linux")]
+        register(
+            &r,
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+            "process",
+        );
+        let build = gauge_vec(
+            &r,
+            "lunar_build_info",
+            "Build of lunard (always 1)",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+
+        Metrics {
+            lun_commands: counter_vec(
+                &r,
+                "lunar_lun_commands_total",
+                "SCSI commands completed per LUN, by kind (read, write, unmap, other)",
+                &["target", "lun", "name", "kind"],
+            ),
+            lun_read_bytes: counter_vec(
+                &r,
+                "lunar_lun_read_bytes_total",
+                "Bytes read per LUN",
+                lun,
+            ),
+            lun_written_bytes: counter_vec(
+                &r,
+                "lunar_lun_written_bytes_total",
+                "Bytes written per LUN",
+                lun,
+            ),
+            lun_latency,
+            lun_errors: counter_vec(
+                &r,
+                "lunar_lun_errors_total",
+                "Commands that ended in CHECK CONDITION, per LUN and sense key",
+                &["target", "lun", "name", "sense_key"],
+            ),
+            lun_in_flight: gauge_vec(
+                &r,
+                "lunar_lun_commands_in_flight",
+                "SCSI commands executing on the LUN now",
+                lun,
+            ),
+            lun_state: gauge_vec(
+                &r,
+                "lunar_lun_state",
+                "1 for the LUN's current state (online, creating, offline), 0 for the others",
+                &["target", "lun", "name", "state"],
+            ),
+            sessions: gauge_vec(
+                &r,
+                "lunar_iscsi_sessions",
+                "Open iSCSI sessions per target and initiator",
+                &["target", "initiator"],
+            ),
+            connections: gauge_vec(
+                &r,
+                "lunar_iscsi_connections",
+                "Open iSCSI connections per target and initiator",
+                &["target", "initiator"],
+            ),
+            logins: counter_vec(
+                &r,
+                "lunar_iscsi_logins_total",
+                "Login attempts by result (success, failure) and reason",
+                &["result", "reason"],
+            ),
+            chap_failures: counter_vec(
+                &r,
+                "lunar_iscsi_chap_failures_total",
+                "CHAP authentication failures (security events), per target or 'discovery'",
+                &["target"],
+            ),
+            logouts: counter(&r, "lunar_iscsi_logouts_total", "Logout requests answered"),
+            nop_timeouts: counter(
+                &r,
+                "lunar_iscsi_nop_timeouts_total",
+                "Connections dropped because the initiator did not answer NOP-In pings",
+            ),
+            pdus_rejected: counter_vec(
+                &r,
+                "lunar_iscsi_pdus_rejected_total",
+                "PDUs answered with Reject or that closed the connection, by reason",
+                &["reason"],
+            ),
+            digest_errors: counter_vec(
+                &r,
+                "lunar_iscsi_digest_errors_total",
+                "CRC32C digest mismatches by kind (header, data)",
+                &["kind"],
+            ),
+            tmf_requests: counter_vec(
+                &r,
+                "lunar_iscsi_task_management_requests_total",
+                "Task management requests by function",
+                &["function"],
+            ),
+            pool_capacity: gauge(&r, "lunar_pool_capacity_bytes", "Pool data capacity"),
+            pool_used: gauge(&r, "lunar_pool_used_bytes", "Pool bytes holding data"),
+            pool_free: gauge(
+                &r,
+                "lunar_pool_free_bytes",
+                "Pool bytes free for thin allocation",
+            ),
+            pool_reserved: gauge(
+                &r,
+                "lunar_pool_reserved_bytes",
+                "Pool bytes reserved for full-guarantee volumes' future writes",
+            ),
+            pool_soft_threshold: gauge(
+                &r,
+                "lunar_pool_soft_threshold_reached",
+                "1 when pool usage is at or above the configured soft threshold",
+            ),
+            pool_volumes: gauge(
+                &r,
+                "lunar_pool_volumes",
+                "Volumes (LUN backings and clones)",
+            ),
+            pool_snapshots: gauge(&r, "lunar_pool_snapshots", "Snapshots in the pool"),
+            volume_size: gauge_vec(&r, "lunar_volume_size_bytes", "Logical size", &["volume"]),
+            volume_mapped: gauge_vec(
+                &r,
+                "lunar_volume_mapped_bytes",
+                "Bytes of the volume that resolve to data",
+                &["volume"],
+            ),
+            volume_unique: gauge_vec(
+                &r,
+                "lunar_volume_unique_bytes",
+                "Bytes only this volume references: what deleting it frees",
+                &["volume"],
+            ),
+            volume_shared: gauge_vec(
+                &r,
+                "lunar_volume_shared_bytes",
+                "Mapped bytes shared with snapshots or clones",
+                &["volume"],
+            ),
+            volume_reserved: gauge_vec(
+                &r,
+                "lunar_volume_reserved_bytes",
+                "Bytes reserved for this volume's guarantee",
+                &["volume"],
+            ),
+            cow_ops: counter(
+                &r,
+                "lunar_pool_copy_on_write_total",
+                "First writes into shared chunks that allocated a private chunk",
+            ),
+            cow_bytes: counter(
+                &r,
+                "lunar_pool_copy_on_write_bytes_total",
+                "Bytes copied by copy-on-write (partial first writes)",
+            ),
+            metadata_commit,
+            flushes: counter(
+                &r,
+                "lunar_pool_flushes_total",
+                "Flush (SYNCHRONIZE CACHE) requests",
+            ),
+            clone_job_progress: {
+                let v = GaugeVec::new(
+                    Opts::new(
+                        "lunar_clone_job_progress_ratio",
+                        "Clone copy/split job progress, 0..1",
+                    ),
+                    &["job", "source", "destination"],
+                )
+                .unwrap_or_else(|e| panic!("clone progress gauge: {e}"));
+                register(&r, Box::new(v.clone()), "lunar_clone_job_progress_ratio");
+                v
+            },
+            clone_job_state: gauge_vec(
+                &r,
+                "lunar_clone_job_state",
+                "1 for the clone job's state (queued, creating, completed, failed, cancelled)",
+                &["job", "state"],
+            ),
+            clone_jobs_finished: counter_vec(
+                &r,
+                "lunar_clone_jobs_finished_total",
+                "Clone jobs that ended, by result (completed, failed, cancelled)",
+                &["result"],
+            ),
+            registry: r,
+            scrape: parking_lot::Mutex::new(()),
+        }
+    }
+
+    /// Resolves the hot-path handles of one LUN and marks it online.
+    pub fn lun(&self, target: &str, lun: u64, name: &str) -> LunMetrics {
+        let lun_s = lun.to_string();
+        let l = [target, lun_s.as_str(), name];
+        let kind = |k: &str| {
+            self.lun_commands
+                .with_label_values(&[target, lun_s.as_str(), name, k])
+        };
+        let lat = |op: &str| {
+            self.lun_latency
+                .with_label_values(&[target, lun_s.as_str(), name, op])
+        };
+        self.set_lun_state(target, lun, name, "online");
+        LunMetrics {
+            reads: kind("read"),
+            writes: kind("write"),
+            unmaps: kind("unmap"),
+            others: kind("other"),
+            read_bytes: self.lun_read_bytes.with_label_values(&l),
+            written_bytes: self.lun_written_bytes.with_label_values(&l),
+            read_latency: lat("read"),
+            write_latency: lat("write"),
+            in_flight: self.lun_in_flight.with_label_values(&l),
+            errors: self.lun_errors.clone(),
+            labels: [target.to_string(), lun_s.clone(), name.to_string()],
+        }
+    }
+
+    /// Sets the one-hot LUN state series.
+    pub fn set_lun_state(&self, target: &str, lun: u64, name: &str, state: &str) {
+        let lun_s = lun.to_string();
+        for s in LUN_STATES {
+            self.lun_state
+                .with_label_values(&[target, lun_s.as_str(), name, s])
+                .set(i64::from(*s == state));
+        }
+    }
+
+    /// Drops every series of a LUN that went away, so dead LUNs do not linger on dashboards.
+    pub fn remove_lun(&self, target: &str, lun: u64, name: &str) {
+        let lun_s = lun.to_string();
+        let l = [target, lun_s.as_str(), name];
+        let _ = self.lun_read_bytes.remove_label_values(&l);
+        let _ = self.lun_written_bytes.remove_label_values(&l);
+        let _ = self.lun_in_flight.remove_label_values(&l);
+        for k in ["read", "write", "unmap", "other"] {
+            let _ = self
+                .lun_commands
+                .remove_label_values(&[target, lun_s.as_str(), name, k]);
+        }
+        for op in ["read", "write"] {
+            let _ = self
+                .lun_latency
+                .remove_label_values(&[target, lun_s.as_str(), name, op]);
+        }
+        for key in SENSE_KEYS {
+            let _ = self
+                .lun_errors
+                .remove_label_values(&[target, lun_s.as_str(), name, key]);
+        }
+        for s in LUN_STATES {
+            let _ = self
+                .lun_state
+                .remove_label_values(&[target, lun_s.as_str(), name, s]);
+        }
+    }
+
+    /// A session (or connection, with `connection = true`) opened or closed.
+    pub fn session_delta(&self, target: &str, initiator: &str, connection: bool, delta: i64) {
+        let v = if connection {
+            &self.connections
+        } else {
+            &self.sessions
+        };
+        v.with_label_values(&[target, initiator]).add(delta);
+    }
+
+    /// One login attempt ended. `reason` is a short fixed word ("ok", "auth", "forbidden",
+    /// "not_found", "negotiation", ...), never free text from the initiator.
+    pub fn login(&self, success: bool, reason: &str) {
+        let result = if success { "success" } else { "failure" };
+        self.logins.with_label_values(&[result, reason]).inc();
+    }
+
+    /// A CHAP authentication failure on `target` ("discovery" for discovery sessions).
+    pub fn chap_failure(&self, target: &str) {
+        self.chap_failures.with_label_values(&[target]).inc();
+    }
+
+    /// A logout was answered.
+    pub fn logout(&self) {
+        self.logouts.inc();
+    }
+
+    /// A connection was dropped for not answering pings.
+    pub fn nop_timeout(&self) {
+        self.nop_timeouts.inc();
+    }
+
+    /// A PDU was rejected (`reason` is a fixed word such as "protocol_error").
+    pub fn pdu_rejected(&self, reason: &str) {
+        self.pdus_rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// A digest mismatch ("header" or "data").
+    pub fn digest_error(&self, kind: &str) {
+        self.digest_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// A task management request (`function` such as "abort_task", "lun_reset").
+    pub fn tmf(&self, function: &str) {
+        self.tmf_requests.with_label_values(&[function]).inc();
+    }
+
+    /// A flush request reached the pool.
+    pub fn flush(&self) {
+        self.flushes.inc();
+    }
+
+    /// Metadata commit latency, as measured by whoever awaited the commit.
+    pub fn metadata_commit(&self, d: Duration) {
+        self.metadata_commit.observe(d.as_secs_f64());
+    }
+
+    /// Copy-on-write activity reported by the pool.
+    pub fn set_cow(&self, ops: u64, bytes: u64) {
+        let dops = ops.saturating_sub(self.cow_ops.get());
+        self.cow_ops.inc_by(dops);
+        let db = bytes.saturating_sub(self.cow_bytes.get());
+        self.cow_bytes.inc_by(db);
+    }
+
+    /// Clone job progress and state. `progress` is 0.0..=1.0.
+    pub fn clone_job(&self, job: &str, source: &str, dest: &str, progress: f64, state: &str) {
+        self.clone_job_progress
+            .with_label_values(&[job, source, dest])
+            .set(progress.clamp(0.0, 1.0));
+        for s in ["queued", "creating", "completed", "failed", "cancelled"] {
+            self.clone_job_state
+                .with_label_values(&[job, s])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// A clone job ended with `result` (completed, failed, cancelled).
+    pub fn clone_job_finished(&self, result: &str) {
+        self.clone_jobs_finished.with_label_values(&[result]).inc();
+    }
+
+    /// Removes a purged clone job's series.
+    pub fn remove_clone_job(&self, job: &str, source: &str, dest: &str) {
+        let _ = self
+            .clone_job_progress
+            .remove_label_values(&[job, source, dest]);
+        for s in ["queued", "creating", "completed", "failed", "cancelled"] {
+            let _ = self.clone_job_state.remove_label_values(&[job, s]);
+        }
+    }
+
+    /// Copies the pool's exact counters into the pool and volume gauges.
+    pub fn refresh_pool(&self, pool: &storage_core::Pool) {
+        let st = pool.status();
+        self.pool_capacity.set(clamp(st.capacity_bytes));
+        self.pool_used.set(clamp(st.used_bytes));
+        self.pool_free.set(clamp(st.free_bytes));
+        self.pool_reserved.set(clamp(st.reserved_bytes));
+        self.pool_soft_threshold
+            .set(i64::from(st.soft_threshold_reached));
+        self.pool_volumes.set(st.volumes as i64);
+        self.pool_snapshots.set(st.snapshots as i64);
+        for v in [
+            &self.volume_size,
+            &self.volume_mapped,
+            &self.volume_unique,
+            &self.volume_shared,
+            &self.volume_reserved,
+        ] {
+            v.reset();
+        }
+        for v in pool.volumes() {
+            let l = [v.name.as_str()];
+            self.volume_size
+                .with_label_values(&l)
+                .set(clamp(v.size_bytes));
+            self.volume_mapped
+                .with_label_values(&l)
+                .set(clamp(v.mapped_bytes));
+            self.volume_unique
+                .with_label_values(&l)
+                .set(clamp(v.unique_bytes));
+            self.volume_shared
+                .with_label_values(&l)
+                .set(clamp(v.shared_bytes));
+            self.volume_reserved
+                .with_label_values(&l)
+                .set(clamp(v.reserved_bytes));
+        }
+    }
+
+    /// Renders the text exposition format, refreshing pool figures first when given a pool.
+    pub fn render(&self, pool: Option<&storage_core::Pool>) -> String {
+        let _g = self.scrape.lock();
+        if let Some(p) = pool {
+            self.refresh_pool(p);
+        }
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lun_counters_move_and_render() {
+        let m = global();
+        let l = m.lun("iqn.2026-11.io.lunar:t", 7, "vol7");
+        {
+            let _g = l.start();
+            l.record(CommandKind::Write, 4096, Duration::from_micros(300));
+            l.record(CommandKind::Read, 8192, Duration::from_micros(100));
+            l.error(0x7);
+        }
+        let text = m.render(None);
+        assert!(text.contains(
+            "lunar_lun_written_bytes_total{lun=\"7\",name=\"vol7\",target=\"iqn.2026-11.io.lunar:t\"} 4096"
+        ), "{text}");
+        assert!(text.contains(
+            "lunar_lun_read_bytes_total{lun=\"7\",name=\"vol7\",target=\"iqn.2026-11.io.lunar:t\"} 8192"
+        ));
+        assert!(text.contains("sense_key=\"data_protect\""));
+        assert!(text.contains(
+            "lunar_lun_commands_in_flight{lun=\"7\",name=\"vol7\",target=\"iqn.2026-11.io.lunar:t\"} 0"
+        ));
+        m.remove_lun("iqn.2026-11.io.lunar:t", 7, "vol7");
+        assert!(!m.render(None).contains("name=\"vol7\""));
+    }
+
+    #[test]
+    fn clone_job_state_is_one_hot() {
+        let m = global();
+        m.clone_job("j1", "gold", "c1", 0.5, "creating");
+        let text = m.render(None);
+        assert!(text.contains(
+            "lunar_clone_job_progress_ratio{destination=\"c1\",job=\"j1\",source=\"gold\"} 0.5"
+        ));
+        assert!(text.contains("lunar_clone_job_state{job=\"j1\",state=\"creating\"} 1"));
+        assert!(text.contains("lunar_clone_job_state{job=\"j1\",state=\"failed\"} 0"));
+    }
+}
