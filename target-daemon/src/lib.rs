@@ -12,3 +12,4 @@ pub mod http;
 pub mod iscsi;
 pub mod metrics;
 pub mod scsi;
+pub mod sdnotify;
