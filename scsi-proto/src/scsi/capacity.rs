@@ -28,19 +28,14 @@ impl Capacity {
         b
     }
 
-    /// READ CAPACITY(16) data: 32 bytes. The physical block exponent advertises 4 KiB
-    /// physical blocks for smaller logical blocks so initiators align their I/O.
+    /// READ CAPACITY(16) data: 32 bytes. The physical block exponent is 0 (physical =
+    /// logical): the store's allocation unit is reported as the UNMAP granularity instead,
+    /// and initiators (and libiscsi's tests) treat a larger physical block as the smallest
+    /// unit that can change provisioning state, which is not what it means here.
     pub fn encode16(&self) -> [u8; 32] {
         let mut b = [0u8; 32];
         b[..8].copy_from_slice(&self.last_lba().to_be_bytes());
         b[8..12].copy_from_slice(&self.block_size.to_be_bytes());
-        let mut exp = 0u8;
-        let mut phys = u64::from(self.block_size.max(1));
-        while phys < 4096 && exp < 15 {
-            phys <<= 1;
-            exp += 1;
-        }
-        b[13] = exp;
         if self.lbpme {
             b[14] |= 0x80;
         }
@@ -82,7 +77,7 @@ mod tests {
         let b = c.encode16();
         assert_eq!(&b[..8], &((1u64 << 33) - 1).to_be_bytes());
         assert_eq!(&b[8..12], &[0, 0, 2, 0]);
-        assert_eq!(b[13], 3);
+        assert_eq!(b[13], 0);
         assert_eq!(b[14], 0xC0);
         let c4k = Capacity {
             blocks: 10,

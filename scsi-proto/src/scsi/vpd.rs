@@ -103,10 +103,14 @@ impl BlockLimits {
             max_transfer: blocks(8 << 20),
             optimal_transfer: blocks(1 << 20),
             optimal_transfer_granularity: u16::try_from(chunk_blocks).unwrap_or(u16::MAX),
-            max_unmap_lba_count: blocks(1 << 30),
+            // At most 2^20 blocks per UNMAP: bounded work per command (and what
+            // conformance suites consider sane).
+            max_unmap_lba_count: blocks(1 << 30).min(1 << 20),
             max_unmap_descriptors: 256,
             unmap_granularity: chunk_blocks,
-            max_write_same: u64::from(blocks(1 << 30)),
+            // The WRITE SAME(10) range: big enough for initiators' zeroing (ESXi block
+            // zero, Linux blkdev zeroout) while keeping a non-zero pattern write bounded.
+            max_write_same: u64::from(blocks(1 << 30).min(0xFFFF)),
         }
     }
 }

@@ -273,6 +273,7 @@ impl ScsiTarget {
         };
         let data_out_len =
             u32::try_from(parsed.command.data_out_len(lun.volume.block_size())).unwrap_or(u32::MAX);
+        tracing::trace!(tag = req.tag, lun = req.lun, cdb = ?&req.cdb[..], command = ?parsed.command, "execute");
 
         if lun.capacity_changed() {
             self.uas
@@ -309,7 +310,14 @@ impl ScsiTarget {
         let mut resp = match ctx.dispatch().await {
             Ok(r) => r,
             Err(sense) => {
-                tracing::debug!(tag = req.tag, lun = req.lun, cmd = parsed.info.name, %sense, "command failed");
+                tracing::debug!(
+                    tag = req.tag,
+                    lun = req.lun,
+                    cmd = parsed.info.name,
+                    command = ?parsed.command,
+                    %sense,
+                    "command failed"
+                );
                 check_condition(&sense, lun.sense_format())
             }
         };

@@ -194,7 +194,9 @@ impl Ctx<'_> {
         let pattern = if ndob {
             None
         } else {
-            if self.req.data_out.len() < bs {
+            // Exactly one block of Data-Out: anything else is a malformed request (and
+            // silently using part of it would write a pattern the initiator did not mean).
+            if self.req.data_out.len() != bs {
                 return Err(Sense::new(
                     SenseKey::IllegalRequest,
                     asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,

@@ -390,6 +390,26 @@ async fn write_same_unmap_and_lba_status() {
     )
     .await;
     assert_check(&r, SenseKey::IllegalRequest, asc::LBA_OUT_OF_RANGE);
+    // WRITE SAME Data-Out must be exactly one block.
+    let r = run(&f.target, &f.a, 0, &cdb16(0x93, 0x08, 0, 1), pattern(2, 1)).await;
+    assert_check(
+        &r,
+        SenseKey::IllegalRequest,
+        asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
+    );
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x93, 0x08, 0, 1),
+        Bytes::from(vec![0u8; 256]),
+    )
+    .await;
+    assert_check(
+        &r,
+        SenseKey::IllegalRequest,
+        asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
+    );
     // UNMAP with a truncated header.
     c[7..9].copy_from_slice(&4u16.to_be_bytes());
     let r = run(&f.target, &f.a, 0, &c, Bytes::from_static(&[0, 0, 0, 0])).await;
