@@ -16,6 +16,11 @@ use storage_core::{Guarantee, Pool, PoolOptions, Volume};
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -138,7 +143,7 @@ async fn main() {
     );
 
     // Snapshot / clone creation time vs amount of data written.
-    println!("\n| written | snapshot ms | clone (of snapshot) ms | live clone ms | fill MB/s |");
+    println!("\n| written | snapshot ms (median of 5) | clone of snapshot ms | live clone ms | fill MB/s |");
     println!("|---|---|---|---|---|");
     for (name, bytes) in [("small", 64 * MIB), ("big", big)] {
         pool.create_volume(name, bytes, 512, Guarantee::None)
@@ -146,19 +151,32 @@ async fn main() {
             .expect("volume");
         let v = pool.volume(name).expect("vol");
         let mbs = fill(&v, bytes).await;
-        let t = Instant::now();
-        pool.snapshot(name, "s").await.expect("snapshot");
-        let snap = t.elapsed();
-        let t = Instant::now();
-        pool.clone_volume(&format!("{name}@s"), &format!("{name}-c"), None)
-            .await
-            .expect("clone");
-        let clone = t.elapsed();
-        let t = Instant::now();
-        pool.clone_volume(name, &format!("{name}-lc"), None)
-            .await
-            .expect("live clone");
-        let live = t.elapsed();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut snap = Vec::new();
+        for k in 0..5 {
+            let t = Instant::now();
+            pool.snapshot(name, &format!("s{k}"))
+                .await
+                .expect("snapshot");
+            snap.push(t.elapsed());
+        }
+        let mut clone = Vec::new();
+        for k in 0..5 {
+            let t = Instant::now();
+            pool.clone_volume(&format!("{name}@s0"), &format!("{name}-c{k}"), None)
+                .await
+                .expect("clone");
+            clone.push(t.elapsed());
+        }
+        let mut live = Vec::new();
+        for k in 0..5 {
+            let t = Instant::now();
+            pool.clone_volume(name, &format!("{name}-lc{k}"), None)
+                .await
+                .expect("live clone");
+            live.push(t.elapsed());
+        }
+        let (snap, clone, live) = (median(snap), median(clone), median(live));
         println!(
             "| {} MiB | {:.2} | {:.2} | {:.2} | {mbs:.0} |",
             bytes / MIB,
@@ -173,8 +191,8 @@ async fn main() {
         "\nmetadata image: {meta} bytes for {used_chunks} owned chunks = {:.1} bytes/chunk (journal: 25 bytes per first-write record)",
         meta as f64 / used_chunks.max(1) as f64
     );
-    for name in ["small", "small-c", "small-lc", "big", "big-c", "big-lc"] {
-        pool.delete_volume(name).await.expect("delete");
+    for v in pool.volumes() {
+        pool.delete_volume(&v.name).await.expect("delete");
     }
 
     // I/O profiles.

@@ -19,7 +19,7 @@ use crate::journal::{build_block, HEADER};
 use crate::superblock::SB_SLOT;
 use crate::{checkpoint, Result, StorageError};
 
-type Waiter = (u64, oneshot::Sender<Result<()>>);
+type Waiter = (u64, u64, oneshot::Sender<Result<()>>);
 
 #[derive(Default)]
 struct Queue {
@@ -37,16 +37,17 @@ pub(crate) struct CommitShared {
 
 impl CommitShared {
     /// Ask for everything up to `lsn` to be durable.
-    pub fn request(&self, lsn: u64) -> oneshot::Receiver<Result<()>> {
+    /// Ask for every record up to `lsn` and every data write up to `writes` to be durable.
+    pub fn request(&self, lsn: u64, writes: u64) -> oneshot::Receiver<Result<()>> {
         let (tx, rx) = oneshot::channel();
-        self.q.lock().waiters.push((lsn, tx));
+        self.q.lock().waiters.push((lsn, writes, tx));
         self.cv.notify_one();
         rx
     }
     /// Ask for a checkpoint at the next commit (used by close).
-    pub fn request_checkpoint(&self, lsn: u64) -> oneshot::Receiver<Result<()>> {
+    pub fn request_checkpoint(&self, lsn: u64, writes: u64) -> oneshot::Receiver<Result<()>> {
         self.q.lock().force_checkpoint = true;
-        self.request(lsn)
+        self.request(lsn, writes)
     }
     pub fn shutdown(&self) {
         self.q.lock().shutdown = true;
@@ -67,11 +68,21 @@ fn sync(inner: &PoolInner) -> Result<()> {
 
 /// One commit. Returns the durable LSN.
 fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<u64> {
+    let writes = inner.data_writes.load(Ordering::Acquire);
     let (payload, nrecs, frees, end, ckpt) = {
         let mut st = inner.state.write();
         st.check_failed()?;
         if st.nrecs == 0 && !force_ckpt {
-            return Ok(st.lsn);
+            let lsn = st.lsn;
+            drop(st);
+            if writes > inner.synced_writes.load(Ordering::Acquire) {
+                if let Err(e) = sync(inner) {
+                    inner.state.write().failed = Some(format!("data sync failed: {e}"));
+                    return Err(e);
+                }
+                inner.synced_writes.fetch_max(writes, Ordering::AcqRel);
+            }
+            return Ok(lsn);
         }
         let payload = std::mem::take(&mut st.recs.buf);
         let nrecs = std::mem::replace(&mut st.nrecs, 0);
@@ -96,6 +107,7 @@ fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<u64> {
     }
     st.pending_count -= frees.len() as u64;
     inner.durable_lsn.store(end, Ordering::Release);
+    inner.synced_writes.fetch_max(writes, Ordering::AcqRel);
     Ok(end)
 }
 
@@ -180,7 +192,7 @@ fn run(weak: Weak<PoolInner>, shared: Arc<CommitShared>) {
             (std::mem::take(&mut q.waiters), q.shutdown, force)
         };
         let Some(inner) = weak.upgrade() else {
-            for (_, tx) in waiters {
+            for (_, _, tx) in waiters {
                 let _ = tx.send(Err(io(
                     "committing metadata",
                     std::io::Error::other("pool dropped"),
@@ -190,9 +202,10 @@ fn run(weak: Weak<PoolInner>, shared: Arc<CommitShared>) {
         };
         let res = commit_once(&inner, force);
         let durable = inner.durable_lsn.load(Ordering::Acquire);
+        let synced = inner.synced_writes.load(Ordering::Acquire);
         drop(inner);
         let mut again = Vec::new();
-        for (t, tx) in waiters.drain(..) {
+        for (t, w, tx) in waiters.drain(..) {
             match &res {
                 Err(e) => {
                     let _ = tx.send(Err(io(
@@ -200,10 +213,10 @@ fn run(weak: Weak<PoolInner>, shared: Arc<CommitShared>) {
                         std::io::Error::other(e.to_string()),
                     )));
                 }
-                Ok(_) if t <= durable => {
+                Ok(_) if t <= durable && w <= synced => {
                     let _ = tx.send(Ok(()));
                 }
-                Ok(_) => again.push((t, tx)),
+                Ok(_) => again.push((t, w, tx)),
             }
         }
         if !again.is_empty() {

@@ -205,6 +205,11 @@ pub(crate) struct PoolInner {
     pub state: parking_lot::RwLock<State>,
     pub sb: parking_lot::Mutex<SbState>,
     pub durable_lsn: AtomicU64,
+    /// Data writes completed so far (in-place overwrites change no metadata but still need
+    /// an fdatasync before a flush may return).
+    pub data_writes: AtomicU64,
+    /// Value of `data_writes` covered by the last completed fdatasync.
+    pub synced_writes: AtomicU64,
     pub commit: Arc<CommitShared>,
     pub vols: parking_lot::Mutex<HashMap<ViewId, Arc<VolRt>>>,
     pub closed: AtomicBool,
@@ -231,6 +236,13 @@ impl PoolInner {
         Ok(())
     }
 
+    /// Write data chunks; counted so that a later flush knows an fdatasync is due.
+    pub async fn write_data(&self, off: u64, bufs: Vec<bytes::Bytes>) -> Result<()> {
+        self.io.write(off, bufs).await?;
+        self.data_writes.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Make every record appended so far durable (group commit).
     pub async fn flush(&self) -> Result<()> {
         let target = {
@@ -238,10 +250,13 @@ impl PoolInner {
             st.check_failed()?;
             st.lsn
         };
-        if self.durable_lsn.load(Ordering::Acquire) >= target {
+        let dtarget = self.data_writes.load(Ordering::Acquire);
+        if self.durable_lsn.load(Ordering::Acquire) >= target
+            && self.synced_writes.load(Ordering::Acquire) >= dtarget
+        {
             return Ok(());
         }
-        let rx = self.commit.request(target);
+        let rx = self.commit.request(target, dtarget);
         match rx.await {
             Ok(r) => r,
             Err(_) => Err(StorageError::io(

@@ -86,6 +86,8 @@ impl Pool {
                 next_seq: loaded.next_seq,
             }),
             durable_lsn: AtomicU64::new(0),
+            data_writes: AtomicU64::new(0),
+            synced_writes: AtomicU64::new(0),
             commit: shared.clone(),
             vols: parking_lot::Mutex::new(Default::default()),
             closed: Default::default(),
@@ -650,7 +652,10 @@ impl Pool {
             return Ok(());
         }
         let lsn = self.inner.state.read().lsn;
-        let rx = self.inner.commit.request_checkpoint(lsn);
+        let rx = self
+            .inner
+            .commit
+            .request_checkpoint(lsn, self.inner.data_writes.load(Ordering::Acquire));
         let res = rx.await.unwrap_or_else(|_| {
             Err(StorageError::io(
                 "closing",

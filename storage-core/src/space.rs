@@ -82,49 +82,69 @@ pub(crate) fn snapshot_info(st: &State, id: ViewId) -> Option<SnapshotInfo> {
     })
 }
 
-/// Compute `unique` for every view from the layer maps. Returns the garbage entries
-/// (data no view can reach).
-pub(crate) fn compute_unique(st: &State) -> (HashMap<ViewId, u64>, Vec<(u64, u64)>) {
-    let mut unique: HashMap<ViewId, u64> = HashMap::new();
-    let mut garbage = Vec::new();
+/// Count, for one layer's data entries, which are seen by exactly one view (unique to it)
+/// and which by none (garbage: `(layer, index, phys)`).
+fn scan_layer(
+    st: &State,
+    lid: u64,
+    unique: &mut HashMap<ViewId, u64>,
+    garbage: &mut Vec<(u64, u64, u64)>,
+) {
+    let Some(l) = st.meta.layers.get(&lid) else {
+        return;
+    };
     let mut viewers = Vec::with_capacity(2);
-    for (&lid, l) in &st.meta.layers {
-        for (&i, &p) in &l.map {
-            if p == HOLE {
-                continue;
-            }
-            viewers.clear();
-            st.meta.viewers(lid, i, 2, &mut viewers);
-            match viewers.len() {
-                0 => garbage.push((lid, i)),
-                1 => *unique.entry(viewers[0]).or_default() += 1,
-                _ => {}
-            }
+    for (&i, &p) in &l.map {
+        if p == HOLE {
+            continue;
+        }
+        viewers.clear();
+        st.meta.viewers(lid, i, 2, &mut viewers);
+        match viewers.len() {
+            0 => garbage.push((lid, i, p)),
+            1 => *unique.entry(viewers[0]).or_default() += 1,
+            _ => {}
         }
     }
-    (unique, garbage)
 }
 
-/// Recompute unique figures and reclaim garbage. Holds the state lock for the pass.
+/// Recompute unique figures and reclaim garbage. The scan takes the state lock shared, one
+/// layer at a time, so I/O keeps flowing; if anything changed meanwhile the figures are
+/// stored but not marked exact (the next pass will be).
 pub(crate) fn reconcile(inner: &PoolInner) {
-    let mut st = inner.state.write();
-    if st.failed.is_some() {
-        return;
+    let (start_lsn, layer_ids) = {
+        let st = inner.state.read();
+        if st.failed.is_some() {
+            return;
+        }
+        (st.lsn, st.meta.layers.keys().copied().collect::<Vec<_>>())
+    };
+    let mut unique = HashMap::new();
+    let mut garbage = Vec::new();
+    for lid in layer_ids {
+        let st = inner.state.read();
+        scan_layer(&st, lid, &mut unique, &mut garbage);
     }
-    let (unique, garbage) = compute_unique(&st);
-    let n = garbage.len();
-    for (layer, index) in garbage {
-        // Only layers without a live writer can hold garbage (ghosts, or beyond a view's end).
+    let mut st = inner.state.write();
+    let consistent = st.lsn == start_lsn;
+    let mut reclaimed = 0;
+    let mut viewers = Vec::new();
+    for (layer, index, phys) in garbage {
+        // Re-validate under the exclusive lock: still there, still seen by nobody.
+        if st.meta.layers.get(&layer).and_then(|l| l.map.get(&index)) != Some(&phys) {
+            continue;
+        }
+        viewers.clear();
+        st.meta.viewers(layer, index, 1, &mut viewers);
+        if !viewers.is_empty() {
+            continue;
+        }
         if let Err(e) = st.log(Rec::Clear { layer, index }) {
             tracing::error!("reclaiming garbage failed: {e}");
             return;
         }
+        reclaimed += 1;
     }
-    let (unique, _) = if n > 0 {
-        compute_unique(&st)
-    } else {
-        (unique, Vec::new())
-    };
     let ids: Vec<ViewId> = st.meta.views.keys().copied().collect();
     for id in ids {
         let u = unique.get(&id).copied().unwrap_or(0);
@@ -132,24 +152,25 @@ pub(crate) fn reconcile(inner: &PoolInner) {
             v.unique = u;
         }
     }
-    st.space_dirty = false;
+    // Reclaimed garbage was seen by nobody, so it does not change any unique figure.
+    st.space_dirty = !consistent;
     st.reconciled_at = crate::pool::now_unix();
-    if n > 0 {
+    if reclaimed > 0 {
         tracing::info!(
-            chunks = n,
+            chunks = reclaimed,
             "reclaimed garbage chunks hidden from every view"
         );
     }
 }
 
-/// Background task: reconcile every 2 s while something changed.
+/// Background task: reconcile every 5 s while something changed.
 pub(crate) fn spawn_reconciler(weak: Weak<PoolInner>) {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return;
     };
     handle.spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
             let Some(inner): Option<Arc<PoolInner>> = weak.upgrade() else {
                 return;
             };

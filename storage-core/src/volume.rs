@@ -229,8 +229,7 @@ impl Volume {
             if let Some(p) = self.owned_phys(index)? {
                 return self
                     .inner
-                    .io
-                    .write(self.inner.layout.chunk_offset(p) + off as u64, parts)
+                    .write_data(self.inner.layout.chunk_offset(p) + off as u64, parts)
                     .await;
             }
         }
@@ -239,8 +238,7 @@ impl Volume {
         if let Some(p) = self.owned_phys(index)? {
             return self
                 .inner
-                .io
-                .write(self.inner.layout.chunk_offset(p) + off as u64, parts)
+                .write_data(self.inner.layout.chunk_offset(p) + off as u64, parts)
                 .await;
         }
         let (top, full, old) = {
@@ -289,8 +287,7 @@ impl Volume {
         };
         if let Err(e) = self
             .inner
-            .io
-            .write(self.inner.layout.chunk_offset(phys), body)
+            .write_data(self.inner.layout.chunk_offset(phys), body)
             .await
         {
             self.inner
