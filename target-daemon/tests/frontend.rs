@@ -352,3 +352,87 @@ async fn connection_reinstatement_keeps_the_session() {
     assert!(matches!(b.nop(b"still here").await.bhs, Bhs::NopIn(_)));
     assert_eq!(server.session_count(), 1);
 }
+
+#[tokio::test]
+async fn mutual_chap_and_discovery_chap() {
+    let yaml = r#"
+portals:
+  - listen: 127.0.0.1:0
+discovery:
+  chap: { username: disco, secret: discovery-secret-1 }
+iscsi:
+  nop_interval_secs: 0
+targets:
+  - iqn: iqn.2026-11.io.lunar:mutual
+    allow_any: true
+    chap:
+      username: alice
+      secret: alice-secret-123
+      mutual: { username: lunar, secret: lunar-secret-456 }
+"#;
+    let (_s, addr) = start(yaml).await;
+    let mut a = Initiator::connect(addr, ALICE).await;
+    let r = a
+        .login_chap_mutual(
+            Some("iqn.2026-11.io.lunar:mutual"),
+            "alice",
+            "alice-secret-123",
+            Some(("lunar", "lunar-secret-456")),
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+
+    // Discovery requires its own CHAP credentials.
+    let mut d = Initiator::connect(addr, BOB).await;
+    assert_eq!(d.login(None).await.status_class, 2);
+    let mut d = Initiator::connect(addr, BOB).await;
+    let r = d.login_chap(None, "disco", "discovery-secret-1").await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(
+        targets_named(&d.send_targets("All").await),
+        vec!["iqn.2026-11.io.lunar:mutual"]
+    );
+}
+
+#[tokio::test]
+async fn ipv6_portal_and_advertised_address() {
+    let yaml = r#"
+portals:
+  - listen: "[::1]:0"
+    advertise: "[2001:db8::7]:3260"
+    tpgt: 3
+iscsi:
+  nop_interval_secs: 0
+targets:
+  - iqn: iqn.2026-11.io.lunar:v6
+    allow_any: true
+"#;
+    let cfg = Config::from_yaml_str(yaml, "test.yaml").expect("config");
+    let targets = cfg
+        .targets
+        .iter()
+        .map(|t| TargetEntry {
+            cfg: t.clone(),
+            scsi: ScsiTarget::new(&t.iqn),
+        })
+        .collect();
+    let server = Server::new(&cfg, targets);
+    let addr = match server.listen(&cfg.portals[0]) {
+        Ok((addr, _task)) => addr,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            eprintln!("no IPv6 loopback here; skipping: {e}");
+            return;
+        }
+        Err(e) => panic!("bind [::1]: {e}"),
+    };
+    assert!(addr.is_ipv6());
+    let mut c = Initiator::connect(addr, BOB).await;
+    assert!(c.login(None).await.ok());
+    let pairs = c.send_targets("All").await;
+    assert!(
+        pairs
+            .iter()
+            .any(|(k, v)| k == "TargetAddress" && v == "[2001:db8::7]:3260,3"),
+        "{pairs:?}"
+    );
+}

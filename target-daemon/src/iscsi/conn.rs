@@ -121,9 +121,6 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, portal: PortalInfo) {
         return;
     };
     let _ = stream.set_nodelay(true);
-    let span = tracing::info_span!("conn", %peer);
-    let _enter = span.enter();
-    drop(_enter);
     let (rd, wr) = stream.into_split();
     let (writer, writer_task) = Writer::spawn(wr, CodecConfig::default());
     let mut reader = FrameReader::new(rd);

@@ -223,12 +223,24 @@ impl Initiator {
         }
     }
 
-    /// Login with CHAP (`user`, `secret`), optionally asking for mutual CHAP.
+    /// Login with CHAP (`user`, `secret`).
     pub async fn login_chap(
         &mut self,
         target: Option<&str>,
         user: &str,
         secret: &str,
+    ) -> LoginResult {
+        self.login_chap_mutual(target, user, secret, None).await
+    }
+
+    /// Login with CHAP; with `mutual = Some((target_user, target_secret))` the initiator also
+    /// challenges the target and checks its answer (panics if it is wrong).
+    pub async fn login_chap_mutual(
+        &mut self,
+        target: Option<&str>,
+        user: &str,
+        secret: &str,
+        mutual: Option<(&str, &str)>,
     ) -> LoginResult {
         let name = self.name.clone();
         let mut keys = vec![("InitiatorName", name.as_str()), ("AuthMethod", "CHAP")];
@@ -260,16 +272,36 @@ impl Initiator {
             .expect("CHAP_I");
         let challenge = decode_binary(map.get("CHAP_C").expect("CHAP_C"), 1024).expect("challenge");
         let resp = encode_hex(&chap_response(id, secret.as_bytes(), &challenge));
+        let my_challenge = [
+            0x5au8, 0x17, 0x99, 0x02, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc,
+            0xdd, 0xee,
+        ];
+        let my_challenge_hex = encode_hex(&my_challenge);
+        let mut keys = vec![("CHAP_N", user), ("CHAP_R", resp.as_str())];
+        if mutual.is_some() {
+            keys.push(("CHAP_I", "77"));
+            keys.push(("CHAP_C", my_challenge_hex.as_str()));
+        }
         let (r, map) = self
-            .login_step(
-                LoginStage::Security,
-                LoginStage::Operational,
-                true,
-                &[("CHAP_N", user), ("CHAP_R", &resp)],
-            )
+            .login_step(LoginStage::Security, LoginStage::Operational, true, &keys)
             .await;
         if r.status_class != 0 {
             return self.finish_login(r, map);
+        }
+        if let Some((tuser, tsecret)) = mutual {
+            assert_eq!(
+                map.get("CHAP_N").map(String::as_str),
+                Some(tuser),
+                "target's CHAP name"
+            );
+            let expect = encode_hex(&chap_response(77, tsecret.as_bytes(), &my_challenge));
+            let got = map
+                .get("CHAP_R")
+                .expect("target answers the mutual challenge");
+            assert!(
+                got.eq_ignore_ascii_case(&expect),
+                "target's mutual CHAP response is wrong"
+            );
         }
         let keys = Self::operational_keys();
         let (r, map) = self
