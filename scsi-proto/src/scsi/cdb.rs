@@ -94,6 +94,9 @@ pub enum Command {
     PreFetch { range: BlockRange, immed: bool },
     /// SYNCHRONIZE CACHE(10/16); `blocks == 0` means to the end of the medium.
     SynchronizeCache { range: BlockRange, immed: bool },
+    /// COMPARE AND WRITE: atomically compare `blocks` blocks with the first half of the
+    /// Data-Out and, if equal, write the second half.
+    CompareAndWrite { lba: u64, blocks: u8, fua: bool },
     /// WRITE SAME(10/16).
     WriteSame {
         range: BlockRange,
@@ -396,6 +399,14 @@ pub fn parse(raw: &[u8]) -> Result<Cdb, Sense> {
             range: range(cdb),
             immed: b1 & 0x02 != 0,
         },
+        (op::COMPARE_AND_WRITE, _) => {
+            check_protect(cdb)?;
+            Command::CompareAndWrite {
+                lba: be64(cdb, 2),
+                blocks: cdb[13],
+                fua: b1 & 0x08 != 0,
+            }
+        }
         (op::WRITE_SAME_10 | op::WRITE_SAME_16, _) => {
             check_protect(cdb)?;
             if b1 & 0x10 != 0 {
@@ -470,6 +481,7 @@ impl Command {
                 ByteCheck::Full => u64::from(range.blocks) * bs,
                 ByteCheck::SingleBlock => bs,
             },
+            Command::CompareAndWrite { blocks, .. } => 2 * u64::from(*blocks) * bs,
             Command::WriteSame { ndob, .. } => {
                 if *ndob {
                     0
@@ -490,6 +502,7 @@ impl Command {
             self,
             Command::Write { .. }
                 | Command::WriteAndVerify { .. }
+                | Command::CompareAndWrite { .. }
                 | Command::WriteSame { .. }
                 | Command::Unmap { .. }
         )
@@ -774,6 +787,30 @@ mod tests {
         assert_eq!(
             parse(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0]).unwrap().command,
             Command::Unmap { param_len: 24 }
+        );
+    }
+
+    #[test]
+    fn compare_and_write() {
+        let mut c = [0u8; 16];
+        c[0] = 0x89;
+        c[1] = 0x08;
+        c[9] = 5;
+        c[13] = 1;
+        let p = parse(&c).unwrap();
+        assert_eq!(
+            p.command,
+            Command::CompareAndWrite {
+                lba: 5,
+                blocks: 1,
+                fua: true
+            }
+        );
+        assert_eq!(p.command.data_out_len(512), 1024);
+        c[11] = 1; // reserved
+        assert_eq!(
+            parse(&c).unwrap_err().field,
+            Some(FieldPointer::cdb(11, Some(0)))
         );
     }
 

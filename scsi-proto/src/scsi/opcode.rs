@@ -119,6 +119,7 @@ const fn sa(opcode: u8, sa: u16, name: &'static str, usage: &'static [u8]) -> Co
 const CTL: u8 = 0x00;
 
 /// Every command the block device server implements, sorted by opcode then service action.
+#[rustfmt::skip]
 pub static COMMANDS: &[CommandInfo] = &[
     c(
         TEST_UNIT_READY,
@@ -275,6 +276,11 @@ pub static COMMANDS: &[CommandInfo] = &[
             READ_16, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
             0x1F, CTL,
         ],
+    ),
+    c(
+        COMPARE_AND_WRITE,
+        "COMPARE AND WRITE",
+        &[COMPARE_AND_WRITE, 0xFA, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0x1F, CTL],
     ),
     c(
         WRITE_16,

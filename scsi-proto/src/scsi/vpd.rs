@@ -83,6 +83,8 @@ pub struct BlockLimits {
     pub unmap_granularity: u32,
     /// Largest WRITE SAME.
     pub max_write_same: u64,
+    /// Largest COMPARE AND WRITE (0: not supported).
+    pub max_compare_and_write: u8,
 }
 
 impl BlockLimits {
@@ -111,6 +113,9 @@ impl BlockLimits {
             // The WRITE SAME(10) range: big enough for initiators' zeroing (ESXi block
             // zero, Linux blkdev zeroout) while keeping a non-zero pattern write bounded.
             max_write_same: u64::from(blocks(1 << 30).min(0xFFFF)),
+            // VMware's ATS uses single-block COMPARE AND WRITE; a few more blocks cost
+            // nothing and serve other cluster filesystems.
+            max_compare_and_write: 64,
         }
     }
 }
@@ -188,7 +193,7 @@ pub fn block_limits(l: &BlockLimits) -> Vec<u8> {
     // b[0] (byte 4): WSNZ - a zero-length WRITE SAME is rejected rather than meaning
     // "to the end of the medium", which would be a very expensive surprise.
     b[0] = 0x01;
-    b[1] = 0; // MAXIMUM COMPARE AND WRITE LENGTH: COMPARE AND WRITE not implemented
+    b[1] = l.max_compare_and_write;
     b[2..4].copy_from_slice(&l.optimal_transfer_granularity.to_be_bytes());
     b[4..8].copy_from_slice(&l.max_transfer.to_be_bytes());
     b[8..12].copy_from_slice(&l.optimal_transfer.to_be_bytes());
@@ -318,7 +323,7 @@ mod tests {
         assert_eq!(p.len(), 64);
         assert_eq!(&p[..4], &[0, 0xB0, 0, 0x3C]);
         assert_eq!(p[4], 0x01);
-        assert_eq!(p[5], 0);
+        assert_eq!(p[5], 64, "MAXIMUM COMPARE AND WRITE LENGTH");
         assert_eq!(&p[28..32], &128u32.to_be_bytes());
         assert_eq!(&p[32..36], &[0x80, 0, 0, 0]);
         assert_eq!(&p[24..28], &256u32.to_be_bytes());

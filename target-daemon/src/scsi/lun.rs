@@ -28,6 +28,9 @@ pub struct Lun {
     reserved: AtomicBool,
     reservation: Mutex<Option<Nexus>>,
     last_blocks: AtomicU64,
+    /// Makes COMPARE AND WRITE atomic with respect to every other write: writers share it,
+    /// COMPARE AND WRITE holds it exclusively for its read-compare-write.
+    pub(super) atomic: tokio::sync::RwLock<()>,
 }
 
 impl Lun {
@@ -49,6 +52,7 @@ impl Lun {
             reserved: AtomicBool::new(false),
             reservation: Mutex::new(None),
             last_blocks,
+            atomic: tokio::sync::RwLock::new(()),
         }
     }
 

@@ -437,6 +437,9 @@ impl Ctx<'_> {
             Command::Verify { range, bytchk, .. } => self.verify(*range, *bytchk).await,
             Command::PreFetch { range, .. } => self.pre_fetch(*range),
             Command::SynchronizeCache { range, .. } => self.synchronize_cache(*range).await,
+            Command::CompareAndWrite { lba, blocks, fua } => {
+                self.compare_and_write(*lba, *blocks, *fua).await
+            }
             Command::WriteSame { range, unmap, ndob } => {
                 self.write_same(*range, *unmap, *ndob).await
             }

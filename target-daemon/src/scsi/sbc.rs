@@ -82,6 +82,7 @@ impl Ctx<'_> {
         }
         let fua = fua || !self.lun.mode().wce;
         let data = self.req.data_out.slice(..have);
+        let _shared = self.lun.atomic.read().await;
         self.lun
             .volume
             .write(range.lba, data, fua)
@@ -206,6 +207,7 @@ impl Ctx<'_> {
         };
         let vol = &self.lun.volume;
         let fua = !self.lun.mode().wce;
+        let _shared = self.lun.atomic.read().await;
         match pattern {
             Some(p) if p.iter().any(|&b| b != 0) => {
                 let per_buf = (WRITE_SAME_BUFFER / bs).max(1) as u64;
@@ -237,6 +239,60 @@ impl Ctx<'_> {
         Ok(ScsiResponse::good(Bytes::new()))
     }
 
+    /// COMPARE AND WRITE (SBC-3 5.2): under the LUN's exclusive write lock, read the range,
+    /// compare it with the first half of the Data-Out and write the second half only if
+    /// they are equal. This is VMware's ATS locking primitive.
+    pub(super) async fn compare_and_write(
+        &self,
+        lba: u64,
+        blocks: u8,
+        fua: bool,
+    ) -> Result<ScsiResponse, Sense> {
+        self.check_writable()?;
+        if blocks > self.lun.limits.max_compare_and_write {
+            return Err(Sense::invalid_field_in_cdb(13, Some(7)));
+        }
+        check_lba_range(lba, u64::from(blocks), self.lun.volume.num_blocks())?;
+        if blocks == 0 {
+            // Zero blocks is a no-op, unless Data-Out came with it: then the NUMBER OF
+            // LOGICAL BLOCKS field cannot be what the initiator meant (e.g. 256 wrapped).
+            if !self.req.data_out.is_empty() {
+                return Err(Sense::invalid_field_in_cdb(13, Some(7)));
+            }
+            return Ok(ScsiResponse::good(Bytes::new()));
+        }
+        let half = usize::from(blocks) * self.block_size() as usize;
+        if self.req.data_out.len() != 2 * half {
+            return Err(Sense::new(
+                SenseKey::IllegalRequest,
+                asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
+            ));
+        }
+        let verify = &self.req.data_out[..half];
+        let new_data = self.req.data_out.slice(half..);
+        let fua = fua || !self.lun.mode().wce;
+        let _exclusive = self.lun.atomic.write().await;
+        let medium = self
+            .lun
+            .volume
+            .read(lba, u32::from(blocks))
+            .await
+            .map_err(read_err)?;
+        if let Some(offset) = first_difference(verify, &medium) {
+            return Err(Sense::new(
+                SenseKey::Miscompare,
+                asc::MISCOMPARE_DURING_VERIFY_OPERATION,
+            )
+            .with_information(offset as u64));
+        }
+        self.lun
+            .volume
+            .write(lba, new_data, fua)
+            .await
+            .map_err(write_err)?;
+        Ok(ScsiResponse::good(Bytes::new()))
+    }
+
     /// UNMAP: deallocate every described extent (they read back as zeros: LBPRZ).
     pub(super) async fn unmap(&self, param_len: u32) -> Result<ScsiResponse, Sense> {
         self.check_writable()?;
@@ -251,6 +307,7 @@ impl Ctx<'_> {
             capacity_blocks: self.lun.volume.num_blocks(),
         };
         let descriptors = unmap::parse(data, &limits)?;
+        let _shared = self.lun.atomic.read().await;
         for d in descriptors.iter().filter(|d| d.blocks > 0) {
             self.lun
                 .volume

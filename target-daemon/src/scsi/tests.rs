@@ -773,3 +773,66 @@ async fn capacity_change_is_reported() {
     let r = run(&f.target, &f.a, 0, &cdb16(0x9E, 0x10, 0, 32), Bytes::new()).await;
     assert_eq!(&r.data_in[..8], &(2 * BLOCKS - 1).to_be_bytes());
 }
+
+#[tokio::test]
+async fn compare_and_write_is_atomic_test_and_set() {
+    let f = fixture().await;
+    let old = pattern(1, 1);
+    let new = pattern(1, 2);
+    assert_eq!(
+        run(&f.target, &f.a, 0, &write10(50, 1), old.clone())
+            .await
+            .status,
+        status::GOOD
+    );
+    let mut caw = cdb16(0x89, 0, 50, 0);
+    caw[13] = 1;
+    let both = |a: &Bytes, b: &Bytes| Bytes::from([&a[..], &b[..]].concat());
+    // Matching compare: the new data is written.
+    let r = run(&f.target, &f.a, 0, &caw, both(&old, &new)).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    assert_eq!(r.data_out_used, 2 * BS);
+    assert_eq!(
+        run(&f.target, &f.a, 0, &read10(50, 1), Bytes::new())
+            .await
+            .data_in,
+        new
+    );
+    // Stale compare (another host won the lock): MISCOMPARE, medium unchanged.
+    let s = assert_check(
+        &run(&f.target, &f.b, 0, &caw, both(&old, &pattern(1, 3))).await,
+        SenseKey::Miscompare,
+        asc::MISCOMPARE_DURING_VERIFY_OPERATION,
+    );
+    assert_eq!(s.information, Some(first_diff(&old, &new) as u64));
+    assert_eq!(
+        run(&f.target, &f.a, 0, &read10(50, 1), Bytes::new())
+            .await
+            .data_in,
+        new
+    );
+    // Too many blocks, wrong Data-Out size, beyond the end.
+    caw[13] = 65;
+    assert_check(
+        &run(&f.target, &f.a, 0, &caw, Bytes::new()).await,
+        SenseKey::IllegalRequest,
+        asc::INVALID_FIELD_IN_CDB,
+    );
+    caw[13] = 1;
+    assert_check(
+        &run(&f.target, &f.a, 0, &caw, new.clone()).await,
+        SenseKey::IllegalRequest,
+        asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
+    );
+    let mut end = cdb16(0x89, 0, BLOCKS, 0);
+    end[13] = 1;
+    assert_check(
+        &run(&f.target, &f.a, 0, &end, both(&old, &new)).await,
+        SenseKey::IllegalRequest,
+        asc::LBA_OUT_OF_RANGE,
+    );
+}
+
+fn first_diff(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len())
+}
