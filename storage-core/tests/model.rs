@@ -26,6 +26,8 @@ enum Op {
     Resize(usize, u64),
     Split(usize),
     Reopen,
+    /// Flush, then drop the pool without closing it: the next open replays the journal.
+    Crash,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -45,6 +47,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (v.clone(), 1u64..100).prop_map(|(v, b)| Op::Resize(v, b)),
         1 => v.clone().prop_map(Op::Split),
         1 => Just(Op::Reopen),
+        2 => Just(Op::Crash),
     ]
 }
 
@@ -279,6 +282,11 @@ async fn run(ops: Vec<Op>) {
                     job.wait().await.expect("split finished");
                 }
             }
+            Op::Crash => {
+                pool.flush().await.expect("flush");
+                drop(pool);
+                pool = Pool::open(dir.path()).await.expect("open after crash");
+            }
             Op::Reopen => {
                 pool.close().await.expect("close");
                 drop(pool);
@@ -308,7 +316,7 @@ async fn run(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, max_shrink_iters: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 200, ..ProptestConfig::default() })]
     #[test]
     fn random_operations_match_model(ops in proptest::collection::vec(op(), 1..40)) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
