@@ -137,9 +137,14 @@ impl Session {
     }
 
     /// Closes the session: asks every connection to close, aborts all tasks and tells the SCSI
-    /// layer that the nexus is gone.
+    /// layer that the nexus is gone. Later calls do nothing.
     pub async fn close(&self) {
-        self.closed.send_replace(true);
+        // Idempotent: a reinstated session is closed by the new login and again when its
+        // last connection winds down; only the first call may touch the nexus, which the new
+        // session shares.
+        if self.closed.send_replace(true) {
+            return;
+        }
         for c in self.conns.lock().values() {
             c.close.send_replace(true);
         }

@@ -42,6 +42,10 @@ pub struct Writer {
 /// Capacity of the writer channel: bounds memory held by PDUs waiting for the socket.
 const QUEUE: usize = 256;
 
+/// A write that makes no progress for this long means the initiator stopped reading; the
+/// connection is dropped so a stuck peer cannot pin the reader (blocked on a full queue).
+const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Writer {
     /// Spawns the writer task for `io`; the returned join handle ends when the connection's
     /// write side is closed or fails.
@@ -97,11 +101,17 @@ async fn run<W: AsyncWrite + Unpin>(io: W, mut rx: mpsc::Receiver<Out>, mut code
                             w.write_all(&enc.data).await?;
                         }
                         w.write_all(enc.trailer()).await
-                    }
-                    .await;
-                    if let Err(e) = res {
-                        tracing::debug!("connection write failed: {e}");
-                        break 'outer;
+                    };
+                    match tokio::time::timeout(WRITE_STALL, res).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!("connection write failed: {e}");
+                            break 'outer;
+                        }
+                        Err(_) => {
+                            tracing::info!("initiator stopped reading for {WRITE_STALL:?}: dropping the connection");
+                            break 'outer;
+                        }
                     }
                 }
                 Out::Attach {
@@ -113,16 +123,28 @@ async fn run<W: AsyncWrite + Unpin>(io: W, mut rx: mpsc::Receiver<Out>, mut code
                     attached = Some((session, stat_sn));
                 }
                 Out::Close => {
-                    let _ = w.flush().await;
-                    let _ = w.shutdown().await;
+                    let _ = tokio::time::timeout(WRITE_STALL, async {
+                        let _ = w.flush().await;
+                        let _ = w.shutdown().await;
+                    })
+                    .await;
                     break 'outer;
                 }
             }
             next = rx.try_recv().ok();
         }
-        if let Err(e) = w.flush().await {
-            tracing::debug!("connection flush failed: {e}");
-            break;
+        match tokio::time::timeout(WRITE_STALL, w.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!("connection flush failed: {e}");
+                break;
+            }
+            Err(_) => {
+                tracing::info!(
+                    "initiator stopped reading for {WRITE_STALL:?}: dropping the connection"
+                );
+                break;
+            }
         }
     }
     rx.close();
