@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs Lunar as a system service from a source checkout:
+#   binaries -> $PREFIX/bin (default /usr/local/bin), config -> /etc/lunar/lunar.yaml (kept if
+#   present), data -> /var/lib/lunar, unit -> /etc/systemd/system/lunard.service.
+# Usage: sudo bash deploy/install.sh            (builds in release mode first)
+#        DESTDIR=/tmp/root bash deploy/install.sh   (stage into a root, no systemctl calls)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PREFIX=${PREFIX:-/usr/local}
+DESTDIR=${DESTDIR:-}
+
+cargo build --release --bins
+install -d "$DESTDIR$PREFIX/bin" "$DESTDIR/etc/lunar" "$DESTDIR/etc/systemd/system"
+install -d -m 0700 "$DESTDIR/var/lib/lunar"
+for b in lunard lunarctl; do
+  if [ -x "target/release/$b" ]; then install -m 0755 "target/release/$b" "$DESTDIR$PREFIX/bin/$b"; fi
+done
+if [ ! -e "$DESTDIR/etc/lunar/lunar.yaml" ]; then
+  install -m 0600 deploy/lunar.example.yaml "$DESTDIR/etc/lunar/lunar.yaml"
+  echo "installed /etc/lunar/lunar.yaml from deploy/lunar.example.yaml: edit it before starting"
+fi
+sed "s#/usr/local/bin/lunard#$PREFIX/bin/lunard#" deploy/systemd/lunard.service \
+  > "$DESTDIR/etc/systemd/system/lunard.service"
+if [ -z "$DESTDIR" ] && command -v systemctl >/dev/null 2>&1; then
+  systemctl daemon-reload
+  echo "start with: systemctl enable --now lunard"
+fi
