@@ -82,28 +82,47 @@ pub(crate) fn snapshot_info(st: &State, id: ViewId) -> Option<SnapshotInfo> {
     })
 }
 
+/// Entries scanned per shared-lock hold, so writers never wait long for the reconcile pass.
+const SCAN_BATCH: usize = 4096;
+
 /// Count, for one layer's data entries, which are seen by exactly one view (unique to it)
-/// and which by none (garbage: `(layer, index, phys)`).
+/// and which by none (garbage: `(layer, index, phys)`). The entries are copied out first and
+/// examined in batches, each under a short shared lock; entries that changed meanwhile are
+/// skipped (the pass is then marked inexact by the caller's LSN check).
 fn scan_layer(
-    st: &State,
+    inner: &PoolInner,
     lid: u64,
     unique: &mut HashMap<ViewId, u64>,
     garbage: &mut Vec<(u64, u64, u64)>,
 ) {
-    let Some(l) = st.meta.layers.get(&lid) else {
-        return;
+    let entries: Vec<(u64, u64)> = {
+        let st = inner.state.read();
+        let Some(l) = st.meta.layers.get(&lid) else {
+            return;
+        };
+        l.map
+            .iter()
+            .filter(|(_, &p)| p != HOLE)
+            .map(|(&i, &p)| (i, p))
+            .collect()
     };
     let mut viewers = Vec::with_capacity(2);
-    for (&i, &p) in &l.map {
-        if p == HOLE {
-            continue;
-        }
-        viewers.clear();
-        st.meta.viewers(lid, i, 2, &mut viewers);
-        match viewers.len() {
-            0 => garbage.push((lid, i, p)),
-            1 => *unique.entry(viewers[0]).or_default() += 1,
-            _ => {}
+    for batch in entries.chunks(SCAN_BATCH) {
+        let st = inner.state.read();
+        let Some(l) = st.meta.layers.get(&lid) else {
+            return;
+        };
+        for &(i, p) in batch {
+            if l.map.get(&i) != Some(&p) {
+                continue;
+            }
+            viewers.clear();
+            st.meta.viewers(lid, i, 2, &mut viewers);
+            match viewers.len() {
+                0 => garbage.push((lid, i, p)),
+                1 => *unique.entry(viewers[0]).or_default() += 1,
+                _ => {}
+            }
         }
     }
 }
@@ -122,8 +141,7 @@ pub(crate) fn reconcile(inner: &PoolInner) {
     let mut unique = HashMap::new();
     let mut garbage = Vec::new();
     for lid in layer_ids {
-        let st = inner.state.read();
-        scan_layer(&st, lid, &mut unique, &mut garbage);
+        scan_layer(inner, lid, &mut unique, &mut garbage);
     }
     let mut st = inner.state.write();
     let consistent = st.lsn == start_lsn;
