@@ -248,6 +248,16 @@ impl ScsiTarget {
             .establish_luns(&luns, asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED, Some(issuer));
     }
 
+    /// The pool crossed its soft space threshold: every nexus gets THIN PROVISIONING SOFT
+    /// THRESHOLD REACHED (38/07) on every LUN, the standard early warning that lets
+    /// initiators (and their administrators) act before writes start failing with 27/07.
+    pub fn soft_threshold_reached(&self) {
+        let luns = self.luns();
+        self.uas
+            .establish_luns(&luns, asc::THIN_PROVISIONING_SOFT_THRESHOLD_REACHED, None);
+        tracing::warn!(target = %self.name, "thin provisioning soft threshold reached");
+    }
+
     /// Execute one command.
     pub async fn execute(&self, req: ScsiRequest) -> ScsiResponse {
         let Some(lun) = self.lun(req.lun) else {

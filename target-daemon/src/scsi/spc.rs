@@ -76,12 +76,11 @@ impl Ctx<'_> {
     }
 
     pub(super) fn report_luns(&self, select_report: u8, alloc_len: u32) -> ScsiResponse {
-        // Reporting the inventory clears the "it changed" condition for this nexus.
-        self.target.uas.clear(
-            &self.req.nexus,
-            self.req.lun,
-            asc::REPORTED_LUNS_DATA_HAS_CHANGED,
-        );
+        // Reporting the inventory clears the "it changed" condition on every LUN of this
+        // nexus, so initiators rescan once rather than once per LUN.
+        self.target
+            .uas
+            .clear_all_luns(&self.req.nexus, asc::REPORTED_LUNS_DATA_HAS_CHANGED);
         ScsiResponse::good(truncated(self.target.report_luns(select_report), alloc_len))
     }
 

@@ -836,3 +836,23 @@ async fn compare_and_write_is_atomic_test_and_set() {
 fn first_diff(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len())
 }
+
+#[tokio::test]
+async fn soft_threshold_ua_reaches_every_nexus() {
+    let f = fixture().await;
+    f.target.soft_threshold_reached();
+    for n in [&f.a, &f.b] {
+        let r = run(&f.target, n, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await;
+        assert_check(
+            &r,
+            SenseKey::UnitAttention,
+            asc::THIN_PROVISIONING_SOFT_THRESHOLD_REACHED,
+        );
+        assert_eq!(
+            run(&f.target, n, 0, &[0, 0, 0, 0, 0, 0], Bytes::new())
+                .await
+                .status,
+            status::GOOD
+        );
+    }
+}

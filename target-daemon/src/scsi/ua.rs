@@ -150,6 +150,23 @@ impl UnitAttentions {
         }
     }
 
+    /// Clear one specific condition on every LUN of a nexus (REPORT LUNS clears REPORTED
+    /// LUNS DATA HAS CHANGED for the whole inventory, SPC-4 6.33).
+    pub fn clear_all_luns(&self, nexus: &Nexus, code: AdditionalSense) {
+        if self.pending.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut q = self.queues.lock();
+        if let Some(per_lun) = q.get_mut(nexus) {
+            for queue in per_lun.values_mut() {
+                let before = queue.len();
+                queue.retain(|c| *c != code);
+                self.pending
+                    .fetch_sub(before - queue.len(), Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Whether the nexus is known (logged in).
     pub fn knows(&self, nexus: &Nexus) -> bool {
         self.queues.lock().contains_key(nexus)
@@ -217,6 +234,13 @@ mod tests {
             Some(asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED)
         );
         assert_eq!(ua.take(&nx(1), 0), None);
+        ua.establish_luns(&[1, 2], asc::REPORTED_LUNS_DATA_HAS_CHANGED, None);
+        ua.clear_all_luns(&nx(1), asc::REPORTED_LUNS_DATA_HAS_CHANGED);
+        assert_eq!(
+            ua.take(&nx(1), 2),
+            Some(asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED)
+        );
+        assert_eq!(ua.take(&nx(1), 2), None);
         ua.remove_lun(1);
         assert_eq!(ua.peek(&nx(1), 1), None);
         ua.logout(&nx(1));
