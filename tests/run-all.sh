@@ -1,20 +1,129 @@
 #!/usr/bin/env bash
-# Runs every Lunar test: unit, property, crash and end-to-end tests against real initiators.
-# Installs the Debian packages it needs (idempotently) first. Used by README and .ci/run.
-set -euo pipefail
+# Runs every Lunar check: formatting, lints, release build, unit/property/crash tests, and the
+# end-to-end suite against real initiators (libiscsi, qemu) with the tgtd comparison.
+#
+# Usage (from anywhere; as root on a fresh Debian 12 with Rust, or with sudo available):
+#     bash tests/run-all.sh
+# It installs the Debian packages it needs first (idempotently: apt-get runs only when one is
+# missing). Every step runs even if an earlier one failed (except that tests need a build), a
+# summary follows, and the exit status is non-zero if anything failed. Environment:
+#     CARGO_TARGET_DIR   build directory (default: target/)
+#     LUNAR_SKIP_APT=1   never call apt-get (missing tools then fail the e2e tests)
+#     LUNAR_E2E_STRICT   defaults to 1 here: a missing initiator tool fails instead of skipping
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
-need_pkgs=(libiscsi-bin sg3-utils tgt qemu-utils qemu-block-extra fio)
-missing=()
-for p in "${need_pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+started=$(date +%s)
+declare -a step_names=() step_status=() step_secs=()
+failed=0
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# run_step NAME COMMAND...: runs a step, records its status and duration.
+run_step() {
+  local name=$1; shift
+  log "$name: $*"
+  local t0=$(date +%s) rc=0
+  "$@" || rc=$?
+  local dt=$(( $(date +%s) - t0 ))
+  step_names+=("$name"); step_secs+=("$dt")
+  if [ "$rc" -eq 0 ]; then
+    step_status+=("ok")
+  else
+    step_status+=("FAILED (exit $rc)"); failed=$((failed + 1))
+    echo "!!! $name failed (exit $rc)"
+  fi
+  return "$rc"
+}
+
+skip_step() {
+  step_names+=("$1"); step_status+=("not run ($2)"); step_secs+=(0); failed=$((failed + 1))
+}
+
+# ---------------------------------------------------------------------------------------------
+# Debian packages: initiators (libiscsi-bin, qemu), tgtd (baseline), sg3-utils, fio, and a C
+# toolchain for linking if the machine lacks one.
+install_packages() {
+  local need=(libiscsi-bin sg3-utils tgt qemu-utils qemu-block-extra fio)
+  command -v cc >/dev/null 2>&1 || need+=(build-essential)
+  local missing=() p
+  for p in "${need[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "Debian packages present: ${need[*]}"
+    return 0
+  fi
+  if [ "${LUNAR_SKIP_APT:-0}" = 1 ]; then
+    echo "missing Debian packages ${missing[*]} and LUNAR_SKIP_APT=1: not installing"
+    return 1
+  fi
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "need root or sudo to install ${missing[*]}"; return 1; }
+    sudo="sudo"
+  fi
   echo "installing Debian packages: ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+rust_components() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install Rust (https://rustup.rs) first"
+    return 1
+  fi
+  local c
+  for c in rustfmt clippy; do
+    if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
+      if command -v rustup >/dev/null 2>&1; then
+        rustup component add "$c" || return 1
+      else
+        echo "cargo $c missing and rustup unavailable"; return 1
+      fi
+    fi
+  done
+  cargo --version && rustc --version
+}
+
+export LUNAR_E2E_STRICT=${LUNAR_E2E_STRICT:-1}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+# tgtd lives in /usr/sbin, which a non-login PATH may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
+
+run_step "debian packages" install_packages
+if run_step "rust toolchain" rust_components; then
+  run_step "cargo fmt --check" cargo fmt --all -- --check
+  run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+  if run_step "release build" cargo build --release --workspace --bins; then
+    # Unit, property and crash tests of every crate except the end-to-end crate.
+    run_step "unit tests" cargo test --release --workspace --exclude lunar-e2e
+    # End-to-end tests: lunard (the release build above) against libiscsi and qemu, and the
+    # iscsi-test-cu comparison with the recorded tgtd baseline. Two threads: two cores.
+    run_step "e2e tests" cargo test --release -p lunar-e2e -- --test-threads=2
+  else
+    skip_step "unit tests" "build failed"; skip_step "e2e tests" "build failed"
+  fi
+else
+  for s in "cargo fmt --check" "cargo clippy" "release build" "unit tests" "e2e tests"; do
+    skip_step "$s" "no Rust toolchain"
+  done
 fi
 
-cargo build --release --workspace --bins
-cargo test --release --workspace -- --test-threads=2
+# ---------------------------------------------------------------------------------------------
+total=$(( $(date +%s) - started ))
+passed=$(( ${#step_names[@]} - failed ))
+printf '\n==> Summary (%d:%02d)\n' $((total / 60)) $((total % 60))
+for i in "${!step_names[@]}"; do
+  printf '  %-20s %-22s %4ss\n' "${step_names[$i]}" "${step_status[$i]}" "${step_secs[$i]}"
+done
+results=${CARGO_TARGET_DIR:-target}/lunar-e2e/lunard-iscsi-test-cu.txt
+[ -f "$results" ] && echo "  iscsi-test-cu per-test results: $results ($(grep -m1 '^# totals' "$results" | sed 's/^# //'))"
+echo
+# Closing line in cargo test's format: each step above counts as one test.
+if [ "$failed" -eq 0 ]; then
+  echo "test result: ok. $passed passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in ${total}s"
+  exit 0
+fi
+echo "test result: FAILED. $passed passed; $failed failed; 0 ignored; 0 measured; 0 filtered out; finished in ${total}s"
+exit 1

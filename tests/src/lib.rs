@@ -14,6 +14,7 @@
 pub mod config;
 pub mod conformance;
 pub mod daemon;
+pub mod guest;
 pub mod initiator;
 pub mod net;
 pub mod process;

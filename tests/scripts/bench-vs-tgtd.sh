@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Benchmarks lunard against tgtd on this machine and prints a markdown table.
+#
+#     bash tests/scripts/bench-vs-tgtd.sh            # 5 runs per cell, 1 GiB LUNs
+#     RUNS=3 SECONDS_PER_RUN=5 bash tests/scripts/bench-vs-tgtd.sh
+#
+# Both targets listen on loopback and keep their data on tmpfs (/dev/shm): lunard's pool and
+# tgtd's backing file, each for a 1 GiB LUN with 512-byte blocks, so the comparison measures
+# the targets, not a disk. Workloads alternate lunard/tgtd run by run (so drift in machine load
+# hits both), and each cell is the median of RUNS runs. Initiators (both in user space, via
+# libiscsi, so no kernel initiator is involved):
+#   - iscsi-perf (libiscsi-bin): random/sequential READs at a fixed queue depth, IOPS;
+#   - qemu-img bench over iscsi:// (qemu-block-extra): WRITEs. qemu-img bench has no random
+#     mode; its "step" (-S) wraps modulo the LUN size, so a step of 104729 (a prime) x 4 KiB
+#     visits every 4 KiB block of the LUN once, scattered — random writes without repeats.
+# The sequential-write workload runs first and fills both LUNs, so reads never hit holes
+# (a thin LUN would answer those without touching storage).
+#
+# Needs root (tgtd), libiscsi-bin, tgt, qemu-utils, qemu-block-extra and a release lunard
+# (built here if missing). These are figures, not assertions: this is not part of run-all.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+RUNS=${RUNS:-5}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-6}
+LUN_BYTES=$((1 << 30))
+export PATH="$PATH:/usr/sbin:/sbin"
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+LUNARD=${LUNARD_BIN:-$TARGET_DIR/release/lunard}
+
+for t in iscsi-perf qemu-img tgtd tgtadm; do
+  command -v "$t" >/dev/null || { echo "missing $t (apt-get install libiscsi-bin qemu-utils qemu-block-extra tgt)"; exit 2; }
+done
+if [ ! -x "$LUNARD" ]; then
+  echo "building release lunard..."
+  cargo build --release -p target-daemon --bin lunard
+fi
+
+work=$(mktemp -d /dev/shm/lunar-bench.XXXXXX)
+lunard_pid="" tgtd_pid="" ctl=""
+cleanup() {
+  [ -n "$lunard_pid" ] && kill -TERM "$lunard_pid" 2>/dev/null && wait "$lunard_pid" 2>/dev/null
+  if [ -n "$tgtd_pid" ]; then
+    kill -KILL "$tgtd_pid" 2>/dev/null   # tgtd ignores SIGTERM; its state is scratch
+    wait "$tgtd_pid" 2>/dev/null
+    rm -f "/var/run/tgtd/socket.$ctl" "/var/run/tgtd/socket.$ctl.lock"
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- lunard: a 1 GiB thin LUN, pool on tmpfs ----------------------------------------------
+cat >"$work/lunard.yaml" <<EOF
+pool:
+  path: pool
+  chunk_size: 64KiB
+  capacity: 4GiB
+portals:
+  - listen: 127.0.0.1:0
+targets:
+  - iqn: iqn.2026-11.io.lunar:bench
+    allow_any: true
+    luns:
+      - id: 0
+        volume: bench
+        size: 1GiB
+EOF
+"$LUNARD" --config "$work/lunard.yaml" --data-dir "$work/lunard-data" --portal 127.0.0.1:0 \
+  --log-level warn,lunard=info >"$work/lunard.log" 2>&1 &
+lunard_pid=$!
+lunard_addr=""
+for _ in $(seq 200); do
+  lunard_addr=$(sed 's/\x1b\[[0-9;]*m//g' "$work/lunard.log" | grep -o 'lunard ready: listening on [0-9.:]*' | awk '{print $NF}' | head -1 || true)
+  [ -n "$lunard_addr" ] && break
+  kill -0 "$lunard_pid" 2>/dev/null || break
+  sleep 0.1
+done
+[ -n "$lunard_addr" ] || { echo "lunard did not start:"; cat "$work/lunard.log"; exit 1; }
+LUNARD_URL="iscsi://$lunard_addr/iqn.2026-11.io.lunar:bench/0"
+
+# --- tgtd: a 1 GiB sparse file on tmpfs ---------------------------------------------------
+tgtd_port=$(free_port)
+ctl=$((1 + tgtd_port % 32000))
+truncate -s "$LUN_BYTES" "$work/tgtd.img"
+tgtd -f -C "$ctl" --iscsi "portal=127.0.0.1:$tgtd_port" >"$work/tgtd.log" 2>&1 &
+tgtd_pid=$!
+for _ in $(seq 100); do
+  tgtadm -C "$ctl" --op show --mode system >/dev/null 2>&1 && break
+  sleep 0.1
+done
+tgtadm -C "$ctl" --lld iscsi --op new --mode target --tid 1 -T iqn.2026-11.io.lunar:tgtd-bench
+tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$work/tgtd.img"
+tgtadm -C "$ctl" --lld iscsi --op bind --mode target --tid 1 -I ALL
+TGTD_URL="iscsi://127.0.0.1:$tgtd_port/iqn.2026-11.io.lunar:tgtd-bench/1"
+
+# --- measurements -------------------------------------------------------------------------
+# iscsi_perf URL QD BLOCKS [-r]: prints average IOPS over SECONDS_PER_RUN seconds.
+iscsi_perf() {
+  local url=$1 qd=$2 blocks=$3; shift 3
+  timeout -s INT "$SECONDS_PER_RUN" iscsi-perf -i iqn.2026-11.io.lunar.bench:perf -m "$qd" -b "$blocks" "$@" "$url" 2>&1 |
+    tr '\r' '\n' | grep -o 'iops average [0-9]*' | tail -1 | awk '{print $3}'
+}
+# qemu_bench URL QD SIZE COUNT [extra]: prints IOPS (count / elapsed).
+qemu_bench() {
+  local url=$1 qd=$2 size=$3 count=$4; shift 4
+  qemu-img bench -f raw -t none -d "$qd" -s "$size" -c "$count" "$@" "$url" 2>&1 |
+    awk -v c="$count" '/Run completed in/ {printf "%.0f\n", c / $4}'
+}
+
+STEP=$((104729 * 4096))
+declare -A result
+workloads=(seqwrite seqread randread1 randread32 randwrite32)
+declare -A title=(
+  [seqwrite]="1 MiB sequential write, QD8 (qemu-img bench)"
+  [seqread]="1 MiB sequential read, QD8 (iscsi-perf)"
+  [randread1]="4 KiB random read, QD1 (iscsi-perf)"
+  [randread32]="4 KiB random read, QD32 (iscsi-perf)"
+  [randwrite32]="4 KiB random write, QD32 (qemu-img bench)"
+)
+measure() { # workload url
+  case $1 in
+    seqwrite) qemu_bench "$2" 8 1M 1024 -w ;;   # the whole LUN: also fills it
+    seqread) iscsi_perf "$2" 8 2048 ;;
+    randread1) iscsi_perf "$2" 1 8 -r ;;
+    randread32) iscsi_perf "$2" 32 8 -r ;;
+    randwrite32) qemu_bench "$2" 32 4k 65536 -w -S "$STEP" ;;
+  esac
+}
+median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else printf "%.0f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+echo "lunard $LUNARD_URL"
+echo "tgtd   $TGTD_URL"
+for w in "${workloads[@]}"; do
+  for r in $(seq "$RUNS"); do
+    for t in lunard tgtd; do
+      url=$LUNARD_URL; [ "$t" = tgtd ] && url=$TGTD_URL
+      v=$(measure "$w" "$url" || true)
+      [ -n "$v" ] || { echo "  $w run $r $t: no result"; v=0; }
+      result[$w,$t]+="$v "
+      printf '  %-12s run %d %-7s %8s IOPS\n' "$w" "$r" "$t" "$v"
+    done
+  done
+done
+kill -0 "$lunard_pid" 2>/dev/null || { echo "lunard died during the benchmark:"; tail -50 "$work/lunard.log"; exit 1; }
+
+mibs() { # iops workload -> MiB/s
+  case $2 in seq*) echo "$1" ;; *) awk -v i="$1" 'BEGIN {printf "%.1f", i * 4 / 1024}' ;; esac
+}
+echo
+echo "$(nproc) CPUs, $(uname -r), $RUNS runs per cell (median), ${SECONDS_PER_RUN}s per iscsi-perf run, LUNs on tmpfs"
+echo
+echo "| workload | lunard IOPS | tgtd IOPS | lunard MiB/s | tgtd MiB/s | lunard / tgtd |"
+echo "|---|---:|---:|---:|---:|---:|"
+for w in "${workloads[@]}"; do
+  l=$(echo "${result[$w,lunard]}" | tr ' ' '\n' | grep . | median)
+  g=$(echo "${result[$w,tgtd]}" | tr ' ' '\n' | grep . | median)
+  ratio=$(awk -v l="$l" -v g="$g" 'BEGIN {if (g > 0) printf "%.2f", l / g; else print "n/a"}')
+  echo "| ${title[$w]} | $l | $g | $(mibs "$l" "$w") | $(mibs "$g" "$w") | $ratio |"
+done

@@ -1,0 +1,591 @@
+//! A throw-away Linux guest that drives `lunard` with the kernel's own iSCSI initiator.
+//!
+//! Most users reach Lunar through `iscsiadm` and `iscsi_tcp`, so the kernel-initiator tests
+//! (`tests/tests/kernel_initiator.rs`) boot a Debian kernel under QEMU TCG (no KVM needed)
+//! with an initramfs built by `tests/guest/build-initramfs.sh` from Debian packages (cached
+//! under `~/.cache/lunar-guest`). This module owns the host side:
+//!
+//! - [`image`]: build (or reuse) the kernel and base initramfs;
+//! - [`GuestLunard`]: `lunard` on a *fixed* loopback port whose portal advertises
+//!   `10.0.2.2:PORT` (the host as QEMU's user network shows it to the guest), so SendTargets
+//!   answers are reachable from inside the guest and a restart keeps the address the kernel
+//!   initiator reconnects to;
+//! - [`Guest`]: boot QEMU with a scenario script appended as a second (uncompressed) initramfs,
+//!   collect the serial console, answer the guest's `WAIT` requests, enforce a time limit
+//!   (QEMU is killed, never waited on forever), and parse the verdict lines.
+//!
+//! The guest protocol is documented in `tests/guest/lib.sh`.
+
+use crate::daemon::{lunard_bin, parse_ready_line, scratch_dir, strip_ansi};
+use crate::net;
+use crate::process::{self, tail};
+use anyhow::{anyhow, bail, Context, Result};
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Prefix of every line the guest's test protocol prints on the serial console.
+pub const MARKER: &str = "LUNAR-GUEST: ";
+
+/// The QEMU binary the tests boot the guest with.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// Address of the host as the guest sees it on QEMU's user-mode network.
+pub const HOST_FROM_GUEST: &str = "10.0.2.2";
+
+/// Kernel and base initramfs of the guest.
+#[derive(Clone, Debug)]
+pub struct Image {
+    /// `vmlinuz` from the Debian kernel package.
+    pub kernel: PathBuf,
+    /// gzip'ed newc initramfs with busybox, open-iscsi, e2fsprogs, kmod and the modules.
+    pub initrd: PathBuf,
+}
+
+/// Directory holding the guest build files (`tests/guest`).
+pub fn guest_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("guest")
+}
+
+/// Builds the guest image once per test process (the script itself caches across runs).
+pub fn image() -> Result<Image> {
+    static IMAGE: OnceLock<std::result::Result<Image, String>> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| build_image().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_image() -> Result<Image> {
+    let script = guest_dir().join("build-initramfs.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script);
+    let out = process::run(&mut cmd, Duration::from_secs(1200))?.check()?;
+    let field = |key: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} printed no {key} line:\n{}",
+                    script.display(),
+                    out.stdout
+                )
+            })
+    };
+    Ok(Image {
+        kernel: field("KERNEL=")?,
+        initrd: field("INITRD=")?,
+    })
+}
+
+/// Appends one file to a newc (SVR4 "new ASCII") cpio archive.
+fn newc_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
+    let namesize = name.len() + 1;
+    let header = format!(
+        "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{namesize:08x}{:08x}",
+        0, // uid
+        0, // gid
+        1, // nlink
+        0, // mtime
+        data.len(),
+        0, // devmajor
+        0, // devminor
+        0, // rdevmajor
+        0, // rdevminor
+        0, // check
+    );
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    pad4(out);
+    out.extend_from_slice(data);
+    pad4(out);
+}
+
+fn pad4(out: &mut Vec<u8>) {
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+}
+
+/// A newc archive holding `/scenario/run.sh` and `/scenario/env`.
+pub fn scenario_archive(script: &str, env: &[(&str, String)]) -> Vec<u8> {
+    let mut env_text = String::new();
+    for (k, v) in env {
+        // Single-quoted shell values; a quote inside is closed, escaped and reopened.
+        env_text.push_str(&format!("{k}='{}'\n", v.replace('\'', r"'\''")));
+    }
+    let mut out = Vec::new();
+    newc_entry(&mut out, 1, "scenario", 0o040755, &[]);
+    newc_entry(&mut out, 2, "scenario/run.sh", 0o100644, script.as_bytes());
+    newc_entry(&mut out, 3, "scenario/env", 0o100644, env_text.as_bytes());
+    newc_entry(&mut out, 0, "TRAILER!!!", 0, &[]);
+    out
+}
+
+/// `lunard` for the guest: listens on `127.0.0.1:PORT`, advertises `10.0.2.2:PORT`, and keeps
+/// the port across restarts.
+pub struct GuestLunard {
+    child: Option<Child>,
+    bin: PathBuf,
+    scratch: tempfile::TempDir,
+    config_path: PathBuf,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    port: u16,
+}
+
+impl GuestLunard {
+    /// Starts lunard with `yaml_for(port)` as its configuration; `yaml_for` gets the port
+    /// and must put `listen: 127.0.0.1:PORT` / `advertise: 10.0.2.2:PORT` in the portal (see
+    /// [`portal_yaml`]). Retries with another port when the chosen one was taken meanwhile.
+    pub fn start(yaml_for: impl Fn(u16) -> String) -> Result<Self> {
+        let bin = lunard_bin()?;
+        let scratch = scratch_dir("lunard-guest-")?;
+        let data_dir = scratch.path().join("data");
+        std::fs::create_dir_all(&data_dir)?;
+        let mut me = Self {
+            child: None,
+            bin,
+            config_path: scratch.path().join("lunard.yaml"),
+            log_path: scratch.path().join("lunard.log"),
+            scratch,
+            data_dir,
+            port: 0,
+        };
+        let mut last = None;
+        for _ in 0..5 {
+            me.port = net::free_loopback_port()?;
+            std::fs::write(&me.config_path, yaml_for(me.port))?;
+            match me.spawn_ready() {
+                Ok(()) => return Ok(me),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("lunard did not start")))
+    }
+
+    fn spawn_ready(&mut self) -> Result<()> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--config")
+            .arg(&self.config_path)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("NO_COLOR", "1")
+            .env(
+                "RUST_LOG",
+                std::env::var("LUNARD_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", process::describe(&cmd)))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let all = std::fs::read(&self.log_path).unwrap_or_default();
+            let fresh = String::from_utf8_lossy(all.get(log_start as usize..).unwrap_or(&[]));
+            if let Some(addr) = parse_ready_line(&fresh) {
+                if addr.port() != self.port {
+                    bail!("lunard listens on {addr}, configured port {}", self.port);
+                }
+                if !net::wait_accepting(addr, Duration::from_secs(10)) {
+                    bail!("lunard reported {addr} but does not accept connections");
+                }
+                return Ok(());
+            }
+            let child = self.child.as_mut().ok_or_else(|| anyhow!("no child"))?;
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                bail!(
+                    "lunard exited before becoming ready ({status})\n{}",
+                    tail(&self.log(), 4000)
+                );
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                bail!("lunard not ready after 60 s\n{}", tail(&self.log(), 4000));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = process::terminate(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    /// The loopback portal address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The portal as the guest reaches it: `10.0.2.2:PORT`.
+    pub fn guest_portal(&self) -> String {
+        format!("{HOST_FROM_GUEST}:{}", self.port)
+    }
+
+    /// Everything lunard logged (all starts).
+    pub fn log(&self) -> String {
+        strip_ansi(&String::from_utf8_lossy(
+            &std::fs::read(&self.log_path).unwrap_or_default(),
+        ))
+    }
+
+    /// SIGTERM (must exit 0 within 20 s), then start again on the same port and data dir.
+    pub fn restart(&mut self) -> Result<()> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("lunard is not running"))?;
+        let (status, graceful) = process::terminate(&mut child, Duration::from_secs(20))?;
+        if !graceful || !status.success() {
+            bail!(
+                "lunard did not stop cleanly on SIGTERM ({status}, graceful={graceful})\n{}",
+                tail(&self.log(), 4000)
+            );
+        }
+        // The old listener is closed; the port is normally free at once (SO_REUSEADDR), but
+        // retry a few times in case the kernel still holds it.
+        let mut last = None;
+        for _ in 0..20 {
+            match self.spawn_ready() {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Err(last.unwrap_or_else(|| anyhow!("lunard did not restart")))
+    }
+
+    /// Fails if lunard died.
+    pub fn check_alive(&mut self) -> Result<()> {
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| anyhow!("lunard is not running"))?;
+        if let Some(status) = child.try_wait()? {
+            bail!("lunard died ({status})\n{}", tail(&self.log(), 8000));
+        }
+        Ok(())
+    }
+
+    /// Scratch directory (config, log, data).
+    pub fn scratch(&self) -> &Path {
+        self.scratch.path()
+    }
+}
+
+impl Drop for GuestLunard {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- lunard log ({}):\n{}\n--- end of lunard log",
+                self.log_path.display(),
+                tail(&self.log(), 12000)
+            );
+        }
+    }
+}
+
+/// YAML `portals:` section for a guest-facing portal on `port`.
+pub fn portal_yaml(port: u16) -> String {
+    format!("portals:\n  - listen: 127.0.0.1:{port}\n    advertise: {HOST_FROM_GUEST}:{port}\n")
+}
+
+/// Outcome of one guest run.
+#[derive(Debug, Default)]
+pub struct Transcript {
+    /// The whole serial console.
+    pub console: String,
+    /// `PASS` names in order.
+    pub passed: Vec<String>,
+    /// `FAIL` lines (name and reason).
+    pub failed: Vec<String>,
+    /// `INFO` lines without the prefix.
+    pub info: Vec<String>,
+    /// Exit status from `DONE`, if the guest got that far.
+    pub done: Option<i32>,
+    /// Seconds from QEMU start to `BOOTED`.
+    pub boot_secs: Option<f64>,
+    /// Seconds from QEMU start to `DONE` (or the end).
+    pub total_secs: f64,
+}
+
+impl Transcript {
+    fn parse(console: String, boot_secs: Option<f64>, total_secs: f64) -> Self {
+        let mut t = Transcript {
+            boot_secs,
+            total_secs,
+            ..Default::default()
+        };
+        for line in console.lines() {
+            let Some(rest) = line.find(MARKER).map(|i| &line[i + MARKER.len()..]) else {
+                continue;
+            };
+            let rest = rest.trim_end_matches('\r');
+            if let Some(n) = rest.strip_prefix("PASS ") {
+                t.passed.push(n.trim().to_string());
+            } else if let Some(f) = rest.strip_prefix("FAIL ") {
+                t.failed.push(f.to_string());
+            } else if let Some(i) = rest.strip_prefix("INFO ") {
+                t.info.push(i.to_string());
+            } else if let Some(d) = rest.strip_prefix("DONE ") {
+                t.done = d.trim().parse().ok();
+            }
+        }
+        t.console = console;
+        t
+    }
+
+    /// Panics with the console tail unless the guest finished with status 0, reported no
+    /// failure and passed every check in `required`.
+    pub fn assert_passed(&self, required: &[&str]) {
+        let ok = self.failed.is_empty()
+            && self.done == Some(0)
+            && required.iter().all(|r| self.passed.iter().any(|p| p == r));
+        if !ok {
+            let missing: Vec<_> = required
+                .iter()
+                .filter(|r| !self.passed.iter().any(|p| p == *r))
+                .collect();
+            panic!(
+                "guest scenario failed: done={:?} failures={:?} missing checks={missing:?}\n\
+                 --- guest console (tail)\n{}",
+                self.done,
+                self.failed,
+                tail(&self.console, 20000)
+            );
+        }
+    }
+
+    /// `INFO` lines starting with `key `, without the key.
+    pub fn info_values(&self, key: &str) -> Vec<&str> {
+        self.info
+            .iter()
+            .filter_map(|i| i.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+            .collect()
+    }
+}
+
+/// A booted guest running one scenario.
+pub struct Guest {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    console: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    started: Instant,
+    deadline: Instant,
+    boot_secs: Option<f64>,
+    _scratch: tempfile::TempDir,
+}
+
+impl Guest {
+    /// Boots the guest with `script` (a file under `tests/guest/scenarios`, sourced after
+    /// `tests/guest/lib.sh`) and `env`. The whole run is limited to `limit`.
+    pub fn boot(script: &str, env: &[(&str, String)], limit: Duration) -> Result<Self> {
+        let image = image()?;
+        let script_path = guest_dir().join("scenarios").join(script);
+        let text = std::fs::read_to_string(&script_path)
+            .with_context(|| format!("reading {}", script_path.display()))?;
+        let scratch = scratch_dir("lunar-guest-")?;
+        // Base initramfs (gzip) + zero padding to a 4-byte boundary (the kernel skips zeros
+        // between archives and wants newc headers aligned) + the uncompressed scenario archive.
+        let mut initrd = std::fs::read(&image.initrd)
+            .with_context(|| format!("reading {}", image.initrd.display()))?;
+        pad4(&mut initrd);
+        initrd.extend_from_slice(&scenario_archive(&text, env));
+        let initrd_path = scratch.path().join("initrd.img");
+        std::fs::write(&initrd_path, &initrd)?;
+        let mut cmd = Command::new(QEMU);
+        cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1"])
+            .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+            .args(["-no-reboot", "-nodefaults"])
+            .arg("-kernel")
+            .arg(&image.kernel)
+            .arg("-initrd")
+            .arg(&initrd_path)
+            .args([
+                "-append",
+                "console=ttyS0 panic=-1 loglevel=4 nokaslr tsc=unstable",
+            ])
+            .args(["-netdev", "user,id=n0,net=10.0.2.0/24,host=10.0.2.2"])
+            .args(["-device", "e1000,netdev=n0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", process::describe(&cmd)))?;
+        let console = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let console = console.clone();
+            let echo = std::env::var_os("LUNAR_GUEST_ECHO").is_some();
+            readers.push(std::thread::spawn(move || {
+                let mut r = BufReader::new(stream);
+                let mut buf = Vec::new();
+                while let Ok(n) = r.read_until(b'\n', &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let line = String::from_utf8_lossy(&buf).into_owned();
+                    if echo {
+                        eprint!("guest| {line}");
+                    }
+                    if let Ok(mut c) = console.lock() {
+                        c.push_str(&line);
+                    }
+                    buf.clear();
+                }
+            }));
+        }
+        let stdin = child.stdin.take();
+        // One joiner thread for both readers keeps the struct simple.
+        let reader = std::thread::spawn(move || {
+            for r in readers {
+                let _ = r.join();
+            }
+        });
+        Ok(Self {
+            child,
+            stdin,
+            console,
+            reader: Some(reader),
+            started,
+            deadline: started + limit,
+            boot_secs: None,
+            _scratch: scratch,
+        })
+    }
+
+    fn console(&self) -> String {
+        self.console.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Records the boot time the first time the `BOOTED` line is seen.
+    fn note_boot(&mut self) {
+        if self.boot_secs.is_none() && self.console().contains(&format!("{MARKER}BOOTED")) {
+            self.boot_secs = Some(self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Waits until the console shows `LUNAR-GUEST: <what>` (or the guest ends / time runs out).
+    pub fn wait_for(&mut self, what: &str) -> Result<()> {
+        let needle = format!("{MARKER}{what}");
+        loop {
+            self.note_boot();
+            let console = self.console();
+            if console.contains(&needle) {
+                return Ok(());
+            }
+            if console.contains(&format!("{MARKER}DONE")) {
+                bail!(
+                    "guest finished without `{what}`\n--- console (tail)\n{}",
+                    tail(&console, 12000)
+                );
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "QEMU exited ({status}) before `{what}`\n--- console (tail)\n{}",
+                    tail(&console, 12000)
+                );
+            }
+            if Instant::now() >= self.deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!(
+                    "guest time limit reached waiting for `{what}` (QEMU killed)\n--- console (tail)\n{}",
+                    tail(&console, 12000)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Answers a `WAIT <token>` request of the guest.
+    pub fn send(&mut self, token: &str) -> Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow!("guest console input closed"))?;
+        stdin.write_all(format!("{token}\n").as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Waits for the guest to finish (power off) within the time limit; QEMU is killed when
+    /// the limit passes. Returns the parsed transcript (never fails on the guest's verdicts:
+    /// check them with [`Transcript::assert_passed`]).
+    pub fn finish(mut self) -> Result<Transcript> {
+        let mut killed = false;
+        loop {
+            self.note_boot();
+            if self.child.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() >= self.deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                killed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(self.stdin.take());
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.note_boot();
+        let console = self.console();
+        let t = Transcript::parse(
+            console,
+            self.boot_secs,
+            self.started.elapsed().as_secs_f64(),
+        );
+        if killed {
+            bail!(
+                "guest time limit reached (QEMU killed)\n--- console (tail)\n{}",
+                tail(&t.console, 12000)
+            );
+        }
+        Ok(t)
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
