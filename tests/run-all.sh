@@ -41,10 +41,12 @@ skip_step() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Debian packages: initiators (libiscsi-bin, qemu), tgtd (baseline), sg3-utils, fio, and a C
-# toolchain for linking if the machine lacks one.
+# Debian packages: initiators (libiscsi-bin, qemu), tgtd (baseline), sg3-utils, fio,
+# qemu-system-x86 (a guest running the kernel iSCSI initiator), prometheus (promtool and a
+# real scraper), systemd (systemd-analyze), and a C toolchain for linking if missing.
 install_packages() {
-  local need=(libiscsi-bin sg3-utils tgt qemu-utils qemu-block-extra fio)
+  local need=(libiscsi-bin sg3-utils tgt qemu-utils qemu-block-extra fio qemu-system-x86
+    prometheus systemd)
   command -v cc >/dev/null 2>&1 || need+=(build-essential)
   local missing=() p
   for p in "${need[@]}"; do
@@ -92,20 +94,34 @@ export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 export PATH="$PATH:/usr/sbin:/sbin"
 
 run_step "debian packages" install_packages
+# The shipped systemd unit must be valid: verify a copy whose ExecStart points at the build.
+verify_systemd_unit() {
+  local unit=deploy/systemd/lunard.service bin tmp rc=0
+  [ -f "$unit" ] || { echo "$unit missing"; return 1; }
+  bin=$(realpath "${CARGO_TARGET_DIR:-target}/release/lunard")
+  tmp=$(mktemp -d)
+  sed "s|^ExecStart=[^ ]*|ExecStart=$bin|" "$unit" >"$tmp/lunard.service"
+  systemd-analyze verify "$tmp/lunard.service" || rc=$?
+  rm -rf "$tmp"
+  return "$rc"
+}
+
 if run_step "rust toolchain" rust_components; then
   run_step "cargo fmt --check" cargo fmt --all -- --check
   run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
   if run_step "release build" cargo build --release --workspace --bins; then
+    run_step "systemd unit" verify_systemd_unit
     # Unit, property and crash tests of every crate except the end-to-end crate.
     run_step "unit tests" cargo test --release --workspace --exclude lunar-e2e
     # End-to-end tests: lunard (the release build above) against libiscsi and qemu, and the
     # iscsi-test-cu comparison with the recorded tgtd baseline. Two threads: two cores.
     run_step "e2e tests" cargo test --release -p lunar-e2e -- --test-threads=2
   else
+    skip_step "systemd unit" "build failed"
     skip_step "unit tests" "build failed"; skip_step "e2e tests" "build failed"
   fi
 else
-  for s in "cargo fmt --check" "cargo clippy" "release build" "unit tests" "e2e tests"; do
+  for s in "cargo fmt --check" "cargo clippy" "release build" "systemd unit" "unit tests" "e2e tests"; do
     skip_step "$s" "no Rust toolchain"
   done
 fi

@@ -73,6 +73,9 @@ pub fn debian_package(tool: &str) -> &'static str {
         "qemu-img" | "qemu-io" => "qemu-utils (+ qemu-block-extra for iscsi://)",
         "sg_inq" | "sg_readcap" => "sg3-utils",
         "fio" => "fio",
+        "prometheus" | "promtool" => "prometheus",
+        "qemu-system-x86_64" => "qemu-system-x86",
+        "systemd-analyze" => "systemd",
         _ => "unknown",
     }
 }
