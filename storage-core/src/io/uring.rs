@@ -36,8 +36,10 @@ fn gone() -> StorageError {
 
 impl UringIo {
     pub fn new(file: Arc<File>) -> std::io::Result<UringIo> {
-        let ring = io_uring::IoUring::new(256)?;
-        // Probe once so that a kernel that creates rings but rejects reads fails here.
+        let mut ring = io_uring::IoUring::new(256)?;
+        // Probe once so that a kernel (or seccomp policy) that creates rings but rejects
+        // operations makes us fall back here rather than fail every I/O later.
+        probe(&mut ring, &file)?;
         let (tx, rx) = mpsc::channel::<Req>();
         std::thread::Builder::new()
             .name("lunar-uring".into())
@@ -72,6 +74,32 @@ impl UringIo {
             .map_err(|_| gone())?
             .map_err(|e| StorageError::io("writing data", e))
     }
+}
+
+fn probe(ring: &mut io_uring::IoUring, file: &File) -> std::io::Result<()> {
+    use io_uring::{opcode, types};
+    let mut buf = vec![0u8; 512];
+    let sqe = opcode::Read::new(
+        types::Fd(file.as_raw_fd()),
+        buf.as_mut_ptr(),
+        buf.len() as u32,
+    )
+    .offset(0)
+    .build()
+    .user_data(u64::MAX);
+    // SAFETY: `buf` outlives the operation: we wait for its completion before returning.
+    unsafe { ring.submission().push(&sqe) }
+        .map_err(|_| std::io::Error::other("io_uring submission queue full"))?;
+    ring.submit_and_wait(1)?;
+    let res = ring
+        .completion()
+        .next()
+        .map(|c| c.result())
+        .unwrap_or(-libc::EIO);
+    if res < 0 {
+        return Err(std::io::Error::from_raw_os_error(-res));
+    }
+    Ok(())
 }
 
 /// One in-flight operation: its buffers stay owned here until completion, and short
