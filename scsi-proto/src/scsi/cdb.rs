@@ -78,6 +78,8 @@ pub enum Command {
         fua: bool,
         dpo: bool,
     },
+    /// ORWRITE(16): the medium becomes medium OR Data-Out.
+    OrWrite { range: BlockRange, fua: bool },
     /// WRITE AND VERIFY(10/12/16).
     WriteAndVerify {
         range: BlockRange,
@@ -399,6 +401,13 @@ pub fn parse(raw: &[u8]) -> Result<Cdb, Sense> {
             range: range(cdb),
             immed: b1 & 0x02 != 0,
         },
+        (op::ORWRITE_16, _) => {
+            check_protect(cdb)?;
+            Command::OrWrite {
+                range: range(cdb),
+                fua: b1 & 0x08 != 0,
+            }
+        }
         (op::COMPARE_AND_WRITE, _) => {
             check_protect(cdb)?;
             Command::CompareAndWrite {
@@ -473,9 +482,9 @@ impl Command {
     pub fn data_out_len(&self, block_size: u32) -> u64 {
         let bs = u64::from(block_size);
         match self {
-            Command::Write { range, .. } | Command::WriteAndVerify { range, .. } => {
-                u64::from(range.blocks) * bs
-            }
+            Command::Write { range, .. }
+            | Command::WriteAndVerify { range, .. }
+            | Command::OrWrite { range, .. } => u64::from(range.blocks) * bs,
             Command::Verify { range, bytchk, .. } => match bytchk {
                 ByteCheck::None => 0,
                 ByteCheck::Full => u64::from(range.blocks) * bs,
@@ -503,6 +512,7 @@ impl Command {
             Command::Write { .. }
                 | Command::WriteAndVerify { .. }
                 | Command::CompareAndWrite { .. }
+                | Command::OrWrite { .. }
                 | Command::WriteSame { .. }
                 | Command::Unmap { .. }
         )
@@ -812,6 +822,21 @@ mod tests {
             parse(&c).unwrap_err().field,
             Some(FieldPointer::cdb(11, Some(0)))
         );
+    }
+
+    #[test]
+    fn orwrite16() {
+        let c = parse(&[0x8B, 0x08, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 2, 0, 0]).unwrap();
+        assert_eq!(
+            c.command,
+            Command::OrWrite {
+                range: BlockRange { lba: 7, blocks: 2 },
+                fua: true
+            }
+        );
+        assert_eq!(c.command.data_out_len(4096), 8192);
+        let e = parse(&[0x8B, 0x40, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 2, 0, 0]).unwrap_err();
+        assert_eq!(e.field, Some(FieldPointer::cdb(1, Some(7))));
     }
 
     #[test]

@@ -291,6 +291,11 @@ pub static COMMANDS: &[CommandInfo] = &[
         ],
     ),
     c(
+        ORWRITE_16,
+        "ORWRITE(16)",
+        &[ORWRITE_16, 0xFA, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F, CTL],
+    ),
+    c(
         WRITE_AND_VERIFY_16,
         "WRITE AND VERIFY(16)",
         &[

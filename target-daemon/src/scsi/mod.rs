@@ -447,6 +447,7 @@ impl Ctx<'_> {
             Command::Verify { range, bytchk, .. } => self.verify(*range, *bytchk).await,
             Command::PreFetch { range, .. } => self.pre_fetch(*range),
             Command::SynchronizeCache { range, .. } => self.synchronize_cache(*range).await,
+            Command::OrWrite { range, fua } => self.or_write(*range, *fua).await,
             Command::CompareAndWrite { lba, blocks, fua } => {
                 self.compare_and_write(*lba, *blocks, *fua).await
             }

@@ -293,6 +293,41 @@ impl Ctx<'_> {
         Ok(ScsiResponse::good(Bytes::new()))
     }
 
+    /// ORWRITE(16) (SBC-3 5.9, without the XDWRITEREAD-style second phase): the medium
+    /// becomes medium OR Data-Out, atomically with respect to other writes. Like WRITE, only
+    /// the whole blocks of Data-Out received are applied.
+    pub(super) async fn or_write(
+        &self,
+        range: BlockRange,
+        fua: bool,
+    ) -> Result<ScsiResponse, Sense> {
+        self.check_writable()?;
+        self.check_transfer(range)?;
+        let bs = self.block_size() as usize;
+        let have = self.req.data_out.len().min(range.blocks as usize * bs) / bs;
+        if have == 0 {
+            return Ok(ScsiResponse::good(Bytes::new()));
+        }
+        let fua = fua || !self.lun.mode().wce;
+        let _exclusive = self.lun.atomic.write().await;
+        let medium = self
+            .lun
+            .volume
+            .read(range.lba, have as u32)
+            .await
+            .map_err(read_err)?;
+        let mut merged = BytesMut::from(&medium[..]);
+        for (m, d) in merged.iter_mut().zip(self.req.data_out.iter()) {
+            *m |= *d;
+        }
+        self.lun
+            .volume
+            .write(range.lba, merged.freeze(), fua)
+            .await
+            .map_err(write_err)?;
+        Ok(ScsiResponse::good(Bytes::new()))
+    }
+
     /// UNMAP: deallocate every described extent (they read back as zeros: LBPRZ).
     pub(super) async fn unmap(&self, param_len: u32) -> Result<ScsiResponse, Sense> {
         self.check_writable()?;

@@ -856,3 +856,29 @@ async fn soft_threshold_ua_reaches_every_nexus() {
         );
     }
 }
+
+#[tokio::test]
+async fn orwrite_ors_into_the_medium() {
+    let f = fixture().await;
+    let a = Bytes::from(vec![0xA5u8; 2 * BS as usize]);
+    let b = Bytes::from(vec![0x5Au8; 2 * BS as usize]);
+    assert_eq!(
+        run(&f.target, &f.a, 0, &write10(7, 2), a).await.status,
+        status::GOOD
+    );
+    let r = run(&f.target, &f.a, 0, &cdb16(0x8B, 0, 7, 2), b).await;
+    assert_eq!((r.status, r.data_out_used), (status::GOOD, 2 * BS));
+    let back = run(&f.target, &f.a, 0, &read10(7, 2), Bytes::new())
+        .await
+        .data_in;
+    assert!(back.iter().all(|&x| x == 0xFF));
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x8B, 0, BLOCKS - 1, 2),
+        pattern(2, 0),
+    )
+    .await;
+    assert_check(&r, SenseKey::IllegalRequest, asc::LBA_OUT_OF_RANGE);
+}
