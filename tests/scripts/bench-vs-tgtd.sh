@@ -39,6 +39,7 @@ fi
 work=$(mktemp -d /dev/shm/lunar-bench.XXXXXX)
 lunard_pid="" tgtd_pid="" ctl=""
 cleanup() {
+  set +e
   [ -n "$lunard_pid" ] && kill -TERM "$lunard_pid" 2>/dev/null && wait "$lunard_pid" 2>/dev/null
   if [ -n "$tgtd_pid" ]; then
     kill -KILL "$tgtd_pid" 2>/dev/null   # tgtd ignores SIGTERM; its state is scratch
@@ -46,6 +47,7 @@ cleanup() {
     rm -f "/var/run/tgtd/socket.$ctl" "/var/run/tgtd/socket.$ctl.lock"
   fi
   rm -rf "$work"
+  return 0
 }
 trap cleanup EXIT
 

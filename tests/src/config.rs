@@ -149,6 +149,16 @@ impl Config {
         self
     }
 
+    /// Exports every LUN of the first target read-only.
+    pub fn read_only(mut self) -> Self {
+        if let Some(t) = self.targets.first_mut() {
+            for l in &mut t.luns {
+                l.read_only = true;
+            }
+        }
+        self
+    }
+
     /// Renders the YAML text.
     pub fn to_yaml(&self) -> String {
         // Serializing plain structs of strings/bools/ints cannot fail.

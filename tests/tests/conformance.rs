@@ -5,7 +5,8 @@
 //! The per-test results are written to `$CARGO_TARGET_DIR/lunar-e2e/lunard-iscsi-test-cu.txt`.
 
 use lunar_e2e::conformance::{parse_results_file, regressions_vs, AllowList, Outcome, Run};
-use lunar_e2e::{require_tools, Lunard, DEFAULT_TARGET_IQN};
+use lunar_e2e::config::Config;
+use lunar_e2e::{require_tools, Lunard, LunardOptions, DEFAULT_TARGET_IQN};
 use std::path::{Path, PathBuf};
 
 fn results_dir() -> PathBuf {
@@ -93,5 +94,30 @@ fn libiscsi_test_cu_all() {
         unexpected_skips.len(),
         regressions.len(),
         file.display()
+    );
+}
+
+/// The ReadOnly suite needs a write-protected LUN (on LUN 0 of the default target it skips):
+/// every write-type command must fail with DATA PROTECT / WRITE PROTECTED.
+#[test]
+fn libiscsi_test_cu_read_only_lun() {
+    require_tools!("iscsi-test-cu");
+    const IQN: &str = "iqn.2026-11.io.lunar:read-only";
+    let mut d = Lunard::start_with(LunardOptions {
+        config_yaml: Some(Config::single_target(IQN).read_only().to_yaml()),
+        ..LunardOptions::default()
+    })
+    .expect("start lunard");
+    let mut run = Run::all(&d.lun_url(IQN, 0));
+    run.selector = "ALL.ReadOnly".into();
+    run.multipath_url = None;
+    let (report, out) = run.execute().expect("iscsi-test-cu -t ALL.ReadOnly");
+    println!("iscsi-test-cu ALL.ReadOnly on a read-only LUN: {}", report.counts());
+    d.check_alive().expect("lunard survived the suite");
+    let c = report.counts();
+    assert!(
+        c.total() > 0 && c.pass == c.total(),
+        "ALL.ReadOnly against a read-only LUN: {c}\n{}",
+        report.to_results_file("") + &lunar_e2e::process::tail(&out.stdout, 4000).to_string()
     );
 }
