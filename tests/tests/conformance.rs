@@ -4,8 +4,8 @@
 //! any test tgtd passes (per `tests/baseline/tgtd-iscsi-test-cu.txt`) that lunard does not.
 //! The per-test results are written to `$CARGO_TARGET_DIR/lunar-e2e/lunard-iscsi-test-cu.txt`.
 
-use lunar_e2e::conformance::{parse_results_file, regressions_vs, AllowList, Outcome, Run};
 use lunar_e2e::config::Config;
+use lunar_e2e::conformance::{parse_results_file, regressions_vs, AllowList, Outcome, Run};
 use lunar_e2e::{require_tools, Lunard, LunardOptions, DEFAULT_TARGET_IQN};
 use std::path::{Path, PathBuf};
 
@@ -112,7 +112,10 @@ fn libiscsi_test_cu_read_only_lun() {
     run.selector = "ALL.ReadOnly".into();
     run.multipath_url = None;
     let (report, out) = run.execute().expect("iscsi-test-cu -t ALL.ReadOnly");
-    println!("iscsi-test-cu ALL.ReadOnly on a read-only LUN: {}", report.counts());
+    println!(
+        "iscsi-test-cu ALL.ReadOnly on a read-only LUN: {}",
+        report.counts()
+    );
     d.check_alive().expect("lunard survived the suite");
     let c = report.counts();
     assert!(
