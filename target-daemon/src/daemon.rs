@@ -11,6 +11,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::iscsi::{Server, TargetEntry};
+// --- admin (issue 4) ---
+use crate::admin::{AdminOptions, AdminServer};
+use crate::lunmgr::LunManager;
+// --- end admin ---
 use crate::scsi::ScsiTarget;
 
 /// How long shutdown lets in-flight commands run before aborting them.
@@ -22,12 +26,23 @@ pub struct Daemon {
     server: Arc<Server>,
     addrs: Vec<SocketAddr>,
     accept_tasks: Vec<JoinHandle<()>>,
+    // --- admin (issue 4) ---
+    lunmgr: Arc<LunManager>,
+    admin: Option<AdminServer>,
+    // --- end admin ---
 }
 
 impl Daemon {
     /// Opens (or creates) the pool, creates missing volumes, exports the targets and starts
     /// listening on every portal.
     pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+        // --- admin (issue 4) ---
+        Daemon::start_with(config, AdminOptions::default()).await
+    }
+
+    /// As [`start`](Self::start), with the admin API exposed as `admin` says.
+    pub async fn start_with(config: Config, admin: AdminOptions) -> anyhow::Result<Daemon> {
+        // --- end admin ---
         let pool_path = if config.pool.path.is_absolute() {
             config.pool.path.clone()
         } else {
@@ -46,7 +61,8 @@ impl Daemon {
             .with_context(|| format!("cannot open pool at {}", pool_path.display()))?;
         tracing::info!(path = %pool_path.display(), "pool open");
 
-        let targets = match build_targets(&config, &pool).await {
+        // --- admin (issue 4): the LUN manager's persisted state decides the targets ---
+        let (lunmgr, targets) = match LunManager::open(&config, pool.clone()).await {
             Ok(t) => t,
             Err(e) => {
                 let _ = pool.close().await;
@@ -54,6 +70,8 @@ impl Daemon {
             }
         };
         let server = Server::new(&config, targets);
+        lunmgr.attach_exports(Arc::new(crate::lunmgr::exports::ServerExports(server.clone())));
+        // --- end admin ---
 
         let mut addrs = Vec::new();
         let mut accept_tasks = Vec::new();
@@ -73,11 +91,23 @@ impl Daemon {
                 }
             }
         }
+        // --- admin (issue 4) ---
+        let admin = match AdminServer::start(lunmgr.clone(), &config.data_dir, &admin) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                server.shutdown(Duration::from_secs(1)).await;
+                let _ = pool.close().await;
+                return Err(e);
+            }
+        };
+        // --- end admin ---
         Ok(Daemon {
             pool,
             server,
             addrs,
             accept_tasks,
+            lunmgr,
+            admin,
         })
     }
 
@@ -96,9 +126,27 @@ impl Daemon {
         &self.pool
     }
 
+    // --- admin (issue 4) ---
+    /// The LUN manager (runtime targets, LUNs, snapshots, clones).
+    pub fn lunmgr(&self) -> &Arc<LunManager> {
+        &self.lunmgr
+    }
+
+    /// The admin API listeners.
+    pub fn admin(&self) -> Option<&AdminServer> {
+        self.admin.as_ref()
+    }
+    // --- end admin ---
+
     /// Stops accepting, lets in-flight commands finish (or aborts them after
     /// [`SHUTDOWN_GRACE`]), closes every connection, then flushes and closes the pool.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        // --- admin (issue 4) ---
+        if let Some(a) = self.admin {
+            a.stop();
+        }
+        self.lunmgr.stop_jobs();
+        // --- end admin ---
         self.server.shutdown(SHUTDOWN_GRACE).await;
         for t in self.accept_tasks {
             let _ = t.await;
@@ -109,6 +157,9 @@ impl Daemon {
     }
 }
 
+// --- admin (issue 4): superseded by LunManager::open; kept for the daemon helper ---
+#[allow(dead_code)]
+// --- end admin ---
 /// Creates one device server per configured target and attaches its LUNs, creating volumes
 /// that do not exist yet.
 async fn build_targets(config: &Config, pool: &Pool) -> anyhow::Result<Vec<TargetEntry>> {

@@ -6,6 +6,10 @@
 //! - [`scsi`]: the SCSI device server the front end hands commands to.
 //! - [`metrics`], [`http`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` endpoint.
 
+// --- admin (issue 4) ---
+pub mod admin;
+pub mod lunmgr;
+// --- end admin ---
 pub mod config;
 pub mod daemon;
 pub mod http;

@@ -25,10 +25,26 @@ struct Args {
     /// Listen address; repeatable; replaces the configured portals. Port 0 picks a free port.
     #[arg(long = "portal", value_name = "ADDR:PORT")]
     portals: Vec<SocketAddr>,
+    /// Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`); default 127.0.0.1:9860.
+    /// When given explicitly, failing to listen there is fatal; the default only warns.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+    /// Do not serve the Prometheus endpoint at all.
+    #[arg(long, conflicts_with = "metrics")]
+    no_metrics: bool,
     /// Log filter: error, warn, info, debug, trace, or a tracing filter such as
     /// `target_daemon=debug` (default: $RUST_LOG or info).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    // --- admin (issue 4) ---
+    /// Also serve the admin API on this TCP address (requires --admin-token-file).
+    /// The Unix socket <data-dir>/admin.sock is always served.
+    #[arg(long, value_name = "ADDR:PORT")]
+    admin_listen: Option<SocketAddr>,
+    /// File holding the bearer token TCP admin clients must send.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    // --- end admin ---
 }
 
 fn main() -> ExitCode {
@@ -95,7 +111,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(config)) {
+    // --- admin (issue 4) ---
+    let admin = match admin_options(&args.admin_listen, &args.admin_token_file) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("lunard: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    // --- end admin ---
+    let metrics = if args.no_metrics {
+        MetricsListen::Off
+    } else {
+        match args.metrics {
+            Some(a) => MetricsListen::Explicit(a),
+            None => MetricsListen::Default(SocketAddr::from(([127, 0, 0, 1], 9860))),
+        }
+    };
+    match rt.block_on(run(config, admin, metrics)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("lunard: {e:#}");
@@ -104,21 +137,105 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+// --- admin (issue 4) ---
+/// Admin API options from the flags: a TCP listener is refused without a non-empty token.
+fn admin_options(
+    listen: &Option<SocketAddr>,
+    token_file: &Option<PathBuf>,
+) -> Result<target_daemon::admin::AdminOptions, String> {
+    let token = match token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f)
+                .map_err(|e| format!("--admin-token-file {}: {e}", f.display()))?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                return Err(format!("--admin-token-file {}: the file is empty", f.display()));
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    if listen.is_some() && token.is_none() {
+        return Err("--admin-listen requires --admin-token-file (a TCP admin API without a token is refused)".into());
+    }
+    Ok(target_daemon::admin::AdminOptions {
+        socket: None,
+        tcp: *listen,
+        token,
+    })
+}
+// --- end admin ---
+
+// --- metrics (issue 6) ---
+/// Where the Prometheus endpoint listens, and whether failing to listen is fatal.
+enum MetricsListen {
+    Off,
+    Default(SocketAddr),
+    Explicit(SocketAddr),
+}
+
+async fn start_metrics(
+    how: MetricsListen,
+    pool: &storage_core::Pool,
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let (addr, fatal) = match how {
+        MetricsListen::Off => return Ok(None),
+        MetricsListen::Default(a) => (a, false),
+        MetricsListen::Explicit(a) => (a, true),
+    };
+    let state = target_daemon::http::HttpState {
+        pool: Some(pool.clone()),
+        ready,
+    };
+    match target_daemon::http::serve(addr, state).await {
+        Ok((bound, task)) => {
+            tracing::info!("metrics on http://{bound}/metrics");
+            Ok(Some(task))
+        }
+        Err(e) if !fatal => {
+            tracing::warn!("{e:#}; continuing without the metrics endpoint (use --metrics ADDR:PORT)");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+// --- end metrics ---
+
+async fn run(
+    config: Config,
+    admin: target_daemon::admin::AdminOptions,
+    metrics: MetricsListen,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Install the handlers before anything can observe readiness, so a SIGTERM sent right
     // after the ready line is never fatal.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let daemon = Daemon::start(config).await?;
+    let daemon = Daemon::start_with(config, admin).await?; // admin (issue 4)
     let addrs: Vec<String> = daemon.local_addrs().iter().map(|a| a.to_string()).collect();
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let metrics_task = match start_metrics(metrics, daemon.pool(), ready.clone()).await {
+        Ok(t) => t,
+        Err(e) => {
+            daemon.shutdown().await?;
+            return Err(e);
+        }
+    };
+    ready.store(true, std::sync::atomic::Ordering::Release);
     tracing::info!("lunard ready: listening on {}", addrs.join(", "));
+    target_daemon::sdnotify::notify(&format!("READY=1\nSTATUS=serving on {}", addrs.join(", ")));
     tokio::select! {
         _ = term.recv() => tracing::info!("received SIGTERM"),
         _ = int.recv() => tracing::info!("received SIGINT"),
     }
     tracing::info!("shutting down: no new connections; finishing in-flight commands");
+    ready.store(false, std::sync::atomic::Ordering::Release);
+    target_daemon::sdnotify::notify("STOPPING=1");
     daemon.shutdown().await?;
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     tracing::info!("lunard stopped cleanly");
     Ok(())
 }

@@ -1,0 +1,327 @@
+//! The admin API server: newline-delimited JSON requests and responses (see [`proto`]) on a
+//! Unix socket `<data-dir>/admin.sock` (mode 0600: only the daemon's user may manage it) and,
+//! optionally, on a TCP address that requires a bearer token. Every request is executed by
+//! the [`LunManager`](crate::lunmgr::LunManager).
+
+pub mod proto;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::task::JoinHandle;
+
+use crate::lunmgr::state::ChapRecord;
+use crate::lunmgr::{LunManager, MgrError};
+use proto::{Request, RequestLine, Response, MAX_REQUEST_LINE};
+
+/// File name of the admin socket in the data directory.
+pub const SOCKET_NAME: &str = "admin.sock";
+
+/// How the admin API is exposed.
+#[derive(Clone, Debug, Default)]
+pub struct AdminOptions {
+    /// Unix socket path (default `<data-dir>/admin.sock`).
+    pub socket: Option<PathBuf>,
+    /// Optional TCP listen address (requires `token`).
+    pub tcp: Option<SocketAddr>,
+    /// Bearer token for TCP clients.
+    pub token: Option<String>,
+}
+
+/// The running admin listeners.
+pub struct AdminServer {
+    socket: PathBuf,
+    tcp_addr: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl AdminServer {
+    /// Binds the Unix socket (and the TCP address if configured) and starts serving.
+    pub fn start(
+        mgr: Arc<LunManager>,
+        data_dir: &Path,
+        opts: &AdminOptions,
+    ) -> anyhow::Result<AdminServer> {
+        let socket = opts
+            .socket
+            .clone()
+            .unwrap_or_else(|| data_dir.join(SOCKET_NAME));
+        if opts.tcp.is_some() && opts.token.as_deref().is_none_or(str::is_empty) {
+            anyhow::bail!("the admin TCP listener needs a bearer token (--admin-token-file)");
+        }
+        // A stale socket from a previous run (crash) would make bind fail.
+        match std::fs::remove_file(&socket) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("removing stale {}", socket.display()))
+            }
+        }
+        let unix = tokio::net::UnixListener::bind(&socket)
+            .with_context(|| format!("cannot bind the admin socket {}", socket.display()))?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot set mode 0600 on {}", socket.display()))?;
+        let mut tasks = Vec::new();
+        let m = mgr.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match unix.accept().await {
+                    Ok((s, _)) => {
+                        let m = m.clone();
+                        tokio::spawn(async move {
+                            let (r, w) = s.into_split();
+                            serve_conn(m, r, w, None).await;
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!("admin socket accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+        let mut tcp_addr = None;
+        if let Some(addr) = opts.tcp {
+            let std_l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot bind the admin TCP address {addr}"))?;
+            std_l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(std_l)?;
+            tcp_addr = Some(l.local_addr()?);
+            let token: Arc<str> = Arc::from(opts.token.clone().unwrap_or_default());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match l.accept().await {
+                        Ok((s, peer)) => {
+                            tracing::debug!(%peer, "admin TCP client");
+                            let m = mgr.clone();
+                            let token = token.clone();
+                            tokio::spawn(async move {
+                                let (r, w) = s.into_split();
+                                serve_conn(m, r, w, Some(token)).await;
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!("admin TCP accept failed: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }));
+            tracing::info!(
+                "admin API on tcp://{} (bearer token required)",
+                tcp_addr.map(|a| a.to_string()).unwrap_or_default()
+            );
+        }
+        tracing::info!(socket = %socket.display(), "admin API listening");
+        Ok(AdminServer {
+            socket,
+            tcp_addr,
+            tasks,
+        })
+    }
+
+    /// The Unix socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The bound TCP address, if any.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Stops accepting and removes the socket file.
+    pub fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Constant-time comparison, so response timing does not leak the token.
+fn token_matches(given: &str, want: &str) -> bool {
+    let (a, b) = (given.as_bytes(), want.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, &x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+/// Reads request lines until EOF; one response line per request.
+async fn serve_conn<R, W>(mgr: Arc<LunManager>, r: R, mut w: W, token: Option<Arc<str>>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut r = BufReader::new(r);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // Bounded read: never buffer more than MAX_REQUEST_LINE + 1 bytes.
+        let n = match (&mut r)
+            .take(MAX_REQUEST_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!("admin connection read error: {e}");
+                return;
+            }
+        };
+        if n == 0 {
+            return;
+        }
+        let resp = if line.len() > MAX_REQUEST_LINE {
+            let r = Response::err(
+                "bad_request",
+                format!("request longer than {MAX_REQUEST_LINE} bytes"),
+            );
+            let _ = write_response(&mut w, &r).await;
+            return;
+        } else if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        } else {
+            match serde_json::from_slice::<RequestLine>(&line) {
+                Err(e) => Response::err("bad_request", format!("invalid request: {e}")),
+                Ok(req) => {
+                    let authorized = match &token {
+                        None => true,
+                        Some(want) => req.token.as_deref().is_some_and(|g| token_matches(g, want)),
+                    };
+                    if authorized {
+                        dispatch(&mgr, req.request).await
+                    } else {
+                        Response::err("unauthorized", "missing or wrong bearer token")
+                    }
+                }
+            }
+        };
+        if write_response(&mut w, &resp).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_response<W: AsyncWrite + Unpin>(w: &mut W, r: &Response) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    w.write_all(&out).await?;
+    w.flush().await
+}
+
+fn reply<T: Serialize>(r: Result<T, MgrError>) -> Response {
+    match r {
+        Ok(v) => match serde_json::to_value(v) {
+            Ok(v) => Response::ok(v),
+            Err(e) => Response::err("internal", format!("cannot encode the result: {e}")),
+        },
+        Err(e) => Response::err(e.kind(), e.to_string()),
+    }
+}
+
+/// Executes one request.
+pub async fn dispatch(mgr: &Arc<LunManager>, req: Request) -> Response {
+    tracing::debug!(?req, "admin request");
+    match req {
+        Request::PoolStatus => reply(Ok(mgr.pool_status())),
+        Request::PoolCheck => reply(mgr.pool_check().await.map(|(clean, errors, leaked)| {
+            serde_json::json!({"clean": clean, "errors": errors, "leaked_chunks": leaked})
+        })),
+        Request::LunCreate(c) => reply(mgr.lun_create(c).await),
+        Request::LunList => reply(Ok(mgr.lun_list().await)),
+        Request::LunShow { name } => reply(mgr.lun_show(&name).await),
+        Request::LunResize {
+            name,
+            size_bytes,
+            shrink,
+        } => reply(mgr.lun_resize(&name, size_bytes, shrink).await),
+        Request::LunSet(s) => reply(mgr.lun_set(s).await),
+        Request::LunDelete { name, force } => reply(mgr.lun_delete(&name, force).await.map(|()| {
+            serde_json::json!({"deleted": name})
+        })),
+        Request::LunMap {
+            name,
+            target,
+            lun_id,
+        } => reply(mgr.lun_map(&name, &target, lun_id).await),
+        Request::LunUnmap {
+            name,
+            target,
+            force,
+        } => reply(mgr.lun_unmap(&name, &target, force).await.map(|()| {
+            serde_json::json!({"unmapped": name, "target": target})
+        })),
+        Request::SnapshotCreate { lun, name } => reply(mgr.snapshot_create(&lun, &name).await),
+        Request::SnapshotGroup { group, luns } => reply(mgr.snapshot_group(&group, &luns).await),
+        Request::SnapshotList { lun } => reply(mgr.snapshot_list(lun.as_deref()).await),
+        Request::SnapshotDelete { lun, name } => reply(mgr.snapshot_delete(&lun, &name).await.map(|()| {
+            serde_json::json!({"deleted": format!("{lun}@{name}")})
+        })),
+        Request::SnapshotGroupDelete { group } => reply(mgr.snapshot_group_delete(&group).await.map(|()| {
+            serde_json::json!({"deleted_group": group})
+        })),
+        Request::SnapshotRollback { lun, name, force } => reply(mgr.snapshot_rollback(&lun, &name, force).await.map(|()| {
+            serde_json::json!({"rolled_back": lun, "snapshot": name})
+        })),
+        Request::CloneCreate(c) => reply(mgr.clone_create(c).await),
+        Request::CloneList { purge } => reply(mgr.clone_list(purge).await),
+        Request::CloneCancel { name } => reply(mgr.clone_cancel(&name).await),
+        Request::CloneSplit { name } => reply(mgr.clone_split(&name).await),
+        Request::CloneRefresh {
+            name,
+            source,
+            force,
+        } => reply(mgr.clone_refresh(&name, source.as_deref(), force).await),
+        Request::TargetCreate {
+            iqn,
+            alias,
+            allow_any,
+        } => reply(mgr.target_create(&iqn, alias, allow_any).await),
+        Request::TargetList => reply(Ok(mgr.target_list().await)),
+        Request::TargetDelete { iqn, force } => reply(mgr.target_delete(&iqn, force).await.map(|()| {
+            serde_json::json!({"deleted": iqn})
+        })),
+        Request::AclAdd { target, initiator } => reply(mgr.acl_add(&target, &initiator).await),
+        Request::AclRemove { target, initiator } => reply(mgr.acl_remove(&target, &initiator).await),
+        Request::AclList { target } => {
+            let all = mgr.target_list().await;
+            reply(
+                all.into_iter()
+                    .find(|t| t.iqn == target)
+                    .ok_or_else(|| MgrError::NotFound(format!("target {target:?} not found"))),
+            )
+        }
+        Request::ChapSet {
+            target,
+            username,
+            secret,
+            mutual_username,
+            mutual_secret,
+        } => reply(
+            mgr.chap_set(
+                &target,
+                ChapRecord {
+                    username,
+                    secret,
+                    mutual_username,
+                    mutual_secret,
+                },
+            )
+            .await,
+        ),
+        Request::ChapClear { target } => reply(mgr.chap_clear(&target).await),
+        Request::SessionList { target } => reply(mgr.session_list(target.as_deref()).await),
+        Request::SessionClose { target } => reply(mgr.session_close(&target).await.map(|n| {
+            serde_json::json!({"closed_sessions": n})
+        })),
+        Request::ConfigExport => reply(mgr.export_yaml().await),
+    }
+}

@@ -1,0 +1,306 @@
+//! The admin protocol: one JSON object per line each way over a stream socket.
+//!
+//! Request: `{"op": "lun.create", "args": {...}, "token": "..."}` (`token` only over TCP).
+//! Response: `{"ok": true, "result": ...}` or
+//! `{"ok": false, "error": {"kind": "not_found", "message": "LUN \"x\" not found"}}`.
+//! See docs/admin-api.md for every operation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::lunmgr::clones::CloneCreate;
+use crate::lunmgr::{LunCreate, LunSet};
+
+/// Largest request line accepted (bytes); longer lines are refused, not buffered.
+pub const MAX_REQUEST_LINE: usize = 1 << 20;
+
+/// One request line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RequestLine {
+    /// Bearer token (required on TCP listeners, ignored on the Unix socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The operation.
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// Every operation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", content = "args")]
+pub enum Request {
+    /// Pool figures.
+    #[serde(rename = "pool.status")]
+    PoolStatus,
+    /// Pool consistency check.
+    #[serde(rename = "pool.check")]
+    PoolCheck,
+    /// Create a LUN.
+    #[serde(rename = "lun.create")]
+    LunCreate(LunCreate),
+    /// List LUNs.
+    #[serde(rename = "lun.list")]
+    LunList,
+    /// One LUN.
+    #[serde(rename = "lun.show")]
+    LunShow {
+        /// LUN name.
+        name: String,
+    },
+    /// Resize.
+    #[serde(rename = "lun.resize")]
+    LunResize {
+        /// LUN name.
+        name: String,
+        /// New size in bytes.
+        size_bytes: u64,
+        /// Allow shrinking.
+        #[serde(default)]
+        shrink: bool,
+    },
+    /// Change settings.
+    #[serde(rename = "lun.set")]
+    LunSet(LunSet),
+    /// Delete.
+    #[serde(rename = "lun.delete")]
+    LunDelete {
+        /// LUN name.
+        name: String,
+        /// Even if in use.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Map into a target.
+    #[serde(rename = "lun.map")]
+    LunMap {
+        /// LUN name.
+        name: String,
+        /// Target IQN.
+        target: String,
+        /// LUN number (default lowest free).
+        #[serde(default)]
+        lun_id: Option<u64>,
+    },
+    /// Unmap from a target.
+    #[serde(rename = "lun.unmap")]
+    LunUnmap {
+        /// LUN name.
+        name: String,
+        /// Target IQN.
+        target: String,
+        /// Even with sessions logged in.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Snapshot one LUN.
+    #[serde(rename = "snapshot.create")]
+    SnapshotCreate {
+        /// LUN.
+        lun: String,
+        /// Snapshot name.
+        name: String,
+    },
+    /// Consistency group snapshot.
+    #[serde(rename = "snapshot.group")]
+    SnapshotGroup {
+        /// Group name (each LUN's snapshot gets this name).
+        group: String,
+        /// LUNs.
+        luns: Vec<String>,
+    },
+    /// List snapshots.
+    #[serde(rename = "snapshot.list")]
+    SnapshotList {
+        /// Only this LUN's.
+        #[serde(default)]
+        lun: Option<String>,
+    },
+    /// Delete a snapshot.
+    #[serde(rename = "snapshot.delete")]
+    SnapshotDelete {
+        /// LUN.
+        lun: String,
+        /// Snapshot name.
+        name: String,
+    },
+    /// Delete a consistency group's snapshots.
+    #[serde(rename = "snapshot.group_delete")]
+    SnapshotGroupDelete {
+        /// Group.
+        group: String,
+    },
+    /// Roll back.
+    #[serde(rename = "snapshot.rollback")]
+    SnapshotRollback {
+        /// LUN.
+        lun: String,
+        /// Snapshot name.
+        name: String,
+        /// Even if in use.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Create a clone.
+    #[serde(rename = "clone.create")]
+    CloneCreate(CloneCreate),
+    /// List clone jobs.
+    #[serde(rename = "clone.list")]
+    CloneList {
+        /// Forget finished jobs first.
+        #[serde(default)]
+        purge: bool,
+    },
+    /// Cancel a clone job.
+    #[serde(rename = "clone.cancel")]
+    CloneCancel {
+        /// Destination LUN or job id.
+        name: String,
+    },
+    /// Split a linked clone.
+    #[serde(rename = "clone.split")]
+    CloneSplit {
+        /// Clone LUN.
+        name: String,
+    },
+    /// Refresh a clone.
+    #[serde(rename = "clone.refresh")]
+    CloneRefresh {
+        /// Clone LUN.
+        name: String,
+        /// New source (`lun` or `lun@snap`; default: the origin LUN now).
+        #[serde(default)]
+        source: Option<String>,
+        /// Even if in use.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Create a target.
+    #[serde(rename = "target.create")]
+    TargetCreate {
+        /// IQN.
+        iqn: String,
+        /// Alias.
+        #[serde(default)]
+        alias: Option<String>,
+        /// Allow any initiator.
+        #[serde(default)]
+        allow_any: bool,
+    },
+    /// List targets.
+    #[serde(rename = "target.list")]
+    TargetList,
+    /// Delete a target.
+    #[serde(rename = "target.delete")]
+    TargetDelete {
+        /// IQN.
+        iqn: String,
+        /// Even with sessions.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Allow an initiator.
+    #[serde(rename = "acl.add")]
+    AclAdd {
+        /// Target.
+        target: String,
+        /// Initiator IQN or `*`.
+        initiator: String,
+    },
+    /// Disallow an initiator.
+    #[serde(rename = "acl.remove")]
+    AclRemove {
+        /// Target.
+        target: String,
+        /// Initiator IQN or `*`.
+        initiator: String,
+    },
+    /// Show a target's ACL.
+    #[serde(rename = "acl.list")]
+    AclList {
+        /// Target.
+        target: String,
+    },
+    /// Require CHAP.
+    #[serde(rename = "chap.set")]
+    ChapSet {
+        /// Target.
+        target: String,
+        /// Initiator's CHAP name.
+        username: String,
+        /// Initiator's CHAP secret.
+        secret: String,
+        /// Mutual CHAP name.
+        #[serde(default)]
+        mutual_username: Option<String>,
+        /// Mutual CHAP secret.
+        #[serde(default)]
+        mutual_secret: Option<String>,
+    },
+    /// Stop requiring CHAP.
+    #[serde(rename = "chap.clear")]
+    ChapClear {
+        /// Target.
+        target: String,
+    },
+    /// Live sessions.
+    #[serde(rename = "session.list")]
+    SessionList {
+        /// Only this target's.
+        #[serde(default)]
+        target: Option<String>,
+    },
+    /// Close a target's sessions.
+    #[serde(rename = "session.close")]
+    SessionClose {
+        /// Target.
+        target: String,
+    },
+    /// Targets and mapped LUNs as YAML configuration.
+    #[serde(rename = "config.export")]
+    ConfigExport,
+}
+
+/// An error as sent on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireError {
+    /// Machine-readable kind (`not_found`, `already_exists`, `invalid`, `busy`, `no_space`,
+    /// `unsupported`, `internal`, `unauthorized`, `bad_request`).
+    pub kind: String,
+    /// One-line human message.
+    pub message: String,
+}
+
+/// One response line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// Success.
+    pub ok: bool,
+    /// Result on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Error on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WireError>,
+}
+
+impl Response {
+    /// A success.
+    pub fn ok(result: serde_json::Value) -> Self {
+        Response {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A failure.
+    pub fn err(kind: &str, message: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            result: None,
+            error: Some(WireError {
+                kind: kind.into(),
+                message: message.into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The LUN manager's persisted state (`<data-dir>/state.json`).
+//!
+//! After the first start this file, not the YAML configuration, is the truth about targets,
+//! LUNs, mappings, ACLs, CHAP, snapshot groups and clone jobs. Volumes and snapshots
+//! themselves live in the pool; the state only records what the pool does not know (LUN
+//! identity, which target exports what, access control, job history).
+//!
+//! Writes are atomic: the new content goes to a temporary file in the same directory, is
+//! fsynced, renamed over `state.json`, and the directory is fsynced, so a crash leaves either
+//! the old or the new state, never a torn one.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Current format version of `state.json`.
+pub const STATE_VERSION: u32 = 1;
+
+/// File name of the state inside the data directory.
+pub const STATE_FILE: &str = "state.json";
+
+/// Everything the LUN manager persists.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Format version ([`STATE_VERSION`]).
+    pub version: u32,
+    /// LUNs by name (the name is also the pool volume's name).
+    pub luns: BTreeMap<String, LunRecord>,
+    /// Targets by IQN.
+    pub targets: BTreeMap<String, TargetRecord>,
+    /// Consistency groups: snapshots taken at one instant across several LUNs.
+    pub groups: BTreeMap<String, GroupRecord>,
+    /// Clone jobs, oldest first (kept until purged).
+    pub clone_jobs: Vec<CloneJobRecord>,
+    /// Number of the next clone job.
+    #[serde(default)]
+    pub next_job: u64,
+}
+
+/// Whether a LUN may be presented to initiators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LunStatus {
+    /// Usable: mapped LUNs are in REPORT LUNS.
+    Online,
+    /// A full clone whose copy is still running: never presented.
+    Creating,
+}
+
+/// How a clone relates to its source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloneMode {
+    /// Shares unchanged data with its source (copy-on-write); instant.
+    Linked,
+    /// Owns a full copy of its data (background split); independent of the source.
+    Full,
+}
+
+impl CloneMode {
+    /// Lower-case name as shown and accepted by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloneMode::Linked => "linked",
+            CloneMode::Full => "full",
+        }
+    }
+}
+
+/// One LUN.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LunRecord {
+    /// LUN name = pool volume name.
+    pub name: String,
+    /// SCSI identity (NAA id / unit serial derive from it). Equal to the volume UUID at
+    /// creation; kept when `clone refresh` replaces the volume underneath.
+    pub identity: Uuid,
+    /// Exported write-protected.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Online or still being created.
+    pub status: LunStatus,
+    /// `source` or `source@snap` this LUN was cloned from (as asked; survives splits).
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// Clone mode, for clones.
+    #[serde(default)]
+    pub clone_mode: Option<CloneMode>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+/// CHAP credentials as persisted (the config's `ChapCfg` is input-only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChapRecord {
+    /// Name the initiator must send.
+    pub username: String,
+    /// Secret the initiator must know.
+    pub secret: String,
+    /// Mutual CHAP: name the target answers with.
+    #[serde(default)]
+    pub mutual_username: Option<String>,
+    /// Mutual CHAP: secret the target answers with.
+    #[serde(default)]
+    pub mutual_secret: Option<String>,
+}
+
+impl ChapRecord {
+    /// From the configuration form.
+    pub fn from_cfg(c: &crate::config::ChapCfg) -> Self {
+        ChapRecord {
+            username: c.username.clone(),
+            secret: c.secret.clone(),
+            mutual_username: c.mutual.as_ref().map(|m| m.username.clone()),
+            mutual_secret: c.mutual.as_ref().map(|m| m.secret.clone()),
+        }
+    }
+
+    /// To the configuration form the iSCSI front end uses.
+    pub fn to_cfg(&self) -> crate::config::ChapCfg {
+        crate::config::ChapCfg {
+            username: self.username.clone(),
+            secret: self.secret.clone(),
+            mutual: match (&self.mutual_username, &self.mutual_secret) {
+                (Some(u), Some(s)) => Some(crate::config::Credential {
+                    username: u.clone(),
+                    secret: s.clone(),
+                }),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// One target: access control and its LUN map.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TargetRecord {
+    /// Target IQN.
+    pub iqn: String,
+    /// TargetAlias.
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// Any initiator may log in.
+    #[serde(default)]
+    pub allow_any: bool,
+    /// Allowed initiator IQNs (when not `allow_any`).
+    #[serde(default)]
+    pub initiators: Vec<String>,
+    /// CHAP required for normal sessions.
+    #[serde(default)]
+    pub chap: Option<ChapRecord>,
+    /// LUN number -> LUN name.
+    #[serde(default)]
+    pub luns: BTreeMap<u64, String>,
+}
+
+impl TargetRecord {
+    /// The configuration form the iSCSI front end consumes (LUN list left empty: LUNs are
+    /// attached to the device server directly).
+    pub fn to_cfg(&self) -> crate::config::TargetCfg {
+        crate::config::TargetCfg {
+            iqn: self.iqn.clone(),
+            alias: self.alias.clone(),
+            allow_any: self.allow_any,
+            initiators: self.initiators.clone(),
+            chap: self.chap.as_ref().map(ChapRecord::to_cfg),
+            luns: Vec::new(),
+        }
+    }
+}
+
+/// A consistency group snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Group (and per-LUN snapshot) name.
+    pub name: String,
+    /// LUNs snapshotted together.
+    pub members: Vec<String>,
+    /// When, seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+/// Life cycle of a clone job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Accepted, not started.
+    Queued,
+    /// Copy running.
+    Creating,
+    /// Done: the clone is online.
+    Completed,
+    /// Failed: nothing of the clone is left.
+    Failed,
+    /// Cancelled: nothing of the clone is left.
+    Cancelled,
+}
+
+impl JobState {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Creating => "creating",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the job has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// One clone job (every clone creation and every split is one).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CloneJobRecord {
+    /// Job id, e.g. `clone-7`.
+    pub id: String,
+    /// Source as given (`lun` or `lun@snap`).
+    pub source: String,
+    /// Destination LUN.
+    pub destination: String,
+    /// Linked or full.
+    pub mode: CloneMode,
+    /// Current state.
+    pub state: JobState,
+    /// Chunks copied (full clones).
+    #[serde(default)]
+    pub done: u64,
+    /// Chunks to copy (full clones).
+    #[serde(default)]
+    pub total: u64,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Start time, seconds since the Unix epoch.
+    pub started_unix: u64,
+    /// End time, seconds since the Unix epoch.
+    #[serde(default)]
+    pub finished_unix: Option<u64>,
+    /// What to do on completion: map into this target at this LUN number.
+    #[serde(default)]
+    pub map_to: Option<(String, u64)>,
+}
+
+impl CloneJobRecord {
+    /// Progress in percent (100 for completed jobs and linked clones).
+    pub fn percent(&self) -> f64 {
+        if self.state == JobState::Completed {
+            100.0
+        } else if self.total == 0 {
+            0.0
+        } else {
+            (self.done as f64 * 100.0 / self.total as f64).min(100.0)
+        }
+    }
+}
+
+/// Errors reading or writing the state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// I/O on the state file.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file does not parse.
+    #[error("state file {path} is corrupt: {message}")]
+    Corrupt {
+        /// File.
+        path: String,
+        /// Parser message.
+        message: String,
+    },
+    /// Written by a newer lunard.
+    #[error(
+        "state file {path} has version {found}; this lunard understands up to {STATE_VERSION}"
+    )]
+    Version {
+        /// File.
+        path: String,
+        /// Version found.
+        found: u32,
+    },
+}
+
+/// Path of the state file in `data_dir`.
+pub fn state_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(STATE_FILE)
+}
+
+/// Loads the state; `Ok(None)` when there is none yet (a new data directory).
+pub fn load(data_dir: &Path) -> Result<Option<State>, StateError> {
+    let path = state_path(data_dir);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            })
+        }
+    };
+    let st: State = serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    if st.version > STATE_VERSION {
+        return Err(StateError::Version {
+            path: path.display().to_string(),
+            found: st.version,
+        });
+    }
+    Ok(Some(st))
+}
+
+/// Writes the state atomically (temp file + fsync + rename + directory fsync).
+pub fn save(data_dir: &Path, st: &State) -> Result<(), StateError> {
+    let path = state_path(data_dir);
+    let tmp = data_dir.join(format!(".{STATE_FILE}.tmp"));
+    let io = |context: String| move |source| StateError::Io { context, source };
+    let body = serde_json::to_vec_pretty(st).map_err(|e| StateError::Io {
+        context: "encoding the state".into(),
+        source: std::io::Error::other(e),
+    })?;
+    {
+        let mut f =
+            std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+        f.write_all(&body)
+            .and_then(|_| f.write_all(b"\n"))
+            .map_err(io(format!("writing {}", tmp.display())))?;
+        f.sync_all()
+            .map_err(io(format!("syncing {}", tmp.display())))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io(format!(
+        "renaming {} to {}",
+        tmp.display(),
+        path.display()
+    )))?;
+    let dir =
+        std::fs::File::open(data_dir).map_err(io(format!("opening {}", data_dir.display())))?;
+    dir.sync_all()
+        .map_err(io(format!("syncing {}", data_dir.display())))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_then_load_round_trips_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).unwrap().is_none());
+        let mut st = State {
+            version: STATE_VERSION,
+            ..Default::default()
+        };
+        st.luns.insert(
+            "a".into(),
+            LunRecord {
+                name: "a".into(),
+                identity: Uuid::new_v4(),
+                read_only: false,
+                status: LunStatus::Online,
+                origin: None,
+                clone_mode: None,
+                created_unix: 1,
+            },
+        );
+        save(dir.path(), &st).unwrap();
+        let back = load(dir.path()).unwrap().unwrap();
+        assert_eq!(back.luns["a"].identity, st.luns["a"].identity);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![STATE_FILE.to_string()]);
+    }
+
+    #[test]
+    fn corrupt_and_future_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(state_path(dir.path()), b"{not json").unwrap();
+        assert!(matches!(load(dir.path()), Err(StateError::Corrupt { .. })));
+        std::fs::write(
+            state_path(dir.path()),
+            br#"{"version": 99, "luns": {}, "targets": {}, "groups": {}, "clone_jobs": []}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            load(dir.path()),
+            Err(StateError::Version { found: 99, .. })
+        ));
+    }
+}
