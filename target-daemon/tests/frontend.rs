@@ -436,3 +436,65 @@ targets:
         "{pairs:?}"
     );
 }
+
+#[tokio::test]
+async fn targets_and_access_change_at_run_time() {
+    let (server, addr) = start(YAML).await;
+    let cfg = Config::from_yaml_str(
+        "portals: [{listen: \"127.0.0.1:0\"}]\ntargets:\n  - iqn: iqn.2026-11.io.lunar:added\n    allow_any: true\n",
+        "t.yaml",
+    )
+    .expect("config");
+    let t = cfg.targets[0].clone();
+    server
+        .add_target(TargetEntry {
+            scsi: ScsiTarget::new(&t.iqn),
+            cfg: t.clone(),
+        })
+        .expect("add target");
+    assert!(server
+        .add_target(TargetEntry {
+            scsi: ScsiTarget::new(&t.iqn),
+            cfg: t,
+        })
+        .is_err());
+
+    let mut d = Initiator::connect(addr, BOB).await;
+    assert!(d.login(None).await.ok());
+    assert!(targets_named(&d.send_targets("All").await)
+        .contains(&"iqn.2026-11.io.lunar:added".to_string()));
+
+    let mut a = Initiator::connect(addr, BOB).await;
+    assert!(a.login(Some("iqn.2026-11.io.lunar:added")).await.ok());
+    let list = server.session_list();
+    assert!(list
+        .iter()
+        .any(|s| s.target.as_deref() == Some("iqn.2026-11.io.lunar:added") && s.initiator == BOB));
+
+    // Restrict access: new logins from Bob are refused, the existing session lives on.
+    server
+        .set_target_access(
+            "iqn.2026-11.io.lunar:added",
+            false,
+            vec![ALICE.to_string()],
+            None,
+        )
+        .expect("set access");
+    let mut b = Initiator::connect(addr, BOB).await;
+    let r = b.login(Some("iqn.2026-11.io.lunar:added")).await;
+    assert_eq!((r.status_class, r.status_detail), (2, 2));
+    assert!(matches!(a.nop(b"still").await.bhs, Bhs::NopIn(_)));
+    assert!(!targets_named(&d.send_targets("All").await)
+        .contains(&"iqn.2026-11.io.lunar:added".to_string()));
+
+    // Force-close, then remove: the target disappears.
+    assert_eq!(server.close_sessions("iqn.2026-11.io.lunar:added").await, 1);
+    assert!(a.recv_opt().await.is_none());
+    server
+        .remove_target("iqn.2026-11.io.lunar:added")
+        .await
+        .expect("remove");
+    let mut c = Initiator::connect(addr, ALICE).await;
+    let r = c.login(Some("iqn.2026-11.io.lunar:added")).await;
+    assert_eq!((r.status_class, r.status_detail), (2, 3));
+}

@@ -128,7 +128,7 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, portal: PortalInfo) {
     let login_timeout = Duration::from_secs(server.tunables.login_timeout_secs);
     let login = tokio::time::timeout(
         login_timeout,
-        super::login::run(&server, &portal, &mut reader, &writer),
+        super::login::run(&server, &portal, (peer, local), &mut reader, &writer),
     );
     let mut shutdown = server.shutdown_signal();
     let outcome = tokio::select! {

@@ -2,6 +2,7 @@
 //! configuration (targets, ACLs, CHAP secrets) and the session table, then creates, reinstates
 //! or joins the session.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use scsi_proto::iscsi::chap::{ChapConfig, ChapCredential};
@@ -132,6 +133,7 @@ impl LoginPolicy for Policy<'_> {
 pub async fn run<R: AsyncRead + Unpin>(
     server: &Arc<Server>,
     portal: &PortalInfo,
+    (peer, local): (SocketAddr, SocketAddr),
     reader: &mut FrameReader<R>,
     writer: &Writer,
 ) -> anyhow::Result<Option<LoginDone>> {
@@ -168,7 +170,7 @@ pub async fn run<R: AsyncRead + Unpin>(
             LoginStep::Complete { response, outcome } => {
                 let target = match (&outcome.session_type, &outcome.target_name) {
                     (SessionType::Normal, Some(name)) => match server.target(name) {
-                        Some(t) => Some(t.clone()),
+                        Some(t) => Some(t),
                         None => return Err(anyhow::anyhow!("target {name} vanished during login")),
                     },
                     _ => None,
@@ -201,6 +203,8 @@ pub async fn run<R: AsyncRead + Unpin>(
                         outcome.cid,
                         ConnHandle {
                             id: conn_id,
+                            peer,
+                            local,
                             close: close_tx,
                         },
                     );
@@ -222,6 +226,8 @@ pub async fn run<R: AsyncRead + Unpin>(
                         outcome.cid,
                         ConnHandle {
                             id: conn_id,
+                            peer,
+                            local,
                             close: close_tx,
                         },
                     );

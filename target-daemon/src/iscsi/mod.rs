@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{ChapCfg, Config, IscsiCfg, TargetCfg};
@@ -72,12 +72,26 @@ impl PortalInfo {
     }
 }
 
+/// Targets by lowercase IQN plus their listing order.
+#[derive(Default)]
+struct TargetTable {
+    map: HashMap<String, Arc<TargetEntry>>,
+    order: Vec<String>,
+}
+
+impl TargetTable {
+    fn insert(&mut self, e: Arc<TargetEntry>) {
+        let key = e.cfg.iqn.to_ascii_lowercase();
+        if self.map.insert(key.clone(), e).is_none() {
+            self.order.push(key);
+        }
+    }
+}
+
 /// State shared by every portal and connection.
 pub struct Server {
-    /// Targets by lowercase IQN.
-    targets: HashMap<String, Arc<TargetEntry>>,
-    /// Target names in configuration order (SendTargets lists them in this order).
-    target_order: Vec<String>,
+    /// Exported targets; replaced at run time by the admin API.
+    targets: RwLock<TargetTable>,
     /// CHAP for discovery sessions.
     pub(crate) discovery_chap: Option<ChapCfg>,
     /// Protocol tunables.
@@ -98,16 +112,12 @@ impl Server {
     pub fn new(config: &Config, targets: Vec<TargetEntry>) -> Arc<Server> {
         let (shutdown_tx, _) = watch::channel(false);
         let (guard_tx, guard_rx) = mpsc::channel(1);
-        let mut map = HashMap::new();
-        let mut order = Vec::new();
+        let mut table = TargetTable::default();
         for t in targets {
-            let key = t.cfg.iqn.to_ascii_lowercase();
-            order.push(key.clone());
-            map.insert(key, Arc::new(t));
+            table.insert(Arc::new(t));
         }
         Arc::new(Server {
-            targets: map,
-            target_order: order,
+            targets: RwLock::new(table),
             discovery_chap: config.discovery.chap.clone(),
             tunables: config.iscsi.clone(),
             sessions: SessionTable::default(),
@@ -119,13 +129,94 @@ impl Server {
     }
 
     /// The target named `iqn` (case-insensitive, as iSCSI names are).
-    pub fn target(&self, iqn: &str) -> Option<&Arc<TargetEntry>> {
-        self.targets.get(&iqn.to_ascii_lowercase())
+    pub fn target(&self, iqn: &str) -> Option<Arc<TargetEntry>> {
+        self.targets
+            .read()
+            .map
+            .get(&iqn.to_ascii_lowercase())
+            .cloned()
     }
 
-    /// Targets in configuration order.
-    pub fn targets(&self) -> impl Iterator<Item = &Arc<TargetEntry>> {
-        self.target_order.iter().filter_map(|k| self.targets.get(k))
+    /// Targets in configuration (then creation) order.
+    pub fn targets(&self) -> Vec<Arc<TargetEntry>> {
+        let t = self.targets.read();
+        t.order
+            .iter()
+            .filter_map(|k| t.map.get(k).cloned())
+            .collect()
+    }
+
+    /// Exports a new target; new logins and SendTargets see it at once.
+    pub fn add_target(&self, entry: TargetEntry) -> anyhow::Result<()> {
+        crate::config::validate_iscsi_name(&entry.cfg.iqn).map_err(|e| anyhow::anyhow!(e))?;
+        let mut t = self.targets.write();
+        if t.map.contains_key(&entry.cfg.iqn.to_ascii_lowercase()) {
+            anyhow::bail!("target {} already exists", entry.cfg.iqn);
+        }
+        t.insert(Arc::new(entry));
+        Ok(())
+    }
+
+    /// Stops exporting a target and closes its sessions (their tasks are aborted). Returns
+    /// the removed entry (its device server still holds the LUNs).
+    pub async fn remove_target(&self, iqn: &str) -> anyhow::Result<Arc<TargetEntry>> {
+        let removed = {
+            let mut t = self.targets.write();
+            let key = iqn.to_ascii_lowercase();
+            let Some(e) = t.map.remove(&key) else {
+                anyhow::bail!("target {iqn} not found");
+            };
+            t.order.retain(|k| *k != key);
+            e
+        };
+        self.close_sessions(iqn).await;
+        Ok(removed)
+    }
+
+    /// Replaces a target's access control and CHAP settings. New logins and SendTargets use
+    /// them at once; existing sessions are left alone (close them with
+    /// [`Server::close_sessions`] to enforce the change).
+    pub fn set_target_access(
+        &self,
+        iqn: &str,
+        allow_any: bool,
+        initiators: Vec<String>,
+        chap: Option<ChapCfg>,
+    ) -> anyhow::Result<()> {
+        for i in &initiators {
+            crate::config::validate_iscsi_name(i).map_err(|e| anyhow::anyhow!(e))?;
+        }
+        let mut t = self.targets.write();
+        let key = iqn.to_ascii_lowercase();
+        let Some(old) = t.map.get(&key) else {
+            anyhow::bail!("target {iqn} not found");
+        };
+        let mut cfg = old.cfg.clone();
+        cfg.allow_any = allow_any;
+        cfg.initiators = initiators;
+        cfg.chap = chap;
+        let entry = Arc::new(TargetEntry {
+            cfg,
+            scsi: old.scsi.clone(),
+        });
+        t.map.insert(key, entry);
+        Ok(())
+    }
+
+    /// Closes every session logged in to `iqn` (tasks aborted, connections dropped); returns
+    /// how many were closed.
+    pub async fn close_sessions(&self, iqn: &str) -> usize {
+        let list = self.sessions.of_target(iqn);
+        for s in &list {
+            self.sessions.remove(s);
+            s.close().await;
+        }
+        list.len()
+    }
+
+    /// A snapshot of every live session, for status and administration.
+    pub fn session_list(&self) -> Vec<session::SessionInfo> {
+        self.sessions.all().iter().map(|s| s.info()).collect()
     }
 
     /// Portals currently serving.

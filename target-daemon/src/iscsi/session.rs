@@ -38,6 +38,10 @@ pub struct TaskHandle {
 pub struct ConnHandle {
     /// Unique connection id (a reinstated connection reuses the CID but not this).
     pub id: u64,
+    /// Initiator's address.
+    pub peer: std::net::SocketAddr,
+    /// Portal address the initiator connected to.
+    pub local: std::net::SocketAddr,
     /// Setting this to true asks the connection to close.
     pub close: watch::Sender<bool>,
 }
@@ -71,7 +75,30 @@ pub struct Session {
     pub ordering: Mutex<super::cmd::OrderState>,
     /// Connections by CID.
     pub conns: Mutex<HashMap<u16, ConnHandle>>,
+    /// When the session was created.
+    pub since: std::time::SystemTime,
     closed: watch::Sender<bool>,
+}
+
+/// What an administrator sees of a session.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SessionInfo {
+    /// Target session handle.
+    pub tsih: u16,
+    /// Initiator name.
+    pub initiator: String,
+    /// ISID as 12 hex digits.
+    pub isid: String,
+    /// Target name, `None` for discovery sessions.
+    pub target: Option<String>,
+    /// LUNs the session can reach.
+    pub luns: Vec<u64>,
+    /// Connections: (CID, initiator address, portal address).
+    pub connections: Vec<(u16, String, String)>,
+    /// Creation time, seconds since the Unix epoch.
+    pub since_unix: u64,
+    /// Commands running now.
+    pub tasks: usize,
 }
 
 impl Session {
@@ -101,8 +128,38 @@ impl Session {
             tasks: Mutex::new(HashMap::new()),
             ordering: Mutex::new(super::cmd::OrderState::default()),
             conns: Mutex::new(HashMap::new()),
+            since: std::time::SystemTime::now(),
             closed: watch::channel(false).0,
         })
+    }
+
+    /// A snapshot for status displays.
+    pub fn info(&self) -> SessionInfo {
+        let mut connections: Vec<(u16, String, String)> = self
+            .conns
+            .lock()
+            .iter()
+            .map(|(cid, c)| (*cid, c.peer.to_string(), c.local.to_string()))
+            .collect();
+        connections.sort();
+        SessionInfo {
+            tsih: self.tsih,
+            initiator: self.initiator.clone(),
+            isid: format!("{:012x}", self.isid),
+            target: self.target.as_ref().map(|t| t.cfg.iqn.clone()),
+            luns: self
+                .target
+                .as_ref()
+                .map(|t| t.scsi.luns())
+                .unwrap_or_default(),
+            connections,
+            since_unix: self
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            tasks: self.tasks.lock().len(),
+        }
     }
 
     /// Whether this is a discovery session.
@@ -245,6 +302,11 @@ impl SessionTable {
             })
             .cloned()
             .collect()
+    }
+
+    /// Every live session.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.sessions.lock().values().cloned().collect()
     }
 
     /// Number of live sessions.

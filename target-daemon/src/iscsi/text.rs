@@ -131,15 +131,14 @@ impl Conn {
             "All" => self
                 .server
                 .targets()
+                .into_iter()
                 .filter(|t| t.allows(initiator))
-                .cloned()
                 .collect(),
             "" => self.session.target.iter().cloned().collect(),
             name => self
                 .server
                 .target(name)
                 .filter(|t| t.allows(initiator))
-                .cloned()
                 .into_iter()
                 .collect(),
         };
