@@ -149,7 +149,10 @@ fn admin_options(
                 .map_err(|e| format!("--admin-token-file {}: {e}", f.display()))?;
             let t = t.trim().to_string();
             if t.is_empty() {
-                return Err(format!("--admin-token-file {}: the file is empty", f.display()));
+                return Err(format!(
+                    "--admin-token-file {}: the file is empty",
+                    f.display()
+                ));
             }
             Some(t)
         }
@@ -194,7 +197,9 @@ async fn start_metrics(
             Ok(Some(task))
         }
         Err(e) if !fatal => {
-            tracing::warn!("{e:#}; continuing without the metrics endpoint (use --metrics ADDR:PORT)");
+            tracing::warn!(
+                "{e:#}; continuing without the metrics endpoint (use --metrics ADDR:PORT)"
+            );
             Ok(None)
         }
         Err(e) => Err(e),
