@@ -129,6 +129,32 @@ pub(crate) fn check(st: &State) -> CheckReport {
             m.used, m.reserved
         ));
     }
+    // Unique figures claim to be exact when nothing changed since the last reconcile.
+    if !st.space_dirty {
+        let mut unique: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+        let mut viewers = Vec::new();
+        for (&lid, l) in &m.layers {
+            for (&i, &p) in &l.map {
+                if p == HOLE {
+                    continue;
+                }
+                viewers.clear();
+                m.viewers(lid, i, 2, &mut viewers);
+                if viewers.len() == 1 {
+                    *unique.entry(viewers[0]).or_default() += 1;
+                }
+            }
+        }
+        for (vid, v) in &m.views {
+            let want = unique.get(vid).copied().unwrap_or(0);
+            if v.unique != want {
+                r.errors.push(format!(
+                    "view '{}': unique {} but {} recomputed (marked exact)",
+                    v.name, v.unique, want
+                ));
+            }
+        }
+    }
     let expected_alloc = owned_total + st.inflight_total + st.pending_count;
     if st.alloc.used() > expected_alloc {
         r.leaked_chunks = st.alloc.used() - expected_alloc;
