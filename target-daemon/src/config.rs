@@ -201,6 +201,9 @@ pub struct Config {
     /// iSCSI protocol tunables.
     #[serde(default)]
     pub iscsi: IscsiCfg,
+    /// Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`).
+    #[serde(default)]
+    pub metrics: MetricsCfg,
     /// Exported targets.
     #[serde(default)]
     pub targets: Vec<TargetCfg>,
@@ -208,6 +211,31 @@ pub struct Config {
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./lunar-data")
+}
+
+/// Prometheus endpoint settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsCfg {
+    /// Serve the endpoint at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Listen address (port 0 picks a free port).
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9860))
+}
+
+impl Default for MetricsCfg {
+    fn default() -> Self {
+        MetricsCfg {
+            enabled: true,
+            listen: default_metrics_listen(),
+        }
+    }
 }
 
 /// Pool settings.
@@ -275,7 +303,7 @@ pub struct Credential {
 }
 
 /// CHAP settings: the initiator proves itself with `username`/`secret`; with `mutual` the
-/// target proves itself back with the mutual credential.
+/// target must also prove itself back with the mutual credential.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ChapCfg {
@@ -283,7 +311,8 @@ pub struct ChapCfg {
     pub username: String,
     /// Secret the initiator must know.
     pub secret: String,
-    /// Credentials the target answers with when the initiator asks for mutual CHAP.
+    /// When set, mutual CHAP is required: the initiator must challenge the target, which
+    /// answers with these credentials (logins with one-way CHAP are refused).
     #[serde(default)]
     pub mutual: Option<Credential>,
 }
