@@ -17,6 +17,8 @@ pub struct Output {
     pub stdout: String,
     /// Standard error, lossily decoded.
     pub stderr: String,
+    /// The command was killed because it exceeded its time limit.
+    pub timed_out: bool,
 }
 
 impl Output {
@@ -62,8 +64,23 @@ pub fn describe(cmd: &Command) -> String {
     s
 }
 
-/// Runs `cmd` to completion, killing it after `timeout`. stdin is closed.
+/// Runs `cmd` to completion, killing it after `timeout` (an error). stdin is closed.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    let out = run_capture(cmd, timeout)?;
+    if out.timed_out {
+        bail!(
+            "`{}` did not finish within {timeout:?}; killed it.\n--- stdout\n{}\n--- stderr\n{}",
+            out.command,
+            tail(&out.stdout, 8000),
+            tail(&out.stderr, 8000)
+        );
+    }
+    Ok(out)
+}
+
+/// Like [`run`], but a timeout is not an error: the child is killed and whatever it printed
+/// is returned with `timed_out` set (to diagnose where a long run hung).
+pub fn run_capture(cmd: &mut Command, timeout: Duration) -> Result<Output> {
     let command = describe(cmd);
     let mut child = cmd
         .stdin(Stdio::null())
@@ -74,18 +91,24 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
     // Drain both pipes on threads so a chatty child never blocks on a full pipe.
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
-    let status =
-        wait_timeout(&mut child, timeout).with_context(|| format!("waiting for `{command}`"))?;
+    let (status, timed_out) = match wait_timeout_no_kill(&mut child, timeout)
+        .with_context(|| format!("waiting for `{command}`"))?
+    {
+        Some(status) => (status, false),
+        None => {
+            let _ = child.kill();
+            (child.wait()?, true)
+        }
+    };
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
-    match status {
-        Some(status) => Ok(Output { command, status, stdout, stderr }),
-        None => bail!(
-            "`{command}` did not finish within {timeout:?}; killed it.\n--- stdout\n{}\n--- stderr\n{}",
-            tail(&stdout, 8000),
-            tail(&stderr, 8000)
-        ),
-    }
+    Ok(Output {
+        command,
+        status,
+        stdout,
+        stderr,
+        timed_out,
+    })
 }
 
 /// Runs `cmd` in `dir` (see [`run`]).

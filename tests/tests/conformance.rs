@@ -56,6 +56,27 @@ fn libiscsi_test_cu_all() {
     println!("iscsi-test-cu ALL: lunard {}", report.counts());
     println!("iscsi-test-cu ALL: tgtd   {base_counts} (baseline)");
     println!("per-test results: {}", file.display());
+    // Per suite, where lunard and tgtd differ: "suite: lunard pass/skip/fail vs tgtd ...".
+    let mut tgtd_suites: std::collections::BTreeMap<&str, [usize; 3]> = Default::default();
+    for (name, o) in &baseline {
+        let suite = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s);
+        let slot = match o {
+            Outcome::Pass => 0,
+            Outcome::Skip => 1,
+            Outcome::Fail => 2,
+        };
+        tgtd_suites.entry(suite).or_default()[slot] += 1;
+    }
+    for (suite, c) in report.suite_counts() {
+        let ours = [c.pass, c.skip, c.fail];
+        let theirs = tgtd_suites.get(suite.as_str()).copied().unwrap_or_default();
+        if ours != theirs {
+            println!(
+                "  {suite:<34} lunard {}/{}/{}  tgtd {}/{}/{}  (pass/skip/fail)",
+                ours[0], ours[1], ours[2], theirs[0], theirs[1], theirs[2]
+            );
+        }
+    }
 
     let failures: Vec<String> = report
         .with_outcome(Outcome::Fail)
@@ -121,6 +142,6 @@ fn libiscsi_test_cu_read_only_lun() {
     assert!(
         c.total() > 0 && c.pass == c.total(),
         "ALL.ReadOnly against a read-only LUN: {c}\n{}",
-        report.to_results_file("") + &lunar_e2e::process::tail(&out.stdout, 4000).to_string()
+        report.to_results_file("") + lunar_e2e::process::tail(&out.stdout, 4000)
     );
 }
