@@ -519,7 +519,12 @@ impl Metrics {
         } else {
             &self.sessions
         };
-        v.with_label_values(&[target, initiator]).add(delta);
+        let g = v.with_label_values(&[target, initiator]);
+        g.add(delta);
+        // Gone initiators leave no series behind (bounded cardinality with allow_any).
+        if g.get() <= 0 {
+            let _ = v.remove_label_values(&[target, initiator]);
+        }
     }
 
     /// One login attempt ended. `reason` is a short fixed word ("ok", "auth", "forbidden",

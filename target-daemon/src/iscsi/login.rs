@@ -10,6 +10,7 @@ use scsi_proto::iscsi::login::{JoinDecision, LoginConnection, LoginPolicy, Login
 use scsi_proto::iscsi::negotiate::{DigestPolicy, SessionParams, SessionType, TargetSettings};
 use scsi_proto::iscsi::pdu::{Bhs, CodecConfig};
 use scsi_proto::iscsi::seq::StatSn;
+use scsi_proto::iscsi::status::LoginStatus;
 use tokio::io::AsyncRead;
 use tokio::sync::watch;
 
@@ -73,13 +74,45 @@ fn chap_config(c: &ChapCfg) -> ChapConfig {
 /// The login policy: answers the state machine's questions from configuration and state.
 struct Policy<'a> {
     server: &'a Server,
+    /// IQN of the configured target this login named, for metrics labels (only names that
+    /// exist in the configuration, so hostile logins cannot grow label sets).
+    target_seen: parking_lot::Mutex<Option<String>>,
+}
+
+impl Policy<'_> {
+    /// Counts a refused login (and a CHAP failure as a security event) in the metrics.
+    fn count_failure(&self, status: LoginStatus) {
+        let m = crate::metrics::global();
+        let reason = match status {
+            LoginStatus::AuthenticationFailure => "auth",
+            LoginStatus::AuthorizationFailure => "forbidden",
+            LoginStatus::NotFound | LoginStatus::TargetRemoved => "not_found",
+            LoginStatus::UnsupportedVersion => "version",
+            LoginStatus::InitiatorError
+            | LoginStatus::MissingParameter
+            | LoginStatus::InvalidDuringLogin => "negotiation",
+            LoginStatus::TooManyConnections
+            | LoginStatus::CannotIncludeInSession
+            | LoginStatus::SessionDoesNotExist
+            | LoginStatus::SessionTypeNotSupported => "session",
+            _ => "other",
+        };
+        m.login(false, reason);
+        if status == LoginStatus::AuthenticationFailure {
+            let t = self.target_seen.lock().clone();
+            m.chap_failure(t.as_deref().unwrap_or("discovery"));
+        }
+    }
 }
 
 impl LoginPolicy for Policy<'_> {
     fn target(&self, target_name: &str) -> Option<TargetInfo> {
-        self.server.target(target_name).map(|t| TargetInfo {
-            alias: t.cfg.alias.clone(),
-            chap: t.cfg.chap.as_ref().map(chap_config),
+        self.server.target(target_name).map(|t| {
+            *self.target_seen.lock() = Some(t.cfg.iqn.clone());
+            TargetInfo {
+                alias: t.cfg.alias.clone(),
+                chap: t.cfg.chap.as_ref().map(chap_config),
+            }
         })
     }
 
@@ -142,7 +175,10 @@ pub async fn run<R: AsyncRead + Unpin>(
         portal.tpgt,
         rand::random(),
     );
-    let policy = Policy { server };
+    let policy = Policy {
+        server,
+        target_seen: parking_lot::Mutex::new(None),
+    };
     let codec = CodecConfig::default();
     loop {
         let pdu = match reader.next(&codec).await {
@@ -164,10 +200,12 @@ pub async fn run<R: AsyncRead + Unpin>(
             }
             LoginStep::Fail { response, failure } => {
                 tracing::info!("login refused: {failure}");
+                policy.count_failure(failure.status);
                 let _ = writer.send(response).await;
                 return Ok(None);
             }
             LoginStep::Complete { response, outcome } => {
+                crate::metrics::global().login(true, "ok");
                 let target = match (&outcome.session_type, &outcome.target_name) {
                     (SessionType::Normal, Some(name)) => match server.target(name) {
                         Some(t) => Some(t),
