@@ -52,11 +52,15 @@ install_packages() {
   for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
-  if [ ${#missing[@]} -eq 0 ]; then
+  # The kernel-initiator guest is assembled with `apt-get download`, which needs package lists.
+  local have_lists=0
+  compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null && have_lists=1
+  if [ ${#missing[@]} -eq 0 ] && [ "$have_lists" = 1 ]; then
     echo "Debian packages present: ${need[*]}"
     return 0
   fi
   if [ "${LUNAR_SKIP_APT:-0}" = 1 ]; then
+    [ ${#missing[@]} -eq 0 ] && { echo "no apt package lists, LUNAR_SKIP_APT=1: not updating"; return 0; }
     echo "missing Debian packages ${missing[*]} and LUNAR_SKIP_APT=1: not installing"
     return 1
   fi
@@ -65,9 +69,10 @@ install_packages() {
     command -v sudo >/dev/null 2>&1 || { echo "need root or sudo to install ${missing[*]}"; return 1; }
     sudo="sudo"
   fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+  [ ${#missing[@]} -eq 0 ] && return 0
   echo "installing Debian packages: ${missing[*]}"
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
 rust_components() {
