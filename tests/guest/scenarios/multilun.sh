@@ -34,6 +34,7 @@ for l in $LUNS; do
   echo 1 > "/sys/block/$d/device/rescan"
 done
 ids rescanned
+say "INFO conn_errors $(dmesg | grep -c 'detected conn error' || true)"
 cmp -s /tmp/ids.first /tmp/ids.rescanned || fail stable-rescan "$(cat /tmp/ids.first /tmp/ids.rescanned)"
 pass stable-rescan
 logout

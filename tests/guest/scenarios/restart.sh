@@ -14,7 +14,7 @@ mkdir -p /mnt/w
   i=0
   while [ ! -f /tmp/stop ]; do
     f=/mnt/w/f$i
-    if dd if=/dev/urandom of="$f" bs=64k count=8 2>>/tmp/writer.err && fsync "$f" 2>>/tmp/writer.err; then
+    if dd if=/dev/urandom of="$f" bs=64k count=8 conv=fsync 2>>/tmp/writer.err; then
       (cd /mnt && md5sum "w/f$i") >> /tmp/sums
     else
       echo "write $f failed" >> /tmp/writer.failed
@@ -42,7 +42,7 @@ wait_count $((before + 5))
 pass writing-after-restart
 touch /tmp/stop
 wait "$writer"
-[ ! -f /tmp/writer.failed ] || fail writer-errors "$(cat /tmp/writer.failed /tmp/writer.err | head -n 10)"
+[ ! -f /tmp/writer.failed ] || fail writer-errors "$(cat /tmp/writer.failed /tmp/writer.err | head -n 10 | tr '\n' ' ')"
 pass no-write-errors
 say "INFO files_written $(wc -l < /tmp/sums)"
 step sync sync
