@@ -92,7 +92,7 @@ for app in $("$root/bin/busybox" --list); do
   [ -e "$root/bin/$app" ] || ln -s busybox "$root/bin/$app"
 done
 # Real tools replace busybox applets of the same name.
-bins=(sbin/iscsid sbin/iscsiadm sbin/mke2fs sbin/e2fsck sbin/tune2fs sbin/dumpe2fs bin/kmod)
+bins=(sbin/iscsid sbin/iscsiadm sbin/mke2fs sbin/e2fsck sbin/tune2fs sbin/dumpe2fs sbin/resize2fs bin/kmod)
 for b in "${bins[@]}"; do
   [ -x "$x/$b" ] || die "$b missing from the packages"
   cp "$x/$b" "$root/$b"

@@ -284,6 +284,16 @@ impl GuestLunard {
         Ok(())
     }
 
+    /// Data directory (pool, and the admin socket `admin.sock` when lunard has one).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The `lunard` binary in use (`lunarctl` is looked up next to it).
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
     /// Scratch directory (config, log, data).
     pub fn scratch(&self) -> &Path {
         self.scratch.path()

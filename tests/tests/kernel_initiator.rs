@@ -15,8 +15,10 @@
 //!    lunard restart (rescan and fresh login).
 
 use lunar_e2e::guest::{portal_yaml, Guest, GuestLunard, Transcript, QEMU};
+use lunar_e2e::process::run;
 use lunar_e2e::require_tools;
 use std::collections::BTreeSet;
+use std::process::Command;
 use std::time::Duration;
 
 const IQN: &str = "iqn.2026-11.io.lunar:kernel";
@@ -178,6 +180,63 @@ fn chap_wrong_secret_is_refused() {
         t.console
     );
     assert!(!t.passed.iter().any(|p| p == "login"));
+}
+
+/// Scenario 3: online resize through the admin API (`lunarctl lun resize`). Skips while the
+/// daemon has no admin socket or `lunarctl` is not built next to `lunard` (issue 4).
+#[test]
+fn online_resize_grows_mounted_ext4() {
+    require_tools!(QEMU, "apt-get", "dpkg-deb");
+    let mut d = GuestLunard::start(|port| {
+        config(
+            port,
+            &[Lun {
+                id: 0,
+                size: "512MiB",
+            }],
+            None,
+        )
+    })
+    .expect("start lunard");
+    let lunarctl = d.bin().with_file_name("lunarctl");
+    let socket = d.data_dir().join("admin.sock");
+    if !lunarctl.is_file() || !socket.exists() {
+        eprintln!(
+            "SKIP online_resize_grows_mounted_ext4: needs the admin API ({} and {}); \
+             see docs/testing-kernel.md",
+            lunarctl.display(),
+            socket.display()
+        );
+        return;
+    }
+    let new_bytes: u64 = 1 << 30;
+    let mut e = env(&d);
+    e.push(("NEW_SECTORS", (new_bytes / 512).to_string()));
+    let mut g = Guest::boot("resize.sh", &e, LIMIT).expect("boot guest");
+    g.wait_for("WAIT resized").expect("guest wrote its files");
+    let out = run(
+        Command::new(&lunarctl)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["lun", "resize", "vol0", "--size", "1G"]),
+        Duration::from_secs(60),
+    )
+    .and_then(|o| o.check())
+    .expect("lunarctl lun resize");
+    eprintln!("lunarctl: {}", out.combined().trim());
+    g.send("resized").expect("tell the guest");
+    let t = g.finish().expect("guest run");
+    report("online_resize_grows_mounted_ext4", &t);
+    t.assert_passed(&[
+        "new-capacity",
+        "resize2fs",
+        "fs-grew",
+        "checksums",
+        "e2fsck",
+        "no-kernel-errors",
+        "logout",
+    ]);
+    d.check_alive().expect("lunard alive");
 }
 
 /// Scenario 4: restart lunard under a writing, mounted file system.
