@@ -24,6 +24,9 @@ pub struct Volume {
     rt: Arc<VolRt>,
 }
 
+/// Unmaps spanning more chunks than this visit only the chunks some layer maps.
+const UNMAP_SCAN_LIMIT: u64 = 4096;
+
 /// One chunk-sized piece of a request.
 struct Piece {
     index: u64,
@@ -370,45 +373,85 @@ impl Volume {
             .volume(self.id)
             .map_err(|_| self.gone())?
             .1;
-        for p in pieces(off, len, cs) {
-            let chunk_end = ((p.index + 1) * cs).min(size);
-            let whole = p.off == 0 && (p.index * cs + p.len as u64) >= chunk_end;
-            let zero_partial = {
-                let _s = self.rt.stripe(p.index).write().await;
-                let mut st = self.inner.state.write();
-                st.check_failed()?;
-                let (top, ..) = st.volume(self.id).map_err(|_| self.gone())?;
-                let own = st
-                    .meta
-                    .layers
-                    .get(&top)
-                    .and_then(|l| l.map.get(&p.index).copied());
-                let below = st.meta.resolve_parent(top, p.index).is_some();
-                if whole {
-                    match (own, below) {
-                        (Some(HOLE), _) | (None, false) => {}
-                        (Some(_), false) => st.log(Rec::Clear {
-                            layer: top,
-                            index: p.index,
-                        })?,
-                        (_, true) => st.log(Rec::Hole {
-                            layer: top,
-                            index: p.index,
-                        })?,
-                    }
-                    false
-                } else {
-                    match own {
-                        Some(HOLE) => false,
-                        Some(_) => true,
-                        None => below,
-                    }
-                }
-            };
-            if zero_partial {
-                self.write_chunk(p.index, p.off, vec![self.inner.zero_chunk.slice(..p.len)])
-                    .await?;
+        let first = off / cs;
+        let last = (off + len - 1) / cs;
+        let piece = |index: u64| {
+            let cstart = index * cs;
+            let from = off.max(cstart);
+            let to = (off + len).min(cstart + cs);
+            Piece {
+                index,
+                off: (from - cstart) as usize,
+                len: (to - from) as usize,
             }
+        };
+        if last - first < UNMAP_SCAN_LIMIT {
+            for index in first..=last {
+                self.unmap_piece(&piece(index), size).await?;
+            }
+        } else {
+            // A huge range (mkfs discards the whole device): only chunks that some layer on
+            // the path maps can need work, so visit those instead of every index.
+            let candidates = {
+                let st = self.inner.state.read();
+                let (top, ..) = st.volume(self.id).map_err(|_| self.gone())?;
+                let mut set = std::collections::BTreeSet::new();
+                let mut cur = Some(top);
+                while let Some(id) = cur {
+                    let Some(l) = st.meta.layers.get(&id) else {
+                        break;
+                    };
+                    set.extend(l.map.keys().copied().filter(|i| (first..=last).contains(i)));
+                    cur = l.parent;
+                }
+                set
+            };
+            for index in candidates {
+                self.unmap_piece(&piece(index), size).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn unmap_piece(&self, p: &Piece, size: u64) -> Result<()> {
+        let cs = self.inner.layout.chunk_size;
+        let chunk_end = ((p.index + 1) * cs).min(size);
+        let whole = p.off == 0 && (p.index * cs + p.len as u64) >= chunk_end;
+        let zero_partial = {
+            let _s = self.rt.stripe(p.index).write().await;
+            let mut st = self.inner.state.write();
+            st.check_failed()?;
+            let (top, ..) = st.volume(self.id).map_err(|_| self.gone())?;
+            let own = st
+                .meta
+                .layers
+                .get(&top)
+                .and_then(|l| l.map.get(&p.index).copied());
+            let below = st.meta.resolve_parent(top, p.index).is_some();
+            if whole {
+                match (own, below) {
+                    (Some(HOLE), _) | (None, false) => {}
+                    (Some(_), false) => st.log(Rec::Clear {
+                        layer: top,
+                        index: p.index,
+                    })?,
+                    (_, true) => st.log(Rec::Hole {
+                        layer: top,
+                        index: p.index,
+                    })?,
+                }
+                false
+            } else {
+                match own {
+                    Some(HOLE) => false,
+                    Some(_) => true,
+                    None => below,
+                }
+            }
+        };
+        if zero_partial {
+            self.write_chunk(p.index, p.off, vec![self.inner.zero_chunk.slice(..p.len)])
+                .await?;
         }
         Ok(())
     }

@@ -220,3 +220,54 @@ fn unique_and_shared_follow_snapshots_and_clones() {
         pool.close().await.expect("close");
     });
 }
+
+#[test]
+fn unmap_of_a_huge_range_frees_what_is_mapped() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = PoolOptions {
+            chunk_size: 65536,
+            capacity_bytes: Some(64 << 20),
+            soft_threshold_pct: None,
+        };
+        let pool = Pool::create(dir.path(), &opts).await.expect("create");
+        // 1 TiB thin volume = 16 M chunks; the unmap must not visit every one of them.
+        pool.create_volume("big", 1 << 40, 512, Guarantee::None)
+            .await
+            .expect("big");
+        let v = pool.volume("big").expect("big");
+        let blocks = v.num_blocks();
+        for lba in [0, 1000, 1 << 30, blocks - 128] {
+            v.write(lba, fill(3, 65536), false).await.expect("write");
+        }
+        pool.snapshot("big", "s").await.expect("snap");
+        v.write(1 << 20, fill(4, 4096), false)
+            .await
+            .expect("write after snapshot");
+        // Leave the first block of the device mapped: the range starts mid-chunk.
+        v.unmap(1, blocks - 1)
+            .await
+            .expect("unmap nearly everything");
+        let first = v.read(0, 2).await.expect("read");
+        assert!(first[..512].iter().all(|&b| b == 3) && first[512..].iter().all(|&b| b == 0));
+        for lba in [1000, 1 << 20, 1 << 30, blocks - 128] {
+            assert!(
+                v.read(lba, 8).await.expect("read").iter().all(|&b| b == 0),
+                "lba {lba} not zero"
+            );
+        }
+        assert_eq!(pool.volume_info("big").expect("info").mapped_bytes, 65536);
+        // The snapshot still has its data.
+        pool.clone_volume("big@s", "c", None).await.expect("clone");
+        let c = pool.volume("c").expect("c");
+        assert!(c
+            .read(1 << 30, 128)
+            .await
+            .expect("read")
+            .iter()
+            .all(|&b| b == 3));
+        let r = pool.check().await.expect("check");
+        assert!(r.is_clean(), "{:?}", r.errors);
+        pool.close().await.expect("close");
+    });
+}
