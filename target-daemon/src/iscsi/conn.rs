@@ -222,6 +222,9 @@ impl Conn {
                     }
                     Err(ReadError::Pdu(e)) if !e.is_fatal() => {
                         self.nop.received();
+                        if matches!(e, PduError::DataDigest { .. }) {
+                            crate::metrics::global().digest_error("data");
+                        }
                         tracing::debug!(peer = %self.peer, "rejecting PDU: {e}");
                         if let (Some(reason), Some(hdr)) = (e.reject_reason(), e.rejected_header()) {
                             self.reject(reason, hdr.clone()).await;
@@ -232,6 +235,9 @@ impl Conn {
                         return;
                     }
                     Err(e) => {
+                        if matches!(e, ReadError::Pdu(PduError::HeaderDigest { .. })) {
+                            crate::metrics::global().digest_error("header");
+                        }
                         tracing::info!(peer = %self.peer, "closing connection: {e}");
                         return;
                     }
@@ -247,6 +253,7 @@ impl Conn {
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     if !self.nop.on_timer(&self.writer).await {
+                        crate::metrics::global().nop_timeout();
                         tracing::info!(peer = %self.peer, "no answer to NOP-In ping: dropping connection");
                         return;
                     }
@@ -340,6 +347,7 @@ impl Conn {
 
     /// Sends a Reject carrying the offending header.
     pub(crate) async fn reject(&self, reason: RejectReason, header: Bytes) {
+        crate::metrics::global().pdu_rejected(reject_word(reason));
         let (exp, max) = self.session.cmd_sns();
         let _ = self
             .writer
@@ -386,6 +394,12 @@ impl Conn {
             itts.into_iter().filter_map(|i| tasks.remove(&i)).collect()
         };
         super::session::abort_and_wait(mine).await;
+        crate::metrics::global().session_delta(
+            self.session.target_label(),
+            &self.session.initiator,
+            true,
+            -1,
+        );
         let last = {
             let mut conns = self.session.conns.lock();
             // A reinstated connection has already replaced our entry under the same CID.
@@ -399,6 +413,24 @@ impl Conn {
             self.session.close().await;
             tracing::info!(peer = %self.peer, tsih = self.session.tsih, "session closed");
         }
+    }
+}
+
+/// Fixed metrics word for a Reject reason.
+fn reject_word(r: RejectReason) -> &'static str {
+    match r {
+        RejectReason::DataDigestError => "data_digest",
+        RejectReason::SnackReject => "snack_reject",
+        RejectReason::ProtocolError => "protocol_error",
+        RejectReason::CommandNotSupported => "command_not_supported",
+        RejectReason::ImmediateCommandReject => "immediate_command_reject",
+        RejectReason::TaskInProgress => "task_in_progress",
+        RejectReason::InvalidDataAck => "invalid_data_ack",
+        RejectReason::InvalidPduField => "invalid_pdu_field",
+        RejectReason::LongOperationReject => "long_operation_reject",
+        RejectReason::NegotiationReset => "negotiation_reset",
+        RejectReason::WaitingForLogout => "waiting_for_logout",
+        RejectReason::Other(_) => "other",
     }
 }
 

@@ -250,6 +250,12 @@ pub async fn run<R: AsyncRead + Unpin>(
                     if let Some(t) = &target {
                         t.scsi.nexus_login(&s.nexus);
                     }
+                    crate::metrics::global().session_delta(
+                        s.target_label(),
+                        &s.initiator,
+                        false,
+                        1,
+                    );
                     s
                 } else {
                     let Some(s) = server.sessions.get(outcome.tsih) else {
@@ -306,6 +312,12 @@ pub async fn run<R: AsyncRead + Unpin>(
                     }
                     return Ok(None);
                 }
+                crate::metrics::global().session_delta(
+                    session.target_label(),
+                    &session.initiator,
+                    true,
+                    1,
+                );
                 writer
                     .control(Out::Attach {
                         session: session.clone(),

@@ -56,6 +56,7 @@ impl Conn {
             }
         };
         tracing::info!(peer = %self.peer, reason = ?h.reason, "logout");
+        crate::metrics::global().logout();
         let resp = LogoutResponse {
             response,
             itt: h.itt,

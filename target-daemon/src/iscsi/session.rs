@@ -162,6 +162,14 @@ impl Session {
         }
     }
 
+    /// The target name for metrics labels ("discovery" for discovery sessions).
+    pub fn target_label(&self) -> &str {
+        self.target
+            .as_ref()
+            .map(|t| t.cfg.iqn.as_str())
+            .unwrap_or("discovery")
+    }
+
     /// Whether this is a discovery session.
     pub fn is_discovery(&self) -> bool {
         self.target.is_none()
@@ -202,6 +210,7 @@ impl Session {
         if self.closed.send_replace(true) {
             return;
         }
+        crate::metrics::global().session_delta(self.target_label(), &self.initiator, false, -1);
         for c in self.conns.lock().values() {
             c.close.send_replace(true);
         }

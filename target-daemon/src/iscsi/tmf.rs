@@ -39,6 +39,17 @@ impl Conn {
                 .await;
             return;
         };
+        crate::metrics::global().tmf(match h.function {
+            TmFunction::AbortTask => "abort_task",
+            TmFunction::AbortTaskSet => "abort_task_set",
+            TmFunction::ClearAca => "clear_aca",
+            TmFunction::ClearTaskSet => "clear_task_set",
+            TmFunction::LogicalUnitReset => "lun_reset",
+            TmFunction::TargetWarmReset => "target_warm_reset",
+            TmFunction::TargetColdReset => "target_cold_reset",
+            TmFunction::TaskReassign => "task_reassign",
+            TmFunction::Other(_) => "other",
+        });
         let lun = pdu::lun_from_wire(h.lun);
         let lun_exists = lun.is_some_and(|l| target.scsi.luns().contains(&l));
         let mut cold_reset = false;
