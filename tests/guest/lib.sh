@@ -95,6 +95,28 @@ discover() {
   pass discovery
 }
 
+# configure_node: CHAP (CHAP_USER/CHAP_SECRET) and digests (DIGEST, e.g. CRC32C) from the env.
+configure_node() {
+  if [ -n "${CHAP_USER:-}" ]; then
+    node_set node.session.auth.authmethod CHAP || fail chap-config "iscsiadm update failed"
+    node_set node.session.auth.username "$CHAP_USER" || fail chap-config "iscsiadm update failed"
+    node_set node.session.auth.password "$CHAP_SECRET" || fail chap-config "iscsiadm update failed"
+  fi
+  if [ -n "${DIGEST:-}" ]; then
+    node_set 'node.conn[0].iscsi.HeaderDigest' "$DIGEST" || fail digest-config "iscsiadm update failed"
+    node_set 'node.conn[0].iscsi.DataDigest' "$DIGEST" || fail digest-config "iscsiadm update failed"
+  fi
+}
+
+# check_digests: the negotiated digests are $DIGEST (when set).
+check_digests() {
+  [ -n "${DIGEST:-}" ] || return 0
+  params=$(iscsiadm -m session -P 2 2>&1)
+  echo "$params" | grep -q "HeaderDigest: $DIGEST" || fail header-digest "not negotiated: $params"
+  echo "$params" | grep -q "DataDigest: $DIGEST" || fail data-digest "not negotiated: $params"
+  pass digests-negotiated
+}
+
 login() {
   out=$(iscsiadm -m node -T "$IQN" -p "$PORTAL" --login 2>&1) || fail login "$out"
   pass login

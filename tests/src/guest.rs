@@ -259,6 +259,22 @@ impl GuestLunard {
                 tail(&self.log(), 4000)
             );
         }
+        self.respawn()
+    }
+
+    /// SIGKILL (a crash: nothing flushed by the daemon itself), then start again on the same
+    /// port and data dir.
+    pub fn crash_restart(&mut self) -> Result<()> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("lunard is not running"))?;
+        child.kill().context("SIGKILL lunard")?;
+        child.wait().context("reaping lunard")?;
+        self.respawn()
+    }
+
+    fn respawn(&mut self) -> Result<()> {
         // The old listener is closed; the port is normally free at once (SO_REUSEADDR), but
         // retry a few times in case the kernel still holds it.
         let mut last = None;

@@ -239,10 +239,18 @@ fn online_resize_grows_mounted_ext4() {
     d.check_alive().expect("lunard alive");
 }
 
-/// Scenario 4: restart lunard under a writing, mounted file system.
-#[test]
-fn restart_while_writing() {
-    require_tools!(QEMU, "apt-get", "dpkg-deb");
+/// How lunard goes down in the restart scenario.
+#[derive(Clone, Copy)]
+enum Stop {
+    /// SIGTERM: graceful shutdown, then a new start.
+    Graceful,
+    /// SIGKILL: a crash; what the initiator had acknowledged (fsync) must survive.
+    Crash,
+}
+
+/// Scenario 4 body: restart lunard under a writing, mounted file system.
+fn restart_while_writing(name: &str, stop: Stop, secure: bool) {
+    let chap = secure.then_some(("kernel-guest", "kernel-guest-secret-1"));
     let mut d = GuestLunard::start(|port| {
         config(
             port,
@@ -250,17 +258,27 @@ fn restart_while_writing() {
                 id: 0,
                 size: "1GiB",
             }],
-            None,
+            chap,
         )
     })
     .expect("start lunard");
-    let mut g = Guest::boot("restart.sh", &env(&d), LIMIT).expect("boot guest");
+    let mut e = env(&d);
+    if let Some((user, secret)) = chap {
+        e.push(("CHAP_USER", user.into()));
+        e.push(("CHAP_SECRET", secret.into()));
+        e.push(("DIGEST", "CRC32C".into()));
+    }
+    let mut g = Guest::boot("restart.sh", &e, LIMIT).expect("boot guest");
     g.wait_for("WAIT restarted").expect("guest writing");
-    d.restart().expect("restart lunard");
+    match stop {
+        Stop::Graceful => d.restart(),
+        Stop::Crash => d.crash_restart(),
+    }
+    .expect("restart lunard");
     g.send("restarted").expect("tell the guest");
     let t = g.finish().expect("guest run");
-    report("restart_while_writing", &t);
-    t.assert_passed(&[
+    report(name, &t);
+    let mut checks = vec![
         "writing-before-restart",
         "writing-after-restart",
         "no-write-errors",
@@ -268,9 +286,28 @@ fn restart_while_writing() {
         "e2fsck",
         "no-kernel-errors",
         "disk-gone",
-    ]);
+    ];
+    if secure {
+        checks.push("digests-negotiated");
+    }
+    t.assert_passed(&checks);
     d.check_alive().expect("lunard alive");
     assert_reconnected(&t, &d);
+}
+
+/// Scenario 4: graceful restart (SIGTERM) while the guest writes.
+#[test]
+fn restart_while_writing_graceful() {
+    require_tools!(QEMU, "apt-get", "dpkg-deb");
+    restart_while_writing("restart_while_writing_graceful", Stop::Graceful, false);
+}
+
+/// Scenario 4, harder: lunard is killed (SIGKILL) while the guest writes, with CHAP and CRC32C
+/// digests (the reconnect re-authenticates); fsync'ed files must all verify.
+#[test]
+fn restart_while_writing_crash_chap_crc32c() {
+    require_tools!(QEMU, "apt-get", "dpkg-deb");
+    restart_while_writing("restart_while_writing_crash_chap_crc32c", Stop::Crash, true);
 }
 
 /// The guest's session really went through the restart: its kernel saw the connection drop

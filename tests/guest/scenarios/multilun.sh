@@ -1,7 +1,7 @@
 # Scenario 6: a 4-LUN target; four disks with distinct, stable NAA identifiers (VPD page 0x83,
 # what udev turns into /dev/disk/by-id/wwn-0x... and scsi-3...), unchanged after lunard restarts
 # (both on the reconnected session and on a fresh login).
-# Env: PORTAL IQN LUNS (e.g. "0 1 2 3")
+# Env: PORTAL IQN LUNS (e.g. "0 1 2 3") [CHAP_USER CHAP_SECRET] [DIGEST=CRC32C]
 
 # ids TAG: prints `lun wwid` lines for every LUN and reports them to the host.
 ids() {
@@ -21,7 +21,9 @@ ids() {
 }
 
 discover
+configure_node
 login
+check_digests
 ids first
 n=$(ls /sys/block | grep -c '^sd')
 [ "$n" -eq "$(echo $LUNS | wc -w)" ] || fail disk-count "$n disks, want $(echo $LUNS | wc -w)"
@@ -43,4 +45,7 @@ login
 ids relogin
 cmp -s /tmp/ids.first /tmp/ids.relogin || fail stable-relogin "$(cat /tmp/ids.first /tmp/ids.relogin)"
 pass stable-relogin
+errs=$(kernel_errors)
+[ -z "$errs" ] || fail no-kernel-errors "$errs"
+pass no-kernel-errors
 logout

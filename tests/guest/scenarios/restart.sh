@@ -1,9 +1,11 @@
 # Scenario 4: lunard restarts while the guest has the LUN mounted and is writing. The kernel
 # initiator reconnects by itself (within replacement_timeout); no I/O error reaches the file
 # system and every file written before, during and after the restart verifies.
-# Env: PORTAL IQN
+# Env: PORTAL IQN [CHAP_USER CHAP_SECRET] [DIGEST=CRC32C]
 discover
+configure_node
 login
+check_digests
 dev=$(wait_disk 0 60) || fail disk-appears "no disk for LUN 0 after login"
 pass disk-appears
 step mkfs mkfs.ext4 -q -F "/dev/$dev"
