@@ -25,6 +25,8 @@ type Waiter = (u64, u64, oneshot::Sender<Result<()>>);
 struct Queue {
     waiters: Vec<Waiter>,
     shutdown: bool,
+    /// The commit thread has exited: requests fail at once instead of waiting forever.
+    stopped: bool,
     force_checkpoint: bool,
 }
 
@@ -40,8 +42,16 @@ impl CommitShared {
     /// Ask for every record up to `lsn` and every data write up to `writes` to be durable.
     pub fn request(&self, lsn: u64, writes: u64) -> oneshot::Receiver<Result<()>> {
         let (tx, rx) = oneshot::channel();
-        self.q.lock().waiters.push((lsn, writes, tx));
-        self.cv.notify_one();
+        let mut q = self.q.lock();
+        if q.stopped {
+            let _ = tx.send(Err(io(
+                "committing metadata",
+                std::io::Error::other("commit thread stopped"),
+            )));
+        } else {
+            q.waiters.push((lsn, writes, tx));
+            self.cv.notify_one();
+        }
         rx
     }
     /// Ask for a checkpoint at the next commit (used by close).
@@ -192,6 +202,10 @@ fn run(weak: Weak<PoolInner>, shared: Arc<CommitShared>) {
             (std::mem::take(&mut q.waiters), q.shutdown, force)
         };
         let Some(inner) = weak.upgrade() else {
+            let mut q = shared.q.lock();
+            q.stopped = true;
+            waiters.append(&mut q.waiters);
+            drop(q);
             for (_, _, tx) in waiters {
                 let _ = tx.send(Err(io(
                     "committing metadata",
@@ -223,8 +237,9 @@ fn run(weak: Weak<PoolInner>, shared: Arc<CommitShared>) {
             shared.q.lock().waiters.extend(again);
         }
         if shutdown {
-            let q = shared.q.lock();
+            let mut q = shared.q.lock();
             if q.waiters.is_empty() {
+                q.stopped = true;
                 return;
             }
         }
