@@ -92,6 +92,12 @@ pub enum Command {
         bytchk: ByteCheck,
         dpo: bool,
     },
+    /// READ DEFECT DATA(10/12): `flags` is the REQ_PLIST/REQ_GLIST/DEFECT LIST FORMAT byte.
+    ReadDefectData {
+        twelve: bool,
+        flags: u8,
+        alloc_len: u32,
+    },
     /// PRE-FETCH(10/16).
     PreFetch { range: BlockRange, immed: bool },
     /// SYNCHRONIZE CACHE(10/16); `blocks == 0` means to the end of the medium.
@@ -393,6 +399,16 @@ pub fn parse(raw: &[u8]) -> Result<Cdb, Sense> {
                 dpo: b1 & 0x10 != 0,
             }
         }
+        (op::READ_DEFECT_DATA_10, _) => Command::ReadDefectData {
+            twelve: false,
+            flags: cdb[2] & 0x1F,
+            alloc_len: u32::from(be16(cdb, 7)),
+        },
+        (op::READ_DEFECT_DATA_12, _) => Command::ReadDefectData {
+            twelve: true,
+            flags: b1 & 0x1F,
+            alloc_len: be32(cdb, 6),
+        },
         (op::PRE_FETCH_10 | op::PRE_FETCH_16, _) => Command::PreFetch {
             range: range(cdb),
             immed: b1 & 0x02 != 0,

@@ -23,6 +23,7 @@ pub const WRITE_10: u8 = 0x2A;
 pub const WRITE_AND_VERIFY_10: u8 = 0x2E;
 pub const VERIFY_10: u8 = 0x2F;
 pub const PRE_FETCH_10: u8 = 0x34;
+pub const READ_DEFECT_DATA_10: u8 = 0x37;
 pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
 pub const WRITE_SAME_10: u8 = 0x41;
 pub const UNMAP: u8 = 0x42;
@@ -48,6 +49,7 @@ pub const READ_12: u8 = 0xA8;
 pub const WRITE_12: u8 = 0xAA;
 pub const WRITE_AND_VERIFY_12: u8 = 0xAE;
 pub const VERIFY_12: u8 = 0xAF;
+pub const READ_DEFECT_DATA_12: u8 = 0xB7;
 
 /// SERVICE ACTION IN(16) service actions.
 pub mod sai {
@@ -227,6 +229,11 @@ pub static COMMANDS: &[CommandInfo] = &[
             0xFF,
             CTL,
         ],
+    ),
+    c(
+        READ_DEFECT_DATA_10,
+        "READ DEFECT DATA(10)",
+        &[READ_DEFECT_DATA_10, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, CTL],
     ),
     c(
         WRITE_SAME_10,
@@ -531,6 +538,11 @@ pub static COMMANDS: &[CommandInfo] = &[
         &[
             VERIFY_12, 0xF6, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F, CTL,
         ],
+    ),
+    c(
+        READ_DEFECT_DATA_12,
+        "READ DEFECT DATA(12)",
+        &[READ_DEFECT_DATA_12, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, CTL],
     ),
 ];
 

@@ -229,16 +229,22 @@ impl ScsiTarget {
     }
 
     /// LOGICAL UNIT RESET: release the SCSI-2 reservation and establish BUS DEVICE RESET
-    /// FUNCTION OCCURRED for the other nexuses. (Aborting tasks is the transport's job.)
+    /// FUNCTION OCCURRED for every nexus, the issuer included (SAM-5 6.3.3; multipath
+    /// initiators such as libiscsi's MultipathIO.Reset expect it on every path). Aborting
+    /// the tasks is the transport's job.
     pub fn lun_reset(&self, lun: u64, issuer: &Nexus) {
         if let Some(l) = self.lun(lun) {
             l.clear_reservation();
             self.uas
-                .establish_lun(lun, asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED, Some(issuer));
+                .establish_lun(lun, asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED, None);
+            tracing::info!(target = %self.name, lun, initiator = %issuer.initiator, "logical unit reset");
         }
     }
 
-    /// TARGET (WARM/COLD) RESET: as [`lun_reset`](Self::lun_reset) for every LUN.
+    /// TARGET (WARM/COLD) RESET: release every SCSI-2 reservation and establish BUS DEVICE
+    /// RESET FUNCTION OCCURRED on every LUN for the *other* nexuses: the issuer knows it
+    /// reset the target (and initiators that keep using the same session after a target
+    /// reset, like libiscsi's Reserve6 suite, expect no UA of their own).
     pub fn target_reset(&self, issuer: &Nexus) {
         let luns = self.luns();
         for l in self.luns.read().values() {
@@ -246,6 +252,7 @@ impl ScsiTarget {
         }
         self.uas
             .establish_luns(&luns, asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED, Some(issuer));
+        tracing::info!(target = %self.name, initiator = %issuer.initiator, "target reset");
     }
 
     /// The pool crossed its soft space threshold: every nexus gets THIN PROVISIONING SOFT
@@ -448,6 +455,11 @@ impl Ctx<'_> {
             Command::PreFetch { range, .. } => self.pre_fetch(*range),
             Command::SynchronizeCache { range, .. } => self.synchronize_cache(*range).await,
             Command::OrWrite { range, fua } => self.or_write(*range, *fua).await,
+            Command::ReadDefectData {
+                twelve,
+                flags,
+                alloc_len,
+            } => Ok(self.read_defect_data(*twelve, *flags, *alloc_len)),
             Command::CompareAndWrite { lba, blocks, fua } => {
                 self.compare_and_write(*lba, *blocks, *fua).await
             }

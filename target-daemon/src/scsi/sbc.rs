@@ -182,15 +182,15 @@ impl Ctx<'_> {
         ndob: bool,
     ) -> Result<ScsiResponse, Sense> {
         self.check_writable()?;
-        if range.blocks == 0 || u64::from(range.blocks) > self.lun.limits.max_write_same {
-            // WSNZ=1: a zero length is not "to the end of the medium".
-            return Err(Sense::invalid_field_in_cdb(self.length_field(), Some(7)));
-        }
         check_lba_range(
             range.lba,
             u64::from(range.blocks),
             self.lun.volume.num_blocks(),
         )?;
+        if range.blocks == 0 || u64::from(range.blocks) > self.lun.limits.max_write_same {
+            // WSNZ=1: a zero length is not "to the end of the medium".
+            return Err(Sense::invalid_field_in_cdb(self.length_field(), Some(7)));
+        }
         let bs = self.block_size() as usize;
         let pattern = if ndob {
             None
@@ -384,6 +384,18 @@ impl Ctx<'_> {
             lba_status::encode(&out),
             alloc_len,
         )))
+    }
+
+    /// READ DEFECT DATA(10/12): a virtual medium has no defects; both lists are valid and
+    /// empty, in whatever format was requested.
+    pub(super) fn read_defect_data(&self, twelve: bool, flags: u8, alloc_len: u32) -> ScsiResponse {
+        // PLISTV/GLISTV mirror REQ_PLIST/REQ_GLIST; the format field echoes the request.
+        let header = if twelve {
+            vec![0, flags, 0, 0, 0, 0, 0, 0]
+        } else {
+            vec![0, flags, 0, 0]
+        };
+        ScsiResponse::good(truncated(header, alloc_len))
     }
 
     pub(super) fn read_capacity10(&self) -> ScsiResponse {

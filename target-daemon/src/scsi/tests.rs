@@ -698,22 +698,20 @@ async fn reservations_and_resets() {
         run(&f.target, &f.a, 0, &tur, Bytes::new()).await.status,
         status::GOOD
     );
-    // LUN reset releases it; the other nexus sees BUS DEVICE RESET.
+    // LUN reset releases it; every nexus (the issuer too) sees BUS DEVICE RESET once.
     f.target.lun_reset(0, &f.a);
-    let r = run(&f.target, &f.b, 0, &tur, Bytes::new()).await;
-    assert_check(
-        &r,
-        SenseKey::UnitAttention,
-        asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED,
-    );
-    assert_eq!(
-        run(&f.target, &f.b, 0, &tur, Bytes::new()).await.status,
-        status::GOOD
-    );
-    assert_eq!(
-        run(&f.target, &f.a, 0, &tur, Bytes::new()).await.status,
-        status::GOOD
-    );
+    for n in [&f.b, &f.a] {
+        let r = run(&f.target, n, 0, &tur, Bytes::new()).await;
+        assert_check(
+            &r,
+            SenseKey::UnitAttention,
+            asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED,
+        );
+        assert_eq!(
+            run(&f.target, n, 0, &tur, Bytes::new()).await.status,
+            status::GOOD
+        );
+    }
     // The holder logging out releases it too.
     assert_eq!(
         run(&f.target, &f.a, 0, &[0x16, 0, 0, 0, 0, 0], Bytes::new())
@@ -726,11 +724,22 @@ async fn reservations_and_resets() {
         run(&f.target, &f.b, 0, &tur, Bytes::new()).await.status,
         status::GOOD
     );
-    // Target reset: UA for everyone but the issuer.
+    // Target reset: UA for the other nexuses only.
+    f.target.nexus_login(&f.a);
+    assert_eq!(
+        run(&f.target, &f.a, 0, &tur, Bytes::new()).await.status,
+        status::CHECK_CONDITION
+    );
     f.target.target_reset(&f.b);
     assert_eq!(
         run(&f.target, &f.b, 0, &tur, Bytes::new()).await.status,
         status::GOOD
+    );
+    let r = run(&f.target, &f.a, 0, &tur, Bytes::new()).await;
+    assert_check(
+        &r,
+        SenseKey::UnitAttention,
+        asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED,
     );
 }
 
@@ -881,4 +890,33 @@ async fn orwrite_ors_into_the_medium() {
     )
     .await;
     assert_check(&r, SenseKey::IllegalRequest, asc::LBA_OUT_OF_RANGE);
+}
+
+#[tokio::test]
+async fn read_defect_data_is_empty() {
+    let f = fixture().await;
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &[0x37, 0, 0x18 | 5, 0, 0, 0, 0, 0, 255, 0],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.data_in[..]),
+        (status::GOOD, &[0u8, 0x1D, 0, 0][..])
+    );
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &[0xB7, 0x08 | 4, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.data_in[..]),
+        (status::GOOD, &[0u8, 0x0C, 0, 0, 0, 0, 0, 0][..])
+    );
 }
