@@ -19,6 +19,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${1:-${LUNAR_GUEST_CACHE:-$HOME/.cache/lunar-guest}}
 mkdir -p "$cache/debs"
+# One build at a time per cache (parallel test processes or CI jobs share it).
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$cache/.lock"
+  flock -w 1200 9 || { echo "guest-build: error: cache $cache locked for 20 min" >&2; exit 1; }
+fi
 
 log() { echo "guest-build: $*" >&2; }
 die() { echo "guest-build: error: $*" >&2; exit 1; }

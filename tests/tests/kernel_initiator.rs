@@ -390,6 +390,13 @@ fn four_luns_have_stable_distinct_ids() {
             .entry(field("lun="))
             .or_default()
             .insert(field("wwid="));
+        // Each disk has its LUN's configured size (LUN 2 is the 128 MiB one).
+        let want_sectors = if field("lun=") == "2" {
+            262_144
+        } else {
+            131_072
+        };
+        assert_eq!(field("sectors="), want_sectors.to_string(), "{w}");
     }
     assert_eq!(per_lun.len(), 4, "{per_lun:?}");
     let all: BTreeSet<_> = per_lun.values().flatten().collect();

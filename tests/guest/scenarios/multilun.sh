@@ -13,7 +13,7 @@ ids() {
     case "$w" in naa.*) ;; *) fail "wwid-lun$l-$1" "sd $d wwid is '$w', want an NAA designator" ;; esac
     [ -n "$p" ] || fail "vpd83-lun$l-$1" "no VPD page 0x83 for $d"
     echo "$l $w" >> "/tmp/ids.$1"
-    say "INFO wwid $1 lun=$l dev=$d by-id=wwn-0x${w#naa.} wwid=$w vpd83=$p"
+    say "INFO wwid $1 lun=$l dev=$d sectors=$(cat /sys/block/$d/size) by-id=wwn-0x${w#naa.} wwid=$w vpd83=$p"
   done
   dups=$(cut -d' ' -f2 "/tmp/ids.$1" | sort | uniq -d)
   [ -z "$dups" ] || fail "distinct-$1" "duplicate identifiers: $dups"
