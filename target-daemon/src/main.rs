@@ -120,12 +120,20 @@ fn main() -> ExitCode {
         }
     };
     // --- end admin ---
+    // Flags override the `metrics:` section; only the built-in default address may be busy
+    // without failing the start (parallel daemons, tests).
     let metrics = if args.no_metrics {
         MetricsListen::Off
     } else {
         match args.metrics {
             Some(a) => MetricsListen::Explicit(a),
-            None => MetricsListen::Default(SocketAddr::from(([127, 0, 0, 1], 9860))),
+            None if !config.metrics.enabled => MetricsListen::Off,
+            None if config.metrics.listen
+                == target_daemon::config::MetricsCfg::default().listen =>
+            {
+                MetricsListen::Default(config.metrics.listen)
+            }
+            None => MetricsListen::Explicit(config.metrics.listen),
         }
     };
     match rt.block_on(run(config, admin, metrics)) {
