@@ -280,3 +280,32 @@ async fn abort_task_and_lun_reset_really_abort() {
     a.clear_unit_attention().await;
     daemon.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn shutdown_with_commands_in_flight_is_clean() {
+    use scsi_proto::iscsi::pdu::Bhs;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (daemon, addr) = start(dir.path()).await;
+    let mut a = Initiator::connect(addr, INI).await;
+    assert!(a.login(Some(DEMO)).await.ok());
+    a.clear_unit_attention().await;
+    // A write stuck waiting for its data, and an idle second session.
+    let cmd = a.command(
+        &cdb10(WRITE10, 0, 256),
+        false,
+        true,
+        256 * 512,
+        bytes::Bytes::new(),
+    );
+    a.send(cmd).await;
+    assert!(matches!(a.recv().await.bhs, Bhs::R2t(_)));
+    let mut b = Initiator::connect(addr, "iqn.2026-11.io.test:idle").await;
+    assert!(b.login(Some(DEMO)).await.ok());
+    daemon.shutdown().await.expect("clean shutdown");
+    assert!(a.recv_opt().await.is_none(), "connections are closed");
+    assert!(b.recv_opt().await.is_none());
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}

@@ -498,3 +498,69 @@ async fn targets_and_access_change_at_run_time() {
     let r = c.login(Some("iqn.2026-11.io.lunar:added")).await;
     assert_eq!((r.status_class, r.status_detail), (2, 3));
 }
+
+#[tokio::test]
+async fn long_send_targets_answer_is_continued() {
+    use scsi_proto::iscsi::pdu::TextRequest;
+    use scsi_proto::iscsi::text;
+    let mut yaml = String::from(
+        "portals:\n  - listen: 127.0.0.1:0\niscsi:\n  nop_interval_secs: 0\ntargets:\n",
+    );
+    for i in 0..40 {
+        yaml.push_str(&format!(
+            "  - iqn: iqn.2026-11.io.lunar:target-number-{i:03}\n    allow_any: true\n"
+        ));
+    }
+    let (_s, addr) = start(&yaml).await;
+    let mut d = Initiator::connect(addr, BOB).await;
+    let r = d
+        .login_with(None, &[("MaxRecvDataSegmentLength", "512")])
+        .await;
+    assert!(r.ok(), "{r:?}");
+    d.codec.max_recv_data_segment_length = 512;
+    let itt = d.itt();
+    let mut ttt = pdu::RESERVED_TAG;
+    let mut data = Vec::new();
+    let mut first = true;
+    let mut pieces = 0;
+    loop {
+        let req = TextRequest {
+            immediate: true,
+            final_bit: true,
+            continue_bit: false,
+            lun: 0,
+            itt,
+            ttt,
+            cmd_sn: d.cmd_sn,
+            exp_stat_sn: d.exp_stat_sn,
+        };
+        let payload = if first {
+            common::kv(&[("SendTargets", "All")])
+        } else {
+            Bytes::new()
+        };
+        first = false;
+        d.send(Pdu::new(req, payload)).await;
+        let p = d.recv().await;
+        let Bhs::TextResponse(h) = &p.bhs else {
+            panic!("expected Text Response")
+        };
+        assert!(p.data.len() <= 512);
+        data.extend_from_slice(&p.data);
+        pieces += 1;
+        if h.final_bit {
+            assert!(!h.continue_bit);
+            break;
+        }
+        assert!(h.continue_bit);
+        assert_ne!(h.ttt, pdu::RESERVED_TAG);
+        ttt = h.ttt;
+    }
+    assert!(pieces > 2, "the answer needed continuation");
+    let names = text::parse(&data)
+        .expect("reassembled text")
+        .into_iter()
+        .filter(|kv| kv.key == "TargetName")
+        .count();
+    assert_eq!(names, 40);
+}
