@@ -69,11 +69,16 @@ pub(crate) struct State {
     pub space_dirty: bool,
     pub reconciled_at: u64,
     pub failed: Option<String>,
+    /// Soft threshold in per cent of capacity (used + reserved), if configured.
+    pub soft_pct: Option<u8>,
+    /// Current "soft threshold reached" state, for subscribers.
+    pub threshold: tokio::sync::watch::Sender<bool>,
 }
 
 impl State {
-    pub fn new(meta: Meta, alloc: Alloc) -> State {
-        State {
+    pub fn new(meta: Meta, alloc: Alloc, soft_pct: Option<u8>) -> State {
+        let (threshold, _) = tokio::sync::watch::channel(false);
+        let mut st = State {
             meta,
             alloc,
             recs: Enc::default(),
@@ -87,7 +92,27 @@ impl State {
             space_dirty: true,
             reconciled_at: 0,
             failed: None,
-        }
+            soft_pct,
+            threshold,
+        };
+        st.update_threshold();
+        st
+    }
+
+    /// Whether used + reserved space has reached the soft threshold.
+    pub fn threshold_reached(&self) -> bool {
+        self.soft_pct.is_some_and(|p| {
+            (self.meta.used + self.meta.reserved) * 100 >= self.alloc.total() * p as u64
+        })
+    }
+
+    fn update_threshold(&mut self) {
+        let reached = self.threshold_reached();
+        self.threshold.send_if_modified(|v| {
+            let changed = *v != reached;
+            *v = reached;
+            changed
+        });
     }
 
     pub fn check_failed(&self) -> Result<()> {
@@ -112,6 +137,9 @@ impl State {
         self.nrecs += 1;
         self.lsn += 1;
         self.space_dirty = true;
+        if self.soft_pct.is_some() {
+            self.update_threshold();
+        }
         Ok(())
     }
 

@@ -79,7 +79,11 @@ impl Pool {
             file,
             layout,
             uuid,
-            state: parking_lot::RwLock::new(State::new(loaded.meta, loaded.alloc)),
+            state: parking_lot::RwLock::new(State::new(
+                loaded.meta,
+                loaded.alloc,
+                loaded.sb.soft_threshold_pct,
+            )),
             sb: parking_lot::Mutex::new(SbState {
                 sb: loaded.sb,
                 journal_off: loaded.journal_off,
@@ -129,7 +133,7 @@ impl Pool {
         let cs = self.inner.layout.chunk_size;
         let total = st.alloc.total();
         let used = st.meta.used;
-        let reached = sb.is_some_and(|p| (used + st.meta.reserved) * 100 >= total * p as u64);
+        let reached = st.threshold_reached();
         PoolStatus {
             uuid: self.inner.uuid,
             capacity_bytes: total * cs,
@@ -631,6 +635,13 @@ impl Pool {
         self.inner.check_open()?;
         space::reconcile(&self.inner);
         self.inner.flush().await
+    }
+
+    /// Watch the soft threshold: the value turns `true` when used + reserved space reaches
+    /// `soft_threshold_pct` of capacity and back to `false` when it drops below (the daemon
+    /// raises THIN PROVISIONING SOFT THRESHOLD REACHED on the rising edge).
+    pub fn soft_threshold_watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.state.read().threshold.subscribe()
     }
 
     /// Bytes a metadata checkpoint would take right now (for sizing and benchmarks; O(metadata)).

@@ -30,6 +30,8 @@ fn guarantees_hold_and_thin_gets_nospace() {
         let cap = pool.status().capacity_bytes;
         let cap_chunks = cap / CS;
         assert!(cap_chunks > 1000);
+        let threshold = pool.soft_threshold_watch();
+        assert!(!*threshold.borrow());
 
         // A full volume of 40% of the pool reserves all of it at once.
         let full_size = cap_chunks * 2 / 5 * CS;
@@ -82,6 +84,7 @@ fn guarantees_hold_and_thin_gets_nospace() {
         );
         let st = pool.status();
         assert!(st.soft_threshold_reached);
+        assert!(*threshold.borrow(), "the soft-threshold watch did not fire");
         assert_eq!(st.used_bytes + st.reserved_bytes, cap);
 
         // The full volume can still write every block.
