@@ -234,6 +234,19 @@ async fn main() {
         "\nsequential 1 MiB write (fresh volume, QD8): {wmbs:.0} MB/s; layers in pool: {}",
         pool.status().layers
     );
+    pool.clone_volume("fresh@base", "tosplit", None)
+        .await
+        .expect("clone to split");
+    let t = Instant::now();
+    let job = pool.start_split("tosplit").expect("split");
+    let (_, total) = job.progress();
+    job.wait().await.expect("split");
+    let el = t.elapsed().as_secs_f64();
+    println!(
+        "split of a fully shared {} MiB clone: {total} chunks in {el:.2} s ({:.0} MB/s copied)",
+        span / MIB,
+        (total * 65536) as f64 / MIB as f64 / el
+    );
     let r = pool.check().await.expect("check");
     println!(
         "check: clean={} ({} layers, {} chunks)",
