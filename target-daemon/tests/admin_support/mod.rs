@@ -1,0 +1,120 @@
+//! Shared helpers of the admin tests: an in-process lunard and a `lunarctl` runner.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use target_daemon::config::Config;
+use target_daemon::daemon::Daemon;
+
+pub const TARGET: &str = "iqn.2026-11.io.lunar:admin";
+
+/// Starts lunard in-process on `dir` (pool capacity `capacity`, one empty target).
+pub async fn start(dir: &Path, capacity: &str) -> Daemon {
+    let yaml = format!(
+        r#"
+data_dir: {}
+pool: {{ path: pool, capacity: {capacity} }}
+portals: [{{ listen: "127.0.0.1:0" }}]
+iscsi: {{ nop_interval_secs: 0 }}
+targets:
+  - iqn: {TARGET}
+    allow_any: true
+"#,
+        dir.display()
+    );
+    let cfg = Config::from_yaml_str(&yaml, "test.yaml").expect("config");
+    Daemon::start(cfg).await.expect("daemon starts")
+}
+
+pub fn socket(dir: &Path) -> PathBuf {
+    dir.join("admin.sock")
+}
+
+/// Output of one `lunarctl` run.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// The `--json` result; panics (test failure) with the error line otherwise.
+    pub fn json(&self) -> Value {
+        assert_eq!(self.code, 0, "lunarctl failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON {e}: {}", self.stdout))
+    }
+
+    /// Asserts failure with one line naming `needle`.
+    pub fn fails_with(&self, needle: &str) {
+        assert_ne!(self.code, 0, "expected failure, got {}", self.stdout);
+        let line = self.stderr.trim_end();
+        assert!(!line.contains('\n'), "error must be one line: {line:?}");
+        assert!(line.starts_with("lunarctl: "), "{line:?}");
+        assert!(line.contains(needle), "{line:?} should mention {needle:?}");
+    }
+}
+
+/// Runs `lunarctl --socket <dir>/admin.sock ARGS`.
+pub async fn ctl(dir: &Path, args: &[&str]) -> Out {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lunarctl"))
+        .arg("--socket")
+        .arg(socket(dir))
+        .args(args)
+        .output()
+        .await
+        .expect("run lunarctl");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `lunarctl --json ARGS`, which must succeed.
+pub async fn ctl_json(dir: &Path, args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    ctl(dir, &a).await.json()
+}
+
+/// Deterministic data for block `i` of a test.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ ((i >> 9) as u8))
+        .collect()
+}
+
+/// Writes `mib` MiB of pattern data (seed) at the start of volume `name`.
+pub async fn fill(d: &Daemon, name: &str, mib: usize, seed: u8) {
+    let v = d.pool().volume(name).expect("volume");
+    let bs = v.block_size() as usize;
+    for i in 0..mib {
+        let data = bytes::Bytes::from(pattern(1 << 20, seed.wrapping_add(i as u8)));
+        v.write((i * (1 << 20) / bs) as u64, data, false)
+            .await
+            .expect("write");
+    }
+    v.flush().await.expect("flush");
+}
+
+/// Reads `mib` MiB from the start of volume `name`.
+pub async fn read(d: &Daemon, name: &str, mib: usize) -> Vec<u8> {
+    let v = d.pool().volume(name).expect("volume");
+    let bs = v.block_size() as usize;
+    let mut out = Vec::with_capacity(mib << 20);
+    for i in 0..mib {
+        let b = v
+            .read((i * (1 << 20) / bs) as u64, ((1 << 20) / bs) as u32)
+            .await
+            .expect("read");
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+/// LUN numbers the target presents (what REPORT LUNS returns).
+pub fn reported_luns(d: &Daemon) -> Vec<u64> {
+    d.server().target(TARGET).expect("target").scsi.luns()
+}
