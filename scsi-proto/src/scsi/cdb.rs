@@ -115,6 +115,15 @@ pub enum Command {
     Unmap { param_len: u32 },
     /// GET LBA STATUS.
     GetLbaStatus { lba: u64, alloc_len: u32 },
+    /// PERSISTENT RESERVE IN with its service action.
+    PersistentReserveIn { service_action: u16, alloc_len: u32 },
+    /// PERSISTENT RESERVE OUT: service action, SCOPE, TYPE, parameter list length.
+    PersistentReserveOut {
+        service_action: u16,
+        scope: u8,
+        pr_type: u8,
+        param_len: u32,
+    },
     /// REPORT LUNS.
     ReportLuns { select_report: u8, alloc_len: u32 },
     /// REPORT SUPPORTED OPERATION CODES.
@@ -459,6 +468,16 @@ pub fn parse(raw: &[u8]) -> Result<Cdb, Sense> {
             lba: be64(cdb, 2),
             alloc_len: be32(cdb, 10),
         },
+        (op::PERSISTENT_RESERVE_IN, Some(sa)) => Command::PersistentReserveIn {
+            service_action: sa,
+            alloc_len: u32::from(be16(cdb, 7)),
+        },
+        (op::PERSISTENT_RESERVE_OUT, Some(sa)) => Command::PersistentReserveOut {
+            service_action: sa,
+            scope: cdb[2] >> 4,
+            pr_type: cdb[2] & 0x0F,
+            param_len: be32(cdb, 5),
+        },
         (op::REPORT_LUNS, _) => {
             let select_report = cdb[2];
             if !matches!(select_report, 0x00..=0x02) {
@@ -514,9 +533,9 @@ impl Command {
                     bs
                 }
             }
-            Command::ModeSelect { param_len, .. } | Command::Unmap { param_len } => {
-                u64::from(*param_len)
-            }
+            Command::ModeSelect { param_len, .. }
+            | Command::Unmap { param_len }
+            | Command::PersistentReserveOut { param_len, .. } => u64::from(*param_len),
             _ => 0,
         }
     }

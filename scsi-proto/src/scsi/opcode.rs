@@ -57,6 +57,24 @@ pub mod sai {
     pub const GET_LBA_STATUS: u16 = 0x12;
 }
 
+/// PERSISTENT RESERVE IN service actions.
+pub mod pri {
+    pub const READ_KEYS: u16 = 0x00;
+    pub const READ_RESERVATION: u16 = 0x01;
+    pub const REPORT_CAPABILITIES: u16 = 0x02;
+}
+
+/// PERSISTENT RESERVE OUT service actions.
+pub mod pro {
+    pub const REGISTER: u16 = 0x00;
+    pub const RESERVE: u16 = 0x01;
+    pub const RELEASE: u16 = 0x02;
+    pub const CLEAR: u16 = 0x03;
+    pub const PREEMPT: u16 = 0x04;
+    pub const PREEMPT_AND_ABORT: u16 = 0x05;
+    pub const REGISTER_AND_IGNORE: u16 = 0x06;
+}
+
 /// MAINTENANCE IN service actions.
 pub mod mi {
     pub const REPORT_TARGET_PORT_GROUPS: u16 = 0x0A;
@@ -276,6 +294,16 @@ pub static COMMANDS: &[CommandInfo] = &[
         "MODE SENSE(10)",
         &[MODE_SENSE_10, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, CTL],
     ),
+    sa(PERSISTENT_RESERVE_IN, pri::READ_KEYS, "PERSISTENT RESERVE IN (READ KEYS)", &[PERSISTENT_RESERVE_IN, 0x00, 0, 0, 0, 0, 0, 0xFF, 0xFF, CTL]),
+    sa(PERSISTENT_RESERVE_IN, pri::READ_RESERVATION, "PERSISTENT RESERVE IN (READ RESERVATION)", &[PERSISTENT_RESERVE_IN, 0x01, 0, 0, 0, 0, 0, 0xFF, 0xFF, CTL]),
+    sa(PERSISTENT_RESERVE_IN, pri::REPORT_CAPABILITIES, "PERSISTENT RESERVE IN (REPORT CAPABILITIES)", &[PERSISTENT_RESERVE_IN, 0x02, 0, 0, 0, 0, 0, 0xFF, 0xFF, CTL]),
+    sa(PERSISTENT_RESERVE_OUT, pro::REGISTER, "PERSISTENT RESERVE OUT (REGISTER)", &[PERSISTENT_RESERVE_OUT, 0x00, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]),
+    sa(PERSISTENT_RESERVE_OUT, pro::RESERVE, "PERSISTENT RESERVE OUT (RESERVE)", &[PERSISTENT_RESERVE_OUT, 0x01, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]),
+    sa(PERSISTENT_RESERVE_OUT, pro::RELEASE, "PERSISTENT RESERVE OUT (RELEASE)", &[PERSISTENT_RESERVE_OUT, 0x02, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]),
+    sa(PERSISTENT_RESERVE_OUT, pro::CLEAR, "PERSISTENT RESERVE OUT (CLEAR)", &[PERSISTENT_RESERVE_OUT, 0x03, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]),
+    sa(PERSISTENT_RESERVE_OUT, pro::PREEMPT, "PERSISTENT RESERVE OUT (PREEMPT)", &[PERSISTENT_RESERVE_OUT, 0x04, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]),
+    sa(PERSISTENT_RESERVE_OUT, pro::PREEMPT_AND_ABORT, "PERSISTENT RESERVE OUT (PREEMPT AND ABORT)", &[PERSISTENT_RESERVE_OUT, 0x05, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]),
+    sa(PERSISTENT_RESERVE_OUT, pro::REGISTER_AND_IGNORE, "PERSISTENT RESERVE OUT (REGISTER AND IGNORE EXISTING KEY)", &[PERSISTENT_RESERVE_OUT, 0x06, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]),
     c(
         READ_16,
         "READ(16)",
@@ -549,7 +577,10 @@ pub static COMMANDS: &[CommandInfo] = &[
 /// Whether `opcode` is one whose commands are distinguished by a service action field
 /// (byte 1 bits 4-0) among those we implement.
 pub fn has_service_action(opcode: u8) -> bool {
-    matches!(opcode, SERVICE_ACTION_IN_16 | MAINTENANCE_IN)
+    matches!(
+        opcode,
+        SERVICE_ACTION_IN_16 | MAINTENANCE_IN | PERSISTENT_RESERVE_IN | PERSISTENT_RESERVE_OUT
+    )
 }
 
 /// Look up a supported command by opcode and (for service-action opcodes) service action.

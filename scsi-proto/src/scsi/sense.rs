@@ -110,6 +110,7 @@ pub mod asc {
     pub const INVALID_FIELD_IN_PARAMETER_LIST: A = A::new(0x26, 0x00);
     pub const PARAMETER_NOT_SUPPORTED: A = A::new(0x26, 0x01);
     pub const PARAMETER_VALUE_INVALID: A = A::new(0x26, 0x02);
+    pub const INVALID_RELEASE_OF_PERSISTENT_RESERVATION: A = A::new(0x26, 0x04);
     pub const WRITE_PROTECTED: A = A::new(0x27, 0x00);
     pub const LOGICAL_UNIT_SOFTWARE_WRITE_PROTECTED: A = A::new(0x27, 0x02);
     pub const SPACE_ALLOCATION_FAILED_WRITE_PROTECT: A = A::new(0x27, 0x07);

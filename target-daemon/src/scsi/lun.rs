@@ -31,6 +31,9 @@ pub struct Lun {
     /// Makes COMPARE AND WRITE atomic with respect to every other write: writers share it,
     /// COMPARE AND WRITE holds it exclusively for its read-compare-write.
     pub(super) atomic: tokio::sync::RwLock<()>,
+    /// Persistent reservation state, and a flag so unreserved LUNs skip the lock.
+    pub(super) pr: Mutex<super::pr::PrState>,
+    pub(super) pr_active: AtomicBool,
 }
 
 impl Lun {
@@ -53,6 +56,8 @@ impl Lun {
             reservation: Mutex::new(None),
             last_blocks,
             atomic: tokio::sync::RwLock::new(()),
+            pr: Mutex::new(super::pr::PrState::default()),
+            pr_active: AtomicBool::new(false),
         }
     }
 

@@ -8,6 +8,7 @@
 //! storage error becomes.
 
 pub mod lun;
+pub mod pr;
 mod sbc;
 pub mod sense_map;
 mod spc;
@@ -318,6 +319,17 @@ impl ScsiTarget {
             return r;
         }
 
+        // Persistent reservation held by someone else.
+        if lun.pr_active.load(std::sync::atomic::Ordering::Acquire) {
+            if let Some(access) = pr_access(&parsed.command) {
+                if lun.pr.lock().conflicts(&req.nexus, access) {
+                    let mut r = ScsiResponse::status(status::RESERVATION_CONFLICT);
+                    r.data_out_used = data_out_len;
+                    return r;
+                }
+            }
+        }
+
         let ctx = Ctx {
             target: self,
             lun: &lun,
@@ -391,6 +403,42 @@ impl ScsiTarget {
     }
 }
 
+/// How a command is checked against a persistent reservation (SPC-4 5.12.1): `None` for
+/// commands allowed whatever the reservation (they carry their own rules or only report
+/// device state).
+fn pr_access(c: &Command) -> Option<pr::Access> {
+    match c {
+        Command::Inquiry { .. }
+        | Command::ReportLuns { .. }
+        | Command::RequestSense { .. }
+        | Command::TestUnitReady
+        | Command::ReadCapacity10
+        | Command::ReadCapacity16 { .. }
+        | Command::ReportSupportedOpcodes(_)
+        | Command::ReportSupportedTmfs { .. }
+        | Command::PersistentReserveIn { .. }
+        | Command::PersistentReserveOut { .. }
+        | Command::Reserve
+        | Command::Release => None,
+        Command::Read { .. }
+        | Command::Verify { .. }
+        | Command::PreFetch { .. }
+        | Command::GetLbaStatus { .. }
+        | Command::ReadDefectData { .. }
+        | Command::ModeSense(_)
+        | Command::PreventAllowMediumRemoval { .. } => Some(pr::Access::Read),
+        Command::Write { .. }
+        | Command::WriteAndVerify { .. }
+        | Command::WriteSame { .. }
+        | Command::Unmap { .. }
+        | Command::CompareAndWrite { .. }
+        | Command::OrWrite { .. }
+        | Command::ModeSelect { .. }
+        | Command::SynchronizeCache { .. }
+        | Command::StartStopUnit { .. } => Some(pr::Access::Write),
+    }
+}
+
 /// Commands another nexus may still run while a SCSI-2 reservation is held (SPC-2 5.5.1).
 fn allowed_under_reservation(c: &Command) -> bool {
     matches!(
@@ -455,6 +503,16 @@ impl Ctx<'_> {
             Command::PreFetch { range, .. } => self.pre_fetch(*range),
             Command::SynchronizeCache { range, .. } => self.synchronize_cache(*range).await,
             Command::OrWrite { range, fua } => self.or_write(*range, *fua).await,
+            Command::PersistentReserveIn {
+                service_action,
+                alloc_len,
+            } => Ok(self.persistent_reserve_in(*service_action, *alloc_len)),
+            Command::PersistentReserveOut {
+                service_action,
+                scope,
+                pr_type,
+                param_len,
+            } => self.persistent_reserve_out(*service_action, *scope, *pr_type, *param_len),
             Command::ReadDefectData {
                 twelve,
                 flags,

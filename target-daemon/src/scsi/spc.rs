@@ -95,8 +95,61 @@ impl Ctx<'_> {
         ))
     }
 
+    /// PERSISTENT RESERVE IN: READ KEYS, READ RESERVATION, REPORT CAPABILITIES.
+    pub(super) fn persistent_reserve_in(
+        &self,
+        service_action: u16,
+        alloc_len: u32,
+    ) -> ScsiResponse {
+        let data = self.lun.pr.lock().pr_in(service_action);
+        ScsiResponse::good(truncated(data, alloc_len))
+    }
+
+    /// PERSISTENT RESERVE OUT; registrants that lose their registration or reservation get
+    /// RESERVATIONS PREEMPTED / RELEASED unit attentions.
+    pub(super) fn persistent_reserve_out(
+        &self,
+        service_action: u16,
+        scope: u8,
+        pr_type: u8,
+        param_len: u32,
+    ) -> Result<ScsiResponse, Sense> {
+        let want = param_len as usize;
+        if self.req.data_out.len() < want {
+            return Err(Sense::parameter_list_length_error());
+        }
+        let params = &self.req.data_out[..want];
+        let mut uas = Vec::new();
+        let outcome = {
+            let mut pr = self.lun.pr.lock();
+            let outcome = pr.pr_out(
+                &self.req.nexus,
+                service_action,
+                scope,
+                pr_type,
+                params,
+                &mut uas,
+            )?;
+            self.lun
+                .pr_active
+                .store(pr.is_active(), std::sync::atomic::Ordering::Release);
+            outcome
+        };
+        for (nexus, code) in uas {
+            self.target.uas.establish(&nexus, self.req.lun, code);
+        }
+        Ok(match outcome {
+            super::pr::PrOutcome::Good => ScsiResponse::good(Bytes::new()),
+            super::pr::PrOutcome::Conflict => ScsiResponse::status(status::RESERVATION_CONFLICT),
+        })
+    }
+
     /// RESERVE(6)/(10): SCSI-2 logical unit reservation.
     pub(super) fn reserve(&self) -> Result<ScsiResponse, Sense> {
+        if self.lun.pr.lock().is_reserved() {
+            // A persistent reservation excludes SCSI-2 reservations (SPC-4 5.12.3).
+            return Ok(ScsiResponse::status(status::RESERVATION_CONFLICT));
+        }
         if self.lun.reserve(&self.req.nexus) {
             Ok(ScsiResponse::good(Bytes::new()))
         } else {
@@ -106,6 +159,9 @@ impl Ctx<'_> {
 
     /// RELEASE(6)/(10): releases only the caller's own reservation; GOOD either way.
     pub(super) fn release(&self) -> ScsiResponse {
+        if self.lun.pr.lock().is_reserved() {
+            return ScsiResponse::status(status::RESERVATION_CONFLICT);
+        }
         self.lun.release(&self.req.nexus);
         ScsiResponse::good(Bytes::new())
     }

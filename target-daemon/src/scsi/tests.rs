@@ -920,3 +920,69 @@ async fn read_defect_data_is_empty() {
         (status::GOOD, &[0u8, 0x0C, 0, 0, 0, 0, 0, 0][..])
     );
 }
+
+fn pr_out_cdb(sa: u8, pr_type: u8) -> [u8; 10] {
+    [0x5F, sa, pr_type, 0, 0, 0, 0, 0, 24, 0]
+}
+
+fn pr_params(rk: u64, sark: u64) -> Bytes {
+    let mut p = vec![0u8; 24];
+    p[..8].copy_from_slice(&rk.to_be_bytes());
+    p[8..16].copy_from_slice(&sark.to_be_bytes());
+    Bytes::from(p)
+}
+
+#[tokio::test]
+async fn persistent_reservations_through_the_device_server() {
+    let f = fixture().await;
+    let t = &f.target;
+    let ok = |r: ScsiResponse| assert_eq!(r.status, status::GOOD, "{r:?}");
+    ok(run(t, &f.a, 0, &pr_out_cdb(0, 0), pr_params(0, 0xAA)).await);
+    ok(run(t, &f.b, 0, &pr_out_cdb(0, 0), pr_params(0, 0xBB)).await);
+    // A takes WRITE EXCLUSIVE; B can read but not write; SCSI-2 RESERVE conflicts.
+    ok(run(t, &f.a, 0, &pr_out_cdb(1, 1), pr_params(0xAA, 0)).await);
+    assert_eq!(
+        run(t, &f.b, 0, &read10(0, 1), Bytes::new()).await.status,
+        status::GOOD
+    );
+    let r = run(t, &f.b, 0, &write10(0, 1), pattern(1, 0)).await;
+    assert_eq!(
+        (r.status, r.data_out_used),
+        (status::RESERVATION_CONFLICT, BS)
+    );
+    ok(run(t, &f.a, 0, &write10(0, 1), pattern(1, 0)).await);
+    assert_eq!(
+        run(t, &f.b, 0, &[0x16, 0, 0, 0, 0, 0], Bytes::new())
+            .await
+            .status,
+        status::RESERVATION_CONFLICT
+    );
+    // READ KEYS and READ RESERVATION.
+    let keys = run(t, &f.b, 0, &[0x5E, 0, 0, 0, 0, 0, 0, 1, 0, 0], Bytes::new()).await;
+    assert_eq!(&keys.data_in[4..8], &16u32.to_be_bytes());
+    let res = run(t, &f.b, 0, &[0x5E, 1, 0, 0, 0, 0, 0, 1, 0, 0], Bytes::new()).await;
+    assert_eq!(&res.data_in[8..16], &0xAAu64.to_be_bytes());
+    // B preempts A: A loses its registration and gets RESERVATIONS PREEMPTED.
+    ok(run(t, &f.b, 0, &pr_out_cdb(4, 3), pr_params(0xBB, 0xAA)).await);
+    let r = run(t, &f.a, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await;
+    assert_check(&r, SenseKey::UnitAttention, asc::RESERVATIONS_PREEMPTED);
+    assert_eq!(
+        run(t, &f.a, 0, &read10(0, 1), Bytes::new()).await.status,
+        status::RESERVATION_CONFLICT
+    );
+    // Registrations survive logout; CLEAR ends everything.
+    t.nexus_logout(&f.b);
+    t.nexus_login(&f.b);
+    run(t, &f.b, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await;
+    ok(run(t, &f.b, 0, &pr_out_cdb(3, 0), pr_params(0xBB, 0)).await);
+    ok(run(t, &f.a, 0, &read10(0, 1), Bytes::new()).await);
+    // Unsupported APTPL is an invalid parameter-list field.
+    let mut p = pr_params(0, 1).to_vec();
+    p[20] = 1;
+    let r = run(t, &f.a, 0, &pr_out_cdb(0, 0), Bytes::from(p)).await;
+    assert_check(
+        &r,
+        SenseKey::IllegalRequest,
+        asc::INVALID_FIELD_IN_PARAMETER_LIST,
+    );
+}

@@ -87,6 +87,12 @@ impl UnitAttentions {
         }
     }
 
+    /// Establish `code` on `lun` for one nexus.
+    pub fn establish(&self, nexus: &Nexus, lun: u64, code: AdditionalSense) {
+        let mut q = self.queues.lock();
+        Self::push(&mut q, &self.pending, nexus, lun, code);
+    }
+
     /// Establish `code` on `lun` for every known nexus except `except`.
     pub fn establish_lun(&self, lun: u64, code: AdditionalSense, except: Option<&Nexus>) {
         let mut q = self.queues.lock();
