@@ -117,10 +117,10 @@ if run_step "rust toolchain" rust_components; then
   if run_step "release build" cargo build --release --workspace --bins; then
     run_step "systemd unit" verify_systemd_unit
     # Unit, property and crash tests of every crate except the end-to-end crate.
-    run_step "unit tests" cargo test --release --workspace --exclude lunar-e2e
+    run_step "unit tests" cargo test --release --no-fail-fast --workspace --exclude lunar-e2e
     # End-to-end tests: lunard (the release build above) against libiscsi and qemu, and the
     # iscsi-test-cu comparison with the recorded tgtd baseline. Two threads: two cores.
-    run_step "e2e tests" cargo test --release -p lunar-e2e -- --test-threads=2
+    run_step "e2e tests" cargo test --release --no-fail-fast -p lunar-e2e -- --test-threads=2
   else
     skip_step "systemd unit" "build failed"
     skip_step "unit tests" "build failed"; skip_step "e2e tests" "build failed"
