@@ -13,7 +13,7 @@ const SNAPS: [&str; 3] = ["s1", "s2", "s3"];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Create(usize, u64),
+    Create(usize, u64, bool),
     Write(usize, u64, u64, u8),
     Unmap(usize, u64, u64),
     Zero(usize, u64, u64),
@@ -34,7 +34,7 @@ fn op() -> impl Strategy<Value = Op> {
     let v = 0..VOLS.len();
     let s = 0..SNAPS.len();
     prop_oneof![
-        2 => (v.clone(), 1u64..12).prop_map(|(v, c)| Op::Create(v, c)),
+        2 => (v.clone(), 1u64..12, any::<bool>()).prop_map(|(v, c, f)| Op::Create(v, c, f)),
         8 => (v.clone(), 0u64..96, 1u64..20, any::<u8>()).prop_map(|(v, l, n, b)| Op::Write(v, l, n, b)),
         2 => (v.clone(), 0u64..96, 1u64..24).prop_map(|(v, l, n)| Op::Unmap(v, l, n)),
         1 => (v.clone(), 0u64..96, 1u64..24).prop_map(|(v, l, n)| Op::Zero(v, l, n)),
@@ -103,6 +103,11 @@ async fn verify(pool: &Pool, m: &Model) {
         let info = pool.volume_info(name).expect("info");
         let mapped = mv.mapped.iter().filter(|&&b| b).count() as u64;
         assert_eq!(info.mapped_bytes, mapped * CS, "mapped of {name}");
+        if info.guarantee == Guarantee::None {
+            assert_eq!(info.reserved_bytes, 0);
+        } else {
+            assert!(info.reserved_bytes <= (mv.data.len() as u64).div_ceil(CS) * CS);
+        }
     }
     for ((v, s), ms) in &m.snaps {
         let info = pool
@@ -116,6 +121,10 @@ async fn verify(pool: &Pool, m: &Model) {
     }
     let r = pool.check().await.expect("check");
     assert!(r.is_clean(), "check: {:?}", r.errors);
+    let st = pool.status();
+    let reserved: u64 = pool.volumes().iter().map(|v| v.reserved_bytes).sum();
+    assert_eq!(st.reserved_bytes, reserved);
+    assert!(st.used_bytes + st.reserved_bytes <= st.capacity_bytes);
 }
 
 async fn run(ops: Vec<Op>) {
@@ -129,15 +138,15 @@ async fn run(ops: Vec<Op>) {
     let mut m = Model::default();
     for op in ops {
         match op {
-            Op::Create(v, c) => {
+            Op::Create(v, c, full) => {
                 let name = VOLS[v];
+                let g = if full {
+                    Guarantee::Full
+                } else {
+                    Guarantee::None
+                };
                 let r = pool
-                    .create_volume(
-                        name,
-                        c * CS - if c % 2 == 0 { BS } else { 0 },
-                        BS as u32,
-                        Guarantee::None,
-                    )
+                    .create_volume(name, c * CS - if c % 2 == 0 { BS } else { 0 }, BS as u32, g)
                     .await;
                 if m.vols.contains_key(name) {
                     assert!(matches!(r, Err(StorageError::AlreadyExists(_))));
