@@ -309,3 +309,27 @@ async fn shutdown_with_commands_in_flight_is_clean() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn oversized_write_is_refused_before_buffering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (daemon, addr) = start(dir.path()).await;
+    let mut c = Initiator::connect(addr, INI).await;
+    assert!(c.login(Some(DEMO)).await.ok());
+    c.clear_unit_attention().await;
+    // WRITE(16) of 200000 blocks (~98 MiB) with a matching EDTL: refused at once, no R2T.
+    let mut cdb = [0u8; 16];
+    cdb[0] = 0x8a;
+    cdb[10..14].copy_from_slice(&200_000u32.to_be_bytes());
+    let r = c.run(&cdb, false, 200_000 * 512, &[0u8; 512], 0, 0).await;
+    assert_eq!(r.status, 2, "{r:?}");
+    assert_eq!(r.r2ts, 0);
+    assert_eq!(
+        (r.sense.get(2).map(|k| k & 0x0f), r.sense.get(12)),
+        (Some(5), Some(&0x24))
+    );
+    // The session is fine afterwards.
+    let r = c.run(&cdb10(READ10, 0, 1), true, 512, &[], 0, 0).await;
+    assert_eq!(r.status, 0);
+    daemon.shutdown().await.expect("clean shutdown");
+}

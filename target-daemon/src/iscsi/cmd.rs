@@ -64,6 +64,10 @@ async fn wait_all(list: Vec<watch::Receiver<()>>) {
     }
 }
 
+/// Largest Data-Out one command may transfer; the device server advertises far less
+/// (Block Limits VPD), so only hostile or broken initiators reach it.
+pub const MAX_COMMAND_DATA: u32 = 64 * 1024 * 1024;
+
 /// Distinguishes task table entries that reuse an ITT.
 static TASK_SERIAL: AtomicU64 = AtomicU64::new(1);
 
@@ -135,6 +139,28 @@ impl Conn {
         } else {
             0
         };
+        if want > MAX_COMMAND_DATA {
+            // Far beyond the device server's MAXIMUM TRANSFER LENGTH: refuse before buffering
+            // anything (INVALID FIELD IN CDB), so one command cannot claim unbounded memory.
+            let sense = datain::fixed_sense(datain::ILLEGAL_REQUEST, 0x24, 0x00);
+            let info = CmdInfo {
+                read: false,
+                ..info
+            };
+            let w = self.writer.clone();
+            let limits = self.datain_limits;
+            datain::send_result(
+                &w,
+                &info,
+                datain::CHECK_CONDITION,
+                Some(sense),
+                Bytes::new(),
+                0,
+                limits,
+            )
+            .await;
+            return Ok(());
+        }
 
         // Data source.
         let mut new_pending = None;
