@@ -66,7 +66,38 @@ async fn child(dir: &Path, seed: u64, iter: u64) {
         .await
         .expect("snapshot");
     writeln!(pf, "snap {iter}").expect("progress write");
+    // Clones left behind by the previous (killed) child go first.
+    for v in pool.volumes() {
+        if v.name != "v" {
+            pool.delete_volume(&v.name).await.expect("delete old clone");
+        }
+    }
     let vol = pool.volume("v").expect("volume");
+    // Structural churn in the background of the data stream: live clones (ghost layers),
+    // writes into them, deletes in changing order, reconcile (garbage reclaim).
+    let churn = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            for j in 0u64.. {
+                let name = format!("c{iter}-{j}");
+                if pool.clone_volume("v", &name, None).await.is_err() {
+                    return;
+                }
+                if let Ok(c) = pool.volume(&name) {
+                    let _ = c
+                        .write(j % BLOCKS, Bytes::from(vec![j as u8; BS as usize]), false)
+                        .await;
+                }
+                if j >= 2 {
+                    let _ = pool.delete_volume(&format!("c{iter}-{}", j - 2)).await;
+                }
+                if j % 3 == 0 {
+                    let _ = pool.reconcile_space().await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     for (k, op) in ops(seed, 100_000).into_iter().enumerate() {
         match op {
             Op::Write { lba, tag } => vol
@@ -80,6 +111,7 @@ async fn child(dir: &Path, seed: u64, iter: u64) {
             writeln!(pf, "{seed} {k}").expect("progress write");
         }
     }
+    churn.abort();
 }
 
 #[test]
@@ -136,7 +168,7 @@ fn killed_writer_loses_nothing_acknowledged() {
         let dir = tempfile::tempdir().expect("tempdir");
         let opts = PoolOptions {
             chunk_size: 16384,
-            capacity_bytes: Some(64 << 20),
+            capacity_bytes: Some(128 << 20),
             soft_threshold_pct: None,
         };
         let pool = Pool::create(dir.path(), &opts).await.expect("create");
