@@ -68,6 +68,21 @@ fn be64(b: &[u8]) -> u64 {
     u64::from_be_bytes(v)
 }
 
+/// iSCSI initiator-port TransportID (SPC-4 7.6.4.6, format 01b): "name,i,0x<ISID>",
+/// NUL-terminated and padded to a multiple of four bytes.
+fn transport_id(n: &Nexus) -> Vec<u8> {
+    let mut name = format!("{},i,0x{:012x}", n.initiator, n.isid & 0xFFFF_FFFF_FFFF).into_bytes();
+    name.truncate(1000);
+    name.push(0);
+    while name.len() % 4 != 0 {
+        name.push(0);
+    }
+    let mut t = vec![0x40 | 0x05, 0];
+    t.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    t.extend_from_slice(&name);
+    t
+}
+
 impl PrState {
     fn key_of(&self, n: &Nexus) -> Option<u64> {
         self.registrations
@@ -162,6 +177,26 @@ impl PrState {
                     b.extend_from_slice(&[0, 0, 0, 0, 0, r.pr_type & 0x0F, 0, 0]);
                 }
             },
+            pri::READ_FULL_STATUS => {
+                let mut descs = Vec::new();
+                for (n, key) in &self.registrations {
+                    let holder = self.is_holder(n);
+                    descs.extend_from_slice(&key.to_be_bytes());
+                    descs.extend_from_slice(&[0; 4]);
+                    descs.push(u8::from(holder)); // R_HOLDER (ALL_TG_PT=0)
+                    descs.push(match (&self.reservation, holder) {
+                        (Some(r), true) => r.pr_type & 0x0F,
+                        _ => 0,
+                    });
+                    descs.extend_from_slice(&[0; 4]);
+                    descs.extend_from_slice(&n.tpgt.max(1).to_be_bytes());
+                    let tid = transport_id(n);
+                    descs.extend_from_slice(&(tid.len() as u32).to_be_bytes());
+                    descs.extend_from_slice(&tid);
+                }
+                b.extend_from_slice(&(descs.len() as u32).to_be_bytes());
+                b.extend_from_slice(&descs);
+            }
             _ => {
                 // REPORT CAPABILITIES: TMV, all six types; no PTPL, SIP, ATP, CRH.
                 b = vec![
@@ -507,5 +542,13 @@ mod tests {
             Some(scsi_proto::scsi::sense::FieldPointer::cdb(2, Some(3)))
         );
         assert_eq!(s.pr_in(2)[..2], [0, 8]);
+        // READ FULL STATUS: one descriptor with an iSCSI TransportID.
+        let full = s.pr_in(3);
+        let len = u32::from_be_bytes([full[4], full[5], full[6], full[7]]) as usize;
+        assert_eq!(len + 8, full.len());
+        assert_eq!(&full[8..16], &1u64.to_be_bytes());
+        assert_eq!(full[32], 0x45);
+        let tid = String::from_utf8_lossy(&full[36..]);
+        assert!(tid.starts_with("iqn.test:1,i,0x000000000001"), "{tid}");
     }
 }
