@@ -182,6 +182,73 @@ fn chap_wrong_secret_is_refused() {
     assert!(!t.passed.iter().any(|p| p == "login"));
 }
 
+/// Runs `lunarctl --socket <data-dir>/admin.sock ARGS`, or returns `None` (the test skips)
+/// while lunard has no admin socket or `lunarctl` is not built next to `lunard` (issue 4).
+fn lunarctl(d: &GuestLunard, test: &str) -> Option<impl Fn(&[&str]) -> String> {
+    let bin = d.bin().with_file_name("lunarctl");
+    let socket = d.data_dir().join("admin.sock");
+    if !bin.is_file() || !socket.exists() {
+        eprintln!(
+            "SKIP {test}: needs the admin API ({} and {}); see docs/testing-kernel.md",
+            bin.display(),
+            socket.display()
+        );
+        return None;
+    }
+    Some(move |args: &[&str]| {
+        let out = run(
+            Command::new(&bin).arg("--socket").arg(&socket).args(args),
+            Duration::from_secs(120),
+        )
+        .and_then(|o| o.check())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        out.combined()
+    })
+}
+
+/// Scenario 2: a linked clone of a LUN, mapped into the same target, as the kernel sees it.
+#[test]
+fn linked_clone_is_a_separate_disk_with_the_same_files() {
+    require_tools!(QEMU, "apt-get", "dpkg-deb");
+    let d = GuestLunard::start(|port| {
+        config(
+            port,
+            &[Lun {
+                id: 0,
+                size: "256MiB",
+            }],
+            None,
+        )
+    })
+    .expect("start lunard");
+    let Some(ctl) = lunarctl(&d, "linked_clone_is_a_separate_disk_with_the_same_files") else {
+        return;
+    };
+    let mut g = Guest::boot("clone.sh", &env(&d), LIMIT).expect("boot guest");
+    g.wait_for("WAIT cloned").expect("guest wrote its files");
+    let out = ctl(&[
+        "clone", "create", "--source", "vol0", "--name", "clone0", "--mode", "linked", "--target",
+        IQN, "--lun-id", "1",
+    ]);
+    eprintln!("lunarctl clone create: {}", out.trim());
+    g.send("cloned").expect("tell the guest");
+    let t = g.finish().expect("guest run");
+    report("linked_clone_is_a_separate_disk_with_the_same_files", &t);
+    t.assert_passed(&[
+        "clone-appears",
+        "clone-own-id",
+        "clone-size",
+        "clone-e2fsck",
+        "clone-checksums",
+        "isolated",
+        "origin-still-verifies",
+        "e2fsck-origin",
+        "e2fsck-clone",
+        "no-kernel-errors",
+        "logout",
+    ]);
+}
+
 /// Scenario 3: online resize through the admin API (`lunarctl lun resize`). Skips while the
 /// daemon has no admin socket or `lunarctl` is not built next to `lunard` (issue 4).
 #[test]
@@ -198,32 +265,16 @@ fn online_resize_grows_mounted_ext4() {
         )
     })
     .expect("start lunard");
-    let lunarctl = d.bin().with_file_name("lunarctl");
-    let socket = d.data_dir().join("admin.sock");
-    if !lunarctl.is_file() || !socket.exists() {
-        eprintln!(
-            "SKIP online_resize_grows_mounted_ext4: needs the admin API ({} and {}); \
-             see docs/testing-kernel.md",
-            lunarctl.display(),
-            socket.display()
-        );
+    let Some(ctl) = lunarctl(&d, "online_resize_grows_mounted_ext4") else {
         return;
-    }
+    };
     let new_bytes: u64 = 1 << 30;
     let mut e = env(&d);
     e.push(("NEW_SECTORS", (new_bytes / 512).to_string()));
     let mut g = Guest::boot("resize.sh", &e, LIMIT).expect("boot guest");
     g.wait_for("WAIT resized").expect("guest wrote its files");
-    let out = run(
-        Command::new(&lunarctl)
-            .arg("--socket")
-            .arg(&socket)
-            .args(["lun", "resize", "vol0", "--size", "1G"]),
-        Duration::from_secs(60),
-    )
-    .and_then(|o| o.check())
-    .expect("lunarctl lun resize");
-    eprintln!("lunarctl: {}", out.combined().trim());
+    let out = ctl(&["lun", "resize", "vol0", "--size", "1G"]);
+    eprintln!("lunarctl lun resize: {}", out.trim());
     g.send("resized").expect("tell the guest");
     let t = g.finish().expect("guest run");
     report("online_resize_grows_mounted_ext4", &t);
