@@ -19,6 +19,17 @@ if [ ! -e "$DESTDIR/etc/lunar/lunar.yaml" ]; then
   install -m 0600 deploy/lunar.example.yaml "$DESTDIR/etc/lunar/lunar.yaml"
   echo "installed /etc/lunar/lunar.yaml from deploy/lunar.example.yaml: edit it before starting"
 fi
+# Completions and man pages, generated from the binaries' own CLI definitions.
+install -d "$DESTDIR/usr/share/bash-completion/completions" "$DESTDIR/usr/share/zsh/vendor-completions" \
+  "$DESTDIR/usr/share/fish/vendor_completions.d" "$DESTDIR$PREFIX/share/man/man8"
+for b in lunard lunarctl; do
+  bin="target/release/$b"
+  [ -x "$bin" ] || continue
+  "$bin" --generate-completions bash > "$DESTDIR/usr/share/bash-completion/completions/$b"
+  "$bin" --generate-completions zsh > "$DESTDIR/usr/share/zsh/vendor-completions/_$b"
+  "$bin" --generate-completions fish > "$DESTDIR/usr/share/fish/vendor_completions.d/$b.fish"
+  "$bin" --generate-man > "$DESTDIR$PREFIX/share/man/man8/$b.8"
+done
 sed "s#/usr/local/bin/lunard#$PREFIX/bin/lunard#" deploy/systemd/lunard.service \
   > "$DESTDIR/etc/systemd/system/lunard.service"
 if [ -z "$DESTDIR" ] && command -v systemctl >/dev/null 2>&1; then

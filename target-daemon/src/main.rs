@@ -29,6 +29,12 @@ struct Args {
     /// When given explicitly, failing to listen there is fatal; the default only warns.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) and exit.
+    #[arg(long, value_name = "SHELL")]
+    generate_completions: Option<clap_complete::Shell>,
+    /// Print the lunard(8) man page (roff) and exit.
+    #[arg(long)]
+    generate_man: bool,
     /// Do not serve the Prometheus endpoint at all.
     #[arg(long, conflicts_with = "metrics")]
     no_metrics: bool,
@@ -49,6 +55,21 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Completions and the man page come from the clap definition above, so they can never
+    // describe flags that do not exist.
+    if let Some(shell) = args.generate_completions {
+        let mut cmd = <Args as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "lunard", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if args.generate_man {
+        let cmd = <Args as clap::CommandFactory>::command();
+        if let Err(e) = clap_mangen::Man::new(cmd).section("8").render(&mut std::io::stdout()) {
+            eprintln!("lunard: cannot write the man page: {e}");
+            return ExitCode::FAILURE;
+        }
+        return ExitCode::SUCCESS;
+    }
     let filter = match &args.log_level {
         Some(l) => EnvFilter::try_new(l),
         None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
