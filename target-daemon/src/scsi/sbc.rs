@@ -129,11 +129,14 @@ impl Ctx<'_> {
             let mismatch = match bytchk {
                 ByteCheck::None => None,
                 ByteCheck::Full => {
-                    let expected = &data_out[base..base + medium.len()];
+                    // The length check above guarantees the range; clamp anyway so a
+                    // short read from the store can never index out of bounds.
+                    let end = (base + medium.len()).min(data_out.len());
+                    let expected = data_out.get(base..end).unwrap_or_default();
                     first_difference(expected, &medium).map(|i| base + i)
                 }
                 ByteCheck::SingleBlock => {
-                    let pattern = &data_out[..bs];
+                    let pattern = data_out.get(..bs).unwrap_or_default();
                     medium.chunks(bs).enumerate().find_map(|(k, blk)| {
                         first_difference(pattern, blk).map(|i| base + k * bs + i)
                     })
