@@ -129,7 +129,7 @@ impl Pool {
     /// Pool-wide figures (exact and current).
     pub fn status(&self) -> PoolStatus {
         let st = self.inner.state.read();
-        let sb = self.inner.sb.lock().sb.soft_threshold_pct;
+        let sb = st.soft_pct;
         let cs = self.inner.layout.chunk_size;
         let total = st.alloc.total();
         let used = st.meta.used;
