@@ -1,0 +1,258 @@
+//! Operational visibility with a real Prometheus server (Debian `prometheus`).
+//!
+//! lunard runs with `--metrics`, qemu-io writes and reads a known number of bytes, a real
+//! Prometheus scrapes lunard on loopback, and the test queries Prometheus's HTTP API: the
+//! series exist and moved exactly as the I/O did. `promtool` checks the exposition format,
+//! the shipped alert rules and their unit test.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lunar_e2e::initiator::{qemu_image_opts, qemu_io};
+use lunar_e2e::net::free_loopback_port;
+use lunar_e2e::process::run;
+use lunar_e2e::{require_tools, Lunard, LunardOptions, DEFAULT_TARGET_IQN, TEST_INITIATOR_IQN};
+
+const MIB: u64 = 1 << 20;
+
+/// One HTTP/1.1 GET on loopback; returns (status code, body).
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Prometheus answers with chunked encoding; de-chunk naively (sizes on their own lines).
+    Ok((code, dechunk(&text, body)))
+}
+
+fn dechunk(head: &str, body: String) -> String {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body;
+    }
+    let mut out = String::new();
+    let mut rest = body.as_str();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Value of the first sample of `name` whose label set contains every `labels` pair.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+struct Prometheus(Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_prometheus(dir: &Path, scrape: SocketAddr, listen: SocketAddr) -> Prometheus {
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  \
+             - job_name: lunar\n    static_configs:\n      - targets: ['{scrape}']\n"
+        ),
+    )
+    .expect("write prometheus.yml");
+    let log = std::fs::File::create(dir.join("prometheus.log")).expect("log");
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address={listen}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start prometheus");
+    Prometheus(child)
+}
+
+/// Asks Prometheus for `query` until the first result's value satisfies `ok`.
+fn wait_query(prom: SocketAddr, query: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let enc: String = query
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok((200, body)) = http_get(prom, &format!("/api/v1/query?query={enc}")) {
+            // {"status":"success","data":{"resultType":"vector","result":[{"metric":{...},"value":[ts,"V"]}]}}
+            if let Some(v) = body
+                .split("\"value\":[")
+                .nth(1)
+                .and_then(|s| s.split('"').nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                if ok(v) {
+                    return v;
+                }
+            }
+            last = body;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("Prometheus never answered `{query}` as expected; last answer: {last}");
+}
+
+#[test]
+fn prometheus_scrapes_lunard_and_values_follow_io() {
+    require_tools!("prometheus", "promtool", "qemu-io");
+    let mport = free_loopback_port().expect("port");
+    let maddr: SocketAddr = format!("127.0.0.1:{mport}").parse().expect("addr");
+    let d = Lunard::start_with(LunardOptions {
+        extra_args: vec!["--metrics".into(), maddr.to_string()],
+        ..LunardOptions::default()
+    })
+    .expect("start lunard");
+
+    // Endpoints answer.
+    assert_eq!(http_get(maddr, "/healthz").expect("healthz").0, 200);
+    assert_eq!(http_get(maddr, "/readyz").expect("readyz").0, 200);
+    let (code, before) = http_get(maddr, "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    let lun = [("target", DEFAULT_TARGET_IQN), ("lun", "0")];
+    let w0 = sample(&before, "lunar_lun_written_bytes_total", &lun).unwrap_or(0.0);
+    let r0 = sample(&before, "lunar_lun_read_bytes_total", &lun).unwrap_or(0.0);
+
+    // Known I/O: 8 MiB written, then the same 8 MiB read back and verified.
+    let opts = qemu_image_opts(d.addr(), DEFAULT_TARGET_IQN, 0, TEST_INITIATOR_IQN, None);
+    qemu_io(
+        &opts,
+        &[
+            format!("write -P 0x5a 0 {}", 8 * MIB),
+            format!("read -P 0x5a 0 {}", 8 * MIB),
+        ],
+    )
+    .expect("qemu-io");
+
+    let (_, after) = http_get(maddr, "/metrics").expect("metrics");
+    let w1 = sample(&after, "lunar_lun_written_bytes_total", &lun).expect("written series");
+    let r1 = sample(&after, "lunar_lun_read_bytes_total", &lun).expect("read series");
+    assert_eq!(
+        w1 - w0,
+        (8 * MIB) as f64,
+        "bytes written must equal what qemu-io wrote"
+    );
+    assert!(r1 - r0 >= (8 * MIB) as f64, "read bytes {r0} -> {r1}");
+    let used = sample(&after, "lunar_pool_used_bytes", &[]).expect("pool used");
+    assert!(
+        used >= (8 * MIB) as f64,
+        "pool used {used} after 8 MiB written"
+    );
+    let mapped =
+        sample(&after, "lunar_volume_mapped_bytes", &[("volume", "demo")]).expect("mapped");
+    assert_eq!(
+        mapped,
+        (8 * MIB) as f64,
+        "thin volume maps exactly what was written"
+    );
+    assert!(
+        sample(&after, "lunar_iscsi_logins_total", &[("result", "success")]).unwrap_or(0.0) >= 1.0
+    );
+    assert!(sample(&after, "process_open_fds", &[]).is_some());
+
+    // The exposition passes promtool's linter.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prom_file = dir.path().join("metrics.txt");
+    std::fs::write(&prom_file, &after).expect("write metrics");
+    let lint = run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("promtool check metrics < {}", prom_file.display())),
+        Duration::from_secs(60),
+    )
+    .expect("promtool");
+    assert!(
+        lint.status.success(),
+        "promtool check metrics:\n{}",
+        lint.combined()
+    );
+
+    // A real Prometheus scrapes lunard and sees the same figures.
+    let pport = free_loopback_port().expect("port");
+    let paddr: SocketAddr = format!("127.0.0.1:{pport}").parse().expect("addr");
+    let _prom = start_prometheus(dir.path(), maddr, paddr);
+    let q =
+        format!("sum(lunar_lun_written_bytes_total{{target=\"{DEFAULT_TARGET_IQN}\",lun=\"0\"}})");
+    let seen = wait_query(paddr, &q, |v| v >= w1);
+    assert_eq!(seen, w1, "Prometheus sees the bytes written");
+    wait_query(paddr, "up{job=\"lunar\"}", |v| v == 1.0);
+    wait_query(paddr, "lunar_pool_capacity_bytes", |v| v > 0.0);
+
+    // More I/O moves the series in Prometheus too.
+    qemu_io(&opts, &[format!("write -P 0x33 {} {}", 16 * MIB, 4 * MIB)]).expect("qemu-io 2");
+    let seen2 = wait_query(paddr, &q, |v| v > w1);
+    assert_eq!(seen2 - w1, (4 * MIB) as f64);
+    drop(d);
+}
+
+#[test]
+fn shipped_alert_rules_check_and_unit_test() {
+    require_tools!("promtool");
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    for args in [
+        vec!["check", "rules", "lunar-alerts.yml"],
+        vec!["test", "rules", "lunar-alerts.test.yml"],
+        vec!["check", "config", "prometheus.yml"],
+    ] {
+        let out = run(
+            Command::new("promtool").args(&args).current_dir(&deploy),
+            Duration::from_secs(60),
+        )
+        .expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}",
+            out.combined()
+        );
+    }
+}
