@@ -104,6 +104,9 @@ impl Conn {
             exp_cmd_sn: 0,
             max_cmd_sn: 0,
         };
-        let _ = self.writer.send(Pdu::new(resp, pdu.data.clone())).await;
+        // Echo the ping data, cut to what the initiator accepts in one PDU.
+        let max = self.codec.max_send_data_segment_length as usize;
+        let echo = pdu.data.slice(..pdu.data.len().min(max));
+        let _ = self.writer.send(Pdu::new(resp, echo)).await;
     }
 }
