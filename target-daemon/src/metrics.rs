@@ -48,6 +48,32 @@ pub enum CommandKind {
     Other,
 }
 
+impl CommandKind {
+    /// Classifies a CDB by its operation code (SBC-3 names).
+    pub fn of_opcode(op: u8) -> CommandKind {
+        match op {
+            // READ 6/10/12/16
+            0x08 | 0x28 | 0xA8 | 0x88 => CommandKind::Read,
+            // WRITE 6/10/12/16, WRITE AND VERIFY 10/12/16, WRITE SAME 10/16,
+            // COMPARE AND WRITE, ORWRITE 16
+            0x0A | 0x2A | 0xAA | 0x8A | 0x2E | 0xAE | 0x8E | 0x41 | 0x93 | 0x89 | 0x8B => {
+                CommandKind::Write
+            }
+            0x42 => CommandKind::Unmap,
+            _ => CommandKind::Other,
+        }
+    }
+}
+
+/// The sense key of fixed (0x70/0x71) or descriptor (0x72/0x73) sense data.
+pub fn sense_key_of(sense: &[u8]) -> Option<u8> {
+    match sense.first()? & 0x7F {
+        0x70 | 0x71 => sense.get(2).map(|b| b & 0x0F),
+        0x72 | 0x73 => sense.get(1).map(|b| b & 0x0F),
+        _ => None,
+    }
+}
+
 /// All series lunard exports.
 pub struct Metrics {
     registry: Registry,

@@ -1,6 +1,7 @@
 //! A logical unit: a storage-core volume plus the SCSI state that belongs to the LUN
 //! (mode parameters, SCSI-2 reservation, last reported capacity).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -34,6 +35,8 @@ pub struct Lun {
     /// Persistent reservation state, and a flag so unreserved LUNs skip the lock.
     pub(super) pr: Mutex<super::pr::PrState>,
     pub(super) pr_active: AtomicBool,
+    /// Per-LUN Prometheus handles, resolved once when the LUN is attached to a target.
+    pub metrics: Option<Arc<crate::metrics::LunMetrics>>,
 }
 
 impl Lun {
@@ -58,6 +61,7 @@ impl Lun {
             atomic: tokio::sync::RwLock::new(()),
             pr: Mutex::new(super::pr::PrState::default()),
             pr_active: AtomicBool::new(false),
+            metrics: None,
         }
     }
 

@@ -132,15 +132,24 @@ pub struct ScsiTarget {
     name: String,
     luns: RwLock<BTreeMap<u64, Arc<Lun>>>,
     uas: ua::UnitAttentions,
+    chunk_size: u32,
 }
 
 impl ScsiTarget {
     /// A target with no LUNs.
     pub fn new(name: &str) -> Arc<Self> {
+        Self::with_chunk_size(name, storage_core::DEFAULT_CHUNK_SIZE)
+    }
+
+    /// A target whose LUNs live on a pool with `chunk_size`-byte chunks (PoolStatus::
+    /// chunk_size): the chunk is the OPTIMAL UNMAP GRANULARITY reported in the Block Limits
+    /// page (capped at 1 MiB), the unit the store can actually free.
+    pub fn with_chunk_size(name: &str, chunk_size: u32) -> Arc<Self> {
         Arc::new(Self {
             name: name.to_string(),
             luns: RwLock::new(BTreeMap::new()),
             uas: Default::default(),
+            chunk_size,
         })
     }
 
@@ -168,7 +177,9 @@ impl ScsiTarget {
                 anyhow::bail!("LUN {lun} already exists on target {}", self.name);
             }
             let others: Vec<u64> = luns.keys().copied().collect();
-            let entry = Lun::new(lun, volume, read_only, storage_core::DEFAULT_CHUNK_SIZE);
+            let name = volume.name();
+            let mut entry = Lun::new(lun, volume, read_only, self.chunk_size);
+            entry.metrics = Some(Arc::new(crate::metrics::global().lun(&self.name, lun, &name)));
             luns.insert(lun, Arc::new(entry));
             others
         };
@@ -184,9 +195,10 @@ impl ScsiTarget {
     pub fn remove_lun(&self, lun: u64) -> anyhow::Result<()> {
         let remaining = {
             let mut luns = self.luns.write();
-            if luns.remove(&lun).is_none() {
+            let Some(gone) = luns.remove(&lun) else {
                 anyhow::bail!("LUN {lun} does not exist on target {}", self.name);
-            }
+            };
+            crate::metrics::global().remove_lun(&self.name, lun, &gone.volume.name());
             luns.keys().copied().collect::<Vec<_>>()
         };
         self.uas.remove_lun(lun);
@@ -268,6 +280,33 @@ impl ScsiTarget {
 
     /// Execute one command.
     pub async fn execute(&self, req: ScsiRequest) -> ScsiResponse {
+        let Some(m) = self.lun(req.lun).and_then(|l| l.metrics.clone()) else {
+            return self.execute_command(req).await;
+        };
+        let op = req.cdb.first().copied().unwrap_or(0);
+        let kind = crate::metrics::CommandKind::of_opcode(op);
+        let _in_flight = m.start();
+        let started = std::time::Instant::now();
+        let r = self.execute_command(req).await;
+        // Bytes count only for commands that succeeded: a failed write moved nothing.
+        let ok = r.status == status::GOOD || r.status == status::CONDITION_MET;
+        let bytes = match kind {
+            crate::metrics::CommandKind::Read if ok => r.data_in.len() as u64,
+            crate::metrics::CommandKind::Write if ok => u64::from(r.data_out_used),
+            _ => 0,
+        };
+        m.record(kind, bytes, started.elapsed());
+        if let Some(key) = r.sense.as_deref().and_then(crate::metrics::sense_key_of) {
+            m.error(key);
+        }
+        if matches!(op, opcode::SYNCHRONIZE_CACHE_10 | opcode::SYNCHRONIZE_CACHE_16) {
+            crate::metrics::global().flush();
+        }
+        r
+    }
+
+    /// Executes one command (the body of [`ScsiTarget::execute`], without metrics).
+    async fn execute_command(&self, req: ScsiRequest) -> ScsiResponse {
         let Some(lun) = self.lun(req.lun) else {
             return self.execute_no_lun(&req);
         };
