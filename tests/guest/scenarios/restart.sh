@@ -10,13 +10,15 @@ dev=$(wait_disk 0 60) || fail disk-appears "no disk for LUN 0 after login"
 pass disk-appears
 step mkfs mkfs.ext4 -q -F "/dev/$dev"
 step mount mount -t ext4 "/dev/$dev" /mnt
-mkdir -p /mnt/w
+mkdir -p /mnt/w /tmp/src
 # Writer: 512 KiB files, each fsynced, checksum recorded only once the fsync succeeded.
 (
   i=0
   while [ ! -f /tmp/stop ]; do
     f=/mnt/w/f$i
-    if dd if=/dev/urandom of="$f" bs=64k count=8 conv=fsync 2>>/tmp/writer.err; then
+    # A copy stays in guest RAM so a mismatch can be described byte by byte.
+    dd if=/dev/urandom of="/tmp/src/f$i" bs=64k count=8 2>/dev/null
+    if dd if="/tmp/src/f$i" of="$f" bs=64k conv=fsync 2>>/tmp/writer.err; then
       (cd /mnt && md5sum "w/f$i") >> /tmp/sums
     else
       echo "write $f failed" >> /tmp/writer.failed
@@ -51,7 +53,18 @@ step sync sync
 step umount umount /mnt
 drop_caches
 step remount mount -t ext4 "/dev/$dev" /mnt
-step checksums verify_files /mnt
+if ! verify_files /mnt >/dev/null; then
+  # Describe every damaged file: which byte ranges differ and what was read instead.
+  for f in $(grep FAILED /tmp/verify.out | cut -d: -f1); do
+    n=${f#w/}
+    cmp -l "/tmp/src/$n" "/mnt/$f" 2>/dev/null | awk -v f="$f" '
+      { o = $1 - 1; if (first == "") first = o; last = o; cnt++; if ($3 == 0) zero++ }
+      END { printf "%s: %d bytes differ, offsets %d..%d (64 KiB chunks %d..%d), %d of them read back as zero\n",
+            f, cnt, first, last, first / 65536, last / 65536, zero }' | log_lines
+  done
+  fail checksums "$(grep -c FAILED /tmp/verify.out) file(s) differ after the restart: $(grep FAILED /tmp/verify.out | tr '\n' ' ')"
+fi
+pass checksums
 step umount-again umount /mnt
 step e2fsck e2fsck -fn "/dev/$dev"
 errs=$(kernel_errors)
