@@ -10,12 +10,25 @@ async fn linked_clone_is_online_at_once_with_point_in_time_data() {
     let dir = tempfile::tempdir().unwrap();
     let d = start(dir.path(), "1GiB").await;
     let p = dir.path();
-    ctl_json(p, &["lun", "create", "src", "--size", "16M", "--target", TARGET, "--lun-id", "0"]).await;
+    ctl_json(
+        p,
+        &[
+            "lun", "create", "src", "--size", "16M", "--target", TARGET, "--lun-id", "0",
+        ],
+    )
+    .await;
     fill(&d, "src", 4, 1).await;
     let before = read(&d, "src", 4).await;
 
     // Clone of the live LUN: holds the data of the instant creation started.
-    let job = ctl_json(p, &["clone", "create", "--source", "src", "--name", "c1", "--target", TARGET, "--lun-id", "1"]).await;
+    let job = ctl_json(
+        p,
+        &[
+            "clone", "create", "--source", "src", "--name", "c1", "--target", TARGET, "--lun-id",
+            "1",
+        ],
+    )
+    .await;
     assert_eq!(job["state"], "completed");
     assert_eq!(job["mode"], "linked");
     assert_eq!(reported_luns(&d), vec![0, 1]);
@@ -27,7 +40,11 @@ async fn linked_clone_is_online_at_once_with_point_in_time_data() {
     ctl_json(p, &["snapshot", "create", "src@s1"]).await;
     let after = read(&d, "src", 4).await;
     fill(&d, "src", 4, 50).await;
-    ctl_json(p, &["clone", "create", "--source", "src@s1", "--name", "c2"]).await;
+    ctl_json(
+        p,
+        &["clone", "create", "--source", "src@s1", "--name", "c2"],
+    )
+    .await;
     assert_eq!(read(&d, "c2", 4).await, after);
     let src = ctl_json(p, &["lun", "show", "src"]).await;
     let c2 = ctl_json(p, &["lun", "show", "c2"]).await;
@@ -59,21 +76,45 @@ async fn full_clone_hidden_until_complete_then_identical() {
     let dir = tempfile::tempdir().unwrap();
     let d = start(dir.path(), "1GiB").await;
     let p = dir.path();
-    ctl_json(p, &["lun", "create", "gold", "--size", "64M", "--target", TARGET, "--lun-id", "0"]).await;
+    ctl_json(
+        p,
+        &[
+            "lun", "create", "gold", "--size", "64M", "--target", TARGET, "--lun-id", "0",
+        ],
+    )
+    .await;
     fill(&d, "gold", 32, 3).await;
     let gold = read(&d, "gold", 32).await;
-    let job = ctl_json(p, &["clone", "create", "--source", "gold", "--name", "vm1", "--mode", "full", "--target", TARGET, "--lun-id", "5"]).await;
+    let job = ctl_json(
+        p,
+        &[
+            "clone", "create", "--source", "gold", "--name", "vm1", "--mode", "full", "--target",
+            TARGET, "--lun-id", "5",
+        ],
+    )
+    .await;
     let id = job["id"].as_str().unwrap().to_string();
     // The source stays online and writable while the copy runs.
     fill(&d, "gold", 1, 200).await;
     loop {
         let jobs = ctl_json(p, &["clone", "list"]).await;
-        let j = jobs.as_array().unwrap().iter().find(|j| j["id"] == id.as_str()).unwrap().clone();
+        let j = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"] == id.as_str())
+            .unwrap()
+            .clone();
         match j["state"].as_str().unwrap() {
             "completed" => break,
             "creating" | "queued" => {
                 // Never presented before completion.
-                assert_eq!(reported_luns(&d), vec![0], "clone visible while {}", j["progress_pct"]);
+                assert_eq!(
+                    reported_luns(&d),
+                    vec![0],
+                    "clone visible while {}",
+                    j["progress_pct"]
+                );
                 let l = ctl_json(p, &["lun", "show", "vm1"]).await;
                 assert_eq!(l["state"], "creating");
                 let pct = j["progress_pct"].as_f64().unwrap();
@@ -104,7 +145,14 @@ async fn cancel_mid_copy_leaves_nothing() {
     fill(&d, "big", 256, 9).await;
     let used = d.pool().status().used_bytes;
     let vols = d.pool().status().volumes;
-    ctl_json(p, &["clone", "create", "--source", "big", "--name", "copy", "--mode", "full", "--target", TARGET]).await;
+    ctl_json(
+        p,
+        &[
+            "clone", "create", "--source", "big", "--name", "copy", "--mode", "full", "--target",
+            TARGET,
+        ],
+    )
+    .await;
     let c = ctl(p, &["--json", "clone", "cancel", "copy"]).await;
     if c.code != 0 {
         // The copy finished before the cancel arrived: nothing to check on this machine.
@@ -115,7 +163,9 @@ async fn cancel_mid_copy_leaves_nothing() {
     }
     let j = c.json();
     assert_eq!(j["state"], "cancelled");
-    ctl(p, &["lun", "show", "copy"]).await.fails_with("not found");
+    ctl(p, &["lun", "show", "copy"])
+        .await
+        .fails_with("not found");
     assert!(reported_luns(&d).is_empty());
     assert_eq!(d.pool().status().volumes, vols);
     assert_eq!(d.pool().status().used_bytes, used);
@@ -151,7 +201,11 @@ async fn ten_generations_deleted_in_any_order_free_everything() {
     for (k, &i) in rest.iter().enumerate() {
         ctl_json(p, &["lun", "delete", &names[i]]).await;
         for &j in &rest[k + 1..] {
-            assert_eq!(read(&d, &names[j], 2).await, expect[j], "g{j} after deleting g{i}");
+            assert_eq!(
+                read(&d, &names[j], 2).await,
+                expect[j],
+                "g{j} after deleting g{i}"
+            );
         }
     }
     let st = ctl_json(p, &["pool", "status"]).await;
@@ -176,8 +230,19 @@ async fn consistency_group_split_and_refresh() {
     fill(&d, "data", 1, 3).await;
     let list = ctl_json(p, &["snapshot", "list"]).await;
     assert!(list.as_array().unwrap().iter().all(|s| s["group"] == "cg1"));
-    ctl_json(p, &["clone", "create", "--source", "data@cg1", "--name", "data-dr", "--target", TARGET, "--lun-id", "0"]).await;
-    ctl_json(p, &["clone", "create", "--source", "log@cg1", "--name", "log-dr"]).await;
+    ctl_json(
+        p,
+        &[
+            "clone", "create", "--source", "data@cg1", "--name", "data-dr", "--target", TARGET,
+            "--lun-id", "0",
+        ],
+    )
+    .await;
+    ctl_json(
+        p,
+        &["clone", "create", "--source", "log@cg1", "--name", "log-dr"],
+    )
+    .await;
     assert_eq!(read(&d, "data-dr", 1).await, d0);
     assert_eq!(read(&d, "log-dr", 1).await, l0);
 
@@ -201,6 +266,10 @@ async fn consistency_group_split_and_refresh() {
     ctl_json(p, &["snapshot", "rollback", "data@cg1"]).await;
     assert_eq!(read(&d, "data", 1).await, d0);
     ctl_json(p, &["snapshot", "delete", "--group", "cg1"]).await;
-    assert!(ctl_json(p, &["snapshot", "list"]).await.as_array().unwrap().is_empty());
+    assert!(ctl_json(p, &["snapshot", "list"])
+        .await
+        .as_array()
+        .unwrap()
+        .is_empty());
     d.shutdown().await.unwrap();
 }

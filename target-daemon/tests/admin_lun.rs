@@ -10,7 +10,23 @@ async fn lun_create_list_show_delete() {
     let d = start(dir.path(), "1GiB").await;
     let p = dir.path();
 
-    let v = ctl_json(p, &["lun", "create", "db", "--size", "64M", "--block-size", "4096", "--target", TARGET, "--lun-id", "3"]).await;
+    let v = ctl_json(
+        p,
+        &[
+            "lun",
+            "create",
+            "db",
+            "--size",
+            "64M",
+            "--block-size",
+            "4096",
+            "--target",
+            TARGET,
+            "--lun-id",
+            "3",
+        ],
+    )
+    .await;
     assert_eq!(v["name"], "db");
     assert_eq!(v["size_bytes"], 64 << 20);
     assert_eq!(v["block_size"], 4096);
@@ -21,7 +37,12 @@ async fn lun_create_list_show_delete() {
 
     ctl_json(p, &["lun", "create", "logs", "--size", "8M"]).await;
     let list = ctl_json(p, &["lun", "list"]).await;
-    let names: Vec<&str> = list.as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["db", "logs"]);
 
     // Human output has a header and one row per LUN.
@@ -39,7 +60,9 @@ async fn lun_create_list_show_delete() {
 
     let r = ctl_json(p, &["lun", "resize", "db", "--size", "128M"]).await;
     assert_eq!(r["size_bytes"], 128 << 20);
-    ctl(p, &["lun", "resize", "db", "--size", "32M"]).await.fails_with("--shrink");
+    ctl(p, &["lun", "resize", "db", "--size", "32M"])
+        .await
+        .fails_with("--shrink");
 
     ctl_json(p, &["lun", "delete", "db"]).await;
     assert!(reported_luns(&d).is_empty());
@@ -54,29 +77,117 @@ async fn lun_errors_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = start(dir.path(), "256MiB").await;
     let p = dir.path();
-    ctl_json(p, &["lun", "create", "a", "--size", "16M", "--target", TARGET, "--lun-id", "0"]).await;
+    ctl_json(
+        p,
+        &[
+            "lun", "create", "a", "--size", "16M", "--target", TARGET, "--lun-id", "0",
+        ],
+    )
+    .await;
     let before_list = ctl_json(p, &["lun", "list"]).await;
     let before_pool = ctl_json(p, &["pool", "status"]).await;
 
-    ctl(p, &["lun", "create", "a", "--size", "16M"]).await.fails_with("already exists");
-    ctl(p, &["lun", "create", "b", "--size", "ten"]).await.fails_with("invalid size");
-    ctl(p, &["lun", "create", "b", "--size", "0"]).await.fails_with("greater than 0");
-    ctl(p, &["lun", "create", "b", "--size", "1000"]).await.fails_with("multiple of the 512-byte block size");
-    ctl(p, &["lun", "create", "b", "--size", "1M", "--block-size", "1024"]).await.fails_with("512 or 4096");
-    ctl(p, &["lun", "create", "b", "--size", "1M", "--guarantee", "maybe"]).await.fails_with("none or full");
-    ctl(p, &["lun", "create", "bad/name", "--size", "1M"]).await.fails_with("invalid name");
-    ctl(p, &["lun", "create", "b", "--size", "1M", "--target", TARGET, "--lun-id", "0"]).await.fails_with("already used");
-    ctl(p, &["lun", "create", "b", "--size", "1M", "--target", "iqn.2026-11.io.lunar:nope"]).await.fails_with("not found");
-    ctl(p, &["lun", "create", "big", "--size", "1G", "--guarantee", "full"]).await.fails_with("space guarantee cannot be met");
-    ctl(p, &["lun", "show", "nope"]).await.fails_with("LUN \"nope\" not found");
-    ctl(p, &["lun", "delete", "nope"]).await.fails_with("not found");
-    ctl(p, &["lun", "map", "nope", "--target", TARGET]).await.fails_with("not found");
-    ctl(p, &["snapshot", "create", "a"]).await.fails_with("LUN@SNAPSHOT");
-    ctl(p, &["clone", "create", "--source", "a@nosnap", "--name", "c"]).await.fails_with("not found");
-    ctl(p, &["clone", "create", "--source", "a", "--name", "c", "--mode", "deep"]).await.fails_with("linked or full");
-    ctl(p, &["clone", "create", "--source", "a", "--name", "a"]).await.fails_with("already exists");
-    ctl(p, &["target", "create", "not-an-iqn"]).await.fails_with("invalid target name");
-    ctl(p, &["chap", "set", TARGET, "--user", "u", "--secret", "short"]).await.fails_with("12 to 255");
+    ctl(p, &["lun", "create", "a", "--size", "16M"])
+        .await
+        .fails_with("already exists");
+    ctl(p, &["lun", "create", "b", "--size", "ten"])
+        .await
+        .fails_with("invalid size");
+    ctl(p, &["lun", "create", "b", "--size", "0"])
+        .await
+        .fails_with("greater than 0");
+    ctl(p, &["lun", "create", "b", "--size", "1000"])
+        .await
+        .fails_with("multiple of the 512-byte block size");
+    ctl(
+        p,
+        &["lun", "create", "b", "--size", "1M", "--block-size", "1024"],
+    )
+    .await
+    .fails_with("512 or 4096");
+    ctl(
+        p,
+        &["lun", "create", "b", "--size", "1M", "--guarantee", "maybe"],
+    )
+    .await
+    .fails_with("none or full");
+    ctl(p, &["lun", "create", "bad/name", "--size", "1M"])
+        .await
+        .fails_with("invalid name");
+    ctl(
+        p,
+        &[
+            "lun", "create", "b", "--size", "1M", "--target", TARGET, "--lun-id", "0",
+        ],
+    )
+    .await
+    .fails_with("already used");
+    ctl(
+        p,
+        &[
+            "lun",
+            "create",
+            "b",
+            "--size",
+            "1M",
+            "--target",
+            "iqn.2026-11.io.lunar:nope",
+        ],
+    )
+    .await
+    .fails_with("not found");
+    ctl(
+        p,
+        &[
+            "lun",
+            "create",
+            "big",
+            "--size",
+            "1G",
+            "--guarantee",
+            "full",
+        ],
+    )
+    .await
+    .fails_with("space guarantee cannot be met");
+    ctl(p, &["lun", "show", "nope"])
+        .await
+        .fails_with("LUN \"nope\" not found");
+    ctl(p, &["lun", "delete", "nope"])
+        .await
+        .fails_with("not found");
+    ctl(p, &["lun", "map", "nope", "--target", TARGET])
+        .await
+        .fails_with("not found");
+    ctl(p, &["snapshot", "create", "a"])
+        .await
+        .fails_with("LUN@SNAPSHOT");
+    ctl(
+        p,
+        &["clone", "create", "--source", "a@nosnap", "--name", "c"],
+    )
+    .await
+    .fails_with("not found");
+    ctl(
+        p,
+        &[
+            "clone", "create", "--source", "a", "--name", "c", "--mode", "deep",
+        ],
+    )
+    .await
+    .fails_with("linked or full");
+    ctl(p, &["clone", "create", "--source", "a", "--name", "a"])
+        .await
+        .fails_with("already exists");
+    ctl(p, &["target", "create", "not-an-iqn"])
+        .await
+        .fails_with("invalid target name");
+    ctl(
+        p,
+        &["chap", "set", TARGET, "--user", "u", "--secret", "short"],
+    )
+    .await
+    .fails_with("12 to 255");
 
     assert_eq!(ctl_json(p, &["lun", "list"]).await, before_list);
     let after_pool = ctl_json(p, &["pool", "status"]).await;
@@ -87,7 +198,9 @@ async fn lun_errors_change_nothing() {
 
     // No daemon at all: one-line error, non-zero exit.
     let gone = tempfile::tempdir().unwrap();
-    ctl(gone.path(), &["lun", "list"]).await.fails_with("cannot connect to lunard");
+    ctl(gone.path(), &["lun", "list"])
+        .await
+        .fails_with("cannot connect to lunard");
     d.shutdown().await.unwrap();
 }
 
@@ -96,7 +209,11 @@ async fn lun_in_use_needs_force() {
     let dir = tempfile::tempdir().unwrap();
     let d = start(dir.path(), "256MiB").await;
     let p = dir.path();
-    ctl_json(p, &["lun", "create", "a", "--size", "16M", "--target", TARGET]).await;
+    ctl_json(
+        p,
+        &["lun", "create", "a", "--size", "16M", "--target", TARGET],
+    )
+    .await;
     let addr = d.local_addrs()[0];
     let mut ini = common_login(addr).await;
     let sessions = ctl_json(p, &["session", "list"]).await;

@@ -43,7 +43,8 @@ impl Out {
     /// The `--json` result; panics (test failure) with the error line otherwise.
     pub fn json(&self) -> Value {
         assert_eq!(self.code, 0, "lunarctl failed: {}", self.stderr);
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON {e}: {}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("bad JSON {e}: {}", self.stdout))
     }
 
     /// Asserts failure with one line naming `needle`.
