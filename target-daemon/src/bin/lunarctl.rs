@@ -34,8 +34,14 @@ struct Cli {
     /// Print the JSON result instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    generate_completions: Option<clap_complete::Shell>,
+    /// Print the lunarctl(8) man page (roff) and exit.
+    #[arg(long, exclusive = true)]
+    generate_man: bool,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -595,11 +601,14 @@ fn wait_job(c: &mut Client, name: &str) -> anyhow::Result<Value> {
 /// How a command's result is shown as text.
 type Printer = Box<dyn Fn(&Value)>;
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(mut cli: Cli) -> anyhow::Result<()> {
+    let Some(cmd) = cli.cmd.take() else {
+        bail!("no command given (try `lunarctl --help`)");
+    };
     let mut c = Client::connect(&cli)?;
     let json_out = cli.json;
     // (result, how to print it)
-    let (v, print): (Value, Printer) = match cli.cmd {
+    let (v, print): (Value, Printer) = match cmd {
         Cmd::Pool(PoolCmd::Status) => (
             c.call("pool.status", Value::Null)?,
             Box::new(|v: &Value| {
@@ -809,6 +818,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(shell) = cli.generate_completions {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "lunarctl", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if cli.generate_man {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        if let Err(e) = clap_mangen::Man::new(cmd).section("8").render(&mut std::io::stdout()) {
+            eprintln!("lunarctl: cannot write the man page: {e}");
+            return ExitCode::FAILURE;
+        }
+        return ExitCode::SUCCESS;
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

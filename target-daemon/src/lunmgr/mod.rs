@@ -145,8 +145,9 @@ impl LunManager {
 
         let mut scsi = BTreeMap::new();
         let mut entries = Vec::new();
+        let chunk = pool.status().chunk_size;
         for t in st.targets.values() {
-            let target = ScsiTarget::new(&t.iqn);
+            let target = ScsiTarget::with_chunk_size(&t.iqn, chunk);
             for (&id, name) in &t.luns {
                 attach(&pool, &st, &target, id, name);
             }
@@ -794,7 +795,7 @@ impl LunManager {
             chap: None,
             luns: BTreeMap::new(),
         };
-        let scsi = ScsiTarget::new(iqn);
+        let scsi = ScsiTarget::with_chunk_size(iqn, self.pool.status().chunk_size);
         st.targets.insert(iqn.to_string(), rec.clone());
         self.save(&st)?;
         self.scsi.write().insert(iqn.to_string(), scsi.clone());
