@@ -5,7 +5,7 @@
 //! superblock records the slot, byte length and CRC32C of the image.
 
 use crate::codec::{Dec, Enc};
-use crate::layer::{Layer, Meta, View, ViewKind};
+use crate::layer::{Layer, Meta, View, ViewKind, HOLE};
 use crate::{Guarantee, Result, StorageError};
 
 const CMAGIC: &[u8; 4] = b"LCKP";
@@ -48,12 +48,37 @@ pub(crate) fn encode(meta: &Meta, pool: &uuid::Uuid) -> Vec<u8> {
         for &c in &l.children {
             e.u64(c);
         }
-        e.u64(l.map.len() as u64);
-        let mut entries: Vec<(u64, u64)> = l.map.iter().map(|(&i, &p)| (i, p)).collect();
-        entries.sort_unstable();
-        for (i, p) in entries {
+        let mut data: Vec<(u64, u64)> = l
+            .map
+            .iter()
+            .filter(|(_, &p)| p != HOLE)
+            .map(|(&i, &p)| (i, p))
+            .collect();
+        data.sort_unstable();
+        e.u64(data.len() as u64);
+        for (i, p) in data {
             e.u64(i);
             e.u64(p);
+        }
+        // Holes come in long runs (a discard of a shared range): store them as runs.
+        let mut holes: Vec<u64> = l
+            .map
+            .iter()
+            .filter(|(_, &p)| p == HOLE)
+            .map(|(&i, _)| i)
+            .collect();
+        holes.sort_unstable();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for i in holes {
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len == i => *len += 1,
+                _ => runs.push((i, 1)),
+            }
+        }
+        e.u64(runs.len() as u64);
+        for (start, len) in runs {
+            e.u64(start);
+            e.u64(len);
         }
     }
     e.buf
@@ -136,12 +161,30 @@ pub(crate) fn decode(
         for _ in 0..ne {
             let i = d.u64()?;
             let p = d.u64()?;
-            if p != crate::layer::HOLE && p >= data_chunks {
+            if p >= data_chunks {
                 return Err(StorageError::Corrupt(format!(
                     "checkpoint: chunk {p} beyond the pool"
                 )));
             }
             map.insert(i, p);
+        }
+        // A hole only ever hides data of an ancestor, so a layer cannot have more holes than
+        // the pool has chunks times the number of layers; refuse anything larger.
+        let hole_limit = data_chunks.saturating_mul(nlayers as u64 + 1);
+        let mut holes = 0u64;
+        let nr = d.count(16)?;
+        for _ in 0..nr {
+            let start = d.u64()?;
+            let len = d.u64()?;
+            holes = holes.saturating_add(len);
+            if len == 0 || start.checked_add(len).is_none() || holes > hole_limit {
+                return Err(StorageError::Corrupt(
+                    "checkpoint: implausible hole run".into(),
+                ));
+            }
+            for i in start..start + len {
+                map.insert(i, HOLE);
+            }
         }
         m.layers.insert(
             id,

@@ -38,7 +38,8 @@ impl Layout {
         let raw_chunks = total_bytes / chunk_size;
         // Journal: 1/1024 of the pool, between 4 MiB and 256 MiB.
         let journal_len = align_up((total_bytes / 1024).clamp(4 << 20, 256 << 20), ALIGN);
-        // Checkpoint slot: 1 MiB + 32 bytes per chunk (16-byte entries, room for as many holes).
+        // Checkpoint slot: 1 MiB + 32 bytes per chunk: 16-byte data entries with room to spare
+        // for hole runs and layer records.
         let ckpt_len = align_up((1 << 20) + 32 * raw_chunks, ALIGN);
         let journal_off = ALIGN;
         let ckpt0 = journal_off + journal_len;

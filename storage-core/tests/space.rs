@@ -271,6 +271,23 @@ fn unmap_of_a_huge_range_frees_what_is_mapped() {
             .all(|&b| b == 3));
         let r = pool.check().await.expect("check");
         assert!(r.is_clean(), "{:?}", r.errors);
+        // A long run of holes over shared data survives a checkpoint and reopen.
+        pool.create_volume("w", 64 << 20, 4096, Guarantee::None)
+            .await
+            .expect("w");
+        let w = pool.volume("w").expect("w");
+        w.write(0, fill(9, 32 << 20), false).await.expect("fill w");
+        pool.snapshot("w", "s").await.expect("snap w");
+        w.unmap(0, (64 << 20) / 4096).await.expect("unmap w");
+        assert_eq!(pool.volume_info("w").expect("info").mapped_bytes, 0);
+        pool.close().await.expect("close");
+        let pool = Pool::open(dir.path()).await.expect("reopen");
+        let w = pool.volume("w").expect("w");
+        assert_eq!(pool.volume_info("w").expect("info").mapped_bytes, 0);
+        assert!(w.read(0, 2048).await.expect("read").iter().all(|&b| b == 0));
+        assert_eq!(pool.volume_info("big").expect("info").mapped_bytes, 65536);
+        let r = pool.check().await.expect("check");
+        assert!(r.is_clean(), "{:?}", r.errors);
         pool.close().await.expect("close");
     });
 }
