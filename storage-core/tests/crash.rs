@@ -193,7 +193,7 @@ fn killed_writer_loses_nothing_acknowledged() {
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .expect("spawn child");
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(150..900))).await;
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
             child.kill().expect("kill");
             let _ = child.wait();
 
