@@ -1,8 +1,8 @@
 //! A logical unit: a storage-core volume plus the SCSI state that belongs to the LUN
 //! (mode parameters, SCSI-2 reservation, last reported capacity).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use scsi_proto::scsi::capacity::Capacity;

@@ -179,7 +179,9 @@ impl ScsiTarget {
             let others: Vec<u64> = luns.keys().copied().collect();
             let name = volume.name();
             let mut entry = Lun::new(lun, volume, read_only, self.chunk_size);
-            entry.metrics = Some(Arc::new(crate::metrics::global().lun(&self.name, lun, &name)));
+            entry.metrics = Some(Arc::new(
+                crate::metrics::global().lun(&self.name, lun, &name),
+            ));
             luns.insert(lun, Arc::new(entry));
             others
         };
@@ -299,7 +301,10 @@ impl ScsiTarget {
         if let Some(key) = r.sense.as_deref().and_then(crate::metrics::sense_key_of) {
             m.error(key);
         }
-        if matches!(op, opcode::SYNCHRONIZE_CACHE_10 | opcode::SYNCHRONIZE_CACHE_16) {
+        if matches!(
+            op,
+            opcode::SYNCHRONIZE_CACHE_10 | opcode::SYNCHRONIZE_CACHE_16
+        ) {
             crate::metrics::global().flush();
         }
         r

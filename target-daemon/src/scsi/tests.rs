@@ -986,3 +986,14 @@ async fn persistent_reservations_through_the_device_server() {
         asc::INVALID_FIELD_IN_PARAMETER_LIST,
     );
 }
+
+#[tokio::test]
+async fn unmap_granularity_follows_the_pool_chunk() {
+    let f = fixture().await;
+    let t = ScsiTarget::with_chunk_size("iqn.2026-11.io.lunar:chunky", 256 * 1024);
+    t.add_lun(0, f.pool.volume("vol0").expect("volume"), false)
+        .expect("add");
+    let r = run(&t, &f.a, 0, &[0x12, 1, 0xB0, 0, 64, 0], Bytes::new()).await;
+    let gran = u32::from_be_bytes([r.data_in[28], r.data_in[29], r.data_in[30], r.data_in[31]]);
+    assert_eq!(gran, 256 * 1024 / BS);
+}
