@@ -6,13 +6,18 @@
 //! script from `tests/guest/scenarios/` and reports `LUNAR-GUEST: PASS|FAIL` lines on its
 //! serial console; the host enforces a time limit and kills QEMU when it passes.
 //!
-//! Scenarios (numbers from issue 7; 2, 3 and 5 are pending, see docs/testing-kernel.md):
+//! Scenarios (numbers from issue 7; 5 is pending, see docs/testing-kernel.md):
 //! 1. discovery, login, mkfs.ext4, files verified after a cold remount, e2fsck clean, logout,
-//!    the disk goes away — plain, and with CHAP + CRC32C header/data digests;
-//! 4. lunard restarts while the guest writes to the mounted file system: the initiator
-//!    reconnects by itself, no I/O error reaches ext4, every file verifies;
-//! 6. a 4-LUN target: four disks with distinct NAA identifiers (VPD 0x83), unchanged after a
-//!    lunard restart (rescan and fresh login).
+//!    the disk goes away — plain, and with CHAP + CRC32C header/data digests; a wrong CHAP
+//!    secret is refused;
+//! 2. a linked clone mapped as LUN 1 at run time: own NAA id, same files, writes isolated
+//!    (needs the admin API: skips without `<data-dir>/admin.sock` and `lunarctl`);
+//! 3. online resize of a mounted ext4 (`lunarctl lun resize`, rescan, `resize2fs`; same skip);
+//! 4. lunard restarts (SIGTERM, and SIGKILL with CHAP + digests) while the guest writes to the
+//!    mounted file system: the initiator reconnects by itself, no I/O error reaches ext4, every
+//!    fsync'ed file verifies;
+//! 6. a 4-LUN target: four disks with distinct NAA identifiers (VPD 0x83) and their own sizes,
+//!    unchanged after a lunard restart (rescan and fresh login).
 
 use lunar_e2e::guest::{portal_yaml, Guest, GuestLunard, Transcript, QEMU};
 use lunar_e2e::process::run;
