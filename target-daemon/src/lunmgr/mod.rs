@@ -167,7 +167,29 @@ impl LunManager {
             jobs: Mutex::new(HashMap::new()),
             config: config.clone(),
         });
+        mgr.spawn_space_watch();
         Ok((mgr, entries))
+    }
+
+    /// Watches the pool's soft threshold; when it is crossed, every exported LUN raises
+    /// THIN PROVISIONING SOFT THRESHOLD REACHED (38/07) once. Stops when the manager is gone.
+    fn spawn_space_watch(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut was = false;
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                let Some(mgr) = weak.upgrade() else { return };
+                let now = mgr.pool.status().soft_threshold_reached;
+                if now && !was {
+                    tracing::warn!("pool soft threshold reached: notifying initiators");
+                    for t in mgr.scsi.read().values() {
+                        t.soft_threshold_reached();
+                    }
+                }
+                was = now;
+            }
+        });
     }
 
     /// Connects the running iSCSI server (target-level changes, sessions).
