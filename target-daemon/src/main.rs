@@ -64,7 +64,10 @@ fn main() -> ExitCode {
     }
     if args.generate_man {
         let cmd = <Args as clap::CommandFactory>::command();
-        if let Err(e) = clap_mangen::Man::new(cmd).section("8").render(&mut std::io::stdout()) {
+        if let Err(e) = clap_mangen::Man::new(cmd)
+            .section("8")
+            .render(&mut std::io::stdout())
+        {
             eprintln!("lunard: cannot write the man page: {e}");
             return ExitCode::FAILURE;
         }
