@@ -235,3 +235,124 @@ async fn common_login(addr: std::net::SocketAddr) -> common::Initiator {
     assert!(r.ok(), "login: {r:?}");
     i
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runtime_target_acl_and_chap_apply_to_new_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "256MiB").await;
+    let p = dir.path();
+    let t = "iqn.2026-11.io.lunar:runtime";
+    let host = "iqn.2026-11.test:admin-ini";
+    ctl_json(p, &["target", "create", t]).await;
+    ctl_json(p, &["lun", "create", "r", "--size", "8M", "--target", t]).await;
+    let addr = d.local_addrs()[0];
+
+    // No ACL entry yet: refused.
+    let mut i = common::Initiator::connect(addr, host).await;
+    assert!(!i.login(Some(t)).await.ok());
+    ctl_json(p, &["acl", "add", t, host]).await;
+    let mut i = common::Initiator::connect(addr, host).await;
+    assert!(i.login(Some(t)).await.ok(), "allowed after acl add");
+    let s = ctl_json(p, &["session", "list", "--target", t]).await;
+    assert_eq!(s[0]["initiator"], host);
+    let _ = i.logout().await;
+
+    // CHAP required: a login without CHAP fails, with the secret it works.
+    ctl_json(
+        p,
+        &[
+            "chap",
+            "set",
+            t,
+            "--user",
+            "u1",
+            "--secret",
+            "0123456789abcd",
+        ],
+    )
+    .await;
+    let mut i = common::Initiator::connect(addr, host).await;
+    assert!(!i.login(Some(t)).await.ok());
+    let mut i = common::Initiator::connect(addr, host).await;
+    assert!(i.login_chap(Some(t), "u1", "0123456789abcd").await.ok());
+    let _ = i.logout().await;
+    ctl_json(p, &["chap", "clear", t]).await;
+    ctl_json(p, &["acl", "remove", t, host]).await;
+    let mut i = common::Initiator::connect(addr, host).await;
+    assert!(!i.login(Some(t)).await.ok(), "refused after acl remove");
+
+    ctl_json(p, &["target", "delete", t]).await;
+    assert!(d.server().target(t).is_none());
+    // The LUN survives, unmapped.
+    let l = ctl_json(p, &["lun", "show", "r"]).await;
+    assert!(l["mappings"].as_array().unwrap().is_empty());
+    d.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tcp_admin_requires_the_token() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "data_dir: {}\npool: {{ path: pool, capacity: 256MiB }}\nportals: [{{ listen: \"127.0.0.1:0\" }}]\n",
+        dir.path().display()
+    );
+    let cfg = target_daemon::config::Config::from_yaml_str(&yaml, "t.yaml").unwrap();
+    let refused = target_daemon::daemon::Daemon::start_with(
+        cfg.clone(),
+        target_daemon::admin::AdminOptions {
+            socket: None,
+            tcp: Some("127.0.0.1:0".parse().unwrap()),
+            token: None,
+        },
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "TCP admin without a token must be refused"
+    );
+    let d = target_daemon::daemon::Daemon::start_with(
+        cfg,
+        target_daemon::admin::AdminOptions {
+            socket: None,
+            tcp: Some("127.0.0.1:0".parse().unwrap()),
+            token: Some("s3cret-token".into()),
+        },
+    )
+    .await
+    .unwrap();
+    let addr = d.admin().unwrap().tcp_addr().unwrap();
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    for (req, ok) in [
+        (r#"{"op":"pool.status"}"#, false),
+        (r#"{"op":"pool.status","token":"wrong"}"#, false),
+        (r#"{"op":"pool.status","token":"s3cret-token"}"#, true),
+        (r#"{"op":"no.such.op","token":"s3cret-token"}"#, false),
+        ("not json", false),
+    ] {
+        w.write_all(format!("{req}\n").as_bytes()).await.unwrap();
+        line.clear();
+        r.read_line(&mut line).await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ok"], ok, "{req} -> {line}");
+    }
+    // lunarctl over TCP with a token file.
+    let tf = dir.path().join("token");
+    std::fs::write(&tf, "s3cret-token\n").unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lunarctl"))
+        .args(["--tcp", &addr.to_string(), "--token-file"])
+        .arg(&tf)
+        .args(["--json", "lun", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.shutdown().await.unwrap();
+}
