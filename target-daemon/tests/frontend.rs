@@ -564,3 +564,62 @@ async fn long_send_targets_answer_is_continued() {
         .count();
     assert_eq!(names, 40);
 }
+
+#[tokio::test]
+async fn protocol_violations_are_rejected_with_the_right_reason() {
+    let (_s, addr) = start(YAML).await;
+    let mut d = Initiator::connect(addr, BOB).await;
+    assert!(d.login(None).await.ok());
+
+    // A SCSI command in a discovery session.
+    let cmd = d.command(&[0x12, 0, 0, 0, 36, 0], true, false, 36, Bytes::new());
+    d.send(cmd).await;
+    let p = d.recv().await;
+    let Bhs::Reject(r) = &p.bhs else {
+        panic!("expected Reject, got {:?}", p.bhs.opcode())
+    };
+    assert_eq!(r.reason, RejectReason::ProtocolError);
+    assert_eq!(p.data[0] & 0x3f, 0x01, "the rejected header is returned");
+
+    // SNACK at ErrorRecoveryLevel 0.
+    let snack = pdu::Snack {
+        kind: pdu::SnackType::Status,
+        lun: 0,
+        itt: 99,
+        ttt: pdu::RESERVED_TAG,
+        exp_stat_sn: d.exp_stat_sn,
+        beg_run: 0,
+        run_length: 0,
+    };
+    d.send(Pdu::header_only(snack)).await;
+    let p = d.recv().await;
+    let Bhs::Reject(r) = &p.bhs else {
+        panic!("expected Reject, got {:?}", p.bhs.opcode())
+    };
+    assert_eq!(r.reason, RejectReason::CommandNotSupported);
+
+    // A Login Request in the full feature phase.
+    let login = pdu::LoginRequest {
+        transit: true,
+        continue_bit: false,
+        csg: pdu::LoginStage::Operational,
+        nsg: pdu::LoginStage::FullFeature,
+        version_max: 0,
+        version_min: 0,
+        isid: d.isid,
+        tsih: d.tsih,
+        itt: 100,
+        cid: 1,
+        cmd_sn: d.cmd_sn,
+        exp_stat_sn: d.exp_stat_sn,
+    };
+    d.send(Pdu::header_only(login)).await;
+    let p = d.recv().await;
+    let Bhs::Reject(r) = &p.bhs else {
+        panic!("expected Reject, got {:?}", p.bhs.opcode())
+    };
+    assert_eq!(r.reason, RejectReason::ProtocolError);
+
+    // The session still answers.
+    assert!(matches!(d.nop(b"ok").await.bhs, Bhs::NopIn(_)));
+}
