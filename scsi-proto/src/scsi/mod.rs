@@ -9,6 +9,7 @@ pub mod inquiry;
 pub mod lba_status;
 pub mod mode;
 pub mod opcode;
+pub mod pr;
 pub mod report_luns;
 pub mod rsoc;
 pub mod sense;

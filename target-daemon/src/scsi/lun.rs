@@ -48,6 +48,9 @@ impl Lun {
             Guarantee::None => Provisioning::Thin,
         };
         let last_blocks = AtomicU64::new(volume.num_blocks());
+        // Persistent reservations saved with APTPL for this LUN identity come back here.
+        let pr = super::pr::PrState::for_lun(volume.uuid());
+        let pr_active = AtomicBool::new(pr.is_active());
         Self {
             id,
             volume,
@@ -59,8 +62,8 @@ impl Lun {
             reservation: Mutex::new(None),
             last_blocks,
             atomic: tokio::sync::RwLock::new(()),
-            pr: Mutex::new(super::pr::PrState::default()),
-            pr_active: AtomicBool::new(false),
+            pr: Mutex::new(pr),
+            pr_active,
             metrics: None,
         }
     }

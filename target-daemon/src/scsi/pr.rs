@@ -1,48 +1,164 @@
-//! Persistent reservations (SPC-4 5.12): registrations per I_T nexus, one reservation per
-//! logical unit, the six reservation types, and the access-conflict rules that other
-//! commands are checked against.
+//! Persistent reservations (SPC-4 5.13): PERSISTENT RESERVE IN/OUT, the reservation
+//! conflict rules every other command is checked against, and APTPL persistence.
 //!
-//! Registrations survive logout (that is their point) but not a daemon restart: APTPL is
-//! not supported, and REPORT CAPABILITIES says so (PTPL_C=0). SPEC_I_PT, ALL_TG_PT and
-//! REGISTER AND MOVE are not supported either.
+//! Clusters (Windows Failover Clustering, VMware, Pacemaker's fence_scsi) fence nodes with
+//! these: each node registers a key through every path, one node reserves the LUN
+//! (typically Write Exclusive – Registrants Only) and a surviving node PREEMPTs a dead
+//! node's key. State is per LUN (not per volume: a clone starts with none) and keyed on
+//! the full I_T nexus (initiator name + ISID, target port group tag).
+//!
+//! When the last REGISTER asked for APTPL the state is written atomically (temp file,
+//! fsync, rename) to `<state dir>/<LUN identity>.json` after every change and reloaded
+//! when the LUN is attached again (daemon restart); see [`set_state_dir`].
+//!
+//! The device server classifies commands ([`Access`]) and calls [`PrState::conflicts`];
+//! PERSISTENT RESERVE IN/OUT land in [`PrState::pr_in`] / [`PrState::pr_out`].
 
-use scsi_proto::scsi::opcode::{pri, pro};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use scsi_proto::scsi::pr::{
+    self as proto, in_sa, out_sa, Capabilities, FullStatusEntry, PrOutCdb, PrType, ProutParams,
+    RegisterMoveParams, TransportId,
+};
 use scsi_proto::scsi::sense::{asc, AdditionalSense, Sense, SenseKey};
+use serde::{Deserialize, Serialize};
 
 use super::Nexus;
 
-/// Reservation types (SPC-4 table 175).
-pub const WRITE_EXCLUSIVE: u8 = 0x1;
-pub const EXCLUSIVE_ACCESS: u8 = 0x3;
-pub const WRITE_EXCLUSIVE_REGISTRANTS_ONLY: u8 = 0x5;
-pub const EXCLUSIVE_ACCESS_REGISTRANTS_ONLY: u8 = 0x6;
-pub const WRITE_EXCLUSIVE_ALL_REGISTRANTS: u8 = 0x7;
-pub const EXCLUSIVE_ACCESS_ALL_REGISTRANTS: u8 = 0x8;
+/// REGISTRATIONS PREEMPTED (2A/05).
+const REGISTRATIONS_PREEMPTED: AdditionalSense = AdditionalSense::new(0x2A, 0x05);
+/// INVALID RELEASE OF PERSISTENT RESERVATION (26/04).
+const INVALID_RELEASE: AdditionalSense = AdditionalSense::new(0x26, 0x04);
 
-fn valid_type(t: u8) -> bool {
-    matches!(t, 0x1 | 0x3 | 0x5 | 0x6 | 0x7 | 0x8)
+static STATE_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Where APTPL state files live (e.g. `<data dir>/pr`). Call once at start-up, before LUNs
+/// are attached; without it APTPL is refused (REPORT CAPABILITIES says PTPL_C=0).
+pub fn set_state_dir(dir: PathBuf) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    if let Err(dir) = STATE_DIR.set(dir) {
+        // A second daemon in the same process (tests): APTPL state stays in the first dir.
+        tracing::warn!(ignored = %dir.display(), "persistent reservation state directory already set");
+    }
+    Ok(())
 }
 
-fn all_registrants(t: u8) -> bool {
-    matches!(
-        t,
-        WRITE_EXCLUSIVE_ALL_REGISTRANTS | EXCLUSIVE_ACCESS_ALL_REGISTRANTS
-    )
+/// One registration: an initiator port (name + ISID) through one target port, or through
+/// every target port (ALL_TG_PT).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Registration {
+    initiator: String,
+    isid: u64,
+    /// `None`: registered through all target ports.
+    tpgt: Option<u16>,
+    key: u64,
+    /// The target port the registration came through (where unit attentions go for an
+    /// ALL_TG_PT registration).
+    #[serde(default)]
+    origin_tpgt: u16,
+    /// This registration holds the reservation (unused for all-registrants types, where
+    /// every registrant does).
+    holder: bool,
+}
+
+impl Registration {
+    fn matches(&self, n: &Nexus) -> bool {
+        self.isid == n.isid
+            && self.initiator == n.initiator
+            && self.tpgt.is_none_or(|t| t == n.tpgt)
+    }
+}
+
+/// The whole persistent reservation state of a LUN (also the APTPL file format).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Data {
+    generation: u32,
+    registrations: Vec<Registration>,
+    /// Reservation type code, when reserved.
+    reservation: Option<u8>,
+    aptpl: bool,
+}
+
+impl Data {
+    fn res_type(&self) -> Option<PrType> {
+        self.reservation.and_then(PrType::from_u8)
+    }
+    fn find(&self, n: &Nexus) -> Option<usize> {
+        self.registrations.iter().position(|r| r.matches(n))
+    }
+    fn bump(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+    }
+    /// Whether `n` holds the reservation.
+    fn is_holder(&self, n: &Nexus) -> bool {
+        match self.res_type() {
+            None => false,
+            Some(t) if t.all_registrants() => self.find(n).is_some(),
+            Some(_) => self.registrations.iter().any(|r| r.holder && r.matches(n)),
+        }
+    }
+    /// Remove the registrations `drop` selects (never `keep`); releases the reservation
+    /// when its holder goes. Returns the removed registrations.
+    fn remove_where(
+        &mut self,
+        keep: Option<usize>,
+        drop: impl Fn(&Registration) -> bool,
+    ) -> Vec<Registration> {
+        let mut removed = Vec::new();
+        let mut idx = 0;
+        self.registrations.retain(|r| {
+            let k = Some(idx) == keep || !drop(r);
+            idx += 1;
+            if !k {
+                removed.push(r.clone());
+            }
+            k
+        });
+        self.after_removal(&removed);
+        removed
+    }
+    /// The reservation ends when its holder's registration goes (for the all-registrants
+    /// types: when the last registration goes).
+    fn after_removal(&mut self, removed: &[Registration]) {
+        let ends = match self.res_type() {
+            Some(t) if t.all_registrants() => self.registrations.is_empty(),
+            Some(_) => removed.iter().any(|r| r.holder),
+            None => false,
+        };
+        if ends {
+            self.reservation = None;
+        }
+    }
+}
+
+/// Why a PERSISTENT RESERVE OUT failed.
+enum Refusal {
+    Conflict,
+    Check(Sense),
+}
+
+impl From<Sense> for Refusal {
+    fn from(s: Sense) -> Self {
+        Refusal::Check(s)
+    }
+}
+
+/// Side effects of a successful PERSISTENT RESERVE OUT.
+#[derive(Default)]
+struct Effects {
+    /// Unit attentions: (who, condition).
+    uas: Vec<(Registration, AdditionalSense)>,
 }
 
 /// How a command touches the medium, for conflict checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Reads or otherwise observes the medium.
+    /// Reads or otherwise observes the medium: conflicts only under Exclusive Access types.
     Read,
-    /// Modifies the medium or its parameters.
+    /// Modifies the medium or its parameters: conflicts under every type.
     Write,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Reservation {
-    holder: Nexus,
-    pr_type: u8,
 }
 
 /// What a PERSISTENT RESERVE OUT did.
@@ -57,165 +173,109 @@ pub enum PrOutcome {
 /// Persistent reservation state of one logical unit.
 #[derive(Debug, Default)]
 pub struct PrState {
-    generation: u32,
-    registrations: Vec<(Nexus, u64)>,
-    reservation: Option<Reservation>,
+    /// The LUN identity the APTPL file is named after (`None`: never persisted).
+    identity: Option<uuid::Uuid>,
+    d: Data,
 }
 
-fn be64(b: &[u8]) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[..8]);
-    u64::from_be_bytes(v)
-}
-
-/// iSCSI initiator-port TransportID (SPC-4 7.6.4.6, format 01b): "name,i,0x<ISID>",
-/// NUL-terminated and padded to a multiple of four bytes.
-fn transport_id(n: &Nexus) -> Vec<u8> {
-    let mut name = format!("{},i,0x{:012x}", n.initiator, n.isid & 0xFFFF_FFFF_FFFF).into_bytes();
-    name.truncate(1000);
-    name.push(0);
-    while name.len() % 4 != 0 {
-        name.push(0);
-    }
-    let mut t = vec![0x40 | 0x05, 0];
-    t.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    t.extend_from_slice(&name);
-    t
+fn persist_capable() -> bool {
+    STATE_DIR.get().is_some()
 }
 
 impl PrState {
-    fn key_of(&self, n: &Nexus) -> Option<u64> {
-        self.registrations
-            .iter()
-            .find(|(r, _)| r == n)
-            .map(|(_, k)| *k)
-    }
-
-    fn is_holder(&self, n: &Nexus) -> bool {
-        match &self.reservation {
-            None => false,
-            Some(r) if all_registrants(r.pr_type) => self.key_of(n).is_some(),
-            Some(r) => &r.holder == n,
+    /// State for the LUN identified by `identity` (its NAA identity); reloads the APTPL
+    /// state saved for that identity, if any.
+    pub fn for_lun(identity: uuid::Uuid) -> Self {
+        let d = STATE_DIR
+            .get()
+            .and_then(|dir| load(&state_path(dir, identity)))
+            .unwrap_or_default();
+        if !d.registrations.is_empty() {
+            tracing::info!(%identity, registrations = d.registrations.len(),
+                reserved = d.reservation.is_some(), "persistent reservations restored (APTPL)");
+        }
+        Self {
+            identity: Some(identity),
+            d,
         }
     }
 
     /// Whether anything (a registration or a reservation) exists.
     pub fn is_active(&self) -> bool {
-        !self.registrations.is_empty() || self.reservation.is_some()
+        !self.d.registrations.is_empty() || self.d.reservation.is_some()
     }
 
     /// Whether a reservation is held (SCSI-2 RESERVE/RELEASE then conflict).
     pub fn is_reserved(&self) -> bool {
-        self.reservation.is_some()
+        self.d.reservation.is_some()
     }
 
-    /// Whether `n` may perform an access of kind `access` (SPC-4 5.12.1 table 171).
+    /// Whether an access of kind `access` by `n` conflicts with the reservation (SPC-4
+    /// 5.13.1 tables): reads conflict only under the Exclusive Access types, writes under
+    /// every type, unless `n` holds the reservation or, for registrants-only and
+    /// all-registrants types, is registered.
     pub fn conflicts(&self, n: &Nexus, access: Access) -> bool {
-        let Some(r) = &self.reservation else {
+        let Some(t) = self.d.res_type() else {
             return false;
         };
-        if self.is_holder(n) {
-            return false;
-        }
-        let registered = self.key_of(n).is_some();
-        match r.pr_type {
-            WRITE_EXCLUSIVE => access == Access::Write,
-            EXCLUSIVE_ACCESS => true,
-            WRITE_EXCLUSIVE_REGISTRANTS_ONLY | WRITE_EXCLUSIVE_ALL_REGISTRANTS => {
-                access == Access::Write && !registered
-            }
-            _ => !registered,
-        }
+        let allowed =
+            self.d.is_holder(n) || (t.registrants_have_access() && self.d.find(n).is_some());
+        !allowed && (access == Access::Write || t.exclusive_access())
     }
 
-    /// Drop the registration of `n`, and the reservation with it when `n` held it.
-    /// Returns the nexuses that must be told the reservation was released.
-    fn unregister(&mut self, n: &Nexus) -> Vec<Nexus> {
-        self.registrations.retain(|(r, _)| r != n);
-        let mut notify = Vec::new();
-        if let Some(r) = &self.reservation {
-            if all_registrants(r.pr_type) {
-                if self.registrations.is_empty() {
-                    self.reservation = None;
-                }
-            } else if &r.holder == n {
-                if matches!(
-                    r.pr_type,
-                    WRITE_EXCLUSIVE_REGISTRANTS_ONLY | EXCLUSIVE_ACCESS_REGISTRANTS_ONLY
-                ) {
-                    notify = self.registrations.iter().map(|(r, _)| r.clone()).collect();
-                }
-                self.reservation = None;
-            }
-        }
-        notify
-    }
-
-    /// PERSISTENT RESERVE IN parameter data.
+    /// PERSISTENT RESERVE IN parameter data (before allocation-length truncation).
     pub fn pr_in(&self, service_action: u16) -> Vec<u8> {
-        let mut b = self.generation.to_be_bytes().to_vec();
-        match service_action {
-            pri::READ_KEYS => {
-                let keys: Vec<u8> = self
-                    .registrations
-                    .iter()
-                    .flat_map(|(_, k)| k.to_be_bytes())
-                    .collect();
-                b.extend_from_slice(&(keys.len() as u32).to_be_bytes());
-                b.extend_from_slice(&keys);
+        let st = &self.d;
+        match u8::try_from(service_action).unwrap_or(u8::MAX) {
+            in_sa::READ_KEYS => {
+                let keys: Vec<u64> = st.registrations.iter().map(|r| r.key).collect();
+                proto::encode_read_keys(st.generation, &keys)
             }
-            pri::READ_RESERVATION => match &self.reservation {
-                None => b.extend_from_slice(&0u32.to_be_bytes()),
-                Some(r) => {
-                    b.extend_from_slice(&16u32.to_be_bytes());
-                    let key = if all_registrants(r.pr_type) {
+            in_sa::READ_RESERVATION => {
+                let r = st.res_type().map(|t| {
+                    let key = if t.all_registrants() {
                         0
                     } else {
-                        self.key_of(&r.holder).unwrap_or(0)
+                        st.registrations
+                            .iter()
+                            .find(|r| r.holder)
+                            .map_or(0, |r| r.key)
                     };
-                    b.extend_from_slice(&key.to_be_bytes());
-                    b.extend_from_slice(&[0, 0, 0, 0, 0, r.pr_type & 0x0F, 0, 0]);
-                }
-            },
-            pri::READ_FULL_STATUS => {
-                let mut descs = Vec::new();
-                for (n, key) in &self.registrations {
-                    let holder = self.is_holder(n);
-                    descs.extend_from_slice(&key.to_be_bytes());
-                    descs.extend_from_slice(&[0; 4]);
-                    descs.push(u8::from(holder)); // R_HOLDER (ALL_TG_PT=0)
-                    descs.push(match (&self.reservation, holder) {
-                        (Some(r), true) => r.pr_type & 0x0F,
-                        _ => 0,
-                    });
-                    descs.extend_from_slice(&[0; 4]);
-                    descs.extend_from_slice(&n.tpgt.max(1).to_be_bytes());
-                    let tid = transport_id(n);
-                    descs.extend_from_slice(&(tid.len() as u32).to_be_bytes());
-                    descs.extend_from_slice(&tid);
-                }
-                b.extend_from_slice(&(descs.len() as u32).to_be_bytes());
-                b.extend_from_slice(&descs);
+                    (key, t)
+                });
+                proto::encode_read_reservation(st.generation, r)
             }
-            _ => {
-                // REPORT CAPABILITIES: TMV, all six types; no PTPL, SIP, ATP, CRH.
-                b = vec![
-                    0,
-                    8,
-                    0x00,
-                    0x80,
-                    0x80 | 0x40 | 0x20 | 0x08 | 0x02,
-                    0x01,
-                    0,
-                    0,
-                ];
+            in_sa::REPORT_CAPABILITIES => proto::encode_report_capabilities(Capabilities {
+                spec_i_pt: false,
+                all_tg_pt: true,
+                ptpl_capable: persist_capable(),
+                ptpl_active: st.aptpl,
+            }),
+            in_sa::READ_FULL_STATUS => {
+                let t = st.res_type();
+                let entries: Vec<FullStatusEntry> = st
+                    .registrations
+                    .iter()
+                    .map(|r| FullStatusEntry {
+                        key: r.key,
+                        all_tg_pt: r.tpgt.is_none(),
+                        holder: t.filter(|t| t.all_registrants() || r.holder),
+                        relative_port: r.tpgt.map_or(0, |p| p.max(1)),
+                        transport_id: TransportId {
+                            name: r.initiator.clone(),
+                            isid: Some(r.isid),
+                        },
+                    })
+                    .collect();
+                proto::encode_read_full_status(st.generation, &entries)
             }
+            // The CDB decoder only lets the four service actions above through.
+            _ => proto::encode_read_keys(st.generation, &[]),
         }
-        b
     }
 
-    /// Execute a PERSISTENT RESERVE OUT. `uas` collects (nexus, code) unit attentions to
-    /// establish on this LUN.
+    /// Execute a PERSISTENT RESERVE OUT with its parameter list. `uas` collects (nexus,
+    /// code) unit attentions to establish on this LUN (never for `n` itself).
     pub fn pr_out(
         &mut self,
         n: &Nexus,
@@ -225,330 +285,591 @@ impl PrState {
         params: &[u8],
         uas: &mut Vec<(Nexus, AdditionalSense)>,
     ) -> Result<PrOutcome, Sense> {
-        if params.len() != 24 {
-            return Err(Sense::parameter_list_length_error());
-        }
-        let rk = be64(&params[0..8]);
-        let sark = be64(&params[8..16]);
-        let flags = params[20];
-        if flags & 0x08 != 0 {
-            return Err(Sense::invalid_field_in_param(20, Some(3)));
-        }
-        if flags & 0x04 != 0 {
-            return Err(Sense::invalid_field_in_param(20, Some(2)));
-        }
-        if flags & 0x01 != 0 {
-            return Err(Sense::invalid_field_in_param(20, Some(0)));
-        }
-        let current = self.key_of(n);
-        if matches!(service_action, pro::REGISTER | pro::REGISTER_AND_IGNORE) {
-            let ignore = service_action == pro::REGISTER_AND_IGNORE;
-            match current {
-                None => {
-                    if !ignore && rk != 0 {
-                        return Ok(PrOutcome::Conflict);
-                    }
-                    if sark != 0 {
-                        self.registrations.push((n.clone(), sark));
-                    }
-                }
-                Some(k) => {
-                    if !ignore && rk != k {
-                        return Ok(PrOutcome::Conflict);
-                    }
-                    if sark == 0 {
-                        for other in self.unregister(n) {
-                            uas.push((other, asc::RESERVATIONS_RELEASED));
-                        }
-                    } else if let Some(entry) = self.registrations.iter_mut().find(|(r, _)| r == n)
-                    {
-                        entry.1 = sark;
-                    }
-                }
-            }
-            self.generation = self.generation.wrapping_add(1);
-            return Ok(PrOutcome::Good);
-        }
-        // Every other service action needs a registered nexus presenting its key.
-        if current != Some(rk) {
-            return Ok(PrOutcome::Conflict);
-        }
-        let check_scope_type = || -> Result<(), Sense> {
-            if scope != 0 {
-                return Err(Sense::invalid_field_in_cdb(2, Some(7)));
-            }
-            if !valid_type(pr_type) {
-                return Err(Sense::invalid_field_in_cdb(2, Some(3)));
-            }
-            Ok(())
+        let Ok(sa) = u8::try_from(service_action) else {
+            return Err(Sense::invalid_field_in_cdb(1, Some(4)));
         };
-        match service_action {
-            pro::RESERVE => {
-                check_scope_type()?;
-                match &self.reservation {
-                    None => {
-                        self.reservation = Some(Reservation {
-                            holder: n.clone(),
-                            pr_type,
-                        });
-                        Ok(PrOutcome::Good)
-                    }
-                    Some(r) if self.is_holder(n) && r.pr_type == pr_type => Ok(PrOutcome::Good),
-                    Some(_) => Ok(PrOutcome::Conflict),
-                }
-            }
-            pro::RELEASE => {
-                let Some(r) = self.reservation.clone() else {
-                    return Ok(PrOutcome::Good);
-                };
-                if !self.is_holder(n) {
-                    return Ok(PrOutcome::Good);
-                }
-                if scope != 0 || r.pr_type != pr_type {
-                    return Err(Sense::new(
-                        SenseKey::IllegalRequest,
-                        asc::INVALID_RELEASE_OF_PERSISTENT_RESERVATION,
-                    ));
-                }
-                self.reservation = None;
-                if !matches!(r.pr_type, WRITE_EXCLUSIVE | EXCLUSIVE_ACCESS) {
-                    for (other, _) in self.registrations.iter().filter(|(o, _)| o != n) {
-                        uas.push((other.clone(), asc::RESERVATIONS_RELEASED));
+        let c = PrOutCdb {
+            sa,
+            scope,
+            type_code: pr_type,
+            param_len: u32::try_from(params.len()).unwrap_or(u32::MAX),
+        };
+        match self.apply(n, c, params) {
+            Ok(fx) => {
+                for (r, code) in fx.uas {
+                    let who = Nexus {
+                        initiator: r.initiator,
+                        isid: r.isid,
+                        tpgt: r.tpgt.unwrap_or(r.origin_tpgt),
+                    };
+                    if who != *n {
+                        uas.push((who, code));
                     }
                 }
+                self.persist();
                 Ok(PrOutcome::Good)
             }
-            pro::CLEAR => {
-                for (other, _) in self.registrations.iter().filter(|(o, _)| o != n) {
-                    uas.push((other.clone(), asc::RESERVATIONS_PREEMPTED));
-                }
-                self.registrations.clear();
-                self.reservation = None;
-                self.generation = self.generation.wrapping_add(1);
-                Ok(PrOutcome::Good)
-            }
-            pro::PREEMPT | pro::PREEMPT_AND_ABORT => {
-                check_scope_type()?;
-                let holder_key = match &self.reservation {
-                    Some(r) if !all_registrants(r.pr_type) => self.key_of(&r.holder),
-                    _ => None,
-                };
-                let all_reg = self
-                    .reservation
-                    .as_ref()
-                    .is_some_and(|r| all_registrants(r.pr_type));
-                let take_over = if all_reg {
-                    sark == 0
-                } else {
-                    self.reservation.is_some() && holder_key == Some(sark)
-                };
-                if sark == 0 && !all_reg {
-                    return Err(Sense::invalid_field_in_param(8, Some(7)));
-                }
-                let removed: Vec<Nexus> = self
-                    .registrations
-                    .iter()
-                    .filter(|(o, k)| {
-                        o != n
-                            && (if all_reg && sark == 0 {
-                                true
-                            } else {
-                                *k == sark
-                            })
-                    })
-                    .map(|(o, _)| o.clone())
-                    .collect();
-                if removed.is_empty() && !take_over {
-                    return Ok(PrOutcome::Conflict);
-                }
-                self.registrations.retain(|(o, _)| !removed.contains(o));
-                for o in removed {
-                    uas.push((o, asc::RESERVATIONS_PREEMPTED));
-                }
-                if take_over {
-                    self.reservation = Some(Reservation {
-                        holder: n.clone(),
-                        pr_type,
-                    });
-                }
-                self.generation = self.generation.wrapping_add(1);
-                Ok(PrOutcome::Good)
-            }
-            // REGISTER AND MOVE and reserved service actions.
-            _ => Err(Sense::invalid_field_in_cdb(1, Some(4))),
+            Err(Refusal::Conflict) => Ok(PrOutcome::Conflict),
+            Err(Refusal::Check(s)) => Err(s),
         }
     }
+
+    fn persist(&self) {
+        let st = &self.d;
+        let (Some(dir), Some(identity)) = (STATE_DIR.get(), self.identity) else {
+            return;
+        };
+        let path = state_path(dir, identity);
+        let result = if st.aptpl && !st.registrations.is_empty() {
+            save(&path, st)
+        } else {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(path = %path.display(), error = %e, "cannot persist reservation state (APTPL)");
+        }
+    }
+
+    fn apply(&mut self, nexus: &Nexus, c: PrOutCdb, data: &[u8]) -> Result<Effects, Refusal> {
+        let st = &mut self.d;
+        let mut fx = Effects::default();
+        match c.sa {
+            out_sa::REGISTER_AND_MOVE => register_and_move(st, nexus, data)?,
+            sa => {
+                let p = ProutParams::parse(data)?;
+                if p.spec_i_pt {
+                    // Not supported (REPORT CAPABILITIES says SIP_C=0).
+                    return Err(Sense::invalid_field_in_param(20, Some(3)).into());
+                }
+                if p.aptpl && !persist_capable() {
+                    return Err(Sense::invalid_field_in_param(20, Some(0)).into());
+                }
+                match sa {
+                    out_sa::REGISTER | out_sa::REGISTER_AND_IGNORE_EXISTING_KEY => {
+                        register(st, nexus, &p, sa == out_sa::REGISTER, &mut fx)?
+                    }
+                    out_sa::RESERVE => reserve(st, nexus, &p, c)?,
+                    out_sa::RELEASE => release(st, nexus, &p, c, &mut fx)?,
+                    out_sa::CLEAR => {
+                        let me = registered_with(st, nexus, p.key)?;
+                        let mine = st.registrations[me].clone();
+                        for r in st.registrations.drain(..) {
+                            if r != mine {
+                                fx.uas.push((r, asc::RESERVATIONS_PREEMPTED));
+                            }
+                        }
+                        st.reservation = None;
+                        st.bump();
+                    }
+                    _ => {
+                        // PREEMPT AND ABORT: the transport aborts the preempted nexuses'
+                        // tasks; the state change is the same as PREEMPT.
+                        preempt(st, nexus, &p, c, &mut fx)?
+                    }
+                }
+            }
+        }
+        Ok(fx)
+    }
+}
+
+fn register_and_move(st: &mut Data, nexus: &Nexus, data: &[u8]) -> Result<(), Refusal> {
+    let p = RegisterMoveParams::parse(data)?;
+    let me = registered_with(st, nexus, p.key)?;
+    let Some(t) = st.res_type() else {
+        return Err(Refusal::Conflict);
+    };
+    if t.all_registrants() || !st.registrations[me].holder {
+        return Err(Refusal::Conflict);
+    }
+    if p.sa_key == 0 {
+        return Err(Sense::invalid_field_in_param(8, None).into());
+    }
+    if p.aptpl && !persist_capable() {
+        return Err(Sense::invalid_field_in_param(17, Some(0)).into());
+    }
+    let Some(isid) = p.transport_id.isid else {
+        // An I_T nexus needs the initiator port, not just the device name.
+        return Err(Sense::invalid_field_in_param(24, Some(7)).into());
+    };
+    let dest = Nexus {
+        initiator: p.transport_id.name.clone(),
+        isid,
+        tpgt: p.relative_port,
+    };
+    if st.registrations[me].matches(&dest) {
+        return Err(Sense::invalid_field_in_param(18, None).into());
+    }
+    st.registrations[me].holder = false;
+    match st.find(&dest) {
+        Some(i) => {
+            st.registrations[i].key = p.sa_key;
+            st.registrations[i].holder = true;
+        }
+        None => st.registrations.push(Registration {
+            initiator: dest.initiator,
+            isid: dest.isid,
+            tpgt: Some(dest.tpgt),
+            key: p.sa_key,
+            origin_tpgt: p.relative_port,
+            holder: true,
+        }),
+    }
+    if p.unreg {
+        st.registrations.remove(me);
+    }
+    st.aptpl = p.aptpl;
+    st.bump();
+    Ok(())
+}
+
+/// The index of `nexus`'s registration if its key is `key`; RESERVATION CONFLICT otherwise.
+fn registered_with(st: &Data, nexus: &Nexus, key: u64) -> Result<usize, Refusal> {
+    match st.find(nexus) {
+        Some(i) if st.registrations[i].key == key => Ok(i),
+        _ => Err(Refusal::Conflict),
+    }
+}
+
+fn register(
+    st: &mut Data,
+    nexus: &Nexus,
+    p: &ProutParams,
+    check_key: bool,
+    fx: &mut Effects,
+) -> Result<(), Refusal> {
+    match st.find(nexus) {
+        None => {
+            if check_key && p.key != 0 {
+                return Err(Refusal::Conflict);
+            }
+            if p.sa_key == 0 {
+                return Ok(());
+            }
+            st.registrations.push(Registration {
+                initiator: nexus.initiator.clone(),
+                isid: nexus.isid,
+                tpgt: if p.all_tg_pt { None } else { Some(nexus.tpgt) },
+                key: p.sa_key,
+                origin_tpgt: nexus.tpgt,
+                holder: false,
+            });
+        }
+        Some(i) => {
+            if check_key && p.key != st.registrations[i].key {
+                return Err(Refusal::Conflict);
+            }
+            if p.sa_key == 0 {
+                let before = st.res_type();
+                let r = st.registrations.remove(i);
+                st.after_removal(std::slice::from_ref(&r));
+                // The holder of a registrants-only reservation left: the others learn the
+                // reservation is gone (SPC-4 5.13.11.2.2).
+                if r.holder
+                    && st.reservation.is_none()
+                    && before.is_some_and(|t| t.registrants_have_access())
+                {
+                    for o in &st.registrations {
+                        fx.uas.push((o.clone(), asc::RESERVATIONS_RELEASED));
+                    }
+                }
+            } else {
+                st.registrations[i].key = p.sa_key;
+            }
+        }
+    }
+    st.aptpl = p.aptpl;
+    st.bump();
+    Ok(())
+}
+
+fn reserve(st: &mut Data, nexus: &Nexus, p: &ProutParams, c: PrOutCdb) -> Result<(), Refusal> {
+    let me = registered_with(st, nexus, p.key)?;
+    let t = c.reservation_type()?;
+    match st.res_type() {
+        Some(cur) => {
+            if st.is_holder(nexus) && cur == t {
+                Ok(())
+            } else {
+                Err(Refusal::Conflict)
+            }
+        }
+        None => {
+            st.reservation = Some(t.code());
+            st.registrations[me].holder = true;
+            Ok(())
+        }
+    }
+}
+
+fn release(
+    st: &mut Data,
+    nexus: &Nexus,
+    p: &ProutParams,
+    c: PrOutCdb,
+    fx: &mut Effects,
+) -> Result<(), Refusal> {
+    let me = registered_with(st, nexus, p.key)?;
+    let Some(cur) = st.res_type() else {
+        return Ok(());
+    };
+    if !st.is_holder(nexus) {
+        return Ok(());
+    }
+    if c.scope != proto::LU_SCOPE || c.type_code != cur.code() {
+        return Err(Sense::new(SenseKey::IllegalRequest, INVALID_RELEASE).into());
+    }
+    st.reservation = None;
+    for r in st.registrations.iter_mut() {
+        r.holder = false;
+    }
+    if cur.registrants_have_access() {
+        for (i, r) in st.registrations.iter().enumerate() {
+            if i != me {
+                fx.uas.push((r.clone(), asc::RESERVATIONS_RELEASED));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn preempt(
+    st: &mut Data,
+    nexus: &Nexus,
+    p: &ProutParams,
+    c: PrOutCdb,
+    fx: &mut Effects,
+) -> Result<(), Refusal> {
+    let me = registered_with(st, nexus, p.key)?;
+    let removed = match st.res_type() {
+        None => {
+            if p.sa_key == 0 {
+                return Err(Sense::invalid_field_in_param(8, None).into());
+            }
+            let key = p.sa_key;
+            st.remove_where(Some(me), |r| r.key == key)
+        }
+        Some(cur) if cur.all_registrants() => {
+            if p.sa_key == 0 {
+                let t = c.reservation_type()?;
+                let removed = st.remove_where(Some(me), |_| true);
+                st.reservation = Some(t.code());
+                for r in st.registrations.iter_mut() {
+                    r.holder = true;
+                }
+                removed
+            } else {
+                let key = p.sa_key;
+                let removed = st.remove_where(Some(me), |r| r.key == key);
+                if removed.is_empty() {
+                    return Err(Refusal::Conflict);
+                }
+                removed
+            }
+        }
+        Some(cur) => {
+            let holder_key = st.registrations.iter().find(|r| r.holder).map(|r| r.key);
+            if Some(p.sa_key) == holder_key {
+                let t = c.reservation_type()?;
+                let key = p.sa_key;
+                let removed = st.remove_where(Some(me), |r| r.key == key);
+                let me = st.find(nexus).unwrap_or(0);
+                for r in st.registrations.iter_mut() {
+                    r.holder = false;
+                }
+                if let Some(r) = st.registrations.get_mut(me) {
+                    r.holder = true;
+                }
+                st.reservation = Some(t.code());
+                if t != cur {
+                    for (i, r) in st.registrations.iter().enumerate() {
+                        if i != me {
+                            fx.uas.push((r.clone(), asc::RESERVATIONS_RELEASED));
+                        }
+                    }
+                }
+                removed
+            } else {
+                if p.sa_key == 0 {
+                    return Err(Sense::invalid_field_in_param(8, None).into());
+                }
+                let key = p.sa_key;
+                let removed = st.remove_where(Some(me), |r| r.key == key);
+                if removed.is_empty() {
+                    return Err(Refusal::Conflict);
+                }
+                removed
+            }
+        }
+    };
+    if removed.is_empty() && st.reservation.is_none() {
+        return Err(Refusal::Conflict);
+    }
+    for r in removed {
+        fx.uas.push((r, REGISTRATIONS_PREEMPTED));
+    }
+    st.bump();
+    Ok(())
+}
+
+fn state_path(dir: &Path, identity: uuid::Uuid) -> PathBuf {
+    dir.join(format!("{identity}.json"))
+}
+
+fn load(path: &Path) -> Option<Data> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read reservation state");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<Data>(&text) {
+        Ok(st) if st.aptpl => Some(st),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "ignoring corrupt reservation state");
+            None
+        }
+    }
+}
+
+/// Atomic replace: temp file, fsync, rename, fsync of the directory.
+fn save(path: &Path, st: &Data) -> std::io::Result<()> {
+    use std::io::Write;
+    let json = serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn nx(i: u64) -> Nexus {
+    fn nx(i: &str, isid: u64, tpgt: u16) -> Nexus {
         Nexus {
-            initiator: format!("iqn.test:{i}"),
-            isid: i,
-            tpgt: 1,
+            initiator: i.into(),
+            isid,
+            tpgt,
         }
     }
 
-    fn params(rk: u64, sark: u64) -> Vec<u8> {
+    fn params(key: u64, sa_key: u64) -> Vec<u8> {
         let mut p = vec![0u8; 24];
-        p[..8].copy_from_slice(&rk.to_be_bytes());
-        p[8..16].copy_from_slice(&sark.to_be_bytes());
+        p[0..8].copy_from_slice(&key.to_be_bytes());
+        p[8..16].copy_from_slice(&sa_key.to_be_bytes());
         p
     }
 
-    fn out(
-        s: &mut PrState,
+    fn run(
+        r: &mut PrState,
         n: &Nexus,
-        sa: u16,
+        sa: u8,
         t: u8,
-        rk: u64,
-        sark: u64,
-    ) -> Result<PrOutcome, Sense> {
-        s.pr_out(n, sa, 0, t, &params(rk, sark), &mut Vec::new())
-    }
-
-    #[test]
-    fn register_reserve_conflict_release() {
-        let mut s = PrState::default();
-        let (a, b) = (nx(1), nx(2));
-        assert_eq!(
-            out(&mut s, &a, pro::REGISTER, 0, 0, 0xA),
-            Ok(PrOutcome::Good)
-        );
-        assert_eq!(
-            out(&mut s, &b, pro::REGISTER, 0, 0, 0xB),
-            Ok(PrOutcome::Good)
-        );
-        // Wrong key.
-        assert_eq!(
-            out(&mut s, &a, pro::REGISTER, 0, 0x9, 0xC),
-            Ok(PrOutcome::Conflict)
-        );
-        assert_eq!(
-            out(&mut s, &a, pro::RESERVE, WRITE_EXCLUSIVE, 0xA, 0),
-            Ok(PrOutcome::Good)
-        );
-        assert!(s.conflicts(&b, Access::Write));
-        assert!(!s.conflicts(&b, Access::Read));
-        assert!(!s.conflicts(&a, Access::Write));
-        assert_eq!(
-            out(&mut s, &b, pro::RESERVE, WRITE_EXCLUSIVE, 0xB, 0),
-            Ok(PrOutcome::Conflict)
-        );
-        // Release with the wrong type.
-        let e = out(&mut s, &a, pro::RELEASE, EXCLUSIVE_ACCESS, 0xA, 0).unwrap_err();
-        assert_eq!(e.code, asc::INVALID_RELEASE_OF_PERSISTENT_RESERVATION);
-        assert_eq!(
-            out(&mut s, &a, pro::RELEASE, WRITE_EXCLUSIVE, 0xA, 0),
-            Ok(PrOutcome::Good)
-        );
-        assert!(!s.conflicts(&b, Access::Write));
-        // READ KEYS lists both keys.
-        let keys = s.pr_in(0);
-        assert_eq!(&keys[4..8], &16u32.to_be_bytes());
-    }
-
-    #[test]
-    fn registrants_only_and_preempt() {
-        let mut s = PrState::default();
-        let (a, b, c) = (nx(1), nx(2), nx(3));
-        out(&mut s, &a, pro::REGISTER, 0, 0, 0xA).unwrap();
-        out(&mut s, &b, pro::REGISTER, 0, 0, 0xB).unwrap();
-        out(
-            &mut s,
-            &a,
-            pro::RESERVE,
-            EXCLUSIVE_ACCESS_REGISTRANTS_ONLY,
-            0xA,
-            0,
-        )
-        .unwrap();
-        assert!(!s.conflicts(&b, Access::Read));
-        assert!(s.conflicts(&c, Access::Read));
-        let r = s.pr_in(1);
-        assert_eq!(&r[8..16], &0xAu64.to_be_bytes());
-        assert_eq!(r[21], EXCLUSIVE_ACCESS_REGISTRANTS_ONLY);
-        // B preempts A: A's registration goes, B holds the reservation.
+        p: &[u8],
+    ) -> (Result<PrOutcome, Sense>, Vec<(Nexus, AdditionalSense)>) {
         let mut uas = Vec::new();
-        let res = s.pr_out(
-            &b,
-            pro::PREEMPT,
-            0,
-            EXCLUSIVE_ACCESS,
-            &params(0xB, 0xA),
-            &mut uas,
-        );
-        assert_eq!(res, Ok(PrOutcome::Good));
-        assert_eq!(uas, vec![(a.clone(), asc::RESERVATIONS_PREEMPTED)]);
-        assert!(s.conflicts(&a, Access::Read));
-        assert_eq!(s.key_of(&a), None);
-        // Preempting a key nobody has is a conflict.
-        assert_eq!(
-            out(&mut s, &b, pro::PREEMPT, EXCLUSIVE_ACCESS, 0xB, 0x77),
-            Ok(PrOutcome::Conflict)
-        );
-        // CLEAR removes everything.
-        out(&mut s, &b, pro::CLEAR, 0, 0xB, 0).unwrap();
-        assert!(!s.is_active());
+        let res = r.pr_out(n, u16::from(sa), 0, t, p, &mut uas);
+        (res, uas)
+    }
+
+    fn ok(
+        r: &mut PrState,
+        n: &Nexus,
+        sa: u8,
+        t: u8,
+        key: u64,
+        sa_key: u64,
+    ) -> Vec<(Nexus, AdditionalSense)> {
+        let (res, uas) = run(r, n, sa, t, &params(key, sa_key));
+        assert_eq!(res, Ok(PrOutcome::Good), "service action {sa}");
+        uas
+    }
+
+    fn conflict(r: &mut PrState, n: &Nexus, sa: u8, t: u8, key: u64, sa_key: u64) {
+        let (res, _) = run(r, n, sa, t, &params(key, sa_key));
+        assert_eq!(res, Ok(PrOutcome::Conflict), "service action {sa}");
     }
 
     #[test]
-    fn all_registrants_and_unregister() {
-        let mut s = PrState::default();
-        let (a, b) = (nx(1), nx(2));
-        out(&mut s, &a, pro::REGISTER, 0, 0, 0xA).unwrap();
-        out(&mut s, &b, pro::REGISTER_AND_IGNORE, 0, 0x1234, 0xB).unwrap();
-        out(
-            &mut s,
-            &a,
-            pro::RESERVE,
-            WRITE_EXCLUSIVE_ALL_REGISTRANTS,
-            0xA,
-            0,
-        )
-        .unwrap();
-        assert!(s.is_holder(&b));
-        assert_eq!(&s.pr_in(1)[8..16], &[0; 8]);
-        out(&mut s, &a, pro::REGISTER, 0, 0xA, 0).unwrap();
-        assert!(s.is_reserved());
-        out(&mut s, &b, pro::REGISTER, 0, 0xB, 0).unwrap();
-        assert!(!s.is_reserved());
+    fn access_table_per_type() {
+        // (type, registered i2 read, write, unregistered i2 read, write) per SPC-4.
+        let table = [
+            (3u8, false, false, false, false),
+            (1, true, false, true, false),
+            (6, true, true, false, false),
+            (5, true, true, true, false),
+            (8, true, true, false, false),
+            (7, true, true, true, false),
+        ];
+        let a = nx("iqn.a", 1, 1);
+        let b = nx("iqn.b", 2, 1);
+        for (t, rr, rw, ur, uw) in table {
+            let mut r = PrState::default();
+            ok(
+                &mut r,
+                &a,
+                out_sa::REGISTER_AND_IGNORE_EXISTING_KEY,
+                0,
+                0,
+                10,
+            );
+            ok(
+                &mut r,
+                &b,
+                out_sa::REGISTER_AND_IGNORE_EXISTING_KEY,
+                0,
+                0,
+                20,
+            );
+            ok(&mut r, &a, out_sa::RESERVE, t, 10, 0);
+            assert!(!r.conflicts(&a, Access::Read) && !r.conflicts(&a, Access::Write));
+            assert_eq!(!r.conflicts(&b, Access::Read), rr, "type {t}");
+            assert_eq!(!r.conflicts(&b, Access::Write), rw, "type {t}");
+            ok(&mut r, &b, out_sa::REGISTER, 0, 20, 0);
+            assert_eq!(!r.conflicts(&b, Access::Read), ur, "type {t}");
+            assert_eq!(!r.conflicts(&b, Access::Write), uw, "type {t}");
+            ok(&mut r, &a, out_sa::RELEASE, t, 10, 0);
+            assert!(!r.conflicts(&b, Access::Write));
+        }
     }
 
     #[test]
-    fn bad_parameters() {
-        let mut s = PrState::default();
-        let a = nx(1);
-        let e = s
-            .pr_out(&a, pro::REGISTER, 0, 0, &[0; 20], &mut Vec::new())
-            .unwrap_err();
-        assert_eq!(e.code, asc::PARAMETER_LIST_LENGTH_ERROR);
+    fn register_rules_and_generation() {
+        let mut r = PrState::default();
+        let a = nx("iqn.a", 1, 1);
+        conflict(&mut r, &a, out_sa::REGISTER, 0, 5, 6); // unregistered, non-zero key
+        ok(&mut r, &a, out_sa::REGISTER, 0, 0, 6);
+        conflict(&mut r, &a, out_sa::REGISTER, 0, 7, 8); // wrong key
+        ok(&mut r, &a, out_sa::REGISTER, 0, 6, 8);
+        conflict(&mut r, &a, out_sa::RESERVE, 1, 6, 0);
+        assert_eq!(r.d.generation, 2);
+        ok(&mut r, &a, out_sa::RESERVE, 1, 8, 0);
+        assert_eq!(r.d.generation, 2, "RESERVE does not bump the generation");
+        ok(&mut r, &a, out_sa::RESERVE, 1, 8, 0);
+        conflict(&mut r, &a, out_sa::RESERVE, 3, 8, 0);
+        let (res, _) = run(&mut r, &a, out_sa::RELEASE, 3, &params(8, 0));
+        assert!(res.is_err(), "RELEASE with another type: INVALID RELEASE");
+        // Unregistering the holder releases the reservation.
+        ok(&mut r, &a, out_sa::REGISTER, 0, 8, 0);
+        assert!(!r.is_reserved() && !r.is_active());
+        // Bad lengths and unsupported bits.
+        let (res, _) = run(&mut r, &a, out_sa::REGISTER, 0, &params(0, 1)[..20]);
+        assert!(res.is_err());
         let mut p = params(0, 1);
-        p[20] = 0x01; // APTPL
-        let e = s
-            .pr_out(&a, pro::REGISTER, 0, 0, &p, &mut Vec::new())
-            .unwrap_err();
-        assert_eq!(
-            e.field,
-            Some(scsi_proto::scsi::sense::FieldPointer::param(20, Some(0)))
+        p[20] = 0x08;
+        assert!(
+            run(&mut r, &a, out_sa::REGISTER, 0, &p).0.is_err(),
+            "SPEC_I_PT"
         );
-        out(&mut s, &a, pro::REGISTER, 0, 0, 1).unwrap();
-        let e = out(&mut s, &a, pro::RESERVE, 2, 1, 0).unwrap_err();
+    }
+
+    #[test]
+    fn preempt_moves_the_reservation_and_reports() {
+        let mut r = PrState::default();
+        let a = nx("iqn.a", 1, 1);
+        let b = nx("iqn.b", 2, 1);
+        ok(&mut r, &a, out_sa::REGISTER, 0, 0, 0xA);
+        ok(&mut r, &b, out_sa::REGISTER, 0, 0, 0xB);
+        ok(&mut r, &a, out_sa::RESERVE, 5, 0xA, 0);
+        assert!(r.conflicts(&nx("iqn.c", 3, 1), Access::Write));
+        conflict(&mut r, &b, out_sa::PREEMPT, 5, 0xB, 0xC);
+        let uas = ok(&mut r, &b, out_sa::PREEMPT_AND_ABORT, 5, 0xB, 0xA);
+        assert_eq!(uas, vec![(a.clone(), REGISTRATIONS_PREEMPTED)]);
+        assert!(r.d.is_holder(&b));
+        assert!(r.conflicts(&a, Access::Write));
+        ok(&mut r, &a, out_sa::REGISTER, 0, 0, 0xA);
+        let uas = ok(&mut r, &b, out_sa::CLEAR, 0, 0xB, 0);
+        assert_eq!(uas, vec![(a.clone(), asc::RESERVATIONS_PREEMPTED)]);
+        assert!(!r.conflicts(&a, Access::Write));
+        assert!(!r.is_active());
+    }
+
+    #[test]
+    fn all_tg_pt_covers_every_port() {
+        let mut r = PrState::default();
+        let a1 = nx("iqn.a", 1, 1);
+        let a2 = nx("iqn.a", 1, 2);
+        let mut p = params(0, 0xA);
+        p[20] = 0x04;
         assert_eq!(
-            e.field,
-            Some(scsi_proto::scsi::sense::FieldPointer::cdb(2, Some(3)))
+            run(&mut r, &a1, out_sa::REGISTER, 0, &p).0,
+            Ok(PrOutcome::Good)
         );
-        assert_eq!(s.pr_in(2)[..2], [0, 8]);
-        // READ FULL STATUS: one descriptor with an iSCSI TransportID.
-        let full = s.pr_in(3);
-        let len = u32::from_be_bytes([full[4], full[5], full[6], full[7]]) as usize;
-        assert_eq!(len + 8, full.len());
-        assert_eq!(&full[8..16], &1u64.to_be_bytes());
-        assert_eq!(full[32], 0x45);
-        let tid = String::from_utf8_lossy(&full[36..]);
-        assert!(tid.starts_with("iqn.test:1,i,0x000000000001"), "{tid}");
+        assert_eq!(r.d.find(&a2), Some(0));
+        ok(&mut r, &a2, out_sa::RESERVE, 7, 0xA, 0);
+        assert!(!r.conflicts(&a1, Access::Write));
+        assert!(
+            r.conflicts(&nx("iqn.a", 9, 1), Access::Write),
+            "other ISID = other port"
+        );
+        let full = r.pr_in(u16::from(in_sa::READ_FULL_STATUS));
+        assert_eq!(full[8 + 12], 0x03, "ALL_TG_PT + R_HOLDER");
+        let caps = r.pr_in(u16::from(in_sa::REPORT_CAPABILITIES));
+        assert_eq!(caps[2] & 0x0C, 0x04, "ATP_C=1, SIP_C=0");
+    }
+
+    #[test]
+    fn register_and_move_hands_over() {
+        let mut r = PrState::default();
+        let a = nx("iqn.a", 1, 1);
+        ok(&mut r, &a, out_sa::REGISTER, 0, 0, 0xA);
+        ok(&mut r, &a, out_sa::RESERVE, 1, 0xA, 0);
+        let tid = TransportId {
+            name: "iqn.b".into(),
+            isid: Some(2),
+        }
+        .encode();
+        let mut p = params(0xA, 0xB);
+        p[17] = 0x02;
+        p[18..20].copy_from_slice(&1u16.to_be_bytes());
+        p[20..24].copy_from_slice(&(tid.len() as u32).to_be_bytes());
+        p.extend_from_slice(&tid);
+        assert_eq!(
+            run(&mut r, &a, out_sa::REGISTER_AND_MOVE, 1, &p).0,
+            Ok(PrOutcome::Good)
+        );
+        assert!(r.d.is_holder(&nx("iqn.b", 2, 1)));
+        assert!(r.d.find(&a).is_none(), "UNREG dropped the source");
+        let res = r.pr_in(u16::from(in_sa::READ_RESERVATION));
+        assert_eq!(&res[8..16], &0xBu64.to_be_bytes());
+    }
+
+    #[test]
+    fn state_file_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        let st = Data {
+            generation: 4,
+            registrations: vec![Registration {
+                initiator: "iqn.a".into(),
+                isid: 1,
+                tpgt: None,
+                key: 9,
+                origin_tpgt: 1,
+                holder: true,
+            }],
+            reservation: Some(5),
+            aptpl: true,
+        };
+        save(&path, &st).unwrap();
+        let back = load(&path).unwrap();
+        assert_eq!(back.registrations, st.registrations);
+        assert_eq!(back.res_type(), Some(PrType::WriteExclusiveRegistrantsOnly));
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(load(&path).is_none());
     }
 }

@@ -965,7 +965,12 @@ async fn persistent_reservations_through_the_device_server() {
     // B preempts A: A loses its registration and gets RESERVATIONS PREEMPTED.
     ok(run(t, &f.b, 0, &pr_out_cdb(4, 3), pr_params(0xBB, 0xAA)).await);
     let r = run(t, &f.a, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await;
-    assert_check(&r, SenseKey::UnitAttention, asc::RESERVATIONS_PREEMPTED);
+    // SPC-4: losing a registration to PREEMPT is REGISTRATIONS PREEMPTED (2A/05).
+    assert_check(
+        &r,
+        SenseKey::UnitAttention,
+        scsi_proto::scsi::sense::AdditionalSense::new(0x2A, 0x05),
+    );
     assert_eq!(
         run(t, &f.a, 0, &read10(0, 1), Bytes::new()).await.status,
         status::RESERVATION_CONFLICT
