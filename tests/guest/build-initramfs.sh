@@ -8,7 +8,7 @@
 # among them, from the host (the host is Debian 12 too, the same release as the binaries).
 #
 # Usage: tests/guest/build-initramfs.sh [CACHE_DIR]
-#   CACHE_DIR defaults to $LUNAR_GUEST_CACHE or ~/.cache/lunar-guest.
+#   CACHE_DIR defaults to $LUNAR_GUEST_CACHE, else $XDG_CACHE_HOME/lunar-guest or ~/.cache/lunar-guest.
 # Prints two lines on success:
 #   KERNEL=<path to vmlinuz>
 #   INITRD=<path to initramfs.cpio.gz>
@@ -17,7 +17,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-cache=${1:-${LUNAR_GUEST_CACHE:-$HOME/.cache/lunar-guest}}
+cache=${1:-${LUNAR_GUEST_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/lunar-guest}}
 mkdir -p "$cache/debs"
 # One build at a time per cache (parallel test processes or CI jobs share it).
 if command -v flock >/dev/null 2>&1; then
