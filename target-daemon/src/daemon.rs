@@ -61,6 +61,9 @@ impl Daemon {
             .with_context(|| format!("cannot open pool at {}", pool_path.display()))?;
         tracing::info!(path = %pool_path.display(), "pool open");
 
+        // Persistent reservations with APTPL live under <data dir>/pr (issue 5); set before
+        // LUNs are attached so their saved state reloads.
+        crate::scsi::pr::set_state_dir(config.data_dir.join("pr"))?;
         // --- admin (issue 4): the LUN manager's persisted state decides the targets ---
         let (lunmgr, targets) = match LunManager::open(&config, pool.clone()).await {
             Ok(t) => t,
