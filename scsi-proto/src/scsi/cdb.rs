@@ -130,6 +130,8 @@ pub enum Command {
     ReportSupportedOpcodes(RsocCdb),
     /// REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS.
     ReportSupportedTmfs { repd: bool, alloc_len: u32 },
+    /// REPORT TARGET PORT GROUPS (ALUA); `extended` = PARAMETER DATA FORMAT 001b.
+    ReportTargetPortGroups { extended: bool, alloc_len: u32 },
 }
 
 /// MODE SENSE CDB fields.
@@ -500,6 +502,16 @@ pub fn parse(raw: &[u8]) -> Result<Cdb, Sense> {
                 service_action: be16(cdb, 4),
                 alloc_len: be32(cdb, 6),
             })
+        }
+        (op::MAINTENANCE_IN, Some(op::mi::REPORT_TARGET_PORT_GROUPS)) => {
+            let format = cdb[1] >> 5;
+            if format > 1 {
+                return Err(Sense::invalid_field_in_cdb(1, Some(7)));
+            }
+            Command::ReportTargetPortGroups {
+                extended: format == 1,
+                alloc_len: be32(cdb, 6),
+            }
         }
         (op::MAINTENANCE_IN, Some(op::mi::REPORT_SUPPORTED_TMFS)) => Command::ReportSupportedTmfs {
             repd: cdb[2] & 0x80 != 0,

@@ -494,6 +494,25 @@ pub static COMMANDS: &[CommandInfo] = &[
     ),
     sa(
         MAINTENANCE_IN,
+        mi::REPORT_TARGET_PORT_GROUPS,
+        "REPORT TARGET PORT GROUPS",
+        &[
+            MAINTENANCE_IN,
+            0x0A | 0xE0,
+            0,
+            0,
+            0,
+            0,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0,
+            CTL,
+        ],
+    ),
+    sa(
+        MAINTENANCE_IN,
         mi::REPORT_SUPPORTED_OPERATION_CODES,
         "REPORT SUPPORTED OPERATION CODES",
         &[

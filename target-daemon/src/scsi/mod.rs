@@ -7,6 +7,7 @@
 //! are validated (via `scsi_proto::scsi`), what unit attention to report, what sense a
 //! storage error becomes.
 
+pub mod alua;
 pub mod lun;
 pub mod pr;
 mod sbc;
@@ -460,6 +461,7 @@ fn pr_access(c: &Command) -> Option<pr::Access> {
         | Command::ReadCapacity16 { .. }
         | Command::ReportSupportedOpcodes(_)
         | Command::ReportSupportedTmfs { .. }
+            | Command::ReportTargetPortGroups { .. }
         | Command::PersistentReserveIn { .. }
         | Command::PersistentReserveOut { .. }
         | Command::Reserve
@@ -493,6 +495,7 @@ fn allowed_under_reservation(c: &Command) -> bool {
             | Command::Release
             | Command::ReportSupportedOpcodes(_)
             | Command::ReportSupportedTmfs { .. }
+            | Command::ReportTargetPortGroups { .. }
     ) || matches!(c, Command::PreventAllowMediumRemoval { prevent: 0 })
 }
 
@@ -535,6 +538,14 @@ impl Ctx<'_> {
                 alloc_len,
             } => Ok(self.report_luns(*select_report, *alloc_len)),
             Command::ReportSupportedOpcodes(r) => self.report_supported_opcodes(r),
+            Command::ReportTargetPortGroups {
+                extended,
+                alloc_len,
+            } => Ok(alua::report_target_port_groups(
+                &self.req.nexus,
+                *extended,
+                *alloc_len,
+            )),
             Command::ReportSupportedTmfs { repd, alloc_len } => {
                 Ok(self.report_supported_tmfs(*repd, *alloc_len))
             }

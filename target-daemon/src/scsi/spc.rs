@@ -41,7 +41,12 @@ impl Ctx<'_> {
             };
             vpd::render(page, &ctx)?
         } else {
-            StandardInquiry::default().encode()
+            // TPGS=01b: implicit ALUA, REPORT TARGET PORT GROUPS supported (scsi::alua).
+            StandardInquiry {
+                tpgs: scsi_proto::scsi::inquiry::Tpgs::Implicit,
+                ..Default::default()
+            }
+            .encode()
         };
         Ok(ScsiResponse::good(truncated(data, alloc_len)))
     }
