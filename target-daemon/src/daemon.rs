@@ -73,7 +73,9 @@ impl Daemon {
             }
         };
         let server = Server::new(&config, targets);
-        lunmgr.attach_exports(Arc::new(crate::lunmgr::exports::ServerExports(server.clone())));
+        lunmgr.attach_exports(Arc::new(crate::lunmgr::exports::ServerExports(
+            server.clone(),
+        )));
         // --- end admin ---
 
         let mut addrs = Vec::new();

@@ -825,7 +825,10 @@ fn main() -> ExitCode {
     }
     if cli.generate_man {
         let cmd = <Cli as clap::CommandFactory>::command();
-        if let Err(e) = clap_mangen::Man::new(cmd).section("8").render(&mut std::io::stdout()) {
+        if let Err(e) = clap_mangen::Man::new(cmd)
+            .section("8")
+            .render(&mut std::io::stdout())
+        {
             eprintln!("lunarctl: cannot write the man page: {e}");
             return ExitCode::FAILURE;
         }
