@@ -226,6 +226,12 @@ impl ScsiTarget {
     pub fn data_out_len(&self, lun: u64, cdb: &[u8]) -> Option<u32> {
         let l = self.lun(lun)?;
         let c = cdb::parse(cdb).ok()?;
+        if let Command::CompareAndWrite { blocks: 0, .. } = c.command {
+            // NUMBER OF LOGICAL BLOCKS 0 with Data-Out attached is an initiator that meant
+            // 256 (the one-byte field wrapped): take what it sends so execute() can refuse
+            // the command with INVALID FIELD IN CDB instead of acknowledging a no-op.
+            return None;
+        }
         u32::try_from(c.command.data_out_len(l.volume.block_size())).ok()
     }
 
@@ -461,7 +467,7 @@ fn pr_access(c: &Command) -> Option<pr::Access> {
         | Command::ReadCapacity16 { .. }
         | Command::ReportSupportedOpcodes(_)
         | Command::ReportSupportedTmfs { .. }
-            | Command::ReportTargetPortGroups { .. }
+        | Command::ReportTargetPortGroups { .. }
         | Command::PersistentReserveIn { .. }
         | Command::PersistentReserveOut { .. }
         | Command::Reserve
