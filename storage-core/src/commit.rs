@@ -106,7 +106,15 @@ fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<u64> {
         };
         (payload, nrecs, frees, st.lsn, ckpt)
     };
+    let started = std::time::Instant::now();
     let res = write_commit(inner, &payload, nrecs, ckpt);
+    if res.is_ok() {
+        inner.stats.commits.fetch_add(1, Ordering::Relaxed);
+        let observer = inner.commit_observer.read().clone();
+        if let Some(f) = observer {
+            f(started.elapsed());
+        }
+    }
     let mut st = inner.state.write();
     if let Err(e) = &res {
         st.failed = Some(format!("metadata commit failed: {e}"));

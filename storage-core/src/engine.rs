@@ -243,6 +243,21 @@ pub(crate) struct PoolInner {
     pub closed: AtomicBool,
     pub zero_chunk: bytes::Bytes,
     pub path: std::path::PathBuf,
+    /// Cumulative activity counters for operators ([`crate::PoolStats`]).
+    pub stats: Stats,
+    /// Told each metadata commit's duration (lunard feeds a histogram with it).
+    pub commit_observer: parking_lot::RwLock<Option<CommitObserver>>,
+}
+
+/// Callback for metadata commit durations.
+pub type CommitObserver = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+
+/// Cumulative counters; relaxed atomics, read without locks.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub cow_ops: AtomicU64,
+    pub cow_bytes: AtomicU64,
+    pub commits: AtomicU64,
 }
 
 impl PoolInner {

@@ -97,6 +97,8 @@ impl Pool {
             closed: Default::default(),
             zero_chunk: bytes::Bytes::from(vec![0u8; layout.chunk_size as usize]),
             path: loaded.path,
+            stats: Default::default(),
+            commit_observer: parking_lot::RwLock::new(None),
         });
         let handle = commit::spawn(Arc::downgrade(&inner), shared)
             .map_err(|e| StorageError::io("starting the commit thread", e))?;
@@ -127,6 +129,22 @@ impl Pool {
     }
 
     /// Pool-wide figures (exact and current).
+    /// Cumulative activity counters since the pool was opened.
+    pub fn stats(&self) -> crate::PoolStats {
+        let s = &self.inner.stats;
+        crate::PoolStats {
+            cow_ops: s.cow_ops.load(std::sync::atomic::Ordering::Relaxed),
+            cow_bytes: s.cow_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            commits: s.commits.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Registers a callback told the duration of every metadata commit (journal write and
+    /// fsyncs), so a caller can keep latency figures without storage-core knowing how.
+    pub fn set_commit_observer(&self, f: Arc<dyn Fn(std::time::Duration) + Send + Sync>) {
+        *self.inner.commit_observer.write() = Some(f);
+    }
+
     pub fn status(&self) -> PoolStatus {
         let st = self.inner.state.read();
         let sb = st.soft_pct;

@@ -37,6 +37,11 @@ impl SplitJob {
     pub fn cancel(&self) {
         self.progress.cancel.store(true, Ordering::Release);
     }
+    /// Whether the job has ended (completed, cancelled or failed); `wait` then returns at
+    /// once with the outcome. Lets a poller notice a failure before progress reaches 100 %.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
     /// Wait for the job to finish.
     pub async fn wait(self) -> Result<()> {
         match self.task.await {

@@ -148,3 +148,15 @@ impl CheckReport {
         self.errors.is_empty() && self.leaked_chunks == 0
     }
 }
+
+/// Cumulative pool activity since it was opened ([`crate::Pool::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// First writes into a chunk the volume resolved through an ancestor (or a hole in its
+    /// own top): a private chunk was allocated while the old one stays with its owner.
+    pub cow_ops: u64,
+    /// Bytes read from the old chunk to fill a partial first write (read-modify-write).
+    pub cow_bytes: u64,
+    /// Metadata commits (one per group commit).
+    pub commits: u64,
+}

@@ -260,9 +260,21 @@ impl Volume {
             (top, full, old)
         };
         let phys = self.allocate(full).await?;
+        if old.is_some() {
+            self.inner
+                .stats
+                .cow_ops
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let body: Vec<Bytes> = if off == 0 && len == cs as usize {
             parts
         } else {
+            if old.is_some() {
+                self.inner
+                    .stats
+                    .cow_bytes
+                    .fetch_add(cs, std::sync::atomic::Ordering::Relaxed);
+            }
             let mut base = match old {
                 Some(q) => match self
                     .inner

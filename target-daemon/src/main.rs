@@ -219,6 +219,7 @@ async fn start_metrics(
         MetricsListen::Default(a) => (a, false),
         MetricsListen::Explicit(a) => (a, true),
     };
+    target_daemon::metrics::global().observe_pool(pool);
     let state = target_daemon::http::HttpState {
         pool: Some(pool.clone()),
         ready,

@@ -471,6 +471,11 @@ impl Metrics {
         }
     }
 
+    /// Feeds the metadata-commit histogram from the pool's commit thread.
+    pub fn observe_pool(&'static self, pool: &storage_core::Pool) {
+        pool.set_commit_observer(std::sync::Arc::new(move |d| self.metadata_commit(d)));
+    }
+
     /// Resolves the hot-path handles of one LUN and marks it online.
     pub fn lun(&self, target: &str, lun: u64, name: &str) -> LunMetrics {
         let lun_s = lun.to_string();
@@ -637,6 +642,8 @@ impl Metrics {
 
     /// Copies the pool's exact counters into the pool and volume gauges.
     pub fn refresh_pool(&self, pool: &storage_core::Pool) {
+        let stats = pool.stats();
+        self.set_cow(stats.cow_ops, stats.cow_bytes);
         let st = pool.status();
         self.pool_capacity.set(clamp(st.capacity_bytes));
         self.pool_used.set(clamp(st.used_bytes));

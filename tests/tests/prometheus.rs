@@ -227,6 +227,12 @@ fn prometheus_scrapes_lunard_and_values_follow_io() {
     assert_eq!(seen, w1, "Prometheus sees the bytes written");
     wait_query(paddr, "up{job=\"lunar\"}", |v| v == 1.0);
     wait_query(paddr, "lunar_pool_capacity_bytes", |v| v > 0.0);
+    // Thin allocations were committed: the pool's commit observer fed the histogram.
+    wait_query(
+        paddr,
+        "lunar_pool_metadata_commit_duration_seconds_count",
+        |v| v > 0.0,
+    );
 
     // More I/O moves the series in Prometheus too.
     qemu_io(&opts, &[format!("write -P 0x33 {} {}", 16 * MIB, 4 * MIB)]).expect("qemu-io 2");

@@ -267,7 +267,9 @@ impl LunManager {
                 ctl.total.store(t, Ordering::Relaxed);
                 let frac = if t == 0 { 0.0 } else { d as f64 / t as f64 };
                 crate::metrics::global().clone_job(&job_id, &src, &dst, frac, "creating");
-                if d >= t {
+                // A split that failed (e.g. the pool filled up) ends before reaching 100 %:
+                // stop polling and report its error instead of staying "creating".
+                if d >= t || split.is_finished() {
                     break;
                 }
                 tokio::select! {
