@@ -100,6 +100,7 @@ pub struct Metrics {
     pool_soft_threshold: IntGauge,
     pool_volumes: IntGauge,
     pool_snapshots: IntGauge,
+    pool_clones: IntGauge,
     volume_size: IntGaugeVec,
     volume_mapped: IntGaugeVec,
     volume_unique: IntGaugeVec,
@@ -401,6 +402,11 @@ impl Metrics {
                 "Volumes (LUN backings and clones)",
             ),
             pool_snapshots: gauge(&r, "lunar_pool_snapshots", "Snapshots in the pool"),
+            pool_clones: gauge(
+                &r,
+                "lunar_pool_clones",
+                "Volumes created as clones (that still record an origin)",
+            ),
             volume_size: gauge_vec(&r, "lunar_volume_size_bytes", "Logical size", &["volume"]),
             volume_mapped: gauge_vec(
                 &r,
@@ -662,7 +668,10 @@ impl Metrics {
         ] {
             v.reset();
         }
-        for v in pool.volumes() {
+        let volumes = pool.volumes();
+        self.pool_clones
+            .set(volumes.iter().filter(|v| v.origin.is_some()).count() as i64);
+        for v in volumes {
             let l = [v.name.as_str()];
             self.volume_size
                 .with_label_values(&l)

@@ -234,6 +234,35 @@ fn prometheus_scrapes_lunard_and_values_follow_io() {
         |v| v > 0.0,
     );
 
+    // A clone made with lunarctl shows up as a clone and a new volume.
+    let lunarctl = lunar_e2e::daemon::lunard_bin()
+        .expect("lunard")
+        .with_file_name("lunarctl");
+    let sock = d.data_dir().join("admin.sock");
+    let out = run(
+        Command::new(&lunarctl).arg("--socket").arg(&sock).args([
+            "clone",
+            "create",
+            "--source",
+            "demo",
+            "--name",
+            "demo-clone",
+        ]),
+        Duration::from_secs(60),
+    )
+    .expect("lunarctl");
+    assert!(
+        out.status.success(),
+        "lunarctl clone create:\n{}",
+        out.combined()
+    );
+    wait_query(paddr, "lunar_pool_clones", |v| v == 1.0);
+    wait_query(
+        paddr,
+        "lunar_volume_mapped_bytes{volume=\"demo-clone\"}",
+        |v| v == (8 * MIB) as f64,
+    );
+
     // More I/O moves the series in Prometheus too.
     qemu_io(&opts, &[format!("write -P 0x33 {} {}", 16 * MIB, 4 * MIB)]).expect("qemu-io 2");
     let seen2 = wait_query(paddr, &q, |v| v > w1);
