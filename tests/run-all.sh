@@ -45,13 +45,25 @@ skip_step() {
 # qemu-system-x86 (a guest running the kernel iSCSI initiator), prometheus (promtool and a
 # real scraper), systemd (systemd-analyze), and a C toolchain for linking if missing.
 install_packages() {
+  # kmod: the guest build runs the host's depmod over the guest's modules.
   local need=(libiscsi-bin sg3-utils tgt qemu-utils qemu-block-extra fio qemu-system-x86
-    prometheus systemd)
+    prometheus systemd kmod)
   command -v cc >/dev/null 2>&1 || need+=(build-essential)
   local missing=() p
   for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  # qemu-block-extra (the iscsi:// driver) must be the same version as qemu-utils; a machine
+  # that came with a qemu-utils from elsewhere (a backport) would otherwise lose qemu-img
+  # when apt installs the distribution's qemu-block-extra. Install both from one suite.
+  local qv bv
+  qv=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+  bv=$(dpkg-query -W -f='${Version}' qemu-block-extra 2>/dev/null || true)
+  if [ "$qv" != "$bv" ] || ! command -v qemu-img >/dev/null 2>&1; then
+    for p in qemu-utils qemu-block-extra; do
+      [[ " ${missing[*]} " == *" $p "* ]] || missing+=("$p")
+    done
+  fi
   # The kernel-initiator guest is assembled with `apt-get download`, which needs package lists.
   local have_lists=0
   compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null && have_lists=1
@@ -72,7 +84,16 @@ install_packages() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "installing Debian packages: ${missing[*]}"
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    --allow-downgrades "${missing[@]}" || return 1
+  # What the tests run must really be there now, whatever apt decided.
+  local t
+  for t in qemu-img qemu-io iscsi-test-cu tgtd promtool qemu-system-x86_64; do
+    command -v "$t" >/dev/null 2>&1 || [ -x "/usr/sbin/$t" ] ||
+      { echo "after installing: $t still missing"; return 1; }
+  done
+  command -v depmod >/dev/null 2>&1 || [ -x /sbin/depmod ] || [ -x /usr/sbin/depmod ] ||
+    { echo "after installing: depmod still missing"; return 1; }
 }
 
 rust_components() {

@@ -124,6 +124,14 @@ pub enum Command {
         pr_type: u8,
         param_len: u32,
     },
+    /// EXTENDED COPY(LID1): the parameter list follows in Data-Out.
+    ExtendedCopy { param_len: u32 },
+    /// RECEIVE COPY RESULTS (LID1) with its service action and LIST IDENTIFIER.
+    ReceiveCopyResults {
+        service_action: u16,
+        list_id: u8,
+        alloc_len: u32,
+    },
     /// REPORT LUNS.
     ReportLuns { select_report: u8, alloc_len: u32 },
     /// REPORT SUPPORTED OPERATION CODES.
@@ -480,6 +488,14 @@ pub fn parse(raw: &[u8]) -> Result<Cdb, Sense> {
             pr_type: cdb[2] & 0x0F,
             param_len: be32(cdb, 5),
         },
+        (op::EXTENDED_COPY, Some(_)) => Command::ExtendedCopy {
+            param_len: be32(cdb, 10),
+        },
+        (op::RECEIVE_COPY_RESULTS, Some(sa)) => Command::ReceiveCopyResults {
+            service_action: sa,
+            list_id: cdb[2],
+            alloc_len: be32(cdb, 10),
+        },
         (op::REPORT_LUNS, _) => {
             let select_report = cdb[2];
             if !matches!(select_report, 0x00..=0x02) {
@@ -547,6 +563,7 @@ impl Command {
             }
             Command::ModeSelect { param_len, .. }
             | Command::Unmap { param_len }
+            | Command::ExtendedCopy { param_len }
             | Command::PersistentReserveOut { param_len, .. } => u64::from(*param_len),
             _ => 0,
         }
@@ -562,6 +579,7 @@ impl Command {
                 | Command::OrWrite { .. }
                 | Command::WriteSame { .. }
                 | Command::Unmap { .. }
+                | Command::ExtendedCopy { .. }
         )
     }
 }

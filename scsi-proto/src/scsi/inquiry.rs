@@ -71,10 +71,12 @@ impl StandardInquiry {
         b[2] = 0x06; // VERSION: SPC-4
         b[3] = 0x10 | 0x02; // HISUP, RESPONSE DATA FORMAT 2
         b[4] = (STANDARD_LEN - 5) as u8;
-        b[5] = match self.tpgs {
-            Tpgs::None => 0,
-            Tpgs::Implicit => 0x10,
-        };
+        // 3PC: the device server is a copy manager (EXTENDED COPY, VMware's full copy).
+        b[5] = 0x08
+            | match self.tpgs {
+                Tpgs::None => 0,
+                Tpgs::Implicit => 0x10,
+            };
         b[6] = 0;
         b[7] = 0x02; // CMDQUE: full task management model
         b[8..16].copy_from_slice(VENDOR);
@@ -95,7 +97,7 @@ mod tests {
     fn standard_golden() {
         let b = StandardInquiry::default().encode();
         assert_eq!(b.len(), 96);
-        assert_eq!(&b[..8], &[0x00, 0x00, 0x06, 0x12, 91, 0x00, 0x00, 0x02]);
+        assert_eq!(&b[..8], &[0x00, 0x00, 0x06, 0x12, 91, 0x08, 0x00, 0x02]);
         assert_eq!(&b[8..16], b"LUNAR   ");
         assert_eq!(&b[16..32], b"LUNAR VOLUME    ");
         assert_eq!(&b[32..36], b"0001");

@@ -15,6 +15,7 @@ pub mod rsoc;
 pub mod sense;
 pub mod unmap;
 pub mod vpd;
+pub mod xcopy;
 
 /// Truncate `data` to the allocation length of the CDB (SPC-4 4.2.5.6): the device server
 /// builds the full response and returns only what the initiator allowed.

@@ -37,6 +37,8 @@ pub struct Lun {
     pub(super) pr_active: AtomicBool,
     /// Per-LUN Prometheus handles, resolved once when the LUN is attached to a target.
     pub metrics: Option<Arc<crate::metrics::LunMetrics>>,
+    /// EXTENDED COPY commands this LUN's copy manager runs or ran (RECEIVE COPY RESULTS).
+    pub(super) copies: super::xcopy::CopyLog,
 }
 
 impl Lun {
@@ -65,6 +67,7 @@ impl Lun {
             pr: Mutex::new(pr),
             pr_active,
             metrics: None,
+            copies: Default::default(),
         }
     }
 
@@ -107,6 +110,17 @@ impl Lun {
             block_size: self.volume.block_size(),
             write_protected: self.read_only,
         }
+    }
+
+    /// The NAA designator of VPD page 83h, by which EXTENDED COPY names this LUN.
+    pub fn naa(&self) -> [u8; 16] {
+        DeviceIdentity {
+            uuid: *self.volume.uuid().as_bytes(),
+            relative_port: 1,
+            target_port_group: 1,
+            target_name: None,
+        }
+        .naa()
     }
 
     /// Identity for the VPD pages as seen through the port of `nexus`.

@@ -14,6 +14,7 @@ mod sbc;
 pub mod sense_map;
 mod spc;
 pub mod ua;
+mod xcopy;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -226,11 +227,16 @@ impl ScsiTarget {
     pub fn data_out_len(&self, lun: u64, cdb: &[u8]) -> Option<u32> {
         let l = self.lun(lun)?;
         let c = cdb::parse(cdb).ok()?;
-        if let Command::CompareAndWrite { blocks: 0, .. } = c.command {
-            // NUMBER OF LOGICAL BLOCKS 0 with Data-Out attached is an initiator that meant
-            // 256 (the one-byte field wrapped): take what it sends so execute() can refuse
-            // the command with INVALID FIELD IN CDB instead of acknowledging a no-op.
-            return None;
+        match c.command {
+            // COMPARE AND WRITE and WRITE SAME need exactly 2 x NUMBER OF LOGICAL BLOCKS and
+            // one block of Data-Out: take all the initiator sends (EDTL) so the device
+            // server refuses a mismatch instead of acting on a prefix of it (NUMBER OF
+            // LOGICAL BLOCKS 0 with Data-Out is an initiator that meant 256, the one-byte
+            // field wrapped).
+            Command::CompareAndWrite { .. } | Command::WriteSame { ndob: false, .. } => {
+                return None
+            }
+            _ => {}
         }
         u32::try_from(c.command.data_out_len(l.volume.block_size())).ok()
     }
@@ -468,6 +474,7 @@ fn pr_access(c: &Command) -> Option<pr::Access> {
         | Command::ReportSupportedOpcodes(_)
         | Command::ReportSupportedTmfs { .. }
         | Command::ReportTargetPortGroups { .. }
+        | Command::ReceiveCopyResults { .. }
         | Command::PersistentReserveIn { .. }
         | Command::PersistentReserveOut { .. }
         | Command::Reserve
@@ -487,6 +494,7 @@ fn pr_access(c: &Command) -> Option<pr::Access> {
         | Command::OrWrite { .. }
         | Command::ModeSelect { .. }
         | Command::SynchronizeCache { .. }
+        | Command::ExtendedCopy { .. }
         | Command::StartStopUnit { .. } => Some(pr::Access::Write),
     }
 }
@@ -587,6 +595,12 @@ impl Ctx<'_> {
             }
             Command::Unmap { param_len } => self.unmap(*param_len).await,
             Command::GetLbaStatus { lba, alloc_len } => self.get_lba_status(*lba, *alloc_len),
+            Command::ExtendedCopy { param_len } => self.extended_copy(*param_len).await,
+            Command::ReceiveCopyResults {
+                service_action,
+                list_id,
+                alloc_len,
+            } => self.receive_copy_results(*service_action, *list_id, *alloc_len),
         }
     }
 

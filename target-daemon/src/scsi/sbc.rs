@@ -15,12 +15,12 @@ use super::{status, truncated, Ctx, ScsiResponse};
 /// pieces so memory stays bounded whatever the NUMBER OF LOGICAL BLOCKS.
 const WRITE_SAME_BUFFER: usize = 1 << 20;
 
-fn read_err(e: StorageError) -> Sense {
+pub(super) fn read_err(e: StorageError) -> Sense {
     tracing::warn!("storage read failed: {e}");
     storage_error(&e, Access::Read)
 }
 
-fn write_err(e: StorageError) -> Sense {
+pub(super) fn write_err(e: StorageError) -> Sense {
     if !matches!(e, StorageError::NoSpace | StorageError::OutOfRange { .. }) {
         tracing::warn!("storage write failed: {e}");
     }

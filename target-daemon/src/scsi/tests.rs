@@ -1002,3 +1002,5 @@ async fn unmap_granularity_follows_the_pool_chunk() {
     let gran = u32::from_be_bytes([r.data_in[28], r.data_in[29], r.data_in[30], r.data_in[31]]);
     assert_eq!(gran, 256 * 1024 / BS);
 }
+
+mod xcopy;

@@ -1,0 +1,380 @@
+//! The copy manager: EXTENDED COPY (LID1) and RECEIVE COPY RESULTS (SPC-4 6.4, 6.18).
+//!
+//! VMware's "full copy" (VAAI XCOPY) lands here: clone a VM or Storage-vMotion it between
+//! datastores on Lunar and the host sends descriptors instead of data. The copy runs inside
+//! the pool: never-written source ranges become unmapped destination ranges (the copy of a
+//! thin VMDK costs only what the VMDK holds), and written ranges are read and written
+//! chunk-sized piece by piece without crossing the network.
+//!
+//! Chunk *sharing* between unrelated volumes, which would make a full copy free, is what the
+//! layered clone engine cannot express: every chunk has exactly one owner (ADR 0001; see
+//! ADR 0006 for why XCOPY copies instead).
+//!
+//! Security (CVE-2020-28374 was LIO resolving designators across every LUN it had): a
+//! target descriptor is resolved only among the LUNs of the target the issuing session is
+//! logged in to, which its ACL admitted it to, and only LUNs presented to initiators (a clone
+//! still being created is not attached, so it cannot be named).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use scsi_proto::scsi::cdb::check_lba_range;
+use scsi_proto::scsi::sense::{asc, Sense, SenseKey};
+use scsi_proto::scsi::xcopy::{
+    self, rcr, BlockSegment, CopyLimits, CopyList, CopyState, CopyStatus, ListIdUsage,
+    TargetDescriptor,
+};
+
+use super::sbc::{read_err, write_err};
+use super::{status, truncated, Ctx, Lun, Nexus, ScsiResponse, ScsiTarget};
+
+/// Copies whose status a LUN remembers for RECEIVE COPY RESULTS; older finished ones are
+/// forgotten first, so an initiator that never asks cannot grow the log.
+const RETAINED_COPIES: usize = 64;
+
+/// Largest piece read and written at once: bounded memory per copy, whatever the segment.
+const PIECE_BYTES: u64 = 4 << 20;
+
+/// One copy the LUN's copy manager ran or is running, for RECEIVE COPY RESULTS.
+#[derive(Clone, Debug)]
+struct CopyRecord {
+    initiator: String,
+    isid: u64,
+    list_id: u8,
+    retain: bool,
+    status: CopyStatus,
+    /// SCSI status and sense data the copy ended with, when it failed.
+    failure: Option<(u8, Vec<u8>)>,
+}
+
+impl CopyRecord {
+    fn is(&self, nexus: &Nexus, list_id: u8) -> bool {
+        self.list_id == list_id && self.isid == nexus.isid && self.initiator == nexus.initiator
+    }
+}
+
+/// Per-LUN copy log: copies in progress (their list identifiers are taken) and the
+/// retained results of finished ones.
+#[derive(Default)]
+pub struct CopyLog {
+    records: Mutex<Vec<CopyRecord>>,
+}
+
+impl CopyLog {
+    /// Claim `list_id` for `nexus`: fails while a copy with the same identifier from the
+    /// same I_T nexus is still running (SPC-4: OPERATION IN PROGRESS).
+    fn begin(&self, nexus: &Nexus, list_id: u8, retain: bool) -> Result<(), Sense> {
+        let mut r = self.records.lock();
+        if r.iter()
+            .any(|c| c.is(nexus, list_id) && c.status.state == CopyState::InProgress)
+        {
+            return Err(Sense::new(
+                SenseKey::IllegalRequest,
+                xcopy::OPERATION_IN_PROGRESS,
+            ));
+        }
+        r.retain(|c| !c.is(nexus, list_id));
+        if r.len() >= RETAINED_COPIES {
+            if let Some(i) = r
+                .iter()
+                .position(|c| c.status.state != CopyState::InProgress)
+            {
+                r.remove(i);
+            }
+        }
+        r.push(CopyRecord {
+            initiator: nexus.initiator.clone(),
+            isid: nexus.isid,
+            list_id,
+            retain,
+            status: CopyStatus {
+                state: CopyState::InProgress,
+                segments_processed: 0,
+                bytes: 0,
+            },
+            failure: None,
+        });
+        Ok(())
+    }
+
+    fn progress(&self, nexus: &Nexus, list_id: u8, segments: u16, bytes: u64) {
+        if let Some(c) = self
+            .records
+            .lock()
+            .iter_mut()
+            .find(|c| c.is(nexus, list_id) && c.status.state == CopyState::InProgress)
+        {
+            c.status.segments_processed = segments;
+            c.status.bytes = bytes;
+        }
+    }
+
+    fn finish(&self, nexus: &Nexus, list_id: u8, failure: Option<(u8, Vec<u8>)>) {
+        let mut r = self.records.lock();
+        let Some(i) = r
+            .iter()
+            .position(|c| c.is(nexus, list_id) && c.status.state == CopyState::InProgress)
+        else {
+            return;
+        };
+        if !r[i].retain {
+            r.remove(i);
+            return;
+        }
+        r[i].status.state = if failure.is_some() {
+            CopyState::Failed
+        } else {
+            CopyState::Completed
+        };
+        r[i].failure = failure;
+    }
+
+    fn find(&self, nexus: &Nexus, list_id: u8) -> Option<CopyRecord> {
+        self.records
+            .lock()
+            .iter()
+            .find(|c| c.is(nexus, list_id) && c.retain)
+            .cloned()
+    }
+}
+
+impl ScsiTarget {
+    /// The LUN of this target whose NAA designator is `naa`.
+    fn lun_by_naa(&self, naa: &[u8; 16]) -> Option<Arc<Lun>> {
+        self.luns.read().values().find(|l| &l.naa() == naa).cloned()
+    }
+}
+
+/// Where a segment reads or writes: the LUN a target descriptor resolved to.
+type Resolved = Vec<Option<Arc<Lun>>>;
+
+impl Ctx<'_> {
+    /// EXTENDED COPY (LID1): decode the list, then run its segments in order.
+    pub(super) async fn extended_copy(&self, param_len: u32) -> Result<ScsiResponse, Sense> {
+        let limits = CopyLimits::for_block_size(self.lun.volume.block_size());
+        let len = param_len as usize;
+        if self.req.data_out.len() < len {
+            return Err(Sense::parameter_list_length_error());
+        }
+        let Some(list) = xcopy::parse(&self.req.data_out[..len], &limits)? else {
+            return Ok(ScsiResponse::good(Bytes::new()));
+        };
+        let nexus = &self.req.nexus;
+        let tracked = list.usage != ListIdUsage::None;
+        if tracked {
+            self.lun
+                .copies
+                .begin(nexus, list.list_id, list.usage == ListIdUsage::Retain)?;
+        }
+        let started = Instant::now();
+        let outcome = self.run_copy(&list).await;
+        let (resp, failure) = match outcome {
+            Ok(r) if r.status == status::GOOD => (Ok(r), None),
+            Ok(r) => {
+                let status = r.status;
+                (Ok(r), Some((status, Vec::new())))
+            }
+            Err(sense) => {
+                let bytes = sense.encode(self.lun.sense_format());
+                (Err(sense), Some((status::CHECK_CONDITION, bytes)))
+            }
+        };
+        if tracked {
+            self.lun.copies.finish(nexus, list.list_id, failure.clone());
+        }
+        tracing::info!(
+            lun = self.req.lun,
+            initiator = %nexus.initiator,
+            list_id = list.list_id,
+            segments = list.segments.len(),
+            failed = failure.is_some(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "extended copy"
+        );
+        resp
+    }
+
+    async fn run_copy(&self, list: &CopyList) -> Result<ScsiResponse, Sense> {
+        let resolved = self.resolve_targets(&list.targets)?;
+        let mut bytes = 0u64;
+        for (i, seg) in list.segments.iter().enumerate() {
+            let r = self.copy_segment(&resolved, seg).await?;
+            if r.status != status::GOOD {
+                return Ok(r);
+            }
+            bytes += u64::from(seg.blocks) * u64::from(self.lun.volume.block_size());
+            if list.usage != ListIdUsage::None {
+                let done = u16::try_from(i + 1).unwrap_or(u16::MAX);
+                self.lun
+                    .copies
+                    .progress(&self.req.nexus, list.list_id, done, bytes);
+            }
+        }
+        Ok(ScsiResponse::good(Bytes::new()))
+    }
+
+    /// Resolve every target descriptor before moving any data: a list naming a LUN this
+    /// session cannot reach fails whole, with nothing copied.
+    fn resolve_targets(&self, targets: &[TargetDescriptor]) -> Result<Resolved, Sense> {
+        let mut out = Vec::with_capacity(targets.len());
+        for t in targets {
+            let lun = t.naa().and_then(|naa| self.target.lun_by_naa(&naa));
+            let Some(lun) = lun else {
+                tracing::info!(
+                    initiator = %self.req.nexus.initiator,
+                    designator = ?t.designator,
+                    "EXTENDED COPY names a logical unit this session cannot reach"
+                );
+                return Err(xcopy::copy_aborted(xcopy::UNREACHABLE_COPY_TARGET));
+            };
+            if t.block_size != 0 && t.block_size != lun.volume.block_size() {
+                return Err(xcopy::copy_aborted(asc::NO_ADDITIONAL_SENSE));
+            }
+            out.push(Some(lun));
+        }
+        Ok(out)
+    }
+
+    async fn copy_segment(
+        &self,
+        resolved: &Resolved,
+        seg: &BlockSegment,
+    ) -> Result<ScsiResponse, Sense> {
+        let unreachable = || xcopy::copy_aborted(xcopy::COPY_TARGET_DEVICE_NOT_REACHABLE);
+        let src = resolved
+            .get(usize::from(seg.source))
+            .and_then(Option::as_ref)
+            .ok_or_else(unreachable)?;
+        let dst = resolved
+            .get(usize::from(seg.destination))
+            .and_then(Option::as_ref)
+            .ok_or_else(unreachable)?;
+        let nexus = &self.req.nexus;
+        if src.reserved_by_other(nexus)
+            || dst.reserved_by_other(nexus)
+            || pr_conflict(src, nexus, super::pr::Access::Read)
+            || pr_conflict(dst, nexus, super::pr::Access::Write)
+        {
+            return Ok(ScsiResponse::status(status::RESERVATION_CONFLICT));
+        }
+        if dst.read_only {
+            return Err(Sense::new(SenseKey::DataProtect, asc::WRITE_PROTECTED));
+        }
+        let bs = src.volume.block_size();
+        if bs != dst.volume.block_size() {
+            return Err(xcopy::copy_aborted(asc::NO_ADDITIONAL_SENSE));
+        }
+        let blocks = u64::from(seg.blocks);
+        check_lba_range(seg.source_lba, blocks, src.volume.num_blocks())
+            .map_err(|_| xcopy::segment_out_of_range())?;
+        check_lba_range(seg.destination_lba, blocks, dst.volume.num_blocks())
+            .map_err(|_| xcopy::segment_out_of_range())?;
+        if blocks == 0 {
+            return Ok(ScsiResponse::good(Bytes::new()));
+        }
+        let piece = (PIECE_BYTES / u64::from(bs)).max(1);
+        let overlapping_forward = Arc::ptr_eq(src, dst)
+            && seg.destination_lba > seg.source_lba
+            && seg.destination_lba < seg.source_lba + blocks;
+        let fua = !dst.mode().wce;
+        if overlapping_forward {
+            // Copying forward onto itself: go from the end so no piece reads what an
+            // earlier piece of this segment already overwrote.
+            let mut end = blocks;
+            while end > 0 {
+                let n = end.min(piece);
+                let from = end - n;
+                copy_piece(
+                    src,
+                    dst,
+                    seg.source_lba + from,
+                    seg.destination_lba + from,
+                    n,
+                    fua,
+                )
+                .await?;
+                end = from;
+            }
+            return Ok(ScsiResponse::good(Bytes::new()));
+        }
+        let mut done = 0u64;
+        while done < blocks {
+            let lba = seg.source_lba + done;
+            let (mapped, run) = src.volume.block_status(lba).map_err(read_err)?;
+            let n = run.clamp(1, piece).min(blocks - done);
+            if mapped {
+                copy_piece(src, dst, lba, seg.destination_lba + done, n, fua).await?;
+            } else {
+                // Never written (or unmapped) at the source: the destination gives its
+                // blocks back too instead of storing zeros.
+                let _shared = dst.atomic.read().await;
+                dst.volume
+                    .unmap(seg.destination_lba + done, n)
+                    .await
+                    .map_err(write_err)?;
+            }
+            done += n;
+        }
+        Ok(ScsiResponse::good(Bytes::new()))
+    }
+
+    /// RECEIVE COPY RESULTS (LID1).
+    pub(super) fn receive_copy_results(
+        &self,
+        service_action: u16,
+        list_id: u8,
+        alloc_len: u32,
+    ) -> Result<ScsiResponse, Sense> {
+        if service_action == rcr::OPERATING_PARAMETERS {
+            let limits = CopyLimits::for_block_size(self.lun.volume.block_size());
+            return Ok(ScsiResponse::good(truncated(
+                xcopy::operating_parameters(&limits),
+                alloc_len,
+            )));
+        }
+        let Some(rec) = self.lun.copies.find(&self.req.nexus, list_id) else {
+            return Err(Sense::invalid_field_in_cdb(2, Some(7)));
+        };
+        let data = match service_action {
+            rcr::COPY_STATUS => rec.status.encode(),
+            rcr::RECEIVE_DATA => xcopy::receive_data(),
+            _ => xcopy::failed_segment_details(
+                rec.failure
+                    .as_ref()
+                    .map(|(s, sense)| (*s, sense.as_slice())),
+            ),
+        };
+        Ok(ScsiResponse::good(truncated(data, alloc_len)))
+    }
+}
+
+fn pr_conflict(lun: &Lun, nexus: &Nexus, access: super::pr::Access) -> bool {
+    lun.pr_active.load(std::sync::atomic::Ordering::Acquire)
+        && lun.pr.lock().conflicts(nexus, access)
+}
+
+/// Read `blocks` blocks at `src_lba` and write them at `dst_lba`, atomically with respect to
+/// COMPARE AND WRITE on the destination (the same lock ordinary writes take).
+async fn copy_piece(
+    src: &Lun,
+    dst: &Lun,
+    src_lba: u64,
+    dst_lba: u64,
+    blocks: u64,
+    fua: bool,
+) -> Result<(), Sense> {
+    let n = u32::try_from(blocks).map_err(|_| {
+        Sense::new(
+            SenseKey::IllegalRequest,
+            asc::INVALID_FIELD_IN_PARAMETER_LIST,
+        )
+    })?;
+    let data = src.volume.read(src_lba, n).await.map_err(read_err)?;
+    let _shared = dst.atomic.read().await;
+    dst.volume
+        .write(dst_lba, data, fua)
+        .await
+        .map_err(write_err)
+}
