@@ -299,23 +299,48 @@ impl Ctx<'_> {
             }
             return Ok(ScsiResponse::good(Bytes::new()));
         }
+        // Plan the pieces from the source's allocation map, then copy with one read ahead:
+        // the next written piece is read while the current one is written.
+        let mut plan = Vec::new();
         let mut done = 0u64;
         while done < blocks {
-            let lba = seg.source_lba + done;
-            let (mapped, run) = src.volume.block_status(lba).map_err(read_err)?;
+            let (mapped, run) = src
+                .volume
+                .block_status(seg.source_lba + done)
+                .map_err(read_err)?;
             let n = run.clamp(1, piece).min(blocks - done);
-            if mapped {
-                copy_piece(src, dst, lba, seg.destination_lba + done, n, fua).await?;
-            } else {
+            plan.push((mapped, done, n));
+            done += n;
+        }
+        let mut ahead: Option<Bytes> = None;
+        for (k, &(mapped, off, n)) in plan.iter().enumerate() {
+            let dst_lba = seg.destination_lba + off;
+            if !mapped {
                 // Never written (or unmapped) at the source: the destination gives its
                 // blocks back too instead of storing zeros.
                 let _shared = dst.atomic.read().await;
-                dst.volume
-                    .unmap(seg.destination_lba + done, n)
-                    .await
-                    .map_err(write_err)?;
+                dst.volume.unmap(dst_lba, n).await.map_err(write_err)?;
+                continue;
             }
-            done += n;
+            let data = match ahead.take() {
+                Some(d) => d,
+                None => read_piece(src, seg.source_lba + off, n).await?,
+            };
+            let write = async {
+                let _shared = dst.atomic.read().await;
+                dst.volume
+                    .write(dst_lba, data, fua)
+                    .await
+                    .map_err(write_err)
+            };
+            match plan[k + 1..].iter().find(|p| p.0) {
+                Some(&(_, next, m)) => {
+                    let (w, r) = tokio::join!(write, read_piece(src, seg.source_lba + next, m));
+                    w?;
+                    ahead = Some(r?);
+                }
+                None => write.await?,
+            }
         }
         Ok(ScsiResponse::good(Bytes::new()))
     }
@@ -355,6 +380,11 @@ fn pr_conflict(lun: &Lun, nexus: &Nexus, access: super::pr::Access) -> bool {
         && lun.pr.lock().conflicts(nexus, access)
 }
 
+async fn read_piece(src: &Lun, lba: u64, blocks: u64) -> Result<Bytes, Sense> {
+    let n = u32::try_from(blocks).map_err(|_| Sense::invalid_field_in_param(0, None))?;
+    src.volume.read(lba, n).await.map_err(read_err)
+}
+
 /// Read `blocks` blocks at `src_lba` and write them at `dst_lba`, atomically with respect to
 /// COMPARE AND WRITE on the destination (the same lock ordinary writes take).
 async fn copy_piece(
@@ -365,13 +395,7 @@ async fn copy_piece(
     blocks: u64,
     fua: bool,
 ) -> Result<(), Sense> {
-    let n = u32::try_from(blocks).map_err(|_| {
-        Sense::new(
-            SenseKey::IllegalRequest,
-            asc::INVALID_FIELD_IN_PARAMETER_LIST,
-        )
-    })?;
-    let data = src.volume.read(src_lba, n).await.map_err(read_err)?;
+    let data = read_piece(src, src_lba, blocks).await?;
     let _shared = dst.atomic.read().await;
     dst.volume
         .write(dst_lba, data, fua)
