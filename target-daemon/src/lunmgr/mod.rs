@@ -171,21 +171,33 @@ impl LunManager {
         Ok((mgr, entries))
     }
 
-    /// Watches the pool's soft threshold; when it is crossed, every exported LUN raises
-    /// THIN PROVISIONING SOFT THRESHOLD REACHED (38/07) once. Stops when the manager is gone.
+    /// Watches the pool's soft threshold; on every upward crossing every exported LUN raises
+    /// THIN PROVISIONING SOFT THRESHOLD REACHED (38/07) once per I_T nexus. Driven by the
+    /// pool's own watch channel (no polling interval that a quick rise and fall could slip
+    /// through); stops when the pool closes or the manager is gone.
     fn spawn_space_watch(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
+        let mut rx = self.pool.soft_threshold_watch();
         tokio::spawn(async move {
-            let mut was = false;
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let mut was = *rx.borrow_and_update();
+            if was {
+                tracing::warn!("pool soft threshold already reached at start");
+                if let Some(mgr) = weak.upgrade() {
+                    for t in mgr.scsi.read().values() {
+                        t.soft_threshold_reached();
+                    }
+                }
+            }
+            while rx.changed().await.is_ok() {
+                let now = *rx.borrow_and_update();
                 let Some(mgr) = weak.upgrade() else { return };
-                let now = mgr.pool.status().soft_threshold_reached;
                 if now && !was {
                     tracing::warn!("pool soft threshold reached: notifying initiators");
                     for t in mgr.scsi.read().values() {
                         t.soft_threshold_reached();
                     }
+                } else if !now && was {
+                    tracing::info!("pool usage back below the soft threshold");
                 }
                 was = now;
             }
