@@ -1,6 +1,9 @@
 //! Data-path I/O backends: io_uring (a small ring thread) with an automatic thread-pool
-//! fallback. `LUNAR_IO_BACKEND=threads` forces the fallback.
+//! fallback. `LUNAR_IO_BACKEND=threads` forces the fallback. In front of either, I/O the page
+//! cache can serve without blocking is done on the caller's thread (`nowait`;
+//! `LUNAR_IO_NOWAIT=0` disables it).
 
+mod nowait;
 mod threads;
 mod uring;
 
@@ -12,50 +15,102 @@ use bytes::Bytes;
 use crate::{Result, StorageError};
 
 /// The backend chosen for a pool.
-pub(crate) enum DataIo {
+enum Backend {
     Threads(threads::ThreadsIo),
     Uring(uring::UringIo),
+}
+
+/// A pool's data path: the non-blocking page-cache fast path, then the backend.
+pub(crate) struct DataIo {
+    file: Arc<File>,
+    fast: nowait::NoWait,
+    backend: Backend,
 }
 
 impl DataIo {
     /// Pick io_uring unless disabled or unavailable.
     pub fn new(file: Arc<File>) -> DataIo {
+        DataIo {
+            file: file.clone(),
+            fast: nowait::NoWait::new(),
+            backend: Backend::new(file),
+        }
+    }
+
+    /// Name of the backend in use.
+    pub fn name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Read exactly `len` bytes at `off`.
+    pub async fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let done = self.fast.read(&self.file, off, &mut buf);
+        if done == len {
+            return Ok(buf);
+        }
+        let rest = self.backend.read(off + done as u64, len - done).await?;
+        buf[done..].copy_from_slice(&rest);
+        Ok(buf)
+    }
+
+    /// Write the buffers back to back starting at `off`.
+    pub async fn write(&self, off: u64, bufs: Vec<Bytes>) -> Result<()> {
+        let total: usize = bufs.iter().map(Bytes::len).sum();
+        let done = self.fast.write(&self.file, off, &bufs);
+        if done == total {
+            return Ok(());
+        }
+        // Hand the backend what is left, without copying payload.
+        let mut skip = done;
+        let mut rest = Vec::with_capacity(bufs.len());
+        for b in bufs {
+            if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            }
+            rest.push(b.slice(skip..));
+            skip = 0;
+        }
+        self.backend.write(off + done as u64, rest).await
+    }
+}
+
+impl Backend {
+    fn new(file: Arc<File>) -> Backend {
         let forced = std::env::var("LUNAR_IO_BACKEND").unwrap_or_default();
         if forced != "threads" {
             match uring::UringIo::new(file.clone()) {
                 Ok(u) => {
                     tracing::debug!("storage data path: io_uring");
-                    return DataIo::Uring(u);
+                    return Backend::Uring(u);
                 }
                 Err(e) => {
                     tracing::info!("io_uring unavailable ({e}); using the thread-pool backend")
                 }
             }
         }
-        DataIo::Threads(threads::ThreadsIo::new(file))
+        Backend::Threads(threads::ThreadsIo::new(file))
     }
 
-    /// Name of the backend in use.
-    pub fn name(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
-            DataIo::Threads(_) => "threads",
-            DataIo::Uring(_) => "io_uring",
+            Backend::Threads(_) => "threads",
+            Backend::Uring(_) => "io_uring",
         }
     }
 
-    /// Read exactly `len` bytes at `off`.
-    pub async fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+    async fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
         match self {
-            DataIo::Threads(t) => t.read(off, len).await,
-            DataIo::Uring(u) => u.read(off, len).await,
+            Backend::Threads(t) => t.read(off, len).await,
+            Backend::Uring(u) => u.read(off, len).await,
         }
     }
 
-    /// Write the buffers back to back starting at `off`.
-    pub async fn write(&self, off: u64, bufs: Vec<Bytes>) -> Result<()> {
+    async fn write(&self, off: u64, bufs: Vec<Bytes>) -> Result<()> {
         match self {
-            DataIo::Threads(t) => t.write(off, bufs).await,
-            DataIo::Uring(u) => u.write(off, bufs).await,
+            Backend::Threads(t) => t.write(off, bufs).await,
+            Backend::Uring(u) => u.write(off, bufs).await,
         }
     }
 }
