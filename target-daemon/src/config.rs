@@ -554,6 +554,14 @@ impl Config {
             return Err(("portals".into(), "at least one portal is required".into()));
         }
         for (i, p) in self.portals.iter().enumerate() {
+            if p.tpgt == 0 {
+                return Err((
+                    format!("portals[{i}].tpgt"),
+                    "must be between 1 and 65535 (it is also the relative target port \
+                     identifier, and relative target port 0 is reserved in SCSI)"
+                        .into(),
+                ));
+            }
             for (j, q) in self.portals.iter().enumerate().take(i) {
                 if p.listen == q.listen && p.listen.port() != 0 {
                     return Err((
@@ -1043,6 +1051,19 @@ targets:
         assert!(
             e.starts_with("bad.yaml:7: targets[0].initiators[1]:"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn tpgt_zero_is_rejected() {
+        let e =
+            err("portals:\n  - listen: 127.0.0.1:3260\n  - listen: 127.0.0.1:3261\n    tpgt: 0\n");
+        assert!(e.starts_with("bad.yaml:4: portals[1].tpgt:"), "{e}");
+        assert!(e.contains("between 1 and 65535"), "{e}");
+        let ok = "portals:\n  - listen: 127.0.0.1:3260\n  - listen: 127.0.0.1:3261\n    tpgt: 2\n";
+        assert_eq!(
+            Config::from_yaml_str(ok, "ok.yaml").unwrap().portals[1].tpgt,
+            2
         );
     }
 

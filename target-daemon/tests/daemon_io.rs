@@ -333,3 +333,123 @@ async fn oversized_write_is_refused_before_buffering() {
     assert_eq!(r.status, 0);
     daemon.shutdown().await.expect("clean shutdown");
 }
+
+/// Designators of a VPD page 83h: `(association, designator type, value)` in page order.
+fn designators(page: &[u8]) -> Vec<(u8, u8, Vec<u8>)> {
+    assert_eq!(page.get(1), Some(&0x83), "VPD page 83h: {page:02x?}");
+    let len = usize::from(u16::from_be_bytes([page[2], page[3]]));
+    let body = &page[4..4 + len];
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 4 <= body.len() {
+        let n = usize::from(body[off + 3]);
+        let d = &body[off..off + 4 + n];
+        out.push(((d[1] >> 4) & 0x3, d[1] & 0x0f, d[4..].to_vec()));
+        off += 4 + n;
+    }
+    out
+}
+
+/// REPORT TARGET PORT GROUPS data: `(group, asymmetric access state byte, ports)` per
+/// descriptor (length-only or extended header).
+fn port_groups(data: &[u8]) -> Vec<(u16, u8, Vec<u16>)> {
+    let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+    assert_eq!(data.len(), 4 + len, "RTPG data is complete: {data:02x?}");
+    let mut off = 4;
+    if data.get(4).is_some_and(|b| b & 0x70 == 0x10) {
+        off = 8; // extended header (format type 001b)
+    }
+    let mut out = Vec::new();
+    while off + 8 <= data.len() {
+        let d = &data[off..];
+        let n = usize::from(d[7]);
+        let ports = (0..n)
+            .map(|i| u16::from_be_bytes([d[8 + 4 * i + 2], d[8 + 4 * i + 3]]))
+            .collect();
+        out.push((u16::from_be_bytes([d[2], d[3]]), d[0], ports));
+        off += 8 + 4 * n;
+    }
+    out
+}
+
+/// One target behind three portals in two portal groups (TPGT 1; TPGT 2 twice): through
+/// every portal LUN 0 is the same logical unit (identical NAA designator) seen through the
+/// target port of that portal's group (relative target port and target port group
+/// designators = its TPGT; equal for the two portals that share a group), and REPORT TARGET
+/// PORT GROUPS lists both groups, active/optimized, whichever path asks.
+#[tokio::test]
+async fn two_portal_groups_one_logical_unit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        r#"
+data_dir: {}
+pool: {{ path: pool, capacity: 1GiB }}
+portals:
+  - {{ listen: "127.0.0.1:0", tpgt: 1 }}
+  - {{ listen: "127.0.0.1:0", tpgt: 2 }}
+  - {{ listen: "127.0.0.1:0", tpgt: 2 }}
+iscsi: {{ nop_interval_secs: 0 }}
+targets:
+  - iqn: {DEMO}
+    allow_any: true
+    luns: [{{ id: 0, volume: demo, size: 64MiB }}]
+"#,
+        dir.path().display()
+    );
+    let cfg = Config::from_yaml_str(&yaml, "test.yaml").expect("config");
+    let daemon = Daemon::start(cfg).await.expect("daemon starts");
+    let addrs = daemon.local_addrs().to_vec();
+    assert_eq!(addrs.len(), 3, "{addrs:?}");
+    let tpgts = [1u16, 2, 2];
+
+    let mut naa = None;
+    for (addr, tpgt) in addrs.iter().zip(tpgts) {
+        let mut c = Initiator::connect(*addr, INI).await;
+        assert!(c.login(Some(DEMO)).await.ok(), "login through {addr}");
+        c.clear_unit_attention().await;
+
+        // INQUIRY, EVPD=1, page 83h.
+        let r = c
+            .run(&[0x12, 0x01, 0x83, 0x01, 0x00, 0x00], true, 256, &[], 0, 0)
+            .await;
+        assert_eq!(r.status, 0, "INQUIRY VPD 83h through {addr}: {r:?}");
+        let d = designators(&r.data);
+        let find = |assoc: u8, ty: u8| {
+            d.iter()
+                .find(|(a, t, _)| *a == assoc && *t == ty)
+                .map(|(_, _, v)| v.clone())
+                .unwrap_or_else(|| panic!("no designator {assoc}/{ty} through {addr}: {d:02x?}"))
+        };
+        // Logical unit association (00b), NAA (type 3): the same through every portal.
+        let this_naa = find(0, 3);
+        assert_eq!(this_naa.len(), 16);
+        match &naa {
+            None => naa = Some(this_naa),
+            Some(first) => assert_eq!(first, &this_naa, "NAA designator through {addr}"),
+        }
+        // Target port association (01b): relative target port (4), target port group (5).
+        let [hi, lo] = tpgt.to_be_bytes();
+        assert_eq!(find(1, 4), vec![0, 0, hi, lo], "relative port via {addr}");
+        assert_eq!(find(1, 5), vec![0, 0, hi, lo], "port group via {addr}");
+
+        // REPORT TARGET PORT GROUPS (MAINTENANCE IN / 0Ah), both header formats.
+        for extended in [false, true] {
+            let mut cdb = [0u8; 12];
+            cdb[0] = 0xa3;
+            cdb[1] = 0x0a | if extended { 0x20 } else { 0 };
+            cdb[6..10].copy_from_slice(&1024u32.to_be_bytes());
+            let r = c.run(&cdb, true, 1024, &[], 0, 0).await;
+            assert_eq!(r.status, 0, "RTPG through {addr}: {r:?}");
+            if extended {
+                assert_eq!(r.data[4] & 0x70, 0x10, "extended header");
+            }
+            assert_eq!(
+                port_groups(&r.data),
+                vec![(1, 0x80, vec![1]), (2, 0x80, vec![2])],
+                "RTPG (extended {extended}) through {addr}: every group, active/optimized"
+            );
+        }
+        c.logout().await;
+    }
+    daemon.shutdown().await.expect("clean shutdown");
+}

@@ -489,7 +489,8 @@ pub fn regressions_vs(
 pub struct Run {
     /// LUN URL, `iscsi://host:port/iqn/lun`.
     pub url: String,
-    /// Second URL for the MultipathIO suite (the same LUN through a second session).
+    /// Second URL for the MultipathIO suite: the same LUN through a second session, ideally
+    /// through a second portal of the target (see [`Run::all_multipath`]).
     pub multipath_url: Option<String>,
     /// `-t` test selector (`ALL`, `ALL.Read10`, ...).
     pub selector: String,
@@ -502,11 +503,18 @@ pub struct Run {
 }
 
 impl Run {
-    /// The full destructive `ALL` family against `url`, with a multipath URL.
+    /// The full destructive `ALL` family against `url`, with `url` again as the multipath
+    /// URL (a second session through the same portal, for a target with only one).
     pub fn all(url: &str) -> Self {
+        Self::all_multipath(url, url)
+    }
+
+    /// The full destructive `ALL` family against `url`, with `second_path` (the same LUN
+    /// through another portal) as the MultipathIO suite's second path.
+    pub fn all_multipath(url: &str, second_path: &str) -> Self {
         Self {
             url: url.to_string(),
-            multipath_url: Some(url.to_string()),
+            multipath_url: Some(second_path.to_string()),
             selector: "ALL".into(),
             dataloss: true,
             initiators: None,

@@ -15,7 +15,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The line `lunard` logs once its portal accepts logins, followed by the bound address.
+/// The line `lunard` logs once its portals accept logins, followed by the bound addresses
+/// (`ADDR, ADDR, ...`, one per portal in configuration order).
 pub const READY_MARKER: &str = "lunard ready: listening on ";
 
 /// Environment variable naming the `lunard` binary to test (overrides discovery).
@@ -31,6 +32,12 @@ pub struct LunardOptions {
     pub data_dir: Option<PathBuf>,
     /// Additional command-line arguments.
     pub extra_args: Vec<String>,
+    /// How many loopback portals to ask for with `--portal 127.0.0.1:0` (default 1). lunard
+    /// gives every `--portal` TPGT 1, so two are two portals of one portal group (one SCSI
+    /// target port): a second path to the same LUN, e.g. for libiscsi's MultipathIO suite.
+    /// 0 passes no `--portal`, so the `portals:` of `config_yaml` apply (give them port 0,
+    /// and `tpgt`s of your choice, to get distinct portal groups).
+    pub portals: usize,
     /// How long to wait for the ready line.
     pub ready_timeout: Duration,
 }
@@ -41,6 +48,7 @@ impl Default for LunardOptions {
             config_yaml: None,
             data_dir: None,
             extra_args: Vec::new(),
+            portals: 1,
             ready_timeout: Duration::from_secs(60),
         }
     }
@@ -55,7 +63,8 @@ pub struct Lunard {
     scratch: tempfile::TempDir,
     data_dir: PathBuf,
     log_path: PathBuf,
-    addr: SocketAddr,
+    /// Bound portal addresses, in the order of the ready line (never empty once started).
+    addrs: Vec<SocketAddr>,
     /// How many times this handle has started the daemon (restarts append to the same log).
     starts: u32,
 }
@@ -84,7 +93,7 @@ impl Lunard {
             scratch,
             data_dir,
             log_path,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             starts: 0,
         };
         me.spawn_ready()?;
@@ -108,11 +117,11 @@ impl Lunard {
         }
         // Port 0: lunard binds a free port and reports it in its ready line, so parallel tests
         // never race for ports.
-        cmd.arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--portal")
-            .arg("127.0.0.1:0")
-            .args(&self.opts.extra_args)
+        cmd.arg("--data-dir").arg(&self.data_dir);
+        for _ in 0..self.opts.portals {
+            cmd.arg("--portal").arg("127.0.0.1:0");
+        }
+        cmd.args(&self.opts.extra_args)
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1")
             .env(
@@ -132,8 +141,8 @@ impl Lunard {
             .with_context(|| format!("cannot start `{command}`"))?;
         self.child = Some(child);
         match self.wait_ready(log_start) {
-            Ok(addr) => {
-                self.addr = addr;
+            Ok(addrs) => {
+                self.addrs = addrs;
                 Ok(())
             }
             Err(e) => {
@@ -149,17 +158,26 @@ impl Lunard {
         }
     }
 
-    /// Waits for the ready line of this start and returns the address it reports.
-    fn wait_ready(&mut self, log_start: u64) -> Result<SocketAddr> {
+    /// Waits for the ready line of this start and returns the addresses it reports.
+    fn wait_ready(&mut self, log_start: u64) -> Result<Vec<SocketAddr>> {
         let deadline = Instant::now() + self.opts.ready_timeout;
         loop {
             let log = self.log_bytes();
             let fresh = String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or(&[]));
-            if let Some(addr) = parse_ready_line(&fresh) {
-                if !net::wait_accepting(addr, Duration::from_secs(10)) {
-                    bail!("lunard reported {addr} but it does not accept connections");
+            if let Some(addrs) = parse_ready_addrs(&fresh) {
+                if self.opts.portals > 0 && addrs.len() != self.opts.portals {
+                    bail!(
+                        "lunard reported {} portal(s) ({addrs:?}) for {} --portal flags",
+                        addrs.len(),
+                        self.opts.portals
+                    );
                 }
-                return Ok(addr);
+                for &addr in &addrs {
+                    if !net::wait_accepting(addr, Duration::from_secs(10)) {
+                        bail!("lunard reported {addr} but it does not accept connections");
+                    }
+                }
+                return Ok(addrs);
             }
             let child = self.child.as_mut().ok_or_else(|| anyhow!("no child"))?;
             if let Some(status) = child.try_wait()? {
@@ -175,19 +193,31 @@ impl Lunard {
         }
     }
 
-    /// Address of the iSCSI portal.
+    /// Address of the (first) iSCSI portal.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
+    }
+
+    /// Addresses of every portal, in the order lunard reported them (configuration order).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// Portal URL for discovery: `iscsi://127.0.0.1:PORT`.
     pub fn portal_url(&self) -> String {
-        format!("iscsi://{}", self.addr)
+        format!("iscsi://{}", self.addr())
     }
 
     /// URL of a LUN of a target: `iscsi://127.0.0.1:PORT/IQN/LUN`.
     pub fn lun_url(&self, iqn: &str, lun: u64) -> String {
-        format!("iscsi://{}/{iqn}/{lun}", self.addr)
+        format!("iscsi://{}/{iqn}/{lun}", self.addr())
+    }
+
+    /// URL of a LUN through portal `portal` (index into [`Lunard::addrs`]); `None` if the
+    /// daemon has fewer portals.
+    pub fn lun_url_via(&self, portal: usize, iqn: &str, lun: u64) -> Option<String> {
+        let addr = self.addrs.get(portal)?;
+        Some(format!("iscsi://{addr}/{iqn}/{lun}"))
     }
 
     /// URL of LUN 0 of the embedded default target.
@@ -282,15 +312,24 @@ fn append_log(path: &Path, line: &str) {
     }
 }
 
-/// Finds the address in a `lunard ready: listening on ADDR` line.
+/// Finds the (first) address in a `lunard ready: listening on ADDR, ...` line.
 pub fn parse_ready_line(log: &str) -> Option<SocketAddr> {
+    parse_ready_addrs(log).map(|a| a[0])
+}
+
+/// Finds every address in the first `lunard ready: listening on ADDR, ADDR, ...` line: the
+/// addresses up to the first token that is not one (`target=...`, the end of a JSON string).
+/// `None` without a ready line naming at least one address.
+pub fn parse_ready_addrs(log: &str) -> Option<Vec<SocketAddr>> {
     log.lines().find_map(|line| {
         let line = strip_ansi(line);
         let rest = &line[line.find(READY_MARKER)? + READY_MARKER.len()..];
-        let token = rest
+        let addrs: Vec<SocketAddr> = rest
             .split(|c: char| c.is_whitespace() || c == ',' || c == '"')
-            .find(|t| !t.is_empty())?;
-        token.parse().ok()
+            .filter(|t| !t.is_empty())
+            .map_while(|t| t.parse().ok())
+            .collect();
+        (!addrs.is_empty()).then_some(addrs)
     })
 }
 
@@ -433,6 +472,28 @@ mod tests {
         assert_eq!(
             parse_ready_line("x lunard ready: listening on [::1]:3260, 127.0.0.1:3261"),
             Some("[::1]:3260".parse().unwrap())
+        );
+        assert_eq!(
+            parse_ready_addrs(
+                "x lunard ready: listening on [::1]:3260, 127.0.0.1:3261 target=iqn.x:y\n"
+            ),
+            Some(vec![
+                "[::1]:3260".parse().unwrap(),
+                "127.0.0.1:3261".parse().unwrap()
+            ])
+        );
+        assert_eq!(
+            parse_ready_addrs(
+                r#"{"message":"lunard ready: listening on 127.0.0.1:1, 127.0.0.1:2"}"#
+            ),
+            Some(vec![
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap()
+            ])
+        );
+        assert_eq!(
+            parse_ready_addrs("lunard ready: listening on nothing"),
+            None
         );
     }
 

@@ -3,6 +3,10 @@
 //! Fails on any failed test, on any skip not in `tests/conformance/allowed-skips.txt`, and on
 //! any test tgtd passes (per `tests/baseline/tgtd-iscsi-test-cu.txt`) that lunard does not.
 //! The per-test results are written to `$CARGO_TARGET_DIR/lunar-e2e/lunard-iscsi-test-cu.txt`.
+//!
+//! lunard runs with two portals (`--portal 127.0.0.1:0` twice, both TPGT 1) and the
+//! MultipathIO suite's second path goes through the second one, so the multipath tests see
+//! two sessions on two portals of one target, as a host with two paths would.
 
 use lunar_e2e::config::Config;
 use lunar_e2e::conformance::{parse_results_file, regressions_vs, AllowList, Outcome, Run};
@@ -20,8 +24,15 @@ fn results_dir() -> PathBuf {
 #[test]
 fn libiscsi_test_cu_all() {
     require_tools!("iscsi-test-cu");
-    let mut d = Lunard::start().expect("start lunard");
-    let mut run = Run::all(&d.lun_url(DEFAULT_TARGET_IQN, 0));
+    let mut d = Lunard::start_with(LunardOptions {
+        portals: 2,
+        ..LunardOptions::default()
+    })
+    .expect("start lunard with two portals");
+    let first = d.lun_url_via(0, DEFAULT_TARGET_IQN, 0).expect("portal 0");
+    let second = d.lun_url_via(1, DEFAULT_TARGET_IQN, 0).expect("portal 1");
+    assert_ne!(first, second, "two portals, two addresses");
+    let mut run = Run::all_multipath(&first, &second);
     run.initiators = Some((
         "iqn.2026-11.io.lunar.test:cu-1".into(),
         "iqn.2026-11.io.lunar.test:cu-2".into(),
@@ -34,7 +45,10 @@ fn libiscsi_test_cu_all() {
     let file = dir.join("lunard-iscsi-test-cu.txt");
     let _ = std::fs::write(
         &file,
-        report.to_results_file("iscsi-test-cu --dataloss -t ALL URL URL against lunard"),
+        report.to_results_file(
+            "iscsi-test-cu --dataloss -t ALL URL URL2 against lunard \
+             (URL2: the same LUN through a second portal)",
+        ),
     );
     let _ = std::fs::write(dir.join("lunard-iscsi-test-cu.log"), &out.stdout);
 
@@ -142,6 +156,56 @@ fn libiscsi_test_cu_read_only_lun() {
     assert!(
         c.total() > 0 && c.pass == c.total(),
         "ALL.ReadOnly against a read-only LUN: {c}\n{}",
+        report.to_results_file("") + lunar_e2e::process::tail(&out.stdout, 4000)
+    );
+}
+
+/// MultipathIO with its two paths in different portal groups: portals with TPGT 1 and 2 are
+/// two SCSI target ports (distinct relative target port and target port group designators
+/// in VPD 83h) of one logical unit (the same NAA designator), which libiscsi must accept as
+/// one multipath device.
+#[test]
+fn libiscsi_multipath_io_across_portal_groups() {
+    require_tools!("iscsi-test-cu");
+    const IQN: &str = "iqn.2026-11.io.lunar:two-groups";
+    let yaml = format!(
+        r#"
+pool: {{ path: pool, chunk_size: 64KiB, capacity: 8GiB }}
+portals:
+  - {{ listen: "127.0.0.1:0", tpgt: 1 }}
+  - {{ listen: "127.0.0.1:0", tpgt: 2 }}
+targets:
+  - iqn: {IQN}
+    allow_any: true
+    luns: [{{ id: 0, volume: lun0, size: 1GiB }}]
+"#
+    );
+    let mut d = Lunard::start_with(LunardOptions {
+        config_yaml: Some(yaml),
+        portals: 0,
+        ..LunardOptions::default()
+    })
+    .expect("start lunard with two portal groups");
+    assert_eq!(d.addrs().len(), 2, "two portals: {:?}", d.addrs());
+    let mut run = Run::all_multipath(
+        &d.lun_url_via(0, IQN, 0).expect("portal 0"),
+        &d.lun_url_via(1, IQN, 0).expect("portal 1"),
+    );
+    run.selector = "ALL.MultipathIO".into();
+    run.initiators = Some((
+        "iqn.2026-11.io.lunar.test:mp-1".into(),
+        "iqn.2026-11.io.lunar.test:mp-2".into(),
+    ));
+    let (report, out) = run.execute().expect("iscsi-test-cu -t ALL.MultipathIO");
+    println!(
+        "iscsi-test-cu ALL.MultipathIO across portal groups 1 and 2: {}",
+        report.counts()
+    );
+    d.check_alive().expect("lunard survived the suite");
+    let c = report.counts();
+    assert!(
+        c.total() > 0 && c.pass == c.total(),
+        "ALL.MultipathIO across two portal groups: {c}\n{}",
         report.to_results_file("") + lunar_e2e::process::tail(&out.stdout, 4000)
     );
 }

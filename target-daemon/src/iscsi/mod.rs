@@ -100,6 +100,9 @@ pub struct Server {
     pub(crate) sessions: SessionTable,
     /// Bound portals (filled as listeners come up).
     portals: Mutex<Vec<PortalInfo>>,
+    /// TPGTs of the configured (and bound) portals, ascending: every target is exported
+    /// through all of them, so each device server reports them all as target port groups.
+    port_groups: Mutex<Vec<u16>>,
     /// Flips to true when the daemon shuts down.
     shutdown_tx: watch::Sender<bool>,
     /// Every connection task holds a clone; shutdown waits until all are dropped.
@@ -112,8 +115,12 @@ impl Server {
     pub fn new(config: &Config, targets: Vec<TargetEntry>) -> Arc<Server> {
         let (shutdown_tx, _) = watch::channel(false);
         let (guard_tx, guard_rx) = mpsc::channel(1);
+        let mut port_groups: Vec<u16> = config.portals.iter().map(|p| p.tpgt).collect();
+        port_groups.sort_unstable();
+        port_groups.dedup();
         let mut table = TargetTable::default();
         for t in targets {
+            t.scsi.set_port_groups(&port_groups);
             table.insert(Arc::new(t));
         }
         Arc::new(Server {
@@ -122,6 +129,7 @@ impl Server {
             tunables: config.iscsi.clone(),
             sessions: SessionTable::default(),
             portals: Mutex::new(Vec::new()),
+            port_groups: Mutex::new(port_groups),
             shutdown_tx,
             conn_guard: Mutex::new(Some(guard_tx)),
             conn_done: tokio::sync::Mutex::new(guard_rx),
@@ -153,6 +161,7 @@ impl Server {
         if t.map.contains_key(&entry.cfg.iqn.to_ascii_lowercase()) {
             anyhow::bail!("target {} already exists", entry.cfg.iqn);
         }
+        entry.scsi.set_port_groups(&self.port_groups.lock());
         t.insert(Arc::new(entry));
         Ok(())
     }
@@ -238,6 +247,22 @@ impl Server {
         let (listener, info) = portal::bind(cfg)?;
         let addr = info.local;
         self.portals.lock().push(info.clone());
+        // A portal outside the configuration (tests bind their own): its group joins the set.
+        let groups = {
+            let mut g = self.port_groups.lock();
+            match g.binary_search(&cfg.tpgt) {
+                Ok(_) => None,
+                Err(at) => {
+                    g.insert(at, cfg.tpgt);
+                    Some(g.clone())
+                }
+            }
+        };
+        if let Some(groups) = groups {
+            for t in self.targets() {
+                t.scsi.set_port_groups(&groups);
+            }
+        }
         Ok((
             addr,
             tokio::spawn(portal::serve(self.clone(), listener, info)),

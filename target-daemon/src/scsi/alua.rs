@@ -7,6 +7,12 @@
 //! stacks (dm-multipath `alua` handler, VMware `VMW_SATP_ALUA`, Windows MPIO) read the
 //! states instead of guessing. A LUN reached through two portals is one device: the NAA
 //! designator comes from the LUN identity, not the port.
+//!
+//! REPORT TARGET PORT GROUPS lists every target port group through which the logical unit
+//! is accessible (SPC-4 6.36), not just the one the command came through: the iSCSI server
+//! tells each [`ScsiTarget`](super::ScsiTarget) the TPGTs of its portals
+//! ([`ScsiTarget::set_port_groups`](super::ScsiTarget::set_port_groups)). A target that was
+//! never told (unit tests, a device server without a transport) reports the nexus's group.
 
 use bytes::Bytes;
 
@@ -28,14 +34,21 @@ pub struct PortGroup {
     pub ports: Vec<u16>,
 }
 
-/// The groups a nexus is told about: the group of the portal it came through (TPGT 0 is
-/// reported as 1, as in VPD 83h, because relative port 0 is reserved).
-pub fn groups_for(nexus: &Nexus) -> Vec<PortGroup> {
-    let port = nexus.tpgt.max(1);
-    vec![PortGroup {
-        id: port,
-        ports: vec![port],
-    }]
+/// The groups a nexus is told about: one per TPGT in `exported` (the portal groups the
+/// target is reachable through), in ascending order, always including the group of the
+/// portal the nexus came through; with `exported` empty (unknown), only that group. TPGT 0
+/// is reported as 1, as in VPD 83h, because relative port 0 is reserved.
+pub fn groups_for(nexus: &Nexus, exported: &[u16]) -> Vec<PortGroup> {
+    let mut ids: Vec<u16> = exported.iter().map(|&t| t.max(1)).collect();
+    ids.push(nexus.tpgt.max(1));
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter()
+        .map(|id| PortGroup {
+            id,
+            ports: vec![id],
+        })
+        .collect()
 }
 
 /// Encode REPORT TARGET PORT GROUPS parameter data (SPC-4 6.36); `extended` selects the
@@ -65,13 +78,15 @@ pub fn encode(groups: &[PortGroup], extended: bool) -> Vec<u8> {
     out
 }
 
-/// REPORT TARGET PORT GROUPS for `nexus`, limited to the allocation length.
+/// REPORT TARGET PORT GROUPS for `nexus` on a target exported through the portal groups
+/// `exported` (see [`groups_for`]), limited to the allocation length.
 pub(super) fn report_target_port_groups(
     nexus: &Nexus,
+    exported: &[u16],
     extended: bool,
     alloc_len: u32,
 ) -> ScsiResponse {
-    let data = encode(&groups_for(nexus), extended);
+    let data = encode(&groups_for(nexus, exported), extended);
     ScsiResponse::good(Bytes::from(scsi_proto::scsi::truncate_to_alloc(
         data, alloc_len,
     )))
@@ -88,14 +103,18 @@ mod tests {
             isid: 1,
             tpgt: 3,
         };
-        let d = encode(&groups_for(&n), false);
+        let d = encode(&groups_for(&n, &[]), false);
         assert_eq!(&d[0..4], &12u32.to_be_bytes());
         assert_eq!(d[4], 0x80, "PREF, active/optimized");
         assert_eq!(d[5], 0x01);
         assert_eq!(&d[6..8], &3u16.to_be_bytes());
         assert_eq!(d[11], 1, "one port");
         assert_eq!(&d[14..16], &3u16.to_be_bytes());
-        let x = encode(&groups_for(&Nexus { tpgt: 0, ..n }), true);
+        let zero = Nexus {
+            tpgt: 0,
+            ..n.clone()
+        };
+        let x = encode(&groups_for(&zero, &[]), true);
         assert_eq!(&x[0..4], &16u32.to_be_bytes());
         assert_eq!(x[4], 0x10);
         assert_eq!(
@@ -103,5 +122,42 @@ mod tests {
             &1u16.to_be_bytes(),
             "TPGT 0 reported as group 1"
         );
+        // A known set: the nexus's own group is in it.
+        assert_eq!(groups_for(&n, &[3]), groups_for(&n, &[]));
+    }
+
+    #[test]
+    fn every_exported_group_is_reported() {
+        let n = Nexus {
+            initiator: "iqn.a".into(),
+            isid: 1,
+            tpgt: 2,
+        };
+        let g = groups_for(&n, &[2, 1, 2]);
+        assert_eq!(
+            g,
+            vec![
+                PortGroup {
+                    id: 1,
+                    ports: vec![1]
+                },
+                PortGroup {
+                    id: 2,
+                    ports: vec![2]
+                },
+            ]
+        );
+        let d = encode(&g, false);
+        assert_eq!(&d[0..4], &24u32.to_be_bytes(), "two 12-byte descriptors");
+        for (i, id) in [1u16, 2].into_iter().enumerate() {
+            let desc = &d[4 + 12 * i..16 + 12 * i];
+            assert_eq!(desc[0], 0x80, "PREF, active/optimized");
+            assert_eq!(&desc[2..4], &id.to_be_bytes());
+            assert_eq!(desc[7], 1, "one relative target port");
+            assert_eq!(&desc[10..12], &id.to_be_bytes());
+        }
+        // The nexus's own group is reported even if the set somehow lacks it.
+        let ids: Vec<u16> = groups_for(&n, &[5]).iter().map(|g| g.id).collect();
+        assert_eq!(ids, vec![2, 5]);
     }
 }

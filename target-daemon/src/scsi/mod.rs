@@ -135,6 +135,9 @@ pub struct ScsiTarget {
     luns: RwLock<BTreeMap<u64, Arc<Lun>>>,
     uas: ua::UnitAttentions,
     chunk_size: u32,
+    /// TPGTs of the portal groups the target is exported through (REPORT TARGET PORT
+    /// GROUPS lists them all); empty until the transport says (see `set_port_groups`).
+    port_groups: RwLock<Vec<u16>>,
 }
 
 impl ScsiTarget {
@@ -152,6 +155,7 @@ impl ScsiTarget {
             luns: RwLock::new(BTreeMap::new()),
             uas: Default::default(),
             chunk_size,
+            port_groups: RwLock::new(Vec::new()),
         })
     }
 
@@ -160,9 +164,38 @@ impl ScsiTarget {
         &self.name
     }
 
+    /// Records the portal group tags (TPGTs) the target is exported through; REPORT TARGET
+    /// PORT GROUPS then reports one target port group per tag. Set by the transport (the
+    /// iSCSI server) when targets and portals are configured.
+    pub fn set_port_groups(&self, tpgts: &[u16]) {
+        let mut v = tpgts.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        *self.port_groups.write() = v;
+    }
+
+    /// The TPGTs set by [`ScsiTarget::set_port_groups`], ascending (empty: unknown).
+    pub fn port_groups(&self) -> Vec<u16> {
+        self.port_groups.read().clone()
+    }
+
     /// Attach a volume as `lun`. Logged-in nexuses get POWER ON/RESET on the new LUN and
     /// REPORTED LUNS DATA HAS CHANGED on the others.
     pub fn add_lun(&self, lun: u64, volume: Volume, read_only: bool) -> anyhow::Result<()> {
+        let identity = volume.uuid();
+        self.add_lun_with_identity(lun, volume, read_only, identity)
+    }
+
+    /// Attach a volume as `lun` under a SCSI identity of its own (the UUID the NAA id and
+    /// unit serial derive from): a refreshed clone keeps the identity hosts know it by,
+    /// although its volume is a new one.
+    pub fn add_lun_with_identity(
+        &self,
+        lun: u64,
+        volume: Volume,
+        read_only: bool,
+        identity: uuid::Uuid,
+    ) -> anyhow::Result<()> {
         if scsi_proto::scsi::report_luns::encode_lun(lun).is_none() {
             anyhow::bail!("LUN {lun} cannot be addressed (LUN numbers go up to 16383)");
         }
@@ -180,7 +213,7 @@ impl ScsiTarget {
             }
             let others: Vec<u64> = luns.keys().copied().collect();
             let name = volume.name();
-            let mut entry = Lun::new(lun, volume, read_only, self.chunk_size);
+            let mut entry = Lun::with_identity(lun, volume, read_only, self.chunk_size, identity);
             entry.metrics = Some(Arc::new(
                 crate::metrics::global().lun(&self.name, lun, &name),
             ));
@@ -215,6 +248,11 @@ impl ScsiTarget {
     /// LUN numbers, ascending.
     pub fn luns(&self) -> Vec<u64> {
         self.luns.read().keys().copied().collect()
+    }
+
+    /// The NAA designator `lun` reports in VPD page 83h (what hosts identify the disk by).
+    pub fn lun_naa(&self, lun: u64) -> Option<[u8; 16]> {
+        self.lun(lun).map(|l| l.naa())
     }
 
     fn lun(&self, lun: u64) -> Option<Arc<Lun>> {
@@ -557,6 +595,7 @@ impl Ctx<'_> {
                 alloc_len,
             } => Ok(alua::report_target_port_groups(
                 &self.req.nexus,
+                &self.target.port_groups(),
                 *extended,
                 *alloc_len,
             )),
