@@ -252,6 +252,8 @@ async fn consistency_group_split_and_refresh() {
     let after = ctl_json(p, &["clone", "refresh", "data-dr", "--source", "data"]).await;
     assert_eq!(read(&d, "data-dr", 1).await, now);
     assert_eq!(after["naa"], before["naa"]);
+    // ...and the device server reports that same identity to hosts (VPD 83h).
+    assert_eq!(device_naa(&d, 0), before["naa"].as_str().unwrap());
     assert_eq!(after["mappings"], before["mappings"]);
     assert_eq!(reported_luns(&d), vec![0]);
 

@@ -586,7 +586,8 @@ impl LunManager {
             .ok_or_else(|| MgrError::NotFound(format!("target {target:?} not found")))?;
         let vol = self.pool.volume(name)?;
         let ro = st.luns.get(name).is_some_and(|r| r.read_only);
-        t.add_lun(id, vol, ro)
+        let identity = st.luns.get(name).map_or_else(|| vol.uuid(), |r| r.identity);
+        t.add_lun_with_identity(id, vol, ro, identity)
             .map_err(|e| MgrError::Invalid(e.to_string()))?;
         if let Some(rec) = st.targets.get_mut(target) {
             rec.luns.insert(id, name.to_string());
@@ -1219,7 +1220,7 @@ pub(crate) fn attach(pool: &Pool, st: &State, target: &ScsiTarget, id: u64, name
     }
     match pool.volume(name) {
         Ok(v) => {
-            if let Err(e) = target.add_lun(id, v, rec.read_only) {
+            if let Err(e) = target.add_lun_with_identity(id, v, rec.read_only, rec.identity) {
                 tracing::error!(
                     target = target.name(),
                     lun_id = id,

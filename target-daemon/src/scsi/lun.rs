@@ -39,11 +39,26 @@ pub struct Lun {
     pub metrics: Option<Arc<crate::metrics::LunMetrics>>,
     /// EXTENDED COPY commands this LUN's copy manager runs or ran (RECEIVE COPY RESULTS).
     pub(super) copies: super::xcopy::CopyLog,
+    /// The SCSI identity: NAA id, unit serial and persistent-reservation state derive from
+    /// it. The volume's UUID, except for a refreshed clone, which keeps the one hosts know.
+    identity: uuid::Uuid,
 }
 
 impl Lun {
     /// Wrap a volume. `chunk_size` is the pool's allocation unit (UNMAP granularity).
     pub fn new(id: u64, volume: Volume, read_only: bool, chunk_size: u32) -> Self {
+        let identity = volume.uuid();
+        Self::with_identity(id, volume, read_only, chunk_size, identity)
+    }
+
+    /// Wrap a volume presented under `identity` (see [`Lun::identity_uuid`]).
+    pub fn with_identity(
+        id: u64,
+        volume: Volume,
+        read_only: bool,
+        chunk_size: u32,
+        identity: uuid::Uuid,
+    ) -> Self {
         let block_size = volume.block_size();
         let provisioning = match volume.info().guarantee {
             Guarantee::Full => Provisioning::Resource,
@@ -51,7 +66,7 @@ impl Lun {
         };
         let last_blocks = AtomicU64::new(volume.num_blocks());
         // Persistent reservations saved with APTPL for this LUN identity come back here.
-        let pr = super::pr::PrState::for_lun(volume.uuid());
+        let pr = super::pr::PrState::for_lun(identity);
         let pr_active = AtomicBool::new(pr.is_active());
         Self {
             id,
@@ -68,6 +83,7 @@ impl Lun {
             pr_active,
             metrics: None,
             copies: Default::default(),
+            identity,
         }
     }
 
@@ -112,10 +128,15 @@ impl Lun {
         }
     }
 
+    /// The UUID the LUN's SCSI identity derives from.
+    pub fn identity_uuid(&self) -> uuid::Uuid {
+        self.identity
+    }
+
     /// The NAA designator of VPD page 83h, by which EXTENDED COPY names this LUN.
     pub fn naa(&self) -> [u8; 16] {
         DeviceIdentity {
-            uuid: *self.volume.uuid().as_bytes(),
+            uuid: *self.identity.as_bytes(),
             relative_port: 1,
             target_port_group: 1,
             target_name: None,
@@ -127,7 +148,7 @@ impl Lun {
     pub fn identity(&self, target_name: &str, nexus: &Nexus) -> DeviceIdentity {
         let port = nexus.tpgt.max(1);
         DeviceIdentity {
-            uuid: *self.volume.uuid().as_bytes(),
+            uuid: *self.identity.as_bytes(),
             relative_port: port,
             target_port_group: port,
             target_name: Some(target_name.to_string()),

@@ -140,6 +140,26 @@ impl CopyLog {
     }
 }
 
+/// Ends an in-progress copy record as failed (TASK ABORTED) if the command is dropped.
+struct AbortGuard<'a> {
+    log: &'a CopyLog,
+    nexus: &'a Nexus,
+    list_id: u8,
+    armed: bool,
+}
+
+impl Drop for AbortGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.log.finish(
+                self.nexus,
+                self.list_id,
+                Some((status::TASK_ABORTED, Vec::new())),
+            );
+        }
+    }
+}
+
 impl ScsiTarget {
     /// The LUN of this target whose NAA designator is `naa`.
     fn lun_by_naa(&self, naa: &[u8; 16]) -> Option<Arc<Lun>> {
@@ -168,6 +188,15 @@ impl Ctx<'_> {
                 .copies
                 .begin(nexus, list.list_id, list.usage == ListIdUsage::Retain)?;
         }
+        // A task aborted mid-copy (ABORT TASK, LUN RESET, session loss) drops this future:
+        // the guard still ends the record, as failed, so the list identifier is not held
+        // forever and RECEIVE COPY RESULTS does not report a copy that is not running.
+        let mut guard = AbortGuard {
+            log: &self.lun.copies,
+            nexus,
+            list_id: list.list_id,
+            armed: tracked,
+        };
         let started = Instant::now();
         let outcome = self.run_copy(&list).await;
         let (resp, failure) = match outcome {
@@ -181,6 +210,7 @@ impl Ctx<'_> {
                 (Err(sense), Some((status::CHECK_CONDITION, bytes)))
             }
         };
+        guard.armed = false;
         if tracked {
             self.lun.copies.finish(nexus, list.list_id, failure.clone());
         }

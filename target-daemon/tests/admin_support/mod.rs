@@ -115,6 +115,20 @@ pub async fn read(d: &Daemon, name: &str, mib: usize) -> Vec<u8> {
     out
 }
 
+/// The NAA id LUN `lun` of the target reports in VPD page 83h, as `naa.` + 32 hex digits
+/// (the form `lun show` prints).
+pub fn device_naa(d: &Daemon, lun: u64) -> String {
+    let naa = d
+        .server()
+        .target(TARGET)
+        .expect("target")
+        .scsi
+        .lun_naa(lun)
+        .expect("lun");
+    let hex: String = naa.iter().map(|b| format!("{b:02x}")).collect();
+    format!("naa.{hex}")
+}
+
 /// LUN numbers the target presents (what REPORT LUNS returns).
 pub fn reported_luns(d: &Daemon) -> Vec<u64> {
     d.server().target(TARGET).expect("target").scsi.luns()

@@ -307,3 +307,29 @@ async fn read_only_and_reserved_destinations_are_protected() {
     let r = xcopy(&f, &f.b, 1, back).await;
     assert_eq!(r.status, status::GOOD, "{r:?}");
 }
+
+#[tokio::test]
+async fn an_aborted_copy_releases_its_list_identifier() {
+    let f = fixture().await;
+    write(&f, 0, 0, pattern(2048, 5)).await;
+    let n0 = naa(&f, 0);
+    let list = param_list(9, &[target_desc(&n0)], &[seg(0, 0, 2048, 0, 4096)]);
+    // Dropping the command mid-copy is what ABORT TASK and session loss do to it.
+    let cut =
+        tokio::time::timeout(std::time::Duration::ZERO, xcopy(&f, &f.a, 0, list.clone())).await;
+    assert!(
+        cut.is_err(),
+        "the copy must still have been running when dropped"
+    );
+    let st = run(&f.target, &f.a, 0, &rcr_cdb(0x00, 9), Bytes::new()).await;
+    assert_eq!(st.status, status::GOOD);
+    assert_eq!(
+        st.data_in[4], 0x02,
+        "an aborted copy is reported as ended with errors"
+    );
+    let fsd = run(&f.target, &f.a, 0, &rcr_cdb(0x04, 9), Bytes::new()).await;
+    assert_eq!(fsd.data_in[56], status::TASK_ABORTED);
+    // The list identifier is free again.
+    let r = xcopy(&f, &f.a, 0, list).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+}
