@@ -1,6 +1,7 @@
 //! Crash test: a child process writes, unmaps, snapshots and flushes on a pool and is killed
 //! with SIGKILL at a random instant, many times. After each kill the pool is reopened, every
-//! acknowledged-and-flushed write is verified, snapshots are verified and `check` is clean.
+//! acknowledged-and-flushed write is verified, as is every FUA write acknowledged after the last
+//! flush, snapshots are verified and `check` is clean.
 //!
 //! The child is this test binary re-executed with `LUNAR_CRASH_CHILD` set.
 
@@ -98,15 +99,24 @@ async fn child(dir: &Path, seed: u64, iter: u64) {
             }
         })
     };
+    // Even runs flush every 4 ops (FUA is rare); odd runs flush every 64 ops and write every
+    // 8th op with FUA, so kills land among FUA writes that no flush covers yet.
+    let (flush_every, fua_every) = if seed % 2 == 0 { (4, 50) } else { (64, 8) };
     for (k, op) in ops(seed, 100_000).into_iter().enumerate() {
         match op {
-            Op::Write { lba, tag } => vol
-                .write(lba, Bytes::from(block_of(tag, lba)), k % 50 == 0)
-                .await
-                .expect("write"),
+            Op::Write { lba, tag } => {
+                let fua = k % fua_every == 0;
+                vol.write(lba, Bytes::from(block_of(tag, lba)), fua)
+                    .await
+                    .expect("write");
+                if fua {
+                    // Acknowledged with FUA: durable now, whatever flushes follow.
+                    writeln!(pf, "fua {seed} {k}").expect("progress write");
+                }
+            }
             Op::Unmap { lba, n } => vol.unmap(lba, n).await.expect("unmap"),
         }
-        if k % 4 == 3 {
+        if k % flush_every == flush_every - 1 {
             vol.flush().await.expect("flush");
             writeln!(pf, "{seed} {k}").expect("progress write");
         }
@@ -135,20 +145,25 @@ fn crash_child() {
     rt.block_on(child(Path::new(&dir), seed, iter));
 }
 
-/// Last flushed op index of run `seed`, and whether snapshot `iter` was acknowledged.
-fn progress(dir: &Path, seed: u64, iter: u64) -> (Option<usize>, bool) {
+/// Last flushed op index of run `seed`, whether snapshot `iter` was acknowledged, and the
+/// op indexes of the FUA writes acknowledged in that run.
+fn progress(dir: &Path, seed: u64, iter: u64) -> (Option<usize>, bool, Vec<usize>) {
     let text = std::fs::read_to_string(dir.join("progress")).unwrap_or_default();
     let mut last = None;
     let mut snap = false;
+    let mut fua = Vec::new();
     for line in text.lines() {
         let mut it = line.split_whitespace();
-        match (it.next(), it.next()) {
-            (Some("snap"), Some(i)) if i.parse() == Ok(iter) => snap = true,
-            (Some(s), Some(k)) if s.parse() == Ok(seed) => last = k.parse().ok().or(last),
+        match (it.next(), it.next(), it.next()) {
+            (Some("snap"), Some(i), None) if i.parse() == Ok(iter) => snap = true,
+            (Some("fua"), Some(s), Some(k)) if s.parse() == Ok(seed) => {
+                fua.extend(k.parse::<usize>().ok())
+            }
+            (Some(s), Some(k), None) if s.parse() == Ok(seed) => last = k.parse().ok().or(last),
             _ => {}
         }
     }
-    (last, snap)
+    (last, snap, fua)
 }
 
 async fn read_all(pool: &Pool, name: &str) -> Vec<Vec<u8>> {
@@ -183,6 +198,7 @@ fn killed_writer_loses_nothing_acknowledged() {
         let exe = std::env::current_exe().expect("exe");
         let iterations = 24;
         let mut total_verified = 0usize;
+        let mut total_fua = 0usize;
         for iter in 0..iterations {
             let seed = iter + 1;
             let mut child = std::process::Command::new(&exe)
@@ -200,9 +216,12 @@ fn killed_writer_loses_nothing_acknowledged() {
             let pool = Pool::open(dir.path()).await.expect("reopen after crash");
             let report = pool.check().await.expect("check");
             assert!(report.is_clean(), "iteration {iter}: {:?}", report.errors);
-            let (last, snapped) = progress(dir.path(), seed, iter);
+            let (last, snapped, fua) = progress(dir.path(), seed, iter);
             // Expected state at the last acknowledged flush, plus what later ops may have done.
-            let stream = ops(seed, last.map_or(0, |l| l + 1) + 400);
+            let horizon = last
+                .map_or(0, |l| l + 1)
+                .max(fua.iter().max().map_or(0, |k| k + 1));
+            let stream = ops(seed, horizon + 400);
             let flushed = last.map_or(0, |l| l + 1);
             let mut expect = baseline.clone();
             for op in &stream[..flushed] {
@@ -229,6 +248,31 @@ fn killed_writer_loses_nothing_acknowledged() {
                     "iteration {iter}: block {b} holds neither the flushed data nor a later write"
                 );
             }
+            // A FUA write acknowledged after the last flush is durable on its own: its block
+            // holds it, or something a later op of the stream wrote there.
+            let mut fua_checked = 0usize;
+            for &k in fua.iter().filter(|&&k| k >= flushed) {
+                let Op::Write { lba, tag } = stream[k] else {
+                    continue;
+                };
+                let b = lba as usize;
+                let mut allowed = vec![block_of(tag, lba)];
+                for op in &stream[k + 1..] {
+                    match *op {
+                        Op::Write { lba: l, tag: t } if l == lba => allowed.push(block_of(t, l)),
+                        Op::Unmap { lba: l, n } if (l..l + n).contains(&lba) => {
+                            allowed.push(vec![0u8; BS as usize])
+                        }
+                        _ => {}
+                    }
+                }
+                assert!(
+                    allowed.contains(&got[b]),
+                    "iteration {iter}: FUA write {k} to block {b} was acknowledged but is lost"
+                );
+                fua_checked += 1;
+            }
+            total_fua += fua_checked;
             total_verified += flushed;
             // Snapshots taken by acknowledged calls must hold the state they were taken at.
             if snapped {
@@ -260,7 +304,10 @@ fn killed_writer_loses_nothing_acknowledged() {
             baseline = got;
             pool.close().await.expect("close");
         }
-        eprintln!("crash test: {iterations} kills, {total_verified} acknowledged ops verified");
+        eprintln!(
+            "crash test: {iterations} kills, {total_verified} acknowledged ops verified, \
+             {total_fua} FUA writes acknowledged after the last flush verified"
+        );
         assert!(
             total_verified > 100,
             "the children made too little progress ({total_verified} ops) to test anything"
