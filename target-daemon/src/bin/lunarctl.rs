@@ -598,6 +598,20 @@ fn wait_job(c: &mut Client, name: &str) -> anyhow::Result<Value> {
     }
 }
 
+/// A duration in seconds as "3d4h", "5h12m", "7m03s" or "42s" (how long a session is up).
+fn age(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
 /// How a command's result is shown as text.
 type Printer = Box<dyn Fn(&Value)>;
 
@@ -620,8 +634,12 @@ fn run(mut cli: Cli) -> anyhow::Result<()> {
                 println!("Chunk size {}", human(u(&v["chunk_size"])));
                 println!("Volumes    {}", u(&v["volumes"]));
                 println!("Snapshots  {}", u(&v["snapshots"]));
-                if v["soft_threshold_reached"].as_bool() == Some(true) {
-                    println!("WARNING    soft threshold ({}%) reached", s(&v["soft_threshold_pct"]));
+                match v["soft_threshold_pct"].as_u64() {
+                    None => println!("Threshold  none"),
+                    Some(p) if v["soft_threshold_reached"].as_bool() == Some(true) => {
+                        println!("Threshold  {p}% REACHED (initiators were told: 38/07)")
+                    }
+                    Some(p) => println!("Threshold  {p}% (not reached)"),
                 }
             }),
         ),
@@ -786,11 +804,17 @@ fn run(mut cli: Cli) -> anyhow::Result<()> {
         Cmd::Session(SessionCmd::List { target }) => (
             c.call("session.list", json!({"target": target}))?,
             Box::new(|v: &Value| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
                 let rows = v.as_array().map(|a| a.iter().map(|x| vec![
                     s(&x["target"]), s(&x["initiator"]), s(&x["isid"]), u(&x["tsih"]).to_string(),
                     x["connections"].as_array().map(|c| c.iter().map(|c| s(&c[1])).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                    x["connections"].as_array().map(|c| c.iter().map(|c| s(&c[2])).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                    x["luns"].as_array().map(|l| l.iter().map(|n| u(n).to_string()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                    age(now.saturating_sub(u(&x["since_unix"]))),
                 ]).collect()).unwrap_or_default();
-                table(&["TARGET", "INITIATOR", "ISID", "TSIH", "FROM"], rows);
+                table(&["TARGET", "INITIATOR", "ISID", "TSIH", "FROM", "PORTAL", "LUNS", "SINCE"], rows);
             }),
         ),
         Cmd::Session(SessionCmd::Close { target }) => (
