@@ -226,9 +226,12 @@ impl Volume {
     ) -> Result<()> {
         let cs = self.inner.layout.chunk_size;
         let len: usize = parts.iter().map(|b| b.len()).sum();
-        // Fast path: the top owns the chunk, overwrite in place.
+        // Fast path: the top owns the chunk, overwrite in place. Exclusive against reads of
+        // the chunk, so a read sees each block wholly before or wholly after a write — the
+        // sector atomicity disks give and VMFS's heartbeat reads rely on. (Page-cache copies
+        // run on several threads at once; nothing below would order them.)
         {
-            let _s = self.rt.stripe(index).read().await;
+            let _s = self.rt.stripe(index).write().await;
             if let Some(p) = self.owned_phys(index)? {
                 return self
                     .inner
