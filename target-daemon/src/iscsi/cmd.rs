@@ -211,7 +211,9 @@ impl Conn {
                     Ok(Ok(v)) => v,
                     Ok(Err(why)) => {
                         tracing::debug!(itt, "write data error: {why}");
-                        remove_task(&session, itt, serial);
+                        if !remove_task(&session, itt, serial) {
+                            return;
+                        }
                         // DATA PHASE ERROR: the data did not arrive as the protocol requires.
                         let sense = datain::fixed_sense(datain::ABORTED_COMMAND, 0x4b, 0x00);
                         let info = CmdInfo {
@@ -245,7 +247,11 @@ impl Conn {
                 tag: itt,
             };
             let resp = target.scsi.execute(req).await;
-            remove_task(&session, itt, serial);
+            if !remove_task(&session, itt, serial) {
+                // A task management function took the task while it was finishing: it
+                // counts as aborted, so no response may go out (the TMF answers for it).
+                return;
+            }
             datain::send_result(
                 &writer,
                 &info,
@@ -392,15 +398,22 @@ impl Conn {
     }
 }
 
-/// Removes the task table entry for `itt` if it still belongs to this task.
-fn remove_task(session: &Arc<super::session::Session>, itt: u32, serial: u64) {
-    {
+/// Removes the task table entry for `itt` if it still belongs to this task. Returns false
+/// when the entry is already gone: an abort (TMF, reset, connection or session end) took
+/// it, and the abort may not have stopped the future yet (it runs on another worker and
+/// has no await point left before its response), so the task must send nothing. Taking
+/// the entry under the table lock is what decides between "completed" and "aborted".
+fn remove_task(session: &Arc<super::session::Session>, itt: u32, serial: u64) -> bool {
+    let ours = {
         let mut tasks = session.tasks.lock();
-        if tasks.get(&itt).is_some_and(|t| t.serial == serial) {
+        let ours = tasks.get(&itt).is_some_and(|t| t.serial == serial);
+        if ours {
             tasks.remove(&itt);
         }
-    }
+        ours
+    };
     session.update_window();
+    ours
 }
 
 #[cfg(test)]
