@@ -336,6 +336,87 @@ async fn crc32c_digests_are_negotiated_and_used() {
     assert_eq!(&p.data[..], b"digest");
 }
 
+/// `lunar_iscsi_digest_errors_total{kind="<kind>"}` from the process-wide registry (0 until
+/// the first error of that kind).
+fn digest_errors(kind: &str) -> u64 {
+    let text = target_daemon::metrics::global().render(None);
+    let series = format!("lunar_iscsi_digest_errors_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |v| v.trim().parse().expect("counter value"))
+}
+
+#[tokio::test]
+async fn digest_errors_on_a_live_connection() {
+    let (_s, addr) = start(YAML).await;
+    let mut a = Initiator::connect(addr, ALICE).await;
+    let r = a
+        .login_with(
+            Some("iqn.2026-11.io.lunar:open"),
+            &[("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")],
+        )
+        .await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.keys.get("DataDigest").map(String::as_str), Some("CRC32C"));
+    a.codec.header_digest = true;
+    a.codec.data_digest = true;
+    let (data_before, header_before) = (digest_errors("data"), digest_errors("header"));
+    let nop_bytes = |a: &mut Initiator, data: &'static [u8]| {
+        let nop = NopOut {
+            immediate: true,
+            lun: 0,
+            itt: a.itt(),
+            ttt: pdu::RESERVED_TAG,
+            cmd_sn: a.cmd_sn,
+            exp_stat_sn: a.exp_stat_sn,
+        };
+        let mut out = bytes::BytesMut::new();
+        Pdu::new(nop, Bytes::from_static(data))
+            .encode(&a.codec, &mut out)
+            .expect("encode");
+        out.to_vec()
+    };
+
+    // BHS (48) + header digest (4) + data "digest!!" (8) + data digest (4).
+    let mut bad_data = nop_bytes(&mut a, b"digest!!");
+    assert_eq!(bad_data.len(), 48 + 4 + 8 + 4);
+    bad_data[52] ^= 0x01;
+    a.send_raw(&bad_data).await;
+    let p = a.recv().await;
+    let Bhs::Reject(r) = &p.bhs else {
+        panic!("expected Reject, got {:?}", p.bhs.opcode())
+    };
+    assert_eq!(r.reason, RejectReason::DataDigestError);
+    assert_eq!(u8::from(r.reason), 0x02);
+    assert_eq!(
+        &p.data[..48],
+        &bad_data[..48],
+        "the rejected header is returned"
+    );
+    // The connection keeps working.
+    let p = a.nop(b"still here").await;
+    assert!(matches!(p.bhs, Bhs::NopIn(_)), "{:?}", p.bhs.opcode());
+    assert_eq!(&p.data[..], b"still here");
+
+    // A damaged header digest: nothing in the header can be trusted, the connection closes.
+    let mut bad_header = nop_bytes(&mut a, b"gone");
+    bad_header[49] ^= 0x80;
+    a.send_raw(&bad_header).await;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), a.recv_opt())
+        .await
+        .expect("the target neither closed nor answered");
+    assert!(
+        closed.is_none(),
+        "expected the connection to close, got {:?}",
+        closed.map(|p| p.bhs.opcode())
+    );
+    still_serving(addr).await;
+
+    // Only this test makes digest errors in this process.
+    assert_eq!(digest_errors("data") - data_before, 1);
+    assert_eq!(digest_errors("header") - header_before, 1);
+}
+
 #[tokio::test]
 async fn connection_reinstatement_keeps_the_session() {
     let (server, addr) = start(YAML).await;

@@ -1,7 +1,9 @@
 //! A Windows-failover-cluster style fencing scenario over real iSCSI sessions against the
 //! `lunard` binary: two nodes register keys with APTPL, node A reserves Write Exclusive –
 //! Registrants Only, a non-registrant's write conflicts, node B fences A with PREEMPT AND
-//! ABORT, and after a daemon restart the keys and the reservation are still there.
+//! ABORT, and after a daemon restart the keys and the reservation are still there (and B,
+//! reconnecting through the same initiator port, still holds it). PREEMPT AND ABORT also
+//! aborts the fenced node's in-flight tasks, but not the issuer's.
 
 mod common;
 
@@ -9,8 +11,11 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
+use bytes::Bytes;
 use common::{cdb10, Initiator};
+use scsi_proto::iscsi::pdu::{self, Bhs, Pdu};
 
 const TARGET: &str = "iqn.2026-11.io.lunar:demo";
 const GOOD: u8 = 0x00;
@@ -18,8 +23,26 @@ const CHECK_CONDITION: u8 = 0x02;
 const RESERVATION_CONFLICT: u8 = 0x18;
 const WERO: u8 = 5;
 
-/// Start lunard on an ephemeral port over `dir`; returns the child and its portal.
-fn start(dir: &Path) -> (Child, SocketAddr) {
+/// A running lunard, killed (SIGKILL) and reaped when dropped, so a failing test does not
+/// leave it behind (it would hold the test's output pipes open).
+struct Daemon(Child);
+
+impl Daemon {
+    /// SIGKILL (APTPL state must survive it) and reap.
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start lunard on an ephemeral port over `dir`; returns the daemon and its portal.
+fn start(dir: &Path) -> (Daemon, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lunard"))
         .args(["--portal", "127.0.0.1:0", "--no-metrics", "--data-dir"])
         .arg(dir)
@@ -27,6 +50,7 @@ fn start(dir: &Path) -> (Child, SocketAddr) {
         .spawn()
         .expect("spawn lunard");
     let stderr = child.stderr.take().expect("stderr");
+    let daemon = Daemon(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -49,12 +73,20 @@ fn start(dir: &Path) -> (Child, SocketAddr) {
     };
     // Keep draining stderr so the daemon never blocks on a full pipe.
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    (child, addr)
+    (daemon, addr)
 }
 
 async fn node(addr: SocketAddr, name: &str) -> Initiator {
-    let mut i = Initiator::connect(addr, name).await;
-    assert!(i.login(Some(TARGET)).await.ok(), "{name} logs in");
+    logged_in(Initiator::connect(addr, name).await).await
+}
+
+/// Node `name` through the initiator port `isid` (the same I_T nexus as an earlier session).
+async fn node_with_isid(addr: SocketAddr, name: &str, isid: u64) -> Initiator {
+    logged_in(Initiator::connect_with_isid(addr, name, isid).await).await
+}
+
+async fn logged_in(mut i: Initiator) -> Initiator {
+    assert!(i.login(Some(TARGET)).await.ok(), "{} logs in", i.name);
     i.clear_unit_attention().await;
     i
 }
@@ -120,10 +152,47 @@ async fn read(i: &mut Initiator, lba: u32) -> u8 {
         .status
 }
 
+/// The block at `lba` (the read must succeed).
+async fn read_block(i: &mut Initiator, lba: u32) -> Vec<u8> {
+    let r = i.run(&cdb10(0x28, lba, 1), true, 512, &[], 0, 0).await;
+    assert_eq!(r.status, GOOD, "READ of LBA {lba}");
+    r.data
+}
+
+/// Sends a one-block WRITE(10) without immediate data and waits for the target's R2T:
+/// the target now holds the task waiting for its Data-Out. Returns (ITT, TTT).
+async fn start_write(i: &mut Initiator, lba: u32) -> (u32, u32) {
+    let cmd = i.command(&cdb10(0x2A, lba, 1), false, true, 512, Bytes::new());
+    let itt = cmd.bhs.itt();
+    i.send(cmd).await;
+    let p = i.recv().await;
+    match &p.bhs {
+        Bhs::R2t(r) if r.itt == itt => {
+            assert_eq!(r.desired_data_transfer_length, 512, "one R2T for the block");
+            (itt, r.ttt)
+        }
+        other => panic!("expected an R2T for ITT {itt:#x}, got {:?}", other.opcode()),
+    }
+}
+
+/// Answers the R2T of [`start_write`] with the whole block.
+async fn send_block(i: &mut Initiator, (itt, ttt): (u32, u32), fill: u8) {
+    let d = pdu::DataOut {
+        final_bit: true,
+        lun: 0,
+        itt,
+        ttt,
+        exp_stat_sn: i.exp_stat_sn,
+        data_sn: 0,
+        buffer_offset: 0,
+    };
+    i.send(Pdu::new(d, Bytes::from(vec![fill; 512]))).await;
+}
+
 #[tokio::test]
 async fn cluster_fencing_survives_restart_with_aptpl() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut daemon, addr) = start(dir.path());
+    let (daemon, addr) = start(dir.path());
 
     let mut a = node(addr, "iqn.2026-11.io.test:node-a").await;
     let mut b = node(addr, "iqn.2026-11.io.test:node-b").await;
@@ -156,12 +225,11 @@ async fn cluster_fencing_survives_restart_with_aptpl() {
     );
 
     // Restart (SIGKILL: APTPL state is durable when PERSISTENT RESERVE OUT returns).
-    daemon.kill().expect("kill lunard");
-    daemon.wait().expect("reap lunard");
+    daemon.kill();
+    let b_isid = b.isid;
     drop((a, b, outsider));
-    let (mut daemon, addr) = start(dir.path());
+    let (daemon, addr) = start(dir.path());
 
-    let mut b = node(addr, "iqn.2026-11.io.test:node-b").await;
     let mut outsider = node(addr, "iqn.2026-11.io.test:outsider").await;
     assert_eq!(keys(&prin(&mut outsider, 0).await), vec![0xBBBB]);
     assert_eq!(
@@ -169,13 +237,73 @@ async fn cluster_fencing_survives_restart_with_aptpl() {
         Some((0xBBBB, WERO))
     );
     assert_eq!(write(&mut outsider, 3).await, RESERVATION_CONFLICT);
-    // B's new session is another I_T nexus (new ISID): not the holder, so it conflicts
-    // too, until it registers and the cluster releases the old nexus's reservation.
     assert_eq!(read(&mut outsider, 3).await, GOOD);
+    // A session of node B through another initiator port (new ISID) is another I_T
+    // nexus: neither registered nor the holder, so its write conflicts.
+    let mut b_other = node(addr, "iqn.2026-11.io.test:node-b").await;
+    assert_ne!(b_other.isid, b_isid);
+    assert_eq!(write(&mut b_other, 2).await, RESERVATION_CONFLICT);
+    // B reconnects through its original initiator port: the same I_T nexus, still the
+    // reservation holder, so it resumes writing.
+    let mut b = node_with_isid(addr, "iqn.2026-11.io.test:node-b", b_isid).await;
+    assert_eq!(write(&mut b, 2).await, GOOD);
     // REPORT CAPABILITIES: PTPL_A is set.
     let caps = prin(&mut b, 2).await;
     assert_eq!(caps[3] & 0x01, 0x01, "PTPL_A after restart");
 
-    daemon.kill().expect("kill lunard");
-    daemon.wait().expect("reap lunard");
+    daemon.kill();
+}
+
+#[tokio::test]
+async fn preempt_and_abort_aborts_the_preempted_nodes_tasks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (daemon, addr) = start(dir.path());
+    let scenario = async {
+        let mut a = node(addr, "iqn.2026-11.io.test:node-a").await;
+        let mut b = node(addr, "iqn.2026-11.io.test:node-b").await;
+        assert_eq!(prout(&mut a, 0, 0, 0, 0xAAAA).await, GOOD);
+        assert_eq!(prout(&mut b, 0, 0, 0, 0xBBBB).await, GOOD);
+        assert_eq!(prout(&mut a, 1, WERO, 0xAAAA, 0).await, GOOD);
+        let before = read_block(&mut b, 7).await;
+        assert_ne!(before, vec![0x5A; 512], "LBA 7 starts without A's pattern");
+
+        // Both nodes have a write in flight that the target holds for its Data-Out.
+        let a_write = start_write(&mut a, 7).await;
+        let b_write = start_write(&mut b, 8).await;
+
+        // B fences A: PREEMPT AND ABORT completes (A's task aborted, not waited for forever).
+        assert_eq!(prout(&mut b, 5, WERO, 0xBBBB, 0xAAAA).await, GOOD);
+
+        // The issuer's own task survived: its data lands.
+        send_block(&mut b, b_write, 0xB8).await;
+        let r = b.finish(b_write.0, &[], 512).await;
+        assert_eq!(r.status, GOOD, "B's write is not aborted");
+        assert_eq!(read_block(&mut b, 8).await, vec![0xB8; 512]);
+
+        // A's task is gone: its Data-Out is dropped and it gets no status, so the next
+        // PDU A receives answers its next command (`finish` checks the ITT), which reports
+        // REGISTRATIONS PREEMPTED.
+        send_block(&mut a, a_write, 0x5A).await;
+        let tur = a.run(&[0u8; 6], false, 0, &[], 0, 0).await;
+        assert_eq!(tur.status, CHECK_CONDITION);
+        assert_eq!(
+            tur.sense.get(2).map(|k| k & 0x0F),
+            Some(6),
+            "UNIT ATTENTION"
+        );
+        assert_eq!(tur.sense.get(12..14), Some(&[0x2A, 0x05][..]), "2A/05");
+        let nop = a.nop(b"ping").await;
+        assert!(
+            matches!(nop.bhs, Bhs::NopIn(_)),
+            "nothing else pending for A"
+        );
+        // The aborted write never landed, and A is now fenced.
+        assert_eq!(read_block(&mut b, 7).await, before);
+        assert_eq!(write(&mut a, 7).await, RESERVATION_CONFLICT);
+        assert_eq!(read_block(&mut b, 7).await, before);
+        assert_eq!(reservation(&prin(&mut b, 1).await), Some((0xBBBB, WERO)));
+    };
+    let done = tokio::time::timeout(Duration::from_secs(120), scenario).await;
+    daemon.kill();
+    done.expect("PREEMPT AND ABORT scenario timed out");
 }

@@ -187,10 +187,11 @@ pub struct ProutParams {
 pub const BASIC_PARAM_LEN: usize = 24;
 
 impl ProutParams {
-    /// Decode the basic parameter list; PARAMETER LIST LENGTH ERROR unless it is 24 bytes
-    /// (SPEC_I_PT lists are longer, but SPEC_I_PT is not supported by this device server).
+    /// Decode the basic parameter list; PARAMETER LIST LENGTH ERROR unless it is 24 bytes, or,
+    /// with SPEC_I_PT set, 24 bytes followed by a TransportID list ([`spec_i_pt_ids`]).
     pub fn parse(data: &[u8]) -> Result<Self, Sense> {
-        if data.len() != BASIC_PARAM_LEN {
+        let spec = data.len() > 20 && data[20] & 0x08 != 0;
+        if data.len() < BASIC_PARAM_LEN || (!spec && data.len() != BASIC_PARAM_LEN) {
             return Err(Sense::parameter_list_length_error());
         }
         let flags = data[20];
@@ -202,6 +203,39 @@ impl ProutParams {
             aptpl: flags & 0x01 != 0,
         })
     }
+}
+
+/// The TransportIDs that follow a REGISTER parameter list with SPEC_I_PT set (SPC-4 6.15.3:
+/// bytes 24-27 TRANSPORTID PARAMETER DATA LENGTH, then TransportIDs back to back, each 4 bytes
+/// plus its ADDITIONAL LENGTH). Errors point at the offending byte of the parameter list.
+pub fn spec_i_pt_ids(data: &[u8]) -> Result<Vec<TransportId>, Sense> {
+    let Some(len) = data.get(24..28) else {
+        return Err(Sense::parameter_list_length_error());
+    };
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let Some(list) = data.get(28..28usize.saturating_add(len)) else {
+        return Err(Sense::parameter_list_length_error());
+    };
+    if data.len() != 28 + len {
+        return Err(Sense::parameter_list_length_error());
+    }
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < list.len() {
+        let off = u16::try_from(28 + at).unwrap_or(u16::MAX);
+        let Some(head) = list.get(at..at + 4) else {
+            return Err(Sense::parameter_list_length_error());
+        };
+        let n = 4 + usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let Some(one) = list.get(at..at + n) else {
+            return Err(Sense::parameter_list_length_error());
+        };
+        let id = TransportId::parse(one)
+            .map_err(|o| Sense::invalid_field_in_param(off.saturating_add(o), None))?;
+        out.push(id);
+        at += n;
+    }
+    Ok(out)
 }
 
 /// The REGISTER AND MOVE parameter list (SPC-4 6.15.4).

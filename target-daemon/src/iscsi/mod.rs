@@ -18,7 +18,7 @@ pub mod writer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -108,6 +108,8 @@ pub struct Server {
     /// Every connection task holds a clone; shutdown waits until all are dropped.
     conn_guard: Mutex<Option<mpsc::Sender<()>>>,
     conn_done: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    /// The server itself, for the task aborters handed to the device servers.
+    this: Weak<Server>,
 }
 
 impl Server {
@@ -123,7 +125,7 @@ impl Server {
             t.scsi.set_port_groups(&port_groups);
             table.insert(Arc::new(t));
         }
-        Arc::new(Server {
+        let server = Arc::new_cyclic(|this: &Weak<Server>| Server {
             targets: RwLock::new(table),
             discovery_chap: config.discovery.chap.clone(),
             tunables: config.iscsi.clone(),
@@ -133,7 +135,17 @@ impl Server {
             shutdown_tx,
             conn_guard: Mutex::new(Some(guard_tx)),
             conn_done: tokio::sync::Mutex::new(guard_rx),
-        })
+            this: this.clone(),
+        });
+        for t in server.targets() {
+            t.scsi.set_task_aborter(server.task_aborter(&t.cfg.iqn));
+        }
+        server
+    }
+
+    /// The device server's [`crate::scsi::TaskAborter`] for the target named `iqn`.
+    fn task_aborter(&self, iqn: &str) -> Arc<tmf::PreemptAborter> {
+        tmf::PreemptAborter::new(self.this.clone(), iqn)
     }
 
     /// The target named `iqn` (case-insensitive, as iSCSI names are).
@@ -162,6 +174,8 @@ impl Server {
             anyhow::bail!("target {} already exists", entry.cfg.iqn);
         }
         entry.scsi.set_port_groups(&self.port_groups.lock());
+        let aborter = self.task_aborter(&entry.cfg.iqn);
+        entry.scsi.set_task_aborter(aborter);
         t.insert(Arc::new(entry));
         Ok(())
     }

@@ -3,7 +3,13 @@
 //! Aborts are real: every task's future is aborted through its abort handle and the TMF
 //! response is only sent once the aborted futures are gone, so no response for an aborted
 //! task can follow the TMF response. LUN and target resets reach the tasks of every session
-//! of the target, then let the device server establish its unit attentions.
+//! of the target, then let the device server establish its unit attentions. PERSISTENT
+//! RESERVE OUT with PREEMPT AND ABORT reaches the tasks of the preempted nexuses through
+//! [`PreemptAborter`], the device server's [`TaskAborter`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
 
 use scsi_proto::iscsi::pdu::{
     self, Bhs, Pdu, RejectReason, TaskMgmtResponse, TmFunction, TmResponse,
@@ -13,6 +19,9 @@ use scsi_proto::iscsi::seq::{serial_in_window, serial_lt};
 
 use super::conn::{header_of, Conn};
 use super::session::{abort_and_wait, Session, TaskHandle};
+use super::Server;
+use crate::scsi::pr::Preempted;
+use crate::scsi::TaskAborter;
 
 /// Removes from `session` the tasks matching `pred` and returns their handles.
 fn take_tasks(
@@ -26,6 +35,57 @@ fn take_tasks(
         .map(|(k, _)| *k)
         .collect();
     itts.into_iter().filter_map(|i| tasks.remove(&i)).collect()
+}
+
+/// The device server's [`TaskAborter`] for one target: PREEMPT AND ABORT takes the
+/// preempted nexuses' tasks on the LUN out of their sessions' task tables, exactly as ABORT
+/// TASK SET from each of those sessions would (so they send no response), aborts their
+/// futures and waits until they are gone. The issuer's session is never among them (the
+/// device server excludes its nexus), so the PREEMPT AND ABORT task cannot wait for itself.
+pub(crate) struct PreemptAborter {
+    /// Weak: the server owns the targets, whose device servers own this.
+    server: Weak<Server>,
+    iqn: String,
+}
+
+impl PreemptAborter {
+    /// The aborter for the target named `iqn`.
+    pub(crate) fn new(server: Weak<Server>, iqn: &str) -> Arc<Self> {
+        Arc::new(Self {
+            server,
+            iqn: iqn.to_string(),
+        })
+    }
+}
+
+impl TaskAborter for PreemptAborter {
+    fn abort_tasks<'a>(
+        &'a self,
+        lun: u64,
+        preempted: &'a Preempted,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(server) = self.server.upgrade() else {
+                return;
+            };
+            let sessions: Vec<Arc<Session>> = server
+                .sessions
+                .of_target(&self.iqn)
+                .into_iter()
+                .filter(|s| preempted.contains(&s.nexus))
+                .collect();
+            let mut victims = Vec::new();
+            for s in &sessions {
+                victims.extend(take_tasks(s, |_, t| t.lun == lun));
+            }
+            tracing::info!(target = %self.iqn, lun, sessions = sessions.len(), n = victims.len(),
+                "PREEMPT AND ABORT: aborting the preempted nexuses' tasks");
+            abort_and_wait(victims).await;
+            for s in &sessions {
+                s.update_window();
+            }
+        })
+    }
 }
 
 impl Conn {

@@ -17,7 +17,10 @@ pub mod ua;
 mod xcopy;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -129,6 +132,26 @@ pub fn check_condition(sense: &Sense, format: SenseFormat) -> ScsiResponse {
     }
 }
 
+/// Aborts tasks for the device server, which does not own them: PERSISTENT RESERVE OUT
+/// with PREEMPT AND ABORT aborts the tasks of the preempted I_T nexuses (SPC-4,
+/// "preempting and aborting") and only the transport knows where those tasks run. The
+/// transport registers one per target with [`ScsiTarget::set_task_aborter`].
+pub trait TaskAborter: Send + Sync {
+    /// Aborts every task addressed to `lun` by an I_T nexus that `preempted` contains, as
+    /// ABORT TASK SET from each of those nexuses would (the tasks end without a response),
+    /// and resolves once they are gone. `preempted` never contains the issuer's nexus, so
+    /// the PREEMPT AND ABORT command (and every other task of its nexus) is left alone.
+    fn abort_tasks<'a>(
+        &'a self,
+        lun: u64,
+        preempted: &'a pr::Preempted,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+}
+
+/// How long PREEMPT AND ABORT waits for the aborted tasks to be gone before it completes
+/// anyway (the state change has taken effect and the aborts were requested).
+const PREEMPT_ABORT_WAIT: Duration = Duration::from_secs(10);
+
 /// One per target (IQN): its LUN map and per-nexus state.
 pub struct ScsiTarget {
     name: String,
@@ -138,6 +161,8 @@ pub struct ScsiTarget {
     /// TPGTs of the portal groups the target is exported through (REPORT TARGET PORT
     /// GROUPS lists them all); empty until the transport says (see `set_port_groups`).
     port_groups: RwLock<Vec<u16>>,
+    /// Set by the transport: aborts the tasks of nexuses preempted by PREEMPT AND ABORT.
+    task_aborter: RwLock<Option<Arc<dyn TaskAborter>>>,
 }
 
 impl ScsiTarget {
@@ -156,6 +181,7 @@ impl ScsiTarget {
             uas: Default::default(),
             chunk_size,
             port_groups: RwLock::new(Vec::new()),
+            task_aborter: RwLock::new(None),
         })
     }
 
@@ -177,6 +203,24 @@ impl ScsiTarget {
     /// The TPGTs set by [`ScsiTarget::set_port_groups`], ascending (empty: unknown).
     pub fn port_groups(&self) -> Vec<u16> {
         self.port_groups.read().clone()
+    }
+
+    /// Registers the transport's [`TaskAborter`] (replacing any earlier one). Without one,
+    /// PREEMPT AND ABORT only changes the reservation state, like PREEMPT.
+    pub fn set_task_aborter(&self, aborter: Arc<dyn TaskAborter>) {
+        *self.task_aborter.write() = Some(aborter);
+    }
+
+    /// PREEMPT AND ABORT: has the transport abort the preempted nexuses' tasks on `lun`
+    /// and waits (at most [`PREEMPT_ABORT_WAIT`]) until they are gone.
+    async fn abort_preempted(&self, lun: u64, preempted: &pr::Preempted) {
+        let Some(aborter) = self.task_aborter.read().clone() else {
+            return;
+        };
+        let wait = tokio::time::timeout(PREEMPT_ABORT_WAIT, aborter.abort_tasks(lun, preempted));
+        if wait.await.is_err() {
+            tracing::warn!(target = %self.name, lun, "PREEMPT AND ABORT: aborted tasks still running after {}s", PREEMPT_ABORT_WAIT.as_secs());
+        }
     }
 
     /// Attach a volume as `lun`. Logged-in nexuses get POWER ON/RESET on the new LUN and
@@ -620,7 +664,10 @@ impl Ctx<'_> {
                 scope,
                 pr_type,
                 param_len,
-            } => self.persistent_reserve_out(*service_action, *scope, *pr_type, *param_len),
+            } => {
+                self.persistent_reserve_out(*service_action, *scope, *pr_type, *param_len)
+                    .await
+            }
             Command::ReadDefectData {
                 twelve,
                 flags,

@@ -150,6 +150,34 @@ impl From<Sense> for Refusal {
 struct Effects {
     /// Unit attentions: (who, condition).
     uas: Vec<(Registration, AdditionalSense)>,
+    /// PREEMPT AND ABORT: the removed registrations, whose nexuses' tasks are aborted.
+    abort: Vec<Registration>,
+}
+
+/// What a successful PERSISTENT RESERVE OUT asks of the device server besides its status.
+#[derive(Debug, Default)]
+pub struct PrOutEffects {
+    /// Unit attentions to establish on this LUN: (nexus, code); never for the issuer.
+    pub uas: Vec<(Nexus, AdditionalSense)>,
+    /// PREEMPT AND ABORT: the preempted I_T nexuses, whose tasks on this LUN must be
+    /// aborted before the command completes (SPC-4, "preempting and aborting").
+    pub abort: Option<Preempted>,
+}
+
+/// The I_T nexuses a PREEMPT AND ABORT preempted: initiator ports with the target port they
+/// were registered through (any port for an ALL_TG_PT registration). The issuing nexus is
+/// never part of it, even when one of the preempted registrations would cover it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preempted {
+    ports: Vec<Registration>,
+    issuer: Nexus,
+}
+
+impl Preempted {
+    /// Whether the tasks of `n` are to be aborted.
+    pub fn contains(&self, n: &Nexus) -> bool {
+        *n != self.issuer && self.ports.iter().any(|r| r.matches(n))
+    }
 }
 
 /// How a command touches the medium, for conflict checks.
@@ -246,7 +274,7 @@ impl PrState {
                 proto::encode_read_reservation(st.generation, r)
             }
             in_sa::REPORT_CAPABILITIES => proto::encode_report_capabilities(Capabilities {
-                spec_i_pt: false,
+                spec_i_pt: true,
                 all_tg_pt: true,
                 ptpl_capable: persist_capable(),
                 ptpl_active: st.aptpl,
@@ -274,8 +302,9 @@ impl PrState {
         }
     }
 
-    /// Execute a PERSISTENT RESERVE OUT with its parameter list. `uas` collects (nexus,
-    /// code) unit attentions to establish on this LUN (never for `n` itself).
+    /// Execute a PERSISTENT RESERVE OUT with its parameter list. `effects` collects what the
+    /// device server still has to do on success: unit attentions to establish on this LUN
+    /// (never for `n` itself) and, for PREEMPT AND ABORT, the nexuses whose tasks to abort.
     pub fn pr_out(
         &mut self,
         n: &Nexus,
@@ -283,7 +312,7 @@ impl PrState {
         scope: u8,
         pr_type: u8,
         params: &[u8],
-        uas: &mut Vec<(Nexus, AdditionalSense)>,
+        effects: &mut PrOutEffects,
     ) -> Result<PrOutcome, Sense> {
         let Ok(sa) = u8::try_from(service_action) else {
             return Err(Sense::invalid_field_in_cdb(1, Some(4)));
@@ -303,8 +332,14 @@ impl PrState {
                         tpgt: r.tpgt.unwrap_or(r.origin_tpgt),
                     };
                     if who != *n {
-                        uas.push((who, code));
+                        effects.uas.push((who, code));
                     }
+                }
+                if !fx.abort.is_empty() {
+                    effects.abort = Some(Preempted {
+                        ports: fx.abort,
+                        issuer: n.clone(),
+                    });
                 }
                 self.persist();
                 Ok(PrOutcome::Good)
@@ -340,14 +375,15 @@ impl PrState {
             out_sa::REGISTER_AND_MOVE => register_and_move(st, nexus, data)?,
             sa => {
                 let p = ProutParams::parse(data)?;
-                if p.spec_i_pt {
-                    // Not supported (REPORT CAPABILITIES says SIP_C=0).
+                if p.spec_i_pt && sa != out_sa::REGISTER {
+                    // SPEC_I_PT belongs to REGISTER only (SPC-4 6.15.3).
                     return Err(Sense::invalid_field_in_param(20, Some(3)).into());
                 }
                 if p.aptpl && !persist_capable() {
                     return Err(Sense::invalid_field_in_param(20, Some(0)).into());
                 }
                 match sa {
+                    out_sa::REGISTER if p.spec_i_pt => register_specified(st, nexus, &p, data)?,
                     out_sa::REGISTER | out_sa::REGISTER_AND_IGNORE_EXISTING_KEY => {
                         register(st, nexus, &p, sa == out_sa::REGISTER, &mut fx)?
                     }
@@ -364,10 +400,14 @@ impl PrState {
                         st.reservation = None;
                         st.bump();
                     }
-                    _ => {
-                        // PREEMPT AND ABORT: the transport aborts the preempted nexuses'
-                        // tasks; the state change is the same as PREEMPT.
-                        preempt(st, nexus, &p, c, &mut fx)?
+                    sa => {
+                        // PREEMPT and PREEMPT AND ABORT change the state alike; PREEMPT AND
+                        // ABORT also has the preempted nexuses' tasks aborted (by the
+                        // device server's caller, through the transport).
+                        let removed = preempt(st, nexus, &p, c, &mut fx)?;
+                        if sa == out_sa::PREEMPT_AND_ABORT {
+                            fx.abort = removed;
+                        }
                     }
                 }
             }
@@ -422,6 +462,65 @@ fn register_and_move(st: &mut Data, nexus: &Nexus, data: &[u8]) -> Result<(), Re
         st.registrations.remove(me);
     }
     st.aptpl = p.aptpl;
+    st.bump();
+    Ok(())
+}
+
+/// REGISTER with SPEC_I_PT (SPC-4 5.13.7): an unregistered I_T nexus registers itself and
+/// every initiator port its TransportIDs name, all with the SERVICE ACTION RESERVATION KEY,
+/// through the port the command came in on (every port with ALL_TG_PT). All or nothing: a
+/// registered issuer, a TransportID without an ISID (a whole initiator device, not a port),
+/// one naming an already registered or a repeated I_T nexus, or a zero key changes nothing.
+fn register_specified(
+    st: &mut Data,
+    nexus: &Nexus,
+    p: &ProutParams,
+    data: &[u8],
+) -> Result<(), Refusal> {
+    if st.find(nexus).is_some() {
+        return Err(Sense::invalid_field_in_param(20, Some(3)).into());
+    }
+    if p.key != 0 {
+        return Err(Refusal::Conflict);
+    }
+    if p.sa_key == 0 {
+        return Err(Sense::invalid_field_in_param(8, None).into());
+    }
+    let ids = proto::spec_i_pt_ids(data)?;
+    let tpgt = if p.all_tg_pt { None } else { Some(nexus.tpgt) };
+    let mut new = vec![Registration {
+        initiator: nexus.initiator.clone(),
+        isid: nexus.isid,
+        tpgt,
+        key: p.sa_key,
+        origin_tpgt: nexus.tpgt,
+        holder: false,
+    }];
+    for id in ids {
+        let Some(isid) = id.isid else {
+            return Err(Sense::invalid_field_in_param(28, Some(7)).into());
+        };
+        let n = Nexus {
+            initiator: id.name,
+            isid,
+            tpgt: nexus.tpgt,
+        };
+        if st.find(&n).is_some() || new.iter().any(|r| r.matches(&n)) {
+            return Err(Sense::invalid_field_in_param(28, None).into());
+        }
+        new.push(Registration {
+            initiator: n.initiator,
+            isid,
+            tpgt,
+            key: p.sa_key,
+            origin_tpgt: nexus.tpgt,
+            holder: false,
+        });
+    }
+    st.registrations.extend(new);
+    if p.aptpl {
+        st.aptpl = true;
+    }
     st.bump();
     Ok(())
 }
@@ -536,13 +635,14 @@ fn release(
     Ok(())
 }
 
+/// PREEMPT (and the state change of PREEMPT AND ABORT); returns the removed registrations.
 fn preempt(
     st: &mut Data,
     nexus: &Nexus,
     p: &ProutParams,
     c: PrOutCdb,
     fx: &mut Effects,
-) -> Result<(), Refusal> {
+) -> Result<Vec<Registration>, Refusal> {
     let me = registered_with(st, nexus, p.key)?;
     let removed = match st.res_type() {
         None => {
@@ -608,11 +708,11 @@ fn preempt(
     if removed.is_empty() && st.reservation.is_none() {
         return Err(Refusal::Conflict);
     }
-    for r in removed {
-        fx.uas.push((r, REGISTRATIONS_PREEMPTED));
+    for r in &removed {
+        fx.uas.push((r.clone(), REGISTRATIONS_PREEMPTED));
     }
     st.bump();
-    Ok(())
+    Ok(removed)
 }
 
 fn state_path(dir: &Path, identity: uuid::Uuid) -> PathBuf {
@@ -681,9 +781,20 @@ mod tests {
         t: u8,
         p: &[u8],
     ) -> (Result<PrOutcome, Sense>, Vec<(Nexus, AdditionalSense)>) {
-        let mut uas = Vec::new();
-        let res = r.pr_out(n, u16::from(sa), 0, t, p, &mut uas);
-        (res, uas)
+        let (res, fx) = run_fx(r, n, sa, t, p);
+        (res, fx.uas)
+    }
+
+    fn run_fx(
+        r: &mut PrState,
+        n: &Nexus,
+        sa: u8,
+        t: u8,
+        p: &[u8],
+    ) -> (Result<PrOutcome, Sense>, PrOutEffects) {
+        let mut fx = PrOutEffects::default();
+        let res = r.pr_out(n, u16::from(sa), 0, t, p, &mut fx);
+        (res, fx)
     }
 
     fn ok(
@@ -773,7 +884,96 @@ mod tests {
         p[20] = 0x08;
         assert!(
             run(&mut r, &a, out_sa::REGISTER, 0, &p).0.is_err(),
-            "SPEC_I_PT"
+            "SPEC_I_PT without its TransportID list"
+        );
+    }
+
+    /// REGISTER with SPEC_I_PT and a TransportID list after the basic parameters.
+    fn spec_params(sa_key: u64, ids: &[TransportId]) -> Vec<u8> {
+        let mut p = params(0, sa_key);
+        p[20] = 0x08;
+        let list: Vec<u8> = ids.iter().flat_map(TransportId::encode).collect();
+        p.extend_from_slice(&(list.len() as u32).to_be_bytes());
+        p.extend_from_slice(&list);
+        p
+    }
+
+    #[test]
+    fn spec_i_pt_registers_the_named_ports_all_or_nothing() {
+        let mut r = PrState::default();
+        let a = nx("iqn.a", 1, 1);
+        let b = nx("iqn.b", 2, 1);
+        let c = nx("iqn.c", 3, 1);
+        let port = |n: &Nexus| TransportId {
+            name: n.initiator.clone(),
+            isid: Some(n.isid),
+        };
+        // A whole device (no ISID) is refused, and so is a list naming the same port twice.
+        let device = TransportId {
+            name: "iqn.b".into(),
+            isid: None,
+        };
+        assert!(run(
+            &mut r,
+            &a,
+            out_sa::REGISTER,
+            0,
+            &spec_params(0xA, &[device])
+        )
+        .0
+        .is_err());
+        assert!(run(
+            &mut r,
+            &a,
+            out_sa::REGISTER,
+            0,
+            &spec_params(0xA, &[port(&b), port(&b)])
+        )
+        .0
+        .is_err());
+        assert!(
+            r.d.registrations.is_empty(),
+            "a refused list registers nothing"
+        );
+        // A registers itself and B in one command.
+        let (res, _) = run(
+            &mut r,
+            &a,
+            out_sa::REGISTER,
+            0,
+            &spec_params(0xA, &[port(&b)]),
+        );
+        assert!(res.is_ok(), "{res:?}");
+        assert_eq!(r.d.registrations.len(), 2);
+        // B holds the key now: it may reserve with it without registering itself.
+        ok(&mut r, &b, out_sa::RESERVE, 5, 0xA, 0);
+        assert!(r.conflicts(&c, Access::Write));
+        // A registered issuer, or a list naming a registered port, changes nothing.
+        assert!(run(
+            &mut r,
+            &a,
+            out_sa::REGISTER,
+            0,
+            &spec_params(0xB, &[port(&c)])
+        )
+        .0
+        .is_err());
+        assert!(run(
+            &mut r,
+            &c,
+            out_sa::REGISTER,
+            0,
+            &spec_params(0xC, &[port(&b)])
+        )
+        .0
+        .is_err());
+        assert_eq!(r.d.registrations.len(), 2);
+        // SPEC_I_PT is for REGISTER only.
+        let p = spec_params(0xC, &[port(&a)]);
+        assert!(
+            run(&mut r, &c, out_sa::REGISTER_AND_IGNORE_EXISTING_KEY, 0, &p)
+                .0
+                .is_err()
         );
     }
 
@@ -799,6 +999,57 @@ mod tests {
     }
 
     #[test]
+    fn preempt_and_abort_names_the_preempted_nexuses() {
+        let mut r = PrState::default();
+        let a = nx("iqn.a", 1, 1);
+        let b = nx("iqn.b", 2, 1);
+        let all_tg_pt = |key, sa_key| {
+            let mut p = params(key, sa_key);
+            p[20] = 0x04;
+            p
+        };
+        let preempt_and_abort = |r: &mut PrState, sa_key| {
+            let (res, fx) = run_fx(r, &b, out_sa::PREEMPT_AND_ABORT, 5, &params(0xB, sa_key));
+            assert_eq!(res, Ok(PrOutcome::Good));
+            fx.abort.expect("preempted nexuses")
+        };
+        ok(&mut r, &a, out_sa::REGISTER, 0, 0, 0xA);
+        ok(&mut r, &b, out_sa::REGISTER, 0, 0, 0xB);
+        ok(&mut r, &a, out_sa::RESERVE, 5, 0xA, 0);
+        // PREEMPT names nobody to abort, nor does a refused PREEMPT AND ABORT.
+        let (res, fx) = run_fx(&mut r, &b, out_sa::PREEMPT, 5, &params(0xB, 0xA));
+        assert_eq!(res, Ok(PrOutcome::Good));
+        assert!(fx.abort.is_none());
+        ok(&mut r, &a, out_sa::REGISTER, 0, 0, 0xA);
+        let (res, fx) = run_fx(&mut r, &b, out_sa::PREEMPT_AND_ABORT, 5, &params(0xB, 0xC));
+        assert_eq!(res, Ok(PrOutcome::Conflict));
+        assert!(fx.abort.is_none());
+        // A registered through port 1: that nexus only.
+        let p = preempt_and_abort(&mut r, 0xA);
+        assert!(p.contains(&a));
+        assert!(!p.contains(&b), "never the issuer");
+        assert!(!p.contains(&nx("iqn.a", 1, 2)), "another target port");
+        assert!(!p.contains(&nx("iqn.a", 3, 1)), "another ISID");
+        assert!(!p.contains(&nx("iqn.c", 1, 1)));
+        // An ALL_TG_PT registration: A's nexuses through every target port.
+        assert_eq!(
+            run(&mut r, &a, out_sa::REGISTER, 0, &all_tg_pt(0, 0xA)).0,
+            Ok(PrOutcome::Good)
+        );
+        let p = preempt_and_abort(&mut r, 0xA);
+        assert!(p.contains(&a) && p.contains(&nx("iqn.a", 1, 2)) && !p.contains(&b));
+        // A preempted registration that also covers the issuer's nexus (B's port through
+        // port 2 registered ALL_TG_PT): the issuer's tasks are still not aborted.
+        let b2 = nx("iqn.b", 2, 2);
+        assert_eq!(
+            run(&mut r, &b2, out_sa::REGISTER, 0, &all_tg_pt(0, 0xD)).0,
+            Ok(PrOutcome::Good)
+        );
+        let p = preempt_and_abort(&mut r, 0xD);
+        assert!(p.contains(&b2) && !p.contains(&b));
+    }
+
+    #[test]
     fn all_tg_pt_covers_every_port() {
         let mut r = PrState::default();
         let a1 = nx("iqn.a", 1, 1);
@@ -819,7 +1070,7 @@ mod tests {
         let full = r.pr_in(u16::from(in_sa::READ_FULL_STATUS));
         assert_eq!(full[8 + 12], 0x03, "ALL_TG_PT + R_HOLDER");
         let caps = r.pr_in(u16::from(in_sa::REPORT_CAPABILITIES));
-        assert_eq!(caps[2] & 0x0C, 0x04, "ATP_C=1, SIP_C=0");
+        assert_eq!(caps[2] & 0x0C, 0x0C, "ATP_C=1, SIP_C=1");
     }
 
     #[test]

@@ -111,8 +111,9 @@ impl Ctx<'_> {
     }
 
     /// PERSISTENT RESERVE OUT; registrants that lose their registration or reservation get
-    /// RESERVATIONS PREEMPTED / RELEASED unit attentions.
-    pub(super) fn persistent_reserve_out(
+    /// RESERVATIONS PREEMPTED / RELEASED unit attentions, and PREEMPT AND ABORT has the
+    /// preempted nexuses' tasks on the LUN aborted (through the transport) before GOOD.
+    pub(super) async fn persistent_reserve_out(
         &self,
         service_action: u16,
         scope: u8,
@@ -124,7 +125,7 @@ impl Ctx<'_> {
             return Err(Sense::parameter_list_length_error());
         }
         let params = &self.req.data_out[..want];
-        let mut uas = Vec::new();
+        let mut fx = super::pr::PrOutEffects::default();
         let outcome = {
             let mut pr = self.lun.pr.lock();
             let outcome = pr.pr_out(
@@ -133,15 +134,19 @@ impl Ctx<'_> {
                 scope,
                 pr_type,
                 params,
-                &mut uas,
+                &mut fx,
             )?;
             self.lun
                 .pr_active
                 .store(pr.is_active(), std::sync::atomic::Ordering::Release);
             outcome
         };
-        for (nexus, code) in uas {
+        for (nexus, code) in fx.uas {
             self.target.uas.establish(&nexus, self.req.lun, code);
+        }
+        if let Some(preempted) = fx.abort {
+            // PREEMPT AND ABORT: the preempted nexuses' tasks are gone before GOOD.
+            self.target.abort_preempted(self.req.lun, &preempted).await;
         }
         Ok(match outcome {
             super::pr::PrOutcome::Good => ScsiResponse::good(Bytes::new()),
@@ -151,9 +156,8 @@ impl Ctx<'_> {
 
     /// RESERVE(6)/(10): SCSI-2 logical unit reservation.
     pub(super) fn reserve(&self) -> Result<ScsiResponse, Sense> {
-        if self.lun.pr.lock().is_reserved() {
-            // A persistent reservation excludes SCSI-2 reservations (SPC-4 5.12.3).
-            return Ok(ScsiResponse::status(status::RESERVATION_CONFLICT));
+        if let Some(r) = self.scsi2_under_persistent_reservation() {
+            return Ok(r);
         }
         if self.lun.reserve(&self.req.nexus) {
             Ok(ScsiResponse::good(Bytes::new()))
@@ -164,11 +168,30 @@ impl Ctx<'_> {
 
     /// RELEASE(6)/(10): releases only the caller's own reservation; GOOD either way.
     pub(super) fn release(&self) -> ScsiResponse {
-        if self.lun.pr.lock().is_reserved() {
-            return ScsiResponse::status(status::RESERVATION_CONFLICT);
+        if let Some(r) = self.scsi2_under_persistent_reservation() {
+            return r;
         }
         self.lun.release(&self.req.nexus);
         ScsiResponse::good(Bytes::new())
+    }
+
+    /// RESERVE/RELEASE while a persistent reservation is held (SPC-4 5.13.3, CRH=1 in
+    /// REPORT CAPABILITIES): from the reservation holder, or from any registrant under a
+    /// registrants-only or all-registrants type, GOOD with no effect on either
+    /// reservation; from anyone else RESERVATION CONFLICT. `None`: no persistent
+    /// reservation, SPC-2 rules apply.
+    fn scsi2_under_persistent_reservation(&self) -> Option<ScsiResponse> {
+        let pr = self.lun.pr.lock();
+        if !pr.is_reserved() {
+            return None;
+        }
+        // `conflicts(.., Write)` is false exactly for the holder and, under the
+        // registrants-only / all-registrants types, for every registrant.
+        Some(if pr.conflicts(&self.req.nexus, super::pr::Access::Write) {
+            ScsiResponse::status(status::RESERVATION_CONFLICT)
+        } else {
+            ScsiResponse::good(Bytes::new())
+        })
     }
 
     /// START STOP UNIT on a non-removable medium: load/eject is invalid; start/stop is

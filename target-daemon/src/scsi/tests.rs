@@ -992,6 +992,166 @@ async fn persistent_reservations_through_the_device_server() {
     );
 }
 
+const READ_KEYS: [u8; 10] = [0x5E, 0, 0, 0, 0, 0, 0, 1, 0, 0];
+const READ_RESERVATION: [u8; 10] = [0x5E, 1, 0, 0, 0, 0, 0, 1, 0, 0];
+
+/// TEST UNIT READY until GOOD (consumes pending unit attentions; bounded).
+async fn settle(t: &ScsiTarget, n: &Arc<Nexus>, lun: u64) {
+    for _ in 0..8 {
+        if run(t, n, lun, &[0, 0, 0, 0, 0, 0], Bytes::new())
+            .await
+            .status
+            == status::GOOD
+        {
+            return;
+        }
+    }
+    panic!("LUN {lun} keeps failing TEST UNIT READY");
+}
+
+#[tokio::test]
+async fn scsi2_reserve_release_under_a_persistent_reservation() {
+    // CRH=1 (SPC-4 5.13.3): with a persistent reservation held, RESERVE/RELEASE from the
+    // holder (or, under registrants-only / all-registrants types, any registrant) are GOOD
+    // and change nothing; from anyone else RESERVATION CONFLICT.
+    let f = fixture().await;
+    let t = &f.target;
+    let c = nexus(3);
+    t.nexus_login(&c);
+    settle(t, &c, 0).await;
+    let ok = |r: ScsiResponse| assert_eq!(r.status, status::GOOD, "{r:?}");
+    let conflict = |r: ScsiResponse| assert_eq!(r.status, status::RESERVATION_CONFLICT, "{r:?}");
+    let (reserve6, release6) = ([0x16u8, 0, 0, 0, 0, 0], [0x17u8, 0, 0, 0, 0, 0]);
+    let (reserve10, release10) = (
+        [0x56u8, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        [0x57u8, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
+    ok(run(t, &f.a, 0, &pr_out_cdb(0, 0), pr_params(0, 0xAA)).await);
+    ok(run(t, &f.b, 0, &pr_out_cdb(0, 0), pr_params(0, 0xBB)).await);
+    // A holds WRITE EXCLUSIVE.
+    ok(run(t, &f.a, 0, &pr_out_cdb(1, 1), pr_params(0xAA, 0)).await);
+    let keys = run(t, &f.a, 0, &READ_KEYS, Bytes::new()).await.data_in;
+    let res = run(t, &f.a, 0, &READ_RESERVATION, Bytes::new())
+        .await
+        .data_in;
+    assert_eq!(&res[4..8], &16u32.to_be_bytes());
+    assert_eq!((&res[8..16], res[21]), (&0xAAu64.to_be_bytes()[..], 0x01));
+    for cdb in [&reserve6[..], &release6, &reserve10, &release10, &reserve6] {
+        ok(run(t, &f.a, 0, cdb, Bytes::new()).await);
+    }
+    // No SCSI-2 reservation was established: C (unregistered) may still run TEST UNIT
+    // READY, and reads are allowed under WRITE EXCLUSIVE.
+    ok(run(t, &c, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await);
+    ok(run(t, &c, 0, &read10(0, 1), Bytes::new()).await);
+    // The persistent reservation is unchanged (generation included).
+    assert_eq!(
+        run(t, &f.a, 0, &READ_KEYS, Bytes::new()).await.data_in,
+        keys
+    );
+    assert_eq!(
+        run(t, &f.a, 0, &READ_RESERVATION, Bytes::new())
+            .await
+            .data_in,
+        res
+    );
+    ok(run(t, &f.a, 0, &write10(0, 1), pattern(1, 7)).await);
+    // A non-registrant, and a registrant that does not hold a WRITE EXCLUSIVE reservation.
+    for n in [&c, &f.b] {
+        for cdb in [&reserve6[..], &release6, &reserve10, &release10] {
+            conflict(run(t, n, 0, cdb, Bytes::new()).await);
+        }
+    }
+    conflict(run(t, &c, 0, &write10(0, 1), pattern(1, 0)).await);
+    assert_eq!(
+        run(t, &f.a, 0, &READ_RESERVATION, Bytes::new())
+            .await
+            .data_in,
+        res
+    );
+    // Under WRITE EXCLUSIVE – ALL REGISTRANTS every registrant is a holder.
+    ok(run(t, &f.a, 0, &pr_out_cdb(2, 1), pr_params(0xAA, 0)).await);
+    ok(run(t, &f.a, 0, &pr_out_cdb(1, 7), pr_params(0xAA, 0)).await);
+    let res = run(t, &f.b, 0, &READ_RESERVATION, Bytes::new())
+        .await
+        .data_in;
+    assert_eq!(res[21], 0x07);
+    for cdb in [&reserve6[..], &release6] {
+        ok(run(t, &f.b, 0, cdb, Bytes::new()).await);
+        conflict(run(t, &c, 0, cdb, Bytes::new()).await);
+    }
+    assert_eq!(
+        run(t, &f.b, 0, &READ_RESERVATION, Bytes::new())
+            .await
+            .data_in,
+        res
+    );
+    // Without a persistent reservation SPC-2 rules apply again.
+    ok(run(t, &f.a, 0, &pr_out_cdb(2, 7), pr_params(0xAA, 0)).await);
+    ok(run(t, &c, 0, &reserve6, Bytes::new()).await);
+    conflict(run(t, &f.a, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await);
+    ok(run(t, &c, 0, &release6, Bytes::new()).await);
+    ok(run(t, &f.a, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await);
+}
+
+#[tokio::test]
+async fn a_clone_does_not_inherit_reservations() {
+    let f = fixture().await;
+    let t = &f.target;
+    let ok = |r: ScsiResponse| assert_eq!(r.status, status::GOOD, "{r:?}");
+    ok(run(t, &f.a, 0, &pr_out_cdb(0, 0), pr_params(0, 0xAA)).await);
+    ok(run(t, &f.a, 0, &pr_out_cdb(1, 1), pr_params(0xAA, 0)).await);
+    ok(run(t, &f.a, 0, &write10(3, 1), pattern(1, 9)).await);
+    f.pool
+        .clone_volume("vol0", "clone0", None)
+        .await
+        .expect("clone");
+    t.add_lun(1, f.pool.volume("clone0").expect("clone handle"), false)
+        .expect("add clone");
+    for n in [&f.a, &f.b] {
+        settle(t, n, 0).await;
+        settle(t, n, 1).await;
+    }
+    // The clone has the data but no registration and no reservation.
+    assert_eq!(
+        run(t, &f.b, 1, &read10(3, 1), Bytes::new()).await.data_in,
+        pattern(1, 9)
+    );
+    let keys = run(t, &f.b, 1, &READ_KEYS, Bytes::new()).await;
+    assert_eq!(keys.status, status::GOOD);
+    assert_eq!(
+        &keys.data_in[4..8],
+        &0u32.to_be_bytes(),
+        "no keys on the clone"
+    );
+    assert_eq!(keys.data_in.len(), 8);
+    let res = run(t, &f.b, 1, &READ_RESERVATION, Bytes::new()).await;
+    assert_eq!(res.status, status::GOOD);
+    assert_eq!(&res.data_in[4..8], &0u32.to_be_bytes(), "no reservation");
+    assert_eq!(res.data_in.len(), 8);
+    // B may write the clone (and take SCSI-2 or persistent reservations on it) while
+    // LUN 0 still refuses it.
+    ok(run(t, &f.b, 1, &write10(3, 1), pattern(1, 1)).await);
+    ok(run(t, &f.b, 1, &pr_out_cdb(0, 0), pr_params(0, 0xBB)).await);
+    ok(run(t, &f.b, 1, &pr_out_cdb(1, 1), pr_params(0xBB, 0)).await);
+    assert_eq!(
+        run(t, &f.b, 0, &write10(3, 1), pattern(1, 1)).await.status,
+        status::RESERVATION_CONFLICT
+    );
+    let keys0 = run(t, &f.a, 0, &READ_KEYS, Bytes::new()).await.data_in;
+    assert_eq!(
+        &keys0[4..16],
+        &[&8u32.to_be_bytes()[..], &0xAAu64.to_be_bytes()].concat()[..]
+    );
+    let res0 = run(t, &f.a, 0, &READ_RESERVATION, Bytes::new())
+        .await
+        .data_in;
+    assert_eq!(&res0[8..16], &0xAAu64.to_be_bytes());
+    let res1 = run(t, &f.a, 1, &READ_RESERVATION, Bytes::new())
+        .await
+        .data_in;
+    assert_eq!(&res1[8..16], &0xBBu64.to_be_bytes());
+}
+
 #[tokio::test]
 async fn unmap_granularity_follows_the_pool_chunk() {
     let f = fixture().await;

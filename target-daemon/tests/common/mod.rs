@@ -68,6 +68,14 @@ impl Initiator {
         }
     }
 
+    /// Like [`Initiator::connect`], but logs in as the initiator port `isid` (e.g. the
+    /// port of an earlier session, so a reconnect is the same I_T nexus).
+    pub async fn connect_with_isid(addr: SocketAddr, name: &str, isid: u64) -> Initiator {
+        let mut i = Initiator::connect(addr, name).await;
+        i.isid = isid;
+        i
+    }
+
     pub fn itt(&mut self) -> u32 {
         let i = self.next_itt;
         self.next_itt += 1;
