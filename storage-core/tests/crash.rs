@@ -101,7 +101,11 @@ async fn child(dir: &Path, seed: u64, iter: u64) {
     };
     // Even runs flush every 4 ops (FUA is rare); odd runs flush every 64 ops and write every
     // 8th op with FUA, so kills land among FUA writes that no flush covers yet.
-    let (flush_every, fua_every) = if seed % 2 == 0 { (4, 50) } else { (64, 8) };
+    let (flush_every, fua_every) = if seed.is_multiple_of(2) {
+        (4, 50)
+    } else {
+        (64, 8)
+    };
     for (k, op) in ops(seed, 100_000).into_iter().enumerate() {
         match op {
             Op::Write { lba, tag } => {

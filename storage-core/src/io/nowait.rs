@@ -154,7 +154,8 @@ mod tests {
         f.write_all_at(&all[n..], 512 + n as u64).expect("rest");
         let mut got = vec![0u8; all.len()];
         let r = nw.read(&f, 512, &mut got);
-        f.read_exact_at(&mut got[r..], 512 + r as u64).expect("rest");
+        f.read_exact_at(&mut got[r..], 512 + r as u64)
+            .expect("rest");
         assert_eq!(got, all);
         // Cached data just written is served by the fast path on this kernel, if supported.
         if nw.reads.load(Ordering::Relaxed) {

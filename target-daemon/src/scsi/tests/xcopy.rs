@@ -314,9 +314,16 @@ async fn an_aborted_copy_releases_its_list_identifier() {
     write(&f, 0, 0, pattern(2048, 5)).await;
     let n0 = naa(&f, 0);
     let list = param_list(9, &[target_desc(&n0)], &[seg(0, 0, 2048, 0, 4096)]);
-    // Dropping the command mid-copy is what ABORT TASK and session loss do to it.
-    let cut =
-        tokio::time::timeout(std::time::Duration::ZERO, xcopy(&f, &f.a, 0, list.clone())).await;
+    // Dropping the command mid-copy is what ABORT TASK and session loss do to it. Holding
+    // the destination's COMPARE AND WRITE lock parks the copy at its first write.
+    let lun = f.target.lun(0).expect("lun");
+    let held = lun.atomic.write().await;
+    let cut = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        xcopy(&f, &f.a, 0, list.clone()),
+    )
+    .await;
+    drop(held);
     assert!(
         cut.is_err(),
         "the copy must still have been running when dropped"
