@@ -59,15 +59,19 @@ install_packages() {
   local qv bv
   qv=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
   bv=$(dpkg-query -W -f='${Version}' qemu-block-extra 2>/dev/null || true)
+  local pin_qemu=0
   if [ "$qv" != "$bv" ] || ! command -v qemu-img >/dev/null 2>&1; then
-    for p in qemu-utils qemu-block-extra; do
-      [[ " ${missing[*]} " == *" $p "* ]] || missing+=("$p")
+    pin_qemu=1
+    local tmp=()
+    for p in "${missing[@]}"; do
+      [ "$p" = qemu-utils ] || [ "$p" = qemu-block-extra ] || tmp+=("$p")
     done
+    missing=("${tmp[@]}")
   fi
   # The kernel-initiator guest is assembled with `apt-get download`, which needs package lists.
   local have_lists=0
   compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null && have_lists=1
-  if [ ${#missing[@]} -eq 0 ] && [ "$have_lists" = 1 ]; then
+  if [ ${#missing[@]} -eq 0 ] && [ "$pin_qemu" = 0 ] && [ "$have_lists" = 1 ]; then
     echo "Debian packages present: ${need[*]}"
     return 0
   fi
@@ -82,10 +86,22 @@ install_packages() {
     sudo="sudo"
   fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "installing Debian packages: ${missing[*]}"
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    --allow-downgrades "${missing[@]}" || return 1
+  if [ "$pin_qemu" = 1 ]; then
+    # Both at the distribution's candidate version of qemu-block-extra: a newer qemu-utils
+    # (a backport some images ship) would otherwise hold the pair back ("held broken
+    # packages") and leave no iscsi:// driver.
+    local cand
+    cand=$(apt-cache policy qemu-block-extra | awk '/Candidate:/ {print $2; exit}')
+    [ -n "$cand" ] && [ "$cand" != "(none)" ] || { echo "no candidate for qemu-block-extra"; return 1; }
+    echo "installing qemu-utils and qemu-block-extra $cand"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      --allow-downgrades "qemu-utils=$cand" "qemu-block-extra=$cand" || return 1
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      --allow-downgrades "${missing[@]}" || return 1
+  fi
   # What the tests run must really be there now, whatever apt decided.
   local t
   for t in qemu-img qemu-io iscsi-test-cu tgtd promtool qemu-system-x86_64; do
