@@ -238,7 +238,12 @@ async fn run(
                 broken = Some(b.to_string());
             }
         }
-        publish(&mut ring, db.as_ref(), &name, ctx.gone.load(Ordering::Relaxed));
+        publish(
+            &mut ring,
+            db.as_ref(),
+            &name,
+            ctx.gone.load(Ordering::Relaxed),
+        );
         while tasks.try_join_next().is_some() {}
         if let Some(b) = &broken {
             if ring.outstanding() == 0 {
@@ -291,7 +296,12 @@ async fn run(
     while let Ok((id, c)) = done_rx.try_recv() {
         apply(&mut ring, &ctx, &name, id, &c);
     }
-    publish(&mut ring, db.as_ref(), &name, ctx.gone.load(Ordering::Relaxed));
+    publish(
+        &mut ring,
+        db.as_ref(),
+        &name,
+        ctx.gone.load(Ordering::Relaxed),
+    );
     if ring.outstanding() > 0 {
         tracing::warn!(device = %name, left = ring.outstanding(), "TCMU device stopped with commands still running; they are abandoned uncompleted");
         ctx.gone.store(true, Ordering::Relaxed);
@@ -394,7 +404,12 @@ fn gather(mem: &Arc<SharedMem>, iovs: &[Iov]) -> Result<Bytes, OutOfBounds> {
 
 /// Copies `data` into the iovecs (truncated to their capacity); with `zero_rest` the
 /// unused remainder is cleared, so a short Data-In never exposes stale data-area bytes.
-fn scatter(mem: &SharedMem, iovs: &[Iov], data: &[u8], zero_rest: bool) -> Result<usize, OutOfBounds> {
+fn scatter(
+    mem: &SharedMem,
+    iovs: &[Iov],
+    data: &[u8],
+    zero_rest: bool,
+) -> Result<usize, OutOfBounds> {
     let mut done = 0;
     for i in iovs {
         let n = (data.len() - done).min(i.len);

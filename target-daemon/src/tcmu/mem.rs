@@ -148,7 +148,7 @@ impl SharedMem {
     pub fn atomic_u32(&self, off: usize) -> Result<&AtomicU32, OutOfBounds> {
         self.check(off, 4)?;
         let p = self.ptr.as_ptr().wrapping_add(off);
-        if (p as usize) % std::mem::align_of::<AtomicU32>() != 0 {
+        if !(p as usize).is_multiple_of(std::mem::align_of::<AtomicU32>()) {
             return Err(OutOfBounds {
                 off,
                 len: 4,

@@ -182,7 +182,14 @@ pub fn messages(mut b: &[u8]) -> Result<Vec<Msg<'_>>, NetlinkError> {
 }
 
 /// Builds a generic-netlink message.
-pub fn genl_message(family: u16, flags: u16, seq: u32, genl_cmd: u8, version: u8, attrs: &[u8]) -> Vec<u8> {
+pub fn genl_message(
+    family: u16,
+    flags: u16,
+    seq: u32,
+    genl_cmd: u8,
+    version: u8,
+    attrs: &[u8],
+) -> Vec<u8> {
     let len = NLMSG_HDRLEN + GENL_HDRLEN + attrs.len();
     let mut b = Vec::with_capacity(len);
     b.extend_from_slice(&(len as u32).to_ne_bytes());
@@ -413,7 +420,11 @@ impl Listener {
         let fl = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
         // SAFETY: as above.
         check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) })?;
-        tracing::debug!(family = fam.id, group, "listening to TCM-USER netlink events");
+        tracing::debug!(
+            family = fam.id,
+            group,
+            "listening to TCM-USER netlink events"
+        );
         Ok(Self {
             // SAFETY: the AsyncFd owns the OwnedFd, which stays open and keeps returning the
             // same descriptor from as_raw_fd until the AsyncFd is dropped.
@@ -481,12 +492,21 @@ mod tests {
         // nlmsghdr(16) + genlmsghdr(4) + attr(4 + "TCM-USER\0" = 13, padded to 16)
         assert_eq!(m.len(), 36);
         assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), 36);
-        assert_eq!(u16::from_ne_bytes(m[4..6].try_into().unwrap()), GENL_ID_CTRL);
-        assert_eq!(u16::from_ne_bytes(m[6..8].try_into().unwrap()), NLM_F_REQUEST);
+        assert_eq!(
+            u16::from_ne_bytes(m[4..6].try_into().unwrap()),
+            GENL_ID_CTRL
+        );
+        assert_eq!(
+            u16::from_ne_bytes(m[6..8].try_into().unwrap()),
+            NLM_F_REQUEST
+        );
         assert_eq!(u32::from_ne_bytes(m[8..12].try_into().unwrap()), 7);
         assert_eq!(&m[16..20], &[CTRL_CMD_GETFAMILY, 1, 0, 0]);
         assert_eq!(u16::from_ne_bytes(m[20..22].try_into().unwrap()), 13);
-        assert_eq!(u16::from_ne_bytes(m[22..24].try_into().unwrap()), CTRL_ATTR_FAMILY_NAME);
+        assert_eq!(
+            u16::from_ne_bytes(m[22..24].try_into().unwrap()),
+            CTRL_ATTR_FAMILY_NAME
+        );
         assert_eq!(&m[24..33], b"TCM-USER\0");
         assert_eq!(&m[33..36], &[0, 0, 0]);
     }
@@ -524,7 +544,10 @@ mod tests {
         m.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
         m.extend_from_slice(&[0; 10]);
         m.extend_from_slice(&err);
-        assert!(matches!(parse_family_reply(&m), Err(NetlinkError::FamilyMissing)));
+        assert!(matches!(
+            parse_family_reply(&m),
+            Err(NetlinkError::FamilyMissing)
+        ));
         m[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
         assert!(matches!(parse_family_reply(&m), Err(NetlinkError::Kernel(e)) if e == libc::EPERM));
     }
@@ -565,16 +588,29 @@ mod tests {
         let size = event(
             0x20,
             cmd::RECONFIG_DEVICE,
-            &[(attr::PAD, vec![]), (attr::DEV_SIZE, (8u64 << 30).to_ne_bytes().to_vec())],
+            &[
+                (attr::PAD, vec![]),
+                (attr::DEV_SIZE, (8u64 << 30).to_ne_bytes().to_vec()),
+            ],
         );
         assert_eq!(
             decode(&size, 0x20),
-            Some(TcmuEvent::Reconfigured(dev.clone(), Reconfig::DevSize(8 << 30)))
+            Some(TcmuEvent::Reconfigured(
+                dev.clone(),
+                Reconfig::DevSize(8 << 30)
+            ))
         );
-        let cfg = event(0x20, cmd::RECONFIG_DEVICE, &[(attr::DEV_CFG, b"lunard/vol1\0".to_vec())]);
+        let cfg = event(
+            0x20,
+            cmd::RECONFIG_DEVICE,
+            &[(attr::DEV_CFG, b"lunard/vol1\0".to_vec())],
+        );
         assert_eq!(
             decode(&cfg, 0x20),
-            Some(TcmuEvent::Reconfigured(dev.clone(), Reconfig::DevConfig("lunard/vol1".into())))
+            Some(TcmuEvent::Reconfigured(
+                dev.clone(),
+                Reconfig::DevConfig("lunard/vol1".into())
+            ))
         );
         let wc = event(0x20, cmd::RECONFIG_DEVICE, &[(attr::WRITECACHE, vec![1])]);
         assert_eq!(
@@ -583,7 +619,10 @@ mod tests {
         );
         // Another family, or a *_DONE reply, is not an event.
         assert_eq!(decode(&event(0x21, cmd::ADDED_DEVICE, &[]), 0x20), None);
-        assert_eq!(decode(&event(0x20, cmd::ADDED_DEVICE_DONE, &[]), 0x20), None);
+        assert_eq!(
+            decode(&event(0x20, cmd::ADDED_DEVICE_DONE, &[]), 0x20),
+            None
+        );
     }
 
     #[test]

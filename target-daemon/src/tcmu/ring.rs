@@ -398,25 +398,35 @@ impl Ring {
     /// length and contents, or why the ring cannot be walked past it.
     fn parse_at(&self, at: u32, avail: u32) -> Result<(u32, Entry), String> {
         let base = self.ring_pos(at);
-        let len_op = self.mem.u32_at(base + entry::LEN_OP).map_err(|e| e.to_string())?;
+        let len_op = self
+            .mem
+            .u32_at(base + entry::LEN_OP)
+            .map_err(|e| e.to_string())?;
         let len = len_op & !op::MASK;
         let opcode = (len_op & op::MASK) as u8;
         if len == 0 {
             return Err("entry of length 0".into());
         }
         if len > avail {
-            return Err(format!("entry of {len} bytes runs past cmd_head ({avail} bytes left)"));
+            return Err(format!(
+                "entry of {len} bytes runs past cmd_head ({avail} bytes left)"
+            ));
         }
         if u64::from(at) + u64::from(len) > u64::from(self.geo.cmdr_size) {
             return Err(format!("entry of {len} bytes wraps around the ring end"));
         }
-        let cmd_id = self.mem.u16_at(base + entry::CMD_ID).map_err(|e| e.to_string())?;
+        let cmd_id = self
+            .mem
+            .u16_at(base + entry::CMD_ID)
+            .map_err(|e| e.to_string())?;
         if opcode == op::PAD {
             return Ok((len, Entry::Pad));
         }
         if opcode != op::TMR && (len as usize) < entry::CMD_ENTRY_SIZE {
             // A response would overwrite the next entry.
-            return Err(format!("command entry of {len} bytes cannot hold a response"));
+            return Err(format!(
+                "command entry of {len} bytes cannot hold a response"
+            ));
         }
         let e = match opcode {
             op::CMD => match self.parse_cmd(base, len as usize, cmd_id) {
@@ -438,9 +448,7 @@ impl Ring {
         let total = iov_cnt + bidi + dif;
         let iov_bytes = total * entry::IOV_SIZE as u64;
         if entry::IOV as u64 + iov_bytes > len as u64 {
-            return Err(format!(
-                "{total} iovecs do not fit in a {len}-byte entry"
-            ));
+            return Err(format!("{total} iovecs do not fit in a {len}-byte entry"));
         }
         let mut iovs = Vec::with_capacity(iov_cnt as usize);
         for i in 0..iov_cnt as usize {
@@ -484,7 +492,11 @@ impl Ring {
     }
 
     fn parse_tmr(&self, base: usize, len: usize) -> Entry {
-        let tmr_type = self.mem.u16_at(base + entry::TMR_TYPE).map(|v| v as u8).unwrap_or(0);
+        let tmr_type = self
+            .mem
+            .u16_at(base + entry::TMR_TYPE)
+            .map(|v| v as u8)
+            .unwrap_or(0);
         let cnt = self.mem.u32_at(base + entry::TMR_CMD_CNT).unwrap_or(0) as usize;
         // Only the ids that fit in the entry.
         let fit = len.saturating_sub(entry::TMR_CMD_IDS) / 2;

@@ -140,8 +140,13 @@ impl UioDevice {
             .open(&info.dev_path)
             .with_context(|| format!("opening {}", info.dev_path.display()))?;
         let fd: OwnedFd = file.into();
-        let mem = SharedMem::map(fd.as_fd(), info.map_size)
-            .with_context(|| format!("mapping {} ({} bytes)", info.dev_path.display(), info.map_size))?;
+        let mem = SharedMem::map(fd.as_fd(), info.map_size).with_context(|| {
+            format!(
+                "mapping {} ({} bytes)",
+                info.dev_path.display(),
+                info.map_size
+            )
+        })?;
         Ok(Self {
             info,
             fd,
@@ -187,7 +192,10 @@ fn read4(fd: &OwnedFd) -> io::Result<u32> {
         4 => Ok(v),
         n if n < 0 => Err(io::Error::last_os_error()),
         // UIO reads are all or nothing; EOF means the device went away.
-        _ => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read from the UIO device")),
+        _ => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "short read from the UIO device",
+        )),
     }
 }
 
