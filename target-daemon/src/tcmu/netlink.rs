@@ -385,8 +385,8 @@ impl Listener {
             )
         })?;
         let req = get_family_request(1, FAMILY);
-        // SAFETY: sends `req` (valid for its length) on a valid fd; the kernel is the
-        // default destination of an unconnected netlink socket... via sendto with `sa`.
+        // SAFETY: sends `req` (valid for its length) to the kernel (`sa`, pid 0) on a
+        // valid fd.
         check(unsafe {
             libc::sendto(
                 fd.as_raw_fd(),
@@ -645,5 +645,19 @@ mod tests {
         let m = genl_message(0x20, 0, 0, cmd::ADDED_DEVICE, 2, &[]);
         assert!(parse_event(&messages(&m).unwrap()[0], 0x20).is_err());
         assert!(messages(&[0xff; 20]).is_err());
+    }
+
+    /// The real socket path against this machine's kernel: the family resolves (module
+    /// loaded) or is reported missing, the one error the daemon logs and moves on from.
+    #[tokio::test]
+    async fn listener_resolves_the_family_or_says_it_is_missing() {
+        match Listener::open() {
+            Ok(l) => assert_ne!(l.family, 0),
+            Err(NetlinkError::FamilyMissing) => {}
+            Err(NetlinkError::Io(e)) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                eprintln!("no AF_NETLINK here: {e}")
+            }
+            Err(e) => panic!("unexpected: {e}"),
+        }
     }
 }

@@ -492,11 +492,11 @@ impl Ring {
     }
 
     fn parse_tmr(&self, base: usize, len: usize) -> Entry {
-        let tmr_type = self
-            .mem
-            .u16_at(base + entry::TMR_TYPE)
-            .map(|v| v as u8)
-            .unwrap_or(0);
+        let mut t = [0u8; 1];
+        let tmr_type = match self.mem.read(base + entry::TMR_TYPE, &mut t) {
+            Ok(()) => t[0],
+            Err(_) => 0,
+        };
         let cnt = self.mem.u32_at(base + entry::TMR_CMD_CNT).unwrap_or(0) as usize;
         // Only the ids that fit in the entry.
         let fit = len.saturating_sub(entry::TMR_CMD_IDS) / 2;
