@@ -3,7 +3,8 @@
 //! - [`config`]: the YAML configuration and its validation.
 //! - [`daemon`]: lifecycle (pool, targets, portals, shutdown).
 //! - [`iscsi`]: the iSCSI front end (RFC 7143).
-//! - [`scsi`]: the SCSI device server the front end hands commands to.
+//! - [`scsi`]: the SCSI device server the front ends hand commands to.
+//! - [`tcmu`]: the TCMU front end (LIO userspace backstore: Fibre Channel, loopback).
 //! - [`metrics`], [`http`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` endpoint.
 
 // --- admin (issue 4) ---
@@ -17,3 +18,4 @@ pub mod iscsi;
 pub mod metrics;
 pub mod scsi;
 pub mod sdnotify;
+pub mod tcmu;
