@@ -207,6 +207,57 @@ pub struct Config {
     /// Exported targets.
     #[serde(default)]
     pub targets: Vec<TargetCfg>,
+    /// Linux LIO (Fibre Channel and loopback targets through TCMU).
+    #[serde(default)]
+    pub lio: LioCfg,
+}
+
+/// Where LIO's configfs and the TCMU devices are, and how backstores are sized. Only used
+/// when a target's `fabric` is `qla2xxx` or `loopback`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LioCfg {
+    /// configfs mount point (LIO lives under `<configfs>/target`).
+    #[serde(default = "default_configfs")]
+    pub configfs: PathBuf,
+    /// sysfs mount point (TCMU devices are found under `<sysfs>/class/uio`).
+    #[serde(default = "default_sysfs")]
+    pub sysfs: PathBuf,
+    /// Directory holding the `uioN` device nodes.
+    #[serde(default = "default_dev")]
+    pub dev_dir: PathBuf,
+    /// TCMU HBA index: backstores live in `<configfs>/target/core/user_<hba>`.
+    #[serde(default)]
+    pub hba: u32,
+    /// Size of each backstore's TCMU data area in MiB (the kernel's `max_data_area_mb`):
+    /// bounds the data of the commands in flight on one LUN.
+    #[serde(default = "default_data_area_mb")]
+    pub max_data_area_mb: u32,
+}
+
+impl Default for LioCfg {
+    fn default() -> Self {
+        LioCfg {
+            configfs: default_configfs(),
+            sysfs: default_sysfs(),
+            dev_dir: default_dev(),
+            hba: 0,
+            max_data_area_mb: default_data_area_mb(),
+        }
+    }
+}
+
+fn default_configfs() -> PathBuf {
+    PathBuf::from("/sys/kernel/config")
+}
+fn default_sysfs() -> PathBuf {
+    PathBuf::from("/sys")
+}
+fn default_dev() -> PathBuf {
+    PathBuf::from("/dev")
+}
+fn default_data_area_mb() -> u32 {
+    64
 }
 
 fn default_data_dir() -> PathBuf {
@@ -430,12 +481,19 @@ impl Default for IscsiCfg {
     }
 }
 
-/// One exported iSCSI target.
+/// One exported target.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetCfg {
-    /// Target name (`iqn.YYYY-MM.reversed.domain[:suffix]`, `eui.` or `naa.`).
+    /// Target name: an iSCSI name (`iqn.YYYY-MM.reversed.domain[:suffix]`, `eui.` or
+    /// `naa.`) for iSCSI targets; the target port's WWPN for `qla2xxx` and `loopback`
+    /// targets (YAML also accepts the key `wwpn` for those).
+    #[serde(alias = "wwpn")]
     pub iqn: String,
+    /// Transport: `iscsi` (lunard's own front end), `qla2xxx` (Fibre Channel through LIO)
+    /// or `loopback` (LIO's tcm_loop).
+    #[serde(default)]
+    pub fabric: crate::fabric::Fabric,
     /// TargetAlias reported at login.
     #[serde(default)]
     pub alias: Option<String>,
@@ -622,12 +680,20 @@ impl Config {
         if t.login_timeout_secs == 0 {
             return Err(("iscsi.login_timeout_secs".into(), "must be positive".into()));
         }
+        if self.lio.max_data_area_mb == 0 || self.lio.max_data_area_mb > 2048 {
+            return Err((
+                "lio.max_data_area_mb".into(),
+                "must be between 1 and 2048".into(),
+            ));
+        }
         let mut volumes: Vec<(&str, String)> = Vec::new();
         for (i, tgt) in self.targets.iter().enumerate() {
             let f = format!("targets[{i}]");
-            validate_iscsi_name(&tgt.iqn).map_err(|m| (format!("{f}.iqn"), m))?;
+            let fab = tgt.fabric;
+            fab.canonical_name(&tgt.iqn)
+                .map_err(|m| (format!("{f}.iqn"), m))?;
             for (j, other) in self.targets.iter().enumerate().take(i) {
-                if other.iqn.eq_ignore_ascii_case(&tgt.iqn) {
+                if other.fabric == fab && fab.same_name(&other.iqn, &tgt.iqn) {
                     return Err((
                         format!("{f}.iqn"),
                         format!("{} is also targets[{j}]", tgt.iqn),
@@ -643,7 +709,14 @@ impl Config {
                 }
             }
             for (k, ini) in tgt.initiators.iter().enumerate() {
-                validate_iscsi_name(ini).map_err(|m| (format!("{f}.initiators[{k}]"), m))?;
+                fab.canonical_name(ini)
+                    .map_err(|m| (format!("{f}.initiators[{k}]"), m))?;
+            }
+            if fab.is_lio() && tgt.chap.is_some() {
+                return Err((
+                    format!("{f}.chap"),
+                    format!("CHAP is an iSCSI login feature; a {fab} target cannot use it"),
+                ));
             }
             if tgt.allow_any && !tgt.initiators.is_empty() {
                 return Err((
@@ -903,7 +976,8 @@ mod tests {
     fn shipped_example_is_valid() {
         let text = include_str!("../../deploy/lunar.example.yaml");
         let c = Config::from_yaml_str(text, "deploy/lunar.example.yaml").unwrap();
-        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.targets.len(), 3);
+        assert_eq!(c.targets[2].fabric, crate::fabric::Fabric::Qla2xxx);
         assert_eq!(c.portals.len(), 2);
         assert!(c.portals[1].listen.is_ipv6());
         assert!(c.discovery.chap.is_some());
@@ -1085,5 +1159,43 @@ targets:
         assert!(validate_iscsi_name("iqn.2026-11.").is_err());
         assert!(validate_iscsi_name("eui.123").is_err());
         assert!(validate_iscsi_name("demo").is_err());
+    }
+
+    #[test]
+    fn fibre_channel_targets_are_named_by_wwpn() {
+        let base = "portals:\n  - listen: 127.0.0.1:3260\ntargets:\n";
+        let ok = format!(
+            "{base}  - wwpn: \"21:00:00:24:ff:31:4c:48\"\n    fabric: qla2xxx\n    initiators: [naa.21000024ff314c49]\n    luns:\n      - {{id: 0, volume: a, size: 1MiB}}\n"
+        );
+        let c = Config::from_yaml_str(&ok, "fc.yaml").unwrap();
+        assert_eq!(c.targets[0].fabric, crate::fabric::Fabric::Qla2xxx);
+        assert_eq!(c.lio.configfs, PathBuf::from("/sys/kernel/config"));
+        // An IQN is not a port name on FC, a WWPN is not an iSCSI name.
+        let e = err(&format!(
+            "{base}  - iqn: iqn.2026-11.io.lunar:x\n    fabric: qla2xxx\n"
+        ));
+        assert!(e.contains("targets[0].iqn") && e.contains("WWPN"), "{e}");
+        let e = err(&format!(
+            "{base}  - wwpn: \"21:00:00:24:ff:31:4c:48\"\n    fabric: qla2xxx\n    initiators: [iqn.2026-11.io.x:a]\n"
+        ));
+        assert!(e.contains("targets[0].initiators[0]"), "{e}");
+        let e = err(&format!(
+            "{base}  - wwpn: \"21:00:00:24:ff:31:4c:48\"\n    fabric: qla2xxx\n    chap: {{username: u, secret: secret-secret-1}}\n"
+        ));
+        assert!(e.contains("targets[0].chap") && e.contains("iSCSI"), "{e}");
+        // The same port twice, spelled two ways.
+        let e = err(&format!(
+            "{base}  - wwpn: \"21:00:00:24:ff:31:4c:48\"\n    fabric: qla2xxx\n  - wwpn: naa.21000024ff314c48\n    fabric: qla2xxx\n"
+        ));
+        assert!(
+            e.contains("targets[1].iqn") && e.contains("also targets[0]"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{base}  - wwpn: naa.5001405000000001\n    fabric: srp\n"
+        ));
+        assert!(e.contains("fabric"), "{e}");
+        let e = err(&format!("{base}lio:\n  max_data_area_mb: 0\n"));
+        assert!(e.contains("lio.max_data_area_mb"), "{e}");
     }
 }

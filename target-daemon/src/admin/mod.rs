@@ -228,8 +228,9 @@ fn reply<T: Serialize>(r: Result<T, MgrError>) -> Response {
 }
 
 /// Executes one request.
-pub async fn dispatch(mgr: &Arc<LunManager>, req: Request) -> Response {
+pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
     tracing::debug!(?req, "admin request");
+    canonical_targets(mgr, &mut req);
     match req {
         Request::PoolStatus => reply(Ok(mgr.pool_status())),
         Request::PoolCheck => reply(mgr.pool_check().await.map(|(clean, errors, leaked)| {
@@ -282,9 +283,13 @@ pub async fn dispatch(mgr: &Arc<LunManager>, req: Request) -> Response {
         } => reply(mgr.clone_refresh(&name, source.as_deref(), force).await),
         Request::TargetCreate {
             iqn,
+            fabric,
             alias,
             allow_any,
-        } => reply(mgr.target_create(&iqn, alias, allow_any).await),
+        } => match crate::fabric::Fabric::parse(fabric.as_deref().unwrap_or("iscsi")) {
+            Ok(f) => reply(mgr.target_create(&iqn, f, alias, allow_any).await),
+            Err(e) => Response::err("invalid", e),
+        },
         Request::TargetList => reply(Ok(mgr.target_list().await)),
         Request::TargetDelete { iqn, force } => reply(mgr.target_delete(&iqn, force).await.map(|()| {
             serde_json::json!({"deleted": iqn})
@@ -323,5 +328,34 @@ pub async fn dispatch(mgr: &Arc<LunManager>, req: Request) -> Response {
             serde_json::json!({"closed_sessions": n})
         })),
         Request::ConfigExport => reply(mgr.export_yaml().await),
+    }
+}
+
+/// Target names in requests become the stored spelling: a WWPN may be typed as
+/// `naa.21000024ff314c48` or `21:00:00:24:ff:31:4c:48` for the same FC target.
+fn canonical_targets(mgr: &LunManager, req: &mut Request) {
+    let fix = |t: &mut String| *t = mgr.target_key(t);
+    match req {
+        Request::LunMap { target, .. }
+        | Request::LunUnmap { target, .. }
+        | Request::AclAdd { target, .. }
+        | Request::AclRemove { target, .. }
+        | Request::AclList { target }
+        | Request::ChapSet { target, .. }
+        | Request::ChapClear { target }
+        | Request::SessionClose { target } => fix(target),
+        Request::TargetDelete { iqn, .. } => fix(iqn),
+        Request::SessionList { target: Some(t) } => fix(t),
+        Request::LunCreate(c) => {
+            if let Some(t) = c.target.as_mut() {
+                fix(t)
+            }
+        }
+        Request::CloneCreate(c) => {
+            if let Some(t) = c.target.as_mut() {
+                fix(t)
+            }
+        }
+        _ => {}
     }
 }

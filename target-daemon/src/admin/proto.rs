@@ -176,8 +176,11 @@ pub enum Request {
     /// Create a target.
     #[serde(rename = "target.create")]
     TargetCreate {
-        /// IQN.
+        /// Target name: IQN, or the WWPN of a `qla2xxx`/`loopback` target.
         iqn: String,
+        /// `iscsi` (default), `qla2xxx` or `loopback`.
+        #[serde(default)]
+        fabric: Option<String>,
         /// Alias.
         #[serde(default)]
         alias: Option<String>,

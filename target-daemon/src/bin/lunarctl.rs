@@ -247,9 +247,15 @@ enum CloneCmd {
 
 #[derive(Debug, Subcommand)]
 enum TargetCmd {
-    /// Create a target.
+    /// Create a target: an iSCSI target named by its IQN, or (with `--fabric`) a Fibre
+    /// Channel (`qla2xxx`) or LIO loopback target named by its WWPN
+    /// (`21:00:00:24:ff:31:4c:48` or `naa.21000024ff314c48`).
     Create {
+        /// IQN, or WWPN for `--fabric qla2xxx|loopback`.
         iqn: String,
+        /// Transport: iscsi, qla2xxx (Fibre Channel through LIO) or loopback (LIO tcm_loop).
+        #[arg(long, default_value = "iscsi")]
+        fabric: String,
         #[arg(long)]
         alias: Option<String>,
         /// Allow any initiator.
@@ -537,6 +543,7 @@ fn print_target(t: &Value) {
         .map(|a| a.iter().map(s).collect())
         .unwrap_or_default();
     println!("Target     {}", s(&t["iqn"]));
+    println!("Fabric     {}", s(&t["fabric"]));
     println!("Allow any  {}", s(&t["allow_any"]));
     println!(
         "Initiators {}",
@@ -762,8 +769,8 @@ fn run(mut cli: Cli) -> anyhow::Result<()> {
             wait_job(&mut c, &name)?,
             Box::new(|v: &Value| print_jobs(&Value::Array(vec![v.clone()]))),
         ),
-        Cmd::Target(TargetCmd::Create { iqn, alias, allow_any }) => (
-            c.call("target.create", json!({"iqn": iqn, "alias": alias, "allow_any": allow_any}))?,
+        Cmd::Target(TargetCmd::Create { iqn, fabric, alias, allow_any }) => (
+            c.call("target.create", json!({"iqn": iqn, "fabric": fabric, "alias": alias, "allow_any": allow_any}))?,
             Box::new(print_target),
         ),
         Cmd::Target(TargetCmd::List) => (
@@ -771,12 +778,13 @@ fn run(mut cli: Cli) -> anyhow::Result<()> {
             Box::new(|v: &Value| {
                 let rows = v.as_array().map(|a| a.iter().map(|t| vec![
                     s(&t["iqn"]),
+                    s(&t["fabric"]),
                     t["luns"].as_array().map_or(0, |l| l.len()).to_string(),
                     if t["allow_any"].as_bool() == Some(true) { "any".into() } else { t["initiators"].as_array().map_or(0, |l| l.len()).to_string() },
                     s(&t["chap_username"]),
                     u(&t["sessions"]).to_string(),
                 ]).collect()).unwrap_or_default();
-                table(&["TARGET", "LUNS", "INITIATORS", "CHAP", "SESSIONS"], rows);
+                table(&["TARGET", "FABRIC", "LUNS", "INITIATORS", "CHAP", "SESSIONS"], rows);
             }),
         ),
         Cmd::Target(TargetCmd::Delete { iqn, force }) => (

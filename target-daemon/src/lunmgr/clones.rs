@@ -589,8 +589,12 @@ fn finish_job(st: &mut State, id: &str, state: JobState, error: Option<String>) 
 fn copy_acl(st: &mut State, src_lun: &str, target: &str) {
     let mut add = Vec::new();
     let mut any = false;
+    // Initiator names only mean something on the fabric they were written for.
+    let Some(fabric) = st.targets.get(target).map(|t| t.fabric) else {
+        return;
+    };
     for t in st.targets.values() {
-        if t.luns.values().any(|n| n == src_lun) {
+        if t.fabric == fabric && t.luns.values().any(|n| n == src_lun) {
             any |= t.allow_any;
             add.extend(t.initiators.iter().cloned());
         }

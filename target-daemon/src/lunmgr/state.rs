@@ -138,8 +138,11 @@ impl ChapRecord {
 /// One target: access control and its LUN map.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TargetRecord {
-    /// Target IQN.
+    /// Target name: IQN for iSCSI, WWPN (in the fabric's canonical spelling) for LIO fabrics.
     pub iqn: String,
+    /// Transport the target is exported over.
+    #[serde(default)]
+    pub fabric: crate::fabric::Fabric,
     /// TargetAlias.
     #[serde(default)]
     pub alias: Option<String>,
@@ -163,6 +166,7 @@ impl TargetRecord {
     pub fn to_cfg(&self) -> crate::config::TargetCfg {
         crate::config::TargetCfg {
             iqn: self.iqn.clone(),
+            fabric: self.fabric,
             alias: self.alias.clone(),
             allow_any: self.allow_any,
             initiators: self.initiators.clone(),

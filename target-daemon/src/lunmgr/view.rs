@@ -101,8 +101,11 @@ pub struct SnapshotView {
 /// One target.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TargetView {
-    /// IQN.
+    /// Target name (IQN, or WWPN for LIO fabrics).
     pub iqn: String,
+    /// Transport.
+    #[serde(default)]
+    pub fabric: crate::fabric::Fabric,
     /// Alias.
     pub alias: Option<String>,
     /// Any initiator may log in.
