@@ -148,6 +148,46 @@ pub trait TaskAborter: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
+/// A LUN appeared on, changed size on, or left a target. See [`LunObserver`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LunEvent {
+    /// `lun` now serves `volume`.
+    Attached {
+        /// LUN number.
+        lun: u64,
+        /// Volume (= LUN) name.
+        volume: String,
+        /// Logical size in bytes.
+        size_bytes: u64,
+        /// Logical block size.
+        block_size: u32,
+    },
+    /// `lun`'s volume now has `size_bytes`.
+    Resized {
+        /// LUN number.
+        lun: u64,
+        /// New logical size in bytes.
+        size_bytes: u64,
+    },
+    /// `lun` is gone.
+    Detached {
+        /// LUN number.
+        lun: u64,
+    },
+}
+
+/// Learns when LUNs come and go on a target. The iSCSI front end needs no such help (it
+/// asks the device server on every command), but fabrics that set something up per LUN do:
+/// LIO needs a TCMU backstore and a fabric LUN link for each. Because LUN changes of every
+/// kind (map, unmap, delete, clone completion, refresh) go through
+/// [`ScsiTarget::add_lun_with_identity`] and [`ScsiTarget::remove_lun`], an observer sees
+/// exactly what initiators see: a clone still being created never reaches it.
+pub trait LunObserver: Send + Sync {
+    /// Called after the change took effect on the device server, with no lock held. Must
+    /// not block: queue the work.
+    fn lun_event(&self, target: &str, event: LunEvent);
+}
+
 /// How long PREEMPT AND ABORT waits for the aborted tasks to be gone before it completes
 /// anyway (the state change has taken effect and the aborts were requested).
 const PREEMPT_ABORT_WAIT: Duration = Duration::from_secs(10);
@@ -163,6 +203,8 @@ pub struct ScsiTarget {
     port_groups: RwLock<Vec<u16>>,
     /// Set by the transport: aborts the tasks of nexuses preempted by PREEMPT AND ABORT.
     task_aborter: RwLock<Option<Arc<dyn TaskAborter>>>,
+    /// Set by fabrics that act per LUN (LIO).
+    observer: RwLock<Option<Arc<dyn LunObserver>>>,
 }
 
 impl ScsiTarget {
@@ -182,6 +224,7 @@ impl ScsiTarget {
             chunk_size,
             port_groups: RwLock::new(Vec::new()),
             task_aborter: RwLock::new(None),
+            observer: RwLock::new(None),
         })
     }
 
@@ -209,6 +252,45 @@ impl ScsiTarget {
     /// PREEMPT AND ABORT only changes the reservation state, like PREEMPT.
     pub fn set_task_aborter(&self, aborter: Arc<dyn TaskAborter>) {
         *self.task_aborter.write() = Some(aborter);
+    }
+
+    /// Registers the fabric's [`LunObserver`]. It hears of changes from now on; the LUNs
+    /// already there are in [`ScsiTarget::attached_luns`] (read it after registering, and
+    /// ignore an `Attached` event for a LUN already handled, so none slips between).
+    pub fn set_lun_observer(&self, observer: Arc<dyn LunObserver>) {
+        *self.observer.write() = Some(observer);
+    }
+
+    /// An `Attached` event for every LUN the target has now.
+    pub fn attached_luns(&self) -> Vec<LunEvent> {
+        self.luns
+            .read()
+            .values()
+            .map(|l| attached_event(l))
+            .collect()
+    }
+
+    /// Drops the observer (the fabric stopped exporting this target).
+    pub fn clear_lun_observer(&self) {
+        *self.observer.write() = None;
+    }
+
+    fn notify(&self, event: LunEvent) {
+        let obs = self.observer.read().clone();
+        if let Some(o) = obs {
+            o.lun_event(&self.name, event);
+        }
+    }
+
+    /// The volume behind `lun` changed size: tells the observer (initiators learn it from
+    /// CAPACITY DATA HAS CHANGED, which the LUN raises on its own).
+    pub fn lun_resized(&self, lun: u64) {
+        if let Some(l) = self.lun(lun) {
+            self.notify(LunEvent::Resized {
+                lun,
+                size_bytes: l.volume.num_blocks() * u64::from(l.volume.block_size()),
+            });
+        }
     }
 
     /// PREEMPT AND ABORT: has the transport abort the preempted nexuses' tasks on `lun`
@@ -261,9 +343,12 @@ impl ScsiTarget {
             entry.metrics = Some(Arc::new(
                 crate::metrics::global().lun(&self.name, lun, &name),
             ));
-            luns.insert(lun, Arc::new(entry));
-            others
+            let entry = Arc::new(entry);
+            luns.insert(lun, entry.clone());
+            (others, entry)
         };
+        let (others, entry) = others;
+        self.notify(attached_event(&entry));
         self.uas
             .establish_lun(lun, asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED, None);
         self.uas
@@ -285,6 +370,7 @@ impl ScsiTarget {
         self.uas.remove_lun(lun);
         self.uas
             .establish_luns(&remaining, asc::REPORTED_LUNS_DATA_HAS_CHANGED, None);
+        self.notify(LunEvent::Detached { lun });
         tracing::info!(target = %self.name, lun, "LUN detached");
         Ok(())
     }
@@ -701,3 +787,12 @@ impl Ctx<'_> {
 
 #[cfg(test)]
 mod tests;
+
+fn attached_event(l: &Lun) -> LunEvent {
+    LunEvent::Attached {
+        lun: l.id,
+        volume: l.volume.name(),
+        size_bytes: l.volume.num_blocks() * u64::from(l.volume.block_size()),
+        block_size: l.volume.block_size(),
+    }
+}
