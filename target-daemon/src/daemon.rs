@@ -6,16 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use storage_core::{Pool, PoolOptions, StorageError};
+use storage_core::{Pool, PoolOptions};
 use tokio::task::JoinHandle;
 
+use crate::admin::{AdminOptions, AdminServer};
 use crate::config::Config;
 use crate::iscsi::{Server, TargetEntry};
-// --- admin (issue 4) ---
-use crate::admin::{AdminOptions, AdminServer};
 use crate::lunmgr::LunManager;
-// --- end admin ---
-use crate::scsi::ScsiTarget;
 
 /// How long shutdown lets in-flight commands run before aborting them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -26,23 +23,20 @@ pub struct Daemon {
     server: Arc<Server>,
     addrs: Vec<SocketAddr>,
     accept_tasks: Vec<JoinHandle<()>>,
-    // --- admin (issue 4) ---
     lunmgr: Arc<LunManager>,
     admin: Option<AdminServer>,
-    // --- end admin ---
+    lio: Arc<crate::lio::LioFabric>,
 }
 
 impl Daemon {
     /// Opens (or creates) the pool, creates missing volumes, exports the targets and starts
     /// listening on every portal.
     pub async fn start(config: Config) -> anyhow::Result<Daemon> {
-        // --- admin (issue 4) ---
         Daemon::start_with(config, AdminOptions::default()).await
     }
 
     /// As [`start`](Self::start), with the admin API exposed as `admin` says.
     pub async fn start_with(config: Config, admin: AdminOptions) -> anyhow::Result<Daemon> {
-        // --- end admin ---
         let pool_path = if config.pool.path.is_absolute() {
             config.pool.path.clone()
         } else {
@@ -64,7 +58,6 @@ impl Daemon {
         // Persistent reservations with APTPL live under <data dir>/pr (issue 5); set before
         // LUNs are attached so their saved state reloads.
         crate::scsi::pr::set_state_dir(config.data_dir.join("pr"))?;
-        // --- admin (issue 4): the LUN manager's persisted state decides the targets ---
         let (lunmgr, targets) = match LunManager::open(&config, pool.clone()).await {
             Ok(t) => t,
             Err(e) => {
@@ -72,11 +65,20 @@ impl Daemon {
                 return Err(e);
             }
         };
+        // iSCSI targets go to lunard's own server; Fibre Channel and loopback targets to
+        // LIO through TCMU.
+        let (lio_targets, targets): (Vec<TargetEntry>, Vec<TargetEntry>) =
+            targets.into_iter().partition(|t| t.cfg.fabric.is_lio());
         let server = Server::new(&config, targets);
-        lunmgr.attach_exports(Arc::new(crate::lunmgr::exports::ServerExports(
-            server.clone(),
-        )));
-        // --- end admin ---
+        let lio = crate::lio::LioFabric::start(&config.lio);
+        for t in lio_targets {
+            lio.add(t.cfg, t.scsi);
+        }
+        lio.sweep();
+        lunmgr.attach_exports(Arc::new(crate::lunmgr::exports::FabricExports {
+            iscsi: crate::lunmgr::exports::ServerExports(server.clone()),
+            lio: lio.clone(),
+        }));
 
         let mut addrs = Vec::new();
         let mut accept_tasks = Vec::new();
@@ -88,6 +90,7 @@ impl Daemon {
                 }
                 Err(e) => {
                     server.shutdown(Duration::from_secs(1)).await;
+                    lio.shutdown().await;
                     let _ = pool.close().await;
                     return Err(anyhow::anyhow!(
                         "portals[{i}]: cannot listen on {}: {e}",
@@ -96,16 +99,15 @@ impl Daemon {
                 }
             }
         }
-        // --- admin (issue 4) ---
         let admin = match AdminServer::start(lunmgr.clone(), &config.data_dir, &admin) {
             Ok(a) => Some(a),
             Err(e) => {
                 server.shutdown(Duration::from_secs(1)).await;
+                lio.shutdown().await;
                 let _ = pool.close().await;
                 return Err(e);
             }
         };
-        // --- end admin ---
         Ok(Daemon {
             pool,
             server,
@@ -113,6 +115,7 @@ impl Daemon {
             accept_tasks,
             lunmgr,
             admin,
+            lio,
         })
     }
 
@@ -131,7 +134,6 @@ impl Daemon {
         &self.pool
     }
 
-    // --- admin (issue 4) ---
     /// The LUN manager (runtime targets, LUNs, snapshots, clones).
     pub fn lunmgr(&self) -> &Arc<LunManager> {
         &self.lunmgr
@@ -141,18 +143,17 @@ impl Daemon {
     pub fn admin(&self) -> Option<&AdminServer> {
         self.admin.as_ref()
     }
-    // --- end admin ---
 
     /// Stops accepting, lets in-flight commands finish (or aborts them after
     /// [`SHUTDOWN_GRACE`]), closes every connection, then flushes and closes the pool.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        // --- admin (issue 4) ---
         if let Some(a) = self.admin {
             a.stop();
         }
         self.lunmgr.stop_jobs();
-        // --- end admin ---
         self.server.shutdown(SHUTDOWN_GRACE).await;
+        // Hosts on LIO fabrics see their LUNs go before the pool closes under them.
+        self.lio.shutdown().await;
         for t in self.accept_tasks {
             let _ = t.await;
         }
@@ -160,53 +161,4 @@ impl Daemon {
         self.pool.close().await.context("closing the pool")?;
         Ok(())
     }
-}
-
-// --- admin (issue 4): superseded by LunManager::open; kept for the daemon helper ---
-#[allow(dead_code)]
-// --- end admin ---
-/// Creates one device server per configured target and attaches its LUNs, creating volumes
-/// that do not exist yet.
-async fn build_targets(config: &Config, pool: &Pool) -> anyhow::Result<Vec<TargetEntry>> {
-    let mut out = Vec::new();
-    for (ti, t) in config.targets.iter().enumerate() {
-        let scsi = ScsiTarget::new(&t.iqn);
-        for (li, lun) in t.luns.iter().enumerate() {
-            let field = format!("targets[{ti}].luns[{li}]");
-            match pool.volume_info(&lun.volume) {
-                Ok(info) => {
-                    if info.size_bytes != lun.size.0 || info.block_size != lun.block_size {
-                        tracing::warn!(
-                            volume = %lun.volume,
-                            "{field}: existing volume is {} bytes with {}-byte blocks; configuration says {} with {}-byte blocks; using the volume as it is",
-                            info.size_bytes, info.block_size, lun.size.0, lun.block_size
-                        );
-                    }
-                }
-                Err(StorageError::NotFound(_)) => {
-                    pool.create_volume(
-                        &lun.volume,
-                        lun.size.0,
-                        lun.block_size,
-                        lun.guarantee.into(),
-                    )
-                    .await
-                    .with_context(|| format!("{field}: cannot create volume {:?}", lun.volume))?;
-                    tracing::info!(volume = %lun.volume, size = %lun.size, "created volume");
-                }
-                Err(e) => return Err(anyhow::anyhow!("{field}: volume {:?}: {e}", lun.volume)),
-            }
-            let vol = pool
-                .volume(&lun.volume)
-                .with_context(|| format!("{field}: cannot open volume {:?}", lun.volume))?;
-            scsi.add_lun(lun.id, vol, lun.read_only)
-                .with_context(|| format!("{field}: cannot attach LUN {}", lun.id))?;
-        }
-        tracing::info!(target = %t.iqn, luns = t.luns.len(), "target exported");
-        out.push(TargetEntry {
-            cfg: t.clone(),
-            scsi,
-        });
-    }
-    Ok(out)
 }

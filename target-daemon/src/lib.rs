@@ -4,17 +4,20 @@
 //! - [`daemon`]: lifecycle (pool, targets, portals, shutdown).
 //! - [`iscsi`]: the iSCSI front end (RFC 7143).
 //! - [`scsi`]: the SCSI device server the front ends hand commands to.
-//! - [`tcmu`]: the TCMU front end (LIO userspace backstore: Fibre Channel, loopback).
+//! - [`lio`], [`tcmu`]: the Fibre Channel / loopback front end through Linux LIO and its
+//!   TCMU user backstore.
+//! - [`lunmgr`], [`admin`]: LUNs, snapshots, clones and targets at run time, and the admin API.
+//! - [`fabric`]: which transport a target uses and how its ports are named.
 //! - [`metrics`], [`http`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` endpoint.
 
-// --- admin (issue 4) ---
 pub mod admin;
-pub mod lunmgr;
-// --- end admin ---
 pub mod config;
 pub mod daemon;
+pub mod fabric;
 pub mod http;
 pub mod iscsi;
+pub mod lio;
+pub mod lunmgr;
 pub mod metrics;
 pub mod scsi;
 pub mod sdnotify;

@@ -1,8 +1,9 @@
-//! The seam between the LUN manager and the iSCSI front end: what must change in the running
-//! server when a target is created or deleted, or its access control changes.
+//! The seam between the LUN manager and the fabric front ends: what must change in the
+//! running servers when a target is created or deleted, or its access control changes.
 //!
-//! LUN changes need no help from the front end: the manager owns each target's
-//! [`ScsiTarget`] and adds/removes LUNs on it directly (which raises the unit attentions).
+//! LUN changes need no help from here: the manager owns each target's [`ScsiTarget`] and
+//! adds/removes LUNs on it directly (which raises the unit attentions, and tells a fabric
+//! that acts per LUN through its [`crate::scsi::LunObserver`]).
 
 use std::sync::Arc;
 
@@ -78,5 +79,56 @@ impl Exports for ServerExports {
             server.close_sessions(&iqn).await;
         });
         n
+    }
+}
+
+/// Routes each target to the front end of its fabric: iSCSI targets to lunard's iSCSI
+/// server, `qla2xxx` and `loopback` targets to the LIO front end.
+pub struct FabricExports {
+    /// The iSCSI server.
+    pub iscsi: ServerExports,
+    /// The LIO/TCMU front end.
+    pub lio: Arc<crate::lio::LioFabric>,
+}
+
+impl Exports for FabricExports {
+    fn add_target(&self, cfg: TargetCfg, scsi: Arc<ScsiTarget>) -> Result<(), String> {
+        if cfg.fabric.is_lio() {
+            self.lio.add_target(cfg, scsi)
+        } else {
+            self.iscsi.add_target(cfg, scsi)
+        }
+    }
+
+    fn remove_target(&self, iqn: &str) -> Result<(), String> {
+        if self.lio.has_target(iqn) {
+            self.lio.remove_target(iqn)
+        } else {
+            self.iscsi.remove_target(iqn)
+        }
+    }
+
+    fn set_access(&self, cfg: TargetCfg) -> Result<(), String> {
+        if cfg.fabric.is_lio() {
+            self.lio.set_access(cfg)
+        } else {
+            self.iscsi.set_access(cfg)
+        }
+    }
+
+    fn sessions(&self, iqn: &str) -> Vec<SessionView> {
+        if self.lio.has_target(iqn) {
+            self.lio.sessions(iqn)
+        } else {
+            self.iscsi.sessions(iqn)
+        }
+    }
+
+    fn close_sessions(&self, iqn: &str) -> usize {
+        if self.lio.has_target(iqn) {
+            self.lio.close_sessions(iqn)
+        } else {
+            self.iscsi.close_sessions(iqn)
+        }
     }
 }

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use storage_core::{Guarantee, Pool, StorageError};
 
 use crate::config::Config;
+use crate::fabric::Fabric;
 use crate::iscsi::TargetEntry;
 use crate::scsi::ScsiTarget;
 pub use error::{human_bytes, MgrError, MgrResult};
@@ -227,6 +228,24 @@ impl LunManager {
         state::save(&self.data_dir, st).map_err(MgrError::from)
     }
 
+    /// The stored name of the target `name` denotes: `name` itself when a target has it,
+    /// else the target with the same WWPN however it was spelled (`naa.` or colon form).
+    pub fn target_key(&self, name: &str) -> String {
+        let map = self.scsi.read();
+        if map.contains_key(name) {
+            return name.to_string();
+        }
+        if let Ok(w) = crate::fabric::parse_wwpn(name) {
+            if let Some(k) = map
+                .keys()
+                .find(|k| crate::fabric::parse_wwpn(k).is_ok_and(|x| x == w))
+            {
+                return k.clone();
+            }
+        }
+        name.to_string()
+    }
+
     pub(crate) fn scsi_target(&self, iqn: &str) -> Option<Arc<ScsiTarget>> {
         self.scsi.read().get(iqn).cloned()
     }
@@ -416,6 +435,11 @@ impl LunManager {
         self.pool
             .resize_volume(name, size_bytes, allow_shrink)
             .await?;
+        for m in mappings_of(&st, name) {
+            if let Some(t) = self.scsi_target(&m.target) {
+                t.lun_resized(m.lun_id);
+            }
+        }
         tracing::info!(lun = %name, size = size_bytes, "LUN resized");
         Ok(self.lun_view(&st, rec))
     }
@@ -789,6 +813,7 @@ impl LunManager {
     fn target_view(&self, t: &TargetRecord) -> TargetView {
         TargetView {
             iqn: t.iqn.clone(),
+            fabric: t.fabric,
             alias: t.alias.clone(),
             allow_any: t.allow_any,
             initiators: t.initiators.clone(),
@@ -810,13 +835,15 @@ impl LunManager {
     /// Creates a target (no LUNs, no initiators unless `allow_any`).
     pub async fn target_create(
         &self,
-        iqn: &str,
+        name: &str,
+        fabric: Fabric,
         alias: Option<String>,
         allow_any: bool,
     ) -> MgrResult<TargetView> {
         let mut st = self.lock().await;
-        crate::config::validate_iscsi_name(iqn)
-            .map_err(|e| MgrError::Invalid(format!("invalid target name {iqn:?}: {e}")))?;
+        let iqn = &fabric
+            .canonical_name(name)
+            .map_err(|e| MgrError::Invalid(format!("invalid {fabric} target name: {e}")))?;
         if st.targets.keys().any(|k| k.eq_ignore_ascii_case(iqn)) {
             return Err(MgrError::AlreadyExists(format!(
                 "target {iqn:?} already exists"
@@ -824,6 +851,7 @@ impl LunManager {
         }
         let rec = TargetRecord {
             iqn: iqn.to_string(),
+            fabric,
             alias,
             allow_any,
             initiators: Vec::new(),
@@ -904,8 +932,8 @@ impl LunManager {
                 t.allow_any = true;
                 return Ok(());
             }
-            crate::config::validate_iscsi_name(&initiator).map_err(|e| {
-                MgrError::Invalid(format!("invalid initiator name {initiator:?}: {e}"))
+            let initiator = t.fabric.canonical_name(&initiator).map_err(|e| {
+                MgrError::Invalid(format!("invalid {} initiator name: {e}", t.fabric))
             })?;
             if t.initiators
                 .iter()
@@ -931,7 +959,8 @@ impl LunManager {
                 return Ok(());
             }
             let before = t.initiators.len();
-            t.initiators.retain(|i| !i.eq_ignore_ascii_case(&initiator));
+            let fabric = t.fabric;
+            t.initiators.retain(|i| !fabric.same_name(i, &initiator));
             if t.initiators.len() == before {
                 return Err(MgrError::NotFound(format!(
                     "initiator {initiator:?} is not in the ACL of {:?}",
@@ -967,6 +996,12 @@ impl LunManager {
             ));
         }
         self.change_access(iqn, move |t| {
+            if t.fabric.is_lio() {
+                return Err(MgrError::Invalid(format!(
+                    "CHAP is an iSCSI login feature; {:?} is a {} target",
+                    t.iqn, t.fabric
+                )));
+            }
             t.chap = Some(chap);
             Ok(())
         })
@@ -1048,7 +1083,15 @@ impl LunManager {
         }
         out.push_str("targets:\n");
         for t in st.targets.values() {
-            out.push_str(&format!("  - iqn: {}\n", yaml_str(&t.iqn)));
+            if t.fabric.is_lio() {
+                out.push_str(&format!(
+                    "  - wwpn: {}\n    fabric: {}\n",
+                    yaml_str(&t.iqn),
+                    t.fabric
+                ));
+            } else {
+                out.push_str(&format!("  - iqn: {}\n", yaml_str(&t.iqn)));
+            }
             if let Some(a) = &t.alias {
                 out.push_str(&format!("    alias: {}\n", yaml_str(a)));
             }
@@ -1242,20 +1285,32 @@ pub(crate) fn attach(pool: &Pool, st: &State, target: &ScsiTarget, id: u64, name
 async fn seed_from_config(st: &mut State, config: &Config, pool: &Pool) -> anyhow::Result<()> {
     use anyhow::Context;
     for (ti, t) in config.targets.iter().enumerate() {
-        let new_target = !st.targets.contains_key(&t.iqn);
+        // Validated by Config::validate; WWPNs are stored in the fabric's spelling.
+        let fabric = t.fabric;
+        let name = fabric
+            .canonical_name(&t.iqn)
+            .map_err(|e| anyhow::anyhow!("targets[{ti}].iqn: {e}"))?;
+        let new_target = !st.targets.contains_key(&name);
         if new_target {
+            let initiators = t
+                .initiators
+                .iter()
+                .map(|i| fabric.canonical_name(i))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("targets[{ti}].initiators: {e}"))?;
             st.targets.insert(
-                t.iqn.clone(),
+                name.clone(),
                 TargetRecord {
-                    iqn: t.iqn.clone(),
+                    iqn: name.clone(),
+                    fabric,
                     alias: t.alias.clone(),
                     allow_any: t.allow_any,
-                    initiators: t.initiators.clone(),
+                    initiators,
                     chap: t.chap.as_ref().map(ChapRecord::from_cfg),
                     luns: BTreeMap::new(),
                 },
             );
-            tracing::info!(target = %t.iqn, "target added from the configuration");
+            tracing::info!(target = %name, %fabric, "target added from the configuration");
         }
         for (li, l) in t.luns.iter().enumerate() {
             if st.luns.contains_key(&l.volume) && !new_target {
@@ -1285,7 +1340,7 @@ async fn seed_from_config(st: &mut State, config: &Config, pool: &Pool) -> anyho
                     clone_mode: None,
                     created_unix: info.created_unix,
                 });
-            if let Some(rec) = st.targets.get_mut(&t.iqn) {
+            if let Some(rec) = st.targets.get_mut(&name) {
                 match rec.luns.get(&l.id) {
                     None => {
                         rec.luns.insert(l.id, l.volume.clone());

@@ -30,7 +30,7 @@ pub mod ring;
 pub mod uio;
 
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 
 use std::sync::Arc;
 
