@@ -69,7 +69,7 @@ impl RingOpener for UioOpener {
             use anyhow::Context;
             let started = std::time::Instant::now();
             let uio = loop {
-                match tcmu::uio::find(&self.sysfs, &self.dev_dir, backstore) {
+                match tcmu::uio::find(&self.sysfs.join("class/uio"), &self.dev_dir, backstore) {
                     Ok(Some(info)) => break tcmu::UioDevice::open(info)?,
                     Ok(None) if started.elapsed() < UIO_APPEAR_TIMEOUT => {
                         tokio::time::sleep(Duration::from_millis(20)).await
@@ -220,6 +220,22 @@ struct Worker {
     netlink_started: bool,
 }
 
+/// Runs a configfs operation on a blocking thread. Writing configfs makes the kernel act
+/// synchronously: linking a LUN into a loopback portal group scans it (INQUIRY, READ
+/// CAPACITY... through the very ring lunard serves), unlinking sends SYNCHRONIZE CACHE,
+/// enabling a backstore creates its UIO device. On a runtime thread that would starve the
+/// ring's task (a one-CPU host has one runtime thread) until the kernel timed the command
+/// out.
+async fn blocking<T: Send + 'static>(
+    lio: &Lio,
+    f: impl FnOnce(&Lio) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let lio = lio.clone();
+    tokio::task::spawn_blocking(move || f(&lio))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 impl Worker {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Work>) {
         while let Some(w) = rx.recv().await {
@@ -227,11 +243,11 @@ impl Worker {
                 Work::AddTarget(cfg, scsi) => self.add_target(cfg, scsi).await,
                 Work::Sweep => {
                     if self.lio.check().is_ok() {
-                        self.remove_unclaimed();
+                        self.remove_unclaimed().await;
                     }
                 }
                 Work::RemoveTarget(name) => self.remove_target(&name).await,
-                Work::SetAccess(cfg) => self.set_access(cfg),
+                Work::SetAccess(cfg) => self.set_access(cfg).await,
                 Work::Lun(target, ev) => self.lun_event(&target, ev).await,
                 Work::Shutdown(done) => {
                     let names: Vec<String> = self.targets.keys().cloned().collect();
@@ -266,7 +282,7 @@ impl Worker {
     /// them (links only lunard made: `lun_N/<backstore>` in a portal group). A crashed
     /// lunard leaves its backstores and links behind; those still exported were re-attached
     /// by then (see `attach`), the rest go here.
-    fn remove_unclaimed(&mut self) {
+    async fn remove_unclaimed(&mut self) {
         for b in self.lio.own_backstores() {
             if self.claimed(&b) {
                 continue;
@@ -288,14 +304,17 @@ impl Worker {
                             .join(format!("lun_{lun}"))
                             .join(&b);
                         if link.symlink_metadata().is_ok() {
-                            if let Err(e) = self.lio.unlink_lun(fabric, &wwn, lun) {
+                            let w = wwn.clone();
+                            let r = blocking(&self.lio, move |l| l.unlink_lun(fabric, &w, lun));
+                            if let Err(e) = r.await {
                                 tracing::warn!(%fabric, wwn, lun, "LIO: removing a stale LUN: {e}");
                             }
                         }
                     }
                 }
             }
-            match self.lio.remove_backstore(&b) {
+            let name = b.clone();
+            match blocking(&self.lio, move |l| l.remove_backstore(&name)).await {
                 Ok(()) => tracing::info!(backstore = %b, "LIO: stale backstore removed"),
                 Err(e) => {
                     tracing::warn!(backstore = %b, "LIO: cannot remove a stale backstore: {e}")
@@ -307,11 +326,12 @@ impl Worker {
     async fn add_target(&mut self, cfg: TargetCfg, scsi: Arc<ScsiTarget>) {
         let fabric = cfg.fabric;
         let name = cfg.iqn.clone();
-        if let Err(e) = self
-            .lio
-            .check()
-            .and_then(|()| self.lio.check_fabric(fabric))
-        {
+        let check = blocking(&self.lio, move |l| {
+            Ok(l.check().and_then(|()| l.check_fabric(fabric)))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = check {
             self.unavailable(&e);
             return;
         }
@@ -319,24 +339,29 @@ impl Worker {
             self.netlink_started = true;
             spawn_netlink_log();
         }
-        if let Err(e) = self.lio.create_tpg(fabric, &name) {
+        let n = name.clone();
+        if let Err(e) = blocking(&self.lio, move |l| l.create_tpg(fabric, &n)).await {
             tracing::error!(target = %name, %fabric, "LIO: cannot create the target port: {e}");
             return;
         }
-        if let Err(e) = self
-            .lio
-            .set_acls(fabric, &name, cfg.allow_any, &cfg.initiators, &[])
-        {
-            tracing::error!(target = %name, "LIO: cannot set the ACLs: {e}");
+        // tcm_loop has no node ACLs: its one initiator is the local nexus.
+        if fabric != Fabric::Loopback {
+            let (n, any, inits) = (name.clone(), cfg.allow_any, cfg.initiators.clone());
+            let r = blocking(&self.lio, move |l| l.set_acls(fabric, &n, any, &inits, &[]));
+            if let Err(e) = r.await {
+                tracing::error!(target = %name, "LIO: cannot set the ACLs: {e}");
+            }
         }
         if fabric == Fabric::Loopback {
-            let nexus = loopback_nexus(&cfg);
-            if let Err(e) = self.lio.set_loopback_nexus(&name, &nexus) {
+            let (n, nexus) = (name.clone(), loopback_nexus(&cfg));
+            let r = blocking(&self.lio, move |l| l.set_loopback_nexus(&n, &nexus));
+            if let Err(e) = r.await {
                 tracing::error!(target = %name, "LIO: cannot create the loopback nexus: {e}");
             }
         }
         if fabric == Fabric::Qla2xxx {
-            if let Err(e) = self.lio.enable_tpg(fabric, &name) {
+            let n = name.clone();
+            if let Err(e) = blocking(&self.lio, move |l| l.enable_tpg(fabric, &n)).await {
                 tracing::error!(target = %name, "LIO: cannot enable the FC port: {e}");
             }
         }
@@ -369,25 +394,30 @@ impl Worker {
                 self.detach(fabric, name, lun, s).await;
             }
         }
-        if let Err(e) = self.lio.remove_target(fabric, name) {
+        let n = name.to_string();
+        if let Err(e) = blocking(&self.lio, move |l| l.remove_target(fabric, &n)).await {
             tracing::warn!(target = %name, "LIO: removing the target port: {e}");
         }
         tracing::info!(target = %name, %fabric, "LIO target removed");
     }
 
-    fn set_access(&mut self, cfg: TargetCfg) {
+    async fn set_access(&mut self, cfg: TargetCfg) {
         let Some(t) = self.targets.get_mut(&cfg.iqn) else {
             return;
         };
         let luns: Vec<u64> = t.luns.keys().copied().collect();
-        if let Err(e) =
-            self.lio
-                .set_acls(cfg.fabric, &cfg.iqn, cfg.allow_any, &cfg.initiators, &luns)
-        {
-            tracing::error!(target = %cfg.iqn, "LIO: cannot update the ACLs: {e}");
-        }
         t.cfg.allow_any = cfg.allow_any;
-        t.cfg.initiators = cfg.initiators;
+        t.cfg.initiators = cfg.initiators.clone();
+        if cfg.fabric != Fabric::Loopback {
+            let (fabric, n, any, inits) =
+                (cfg.fabric, cfg.iqn.clone(), cfg.allow_any, cfg.initiators);
+            let r = blocking(&self.lio, move |l| {
+                l.set_acls(fabric, &n, any, &inits, &luns)
+            });
+            if let Err(e) = r.await {
+                tracing::error!(target = %cfg.iqn, "LIO: cannot update the ACLs: {e}");
+            }
+        }
     }
 
     async fn lun_event(&mut self, target: &str, ev: LunEvent) {
@@ -425,14 +455,19 @@ impl Worker {
                     }
                     Err(e) => {
                         tracing::error!(target, lun, backstore = %spec.name, "LIO: cannot export the LUN: {e:#}");
-                        let _ = self.lio.unlink_lun(fabric, target, lun);
-                        let _ = self.lio.remove_backstore(&spec.name);
+                        let (t, b) = (target.to_string(), spec.name.clone());
+                        let _ = blocking(&self.lio, move |l| {
+                            l.unlink_lun(fabric, &t, lun)?;
+                            l.remove_backstore(&b)
+                        })
+                        .await;
                     }
                 }
             }
             LunEvent::Resized { lun, size_bytes } => {
                 if let Some(s) = t.luns.get(&lun) {
-                    if let Err(e) = self.lio.set_size(&s.backstore, size_bytes) {
+                    let b = s.backstore.clone();
+                    if let Err(e) = blocking(&self.lio, move |l| l.set_size(&b, size_bytes)).await {
                         tracing::warn!(target, lun, "LIO: cannot update dev_size: {e}");
                     }
                 }
@@ -465,12 +500,14 @@ impl Worker {
         let reused = self.lio.backstore_enabled(&spec.name);
         if reused {
             tracing::info!(backstore = %spec.name, "LIO: re-attaching to a backstore an earlier lunard left");
-            self.lio
-                .reset_ring(&spec.name)
+            let b = spec.name.clone();
+            blocking(&self.lio, move |l| l.reset_ring(&b))
+                .await
                 .context("resetting the command ring")?;
         } else {
-            self.lio
-                .create_backstore(spec)
+            let sp = spec.clone();
+            blocking(&self.lio, move |l| l.create_backstore(&sp))
+                .await
                 .context("creating the TCMU backstore")?;
         }
         let device = self.opener.open(&spec.name, scsi, lun).await?;
@@ -478,21 +515,22 @@ impl Worker {
             backstore: spec.name.clone(),
             device,
         };
-        let link = self
-            .lio
-            .link_lun(fabric, target, lun, &spec.name)
+        let (t, b) = (target.to_string(), spec.name.clone());
+        let link = blocking(&self.lio, move |l| l.link_lun(fabric, &t, lun, &b))
+            .await
             .context("linking the LUN into the portal group");
         if let Err(e) = link {
             let _ = served.device.stop().await;
             return Err(e);
         }
-        if let Some(t) = self.targets.get(target) {
-            if !t.cfg.allow_any {
-                for ini in &t.cfg.initiators {
-                    if let Err(e) = self.lio.map_acl_lun(fabric, target, ini, lun) {
-                        tracing::error!(target, lun, initiator = %ini, "LIO: cannot map the LUN into the ACL: {e}");
-                    }
-                }
+        let inits = match self.targets.get(target) {
+            Some(t) if !t.cfg.allow_any && fabric != Fabric::Loopback => t.cfg.initiators.clone(),
+            _ => Vec::new(),
+        };
+        for ini in inits {
+            let (t, i) = (target.to_string(), ini.clone());
+            if let Err(e) = blocking(&self.lio, move |l| l.map_acl_lun(fabric, &t, &i, lun)).await {
+                tracing::error!(target, lun, initiator = %ini, "LIO: cannot map the LUN into the ACL: {e}");
             }
         }
         tracing::info!(target, lun, backstore = %spec.name, volume = %spec.volume, "LIO LUN exported");
@@ -501,7 +539,8 @@ impl Worker {
 
     /// Unlink (hosts see the LUN go), stop serving, remove the backstore.
     async fn detach(&mut self, fabric: Fabric, target: &str, lun: u64, s: Served) {
-        if let Err(e) = self.lio.unlink_lun(fabric, target, lun) {
+        let t = target.to_string();
+        if let Err(e) = blocking(&self.lio, move |l| l.unlink_lun(fabric, &t, lun)).await {
             tracing::warn!(target, lun, "LIO: unlinking the LUN: {e}");
         }
         match s.device.stop().await {
@@ -510,7 +549,8 @@ impl Worker {
                 tracing::warn!(target, lun, backstore = %s.backstore, "TCMU device ended: {other:?}")
             }
         }
-        if let Err(e) = self.lio.remove_backstore(&s.backstore) {
+        let b = s.backstore.clone();
+        if let Err(e) = blocking(&self.lio, move |l| l.remove_backstore(&b)).await {
             tracing::warn!(target, lun, backstore = %s.backstore, "LIO: removing the backstore: {e}");
         }
         tracing::info!(target, lun, backstore = %s.backstore, "LIO LUN removed");

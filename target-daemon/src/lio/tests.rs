@@ -140,6 +140,8 @@ async fn luns_come_and_go_through_configfs_and_the_ring() {
         control,
         "dev_config=lunar/fc0,dev_size=16777216,hw_block_size=512,max_data_area_mb=64"
     );
+    // tcm_loop has no node ACLs (its attrib/ has no generate_node_acls): nothing written.
+    assert!(!exists(dir, &format!("{tpg}/attrib")));
     // The loopback nexus is named after the target's WWPN with its last byte flipped.
     assert_eq!(
         std::fs::read_to_string(dir.join(format!("cfg/target/{tpg}/nexus"))).unwrap(),

@@ -86,8 +86,11 @@ pub mod entry {
     pub const IOV_CNT: usize = 8;
     pub const IOV_BIDI_CNT: usize = 12;
     pub const IOV_DIF_CNT: usize = 16;
-    pub const CDB_OFF: usize = 20;
-    pub const IOV: usize = 44;
+    // `req` is an unpacked struct inside the packed entry: its u64 `cdb_off` is aligned
+    // to 8 within it (4 bytes of padding after `iov_dif_cnt`), so the iovecs start at 48.
+    // (Found with the real kernel: offset 44 read every iov_base shifted by 32 bits.)
+    pub const CDB_OFF: usize = 24;
+    pub const IOV: usize = 48;
     /// `struct iovec` on 64-bit Linux: base (u64), len (u64).
     pub const IOV_SIZE: usize = 16;
     // Response, over the request.
@@ -592,5 +595,51 @@ impl Ring {
             .store(self.tail, Ordering::Release);
         self.published = self.tail;
         Ok(true)
+    }
+}
+
+/// The offsets above against the C layout rules, mirrored with `repr(C)` structs: the
+/// kernel's `tcmu_cmd_entry` is packed, but the `req`/`rsp` structs in its union are not,
+/// so their members keep natural alignment.
+#[cfg(test)]
+mod layout {
+    use super::entry;
+    use std::mem::{offset_of, size_of};
+
+    #[allow(dead_code)]
+    #[repr(C)]
+    struct Req {
+        iov_cnt: u32,
+        iov_bidi_cnt: u32,
+        iov_dif_cnt: u32,
+        cdb_off: u64,
+        pad1: u64,
+        pad2: u64,
+    }
+
+    #[allow(dead_code)]
+    #[repr(C)]
+    struct Rsp {
+        scsi_status: u8,
+        pad1: u8,
+        pad2: u16,
+        read_len: u32,
+        sense_buffer: [u8; 96],
+    }
+
+    #[test]
+    fn offsets_follow_the_c_layout() {
+        let hdr = entry::HDR_SIZE;
+        assert_eq!(hdr + offset_of!(Req, iov_cnt), entry::IOV_CNT);
+        assert_eq!(hdr + offset_of!(Req, iov_dif_cnt), entry::IOV_DIF_CNT);
+        assert_eq!(hdr + offset_of!(Req, cdb_off), entry::CDB_OFF);
+        assert_eq!(hdr + size_of::<Req>(), entry::IOV);
+        assert_eq!(hdr + offset_of!(Rsp, scsi_status), entry::SCSI_STATUS);
+        assert_eq!(hdr + offset_of!(Rsp, read_len), entry::READ_LEN);
+        assert_eq!(hdr + offset_of!(Rsp, sense_buffer), entry::SENSE);
+        assert_eq!(
+            hdr + size_of::<Req>().max(size_of::<Rsp>()),
+            entry::CMD_ENTRY_SIZE
+        );
     }
 }

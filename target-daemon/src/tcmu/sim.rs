@@ -226,7 +226,8 @@ impl Sim {
         e[0..4].copy_from_slice(&(size | u32::from(op::CMD)).to_ne_bytes());
         e[4..6].copy_from_slice(&id.to_ne_bytes());
         e[8..12].copy_from_slice(&(iovs.len() as u32).to_ne_bytes());
-        e[20..28].copy_from_slice(&((at + base_len) as u64).to_ne_bytes());
+        e[entry::CDB_OFF..entry::CDB_OFF + 8]
+            .copy_from_slice(&((at + base_len) as u64).to_ne_bytes());
         for (i, &(o, l)) in iovs.iter().enumerate() {
             let p = entry::IOV + i * entry::IOV_SIZE;
             e[p..p + 8].copy_from_slice(&(o as u64).to_ne_bytes());
