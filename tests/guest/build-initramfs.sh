@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the throw-away Linux guest the kernel-initiator tests boot (tests/tests/kernel_initiator.rs):
-# a Debian 12 kernel plus an initramfs holding busybox, open-iscsi (iscsid/iscsiadm), e2fsprogs,
-# kmod and the modules for iscsi_tcp, sd_mod, ext4 and the e1000 NIC.
+# Builds the throw-away Linux guest the kernel-initiator and LIO/TCMU tests boot
+# (tests/tests/kernel_initiator.rs, tests/tests/lio_tcmu.rs): a Debian 12 kernel plus an initramfs
+# holding busybox, open-iscsi (iscsid/iscsiadm), e2fsprogs, kmod, udev's scsi_id (the
+# /dev/disk/by-id names) and the modules for iscsi_tcp, sd_mod, ext4, the e1000 NIC, and LIO
+# (target_core_user, tcm_loop).
 #
 # Everything comes from Debian packages fetched with `apt-get download` (nothing is installed on
 # the host). Shared libraries come from the fetched library packages or, when a library is not
@@ -44,7 +46,11 @@ tools_pkgs=(busybox-static open-iscsi e2fsprogs kmod)
 # libraries the host lacks (libisns0, libopeniscsiusr) are available.
 lib_pkgs=$(apt-cache depends "${tools_pkgs[@]}" 2>/dev/null |
   awk '/^ *(Pre)?Depends: lib/ {print $2}' | tr -d '<>' | sort -u)
-pkgs=("$kpkg" "${tools_pkgs[@]}" $lib_pkgs)
+# Packages used for a single, self-contained binary: udev for /lib/udev/scsi_id (links only
+# against libc), what udev's 60-persistent-storage.rules run to name /dev/disk/by-id/scsi-* and
+# wwn-*. Their library dependencies are not fetched (udev itself is not run in the guest).
+single_pkgs=(udev)
+pkgs=("$kpkg" "${tools_pkgs[@]}" "${single_pkgs[@]}" $lib_pkgs)
 
 # One apt-cache call for all candidate versions ("pkg:" lines followed by "  Candidate: v").
 policy=$(apt-cache policy "${pkgs[@]}" 2>/dev/null |
@@ -90,14 +96,21 @@ for pv in $versions; do
 done
 
 # --- file system skeleton ---------------------------------------------------------------------
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib/x86_64-linux-gnu,lib64,etc/iscsi,proc,sys,dev,run,tmp,mnt,var/lib/iscsi,var/lock,root,scenario}
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib/udev,lib/x86_64-linux-gnu,lib64,etc/iscsi,proc,sys,dev,run,tmp,mnt,var/lib/iscsi,var/lock,root,scenario}
 ln -s lib "$root/usr/lib" 2>/dev/null || true
 cp "$x/bin/busybox" "$root/bin/busybox"
 for app in $("$root/bin/busybox" --list); do
   [ -e "$root/bin/$app" ] || ln -s busybox "$root/bin/$app"
 done
 # Real tools replace busybox applets of the same name.
-bins=(sbin/iscsid sbin/iscsiadm sbin/mke2fs sbin/e2fsck sbin/tune2fs sbin/dumpe2fs sbin/resize2fs bin/kmod)
+# scsi_id is in /lib/udev in Debian 12 (/usr/lib/udev after the /usr merge); the guest has it as
+# /lib/udev/scsi_id either way (its /usr/lib is a link to /lib).
+if [ ! -x "$x/lib/udev/scsi_id" ] && [ -x "$x/usr/lib/udev/scsi_id" ]; then
+  mkdir -p "$x/lib/udev"
+  cp "$x/usr/lib/udev/scsi_id" "$x/lib/udev/scsi_id"
+fi
+bins=(sbin/iscsid sbin/iscsiadm sbin/mke2fs sbin/e2fsck sbin/tune2fs sbin/dumpe2fs sbin/resize2fs bin/kmod
+  lib/udev/scsi_id)
 for b in "${bins[@]}"; do
   [ -x "$x/$b" ] || die "$b missing from the packages"
   cp "$x/$b" "$root/$b"
@@ -134,7 +147,9 @@ ln -s ../lib64/ld-linux-x86-64.so.2 "$root/lib/ld-linux-x86-64.so.2" 2>/dev/null
 
 # --- kernel modules: the wanted ones and everything they depend on -----------------------------
 depmod -b "$x" "$kver"
-wanted=(e1000 virtio_net iscsi_tcp sd_mod ext4 crc32c_generic crc32c-intel)
+# target_core_user + tcm_loop (LIO with its TCMU user backstore and loopback fabric): the
+# LIO/TCMU suite (tests/tests/lio_tcmu.rs) runs lunard inside the guest.
+wanted=(e1000 virtio_net iscsi_tcp sd_mod ext4 crc32c_generic crc32c-intel target_core_user tcm_loop)
 for m in "${wanted[@]}"; do
   modprobe -d "$x" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
 done | sort -u | while read -r ko; do

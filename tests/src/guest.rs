@@ -114,8 +114,83 @@ fn pad4(out: &mut Vec<u8>) {
     }
 }
 
+/// A file the host adds to the guest's root file system (path relative to `/`, without a
+/// leading slash; its directories must exist in the base image or come earlier in the list).
+pub struct GuestFile {
+    /// Path in the guest, e.g. `usr/local/bin/lunard`.
+    pub path: String,
+    /// Permission bits (e.g. 0o755).
+    pub mode: u32,
+    /// Contents.
+    pub data: Vec<u8>,
+}
+
+impl GuestFile {
+    /// A host file (following symlinks) copied to `path` with `mode`.
+    pub fn from_host(host: &Path, path: &str, mode: u32) -> Result<Self> {
+        let data = std::fs::read(host).with_context(|| format!("reading {}", host.display()))?;
+        Ok(GuestFile {
+            path: path.trim_start_matches('/').to_string(),
+            mode,
+            data,
+        })
+    }
+}
+
+/// A host binary for the guest, with the shared libraries it loads (as `ldd` resolves them
+/// on the host, which runs the same Debian release as the guest): the binary under
+/// `guest_path`, each library under `lib/x86_64-linux-gnu/` (the loader under `lib64/`).
+/// Debug information is stripped into a copy first when `strip` is available: the guest's
+/// root file system lives in its RAM.
+pub fn binary_with_libs(host: &Path, guest_path: &str) -> Result<Vec<GuestFile>> {
+    let tmp = scratch_dir("lunar-guest-bin-")?;
+    let stripped = tmp.path().join("bin");
+    let ok = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(host)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let src = if ok { stripped.as_path() } else { host };
+    let mut out = vec![GuestFile::from_host(src, guest_path, 0o755)?];
+    let ldd = Command::new("ldd")
+        .arg(host)
+        .output()
+        .with_context(|| format!("ldd {}", host.display()))?;
+    let text = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    for line in text.lines() {
+        let path = if let Some((_, rhs)) = line.split_once("=>") {
+            rhs.split_whitespace().next().unwrap_or("")
+        } else {
+            line.split_whitespace().next().unwrap_or("")
+        };
+        if !path.starts_with('/') {
+            continue;
+        }
+        let name = Path::new(path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let dest = if name.starts_with("ld-linux") {
+            format!("lib64/{name}")
+        } else {
+            format!("lib/x86_64-linux-gnu/{name}")
+        };
+        out.push(GuestFile::from_host(Path::new(path), &dest, 0o755)?);
+    }
+    Ok(out)
+}
+
 /// A newc archive holding `/scenario/run.sh` and `/scenario/env`.
 pub fn scenario_archive(script: &str, env: &[(&str, String)]) -> Vec<u8> {
+    scenario_archive_with(script, env, &[])
+}
+
+/// [`scenario_archive`] plus `files`.
+pub fn scenario_archive_with(script: &str, env: &[(&str, String)], files: &[GuestFile]) -> Vec<u8> {
     let mut env_text = String::new();
     for (k, v) in env {
         // Single-quoted shell values; a quote inside is closed, escaped and reopened.
@@ -125,6 +200,15 @@ pub fn scenario_archive(script: &str, env: &[(&str, String)]) -> Vec<u8> {
     newc_entry(&mut out, 1, "scenario", 0o040755, &[]);
     newc_entry(&mut out, 2, "scenario/run.sh", 0o100644, script.as_bytes());
     newc_entry(&mut out, 3, "scenario/env", 0o100644, env_text.as_bytes());
+    for (i, f) in files.iter().enumerate() {
+        newc_entry(
+            &mut out,
+            4 + i as u32,
+            &f.path,
+            0o100000 | (f.mode & 0o7777),
+            &f.data,
+        );
+    }
     newc_entry(&mut out, 0, "TRAILER!!!", 0, &[]);
     out
 }
@@ -425,6 +509,17 @@ impl Guest {
     /// Boots the guest with `script` (a file under `tests/guest/scenarios`, sourced after
     /// `tests/guest/lib.sh`) and `env`. The whole run is limited to `limit`.
     pub fn boot(script: &str, env: &[(&str, String)], limit: Duration) -> Result<Self> {
+        Self::boot_with(script, env, &[], 512, limit)
+    }
+
+    /// [`boot`](Self::boot) with extra `files` in the guest's root and `mem_mib` of RAM.
+    pub fn boot_with(
+        script: &str,
+        env: &[(&str, String)],
+        files: &[GuestFile],
+        mem_mib: u32,
+        limit: Duration,
+    ) -> Result<Self> {
         let image = image()?;
         let script_path = guest_dir().join("scenarios").join(script);
         let text = std::fs::read_to_string(&script_path)
@@ -435,26 +530,36 @@ impl Guest {
         let mut initrd = std::fs::read(&image.initrd)
             .with_context(|| format!("reading {}", image.initrd.display()))?;
         pad4(&mut initrd);
-        initrd.extend_from_slice(&scenario_archive(&text, env));
+        initrd.extend_from_slice(&scenario_archive_with(&text, env, files));
         let initrd_path = scratch.path().join("initrd.img");
         std::fs::write(&initrd_path, &initrd)?;
         let mut cmd = Command::new(QEMU);
-        cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1"])
-            .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
-            .args(["-no-reboot", "-nodefaults"])
-            .arg("-kernel")
-            .arg(&image.kernel)
-            .arg("-initrd")
-            .arg(&initrd_path)
-            .args([
-                "-append",
-                "console=ttyS0 panic=-1 loglevel=4 nokaslr tsc=unstable",
-            ])
-            .args(["-netdev", "user,id=n0,net=10.0.2.0/24,host=10.0.2.2"])
-            .args(["-device", "e1000,netdev=n0"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mem = mem_mib.to_string();
+        cmd.args([
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            mem.as_str(),
+            "-smp",
+            "1",
+        ])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+        .args(["-no-reboot", "-nodefaults"])
+        .arg("-kernel")
+        .arg(&image.kernel)
+        .arg("-initrd")
+        .arg(&initrd_path)
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 loglevel=4 nokaslr tsc=unstable",
+        ])
+        .args(["-netdev", "user,id=n0,net=10.0.2.0/24,host=10.0.2.2"])
+        .args(["-device", "e1000,netdev=n0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let started = Instant::now();
         let mut child = cmd
             .spawn()
