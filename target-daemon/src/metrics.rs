@@ -246,9 +246,40 @@ fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
 // static name or a duplicate registration), which every test run catches at start-up;
 // no input reaches them.
 fn register(reg: &Registry, c: Box<dyn prometheus::core::Collector>, name: &str) {
+    // Families of a vec with no label set yet still carry their name and type.
+    let names: Vec<String> = c
+        .collect()
+        .iter()
+        .flat_map(|mf| {
+            let n = mf.name();
+            let suffixes: &[&str] = match mf.get_field_type() {
+                prometheus::proto::MetricType::HISTOGRAM => &["_bucket", "_sum", "_count"],
+                prometheus::proto::MetricType::SUMMARY => &["", "_sum", "_count"],
+                _ => &[""],
+            };
+            suffixes
+                .iter()
+                .map(|s| format!("{n}{s}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     if let Err(e) = reg.register(c) {
         panic!("metric {name} registered twice: {e}");
     }
+    REGISTERED.lock().extend(names);
+}
+
+/// Every series name registered (see [`series_names`]).
+static REGISTERED: parking_lot::Mutex<std::collections::BTreeSet<String>> =
+    parking_lot::Mutex::new(std::collections::BTreeSet::new());
+
+/// The name of every series lunard exports, whether or not it has a sample yet (`/metrics`
+/// omits a labelled family until its first label set appears). A histogram is listed as its
+/// `_bucket`, `_sum` and `_count` series. For checks that dashboards and alert rules only
+/// query series that exist.
+pub fn series_names() -> Vec<String> {
+    global();
+    REGISTERED.lock().iter().cloned().collect()
 }
 
 impl Metrics {
@@ -743,6 +774,28 @@ mod tests {
         ));
         m.remove_lun("iqn.2026-11.io.lunar:t", 7, "vol7");
         assert!(!m.render(None).contains("name=\"vol7\""));
+    }
+
+    #[test]
+    fn series_names_cover_empty_families_and_histograms() {
+        let names = series_names();
+        for n in [
+            "lunar_iscsi_chap_failures_total",
+            "lunar_clone_job_progress_ratio",
+            "lunar_lun_command_duration_seconds_bucket",
+            "lunar_pool_metadata_commit_duration_seconds_count",
+            "lunar_build_info",
+            "process_open_fds",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+        for n in [
+            "lunar_clone_job_progress",
+            "lunar_lun_command_duration_seconds",
+            "lunar_pool_used_bytes_sum",
+        ] {
+            assert!(!names.iter().any(|x| x == n), "{n} is no series");
+        }
     }
 
     #[test]

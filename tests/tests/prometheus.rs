@@ -2,8 +2,11 @@
 //!
 //! lunard runs with `--metrics`, qemu-io writes and reads a known number of bytes, a real
 //! Prometheus scrapes lunard on loopback, and the test queries Prometheus's HTTP API: the
-//! series exist and moved exactly as the I/O did. `promtool` checks the exposition format,
-//! the shipped alert rules and their unit test.
+//! series exist and moved exactly as the I/O did. It then provokes the events operators alert
+//! on — a CHAP login with the wrong secret, a command that ends in ILLEGAL REQUEST, an
+//! ABORT TASK, linked and full clone jobs — and checks the security, error, task-management,
+//! clone-job and LUN-state series moved by exactly those events. `promtool` checks the
+//! exposition format, the shipped alert rules and their unit test.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,12 +14,47 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lunar_e2e::initiator::{qemu_image_opts, qemu_io};
+use lunar_e2e::initiator::{libiscsi, qemu_image_opts, qemu_io, url, Auth};
 use lunar_e2e::net::free_loopback_port;
 use lunar_e2e::process::run;
 use lunar_e2e::{require_tools, Lunard, LunardOptions, DEFAULT_TARGET_IQN, TEST_INITIATOR_IQN};
 
 const MIB: u64 = 1 << 20;
+
+/// A second target that requires CHAP, next to the embedded default's demo target.
+const SECURE_IQN: &str = "iqn.2026-11.io.lunar:secure";
+const CHAP_USER: &str = "metrics-user";
+const CHAP_SECRET: &str = "metrics-secret-1234";
+
+/// The embedded default configuration (target `demo`, volume `demo`) plus a CHAP target.
+fn config_yaml() -> String {
+    format!(
+        r#"
+pool:
+  path: pool
+  chunk_size: 64KiB
+  capacity: 16GiB
+portals:
+  - listen: 127.0.0.1:0
+targets:
+  - iqn: {DEFAULT_TARGET_IQN}
+    allow_any: true
+    luns:
+      - id: 0
+        volume: demo
+        size: 1GiB
+  - iqn: {SECURE_IQN}
+    allow_any: true
+    chap:
+      username: {CHAP_USER}
+      secret: {CHAP_SECRET}
+    luns:
+      - id: 0
+        volume: secure
+        size: 64MiB
+"#
+    )
+}
 
 /// One HTTP/1.1 GET on loopback; returns (status code, body).
 fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
@@ -149,6 +187,7 @@ fn prometheus_scrapes_lunard_and_values_follow_io() {
     let mport = free_loopback_port().expect("port");
     let maddr: SocketAddr = format!("127.0.0.1:{mport}").parse().expect("addr");
     let d = Lunard::start_with(LunardOptions {
+        config_yaml: Some(config_yaml()),
         extra_args: vec!["--metrics".into(), maddr.to_string()],
         ..LunardOptions::default()
     })
@@ -267,6 +306,273 @@ fn prometheus_scrapes_lunard_and_values_follow_io() {
     qemu_io(&opts, &[format!("write -P 0x33 {} {}", 16 * MIB, 4 * MIB)]).expect("qemu-io 2");
     let seen2 = wait_query(paddr, &q, |v| v > w1);
     assert_eq!(seen2 - w1, (4 * MIB) as f64);
+
+    // Events operators alert on. Each is checked as an exact delta on the scraped endpoint,
+    // then Prometheus must show the same figure.
+    let (_, base) = http_get(maddr, "/metrics").expect("metrics");
+    let val = |text: &str, name: &str, labels: &[(&str, &str)]| -> f64 {
+        sample(text, name, labels).unwrap_or(0.0)
+    };
+    let demo0 = [("target", DEFAULT_TARGET_IQN), ("lun", "0")];
+    let auth_failed = [("result", "failure"), ("reason", "auth")];
+    let login_ok = [("result", "success"), ("reason", "ok")];
+    let illegal = [
+        ("target", DEFAULT_TARGET_IQN),
+        ("lun", "0"),
+        ("sense_key", "illegal_request"),
+    ];
+    let secure = [("target", SECURE_IQN)];
+
+    // 1. CHAP with the wrong secret is refused: one failed login for `auth` and one CHAP
+    //    security event on that target; the right secret then logs in.
+    let secure_lun = (SECURE_IQN, 0);
+    let wrong = Auth::chap(CHAP_USER, "wrong-secret-9876");
+    let bad = libiscsi(
+        "iscsi-inq",
+        &[],
+        &url(d.addr(), Some(secure_lun), &wrong),
+        Some(TEST_INITIATOR_IQN),
+        &Auth::default(),
+    )
+    .expect("iscsi-inq");
+    assert!(
+        !bad.status.success(),
+        "a wrong CHAP secret must be refused:\n{}",
+        bad.combined()
+    );
+    let (_, m1) = http_get(maddr, "/metrics").expect("metrics");
+    assert_eq!(
+        val(&m1, "lunar_iscsi_chap_failures_total", &secure)
+            - val(&base, "lunar_iscsi_chap_failures_total", &secure),
+        1.0,
+        "one CHAP failure on {SECURE_IQN}"
+    );
+    assert_eq!(
+        val(&m1, "lunar_iscsi_logins_total", &auth_failed)
+            - val(&base, "lunar_iscsi_logins_total", &auth_failed),
+        1.0,
+        "one failed login with reason auth"
+    );
+    assert_eq!(
+        val(&m1, "lunar_iscsi_logins_total", &login_ok),
+        val(&base, "lunar_iscsi_logins_total", &login_ok),
+        "the refused login is not counted as a success"
+    );
+    libiscsi(
+        "iscsi-inq",
+        &[],
+        &url(
+            d.addr(),
+            Some(secure_lun),
+            &Auth::chap(CHAP_USER, CHAP_SECRET),
+        ),
+        Some(TEST_INITIATOR_IQN),
+        &Auth::default(),
+    )
+    .and_then(|o| o.check())
+    .expect("iscsi-inq with the right CHAP secret");
+    let (_, m2) = http_get(maddr, "/metrics").expect("metrics");
+    assert_eq!(
+        val(&m2, "lunar_iscsi_logins_total", &login_ok)
+            - val(&m1, "lunar_iscsi_logins_total", &login_ok),
+        1.0,
+        "the right secret logs in once"
+    );
+    assert_eq!(
+        val(&m2, "lunar_iscsi_chap_failures_total", &secure),
+        val(&m1, "lunar_iscsi_chap_failures_total", &secure),
+        "a good login is no CHAP failure"
+    );
+
+    // 2. INQUIRY of a VPD page the LUN does not have (0x99; iscsi-inq takes it in decimal)
+    //    ends in ILLEGAL REQUEST, counted once under that sense key on that LUN.
+    let bad_vpd = libiscsi(
+        "iscsi-inq",
+        &["-e", "1", "-c", "153"],
+        &d.lun_url(DEFAULT_TARGET_IQN, 0),
+        Some(TEST_INITIATOR_IQN),
+        &Auth::default(),
+    )
+    .expect("iscsi-inq");
+    assert!(
+        !bad_vpd.status.success(),
+        "VPD page 0x99 must fail:\n{}",
+        bad_vpd.combined()
+    );
+    let (_, m3) = http_get(maddr, "/metrics").expect("metrics");
+    assert_eq!(
+        val(&m3, "lunar_lun_errors_total", &illegal) - val(&m2, "lunar_lun_errors_total", &illegal),
+        1.0,
+        "one ILLEGAL REQUEST on LUN 0:\n{}",
+        bad_vpd.combined()
+    );
+    assert!(
+        sample(
+            &m3,
+            "lunar_lun_errors_total",
+            &[("sense_key", "data_protect")]
+        )
+        .is_none(),
+        "no other sense key is invented"
+    );
+
+    // 3. An ABORT TASK task-management request (libiscsi's own TMF test: a WRITE, then
+    //    ABORT TASK for it).
+    let abort = [("function", "abort_task")];
+    let tmf = run(
+        Command::new("iscsi-test-cu")
+            .args([
+                "--test",
+                "iSCSI.iSCSITMF.AbortTaskSimpleAsync",
+                "--dataloss",
+            ])
+            .arg("--initiator-name")
+            .arg(TEST_INITIATOR_IQN)
+            .arg(d.lun_url(DEFAULT_TARGET_IQN, 0)),
+        Duration::from_secs(120),
+    )
+    .expect("iscsi-test-cu");
+    assert!(
+        tmf.combined().contains("AbortTaskSimpleAsync ...passed"),
+        "{}",
+        tmf.combined()
+    );
+    let (_, m4) = http_get(maddr, "/metrics").expect("metrics");
+    assert!(
+        val(&m4, "lunar_iscsi_task_management_requests_total", &abort)
+            - val(&m3, "lunar_iscsi_task_management_requests_total", &abort)
+            >= 1.0,
+        "ABORT TASK counted:\n{}",
+        tmf.combined()
+    );
+
+    // 4. A full clone mapped as LUN 1: no LUN 1 series before, then a completed job at
+    //    progress 1 and an online LUN.
+    let lun1 = |state: &'static str| {
+        [
+            ("target", DEFAULT_TARGET_IQN),
+            ("lun", "1"),
+            ("name", "demo-full"),
+            ("state", state),
+        ]
+    };
+    assert!(
+        sample(&m4, "lunar_lun_state", &lun1("online")).is_none(),
+        "no LUN 1 before the clone"
+    );
+    let completed = [("result", "completed")];
+    let full = run(
+        Command::new(&lunarctl).arg("--socket").arg(&sock).args([
+            "clone",
+            "create",
+            "--source",
+            "demo",
+            "--name",
+            "demo-full",
+            "--mode",
+            "full",
+            "--target",
+            DEFAULT_TARGET_IQN,
+            "--lun-id",
+            "1",
+            "--wait",
+        ]),
+        Duration::from_secs(120),
+    )
+    .expect("lunarctl");
+    assert!(
+        full.status.success(),
+        "lunarctl clone create --mode full:\n{}",
+        full.combined()
+    );
+    let (_, m5) = http_get(maddr, "/metrics").expect("metrics");
+    assert_eq!(
+        val(&m5, "lunar_clone_jobs_finished_total", &completed)
+            - val(&m4, "lunar_clone_jobs_finished_total", &completed),
+        1.0,
+        "the full clone's job finished as completed"
+    );
+    assert_eq!(
+        val(&m5, "lunar_clone_jobs_finished_total", &completed),
+        2.0,
+        "linked + full clone jobs completed"
+    );
+    assert_eq!(
+        sample(
+            &m5,
+            "lunar_clone_job_progress_ratio",
+            &[("source", "demo"), ("destination", "demo-full")]
+        ),
+        Some(1.0)
+    );
+    let job_states: Vec<&str> = m5
+        .lines()
+        .filter(|l| l.starts_with("lunar_clone_job_state{") && l.ends_with(" 1"))
+        .collect();
+    assert_eq!(job_states.len(), 2, "one state per job: {job_states:?}");
+    assert!(
+        job_states.iter().all(|l| l.contains("state=\"completed\"")),
+        "{job_states:?}"
+    );
+    assert_eq!(sample(&m5, "lunar_lun_state", &lun1("online")), Some(1.0));
+    assert_eq!(sample(&m5, "lunar_lun_state", &lun1("creating")), Some(0.0));
+    assert_eq!(sample(&m5, "lunar_lun_state", &lun1("offline")), Some(0.0));
+    let demo_state = |s| {
+        let mut l = demo0.to_vec();
+        l.push(("state", s));
+        sample(&m5, "lunar_lun_state", &l)
+    };
+    assert_eq!(demo_state("online"), Some(1.0));
+    assert_eq!(demo_state("offline"), Some(0.0));
+
+    // Prometheus shows the same figures.
+    let expect = |query: String, want: f64| {
+        let got = wait_query(paddr, &query, |v| v == want);
+        assert_eq!(got, want, "{query}");
+    };
+    expect(
+        format!("lunar_iscsi_chap_failures_total{{target=\"{SECURE_IQN}\"}}"),
+        val(&m5, "lunar_iscsi_chap_failures_total", &secure),
+    );
+    expect(
+        "lunar_iscsi_logins_total{result=\"failure\",reason=\"auth\"}".into(),
+        val(&m5, "lunar_iscsi_logins_total", &auth_failed),
+    );
+    expect(
+        "lunar_iscsi_logins_total{result=\"success\",reason=\"ok\"}".into(),
+        val(&m5, "lunar_iscsi_logins_total", &login_ok),
+    );
+    expect(
+        format!(
+            "lunar_lun_errors_total{{target=\"{DEFAULT_TARGET_IQN}\",lun=\"0\",\
+             sense_key=\"illegal_request\"}}"
+        ),
+        val(&m5, "lunar_lun_errors_total", &illegal),
+    );
+    expect(
+        "lunar_iscsi_task_management_requests_total{function=\"abort_task\"}".into(),
+        val(&m5, "lunar_iscsi_task_management_requests_total", &abort),
+    );
+    expect(
+        "lunar_clone_jobs_finished_total{result=\"completed\"}".into(),
+        2.0,
+    );
+    expect(
+        "sum(lunar_clone_job_state{state=\"completed\"})".into(),
+        2.0,
+    );
+    expect(
+        "lunar_clone_job_progress_ratio{destination=\"demo-full\"}".into(),
+        1.0,
+    );
+    expect(
+        format!("lunar_lun_state{{target=\"{DEFAULT_TARGET_IQN}\",lun=\"1\",state=\"online\"}}"),
+        1.0,
+    );
+    expect(
+        format!("sum(lunar_lun_state{{target=\"{DEFAULT_TARGET_IQN}\",state=\"online\"}})"),
+        2.0,
+    );
     drop(d);
 }
 

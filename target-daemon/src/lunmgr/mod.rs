@@ -12,6 +12,7 @@
 //! rare and must observe each other's results; I/O never takes this lock.
 
 pub mod clones;
+pub mod divergence;
 pub mod error;
 pub mod exports;
 pub mod state;
@@ -1284,6 +1285,7 @@ pub(crate) fn attach(pool: &Pool, st: &State, target: &ScsiTarget, id: u64, name
 /// Adds the targets and LUNs the configuration names and the state lacks.
 async fn seed_from_config(st: &mut State, config: &Config, pool: &Pool) -> anyhow::Result<()> {
     use anyhow::Context;
+    divergence::warn_divergences(st, config);
     for (ti, t) in config.targets.iter().enumerate() {
         // Validated by Config::validate; WWPNs are stored in the fabric's spelling.
         let fabric = t.fabric;
