@@ -13,15 +13,18 @@
 //! 2. clones while in use: the guest keeps writing to its mounted ext4 while the host takes a
 //!    linked clone (LUN 1) and a full clone (LUN 2); both mount (journal replay), hold every
 //!    file synced before the clone, check clean, have their own NAA ids, writes stay isolated;
-//! 3. online resize of a mounted ext4 (`lunarctl lun resize`, rescan, `resize2fs`);
+//! 3. online resize of a mounted ext4 (`lunarctl lun resize`; the guest's next I/O gets the
+//!    CAPACITY DATA HAS CHANGED unit attention, logged by the kernel; rescan, `resize2fs`);
 //! 4. lunard restarts (SIGTERM, and SIGKILL with CHAP + digests) while the guest writes to the
 //!    mounted file system: the initiator reconnects by itself, no I/O error reaches ext4, every
 //!    fsync'ed file verifies;
 //! 5. thin provisioning: `fstrim` after deleting a 64 MiB file gives the space back to the pool;
 //!    and a thin LUN in an over-committed pool running out of space: writes fail with 27/07,
 //!    ext4 stays consistent, and after the host frees space everything synced before verifies;
-//! 6. a 4-LUN target: four disks with distinct NAA identifiers (VPD 0x83) and their own sizes,
-//!    unchanged after a lunard restart (rescan and fresh login).
+//! 6. a 4-LUN target: four disks with distinct `/dev/disk/by-id` names (`wwn-0x<NAA>`,
+//!    `scsi-3<NAA>`, made by udev's `scsi_id` as udev's rules do) matching the NAA in VPD 0x83
+//!    and in `lunarctl`, and their own sizes, unchanged after a lunard restart (rescan and fresh
+//!    login).
 //!
 //! 2, 3 and 5 drive the admin API (`lunarctl` next to `lunard`, `<data-dir>/admin.sock`); without
 //! it they skip, or fail under `LUNAR_E2E_STRICT=1`.
@@ -495,7 +498,11 @@ fn online_resize_grows_mounted_ext4() {
     let t = g.finish().expect("guest run");
     report("online_resize_grows_mounted_ext4", &t);
     t.assert_passed(&[
+        "no-ua-before-resize",
+        "read-after-resize",
+        "capacity-changed-ua",
         "new-capacity",
+        "capacity-change-logged",
         "resize2fs",
         "fs-grew",
         "checksums",
@@ -503,6 +510,11 @@ fn online_resize_grows_mounted_ext4() {
         "no-kernel-errors",
         "logout",
     ]);
+    let ua = t.info_values("capacity_ua");
+    assert!(
+        ua.iter().any(|l| l.contains("Capacity data has changed")),
+        "the kernel did not log the unit attention: {ua:?}"
+    );
     d.check_alive().expect("lunard alive");
 }
 
@@ -602,9 +614,48 @@ fn assert_reconnected(t: &Transcript, d: &GuestLunard) {
     );
 }
 
-/// Scenario 6: four LUNs, distinct and stable NAA identifiers across a lunard restart.
+/// The string `key` of a pretty-printed `lunarctl --json` object (one field per line).
+fn json_str(json: &str, key: &str) -> String {
+    let prefix = format!("\"{key}\":");
+    json.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(&prefix)
+                .map(|v| v.trim().trim_end_matches(',').trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| panic!("no {key} in lunarctl output:\n{json}"))
+}
+
+/// The logical unit's NAA designator (association 0, type 3) in a VPD page 0x83 given as hex
+/// (the guest's dump of `/sys/block/sdX/device/vpd_pg83`), as lower-case hex.
+fn vpd83_naa(hex: &str) -> Option<String> {
+    let b: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let end = (4 + usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?]))).min(b.len());
+    let mut i = 4;
+    while i + 4 <= end {
+        let len = usize::from(b[i + 3]);
+        let (assoc, kind) = ((b[i + 1] >> 4) & 3, b[i + 1] & 0xf);
+        if assoc == 0 && kind == 3 && i + 4 + len <= end {
+            return Some(
+                b[i + 4..i + 4 + len]
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect(),
+            );
+        }
+        i += 4 + len;
+    }
+    None
+}
+
+/// Scenario 6: four LUNs, distinct and stable `/dev/disk/by-id` names (NAA) across a lunard
+/// restart.
 #[test]
 fn four_luns_have_stable_distinct_ids() {
+    const NAME: &str = "four_luns_have_stable_distinct_ids";
     require_tools!(QEMU, "apt-get", "dpkg-deb");
     let luns = [
         Lun {
@@ -632,9 +683,12 @@ fn four_luns_have_stable_distinct_ids() {
     d.restart().expect("restart lunard");
     g.send("restarted").expect("tell the guest");
     let t = g.finish().expect("guest run");
-    report("four_luns_have_stable_distinct_ids", &t);
+    report(NAME, &t);
     assert_reconnected(&t, &d);
     t.assert_passed(&[
+        "by-id-first",
+        "by-id-rescanned",
+        "by-id-relogin",
         "distinct-first",
         "disk-count",
         "distinct-rescanned",
@@ -646,6 +700,7 @@ fn four_luns_have_stable_distinct_ids() {
     let wwids = t.info_values("wwid");
     assert_eq!(wwids.len(), 12, "wwid reports: {wwids:#?}");
     let mut per_lun = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+    let mut by_id = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
     for w in &wwids {
         let field = |k: &str| {
             w.split_whitespace()
@@ -657,6 +712,15 @@ fn four_luns_have_stable_distinct_ids() {
             .entry(field("lun="))
             .or_default()
             .insert(field("wwid="));
+        by_id
+            .entry(field("lun="))
+            .or_default()
+            .insert(field("by-id="));
+        // The by-id names are the NAA designator of the LU in VPD page 0x83.
+        let naa = vpd83_naa(&field("vpd83=")).unwrap_or_else(|| panic!("no NAA in VPD 0x83: {w}"));
+        assert_eq!(field("by-id="), format!("wwn-0x{naa}"), "{w}");
+        assert_eq!(field("scsi-id="), format!("scsi-3{naa}"), "{w}");
+        assert_eq!(field("wwid="), format!("naa.{naa}"), "{w}");
         // Each disk has its LUN's configured size (LUN 2 is the 128 MiB one).
         let want_sectors = if field("lun=") == "2" {
             262_144
@@ -672,4 +736,28 @@ fn four_luns_have_stable_distinct_ids() {
         4,
         "identifiers not stable or not distinct: {per_lun:?}"
     );
+    // One by-id name per LUN over the three rounds, four distinct names.
+    assert_eq!(by_id.len(), 4, "{by_id:?}");
+    assert!(
+        by_id.values().all(|s| s.len() == 1),
+        "by-id names changed: {by_id:?}"
+    );
+    let names: BTreeSet<_> = by_id.values().flatten().collect();
+    assert_eq!(names.len(), 4, "by-id names not distinct: {by_id:?}");
+    // They are the NAA ids lunard's admin API reports for the volumes (vol<lun>).
+    if let Some(ctl) = lunarctl(&d, &format!("{NAME} (NAA cross-check with lunarctl)")) {
+        for (lun, names) in &by_id {
+            let naa = json_str(
+                &ctl(&["--json", "lun", "show", &format!("vol{lun}")]),
+                "naa",
+            );
+            let want = format!("wwn-0x{}", naa.strip_prefix("naa.").unwrap_or(&naa));
+            assert_eq!(
+                names.iter().next(),
+                Some(&want),
+                "LUN {lun}: lunarctl says {naa}"
+            );
+            eprintln!("  LUN {lun}: /dev/disk/by-id/{want} = lunarctl {naa}");
+        }
+    }
 }

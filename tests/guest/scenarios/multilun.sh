@@ -1,22 +1,51 @@
-# Scenario 6: a 4-LUN target; four disks with distinct, stable NAA identifiers (VPD page 0x83,
-# what udev turns into /dev/disk/by-id/wwn-0x... and scsi-3...), unchanged after lunard restarts
-# (both on the reconnected session and on a fresh login).
+# Scenario 6: a 4-LUN target; four disks with distinct, stable /dev/disk/by-id names from their
+# NAA identifiers (VPD page 0x83), unchanged after lunard restarts (both on the reconnected
+# session and on a fresh login). The guest has no udev daemon: it runs udev's own scsi_id the way
+# 60-persistent-storage.rules does (`scsi_id --export --whitelisted -d $devnode`) and creates the
+# links those rules create from its output (disk/by-id/scsi-$ID_SERIAL and
+# disk/by-id/wwn-$ID_WWN_WITH_EXTENSION). The kernel's own identifier (sysfs wwid) must agree.
 # Env: PORTAL IQN LUNS (e.g. "0 1 2 3") [CHAP_USER CHAP_SECRET] [DIGEST=CRC32C]
 
-# ids TAG: prints `lun wwid` lines for every LUN and reports them to the host.
+SCSI_ID=/lib/udev/scsi_id
+
+# ids TAG: (re)creates /dev/disk/by-id for every LUN, records `lun wwid wwn-name scsi-name` in
+# /tmp/ids.TAG and reports each disk to the host.
 ids() {
   : > "/tmp/ids.$1"
+  rm -rf /dev/disk/by-id
+  mkdir -p /dev/disk/by-id
   for l in $LUNS; do
     d=$(wait_disk "$l" 60) || fail "disk-lun$l-$1" "no disk for LUN $l"
     w=$(cat "/sys/block/$d/device/wwid" 2>/dev/null)
     p=$(od -An -tx1 -v "/sys/block/$d/device/vpd_pg83" 2>/dev/null | tr -d ' \n')
     case "$w" in naa.*) ;; *) fail "wwid-lun$l-$1" "sd $d wwid is '$w', want an NAA designator" ;; esac
     [ -n "$p" ] || fail "vpd83-lun$l-$1" "no VPD page 0x83 for $d"
-    echo "$l $w" >> "/tmp/ids.$1"
-    say "INFO wwid $1 lun=$l dev=$d sectors=$(cat /sys/block/$d/size) by-id=wwn-0x${w#naa.} wwid=$w vpd83=$p"
+    # udev: IMPORT{program}="scsi_id --export --whitelisted -d $devnode"
+    out=$("$SCSI_ID" --export --whitelisted -d "/dev/$d" 2>&1) ||
+      fail "scsi-id-lun$l-$1" "scsi_id exit $?: $out"
+    serial=$(echo "$out" | sed -n 's/^ID_SERIAL=//p')
+    wwn=$(echo "$out" | sed -n 's/^ID_WWN_WITH_EXTENSION=//p')
+    [ -n "$serial" ] && [ -n "$wwn" ] ||
+      fail "scsi-id-lun$l-$1" "no ID_SERIAL/ID_WWN_WITH_EXTENSION from scsi_id: $(echo $out)"
+    # udev: SYMLINK+="disk/by-id/$env{ID_BUS}-$env{ID_SERIAL}" (ID_BUS=scsi) and
+    #       SYMLINK+="disk/by-id/wwn-$env{ID_WWN_WITH_EXTENSION}"
+    for n in "scsi-$serial" "wwn-$wwn"; do
+      [ ! -e "/dev/disk/by-id/$n" ] || fail "distinct-$1" "/dev/disk/by-id/$n exists already ($(readlink /dev/disk/by-id/$n))"
+      ln -s "../../$d" "/dev/disk/by-id/$n"
+      [ "$(readlink -f /dev/disk/by-id/$n)" = "/dev/$d" ] || fail "by-id-lun$l-$1" "$n does not lead to /dev/$d"
+    done
+    # The names are the NAA designator: scsi-3<naa>, wwn-0x<naa> (3 = SPC designator type NAA).
+    [ "wwn-$wwn" = "wwn-0x${w#naa.}" ] && [ "scsi-$serial" = "scsi-3${w#naa.}" ] ||
+      fail "by-id-naa-lun$l-$1" "scsi_id names scsi-$serial wwn-$wwn disagree with the kernel's wwid $w"
+    echo "$l $w wwn-$wwn scsi-$serial" >> "/tmp/ids.$1"
+    say "INFO wwid $1 lun=$l dev=$d sectors=$(cat /sys/block/$d/size) by-id=wwn-$wwn scsi-id=scsi-$serial wwid=$w vpd83=$p"
   done
-  dups=$(cut -d' ' -f2 "/tmp/ids.$1" | sort | uniq -d)
+  pass "by-id-$1"
+  n=$(ls /dev/disk/by-id | grep -c '^wwn-')
+  [ "$n" -eq "$(echo $LUNS | wc -w)" ] || fail "distinct-$1" "$n wwn-* names in /dev/disk/by-id: $(ls /dev/disk/by-id)"
+  dups=$(cut -d' ' -f2- "/tmp/ids.$1" | tr ' ' '\n' | sort | uniq -d)
   [ -z "$dups" ] || fail "distinct-$1" "duplicate identifiers: $dups"
+  say "INFO by_id $1 $(cd /dev/disk/by-id && for n in *; do printf '%s->%s ' "$n" "$(readlink "$n")"; done)"
   pass "distinct-$1"
 }
 
