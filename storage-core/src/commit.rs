@@ -1,10 +1,14 @@
-//! The commit actor: one thread turns buffered metadata records into durable journal blocks.
+//! Journal appends and the commit actor.
 //!
-//! Order per commit (docs/storage-format.md): take the record buffer, fdatasync (data written
-//! before those records were appended is now durable), write the journal block (or a full
-//! checkpoint when the journal is full), fdatasync, then release the chunks those records
-//! freed. All flush requests waiting at that moment complete together (group commit). Without
-//! requests, buffered records are committed every second.
+//! Records reach the file in two steps (docs/storage-format.md, "Transaction model"):
+//! [`append_locked`] writes buffered records as a *tentative* block to the page cache — the
+//! write path does it before acknowledging a first write or unmap, so a killed process loses
+//! no acknowledged mapping — and the commit thread makes blocks durable: append what is still
+//! buffered, fdatasync (data written before its records were appended becomes durable with
+//! them), write a seal covering the blocks so far, fdatasync, then release the chunks those
+//! records freed. All flush requests waiting at that moment complete together (group commit).
+//! When the journal is full a checkpoint replaces the append. Without requests, buffered
+//! records are committed every second.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
@@ -14,9 +18,9 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
-use crate::engine::PoolInner;
-use crate::journal::{build_block, HEADER};
-use crate::superblock::SB_SLOT;
+use crate::engine::{PoolInner, SbState, Sealer};
+use crate::journal::{block_len, build_block};
+use crate::superblock::{Seal, Superblock, SB_SLOT, SEAL_OFF};
 use crate::{checkpoint, Result, StorageError};
 
 type Waiter = (u64, u64, oneshot::Sender<Result<()>>);
@@ -76,116 +80,190 @@ fn sync(inner: &PoolInner) -> Result<()> {
         .map_err(|e| io("syncing the pool", e))
 }
 
-/// One commit. Returns the durable LSN.
-fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<u64> {
-    let writes = inner.data_writes.load(Ordering::Acquire);
-    let (payload, nrecs, frees, end, ckpt) = {
+/// Put the pool into the failed state (every later operation reports it) and return `e`.
+fn fail<T>(inner: &PoolInner, what: &str, e: StorageError) -> Result<T> {
+    inner.state.write().failed = Some(format!("{what}: {e}"));
+    Err(e)
+}
+
+/// Append every buffered record as one tentative journal block (page cache; durable once a
+/// seal covers it). The caller holds the journal lock. Returns `false`, taking nothing, when
+/// the block does not fit the journal (a checkpoint is due).
+pub(crate) fn append_locked(inner: &PoolInner, sbs: &mut SbState) -> Result<bool> {
+    let (payload, nrecs, frees, end) = {
         let mut st = inner.state.write();
         st.check_failed()?;
-        if st.nrecs == 0 && !force_ckpt {
-            let lsn = st.lsn;
-            drop(st);
-            if writes > inner.synced_writes.load(Ordering::Acquire) {
-                if let Err(e) = sync(inner) {
-                    inner.state.write().failed = Some(format!("data sync failed: {e}"));
-                    return Err(e);
-                }
-                inner.synced_writes.fetch_max(writes, Ordering::AcqRel);
-            }
-            return Ok(lsn);
+        if st.nrecs == 0 {
+            return Ok(true);
+        }
+        if sbs.journal_off + block_len(st.recs.buf.len()) > inner.layout.journal_len {
+            return Ok(false);
         }
         let payload = std::mem::take(&mut st.recs.buf);
         let nrecs = std::mem::replace(&mut st.nrecs, 0);
         let frees = std::mem::take(&mut st.pending);
-        let sbs = inner.sb.lock();
-        let block_len = (HEADER + payload.len()).div_ceil(4096) as u64 * 4096;
-        let ckpt = if force_ckpt || sbs.journal_off + block_len > inner.layout.journal_len {
-            Some(checkpoint::encode(&st.meta, &inner.uuid))
-        } else {
-            None
-        };
-        (payload, nrecs, frees, st.lsn, ckpt)
+        (payload, nrecs, frees, st.lsn)
     };
-    let started = std::time::Instant::now();
-    let res = write_commit(inner, &payload, nrecs, ckpt);
-    if res.is_ok() {
-        inner.stats.commits.fetch_add(1, Ordering::Relaxed);
-        let observer = inner.commit_observer.read().clone();
-        if let Some(f) = observer {
-            f(started.elapsed());
-        }
+    let block = build_block(&inner.uuid, &sbs.boot, sbs.next_seq, nrecs, &payload);
+    if let Err(e) = inner
+        .file
+        .write_all_at(&block, inner.layout.journal_off + sbs.journal_off)
+    {
+        return fail(inner, "journal append failed", io("writing the journal", e));
     }
+    sbs.journal_off += block.len() as u64;
+    sbs.next_seq += 1;
+    sbs.pub_lsn = end;
+    sbs.unsealed_frees.extend(frees);
+    inner.published_lsn.fetch_max(end, Ordering::AcqRel);
+    Ok(true)
+}
+
+/// Chunks freed by now-durable records become allocatable; flushes up to `end` may return.
+fn release(inner: &PoolInner, frees: &[u64], end: u64, writes: u64) {
     let mut st = inner.state.write();
-    if let Err(e) = &res {
-        st.failed = Some(format!("metadata commit failed: {e}"));
-        return res.map(|_| end);
-    }
-    for c in &frees {
+    for c in frees {
         st.alloc.clear(*c);
     }
     st.pending_count -= frees.len() as u64;
-    inner.durable_lsn.store(end, Ordering::Release);
+    inner.durable_lsn.fetch_max(end, Ordering::AcqRel);
     inner.synced_writes.fetch_max(writes, Ordering::AcqRel);
-    Ok(end)
 }
 
-fn write_commit(
-    inner: &PoolInner,
-    payload: &[u8],
-    nrecs: u32,
-    ckpt: Option<Vec<u8>>,
+/// Write the next seal slot: journal blocks below `seq` are durable. The caller synced first.
+pub(crate) fn write_seal(
+    file: &std::fs::File,
+    uuid: &uuid::Uuid,
+    sealer: &mut Sealer,
+    seq: u64,
 ) -> Result<()> {
-    // Data before mapping.
-    sync(inner)?;
-    let mut sbs = inner.sb.lock();
-    let layout = inner.layout;
-    match ckpt {
-        None => {
-            let block = build_block(&inner.uuid, sbs.next_seq, nrecs, payload);
-            inner
-                .file
-                .write_all_at(&block, layout.journal_off + sbs.journal_off)
-                .map_err(|e| io("writing the journal", e))?;
-            sync(inner)?;
-            sbs.journal_off += block.len() as u64;
-            sbs.next_seq += 1;
+    let seal = Seal {
+        generation: sealer.seal.generation + 1,
+        seq,
+    };
+    file.write_all_at(&seal.encode(uuid), SEAL_OFF[(seal.generation % 2) as usize])
+        .map_err(|e| io("writing the seal", e))?;
+    file.sync_data().map_err(|e| io("syncing the seal", e))?;
+    sealer.seal = seal;
+    sealer.durable_seq = sealer.durable_seq.max(seq);
+    Ok(())
+}
+
+/// One commit: append what is buffered, fdatasync (the data every record refers to was
+/// written before the record was appended, so data and blocks are durable together), then
+/// seal the blocks written so far. Chunks freed by them are released after the seal. When
+/// the journal is full (or a checkpoint is asked for) a checkpoint replaces all of this.
+fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<()> {
+    let writes = inner.data_writes.load(Ordering::Acquire);
+    let mut sbs = inner.sb.blocking_lock();
+    let fits = append_locked(inner, &mut sbs)?;
+    let started = std::time::Instant::now();
+    if force_ckpt || !fits {
+        let r = checkpoint_locked(inner, &mut sbs, writes);
+        drop(sbs);
+        if r.is_ok() {
+            committed(inner, started);
         }
-        Some(img) => {
-            if img.len() as u64 > layout.ckpt_len {
-                return Err(io(
-                    "writing a checkpoint",
-                    std::io::Error::other(format!(
-                        "metadata image of {} bytes exceeds the checkpoint area of {} bytes",
-                        img.len(),
-                        layout.ckpt_len
-                    )),
-                ));
-            }
-            let slot = match sbs.sb.ckpt_slot {
-                Some(0) => 1u8,
-                _ => 0u8,
-            };
-            inner
-                .file
-                .write_all_at(&img, layout.ckpt_off[slot as usize])
-                .map_err(|e| io("writing a checkpoint", e))?;
-            sync(inner)?;
-            let mut sb = sbs.sb.clone();
-            sb.generation += 1;
-            sb.ckpt_slot = Some(slot);
-            sb.ckpt_bytes = img.len() as u64;
-            sb.ckpt_crc = crc32c::crc32c(&img);
-            sb.journal_seq = sbs.next_seq;
-            let off = (sb.generation % 2) * SB_SLOT;
-            inner
-                .file
-                .write_all_at(&sb.encode(), off)
-                .map_err(|e| io("writing the superblock", e))?;
-            sync(inner)?;
-            sbs.sb = sb;
-            sbs.journal_off = 0;
+        return r;
+    }
+    let seal_to = sbs.next_seq;
+    let end = sbs.pub_lsn;
+    let frees = std::mem::take(&mut sbs.unsealed_frees);
+    drop(sbs);
+    let mut sealer = inner.sealer.lock();
+    let need_seal = seal_to > sealer.durable_seq;
+    let need_sync = need_seal || writes > inner.synced_writes.load(Ordering::Acquire);
+    if need_sync {
+        if let Err(e) = sync(inner) {
+            return fail(inner, "data sync failed", e);
         }
     }
+    if need_seal {
+        if let Err(e) = write_seal(&inner.file, &inner.uuid, &mut sealer, seal_to) {
+            return fail(inner, "metadata commit failed", e);
+        }
+    }
+    drop(sealer);
+    release(inner, &frees, end, writes);
+    if need_seal {
+        committed(inner, started);
+    }
+    Ok(())
+}
+
+/// Count a metadata commit and tell the observer its duration.
+fn committed(inner: &PoolInner, started: std::time::Instant) {
+    inner.stats.commits.fetch_add(1, Ordering::Relaxed);
+    let observer = inner.commit_observer.read().clone();
+    if let Some(f) = observer {
+        f(started.elapsed());
+    }
+}
+
+/// Write a checkpoint of the whole metadata (every record appended or buffered so far) into
+/// the inactive slot and a superblock pointing at it; the journal restarts at offset 0. Runs
+/// with the journal lock held, so no block is appended to the old journal meanwhile.
+fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Result<()> {
+    let (img, mut frees, end) = {
+        let mut st = inner.state.write();
+        st.check_failed()?;
+        let img = checkpoint::encode(&st.meta, &inner.uuid);
+        st.recs.buf.clear();
+        st.nrecs = 0;
+        let frees = std::mem::take(&mut st.pending);
+        (img, frees, st.lsn)
+    };
+    frees.append(&mut sbs.unsealed_frees);
+    let layout = inner.layout;
+    let res = (|| -> Result<Superblock> {
+        if img.len() as u64 > layout.ckpt_len {
+            return Err(io(
+                "writing a checkpoint",
+                std::io::Error::other(format!(
+                    "metadata image of {} bytes exceeds the checkpoint area of {} bytes",
+                    img.len(),
+                    layout.ckpt_len
+                )),
+            ));
+        }
+        let slot = match sbs.sb.ckpt_slot {
+            Some(0) => 1u8,
+            _ => 0u8,
+        };
+        inner
+            .file
+            .write_all_at(&img, layout.ckpt_off[slot as usize])
+            .map_err(|e| io("writing a checkpoint", e))?;
+        // Data before mapping: everything the image maps was written before it was encoded.
+        sync(inner)?;
+        let mut sb = sbs.sb.clone();
+        sb.generation += 1;
+        sb.version = crate::superblock::FORMAT_VERSION;
+        sb.ckpt_slot = Some(slot);
+        sb.ckpt_bytes = img.len() as u64;
+        sb.ckpt_crc = crc32c::crc32c(&img);
+        sb.journal_seq = sbs.next_seq;
+        let off = (sb.generation % 2) * SB_SLOT;
+        inner
+            .file
+            .write_all_at(&sb.encode(), off)
+            .map_err(|e| io("writing the superblock", e))?;
+        sync(inner)?;
+        Ok(sb)
+    })();
+    let sb = match res {
+        Ok(sb) => sb,
+        Err(e) => return fail(inner, "metadata commit failed", e),
+    };
+    sbs.sb = sb;
+    sbs.journal_off = 0;
+    sbs.pub_lsn = end;
+    inner.published_lsn.fetch_max(end, Ordering::AcqRel);
+    {
+        let mut sealer = inner.sealer.lock();
+        sealer.durable_seq = sealer.durable_seq.max(sbs.next_seq);
+    }
+    release(inner, &frees, end, writes);
     Ok(())
 }
 

@@ -217,11 +217,26 @@ impl State {
     }
 }
 
-/// Superblock and journal cursor, owned by the committer.
+/// Superblock and journal cursor, behind the journal lock: tentative appends (write path
+/// and commit thread) and checkpoints (commit thread) take it; seals and fdatasyncs do not.
 pub(crate) struct SbState {
     pub sb: Superblock,
     pub journal_off: u64,
     pub next_seq: u64,
+    /// Records up to this LSN are in journal blocks written to the file, or in a checkpoint.
+    pub pub_lsn: u64,
+    /// Chunks freed by records in written but not yet sealed blocks (reusable after the seal).
+    pub unsealed_frees: Vec<u64>,
+    /// Boot id stamped into tentative blocks.
+    pub boot: uuid::Uuid,
+}
+
+/// Seal state, used by the commit thread only (and open).
+pub(crate) struct Sealer {
+    /// The newest seal slot written (or read at open).
+    pub seal: crate::superblock::Seal,
+    /// Journal blocks below this sequence number are durable (seal or checkpoint).
+    pub durable_seq: u64,
 }
 
 /// Everything a pool shares between handles.
@@ -231,8 +246,14 @@ pub(crate) struct PoolInner {
     pub layout: Layout,
     pub uuid: uuid::Uuid,
     pub state: parking_lot::RwLock<State>,
-    pub sb: parking_lot::Mutex<SbState>,
+    /// The journal lock (async so that write-path appends can wait on it without blocking a
+    /// runtime thread; the commit thread uses `blocking_lock`).
+    pub sb: Arc<tokio::sync::Mutex<SbState>>,
+    pub sealer: parking_lot::Mutex<Sealer>,
     pub durable_lsn: AtomicU64,
+    /// Records up to this LSN are in the file (page cache at least), so they survive a kill
+    /// of this process; `durable_lsn` says which also survive a power loss.
+    pub published_lsn: AtomicU64,
     /// Data writes completed so far (in-place overwrites change no metadata but still need
     /// an fdatasync before a flush may return).
     pub data_writes: AtomicU64,
@@ -284,6 +305,52 @@ impl PoolInner {
         self.io.write(off, bufs).await?;
         self.data_writes.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Make sure the records up to `lsn` are written to the journal (not necessarily durable)
+    /// before the caller acknowledges the I/O that logged them. A process kill keeps the page
+    /// cache: data written in place survives it, so the mappings of first writes and unmaps
+    /// must survive it too, or a SYNCHRONIZE CACHE answered by the restarted process would
+    /// "succeed" over writes whose mappings died with this one (docs/testing-kernel.md).
+    /// Concurrent callers share one block: whoever holds the journal lock appends every
+    /// buffered record.
+    pub async fn publish(self: &Arc<Self>, lsn: u64) -> Result<()> {
+        for _ in 0..4 {
+            if self.published_lsn.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            let mut guard = self.sb.clone().lock_owned().await;
+            if self.published_lsn.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            let inner = self.clone();
+            let appended = tokio::task::spawn_blocking(move || {
+                crate::commit::append_locked(&inner, &mut guard)
+            })
+            .await
+            .map_err(|e| {
+                StorageError::io(
+                    "appending to the journal",
+                    std::io::Error::other(e.to_string()),
+                )
+            })??;
+            if !appended {
+                // The journal is full: a checkpoint (which also makes the records durable)
+                // is the way to get them on disk.
+                break;
+            }
+        }
+        if self.published_lsn.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        let rx = self.commit.request_checkpoint(lsn, 0);
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(StorageError::io(
+                "committing metadata",
+                std::io::Error::other("commit thread stopped"),
+            )),
+        }
     }
 
     /// Make every record appended so far durable (group commit).

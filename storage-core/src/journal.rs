@@ -1,17 +1,29 @@
-//! Metadata journal: checksummed, sequence-numbered commit blocks of logical records.
+//! Metadata journal: checksummed, sequence-numbered blocks of logical records.
 //!
-//! A commit block is `header (40 bytes) + payload`, padded to 4 KiB:
-//! magic "LJNL", pool UUID (16), sequence (u64), payload length (u32), record count (u32),
-//! CRC32C of header fields and payload (u32). Replay reads blocks from the start of the
-//! journal region while the magic, UUID, expected sequence and CRC all match. A block is
-//! written whole and made durable before the next one is written, so the first invalid block
-//! is the end of the journal.
+//! A block is `header (40 bytes) + payload`, padded to 4 KiB: magic, pool UUID (16), sequence
+//! (u64), payload length (u32), record count (u32), CRC32C of header fields and payload (u32).
+//!
+//! Two kinds (docs/storage-format.md, "Journal"):
+//! - "LJNT" (format 2, the only kind written now): the payload starts with the boot id of the
+//!   kernel that wrote it. Such a block is written to the page cache *before* the writes whose
+//!   records it holds are acknowledged, so a killed process loses no acknowledged mapping,
+//!   and it becomes durable only when a later seal (written after an fdatasync) covers its
+//!   sequence number. Replay applies an unsealed one only in the same boot (the page cache,
+//!   with the data it maps, survived).
+//! - "LJNL" (format 1): written after the data fdatasync and made durable before the next
+//!   one, so durable on its own.
+//!
+//! Replay reads blocks from the start of the journal region while the magic, UUID, expected
+//! sequence and CRC all match, so the first invalid block is the end of the journal.
 
 use crate::codec::{Dec, Enc};
 use crate::layer::Rec;
 use crate::{Result, StorageError};
 
 const JMAGIC: &[u8; 4] = b"LJNL";
+const TMAGIC: &[u8; 4] = b"LJNT";
+/// Bytes of the boot id at the start of a tentative block's payload.
+pub(crate) const BOOT_LEN: usize = 16;
 pub(crate) const HEADER: usize = 40;
 pub(crate) const BLOCK_ALIGN: usize = 4096;
 
@@ -238,34 +250,71 @@ pub(crate) fn decode_rec(d: &mut Dec) -> Result<Rec> {
     })
 }
 
-/// Build a commit block (padded to 4 KiB) around already-encoded records.
-pub(crate) fn build_block(pool: &uuid::Uuid, seq: u64, nrecs: u32, payload: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity((HEADER + payload.len()).div_ceil(BLOCK_ALIGN) * BLOCK_ALIGN);
-    b.extend_from_slice(JMAGIC);
+/// Build a tentative block (padded to 4 KiB) around already-encoded records, stamped with the
+/// boot id of the running kernel.
+pub(crate) fn build_block(
+    pool: &uuid::Uuid,
+    boot: &uuid::Uuid,
+    seq: u64,
+    nrecs: u32,
+    records: &[u8],
+) -> Vec<u8> {
+    let plen = BOOT_LEN + records.len();
+    let mut b = Vec::with_capacity(block_len(records.len()) as usize);
+    b.extend_from_slice(TMAGIC);
     b.extend_from_slice(pool.as_bytes());
     b.extend_from_slice(&seq.to_le_bytes());
-    b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    b.extend_from_slice(&(plen as u32).to_le_bytes());
     b.extend_from_slice(&nrecs.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&b), payload);
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c_append(crc32c::crc32c(&b), boot.as_bytes()),
+        records,
+    );
     b.extend_from_slice(&crc.to_le_bytes());
-    b.extend_from_slice(payload);
+    b.extend_from_slice(boot.as_bytes());
+    b.extend_from_slice(records);
     b.resize(b.len().div_ceil(BLOCK_ALIGN) * BLOCK_ALIGN, 0);
     b
 }
 
-/// Parse the header at the start of `hdr` (at least HEADER bytes). Returns (payload_len, nrecs)
-/// when magic, UUID and sequence match; the CRC is checked by [`check_block`].
-pub(crate) fn parse_header(hdr: &[u8], pool: &uuid::Uuid, seq: u64) -> Option<(usize, u32)> {
-    if hdr.len() < HEADER || &hdr[..4] != JMAGIC || &hdr[4..20] != pool.as_bytes() {
+/// On-disk length of a tentative block holding `records_len` bytes of records.
+pub(crate) fn block_len(records_len: usize) -> u64 {
+    ((HEADER + BOOT_LEN + records_len).div_ceil(BLOCK_ALIGN) * BLOCK_ALIGN) as u64
+}
+
+/// A parsed block header.
+pub(crate) struct Header {
+    pub payload_len: usize,
+    pub nrecs: u32,
+    /// "LJNT": the payload starts with the writer's boot id.
+    pub tentative: bool,
+}
+
+/// Parse the header at the start of `hdr` (at least HEADER bytes). Returns the header when
+/// magic, UUID and sequence match; the CRC is checked by [`check_block`].
+pub(crate) fn parse_header(hdr: &[u8], pool: &uuid::Uuid, seq: u64) -> Option<Header> {
+    if hdr.len() < HEADER || &hdr[4..20] != pool.as_bytes() {
         return None;
     }
+    let tentative = match &hdr[..4] {
+        m if m == JMAGIC => false,
+        m if m == TMAGIC => true,
+        _ => return None,
+    };
     let s = u64::from_le_bytes(hdr[20..28].try_into().ok()?);
     if s != seq {
         return None;
     }
-    let len = u32::from_le_bytes(hdr[28..32].try_into().ok()?) as usize;
-    let n = u32::from_le_bytes(hdr[32..36].try_into().ok()?);
-    Some((len, n))
+    let payload_len = u32::from_le_bytes(hdr[28..32].try_into().ok()?) as usize;
+    let nrecs = u32::from_le_bytes(hdr[32..36].try_into().ok()?);
+    if tentative && payload_len < BOOT_LEN {
+        return None;
+    }
+    Some(Header {
+        payload_len,
+        nrecs,
+        tentative,
+    })
 }
 
 /// Verify the CRC of a whole block (header + payload).

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::alloc::Alloc;
 use crate::codec::Dec;
-use crate::journal::{check_block, decode_rec, parse_header, BLOCK_ALIGN, HEADER};
+use crate::journal::{check_block, decode_rec, parse_header, BLOCK_ALIGN, BOOT_LEN, HEADER};
 use crate::layer::{Meta, HOLE};
-use crate::superblock::{choose, Layout, Superblock, SB_SLOT};
+use crate::superblock::{choose, Layout, Seal, Superblock, SB_SLOT, SEAL_OFF};
 use crate::{checkpoint, PoolOptions, Result, StorageError};
 
 /// Name of the pool file inside a directory pool.
@@ -95,14 +95,18 @@ pub(crate) fn create(path: &Path, opts: &PoolOptions) -> Result<PathBuf> {
         ckpt_bytes: 0,
         ckpt_crc: 0,
         journal_seq: 1,
+        version: crate::superblock::FORMAT_VERSION,
     };
     let w = |buf: &[u8], off: u64| {
         file.write_all_at(buf, off)
             .map_err(|e| io(format!("writing {}", target.display()), e))
     };
-    // Zero the other superblock slot and the first journal block (old contents of a reused
-    // block device must never look valid).
+    // Zero the other superblock slot, the seal slots and the first journal block (old
+    // contents of a reused block device must never look valid).
     w(&vec![0u8; SB_SLOT as usize], 0)?;
+    for off in SEAL_OFF {
+        w(&vec![0u8; SB_SLOT as usize], off)?;
+    }
     w(&vec![0u8; BLOCK_ALIGN], layout.journal_off)?;
     w(&sb.encode(), (sb.generation % 2) * SB_SLOT)?;
     file.sync_all()
@@ -120,6 +124,29 @@ pub(crate) struct Loaded {
     pub journal_off: u64,
     pub next_seq: u64,
     pub path: PathBuf,
+    /// The seal read at open.
+    pub seal: Seal,
+    /// Replay applied tentative blocks no seal covers (written in this boot by a process
+    /// that did not live to seal them): they must be sealed before the pool is used.
+    pub unsealed: bool,
+    /// Boot id of the running kernel (stamped into tentative blocks).
+    pub boot: uuid::Uuid,
+}
+
+/// Identity of the running kernel boot. A process kill keeps the page cache, so what a dead
+/// process wrote in this boot is still what `read` returns; after a reboot (power loss) only
+/// what was made durable is. `LUNAR_BOOT_ID` overrides it (tests simulate a reboot with it).
+pub(crate) fn boot_id() -> uuid::Uuid {
+    static PROCESS: std::sync::OnceLock<uuid::Uuid> = std::sync::OnceLock::new();
+    let parse = |s: &str| uuid::Uuid::parse_str(s.trim()).ok();
+    if let Some(id) = std::env::var("LUNAR_BOOT_ID").ok().and_then(|s| parse(&s)) {
+        return id;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .and_then(|s| parse(&s))
+        // Without a boot id, tentative blocks are trusted only within this process.
+        .unwrap_or_else(|| *PROCESS.get_or_init(uuid::Uuid::new_v4))
 }
 
 /// Validate and load a pool. The file is opened read-only until everything checks out.
@@ -166,7 +193,22 @@ pub(crate) fn open(path: &Path) -> Result<Loaded> {
             checkpoint::decode(&img, &sb.uuid, layout.chunk_size, layout.data_chunks)?
         }
     };
-    // Journal replay.
+    // Journal replay. Blocks below `durable` are durable (a checkpoint or a seal covers them);
+    // tentative blocks at or above it count only if written in this boot (the page cache that
+    // holds them and the data they map survived), otherwise the log ends there.
+    let mut seal_buf = vec![0u8; SB_SLOT as usize];
+    let mut seals = [None, None];
+    for (i, off) in SEAL_OFF.into_iter().enumerate() {
+        if sb.version >= 2 {
+            ro.read_exact_at(&mut seal_buf, off)
+                .map_err(|e| io(format!("reading the seal of {what}"), e))?;
+            seals[i] = Seal::decode(&seal_buf, &sb.uuid);
+        }
+    }
+    let seal = Seal::newest(seals[0], seals[1]);
+    let durable = seal.seq.max(sb.journal_seq);
+    let boot = boot_id();
+    let mut unsealed = false;
     let mut off = 0u64;
     let mut seq = sb.journal_seq;
     let mut hdr = vec![0u8; BLOCK_ALIGN];
@@ -174,9 +216,10 @@ pub(crate) fn open(path: &Path) -> Result<Loaded> {
     while off + BLOCK_ALIGN as u64 <= layout.journal_len {
         ro.read_exact_at(&mut hdr, layout.journal_off + off)
             .map_err(|e| io(format!("reading the journal of {what}"), e))?;
-        let Some((plen, nrecs)) = parse_header(&hdr, &sb.uuid, seq) else {
+        let Some(h) = parse_header(&hdr, &sb.uuid, seq) else {
             break;
         };
+        let plen = h.payload_len;
         let blen = (HEADER + plen).div_ceil(BLOCK_ALIGN) * BLOCK_ALIGN;
         if off + blen as u64 > layout.journal_len {
             break;
@@ -187,8 +230,18 @@ pub(crate) fn open(path: &Path) -> Result<Loaded> {
         if !check_block(&block, plen) {
             break;
         }
-        let mut d = Dec::new(&block[HEADER..HEADER + plen], "journal block");
-        for _ in 0..nrecs {
+        let mut start = HEADER;
+        if h.tentative {
+            start += BOOT_LEN;
+            if seq >= durable {
+                if block[HEADER..start] != *boot.as_bytes() {
+                    break;
+                }
+                unsealed = true;
+            }
+        }
+        let mut d = Dec::new(&block[start..HEADER + plen], "journal block");
+        for _ in 0..h.nrecs {
             let rec = decode_rec(&mut d)?;
             meta.apply(&rec, &mut freed).map_err(|e| {
                 StorageError::Corrupt(format!("{what}: journal block {seq} does not apply: {e}"))
@@ -224,7 +277,46 @@ pub(crate) fn open(path: &Path) -> Result<Loaded> {
         journal_off: off,
         next_seq: seq,
         path: target,
+        seal,
+        unsealed,
+        boot,
     })
+}
+
+/// After a successful load, before the pool is used: make what a killed process left in the
+/// page cache durable. Its in-place data writes and its tentative journal blocks may have
+/// been acknowledged without a flush; a flush answered by this process must cover them, and
+/// chunks its unsealed records freed must not be reused while a power loss could still
+/// revive those records. Also upgrades a format 1 superblock before anything of format 2 is
+/// written. Only runs on a pool that opened cleanly.
+pub(crate) fn recover(l: &mut Loaded) -> Result<()> {
+    let what = l.path.display().to_string();
+    l.file
+        .sync_data()
+        .map_err(|e| io(format!("syncing {what}"), e))?;
+    if l.sb.version < crate::superblock::FORMAT_VERSION {
+        let mut sb = l.sb.clone();
+        sb.generation += 1;
+        sb.version = crate::superblock::FORMAT_VERSION;
+        l.file
+            .write_all_at(&sb.encode(), (sb.generation % 2) * SB_SLOT)
+            .map_err(|e| io(format!("upgrading the superblock of {what}"), e))?;
+        l.file
+            .sync_data()
+            .map_err(|e| io(format!("syncing {what}"), e))?;
+        l.sb = sb;
+    }
+    if l.unsealed {
+        let mut sealer = crate::engine::Sealer {
+            seal: l.seal,
+            durable_seq: l.sb.journal_seq.max(l.seal.seq),
+        };
+        crate::commit::write_seal(&l.file, &l.sb.uuid, &mut sealer, l.next_seq)?;
+        l.seal = sealer.seal;
+        l.unsealed = false;
+        tracing::info!(path = %what, "sealed journal blocks a killed process had written");
+    }
+    Ok(())
 }
 
 fn read_upto(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::commit::{self, CommitShared};
-use crate::engine::{PoolInner, SbState, State};
+use crate::engine::{PoolInner, SbState, Sealer, State};
 use crate::io::DataIo;
 use crate::layer::{Rec, ViewId, ViewKind};
 use crate::{
@@ -67,9 +67,13 @@ impl Pool {
     /// with `NotAPool`, `UnsupportedVersion` or `Corrupt` and the file is left untouched.
     pub async fn open(path: &Path) -> Result<Pool> {
         let p = path.to_path_buf();
-        let loaded = tokio::task::spawn_blocking(move || open::open(&p))
-            .await
-            .map_err(join_err)??;
+        let loaded = tokio::task::spawn_blocking(move || {
+            let mut loaded = open::open(&p)?;
+            open::recover(&mut loaded)?;
+            Ok::<_, StorageError>(loaded)
+        })
+        .await
+        .map_err(join_err)??;
         let file = Arc::new(loaded.file);
         let layout = loaded.sb.layout;
         let uuid = loaded.sb.uuid;
@@ -84,12 +88,20 @@ impl Pool {
                 loaded.alloc,
                 loaded.sb.soft_threshold_pct,
             )),
-            sb: parking_lot::Mutex::new(SbState {
+            sb: Arc::new(tokio::sync::Mutex::new(SbState {
                 sb: loaded.sb,
                 journal_off: loaded.journal_off,
                 next_seq: loaded.next_seq,
+                pub_lsn: 0,
+                unsealed_frees: Vec::new(),
+                boot: loaded.boot,
+            })),
+            sealer: parking_lot::Mutex::new(Sealer {
+                seal: loaded.seal,
+                durable_seq: loaded.next_seq,
             }),
             durable_lsn: AtomicU64::new(0),
+            published_lsn: AtomicU64::new(0),
             data_writes: AtomicU64::new(0),
             synced_writes: AtomicU64::new(0),
             commit: shared.clone(),

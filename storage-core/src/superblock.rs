@@ -9,10 +9,17 @@ use crate::{Result, StorageError};
 
 /// Magic at the start of each superblock slot.
 pub(crate) const MAGIC: &[u8; 8] = b"LUNARPL\x01";
-/// On-disk format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// On-disk format version written by this build. Version 2 added tentative journal blocks
+/// and the seal slots; this build also opens version 1 pools (their superblock is rewritten
+/// as version 2 at open, before anything of version 2 is written).
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest format version this build opens.
+pub(crate) const OLDEST_VERSION: u32 = 1;
 /// Size of one superblock slot.
 pub(crate) const SB_SLOT: u64 = 4096;
+/// The two seal slots (in the region before the journal, which format 1 left unused).
+pub(crate) const SEAL_OFF: [u64; 2] = [8192, 12288];
+const SEAL_MAGIC: &[u8; 4] = b"LSEL";
 const ALIGN: u64 = 1 << 20;
 
 fn align_up(v: u64, a: u64) -> u64 {
@@ -82,6 +89,8 @@ pub(crate) struct Superblock {
     pub ckpt_crc: u32,
     /// Sequence number of the first journal block after that checkpoint.
     pub journal_seq: u64,
+    /// Format version this slot was written with (1 or 2).
+    pub version: u32,
 }
 
 impl Superblock {
@@ -122,16 +131,17 @@ impl Superblock {
             return SlotState::NoMagic;
         }
         let version = u32::from_le_bytes([slot[8], slot[9], slot[10], slot[11]]);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
             return SlotState::Version(version);
         }
-        match Self::decode_v1(slot) {
+        match Self::decode_v1(slot, version) {
             Ok(sb) => SlotState::Valid(sb),
             Err(e) => SlotState::Corrupt(e.to_string()),
         }
     }
 
-    fn decode_v1(slot: &[u8]) -> Result<Superblock> {
+    /// Versions 1 and 2 share the superblock layout.
+    fn decode_v1(slot: &[u8], version: u32) -> Result<Superblock> {
         let mut d = Dec::new(slot, "superblock");
         d.take(12)?;
         let uuid = uuid::Uuid::from_slice(d.take(16)?)
@@ -187,7 +197,59 @@ impl Superblock {
             ckpt_bytes,
             ckpt_crc,
             journal_seq,
+            version,
         })
+    }
+}
+
+/// A seal: every journal block with a sequence number below `seq` is durable (it was written
+/// before an fdatasync that completed before this seal was written). Two slots, written
+/// alternately; the valid one with the higher generation counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Seal {
+    pub generation: u64,
+    pub seq: u64,
+}
+
+impl Seal {
+    /// Slot image: magic "LSEL", pool UUID, generation, sequence, CRC32C, zero padding.
+    pub fn encode(&self, pool: &uuid::Uuid) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.buf.extend_from_slice(SEAL_MAGIC);
+        e.buf.extend_from_slice(pool.as_bytes());
+        e.u64(self.generation);
+        e.u64(self.seq);
+        let crc = crc32c::crc32c(&e.buf);
+        e.u32(crc);
+        e.buf.resize(SB_SLOT as usize, 0);
+        e.buf
+    }
+
+    /// Decode one slot; `None` for anything that is not a valid seal of this pool (zeros in a
+    /// format 1 pool, a torn write, another pool's leftovers).
+    pub fn decode(slot: &[u8], pool: &uuid::Uuid) -> Option<Seal> {
+        if slot.len() < 40 || &slot[..4] != SEAL_MAGIC || &slot[4..20] != pool.as_bytes() {
+            return None;
+        }
+        let generation = u64::from_le_bytes(slot[20..28].try_into().ok()?);
+        let seq = u64::from_le_bytes(slot[28..36].try_into().ok()?);
+        let crc = u32::from_le_bytes(slot[36..40].try_into().ok()?);
+        (crc32c::crc32c(&slot[..36]) == crc).then_some(Seal { generation, seq })
+    }
+
+    /// The newer of two slots.
+    pub fn newest(a: Option<Seal>, b: Option<Seal>) -> Seal {
+        match (a, b) {
+            (Some(x), Some(y)) => {
+                if y.generation > x.generation {
+                    y
+                } else {
+                    x
+                }
+            }
+            (Some(x), None) | (None, Some(x)) => x,
+            (None, None) => Seal::default(),
+        }
     }
 }
 

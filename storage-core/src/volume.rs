@@ -208,7 +208,10 @@ impl Volume {
                 }
                 jobs.push(self.write_chunk(p.index, p.off, parts));
             }
-            try_join_all(jobs).await?;
+            let lsn = try_join_all(jobs).await?.into_iter().max().unwrap_or(0);
+            if !fua {
+                self.inner.publish(lsn).await?;
+            }
         }
         if fua {
             self.inner.flush().await?;
@@ -217,13 +220,14 @@ impl Volume {
     }
 
     /// Write `parts` at byte `off` of logical chunk `index` (caller holds the gate shared or
-    /// exclusively).
+    /// exclusively). Returns the LSN of the `Map` record a first write logged (0 for an
+    /// in-place write): the caller publishes it before acknowledging ([`PoolInner::publish`]).
     pub(crate) async fn write_chunk(
         &self,
         index: u64,
         off: usize,
         parts: Vec<Bytes>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let cs = self.inner.layout.chunk_size;
         let len: usize = parts.iter().map(|b| b.len()).sum();
         // Fast path: the top owns the chunk, overwrite in place. Exclusive against reads of
@@ -233,19 +237,19 @@ impl Volume {
         {
             let _s = self.rt.stripe(index).write().await;
             if let Some(p) = self.owned_phys(index)? {
-                return self
-                    .inner
+                self.inner
                     .write_data(self.inner.layout.chunk_offset(p) + off as u64, parts)
-                    .await;
+                    .await?;
+                return Ok(0);
             }
         }
         // First write: ordered against every other access to this chunk of this volume.
         let _s = self.rt.stripe(index).write().await;
         if let Some(p) = self.owned_phys(index)? {
-            return self
-                .inner
+            self.inner
                 .write_data(self.inner.layout.chunk_offset(p) + off as u64, parts)
-                .await;
+                .await?;
+            return Ok(0);
         }
         let (top, full, old) = {
             let st = self.inner.state.read();
@@ -324,7 +328,8 @@ impl Volume {
             layer: top,
             index,
             phys,
-        })
+        })?;
+        Ok(st.lsn)
     }
 
     /// Allocate a chunk, committing once if only not-yet-durable frees are left.
@@ -362,13 +367,15 @@ impl Volume {
         let (_, off, len, _) = self.prepare(lba, blocks)?;
         let cs = self.inner.layout.chunk_size;
         // Bounded concurrency: zeroing a large range must not build one huge future set.
+        let mut lsn = 0;
         for batch in pieces(off, len, cs).chunks(64) {
-            try_join_all(batch.iter().map(|p| {
+            let done = try_join_all(batch.iter().map(|p| {
                 self.write_chunk(p.index, p.off, vec![self.inner.zero_chunk.slice(..p.len)])
             }))
             .await?;
+            lsn = done.into_iter().max().unwrap_or(0).max(lsn);
         }
-        Ok(())
+        self.inner.publish(lsn).await
     }
 
     /// Deallocate a range; it reads back as zeros. Whole chunks are freed; partial chunks
@@ -400,9 +407,10 @@ impl Volume {
                 len: (to - from) as usize,
             }
         };
+        let mut lsn = 0;
         if last - first < UNMAP_SCAN_LIMIT {
             for index in first..=last {
-                self.unmap_piece(&piece(index), size).await?;
+                lsn = lsn.max(self.unmap_piece(&piece(index), size).await?);
             }
         } else {
             // A huge range (mkfs discards the whole device): only chunks that some layer on
@@ -422,13 +430,15 @@ impl Volume {
                 set
             };
             for index in candidates {
-                self.unmap_piece(&piece(index), size).await?;
+                lsn = lsn.max(self.unmap_piece(&piece(index), size).await?);
             }
         }
-        Ok(())
+        // An acknowledged unmap survives a kill of this process, like a first write.
+        self.inner.publish(lsn).await
     }
 
-    async fn unmap_piece(&self, p: &Piece, size: u64) -> Result<()> {
+    /// Unmap one piece; returns the LSN of the record it logged (0 if none).
+    async fn unmap_piece(&self, p: &Piece, size: u64) -> Result<u64> {
         let cs = self.inner.layout.chunk_size;
         let chunk_end = ((p.index + 1) * cs).min(size);
         let whole = p.off == 0 && (p.index * cs + p.len as u64) >= chunk_end;
@@ -445,7 +455,7 @@ impl Volume {
             let below = st.meta.resolve_parent(top, p.index).is_some();
             if whole {
                 match (own, below) {
-                    (Some(HOLE), _) | (None, false) => {}
+                    (Some(HOLE), _) | (None, false) => return Ok(0),
                     (Some(_), false) => st.log(Rec::Clear {
                         layer: top,
                         index: p.index,
@@ -455,7 +465,7 @@ impl Volume {
                         index: p.index,
                     })?,
                 }
-                false
+                return Ok(st.lsn);
             } else {
                 match own {
                     Some(HOLE) => false,
@@ -465,10 +475,11 @@ impl Volume {
             }
         };
         if zero_partial {
-            self.write_chunk(p.index, p.off, vec![self.inner.zero_chunk.slice(..p.len)])
-                .await?;
+            return self
+                .write_chunk(p.index, p.off, vec![self.inner.zero_chunk.slice(..p.len)])
+                .await;
         }
-        Ok(())
+        Ok(0)
     }
 
     /// Make acknowledged writes durable (SYNCHRONIZE CACHE).
