@@ -7,7 +7,9 @@
 //! TCG), copies the host's `lunard` and `lunarctl` (with their libraries) into it, and runs
 //! `tests/guest/scenarios/lio.sh`: lunard configures configfs itself, the LUN appears as a
 //! local disk, ext4 round-trips on it, a full clone appears as a second disk only once it
-//! completed and holds the point-in-time data, and a SIGTERM leaves configfs clean.
+//! completed and holds the point-in-time data, a lunard killed with SIGKILL is replaced by
+//! one that re-attaches to the backstores left in configfs (same disks, data intact), and a
+//! SIGTERM leaves configfs clean.
 
 use lunar_e2e::daemon::lunard_bin;
 use lunar_e2e::guest::{binary_with_libs, Guest, Transcript, QEMU};
@@ -35,6 +37,10 @@ const CHECKS: &[&str] = &[
     "clone-checksums",
     "clone-point-in-time",
     "clone-e2fsck",
+    "crash-leaves-backstore",
+    "reattach",
+    "reattach-checksums",
+    "reattach-e2fsck",
     "no-kernel-errors",
     "lunard-stops",
     "configfs-clean",

@@ -2,7 +2,8 @@
 # through a TCMU user backstore, the same path through LIO that a qla2xxx Fibre Channel port
 # takes. The LUN appears as a local SCSI disk; ext4 on it round-trips and checks clean; a full
 # clone made with lunarctl appears as a second disk only once its copy completed and holds the
-# point-in-time data; a SIGTERM removes everything lunard put in configfs.
+# point-in-time data; after a SIGKILL the next lunard re-attaches to the backstores it left and
+# the disks keep working; a SIGTERM removes everything lunard put in configfs.
 # Env: WWPN (target port), VOL (volume name), PERF_MIB (size of the dd throughput figures)
 CFG=/sys/kernel/config
 LUNARCTL="lunarctl --socket /var/lib/lunar/admin.sock"
@@ -111,6 +112,30 @@ pass clone-point-in-time
 step clone-umount umount /mnt2
 step clone-e2fsck e2fsck -fn "/dev/$cdev"
 step umount-source umount /mnt
+
+# A crash (SIGKILL) leaves the backstores and links in configfs; the next lunard re-attaches
+# to them (ring reset, no new backstore) and the same disks keep working.
+kill -KILL "$LPID"
+wait "$LPID" 2>/dev/null
+[ -d "$CFG/target/core/user_0/lunar_${WWPN#naa.}_0" ] || fail crash-leaves-backstore "backstore gone after SIGKILL"
+pass crash-leaves-backstore
+lunard --config /etc/lunar.yaml >>/tmp/lunard.log 2>&1 &
+LPID=$!
+t=0
+until [ "$(grep -c 'lunard ready' /tmp/lunard.log)" -ge 2 ] && [ "$(grep -c 'LIO LUN exported' /tmp/lunard.log)" -ge 4 ]; do
+  kill -0 "$LPID" 2>/dev/null || { lunard_log; fail reattach "lunard exited after the restart"; }
+  sleep 1; t=$((t + 1))
+  [ "$t" -lt 60 ] || { lunard_log; fail reattach "LUNs not exported again after 60 s"; }
+done
+grep -q "re-attaching to a backstore" /tmp/lunard.log || { lunard_log; fail reattach "the backstores were recreated, not re-attached"; }
+pass reattach
+[ "$(disk_for_lun 0)" = "$dev" ] || fail reattach-same-disk "LUN 0 is $(disk_for_lun 0), was $dev"
+drop_caches
+step reattach-mount mount -t ext4 "/dev/$dev" /mnt
+step reattach-checksums verify_files /mnt
+step reattach-write sh -c 'echo again > /mnt/after-restart && sync'
+step reattach-umount umount /mnt
+step reattach-e2fsck e2fsck -fn "/dev/$dev"
 
 errs=$(kernel_errors)
 [ -z "$errs" ] || fail no-kernel-errors "$errs"
