@@ -200,9 +200,12 @@ impl Ctx<'_> {
         Ok(blocks)
     }
 
-    /// WRITE SAME(10/16). A zero pattern (or NDOB) becomes a zero-write: with UNMAP set, or
-    /// on a thin LUN (LBPRZ=1: a deallocated chunk reads as zeros, so hosts cannot tell),
-    /// whole chunks end up deallocated; any other pattern is replicated.
+    /// WRITE SAME(10/16). With UNMAP set the range is deallocated whatever the pattern: SBC
+    /// lets the device server either unmap each LBA (it then reads as zeros, LBPRZ=1) or
+    /// write the data, and lunard unmaps (whole chunks freed, partial chunks zeroed) so the
+    /// whole range reads back zeros, as LIO and tgtd do and libiscsi's UnmapUntilEnd checks.
+    /// Without UNMAP a zero pattern (or NDOB) becomes a zero-write, which on a thin LUN also
+    /// leaves whole chunks deallocated (hosts cannot tell); any other pattern is replicated.
     pub(super) async fn write_same(
         &self,
         range: BlockRange,
@@ -230,7 +233,7 @@ impl Ctx<'_> {
         let fua = !self.lun.mode().wce;
         let _shared = self.lun.atomic.read().await;
         match pattern {
-            Some(p) if p.iter().any(|&b| b != 0) => {
+            Some(p) if !unmap && p.iter().any(|&b| b != 0) => {
                 let per_buf = (WRITE_SAME_BUFFER / bs).max(1) as u64;
                 let first = blocks.min(per_buf) as usize;
                 let mut buf = BytesMut::with_capacity(first * bs);

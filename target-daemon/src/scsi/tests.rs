@@ -1380,6 +1380,27 @@ async fn write_same_zero_block_without_unmap_leaves_thin_chunks_unallocated() {
     assert_eq!(r.status, status::GOOD, "{r:?}");
     assert_eq!(lba_status(&f.target, &f.a, 896).await.0, 1);
     assert_eq!(info().mapped_bytes, 2 * 65536);
+    // UNMAP=1 with a non-zero pattern deallocates too: the range reads zeros.
+    let r = run(&f.target, &f.a, 0, &write10(0, 256), pattern(256, 5)).await;
+    assert_eq!(r.status, status::GOOD);
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x93, 0x08, 10, 246),
+        pattern(1, 6),
+    )
+    .await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    let back = run(&f.target, &f.a, 0, &read10(0, 256), Bytes::new())
+        .await
+        .data_in;
+    assert_eq!(
+        &back[..10 * BS as usize],
+        &pattern(256, 5)[..10 * BS as usize]
+    );
+    assert!(back[10 * BS as usize..].iter().all(|&b| b == 0));
+    assert_eq!(lba_status(&f.target, &f.a, 128).await.0, 1);
     // A full-guarantee LUN keeps its blocks mapped (its space is reserved anyway).
     let t = extra_lun(&f, "full", 1024, BS, Guarantee::Full).await;
     let r = run(&t, &f.a, 0, &write10(0, 256), pattern(256, 4)).await;
