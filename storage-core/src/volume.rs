@@ -357,10 +357,25 @@ impl Volume {
             .filter(|&p| p != HOLE))
     }
 
-    /// Zero a range. With `unmap`, whole chunks are deallocated (as [`Volume::unmap`]);
-    /// without it the zeros are written and the range stays allocated.
+    /// Zero a range.
+    ///
+    /// With `unmap`, or on a thin volume, this is [`Volume::unmap`]: chunks wholly inside
+    /// the range end unallocated and partial chunks are zeroed in place. A deallocated chunk
+    /// reads as zeros exactly like a never-written one, so on a thin volume the result is
+    /// indistinguishable from writing zeros, and the space goes back to the pool (VMware
+    /// zeroes VMDKs with WRITE SAME without UNMAP). Chunks a snapshot or clone shares are
+    /// left to them: the volume gets a hole over them, as with UNMAP.
+    ///
+    /// A full-guarantee volume without `unmap` keeps its chunks: the zeros are written in
+    /// place. Deallocating would gain the pool nothing (the guarantee re-reserves the
+    /// chunk) and would make the LBAs report deallocated although the host did not ask.
     pub async fn write_zeroes(&self, lba: u64, blocks: u64, unmap: bool) -> Result<()> {
-        if unmap {
+        let full = {
+            self.alive()?;
+            let st = self.inner.state.read();
+            st.volume(self.id).map_err(|_| self.gone())?.3
+        };
+        if unmap || !full {
             return self.unmap(lba, blocks).await;
         }
         let _g = self.rt.gate.read().await;

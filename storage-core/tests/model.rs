@@ -190,12 +190,15 @@ async fn run(ops: Vec<Op>) {
                 }
                 let n = n.min(blocks - lba);
                 let vol = pool.volume(VOLS[v]).expect("vol");
-                let unmap = matches!(op, Op::Unmap(..));
-                if unmap {
+                let is_unmap = matches!(op, Op::Unmap(..));
+                if is_unmap {
                     vol.unmap(lba, n).await.expect("unmap");
                 } else {
                     vol.write_zeroes(lba, n, false).await.expect("write zeroes");
                 }
+                // Zeroing a thin volume deallocates whole chunks just like UNMAP; only a
+                // full-guarantee volume keeps (and maps) the zeroed chunks.
+                let unmap = is_unmap || vol.info().guarantee == Guarantee::None;
                 let off = lba * BS;
                 let end = off + n * BS;
                 mv.data[off as usize..end as usize].fill(0);

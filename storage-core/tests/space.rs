@@ -291,3 +291,115 @@ fn unmap_of_a_huge_range_frees_what_is_mapped() {
         pool.close().await.expect("close");
     });
 }
+
+/// Zeroing without UNMAP (VMware's block zero): on a thin volume whole chunks end up
+/// unallocated, partial chunks are zeroed in place and a snapshot keeps the data it shares;
+/// a full-guarantee volume keeps its chunks mapped and its reservation whole.
+#[test]
+fn write_zeroes_deallocates_thin_chunks_and_keeps_full_guarantees() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        const CHUNK: u64 = 65536;
+        const BPC: u64 = CHUNK / 512;
+        let opts = PoolOptions {
+            chunk_size: CHUNK as u32,
+            capacity_bytes: Some(64 << 20),
+            soft_threshold_pct: None,
+        };
+        let pool = Pool::create(dir.path(), &opts).await.expect("create");
+
+        // Thin, not shared: chunks 0..8 written, zero from the middle of chunk 1 to the
+        // middle of chunk 6: chunks 2..=5 are freed, 1 and 6 zeroed in part.
+        pool.create_volume("t", 8 << 20, 512, Guarantee::None)
+            .await
+            .expect("t");
+        let t = pool.volume("t").expect("t");
+        t.write(0, fill(7, 8 * CHUNK as usize), false)
+            .await
+            .expect("write t");
+        let used_before = pool.status().used_bytes;
+        let (from, to) = (BPC + 10, 6 * BPC + 20);
+        t.write_zeroes(from, to - from, false)
+            .await
+            .expect("zero t");
+        assert_eq!(
+            pool.volume_info("t").expect("info").mapped_bytes,
+            4 * CHUNK,
+            "chunks 0, 1, 6, 7 stay mapped, 2..=5 are freed"
+        );
+        assert_eq!(pool.status().used_bytes, used_before - 4 * CHUNK);
+        let all = t.read(0, (8 * BPC) as u32).await.expect("read t");
+        for (i, blk) in all.chunks(512).enumerate() {
+            let want = if (from..to).contains(&(i as u64)) {
+                0
+            } else {
+                7
+            };
+            assert!(blk.iter().all(|&b| b == want), "block {i}");
+        }
+        for (lba, mapped) in [(0, true), (BPC, true), (2 * BPC, false), (6 * BPC, true)] {
+            assert_eq!(t.block_status(lba).expect("status").0, mapped, "lba {lba}");
+        }
+
+        // Thin, shared with a snapshot: the volume gets holes, the snapshot keeps its data.
+        pool.create_volume("s", 4 << 20, 512, Guarantee::None)
+            .await
+            .expect("s");
+        let s = pool.volume("s").expect("s");
+        s.write(0, fill(5, 4 * CHUNK as usize), false)
+            .await
+            .expect("write s");
+        pool.snapshot("s", "snap").await.expect("snapshot");
+        s.write_zeroes(0, 4 * BPC, false).await.expect("zero s");
+        assert_eq!(pool.volume_info("s").expect("info").mapped_bytes, 0);
+        assert!(s
+            .read(0, (4 * BPC) as u32)
+            .await
+            .expect("read s")
+            .iter()
+            .all(|&b| b == 0));
+        pool.clone_volume("s@snap", "sc", None)
+            .await
+            .expect("clone");
+        assert!(pool
+            .volume("sc")
+            .expect("sc")
+            .read(0, (4 * BPC) as u32)
+            .await
+            .expect("read clone")
+            .iter()
+            .all(|&b| b == 5));
+
+        // Full guarantee: zeroing without UNMAP keeps every chunk and the reservation.
+        pool.create_volume("f", 1 << 20, 512, Guarantee::Full)
+            .await
+            .expect("f");
+        let f = pool.volume("f").expect("f");
+        f.write(0, fill(9, 4 * CHUNK as usize), false)
+            .await
+            .expect("write f");
+        let before = pool.volume_info("f").expect("info");
+        f.write_zeroes(0, 4 * BPC, false).await.expect("zero f");
+        let after = pool.volume_info("f").expect("info");
+        assert_eq!(after.mapped_bytes, before.mapped_bytes);
+        assert_eq!(after.reserved_bytes, before.reserved_bytes);
+        assert!(f
+            .read(0, (4 * BPC) as u32)
+            .await
+            .expect("read f")
+            .iter()
+            .all(|&b| b == 0));
+        // With UNMAP the chunks go, and the guarantee reserves them again.
+        f.write_zeroes(0, 4 * BPC, true).await.expect("unmap f");
+        let unmapped = pool.volume_info("f").expect("info");
+        assert_eq!(unmapped.mapped_bytes, before.mapped_bytes - 4 * CHUNK);
+        assert_eq!(
+            unmapped.reserved_bytes,
+            before.reserved_bytes + 4 * CHUNK,
+            "the guarantee still covers the whole volume"
+        );
+        let r = pool.check().await.expect("check");
+        assert!(r.is_clean(), "{:?}", r.errors);
+        pool.close().await.expect("close");
+    });
+}

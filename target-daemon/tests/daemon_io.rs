@@ -281,6 +281,168 @@ async fn abort_task_and_lun_reset_really_abort() {
     daemon.shutdown().await.expect("clean shutdown");
 }
 
+/// Sends WRITE(10) of `blocks` blocks at `lba` without data and waits for its R2T: the task
+/// now exists in the target and waits for Data-Out. Returns (ITT, CmdSN, TTT).
+async fn pending_write(i: &mut Initiator, lba: u32, blocks: u16) -> (u32, u32, u32) {
+    use scsi_proto::iscsi::pdu::Bhs;
+    let cmd = i.command(
+        &cdb10(WRITE10, lba, blocks),
+        false,
+        true,
+        u32::from(blocks) * 512,
+        bytes::Bytes::new(),
+    );
+    let Bhs::ScsiCommand(c) = &cmd.bhs else {
+        unreachable!()
+    };
+    let (itt, cmd_sn) = (c.itt, c.cmd_sn);
+    i.send(cmd).await;
+    let p = i.recv().await;
+    let Bhs::R2t(r2t) = &p.bhs else {
+        panic!("expected R2T, got {:?}", p.bhs.opcode())
+    };
+    assert_eq!(r2t.itt, itt);
+    (itt, cmd_sn, r2t.ttt)
+}
+
+/// Sends all the Data-Out an R2T asked for, as an initiator that did not see the abort yet
+/// would.
+async fn send_data(i: &mut Initiator, itt: u32, ttt: u32, data: &[u8]) {
+    use scsi_proto::iscsi::pdu::{DataOut, Pdu};
+    let d = DataOut {
+        final_bit: true,
+        lun: 0,
+        itt,
+        ttt,
+        exp_stat_sn: i.exp_stat_sn,
+        data_sn: 0,
+        buffer_offset: 0,
+    };
+    i.send(Pdu::new(d, bytes::Bytes::copy_from_slice(data)))
+        .await;
+}
+
+/// A NOP-Out answered by its NOP-In and nothing else: no status for an aborted task came
+/// first (the target answers in order on a connection).
+async fn only_the_ping(i: &mut Initiator, what: &str) {
+    use scsi_proto::iscsi::pdu::Bhs;
+    let p = i.nop(b"ping").await;
+    assert!(
+        matches!(p.bhs, Bhs::NopIn(_)),
+        "{what}: expected only the NOP-In, got {:?} for ITT {:#x}",
+        p.bhs.opcode(),
+        p.bhs.itt()
+    );
+}
+
+async fn read_back(i: &mut Initiator, lba: u32, blocks: u16) -> Vec<u8> {
+    let r = i
+        .run(
+            &cdb10(READ10, lba, blocks),
+            true,
+            u32::from(blocks) * 512,
+            &[],
+            0,
+            0,
+        )
+        .await;
+    assert_eq!(r.status, 0, "read back: {r:?}");
+    r.data
+}
+
+/// ABORT TASK SET aborts the issuer's tasks on the LUN and no one else's; CLEAR TASK SET
+/// aborts every session's tasks on the LUN; TARGET WARM RESET aborts every task of the
+/// target and leaves a reset unit attention for the other nexuses. "Aborted" is checked
+/// where it matters: no status ever arrives for the task, the Data-Out an initiator still
+/// sends for it is dropped, and the blocks it would have written keep their old contents.
+#[tokio::test]
+async fn task_set_aborts_and_target_warm_reset_really_abort() {
+    use scsi_proto::iscsi::pdu::{TmFunction, TmResponse};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (daemon, addr) = start(dir.path()).await;
+    let mut a = Initiator::connect(addr, INI).await;
+    assert!(a.login(Some(DEMO)).await.ok());
+    a.clear_unit_attention().await;
+    let mut b = Initiator::connect(addr, "iqn.2026-11.io.test:other").await;
+    assert!(b.login(Some(DEMO)).await.ok());
+    b.clear_unit_attention().await;
+    let old = pattern(64 * 512, 1);
+    let r = a
+        .run(&cdb10(WRITE10, 0, 64), false, 64 * 512, &old, 0, 8192)
+        .await;
+    assert_eq!(r.status, 0, "{r:?}");
+    let new = pattern(8 * 512, 99);
+
+    // ABORT TASK SET from A: A's two pending writes go, B's survives and completes.
+    let (a1, a1_sn, a1_ttt) = pending_write(&mut a, 0, 8).await;
+    let (a2, _, a2_ttt) = pending_write(&mut a, 8, 8).await;
+    let (b1, _, b1_ttt) = pending_write(&mut b, 16, 8).await;
+    assert_eq!(
+        a.tmf(TmFunction::AbortTaskSet, 0, 0).await,
+        TmResponse::Complete
+    );
+    send_data(&mut a, a1, a1_ttt, &new).await;
+    send_data(&mut a, a2, a2_ttt, &new).await;
+    only_the_ping(&mut a, "after ABORT TASK SET").await;
+    assert_eq!(
+        a.tmf(TmFunction::AbortTask, a1, a1_sn).await,
+        TmResponse::TaskDoesNotExist,
+        "the aborted task is gone"
+    );
+    send_data(&mut b, b1, b1_ttt, &new).await;
+    let r = b.finish(b1, &[], 512).await;
+    assert_eq!(r.status, 0, "the other session's write is untouched: {r:?}");
+    let back = read_back(&mut a, 0, 24).await;
+    assert_eq!(
+        &back[..16 * 512],
+        &old[..16 * 512],
+        "aborted writes never land"
+    );
+    assert_eq!(&back[16 * 512..], &new[..], "the surviving write landed");
+
+    // CLEAR TASK SET from A: the LUN's tasks of both sessions go.
+    let (a3, _, a3_ttt) = pending_write(&mut a, 24, 8).await;
+    let (b2, _, b2_ttt) = pending_write(&mut b, 32, 8).await;
+    assert_eq!(
+        a.tmf(TmFunction::ClearTaskSet, 0, 0).await,
+        TmResponse::Complete
+    );
+    send_data(&mut a, a3, a3_ttt, &new).await;
+    send_data(&mut b, b2, b2_ttt, &new).await;
+    only_the_ping(&mut a, "after CLEAR TASK SET (issuer)").await;
+    only_the_ping(&mut b, "after CLEAR TASK SET (other session)").await;
+    let back = read_back(&mut a, 24, 16).await;
+    assert_eq!(
+        &back[..],
+        &old[24 * 512..40 * 512],
+        "cleared writes never land"
+    );
+
+    // TARGET WARM RESET from B: every task of the target goes, A gets the reset UA.
+    let (a4, _, a4_ttt) = pending_write(&mut a, 40, 8).await;
+    let (b3, _, b3_ttt) = pending_write(&mut b, 48, 8).await;
+    assert_eq!(
+        b.tmf(TmFunction::TargetWarmReset, 0, 0).await,
+        TmResponse::Complete
+    );
+    send_data(&mut a, a4, a4_ttt, &new).await;
+    send_data(&mut b, b3, b3_ttt, &new).await;
+    only_the_ping(&mut a, "after TARGET WARM RESET (other session)").await;
+    only_the_ping(&mut b, "after TARGET WARM RESET (issuer)").await;
+    let r = a.run(&[0u8; 6], false, 0, &[], 0, 0).await;
+    assert_eq!(r.status, 2, "unit attention after a target reset: {r:?}");
+    assert_eq!(r.sense.get(2).map(|k| k & 0x0f), Some(6));
+    assert_eq!(r.sense.get(12), Some(&0x29));
+    a.clear_unit_attention().await;
+    let back = read_back(&mut b, 40, 16).await;
+    assert_eq!(
+        &back[..],
+        &old[40 * 512..56 * 512],
+        "reset writes never land"
+    );
+    daemon.shutdown().await.expect("clean shutdown");
+}
+
 #[tokio::test]
 async fn shutdown_with_commands_in_flight_is_clean() {
     use scsi_proto::iscsi::pdu::Bhs;

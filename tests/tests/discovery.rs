@@ -2,7 +2,7 @@
 //! READ CAPACITY) and `iscsi-inq` (standard INQUIRY and every VPD page the LUN advertises).
 
 use lunar_e2e::initiator::{libiscsi, Auth};
-use lunar_e2e::{require_tools, Lunard, DEFAULT_TARGET_IQN};
+use lunar_e2e::{require_tools, Lunard, LunardOptions, DEFAULT_TARGET_IQN};
 
 #[test]
 fn iscsi_ls_lists_default_target_and_lun() {
@@ -45,6 +45,62 @@ fn iscsi_ls_lists_default_target_and_lun() {
             .count(),
         1,
         "default target has exactly one LUN:\n{text}"
+    );
+}
+
+/// Discovery over IPv6: lunard with one portal on `[::1]:0`, `iscsi-ls -s` through it
+/// lists the target with its IPv6 portal and the LUN. Without an IPv6 loopback the test
+/// skips loudly, or fails under `LUNAR_E2E_STRICT=1`.
+#[test]
+fn iscsi_ls_over_an_ipv6_portal() {
+    require_tools!("iscsi-ls");
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        let msg = format!("iscsi_ls_over_an_ipv6_portal: no IPv6 loopback ([::1]): {e}");
+        assert!(
+            !lunar_e2e::tools::strict(),
+            "{msg}; LUNAR_E2E_STRICT=1 so this is a failure, not a skip"
+        );
+        eprintln!();
+        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+        eprintln!("!!! SKIPPED {msg}");
+        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+        return;
+    }
+    const IQN: &str = "iqn.2026-11.io.lunar:v6";
+    let yaml = format!(
+        r#"
+pool: {{ path: pool, chunk_size: 64KiB, capacity: 1GiB }}
+portals: [{{ listen: "[::1]:0" }}]
+targets:
+  - iqn: {IQN}
+    allow_any: true
+    luns: [{{ id: 0, volume: lun0, size: 64MiB }}]
+"#
+    );
+    let d = Lunard::start_with(LunardOptions {
+        config_yaml: Some(yaml),
+        portals: 0,
+        ..LunardOptions::default()
+    })
+    .expect("start lunard on [::1]");
+    let addr = d.addr();
+    assert!(addr.is_ipv6(), "portal {addr} is not IPv6");
+    let out = libiscsi("iscsi-ls", &["-s"], &d.portal_url(), None, &Auth::default())
+        .and_then(|o| o.check())
+        .expect("iscsi-ls over IPv6");
+    let text = out.stdout;
+    assert!(
+        text.contains(&format!("Target:{IQN}")),
+        "target missing from IPv6 discovery:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("Portal:{addr}")),
+        "IPv6 portal {addr} missing:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("Lun:0 ") && l.contains("DIRECT_ACCESS")),
+        "LUN 0 missing:\n{text}"
     );
 }
 

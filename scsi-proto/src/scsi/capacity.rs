@@ -28,14 +28,14 @@ impl Capacity {
         b
     }
 
-    /// READ CAPACITY(16) data: 32 bytes. The physical block exponent is 0 (physical =
-    /// logical): the store's allocation unit is reported as the UNMAP granularity instead,
-    /// and initiators (and libiscsi's tests) treat a larger physical block as the smallest
-    /// unit that can change provisioning state, which is not what it means here.
+    /// READ CAPACITY(16) data: 32 bytes, with the physical block exponent of
+    /// [`physical_block_exponent`] and LOWEST ALIGNED LOGICAL BLOCK ADDRESS 0 (physical
+    /// blocks start at LBA 0, as the store's chunks do).
     pub fn encode16(&self) -> [u8; 32] {
         let mut b = [0u8; 32];
         b[..8].copy_from_slice(&self.last_lba().to_be_bytes());
         b[8..12].copy_from_slice(&self.block_size.to_be_bytes());
+        b[13] = physical_block_exponent(self.block_size) & 0x0F;
         if self.lbpme {
             b[14] |= 0x80;
         }
@@ -44,6 +44,39 @@ impl Capacity {
         }
         b
     }
+}
+
+/// Size of the physical block lunard reports: 4 KiB, the granularity below which a write
+/// costs a read-modify-write of the page underneath (the store's chunks and the host page
+/// cache are multiples of it).
+pub const PHYSICAL_BLOCK_BYTES: u32 = 4096;
+
+/// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT for `block_size`-byte logical blocks: 3 for
+/// 512-byte blocks (eight per 4 KiB physical block), 0 when the logical block is already
+/// 4 KiB or larger, or does not divide 4 KiB.
+///
+/// Reporting the real 4 KiB physical block lets initiators align their I/O (Linux reports
+/// it as `physical_block_size`, VMFS and Windows align partitions to it) and lets
+/// conformance suites exercise unaligned UNMAP / WRITE SAME, which they skip when a physical
+/// block holds only one logical block.
+pub fn physical_block_exponent(block_size: u32) -> u8 {
+    if block_size == 0 || block_size >= PHYSICAL_BLOCK_BYTES {
+        return 0;
+    }
+    if !PHYSICAL_BLOCK_BYTES.is_multiple_of(block_size) {
+        return 0;
+    }
+    let per = PHYSICAL_BLOCK_BYTES / block_size;
+    if per.is_power_of_two() {
+        per.trailing_zeros() as u8
+    } else {
+        0
+    }
+}
+
+/// Logical blocks per physical block (2 to the [`physical_block_exponent`]).
+pub fn logical_blocks_per_physical(block_size: u32) -> u32 {
+    1 << physical_block_exponent(block_size)
 }
 
 #[cfg(test)]
@@ -77,8 +110,11 @@ mod tests {
         let b = c.encode16();
         assert_eq!(&b[..8], &((1u64 << 33) - 1).to_be_bytes());
         assert_eq!(&b[8..12], &[0, 0, 2, 0]);
-        assert_eq!(b[13], 0);
+        // 512-byte logical blocks: eight per 4 KiB physical block (exponent 3), lowest
+        // aligned LBA 0.
+        assert_eq!(b[13], 3);
         assert_eq!(b[14], 0xC0);
+        assert_eq!(b[15], 0);
         let c4k = Capacity {
             blocks: 10,
             block_size: 4096,
@@ -87,5 +123,18 @@ mod tests {
         };
         let b = c4k.encode16();
         assert_eq!((b[13], b[14]), (0, 0));
+    }
+
+    #[test]
+    fn physical_block_is_4k() {
+        assert_eq!(physical_block_exponent(512), 3);
+        assert_eq!(physical_block_exponent(1024), 2);
+        assert_eq!(physical_block_exponent(2048), 1);
+        assert_eq!(physical_block_exponent(4096), 0);
+        assert_eq!(physical_block_exponent(8192), 0);
+        assert_eq!(physical_block_exponent(520), 0);
+        assert_eq!(physical_block_exponent(0), 0);
+        assert_eq!(logical_blocks_per_physical(512), 8);
+        assert_eq!(logical_blocks_per_physical(4096), 1);
     }
 }

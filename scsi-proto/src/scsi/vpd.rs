@@ -100,7 +100,12 @@ impl BlockLimits {
                 .unwrap_or(u32::MAX)
                 .max(1)
         };
-        let chunk_blocks = blocks(u64::from(chunk_size.clamp(bs, 1 << 20)));
+        // Granularities are whole physical blocks (READ CAPACITY(16) reports 4 KiB ones):
+        // chunks are at least 4 KiB, the rounding only guards odd chunk sizes.
+        let lbppb = super::capacity::logical_blocks_per_physical(bs);
+        let chunk_blocks = blocks(u64::from(chunk_size.clamp(bs, 1 << 20)))
+            .div_ceil(lbppb)
+            .saturating_mul(lbppb);
         Self {
             max_transfer: blocks(8 << 20),
             optimal_transfer: blocks(1 << 20),
@@ -190,9 +195,11 @@ pub fn device_identification(id: &DeviceIdentity) -> Vec<u8> {
 /// Page B0h: block limits (SBC-3 6.5.3), 64 bytes.
 pub fn block_limits(l: &BlockLimits) -> Vec<u8> {
     let mut b = vec![0u8; 0x3C];
-    // b[0] (byte 4): WSNZ - a zero-length WRITE SAME is rejected rather than meaning
-    // "to the end of the medium", which would be a very expensive surprise.
-    b[0] = 0x01;
+    // b[0] (byte 4): WSNZ = 0: NUMBER OF LOGICAL BLOCKS 0 in WRITE SAME means "from the LBA
+    // to the end of the medium" (SBC-4 5.49/5.50). It stays cheap and bounded: a range longer
+    // than MAXIMUM WRITE SAME LENGTH is refused (INVALID FIELD IN CDB) rather than run, so an
+    // initiator bug cannot rewrite a whole LUN; tgtd and LIO also accept it.
+    b[0] = 0x00;
     b[1] = l.max_compare_and_write;
     b[2..4].copy_from_slice(&l.optimal_transfer_granularity.to_be_bytes());
     b[4..8].copy_from_slice(&l.max_transfer.to_be_bytes());
@@ -322,7 +329,18 @@ mod tests {
         let p = block_limits(&l);
         assert_eq!(p.len(), 64);
         assert_eq!(&p[..4], &[0, 0xB0, 0, 0x3C]);
-        assert_eq!(p[4], 0x01);
+        assert_eq!(
+            p[4], 0x00,
+            "WSNZ=0: zero blocks means to the end of the medium"
+        );
+        // Granularities are whole 4 KiB physical blocks (8 logical blocks).
+        for c in [4096u32, 8192, 65536, 1 << 20] {
+            let l = BlockLimits::for_volume(512, c);
+            assert_eq!(l.unmap_granularity % 8, 0);
+            assert_eq!(l.optimal_transfer_granularity % 8, 0);
+            // MAXIMUM UNMAP LBA COUNT covers at least one physical block.
+            assert!(l.max_unmap_lba_count >= 8);
+        }
         assert_eq!(p[5], 64, "MAXIMUM COMPARE AND WRITE LENGTH");
         assert_eq!(&p[28..32], &128u32.to_be_bytes());
         assert_eq!(&p[32..36], &[0x80, 0, 0, 0]);

@@ -176,8 +176,36 @@ impl Ctx<'_> {
         Ok(ScsiResponse::status(status::CONDITION_MET))
     }
 
-    /// WRITE SAME(10/16). A zero pattern (or NDOB) becomes a zero-write that the store may
-    /// satisfy by deallocating when UNMAP is set; any other pattern is replicated.
+    /// The blocks a WRITE SAME covers. NUMBER OF LOGICAL BLOCKS 0 means "from the LBA to the
+    /// end of the medium" (we report WSNZ=0, SBC-4 5.49/5.50); that LBA must exist. Either
+    /// way a range longer than MAXIMUM WRITE SAME LENGTH is INVALID FIELD IN CDB pointing at
+    /// the NUMBER OF LOGICAL BLOCKS field: for a zero-length command SBC-4 requires the same
+    /// refusal when the rest of the medium exceeds the limit, so one command never zeroes
+    /// more than the Block Limits page promises is cheap.
+    fn write_same_blocks(&self, range: BlockRange) -> Result<u64, Sense> {
+        let capacity = self.lun.volume.num_blocks();
+        let blocks = if range.blocks == 0 {
+            if range.lba >= capacity {
+                return Err(Sense::lba_out_of_range().with_information(range.lba));
+            }
+            capacity - range.lba
+        } else {
+            check_lba_range(range.lba, u64::from(range.blocks), capacity)?;
+            u64::from(range.blocks)
+        };
+        let max = self.lun.limits.max_write_same;
+        if max != 0 && blocks > max {
+            return Err(Sense::invalid_field_in_cdb(self.length_field(), Some(7)));
+        }
+        Ok(blocks)
+    }
+
+    /// WRITE SAME(10/16). With UNMAP set the range is deallocated whatever the pattern: SBC
+    /// lets the device server either unmap each LBA (it then reads as zeros, LBPRZ=1) or
+    /// write the data, and lunard unmaps (whole chunks freed, partial chunks zeroed) so the
+    /// whole range reads back zeros, as LIO and tgtd do and libiscsi's UnmapUntilEnd checks.
+    /// Without UNMAP a zero pattern (or NDOB) becomes a zero-write, which on a thin LUN also
+    /// leaves whole chunks deallocated (hosts cannot tell); any other pattern is replicated.
     pub(super) async fn write_same(
         &self,
         range: BlockRange,
@@ -185,15 +213,8 @@ impl Ctx<'_> {
         ndob: bool,
     ) -> Result<ScsiResponse, Sense> {
         self.check_writable()?;
-        check_lba_range(
-            range.lba,
-            u64::from(range.blocks),
-            self.lun.volume.num_blocks(),
-        )?;
-        if range.blocks == 0 || u64::from(range.blocks) > self.lun.limits.max_write_same {
-            // WSNZ=1: a zero length is not "to the end of the medium".
-            return Err(Sense::invalid_field_in_cdb(self.length_field(), Some(7)));
-        }
+        let blocks = self.write_same_blocks(range)?;
+        let range_end = range.lba + blocks;
         let bs = self.block_size() as usize;
         let pattern = if ndob {
             None
@@ -212,16 +233,16 @@ impl Ctx<'_> {
         let fua = !self.lun.mode().wce;
         let _shared = self.lun.atomic.read().await;
         match pattern {
-            Some(p) if p.iter().any(|&b| b != 0) => {
+            Some(p) if !unmap && p.iter().any(|&b| b != 0) => {
                 let per_buf = (WRITE_SAME_BUFFER / bs).max(1) as u64;
-                let first = (u64::from(range.blocks)).min(per_buf) as usize;
+                let first = blocks.min(per_buf) as usize;
                 let mut buf = BytesMut::with_capacity(first * bs);
                 for _ in 0..first {
                     buf.extend_from_slice(&p);
                 }
                 let buf = buf.freeze();
                 let mut lba = range.lba;
-                let end = range.lba + u64::from(range.blocks);
+                let end = range_end;
                 while lba < end {
                     let n = (end - lba).min(per_buf) as usize;
                     vol.write(lba, buf.slice(..n * bs), fua)
@@ -231,7 +252,7 @@ impl Ctx<'_> {
                 }
             }
             _ => {
-                vol.write_zeroes(range.lba, u64::from(range.blocks), unmap)
+                vol.write_zeroes(range.lba, blocks, unmap)
                     .await
                     .map_err(write_err)?;
                 if fua {

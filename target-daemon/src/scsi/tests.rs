@@ -365,13 +365,7 @@ async fn write_same_unmap_and_lba_status() {
         .await
         .data_in;
     assert!(back.iter().all(|&b| b == 0));
-    // Zero length (WSNZ), beyond the end, and GET LBA STATUS past the end.
-    let s = assert_check(
-        &run(&f.target, &f.a, 0, &cdb16(0x93, 0, 0, 0), blk.clone()).await,
-        SenseKey::IllegalRequest,
-        asc::INVALID_FIELD_IN_CDB,
-    );
-    assert_eq!(s.field, Some(FieldPointer::cdb(10, Some(7))));
+    // Beyond the end, and GET LBA STATUS past the end.
     let r = run(
         &f.target,
         &f.a,
@@ -1150,6 +1144,281 @@ async fn a_clone_does_not_inherit_reservations() {
         .await
         .data_in;
     assert_eq!(&res1[8..16], &0xBBu64.to_be_bytes());
+}
+
+/// A second target over a new volume of `blocks` blocks of `bs` bytes, nexus A logged in
+/// and its unit attentions consumed.
+async fn extra_lun(f: &Fixture, name: &str, blocks: u64, bs: u32, g: Guarantee) -> Arc<ScsiTarget> {
+    f.pool
+        .create_volume(name, blocks * u64::from(bs), bs, g)
+        .await
+        .expect("create volume");
+    let t = ScsiTarget::new("iqn.2026-11.io.lunar:extra");
+    t.add_lun(0, f.pool.volume(name).expect("volume"), false)
+        .expect("add lun");
+    t.nexus_login(&f.a);
+    settle(&t, &f.a, 0).await;
+    t
+}
+
+/// GET LBA STATUS at `lba`: (provisioning status of the first descriptor, its length).
+async fn lba_status(t: &ScsiTarget, n: &Arc<Nexus>, lba: u64) -> (u8, u32) {
+    let r = run(t, n, 0, &cdb16(0x9E, 0x12, lba, 64), Bytes::new()).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    assert_eq!(&r.data_in[8..16], &lba.to_be_bytes());
+    let len = u32::from_be_bytes([r.data_in[16], r.data_in[17], r.data_in[18], r.data_in[19]]);
+    (r.data_in[20] & 0x0F, len)
+}
+
+#[tokio::test]
+async fn physical_block_is_4k_on_512_byte_luns() {
+    let f = fixture().await;
+    let r = run(&f.target, &f.a, 0, &cdb16(0x9E, 0x10, 0, 32), Bytes::new()).await;
+    assert_eq!(r.status, status::GOOD);
+    assert_eq!(
+        r.data_in[13] & 0x0F,
+        3,
+        "8 logical blocks per physical block"
+    );
+    assert_eq!(
+        (r.data_in[14] & 0x3F, r.data_in[15]),
+        (0, 0),
+        "lowest aligned LBA 0"
+    );
+    // Block Limits granularities are whole physical blocks.
+    let r = run(&f.target, &f.a, 0, &[0x12, 1, 0xB0, 0, 64, 0], Bytes::new()).await;
+    let be32 = |o: usize| {
+        u32::from_be_bytes([
+            r.data_in[o],
+            r.data_in[o + 1],
+            r.data_in[o + 2],
+            r.data_in[o + 3],
+        ])
+    };
+    let otlg = u16::from_be_bytes([r.data_in[6], r.data_in[7]]);
+    assert_eq!(otlg % 8, 0, "OPTIMAL TRANSFER LENGTH GRANULARITY");
+    assert_eq!(be32(28) % 8, 0, "OPTIMAL UNMAP GRANULARITY");
+    assert!(
+        be32(20) >= 8,
+        "MAXIMUM UNMAP LBA COUNT covers a physical block"
+    );
+    // An unaligned WRITE SAME with UNMAP inside one physical block is fine.
+    for i in 1..8u64 {
+        let r = run(
+            &f.target,
+            &f.a,
+            0,
+            &cdb16(0x93, 0x08, i, (8 - i) as u32),
+            Bytes::from(vec![0u8; BS as usize]),
+        )
+        .await;
+        assert_eq!(r.status, status::GOOD, "{r:?}");
+    }
+    // A 4096-byte LUN: logical = physical, exponent 0.
+    let t = extra_lun(&f, "v4k", 256, 4096, Guarantee::None).await;
+    let r = run(&t, &f.a, 0, &cdb16(0x9E, 0x10, 0, 32), Bytes::new()).await;
+    assert_eq!(r.status, status::GOOD);
+    assert_eq!(&r.data_in[8..12], &4096u32.to_be_bytes());
+    assert_eq!(r.data_in[13] & 0x0F, 0);
+}
+
+#[tokio::test]
+async fn write_same_zero_blocks_runs_to_the_end_within_the_limit() {
+    let f = fixture().await;
+    // WSNZ=0 and a MAXIMUM WRITE SAME LENGTH.
+    let r = run(&f.target, &f.a, 0, &[0x12, 1, 0xB0, 0, 64, 0], Bytes::new()).await;
+    assert_eq!(r.data_in[4] & 1, 0, "WSNZ");
+    let max = u64::from_be_bytes(r.data_in[36..44].try_into().expect("8 bytes"));
+    assert_eq!(max, 0xFFFF);
+    // NUMBER OF LOGICAL BLOCKS 0 at BLOCKS-300: the last 300 blocks, nothing before.
+    let blk = pattern(1, 9);
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x93, 0, BLOCKS - 300, 0),
+        blk.clone(),
+    )
+    .await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    let back = run(
+        &f.target,
+        &f.a,
+        0,
+        &read10((BLOCKS - 301) as u32, 301),
+        Bytes::new(),
+    )
+    .await
+    .data_in;
+    assert!(
+        back[..BS as usize].iter().all(|&b| b == 0),
+        "block before untouched"
+    );
+    assert!(back[BS as usize..]
+        .chunks(BS as usize)
+        .all(|c| c == &blk[..]));
+    // WRITE SAME(10) of zeros from LBA 0 to the end: the whole (4 MiB) LUN.
+    let mut ws10 = [0u8; 10];
+    ws10[0] = 0x41;
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &ws10,
+        Bytes::from(vec![0u8; BS as usize]),
+    )
+    .await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    let back = run(
+        &f.target,
+        &f.a,
+        0,
+        &read10((BLOCKS - 300) as u32, 300),
+        Bytes::new(),
+    )
+    .await
+    .data_in;
+    assert!(back.iter().all(|&b| b == 0));
+    // The LBA must exist: at or past the end is LBA OUT OF RANGE.
+    for lba in [BLOCKS, BLOCKS + 1, u64::MAX] {
+        let r = run(&f.target, &f.a, 0, &cdb16(0x93, 0, lba, 0), blk.clone()).await;
+        assert_check(&r, SenseKey::IllegalRequest, asc::LBA_OUT_OF_RANGE);
+    }
+    // A LUN longer than MAXIMUM WRITE SAME LENGTH: "to the end" longer than the limit is
+    // INVALID FIELD IN CDB at NUMBER OF LOGICAL BLOCKS, and writes nothing.
+    let big = 0x20000u64;
+    let t = extra_lun(&f, "big", big, BS, Guarantee::None).await;
+    let r = run(&t, &f.a, 0, &write10(0, 1), blk.clone()).await;
+    assert_eq!(r.status, status::GOOD);
+    let s = assert_check(
+        &run(
+            &t,
+            &f.a,
+            0,
+            &cdb16(0x93, 0, 0, 0),
+            Bytes::from(vec![0u8; BS as usize]),
+        )
+        .await,
+        SenseKey::IllegalRequest,
+        asc::INVALID_FIELD_IN_CDB,
+    );
+    assert_eq!(s.field, Some(FieldPointer::cdb(10, Some(7))));
+    let s = assert_check(
+        &run(&t, &f.a, 0, &ws10, Bytes::from(vec![0u8; BS as usize])).await,
+        SenseKey::IllegalRequest,
+        asc::INVALID_FIELD_IN_CDB,
+    );
+    assert_eq!(s.field, Some(FieldPointer::cdb(7, Some(7))));
+    let back = run(&t, &f.a, 0, &read10(0, 1), Bytes::new()).await.data_in;
+    assert_eq!(&back[..], &blk[..], "a refused WRITE SAME writes nothing");
+    let r = run(&t, &f.a, 0, &cdb16(0x93, 0, big - max - 1, 0), blk.clone()).await;
+    assert_check(&r, SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_CDB);
+    for lba in [big - max, big - max + 1] {
+        let r = run(
+            &t,
+            &f.a,
+            0,
+            &cdb16(0x93, 0, lba, 0),
+            Bytes::from(vec![0u8; BS as usize]),
+        )
+        .await;
+        assert_eq!(r.status, status::GOOD, "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn write_same_zero_block_without_unmap_leaves_thin_chunks_unallocated() {
+    let f = fixture().await;
+    // 64 KiB chunks = 128 blocks. Map chunks 0..8.
+    let r = run(&f.target, &f.a, 0, &write10(0, 1024), pattern(1024, 3)).await;
+    assert_eq!(r.status, status::GOOD);
+    let info = || f.pool.volume_info("vol0").expect("info");
+    assert_eq!(info().mapped_bytes, 8 * 65536);
+    // VMware block zero: WRITE SAME(16), UNMAP=0, a zero block, LBAs 100..800.
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x93, 0, 100, 700),
+        Bytes::from(vec![0u8; BS as usize]),
+    )
+    .await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    // Chunks 1..=5 (LBAs 128..768) are deallocated; the partial chunks 0 and 6 stay mapped.
+    assert_eq!(lba_status(&f.target, &f.a, 0).await, (0, 128));
+    assert_eq!(lba_status(&f.target, &f.a, 128).await, (1, 640));
+    assert_eq!(lba_status(&f.target, &f.a, 768).await.0, 0);
+    assert_eq!(info().mapped_bytes, 3 * 65536);
+    let want = pattern(1024, 3);
+    let back = run(&f.target, &f.a, 0, &read10(0, 1024), Bytes::new())
+        .await
+        .data_in;
+    for (i, (got, exp)) in back
+        .chunks(BS as usize)
+        .zip(want.chunks(BS as usize))
+        .enumerate()
+    {
+        if (100..800).contains(&i) {
+            assert!(got.iter().all(|&b| b == 0), "block {i} zeroed");
+        } else {
+            assert_eq!(got, exp, "block {i} untouched");
+        }
+    }
+    // WRITE SAME(10) the same way over the rest of chunk 7.
+    let mut ws10 = [0u8; 10];
+    ws10[0] = 0x41;
+    ws10[2..6].copy_from_slice(&896u32.to_be_bytes());
+    ws10[7..9].copy_from_slice(&128u16.to_be_bytes());
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &ws10,
+        Bytes::from(vec![0u8; BS as usize]),
+    )
+    .await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    assert_eq!(lba_status(&f.target, &f.a, 896).await.0, 1);
+    assert_eq!(info().mapped_bytes, 2 * 65536);
+    // UNMAP=1 with a non-zero pattern deallocates too: the range reads zeros.
+    let r = run(&f.target, &f.a, 0, &write10(0, 256), pattern(256, 5)).await;
+    assert_eq!(r.status, status::GOOD);
+    let r = run(
+        &f.target,
+        &f.a,
+        0,
+        &cdb16(0x93, 0x08, 10, 246),
+        pattern(1, 6),
+    )
+    .await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    let back = run(&f.target, &f.a, 0, &read10(0, 256), Bytes::new())
+        .await
+        .data_in;
+    assert_eq!(
+        &back[..10 * BS as usize],
+        &pattern(256, 5)[..10 * BS as usize]
+    );
+    assert!(back[10 * BS as usize..].iter().all(|&b| b == 0));
+    assert_eq!(lba_status(&f.target, &f.a, 128).await.0, 1);
+    // A full-guarantee LUN keeps its blocks mapped (its space is reserved anyway).
+    let t = extra_lun(&f, "full", 1024, BS, Guarantee::Full).await;
+    let r = run(&t, &f.a, 0, &write10(0, 256), pattern(256, 4)).await;
+    assert_eq!(r.status, status::GOOD);
+    let r = run(
+        &t,
+        &f.a,
+        0,
+        &cdb16(0x93, 0, 0, 256),
+        Bytes::from(vec![0u8; BS as usize]),
+    )
+    .await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    assert_eq!(lba_status(&t, &f.a, 0).await, (0, 256));
+    let back = run(&t, &f.a, 0, &read10(0, 256), Bytes::new())
+        .await
+        .data_in;
+    assert!(back.iter().all(|&b| b == 0));
 }
 
 #[tokio::test]
