@@ -37,7 +37,10 @@ fn on_tmpfs(file: &File) -> bool {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: the descriptor is valid for the lifetime of `file`; `st` is writable.
     let r = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
-    r == 0 && i64::from(st.f_type) == TMPFS_MAGIC
+    // `f_type` is `__fsword_t`: i64 here, narrower on some targets.
+    #[allow(clippy::useless_conversion)]
+    let ty = i64::from(st.f_type);
+    r == 0 && ty == TMPFS_MAGIC
 }
 
 /// What `RWF_NOWAIT` answered for one attempt.
