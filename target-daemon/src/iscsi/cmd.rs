@@ -323,7 +323,8 @@ impl Conn {
         if may_run_inline {
             // Poll once on this task: a command that completes without waiting (a read the
             // page cache serves, INQUIRY, ...) is answered right here, saving a task spawn
-            // and a cross-thread wake-up per command. It never enters the task table, and
+            // per command and letting its result join the batch in `Conn::out` (one writev
+            // for everything completed from one read). It never enters the task table, and
             // nothing can abort it: task management for this session is handled on this
             // task, after it, and a reset from elsewhere finds it already completed, exactly
             // as if it had finished just before the reset arrived.

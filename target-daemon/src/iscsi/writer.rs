@@ -9,10 +9,12 @@
 //! order PDUs hit the wire even though commands complete concurrently.
 //!
 //! Why no writer task: a dedicated writer task fed through a channel cost every response a
-//! task wake-up and usually a thread switch (at queue depth 1 that hop was about a third of
-//! the context switches per command, see docs/performance.md); writing from the task that
-//! produced the response costs one `sendmsg`. The PDUs of one result (Data-In sequence and
-//! SCSI Response) go out in one [`Writer::send_all`], so they leave in one vectored write.
+//! channel push, a task wake-up and a copy of the data into the task's `BufWriter`, and the
+//! reader could not batch what it completed itself. Writing from the task that produced the
+//! response costs one `writev`; the PDUs of one result (Data-In sequence and SCSI Response),
+//! and the results the reader task completed from one read (`Conn::out`), go out in one
+//! [`Writer::send_all`]. Measured: at queue depth 32, 2.0 -> 1.2 syscalls per command (see
+//! docs/performance.md).
 
 use std::future::Future;
 use std::io::IoSlice;
