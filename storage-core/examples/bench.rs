@@ -2,8 +2,16 @@
 //! QD1/QD32 and 1 MiB sequential throughput on a fresh volume, a fully shared clone and a
 //! clone 32 generations deep, plus metadata bytes per chunk.
 //!
+//! Every I/O figure is paired with `fio --ioengine=io_uring` on a raw file of the same size in
+//! the same directory (buffered, like the pool file), run right after the store's run of the
+//! same pattern, and the table shows store/raw. The host this runs on is shared and noisy, so
+//! a ratio is only meaningful when both sides ran under the same load: hence alternating
+//! runs in one process instead of two separate benchmarks. Full runs repeat each pair three
+//! times (store first, then raw first, then store first) and report the medians.
+//!
 //! Run: `cargo run --release -p storage-core --example bench -- [DIR] [--quick]`
-//! (DIR defaults to a temporary directory; the pool file is sparse).
+//! (DIR defaults to a temporary directory; the pool file is sparse). `FIO=/path/to/fio`
+//! picks fio (default: `fio` on PATH); without it the raw column says n/a.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -105,13 +113,157 @@ async fn seq_read(vol: &Volume, span: u64) -> f64 {
     span as f64 / MIB as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn profile(label: &str, vol: &Volume, span: u64, dur: Duration) {
-    let rr1 = rand_io(vol, false, 1, dur, span).await;
-    let rr32 = rand_io(vol, false, 32, dur, span).await;
-    let sr = seq_read(vol, span).await;
-    let rw1 = rand_io(vol, true, 1, dur, span).await;
-    let rw32 = rand_io(vol, true, 32, dur, span).await;
-    println!("| {label:<28} | {rr1:>9.0} | {rr32:>9.0} | {rw1:>9.0} | {rw32:>9.0} | {sr:>8.0} |");
+/// One I/O pattern of the profile, for the store and for fio.
+#[derive(Clone, Copy)]
+enum Pattern {
+    RandRead(usize),
+    RandWrite(usize),
+    SeqRead,
+}
+
+impl Pattern {
+    const ALL: [Pattern; 5] = [
+        Pattern::RandRead(1),
+        Pattern::RandRead(32),
+        Pattern::SeqRead,
+        Pattern::RandWrite(1),
+        Pattern::RandWrite(32),
+    ];
+
+    fn label(self) -> String {
+        match self {
+            Pattern::RandRead(qd) => format!("4 KiB randread QD{qd} (IOPS)"),
+            Pattern::RandWrite(qd) => format!("4 KiB randwrite QD{qd} (IOPS)"),
+            Pattern::SeqRead => "1 MiB seq read QD4 (MB/s)".to_string(),
+        }
+    }
+}
+
+/// The raw-file side: fio with io_uring, buffered, on a file of the span's size.
+struct RawFile {
+    fio: String,
+    path: std::path::PathBuf,
+    span: u64,
+}
+
+impl RawFile {
+    /// Creates and fills the raw file (so reads hit data, as on the filled volume). `None`
+    /// when fio cannot be run.
+    fn prepare(dir: &std::path::Path, span: u64) -> Option<RawFile> {
+        let fio = std::env::var("FIO").unwrap_or_else(|_| "fio".to_string());
+        let ok = std::process::Command::new(&fio)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            println!("(fio not found: set FIO=/path/to/fio for the raw-file column)");
+            return None;
+        }
+        let raw = RawFile {
+            fio,
+            path: dir.join("bench-raw.img"),
+            span,
+        };
+        let buf = vec![0x5Au8; MIB as usize];
+        let mut f = std::fs::File::create(&raw.path).ok()?;
+        for _ in 0..span / MIB {
+            std::io::Write::write_all(&mut f, &buf).ok()?;
+        }
+        f.sync_all().ok()?;
+        Some(raw)
+    }
+
+    /// Runs fio for `pat` and returns IOPS (random) or MB/s (sequential); `None` if fio failed.
+    fn run(&self, pat: Pattern, dur: Duration) -> Option<f64> {
+        let mut cmd = std::process::Command::new(&self.fio);
+        cmd.arg("--name=raw")
+            .arg(format!("--filename={}", self.path.display()))
+            .arg(format!("--size={}", self.span))
+            .args(["--ioengine=io_uring", "--direct=0", "--output-format=json"])
+            // fio drops the file's page cache before a run by default; the store's reads are
+            // served from a warm cache, so the raw file's must be too.
+            .args(["--randrepeat=0", "--norandommap", "--invalidate=0"]);
+        let (rw, bs, qd, timed) = match pat {
+            Pattern::RandRead(qd) => ("randread", "4k", qd, true),
+            Pattern::RandWrite(qd) => ("randwrite", "4k", qd, true),
+            // Like `seq_read`: the whole span once, four 1 MiB reads in flight.
+            Pattern::SeqRead => ("read", "1M", 4, false),
+        };
+        cmd.arg(format!("--rw={rw}"))
+            .arg(format!("--bs={bs}"))
+            .arg(format!("--iodepth={qd}"));
+        if timed {
+            cmd.arg("--time_based")
+                .arg(format!("--runtime={}ms", dur.as_millis()));
+        }
+        let out = cmd.output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let job = v.get("jobs")?.get(0)?;
+        let side = if matches!(pat, Pattern::RandWrite(_)) {
+            "write"
+        } else {
+            "read"
+        };
+        let s = job.get(side)?;
+        match pat {
+            Pattern::SeqRead => Some(s.get("bw_bytes")?.as_f64()? / MIB as f64),
+            _ => s.get("iops")?.as_f64(),
+        }
+    }
+}
+
+/// The store's figure for `pat`.
+async fn store_run(vol: &Volume, pat: Pattern, span: u64, dur: Duration) -> f64 {
+    match pat {
+        Pattern::RandRead(qd) => rand_io(vol, false, qd, dur, span).await,
+        Pattern::RandWrite(qd) => rand_io(vol, true, qd, dur, span).await,
+        Pattern::SeqRead => seq_read(vol, span).await,
+    }
+}
+
+fn median_f(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// Prints one table block: every pattern on `vol`, each beside fio on the raw file, the two
+/// alternating run by run.
+async fn profile(
+    label: &str,
+    vol: &Volume,
+    raw: Option<&RawFile>,
+    span: u64,
+    dur: Duration,
+    rounds: usize,
+) {
+    for pat in Pattern::ALL {
+        let mut store = Vec::new();
+        let mut rawv = Vec::new();
+        for r in 0..rounds {
+            // Alternate who goes first, so a load change mid-pair does not always favour
+            // the same side.
+            if r % 2 == 1 {
+                rawv.extend(raw.and_then(|f| f.run(pat, dur)));
+            }
+            store.push(store_run(vol, pat, span, dur).await);
+            if r % 2 == 0 {
+                rawv.extend(raw.and_then(|f| f.run(pat, dur)));
+            }
+        }
+        let st = median_f(store).unwrap_or(0.0);
+        let (rv, ratio) = match median_f(rawv) {
+            Some(rv) if rv > 0.0 => (format!("{rv:.0}"), format!("{:.2}", st / rv)),
+            _ => ("n/a".to_string(), "n/a".to_string()),
+        };
+        println!(
+            "| {label:<28} | {:<28} | {st:>9.0} | {rv:>9} | {ratio:>5} |",
+            pat.label()
+        );
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -195,21 +347,34 @@ async fn main() {
         pool.delete_volume(&v.name).await.expect("delete");
     }
 
-    // I/O profiles.
-    println!("\n| volume ({} MiB span) | randread QD1 IOPS | randread QD32 | randwrite QD1 | randwrite QD32 | seqread 1M MB/s |", span / MIB);
-    println!("|---|---|---|---|---|---|");
+    // I/O profiles, each figure beside fio on a raw file in the same directory.
+    let rounds = if quick { 1 } else { 3 };
+    let raw = RawFile::prepare(&dir, span);
+    println!(
+        "\n| volume ({} MiB span) | pattern | storage-core | fio raw file | store / raw |",
+        span / MIB
+    );
+    println!("|---|---|---:|---:|---:|");
     pool.create_volume("fresh", span, 4096, Guarantee::None)
         .await
         .expect("fresh");
     let fresh = pool.volume("fresh").expect("fresh");
     let wmbs = fill(&fresh, span).await;
-    profile("fresh volume", &fresh, span, dur).await;
+    profile("fresh volume", &fresh, raw.as_ref(), span, dur, rounds).await;
     pool.snapshot("fresh", "base").await.expect("snap");
     pool.clone_volume("fresh@base", "shared", None)
         .await
         .expect("clone");
     let shared = pool.volume("shared").expect("shared");
-    profile("fully shared clone (CoW)", &shared, span, dur).await;
+    profile(
+        "fully shared clone (CoW)",
+        &shared,
+        raw.as_ref(),
+        span,
+        dur,
+        rounds,
+    )
+    .await;
     // 32 generations: each a clone of the previous, each writing a slice of its own.
     let mut prev = "fresh".to_string();
     for g in 1..=32 {
@@ -229,7 +394,18 @@ async fn main() {
         prev = name;
     }
     let deep = pool.volume(&prev).expect("deep");
-    profile("clone 32 generations deep", &deep, span, dur).await;
+    profile(
+        "clone 32 generations deep",
+        &deep,
+        raw.as_ref(),
+        span,
+        dur,
+        rounds,
+    )
+    .await;
+    if let Some(r) = &raw {
+        let _ = std::fs::remove_file(&r.path);
+    }
     println!(
         "\nsequential 1 MiB write (fresh volume, QD8): {wmbs:.0} MB/s; layers in pool: {}",
         pool.status().layers

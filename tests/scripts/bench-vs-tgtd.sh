@@ -3,6 +3,13 @@
 #
 #     bash tests/scripts/bench-vs-tgtd.sh            # 5 runs per cell, 1 GiB LUNs
 #     RUNS=3 SECONDS_PER_RUN=5 bash tests/scripts/bench-vs-tgtd.sh
+#     BASE_LUNARD_BIN=/path/to/older/lunard bash tests/scripts/bench-vs-tgtd.sh   # before/after
+#     WORKLOADS="seqwrite randread1 fio_randread1" bash tests/scripts/bench-vs-tgtd.sh
+#
+# With BASE_LUNARD_BIN a second lunard (e.g. the build before a change) runs beside the first
+# and takes its turn in the same alternation (base, lunard, tgtd, base, lunard, tgtd...), so a
+# before/after comparison sees the same machine load; the table gains a base column and the
+# base/tgtd ratio.
 #
 # Both targets listen on loopback and keep their data on tmpfs (/dev/shm): lunard's pool and
 # tgtd's backing file, each for a 1 GiB LUN with 512-byte blocks, so the comparison measures
@@ -13,6 +20,11 @@
 #   - qemu-img bench over iscsi:// (qemu-block-extra): WRITEs. qemu-img bench has no random
 #     mode; its "step" (-S) wraps modulo the LUN size, so a step of 104729 (a prime) x 4 KiB
 #     visits every 4 KiB block of the LUN once, scattered — random writes without repeats.
+#   - fio with its libiscsi engine, when a build with that engine is available (Debian's fio
+#     has none; tests/scripts/build-fio-libiscsi.sh builds one): 4 KiB random read at QD1 and
+#     QD32 and random write at QD32, the rows where a second initiator with its own I/O loop
+#     is worth having. FIO=/path/to/fio picks the binary; otherwise the script's cache
+#     directory is tried; FIO=none skips these rows.
 # The sequential-write workload runs first and fills both LUNs, so reads never hit holes
 # (a thin LUN would answer those without touching storage).
 #
@@ -31,16 +43,24 @@ LUNARD=${LUNARD_BIN:-$TARGET_DIR/release/lunard}
 for t in iscsi-perf qemu-img tgtd tgtadm; do
   command -v "$t" >/dev/null || { echo "missing $t (apt-get install libiscsi-bin qemu-utils qemu-block-extra tgt)"; exit 2; }
 done
+FIO=${FIO:-${XDG_CACHE_HOME:-$HOME/.cache}/lunar/fio-libiscsi/fio}
+if [ "$FIO" != none ] && [ -x "$FIO" ] && "$FIO" --enghelp 2>/dev/null | grep -qw libiscsi; then
+  echo "fio with libiscsi: $FIO"
+else
+  echo "no fio with the libiscsi engine (bash tests/scripts/build-fio-libiscsi.sh builds one): fio rows skipped"
+  FIO=""
+fi
 if [ ! -x "$LUNARD" ]; then
   echo "building release lunard..."
   cargo build --release -p target-daemon --bin lunard
 fi
 
 work=$(mktemp -d /dev/shm/lunar-bench.XXXXXX)
-lunard_pid="" tgtd_pid="" ctl=""
+lunard_pid="" base_pid="" tgtd_pid="" ctl=""
 cleanup() {
   set +e
   [ -n "$lunard_pid" ] && kill -TERM "$lunard_pid" 2>/dev/null && wait "$lunard_pid" 2>/dev/null
+  [ -n "$base_pid" ] && kill -TERM "$base_pid" 2>/dev/null && wait "$base_pid" 2>/dev/null
   if [ -n "$tgtd_pid" ]; then
     kill -KILL "$tgtd_pid" 2>/dev/null   # tgtd ignores SIGTERM; its state is scratch
     wait "$tgtd_pid" 2>/dev/null
@@ -69,18 +89,32 @@ targets:
         volume: bench
         size: 1GiB
 EOF
-"$LUNARD" --config "$work/lunard.yaml" --data-dir "$work/lunard-data" --portal 127.0.0.1:0 \
-  --log-level warn,lunard=info >"$work/lunard.log" 2>&1 &
-lunard_pid=$!
-lunard_addr=""
-for _ in $(seq 200); do
-  lunard_addr=$(sed 's/\x1b\[[0-9;]*m//g' "$work/lunard.log" | grep -o 'lunard ready: listening on [0-9.:]*' | awk '{print $NF}' | head -1 || true)
-  [ -n "$lunard_addr" ] && break
-  kill -0 "$lunard_pid" 2>/dev/null || break
-  sleep 0.1
-done
-[ -n "$lunard_addr" ] || { echo "lunard did not start:"; cat "$work/lunard.log"; exit 1; }
-LUNARD_URL="iscsi://$lunard_addr/iqn.2026-11.io.lunar:bench/0"
+# start_lunard BIN NAME: starts BIN with its own data directory, sets $started_pid and
+# $started_url.
+start_lunard() {
+  local bin=$1 name=$2 addr=""
+  "$bin" --config "$work/lunard.yaml" --data-dir "$work/$name-data" --portal 127.0.0.1:0 \
+    --log-level warn,lunard=info >"$work/$name.log" 2>&1 &
+  started_pid=$!
+  for _ in $(seq 200); do
+    addr=$(sed 's/\x1b\[[0-9;]*m//g' "$work/$name.log" | grep -o 'lunard ready: listening on [0-9.:]*' | awk '{print $NF}' | head -1 || true)
+    [ -n "$addr" ] && break
+    kill -0 "$started_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -n "$addr" ] || { echo "$name did not start:"; cat "$work/$name.log"; exit 1; }
+  started_url="iscsi://$addr/iqn.2026-11.io.lunar:bench/0"
+}
+start_lunard "$LUNARD" lunard
+lunard_pid=$started_pid
+LUNARD_URL=$started_url
+BASE_URL=""
+if [ -n "${BASE_LUNARD_BIN:-}" ]; then
+  start_lunard "$BASE_LUNARD_BIN" base
+  base_pid=$started_pid
+  BASE_URL=$started_url
+fi
+
 
 # --- tgtd: a 1 GiB sparse file on tmpfs ---------------------------------------------------
 tgtd_port=$(free_port)
@@ -111,15 +145,31 @@ qemu_bench() {
     awk -v c="$count" '/Run completed in/ {printf "%.0f\n", c / $4}'
 }
 
+# fio_iscsi URL RW QD: prints IOPS of a SECONDS_PER_RUN-second fio run (libiscsi engine).
+fio_iscsi() {
+  local url=$1 rw=$2 qd=$3
+  # fio splits file names at ':'; the URL's colons are escaped.
+  "$FIO" --name=bench --ioengine=libiscsi --initiator=iqn.2026-11.io.lunar.bench:fio \
+    --filename="${url//:/\\:}" --rw="$rw" --bs=4k --iodepth="$qd" --time_based \
+    --runtime="$SECONDS_PER_RUN" --randrepeat=0 --output-format=terse --terse-version=3 2>/dev/null |
+    awk -F';' -v rw="$rw" 'NF > 50 {print (rw == "randwrite") ? $49 : $8}'
+}
+
 STEP=$((104729 * 4096))
 declare -A result
 workloads=(seqwrite seqread randread1 randread32 randwrite32)
+[ -n "$FIO" ] && workloads+=(fio_randread1 fio_randread32 fio_randwrite32)
+# WORKLOADS="seqwrite randread1" runs a subset (keep seqwrite first: it fills the LUNs).
+[ -n "${WORKLOADS:-}" ] && read -r -a workloads <<<"$WORKLOADS"
 declare -A title=(
   [seqwrite]="1 MiB sequential write, QD8 (qemu-img bench)"
   [seqread]="1 MiB sequential read, QD8 (iscsi-perf)"
   [randread1]="4 KiB random read, QD1 (iscsi-perf)"
   [randread32]="4 KiB random read, QD32 (iscsi-perf)"
   [randwrite32]="4 KiB random write, QD32 (qemu-img bench)"
+  [fio_randread1]="4 KiB random read, QD1 (fio libiscsi)"
+  [fio_randread32]="4 KiB random read, QD32 (fio libiscsi)"
+  [fio_randwrite32]="4 KiB random write, QD32 (fio libiscsi)"
 )
 measure() { # workload url
   case $1 in
@@ -128,16 +178,22 @@ measure() { # workload url
     randread1) iscsi_perf "$2" 1 8 -r ;;
     randread32) iscsi_perf "$2" 32 8 -r ;;
     randwrite32) qemu_bench "$2" 32 4k 65536 -w -S "$STEP" ;;
+    fio_randread1) fio_iscsi "$2" randread 1 ;;
+    fio_randread32) fio_iscsi "$2" randread 32 ;;
+    fio_randwrite32) fio_iscsi "$2" randwrite 32 ;;
   esac
 }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else printf "%.0f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo "lunard $LUNARD_URL"
+[ -n "$BASE_URL" ] && echo "base   $BASE_URL ($BASE_LUNARD_BIN)"
 echo "tgtd   $TGTD_URL"
+targets=(lunard tgtd)
+[ -n "$BASE_URL" ] && targets=(base lunard tgtd)
 for w in "${workloads[@]}"; do
   for r in $(seq "$RUNS"); do
-    for t in lunard tgtd; do
-      url=$LUNARD_URL; [ "$t" = tgtd ] && url=$TGTD_URL
+    for t in "${targets[@]}"; do
+      case $t in lunard) url=$LUNARD_URL ;; base) url=$BASE_URL ;; tgtd) url=$TGTD_URL ;; esac
       v=$(measure "$w" "$url" || true)
       [ -n "$v" ] || { echo "  $w run $r $t: no result"; v=0; }
       result[$w,$t]+="$v "
@@ -146,18 +202,30 @@ for w in "${workloads[@]}"; do
   done
 done
 kill -0 "$lunard_pid" 2>/dev/null || { echo "lunard died during the benchmark:"; tail -50 "$work/lunard.log"; exit 1; }
+[ -z "$base_pid" ] || kill -0 "$base_pid" 2>/dev/null || { echo "base lunard died during the benchmark:"; tail -50 "$work/base.log"; exit 1; }
 
 mibs() { # iops workload -> MiB/s
   case $2 in seq*) echo "$1" ;; *) awk -v i="$1" 'BEGIN {printf "%.1f", i * 4 / 1024}' ;; esac
 }
 echo
-echo "$(nproc) CPUs, $(uname -r), $RUNS runs per cell (median), ${SECONDS_PER_RUN}s per iscsi-perf run, LUNs on tmpfs"
+echo "$(nproc) CPUs, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg), $RUNS runs per cell (median), ${SECONDS_PER_RUN}s per iscsi-perf/fio run, LUNs on tmpfs"
 echo
-echo "| workload | lunard IOPS | tgtd IOPS | lunard MiB/s | tgtd MiB/s | lunard / tgtd |"
-echo "|---|---:|---:|---:|---:|---:|"
+ratio() { awk -v l="$1" -v g="$2" 'BEGIN {if (g > 0) printf "%.2f", l / g; else print "n/a"}'; }
+cell() { echo "${result[$1,$2]:-}" | tr ' ' '\n' | grep . | median; }
+if [ -n "$BASE_URL" ]; then
+  echo "| workload | base IOPS | lunard IOPS | tgtd IOPS | lunard MiB/s | tgtd MiB/s | base / tgtd | lunard / tgtd |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+else
+  echo "| workload | lunard IOPS | tgtd IOPS | lunard MiB/s | tgtd MiB/s | lunard / tgtd |"
+  echo "|---|---:|---:|---:|---:|---:|"
+fi
 for w in "${workloads[@]}"; do
-  l=$(echo "${result[$w,lunard]}" | tr ' ' '\n' | grep . | median)
-  g=$(echo "${result[$w,tgtd]}" | tr ' ' '\n' | grep . | median)
-  ratio=$(awk -v l="$l" -v g="$g" 'BEGIN {if (g > 0) printf "%.2f", l / g; else print "n/a"}')
-  echo "| ${title[$w]} | $l | $g | $(mibs "$l" "$w") | $(mibs "$g" "$w") | $ratio |"
+  l=$(cell "$w" lunard)
+  g=$(cell "$w" tgtd)
+  if [ -n "$BASE_URL" ]; then
+    b=$(cell "$w" base)
+    echo "| ${title[$w]} | $b | $l | $g | $(mibs "$l" "$w") | $(mibs "$g" "$w") | $(ratio "$b" "$g") | $(ratio "$l" "$g") |"
+  else
+    echo "| ${title[$w]} | $l | $g | $(mibs "$l" "$w") | $(mibs "$g" "$w") | $(ratio "$l" "$g") |"
+  fi
 done

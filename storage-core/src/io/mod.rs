@@ -32,7 +32,7 @@ impl DataIo {
     pub fn new(file: Arc<File>) -> DataIo {
         DataIo {
             file: file.clone(),
-            fast: nowait::NoWait::new(),
+            fast: nowait::NoWait::new(&file),
             backend: Backend::new(file),
         }
     }

@@ -7,6 +7,12 @@
 //! read, no writeback throttling, no lock to sleep on) and says `EAGAIN` otherwise; whatever
 //! it did not do goes to the backend as before. Kernels or filesystems without support answer
 //! `EOPNOTSUPP`/`EINVAL`/`ENOSYS` once and the fast path turns itself off.
+//!
+//! tmpfs is the exception: it answers `RWF_NOWAIT` with `EOPNOTSUPP` (kernel 6.18), yet its
+//! pages live in memory, so a plain `preadv2`/`pwritev2` never waits for a device either (only
+//! swap could make it wait). A pool on tmpfs therefore takes the same caller-thread path
+//! without the flag; before this, every I/O of such a pool (the benchmarks against tgtd keep
+//! both targets' data on tmpfs) went through the ring thread.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -18,6 +24,23 @@ use bytes::Bytes;
 pub(crate) struct NoWait {
     reads: AtomicBool,
     writes: AtomicBool,
+    /// `RWF_NOWAIT`, or 0 for memory-backed files (tmpfs), where no I/O waits for a device.
+    flags: libc::c_int,
+}
+
+/// `f_type` of tmpfs in `statfs` (linux/magic.h).
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Whether `file` lives on tmpfs.
+fn on_tmpfs(file: &File) -> bool {
+    // SAFETY: `statfs` is plain old data; fstatfs fills it for a valid descriptor.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is valid for the lifetime of `file`; `st` is writable.
+    let r = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
+    // `f_type` is `__fsword_t`: i64 here, narrower on some targets.
+    #[allow(clippy::useless_conversion)]
+    let ty = i64::from(st.f_type);
+    r == 0 && ty == TMPFS_MAGIC
 }
 
 /// What `RWF_NOWAIT` answered for one attempt.
@@ -40,12 +63,13 @@ fn classify(ret: isize) -> Attempt {
 }
 
 impl NoWait {
-    /// Both directions enabled unless `LUNAR_IO_NOWAIT=0`.
-    pub fn new() -> Self {
+    /// Both directions enabled for `file` unless `LUNAR_IO_NOWAIT=0`.
+    pub fn new(file: &File) -> Self {
         let on = std::env::var("LUNAR_IO_NOWAIT").map_or(true, |v| v != "0");
         NoWait {
             reads: AtomicBool::new(on),
             writes: AtomicBool::new(on),
+            flags: if on_tmpfs(file) { 0 } else { libc::RWF_NOWAIT },
         }
     }
 
@@ -65,7 +89,7 @@ impl NoWait {
             };
             // SAFETY: `iov` points into `buf`, which is valid and exclusively borrowed for
             // its whole length; the kernel writes at most `iov_len` bytes there.
-            let ret = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, pos, libc::RWF_NOWAIT) };
+            let ret = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, pos, self.flags) };
             match classify(ret) {
                 Attempt::Done(0) => break,
                 Attempt::Done(n) => done += n,
@@ -101,8 +125,7 @@ impl NoWait {
                     return done;
                 };
                 // SAFETY: `iov` points into `b`, alive for the call; the kernel only reads it.
-                let ret =
-                    unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, pos, libc::RWF_NOWAIT) };
+                let ret = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, pos, self.flags) };
                 match classify(ret) {
                     Attempt::Done(0) => return done,
                     Attempt::Done(n) => {
@@ -141,7 +164,7 @@ mod tests {
     #[test]
     fn writes_and_reads_through_the_page_cache() {
         let (_d, f) = file();
-        let nw = NoWait::new();
+        let nw = NoWait::new(&f);
         let bufs = vec![
             Bytes::from(vec![1u8; 4096]),
             Bytes::from(vec![2u8; 100]),
@@ -163,11 +186,37 @@ mod tests {
         }
     }
 
+    /// On tmpfs the caller-thread path works without `RWF_NOWAIT` (which tmpfs refuses).
+    #[test]
+    fn tmpfs_takes_the_fast_path() {
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+            return; // no tmpfs here
+        };
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .expect("open");
+        if !on_tmpfs(&f) {
+            return;
+        }
+        let nw = NoWait::new(&f);
+        if !nw.reads.load(Ordering::Relaxed) {
+            return; // LUNAR_IO_NOWAIT=0
+        }
+        assert_eq!(nw.write(&f, 0, &[Bytes::from(vec![9u8; 8192])]), 8192);
+        let mut buf = vec![0u8; 8192];
+        assert_eq!(nw.read(&f, 0, &mut buf), 8192);
+        assert!(buf.iter().all(|&b| b == 9));
+    }
+
     #[test]
     fn reads_stop_at_end_of_file_and_can_be_disabled() {
         let (_d, f) = file();
         f.write_all_at(&[7u8; 1000], 0).expect("write");
-        let nw = NoWait::new();
+        let nw = NoWait::new(&f);
         let mut buf = vec![0u8; 4096];
         let n = nw.read(&f, 0, &mut buf);
         assert!(n <= 1000, "never past end of file");

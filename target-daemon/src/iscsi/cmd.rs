@@ -1,19 +1,25 @@
-//! SCSI command dispatch: from a SCSI Command PDU (released by the CmdSN window) to a spawned
-//! task that collects its write data, respects task-attribute ordering, runs it on the device
-//! server and sends the result.
+//! SCSI command dispatch: from a SCSI Command PDU (released by the CmdSN window) to a task
+//! that collects its write data, respects task-attribute ordering, runs it on the device
+//! server and sends the result. A quick command whose data is already here is first polled
+//! once on the connection task and answered there if it completes; otherwise (and always for
+//! commands that may run long) it continues as a spawned task registered in the session's
+//! task table, where task management can abort it.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use scsi_proto::iscsi::pdu::{self, Bhs, Pdu, RejectReason, TaskAttribute};
 use tokio::sync::{oneshot, watch};
 
 use super::conn::{header_of, Conn, PendingEntry, WRITE_BUDGET};
-use super::datain::{self, CmdInfo};
+use super::datain::{self, CmdInfo, DataInLimits};
 use super::r2t::{DataOutResult, PendingWrite};
 use super::session::TaskHandle;
-use crate::scsi::{ScsiRequest, TaskAttr};
+use super::writer::Writer;
+use crate::scsi::{ScsiRequest, ScsiResponse, TaskAttr};
 
 /// Ordering of tasks by attribute (SAM-5 8.6): a SIMPLE task waits for the last ORDERED task
 /// before it; an ORDERED task waits for everything before it; HEAD OF QUEUE waits for nothing.
@@ -77,6 +83,87 @@ enum DataSource {
     Wait(oneshot::Receiver<Result<(Bytes, u32), &'static str>>),
 }
 
+/// What a finished command has to report.
+enum Outcome {
+    /// Its Data-Out did not arrive as the protocol requires.
+    DataPhaseError,
+    /// The device server ran it; `r2ts` is the number of R2Ts its data took.
+    Done { r2ts: u32, resp: ScsiResponse },
+}
+
+/// Sends a finished command's result.
+async fn send_outcome(writer: &Writer, info: CmdInfo, outcome: Outcome, limits: DataInLimits) {
+    writer.send_all(outcome_pdus(info, outcome, limits)).await;
+}
+
+/// The PDUs reporting a finished command's result.
+fn outcome_pdus(mut info: CmdInfo, outcome: Outcome, limits: DataInLimits) -> Vec<Pdu> {
+    match outcome {
+        Outcome::DataPhaseError => {
+            // DATA PHASE ERROR: the data did not arrive as the protocol requires.
+            let sense = datain::fixed_sense(datain::ABORTED_COMMAND, 0x4b, 0x00);
+            info.read = false;
+            datain::result_pdus(
+                &info,
+                datain::CHECK_CONDITION,
+                Some(sense),
+                Bytes::new(),
+                0,
+                limits,
+            )
+        }
+        Outcome::Done { r2ts, resp } => {
+            info.r2t_count = r2ts;
+            datain::result_pdus(
+                &info,
+                resp.status,
+                resp.sense,
+                resp.data_in,
+                resp.data_out_used,
+                limits,
+            )
+        }
+    }
+}
+
+/// Inline results batched on the connection task are written once this many PDUs or data
+/// bytes are waiting, even if more commands are buffered.
+const OUT_BATCH_PDUS: usize = 64;
+const OUT_BATCH_BYTES: usize = 256 * 1024;
+
+/// Largest expected transfer of a command that may run inline on the connection task: the
+/// copy into or out of the page cache then stays in the microseconds, and larger transfers
+/// amortise a task spawn anyway.
+const INLINE_MAX_BYTES: u32 = 128 * 1024;
+
+/// Commands that may run inline on the connection task: data transfers and the usual
+/// bounded, quick queries. Commands whose work grows with a range they name (WRITE SAME,
+/// UNMAP, VERIFY, EXTENDED COPY, ...) always run as their own task, so a long one never
+/// holds up the connection's other commands or its task management.
+fn inline_opcode(op: Option<&u8>) -> bool {
+    use scsi_proto::scsi::opcode::*;
+    matches!(
+        op.copied(),
+        Some(
+            READ_6
+                | READ_10
+                | READ_12
+                | READ_16
+                | WRITE_6
+                | WRITE_10
+                | WRITE_12
+                | WRITE_16
+                | TEST_UNIT_READY
+                | INQUIRY
+                | READ_CAPACITY_10
+                | MODE_SENSE_6
+                | MODE_SENSE_10
+                | REPORT_LUNS
+                | REQUEST_SENSE
+        )
+    )
+}
+
 fn task_attr(a: TaskAttribute) -> TaskAttr {
     match a {
         TaskAttribute::Ordered => TaskAttr::Ordered,
@@ -120,7 +207,7 @@ impl Conn {
         } else {
             None
         };
-        let mut info = CmdInfo {
+        let info = CmdInfo {
             itt,
             lun_raw: cmd.lun,
             edtl,
@@ -202,8 +289,11 @@ impl Conn {
         let serial = TASK_SERIAL.fetch_add(1, AtomicOrdering::Relaxed);
         let nexus = self.session.nexus.clone();
         let expected_data_in = if cmd.read { edtl } else { 0 };
-        let task = async move {
-            let _done = done_tx;
+        let may_run_inline =
+            new_pending.is_none() && edtl <= INLINE_MAX_BYTES && inline_opcode(cdb.first());
+        // The command up to its outcome; sending the outcome is left to the caller, which
+        // knows whether the task was in the task table (and so may have been aborted).
+        let exec = async move {
             wait_all(barrier).await;
             let (data_out, r2ts) = match source {
                 DataSource::Ready(b, n) => (b, n),
@@ -211,32 +301,12 @@ impl Conn {
                     Ok(Ok(v)) => v,
                     Ok(Err(why)) => {
                         tracing::debug!(itt, "write data error: {why}");
-                        if !remove_task(&session, itt, serial) {
-                            return;
-                        }
-                        // DATA PHASE ERROR: the data did not arrive as the protocol requires.
-                        let sense = datain::fixed_sense(datain::ABORTED_COMMAND, 0x4b, 0x00);
-                        let info = CmdInfo {
-                            read: false,
-                            ..info
-                        };
-                        datain::send_result(
-                            &writer,
-                            &info,
-                            datain::CHECK_CONDITION,
-                            Some(sense),
-                            Bytes::new(),
-                            0,
-                            limits,
-                        )
-                        .await;
-                        return;
+                        return Some(Outcome::DataPhaseError);
                     }
                     // Aborted or connection gone: no response.
-                    Err(_) => return,
+                    Err(_) => return None,
                 },
             };
-            info.r2t_count = r2ts;
             let req = ScsiRequest {
                 nexus,
                 lun,
@@ -247,21 +317,43 @@ impl Conn {
                 tag: itt,
             };
             let resp = target.scsi.execute(req).await;
+            Some(Outcome::Done { r2ts, resp })
+        };
+        let mut exec = Box::pin(exec);
+        if may_run_inline {
+            // Poll once on this task: a command that completes without waiting (a read the
+            // page cache serves, INQUIRY, ...) is answered right here, saving a task spawn
+            // per command and letting its result join the batch in `Conn::out` (one writev
+            // for everything completed from one read). It never enters the task table, and
+            // nothing can abort it: task management for this session is handled on this
+            // task, after it, and a reset from elsewhere finds it already completed, exactly
+            // as if it had finished just before the reset arrived.
+            let polled = std::future::poll_fn(|cx| Poll::Ready(exec.as_mut().poll(cx))).await;
+            if let Poll::Ready(outcome) = polled {
+                if let Some(o) = outcome {
+                    let pdus = outcome_pdus(info, o, limits);
+                    self.out_bytes += pdus.iter().map(|p| p.data.len()).sum::<usize>();
+                    self.out.extend(pdus);
+                    if self.out.len() >= OUT_BATCH_PDUS || self.out_bytes >= OUT_BATCH_BYTES {
+                        self.flush_out().await;
+                    }
+                }
+                drop(done_tx);
+                return Ok(());
+            }
+            // It has to wait (for storage, for an earlier ORDERED task...): continue it as its
+            // own task. Wakers it registered for this task are replaced when the spawned
+            // task polls it.
+        }
+        let task = async move {
+            let _done = done_tx;
+            let Some(outcome) = exec.await else { return };
             if !remove_task(&session, itt, serial) {
                 // A task management function took the task while it was finishing: it
                 // counts as aborted, so no response may go out (the TMF answers for it).
                 return;
             }
-            datain::send_result(
-                &writer,
-                &info,
-                resp.status,
-                resp.sense,
-                resp.data_in,
-                resp.data_out_used,
-                limits,
-            )
-            .await;
+            send_outcome(&writer, info, outcome, limits).await;
         };
         {
             let mut tasks = self.session.tasks.lock();
@@ -375,10 +467,12 @@ impl Conn {
             );
             out.extend(r2ts);
         }
-        for r in out {
-            if !self.writer.send(Pdu::header_only(r)).await {
-                return;
-            }
+        // All R2Ts of this round in one vectored write: the reader task pays one syscall per
+        // round instead of one per R2T.
+        if !out.is_empty() {
+            self.writer
+                .send_all(out.into_iter().map(Pdu::header_only))
+                .await;
         }
     }
 

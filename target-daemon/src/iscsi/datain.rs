@@ -66,6 +66,7 @@ pub struct DataInLimits {
 
 /// Sends the result of a command. `data_out_used` is what the device server consumed (used for
 /// the write residual when the CDB's length is unknown). Returns false if the connection is gone.
+/// All PDUs of the result go to the writer at once, so they leave in one vectored write.
 pub async fn send_result(
     writer: &Writer,
     info: &CmdInfo,
@@ -75,6 +76,20 @@ pub async fn send_result(
     data_out_used: u32,
     limits: DataInLimits,
 ) -> bool {
+    let pdus = result_pdus(info, status, sense, data_in, data_out_used, limits);
+    writer.send_all(pdus).await
+}
+
+/// The PDUs that carry a command's result: Data-In PDUs and, unless the status rides in the
+/// last of them, a SCSI Response.
+pub fn result_pdus(
+    info: &CmdInfo,
+    status: u8,
+    sense: Option<Bytes>,
+    data_in: Bytes,
+    data_out_used: u32,
+    limits: DataInLimits,
+) -> Vec<Pdu> {
     // Residual: compare what the command wanted to transfer with EDTL.
     let (overflow, underflow, count) = if info.write && !info.read {
         let wanted = info.spdtl.unwrap_or(data_out_used);
@@ -100,6 +115,7 @@ pub async fn send_result(
     let mut data_sn = 0u32;
     let mut offset = 0usize;
     let total = data.len();
+    let mut out = Vec::with_capacity(total.div_ceil(seg) + 1);
     while offset < total {
         let burst_end = ((offset / burst) + 1) * burst;
         let end = (offset + seg).min(total).min(burst_end);
@@ -120,14 +136,12 @@ pub async fn send_result(
             buffer_offset: offset as u32,
             residual_count: if last && piggyback { count } else { 0 },
         };
-        if !writer.send(Pdu::new(hdr, data.slice(offset..end))).await {
-            return false;
-        }
+        out.push(Pdu::new(hdr, data.slice(offset..end)));
         data_sn = data_sn.wrapping_add(1);
         offset = end;
     }
     if piggyback {
-        return true;
+        return out;
     }
     let segment = match &sense {
         Some(s) => pdu::sense_segment(s).unwrap_or_default(),
@@ -149,7 +163,8 @@ pub async fn send_result(
         bidi_read_residual_count: 0,
         residual_count: count,
     };
-    writer.send(Pdu::new(hdr, segment)).await
+    out.push(Pdu::new(hdr, segment));
+    out
 }
 
 /// Fixed-format sense data (SPC-4 4.5.3) for errors the front end itself raises.
