@@ -2,6 +2,7 @@
 
 use crate::process::{self, Output};
 use anyhow::Result;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -124,4 +125,155 @@ pub fn qemu_io(image_opts: &str, commands: &[String]) -> Result<Output> {
         );
     }
     Ok(out)
+}
+
+/// A `qemu-io` process kept open on one LUN: one iSCSI session (one I_T nexus) that lives
+/// across admin operations, so the test sees what a logged-in host sees (unit attentions,
+/// `session list`). Commands are fed on stdin one at a time.
+pub struct QemuIoSession {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl QemuIoSession {
+    /// Starts `qemu-io --image-opts OPTS` (it logs in while opening the image) and waits
+    /// until it has printed its first prompt.
+    pub fn open(image_opts: &str) -> Result<Self> {
+        use std::process::Stdio;
+        let mut child = Command::new("qemu-io")
+            .arg("--image-opts")
+            .arg(image_opts)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        for (pipe, buf) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+                stdout.clone(),
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+                stderr.clone(),
+            ),
+        ] {
+            let Some(mut pipe) = pipe else { continue };
+            readers.push(std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    buf.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_str(&String::from_utf8_lossy(&chunk[..n]));
+                }
+            }));
+        }
+        let mut s = Self {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            readers,
+        };
+        s.wait_stdout(|o| o.contains("qemu-io>"), Duration::from_secs(30))?;
+        Ok(s)
+    }
+
+    /// Everything printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Everything printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Runs one qemu-io command and waits for the prompt after it; returns what the command
+    /// printed on stdout. Fails if qemu-io reports a failed operation or mismatch.
+    pub fn command(&mut self, line: &str) -> Result<String> {
+        use std::io::Write;
+        let before = self.stdout().len();
+        let prompts = self.stdout().matches("qemu-io>").count();
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("qemu-io stdin closed"))?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        self.wait_stdout(|o| o.matches("qemu-io>").count() > prompts, COMMAND_TIMEOUT)?;
+        let out = self.stdout()[before..].to_string();
+        if out.contains("verification failed") || out.contains("failed:") {
+            anyhow::bail!(
+                "qemu-io `{line}` failed:\n{out}\n--- stderr\n{}",
+                self.stderr()
+            );
+        }
+        Ok(out)
+    }
+
+    fn wait_stdout(&mut self, done: impl Fn(&str) -> bool, limit: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if done(&self.stdout()) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!(
+                    "qemu-io exited ({status}):\n{}\n--- stderr\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "qemu-io did not answer within {limit:?}:\n{}\n--- stderr\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Quits qemu-io (logging out) and returns (stdout, stderr).
+    pub fn quit(mut self) -> Result<(String, String)> {
+        drop(self.stdin.take());
+        match process::wait_timeout(&mut self.child, Duration::from_secs(30))? {
+            Some(_) => {}
+            None => anyhow::bail!("qemu-io did not exit after its stdin closed"),
+        }
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        Ok((self.stdout(), self.stderr()))
+    }
+}
+
+impl Drop for QemuIoSession {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = process::wait_timeout(&mut self.child, Duration::from_secs(5));
+    }
 }

@@ -11,6 +11,7 @@
 //! - [`conformance`]: run libiscsi's `iscsi-test-cu` and parse its per-test verdicts;
 //! - [`tools`]: locate external tools and decide whether a missing one skips or fails a test.
 
+pub mod admin;
 pub mod config;
 pub mod conformance;
 pub mod daemon;

@@ -173,6 +173,7 @@ mod tests {
                     initiators: t.initiators.clone(),
                     chap: t.chap.as_ref().map(ChapRecord::from_cfg),
                     luns: BTreeMap::from([(0, "db".to_string())]),
+                    fabric: t.fabric,
                 },
             );
             for l in &t.luns {
