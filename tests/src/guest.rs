@@ -126,6 +126,19 @@ pub struct GuestFile {
 }
 
 impl GuestFile {
+    /// A directory at `path` (for files whose directories the base image lacks; list it
+    /// before them).
+    pub fn dir(path: &str) -> Self {
+        GuestFile {
+            path: path
+                .trim_start_matches('/')
+                .trim_end_matches('/')
+                .to_string(),
+            mode: 0o040755,
+            data: Vec::new(),
+        }
+    }
+
     /// A host file (following symlinks) copied to `path` with `mode`.
     pub fn from_host(host: &Path, path: &str, mode: u32) -> Result<Self> {
         let data = std::fs::read(host).with_context(|| format!("reading {}", host.display()))?;
@@ -143,6 +156,17 @@ impl GuestFile {
 /// Debug information is stripped into a copy first when `strip` is available: the guest's
 /// root file system lives in its RAM.
 pub fn binary_with_libs(host: &Path, guest_path: &str) -> Result<Vec<GuestFile>> {
+    binary_with_libs_from(host, guest_path, &[])
+}
+
+/// [`binary_with_libs`] for a binary (or shared object) whose libraries are looked up in
+/// `lib_dirs` first (e.g. the library directories of unpacked Debian packages, see
+/// [`DebianPackages`]), then on the host. Fails when `ldd` cannot resolve one.
+pub fn binary_with_libs_from(
+    host: &Path,
+    guest_path: &str,
+    lib_dirs: &[PathBuf],
+) -> Result<Vec<GuestFile>> {
     let tmp = scratch_dir("lunar-guest-bin-")?;
     let stripped = tmp.path().join("bin");
     let ok = Command::new("strip")
@@ -155,11 +179,19 @@ pub fn binary_with_libs(host: &Path, guest_path: &str) -> Result<Vec<GuestFile>>
         .unwrap_or(false);
     let src = if ok { stripped.as_path() } else { host };
     let mut out = vec![GuestFile::from_host(src, guest_path, 0o755)?];
-    let ldd = Command::new("ldd")
-        .arg(host)
+    let mut ldd = Command::new("ldd");
+    ldd.arg(host);
+    if !lib_dirs.is_empty() {
+        let joined = std::env::join_paths(lib_dirs).context("library path")?;
+        ldd.env("LD_LIBRARY_PATH", joined);
+    }
+    let ldd = ldd
         .output()
         .with_context(|| format!("ldd {}", host.display()))?;
     let text = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    if let Some(missing) = text.lines().find(|l| l.contains("not found")) {
+        bail!("ldd {}: {}", host.display(), missing.trim());
+    }
     for line in text.lines() {
         let path = if let Some((_, rhs)) = line.split_once("=>") {
             rhs.split_whitespace().next().unwrap_or("")
@@ -184,6 +216,93 @@ pub fn binary_with_libs(host: &Path, guest_path: &str) -> Result<Vec<GuestFile>>
     Ok(out)
 }
 
+/// Drops the later of files with the same guest path (binaries sharing libc, ...), keeping
+/// the order otherwise.
+pub fn dedup_files(files: Vec<GuestFile>) -> Vec<GuestFile> {
+    let mut seen = std::collections::HashSet::new();
+    files
+        .into_iter()
+        .filter(|f| seen.insert(f.path.clone()))
+        .collect()
+}
+
+/// The guest cache directory of `build-initramfs.sh`: `$LUNAR_GUEST_CACHE`, else
+/// `$XDG_CACHE_HOME/lunar-guest`, else `~/.cache/lunar-guest`.
+pub fn guest_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LUNAR_GUEST_CACHE") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("lunar-guest");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache").join("lunar-guest")
+}
+
+/// Debian packages fetched with `apt-get download` (kept in the guest cache's `debs/`, as
+/// `build-initramfs.sh` does; nothing is installed on the host) and unpacked with
+/// `dpkg-deb -x` into a temporary directory. For programs a single test adds to the guest
+/// without changing the shared base image.
+pub struct DebianPackages {
+    root: tempfile::TempDir,
+}
+
+impl DebianPackages {
+    /// Fetches (unless a `.deb` of the package is cached already) and unpacks `packages`.
+    pub fn fetch(packages: &[&str]) -> Result<Self> {
+        let debs = guest_cache_dir().join("debs");
+        std::fs::create_dir_all(&debs)?;
+        let cached = |p: &str| -> Option<PathBuf> {
+            let prefix = format!("{p}_");
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&debs)
+                .ok()?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|path| {
+                    path.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+                })
+                .collect();
+            found.sort();
+            found.pop()
+        };
+        let missing: Vec<&str> = packages
+            .iter()
+            .copied()
+            .filter(|p| cached(p).is_none())
+            .collect();
+        if !missing.is_empty() {
+            let mut cmd = Command::new("apt-get");
+            cmd.arg("download")
+                .arg("-q")
+                .args(&missing)
+                .current_dir(&debs);
+            process::run(&mut cmd, Duration::from_secs(600))?.check()?;
+        }
+        let root = scratch_dir("lunar-guest-debs-")?;
+        for p in packages {
+            let deb = cached(p).ok_or_else(|| anyhow!("apt-get download left no {p}_*.deb"))?;
+            let mut cmd = Command::new("dpkg-deb");
+            cmd.arg("-x").arg(&deb).arg(root.path());
+            process::run(&mut cmd, Duration::from_secs(120))?.check()?;
+        }
+        Ok(Self { root })
+    }
+
+    /// A path inside the unpacked tree.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel.trim_start_matches('/'))
+    }
+
+    /// The unpacked library directories, for [`binary_with_libs_from`].
+    pub fn lib_dirs(&self) -> Vec<PathBuf> {
+        vec![
+            self.path("lib/x86_64-linux-gnu"),
+            self.path("usr/lib/x86_64-linux-gnu"),
+        ]
+    }
+}
+
 /// A newc archive holding `/scenario/run.sh` and `/scenario/env`.
 pub fn scenario_archive(script: &str, env: &[(&str, String)]) -> Vec<u8> {
     scenario_archive_with(script, env, &[])
@@ -205,7 +324,12 @@ pub fn scenario_archive_with(script: &str, env: &[(&str, String)], files: &[Gues
             &mut out,
             4 + i as u32,
             &f.path,
-            0o100000 | (f.mode & 0o7777),
+            // A type in `mode` (a directory) is kept; otherwise it is a regular file.
+            if f.mode & 0o170000 != 0 {
+                f.mode
+            } else {
+                0o100000 | (f.mode & 0o7777)
+            },
             &f.data,
         );
     }
