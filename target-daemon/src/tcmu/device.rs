@@ -45,6 +45,8 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub trait Doorbell: Send + Sync + 'static {
     /// Resolves once the kernel has signalled (new entries) since the previous call. An
     /// error means the device is gone (UIO returns EIO after the backstore is removed).
+    /// Must be cancel-safe: the loop drops a pending wait whenever a completion arrives
+    /// first, and a dropped wait must not have consumed a signal.
     fn wait(&self) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + '_>>;
     /// Tells the kernel that `cmd_tail` moved.
     fn kick(&self) -> io::Result<()>;
@@ -196,23 +198,6 @@ pub fn spawn_with(
     })
 }
 
-/// Forwards doorbell events to the loop (so the loop never cancels a wait half-way).
-async fn watch_doorbell(db: Arc<dyn Doorbell>, tx: mpsc::Sender<io::Result<()>>) {
-    loop {
-        match db.wait().await {
-            Ok(()) => match tx.try_send(Ok(())) {
-                // Full: a wake-up is pending already, which re-reads the whole ring.
-                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-            },
-            Err(e) => {
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
-        }
-    }
-}
-
 async fn run(
     mut ring: Ring,
     db: Arc<dyn Doorbell>,
@@ -220,8 +205,6 @@ async fn run(
     mut stop_rx: oneshot::Receiver<Duration>,
     name: String,
 ) -> DeviceExit {
-    let (ev_tx, mut ev_rx) = mpsc::channel(1);
-    let watcher = tokio::spawn(watch_doorbell(db.clone(), ev_tx));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u16, Completion)>();
     let mut tasks = JoinSet::new();
     let mut broken: Option<String> = None;
@@ -230,8 +213,14 @@ async fn run(
     let exit = loop {
         if broken.is_none() {
             let entries = ring.poll();
+            let mut done_now = Vec::new();
             for e in entries.unwrap_or_default() {
-                dispatch(&ctx, &mut tasks, &done_tx, e);
+                if let Some(d) = dispatch(&ctx, &mut tasks, &done_tx, e).await {
+                    done_now.push(d);
+                }
+            }
+            for (id, c) in &done_now {
+                apply(&mut ring, &ctx, &name, *id, c);
             }
             if let Some(b) = ring.broken() {
                 tracing::error!(device = %name, reason = b, "TCMU ring broken: no longer taking commands from this device");
@@ -267,21 +256,15 @@ async fn run(
                     apply(&mut ring, &ctx, &name, id, &c);
                 }
             }
-            ev = ev_rx.recv() => match ev {
-                Some(Ok(())) => {}
-                Some(Err(e)) => {
-                    ctx.gone.store(true, Ordering::Relaxed);
-                    break DeviceExit::Gone(e.to_string());
-                }
-                None => {
-                    ctx.gone.store(true, Ordering::Relaxed);
-                    break DeviceExit::Gone("doorbell closed".into());
-                }
+            // Waited for right here, not in a task of its own: one wake-up per doorbell
+            // instead of two. Cancelling the wait is safe (the UIO fd's 4-byte read happens
+            // after its last await, so a wait dropped by another branch consumed nothing).
+            ev = db.wait() => if let Err(e) = ev {
+                ctx.gone.store(true, Ordering::Relaxed);
+                break DeviceExit::Gone(e.to_string());
             },
         }
     };
-    watcher.abort();
-
     // Finish what is in flight, bounded.
     let deadline = tokio::time::Instant::now() + drain;
     while ring.outstanding() > 0 {
@@ -344,32 +327,45 @@ fn internal_failure() -> Completion {
     }
 }
 
-fn dispatch(
+/// Starts one entry. A command is polled once right here: most reads and in-place writes
+/// complete at once (the store answers from the page cache on the calling thread), and then
+/// its completion is returned for the caller to write into the ring with no task spawn, no
+/// channel and no extra wake-up of this loop (each of which is a scheduling round trip that
+/// tcmu-runner's synchronous handlers do not pay). Only a command still pending becomes a
+/// task of its own, so commands in flight still proceed in parallel.
+async fn dispatch(
     ctx: &Arc<Ctx>,
     tasks: &mut JoinSet<()>,
     done: &mpsc::UnboundedSender<(u16, Completion)>,
     e: Entry,
-) {
+) -> Option<(u16, Completion)> {
     match e {
         Entry::Cmd(cmd) => {
-            let ctx = ctx.clone();
+            let id = cmd.cmd_id;
+            let c2 = ctx.clone();
+            let mut fut = Box::pin(async move { execute(&c2, cmd).await });
+            let polled =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+            if let std::task::Poll::Ready(c) = polled {
+                return Some((id, c));
+            }
             let done = done.clone();
             tasks.spawn(async move {
-                let id = cmd.cmd_id;
-                let c = execute(&ctx, cmd).await;
+                let c = fut.await;
                 let _ = done.send((id, c));
             });
+            None
         }
-        Entry::Pad => {}
+        Entry::Pad => None,
         Entry::Tmr { tmr_type, cmd_ids } => {
             // Commands run to completion here; the kernel already answered the TMF.
             tracing::debug!(tmr_type, ?cmd_ids, "TCMU task management notification");
+            None
         }
         Entry::Invalid { cmd_id, reason } => {
             tracing::warn!(cmd_id, reason, "malformed TCMU command entry failed");
             ctx.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            let c = internal_failure();
-            let _ = done.send((cmd_id, c));
+            Some((cmd_id, internal_failure()))
         }
         Entry::Unknown { cmd_id, op } => {
             tracing::warn!(cmd_id, op, "TCMU entry with an unknown opcode");
@@ -379,7 +375,7 @@ fn dispatch(
                 unknown_op: true,
                 ..Default::default()
             };
-            let _ = done.send((cmd_id, c));
+            Some((cmd_id, c))
         }
     }
 }
