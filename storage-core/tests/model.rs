@@ -163,7 +163,7 @@ impl Model {
         let old = self.vols[vol].data.len();
         let top = self.vols[vol].top;
         if size > old
-            && old as u64 % CS != 0
+            && !(old as u64).is_multiple_of(CS)
             && self.nodes[&top].chunks[old / CS as usize].is_some()
         {
             // Growing zeroes the tail of the old last chunk: a write.
