@@ -768,12 +768,29 @@ impl Meta {
             }
             1 => {
                 let child = l.children[0];
+                // A child with a view sees nothing beyond its size (a grow hides what its
+                // ancestors hold there), and neither does anything below it: entries there are
+                // garbage. Moving them down would make the child own chunks beyond its end
+                // (shrinking a full volume's reservation) and a later grow would expose them.
+                let limit = self
+                    .layers
+                    .get(&child)
+                    .and_then(|c| c.view)
+                    .and_then(|v| self.views.get(&v))
+                    .map_or(u64::MAX, |v| self.chunks(v.size));
                 let l = self.layers.remove(&id).ok_or("layer vanished")?;
                 let root = l.parent.is_none();
                 let c = self.layer_mut(child)?;
                 let mut freed_n = 0u64;
                 let mut moved = 0u64;
                 for (i, e) in l.map {
+                    if i >= limit {
+                        if e != HOLE {
+                            freed.push(e);
+                            freed_n += 1;
+                        }
+                        continue;
+                    }
                     match c.map.entry(i) {
                         std::collections::hash_map::Entry::Occupied(_) => {
                             if e != HOLE {

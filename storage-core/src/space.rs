@@ -38,7 +38,10 @@ pub(crate) fn volume_info(st: &State, id: ViewId) -> Option<VolumeInfo> {
         return None;
     };
     let cs = st.meta.chunk_size;
-    let unique = v.unique.min(v.mapped.max(v.unique));
+    // Between reconciles `unique` is as of the last pass while `mapped` is current: a volume
+    // that unmapped, shrank or rolled back since may map less than it then held alone.
+    // Clamp so that unique <= mapped and shared = mapped - unique hold at every instant.
+    let unique = v.unique.min(v.mapped);
     Some(VolumeInfo {
         name: v.name.clone(),
         uuid: v.uuid,

@@ -86,7 +86,9 @@ pub struct VolumeInfo {
     pub guarantee: Guarantee,
     /// Bytes of logical chunks that resolve to data.
     pub mapped_bytes: u64,
-    /// Bytes reachable only through this volume (freed if it is deleted).
+    /// Bytes reachable only through this volume (freed if it is deleted; `delete_volume` also
+    /// deletes the volume's snapshots, which frees their `unique_bytes` and what only they and
+    /// the volume share). Never more than `mapped_bytes`, even when not `space_exact`.
     pub unique_bytes: u64,
     /// `mapped - unique`.
     pub shared_bytes: u64,

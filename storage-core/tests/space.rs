@@ -403,3 +403,50 @@ fn write_zeroes_deallocates_thin_chunks_and_keeps_full_guarantees() {
         pool.close().await.expect("close");
     });
 }
+
+/// A snapshot's data beyond a shrunk volume's end must not come back when the snapshot is
+/// deleted (its layer merged into the volume's top) and the volume grows again; nor may it
+/// count as owned by the volume (its reservation would shrink).
+#[test]
+fn merge_after_shrink_keeps_the_grown_range_zero_and_the_reservation() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = PoolOptions {
+            chunk_size: CS as u32,
+            capacity_bytes: Some(24 << 20),
+            soft_threshold_pct: None,
+        };
+        let pool = Pool::create(dir.path(), &opts).await.expect("create");
+        pool.create_volume("v", 4 * CS, 512, Guarantee::Full)
+            .await
+            .expect("create");
+        let vol = pool.volume("v").expect("vol");
+        // Data only in chunks 2 and 3, which the shrink below cuts off.
+        vol.write(2 * CS / 512, fill(0xaa, 2 * CS as usize), false)
+            .await
+            .expect("write");
+        pool.snapshot("v", "s").await.expect("snapshot");
+        pool.resize_volume("v", 2 * CS, true).await.expect("shrink");
+        pool.delete_snapshot("v", "s")
+            .await
+            .expect("delete snapshot");
+        let info = pool.volume_info("v").expect("info");
+        assert_eq!(info.mapped_bytes, 0);
+        assert_eq!(
+            info.reserved_bytes,
+            2 * CS,
+            "reservation of the shrunk volume"
+        );
+        assert_eq!(
+            pool.status().used_bytes,
+            0,
+            "the snapshot's chunks are freed"
+        );
+        pool.resize_volume("v", 4 * CS, false).await.expect("grow");
+        let got = vol.read(0, (4 * CS / 512) as u32).await.expect("read");
+        assert!(got.iter().all(|&b| b == 0), "grown range reads zeros");
+        assert_eq!(pool.volume_info("v").expect("info").mapped_bytes, 0);
+        assert!(pool.check().await.expect("check").is_clean());
+        pool.close().await.expect("close");
+    });
+}
