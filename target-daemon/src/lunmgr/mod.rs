@@ -842,9 +842,9 @@ impl LunManager {
         allow_any: bool,
     ) -> MgrResult<TargetView> {
         let mut st = self.lock().await;
-        let iqn = &fabric
-            .canonical_name(name)
-            .map_err(|e| MgrError::Invalid(format!("invalid {fabric} target name: {e}")))?;
+        let iqn = &fabric.canonical_name(name).map_err(|e| {
+            MgrError::Invalid(format!("invalid target name for fabric {fabric}: {e}"))
+        })?;
         if st.targets.keys().any(|k| k.eq_ignore_ascii_case(iqn)) {
             return Err(MgrError::AlreadyExists(format!(
                 "target {iqn:?} already exists"
@@ -934,7 +934,10 @@ impl LunManager {
                 return Ok(());
             }
             let initiator = t.fabric.canonical_name(&initiator).map_err(|e| {
-                MgrError::Invalid(format!("invalid {} initiator name: {e}", t.fabric))
+                MgrError::Invalid(format!(
+                    "invalid initiator name for fabric {}: {e}",
+                    t.fabric
+                ))
             })?;
             if t.initiators
                 .iter()
