@@ -34,6 +34,9 @@ use crate::scsi::{LunEvent, LunObserver, ScsiTarget};
 use crate::tcmu;
 use configfs::{backstore_name, BackstoreSpec, Lio};
 
+/// How long shutdown waits for the LIO configuration to be removed.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
+
 /// How long a new backstore's UIO device may take to appear after `enable`.
 const UIO_APPEAR_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -178,7 +181,14 @@ impl LioFabric {
     pub async fn shutdown(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Work::Shutdown(done)).is_ok() {
-            let _ = wait.await;
+            // A configfs write the kernel never returns from (a wedged backstore) must not
+            // keep lunard from flushing and closing its pool.
+            if tokio::time::timeout(SHUTDOWN_LIMIT, wait).await.is_err() {
+                tracing::error!(
+                    "LIO: configuration not fully removed after {}s; leaving the rest (the next start re-attaches or sweeps it)",
+                    SHUTDOWN_LIMIT.as_secs()
+                );
+            }
         }
     }
 }
