@@ -109,10 +109,12 @@ fn luns_of(d: &Lunard, iqn: &str, initiator: &str) -> Vec<u64> {
     listed(d, initiator).remove(iqn).unwrap_or_default()
 }
 
-/// The logical unit's NAA designator in VPD page 83h as `iscsi-inq -e 1 -c 131` (0x83)
-/// reports it, in the `naa.<hex>` form `lunarctl lun show` uses. libiscsi prints binary
-/// designators raw, so its output is read as bytes.
-fn vpd_naa(d: &Lunard, iqn: &str, lun: u64, initiator: &str) -> String {
+/// Whether VPD page 83h of the LUN, as `iscsi-inq -e 1 -c 131` (0x83) prints it, carries
+/// `naa` (the `naa.<hex>` form `lunarctl lun show` uses) as the logical unit's NAA
+/// designator. libiscsi prints binary designators raw with `%s`, so the printed bytes stop at
+/// the first zero byte of the identifier (about one identifier in sixteen has one): the
+/// output must hold exactly the identifier's bytes up to its first zero byte.
+fn vpd_has_naa(d: &Lunard, iqn: &str, lun: u64, initiator: &str, naa: &str) -> bool {
     let url = d.lun_url(iqn, lun);
     let out = Command::new("iscsi-inq")
         .args(["-i", initiator, "-e", "1", "-c", "131", &url])
@@ -123,32 +125,45 @@ fn vpd_naa(d: &Lunard, iqn: &str, lun: u64, initiator: &str) -> String {
         "iscsi-inq VPD 83h of {url}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    parse_naa(&out.stdout).unwrap_or_else(|| {
-        panic!(
-            "no NAA designator of the logical unit in:\n{}",
+    let ok = lu_naa_printed_as(&out.stdout, naa);
+    if !ok {
+        eprintln!(
+            "VPD 83h of {url} does not carry {naa}:\n{}",
             String::from_utf8_lossy(&out.stdout)
-        )
-    })
+        );
+    }
+    ok
 }
 
-/// Finds the logical unit's NAA designator (association 0, type 3, 16 bytes: NAA 6) in
-/// `iscsi-inq` VPD 83h output.
-fn parse_naa(text: &[u8]) -> Option<String> {
+/// Whether `text` has a logical-unit NAA designator printed as `naa`'s bytes (up to the
+/// first zero byte) followed by `]`.
+fn lu_naa_printed_as(text: &[u8], naa: &str) -> bool {
     const MARK: &[u8] = b"Designator Type:(3) NAA\nDesignator:[";
-    let at = text.windows(MARK.len()).position(|w| w == MARK)? + MARK.len();
-    let before = String::from_utf8_lossy(&text[..at]);
-    let block = before.rsplit("DEVICE DESIGNATOR").next()?;
-    if !block.contains("Association:(0) LOGICAL_UNIT") {
-        return None;
+    let Some(hex) = naa.strip_prefix("naa.") else {
+        return false;
+    };
+    let want: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    if want.len() != 16 || want[0] >> 4 != 6 {
+        return false;
     }
-    let id = text.get(at..at + 16)?;
-    if text.get(at + 16) != Some(&b']') || id[0] >> 4 != 6 {
-        return None;
+    let printed = &want[..want.iter().position(|&b| b == 0).unwrap_or(16)];
+    let mut from = 0;
+    while let Some(p) = text[from..].windows(MARK.len()).position(|w| w == MARK) {
+        let at = from + p + MARK.len();
+        let block = String::from_utf8_lossy(&text[..at]);
+        let lu = block
+            .rsplit("DEVICE DESIGNATOR")
+            .next()
+            .is_some_and(|b| b.contains("Association:(0) LOGICAL_UNIT"));
+        let rest = &text[at..];
+        if lu && rest.starts_with(printed) && rest.get(printed.len()) == Some(&b']') {
+            return true;
+        }
+        from = at;
     }
-    Some(format!(
-        "naa.{}",
-        id.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ))
+    false
 }
 
 fn job_by_id(ctl: &Lunarctl, id: &str) -> Value {
@@ -324,8 +339,12 @@ fn full_clone_hidden_until_complete_then_point_in_time_and_linked_at_once() {
     // Each LUN is its own device: distinct NAA ids, the ones lunarctl reports.
     let mut naas = Vec::new();
     for (lun, name) in [(0, "a"), (1, "a-full"), (2, "a-linked")] {
-        let naa = vpd_naa(&d, T, lun, HOST);
-        assert_eq!(ctl_json(&ctl, &["lun", "show", name])["naa"], naa.as_str());
+        let shown = ctl_json(&ctl, &["lun", "show", name]);
+        let naa = shown["naa"].as_str().expect("lun show has naa").to_string();
+        assert!(
+            vpd_has_naa(&d, T, lun, HOST, &naa),
+            "LUN {lun} ({name}) VPD 83h is not {naa}"
+        );
         assert!(!naas.contains(&naa), "{name} repeats NAA {naa}");
         naas.push(naa);
     }
@@ -442,14 +461,13 @@ fn clone_refresh_raises_unit_attention_and_keeps_naa_lun_and_acl() {
             "3",
         ],
     );
-    let naa = vpd_naa(&d, DEV, 3, DEVBOX);
     let shown = ctl_json(&ctl, &["lun", "show", "dev"]);
-    assert_eq!(shown["naa"], naa.as_str(), "{shown}");
-    assert_ne!(
-        vpd_naa(&d, T, 0, HOST),
-        naa,
-        "clone has the source's NAA id"
-    );
+    let naa = shown["naa"].as_str().expect("lun show has naa").to_string();
+    assert!(vpd_has_naa(&d, DEV, 3, DEVBOX, &naa), "{shown}");
+    let prod = ctl_json(&ctl, &["lun", "show", "prod"]);
+    let prod_naa = prod["naa"].as_str().expect("lun show has naa").to_string();
+    assert!(vpd_has_naa(&d, T, 0, HOST, &prod_naa), "{prod}");
+    assert_ne!(prod_naa, naa, "clone has the source's NAA id");
     // Production moves on.
     io(&d, T, 0, &span("write", 0x52, 0, 4 * MIB));
 
@@ -481,7 +499,7 @@ fn clone_refresh_raises_unit_attention_and_keeps_naa_lun_and_acl() {
     eprintln!("host's view of the refresh:\n{stderr}");
 
     // Same device for hosts: NAA id in VPD 83h, LUN number, ACL.
-    assert_eq!(vpd_naa(&d, DEV, 3, DEVBOX), naa, "VPD 83h NAA changed");
+    assert!(vpd_has_naa(&d, DEV, 3, DEVBOX, &naa), "VPD 83h NAA changed");
     assert_eq!(luns_of(&d, DEV, DEVBOX), vec![3]);
     let shown = ctl_json(&ctl, &["lun", "show", "dev"]);
     assert_eq!(shown["mappings"][0]["target"], DEV, "{shown}");
@@ -610,4 +628,37 @@ fn unmap_leaves_report_luns_and_sessions_are_listed_and_closed() {
     }
     // No longer in use: the unmapped LUN can be deleted without --force.
     ctl_json(&ctl, &["lun", "delete", "x"]);
+}
+
+#[test]
+fn naa_printed_raw_is_matched_up_to_its_first_zero_byte() {
+    let out = |assoc: &str, id: &[u8]| {
+        let mut t = format!(
+            "DEVICE DESIGNATOR #3\nAssociation:{assoc}\nDesignator Type:(3) NAA\nDesignator:["
+        )
+        .into_bytes();
+        t.extend_from_slice(id);
+        t.extend_from_slice(b"]\n\n");
+        t
+    };
+    let lu = "(0) LOGICAL_UNIT";
+    let full = "naa.60a4c5527f25b9a682a49e8088a49c37";
+    let with_zero = "naa.60a4c5527f2500a682a49e8088a49c37";
+    let bytes = |n: &str| -> Vec<u8> {
+        let h = &n[4..];
+        (0..16)
+            .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    };
+    assert!(lu_naa_printed_as(&out(lu, &bytes(full)), full));
+    // libiscsi's %s stops at the zero byte.
+    let b = bytes(with_zero);
+    assert!(lu_naa_printed_as(&out(lu, &b[..6]), with_zero));
+    assert!(!lu_naa_printed_as(&out(lu, &b[..6]), full));
+    assert!(!lu_naa_printed_as(&out(lu, &bytes(full)), with_zero));
+    // A target-port designator does not count.
+    assert!(!lu_naa_printed_as(
+        &out("(1) TARGET_PORT", &bytes(full)),
+        full
+    ));
 }
