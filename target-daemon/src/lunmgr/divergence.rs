@@ -33,10 +33,16 @@ impl std::fmt::Display for Divergence {
 pub fn config_divergences(st: &State, config: &Config) -> Vec<Divergence> {
     let mut out = Vec::new();
     for (ti, t) in config.targets.iter().enumerate() {
-        let Some(rec) = st.targets.get(&t.iqn) else {
+        // The state stores names in the fabric's canonical spelling (a WWPN may be written
+        // `naa.` or with colons); compare in that spelling, as the manager does.
+        let fabric = t.fabric;
+        let canon = |n: &String| fabric.canonical_name(n).unwrap_or_else(|_| n.clone());
+        let name = canon(&t.iqn);
+        let Some(rec) = st.targets.get(&name) else {
             continue;
         };
-        let iqn = &t.iqn;
+        let iqn = &name;
+        let yaml_initiators: Vec<String> = t.initiators.iter().map(canon).collect();
         if t.allow_any != rec.allow_any {
             let cmd = if t.allow_any { "add" } else { "remove" };
             out.push(Divergence {
@@ -47,15 +53,15 @@ pub fn config_divergences(st: &State, config: &Config) -> Vec<Divergence> {
                 ),
             });
         }
-        let added: Vec<&String> = t
-            .initiators
+        let has = |list: &[String], i: &String| list.iter().any(|x| fabric.same_name(x, i));
+        let added: Vec<&String> = yaml_initiators
             .iter()
-            .filter(|i| !rec.initiators.contains(i))
+            .filter(|i| !has(&rec.initiators, i))
             .collect();
         let removed: Vec<&String> = rec
             .initiators
             .iter()
-            .filter(|i| !t.initiators.contains(i))
+            .filter(|i| !has(&yaml_initiators, i))
             .collect();
         if !added.is_empty() || !removed.is_empty() {
             let cmds: Vec<String> = added
@@ -71,7 +77,7 @@ pub fn config_divergences(st: &State, config: &Config) -> Vec<Divergence> {
                 field: format!("targets[{ti}].initiators"),
                 detail: format!(
                     "YAML {:?}, state {:?}; apply with {}",
-                    t.initiators,
+                    yaml_initiators,
                     rec.initiators,
                     cmds.join(", ")
                 ),
@@ -201,6 +207,40 @@ mod tests {
     fn unchanged_yaml_has_no_divergence() {
         let c = config(&format!("{ACL}{CHAP}"), false);
         assert!(config_divergences(&saved(&c), &c).is_empty());
+    }
+
+    /// The state holds FC names in colon form; a YAML that spells them `naa.` describes
+    /// the same target and initiators (no false warning, and a real edit is still found).
+    #[test]
+    fn fc_names_compare_in_any_spelling() {
+        let yaml = |inits: &str| {
+            format!(
+                "portals:\n  - listen: 127.0.0.1:3260\ntargets:\n  - wwpn: naa.21000024ff314c48\n    fabric: qla2xxx\n    initiators: [{inits}]\n"
+            )
+        };
+        let c = Config::from_yaml_str(&yaml("naa.21000024ff314c49"), "fc.yaml").expect("yaml");
+        let mut st = State::default();
+        st.targets.insert(
+            "21:00:00:24:ff:31:4c:48".into(),
+            TargetRecord {
+                iqn: "21:00:00:24:ff:31:4c:48".into(),
+                alias: None,
+                allow_any: false,
+                initiators: vec!["21:00:00:24:ff:31:4c:49".into()],
+                chap: None,
+                luns: BTreeMap::new(),
+                fabric: crate::fabric::Fabric::Qla2xxx,
+            },
+        );
+        assert!(config_divergences(&st, &c).is_empty());
+        let c = Config::from_yaml_str(&yaml("naa.21000024ff314c4a"), "fc.yaml").expect("yaml");
+        let d = config_divergences(&st, &c);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].detail
+                .contains("acl add 21:00:00:24:ff:31:4c:48 21:00:00:24:ff:31:4c:4a"),
+            "{d:?}"
+        );
     }
 
     #[test]
