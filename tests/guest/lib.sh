@@ -149,6 +149,53 @@ verify_files() { (cd "$1" && md5sum -c /tmp/sums >/tmp/verify.out 2>&1) || { cat
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
+# --- LIO guests (tests/tests/lio_tcmu.rs) ------------------------------------------------------
+
+# lio_load: loads target_core_user and tcm_loop and mounts configfs at $CFG.
+lio_load() {
+  step modprobe-tcmu modprobe target_core_user
+  step modprobe-tcm-loop modprobe tcm_loop
+  grep -q " $CFG configfs" /proc/mounts || step mount-configfs mount -t configfs configfs "$CFG"
+  [ -d "$CFG/target/core" ] || fail lio-present "no $CFG/target/core"
+  pass lio-present
+}
+
+lunard_log() { tail -n 60 /tmp/lunard.log | sed 's/^/lunard: /' | log_lines; }
+
+# lunard_loopback POOL_MIB LUN_MIB: lunard in this guest with one loopback target $WWPN whose
+# LUN 0 is the thin volume $VOL; waits for its ready line (sets LPID).
+lunard_loopback() {
+  mkdir -p /var/lib/lunar
+  cat > /etc/lunar.yaml <<EOF
+data_dir: /var/lib/lunar
+pool:
+  path: pool
+  chunk_size: 64KiB
+  capacity: ${1}MiB
+portals:
+  - listen: 127.0.0.1:3260
+metrics:
+  enabled: false
+targets:
+  - wwpn: $WWPN
+    fabric: loopback
+    allow_any: true
+    luns:
+      - id: 0
+        volume: $VOL
+        size: ${2}MiB
+EOF
+  lunard --config /etc/lunar.yaml >/tmp/lunard.log 2>&1 &
+  LPID=$!
+  t=0
+  until grep -q "lunard ready" /tmp/lunard.log; do
+    kill -0 "$LPID" 2>/dev/null || { lunard_log; fail lunard-ready "lunard exited"; }
+    sleep 1; t=$((t + 1))
+    [ "$t" -lt 60 ] || { lunard_log; fail lunard-ready "no ready line after 60 s"; }
+  done
+  pass lunard-ready
+}
+
 guest_main() {
   for m in e1000 crc32c_generic crc32c-intel scsi_transport_iscsi libiscsi libiscsi_tcp iscsi_tcp sd_mod ext4; do
     modprobe "$m" 2>/tmp/modprobe.err || case "$m" in

@@ -8,42 +8,9 @@
 CFG=/sys/kernel/config
 LUNARCTL="lunarctl --socket /var/lib/lunar/admin.sock"
 
-step modprobe-tcmu modprobe target_core_user
-step modprobe-tcm-loop modprobe tcm_loop
-grep -q " $CFG configfs" /proc/mounts || step mount-configfs mount -t configfs configfs "$CFG"
-[ -d "$CFG/target/core" ] || fail lio-present "no $CFG/target/core"
-pass lio-present
-
-mkdir -p /var/lib/lunar /mnt2
-cat > /etc/lunar.yaml <<EOF
-data_dir: /var/lib/lunar
-pool:
-  path: pool
-  chunk_size: 64KiB
-  capacity: 640MiB
-portals:
-  - listen: 127.0.0.1:3260
-metrics:
-  enabled: false
-targets:
-  - wwpn: $WWPN
-    fabric: loopback
-    allow_any: true
-    luns:
-      - id: 0
-        volume: $VOL
-        size: 160MiB
-EOF
-lunard --config /etc/lunar.yaml >/tmp/lunard.log 2>&1 &
-LPID=$!
-lunard_log() { tail -n 60 /tmp/lunard.log | sed 's/^/lunard: /' | log_lines; }
-t=0
-until grep -q "lunard ready" /tmp/lunard.log; do
-  kill -0 "$LPID" 2>/dev/null || { lunard_log; fail lunard-ready "lunard exited"; }
-  sleep 1; t=$((t + 1))
-  [ "$t" -lt 60 ] || { lunard_log; fail lunard-ready "no ready line after 60 s"; }
-done
-pass lunard-ready
+lio_load
+mkdir -p /mnt2
+lunard_loopback 640 160
 
 dev=$(wait_disk 0 60) || { lunard_log; fail disk-appears "no disk for LUN 0 from tcm_loop"; }
 pass disk-appears

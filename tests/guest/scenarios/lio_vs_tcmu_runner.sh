@@ -15,49 +15,17 @@ RHBA=9
 RBS=runner_raw
 RAW=/var/lib/tcmu-bench/raw.img
 
-step modprobe-tcmu modprobe target_core_user
-step modprobe-tcm-loop modprobe tcm_loop
-grep -q " $CFG configfs" /proc/mounts || step mount-configfs mount -t configfs configfs "$CFG"
-[ -d "$CFG/target/core" ] || fail lio-present "no $CFG/target/core"
-pass lio-present
+lio_load
 
 # --- lunard first: its backstore exists before tcmu-runner starts. tcmu-runner tells the
 # kernel it answers the TCMU netlink events (SET_FEATURES); from then on the kernel waits for
 # its reply to every new device's ADDED_DEVICE, and tcmu-runner has no handler for lunard's.
-mkdir -p /var/lib/lunar /var/lib/tcmu-bench /var/log /run
-cat > /etc/lunar.yaml <<EOF
-data_dir: /var/lib/lunar
-pool:
-  path: pool
-  chunk_size: 64KiB
-  capacity: $((MIB * 4))MiB
-portals:
-  - listen: 127.0.0.1:3260
-metrics:
-  enabled: false
-targets:
-  - wwpn: $WWPN
-    fabric: loopback
-    allow_any: true
-    luns:
-      - id: 0
-        volume: $VOL
-        size: ${MIB}MiB
-EOF
-lunard --config /etc/lunar.yaml >/tmp/lunard.log 2>&1 &
-LPID=$!
-lunard_log() { tail -n 40 /tmp/lunard.log | sed 's/^/lunard: /' | log_lines; }
+mkdir -p /var/lib/tcmu-bench /var/log /run
 runner_log() {
   tail -n 40 /var/log/tcmu-runner.log 2>/dev/null | sed 's/^/tcmu-runner: /' | log_lines
   tail -n 20 /tmp/tcmu-runner.out 2>/dev/null | sed 's/^/tcmu-runner out: /' | log_lines
 }
-t=0
-until grep -q "lunard ready" /tmp/lunard.log; do
-  kill -0 "$LPID" 2>/dev/null || { lunard_log; fail lunard-ready "lunard exited"; }
-  sleep 1; t=$((t + 1))
-  [ "$t" -lt 60 ] || { lunard_log; fail lunard-ready "no ready line after 60 s"; }
-done
-pass lunard-ready
+lunard_loopback $((MIB * 4)) "$MIB"
 ldev=$(wait_disk 0 60) || { lunard_log; fail lunard-disk "no disk for LUN 0 from tcm_loop"; }
 [ "$(cat /sys/block/$ldev/device/vendor | tr -d ' ')" = LUNAR ] || fail lunard-disk "sd for LUN 0 is not lunard's"
 pass lunard-disk
