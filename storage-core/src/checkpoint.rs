@@ -157,7 +157,7 @@ pub(crate) fn decode(
             children.push(d.u64()?);
         }
         let ne = d.count(16)?;
-        let mut map = std::collections::HashMap::with_capacity(ne);
+        let mut map = crate::chunkmap::ChunkMap::with_capacity_and_hasher(ne, Default::default());
         for _ in 0..ne {
             let i = d.u64()?;
             let p = d.u64()?;

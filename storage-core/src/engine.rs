@@ -27,6 +27,8 @@ pub(crate) struct VolRt {
     pub gate: tokio::sync::RwLock<()>,
     pub stripes: Vec<tokio::sync::RwLock<()>>,
     pub deleted: AtomicBool,
+    /// Resolutions of deep chains below the volume's top (reads only).
+    pub chain: crate::chaincache::ChainCache,
 }
 
 impl VolRt {
@@ -35,10 +37,35 @@ impl VolRt {
             gate: tokio::sync::RwLock::new(()),
             stripes: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             deleted: AtomicBool::new(false),
+            chain: crate::chaincache::ChainCache::new(),
         }
     }
     pub fn stripe(&self, index: u64) -> &tokio::sync::RwLock<()> {
         &self.stripes[(index % STRIPES as u64) as usize]
+    }
+}
+
+/// Take `l` shared. The uncontended case skips building the acquire future and spending
+/// tokio's cooperative budget: a page-cache read is a few microseconds, and on a
+/// multi-threaded runtime every budget-forced yield wakes an idle worker through its
+/// eventfd, which cost 12 % of a 4 KiB read loop (perf, 2026-12-03). Fairness is kept:
+/// while a writer waits, the semaphore has no free permits and this falls back to queueing.
+pub(crate) async fn lock_shared(
+    l: &tokio::sync::RwLock<()>,
+) -> tokio::sync::RwLockReadGuard<'_, ()> {
+    match l.try_read() {
+        Ok(g) => g,
+        Err(_) => l.read().await,
+    }
+}
+
+/// Take `l` exclusively; see [`lock_shared`].
+pub(crate) async fn lock_exclusive(
+    l: &tokio::sync::RwLock<()>,
+) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+    match l.try_write() {
+        Ok(g) => g,
+        Err(_) => l.write().await,
     }
 }
 

@@ -9,7 +9,9 @@
 //! All mutations go through [`Meta::apply`] with a [`Rec`] so that the live path and journal
 //! replay run the same deterministic code.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::chunkmap::ChunkMap;
 
 use crate::Guarantee;
 
@@ -28,7 +30,7 @@ pub(crate) struct Layer {
     pub view: Option<ViewId>,
     pub frozen: bool,
     /// Logical chunk index -> physical chunk, or [`HOLE`].
-    pub map: HashMap<u64, u64>,
+    pub map: ChunkMap,
     /// Number of data (non-hole) entries: chunks this layer owns.
     pub owned: u64,
 }
@@ -170,6 +172,10 @@ pub(crate) struct Meta {
     pub used: u64,
     /// Derived: Σ reserved over full volumes.
     pub reserved: u64,
+    /// Not persisted: changes whenever a record may change what some layer's *ancestors*
+    /// resolve to (anything but a mapping change in a leaf layer). Per-volume resolution
+    /// caches ([`crate::chaincache`]) are valid only while it stays the same.
+    pub epoch: u64,
 }
 
 type ApplyResult = std::result::Result<(), String>;
@@ -183,6 +189,7 @@ impl Meta {
             next_id: 1,
             used: 0,
             reserved: 0,
+            epoch: 0,
         }
     }
 
@@ -215,6 +222,23 @@ impl Meta {
             cur = l.parent;
         }
         None
+    }
+
+    /// Like [`Meta::resolve`], also returning how many layers were probed.
+    pub fn resolve_counting(&self, layer: LayerId, index: u64) -> (Option<u64>, usize) {
+        let mut cur = Some(layer);
+        let mut probes = 0;
+        while let Some(id) = cur {
+            let Some(l) = self.layers.get(&id) else {
+                return (None, probes);
+            };
+            probes += 1;
+            if let Some(&e) = l.map.get(&index) {
+                return ((e != HOLE).then_some(e), probes);
+            }
+            cur = l.parent;
+        }
+        (None, probes)
     }
 
     /// Resolve through the ancestors of `layer` only (what the layer would see without its own map).
@@ -405,6 +429,26 @@ impl Meta {
 
     /// Apply one record. Errors mean the record does not fit the state (corrupt journal).
     pub fn apply(&mut self, rec: &Rec, freed: &mut Vec<u64>) -> ApplyResult {
+        // A leaf has no descendants, so a mapping change in it cannot change what any
+        // layer's ancestors resolve to; everything else (new layers, merges, deletes, reclaim
+        // of a ghost's entries, rollback, detach) moves the epoch. The layer count catches a
+        // leaf mapping change that collected layers.
+        let leaf = match rec {
+            Rec::Map { layer, .. } | Rec::Hole { layer, .. } | Rec::Clear { layer, .. } => self
+                .layers
+                .get(layer)
+                .is_some_and(|l| l.children.is_empty()),
+            _ => false,
+        };
+        let nlayers = self.layers.len();
+        let r = self.apply_rec(rec, freed);
+        if !leaf || self.layers.len() != nlayers || r.is_err() {
+            self.epoch = self.epoch.wrapping_add(1);
+        }
+        r
+    }
+
+    fn apply_rec(&mut self, rec: &Rec, freed: &mut Vec<u64>) -> ApplyResult {
         match rec {
             Rec::CreateVolume {
                 view,

@@ -7,8 +7,10 @@
 //! docs/storage-format.md.
 
 mod alloc;
+mod chaincache;
 mod check;
 mod checkpoint;
+mod chunkmap;
 mod codec;
 mod commit;
 mod engine;

@@ -100,7 +100,7 @@ pub(crate) fn start(inner: Arc<PoolInner>, id: ViewId, name: String) -> Result<S
                     return Err(StorageError::Cancelled);
                 }
                 {
-                    let _g = rt.gate.read().await;
+                    let _g = crate::engine::lock_shared(&rt.gate).await;
                     // A zero-length write makes the chunk the top's own (copy of the resolved data).
                     futures_util::future::try_join_all(
                         batch.iter().map(|&i| vol.write_chunk(i, 0, Vec::new())),

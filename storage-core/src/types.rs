@@ -161,4 +161,7 @@ pub struct PoolStats {
     pub cow_bytes: u64,
     /// Metadata commits (one per group commit).
     pub commits: u64,
+    /// Entries in the volumes' deep-chain resolution caches (current, not cumulative; each
+    /// costs about 16 bytes plus hash-table overhead; see `chaincache`).
+    pub chain_cache_entries: u64,
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::try_join_all;
 
-use crate::engine::{AllocFail, PoolInner, VolRt};
+use crate::engine::{lock_exclusive, lock_shared, AllocFail, PoolInner, VolRt};
 use crate::layer::{Rec, ViewId, HOLE};
 use crate::{Result, StorageError, VolumeInfo};
 
@@ -134,34 +134,66 @@ impl Volume {
     }
 
     /// Read `blocks` blocks at `lba`. Unwritten blocks read as zeros.
+    ///
+    /// The result is one buffer the chunk pieces are read into directly: no zero-fill
+    /// before the read and no copy to join the pieces afterwards.
     pub async fn read(&self, lba: u64, blocks: u32) -> Result<Bytes> {
-        let _g = self.rt.gate.read().await;
+        let _g = lock_shared(&self.rt.gate).await;
         let (top, off, len, _) = self.prepare(lba, blocks as u64)?;
         let cs = self.inner.layout.chunk_size;
-        let ps = pieces(off, len, cs);
-        if ps.len() == 1 {
-            return self.read_piece(top, &ps[0]).await;
+        let len = len as usize;
+        let mut out = BytesMut::with_capacity(len);
+        {
+            let spare = &mut out.spare_capacity_mut()[..len];
+            let ps = pieces(off, len as u64, cs);
+            if let [p] = ps.as_slice() {
+                self.read_piece_into(top, p, spare).await?;
+            } else {
+                // Disjoint slices of the one buffer, one per piece; the pieces run
+                // concurrently (on a cache miss each waits for its own device read).
+                let mut slices = Vec::with_capacity(ps.len());
+                let mut rest = spare;
+                for p in &ps {
+                    let (head, tail) = rest.split_at_mut(p.len);
+                    slices.push(head);
+                    rest = tail;
+                }
+                try_join_all(
+                    ps.iter()
+                        .zip(slices)
+                        .map(|(p, buf)| self.read_piece_into(top, p, buf)),
+                )
+                .await?;
+            }
         }
-        let parts = try_join_all(ps.iter().map(|p| self.read_piece(top, p))).await?;
-        let mut out = BytesMut::with_capacity(len as usize);
-        for p in parts {
-            out.extend_from_slice(&p);
-        }
+        // SAFETY: the pieces cover `0..len` exactly, and each returned Ok only after
+        // initialising its whole slice.
+        unsafe { out.set_len(len) };
         Ok(out.freeze())
     }
 
-    async fn read_piece(&self, top: u64, p: &Piece) -> Result<Bytes> {
-        let _s = self.rt.stripe(p.index).read().await;
-        let phys = self.inner.state.read().meta.resolve(top, p.index);
+    /// Fill `buf` (piece `p`'s bytes, uninitialised on entry) with the piece's data or zeros.
+    async fn read_piece_into(
+        &self,
+        top: u64,
+        p: &Piece,
+        buf: &mut [std::mem::MaybeUninit<u8>],
+    ) -> Result<()> {
+        let _s = lock_shared(self.rt.stripe(p.index)).await;
+        let phys = self
+            .rt
+            .chain
+            .resolve(&self.inner.state.read().meta, top, p.index);
         match phys {
-            None => Ok(self.inner.zero_chunk.slice(..p.len)),
+            None => {
+                buf.fill(std::mem::MaybeUninit::new(0));
+                Ok(())
+            }
             Some(c) => {
-                let buf = self
-                    .inner
+                self.inner
                     .io
-                    .read(self.inner.layout.chunk_offset(c) + p.off as u64, p.len)
-                    .await?;
-                Ok(Bytes::from(buf))
+                    .read_into(self.inner.layout.chunk_offset(c) + p.off as u64, buf)
+                    .await
             }
         }
     }
@@ -184,7 +216,7 @@ impl Volume {
             return Ok(());
         }
         {
-            let _g = self.rt.gate.read().await;
+            let _g = lock_shared(&self.rt.gate).await;
             let (_, off, len, _) = self.prepare(lba, total / bs)?;
             let cs = self.inner.layout.chunk_size;
             let ps = pieces(off, len, cs);
@@ -235,7 +267,7 @@ impl Volume {
         // sector atomicity disks give and VMFS's heartbeat reads rely on. (Page-cache copies
         // run on several threads at once; nothing below would order them.)
         {
-            let _s = self.rt.stripe(index).write().await;
+            let _s = lock_exclusive(self.rt.stripe(index)).await;
             if let Some(p) = self.owned_phys(index)? {
                 self.inner
                     .write_data(self.inner.layout.chunk_offset(p) + off as u64, parts)
@@ -244,7 +276,7 @@ impl Volume {
             }
         }
         // First write: ordered against every other access to this chunk of this volume.
-        let _s = self.rt.stripe(index).write().await;
+        let _s = lock_exclusive(self.rt.stripe(index)).await;
         if let Some(p) = self.owned_phys(index)? {
             self.inner
                 .write_data(self.inner.layout.chunk_offset(p) + off as u64, parts)
@@ -378,7 +410,7 @@ impl Volume {
         if unmap || !full {
             return self.unmap(lba, blocks).await;
         }
-        let _g = self.rt.gate.read().await;
+        let _g = lock_shared(&self.rt.gate).await;
         let (_, off, len, _) = self.prepare(lba, blocks)?;
         let cs = self.inner.layout.chunk_size;
         // Bounded concurrency: zeroing a large range must not build one huge future set.
@@ -400,7 +432,7 @@ impl Volume {
             self.prepare(lba, 0)?;
             return Ok(());
         }
-        let _g = self.rt.gate.read().await;
+        let _g = lock_shared(&self.rt.gate).await;
         let (_, off, len, _) = self.prepare(lba, blocks)?;
         let cs = self.inner.layout.chunk_size;
         let size = self
@@ -458,7 +490,7 @@ impl Volume {
         let chunk_end = ((p.index + 1) * cs).min(size);
         let whole = p.off == 0 && (p.index * cs + p.len as u64) >= chunk_end;
         let zero_partial = {
-            let _s = self.rt.stripe(p.index).write().await;
+            let _s = lock_exclusive(self.rt.stripe(p.index)).await;
             let mut st = self.inner.state.write();
             st.check_failed()?;
             let (top, ..) = st.volume(self.id).map_err(|_| self.gone())?;

@@ -8,6 +8,7 @@ mod threads;
 mod uring;
 
 use std::fs::File;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -44,14 +45,40 @@ impl DataIo {
 
     /// Read exactly `len` bytes at `off`.
     pub async fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        let done = self.fast.read(&self.file, off, &mut buf);
+        let mut buf = Vec::with_capacity(len);
+        self.read_into(off, &mut buf.spare_capacity_mut()[..len])
+            .await?;
+        // SAFETY: `read_into` returned Ok, so it initialised all `len` bytes.
+        unsafe { buf.set_len(len) };
+        Ok(buf)
+    }
+
+    /// Fill `buf` (which need not be initialised) from `off`; on `Ok` every byte of it is
+    /// initialised. Reads land directly in the caller's buffer (no zero-fill, no second
+    /// copy) when the page cache serves them; the rest comes from the backend and is copied.
+    pub async fn read_into(&self, off: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
+        let len = buf.len();
+        let done = self.fast.read(&self.file, off, buf);
         if done == len {
-            return Ok(buf);
+            return Ok(());
         }
         let rest = self.backend.read(off + done as u64, len - done).await?;
-        buf[done..].copy_from_slice(&rest);
-        Ok(buf)
+        if rest.len() != len - done {
+            return Err(io_err(
+                "reading data",
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"),
+            ));
+        }
+        // SAFETY: `rest` holds exactly `len - done` initialised bytes and the destination
+        // range `buf[done..]` is that long; the two cannot overlap (`rest` is our own Vec).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                rest.as_ptr(),
+                buf[done..].as_mut_ptr().cast(),
+                rest.len(),
+            )
+        };
+        Ok(())
     }
 
     /// Write the buffers back to back starting at `off`.

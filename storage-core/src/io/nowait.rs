@@ -15,6 +15,7 @@
 //! both targets' data on tmpfs) went through the ring thread.
 
 use std::fs::File;
+use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -73,8 +74,9 @@ impl NoWait {
         }
     }
 
-    /// Read into `buf` from `off` without blocking; returns how many leading bytes were read.
-    pub fn read(&self, file: &File, off: u64, buf: &mut [u8]) -> usize {
+    /// Read into `buf` (which need not be initialised) from `off` without blocking; returns
+    /// how many leading bytes were read (and so are initialised).
+    pub fn read(&self, file: &File, off: u64, buf: &mut [MaybeUninit<u8>]) -> usize {
         if !self.reads.load(Ordering::Relaxed) || buf.is_empty() {
             return 0;
         }
@@ -88,7 +90,8 @@ impl NoWait {
                 return done;
             };
             // SAFETY: `iov` points into `buf`, which is valid and exclusively borrowed for
-            // its whole length; the kernel writes at most `iov_len` bytes there.
+            // its whole length; the kernel writes at most `iov_len` bytes there (writing
+            // to uninitialised bytes is fine; nothing reads them before the kernel fills them).
             let ret = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, pos, self.flags) };
             match classify(ret) {
                 Attempt::Done(0) => break,
@@ -149,6 +152,13 @@ mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
 
+    /// An initialised buffer seen as the uninitialised slice `read` takes.
+    fn uninit(b: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+        // SAFETY: same layout; initialised bytes are valid `MaybeUninit`s, and `read` only
+        // writes initialised bytes into them.
+        unsafe { &mut *(b as *mut [u8] as *mut [MaybeUninit<u8>]) }
+    }
+
     fn file() -> (tempfile::TempDir, File) {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = std::fs::OpenOptions::new()
@@ -176,7 +186,7 @@ mod tests {
         let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
         f.write_all_at(&all[n..], 512 + n as u64).expect("rest");
         let mut got = vec![0u8; all.len()];
-        let r = nw.read(&f, 512, &mut got);
+        let r = nw.read(&f, 512, uninit(&mut got));
         f.read_exact_at(&mut got[r..], 512 + r as u64)
             .expect("rest");
         assert_eq!(got, all);
@@ -208,7 +218,7 @@ mod tests {
         }
         assert_eq!(nw.write(&f, 0, &[Bytes::from(vec![9u8; 8192])]), 8192);
         let mut buf = vec![0u8; 8192];
-        assert_eq!(nw.read(&f, 0, &mut buf), 8192);
+        assert_eq!(nw.read(&f, 0, uninit(&mut buf)), 8192);
         assert!(buf.iter().all(|&b| b == 9));
     }
 
@@ -218,11 +228,11 @@ mod tests {
         f.write_all_at(&[7u8; 1000], 0).expect("write");
         let nw = NoWait::new(&f);
         let mut buf = vec![0u8; 4096];
-        let n = nw.read(&f, 0, &mut buf);
+        let n = nw.read(&f, 0, uninit(&mut buf));
         assert!(n <= 1000, "never past end of file");
         assert!(buf[..n].iter().all(|&b| b == 7));
         nw.reads.store(false, Ordering::Relaxed);
-        assert_eq!(nw.read(&f, 0, &mut buf), 0);
+        assert_eq!(nw.read(&f, 0, uninit(&mut buf)), 0);
         nw.writes.store(false, Ordering::Relaxed);
         assert_eq!(nw.write(&f, 0, &[Bytes::from_static(b"x")]), 0);
     }
