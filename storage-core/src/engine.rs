@@ -306,6 +306,7 @@ pub(crate) struct Stats {
     pub cow_ops: AtomicU64,
     pub cow_bytes: AtomicU64,
     pub commits: AtomicU64,
+    pub syncs: AtomicU64,
 }
 
 impl PoolInner {

@@ -306,15 +306,31 @@ pub(crate) fn recover(l: &mut Loaded) -> Result<()> {
             .map_err(|e| io(format!("syncing {what}"), e))?;
         l.sb = sb;
     }
-    if l.unsealed {
+    // A commit that had no data to sync writes its seal and lets one fdatasync cover both the
+    // seal and the blocks. A power loss during that sync can keep the seal without the last
+    // blocks: replay then ended before them, below the seal. Left alone, the seal would vouch
+    // for the next blocks written at those sequence numbers while they are still tentative
+    // (their data maybe not on disk), so it is pulled back to the replayed end first.
+    let seal_ahead = l.seal.seq > l.next_seq;
+    if l.unsealed || seal_ahead {
+        if seal_ahead {
+            tracing::warn!(
+                path = %what,
+                seal = l.seal.seq,
+                end = l.next_seq,
+                "the journal ends below its seal (power loss during a commit that was never acknowledged); pulling the seal back"
+            );
+        }
         let mut sealer = crate::engine::Sealer {
             seal: l.seal,
             durable_seq: l.sb.journal_seq.max(l.seal.seq),
         };
         crate::commit::write_seal(&l.file, &l.sb.uuid, &mut sealer, l.next_seq)?;
         l.seal = sealer.seal;
+        if l.unsealed {
+            tracing::info!(path = %what, "sealed journal blocks a killed process had written");
+        }
         l.unsealed = false;
-        tracing::info!(path = %what, "sealed journal blocks a killed process had written");
     }
     Ok(())
 }
@@ -356,5 +372,64 @@ pub(crate) fn unlock(f: &File) {
     // SAFETY: as above.
     unsafe {
         libc::flock(f.as_raw_fd(), libc::LOCK_UN);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Guarantee, Pool, PoolOptions};
+
+    /// A power loss during a one-sync commit can keep the seal but not the blocks it covers.
+    /// Opening such a pool must pull the seal back to where replay ended; otherwise the seal
+    /// would vouch for the next, still tentative, blocks written at those sequence numbers.
+    #[tokio::test]
+    async fn a_seal_past_the_journal_end_is_pulled_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = PoolOptions {
+            chunk_size: 65536,
+            capacity_bytes: Some(64 << 20),
+            soft_threshold_pct: None,
+        };
+        let pool = Pool::create(dir.path(), &opts).await.expect("create");
+        pool.create_volume("v", 1 << 20, 4096, Guarantee::None)
+            .await
+            .expect("volume");
+        pool.close().await.expect("close");
+        drop(pool);
+
+        // What the power loss leaves: a seal two blocks beyond the last block on disk.
+        let l = open(dir.path()).expect("open");
+        assert!(
+            l.seal.seq <= l.next_seq,
+            "a clean pool's seal is behind its end"
+        );
+        let end = l.next_seq;
+        let mut sealer = crate::engine::Sealer {
+            seal: l.seal,
+            durable_seq: l.next_seq,
+        };
+        crate::commit::write_seal(&l.file, &l.sb.uuid, &mut sealer, end + 2).expect("seal");
+        drop(l);
+
+        let mut l = open(dir.path()).expect("reopen");
+        assert_eq!(l.seal.seq, end + 2, "replay read the advanced seal");
+        assert_eq!(l.next_seq, end, "and ended below it");
+        recover(&mut l).expect("recover");
+        assert_eq!(l.seal.seq, end, "recover pulled the seal back");
+        drop(l);
+        let l = open(dir.path()).expect("reopen again");
+        assert_eq!(l.seal.seq, end, "durably");
+        drop(l);
+
+        // The pool works normally afterwards.
+        let pool = Pool::open(dir.path()).await.expect("pool open");
+        let v = pool.volume("v").expect("v");
+        v.write(0, bytes::Bytes::from(vec![5u8; 4096]), false)
+            .await
+            .expect("write");
+        v.flush().await.expect("flush");
+        assert!(pool.check().await.expect("check").is_clean());
+        pool.close().await.expect("close");
     }
 }

@@ -148,6 +148,7 @@ impl Pool {
             cow_ops: s.cow_ops.load(std::sync::atomic::Ordering::Relaxed),
             cow_bytes: s.cow_bytes.load(std::sync::atomic::Ordering::Relaxed),
             commits: s.commits.load(std::sync::atomic::Ordering::Relaxed),
+            syncs: s.syncs.load(std::sync::atomic::Ordering::Relaxed),
             chain_cache_entries: self
                 .inner
                 .vols

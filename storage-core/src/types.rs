@@ -161,6 +161,9 @@ pub struct PoolStats {
     pub cow_bytes: u64,
     /// Metadata commits (one per group commit).
     pub commits: u64,
+    /// `fdatasync` calls of the commit path: two per commit while data writes are pending
+    /// (data, then the seal), one when the data is already durable (an idle snapshot).
+    pub syncs: u64,
     /// Entries in the volumes' deep-chain resolution caches (current, not cumulative; each
     /// costs about 16 bytes plus hash-table overhead; see `chaincache`).
     pub chain_cache_entries: u64,
