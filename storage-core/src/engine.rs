@@ -29,6 +29,9 @@ pub(crate) struct VolRt {
     pub deleted: AtomicBool,
     /// Resolutions of deep chains below the volume's top (reads only).
     pub chain: crate::chaincache::ChainCache,
+    /// Per stripe: LSN of the latest `Map` a first write logged there (see
+    /// `Volume::write_chunk`).
+    pub map_lsns: Vec<AtomicU64>,
 }
 
 impl VolRt {
@@ -38,10 +41,14 @@ impl VolRt {
             stripes: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             deleted: AtomicBool::new(false),
             chain: crate::chaincache::ChainCache::new(),
+            map_lsns: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
         }
     }
     pub fn stripe(&self, index: u64) -> &tokio::sync::RwLock<()> {
         &self.stripes[(index % STRIPES as u64) as usize]
+    }
+    pub fn map_lsn(&self, index: u64) -> &AtomicU64 {
+        &self.map_lsns[(index % STRIPES as u64) as usize]
     }
 }
 

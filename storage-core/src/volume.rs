@@ -252,8 +252,9 @@ impl Volume {
     }
 
     /// Write `parts` at byte `off` of logical chunk `index` (caller holds the gate shared or
-    /// exclusively). Returns the LSN of the `Map` record a first write logged (0 for an
-    /// in-place write): the caller publishes it before acknowledging ([`PoolInner::publish`]).
+    /// exclusively). Returns the LSN the caller must publish before acknowledging
+    /// ([`PoolInner::publish`]): the `Map` record a first write logged, or for an in-place
+    /// write the latest `Map` logged on the chunk's stripe.
     pub(crate) async fn write_chunk(
         &self,
         index: u64,
@@ -266,13 +267,19 @@ impl Volume {
         // the chunk, so a read sees each block wholly before or wholly after a write — the
         // sector atomicity disks give and VMFS's heartbeat reads rely on. (Page-cache copies
         // run on several threads at once; nothing below would order them.)
+        //
+        // The chunk's own `Map` record may not be published yet: the first write that logged
+        // it releases the stripe before its request publishes. An in-place write acknowledged
+        // before that publish would die with a killed process, mapping and all, so it returns
+        // the LSN of the stripe's latest `Map` for the caller to publish (usually already
+        // published: one atomic load).
         {
             let _s = lock_exclusive(self.rt.stripe(index)).await;
             if let Some(p) = self.owned_phys(index)? {
                 self.inner
                     .write_data(self.inner.layout.chunk_offset(p) + off as u64, parts)
                     .await?;
-                return Ok(0);
+                return Ok(self.rt.map_lsn(index).load(Ordering::Acquire));
             }
         }
         // First write: ordered against every other access to this chunk of this volume.
@@ -281,7 +288,7 @@ impl Volume {
             self.inner
                 .write_data(self.inner.layout.chunk_offset(p) + off as u64, parts)
                 .await?;
-            return Ok(0);
+            return Ok(self.rt.map_lsn(index).load(Ordering::Acquire));
         }
         let (top, full, old) = {
             let st = self.inner.state.read();
@@ -361,6 +368,8 @@ impl Volume {
             index,
             phys,
         })?;
+        // Still under the stripe lock: a later in-place write of this chunk sees it.
+        self.rt.map_lsn(index).fetch_max(st.lsn, Ordering::AcqRel);
         Ok(st.lsn)
     }
 
@@ -563,5 +572,55 @@ impl Volume {
         }
         let end_lba = (idx * bpc).min(cap);
         Ok((state, end_lba - lba))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Guarantee, Pool, PoolOptions};
+
+    /// An in-place write into a chunk whose first write has logged its `Map` but not yet
+    /// published it must make its caller publish that record: acknowledged, it would
+    /// otherwise be lost with the mapping if the process were killed before the first write's
+    /// request published (seen once in `crash.rs`, four tasks writing blocks of shared chunks).
+    #[tokio::test]
+    async fn an_in_place_write_publishes_the_chunks_unpublished_mapping() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = PoolOptions {
+            chunk_size: 16384,
+            capacity_bytes: Some(64 << 20),
+            soft_threshold_pct: None,
+        };
+        let pool = Pool::create(dir.path(), &opts).await.expect("create");
+        pool.create_volume("v", 1 << 20, 4096, Guarantee::None)
+            .await
+            .expect("volume");
+        let v = pool.volume("v").expect("v");
+        // Task A's first write of chunk 3 (block 12), stopped before its request publishes.
+        let first = v
+            .write_chunk(3, 0, vec![Bytes::from(vec![1u8; 4096])])
+            .await
+            .expect("first write");
+        assert!(first > 0, "a first write logs a Map record");
+        assert!(
+            pool.inner.published_lsn.load(Ordering::Acquire) < first,
+            "not published yet"
+        );
+        // Task B's in-place write of the next block of the same chunk.
+        let in_place = v
+            .write_chunk(3, 4096, vec![Bytes::from(vec![2u8; 4096])])
+            .await
+            .expect("in-place write");
+        assert!(
+            in_place >= first,
+            "the in-place write must publish the chunk's mapping ({in_place} < {first})"
+        );
+        // Through the public path the acknowledgement comes after that publish.
+        v.write(14, Bytes::from(vec![3u8; 4096]), false)
+            .await
+            .expect("write");
+        assert!(pool.inner.published_lsn.load(Ordering::Acquire) >= first);
+        pool.close().await.expect("close");
     }
 }
