@@ -263,6 +263,8 @@ pub(crate) struct SbState {
     pub unsealed_frees: Vec<u64>,
     /// Boot id stamped into tentative blocks.
     pub boot: uuid::Uuid,
+    /// The block at `journal_off` (sequence `next_seq`) while records may still join it.
+    pub open: Option<crate::commit::OpenBlock>,
 }
 
 /// Seal state, used by the commit thread only (and open).
@@ -360,7 +362,7 @@ impl PoolInner {
             }
             let inner = self.clone();
             let appended = tokio::task::spawn_blocking(move || {
-                crate::commit::append_locked(&inner, &mut guard)
+                crate::commit::append_locked(&inner, &mut guard, false)
             })
             .await
             .map_err(|e| {

@@ -95,6 +95,7 @@ impl Pool {
                 pub_lsn: 0,
                 unsealed_frees: Vec::new(),
                 boot: loaded.boot,
+                open: None,
             })),
             sealer: parking_lot::Mutex::new(Sealer {
                 seal: loaded.seal,
