@@ -410,23 +410,14 @@ fn run(weak: Weak<PoolInner>, shared: Arc<CommitShared>) {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Guarantee, Pool, PoolOptions};
+    use crate::Pool;
     use bytes::Bytes;
     use std::sync::atomic::Ordering;
 
     const CS: u64 = 65536;
 
     async fn pool_with_volume(dir: &std::path::Path) -> Pool {
-        let opts = PoolOptions {
-            chunk_size: CS as u32,
-            capacity_bytes: Some(64 << 20),
-            soft_threshold_pct: None,
-        };
-        let pool = Pool::create(dir, &opts).await.expect("create");
-        pool.create_volume("v", 256 * CS, 4096, Guarantee::None)
-            .await
-            .expect("volume");
-        pool
+        crate::testutil::pool_with_volume(dir, CS as u32, 256 * CS).await
     }
 
     /// One first write at a time, each published before it returns: the records share the

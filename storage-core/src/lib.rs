@@ -23,6 +23,8 @@ mod pool;
 mod space;
 mod split;
 mod superblock;
+#[cfg(test)]
+mod testutil;
 mod types;
 mod volume;
 

@@ -378,7 +378,7 @@ pub(crate) fn unlock(f: &File) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Guarantee, Pool, PoolOptions};
+    use crate::Pool;
 
     /// A power loss during a one-sync commit can keep the seal but not the blocks it covers.
     /// Opening such a pool must pull the seal back to where replay ended; otherwise the seal
@@ -386,15 +386,7 @@ mod tests {
     #[tokio::test]
     async fn a_seal_past_the_journal_end_is_pulled_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let opts = PoolOptions {
-            chunk_size: 65536,
-            capacity_bytes: Some(64 << 20),
-            soft_threshold_pct: None,
-        };
-        let pool = Pool::create(dir.path(), &opts).await.expect("create");
-        pool.create_volume("v", 1 << 20, 4096, Guarantee::None)
-            .await
-            .expect("volume");
+        let pool = crate::testutil::pool_with_volume(dir.path(), 65536, 1 << 20).await;
         pool.close().await.expect("close");
         drop(pool);
 

@@ -578,7 +578,6 @@ impl Volume {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Guarantee, Pool, PoolOptions};
 
     /// An in-place write into a chunk whose first write has logged its `Map` but not yet
     /// published it must make its caller publish that record: acknowledged, it would
@@ -587,15 +586,7 @@ mod tests {
     #[tokio::test]
     async fn an_in_place_write_publishes_the_chunks_unpublished_mapping() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let opts = PoolOptions {
-            chunk_size: 16384,
-            capacity_bytes: Some(64 << 20),
-            soft_threshold_pct: None,
-        };
-        let pool = Pool::create(dir.path(), &opts).await.expect("create");
-        pool.create_volume("v", 1 << 20, 4096, Guarantee::None)
-            .await
-            .expect("volume");
+        let pool = crate::testutil::pool_with_volume(dir.path(), 16384, 1 << 20).await;
         let v = pool.volume("v").expect("v");
         // Task A's first write of chunk 3 (block 12), stopped before its request publishes.
         let first = v
