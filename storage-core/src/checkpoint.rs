@@ -12,6 +12,34 @@ const CMAGIC: &[u8; 4] = b"LCKP";
 
 /// Serialize the metadata.
 pub(crate) fn encode(meta: &Meta, pool: &uuid::Uuid) -> Vec<u8> {
+    capture(meta, pool).encode()
+}
+
+/// What an image of the metadata holds, copied out while the metadata lock is held. The
+/// expensive part of a checkpoint, sorting every layer's entries and encoding them, then
+/// runs without the lock ([`Capture::encode`]): on a pool with millions of mapped chunks that
+/// is seconds during which I/O would otherwise wait. The copy is one linear pass, 16 bytes
+/// per entry, about the size of the image itself.
+pub(crate) struct Capture {
+    /// Magic, pool UUID, next id and the views, already encoded (small).
+    head: Vec<u8>,
+    layers: Vec<LayerCapture>,
+}
+
+struct LayerCapture {
+    id: u64,
+    parent: Option<u64>,
+    view: Option<u64>,
+    frozen: bool,
+    children: Vec<u64>,
+    /// (index, physical chunk), unsorted.
+    data: Vec<(u64, u64)>,
+    /// Indices of holes, unsorted.
+    holes: Vec<u64>,
+}
+
+/// Copy out what an image of `meta` needs (call with the metadata lock held).
+pub(crate) fn capture(meta: &Meta, pool: &uuid::Uuid) -> Capture {
     let mut e = Enc::default();
     e.buf.extend_from_slice(CMAGIC);
     e.buf.extend_from_slice(pool.as_bytes());
@@ -38,50 +66,73 @@ pub(crate) fn encode(meta: &Meta, pool: &uuid::Uuid) -> Vec<u8> {
             }
         }
     }
-    e.u64(meta.layers.len() as u64);
-    for (&id, l) in &meta.layers {
-        e.u64(id);
-        e.opt_u64(l.parent);
-        e.opt_u64(l.view);
-        e.u8(l.frozen as u8);
-        e.u64(l.children.len() as u64);
-        for &c in &l.children {
-            e.u64(c);
-        }
-        let mut data: Vec<(u64, u64)> = l
-            .map
-            .iter()
-            .filter(|(_, &p)| p != HOLE)
-            .map(|(&i, &p)| (i, p))
-            .collect();
-        data.sort_unstable();
-        e.u64(data.len() as u64);
-        for (i, p) in data {
-            e.u64(i);
-            e.u64(p);
-        }
-        // Holes come in long runs (a discard of a shared range): store them as runs.
-        let mut holes: Vec<u64> = l
-            .map
-            .iter()
-            .filter(|(_, &p)| p == HOLE)
-            .map(|(&i, _)| i)
-            .collect();
-        holes.sort_unstable();
-        let mut runs: Vec<(u64, u64)> = Vec::new();
-        for i in holes {
-            match runs.last_mut() {
-                Some((start, len)) if *start + *len == i => *len += 1,
-                _ => runs.push((i, 1)),
+    let layers = meta
+        .layers
+        .iter()
+        .map(|(&id, l)| {
+            let mut data = Vec::with_capacity(l.owned as usize);
+            let mut holes = Vec::new();
+            for (&i, &p) in &l.map {
+                if p == HOLE {
+                    holes.push(i);
+                } else {
+                    data.push((i, p));
+                }
+            }
+            LayerCapture {
+                id,
+                parent: l.parent,
+                view: l.view,
+                frozen: l.frozen,
+                children: l.children.clone(),
+                data,
+                holes,
+            }
+        })
+        .collect();
+    Capture {
+        head: e.buf,
+        layers,
+    }
+}
+
+impl Capture {
+    /// The image: entries sorted, holes as runs. Deterministic for a given metadata state.
+    pub(crate) fn encode(self) -> Vec<u8> {
+        let mut e = Enc { buf: self.head };
+        e.u64(self.layers.len() as u64);
+        for mut l in self.layers {
+            e.u64(l.id);
+            e.opt_u64(l.parent);
+            e.opt_u64(l.view);
+            e.u8(l.frozen as u8);
+            e.u64(l.children.len() as u64);
+            for &c in &l.children {
+                e.u64(c);
+            }
+            l.data.sort_unstable();
+            e.u64(l.data.len() as u64);
+            for (i, p) in l.data {
+                e.u64(i);
+                e.u64(p);
+            }
+            // Holes come in long runs (a discard of a shared range): store them as runs.
+            l.holes.sort_unstable();
+            let mut runs: Vec<(u64, u64)> = Vec::new();
+            for i in l.holes {
+                match runs.last_mut() {
+                    Some((start, len)) if *start + *len == i => *len += 1,
+                    _ => runs.push((i, 1)),
+                }
+            }
+            e.u64(runs.len() as u64);
+            for (start, len) in runs {
+                e.u64(start);
+                e.u64(len);
             }
         }
-        e.u64(runs.len() as u64);
-        for (start, len) in runs {
-            e.u64(start);
-            e.u64(len);
-        }
+        e.buf
     }
-    e.buf
 }
 
 /// Load a metadata image (derived counters rebuilt).
@@ -239,4 +290,83 @@ pub(crate) fn validate_links(m: &Meta) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod capture_tests {
+    use super::*;
+    use crate::layer::Rec;
+
+    fn apply(m: &mut Meta, rec: Rec) {
+        let mut freed = Vec::new();
+        m.apply(&rec, &mut freed).expect("apply");
+    }
+
+    /// The image encoded after the lock is released is the state at capture time: changes
+    /// made between capture and encoding are not in it.
+    #[test]
+    fn the_image_is_the_state_at_capture() {
+        let uuid = uuid::Uuid::new_v4();
+        let mut m = Meta::new(65536);
+        let (v, l) = (m.new_id(), m.new_id());
+        apply(
+            &mut m,
+            Rec::CreateVolume {
+                view: v,
+                layer: l,
+                name: "v".into(),
+                uuid: uuid::Uuid::nil(),
+                size: 1 << 30,
+                block_size: 4096,
+                full: false,
+                created: 0,
+            },
+        );
+        for i in 0..1000u64 {
+            apply(
+                &mut m,
+                Rec::Map {
+                    layer: l,
+                    index: i * 3 % 1000,
+                    phys: i,
+                },
+            );
+        }
+        apply(
+            &mut m,
+            Rec::Hole {
+                layer: l,
+                index: 2000,
+            },
+        );
+        let at_capture = encode(&m, &uuid);
+        let cap = capture(&m, &uuid);
+        apply(
+            &mut m,
+            Rec::Map {
+                layer: l,
+                index: 5000,
+                phys: 5000,
+            },
+        );
+        apply(&mut m, Rec::Clear { layer: l, index: 3 });
+        apply(
+            &mut m,
+            Rec::Rename {
+                view: v,
+                name: "w".into(),
+            },
+        );
+        let img = cap.encode();
+        assert_eq!(img, at_capture, "same bytes as encoding at capture time");
+        let back = decode(&img, &uuid, 65536, 1 << 20).expect("decode");
+        assert_eq!(back.resolve(l, 5000), None);
+        assert_eq!(back.resolve(l, 3), Some(1));
+        assert_eq!(back.views.get(&v).map(|x| x.name.as_str()), Some("v"));
+        assert_ne!(
+            encode(&m, &uuid),
+            img,
+            "later changes show in a later image"
+        );
+    }
 }

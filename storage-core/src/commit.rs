@@ -277,15 +277,19 @@ fn committed(inner: &PoolInner, started: std::time::Instant) {
 /// the inactive slot and a superblock pointing at it; the journal restarts at offset 0. Runs
 /// with the journal lock held, so no block is appended to the old journal meanwhile.
 fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Result<()> {
-    let (img, mut frees, end) = {
+    let (capture, mut frees, end) = {
         let mut st = inner.state.write();
         st.check_failed()?;
-        let img = checkpoint::encode(&st.meta, &inner.uuid);
+        let capture = checkpoint::capture(&st.meta, &inner.uuid);
         st.recs.buf.clear();
         st.nrecs = 0;
         let frees = std::mem::take(&mut st.pending);
-        (img, frees, st.lsn)
+        (capture, frees, st.lsn)
     };
+    // Sorting and encoding run without the metadata lock; records logged meanwhile are not in
+    // the image and go to the restarted journal (the journal lock, held throughout, keeps
+    // them out of the old one).
+    let img = capture.encode();
     frees.append(&mut sbs.unsealed_frees);
     // The image holds the open block's records: close it, so the journal restarts at a
     // sequence number above it and replay can never apply it on top of the image.
