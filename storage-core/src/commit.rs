@@ -6,9 +6,10 @@
 //! no acknowledged mapping — and the commit thread makes blocks durable: append what is still
 //! buffered, fdatasync (data written before its records were appended becomes durable with
 //! them), write a seal covering the blocks so far, fdatasync, then release the chunks those
-//! records freed. When no data write is pending the first fdatasync is skipped. All flush requests waiting at that moment complete together (group commit).
-//! When the journal is full a checkpoint replaces the append. Without requests, buffered
-//! records are committed every second.
+//! records freed; when no data write is pending, the first fdatasync is skipped. All flush
+//! requests waiting at that moment complete together (group commit). When the journal is
+//! full a checkpoint replaces the append. Without requests, buffered records are committed
+//! every second. Publishes share the newest block while it fits one page ([`append_locked`]).
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
