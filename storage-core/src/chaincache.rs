@@ -72,6 +72,12 @@ impl ChainCache {
             return (e != HOLE).then_some(e);
         }
         let parent = l.parent?;
+        // A walk of one ancestor is never cached (`MIN_WALK`): probe it without the shard
+        // lock (clones of a gold snapshot read this way).
+        let p = meta.layers.get(&parent)?;
+        if p.parent.is_none() {
+            return p.map.get(&index).copied().filter(|&e| e != HOLE);
+        }
         let mut shard = self.shards[(index as usize) & (SHARDS - 1)].lock();
         let current = shard.top == top && shard.epoch == meta.epoch;
         if current {

@@ -147,7 +147,6 @@ pub(crate) fn append_locked(inner: &PoolInner, sbs: &mut SbState, close: bool) -
         {
             return fail(inner, "journal append failed", io("writing the journal", e));
         }
-        sbs.pub_lsn = end;
         sbs.unsealed_frees.extend(frees);
         inner.published_lsn.fetch_max(end, Ordering::AcqRel);
     }
@@ -231,7 +230,8 @@ fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<()> {
         return r;
     }
     let seal_to = sbs.next_seq;
-    let end = sbs.pub_lsn;
+    // Written only under the journal lock, which this holds.
+    let end = inner.published_lsn.load(Ordering::Acquire);
     let frees = std::mem::take(&mut sbs.unsealed_frees);
     drop(sbs);
     let mut sealer = inner.sealer.lock();
@@ -338,7 +338,6 @@ fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Resul
     };
     sbs.sb = sb;
     sbs.journal_off = 0;
-    sbs.pub_lsn = end;
     inner.published_lsn.fetch_max(end, Ordering::AcqRel);
     {
         let mut sealer = inner.sealer.lock();

@@ -257,8 +257,6 @@ pub(crate) struct SbState {
     pub sb: Superblock,
     pub journal_off: u64,
     pub next_seq: u64,
-    /// Records up to this LSN are in journal blocks written to the file, or in a checkpoint.
-    pub pub_lsn: u64,
     /// Chunks freed by records in written but not yet sealed blocks (reusable after the seal).
     pub unsealed_frees: Vec<u64>,
     /// Boot id stamped into tentative blocks.

@@ -213,15 +213,7 @@ impl Meta {
 
     /// Resolve `index` starting at `layer`: `Some(phys)` for data, `None` for zeros.
     pub fn resolve(&self, layer: LayerId, index: u64) -> Option<u64> {
-        let mut cur = Some(layer);
-        while let Some(id) = cur {
-            let l = self.layers.get(&id)?;
-            if let Some(&e) = l.map.get(&index) {
-                return (e != HOLE).then_some(e);
-            }
-            cur = l.parent;
-        }
-        None
+        self.resolve_counting(layer, index).0
     }
 
     /// Like [`Meta::resolve`], also returning how many layers were probed.

@@ -92,7 +92,6 @@ impl Pool {
                 sb: loaded.sb,
                 journal_off: loaded.journal_off,
                 next_seq: loaded.next_seq,
-                pub_lsn: 0,
                 unsealed_frees: Vec::new(),
                 boot: loaded.boot,
                 open: None,

@@ -203,7 +203,8 @@ impl Superblock {
 }
 
 /// A seal: every journal block with a sequence number below `seq` is durable (it was written
-/// before an fdatasync that completed before this seal was written). Two slots, written
+/// before an fdatasync that completed before this seal was written, or, when the data its
+/// records map was already durable, shares this seal's fdatasync; docs/storage-format.md). Two slots, written
 /// alternately; the valid one with the higher generation counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Seal {

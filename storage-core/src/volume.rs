@@ -145,10 +145,16 @@ impl Volume {
         let mut out = BytesMut::with_capacity(len);
         {
             let spare = &mut out.spare_capacity_mut()[..len];
-            let ps = pieces(off, len as u64, cs);
-            if let [p] = ps.as_slice() {
-                self.read_piece_into(top, p, spare).await?;
+            if off % cs + len as u64 <= cs {
+                // One chunk (every 4 KiB read): no piece list to allocate.
+                let p = Piece {
+                    index: off / cs,
+                    off: (off % cs) as usize,
+                    len,
+                };
+                self.read_piece_into(top, &p, spare).await?;
             } else {
+                let ps = pieces(off, len as u64, cs);
                 // Disjoint slices of the one buffer, one per piece; the pieces run
                 // concurrently (on a cache miss each waits for its own device read).
                 let mut slices = Vec::with_capacity(ps.len());
