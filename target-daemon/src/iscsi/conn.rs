@@ -65,7 +65,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Whether a whole PDU (or a decode error) is already buffered, so [`Self::next`] will
     /// not wait for the socket.
     pub fn has_buffered_pdu(&self, codec: &CodecConfig) -> bool {
-        !matches!(pdu::frame_len(&self.buf, codec), Ok(None))
+        // `frame_len` knows the length once the header is in, before the rest has arrived.
+        match pdu::frame_len(&self.buf, codec) {
+            Ok(Some(total)) => self.buf.len() >= total,
+            Ok(None) => false,
+            Err(_) => true,
+        }
     }
 
     /// The next PDU. Memory is bounded by one PDU: the decoder refuses a data segment longer
@@ -501,4 +506,28 @@ pub(crate) fn now() -> Instant {
 /// Resolves once the flag turns true (or its sender is gone).
 pub(crate) async fn signalled(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+#[cfg(test)]
+mod frame_reader_tests {
+    use super::*;
+
+    /// A PDU whose header has arrived but not its data segment is not "buffered": the
+    /// connection must flush its batched results before it waits for the rest.
+    #[test]
+    fn a_pdu_is_buffered_only_once_all_of_it_is_in() {
+        let codec = CodecConfig::default();
+        let mut r = FrameReader::new(tokio::io::empty());
+        assert!(!r.has_buffered_pdu(&codec), "nothing in");
+        // A 48-byte header announcing a 100-byte data segment (opcode 0: NOP-Out).
+        let mut bhs = [0u8; 48];
+        bhs[0] = 0x40;
+        bhs[7] = 100;
+        r.buf.extend_from_slice(&bhs);
+        assert!(!r.has_buffered_pdu(&codec), "header only");
+        r.buf.extend_from_slice(&[0u8; 60]);
+        assert!(!r.has_buffered_pdu(&codec), "part of the data segment");
+        r.buf.extend_from_slice(&[0u8; 40]);
+        assert!(r.has_buffered_pdu(&codec), "the whole PDU");
+    }
 }
