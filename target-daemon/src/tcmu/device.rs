@@ -210,17 +210,16 @@ async fn run(
     let mut broken: Option<String> = None;
     let mut drain = DEFAULT_STOP_TIMEOUT;
 
+    // One doorbell wait lives across turns of the loop (a new one per turn would allocate
+    // and re-arm each time); it is replaced only once it has fired.
+    let mut bell = db.wait();
     let exit = loop {
         if broken.is_none() {
             let entries = ring.poll();
-            let mut done_now = Vec::new();
             for e in entries.unwrap_or_default() {
-                if let Some(d) = dispatch(&ctx, &mut tasks, &done_tx, e).await {
-                    done_now.push(d);
+                if let Some((id, c)) = dispatch(&ctx, &mut tasks, &done_tx, e).await {
+                    apply(&mut ring, &ctx, &name, id, &c);
                 }
-            }
-            for (id, c) in &done_now {
-                apply(&mut ring, &ctx, &name, *id, c);
             }
             if let Some(b) = ring.broken() {
                 tracing::error!(device = %name, reason = b, "TCMU ring broken: no longer taking commands from this device");
@@ -257,11 +256,13 @@ async fn run(
                 }
             }
             // Waited for right here, not in a task of its own: one wake-up per doorbell
-            // instead of two. Cancelling the wait is safe (the UIO fd's 4-byte read happens
-            // after its last await, so a wait dropped by another branch consumed nothing).
-            ev = db.wait() => if let Err(e) = ev {
-                ctx.gone.store(true, Ordering::Relaxed);
-                break DeviceExit::Gone(e.to_string());
+            // instead of two.
+            ev = &mut bell => {
+                if let Err(e) = ev {
+                    ctx.gone.store(true, Ordering::Relaxed);
+                    break DeviceExit::Gone(e.to_string());
+                }
+                bell = db.wait();
             },
         }
     };
