@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::Initiator;
-use scsi_proto::iscsi::pdu::{self, Bhs, NopOut, Pdu, RejectReason};
+use scsi_proto::iscsi::pdu::{self, Bhs, LoginStage, NopOut, Pdu, RejectReason};
 use target_daemon::config::Config;
 use target_daemon::iscsi::{Server, TargetEntry};
 use target_daemon::scsi::ScsiTarget;
@@ -431,6 +431,49 @@ async fn connection_reinstatement_keeps_the_session() {
     assert_eq!(b.tsih, a.tsih, "same session");
     assert!(a.recv_opt().await.is_none(), "the old connection is closed");
     assert!(matches!(b.nop(b"still here").await.bhs, Bhs::NopIn(_)));
+    assert_eq!(server.session_count(), 1);
+}
+
+/// Issue 14: a login typed Discovery, carrying the TSIH, ISID, InitiatorName and TargetName
+/// of a CHAP-protected normal session, was authenticated against the discovery settings
+/// (none) and then joined that session, with read/write on its LUNs, dropping the victim.
+#[tokio::test]
+async fn a_discovery_typed_join_cannot_take_over_a_normal_session() {
+    let (server, addr) = start(YAML).await;
+    let secret = "iqn.2026-11.io.lunar:secret";
+    let mut victim = Initiator::connect(addr, ALICE).await;
+    assert!(victim
+        .login_chap(Some(secret), "alice", "alice-secret-123")
+        .await
+        .ok());
+    for (session_type, stage) in [
+        ("Discovery", LoginStage::Operational),
+        ("Discovery", LoginStage::Security),
+        ("Normal", LoginStage::Operational),
+    ] {
+        let mut attacker = Initiator::connect_with_isid(addr, ALICE, victim.isid).await;
+        attacker.tsih = victim.tsih;
+        let mut keys = vec![
+            ("InitiatorName", ALICE),
+            ("SessionType", session_type),
+            ("TargetName", secret),
+        ];
+        if stage == LoginStage::Security {
+            keys.push(("AuthMethod", "None"));
+        } else {
+            keys.extend(Initiator::operational_keys());
+        }
+        let (r, _) = attacker
+            .login_step(stage, LoginStage::FullFeature, true, &keys)
+            .await;
+        assert_eq!(r.status_class, 2, "{session_type} join in {stage:?}: {r:?}");
+        assert!(
+            attacker.recv_opt().await.is_none(),
+            "a refused login is closed"
+        );
+    }
+    // The victim's connection and session are untouched.
+    assert!(matches!(victim.nop(b"still mine").await.bhs, Bhs::NopIn(_)));
     assert_eq!(server.session_count(), 1);
 }
 

@@ -34,17 +34,77 @@ pub struct TargetInfo {
     pub chap: Option<ChapConfig>,
 }
 
-/// The policy's answer to a login that names an existing session (TSIH ≠ 0).
+/// A live session as the policy sees it, for a login that names it by TSIH (a non-leading
+/// login: a connection added to the session, or a connection reinstatement).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExistingSession {
+    /// The session's type: a discovery session never grants LUN access, so a connection may
+    /// only join a session of the type it declares.
+    pub session_type: SessionType,
+    /// InitiatorName of the leading login.
+    pub initiator_name: String,
+    /// ISID of the leading login.
+    pub isid: u64,
+    /// TargetName of a normal session; `None` for a discovery session.
+    pub target_name: Option<String>,
+    /// Whether the session has a connection with the login's CID (connection reinstatement).
+    pub has_cid: bool,
+    /// Connections the session has now.
+    pub connections: u32,
+    /// The session's MaxConnections.
+    pub max_connections: u32,
+}
+
+/// Who a login says it is: the identity a non-leading login must share with its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoginIdentity<'a> {
+    /// Declared SessionType (default Normal).
+    pub session_type: SessionType,
+    /// Declared InitiatorName.
+    pub initiator_name: &'a str,
+    /// ISID of the Login Request.
+    pub isid: u64,
+    /// Declared TargetName of a normal login; `None` for discovery (the name is irrelevant
+    /// there and must not pick a session).
+    pub target_name: Option<&'a str>,
+}
+
+/// Whether a non-leading login may join a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JoinDecision {
     /// The connection may join (or reinstate a connection of) the session.
     Allowed,
-    /// No session with this TSIH/ISID/initiator: 0x020a.
+    /// No session with this TSIH, or one that belongs to another identity: 0x020a.
     NoSuchSession,
     /// The session already has MaxConnections connections: 0x0206.
     TooManyConnections,
-    /// The session exists but cannot take this connection: 0x0208.
-    CannotInclude,
+}
+
+impl ExistingSession {
+    /// The rule every non-leading login passes (RFC 7143 sections 4.3.1, 6.3): the session
+    /// must be the one this initiator (name and ISID) opened, of the same type and to the
+    /// same target. Names compare case-insensitively, as iSCSI names are case-folded.
+    /// Authentication is not decided here: the login machine takes it from the same target
+    /// (or discovery) settings the leading login passed, so every connection authenticates.
+    pub fn admits(&self, who: &LoginIdentity<'_>) -> JoinDecision {
+        let same_target = match (&self.target_name, who.target_name) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            (None, None) => true,
+            _ => false,
+        };
+        if self.session_type != who.session_type
+            || self.isid != who.isid
+            || !self.initiator_name.eq_ignore_ascii_case(who.initiator_name)
+            || !same_target
+        {
+            return JoinDecision::NoSuchSession;
+        }
+        if self.has_cid || self.connections < self.max_connections {
+            JoinDecision::Allowed
+        } else {
+            JoinDecision::TooManyConnections
+        }
+    }
 }
 
 /// Target configuration and session table, as the login needs them. Methods take `&self`;
@@ -58,15 +118,9 @@ pub trait LoginPolicy {
     fn discovery_chap(&self) -> Option<ChapConfig>;
     /// A fresh, nonzero TSIH for a new session; `None` fails with 0x0302 (out of resources).
     fn allocate_tsih(&self) -> Option<u16>;
-    /// Whether a connection may join the existing session `tsih` (login with TSIH ≠ 0).
-    fn join_session(
-        &self,
-        tsih: u16,
-        isid: u64,
-        initiator_name: &str,
-        target_name: Option<&str>,
-        cid: u16,
-    ) -> JoinDecision;
+    /// The live session with this TSIH, as seen by a login with connection ID `cid`;
+    /// `None` if there is none. The login machine decides with [`ExistingSession::admits`].
+    fn session(&self, tsih: u16, cid: u16) -> Option<ExistingSession>;
 }
 
 /// The result of a successful login.
@@ -154,6 +208,24 @@ struct Reply {
 enum State {
     Active,
     Finished,
+}
+
+/// Applies [`ExistingSession::admits`] to the session the login names.
+fn check_join(
+    policy: &dyn LoginPolicy,
+    tsih: u16,
+    cid: u16,
+    who: &LoginIdentity<'_>,
+) -> Result<(), LoginFailure> {
+    let decision = policy
+        .session(tsih, cid)
+        .map_or(JoinDecision::NoSuchSession, |s| s.admits(who));
+    let status = match decision {
+        JoinDecision::Allowed => return Ok(()),
+        JoinDecision::NoSuchSession => LoginStatus::SessionDoesNotExist,
+        JoinDecision::TooManyConnections => LoginStatus::TooManyConnections,
+    };
+    Err(fail(status, format!("cannot join session TSIH {tsih}")))
 }
 
 /// Login state machine for one connection.
@@ -379,23 +451,18 @@ impl LoginConnection {
         self.chap_config = chap;
         if !leading {
             let f = self.first_ref()?;
-            let decision = policy.join_session(
-                f.tsih,
-                f.isid,
-                initiator,
-                declared.target_name.as_deref(),
-                f.cid,
-            );
-            let status = match decision {
-                JoinDecision::Allowed => None,
-                JoinDecision::NoSuchSession => Some(LoginStatus::SessionDoesNotExist),
-                JoinDecision::TooManyConnections => Some(LoginStatus::TooManyConnections),
-                JoinDecision::CannotInclude => Some(LoginStatus::CannotIncludeInSession),
+            let who = LoginIdentity {
+                session_type,
+                initiator_name: initiator,
+                isid: f.isid,
+                target_name: match session_type {
+                    SessionType::Normal => declared.target_name.as_deref(),
+                    SessionType::Discovery => None,
+                },
             };
-            if let Some(status) = status {
-                return Err(fail(status, format!("cannot join session TSIH {}", f.tsih)));
-            }
+            check_join(policy, f.tsih, f.cid, &who)?;
         }
+        self.negotiator_mut()?.freeze_identity();
         Ok(())
     }
 
@@ -608,17 +675,29 @@ impl LoginConnection {
         let leading = negotiator.leading();
         let declared = negotiator.declared().clone();
         let params = negotiator.params();
+        let initiator_name = declared
+            .initiator_name
+            .ok_or_else(|| fail(LoginStatus::MissingParameter, "InitiatorName missing"))?;
         let tsih = if leading {
             policy
                 .allocate_tsih()
                 .filter(|&t| t != 0)
                 .ok_or_else(|| fail(LoginStatus::OutOfResources, "no TSIH available"))?
         } else {
+            // Again at the end: the session may have ended, and its TSIH been given to
+            // another, while this login was authenticating.
+            let who = LoginIdentity {
+                session_type: params.session_type,
+                initiator_name: &initiator_name,
+                isid: first.isid,
+                target_name: match params.session_type {
+                    SessionType::Normal => declared.target_name.as_deref(),
+                    SessionType::Discovery => None,
+                },
+            };
+            check_join(policy, first.tsih, first.cid, &who)?;
             first.tsih
         };
-        let initiator_name = declared
-            .initiator_name
-            .ok_or_else(|| fail(LoginStatus::MissingParameter, "InitiatorName missing"))?;
         let response = self.response(req, reply, chunk, tsih);
         self.stage = LoginStage::FullFeature;
         self.state = State::Finished;

@@ -226,6 +226,11 @@ pub struct Negotiator {
     seen: HashSet<String>,
     declared_mrdsl: bool,
     digest_required_unmet: Option<&'static str>,
+    /// Set once the login has been identified (target, ACL, session join and the
+    /// authentication they require were decided from the declared identity): from then on
+    /// an identity key may only be repeated with the same value, never first declared or
+    /// changed, or a login could be authorized as one thing and complete as another.
+    identity_frozen: bool,
 }
 
 /// Keys that belong to the security stage (handled by authentication, not here).
@@ -294,7 +299,15 @@ impl Negotiator {
             seen: HashSet::new(),
             declared_mrdsl: false,
             digest_required_unmet: None,
+            identity_frozen: false,
         }
+    }
+
+    /// Fixes the declared identity (InitiatorName, TargetName, SessionType): the login
+    /// machine calls this once it has decided target, ACL, session and authentication from
+    /// them. A later first declaration of one of these keys fails the login.
+    pub fn freeze_identity(&mut self) {
+        self.identity_frozen = true;
     }
 
     /// Values declared by the initiator so far.
@@ -331,7 +344,8 @@ impl Negotiator {
                     "Discovery" => SessionType::Discovery,
                     _ => return false,
                 };
-                d.session_type == Some(t)
+                // Against the effective type: `SessionType=Normal` repeats the default.
+                self.session_type() == t
             }
             _ => false,
         }
@@ -432,6 +446,12 @@ impl Negotiator {
         );
         if session_wide && (discovery || !self.leading) {
             return v(IRRELEVANT);
+        }
+        if self.identity_frozen && matches!(key, "InitiatorName" | "TargetName" | "SessionType") {
+            return Err(LoginFailure::new(
+                LoginStatus::InitiatorError,
+                format!("{key} declared after the first Login Request"),
+            ));
         }
         match key {
             "InitiatorName" => {

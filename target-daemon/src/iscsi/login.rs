@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use scsi_proto::iscsi::chap::{ChapConfig, ChapCredential};
-use scsi_proto::iscsi::login::{JoinDecision, LoginConnection, LoginPolicy, LoginStep, TargetInfo};
+use scsi_proto::iscsi::login::{
+    ExistingSession, JoinDecision, LoginConnection, LoginIdentity, LoginOutcome, LoginPolicy,
+    LoginStep, TargetInfo,
+};
 use scsi_proto::iscsi::negotiate::{DigestPolicy, SessionParams, SessionType, TargetSettings};
 use scsi_proto::iscsi::pdu::{Bhs, CodecConfig};
 use scsi_proto::iscsi::seq::StatSn;
@@ -34,6 +37,10 @@ pub struct LoginDone {
     pub params: SessionParams,
 }
 
+/// The MaxConnections the target offers: one connection per session (ErrorRecoveryLevel 0,
+/// no multiple connections per session; multipathing uses sessions).
+pub const MAX_CONNECTIONS: u16 = 1;
+
 /// Our negotiation settings from the configuration.
 pub fn target_settings(c: &IscsiCfg) -> TargetSettings {
     let digest = |d: DigestCfg| match d {
@@ -48,7 +55,7 @@ pub fn target_settings(c: &IscsiCfg) -> TargetSettings {
         immediate_data: c.immediate_data,
         initial_r2t: c.initial_r2t,
         max_outstanding_r2t: c.max_outstanding_r2t,
-        max_connections: 1,
+        max_connections: MAX_CONNECTIONS,
         default_time2wait: 0,
         // ErrorRecoveryLevel 0: nothing is retained after a connection is lost.
         default_time2retain: 0,
@@ -130,34 +137,21 @@ impl LoginPolicy for Policy<'_> {
         self.server.sessions.allocate_tsih()
     }
 
-    fn join_session(
-        &self,
-        tsih: u16,
-        isid: u64,
-        initiator_name: &str,
-        target_name: Option<&str>,
-        cid: u16,
-    ) -> JoinDecision {
-        let same_target = |s: &Session| match (&s.target, target_name) {
-            (Some(t), Some(n)) => t.cfg.iqn.eq_ignore_ascii_case(n),
-            (None, None) => true,
-            _ => false,
-        };
-        match self.server.sessions.get(tsih) {
-            Some(s)
-                if s.isid == isid
-                    && s.initiator.eq_ignore_ascii_case(initiator_name)
-                    && same_target(&s) =>
-            {
-                // MaxConnections is 1: only reinstating the existing connection is allowed.
-                if s.conns.lock().contains_key(&cid) {
-                    JoinDecision::Allowed
-                } else {
-                    JoinDecision::TooManyConnections
-                }
-            }
-            _ => JoinDecision::NoSuchSession,
-        }
+    fn session(&self, tsih: u16, cid: u16) -> Option<ExistingSession> {
+        self.server.sessions.get(tsih).map(|s| s.existing(cid))
+    }
+}
+
+/// The identity a completed login claims, for checking it against the session it joins.
+fn identity(outcome: &LoginOutcome) -> LoginIdentity<'_> {
+    LoginIdentity {
+        session_type: outcome.session_type,
+        initiator_name: &outcome.initiator_name,
+        isid: outcome.isid,
+        target_name: match outcome.session_type {
+            SessionType::Normal => outcome.target_name.as_deref(),
+            SessionType::Discovery => None,
+        },
     }
 }
 
@@ -258,7 +252,12 @@ pub async fn run<R: AsyncRead + Unpin>(
                     );
                     s
                 } else {
-                    let Some(s) = server.sessions.get(outcome.tsih) else {
+                    // The state machine checked the join; the table may have changed since
+                    // (the session ended and its TSIH went to another), so the connection is
+                    // attached only to a session that still admits this identity.
+                    let Some(s) = server.sessions.get(outcome.tsih).filter(|s| {
+                        s.existing(outcome.cid).admits(&identity(&outcome)) == JoinDecision::Allowed
+                    }) else {
                         return Err(anyhow::anyhow!(
                             "session {} ended during login",
                             outcome.tsih

@@ -7,10 +7,12 @@
 //! session and aborts its tasks before the new one is registered.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use scsi_proto::iscsi::login::ExistingSession;
+use scsi_proto::iscsi::negotiate::SessionType;
 use scsi_proto::iscsi::pdu::Pdu;
 use scsi_proto::iscsi::seq::CmdWindow;
 use tokio::sync::watch;
@@ -133,6 +135,25 @@ impl Session {
         })
     }
 
+    /// What a login naming this session by TSIH sees of it (for
+    /// [`ExistingSession::admits`]); `cid` is the login's connection ID.
+    pub fn existing(&self, cid: u16) -> ExistingSession {
+        let conns = self.conns.lock();
+        ExistingSession {
+            session_type: if self.target.is_some() {
+                SessionType::Normal
+            } else {
+                SessionType::Discovery
+            },
+            initiator_name: self.initiator.clone(),
+            isid: self.isid,
+            target_name: self.target.as_ref().map(|t| t.cfg.iqn.clone()),
+            has_cid: conns.contains_key(&cid),
+            connections: u32::try_from(conns.len()).unwrap_or(u32::MAX),
+            max_connections: u32::from(super::login::MAX_CONNECTIONS),
+        }
+    }
+
     /// A snapshot for status displays.
     pub fn info(&self) -> SessionInfo {
         let mut connections: Vec<(u16, String, String)> = self
@@ -238,23 +259,23 @@ pub async fn abort_and_wait(handles: Vec<TaskHandle>) {
 #[derive(Default)]
 pub struct SessionTable {
     sessions: Mutex<HashMap<u16, Arc<Session>>>,
-    next_tsih: AtomicU16,
 }
 
 impl SessionTable {
-    /// A fresh nonzero TSIH not used by a live session; `None` if all 65535 are taken.
+    /// A fresh, random nonzero TSIH not used by a live session; `None` if all 65535 are
+    /// taken. Random rather than sequential so that a TSIH says nothing about other
+    /// sessions (defence in depth: a join is only admitted to the initiator's own session
+    /// anyway, see `ExistingSession::admits`).
     pub fn allocate_tsih(&self) -> Option<u16> {
         let map = self.sessions.lock();
-        for _ in 0..=u16::MAX {
-            let t = self
-                .next_tsih
-                .fetch_add(1, AtomicOrdering::Relaxed)
-                .wrapping_add(1);
-            if t != 0 && !map.contains_key(&t) {
-                return Some(t);
-            }
+        if map.len() >= usize::from(u16::MAX) {
+            return None;
         }
-        None
+        // A random start, then the first free one from there: bounded work however full.
+        let start: u16 = rand::random();
+        (0..=u16::MAX)
+            .map(|i| start.wrapping_add(i))
+            .find(|t| *t != 0 && !map.contains_key(t))
     }
 
     /// Registers a session.

@@ -123,7 +123,7 @@ impl Initiator {
     }
 
     /// Sends one login request with `keys` and returns the response.
-    async fn login_step(
+    pub async fn login_step(
         &mut self,
         csg: LoginStage,
         nsg: LoginStage,
@@ -157,7 +157,7 @@ impl Initiator {
         (r, map)
     }
 
-    fn operational_keys() -> Vec<(&'static str, &'static str)> {
+    pub fn operational_keys() -> Vec<(&'static str, &'static str)> {
         vec![
             ("HeaderDigest", "None"),
             ("DataDigest", "None"),

@@ -10,13 +10,17 @@ use crate::iscsi::pdu::{LoginResponse, RESERVED_TAG};
 const TARGET: &str = "iqn.2026-01.io.lunar:vol1";
 const INITIATOR: &str = "iqn.2004-10.com.ubuntu:01:deadbeef";
 const ISID: u64 = 0x0002_3d00_0001;
+/// A second target and initiator, admitted like the first (to tell join rules from ACLs).
+const TARGET2: &str = "iqn.2026-01.io.lunar:vol2";
+const INITIATOR2: &str = "iqn.2004-10.com.ubuntu:01:other";
 
 struct Policy {
     chap: Option<ChapConfig>,
     discovery_chap: Option<ChapConfig>,
     allowed: bool,
     next_tsih: Cell<u16>,
-    join: JoinDecision,
+    /// The live session a non-leading login finds (any TSIH); `None`: no session.
+    session: Option<ExistingSession>,
 }
 
 impl Default for Policy {
@@ -26,20 +30,20 @@ impl Default for Policy {
             discovery_chap: None,
             allowed: true,
             next_tsih: Cell::new(0x100),
-            join: JoinDecision::NoSuchSession,
+            session: None,
         }
     }
 }
 
 impl LoginPolicy for Policy {
     fn target(&self, name: &str) -> Option<TargetInfo> {
-        (name == TARGET).then(|| TargetInfo {
+        (name == TARGET || name == TARGET2).then(|| TargetInfo {
             alias: Some("vol one".into()),
             chap: self.chap.clone(),
         })
     }
     fn initiator_allowed(&self, _target: &str, initiator: &str) -> bool {
-        self.allowed && initiator == INITIATOR
+        self.allowed && (initiator == INITIATOR || initiator == INITIATOR2)
     }
     fn discovery_chap(&self) -> Option<ChapConfig> {
         self.discovery_chap.clone()
@@ -49,8 +53,21 @@ impl LoginPolicy for Policy {
         self.next_tsih.set(t + 1);
         Some(t)
     }
-    fn join_session(&self, _: u16, _: u64, _: &str, _: Option<&str>, _: u16) -> JoinDecision {
-        self.join
+    fn session(&self, _: u16, _: u16) -> Option<ExistingSession> {
+        self.session.clone()
+    }
+}
+
+/// The normal session `INITIATOR` opened to `TARGET` with `ISID`, with one connection (CID 0).
+fn victim_session() -> ExistingSession {
+    ExistingSession {
+        session_type: SessionType::Normal,
+        initiator_name: INITIATOR.into(),
+        isid: ISID,
+        target_name: Some(TARGET.into()),
+        has_cid: false,
+        connections: 1,
+        max_connections: 2,
     }
 }
 
@@ -425,23 +442,22 @@ fn identity_failures() {
 
 #[test]
 fn joining_sessions() {
-    for (decision, want) in [
-        (
-            JoinDecision::NoSuchSession,
-            Some(LoginStatus::SessionDoesNotExist),
-        ),
-        (
-            JoinDecision::TooManyConnections,
-            Some(LoginStatus::TooManyConnections),
-        ),
-        (
-            JoinDecision::CannotInclude,
-            Some(LoginStatus::CannotIncludeInSession),
-        ),
-        (JoinDecision::Allowed, None),
+    let full = ExistingSession {
+        max_connections: 1,
+        ..victim_session()
+    };
+    let reinstating = ExistingSession {
+        has_cid: true,
+        ..full.clone()
+    };
+    for (session, want) in [
+        (None, Some(LoginStatus::SessionDoesNotExist)),
+        (Some(full), Some(LoginStatus::TooManyConnections)),
+        (Some(reinstating), None),
+        (Some(victim_session()), None),
     ] {
         let policy = Policy {
-            join: decision,
+            session,
             ..Policy::default()
         };
         let step = conn().handle(
@@ -462,6 +478,136 @@ fn joining_sessions() {
             }
         }
     }
+}
+
+/// The issue-14 bypass: a Discovery-typed non-leading login with the TSIH, ISID and names
+/// of a normal session was authenticated against the discovery settings (none) and then
+/// joined the normal session. Any identity mismatch must now read as "no such session".
+#[test]
+fn a_join_must_match_the_sessions_type_target_initiator_and_isid() {
+    let policy = Policy {
+        chap: chap_policy(false).chap,
+        session: Some(victim_session()),
+        ..Policy::default()
+    };
+    let join = |text: &str, isid: u64| {
+        conn().handle(
+            &req_with(S, F, true, false, text, |r| {
+                r.tsih = 0x100;
+                r.cid = 1;
+                r.isid = isid;
+            }),
+            &policy,
+        )
+    };
+    let discovery = OPEN_ISCSI_SEC.replace("SessionType=Normal", "SessionType=Discovery");
+    let other_target = OPEN_ISCSI_SEC.replace(TARGET, TARGET2);
+    let other_initiator = OPEN_ISCSI_SEC.replace(INITIATOR, INITIATOR2);
+    for (text, isid) in [
+        (discovery.as_str(), ISID),
+        (other_target.as_str(), ISID),
+        (other_initiator.as_str(), ISID),
+        (OPEN_ISCSI_SEC, ISID + 1),
+    ] {
+        let (status, h) = failed(join(text, isid));
+        assert_eq!(
+            status,
+            LoginStatus::SessionDoesNotExist,
+            "{text} isid {isid:x}"
+        );
+        assert_eq!((h.status_class, h.status_detail), (2, 0x0a));
+    }
+    // The right identity still has to pass the target's CHAP, like the leading login did.
+    let (status, _) = failed(join(OPEN_ISCSI_SEC, ISID));
+    assert_eq!(status, LoginStatus::AuthenticationFailure);
+}
+
+/// A discovery session can still take a connection of its own type.
+#[test]
+fn a_discovery_session_is_joined_only_as_discovery() {
+    let policy = Policy {
+        session: Some(ExistingSession {
+            session_type: SessionType::Discovery,
+            target_name: None,
+            ..victim_session()
+        }),
+        ..Policy::default()
+    };
+    let text = "InitiatorName=iqn.2004-10.com.ubuntu:01:deadbeef|SessionType=Discovery|\
+AuthMethod=None|";
+    let (_, _, out) = complete(conn().handle(
+        &req_with(S, F, true, false, text, |r| r.tsih = 0x100),
+        &policy,
+    ));
+    assert_eq!(
+        (out.session_type, out.leading),
+        (SessionType::Discovery, false)
+    );
+    // The same session named by a normal login is not found.
+    let (status, _) = failed(conn().handle(
+        &req_with(S, F, true, false, OPEN_ISCSI_SEC, |r| r.tsih = 0x100),
+        &policy,
+    ));
+    assert_eq!(status, LoginStatus::SessionDoesNotExist);
+}
+
+/// The session is looked up again when the join completes: it may have ended (and its TSIH
+/// been reused) while the login was authenticating.
+#[test]
+fn a_join_is_checked_again_at_completion() {
+    let mut policy = Policy {
+        session: Some(victim_session()),
+        ..Policy::default()
+    };
+    let mut c = conn();
+    let (h, _) = respond(c.handle(
+        &req_with(S, O, true, false, OPEN_ISCSI_SEC, |r| r.tsih = 0x100),
+        &policy,
+    ));
+    assert!(h.transit);
+    policy.session = Some(ExistingSession {
+        initiator_name: "iqn.2004-10.com.ubuntu:01:someone-else".into(),
+        ..victim_session()
+    });
+    let (status, _) = failed(c.handle(
+        &req_with(O, F, true, false, OPEN_ISCSI_OP, |r| r.tsih = 0x100),
+        &policy,
+    ));
+    assert_eq!(status, LoginStatus::SessionDoesNotExist);
+}
+
+/// Target, ACL, session and authentication are decided from the first Login Request's
+/// identity keys; declaring or changing one later would complete a login as something it
+/// was not authorized as.
+#[test]
+fn identity_keys_cannot_be_declared_after_the_first_request() {
+    let policy = Policy::default();
+    for later in [
+        "SessionType=Discovery|",
+        "TargetName=iqn.2026-01.io.lunar:vol2|",
+        "InitiatorName=iqn.2004-10.com.ubuntu:01:other|",
+    ] {
+        let mut c = conn();
+        let first = OPEN_ISCSI_SEC.replace("SessionType=Normal|", "");
+        let (h, _) = respond(c.handle(&req(S, O, true, false, &first), &policy));
+        assert!(h.transit);
+        let (status, _) = failed(c.handle(&req(O, F, true, false, later), &policy));
+        assert_eq!(status, LoginStatus::InitiatorError, "{later}");
+    }
+    // Repeating the same values (libiscsi does after CHAP), or the default type, is fine.
+    let mut c = conn();
+    let first = OPEN_ISCSI_SEC.replace("SessionType=Normal|", "");
+    respond(c.handle(&req(S, O, true, false, &first), &policy));
+    complete(c.handle(
+        &req(
+            O,
+            F,
+            true,
+            false,
+            "SessionType=Normal|TargetName=iqn.2026-01.io.lunar:vol1|",
+        ),
+        &policy,
+    ));
 }
 
 #[test]
@@ -773,7 +919,7 @@ mod fuzz {
         /// login segment size, and once the login ends it stays ended.
         #[test]
         fn random_conversations(reqs in prop::collection::vec(request(), 1..12), chap: bool) {
-            let policy = if chap { chap_policy(true) } else { Policy { join: JoinDecision::Allowed, ..Policy::default() } };
+            let policy = if chap { chap_policy(true) } else { Policy { session: Some(victim_session()), ..Policy::default() } };
             let mut c = conn();
             let mut ended = false;
             for r in &reqs {
@@ -811,8 +957,8 @@ fn tsih_exhaustion_is_out_of_resources() {
         fn allocate_tsih(&self) -> Option<u16> {
             None
         }
-        fn join_session(&self, _: u16, _: u64, _: &str, _: Option<&str>, _: u16) -> JoinDecision {
-            JoinDecision::NoSuchSession
+        fn session(&self, _: u16, _: u16) -> Option<ExistingSession> {
+            None
         }
     }
     let (status, h) = failed(conn().handle(
