@@ -11,12 +11,19 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 /// Largest request head we read; scrapers send a few hundred bytes.
 const MAX_REQUEST: usize = 8 * 1024;
 /// A client that does not finish its request in this time is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clients served at once. A scraper or two, a health checker and an operator's curl need a
+/// handful; a flood beyond this is answered 503 at once and closed, so it can hold neither
+/// file descriptors nor tasks that the iSCSI portals and the admin socket need.
+pub const MAX_CLIENTS: usize = 32;
+/// `/metrics` renders at once (each walks every series on a blocking thread).
+const MAX_RENDERS: usize = 2;
 
 /// What the endpoint serves from: the pool for scrape-time figures, and readiness.
 #[derive(Clone)]
@@ -37,6 +44,8 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
     let local = listener.local_addr()?;
+    let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let renders = Arc::new(Semaphore::new(MAX_RENDERS));
     let task = tokio::spawn(async move {
         loop {
             let (sock, peer) = match listener.accept().await {
@@ -47,18 +56,32 @@ pub async fn serve(
                     continue;
                 }
             };
+            let Ok(permit) = clients.clone().try_acquire_owned() else {
+                // Best effort, never waiting: the socket buffer of a new connection takes it.
+                let _ = sock.try_write(BUSY);
+                tracing::debug!(%peer, "metrics endpoint busy: connection refused");
+                continue;
+            };
             let st = state.clone();
+            let renders = renders.clone();
             tokio::spawn(async move {
-                if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(sock, st)).await {
+                if let Err(e) =
+                    tokio::time::timeout(REQUEST_TIMEOUT, handle(sock, st, &renders)).await
+                {
                     tracing::debug!(%peer, error = %e, "metrics client timed out");
                 }
+                drop(permit);
             });
         }
     });
     Ok((local, task))
 }
 
-async fn handle(mut sock: TcpStream, st: HttpState) {
+/// The answer to a client over [`MAX_CLIENTS`].
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Content-Length: 17\r\nConnection: close\r\n\r\ntoo many clients\n";
+
+async fn handle(mut sock: TcpStream, st: HttpState, renders: &Semaphore) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -86,6 +109,9 @@ async fn handle(mut sock: TcpStream, st: HttpState) {
     }
     let (code, ctype, body): (u16, &str, Vec<u8>) = match path {
         "/metrics" => {
+            let Ok(_render) = renders.acquire().await else {
+                return;
+            };
             let m = crate::metrics::global();
             let pool = st.pool.clone();
             let text = tokio::task::spawn_blocking(move || m.render(pool.as_ref()))
@@ -171,6 +197,37 @@ mod tests {
         huge.extend(std::iter::repeat_n(b'a', 20_000));
         let r = get(addr, &huge).await;
         assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+        task.abort();
+    }
+
+    /// Idle connections beyond the cap are refused at once instead of each holding a task
+    /// and a descriptor for the request timeout; once they go, clients are served again.
+    #[tokio::test]
+    async fn a_connection_flood_is_refused_at_the_cap() {
+        let st = HttpState {
+            pool: None,
+            ready: Arc::new(AtomicBool::new(true)),
+        };
+        let (addr, task) = serve("127.0.0.1:0".parse().unwrap(), st).await.unwrap();
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CLIENTS {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // The server takes connections in order, so every idle one holds a slot once the
+        // listener has reached this one.
+        let r = get(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        drop(idle);
+        // Slots come back as the server sees the idle connections close.
+        let mut r = String::new();
+        for _ in 0..200 {
+            r = get(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+            if r.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(r.ends_with("ok\n"), "{r}");
         task.abort();
     }
 }
