@@ -986,6 +986,50 @@ async fn persistent_reservations_through_the_device_server() {
     );
 }
 
+/// A PERSISTENT RESERVE OUT whose PARAMETER LIST LENGTH exceeds what the registration
+/// limit leaves room for is refused before its data is transferred (the transport is told
+/// to take none) and before anything is decoded, even when the whole list did arrive.
+#[tokio::test]
+async fn oversized_pr_out_parameter_lists_are_refused_unread() {
+    use scsi_proto::scsi::pr::{TransportId, MAX_ISCSI_NAME_LEN};
+    let f = fixture().await;
+    let t = &f.target;
+    let cdb = |len: u32| {
+        let mut c = pr_out_cdb(0, 0);
+        c[5..9].copy_from_slice(&len.to_be_bytes());
+        c
+    };
+    assert_eq!(t.data_out_len(0, &cdb(u32::MAX)), Some(0));
+    assert_eq!(t.data_out_len(0, &cdb(24)), Some(24));
+    // A well-formed SPEC_I_PT list one longest TransportID beyond the limit.
+    let ids: Vec<u8> = (0..=super::pr::MAX_REGISTRATIONS)
+        .flat_map(|i| {
+            let mut name = format!("iqn.2026-12.test:{i}-");
+            name.push_str(&"x".repeat(MAX_ISCSI_NAME_LEN - name.len()));
+            TransportId {
+                name,
+                isid: Some(i as u64),
+            }
+            .encode()
+        })
+        .collect();
+    let mut p = pr_params(0, 0xAA).to_vec();
+    p[20] = 0x08;
+    p.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+    p.extend_from_slice(&ids);
+    let len = u32::try_from(p.len()).expect("fits");
+    assert!(len > super::pr::MAX_PARAM_LEN);
+    assert_eq!(t.data_out_len(0, &cdb(len)), Some(0));
+    let r = run(t, &f.a, 0, &cdb(len), Bytes::from(p)).await;
+    assert_check(
+        &r,
+        SenseKey::IllegalRequest,
+        asc::PARAMETER_LIST_LENGTH_ERROR,
+    );
+    let keys = run(t, &f.a, 0, &READ_KEYS, Bytes::new()).await;
+    assert_eq!(&keys.data_in[4..8], &[0; 4], "nothing registered");
+}
+
 const READ_KEYS: [u8; 10] = [0x5E, 0, 0, 0, 0, 0, 0, 1, 0, 0];
 const READ_RESERVATION: [u8; 10] = [0x5E, 1, 0, 0, 0, 0, 0, 1, 0, 0];
 
