@@ -263,6 +263,44 @@ async fn read_only_lun_refuses_writes() {
     assert_eq!(r.data_in[2] & 0x80, 0x80);
 }
 
+/// VERIFY's VERIFICATION LENGTH is bounded by MAXIMUM TRANSFER LENGTH, as READ's is
+/// (SBC-4), whatever BYTCHK says: a 2^32-1 block VERIFY of a big thin LUN is refused
+/// instead of reading terabytes.
+#[tokio::test]
+async fn verify_length_is_bounded_like_a_read() {
+    let f = fixture().await;
+    // A thin LUN far larger than the pool, and larger than one transfer.
+    f.pool
+        .create_volume("big", 1 << 40, BS, Guarantee::None)
+        .await
+        .expect("create volume");
+    f.target
+        .add_lun(1, f.pool.volume("big").expect("volume"), false)
+        .expect("add lun");
+    settle(&f.target, &f.a, 1).await;
+    let max = f.target.lun(1).expect("lun").limits.max_transfer;
+    for (op, bytchk) in [(0x8F, 0u8), (0x8F, 0x02), (0x8F, 0x06)] {
+        for len in [max + 1, u32::MAX] {
+            let r = run(&f.target, &f.a, 1, &cdb16(op, bytchk, 0, len), Bytes::new()).await;
+            let s = assert_check(&r, SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_CDB);
+            assert_eq!(s.field, Some(FieldPointer::cdb(10, Some(7))), "{len}");
+        }
+    }
+    let mut v10 = read10(0, 0);
+    v10[0] = 0x2F;
+    v10[7..9].copy_from_slice(&u16::MAX.to_be_bytes());
+    if u32::from(u16::MAX) > max {
+        let r = run(&f.target, &f.a, 1, &v10, Bytes::new()).await;
+        assert_check(&r, SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_CDB);
+    }
+    // Up to the limit it verifies (unwritten blocks read as zeros), in pieces.
+    let r = run(&f.target, &f.a, 1, &cdb16(0x8F, 0, 0, max), Bytes::new()).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    let zeros = Bytes::from(vec![0u8; BS as usize]);
+    let r = run(&f.target, &f.a, 1, &cdb16(0x8F, 0x06, 0, max), zeros).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+}
+
 #[tokio::test]
 async fn verify_compares() {
     let f = fixture().await;
