@@ -1068,6 +1068,35 @@ async fn oversized_pr_out_parameter_lists_are_refused_unread() {
     assert_eq!(&keys.data_in[4..8], &[0; 4], "nothing registered");
 }
 
+/// A PERSISTENT RESERVE OUT waiting for its LUN's turn (held here as the previous one's
+/// APTPL write would hold it) holds no lock I/O needs: reads and writes of the reserved LUN
+/// go on, and the PERSISTENT RESERVE OUT completes once the turn is free.
+#[tokio::test]
+async fn a_pr_out_waiting_for_its_turn_blocks_no_io() {
+    let f = fixture().await;
+    let t = &f.target;
+    let ok = |r: ScsiResponse| assert_eq!(r.status, status::GOOD, "{r:?}");
+    ok(run(t, &f.a, 0, &pr_out_cdb(0, 0), pr_params(0, 0xAA)).await);
+    ok(run(t, &f.a, 0, &pr_out_cdb(1, 1), pr_params(0xAA, 0)).await);
+    let turn = t.lun(0).expect("lun").pr_order.clone().lock_owned().await;
+    let register_b = tokio::spawn({
+        let (t, b) = (t.clone(), f.b.clone());
+        async move { run(&t, &b, 0, &pr_out_cdb(0, 0), pr_params(0, 0xBB)).await }
+    });
+    ok(run(t, &f.b, 0, &read10(0, 1), Bytes::new()).await);
+    ok(run(t, &f.a, 0, &write10(0, 1), pattern(1, 3)).await);
+    let keys = run(t, &f.a, 0, &READ_KEYS, Bytes::new()).await;
+    assert_eq!(
+        &keys.data_in[4..8],
+        &8u32.to_be_bytes(),
+        "B not registered yet"
+    );
+    drop(turn);
+    ok(register_b.await.expect("PR OUT task"));
+    let keys = run(t, &f.a, 0, &READ_KEYS, Bytes::new()).await;
+    assert_eq!(&keys.data_in[4..8], &16u32.to_be_bytes());
+}
+
 const READ_KEYS: [u8; 10] = [0x5E, 0, 0, 0, 0, 0, 0, 1, 0, 0];
 const READ_RESERVATION: [u8; 10] = [0x5E, 1, 0, 0, 0, 0, 0, 1, 0, 0];
 
