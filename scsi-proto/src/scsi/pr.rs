@@ -32,6 +32,15 @@ pub const LU_SCOPE: u8 = 0;
 /// SCSI protocol identifier of iSCSI in TransportIDs.
 const PROTOCOL_ISCSI: u8 = 0x5;
 
+/// Longest iSCSI name (RFC 7143 4.2.7.1: 223 bytes of UTF-8).
+pub const MAX_ISCSI_NAME_LEN: usize = 223;
+
+/// Longest iSCSI TransportID accepted (SPC-4 7.6.4.6): the 4-byte header and a format 01b
+/// body of the longest name, ",i,0x", 12 ISID digits and the NUL, padded to a multiple of
+/// four (244 bytes). Anything longer cannot name a valid initiator port; bounding it is
+/// what lets a device server bound a TransportID list by the number of entries it accepts.
+pub const MAX_TRANSPORT_ID_LEN: usize = 4 + (MAX_ISCSI_NAME_LEN + 5 + 12 + 1).next_multiple_of(4);
+
 /// Persistent reservation type (SPC-4 table 169).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PrType {
@@ -298,11 +307,23 @@ impl TransportId {
         }
         let format = b[0] >> 6;
         let len = usize::from(u16::from_be_bytes([b[2], b[3]]));
+        if 4 + len > MAX_TRANSPORT_ID_LEN {
+            return Err(2);
+        }
         let Some(body) = b.get(4..4 + len) else {
             return Err(2);
         };
         let end = body.iter().position(|&c| c == 0).unwrap_or(body.len());
         let text = std::str::from_utf8(&body[..end]).map_err(|_| 4u16)?;
+        let id = Self::parse_text(format, text)?;
+        if id.name.len() > MAX_ISCSI_NAME_LEN {
+            return Err(4);
+        }
+        Ok(id)
+    }
+
+    /// The name (and ISID) a TransportID body of `format` carries.
+    fn parse_text(format: u8, text: &str) -> Result<Self, u16> {
         match format {
             0 => {
                 if text.is_empty() {
@@ -509,6 +530,33 @@ mod tests {
         assert_eq!(TransportId::parse(&dev.encode()).unwrap(), dev);
         assert!(TransportId::parse(&[0x41, 0, 0, 8, b'a', 0, 0, 0]).is_err());
         assert!(TransportId::parse(&[0x45, 0, 0, 200, b'a']).is_err());
+    }
+
+    #[test]
+    fn transport_ids_are_bounded() {
+        let longest = TransportId {
+            name: "n".repeat(MAX_ISCSI_NAME_LEN),
+            isid: Some(0x23d0_0000_0001),
+        };
+        let b = longest.encode();
+        assert_eq!(b.len(), MAX_TRANSPORT_ID_LEN);
+        assert_eq!(TransportId::parse(&b).unwrap(), longest);
+        // A name over 223 bytes, and a body padded beyond the longest valid one (even
+        // with a short name), name no iSCSI initiator port.
+        let long = TransportId {
+            name: "n".repeat(MAX_ISCSI_NAME_LEN + 1),
+            isid: None,
+        };
+        assert_eq!(TransportId::parse(&long.encode()), Err(4));
+        let mut padded = TransportId {
+            name: "iqn.a".into(),
+            isid: Some(1),
+        }
+        .encode();
+        let body = MAX_TRANSPORT_ID_LEN - 4 + 4;
+        padded.resize(4 + body, 0);
+        padded[2..4].copy_from_slice(&(body as u16).to_be_bytes());
+        assert_eq!(TransportId::parse(&padded), Err(2));
     }
 
     #[test]

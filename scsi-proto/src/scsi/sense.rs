@@ -137,6 +137,7 @@ pub mod asc {
     pub const INITIATOR_RESPONSE_TIMEOUT: A = A::new(0x4B, 0x06);
     pub const MEDIUM_REMOVAL_PREVENTED: A = A::new(0x53, 0x02);
     pub const INSUFFICIENT_RESOURCES: A = A::new(0x55, 0x03);
+    pub const INSUFFICIENT_REGISTRATION_RESOURCES: A = A::new(0x55, 0x04);
 }
 
 /// Sense-key-specific field pointer (SPC-4 4.5.2.4.2): which byte (and optionally bit) of the

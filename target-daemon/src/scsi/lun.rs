@@ -35,6 +35,10 @@ pub struct Lun {
     /// Persistent reservation state, and a flag so unreserved LUNs skip the lock.
     pub(super) pr: Mutex<super::pr::PrState>,
     pub(super) pr_active: AtomicBool,
+    /// PERSISTENT RESERVE OUTs of this LUN take turns on it from their state change until
+    /// their APTPL write is durable, so the writes happen in the order of the changes.
+    /// Owned guards, so the turn can move into the blocking write (see `spc.rs`).
+    pub(super) pr_order: Arc<tokio::sync::Mutex<()>>,
     /// Per-LUN Prometheus handles, resolved once when the LUN is attached to a target.
     pub metrics: Option<Arc<crate::metrics::LunMetrics>>,
     /// EXTENDED COPY commands this LUN's copy manager runs or ran (RECEIVE COPY RESULTS).
@@ -81,6 +85,7 @@ impl Lun {
             atomic: tokio::sync::RwLock::new(()),
             pr: Mutex::new(pr),
             pr_active,
+            pr_order: Arc::new(tokio::sync::Mutex::new(())),
             metrics: None,
             copies: Default::default(),
             identity,

@@ -404,6 +404,10 @@ impl ScsiTarget {
             Command::CompareAndWrite { .. } | Command::WriteSame { ndob: false, .. } => {
                 return None
             }
+            // A parameter list too long to accept is refused without transferring it.
+            Command::PersistentReserveOut { param_len, .. } => {
+                return Some(pr::data_out_len(param_len))
+            }
             _ => {}
         }
         u32::try_from(c.command.data_out_len(l.volume.block_size())).ok()

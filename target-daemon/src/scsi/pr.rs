@@ -13,7 +13,14 @@
 //!
 //! The device server classifies commands ([`Access`]) and calls [`PrState::conflicts`];
 //! PERSISTENT RESERVE IN/OUT land in [`PrState::pr_in`] / [`PrState::pr_out`].
+//!
+//! The state sits behind the LUN's mutex, which every command of a reserved LUN takes, so
+//! nothing slow may happen under it: a PERSISTENT RESERVE OUT is decoded first, without the
+//! lock ([`PrOutRequest::parse`], on a blocking thread), the state change under the lock is
+//! linear in the bounded registration count ([`MAX_REGISTRATIONS`]), and the APTPL write
+//! ([`Persist`]) runs after the lock is released, on a blocking thread.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -30,6 +37,32 @@ use super::Nexus;
 const REGISTRATIONS_PREEMPTED: AdditionalSense = AdditionalSense::new(0x2A, 0x05);
 /// INVALID RELEASE OF PERSISTENT RESERVATION (26/04).
 const INVALID_RELEASE: AdditionalSense = AdditionalSense::new(0x26, 0x04);
+
+/// Most registrations (I_T nexuses, or initiator ports for ALL_TG_PT) one LUN holds. A
+/// REGISTER, REGISTER AND IGNORE EXISTING KEY, REGISTER AND MOVE or SPEC_I_PT list that would
+/// go beyond it is refused with INSUFFICIENT REGISTRATION RESOURCES (55/04, SPC-4 5.13.7)
+/// and changes nothing. Clusters register a few nexuses per node and path (a 64-node
+/// cluster with 8 paths each is 512); the bound keeps every conflict check, READ FULL
+/// STATUS and APTPL write small.
+pub const MAX_REGISTRATIONS: usize = 1024;
+
+/// Longest PERSISTENT RESERVE OUT parameter list accepted: the 28-byte SPEC_I_PT header
+/// and a TransportID list naming [`MAX_REGISTRATIONS`] ports of the longest valid form
+/// (about 250 KiB). Every service action's list fits; a longer PARAMETER LIST LENGTH is
+/// refused (PARAMETER LIST LENGTH ERROR) before any of its data is transferred (see
+/// [`data_out_len`]).
+pub const MAX_PARAM_LEN: u32 = (28 + MAX_REGISTRATIONS * proto::MAX_TRANSPORT_ID_LEN) as u32;
+
+/// The Data-Out a PERSISTENT RESERVE OUT with PARAMETER LIST LENGTH `param_len` takes: all
+/// of it, or nothing when the command will be refused for its length anyway (so a 4 GiB
+/// PARAMETER LIST LENGTH buffers nothing).
+pub fn data_out_len(param_len: u32) -> u32 {
+    if param_len > MAX_PARAM_LEN {
+        0
+    } else {
+        param_len
+    }
+}
 
 static STATE_DIR: OnceLock<PathBuf> = OnceLock::new();
 
@@ -162,6 +195,87 @@ pub struct PrOutEffects {
     /// PREEMPT AND ABORT: the preempted I_T nexuses, whose tasks on this LUN must be
     /// aborted before the command completes (SPC-4, "preempting and aborting").
     pub abort: Option<Preempted>,
+    /// The APTPL write (or removal) this change calls for, to run without the state lock
+    /// and before the command returns GOOD; `None` when no state directory is set.
+    pub persist: Option<Persist>,
+}
+
+/// The APTPL state file update one PERSISTENT RESERVE OUT calls for: a snapshot of the
+/// state taken under the lock, written later by [`Persist::write`]. Writes of one LUN must
+/// run in the order their changes were made (the device server serializes PERSISTENT
+/// RESERVE OUT per LUN for that).
+#[derive(Debug)]
+pub struct Persist {
+    path: PathBuf,
+    /// The state to save; `None`: remove the file (APTPL off or nothing registered).
+    data: Option<Data>,
+}
+
+impl Persist {
+    /// Write (temp file, fsync, rename, fsync of the directory) or remove the state file.
+    /// Blocking: run it on a blocking thread. A failure is logged: the change has taken
+    /// effect in memory either way.
+    pub fn write(self) {
+        let result = match &self.data {
+            Some(d) => save(&self.path, d),
+            None => match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        };
+        if let Err(e) = result {
+            tracing::error!(path = %self.path.display(), error = %e, "cannot persist reservation state (APTPL)");
+        }
+    }
+}
+
+/// A decoded PERSISTENT RESERVE OUT: CDB fields and parameter list, checked as far as
+/// they can be without the reservation state. Built by [`PrOutRequest::parse`] outside the
+/// LUN's lock (a SPEC_I_PT list may hold hundreds of TransportIDs).
+#[derive(Debug)]
+pub struct PrOutRequest {
+    c: PrOutCdb,
+    params: Params,
+}
+
+#[derive(Debug)]
+enum Params {
+    Move(RegisterMoveParams),
+    Basic {
+        p: ProutParams,
+        /// SPEC_I_PT: the TransportID list, or why it is invalid (reported only after
+        /// the checks SPC-4 makes first).
+        ids: Option<Result<Vec<TransportId>, Sense>>,
+    },
+}
+
+impl PrOutRequest {
+    /// Decode the service action and its parameter list (`params`: exactly PARAMETER
+    /// LIST LENGTH bytes).
+    pub fn parse(
+        service_action: u16,
+        scope: u8,
+        pr_type: u8,
+        params: &[u8],
+    ) -> Result<Self, Sense> {
+        let Ok(sa) = u8::try_from(service_action) else {
+            return Err(Sense::invalid_field_in_cdb(1, Some(4)));
+        };
+        let c = PrOutCdb {
+            sa,
+            scope,
+            type_code: pr_type,
+            param_len: u32::try_from(params.len()).unwrap_or(u32::MAX),
+        };
+        let params = if sa == out_sa::REGISTER_AND_MOVE {
+            Params::Move(RegisterMoveParams::parse(params)?)
+        } else {
+            let p = ProutParams::parse(params)?;
+            let ids = (p.spec_i_pt && sa == out_sa::REGISTER).then(|| proto::spec_i_pt_ids(params));
+            Params::Basic { p, ids }
+        };
+        Ok(Self { c, params })
+    }
 }
 
 /// The I_T nexuses a PREEMPT AND ABORT preempted: initiator ports with the target port they
@@ -302,28 +416,17 @@ impl PrState {
         }
     }
 
-    /// Execute a PERSISTENT RESERVE OUT with its parameter list. `effects` collects what the
-    /// device server still has to do on success: unit attentions to establish on this LUN
-    /// (never for `n` itself) and, for PREEMPT AND ABORT, the nexuses whose tasks to abort.
+    /// Execute a decoded PERSISTENT RESERVE OUT. `effects` collects what the device
+    /// server still has to do on success: unit attentions to establish on this LUN (never
+    /// for `n` itself), for PREEMPT AND ABORT the nexuses whose tasks to abort, and the
+    /// APTPL write. Linear in the number of registrations and TransportIDs.
     pub fn pr_out(
         &mut self,
         n: &Nexus,
-        service_action: u16,
-        scope: u8,
-        pr_type: u8,
-        params: &[u8],
+        req: &PrOutRequest,
         effects: &mut PrOutEffects,
     ) -> Result<PrOutcome, Sense> {
-        let Ok(sa) = u8::try_from(service_action) else {
-            return Err(Sense::invalid_field_in_cdb(1, Some(4)));
-        };
-        let c = PrOutCdb {
-            sa,
-            scope,
-            type_code: pr_type,
-            param_len: u32::try_from(params.len()).unwrap_or(u32::MAX),
-        };
-        match self.apply(n, c, params) {
+        match self.apply(n, req) {
             Ok(fx) => {
                 for (r, code) in fx.uas {
                     let who = Nexus {
@@ -341,7 +444,7 @@ impl PrState {
                         issuer: n.clone(),
                     });
                 }
-                self.persist();
+                effects.persist = self.persist_job();
                 Ok(PrOutcome::Good)
             }
             Err(Refusal::Conflict) => Ok(PrOutcome::Conflict),
@@ -349,32 +452,26 @@ impl PrState {
         }
     }
 
-    fn persist(&self) {
+    /// The state file update for the current state (`None` without a state directory).
+    fn persist_job(&self) -> Option<Persist> {
         let st = &self.d;
         let (Some(dir), Some(identity)) = (STATE_DIR.get(), self.identity) else {
-            return;
+            return None;
         };
-        let path = state_path(dir, identity);
-        let result = if st.aptpl && !st.registrations.is_empty() {
-            save(&path, st)
-        } else {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            }
-        };
-        if let Err(e) = result {
-            tracing::error!(path = %path.display(), error = %e, "cannot persist reservation state (APTPL)");
-        }
+        Some(Persist {
+            path: state_path(dir, identity),
+            data: (st.aptpl && !st.registrations.is_empty()).then(|| st.clone()),
+        })
     }
 
-    fn apply(&mut self, nexus: &Nexus, c: PrOutCdb, data: &[u8]) -> Result<Effects, Refusal> {
+    fn apply(&mut self, nexus: &Nexus, req: &PrOutRequest) -> Result<Effects, Refusal> {
         let st = &mut self.d;
         let mut fx = Effects::default();
-        match c.sa {
-            out_sa::REGISTER_AND_MOVE => register_and_move(st, nexus, data)?,
-            sa => {
-                let p = ProutParams::parse(data)?;
+        let c = req.c;
+        match &req.params {
+            Params::Move(p) => register_and_move(st, nexus, p)?,
+            Params::Basic { p, ids } => {
+                let sa = c.sa;
                 if p.spec_i_pt && sa != out_sa::REGISTER {
                     // SPEC_I_PT belongs to REGISTER only (SPC-4 6.15.3).
                     return Err(Sense::invalid_field_in_param(20, Some(3)).into());
@@ -382,14 +479,14 @@ impl PrState {
                 if p.aptpl && !persist_capable() {
                     return Err(Sense::invalid_field_in_param(20, Some(0)).into());
                 }
-                match sa {
-                    out_sa::REGISTER if p.spec_i_pt => register_specified(st, nexus, &p, data)?,
-                    out_sa::REGISTER | out_sa::REGISTER_AND_IGNORE_EXISTING_KEY => {
-                        register(st, nexus, &p, sa == out_sa::REGISTER, &mut fx)?
+                match (sa, ids) {
+                    (out_sa::REGISTER, Some(ids)) => register_specified(st, nexus, p, ids)?,
+                    (out_sa::REGISTER | out_sa::REGISTER_AND_IGNORE_EXISTING_KEY, _) => {
+                        register(st, nexus, p, sa == out_sa::REGISTER, &mut fx)?
                     }
-                    out_sa::RESERVE => reserve(st, nexus, &p, c)?,
-                    out_sa::RELEASE => release(st, nexus, &p, c, &mut fx)?,
-                    out_sa::CLEAR => {
+                    (out_sa::RESERVE, _) => reserve(st, nexus, p, c)?,
+                    (out_sa::RELEASE, _) => release(st, nexus, p, c, &mut fx)?,
+                    (out_sa::CLEAR, _) => {
                         let me = registered_with(st, nexus, p.key)?;
                         let mine = st.registrations[me].clone();
                         for r in st.registrations.drain(..) {
@@ -400,11 +497,11 @@ impl PrState {
                         st.reservation = None;
                         st.bump();
                     }
-                    sa => {
+                    (sa, _) => {
                         // PREEMPT and PREEMPT AND ABORT change the state alike; PREEMPT AND
                         // ABORT also has the preempted nexuses' tasks aborted (by the
                         // device server's caller, through the transport).
-                        let removed = preempt(st, nexus, &p, c, &mut fx)?;
+                        let removed = preempt(st, nexus, p, c, &mut fx)?;
                         if sa == out_sa::PREEMPT_AND_ABORT {
                             fx.abort = removed;
                         }
@@ -416,8 +513,19 @@ impl PrState {
     }
 }
 
-fn register_and_move(st: &mut Data, nexus: &Nexus, data: &[u8]) -> Result<(), Refusal> {
-    let p = RegisterMoveParams::parse(data)?;
+/// INSUFFICIENT REGISTRATION RESOURCES unless `count` registrations fit (SPC-4 5.13.7).
+fn check_registration_room(count: usize) -> Result<(), Refusal> {
+    if count > MAX_REGISTRATIONS {
+        return Err(Sense::new(
+            SenseKey::IllegalRequest,
+            asc::INSUFFICIENT_REGISTRATION_RESOURCES,
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn register_and_move(st: &mut Data, nexus: &Nexus, p: &RegisterMoveParams) -> Result<(), Refusal> {
     let me = registered_with(st, nexus, p.key)?;
     let Some(t) = st.res_type() else {
         return Err(Refusal::Conflict);
@@ -443,8 +551,13 @@ fn register_and_move(st: &mut Data, nexus: &Nexus, data: &[u8]) -> Result<(), Re
     if st.registrations[me].matches(&dest) {
         return Err(Sense::invalid_field_in_param(18, None).into());
     }
+    let found = st.find(&dest);
+    if found.is_none() {
+        // The destination's registration is new; with UNREG the source's goes.
+        check_registration_room(st.registrations.len() + 1 - usize::from(p.unreg))?;
+    }
     st.registrations[me].holder = false;
-    match st.find(&dest) {
+    match found {
         Some(i) => {
             st.registrations[i].key = p.sa_key;
             st.registrations[i].holder = true;
@@ -470,12 +583,14 @@ fn register_and_move(st: &mut Data, nexus: &Nexus, data: &[u8]) -> Result<(), Re
 /// every initiator port its TransportIDs name, all with the SERVICE ACTION RESERVATION KEY,
 /// through the port the command came in on (every port with ALL_TG_PT). All or nothing: a
 /// registered issuer, a TransportID without an ISID (a whole initiator device, not a port),
-/// one naming an already registered or a repeated I_T nexus, or a zero key changes nothing.
+/// one naming an already registered or a repeated I_T nexus, a zero key, or more
+/// registrations than [`MAX_REGISTRATIONS`] changes nothing. Linear: the duplicate checks
+/// use hash sets of the ports already registered and of those named so far.
 fn register_specified(
     st: &mut Data,
     nexus: &Nexus,
     p: &ProutParams,
-    data: &[u8],
+    ids: &Result<Vec<TransportId>, Sense>,
 ) -> Result<(), Refusal> {
     if st.find(nexus).is_some() {
         return Err(Sense::invalid_field_in_param(20, Some(3)).into());
@@ -486,37 +601,43 @@ fn register_specified(
     if p.sa_key == 0 {
         return Err(Sense::invalid_field_in_param(8, None).into());
     }
-    let ids = proto::spec_i_pt_ids(data)?;
+    let ids = ids.as_ref().map_err(|s| Refusal::Check(s.clone()))?;
+    check_registration_room(st.registrations.len() + 1 + ids.len())?;
     let tpgt = if p.all_tg_pt { None } else { Some(nexus.tpgt) };
-    let mut new = vec![Registration {
-        initiator: nexus.initiator.clone(),
-        isid: nexus.isid,
-        tpgt,
-        key: p.sa_key,
-        origin_tpgt: nexus.tpgt,
-        holder: false,
-    }];
+    // Initiator ports registered through the receiving port (or through every port): a
+    // TransportID naming one of them names a registered I_T nexus.
+    let registered: HashSet<(&str, u64)> = st
+        .registrations
+        .iter()
+        .filter(|r| r.tpgt.is_none_or(|t| t == nexus.tpgt))
+        .map(|r| (r.initiator.as_str(), r.isid))
+        .collect();
+    // The ports this command registers so far, the issuer first.
+    let mut named: HashSet<(&str, u64)> = HashSet::with_capacity(ids.len() + 1);
+    named.insert((nexus.initiator.as_str(), nexus.isid));
     for id in ids {
         let Some(isid) = id.isid else {
             return Err(Sense::invalid_field_in_param(28, Some(7)).into());
         };
-        let n = Nexus {
-            initiator: id.name,
-            isid,
-            tpgt: nexus.tpgt,
-        };
-        if st.find(&n).is_some() || new.iter().any(|r| r.matches(&n)) {
+        let port = (id.name.as_str(), isid);
+        if registered.contains(&port) || !named.insert(port) {
             return Err(Sense::invalid_field_in_param(28, None).into());
         }
-        new.push(Registration {
-            initiator: n.initiator,
+    }
+    let new: Vec<Registration> = std::iter::once((nexus.initiator.clone(), nexus.isid))
+        .chain(
+            ids.iter()
+                .map(|id| (id.name.clone(), id.isid.unwrap_or_default())),
+        )
+        .map(|(initiator, isid)| Registration {
+            initiator,
             isid,
             tpgt,
             key: p.sa_key,
             origin_tpgt: nexus.tpgt,
             holder: false,
-        });
-    }
+        })
+        .collect();
     st.registrations.extend(new);
     if p.aptpl {
         st.aptpl = true;
@@ -548,6 +669,7 @@ fn register(
             if p.sa_key == 0 {
                 return Ok(());
             }
+            check_registration_room(st.registrations.len() + 1)?;
             st.registrations.push(Registration {
                 initiator: nexus.initiator.clone(),
                 isid: nexus.isid,
@@ -758,6 +880,7 @@ fn save(path: &Path, st: &Data) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scsi_proto::scsi::sense::FieldPointer;
 
     fn nx(i: &str, isid: u64, tpgt: u16) -> Nexus {
         Nexus {
@@ -793,7 +916,8 @@ mod tests {
         p: &[u8],
     ) -> (Result<PrOutcome, Sense>, PrOutEffects) {
         let mut fx = PrOutEffects::default();
-        let res = r.pr_out(n, u16::from(sa), 0, t, p, &mut fx);
+        let res =
+            PrOutRequest::parse(u16::from(sa), 0, t, p).and_then(|req| r.pr_out(n, &req, &mut fx));
         (res, fx)
     }
 
@@ -975,6 +1099,169 @@ mod tests {
                 .0
                 .is_err()
         );
+    }
+
+    /// `count` distinct initiator ports.
+    fn ports(count: usize) -> Vec<TransportId> {
+        (0..count)
+            .map(|i| TransportId {
+                name: format!("iqn.2026-12.test:host{i}"),
+                isid: Some(0x4000_0000_0000 | i as u64),
+            })
+            .collect()
+    }
+
+    fn assert_sense(res: Result<PrOutcome, Sense>, code: AdditionalSense) -> Sense {
+        let s = res.expect_err("CHECK CONDITION");
+        assert_eq!((s.key, s.code), (SenseKey::IllegalRequest, code), "{s:?}");
+        s
+    }
+
+    #[test]
+    fn spec_i_pt_lists_up_to_the_registration_limit() {
+        let a = nx("iqn.a", 1, 1);
+        let full = ports(MAX_REGISTRATIONS - 1);
+        // One too many: INSUFFICIENT REGISTRATION RESOURCES, nothing registered.
+        let mut r = PrState::default();
+        let mut over = full.clone();
+        over.push(TransportId {
+            name: "iqn.one-more".into(),
+            isid: Some(7),
+        });
+        let (res, _) = run(&mut r, &a, out_sa::REGISTER, 0, &spec_params(0xA, &over));
+        assert_sense(res, asc::INSUFFICIENT_REGISTRATION_RESOURCES);
+        assert!(r.d.registrations.is_empty() && r.d.generation == 0);
+        // A repeated port at the far end of a long list is still found, with the
+        // TransportID list's field pointer, and the list stays all or nothing.
+        let mut dup = full.clone();
+        let last = dup.len() - 1;
+        dup[last] = dup[0].clone();
+        let (res, _) = run(&mut r, &a, out_sa::REGISTER, 0, &spec_params(0xA, &dup));
+        let s = assert_sense(res, asc::INVALID_FIELD_IN_PARAMETER_LIST);
+        assert_eq!(
+            s.field,
+            Some(FieldPointer::param(28, None)),
+            "points at the TransportID list"
+        );
+        assert!(r.d.registrations.is_empty());
+        // So is a list naming the issuer itself.
+        let mut me = full[..10].to_vec();
+        me.push(TransportId {
+            name: a.initiator.clone(),
+            isid: Some(a.isid),
+        });
+        let (res, _) = run(&mut r, &a, out_sa::REGISTER, 0, &spec_params(0xA, &me));
+        assert_sense(res, asc::INVALID_FIELD_IN_PARAMETER_LIST);
+        assert!(r.d.registrations.is_empty());
+        // Exactly the limit: every port registered.
+        let (res, _) = run(&mut r, &a, out_sa::REGISTER, 0, &spec_params(0xA, &full));
+        assert_eq!(res, Ok(PrOutcome::Good));
+        assert_eq!(r.d.registrations.len(), MAX_REGISTRATIONS);
+        let last = &full[full.len() - 1];
+        assert!(r
+            .d
+            .find(&nx(&last.name, last.isid.unwrap_or_default(), 1))
+            .is_some());
+        // Full: B cannot register even alone. With room made (A and three ports
+        // unregister), a list naming a registered port at its end is refused, and one of
+        // new ports fills the room again.
+        let b = nx("iqn.b", 2, 1);
+        let fresh = |i: u64| TransportId {
+            name: "iqn.fresh".into(),
+            isid: Some(i),
+        };
+        let (res, _) = run(&mut r, &b, out_sa::REGISTER, 0, &spec_params(0xB, &[]));
+        assert_sense(res, asc::INSUFFICIENT_REGISTRATION_RESOURCES);
+        ok(&mut r, &a, out_sa::REGISTER, 0, 0xA, 0);
+        for p in &full[..3] {
+            ok(
+                &mut r,
+                &nx(&p.name, p.isid.unwrap_or_default(), 1),
+                out_sa::REGISTER,
+                0,
+                0xA,
+                0,
+            );
+        }
+        let taken = [fresh(1), fresh(2), full[full.len() - 1].clone()];
+        let (res, _) = run(&mut r, &b, out_sa::REGISTER, 0, &spec_params(0xB, &taken));
+        assert_sense(res, asc::INVALID_FIELD_IN_PARAMETER_LIST);
+        assert_eq!(r.d.registrations.len(), MAX_REGISTRATIONS - 4);
+        let new = [fresh(1), fresh(2), fresh(3)];
+        let (res, _) = run(&mut r, &b, out_sa::REGISTER, 0, &spec_params(0xB, &new));
+        assert_eq!(res, Ok(PrOutcome::Good));
+        assert_eq!(r.d.registrations.len(), MAX_REGISTRATIONS);
+    }
+
+    #[test]
+    fn registrations_stop_at_the_limit() {
+        let mut r = PrState::default();
+        for i in 0..MAX_REGISTRATIONS {
+            ok(
+                &mut r,
+                &nx("iqn.h", i as u64, 1),
+                out_sa::REGISTER,
+                0,
+                0,
+                i as u64 + 1,
+            );
+        }
+        let generation = r.d.generation;
+        let newcomer = nx("iqn.new", 1, 1);
+        for sa in [out_sa::REGISTER, out_sa::REGISTER_AND_IGNORE_EXISTING_KEY] {
+            let (res, uas) = run(&mut r, &newcomer, sa, 0, &params(0, 0x99));
+            assert_sense(res, asc::INSUFFICIENT_REGISTRATION_RESOURCES);
+            assert!(uas.is_empty());
+        }
+        assert_eq!(r.d.registrations.len(), MAX_REGISTRATIONS);
+        assert_eq!(
+            r.d.generation, generation,
+            "a refused REGISTER changes nothing"
+        );
+        // Registered nexuses still change their keys, and REGISTER AND MOVE to a new
+        // nexus needs room unless it unregisters the source.
+        let h0 = nx("iqn.h", 0, 1);
+        ok(&mut r, &h0, out_sa::REGISTER, 0, 1, 0x10);
+        ok(&mut r, &h0, out_sa::RESERVE, 1, 0x10, 0);
+        let tid = TransportId {
+            name: "iqn.dest".into(),
+            isid: Some(3),
+        }
+        .encode();
+        let mv = |unreg: bool| {
+            let mut p = params(0x10, 0xD);
+            p[17] = if unreg { 0x02 } else { 0 };
+            p[18..20].copy_from_slice(&1u16.to_be_bytes());
+            p[20..24].copy_from_slice(&(tid.len() as u32).to_be_bytes());
+            p.extend_from_slice(&tid);
+            p
+        };
+        let (res, _) = run(&mut r, &h0, out_sa::REGISTER_AND_MOVE, 1, &mv(false));
+        assert_sense(res, asc::INSUFFICIENT_REGISTRATION_RESOURCES);
+        assert!(r.d.is_holder(&h0));
+        let (res, _) = run(&mut r, &h0, out_sa::REGISTER_AND_MOVE, 1, &mv(true));
+        assert_eq!(res, Ok(PrOutcome::Good));
+        assert!(r.d.is_holder(&nx("iqn.dest", 3, 1)));
+        assert_eq!(r.d.registrations.len(), MAX_REGISTRATIONS);
+        // Unregistering makes room again.
+        ok(&mut r, &nx("iqn.h", 5, 1), out_sa::REGISTER, 0, 6, 0);
+        ok(&mut r, &newcomer, out_sa::REGISTER, 0, 0, 0x99);
+    }
+
+    #[test]
+    fn parameter_lists_beyond_the_limit_take_no_data() {
+        assert_eq!(data_out_len(24), 24);
+        assert_eq!(data_out_len(MAX_PARAM_LEN), MAX_PARAM_LEN);
+        assert_eq!(data_out_len(MAX_PARAM_LEN + 1), 0);
+        assert_eq!(data_out_len(u32::MAX), 0);
+        // The longest valid list fits: the limit's worth of the longest TransportIDs.
+        let longest = TransportId {
+            name: "n".repeat(proto::MAX_ISCSI_NAME_LEN),
+            isid: Some(1),
+        };
+        assert_eq!(longest.encode().len(), proto::MAX_TRANSPORT_ID_LEN);
+        let p = spec_params(0xA, &vec![longest; MAX_REGISTRATIONS]);
+        assert_eq!(p.len(), MAX_PARAM_LEN as usize);
     }
 
     #[test]

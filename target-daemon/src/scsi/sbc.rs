@@ -15,6 +15,9 @@ use super::{status, truncated, Ctx, ScsiResponse};
 /// pieces so memory stays bounded whatever the NUMBER OF LOGICAL BLOCKS.
 const WRITE_SAME_BUFFER: usize = 1 << 20;
 
+/// VERIFY reads (and compares) the medium this many bytes at a time.
+const VERIFY_PIECE_BYTES: usize = 1 << 20;
+
 pub(super) fn read_err(e: StorageError) -> Sense {
     tracing::warn!("storage read failed: {e}");
     storage_error(&e, Access::Read)
@@ -94,18 +97,21 @@ impl Ctx<'_> {
     /// VERIFY: BYTCHK 0 reads the range back (surfacing medium errors); BYTCHK 1 compares
     /// the Data-Out with the medium, BYTCHK 3 compares one block with every block.
     /// A mismatch is MISCOMPARE with the offset of the first differing byte.
+    ///
+    /// The VERIFICATION LENGTH is bounded like a READ's: SBC-4 lists VERIFY among the
+    /// commands MAXIMUM TRANSFER LENGTH of the Block Limits page applies to (INVALID FIELD
+    /// IN CDB beyond it), whatever BYTCHK says, so one command never reads more than a READ
+    /// may. Within that the medium is read [`VERIFY_PIECE_BYTES`] at a time.
     pub(super) async fn verify(
         &self,
         range: BlockRange,
         bytchk: ByteCheck,
     ) -> Result<ScsiResponse, Sense> {
-        check_lba_range(
-            range.lba,
-            u64::from(range.blocks),
-            self.lun.volume.num_blocks(),
-        )?;
+        self.check_transfer(range)?;
         let bs = self.block_size() as usize;
-        let step = self.lun.limits.max_transfer.max(1);
+        let step = u32::try_from(VERIFY_PIECE_BYTES / bs)
+            .unwrap_or(u32::MAX)
+            .max(1);
         let data_out = &self.req.data_out;
         if bytchk != ByteCheck::None
             && data_out.len()

@@ -113,6 +113,15 @@ impl Ctx<'_> {
     /// PERSISTENT RESERVE OUT; registrants that lose their registration or reservation get
     /// RESERVATIONS PREEMPTED / RELEASED unit attentions, and PREEMPT AND ABORT has the
     /// preempted nexuses' tasks on the LUN aborted (through the transport) before GOOD.
+    ///
+    /// Nothing slow runs on the async worker or under the LUN's reservation lock, which
+    /// every command of a reserved LUN takes: the parameter list is decoded on a blocking
+    /// thread, the state change under the lock is linear in the bounded number of
+    /// registrations, and the APTPL write runs on a blocking thread after the lock is
+    /// released. PERSISTENT RESERVE OUTs of one LUN take turns (`Lun::pr_order`) from
+    /// their state change until their write is durable, so state files are written in
+    /// the order of the changes and GOOD means the change is on disk. The turn goes with
+    /// the write, so an aborted command still finishes its write before the next one.
     pub(super) async fn persistent_reserve_out(
         &self,
         service_action: u16,
@@ -120,22 +129,29 @@ impl Ctx<'_> {
         pr_type: u8,
         param_len: u32,
     ) -> Result<ScsiResponse, Sense> {
+        if param_len > super::pr::MAX_PARAM_LEN {
+            // Longer than any list the registration limit leaves room for; the transport
+            // transferred none of it (`pr::data_out_len`).
+            return Err(Sense::parameter_list_length_error());
+        }
         let want = param_len as usize;
         if self.req.data_out.len() < want {
             return Err(Sense::parameter_list_length_error());
         }
-        let params = &self.req.data_out[..want];
+        let params = self.req.data_out.slice(..want);
+        let request = tokio::task::spawn_blocking(move || {
+            super::pr::PrOutRequest::parse(service_action, scope, pr_type, &params)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "PERSISTENT RESERVE OUT decoding failed");
+            Sense::new(SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE)
+        })??;
+        let turn = self.lun.pr_order.clone().lock_owned().await;
         let mut fx = super::pr::PrOutEffects::default();
         let outcome = {
             let mut pr = self.lun.pr.lock();
-            let outcome = pr.pr_out(
-                &self.req.nexus,
-                service_action,
-                scope,
-                pr_type,
-                params,
-                &mut fx,
-            )?;
+            let outcome = pr.pr_out(&self.req.nexus, &request, &mut fx)?;
             self.lun
                 .pr_active
                 .store(pr.is_active(), std::sync::atomic::Ordering::Release);
@@ -143,6 +159,19 @@ impl Ctx<'_> {
         };
         for (nexus, code) in fx.uas {
             self.target.uas.establish(&nexus, self.req.lun, code);
+        }
+        match fx.persist {
+            Some(job) => {
+                let written = tokio::task::spawn_blocking(move || {
+                    job.write();
+                    drop(turn);
+                })
+                .await;
+                if let Err(e) = written {
+                    tracing::error!(error = %e, "persistent reservation state write failed");
+                }
+            }
+            None => drop(turn),
         }
         if let Some(preempted) = fx.abort {
             // PREEMPT AND ABORT: the preempted nexuses' tasks are gone before GOOD.

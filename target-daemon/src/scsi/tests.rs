@@ -263,6 +263,44 @@ async fn read_only_lun_refuses_writes() {
     assert_eq!(r.data_in[2] & 0x80, 0x80);
 }
 
+/// VERIFY's VERIFICATION LENGTH is bounded by MAXIMUM TRANSFER LENGTH, as READ's is
+/// (SBC-4), whatever BYTCHK says: a 2^32-1 block VERIFY of a big thin LUN is refused
+/// instead of reading terabytes.
+#[tokio::test]
+async fn verify_length_is_bounded_like_a_read() {
+    let f = fixture().await;
+    // A thin LUN far larger than the pool, and larger than one transfer.
+    f.pool
+        .create_volume("big", 1 << 40, BS, Guarantee::None)
+        .await
+        .expect("create volume");
+    f.target
+        .add_lun(1, f.pool.volume("big").expect("volume"), false)
+        .expect("add lun");
+    settle(&f.target, &f.a, 1).await;
+    let max = f.target.lun(1).expect("lun").limits.max_transfer;
+    for (op, bytchk) in [(0x8F, 0u8), (0x8F, 0x02), (0x8F, 0x06)] {
+        for len in [max + 1, u32::MAX] {
+            let r = run(&f.target, &f.a, 1, &cdb16(op, bytchk, 0, len), Bytes::new()).await;
+            let s = assert_check(&r, SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_CDB);
+            assert_eq!(s.field, Some(FieldPointer::cdb(10, Some(7))), "{len}");
+        }
+    }
+    let mut v10 = read10(0, 0);
+    v10[0] = 0x2F;
+    v10[7..9].copy_from_slice(&u16::MAX.to_be_bytes());
+    if u32::from(u16::MAX) > max {
+        let r = run(&f.target, &f.a, 1, &v10, Bytes::new()).await;
+        assert_check(&r, SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_CDB);
+    }
+    // Up to the limit it verifies (unwritten blocks read as zeros), in pieces.
+    let r = run(&f.target, &f.a, 1, &cdb16(0x8F, 0, 0, max), Bytes::new()).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    let zeros = Bytes::from(vec![0u8; BS as usize]);
+    let r = run(&f.target, &f.a, 1, &cdb16(0x8F, 0x06, 0, max), zeros).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+}
+
 #[tokio::test]
 async fn verify_compares() {
     let f = fixture().await;
@@ -984,6 +1022,79 @@ async fn persistent_reservations_through_the_device_server() {
         SenseKey::IllegalRequest,
         asc::INVALID_FIELD_IN_PARAMETER_LIST,
     );
+}
+
+/// A PERSISTENT RESERVE OUT whose PARAMETER LIST LENGTH exceeds what the registration
+/// limit leaves room for is refused before its data is transferred (the transport is told
+/// to take none) and before anything is decoded, even when the whole list did arrive.
+#[tokio::test]
+async fn oversized_pr_out_parameter_lists_are_refused_unread() {
+    use scsi_proto::scsi::pr::{TransportId, MAX_ISCSI_NAME_LEN};
+    let f = fixture().await;
+    let t = &f.target;
+    let cdb = |len: u32| {
+        let mut c = pr_out_cdb(0, 0);
+        c[5..9].copy_from_slice(&len.to_be_bytes());
+        c
+    };
+    assert_eq!(t.data_out_len(0, &cdb(u32::MAX)), Some(0));
+    assert_eq!(t.data_out_len(0, &cdb(24)), Some(24));
+    // A well-formed SPEC_I_PT list one longest TransportID beyond the limit.
+    let ids: Vec<u8> = (0..=super::pr::MAX_REGISTRATIONS)
+        .flat_map(|i| {
+            let mut name = format!("iqn.2026-12.test:{i}-");
+            name.push_str(&"x".repeat(MAX_ISCSI_NAME_LEN - name.len()));
+            TransportId {
+                name,
+                isid: Some(i as u64),
+            }
+            .encode()
+        })
+        .collect();
+    let mut p = pr_params(0, 0xAA).to_vec();
+    p[20] = 0x08;
+    p.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+    p.extend_from_slice(&ids);
+    let len = u32::try_from(p.len()).expect("fits");
+    assert!(len > super::pr::MAX_PARAM_LEN);
+    assert_eq!(t.data_out_len(0, &cdb(len)), Some(0));
+    let r = run(t, &f.a, 0, &cdb(len), Bytes::from(p)).await;
+    assert_check(
+        &r,
+        SenseKey::IllegalRequest,
+        asc::PARAMETER_LIST_LENGTH_ERROR,
+    );
+    let keys = run(t, &f.a, 0, &READ_KEYS, Bytes::new()).await;
+    assert_eq!(&keys.data_in[4..8], &[0; 4], "nothing registered");
+}
+
+/// A PERSISTENT RESERVE OUT waiting for its LUN's turn (held here as the previous one's
+/// APTPL write would hold it) holds no lock I/O needs: reads and writes of the reserved LUN
+/// go on, and the PERSISTENT RESERVE OUT completes once the turn is free.
+#[tokio::test]
+async fn a_pr_out_waiting_for_its_turn_blocks_no_io() {
+    let f = fixture().await;
+    let t = &f.target;
+    let ok = |r: ScsiResponse| assert_eq!(r.status, status::GOOD, "{r:?}");
+    ok(run(t, &f.a, 0, &pr_out_cdb(0, 0), pr_params(0, 0xAA)).await);
+    ok(run(t, &f.a, 0, &pr_out_cdb(1, 1), pr_params(0xAA, 0)).await);
+    let turn = t.lun(0).expect("lun").pr_order.clone().lock_owned().await;
+    let register_b = tokio::spawn({
+        let (t, b) = (t.clone(), f.b.clone());
+        async move { run(&t, &b, 0, &pr_out_cdb(0, 0), pr_params(0, 0xBB)).await }
+    });
+    ok(run(t, &f.b, 0, &read10(0, 1), Bytes::new()).await);
+    ok(run(t, &f.a, 0, &write10(0, 1), pattern(1, 3)).await);
+    let keys = run(t, &f.a, 0, &READ_KEYS, Bytes::new()).await;
+    assert_eq!(
+        &keys.data_in[4..8],
+        &8u32.to_be_bytes(),
+        "B not registered yet"
+    );
+    drop(turn);
+    ok(register_b.await.expect("PR OUT task"));
+    let keys = run(t, &f.a, 0, &READ_KEYS, Bytes::new()).await;
+    assert_eq!(&keys.data_in[4..8], &16u32.to_be_bytes());
 }
 
 const READ_KEYS: [u8; 10] = [0x5E, 0, 0, 0, 0, 0, 0, 1, 0, 0];

@@ -60,9 +60,25 @@ impl CopyRecord {
 #[derive(Default)]
 pub struct CopyLog {
     records: Mutex<Vec<CopyRecord>>,
+    /// Tests: called with the piece number before each piece a copy of this copy manager
+    /// moves (before its access check), to change reservations mid-segment.
+    #[cfg(test)]
+    pub(super) piece_hook: Mutex<Option<PieceHook>>,
 }
 
+/// See `CopyLog::piece_hook`.
+#[cfg(test)]
+pub(super) type PieceHook = Box<dyn FnMut(u64) + Send>;
+
 impl CopyLog {
+    /// Runs the test hook, if any, for piece `k` of a segment.
+    fn before_piece(&self, _k: u64) {
+        #[cfg(test)]
+        if let Some(h) = self.piece_hook.lock().as_mut() {
+            h(_k);
+        }
+    }
+
     /// Claim `list_id` for `nexus`: fails while a copy with the same identifier from the
     /// same I_T nexus is still running (SPC-4: OPERATION IN PROGRESS).
     fn begin(&self, nexus: &Nexus, list_id: u8, retain: bool) -> Result<(), Sense> {
@@ -282,12 +298,9 @@ impl Ctx<'_> {
             .and_then(Option::as_ref)
             .ok_or_else(unreachable)?;
         let nexus = &self.req.nexus;
-        if src.reserved_by_other(nexus)
-            || dst.reserved_by_other(nexus)
-            || pr_conflict(src, nexus, super::pr::Access::Read)
-            || pr_conflict(dst, nexus, super::pr::Access::Write)
-        {
-            return Ok(ScsiResponse::status(status::RESERVATION_CONFLICT));
+        let conflict = || ScsiResponse::status(status::RESERVATION_CONFLICT);
+        if access_lost(src, dst, nexus) {
+            return Ok(conflict());
         }
         if dst.read_only {
             return Err(Sense::new(SenseKey::DataProtect, asc::WRITE_PROTECTED));
@@ -313,7 +326,13 @@ impl Ctx<'_> {
             // Copying forward onto itself: go from the end so no piece reads what an
             // earlier piece of this segment already overwrote.
             let mut end = blocks;
+            let mut k = 0;
             while end > 0 {
+                self.lun.copies.before_piece(k);
+                k += 1;
+                if access_lost(src, dst, nexus) {
+                    return Ok(conflict());
+                }
                 let n = end.min(piece);
                 let from = end - n;
                 copy_piece(
@@ -344,6 +363,12 @@ impl Ctx<'_> {
         }
         let mut ahead: Option<Bytes> = None;
         for (k, &(mapped, off, n)) in plan.iter().enumerate() {
+            self.lun.copies.before_piece(k as u64);
+            if access_lost(src, dst, nexus) {
+                // Preempted (or another nexus reserved) mid-segment: stop here. A piece
+                // read ahead is dropped unwritten.
+                return Ok(conflict());
+            }
             let dst_lba = seg.destination_lba + off;
             if !mapped {
                 // Never written (or unmapped) at the source: the destination gives its
@@ -408,6 +433,17 @@ impl Ctx<'_> {
 fn pr_conflict(lun: &Lun, nexus: &Nexus, access: super::pr::Access) -> bool {
     lun.pr_active.load(std::sync::atomic::Ordering::Acquire)
         && lun.pr.lock().conflicts(nexus, access)
+}
+
+/// Whether `nexus` may no longer read `src` or write `dst`: a SPC-2 reservation of another
+/// nexus on either, or a persistent reservation it conflicts with (source as a read,
+/// destination as a write). Checked before a segment and again before every piece of it,
+/// so a nexus preempted or reserved out mid-segment moves at most the piece under way.
+fn access_lost(src: &Lun, dst: &Lun, nexus: &Nexus) -> bool {
+    src.reserved_by_other(nexus)
+        || dst.reserved_by_other(nexus)
+        || pr_conflict(src, nexus, super::pr::Access::Read)
+        || pr_conflict(dst, nexus, super::pr::Access::Write)
 }
 
 async fn read_piece(src: &Lun, lba: u64, blocks: u64) -> Result<Bytes, Sense> {

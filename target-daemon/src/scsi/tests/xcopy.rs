@@ -340,3 +340,93 @@ async fn an_aborted_copy_releases_its_list_identifier() {
     let r = xcopy(&f, &f.a, 0, list).await;
     assert_eq!(r.status, status::GOOD, "{r:?}");
 }
+
+/// An initiator that loses access to a copy target mid-segment (preempted from a
+/// registrants-only reservation, or another initiator takes a SCSI-2 reservation) stops
+/// copying before the next piece: RESERVATION CONFLICT, and nothing after the piece under
+/// way reaches the destination. The test hook changes the reservation between pieces, so
+/// nothing depends on timing.
+#[tokio::test]
+async fn losing_access_mid_segment_stops_the_copy() {
+    use crate::scsi::pr::{PrOutEffects, PrOutRequest};
+    use scsi_proto::scsi::pr::out_sa;
+    let f = fixture().await;
+    second_lun(&f, false).await;
+    let chunk_blocks = (f.pool.status().chunk_size / BS) as u32;
+    // Source chunks 0, 2 and 4 written, 1 and 3 never: five pieces.
+    for c in [0, 2, 4] {
+        write(
+            &f,
+            0,
+            c * chunk_blocks,
+            pattern(chunk_blocks as usize, c as u8 + 1),
+        )
+        .await;
+    }
+    let (n0, n1) = (naa(&f, 0), naa(&f, 1));
+    let list = |id| {
+        param_list(
+            id,
+            &[target_desc(&n0), target_desc(&n1)],
+            &[seg(0, 1, (5 * chunk_blocks) as u16, 0, 0)],
+        )
+    };
+    let pr_out = |sa: u8, t: u8, key: u64, sa_key: u64| {
+        let c = [0x5F, sa, t, 0, 0, 0, 0, 0, 24, 0];
+        let mut p = vec![0u8; 24];
+        p[..8].copy_from_slice(&key.to_be_bytes());
+        p[8..16].copy_from_slice(&sa_key.to_be_bytes());
+        (c, Bytes::from(p))
+    };
+    // A and B register on the destination; B reserves it Write Exclusive – Registrants
+    // Only, so A (a registrant) may write it.
+    for (n, key) in [(&f.a, 0xA), (&f.b, 0xB)] {
+        let (c, p) = pr_out(out_sa::REGISTER, 0, 0, key);
+        assert_eq!(run(&f.target, n, 1, &c, p).await.status, status::GOOD);
+    }
+    let (c, p) = pr_out(out_sa::RESERVE, 5, 0xB, 0);
+    assert_eq!(run(&f.target, &f.b, 1, &c, p).await.status, status::GOOD);
+
+    // Before the third piece, B preempts A's registration.
+    let dst = f.target.lun(1).expect("lun 1");
+    let b = (*f.b).clone();
+    *f.target.lun(0).expect("lun 0").copies.piece_hook.lock() = Some(Box::new(move |k| {
+        if k == 2 {
+            let (_, p) = pr_out(out_sa::PREEMPT, 5, 0xB, 0xA);
+            let req = PrOutRequest::parse(u16::from(out_sa::PREEMPT), 0, 5, &p).expect("parse");
+            let mut fx = PrOutEffects::default();
+            let done = dst.pr.lock().pr_out(&b, &req, &mut fx);
+            assert_eq!(done, Ok(crate::scsi::pr::PrOutcome::Good));
+        }
+    }));
+    let r = xcopy(&f, &f.a, 0, list(1)).await;
+    assert_eq!(r.status, status::RESERVATION_CONFLICT, "{r:?}");
+    let cb = chunk_blocks as u16;
+    assert_eq!(read(&f, 1, 0, cb).await, pattern(chunk_blocks as usize, 1));
+    for c in [2, 4] {
+        let d = read(&f, 1, c * chunk_blocks, cb).await;
+        assert!(
+            d.iter().all(|&x| x == 0),
+            "chunk {c} copied after the preempt"
+        );
+    }
+
+    // The same with a SCSI-2 reservation B takes before the second piece.
+    let (c, p) = pr_out(out_sa::CLEAR, 0, 0xB, 0);
+    assert_eq!(run(&f.target, &f.b, 1, &c, p).await.status, status::GOOD);
+    let dst = f.target.lun(1).expect("lun 1");
+    let b = (*f.b).clone();
+    *f.target.lun(0).expect("lun 0").copies.piece_hook.lock() = Some(Box::new(move |k| {
+        if k == 1 {
+            assert!(dst.reserve(&b));
+        }
+    }));
+    let r = xcopy(&f, &f.a, 0, list(2)).await;
+    assert_eq!(r.status, status::RESERVATION_CONFLICT, "{r:?}");
+    let r = run(&f.target, &f.b, 1, &[0x17, 0, 0, 0, 0, 0], Bytes::new()).await;
+    assert_eq!(r.status, status::GOOD);
+    for c in [2, 4] {
+        let d = read(&f, 1, c * chunk_blocks, cb).await;
+        assert!(d.iter().all(|&x| x == 0), "chunk {c} copied after RESERVE");
+    }
+}
