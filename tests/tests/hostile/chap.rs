@@ -242,6 +242,6 @@ fn malformed_chap_values_are_refused() {
         )
         .unwrap();
     assert_login_refused(&mut c, r, "CHAP_A twice");
-    hostile::assert_memory_bounded(&mut d, "malformed CHAP", 256);
+    hostile::assert_memory_bounded(&mut d, "malformed CHAP", 64);
     assert_daemon_healthy(&mut d, "malformed CHAP");
 }

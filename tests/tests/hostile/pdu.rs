@@ -396,6 +396,47 @@ fn text_request_floods_are_bounded() {
             r.describe()
         );
     }
-    hostile::assert_memory_bounded(&mut d, "text floods", 256);
+    hostile::assert_memory_bounded(&mut d, "text floods", 64);
     assert_daemon_healthy(&mut d, "text floods");
+}
+
+/// Immediate commands bypass the CmdSN window; a flood of 300 immediate WRITEs that never
+/// get their data is bounded by the task table (twice the window): the excess is rejected
+/// (IMMEDIATE COMMAND REJECT), and the session still answers.
+#[test]
+fn immediate_command_flood_is_bounded() {
+    let mut d = hostile::start(Auth::Open, "");
+    let mut c = r2t_session(&d, ATTACKER);
+    for i in 0..300u32 {
+        let sn = c.cmd_sn;
+        let mut p = c.scsi_pdu(0, &cdb10(0x2a, 5000 + i, 1), 0, 512);
+        c.cmd_sn = sn;
+        p.bhs[0] |= 0x40;
+        c.send(&p).unwrap();
+    }
+    let (mut r2ts, mut rejects) = (0, 0);
+    while r2ts + rejects < 300 {
+        let p = c.recv().unwrap();
+        match p.opcode() {
+            op::R2T => r2ts += 1,
+            op::REJECT => {
+                assert_eq!(
+                    p.bhs[2],
+                    0x06,
+                    "want IMMEDIATE COMMAND REJECT: {}",
+                    p.describe()
+                );
+                rejects += 1;
+            }
+            _ => panic!("immediate flood: {}", p.describe()),
+        }
+    }
+    eprintln!("immediate flood: {r2ts} admitted, {rejects} rejected");
+    assert!(rejects > 0, "300 immediate commands admitted");
+    assert!(
+        r2ts <= 128,
+        "{r2ts} immediate commands admitted (window 64)"
+    );
+    assert_session_alive(&mut c, "immediate command flood");
+    assert_daemon_healthy(&mut d, "immediate command flood");
 }
