@@ -380,6 +380,8 @@ pub struct Conn {
     pub name: String,
     /// Negotiated values after login.
     pub neg: Negotiated,
+    /// MaxCmdSN from the last target PDU that carried one.
+    pub max_cmd_sn: u32,
 }
 
 /// A random-ish ISID of type "random" (0b10 in the top bits) so parallel tests never
@@ -411,7 +413,17 @@ impl Conn {
             cid: 1,
             name: name.to_string(),
             neg: Negotiated::default(),
+            max_cmd_sn: 0,
         })
+    }
+
+    /// How many non-immediate commands the target lets this session send now (MaxCmdSN -
+    /// CmdSN + 1, from the last response seen; at least 1).
+    pub fn max_cmd_sn_window(&self) -> u32 {
+        self.max_cmd_sn
+            .wrapping_sub(self.cmd_sn)
+            .wrapping_add(1)
+            .clamp(1, 1 << 16)
     }
 
     /// A fresh Initiator Task Tag.
@@ -461,6 +473,9 @@ impl Conn {
                     let sn = p.stat_sn();
                     if p.opcode() != op::NOP_IN || p.itt() != RESERVED_TAG {
                         self.exp_stat_sn = sn.wrapping_add(1);
+                    }
+                    if p.opcode() != op::LOGIN_RESP || p.login_status() == 0 {
+                        self.max_cmd_sn = p.max_cmd_sn();
                     }
                 }
                 return Ok(Some(p));

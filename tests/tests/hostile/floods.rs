@@ -317,3 +317,38 @@ fn spec_i_pt_with_150k_transport_ids_is_refused_without_freezing() {
     );
     assert_daemon_healthy(&mut d, "SPEC_I_PT flood");
 }
+
+/// Slow readers: 4 connections each queue a full CmdSN window (64) of 8 MiB READs (the
+/// MAXIMUM TRANSFER LENGTH) and never read a byte of the answers. Every READ's data then
+/// waits in lunard's memory for a socket that does not drain (until the 30 s write-stall
+/// timeout): 64 x 8 MiB = 512 MiB per connection, with no daemon-wide bound. The bound:
+/// peak RSS under 512 MiB for the four, and the honest session unharmed.
+#[test]
+#[ignore = "defect: READ data queued for initiators that do not read is unbounded across connections (issue 14)"]
+fn slow_readers_cannot_pin_unbounded_read_data() {
+    let _flood = flood_lock();
+    let mut d = hostile::start(Auth::Open, "");
+    // Real data (unwritten ranges might read as untouched zero pages).
+    let mut w = hostile::victim_session(&d, Auth::Open, "iqn.2026-11.io.lunar.test:filler");
+    let chunk = vec![0x6bu8; 1 << 20];
+    for mib in 0..(hostile::LUN_BYTES >> 20) as u32 {
+        w.write10(0, mib * 2048, &chunk).unwrap();
+    }
+    drop(w);
+    let honest = HonestReader::start(&d);
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let mut c = hostile::victim_session(&d, Auth::Open, &format!("{ATTACKER}-slow{i}"));
+        let window = c.max_cmd_sn_window();
+        for n in 0..window.min(64) {
+            let lba = (n % 8) * 16384;
+            let p = c.scsi_pdu(0, &cdb10(0x28, lba, 16384), 8 << 20, 0);
+            c.send(&p).unwrap();
+        }
+        held.push(c);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    honest.assert_flood_bounds(&mut d, "slow readers", 512);
+    drop(held);
+    assert_daemon_healthy(&mut d, "slow readers");
+}

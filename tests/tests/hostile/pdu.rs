@@ -440,3 +440,36 @@ fn immediate_command_flood_is_bounded() {
     assert_session_alive(&mut c, "immediate command flood");
     assert_daemon_healthy(&mut d, "immediate command flood");
 }
+
+/// TARGET WARM RESET and TARGET COLD RESET from a session on the victim target reach only
+/// that target: a session on the other target sees no unit attention and keeps its
+/// connection.
+#[test]
+fn target_resets_do_not_cross_targets() {
+    let mut d = hostile::start(Auth::Open, "");
+    let mut honest = lunar_e2e::hostile::honest_session(&d);
+    for function in [6u8, 7] {
+        let mut m = victim_session(&d, Auth::Open, ATTACKER);
+        let mut p = Pdu::new(op::TMF_REQ).immediate();
+        p.bhs[1] = 0x80 | function;
+        p.set_u32(16, m.itt());
+        p.set_u32(20, RESERVED_TAG);
+        p.set_u32(24, m.cmd_sn);
+        p.set_u32(28, m.exp_stat_sn);
+        m.send(&p).unwrap();
+        let r = m.recv_opt().unwrap();
+        if let Some(r) = r {
+            assert_eq!(r.opcode(), op::TMF_RESP, "TMF {function}: {}", r.describe());
+        }
+        let r = honest
+            .scsi_once(0, &cdb10(0x28, 0, 8), 4096, &[])
+            .unwrap_or_else(|e| panic!("honest session after TMF {function}: {e:#}"));
+        assert_eq!(
+            r.status,
+            status::GOOD,
+            "TMF {function} on the victim target reached the honest target: {:?}",
+            r.sense_triple()
+        );
+    }
+    assert_daemon_healthy(&mut d, "target resets");
+}
