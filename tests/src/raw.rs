@@ -170,6 +170,25 @@ impl Pdu {
         out
     }
 
+    /// [`Pdu::encode`] with CRC32C digests: a header digest after the BHS and AHS, a data
+    /// digest after the padded data segment (when there is one), as negotiated.
+    pub fn encode_with_digests(&self, header: bool, data: bool) -> Vec<u8> {
+        let plain = self.encode();
+        if !header && !data {
+            return plain;
+        }
+        let hlen = 48 + self.ahs.len();
+        let mut out = plain[..hlen].to_vec();
+        if header {
+            out.extend_from_slice(&crc32c::crc32c(&plain[..hlen]).to_le_bytes());
+        }
+        out.extend_from_slice(&plain[hlen..]);
+        if data && !self.data.is_empty() {
+            out.extend_from_slice(&crc32c::crc32c(&plain[hlen..]).to_le_bytes());
+        }
+        out
+    }
+
     /// Keys of a Login or Text Response's data segment.
     pub fn keys(&self) -> HashMap<String, String> {
         parse_keys(&self.data)
@@ -382,6 +401,8 @@ pub struct Conn {
     pub neg: Negotiated,
     /// MaxCmdSN from the last target PDU that carried one.
     pub max_cmd_sn: u32,
+    /// CRC32C header and data digests in use (set after a login that negotiated them).
+    pub digests: (bool, bool),
 }
 
 /// A random-ish ISID of type "random" (0b10 in the top bits) so parallel tests never
@@ -414,6 +435,7 @@ impl Conn {
             name: name.to_string(),
             neg: Negotiated::default(),
             max_cmd_sn: 0,
+            digests: (false, false),
         })
     }
 
@@ -442,7 +464,8 @@ impl Conn {
 
     /// Sends a PDU.
     pub fn send(&mut self, p: &Pdu) -> Result<()> {
-        self.send_raw(&p.encode())
+        let (h, d) = self.digests;
+        self.send_raw(&p.encode_with_digests(h, d))
     }
 
     /// The underlying socket (for half-closing, peeking).
@@ -532,14 +555,18 @@ impl Conn {
         if dsl > MAX_SEGMENT {
             bail!("target sent a {dsl}-byte data segment");
         }
-        let total = 48 + ahs_len + dsl.div_ceil(4) * 4;
+        let (hd, dd) = self.digests;
+        let hd_len = if hd { 4 } else { 0 };
+        let dd_len = if dd && dsl > 0 { 4 } else { 0 };
+        let total = 48 + ahs_len + hd_len + dsl.div_ceil(4) * 4 + dd_len;
         if self.buf.len() < total {
             return Ok(None);
         }
         let mut bhs = [0u8; 48];
         bhs.copy_from_slice(&self.buf[..48]);
         let ahs = self.buf[48..48 + ahs_len].to_vec();
-        let data = self.buf[48 + ahs_len..48 + ahs_len + dsl].to_vec();
+        let at = 48 + ahs_len + hd_len;
+        let data = self.buf[at..at + dsl].to_vec();
         self.buf.drain(..total);
         Ok(Some(Pdu { bhs, ahs, data }))
     }
@@ -704,6 +731,10 @@ impl Conn {
                 .map(|v| v == "Yes")
                 .unwrap_or(dflt)
         };
+        self.digests = (
+            got.get("HeaderDigest").is_some_and(|v| v == "CRC32C"),
+            got.get("DataDigest").is_some_and(|v| v == "CRC32C"),
+        );
         self.neg = Negotiated {
             max_send_segment: got
                 .get("MaxRecvDataSegmentLength")

@@ -473,3 +473,50 @@ fn target_resets_do_not_cross_targets() {
     }
     assert_daemon_healthy(&mut d, "target resets");
 }
+
+/// With CRC32C digests negotiated: a data digest error is rejected (DATA DIGEST ERROR)
+/// and its command not executed, the session continues; a header digest error closes the
+/// connection (the header cannot be trusted, RFC 7143 section 7.8).
+#[test]
+fn digest_errors_are_refused() {
+    let mut d = hostile::start(Auth::Open, "");
+    let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
+    let r = c
+        .login(
+            Some(VICTIM_IQN),
+            None,
+            &[("HeaderDigest", "CRC32C,None"), ("DataDigest", "CRC32C,None")],
+        )
+        .unwrap();
+    assert_eq!(r.login_status(), 0, "{}", r.describe());
+    assert_eq!(c.digests, (true, true), "digests not negotiated: {:?}", r.keys());
+    c.ready(0).unwrap();
+    let before = c.read10(0, 400, 1).unwrap();
+
+    // Immediate-data WRITE with a corrupt data digest.
+    let mut p = c.scsi_pdu(0, &cdb10(0x2a, 400, 1), 0, 512);
+    p.data = vec![0x99; 512];
+    let mut bytes = p.encode_with_digests(true, true);
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    c.send_raw(&bytes).unwrap();
+    let r = c.recv().unwrap();
+    assert_eq!(r.opcode(), op::REJECT, "bad data digest: {}", r.describe());
+    assert_eq!(r.bhs[2], 0x02, "want DATA DIGEST ERROR: {}", r.describe());
+    // The rejected command consumed no CmdSN the target waits for.
+    c.cmd_sn = r.exp_cmd_sn();
+    assert_session_alive(&mut c, "after a data digest error");
+    assert_eq!(c.read10(0, 400, 1).unwrap(), before, "a WRITE with a bad data digest landed");
+
+    // A corrupt header digest.
+    let p = c.scsi_pdu(0, &cdb10(0x28, 0, 1), 512, 0);
+    let mut bytes = p.encode_with_digests(true, true);
+    bytes[48] ^= 0xff;
+    c.send_raw(&bytes).unwrap();
+    let seen = c.expect_closed_within(CLOSE_WITHIN).unwrap();
+    assert!(
+        seen.iter().all(|p| p.opcode() != op::DATA_IN && p.opcode() != op::SCSI_RESP),
+        "a PDU with a bad header digest was executed"
+    );
+    assert_daemon_healthy(&mut d, "digest errors");
+}
