@@ -352,3 +352,63 @@ fn slow_readers_cannot_pin_unbounded_read_data() {
     drop(held);
     assert_daemon_healthy(&mut d, "slow readers");
 }
+
+/// PERSISTENT RESERVE OUT REGISTER from 5000 I_T nexuses (one initiator name, 5000 ISIDs,
+/// each session dropped after registering: registrations outlive their sessions). The
+/// registration list must be bounded: some REGISTER is refused with INSUFFICIENT
+/// REGISTRATION RESOURCES (55/04) before all 5000 are accepted (this assumes a default
+/// limit below 5000 registrations per LUN). Honest session unharmed,
+/// memory under 128 MiB.
+#[test]
+#[ignore = "fixed by the pr branch of issue 14 (no limit on PR registrations)"]
+fn pr_registrations_from_thousands_of_nexuses_are_bounded() {
+    let _flood = flood_lock();
+    let mut d = hostile::start(Auth::Open, "");
+    let honest = HonestReader::start(&d);
+    let addr = d.addr();
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let (mut ok, mut refused) = (0u32, Vec::new());
+                for i in 0..1250u64 {
+                    let mut c = Conn::connect(addr, ATTACKER).unwrap();
+                    c.login_ok(Some(VICTIM_IQN), None).unwrap();
+                    let mut cdb = [0u8; 10];
+                    cdb[0] = 0x5f;
+                    cdb[5..9].copy_from_slice(&24u32.to_be_bytes());
+                    let mut p = vec![0u8; 24];
+                    p[8..16].copy_from_slice(&(0x1_0000 + t * 10_000 + i).to_be_bytes());
+                    let r = c.scsi(0, &cdb, 0, &p).unwrap();
+                    if r.status == status::GOOD {
+                        ok += 1;
+                    } else {
+                        refused.push(r.sense_triple());
+                    }
+                }
+                (ok, refused)
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    let mut refused = Vec::new();
+    for t in threads {
+        let (ok, r) = t.join().unwrap();
+        accepted += ok;
+        refused.extend(r);
+    }
+    eprintln!(
+        "PR registrations: {accepted} accepted, {} refused",
+        refused.len()
+    );
+    honest.assert_flood_bounds(&mut d, "PR registration flood", 128);
+    assert!(
+        refused.iter().all(|s| *s == Some((0x05, 0x55, 0x04))),
+        "REGISTER refused otherwise than with 55/04: {:?}",
+        &refused[..refused.len().min(5)]
+    );
+    assert!(
+        !refused.is_empty(),
+        "all {accepted} registrations accepted: the list is unbounded"
+    );
+    assert_daemon_healthy(&mut d, "PR registration flood");
+}

@@ -485,11 +485,19 @@ fn digest_errors_are_refused() {
         .login(
             Some(VICTIM_IQN),
             None,
-            &[("HeaderDigest", "CRC32C,None"), ("DataDigest", "CRC32C,None")],
+            &[
+                ("HeaderDigest", "CRC32C,None"),
+                ("DataDigest", "CRC32C,None"),
+            ],
         )
         .unwrap();
     assert_eq!(r.login_status(), 0, "{}", r.describe());
-    assert_eq!(c.digests, (true, true), "digests not negotiated: {:?}", r.keys());
+    assert_eq!(
+        c.digests,
+        (true, true),
+        "digests not negotiated: {:?}",
+        r.keys()
+    );
     c.ready(0).unwrap();
     let before = c.read10(0, 400, 1).unwrap();
 
@@ -506,7 +514,11 @@ fn digest_errors_are_refused() {
     // The rejected command consumed no CmdSN the target waits for.
     c.cmd_sn = r.exp_cmd_sn();
     assert_session_alive(&mut c, "after a data digest error");
-    assert_eq!(c.read10(0, 400, 1).unwrap(), before, "a WRITE with a bad data digest landed");
+    assert_eq!(
+        c.read10(0, 400, 1).unwrap(),
+        before,
+        "a WRITE with a bad data digest landed"
+    );
 
     // A corrupt header digest.
     let p = c.scsi_pdu(0, &cdb10(0x28, 0, 1), 512, 0);
@@ -515,7 +527,8 @@ fn digest_errors_are_refused() {
     c.send_raw(&bytes).unwrap();
     let seen = c.expect_closed_within(CLOSE_WITHIN).unwrap();
     assert!(
-        seen.iter().all(|p| p.opcode() != op::DATA_IN && p.opcode() != op::SCSI_RESP),
+        seen.iter()
+            .all(|p| p.opcode() != op::DATA_IN && p.opcode() != op::SCSI_RESP),
         "a PDU with a bad header digest was executed"
     );
     assert_daemon_healthy(&mut d, "digest errors");
