@@ -1,10 +1,11 @@
 //! SCSI-level abuse: LBA overflow and end-of-LUN on every data command, writes from a
 //! non-holder under every kind of reservation, EXTENDED COPY naming another target's LUN.
 
+use crate::assert_session_alive;
 use lunar_e2e::hostile::{
     self, assert_daemon_healthy, honest_session, victim_session, Auth, ATTACKER, LUN_BYTES,
 };
-use lunar_e2e::raw::{cdb10, cdb12, cdb16, cdb6, status, Conn, ScsiResult};
+use lunar_e2e::raw::{cdb10, cdb12, cdb16, cdb6, op, status, Conn, ScsiResult};
 
 const ILLEGAL_REQUEST: u8 = 0x05;
 const COPY_ABORTED: u8 = 0x0a;
@@ -467,4 +468,144 @@ fn extended_copy_naming_another_targets_lun_is_refused() {
         "the honest LUN was overwritten"
     );
     assert_daemon_healthy(&mut d, "cross-target EXTENDED COPY");
+}
+
+/// LUN field games: LUNs the target does not have (peripheral and flat addressing, a
+/// multi-level LUN, the LUN numbers of the *other* target) answer LOGICAL UNIT NOT
+/// SUPPORTED (or, for INQUIRY, peripheral qualifier 3) and never reach another target.
+#[test]
+fn lun_addressing_games_reach_nothing() {
+    let mut d = hostile::start(Auth::Open, "");
+    let mut h = honest_session(&d);
+    let secret = vec![0x4du8; 512];
+    h.write10(0, 0, &secret).unwrap();
+    let mut m = victim_session(&d, Auth::Open, ATTACKER);
+    m.ready(1).unwrap();
+    let raw_luns: [(&str, u64); 6] = [
+        ("LUN 2", 2 << 48),
+        ("LUN 255", 255 << 48),
+        ("flat LUN 16383", (0x4000 | 0x3fff) << 48),
+        ("flat LUN 2", (0x4000 | 2) << 48),
+        ("two-level LUN 0/0", 0x0000_0001_0000_0000),
+        ("extended addressing", 0xc000_0000_0000_0000),
+    ];
+    for (what, lun) in raw_luns {
+        let mut p = m.scsi_pdu(0, &cdb10(0x28, 0, 1), 512, 0);
+        p.set_u64(8, lun);
+        let itt = p.itt();
+        m.send(&p).unwrap();
+        let r = m.complete(itt, &[]).unwrap();
+        assert!(
+            r.is_check(ILLEGAL_REQUEST, 0x25),
+            "READ of {what}: want LOGICAL UNIT NOT SUPPORTED, got {:#04x} {:?} ({} bytes)",
+            r.status,
+            r.sense_triple(),
+            r.data.len()
+        );
+        assert!(
+            r.data.is_empty() || r.data != secret,
+            "{what} read the honest target's LUN"
+        );
+        let mut p = m.scsi_pdu(0, &[0x12, 0, 0, 0, 36, 0], 36, 0);
+        p.set_u64(8, lun);
+        let itt = p.itt();
+        m.send(&p).unwrap();
+        let r = m.complete(itt, &[]).unwrap();
+        assert!(
+            (r.status == status::GOOD && r.data.first().is_some_and(|b| b >> 5 == 3))
+                || r.is_check(ILLEGAL_REQUEST, 0x25),
+            "INQUIRY of {what}: {:#04x} {:?} {:02x?}",
+            r.status,
+            r.sense_triple(),
+            r.data.first()
+        );
+    }
+    assert_eq!(h.read10(0, 0, 1).unwrap(), secret);
+    assert_daemon_healthy(&mut d, "LUN addressing games");
+}
+
+/// Expected Data Transfer Length disagreeing with the CDB: the target never sends more
+/// Data-In than EDTL, reports the residual, and a direction mismatch is refused without
+/// a hang.
+#[test]
+fn transfer_length_mismatches_are_bounded() {
+    let mut d = hostile::start(Auth::Open, "");
+    let mut m = victim_session(&d, Auth::Open, ATTACKER);
+    for (what, blocks, edtl) in [
+        ("overflow", 8u16, 512u32),
+        ("underflow", 1, 65536),
+        ("EDTL 0", 8, 0),
+    ] {
+        let mut p = m.scsi_pdu(0, &cdb10(0x28, 0, blocks), edtl, 0);
+        if edtl == 0 {
+            p.bhs[1] |= 0x40; // R bit with nothing to receive
+        }
+        let itt = p.itt();
+        m.send(&p).unwrap();
+        let mut got = 0usize;
+        loop {
+            let r = m.recv().unwrap();
+            assert_eq!(r.itt(), itt, "{what}: {}", r.describe());
+            match r.opcode() {
+                op::DATA_IN => {
+                    got += r.data.len();
+                    if r.bhs[1] & 0x01 != 0 {
+                        break;
+                    }
+                }
+                op::SCSI_RESP => break,
+                _ => panic!("{what}: {}", r.describe()),
+            }
+        }
+        assert!(
+            got as u32 <= edtl,
+            "{what}: {got} bytes of Data-In for EDTL {edtl}"
+        );
+    }
+    // READ CDB with the W bit and no R bit, and WRITE CDB with the R bit and no W bit.
+    for (what, cdb, read) in [
+        ("READ with W", cdb10(0x28, 0, 1), false),
+        ("WRITE with R", cdb10(0x2a, 0, 1), true),
+    ] {
+        let mut p = if read {
+            m.scsi_pdu(0, &cdb, 512, 0)
+        } else {
+            m.scsi_pdu(0, &cdb, 0, 512)
+        };
+        if !read {
+            p.data = vec![0x11; 512];
+        }
+        let itt = p.itt();
+        m.send(&p).unwrap();
+        let r = m.recv().unwrap();
+        assert!(
+            r.opcode() == op::REJECT
+                || r.opcode() == op::SCSI_RESP
+                || r.opcode() == op::DATA_IN
+                || r.opcode() == op::R2T,
+            "{what}: {}",
+            r.describe()
+        );
+        if r.opcode() == op::REJECT {
+            m.cmd_sn = r.exp_cmd_sn();
+        } else if r.opcode() != op::SCSI_RESP {
+            // Drain to the end of this task.
+            if r.opcode() == op::R2T {
+                let dout = m.data_out_pdu(
+                    itt,
+                    r.u32_at(20),
+                    0,
+                    r.u32_at(40),
+                    vec![0u8; r.u32_at(44) as usize],
+                    true,
+                );
+                m.send(&dout).unwrap();
+            }
+            if !(r.opcode() == op::DATA_IN && r.bhs[1] & 0x01 != 0) {
+                m.complete(itt, &[]).unwrap();
+            }
+        }
+        assert_session_alive(&mut m, what);
+    }
+    assert_daemon_healthy(&mut d, "transfer length mismatches");
 }
