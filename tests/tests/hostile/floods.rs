@@ -71,10 +71,11 @@ fn count_closed(socks: &mut [TcpStream], deadline: Instant) -> usize {
     closed
 }
 
-/// 1000 connections that start a login and never finish it (half a header, a whole first
-/// Login Request, nothing at all) are all dropped once the login timeout (2 s here) passes;
-/// the honest session does not notice. Memory bound: 128 MiB (a 64 KiB receive buffer
-/// and a login state per connection: at most 64 MiB over a ~10 MiB idle daemon).
+/// 1300 connections that start a login and never finish it (nothing at all, half a
+/// header, a whole first Login Request, 56 KiB of continued login text) are all dropped
+/// once the login timeout (2 s here) passes; the honest session does not notice. Memory
+/// bound: 128 MiB (a 64 KiB receive buffer and at most 64 KiB of login text per connection:
+/// ~100 MiB over a ~10 MiB idle daemon in the worst case).
 #[test]
 fn half_open_logins_are_timed_out() {
     let _flood = flood_lock();
@@ -95,9 +96,33 @@ fn half_open_logins_are_timed_out() {
         )
         .encode()
     };
+    // 56 KiB of continued login text (7 C-bit PDUs of 8 KiB), just under the 64 KiB a
+    // login may accumulate.
+    let continued: Vec<u8> = {
+        let c = Conn::connect(d.addr(), ATTACKER).unwrap();
+        let mut bytes = Vec::new();
+        for i in 0..7 {
+            let mut p = c.login_pdu(
+                false,
+                lunar_e2e::raw::stage::OPERATIONAL,
+                lunar_e2e::raw::stage::OPERATIONAL,
+                &[],
+            );
+            p.bhs[1] |= 0x40;
+            p.data = if i == 0 {
+                b"X-pad=".to_vec()
+            } else {
+                Vec::new()
+            };
+            p.data.resize(8192, b'p');
+            bytes.extend(p.encode());
+        }
+        bytes
+    };
     let mut socks = open_silent(d.addr(), 400, &[]);
     socks.extend(open_silent(d.addr(), 300, &first_login[..20]));
     socks.extend(open_silent(d.addr(), 300, &first_login));
+    socks.extend(open_silent(d.addr(), 300, &continued));
     let n = socks.len();
     let closed = count_closed(&mut socks, started + Duration::from_secs(2 + 15));
     eprintln!(

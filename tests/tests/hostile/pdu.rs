@@ -533,3 +533,45 @@ fn digest_errors_are_refused() {
     );
     assert_daemon_healthy(&mut d, "digest errors");
 }
+
+/// An ORDERED WRITE that never gets its data blocks later commands of its own session only:
+/// a bystander session on the same LUN keeps reading, and ACA or reserved task attributes
+/// get an answer, not a hang.
+#[test]
+fn stalled_ordered_task_and_odd_task_attributes_stay_within_the_session() {
+    let mut d = hostile::start(Auth::Open, "");
+    let mut m = r2t_session(&d, ATTACKER);
+    let mut bystander = victim_session(&d, Auth::Open, "iqn.2026-11.io.lunar.test:bystander");
+    let mut p = m.scsi_pdu(0, &cdb10(0x2a, 600, 8), 0, 4096);
+    p.bhs[1] = (p.bhs[1] & !0x07) | 0x02; // ORDERED
+    m.send(&p).unwrap();
+    let r2t = m.recv().unwrap();
+    assert_eq!(r2t.opcode(), op::R2T, "{}", r2t.describe());
+    // The WRITE now waits for data that never comes.
+    assert_session_alive(&mut bystander, "stalled ORDERED task on another session");
+    // ACA (4) and reserved attributes (5-7) on the attacker's session: answered.
+    let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
+    c.login_ok(Some(VICTIM_IQN), None).unwrap();
+    c.ready(0).unwrap();
+    for attr in 4u8..=7 {
+        let mut p = c.scsi_pdu(0, &cdb10(0x28, 0, 1), 512, 0);
+        p.bhs[1] = (p.bhs[1] & !0x07) | attr;
+        let itt = p.itt();
+        c.send(&p).unwrap();
+        let r = c.recv().unwrap();
+        assert!(
+            (r.itt() == itt && matches!(r.opcode(), op::SCSI_RESP | op::DATA_IN))
+                || r.opcode() == op::REJECT,
+            "task attribute {attr}: {}",
+            r.describe()
+        );
+        if r.opcode() == op::DATA_IN && r.bhs[1] & 0x01 == 0 {
+            c.complete(itt, &[]).unwrap();
+        }
+        if r.opcode() == op::REJECT {
+            c.cmd_sn = r.exp_cmd_sn();
+        }
+    }
+    assert_session_alive(&mut c, "odd task attributes");
+    assert_daemon_healthy(&mut d, "ORDERED stall and task attributes");
+}
