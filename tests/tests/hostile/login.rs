@@ -603,3 +603,75 @@ fn absurd_max_recv_data_segment_lengths() {
     }
     assert_daemon_healthy(&mut d, "MaxRecvDataSegmentLength games");
 }
+
+/// Control characters in names the initiator chooses (InitiatorName, TargetName,
+/// InitiatorAlias, CHAP_N) must not reach lunard's log raw: a newline would let an
+/// initiator forge log lines (a fake "login complete", a fake readiness line).
+#[test]
+#[ignore = "defect: initiator-chosen names are logged raw, so a newline in them forges log lines (issue 14)"]
+fn control_characters_in_names_cannot_forge_log_lines() {
+    let mut d = hostile::start(Auth::Chap, "");
+    const FORGED: &str = "FORGED-LINE lunard ready: listening on 203.0.113.9:3260";
+    let evil = format!("iqn.2026-11.io.lunar.test:x\n{FORGED}\r\n{FORGED}\u{1b}[2J");
+    let attempts: Vec<Vec<(&str, &str)>> = vec![
+        vec![("InitiatorName", evil.as_str()), ("TargetName", VICTIM_IQN)],
+        vec![("InitiatorName", ATTACKER), ("TargetName", evil.as_str())],
+        vec![
+            ("InitiatorName", ATTACKER),
+            ("SessionType", "Discovery"),
+            ("InitiatorAlias", evil.as_str()),
+        ],
+        vec![
+            ("InitiatorName", evil.as_str()),
+            ("SessionType", "Discovery"),
+        ],
+    ];
+    for keys in &attempts {
+        let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
+        let _ = c.login_step(true, stage::OPERATIONAL, stage::FULL_FEATURE, keys);
+        // A discovery session that got in: log out so its end is logged too.
+        let _ = c.logout();
+    }
+    // CHAP_N with control characters.
+    let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
+    let _ = c.login_step(
+        false,
+        stage::SECURITY,
+        stage::OPERATIONAL,
+        &[
+            ("InitiatorName", ATTACKER),
+            ("TargetName", VICTIM_IQN),
+            ("AuthMethod", "CHAP"),
+        ],
+    );
+    let _ = c.login_step(
+        false,
+        stage::SECURITY,
+        stage::OPERATIONAL,
+        &[("CHAP_A", "5")],
+    );
+    let _ = c.login_step(
+        true,
+        stage::SECURITY,
+        stage::OPERATIONAL,
+        &[
+            ("CHAP_N", evil.as_str()),
+            ("CHAP_R", "0x00112233445566778899aabbccddeeff"),
+        ],
+    );
+    drop(c);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    d.check_alive().unwrap();
+    let log = d.log();
+    let forged: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("FORGED-LINE") || l.contains('\u{1b}'))
+        .collect();
+    assert!(
+        forged.is_empty(),
+        "initiator-chosen text reached the log raw, forging {} line(s):\n{}",
+        forged.len(),
+        forged.join("\n")
+    );
+    assert_daemon_healthy(&mut d, "control characters in names");
+}
