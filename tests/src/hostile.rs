@@ -103,6 +103,19 @@ pub fn start(auth: Auth, extra: &str) -> Lunard {
     .unwrap_or_else(|e| panic!("start lunard: {e:#}"))
 }
 
+/// [`start`], plus an [`HonestReader`] on the honest target: every attack test ends with
+/// [`HonestReader::assert_flood_bounds`], so each one also shows that an honest session on
+/// another target kept its READ latency while it ran.
+pub fn start_watched(auth: Auth, extra: &str) -> (Lunard, HonestReader) {
+    let d = start(auth, extra);
+    let honest = HonestReader::start(&d);
+    (d, honest)
+}
+
+/// Memory bound of attacks that are not floods (a few connections): an idle lunard with
+/// these LUNs is ~7 MiB.
+pub const SMALL_ATTACK_MEMORY_MIB: u64 = 64;
+
 /// An honest session to the victim target (with its credentials).
 pub fn victim_session(d: &Lunard, auth: Auth, name: &str) -> Conn {
     let mut c = Conn::connect(d.addr(), name).expect("connect");
@@ -150,7 +163,9 @@ impl HonestReader {
         let handle = std::thread::spawn(move || {
             let mut lat = Vec::new();
             let mut lba = 0u32;
-            while !flag.load(Ordering::Relaxed) {
+            // At least a few READs even when the attack is over in milliseconds: the last
+            // ones then show the session still works after it.
+            while !flag.load(Ordering::Relaxed) || lat.len() < 3 {
                 let t0 = Instant::now();
                 c.read10(0, lba, 8)
                     .with_context(|| format!("honest READ #{} at LBA {lba}", lat.len()))?;

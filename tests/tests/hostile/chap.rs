@@ -45,7 +45,7 @@ fn answer(c: &mut Conn, keys: &[(&str, &str)]) -> Option<Pdu> {
 /// neither does a response computed for another identifier.
 #[test]
 fn replayed_chap_response_is_refused() {
-    let mut d = hostile::start(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
     // An honest login whose exchange the attacker observed.
     let (mut c1, id1, chal1) = challenged(d.addr());
     let captured = hex(&chap_response(id1, CHAP_SECRET.as_bytes(), &chal1));
@@ -79,6 +79,7 @@ fn replayed_chap_response_is_refused() {
         let r = answer(&mut c4, &[("CHAP_N", "someone-else"), ("CHAP_R", &good)]);
         assert_eq!(assert_login_refused(&mut c4, r, "wrong CHAP_N"), 0x0201);
     }
+    honest.assert_flood_bounds(&mut d, "CHAP replay", hostile::SMALL_ATTACK_MEMORY_MIB);
     assert_daemon_healthy(&mut d, "CHAP replay");
 }
 
@@ -87,7 +88,7 @@ fn replayed_chap_response_is_refused() {
 /// that fails its own proof gets no target response to use as an oracle.
 #[test]
 fn mutual_chap_reflection_is_refused() {
-    let mut d = hostile::start(Auth::Mutual, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Mutual, "");
     let (mut c, id, chal) = challenged(d.addr());
     let resp = hex(&chap_response(id, CHAP_SECRET.as_bytes(), &chal));
     let id_s = id.to_string();
@@ -160,6 +161,11 @@ fn mutual_chap_reflection_is_refused() {
             "{what}: {s:#06x}"
         );
     }
+    honest.assert_flood_bounds(
+        &mut d,
+        "mutual CHAP reflection",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
+    );
     assert_daemon_healthy(&mut d, "mutual CHAP reflection");
 }
 
@@ -167,7 +173,7 @@ fn mutual_chap_reflection_is_refused() {
 /// repeated keys, keys out of order.
 #[test]
 fn malformed_chap_values_are_refused() {
-    let mut d = hostile::start(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
     let huge = format!("0x{}", "ab".repeat(4000));
     for (what, r_value) in [
         ("empty CHAP_R", ""),
@@ -243,5 +249,6 @@ fn malformed_chap_values_are_refused() {
         .unwrap();
     assert_login_refused(&mut c, r, "CHAP_A twice");
     hostile::assert_memory_bounded(&mut d, "malformed CHAP", 64);
+    honest.assert_flood_bounds(&mut d, "malformed CHAP", hostile::SMALL_ATTACK_MEMORY_MIB);
     assert_daemon_healthy(&mut d, "malformed CHAP");
 }

@@ -31,7 +31,7 @@ fn kv(v: &[(String, String)]) -> Vec<(&str, &str)> {
 /// Every way of reaching the full feature phase of a CHAP target without CHAP is refused.
 #[test]
 fn chap_target_refuses_every_way_around_chap() {
-    let mut d = hostile::start(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
     let addr = d.addr();
     let ident = operational_keys(ATTACKER, VICTIM_IQN);
 
@@ -117,6 +117,11 @@ fn chap_target_refuses_every_way_around_chap() {
         assert_login_refused(&mut c, r, "CHAP_R before CHAP_A"),
         0x0201
     );
+    honest.assert_flood_bounds(
+        &mut d,
+        "login without CHAP",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
+    );
     assert_daemon_healthy(&mut d, "login without CHAP");
 }
 
@@ -124,7 +129,7 @@ fn chap_target_refuses_every_way_around_chap() {
 /// session reinstatement looks like) must not disturb that session.
 #[test]
 fn failed_logins_reusing_the_victims_name_and_isid_leave_it_alone() {
-    let mut d = hostile::start(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
     let mut victim = victim_session(&d, Auth::Chap, VICTIM);
     let isid = victim.isid;
     let ident = operational_keys(VICTIM, VICTIM_IQN);
@@ -164,6 +169,11 @@ fn failed_logins_reusing_the_victims_name_and_isid_leave_it_alone() {
         assert_eq!(assert_login_refused(&mut c, r, what), 0x0201, "{what}");
         assert_session_alive(&mut victim, what);
     }
+    honest.assert_flood_bounds(
+        &mut d,
+        "victim name/ISID reuse",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
+    );
     assert_daemon_healthy(&mut d, "victim name/ISID reuse");
 }
 
@@ -171,7 +181,7 @@ fn failed_logins_reusing_the_victims_name_and_isid_leave_it_alone() {
 /// passed, or naming another target, are refused and leave the session alone.
 #[test]
 fn non_leading_joins_without_chap_or_to_another_target_are_refused() {
-    let mut d = hostile::start(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
     let mut victim = victim_session(&d, Auth::Chap, VICTIM);
     let (isid, tsih) = (victim.isid, victim.tsih);
     assert_ne!(tsih, 0, "leading login assigned no TSIH");
@@ -206,6 +216,11 @@ fn non_leading_joins_without_chap_or_to_another_target_are_refused() {
         assert_login_refused(&mut c, Some(r), &what);
         assert_session_alive(&mut victim, &what);
     }
+    honest.assert_flood_bounds(
+        &mut d,
+        "non-leading joins",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
+    );
     assert_daemon_healthy(&mut d, "non-leading joins");
 }
 
@@ -215,7 +230,7 @@ fn non_leading_joins_without_chap_or_to_another_target_are_refused() {
 #[test]
 #[ignore = "fixed by the login-authentication branch of issue 14 (discovery login joins a normal session)"]
 fn discovery_login_cannot_join_a_normal_session() {
-    let mut d = hostile::start(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
     let mut victim = victim_session(&d, Auth::Chap, VICTIM);
     let (isid, tsih) = (victim.isid, victim.tsih);
     for (cid, with_target) in [(1u16, true), (2, true), (1, false)] {
@@ -264,6 +279,11 @@ fn discovery_login_cannot_join_a_normal_session() {
         assert_login_refused(&mut c, r, &what);
         assert_session_alive(&mut victim, &what);
     }
+    honest.assert_flood_bounds(
+        &mut d,
+        "discovery/normal confusion",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
+    );
     assert_daemon_healthy(&mut d, "discovery/normal confusion");
 }
 
@@ -271,7 +291,7 @@ fn discovery_login_cannot_join_a_normal_session() {
 /// no session to join.
 #[test]
 fn tsih_guessing_is_refused() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut victim = victim_session(&d, Auth::Open, VICTIM);
     for tsih in 1..=24u16 {
         let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
@@ -281,13 +301,14 @@ fn tsih_guessing_is_refused() {
         assert_eq!(s, 0x020a, "TSIH {tsih}: want 'session does not exist'");
     }
     assert_session_alive(&mut victim, "TSIH guessing");
+    honest.assert_flood_bounds(&mut d, "TSIH guessing", hostile::SMALL_ATTACK_MEMORY_MIB);
     assert_daemon_healthy(&mut d, "TSIH guessing");
 }
 
 /// Stage, T/C-bit, version and identity games in the login phase.
 #[test]
 fn login_stage_and_version_games_are_refused() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let addr = d.addr();
     let ident = operational_keys(ATTACKER, VICTIM_IQN);
     let connect = || Conn::connect(addr, ATTACKER).unwrap();
@@ -419,6 +440,7 @@ fn login_stage_and_version_games_are_refused() {
         r.describe()
     );
     assert_session_alive(&mut c, "after a login PDU in the full feature phase");
+    honest.assert_flood_bounds(&mut d, "stage games", hostile::SMALL_ATTACK_MEMORY_MIB);
     assert_daemon_healthy(&mut d, "stage games");
 }
 
@@ -426,7 +448,7 @@ fn login_stage_and_version_games_are_refused() {
 /// limit, connection closed.
 #[test]
 fn endless_continued_login_text_is_refused() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     let mut refused = None;
     for i in 0..300 {
@@ -447,6 +469,7 @@ fn endless_continued_login_text_is_refused() {
     };
     eprintln!("continued login refused at PDU {i}");
     assert_login_refused(&mut c, r, "endless continued login");
+    honest.assert_flood_bounds(&mut d, "continued login", hostile::SMALL_ATTACK_MEMORY_MIB);
     assert_daemon_healthy(&mut d, "continued login");
 }
 
@@ -454,7 +477,7 @@ fn endless_continued_login_text_is_refused() {
 /// continued text. Each is refused (or the keys ignored) with bounded memory.
 #[test]
 fn login_key_floods_are_bounded() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let addr = d.addr();
     // 8 KiB of distinct unknown keys in one PDU (the login-phase segment limit).
     let mut c = Conn::connect(addr, ATTACKER).unwrap();
@@ -521,6 +544,7 @@ fn login_key_floods_are_bounded() {
     }
     assert!(closed, "1.6 MB of continued login text accepted");
     hostile::assert_memory_bounded(&mut d, "login key floods", 64);
+    honest.assert_flood_bounds(&mut d, "login key floods", hostile::SMALL_ATTACK_MEMORY_MIB);
     assert_daemon_healthy(&mut d, "login key floods");
 }
 
@@ -528,7 +552,7 @@ fn login_key_floods_are_bounded() {
 /// target waiting for (or buffering) 16 MiB.
 #[test]
 fn huge_data_segment_before_login_closes_the_connection() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     let mut p = c.login_pdu(true, stage::OPERATIONAL, stage::FULL_FEATURE, &[]);
     p.data.clear();
@@ -542,6 +566,11 @@ fn huge_data_segment_before_login_closes_the_connection() {
         seen.iter().all(|p| p.login_status() != 0),
         "16 MiB login PDU answered with success"
     );
+    honest.assert_flood_bounds(
+        &mut d,
+        "16 MiB login segment",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
+    );
     assert_daemon_healthy(&mut d, "16 MiB login segment");
 }
 
@@ -549,7 +578,7 @@ fn huge_data_segment_before_login_closes_the_connection() {
 /// 64 KiB READ then arrives in segments no longer than what was declared, at least 512).
 #[test]
 fn absurd_max_recv_data_segment_lengths() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     for v in [
         "0",
         "-1",
@@ -601,6 +630,11 @@ fn absurd_max_recv_data_segment_lengths() {
         }
         assert_eq!(got, 65536, "MaxRecvDataSegmentLength={v:?}: READ data");
     }
+    honest.assert_flood_bounds(
+        &mut d,
+        "MaxRecvDataSegmentLength games",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
+    );
     assert_daemon_healthy(&mut d, "MaxRecvDataSegmentLength games");
 }
 
@@ -610,7 +644,7 @@ fn absurd_max_recv_data_segment_lengths() {
 #[test]
 #[ignore = "defect: initiator-chosen names are logged raw, so a newline in them forges log lines (issue 14)"]
 fn control_characters_in_names_cannot_forge_log_lines() {
-    let mut d = hostile::start(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
     const FORGED: &str = "FORGED-LINE lunard ready: listening on 203.0.113.9:3260";
     let evil = format!("iqn.2026-11.io.lunar.test:x\n{FORGED}\r\n{FORGED}\u{1b}[2J");
     let attempts: Vec<Vec<(&str, &str)>> = vec![
@@ -672,6 +706,11 @@ fn control_characters_in_names_cannot_forge_log_lines() {
         "initiator-chosen text reached the log raw, forging {} line(s):\n{}",
         forged.len(),
         forged.join("\n")
+    );
+    honest.assert_flood_bounds(
+        &mut d,
+        "control characters in names",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
     );
     assert_daemon_healthy(&mut d, "control characters in names");
 }

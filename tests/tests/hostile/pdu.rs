@@ -66,7 +66,7 @@ fn expect_reject(c: &mut Conn, what: &str) -> Pdu {
 /// session carries on.
 #[test]
 fn unknown_opcodes_and_junk_ahs_are_rejected() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     c.login_ok(Some(VICTIM_IQN), None).unwrap();
     for opcode in [
@@ -124,6 +124,7 @@ fn unknown_opcodes_and_junk_ahs_are_rejected() {
             r.describe()
         );
     }
+    honest.assert_flood_bounds(&mut d, "unknown opcodes", hostile::SMALL_ATTACK_MEMORY_MIB);
     assert_daemon_healthy(&mut d, "unknown opcodes");
 }
 
@@ -131,7 +132,7 @@ fn unknown_opcodes_and_junk_ahs_are_rejected() {
 /// pending WRITE is unaffected.
 #[test]
 fn reserved_and_duplicate_itts_are_rejected() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut c = r2t_session(&d, ATTACKER);
     let mut p = c.scsi_pdu(0, &cdb10(0x28, 0, 1), 512, 0);
     p.set_u32(16, RESERVED_TAG);
@@ -151,6 +152,7 @@ fn reserved_and_duplicate_itts_are_rejected() {
         "pending WRITE after a duplicate ITT: {res:?}"
     );
     assert_eq!(c.read10(0, 100, 8).unwrap(), data);
+    honest.assert_flood_bounds(&mut d, "ITT games", hostile::SMALL_ATTACK_MEMORY_MIB);
     assert_daemon_healthy(&mut d, "ITT games");
 }
 
@@ -158,7 +160,7 @@ fn reserved_and_duplicate_itts_are_rejected() {
 /// the next in-window command is answered and nothing answers the dropped one.
 #[test]
 fn cmdsn_outside_the_window_is_dropped() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     c.login_ok(Some(VICTIM_IQN), None).unwrap();
     c.ready(0).unwrap();
@@ -193,6 +195,7 @@ fn cmdsn_outside_the_window_is_dropped() {
         marker,
         "an out-of-window WRITE was executed"
     );
+    honest.assert_flood_bounds(&mut d, "CmdSN window", hostile::SMALL_ATTACK_MEMORY_MIB);
     assert_daemon_healthy(&mut d, "CmdSN window");
 }
 
@@ -200,7 +203,7 @@ fn cmdsn_outside_the_window_is_dropped() {
 /// connection is closed before the data is awaited; other sessions carry on.
 #[test]
 fn huge_data_segment_after_login_closes_the_connection() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut victim = victim_session(&d, Auth::Open, "iqn.2026-11.io.lunar.test:bystander");
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     c.login_ok(Some(VICTIM_IQN), None).unwrap();
@@ -216,13 +219,18 @@ fn huge_data_segment_after_login_closes_the_connection() {
         "16 MiB segment WRITE succeeded"
     );
     assert_session_alive(&mut victim, "16 MiB segment on another connection");
+    honest.assert_flood_bounds(
+        &mut d,
+        "16 MiB segment after login",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
+    );
     assert_daemon_healthy(&mut d, "16 MiB segment after login");
 }
 
 /// A discovery session carries no SCSI commands and no task management.
 #[test]
 fn discovery_session_refuses_scsi_and_task_management() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     c.login_ok(None, None).unwrap();
     for cdb in [cdb10(0x28, 0, 1), cdb10(0x2a, 0, 1)] {
@@ -271,6 +279,11 @@ fn discovery_session_refuses_scsi_and_task_management() {
     c.send(&p).unwrap();
     let r = c.recv().unwrap();
     assert_eq!(r.opcode(), op::TEXT_RESP, "{}", r.describe());
+    honest.assert_flood_bounds(
+        &mut d,
+        "discovery session",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
+    );
     assert_daemon_healthy(&mut d, "discovery session");
 }
 
@@ -278,7 +291,7 @@ fn discovery_session_refuses_scsi_and_task_management() {
 /// closes, the half-written command has no effect.
 #[test]
 fn logout_in_the_middle_of_a_write() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut c = r2t_session(&d, ATTACKER);
     let (itt, _, r2t) = start_write(&mut c, 200, 8);
     // Half of the data, then logout.
@@ -293,6 +306,11 @@ fn logout_in_the_middle_of_a_write() {
         [0x66; 2048],
         "half a WRITE landed"
     );
+    honest.assert_flood_bounds(
+        &mut d,
+        "logout mid-command",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
+    );
     assert_daemon_healthy(&mut d, "logout mid-command");
 }
 
@@ -300,7 +318,7 @@ fn logout_in_the_middle_of_a_write() {
 /// TTT, do not touch that session's task: its WRITE completes with its own data.
 #[test]
 fn task_management_and_data_out_cannot_reach_another_session() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut a = r2t_session(&d, "iqn.2026-11.io.lunar.test:alice");
     let mut m = r2t_session(&d, ATTACKER);
     let (itt, cmd_sn, r2t) = start_write(&mut a, 300, 8);
@@ -327,6 +345,11 @@ fn task_management_and_data_out_cannot_reach_another_session() {
     let res = finish_write(&mut a, itt, &r2t, &data);
     assert_eq!(res.status, status::GOOD, "Alice's WRITE: {res:?}");
     assert_eq!(a.read10(0, 300, 8).unwrap(), data, "Alice's data");
+    honest.assert_flood_bounds(
+        &mut d,
+        "cross-session TMF and Data-Out",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
+    );
     assert_daemon_healthy(&mut d, "cross-session TMF and Data-Out");
 }
 
@@ -334,7 +357,7 @@ fn task_management_and_data_out_cannot_reach_another_session() {
 /// of SendTargets requests are bounded; the session or at least the daemon survives.
 #[test]
 fn text_request_floods_are_bounded() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     c.login_ok(Some(VICTIM_IQN), None).unwrap();
     // 400 continued Text Requests of 8 KiB (3.2 MB for one key set).
@@ -397,6 +420,7 @@ fn text_request_floods_are_bounded() {
         );
     }
     hostile::assert_memory_bounded(&mut d, "text floods", 64);
+    honest.assert_flood_bounds(&mut d, "text floods", hostile::SMALL_ATTACK_MEMORY_MIB);
     assert_daemon_healthy(&mut d, "text floods");
 }
 
@@ -405,7 +429,7 @@ fn text_request_floods_are_bounded() {
 /// (IMMEDIATE COMMAND REJECT), and the session still answers.
 #[test]
 fn immediate_command_flood_is_bounded() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut c = r2t_session(&d, ATTACKER);
     for i in 0..300u32 {
         let sn = c.cmd_sn;
@@ -438,6 +462,11 @@ fn immediate_command_flood_is_bounded() {
         "{r2ts} immediate commands admitted (window 64)"
     );
     assert_session_alive(&mut c, "immediate command flood");
+    honest.assert_flood_bounds(
+        &mut d,
+        "immediate command flood",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
+    );
     assert_daemon_healthy(&mut d, "immediate command flood");
 }
 
@@ -446,7 +475,7 @@ fn immediate_command_flood_is_bounded() {
 /// connection.
 #[test]
 fn target_resets_do_not_cross_targets() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, watcher) = hostile::start_watched(Auth::Open, "");
     let mut honest = lunar_e2e::hostile::honest_session(&d);
     for function in [6u8, 7] {
         let mut m = victim_session(&d, Auth::Open, ATTACKER);
@@ -471,6 +500,7 @@ fn target_resets_do_not_cross_targets() {
             r.sense_triple()
         );
     }
+    watcher.assert_flood_bounds(&mut d, "target resets", hostile::SMALL_ATTACK_MEMORY_MIB);
     assert_daemon_healthy(&mut d, "target resets");
 }
 
@@ -479,7 +509,7 @@ fn target_resets_do_not_cross_targets() {
 /// connection (the header cannot be trusted, RFC 7143 section 7.8).
 #[test]
 fn digest_errors_are_refused() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     let r = c
         .login(
@@ -531,6 +561,7 @@ fn digest_errors_are_refused() {
             .all(|p| p.opcode() != op::DATA_IN && p.opcode() != op::SCSI_RESP),
         "a PDU with a bad header digest was executed"
     );
+    honest.assert_flood_bounds(&mut d, "digest errors", hostile::SMALL_ATTACK_MEMORY_MIB);
     assert_daemon_healthy(&mut d, "digest errors");
 }
 
@@ -539,7 +570,7 @@ fn digest_errors_are_refused() {
 /// get an answer, not a hang.
 #[test]
 fn stalled_ordered_task_and_odd_task_attributes_stay_within_the_session() {
-    let mut d = hostile::start(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut m = r2t_session(&d, ATTACKER);
     let mut bystander = victim_session(&d, Auth::Open, "iqn.2026-11.io.lunar.test:bystander");
     let mut p = m.scsi_pdu(0, &cdb10(0x2a, 600, 8), 0, 4096);
@@ -573,5 +604,10 @@ fn stalled_ordered_task_and_odd_task_attributes_stay_within_the_session() {
         }
     }
     assert_session_alive(&mut c, "odd task attributes");
+    honest.assert_flood_bounds(
+        &mut d,
+        "ORDERED stall and task attributes",
+        hostile::SMALL_ATTACK_MEMORY_MIB,
+    );
     assert_daemon_healthy(&mut d, "ORDERED stall and task attributes");
 }
