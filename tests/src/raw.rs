@@ -900,17 +900,16 @@ impl Conn {
     ) -> Result<ScsiResult> {
         let mut p = self.scsi_pdu(lun, cdb, read_len, data_out.len() as u32);
         let itt = p.itt();
-        let mut sent = 0usize;
+        // Immediate data up to FirstBurstLength; the F bit is set, so the target solicits
+        // the rest with R2Ts (no unsolicited Data-Out).
         if !data_out.is_empty() && self.neg.immediate_data {
             let n = data_out
                 .len()
                 .min(self.neg.first_burst as usize)
                 .min(self.neg.max_send_segment as usize);
             p.data = data_out[..n].to_vec();
-            sent = n;
         }
         self.send(&p)?;
-        let _ = sent;
         self.complete(itt, data_out)
     }
 
@@ -1129,4 +1128,66 @@ pub fn cdb6(opcode: u8, lba: u32, blocks: u8) -> [u8; 6] {
         blocks,
         0,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_fills_lengths_and_pads() {
+        let mut p = Pdu::new(op::TEXT_REQ);
+        p.ahs = vec![1, 2, 3, 4];
+        p.data = b"a=b\0c".to_vec();
+        let b = p.encode();
+        assert_eq!(b[4], 1, "TotalAHSLength in words");
+        assert_eq!(&b[5..8], &[0, 0, 5], "DataSegmentLength");
+        assert_eq!(b.len(), 48 + 4 + 8, "data padded to 4 bytes");
+    }
+
+    #[test]
+    fn digests_use_the_rfc_crc32c() {
+        // RFC 3720 B.4: 32 bytes of zeros give aa 36 91 8a on the wire.
+        let mut p = Pdu::new(0);
+        p.bhs = [0; 48];
+        let b = p.encode_with_digests(true, false);
+        assert_eq!(b.len(), 52);
+        assert_eq!(
+            crc32c::crc32c(&[0u8; 32]).to_le_bytes(),
+            [0xaa, 0x36, 0x91, 0x8a]
+        );
+        assert_eq!(&b[48..], &crc32c::crc32c(&b[..48]).to_le_bytes());
+        p.data = vec![7; 3];
+        let b = p.encode_with_digests(true, true);
+        assert_eq!(
+            b.len(),
+            48 + 4 + 4 + 4,
+            "header digest, padded data, data digest"
+        );
+        assert_eq!(&b[56..], &crc32c::crc32c(&[7, 7, 7, 0]).to_le_bytes());
+    }
+
+    #[test]
+    fn keys_hex_and_sense() {
+        let k = parse_keys(b"A=1\0B=x=y\0junk\0");
+        assert_eq!(k.get("A").map(String::as_str), Some("1"));
+        assert_eq!(k.get("B").map(String::as_str), Some("x=y"));
+        assert_eq!(encode_keys(&[("A", "1")]), b"A=1\0");
+        assert_eq!(unhex(&hex(&[0, 0xab, 0xff])), Some(vec![0, 0xab, 0xff]));
+        assert_eq!(unhex("0x123"), None);
+        let fixed = [0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x21, 0x00];
+        assert_eq!(sense_triple(&fixed), Some((5, 0x21, 0)));
+        assert_eq!(sense_triple(&[0x72, 0x06, 0x29, 0x01]), Some((6, 0x29, 1)));
+        assert_eq!(sense_of(&[0, 2, 0x70, 0x00, 0xff]), vec![0x70, 0x00]);
+    }
+
+    #[test]
+    fn chap_response_is_md5_of_id_secret_challenge() {
+        let mut h = Md5::new();
+        h.update([7u8]);
+        h.update(b"secret-123456");
+        h.update([1u8, 2, 3]);
+        let want: [u8; 16] = h.finalize().into();
+        assert_eq!(chap_response(7, b"secret-123456", &[1, 2, 3]), want);
+    }
 }
