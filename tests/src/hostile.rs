@@ -163,7 +163,13 @@ impl HonestReader {
     /// Logs in (before the attack starts) and begins reading.
     pub fn start(d: &Lunard) -> HonestReader {
         let mut c = honest_session(d);
-        // Warm up: the first READ of a fresh LUN may allocate metadata.
+        // The 2 MiB it reads hold data, so its READs reach the pool like real ones (a
+        // never-written range is answered from metadata alone).
+        let block = vec![0x48u8; 256 << 10];
+        for i in 0..8u32 {
+            c.write10(0, i * 512, &block)
+                .expect("honest WRITE before the attack");
+        }
         c.read10(0, 0, 8).expect("first honest READ");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();

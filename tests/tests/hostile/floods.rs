@@ -438,3 +438,96 @@ fn pr_registrations_from_thousands_of_nexuses_are_bounded() {
     );
     assert_daemon_healthy(&mut d, "PR registration flood");
 }
+
+/// EXTENDED COPY amplification: 8 lists of 256 segments x 32 MiB each (8 GiB of copying per
+/// 7 KiB command) within the victim's written 64 MiB LUN, issued at once. Each copy is real
+/// work the initiator may ask for; what it may not do is starve the other target: the honest
+/// session keeps its READ latency while the copies run (or are refused), memory under
+/// 256 MiB (copies move 4 MiB pieces).
+#[test]
+fn extended_copy_amplification_does_not_starve_other_targets() {
+    let _flood = flood_lock();
+    let mut d = hostile::start(Auth::Open, "");
+    let mut m = hostile::victim_session(&d, Auth::Open, ATTACKER);
+    let chunk = vec![0x3au8; 1 << 20];
+    for mib in 0..(hostile::LUN_BYTES >> 20) as u32 {
+        m.write10(0, mib * 2048, &chunk).unwrap();
+    }
+    // The victim LUN's NAA designator (VPD 83h).
+    let r = m
+        .scsi(0, &[0x12, 0x01, 0x83, 0x01, 0x00, 0x00], 256, &[])
+        .unwrap();
+    let naa = {
+        let d = &r.data;
+        let mut at = 4;
+        let mut found = None;
+        while at + 4 <= d.len() {
+            let len = usize::from(d[at + 3]);
+            if (d[at + 1] >> 4) & 3 == 0 && d[at + 1] & 0x0f == 3 && len == 16 {
+                let mut n = [0u8; 16];
+                n.copy_from_slice(&d[at + 4..at + 20]);
+                found = Some(n);
+            }
+            at += 4 + len;
+        }
+        found.expect("NAA designator")
+    };
+    let mut list = vec![0u8; 16];
+    list[1] = 0x18;
+    list[2..4].copy_from_slice(&32u16.to_be_bytes());
+    list[8..12].copy_from_slice(&(256u32 * 28).to_be_bytes());
+    let mut t = [0u8; 32];
+    t[0] = 0xe4;
+    t[4] = 0x01;
+    t[5] = 0x03;
+    t[7] = 16;
+    t[8..24].copy_from_slice(&naa);
+    t[29..32].copy_from_slice(&512u32.to_be_bytes()[1..]);
+    list.extend_from_slice(&t);
+    for i in 0..256u64 {
+        let mut s = [0u8; 28];
+        s[0] = 0x02;
+        s[2..4].copy_from_slice(&24u16.to_be_bytes());
+        s[10..12].copy_from_slice(&65535u16.to_be_bytes());
+        s[12..20].copy_from_slice(&((i % 2) * 65536).to_be_bytes());
+        s[20..28].copy_from_slice(&(((i + 1) % 2) * 65536).to_be_bytes());
+        list.extend_from_slice(&s);
+    }
+    let mut cdb = [0u8; 16];
+    cdb[0] = 0x83;
+    cdb[10..14].copy_from_slice(&(list.len() as u32).to_be_bytes());
+    let honest = HonestReader::start(&d);
+    let t0 = Instant::now();
+    let mut itts = Vec::new();
+    for _ in 0..8 {
+        let mut p = m.scsi_pdu(0, &cdb, 0, list.len() as u32);
+        p.data = list.clone();
+        itts.push(p.itt());
+        m.send(&p).unwrap();
+    }
+    // Give the copies 5 s; closing the session then aborts what still runs, so the test
+    // is bounded.
+    let mut done = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while done < itts.len() && Instant::now() < deadline {
+        match m.recv_within(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ) {
+            Ok(Some(p)) if p.opcode() == op::SCSI_RESP => done += 1,
+            Ok(Some(p)) if p.opcode() == op::R2T => {
+                panic!("EXTENDED COPY asked for more data: {}", p.describe())
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    eprintln!(
+        "EXTENDED COPY amplification: {done}/8 copies finished in {:?}",
+        t0.elapsed()
+    );
+    honest.assert_flood_bounds(&mut d, "EXTENDED COPY amplification", 256);
+    drop(m);
+    assert_daemon_healthy(&mut d, "EXTENDED COPY amplification");
+}
