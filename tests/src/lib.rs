@@ -9,16 +9,20 @@
 //! - [`tgtd`]: the same for a `tgtd` instance with a file-backed LUN (the baseline);
 //! - [`config`]: YAML configuration files for `lunard` (ACLs, CHAP);
 //! - [`conformance`]: run libiscsi's `iscsi-test-cu` and parse its per-test verdicts;
-//! - [`tools`]: locate external tools and decide whether a missing one skips or fails a test.
+//! - [`tools`]: locate external tools and decide whether a missing one skips or fails a test;
+//! - [`raw`]: a minimal initiator that sends any PDU, well formed or not, and [`hostile`]: the
+//!   harness of the hostile-initiator suite (honest READ latency, lunard's peak memory).
 
 pub mod admin;
 pub mod config;
 pub mod conformance;
 pub mod daemon;
 pub mod guest;
+pub mod hostile;
 pub mod initiator;
 pub mod net;
 pub mod process;
+pub mod raw;
 pub mod tgtd;
 pub mod tools;
 
