@@ -50,6 +50,9 @@ pub enum TextError {
     /// The reassembled text exceeds [`MAX_TEXT_LEN`].
     #[error("text longer than {MAX_TEXT_LEN} bytes")]
     TooLong,
+    /// A value holds a control character.
+    #[error("value of {0} holds a control character")]
+    ControlCharacter(String),
 }
 
 /// One parsed `key=value` pair.
@@ -119,6 +122,12 @@ pub fn parse(data: &[u8]) -> Result<Vec<KeyValue>, TextError> {
                 len: value.len(),
                 max,
             });
+        }
+        // No value of RFC 7143 (names, numbers, booleans, hex/base64 binary, aliases) has a
+        // use for control characters, and names and aliases end up in logs and admin
+        // output, where a newline or an escape sequence would forge or hide lines.
+        if value.chars().any(char::is_control) {
+            return Err(TextError::ControlCharacter(key.to_owned()));
         }
         out.push(KeyValue {
             key: key.to_owned(),
@@ -281,6 +290,22 @@ mod tests {
             Err(TextError::InvalidKey("Bad Key".into()))
         );
         assert_eq!(parse(&[b'A', b'=', 0xff, 0]), Err(TextError::NotUtf8));
+        // Names and aliases reach logs: a newline or escape sequence would forge lines.
+        for bad in [
+            "iqn.x\nlunard ready",
+            "a\rb",
+            "\u{1b}[2J",
+            "tab\there",
+            "c1\u{85}",
+        ] {
+            let text = format!("InitiatorName={bad}\0");
+            assert_eq!(
+                parse(text.as_bytes()),
+                Err(TextError::ControlCharacter("InitiatorName".into())),
+                "{bad:?}"
+            );
+        }
+        assert!(parse("InitiatorAlias=Büro 3 (ü)\0".as_bytes()).is_ok());
         let long_key = format!("K{}=1\0", "a".repeat(63));
         assert!(matches!(
             parse(long_key.as_bytes()),

@@ -316,7 +316,6 @@ fn transport_id(name: &str, isid: u64) -> Vec<u8> {
 /// a parameter list error, within the 20 s receive limit, while the honest session on the
 /// other target keeps its READ latency. Memory bound: 256 MiB (the 6 MB list, decoded).
 #[test]
-#[ignore = "fixed by the pr branch of issue 14 (SPEC_I_PT registration is quadratic and unbounded)"]
 fn spec_i_pt_with_150k_transport_ids_is_refused_without_freezing() {
     let _flood = flood_lock();
     let mut d = hostile::start(Auth::Open, "");
@@ -402,7 +401,6 @@ fn slow_readers_cannot_pin_unbounded_read_data() {
 /// limit below 5000 registrations per LUN). Honest session unharmed,
 /// memory under 128 MiB.
 #[test]
-#[ignore = "fixed by the pr branch of issue 14 (no limit on PR registrations)"]
 fn pr_registrations_from_thousands_of_nexuses_are_bounded() {
     let _flood = flood_lock();
     let mut d = hostile::start(Auth::Open, "");

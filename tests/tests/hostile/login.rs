@@ -228,7 +228,6 @@ fn non_leading_joins_without_chap_or_to_another_target_are_refused() {
 /// ISID, InitiatorName and TargetName (TSIHs are handed out in sequence, ISIDs and names are
 /// not secret) must not join that session: it would get the victim's LUNs without CHAP.
 #[test]
-#[ignore = "fixed by the login-authentication branch of issue 14 (discovery login joins a normal session)"]
 fn discovery_login_cannot_join_a_normal_session() {
     let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
     let mut victim = victim_session(&d, Auth::Chap, VICTIM);
@@ -642,7 +641,6 @@ fn absurd_max_recv_data_segment_lengths() {
 /// InitiatorAlias, CHAP_N) must not reach lunard's log raw: a newline would let an
 /// initiator forge log lines (a fake "login complete", a fake readiness line).
 #[test]
-#[ignore = "defect: initiator-chosen names are logged raw, so a newline in them forges log lines (issue 14)"]
 fn control_characters_in_names_cannot_forge_log_lines() {
     let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
     const FORGED: &str = "FORGED-LINE lunard ready: listening on 203.0.113.9:3260";
