@@ -339,20 +339,38 @@ async fn tcp_admin_requires_the_token() {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["ok"], ok, "{req} -> {line}");
     }
-    // lunarctl over TCP with a token file.
+    // lunarctl over TCP with a token file only its owner may read.
     let tf = dir.path().join("token");
-    std::fs::write(&tf, "s3cret-token\n").unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lunarctl"))
-        .args(["--tcp", &addr.to_string(), "--token-file"])
-        .arg(&tf)
-        .args(["--json", "lun", "list"])
-        .output()
-        .await
-        .unwrap();
+    private_file(&tf, "s3cret-token\n");
+    let lunarctl_tcp = || async {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_lunarctl"))
+            .args(["--tcp", &addr.to_string(), "--token-file"])
+            .arg(&tf)
+            .args(["--json", "lun", "list"])
+            .env_remove("LUNAR_TOKEN")
+            .output()
+            .await
+            .unwrap()
+    };
+    let out = lunarctl_tcp().await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // Readable by others: refused like ssh refuses such a key, naming the file and the fix.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = lunarctl_tcp().await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = tf.display();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "lunarctl: --token-file {name}: permissions 0644 are too open (the group or others \
+             may read or replace the secret); run `chmod 600 {name}`"
+        )
     );
     d.shutdown().await.unwrap();
 }

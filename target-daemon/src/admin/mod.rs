@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::lunmgr::state::ChapRecord;
 use crate::lunmgr::{LunManager, MgrError};
+use crate::secret::Secret;
 use proto::{Request, RequestLine, Response, MAX_REQUEST_LINE};
 
 /// File name of the admin socket in the data directory.
@@ -30,7 +31,7 @@ pub struct AdminOptions {
     /// Optional TCP listen address (requires `token`).
     pub tcp: Option<SocketAddr>,
     /// Bearer token for TCP clients.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
 }
 
 /// The running admin listeners.
@@ -51,7 +52,7 @@ impl AdminServer {
             .socket
             .clone()
             .unwrap_or_else(|| data_dir.join(SOCKET_NAME));
-        if opts.tcp.is_some() && opts.token.as_deref().is_none_or(str::is_empty) {
+        if opts.tcp.is_some() && opts.token.as_ref().is_none_or(Secret::is_empty) {
             anyhow::bail!("the admin TCP listener needs a bearer token (--admin-token-file)");
         }
         // A stale socket from a previous run (crash) would make bind fail.
@@ -92,7 +93,7 @@ impl AdminServer {
             std_l.set_nonblocking(true)?;
             let l = tokio::net::TcpListener::from_std(std_l)?;
             tcp_addr = Some(l.local_addr()?);
-            let token: Arc<str> = Arc::from(opts.token.clone().unwrap_or_default());
+            let token: Arc<str> = Arc::from(opts.token.as_ref().map_or("", Secret::expose));
             tasks.push(tokio::spawn(async move {
                 loop {
                     match l.accept().await {
@@ -194,7 +195,10 @@ where
                 Ok(req) => {
                     let authorized = match &token {
                         None => true,
-                        Some(want) => req.token.as_deref().is_some_and(|g| token_matches(g, want)),
+                        Some(want) => req
+                            .token
+                            .as_ref()
+                            .is_some_and(|g| token_matches(g.expose(), want)),
                     };
                     if authorized {
                         dispatch(&mgr, req.request).await

@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use target_daemon::config::ByteSize;
+use target_daemon::secret::{read_private_file, Secret};
 
 /// Manage a running lunard.
 #[derive(Debug, Parser)]
@@ -325,18 +326,17 @@ enum ConfigCmd {
 struct Client {
     reader: Box<dyn BufRead>,
     writer: Box<dyn Write>,
-    token: Option<String>,
+    token: Option<Secret>,
 }
 
 impl Client {
     fn connect(cli: &Cli) -> anyhow::Result<Client> {
         if let Some(addr) = &cli.tcp {
+            // A token file others may read (or another user owns) is refused, as ssh does.
             let token = match &cli.token_file {
-                Some(f) => std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read token file {}", f.display()))?
-                    .trim()
-                    .to_string(),
+                Some(f) => read_private_file(f).map_err(|e| anyhow!("--token-file {e}"))?,
                 None => std::env::var("LUNAR_TOKEN")
+                    .map(Secret::from)
                     .map_err(|_| anyhow!("--tcp needs --token-file or $LUNAR_TOKEN"))?,
             };
             let s = std::net::TcpStream::connect(addr)
@@ -373,7 +373,7 @@ impl Client {
             req["args"] = args;
         }
         if let Some(t) = &self.token {
-            req["token"] = json!(t);
+            req["token"] = json!(t.expose());
         }
         let mut line = serde_json::to_vec(&req)?;
         line.push(b'\n');

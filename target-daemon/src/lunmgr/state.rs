@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::secret::Secret;
+
 /// Current format version of `state.json`.
 pub const STATE_VERSION: u32 = 1;
 
@@ -93,19 +95,21 @@ pub struct LunRecord {
     pub created_unix: u64,
 }
 
-/// CHAP credentials as persisted (the config's `ChapCfg` is input-only).
+/// CHAP credentials as persisted (the config's `ChapCfg` is input-only). The secrets are
+/// [`Secret`]s: `Debug` of a record (or of the whole [`State`]) never shows them, while
+/// `state.json` keeps them as plain strings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChapRecord {
     /// Name the initiator must send.
     pub username: String,
     /// Secret the initiator must know.
-    pub secret: String,
+    pub secret: Secret,
     /// Mutual CHAP: name the target answers with.
     #[serde(default)]
     pub mutual_username: Option<String>,
     /// Mutual CHAP: secret the target answers with.
     #[serde(default)]
-    pub mutual_secret: Option<String>,
+    pub mutual_secret: Option<Secret>,
 }
 
 impl ChapRecord {
@@ -393,6 +397,40 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec![STATE_FILE.to_string()]);
+    }
+
+    const WITH_CHAP: &str = r#"{"version": 1, "luns": {}, "groups": {}, "clone_jobs": [],
+        "targets": {"iqn.2026-11.io.lunar:t": {"iqn": "iqn.2026-11.io.lunar:t",
+        "chap": {"username": "u", "secret": "initiator-secret-1",
+                 "mutual_username": "m", "mutual_secret": "target-secret-22"}}}}"#;
+
+    /// A state (or a record of it) in a debug log must not carry the CHAP secrets.
+    #[test]
+    fn debug_of_the_state_shows_no_chap_secret() {
+        let st: State = serde_json::from_str(WITH_CHAP).unwrap();
+        let chap = st.targets["iqn.2026-11.io.lunar:t"].chap.clone().unwrap();
+        let text = format!("{st:?} {st:#?} {chap:?} {:?}", chap.to_cfg());
+        for s in ["initiator-secret-1", "target-secret-22"] {
+            assert!(!text.contains(s), "{s} in {text}");
+        }
+    }
+
+    /// `state.json` keeps the secrets as plain strings (the format is unchanged).
+    #[test]
+    fn state_json_keeps_the_secrets_as_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let st: State = serde_json::from_str(WITH_CHAP).unwrap();
+        save(dir.path(), &st).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state_path(dir.path())).unwrap()).unwrap();
+        let c = &v["targets"]["iqn.2026-11.io.lunar:t"]["chap"];
+        assert_eq!(c["secret"], "initiator-secret-1");
+        assert_eq!(c["mutual_secret"], "target-secret-22");
+        let back = load(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            back.targets["iqn.2026-11.io.lunar:t"].chap,
+            st.targets["iqn.2026-11.io.lunar:t"].chap
+        );
     }
 
     #[test]
