@@ -4,9 +4,9 @@
 //! the [`LunManager`](crate::lunmgr::LunManager).
 
 pub mod proto;
+pub mod socket;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -55,18 +55,8 @@ impl AdminServer {
         if opts.tcp.is_some() && opts.token.as_ref().is_none_or(Secret::is_empty) {
             anyhow::bail!("the admin TCP listener needs a bearer token (--admin-token-file)");
         }
-        // A stale socket from a previous run (crash) would make bind fail.
-        match std::fs::remove_file(&socket) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("removing stale {}", socket.display()))
-            }
-        }
-        let unix = tokio::net::UnixListener::bind(&socket)
-            .with_context(|| format!("cannot bind the admin socket {}", socket.display()))?;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot set mode 0600 on {}", socket.display()))?;
+        // Mode 0600 from the first instant, replacing a stale socket of a crashed run.
+        let unix = socket::bind_private(&socket)?;
         let mut tasks = Vec::new();
         let m = mgr.clone();
         tasks.push(tokio::spawn(async move {

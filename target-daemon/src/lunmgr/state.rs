@@ -8,15 +8,22 @@
 //! Writes are atomic: the new content goes to a temporary file in the same directory, is
 //! fsynced, renamed over `state.json`, and the directory is fsynced, so a crash leaves either
 //! the old or the new state, never a torn one.
+//!
+//! The file holds CHAP secrets, so it is private to lunard's user (mode 0600) whatever the
+//! umask: the temporary file is created with that mode, never widened and narrowed later.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::secret::Secret;
+
+/// Mode of `state.json` (and its temporary file): it holds CHAP secrets.
+pub const STATE_MODE: u32 = 0o600;
 
 /// Current format version of `state.json`.
 pub const STATE_VERSION: u32 = 1;
@@ -322,6 +329,7 @@ pub fn load(data_dir: &Path) -> Result<Option<State>, StateError> {
             })
         }
     };
+    tighten(&path)?;
     let st: State = serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -335,6 +343,23 @@ pub fn load(data_dir: &Path) -> Result<Option<State>, StateError> {
     Ok(Some(st))
 }
 
+/// A `state.json` written by an older lunard under a lax umask may be readable by others:
+/// make it private now rather than at the next change.
+fn tighten(path: &Path) -> Result<(), StateError> {
+    let io = |context: String| move |source| StateError::Io { context, source };
+    let meta = std::fs::metadata(path).map_err(io(format!("reading {}", path.display())))?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            "the state file (it holds CHAP secrets) had mode {mode:04o}; setting 0600"
+        );
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(STATE_MODE))
+            .map_err(io(format!("setting mode 0600 on {}", path.display())))?;
+    }
+    Ok(())
+}
+
 /// Writes the state atomically (temp file + fsync + rename + directory fsync).
 pub fn save(data_dir: &Path, st: &State) -> Result<(), StateError> {
     let path = state_path(data_dir);
@@ -345,8 +370,17 @@ pub fn save(data_dir: &Path, st: &State) -> Result<(), StateError> {
         source: std::io::Error::other(e),
     })?;
     {
-        let mut f =
-            std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(STATE_MODE)
+            .open(&tmp)
+            .map_err(io(format!("creating {}", tmp.display())))?;
+        // `mode` applies only when the file is created: a temporary file left by a crashed
+        // older lunard keeps its mode, so set it (on the descriptor) before writing.
+        f.set_permissions(std::fs::Permissions::from_mode(STATE_MODE))
+            .map_err(io(format!("setting mode 0600 on {}", tmp.display())))?;
         f.write_all(&body)
             .and_then(|_| f.write_all(b"\n"))
             .map_err(io(format!("writing {}", tmp.display())))?;
