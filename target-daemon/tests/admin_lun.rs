@@ -477,5 +477,18 @@ async fn chap_secrets_come_from_a_file_or_stdin() {
         o.stderr
     );
     assert_eq!(stored_chap(p, TARGET)["secret"], "on-the-command-line");
+
+    // `config export -o` writes the secrets: the file becomes private, an existing one too.
+    use std::os::unix::fs::PermissionsExt;
+    let exported = files.path().join("exported.yaml");
+    std::fs::write(&exported, "old").unwrap();
+    std::fs::set_permissions(&exported, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = ctl(p, &["config", "export", "-o", exported.to_str().unwrap()]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let mode = std::fs::metadata(&exported).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "exported configuration mode {mode:04o}");
+    assert!(std::fs::read_to_string(&exported)
+        .unwrap()
+        .contains("on-the-command-line"));
     d.shutdown().await.unwrap();
 }

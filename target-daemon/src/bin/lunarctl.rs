@@ -336,7 +336,7 @@ enum SessionCmd {
 enum ConfigCmd {
     /// Write targets and mapped LUNs as YAML configuration.
     Export {
-        /// Output file (default stdout).
+        /// Output file (default stdout); written with mode 0600, as it holds the CHAP secrets.
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -417,6 +417,20 @@ impl Client {
             bail!("{msg}")
         }
     }
+}
+
+/// Writes `text` to `path` readable by its owner only (mode 0600, also for an existing file,
+/// set before writing): an exported configuration holds the CHAP secrets.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())
 }
 
 /// Warns that a secret given on the command line is visible in the process list.
@@ -930,7 +944,7 @@ fn run(mut cli: Cli) -> anyhow::Result<()> {
             let v = c.call("config.export", Value::Null)?;
             let text = v.as_str().unwrap_or_default().to_string();
             if let Some(path) = output {
-                std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+                write_private(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
                 (v, Box::new(move |_: &Value| println!("wrote {}", path.display())))
             } else {
                 (v, Box::new(move |_: &Value| print!("{text}")))

@@ -467,6 +467,18 @@ mod tests {
         );
     }
 
+    /// A state.json an older lunard left readable by others is made private when loaded.
+    #[test]
+    fn a_state_file_readable_by_others_is_made_private_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(dir.path());
+        std::fs::write(&path, WITH_CHAP).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load(dir.path()).unwrap().is_some());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, STATE_MODE);
+    }
+
     #[test]
     fn corrupt_and_future_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
