@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::alloc::Alloc;
@@ -12,6 +12,9 @@ use crate::journal::{check_block, decode_rec, parse_header, BLOCK_ALIGN, BOOT_LE
 use crate::layer::{Meta, HOLE};
 use crate::superblock::{choose, Layout, Seal, Superblock, SB_SLOT, SEAL_OFF};
 use crate::{checkpoint, PoolOptions, Result, StorageError};
+
+/// Mode of a pool file storage-core creates.
+pub(crate) const POOL_FILE_MODE: u32 = 0o600;
 
 /// Name of the pool file inside a directory pool.
 pub(crate) const POOL_FILE: &str = "pool.img";
@@ -74,11 +77,14 @@ pub(crate) fn create(path: &Path, opts: &PoolOptions) -> Result<PathBuf> {
                 "capacity_bytes is required for a file or directory pool".into(),
             ));
         };
+        // A new pool file holds every volume's data: readable by its owner only (0600),
+        // whatever the umask. An existing (empty) file keeps the mode its creator chose.
         let f = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(POOL_FILE_MODE)
             .open(&target)
             .map_err(|e| io(format!("creating {}", target.display()), e))?;
         f.set_len(cap)

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use crate::secret::Secret;
+
 /// The configuration used when `lunard` is started without `--config`.
 pub const DEFAULT_CONFIG_YAML: &str = r#"
 data_dir: ./lunar-data
@@ -349,8 +351,8 @@ fn default_tpgt() -> u16 {
 pub struct Credential {
     /// CHAP name.
     pub username: String,
-    /// CHAP secret (12..=255 bytes; RFC 7143 recommends at least 12).
-    pub secret: String,
+    /// CHAP secret (12..=255 bytes; RFC 7143 recommends at least 12); never printed.
+    pub secret: Secret,
 }
 
 /// CHAP settings: the initiator proves itself with `username`/`secret`; with `mutual` the
@@ -360,8 +362,8 @@ pub struct Credential {
 pub struct ChapCfg {
     /// Name the initiator must send.
     pub username: String,
-    /// Secret the initiator must know.
-    pub secret: String,
+    /// Secret the initiator must know; never printed.
+    pub secret: Secret,
     /// When set, mutual CHAP is required: the initiator must challenge the target, which
     /// answers with these credentials (logins with one-way CHAP are refused).
     #[serde(default)]
@@ -797,7 +799,7 @@ fn check_chap_name(n: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_chap_secret(s: &str) -> Result<(), String> {
+fn check_chap_secret(s: &Secret) -> Result<(), String> {
     if s.len() < 12 || s.len() > 255 {
         return Err(format!("must be 12 to 255 bytes long, got {}", s.len()));
     }
@@ -1049,6 +1051,19 @@ targets:
         assert_eq!(t.luns[1].block_size, 512);
         assert_eq!(c.iscsi.cmdsn_window, 32);
         assert_eq!(c.pool.chunk_size, ByteSize(128 << 10));
+    }
+
+    /// `--log-level debug` may print a configuration: its CHAP secrets must not be in it.
+    #[test]
+    fn debug_of_a_config_shows_no_chap_secret() {
+        let c = Config::from_yaml_str(FULL, "lunar.yaml").unwrap();
+        let text = format!("{c:?} {c:#?}");
+        for s in ["discoverysecret1", "supersecret123", "targetsecret99"] {
+            assert!(!text.contains(s), "{s} in {text}");
+        }
+        assert!(text.contains("<redacted>"), "{text}");
+        let chap = c.targets[0].chap.as_ref().unwrap();
+        assert_eq!(chap.secret.expose(), "supersecret123");
     }
 
     fn err(text: &str) -> String {

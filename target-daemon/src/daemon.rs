@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::unix::fs::DirBuilderExt;
+
 use anyhow::Context;
 use storage_core::{Pool, PoolOptions};
 use tokio::task::JoinHandle;
@@ -13,6 +15,28 @@ use crate::admin::{AdminOptions, AdminServer};
 use crate::config::Config;
 use crate::iscsi::{Server, TargetEntry};
 use crate::lunmgr::LunManager;
+
+/// A pool file created by an older lunard under a lax umask may be readable by other local
+/// users (every LUN's data is in it): say so. Block devices are left to their udev rules.
+fn warn_if_readable_by_others(pool_path: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let file = if pool_path.is_dir() {
+        pool_path.join("pool.img")
+    } else {
+        pool_path.to_path_buf()
+    };
+    if let Ok(m) = std::fs::metadata(&file) {
+        if m.is_file() && m.mode() & 0o077 != 0 {
+            tracing::warn!(
+                path = %file.display(),
+                "the pool file has mode {:04o}: other local users may read the LUNs' data; \
+                 run `chmod 600 {}`",
+                m.mode() & 0o7777,
+                file.display()
+            );
+        }
+    }
+}
 
 /// How long shutdown lets in-flight commands run before aborting them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -42,9 +66,16 @@ impl Daemon {
         } else {
             config.data_dir.join(&config.pool.path)
         };
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create data directory {}", config.data_dir.display())
-        })?;
+        // The data directory holds the CHAP secrets (state.json), the pool and the admin
+        // socket: created private to lunard's user (0700) whatever the umask. An existing
+        // directory keeps its mode (each file in it is private by itself).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
+            .with_context(|| {
+                format!("cannot create data directory {}", config.data_dir.display())
+            })?;
         let opts = PoolOptions {
             chunk_size: config.pool.chunk_size.0 as u32,
             capacity_bytes: config.pool.capacity.map(|c| c.0),
@@ -54,6 +85,7 @@ impl Daemon {
             .await
             .with_context(|| format!("cannot open pool at {}", pool_path.display()))?;
         tracing::info!(path = %pool_path.display(), "pool open");
+        warn_if_readable_by_others(&pool_path);
 
         // Persistent reservations with APTPL live under <data dir>/pr (issue 5); set before
         // LUNs are attached so their saved state reloads.

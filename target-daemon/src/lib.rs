@@ -8,6 +8,7 @@
 //!   TCMU user backstore.
 //! - [`lunmgr`], [`admin`]: LUNs, snapshots, clones and targets at run time, and the admin API.
 //! - [`fabric`]: which transport a target uses and how its ports are named.
+//! - [`secret`]: secrets that never print, and token files only their owner can read.
 //! - [`metrics`], [`http`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` endpoint.
 
 pub mod admin;
@@ -21,4 +22,5 @@ pub mod lunmgr;
 pub mod metrics;
 pub mod scsi;
 pub mod sdnotify;
+pub mod secret;
 pub mod tcmu;

@@ -170,24 +170,18 @@ fn main() -> ExitCode {
 }
 
 // --- admin (issue 4) ---
-/// Admin API options from the flags: a TCP listener is refused without a non-empty token.
+/// Admin API options from the flags: a TCP listener is refused without a non-empty token,
+/// and the token file must be private to lunard's user.
 fn admin_options(
     listen: &Option<SocketAddr>,
     token_file: &Option<PathBuf>,
 ) -> Result<target_daemon::admin::AdminOptions, String> {
+    // Refused when the group or others may read it, or another user owns it (like ssh).
     let token = match token_file {
-        Some(f) => {
-            let t = std::fs::read_to_string(f)
-                .map_err(|e| format!("--admin-token-file {}: {e}", f.display()))?;
-            let t = t.trim().to_string();
-            if t.is_empty() {
-                return Err(format!(
-                    "--admin-token-file {}: the file is empty",
-                    f.display()
-                ));
-            }
-            Some(t)
-        }
+        Some(f) => Some(
+            target_daemon::secret::read_private_file(f)
+                .map_err(|e| format!("--admin-token-file {e}"))?,
+        ),
         None => None,
     };
     if listen.is_some() && token.is_none() {

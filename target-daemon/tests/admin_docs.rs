@@ -161,7 +161,7 @@ async fn admin_api_examples_run() {
         .collect();
     assert!(!blocks.is_empty(), "admin-api.md has no sh examples");
     let cwd = tempfile::tempdir().unwrap();
-    std::fs::write(cwd.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    private_file(&cwd.path().join("admin.token"), &format!("{TOKEN}\n"));
     run_blocks("docs/admin-api.md", &blocks, dir.path(), cwd.path()).await;
 
     // The JSON examples: the documented request, answered as documented; sent twice, the

@@ -182,9 +182,10 @@ async fn lun_errors_change_nothing() {
     ctl(p, &["target", "create", "not-an-iqn"])
         .await
         .fails_with("invalid target name");
-    ctl(
+    ctl_stdin(
         p,
-        &["chap", "set", TARGET, "--user", "u", "--secret", "short"],
+        &["chap", "set", TARGET, "--user", "u", "--secret-file", "-"],
+        "short\n",
     )
     .await
     .fails_with("12 to 255");
@@ -258,6 +259,9 @@ async fn runtime_target_acl_and_chap_apply_to_new_logins() {
     let _ = i.logout().await;
 
     // CHAP required: a login without CHAP fails, with the secret it works.
+    let secret = tempfile::tempdir().unwrap();
+    let secret = secret.path().join("u1.chap");
+    private_file(&secret, "0123456789abcd\n");
     ctl_json(
         p,
         &[
@@ -266,8 +270,8 @@ async fn runtime_target_acl_and_chap_apply_to_new_logins() {
             t,
             "--user",
             "u1",
-            "--secret",
-            "0123456789abcd",
+            "--secret-file",
+            secret.to_str().unwrap(),
         ],
     )
     .await;
@@ -339,20 +343,152 @@ async fn tcp_admin_requires_the_token() {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["ok"], ok, "{req} -> {line}");
     }
-    // lunarctl over TCP with a token file.
+    // lunarctl over TCP with a token file only its owner may read.
     let tf = dir.path().join("token");
-    std::fs::write(&tf, "s3cret-token\n").unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lunarctl"))
-        .args(["--tcp", &addr.to_string(), "--token-file"])
-        .arg(&tf)
-        .args(["--json", "lun", "list"])
-        .output()
-        .await
-        .unwrap();
+    private_file(&tf, "s3cret-token\n");
+    let lunarctl_tcp = || async {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_lunarctl"))
+            .args(["--tcp", &addr.to_string(), "--token-file"])
+            .arg(&tf)
+            .args(["--json", "lun", "list"])
+            .env_remove("LUNAR_TOKEN")
+            .output()
+            .await
+            .unwrap()
+    };
+    let out = lunarctl_tcp().await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Readable by others: refused like ssh refuses such a key, naming the file and the fix.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = lunarctl_tcp().await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = tf.display();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "lunarctl: --token-file {name}: permissions 0644 are too open (the group or others \
+             may read or replace the secret); run `chmod 600 {name}`"
+        )
+    );
+    d.shutdown().await.unwrap();
+}
+
+/// `lunarctl --json chap set TARGET --user u EXTRA`, with `input` on standard input.
+async fn chap_set(dir: &std::path::Path, extra: &[&str], input: &str) -> Out {
+    let mut a = vec!["--json", "chap", "set", TARGET, "--user", "u"];
+    a.extend_from_slice(extra);
+    ctl_stdin(dir, &a, input).await
+}
+
+/// The secret stored by `lunarctl chap set` for `target`, from `state.json`.
+fn stored_chap(dir: &std::path::Path, target: &str) -> serde_json::Value {
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+    st["targets"][target]["chap"].clone()
+}
+
+/// `chap set` reads its secrets from files or standard input (not from the command line,
+/// where `ps` shows them); `--secret` still works but warns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chap_secrets_come_from_a_file_or_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "256MiB").await;
+    let p = dir.path();
+    let files = tempfile::tempdir().unwrap();
+    let (file, mutual) = (files.path().join("s"), files.path().join("m"));
+    private_file(&file, "from-a-file-secret\n");
+    private_file(&mutual, "the-target-secret\n");
+
+    // From a file; one trailing newline dropped.
+    let o = chap_set(p, &["--secret-file", file.to_str().unwrap()], "").await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stderr, "", "no warning for a secret file");
+    assert_eq!(stored_chap(p, TARGET)["secret"], "from-a-file-secret");
+
+    // From standard input (CRLF is one newline; inner spaces are kept), mutual from a file.
+    let o = chap_set(
+        p,
+        &[
+            "--secret-file",
+            "-",
+            "--mutual-user",
+            "tgt",
+            "--mutual-secret-file",
+            mutual.to_str().unwrap(),
+        ],
+        "a secret on stdin\r\n",
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let c = stored_chap(p, TARGET);
+    assert_eq!(c["secret"], "a secret on stdin");
+    assert_eq!(c["mutual_username"], "tgt");
+    assert_eq!(c["mutual_secret"], "the-target-secret");
+
+    // Only one trailing newline is dropped: the rest is part of the secret.
+    let o = chap_set(p, &["--secret-file", "-"], "two-newlines-12\n\n").await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(stored_chap(p, TARGET)["secret"], "two-newlines-12\n");
+
+    // Errors: both from stdin, an empty secret, a missing file; the state is unchanged.
+    chap_set(
+        p,
+        &[
+            "--secret-file",
+            "-",
+            "--mutual-user",
+            "t",
+            "--mutual-secret-file",
+            "-",
+        ],
+        "x\n",
+    )
+    .await
+    .fails_with("cannot both read standard input");
+    chap_set(p, &["--secret-file", "-"], "\n")
+        .await
+        .fails_with("--secret-file -: the secret is empty");
+    let missing = files.path().join("missing");
+    chap_set(p, &["--secret-file", missing.to_str().unwrap()], "")
+        .await
+        .fails_with(&format!("--secret-file {}", missing.display()));
+    assert_eq!(stored_chap(p, TARGET)["secret"], "two-newlines-12\n");
+
+    // Neither flag: a usage error.
+    let o = chap_set(p, &[], "").await;
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("--secret-file"), "{}", o.stderr);
+
+    // The old --secret still works, with a warning on stderr.
+    let o = chap_set(p, &["--secret", "on-the-command-line"], "").await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.starts_with(
+            "lunarctl: warning: --secret puts the secret in the process list, where every \
+             local user can read it; use --secret-file FILE"
+        ),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(stored_chap(p, TARGET)["secret"], "on-the-command-line");
+
+    // `config export -o` writes the secrets: the file becomes private, an existing one too.
+    use std::os::unix::fs::PermissionsExt;
+    let exported = files.path().join("exported.yaml");
+    std::fs::write(&exported, "old").unwrap();
+    std::fs::set_permissions(&exported, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = ctl(p, &["config", "export", "-o", exported.to_str().unwrap()]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let mode = std::fs::metadata(&exported).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "exported configuration mode {mode:04o}");
+    assert!(std::fs::read_to_string(&exported)
+        .unwrap()
+        .contains("on-the-command-line"));
     d.shutdown().await.unwrap();
 }

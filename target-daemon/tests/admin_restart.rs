@@ -45,6 +45,10 @@ async fn state_survives_restart() {
     ctl_json(p, &["snapshot", "create", "--group", "grp", "a", "b"]).await;
     ctl_json(p, &["target", "create", T2]).await;
     ctl_json(p, &["acl", "add", T2, "iqn.1994-05.com.example:host1"]).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let (chap, mutual) = (secrets.path().join("alice"), secrets.path().join("tgt"));
+    private_file(&chap, "0123456789abcdef\n");
+    private_file(&mutual, "fedcba9876543210\n");
     ctl_json(
         p,
         &[
@@ -53,12 +57,12 @@ async fn state_survives_restart() {
             T2,
             "--user",
             "alice",
-            "--secret",
-            "0123456789abcdef",
+            "--secret-file",
+            chap.to_str().unwrap(),
             "--mutual-user",
             "tgt",
-            "--mutual-secret",
-            "fedcba9876543210",
+            "--mutual-secret-file",
+            mutual.to_str().unwrap(),
         ],
     )
     .await;
@@ -129,7 +133,11 @@ async fn state_survives_restart() {
         t2.cfg.chap.as_ref().map(|c| c.username.as_str()),
         Some("alice")
     );
-    assert!(t2.cfg.chap.as_ref().unwrap().mutual.is_some());
+    // The secrets as read from their files (the trailing newline dropped), kept across it.
+    let chap = t2.cfg.chap.as_ref().unwrap();
+    assert_eq!(chap.secret.expose(), "0123456789abcdef");
+    let m = chap.mutual.as_ref().unwrap();
+    assert_eq!(m.secret.expose(), "fedcba9876543210");
     assert_eq!(reported_luns(&d), vec![2]);
     // --copy-acl: the clone's target got the source target's "allow any".
     assert!(t2.cfg.allow_any);

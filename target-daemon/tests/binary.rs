@@ -103,3 +103,33 @@ fn configuration_errors_name_file_line_and_field() {
         "stderr was: {err}"
     );
 }
+
+/// A token file others may read is refused before anything starts, like ssh refuses such a
+/// private key: the message names the file and the fix. (The data directory is impossible,
+/// so a lunard that wrongly accepted the token would fail later with another message.)
+#[test]
+fn a_token_file_others_may_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "a-token-0123456789\n").expect("write token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = lunard()
+        .args(["--portal", "127.0.0.1:0", "--no-metrics"])
+        .args(["--data-dir", "/dev/null/impossible"])
+        .args(["--admin-listen", "127.0.0.1:0", "--admin-token-file"])
+        .arg(&token)
+        .output()
+        .expect("run lunard");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = token.display();
+    assert_eq!(out.status.code(), Some(2), "stderr was: {err}");
+    assert_eq!(
+        err.lines().last().unwrap_or_default(),
+        format!(
+            "lunard: --admin-token-file {name}: permissions 0644 are too open (the group or \
+             others may read or replace the secret); run `chmod 600 {name}`"
+        )
+    );
+    assert!(!err.contains("a-token-0123456789"), "{err}");
+}

@@ -4,9 +4,9 @@
 //! the [`LunManager`](crate::lunmgr::LunManager).
 
 pub mod proto;
+pub mod socket;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::lunmgr::state::ChapRecord;
 use crate::lunmgr::{LunManager, MgrError};
+use crate::secret::Secret;
 use proto::{Request, RequestLine, Response, MAX_REQUEST_LINE};
 
 /// File name of the admin socket in the data directory.
@@ -30,7 +31,7 @@ pub struct AdminOptions {
     /// Optional TCP listen address (requires `token`).
     pub tcp: Option<SocketAddr>,
     /// Bearer token for TCP clients.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
 }
 
 /// The running admin listeners.
@@ -51,21 +52,11 @@ impl AdminServer {
             .socket
             .clone()
             .unwrap_or_else(|| data_dir.join(SOCKET_NAME));
-        if opts.tcp.is_some() && opts.token.as_deref().is_none_or(str::is_empty) {
+        if opts.tcp.is_some() && opts.token.as_ref().is_none_or(Secret::is_empty) {
             anyhow::bail!("the admin TCP listener needs a bearer token (--admin-token-file)");
         }
-        // A stale socket from a previous run (crash) would make bind fail.
-        match std::fs::remove_file(&socket) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("removing stale {}", socket.display()))
-            }
-        }
-        let unix = tokio::net::UnixListener::bind(&socket)
-            .with_context(|| format!("cannot bind the admin socket {}", socket.display()))?;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot set mode 0600 on {}", socket.display()))?;
+        // Mode 0600 from the first instant, replacing a stale socket of a crashed run.
+        let unix = socket::bind_private(&socket)?;
         let mut tasks = Vec::new();
         let m = mgr.clone();
         tasks.push(tokio::spawn(async move {
@@ -92,7 +83,7 @@ impl AdminServer {
             std_l.set_nonblocking(true)?;
             let l = tokio::net::TcpListener::from_std(std_l)?;
             tcp_addr = Some(l.local_addr()?);
-            let token: Arc<str> = Arc::from(opts.token.clone().unwrap_or_default());
+            let token: Arc<str> = Arc::from(opts.token.as_ref().map_or("", Secret::expose));
             tasks.push(tokio::spawn(async move {
                 loop {
                     match l.accept().await {
@@ -194,7 +185,10 @@ where
                 Ok(req) => {
                     let authorized = match &token {
                         None => true,
-                        Some(want) => req.token.as_deref().is_some_and(|g| token_matches(g, want)),
+                        Some(want) => req
+                            .token
+                            .as_ref()
+                            .is_some_and(|g| token_matches(g.expose(), want)),
                     };
                     if authorized {
                         dispatch(&mgr, req.request).await

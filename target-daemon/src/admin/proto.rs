@@ -9,16 +9,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::lunmgr::clones::CloneCreate;
 use crate::lunmgr::{LunCreate, LunSet};
+use crate::secret::Secret;
 
 /// Largest request line accepted (bytes); longer lines are refused, not buffered.
 pub const MAX_REQUEST_LINE: usize = 1 << 20;
 
-/// One request line.
+/// One request line. Its `Debug` (the admin request log) never shows the token or a CHAP
+/// secret: they are [`Secret`]s.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RequestLine {
     /// Bearer token (required on TCP listeners, ignored on the Unix socket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// The operation.
     #[serde(flatten)]
     pub request: Request,
@@ -230,13 +232,13 @@ pub enum Request {
         /// Initiator's CHAP name.
         username: String,
         /// Initiator's CHAP secret.
-        secret: String,
+        secret: Secret,
         /// Mutual CHAP name.
         #[serde(default)]
         mutual_username: Option<String>,
         /// Mutual CHAP secret.
         #[serde(default)]
-        mutual_secret: Option<String>,
+        mutual_secret: Option<Secret>,
     },
     /// Stop requiring CHAP.
     #[serde(rename = "chap.clear")]
@@ -305,5 +307,32 @@ impl Response {
                 message: message.into(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = r#"{"op":"chap.set","args":{"target":"iqn.2026-11.io.lunar:t","username":"u","secret":"initiator-secret-1","mutual_username":"m","mutual_secret":"target-secret-22"},"token":"bearer-token-333"}"#;
+
+    /// The admin request log (`tracing::debug!(?req)`) must not carry secrets.
+    #[test]
+    fn debug_of_a_request_shows_no_secret() {
+        let req: RequestLine = serde_json::from_str(LINE).unwrap();
+        let text = format!("{req:?} {req:#?} {:?}", req.request);
+        for s in ["initiator-secret-1", "target-secret-22", "bearer-token-333"] {
+            assert!(!text.contains(s), "{s} in {text}");
+        }
+        assert!(text.contains("username: \"u\""), "{text}");
+    }
+
+    /// Secrets are plain strings on the wire, as before.
+    #[test]
+    fn the_wire_format_is_unchanged() {
+        let req: RequestLine = serde_json::from_str(LINE).unwrap();
+        let back = serde_json::to_value(&req).unwrap();
+        let want: serde_json::Value = serde_json::from_str(LINE).unwrap();
+        assert_eq!(back, want);
     }
 }

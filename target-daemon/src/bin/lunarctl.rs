@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use target_daemon::config::ByteSize;
+use target_daemon::secret::{read_private_file, Secret};
 
 /// Manage a running lunard.
 #[derive(Debug, Parser)]
@@ -284,17 +285,37 @@ enum AclCmd {
 
 #[derive(Debug, Subcommand)]
 enum ChapCmd {
-    /// Require CHAP.
+    /// Require CHAP. The secrets are read from files (or standard input), never taken from
+    /// the command line, where every local user could read them in the process list.
     Set {
         target: String,
+        /// Name the initiator must send (CHAP_N).
         #[arg(long)]
         user: String,
-        #[arg(long)]
-        secret: String,
+        /// File holding the initiator's secret (12 to 255 bytes), or `-` for standard input;
+        /// one trailing newline is dropped.
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "secret",
+            conflicts_with = "secret"
+        )]
+        secret_file: Option<PathBuf>,
+        /// The initiator's secret itself. Deprecated: visible to every local user in the
+        /// process list (use --secret-file).
+        #[arg(long, value_name = "SECRET")]
+        secret: Option<Secret>,
+        /// Mutual CHAP: the name the target answers with.
         #[arg(long)]
         mutual_user: Option<String>,
-        #[arg(long)]
-        mutual_secret: Option<String>,
+        /// Mutual CHAP: file holding the target's secret, or `-` for standard input; one
+        /// trailing newline is dropped.
+        #[arg(long, value_name = "FILE", conflicts_with = "mutual_secret")]
+        mutual_secret_file: Option<PathBuf>,
+        /// Mutual CHAP: the target's secret itself. Deprecated: visible to every local user in
+        /// the process list (use --mutual-secret-file).
+        #[arg(long, value_name = "SECRET")]
+        mutual_secret: Option<Secret>,
     },
     /// Stop requiring CHAP.
     Clear { target: String },
@@ -315,7 +336,7 @@ enum SessionCmd {
 enum ConfigCmd {
     /// Write targets and mapped LUNs as YAML configuration.
     Export {
-        /// Output file (default stdout).
+        /// Output file (default stdout); written with mode 0600, as it holds the CHAP secrets.
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -325,18 +346,17 @@ enum ConfigCmd {
 struct Client {
     reader: Box<dyn BufRead>,
     writer: Box<dyn Write>,
-    token: Option<String>,
+    token: Option<Secret>,
 }
 
 impl Client {
     fn connect(cli: &Cli) -> anyhow::Result<Client> {
         if let Some(addr) = &cli.tcp {
+            // A token file others may read (or another user owns) is refused, as ssh does.
             let token = match &cli.token_file {
-                Some(f) => std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read token file {}", f.display()))?
-                    .trim()
-                    .to_string(),
+                Some(f) => read_private_file(f).map_err(|e| anyhow!("--token-file {e}"))?,
                 None => std::env::var("LUNAR_TOKEN")
+                    .map(Secret::from)
                     .map_err(|_| anyhow!("--tcp needs --token-file or $LUNAR_TOKEN"))?,
             };
             let s = std::net::TcpStream::connect(addr)
@@ -373,7 +393,7 @@ impl Client {
             req["args"] = args;
         }
         if let Some(t) = &self.token {
-            req["token"] = json!(t);
+            req["token"] = json!(t.expose());
         }
         let mut line = serde_json::to_vec(&req)?;
         line.push(b'\n');
@@ -397,6 +417,81 @@ impl Client {
             bail!("{msg}")
         }
     }
+}
+
+/// Writes `text` to `path` readable by its owner only (mode 0600, also for an existing file,
+/// set before writing): an exported configuration holds the CHAP secrets.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())
+}
+
+/// Warns that a secret given on the command line is visible in the process list.
+fn warn_command_line_secret(flag: &str) {
+    eprintln!(
+        "lunarctl: warning: --{flag} puts the secret in the process list, where every local \
+         user can read it; use --{flag}-file FILE (or - for standard input)"
+    );
+}
+
+/// Reads a secret from `path`, or from standard input for `-`, dropping one trailing
+/// newline (`echo` and editors add one; anything else is part of the secret).
+fn read_secret(flag: &str, path: &std::path::Path) -> anyhow::Result<Secret> {
+    use std::io::{IsTerminal, Read};
+    let mut bytes = Vec::new();
+    if path.as_os_str() == "-" {
+        if std::io::stdin().is_terminal() {
+            eprintln!("lunarctl: reading the {flag} secret from standard input (end with Ctrl-D)");
+        }
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("--{flag} -: cannot read standard input"))?;
+    } else {
+        bytes = std::fs::read(path).with_context(|| format!("--{flag} {}", path.display()))?;
+    }
+    let mut text = String::from_utf8(bytes)
+        .map_err(|_| anyhow!("--{flag} {}: the secret is not UTF-8 text", path.display()))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    if text.is_empty() {
+        bail!("--{flag} {}: the secret is empty", path.display());
+    }
+    Ok(Secret::from(text))
+}
+
+/// The CHAP secrets of `chap set`, from their files (or, deprecated, the command line).
+fn chap_secrets(
+    secret_file: Option<PathBuf>,
+    secret: Option<Secret>,
+    mutual_secret_file: Option<PathBuf>,
+    mutual_secret: Option<Secret>,
+) -> anyhow::Result<(Secret, Option<Secret>)> {
+    let stdin = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    if stdin(&secret_file) && stdin(&mutual_secret_file) {
+        bail!("--secret-file and --mutual-secret-file cannot both read standard input (-)");
+    }
+    let secret = match (secret_file, secret) {
+        (Some(f), _) => read_secret("secret-file", &f)?,
+        (None, Some(s)) => s,
+        // clap requires one of them.
+        (None, None) => bail!("chap set needs --secret-file FILE"),
+    };
+    let mutual = match (mutual_secret_file, mutual_secret) {
+        (Some(f), _) => Some(read_secret("mutual-secret-file", &f)?),
+        (None, s) => s,
+    };
+    Ok((secret, mutual))
 }
 
 fn size_arg(s: &str) -> anyhow::Result<u64> {
@@ -626,6 +721,19 @@ fn run(mut cli: Cli) -> anyhow::Result<()> {
     let Some(cmd) = cli.cmd.take() else {
         bail!("no command given (try `lunarctl --help`)");
     };
+    if let Cmd::Chap(ChapCmd::Set {
+        secret,
+        mutual_secret,
+        ..
+    }) = &cmd
+    {
+        if secret.is_some() {
+            warn_command_line_secret("secret");
+        }
+        if mutual_secret.is_some() {
+            warn_command_line_secret("mutual-secret");
+        }
+    }
     let mut c = Client::connect(&cli)?;
     let json_out = cli.json;
     // (result, how to print it)
@@ -804,10 +912,13 @@ fn run(mut cli: Cli) -> anyhow::Result<()> {
                 }
             }),
         ),
-        Cmd::Chap(ChapCmd::Set { target, user, secret, mutual_user, mutual_secret }) => (
-            c.call("chap.set", json!({"target": target, "username": user, "secret": secret, "mutual_username": mutual_user, "mutual_secret": mutual_secret}))?,
+        Cmd::Chap(ChapCmd::Set { target, user, secret_file, secret, mutual_user, mutual_secret_file, mutual_secret }) => {
+            let (secret, mutual_secret) = chap_secrets(secret_file, secret, mutual_secret_file, mutual_secret)?;
+            (
+            c.call("chap.set", json!({"target": target, "username": user, "secret": secret.expose(), "mutual_username": mutual_user, "mutual_secret": mutual_secret.as_ref().map(Secret::expose)}))?,
             Box::new(print_target),
-        ),
+        )
+        }
         Cmd::Chap(ChapCmd::Clear { target }) => (c.call("chap.clear", json!({"target": target}))?, Box::new(print_target)),
         Cmd::Session(SessionCmd::List { target }) => (
             c.call("session.list", json!({"target": target}))?,
@@ -833,7 +944,7 @@ fn run(mut cli: Cli) -> anyhow::Result<()> {
             let v = c.call("config.export", Value::Null)?;
             let text = v.as_str().unwrap_or_default().to_string();
             if let Some(path) = output {
-                std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+                write_private(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
                 (v, Box::new(move |_: &Value| println!("wrote {}", path.display())))
             } else {
                 (v, Box::new(move |_: &Value| print!("{text}")))

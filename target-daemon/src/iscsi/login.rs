@@ -69,11 +69,11 @@ fn chap_config(c: &ChapCfg) -> ChapConfig {
     ChapConfig {
         initiator: ChapCredential {
             username: c.username.clone(),
-            secret: c.secret.as_bytes().to_vec(),
+            secret: c.secret.expose().as_bytes().to_vec(),
         },
         mutual: c.mutual.as_ref().map(|m| ChapCredential {
             username: m.username.clone(),
-            secret: m.secret.as_bytes().to_vec(),
+            secret: m.secret.expose().as_bytes().to_vec(),
         }),
     }
 }

@@ -100,12 +100,12 @@ pub fn config_divergences(st: &State, config: &Config) -> Vec<Divergence> {
             let apply = match &yaml_chap {
                 None => format!("`lunarctl chap clear {iqn}`"),
                 Some(c) => format!(
-                    "`lunarctl chap set {iqn} --user {} --secret SECRET{}`",
+                    "`lunarctl chap set {iqn} --user {} --secret-file SECRET_FILE{}`",
                     c.username,
                     c.mutual_username
                         .as_ref()
                         .map_or(String::new(), |m| format!(
-                            " --mutual-user {m} --mutual-secret SECRET"
+                            " --mutual-user {m} --mutual-secret-file MUTUAL_SECRET_FILE"
                         ))
                 ),
             };
@@ -276,7 +276,7 @@ mod tests {
             "`lunarctl acl add {IQN} iqn.1993-08.org.debian:01:web2`"
         )));
         assert!(text[1].contains(&format!(
-            "`lunarctl chap set {IQN} --user db-host --secret SECRET`"
+            "`lunarctl chap set {IQN} --user db-host --secret-file SECRET_FILE`"
         )));
         assert!(text[2].contains("`lunarctl lun set db --read-only true`"));
         assert!(

@@ -1146,13 +1146,13 @@ fn push_chap(out: &mut String, ind: &str, c: &ChapRecord) {
     out.push_str(&format!(
         "{ind}chap:\n{ind}  username: {}\n{ind}  secret: {}\n",
         yaml_str(&c.username),
-        yaml_str(&c.secret)
+        yaml_str(c.secret.expose())
     ));
     if let (Some(u), Some(s)) = (&c.mutual_username, &c.mutual_secret) {
         out.push_str(&format!(
             "{ind}  mutual:\n{ind}    username: {}\n{ind}    secret: {}\n",
             yaml_str(u),
-            yaml_str(s)
+            yaml_str(s.expose())
         ));
     }
 }

@@ -8,13 +8,22 @@
 //! Writes are atomic: the new content goes to a temporary file in the same directory, is
 //! fsynced, renamed over `state.json`, and the directory is fsynced, so a crash leaves either
 //! the old or the new state, never a torn one.
+//!
+//! The file holds CHAP secrets, so it is private to lunard's user (mode 0600) whatever the
+//! umask: the temporary file is created with that mode, never widened and narrowed later.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::secret::Secret;
+
+/// Mode of `state.json` (and its temporary file): it holds CHAP secrets.
+pub const STATE_MODE: u32 = 0o600;
 
 /// Current format version of `state.json`.
 pub const STATE_VERSION: u32 = 1;
@@ -93,19 +102,21 @@ pub struct LunRecord {
     pub created_unix: u64,
 }
 
-/// CHAP credentials as persisted (the config's `ChapCfg` is input-only).
+/// CHAP credentials as persisted (the config's `ChapCfg` is input-only). The secrets are
+/// [`Secret`]s: `Debug` of a record (or of the whole [`State`]) never shows them, while
+/// `state.json` keeps them as plain strings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChapRecord {
     /// Name the initiator must send.
     pub username: String,
     /// Secret the initiator must know.
-    pub secret: String,
+    pub secret: Secret,
     /// Mutual CHAP: name the target answers with.
     #[serde(default)]
     pub mutual_username: Option<String>,
     /// Mutual CHAP: secret the target answers with.
     #[serde(default)]
-    pub mutual_secret: Option<String>,
+    pub mutual_secret: Option<Secret>,
 }
 
 impl ChapRecord {
@@ -318,6 +329,7 @@ pub fn load(data_dir: &Path) -> Result<Option<State>, StateError> {
             })
         }
     };
+    tighten(&path)?;
     let st: State = serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -331,6 +343,23 @@ pub fn load(data_dir: &Path) -> Result<Option<State>, StateError> {
     Ok(Some(st))
 }
 
+/// A `state.json` written by an older lunard under a lax umask may be readable by others:
+/// make it private now rather than at the next change.
+fn tighten(path: &Path) -> Result<(), StateError> {
+    let io = |context: String| move |source| StateError::Io { context, source };
+    let meta = std::fs::metadata(path).map_err(io(format!("reading {}", path.display())))?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            "the state file (it holds CHAP secrets) had mode {mode:04o}; setting 0600"
+        );
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(STATE_MODE))
+            .map_err(io(format!("setting mode 0600 on {}", path.display())))?;
+    }
+    Ok(())
+}
+
 /// Writes the state atomically (temp file + fsync + rename + directory fsync).
 pub fn save(data_dir: &Path, st: &State) -> Result<(), StateError> {
     let path = state_path(data_dir);
@@ -341,8 +370,17 @@ pub fn save(data_dir: &Path, st: &State) -> Result<(), StateError> {
         source: std::io::Error::other(e),
     })?;
     {
-        let mut f =
-            std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(STATE_MODE)
+            .open(&tmp)
+            .map_err(io(format!("creating {}", tmp.display())))?;
+        // `mode` applies only when the file is created: a temporary file left by a crashed
+        // older lunard keeps its mode, so set it (on the descriptor) before writing.
+        f.set_permissions(std::fs::Permissions::from_mode(STATE_MODE))
+            .map_err(io(format!("setting mode 0600 on {}", tmp.display())))?;
         f.write_all(&body)
             .and_then(|_| f.write_all(b"\n"))
             .map_err(io(format!("writing {}", tmp.display())))?;
@@ -393,6 +431,52 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec![STATE_FILE.to_string()]);
+    }
+
+    const WITH_CHAP: &str = r#"{"version": 1, "luns": {}, "groups": {}, "clone_jobs": [],
+        "targets": {"iqn.2026-11.io.lunar:t": {"iqn": "iqn.2026-11.io.lunar:t",
+        "chap": {"username": "u", "secret": "initiator-secret-1",
+                 "mutual_username": "m", "mutual_secret": "target-secret-22"}}}}"#;
+
+    /// A state (or a record of it) in a debug log must not carry the CHAP secrets.
+    #[test]
+    fn debug_of_the_state_shows_no_chap_secret() {
+        let st: State = serde_json::from_str(WITH_CHAP).unwrap();
+        let chap = st.targets["iqn.2026-11.io.lunar:t"].chap.clone().unwrap();
+        let text = format!("{st:?} {st:#?} {chap:?} {:?}", chap.to_cfg());
+        for s in ["initiator-secret-1", "target-secret-22"] {
+            assert!(!text.contains(s), "{s} in {text}");
+        }
+    }
+
+    /// `state.json` keeps the secrets as plain strings (the format is unchanged).
+    #[test]
+    fn state_json_keeps_the_secrets_as_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let st: State = serde_json::from_str(WITH_CHAP).unwrap();
+        save(dir.path(), &st).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state_path(dir.path())).unwrap()).unwrap();
+        let c = &v["targets"]["iqn.2026-11.io.lunar:t"]["chap"];
+        assert_eq!(c["secret"], "initiator-secret-1");
+        assert_eq!(c["mutual_secret"], "target-secret-22");
+        let back = load(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            back.targets["iqn.2026-11.io.lunar:t"].chap,
+            st.targets["iqn.2026-11.io.lunar:t"].chap
+        );
+    }
+
+    /// A state.json an older lunard left readable by others is made private when loaded.
+    #[test]
+    fn a_state_file_readable_by_others_is_made_private_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(dir.path());
+        std::fs::write(&path, WITH_CHAP).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load(dir.path()).unwrap().is_some());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, STATE_MODE);
     }
 
     #[test]

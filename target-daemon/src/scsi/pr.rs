@@ -69,7 +69,12 @@ static STATE_DIR: OnceLock<PathBuf> = OnceLock::new();
 /// Where APTPL state files live (e.g. `<data dir>/pr`). Call once at start-up, before LUNs
 /// are attached; without it APTPL is refused (REPORT CAPABILITIES says PTPL_C=0).
 pub fn set_state_dir(dir: PathBuf) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&dir)
+    use std::os::unix::fs::DirBuilderExt;
+    // Private to lunard's user (0700) whatever the umask, like the rest of the data directory.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     if let Err(dir) = STATE_DIR.set(dir) {
         // A second daemon in the same process (tests): APTPL state stays in the first dir.
@@ -863,10 +868,19 @@ fn load(path: &Path) -> Option<Data> {
 /// Atomic replace: temp file, fsync, rename, fsync of the directory.
 fn save(path: &Path, st: &Data) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let json = serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("json.tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Mode 0600 from creation (never readable by others, whatever the umask); set again
+        // on the descriptor for a temporary file an older lunard left with another mode.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         f.write_all(&json)?;
         f.sync_all()?;
     }

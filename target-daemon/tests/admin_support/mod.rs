@@ -73,6 +73,47 @@ pub async fn ctl(dir: &Path, args: &[&str]) -> Out {
     }
 }
 
+/// Runs `lunarctl --socket <dir>/admin.sock ARGS` with `input` on its standard input.
+pub async fn ctl_stdin(dir: &Path, args: &[&str], input: &str) -> Out {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lunarctl"))
+        .arg("--socket")
+        .arg(socket(dir))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run lunarctl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // lunarctl may exit (an error) without reading: a broken pipe here is not a failure.
+    let _ = stdin.write_all(input.as_bytes()).await;
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("lunarctl output");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes `text` to a new file `path` only its owner may read (mode 0600), as a token or
+/// secret file must be.
+pub fn private_file(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create private file");
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .expect("chmod 600");
+    f.write_all(text.as_bytes()).expect("write private file");
+}
+
 /// `lunarctl --json ARGS`, which must succeed.
 pub async fn ctl_json(dir: &Path, args: &[&str]) -> Value {
     let mut a = vec!["--json"];
