@@ -29,8 +29,10 @@
 //! snapshot holds precisely the writes acknowledged before it began. Deletes, clones of
 //! snapshots, splits and flushes run freely against all I/O. Half the kills are aimed just
 //! after a delete or rollback was issued, while writers favour the volume it may merge
-//! chunks into: that is where issue 14's defect 3 lived (a snapshot reading a later write
-//! after a kill), which this test found within 32 kills with the fix disabled.
+//! chunks into: that is where issue 14's defect 3 lived (a view reading another's later
+//! write after a kill). With that fix disabled, two of three runs of 40-60 kills caught it
+//! (kills 32 and 26: a snapshot after a snapshot delete, a volume after a rollback); without
+//! the aiming, two runs of 60 kills did not.
 //!
 //! The model then becomes what the reopened pool holds (all verified), and the next child
 //! continues from there. `LUNAR_TORTURE_SEED` replays a seed's choices (printed at the start
