@@ -246,6 +246,7 @@ pub(crate) fn decode(
                 frozen,
                 map,
                 owned: 0,
+                merged_lsn: 0,
             },
         );
     }

@@ -162,6 +162,7 @@ impl State {
     /// Apply a record to the metadata and append it to the journal buffer.
     pub fn log(&mut self, rec: Rec) -> Result<()> {
         let mut freed = Vec::new();
+        self.meta.applying_lsn = self.lsn + 1;
         self.meta
             .apply(&rec, &mut freed)
             .map_err(|e| StorageError::Corrupt(format!("internal metadata inconsistency: {e}")))?;
@@ -380,6 +381,20 @@ impl PoolInner {
         }
         let rx = self.commit.request_checkpoint(lsn, 0);
         match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(StorageError::io(
+                "committing metadata",
+                std::io::Error::other("commit thread stopped"),
+            )),
+        }
+    }
+
+    /// Wait until the records up to `lsn` are durable (no data sync is asked for).
+    pub async fn wait_durable(&self, lsn: u64) -> Result<()> {
+        if self.durable_lsn.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        match self.commit.request(lsn, 0).await {
             Ok(r) => r,
             Err(_) => Err(StorageError::io(
                 "committing metadata",

@@ -33,6 +33,12 @@ pub(crate) struct Layer {
     pub map: ChunkMap,
     /// Number of data (non-hole) entries: chunks this layer owns.
     pub owned: u64,
+    /// Not persisted: LSN of the newest record that merged a parent layer into this one (0
+    /// when none did since the pool was opened; replayed records are durable before the pool
+    /// serves). Until that record is durable, a crash undoes the merge and brings back a view
+    /// (a deleted snapshot or clone, a volume before its rollback) that shares the merged
+    /// chunks, so an in-place write into this layer waits for it first (`Volume::write_chunk`).
+    pub merged_lsn: u64,
 }
 
 /// What a view is.
@@ -176,6 +182,9 @@ pub(crate) struct Meta {
     /// resolve to (anything but a mapping change in a leaf layer). Per-volume resolution
     /// caches ([`crate::chaincache`]) are valid only while it stays the same.
     pub epoch: u64,
+    /// Not persisted: the LSN the record being applied gets on the live path
+    /// (`State::log` sets it; 0 during replay). A merge stamps it into [`Layer::merged_lsn`].
+    pub applying_lsn: u64,
 }
 
 type ApplyResult = std::result::Result<(), String>;
@@ -190,6 +199,7 @@ impl Meta {
             used: 0,
             reserved: 0,
             epoch: 0,
+            applying_lsn: 0,
         }
     }
 
@@ -816,6 +826,7 @@ impl Meta {
                     .map_or(u64::MAX, |v| self.chunks(v.size));
                 let l = self.layers.remove(&id).ok_or("layer vanished")?;
                 let root = l.parent.is_none();
+                let stamp = self.applying_lsn;
                 let c = self.layer_mut(child)?;
                 let mut freed_n = 0u64;
                 let mut moved = 0u64;
@@ -846,6 +857,9 @@ impl Meta {
                 }
                 c.owned += moved;
                 c.parent = l.parent;
+                if moved > 0 {
+                    c.merged_lsn = c.merged_lsn.max(stamp);
+                }
                 self.used -= freed_n;
                 if let Some(p) = l.parent {
                     for ch in self.layer_mut(p)?.children.iter_mut() {

@@ -281,7 +281,7 @@ impl Volume {
         // published: one atomic load).
         {
             let _s = lock_exclusive(self.rt.stripe(index)).await;
-            if let Some(p) = self.owned_phys(index)? {
+            if let Some(p) = self.owned_phys_settled(index).await? {
                 self.inner
                     .write_data(self.inner.layout.chunk_offset(p) + off as u64, parts)
                     .await?;
@@ -290,7 +290,7 @@ impl Volume {
         }
         // First write: ordered against every other access to this chunk of this volume.
         let _s = lock_exclusive(self.rt.stripe(index)).await;
-        if let Some(p) = self.owned_phys(index)? {
+        if let Some(p) = self.owned_phys_settled(index).await? {
             self.inner
                 .write_data(self.inner.layout.chunk_offset(p) + off as u64, parts)
                 .await?;
@@ -393,15 +393,34 @@ impl Volume {
         Err(StorageError::NoSpace)
     }
 
-    fn owned_phys(&self, index: u64) -> Result<Option<u64>> {
+    /// The chunk the top owns at `index`, with the top's [`crate::layer::Layer::merged_lsn`].
+    fn owned_phys(&self, index: u64) -> Result<Option<(u64, u64)>> {
         let st = self.inner.state.read();
         let (top, ..) = st.volume(self.id).map_err(|_| self.gone())?;
-        Ok(st
-            .meta
-            .layers
-            .get(&top)
-            .and_then(|l| l.map.get(&index).copied())
-            .filter(|&p| p != HOLE))
+        Ok(st.meta.layers.get(&top).and_then(|l| {
+            l.map
+                .get(&index)
+                .copied()
+                .filter(|&p| p != HOLE)
+                .map(|p| (p, l.merged_lsn))
+        }))
+    }
+
+    /// The chunk the top owns at `index`, once it may be overwritten in place: when a merge
+    /// (snapshot or clone delete, rollback, split) moved chunks into the top and is not
+    /// durable yet, a crash would undo it and bring back a view sharing them, so the write
+    /// waits for that commit (the merging operation is waiting for it too). Otherwise one
+    /// comparison. The caller holds the chunk's stripe exclusively and the gate shared, so
+    /// the top's entry cannot change meanwhile; it is looked up again all the same.
+    async fn owned_phys_settled(&self, index: u64) -> Result<Option<u64>> {
+        loop {
+            match self.owned_phys(index)? {
+                Some((_, merged)) if merged > self.inner.durable_lsn.load(Ordering::Acquire) => {
+                    self.inner.wait_durable(merged).await?
+                }
+                found => return Ok(found.map(|(p, _)| p)),
+            }
+        }
     }
 
     /// Zero a range.
@@ -619,5 +638,136 @@ mod tests {
             .expect("write");
         assert!(pool.inner.published_lsn.load(Ordering::Acquire) >= first);
         pool.close().await.expect("close");
+    }
+
+    /// Which admin operation merges a ghost or snapshot layer into a volume's top.
+    #[derive(Clone, Copy, Debug)]
+    enum Merge {
+        /// Deleting snapshot "s" merges its layer into v's top.
+        DeleteSnapshot,
+        /// Deleting live clone "c" merges the ghost it shared with v into v's top.
+        DeleteVolume,
+        /// Rolling v back to "s" frees v's top and merges the ghost it shared with live clone
+        /// "c" into c's top.
+        Rollback,
+    }
+
+    fn block(b: u8) -> Bytes {
+        Bytes::from(vec![b; 4096])
+    }
+
+    /// A merge moves chunks into a volume's top, which then overwrites them in place. Until
+    /// the merging record is durable, a crash brings the merged layer back, and with it a view
+    /// (the deleted snapshot or clone, the volume before its rollback) that shares the chunk.
+    /// The in-place write must not reach the chunk before then, acknowledged or not.
+    ///
+    /// The kill is simulated exactly: the journal lock is held (so the commit thread cannot
+    /// make the merge durable, and nothing more is appended) while the write runs, and the
+    /// pool file is copied as it stands in the page cache, which is what a process kill
+    /// leaves. The copy is then opened as after a kill (same boot: tentative blocks count).
+    async fn merge_then_overwrite_then_kill(kind: Merge) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = crate::testutil::pool_with_volume(dir.path(), 16384, 1 << 20).await;
+        let v = pool.volume("v").expect("v");
+        // Set up a layer holding block 0 = 'A' that is about to be merged into `writer`'s top.
+        let (writer, witness) = match kind {
+            Merge::DeleteSnapshot => {
+                v.write(0, block(b'A'), false).await.expect("write");
+                pool.snapshot("v", "s").await.expect("snapshot");
+                ("v", "v@s")
+            }
+            Merge::DeleteVolume => {
+                v.write(0, block(b'A'), false).await.expect("write");
+                pool.clone_volume("v", "c", None).await.expect("clone");
+                ("v", "c")
+            }
+            Merge::Rollback => {
+                pool.snapshot("v", "s").await.expect("snapshot");
+                v.write(0, block(b'A'), false).await.expect("write");
+                pool.clone_volume("v", "c", None).await.expect("clone");
+                ("c", "v")
+            }
+        };
+        pool.flush().await.expect("flush");
+        let journal = pool.inner.sb.clone().lock_owned().await;
+        let lsn = pool.inner.state.read().lsn;
+        let admin = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                match kind {
+                    Merge::DeleteSnapshot => pool.delete_snapshot("v", "s").await,
+                    Merge::DeleteVolume => pool.delete_volume("c").await,
+                    Merge::Rollback => pool.rollback("v", "s").await,
+                }
+            })
+        };
+        // The merge is applied in memory (its commit cannot finish while the journal is held).
+        while pool.inner.state.read().lsn == lsn {
+            tokio::task::yield_now().await;
+        }
+        let w = pool.volume(writer).expect("writer");
+        let mut write = tokio::spawn(async move { w.write(0, block(b'B'), false).await });
+        // Give the overwrite every chance to happen before the kill (it takes microseconds
+        // when nothing holds it back); the outcome must not depend on whether it did.
+        let early = tokio::time::timeout(std::time::Duration::from_millis(500), &mut write)
+            .await
+            .ok();
+        let acked = early.is_some();
+        let crashed = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(dir.path().join("pool.img"), crashed.path().join("pool.img"))
+            .expect("copy the killed process's pool file");
+        drop(journal);
+        admin.await.expect("admin task").expect("admin operation");
+        match early {
+            Some(r) => r.expect("write task").expect("write"),
+            None => write.await.expect("write task").expect("write"),
+        }
+        pool.close().await.expect("close");
+
+        let pool = crate::Pool::open(crashed.path())
+            .await
+            .expect("open after the kill");
+        let report = pool.check().await.expect("check");
+        assert!(report.is_clean(), "{kind:?}: {:?}", report.errors);
+        // The merging operation never committed: the witness view is back, with its data.
+        let reader = match witness.split_once('@') {
+            Some(_) => {
+                pool.clone_volume(witness, "verify", None)
+                    .await
+                    .expect("clone the snapshot");
+                "verify"
+            }
+            None => witness,
+        };
+        let got = pool
+            .volume(reader)
+            .expect("witness")
+            .read(0, 1)
+            .await
+            .expect("read");
+        assert!(
+            got.iter().all(|&b| b == b'A'),
+            "{kind:?}: '{witness}' reads {:?} after the kill (the overwrite through '{writer}' \
+             was {}acknowledged before it): a view that the uncommitted merge removed shares \
+             the overwritten chunk",
+            got[0] as char,
+            if acked { "" } else { "not " }
+        );
+        pool.close().await.expect("close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_deleted_before_a_kill_keeps_its_data() {
+        merge_then_overwrite_then_kill(Merge::DeleteSnapshot).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clone_deleted_before_a_kill_keeps_its_data() {
+        merge_then_overwrite_then_kill(Merge::DeleteVolume).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_volume_rolled_back_before_a_kill_keeps_its_data() {
+        merge_then_overwrite_then_kill(Merge::Rollback).await;
     }
 }
