@@ -212,6 +212,82 @@ pub struct Config {
     /// Linux LIO (Fibre Channel and loopback targets through TCMU).
     #[serde(default)]
     pub lio: LioCfg,
+    /// Resource limits against hostile or broken clients.
+    #[serde(default)]
+    pub limits: LimitsCfg,
+}
+
+/// Resource limits: how many connections the iSCSI portals and the admin API hold, how
+/// much WRITE data the daemon buffers for initiators, and how long an admin connection may
+/// idle. Each bounds memory or sockets a client could otherwise claim without limit
+/// (before authenticating, for most of them); docs/configuration.md justifies the defaults.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsCfg {
+    /// iSCSI connections in all phases, across all portals.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// iSCSI connections from one IP address.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: u32,
+    /// iSCSI connections that have not finished logging in.
+    #[serde(default = "default_max_logins_in_progress")]
+    pub max_logins_in_progress: u32,
+    /// WRITE data buffered for all initiators together (received or solicited, until the
+    /// device server has written it).
+    #[serde(default = "default_write_buffer")]
+    pub write_buffer_bytes: ByteSize,
+    /// Admin API connections open at once on the TCP listener.
+    #[serde(default = "default_admin_max_connections")]
+    pub admin_max_connections: u32,
+    /// Longest admin request line accepted before a connection has shown the bearer token
+    /// (TCP); authorised connections and the Unix socket may send up to 1 MiB.
+    #[serde(default = "default_admin_unauthenticated_request")]
+    pub admin_max_unauthenticated_request_bytes: ByteSize,
+    /// Seconds an admin connection may stay silent (no request in progress) before the
+    /// daemon closes it.
+    #[serde(default = "default_admin_idle_timeout")]
+    pub admin_idle_timeout_secs: u64,
+}
+
+fn default_max_connections() -> u32 {
+    1024
+}
+fn default_max_connections_per_address() -> u32 {
+    64
+}
+fn default_max_logins_in_progress() -> u32 {
+    64
+}
+fn default_write_buffer() -> ByteSize {
+    ByteSize(512 << 20)
+}
+fn default_admin_max_connections() -> u32 {
+    16
+}
+fn default_admin_unauthenticated_request() -> ByteSize {
+    ByteSize(8 << 10)
+}
+fn default_admin_idle_timeout() -> u64 {
+    300
+}
+
+/// Smallest `limits.write_buffer_bytes`: twice the largest Data-Out one command may carry
+/// (the iSCSI front end's per-command cap), so any single command can always be admitted.
+pub const MIN_WRITE_BUFFER: u64 = 2 * crate::iscsi::cmd::MAX_COMMAND_DATA as u64;
+
+impl Default for LimitsCfg {
+    fn default() -> Self {
+        LimitsCfg {
+            max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
+            max_logins_in_progress: default_max_logins_in_progress(),
+            write_buffer_bytes: default_write_buffer(),
+            admin_max_connections: default_admin_max_connections(),
+            admin_max_unauthenticated_request_bytes: default_admin_unauthenticated_request(),
+            admin_idle_timeout_secs: default_admin_idle_timeout(),
+        }
+    }
 }
 
 /// Where LIO's configfs and the TCMU devices are, and how backstores are sized. Only used
@@ -446,7 +522,7 @@ fn default_nop_timeout() -> u64 {
     30
 }
 fn default_login_timeout() -> u64 {
-    30
+    15
 }
 fn default_mrdsl() -> u32 {
     256 * 1024
@@ -681,6 +757,56 @@ impl Config {
         }
         if t.login_timeout_secs == 0 {
             return Err(("iscsi.login_timeout_secs".into(), "must be positive".into()));
+        }
+        let l = &self.limits;
+        for (name, v, max) in [
+            ("max_connections", l.max_connections, 65536),
+            (
+                "max_connections_per_address",
+                l.max_connections_per_address,
+                l.max_connections,
+            ),
+            (
+                "max_logins_in_progress",
+                l.max_logins_in_progress,
+                l.max_connections,
+            ),
+            ("admin_max_connections", l.admin_max_connections, 4096),
+        ] {
+            if v == 0 || v > max {
+                return Err((
+                    format!("limits.{name}"),
+                    format!("must be between 1 and {max}, got {v}"),
+                ));
+            }
+        }
+        if l.write_buffer_bytes.0 < MIN_WRITE_BUFFER {
+            return Err((
+                "limits.write_buffer_bytes".into(),
+                format!(
+                    "must be at least {} (twice the largest Data-Out of one command), got {}",
+                    ByteSize(MIN_WRITE_BUFFER),
+                    l.write_buffer_bytes
+                ),
+            ));
+        }
+        let req = l.admin_max_unauthenticated_request_bytes.0;
+        let max_req = crate::admin::proto::MAX_REQUEST_LINE as u64;
+        if !(512..=max_req).contains(&req) {
+            return Err((
+                "limits.admin_max_unauthenticated_request_bytes".into(),
+                format!(
+                    "must be between 512B and {}, got {}",
+                    ByteSize(max_req),
+                    l.admin_max_unauthenticated_request_bytes
+                ),
+            ));
+        }
+        if l.admin_idle_timeout_secs == 0 {
+            return Err((
+                "limits.admin_idle_timeout_secs".into(),
+                "must be positive".into(),
+            ));
         }
         if self.lio.max_data_area_mb == 0 || self.lio.max_data_area_mb > 2048 {
             return Err((

@@ -131,15 +131,16 @@ impl Daemon {
                 }
             }
         }
-        let admin = match AdminServer::start(lunmgr.clone(), &config.data_dir, &admin) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                server.shutdown(Duration::from_secs(1)).await;
-                lio.shutdown().await;
-                let _ = pool.close().await;
-                return Err(e);
-            }
-        };
+        let admin =
+            match AdminServer::start(lunmgr.clone(), &config.data_dir, &admin, &config.limits) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    server.shutdown(Duration::from_secs(1)).await;
+                    lio.shutdown().await;
+                    let _ = pool.close().await;
+                    return Err(e);
+                }
+            };
         Ok(Daemon {
             pool,
             server,

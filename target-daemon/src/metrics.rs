@@ -93,6 +93,8 @@ pub struct Metrics {
     pdus_rejected: IntCounterVec,
     digest_errors: IntCounterVec,
     tmf_requests: IntCounterVec,
+    limit_refusals: IntCounterVec,
+    write_buffer: IntGauge,
     pool_capacity: IntGauge,
     pool_used: IntGauge,
     pool_free: IntGauge,
@@ -410,6 +412,17 @@ impl Metrics {
                 "Task management requests by function",
                 &["function"],
             ),
+            limit_refusals: counter_vec(
+                &r,
+                "lunar_limit_refusals_total",
+                "Connections, requests and commands refused (or closed) by a resource limit, by limit",
+                &["limit"],
+            ),
+            write_buffer: gauge(
+                &r,
+                "lunar_iscsi_write_buffer_bytes",
+                "WRITE data reserved in the write buffer budget (limits.write_buffer_bytes)",
+            ),
             pool_capacity: gauge(&r, "lunar_pool_capacity_bytes", "Pool data capacity"),
             pool_used: gauge(&r, "lunar_pool_used_bytes", "Pool bytes holding data"),
             pool_free: gauge(
@@ -630,6 +643,17 @@ impl Metrics {
     /// A task management request (`function` such as "abort_task", "lun_reset").
     pub fn tmf(&self, function: &str) {
         self.tmf_requests.with_label_values(&[function]).inc();
+    }
+
+    /// A resource limit refused something; `limit` is a fixed word naming it (see
+    /// docs/metrics.md).
+    pub fn limit_refusal(&self, limit: &str) {
+        self.limit_refusals.with_label_values(&[limit]).inc();
+    }
+
+    /// The write buffer budget grew (or, negative, shrank) by `delta` bytes.
+    pub fn write_buffer_delta(&self, delta: i64) {
+        self.write_buffer.add(delta);
     }
 
     /// A flush request reached the pool.

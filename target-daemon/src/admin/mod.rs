@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::task::JoinHandle;
 
+use crate::config::LimitsCfg;
 use crate::lunmgr::state::ChapRecord;
 use crate::lunmgr::{LunManager, MgrError};
 use crate::secret::Secret;
@@ -42,11 +43,13 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds the Unix socket (and the TCP address if configured) and starts serving.
+    /// Binds the Unix socket (and the TCP address if configured) and starts serving, within
+    /// the admin limits of `limits`.
     pub fn start(
         mgr: Arc<LunManager>,
         data_dir: &Path,
         opts: &AdminOptions,
+        limits: &LimitsCfg,
     ) -> anyhow::Result<AdminServer> {
         let socket = opts
             .socket
@@ -59,6 +62,13 @@ impl AdminServer {
         let unix = socket::bind_private(&socket)?;
         let mut tasks = Vec::new();
         let m = mgr.clone();
+        let idle = std::time::Duration::from_secs(limits.admin_idle_timeout_secs);
+        // The Unix socket is mode 0600: its clients are the daemon's own user, trusted with
+        // full-size requests from the start.
+        let local = ConnLimits {
+            idle,
+            unauthenticated_line: MAX_REQUEST_LINE,
+        };
         tasks.push(tokio::spawn(async move {
             loop {
                 match unix.accept().await {
@@ -66,7 +76,7 @@ impl AdminServer {
                         let m = m.clone();
                         tokio::spawn(async move {
                             let (r, w) = s.into_split();
-                            serve_conn(m, r, w, None).await;
+                            serve_conn(m, r, w, None, local).await;
                         });
                     }
                     Err(e) => {
@@ -84,16 +94,35 @@ impl AdminServer {
             let l = tokio::net::TcpListener::from_std(std_l)?;
             tcp_addr = Some(l.local_addr()?);
             let token: Arc<str> = Arc::from(opts.token.as_ref().map_or("", Secret::expose));
+            let remote = ConnLimits {
+                idle,
+                unauthenticated_line: usize::try_from(
+                    limits.admin_max_unauthenticated_request_bytes.0,
+                )
+                .unwrap_or(MAX_REQUEST_LINE)
+                .min(MAX_REQUEST_LINE),
+            };
+            let slots = Arc::new(tokio::sync::Semaphore::new(
+                limits.admin_max_connections as usize,
+            ));
             tasks.push(tokio::spawn(async move {
                 loop {
                     match l.accept().await {
                         Ok((s, peer)) => {
+                            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                                // Told why, then closed: the refusal holds no task.
+                                crate::metrics::global().limit_refusal("admin_connections");
+                                tracing::warn!(%peer, "admin TCP client refused: too many admin connections");
+                                tokio::spawn(refuse(s));
+                                continue;
+                            };
                             tracing::debug!(%peer, "admin TCP client");
                             let m = mgr.clone();
                             let token = token.clone();
                             tokio::spawn(async move {
+                                let _permit = permit;
                                 let (r, w) = s.into_split();
-                                serve_conn(m, r, w, Some(token)).await;
+                                serve_conn(m, r, w, Some(token), remote).await;
                             });
                         }
                         Err(e) => {
@@ -145,35 +174,76 @@ fn token_matches(given: &str, want: &str) -> bool {
     diff == 0
 }
 
-/// Reads request lines until EOF; one response line per request.
-async fn serve_conn<R, W>(mgr: Arc<LunManager>, r: R, mut w: W, token: Option<Arc<str>>)
-where
+/// What one admin connection may cost.
+#[derive(Clone, Copy, Debug)]
+struct ConnLimits {
+    /// Longest wait for the next whole request line; then the connection is closed.
+    idle: std::time::Duration,
+    /// Longest request line until a request has carried the right token (TCP).
+    unauthenticated_line: usize,
+}
+
+/// Answers a client over the connection limit with one error line and closes.
+async fn refuse(mut s: tokio::net::TcpStream) {
+    let r = Response::err("busy", "too many admin connections; try again later");
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        write_response(&mut s, &r),
+    )
+    .await;
+}
+
+/// Reads request lines until EOF; one response line per request. A request line must arrive
+/// whole within `limits.idle` of the previous answer (so neither a silent client nor one
+/// trickling bytes holds the connection), and may be at most
+/// `limits.unauthenticated_line` bytes until the connection has shown the token, so an
+/// unauthenticated client costs a few KiB, not a megabyte.
+async fn serve_conn<R, W>(
+    mgr: Arc<LunManager>,
+    r: R,
+    mut w: W,
+    token: Option<Arc<str>>,
+    limits: ConnLimits,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut r = BufReader::new(r);
     let mut line = Vec::new();
+    let mut authenticated = token.is_none();
     loop {
         line.clear();
-        // Bounded read: never buffer more than MAX_REQUEST_LINE + 1 bytes.
-        let n = match (&mut r)
-            .take(MAX_REQUEST_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await
-        {
-            Ok(n) => n,
-            Err(e) => {
+        let max_line = if authenticated {
+            MAX_REQUEST_LINE
+        } else {
+            limits.unauthenticated_line
+        };
+        // Bounded read: never buffer more than max_line + 1 bytes.
+        let mut bounded = (&mut r).take(max_line as u64 + 1);
+        let read = bounded.read_until(b'\n', &mut line);
+        let n = match tokio::time::timeout(limits.idle, read).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
                 tracing::debug!("admin connection read error: {e}");
+                return;
+            }
+            Err(_) => {
+                crate::metrics::global().limit_refusal("admin_idle_timeout");
+                tracing::debug!(
+                    "admin connection closed: no whole request within {}s",
+                    limits.idle.as_secs()
+                );
                 return;
             }
         };
         if n == 0 {
             return;
         }
-        let resp = if line.len() > MAX_REQUEST_LINE {
+        let resp = if line.len() > max_line {
+            crate::metrics::global().limit_refusal("admin_request_size");
             let r = Response::err(
                 "bad_request",
-                format!("request longer than {MAX_REQUEST_LINE} bytes"),
+                format!("request longer than {max_line} bytes"),
             );
             let _ = write_response(&mut w, &r).await;
             return;
@@ -191,6 +261,7 @@ where
                             .is_some_and(|g| token_matches(g.expose(), want)),
                     };
                     if authorized {
+                        authenticated = true;
                         dispatch(&mgr, req.request).await
                     } else {
                         Response::err("unauthorized", "missing or wrong bearer token")

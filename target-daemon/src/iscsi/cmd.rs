@@ -14,7 +14,8 @@ use bytes::Bytes;
 use scsi_proto::iscsi::pdu::{self, Bhs, Pdu, RejectReason, TaskAttribute};
 use tokio::sync::{oneshot, watch};
 
-use super::conn::{header_of, Conn, PendingEntry, WRITE_BUDGET};
+use super::budget::Grant;
+use super::conn::{header_of, Conn, DataError, PendingEntry, WriteData};
 use super::datain::{self, CmdInfo, DataInLimits};
 use super::r2t::{DataOutResult, PendingWrite};
 use super::session::TaskHandle;
@@ -70,23 +71,26 @@ async fn wait_all(list: Vec<watch::Receiver<()>>) {
     }
 }
 
-/// Largest Data-Out one command may transfer; the device server advertises far less
-/// (Block Limits VPD), so only hostile or broken initiators reach it.
-pub const MAX_COMMAND_DATA: u32 = 64 * 1024 * 1024;
+/// Largest Data-Out one command may transfer, whatever the CDB says: a backstop above
+/// anything the device server accepts (8 MiB: the Block Limits MAXIMUM TRANSFER LENGTH and
+/// the largest COMPARE AND WRITE), for commands whose Data-Out is "all the initiator sends".
+pub const MAX_COMMAND_DATA: u32 = 16 * 1024 * 1024;
 
 /// Distinguishes task table entries that reuse an ITT.
 static TASK_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 /// Where a task gets its Data-Out from.
 enum DataSource {
-    Ready(Bytes, u32),
-    Wait(oneshot::Receiver<Result<(Bytes, u32), &'static str>>),
+    Ready(Bytes, Option<Grant>),
+    Wait(oneshot::Receiver<Result<WriteData, DataError>>),
 }
 
 /// What a finished command has to report.
 enum Outcome {
     /// Its Data-Out did not arrive as the protocol requires.
     DataPhaseError,
+    /// The write buffer budget could not hold its data.
+    TaskSetFull,
     /// The device server ran it; `r2ts` is the number of R2Ts its data took.
     Done { r2ts: u32, resp: ScsiResponse },
 }
@@ -107,6 +111,17 @@ fn outcome_pdus(mut info: CmdInfo, outcome: Outcome, limits: DataInLimits) -> Ve
                 &info,
                 datain::CHECK_CONDITION,
                 Some(sense),
+                Bytes::new(),
+                0,
+                limits,
+            )
+        }
+        Outcome::TaskSetFull => {
+            info.read = false;
+            datain::result_pdus(
+                &info,
+                crate::scsi::status::TASK_SET_FULL,
+                None,
                 Bytes::new(),
                 0,
                 limits,
@@ -249,18 +264,23 @@ impl Conn {
             return Ok(());
         }
 
-        // Data source.
+        // Data source. A write reserves all the data it keeps in the write buffer budget
+        // before any is solicited (see `budget.rs`); the connection's writes get budget in
+        // arrival order.
         let mut new_pending = None;
         let source = if cmd.write && edtl > 0 {
-            let pw = match PendingWrite::new(
-                itt,
-                cmd.lun,
-                edtl,
-                want,
-                pdu.data.clone(),
-                cmd.final_bit,
-                &self.write_params,
-            ) {
+            let new_write = |want: u32, params: &super::r2t::WriteParams| {
+                PendingWrite::new(
+                    itt,
+                    cmd.lun,
+                    edtl,
+                    want,
+                    pdu.data.clone(),
+                    cmd.final_bit,
+                    params,
+                )
+            };
+            let mut pw = match new_write(want, &self.write_params) {
                 Ok(pw) => pw,
                 Err(why) => {
                     tracing::debug!(peer = %self.peer, "rejecting command: {why}");
@@ -269,16 +289,47 @@ impl Conn {
                     return Ok(());
                 }
             };
+            let queue_free = !self.pending.values().any(PendingEntry::waits_for_budget);
+            let grant = if want > 0 && queue_free {
+                self.server.write_budget.try_reserve(u64::from(want))
+            } else {
+                None
+            };
+            let mut refused = false;
+            if want > 0 && grant.is_none() && pw.has_unsolicited() {
+                // Data is coming that the target did not ask for and cannot hold: take it
+                // in without keeping it (a write that keeps nothing), then TASK SET FULL.
+                refused = true;
+                crate::metrics::global().limit_refusal("write_buffer");
+                tracing::debug!(peer = %self.peer, itt, want, "write buffer budget exhausted: TASK SET FULL");
+                match new_write(0, &self.write_params) {
+                    Ok(p) => pw = p,
+                    Err(why) => {
+                        tracing::debug!(peer = %self.peer, "rejecting command: {why}");
+                        self.reject(RejectReason::ProtocolError, header_of(&pdu))
+                            .await;
+                        return Ok(());
+                    }
+                }
+            }
+            if refused && pw.is_complete() {
+                self.flush_out().await;
+                let info = CmdInfo {
+                    read: false,
+                    ..info
+                };
+                send_outcome(&self.writer, info, Outcome::TaskSetFull, self.datain_limits).await;
+                return Ok(());
+            }
             if pw.is_complete() {
-                let mut pw = pw;
-                DataSource::Ready(pw.take_data(), 0)
+                DataSource::Ready(pw.take_data(), grant)
             } else {
                 let (tx, rx) = oneshot::channel();
-                new_pending = Some((pw, tx));
+                new_pending = Some((pw, tx, grant, refused));
                 DataSource::Wait(rx)
             }
         } else {
-            DataSource::Ready(Bytes::new(), 0)
+            DataSource::Ready(Bytes::new(), None)
         };
 
         let (done_tx, done_rx) = watch::channel(());
@@ -295,11 +346,13 @@ impl Conn {
         // knows whether the task was in the task table (and so may have been aborted).
         let exec = async move {
             wait_all(barrier).await;
-            let (data_out, r2ts) = match source {
-                DataSource::Ready(b, n) => (b, n),
+            // `_grant` holds the data's budget until the device server is done with it.
+            let (data_out, r2ts, _grant) = match source {
+                DataSource::Ready(b, g) => (b, 0, g),
                 DataSource::Wait(rx) => match rx.await {
-                    Ok(Ok(v)) => v,
-                    Ok(Err(why)) => {
+                    Ok(Ok(w)) => (w.data, w.r2ts, w.grant),
+                    Ok(Err(DataError::NoBuffer)) => return Some(Outcome::TaskSetFull),
+                    Ok(Err(DataError::Protocol(why))) => {
                         tracing::debug!(itt, "write data error: {why}");
                         return Some(Outcome::DataPhaseError);
                     }
@@ -371,15 +424,16 @@ impl Conn {
             );
         }
         self.session.update_window();
-        if let Some((pw, tx)) = new_pending {
+        if let Some((pw, tx, grant, refused)) = new_pending {
             self.pending_seq += 1;
-            self.budget_used += pw.reserved;
             self.pending.insert(
                 itt,
                 PendingEntry {
                     pw,
                     data_tx: tx,
                     seq: self.pending_seq,
+                    grant,
+                    refused,
                 },
             );
             self.issue_r2ts().await;
@@ -407,12 +461,16 @@ impl Conn {
         };
         if let Some(v) = verdict {
             if let Some(mut e) = self.pending.remove(&itt) {
-                self.budget_used = self.budget_used.saturating_sub(e.pw.reserved);
                 let msg = match v {
-                    Ok(()) => Ok((e.pw.take_data(), e.pw.r2t_count)),
+                    Ok(()) if e.refused => Err(DataError::NoBuffer),
+                    Ok(()) => Ok(WriteData {
+                        data: e.pw.take_data(),
+                        r2ts: e.pw.r2t_count,
+                        grant: e.grant.take(),
+                    }),
                     Err(why) => {
                         tracing::debug!(peer = %self.peer, itt, "bad Data-Out: {why}");
-                        Err(why)
+                        Err(DataError::Protocol(why))
                     }
                 };
                 let _ = e.data_tx.send(msg);
@@ -421,52 +479,52 @@ impl Conn {
         self.issue_r2ts().await;
     }
 
-    /// Sends the R2Ts pending writes may have now, oldest write first, within the
-    /// connection's buffer budget (the oldest write is always allowed to proceed).
+    /// Sends the R2Ts pending writes may have now, oldest write first. A write solicits
+    /// nothing until it holds a grant for all its data; grants go in arrival order, so a
+    /// write that does not fit keeps the later ones of this connection waiting too (a
+    /// later write granted first could be an ORDERED task's successor waiting on it).
     pub(crate) async fn issue_r2ts(&mut self) {
         if self.pending.is_empty() {
+            self.budget_waiting = false;
             return;
         }
-        let mut order: Vec<(u64, u32)> = self
-            .pending
-            .iter()
-            .filter(|(_, e)| e.pw.needs_r2t())
-            .map(|(k, e)| (e.seq, *k))
-            .collect();
-        if order.is_empty() {
-            return;
-        }
+        // Seen now: budget returned from here on wakes the connection again.
+        self.budget_freed.borrow_and_update();
+        let mut order: Vec<(u64, u32)> = self.pending.iter().map(|(k, e)| (e.seq, *k)).collect();
         order.sort_unstable();
-        let oldest = self.pending.values().map(|e| e.seq).min().unwrap_or(0);
         let mut out = Vec::new();
         let params = self.write_params;
-        for (seq, itt) in order {
+        let mut blocked = false;
+        for (_, itt) in order {
             let Some(e) = self.pending.get_mut(&itt) else {
                 continue;
             };
+            if e.waits_for_budget() {
+                if blocked {
+                    continue;
+                }
+                match self.server.write_budget.try_reserve(u64::from(e.pw.want())) {
+                    Some(g) => e.grant = Some(g),
+                    None => {
+                        blocked = true;
+                        continue;
+                    }
+                }
+            }
+            if e.refused || !e.pw.needs_r2t() {
+                continue;
+            }
             let next_ttt = &mut self.next_ttt;
-            let used = &mut self.budget_used;
-            let r2ts = e.pw.next_r2ts(
-                &params,
-                || {
-                    let t = *next_ttt;
-                    *next_ttt = next_ttt.wrapping_add(1);
-                    if *next_ttt == pdu::RESERVED_TAG {
-                        *next_ttt = 1;
-                    }
-                    t
-                },
-                |len| {
-                    if seq == oldest || *used + u64::from(len) <= WRITE_BUDGET {
-                        *used += u64::from(len);
-                        true
-                    } else {
-                        false
-                    }
-                },
-            );
-            out.extend(r2ts);
+            out.extend(e.pw.next_r2ts(&params, || {
+                let t = *next_ttt;
+                *next_ttt = next_ttt.wrapping_add(1);
+                if *next_ttt == pdu::RESERVED_TAG {
+                    *next_ttt = 1;
+                }
+                t
+            }));
         }
+        self.budget_waiting = blocked;
         // All R2Ts of this round in one vectored write: the reader task pays one syscall per
         // round instead of one per R2T.
         if !out.is_empty() {
@@ -476,19 +534,10 @@ impl Conn {
         }
     }
 
-    /// Drops pending writes whose task is gone (aborted), returning their budget.
+    /// Drops pending writes whose task is gone (aborted); their grants return to the
+    /// budget.
     pub(crate) fn purge_pending(&mut self) {
-        let dead: Vec<u32> = self
-            .pending
-            .iter()
-            .filter(|(_, e)| e.data_tx.is_closed())
-            .map(|(k, _)| *k)
-            .collect();
-        for itt in dead {
-            if let Some(e) = self.pending.remove(&itt) {
-                self.budget_used = self.budget_used.saturating_sub(e.pw.reserved);
-            }
-        }
+        self.pending.retain(|_, e| !e.data_tx.is_closed());
     }
 }
 

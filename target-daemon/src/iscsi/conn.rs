@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::budget::Grant;
 use super::datain::DataInLimits;
 use super::nop::NopState;
 use super::r2t::{PendingWrite, WriteParams};
@@ -26,11 +27,6 @@ use super::session::Session;
 use super::text::TextState;
 use super::writer::{Out, Writer};
 use super::{PortalInfo, Server};
-
-/// Largest amount of write data one connection buffers (received or solicited) before it
-/// holds back further R2Ts. The oldest pending write may always proceed, so this never
-/// deadlocks.
-pub const WRITE_BUDGET: u64 = 64 * 1024 * 1024;
 
 /// Why reading the next PDU failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,12 +87,43 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// A write command's data, handed from the reader to the command's task.
+pub(crate) struct WriteData {
+    pub data: Bytes,
+    /// R2Ts the data took.
+    pub r2ts: u32,
+    /// The budget reservation covering `data`; held until the command completes.
+    pub grant: Option<Grant>,
+}
+
+/// Why a write command's data will not come.
+#[derive(Debug)]
+pub(crate) enum DataError {
+    /// The Data-Out broke the protocol.
+    Protocol(&'static str),
+    /// The write buffer budget could not cover the command: TASK SET FULL.
+    NoBuffer,
+}
+
 /// A write command still receiving data.
 pub(crate) struct PendingEntry {
     pub pw: PendingWrite,
-    pub data_tx: oneshot::Sender<Result<(Bytes, u32), &'static str>>,
-    /// Order of arrival; the oldest write may exceed the buffer budget.
+    pub data_tx: oneshot::Sender<Result<WriteData, DataError>>,
+    /// Order of arrival: budget is granted to a connection's writes in this order.
     pub seq: u64,
+    /// The budget reservation for the write's data; `None` while it waits for one (no R2T
+    /// goes out until then) or when it needs none.
+    pub grant: Option<Grant>,
+    /// The budget could not cover the write and the initiator sends data unasked: that data
+    /// is consumed without being kept, then the command ends with TASK SET FULL.
+    pub refused: bool,
+}
+
+impl PendingEntry {
+    /// Whether the write waits for budget before it may solicit its data.
+    pub fn waits_for_budget(&self) -> bool {
+        !self.refused && self.grant.is_none() && self.pw.want() > 0
+    }
 }
 
 /// Full feature phase state of one connection.
@@ -114,7 +141,10 @@ pub struct Conn {
     pub(crate) immediate_data: bool,
     pub(crate) pending: HashMap<u32, PendingEntry>,
     pub(crate) pending_seq: u64,
-    pub(crate) budget_used: u64,
+    /// Changes whenever write buffer budget is returned (see [`Conn::issue_r2ts`]).
+    pub(crate) budget_freed: watch::Receiver<u64>,
+    /// A pending write waits for budget: retry when `budget_freed` changes.
+    pub(crate) budget_waiting: bool,
     pub(crate) next_ttt: u32,
     pub(crate) text: TextState,
     pub(crate) text_in: TextAssembler,
@@ -131,7 +161,12 @@ pub struct Conn {
 }
 
 /// Serves one accepted TCP connection to the end.
-pub async fn serve(server: Arc<Server>, stream: TcpStream, portal: PortalInfo) {
+pub async fn serve(
+    server: Arc<Server>,
+    stream: TcpStream,
+    portal: PortalInfo,
+    mut slot: super::admission::ConnSlot,
+) {
     let Some(_token) = server.conn_token() else {
         return;
     };
@@ -160,6 +195,7 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, portal: PortalInfo) {
                 None
             }
             Err(_) => {
+                crate::metrics::global().limit_refusal("iscsi_login_timeout");
                 tracing::info!(%peer, "login timed out after {}s", login_timeout.as_secs());
                 None
             }
@@ -170,6 +206,7 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, portal: PortalInfo) {
         close_writer(&writer).await;
         return;
     };
+    slot.logged_in();
 
     let close_rx = done.close_rx.clone();
     let p = &done.params;
@@ -195,7 +232,8 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, portal: PortalInfo) {
         immediate_data: p.immediate_data,
         pending: HashMap::new(),
         pending_seq: 0,
-        budget_used: 0,
+        budget_freed: server.write_budget.subscribe(),
+        budget_waiting: false,
         next_ttt: 1,
         text: TextState::default(),
         text_in: TextAssembler::new(),
@@ -271,6 +309,11 @@ impl Conn {
                         return;
                     }
                 },
+                _ = self.budget_freed.changed(), if self.budget_waiting => {
+                    // Budget came back: a write waiting for it may now solicit its data.
+                    self.flush_out().await;
+                    self.issue_r2ts().await;
+                }
                 _ = signalled(&mut close_rx) => {
                     tracing::info!(peer = %self.peer, "connection closed by session reinstatement or reset");
                     return;

@@ -3,6 +3,8 @@
 //! live in `scsi_proto::iscsi`; this module owns sockets, tasks, timers and the session table,
 //! and hands SCSI commands to the device server in [`crate::scsi`].
 
+pub mod admission;
+pub mod budget;
 pub mod cmd;
 pub mod conn;
 pub mod datain;
@@ -98,6 +100,10 @@ pub struct Server {
     pub(crate) tunables: IscsiCfg,
     /// Live sessions.
     pub(crate) sessions: SessionTable,
+    /// Connection limits (total, per address, logging in).
+    pub(crate) admission: Arc<admission::Admission>,
+    /// The WRITE data all connections may buffer together.
+    pub(crate) write_budget: Arc<budget::WriteBudget>,
     /// Bound portals (filled as listeners come up).
     portals: Mutex<Vec<PortalInfo>>,
     /// TPGTs of the configured (and bound) portals, ascending: every target is exported
@@ -130,6 +136,8 @@ impl Server {
             discovery_chap: config.discovery.chap.clone(),
             tunables: config.iscsi.clone(),
             sessions: SessionTable::default(),
+            admission: admission::Admission::new(&config.limits),
+            write_budget: budget::WriteBudget::new(config.limits.write_buffer_bytes.0),
             portals: Mutex::new(Vec::new()),
             port_groups: Mutex::new(port_groups),
             shutdown_tx,
@@ -245,6 +253,17 @@ impl Server {
     /// Portals currently serving.
     pub fn portals(&self) -> Vec<PortalInfo> {
         self.portals.lock().clone()
+    }
+
+    /// Bytes of WRITE data reserved in the write buffer budget now (also the
+    /// `lunar_iscsi_write_buffer_bytes` gauge, which is process-wide).
+    pub fn write_buffer_used(&self) -> u64 {
+        self.write_budget.used()
+    }
+
+    /// iSCSI connections open now, logging in or logged in.
+    pub fn connection_count(&self) -> u32 {
+        self.admission.connections()
     }
 
     /// Number of live sessions.

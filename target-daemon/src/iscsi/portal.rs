@@ -59,10 +59,18 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener, portal: PortalInf
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    tracing::debug!(%peer, portal = %portal.local, "connection accepted");
-                    tokio::spawn(super::conn::serve(server.clone(), stream, portal.clone()));
-                }
+                Ok((stream, peer)) => match server.admission.admit(peer.ip()) {
+                    Ok(slot) => {
+                        tracing::debug!(%peer, portal = %portal.local, "connection accepted");
+                        tokio::spawn(super::conn::serve(server.clone(), stream, portal.clone(), slot));
+                    }
+                    Err(limit) => {
+                        // Closed before reading anything: the refusal costs no buffer.
+                        crate::metrics::global().limit_refusal(limit.label());
+                        tracing::warn!(%peer, portal = %portal.local, limit = limit.label(), "connection refused: limit reached");
+                        drop(stream);
+                    }
+                },
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
                     tracing::warn!(portal = %portal.local, "accept failed: {e}");

@@ -75,8 +75,6 @@ pub struct PendingWrite {
     r2t_sn: u32,
     /// R2Ts sent so far (the command's ExpDataSN in the SCSI Response).
     pub r2t_count: u32,
-    /// Bytes reserved against the connection's buffer budget.
-    pub reserved: u64,
 }
 
 impl PendingWrite {
@@ -120,7 +118,6 @@ impl PendingWrite {
             r2ts: Vec::new(),
             r2t_sn: 0,
             r2t_count: 0,
-            reserved: u64::from(unsolicited_end),
         };
         w.store(immediate);
         Ok(w)
@@ -199,6 +196,18 @@ impl PendingWrite {
         DataOutResult::Accepted
     }
 
+    /// Bytes this write keeps for the device server (what it reserves in the write buffer
+    /// budget).
+    pub fn want(&self) -> u32 {
+        self.want
+    }
+
+    /// Whether the initiator sends data without being asked: immediate data or unsolicited
+    /// Data-Out. Only solicited data can be held back.
+    pub fn has_unsolicited(&self) -> bool {
+        self.unsolicited_end > 0
+    }
+
     /// Whether every byte needed has arrived and nothing more is expected.
     pub fn is_complete(&self) -> bool {
         !self.unsolicited_open && self.r2ts.is_empty() && self.next_solicit >= self.want
@@ -231,14 +240,9 @@ impl PendingWrite {
         }
     }
 
-    /// Builds the R2Ts to send now. `ttt` allocates Target Transfer Tags; `budget(len)`
-    /// reserves buffer space and may refuse (the R2T is then sent later).
-    pub fn next_r2ts(
-        &mut self,
-        p: &WriteParams,
-        mut ttt: impl FnMut() -> u32,
-        mut budget: impl FnMut(u32) -> bool,
-    ) -> Vec<R2t> {
+    /// Builds the R2Ts to send now (the caller has reserved the buffer space for all of
+    /// `want`). `ttt` allocates Target Transfer Tags.
+    pub fn next_r2ts(&mut self, p: &WriteParams, mut ttt: impl FnMut() -> u32) -> Vec<R2t> {
         let mut out = Vec::new();
         if self.unsolicited_open {
             return out;
@@ -247,10 +251,6 @@ impl PendingWrite {
             && self.next_solicit < self.want
         {
             let len = (self.want - self.next_solicit).min(p.max_burst.max(512));
-            if !budget(len) {
-                break;
-            }
-            self.reserved += u64::from(len);
             let tag = ttt();
             self.r2ts.push(Solicited {
                 ttt: tag,
@@ -312,7 +312,7 @@ mod tests {
         let p = params(true);
         let mut w = PendingWrite::new(7, 0, 4096, 4096, bytes(4096, 1), true, &p).unwrap();
         assert!(w.is_complete());
-        assert!(w.next_r2ts(&p, || 1, |_| true).is_empty());
+        assert!(w.next_r2ts(&p, || 1).is_empty());
         assert_eq!(w.take_data().len(), 4096);
     }
 
@@ -322,14 +322,10 @@ mod tests {
         let total = 5 * 16384;
         let mut w = PendingWrite::new(7, 0, total, total, bytes(1024, 1), true, &p).unwrap();
         let mut tag = 0;
-        let r = w.next_r2ts(
-            &p,
-            || {
-                tag += 1;
-                tag
-            },
-            |_| true,
-        );
+        let r = w.next_r2ts(&p, || {
+            tag += 1;
+            tag
+        });
         assert_eq!(r.len(), 2);
         assert_eq!(
             (r[0].buffer_offset, r[0].desired_data_transfer_length),
@@ -345,14 +341,10 @@ mod tests {
             w.on_data_out(&dout(1, 1, 1024 + 8192, true), bytes(8192, 2)),
             DataOutResult::Accepted
         );
-        let r = w.next_r2ts(
-            &p,
-            || {
-                tag += 1;
-                tag
-            },
-            |_| true,
-        );
+        let r = w.next_r2ts(&p, || {
+            tag += 1;
+            tag
+        });
         assert_eq!(r.len(), 1);
         assert!(!w.is_complete());
         // Wrong DataSN / offset are refused.
@@ -375,14 +367,14 @@ mod tests {
         let p = params(false);
         let mut w = PendingWrite::new(7, 0, 20000, 20000, bytes(4096, 1), false, &p).unwrap();
         assert!(
-            w.next_r2ts(&p, || 5, |_| true).is_empty(),
+            w.next_r2ts(&p, || 5).is_empty(),
             "no R2T while unsolicited data flows"
         );
         assert_eq!(
             w.on_data_out(&dout(RESERVED_TAG, 0, 4096, true), bytes(4096, 2)),
             DataOutResult::Accepted
         );
-        let r = w.next_r2ts(&p, || 5, |_| true);
+        let r = w.next_r2ts(&p, || 5);
         assert_eq!(r.len(), 1);
         assert_eq!(
             (r[0].buffer_offset, r[0].desired_data_transfer_length),
@@ -410,7 +402,7 @@ mod tests {
     fn tiny_pdus_are_copied_and_reassembled() {
         let p = params(true);
         let mut w = PendingWrite::new(7, 0, 3000, 3000, Bytes::new(), true, &p).unwrap();
-        let r = w.next_r2ts(&p, || 9, |_| true);
+        let r = w.next_r2ts(&p, || 9);
         assert_eq!(r.len(), 1);
         for i in 0..3000u32 {
             let fin = i == 2999;
@@ -435,11 +427,15 @@ mod tests {
     }
 
     #[test]
-    fn budget_defers_r2t() {
+    fn unsolicited_data_is_known_up_front() {
+        let p = params(false);
+        let w = PendingWrite::new(7, 0, 65536, 65536, Bytes::new(), false, &p).unwrap();
+        assert!(w.has_unsolicited(), "unsolicited Data-Out will follow");
         let p = params(true);
-        let mut w = PendingWrite::new(7, 0, 65536, 65536, Bytes::new(), true, &p).unwrap();
-        assert!(w.next_r2ts(&p, || 1, |_| false).is_empty());
-        assert!(w.needs_r2t());
-        assert_eq!(w.next_r2ts(&p, || 1, |_| true).len(), 2);
+        let w = PendingWrite::new(7, 0, 65536, 65536, Bytes::new(), true, &p).unwrap();
+        assert!(!w.has_unsolicited(), "everything is solicited");
+        let w = PendingWrite::new(7, 0, 65536, 65536, bytes(512, 1), true, &p).unwrap();
+        assert!(w.has_unsolicited(), "immediate data");
+        assert_eq!(w.want(), 65536);
     }
 }

@@ -389,12 +389,24 @@ impl ScsiTarget {
         self.luns.read().get(&lun).cloned()
     }
 
-    /// Data-Out length implied by a CDB (transfer length x block size for writes, parameter
-    /// list length for MODE SELECT/UNMAP...). `None` when the LUN does not exist or the CDB
-    /// does not decode (the command will fail without consuming data).
+    /// Bytes of Data-Out a transport should collect for a command before executing it:
+    /// transfer length x block size for writes, the parameter list length for MODE SELECT,
+    /// UNMAP, ... `None` means "all the initiator sends" (COMPARE AND WRITE, WRITE SAME).
+    /// `Some(0)` when the command will fail without using any data: the LUN does not exist,
+    /// the CDB does not decode, or the transfer exceeds the Block Limits the LUN advertises
+    /// (the device server then answers INVALID FIELD IN CDB, see
+    /// `sbc::exceeds_transfer_limits`), so a transport never buffers data for a
+    /// command the device server refuses for its size.
     pub fn data_out_len(&self, lun: u64, cdb: &[u8]) -> Option<u32> {
-        let l = self.lun(lun)?;
-        let c = cdb::parse(cdb).ok()?;
+        let Some(l) = self.lun(lun) else {
+            return Some(0);
+        };
+        let Ok(c) = cdb::parse(cdb) else {
+            return Some(0);
+        };
+        if sbc::exceeds_transfer_limits(&l.limits, &c.command) {
+            return Some(0);
+        }
         match c.command {
             // COMPARE AND WRITE and WRITE SAME need exactly 2 x NUMBER OF LOGICAL BLOCKS and
             // one block of Data-Out: take all the initiator sends (EDTL) so the device

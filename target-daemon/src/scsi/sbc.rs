@@ -2,10 +2,11 @@
 //! WRITE SAME, UNMAP, GET LBA STATUS, READ CAPACITY.
 
 use bytes::{Bytes, BytesMut};
-use scsi_proto::scsi::cdb::{check_lba_range, BlockRange, ByteCheck};
+use scsi_proto::scsi::cdb::{check_lba_range, BlockRange, ByteCheck, Command};
 use scsi_proto::scsi::lba_status::{self, LbaStatus, ProvisioningStatus};
 use scsi_proto::scsi::sense::{asc, Sense, SenseKey};
 use scsi_proto::scsi::unmap::{self, UnmapLimits};
+use scsi_proto::scsi::vpd::BlockLimits;
 use storage_core::StorageError;
 
 use super::sense_map::{storage_error, Access};
@@ -28,6 +29,27 @@ pub(super) fn write_err(e: StorageError) -> Sense {
         tracing::warn!("storage write failed: {e}");
     }
     storage_error(&e, Access::Write)
+}
+
+/// Whether `cmd` transfers more than the Block Limits page allows (SBC-4 6.6.4, table
+/// "Transfer limits for commands"): READ, WRITE, WRITE AND VERIFY, ORWRITE and a VERIFY
+/// that carries Data-Out over MAXIMUM TRANSFER LENGTH, COMPARE AND WRITE over MAXIMUM
+/// COMPARE AND WRITE LENGTH. The handlers below refuse exactly these with INVALID FIELD IN
+/// CDB pointing at the length field; transports ask first (through
+/// [`super::ScsiTarget::data_out_len`]) so they never buffer the data of such a command.
+/// A VERIFY without Data-Out is checked in pieces and may be longer.
+pub(crate) fn exceeds_transfer_limits(limits: &BlockLimits, cmd: &Command) -> bool {
+    match cmd {
+        Command::Read { range, .. }
+        | Command::Write { range, .. }
+        | Command::WriteAndVerify { range, .. }
+        | Command::OrWrite { range, .. } => range.blocks > limits.max_transfer,
+        Command::Verify { range, bytchk, .. } => {
+            *bytchk != ByteCheck::None && range.blocks > limits.max_transfer
+        }
+        Command::CompareAndWrite { blocks, .. } => *blocks > limits.max_compare_and_write,
+        _ => false,
+    }
 }
 
 impl Ctx<'_> {

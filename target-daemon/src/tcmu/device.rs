@@ -424,9 +424,9 @@ fn scatter(
 async fn execute(ctx: &Ctx, cmd: CmdEntry) -> Completion {
     let capacity = cmd.data_len();
     // The ring does not say which way the data goes: ask the device server. `None`
-    // (COMPARE AND WRITE, WRITE SAME, a CDB that does not decode, no such LUN) hands the
-    // buffer over as Data-Out, which costs nothing for one iovec and is what the
-    // commands that take "all the initiator sends" need.
+    // (COMPARE AND WRITE, WRITE SAME) hands the buffer over as Data-Out, which costs
+    // nothing for one iovec and is what the commands that take "all the initiator sends"
+    // need; `Some(0)` includes commands that will fail without data.
     let takes_out = !matches!(ctx.target.data_out_len(ctx.lun, &cmd.cdb), Some(0));
     let data_out = if takes_out {
         match gather(&ctx.mem, &cmd.iovs) {

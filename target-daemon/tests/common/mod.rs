@@ -51,6 +51,11 @@ pub fn kv(pairs: &[(&str, &str)]) -> Bytes {
 impl Initiator {
     pub async fn connect(addr: SocketAddr, name: &str) -> Initiator {
         let stream = TcpStream::connect(addr).await.expect("connect to lunard");
+        Initiator::over(stream, name)
+    }
+
+    /// An initiator on an already connected socket (e.g. bound to a chosen source address).
+    pub fn over(stream: TcpStream, name: &str) -> Initiator {
         stream.set_nodelay(true).expect("nodelay");
         Initiator {
             stream,

@@ -1,0 +1,472 @@
+//! Resource limits (`limits:` in the configuration): iSCSI connection caps, the login
+//! timeout, the advertised MAXIMUM TRANSFER LENGTH, the write buffer budget shared by all
+//! connections, and the admin API's connection cap, request size and idle timeout. Each test
+//! drives the daemon over loopback and checks what a hostile client gets refused, and that
+//! the daemon's own accounting (not RSS) stays within the configured bounds.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{cdb10, Initiator, RECV_LIMIT};
+use scsi_proto::iscsi::pdu::{self, Bhs, NopOut, Pdu};
+use target_daemon::config::Config;
+use target_daemon::daemon::Daemon;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+
+const WRITE10: u8 = 0x2a;
+const WRITE16: u8 = 0x8a;
+const TARGET: &str = "iqn.2026-11.io.lunar:limits";
+/// The LUN's MAXIMUM TRANSFER LENGTH: 8 MiB of 512-byte blocks (Block Limits VPD).
+const MTL_BLOCKS: u32 = 16384;
+
+async fn start(dir: &std::path::Path, limits: &str, iscsi: &str) -> Daemon {
+    start_with(
+        dir,
+        limits,
+        iscsi,
+        target_daemon::admin::AdminOptions::default(),
+    )
+    .await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    limits: &str,
+    iscsi: &str,
+    admin: target_daemon::admin::AdminOptions,
+) -> Daemon {
+    let yaml = format!(
+        r#"
+data_dir: {}
+pool: {{ path: pool, capacity: 256MiB }}
+portals: [{{ listen: "127.0.0.1:0" }}]
+iscsi: {{ nop_interval_secs: 0{iscsi} }}
+limits: {{ {limits} }}
+targets:
+  - iqn: {TARGET}
+    allow_any: true
+    luns: [{{ id: 0, volume: lim, size: 64MiB }}]
+"#,
+        dir.display()
+    );
+    let cfg = Config::from_yaml_str(&yaml, "test.yaml").expect("config");
+    Daemon::start_with(cfg, admin).await.expect("daemon starts")
+}
+
+/// The value of `lunar_limit_refusals_total{limit="<limit>"}` (process-wide: tests in this
+/// binary run in parallel, so callers compare before and after and only expect growth).
+fn refusals(limit: &str) -> u64 {
+    let text = target_daemon::metrics::global().render(None);
+    let key = format!("lunar_limit_refusals_total{{limit=\"{limit}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Connects to `addr` from the loopback address `from` (127.0.0.0/8 is all ours).
+async fn connect_from(addr: SocketAddr, from: [u8; 4]) -> TcpStream {
+    let s = TcpSocket::new_v4().expect("socket");
+    s.bind(SocketAddr::from((from, 0))).expect("bind source");
+    s.connect(addr).await.expect("connect")
+}
+
+/// An initiator connected from `from`, logged in to the target, its first unit attention
+/// consumed.
+async fn session_from(addr: SocketAddr, from: [u8; 4], name: &str) -> Initiator {
+    let mut i = Initiator::over(connect_from(addr, from).await, name);
+    assert!(i.login(Some(TARGET)).await.ok(), "{name} logs in");
+    i.clear_unit_attention().await;
+    i
+}
+
+/// Whether the peer closed `s` without sending anything (EOF or reset), within the hang
+/// limit.
+async fn closed_silently(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 64];
+    match tokio::time::timeout(RECV_LIMIT, s.read(&mut b)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) => false,
+        Err(_) => panic!("the connection was neither served nor closed (hang)"),
+    }
+}
+
+/// An immediate NOP-Out with a fresh ITT; the caller reads what comes back.
+async fn send_nop(i: &mut Initiator) -> u32 {
+    let itt = i.itt();
+    let p = NopOut {
+        immediate: true,
+        lun: 0,
+        itt,
+        ttt: pdu::RESERVED_TAG,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+    };
+    i.send(Pdu::new(p, Bytes::new())).await;
+    itt
+}
+
+/// Waits (bounded) until `f` holds: for state the daemon updates right after the client
+/// saw the event (a connection's slot is freed after its socket closed).
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_caps_are_closed_and_sessions_keep_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(
+        dir.path(),
+        "max_connections: 4, max_connections_per_address: 2, max_logins_in_progress: 1",
+        // Longer than the hang limit: a refusal must not be a login timeout in disguise.
+        ", login_timeout_secs: 60",
+    )
+    .await;
+    let addr = d.local_addrs()[0];
+    let (per_addr, logins, total) = (
+        refusals("iscsi_connections_per_address"),
+        refusals("iscsi_logins_in_progress"),
+        refusals("iscsi_connections"),
+    );
+
+    let mut a = session_from(addr, [127, 0, 0, 1], "iqn.2026-11.io.test:a").await;
+    let mut b = session_from(addr, [127, 0, 0, 1], "iqn.2026-11.io.test:b").await;
+    // A third connection from the same address.
+    let mut extra = connect_from(addr, [127, 0, 0, 1]).await;
+    assert!(closed_silently(&mut extra).await, "per-address cap");
+
+    // A connection that never logs in holds the only login slot.
+    let stalled = connect_from(addr, [127, 0, 0, 2]).await;
+    let mut extra = connect_from(addr, [127, 0, 0, 3]).await;
+    assert!(closed_silently(&mut extra).await, "login-phase cap");
+    drop(stalled);
+    eventually("the stalled connection's slot is freed", || {
+        d.server().connection_count() == 2
+    })
+    .await;
+
+    // Four connections in all: the fifth is one too many.
+    let mut c = session_from(addr, [127, 0, 0, 2], "iqn.2026-11.io.test:c").await;
+    let mut e = session_from(addr, [127, 0, 0, 3], "iqn.2026-11.io.test:e").await;
+    let mut extra = connect_from(addr, [127, 0, 0, 4]).await;
+    assert!(closed_silently(&mut extra).await, "total cap");
+    assert_eq!(d.server().connection_count(), 4);
+
+    // The sessions already in are served as before.
+    for i in [&mut a, &mut b, &mut c, &mut e] {
+        let r = i.nop(b"ping").await;
+        assert!(matches!(r.bhs, Bhs::NopIn(_)), "{:?}", r.bhs.opcode());
+        assert_eq!(&r.data[..], b"ping");
+    }
+    assert!(refusals("iscsi_connections_per_address") > per_addr);
+    assert!(refusals("iscsi_logins_in_progress") > logins);
+    assert!(refusals("iscsi_connections") > total);
+    drop((a, b, c, e));
+    d.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_stalled_login_is_closed_and_frees_its_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(
+        dir.path(),
+        "max_logins_in_progress: 1",
+        ", login_timeout_secs: 1",
+    )
+    .await;
+    let addr = d.local_addrs()[0];
+    let before = refusals("iscsi_login_timeout");
+
+    // Half a login PDU, then nothing.
+    let mut stalled = connect_from(addr, [127, 0, 0, 1]).await;
+    stalled.write_all(&[0x43, 0x87, 0, 0]).await.expect("send");
+    assert!(closed_silently(&mut stalled).await, "stalled login closed");
+    assert!(refusals("iscsi_login_timeout") > before);
+
+    // Its login slot is free again.
+    eventually("the stalled connection's slot is freed", || {
+        d.server().connection_count() == 0
+    })
+    .await;
+    let mut ok = session_from(addr, [127, 0, 0, 1], "iqn.2026-11.io.test:after").await;
+    assert!(matches!(ok.nop(b"").await.bhs, Bhs::NopIn(_)));
+    drop(ok);
+    d.shutdown().await.expect("shutdown");
+}
+
+/// A WRITE(10)/WRITE(16) CDB of `blocks` blocks at LBA 0.
+fn write_cdb(sixteen: bool, blocks: u32) -> Vec<u8> {
+    if sixteen {
+        let mut c = vec![0u8; 16];
+        c[0] = WRITE16;
+        c[10..14].copy_from_slice(&blocks.to_be_bytes());
+        c
+    } else {
+        cdb10(WRITE10, 0, u16::try_from(blocks).expect("WRITE(10) length")).to_vec()
+    }
+}
+
+#[tokio::test]
+async fn a_write_over_the_maximum_transfer_length_is_refused_before_any_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(dir.path(), "", "").await;
+    let addr = d.local_addrs()[0];
+    let mut i = session_from(addr, [127, 0, 0, 1], "iqn.2026-11.io.test:mtl").await;
+    // One block over the limit (WRITE(10)), and the report's 64 MiB (WRITE(16)), the
+    // latter with immediate data the target must take in and drop.
+    for (sixteen, blocks, immediate) in [(false, MTL_BLOCKS + 1, 0usize), (true, 131072, 65536)] {
+        let edtl = blocks * 512;
+        let imm = Bytes::from(vec![0x5a; immediate]);
+        let cmd = i.command(&write_cdb(sixteen, blocks), false, true, edtl, imm);
+        let itt = cmd.bhs.itt();
+        i.send(cmd).await;
+        // The response comes at once: no R2T solicits data first.
+        let p = i.recv().await;
+        let Bhs::ScsiResponse(resp) = &p.bhs else {
+            panic!("expected the response, not {:?}", p.bhs.opcode());
+        };
+        assert_eq!((resp.itt, resp.status), (itt, 0x02), "CHECK CONDITION");
+        let sense = pdu::parse_sense_segment(&p.data).expect("sense").to_vec();
+        let r = common::CmdResult {
+            sense,
+            ..Default::default()
+        };
+        assert_eq!(
+            r.sense.get(2).map(|k| k & 0x0f),
+            Some(0x05),
+            "ILLEGAL REQUEST"
+        );
+        assert_eq!(
+            (r.sense[12], r.sense[13]),
+            (0x24, 0x00),
+            "INVALID FIELD IN CDB"
+        );
+        // SKSV, C/D (a CDB field), BPV, bit 7 of the TRANSFER LENGTH field's first byte.
+        let field = if sixteen { 10 } else { 7 };
+        assert_eq!(&r.sense[15..18], &[0xcf, 0, field], "field pointer");
+        assert_eq!(d.server().write_buffer_used(), 0, "nothing reserved");
+    }
+    // A write at the limit is served.
+    let data = vec![0x11u8; (MTL_BLOCKS * 512) as usize];
+    let r = i
+        .run(
+            &write_cdb(false, MTL_BLOCKS),
+            false,
+            MTL_BLOCKS * 512,
+            &data,
+            0,
+            65536,
+        )
+        .await;
+    assert_eq!(r.status, 0, "{r:?}");
+    drop(i);
+    d.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn unfinished_writes_on_many_connections_stay_within_the_write_buffer_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(dir.path(), "write_buffer_bytes: 32MiB", "").await;
+    let addr = d.local_addrs()[0];
+    let full = MTL_BLOCKS * 512; // 8 MiB: four fit in the budget.
+    let mut conns = Vec::new();
+    for n in 0..5 {
+        let name = format!("iqn.2026-11.io.test:w{n}");
+        conns.push(session_from(addr, [127, 0, 0, 1], &name).await);
+    }
+    // Each connection starts an 8 MiB write with no unsolicited data and never sends it.
+    let mut itts = Vec::new();
+    let mut first_r2t = None;
+    for (n, c) in conns.iter_mut().enumerate() {
+        let cmd = c.command(
+            &write_cdb(false, MTL_BLOCKS),
+            false,
+            true,
+            full,
+            Bytes::new(),
+        );
+        itts.push(cmd.bhs.itt());
+        c.send(cmd).await;
+        let nop = send_nop(c).await;
+        let first = c.recv().await;
+        if n < 4 {
+            let Bhs::R2t(r2t) = first.bhs else {
+                panic!("write {n} is solicited, got {:?}", first.bhs.opcode());
+            };
+            if n == 1 {
+                first_r2t = Some(r2t);
+            }
+            let p = c.recv().await;
+            assert!(matches!(p.bhs, Bhs::NopIn(_)) && p.bhs.itt() == nop);
+        } else {
+            // The reader handles the WRITE before the NOP-Out, so an R2T would come first.
+            assert!(
+                matches!(first.bhs, Bhs::NopIn(_)),
+                "the fifth write waits for budget, got {:?}",
+                first.bhs.opcode()
+            );
+        }
+    }
+    assert_eq!(d.server().write_buffer_used(), 4 * u64::from(full));
+
+    // A write whose data comes unasked (immediate data) cannot wait: TASK SET FULL.
+    let before = refusals("write_buffer");
+    let c = &mut conns[0];
+    let cmd = c.command(
+        &cdb10(WRITE10, 0, 128),
+        false,
+        true,
+        65536,
+        Bytes::from(vec![1u8; 65536]),
+    );
+    let itt = cmd.bhs.itt();
+    c.send(cmd).await;
+    let p = c.recv().await;
+    match &p.bhs {
+        Bhs::ScsiResponse(r) => {
+            assert_eq!(r.itt, itt);
+            assert_eq!(r.status, 0x28, "TASK SET FULL");
+        }
+        other => panic!("expected the response, got {:?}", other.opcode()),
+    }
+    assert!(refusals("write_buffer") > before);
+    assert_eq!(d.server().write_buffer_used(), 4 * u64::from(full));
+
+    // The second connection completes its write: its budget goes to the fifth.
+    let data = vec![0x22u8; full as usize];
+    let c = &mut conns[1];
+    let r2t = first_r2t.expect("the second write's R2T");
+    answer_r2t(c, itts[1], &r2t, &data, 65536).await;
+    let r = c.finish(itts[1], &data, 65536).await;
+    assert_eq!(r.status, 0, "{r:?}");
+    let p = conns[4].recv().await;
+    assert!(matches!(p.bhs, Bhs::R2t(_)), "{:?}", p.bhs.opcode());
+    assert!(d.server().write_buffer_used() <= 32 << 20);
+
+    // Connections that go away return what they held.
+    drop(conns);
+    eventually("every grant returned", || {
+        d.server().write_buffer_used() == 0
+    })
+    .await;
+    d.shutdown().await.expect("shutdown");
+}
+
+/// Sends the Data-Out `r2t` asks for, from `data`, in PDUs of at most `seg` bytes.
+async fn answer_r2t(c: &mut Initiator, itt: u32, r2t: &pdu::R2t, data: &[u8], seg: usize) {
+    let mut off = r2t.buffer_offset as usize;
+    let end = off + r2t.desired_data_transfer_length as usize;
+    let mut sn = 0;
+    while off < end {
+        let n = seg.min(end - off);
+        let d = pdu::DataOut {
+            final_bit: off + n == end,
+            lun: 0,
+            itt,
+            ttt: r2t.ttt,
+            exp_stat_sn: c.exp_stat_sn,
+            data_sn: sn,
+            buffer_offset: off as u32,
+        };
+        c.send(Pdu::new(d, Bytes::copy_from_slice(&data[off..off + n])))
+            .await;
+        sn += 1;
+        off += n;
+    }
+}
+
+/// One JSON line from an admin connection, or `None` at EOF.
+async fn admin_line<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+) -> Option<serde_json::Value> {
+    let mut line = String::new();
+    let n = tokio::time::timeout(RECV_LIMIT, r.read_line(&mut line))
+        .await
+        .expect("admin connection neither answered nor closed (hang)")
+        .unwrap_or(0);
+    (n > 0).then(|| serde_json::from_str(&line).expect("JSON line"))
+}
+
+#[tokio::test]
+async fn admin_tcp_caps_connections_request_size_and_idle_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "limits-token-123";
+    let d = start_with(
+        dir.path(),
+        "admin_max_connections: 2, admin_max_unauthenticated_request_bytes: 1KiB, admin_idle_timeout_secs: 1",
+        "",
+        target_daemon::admin::AdminOptions {
+            socket: None,
+            tcp: Some("127.0.0.1:0".parse().expect("addr")),
+            token: Some(token.into()),
+        },
+    )
+    .await;
+    let addr = d.admin().and_then(|a| a.tcp_addr()).expect("admin TCP");
+    let (busy, size, idle) = (
+        refusals("admin_connections"),
+        refusals("admin_request_size"),
+        refusals("admin_idle_timeout"),
+    );
+    let open = |s: TcpStream| {
+        let (r, w) = s.into_split();
+        (BufReader::new(r), w)
+    };
+    let (mut r1, mut w1) = open(TcpStream::connect(addr).await.expect("connect"));
+    let (mut r2, mut w2) = open(TcpStream::connect(addr).await.expect("connect"));
+    // Both are served (the second without a token: refused, but answered).
+    let ok = format!("{{\"op\":\"pool.status\",\"token\":\"{token}\"}}\n");
+    w1.write_all(ok.as_bytes()).await.expect("send");
+    assert_eq!(admin_line(&mut r1).await.expect("answer")["ok"], true);
+    w2.write_all(b"{\"op\":\"pool.status\"}\n")
+        .await
+        .expect("send");
+    assert_eq!(admin_line(&mut r2).await.expect("answer")["ok"], false);
+
+    // A third connection is told it is one too many, then closed.
+    let (mut r3, _w3) = open(TcpStream::connect(addr).await.expect("connect"));
+    let v = admin_line(&mut r3).await.expect("refusal line");
+    assert_eq!(v["error"]["kind"], "busy", "{v}");
+    assert!(admin_line(&mut r3).await.is_none(), "then closed");
+    assert!(refusals("admin_connections") > busy);
+
+    // Before showing the token a request is limited to 1 KiB...
+    let big = format!(
+        "{{\"op\":\"pool.status\",\"pad\":\"{}\"}}\n",
+        "x".repeat(2048)
+    );
+    w2.write_all(big.as_bytes()).await.expect("send");
+    let v = admin_line(&mut r2).await.expect("refusal line");
+    assert_eq!(v["error"]["kind"], "bad_request", "{v}");
+    assert!(admin_line(&mut r2).await.is_none(), "then closed");
+    assert!(refusals("admin_request_size") > size);
+    // ...after it, full-size requests are read (and answered on their merits).
+    let big = format!(
+        "{{\"op\":\"pool.status\",\"token\":\"{token}\",\"pad\":\"{}\"}}\n",
+        "x".repeat(2048)
+    );
+    w1.write_all(big.as_bytes()).await.expect("send");
+    let v = admin_line(&mut r1).await.expect("answer");
+    assert!(
+        !v.to_string().contains("longer than"),
+        "an authenticated connection may send more: {v}"
+    );
+
+    // A silent connection is closed after the idle timeout.
+    assert!(
+        admin_line(&mut r1).await.is_none(),
+        "idle connection closed"
+    );
+    assert!(refusals("admin_idle_timeout") > idle);
+    d.shutdown().await.expect("shutdown");
+}
