@@ -121,15 +121,15 @@ impl Ctx<'_> {
         range: BlockRange,
         bytchk: ByteCheck,
     ) -> Result<ScsiResponse, Sense> {
+        if bytchk != ByteCheck::None && range.blocks > self.lun.limits.max_transfer {
+            // The Data-Out is the verification length: bounded like a WRITE's.
+            return Err(Sense::invalid_field_in_cdb(self.length_field(), Some(7)));
+        }
         check_lba_range(
             range.lba,
             u64::from(range.blocks),
             self.lun.volume.num_blocks(),
         )?;
-        if bytchk != ByteCheck::None && range.blocks > self.lun.limits.max_transfer {
-            // The Data-Out is the verification length: bounded like a WRITE's.
-            return Err(Sense::invalid_field_in_cdb(self.length_field(), Some(7)));
-        }
         let bs = self.block_size() as usize;
         let step = self.lun.limits.max_transfer.max(1);
         let data_out = &self.req.data_out;
