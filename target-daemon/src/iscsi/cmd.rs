@@ -289,6 +289,8 @@ impl Conn {
                     return Ok(());
                 }
             };
+            // An aborted write must not hold the queue (or be granted budget).
+            self.purge_pending();
             let queue_free = !self.pending.values().any(PendingEntry::waits_for_budget);
             let grant = if want > 0 && queue_free {
                 self.server.write_budget.try_reserve(u64::from(want))
@@ -490,6 +492,7 @@ impl Conn {
         }
         // Seen now: budget returned from here on wakes the connection again.
         self.budget_freed.borrow_and_update();
+        self.purge_pending();
         let mut order: Vec<(u64, u32)> = self.pending.iter().map(|(k, e)| (e.seq, *k)).collect();
         order.sort_unstable();
         let mut out = Vec::new();
