@@ -12,7 +12,7 @@
 //! end refuses such a command with TASK SET FULL when the budget cannot cover it, instead of
 //! buffering it (see `cmd.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -21,9 +21,12 @@ use tokio::sync::watch;
 pub struct WriteBudget {
     cap: u64,
     used: AtomicU64,
-    /// Bumped whenever bytes are returned, so connections with commands waiting for budget
-    /// retry (a `watch` keeps the change for a receiver that was not waiting yet).
+    /// Bumped when bytes are returned while a connection waits, so it retries (a `watch`
+    /// keeps the change for a receiver that was not waiting yet).
     freed: watch::Sender<u64>,
+    /// Connections with a write waiting for budget: returns only signal `freed` then, so
+    /// the common case (nobody waits) costs no lock per completed write.
+    waiters: AtomicUsize,
 }
 
 impl WriteBudget {
@@ -33,6 +36,7 @@ impl WriteBudget {
             cap,
             used: AtomicU64::new(0),
             freed: watch::channel(0).0,
+            waiters: AtomicUsize::new(0),
         })
     }
 
@@ -48,12 +52,12 @@ impl WriteBudget {
 
     /// Reserves `bytes` if they fit; `None` (nothing reserved) otherwise.
     pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Grant> {
-        let mut cur = self.used.load(Ordering::Acquire);
+        let mut cur = self.used.load(Ordering::SeqCst);
         loop {
             let next = cur.checked_add(bytes).filter(|n| *n <= self.cap)?;
             match self
                 .used
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange_weak(cur, next, Ordering::SeqCst, Ordering::SeqCst)
             {
                 Ok(_) => break,
                 Err(now) => cur = now,
@@ -66,15 +70,39 @@ impl WriteBudget {
         })
     }
 
-    /// A receiver that changes whenever bytes are returned.
+    /// A receiver that changes when bytes are returned while a [`Waiter`] is registered.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.freed.subscribe()
     }
 
+    /// Registers a connection that has a write waiting for budget. Register before the
+    /// reservation attempt that may fail: a return either comes after the registration and
+    /// signals, or before it and the attempt sees the bytes (both orders are sequentially
+    /// consistent).
+    pub fn waiter(self: &Arc<Self>) -> Waiter {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        Waiter {
+            budget: self.clone(),
+        }
+    }
+
     fn release(&self, bytes: u64) {
-        self.used.fetch_sub(bytes, Ordering::AcqRel);
+        self.used.fetch_sub(bytes, Ordering::SeqCst);
         crate::metrics::global().write_buffer_delta(-(bytes as i64));
-        self.freed.send_modify(|g| *g = g.wrapping_add(1));
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.freed.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+}
+
+/// A connection's registration as waiting for budget; dropping it unregisters.
+pub struct Waiter {
+    budget: Arc<WriteBudget>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.budget.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -106,6 +134,10 @@ mod tests {
     fn reservations_are_all_or_nothing_and_return_on_drop() {
         let b = WriteBudget::new(100);
         let mut rx = b.subscribe();
+        let g0 = b.try_reserve(10).expect("fits");
+        drop(g0);
+        assert!(!rx.has_changed().unwrap_or(true), "nobody waits: no signal");
+        let _waiting = b.waiter();
         let g1 = b.try_reserve(60).expect("fits");
         assert!(b.try_reserve(41).is_none(), "would exceed the budget");
         assert_eq!(b.used(), 60, "a refused reservation takes nothing");

@@ -289,6 +289,8 @@ impl Conn {
                     return Ok(());
                 }
             };
+            // An aborted write must not hold the queue (or be granted budget).
+            self.purge_pending();
             let queue_free = !self.pending.values().any(PendingEntry::waits_for_budget);
             let grant = if want > 0 && queue_free {
                 self.server.write_budget.try_reserve(u64::from(want))
@@ -484,8 +486,14 @@ impl Conn {
     /// write that does not fit keeps the later ones of this connection waiting too (a
     /// later write granted first could be an ORDERED task's successor waiting on it).
     pub(crate) async fn issue_r2ts(&mut self) {
+        self.purge_pending();
+        if !self.pending.values().any(PendingEntry::waits_for_budget) {
+            self.budget_waiting = None;
+        } else if self.budget_waiting.is_none() {
+            // Registered before the attempts below (see `WriteBudget::waiter`).
+            self.budget_waiting = Some(self.server.write_budget.waiter());
+        }
         if self.pending.is_empty() {
-            self.budget_waiting = false;
             return;
         }
         // Seen now: budget returned from here on wakes the connection again.
@@ -524,7 +532,9 @@ impl Conn {
                 t
             }));
         }
-        self.budget_waiting = blocked;
+        if !blocked {
+            self.budget_waiting = None;
+        }
         // All R2Ts of this round in one vectored write: the reader task pays one syscall per
         // round instead of one per R2T.
         if !out.is_empty() {

@@ -143,8 +143,8 @@ pub struct Conn {
     pub(crate) pending_seq: u64,
     /// Changes whenever write buffer budget is returned (see [`Conn::issue_r2ts`]).
     pub(crate) budget_freed: watch::Receiver<u64>,
-    /// A pending write waits for budget: retry when `budget_freed` changes.
-    pub(crate) budget_waiting: bool,
+    /// Set while a pending write waits for budget: retry when `budget_freed` changes.
+    pub(crate) budget_waiting: Option<super::budget::Waiter>,
     pub(crate) next_ttt: u32,
     pub(crate) text: TextState,
     pub(crate) text_in: TextAssembler,
@@ -233,7 +233,7 @@ pub async fn serve(
         pending: HashMap::new(),
         pending_seq: 0,
         budget_freed: server.write_budget.subscribe(),
-        budget_waiting: false,
+        budget_waiting: None,
         next_ttt: 1,
         text: TextState::default(),
         text_in: TextAssembler::new(),
@@ -309,7 +309,7 @@ impl Conn {
                         return;
                     }
                 },
-                _ = self.budget_freed.changed(), if self.budget_waiting => {
+                _ = self.budget_freed.changed(), if self.budget_waiting.is_some() => {
                     // Budget came back: a write waiting for it may now solicit its data.
                     self.flush_out().await;
                     self.issue_r2ts().await;

@@ -1544,3 +1544,38 @@ async fn unmap_granularity_follows_the_pool_chunk() {
 }
 
 mod xcopy;
+
+/// Commands over the Block Limits: the device server refuses each with INVALID FIELD IN CDB
+/// pointing at its length field, and tells transports up front to collect no Data-Out for
+/// it (so iSCSI never buffers data for a command refused for its size).
+#[tokio::test]
+async fn transfers_over_the_block_limits_take_no_data_and_fail_with_the_field() {
+    let f = fixture().await;
+    let mtl = (8 << 20) / BS; // MAXIMUM TRANSFER LENGTH in blocks
+    let mut caw = [0u8; 16];
+    caw[0] = 0x89;
+    caw[13] = 65; // over MAXIMUM COMPARE AND WRITE LENGTH (64)
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (cdb16(0x8a, 0, 0, mtl + 1).to_vec(), 10),    // WRITE(16)
+        (cdb16(0x88, 0, 0, mtl + 1).to_vec(), 10),    // READ(16)
+        (cdb16(0x8e, 0, 0, mtl + 1).to_vec(), 10),    // WRITE AND VERIFY(16)
+        (cdb16(0x8f, 0x02, 0, mtl + 1).to_vec(), 10), // VERIFY(16), BYTCHK 01b
+        (caw.to_vec(), 13),
+    ];
+    for (cdb, field) in cases {
+        assert_eq!(f.target.data_out_len(0, &cdb), Some(0), "{cdb:02x?}");
+        let r = run(&f.target, &f.a, 0, &cdb, Bytes::new()).await;
+        let s = assert_check(&r, SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_CDB);
+        let p = s.field.expect("field pointer");
+        assert_eq!(
+            (p.in_cdb, p.byte, p.bit),
+            (true, field, Some(7)),
+            "{cdb:02x?}"
+        );
+    }
+    // At the limit a WRITE still takes its data.
+    assert_eq!(
+        f.target.data_out_len(0, &cdb16(0x8a, 0, 0, mtl)),
+        Some(mtl * BS)
+    );
+}
