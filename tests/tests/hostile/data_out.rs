@@ -251,7 +251,6 @@ fn write16_with_a_4g_block_transfer_length_is_refused() {
 /// ILLEGAL REQUEST, INVALID FIELD IN CDB (24/00), no R2T. Otherwise every such command
 /// makes the target buffer up to 64 MiB it will refuse anyway.
 #[test]
-#[ignore = "fixed by the caps branch of issue 14 (WRITE above MAXIMUM TRANSFER LENGTH is buffered before being refused)"]
 fn write_above_max_transfer_length_is_refused_before_any_data() {
     let (mut d, honest) = hostile::start_watched(Auth::Open, "");
     let mut c = session(&d, &[("InitialR2T", "Yes"), ("ImmediateData", "No")]);

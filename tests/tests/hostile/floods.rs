@@ -158,7 +158,6 @@ fn half_open_logins_are_timed_out() {
 /// login timeout, and an honest session is unaffected. Memory bound: 256 MiB (3000 x 64 KiB
 /// receive buffers at most, over a ~10 MiB idle daemon).
 #[test]
-#[ignore = "fixed by the caps branch of issue 14 (no connection cap)"]
 fn idle_connection_flood_is_capped() {
     let _flood = flood_lock();
     let mut d = hostile::start(Auth::Open, "");
@@ -280,7 +279,6 @@ fn unfinished_writes(addr: SocketAddr, cid: usize) -> u64 {
 /// the target solicits and holds 16 x 64 MiB = 1 GiB. The bound: peak RSS under 512 MiB,
 /// and the honest session unharmed.
 #[test]
-#[ignore = "fixed by the caps branch of issue 14 (write buffer budget is per connection only)"]
 fn unfinished_writes_across_many_connections_are_bounded() {
     let _flood = flood_lock();
     let mut d = hostile::start(Auth::Open, "");
