@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::budget::Grant;
+use super::budget::{ConnReads, Grant, ReadGrant};
 use super::datain::DataInLimits;
 use super::nop::NopState;
 use super::r2t::{PendingWrite, WriteParams};
@@ -158,6 +158,10 @@ pub struct Conn {
     pub(crate) out: Vec<Pdu>,
     /// Data bytes in `out`.
     pub(crate) out_bytes: usize,
+    /// The read buffer reservations of the results in `out`, returned once they are written.
+    pub(crate) out_held: Vec<ReadGrant>,
+    /// This connection's share of the read buffer budget.
+    pub(crate) reads: Arc<ConnReads>,
 }
 
 /// Serves one accepted TCP connection to the end.
@@ -241,6 +245,8 @@ pub async fn serve(
         logged_out: false,
         out: Vec::new(),
         out_bytes: 0,
+        out_held: Vec::new(),
+        reads: server.read_budget.connection(),
     };
     tracing::info!(
         %peer,
@@ -344,6 +350,7 @@ impl Conn {
         self.out_bytes = 0;
         let batch = std::mem::take(&mut self.out);
         self.writer.send_all(batch).await;
+        self.out_held.clear();
     }
 
     /// Dispatches one received PDU. An error closes the connection.
