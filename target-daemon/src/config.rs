@@ -237,6 +237,13 @@ pub struct LimitsCfg {
     /// device server has written it).
     #[serde(default = "default_write_buffer")]
     pub write_buffer_bytes: ByteSize,
+    /// Data-In (READ data) held for all initiators together, from before the device
+    /// server reads it until it is written to the socket.
+    #[serde(default = "default_read_buffer")]
+    pub read_buffer_bytes: ByteSize,
+    /// The part of `read_buffer_bytes` one connection may hold.
+    #[serde(default = "default_read_buffer_per_connection")]
+    pub read_buffer_bytes_per_connection: ByteSize,
     /// Admin API connections open at once on the TCP listener.
     #[serde(default = "default_admin_max_connections")]
     pub admin_max_connections: u32,
@@ -262,6 +269,16 @@ fn default_max_logins_in_progress() -> u32 {
 fn default_write_buffer() -> ByteSize {
     ByteSize(512 << 20)
 }
+/// 64 connections (`max_connections_per_address`) of 16 MiB each: one address with all
+/// its connections can fill the budget, no fewer connections can.
+fn default_read_buffer() -> ByteSize {
+    ByteSize(1 << 30)
+}
+/// Two maximum-size (8 MiB) READs, or sixteen of 1 MiB, in flight per connection: more than
+/// a 25 GbE link drains in the time the next READ takes to arrive.
+fn default_read_buffer_per_connection() -> ByteSize {
+    ByteSize(16 << 20)
+}
 fn default_admin_max_connections() -> u32 {
     16
 }
@@ -276,6 +293,11 @@ fn default_admin_idle_timeout() -> u64 {
 /// (the iSCSI front end's per-command cap), so any single command can always be admitted.
 pub const MIN_WRITE_BUFFER: u64 = 2 * crate::iscsi::cmd::MAX_COMMAND_DATA as u64;
 
+/// Smallest `limits.read_buffer_bytes_per_connection`: one READ of the MAXIMUM TRANSFER
+/// LENGTH the LUNs advertise (8 MiB), so a connection can always run its largest READ
+/// without the budget splitting it.
+pub const MIN_READ_BUFFER_PER_CONNECTION: u64 = 8 << 20;
+
 impl Default for LimitsCfg {
     fn default() -> Self {
         LimitsCfg {
@@ -283,6 +305,8 @@ impl Default for LimitsCfg {
             max_connections_per_address: default_max_connections_per_address(),
             max_logins_in_progress: default_max_logins_in_progress(),
             write_buffer_bytes: default_write_buffer(),
+            read_buffer_bytes: default_read_buffer(),
+            read_buffer_bytes_per_connection: default_read_buffer_per_connection(),
             admin_max_connections: default_admin_max_connections(),
             admin_max_unauthenticated_request_bytes: default_admin_unauthenticated_request(),
             admin_idle_timeout_secs: default_admin_idle_timeout(),
@@ -787,6 +811,19 @@ impl Config {
                     "must be at least {} (twice the largest Data-Out of one command), got {}",
                     ByteSize(MIN_WRITE_BUFFER),
                     l.write_buffer_bytes
+                ),
+            ));
+        }
+        if l.read_buffer_bytes_per_connection.0 < MIN_READ_BUFFER_PER_CONNECTION
+            || l.read_buffer_bytes_per_connection.0 > l.read_buffer_bytes.0
+        {
+            return Err((
+                "limits.read_buffer_bytes_per_connection".into(),
+                format!(
+                    "must be between {} (one maximum-size READ) and limits.read_buffer_bytes ({}), got {}",
+                    ByteSize(MIN_READ_BUFFER_PER_CONNECTION),
+                    l.read_buffer_bytes,
+                    l.read_buffer_bytes_per_connection
                 ),
             ));
         }

@@ -11,6 +11,20 @@
 //! data and unsolicited Data-Out, at most FirstBurstLength) is not, which is why the front
 //! end refuses such a command with TASK SET FULL when the budget cannot cover it, instead of
 //! buffering it (see `cmd.rs`).
+//!
+//! The read buffer budget ([`ReadBudget`]) bounds the other direction: READ data (any
+//! Data-In) a connection holds from just before the device server allocates it until its
+//! Data-In has been written to the socket. An initiator that queues READs and never reads
+//! its socket would otherwise pin a CmdSN window of maximum-size READs per connection until
+//! the write-stall timeout. It has two levels: the daemon-wide account, and a per-connection
+//! share so one connection (or one address, with all its connections) cannot take the whole
+//! budget from the others. A READ reserves its data (the CDB's transfer length, capped at the
+//! per-connection share so one command always fits) before it runs, and waits while that
+//! does not fit, in its own task: it never makes the connection task wait, so results the
+//! connection task has batched but not written (which hold budget) always get flushed. Once
+//! the device server answered, the reservation is set to the data it actually returned.
+//! Waiting costs nothing on the hot path: reserving and returning are atomic operations, and
+//! the wake-up channel is touched only while someone waits.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -126,6 +140,183 @@ impl Drop for Grant {
     }
 }
 
+/// The daemon-wide account of Data-In held for initiators.
+pub struct ReadBudget {
+    cap: u64,
+    per_connection: u64,
+    used: AtomicU64,
+    /// Tasks waiting in [`ConnReads::reserve`]; returns notify only while it is non-zero.
+    waiters: AtomicUsize,
+    /// Bumped on returns while someone waits.
+    freed: watch::Sender<u64>,
+}
+
+impl ReadBudget {
+    /// A budget of `cap` bytes of which one connection may hold `per_connection`.
+    pub fn new(cap: u64, per_connection: u64) -> Arc<ReadBudget> {
+        Arc::new(ReadBudget {
+            cap,
+            per_connection: per_connection.min(cap).max(1),
+            used: AtomicU64::new(0),
+            waiters: AtomicUsize::new(0),
+            freed: watch::channel(0).0,
+        })
+    }
+
+    /// Bytes reserved now, all connections together.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// A new connection's account.
+    pub fn connection(self: &Arc<Self>) -> Arc<ConnReads> {
+        Arc::new(ConnReads {
+            budget: self.clone(),
+            used: AtomicU64::new(0),
+        })
+    }
+
+    fn release(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::SeqCst);
+        // SeqCst pairs with the waiter's increment before its retry: either the retry sees
+        // these bytes returned, or this load sees the waiter and wakes it.
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.freed.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+}
+
+/// Adds `bytes` to `used` if the sum stays within `cap`.
+fn try_add(used: &AtomicU64, cap: u64, bytes: u64) -> bool {
+    let mut cur = used.load(Ordering::SeqCst);
+    loop {
+        let Some(next) = cur.checked_add(bytes).filter(|n| *n <= cap) else {
+            return false;
+        };
+        match used.compare_exchange_weak(cur, next, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
+    }
+}
+
+/// One connection's share of the [`ReadBudget`].
+pub struct ConnReads {
+    budget: Arc<ReadBudget>,
+    used: AtomicU64,
+}
+
+impl ConnReads {
+    /// Bytes this connection holds now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// Reserves `bytes` (at most the per-connection share, so any command fits once enough
+    /// is returned) if both the connection's share and the daemon-wide budget hold them.
+    pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<ReadGrant> {
+        let bytes = bytes.min(self.budget.per_connection);
+        if !try_add(&self.used, self.budget.per_connection, bytes) {
+            return None;
+        }
+        if !try_add(&self.budget.used, self.budget.cap, bytes) {
+            self.used.fetch_sub(bytes, Ordering::SeqCst);
+            // Nothing was taken from the budget, but this share may have kept another of
+            // the connection's commands from reserving meanwhile: let it retry.
+            self.budget.release(0);
+            return None;
+        }
+        Some(ReadGrant {
+            conn: self.clone(),
+            bytes,
+        })
+    }
+
+    /// Reserves `bytes` as [`Self::try_reserve`] does, waiting until they fit. Cancel safe.
+    pub async fn reserve(self: &Arc<Self>, bytes: u64) -> ReadGrant {
+        if let Some(g) = self.try_reserve(bytes) {
+            return g;
+        }
+        crate::metrics::global().limit_refusal("read_buffer");
+        let mut rx = self.budget.freed.subscribe();
+        let _waiting = Waiting::new(&self.budget);
+        loop {
+            rx.borrow_and_update();
+            if let Some(g) = self.try_reserve(bytes) {
+                return g;
+            }
+            // The sender lives as long as the budget, which `self` keeps alive.
+            let _ = rx.changed().await;
+        }
+    }
+
+    /// Charges `bytes` without a limit: data that already exists (a command's answer that
+    /// was not reserved ahead) is counted, so later commands wait for it to be sent.
+    pub fn charge(self: &Arc<Self>, bytes: u64) -> ReadGrant {
+        let mut g = ReadGrant {
+            conn: self.clone(),
+            bytes: 0,
+        };
+        g.resize(bytes);
+        g
+    }
+}
+
+/// Counts a waiter for as long as it lives.
+struct Waiting<'a>(&'a ReadBudget);
+
+impl<'a> Waiting<'a> {
+    fn new(b: &'a ReadBudget) -> Self {
+        b.waiters.fetch_add(1, Ordering::SeqCst);
+        Waiting(b)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Data-In bytes one command holds; returned when dropped (after its Data-In is written).
+pub struct ReadGrant {
+    conn: Arc<ConnReads>,
+    bytes: u64,
+}
+
+impl ReadGrant {
+    /// Sets the bytes held to `bytes`, the size of the data the command actually holds. A
+    /// larger answer than reserved is charged beyond the limits (the memory is already in
+    /// use; later reservations wait for it); a smaller one returns the difference.
+    pub fn resize(&mut self, bytes: u64) {
+        if bytes > self.bytes {
+            let more = bytes - self.bytes;
+            self.conn.used.fetch_add(more, Ordering::SeqCst);
+            self.conn.budget.used.fetch_add(more, Ordering::SeqCst);
+        } else if bytes < self.bytes {
+            let less = self.bytes - bytes;
+            self.conn.used.fetch_sub(less, Ordering::SeqCst);
+            self.conn.budget.release(less);
+        }
+        self.bytes = bytes;
+    }
+}
+
+impl std::fmt::Debug for ReadGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadGrant({})", self.bytes)
+    }
+}
+
+impl Drop for ReadGrant {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.conn.used.fetch_sub(self.bytes, Ordering::SeqCst);
+            self.conn.budget.release(self.bytes);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +342,59 @@ mod tests {
         drop(g2);
         assert_eq!(b.used(), 0);
         assert!(b.try_reserve(u64::MAX).is_none(), "no overflow");
+    }
+
+    #[test]
+    fn read_reservations_respect_the_connection_share_and_the_total() {
+        let b = ReadBudget::new(100, 60);
+        let (c1, c2, c3) = (b.connection(), b.connection(), b.connection());
+        let g1 = c1.try_reserve(50).expect("fits");
+        assert!(
+            c1.try_reserve(20).is_none(),
+            "beyond the connection's share"
+        );
+        assert!(
+            c2.try_reserve(500).is_none(),
+            "capped at the share, still over the total"
+        );
+        assert_eq!(
+            (c2.used(), b.used()),
+            (0, 50),
+            "a refused reservation takes nothing"
+        );
+        let g2 = c2.try_reserve(40).expect("fits");
+        drop(g1);
+        assert_eq!((c1.used(), b.used()), (0, 40));
+        let mut g3 = c1.try_reserve(500).expect("capped at the share, fits");
+        assert_eq!((c1.used(), b.used()), (60, 100));
+        assert!(c3.try_reserve(1).is_none(), "the total is full");
+        g3.resize(70);
+        assert_eq!(
+            (c1.used(), b.used()),
+            (70, 110),
+            "real data is charged beyond the caps"
+        );
+        g3.resize(10);
+        assert_eq!((c1.used(), b.used()), (10, 50));
+        drop((g2, g3));
+        assert_eq!(b.used(), 0);
+        let g4 = c3.charge(5);
+        assert_eq!((c3.used(), b.used()), (5, 5));
+        drop(g4);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_read_gets_its_budget_when_another_returns_it() {
+        let b = ReadBudget::new(100, 100);
+        let c = b.connection();
+        let g = c.try_reserve(80).expect("fits");
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move { c2.reserve(50).await.bytes });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "50 more do not fit yet");
+        drop(g);
+        assert_eq!(waiter.await.expect("joined"), 50);
+        assert_eq!(b.used(), 0);
     }
 }

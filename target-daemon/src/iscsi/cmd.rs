@@ -14,7 +14,7 @@ use bytes::Bytes;
 use scsi_proto::iscsi::pdu::{self, Bhs, Pdu, RejectReason, TaskAttribute};
 use tokio::sync::{oneshot, watch};
 
-use super::budget::Grant;
+use super::budget::{Grant, ReadGrant};
 use super::conn::{header_of, Conn, DataError, PendingEntry, WriteData};
 use super::datain::{self, CmdInfo, DataInLimits};
 use super::r2t::{DataOutResult, PendingWrite};
@@ -344,8 +344,13 @@ impl Conn {
         let expected_data_in = if cmd.read { edtl } else { 0 };
         let may_run_inline =
             new_pending.is_none() && edtl <= INLINE_MAX_BYTES && inline_opcode(cdb.first());
-        // The command up to its outcome; sending the outcome is left to the caller, which
-        // knows whether the task was in the task table (and so may have been aborted).
+        // The Data-In a READ will allocate, reserved in the read buffer budget before it
+        // runs (see `budget.rs`) and held until its Data-In is written.
+        let read_want = target.scsi.data_in_len(lun, &cdb).unwrap_or(0);
+        let reads = self.reads.clone();
+        // The command up to its outcome and the read buffer it holds; sending the outcome
+        // (then returning the buffer) is left to the caller, which knows whether the task
+        // was in the task table (and so may have been aborted).
         let exec = async move {
             wait_all(barrier).await;
             // `_grant` holds the data's budget until the device server is done with it.
@@ -353,10 +358,10 @@ impl Conn {
                 DataSource::Ready(b, g) => (b, 0, g),
                 DataSource::Wait(rx) => match rx.await {
                     Ok(Ok(w)) => (w.data, w.r2ts, w.grant),
-                    Ok(Err(DataError::NoBuffer)) => return Some(Outcome::TaskSetFull),
+                    Ok(Err(DataError::NoBuffer)) => return Some((Outcome::TaskSetFull, None)),
                     Ok(Err(DataError::Protocol(why))) => {
                         tracing::debug!(itt, "write data error: {why}");
-                        return Some(Outcome::DataPhaseError);
+                        return Some((Outcome::DataPhaseError, None));
                     }
                     // Aborted or connection gone: no response.
                     Err(_) => return None,
@@ -371,8 +376,23 @@ impl Conn {
                 attr,
                 tag: itt,
             };
+            // Waits here, in the command's own task (a command that has to wait is never
+            // finished inline), while the connection's share or the whole budget is taken.
+            let mut held: Option<ReadGrant> = if read_want > 0 {
+                Some(reads.reserve(u64::from(read_want)).await)
+            } else {
+                None
+            };
             let resp = target.scsi.execute(req).await;
-            Some(Outcome::Done { r2ts, resp })
+            // Count what the answer really holds (a READ's buffer, or any other command's
+            // data, which was not reserved ahead).
+            let answer = resp.data_in.len() as u64;
+            match held.as_mut() {
+                Some(g) => g.resize(answer),
+                None if answer > 0 => held = Some(reads.charge(answer)),
+                None => {}
+            }
+            Some((Outcome::Done { r2ts, resp }, held))
         };
         let mut exec = Box::pin(exec);
         if may_run_inline {
@@ -385,10 +405,11 @@ impl Conn {
             // as if it had finished just before the reset arrived.
             let polled = std::future::poll_fn(|cx| Poll::Ready(exec.as_mut().poll(cx))).await;
             if let Poll::Ready(outcome) = polled {
-                if let Some(o) = outcome {
+                if let Some((o, held)) = outcome {
                     let pdus = outcome_pdus(info, o, limits);
                     self.out_bytes += pdus.iter().map(|p| p.data.len()).sum::<usize>();
                     self.out.extend(pdus);
+                    self.out_held.extend(held);
                     if self.out.len() >= OUT_BATCH_PDUS || self.out_bytes >= OUT_BATCH_BYTES {
                         self.flush_out().await;
                     }
@@ -402,7 +423,10 @@ impl Conn {
         }
         let task = async move {
             let _done = done_tx;
-            let Some(outcome) = exec.await else { return };
+            // `_held` returns the read buffer once the result is written (or dropped).
+            let Some((outcome, _held)) = exec.await else {
+                return;
+            };
             if !remove_task(&session, itt, serial) {
                 // A task management function took the task while it was finishing: it
                 // counts as aborted, so no response may go out (the TMF answers for it).

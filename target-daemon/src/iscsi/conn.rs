@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::budget::Grant;
+use super::budget::{ConnReads, Grant, ReadGrant};
 use super::datain::DataInLimits;
 use super::nop::NopState;
 use super::r2t::{PendingWrite, WriteParams};
@@ -158,6 +158,10 @@ pub struct Conn {
     pub(crate) out: Vec<Pdu>,
     /// Data bytes in `out`.
     pub(crate) out_bytes: usize,
+    /// The read buffer reservations of the results in `out`, returned once they are written.
+    pub(crate) out_held: Vec<ReadGrant>,
+    /// This connection's share of the read buffer budget.
+    pub(crate) reads: Arc<ConnReads>,
 }
 
 /// Serves one accepted TCP connection to the end.
@@ -241,6 +245,8 @@ pub async fn serve(
         logged_out: false,
         out: Vec::new(),
         out_bytes: 0,
+        out_held: Vec::new(),
+        reads: server.read_budget.connection(),
     };
     tracing::info!(
         %peer,
@@ -344,6 +350,7 @@ impl Conn {
         self.out_bytes = 0;
         let batch = std::mem::take(&mut self.out);
         self.writer.send_all(batch).await;
+        self.out_held.clear();
     }
 
     /// Dispatches one received PDU. An error closes the connection.
@@ -379,15 +386,41 @@ impl Conn {
                         return Ok(());
                     }
                 }
-                let admitted = self.session.window.lock().admit(cmd_sn, immediate, pdu);
-                if let Err((why, pdu)) = admitted {
-                    tracing::debug!(peer = %self.peer, opcode = ?pdu.bhs.opcode(), "dropping command: {why}");
+                // A command ahead of ExpCmdSN waits in the window for the gap to fill; its data
+                // is accounted while it waits, within limits (see `session::MAX_GAP_BYTES`).
+                let held =
+                    if !immediate && !pdu.data.is_empty() && cmd_sn != self.session.cmd_sns().0 {
+                        match self
+                            .session
+                            .hold_for_gap(pdu.data.len() as u64, &self.server.write_budget)
+                        {
+                            Ok(c) => Some(c),
+                            Err(e) => {
+                                crate::metrics::global().limit_refusal("cmdsn_gap");
+                                return Err(anyhow::anyhow!("{e}"));
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                let admitted = self.session.window.lock().admit(
+                    cmd_sn,
+                    immediate,
+                    super::session::Queued { pdu, held },
+                );
+                if let Err((why, q)) = admitted {
+                    tracing::debug!(peer = %self.peer, opcode = ?q.pdu.bhs.opcode(), "dropping command: {why}");
                     return Ok(());
                 }
                 loop {
                     let next = self.session.window.lock().pop_ready();
-                    let Some(p) = next else { break };
-                    self.dispatch(p).await?;
+                    let Some(super::session::Queued { pdu, held }) = next else {
+                        break;
+                    };
+                    // Out of the window: its data is now the command's, which accounts it
+                    // (a write reserves it in the write buffer budget) as any other.
+                    drop(held);
+                    self.dispatch(pdu).await?;
                 }
                 // The window is managed: MaxCmdSN moves only here and when tasks finish.
                 self.session.update_window();

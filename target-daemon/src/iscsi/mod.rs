@@ -104,6 +104,8 @@ pub struct Server {
     pub(crate) admission: Arc<admission::Admission>,
     /// The WRITE data all connections may buffer together.
     pub(crate) write_budget: Arc<budget::WriteBudget>,
+    /// The Data-In all connections may hold together, and one connection's share of it.
+    pub(crate) read_budget: Arc<budget::ReadBudget>,
     /// Bound portals (filled as listeners come up).
     portals: Mutex<Vec<PortalInfo>>,
     /// TPGTs of the configured (and bound) portals, ascending: every target is exported
@@ -138,6 +140,10 @@ impl Server {
             sessions: SessionTable::default(),
             admission: admission::Admission::new(&config.limits),
             write_budget: budget::WriteBudget::new(config.limits.write_buffer_bytes.0),
+            read_budget: budget::ReadBudget::new(
+                config.limits.read_buffer_bytes.0,
+                config.limits.read_buffer_bytes_per_connection.0,
+            ),
             portals: Mutex::new(Vec::new()),
             port_groups: Mutex::new(port_groups),
             shutdown_tx,

@@ -20,6 +20,54 @@ use tokio::sync::watch;
 use super::TargetEntry;
 use crate::scsi::Nexus;
 
+/// Most data a session may hold in commands queued behind a CmdSN gap.
+///
+/// With MaxConnections=1 (all lunard negotiates) commands arrive in CmdSN order over one TCP
+/// connection, so a gap means a broken or hostile initiator (or a PDU dropped for a digest
+/// error, after which ErrorRecoveryLevel 0 leaves the initiator to recover the session).
+/// Waiting a little for the gap to fill costs nothing and is what RFC 7143 asks; holding a
+/// window of immediate data per session, across thousands of sessions, is a way to exhaust
+/// memory. So the data of queued commands is capped per session by this constant and, all
+/// sessions together, charged against the write buffer budget (it is WRITE data the daemon
+/// holds for initiators); past either, the connection is closed, which ends the session and
+/// frees it. 1 MiB holds four 256 KiB immediate-data WRITEs or hundreds of small commands.
+pub const MAX_GAP_BYTES: u64 = 1 << 20;
+
+/// A PDU in the CmdSN window and, while it waits for a gap, the buffer its data holds.
+pub struct Queued {
+    /// The command (or NOP-Out, text, task management, logout request).
+    pub pdu: Pdu,
+    /// The accounting of its data while it waits for a gap.
+    pub held: Option<GapCharge>,
+}
+
+/// The data of one command queued behind a CmdSN gap, counted in its session's
+/// [`MAX_GAP_BYTES`] and in the write buffer budget until the command leaves the window.
+pub struct GapCharge {
+    bytes: u64,
+    session: Arc<AtomicU64>,
+    _grant: super::budget::Grant,
+}
+
+impl Drop for GapCharge {
+    fn drop(&mut self) {
+        self.session.fetch_sub(self.bytes, AtomicOrdering::AcqRel);
+    }
+}
+
+/// Why a command could not be held for a CmdSN gap.
+#[derive(Debug, thiserror::Error)]
+pub enum GapError {
+    /// The session already holds [`MAX_GAP_BYTES`].
+    #[error(
+        "commands waiting for a CmdSN gap would hold {0} bytes, over the {MAX_GAP_BYTES} a session may hold"
+    )]
+    SessionCap(u64),
+    /// The daemon-wide write buffer budget is full.
+    #[error("write buffer budget exhausted by commands waiting for a CmdSN gap")]
+    Budget,
+}
+
 /// One running SCSI task, as the task table sees it.
 pub struct TaskHandle {
     /// LUN the task addresses.
@@ -68,7 +116,9 @@ pub struct Session {
     /// I_T nexus for the SCSI layer.
     pub nexus: Arc<Nexus>,
     /// CmdSN window; holds commands that arrived ahead of a gap.
-    pub window: Mutex<CmdWindow<Pdu>>,
+    pub window: Mutex<CmdWindow<Queued>>,
+    /// Data bytes of the commands the window holds for a gap (see [`GapCharge`]).
+    gap_bytes: Arc<AtomicU64>,
     /// Configured window size (depth when idle).
     pub window_size: u32,
     /// Running tasks by ITT.
@@ -127,6 +177,7 @@ impl Session {
             nexus,
             window: Mutex::new(CmdWindow::new_managed(cmd_sn, window_size)),
             window_size,
+            gap_bytes: Arc::new(AtomicU64::new(0)),
             tasks: Mutex::new(HashMap::new()),
             ordering: Mutex::new(super::cmd::OrderState::default()),
             conns: Mutex::new(HashMap::new()),
@@ -194,6 +245,30 @@ impl Session {
     /// Whether this is a discovery session.
     pub fn is_discovery(&self) -> bool {
         self.target.is_none()
+    }
+
+    /// Accounts `bytes` of data of a command that will wait in the window for a CmdSN gap
+    /// (see [`MAX_GAP_BYTES`]).
+    pub fn hold_for_gap(
+        &self,
+        bytes: u64,
+        budget: &Arc<super::budget::WriteBudget>,
+    ) -> Result<GapCharge, GapError> {
+        let before = self.gap_bytes.fetch_add(bytes, AtomicOrdering::AcqRel);
+        let over = before.saturating_add(bytes);
+        if over > MAX_GAP_BYTES {
+            self.gap_bytes.fetch_sub(bytes, AtomicOrdering::AcqRel);
+            return Err(GapError::SessionCap(over));
+        }
+        let Some(grant) = budget.try_reserve(bytes) else {
+            self.gap_bytes.fetch_sub(bytes, AtomicOrdering::AcqRel);
+            return Err(GapError::Budget);
+        };
+        Ok(GapCharge {
+            bytes,
+            session: self.gap_bytes.clone(),
+            _grant: grant,
+        })
     }
 
     /// (ExpCmdSN, MaxCmdSN) for an outgoing PDU.
@@ -347,5 +422,40 @@ impl SessionTable {
     /// Whether there are no sessions.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iscsi::budget::WriteBudget;
+
+    /// Data held for a CmdSN gap is capped per session and charged to the write buffer
+    /// budget; both come back when the commands leave the window.
+    #[test]
+    fn data_held_for_a_gap_is_capped_per_session_and_budgeted() {
+        let s = Session::new(1, 1, "iqn.x".into(), None, 1, 0, 64);
+        let budget = WriteBudget::new(4 << 20);
+        let q = 400 << 10;
+        let a = s.hold_for_gap(q, &budget).expect("fits");
+        let b = s.hold_for_gap(q, &budget).expect("fits");
+        assert!(matches!(
+            s.hold_for_gap(q, &budget),
+            Err(GapError::SessionCap(_))
+        ));
+        assert_eq!(budget.used(), 2 * q, "a refusal takes nothing");
+        drop(a);
+        let c = s.hold_for_gap(q, &budget).expect("room again");
+        let other = Session::new(2, 2, "iqn.y".into(), None, 1, 0, 64);
+        let _hog = budget
+            .try_reserve((4 << 20) - 2 * q)
+            .expect("fills the budget");
+        assert!(matches!(
+            other.hold_for_gap(1, &budget),
+            Err(GapError::Budget)
+        ));
+        drop((b, c));
+        assert_eq!(budget.used(), (4 << 20) - 2 * q);
+        assert!(other.hold_for_gap(q, &budget).is_ok());
     }
 }

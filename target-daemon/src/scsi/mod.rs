@@ -425,6 +425,33 @@ impl ScsiTarget {
         u32::try_from(c.command.data_out_len(l.volume.block_size())).ok()
     }
 
+    /// Bytes of Data-In the device server will allocate for a READ (transfer length x block
+    /// size, whatever the transport's expected length), so a transport can reserve buffer
+    /// for it before executing. `None` for every other command: their answers are small, a
+    /// transport counts them once they exist. `Some(0)` when the READ will fail before
+    /// reading (no such LUN, over the Block Limits).
+    pub fn data_in_len(&self, lun: u64, cdb: &[u8]) -> Option<u32> {
+        if !matches!(
+            cdb.first().copied(),
+            Some(opcode::READ_6 | opcode::READ_10 | opcode::READ_12 | opcode::READ_16)
+        ) {
+            return None;
+        }
+        let Some(l) = self.lun(lun) else {
+            return Some(0);
+        };
+        let Ok(c) = cdb::parse(cdb) else {
+            return Some(0);
+        };
+        match c.command {
+            Command::Read { range, .. } if !sbc::exceeds_transfer_limits(&l.limits, &c.command) => {
+                let bytes = u64::from(range.blocks) * u64::from(l.volume.block_size());
+                Some(u32::try_from(bytes).unwrap_or(u32::MAX))
+            }
+            _ => Some(0),
+        }
+    }
+
     /// A nexus logged in: POWER ON, RESET, OR BUS DEVICE RESET OCCURRED on every LUN.
     pub fn nexus_login(&self, nexus: &Nexus) {
         self.uas.login(nexus, &self.luns());

@@ -359,11 +359,12 @@ fn spec_i_pt_with_150k_transport_ids_is_refused_without_freezing() {
 
 /// Slow readers: 4 connections each queue a full CmdSN window (64) of 8 MiB READs (the
 /// MAXIMUM TRANSFER LENGTH) and never read a byte of the answers. Every READ's data then
-/// waits in lunard's memory for a socket that does not drain (until the 30 s write-stall
-/// timeout): 64 x 8 MiB = 512 MiB per connection, with no daemon-wide bound. The bound:
-/// peak RSS under 512 MiB for the four, and the honest session unharmed.
+/// would wait in lunard's memory for a socket that does not drain (until the 30 s write-stall
+/// timeout): 64 x 8 MiB = 512 MiB per connection, 2 GiB for the four, without the read buffer
+/// budget (`limits.read_buffer_bytes_per_connection`, 16 MiB by default, keeps the rest of
+/// the READs waiting before they run). The bound: peak RSS under 512 MiB for the four, and
+/// the honest session unharmed.
 #[test]
-#[ignore = "defect: READ data queued for initiators that do not read is unbounded across connections (issue 14)"]
 fn slow_readers_cannot_pin_unbounded_read_data() {
     let _flood = flood_lock();
     let mut d = hostile::start(Auth::Open, "");
@@ -546,11 +547,11 @@ fn extended_copy_amplification_does_not_starve_other_targets() {
 
 /// Commands held for a CmdSN gap: each of 64 connections leaves its next CmdSN unused and
 /// sends the rest of its window (63 WRITEs) with 256 KiB of immediate data each. The target
-/// must hold them until the gap fills, so a session pins a window of immediate data (64 x
-/// 256 KiB = 16 MiB), with no daemon-wide bound: 64 sessions, 1 GiB. The bound: peak RSS under
-/// 512 MiB, and the honest session unharmed.
+/// holds them until the gap fills, so without a limit a session pins a window of immediate
+/// data (64 x 256 KiB = 16 MiB): 64 sessions, 1 GiB. lunard holds at most 1 MiB per session
+/// (and closes the connection beyond). The bound: peak RSS under 512 MiB, and the honest
+/// session unharmed.
 #[test]
-#[ignore = "defect: immediate data of commands waiting for a CmdSN gap is unbounded across sessions (issue 14)"]
 fn commands_held_for_a_cmdsn_gap_are_bounded() {
     let _flood = flood_lock();
     let mut d = hostile::start(Auth::Open, "");
