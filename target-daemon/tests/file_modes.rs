@@ -8,7 +8,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use target_daemon::scsi::pr::{PrOutEffects, PrState};
+use target_daemon::scsi::pr::{PrOutEffects, PrOutRequest, PrState};
 use target_daemon::scsi::Nexus;
 
 fn mode(p: &Path) -> u32 {
@@ -54,8 +54,15 @@ targets:
         isid: 1,
         tpgt: 1,
     };
-    pr.pr_out(&nexus, 0, 0, 0, &params, &mut PrOutEffects::default())
+    let req = PrOutRequest::parse(0, 0, 0, &params).expect("REGISTER parameter list");
+    let mut effects = PrOutEffects::default();
+    pr.pr_out(&nexus, &req, &mut effects)
         .expect("REGISTER with APTPL");
+    // The device server writes the state file off its lock; here it is written in place.
+    effects
+        .persist
+        .expect("an APTPL registration is persisted")
+        .write();
 
     let expected = [
         ("data directory", data.clone(), 0o700),
