@@ -265,6 +265,10 @@ impl RegisterMoveParams {
         let Some(tid) = data.get(BASIC_PARAM_LEN..BASIC_PARAM_LEN.saturating_add(tid_len)) else {
             return Err(Sense::parameter_list_length_error());
         };
+        if tid.len() < 4 {
+            // Not even a TransportID header: TRANSPORTID PARAMETER DATA LENGTH is wrong.
+            return Err(Sense::invalid_field_in_param(20, Some(7)));
+        }
         let transport_id = TransportId::parse(tid)
             .map_err(|off| Sense::invalid_field_in_param(24u16.saturating_add(off), None))?;
         Ok(Self {
@@ -531,6 +535,20 @@ mod tests {
         let e = spec_i_pt_ids(&p).unwrap_err();
         assert_eq!(e.field, Some(FieldPointer::param(30, None)));
         assert!(30 < p.len());
+    }
+
+    /// Found by the pr_out fuzz target: a REGISTER AND MOVE list whose TRANSPORTID
+    /// PARAMETER DATA LENGTH is below a TransportID's 4-byte header was blamed at byte 24,
+    /// past the end of a 24-byte list. The length field (byte 20) is at fault.
+    #[test]
+    fn register_and_move_short_transport_id_blames_its_length() {
+        let mut p = vec![0u8; 24];
+        let e = RegisterMoveParams::parse(&p).unwrap_err();
+        assert_eq!(e.field, Some(FieldPointer::param(20, Some(7))));
+        p[23] = 2;
+        p.extend_from_slice(&[0x05, 0]);
+        let e = RegisterMoveParams::parse(&p).unwrap_err();
+        assert_eq!(e.field, Some(FieldPointer::param(20, Some(7))));
     }
 
     #[test]
