@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every Lunar check: formatting, lints, release build, unit/property/crash tests, and the
-# end-to-end suite against real initiators (libiscsi, qemu) with the tgtd comparison.
+# Runs every Lunar check: formatting, lints, release build, unit/property/crash tests, the
+# end-to-end suite against real initiators (libiscsi, qemu) with the tgtd comparison, and a
+# bounded fuzzing run of the parsers (tests/scripts/fuzz.sh).
 #
 # Usage (from anywhere; as root on a fresh Debian 12 with Rust, or with sudo available):
 #     bash tests/run-all.sh
@@ -162,8 +163,11 @@ if run_step "rust toolchain" rust_components; then
     skip_step "systemd unit" "build failed"
     skip_step "unit tests" "build failed"; skip_step "e2e tests" "build failed"
   fi
+  # Bounded fuzzing (LUNAR_FUZZ_SECONDS per target, default 20) of every parser of untrusted
+  # input, from the committed corpora; its instrumented build lives in target/fuzz.
+  run_step "fuzz" bash tests/scripts/fuzz.sh
 else
-  for s in "cargo fmt --check" "cargo clippy" "release build" "systemd unit" "unit tests" "e2e tests"; do
+  for s in "cargo fmt --check" "cargo clippy" "release build" "systemd unit" "unit tests" "e2e tests" "fuzz"; do
     skip_step "$s" "no Rust toolchain"
   done
 fi
