@@ -44,12 +44,15 @@ skip_step() {
 # ---------------------------------------------------------------------------------------------
 # Debian packages: initiators (libiscsi-bin, qemu), tgtd (baseline), sg3-utils, fio,
 # qemu-system-x86 (a guest running the kernel iSCSI initiator), prometheus (promtool and a
-# real scraper), systemd (systemd-analyze), and a C toolchain for linking if missing.
+# real scraper), systemd (systemd-analyze), and, if missing, a C toolchain for linking and a
+# C++ compiler for libFuzzer.
 install_packages() {
   # kmod: the guest build runs the host's depmod over the guest's modules.
   local need=(libiscsi-bin sg3-utils tgt qemu-utils qemu-block-extra fio qemu-system-x86
     prometheus systemd kmod)
   command -v cc >/dev/null 2>&1 || need+=(build-essential)
+  # libfuzzer-sys compiles libFuzzer (C++) for the fuzz step.
+  command -v c++ >/dev/null 2>&1 || need+=(g++)
   local missing=() p
   for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
