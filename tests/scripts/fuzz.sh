@@ -64,7 +64,9 @@ for entry in "${crates[@]}"; do
   # The main workspace's `cargo fmt --all` does not reach these crates.
   (cd "$dir" && cargo fmt --check) || { echo "fuzz: $dir is not formatted (cargo fmt)"; exit 1; }
   echo "fuzz: building $dir"
-  (cd "$dir" && CARGO_TARGET_DIR="$target_dir" cargo build --locked --release --bins \
+  # Not --locked: the fuzz crates' Cargo.lock files pin what they had when committed, and
+  # cargo adds to them (in the work tree) whatever a dependency added since; commit that.
+  (cd "$dir" && CARGO_TARGET_DIR="$target_dir" cargo build --release --bins \
     --target "$host") || { echo "fuzz: build of $dir failed"; exit 1; }
 done
 t1=$(date +%s)
