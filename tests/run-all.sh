@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every Lunar check: formatting, lints, release build, unit/property/crash tests, and the
-# end-to-end suite against real initiators (libiscsi, qemu) with the tgtd comparison.
+# Runs every Lunar check: formatting, lints, release build, unit/property/crash tests, the
+# end-to-end suite against real initiators (libiscsi, qemu) with the tgtd comparison, and a
+# bounded fuzzing run of the parsers (tests/scripts/fuzz.sh).
 #
 # Usage (from anywhere; as root on a fresh Debian 12 with Rust, or with sudo available):
 #     bash tests/run-all.sh
@@ -43,12 +44,15 @@ skip_step() {
 # ---------------------------------------------------------------------------------------------
 # Debian packages: initiators (libiscsi-bin, qemu), tgtd (baseline), sg3-utils, fio,
 # qemu-system-x86 (a guest running the kernel iSCSI initiator), prometheus (promtool and a
-# real scraper), systemd (systemd-analyze), and a C toolchain for linking if missing.
+# real scraper), systemd (systemd-analyze), and, if missing, a C toolchain for linking and a
+# C++ compiler for libFuzzer.
 install_packages() {
   # kmod: the guest build runs the host's depmod over the guest's modules.
   local need=(libiscsi-bin sg3-utils tgt qemu-utils qemu-block-extra fio qemu-system-x86
     prometheus systemd kmod)
   command -v cc >/dev/null 2>&1 || need+=(build-essential)
+  # libfuzzer-sys compiles libFuzzer (C++) for the fuzz step.
+  command -v c++ >/dev/null 2>&1 || need+=(g++)
   local missing=() p
   for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -162,8 +166,11 @@ if run_step "rust toolchain" rust_components; then
     skip_step "systemd unit" "build failed"
     skip_step "unit tests" "build failed"; skip_step "e2e tests" "build failed"
   fi
+  # Bounded fuzzing (LUNAR_FUZZ_SECONDS per target, default 20) of every parser of untrusted
+  # input, from the committed corpora; its instrumented build lives in target/fuzz.
+  run_step "fuzz" bash tests/scripts/fuzz.sh
 else
-  for s in "cargo fmt --check" "cargo clippy" "release build" "systemd unit" "unit tests" "e2e tests"; do
+  for s in "cargo fmt --check" "cargo clippy" "release build" "systemd unit" "unit tests" "e2e tests" "fuzz"; do
     skip_step "$s" "no Rust toolchain"
   done
 fi

@@ -274,6 +274,10 @@ impl RegisterMoveParams {
         let Some(tid) = data.get(BASIC_PARAM_LEN..BASIC_PARAM_LEN.saturating_add(tid_len)) else {
             return Err(Sense::parameter_list_length_error());
         };
+        if tid.len() < 4 {
+            // Not even a TransportID header: TRANSPORTID PARAMETER DATA LENGTH is wrong.
+            return Err(Sense::invalid_field_in_param(20, Some(7)));
+        }
         let transport_id = TransportId::parse(tid)
             .map_err(|off| Sense::invalid_field_in_param(24u16.saturating_add(off), None))?;
         Ok(Self {
@@ -315,19 +319,23 @@ impl TransportId {
         };
         let end = body.iter().position(|&c| c == 0).unwrap_or(body.len());
         let text = std::str::from_utf8(&body[..end]).map_err(|_| 4u16)?;
-        let id = Self::parse_text(format, text)?;
+        // A missing name is ADDITIONAL LENGTH's fault when there are no name bytes at all:
+        // byte 4 would then lie past this TransportID, and maybe past the parameter list.
+        let bad_name: u16 = if body.is_empty() { 2 } else { 4 };
+        let id = Self::parse_text(format, text, bad_name)?;
         if id.name.len() > MAX_ISCSI_NAME_LEN {
             return Err(4);
         }
         Ok(id)
     }
 
-    /// The name (and ISID) a TransportID body of `format` carries.
-    fn parse_text(format: u8, text: &str) -> Result<Self, u16> {
+    /// The name (and ISID) a TransportID body of `format` carries; a missing name is
+    /// blamed at `bad_name`.
+    fn parse_text(format: u8, text: &str, bad_name: u16) -> Result<Self, u16> {
         match format {
             0 => {
                 if text.is_empty() {
-                    return Err(4);
+                    return Err(bad_name);
                 }
                 Ok(Self {
                     name: text.to_string(),
@@ -338,7 +346,7 @@ impl TransportId {
                 // "<name>,i,0x<ISID in 12 hex digits>" (the separator is case-insensitive).
                 let lower = text.to_ascii_lowercase();
                 let Some(sep) = lower.rfind(",i,0x") else {
-                    return Err(4);
+                    return Err(bad_name);
                 };
                 let isid = u64::from_str_radix(&text[sep + 5..], 16).map_err(|_| 4u16)?;
                 if sep == 0 || isid >> 48 != 0 {
@@ -473,6 +481,7 @@ fn be64(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scsi::sense::FieldPointer;
 
     #[test]
     fn types_round_trip_and_reserved_values_rejected() {
@@ -530,6 +539,38 @@ mod tests {
         assert_eq!(TransportId::parse(&dev.encode()).unwrap(), dev);
         assert!(TransportId::parse(&[0x41, 0, 0, 8, b'a', 0, 0, 0]).is_err());
         assert!(TransportId::parse(&[0x45, 0, 0, 200, b'a']).is_err());
+    }
+
+    /// Found by the pr_out fuzz target: a TransportID with no name bytes at all was
+    /// blamed at byte 4, the first byte after it, so a SPEC_I_PT list ending in one got a
+    /// field pointer past the end of the parameter list. ADDITIONAL LENGTH is at fault.
+    #[test]
+    fn empty_transport_id_blames_its_length() {
+        assert_eq!(TransportId::parse(&[0x05, 0, 0, 0]), Err(2));
+        assert_eq!(TransportId::parse(&[0x45, 0, 0, 0]), Err(2));
+        // A name that is present but empty is still blamed where it starts.
+        assert_eq!(TransportId::parse(&[0x05, 0, 0, 4, 0, 0, 0, 0]), Err(4));
+        let mut p = vec![0u8; 24];
+        p[20] = 0x08; // SPEC_I_PT
+        p.extend_from_slice(&4u32.to_be_bytes());
+        p.extend_from_slice(&[0x05, 0, 0, 0]);
+        let e = spec_i_pt_ids(&p).unwrap_err();
+        assert_eq!(e.field, Some(FieldPointer::param(30, None)));
+        assert!(30 < p.len());
+    }
+
+    /// Found by the pr_out fuzz target: a REGISTER AND MOVE list whose TRANSPORTID
+    /// PARAMETER DATA LENGTH is below a TransportID's 4-byte header was blamed at byte 24,
+    /// past the end of a 24-byte list. The length field (byte 20) is at fault.
+    #[test]
+    fn register_and_move_short_transport_id_blames_its_length() {
+        let mut p = vec![0u8; 24];
+        let e = RegisterMoveParams::parse(&p).unwrap_err();
+        assert_eq!(e.field, Some(FieldPointer::param(20, Some(7))));
+        p[23] = 2;
+        p.extend_from_slice(&[0x05, 0]);
+        let e = RegisterMoveParams::parse(&p).unwrap_err();
+        assert_eq!(e.field, Some(FieldPointer::param(20, Some(7))));
     }
 
     #[test]
