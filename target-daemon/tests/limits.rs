@@ -346,7 +346,7 @@ async fn unfinished_writes_on_many_connections_stay_within_the_write_buffer_budg
     let data = vec![0x22u8; full as usize];
     let c = &mut conns[1];
     let r2t = first_r2t.expect("the second write's R2T");
-    answer_r2t(c, itts[1], &r2t, &data, 65536).await;
+    c.answer_r2t(itts[1], &r2t, &data, 65536).await;
     let r = c.finish(itts[1], &data, 65536).await;
     assert_eq!(r.status, 0, "{r:?}");
     let p = conns[4].recv().await;
@@ -360,29 +360,6 @@ async fn unfinished_writes_on_many_connections_stay_within_the_write_buffer_budg
     })
     .await;
     d.shutdown().await.expect("shutdown");
-}
-
-/// Sends the Data-Out `r2t` asks for, from `data`, in PDUs of at most `seg` bytes.
-async fn answer_r2t(c: &mut Initiator, itt: u32, r2t: &pdu::R2t, data: &[u8], seg: usize) {
-    let mut off = r2t.buffer_offset as usize;
-    let end = off + r2t.desired_data_transfer_length as usize;
-    let mut sn = 0;
-    while off < end {
-        let n = seg.min(end - off);
-        let d = pdu::DataOut {
-            final_bit: off + n == end,
-            lun: 0,
-            itt,
-            ttt: r2t.ttt,
-            exp_stat_sn: c.exp_stat_sn,
-            data_sn: sn,
-            buffer_offset: off as u32,
-        };
-        c.send(Pdu::new(d, Bytes::copy_from_slice(&data[off..off + n])))
-            .await;
-        sn += 1;
-        off += n;
-    }
 }
 
 /// One JSON line from an admin connection, or `None` at EOF.

@@ -427,6 +427,31 @@ fn rand_u16() -> u16 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+impl Initiator {
+    /// Sends the Data-Out `r2t` asks for, from `data`, in PDUs of at most `seg` bytes.
+    pub async fn answer_r2t(&mut self, itt: u32, r2t: &pdu::R2t, data: &[u8], seg: usize) {
+        let mut off = r2t.buffer_offset as usize;
+        let end = off + r2t.desired_data_transfer_length as usize;
+        let mut sn = 0;
+        while off < end {
+            let n = seg.min(end - off);
+            let d = pdu::DataOut {
+                final_bit: off + n == end,
+                lun: 0,
+                itt,
+                ttt: r2t.ttt,
+                exp_stat_sn: self.exp_stat_sn,
+                data_sn: sn,
+                buffer_offset: off as u32,
+            };
+            self.send(Pdu::new(d, Bytes::copy_from_slice(&data[off..off + n])))
+                .await;
+            sn += 1;
+            off += n;
+        }
+    }
+}
+
 /// Outcome of a SCSI command as the initiator sees it.
 #[derive(Debug, Default)]
 pub struct CmdResult {
@@ -483,25 +508,7 @@ impl Initiator {
             match &p.bhs {
                 Bhs::R2t(r) => {
                     res.r2ts += 1;
-                    let mut off = r.buffer_offset as usize;
-                    let end = off + r.desired_data_transfer_length as usize;
-                    let mut sn = 0;
-                    while off < end {
-                        let n = seg.min(end - off);
-                        let d = pdu::DataOut {
-                            final_bit: off + n == end,
-                            lun: 0,
-                            itt,
-                            ttt: r.ttt,
-                            exp_stat_sn: self.exp_stat_sn,
-                            data_sn: sn,
-                            buffer_offset: off as u32,
-                        };
-                        self.send(Pdu::new(d, Bytes::copy_from_slice(&data[off..off + n])))
-                            .await;
-                        sn += 1;
-                        off += n;
-                    }
+                    self.answer_r2t(itt, r, data, seg).await;
                 }
                 Bhs::DataIn(d) => {
                     assert_eq!(d.data_sn, expect_data_sn, "DataSN sequence");
