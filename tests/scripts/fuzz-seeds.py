@@ -256,24 +256,11 @@ for name, r in REQUESTS.items():
 
 with open(os.path.join(ROOT, "deploy", "lunar.example.yaml"), "rb") as f:
     write(DAEMON, "config_yaml", "example", f.read())
-write(DAEMON, "config_yaml", "default", """data_dir: ./lunar-data
-pool:
-  path: pool
-  chunk_size: 64KiB
-  capacity: 16GiB
-portals:
-  - listen: 127.0.0.1:3260
-targets:
-  - iqn: iqn.2026-11.io.lunar:demo
-    alias: demo
-    allow_any: true
-    luns:
-      - id: 0
-        volume: demo
-        size: 1GiB
-        block_size: 512
-        guarantee: none
-""")
+# The embedded default, read from where lunard keeps it (one copy of the text).
+with open(os.path.join(ROOT, "target-daemon", "src", "config.rs"), encoding="utf-8") as f:
+    src = f.read()
+start = src.index('DEFAULT_CONFIG_YAML: &str = r#"') + len('DEFAULT_CONFIG_YAML: &str = r#"')
+write(DAEMON, "config_yaml", "default", src[start:src.index('"#;', start)].lstrip("\n").encode())
 write(DAEMON, "config_yaml", "invalid-chunk", "pool:\n  chunk_size: 3000\n")
 write(DAEMON, "config_yaml", "size", "1 GiB")
 
