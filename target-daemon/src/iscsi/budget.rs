@@ -232,21 +232,46 @@ impl ConnReads {
         })
     }
 
-    /// Reserves `bytes` as [`Self::try_reserve`] does, waiting until they fit. Cancel safe.
+    /// Reserves `bytes` (capped at the share) as [`Self::try_reserve`] does, waiting until
+    /// they fit. Cancel safe.
+    ///
+    /// The connection's share is taken first and kept while the daemon-wide budget is full.
+    /// Taking it back after each failed attempt would have to wake the connection's other
+    /// waiting READs (they may have failed on it), which would fail on the full budget in
+    /// turn and wake each other again: a spin for as long as the budget stays full.
     pub async fn reserve(self: &Arc<Self>, bytes: u64) -> ReadGrant {
-        if let Some(g) = self.try_reserve(bytes) {
-            return g;
-        }
-        crate::metrics::global().limit_refusal("read_buffer");
-        let mut rx = self.budget.freed.subscribe();
-        let _waiting = Waiting::new(&self.budget);
+        let bytes = bytes.min(self.budget.per_connection);
+        let mut share: Option<Share<'_>> = None;
+        let mut waiting: Option<(watch::Receiver<u64>, Waiting<'_>)> = None;
         loop {
-            rx.borrow_and_update();
-            if let Some(g) = self.try_reserve(bytes) {
-                return g;
+            if share.is_none() && try_add(&self.used, self.budget.per_connection, bytes) {
+                share = Some(Share { conn: self, bytes });
             }
-            // The sender lives as long as the budget, which `self` keeps alive.
-            let _ = rx.changed().await;
+            if let Some(taken) = share.take() {
+                if try_add(&self.budget.used, self.budget.cap, bytes) {
+                    std::mem::forget(taken);
+                    return ReadGrant {
+                        conn: self.clone(),
+                        bytes,
+                    };
+                }
+                share = Some(taken);
+            }
+            match waiting.as_mut() {
+                None => {
+                    // Register, then try once more: a return after the registration
+                    // signals, one before it is seen by the retry.
+                    crate::metrics::global().limit_refusal("read_buffer");
+                    let mut rx = self.budget.freed.subscribe();
+                    rx.borrow_and_update();
+                    waiting = Some((rx, Waiting::new(&self.budget)));
+                }
+                Some((rx, _)) => {
+                    // The sender lives as long as the budget, which `self` keeps alive.
+                    let _ = rx.changed().await;
+                    rx.borrow_and_update();
+                }
+            }
         }
     }
 
@@ -259,6 +284,20 @@ impl ConnReads {
         };
         g.resize(bytes);
         g
+    }
+}
+
+/// A connection's share taken by a READ still waiting for the daemon-wide budget; given
+/// back (waking the connection's other waiting READs) if the wait is cancelled.
+struct Share<'a> {
+    conn: &'a ConnReads,
+    bytes: u64,
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        self.conn.used.fetch_sub(self.bytes, Ordering::SeqCst);
+        self.conn.budget.release(0);
     }
 }
 
@@ -381,6 +420,35 @@ mod tests {
         let g4 = c3.charge(5);
         assert_eq!((c3.used(), b.used()), (5, 5));
         drop(g4);
+        assert_eq!(b.used(), 0);
+    }
+
+    /// Two READs of one connection waiting while the daemon-wide budget is full must sleep,
+    /// not wake each other: the signal count stays put until something is returned.
+    #[tokio::test]
+    async fn reads_waiting_for_a_full_total_do_not_wake_each_other() {
+        let b = ReadBudget::new(100, 60);
+        let (c1, c2) = (b.connection(), b.connection());
+        let g1 = c1.try_reserve(60).expect("fits");
+        let g2 = c2.try_reserve(40).expect("fits: the total is full now");
+        let c3 = b.connection();
+        let (a, bb) = (c3.clone(), c3.clone());
+        let w1 = tokio::spawn(async move { a.reserve(10).await.bytes });
+        let w2 = tokio::spawn(async move { bb.reserve(10).await.bytes });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        let signals = *b.freed.borrow();
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(*b.freed.borrow(), signals, "waiters woke each other");
+        assert!(!w1.is_finished() && !w2.is_finished());
+        assert_eq!(c3.used(), 20, "each waiter keeps its connection share");
+        drop(g2);
+        assert_eq!(w1.await.expect("joined"), 10);
+        assert_eq!(w2.await.expect("joined"), 10);
+        drop(g1);
         assert_eq!(b.used(), 0);
     }
 
