@@ -388,26 +388,27 @@ impl Conn {
                 }
                 // A command ahead of ExpCmdSN waits in the window for the gap to fill; its data
                 // is accounted while it waits, within limits (see `session::MAX_GAP_BYTES`).
-                let held =
-                    if !immediate && !pdu.data.is_empty() && cmd_sn != self.session.cmd_sns().0 {
-                        match self
-                            .session
-                            .hold_for_gap(pdu.data.len() as u64, &self.server.write_budget)
-                        {
-                            Ok(c) => Some(c),
-                            Err(e) => {
-                                crate::metrics::global().limit_refusal("cmdsn_gap");
-                                return Err(anyhow::anyhow!("{e}"));
+                // One window lock for both the gap test and the admission (per PDU).
+                let admitted = {
+                    let mut window = self.session.window.lock();
+                    let held =
+                        if !immediate && !pdu.data.is_empty() && cmd_sn != window.exp_cmd_sn() {
+                            match self
+                                .session
+                                .hold_for_gap(pdu.data.len() as u64, &self.server.write_budget)
+                            {
+                                Ok(c) => Some(c),
+                                Err(e) => {
+                                    drop(window);
+                                    crate::metrics::global().limit_refusal("cmdsn_gap");
+                                    return Err(anyhow::anyhow!("{e}"));
+                                }
                             }
-                        }
-                    } else {
-                        None
-                    };
-                let admitted = self.session.window.lock().admit(
-                    cmd_sn,
-                    immediate,
-                    super::session::Queued { pdu, held },
-                );
+                        } else {
+                            None
+                        };
+                    window.admit(cmd_sn, immediate, super::session::Queued { pdu, held })
+                };
                 if let Err((why, q)) = admitted {
                     tracing::debug!(peer = %self.peer, opcode = ?q.pdu.bhs.opcode(), "dropping command: {why}");
                     return Ok(());
