@@ -10,65 +10,21 @@
 //! requests waiting at that moment complete together (group commit). When the journal is
 //! full a checkpoint replaces the append. Without requests, buffered records are committed
 //! every second. Publishes share the newest block while it fits one page ([`append_locked`]).
+//!
+//! The durability methods callers wait on (`PoolInner::publish`, `wait_durable`, `flush`)
+//! are here too, beside the thread they talk to through [`CommitQueue`]: this module builds
+//! on the engine state ([`crate::engine`]), never the other way round.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
-use tokio::sync::oneshot;
-
+use crate::commit_queue::CommitQueue;
 use crate::engine::{PoolInner, SbState, Sealer};
-use crate::journal::{block_len, build_block};
+use crate::journal::{block_len, build_block, OpenBlock};
 use crate::superblock::{Seal, Superblock, SB_SLOT, SEAL_OFF};
 use crate::{checkpoint, Result, StorageError};
-
-type Waiter = (u64, u64, oneshot::Sender<Result<()>>);
-
-#[derive(Default)]
-struct Queue {
-    waiters: Vec<Waiter>,
-    shutdown: bool,
-    /// The commit thread has exited: requests fail at once instead of waiting forever.
-    stopped: bool,
-    force_checkpoint: bool,
-}
-
-/// Queue shared between flush callers and the commit thread.
-#[derive(Default)]
-pub(crate) struct CommitShared {
-    q: Mutex<Queue>,
-    cv: Condvar,
-}
-
-impl CommitShared {
-    /// Ask for everything up to `lsn` to be durable.
-    /// Ask for every record up to `lsn` and every data write up to `writes` to be durable.
-    pub fn request(&self, lsn: u64, writes: u64) -> oneshot::Receiver<Result<()>> {
-        let (tx, rx) = oneshot::channel();
-        let mut q = self.q.lock();
-        if q.stopped {
-            let _ = tx.send(Err(io(
-                "committing metadata",
-                std::io::Error::other("commit thread stopped"),
-            )));
-        } else {
-            q.waiters.push((lsn, writes, tx));
-            self.cv.notify_one();
-        }
-        rx
-    }
-    /// Ask for a checkpoint at the next commit (used by close).
-    pub fn request_checkpoint(&self, lsn: u64, writes: u64) -> oneshot::Receiver<Result<()>> {
-        self.q.lock().force_checkpoint = true;
-        self.request(lsn, writes)
-    }
-    pub fn shutdown(&self) {
-        self.q.lock().shutdown = true;
-        self.cv.notify_all();
-    }
-}
 
 fn io(context: &str, e: std::io::Error) -> StorageError {
     StorageError::io(context, e)
@@ -80,6 +36,91 @@ fn sync(inner: &PoolInner) -> Result<()> {
         .file
         .sync_data()
         .map_err(|e| io("syncing the pool", e))
+}
+
+/// The durability side of the engine: what a caller waits for before acknowledging.
+impl PoolInner {
+    /// Make sure the records up to `lsn` are written to the journal (not necessarily durable)
+    /// before the caller acknowledges the I/O that logged them. A process kill keeps the page
+    /// cache: data written in place survives it, so the mappings of first writes and unmaps
+    /// must survive it too, or a SYNCHRONIZE CACHE answered by the restarted process would
+    /// "succeed" over writes whose mappings died with this one (docs/testing-kernel.md).
+    /// Concurrent callers share one block: whoever holds the journal lock appends every
+    /// buffered record.
+    pub async fn publish(self: &Arc<Self>, lsn: u64) -> Result<()> {
+        for _ in 0..4 {
+            if self.published_lsn.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            let mut guard = self.sb.clone().lock_owned().await;
+            if self.published_lsn.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            let inner = self.clone();
+            let appended =
+                tokio::task::spawn_blocking(move || append_locked(&inner, &mut guard, false))
+                    .await
+                    .map_err(|e| {
+                        StorageError::io(
+                            "appending to the journal",
+                            std::io::Error::other(e.to_string()),
+                        )
+                    })??;
+            if !appended {
+                // The journal is full: a checkpoint (which also makes the records durable)
+                // is the way to get them on disk.
+                break;
+            }
+        }
+        if self.published_lsn.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        let rx = self.commit.request_checkpoint(lsn, 0);
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(StorageError::io(
+                "committing metadata",
+                std::io::Error::other("commit thread stopped"),
+            )),
+        }
+    }
+
+    /// Wait until the records up to `lsn` are durable (no data sync is asked for).
+    pub async fn wait_durable(&self, lsn: u64) -> Result<()> {
+        if self.durable_lsn.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        match self.commit.request(lsn, 0).await {
+            Ok(r) => r,
+            Err(_) => Err(StorageError::io(
+                "committing metadata",
+                std::io::Error::other("commit thread stopped"),
+            )),
+        }
+    }
+
+    /// Make every record appended so far durable (group commit).
+    pub async fn flush(&self) -> Result<()> {
+        let target = {
+            let st = self.state.read();
+            st.check_failed()?;
+            st.lsn
+        };
+        let dtarget = self.data_writes.load(Ordering::Acquire);
+        if self.durable_lsn.load(Ordering::Acquire) >= target
+            && self.synced_writes.load(Ordering::Acquire) >= dtarget
+        {
+            return Ok(());
+        }
+        let rx = self.commit.request(target, dtarget);
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(StorageError::io(
+                "committing metadata",
+                std::io::Error::other("commit thread stopped"),
+            )),
+        }
+    }
 }
 
 /// Put the pool into the failed state (every later operation reports it) and return `e`.
@@ -170,14 +211,6 @@ pub(crate) fn close_open(sbs: &mut SbState) {
         sbs.journal_off += block_len(o.records.len());
         sbs.next_seq += 1;
     }
-}
-
-/// The newest journal block while records may still join it (see [`append_locked`]).
-#[derive(Default)]
-pub(crate) struct OpenBlock {
-    /// Encoded records it holds so far.
-    pub records: Vec<u8>,
-    pub nrecs: u32,
 }
 
 /// Chunks freed by now-durable records become allocatable; flushes up to `end` may return.
@@ -350,28 +383,19 @@ fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Resul
 /// Start the commit thread.
 pub(crate) fn spawn(
     inner: Weak<PoolInner>,
-    shared: Arc<CommitShared>,
+    queue: Arc<CommitQueue>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("lunar-commit".into())
-        .spawn(move || run(inner, shared))
+        .spawn(move || run(inner, queue))
 }
 
-fn run(weak: Weak<PoolInner>, shared: Arc<CommitShared>) {
+fn run(weak: Weak<PoolInner>, queue: Arc<CommitQueue>) {
     loop {
-        let (mut waiters, shutdown, force) = {
-            let mut q = shared.q.lock();
-            if q.waiters.is_empty() && !q.shutdown {
-                shared.cv.wait_for(&mut q, Duration::from_secs(1));
-            }
-            let force = std::mem::replace(&mut q.force_checkpoint, false);
-            (std::mem::take(&mut q.waiters), q.shutdown, force)
-        };
+        let batch = queue.next_batch(Duration::from_secs(1));
+        let mut waiters = batch.waiters;
         let Some(inner) = weak.upgrade() else {
-            let mut q = shared.q.lock();
-            q.stopped = true;
-            waiters.append(&mut q.waiters);
-            drop(q);
+            waiters.append(&mut queue.stop());
             for (_, _, tx) in waiters {
                 let _ = tx.send(Err(io(
                     "committing metadata",
@@ -380,7 +404,7 @@ fn run(weak: Weak<PoolInner>, shared: Arc<CommitShared>) {
             }
             return;
         };
-        let res = commit_once(&inner, force);
+        let res = commit_once(&inner, batch.force_checkpoint);
         let durable = inner.durable_lsn.load(Ordering::Acquire);
         let synced = inner.synced_writes.load(Ordering::Acquire);
         drop(inner);
@@ -399,15 +423,9 @@ fn run(weak: Weak<PoolInner>, shared: Arc<CommitShared>) {
                 Ok(_) => again.push((t, w, tx)),
             }
         }
-        if !again.is_empty() {
-            shared.q.lock().waiters.extend(again);
-        }
-        if shutdown {
-            let mut q = shared.q.lock();
-            if q.waiters.is_empty() {
-                q.stopped = true;
-                return;
-            }
+        queue.requeue(again);
+        if batch.shutdown && queue.stop_if_idle() {
+            return;
         }
     }
 }

@@ -1,6 +1,10 @@
 //! Shared engine state behind a [`crate::Pool`]: metadata, allocator, journal buffer,
 //! per-volume runtime locks.
 //!
+//! This module only holds state and the in-memory operations on it; the modules that do
+//! durable work on it (`commit` for the journal, seals and checkpoints, `space`, `split`)
+//! depend on it and not the other way round.
+//!
 //! Locking: `state` (a parking_lot RwLock) is held only for in-memory work, never across I/O
 //! or an await. Per volume, `gate` orders I/O (shared) against snapshot/clone/rollback/delete/
 //! resize (exclusive), and 64 stripe locks order the first write (copy-on-write) of a chunk
@@ -13,7 +17,7 @@ use std::sync::Arc;
 
 use crate::alloc::Alloc;
 use crate::codec::Enc;
-use crate::commit::CommitShared;
+use crate::commit_queue::CommitQueue;
 use crate::io::DataIo;
 use crate::journal::encode_rec;
 use crate::layer::{Meta, Rec, ViewId, ViewKind};
@@ -263,7 +267,7 @@ pub(crate) struct SbState {
     /// Boot id stamped into tentative blocks.
     pub boot: uuid::Uuid,
     /// The block at `journal_off` (sequence `next_seq`) while records may still join it.
-    pub open: Option<crate::commit::OpenBlock>,
+    pub open: Option<crate::journal::OpenBlock>,
 }
 
 /// Seal state, used by the commit thread only (and open).
@@ -294,7 +298,7 @@ pub(crate) struct PoolInner {
     pub data_writes: AtomicU64,
     /// Value of `data_writes` covered by the last completed fdatasync.
     pub synced_writes: AtomicU64,
-    pub commit: Arc<CommitShared>,
+    pub commit: Arc<CommitQueue>,
     pub vols: parking_lot::Mutex<HashMap<ViewId, Arc<VolRt>>>,
     pub closed: AtomicBool,
     pub zero_chunk: bytes::Bytes,
@@ -341,89 +345,6 @@ impl PoolInner {
         self.io.write(off, bufs).await?;
         self.data_writes.fetch_add(1, Ordering::AcqRel);
         Ok(())
-    }
-
-    /// Make sure the records up to `lsn` are written to the journal (not necessarily durable)
-    /// before the caller acknowledges the I/O that logged them. A process kill keeps the page
-    /// cache: data written in place survives it, so the mappings of first writes and unmaps
-    /// must survive it too, or a SYNCHRONIZE CACHE answered by the restarted process would
-    /// "succeed" over writes whose mappings died with this one (docs/testing-kernel.md).
-    /// Concurrent callers share one block: whoever holds the journal lock appends every
-    /// buffered record.
-    pub async fn publish(self: &Arc<Self>, lsn: u64) -> Result<()> {
-        for _ in 0..4 {
-            if self.published_lsn.load(Ordering::Acquire) >= lsn {
-                return Ok(());
-            }
-            let mut guard = self.sb.clone().lock_owned().await;
-            if self.published_lsn.load(Ordering::Acquire) >= lsn {
-                return Ok(());
-            }
-            let inner = self.clone();
-            let appended = tokio::task::spawn_blocking(move || {
-                crate::commit::append_locked(&inner, &mut guard, false)
-            })
-            .await
-            .map_err(|e| {
-                StorageError::io(
-                    "appending to the journal",
-                    std::io::Error::other(e.to_string()),
-                )
-            })??;
-            if !appended {
-                // The journal is full: a checkpoint (which also makes the records durable)
-                // is the way to get them on disk.
-                break;
-            }
-        }
-        if self.published_lsn.load(Ordering::Acquire) >= lsn {
-            return Ok(());
-        }
-        let rx = self.commit.request_checkpoint(lsn, 0);
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(StorageError::io(
-                "committing metadata",
-                std::io::Error::other("commit thread stopped"),
-            )),
-        }
-    }
-
-    /// Wait until the records up to `lsn` are durable (no data sync is asked for).
-    pub async fn wait_durable(&self, lsn: u64) -> Result<()> {
-        if self.durable_lsn.load(Ordering::Acquire) >= lsn {
-            return Ok(());
-        }
-        match self.commit.request(lsn, 0).await {
-            Ok(r) => r,
-            Err(_) => Err(StorageError::io(
-                "committing metadata",
-                std::io::Error::other("commit thread stopped"),
-            )),
-        }
-    }
-
-    /// Make every record appended so far durable (group commit).
-    pub async fn flush(&self) -> Result<()> {
-        let target = {
-            let st = self.state.read();
-            st.check_failed()?;
-            st.lsn
-        };
-        let dtarget = self.data_writes.load(Ordering::Acquire);
-        if self.durable_lsn.load(Ordering::Acquire) >= target
-            && self.synced_writes.load(Ordering::Acquire) >= dtarget
-        {
-            return Ok(());
-        }
-        let rx = self.commit.request(target, dtarget);
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(StorageError::io(
-                "committing metadata",
-                std::io::Error::other("commit thread stopped"),
-            )),
-        }
     }
 }
 

@@ -27,6 +27,16 @@ pub(crate) const BOOT_LEN: usize = 16;
 pub(crate) const HEADER: usize = 40;
 pub(crate) const BLOCK_ALIGN: usize = 4096;
 
+/// The newest journal block while records may still join it: it is rewritten in place, same
+/// sequence number, until it would outgrow one page (see `commit::append_locked`).
+#[derive(Default)]
+pub(crate) struct OpenBlock {
+    /// Encoded records it holds so far.
+    pub(crate) records: Vec<u8>,
+    /// How many records `records` holds.
+    pub(crate) nrecs: u32,
+}
+
 /// Encode one record, appended to `e`.
 pub(crate) fn encode_rec(e: &mut Enc, r: &Rec) {
     match r {

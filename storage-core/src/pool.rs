@@ -4,7 +4,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::commit::{self, CommitShared};
+use crate::clock::now_unix;
+use crate::commit;
+use crate::commit_queue::CommitQueue;
 use crate::engine::{PoolInner, SbState, Sealer, State};
 use crate::io::DataIo;
 use crate::layer::{Rec, ViewId, ViewKind};
@@ -21,12 +23,6 @@ const MAX_VOLUME_BYTES: u64 = 1 << 60;
 pub struct Pool {
     pub(crate) inner: Arc<PoolInner>,
     committer: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
-}
-
-pub(crate) fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn check_name(kind: &str, name: &str) -> Result<()> {
@@ -77,7 +73,7 @@ impl Pool {
         let file = Arc::new(loaded.file);
         let layout = loaded.sb.layout;
         let uuid = loaded.sb.uuid;
-        let shared = Arc::new(CommitShared::default());
+        let shared = Arc::new(CommitQueue::default());
         let inner = Arc::new(PoolInner {
             io: DataIo::new(file.clone()),
             file,

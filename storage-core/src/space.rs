@@ -175,7 +175,7 @@ pub(crate) fn reconcile(inner: &PoolInner) {
     }
     // Reclaimed garbage was seen by nobody, so it does not change any unique figure.
     st.space_dirty = !consistent;
-    st.reconciled_at = crate::pool::now_unix();
+    st.reconciled_at = crate::clock::now_unix();
     if reclaimed > 0 {
         tracing::info!(
             chunks = reclaimed,

@@ -1,0 +1,119 @@
+//! The queue between callers that need records durable (flushes, publishes that found the
+//! journal full, close) and the commit thread that makes them so.
+//!
+//! Its own module so that the engine state can hold the queue while the commit thread
+//! ([`crate::commit`]), which works on that state, depends on the engine and not the other
+//! way round. The queue owns its locking protocol: callers only request, the commit thread
+//! only takes batches, requeues and stops.
+
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::oneshot;
+
+use crate::{Result, StorageError};
+
+/// One caller waiting: every record up to the LSN and every data write up to the count must
+/// be durable before the sender is completed.
+pub(crate) type Waiter = (u64, u64, oneshot::Sender<Result<()>>);
+
+#[derive(Default)]
+struct Queue {
+    waiters: Vec<Waiter>,
+    shutdown: bool,
+    /// The commit thread has exited: requests fail at once instead of waiting forever.
+    stopped: bool,
+    force_checkpoint: bool,
+}
+
+/// What the commit thread takes from the queue for one commit.
+pub(crate) struct Batch {
+    /// Callers to complete once the commit covers them.
+    pub(crate) waiters: Vec<Waiter>,
+    /// The pool is closing: exit once no caller is left waiting.
+    pub(crate) shutdown: bool,
+    /// Write a checkpoint instead of appending (asked for by close or a full journal).
+    pub(crate) force_checkpoint: bool,
+}
+
+/// Queue shared between flush callers and the commit thread.
+#[derive(Default)]
+pub(crate) struct CommitQueue {
+    q: Mutex<Queue>,
+    cv: Condvar,
+}
+
+impl CommitQueue {
+    /// Ask for every record up to `lsn` and every data write up to `writes` to be durable.
+    pub(crate) fn request(&self, lsn: u64, writes: u64) -> oneshot::Receiver<Result<()>> {
+        let (tx, rx) = oneshot::channel();
+        let mut q = self.q.lock();
+        if q.stopped {
+            let _ = tx.send(Err(StorageError::io(
+                "committing metadata",
+                std::io::Error::other("commit thread stopped"),
+            )));
+        } else {
+            q.waiters.push((lsn, writes, tx));
+            self.cv.notify_one();
+        }
+        rx
+    }
+
+    /// Ask for a checkpoint at the next commit (used by close).
+    pub(crate) fn request_checkpoint(
+        &self,
+        lsn: u64,
+        writes: u64,
+    ) -> oneshot::Receiver<Result<()>> {
+        self.q.lock().force_checkpoint = true;
+        self.request(lsn, writes)
+    }
+
+    /// Tell the commit thread to exit once nobody waits any more.
+    pub(crate) fn shutdown(&self) {
+        self.q.lock().shutdown = true;
+        self.cv.notify_all();
+    }
+
+    /// Commit thread: take the waiting callers, first waiting up to `idle` while there are
+    /// none (buffered records are committed that often even without a request).
+    pub(crate) fn next_batch(&self, idle: Duration) -> Batch {
+        let mut q = self.q.lock();
+        if q.waiters.is_empty() && !q.shutdown {
+            self.cv.wait_for(&mut q, idle);
+        }
+        let force_checkpoint = std::mem::replace(&mut q.force_checkpoint, false);
+        Batch {
+            waiters: std::mem::take(&mut q.waiters),
+            shutdown: q.shutdown,
+            force_checkpoint,
+        }
+    }
+
+    /// Commit thread: put back callers the last commit did not cover yet.
+    pub(crate) fn requeue(&self, again: Vec<Waiter>) {
+        if !again.is_empty() {
+            self.q.lock().waiters.extend(again);
+        }
+    }
+
+    /// Commit thread, exiting for good: later requests fail at once; returns the callers still
+    /// waiting, for the thread to fail.
+    pub(crate) fn stop(&self) -> Vec<Waiter> {
+        let mut q = self.q.lock();
+        q.stopped = true;
+        std::mem::take(&mut q.waiters)
+    }
+
+    /// Commit thread, after a commit during shutdown: stop if nobody waits any more.
+    pub(crate) fn stop_if_idle(&self) -> bool {
+        let mut q = self.q.lock();
+        if q.waiters.is_empty() {
+            q.stopped = true;
+            true
+        } else {
+            false
+        }
+    }
+}
