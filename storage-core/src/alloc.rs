@@ -14,7 +14,7 @@ pub(crate) struct Alloc {
 }
 
 impl Alloc {
-    pub fn new(total: u64) -> Alloc {
+    pub(crate) fn new(total: u64) -> Alloc {
         Alloc {
             bits: vec![0; total.div_ceil(64) as usize],
             total,
@@ -22,18 +22,18 @@ impl Alloc {
             cursor: 0,
         }
     }
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total
     }
     /// Chunks whose bit is set (owned, in flight or pending free).
-    pub fn used(&self) -> u64 {
+    pub(crate) fn used(&self) -> u64 {
         self.used
     }
-    pub fn is_set(&self, c: u64) -> bool {
+    pub(crate) fn is_set(&self, c: u64) -> bool {
         c < self.total && self.bits[(c / 64) as usize] & (1 << (c % 64)) != 0
     }
     /// Mark a chunk used (loading). Returns false if it already was.
-    pub fn set(&mut self, c: u64) -> bool {
+    pub(crate) fn set(&mut self, c: u64) -> bool {
         if c >= self.total || self.is_set(c) {
             return false;
         }
@@ -41,14 +41,14 @@ impl Alloc {
         self.used += 1;
         true
     }
-    pub fn clear(&mut self, c: u64) {
+    pub(crate) fn clear(&mut self, c: u64) {
         if self.is_set(c) {
             self.bits[(c / 64) as usize] &= !(1 << (c % 64));
             self.used -= 1;
         }
     }
     /// Find and mark a free chunk.
-    pub fn allocate(&mut self) -> Option<u64> {
+    pub(crate) fn allocate(&mut self) -> Option<u64> {
         if self.used >= self.total {
             return None;
         }

@@ -49,7 +49,7 @@ pub(crate) struct ChainCache {
 }
 
 impl ChainCache {
-    pub fn new() -> ChainCache {
+    pub(crate) fn new() -> ChainCache {
         ChainCache {
             shards: (0..SHARDS)
                 .map(|_| {
@@ -66,7 +66,7 @@ impl ChainCache {
 
     /// What `index` of the volume whose top is `top` reads: `Some(phys)` or `None` for
     /// zeros. Always equal to `meta.resolve(top, index)`.
-    pub fn resolve(&self, meta: &Meta, top: LayerId, index: u64) -> Option<u64> {
+    pub(crate) fn resolve(&self, meta: &Meta, top: LayerId, index: u64) -> Option<u64> {
         let l = meta.layers.get(&top)?;
         if let Some(&e) = l.map.get(&index) {
             return (e != HOLE).then_some(e);
@@ -104,7 +104,7 @@ impl ChainCache {
     }
 
     /// Entries held (for tests and memory figures).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.load(Ordering::Relaxed)
     }
 }

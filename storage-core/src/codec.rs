@@ -7,27 +7,27 @@ use crate::StorageError;
 /// Append-only encoder.
 #[derive(Default)]
 pub(crate) struct Enc {
-    pub buf: Vec<u8>,
+    pub(crate) buf: Vec<u8>,
 }
 
 impl Enc {
-    pub fn u8(&mut self, v: u8) {
+    pub(crate) fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }
-    pub fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
-    pub fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
-    pub fn bytes(&mut self, v: &[u8]) {
+    pub(crate) fn bytes(&mut self, v: &[u8]) {
         self.u32(v.len() as u32);
         self.buf.extend_from_slice(v);
     }
-    pub fn str(&mut self, v: &str) {
+    pub(crate) fn str(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
-    pub fn opt_u64(&mut self, v: Option<u64>) {
+    pub(crate) fn opt_u64(&mut self, v: Option<u64>) {
         match v {
             Some(x) => {
                 self.u8(1);
@@ -36,7 +36,7 @@ impl Enc {
             None => self.u8(0),
         }
     }
-    pub fn opt_str(&mut self, v: Option<&str>) {
+    pub(crate) fn opt_str(&mut self, v: Option<&str>) {
         match v {
             Some(x) => {
                 self.u8(1);
@@ -55,16 +55,16 @@ pub(crate) struct Dec<'a> {
 }
 
 impl<'a> Dec<'a> {
-    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
+    pub(crate) fn new(buf: &'a [u8], what: &'static str) -> Self {
         Dec { buf, pos: 0, what }
     }
     fn err(&self, msg: &str) -> StorageError {
         StorageError::Corrupt(format!("{}: {} at byte {}", self.what, msg, self.pos))
     }
-    pub fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], StorageError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], StorageError> {
         if self.remaining() < n {
             return Err(self.err("truncated"));
         }
@@ -72,35 +72,35 @@ impl<'a> Dec<'a> {
         self.pos += n;
         Ok(s)
     }
-    pub fn u8(&mut self) -> Result<u8, StorageError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, StorageError> {
         Ok(self.take(1)?[0])
     }
-    pub fn u32(&mut self) -> Result<u32, StorageError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, StorageError> {
         let mut a = [0u8; 4];
         a.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(a))
     }
-    pub fn u64(&mut self) -> Result<u64, StorageError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, StorageError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
     }
-    pub fn bytes(&mut self) -> Result<&'a [u8], StorageError> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], StorageError> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    pub fn str(&mut self) -> Result<String, StorageError> {
+    pub(crate) fn str(&mut self) -> Result<String, StorageError> {
         let b = self.bytes()?;
         String::from_utf8(b.to_vec()).map_err(|_| self.err("invalid UTF-8"))
     }
-    pub fn opt_u64(&mut self) -> Result<Option<u64>, StorageError> {
+    pub(crate) fn opt_u64(&mut self) -> Result<Option<u64>, StorageError> {
         match self.u8()? {
             0 => Ok(None),
             1 => Ok(Some(self.u64()?)),
             _ => Err(self.err("bad option tag")),
         }
     }
-    pub fn opt_str(&mut self) -> Result<Option<String>, StorageError> {
+    pub(crate) fn opt_str(&mut self) -> Result<Option<String>, StorageError> {
         match self.u8()? {
             0 => Ok(None),
             1 => Ok(Some(self.str()?)),
@@ -109,7 +109,7 @@ impl<'a> Dec<'a> {
     }
     /// A count that must be plausible given the bytes left (each item at least `min_item` bytes),
     /// so corrupt input cannot make us allocate without bound.
-    pub fn count(&mut self, min_item: usize) -> Result<usize, StorageError> {
+    pub(crate) fn count(&mut self, min_item: usize) -> Result<usize, StorageError> {
         let n = self.u64()? as usize;
         if n.saturating_mul(min_item.max(1)) > self.remaining() {
             return Err(self.err("implausible element count"));

@@ -47,7 +47,7 @@ impl PoolInner {
     /// "succeed" over writes whose mappings died with this one (docs/testing-kernel.md).
     /// Concurrent callers share one block: whoever holds the journal lock appends every
     /// buffered record.
-    pub async fn publish(self: &Arc<Self>, lsn: u64) -> Result<()> {
+    pub(crate) async fn publish(self: &Arc<Self>, lsn: u64) -> Result<()> {
         for _ in 0..4 {
             if self.published_lsn.load(Ordering::Acquire) >= lsn {
                 return Ok(());
@@ -86,7 +86,7 @@ impl PoolInner {
     }
 
     /// Wait until the records up to `lsn` are durable (no data sync is asked for).
-    pub async fn wait_durable(&self, lsn: u64) -> Result<()> {
+    pub(crate) async fn wait_durable(&self, lsn: u64) -> Result<()> {
         if self.durable_lsn.load(Ordering::Acquire) >= lsn {
             return Ok(());
         }
@@ -100,7 +100,7 @@ impl PoolInner {
     }
 
     /// Make every record appended so far durable (group commit).
-    pub async fn flush(&self) -> Result<()> {
+    pub(crate) async fn flush(&self) -> Result<()> {
         let target = {
             let st = self.state.read();
             st.check_failed()?;

@@ -28,18 +28,18 @@ pub(crate) const STRIPES: usize = 64;
 
 /// Per-volume runtime locks (not persistent).
 pub(crate) struct VolRt {
-    pub gate: tokio::sync::RwLock<()>,
-    pub stripes: Vec<tokio::sync::RwLock<()>>,
-    pub deleted: AtomicBool,
+    pub(crate) gate: tokio::sync::RwLock<()>,
+    pub(crate) stripes: Vec<tokio::sync::RwLock<()>>,
+    pub(crate) deleted: AtomicBool,
     /// Resolutions of deep chains below the volume's top (reads only).
-    pub chain: crate::chaincache::ChainCache,
+    pub(crate) chain: crate::chaincache::ChainCache,
     /// Per stripe: LSN of the latest `Map` a first write logged there (see
     /// `Volume::write_chunk`).
-    pub map_lsns: Vec<AtomicU64>,
+    pub(crate) map_lsns: Vec<AtomicU64>,
 }
 
 impl VolRt {
-    pub fn new() -> VolRt {
+    pub(crate) fn new() -> VolRt {
         VolRt {
             gate: tokio::sync::RwLock::new(()),
             stripes: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
@@ -48,10 +48,10 @@ impl VolRt {
             map_lsns: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
         }
     }
-    pub fn stripe(&self, index: u64) -> &tokio::sync::RwLock<()> {
+    pub(crate) fn stripe(&self, index: u64) -> &tokio::sync::RwLock<()> {
         &self.stripes[(index % STRIPES as u64) as usize]
     }
-    pub fn map_lsn(&self, index: u64) -> &AtomicU64 {
+    pub(crate) fn map_lsn(&self, index: u64) -> &AtomicU64 {
         &self.map_lsns[(index % STRIPES as u64) as usize]
     }
 }
@@ -89,32 +89,32 @@ pub(crate) enum AllocFail {
 
 /// Mutable in-memory state.
 pub(crate) struct State {
-    pub meta: Meta,
-    pub alloc: Alloc,
+    pub(crate) meta: Meta,
+    pub(crate) alloc: Alloc,
     /// Encoded records not yet handed to the committer.
-    pub recs: Enc,
-    pub nrecs: u32,
+    pub(crate) recs: Enc,
+    pub(crate) nrecs: u32,
     /// Records appended so far (log sequence number).
-    pub lsn: u64,
+    pub(crate) lsn: u64,
     /// Chunks freed by the buffered records.
-    pub pending: Vec<u64>,
+    pub(crate) pending: Vec<u64>,
     /// All freed chunks not yet released to the allocator (buffered + committing).
-    pub pending_count: u64,
+    pub(crate) pending_count: u64,
     /// Chunks allocated for writes not yet mapped, per volume.
-    pub inflight: HashMap<ViewId, u64>,
-    pub inflight_thin: u64,
-    pub inflight_total: u64,
-    pub space_dirty: bool,
-    pub reconciled_at: u64,
-    pub failed: Option<String>,
+    pub(crate) inflight: HashMap<ViewId, u64>,
+    pub(crate) inflight_thin: u64,
+    pub(crate) inflight_total: u64,
+    pub(crate) space_dirty: bool,
+    pub(crate) reconciled_at: u64,
+    pub(crate) failed: Option<String>,
     /// Soft threshold in per cent of capacity (used + reserved), if configured.
-    pub soft_pct: Option<u8>,
+    pub(crate) soft_pct: Option<u8>,
     /// Current "soft threshold reached" state, for subscribers.
-    pub threshold: tokio::sync::watch::Sender<bool>,
+    pub(crate) threshold: tokio::sync::watch::Sender<bool>,
 }
 
 impl State {
-    pub fn new(meta: Meta, alloc: Alloc, soft_pct: Option<u8>) -> State {
+    pub(crate) fn new(meta: Meta, alloc: Alloc, soft_pct: Option<u8>) -> State {
         let (threshold, _) = tokio::sync::watch::channel(false);
         let mut st = State {
             meta,
@@ -138,7 +138,7 @@ impl State {
     }
 
     /// Whether used + reserved space has reached the soft threshold.
-    pub fn threshold_reached(&self) -> bool {
+    pub(crate) fn threshold_reached(&self) -> bool {
         self.soft_pct.is_some_and(|p| {
             (self.meta.used + self.meta.reserved) * 100 >= self.alloc.total() * p as u64
         })
@@ -153,7 +153,7 @@ impl State {
         });
     }
 
-    pub fn check_failed(&self) -> Result<()> {
+    pub(crate) fn check_failed(&self) -> Result<()> {
         match &self.failed {
             Some(m) => Err(StorageError::io(
                 "using the pool",
@@ -164,7 +164,7 @@ impl State {
     }
 
     /// Apply a record to the metadata and append it to the journal buffer.
-    pub fn log(&mut self, rec: Rec) -> Result<()> {
+    pub(crate) fn log(&mut self, rec: Rec) -> Result<()> {
         let mut freed = Vec::new();
         self.meta.applying_lsn = self.lsn + 1;
         self.meta
@@ -184,14 +184,14 @@ impl State {
 
     /// Chunks not used, not reserved and not promised to thin in-flight writes. Chunks waiting
     /// for a commit count as available (a commit releases them).
-    pub fn available(&self) -> u64 {
+    pub(crate) fn available(&self) -> u64 {
         self.alloc
             .total()
             .saturating_sub(self.meta.used + self.meta.reserved + self.inflight_thin)
     }
 
     /// Check that `chunks` more can be reserved.
-    pub fn need(&self, chunks: u64) -> Result<()> {
+    pub(crate) fn need(&self, chunks: u64) -> Result<()> {
         let avail = self.available();
         if chunks > avail {
             let cs = self.meta.chunk_size;
@@ -204,7 +204,11 @@ impl State {
     }
 
     /// Allocate a chunk for a first write of `view`.
-    pub fn allocate(&mut self, view: ViewId, full: bool) -> std::result::Result<u64, AllocFail> {
+    pub(crate) fn allocate(
+        &mut self,
+        view: ViewId,
+        full: bool,
+    ) -> std::result::Result<u64, AllocFail> {
         if !full && self.available() < 1 {
             return Err(AllocFail::NoSpace);
         }
@@ -223,7 +227,7 @@ impl State {
     }
 
     /// An allocation is finished (mapped or abandoned).
-    pub fn allocation_done(&mut self, view: ViewId, full: bool, abandoned: Option<u64>) {
+    pub(crate) fn allocation_done(&mut self, view: ViewId, full: bool, abandoned: Option<u64>) {
         if let Some(n) = self.inflight.get_mut(&view) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -240,7 +244,7 @@ impl State {
     }
 
     /// (top layer, size, block size, full) of a live volume.
-    pub fn volume(&self, id: ViewId) -> Result<(u64, u64, u32, bool)> {
+    pub(crate) fn volume(&self, id: ViewId) -> Result<(u64, u64, u32, bool)> {
         match self.meta.views.get(&id) {
             Some(v) => match v.kind {
                 ViewKind::Volume { top, guarantee } => {
@@ -259,70 +263,70 @@ impl State {
 /// Superblock and journal cursor, behind the journal lock: tentative appends (write path
 /// and commit thread) and checkpoints (commit thread) take it; seals and fdatasyncs do not.
 pub(crate) struct SbState {
-    pub sb: Superblock,
-    pub journal_off: u64,
-    pub next_seq: u64,
+    pub(crate) sb: Superblock,
+    pub(crate) journal_off: u64,
+    pub(crate) next_seq: u64,
     /// Chunks freed by records in written but not yet sealed blocks (reusable after the seal).
-    pub unsealed_frees: Vec<u64>,
+    pub(crate) unsealed_frees: Vec<u64>,
     /// Boot id stamped into tentative blocks.
-    pub boot: uuid::Uuid,
+    pub(crate) boot: uuid::Uuid,
     /// The block at `journal_off` (sequence `next_seq`) while records may still join it.
-    pub open: Option<crate::journal::OpenBlock>,
+    pub(crate) open: Option<crate::journal::OpenBlock>,
 }
 
 /// Seal state, used by the commit thread only (and open).
 pub(crate) struct Sealer {
     /// The newest seal slot written (or read at open).
-    pub seal: crate::superblock::Seal,
+    pub(crate) seal: crate::superblock::Seal,
     /// Journal blocks below this sequence number are durable (seal or checkpoint).
-    pub durable_seq: u64,
+    pub(crate) durable_seq: u64,
 }
 
 /// Everything a pool shares between handles.
 pub(crate) struct PoolInner {
-    pub file: Arc<File>,
-    pub io: DataIo,
-    pub layout: Layout,
-    pub uuid: uuid::Uuid,
-    pub state: parking_lot::RwLock<State>,
+    pub(crate) file: Arc<File>,
+    pub(crate) io: DataIo,
+    pub(crate) layout: Layout,
+    pub(crate) uuid: uuid::Uuid,
+    pub(crate) state: parking_lot::RwLock<State>,
     /// The journal lock (async so that write-path appends can wait on it without blocking a
     /// runtime thread; the commit thread uses `blocking_lock`).
-    pub sb: Arc<tokio::sync::Mutex<SbState>>,
-    pub sealer: parking_lot::Mutex<Sealer>,
-    pub durable_lsn: AtomicU64,
+    pub(crate) sb: Arc<tokio::sync::Mutex<SbState>>,
+    pub(crate) sealer: parking_lot::Mutex<Sealer>,
+    pub(crate) durable_lsn: AtomicU64,
     /// Records up to this LSN are in the file (page cache at least), so they survive a kill
     /// of this process; `durable_lsn` says which also survive a power loss.
-    pub published_lsn: AtomicU64,
+    pub(crate) published_lsn: AtomicU64,
     /// Data writes completed so far (in-place overwrites change no metadata but still need
     /// an fdatasync before a flush may return).
-    pub data_writes: AtomicU64,
+    pub(crate) data_writes: AtomicU64,
     /// Value of `data_writes` covered by the last completed fdatasync.
-    pub synced_writes: AtomicU64,
-    pub commit: Arc<CommitQueue>,
-    pub vols: parking_lot::Mutex<HashMap<ViewId, Arc<VolRt>>>,
-    pub closed: AtomicBool,
-    pub zero_chunk: bytes::Bytes,
-    pub path: std::path::PathBuf,
+    pub(crate) synced_writes: AtomicU64,
+    pub(crate) commit: Arc<CommitQueue>,
+    pub(crate) vols: parking_lot::Mutex<HashMap<ViewId, Arc<VolRt>>>,
+    pub(crate) closed: AtomicBool,
+    pub(crate) zero_chunk: bytes::Bytes,
+    pub(crate) path: std::path::PathBuf,
     /// Cumulative activity counters for operators ([`crate::PoolStats`]).
-    pub stats: Stats,
+    pub(crate) stats: Stats,
     /// Told each metadata commit's duration (lunard feeds a histogram with it).
-    pub commit_observer: parking_lot::RwLock<Option<CommitObserver>>,
+    pub(crate) commit_observer: parking_lot::RwLock<Option<CommitObserver>>,
 }
 
 /// Callback for metadata commit durations.
-pub type CommitObserver = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+pub(crate) type CommitObserver = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
 
 /// Cumulative counters; relaxed atomics, read without locks.
 #[derive(Default)]
 pub(crate) struct Stats {
-    pub cow_ops: AtomicU64,
-    pub cow_bytes: AtomicU64,
-    pub commits: AtomicU64,
-    pub syncs: AtomicU64,
+    pub(crate) cow_ops: AtomicU64,
+    pub(crate) cow_bytes: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) syncs: AtomicU64,
 }
 
 impl PoolInner {
-    pub fn rt(&self, id: ViewId) -> Arc<VolRt> {
+    pub(crate) fn rt(&self, id: ViewId) -> Arc<VolRt> {
         self.vols
             .lock()
             .entry(id)
@@ -330,7 +334,7 @@ impl PoolInner {
             .clone()
     }
 
-    pub fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StorageError::io(
                 "using the pool",
@@ -341,7 +345,7 @@ impl PoolInner {
     }
 
     /// Write data chunks; counted so that a later flush knows an fdatasync is due.
-    pub async fn write_data(&self, off: u64, bufs: Vec<bytes::Bytes>) -> Result<()> {
+    pub(crate) async fn write_data(&self, off: u64, bufs: Vec<bytes::Bytes>) -> Result<()> {
         self.io.write(off, bufs).await?;
         self.data_writes.fetch_add(1, Ordering::AcqRel);
         Ok(())

@@ -166,11 +166,11 @@ pub(crate) fn encode_rec(e: &mut Enc, r: &Rec) {
     }
 }
 
-fn uuid(d: &mut Dec) -> Result<uuid::Uuid> {
+fn uuid(d: &mut Dec<'_>) -> Result<uuid::Uuid> {
     uuid::Uuid::from_slice(d.take(16)?).map_err(|e| StorageError::Corrupt(e.to_string()))
 }
 
-fn flag(d: &mut Dec) -> Result<bool> {
+fn flag(d: &mut Dec<'_>) -> Result<bool> {
     match d.u8()? {
         0 => Ok(false),
         1 => Ok(true),
@@ -179,7 +179,7 @@ fn flag(d: &mut Dec) -> Result<bool> {
 }
 
 /// Decode one record.
-pub(crate) fn decode_rec(d: &mut Dec) -> Result<Rec> {
+pub(crate) fn decode_rec(d: &mut Dec<'_>) -> Result<Rec> {
     Ok(match d.u8()? {
         1 => Rec::CreateVolume {
             view: d.u64()?,
@@ -294,10 +294,10 @@ pub(crate) fn block_len(records_len: usize) -> u64 {
 
 /// A parsed block header.
 pub(crate) struct Header {
-    pub payload_len: usize,
-    pub nrecs: u32,
+    pub(crate) payload_len: usize,
+    pub(crate) nrecs: u32,
     /// "LJNT": the payload starts with the writer's boot id.
-    pub tentative: bool,
+    pub(crate) tentative: bool,
 }
 
 /// Parse the header at the start of `hdr` (at least HEADER bytes). Returns the header when

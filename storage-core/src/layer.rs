@@ -25,20 +25,20 @@ pub(crate) const HOLE: u64 = u64::MAX;
 /// One layer of the tree.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Layer {
-    pub parent: Option<LayerId>,
-    pub children: Vec<LayerId>,
-    pub view: Option<ViewId>,
-    pub frozen: bool,
+    pub(crate) parent: Option<LayerId>,
+    pub(crate) children: Vec<LayerId>,
+    pub(crate) view: Option<ViewId>,
+    pub(crate) frozen: bool,
     /// Logical chunk index -> physical chunk, or [`HOLE`].
-    pub map: ChunkMap,
+    pub(crate) map: ChunkMap,
     /// Number of data (non-hole) entries: chunks this layer owns.
-    pub owned: u64,
+    pub(crate) owned: u64,
     /// Not persisted: LSN of the newest record that merged a parent layer into this one (0
     /// when none did since the pool was opened; replayed records are durable before the pool
     /// serves). Until that record is durable, a crash undoes the merge and brings back a view
     /// (a deleted snapshot or clone, a volume before its rollback) that shares the merged
     /// chunks, so an in-place write into this layer waits for it first (`Volume::write_chunk`).
-    pub merged_lsn: u64,
+    pub(crate) merged_lsn: u64,
 }
 
 /// What a view is.
@@ -53,29 +53,29 @@ pub(crate) enum ViewKind {
 /// A user-visible name over a layer.
 #[derive(Clone, Debug)]
 pub(crate) struct View {
-    pub name: String,
-    pub uuid: uuid::Uuid,
-    pub size: u64,
-    pub block_size: u32,
-    pub created: u64,
-    pub origin: Option<String>,
-    pub kind: ViewKind,
+    pub(crate) name: String,
+    pub(crate) uuid: uuid::Uuid,
+    pub(crate) size: u64,
+    pub(crate) block_size: u32,
+    pub(crate) created: u64,
+    pub(crate) origin: Option<String>,
+    pub(crate) kind: ViewKind,
     /// Derived and maintained: logical chunks below the size that resolve to data.
-    pub mapped: u64,
+    pub(crate) mapped: u64,
     /// Derived and maintained: `chunks(size) - owned(top)` for full volumes, else 0.
-    pub reserved: u64,
+    pub(crate) reserved: u64,
     /// Reconciled: chunks reachable only through this view.
-    pub unique: u64,
+    pub(crate) unique: u64,
 }
 
 impl View {
-    pub fn layer(&self) -> LayerId {
+    pub(crate) fn layer(&self) -> LayerId {
         match self.kind {
             ViewKind::Volume { top, .. } => top,
             ViewKind::Snapshot { layer, .. } => layer,
         }
     }
-    pub fn is_volume(&self) -> bool {
+    pub(crate) fn is_volume(&self) -> bool {
         matches!(self.kind, ViewKind::Volume { .. })
     }
 }
@@ -170,27 +170,27 @@ pub(crate) enum Rec {
 /// The whole metadata state.
 #[derive(Clone, Debug)]
 pub(crate) struct Meta {
-    pub chunk_size: u64,
-    pub layers: BTreeMap<LayerId, Layer>,
-    pub views: BTreeMap<ViewId, View>,
-    pub next_id: u64,
+    pub(crate) chunk_size: u64,
+    pub(crate) layers: BTreeMap<LayerId, Layer>,
+    pub(crate) views: BTreeMap<ViewId, View>,
+    pub(crate) next_id: u64,
     /// Derived: Σ owned.
-    pub used: u64,
+    pub(crate) used: u64,
     /// Derived: Σ reserved over full volumes.
-    pub reserved: u64,
+    pub(crate) reserved: u64,
     /// Not persisted: changes whenever a record may change what some layer's *ancestors*
     /// resolve to (anything but a mapping change in a leaf layer). Per-volume resolution
     /// caches ([`crate::chaincache`]) are valid only while it stays the same.
-    pub epoch: u64,
+    pub(crate) epoch: u64,
     /// Not persisted: the LSN the record being applied gets on the live path
     /// (`State::log` sets it; 0 during replay). A merge stamps it into [`Layer::merged_lsn`].
-    pub applying_lsn: u64,
+    pub(crate) applying_lsn: u64,
 }
 
 type ApplyResult = std::result::Result<(), String>;
 
 impl Meta {
-    pub fn new(chunk_size: u64) -> Meta {
+    pub(crate) fn new(chunk_size: u64) -> Meta {
         Meta {
             chunk_size,
             layers: BTreeMap::new(),
@@ -204,7 +204,7 @@ impl Meta {
     }
 
     /// Allocate an id (the live path records it; replay bumps `next_id` past it).
-    pub fn new_id(&mut self) -> u64 {
+    pub(crate) fn new_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         id
@@ -217,17 +217,17 @@ impl Meta {
     }
 
     /// Number of logical chunks of a view of `size` bytes.
-    pub fn chunks(&self, size: u64) -> u64 {
+    pub(crate) fn chunks(&self, size: u64) -> u64 {
         size.div_ceil(self.chunk_size)
     }
 
     /// Resolve `index` starting at `layer`: `Some(phys)` for data, `None` for zeros.
-    pub fn resolve(&self, layer: LayerId, index: u64) -> Option<u64> {
+    pub(crate) fn resolve(&self, layer: LayerId, index: u64) -> Option<u64> {
         self.resolve_counting(layer, index).0
     }
 
     /// Like [`Meta::resolve`], also returning how many layers were probed.
-    pub fn resolve_counting(&self, layer: LayerId, index: u64) -> (Option<u64>, usize) {
+    pub(crate) fn resolve_counting(&self, layer: LayerId, index: u64) -> (Option<u64>, usize) {
         let mut cur = Some(layer);
         let mut probes = 0;
         while let Some(id) = cur {
@@ -244,21 +244,21 @@ impl Meta {
     }
 
     /// Resolve through the ancestors of `layer` only (what the layer would see without its own map).
-    pub fn resolve_parent(&self, layer: LayerId, index: u64) -> Option<u64> {
+    pub(crate) fn resolve_parent(&self, layer: LayerId, index: u64) -> Option<u64> {
         self.layers
             .get(&layer)
             .and_then(|l| l.parent)
             .and_then(|p| self.resolve(p, index))
     }
 
-    pub fn find_volume(&self, name: &str) -> Option<ViewId> {
+    pub(crate) fn find_volume(&self, name: &str) -> Option<ViewId> {
         self.views
             .iter()
             .find(|(_, v)| v.is_volume() && v.name == name)
             .map(|(&id, _)| id)
     }
 
-    pub fn find_snapshot(&self, vol: ViewId, name: &str) -> Option<ViewId> {
+    pub(crate) fn find_snapshot(&self, vol: ViewId, name: &str) -> Option<ViewId> {
         self.views
             .iter()
             .find(|(_, v)| {
@@ -268,7 +268,7 @@ impl Meta {
             .map(|(&id, _)| id)
     }
 
-    pub fn snapshots_of(&self, vol: ViewId) -> Vec<ViewId> {
+    pub(crate) fn snapshots_of(&self, vol: ViewId) -> Vec<ViewId> {
         self.views
             .iter()
             .filter(|(_, v)| matches!(v.kind, ViewKind::Snapshot { volume, .. } if volume == vol))
@@ -277,7 +277,7 @@ impl Meta {
     }
 
     /// Count the logical chunks below `size` that `layer` resolves to data (O(entries on the path)).
-    pub fn count_mapped(&self, layer: LayerId, size: u64) -> u64 {
+    pub(crate) fn count_mapped(&self, layer: LayerId, size: u64) -> u64 {
         let n = self.chunks(size);
         let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
         let mut count = 0;
@@ -329,7 +329,7 @@ impl Meta {
     }
 
     /// Recompute every derived counter from the maps (used after loading a checkpoint).
-    pub fn rebuild_derived(&mut self) {
+    pub(crate) fn rebuild_derived(&mut self) {
         self.used = 0;
         let ids: Vec<LayerId> = self.layers.keys().copied().collect();
         for id in ids {
@@ -430,7 +430,7 @@ impl Meta {
     }
 
     /// Apply one record. Errors mean the record does not fit the state (corrupt journal).
-    pub fn apply(&mut self, rec: &Rec, freed: &mut Vec<u64>) -> ApplyResult {
+    pub(crate) fn apply(&mut self, rec: &Rec, freed: &mut Vec<u64>) -> ApplyResult {
         // A leaf has no descendants, so a mapping change in it cannot change what any
         // layer's ancestors resolve to; everything else (new layers, merges, deletes, reclaim
         // of a ghost's entries, rollback, detach) moves the epoch. The layer count catches a
@@ -878,7 +878,7 @@ impl Meta {
     }
 
     /// Views that can see data entry `index` of `layer` (stops counting at `limit`).
-    pub fn viewers(&self, layer: LayerId, index: u64, limit: usize, out: &mut Vec<ViewId>) {
+    pub(crate) fn viewers(&self, layer: LayerId, index: u64, limit: usize, out: &mut Vec<ViewId>) {
         let Some(l) = self.layers.get(&layer) else {
             return;
         };

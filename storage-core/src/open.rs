@@ -123,20 +123,20 @@ pub(crate) fn create(path: &Path, opts: &PoolOptions) -> Result<PathBuf> {
 
 /// What open recovered.
 pub(crate) struct Loaded {
-    pub file: File,
-    pub sb: Superblock,
-    pub meta: Meta,
-    pub alloc: Alloc,
-    pub journal_off: u64,
-    pub next_seq: u64,
-    pub path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) sb: Superblock,
+    pub(crate) meta: Meta,
+    pub(crate) alloc: Alloc,
+    pub(crate) journal_off: u64,
+    pub(crate) next_seq: u64,
+    pub(crate) path: PathBuf,
     /// The seal read at open.
-    pub seal: Seal,
+    pub(crate) seal: Seal,
     /// Replay applied tentative blocks no seal covers (written in this boot by a process
     /// that did not live to seal them): they must be sealed before the pool is used.
-    pub unsealed: bool,
+    pub(crate) unsealed: bool,
     /// Boot id of the running kernel (stamped into tentative blocks).
-    pub boot: uuid::Uuid,
+    pub(crate) boot: uuid::Uuid,
 }
 
 /// Identity of the running kernel boot. A process kill keeps the page cache, so what a dead

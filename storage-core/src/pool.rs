@@ -161,6 +161,9 @@ impl Pool {
         *self.inner.commit_observer.write() = Some(f);
     }
 
+    /// Space and object figures as of now, read from memory without I/O (cheap enough for
+    /// every `lunarctl pool status` and metrics scrape). Capacity, used, free and reserved are
+    /// exact; per-volume unique figures are not part of it (see [`Pool::reconcile_space`]).
     pub fn status(&self) -> PoolStatus {
         let st = self.inner.state.read();
         let sb = st.soft_pct;

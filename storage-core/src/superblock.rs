@@ -29,19 +29,19 @@ fn align_up(v: u64, a: u64) -> u64 {
 /// Where each region lives. Fixed at creation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Layout {
-    pub chunk_size: u64,
-    pub total_bytes: u64,
-    pub journal_off: u64,
-    pub journal_len: u64,
-    pub ckpt_off: [u64; 2],
-    pub ckpt_len: u64,
-    pub data_off: u64,
-    pub data_chunks: u64,
+    pub(crate) chunk_size: u64,
+    pub(crate) total_bytes: u64,
+    pub(crate) journal_off: u64,
+    pub(crate) journal_len: u64,
+    pub(crate) ckpt_off: [u64; 2],
+    pub(crate) ckpt_len: u64,
+    pub(crate) data_off: u64,
+    pub(crate) data_chunks: u64,
 }
 
 impl Layout {
     /// Compute a layout for a pool of `total_bytes` with `chunk_size` chunks.
-    pub fn compute(total_bytes: u64, chunk_size: u64) -> Result<Layout> {
+    pub(crate) fn compute(total_bytes: u64, chunk_size: u64) -> Result<Layout> {
         let raw_chunks = total_bytes / chunk_size;
         // Journal: 1/1024 of the pool, between 4 MiB and 256 MiB.
         let journal_len = align_up((total_bytes / 1024).clamp(4 << 20, 256 << 20), ALIGN);
@@ -71,7 +71,7 @@ impl Layout {
     }
 
     /// Byte offset of physical chunk `phys`.
-    pub fn chunk_offset(&self, phys: u64) -> u64 {
+    pub(crate) fn chunk_offset(&self, phys: u64) -> u64 {
         self.data_off + phys * self.chunk_size
     }
 }
@@ -79,22 +79,22 @@ impl Layout {
 /// Contents of one superblock slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Superblock {
-    pub uuid: uuid::Uuid,
-    pub generation: u64,
-    pub layout: Layout,
-    pub soft_threshold_pct: Option<u8>,
+    pub(crate) uuid: uuid::Uuid,
+    pub(crate) generation: u64,
+    pub(crate) layout: Layout,
+    pub(crate) soft_threshold_pct: Option<u8>,
     /// Checkpoint slot holding the metadata image (None: empty metadata).
-    pub ckpt_slot: Option<u8>,
-    pub ckpt_bytes: u64,
-    pub ckpt_crc: u32,
+    pub(crate) ckpt_slot: Option<u8>,
+    pub(crate) ckpt_bytes: u64,
+    pub(crate) ckpt_crc: u32,
     /// Sequence number of the first journal block after that checkpoint.
-    pub journal_seq: u64,
+    pub(crate) journal_seq: u64,
     /// Format version this slot was written with (1 or 2).
-    pub version: u32,
+    pub(crate) version: u32,
 }
 
 impl Superblock {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut e = Enc::default();
         e.buf.extend_from_slice(MAGIC);
         e.u32(FORMAT_VERSION);
@@ -126,7 +126,7 @@ impl Superblock {
     }
 
     /// Classification of one slot.
-    pub fn decode(slot: &[u8]) -> SlotState {
+    pub(crate) fn decode(slot: &[u8]) -> SlotState {
         if slot.len() < 16 || &slot[..8] != MAGIC {
             return SlotState::NoMagic;
         }
@@ -208,13 +208,13 @@ impl Superblock {
 /// alternately; the valid one with the higher generation counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Seal {
-    pub generation: u64,
-    pub seq: u64,
+    pub(crate) generation: u64,
+    pub(crate) seq: u64,
 }
 
 impl Seal {
     /// Slot image: magic "LSEL", pool UUID, generation, sequence, CRC32C, zero padding.
-    pub fn encode(&self, pool: &uuid::Uuid) -> Vec<u8> {
+    pub(crate) fn encode(&self, pool: &uuid::Uuid) -> Vec<u8> {
         let mut e = Enc::default();
         e.buf.extend_from_slice(SEAL_MAGIC);
         e.buf.extend_from_slice(pool.as_bytes());
@@ -228,7 +228,7 @@ impl Seal {
 
     /// Decode one slot; `None` for anything that is not a valid seal of this pool (zeros in a
     /// format 1 pool, a torn write, another pool's leftovers).
-    pub fn decode(slot: &[u8], pool: &uuid::Uuid) -> Option<Seal> {
+    pub(crate) fn decode(slot: &[u8], pool: &uuid::Uuid) -> Option<Seal> {
         if slot.len() < 40 || &slot[..4] != SEAL_MAGIC || &slot[4..20] != pool.as_bytes() {
             return None;
         }
@@ -239,7 +239,7 @@ impl Seal {
     }
 
     /// The newer of two slots.
-    pub fn newest(a: Option<Seal>, b: Option<Seal>) -> Seal {
+    pub(crate) fn newest(a: Option<Seal>, b: Option<Seal>) -> Seal {
         match (a, b) {
             (Some(x), Some(y)) => {
                 if y.generation > x.generation {

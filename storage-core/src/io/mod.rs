@@ -30,7 +30,7 @@ pub(crate) struct DataIo {
 
 impl DataIo {
     /// Pick io_uring unless disabled or unavailable.
-    pub fn new(file: Arc<File>) -> DataIo {
+    pub(crate) fn new(file: Arc<File>) -> DataIo {
         DataIo {
             file: file.clone(),
             fast: nowait::NoWait::new(&file),
@@ -39,12 +39,12 @@ impl DataIo {
     }
 
     /// Name of the backend in use.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         self.backend.name()
     }
 
     /// Read exactly `len` bytes at `off`.
-    pub async fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+    pub(crate) async fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(len);
         self.read_into(off, &mut buf.spare_capacity_mut()[..len])
             .await?;
@@ -56,7 +56,7 @@ impl DataIo {
     /// Fill `buf` (which need not be initialised) from `off`; on `Ok` every byte of it is
     /// initialised. Reads land directly in the caller's buffer (no zero-fill, no second
     /// copy) when the page cache serves them; the rest comes from the backend and is copied.
-    pub async fn read_into(&self, off: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
+    pub(crate) async fn read_into(&self, off: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
         let len = buf.len();
         let done = self.fast.read(&self.file, off, buf);
         if done == len {
@@ -82,7 +82,7 @@ impl DataIo {
     }
 
     /// Write the buffers back to back starting at `off`.
-    pub async fn write(&self, off: u64, bufs: Vec<Bytes>) -> Result<()> {
+    pub(crate) async fn write(&self, off: u64, bufs: Vec<Bytes>) -> Result<()> {
         let total: usize = bufs.iter().map(Bytes::len).sum();
         let done = self.fast.write(&self.file, off, &bufs);
         if done == total {

@@ -65,7 +65,7 @@ fn classify(ret: isize) -> Attempt {
 
 impl NoWait {
     /// Both directions enabled for `file` unless `LUNAR_IO_NOWAIT=0`.
-    pub fn new(file: &File) -> Self {
+    pub(crate) fn new(file: &File) -> Self {
         let on = std::env::var("LUNAR_IO_NOWAIT").map_or(true, |v| v != "0");
         NoWait {
             reads: AtomicBool::new(on),
@@ -76,7 +76,7 @@ impl NoWait {
 
     /// Read into `buf` (which need not be initialised) from `off` without blocking; returns
     /// how many leading bytes were read (and so are initialised).
-    pub fn read(&self, file: &File, off: u64, buf: &mut [MaybeUninit<u8>]) -> usize {
+    pub(crate) fn read(&self, file: &File, off: u64, buf: &mut [MaybeUninit<u8>]) -> usize {
         if !self.reads.load(Ordering::Relaxed) || buf.is_empty() {
             return 0;
         }
@@ -107,7 +107,7 @@ impl NoWait {
 
     /// Write `bufs` back to back at `off` without blocking; returns how many leading bytes
     /// were written (the caller writes the rest through the backend).
-    pub fn write(&self, file: &File, off: u64, bufs: &[Bytes]) -> usize {
+    pub(crate) fn write(&self, file: &File, off: u64, bufs: &[Bytes]) -> usize {
         if !self.writes.load(Ordering::Relaxed) {
             return 0;
         }

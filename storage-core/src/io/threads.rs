@@ -21,11 +21,11 @@ fn join_err(e: tokio::task::JoinError) -> StorageError {
 }
 
 impl ThreadsIo {
-    pub fn new(file: Arc<File>) -> Self {
+    pub(crate) fn new(file: Arc<File>) -> Self {
         ThreadsIo { file }
     }
 
-    pub async fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+    pub(crate) async fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
         let f = self.file.clone();
         tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; len];
@@ -37,7 +37,7 @@ impl ThreadsIo {
         .map_err(join_err)?
     }
 
-    pub async fn write(&self, off: u64, bufs: Vec<Bytes>) -> Result<()> {
+    pub(crate) async fn write(&self, off: u64, bufs: Vec<Bytes>) -> Result<()> {
         let f = self.file.clone();
         tokio::task::spawn_blocking(move || {
             let mut o = off;

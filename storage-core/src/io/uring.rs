@@ -35,7 +35,7 @@ fn gone() -> StorageError {
 }
 
 impl UringIo {
-    pub fn new(file: Arc<File>) -> std::io::Result<UringIo> {
+    pub(crate) fn new(file: Arc<File>) -> std::io::Result<UringIo> {
         let mut ring = io_uring::IoUring::new(256)?;
         // Probe once so that a kernel (or seccomp policy) that creates rings but rejects
         // operations makes us fall back here rather than fail every I/O later.
@@ -49,7 +49,7 @@ impl UringIo {
         })
     }
 
-    pub async fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+    pub(crate) async fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
         let (done, rx) = tokio::sync::oneshot::channel();
         self.tx
             .lock()
@@ -64,7 +64,7 @@ impl UringIo {
             .map_err(|e| StorageError::io("reading data", e))
     }
 
-    pub async fn write(&self, off: u64, bufs: Vec<Bytes>) -> Result<()> {
+    pub(crate) async fn write(&self, off: u64, bufs: Vec<Bytes>) -> Result<()> {
         let (done, rx) = tokio::sync::oneshot::channel();
         self.tx
             .lock()
