@@ -227,8 +227,7 @@ async fn lun_in_use_needs_force() {
     d.shutdown().await.unwrap();
 }
 
-#[path = "common/mod.rs"]
-mod common;
+use lunar_test_kit::initiator as common;
 
 async fn common_login(addr: std::net::SocketAddr) -> common::Initiator {
     let mut i = common::Initiator::connect(addr, "iqn.2026-11.test:admin-ini").await;

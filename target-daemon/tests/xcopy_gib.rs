@@ -8,11 +8,9 @@
 //! copy, and that a LUN of another target, whose ACL does not admit this initiator, cannot
 //! be named. The time and the space the copy took are printed, not asserted.
 
-mod common;
-
 use std::time::Instant;
 
-use common::{CmdResult, Initiator};
+use lunar_test_kit::initiator::{CmdResult, Initiator};
 use scsi_proto::scsi::sense::{Sense, SenseKey};
 use scsi_proto::scsi::vpd::DeviceIdentity;
 use scsi_proto::scsi::xcopy;
