@@ -5,18 +5,16 @@
 //! RFC 7143 11.6.1 prescribes, no response may follow "Function complete" for the task it
 //! aborted, aborted writes never reach the medium, and the sessions keep working.
 
-mod support;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::start_demo as start;
 use bytes::Bytes;
 use lunar_test_kit::cdb::cdb10;
 use lunar_test_kit::initiator::Initiator;
 use lunar_test_kit::pattern;
 use scsi_proto::iscsi::pdu::{Bhs, DataOut, Pdu, TaskMgmtRequest, TmFunction, TmResponse};
-use support::start_demo as start;
 
 const READ10: u8 = 0x28;
 const WRITE10: u8 = 0x2a;

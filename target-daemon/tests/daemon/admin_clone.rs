@@ -1,8 +1,6 @@
 //! Snapshots, clones and clone jobs through `lunarctl` against an in-process lunard.
 
-mod admin_support;
-
-use admin_support::*;
+use crate::admin_support::*;
 use rand::seq::SliceRandom;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

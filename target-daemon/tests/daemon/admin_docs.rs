@@ -19,9 +19,7 @@
 //! - `docs/fibre-channel.md` is left out: its examples need LIO (configfs, target_core_user,
 //!   an FC HBA in target mode).
 
-mod admin_support;
-
-use admin_support::*;
+use crate::admin_support::*;
 use std::path::{Path, PathBuf};
 
 use lunar_test_kit::markdown::fenced_blocks;

@@ -1,8 +1,6 @@
 //! `lunarctl lun ...` against an in-process lunard: life cycle and error handling.
 
-mod admin_support;
-
-use admin_support::*;
+use crate::admin_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lun_create_list_show_delete() {

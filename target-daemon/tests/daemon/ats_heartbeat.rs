@@ -27,16 +27,14 @@
 //! INFORMATION field is the offset of the first differing byte, in fixed and in descriptor
 //! format, and the medium is unchanged.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::start_demo as start;
 use lunar_test_kit::cdb::cdb10;
 use lunar_test_kit::initiator::{CmdResult, Initiator};
 use scsi_proto::scsi::sense::{asc, Sense, SenseKey};
-use support::start_demo as start;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 

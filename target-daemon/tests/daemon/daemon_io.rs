@@ -1,12 +1,10 @@
 //! The whole daemon (pool, device server, iSCSI) over loopback: reads and writes through
 //! immediate data, unsolicited data and R2Ts, Data-In splitting, residuals, and concurrency.
 
-mod support;
-
+use crate::support::{start_demo as start, start_yaml};
 use lunar_test_kit::cdb::cdb10;
 use lunar_test_kit::initiator::Initiator;
 use lunar_test_kit::pattern;
-use support::{start_demo as start, start_yaml};
 
 const READ10: u8 = 0x28;
 const WRITE10: u8 = 0x2a;

@@ -1,6 +1,5 @@
 //! What the daemon tests share beyond `lunar-test-kit`: lunard started in-process (the kit
 //! cannot depend on `target-daemon`, so anything that names `Daemon` lives here).
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::Path;
