@@ -501,6 +501,7 @@ async fn session(addr: SocketAddr, s: usize) -> Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abort_task_under_load_is_always_answered() {
+    let _heavy = crate::support::heavy().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (daemon, addr) = start(dir.path()).await;
     let all = async {

@@ -352,6 +352,7 @@ fn print_latency(what: &str, mut v: Vec<Duration>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ats_heartbeat_many_sessions_no_lost_update_no_false_miscompare() {
+    let _heavy = crate::support::heavy().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (daemon, addr) = start(dir.path()).await;
     let mut admin = session(addr, "iqn.2026-11.io.test:vcenter").await;

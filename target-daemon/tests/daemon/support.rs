@@ -21,3 +21,12 @@ pub async fn start_demo(dir: &Path) -> (Daemon, SocketAddr) {
     let addr = d.local_addrs()[0];
     (d, addr)
 }
+
+/// Serializes the heavy load tests of this binary (a 1 GiB EXTENDED COPY, 8 sessions of
+/// COMPARE AND WRITE, TMFs under load). Each ran alone in its own test binary before the
+/// daemon tests became one; their hang limits were chosen for that, so they still do not run
+/// beside each other. Hold the guard for the whole test.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}

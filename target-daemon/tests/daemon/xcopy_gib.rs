@@ -120,6 +120,7 @@ async fn extended_copy(i: &mut Initiator, list: &[u8]) -> CmdResult {
 
 #[tokio::test]
 async fn one_gib_full_copy_between_luns() {
+    let _heavy = crate::support::heavy().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let d = start(dir.path()).await;
     let addr = d.local_addrs()[0];
