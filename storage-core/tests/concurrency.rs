@@ -140,9 +140,18 @@ fn snapshots_racing_writes_see_whole_writes() {
     });
 }
 
+/// The cancel must reach the split before it finishes. On a multi-threaded runtime the split
+/// runs on another worker from the moment it starts, and a test thread descheduled for a few
+/// milliseconds between `start_split` and `cancel` (a busy CI machine) found it done: the
+/// test read "running" and acted on it later. On a current-thread runtime the split task is
+/// not polled until the test awaits, so `cancel` always comes before its first batch.
 #[test]
 fn split_reports_progress_and_can_be_cancelled() {
-    rt().block_on(async {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let opts = PoolOptions {
             chunk_size: 4096,

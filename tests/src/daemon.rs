@@ -15,9 +15,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The line `lunard` logs once its portals accept logins, followed by the bound addresses
-/// (`ADDR, ADDR, ...`, one per portal in configuration order).
-pub const READY_MARKER: &str = "lunard ready: listening on ";
+/// The ready line, its parsing and colour stripping are the test kit's (the daemon's own
+/// tests read the same line).
+pub use lunar_test_kit::lunard::{parse_ready_addrs, strip_ansi, READY_MARKER};
 
 /// Environment variable naming the `lunard` binary to test (overrides discovery).
 pub const BIN_ENV: &str = "LUNARD_BIN";
@@ -315,41 +315,6 @@ fn append_log(path: &Path, line: &str) {
 /// Finds the (first) address in a `lunard ready: listening on ADDR, ...` line.
 pub fn parse_ready_line(log: &str) -> Option<SocketAddr> {
     parse_ready_addrs(log).map(|a| a[0])
-}
-
-/// Finds every address in the first `lunard ready: listening on ADDR, ADDR, ...` line: the
-/// addresses up to the first token that is not one (`target=...`, the end of a JSON string).
-/// `None` without a ready line naming at least one address.
-pub fn parse_ready_addrs(log: &str) -> Option<Vec<SocketAddr>> {
-    log.lines().find_map(|line| {
-        let line = strip_ansi(line);
-        let rest = &line[line.find(READY_MARKER)? + READY_MARKER.len()..];
-        let addrs: Vec<SocketAddr> = rest
-            .split(|c: char| c.is_whitespace() || c == ',' || c == '"')
-            .filter(|t| !t.is_empty())
-            .map_while(|t| t.parse().ok())
-            .collect();
-        (!addrs.is_empty()).then_some(addrs)
-    })
-}
-
-/// Removes ANSI colour escape sequences (tracing colours its output by default).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A scratch directory for one daemon instance, under `LUNAR_E2E_TMPDIR` if set.

@@ -140,6 +140,25 @@ pub fn honest_session(d: &Lunard) -> Conn {
     c
 }
 
+/// Waits (at most `limit`) until an honest login to the honest target is admitted. After a
+/// flood's sockets are closed, lunard frees their connection slots only once it has noticed
+/// each close; how long that takes is not bounded by any fixed pause, so a test that wants
+/// "logins work again" waits for it instead of sleeping and assuming.
+pub fn wait_honest_login_admitted(d: &Lunard, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let attempt = Conn::connect(d.addr(), HONEST_INITIATOR)
+            .and_then(|mut c| c.login_ok(Some(HONEST_IQN), None));
+        match attempt {
+            Ok(()) => return,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("no honest login admitted within {limit:?}: {e:#}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// READ latencies an honest session saw.
 #[derive(Clone, Debug, Default)]
 pub struct Latency {

@@ -1091,44 +1091,10 @@ pub fn lun_field(lun: u64) -> u64 {
     (lun & 0xff) << 48
 }
 
-/// A 10-byte CDB with a 32-bit LBA and 16-bit length (READ(10), WRITE(10), VERIFY(10)...).
-pub fn cdb10(opcode: u8, lba: u32, blocks: u16) -> [u8; 10] {
-    let mut c = [0u8; 10];
-    c[0] = opcode;
-    c[2..6].copy_from_slice(&lba.to_be_bytes());
-    c[7..9].copy_from_slice(&blocks.to_be_bytes());
-    c
-}
-
-/// A 16-byte CDB with a 64-bit LBA and 32-bit length (READ(16), WRITE(16)...).
-pub fn cdb16(opcode: u8, lba: u64, blocks: u32) -> [u8; 16] {
-    let mut c = [0u8; 16];
-    c[0] = opcode;
-    c[2..10].copy_from_slice(&lba.to_be_bytes());
-    c[10..14].copy_from_slice(&blocks.to_be_bytes());
-    c
-}
-
-/// A 12-byte CDB with a 32-bit LBA and 32-bit length (READ(12), WRITE(12)).
-pub fn cdb12(opcode: u8, lba: u32, blocks: u32) -> [u8; 12] {
-    let mut c = [0u8; 12];
-    c[0] = opcode;
-    c[2..6].copy_from_slice(&lba.to_be_bytes());
-    c[6..10].copy_from_slice(&blocks.to_be_bytes());
-    c
-}
-
-/// A 6-byte CDB with a 21-bit LBA and 8-bit length (READ(6), WRITE(6)).
-pub fn cdb6(opcode: u8, lba: u32, blocks: u8) -> [u8; 6] {
-    [
-        opcode,
-        ((lba >> 16) & 0x1f) as u8,
-        (lba >> 8) as u8,
-        lba as u8,
-        blocks,
-        0,
-    ]
-}
+/// The CDB builders are the test kit's: byte layouts from SBC-4, not scsi-proto's codec (the
+/// kit builds them by hand; scsi-proto has no CDB encoder), so this initiator stays
+/// independent of the target's code.
+pub use lunar_test_kit::cdb::{cdb10, cdb12, cdb16, cdb6};
 
 #[cfg(test)]
 mod tests {

@@ -17,35 +17,10 @@ use std::time::{Duration, Instant};
 use lunar_e2e::daemon::{lunard_bin, parse_ready_addrs, READY_MARKER};
 use lunar_e2e::process::run_in;
 use lunar_e2e::{require_tools, DEFAULT_TARGET_IQN};
+use lunar_test_kit::markdown::fenced_blocks;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Fenced blocks of a Markdown text as (info string, body), in order.
-fn fenced_blocks(md: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut cur: Option<(String, String)> = None;
-    for line in md.lines() {
-        let t = line.trim_start();
-        match &mut cur {
-            None => {
-                if let Some(info) = t.strip_prefix("```") {
-                    cur = Some((info.trim().to_string(), String::new()));
-                }
-            }
-            Some(_) if t == "```" => {
-                if let Some(block) = cur.take() {
-                    out.push(block);
-                }
-            }
-            Some((_, body)) => {
-                body.push_str(line);
-                body.push('\n');
-            }
-        }
-    }
-    out
 }
 
 /// The shim every runnable block is prefixed with.

@@ -304,7 +304,9 @@ fn prometheus_scrapes_lunard_and_values_follow_io() {
 
     // More I/O moves the series in Prometheus too.
     qemu_io(&opts, &[format!("write -P 0x33 {} {}", 16 * MIB, 4 * MIB)]).expect("qemu-io 2");
-    let seen2 = wait_query(paddr, &q, |v| v > w1);
+    // Prometheus may have scraped in the middle of the write: wait for a value at least
+    // the whole write above `w1` (not merely above it), then it must be exactly that.
+    let seen2 = wait_query(paddr, &q, |v| v >= w1 + (4 * MIB) as f64);
     assert_eq!(seen2 - w1, (4 * MIB) as f64);
 
     // Events operators alert on. Each is checked as an exact delta on the scraped endpoint,

@@ -175,8 +175,9 @@ fn idle_connection_flood_is_capped() {
         "lunard kept all {n} idle connections open (no connection cap)"
     );
     drop(socks);
-    // Once the flood is gone, honest logins work again.
-    std::thread::sleep(Duration::from_millis(200));
+    // Once the flood is gone, honest logins work again (as soon as lunard has noticed the
+    // closes: waited for, not assumed after a fixed pause).
+    hostile::wait_honest_login_admitted(&d, Duration::from_secs(20));
     assert_daemon_healthy(&mut d, "idle connection flood");
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use lunar_test_kit::pattern;
 use scsi_proto::scsi::sense::{asc, Sense, SenseKey};
 use storage_core::{Guarantee, Pool, PoolOptions};
 
@@ -83,12 +84,6 @@ fn inquiry(alloc: u16) -> Vec<u8> {
     let mut c = vec![0x12, 0, 0, 0, 0, 0];
     c[3..5].copy_from_slice(&alloc.to_be_bytes());
     c
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
-        .collect()
 }
 
 fn by_id(done: Vec<Done>) -> HashMap<u16, Done> {

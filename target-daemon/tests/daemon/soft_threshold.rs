@@ -4,11 +4,9 @@
 //! (issue 5; VMware and Windows surface it to the administrator as "thin provisioning
 //! threshold" events).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Initiator;
+use lunar_test_kit::initiator::Initiator;
 use target_daemon::config::Config;
 use target_daemon::daemon::Daemon;
 

@@ -1,12 +1,9 @@
 //! The `lunard` binary: readiness line, serving, clean exit on SIGTERM, configuration errors.
 
-mod common;
+use std::process::Command;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-
-use common::Initiator;
+use lunar_test_kit::initiator::Initiator;
+use lunar_test_kit::lunard::LunardProcess;
 
 fn lunard() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lunard"))
@@ -15,35 +12,16 @@ fn lunard() -> Command {
 #[tokio::test]
 async fn starts_with_embedded_default_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = lunard()
-        .args(["--portal", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lunard");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut saw_default = false;
-    let addr: SocketAddr = loop {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("lunard never became ready");
-        saw_default |= line.contains("embedded default");
-        if let Some(rest) = line.split("lunard ready: listening on ").nth(1) {
-            break rest
-                .trim()
-                .split(", ")
-                .next()
-                .expect("address")
-                .parse()
-                .expect("socket address");
-        }
-    };
+    let daemon = LunardProcess::spawn_ready(
+        lunard()
+            .args(["--portal", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path()),
+    );
+    let saw_default = daemon
+        .log_until_ready()
+        .iter()
+        .any(|l| l.contains("embedded default"));
+    let addr = daemon.addr();
     assert!(saw_default, "lunard says it uses the embedded default");
     assert_ne!(addr.port(), 0);
 
@@ -59,10 +37,7 @@ async fn starts_with_embedded_default_serves_and_stops_on_sigterm() {
     assert_eq!(names, vec!["iqn.2026-11.io.lunar:demo".to_string()]);
     drop(c);
 
-    // SAFETY: plain kill(2) on our own child's pid.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let status = child.wait().expect("wait");
+    let status = daemon.terminate();
     assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
     assert!(
         dir.path().join("pool").exists(),

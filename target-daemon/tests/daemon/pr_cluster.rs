@@ -5,16 +5,15 @@
 //! reconnecting through the same initiator port, still holds it). PREEMPT AND ABORT also
 //! aborts the fenced node's in-flight tasks, but not the issuer's.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{cdb10, Initiator};
+use lunar_test_kit::cdb::cdb10;
+use lunar_test_kit::initiator::Initiator;
+use lunar_test_kit::lunard::LunardProcess;
 use scsi_proto::iscsi::pdu::{self, Bhs, Pdu};
 
 const TARGET: &str = "iqn.2026-11.io.lunar:demo";
@@ -23,56 +22,15 @@ const CHECK_CONDITION: u8 = 0x02;
 const RESERVATION_CONFLICT: u8 = 0x18;
 const WERO: u8 = 5;
 
-/// A running lunard, killed (SIGKILL) and reaped when dropped, so a failing test does not
-/// leave it behind (it would hold the test's output pipes open).
-struct Daemon(Child);
-
-impl Daemon {
-    /// SIGKILL (APTPL state must survive it) and reap.
-    fn kill(self) {
-        drop(self);
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start lunard on an ephemeral port over `dir`; returns the daemon and its portal.
-fn start(dir: &Path) -> (Daemon, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lunard"))
-        .args(["--portal", "127.0.0.1:0", "--no-metrics", "--data-dir"])
-        .arg(dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lunard");
-    let stderr = child.stderr.take().expect("stderr");
-    let daemon = Daemon(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("lunard never became ready");
-        if let Some(rest) = line.split("lunard ready: listening on ").nth(1) {
-            break rest
-                .trim()
-                .split(", ")
-                .next()
-                .expect("address")
-                .parse()
-                .expect("socket address");
-        }
-    };
-    // Keep draining stderr so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
+/// Start lunard on an ephemeral port over `dir`; returns the daemon (SIGKILLed and reaped
+/// when dropped or killed: APTPL state must survive that) and its portal.
+fn start(dir: &Path) -> (LunardProcess, SocketAddr) {
+    let daemon = LunardProcess::spawn_ready(
+        Command::new(env!("CARGO_BIN_EXE_lunard"))
+            .args(["--portal", "127.0.0.1:0", "--no-metrics", "--data-dir"])
+            .arg(dir),
+    );
+    let addr = daemon.addr();
     (daemon, addr)
 }
 

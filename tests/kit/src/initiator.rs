@@ -1,5 +1,7 @@
-//! A small raw iSCSI initiator for the daemon's integration tests, built on scsi-proto's codec.
-#![allow(dead_code)]
+//! A small raw iSCSI initiator for tests, built on scsi-proto's codec: login (with or
+//! without CHAP, mutual CHAP), discovery, SCSI commands run to completion (immediate data,
+//! R2Ts answered, Data-In collected and checked for order), task management, logout. Every
+//! receive is bounded by [`RECV_LIMIT`], so a hang fails the test instead of stalling it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -463,14 +465,6 @@ pub struct CmdResult {
     pub residual: u32,
     pub r2ts: u32,
     pub data_ins: u32,
-}
-
-pub fn cdb10(op: u8, lba: u32, blocks: u16) -> [u8; 10] {
-    let mut c = [0u8; 10];
-    c[0] = op;
-    c[2..6].copy_from_slice(&lba.to_be_bytes());
-    c[7..9].copy_from_slice(&blocks.to_be_bytes());
-    c
 }
 
 impl Initiator {

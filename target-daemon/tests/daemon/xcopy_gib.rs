@@ -8,11 +8,9 @@
 //! copy, and that a LUN of another target, whose ACL does not admit this initiator, cannot
 //! be named. The time and the space the copy took are printed, not asserted.
 
-mod common;
-
 use std::time::Instant;
 
-use common::{CmdResult, Initiator};
+use lunar_test_kit::initiator::{CmdResult, Initiator};
 use scsi_proto::scsi::sense::{Sense, SenseKey};
 use scsi_proto::scsi::vpd::DeviceIdentity;
 use scsi_proto::scsi::xcopy;
@@ -122,6 +120,7 @@ async fn extended_copy(i: &mut Initiator, list: &[u8]) -> CmdResult {
 
 #[tokio::test]
 async fn one_gib_full_copy_between_luns() {
+    let _heavy = crate::support::heavy().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let d = start(dir.path()).await;
     let addr = d.local_addrs()[0];

@@ -1,13 +1,11 @@
 //! iSCSI front end tests over real loopback TCP: login (plain, CHAP), ACLs, discovery,
 //! NOP, logout and hostile input. The targets here have no LUNs, so no storage is needed.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::Initiator;
+use lunar_test_kit::initiator::{self, Initiator};
 use scsi_proto::iscsi::pdu::{self, Bhs, LoginStage, NopOut, Pdu, RejectReason};
 use target_daemon::config::Config;
 use target_daemon::iscsi::{Server, TargetEntry};
@@ -668,7 +666,7 @@ async fn long_send_targets_answer_is_continued() {
             exp_stat_sn: d.exp_stat_sn,
         };
         let payload = if first {
-            common::kv(&[("SendTargets", "All")])
+            initiator::kv(&[("SendTargets", "All")])
         } else {
             Bytes::new()
         };

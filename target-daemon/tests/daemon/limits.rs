@@ -4,21 +4,18 @@
 //! drives the daemon over loopback and checks what a hostile client gets refused, and that
 //! the daemon's own accounting (not RSS) stays within the configured bounds.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{cdb10, Initiator, RECV_LIMIT};
+use lunar_test_kit::cdb::{write10, write16};
+use lunar_test_kit::initiator::{CmdResult, Initiator, RECV_LIMIT};
 use scsi_proto::iscsi::pdu::{self, Bhs, NopOut, Pdu};
 use target_daemon::config::Config;
 use target_daemon::daemon::Daemon;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
-const WRITE10: u8 = 0x2a;
-const WRITE16: u8 = 0x8a;
 const TARGET: &str = "iqn.2026-11.io.lunar:limits";
 /// The LUN's MAXIMUM TRANSFER LENGTH: 8 MiB of 512-byte blocks (Block Limits VPD).
 const MTL_BLOCKS: u32 = 16384;
@@ -207,12 +204,9 @@ async fn a_stalled_login_is_closed_and_frees_its_slot() {
 /// A WRITE(10)/WRITE(16) CDB of `blocks` blocks at LBA 0.
 fn write_cdb(sixteen: bool, blocks: u32) -> Vec<u8> {
     if sixteen {
-        let mut c = vec![0u8; 16];
-        c[0] = WRITE16;
-        c[10..14].copy_from_slice(&blocks.to_be_bytes());
-        c
+        write16(0, blocks).to_vec()
     } else {
-        cdb10(WRITE10, 0, u16::try_from(blocks).expect("WRITE(10) length")).to_vec()
+        write10(0, u16::try_from(blocks).expect("WRITE(10) length")).to_vec()
     }
 }
 
@@ -237,7 +231,7 @@ async fn a_write_over_the_maximum_transfer_length_is_refused_before_any_data() {
         };
         assert_eq!((resp.itt, resp.status), (itt, 0x02), "CHECK CONDITION");
         let sense = pdu::parse_sense_segment(&p.data).expect("sense").to_vec();
-        let r = common::CmdResult {
+        let r = CmdResult {
             sense,
             ..Default::default()
         };
@@ -323,7 +317,7 @@ async fn unfinished_writes_on_many_connections_stay_within_the_write_buffer_budg
     let before = refusals("write_buffer");
     let c = &mut conns[0];
     let cmd = c.command(
-        &cdb10(WRITE10, 0, 128),
+        &write10(0, 128),
         false,
         true,
         65536,

@@ -121,12 +121,8 @@ pub async fn ctl_json(dir: &Path, args: &[&str]) -> Value {
     ctl(dir, &a).await.json()
 }
 
-/// Deterministic data for block `i` of a test.
-pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ ((i >> 9) as u8))
-        .collect()
-}
+/// Deterministic test data (the kit's one pattern).
+pub use lunar_test_kit::pattern;
 
 /// Writes `mib` MiB of pattern data (seed) at the start of volume `name`.
 pub async fn fill(d: &Daemon, name: &str, mib: usize, seed: u8) {

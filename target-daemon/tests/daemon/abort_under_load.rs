@@ -5,21 +5,20 @@
 //! RFC 7143 11.6.1 prescribes, no response may follow "Function complete" for the task it
 //! aborted, aborted writes never reach the medium, and the sessions keep working.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::start_demo as start;
 use bytes::Bytes;
-use common::{cdb10, Initiator};
+use lunar_test_kit::cdb::cdb10;
+use lunar_test_kit::initiator::Initiator;
+use lunar_test_kit::pattern;
 use scsi_proto::iscsi::pdu::{Bhs, DataOut, Pdu, TaskMgmtRequest, TmFunction, TmResponse};
-use target_daemon::config::Config;
-use target_daemon::daemon::Daemon;
 
 const READ10: u8 = 0x28;
 const WRITE10: u8 = 0x2a;
-const DEMO: &str = "iqn.2026-11.io.lunar:demo";
+use lunar_test_kit::lunard::DEMO_IQN as DEMO;
 const INI: &str = "iqn.2026-11.io.test:abort";
 const BS: usize = 512;
 const SESSIONS: usize = 4;
@@ -30,32 +29,6 @@ const BLOCKS: u16 = 16;
 const SILENCE_LIMIT: Duration = Duration::from_secs(10);
 /// The whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(120);
-
-async fn start(dir: &std::path::Path) -> (Daemon, SocketAddr) {
-    let yaml = format!(
-        r#"
-data_dir: {}
-pool: {{ path: pool, capacity: 1GiB }}
-portals: [{{ listen: "127.0.0.1:0" }}]
-iscsi: {{ nop_interval_secs: 0 }}
-targets:
-  - iqn: {DEMO}
-    allow_any: true
-    luns: [{{ id: 0, volume: demo, size: 64MiB }}]
-"#,
-        dir.display()
-    );
-    let cfg = Config::from_yaml_str(&yaml, "test.yaml").expect("config");
-    let d = Daemon::start(cfg).await.expect("daemon starts");
-    let addr = d.local_addrs()[0];
-    (d, addr)
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ ((i / 512) as u8))
-        .collect()
-}
 
 /// Where one session's commands go (disjoint per session).
 struct Layout {
@@ -528,6 +501,7 @@ async fn session(addr: SocketAddr, s: usize) -> Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abort_task_under_load_is_always_answered() {
+    let _heavy = crate::support::heavy().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (daemon, addr) = start(dir.path()).await;
     let all = async {

@@ -1,44 +1,15 @@
 //! The whole daemon (pool, device server, iSCSI) over loopback: reads and writes through
 //! immediate data, unsolicited data and R2Ts, Data-In splitting, residuals, and concurrency.
 
-mod common;
-
-use std::net::SocketAddr;
-
-use common::{cdb10, Initiator};
-use target_daemon::config::Config;
-use target_daemon::daemon::Daemon;
+use crate::support::{start_demo as start, start_yaml};
+use lunar_test_kit::cdb::cdb10;
+use lunar_test_kit::initiator::Initiator;
+use lunar_test_kit::pattern;
 
 const READ10: u8 = 0x28;
 const WRITE10: u8 = 0x2a;
-const DEMO: &str = "iqn.2026-11.io.lunar:demo";
+use lunar_test_kit::lunard::DEMO_IQN as DEMO;
 const INI: &str = "iqn.2026-11.io.test:io";
-
-async fn start(dir: &std::path::Path) -> (Daemon, SocketAddr) {
-    let yaml = format!(
-        r#"
-data_dir: {}
-pool: {{ path: pool, capacity: 1GiB }}
-portals: [{{ listen: "127.0.0.1:0" }}]
-iscsi: {{ nop_interval_secs: 0 }}
-targets:
-  - iqn: {DEMO}
-    allow_any: true
-    luns: [{{ id: 0, volume: demo, size: 64MiB }}]
-"#,
-        dir.display()
-    );
-    let cfg = Config::from_yaml_str(&yaml, "test.yaml").expect("config");
-    let d = Daemon::start(cfg).await.expect("daemon starts");
-    let addr = d.local_addrs()[0];
-    (d, addr)
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
 
 #[tokio::test]
 async fn write_then_read_back_through_every_data_path() {
@@ -558,8 +529,7 @@ targets:
 "#,
         dir.path().display()
     );
-    let cfg = Config::from_yaml_str(&yaml, "test.yaml").expect("config");
-    let daemon = Daemon::start(cfg).await.expect("daemon starts");
+    let daemon = start_yaml(&yaml).await;
     let addrs = daemon.local_addrs().to_vec();
     assert_eq!(addrs.len(), 3, "{addrs:?}");
     let tpgts = [1u16, 2, 2];

@@ -19,29 +19,10 @@
 //! - `docs/fibre-channel.md` is left out: its examples need LIO (configfs, target_core_user,
 //!   an FC HBA in target mode).
 
-mod admin_support;
-
-use admin_support::*;
+use crate::admin_support::*;
 use std::path::{Path, PathBuf};
 
-/// Fenced blocks of a Markdown text, in order: (info string, body).
-fn fenced_blocks(md: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut cur: Option<(String, String)> = None;
-    for line in md.lines() {
-        let t = line.trim_start();
-        match &mut cur {
-            None if t.starts_with("```") => cur = Some((t[3..].trim().to_string(), String::new())),
-            Some(_) if t == "```" => out.push(cur.take().expect("open block")),
-            Some((_, b)) => {
-                b.push_str(line);
-                b.push('\n');
-            }
-            None => {}
-        }
-    }
-    out
-}
+use lunar_test_kit::markdown::fenced_blocks;
 
 /// The ```sh blocks of a Markdown text, in order.
 fn sh_blocks(md: &str) -> Vec<String> {

@@ -6,8 +6,8 @@ use std::process::Command;
 
 use target_daemon::config::Config;
 
-const DOC: &str = include_str!("../../docs/configuration.md");
-const EXAMPLE: &str = include_str!("../../deploy/lunar.example.yaml");
+const DOC: &str = include_str!("../../../docs/configuration.md");
+const EXAMPLE: &str = include_str!("../../../deploy/lunar.example.yaml");
 
 /// Field names of every struct reachable from `Config`, read from its pretty `Debug` output
 /// (`name: value` lines), so a new field shows up here without anyone listing it.

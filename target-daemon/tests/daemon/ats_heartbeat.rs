@@ -27,20 +27,18 @@
 //! INFORMATION field is the offset of the first differing byte, in fixed and in descriptor
 //! format, and the medium is unchanged.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{cdb10, CmdResult, Initiator};
+use crate::support::start_demo as start;
+use lunar_test_kit::cdb::cdb10;
+use lunar_test_kit::initiator::{CmdResult, Initiator};
 use scsi_proto::scsi::sense::{asc, Sense, SenseKey};
-use target_daemon::config::Config;
-use target_daemon::daemon::Daemon;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-const DEMO: &str = "iqn.2026-11.io.lunar:demo";
+use lunar_test_kit::lunard::DEMO_IQN as DEMO;
 const BS: usize = 512;
 const READ10: u8 = 0x28;
 const WRITE10: u8 = 0x2A;
@@ -63,26 +61,6 @@ const ROUNDS: usize = 200;
 const DEADLINE: Duration = Duration::from_secs(90);
 /// The whole scenario fails as a hang after this.
 const HANG_LIMIT: Duration = Duration::from_secs(240);
-
-async fn start(dir: &std::path::Path) -> (Daemon, SocketAddr) {
-    let yaml = format!(
-        r#"
-data_dir: {}
-pool: {{ path: pool, capacity: 1GiB }}
-portals: [{{ listen: "127.0.0.1:0" }}]
-iscsi: {{ nop_interval_secs: 0 }}
-targets:
-  - iqn: {DEMO}
-    allow_any: true
-    luns: [{{ id: 0, volume: demo, size: 64MiB }}]
-"#,
-        dir.display()
-    );
-    let cfg = Config::from_yaml_str(&yaml, "test.yaml").expect("config");
-    let d = Daemon::start(cfg).await.expect("daemon starts");
-    let addr = d.local_addrs()[0];
-    (d, addr)
-}
 
 async fn session(addr: SocketAddr, name: &str) -> Initiator {
     let mut i = Initiator::connect(addr, name).await;
@@ -374,6 +352,7 @@ fn print_latency(what: &str, mut v: Vec<Duration>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ats_heartbeat_many_sessions_no_lost_update_no_false_miscompare() {
+    let _heavy = crate::support::heavy().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (daemon, addr) = start(dir.path()).await;
     let mut admin = session(addr, "iqn.2026-11.io.test:vcenter").await;

@@ -1,8 +1,6 @@
 //! `lunarctl lun ...` against an in-process lunard: life cycle and error handling.
 
-mod admin_support;
-
-use admin_support::*;
+use crate::admin_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lun_create_list_show_delete() {
@@ -227,8 +225,7 @@ async fn lun_in_use_needs_force() {
     d.shutdown().await.unwrap();
 }
 
-#[path = "common/mod.rs"]
-mod common;
+use lunar_test_kit::initiator as common;
 
 async fn common_login(addr: std::net::SocketAddr) -> common::Initiator {
     let mut i = common::Initiator::connect(addr, "iqn.2026-11.test:admin-ini").await;

@@ -1,13 +1,11 @@
 //! Persistence: everything the admin API changes survives a restart, and a `kill -9` in the
 //! middle of a full-clone copy leaves no half clone behind.
 
-mod admin_support;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use admin_support::*;
+use crate::admin_support::*;
 use serde_json::Value;
 
 const T2: &str = "iqn.2026-11.io.lunar:restart";
