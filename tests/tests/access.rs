@@ -91,9 +91,9 @@ fn chap_one_way_accepts_right_secret_and_rejects_others() {
 #[test]
 fn chap_mutual_authenticates_the_target() {
     require_tools!("iscsi-inq");
-    let d = start(with_target(open_target(IQN).with_chap(
-        ChapCfg::new(USER, SECRET).with_mutual(T_USER, T_SECRET),
-    )));
+    let d = start(with_target(
+        open_target(IQN).with_chap(ChapCfg::new(USER, SECRET).with_mutual(T_USER, T_SECRET)),
+    ));
     assert_login_ok(
         &inq(&d, None, &Auth::mutual(USER, SECRET, T_USER, T_SECRET)),
         "mutual CHAP with matching secrets",

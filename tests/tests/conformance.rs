@@ -223,9 +223,9 @@ fn libiscsi_test_cu_read_only_lun() {
     require_tools!("iscsi-test-cu");
     const IQN: &str = "iqn.2026-11.io.lunar:read-only";
     let mut d = Lunard::start_with(LunardOptions {
-        config_yaml: Some(yaml(&with_target(TargetCfg::iscsi(IQN).with_lun(
-            LunCfg::new(0, "lun0", ByteSize::gib(1)).read_only(),
-        )))),
+        config_yaml: Some(yaml(&with_target(
+            TargetCfg::iscsi(IQN).with_lun(LunCfg::new(0, "lun0", ByteSize::gib(1)).read_only()),
+        ))),
         ..LunardOptions::default()
     })
     .expect("start lunard");
