@@ -1081,7 +1081,7 @@ impl LunManager {
             })
             .collect();
         cfg.export_yaml()
-            .map_err(|e| MgrError::Invalid(format!("config export: {e}")))
+            .map_err(|e| MgrError::Internal(format!("config export: {e}")))
     }
 
     /// Stops running clone jobs (their clones are cleaned up at the next start, as after a
