@@ -1,14 +1,14 @@
 //! `lunard` configuration: the YAML file format, its embedded default, and validation.
 //!
 //! Split by concern, each file depending only on the ones above it:
-//! - [`size`]: byte counts as people write them (`64KiB`);
-//! - [`limits`]: the `limits:` section and the fixed caps it is bounded by;
-//! - [`schema`]: the file's shape, one struct per section, with their defaults; serde reads
-//!   and writes the file through them alone;
-//! - [`validate`]: ranges and rules between fields, reported as a dotted field path;
-//! - [`locate`]: the line of such a path in the file, found by serde_yaml itself;
-//! - [`defaults`]: the embedded default; [`builder`]: configurations built from the types
-//!   (tests, tools); [`export`]: writing a configuration back (`lunarctl config export`);
+//! - `size.rs`: byte counts as people write them (`64KiB`);
+//! - `limits.rs`: the `limits:` section and the fixed caps it is bounded by;
+//! - `schema.rs`: the file's shape, one struct per section, with their defaults; serde
+//!   reads and writes the file through them alone;
+//! - `validate.rs`: ranges and rules between fields, reported as a dotted field path;
+//! - `locate.rs`: the line of such a path in the file, found by serde_yaml itself;
+//! - `defaults.rs`: the embedded default; `builder.rs`: configurations built from the types
+//!   (tests, tools); `export.rs`: writing a configuration back (`lunarctl config export`);
 //! - this file: reading a file, and [`ConfigError`].
 //!
 //! Parsing is strict (`deny_unknown_fields`) so a typo is an error rather than a silently
