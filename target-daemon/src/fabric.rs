@@ -57,7 +57,7 @@ impl Fabric {
     pub fn canonical_name(self, name: &str) -> Result<String, String> {
         match self {
             Fabric::Iscsi => {
-                crate::config::validate_iscsi_name(name)?;
+                scsi_proto::iscsi::names::validate(name).map_err(|e| format!("{name:?}: {e}"))?;
                 Ok(name.to_string())
             }
             Fabric::Qla2xxx => parse_wwpn(name).map(wwpn_colon),

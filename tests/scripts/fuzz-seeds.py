@@ -257,7 +257,7 @@ for name, r in REQUESTS.items():
 with open(os.path.join(ROOT, "deploy", "lunar.example.yaml"), "rb") as f:
     write(DAEMON, "config_yaml", "example", f.read())
 # The embedded default, read from where lunard keeps it (one copy of the text).
-with open(os.path.join(ROOT, "target-daemon", "src", "config.rs"), encoding="utf-8") as f:
+with open(os.path.join(ROOT, "target-daemon", "src", "config", "defaults.rs"), encoding="utf-8") as f:
     src = f.read()
 start = src.index('DEFAULT_CONFIG_YAML: &str = r#"') + len('DEFAULT_CONFIG_YAML: &str = r#"')
 write(DAEMON, "config_yaml", "default", src[start:src.index('"#;', start)].lstrip("\n").encode())

@@ -1,7 +1,7 @@
 //! Access control at login: CHAP (one-way and mutual) and initiator ACLs, checked with
 //! libiscsi's `iscsi-inq` (normal sessions) and `iscsi-ls` (discovery sessions).
 
-use lunar_e2e::config::Config;
+use lunar_e2e::config::{open_target, with_target, yaml, ChapCfg, Config};
 use lunar_e2e::initiator::{libiscsi, url, Auth};
 use lunar_e2e::process::Output;
 use lunar_e2e::{require_tools, Lunard, LunardOptions};
@@ -16,7 +16,7 @@ const STRANGER: &str = "iqn.2026-11.io.lunar.test:stranger";
 
 fn start(cfg: Config) -> Lunard {
     Lunard::start_with(LunardOptions {
-        config_yaml: Some(cfg.to_yaml()),
+        config_yaml: Some(yaml(&cfg)),
         ..LunardOptions::default()
     })
     .expect("start lunard")
@@ -64,7 +64,9 @@ fn assert_login_refused(out: &Output, what: &str) {
 #[test]
 fn chap_one_way_accepts_right_secret_and_rejects_others() {
     require_tools!("iscsi-inq");
-    let d = start(Config::single_target(IQN).with_chap(USER, SECRET, None));
+    let d = start(with_target(
+        open_target(IQN).with_chap(ChapCfg::new(USER, SECRET)),
+    ));
     assert_login_ok(
         &inq(&d, None, &Auth::chap(USER, SECRET)),
         "correct CHAP secret",
@@ -89,7 +91,9 @@ fn chap_one_way_accepts_right_secret_and_rejects_others() {
 #[test]
 fn chap_mutual_authenticates_the_target() {
     require_tools!("iscsi-inq");
-    let d = start(Config::single_target(IQN).with_chap(USER, SECRET, Some((T_USER, T_SECRET))));
+    let d = start(with_target(
+        open_target(IQN).with_chap(ChapCfg::new(USER, SECRET).with_mutual(T_USER, T_SECRET)),
+    ));
     assert_login_ok(
         &inq(&d, None, &Auth::mutual(USER, SECRET, T_USER, T_SECRET)),
         "mutual CHAP with matching secrets",
@@ -122,7 +126,7 @@ fn chap_mutual_authenticates_the_target() {
 #[test]
 fn acl_refuses_unlisted_initiators() {
     require_tools!("iscsi-inq", "iscsi-ls");
-    let d = start(Config::single_target(IQN).with_acl(&[ALLOWED]));
+    let d = start(with_target(open_target(IQN).with_initiators([ALLOWED])));
     assert_login_ok(
         &inq(&d, Some(ALLOWED), &Auth::default()),
         "listed initiator",

@@ -14,7 +14,7 @@
 //!   `session close` ends its session.
 
 use lunar_e2e::admin::Lunarctl;
-use lunar_e2e::config::Config;
+use lunar_e2e::config::{with_target, yaml, ByteSize, TargetCfg};
 use lunar_e2e::initiator::{libiscsi, qemu_image_opts, qemu_io, Auth, QemuIoSession};
 use lunar_e2e::process::run;
 use lunar_e2e::{require_tools, Lunard, LunardOptions};
@@ -31,11 +31,10 @@ const HOST: &str = "iqn.2026-11.io.lunar.test:clones-host";
 
 /// lunard with one empty target `T` open to any initiator and a pool of `capacity`.
 fn start(capacity: &str) -> (Lunard, Lunarctl) {
-    let mut cfg = Config::single_target(T);
-    cfg.pool.capacity = capacity.into();
-    cfg.targets[0].luns.clear();
+    let mut cfg = with_target(TargetCfg::iscsi(T));
+    cfg.pool.capacity = Some(ByteSize::parse(capacity).expect("pool capacity"));
     let d = Lunard::start_with(LunardOptions {
-        config_yaml: Some(cfg.to_yaml()),
+        config_yaml: Some(yaml(&cfg)),
         ..LunardOptions::default()
     })
     .expect("start lunard");

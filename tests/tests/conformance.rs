@@ -8,7 +8,7 @@
 //! MultipathIO suite's second path goes through the second one, so the multipath tests see
 //! two sessions on two portals of one target, as a host with two paths would.
 
-use lunar_e2e::config::Config;
+use lunar_e2e::config::{with_target, yaml, ByteSize, LunCfg, TargetCfg};
 use lunar_e2e::conformance::{parse_results_file, regressions_vs, AllowList, Outcome, Run};
 use lunar_e2e::{require_tools, Lunard, LunardOptions, DEFAULT_TARGET_IQN};
 use std::path::{Path, PathBuf};
@@ -223,7 +223,9 @@ fn libiscsi_test_cu_read_only_lun() {
     require_tools!("iscsi-test-cu");
     const IQN: &str = "iqn.2026-11.io.lunar:read-only";
     let mut d = Lunard::start_with(LunardOptions {
-        config_yaml: Some(Config::single_target(IQN).read_only().to_yaml()),
+        config_yaml: Some(yaml(&with_target(
+            TargetCfg::iscsi(IQN).with_lun(LunCfg::new(0, "lun0", ByteSize::gib(1)).read_only()),
+        ))),
         ..LunardOptions::default()
     })
     .expect("start lunard");

@@ -1,6 +1,7 @@
 //! Arbitrary text as lunard's YAML configuration, through `Config::from_yaml_str` (parsing,
 //! then validation, then the error's line lookup). Nothing may panic or hang; a config that
-//! loads validates; an error names a line that exists in the text. The same text is also
+//! loads validates and writes back (`to_yaml`) to text that loads as the same configuration;
+//! an error names a line that exists in the text. The same text is also
 //! parsed as a byte size (`64KiB`), which must print back to text that parses to itself.
 #![no_main]
 
@@ -17,7 +18,13 @@ fuzz_target!(|data: &[u8]| {
         .split(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'])
         .count();
     match Config::from_yaml_str(text, "fuzz.yaml") {
-        Ok(cfg) => assert_eq!(cfg.validate(), Ok(())),
+        Ok(cfg) => {
+            assert_eq!(cfg.validate(), Ok(()));
+            // What `config export` would write reads back as the same configuration.
+            let text = cfg.to_yaml().expect("a parsed config writes back");
+            let back = Config::from_yaml_str(&text, "exported.yaml").expect("export reloads");
+            assert_eq!(back, cfg, "{text}");
+        }
         Err(e) => {
             let _ = e.to_string();
             match e {

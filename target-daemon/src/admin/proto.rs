@@ -11,8 +11,8 @@ use crate::lunmgr::clones::CloneCreate;
 use crate::lunmgr::{LunCreate, LunSet};
 use crate::secret::Secret;
 
-/// Largest request line accepted (bytes); longer lines are refused, not buffered.
-pub const MAX_REQUEST_LINE: usize = 1 << 20;
+/// Largest request line accepted (defined with the limits it bounds).
+pub use crate::config::MAX_REQUEST_LINE;
 
 /// One request line. Its `Debug` (the admin request log) never shows the token or a CHAP
 /// secret: they are [`Secret`]s.

@@ -71,10 +71,8 @@ async fn wait_all(list: Vec<watch::Receiver<()>>) {
     }
 }
 
-/// Largest Data-Out one command may transfer, whatever the CDB says: a backstop above
-/// anything the device server accepts (8 MiB: the Block Limits MAXIMUM TRANSFER LENGTH and
-/// the largest COMPARE AND WRITE), for commands whose Data-Out is "all the initiator sends".
-pub const MAX_COMMAND_DATA: u32 = 16 * 1024 * 1024;
+/// Largest Data-Out one command may transfer (defined with the limits it bounds).
+pub use crate::config::MAX_COMMAND_DATA;
 
 /// Distinguishes task table entries that reuse an ITT.
 static TASK_SERIAL: AtomicU64 = AtomicU64::new(1);

@@ -182,7 +182,8 @@ impl Server {
 
     /// Exports a new target; new logins and SendTargets see it at once.
     pub fn add_target(&self, entry: TargetEntry) -> anyhow::Result<()> {
-        crate::config::validate_iscsi_name(&entry.cfg.iqn).map_err(|e| anyhow::anyhow!(e))?;
+        scsi_proto::iscsi::names::validate(&entry.cfg.iqn)
+            .map_err(|e| anyhow::anyhow!("{:?}: {e}", entry.cfg.iqn))?;
         let mut t = self.targets.write();
         if t.map.contains_key(&entry.cfg.iqn.to_ascii_lowercase()) {
             anyhow::bail!("target {} already exists", entry.cfg.iqn);
@@ -221,7 +222,7 @@ impl Server {
         chap: Option<ChapCfg>,
     ) -> anyhow::Result<()> {
         for i in &initiators {
-            crate::config::validate_iscsi_name(i).map_err(|e| anyhow::anyhow!(e))?;
+            scsi_proto::iscsi::names::validate(i).map_err(|e| anyhow::anyhow!("{i:?}: {e}"))?;
         }
         let mut t = self.targets.write();
         let key = iqn.to_ascii_lowercase();

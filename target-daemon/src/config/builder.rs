@@ -1,0 +1,170 @@
+//! Building a configuration from its types, for tests and tools that start lunard: the
+//! same structs a file is read into, so what they build cannot drift from the format.
+//! Use the value directly (`Daemon::start_with`) or write it with [`Config::to_yaml`] for
+//! a `lunard --config` process.
+//!
+//! ```
+//! use target_daemon::config::{ByteSize, Config, LunCfg, TargetCfg};
+//! let cfg = Config::local(ByteSize::gib(8)).with_target(
+//!     TargetCfg::iscsi("iqn.2026-11.io.lunar:t")
+//!         .with_lun(LunCfg::new(0, "lun0", ByteSize::gib(1)).read_only()),
+//! );
+//! assert_eq!(cfg.validate(), Ok(()));
+//! let yaml = cfg.to_yaml().unwrap();
+//! assert_eq!(Config::from_yaml_str(&yaml, "t.yaml").unwrap(), cfg);
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::limits::LimitsCfg;
+use super::schema::{
+    default_block, default_data_dir, default_tpgt, ChapCfg, Config, Credential, DiscoveryCfg,
+    GuaranteeCfg, IscsiCfg, LioCfg, LunCfg, MetricsCfg, PoolCfg, PortalCfg, TargetCfg,
+};
+use super::size::ByteSize;
+use crate::fabric::Fabric;
+use crate::secret::Secret;
+
+impl ByteSize {
+    /// `n` KiB.
+    pub const fn kib(n: u64) -> ByteSize {
+        ByteSize(n << 10)
+    }
+    /// `n` MiB.
+    pub const fn mib(n: u64) -> ByteSize {
+        ByteSize(n << 20)
+    }
+    /// `n` GiB.
+    pub const fn gib(n: u64) -> ByteSize {
+        ByteSize(n << 30)
+    }
+}
+
+impl Config {
+    /// A configuration that serves on loopback only: a directory pool of `capacity` in the
+    /// default data directory, one portal on 127.0.0.1 whose port the system picks (logged
+    /// in lunard's ready line), no targets, every other setting at its default.
+    pub fn local(capacity: ByteSize) -> Config {
+        Config {
+            data_dir: default_data_dir(),
+            pool: PoolCfg {
+                capacity: Some(capacity),
+                ..PoolCfg::default()
+            },
+            portals: vec![PortalCfg::new(SocketAddr::from(([127, 0, 0, 1], 0)))],
+            discovery: DiscoveryCfg::default(),
+            iscsi: IscsiCfg::default(),
+            metrics: MetricsCfg::default(),
+            targets: Vec::new(),
+            lio: LioCfg::default(),
+            limits: LimitsCfg::default(),
+        }
+    }
+
+    /// Keeps the pool and state in `dir`.
+    pub fn with_data_dir(mut self, dir: impl Into<PathBuf>) -> Config {
+        self.data_dir = dir.into();
+        self
+    }
+
+    /// Adds a target.
+    pub fn with_target(mut self, target: TargetCfg) -> Config {
+        self.targets.push(target);
+        self
+    }
+}
+
+impl PortalCfg {
+    /// A portal listening on `listen`, in portal group 1, advertising its own address.
+    pub fn new(listen: SocketAddr) -> PortalCfg {
+        PortalCfg {
+            listen,
+            advertise: None,
+            tpgt: default_tpgt(),
+        }
+    }
+}
+
+impl TargetCfg {
+    /// An iSCSI target every initiator may log in to, without alias, CHAP or LUNs.
+    pub fn iscsi(iqn: impl Into<String>) -> TargetCfg {
+        TargetCfg {
+            iqn: iqn.into(),
+            fabric: Fabric::Iscsi,
+            alias: None,
+            allow_any: true,
+            initiators: Vec::new(),
+            chap: None,
+            luns: Vec::new(),
+        }
+    }
+
+    /// Only `initiators` may log in (an ACL: `allow_any` goes off).
+    pub fn with_initiators<I, S>(mut self, initiators: I) -> TargetCfg
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allow_any = false;
+        self.initiators = initiators.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Requires CHAP for normal sessions.
+    pub fn with_chap(mut self, chap: ChapCfg) -> TargetCfg {
+        self.chap = Some(chap);
+        self
+    }
+
+    /// Adds a LUN.
+    pub fn with_lun(mut self, lun: LunCfg) -> TargetCfg {
+        self.luns.push(lun);
+        self
+    }
+}
+
+impl LunCfg {
+    /// LUN `id` on the volume `volume` (created with `size` if absent): 512-byte blocks,
+    /// thin, read-write.
+    pub fn new(id: u64, volume: impl Into<String>, size: ByteSize) -> LunCfg {
+        LunCfg {
+            id,
+            volume: volume.into(),
+            size,
+            block_size: default_block(),
+            guarantee: GuaranteeCfg::None,
+            read_only: false,
+        }
+    }
+
+    /// Exported read-only.
+    pub fn read_only(mut self) -> LunCfg {
+        self.read_only = true;
+        self
+    }
+}
+
+impl ChapCfg {
+    /// One-way CHAP: the initiator must prove `username`/`secret`.
+    pub fn new(username: impl Into<String>, secret: impl Into<String>) -> ChapCfg {
+        ChapCfg {
+            username: username.into(),
+            secret: Secret::new(secret),
+            mutual: None,
+        }
+    }
+
+    /// Mutual CHAP: the target answers with `username`/`secret`.
+    pub fn with_mutual(
+        mut self,
+        username: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> ChapCfg {
+        self.mutual = Some(Credential {
+            username: username.into(),
+            secret: Secret::new(secret),
+        });
+        self
+    }
+}
