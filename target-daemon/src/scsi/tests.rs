@@ -1579,3 +1579,64 @@ async fn transfers_over_the_block_limits_take_no_data_and_fail_with_the_field() 
         Some(mtl * BS)
     );
 }
+
+/// A PERSISTENT RESERVE OUT whose APTPL save fails is not GOOD (issue 14) and changes
+/// nothing: the state initiators see and are told about is the persistent one. Here the
+/// state file's place is taken by a directory, so the save's rename fails.
+#[tokio::test]
+async fn a_failed_aptpl_save_answers_hardware_error_and_changes_nothing() {
+    let f = fixture().await;
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    f.pool
+        .create_volume("aptpl", 64 * u64::from(BS), BS, Guarantee::None)
+        .await
+        .expect("create volume");
+    let volume = f.pool.volume("aptpl").expect("volume");
+    let obstruction = store_dir
+        .path()
+        .join("pr")
+        .join(format!("{}.json", volume.uuid()));
+    let t = ScsiTarget::with_pr_store(
+        "iqn.2026-11.io.lunar:aptpl",
+        f.pool.status().chunk_size,
+        super::pr::FileStore::for_data_dir(store_dir.path()),
+    );
+    t.add_lun(0, volume, false).expect("add lun");
+    for n in [&f.a, &f.b] {
+        t.nexus_login(n);
+        settle(&t, n, 0).await;
+    }
+    let aptpl = |rk: u64, sark: u64| {
+        let mut p = pr_params(rk, sark).to_vec();
+        p[20] = 1;
+        Bytes::from(p)
+    };
+    // B registers without APTPL (the store removes the file it never wrote: fine).
+    let r = run(&t, &f.b, 0, &pr_out_cdb(0, 0), pr_params(0, 0xBB)).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    std::fs::create_dir_all(&obstruction).expect("obstruction");
+    // A's REGISTER with APTPL cannot be saved: HARDWARE ERROR, nothing registered.
+    let r = run(&t, &f.a, 0, &pr_out_cdb(0, 0), aptpl(0, 0xAA)).await;
+    assert_check(&r, SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE);
+    let keys = run(&t, &f.a, 0, &READ_KEYS, Bytes::new()).await;
+    assert_eq!(
+        &keys.data_in[0..4],
+        &1u32.to_be_bytes(),
+        "generation unchanged"
+    );
+    assert_eq!(&keys.data_in[4..8], &8u32.to_be_bytes(), "only B's key");
+    assert_eq!(&keys.data_in[8..16], &0xBBu64.to_be_bytes());
+    // B's APTPL REGISTER (a key change) fails too; nobody was told of a change, so nobody
+    // has a unit attention.
+    let r = run(&t, &f.b, 0, &pr_out_cdb(0, 0), aptpl(0xBB, 0xBC)).await;
+    assert_check(&r, SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE);
+    let r = run(&t, &f.a, 0, &[0, 0, 0, 0, 0, 0], Bytes::new()).await;
+    assert_eq!(r.status, status::GOOD, "no unit attention: {r:?}");
+    let keys = run(&t, &f.b, 0, &READ_KEYS, Bytes::new()).await;
+    assert_eq!(&keys.data_in[8..16], &0xBBu64.to_be_bytes(), "B's old key");
+    // Once the store works again the same command succeeds and is saved.
+    std::fs::remove_dir(&obstruction).expect("remove obstruction");
+    let r = run(&t, &f.a, 0, &pr_out_cdb(0, 0), aptpl(0, 0xAA)).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    assert!(obstruction.is_file(), "state saved");
+}
