@@ -5,6 +5,7 @@
 
 pub mod capacity;
 pub mod cdb;
+mod descriptor;
 pub mod inquiry;
 pub mod lba_status;
 pub mod mode;
