@@ -27,7 +27,7 @@ pub(crate) fn length16(i: &[u8]) -> IResult<&[u8], &[u8]> {
 /// more or less than there is.
 pub(crate) fn exact_list32(i: &[u8]) -> Option<&[u8]> {
     match length_data::<_, _, nom::error::Error<&[u8]>, _>(be_u32)(i) {
-        Ok((rest, list)) if rest.is_empty() => Some(list),
+        Ok(([], list)) => Some(list),
         _ => None,
     }
 }
