@@ -354,3 +354,75 @@ async fn a_failed_aptpl_save_answers_hardware_error_and_changes_nothing() {
     assert_eq!(r.status, status::GOOD, "{r:?}");
     assert!(obstruction.is_file(), "state saved");
 }
+
+/// A store whose saves wait until the test lets each through, saying when one started.
+#[derive(Debug)]
+struct GatedStore {
+    started: tokio::sync::mpsc::Sender<()>,
+    release: std::sync::Mutex<tokio::sync::mpsc::Receiver<()>>,
+}
+
+impl crate::scsi::pr::PrStore for GatedStore {
+    fn load(&self, _: uuid::Uuid) -> anyhow::Result<Option<crate::scsi::pr::PrData>> {
+        Ok(None)
+    }
+
+    fn save(&self, _: uuid::Uuid, _: Option<&crate::scsi::pr::PrData>) -> anyhow::Result<()> {
+        self.started.blocking_send(()).ok();
+        let mut release = self.release.lock().expect("release lock");
+        release.blocking_recv();
+        Ok(())
+    }
+}
+
+/// A PERSISTENT RESERVE OUT takes effect only once its save is done: while the store is
+/// still writing, other nexuses see the old state (and no unit attention), and I/O is not
+/// held up by the write.
+#[tokio::test]
+async fn a_change_is_invisible_until_it_is_saved() {
+    let f = fixture().await;
+    let (started_tx, mut started) = tokio::sync::mpsc::channel(1);
+    let (release, release_rx) = tokio::sync::mpsc::channel(1);
+    let store = Arc::new(GatedStore {
+        started: started_tx,
+        release: std::sync::Mutex::new(release_rx),
+    });
+    f.pool
+        .create_volume("gated", 64 * u64::from(BS), BS, Guarantee::None)
+        .await
+        .expect("create volume");
+    let t = ScsiTarget::with_pr_store(
+        "iqn.2026-11.io.lunar:gated",
+        f.pool.status().chunk_size,
+        store,
+    );
+    t.add_lun(0, f.pool.volume("gated").expect("volume"), false)
+        .expect("add lun");
+    for n in [&f.a, &f.b] {
+        t.nexus_login(n);
+        settle(&t, n, 0).await;
+    }
+    let register_a = tokio::spawn({
+        let (t, a) = (t.clone(), f.a.clone());
+        async move { run(&t, &a, 0, &pr_out_cdb(0, 0), pr_params(0, 0xAA)).await }
+    });
+    started.recv().await.expect("the save started");
+    let keys = run(&t, &f.b, 0, &READ_KEYS, Bytes::new()).await;
+    assert_eq!(
+        &keys.data_in[0..8],
+        &[0; 8],
+        "generation 0, no keys while saving"
+    );
+    let r = run(&t, &f.b, 0, &write10(0, 1), pattern(1, 5)).await;
+    assert_eq!(r.status, status::GOOD, "I/O goes on: {r:?}");
+    release.send(()).await.expect("release the save");
+    let r = register_a.await.expect("PR OUT task");
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    let keys = run(&t, &f.b, 0, &READ_KEYS, Bytes::new()).await;
+    assert_eq!(
+        &keys.data_in[0..4],
+        &1u32.to_be_bytes(),
+        "generation 1 once saved"
+    );
+    assert_eq!(&keys.data_in[8..16], &0xAAu64.to_be_bytes());
+}
