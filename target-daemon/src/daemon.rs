@@ -87,9 +87,6 @@ impl Daemon {
         tracing::info!(path = %pool_path.display(), "pool open");
         warn_if_readable_by_others(&pool_path);
 
-        // Persistent reservations with APTPL live under <data dir>/pr (issue 5); set before
-        // LUNs are attached so their saved state reloads.
-        crate::scsi::pr::set_state_dir(config.data_dir.join("pr"))?;
         let (lunmgr, targets) = match LunManager::open(&config, pool.clone()).await {
             Ok(t) => t,
             Err(e) => {

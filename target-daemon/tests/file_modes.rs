@@ -8,7 +8,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use target_daemon::scsi::pr::{PrOutEffects, PrOutRequest, PrState};
+use target_daemon::scsi::pr::{Decision, FileStore, PrOutRequest, PrState};
 use target_daemon::scsi::Nexus;
 
 fn mode(p: &Path) -> u32 {
@@ -45,7 +45,8 @@ targets:
 
     // A persistent reservation with APTPL writes its state file under <data>/pr.
     let identity = uuid::Uuid::new_v4();
-    let mut pr = PrState::for_lun(identity);
+    // The store the daemon gives its targets.
+    let pr = PrState::for_lun(identity, Some(FileStore::for_data_dir(&data)));
     let mut params = vec![0u8; 24];
     params[8..16].copy_from_slice(&7u64.to_be_bytes()); // SERVICE ACTION RESERVATION KEY
     params[20] = 1; // APTPL
@@ -55,14 +56,15 @@ targets:
         tpgt: 1,
     };
     let req = PrOutRequest::parse(0, 0, 0, &params).expect("REGISTER parameter list");
-    let mut effects = PrOutEffects::default();
-    pr.pr_out(&nexus, &req, &mut effects)
-        .expect("REGISTER with APTPL");
+    let Ok(Decision::Change(mut change)) = pr.decide(&nexus, &req) else {
+        panic!("REGISTER with APTPL");
+    };
     // The device server writes the state file off its lock; here it is written in place.
-    effects
-        .persist
+    change
+        .take_persist()
         .expect("an APTPL registration is persisted")
-        .write();
+        .write()
+        .expect("state file written");
 
     let expected = [
         ("data directory", data.clone(), 0o700),

@@ -5,6 +5,7 @@
 
 pub mod capacity;
 pub mod cdb;
+mod descriptor;
 pub mod inquiry;
 pub mod lba_status;
 pub mod mode;
@@ -12,7 +13,9 @@ pub mod opcode;
 pub mod pr;
 pub mod report_luns;
 pub mod rsoc;
+pub mod rtpg;
 pub mod sense;
+pub mod status;
 pub mod unmap;
 pub mod vpd;
 pub mod xcopy;

@@ -4,6 +4,7 @@
 //!
 //! Pure data: the device server in `target-daemon` owns the reservation state machine.
 
+use super::descriptor;
 use super::sense::Sense;
 
 /// PERSISTENT RESERVE IN service actions.
@@ -218,33 +219,19 @@ impl ProutParams {
 /// bytes 24-27 TRANSPORTID PARAMETER DATA LENGTH, then TransportIDs back to back, each 4 bytes
 /// plus its ADDITIONAL LENGTH). Errors point at the offending byte of the parameter list.
 pub fn spec_i_pt_ids(data: &[u8]) -> Result<Vec<TransportId>, Sense> {
-    let Some(len) = data.get(24..28) else {
-        return Err(Sense::parameter_list_length_error());
-    };
-    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    let Some(list) = data.get(28..28usize.saturating_add(len)) else {
-        return Err(Sense::parameter_list_length_error());
-    };
-    if data.len() != 28 + len {
-        return Err(Sense::parameter_list_length_error());
-    }
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while at < list.len() {
-        let off = u16::try_from(28 + at).unwrap_or(u16::MAX);
-        let Some(head) = list.get(at..at + 4) else {
-            return Err(Sense::parameter_list_length_error());
-        };
-        let n = 4 + usize::from(u16::from_be_bytes([head[2], head[3]]));
-        let Some(one) = list.get(at..at + n) else {
-            return Err(Sense::parameter_list_length_error());
-        };
-        let id = TransportId::parse(one)
-            .map_err(|o| Sense::invalid_field_in_param(off.saturating_add(o), None))?;
-        out.push(id);
-        at += n;
-    }
-    Ok(out)
+    const LIST_AT: usize = 28;
+    let list = data
+        .get(24..)
+        .and_then(descriptor::exact_list32)
+        .ok_or_else(Sense::parameter_list_length_error)?;
+    descriptor::split(list, descriptor::length16)
+        .map(|d| {
+            let (at, one) = d.map_err(|_| Sense::parameter_list_length_error())?;
+            let off = u16::try_from(LIST_AT + at).unwrap_or(u16::MAX);
+            TransportId::parse(one)
+                .map_err(|o| Sense::invalid_field_in_param(off.saturating_add(o), None))
+        })
+        .collect()
 }
 
 /// The REGISTER AND MOVE parameter list (SPC-4 6.15.4).

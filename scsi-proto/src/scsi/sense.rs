@@ -122,6 +122,7 @@ pub mod asc {
     pub const MODE_PARAMETERS_CHANGED: A = A::new(0x2A, 0x01);
     pub const RESERVATIONS_PREEMPTED: A = A::new(0x2A, 0x03);
     pub const RESERVATIONS_RELEASED: A = A::new(0x2A, 0x04);
+    pub const REGISTRATIONS_PREEMPTED: A = A::new(0x2A, 0x05);
     pub const CAPACITY_DATA_HAS_CHANGED: A = A::new(0x2A, 0x09);
     pub const COMMAND_SEQUENCE_ERROR: A = A::new(0x2C, 0x00);
     pub const THIN_PROVISIONING_SOFT_THRESHOLD_REACHED: A = A::new(0x38, 0x07);

@@ -11,6 +11,7 @@
 //! against the advertised limits *before* any descriptor is interpreted, so a hostile list
 //! costs nothing but a parse.
 
+use super::descriptor;
 use super::sense::{asc, AdditionalSense, Sense, SenseKey};
 
 /// Identification descriptor CSCD descriptor type code.
@@ -236,27 +237,20 @@ pub fn parse(param: &[u8], limits: &CopyLimits) -> Result<Option<CopyList>, Sens
 
     let slist = &param[HEADER_LEN + targets_len..HEADER_LEN + targets_len + segments_len];
     let mut segments = Vec::new();
-    let mut at = 0usize;
-    while at < slist.len() {
-        let offset = (HEADER_LEN + targets_len + at) as u16;
-        if at + 4 > slist.len() {
-            return Err(Sense::parameter_list_length_error());
-        }
-        let len = 4 + usize::from(be16(slist, at + 2));
-        if at + len > slist.len() {
-            return Err(Sense::parameter_list_length_error());
-        }
+    let segments_at = HEADER_LEN + targets_len;
+    for d in descriptor::split(slist, descriptor::length16) {
+        let (at, seg) = d.map_err(|_| Sense::parameter_list_length_error())?;
+        let offset = (segments_at + at) as u16;
         if segments.len() == usize::from(limits.max_segment_descriptors) {
             return Err(illegal(TOO_MANY_SEGMENT_DESCRIPTORS));
         }
-        if slist[at] != BLOCK_TO_BLOCK {
+        if seg[0] != BLOCK_TO_BLOCK {
             return Err(illegal(UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE).with_field_param(offset, None));
         }
-        if len != SEGMENT_DESCRIPTOR_LEN {
+        if seg.len() != SEGMENT_DESCRIPTOR_LEN {
             return Err(Sense::invalid_field_in_param(offset + 2, None));
         }
-        segments.push(block_segment(&slist[at..at + len]));
-        at += len;
+        segments.push(block_segment(seg));
     }
     Ok(Some(CopyList {
         list_id,

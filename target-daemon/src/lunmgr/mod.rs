@@ -149,7 +149,11 @@ impl LunManager {
         let mut entries = Vec::new();
         let chunk = pool.status().chunk_size;
         for t in st.targets.values() {
-            let target = ScsiTarget::with_chunk_size(&t.iqn, chunk);
+            let target = ScsiTarget::with_pr_store(
+                &t.iqn,
+                chunk,
+                crate::scsi::pr::FileStore::for_data_dir(&data_dir),
+            );
             for (&id, name) in &t.luns {
                 attach(&pool, &st, &target, id, name);
             }
@@ -859,7 +863,11 @@ impl LunManager {
             chap: None,
             luns: BTreeMap::new(),
         };
-        let scsi = ScsiTarget::with_chunk_size(iqn, self.pool.status().chunk_size);
+        let scsi = ScsiTarget::with_pr_store(
+            iqn,
+            self.pool.status().chunk_size,
+            crate::scsi::pr::FileStore::for_data_dir(&self.data_dir),
+        );
         st.targets.insert(iqn.to_string(), rec.clone());
         self.save(&st)?;
         self.scsi.write().insert(iqn.to_string(), scsi.clone());

@@ -1,4 +1,5 @@
-//! Asymmetric logical unit access (SPC-4 5.16): REPORT TARGET PORT GROUPS.
+//! Asymmetric logical unit access (SPC-4 5.16): which target port groups REPORT TARGET PORT
+//! GROUPS lists (the encoding is scsi-proto's `scsi::rtpg`).
 //!
 //! Every portal group (TPGT) of a target is one target port group with one target port,
 //! whose relative target port identifier and target port group number both equal the TPGT
@@ -15,24 +16,9 @@
 //! never told (unit tests, a device server without a transport) reports the nexus's group.
 
 use bytes::Bytes;
+pub use scsi_proto::scsi::rtpg::PortGroup;
 
 use super::{Nexus, ScsiResponse};
-
-/// Asymmetric access state: active/optimized.
-const ACTIVE_OPTIMIZED: u8 = 0x0;
-/// Supported states: AO_SUP only.
-const SUPPORTED_STATES: u8 = 0x01;
-/// Status code: no status available.
-const STATUS_NONE: u8 = 0x00;
-
-/// One target port group: its number and the relative target ports in it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PortGroup {
-    /// TARGET PORT GROUP number.
-    pub id: u16,
-    /// Relative target port identifiers.
-    pub ports: Vec<u16>,
-}
 
 /// The groups a nexus is told about: one per TPGT in `exported` (the portal groups the
 /// target is reachable through), in ascending order, always including the group of the
@@ -51,33 +37,6 @@ pub fn groups_for(nexus: &Nexus, exported: &[u16]) -> Vec<PortGroup> {
         .collect()
 }
 
-/// Encode REPORT TARGET PORT GROUPS parameter data (SPC-4 6.36); `extended` selects the
-/// extended header (format 001b) with the implicit transition time.
-pub fn encode(groups: &[PortGroup], extended: bool) -> Vec<u8> {
-    let mut body = Vec::new();
-    if extended {
-        // Format type 001b, implicit transition time 0 s.
-        body.extend_from_slice(&[0x10, 0, 0, 0]);
-    }
-    for g in groups {
-        body.push(0x80 | ACTIVE_OPTIMIZED); // PREF=1
-        body.push(SUPPORTED_STATES);
-        body.extend_from_slice(&g.id.to_be_bytes());
-        body.push(0);
-        body.push(STATUS_NONE);
-        body.push(0);
-        body.push(u8::try_from(g.ports.len()).unwrap_or(u8::MAX));
-        for p in g.ports.iter().take(usize::from(u8::MAX)) {
-            body.extend_from_slice(&[0, 0]);
-            body.extend_from_slice(&p.to_be_bytes());
-        }
-    }
-    let mut out = Vec::with_capacity(4 + body.len());
-    out.extend_from_slice(&(u32::try_from(body.len()).unwrap_or(u32::MAX)).to_be_bytes());
-    out.extend_from_slice(&body);
-    out
-}
-
 /// REPORT TARGET PORT GROUPS for `nexus` on a target exported through the portal groups
 /// `exported` (see [`groups_for`]), limited to the allocation length.
 pub(super) fn report_target_port_groups(
@@ -86,7 +45,7 @@ pub(super) fn report_target_port_groups(
     extended: bool,
     alloc_len: u32,
 ) -> ScsiResponse {
-    let data = encode(&groups_for(nexus, exported), extended);
+    let data = scsi_proto::scsi::rtpg::encode(&groups_for(nexus, exported), extended);
     ScsiResponse::good(Bytes::from(scsi_proto::scsi::truncate_to_alloc(
         data, alloc_len,
     )))
@@ -96,43 +55,33 @@ pub(super) fn report_target_port_groups(
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_active_optimized_group_per_portal() {
-        let n = Nexus {
+    fn nexus(tpgt: u16) -> Nexus {
+        Nexus {
             initiator: "iqn.a".into(),
             isid: 1,
-            tpgt: 3,
-        };
-        let d = encode(&groups_for(&n, &[]), false);
-        assert_eq!(&d[0..4], &12u32.to_be_bytes());
-        assert_eq!(d[4], 0x80, "PREF, active/optimized");
-        assert_eq!(d[5], 0x01);
-        assert_eq!(&d[6..8], &3u16.to_be_bytes());
-        assert_eq!(d[11], 1, "one port");
-        assert_eq!(&d[14..16], &3u16.to_be_bytes());
-        let zero = Nexus {
-            tpgt: 0,
-            ..n.clone()
-        };
-        let x = encode(&groups_for(&zero, &[]), true);
-        assert_eq!(&x[0..4], &16u32.to_be_bytes());
-        assert_eq!(x[4], 0x10);
+            tpgt,
+        }
+    }
+
+    #[test]
+    fn the_nexus_group_alone_when_nothing_is_known() {
+        let n = nexus(3);
         assert_eq!(
-            &x[10..12],
-            &1u16.to_be_bytes(),
-            "TPGT 0 reported as group 1"
+            groups_for(&n, &[]),
+            vec![PortGroup {
+                id: 3,
+                ports: vec![3]
+            }]
         );
         // A known set: the nexus's own group is in it.
         assert_eq!(groups_for(&n, &[3]), groups_for(&n, &[]));
+        let ids: Vec<u16> = groups_for(&nexus(0), &[]).iter().map(|g| g.id).collect();
+        assert_eq!(ids, vec![1], "TPGT 0 reported as group 1");
     }
 
     #[test]
     fn every_exported_group_is_reported() {
-        let n = Nexus {
-            initiator: "iqn.a".into(),
-            isid: 1,
-            tpgt: 2,
-        };
+        let n = nexus(2);
         let g = groups_for(&n, &[2, 1, 2]);
         assert_eq!(
             g,
@@ -147,17 +96,19 @@ mod tests {
                 },
             ]
         );
-        let d = encode(&g, false);
-        assert_eq!(&d[0..4], &24u32.to_be_bytes(), "two 12-byte descriptors");
-        for (i, id) in [1u16, 2].into_iter().enumerate() {
-            let desc = &d[4 + 12 * i..16 + 12 * i];
-            assert_eq!(desc[0], 0x80, "PREF, active/optimized");
-            assert_eq!(&desc[2..4], &id.to_be_bytes());
-            assert_eq!(desc[7], 1, "one relative target port");
-            assert_eq!(&desc[10..12], &id.to_be_bytes());
-        }
         // The nexus's own group is reported even if the set somehow lacks it.
         let ids: Vec<u16> = groups_for(&n, &[5]).iter().map(|g| g.id).collect();
         assert_eq!(ids, vec![2, 5]);
+    }
+
+    #[test]
+    fn response_is_truncated_to_the_allocation_length() {
+        let r = report_target_port_groups(&nexus(1), &[1, 2], false, 8);
+        assert_eq!(r.data_in.len(), 8);
+        assert_eq!(
+            &r.data_in[0..4],
+            &24u32.to_be_bytes(),
+            "full length reported"
+        );
     }
 }

@@ -35,8 +35,8 @@ pub struct Lun {
     /// Persistent reservation state, and a flag so unreserved LUNs skip the lock.
     pub(super) pr: Mutex<super::pr::PrState>,
     pub(super) pr_active: AtomicBool,
-    /// PERSISTENT RESERVE OUTs of this LUN take turns on it from their state change until
-    /// their APTPL write is durable, so the writes happen in the order of the changes.
+    /// PERSISTENT RESERVE OUTs of this LUN take turns on it from their decision until their
+    /// commit (after the store write), so the writes happen in the order of the changes.
     /// Owned guards, so the turn can move into the blocking write (see `spc.rs`).
     pub(super) pr_order: Arc<tokio::sync::Mutex<()>>,
     /// Per-LUN Prometheus handles, resolved once when the LUN is attached to a target.
@@ -52,16 +52,18 @@ impl Lun {
     /// Wrap a volume. `chunk_size` is the pool's allocation unit (UNMAP granularity).
     pub fn new(id: u64, volume: Volume, read_only: bool, chunk_size: u32) -> Self {
         let identity = volume.uuid();
-        Self::with_identity(id, volume, read_only, chunk_size, identity)
+        Self::with_identity(id, volume, read_only, chunk_size, identity, None)
     }
 
-    /// Wrap a volume presented under `identity` (see [`Lun::identity_uuid`]).
+    /// Wrap a volume presented under `identity` (see [`Lun::identity_uuid`]), its
+    /// persistent reservations kept in `pr_store` (and reloaded from it now: blocking).
     pub fn with_identity(
         id: u64,
         volume: Volume,
         read_only: bool,
         chunk_size: u32,
         identity: uuid::Uuid,
+        pr_store: Option<Arc<dyn super::pr::PrStore>>,
     ) -> Self {
         let block_size = volume.block_size();
         let provisioning = match volume.info().guarantee {
@@ -70,7 +72,7 @@ impl Lun {
         };
         let last_blocks = AtomicU64::new(volume.num_blocks());
         // Persistent reservations saved with APTPL for this LUN identity come back here.
-        let pr = super::pr::PrState::for_lun(identity);
+        let pr = super::pr::PrState::for_lun(identity, pr_store);
         let pr_active = AtomicBool::new(pr.is_active());
         Self {
             id,

@@ -31,18 +31,9 @@ use storage_core::Volume;
 
 pub use lun::Lun;
 pub use scsi_proto::scsi::sense;
-
-/// SCSI status codes (SAM-5 5.3).
-pub mod status {
-    pub const GOOD: u8 = 0x00;
-    pub const CHECK_CONDITION: u8 = 0x02;
-    pub const CONDITION_MET: u8 = 0x04;
-    pub const BUSY: u8 = 0x08;
-    pub const RESERVATION_CONFLICT: u8 = 0x18;
-    pub const TASK_SET_FULL: u8 = 0x28;
-    pub const ACA_ACTIVE: u8 = 0x30;
-    pub const TASK_ABORTED: u8 = 0x40;
-}
+/// SCSI status codes (SAM-5 5.3), scsi-proto's: `crate::scsi::status::GOOD` and
+/// `scsi_proto::scsi::status::GOOD` are one constant.
+pub use scsi_proto::scsi::status;
 
 /// I_T nexus: who is talking through which port. SCSI state (UAs, reservations) keys on it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -196,8 +187,11 @@ const PREEMPT_ABORT_WAIT: Duration = Duration::from_secs(10);
 pub struct ScsiTarget {
     name: String,
     luns: RwLock<BTreeMap<u64, Arc<Lun>>>,
-    uas: ua::UnitAttentions,
+    uas: Arc<ua::UnitAttentions>,
     chunk_size: u32,
+    /// Where the LUNs' persistent reservation state is kept across restarts (APTPL);
+    /// `None`: APTPL is refused.
+    pr_store: Option<Arc<dyn pr::PrStore>>,
     /// TPGTs of the portal groups the target is exported through (REPORT TARGET PORT
     /// GROUPS lists them all); empty until the transport says (see `set_port_groups`).
     port_groups: RwLock<Vec<u16>>,
@@ -217,11 +211,23 @@ impl ScsiTarget {
     /// chunk_size): the chunk is the OPTIMAL UNMAP GRANULARITY reported in the Block Limits
     /// page (capped at 1 MiB), the unit the store can actually free.
     pub fn with_chunk_size(name: &str, chunk_size: u32) -> Arc<Self> {
+        Self::build(name, chunk_size, None)
+    }
+
+    /// Like [`ScsiTarget::with_chunk_size`], with the store its LUNs keep APTPL persistent
+    /// reservation state in (reloaded when a LUN is attached). The daemon gives each target
+    /// the [`pr::FileStore`] of its data directory.
+    pub fn with_pr_store(name: &str, chunk_size: u32, store: Arc<dyn pr::PrStore>) -> Arc<Self> {
+        Self::build(name, chunk_size, Some(store))
+    }
+
+    fn build(name: &str, chunk_size: u32, pr_store: Option<Arc<dyn pr::PrStore>>) -> Arc<Self> {
         Arc::new(Self {
             name: name.to_string(),
             luns: RwLock::new(BTreeMap::new()),
             uas: Default::default(),
             chunk_size,
+            pr_store,
             port_groups: RwLock::new(Vec::new()),
             task_aborter: RwLock::new(None),
             observer: RwLock::new(None),
@@ -339,7 +345,14 @@ impl ScsiTarget {
             }
             let others: Vec<u64> = luns.keys().copied().collect();
             let name = volume.name();
-            let mut entry = Lun::with_identity(lun, volume, read_only, self.chunk_size, identity);
+            let mut entry = Lun::with_identity(
+                lun,
+                volume,
+                read_only,
+                self.chunk_size,
+                identity,
+                self.pr_store.clone(),
+            );
             entry.metrics = Some(Arc::new(
                 crate::metrics::global().lun(&self.name, lun, &name),
             ));
@@ -732,7 +745,7 @@ fn truncated(data: Vec<u8>, alloc_len: u32) -> Bytes {
 /// Everything a command handler needs.
 struct Ctx<'a> {
     target: &'a ScsiTarget,
-    lun: &'a Lun,
+    lun: &'a Arc<Lun>,
     req: &'a ScsiRequest,
     cdb: &'a Cdb,
 }

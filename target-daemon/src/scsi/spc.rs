@@ -8,6 +8,11 @@ use scsi_proto::scsi::sense::{asc, Sense, SenseFormat, SenseKey};
 use scsi_proto::scsi::vpd::{self, VpdContext};
 use scsi_proto::scsi::{mode, rsoc};
 
+use std::sync::Arc;
+
+use super::lun::Lun;
+use super::pr;
+use super::ua::UnitAttentions;
 use super::{status, truncated, Ctx, ScsiResponse};
 
 impl Ctx<'_> {
@@ -116,12 +121,14 @@ impl Ctx<'_> {
     ///
     /// Nothing slow runs on the async worker or under the LUN's reservation lock, which
     /// every command of a reserved LUN takes: the parameter list is decoded on a blocking
-    /// thread, the state change under the lock is linear in the bounded number of
-    /// registrations, and the APTPL write runs on a blocking thread after the lock is
-    /// released. PERSISTENT RESERVE OUTs of one LUN take turns (`Lun::pr_order`) from
-    /// their state change until their write is durable, so state files are written in
-    /// the order of the changes and GOOD means the change is on disk. The turn goes with
-    /// the write, so an aborted command still finishes its write before the next one.
+    /// thread, the change is decided under the lock in time linear in the bounded number
+    /// of registrations, and the store write runs on a blocking thread after the lock is
+    /// released; the change is committed only once it is saved. PERSISTENT RESERVE OUTs
+    /// of one LUN take turns (`Lun::pr_order`) from their decision until their commit, so
+    /// each decides on the committed state, saves land in the order of the changes, and
+    /// GOOD means the change is durable. A failed save commits nothing and answers HARDWARE
+    /// ERROR, INTERNAL TARGET FAILURE (44/00). The turn goes with the write, so an aborted
+    /// command still finishes its write and commit before the next one.
     pub(super) async fn persistent_reserve_out(
         &self,
         service_action: u16,
@@ -129,7 +136,7 @@ impl Ctx<'_> {
         pr_type: u8,
         param_len: u32,
     ) -> Result<ScsiResponse, Sense> {
-        if param_len > super::pr::MAX_PARAM_LEN {
+        if param_len > pr::MAX_PARAM_LEN {
             // Longer than any list the registration limit leaves room for; the transport
             // transferred none of it (`pr::data_out_len`).
             return Err(Sense::parameter_list_length_error());
@@ -140,7 +147,7 @@ impl Ctx<'_> {
         }
         let params = self.req.data_out.slice(..want);
         let request = tokio::task::spawn_blocking(move || {
-            super::pr::PrOutRequest::parse(service_action, scope, pr_type, &params)
+            pr::PrOutRequest::parse(service_action, scope, pr_type, &params)
         })
         .await
         .map_err(|e| {
@@ -148,39 +155,59 @@ impl Ctx<'_> {
             Sense::new(SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE)
         })??;
         let turn = self.lun.pr_order.clone().lock_owned().await;
-        let mut fx = super::pr::PrOutEffects::default();
-        let outcome = {
-            let mut pr = self.lun.pr.lock();
-            let outcome = pr.pr_out(&self.req.nexus, &request, &mut fx)?;
-            self.lun
-                .pr_active
-                .store(pr.is_active(), std::sync::atomic::Ordering::Release);
-            outcome
+        let decision = self.lun.pr.lock().decide(&self.req.nexus, &request)?;
+        let mut change = match decision {
+            pr::Decision::Conflict => {
+                return Ok(ScsiResponse::status(status::RESERVATION_CONFLICT))
+            }
+            pr::Decision::Change(c) => c,
         };
-        for (nexus, code) in fx.uas {
-            self.target.uas.establish(&nexus, self.req.lun, code);
-        }
-        match fx.persist {
+        let effects = match change.take_persist() {
+            None => {
+                let fx = commit_pr_change(self.lun, &self.target.uas, self.req.lun, change);
+                drop(turn);
+                fx
+            }
             Some(job) => {
-                let written = tokio::task::spawn_blocking(move || {
-                    job.write();
+                // Save first, commit after: the state others see and the issuer is told
+                // about is the durable one. Commit and turn go with the write, so a command
+                // aborted meanwhile still commits what it wrote before the next one runs.
+                let lun = Arc::clone(self.lun);
+                let uas = Arc::clone(&self.target.uas);
+                let lun_id = self.req.lun;
+                let done = tokio::task::spawn_blocking(move || {
+                    let written = job.write();
+                    let fx = written.map(|()| commit_pr_change(&lun, &uas, lun_id, change));
                     drop(turn);
+                    fx
                 })
                 .await;
-                if let Err(e) = written {
-                    tracing::error!(error = %e, "persistent reservation state write failed");
+                match done {
+                    Ok(Ok(fx)) => fx,
+                    Ok(Err(e)) => {
+                        // Nothing changed: the initiator may retry, and no one acts on a
+                        // reservation a restart would forget.
+                        tracing::error!(lun = self.req.lun, error = format!("{e:#}"), "cannot persist reservation state (APTPL); PERSISTENT RESERVE OUT refused");
+                        return Err(Sense::new(
+                            SenseKey::HardwareError,
+                            asc::INTERNAL_TARGET_FAILURE,
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::error!(lun = self.req.lun, error = %e, "reservation state write did not finish");
+                        return Err(Sense::new(
+                            SenseKey::HardwareError,
+                            asc::INTERNAL_TARGET_FAILURE,
+                        ));
+                    }
                 }
             }
-            None => drop(turn),
-        }
-        if let Some(preempted) = fx.abort {
+        };
+        if let Some(preempted) = effects.abort {
             // PREEMPT AND ABORT: the preempted nexuses' tasks are gone before GOOD.
             self.target.abort_preempted(self.req.lun, &preempted).await;
         }
-        Ok(match outcome {
-            super::pr::PrOutcome::Good => ScsiResponse::good(Bytes::new()),
-            super::pr::PrOutcome::Conflict => ScsiResponse::status(status::RESERVATION_CONFLICT),
-        })
+        Ok(ScsiResponse::good(Bytes::new()))
     }
 
     /// RESERVE(6)/(10): SCSI-2 logical unit reservation.
@@ -216,7 +243,7 @@ impl Ctx<'_> {
         }
         // `conflicts(.., Write)` is false exactly for the holder and, under the
         // registrants-only / all-registrants types, for every registrant.
-        Some(if pr.conflicts(&self.req.nexus, super::pr::Access::Write) {
+        Some(if pr.conflicts(&self.req.nexus, pr::Access::Write) {
             ScsiResponse::status(status::RESERVATION_CONFLICT)
         } else {
             ScsiResponse::good(Bytes::new())
@@ -241,4 +268,26 @@ impl Ctx<'_> {
         }
         Ok(ScsiResponse::good(Bytes::new()))
     }
+}
+
+/// Puts a decided (and, with a store, saved) PERSISTENT RESERVE OUT into effect: the new
+/// state and its unit attentions together, with nothing between them that could be
+/// cancelled. Returns what is left to do (PREEMPT AND ABORT's aborts).
+fn commit_pr_change(
+    lun: &Lun,
+    uas: &UnitAttentions,
+    lun_id: u64,
+    change: pr::Change,
+) -> pr::PrOutEffects {
+    let mut fx = {
+        let mut state = lun.pr.lock();
+        let fx = state.commit(change);
+        lun.pr_active
+            .store(state.is_active(), std::sync::atomic::Ordering::Release);
+        fx
+    };
+    for (nexus, code) in fx.uas.drain(..) {
+        uas.establish(&nexus, lun_id, code);
+    }
+    fx
 }
