@@ -113,7 +113,7 @@ async fn lun_errors_change_nothing() {
     .fails_with("none or full");
     ctl(p, &["lun", "create", "bad/name", "--size", "1M"])
         .await
-        .fails_with("invalid name");
+        .fails_with("invalid LUN name");
     ctl(
         p,
         &[

@@ -47,9 +47,11 @@ pub fn parse_guarantee(s: &str) -> MgrResult<Guarantee> {
     match s {
         "none" | "thin" => Ok(Guarantee::None),
         "full" | "thick" => Ok(Guarantee::Full),
-        other => Err(MgrError::Invalid(format!(
-            "invalid guarantee {other:?}: use none or full"
-        ))),
+        other => Err(MgrError::InvalidValue {
+            what: "guarantee",
+            value: format!("{other:?}"),
+            reason: "use none or full".into(),
+        }),
     }
 }
 
@@ -128,25 +130,31 @@ impl LunManager {
     /// Creates a LUN (and maps it if asked). Checks everything before touching the pool.
     pub async fn lun_create(&self, req: LunCreate) -> MgrResult<LunView> {
         let mut st = self.lock().await;
-        check_name(&req.name)?;
+        check_name(ObjectKind::Lun, &req.name)?;
         if st.luns.contains_key(&req.name) {
-            return Err(MgrError::AlreadyExists(format!(
-                "LUN {:?} already exists",
-                req.name
-            )));
+            return Err(MgrError::AlreadyExists {
+                kind: ObjectKind::Lun,
+                name: req.name.clone(),
+            });
         }
         let guarantee = parse_guarantee(req.guarantee.as_deref().unwrap_or("none"))?;
         let block_size = req.block_size.unwrap_or(512);
         if block_size != 512 && block_size != 4096 {
-            return Err(MgrError::Invalid(format!(
-                "invalid block size {block_size}: use 512 or 4096"
-            )));
+            return Err(MgrError::InvalidValue {
+                what: "block size",
+                value: block_size.to_string(),
+                reason: "use 512 or 4096".into(),
+            });
         }
         check_size(req.size_bytes, block_size)?;
         let map_to = match &req.target {
             Some(t) => Some((t.clone(), free_lun_id(&st, t, req.lun_id)?)),
             None if req.lun_id.is_some() => {
-                return Err(MgrError::Invalid("--lun-id needs --target".into()))
+                return Err(MgrError::NeedsArgument {
+                    given: "--lun-id",
+                    needs: "--target",
+                    why: "",
+                })
             }
             None => None,
         };
@@ -194,11 +202,11 @@ impl LunManager {
         let info = self.pool.volume_info(name)?;
         check_size(size_bytes, info.block_size)?;
         if size_bytes < info.size_bytes && !allow_shrink {
-            return Err(MgrError::Invalid(format!(
-                "shrinking {name:?} from {} to {} loses data: pass --shrink to confirm",
-                human_bytes(info.size_bytes),
-                human_bytes(size_bytes)
-            )));
+            return Err(MgrError::ShrinkNotConfirmed {
+                name: name.to_string(),
+                from: human_bytes(info.size_bytes),
+                to: human_bytes(size_bytes),
+            });
         }
         self.pool
             .resize_volume(name, size_bytes, allow_shrink)
@@ -222,16 +230,20 @@ impl LunManager {
         }
         let mut name = req.name.clone();
         if let Some(new) = &req.rename {
-            check_name(new)?;
+            check_name(ObjectKind::Lun, new)?;
             if st.luns.contains_key(new) {
-                return Err(MgrError::AlreadyExists(format!(
-                    "LUN {new:?} already exists"
-                )));
+                return Err(MgrError::AlreadyExists {
+                    kind: ObjectKind::Lun,
+                    name: new.clone(),
+                });
             }
-            if self.job_touching(&st, &name).is_some() {
-                return Err(MgrError::Busy(format!(
-                    "LUN {name:?} is part of a running clone job"
-                )));
+            if let Some(job) = self.job_touching(&st, &name) {
+                return Err(MgrError::InUse {
+                    kind: ObjectKind::Lun,
+                    name,
+                    by: UsedBy::CloneJob(job),
+                    hint: "cancel it or wait for it to end before renaming",
+                });
             }
             self.pool.rename_volume(&name, new).await?;
             if let Some(mut rec) = st.luns.remove(&name) {
@@ -272,28 +284,48 @@ impl LunManager {
         Ok(self.lun_view(&st, lun_rec(&st, &name)?))
     }
 
-    /// Deletes a LUN and its snapshots. Refused while an initiator is logged in to a target
-    /// exporting it, unless `force` (the LUN then disappears under the initiator, which gets
-    /// REPORTED LUNS DATA HAS CHANGED). Clones of the LUN survive.
-    pub async fn lun_delete(&self, name: &str, force: bool) -> MgrResult<()> {
+    /// Deletes a LUN, and with `recursive` its snapshots (without it, a LUN that has
+    /// snapshots is refused, naming them, as `zfs destroy` without `-r` is). Refused while an
+    /// initiator is logged in to a target exporting it, unless `force` (the LUN then
+    /// disappears under the initiator, which gets REPORTED LUNS DATA HAS CHANGED). Clones of
+    /// the LUN survive. Returns the snapshots deleted with it (`lun@snap`).
+    pub async fn lun_delete(
+        &self,
+        name: &str,
+        force: bool,
+        recursive: bool,
+    ) -> MgrResult<Vec<String>> {
         let mut st = self.lock().await;
         let rec = lun_rec(&st, name)?;
-        if rec.status == LunStatus::Creating {
-            return Err(MgrError::Busy(format!(
-                "LUN {name:?} is a clone still being created: use `clone cancel {name}`"
-            )));
-        }
+        online(rec)?;
         if let Some(job) = self.job_touching(&st, name) {
-            return Err(MgrError::Busy(format!(
-                "LUN {name:?} is used by running clone job {job}: cancel it first"
-            )));
+            return Err(MgrError::InUse {
+                kind: ObjectKind::Lun,
+                name: name.to_string(),
+                by: UsedBy::CloneJob(job),
+                hint: "cancel it first",
+            });
         }
         let busy = self.busy_targets(&st, name);
         if !busy.is_empty() && !force {
-            return Err(MgrError::Busy(format!(
-                "LUN {name:?} is in use (sessions logged in to {}): unmap it first or pass --force",
-                busy.join(", ")
-            )));
+            return Err(MgrError::InUse {
+                kind: ObjectKind::Lun,
+                name: name.to_string(),
+                by: UsedBy::Sessions(busy),
+                hint: "unmap it first or pass --force",
+            });
+        }
+        let snapshots: Vec<String> = self
+            .pool
+            .snapshots(Some(name))
+            .into_iter()
+            .map(|s| format!("{}@{}", s.volume, s.name))
+            .collect();
+        if !snapshots.is_empty() && !recursive {
+            return Err(MgrError::HasSnapshots {
+                lun: name.to_string(),
+                snapshots,
+            });
         }
         self.unmap_everywhere(&mut st, name);
         match self.pool.delete_volume(name).await {
@@ -310,8 +342,8 @@ impl LunManager {
         }
         st.groups.retain(|_, g| !g.members.is_empty());
         self.save(&st)?;
-        tracing::info!(lun = %name, force, "LUN deleted");
-        Ok(())
+        tracing::info!(lun = %name, force, snapshots = ?snapshots, "LUN deleted");
+        Ok(snapshots)
     }
 
     /// Maps a LUN into a target (lowest free LUN number unless given).
@@ -339,10 +371,10 @@ impl LunManager {
     pub async fn lun_unmap(&self, name: &str, target: &str, force: bool) -> MgrResult<()> {
         let mut st = self.lock().await;
         lun_rec(&st, name)?;
-        let t = st
-            .targets
-            .get(target)
-            .ok_or_else(|| MgrError::NotFound(format!("target {target:?} not found")))?;
+        let t = st.targets.get(target).ok_or_else(|| MgrError::NotFound {
+            kind: ObjectKind::Target,
+            name: target.to_string(),
+        })?;
         let ids: Vec<u64> = t
             .luns
             .iter()
@@ -350,14 +382,19 @@ impl LunManager {
             .map(|(&i, _)| i)
             .collect();
         if ids.is_empty() {
-            return Err(MgrError::NotFound(format!(
-                "LUN {name:?} is not mapped in target {target:?}"
-            )));
+            return Err(MgrError::NotMapped {
+                lun: name.to_string(),
+                target: target.to_string(),
+            });
         }
-        if !force && self.session_count(target) > 0 {
-            return Err(MgrError::Busy(format!(
-                "target {target:?} has logged-in sessions: pass --force to unmap {name:?} under them"
-            )));
+        let sessions = self.session_count(t);
+        if !force && sessions > 0 {
+            return Err(MgrError::InUse {
+                kind: ObjectKind::Target,
+                name: target.to_string(),
+                by: UsedBy::SessionCount(sessions),
+                hint: "pass --force to unmap the LUN under them",
+            });
         }
         for id in ids {
             self.unmap_locked(&mut st, target, id);
@@ -373,14 +410,19 @@ impl LunManager {
         target: &str,
         id: u64,
     ) -> MgrResult<()> {
-        let t = self
-            .scsi_target(target)
-            .ok_or_else(|| MgrError::NotFound(format!("target {target:?} not found")))?;
+        let t = self.scsi_target(target).ok_or_else(|| MgrError::NotFound {
+            kind: ObjectKind::Target,
+            name: target.to_string(),
+        })?;
         let vol = self.pool.volume(name)?;
         let ro = st.luns.get(name).is_some_and(|r| r.read_only);
         let identity = st.luns.get(name).map_or_else(|| vol.uuid(), |r| r.identity);
         t.add_lun_with_identity(id, vol, ro, identity)
-            .map_err(|e| MgrError::Invalid(e.to_string()))?;
+            .map_err(|e| MgrError::Attach {
+                lun: name.to_string(),
+                target: target.to_string(),
+                reason: format!("{e:#}"),
+            })?;
         if let Some(rec) = st.targets.get_mut(target) {
             rec.luns.insert(id, name.to_string());
         }
@@ -419,70 +461,85 @@ impl LunManager {
 }
 
 pub(crate) fn lun_rec<'a>(st: &'a State, name: &str) -> MgrResult<&'a LunRecord> {
-    st.luns
-        .get(name)
-        .ok_or_else(|| MgrError::NotFound(format!("LUN {name:?} not found")))
+    st.luns.get(name).ok_or_else(|| MgrError::NotFound {
+        kind: ObjectKind::Lun,
+        name: name.to_string(),
+    })
 }
 
 pub(crate) fn online(rec: &LunRecord) -> MgrResult<()> {
     if rec.status == LunStatus::Creating {
-        return Err(MgrError::Busy(format!(
-            "LUN {:?} is a clone still being created",
-            rec.name
-        )));
+        return Err(MgrError::StillCreating {
+            name: rec.name.clone(),
+        });
     }
     Ok(())
 }
 
-/// LUN names double as volume names: letters, digits, `-`, `_`, `.` (not leading).
-pub(crate) fn check_name(n: &str) -> MgrResult<()> {
+/// LUN names double as volume names: letters, digits, `-`, `_`, `.` (not leading); snapshot
+/// and group names follow the same rule.
+pub(crate) fn check_name(kind: ObjectKind, n: &str) -> MgrResult<()> {
     if n.is_empty() || n.len() > 128 {
-        return Err(MgrError::Invalid(format!(
-            "invalid name {n:?}: must be 1 to 128 characters"
-        )));
+        return Err(MgrError::invalid_name(
+            kind,
+            n,
+            "must be 1 to 128 characters",
+        ));
     }
     if !n
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         || n.starts_with('.')
     {
-        return Err(MgrError::Invalid(format!(
-            "invalid name {n:?}: use letters, digits, '-', '_' and '.' (not leading)"
-        )));
+        return Err(MgrError::invalid_name(
+            kind,
+            n,
+            "use letters, digits, '-', '_' and '.' (not leading)",
+        ));
     }
     Ok(())
 }
 
 fn check_size(size: u64, block_size: u32) -> MgrResult<()> {
     if size == 0 {
-        return Err(MgrError::Invalid("size must be greater than 0".into()));
+        return Err(MgrError::InvalidValue {
+            what: "size",
+            value: "0".into(),
+            reason: "must be greater than 0".into(),
+        });
     }
     if !size.is_multiple_of(u64::from(block_size)) {
-        return Err(MgrError::Invalid(format!(
-            "size {size} is not a multiple of the {block_size}-byte block size"
-        )));
+        return Err(MgrError::InvalidValue {
+            what: "size",
+            value: size.to_string(),
+            reason: format!("not a multiple of the {block_size}-byte block size"),
+        });
     }
     Ok(())
 }
 
 /// The requested LUN number if free, else the lowest free one.
 pub(crate) fn free_lun_id(st: &State, target: &str, want: Option<u64>) -> MgrResult<u64> {
-    let t = st
-        .targets
-        .get(target)
-        .ok_or_else(|| MgrError::NotFound(format!("target {target:?} not found")))?;
+    let t = target_rec(st, target)?;
     match want {
-        Some(id) if id > 16383 => Err(MgrError::Invalid(format!(
-            "LUN number {id} is out of range (0..=16383)"
-        ))),
-        Some(id) if t.luns.contains_key(&id) => Err(MgrError::AlreadyExists(format!(
-            "LUN number {id} of target {target:?} is already used by {:?}",
-            t.luns[&id]
-        ))),
-        Some(id) => Ok(id),
+        Some(id) if id > 16383 => Err(MgrError::InvalidValue {
+            what: "LUN number",
+            value: id.to_string(),
+            reason: "out of range (0..=16383)".into(),
+        }),
+        Some(id) => match t.luns.get(&id) {
+            Some(by) => Err(MgrError::LunNumberTaken {
+                target: target.to_string(),
+                lun_id: id,
+                by: by.clone(),
+            }),
+            None => Ok(id),
+        },
         None => (0..=16383u64)
             .find(|i| !t.luns.contains_key(i))
-            .ok_or_else(|| MgrError::NoSpace(format!("target {target:?} has no free LUN number"))),
+            .ok_or_else(|| MgrError::NoFreeLunNumber {
+                target: target.to_string(),
+            }),
     }
 }
 

@@ -5,8 +5,9 @@
 //! truth; at start-up targets and LUNs that the YAML names but the state does not know are
 //! added (state is never silently dropped). Every administrative change goes through here:
 //! the manager changes the pool, the device servers ([`ScsiTarget`], which raise the unit
-//! attentions) and the iSCSI server ([`Exports`]), then persists the new state before
-//! answering.
+//! attentions) and the fabric front ends ([`Frontend`]: lunard's iSCSI server, LIO), then
+//! persists the new state before answering. The manager knows no front end by name: the daemon
+//! attaches them.
 //!
 //! Operations are serialized by one async mutex around the state: administrative calls are
 //! rare and must observe each other's results; I/O never takes this lock.
@@ -15,7 +16,6 @@ pub mod clones;
 pub mod divergence;
 pub mod error;
 mod export;
-pub mod exports;
 mod luns;
 mod pool;
 mod seed;
@@ -26,18 +26,17 @@ pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use storage_core::{Guarantee, Pool, StorageError};
 
 use crate::config::Config;
-use crate::fabric::Fabric;
-use crate::iscsi::TargetEntry;
+pub use crate::fabric::SessionView;
+use crate::fabric::{Fabric, Frontend, TargetSpec};
 use crate::scsi::ScsiTarget;
-pub use error::{human_bytes, MgrError, MgrResult};
-pub use exports::{Exports, SessionView};
+pub use error::{human_bytes, MgrError, MgrResult, ObjectKind, UsedBy};
 use state::{ChapRecord, LunRecord, LunStatus, State, TargetRecord, STATE_VERSION};
 pub use view::*;
 
@@ -45,6 +44,7 @@ use luns::guarantee_str;
 pub(crate) use luns::{attach, check_name, free_lun_id, lun_rec, mappings_of, online};
 pub use luns::{parse_guarantee, LunCreate, LunSet};
 use seed::{adopt_orphans, seed_from_config};
+use targets::target_rec;
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now_unix() -> u64 {
@@ -68,9 +68,10 @@ pub struct LunManager {
     state: tokio::sync::Mutex<State>,
     /// Device servers by IQN (exported or waiting for a restart to be).
     scsi: RwLock<BTreeMap<String, Arc<ScsiTarget>>>,
-    /// Targets the running iSCSI server does not know yet.
+    /// Targets a running front end could not take up yet (applied at restart).
     pending: Mutex<std::collections::BTreeSet<String>>,
-    exports: OnceLock<Arc<dyn Exports>>,
+    /// The fabric front ends the daemon attached.
+    frontends: RwLock<Vec<Arc<dyn Frontend>>>,
     /// Running jobs by job id.
     pub(crate) jobs: Mutex<HashMap<String, Arc<JobCtl>>>,
     /// The configuration lunard started with (for `config export`).
@@ -80,11 +81,12 @@ pub struct LunManager {
 impl LunManager {
     /// Loads `<data_dir>/state.json` (or seeds it from `config`), adds what the configuration
     /// names and the state lacks, cleans up clone jobs a crash interrupted, and builds the
-    /// device servers. Returns the targets for the iSCSI server.
+    /// device servers. Returns every target with its device server, for the daemon to hand to
+    /// the front end of its fabric.
     pub async fn open(
         config: &Config,
         pool: Pool,
-    ) -> anyhow::Result<(Arc<LunManager>, Vec<TargetEntry>)> {
+    ) -> anyhow::Result<(Arc<LunManager>, Vec<(TargetSpec, Arc<ScsiTarget>)>)> {
         let data_dir = config.data_dir.clone();
         let loaded = state::load(&data_dir)?;
         let fresh = loaded.is_none();
@@ -107,10 +109,7 @@ impl LunManager {
                 attach(&pool, &st, &target, id, name);
             }
             scsi.insert(t.iqn.clone(), target.clone());
-            entries.push(TargetEntry {
-                cfg: t.to_cfg(),
-                scsi: target,
-            });
+            entries.push((t.to_spec(), target));
         }
         let mgr = Arc::new(LunManager {
             pool,
@@ -118,7 +117,7 @@ impl LunManager {
             state: tokio::sync::Mutex::new(st),
             scsi: RwLock::new(scsi),
             pending: Mutex::new(Default::default()),
-            exports: OnceLock::new(),
+            frontends: RwLock::new(Vec::new()),
             jobs: Mutex::new(HashMap::new()),
             config: config.clone(),
         });
@@ -159,9 +158,19 @@ impl LunManager {
         });
     }
 
-    /// Connects the running iSCSI server (target-level changes, sessions).
-    pub fn attach_exports(&self, exports: Arc<dyn Exports>) {
-        let _ = self.exports.set(exports);
+    /// Connects a running front end: target-level changes and session queries for its
+    /// fabrics go to it from now on.
+    pub fn attach_frontend(&self, frontend: Arc<dyn Frontend>) {
+        self.frontends.write().push(frontend);
+    }
+
+    /// The front end serving `fabric`, if one is attached.
+    fn frontend(&self, fabric: Fabric) -> Option<Arc<dyn Frontend>> {
+        self.frontends
+            .read()
+            .iter()
+            .find(|f| f.fabrics().contains(&fabric))
+            .cloned()
     }
 
     /// The pool.
@@ -204,8 +213,9 @@ impl LunManager {
         self.scsi.read().get(iqn).cloned()
     }
 
-    fn session_count(&self, iqn: &str) -> usize {
-        self.exports.get().map_or(0, |e| e.sessions(iqn).len())
+    fn session_count(&self, t: &TargetRecord) -> usize {
+        self.frontend(t.fabric)
+            .map_or(0, |f| f.sessions(&t.iqn).len())
     }
 
     /// Targets (with live sessions) that export `lun`.
@@ -213,7 +223,7 @@ impl LunManager {
         st.targets
             .values()
             .filter(|t| t.luns.values().any(|n| n == lun))
-            .filter(|t| self.session_count(&t.iqn) > 0)
+            .filter(|t| self.session_count(t) > 0)
             .map(|t| t.iqn.clone())
             .collect()
     }

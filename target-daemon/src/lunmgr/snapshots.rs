@@ -7,7 +7,13 @@ impl LunManager {
     pub async fn snapshot_create(&self, lun: &str, snap: &str) -> MgrResult<SnapshotView> {
         let st = self.lock().await;
         online(lun_rec(&st, lun)?)?;
-        check_name(snap)?;
+        check_name(ObjectKind::Snapshot, snap)?;
+        if self.snapshot_exists(lun, snap).is_ok() {
+            return Err(MgrError::AlreadyExists {
+                kind: ObjectKind::Snapshot,
+                name: format!("{lun}@{snap}"),
+            });
+        }
         let s = self.pool.snapshot(lun, snap).await?;
         Ok(SnapshotView {
             lun: s.volume,
@@ -27,22 +33,29 @@ impl LunManager {
         luns: &[String],
     ) -> MgrResult<Vec<SnapshotView>> {
         let mut st = self.lock().await;
-        check_name(group)?;
+        check_name(ObjectKind::Group, group)?;
         if luns.is_empty() {
-            return Err(MgrError::Invalid(
-                "a consistency group needs at least one LUN".into(),
-            ));
+            return Err(MgrError::InvalidValue {
+                what: "group",
+                value: format!("{group:?}"),
+                reason: "a consistency group needs at least one LUN".into(),
+            });
         }
         if st.groups.contains_key(group) {
-            return Err(MgrError::AlreadyExists(format!(
-                "group {group:?} already exists"
-            )));
+            return Err(MgrError::AlreadyExists {
+                kind: ObjectKind::Group,
+                name: group.to_string(),
+            });
         }
         let mut seen = std::collections::BTreeSet::new();
         for l in luns {
             online(lun_rec(&st, l)?)?;
             if !seen.insert(l) {
-                return Err(MgrError::Invalid(format!("LUN {l:?} listed twice")));
+                return Err(MgrError::InvalidValue {
+                    what: "group",
+                    value: format!("{group:?}"),
+                    reason: format!("LUN {l:?} is listed twice"),
+                });
             }
         }
         let pairs: Vec<(&str, &str)> = luns.iter().map(|l| (l.as_str(), group)).collect();
@@ -104,14 +117,19 @@ impl LunManager {
     pub async fn snapshot_delete(&self, lun: &str, snap: &str) -> MgrResult<()> {
         let mut st = self.lock().await;
         lun_rec(&st, lun)?;
-        if st
+        self.snapshot_exists(lun, snap)?;
+        let full = format!("{lun}@{snap}");
+        if let Some(j) = st
             .clone_jobs
             .iter()
-            .any(|j| !j.state.is_final() && j.source == format!("{lun}@{snap}"))
+            .find(|j| !j.state.is_final() && j.source == full)
         {
-            return Err(MgrError::Busy(format!(
-                "snapshot {lun}@{snap} is the source of a running clone job"
-            )));
+            return Err(MgrError::InUse {
+                kind: ObjectKind::Snapshot,
+                name: full,
+                by: UsedBy::CloneJob(j.id.clone()),
+                hint: "cancel it or wait for it to end",
+            });
         }
         self.pool.delete_snapshot(lun, snap).await?;
         if let Some(g) = st.groups.get_mut(snap) {
@@ -128,13 +146,17 @@ impl LunManager {
             let st = self.lock().await;
             st.groups
                 .get(group)
-                .ok_or_else(|| MgrError::NotFound(format!("group {group:?} not found")))?
+                .ok_or_else(|| MgrError::NotFound {
+                    kind: ObjectKind::Group,
+                    name: group.to_string(),
+                })?
                 .members
                 .clone()
         };
         for m in members {
             match self.snapshot_delete(&m, group).await {
-                Ok(()) | Err(MgrError::NotFound(_)) => {}
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
         }
@@ -148,15 +170,35 @@ impl LunManager {
     pub async fn snapshot_rollback(&self, lun: &str, snap: &str, force: bool) -> MgrResult<()> {
         let st = self.lock().await;
         online(lun_rec(&st, lun)?)?;
+        self.snapshot_exists(lun, snap)?;
         let busy = self.busy_targets(&st, lun);
         if !busy.is_empty() && !force {
-            return Err(MgrError::Busy(format!(
-                "LUN {lun:?} is in use (sessions logged in to {}): log them out or pass --force",
-                busy.join(", ")
-            )));
+            return Err(MgrError::InUse {
+                kind: ObjectKind::Lun,
+                name: lun.to_string(),
+                by: UsedBy::Sessions(busy),
+                hint: "log them out or pass --force",
+            });
         }
         self.pool.rollback(lun, snap).await?;
         tracing::info!(lun, snap, "rolled back");
         Ok(())
+    }
+
+    /// `Ok` if `lun` has a snapshot `snap`, else the typed not-found error naming `lun@snap`.
+    pub(crate) fn snapshot_exists(&self, lun: &str, snap: &str) -> MgrResult<()> {
+        if self
+            .pool
+            .snapshots(Some(lun))
+            .iter()
+            .any(|s| s.name == snap)
+        {
+            Ok(())
+        } else {
+            Err(MgrError::NotFound {
+                kind: ObjectKind::Snapshot,
+                name: format!("{lun}@{snap}"),
+            })
+        }
     }
 }

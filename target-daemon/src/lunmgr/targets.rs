@@ -20,7 +20,7 @@ impl LunManager {
                     name: name.clone(),
                 })
                 .collect(),
-            sessions: self.session_count(&t.iqn),
+            sessions: self.session_count(t),
             pending_restart: self.pending.lock().contains(&t.iqn),
         }
     }
@@ -35,12 +35,13 @@ impl LunManager {
     ) -> MgrResult<TargetView> {
         let mut st = self.lock().await;
         let iqn = &fabric.canonical_name(name).map_err(|e| {
-            MgrError::Invalid(format!("invalid target name for fabric {fabric}: {e}"))
+            MgrError::invalid_name(ObjectKind::Target, name, format!("{e} ({fabric})"))
         })?;
         if st.targets.keys().any(|k| k.eq_ignore_ascii_case(iqn)) {
-            return Err(MgrError::AlreadyExists(format!(
-                "target {iqn:?} already exists"
-            )));
+            return Err(MgrError::AlreadyExists {
+                kind: ObjectKind::Target,
+                name: iqn.to_string(),
+            });
         }
         let rec = TargetRecord {
             iqn: iqn.to_string(),
@@ -55,9 +56,9 @@ impl LunManager {
         st.targets.insert(iqn.to_string(), rec.clone());
         self.save(&st)?;
         self.scsi.write().insert(iqn.to_string(), scsi.clone());
-        if let Some(e) = self.exports.get() {
-            if let Err(msg) = e.add_target(rec.to_cfg(), scsi) {
-                tracing::warn!(target = iqn, "{msg}");
+        if let Some(f) = self.frontend(fabric) {
+            if let Err(e) = f.add_target(rec.to_spec(), scsi) {
+                tracing::warn!(target = iqn, "{e}");
                 self.pending.lock().insert(iqn.to_string());
             }
         }
@@ -74,18 +75,22 @@ impl LunManager {
     /// (which closes them).
     pub async fn target_delete(&self, iqn: &str, force: bool) -> MgrResult<()> {
         let mut st = self.lock().await;
-        target_rec(&st, iqn)?;
-        let n = self.session_count(iqn);
+        let rec = target_rec(&st, iqn)?;
+        let fabric = rec.fabric;
+        let n = self.session_count(rec);
         if n > 0 && !force {
-            return Err(MgrError::Busy(format!(
-                "target {iqn:?} has {n} logged-in session(s): pass --force to close them"
-            )));
+            return Err(MgrError::InUse {
+                kind: ObjectKind::Target,
+                name: iqn.to_string(),
+                by: UsedBy::SessionCount(n),
+                hint: "pass --force to close them",
+            });
         }
         st.targets.remove(iqn);
         self.save(&st)?;
-        if let Some(e) = self.exports.get() {
-            if let Err(msg) = e.remove_target(iqn) {
-                tracing::warn!(target = iqn, "{msg}");
+        if let Some(f) = self.frontend(fabric) {
+            if let Err(e) = f.remove_target(iqn) {
+                tracing::warn!(target = iqn, "{e}");
                 self.pending.lock().insert(iqn.to_string());
             }
         }
@@ -97,7 +102,7 @@ impl LunManager {
         Ok(())
     }
 
-    /// Applies a change to a target's access settings and pushes it to the iSCSI server.
+    /// Applies a change to a target's access settings and pushes it to its front end.
     async fn change_access(
         &self,
         iqn: &str,
@@ -108,9 +113,9 @@ impl LunManager {
         f(&mut rec)?;
         st.targets.insert(iqn.to_string(), rec.clone());
         self.save(&st)?;
-        if let Some(e) = self.exports.get() {
-            if let Err(msg) = e.set_access(rec.to_cfg()) {
-                tracing::warn!(target = iqn, "{msg}");
+        if let Some(f) = self.frontend(rec.fabric) {
+            if let Err(e) = f.update_target(rec.to_spec()) {
+                tracing::warn!(target = iqn, "{e}");
                 self.pending.lock().insert(iqn.to_string());
             }
         }
@@ -125,20 +130,18 @@ impl LunManager {
                 t.allow_any = true;
                 return Ok(());
             }
-            let initiator = t.fabric.canonical_name(&initiator).map_err(|e| {
-                MgrError::Invalid(format!(
-                    "invalid initiator name for fabric {}: {e}",
-                    t.fabric
-                ))
+            let fabric = t.fabric;
+            let initiator = fabric.canonical_name(&initiator).map_err(|e| {
+                MgrError::invalid_name(ObjectKind::Initiator, &initiator, format!("{e} ({fabric})"))
             })?;
             if t.initiators
                 .iter()
                 .any(|i| i.eq_ignore_ascii_case(&initiator))
             {
-                return Err(MgrError::AlreadyExists(format!(
-                    "initiator {initiator:?} is already allowed on {:?}",
-                    t.iqn
-                )));
+                return Err(MgrError::AlreadyAllowed {
+                    initiator,
+                    target: t.iqn.clone(),
+                });
             }
             t.initiators.push(initiator);
             Ok(())
@@ -158,10 +161,10 @@ impl LunManager {
             let fabric = t.fabric;
             t.initiators.retain(|i| !fabric.same_name(i, &initiator));
             if t.initiators.len() == before {
-                return Err(MgrError::NotFound(format!(
-                    "initiator {initiator:?} is not in the ACL of {:?}",
-                    t.iqn
-                )));
+                return Err(MgrError::NotAllowed {
+                    initiator,
+                    target: t.iqn.clone(),
+                });
             }
             Ok(())
         })
@@ -171,32 +174,40 @@ impl LunManager {
     /// Requires CHAP (with optional mutual CHAP) for a target.
     pub async fn chap_set(&self, iqn: &str, chap: ChapRecord) -> MgrResult<TargetView> {
         for (what, s) in [
-            ("secret", Some(&chap.secret)),
-            ("mutual secret", chap.mutual_secret.as_ref()),
+            ("CHAP secret", Some(&chap.secret)),
+            ("mutual CHAP secret", chap.mutual_secret.as_ref()),
         ] {
             if let Some(s) = s {
                 if s.len() < 12 || s.len() > 255 {
-                    return Err(MgrError::Invalid(format!(
-                        "CHAP {what} must be 12 to 255 bytes long, got {}",
-                        s.len()
-                    )));
+                    return Err(MgrError::InvalidValue {
+                        what,
+                        value: format!("of {} bytes", s.len()),
+                        reason: "must be 12 to 255 bytes long".into(),
+                    });
                 }
             }
         }
         if chap.username.is_empty() {
-            return Err(MgrError::Invalid("CHAP user name must not be empty".into()));
+            return Err(MgrError::InvalidValue {
+                what: "CHAP user name",
+                value: "\"\"".into(),
+                reason: "must not be empty".into(),
+            });
         }
         if chap.mutual_username.is_some() != chap.mutual_secret.is_some() {
-            return Err(MgrError::Invalid(
-                "mutual CHAP needs both a user name and a secret".into(),
-            ));
+            return Err(MgrError::NeedsArgument {
+                given: "mutual CHAP",
+                needs: "both a user name and a secret",
+                why: "",
+            });
         }
         self.change_access(iqn, move |t| {
             if t.fabric.is_lio() {
-                return Err(MgrError::Invalid(format!(
-                    "CHAP is an iSCSI login feature; {:?} is a {} target",
-                    t.iqn, t.fabric
-                )));
+                return Err(MgrError::NotOnFabric {
+                    feature: "CHAP",
+                    target: t.iqn.clone(),
+                    fabric: t.fabric,
+                });
             }
             t.chap = Some(chap);
             Ok(())
@@ -219,27 +230,31 @@ impl LunManager {
         if let Some(t) = target {
             target_rec(&st, t)?;
         }
-        let Some(e) = self.exports.get() else {
-            return Ok(Vec::new());
-        };
         Ok(st
             .targets
-            .keys()
-            .filter(|k| target.is_none_or(|t| t == k.as_str()))
-            .flat_map(|k| e.sessions(k))
+            .values()
+            .filter(|t| target.is_none_or(|n| n == t.iqn))
+            .flat_map(|t| {
+                self.frontend(t.fabric)
+                    .map(|f| f.sessions(&t.iqn))
+                    .unwrap_or_default()
+            })
             .collect())
     }
 
     /// Closes the sessions of a target; returns how many.
     pub async fn session_close(&self, target: &str) -> MgrResult<usize> {
         let st = self.lock().await;
-        target_rec(&st, target)?;
-        Ok(self.exports.get().map_or(0, |e| e.close_sessions(target)))
+        let fabric = target_rec(&st, target)?.fabric;
+        Ok(self
+            .frontend(fabric)
+            .map_or(0, |f| f.close_sessions(target)))
     }
 }
 
-fn target_rec<'a>(st: &'a State, iqn: &str) -> MgrResult<&'a TargetRecord> {
-    st.targets
-        .get(iqn)
-        .ok_or_else(|| MgrError::NotFound(format!("target {iqn:?} not found")))
+pub(super) fn target_rec<'a>(st: &'a State, iqn: &str) -> MgrResult<&'a TargetRecord> {
+    st.targets.get(iqn).ok_or_else(|| MgrError::NotFound {
+        kind: ObjectKind::Target,
+        name: iqn.to_string(),
+    })
 }
