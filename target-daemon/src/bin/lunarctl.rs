@@ -622,7 +622,7 @@ fn mappings(m: &[MappingView]) -> Vec<String> {
         .collect()
 }
 
-fn print_lun_list(w: Out, luns: &Vec<LunView>) -> io::Result<()> {
+fn print_lun_list(w: Out, luns: &[LunView]) -> io::Result<()> {
     let rows = luns
         .iter()
         .map(|l| {
@@ -693,7 +693,7 @@ fn print_lun(w: Out, v: &LunView) -> io::Result<()> {
     Ok(())
 }
 
-fn print_snapshots(w: Out, snaps: &Vec<SnapshotView>) -> io::Result<()> {
+fn print_snapshots(w: Out, snaps: &[SnapshotView]) -> io::Result<()> {
     let rows = snaps
         .iter()
         .map(|x| {
@@ -774,7 +774,7 @@ fn print_target(w: Out, t: &TargetView) -> io::Result<()> {
     Ok(())
 }
 
-fn print_target_list(w: Out, targets: &Vec<TargetView>) -> io::Result<()> {
+fn print_target_list(w: Out, targets: &[TargetView]) -> io::Result<()> {
     let rows = targets
         .iter()
         .map(|t| {
@@ -809,7 +809,7 @@ fn print_acl(w: Out, t: &TargetView) -> io::Result<()> {
     Ok(())
 }
 
-fn print_sessions(w: Out, sessions: &Vec<SessionView>) -> io::Result<()> {
+fn print_sessions(w: Out, sessions: &[SessionView]) -> io::Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -910,8 +910,11 @@ fn age(secs: u64) -> String {
 /// through the result's type.
 struct Shown {
     value: Value,
-    text: Box<dyn FnOnce(Out, &Value) -> anyhow::Result<()>>,
+    text: TextFn,
 }
+
+/// Prints a result as text.
+type TextFn = Box<dyn FnOnce(&mut dyn Write, &Value) -> anyhow::Result<()>>;
 
 impl Shown {
     /// `value` shown as text by `print` after decoding it as a `T`.
@@ -922,6 +925,17 @@ impl Shown {
         Shown {
             value,
             text: Box::new(move |w, v| Ok(print(w, &decode::<T>(v)?)?)),
+        }
+    }
+
+    /// `value`, a list, shown as text by `print` after decoding it as a `Vec<T>`.
+    fn list<T: DeserializeOwned + 'static>(
+        value: Value,
+        print: fn(Out, &[T]) -> io::Result<()>,
+    ) -> Shown {
+        Shown {
+            value,
+            text: Box::new(move |w, v| Ok(print(w, &decode::<Vec<T>>(v)?)?)),
         }
     }
 
@@ -984,7 +998,7 @@ fn run(mut cli: Cli, w: Out) -> anyhow::Result<()> {
             });
             Shown::typed(c.call(req)?, print_lun)
         }
-        Cmd::Lun(LunCmd::List) => Shown::typed(c.call(Request::LunList)?, print_lun_list),
+        Cmd::Lun(LunCmd::List) => Shown::list(c.call(Request::LunList)?, print_lun_list),
         Cmd::Lun(LunCmd::Show { name }) => {
             Shown::typed(c.call(Request::LunShow { name })?, print_lun)
         }
@@ -1078,7 +1092,7 @@ fn run(mut cli: Cli, w: Out) -> anyhow::Result<()> {
             Shown::line(v, format!("created {}@{}", s.lun, s.name))
         }
         Cmd::Snapshot(SnapCmd::List { lun }) => {
-            Shown::typed(c.call(Request::SnapshotList { lun })?, print_snapshots)
+            Shown::list(c.call(Request::SnapshotList { lun })?, print_snapshots)
         }
         Cmd::Snapshot(SnapCmd::Delete { group, item }) => match (group, item) {
             (Some(group), None) => {
@@ -1130,9 +1144,7 @@ fn run(mut cli: Cli, w: Out) -> anyhow::Result<()> {
             Shown::typed(v, print_job)
         }
         Cmd::Clone(CloneCmd::List { purge }) => {
-            Shown::typed(c.call(Request::CloneList { purge })?, |w, j: &Vec<_>| {
-                print_jobs(w, j)
-            })
+            Shown::list(c.call(Request::CloneList { purge })?, print_jobs)
         }
         Cmd::Clone(CloneCmd::Cancel { name }) => {
             Shown::typed(c.call(Request::CloneCancel { name })?, print_job)
@@ -1172,7 +1184,7 @@ fn run(mut cli: Cli, w: Out) -> anyhow::Result<()> {
             Shown::typed(c.call(req)?, print_target)
         }
         Cmd::Target(TargetCmd::List) => {
-            Shown::typed(c.call(Request::TargetList)?, print_target_list)
+            Shown::list(c.call(Request::TargetList)?, print_target_list)
         }
         Cmd::Target(TargetCmd::Delete { iqn, force }) => {
             Shown::typed(c.call(Request::TargetDelete { iqn, force })?, print_deleted)
@@ -1211,7 +1223,7 @@ fn run(mut cli: Cli, w: Out) -> anyhow::Result<()> {
             Shown::typed(c.call(Request::ChapClear { target })?, print_target)
         }
         Cmd::Session(SessionCmd::List { target }) => {
-            Shown::typed(c.call(Request::SessionList { target })?, print_sessions)
+            Shown::list(c.call(Request::SessionList { target })?, print_sessions)
         }
         Cmd::Session(SessionCmd::Close { target }) => {
             let v = c.call(Request::SessionClose { target })?;
