@@ -1,6 +1,8 @@
 //! `config export`: the live targets and mapped LUNs in the YAML configuration format.
 
-use super::*;
+use super::luns::guarantee_str;
+use super::state::ChapRecord;
+use super::{LunManager, MgrResult};
 
 impl LunManager {
     /// The current targets and mapped LUNs in the YAML configuration format (`targets:`

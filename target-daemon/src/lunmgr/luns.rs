@@ -1,6 +1,14 @@
 //! LUNs: create, resize, set, delete, map and unmap, and the checks they share.
 
-use super::*;
+use serde::{Deserialize, Serialize};
+use storage_core::{Guarantee, Pool, StorageError};
+
+use super::state::{LunRecord, LunStatus, State};
+use super::{
+    human_bytes, naa_and_serial, now_unix, target_rec, LunManager, LunView, MappingView, MgrError,
+    MgrResult, ObjectKind, UsedBy,
+};
+use crate::scsi::ScsiTarget;
 
 /// Parameters of `lun create`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -29,18 +29,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use serde::{Deserialize, Serialize};
-use storage_core::{Guarantee, Pool, StorageError};
+use storage_core::Pool;
 
 use crate::config::Config;
 pub use crate::fabric::SessionView;
 use crate::fabric::{Fabric, Frontend, TargetSpec};
 use crate::scsi::ScsiTarget;
 pub use error::{human_bytes, MgrError, MgrResult, ObjectKind, UsedBy};
-use state::{ChapRecord, LunRecord, LunStatus, State, TargetRecord, STATE_VERSION};
+use state::{State, TargetRecord, STATE_VERSION};
 pub use view::*;
 
-use luns::guarantee_str;
 pub(crate) use luns::{attach, check_name, free_lun_id, lun_rec, mappings_of, online};
 pub use luns::{parse_guarantee, LunCreate, LunSet};
 use seed::{adopt_orphans, seed_from_config};

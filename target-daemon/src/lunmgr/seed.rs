@@ -1,7 +1,13 @@
 //! Start-up: what the YAML configuration names and the state lacks, and pool volumes the
 //! state does not know.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use storage_core::{Pool, StorageError};
+
+use super::divergence;
+use super::state::{self, ChapRecord, LunRecord, LunStatus, State, TargetRecord};
+use crate::config::Config;
 
 /// Adds the targets and LUNs the configuration names and the state lacks.
 pub(super) async fn seed_from_config(

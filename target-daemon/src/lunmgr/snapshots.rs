@@ -1,6 +1,10 @@
 //! Snapshots and consistency groups.
 
-use super::*;
+use super::state::GroupRecord;
+use super::{
+    check_name, lun_rec, now_unix, online, LunManager, MgrError, MgrResult, ObjectKind,
+    SnapshotView, UsedBy,
+};
 
 impl LunManager {
     /// Snapshot `lun@snap`.
@@ -62,7 +66,7 @@ impl LunManager {
         let snaps = self.pool.snapshot_group(&pairs).await?;
         st.groups.insert(
             group.to_string(),
-            state::GroupRecord {
+            GroupRecord {
                 name: group.to_string(),
                 members: luns.to_vec(),
                 created_unix: now_unix(),

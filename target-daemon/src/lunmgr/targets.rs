@@ -1,6 +1,13 @@
 //! Targets, ACLs, CHAP and sessions: the target-level changes the fabric front ends apply.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use super::state::{ChapRecord, State, TargetRecord};
+use super::{
+    LunManager, MappingLun, MgrError, MgrResult, ObjectKind, SessionView, TargetView, UsedBy,
+};
+use crate::fabric::Fabric;
+use crate::scsi::ScsiTarget;
 
 impl LunManager {
     fn target_view(&self, t: &TargetRecord) -> TargetView {
