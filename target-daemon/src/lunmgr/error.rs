@@ -68,7 +68,7 @@ impl fmt::Display for UsedBy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UsedBy::Sessions(t) => write!(f, "sessions logged in to {}", t.join(", ")),
-            UsedBy::SessionCount(n) => write!(f, "{n} logged-in session(s)"),
+            UsedBy::SessionCount(n) => write!(f, "logged-in sessions: {n}"),
             UsedBy::CloneJob(j) => write!(f, "running clone job {j}"),
         }
     }
