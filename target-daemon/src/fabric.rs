@@ -49,14 +49,12 @@ impl Fabric {
     }
 
     /// Parses the YAML/admin spelling.
-    pub fn parse(s: &str) -> Result<Fabric, String> {
+    pub fn parse(s: &str) -> Result<Fabric, UnknownFabric> {
         match s.to_ascii_lowercase().as_str() {
             "iscsi" => Ok(Fabric::Iscsi),
             "qla2xxx" | "fc" => Ok(Fabric::Qla2xxx),
             "loopback" | "tcm_loop" => Ok(Fabric::Loopback),
-            _ => Err(format!(
-                "unknown fabric {s:?}: expected iscsi, qla2xxx (Fibre Channel) or loopback"
-            )),
+            _ => Err(UnknownFabric(s.to_string())),
         }
     }
 
@@ -86,6 +84,14 @@ impl Fabric {
         }
     }
 }
+
+/// A fabric name lunard does not know.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fabric {0:?}: expected {EXPECTED_FABRICS}")]
+pub struct UnknownFabric(pub String);
+
+/// The fabric names [`Fabric::parse`] accepts, for messages.
+pub const EXPECTED_FABRICS: &str = "iscsi, qla2xxx (Fibre Channel) or loopback";
 
 impl std::fmt::Display for Fabric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -274,7 +280,10 @@ mod tests {
         assert_eq!(Fabric::parse("FC").unwrap(), Fabric::Qla2xxx);
         assert_eq!(Fabric::parse("loopback").unwrap(), Fabric::Loopback);
         assert_eq!(Fabric::parse("iscsi").unwrap(), Fabric::Iscsi);
-        assert!(Fabric::parse("srp").unwrap_err().contains("unknown fabric"));
+        assert!(Fabric::parse("srp")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown fabric"));
         assert!(!Fabric::Iscsi.is_lio() && Fabric::Qla2xxx.is_lio());
     }
 }

@@ -395,7 +395,7 @@ pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
                 Err(_) => reply::<()>(Err(MgrError::InvalidValue {
                     what: "fabric",
                     value: format!("{fabric:?}"),
-                    reason: "use iscsi, qla2xxx (Fibre Channel) or loopback".into(),
+                    reason: format!("use {}", crate::fabric::EXPECTED_FABRICS),
                 })),
             }
         }

@@ -343,10 +343,14 @@ impl Worker {
         let check = blocking(&self.lio, move |l| {
             Ok(l.check().and_then(|()| l.check_fabric(fabric)))
         })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        if let Err(e) = check {
-            self.unavailable(&e);
+        .await;
+        let why = match check {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = why {
+            self.unavailable(&why);
             return;
         }
         if !self.netlink_started {
