@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{AdminOptions, AdminServer};
 use crate::config::Config;
+use crate::iscsi::frontend::IscsiFrontend;
 use crate::iscsi::{Server, TargetEntry};
 use crate::lunmgr::LunManager;
 
@@ -96,18 +97,21 @@ impl Daemon {
         };
         // iSCSI targets go to lunard's own server; Fibre Channel and loopback targets to
         // LIO through TCMU.
-        let (lio_targets, targets): (Vec<TargetEntry>, Vec<TargetEntry>) =
-            targets.into_iter().partition(|t| t.cfg.fabric.is_lio());
+        let (lio_targets, targets): (Vec<_>, Vec<_>) = targets
+            .into_iter()
+            .partition(|(spec, _)| spec.fabric.is_lio());
+        let targets = targets
+            .into_iter()
+            .map(|(spec, scsi)| TargetEntry::from_spec(spec, scsi))
+            .collect();
         let server = Server::new(&config, targets);
         let lio = crate::lio::LioFabric::start(&config.lio);
-        for t in lio_targets {
-            lio.add(t.cfg, t.scsi);
+        for (spec, scsi) in lio_targets {
+            lio.add(spec, scsi);
         }
         lio.sweep();
-        lunmgr.attach_exports(Arc::new(crate::lunmgr::exports::FabricExports {
-            iscsi: crate::lunmgr::exports::ServerExports(server.clone()),
-            lio: lio.clone(),
-        }));
+        lunmgr.attach_frontend(Arc::new(IscsiFrontend(server.clone())));
+        lunmgr.attach_frontend(lio.clone());
 
         let mut addrs = Vec::new();
         let mut accept_tasks = Vec::new();

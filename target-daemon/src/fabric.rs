@@ -8,8 +8,21 @@
 //! form `21:00:00:24:ff:31:4c:48`, tcm_loop the `naa.` form `naa.5001405abcdef012`. Lunar
 //! accepts either spelling everywhere and stores the one the fabric's configfs tree uses, so
 //! a name compares equal however an admin typed it.
+//!
+//! [`Frontend`] is what the LUN manager needs of the server of a fabric (lunard's iSCSI
+//! server, LIO): export or withdraw a target, change its access control, list and close its
+//! sessions. The manager sees only this trait and the neutral types beside it
+//! ([`TargetSpec`], [`SessionView`]); the daemon wires the concrete front ends in. LUNs need
+//! no help from here: the manager adds and removes them on each target's [`ScsiTarget`],
+//! which raises the unit attentions and tells a fabric acting per LUN through its
+//! [`crate::scsi::LunObserver`].
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::scsi::ScsiTarget;
+use crate::secret::Secret;
 
 /// The transport of a target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -36,14 +49,12 @@ impl Fabric {
     }
 
     /// Parses the YAML/admin spelling.
-    pub fn parse(s: &str) -> Result<Fabric, String> {
+    pub fn parse(s: &str) -> Result<Fabric, UnknownFabric> {
         match s.to_ascii_lowercase().as_str() {
             "iscsi" => Ok(Fabric::Iscsi),
             "qla2xxx" | "fc" => Ok(Fabric::Qla2xxx),
             "loopback" | "tcm_loop" => Ok(Fabric::Loopback),
-            _ => Err(format!(
-                "unknown fabric {s:?}: expected iscsi, qla2xxx (Fibre Channel) or loopback"
-            )),
+            _ => Err(UnknownFabric(s.to_string())),
         }
     }
 
@@ -74,10 +85,97 @@ impl Fabric {
     }
 }
 
+/// A fabric name lunard does not know.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fabric {0:?}: expected {EXPECTED_FABRICS}")]
+pub struct UnknownFabric(pub String);
+
+/// The fabric names [`Fabric::parse`] accepts, for messages.
+pub const EXPECTED_FABRICS: &str = "iscsi, qla2xxx (Fibre Channel) or loopback";
+
 impl std::fmt::Display for Fabric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A target as a front end exports it: name, transport and access control (its LUNs live on
+/// its [`ScsiTarget`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetSpec {
+    /// Target name: IQN for iSCSI, WWPN in the fabric's canonical spelling for LIO fabrics.
+    pub name: String,
+    /// Transport.
+    pub fabric: Fabric,
+    /// TargetAlias.
+    pub alias: Option<String>,
+    /// Any initiator may log in.
+    pub allow_any: bool,
+    /// Allowed initiators (when not `allow_any`).
+    pub initiators: Vec<String>,
+    /// CHAP required for normal sessions (iSCSI only).
+    pub chap: Option<ChapSpec>,
+}
+
+/// CHAP credentials a target requires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChapSpec {
+    /// Name the initiator must send.
+    pub username: String,
+    /// Secret the initiator must know.
+    pub secret: Secret,
+    /// Mutual CHAP: the name and secret the target answers with.
+    pub mutual: Option<(String, Secret)>,
+}
+
+/// One logged-in session, as `session list` shows it, whatever the fabric.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// Target session handle.
+    pub tsih: u16,
+    /// Initiator name.
+    pub initiator: String,
+    /// ISID as 12 hex digits.
+    pub isid: String,
+    /// Target name, `None` for discovery sessions.
+    pub target: Option<String>,
+    /// LUNs the session can reach.
+    pub luns: Vec<u64>,
+    /// Connections: (CID, initiator address, portal address).
+    pub connections: Vec<(u16, String, String)>,
+    /// Creation time, seconds since the Unix epoch.
+    pub since_unix: u64,
+    /// Commands running now.
+    pub tasks: usize,
+}
+
+/// Why a front end could not apply a target-level change now (the change is kept in the
+/// state and applied when lunard restarts).
+#[derive(Debug, thiserror::Error)]
+#[error("the {fabric} front end cannot apply the change to target {target:?}: {reason}")]
+pub struct FrontendError {
+    /// Fabric of the front end.
+    pub fabric: Fabric,
+    /// Target the change was for.
+    pub target: String,
+    /// What the front end said.
+    pub reason: String,
+}
+
+/// What the LUN manager needs of the server of a fabric.
+pub trait Frontend: Send + Sync {
+    /// The fabrics this front end serves.
+    fn fabrics(&self) -> &'static [Fabric];
+    /// Starts exporting a new target with the LUNs of `scsi`.
+    fn add_target(&self, spec: TargetSpec, scsi: Arc<ScsiTarget>) -> Result<(), FrontendError>;
+    /// Stops exporting a target and closes its sessions.
+    fn remove_target(&self, name: &str) -> Result<(), FrontendError>;
+    /// Replaces a target's access control (ACL, CHAP); new logins see it.
+    fn update_target(&self, spec: TargetSpec) -> Result<(), FrontendError>;
+    /// Sessions logged in to the target `name`.
+    fn sessions(&self, name: &str) -> Vec<SessionView>;
+    /// Asks every session of the target `name` to close; returns how many there were.
+    fn close_sessions(&self, name: &str) -> usize;
 }
 
 /// Parses a 64-bit world wide port name: `naa.` + 16 hex digits, 16 bare hex digits, or
@@ -182,7 +280,10 @@ mod tests {
         assert_eq!(Fabric::parse("FC").unwrap(), Fabric::Qla2xxx);
         assert_eq!(Fabric::parse("loopback").unwrap(), Fabric::Loopback);
         assert_eq!(Fabric::parse("iscsi").unwrap(), Fabric::Iscsi);
-        assert!(Fabric::parse("srp").unwrap_err().contains("unknown fabric"));
+        assert!(Fabric::parse("srp")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown fabric"));
         assert!(!Fabric::Iscsi.is_lio() && Fabric::Qla2xxx.is_lio());
     }
 }

@@ -17,9 +17,12 @@ use tokio::task::JoinHandle;
 
 use crate::config::LimitsCfg;
 use crate::lunmgr::state::ChapRecord;
-use crate::lunmgr::{LunManager, MgrError};
+use crate::lunmgr::{LunManager, MgrError, ObjectKind};
 use crate::secret::Secret;
-use proto::{Request, RequestLine, Response, MAX_REQUEST_LINE};
+use proto::{
+    ClosedSessions, Deleted, DeletedGroup, PoolCheck, Request, RequestLine, Response, RolledBack,
+    Unmapped, MAX_REQUEST_LINE,
+};
 
 /// File name of the admin socket in the data directory.
 pub const SOCKET_NAME: &str = "admin.sock";
@@ -288,7 +291,7 @@ fn reply<T: Serialize>(r: Result<T, MgrError>) -> Response {
             Ok(v) => Response::ok(v),
             Err(e) => Response::err("internal", format!("cannot encode the result: {e}")),
         },
-        Err(e) => Response::err(e.kind(), e.to_string()),
+        Err(e) => Response::mgr_err(&e),
     }
 }
 
@@ -298,9 +301,17 @@ pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
     canonical_targets(mgr, &mut req);
     match req {
         Request::PoolStatus => reply(Ok(mgr.pool_status())),
-        Request::PoolCheck => reply(mgr.pool_check().await.map(|(clean, errors, leaked)| {
-            serde_json::json!({"clean": clean, "errors": errors, "leaked_chunks": leaked})
-        })),
+        Request::PoolCheck => {
+            reply(
+                mgr.pool_check()
+                    .await
+                    .map(|(clean, errors, leaked)| PoolCheck {
+                        clean,
+                        errors,
+                        leaked_chunks: leaked,
+                    }),
+            )
+        }
         Request::LunCreate(c) => reply(mgr.lun_create(c).await),
         Request::LunList => reply(Ok(mgr.lun_list().await)),
         Request::LunShow { name } => reply(mgr.lun_show(&name).await),
@@ -310,9 +321,18 @@ pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
             shrink,
         } => reply(mgr.lun_resize(&name, size_bytes, shrink).await),
         Request::LunSet(s) => reply(mgr.lun_set(s).await),
-        Request::LunDelete { name, force } => reply(mgr.lun_delete(&name, force).await.map(|()| {
-            serde_json::json!({"deleted": name})
-        })),
+        Request::LunDelete {
+            name,
+            force,
+            recursive,
+        } => reply(
+            mgr.lun_delete(&name, force, recursive)
+                .await
+                .map(|snapshots| Deleted {
+                    deleted: name,
+                    snapshots,
+                }),
+        ),
         Request::LunMap {
             name,
             target,
@@ -322,21 +342,38 @@ pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
             name,
             target,
             force,
-        } => reply(mgr.lun_unmap(&name, &target, force).await.map(|()| {
-            serde_json::json!({"unmapped": name, "target": target})
-        })),
+        } => reply(
+            mgr.lun_unmap(&name, &target, force)
+                .await
+                .map(|()| Unmapped {
+                    unmapped: name,
+                    target,
+                }),
+        ),
         Request::SnapshotCreate { lun, name } => reply(mgr.snapshot_create(&lun, &name).await),
         Request::SnapshotGroup { group, luns } => reply(mgr.snapshot_group(&group, &luns).await),
         Request::SnapshotList { lun } => reply(mgr.snapshot_list(lun.as_deref()).await),
-        Request::SnapshotDelete { lun, name } => reply(mgr.snapshot_delete(&lun, &name).await.map(|()| {
-            serde_json::json!({"deleted": format!("{lun}@{name}")})
-        })),
-        Request::SnapshotGroupDelete { group } => reply(mgr.snapshot_group_delete(&group).await.map(|()| {
-            serde_json::json!({"deleted_group": group})
-        })),
-        Request::SnapshotRollback { lun, name, force } => reply(mgr.snapshot_rollback(&lun, &name, force).await.map(|()| {
-            serde_json::json!({"rolled_back": lun, "snapshot": name})
-        })),
+        Request::SnapshotDelete { lun, name } => {
+            reply(mgr.snapshot_delete(&lun, &name).await.map(|()| Deleted {
+                deleted: format!("{lun}@{name}"),
+                snapshots: Vec::new(),
+            }))
+        }
+        Request::SnapshotGroupDelete { group } => reply(
+            mgr.snapshot_group_delete(&group)
+                .await
+                .map(|()| DeletedGroup {
+                    deleted_group: group,
+                }),
+        ),
+        Request::SnapshotRollback { lun, name, force } => reply(
+            mgr.snapshot_rollback(&lun, &name, force)
+                .await
+                .map(|()| RolledBack {
+                    rolled_back: lun,
+                    snapshot: name,
+                }),
+        ),
         Request::CloneCreate(c) => reply(mgr.clone_create(c).await),
         Request::CloneList { purge } => reply(mgr.clone_list(purge).await),
         Request::CloneCancel { name } => reply(mgr.clone_cancel(&name).await),
@@ -351,22 +388,37 @@ pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
             fabric,
             alias,
             allow_any,
-        } => match crate::fabric::Fabric::parse(fabric.as_deref().unwrap_or("iscsi")) {
-            Ok(f) => reply(mgr.target_create(&iqn, f, alias, allow_any).await),
-            Err(e) => Response::err("invalid", e),
-        },
+        } => {
+            let fabric = fabric.as_deref().unwrap_or("iscsi");
+            match crate::fabric::Fabric::parse(fabric) {
+                Ok(f) => reply(mgr.target_create(&iqn, f, alias, allow_any).await),
+                Err(_) => reply::<()>(Err(MgrError::InvalidValue {
+                    what: "fabric",
+                    value: format!("{fabric:?}"),
+                    reason: format!("use {}", crate::fabric::EXPECTED_FABRICS),
+                })),
+            }
+        }
         Request::TargetList => reply(Ok(mgr.target_list().await)),
-        Request::TargetDelete { iqn, force } => reply(mgr.target_delete(&iqn, force).await.map(|()| {
-            serde_json::json!({"deleted": iqn})
-        })),
+        Request::TargetDelete { iqn, force } => {
+            reply(mgr.target_delete(&iqn, force).await.map(|()| Deleted {
+                deleted: iqn,
+                snapshots: Vec::new(),
+            }))
+        }
         Request::AclAdd { target, initiator } => reply(mgr.acl_add(&target, &initiator).await),
-        Request::AclRemove { target, initiator } => reply(mgr.acl_remove(&target, &initiator).await),
+        Request::AclRemove { target, initiator } => {
+            reply(mgr.acl_remove(&target, &initiator).await)
+        }
         Request::AclList { target } => {
             let all = mgr.target_list().await;
             reply(
                 all.into_iter()
                     .find(|t| t.iqn == target)
-                    .ok_or_else(|| MgrError::NotFound(format!("target {target:?} not found"))),
+                    .ok_or(MgrError::NotFound {
+                        kind: ObjectKind::Target,
+                        name: target,
+                    }),
             )
         }
         Request::ChapSet {
@@ -389,9 +441,11 @@ pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
         ),
         Request::ChapClear { target } => reply(mgr.chap_clear(&target).await),
         Request::SessionList { target } => reply(mgr.session_list(target.as_deref()).await),
-        Request::SessionClose { target } => reply(mgr.session_close(&target).await.map(|n| {
-            serde_json::json!({"closed_sessions": n})
-        })),
+        Request::SessionClose { target } => reply(
+            mgr.session_close(&target)
+                .await
+                .map(|n| ClosedSessions { closed_sessions: n }),
+        ),
         Request::ConfigExport => reply(mgr.export_yaml().await),
     }
 }

@@ -2,13 +2,17 @@
 //!
 //! Request: `{"op": "lun.create", "args": {...}, "token": "..."}` (`token` only over TCP).
 //! Response: `{"ok": true, "result": ...}` or
-//! `{"ok": false, "error": {"kind": "not_found", "message": "LUN \"x\" not found"}}`.
-//! See docs/admin-api.md for every operation.
+//! `{"ok": false, "error": {"kind": "not_found", "message": "LUN \"x\" not found",
+//! "object": "lun", "name": "x"}}`. See docs/admin-api.md for every operation.
+//!
+//! The results are typed too ([`PoolCheck`], [`Deleted`], ... and the LUN manager's views),
+//! so `lunarctl` builds [`Request`]s and decodes the answers with the same types lunard
+//! encodes them with.
 
 use serde::{Deserialize, Serialize};
 
 use crate::lunmgr::clones::CloneCreate;
-use crate::lunmgr::{LunCreate, LunSet};
+use crate::lunmgr::{LunCreate, LunSet, MgrError, ObjectKind};
 use crate::secret::Secret;
 
 /// Largest request line accepted (defined with the limits it bounds).
@@ -70,6 +74,9 @@ pub enum Request {
         /// Even if in use.
         #[serde(default)]
         force: bool,
+        /// With its snapshots (refused without it when the LUN has any).
+        #[serde(default)]
+        recursive: bool,
     },
     /// Map into a target.
     #[serde(rename = "lun.map")]
@@ -268,10 +275,89 @@ pub enum Request {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WireError {
     /// Machine-readable kind (`not_found`, `already_exists`, `invalid`, `busy`, `no_space`,
-    /// `unsupported`, `internal`, `unauthorized`, `bad_request`).
+    /// `internal`, `unauthorized`, `bad_request`).
     pub kind: String,
     /// One-line human message.
     pub message: String,
+    /// What sort of object the error is about (`lun`, `snapshot`, `group`, `target`,
+    /// `initiator`, `clone_job`), when it is about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectKind>,
+    /// That object's name (`lun@snap` for snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The snapshots that keep a `lun.delete` without `recursive` from deleting the LUN.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<String>,
+}
+
+impl From<&MgrError> for WireError {
+    fn from(e: &MgrError) -> Self {
+        let object = e.object();
+        WireError {
+            kind: e.kind().into(),
+            message: e.to_string(),
+            object: object.map(|(k, _)| k),
+            name: object.map(|(_, n)| n.to_string()),
+            snapshots: match e {
+                MgrError::HasSnapshots { snapshots, .. } => snapshots.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+/// `pool.check`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolCheck {
+    /// No error found.
+    pub clean: bool,
+    /// What is wrong.
+    pub errors: Vec<String>,
+    /// Chunks allocated that nothing references.
+    pub leaked_chunks: u64,
+}
+
+/// `lun.delete`, `snapshot.delete`, `target.delete`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// What was deleted (`lun@snap` for a snapshot).
+    pub deleted: String,
+    /// `lun.delete`: the snapshots deleted with the LUN (`lun@snap`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<String>,
+}
+
+/// `snapshot.group_delete`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedGroup {
+    /// The group.
+    pub deleted_group: String,
+}
+
+/// `lun.unmap`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unmapped {
+    /// The LUN.
+    pub unmapped: String,
+    /// The target.
+    pub target: String,
+}
+
+/// `snapshot.rollback`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolledBack {
+    /// The LUN.
+    pub rolled_back: String,
+    /// The snapshot it was rolled back to.
+    pub snapshot: String,
+}
+
+/// `session.close`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedSessions {
+    /// How many sessions were asked to close.
+    pub closed_sessions: usize,
 }
 
 /// One response line.
@@ -297,7 +383,7 @@ impl Response {
         }
     }
 
-    /// A failure.
+    /// A failure outside the LUN manager (framing, authentication).
     pub fn err(kind: &str, message: impl Into<String>) -> Self {
         Response {
             ok: false,
@@ -305,7 +391,19 @@ impl Response {
             error: Some(WireError {
                 kind: kind.into(),
                 message: message.into(),
+                object: None,
+                name: None,
+                snapshots: Vec::new(),
             }),
+        }
+    }
+
+    /// A failure of the LUN manager, with its kind and objects.
+    pub fn mgr_err(e: &MgrError) -> Self {
+        Response {
+            ok: false,
+            result: None,
+            error: Some(e.into()),
         }
     }
 }

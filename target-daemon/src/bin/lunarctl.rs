@@ -1,18 +1,31 @@
 //! `lunarctl`: command-line client of lunard's admin API.
 //!
 //! Talks newline-delimited JSON to `<data-dir>/admin.sock` (or a TCP address with a bearer
-//! token). Prints human tables by default and the raw JSON result with `--json`. Every error
-//! exits non-zero with one line on stderr: `lunarctl: <reason>`.
+//! token), building the typed requests of [`target_daemon::admin::proto`] and decoding the
+//! results as the types lunard encodes them with. Prints human tables by default and the
+//! JSON result as lunard sent it with `--json`. Every error exits non-zero with one line on
+//! stderr: `lunarctl: <reason>`; a reader that stops reading (`| head`) ends it quietly.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
-use target_daemon::config::ByteSize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use target_daemon::admin::proto::{
+    ClosedSessions, Deleted, DeletedGroup, PoolCheck, Request, RequestLine, Response, RolledBack,
+    Unmapped,
+};
+use target_daemon::admin::SOCKET_NAME;
+use target_daemon::config::{ByteSize, Config, DEFAULT_CONFIG_YAML};
+use target_daemon::lunmgr::clones::CloneCreate;
+use target_daemon::lunmgr::{
+    CloneJobView, LunCreate, LunSet, LunView, MappingView, PoolView, SessionView, SnapshotView,
+    TargetView,
+};
 use target_daemon::secret::{read_private_file, Secret};
 
 /// Manage a running lunard.
@@ -23,7 +36,8 @@ use target_daemon::secret::{read_private_file, Secret};
     about = "Manage LUNs, snapshots, clones and targets of a running lunard"
 )]
 struct Cli {
-    /// Admin socket (default: $LUNAR_SOCKET or /var/lib/lunar/admin.sock).
+    /// Admin socket (default: $LUNAR_SOCKET, else /var/lib/lunar/admin.sock, else
+    /// ./lunar-data/admin.sock, the socket of lunard's embedded default configuration).
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// Connect over TCP instead (needs --token-file or $LUNAR_TOKEN).
@@ -119,12 +133,15 @@ enum LunCmd {
         #[arg(long)]
         shrink: bool,
     },
-    /// Delete a LUN and its snapshots.
+    /// Delete a LUN (and, with --recursive, its snapshots).
     Delete {
         name: String,
         /// Even if initiators are logged in to a target exporting it.
         #[arg(long)]
         force: bool,
+        /// Delete its snapshots with it (a LUN with snapshots is refused without this).
+        #[arg(short, long)]
+        recursive: bool,
     },
     /// Change settings.
     Set {
@@ -349,6 +366,20 @@ struct Client {
     token: Option<Secret>,
 }
 
+/// The admin sockets tried when neither `--socket` nor `$LUNAR_SOCKET` names one: the
+/// packaged unit's (`/var/lib/lunar`), then the one of lunard's embedded default
+/// configuration (`./lunar-data`, what `cargo run --bin lunard` uses).
+fn default_sockets() -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::from(SYSTEM_SOCKET)];
+    if let Ok(c) = Config::from_yaml_str(DEFAULT_CONFIG_YAML, "the embedded default") {
+        out.push(c.data_dir.join(SOCKET_NAME));
+    }
+    out
+}
+
+/// The packaged unit's admin socket.
+const SYSTEM_SOCKET: &str = "/var/lib/lunar/admin.sock";
+
 impl Client {
     fn connect(cli: &Cli) -> anyhow::Result<Client> {
         if let Some(addr) = &cli.tcp {
@@ -368,11 +399,27 @@ impl Client {
                 token: Some(token),
             });
         }
-        let path = cli
+        let named = cli
             .socket
             .clone()
-            .or_else(|| std::env::var_os("LUNAR_SOCKET").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("/var/lib/lunar/admin.sock"));
+            .or_else(|| std::env::var_os("LUNAR_SOCKET").map(PathBuf::from));
+        let path = match named {
+            Some(p) => p,
+            None => {
+                let tried = default_sockets();
+                match tried.iter().find(|p| p.exists()) {
+                    Some(p) => p.clone(),
+                    None => bail!(
+                        "cannot connect to lunard: no admin socket at {} (is it running? use --socket PATH or $LUNAR_SOCKET)",
+                        tried
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                }
+            }
+        };
         let s = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
             format!(
                 "cannot connect to lunard at {} (is it running? use --socket)",
@@ -387,18 +434,16 @@ impl Client {
         })
     }
 
-    fn call(&mut self, op: &str, args: Value) -> anyhow::Result<Value> {
-        let mut req = json!({"op": op});
-        if !args.is_null() {
-            req["args"] = args;
-        }
-        if let Some(t) = &self.token {
-            req["token"] = json!(t.expose());
-        }
-        let mut line = serde_json::to_vec(&req)?;
-        line.push(b'\n');
+    /// Sends one request; returns its result, or fails with lunard's message.
+    fn call(&mut self, request: Request) -> anyhow::Result<Value> {
+        let line = RequestLine {
+            token: self.token.clone(),
+            request,
+        };
+        let mut bytes = serde_json::to_vec(&line)?;
+        bytes.push(b'\n');
         self.writer
-            .write_all(&line)
+            .write_all(&bytes)
             .context("sending the request")?;
         self.writer.flush()?;
         let mut resp = String::new();
@@ -409,14 +454,19 @@ impl Client {
         if n == 0 {
             bail!("lunard closed the connection without answering");
         }
-        let v: Value = serde_json::from_str(&resp).context("lunard sent an invalid response")?;
-        if v["ok"].as_bool() == Some(true) {
-            Ok(v["result"].clone())
-        } else {
-            let msg = v["error"]["message"].as_str().unwrap_or("unknown error");
-            bail!("{msg}")
+        let r: Response = serde_json::from_str(&resp).context("lunard sent an invalid response")?;
+        match (r.ok, r.result, r.error) {
+            (true, Some(v), _) => Ok(v),
+            (true, None, _) => Ok(Value::Null),
+            (false, _, Some(e)) => bail!("{}", e.message),
+            (false, _, None) => bail!("unknown error"),
         }
     }
+}
+
+/// A result decoded as the type lunard encoded it with.
+fn decode<T: DeserializeOwned>(v: &Value) -> anyhow::Result<T> {
+    T::deserialize(v).context("lunard sent a result this lunarctl does not understand")
 }
 
 /// Writes `text` to `path` readable by its owner only (mode 0600, also for an existing file,
@@ -511,72 +561,123 @@ fn human(b: u64) -> String {
     target_daemon::lunmgr::human_bytes(b)
 }
 
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
+/// An optional field as a table cell: `-` when absent.
+fn opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
+/// Where the text output goes: standard output, whose write errors (a closed pipe) end
+/// the command instead of panicking as `println!` would.
+type Out<'a> = &'a mut dyn Write;
 
 /// Prints rows as aligned columns.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
-    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+fn table(w: Out, headers: &[&str], rows: Vec<Vec<String>>) -> io::Result<()> {
+    let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
+            width[i] = width[i].max(c.len());
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |w: Out, cells: Vec<String>| {
         let out: Vec<String> = cells
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .map(|(i, c)| format!("{c:<width$}", width = width[i]))
             .collect();
-        println!("{}", out.join("  ").trim_end());
+        writeln!(w, "{}", out.join("  ").trim_end())
     };
-    line(headers.iter().map(|h| h.to_string()).collect());
+    line(w, headers.iter().map(|h| h.to_string()).collect())?;
     for r in rows {
-        line(r);
+        line(w, r)?;
+    }
+    Ok(())
+}
+
+fn print_pool(w: Out, p: &PoolView) -> io::Result<()> {
+    let cap = p.capacity_bytes.max(1);
+    writeln!(w, "Capacity   {}", human(p.capacity_bytes))?;
+    writeln!(
+        w,
+        "Used       {} ({:.1}%)",
+        human(p.used_bytes),
+        p.used_bytes as f64 * 100.0 / cap as f64
+    )?;
+    writeln!(w, "Free       {}", human(p.free_bytes))?;
+    writeln!(w, "Reserved   {}", human(p.reserved_bytes))?;
+    writeln!(w, "Chunk size {}", human(u64::from(p.chunk_size)))?;
+    writeln!(w, "Volumes    {}", p.volumes)?;
+    writeln!(w, "Snapshots  {}", p.snapshots)?;
+    match p.soft_threshold_pct {
+        None => writeln!(w, "Threshold  none"),
+        Some(pct) if p.soft_threshold_reached => {
+            writeln!(w, "Threshold  {pct}% REACHED (initiators were told: 38/07)")
+        }
+        Some(pct) => writeln!(w, "Threshold  {pct}% (not reached)"),
     }
 }
 
-fn print_lun(v: &Value) {
-    let maps: Vec<String> = v["mappings"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|m| format!("{}/{}", s(&m["target"]), u(&m["lun_id"])))
-                .collect()
+fn mappings(m: &[MappingView]) -> Vec<String> {
+    m.iter()
+        .map(|m| format!("{}/{}", m.target, m.lun_id))
+        .collect()
+}
+
+fn print_lun_list(w: Out, luns: &[LunView]) -> io::Result<()> {
+    let rows = luns
+        .iter()
+        .map(|l| {
+            let maps = mappings(&l.mappings);
+            vec![
+                l.name.clone(),
+                human(l.size_bytes),
+                l.guarantee.clone(),
+                human(l.mapped_bytes),
+                l.state.clone(),
+                opt(&l.origin),
+                if maps.is_empty() {
+                    "-".into()
+                } else {
+                    maps.join(",")
+                },
+            ]
         })
-        .unwrap_or_default();
+        .collect();
+    table(
+        w,
+        &[
+            "NAME",
+            "SIZE",
+            "GUARANTEE",
+            "MAPPED",
+            "STATE",
+            "ORIGIN",
+            "EXPORTED AS",
+        ],
+        rows,
+    )
+}
+
+fn print_lun(w: Out, v: &LunView) -> io::Result<()> {
+    let maps = mappings(&v.mappings);
     let rows = [
-        ("Name", s(&v["name"])),
-        ("State", s(&v["state"])),
+        ("Name", v.name.clone()),
+        ("State", v.state.clone()),
         (
             "Size",
-            format!(
-                "{} ({} bytes)",
-                human(u(&v["size_bytes"])),
-                u(&v["size_bytes"])
-            ),
+            format!("{} ({} bytes)", human(v.size_bytes), v.size_bytes),
         ),
-        ("Block size", u(&v["block_size"]).to_string()),
-        ("Guarantee", s(&v["guarantee"])),
-        ("Mapped", human(u(&v["mapped_bytes"]))),
-        ("Unique", human(u(&v["unique_bytes"]))),
-        ("Shared", human(u(&v["shared_bytes"]))),
-        ("Reserved", human(u(&v["reserved_bytes"]))),
-        ("NAA id", s(&v["naa"])),
-        ("Serial", s(&v["serial"])),
-        ("Read-only", s(&v["read_only"])),
-        ("Origin", s(&v["origin"])),
-        ("Clone mode", s(&v["clone_mode"])),
-        ("Snapshots", u(&v["snapshots"]).to_string()),
+        ("Block size", v.block_size.to_string()),
+        ("Guarantee", v.guarantee.clone()),
+        ("Mapped", human(v.mapped_bytes)),
+        ("Unique", human(v.unique_bytes)),
+        ("Shared", human(v.shared_bytes)),
+        ("Reserved", human(v.reserved_bytes)),
+        ("NAA id", v.naa.clone()),
+        ("Serial", v.serial.clone()),
+        ("Read-only", v.read_only.to_string()),
+        ("Origin", opt(&v.origin)),
+        ("Clone mode", opt(&v.clone_mode)),
+        ("Snapshots", v.snapshots.to_string()),
         (
             "Mappings",
             if maps.is_empty() {
@@ -587,30 +688,44 @@ fn print_lun(v: &Value) {
         ),
     ];
     for (k, val) in rows {
-        println!("{k:<11} {val}");
+        writeln!(w, "{k:<11} {val}")?;
     }
+    Ok(())
 }
 
-fn print_jobs(v: &Value) {
-    let rows = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|j| {
-                    vec![
-                        s(&j["id"]),
-                        s(&j["source"]),
-                        s(&j["destination"]),
-                        s(&j["mode"]),
-                        format!("{:.0}%", j["progress_pct"].as_f64().unwrap_or(0.0)),
-                        s(&j["state"]),
-                        j["error"].as_str().unwrap_or("").to_string(),
-                    ]
-                })
-                .collect()
+fn print_snapshots(w: Out, snaps: &[SnapshotView]) -> io::Result<()> {
+    let rows = snaps
+        .iter()
+        .map(|x| {
+            vec![
+                format!("{}@{}", x.lun, x.name),
+                human(x.size_bytes),
+                human(x.mapped_bytes),
+                human(x.unique_bytes),
+                opt(&x.group),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
+    table(w, &["SNAPSHOT", "SIZE", "MAPPED", "UNIQUE", "GROUP"], rows)
+}
+
+fn print_jobs(w: Out, jobs: &[CloneJobView]) -> io::Result<()> {
+    let rows = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.id.clone(),
+                j.source.clone(),
+                j.destination.clone(),
+                j.mode.clone(),
+                format!("{:.0}%", j.progress_pct),
+                j.state.clone(),
+                j.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
     table(
+        w,
         &[
             "JOB",
             "SOURCE",
@@ -621,77 +736,154 @@ fn print_jobs(v: &Value) {
             "ERROR",
         ],
         rows,
-    );
+    )
 }
 
-fn print_target(t: &Value) {
-    let luns: Vec<String> = t["luns"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|l| format!("{}={}", u(&l["lun_id"]), s(&l["name"])))
-                .collect()
-        })
-        .unwrap_or_default();
-    let inits: Vec<String> = t["initiators"]
-        .as_array()
-        .map(|a| a.iter().map(s).collect())
-        .unwrap_or_default();
-    println!("Target     {}", s(&t["iqn"]));
-    println!("Fabric     {}", s(&t["fabric"]));
-    println!("Allow any  {}", s(&t["allow_any"]));
-    println!(
-        "Initiators {}",
-        if inits.is_empty() {
-            "-".into()
+fn print_job(w: Out, job: &CloneJobView) -> io::Result<()> {
+    print_jobs(w, std::slice::from_ref(job))
+}
+
+fn print_target(w: Out, t: &TargetView) -> io::Result<()> {
+    let luns: Vec<String> = t
+        .luns
+        .iter()
+        .map(|l| format!("{}={}", l.lun_id, l.name))
+        .collect();
+    let list = |v: &[String], sep: &str| {
+        if v.is_empty() {
+            "-".to_string()
         } else {
-            inits.join(", ")
+            v.join(sep)
         }
-    );
-    println!(
+    };
+    writeln!(w, "Target     {}", t.iqn)?;
+    writeln!(w, "Fabric     {}", t.fabric)?;
+    writeln!(w, "Allow any  {}", t.allow_any)?;
+    writeln!(w, "Initiators {}", list(&t.initiators, ", "))?;
+    writeln!(
+        w,
         "CHAP user  {}{}",
-        s(&t["chap_username"]),
-        if t["mutual_chap"].as_bool() == Some(true) {
-            " (mutual)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "LUNs       {}",
-        if luns.is_empty() {
-            "-".into()
-        } else {
-            luns.join(", ")
-        }
-    );
-    println!("Sessions   {}", u(&t["sessions"]));
-    if t["pending_restart"].as_bool() == Some(true) {
-        println!("Note       change saved; applied when lunard restarts");
+        opt(&t.chap_username),
+        if t.mutual_chap { " (mutual)" } else { "" }
+    )?;
+    writeln!(w, "LUNs       {}", list(&luns, ", "))?;
+    writeln!(w, "Sessions   {}", t.sessions)?;
+    if t.pending_restart {
+        writeln!(w, "Note       change saved; applied when lunard restarts")?;
+    }
+    Ok(())
+}
+
+fn print_target_list(w: Out, targets: &[TargetView]) -> io::Result<()> {
+    let rows = targets
+        .iter()
+        .map(|t| {
+            vec![
+                t.iqn.clone(),
+                t.fabric.to_string(),
+                t.luns.len().to_string(),
+                if t.allow_any {
+                    "any".into()
+                } else {
+                    t.initiators.len().to_string()
+                },
+                opt(&t.chap_username),
+                t.sessions.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        w,
+        &["TARGET", "FABRIC", "LUNS", "INITIATORS", "CHAP", "SESSIONS"],
+        rows,
+    )
+}
+
+fn print_acl(w: Out, t: &TargetView) -> io::Result<()> {
+    if t.allow_any {
+        writeln!(w, "*")?;
+    }
+    for i in &t.initiators {
+        writeln!(w, "{i}")?;
+    }
+    Ok(())
+}
+
+fn print_sessions(w: Out, sessions: &[SessionView]) -> io::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let join = |v: Vec<String>| v.join(",");
+    let rows = sessions
+        .iter()
+        .map(|x| {
+            vec![
+                opt(&x.target),
+                x.initiator.clone(),
+                x.isid.clone(),
+                x.tsih.to_string(),
+                join(x.connections.iter().map(|c| c.1.clone()).collect()),
+                join(x.connections.iter().map(|c| c.2.clone()).collect()),
+                join(x.luns.iter().map(u64::to_string).collect()),
+                age(now.saturating_sub(x.since_unix)),
+            ]
+        })
+        .collect();
+    table(
+        w,
+        &[
+            "TARGET",
+            "INITIATOR",
+            "ISID",
+            "TSIH",
+            "FROM",
+            "PORTAL",
+            "LUNS",
+            "SINCE",
+        ],
+        rows,
+    )
+}
+
+/// `deleted demo`, or with the snapshots that went with it:
+/// `deleted demo and its 2 snapshots: demo@a, demo@b`.
+fn print_deleted(w: Out, d: &Deleted) -> io::Result<()> {
+    match d.snapshots.len() {
+        0 => writeln!(w, "deleted {}", d.deleted),
+        1 => writeln!(
+            w,
+            "deleted {} and its snapshot {}",
+            d.deleted, d.snapshots[0]
+        ),
+        n => writeln!(
+            w,
+            "deleted {} and its {n} snapshots: {}",
+            d.deleted,
+            d.snapshots.join(", ")
+        ),
     }
 }
 
 /// Polls `clone list` until the latest job of `name` has ended; fails unless it completed.
+/// Returns the job as lunard sent it.
 fn wait_job(c: &mut Client, name: &str) -> anyhow::Result<Value> {
     loop {
-        let jobs = c.call("clone.list", json!({}))?;
-        let job = jobs
-            .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .rev()
-                    .find(|j| j["destination"] == name || j["id"] == name)
-                    .cloned()
-            })
+        let raw = c.call(Request::CloneList { purge: false })?;
+        let jobs: Vec<CloneJobView> = decode(&raw)?;
+        let i = jobs
+            .iter()
+            .rposition(|j| j.destination == name || j.id == name)
             .ok_or_else(|| anyhow!("no clone job for {name:?}"))?;
-        match job["state"].as_str() {
-            Some("completed") => return Ok(job),
-            Some("failed") | Some("cancelled") => bail!(
+        let raw = raw.get(i).cloned().unwrap_or(Value::Null);
+        let job = &jobs[i];
+        match job.state.as_str() {
+            "completed" => return Ok(raw),
+            "failed" | "cancelled" => bail!(
                 "clone job {} for {name:?} {}{}",
-                s(&job["id"]),
-                s(&job["state"]),
-                job["error"]
-                    .as_str()
+                job.id,
+                job.state,
+                job.error
+                    .as_ref()
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
             ),
@@ -714,10 +906,49 @@ fn age(secs: u64) -> String {
     }
 }
 
-/// How a command's result is shown as text.
-type Printer = Box<dyn Fn(&Value)>;
+/// A result and how to show it: the JSON result as lunard sent it (`--json`), or as text
+/// through the result's type.
+struct Shown {
+    value: Value,
+    text: TextFn,
+}
 
-fn run(mut cli: Cli) -> anyhow::Result<()> {
+/// Prints a result as text.
+type TextFn = Box<dyn FnOnce(&mut dyn Write, &Value) -> anyhow::Result<()>>;
+
+impl Shown {
+    /// `value` shown as text by `print` after decoding it as a `T`.
+    fn typed<T: DeserializeOwned + 'static>(
+        value: Value,
+        print: fn(Out, &T) -> io::Result<()>,
+    ) -> Shown {
+        Shown {
+            value,
+            text: Box::new(move |w, v| Ok(print(w, &decode::<T>(v)?)?)),
+        }
+    }
+
+    /// `value`, a list, shown as text by `print` after decoding it as a `Vec<T>`.
+    fn list<T: DeserializeOwned + 'static>(
+        value: Value,
+        print: fn(Out, &[T]) -> io::Result<()>,
+    ) -> Shown {
+        Shown {
+            value,
+            text: Box::new(move |w, v| Ok(print(w, &decode::<Vec<T>>(v)?)?)),
+        }
+    }
+
+    /// `value` shown as one fixed line of text.
+    fn line(value: Value, line: String) -> Shown {
+        Shown {
+            value,
+            text: Box::new(move |w, _| Ok(writeln!(w, "{line}")?)),
+        }
+    }
+}
+
+fn run(mut cli: Cli, w: Out) -> anyhow::Result<()> {
     let Some(cmd) = cli.cmd.take() else {
         bail!("no command given (try `lunarctl --help`)");
     };
@@ -735,253 +966,332 @@ fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
     }
     let mut c = Client::connect(&cli)?;
-    let json_out = cli.json;
-    // (result, how to print it)
-    let (v, print): (Value, Printer) = match cmd {
-        Cmd::Pool(PoolCmd::Status) => (
-            c.call("pool.status", Value::Null)?,
-            Box::new(|v: &Value| {
-                let cap = u(&v["capacity_bytes"]).max(1);
-                println!("Capacity   {}", human(u(&v["capacity_bytes"])));
-                println!("Used       {} ({:.1}%)", human(u(&v["used_bytes"])), u(&v["used_bytes"]) as f64 * 100.0 / cap as f64);
-                println!("Free       {}", human(u(&v["free_bytes"])));
-                println!("Reserved   {}", human(u(&v["reserved_bytes"])));
-                println!("Chunk size {}", human(u(&v["chunk_size"])));
-                println!("Volumes    {}", u(&v["volumes"]));
-                println!("Snapshots  {}", u(&v["snapshots"]));
-                match v["soft_threshold_pct"].as_u64() {
-                    None => println!("Threshold  none"),
-                    Some(p) if v["soft_threshold_reached"].as_bool() == Some(true) => {
-                        println!("Threshold  {p}% REACHED (initiators were told: 38/07)")
-                    }
-                    Some(p) => println!("Threshold  {p}% (not reached)"),
-                }
-            }),
-        ),
+    let shown = match cmd {
+        Cmd::Pool(PoolCmd::Status) => Shown::typed(c.call(Request::PoolStatus)?, print_pool),
         Cmd::Pool(PoolCmd::Check) => {
-            let v = c.call("pool.check", Value::Null)?;
-            if v["clean"].as_bool() != Some(true) {
-                bail!("pool check found problems: {}", v["errors"]);
+            let v = c.call(Request::PoolCheck)?;
+            let check: PoolCheck = decode(&v)?;
+            if !check.clean {
+                bail!(
+                    "pool check found problems: {}",
+                    serde_json::to_string(&check.errors)?
+                );
             }
-            (v, Box::new(|_: &Value| println!("pool is clean")))
+            Shown::line(v, "pool is clean".into())
         }
-        Cmd::Lun(LunCmd::Create { name, size, guarantee, block_size, map, read_only }) => (
-            c.call("lun.create", json!({"name": name, "size_bytes": size_arg(&size)?, "guarantee": guarantee,
-                "block_size": block_size, "target": map.target, "lun_id": map.lun_id, "read_only": read_only}))?,
-            Box::new(print_lun),
-        ),
-        Cmd::Lun(LunCmd::List) => (
-            c.call("lun.list", Value::Null)?,
-            Box::new(|v: &Value| {
-                let rows = v.as_array().map(|a| a.iter().map(|l| {
-                    let maps: Vec<String> = l["mappings"].as_array().map(|m| m.iter().map(|m| format!("{}/{}", s(&m["target"]), u(&m["lun_id"]))).collect()).unwrap_or_default();
-                    vec![s(&l["name"]), human(u(&l["size_bytes"])), s(&l["guarantee"]), human(u(&l["mapped_bytes"])), s(&l["state"]), s(&l["origin"]), if maps.is_empty() { "-".into() } else { maps.join(",") }]
-                }).collect()).unwrap_or_default();
-                table(&["NAME", "SIZE", "GUARANTEE", "MAPPED", "STATE", "ORIGIN", "EXPORTED AS"], rows);
-            }),
-        ),
-        Cmd::Lun(LunCmd::Show { name }) => (c.call("lun.show", json!({"name": name}))?, Box::new(print_lun)),
-        Cmd::Lun(LunCmd::Resize { name, size, shrink }) => (
-            c.call("lun.resize", json!({"name": name, "size_bytes": size_arg(&size)?, "shrink": shrink}))?,
-            Box::new(print_lun),
-        ),
-        Cmd::Lun(LunCmd::Delete { name, force }) => (
-            c.call("lun.delete", json!({"name": name, "force": force}))?,
-            Box::new(|v: &Value| println!("deleted {}", s(&v["deleted"]))),
-        ),
-        Cmd::Lun(LunCmd::Set { name, guarantee, read_only, rename }) => (
-            c.call("lun.set", json!({"name": name, "guarantee": guarantee, "read_only": read_only, "rename": rename}))?,
-            Box::new(print_lun),
-        ),
-        Cmd::Lun(LunCmd::Map { name, target, lun_id }) => (
-            c.call("lun.map", json!({"name": name, "target": target, "lun_id": lun_id}))?,
-            Box::new(|v: &Value| println!("mapped as LUN {} of {}", u(&v["lun_id"]), s(&v["target"]))),
-        ),
-        Cmd::Lun(LunCmd::Unmap { name, target, force }) => (
-            c.call("lun.unmap", json!({"name": name, "target": target, "force": force}))?,
-            Box::new(|v: &Value| println!("unmapped {} from {}", s(&v["unmapped"]), s(&v["target"]))),
-        ),
-        Cmd::Snapshot(SnapCmd::Create { group: Some(g), items }) => (
-            c.call("snapshot.group", json!({"group": g, "luns": items}))?,
-            Box::new(|v: &Value| {
-                for sn in v.as_array().into_iter().flatten() {
-                    println!("created {}@{}", s(&sn["lun"]), s(&sn["name"]));
-                }
-            }),
-        ),
+        Cmd::Lun(LunCmd::Create {
+            name,
+            size,
+            guarantee,
+            block_size,
+            map,
+            read_only,
+        }) => {
+            let req = Request::LunCreate(LunCreate {
+                name,
+                size_bytes: size_arg(&size)?,
+                guarantee,
+                block_size,
+                target: map.target,
+                lun_id: map.lun_id,
+                read_only,
+            });
+            Shown::typed(c.call(req)?, print_lun)
+        }
+        Cmd::Lun(LunCmd::List) => Shown::list(c.call(Request::LunList)?, print_lun_list),
+        Cmd::Lun(LunCmd::Show { name }) => {
+            Shown::typed(c.call(Request::LunShow { name })?, print_lun)
+        }
+        Cmd::Lun(LunCmd::Resize { name, size, shrink }) => {
+            let req = Request::LunResize {
+                name,
+                size_bytes: size_arg(&size)?,
+                shrink,
+            };
+            Shown::typed(c.call(req)?, print_lun)
+        }
+        Cmd::Lun(LunCmd::Delete {
+            name,
+            force,
+            recursive,
+        }) => {
+            let req = Request::LunDelete {
+                name,
+                force,
+                recursive,
+            };
+            Shown::typed(c.call(req)?, print_deleted)
+        }
+        Cmd::Lun(LunCmd::Set {
+            name,
+            guarantee,
+            read_only,
+            rename,
+        }) => {
+            let req = Request::LunSet(LunSet {
+                name,
+                guarantee,
+                read_only,
+                rename,
+            });
+            Shown::typed(c.call(req)?, print_lun)
+        }
+        Cmd::Lun(LunCmd::Map {
+            name,
+            target,
+            lun_id,
+        }) => {
+            let v = c.call(Request::LunMap {
+                name,
+                target,
+                lun_id,
+            })?;
+            let m: MappingView = decode(&v)?;
+            Shown::line(v, format!("mapped as LUN {} of {}", m.lun_id, m.target))
+        }
+        Cmd::Lun(LunCmd::Unmap {
+            name,
+            target,
+            force,
+        }) => {
+            let v = c.call(Request::LunUnmap {
+                name,
+                target,
+                force,
+            })?;
+            let u: Unmapped = decode(&v)?;
+            Shown::line(v, format!("unmapped {} from {}", u.unmapped, u.target))
+        }
+        Cmd::Snapshot(SnapCmd::Create {
+            group: Some(group),
+            items,
+        }) => {
+            let v = c.call(Request::SnapshotGroup { group, luns: items })?;
+            let snaps: Vec<SnapshotView> = decode(&v)?;
+            let text: Vec<String> = snaps
+                .iter()
+                .map(|s| format!("created {}@{}", s.lun, s.name))
+                .collect();
+            Shown {
+                value: v,
+                text: Box::new(move |w, _| {
+                    for l in text {
+                        writeln!(w, "{l}")?;
+                    }
+                    Ok(())
+                }),
+            }
+        }
         Cmd::Snapshot(SnapCmd::Create { group: None, items }) => {
             if items.len() != 1 {
                 bail!("give one LUN@NAME, or --group NAME with the LUNs");
             }
             let (lun, name) = split_at_sign(&items[0])?;
-            (
-                c.call("snapshot.create", json!({"lun": lun, "name": name}))?,
-                Box::new(|v: &Value| println!("created {}@{}", s(&v["lun"]), s(&v["name"]))),
-            )
+            let v = c.call(Request::SnapshotCreate { lun, name })?;
+            let s: SnapshotView = decode(&v)?;
+            Shown::line(v, format!("created {}@{}", s.lun, s.name))
         }
-        Cmd::Snapshot(SnapCmd::List { lun }) => (
-            c.call("snapshot.list", json!({"lun": lun}))?,
-            Box::new(|v: &Value| {
-                let rows = v.as_array().map(|a| a.iter().map(|x| vec![
-                    format!("{}@{}", s(&x["lun"]), s(&x["name"])), human(u(&x["size_bytes"])), human(u(&x["mapped_bytes"])), human(u(&x["unique_bytes"])), s(&x["group"]),
-                ]).collect()).unwrap_or_default();
-                table(&["SNAPSHOT", "SIZE", "MAPPED", "UNIQUE", "GROUP"], rows);
-            }),
-        ),
+        Cmd::Snapshot(SnapCmd::List { lun }) => {
+            Shown::list(c.call(Request::SnapshotList { lun })?, print_snapshots)
+        }
         Cmd::Snapshot(SnapCmd::Delete { group, item }) => match (group, item) {
-            (Some(g), None) => (
-                c.call("snapshot.group_delete", json!({"group": g}))?,
-                Box::new(|v: &Value| println!("deleted group {}", s(&v["deleted_group"]))),
-            ),
+            (Some(group), None) => {
+                let v = c.call(Request::SnapshotGroupDelete { group })?;
+                let d: DeletedGroup = decode(&v)?;
+                Shown::line(v, format!("deleted group {}", d.deleted_group))
+            }
             (None, Some(item)) => {
                 let (lun, name) = split_at_sign(&item)?;
-                (
-                    c.call("snapshot.delete", json!({"lun": lun, "name": name}))?,
-                    Box::new(|v: &Value| println!("deleted {}", s(&v["deleted"]))),
+                Shown::typed(
+                    c.call(Request::SnapshotDelete { lun, name })?,
+                    print_deleted,
                 )
             }
             _ => bail!("give either LUN@NAME or --group NAME"),
         },
         Cmd::Snapshot(SnapCmd::Rollback { item, force }) => {
             let (lun, name) = split_at_sign(&item)?;
-            (
-                c.call("snapshot.rollback", json!({"lun": lun, "name": name, "force": force}))?,
-                Box::new(|v: &Value| println!("rolled {} back to {}", s(&v["rolled_back"]), s(&v["snapshot"]))),
+            let v = c.call(Request::SnapshotRollback { lun, name, force })?;
+            let r: RolledBack = decode(&v)?;
+            Shown::line(
+                v,
+                format!("rolled {} back to {}", r.rolled_back, r.snapshot),
             )
         }
-        Cmd::Clone(CloneCmd::Create { source, name, mode, map, guarantee, copy_acl, wait }) => {
-            let mut v = c.call("clone.create", json!({"source": source, "name": name, "mode": mode,
-                "target": map.target, "lun_id": map.lun_id, "guarantee": guarantee, "copy_acl": copy_acl}))?;
+        Cmd::Clone(CloneCmd::Create {
+            source,
+            name,
+            mode,
+            map,
+            guarantee,
+            copy_acl,
+            wait,
+        }) => {
+            let req = Request::CloneCreate(CloneCreate {
+                source,
+                name: name.clone(),
+                mode,
+                target: map.target,
+                lun_id: map.lun_id,
+                guarantee,
+                copy_acl,
+                read_only: None,
+            });
+            let mut v = c.call(req)?;
             if wait {
                 v = wait_job(&mut c, &name)?;
             }
-            (v, Box::new(|v: &Value| print_jobs(&Value::Array(vec![v.clone()]))))
+            Shown::typed(v, print_job)
         }
-        Cmd::Clone(CloneCmd::List { purge }) => (c.call("clone.list", json!({"purge": purge}))?, Box::new(print_jobs)),
-        Cmd::Clone(CloneCmd::Cancel { name }) => (
-            c.call("clone.cancel", json!({"name": name}))?,
-            Box::new(|v: &Value| print_jobs(&Value::Array(vec![v.clone()]))),
-        ),
+        Cmd::Clone(CloneCmd::List { purge }) => {
+            Shown::list(c.call(Request::CloneList { purge })?, print_jobs)
+        }
+        Cmd::Clone(CloneCmd::Cancel { name }) => {
+            Shown::typed(c.call(Request::CloneCancel { name })?, print_job)
+        }
         Cmd::Clone(CloneCmd::Split { name, wait }) => {
-            let mut v = c.call("clone.split", json!({"name": name}))?;
+            let mut v = c.call(Request::CloneSplit { name: name.clone() })?;
             if wait {
                 v = wait_job(&mut c, &name)?;
             }
-            (v, Box::new(|v: &Value| print_jobs(&Value::Array(vec![v.clone()]))))
+            Shown::typed(v, print_job)
         }
-        Cmd::Clone(CloneCmd::Refresh { name, source, force }) => (
-            c.call("clone.refresh", json!({"name": name, "source": source, "force": force}))?,
-            Box::new(print_lun),
+        Cmd::Clone(CloneCmd::Refresh {
+            name,
+            source,
+            force,
+        }) => Shown::typed(
+            c.call(Request::CloneRefresh {
+                name,
+                source,
+                force,
+            })?,
+            print_lun,
         ),
-        Cmd::Clone(CloneCmd::Wait { name }) => (
-            wait_job(&mut c, &name)?,
-            Box::new(|v: &Value| print_jobs(&Value::Array(vec![v.clone()]))),
-        ),
-        Cmd::Target(TargetCmd::Create { iqn, fabric, alias, allow_any }) => (
-            c.call("target.create", json!({"iqn": iqn, "fabric": fabric, "alias": alias, "allow_any": allow_any}))?,
-            Box::new(print_target),
-        ),
-        Cmd::Target(TargetCmd::List) => (
-            c.call("target.list", Value::Null)?,
-            Box::new(|v: &Value| {
-                let rows = v.as_array().map(|a| a.iter().map(|t| vec![
-                    s(&t["iqn"]),
-                    s(&t["fabric"]),
-                    t["luns"].as_array().map_or(0, |l| l.len()).to_string(),
-                    if t["allow_any"].as_bool() == Some(true) { "any".into() } else { t["initiators"].as_array().map_or(0, |l| l.len()).to_string() },
-                    s(&t["chap_username"]),
-                    u(&t["sessions"]).to_string(),
-                ]).collect()).unwrap_or_default();
-                table(&["TARGET", "FABRIC", "LUNS", "INITIATORS", "CHAP", "SESSIONS"], rows);
-            }),
-        ),
-        Cmd::Target(TargetCmd::Delete { iqn, force }) => (
-            c.call("target.delete", json!({"iqn": iqn, "force": force}))?,
-            Box::new(|v: &Value| println!("deleted {}", s(&v["deleted"]))),
-        ),
-        Cmd::Acl(AclCmd::Add { target, initiator }) => (c.call("acl.add", json!({"target": target, "initiator": initiator}))?, Box::new(print_target)),
-        Cmd::Acl(AclCmd::Remove { target, initiator }) => (c.call("acl.remove", json!({"target": target, "initiator": initiator}))?, Box::new(print_target)),
-        Cmd::Acl(AclCmd::List { target }) => (
-            c.call("acl.list", json!({"target": target}))?,
-            Box::new(|t: &Value| {
-                if t["allow_any"].as_bool() == Some(true) {
-                    println!("*");
-                }
-                for i in t["initiators"].as_array().into_iter().flatten() {
-                    println!("{}", s(i));
-                }
-            }),
-        ),
-        Cmd::Chap(ChapCmd::Set { target, user, secret_file, secret, mutual_user, mutual_secret_file, mutual_secret }) => {
-            let (secret, mutual_secret) = chap_secrets(secret_file, secret, mutual_secret_file, mutual_secret)?;
-            (
-            c.call("chap.set", json!({"target": target, "username": user, "secret": secret.expose(), "mutual_username": mutual_user, "mutual_secret": mutual_secret.as_ref().map(Secret::expose)}))?,
-            Box::new(print_target),
-        )
+        Cmd::Clone(CloneCmd::Wait { name }) => Shown::typed(wait_job(&mut c, &name)?, print_job),
+        Cmd::Target(TargetCmd::Create {
+            iqn,
+            fabric,
+            alias,
+            allow_any,
+        }) => {
+            let req = Request::TargetCreate {
+                iqn,
+                fabric: Some(fabric),
+                alias,
+                allow_any,
+            };
+            Shown::typed(c.call(req)?, print_target)
         }
-        Cmd::Chap(ChapCmd::Clear { target }) => (c.call("chap.clear", json!({"target": target}))?, Box::new(print_target)),
-        Cmd::Session(SessionCmd::List { target }) => (
-            c.call("session.list", json!({"target": target}))?,
-            Box::new(|v: &Value| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let rows = v.as_array().map(|a| a.iter().map(|x| vec![
-                    s(&x["target"]), s(&x["initiator"]), s(&x["isid"]), u(&x["tsih"]).to_string(),
-                    x["connections"].as_array().map(|c| c.iter().map(|c| s(&c[1])).collect::<Vec<_>>().join(",")).unwrap_or_default(),
-                    x["connections"].as_array().map(|c| c.iter().map(|c| s(&c[2])).collect::<Vec<_>>().join(",")).unwrap_or_default(),
-                    x["luns"].as_array().map(|l| l.iter().map(|n| u(n).to_string()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
-                    age(now.saturating_sub(u(&x["since_unix"]))),
-                ]).collect()).unwrap_or_default();
-                table(&["TARGET", "INITIATOR", "ISID", "TSIH", "FROM", "PORTAL", "LUNS", "SINCE"], rows);
-            }),
+        Cmd::Target(TargetCmd::List) => {
+            Shown::list(c.call(Request::TargetList)?, print_target_list)
+        }
+        Cmd::Target(TargetCmd::Delete { iqn, force }) => {
+            Shown::typed(c.call(Request::TargetDelete { iqn, force })?, print_deleted)
+        }
+        Cmd::Acl(AclCmd::Add { target, initiator }) => {
+            Shown::typed(c.call(Request::AclAdd { target, initiator })?, print_target)
+        }
+        Cmd::Acl(AclCmd::Remove { target, initiator }) => Shown::typed(
+            c.call(Request::AclRemove { target, initiator })?,
+            print_target,
         ),
-        Cmd::Session(SessionCmd::Close { target }) => (
-            c.call("session.close", json!({"target": target}))?,
-            Box::new(|v: &Value| println!("closed {} session(s)", u(&v["closed_sessions"]))),
-        ),
+        Cmd::Acl(AclCmd::List { target }) => {
+            Shown::typed(c.call(Request::AclList { target })?, print_acl)
+        }
+        Cmd::Chap(ChapCmd::Set {
+            target,
+            user,
+            secret_file,
+            secret,
+            mutual_user,
+            mutual_secret_file,
+            mutual_secret,
+        }) => {
+            let (secret, mutual_secret) =
+                chap_secrets(secret_file, secret, mutual_secret_file, mutual_secret)?;
+            let req = Request::ChapSet {
+                target,
+                username: user,
+                secret,
+                mutual_username: mutual_user,
+                mutual_secret,
+            };
+            Shown::typed(c.call(req)?, print_target)
+        }
+        Cmd::Chap(ChapCmd::Clear { target }) => {
+            Shown::typed(c.call(Request::ChapClear { target })?, print_target)
+        }
+        Cmd::Session(SessionCmd::List { target }) => {
+            Shown::list(c.call(Request::SessionList { target })?, print_sessions)
+        }
+        Cmd::Session(SessionCmd::Close { target }) => {
+            let v = c.call(Request::SessionClose { target })?;
+            let n: ClosedSessions = decode(&v)?;
+            Shown::line(v, format!("closed {} session(s)", n.closed_sessions))
+        }
         Cmd::Config(ConfigCmd::Export { output }) => {
-            let v = c.call("config.export", Value::Null)?;
-            let text = v.as_str().unwrap_or_default().to_string();
-            if let Some(path) = output {
-                write_private(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
-                (v, Box::new(move |_: &Value| println!("wrote {}", path.display())))
-            } else {
-                (v, Box::new(move |_: &Value| print!("{text}")))
+            let v = c.call(Request::ConfigExport)?;
+            let text: String = decode(&v)?;
+            match output {
+                Some(path) => {
+                    write_private(&path, &text)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    Shown::line(v, format!("wrote {}", path.display()))
+                }
+                None => Shown {
+                    value: v,
+                    text: Box::new(move |w, _| Ok(write!(w, "{text}")?)),
+                },
             }
         }
     };
-    if json_out {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+    if cli.json {
+        writeln!(w, "{}", serde_json::to_string_pretty(&shown.value)?)?;
     } else {
-        print(&v);
+        (shown.text)(w, &shown.value)?;
     }
+    w.flush()?;
     Ok(())
+}
+
+/// Whether `e` is a write to a reader that went away (`lunarctl ... | head`).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(shell) = cli.generate_completions {
         let mut cmd = <Cli as clap::CommandFactory>::command();
-        clap_complete::generate(shell, &mut cmd, "lunarctl", &mut std::io::stdout());
+        clap_complete::generate(shell, &mut cmd, "lunarctl", &mut io::stdout());
         return ExitCode::SUCCESS;
     }
     if cli.generate_man {
         let cmd = <Cli as clap::CommandFactory>::command();
         if let Err(e) = clap_mangen::Man::new(cmd)
             .section("8")
-            .render(&mut std::io::stdout())
+            .render(&mut io::stdout())
         {
-            eprintln!("lunarctl: cannot write the man page: {e}");
-            return ExitCode::FAILURE;
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                let _ = writeln!(io::stderr(), "lunarctl: cannot write the man page: {e}");
+                return ExitCode::FAILURE;
+            }
         }
         return ExitCode::SUCCESS;
     }
-    match run(cli) {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match run(cli, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader stopped reading (`| head`): it has what it wanted; nothing to say.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("lunarctl: {msg}");
+            let _ = writeln!(io::stderr(), "lunarctl: {msg}");
             ExitCode::FAILURE
         }
     }

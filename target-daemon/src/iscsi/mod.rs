@@ -8,6 +8,7 @@ pub mod budget;
 pub mod cmd;
 pub mod conn;
 pub mod datain;
+pub mod frontend;
 pub mod login;
 pub mod logout;
 pub mod nop;

@@ -56,6 +56,39 @@ pub fn backstore_name(wwpn: u64, lun: u64) -> String {
     format!("{BACKSTORE_PREFIX}{wwpn:016x}_{lun}")
 }
 
+/// Why LIO cannot export a fabric's targets on this host (lunard then serves iSCSI only).
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// `target_core_mod` is not loaded (or configfs not mounted).
+    #[error(
+        "{} not found: configfs is not mounted or target_core_mod is not loaded (modprobe target_core_user)",
+        core.display()
+    )]
+    NoLio {
+        /// The missing `target/core` directory.
+        core: PathBuf,
+    },
+    /// The fabric's module (or, for qla2xxx, a target-mode HBA) is missing.
+    #[error("cannot create {}: {source} ({})", dir.display(), fabric_hint(*fabric))]
+    NoFabric {
+        /// The fabric.
+        fabric: Fabric,
+        /// The fabric's configfs directory.
+        dir: PathBuf,
+        /// Why creating it failed.
+        source: std::io::Error,
+    },
+}
+
+fn fabric_hint(fabric: Fabric) -> &'static str {
+    match fabric {
+        Fabric::Qla2xxx => {
+            "load tcm_qla2xxx with a QLogic HBA in target mode (qla2xxx qlini_mode=disabled)"
+        }
+        _ => "load tcm_loop",
+    }
+}
+
 /// LIO's configfs tree as lunard manages it.
 #[derive(Clone, Debug)]
 pub struct Lio {
@@ -84,13 +117,10 @@ impl Lio {
     }
 
     /// Checks that LIO is there (`target_core_mod` loaded, which makes `target/core`).
-    pub fn check(&self) -> Result<(), String> {
-        if !self.root.join("core").is_dir() {
-            return Err(format!(
-                "{} not found: configfs is not mounted or target_core_mod is not loaded \
-                 (modprobe target_core_user)",
-                self.root.join("core").display()
-            ));
+    pub fn check(&self) -> Result<(), Unavailable> {
+        let core = self.root.join("core");
+        if !core.is_dir() {
+            return Err(Unavailable::NoLio { core });
         }
         Ok(())
     }
@@ -98,19 +128,15 @@ impl Lio {
     /// Makes sure `<root>/<fabric>` exists. In configfs, creating it asks the kernel to
     /// load the fabric module (`tcm_qla2xxx`, `tcm_loop`); failing means the module or,
     /// for qla2xxx, a target-mode HBA is missing.
-    pub fn check_fabric(&self, fabric: Fabric) -> Result<(), String> {
+    pub fn check_fabric(&self, fabric: Fabric) -> Result<(), Unavailable> {
         let dir = self.root.join(fabric.as_str());
         if dir.is_dir() {
             return Ok(());
         }
-        mkdir(&dir).map_err(|e| {
-            let hint = match fabric {
-                Fabric::Qla2xxx => {
-                    "load tcm_qla2xxx with a QLogic HBA in target mode (qla2xxx qlini_mode=disabled)"
-                }
-                _ => "load tcm_loop",
-            };
-            format!("cannot create {}: {e} ({hint})", dir.display())
+        mkdir(&dir).map_err(|source| Unavailable::NoFabric {
+            fabric,
+            dir,
+            source,
         })
     }
 
@@ -518,7 +544,7 @@ pub(crate) mod tests {
     #[test]
     fn missing_lio_is_reported_with_the_fix() {
         let d = tempfile::tempdir().unwrap();
-        let e = Lio::new(d.path(), 0).check().unwrap_err();
+        let e = Lio::new(d.path(), 0).check().unwrap_err().to_string();
         assert!(
             e.contains("target/core") && e.contains("target_core_user"),
             "{e}"

@@ -10,8 +10,8 @@
 //! stops serving, and removes the backstore. Everything happens on one worker task, in the
 //! order the device servers reported it, so a detach can never overtake its attach.
 //!
-//! The LUN manager does not know about any of this: it sees an [`Exports`]
-//! implementation, like the iSCSI server's.
+//! The LUN manager does not know about any of this: it sees a [`Frontend`], like the iSCSI
+//! server.
 
 pub mod configfs;
 #[cfg(test)]
@@ -27,9 +27,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{LioCfg, TargetCfg};
-use crate::fabric::{parse_wwpn, Fabric};
-use crate::lunmgr::exports::{Exports, SessionView};
+use crate::config::LioCfg;
+use crate::fabric::{parse_wwpn, Fabric, Frontend, FrontendError, SessionView, TargetSpec};
 use crate::scsi::{LunEvent, LunObserver, ScsiTarget};
 use crate::tcmu;
 use configfs::{backstore_name, BackstoreSpec, Lio};
@@ -98,15 +97,15 @@ struct Served {
 
 /// One LIO target as exported.
 struct Exported {
-    cfg: TargetCfg,
+    spec: TargetSpec,
     scsi: Arc<ScsiTarget>,
     luns: BTreeMap<u64, Served>,
 }
 
 enum Work {
-    AddTarget(TargetCfg, Arc<ScsiTarget>),
+    AddTarget(TargetSpec, Arc<ScsiTarget>),
     RemoveTarget(String),
-    SetAccess(TargetCfg),
+    SetAccess(TargetSpec),
     Lun(String, LunEvent),
     Sweep,
     Shutdown(oneshot::Sender<()>),
@@ -115,7 +114,7 @@ enum Work {
 /// The LIO front end (see the module docs).
 pub struct LioFabric {
     tx: mpsc::UnboundedSender<Work>,
-    /// Names of the targets exported through LIO (what [`Exports`] calls may route here).
+    /// Names of the targets exported through LIO.
     names: Mutex<Vec<String>>,
 }
 
@@ -162,10 +161,10 @@ impl LioFabric {
         self.names.lock().iter().any(|n| n == name)
     }
 
-    /// Exports `cfg` (a `qla2xxx` or `loopback` target) with `scsi`'s LUNs.
-    pub fn add(&self, cfg: TargetCfg, scsi: Arc<ScsiTarget>) {
-        self.names.lock().push(cfg.iqn.clone());
-        let _ = self.tx.send(Work::AddTarget(cfg, scsi));
+    /// Exports `spec` (a `qla2xxx` or `loopback` target) with `scsi`'s LUNs.
+    pub fn add(&self, spec: TargetSpec, scsi: Arc<ScsiTarget>) {
+        self.names.lock().push(spec.name.clone());
+        let _ = self.tx.send(Work::AddTarget(spec, scsi));
     }
 
     /// Removes what an earlier lunard (killed, or crashed) left in configfs and nothing
@@ -193,20 +192,25 @@ impl LioFabric {
     }
 }
 
-impl Exports for LioFabric {
-    fn add_target(&self, cfg: TargetCfg, scsi: Arc<ScsiTarget>) -> Result<(), String> {
-        self.add(cfg, scsi);
+/// The worker applies changes in order and logs what LIO refuses: nothing fails here.
+impl Frontend for LioFabric {
+    fn fabrics(&self) -> &'static [Fabric] {
+        &[Fabric::Qla2xxx, Fabric::Loopback]
+    }
+
+    fn add_target(&self, spec: TargetSpec, scsi: Arc<ScsiTarget>) -> Result<(), FrontendError> {
+        self.add(spec, scsi);
         Ok(())
     }
 
-    fn remove_target(&self, name: &str) -> Result<(), String> {
+    fn remove_target(&self, name: &str) -> Result<(), FrontendError> {
         self.names.lock().retain(|n| n != name);
         let _ = self.tx.send(Work::RemoveTarget(name.to_string()));
         Ok(())
     }
 
-    fn set_access(&self, cfg: TargetCfg) -> Result<(), String> {
-        let _ = self.tx.send(Work::SetAccess(cfg));
+    fn update_target(&self, spec: TargetSpec) -> Result<(), FrontendError> {
+        let _ = self.tx.send(Work::SetAccess(spec));
         Ok(())
     }
 
@@ -250,14 +254,14 @@ impl Worker {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Work>) {
         while let Some(w) = rx.recv().await {
             match w {
-                Work::AddTarget(cfg, scsi) => self.add_target(cfg, scsi).await,
+                Work::AddTarget(spec, scsi) => self.add_target(spec, scsi).await,
                 Work::Sweep => {
                     if self.lio.check().is_ok() {
                         self.remove_unclaimed().await;
                     }
                 }
                 Work::RemoveTarget(name) => self.remove_target(&name).await,
-                Work::SetAccess(cfg) => self.set_access(cfg).await,
+                Work::SetAccess(spec) => self.set_access(spec).await,
                 Work::Lun(target, ev) => self.lun_event(&target, ev).await,
                 Work::Shutdown(done) => {
                     let names: Vec<String> = self.targets.keys().cloned().collect();
@@ -333,16 +337,20 @@ impl Worker {
         }
     }
 
-    async fn add_target(&mut self, cfg: TargetCfg, scsi: Arc<ScsiTarget>) {
-        let fabric = cfg.fabric;
-        let name = cfg.iqn.clone();
+    async fn add_target(&mut self, spec: TargetSpec, scsi: Arc<ScsiTarget>) {
+        let fabric = spec.fabric;
+        let name = spec.name.clone();
         let check = blocking(&self.lio, move |l| {
             Ok(l.check().and_then(|()| l.check_fabric(fabric)))
         })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        if let Err(e) = check {
-            self.unavailable(&e);
+        .await;
+        let why = match check {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = why {
+            self.unavailable(&why);
             return;
         }
         if !self.netlink_started {
@@ -356,14 +364,14 @@ impl Worker {
         }
         // tcm_loop has no node ACLs: its one initiator is the local nexus.
         if fabric != Fabric::Loopback {
-            let (n, any, inits) = (name.clone(), cfg.allow_any, cfg.initiators.clone());
+            let (n, any, inits) = (name.clone(), spec.allow_any, spec.initiators.clone());
             let r = blocking(&self.lio, move |l| l.set_acls(fabric, &n, any, &inits, &[]));
             if let Err(e) = r.await {
                 tracing::error!(target = %name, "LIO: cannot set the ACLs: {e}");
             }
         }
         if fabric == Fabric::Loopback {
-            let (n, nexus) = (name.clone(), loopback_nexus(&cfg));
+            let (n, nexus) = (name.clone(), loopback_nexus(&spec));
             let r = blocking(&self.lio, move |l| l.set_loopback_nexus(&n, &nexus));
             if let Err(e) = r.await {
                 tracing::error!(target = %name, "LIO: cannot create the loopback nexus: {e}");
@@ -379,7 +387,7 @@ impl Worker {
         self.targets.insert(
             name.clone(),
             Exported {
-                cfg,
+                spec,
                 scsi: scsi.clone(),
                 luns: BTreeMap::new(),
             },
@@ -397,7 +405,7 @@ impl Worker {
             return;
         };
         t.scsi.clear_lun_observer();
-        let fabric = t.cfg.fabric;
+        let fabric = t.spec.fabric;
         let luns: Vec<u64> = t.luns.keys().copied().collect();
         for lun in luns {
             if let Some(s) = t.luns.remove(&lun) {
@@ -411,21 +419,25 @@ impl Worker {
         tracing::info!(target = %name, %fabric, "LIO target removed");
     }
 
-    async fn set_access(&mut self, cfg: TargetCfg) {
-        let Some(t) = self.targets.get_mut(&cfg.iqn) else {
+    async fn set_access(&mut self, spec: TargetSpec) {
+        let Some(t) = self.targets.get_mut(&spec.name) else {
             return;
         };
         let luns: Vec<u64> = t.luns.keys().copied().collect();
-        t.cfg.allow_any = cfg.allow_any;
-        t.cfg.initiators = cfg.initiators.clone();
-        if cfg.fabric != Fabric::Loopback {
-            let (fabric, n, any, inits) =
-                (cfg.fabric, cfg.iqn.clone(), cfg.allow_any, cfg.initiators);
+        t.spec.allow_any = spec.allow_any;
+        t.spec.initiators = spec.initiators.clone();
+        if spec.fabric != Fabric::Loopback {
+            let (fabric, n, any, inits) = (
+                spec.fabric,
+                spec.name.clone(),
+                spec.allow_any,
+                spec.initiators,
+            );
             let r = blocking(&self.lio, move |l| {
                 l.set_acls(fabric, &n, any, &inits, &luns)
             });
             if let Err(e) = r.await {
-                tracing::error!(target = %cfg.iqn, "LIO: cannot update the ACLs: {e}");
+                tracing::error!(target = %spec.name, "LIO: cannot update the ACLs: {e}");
             }
         }
     }
@@ -434,7 +446,7 @@ impl Worker {
         let Some(t) = self.targets.get(target) else {
             return;
         };
-        let fabric = t.cfg.fabric;
+        let fabric = t.spec.fabric;
         match ev {
             LunEvent::Attached {
                 lun,
@@ -534,7 +546,7 @@ impl Worker {
             return Err(e);
         }
         let inits = match self.targets.get(target) {
-            Some(t) if !t.cfg.allow_any && fabric != Fabric::Loopback => t.cfg.initiators.clone(),
+            Some(t) if !t.spec.allow_any && fabric != Fabric::Loopback => t.spec.initiators.clone(),
             _ => Vec::new(),
         };
         for ini in inits {
@@ -570,11 +582,11 @@ impl Worker {
 /// The initiator port name of a loopback target's local SCSI host: the first ACL entry if
 /// there is one, else the target's WWPN with its last byte flipped (tcm_loop only needs a
 /// `naa.` name of the same kind as the target's).
-fn loopback_nexus(cfg: &TargetCfg) -> String {
-    if let Some(i) = cfg.initiators.first() {
+fn loopback_nexus(spec: &TargetSpec) -> String {
+    if let Some(i) = spec.initiators.first() {
         return i.clone();
     }
-    let w = parse_wwpn(&cfg.iqn).unwrap_or(0x5001_4050_0000_0001);
+    let w = parse_wwpn(&spec.name).unwrap_or(0x5001_4050_0000_0001);
     format!("naa.{:016x}", w ^ 0xff)
 }
 

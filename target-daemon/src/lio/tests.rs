@@ -95,11 +95,11 @@ async fn start(dir: &Path) -> Running {
     let opener = Arc::new(SimOpener::default());
     let lio = LioFabric::start_with(&cfg.lio, opener.clone());
     for t in targets {
-        assert!(t.cfg.fabric.is_lio());
-        lio.add(t.cfg, t.scsi);
+        assert!(t.0.fabric.is_lio());
+        lio.add(t.0, t.1);
     }
     lio.sweep();
-    mgr.attach_exports(lio.clone());
+    mgr.attach_frontend(lio.clone());
     Running {
         mgr,
         lio,
@@ -298,10 +298,10 @@ async fn without_lio_the_targets_wait_and_nothing_is_written() {
     let opener = Arc::new(SimOpener::default());
     let lio = LioFabric::start_with(&cfg.lio, opener.clone());
     for t in targets {
-        lio.add(t.cfg, t.scsi);
+        lio.add(t.0, t.1);
     }
     lio.sweep();
-    mgr.attach_exports(lio.clone());
+    mgr.attach_frontend(lio.clone());
     lio.shutdown().await;
     assert!(tree(&dir.join("cfg")).is_empty());
     assert!(opener.opened.lock().is_empty());

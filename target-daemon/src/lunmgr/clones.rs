@@ -18,7 +18,7 @@ use super::state::{CloneJobRecord, CloneMode, JobState, LunRecord, LunStatus, St
 use super::view::CloneJobView;
 use super::{
     check_name, free_lun_id, lun_rec, mappings_of, now_unix, online, parse_guarantee, JobCtl,
-    LunManager, LunView, MgrError, MgrResult,
+    LunManager, LunView, MgrError, MgrResult, ObjectKind, UsedBy,
 };
 
 /// How often a running job's progress is sampled.
@@ -71,17 +71,19 @@ impl LunManager {
             "linked" => CloneMode::Linked,
             "full" => CloneMode::Full,
             other => {
-                return Err(MgrError::Invalid(format!(
-                    "invalid clone mode {other:?}: use linked or full"
-                )))
+                return Err(MgrError::InvalidValue {
+                    what: "clone mode",
+                    value: format!("{other:?}"),
+                    reason: "use linked or full".into(),
+                })
             }
         };
-        check_name(&req.name)?;
+        check_name(ObjectKind::Lun, &req.name)?;
         if st.luns.contains_key(&req.name) {
-            return Err(MgrError::AlreadyExists(format!(
-                "LUN {:?} already exists",
-                req.name
-            )));
+            return Err(MgrError::AlreadyExists {
+                kind: ObjectKind::Lun,
+                name: req.name.clone(),
+            });
         }
         let (src_lun, src_snap) = match req.source.split_once('@') {
             Some((l, s)) => (l, Some(s)),
@@ -90,27 +92,24 @@ impl LunManager {
         let src = lun_rec(&st, src_lun)?.clone();
         online(&src)?;
         if let Some(s) = src_snap {
-            if !self
-                .pool
-                .snapshots(Some(src_lun))
-                .iter()
-                .any(|x| x.name == s)
-            {
-                return Err(MgrError::NotFound(format!(
-                    "snapshot {src_lun}@{s} not found"
-                )));
-            }
+            self.snapshot_exists(src_lun, s)?;
         }
         let guarantee = req.guarantee.as_deref().map(parse_guarantee).transpose()?;
         let map_to = match &req.target {
             Some(t) => Some((t.clone(), free_lun_id(&st, t, req.lun_id)?)),
             None if req.lun_id.is_some() => {
-                return Err(MgrError::Invalid("--lun-id needs --target".into()))
+                return Err(MgrError::NeedsArgument {
+                    given: "--lun-id",
+                    needs: "--target",
+                    why: "",
+                })
             }
             None if req.copy_acl => {
-                return Err(MgrError::Invalid(
-                    "--copy-acl needs --target: ACLs belong to targets, so they are copied into the target the clone is mapped to".into(),
-                ))
+                return Err(MgrError::NeedsArgument {
+                    given: "--copy-acl",
+                    needs: "--target",
+                    why: ": ACLs belong to targets, so they are copied into the target the clone is mapped to",
+                })
             }
             None => None,
         };
@@ -415,7 +414,9 @@ impl LunManager {
                 .find(|j| j.destination == name || j.id == name)
                 .filter(|j| !j.state.is_final())
                 .map(|j| j.id.clone())
-                .ok_or_else(|| MgrError::NotFound(format!("no running clone job for {name:?}")))?
+                .ok_or_else(|| MgrError::NoRunningJob {
+                    name: name.to_string(),
+                })?
         };
         let ctl = self.jobs.lock().get(&id).cloned();
         if let Some(ctl) = ctl {
@@ -438,14 +439,18 @@ impl LunManager {
         let rec = lun_rec(&st, name)?.clone();
         online(&rec)?;
         if rec.origin.is_none() || rec.clone_mode == Some(CloneMode::Full) {
-            return Err(MgrError::Invalid(format!(
-                "LUN {name:?} is not a linked clone"
-            )));
+            return Err(MgrError::NotAClone {
+                name: name.to_string(),
+                linked: true,
+            });
         }
         if let Some(j) = self.job_touching(&st, name) {
-            return Err(MgrError::Busy(format!(
-                "LUN {name:?} already has running job {j}"
-            )));
+            return Err(MgrError::InUse {
+                kind: ObjectKind::Lun,
+                name: name.to_string(),
+                by: UsedBy::CloneJob(j),
+                hint: "wait for it to end or cancel it",
+            });
         }
         st.next_job += 1;
         let id = format!("clone-{}", st.next_job);
@@ -480,29 +485,41 @@ impl LunManager {
         let mut st = self.lock().await;
         let rec = lun_rec(&st, name)?.clone();
         online(&rec)?;
-        let origin = rec
-            .origin
-            .clone()
-            .ok_or_else(|| MgrError::Invalid(format!("LUN {name:?} is not a clone")))?;
+        let origin = rec.origin.clone().ok_or_else(|| MgrError::NotAClone {
+            name: name.to_string(),
+            linked: false,
+        })?;
         let source = source
             .map(str::to_string)
             .unwrap_or_else(|| origin.split('@').next().unwrap_or_default().to_string());
         let src_lun = source.split('@').next().unwrap_or_default().to_string();
         if src_lun == name {
-            return Err(MgrError::Invalid(
-                "a clone cannot be refreshed from itself".into(),
-            ));
+            return Err(MgrError::InvalidValue {
+                what: "source",
+                value: format!("{source:?}"),
+                reason: "a clone cannot be refreshed from itself".into(),
+            });
         }
         online(lun_rec(&st, &src_lun)?)?;
+        if let Some((l, s)) = source.split_once('@') {
+            self.snapshot_exists(l, s)?;
+        }
         if let Some(j) = self.job_touching(&st, name) {
-            return Err(MgrError::Busy(format!("LUN {name:?} has running job {j}")));
+            return Err(MgrError::InUse {
+                kind: ObjectKind::Lun,
+                name: name.to_string(),
+                by: UsedBy::CloneJob(j),
+                hint: "wait for it to end or cancel it",
+            });
         }
         let busy = self.busy_targets(&st, name);
         if !busy.is_empty() && !force {
-            return Err(MgrError::Busy(format!(
-                "LUN {name:?} is in use (sessions logged in to {}): pass --force to swap its contents under them",
-                busy.join(", ")
-            )));
+            return Err(MgrError::InUse {
+                kind: ObjectKind::Lun,
+                name: name.to_string(),
+                by: UsedBy::Sessions(busy),
+                hint: "pass --force to swap its contents under them",
+            });
         }
         let guarantee = self.pool.volume_info(name)?.guarantee;
         st.next_job += 1;

@@ -130,16 +130,13 @@ impl ChapRecord {
         }
     }
 
-    /// To the configuration form the iSCSI front end uses.
-    pub fn to_cfg(&self) -> crate::config::ChapCfg {
-        crate::config::ChapCfg {
+    /// To the form the fabric front ends take.
+    pub fn to_spec(&self) -> crate::fabric::ChapSpec {
+        crate::fabric::ChapSpec {
             username: self.username.clone(),
             secret: self.secret.clone(),
             mutual: match (&self.mutual_username, &self.mutual_secret) {
-                (Some(u), Some(s)) => Some(crate::config::Credential {
-                    username: u.clone(),
-                    secret: s.clone(),
-                }),
+                (Some(u), Some(s)) => Some((u.clone(), s.clone())),
                 _ => None,
             },
         }
@@ -172,17 +169,16 @@ pub struct TargetRecord {
 }
 
 impl TargetRecord {
-    /// The configuration form the iSCSI front end consumes (LUN list left empty: LUNs are
-    /// attached to the device server directly).
-    pub fn to_cfg(&self) -> crate::config::TargetCfg {
-        crate::config::TargetCfg {
-            iqn: self.iqn.clone(),
+    /// What the fabric front ends export (the LUNs are attached to the device server
+    /// directly).
+    pub fn to_spec(&self) -> crate::fabric::TargetSpec {
+        crate::fabric::TargetSpec {
+            name: self.iqn.clone(),
             fabric: self.fabric,
             alias: self.alias.clone(),
             allow_any: self.allow_any,
             initiators: self.initiators.clone(),
-            chap: self.chap.as_ref().map(ChapRecord::to_cfg),
-            luns: Vec::new(),
+            chap: self.chap.as_ref().map(ChapRecord::to_spec),
         }
     }
 }
@@ -443,7 +439,7 @@ mod tests {
     fn debug_of_the_state_shows_no_chap_secret() {
         let st: State = serde_json::from_str(WITH_CHAP).unwrap();
         let chap = st.targets["iqn.2026-11.io.lunar:t"].chap.clone().unwrap();
-        let text = format!("{st:?} {st:#?} {chap:?} {:?}", chap.to_cfg());
+        let text = format!("{st:?} {st:#?} {chap:?} {:?}", chap.to_spec());
         for s in ["initiator-secret-1", "target-secret-22"] {
             assert!(!text.contains(s), "{s} in {text}");
         }

@@ -58,7 +58,7 @@ async fn linked_clone_is_online_at_once_with_point_in_time_data() {
     assert_eq!(snaps.as_array().unwrap().len(), 1);
 
     // Deleting the source with clones works; clones keep their data.
-    ctl_json(p, &["lun", "delete", "src"]).await;
+    ctl_json(p, &["lun", "delete", "src", "--recursive"]).await;
     assert_eq!(read(&d, "c1", 4).await, before);
     assert_eq!(read(&d, "c2", 4).await, after);
     assert_eq!(reported_luns(&d), vec![1]);

@@ -1,0 +1,73 @@
+//! `config export`: the running configuration with its targets and mapped LUNs replaced by
+//! the live ones, written through the configuration's own serde schema (so the export and the
+//! parser cannot drift apart).
+
+use crate::config::{ByteSize, ChapCfg, Credential, LunCfg, TargetCfg};
+
+use super::state::{ChapRecord, TargetRecord};
+use super::{LunManager, MgrResult};
+
+impl LunManager {
+    /// The configuration lunard runs with, its targets and mapped LUNs replaced by the live
+    /// ones, as YAML, so a configuration file can be regenerated from the live state.
+    pub async fn export_yaml(&self) -> MgrResult<String> {
+        let st = self.lock().await;
+        let mut cfg = self.config.clone();
+        cfg.targets = st
+            .targets
+            .values()
+            .map(|t| {
+                let mut tc = target_cfg(t);
+                tc.luns = t
+                    .luns
+                    .iter()
+                    .filter_map(|(&id, name)| {
+                        let info = self.pool.volume_info(name).ok()?;
+                        Some(LunCfg {
+                            id,
+                            volume: name.clone(),
+                            size: ByteSize(info.size_bytes),
+                            block_size: info.block_size,
+                            guarantee: info.guarantee.into(),
+                            read_only: st.luns.get(name).is_some_and(|r| r.read_only),
+                        })
+                    })
+                    .collect();
+                tc
+            })
+            .collect();
+        Ok(cfg.export_yaml()?)
+    }
+}
+
+/// A target record in the configuration's form, without its LUNs.
+fn target_cfg(t: &TargetRecord) -> TargetCfg {
+    TargetCfg {
+        iqn: t.iqn.clone(),
+        fabric: t.fabric,
+        alias: t.alias.clone(),
+        allow_any: t.allow_any,
+        // The configuration refuses a list next to allow_any (it would be moot).
+        initiators: if t.allow_any {
+            Vec::new()
+        } else {
+            t.initiators.clone()
+        },
+        chap: t.chap.as_ref().map(chap_cfg),
+        luns: Vec::new(),
+    }
+}
+
+fn chap_cfg(c: &ChapRecord) -> ChapCfg {
+    ChapCfg {
+        username: c.username.clone(),
+        secret: c.secret.clone(),
+        mutual: match (&c.mutual_username, &c.mutual_secret) {
+            (Some(u), Some(s)) => Some(Credential {
+                username: u.clone(),
+                secret: s.clone(),
+            }),
+            _ => None,
+        },
+    }
+}

@@ -1,0 +1,271 @@
+//! Targets, ACLs, CHAP and sessions: the target-level changes the fabric front ends apply.
+
+use std::collections::BTreeMap;
+
+use super::state::{ChapRecord, State, TargetRecord};
+use super::{
+    LunManager, MappingLun, MgrError, MgrResult, ObjectKind, SessionView, TargetView, UsedBy,
+};
+use crate::fabric::Fabric;
+use crate::scsi::ScsiTarget;
+
+impl LunManager {
+    fn target_view(&self, t: &TargetRecord) -> TargetView {
+        TargetView {
+            iqn: t.iqn.clone(),
+            fabric: t.fabric,
+            alias: t.alias.clone(),
+            allow_any: t.allow_any,
+            initiators: t.initiators.clone(),
+            chap_username: t.chap.as_ref().map(|c| c.username.clone()),
+            mutual_chap: t.chap.as_ref().is_some_and(|c| c.mutual_username.is_some()),
+            luns: t
+                .luns
+                .iter()
+                .map(|(&lun_id, name)| MappingLun {
+                    lun_id,
+                    name: name.clone(),
+                })
+                .collect(),
+            sessions: self.session_count(t),
+            pending_restart: self.pending.lock().contains(&t.iqn),
+        }
+    }
+
+    /// Creates a target (no LUNs, no initiators unless `allow_any`).
+    pub async fn target_create(
+        &self,
+        name: &str,
+        fabric: Fabric,
+        alias: Option<String>,
+        allow_any: bool,
+    ) -> MgrResult<TargetView> {
+        let mut st = self.lock().await;
+        let iqn = &fabric.canonical_name(name).map_err(|e| {
+            MgrError::invalid_name(ObjectKind::Target, name, format!("{e} ({fabric})"))
+        })?;
+        if st.targets.keys().any(|k| k.eq_ignore_ascii_case(iqn)) {
+            return Err(MgrError::AlreadyExists {
+                kind: ObjectKind::Target,
+                name: iqn.to_string(),
+            });
+        }
+        let rec = TargetRecord {
+            iqn: iqn.to_string(),
+            fabric,
+            alias,
+            allow_any,
+            initiators: Vec::new(),
+            chap: None,
+            luns: BTreeMap::new(),
+        };
+        let scsi = ScsiTarget::with_pr_store(
+            iqn,
+            self.pool.status().chunk_size,
+            crate::scsi::pr::FileStore::for_data_dir(&self.data_dir),
+        );
+        st.targets.insert(iqn.to_string(), rec.clone());
+        self.save(&st)?;
+        self.scsi.write().insert(iqn.to_string(), scsi.clone());
+        if let Some(f) = self.frontend(fabric) {
+            if let Err(e) = f.add_target(rec.to_spec(), scsi) {
+                tracing::warn!(target = iqn, "{e}");
+                self.pending.lock().insert(iqn.to_string());
+            }
+        }
+        Ok(self.target_view(&rec))
+    }
+
+    /// All targets.
+    pub async fn target_list(&self) -> Vec<TargetView> {
+        let st = self.lock().await;
+        st.targets.values().map(|t| self.target_view(t)).collect()
+    }
+
+    /// Deletes a target (its LUNs stay, unmapped). Refused with sessions unless `force`
+    /// (which closes them).
+    pub async fn target_delete(&self, iqn: &str, force: bool) -> MgrResult<()> {
+        let mut st = self.lock().await;
+        let rec = target_rec(&st, iqn)?;
+        let fabric = rec.fabric;
+        let n = self.session_count(rec);
+        if n > 0 && !force {
+            return Err(MgrError::InUse {
+                kind: ObjectKind::Target,
+                name: iqn.to_string(),
+                by: UsedBy::SessionCount(n),
+                hint: "pass --force to close them",
+            });
+        }
+        st.targets.remove(iqn);
+        self.save(&st)?;
+        if let Some(f) = self.frontend(fabric) {
+            if let Err(e) = f.remove_target(iqn) {
+                tracing::warn!(target = iqn, "{e}");
+                self.pending.lock().insert(iqn.to_string());
+            }
+        }
+        if let Some(t) = self.scsi.write().remove(iqn) {
+            for id in t.luns() {
+                let _ = t.remove_lun(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a change to a target's access settings and pushes it to its front end.
+    async fn change_access(
+        &self,
+        iqn: &str,
+        f: impl FnOnce(&mut TargetRecord) -> MgrResult<()>,
+    ) -> MgrResult<TargetView> {
+        let mut st = self.lock().await;
+        let mut rec = target_rec(&st, iqn)?.clone();
+        f(&mut rec)?;
+        st.targets.insert(iqn.to_string(), rec.clone());
+        self.save(&st)?;
+        if let Some(f) = self.frontend(rec.fabric) {
+            if let Err(e) = f.update_target(rec.to_spec()) {
+                tracing::warn!(target = iqn, "{e}");
+                self.pending.lock().insert(iqn.to_string());
+            }
+        }
+        Ok(self.target_view(&rec))
+    }
+
+    /// Allows an initiator (or `*` for any).
+    pub async fn acl_add(&self, iqn: &str, initiator: &str) -> MgrResult<TargetView> {
+        let initiator = initiator.to_string();
+        self.change_access(iqn, move |t| {
+            if initiator == "*" {
+                t.allow_any = true;
+                return Ok(());
+            }
+            let fabric = t.fabric;
+            let initiator = fabric.canonical_name(&initiator).map_err(|e| {
+                MgrError::invalid_name(ObjectKind::Initiator, &initiator, format!("{e} ({fabric})"))
+            })?;
+            if t.initiators
+                .iter()
+                .any(|i| i.eq_ignore_ascii_case(&initiator))
+            {
+                return Err(MgrError::AlreadyAllowed {
+                    initiator,
+                    target: t.iqn.clone(),
+                });
+            }
+            t.initiators.push(initiator);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes an initiator (or `*`: no longer allow any).
+    pub async fn acl_remove(&self, iqn: &str, initiator: &str) -> MgrResult<TargetView> {
+        let initiator = initiator.to_string();
+        self.change_access(iqn, move |t| {
+            if initiator == "*" {
+                t.allow_any = false;
+                return Ok(());
+            }
+            let before = t.initiators.len();
+            let fabric = t.fabric;
+            t.initiators.retain(|i| !fabric.same_name(i, &initiator));
+            if t.initiators.len() == before {
+                return Err(MgrError::NotAllowed {
+                    initiator,
+                    target: t.iqn.clone(),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Requires CHAP (with optional mutual CHAP) for a target.
+    pub async fn chap_set(&self, iqn: &str, chap: ChapRecord) -> MgrResult<TargetView> {
+        for (what, s) in [
+            ("CHAP secret", Some(&chap.secret)),
+            ("mutual CHAP secret", chap.mutual_secret.as_ref()),
+        ] {
+            if let Some(s) = s {
+                if s.len() < 12 || s.len() > 255 {
+                    return Err(MgrError::InvalidValue {
+                        what,
+                        value: format!("of {} bytes", s.len()),
+                        reason: "must be 12 to 255 bytes long".into(),
+                    });
+                }
+            }
+        }
+        if chap.username.is_empty() {
+            return Err(MgrError::InvalidValue {
+                what: "CHAP user name",
+                value: "\"\"".into(),
+                reason: "must not be empty".into(),
+            });
+        }
+        if chap.mutual_username.is_some() != chap.mutual_secret.is_some() {
+            return Err(MgrError::NeedsArgument {
+                given: "mutual CHAP",
+                needs: "both a user name and a secret",
+                why: "",
+            });
+        }
+        self.change_access(iqn, move |t| {
+            if t.fabric.is_lio() {
+                return Err(MgrError::NotOnFabric {
+                    feature: "CHAP",
+                    target: t.iqn.clone(),
+                    fabric: t.fabric,
+                });
+            }
+            t.chap = Some(chap);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stops requiring CHAP.
+    pub async fn chap_clear(&self, iqn: &str) -> MgrResult<TargetView> {
+        self.change_access(iqn, |t| {
+            t.chap = None;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Live sessions (of one target or all).
+    pub async fn session_list(&self, target: Option<&str>) -> MgrResult<Vec<SessionView>> {
+        let st = self.lock().await;
+        if let Some(t) = target {
+            target_rec(&st, t)?;
+        }
+        Ok(st
+            .targets
+            .values()
+            .filter(|t| target.is_none_or(|n| n == t.iqn))
+            .flat_map(|t| {
+                self.frontend(t.fabric)
+                    .map(|f| f.sessions(&t.iqn))
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
+    /// Closes the sessions of a target; returns how many.
+    pub async fn session_close(&self, target: &str) -> MgrResult<usize> {
+        let st = self.lock().await;
+        let fabric = target_rec(&st, target)?.fabric;
+        Ok(self
+            .frontend(fabric)
+            .map_or(0, |f| f.close_sessions(target)))
+    }
+}
+
+pub(super) fn target_rec<'a>(st: &'a State, iqn: &str) -> MgrResult<&'a TargetRecord> {
+    st.targets.get(iqn).ok_or_else(|| MgrError::NotFound {
+        kind: ObjectKind::Target,
+        name: iqn.to_string(),
+    })
+}
