@@ -32,114 +32,222 @@ pub enum ByteCheck {
 }
 
 /// A decoded, validated command.
+///
+/// Field names follow the CDB fields they come from (SPC-4, SBC-4). An allocation length
+/// (`alloc_len`) is the most Data-In the initiator will accept, so responses are truncated to
+/// it; a parameter list length (`param_len`) is how many bytes of Data-Out follow the command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// TEST UNIT READY.
     TestUnitReady,
     /// REQUEST SENSE.
-    RequestSense { desc: bool, alloc_len: u32 },
+    RequestSense {
+        /// DESC: return descriptor-format (rather than fixed-format) sense data.
+        desc: bool,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
     /// INQUIRY (standard data or a VPD page).
     Inquiry {
+        /// EVPD: return the vital product data page `page` instead of standard data.
         evpd: bool,
+        /// PAGE CODE of the VPD page (zero when `evpd` is clear).
         page: u8,
+        /// ALLOCATION LENGTH.
         alloc_len: u32,
     },
     /// MODE SENSE(6) or (10).
     ModeSense(ModeSenseCdb),
     /// MODE SELECT(6) or (10).
-    ModeSelect { ten: bool, pf: bool, param_len: u32 },
+    ModeSelect {
+        /// MODE SELECT(10), whose parameter list has an 8-byte header (4 bytes for (6)).
+        ten: bool,
+        /// PF: the pages follow the SPC page format (rather than vendor-specific).
+        pf: bool,
+        /// PARAMETER LIST LENGTH.
+        param_len: u32,
+    },
     /// RESERVE(6)/(10) (SCSI-2 logical unit reservation).
     Reserve,
     /// RELEASE(6)/(10).
     Release,
     /// START STOP UNIT.
     StartStopUnit {
+        /// IMMED: GOOD may be returned before the operation completes.
         immed: bool,
+        /// POWER CONDITION (SBC-4): 0 means "use START and LOEJ"; others change power state.
         power_condition: u8,
+        /// NO_FLUSH: do not write cached data to the medium before stopping.
         no_flush: bool,
+        /// LOEJ: load (with `start`) or eject (without) the medium.
         loej: bool,
+        /// START: make the logical unit ready for medium access (clear: stop it).
         start: bool,
     },
     /// PREVENT ALLOW MEDIUM REMOVAL.
-    PreventAllowMediumRemoval { prevent: u8 },
+    PreventAllowMediumRemoval {
+        /// PREVENT field: 0 allows removal, non-zero prevents it.
+        prevent: u8,
+    },
     /// READ CAPACITY(10).
     ReadCapacity10,
     /// READ CAPACITY(16).
-    ReadCapacity16 { alloc_len: u32 },
+    ReadCapacity16 {
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
     /// READ(6/10/12/16).
     Read {
+        /// LOGICAL BLOCK ADDRESS and TRANSFER LENGTH.
         range: BlockRange,
+        /// FUA: read from the medium, not from a volatile cache.
         fua: bool,
+        /// DPO: a hint that the blocks need not stay in cache.
         dpo: bool,
     },
     /// WRITE(6/10/12/16).
     Write {
+        /// LOGICAL BLOCK ADDRESS and TRANSFER LENGTH.
         range: BlockRange,
+        /// FUA: the blocks are on stable storage before GOOD is returned.
         fua: bool,
+        /// DPO: a hint that the blocks need not stay in cache.
         dpo: bool,
     },
     /// ORWRITE(16): the medium becomes medium OR Data-Out.
-    OrWrite { range: BlockRange, fua: bool },
+    OrWrite {
+        /// LOGICAL BLOCK ADDRESS and TRANSFER LENGTH.
+        range: BlockRange,
+        /// FUA: the result is on stable storage before GOOD is returned.
+        fua: bool,
+    },
     /// WRITE AND VERIFY(10/12/16).
     WriteAndVerify {
+        /// LOGICAL BLOCK ADDRESS and TRANSFER LENGTH.
         range: BlockRange,
+        /// BYTCHK: how the written data is checked ([`ByteCheck::SingleBlock`] is rejected).
         bytchk: ByteCheck,
+        /// DPO: a hint that the blocks need not stay in cache.
         dpo: bool,
     },
     /// VERIFY(10/12/16).
     Verify {
+        /// LOGICAL BLOCK ADDRESS and VERIFICATION LENGTH.
         range: BlockRange,
+        /// BYTCHK: whether and how Data-Out is compared with the medium.
         bytchk: ByteCheck,
+        /// DPO: a hint that the blocks need not stay in cache.
         dpo: bool,
     },
     /// READ DEFECT DATA(10/12): `flags` is the REQ_PLIST/REQ_GLIST/DEFECT LIST FORMAT byte.
     ReadDefectData {
+        /// READ DEFECT DATA(12), whose header is 8 bytes (4 for (10)).
         twelve: bool,
+        /// Byte 2 (10) or 1 (12): REQ_PLIST, REQ_GLIST and DEFECT LIST FORMAT, echoed back.
         flags: u8,
+        /// ALLOCATION LENGTH.
         alloc_len: u32,
     },
     /// PRE-FETCH(10/16).
-    PreFetch { range: BlockRange, immed: bool },
+    PreFetch {
+        /// LOGICAL BLOCK ADDRESS and PREFETCH LENGTH.
+        range: BlockRange,
+        /// IMMED: return status before the blocks are fetched.
+        immed: bool,
+    },
     /// SYNCHRONIZE CACHE(10/16); `blocks == 0` means to the end of the medium.
-    SynchronizeCache { range: BlockRange, immed: bool },
+    SynchronizeCache {
+        /// LOGICAL BLOCK ADDRESS and NUMBER OF LOGICAL BLOCKS.
+        range: BlockRange,
+        /// IMMED: return status before the blocks are synchronized.
+        immed: bool,
+    },
     /// COMPARE AND WRITE: atomically compare `blocks` blocks with the first half of the
     /// Data-Out and, if equal, write the second half.
-    CompareAndWrite { lba: u64, blocks: u8, fua: bool },
+    CompareAndWrite {
+        /// LOGICAL BLOCK ADDRESS.
+        lba: u64,
+        /// NUMBER OF LOGICAL BLOCKS (the Data-Out is twice this many blocks).
+        blocks: u8,
+        /// FUA: the written blocks are on stable storage before GOOD is returned.
+        fua: bool,
+    },
     /// WRITE SAME(10/16).
     WriteSame {
+        /// LOGICAL BLOCK ADDRESS and NUMBER OF LOGICAL BLOCKS.
         range: BlockRange,
+        /// UNMAP: the blocks may be deallocated instead of written (thin provisioning).
         unmap: bool,
+        /// NDOB: no Data-Out buffer; the blocks are written as if with a block of zeros.
         ndob: bool,
     },
     /// UNMAP (parameter list follows in Data-Out).
-    Unmap { param_len: u32 },
+    Unmap {
+        /// PARAMETER LIST LENGTH.
+        param_len: u32,
+    },
     /// GET LBA STATUS.
-    GetLbaStatus { lba: u64, alloc_len: u32 },
+    GetLbaStatus {
+        /// STARTING LOGICAL BLOCK ADDRESS.
+        lba: u64,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
     /// PERSISTENT RESERVE IN with its service action.
-    PersistentReserveIn { service_action: u16, alloc_len: u32 },
+    PersistentReserveIn {
+        /// SERVICE ACTION (see [`opcode::pri`](super::opcode::pri)).
+        service_action: u16,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
     /// PERSISTENT RESERVE OUT: service action, SCOPE, TYPE, parameter list length.
     PersistentReserveOut {
+        /// SERVICE ACTION (see [`opcode::pro`](super::opcode::pro)).
         service_action: u16,
+        /// SCOPE (only 0, logical unit scope, is defined).
         scope: u8,
+        /// TYPE of reservation, checked by the service actions that use it.
         pr_type: u8,
+        /// PARAMETER LIST LENGTH.
         param_len: u32,
     },
     /// EXTENDED COPY(LID1): the parameter list follows in Data-Out.
-    ExtendedCopy { param_len: u32 },
+    ExtendedCopy {
+        /// PARAMETER LIST LENGTH.
+        param_len: u32,
+    },
     /// RECEIVE COPY RESULTS (LID1) with its service action and LIST IDENTIFIER.
     ReceiveCopyResults {
+        /// SERVICE ACTION (see [`opcode::rcr`](super::opcode::rcr)).
         service_action: u16,
+        /// LIST IDENTIFIER of the EXTENDED COPY asked about.
         list_id: u8,
+        /// ALLOCATION LENGTH.
         alloc_len: u32,
     },
     /// REPORT LUNS.
-    ReportLuns { select_report: u8, alloc_len: u32 },
+    ReportLuns {
+        /// SELECT REPORT: 0 all but well-known LUNs, 1 well-known LUNs only, 2 all LUNs.
+        select_report: u8,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
     /// REPORT SUPPORTED OPERATION CODES.
     ReportSupportedOpcodes(RsocCdb),
     /// REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS.
-    ReportSupportedTmfs { repd: bool, alloc_len: u32 },
+    ReportSupportedTmfs {
+        /// REPD: return the 16-byte extended parameter data (with timeouts).
+        repd: bool,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
     /// REPORT TARGET PORT GROUPS (ALUA); `extended` = PARAMETER DATA FORMAT 001b.
-    ReportTargetPortGroups { extended: bool, alloc_len: u32 },
+    ReportTargetPortGroups {
+        /// PARAMETER DATA FORMAT 001b: the extended header with IMPLICIT TRANSITION TIME.
+        extended: bool,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
 }
 
 /// MODE SENSE CDB fields.

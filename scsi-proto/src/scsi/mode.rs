@@ -9,9 +9,12 @@
 use super::cdb::ModeSenseCdb;
 use super::sense::{asc, Sense, SenseKey};
 
-/// Page codes.
+/// Caching mode page (SBC-4): WCE, whether writes may be acknowledged before they are stable.
 pub const PAGE_CACHING: u8 = 0x08;
+/// Control mode page (SPC-4): D_SENSE, whether sense data is in descriptor format.
 pub const PAGE_CONTROL: u8 = 0x0A;
+/// Informational Exceptions Control mode page (SPC-4): failure prediction reporting, which
+/// Lunar reports as disabled.
 pub const PAGE_INFORMATIONAL_EXCEPTIONS: u8 = 0x1C;
 /// "Return all pages".
 pub const PAGE_ALL: u8 = 0x3F;

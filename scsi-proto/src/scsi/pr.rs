@@ -9,21 +9,39 @@ use super::sense::Sense;
 
 /// PERSISTENT RESERVE IN service actions.
 pub mod in_sa {
+    /// READ KEYS: the PRGENERATION and every registered reservation key.
     pub const READ_KEYS: u8 = 0x00;
+    /// READ RESERVATION: the PRGENERATION and the reservation, if any (key, scope, type).
     pub const READ_RESERVATION: u8 = 0x01;
+    /// REPORT CAPABILITIES: the supported reservation types
+    /// ([`TYPE_MASK_ALL`](super::TYPE_MASK_ALL)) and options (ATP_C, SIP_C, PTPL_C...).
     pub const REPORT_CAPABILITIES: u8 = 0x02;
+    /// READ FULL STATUS: every registration with its TransportID, relative target port and
+    /// whether it holds the reservation.
     pub const READ_FULL_STATUS: u8 = 0x03;
 }
 
 /// PERSISTENT RESERVE OUT service actions.
 pub mod out_sa {
+    /// REGISTER: registers the I_T nexus with SERVICE ACTION RESERVATION KEY, changes its key,
+    /// or (with a zero new key) unregisters it; RESERVATION KEY must match the current one.
     pub const REGISTER: u8 = 0x00;
+    /// RESERVE: a registered I_T nexus takes the reservation of the CDB's TYPE.
     pub const RESERVE: u8 = 0x01;
+    /// RELEASE: the holder drops the reservation (SCOPE and TYPE must match it).
     pub const RELEASE: u8 = 0x02;
+    /// CLEAR: removes every registration and the reservation, and bumps PRGENERATION.
     pub const CLEAR: u8 = 0x03;
+    /// PREEMPT: removes the registrations holding SERVICE ACTION RESERVATION KEY and, if one
+    /// held the reservation, takes it over.
     pub const PREEMPT: u8 = 0x04;
+    /// PREEMPT AND ABORT: PREEMPT, and also aborts the tasks of the preempted I_T nexuses.
     pub const PREEMPT_AND_ABORT: u8 = 0x05;
+    /// REGISTER AND IGNORE EXISTING KEY: REGISTER without checking RESERVATION KEY (an
+    /// initiator that lost track of its key can still re-register).
     pub const REGISTER_AND_IGNORE_EXISTING_KEY: u8 = 0x06;
+    /// REGISTER AND MOVE: the holder registers another I_T nexus (named by a TransportID in the
+    /// parameter list) and moves the reservation to it.
     pub const REGISTER_AND_MOVE: u8 = 0x07;
 }
 

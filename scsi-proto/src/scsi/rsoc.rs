@@ -77,18 +77,31 @@ pub fn encode(req: &RsocCdb) -> Result<Vec<u8>, Sense> {
 }
 
 /// Task management functions the transport implements, for REPORT SUPPORTED TMFS.
+///
+/// Each field is one support bit of the parameter data; the bit it sets is given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SupportedTmfs {
+    /// ATS (byte 0 bit 7): ABORT TASK.
     pub abort_task: bool,
+    /// ATSS (byte 0 bit 6): ABORT TASK SET.
     pub abort_task_set: bool,
+    /// CACAS (byte 0 bit 5): CLEAR ACA.
     pub clear_aca: bool,
+    /// CTSS (byte 0 bit 4): CLEAR TASK SET.
     pub clear_task_set: bool,
+    /// LURS (byte 0 bit 3): LOGICAL UNIT RESET.
     pub lun_reset: bool,
+    /// QTS (byte 0 bit 2): QUERY TASK.
     pub query_task: bool,
+    /// TRS (byte 0 bit 1): TARGET RESET (obsolete in SAM-5, still sent by iSCSI initiators).
     pub target_reset: bool,
+    /// WAKES (byte 0 bit 0): WAKEUP (obsolete).
     pub wakeup: bool,
+    /// QAES (byte 1 bit 2): QUERY ASYNCHRONOUS EVENT.
     pub query_async_event: bool,
+    /// QTSS (byte 1 bit 1): QUERY TASK SET.
     pub query_task_set: bool,
+    /// ITNRS (byte 1 bit 0): I_T NEXUS RESET.
     pub i_t_nexus_reset: bool,
 }
 

@@ -94,50 +94,120 @@ impl fmt::Debug for AdditionalSense {
 pub mod asc {
     use super::AdditionalSense as A;
 
+    /// 00h/00h NO ADDITIONAL SENSE INFORMATION: nothing to report (REQUEST SENSE with none
+    /// pending).
     pub const NO_ADDITIONAL_SENSE: A = A::new(0x00, 0x00);
+    /// 04h/00h LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE: NOT READY, medium access is not
+    /// possible now.
     pub const LOGICAL_UNIT_NOT_READY_CAUSE_NOT_REPORTABLE: A = A::new(0x04, 0x00);
+    /// 0Ch/00h WRITE ERROR: MEDIUM ERROR, the blocks could not be written.
     pub const WRITE_ERROR: A = A::new(0x0C, 0x00);
+    /// 0Ch/0Ch WRITE ERROR - UNEXPECTED UNSOLICITED DATA: unsolicited Data-Out arrived that the
+    /// negotiated parameters did not allow.
     pub const WRITE_ERROR_UNEXPECTED_UNSOLICITED_DATA: A = A::new(0x0C, 0x0C);
+    /// 0Ch/0Dh WRITE ERROR - NOT ENOUGH UNSOLICITED DATA: the unsolicited Data-Out ended before the
+    /// negotiated first burst.
     pub const WRITE_ERROR_NOT_ENOUGH_UNSOLICITED_DATA: A = A::new(0x0C, 0x0D);
+    /// 0Eh/03h INVALID FIELD IN COMMAND INFORMATION UNIT: the transport's command PDU (not the CDB)
+    /// is wrong.
     pub const INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT: A = A::new(0x0E, 0x03);
+    /// 11h/00h UNRECOVERED READ ERROR: MEDIUM ERROR, the blocks could not be read.
     pub const UNRECOVERED_READ_ERROR: A = A::new(0x11, 0x00);
+    /// 1Dh/00h MISCOMPARE DURING VERIFY OPERATION: VERIFY or COMPARE AND WRITE found different
+    /// data.
     pub const MISCOMPARE_DURING_VERIFY_OPERATION: A = A::new(0x1D, 0x00);
+    /// 1Ah/00h PARAMETER LIST LENGTH ERROR: the Data-Out parameter list is shorter or longer than
+    /// its format.
     pub const PARAMETER_LIST_LENGTH_ERROR: A = A::new(0x1A, 0x00);
+    /// 20h/00h INVALID COMMAND OPERATION CODE: an opcode or service action we do not implement.
     pub const INVALID_COMMAND_OPERATION_CODE: A = A::new(0x20, 0x00);
+    /// 21h/00h LOGICAL BLOCK ADDRESS OUT OF RANGE: the range runs past the last LBA.
     pub const LBA_OUT_OF_RANGE: A = A::new(0x21, 0x00);
+    /// 24h/00h INVALID FIELD IN CDB: sent with a field pointer to the offending byte and bit.
     pub const INVALID_FIELD_IN_CDB: A = A::new(0x24, 0x00);
+    /// 25h/00h LOGICAL UNIT NOT SUPPORTED: no LUN at that address.
     pub const LOGICAL_UNIT_NOT_SUPPORTED: A = A::new(0x25, 0x00);
+    /// 26h/00h INVALID FIELD IN PARAMETER LIST: sent with a field pointer into the Data-Out.
     pub const INVALID_FIELD_IN_PARAMETER_LIST: A = A::new(0x26, 0x00);
+    /// 26h/01h PARAMETER NOT SUPPORTED: a well-formed parameter we do not implement.
     pub const PARAMETER_NOT_SUPPORTED: A = A::new(0x26, 0x01);
+    /// 26h/02h PARAMETER VALUE INVALID: a parameter whose value is out of its allowed set.
     pub const PARAMETER_VALUE_INVALID: A = A::new(0x26, 0x02);
+    /// 26h/04h INVALID RELEASE OF PERSISTENT RESERVATION: RELEASE with a scope or type other than
+    /// the reservation's.
     pub const INVALID_RELEASE_OF_PERSISTENT_RESERVATION: A = A::new(0x26, 0x04);
+    /// 27h/00h WRITE PROTECTED: a write to a read-only LUN.
     pub const WRITE_PROTECTED: A = A::new(0x27, 0x00);
+    /// 27h/02h LOGICAL UNIT SOFTWARE WRITE PROTECTED: DATA PROTECT, the logical unit was made
+    /// read-only by software rather than by its medium.
     pub const LOGICAL_UNIT_SOFTWARE_WRITE_PROTECTED: A = A::new(0x27, 0x02);
+    /// 27h/07h SPACE ALLOCATION FAILED WRITE PROTECT: the thin pool is out of space (SBC-4 thin
+    /// provisioning).
     pub const SPACE_ALLOCATION_FAILED_WRITE_PROTECT: A = A::new(0x27, 0x07);
+    /// 28h/00h NOT READY TO READY CHANGE, MEDIUM MAY HAVE CHANGED: unit attention, the logical unit
+    /// became ready and its contents may differ from before.
     pub const NOT_READY_TO_READY_CHANGE: A = A::new(0x28, 0x00);
+    /// 29h/00h POWER ON, RESET, OR BUS DEVICE RESET OCCURRED: the first unit attention of a new
+    /// nexus.
     pub const POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED: A = A::new(0x29, 0x00);
+    /// 29h/01h POWER ON OCCURRED: unit attention, the device server started since the nexus last
+    /// saw it.
     pub const POWER_ON_OCCURRED: A = A::new(0x29, 0x01);
+    /// 29h/03h BUS DEVICE RESET FUNCTION OCCURRED: unit attention after a LUN or target reset.
     pub const BUS_DEVICE_RESET_FUNCTION_OCCURRED: A = A::new(0x29, 0x03);
+    /// 29h/07h I_T NEXUS LOSS OCCURRED: unit attention, an I_T nexus was lost (state tied to it is
+    /// gone).
     pub const I_T_NEXUS_LOSS_OCCURRED: A = A::new(0x29, 0x07);
+    /// 2Ah/01h MODE PARAMETERS CHANGED: unit attention for other nexuses after a MODE SELECT.
     pub const MODE_PARAMETERS_CHANGED: A = A::new(0x2A, 0x01);
+    /// 2Ah/03h RESERVATIONS PREEMPTED: unit attention for the holder of a preempted reservation.
     pub const RESERVATIONS_PREEMPTED: A = A::new(0x2A, 0x03);
+    /// 2Ah/04h RESERVATIONS RELEASED: unit attention for registrants when a shared reservation is
+    /// released.
     pub const RESERVATIONS_RELEASED: A = A::new(0x2A, 0x04);
+    /// 2Ah/05h REGISTRATIONS PREEMPTED: unit attention for a nexus whose registration was removed.
     pub const REGISTRATIONS_PREEMPTED: A = A::new(0x2A, 0x05);
+    /// 2Ah/09h CAPACITY DATA HAS CHANGED: unit attention after the LUN was resized.
     pub const CAPACITY_DATA_HAS_CHANGED: A = A::new(0x2A, 0x09);
+    /// 2Ch/00h COMMAND SEQUENCE ERROR: ILLEGAL REQUEST, the command is not valid in the current
+    /// sequence of commands.
     pub const COMMAND_SEQUENCE_ERROR: A = A::new(0x2C, 0x00);
+    /// 38h/07h THIN PROVISIONING SOFT THRESHOLD REACHED: unit attention when the pool crosses its
+    /// warning level.
     pub const THIN_PROVISIONING_SOFT_THRESHOLD_REACHED: A = A::new(0x38, 0x07);
+    /// 39h/00h SAVING PARAMETERS NOT SUPPORTED: SP set or saved pages asked for; nothing is
+    /// saveable.
     pub const SAVING_PARAMETERS_NOT_SUPPORTED: A = A::new(0x39, 0x00);
+    /// 3Ah/00h MEDIUM NOT PRESENT: NOT READY, there is no medium behind the logical unit.
     pub const MEDIUM_NOT_PRESENT: A = A::new(0x3A, 0x00);
+    /// 3Fh/03h INQUIRY DATA HAS CHANGED: unit attention, re-read the standard INQUIRY data and VPD
+    /// pages.
     pub const INQUIRY_DATA_HAS_CHANGED: A = A::new(0x3F, 0x03);
+    /// 3Fh/0Eh REPORTED LUNS DATA HAS CHANGED: unit attention after a LUN was added to or removed
+    /// from the target.
     pub const REPORTED_LUNS_DATA_HAS_CHANGED: A = A::new(0x3F, 0x0E);
+    /// 44h/00h INTERNAL TARGET FAILURE: an unexpected error in the target itself.
     pub const INTERNAL_TARGET_FAILURE: A = A::new(0x44, 0x00);
+    /// 4Bh/00h DATA PHASE ERROR: ABORTED COMMAND, the data transfer failed in the transport.
     pub const DATA_PHASE_ERROR: A = A::new(0x4B, 0x00);
+    /// 4Bh/01h INVALID TARGET PORT TRANSFER TAG RECEIVED: a Data-Out with a Target Transfer Tag we
+    /// never issued.
     pub const INVALID_TARGET_PORT_TRANSFER_TAG_RECEIVED: A = A::new(0x4B, 0x01);
+    /// 4Bh/02h TOO MUCH WRITE DATA: more Data-Out than the command's expected length.
     pub const TOO_MUCH_WRITE_DATA: A = A::new(0x4B, 0x02);
+    /// 4Bh/05h DATA OFFSET ERROR: a Data-Out whose Buffer Offset is not the one expected.
     pub const DATA_OFFSET_ERROR: A = A::new(0x4B, 0x05);
+    /// 4Bh/06h INITIATOR RESPONSE TIMEOUT: ABORTED COMMAND, solicited Data-Out did not arrive in
+    /// time.
     pub const INITIATOR_RESPONSE_TIMEOUT: A = A::new(0x4B, 0x06);
+    /// 53h/02h MEDIUM REMOVAL PREVENTED: ILLEGAL REQUEST, an eject (START STOP UNIT with LOEJ)
+    /// while PREVENT ALLOW MEDIUM REMOVAL holds the medium.
     pub const MEDIUM_REMOVAL_PREVENTED: A = A::new(0x53, 0x02);
+    /// 55h/03h INSUFFICIENT RESOURCES: ILLEGAL REQUEST, the device server lacks the resources this
+    /// command needs.
     pub const INSUFFICIENT_RESOURCES: A = A::new(0x55, 0x03);
+    /// 55h/04h INSUFFICIENT REGISTRATION RESOURCES: no room for another persistent reservation
+    /// registration.
     pub const INSUFFICIENT_REGISTRATION_RESOURCES: A = A::new(0x55, 0x04);
 }
 
