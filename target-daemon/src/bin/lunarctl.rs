@@ -571,14 +571,14 @@ fn opt(v: &Option<String>) -> String {
 type Out<'a> = &'a mut dyn Write;
 
 /// Prints rows as aligned columns.
-fn table(w: Out, headers: &[&str], rows: Vec<Vec<String>>) -> io::Result<()> {
+fn table(w: Out<'_>, headers: &[&str], rows: Vec<Vec<String>>) -> io::Result<()> {
     let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
             width[i] = width[i].max(c.len());
         }
     }
-    let line = |w: Out, cells: Vec<String>| {
+    let line = |w: Out<'_>, cells: Vec<String>| {
         let out: Vec<String> = cells
             .iter()
             .enumerate()
@@ -593,7 +593,7 @@ fn table(w: Out, headers: &[&str], rows: Vec<Vec<String>>) -> io::Result<()> {
     Ok(())
 }
 
-fn print_pool(w: Out, p: &PoolView) -> io::Result<()> {
+fn print_pool(w: Out<'_>, p: &PoolView) -> io::Result<()> {
     let cap = p.capacity_bytes.max(1);
     writeln!(w, "Capacity   {}", human(p.capacity_bytes))?;
     writeln!(
@@ -622,7 +622,7 @@ fn mappings(m: &[MappingView]) -> Vec<String> {
         .collect()
 }
 
-fn print_lun_list(w: Out, luns: &[LunView]) -> io::Result<()> {
+fn print_lun_list(w: Out<'_>, luns: &[LunView]) -> io::Result<()> {
     let rows = luns
         .iter()
         .map(|l| {
@@ -657,7 +657,7 @@ fn print_lun_list(w: Out, luns: &[LunView]) -> io::Result<()> {
     )
 }
 
-fn print_lun(w: Out, v: &LunView) -> io::Result<()> {
+fn print_lun(w: Out<'_>, v: &LunView) -> io::Result<()> {
     let maps = mappings(&v.mappings);
     let rows = [
         ("Name", v.name.clone()),
@@ -693,7 +693,7 @@ fn print_lun(w: Out, v: &LunView) -> io::Result<()> {
     Ok(())
 }
 
-fn print_snapshots(w: Out, snaps: &[SnapshotView]) -> io::Result<()> {
+fn print_snapshots(w: Out<'_>, snaps: &[SnapshotView]) -> io::Result<()> {
     let rows = snaps
         .iter()
         .map(|x| {
@@ -709,7 +709,7 @@ fn print_snapshots(w: Out, snaps: &[SnapshotView]) -> io::Result<()> {
     table(w, &["SNAPSHOT", "SIZE", "MAPPED", "UNIQUE", "GROUP"], rows)
 }
 
-fn print_jobs(w: Out, jobs: &[CloneJobView]) -> io::Result<()> {
+fn print_jobs(w: Out<'_>, jobs: &[CloneJobView]) -> io::Result<()> {
     let rows = jobs
         .iter()
         .map(|j| {
@@ -739,11 +739,11 @@ fn print_jobs(w: Out, jobs: &[CloneJobView]) -> io::Result<()> {
     )
 }
 
-fn print_job(w: Out, job: &CloneJobView) -> io::Result<()> {
+fn print_job(w: Out<'_>, job: &CloneJobView) -> io::Result<()> {
     print_jobs(w, std::slice::from_ref(job))
 }
 
-fn print_target(w: Out, t: &TargetView) -> io::Result<()> {
+fn print_target(w: Out<'_>, t: &TargetView) -> io::Result<()> {
     let luns: Vec<String> = t
         .luns
         .iter()
@@ -774,7 +774,7 @@ fn print_target(w: Out, t: &TargetView) -> io::Result<()> {
     Ok(())
 }
 
-fn print_target_list(w: Out, targets: &[TargetView]) -> io::Result<()> {
+fn print_target_list(w: Out<'_>, targets: &[TargetView]) -> io::Result<()> {
     let rows = targets
         .iter()
         .map(|t| {
@@ -799,7 +799,7 @@ fn print_target_list(w: Out, targets: &[TargetView]) -> io::Result<()> {
     )
 }
 
-fn print_acl(w: Out, t: &TargetView) -> io::Result<()> {
+fn print_acl(w: Out<'_>, t: &TargetView) -> io::Result<()> {
     if t.allow_any {
         writeln!(w, "*")?;
     }
@@ -809,7 +809,7 @@ fn print_acl(w: Out, t: &TargetView) -> io::Result<()> {
     Ok(())
 }
 
-fn print_sessions(w: Out, sessions: &[SessionView]) -> io::Result<()> {
+fn print_sessions(w: Out<'_>, sessions: &[SessionView]) -> io::Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -847,7 +847,7 @@ fn print_sessions(w: Out, sessions: &[SessionView]) -> io::Result<()> {
 
 /// `deleted demo`, or with the snapshots that went with it:
 /// `deleted demo and its 2 snapshots: demo@a, demo@b`.
-fn print_deleted(w: Out, d: &Deleted) -> io::Result<()> {
+fn print_deleted(w: Out<'_>, d: &Deleted) -> io::Result<()> {
     match d.snapshots.len() {
         0 => writeln!(w, "deleted {}", d.deleted),
         1 => writeln!(
@@ -920,7 +920,7 @@ impl Shown {
     /// `value` shown as text by `print` after decoding it as a `T`.
     fn typed<T: DeserializeOwned + 'static>(
         value: Value,
-        print: fn(Out, &T) -> io::Result<()>,
+        print: fn(Out<'_>, &T) -> io::Result<()>,
     ) -> Shown {
         Shown {
             value,
@@ -931,7 +931,7 @@ impl Shown {
     /// `value`, a list, shown as text by `print` after decoding it as a `Vec<T>`.
     fn list<T: DeserializeOwned + 'static>(
         value: Value,
-        print: fn(Out, &[T]) -> io::Result<()>,
+        print: fn(Out<'_>, &[T]) -> io::Result<()>,
     ) -> Shown {
         Shown {
             value,
@@ -948,7 +948,7 @@ impl Shown {
     }
 }
 
-fn run(mut cli: Cli, w: Out) -> anyhow::Result<()> {
+fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
     let Some(cmd) = cli.cmd.take() else {
         bail!("no command given (try `lunarctl --help`)");
     };

@@ -76,7 +76,7 @@ impl<'de> DeserializeSeed<'de> for Seek<'_> {
 impl<'de> Visitor<'de> for Seek<'_> {
     type Value = ();
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any YAML value")
     }
 
@@ -164,7 +164,7 @@ impl<'de> DeserializeSeed<'de> for Key<'_> {
 impl<'de> Visitor<'de> for Key<'_> {
     type Value = bool;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a mapping key")
     }
 
@@ -210,7 +210,7 @@ impl<'de> DeserializeSeed<'de> for Found {
 impl<'de> Visitor<'de> for Found {
     type Value = ();
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any YAML value")
     }
 

@@ -80,7 +80,7 @@ impl<'de> Deserialize<'de> for ByteSize {
         struct V;
         impl Visitor<'_> for V {
             type Value = ByteSize;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a byte size such as 4096, 64KiB or 1GiB")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
