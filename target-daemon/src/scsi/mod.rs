@@ -49,9 +49,13 @@ pub struct Nexus {
 /// Task attribute (SAM-5 8.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskAttr {
+    /// SIMPLE: may run in any order relative to other SIMPLE commands.
     Simple,
+    /// ORDERED: runs after every older command and before every newer one.
     Ordered,
+    /// HEAD OF QUEUE: runs before every queued command not yet started.
     HeadOfQueue,
+    /// ACA: the only kind accepted while an auto contingent allegiance is in effect.
     Aca,
 }
 

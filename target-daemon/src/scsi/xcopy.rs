@@ -58,7 +58,7 @@ impl CopyRecord {
 /// Per-LUN copy log: copies in progress (their list identifiers are taken) and the
 /// retained results of finished ones.
 #[derive(Default)]
-pub struct CopyLog {
+pub(crate) struct CopyLog {
     records: Mutex<Vec<CopyRecord>>,
     /// Tests: called with the piece number before each piece a copy of this copy manager
     /// moves (before its access check), to change reservations mid-segment.

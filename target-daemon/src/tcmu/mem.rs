@@ -25,8 +25,11 @@ use bytes::Bytes;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("shared memory access at {off}+{len} outside the {size}-byte mapping (or misaligned)")]
 pub struct OutOfBounds {
+    /// Byte offset into the mapping the access started at.
     pub off: usize,
+    /// Length in bytes of the access.
     pub len: usize,
+    /// Size in bytes of the whole mapping.
     pub size: usize,
 }
 
