@@ -36,13 +36,19 @@ pub const MAILBOX_VERSION: u16 = 2;
 
 /// Mailbox field offsets.
 pub mod mailbox {
+    /// `tcmu_mailbox.version` (u16): the layout version, [`MAILBOX_VERSION`](super::MAILBOX_VERSION).
     pub const VERSION: usize = 0;
+    /// `tcmu_mailbox.flags` (u16): the kernel's capability flags, see [`cap`](super::cap).
     pub const FLAGS: usize = 2;
+    /// `tcmu_mailbox.cmdr_off` (u32): where the command ring starts in the mapping.
     pub const CMDR_OFF: usize = 4;
+    /// `tcmu_mailbox.cmdr_size` (u32): length in bytes of the command ring.
     pub const CMDR_SIZE: usize = 8;
-    /// Written by the kernel.
+    /// `tcmu_mailbox.cmd_head` (u32): ring offset where the kernel appends the next
+    /// entry. Written by the kernel.
     pub const CMD_HEAD: usize = 12;
-    /// Written by userspace; on its own cache line.
+    /// `tcmu_mailbox.cmd_tail` (u32): ring offset up to which userspace has completed
+    /// entries. Written by userspace; on its own cache line.
     pub const CMD_TAIL: usize = 64;
     /// Bytes the mailbox occupies at least.
     pub const MIN_SIZE: usize = 68;
@@ -62,48 +68,75 @@ pub mod cap {
 
 /// Entry opcodes (low 3 bits of `len_op`).
 pub mod op {
+    /// `TCMU_OP_PAD`: filler up to the end of the ring, so no entry wraps.
     pub const PAD: u8 = 0;
+    /// `TCMU_OP_CMD`: a SCSI command (`struct tcmu_cmd_entry`).
     pub const CMD: u8 = 1;
+    /// `TCMU_OP_TMR`: a task management notification (`struct tcmu_tmr_entry`).
     pub const TMR: u8 = 2;
+    /// `TCMU_OP_MASK`: the bits of `len_op` that hold the opcode (the rest is the length,
+    /// a multiple of 8).
     pub const MASK: u32 = 0x7;
 }
 
 /// Flags userspace sets in `uflags` when completing.
 pub mod uflag {
+    /// `TCMU_UFLAG_UNKNOWN_OP`: userspace does not know the entry's opcode.
     pub const UNKNOWN_OP: u8 = 0x1;
+    /// `TCMU_UFLAG_READ_LEN`: `rsp.read_len` holds the Data-In bytes actually transferred.
     pub const READ_LEN: u8 = 0x2;
+    /// `TCMU_UFLAG_KEEP_BUF`: the kernel must keep the data buffer after completion.
     pub const KEEP_BUF: u8 = 0x4;
 }
 
 /// Entry offsets, relative to the start of the entry.
 pub mod entry {
+    /// `tcmu_cmd_entry_hdr.len_op` (u32): entry length in bytes, opcode in the low 3 bits
+    /// (see [`op`](super::op)).
     pub const LEN_OP: usize = 0;
+    /// `tcmu_cmd_entry_hdr.cmd_id` (u16): the command's id, echoed back on completion.
     pub const CMD_ID: usize = 4;
+    /// `tcmu_cmd_entry_hdr.kflags` (u8): flags set by the kernel.
     pub const KFLAGS: usize = 6;
+    /// `tcmu_cmd_entry_hdr.uflags` (u8): flags set by userspace, see [`uflag`](super::uflag).
     pub const UFLAGS: usize = 7;
+    /// Size of `struct tcmu_cmd_entry_hdr`; the body of every entry starts here.
     pub const HDR_SIZE: usize = 8;
     // Request (CMD).
+    /// `req.iov_cnt` (u32): number of iovecs of the data buffer.
     pub const IOV_CNT: usize = 8;
+    /// `req.iov_bidi_cnt` (u32): iovecs of a bidirectional command's Data-In buffer, after
+    /// the `iov_cnt` ones.
     pub const IOV_BIDI_CNT: usize = 12;
+    /// `req.iov_dif_cnt` (u32): iovecs of protection information, after the others.
     pub const IOV_DIF_CNT: usize = 16;
     // `req` is an unpacked struct inside the packed entry: its u64 `cdb_off` is aligned
     // to 8 within it (4 bytes of padding after `iov_dif_cnt`), so the iovecs start at 48.
     // (Found with the real kernel: offset 44 read every iov_base shifted by 32 bits.)
+    /// `req.cdb_off` (u64): offset of the CDB in the mapping.
     pub const CDB_OFF: usize = 24;
+    /// `req.iov[]`: the data buffer's iovecs, `iov_base` being an offset into the mapping.
     pub const IOV: usize = 48;
     /// `struct iovec` on 64-bit Linux: base (u64), len (u64).
     pub const IOV_SIZE: usize = 16;
     // Response, over the request.
+    /// `rsp.scsi_status` (u8): the SCSI status byte.
     pub const SCSI_STATUS: usize = 8;
+    /// `rsp.read_len` (u32): Data-In bytes transferred, read with `TCMU_UFLAG_READ_LEN`.
     pub const READ_LEN: usize = 12;
+    /// `rsp.sense_buffer`: sense data for CHECK CONDITION.
     pub const SENSE: usize = 16;
+    /// `TCMU_SENSE_BUFFERSIZE`: length of `rsp.sense_buffer`.
     pub const SENSE_SIZE: usize = 96;
     /// Size of `struct tcmu_cmd_entry`: every CMD entry is at least this long, so a
     /// response always fits in a slot.
     pub const CMD_ENTRY_SIZE: usize = SENSE + SENSE_SIZE;
     // TMR.
+    /// `tcmu_tmr_entry.tmr_type` (u8): which task management function (`TCMU_TMR_*`).
     pub const TMR_TYPE: usize = 8;
+    /// `tcmu_tmr_entry.cmd_cnt` (u32): number of ids in `cmd_ids`.
     pub const TMR_CMD_CNT: usize = 12;
+    /// `tcmu_tmr_entry.cmd_ids[]` (u16 each): the outstanding commands the function affects.
     pub const TMR_CMD_IDS: usize = 32;
 }
 
@@ -116,18 +149,26 @@ const MAX_CDB: usize = 264;
 /// Why the ring cannot be used (further).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RingError {
+    /// The mailbox `version` is not [`MAILBOX_VERSION`].
     #[error("unsupported TCMU mailbox version {0} (expected {MAILBOX_VERSION})")]
     Version(u16),
+    /// The command ring the mailbox describes does not fit in the mapping.
     #[error("mailbox geometry out of range: cmdr_off {cmdr_off}, cmdr_size {cmdr_size}, mapping {len} bytes")]
     Geometry {
+        /// `cmdr_off` as the mailbox gives it.
         cmdr_off: u32,
+        /// `cmdr_size` as the mailbox gives it.
         cmdr_size: u32,
+        /// Length of the mapping.
         len: usize,
     },
+    /// An entry could not be trusted, so nothing after it can be located (the reason).
     #[error("command ring broken: {0}")]
     Broken(String),
+    /// A completion for a `cmd_id` the ring has not handed out (or already completed).
     #[error("cmd_id {0} is not outstanding")]
     NotOutstanding(u16),
+    /// An access outside the mapping.
     #[error(transparent)]
     Mem(#[from] OutOfBounds),
 }
@@ -135,7 +176,9 @@ pub enum RingError {
 /// One data buffer segment: an offset into the mapping (inside the data area) and a length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Iov {
+    /// Offset into the mapping (`iov_base` as the kernel writes it).
     pub off: usize,
+    /// Length in bytes (`iov_len`).
     pub len: usize,
 }
 
@@ -143,6 +186,7 @@ pub struct Iov {
 /// slot may be overwritten by another command's response before this one completes).
 #[derive(Clone, Debug)]
 pub struct CmdEntry {
+    /// The kernel's id for the command, to give back in [`Ring::complete`].
     pub cmd_id: u16,
     /// The CDB (its length follows from the opcode).
     pub cdb: Bytes,
@@ -165,16 +209,32 @@ pub enum Entry {
     /// Filler up to the end of the ring.
     Pad,
     /// A task management notification (informational; needs no completion).
-    Tmr { tmr_type: u8, cmd_ids: Vec<u16> },
+    Tmr {
+        /// `tmr_type`: which task management function (`TCMU_TMR_*`).
+        tmr_type: u8,
+        /// The outstanding commands it affects.
+        cmd_ids: Vec<u16>,
+    },
     /// A CMD entry whose contents are out of range: complete it with CHECK CONDITION.
-    Invalid { cmd_id: u16, reason: String },
+    Invalid {
+        /// The entry's id, to complete it by.
+        cmd_id: u16,
+        /// What is out of range, for the log.
+        reason: String,
+    },
     /// An opcode this code does not know: complete it with `UFLAG_UNKNOWN_OP`.
-    Unknown { cmd_id: u16, op: u8 },
+    Unknown {
+        /// The entry's id, to complete it by.
+        cmd_id: u16,
+        /// The opcode from `len_op`.
+        op: u8,
+    },
 }
 
 /// A response to write into the ring.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Completion {
+    /// SCSI status byte (`rsp.scsi_status`).
     pub status: u8,
     /// Sense data (truncated to 96 bytes).
     pub sense: Bytes,
@@ -204,8 +264,11 @@ struct Slot {
 /// Geometry read from the mailbox at open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
+    /// The mailbox `flags`: the kernel's capabilities (see [`cap`]).
     pub flags: u16,
+    /// Offset of the command ring in the mapping.
     pub cmdr_off: u32,
+    /// Length in bytes of the command ring.
     pub cmdr_size: u32,
     /// Start of the data area (= cmdr_off + cmdr_size).
     pub data_off: usize,
