@@ -24,25 +24,44 @@ pub const GROUP: &str = "config";
 
 /// `enum tcmu_genl_cmd`.
 pub mod cmd {
+    /// `TCMU_CMD_ADDED_DEVICE`: the kernel created a TCMU device (event).
     pub const ADDED_DEVICE: u8 = 1;
+    /// `TCMU_CMD_REMOVED_DEVICE`: the kernel is removing a TCMU device (event).
     pub const REMOVED_DEVICE: u8 = 2;
+    /// `TCMU_CMD_RECONFIG_DEVICE`: `dev_config`, `dev_size` or the write cache setting
+    /// of a device changed (event).
     pub const RECONFIG_DEVICE: u8 = 3;
+    /// `TCMU_CMD_ADDED_DEVICE_DONE`: userspace's reply to `ADDED_DEVICE` (only awaited
+    /// after `SET_FEATURES`; lunard never sends it).
     pub const ADDED_DEVICE_DONE: u8 = 4;
+    /// `TCMU_CMD_REMOVED_DEVICE_DONE`: userspace's reply to `REMOVED_DEVICE`.
     pub const REMOVED_DEVICE_DONE: u8 = 5;
+    /// `TCMU_CMD_RECONFIG_DEVICE_DONE`: userspace's reply to `RECONFIG_DEVICE`.
     pub const RECONFIG_DEVICE_DONE: u8 = 6;
+    /// `TCMU_CMD_SET_FEATURES`: userspace asks the kernel to wait for `*_DONE` replies.
     pub const SET_FEATURES: u8 = 7;
 }
 
 /// `enum tcmu_genl_attr`.
 pub mod attr {
+    /// `TCMU_ATTR_DEVICE` (string): the device's UIO name.
     pub const DEVICE: u16 = 1;
+    /// `TCMU_ATTR_MINOR` (u32): the UIO minor, `/dev/uio<minor>`.
     pub const MINOR: u16 = 2;
+    /// `TCMU_ATTR_PAD`: padding so a following u64 attribute is 8-byte aligned.
     pub const PAD: u16 = 3;
+    /// `TCMU_ATTR_DEV_CFG` (string): the new `dev_config` of a reconfiguration.
     pub const DEV_CFG: u16 = 4;
+    /// `TCMU_ATTR_DEV_SIZE` (u64): the new device size in bytes of a reconfiguration.
     pub const DEV_SIZE: u16 = 5;
+    /// `TCMU_ATTR_WRITECACHE` (u8): the new write cache setting of a reconfiguration.
     pub const WRITECACHE: u16 = 6;
+    /// `TCMU_ATTR_CMD_STATUS` (s32): the result userspace reports in a `*_DONE` reply.
     pub const CMD_STATUS: u16 = 7;
+    /// `TCMU_ATTR_DEVICE_ID` (u32): LIO's index of the device.
     pub const DEVICE_ID: u16 = 8;
+    /// `TCMU_ATTR_SUPP_KERN_CMD_REPLY` (u8): in `SET_FEATURES`, whether userspace sends
+    /// `*_DONE` replies.
     pub const SUPP_KERN_CMD_REPLY: u16 = 9;
 }
 
@@ -68,14 +87,19 @@ const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
 /// Netlink trouble.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
+    /// The kernel knows no `TCM-USER` family: `target_core_user` is not loaded.
     #[error("the TCM-USER netlink family does not exist (is target_core_user loaded?)")]
     FamilyMissing,
+    /// The family exists but has no [`GROUP`] multicast group.
     #[error("the TCM-USER family has no \"config\" multicast group")]
     GroupMissing,
+    /// A message or attribute whose lengths or contents do not add up (what is wrong).
     #[error("malformed netlink message: {0}")]
     Malformed(String),
+    /// The kernel answered with `NLMSG_ERROR` (the errno, made positive).
     #[error("netlink error {0}")]
     Kernel(i32),
+    /// The socket failed.
     #[error("netlink socket: {0}")]
     Io(#[from] io::Error),
 }
@@ -94,8 +118,11 @@ pub struct EventDevice {
 /// What a reconfiguration changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reconfig {
+    /// A new `dev_config` string (`TCMU_ATTR_DEV_CFG`).
     DevConfig(String),
+    /// A new size in bytes (`TCMU_ATTR_DEV_SIZE`).
     DevSize(u64),
+    /// The write cache was turned on or off (`TCMU_ATTR_WRITECACHE`).
     WriteCache(bool),
     /// None of the above attributes was present.
     Unknown,
@@ -104,15 +131,20 @@ pub enum Reconfig {
 /// A decoded event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TcmuEvent {
+    /// `TCMU_CMD_ADDED_DEVICE`: a device appeared.
     Added(EventDevice),
+    /// `TCMU_CMD_REMOVED_DEVICE`: a device is going away.
     Removed(EventDevice),
+    /// `TCMU_CMD_RECONFIG_DEVICE`: a device's configuration changed, and how.
     Reconfigured(EventDevice, Reconfig),
 }
 
 /// A netlink attribute: type (flags masked off) and payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attr<'a> {
+    /// `nla_type` without the nested / byte-order flags.
     pub kind: u16,
+    /// The payload, without the `nlattr` header and padding.
     pub data: &'a [u8],
 }
 
@@ -153,9 +185,13 @@ pub fn put_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
 /// A netlink message: header fields and payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Msg<'a> {
+    /// `nlmsg_type`: the generic-netlink family id, or `NLMSG_ERROR` / `NLMSG_DONE`.
     pub kind: u16,
+    /// `nlmsg_flags` (`NLM_F_*`).
     pub flags: u16,
+    /// `nlmsg_seq`: matches a reply to its request.
     pub seq: u32,
+    /// Everything after the `nlmsghdr`.
     pub payload: &'a [u8],
 }
 
@@ -214,6 +250,7 @@ pub fn get_family_request(seq: u32, name: &str) -> Vec<u8> {
 /// A resolved family.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Family {
+    /// The family id: the `nlmsg_type` of its messages.
     pub id: u16,
     /// Multicast groups: name and id.
     pub groups: Vec<(String, u32)>,
