@@ -22,11 +22,11 @@ use super::ring::{cap, entry, mailbox, op, uflag, MAILBOX_VERSION};
 
 /// Where the kernel puts the ring: `sizeof(struct tcmu_mailbox)`, 128 with the 64-byte
 /// aligned cmd_tail.
-pub const CMDR_OFF: usize = 128;
+pub(crate) const CMDR_OFF: usize = 128;
 
 /// The simulated UIO fd.
 #[derive(Default)]
-pub struct SimBell {
+pub(crate) struct SimBell {
     irq: Notify,
     kicked: Notify,
     pub kicks: AtomicU64,
@@ -35,7 +35,7 @@ pub struct SimBell {
 
 impl SimBell {
     /// The device was removed: the next wait fails (UIO's EIO).
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         self.gone.store(true, Ordering::SeqCst);
         self.irq.notify_one();
     }
@@ -62,7 +62,7 @@ impl Doorbell for SimBell {
 }
 
 /// How a command's data goes.
-pub enum Data {
+pub(crate) enum Data {
     None,
     /// Data-Out bytes, split into iovecs of these sizes (the last takes the rest).
     Out(Vec<u8>, Vec<usize>),
@@ -77,7 +77,7 @@ struct Pending {
 
 /// A completed command as the kernel sees it.
 #[derive(Debug)]
-pub struct Done {
+pub(crate) struct Done {
     pub cmd_id: u16,
     pub status: u8,
     pub uflags: u8,
@@ -91,7 +91,7 @@ pub struct Done {
     pub stolen_slot: bool,
 }
 
-pub struct Sim {
+pub(crate) struct Sim {
     _file: std::fs::File,
     mem: Arc<SharedMem>,
     pub dev_mem: Arc<SharedMem>,
@@ -113,7 +113,7 @@ fn align8(n: usize) -> usize {
 }
 
 impl Sim {
-    pub fn new(flags: u16, cmdr_size: u32, data_size: usize) -> Sim {
+    pub(crate) fn new(flags: u16, cmdr_size: u32, data_size: usize) -> Sim {
         let file = tempfile::tempfile().unwrap();
         let len = CMDR_OFF + cmdr_size as usize + data_size;
         file.set_len(len as u64).unwrap();
@@ -184,7 +184,12 @@ impl Sim {
 
     /// Queues a command (not yet signalled: see [`Sim::irq`]). `tweak` may corrupt the
     /// entry bytes before they are written (the head still advances by the real size).
-    pub fn submit_with(&mut self, cdb: &[u8], data: Data, tweak: impl FnOnce(&mut Vec<u8>)) -> u16 {
+    pub(crate) fn submit_with(
+        &mut self,
+        cdb: &[u8],
+        data: Data,
+        tweak: impl FnOnce(&mut Vec<u8>),
+    ) -> u16 {
         let iovs = match &data {
             Data::None => Vec::new(),
             Data::Out(bytes, sizes) => {
@@ -251,17 +256,17 @@ impl Sim {
         id
     }
 
-    pub fn submit(&mut self, cdb: &[u8], data: Data) -> u16 {
+    pub(crate) fn submit(&mut self, cdb: &[u8], data: Data) -> u16 {
         self.submit_with(cdb, data, |_| {})
     }
 
     /// Signals the device (UIO interrupt).
-    pub fn irq(&self) {
+    pub(crate) fn irq(&self) {
         self.bell.irq.notify_one();
     }
 
     /// Processes completions up to cmd_tail, as tcmu_handle_completions does.
-    pub fn reap(&mut self) -> Vec<Done> {
+    pub(crate) fn reap(&mut self) -> Vec<Done> {
         let tail = self
             .mem
             .atomic_u32(mailbox::CMD_TAIL)
@@ -321,7 +326,7 @@ impl Sim {
     }
 
     /// Reaps until `n` commands are done (10 s at most).
-    pub async fn collect(&mut self, n: usize) -> Vec<Done> {
+    pub(crate) async fn collect(&mut self, n: usize) -> Vec<Done> {
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -345,7 +350,7 @@ impl Sim {
         }
     }
 
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.pending.len()
     }
 }
