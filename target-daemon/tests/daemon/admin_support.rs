@@ -7,10 +7,10 @@ use serde_json::Value;
 use target_daemon::config::Config;
 use target_daemon::daemon::Daemon;
 
-pub const TARGET: &str = "iqn.2026-11.io.lunar:admin";
+pub(crate) const TARGET: &str = "iqn.2026-11.io.lunar:admin";
 
 /// Starts lunard in-process on `dir` (pool capacity `capacity`, one empty target).
-pub async fn start(dir: &Path, capacity: &str) -> Daemon {
+pub(crate) async fn start(dir: &Path, capacity: &str) -> Daemon {
     let yaml = format!(
         r#"
 data_dir: {}
@@ -27,13 +27,13 @@ targets:
     Daemon::start(cfg).await.expect("daemon starts")
 }
 
-pub fn socket(dir: &Path) -> PathBuf {
+pub(crate) fn socket(dir: &Path) -> PathBuf {
     dir.join("admin.sock")
 }
 
 /// Output of one `lunarctl` run.
 #[derive(Debug)]
-pub struct Out {
+pub(crate) struct Out {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -41,14 +41,14 @@ pub struct Out {
 
 impl Out {
     /// The `--json` result; panics (test failure) with the error line otherwise.
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         assert_eq!(self.code, 0, "lunarctl failed: {}", self.stderr);
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("bad JSON {e}: {}", self.stdout))
     }
 
     /// Asserts failure with one line naming `needle`.
-    pub fn fails_with(&self, needle: &str) {
+    pub(crate) fn fails_with(&self, needle: &str) {
         assert_ne!(self.code, 0, "expected failure, got {}", self.stdout);
         let line = self.stderr.trim_end();
         assert!(!line.contains('\n'), "error must be one line: {line:?}");
@@ -58,7 +58,7 @@ impl Out {
 }
 
 /// Runs `lunarctl --socket <dir>/admin.sock ARGS`.
-pub async fn ctl(dir: &Path, args: &[&str]) -> Out {
+pub(crate) async fn ctl(dir: &Path, args: &[&str]) -> Out {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lunarctl"))
         .arg("--socket")
         .arg(socket(dir))
@@ -74,7 +74,7 @@ pub async fn ctl(dir: &Path, args: &[&str]) -> Out {
 }
 
 /// Runs `lunarctl --socket <dir>/admin.sock ARGS` with `input` on its standard input.
-pub async fn ctl_stdin(dir: &Path, args: &[&str], input: &str) -> Out {
+pub(crate) async fn ctl_stdin(dir: &Path, args: &[&str], input: &str) -> Out {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lunarctl"))
         .arg("--socket")
@@ -99,7 +99,7 @@ pub async fn ctl_stdin(dir: &Path, args: &[&str], input: &str) -> Out {
 
 /// Writes `text` to a new file `path` only its owner may read (mode 0600), as a token or
 /// secret file must be.
-pub fn private_file(path: &Path, text: &str) {
+pub(crate) fn private_file(path: &Path, text: &str) {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
@@ -115,17 +115,17 @@ pub fn private_file(path: &Path, text: &str) {
 }
 
 /// `lunarctl --json ARGS`, which must succeed.
-pub async fn ctl_json(dir: &Path, args: &[&str]) -> Value {
+pub(crate) async fn ctl_json(dir: &Path, args: &[&str]) -> Value {
     let mut a = vec!["--json"];
     a.extend_from_slice(args);
     ctl(dir, &a).await.json()
 }
 
 /// Deterministic test data (the kit's one pattern).
-pub use lunar_test_kit::pattern;
+pub(crate) use lunar_test_kit::pattern;
 
 /// Writes `mib` MiB of pattern data (seed) at the start of volume `name`.
-pub async fn fill(d: &Daemon, name: &str, mib: usize, seed: u8) {
+pub(crate) async fn fill(d: &Daemon, name: &str, mib: usize, seed: u8) {
     let v = d.pool().volume(name).expect("volume");
     let bs = v.block_size() as usize;
     for i in 0..mib {
@@ -138,7 +138,7 @@ pub async fn fill(d: &Daemon, name: &str, mib: usize, seed: u8) {
 }
 
 /// Reads `mib` MiB from the start of volume `name`.
-pub async fn read(d: &Daemon, name: &str, mib: usize) -> Vec<u8> {
+pub(crate) async fn read(d: &Daemon, name: &str, mib: usize) -> Vec<u8> {
     let v = d.pool().volume(name).expect("volume");
     let bs = v.block_size() as usize;
     let mut out = Vec::with_capacity(mib << 20);
@@ -154,7 +154,7 @@ pub async fn read(d: &Daemon, name: &str, mib: usize) -> Vec<u8> {
 
 /// The NAA id LUN `lun` of the target reports in VPD page 83h, as `naa.` + 32 hex digits
 /// (the form `lun show` prints).
-pub fn device_naa(d: &Daemon, lun: u64) -> String {
+pub(crate) fn device_naa(d: &Daemon, lun: u64) -> String {
     let naa = d
         .server()
         .target(TARGET)
@@ -167,6 +167,6 @@ pub fn device_naa(d: &Daemon, lun: u64) -> String {
 }
 
 /// LUN numbers the target presents (what REPORT LUNS returns).
-pub fn reported_luns(d: &Daemon) -> Vec<u64> {
+pub(crate) fn reported_luns(d: &Daemon) -> Vec<u64> {
     d.server().target(TARGET).expect("target").scsi.luns()
 }
