@@ -112,6 +112,15 @@ impl TargetCfg {
         }
     }
 
+    /// A target on an LIO fabric (`Qla2xxx`, `Loopback`) named by its target port's
+    /// WWPN (`naa.`, colon or plain hex form), open to any initiator, without LUNs.
+    pub fn lio(fabric: Fabric, wwpn: impl Into<String>) -> TargetCfg {
+        TargetCfg {
+            fabric,
+            ..TargetCfg::iscsi(wwpn)
+        }
+    }
+
     /// Only `initiators` may log in (an ACL: `allow_any` goes off).
     pub fn with_initiators<I, S>(mut self, initiators: I) -> TargetCfg
     where
