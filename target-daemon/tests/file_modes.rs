@@ -8,6 +8,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use target_daemon::config::{ByteSize, ChapCfg, Config, LunCfg, TargetCfg};
 use target_daemon::scsi::pr::{Decision, FileStore, PrOutRequest, PrState};
 use target_daemon::scsi::Nexus;
 
@@ -25,20 +26,14 @@ async fn lunard_creates_its_files_private_under_umask_022() {
     unsafe { libc::umask(0o022) };
     let top = tempfile::tempdir().unwrap();
     let data = top.path().join("data");
-    let yaml = format!(
-        r#"
-data_dir: {}
-pool: {{ path: pool, capacity: 64MiB }}
-portals: [{{ listen: "127.0.0.1:0" }}]
-targets:
-  - iqn: iqn.2026-11.io.lunar:modes
-    allow_any: true
-    chap: {{ username: u, secret: a-chap-secret-1 }}
-    luns: [{{ id: 0, volume: v, size: 8MiB }}]
-"#,
-        data.display()
-    );
-    let cfg = target_daemon::config::Config::from_yaml_str(&yaml, "t.yaml").unwrap();
+    let cfg = Config::local(ByteSize::mib(64))
+        .with_data_dir(&data)
+        .with_target(
+            TargetCfg::iscsi("iqn.2026-11.io.lunar:modes")
+                .with_chap(ChapCfg::new("u", "a-chap-secret-1"))
+                .with_lun(LunCfg::new(0, "v", ByteSize::mib(8))),
+        );
+    assert_eq!(cfg.validate(), Ok(()));
     let d = target_daemon::daemon::Daemon::start(cfg)
         .await
         .expect("daemon starts");

@@ -16,6 +16,7 @@
 //!
 //! The guest protocol is documented in `tests/guest/lib.sh`.
 
+use crate::config::PortalCfg;
 use crate::daemon::{lunard_bin, parse_ready_line, scratch_dir, strip_ansi};
 use crate::net;
 use crate::process::{self, tail};
@@ -352,7 +353,7 @@ pub struct GuestLunard {
 impl GuestLunard {
     /// Starts lunard with `yaml_for(port)` as its configuration; `yaml_for` gets the port
     /// and must put `listen: 127.0.0.1:PORT` / `advertise: 10.0.2.2:PORT` in the portal (see
-    /// [`portal_yaml`]). Retries with another port when the chosen one was taken meanwhile.
+    /// [`guest_portal`]). Retries with another port when the chosen one was taken meanwhile.
     pub fn start(yaml_for: impl Fn(u16) -> String) -> Result<Self> {
         let bin = lunard_bin()?;
         let scratch = scratch_dir("lunard-guest-")?;
@@ -537,9 +538,14 @@ impl Drop for GuestLunard {
     }
 }
 
-/// YAML `portals:` section for a guest-facing portal on `port`.
-pub fn portal_yaml(port: u16) -> String {
-    format!("portals:\n  - listen: 127.0.0.1:{port}\n    advertise: {HOST_FROM_GUEST}:{port}\n")
+/// A guest-facing portal on `port`: listening on loopback, advertising the address the
+/// guest reaches the host by.
+pub fn guest_portal(port: u16) -> PortalCfg {
+    let host: std::net::IpAddr = HOST_FROM_GUEST
+        .parse()
+        .unwrap_or_else(|e| panic!("HOST_FROM_GUEST {HOST_FROM_GUEST}: {e}"));
+    PortalCfg::new(SocketAddr::from(([127, 0, 0, 1], port)))
+        .with_advertise(SocketAddr::new(host, port))
 }
 
 /// Outcome of one guest run.

@@ -8,9 +8,11 @@
 //! [`HONEST_READ_MAX_BOUND`] sit between the two with a wide margin on either side, so a
 //! failure means the attack froze other sessions, not that the machine was busy.
 
+use crate::config::{yaml, ByteSize, ChapCfg, Config, LunCfg, TargetCfg};
 use crate::raw::{Chap, Conn};
 use crate::{Lunard, LunardOptions};
 use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -67,42 +69,41 @@ pub fn victim_chap(auth: Auth) -> Option<Chap> {
     })
 }
 
-/// YAML for a daemon with the victim target (LUNs 0 and 1) and the honest target (LUN 0),
-/// metrics on a free port; `extra` is appended verbatim (e.g. an `iscsi:` section).
-pub fn config_yaml(auth: Auth, extra: &str) -> String {
-    let chap = match auth {
-        Auth::Open => String::new(),
-        Auth::Chap => format!(
-            "    chap: {{ username: {CHAP_USER}, secret: {CHAP_SECRET} }}\n"
-        ),
-        Auth::Mutual => format!(
-            "    chap: {{ username: {CHAP_USER}, secret: {CHAP_SECRET}, mutual: {{ username: {TARGET_USER}, secret: {TARGET_SECRET} }} }}\n"
-        ),
-    };
-    let size = format!("{}MiB", LUN_BYTES >> 20);
-    format!(
-        "pool: {{ path: pool, chunk_size: 64KiB, capacity: 2GiB }}\n\
-         portals: [{{ listen: \"127.0.0.1:0\" }}]\n\
-         metrics: {{ listen: \"127.0.0.1:0\" }}\n\
-         targets:\n  \
-           - iqn: {VICTIM_IQN}\n    \
-             allow_any: true\n\
-         {chap}    \
-             luns:\n      \
-               - {{ id: 0, volume: victim0, size: {size} }}\n      \
-               - {{ id: 1, volume: victim1, size: {size} }}\n  \
-           - iqn: {HONEST_IQN}\n    \
-             allow_any: true\n    \
-             luns:\n      \
-               - {{ id: 0, volume: honest0, size: {size} }}\n\
-         {extra}"
-    )
+/// A daemon with the victim target (LUNs 0 and 1, with the CHAP `auth` asks for) and the
+/// honest target (LUN 0), metrics on a free port; tests change what they need before
+/// [`start_config`].
+pub fn config(auth: Auth) -> Config {
+    let size = ByteSize(LUN_BYTES);
+    let mut victim = TargetCfg::iscsi(VICTIM_IQN);
+    match auth {
+        Auth::Open => {}
+        Auth::Chap => victim = victim.with_chap(ChapCfg::new(CHAP_USER, CHAP_SECRET)),
+        Auth::Mutual => {
+            victim = victim.with_chap(
+                ChapCfg::new(CHAP_USER, CHAP_SECRET).with_mutual(TARGET_USER, TARGET_SECRET),
+            )
+        }
+    }
+    let mut cfg = Config::local(ByteSize::gib(2))
+        .with_target(
+            victim
+                .with_lun(LunCfg::new(0, "victim0", size))
+                .with_lun(LunCfg::new(1, "victim1", size)),
+        )
+        .with_target(TargetCfg::iscsi(HONEST_IQN).with_lun(LunCfg::new(0, "honest0", size)));
+    cfg.metrics.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg
 }
 
-/// Starts lunard with [`config_yaml`].
-pub fn start(auth: Auth, extra: &str) -> Lunard {
+/// Starts lunard with [`config`]`(auth)`.
+pub fn start(auth: Auth) -> Lunard {
+    start_config(&config(auth))
+}
+
+/// Starts lunard with `cfg` (its own portals: no `--portal` flag).
+pub fn start_config(cfg: &Config) -> Lunard {
     Lunard::start_with(LunardOptions {
-        config_yaml: Some(config_yaml(auth, extra)),
+        config_yaml: Some(yaml(cfg)),
         portals: 0,
         ..LunardOptions::default()
     })
@@ -112,8 +113,8 @@ pub fn start(auth: Auth, extra: &str) -> Lunard {
 /// [`start`], plus an [`HonestReader`] on the honest target: every attack test ends with
 /// [`HonestReader::assert_flood_bounds`], so each one also shows that an honest session on
 /// another target kept its READ latency while it ran.
-pub fn start_watched(auth: Auth, extra: &str) -> (Lunard, HonestReader) {
-    let d = start(auth, extra);
+pub fn start_watched(auth: Auth) -> (Lunard, HonestReader) {
+    let d = start(auth);
     let honest = HonestReader::start(&d);
     (d, honest)
 }

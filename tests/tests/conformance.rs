@@ -8,9 +8,12 @@
 //! MultipathIO suite's second path goes through the second one, so the multipath tests see
 //! two sessions on two portals of one target, as a host with two paths would.
 
-use lunar_e2e::config::{with_target, yaml, ByteSize, LunCfg, TargetCfg};
+use lunar_e2e::config::{
+    open_target, with_portals, with_target, yaml, ByteSize, Config, LunCfg, PortalCfg, TargetCfg,
+};
 use lunar_e2e::conformance::{parse_results_file, regressions_vs, AllowList, Outcome, Run};
 use lunar_e2e::{require_tools, Lunard, LunardOptions, DEFAULT_TARGET_IQN};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// libiscsi 1.19 tests whose own code contradicts SBC for LUNs with more than one logical
@@ -181,18 +184,12 @@ fn libiscsi_test_cu_all() {
 fn libiscsi_lbppb_sensitive_tests_on_a_4k_lun() {
     require_tools!("iscsi-test-cu");
     const IQN: &str = "iqn.2026-11.io.lunar:four-k";
-    let yaml = format!(
-        r#"
-pool: {{ path: pool, chunk_size: 64KiB, capacity: 2GiB }}
-portals: [{{ listen: "127.0.0.1:0" }}]
-targets:
-  - iqn: {IQN}
-    allow_any: true
-    luns: [{{ id: 0, volume: lun0, size: 256MiB, block_size: 4096 }}]
-"#
+    let cfg = Config::local(ByteSize::gib(2)).with_target(
+        TargetCfg::iscsi(IQN)
+            .with_lun(LunCfg::new(0, "lun0", ByteSize::mib(256)).with_block_size(4096)),
     );
     let mut d = Lunard::start_with(LunardOptions {
-        config_yaml: Some(yaml),
+        config_yaml: Some(yaml(&cfg)),
         portals: 0,
         ..LunardOptions::default()
     })
@@ -254,20 +251,13 @@ fn libiscsi_test_cu_read_only_lun() {
 fn libiscsi_multipath_io_across_portal_groups() {
     require_tools!("iscsi-test-cu");
     const IQN: &str = "iqn.2026-11.io.lunar:two-groups";
-    let yaml = format!(
-        r#"
-pool: {{ path: pool, chunk_size: 64KiB, capacity: 8GiB }}
-portals:
-  - {{ listen: "127.0.0.1:0", tpgt: 1 }}
-  - {{ listen: "127.0.0.1:0", tpgt: 2 }}
-targets:
-  - iqn: {IQN}
-    allow_any: true
-    luns: [{{ id: 0, volume: lun0, size: 1GiB }}]
-"#
+    let portal = PortalCfg::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let cfg = with_portals(
+        with_target(open_target(IQN)),
+        vec![portal.clone().with_tpgt(1), portal.with_tpgt(2)],
     );
     let mut d = Lunard::start_with(LunardOptions {
-        config_yaml: Some(yaml),
+        config_yaml: Some(yaml(&cfg)),
         portals: 0,
         ..LunardOptions::default()
     })

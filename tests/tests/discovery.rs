@@ -1,6 +1,7 @@
 //! Discovery and identification through libiscsi: `iscsi-ls -s` (SendTargets + REPORT LUNS +
 //! READ CAPACITY) and `iscsi-inq` (standard INQUIRY and every VPD page the LUN advertises).
 
+use lunar_e2e::config::{with_portals, yaml, ByteSize, Config, LunCfg, PortalCfg, TargetCfg};
 use lunar_e2e::initiator::{libiscsi, Auth};
 use lunar_e2e::{require_tools, Lunard, LunardOptions, DEFAULT_TARGET_IQN};
 
@@ -67,18 +68,15 @@ fn iscsi_ls_over_an_ipv6_portal() {
         return;
     }
     const IQN: &str = "iqn.2026-11.io.lunar:v6";
-    let yaml = format!(
-        r#"
-pool: {{ path: pool, chunk_size: 64KiB, capacity: 1GiB }}
-portals: [{{ listen: "[::1]:0" }}]
-targets:
-  - iqn: {IQN}
-    allow_any: true
-    luns: [{{ id: 0, volume: lun0, size: 64MiB }}]
-"#
-    );
+    let cfg =
+        with_portals(
+            Config::local(ByteSize::gib(1)).with_target(
+                TargetCfg::iscsi(IQN).with_lun(LunCfg::new(0, "lun0", ByteSize::mib(64))),
+            ),
+            vec![PortalCfg::new("[::1]:0".parse().expect("IPv6 loopback"))],
+        );
     let d = Lunard::start_with(LunardOptions {
-        config_yaml: Some(yaml),
+        config_yaml: Some(yaml(&cfg)),
         portals: 0,
         ..LunardOptions::default()
     })

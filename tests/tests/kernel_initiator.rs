@@ -29,7 +29,8 @@
 //! 2, 3 and 5 drive the admin API (`lunarctl` next to `lunard`, `<data-dir>/admin.sock`); without
 //! it they skip, or fail under `LUNAR_E2E_STRICT=1`.
 
-use lunar_e2e::guest::{portal_yaml, Guest, GuestLunard, Transcript, QEMU};
+use lunar_e2e::config::{yaml, ByteSize, ChapCfg, Config, DigestCfg, LunCfg, TargetCfg};
+use lunar_e2e::guest::{guest_portal, Guest, GuestLunard, Transcript, QEMU};
 use lunar_e2e::process::run;
 use lunar_e2e::require_tools;
 use lunar_e2e::tools::{strict, STRICT_ENV};
@@ -44,35 +45,34 @@ const LIMIT: Duration = Duration::from_secs(900);
 
 struct Lun {
     id: u32,
-    size: &'static str,
+    size: ByteSize,
 }
 
 /// lunard configuration for one target with `luns`, optional CHAP, on `port` (8 GiB pool).
 fn config(port: u16, luns: &[Lun], chap: Option<(&str, &str)>) -> String {
-    config_with_pool(port, "8GiB", luns, chap)
+    config_with_pool(port, ByteSize::gib(8), luns, chap)
 }
 
-/// [`config`] with a pool of `capacity`.
-fn config_with_pool(port: u16, capacity: &str, luns: &[Lun], chap: Option<(&str, &str)>) -> String {
-    let mut y = format!("pool:\n  path: pool\n  chunk_size: 64KiB\n  capacity: {capacity}\n");
-    y.push_str(&portal_yaml(port));
-    y.push_str(&format!(
-        "iscsi:\n  header_digest: allowed\n  data_digest: allowed\n\
-         targets:\n  - iqn: {IQN}\n    allow_any: false\n    initiators: [{INITIATOR}]\n"
-    ));
+/// [`config`] with a pool of `capacity`: the target [`IQN`] for [`INITIATOR`] only, LUN `id`
+/// on the volume `vol<id>`, digests allowed (the guest's open-iscsi picks).
+fn config_with_pool(
+    port: u16,
+    capacity: ByteSize,
+    luns: &[Lun],
+    chap: Option<(&str, &str)>,
+) -> String {
+    let mut target = TargetCfg::iscsi(IQN).with_initiators([INITIATOR]);
     if let Some((user, secret)) = chap {
-        y.push_str(&format!(
-            "    chap:\n      username: {user}\n      secret: {secret}\n"
-        ));
+        target = target.with_chap(ChapCfg::new(user, secret));
     }
-    y.push_str("    luns:\n");
     for l in luns {
-        y.push_str(&format!(
-            "      - {{ id: {}, volume: vol{}, size: {} }}\n",
-            l.id, l.id, l.size
-        ));
+        target = target.with_lun(LunCfg::new(u64::from(l.id), format!("vol{}", l.id), l.size));
     }
-    y
+    let mut cfg = Config::local(capacity).with_target(target);
+    cfg.portals = vec![guest_portal(port)];
+    cfg.iscsi.header_digest = DigestCfg::Allowed;
+    cfg.iscsi.data_digest = DigestCfg::Allowed;
+    yaml(&cfg)
 }
 
 fn env(d: &GuestLunard) -> Vec<(&'static str, String)> {
@@ -120,7 +120,7 @@ fn ext4_roundtrip_plain() {
             port,
             &[Lun {
                 id: 0,
-                size: "1GiB",
+                size: ByteSize::gib(1),
             }],
             None,
         )
@@ -153,7 +153,7 @@ fn ext4_roundtrip_chap_crc32c() {
             port,
             &[Lun {
                 id: 0,
-                size: "1GiB",
+                size: ByteSize::gib(1),
             }],
             Some((user, secret)),
         )
@@ -180,7 +180,7 @@ fn chap_wrong_secret_is_refused() {
             port,
             &[Lun {
                 id: 0,
-                size: "64MiB",
+                size: ByteSize::mib(64),
             }],
             Some(("kernel-guest", "kernel-guest-secret-1")),
         )
@@ -254,7 +254,7 @@ fn clone_while_in_use_linked_and_full() {
             port,
             &[Lun {
                 id: 0,
-                size: "256MiB",
+                size: ByteSize::mib(256),
             }],
             None,
         )
@@ -342,7 +342,7 @@ fn fstrim_returns_space_to_the_pool() {
             port,
             &[Lun {
                 id: 0,
-                size: "512MiB",
+                size: ByteSize::mib(512),
             }],
             None,
         )
@@ -391,10 +391,10 @@ fn pool_exhaustion_fails_writes_cleanly_and_recovers() {
     let mut d = GuestLunard::start(|port| {
         config_with_pool(
             port,
-            "128MiB",
+            ByteSize::mib(128),
             &[Lun {
                 id: 0,
-                size: "512MiB",
+                size: ByteSize::mib(512),
             }],
             None,
         )
@@ -478,7 +478,7 @@ fn online_resize_grows_mounted_ext4() {
             port,
             &[Lun {
                 id: 0,
-                size: "512MiB",
+                size: ByteSize::mib(512),
             }],
             None,
         )
@@ -535,7 +535,7 @@ fn restart_while_writing(name: &str, stop: Stop, secure: bool) {
             port,
             &[Lun {
                 id: 0,
-                size: "1GiB",
+                size: ByteSize::gib(1),
             }],
             chap,
         )
@@ -660,19 +660,19 @@ fn four_luns_have_stable_distinct_ids() {
     let luns = [
         Lun {
             id: 0,
-            size: "64MiB",
+            size: ByteSize::mib(64),
         },
         Lun {
             id: 1,
-            size: "64MiB",
+            size: ByteSize::mib(64),
         },
         Lun {
             id: 2,
-            size: "128MiB",
+            size: ByteSize::mib(128),
         },
         Lun {
             id: 3,
-            size: "64MiB",
+            size: ByteSize::mib(64),
         },
     ];
     let mut d = GuestLunard::start(|port| config(port, &luns, None)).expect("start lunard");

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lunar_e2e::config::{yaml, ByteSize, ChapCfg, Config, LunCfg, TargetCfg};
 use lunar_e2e::initiator::{libiscsi, qemu_image_opts, qemu_io, url, Auth};
 use lunar_e2e::net::free_loopback_port;
 use lunar_e2e::process::run;
@@ -28,31 +29,18 @@ const CHAP_SECRET: &str = "metrics-secret-1234";
 
 /// The embedded default configuration (target `demo`, volume `demo`) plus a CHAP target.
 fn config_yaml() -> String {
-    format!(
-        r#"
-pool:
-  path: pool
-  chunk_size: 64KiB
-  capacity: 16GiB
-portals:
-  - listen: 127.0.0.1:0
-targets:
-  - iqn: {DEFAULT_TARGET_IQN}
-    allow_any: true
-    luns:
-      - id: 0
-        volume: demo
-        size: 1GiB
-  - iqn: {SECURE_IQN}
-    allow_any: true
-    chap:
-      username: {CHAP_USER}
-      secret: {CHAP_SECRET}
-    luns:
-      - id: 0
-        volume: secure
-        size: 64MiB
-"#
+    yaml(
+        &Config::local(ByteSize::gib(16))
+            .with_target(TargetCfg::iscsi(DEFAULT_TARGET_IQN).with_lun(LunCfg::new(
+                0,
+                "demo",
+                ByteSize::gib(1),
+            )))
+            .with_target(
+                TargetCfg::iscsi(SECURE_IQN)
+                    .with_chap(ChapCfg::new(CHAP_USER, CHAP_SECRET))
+                    .with_lun(LunCfg::new(0, "secure", ByteSize::mib(64))),
+            ),
     )
 }
 

@@ -3,11 +3,13 @@
 //! `$NOTIFY_SOCKET` once it serves, and on SIGTERM reports STOPPING=1 and exits 0 within the
 //! unit's TimeoutStopSec.
 
+use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lunar_e2e::config::{yaml, ByteSize, Config, LunCfg, PortalCfg, TargetCfg};
 use lunar_e2e::daemon::lunard_bin;
 use lunar_e2e::net::{free_loopback_port, wait_accepting};
 use lunar_e2e::process::{signal, wait_timeout};
@@ -75,15 +77,16 @@ fn unit_exec_start_notify_readiness_and_graceful_stop() {
     std::fs::create_dir_all(data_dir).expect("state dir");
     std::fs::create_dir_all(Path::new(cfg_path).parent().expect("cfg dir")).expect("cfg dir");
     let port = free_loopback_port().expect("port");
-    std::fs::write(
-        cfg_path,
-        format!(
-            "portals:\n  - listen: 127.0.0.1:{port}\nmetrics:\n  listen: 127.0.0.1:0\n\
-             pool:\n  capacity: 1GiB\ntargets:\n  - iqn: iqn.2026-11.io.lunar:unit\n    \
-             allow_any: true\n    luns:\n      - {{ id: 0, volume: v0, size: 64MiB }}\n"
-        ),
-    )
-    .expect("write config");
+    let mut cfg = Config::local(ByteSize::gib(1)).with_target(
+        TargetCfg::iscsi("iqn.2026-11.io.lunar:unit").with_lun(LunCfg::new(
+            0,
+            "v0",
+            ByteSize::mib(64),
+        )),
+    );
+    cfg.portals = vec![PortalCfg::new(SocketAddr::from(([127, 0, 0, 1], port)))];
+    cfg.metrics.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    std::fs::write(cfg_path, yaml(&cfg)).expect("write config");
 
     let notify_path = root.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");

@@ -84,6 +84,18 @@ impl PortalCfg {
             tpgt: default_tpgt(),
         }
     }
+
+    /// In target portal group `tpgt` (portals sharing a tag are one SCSI target port).
+    pub fn with_tpgt(mut self, tpgt: u16) -> PortalCfg {
+        self.tpgt = tpgt;
+        self
+    }
+
+    /// Advertises `addr` in SendTargets instead of the listen address (NAT, a guest).
+    pub fn with_advertise(mut self, addr: SocketAddr) -> PortalCfg {
+        self.advertise = Some(addr);
+        self
+    }
 }
 
 impl TargetCfg {
@@ -97,6 +109,15 @@ impl TargetCfg {
             initiators: Vec::new(),
             chap: None,
             luns: Vec::new(),
+        }
+    }
+
+    /// A target on an LIO fabric (`Qla2xxx`, `Loopback`) named by its target port's
+    /// WWPN (`naa.`, colon or plain hex form), open to any initiator, without LUNs.
+    pub fn lio(fabric: Fabric, wwpn: impl Into<String>) -> TargetCfg {
+        TargetCfg {
+            fabric,
+            ..TargetCfg::iscsi(wwpn)
         }
     }
 
@@ -136,6 +157,12 @@ impl LunCfg {
             guarantee: GuaranteeCfg::None,
             read_only: false,
         }
+    }
+
+    /// With logical blocks of `bytes` (512 unless set).
+    pub fn with_block_size(mut self, bytes: u32) -> LunCfg {
+        self.block_size = bytes;
+        self
     }
 
     /// Exported read-only.

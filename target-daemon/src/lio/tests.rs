@@ -14,7 +14,8 @@ use storage_core::Pool;
 
 use super::configfs::tests::tree;
 use super::{LioFabric, RingOpener};
-use crate::config::Config;
+use crate::config::{ByteSize, Config, LunCfg, TargetCfg};
+use crate::fabric::Fabric;
 use crate::lunmgr::clones::CloneCreate;
 use crate::lunmgr::LunManager;
 use crate::scsi::{status, ScsiTarget};
@@ -55,13 +56,18 @@ impl RingOpener for SimOpener {
 }
 
 fn config(dir: &Path) -> Config {
-    let y = format!(
-        "data_dir: {d}\npool:\n  path: pool\n  capacity: 256MiB\nportals:\n  - listen: 127.0.0.1:0\n\
-         targets:\n  - wwpn: \"50:01:40:50:00:00:00:01\"\n    fabric: loopback\n    allow_any: true\n    luns:\n      - {{id: 0, volume: fc0, size: 16MiB}}\n\
-         lio:\n  configfs: {d}/cfg\n",
-        d = dir.display()
-    );
-    Config::from_yaml_str(&y, "test.yaml").unwrap()
+    let mut cfg = Config::local(ByteSize::mib(256))
+        .with_data_dir(dir)
+        .with_target(
+            TargetCfg::lio(Fabric::Loopback, "50:01:40:50:00:00:00:01").with_lun(LunCfg::new(
+                0,
+                "fc0",
+                ByteSize::mib(16),
+            )),
+        );
+    cfg.lio.configfs = dir.join("cfg");
+    assert_eq!(cfg.validate(), Ok(()));
+    cfg
 }
 
 async fn until(what: &str, mut f: impl FnMut() -> bool) {

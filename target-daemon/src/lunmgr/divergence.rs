@@ -153,17 +153,22 @@ pub fn warn_divergences(st: &State, config: &Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ByteSize, ChapCfg, LunCfg, PortalCfg, TargetCfg};
+    use crate::fabric::Fabric;
     use crate::lunmgr::state::{LunRecord, LunStatus, TargetRecord};
     use std::collections::BTreeMap;
+    use std::net::SocketAddr;
 
     const IQN: &str = "iqn.2026-11.io.lunar:db";
 
-    fn config(target_extra: &str, read_only: bool) -> Config {
-        let yaml = format!(
-            "pool:\n  capacity: 1GiB\nportals:\n  - listen: 127.0.0.1:3260\ntargets:\n  - iqn: {IQN}\n{target_extra}    luns:\n      \
-             - id: 0\n        volume: db\n        size: 64MiB\n        read_only: {read_only}\n"
-        );
-        Config::from_yaml_str(&yaml, "test.yaml").expect("test yaml")
+    /// `target` with LUN 0 (the 64 MiB volume `db`), alone in a configuration.
+    fn config(target: TargetCfg, read_only: bool) -> Config {
+        let mut lun = LunCfg::new(0, "db", ByteSize::mib(64));
+        lun.read_only = read_only;
+        let mut cfg = Config::local(ByteSize::gib(1)).with_target(target.with_lun(lun));
+        cfg.portals = vec![PortalCfg::new(SocketAddr::from(([127, 0, 0, 1], 3260)))];
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg
     }
 
     fn saved(cfg: &Config) -> State {
@@ -200,25 +205,46 @@ mod tests {
         st
     }
 
-    const ACL: &str = "    initiators: [iqn.1993-08.org.debian:01:web1]\n";
-    const CHAP: &str = "    chap:\n      username: db-host\n      secret: db-host-secret-1\n";
+    const WEB1: &str = "iqn.1993-08.org.debian:01:web1";
+
+    /// The target [`IQN`] open to [`WEB1`] only.
+    fn acl() -> TargetCfg {
+        TargetCfg::iscsi(IQN).with_initiators([WEB1])
+    }
+
+    /// The target [`IQN`], neither open to any initiator nor with an ACL.
+    fn closed() -> TargetCfg {
+        let mut t = TargetCfg::iscsi(IQN);
+        t.allow_any = false;
+        t
+    }
+
+    fn chap() -> ChapCfg {
+        ChapCfg::new("db-host", "db-host-secret-1")
+    }
 
     #[test]
     fn unchanged_yaml_has_no_divergence() {
-        let c = config(&format!("{ACL}{CHAP}"), false);
+        let c = config(acl().with_chap(chap()), false);
         assert!(config_divergences(&saved(&c), &c).is_empty());
     }
 
-    /// The state holds FC names in colon form; a YAML that spells them `naa.` describes
-    /// the same target and initiators (no false warning, and a real edit is still found).
+    /// The state holds FC names in colon form; a configuration that spells them `naa.`
+    /// describes the same target and initiators (no false warning, and a real edit is still
+    /// found).
     #[test]
     fn fc_names_compare_in_any_spelling() {
-        let yaml = |inits: &str| {
-            format!(
-                "portals:\n  - listen: 127.0.0.1:3260\ntargets:\n  - wwpn: naa.21000024ff314c48\n    fabric: qla2xxx\n    initiators: [{inits}]\n"
-            )
+        let fc = |initiator: &str| {
+            let mut cfg = Config::local(ByteSize::gib(1)).with_target(
+                TargetCfg::lio(Fabric::Qla2xxx, "naa.21000024ff314c48")
+                    .with_initiators([initiator]),
+            );
+            cfg.pool.capacity = None;
+            cfg.portals = vec![PortalCfg::new(SocketAddr::from(([127, 0, 0, 1], 3260)))];
+            assert_eq!(cfg.validate(), Ok(()));
+            cfg
         };
-        let c = Config::from_yaml_str(&yaml("naa.21000024ff314c49"), "fc.yaml").expect("yaml");
+        let c = fc("naa.21000024ff314c49");
         let mut st = State::default();
         st.targets.insert(
             "21:00:00:24:ff:31:4c:48".into(),
@@ -233,7 +259,7 @@ mod tests {
             },
         );
         assert!(config_divergences(&st, &c).is_empty());
-        let c = Config::from_yaml_str(&yaml("naa.21000024ff314c4a"), "fc.yaml").expect("yaml");
+        let c = fc("naa.21000024ff314c4a");
         let d = config_divergences(&st, &c);
         assert_eq!(d.len(), 1, "{d:?}");
         assert!(
@@ -245,19 +271,19 @@ mod tests {
 
     #[test]
     fn new_targets_are_not_divergences() {
-        let c = config(ACL, false);
+        let c = config(acl(), false);
         assert!(config_divergences(&State::default(), &c).is_empty());
     }
 
     #[test]
     fn acl_chap_and_read_only_edits_are_each_reported() {
-        let before = config(ACL, false);
+        let before = config(acl(), false);
         let st = saved(&before);
         // The admin adds an initiator, turns on CHAP and makes the LUN read-only in the YAML.
         let after = config(
-            &format!(
-                "    initiators: [iqn.1993-08.org.debian:01:web1, iqn.1993-08.org.debian:01:web2]\n{CHAP}"
-            ),
+            TargetCfg::iscsi(IQN)
+                .with_initiators([WEB1, "iqn.1993-08.org.debian:01:web2"])
+                .with_chap(chap()),
             true,
         );
         let d = config_divergences(&st, &after);
@@ -287,9 +313,9 @@ mod tests {
 
     #[test]
     fn removals_and_allow_any_are_reported() {
-        let before = config(&format!("{ACL}{CHAP}"), true);
+        let before = config(acl().with_chap(chap()), true);
         let st = saved(&before);
-        let after = config("    allow_any: true\n", false);
+        let after = config(TargetCfg::iscsi(IQN), false);
         let text: Vec<String> = config_divergences(&st, &after)
             .iter()
             .map(|d| d.to_string())
@@ -306,9 +332,12 @@ mod tests {
 
     #[test]
     fn a_changed_secret_alone_is_reported_without_the_secret() {
-        let before = config(CHAP, false);
+        let before = config(closed().with_chap(chap()), false);
         let st = saved(&before);
-        let after = config(&CHAP.replace("db-host-secret-1", "db-host-secret-2"), false);
+        let after = config(
+            closed().with_chap(ChapCfg::new("db-host", "db-host-secret-2")),
+            false,
+        );
         let d = config_divergences(&st, &after);
         assert_eq!(d.len(), 1);
         assert!(d[0].detail.starts_with("the secrets differ"), "{}", d[0]);

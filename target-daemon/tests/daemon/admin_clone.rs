@@ -6,7 +6,7 @@ use rand::seq::SliceRandom;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn linked_clone_is_online_at_once_with_point_in_time_data() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "1GiB").await;
+    let d = start(dir.path(), ByteSize::gib(1)).await;
     let p = dir.path();
     ctl_json(
         p,
@@ -72,7 +72,7 @@ async fn linked_clone_is_online_at_once_with_point_in_time_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_clone_hidden_until_complete_then_identical() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "1GiB").await;
+    let d = start(dir.path(), ByteSize::gib(1)).await;
     let p = dir.path();
     ctl_json(
         p,
@@ -138,7 +138,7 @@ async fn full_clone_hidden_until_complete_then_identical() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_mid_copy_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "2GiB").await;
+    let d = start(dir.path(), ByteSize::gib(2)).await;
     let p = dir.path();
     ctl_json(p, &["lun", "create", "big", "--size", "512M"]).await;
     fill(&d, "big", 256, 9).await;
@@ -187,7 +187,7 @@ async fn cancel_mid_copy_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_generations_deleted_in_any_order_free_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "1GiB").await;
+    let d = start(dir.path(), ByteSize::gib(1)).await;
     let p = dir.path();
     ctl_json(p, &["lun", "create", "g0", "--size", "8M"]).await;
     fill(&d, "g0", 2, 0).await;
@@ -228,7 +228,7 @@ async fn ten_generations_deleted_in_any_order_free_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn consistency_group_split_and_refresh() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "1GiB").await;
+    let d = start(dir.path(), ByteSize::gib(1)).await;
     let p = dir.path();
     ctl_json(p, &["lun", "create", "data", "--size", "8M"]).await;
     ctl_json(p, &["lun", "create", "log", "--size", "8M"]).await;

@@ -88,7 +88,7 @@ async fn operations_guide_examples_run() {
         blocks.len()
     );
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "100GiB").await;
+    let d = start(dir.path(), ByteSize::gib(100)).await;
     run_blocks("docs/operations.md", &blocks, dir.path(), dir.path()).await;
     // The guide's clean-up leaves the production LUNs and the dev clone.
     let luns = ctl_json(dir.path(), &["lun", "list"]).await;
@@ -118,11 +118,7 @@ async fn admin_api_examples_run() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let md = read_doc("admin-api.md");
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "data_dir: {}\npool: {{ path: pool, capacity: 100GiB }}\nportals: [{{ listen: \"127.0.0.1:0\" }}]\n",
-        dir.path().display()
-    );
-    let cfg = target_daemon::config::Config::from_yaml_str(&yaml, "t.yaml").unwrap();
+    let cfg = target_daemon::config::Config::local(ByteSize::gib(100)).with_data_dir(dir.path());
     let d = target_daemon::daemon::Daemon::start_with(
         cfg,
         target_daemon::admin::AdminOptions {
@@ -228,7 +224,7 @@ async fn vmware_guide_examples_run() {
     let blocks = sh_blocks(&read_doc("hosts/vmware.md"));
     assert!(!blocks.is_empty(), "vmware.md has no sh examples");
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "100GiB").await;
+    let d = start(dir.path(), ByteSize::gib(100)).await;
     // What the page assumes: a datastore LUN vmfs01 on a target for the ESXi hosts.
     let p = dir.path();
     ctl_json(p, &["target", "create", "iqn.2026-11.io.lunar:esx"]).await;

@@ -5,7 +5,7 @@ use crate::admin_support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lun_create_list_show_delete() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "1GiB").await;
+    let d = start(dir.path(), ByteSize::gib(1)).await;
     let p = dir.path();
 
     let v = ctl_json(
@@ -73,7 +73,7 @@ async fn lun_create_list_show_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lun_errors_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "256MiB").await;
+    let d = start(dir.path(), ByteSize::mib(256)).await;
     let p = dir.path();
     ctl_json(
         p,
@@ -206,7 +206,7 @@ async fn lun_errors_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lun_in_use_needs_force() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "256MiB").await;
+    let d = start(dir.path(), ByteSize::mib(256)).await;
     let p = dir.path();
     ctl_json(
         p,
@@ -237,7 +237,7 @@ async fn common_login(addr: std::net::SocketAddr) -> common::Initiator {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runtime_target_acl_and_chap_apply_to_new_logins() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "256MiB").await;
+    let d = start(dir.path(), ByteSize::mib(256)).await;
     let p = dir.path();
     let t = "iqn.2026-11.io.lunar:runtime";
     let host = "iqn.2026-11.test:admin-ini";
@@ -294,11 +294,7 @@ async fn runtime_target_acl_and_chap_apply_to_new_logins() {
 async fn tcp_admin_requires_the_token() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "data_dir: {}\npool: {{ path: pool, capacity: 256MiB }}\nportals: [{{ listen: \"127.0.0.1:0\" }}]\n",
-        dir.path().display()
-    );
-    let cfg = target_daemon::config::Config::from_yaml_str(&yaml, "t.yaml").unwrap();
+    let cfg = target_daemon::config::Config::local(ByteSize::mib(256)).with_data_dir(dir.path());
     let refused = target_daemon::daemon::Daemon::start_with(
         cfg.clone(),
         target_daemon::admin::AdminOptions {
@@ -395,7 +391,7 @@ fn stored_chap(dir: &std::path::Path, target: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chap_secrets_come_from_a_file_or_stdin() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "256MiB").await;
+    let d = start(dir.path(), ByteSize::mib(256)).await;
     let p = dir.path();
     let files = tempfile::tempdir().unwrap();
     let (file, mutual) = (files.path().join("s"), files.path().join("m"));
@@ -512,7 +508,7 @@ async fn ask(dir: &std::path::Path, req: serde_json::Value) -> serde_json::Value
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delete_errors_name_their_objects_and_snapshots_need_recursive() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "256MiB").await;
+    let d = start(dir.path(), ByteSize::mib(256)).await;
     let p = dir.path();
     ctl_json(p, &["lun", "create", "demo", "--size", "16M"]).await;
 
@@ -580,7 +576,7 @@ async fn delete_errors_name_their_objects_and_snapshots_need_recursive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_closed_stdout_ends_lunarctl_quietly() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(dir.path(), "256MiB").await;
+    let d = start(dir.path(), ByteSize::mib(256)).await;
     for args in [&["pool", "status"][..], &["--json", "lun", "list"][..]] {
         let (reader, writer) = std::io::pipe().expect("pipe");
         drop(reader);
@@ -633,7 +629,7 @@ async fn lunarctl_finds_the_embedded_default_socket() {
     );
 
     let work = tempfile::tempdir().unwrap();
-    let d = start(&work.path().join("lunar-data"), "256MiB").await;
+    let d = start(&work.path().join("lunar-data"), ByteSize::mib(256)).await;
     let out = run(work.path().to_path_buf()).await;
     assert_eq!(
         out.status.code(),

@@ -14,7 +14,7 @@ const T2: &str = "iqn.2026-11.io.lunar:restart";
 async fn state_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let d = start(p, "1GiB").await;
+    let d = start(p, ByteSize::gib(1)).await;
     ctl_json(
         p,
         &[
@@ -104,7 +104,7 @@ async fn state_survives_restart() {
     d.shutdown().await.unwrap();
     assert!(!socket(p).exists(), "socket removed at shutdown");
 
-    let d = start(p, "1GiB").await;
+    let d = start(p, ByteSize::gib(1)).await;
     assert_eq!(
         ctl_json(p, &["lun", "list"]).await,
         luns,
@@ -144,14 +144,7 @@ async fn state_survives_restart() {
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let cfg = dir.join("lunar.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "data_dir: {}\npool: {{ path: pool, capacity: 2GiB }}\nportals: [{{ listen: \"127.0.0.1:0\" }}]\niscsi: {{ nop_interval_secs: 0 }}\ntargets:\n  - iqn: {TARGET}\n    allow_any: true\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, admin_config(dir, ByteSize::gib(2)).to_yaml().unwrap()).unwrap();
     cfg
 }
 

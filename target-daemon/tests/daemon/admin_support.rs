@@ -4,27 +4,22 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use target_daemon::config::Config;
+pub(crate) use target_daemon::config::ByteSize;
+use target_daemon::config::{Config, TargetCfg};
+
+use crate::support::{local_config, start_config};
 use target_daemon::daemon::Daemon;
 
 pub(crate) const TARGET: &str = "iqn.2026-11.io.lunar:admin";
 
 /// Starts lunard in-process on `dir` (pool capacity `capacity`, one empty target).
-pub(crate) async fn start(dir: &Path, capacity: &str) -> Daemon {
-    let yaml = format!(
-        r#"
-data_dir: {}
-pool: {{ path: pool, capacity: {capacity} }}
-portals: [{{ listen: "127.0.0.1:0" }}]
-iscsi: {{ nop_interval_secs: 0 }}
-targets:
-  - iqn: {TARGET}
-    allow_any: true
-"#,
-        dir.display()
-    );
-    let cfg = Config::from_yaml_str(&yaml, "test.yaml").expect("config");
-    Daemon::start(cfg).await.expect("daemon starts")
+pub(crate) async fn start(dir: &Path, capacity: ByteSize) -> Daemon {
+    start_config(admin_config(dir, capacity)).await
+}
+
+/// The configuration [`start`] uses: [`local_config`] with the empty target [`TARGET`].
+pub(crate) fn admin_config(dir: &Path, capacity: ByteSize) -> Config {
+    local_config(dir, capacity).with_target(TargetCfg::iscsi(TARGET))
 }
 
 pub(crate) fn socket(dir: &Path) -> PathBuf {

@@ -1,10 +1,13 @@
 //! The whole daemon (pool, device server, iSCSI) over loopback: reads and writes through
 //! immediate data, unsolicited data and R2Ts, Data-In splitting, residuals, and concurrency.
 
-use crate::support::{start_demo as start, start_yaml};
+use std::net::SocketAddr;
+
+use crate::support::{demo_config, start_config, start_demo as start};
 use lunar_test_kit::cdb::cdb10;
 use lunar_test_kit::initiator::Initiator;
 use lunar_test_kit::pattern;
+use target_daemon::config::PortalCfg;
 
 const READ10: u8 = 0x28;
 const WRITE10: u8 = 0x2a;
@@ -513,23 +516,14 @@ fn port_groups(data: &[u8]) -> Vec<(u16, u8, Vec<u16>)> {
 #[tokio::test]
 async fn two_portal_groups_one_logical_unit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let yaml = format!(
-        r#"
-data_dir: {}
-pool: {{ path: pool, capacity: 1GiB }}
-portals:
-  - {{ listen: "127.0.0.1:0", tpgt: 1 }}
-  - {{ listen: "127.0.0.1:0", tpgt: 2 }}
-  - {{ listen: "127.0.0.1:0", tpgt: 2 }}
-iscsi: {{ nop_interval_secs: 0 }}
-targets:
-  - iqn: {DEMO}
-    allow_any: true
-    luns: [{{ id: 0, volume: demo, size: 64MiB }}]
-"#,
-        dir.path().display()
-    );
-    let daemon = start_yaml(&yaml).await;
+    let mut cfg = demo_config(dir.path());
+    let portal = PortalCfg::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.portals = vec![
+        portal.clone().with_tpgt(1),
+        portal.clone().with_tpgt(2),
+        portal.with_tpgt(2),
+    ];
+    let daemon = start_config(cfg).await;
     let addrs = daemon.local_addrs().to_vec();
     assert_eq!(addrs.len(), 3, "{addrs:?}");
     let tpgts = [1u16, 2, 2];

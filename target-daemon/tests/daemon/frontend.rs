@@ -7,30 +7,35 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lunar_test_kit::initiator::{self, Initiator};
 use scsi_proto::iscsi::pdu::{self, Bhs, LoginStage, NopOut, Pdu, RejectReason};
-use target_daemon::config::Config;
+use target_daemon::config::{ByteSize, ChapCfg, Config, PortalCfg, TargetCfg};
 use target_daemon::iscsi::{Server, TargetEntry};
 use target_daemon::scsi::ScsiTarget;
 
-const YAML: &str = r#"
-portals:
-  - listen: 127.0.0.1:0
-iscsi:
-  nop_interval_secs: 0
-targets:
-  - iqn: iqn.2026-11.io.lunar:open
-    allow_any: true
-  - iqn: iqn.2026-11.io.lunar:private
-    initiators: [iqn.2026-11.io.test:alice]
-  - iqn: iqn.2026-11.io.lunar:secret
-    allow_any: true
-    chap: { username: alice, secret: alice-secret-123 }
-"#;
+/// Three targets on a loopback portal, without NOP-In pings: `open` (any initiator),
+/// `private` (ALICE only) and `secret` (any initiator, with CHAP). The server is started
+/// without a pool: these targets have no LUNs.
+fn three_targets() -> Config {
+    local()
+        .with_target(TargetCfg::iscsi("iqn.2026-11.io.lunar:open"))
+        .with_target(TargetCfg::iscsi("iqn.2026-11.io.lunar:private").with_initiators([ALICE]))
+        .with_target(
+            TargetCfg::iscsi("iqn.2026-11.io.lunar:secret")
+                .with_chap(ChapCfg::new("alice", "alice-secret-123")),
+        )
+}
+
+/// One portal on `127.0.0.1:0`, no NOP-In pings, no targets (the pool is never opened).
+fn local() -> Config {
+    let mut cfg = Config::local(ByteSize::gib(1));
+    cfg.iscsi.nop_interval_secs = 0;
+    cfg
+}
 
 const ALICE: &str = "iqn.2026-11.io.test:alice";
 const BOB: &str = "iqn.2026-11.io.test:bob";
 
-async fn start(yaml: &str) -> (Arc<Server>, SocketAddr) {
-    let cfg = Config::from_yaml_str(yaml, "test.yaml").expect("config");
+async fn start(cfg: Config) -> (Arc<Server>, SocketAddr) {
+    assert_eq!(cfg.validate(), Ok(()), "test configuration");
     let targets = cfg
         .targets
         .iter()
@@ -54,7 +59,7 @@ fn targets_named(pairs: &[(String, String)]) -> Vec<String> {
 
 #[tokio::test]
 async fn discovery_lists_only_allowed_targets() {
-    let (_s, addr) = start(YAML).await;
+    let (_s, addr) = start(three_targets()).await;
     let mut bob = Initiator::connect(addr, BOB).await;
     assert!(bob.login(None).await.ok());
     let pairs = bob.send_targets("All").await;
@@ -80,7 +85,7 @@ async fn discovery_lists_only_allowed_targets() {
 
 #[tokio::test]
 async fn acl_denies_unlisted_initiator() {
-    let (_s, addr) = start(YAML).await;
+    let (_s, addr) = start(three_targets()).await;
     let mut bob = Initiator::connect(addr, BOB).await;
     let r = bob.login(Some("iqn.2026-11.io.lunar:private")).await;
     assert_eq!((r.status_class, r.status_detail), (2, 2), "{r:?}");
@@ -95,7 +100,7 @@ async fn acl_denies_unlisted_initiator() {
 
 #[tokio::test]
 async fn unknown_target_is_not_found() {
-    let (_s, addr) = start(YAML).await;
+    let (_s, addr) = start(three_targets()).await;
     let mut bob = Initiator::connect(addr, BOB).await;
     let r = bob.login(Some("iqn.2026-11.io.lunar:nope")).await;
     assert_eq!((r.status_class, r.status_detail), (2, 3), "{r:?}");
@@ -103,7 +108,7 @@ async fn unknown_target_is_not_found() {
 
 #[tokio::test]
 async fn chap_login_ok_and_wrong_secret() {
-    let (_s, addr) = start(YAML).await;
+    let (_s, addr) = start(three_targets()).await;
     let mut a = Initiator::connect(addr, ALICE).await;
     let r = a
         .login_chap(
@@ -134,7 +139,7 @@ async fn chap_login_ok_and_wrong_secret() {
 
 #[tokio::test]
 async fn nop_ping_and_logout() {
-    let (server, addr) = start(YAML).await;
+    let (server, addr) = start(three_targets()).await;
     let mut a = Initiator::connect(addr, ALICE).await;
     assert!(a.login(Some("iqn.2026-11.io.lunar:open")).await.ok());
     let p = a.nop(b"ping-data").await;
@@ -154,7 +159,7 @@ async fn nop_ping_and_logout() {
 
 #[tokio::test]
 async fn session_reinstatement_replaces_old_session() {
-    let (server, addr) = start(YAML).await;
+    let (server, addr) = start(three_targets()).await;
     let mut a = Initiator::connect(addr, ALICE).await;
     assert!(a.login(Some("iqn.2026-11.io.lunar:open")).await.ok());
     let old_tsih = a.tsih;
@@ -179,7 +184,7 @@ async fn still_serving(addr: SocketAddr) {
 
 #[tokio::test]
 async fn hostile_inputs_do_not_hurt_other_sessions() {
-    let (_s, addr) = start(YAML).await;
+    let (_s, addr) = start(three_targets()).await;
 
     // Truncated PDU, then the initiator goes away.
     let mut t = Initiator::connect(addr, BOB).await;
@@ -281,11 +286,10 @@ async fn hostile_inputs_do_not_hurt_other_sessions() {
 
 #[tokio::test]
 async fn idle_initiator_is_pinged_and_dropped_when_silent() {
-    let yaml = YAML.replace(
-        "nop_interval_secs: 0",
-        "nop_interval_secs: 1\n  nop_timeout_secs: 1",
-    );
-    let (server, addr) = start(&yaml).await;
+    let mut cfg = three_targets();
+    cfg.iscsi.nop_interval_secs = 1;
+    cfg.iscsi.nop_timeout_secs = 1;
+    let (server, addr) = start(cfg).await;
     let mut a = Initiator::connect(addr, ALICE).await;
     assert!(a.login(Some("iqn.2026-11.io.lunar:open")).await.ok());
     let p = a.recv().await;
@@ -314,7 +318,7 @@ async fn idle_initiator_is_pinged_and_dropped_when_silent() {
 
 #[tokio::test]
 async fn crc32c_digests_are_negotiated_and_used() {
-    let (_s, addr) = start(YAML).await;
+    let (_s, addr) = start(three_targets()).await;
     let mut a = Initiator::connect(addr, ALICE).await;
     let r = a
         .login_with(
@@ -346,7 +350,7 @@ fn digest_errors(kind: &str) -> u64 {
 
 #[tokio::test]
 async fn digest_errors_on_a_live_connection() {
-    let (_s, addr) = start(YAML).await;
+    let (_s, addr) = start(three_targets()).await;
     let mut a = Initiator::connect(addr, ALICE).await;
     let r = a
         .login_with(
@@ -417,7 +421,7 @@ async fn digest_errors_on_a_live_connection() {
 
 #[tokio::test]
 async fn connection_reinstatement_keeps_the_session() {
-    let (server, addr) = start(YAML).await;
+    let (server, addr) = start(three_targets()).await;
     let mut a = Initiator::connect(addr, ALICE).await;
     assert!(a.login(Some("iqn.2026-11.io.lunar:open")).await.ok());
     let mut b = Initiator::connect(addr, ALICE).await;
@@ -437,7 +441,7 @@ async fn connection_reinstatement_keeps_the_session() {
 /// (none) and then joined that session, with read/write on its LUNs, dropping the victim.
 #[tokio::test]
 async fn a_discovery_typed_join_cannot_take_over_a_normal_session() {
-    let (server, addr) = start(YAML).await;
+    let (server, addr) = start(three_targets()).await;
     let secret = "iqn.2026-11.io.lunar:secret";
     let mut victim = Initiator::connect(addr, ALICE).await;
     assert!(victim
@@ -477,22 +481,11 @@ async fn a_discovery_typed_join_cannot_take_over_a_normal_session() {
 
 #[tokio::test]
 async fn mutual_chap_and_discovery_chap() {
-    let yaml = r#"
-portals:
-  - listen: 127.0.0.1:0
-discovery:
-  chap: { username: disco, secret: discovery-secret-1 }
-iscsi:
-  nop_interval_secs: 0
-targets:
-  - iqn: iqn.2026-11.io.lunar:mutual
-    allow_any: true
-    chap:
-      username: alice
-      secret: alice-secret-123
-      mutual: { username: lunar, secret: lunar-secret-456 }
-"#;
-    let (_s, addr) = start(yaml).await;
+    let mut cfg = local().with_target(TargetCfg::iscsi("iqn.2026-11.io.lunar:mutual").with_chap(
+        ChapCfg::new("alice", "alice-secret-123").with_mutual("lunar", "lunar-secret-456"),
+    ));
+    cfg.discovery.chap = Some(ChapCfg::new("disco", "discovery-secret-1"));
+    let (_s, addr) = start(cfg).await;
     let mut a = Initiator::connect(addr, ALICE).await;
     let r = a
         .login_chap_mutual(
@@ -518,18 +511,11 @@ targets:
 
 #[tokio::test]
 async fn ipv6_portal_and_advertised_address() {
-    let yaml = r#"
-portals:
-  - listen: "[::1]:0"
-    advertise: "[2001:db8::7]:3260"
-    tpgt: 3
-iscsi:
-  nop_interval_secs: 0
-targets:
-  - iqn: iqn.2026-11.io.lunar:v6
-    allow_any: true
-"#;
-    let cfg = Config::from_yaml_str(yaml, "test.yaml").expect("config");
+    let mut cfg = local().with_target(TargetCfg::iscsi("iqn.2026-11.io.lunar:v6"));
+    cfg.portals = vec![PortalCfg::new("[::1]:0".parse().expect("addr"))
+        .with_advertise("[2001:db8::7]:3260".parse().expect("addr"))
+        .with_tpgt(3)];
+    assert_eq!(cfg.validate(), Ok(()), "test configuration");
     let targets = cfg
         .targets
         .iter()
@@ -570,13 +556,8 @@ targets:
 
 #[tokio::test]
 async fn targets_and_access_change_at_run_time() {
-    let (server, addr) = start(YAML).await;
-    let cfg = Config::from_yaml_str(
-        "portals: [{listen: \"127.0.0.1:0\"}]\ntargets:\n  - iqn: iqn.2026-11.io.lunar:added\n    allow_any: true\n",
-        "t.yaml",
-    )
-    .expect("config");
-    let t = cfg.targets[0].clone();
+    let (server, addr) = start(three_targets()).await;
+    let t = TargetCfg::iscsi("iqn.2026-11.io.lunar:added");
     server
         .add_target(TargetEntry {
             scsi: ScsiTarget::new(&t.iqn),
@@ -634,15 +615,13 @@ async fn targets_and_access_change_at_run_time() {
 async fn long_send_targets_answer_is_continued() {
     use scsi_proto::iscsi::pdu::TextRequest;
     use scsi_proto::iscsi::text;
-    let mut yaml = String::from(
-        "portals:\n  - listen: 127.0.0.1:0\niscsi:\n  nop_interval_secs: 0\ntargets:\n",
-    );
+    let mut cfg = local();
     for i in 0..40 {
-        yaml.push_str(&format!(
-            "  - iqn: iqn.2026-11.io.lunar:target-number-{i:03}\n    allow_any: true\n"
-        ));
+        cfg = cfg.with_target(TargetCfg::iscsi(format!(
+            "iqn.2026-11.io.lunar:target-number-{i:03}"
+        )));
     }
-    let (_s, addr) = start(&yaml).await;
+    let (_s, addr) = start(cfg).await;
     let mut d = Initiator::connect(addr, BOB).await;
     let r = d
         .login_with(None, &[("MaxRecvDataSegmentLength", "512")])
@@ -698,7 +677,7 @@ async fn long_send_targets_answer_is_continued() {
 
 #[tokio::test]
 async fn protocol_violations_are_rejected_with_the_right_reason() {
-    let (_s, addr) = start(YAML).await;
+    let (_s, addr) = start(three_targets()).await;
     let mut d = Initiator::connect(addr, BOB).await;
     assert!(d.login(None).await.ok());
 

@@ -7,11 +7,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::local_config;
 use bytes::Bytes;
 use lunar_test_kit::cdb::{write10, write16};
 use lunar_test_kit::initiator::{CmdResult, Initiator, RECV_LIMIT};
 use scsi_proto::iscsi::pdu::{self, Bhs, NopOut, Pdu};
-use target_daemon::config::Config;
+use target_daemon::config::{ByteSize, Config, LunCfg, TargetCfg};
 use target_daemon::daemon::Daemon;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
@@ -20,37 +21,19 @@ const TARGET: &str = "iqn.2026-11.io.lunar:limits";
 /// The LUN's MAXIMUM TRANSFER LENGTH: 8 MiB of 512-byte blocks (Block Limits VPD).
 const MTL_BLOCKS: u32 = 16384;
 
-async fn start(dir: &std::path::Path, limits: &str, iscsi: &str) -> Daemon {
-    start_with(
-        dir,
-        limits,
-        iscsi,
-        target_daemon::admin::AdminOptions::default(),
-    )
-    .await
+/// The daemon of these tests, before each sets the limits it checks: a 256 MiB pool in
+/// `dir` and the target [`TARGET`] with LUN 0, the 64 MiB volume `lim`.
+fn config(dir: &std::path::Path) -> Config {
+    local_config(dir, ByteSize::mib(256))
+        .with_target(TargetCfg::iscsi(TARGET).with_lun(LunCfg::new(0, "lim", ByteSize::mib(64))))
 }
 
-async fn start_with(
-    dir: &std::path::Path,
-    limits: &str,
-    iscsi: &str,
-    admin: target_daemon::admin::AdminOptions,
-) -> Daemon {
-    let yaml = format!(
-        r#"
-data_dir: {}
-pool: {{ path: pool, capacity: 256MiB }}
-portals: [{{ listen: "127.0.0.1:0" }}]
-iscsi: {{ nop_interval_secs: 0{iscsi} }}
-limits: {{ {limits} }}
-targets:
-  - iqn: {TARGET}
-    allow_any: true
-    luns: [{{ id: 0, volume: lim, size: 64MiB }}]
-"#,
-        dir.display()
-    );
-    let cfg = Config::from_yaml_str(&yaml, "test.yaml").expect("config");
+async fn start(cfg: Config) -> Daemon {
+    start_with(cfg, target_daemon::admin::AdminOptions::default()).await
+}
+
+async fn start_with(cfg: Config, admin: target_daemon::admin::AdminOptions) -> Daemon {
+    assert_eq!(cfg.validate(), Ok(()), "test configuration");
     Daemon::start_with(cfg, admin).await.expect("daemon starts")
 }
 
@@ -122,13 +105,13 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 #[tokio::test]
 async fn connections_beyond_the_caps_are_closed_and_sessions_keep_working() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = start(
-        dir.path(),
-        "max_connections: 4, max_connections_per_address: 2, max_logins_in_progress: 1",
-        // Longer than the hang limit: a refusal must not be a login timeout in disguise.
-        ", login_timeout_secs: 60",
-    )
-    .await;
+    let mut cfg = config(dir.path());
+    cfg.limits.max_connections = 4;
+    cfg.limits.max_connections_per_address = 2;
+    cfg.limits.max_logins_in_progress = 1;
+    // Longer than the hang limit: a refusal must not be a login timeout in disguise.
+    cfg.iscsi.login_timeout_secs = 60;
+    let d = start(cfg).await;
     let addr = d.local_addrs()[0];
     let (per_addr, logins, total) = (
         refusals("iscsi_connections_per_address"),
@@ -175,12 +158,10 @@ async fn connections_beyond_the_caps_are_closed_and_sessions_keep_working() {
 #[tokio::test]
 async fn a_stalled_login_is_closed_and_frees_its_slot() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = start(
-        dir.path(),
-        "max_logins_in_progress: 1",
-        ", login_timeout_secs: 1",
-    )
-    .await;
+    let mut cfg = config(dir.path());
+    cfg.limits.max_logins_in_progress = 1;
+    cfg.iscsi.login_timeout_secs = 1;
+    let d = start(cfg).await;
     let addr = d.local_addrs()[0];
     let before = refusals("iscsi_login_timeout");
 
@@ -213,7 +194,7 @@ fn write_cdb(sixteen: bool, blocks: u32) -> Vec<u8> {
 #[tokio::test]
 async fn a_write_over_the_maximum_transfer_length_is_refused_before_any_data() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = start(dir.path(), "", "").await;
+    let d = start(config(dir.path())).await;
     let addr = d.local_addrs()[0];
     let mut i = session_from(addr, [127, 0, 0, 1], "iqn.2026-11.io.test:mtl").await;
     // One block over the limit (WRITE(10)), and the report's 64 MiB (WRITE(16)), the
@@ -270,7 +251,9 @@ async fn a_write_over_the_maximum_transfer_length_is_refused_before_any_data() {
 #[tokio::test]
 async fn unfinished_writes_on_many_connections_stay_within_the_write_buffer_budget() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = start(dir.path(), "write_buffer_bytes: 32MiB", "").await;
+    let mut cfg = config(dir.path());
+    cfg.limits.write_buffer_bytes = ByteSize::mib(32);
+    let d = start(cfg).await;
     let addr = d.local_addrs()[0];
     let full = MTL_BLOCKS * 512; // 8 MiB: four fit in the budget.
     let mut conns = Vec::new();
@@ -372,10 +355,12 @@ async fn admin_line<R: tokio::io::AsyncRead + Unpin>(
 async fn admin_tcp_caps_connections_request_size_and_idle_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = "limits-token-123";
+    let mut cfg = config(dir.path());
+    cfg.limits.admin_max_connections = 2;
+    cfg.limits.admin_max_unauthenticated_request_bytes = ByteSize::kib(1);
+    cfg.limits.admin_idle_timeout_secs = 1;
     let d = start_with(
-        dir.path(),
-        "admin_max_connections: 2, admin_max_unauthenticated_request_bytes: 1KiB, admin_idle_timeout_secs: 1",
-        "",
+        cfg,
         target_daemon::admin::AdminOptions {
             socket: None,
             tcp: Some("127.0.0.1:0".parse().expect("addr")),

@@ -6,8 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::{local_config, start_config};
 use lunar_test_kit::initiator::Initiator;
-use target_daemon::config::Config;
+use target_daemon::config::{ByteSize, LunCfg, TargetCfg};
 use target_daemon::daemon::Daemon;
 
 const DEMO: &str = "iqn.2026-11.io.lunar:demo";
@@ -15,21 +16,10 @@ const MIB: u64 = 1 << 20;
 const BS: u64 = 512;
 
 async fn start(dir: &std::path::Path) -> Daemon {
-    let yaml = format!(
-        r#"
-data_dir: {}
-pool: {{ path: pool, capacity: 64MiB, soft_threshold_pct: 50 }}
-portals: [{{ listen: "127.0.0.1:0" }}]
-iscsi: {{ nop_interval_secs: 0 }}
-targets:
-  - iqn: {DEMO}
-    allow_any: true
-    luns: [{{ id: 0, volume: demo, size: 64MiB }}]
-"#,
-        dir.display()
-    );
-    let cfg = Config::from_yaml_str(&yaml, "test.yaml").expect("config");
-    Daemon::start(cfg).await.expect("daemon starts")
+    let mut cfg = local_config(dir, ByteSize::mib(64))
+        .with_target(TargetCfg::iscsi(DEMO).with_lun(LunCfg::new(0, "demo", ByteSize::mib(64))));
+    cfg.pool.soft_threshold_pct = Some(50);
+    start_config(cfg).await
 }
 
 /// TEST UNIT READY: `None` for GOOD, else the (ASC, ASCQ) of the UNIT ATTENTION.

@@ -1,23 +1,39 @@
-//! What the daemon tests share beyond `lunar-test-kit`: lunard started in-process (the kit
-//! cannot depend on `target-daemon`, so anything that names `Daemon` lives here).
+//! What the daemon tests share beyond `lunar-test-kit`: lunard started in-process and the
+//! configurations it starts with (the kit cannot depend on `target-daemon`, so anything that
+//! names `Daemon` or `Config` lives here).
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use lunar_test_kit::lunard::demo_yaml;
-use target_daemon::config::Config;
+use lunar_test_kit::lunard::DEMO_IQN;
+use target_daemon::config::{ByteSize, Config, LunCfg, TargetCfg};
 use target_daemon::daemon::Daemon;
 
-/// Starts lunard in-process with the configuration `yaml`.
-pub(crate) async fn start_yaml(yaml: &str) -> Daemon {
-    let cfg = Config::from_yaml_str(yaml, "test.yaml").expect("config");
+/// A loopback daemon's configuration: data and pool in `dir`, a pool of `capacity`, one
+/// portal on `127.0.0.1:0`, no NOP-In pings (a test's initiator does not answer them), no
+/// targets.
+pub(crate) fn local_config(dir: &Path, capacity: ByteSize) -> Config {
+    let mut cfg = Config::local(capacity).with_data_dir(dir);
+    cfg.iscsi.nop_interval_secs = 0;
+    cfg
+}
+
+/// The configuration most I/O tests need: [`local_config`] with a 1 GiB pool and the target
+/// [`DEMO_IQN`] open to any initiator with LUN 0, the 64 MiB volume `demo`.
+pub(crate) fn demo_config(dir: &Path) -> Config {
+    local_config(dir, ByteSize::gib(1))
+        .with_target(TargetCfg::iscsi(DEMO_IQN).with_lun(LunCfg::new(0, "demo", ByteSize::mib(64))))
+}
+
+/// Starts lunard in-process with `cfg`, which must be valid (as a file read by lunard).
+pub(crate) async fn start_config(cfg: Config) -> Daemon {
+    assert_eq!(cfg.validate(), Ok(()), "test configuration");
     Daemon::start(cfg).await.expect("daemon starts")
 }
 
-/// Starts the demo daemon ([`demo_yaml`]: target `iqn.2026-11.io.lunar:demo`, LUN 0 of
-/// 64 MiB) on `dir`; returns it and its portal.
+/// Starts the demo daemon ([`demo_config`]) on `dir`; returns it and its portal.
 pub(crate) async fn start_demo(dir: &Path) -> (Daemon, SocketAddr) {
-    let d = start_yaml(&demo_yaml(dir)).await;
+    let d = start_config(demo_config(dir)).await;
     let addr = d.local_addrs()[0];
     (d, addr)
 }

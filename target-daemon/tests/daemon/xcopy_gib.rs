@@ -10,11 +10,12 @@
 
 use std::time::Instant;
 
+use crate::support::{local_config, start_config};
 use lunar_test_kit::initiator::{CmdResult, Initiator};
 use scsi_proto::scsi::sense::{Sense, SenseKey};
 use scsi_proto::scsi::vpd::DeviceIdentity;
 use scsi_proto::scsi::xcopy;
-use target_daemon::config::Config;
+use target_daemon::config::{ByteSize, LunCfg, TargetCfg};
 use target_daemon::daemon::Daemon;
 
 const DEMO: &str = "iqn.2026-11.io.lunar:demo";
@@ -29,26 +30,18 @@ const SEGMENTS_PER_COMMAND: usize = 16;
 const PIECE: u64 = 8 * MIB;
 
 async fn start(dir: &std::path::Path) -> Daemon {
-    let yaml = format!(
-        r#"
-data_dir: {}
-pool: {{ path: pool, capacity: 4GiB }}
-portals: [{{ listen: "127.0.0.1:0" }}]
-iscsi: {{ nop_interval_secs: 0 }}
-targets:
-  - iqn: {DEMO}
-    allow_any: true
-    luns:
-      - {{ id: 0, volume: src, size: 1GiB }}
-      - {{ id: 1, volume: dst, size: 1GiB }}
-  - iqn: {SECRET}
-    initiators: [iqn.2026-11.io.test:someone-else]
-    luns: [{{ id: 0, volume: secret, size: 16MiB }}]
-"#,
-        dir.display()
-    );
-    let cfg = Config::from_yaml_str(&yaml, "test.yaml").expect("config");
-    Daemon::start(cfg).await.expect("daemon starts")
+    let cfg = local_config(dir, ByteSize::gib(4))
+        .with_target(
+            TargetCfg::iscsi(DEMO)
+                .with_lun(LunCfg::new(0, "src", ByteSize::gib(1)))
+                .with_lun(LunCfg::new(1, "dst", ByteSize::gib(1))),
+        )
+        .with_target(
+            TargetCfg::iscsi(SECRET)
+                .with_initiators(["iqn.2026-11.io.test:someone-else"])
+                .with_lun(LunCfg::new(0, "secret", ByteSize::mib(16))),
+        );
+    start_config(cfg).await
 }
 
 /// Deterministic content of the source at byte `offset` (a piece of `len` bytes).

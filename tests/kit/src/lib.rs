@@ -6,8 +6,8 @@
 //!   with or without CHAP, SCSI commands with immediate data, R2Ts and Data-In, TMFs);
 //! - [`cdb`]: READ/WRITE-style CDB builders (6, 10, 12 and 16 bytes);
 //! - [`pattern`]: the one deterministic test data pattern;
-//! - [`lunard`]: starting a `lunard` process and reading its readiness line, and the
-//!   configuration of the single-target "demo" daemon many tests start;
+//! - [`lunard`]: starting a `lunard` process and reading its readiness line, and the name
+//!   of the "demo" target many tests log in to;
 //! - [`markdown`]: the fenced code blocks of a doc, for the tests that run the docs.
 //!
 //! It never depends on `target-daemon`, so both that crate's tests and the end-to-end tests

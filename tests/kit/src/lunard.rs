@@ -1,5 +1,5 @@
-//! Starting a `lunard` process and knowing when it serves; the configuration of the
-//! single-target daemon many tests start.
+//! Starting a `lunard` process and knowing when it serves; the name of the demo target
+//! many tests log in to.
 //!
 //! lunard logs `lunard ready: listening on ADDR, ADDR, ...` once its portals accept logins
 //! (one address per portal, in configuration order; port 0 in the configuration becomes the
@@ -8,7 +8,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
@@ -20,27 +19,9 @@ pub const READY_MARKER: &str = "lunard ready: listening on ";
 /// check: a loaded CI machine starts one in well under a second).
 pub const READY_LIMIT: Duration = Duration::from_secs(60);
 
-/// The target of [`demo_yaml`].
+/// The demo target most I/O tests log in to (lunard's embedded default serves it too; the
+/// daemon tests' `support::demo_config` builds it).
 pub const DEMO_IQN: &str = "iqn.2026-11.io.lunar:demo";
-
-/// Configuration of the daemon most I/O tests need: data in `data_dir`, a 1 GiB pool, one
-/// portal on `127.0.0.1:0`, no NOP-In pings (a test's initiator does not answer them), and
-/// the target [`DEMO_IQN`] open to any initiator with LUN 0, the 64 MiB volume `demo`.
-pub fn demo_yaml(data_dir: &Path) -> String {
-    format!(
-        r#"
-data_dir: {}
-pool: {{ path: pool, capacity: 1GiB }}
-portals: [{{ listen: "127.0.0.1:0" }}]
-iscsi: {{ nop_interval_secs: 0 }}
-targets:
-  - iqn: {DEMO_IQN}
-    allow_any: true
-    luns: [{{ id: 0, volume: demo, size: 64MiB }}]
-"#,
-        data_dir.display()
-    )
-}
 
 /// Every address in the first `lunard ready: listening on ADDR, ADDR, ...` line of `log`:
 /// the addresses up to the first token that is not one (`target=...`, the end of a JSON

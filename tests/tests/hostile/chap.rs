@@ -45,7 +45,7 @@ fn answer(c: &mut Conn, keys: &[(&str, &str)]) -> Option<Pdu> {
 /// neither does a response computed for another identifier.
 #[test]
 fn replayed_chap_response_is_refused() {
-    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap);
     // An honest login whose exchange the attacker observed.
     let (mut c1, id1, chal1) = challenged(d.addr());
     let captured = hex(&chap_response(id1, CHAP_SECRET.as_bytes(), &chal1));
@@ -88,7 +88,7 @@ fn replayed_chap_response_is_refused() {
 /// that fails its own proof gets no target response to use as an oracle.
 #[test]
 fn mutual_chap_reflection_is_refused() {
-    let (mut d, honest) = hostile::start_watched(Auth::Mutual, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Mutual);
     let (mut c, id, chal) = challenged(d.addr());
     let resp = hex(&chap_response(id, CHAP_SECRET.as_bytes(), &chal));
     let id_s = id.to_string();
@@ -173,7 +173,7 @@ fn mutual_chap_reflection_is_refused() {
 /// repeated keys, keys out of order.
 #[test]
 fn malformed_chap_values_are_refused() {
-    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap);
     let huge = format!("0x{}", "ab".repeat(4000));
     for (what, r_value) in [
         ("empty CHAP_R", ""),

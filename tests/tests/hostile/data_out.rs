@@ -49,7 +49,7 @@ fn assert_data_phase_error(r: &ScsiResult, what: &str) {
 /// leaves the session working; the LUN keeps its old contents.
 #[test]
 fn solicited_data_out_sequencing_errors_fail_the_command() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = session(&d, &[("InitialR2T", "Yes"), ("ImmediateData", "No")]);
     let lba = 1000;
     let before = c.read10(0, lba, 16).unwrap();
@@ -116,7 +116,7 @@ fn solicited_data_out_sequencing_errors_fail_the_command() {
 /// or on a READ.
 #[test]
 fn unsolicited_and_immediate_data_games_are_refused() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     // InitialR2T=Yes: unsolicited Data-Out is a protocol error.
     let mut c = session(&d, &[("InitialR2T", "Yes"), ("ImmediateData", "No")]);
     let p = c.scsi_pdu(0, &cdb10(0x2a, 2000, 8), 0, 4096);
@@ -221,7 +221,7 @@ fn unsolicited_and_immediate_data_games_are_refused() {
 /// with ILLEGAL REQUEST / INVALID FIELD IN CDB, and never by buffering gigabytes.
 #[test]
 fn write16_with_a_4g_block_transfer_length_is_refused() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = session(&d, &[("InitialR2T", "Yes"), ("ImmediateData", "No")]);
     for edtl in [u32::MAX, 4096] {
         let p = c.scsi_pdu(0, &cdb16(0x8a, 0, u32::MAX), 0, edtl);
@@ -252,7 +252,7 @@ fn write16_with_a_4g_block_transfer_length_is_refused() {
 /// makes the target buffer up to 64 MiB it will refuse anyway.
 #[test]
 fn write_above_max_transfer_length_is_refused_before_any_data() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = session(&d, &[("InitialR2T", "Yes"), ("ImmediateData", "No")]);
     // Block Limits VPD (B0h): MAXIMUM TRANSFER LENGTH in blocks at bytes 8..12.
     let mut inq = [0u8; 6];

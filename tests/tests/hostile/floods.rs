@@ -7,6 +7,7 @@
 //! memory must stay under the bound stated per test.
 
 use crate::flood_lock;
+use lunar_e2e::config::ByteSize;
 use lunar_e2e::hostile::{
     self, assert_daemon_healthy, Auth, HonestReader, ATTACKER, CHAP_USER, VICTIM_IQN,
 };
@@ -86,7 +87,9 @@ fn count_closed(socks: &mut [TcpStream], deadline: Instant) -> usize {
 #[test]
 fn half_open_logins_are_timed_out() {
     let _flood = flood_lock();
-    let mut d = hostile::start(Auth::Chap, "iscsi: { login_timeout_secs: 2 }\n");
+    let mut cfg = hostile::config(Auth::Chap);
+    cfg.iscsi.login_timeout_secs = 2;
+    let mut d = hostile::start_config(&cfg);
     let honest = HonestReader::start(&d);
     let started = Instant::now();
     let first_login = {
@@ -160,7 +163,7 @@ fn half_open_logins_are_timed_out() {
 #[test]
 fn idle_connection_flood_is_capped() {
     let _flood = flood_lock();
-    let mut d = hostile::start(Auth::Open, "");
+    let mut d = hostile::start(Auth::Open);
     let honest = HonestReader::start(&d);
     let started = Instant::now();
     let (mut socks, refused) = open_silent(d.addr(), 3000, &[]);
@@ -186,7 +189,7 @@ fn idle_connection_flood_is_capped() {
 #[test]
 fn failed_chap_storm_is_refused_without_harm() {
     let _flood = flood_lock();
-    let mut d = hostile::start(Auth::Chap, "");
+    let mut d = hostile::start(Auth::Chap);
     let honest = HonestReader::start(&d);
     let addr = d.addr();
     let threads: Vec<_> = (0..4)
@@ -285,10 +288,9 @@ fn unfinished_writes(addr: SocketAddr, cid: usize) -> u64 {
 fn unfinished_writes_across_many_connections_are_bounded() {
     const BUDGET_MIB: u64 = 128;
     let _flood = flood_lock();
-    let mut d = hostile::start(
-        Auth::Open,
-        &format!("limits: {{ write_buffer_bytes: {BUDGET_MIB}MiB }}\n"),
-    );
+    let mut cfg = hostile::config(Auth::Open);
+    cfg.limits.write_buffer_bytes = ByteSize::mib(BUDGET_MIB);
+    let mut d = hostile::start_config(&cfg);
     let honest = HonestReader::start(&d);
     let addr = d.addr();
     let threads: Vec<_> = (0..16)
@@ -323,7 +325,7 @@ fn transport_id(name: &str, isid: u64) -> Vec<u8> {
 #[test]
 fn spec_i_pt_with_150k_transport_ids_is_refused_without_freezing() {
     let _flood = flood_lock();
-    let mut d = hostile::start(Auth::Open, "");
+    let mut d = hostile::start(Auth::Open);
     let mut m = hostile::victim_session(&d, Auth::Open, ATTACKER);
     let mut list = Vec::new();
     for i in 0..150_000u64 {
@@ -374,7 +376,7 @@ fn spec_i_pt_with_150k_transport_ids_is_refused_without_freezing() {
 #[test]
 fn slow_readers_cannot_pin_unbounded_read_data() {
     let _flood = flood_lock();
-    let mut d = hostile::start(Auth::Open, "");
+    let mut d = hostile::start(Auth::Open);
     // Real data (unwritten ranges might read as untouched zero pages).
     let mut w = hostile::victim_session(&d, Auth::Open, "iqn.2026-11.io.lunar.test:filler");
     let chunk = vec![0x6bu8; 1 << 20];
@@ -409,7 +411,7 @@ fn slow_readers_cannot_pin_unbounded_read_data() {
 #[test]
 fn pr_registrations_from_thousands_of_nexuses_are_bounded() {
     let _flood = flood_lock();
-    let mut d = hostile::start(Auth::Open, "");
+    let mut d = hostile::start(Auth::Open);
     let honest = HonestReader::start(&d);
     let addr = d.addr();
     let threads: Vec<_> = (0..4u64)
@@ -467,7 +469,7 @@ fn pr_registrations_from_thousands_of_nexuses_are_bounded() {
 #[test]
 fn extended_copy_amplification_does_not_starve_other_targets() {
     let _flood = flood_lock();
-    let mut d = hostile::start(Auth::Open, "");
+    let mut d = hostile::start(Auth::Open);
     let mut m = hostile::victim_session(&d, Auth::Open, ATTACKER);
     let chunk = vec![0x3au8; 1 << 20];
     for mib in 0..(hostile::LUN_BYTES >> 20) as u32 {
@@ -561,7 +563,7 @@ fn extended_copy_amplification_does_not_starve_other_targets() {
 #[test]
 fn commands_held_for_a_cmdsn_gap_are_bounded() {
     let _flood = flood_lock();
-    let mut d = hostile::start(Auth::Open, "");
+    let mut d = hostile::start(Auth::Open);
     let honest = HonestReader::start(&d);
     let addr = d.addr();
     let threads: Vec<_> = (0..64)

@@ -31,7 +31,7 @@ fn kv(v: &[(String, String)]) -> Vec<(&str, &str)> {
 /// Every way of reaching the full feature phase of a CHAP target without CHAP is refused.
 #[test]
 fn chap_target_refuses_every_way_around_chap() {
-    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap);
     let addr = d.addr();
     let ident = operational_keys(ATTACKER, VICTIM_IQN);
 
@@ -129,7 +129,7 @@ fn chap_target_refuses_every_way_around_chap() {
 /// session reinstatement looks like) must not disturb that session.
 #[test]
 fn failed_logins_reusing_the_victims_name_and_isid_leave_it_alone() {
-    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap);
     let mut victim = victim_session(&d, Auth::Chap, VICTIM);
     let isid = victim.isid;
     let ident = operational_keys(VICTIM, VICTIM_IQN);
@@ -181,7 +181,7 @@ fn failed_logins_reusing_the_victims_name_and_isid_leave_it_alone() {
 /// passed, or naming another target, are refused and leave the session alone.
 #[test]
 fn non_leading_joins_without_chap_or_to_another_target_are_refused() {
-    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap);
     let mut victim = victim_session(&d, Auth::Chap, VICTIM);
     let (isid, tsih) = (victim.isid, victim.tsih);
     assert_ne!(tsih, 0, "leading login assigned no TSIH");
@@ -229,7 +229,7 @@ fn non_leading_joins_without_chap_or_to_another_target_are_refused() {
 /// not secret) must not join that session: it would get the victim's LUNs without CHAP.
 #[test]
 fn discovery_login_cannot_join_a_normal_session() {
-    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap);
     let mut victim = victim_session(&d, Auth::Chap, VICTIM);
     let (isid, tsih) = (victim.isid, victim.tsih);
     for (cid, with_target) in [(1u16, true), (2, true), (1, false)] {
@@ -290,7 +290,7 @@ fn discovery_login_cannot_join_a_normal_session() {
 /// no session to join.
 #[test]
 fn tsih_guessing_is_refused() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut victim = victim_session(&d, Auth::Open, VICTIM);
     for tsih in 1..=24u16 {
         let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
@@ -307,7 +307,7 @@ fn tsih_guessing_is_refused() {
 /// Stage, T/C-bit, version and identity games in the login phase.
 #[test]
 fn login_stage_and_version_games_are_refused() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let addr = d.addr();
     let ident = operational_keys(ATTACKER, VICTIM_IQN);
     let connect = || Conn::connect(addr, ATTACKER).unwrap();
@@ -447,7 +447,7 @@ fn login_stage_and_version_games_are_refused() {
 /// limit, connection closed.
 #[test]
 fn endless_continued_login_text_is_refused() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     let mut refused = None;
     for i in 0..300 {
@@ -476,7 +476,7 @@ fn endless_continued_login_text_is_refused() {
 /// continued text. Each is refused (or the keys ignored) with bounded memory.
 #[test]
 fn login_key_floods_are_bounded() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let addr = d.addr();
     // 8 KiB of distinct unknown keys in one PDU (the login-phase segment limit).
     let mut c = Conn::connect(addr, ATTACKER).unwrap();
@@ -551,7 +551,7 @@ fn login_key_floods_are_bounded() {
 /// target waiting for (or buffering) 16 MiB.
 #[test]
 fn huge_data_segment_before_login_closes_the_connection() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     let mut p = c.login_pdu(true, stage::OPERATIONAL, stage::FULL_FEATURE, &[]);
     p.data.clear();
@@ -577,7 +577,7 @@ fn huge_data_segment_before_login_closes_the_connection() {
 /// 64 KiB READ then arrives in segments no longer than what was declared, at least 512).
 #[test]
 fn absurd_max_recv_data_segment_lengths() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     for v in [
         "0",
         "-1",
@@ -642,7 +642,7 @@ fn absurd_max_recv_data_segment_lengths() {
 /// initiator forge log lines (a fake "login complete", a fake readiness line).
 #[test]
 fn control_characters_in_names_cannot_forge_log_lines() {
-    let (mut d, honest) = hostile::start_watched(Auth::Chap, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Chap);
     const FORGED: &str = "FORGED-LINE lunard ready: listening on 203.0.113.9:3260";
     let evil = format!("iqn.2026-11.io.lunar.test:x\n{FORGED}\r\n{FORGED}\u{1b}[2J");
     let attempts: Vec<Vec<(&str, &str)>> = vec![

@@ -66,7 +66,7 @@ fn expect_reject(c: &mut Conn, what: &str) -> Pdu {
 /// session carries on.
 #[test]
 fn unknown_opcodes_and_junk_ahs_are_rejected() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     c.login_ok(Some(VICTIM_IQN), None).unwrap();
     for opcode in [
@@ -132,7 +132,7 @@ fn unknown_opcodes_and_junk_ahs_are_rejected() {
 /// pending WRITE is unaffected.
 #[test]
 fn reserved_and_duplicate_itts_are_rejected() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = r2t_session(&d, ATTACKER);
     let mut p = c.scsi_pdu(0, &cdb10(0x28, 0, 1), 512, 0);
     p.set_u32(16, RESERVED_TAG);
@@ -160,7 +160,7 @@ fn reserved_and_duplicate_itts_are_rejected() {
 /// the next in-window command is answered and nothing answers the dropped one.
 #[test]
 fn cmdsn_outside_the_window_is_dropped() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     c.login_ok(Some(VICTIM_IQN), None).unwrap();
     c.ready(0).unwrap();
@@ -203,7 +203,7 @@ fn cmdsn_outside_the_window_is_dropped() {
 /// connection is closed before the data is awaited; other sessions carry on.
 #[test]
 fn huge_data_segment_after_login_closes_the_connection() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut victim = victim_session(&d, Auth::Open, "iqn.2026-11.io.lunar.test:bystander");
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     c.login_ok(Some(VICTIM_IQN), None).unwrap();
@@ -230,7 +230,7 @@ fn huge_data_segment_after_login_closes_the_connection() {
 /// A discovery session carries no SCSI commands and no task management.
 #[test]
 fn discovery_session_refuses_scsi_and_task_management() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     c.login_ok(None, None).unwrap();
     for cdb in [cdb10(0x28, 0, 1), cdb10(0x2a, 0, 1)] {
@@ -291,7 +291,7 @@ fn discovery_session_refuses_scsi_and_task_management() {
 /// closes, the half-written command has no effect.
 #[test]
 fn logout_in_the_middle_of_a_write() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = r2t_session(&d, ATTACKER);
     let (itt, _, r2t) = start_write(&mut c, 200, 8);
     // Half of the data, then logout.
@@ -318,7 +318,7 @@ fn logout_in_the_middle_of_a_write() {
 /// TTT, do not touch that session's task: its WRITE completes with its own data.
 #[test]
 fn task_management_and_data_out_cannot_reach_another_session() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut a = r2t_session(&d, "iqn.2026-11.io.lunar.test:alice");
     let mut m = r2t_session(&d, ATTACKER);
     let (itt, cmd_sn, r2t) = start_write(&mut a, 300, 8);
@@ -357,7 +357,7 @@ fn task_management_and_data_out_cannot_reach_another_session() {
 /// of SendTargets requests are bounded; the session or at least the daemon survives.
 #[test]
 fn text_request_floods_are_bounded() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     c.login_ok(Some(VICTIM_IQN), None).unwrap();
     // 400 continued Text Requests of 8 KiB (3.2 MB for one key set).
@@ -429,7 +429,7 @@ fn text_request_floods_are_bounded() {
 /// (IMMEDIATE COMMAND REJECT), and the session still answers.
 #[test]
 fn immediate_command_flood_is_bounded() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = r2t_session(&d, ATTACKER);
     for i in 0..300u32 {
         let sn = c.cmd_sn;
@@ -475,7 +475,7 @@ fn immediate_command_flood_is_bounded() {
 /// connection.
 #[test]
 fn target_resets_do_not_cross_targets() {
-    let (mut d, watcher) = hostile::start_watched(Auth::Open, "");
+    let (mut d, watcher) = hostile::start_watched(Auth::Open);
     let mut honest = lunar_e2e::hostile::honest_session(&d);
     for function in [6u8, 7] {
         let mut m = victim_session(&d, Auth::Open, ATTACKER);
@@ -509,7 +509,7 @@ fn target_resets_do_not_cross_targets() {
 /// connection (the header cannot be trusted, RFC 7143 section 7.8).
 #[test]
 fn digest_errors_are_refused() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = Conn::connect(d.addr(), ATTACKER).unwrap();
     let r = c
         .login(
@@ -570,7 +570,7 @@ fn digest_errors_are_refused() {
 /// get an answer, not a hang.
 #[test]
 fn stalled_ordered_task_and_odd_task_attributes_stay_within_the_session() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut m = r2t_session(&d, ATTACKER);
     let mut bystander = victim_session(&d, Auth::Open, "iqn.2026-11.io.lunar.test:bystander");
     let mut p = m.scsi_pdu(0, &cdb10(0x2a, 600, 8), 0, 4096);

@@ -151,7 +151,7 @@ fn run(c: &mut Conn, case: &Case) -> ScsiResult {
 /// and nothing is written.
 #[test]
 fn lba_overflow_and_end_of_lun_on_every_data_command() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut c = victim_session(&d, Auth::Open, ATTACKER);
     let last = BLOCKS - 1;
     let before = c.read10(0, last as u32, 1).unwrap();
@@ -314,7 +314,7 @@ fn xcopy_cdb(len: u32) -> [u8; 16] {
 /// registered) gets RESERVATION CONFLICT and changes nothing.
 #[test]
 fn non_holders_get_reservation_conflict_on_every_write_type_command() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut alice = victim_session(&d, Auth::Open, "iqn.2026-11.io.lunar.test:alice");
     let mut m = victim_session(&d, Auth::Open, ATTACKER);
     m.ready(1).unwrap();
@@ -433,7 +433,7 @@ fn non_holders_get_reservation_conflict_on_every_write_type_command() {
 /// ABORTED / UNREACHABLE COPY TARGET and copies nothing.
 #[test]
 fn extended_copy_naming_another_targets_lun_is_refused() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut h = honest_session(&d);
     let secret = vec![0x5eu8; 4096];
     h.write10(0, 0, &secret).unwrap();
@@ -482,7 +482,7 @@ fn extended_copy_naming_another_targets_lun_is_refused() {
 /// SUPPORTED (or, for INQUIRY, peripheral qualifier 3) and never reach another target.
 #[test]
 fn lun_addressing_games_reach_nothing() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut h = honest_session(&d);
     let secret = vec![0x4du8; 512];
     h.write10(0, 0, &secret).unwrap();
@@ -541,7 +541,7 @@ fn lun_addressing_games_reach_nothing() {
 /// a hang.
 #[test]
 fn transfer_length_mismatches_are_bounded() {
-    let (mut d, honest) = hostile::start_watched(Auth::Open, "");
+    let (mut d, honest) = hostile::start_watched(Auth::Open);
     let mut m = victim_session(&d, Auth::Open, ATTACKER);
     for (what, blocks, edtl) in [
         ("overflow", 8u16, 512u32),
