@@ -9,12 +9,12 @@
 use bytes::Bytes;
 use scsi_proto::iscsi::pdu::{self, DataIn, Pdu, ScsiResponse as ScsiResponsePdu, RESERVED_TAG};
 
-use super::writer::Writer;
-
 /// SCSI status GOOD.
 pub const GOOD: u8 = 0x00;
 /// SCSI status CHECK CONDITION.
 pub const CHECK_CONDITION: u8 = 0x02;
+/// SCSI status TASK SET FULL.
+pub const TASK_SET_FULL: u8 = 0x28;
 
 /// What the front end remembers about a command to answer it.
 #[derive(Clone, Copy, Debug)]
@@ -62,22 +62,6 @@ pub struct DataInLimits {
     pub max_segment: u32,
     /// MaxBurstLength (length of one Data-In sequence).
     pub max_burst: u32,
-}
-
-/// Sends the result of a command. `data_out_used` is what the device server consumed (used for
-/// the write residual when the CDB's length is unknown). Returns false if the connection is gone.
-/// All PDUs of the result go to the writer at once, so they leave in one vectored write.
-pub async fn send_result(
-    writer: &Writer,
-    info: &CmdInfo,
-    status: u8,
-    sense: Option<Bytes>,
-    data_in: Bytes,
-    data_out_used: u32,
-    limits: DataInLimits,
-) -> bool {
-    let pdus = result_pdus(info, status, sense, data_in, data_out_used, limits);
-    writer.send_all(pdus).await
 }
 
 /// The PDUs that carry a command's result: Data-In PDUs and, unless the status rides in the
