@@ -392,9 +392,6 @@ impl Conn {
             // next command's ITT is checked.
             while self.machine.dispatch_released(host!(self)) {
                 self.perform().await;
-                if self.logged_out {
-                    break;
-                }
             }
             // The window is managed: MaxCmdSN moves only here and when tasks finish.
             self.session.update_window();
