@@ -110,6 +110,22 @@ write(SCSI, "pdu_decode", "scsi-read-nop-logout", b"\0" + SCSI_READ + NOP_OUT + 
 write(SCSI, "pdu_decode", "scsi-write-immediate", b"\0" + SCSI_WRITE_IMM)
 write(SCSI, "pdu_decode", "text-tmf", b"\0" + TEXT_SENDTARGETS + TASK_ABORT)
 
+# iscsi_connection (target-daemon): first byte: bit 0 discovery session, bit 1 InitialR2T,
+# bit 2 ImmediateData, bits 6-7 MaxOutstandingR2T - 1; then a PDU stream from CmdSN 1.
+WRITE10_1 = bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0]).ljust(16, b"\0")
+SCSI_WRITE_R2T = pdu(0x01, 0xA1, specific=be32(512) + be32(1) + be32(1) + WRITE10_1, itt=2)
+# Data-Out for the first R2T (TTT 1): TTT, reserved, ExpStatSN, reserved, DataSN 0, offset 0.
+DATA_OUT = pdu(0x05, 0x80, data=b"\xCD" * 512,
+               specific=be32(1) + be32(0) + be32(1) + be32(0) + be32(0) + be32(0), itt=2)
+TEXT_1 = pdu(0x44, 0x80, data=text([("SendTargets", "All")]),
+             specific=be32(0xFFFFFFFF) + be32(1), itt=3)
+LOGOUT_2 = pdu(0x46, 0x80, specific=be32(0) + be32(2), itt=4)
+write(DAEMON, "iscsi_connection", "read-nop-text-logout",
+      b"\x04" + SCSI_READ + NOP_OUT + TEXT_SENDTARGETS + LOGOUT)
+write(DAEMON, "iscsi_connection", "write-r2t-data-out", b"\x06" + SCSI_WRITE_R2T + DATA_OUT)
+write(DAEMON, "iscsi_connection", "immediate-write-tmf", b"\x04" + SCSI_WRITE_IMM + TASK_ABORT)
+write(DAEMON, "iscsi_connection", "discovery-text-logout", b"\x01" + TEXT_1 + LOGOUT_2)
+
 write(SCSI, "login", "normal", LOGIN_NORMAL)
 write(SCSI, "login", "security-then-operational", LOGIN_SECURITY)
 write(SCSI, "login", "chap", LOGIN_CHAP)

@@ -1,167 +1,170 @@
-//! One iSCSI connection: the framed reader, login, and the full feature phase loop.
+//! One iSCSI connection's async shell: the framed read loop around the sans-I/O
+//! [`Connection`] machine.
 //!
-//! The reader task owns all per-connection protocol state (pending write data, text
-//! continuation, NOP pings) so none of it needs a lock; responses go through the connection's
-//! [`Writer`]. A SCSI command runs inline on this task when it completes without waiting
-//! (a read the page cache serves) and as a spawned task otherwise, so one slow command never
-//! blocks the rest (see `cmd.rs`).
+//! The shell only moves bytes and runs what the machine asks for: it reads PDUs
+//! ([`FrameReader`]), hands them to the machine with the current time, and performs the
+//! machine's [`Action`]s — writing PDUs through the connection's [`Writer`], running SCSI
+//! commands on the device server (`cmd.rs`), task management (`tmf.rs`) and logout
+//! (`logout.rs`). Timers, shutdown and session close signals are its too. A SCSI command runs
+//! inline on this task when it completes without waiting (a read the page cache serves) and
+//! as a spawned task otherwise, so one slow command never blocks the rest.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use scsi_proto::iscsi::pdu::{self, Bhs, CodecConfig, Pdu, PduError, RejectReason};
-use scsi_proto::iscsi::text::TextAssembler;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use scsi_proto::iscsi::pdu::{Bhs, CodecConfig, Pdu, PduError, RejectReason, RESERVED_TAG};
+use scsi_proto::iscsi::text::TextWriter;
+use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::budget::{ConnReads, Grant, ReadGrant};
-use super::datain::DataInLimits;
-use super::nop::NopState;
-use super::r2t::{PendingWrite, WriteParams};
-use super::session::Session;
-use super::text::TextState;
+use super::budget::{ConnReads, Grant, ReadGrant, Waiter};
+use super::framing::{FrameReader, ReadError};
+use super::machine::{
+    Action, Admission, Close, ConnParams, Connection, DataError, Host, WriteData,
+};
+use super::session::{Queued, Session};
 use super::writer::{Out, Writer};
 use super::{PortalInfo, Server};
 
-/// Why reading the next PDU failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// The peer closed the connection.
-    #[error("connection closed by peer")]
-    Eof,
-    /// Socket error.
-    #[error("read error: {0}")]
-    Io(#[from] std::io::Error),
-    /// The PDU could not be decoded.
-    #[error("{0}")]
-    Pdu(#[from] PduError),
+/// What a write command's task receives from the connection: its data or why none comes.
+pub(crate) type DataResult = Result<WriteData<Grant>, DataError>;
+
+/// Whether a connection waits for write buffer budget, and the signal that some came back.
+pub(crate) struct BudgetWatch {
+    /// Changes whenever write buffer budget is returned.
+    freed: watch::Receiver<u64>,
+    /// Set while a pending write waits for budget: retry when `freed` changes.
+    waiting: Option<Waiter>,
 }
 
-/// Reads whole PDUs from a byte stream with scsi-proto's decoder. Cancel safe: partial input
-/// stays in the buffer.
-pub struct FrameReader<R> {
-    io: R,
-    buf: BytesMut,
-}
-
-impl<R: AsyncRead + Unpin> FrameReader<R> {
-    /// Wraps a read half.
-    pub fn new(io: R) -> Self {
-        FrameReader {
-            io,
-            buf: BytesMut::with_capacity(64 * 1024),
-        }
-    }
-
-    /// Whether a whole PDU (or a decode error) is already buffered, so [`Self::next`] will
-    /// not wait for the socket.
-    pub fn has_buffered_pdu(&self, codec: &CodecConfig) -> bool {
-        // `frame_len` knows the length once the header is in, before the rest has arrived.
-        match pdu::frame_len(&self.buf, codec) {
-            Ok(Some(total)) => self.buf.len() >= total,
-            Ok(None) => false,
-            Err(_) => true,
-        }
-    }
-
-    /// The next PDU. Memory is bounded by one PDU: the decoder refuses a data segment longer
-    /// than `codec.max_recv_data_segment_length` as soon as the header is in.
-    pub async fn next(&mut self, codec: &CodecConfig) -> Result<Pdu, ReadError> {
-        loop {
-            if let Some(p) = pdu::decode(&mut self.buf, codec)? {
-                return Ok(p);
-            }
-            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-                self.buf.reserve(64 * 1024);
-            }
-            let n = self.io.read_buf(&mut self.buf).await?;
-            if n == 0 {
-                return Err(ReadError::Eof);
-            }
-        }
-    }
-}
-
-/// A write command's data, handed from the reader to the command's task.
-pub(crate) struct WriteData {
-    pub data: Bytes,
-    /// R2Ts the data took.
-    pub r2ts: u32,
-    /// The budget reservation covering `data`; held until the command completes.
-    pub grant: Option<Grant>,
-}
-
-/// Why a write command's data will not come.
-#[derive(Debug)]
-pub(crate) enum DataError {
-    /// The Data-Out broke the protocol.
-    Protocol(&'static str),
-    /// The write buffer budget could not cover the command: TASK SET FULL.
-    NoBuffer,
-}
-
-/// A write command still receiving data.
-pub(crate) struct PendingEntry {
-    pub pw: PendingWrite,
-    pub data_tx: oneshot::Sender<Result<WriteData, DataError>>,
-    /// Order of arrival: budget is granted to a connection's writes in this order.
-    pub seq: u64,
-    /// The budget reservation for the write's data; `None` while it waits for one (no R2T
-    /// goes out until then) or when it needs none.
-    pub grant: Option<Grant>,
-    /// The budget could not cover the write and the initiator sends data unasked: that data
-    /// is consumed without being kept, then the command ends with TASK SET FULL.
-    pub refused: bool,
-}
-
-impl PendingEntry {
-    /// Whether the write waits for budget before it may solicit its data.
-    pub fn waits_for_budget(&self) -> bool {
-        !self.refused && self.grant.is_none() && self.pw.want() > 0
-    }
-}
-
-/// Full feature phase state of one connection.
+/// Full feature phase state of one connection: the machine and what the shell keeps for it.
 pub struct Conn {
-    pub(crate) server: Arc<Server>,
-    pub(crate) local: SocketAddr,
-    pub(crate) peer: SocketAddr,
-    pub(crate) writer: Writer,
-    pub(crate) codec: CodecConfig,
-    pub(crate) session: Arc<Session>,
-    pub(crate) cid: u16,
-    pub(crate) conn_id: u64,
-    pub(crate) write_params: WriteParams,
-    pub(crate) datain_limits: DataInLimits,
-    pub(crate) immediate_data: bool,
-    pub(crate) pending: HashMap<u32, PendingEntry>,
-    pub(crate) pending_seq: u64,
-    /// Changes whenever write buffer budget is returned (see [`Conn::issue_r2ts`]).
-    pub(crate) budget_freed: watch::Receiver<u64>,
-    /// Set while a pending write waits for budget: retry when `budget_freed` changes.
-    pub(crate) budget_waiting: Option<super::budget::Waiter>,
-    pub(crate) next_ttt: u32,
-    pub(crate) text: TextState,
-    pub(crate) text_in: TextAssembler,
-    pub(crate) nop: NopState,
+    pub(super) server: Arc<Server>,
+    pub(super) peer: SocketAddr,
+    local: SocketAddr,
+    pub(super) writer: Writer,
+    pub(super) session: Arc<Session>,
+    pub(super) cid: u16,
+    pub(super) conn_id: u64,
+    /// The protocol state machine.
+    pub(super) machine: Connection<Grant>,
+    /// Write commands collecting data: where their data goes once complete.
+    pub(super) data_tx: HashMap<u32, oneshot::Sender<DataResult>>,
+    budget: BudgetWatch,
     /// Set once a logout has been answered: the connection closes after flushing.
-    pub(crate) logged_out: bool,
+    pub(super) logged_out: bool,
     /// Results of commands completed inline, not yet written. They go out in one vectored
     /// write when no further PDU is buffered (the reader is about to wait for the socket), when
     /// the batch is large, or before anything else this task sends; at queue depth 32 this
     /// saves most of a `writev` per command, at queue depth 1 it delays nothing.
-    pub(crate) out: Vec<Pdu>,
+    pub(super) out: Vec<Pdu>,
     /// Data bytes in `out`.
-    pub(crate) out_bytes: usize,
+    pub(super) out_bytes: usize,
     /// The read buffer reservations of the results in `out`, returned once they are written.
-    pub(crate) out_held: Vec<ReadGrant>,
+    pub(super) out_held: Vec<ReadGrant>,
     /// This connection's share of the read buffer budget.
-    pub(crate) reads: Arc<ConnReads>,
+    pub(super) reads: Arc<ConnReads>,
+}
+
+/// The machine's view of the session, the budget and the target list.
+struct SessionHost<'a> {
+    server: &'a Server,
+    session: &'a Arc<Session>,
+    local: SocketAddr,
+    budget: &'a mut BudgetWatch,
+}
+
+impl Host for SessionHost<'_> {
+    type Grant = Grant;
+
+    fn immediate_limit_reached(&self) -> bool {
+        // Immediate commands bypass the window; bound them by the task table.
+        let running = self.session.tasks.lock().len() as u32;
+        running >= self.session.window_size.saturating_mul(2)
+    }
+
+    fn admit(&mut self, pdu: Pdu) -> Admission {
+        let cmd_sn = pdu.bhs.cmd_sn().unwrap_or(0);
+        let immediate = pdu.bhs.is_immediate();
+        // A command ahead of ExpCmdSN waits in the window for the gap to fill; its data is
+        // accounted while it waits, within limits (see `session::MAX_GAP_BYTES`). One window
+        // lock for both the gap test and the admission (per PDU).
+        let mut window = self.session.window.lock();
+        let held = if !immediate && !pdu.data.is_empty() && cmd_sn != window.exp_cmd_sn() {
+            match self
+                .session
+                .hold_for_gap(pdu.data.len() as u64, &self.server.write_budget)
+            {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    drop(window);
+                    crate::metrics::global().limit_refusal("cmdsn_gap");
+                    return Admission::Close(e.to_string());
+                }
+            }
+        } else {
+            None
+        };
+        match window.admit(cmd_sn, immediate, Queued { pdu, held }) {
+            Ok(()) => Admission::Admitted,
+            Err((why, q)) => {
+                tracing::debug!(opcode = ?q.pdu.bhs.opcode(), "dropping command: {why}");
+                Admission::Dropped(why.to_string())
+            }
+        }
+    }
+
+    fn release(&mut self) -> Option<Pdu> {
+        // Out of the window: its data is now the command's, which accounts it (a write
+        // reserves it in the write buffer budget) as any other; the gap charge drops here.
+        let Queued { pdu, held } = self.session.window.lock().pop_ready()?;
+        drop(held);
+        Some(pdu)
+    }
+
+    fn task_exists(&self, itt: u32) -> bool {
+        self.session.tasks.lock().contains_key(&itt)
+    }
+
+    fn data_out_len(&self, lun: u64, cdb: &[u8]) -> Option<u32> {
+        self.session.target.as_ref()?.scsi.data_out_len(lun, cdb)
+    }
+
+    fn try_reserve(&mut self, bytes: u64) -> Option<Grant> {
+        self.server.write_budget.try_reserve(bytes)
+    }
+
+    fn write_refused(&mut self, itt: u32, want: u32) {
+        crate::metrics::global().limit_refusal("write_buffer");
+        tracing::debug!(itt, want, "write buffer budget exhausted: TASK SET FULL");
+    }
+
+    fn watch_budget(&mut self, waiting: bool) {
+        if !waiting {
+            self.budget.waiting = None;
+            return;
+        }
+        if self.budget.waiting.is_none() {
+            // Registered before the attempts that follow (see `WriteBudget::waiter`).
+            self.budget.waiting = Some(self.server.write_budget.waiter());
+        }
+        // Seen now: budget returned from here on wakes the connection again.
+        self.budget.freed.borrow_and_update();
+    }
+
+    fn send_targets(&self, value: &str, out: &mut TextWriter) {
+        self.server.send_targets(
+            &self.session.initiator,
+            self.session.target.as_ref(),
+            self.local,
+            value,
+            out,
+        );
+    }
 }
 
 /// Serves one accepted TCP connection to the end.
@@ -214,34 +217,29 @@ pub async fn serve(
 
     let close_rx = done.close_rx.clone();
     let p = &done.params;
+    reader.set_config(p.codec());
+    let tunables = &server.tunables;
+    let params = ConnParams::new(
+        done.session.is_discovery(),
+        p,
+        (tunables.nop_interval_secs > 0).then(|| Duration::from_secs(tunables.nop_interval_secs)),
+        Duration::from_secs(tunables.nop_timeout_secs.max(1)),
+        crate::config::MAX_COMMAND_DATA,
+    );
     let mut conn = Conn {
         server: server.clone(),
         local,
         peer,
         writer: writer.clone(),
-        codec: p.codec(),
         session: done.session.clone(),
         cid: done.cid,
         conn_id: done.conn_id,
-        write_params: WriteParams {
-            first_burst: p.first_burst_length,
-            max_burst: p.max_burst_length,
-            max_outstanding_r2t: p.max_outstanding_r2t,
-            initial_r2t: p.initial_r2t,
+        machine: Connection::new(params, now()),
+        data_tx: HashMap::new(),
+        budget: BudgetWatch {
+            freed: server.write_budget.subscribe(),
+            waiting: None,
         },
-        datain_limits: DataInLimits {
-            max_segment: p.max_send_data_segment_length,
-            max_burst: p.max_burst_length,
-        },
-        immediate_data: p.immediate_data,
-        pending: HashMap::new(),
-        pending_seq: 0,
-        budget_freed: server.write_budget.subscribe(),
-        budget_waiting: None,
-        next_ttt: 1,
-        text: TextState::default(),
-        text_in: TextAssembler::new(),
-        nop: NopState::new(&server.tunables),
         logged_out: false,
         out: Vec::new(),
         out_bytes: 0,
@@ -267,6 +265,19 @@ async fn close_writer(writer: &Writer) {
     let _ = tokio::time::timeout(Duration::from_secs(5), writer.control(Out::Close)).await;
 }
 
+/// The machine's view of this connection's session (a macro so the borrows stay disjoint
+/// from `self.machine`).
+macro_rules! host {
+    ($self:ident) => {
+        &mut SessionHost {
+            server: &$self.server,
+            session: &$self.session,
+            local: $self.local,
+            budget: &mut $self.budget,
+        }
+    };
+}
+
 impl Conn {
     /// The full feature phase loop.
     async fn run<R: AsyncRead + Unpin>(
@@ -280,28 +291,31 @@ impl Conn {
             if self.logged_out || self.writer.is_closed() {
                 return;
             }
-            if !self.out.is_empty() && !reader.has_buffered_pdu(&self.codec) {
+            if !self.out.is_empty() && !reader.has_buffered_pdu() {
                 self.flush_out().await;
             }
-            let deadline = self.nop.next_deadline();
+            // Disabled pings: a far deadline (re-armed on every loop iteration anyway).
+            let deadline = self
+                .machine
+                .poll_timeout()
+                .map(Instant::from_std)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
-                r = reader.next(&self.codec) => match r {
+                r = reader.next() => match r {
                     Ok(pdu) => {
-                        self.nop.received();
                         if let Err(e) = self.handle(pdu).await {
                             tracing::warn!(peer = %self.peer, "closing connection: {e}");
                             return;
                         }
                     }
                     Err(ReadError::Pdu(e)) if !e.is_fatal() => {
-                        self.nop.received();
                         if matches!(e, PduError::DataDigest { .. }) {
                             crate::metrics::global().digest_error("data");
                         }
                         tracing::debug!(peer = %self.peer, "rejecting PDU: {e}");
-                        if let (Some(reason), Some(hdr)) = (e.reject_reason(), e.rejected_header()) {
-                            self.reject(reason, hdr.clone()).await;
-                        }
+                        let reject = e.reject_reason().zip(e.rejected_header().cloned());
+                        self.machine.handle_bad_pdu(now(), reject);
+                        self.perform().await;
                     }
                     Err(ReadError::Eof) => {
                         tracing::debug!(peer = %self.peer, "connection closed by initiator");
@@ -315,10 +329,12 @@ impl Conn {
                         return;
                     }
                 },
-                _ = self.budget_freed.changed(), if self.budget_waiting.is_some() => {
+                _ = self.budget.freed.changed(), if self.budget.waiting.is_some() => {
                     // Budget came back: a write waiting for it may now solicit its data.
                     self.flush_out().await;
-                    self.issue_r2ts().await;
+                    self.purge();
+                    self.machine.budget_freed(host!(self));
+                    self.perform().await;
                 }
                 _ = signalled(&mut close_rx) => {
                     tracing::info!(peer = %self.peer, "connection closed by session reinstatement or reset");
@@ -332,18 +348,19 @@ impl Conn {
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     self.flush_out().await;
-                    if !self.nop.on_timer(&self.writer).await {
+                    if let Err(e) = self.machine.handle_timeout(now()) {
                         crate::metrics::global().nop_timeout();
-                        tracing::info!(peer = %self.peer, "no answer to NOP-In ping: dropping connection");
+                        tracing::info!(peer = %self.peer, "{e}: dropping connection");
                         return;
                     }
+                    self.perform().await;
                 }
             }
         }
     }
 
     /// Writes the batched results of inline commands.
-    pub(crate) async fn flush_out(&mut self) {
+    pub(super) async fn flush_out(&mut self) {
         if self.out.is_empty() {
             return;
         }
@@ -353,135 +370,96 @@ impl Conn {
         self.out_held.clear();
     }
 
-    /// Dispatches one received PDU. An error closes the connection.
-    async fn handle(&mut self, pdu: Pdu) -> anyhow::Result<()> {
+    /// Hands one received PDU to the machine and performs what it asks for. An error
+    /// closes the connection.
+    async fn handle(&mut self, pdu: Pdu) -> Result<(), Close> {
+        let sequenced = match &pdu.bhs {
+            Bhs::ScsiCommand(_) => true,
+            Bhs::NopOut(h) => h.itt != RESERVED_TAG,
+            Bhs::TaskMgmtRequest(_) | Bhs::TextRequest(_) | Bhs::LogoutRequest(_) => true,
+            _ => false,
+        };
         if !matches!(pdu.bhs, Bhs::ScsiCommand(_)) {
             // Whatever this PDU makes us send (a TMF or logout response, an R2T, a NOP-In)
             // follows the results of the commands before it.
             self.flush_out().await;
         }
-        match &pdu.bhs {
-            Bhs::DataOut(_) => {
-                self.data_out(pdu).await;
-                Ok(())
+        // Writes whose task is gone must not take Data-Out or budget.
+        self.purge();
+        self.machine.handle_pdu(now(), pdu, host!(self))?;
+        self.perform().await;
+        if sequenced {
+            // One released PDU at a time: a command's task is in the task table before the
+            // next command's ITT is checked.
+            while self.machine.dispatch_released(host!(self)) {
+                self.perform().await;
             }
-            Bhs::NopOut(h) if h.itt == pdu::RESERVED_TAG => {
-                // Answer to our ping (I bit set, carries no new CmdSN).
-                self.nop.answered(h.ttt);
-                Ok(())
-            }
-            Bhs::NopOut(_)
-            | Bhs::ScsiCommand(_)
-            | Bhs::TaskMgmtRequest(_)
-            | Bhs::TextRequest(_)
-            | Bhs::LogoutRequest(_) => {
-                let cmd_sn = pdu.bhs.cmd_sn().unwrap_or(0);
-                let immediate = pdu.bhs.is_immediate();
-                if immediate && matches!(pdu.bhs, Bhs::ScsiCommand(_)) {
-                    // Immediate commands bypass the window; bound them by the task table.
-                    let running = self.session.tasks.lock().len() as u32;
-                    if running >= self.session.window_size.saturating_mul(2) {
-                        let hdr = header_of(&pdu);
-                        self.reject(RejectReason::ImmediateCommandReject, hdr).await;
-                        return Ok(());
+            // The window is managed: MaxCmdSN moves only here and when tasks finish.
+            self.session.update_window();
+        }
+        Ok(())
+    }
+
+    /// Performs the machine's queued actions, in order.
+    async fn perform(&mut self) {
+        while let Some(action) = self.machine.poll_action() {
+            match action {
+                Action::Send(p) => {
+                    let _ = self.writer.send(p).await;
+                }
+                Action::SendAll(ps) => {
+                    self.writer.send_all(ps).await;
+                }
+                Action::Result(ps) => {
+                    self.flush_out().await;
+                    self.writer.send_all(ps).await;
+                }
+                Action::Reject {
+                    reason,
+                    header,
+                    why,
+                } => {
+                    tracing::debug!(peer = %self.peer, "reject: {why}");
+                    crate::metrics::global().pdu_rejected(reject_word(reason));
+                    let _ = self.writer.send(Pdu::reject(reason, header, 0, 0, 0)).await;
+                }
+                Action::Execute(cmd) => self.execute(cmd).await,
+                Action::WriteData { itt, result } => {
+                    if let Some(tx) = self.data_tx.remove(&itt) {
+                        let _ = tx.send(result);
                     }
                 }
-                // A command ahead of ExpCmdSN waits in the window for the gap to fill; its data
-                // is accounted while it waits, within limits (see `session::MAX_GAP_BYTES`).
-                // One window lock for both the gap test and the admission (per PDU).
-                let admitted = {
-                    let mut window = self.session.window.lock();
-                    let held =
-                        if !immediate && !pdu.data.is_empty() && cmd_sn != window.exp_cmd_sn() {
-                            match self
-                                .session
-                                .hold_for_gap(pdu.data.len() as u64, &self.server.write_budget)
-                            {
-                                Ok(c) => Some(c),
-                                Err(e) => {
-                                    drop(window);
-                                    crate::metrics::global().limit_refusal("cmdsn_gap");
-                                    return Err(anyhow::anyhow!("{e}"));
-                                }
-                            }
-                        } else {
-                            None
-                        };
-                    window.admit(cmd_sn, immediate, super::session::Queued { pdu, held })
-                };
-                if let Err((why, q)) = admitted {
-                    tracing::debug!(peer = %self.peer, opcode = ?q.pdu.bhs.opcode(), "dropping command: {why}");
-                    return Ok(());
+                Action::TaskMgmt(pdu) => {
+                    self.task_mgmt(pdu).await;
+                    self.purge();
                 }
-                loop {
-                    let next = self.session.window.lock().pop_ready();
-                    let Some(super::session::Queued { pdu, held }) = next else {
-                        break;
-                    };
-                    // Out of the window: its data is now the command's, which accounts it
-                    // (a write reserves it in the write buffer budget) as any other.
-                    drop(held);
-                    self.dispatch(pdu).await?;
-                }
-                // The window is managed: MaxCmdSN moves only here and when tasks finish.
-                self.session.update_window();
-                Ok(())
-            }
-            Bhs::Snack(_) => {
-                // ErrorRecoveryLevel 0: SNACK is not supported.
-                let hdr = header_of(&pdu);
-                self.reject(RejectReason::CommandNotSupported, hdr).await;
-                Ok(())
-            }
-            Bhs::LoginRequest(_) => {
-                let hdr = header_of(&pdu);
-                self.reject(RejectReason::ProtocolError, hdr).await;
-                Ok(())
-            }
-            _ => {
-                // A target opcode sent by the initiator.
-                let hdr = header_of(&pdu);
-                self.reject(RejectReason::ProtocolError, hdr).await;
-                Ok(())
+                Action::Logout { itt, reason, cid } => self.logout(itt, reason, cid).await,
             }
         }
     }
 
-    /// Executes a command that the CmdSN window released, in CmdSN order.
-    async fn dispatch(&mut self, pdu: Pdu) -> anyhow::Result<()> {
-        match &pdu.bhs {
-            Bhs::ScsiCommand(_) => self.scsi_command(pdu).await,
-            Bhs::NopOut(_) => {
-                self.nop_out(pdu).await;
-                Ok(())
+    /// Forgets the writes whose task is gone (aborted); their grants return to the budget.
+    pub(super) fn purge(&mut self) {
+        let machine = &mut self.machine;
+        self.data_tx.retain(|itt, tx| {
+            let open = !tx.is_closed();
+            if !open {
+                machine.forget_write(*itt);
             }
-            Bhs::TaskMgmtRequest(_) => {
-                self.task_mgmt(pdu).await;
-                Ok(())
-            }
-            Bhs::TextRequest(_) => self.text_request(pdu).await,
-            Bhs::LogoutRequest(_) => {
-                self.logout(pdu).await;
-                Ok(())
-            }
-            _ => Ok(()),
-        }
+            open
+        });
     }
 
-    /// Sends a Reject carrying the offending header.
-    pub(crate) async fn reject(&self, reason: RejectReason, header: Bytes) {
-        crate::metrics::global().pdu_rejected(reject_word(reason));
-        let (exp, max) = self.session.cmd_sns();
-        let _ = self
-            .writer
-            .send(Pdu::reject(reason, header, 0, exp, max))
-            .await;
+    /// Drops every write still collecting data.
+    pub(super) fn drop_pending_writes(&mut self) {
+        self.data_tx.clear();
+        self.machine.forget_writes();
     }
 
     /// Waits (bounded) for this connection's running tasks to finish on shutdown, so their
     /// responses go out; whatever is still running after the grace period is aborted.
     async fn drain_for_shutdown(&mut self) {
-        self.pending.clear();
+        self.drop_pending_writes();
         let waits: Vec<watch::Receiver<()>> = self
             .session
             .tasks
@@ -507,7 +485,7 @@ impl Conn {
     /// the session ends (ErrorRecoveryLevel 0 keeps no state for reconnects).
     async fn finish(&mut self) {
         self.flush_out().await;
-        self.pending.clear();
+        self.drop_pending_writes();
         let mine: Vec<_> = {
             let mut tasks = self.session.tasks.lock();
             let itts: Vec<u32> = tasks
@@ -558,53 +536,12 @@ fn reject_word(r: RejectReason) -> &'static str {
     }
 }
 
-/// The 48-byte BHS of a PDU, re-encoded, for the Reject data segment.
-pub(crate) fn header_of(pdu: &Pdu) -> Bytes {
-    let mut scratch = BytesMut::new();
-    let bare = Pdu::header_only(pdu.bhs.clone());
-    match bare.encode_parts(&CodecConfig::default(), &mut scratch) {
-        Ok(e) if e.header.len() >= pdu::BHS_LEN => {
-            let mut h = BytesMut::from(&e.header[..pdu::BHS_LEN]);
-            // Restore the original DataSegmentLength (the copy was encoded without data).
-            let dsl = (pdu.data.len() as u32).to_be_bytes();
-            h[5..8].copy_from_slice(&dsl[1..]);
-            h.freeze()
-        }
-        Ok(_) => Bytes::from_static(&[0u8; pdu::BHS_LEN]),
-        Err(_) => Bytes::from_static(&[0u8; pdu::BHS_LEN]),
-    }
-}
-
-/// The current time as the NOP timer sees it.
-pub(crate) fn now() -> Instant {
-    Instant::now()
+/// The current time, as the machine is given it.
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
 }
 
 /// Resolves once the flag turns true (or its sender is gone).
 pub(crate) async fn signalled(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
-}
-
-#[cfg(test)]
-mod frame_reader_tests {
-    use super::*;
-
-    /// A PDU whose header has arrived but not its data segment is not "buffered": the
-    /// connection must flush its batched results before it waits for the rest.
-    #[test]
-    fn a_pdu_is_buffered_only_once_all_of_it_is_in() {
-        let codec = CodecConfig::default();
-        let mut r = FrameReader::new(tokio::io::empty());
-        assert!(!r.has_buffered_pdu(&codec), "nothing in");
-        // A 48-byte header announcing a 100-byte data segment (opcode 0: NOP-Out).
-        let mut bhs = [0u8; 48];
-        bhs[0] = 0x40;
-        bhs[7] = 100;
-        r.buf.extend_from_slice(&bhs);
-        assert!(!r.has_buffered_pdu(&codec), "header only");
-        r.buf.extend_from_slice(&[0u8; 60]);
-        assert!(!r.has_buffered_pdu(&codec), "part of the data segment");
-        r.buf.extend_from_slice(&[0u8; 40]);
-        assert!(r.has_buffered_pdu(&codec), "the whole PDU");
-    }
 }

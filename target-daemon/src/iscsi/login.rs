@@ -11,15 +11,15 @@ use scsi_proto::iscsi::login::{
     LoginStep, TargetInfo,
 };
 use scsi_proto::iscsi::negotiate::{DigestPolicy, SessionParams, SessionType, TargetSettings};
-use scsi_proto::iscsi::pdu::{Bhs, CodecConfig};
+use scsi_proto::iscsi::pdu::Bhs;
 use scsi_proto::iscsi::seq::StatSn;
 use scsi_proto::iscsi::status::LoginStatus;
 use tokio::io::AsyncRead;
 use tokio::sync::watch;
 
-use super::conn::{FrameReader, ReadError};
-use super::session::{next_conn_id, ConnHandle, Session};
-use super::writer::{Out, Writer};
+use super::framing::{FrameReader, ReadError};
+use super::session::{next_conn_id, ConnHandle, Session, MAX_CONNECTIONS};
+use super::writer::{CmdSnSource, Out, Writer};
 use super::{PortalInfo, Server};
 use crate::config::{ChapCfg, DigestCfg, IscsiCfg};
 
@@ -36,10 +36,6 @@ pub struct LoginDone {
     /// Negotiated parameters.
     pub params: SessionParams,
 }
-
-/// The MaxConnections the target offers: one connection per session (ErrorRecoveryLevel 0,
-/// no multiple connections per session; multipathing uses sessions).
-pub const MAX_CONNECTIONS: u16 = 1;
 
 /// Our negotiation settings from the configuration.
 pub fn target_settings(c: &IscsiCfg) -> TargetSettings {
@@ -173,9 +169,8 @@ pub async fn run<R: AsyncRead + Unpin>(
         server,
         target_seen: parking_lot::Mutex::new(None),
     };
-    let codec = CodecConfig::default();
     loop {
-        let pdu = match reader.next(&codec).await {
+        let pdu = match reader.next().await {
             Ok(p) => p,
             Err(ReadError::Eof) => return Ok(None),
             Err(e) => return Err(anyhow::anyhow!("during login: {e}")),
@@ -319,7 +314,7 @@ pub async fn run<R: AsyncRead + Unpin>(
                 );
                 writer
                     .control(Out::Attach {
-                        session: session.clone(),
+                        session: session.clone() as Arc<dyn CmdSnSource>,
                         stat_sn: StatSn::new(outcome.stat_sn),
                         codec: params.codec(),
                     })

@@ -6,40 +6,31 @@
 
 use std::time::Duration;
 
-use scsi_proto::iscsi::pdu::{
-    Bhs, LogoutReason, LogoutResponse, LogoutResponseCode, Pdu, RejectReason,
-};
+use scsi_proto::iscsi::pdu::{LogoutReason, LogoutResponse, LogoutResponseCode, Pdu};
 use tokio::sync::watch;
 
-use super::conn::{header_of, Conn};
+use super::conn::Conn;
 
 /// How long a logout waits for running commands before aborting them.
 const LOGOUT_DRAIN: Duration = Duration::from_secs(10);
 
 impl Conn {
-    /// Handles a Logout Request.
-    pub(crate) async fn logout(&mut self, pdu: Pdu) {
-        let Bhs::LogoutRequest(h) = &pdu.bhs else {
-            return;
-        };
-        let response = match h.reason {
+    /// Performs a logout the machine accepted (`reason` for connection `cid`) and answers
+    /// Logout Request `itt`.
+    pub(super) async fn logout(&mut self, itt: u32, reason: LogoutReason, cid: u16) {
+        let response = match reason {
             LogoutReason::CloseSession => {
                 self.drain_tasks(None).await;
                 self.logged_out = true;
                 LogoutResponseCode::Closed
             }
-            LogoutReason::CloseConnection if h.cid == self.cid => {
+            LogoutReason::CloseConnection if cid == self.cid => {
                 self.drain_tasks(Some(self.conn_id)).await;
                 self.logged_out = true;
                 LogoutResponseCode::Closed
             }
             LogoutReason::CloseConnection => {
-                let other = self
-                    .session
-                    .conns
-                    .lock()
-                    .get(&h.cid)
-                    .map(|c| c.close.clone());
+                let other = self.session.conns.lock().get(&cid).map(|c| c.close.clone());
                 match other {
                     Some(close) => {
                         close.send_replace(true);
@@ -49,17 +40,14 @@ impl Conn {
                 }
             }
             LogoutReason::RemoveConnectionForRecovery => LogoutResponseCode::RecoveryNotSupported,
-            LogoutReason::Other(_) => {
-                self.reject(RejectReason::InvalidPduField, header_of(&pdu))
-                    .await;
-                return;
-            }
+            // The machine rejects unknown reasons before they get here.
+            LogoutReason::Other(_) => return,
         };
-        tracing::info!(peer = %self.peer, reason = ?h.reason, "logout");
+        tracing::info!(peer = %self.peer, reason = ?reason, "logout");
         crate::metrics::global().logout();
         let resp = LogoutResponse {
             response,
-            itt: h.itt,
+            itt,
             stat_sn: 0,
             exp_cmd_sn: 0,
             max_cmd_sn: 0,
@@ -71,7 +59,7 @@ impl Conn {
 
     /// Waits for the running tasks of the session (or of connection `conn`) to finish.
     async fn drain_tasks(&mut self, conn: Option<u64>) {
-        self.pending.clear();
+        self.drop_pending_writes();
         let waits: Vec<watch::Receiver<()>> = self
             .session
             .tasks

@@ -7,15 +7,14 @@ pub mod admission;
 pub mod budget;
 pub mod cmd;
 pub mod conn;
-pub mod datain;
+pub mod framing;
 pub mod frontend;
 pub mod login;
 pub mod logout;
-pub mod nop;
+pub mod machine;
+pub mod order;
 pub mod portal;
-pub mod r2t;
 pub mod session;
-pub mod text;
 pub mod tmf;
 pub mod writer;
 
@@ -256,6 +255,44 @@ impl Server {
     /// A snapshot of every live session, for status and administration.
     pub fn session_list(&self) -> Vec<session::SessionInfo> {
         self.sessions.all().iter().map(|s| s.info()).collect()
+    }
+
+    /// Appends the SendTargets answer for `value` to `out`: "All" lists every target whose
+    /// ACL admits `initiator`, a name lists that target if it does, "" lists the session's
+    /// own target (`own`). Each target comes with every portal's address as seen from
+    /// `conn_local`, the address the initiator connected to.
+    pub(crate) fn send_targets(
+        &self,
+        initiator: &str,
+        own: Option<&Arc<TargetEntry>>,
+        conn_local: SocketAddr,
+        value: &str,
+        out: &mut scsi_proto::iscsi::text::TextWriter,
+    ) {
+        let portals = self.portals();
+        let wanted: Vec<_> = match value {
+            "All" => self
+                .targets()
+                .into_iter()
+                .filter(|t| t.allows(initiator))
+                .collect(),
+            "" => own.into_iter().cloned().collect(),
+            name => self
+                .target(name)
+                .filter(|t| t.allows(initiator))
+                .into_iter()
+                .collect(),
+        };
+        if wanted.is_empty() && !matches!(value, "All" | "") {
+            // An unknown or hidden target: answer nothing rather than reveal it.
+            return;
+        }
+        for t in wanted {
+            out.push("TargetName", &t.cfg.iqn);
+            for p in &portals {
+                out.push("TargetAddress", &p.target_address(conn_local));
+            }
+        }
     }
 
     /// Portals currently serving.

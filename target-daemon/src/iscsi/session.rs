@@ -17,8 +17,13 @@ use scsi_proto::iscsi::pdu::Pdu;
 use scsi_proto::iscsi::seq::CmdWindow;
 use tokio::sync::watch;
 
+use super::writer::CmdSnSource;
 use super::TargetEntry;
 use crate::scsi::Nexus;
+
+/// The MaxConnections the target offers: one connection per session (ErrorRecoveryLevel 0,
+/// no multiple connections per session; multipathing uses sessions).
+pub const MAX_CONNECTIONS: u16 = 1;
 
 /// Most data a session may hold in commands queued behind a CmdSN gap.
 ///
@@ -124,7 +129,7 @@ pub struct Session {
     /// Running tasks by ITT.
     pub tasks: Mutex<HashMap<u32, TaskHandle>>,
     /// Ordering state for ORDERED / SIMPLE task attributes.
-    pub ordering: Mutex<super::cmd::OrderState>,
+    pub ordering: Mutex<super::order::OrderState>,
     /// Connections by CID.
     pub conns: Mutex<HashMap<u16, ConnHandle>>,
     /// When the session was created.
@@ -179,7 +184,7 @@ impl Session {
             window_size,
             gap_bytes: Arc::new(AtomicU64::new(0)),
             tasks: Mutex::new(HashMap::new()),
-            ordering: Mutex::new(super::cmd::OrderState::default()),
+            ordering: Mutex::new(super::order::OrderState::default()),
             conns: Mutex::new(HashMap::new()),
             since: std::time::SystemTime::now(),
             closed: watch::channel(false).0,
@@ -201,7 +206,7 @@ impl Session {
             target_name: self.target.as_ref().map(|t| t.cfg.iqn.clone()),
             has_cid: conns.contains_key(&cid),
             connections: u32::try_from(conns.len()).unwrap_or(u32::MAX),
-            max_connections: u32::from(super::login::MAX_CONNECTIONS),
+            max_connections: u32::from(MAX_CONNECTIONS),
         }
     }
 
@@ -315,6 +320,12 @@ impl Session {
         if let Some(t) = &self.target {
             t.scsi.nexus_logout(&self.nexus);
         }
+    }
+}
+
+impl CmdSnSource for Session {
+    fn cmd_sns(&self) -> (u32, u32) {
+        Session::cmd_sns(self)
     }
 }
 

@@ -11,13 +11,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
-use scsi_proto::iscsi::pdu::{
-    self, Bhs, Pdu, RejectReason, TaskMgmtResponse, TmFunction, TmResponse,
-};
+use scsi_proto::iscsi::pdu::{self, Bhs, Pdu, TaskMgmtResponse, TmFunction, TmResponse};
 
 use scsi_proto::iscsi::seq::{serial_in_window, serial_lt};
 
-use super::conn::{header_of, Conn};
+use super::conn::Conn;
 use super::session::{abort_and_wait, Session, TaskHandle};
 use super::Server;
 use crate::scsi::pr::Preempted;
@@ -89,14 +87,13 @@ impl TaskAborter for PreemptAborter {
 }
 
 impl Conn {
-    /// Handles a Task Management Function Request.
-    pub(crate) async fn task_mgmt(&mut self, pdu: Pdu) {
+    /// Performs a Task Management Function Request and answers it (the machine rejects
+    /// one in a discovery session before it gets here).
+    pub(super) async fn task_mgmt(&mut self, pdu: Pdu) {
         let Bhs::TaskMgmtRequest(h) = &pdu.bhs else {
             return;
         };
         let Some(target) = self.session.target.clone() else {
-            self.reject(RejectReason::ProtocolError, header_of(&pdu))
-                .await;
             return;
         };
         crate::metrics::global().tmf(match h.function {
@@ -183,7 +180,7 @@ impl Conn {
             TmFunction::TaskReassign => TmResponse::ReassignmentNotSupported,
             TmFunction::Other(_) => TmResponse::NotSupported,
         };
-        self.purge_pending();
+        self.purge();
         for s in self.server.sessions.of_target(&target.cfg.iqn) {
             s.update_window();
         }

@@ -28,14 +28,19 @@ use scsi_proto::iscsi::pdu::{Bhs, CodecConfig, EncodedPdu, Pdu, RESERVED_TAG};
 use scsi_proto::iscsi::seq::StatSn;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::session::Session;
+/// Where the writer reads ExpCmdSN and MaxCmdSN when it stamps an outgoing PDU: the
+/// session's CmdSN window (the writer knows nothing else of the session).
+pub trait CmdSnSource: Send + Sync {
+    /// (ExpCmdSN, MaxCmdSN) now.
+    fn cmd_sns(&self) -> (u32, u32);
+}
 
 /// Control messages for the writer.
 pub enum Out {
     /// Login is complete: stamp sequence numbers from now on and switch codec settings.
     Attach {
         /// The session whose CmdSN window supplies ExpCmdSN/MaxCmdSN.
-        session: Arc<Session>,
+        session: Arc<dyn CmdSnSource>,
         /// The connection's StatSN counter, continuing from login.
         stat_sn: StatSn,
         /// Full feature phase codec (digests, peer's MaxRecvDataSegmentLength).
@@ -63,7 +68,7 @@ struct State {
     io: Box<dyn AsyncWrite + Send + Unpin>,
     codec: CodecConfig,
     scratch: BytesMut,
-    attached: Option<(Arc<Session>, StatSn)>,
+    attached: Option<(Arc<dyn CmdSnSource>, StatSn)>,
     /// Encoded PDUs of the current send; kept to reuse its allocation.
     encoded: Vec<EncodedPdu>,
     /// Set while a write is in progress. Still set when the next sender takes the lock means
@@ -123,7 +128,7 @@ impl Writer {
         st.encoded.clear();
         for mut pdu in pdus {
             if let Some((session, stat_sn)) = st.attached.as_mut() {
-                stamp(&mut pdu.bhs, session, stat_sn);
+                stamp(&mut pdu.bhs, session.as_ref(), stat_sn);
             }
             match pdu.encode_parts(&st.codec, &mut st.scratch) {
                 Ok(e) => st.encoded.push(e),
@@ -313,7 +318,7 @@ impl Buf for Parts<'_> {
 
 /// Fills StatSN / ExpCmdSN / MaxCmdSN. Status-bearing PDUs take a new StatSN; R2T, Data-In
 /// without status, unsolicited NOP-In and Async Message carry the next one without using it.
-fn stamp(bhs: &mut Bhs, session: &Session, stat_sn: &mut StatSn) {
+fn stamp(bhs: &mut Bhs, session: &dyn CmdSnSource, stat_sn: &mut StatSn) {
     let (exp, max) = session.cmd_sns();
     macro_rules! set {
         ($h:expr, $sn:expr) => {{

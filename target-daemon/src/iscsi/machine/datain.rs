@@ -8,13 +8,11 @@
 
 use bytes::Bytes;
 use scsi_proto::iscsi::pdu::{self, DataIn, Pdu, ScsiResponse as ScsiResponsePdu, RESERVED_TAG};
+use scsi_proto::scsi::sense::Sense;
+#[cfg(test)]
+use scsi_proto::scsi::sense::{asc, SenseKey};
 
-use super::writer::Writer;
-
-/// SCSI status GOOD.
-pub const GOOD: u8 = 0x00;
-/// SCSI status CHECK CONDITION.
-pub const CHECK_CONDITION: u8 = 0x02;
+pub use scsi_proto::scsi::status::{CHECK_CONDITION, GOOD, TASK_SET_FULL};
 
 /// What the front end remembers about a command to answer it.
 #[derive(Clone, Copy, Debug)]
@@ -62,22 +60,6 @@ pub struct DataInLimits {
     pub max_segment: u32,
     /// MaxBurstLength (length of one Data-In sequence).
     pub max_burst: u32,
-}
-
-/// Sends the result of a command. `data_out_used` is what the device server consumed (used for
-/// the write residual when the CDB's length is unknown). Returns false if the connection is gone.
-/// All PDUs of the result go to the writer at once, so they leave in one vectored write.
-pub async fn send_result(
-    writer: &Writer,
-    info: &CmdInfo,
-    status: u8,
-    sense: Option<Bytes>,
-    data_in: Bytes,
-    data_out_used: u32,
-    limits: DataInLimits,
-) -> bool {
-    let pdus = result_pdus(info, status, sense, data_in, data_out_used, limits);
-    writer.send_all(pdus).await
 }
 
 /// The PDUs that carry a command's result: Data-In PDUs and, unless the status rides in the
@@ -167,21 +149,11 @@ pub fn result_pdus(
     out
 }
 
-/// Fixed-format sense data (SPC-4 4.5.3) for errors the front end itself raises.
-pub fn fixed_sense(key: u8, asc: u8, ascq: u8) -> Bytes {
-    let mut s = [0u8; 18];
-    s[0] = 0x70;
-    s[2] = key & 0x0f;
-    s[7] = 10;
-    s[12] = asc;
-    s[13] = ascq;
-    Bytes::copy_from_slice(&s)
+/// Fixed-format sense data (SPC-4 4.5.3) for errors the front end itself raises (it has
+/// no LUN whose D_SENSE setting could ask for descriptor format).
+pub fn fixed_sense(sense: Sense) -> Bytes {
+    Bytes::copy_from_slice(&sense.encode_fixed())
 }
-
-/// Sense key ILLEGAL REQUEST.
-pub const ILLEGAL_REQUEST: u8 = 0x05;
-/// Sense key ABORTED COMMAND.
-pub const ABORTED_COMMAND: u8 = 0x0b;
 
 #[cfg(test)]
 mod tests {
@@ -201,7 +173,10 @@ mod tests {
 
     #[test]
     fn sense_layout() {
-        let s = fixed_sense(ILLEGAL_REQUEST, 0x24, 0x00);
+        let s = fixed_sense(Sense::new(
+            SenseKey::IllegalRequest,
+            asc::INVALID_FIELD_IN_CDB,
+        ));
         assert_eq!(s.len(), 18);
         assert_eq!(s[0], 0x70);
         assert_eq!(s[2], 0x05);
