@@ -29,37 +29,61 @@ pub const RESERVED_TAG: u32 = 0xffff_ffff;
 
 /// Opcodes (RFC 7143 section 11.2.1.2).
 pub mod op {
+    /// NOP-Out: initiator ping, or the answer to a target NOP-In.
     pub const NOP_OUT: u8 = 0x00;
+    /// SCSI Command: a CDB, optionally with immediate data.
     pub const SCSI_CMD: u8 = 0x01;
+    /// SCSI Task Management Function Request (ABORT TASK, LUN RESET, ...).
     pub const TMF_REQ: u8 = 0x02;
+    /// Login Request: one step of the login phase.
     pub const LOGIN_REQ: u8 = 0x03;
+    /// Text Request: key=value negotiation after login (e.g. SendTargets).
     pub const TEXT_REQ: u8 = 0x04;
+    /// SCSI Data-Out: write data, solicited by an R2T or unsolicited.
     pub const DATA_OUT: u8 = 0x05;
+    /// Logout Request: close the session or one connection.
     pub const LOGOUT_REQ: u8 = 0x06;
+    /// SNACK Request: asks the target to resend lost PDUs.
     pub const SNACK: u8 = 0x10;
+    /// NOP-In: target ping, or the answer to a NOP-Out.
     pub const NOP_IN: u8 = 0x20;
+    /// SCSI Response: status (and sense) of a finished command.
     pub const SCSI_RESP: u8 = 0x21;
+    /// SCSI Task Management Function Response.
     pub const TMF_RESP: u8 = 0x22;
+    /// Login Response: status class/detail and the target's keys.
     pub const LOGIN_RESP: u8 = 0x23;
+    /// Text Response.
     pub const TEXT_RESP: u8 = 0x24;
+    /// SCSI Data-In: read data; the last one may carry the status.
     pub const DATA_IN: u8 = 0x25;
+    /// Logout Response.
     pub const LOGOUT_RESP: u8 = 0x26;
+    /// Ready To Transfer: the target asks for a range of write data.
     pub const R2T: u8 = 0x31;
+    /// Asynchronous Message: an unsolicited event from the target.
     pub const ASYNC: u8 = 0x32;
+    /// Reject: the target refuses a PDU (header copied into the data).
     pub const REJECT: u8 = 0x3f;
 }
 
-/// Login stages (CSG/NSG values).
+/// Login stages: the CSG/NSG values of Login Request/Response (RFC 7143 section 11.12).
 pub mod stage {
+    /// SecurityNegotiation stage (authentication, e.g. CHAP).
     pub const SECURITY: u8 = 0;
+    /// LoginOperationalNegotiation stage (session parameters).
     pub const OPERATIONAL: u8 = 1;
+    /// FullFeaturePhase: login is over (2 is reserved).
     pub const FULL_FEATURE: u8 = 3;
 }
 
-/// SCSI status values.
+/// SCSI status values (SAM-5), as carried in SCSI Response and Data-In.
 pub mod status {
+    /// GOOD: the command completed.
     pub const GOOD: u8 = 0x00;
+    /// CHECK CONDITION: failed; the sense data says why.
     pub const CHECK_CONDITION: u8 = 0x02;
+    /// RESERVATION CONFLICT: another I_T nexus holds a reservation.
     pub const RESERVATION_CONFLICT: u8 = 0x18;
 }
 

@@ -20,37 +20,52 @@ use tokio::net::TcpStream;
 /// How long any single receive may take before the test fails (a hang, not a timing check).
 pub const RECV_LIMIT: Duration = Duration::from_secs(20);
 
+/// One iSCSI connection (and its session) driven PDU by PDU from a test.
 pub struct Initiator {
+    /// The TCP connection to the target.
     pub stream: TcpStream,
     buf: BytesMut,
+    /// Framing limits and digests used to encode and decode PDUs (updated by login).
     pub codec: CodecConfig,
+    /// CmdSN of the next non-immediate command.
     pub cmd_sn: u32,
+    /// ExpStatSN we send: one past the last StatSN received.
     pub exp_stat_sn: u32,
+    /// Initiator Task Tag the next task gets (see [`Initiator::itt`]).
     pub next_itt: u32,
+    /// Initiator port part of the session identity (ISID, 48 bits).
     pub isid: u64,
+    /// Target Session Identifying Handle: 0 until the login assigns one.
     pub tsih: u16,
+    /// Our iSCSI name (InitiatorName).
     pub name: String,
 }
 
 /// Result of a login attempt.
 #[derive(Debug)]
 pub struct LoginResult {
+    /// Status-Class of the last Login Response (0 = success).
     pub status_class: u8,
+    /// Status-Detail of the last Login Response.
     pub status_detail: u8,
+    /// The keys the target answered in the last step.
     pub keys: HashMap<String, String>,
 }
 
 impl LoginResult {
+    /// Whether the login succeeded.
     pub fn ok(&self) -> bool {
         self.status_class == 0
     }
 }
 
+/// Encodes `key=value` pairs as an iSCSI text data segment.
 pub fn kv(pairs: &[(&str, &str)]) -> Bytes {
     text::encode(pairs.iter().copied())
 }
 
 impl Initiator {
+    /// Opens a TCP connection to `addr` as initiator `name` (not logged in yet).
     pub async fn connect(addr: SocketAddr, name: &str) -> Initiator {
         let stream = TcpStream::connect(addr).await.expect("connect to lunard");
         Initiator::over(stream, name)
@@ -83,18 +98,21 @@ impl Initiator {
         i
     }
 
+    /// A fresh Initiator Task Tag.
     pub fn itt(&mut self) -> u32 {
         let i = self.next_itt;
         self.next_itt += 1;
         i
     }
 
+    /// Encodes and sends one PDU.
     pub async fn send(&mut self, p: Pdu) {
         let mut out = BytesMut::new();
         p.encode(&self.codec, &mut out).expect("encode");
         self.stream.write_all(&out).await.expect("send");
     }
 
+    /// Sends `bytes` unencoded, e.g. a deliberately malformed PDU.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("send raw");
     }
@@ -125,6 +143,7 @@ impl Initiator {
         p
     }
 
+    /// Next PDU; panics if the target closed the connection.
     pub async fn recv(&mut self) -> Pdu {
         self.recv_opt().await.expect("connection closed by target")
     }
@@ -164,6 +183,7 @@ impl Initiator {
         (r, map)
     }
 
+    /// The LoginOperationalNegotiation keys every login offers (digests off, ImmediateData=Yes, ...).
     pub fn operational_keys() -> Vec<(&'static str, &'static str)> {
         vec![
             ("HeaderDigest", "None"),
@@ -330,6 +350,7 @@ impl Initiator {
         self.finish_login(r, map)
     }
 
+    /// Immediate NOP-Out carrying `data` (a ping); returns the answer (a NOP-In).
     pub async fn nop(&mut self, data: &'static [u8]) -> Pdu {
         let itt = self.itt();
         let p = NopOut {
@@ -371,6 +392,7 @@ impl Initiator {
             .collect()
     }
 
+    /// Logout closing the session; returns the Logout Response.
     pub async fn logout(&mut self) -> Pdu {
         let itt = self.itt();
         let req = pdu::LogoutRequest {
@@ -457,13 +479,21 @@ impl Initiator {
 /// Outcome of a SCSI command as the initiator sees it.
 #[derive(Debug, Default)]
 pub struct CmdResult {
+    /// SCSI status byte.
     pub status: u8,
+    /// Read data, all Data-In segments in order.
     pub data: Vec<u8>,
+    /// Sense data from the SCSI Response (without its length prefix); empty if none.
     pub sense: Vec<u8>,
+    /// O bit: the command wanted more than the expected data transfer length.
     pub overflow: bool,
+    /// U bit: less than the expected data transfer length moved.
     pub underflow: bool,
+    /// Residual Count, meaningful when `overflow` or `underflow` is set.
     pub residual: u32,
+    /// How many R2Ts the target sent.
     pub r2ts: u32,
+    /// How many Data-In PDUs the target sent.
     pub data_ins: u32,
 }
 

@@ -133,7 +133,7 @@ fn failed_logins_reusing_the_victims_name_and_isid_leave_it_alone() {
     let mut victim = victim_session(&d, Auth::Chap, VICTIM);
     let isid = victim.isid;
     let ident = operational_keys(VICTIM, VICTIM_IQN);
-    let attempts: Vec<(&str, Attempt)> = vec![
+    let attempts: Vec<(&str, Attempt<'_>)> = vec![
         (
             "skipped security stage",
             Box::new(|c: &mut Conn| {
@@ -383,7 +383,7 @@ fn login_stage_and_version_games_are_refused() {
         );
     }
     // Missing names, unknown target, unknown session type.
-    let cases: [(&str, Keys, u16); 4] = [
+    let cases: [(&str, Keys<'_>, u16); 4] = [
         ("no InitiatorName", vec![("TargetName", VICTIM_IQN)], 0x0207),
         ("no TargetName", vec![("InitiatorName", ATTACKER)], 0x0207),
         (
