@@ -109,13 +109,13 @@ pub(crate) struct State {
     pub(crate) failed: Option<String>,
     /// Soft threshold in per cent of capacity (used + reserved), if configured.
     pub(crate) soft_pct: Option<u8>,
-    /// Current "soft threshold reached" state, for subscribers.
-    pub(crate) threshold: tokio::sync::watch::Sender<bool>,
+    /// Current soft-threshold state and count of upward crossings, for subscribers.
+    pub(crate) threshold: tokio::sync::watch::Sender<crate::types::SoftThreshold>,
 }
 
 impl State {
     pub(crate) fn new(meta: Meta, alloc: Alloc, soft_pct: Option<u8>) -> State {
-        let (threshold, _) = tokio::sync::watch::channel(false);
+        let (threshold, _) = tokio::sync::watch::channel(crate::types::SoftThreshold::default());
         let mut st = State {
             meta,
             alloc,
@@ -147,9 +147,16 @@ impl State {
     fn update_threshold(&mut self) {
         let reached = self.threshold_reached();
         self.threshold.send_if_modified(|v| {
-            let changed = *v != reached;
-            *v = reached;
-            changed
+            if v.reached == reached {
+                return false;
+            }
+            if reached {
+                // Counted so a subscriber that sleeps through a rise, fall and rise still
+                // sees two crossings (the channel keeps only the latest value).
+                v.crossings += 1;
+            }
+            v.reached = reached;
+            true
         });
     }
 

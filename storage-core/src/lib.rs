@@ -35,7 +35,7 @@ pub use pool::Pool;
 pub use split::SplitJob;
 pub use superblock::FORMAT_VERSION;
 pub use types::{
-    CheckReport, Guarantee, PoolOptions, PoolStats, PoolStatus, SnapshotInfo, VolumeInfo,
-    DEFAULT_CHUNK_SIZE,
+    CheckReport, Guarantee, PoolOptions, PoolStats, PoolStatus, SnapshotInfo, SoftThreshold,
+    VolumeInfo, DEFAULT_CHUNK_SIZE,
 };
 pub use volume::Volume;

@@ -674,10 +674,14 @@ impl Pool {
         self.inner.flush().await
     }
 
-    /// Watch the soft threshold: the value turns `true` when used + reserved space reaches
-    /// `soft_threshold_pct` of capacity and back to `false` when it drops below (the daemon
-    /// raises THIN PROVISIONING SOFT THRESHOLD REACHED on the rising edge).
-    pub fn soft_threshold_watch(&self) -> tokio::sync::watch::Receiver<bool> {
+    /// Watch the soft threshold: `reached` turns `true` when used + reserved space reaches
+    /// `soft_threshold_pct` of capacity and back to `false` when it drops below, and
+    /// `crossings` counts the rising edges, so a subscriber that wakes up late still sees
+    /// each of them (the daemon raises THIN PROVISIONING SOFT THRESHOLD REACHED on every
+    /// rising edge).
+    pub fn soft_threshold_watch(
+        &self,
+    ) -> tokio::sync::watch::Receiver<crate::types::SoftThreshold> {
         self.inner.state.read().threshold.subscribe()
     }
 

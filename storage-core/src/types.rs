@@ -2,6 +2,22 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The pool's soft-threshold state as published by [`crate::Pool::soft_threshold_watch`].
+///
+/// A watch channel keeps only its latest value, so a rise, fall and rise between two reads
+/// would look like "reached, still reached" if only the state were published. `crossings`
+/// counts every upward crossing (false to true) since the pool was opened, so a subscriber
+/// that compares it with the count it last saw never misses a crossing, however late it
+/// wakes up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SoftThreshold {
+    /// Whether used + reserved space is at or above the soft threshold right now.
+    pub reached: bool,
+    /// Upward crossings since the pool was opened (an open that finds the pool already
+    /// above the threshold counts as one).
+    pub crossings: u64,
+}
+
 /// Space guarantee of a volume.
 ///
 /// `None` is thin: writes allocate on demand and fail with `NoSpace` when the pool is full.

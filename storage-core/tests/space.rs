@@ -31,7 +31,7 @@ fn guarantees_hold_and_thin_gets_nospace() {
         let cap_chunks = cap / CS;
         assert!(cap_chunks > 1000);
         let threshold = pool.soft_threshold_watch();
-        assert!(!*threshold.borrow());
+        assert!(!threshold.borrow().reached);
 
         // A full volume of 40% of the pool reserves all of it at once.
         let full_size = cap_chunks * 2 / 5 * CS;
@@ -84,7 +84,10 @@ fn guarantees_hold_and_thin_gets_nospace() {
         );
         let st = pool.status();
         assert!(st.soft_threshold_reached);
-        assert!(*threshold.borrow(), "the soft-threshold watch did not fire");
+        assert!(
+            threshold.borrow().reached,
+            "the soft-threshold watch did not fire"
+        );
         assert_eq!(st.used_bytes + st.reserved_bytes, cap);
 
         // The full volume can still write every block.
@@ -447,6 +450,48 @@ fn merge_after_shrink_keeps_the_grown_range_zero_and_the_reservation() {
         assert!(got.iter().all(|&b| b == 0), "grown range reads zeros");
         assert_eq!(pool.volume_info("v").expect("info").mapped_bytes, 0);
         assert!(pool.check().await.expect("check").is_clean());
+        pool.close().await.expect("close");
+    });
+}
+
+/// A rise, fall and rise of the soft threshold while a subscriber is not reading must still
+/// show as two crossings: the watch channel keeps only the latest value, so the state alone
+/// ("reached, still reached") would hide the second crossing and the daemon would not raise
+/// THIN PROVISIONING SOFT THRESHOLD REACHED again.
+#[test]
+fn soft_threshold_counts_crossings_a_late_reader_missed() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = PoolOptions {
+            chunk_size: CS as u32,
+            capacity_bytes: Some(24 << 20),
+            soft_threshold_pct: Some(50),
+        };
+        let pool = Pool::create(dir.path(), &opts).await.expect("create");
+        let cap = pool.status().capacity_bytes;
+        let mut rx = pool.soft_threshold_watch();
+        let start = *rx.borrow_and_update();
+        assert_eq!(
+            (start.reached, start.crossings),
+            (false, 0),
+            "empty pool is below"
+        );
+
+        // Reservations count towards the threshold: a full volume of 60% rises above it,
+        // deleting it falls below, a second one rises again. The receiver reads nothing.
+        let big = cap / CS * 3 / 5 * CS;
+        pool.create_volume("a", big, 4096, Guarantee::Full)
+            .await
+            .expect("first rise");
+        pool.delete_volume("a").await.expect("fall");
+        assert!(!pool.status().soft_threshold_reached, "deleting fell below");
+        pool.create_volume("b", big, 4096, Guarantee::Full)
+            .await
+            .expect("second rise");
+
+        let now = *rx.borrow_and_update();
+        assert!(now.reached);
+        assert_eq!(now.crossings, 2, "both upward crossings are visible");
         pool.close().await.expect("close");
     });
 }

@@ -135,8 +135,12 @@ impl LunManager {
         let weak = Arc::downgrade(self);
         let mut rx = self.pool.soft_threshold_watch();
         tokio::spawn(async move {
-            let mut was = *rx.borrow_and_update();
-            if was {
+            // Compare crossing counts, not states: the channel keeps only its latest value,
+            // so a rise, fall and rise while this task was not scheduled reads as "reached,
+            // still reached" but has a count one higher.
+            let start = *rx.borrow_and_update();
+            let mut seen = start;
+            if start.reached {
                 tracing::warn!("pool soft threshold already reached at start");
                 if let Some(mgr) = weak.upgrade() {
                     for t in mgr.scsi.read().values() {
@@ -147,15 +151,20 @@ impl LunManager {
             while rx.changed().await.is_ok() {
                 let now = *rx.borrow_and_update();
                 let Some(mgr) = weak.upgrade() else { return };
-                if now && !was {
-                    tracing::warn!("pool soft threshold reached: notifying initiators");
+                if now.crossings > seen.crossings {
+                    // One unit attention per batch: SPC-4 keeps it pending per nexus until
+                    // reported, and a crossing after it was reported raises it again.
+                    tracing::warn!(
+                        crossings = now.crossings - seen.crossings,
+                        "pool soft threshold reached: notifying initiators"
+                    );
                     for t in mgr.scsi.read().values() {
                         t.soft_threshold_reached();
                     }
-                } else if !now && was {
+                } else if !now.reached && seen.reached {
                     tracing::info!("pool usage back below the soft threshold");
                 }
-                was = now;
+                seen = now;
             }
         });
     }
