@@ -65,7 +65,11 @@ impl LunManager {
             crate::scsi::pr::FileStore::for_data_dir(&self.data_dir),
         );
         st.targets.insert(iqn.to_string(), rec.clone());
-        self.save(&st)?;
+        if let Err(e) = self.save(&st) {
+            // Not on disk and not in the front end: not in memory either.
+            st.targets.remove(iqn);
+            return Err(e);
+        }
         self.scsi.write().insert(iqn.to_string(), scsi.clone());
         if let Some(f) = self.frontend(fabric) {
             if let Err(e) = f.add_target(rec.to_spec(), scsi) {
@@ -97,8 +101,14 @@ impl LunManager {
                 hint: "pass --force to close them",
             });
         }
-        st.targets.remove(iqn);
-        self.save(&st)?;
+        let Some(removed) = st.targets.remove(iqn) else {
+            return Ok(());
+        };
+        if let Err(e) = self.save(&st) {
+            // The front end still serves it: keep it listed (and saved by the next change).
+            st.targets.insert(iqn.to_string(), removed);
+            return Err(e);
+        }
         if let Some(f) = self.frontend(fabric) {
             if let Err(e) = f.remove_target(iqn) {
                 tracing::warn!(target = iqn, "{e}");
@@ -122,8 +132,15 @@ impl LunManager {
         let mut st = self.lock().await;
         let mut rec = target_rec(&st, iqn)?.clone();
         f(&mut rec)?;
-        st.targets.insert(iqn.to_string(), rec.clone());
-        self.save(&st)?;
+        let before = st.targets.insert(iqn.to_string(), rec.clone());
+        if let Err(e) = self.save(&st) {
+            // The front end never saw the change: an ACL removal kept here would reach disk
+            // with the next change while the initiator is still admitted.
+            if let Some(before) = before {
+                st.targets.insert(iqn.to_string(), before);
+            }
+            return Err(e);
+        }
         if let Some(f) = self.frontend(rec.fabric) {
             if let Err(e) = f.update_target(rec.to_spec()) {
                 tracing::warn!(target = iqn, "{e}");
@@ -268,4 +285,58 @@ pub(super) fn target_rec<'a>(st: &'a State, iqn: &str) -> MgrResult<&'a TargetRe
         kind: ObjectKind::Target,
         name: iqn.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{ByteSize, Config, TargetCfg};
+    use crate::fabric::Fabric;
+    use crate::lunmgr::LunManager;
+    use storage_core::{Pool, PoolOptions};
+
+    const IQN: &str = "iqn.2024-01.org.lunar:t1";
+    const INIT: &str = "iqn.1994-05.com.example:host1";
+
+    /// A change whose `state.json` save fails must leave nothing changed in memory either:
+    /// the running front end never saw it, so a target list (and the next successful save)
+    /// must not show it as done — an ACL removal reported as failed while the manager holds
+    /// it as applied would later reach disk with the initiator still admitted meanwhile.
+    #[tokio::test]
+    async fn a_change_whose_save_fails_is_not_kept_in_memory() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config::local(ByteSize::mib(64))
+            .with_data_dir(d.path())
+            .with_target(TargetCfg::iscsi(IQN));
+        let pool = Pool::open_or_create(
+            &d.path().join("pool"),
+            &PoolOptions {
+                capacity_bytes: Some(64 << 20),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let (mgr, _) = LunManager::open(&cfg, pool.clone()).await.unwrap();
+        mgr.acl_add(IQN, INIT).await.unwrap();
+        // A directory where the temporary state file goes: every save fails (even as root).
+        let blocker = d.path().join(".state.json.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+
+        assert!(mgr.acl_remove(IQN, INIT).await.is_err());
+        assert!(mgr
+            .target_create("iqn.2024-01.org.lunar:t2", Fabric::Iscsi, None, false)
+            .await
+            .is_err());
+        assert!(mgr.target_delete(IQN, false).await.is_err());
+        let list = mgr.target_list().await;
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].initiators, vec![INIT.to_string()]);
+
+        std::fs::remove_dir(&blocker).unwrap();
+        mgr.chap_clear(IQN).await.unwrap();
+        let saved = crate::lunmgr::state::load(d.path()).unwrap().unwrap();
+        assert_eq!(saved.targets.len(), 1);
+        assert_eq!(saved.targets[IQN].initiators, vec![INIT.to_string()]);
+        pool.close().await.unwrap();
+    }
 }
