@@ -98,6 +98,17 @@ async fn run(
     .await
 }
 
+/// READ(10) of `blocks` blocks at `lba` on LUN 0 by `n`, which must succeed: the data.
+async fn read_back(t: &ScsiTarget, n: &Arc<Nexus>, lba: u32, blocks: u16) -> Bytes {
+    let r = run(t, n, 0, &read10(lba, blocks), Bytes::new()).await;
+    assert_eq!(
+        r.status,
+        status::GOOD,
+        "read back {blocks} blocks at {lba}: {r:?}"
+    );
+    r.data_in
+}
+
 fn sense(r: &ScsiResponse) -> Sense {
     Sense::decode(r.sense.as_ref().expect("sense data")).expect("decodable sense")
 }
