@@ -149,7 +149,9 @@ pub enum Access {
     Write,
 }
 
-/// What a PERSISTENT RESERVE OUT did.
+/// What a PERSISTENT RESERVE OUT did, for the unit tests' decide-and-commit shortcut
+/// (`PrState::pr_out`); the device server works with [`Decision`].
+#[cfg(test)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum PrOutcome {
     /// GOOD.

@@ -24,8 +24,9 @@ pub trait PrStore: Send + Sync + std::fmt::Debug {
 }
 
 /// One JSON file per LUN identity in a directory (`<data dir>/pr/<identity>.json`),
-/// replaced atomically (temp file, fsync, rename, fsync of the directory). The directory is
-/// created private (0700) on the first save.
+/// replaced atomically (temp file, fsync, rename, fsync of the directory) and removed
+/// durably (the directory is synced after the unlink too). The directory is created
+/// private (0700) on the first save.
 #[derive(Debug)]
 pub struct FileStore {
     dir: PathBuf,
@@ -68,10 +69,12 @@ impl PrStore for FileStore {
                 save(&path, d).with_context(|| format!("cannot write {}", path.display()))
             }
             None => match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(e).with_context(|| format!("cannot remove {}", path.display()))
-                }
-                _ => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+                // The removal is durable only once the directory is synced: without it a
+                // power loss after GOOD could bring the forgotten APTPL state back.
+                Ok(()) => sync_dir(&self.dir)
+                    .with_context(|| format!("cannot sync {}", self.dir.display())),
             },
         }
     }
@@ -108,7 +111,12 @@ fn save(path: &Path, st: &PrData) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+        sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Makes the latest rename or removal in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }

@@ -98,6 +98,22 @@ async fn run(
     .await
 }
 
+/// The status of `cdb` (no Data-Out) sent to LUN 0 by `n`.
+async fn status_of(t: &ScsiTarget, n: &Arc<Nexus>, cdb: &[u8]) -> u8 {
+    run(t, n, 0, cdb, Bytes::new()).await.status
+}
+
+/// READ(10) of `blocks` blocks at `lba` on LUN 0 by `n`, which must succeed: the data.
+async fn read_back(t: &ScsiTarget, n: &Arc<Nexus>, lba: u32, blocks: u16) -> Bytes {
+    let r = run(t, n, 0, &read10(lba, blocks), Bytes::new()).await;
+    assert_eq!(
+        r.status,
+        status::GOOD,
+        "read back {blocks} blocks at {lba}: {r:?}"
+    );
+    r.data_in
+}
+
 fn sense(r: &ScsiResponse) -> Sense {
     Sense::decode(r.sense.as_ref().expect("sense data")).expect("decodable sense")
 }

@@ -73,18 +73,14 @@ async fn short_and_long_data_out() {
     let b = pattern(1, 2);
     let r = run(&f.target, &f.a, 0, &write10(0, 2), b.clone()).await;
     assert_eq!((r.status, r.data_out_used), (status::GOOD, 2 * BS));
-    let back = run(&f.target, &f.a, 0, &read10(0, 2), Bytes::new())
-        .await
-        .data_in;
+    let back = read_back(&f.target, &f.a, 0, 2).await;
     assert_eq!(&back[..BS as usize], &b[..]);
     assert_eq!(&back[BS as usize..], &a[BS as usize..]);
     // One block requested, two sent: only one written.
     let c = pattern(2, 3);
     let r = run(&f.target, &f.a, 0, &write10(0, 1), c.clone()).await;
     assert_eq!((r.status, r.data_out_used), (status::GOOD, BS));
-    let back = run(&f.target, &f.a, 0, &read10(0, 2), Bytes::new())
-        .await
-        .data_in;
+    let back = read_back(&f.target, &f.a, 0, 2).await;
     assert_eq!(&back[..BS as usize], &c[..BS as usize]);
     assert_eq!(&back[BS as usize..], &a[BS as usize..]);
     assert_eq!(f.target.data_out_len(0, &write10(0, 3)), Some(3 * BS));
@@ -207,9 +203,7 @@ async fn write_same_unmap_and_lba_status() {
     let blk = pattern(1, 42);
     let r = run(&f.target, &f.a, 0, &cdb16(0x93, 0, 1000, 300), blk.clone()).await;
     assert_eq!(r.status, status::GOOD, "{r:?}");
-    let back = run(&f.target, &f.a, 0, &read10(1000, 300), Bytes::new())
-        .await
-        .data_in;
+    let back = read_back(&f.target, &f.a, 1000, 300).await;
     assert!(back.chunks(BS as usize).all(|c| c == &blk[..]));
     // GET LBA STATUS at 1000: mapped.
     let r = run(
@@ -235,9 +229,7 @@ async fn write_same_unmap_and_lba_status() {
         run(&f.target, &f.a, 0, &c, Bytes::from(list)).await.status,
         status::GOOD
     );
-    let back = run(&f.target, &f.a, 0, &read10(1024, 256), Bytes::new())
-        .await
-        .data_in;
+    let back = read_back(&f.target, &f.a, 1024, 256).await;
     assert!(back.iter().all(|&b| b == 0));
     let r = run(
         &f.target,
@@ -263,9 +255,7 @@ async fn write_same_unmap_and_lba_status() {
     )
     .await;
     assert_eq!(r.status, status::GOOD);
-    let back = run(&f.target, &f.a, 0, &read10(1000, 24), Bytes::new())
-        .await
-        .data_in;
+    let back = read_back(&f.target, &f.a, 1000, 24).await;
     assert!(back.iter().all(|&b| b == 0));
     // Beyond the end, and GET LBA STATUS past the end.
     let r = run(
@@ -360,12 +350,7 @@ async fn compare_and_write_is_atomic_test_and_set() {
     let r = run(&f.target, &f.a, 0, &caw, both(&old, &new)).await;
     assert_eq!(r.status, status::GOOD, "{r:?}");
     assert_eq!(r.data_out_used, 2 * BS);
-    assert_eq!(
-        run(&f.target, &f.a, 0, &read10(50, 1), Bytes::new())
-            .await
-            .data_in,
-        new
-    );
+    assert_eq!(read_back(&f.target, &f.a, 50, 1).await, new);
     // Stale compare (another host won the lock): MISCOMPARE, medium unchanged.
     let s = assert_check(
         &run(&f.target, &f.b, 0, &caw, both(&old, &pattern(1, 3))).await,
@@ -373,12 +358,7 @@ async fn compare_and_write_is_atomic_test_and_set() {
         asc::MISCOMPARE_DURING_VERIFY_OPERATION,
     );
     assert_eq!(s.information, Some(first_diff(&old, &new) as u64));
-    assert_eq!(
-        run(&f.target, &f.a, 0, &read10(50, 1), Bytes::new())
-            .await
-            .data_in,
-        new
-    );
+    assert_eq!(read_back(&f.target, &f.a, 50, 1).await, new);
     // Too many blocks, wrong Data-Out size, beyond the end.
     caw[13] = 65;
     assert_check(
@@ -416,9 +396,7 @@ async fn orwrite_ors_into_the_medium() {
     );
     let r = run(&f.target, &f.a, 0, &cdb16(0x8B, 0, 7, 2), b).await;
     assert_eq!((r.status, r.data_out_used), (status::GOOD, 2 * BS));
-    let back = run(&f.target, &f.a, 0, &read10(7, 2), Bytes::new())
-        .await
-        .data_in;
+    let back = read_back(&f.target, &f.a, 7, 2).await;
     assert!(back.iter().all(|&x| x == 0xFF));
     let r = run(
         &f.target,
@@ -540,15 +518,7 @@ async fn write_same_zero_blocks_runs_to_the_end_within_the_limit() {
     )
     .await;
     assert_eq!(r.status, status::GOOD, "{r:?}");
-    let back = run(
-        &f.target,
-        &f.a,
-        0,
-        &read10((BLOCKS - 301) as u32, 301),
-        Bytes::new(),
-    )
-    .await
-    .data_in;
+    let back = read_back(&f.target, &f.a, (BLOCKS - 301) as u32, 301).await;
     assert!(
         back[..BS as usize].iter().all(|&b| b == 0),
         "block before untouched"
@@ -568,15 +538,7 @@ async fn write_same_zero_blocks_runs_to_the_end_within_the_limit() {
     )
     .await;
     assert_eq!(r.status, status::GOOD, "{r:?}");
-    let back = run(
-        &f.target,
-        &f.a,
-        0,
-        &read10((BLOCKS - 300) as u32, 300),
-        Bytes::new(),
-    )
-    .await
-    .data_in;
+    let back = read_back(&f.target, &f.a, (BLOCKS - 300) as u32, 300).await;
     assert!(back.iter().all(|&b| b == 0));
     // The LBA must exist: at or past the end is LBA OUT OF RANGE.
     for lba in [BLOCKS, BLOCKS + 1, u64::MAX] {
@@ -649,9 +611,7 @@ async fn write_same_zero_block_without_unmap_leaves_thin_chunks_unallocated() {
     assert_eq!(lba_status(&f.target, &f.a, 768).await.0, 0);
     assert_eq!(info().mapped_bytes, 3 * 65536);
     let want = pattern(1024, 3);
-    let back = run(&f.target, &f.a, 0, &read10(0, 1024), Bytes::new())
-        .await
-        .data_in;
+    let back = read_back(&f.target, &f.a, 0, 1024).await;
     for (i, (got, exp)) in back
         .chunks(BS as usize)
         .zip(want.chunks(BS as usize))
@@ -691,9 +651,7 @@ async fn write_same_zero_block_without_unmap_leaves_thin_chunks_unallocated() {
     )
     .await;
     assert_eq!(r.status, status::GOOD, "{r:?}");
-    let back = run(&f.target, &f.a, 0, &read10(0, 256), Bytes::new())
-        .await
-        .data_in;
+    let back = read_back(&f.target, &f.a, 0, 256).await;
     assert_eq!(
         &back[..10 * BS as usize],
         &pattern(256, 5)[..10 * BS as usize]

@@ -44,42 +44,31 @@ async fn reservations_and_resets() {
     let f = fixture().await;
     let tur = [0u8, 0, 0, 0, 0, 0];
     assert_eq!(
-        run(&f.target, &f.a, 0, &[0x16, 0, 0, 0, 0, 0], Bytes::new())
-            .await
-            .status,
+        status_of(&f.target, &f.a, &[0x16, 0, 0, 0, 0, 0]).await,
         status::GOOD
     );
     assert_eq!(
-        run(&f.target, &f.b, 0, &tur, Bytes::new()).await.status,
+        status_of(&f.target, &f.b, &tur).await,
         status::RESERVATION_CONFLICT
     );
     assert_eq!(
-        run(&f.target, &f.b, 0, &[0x16, 0, 0, 0, 0, 0], Bytes::new())
-            .await
-            .status,
+        status_of(&f.target, &f.b, &[0x16, 0, 0, 0, 0, 0]).await,
         status::RESERVATION_CONFLICT
     );
     assert_eq!(
-        run(&f.target, &f.b, 0, &[0x12, 0, 0, 0, 96, 0], Bytes::new())
-            .await
-            .status,
+        status_of(&f.target, &f.b, &[0x12, 0, 0, 0, 96, 0]).await,
         status::GOOD
     );
     // RELEASE from the non-holder is GOOD and changes nothing.
     assert_eq!(
-        run(&f.target, &f.b, 0, &[0x17, 0, 0, 0, 0, 0], Bytes::new())
-            .await
-            .status,
+        status_of(&f.target, &f.b, &[0x17, 0, 0, 0, 0, 0]).await,
         status::GOOD
     );
     assert_eq!(
-        run(&f.target, &f.b, 0, &tur, Bytes::new()).await.status,
+        status_of(&f.target, &f.b, &tur).await,
         status::RESERVATION_CONFLICT
     );
-    assert_eq!(
-        run(&f.target, &f.a, 0, &tur, Bytes::new()).await.status,
-        status::GOOD
-    );
+    assert_eq!(status_of(&f.target, &f.a, &tur).await, status::GOOD);
     // LUN reset releases it; every nexus (the issuer too) sees BUS DEVICE RESET once.
     f.target.lun_reset(0, &f.a);
     for n in [&f.b, &f.a] {
@@ -89,34 +78,23 @@ async fn reservations_and_resets() {
             SenseKey::UnitAttention,
             asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED,
         );
-        assert_eq!(
-            run(&f.target, n, 0, &tur, Bytes::new()).await.status,
-            status::GOOD
-        );
+        assert_eq!(status_of(&f.target, n, &tur).await, status::GOOD);
     }
     // The holder logging out releases it too.
     assert_eq!(
-        run(&f.target, &f.a, 0, &[0x16, 0, 0, 0, 0, 0], Bytes::new())
-            .await
-            .status,
+        status_of(&f.target, &f.a, &[0x16, 0, 0, 0, 0, 0]).await,
         status::GOOD
     );
     f.target.nexus_logout(&f.a);
-    assert_eq!(
-        run(&f.target, &f.b, 0, &tur, Bytes::new()).await.status,
-        status::GOOD
-    );
+    assert_eq!(status_of(&f.target, &f.b, &tur).await, status::GOOD);
     // Target reset: UA for the other nexuses only.
     f.target.nexus_login(&f.a);
     assert_eq!(
-        run(&f.target, &f.a, 0, &tur, Bytes::new()).await.status,
+        status_of(&f.target, &f.a, &tur).await,
         status::CHECK_CONDITION
     );
     f.target.target_reset(&f.b);
-    assert_eq!(
-        run(&f.target, &f.b, 0, &tur, Bytes::new()).await.status,
-        status::GOOD
-    );
+    assert_eq!(status_of(&f.target, &f.b, &tur).await, status::GOOD);
     let r = run(&f.target, &f.a, 0, &tur, Bytes::new()).await;
     assert_check(
         &r,
@@ -143,9 +121,7 @@ async fn request_sense_returns_and_clears_ua() {
     assert_eq!(r.data_in[0], 0x72);
     assert_eq!(r.data_in[1], 0, "NO SENSE");
     assert_eq!(
-        run(&f.target, &f.a, 0, &[0, 0, 0, 0, 0, 0], Bytes::new())
-            .await
-            .status,
+        status_of(&f.target, &f.a, &[0, 0, 0, 0, 0, 0]).await,
         status::GOOD
     );
 }
@@ -177,9 +153,7 @@ async fn soft_threshold_ua_reaches_every_nexus() {
             asc::THIN_PROVISIONING_SOFT_THRESHOLD_REACHED,
         );
         assert_eq!(
-            run(&f.target, n, 0, &[0, 0, 0, 0, 0, 0], Bytes::new())
-                .await
-                .status,
+            status_of(&f.target, n, &[0, 0, 0, 0, 0, 0]).await,
             status::GOOD
         );
     }
