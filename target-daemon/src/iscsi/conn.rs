@@ -113,7 +113,7 @@ impl Host for SessionHost<'_> {
             Ok(()) => Admission::Admitted,
             Err((why, q)) => {
                 tracing::debug!(opcode = ?q.pdu.bhs.opcode(), "dropping command: {why}");
-                Admission::Dropped(why.to_string())
+                Admission::Dropped(why)
             }
         }
     }

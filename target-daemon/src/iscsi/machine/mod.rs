@@ -29,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 use scsi_proto::iscsi::pdu::{
     self, Bhs, CodecConfig, LogoutReason, Pdu, RejectReason, TaskAttribute,
 };
+use scsi_proto::iscsi::seq::WindowError;
 use scsi_proto::iscsi::text::TextWriter;
 use scsi_proto::scsi::sense::{asc, Sense, SenseKey};
 
@@ -76,8 +77,9 @@ pub trait Host {
 pub enum Admission {
     /// Queued (in order or behind a gap).
     Admitted,
-    /// Outside the window or a duplicate: dropped silently (RFC 7143 3.2.2.1).
-    Dropped(String),
+    /// Outside the window or a duplicate: dropped silently (RFC 7143 3.2.2.1). The reason
+    /// is carried as the window reports it, so a flood of stale CmdSNs costs no allocation.
+    Dropped(WindowError),
     /// Holding it would break a limit: the connection must close.
     Close(String),
 }
@@ -576,7 +578,6 @@ pub fn header_of(pdu: &Pdu) -> Bytes {
             h[5..8].copy_from_slice(&dsl[1..]);
             h.freeze()
         }
-        Ok(_) => Bytes::from_static(&[0u8; pdu::BHS_LEN]),
-        Err(_) => Bytes::from_static(&[0u8; pdu::BHS_LEN]),
+        _ => Bytes::from_static(&[0u8; pdu::BHS_LEN]),
     }
 }
