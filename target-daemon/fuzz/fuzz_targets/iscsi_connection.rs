@@ -33,7 +33,7 @@ impl Host for Session {
         let sn = pdu.bhs.cmd_sn().unwrap_or(0);
         match self.window.admit(sn, pdu.bhs.is_immediate(), pdu) {
             Ok(()) => Admission::Admitted,
-            Err((why, _)) => Admission::Dropped(why.to_string()),
+            Err((why, _)) => Admission::Dropped(why),
         }
     }
     fn release(&mut self) -> Option<Pdu> {

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use scsi_proto::iscsi::pdu::{Bhs, CodecConfig, Pdu, PduError, RejectReason, RESERVED_TAG};
+use scsi_proto::iscsi::pdu::{Bhs, CodecConfig, Pdu, PduError, RejectReason};
 use scsi_proto::iscsi::text::TextWriter;
 use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
@@ -113,7 +113,7 @@ impl Host for SessionHost<'_> {
             Ok(()) => Admission::Admitted,
             Err((why, q)) => {
                 tracing::debug!(opcode = ?q.pdu.bhs.opcode(), "dropping command: {why}");
-                Admission::Dropped(why.to_string())
+                Admission::Dropped(why)
             }
         }
     }
@@ -373,12 +373,6 @@ impl Conn {
     /// Hands one received PDU to the machine and performs what it asks for. An error
     /// closes the connection.
     async fn handle(&mut self, pdu: Pdu) -> Result<(), Close> {
-        let sequenced = match &pdu.bhs {
-            Bhs::ScsiCommand(_) => true,
-            Bhs::NopOut(h) => h.itt != RESERVED_TAG,
-            Bhs::TaskMgmtRequest(_) | Bhs::TextRequest(_) | Bhs::LogoutRequest(_) => true,
-            _ => false,
-        };
         if !matches!(pdu.bhs, Bhs::ScsiCommand(_)) {
             // Whatever this PDU makes us send (a TMF or logout response, an R2T, a NOP-In)
             // follows the results of the commands before it.
@@ -386,9 +380,9 @@ impl Conn {
         }
         // Writes whose task is gone must not take Data-Out or budget.
         self.purge();
-        self.machine.handle_pdu(now(), pdu, host!(self))?;
+        let admitted = self.machine.handle_pdu(now(), pdu, host!(self))?;
         self.perform().await;
-        if sequenced {
+        if admitted {
             // One released PDU at a time: a command's task is in the task table before the
             // next command's ITT is checked.
             while self.machine.dispatch_released(host!(self)) {

@@ -29,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 use scsi_proto::iscsi::pdu::{
     self, Bhs, CodecConfig, LogoutReason, Pdu, RejectReason, TaskAttribute,
 };
+use scsi_proto::iscsi::seq::WindowError;
 use scsi_proto::iscsi::text::TextWriter;
 use scsi_proto::scsi::sense::{asc, Sense, SenseKey};
 
@@ -76,8 +77,9 @@ pub trait Host {
 pub enum Admission {
     /// Queued (in order or behind a gap).
     Admitted,
-    /// Outside the window or a duplicate: dropped silently (RFC 7143 3.2.2.1).
-    Dropped(String),
+    /// Outside the window or a duplicate: dropped silently (RFC 7143 3.2.2.1). The reason
+    /// is carried as the window reports it, so a flood of stale CmdSNs costs no allocation.
+    Dropped(WindowError),
     /// Holding it would break a limit: the connection must close.
     Close(String),
 }
@@ -281,25 +283,26 @@ impl<G> Connection<G> {
     }
 
     /// Handles one received PDU. A PDU that carries a CmdSN goes into the session's window;
-    /// the shell then calls [`Self::dispatch_released`] until it returns false, doing the
-    /// actions after each call (a command's task must be registered before the next
-    /// command's ITT is checked).
+    /// when it was admitted (`Ok(true)`) the shell then calls [`Self::dispatch_released`]
+    /// until it returns false, doing the actions after each call (a command's task must be
+    /// registered before the next command's ITT is checked). A PDU the window dropped or
+    /// that was rejected releases nothing, so the shell skips that (and the window update).
     pub fn handle_pdu<H: Host<Grant = G>>(
         &mut self,
         now: Instant,
         pdu: Pdu,
         host: &mut H,
-    ) -> Result<(), Close> {
+    ) -> Result<bool, Close> {
         self.pinger.received(now);
         match &pdu.bhs {
             Bhs::DataOut(_) => {
                 self.data_out(pdu, host);
-                Ok(())
+                Ok(false)
             }
             Bhs::NopOut(h) if h.itt == pdu::RESERVED_TAG => {
                 // Answer to our ping (carries no new CmdSN).
                 self.pinger.answered(h.ttt);
-                Ok(())
+                Ok(false)
             }
             Bhs::NopOut(_)
             | Bhs::ScsiCommand(_)
@@ -315,22 +318,23 @@ impl<G> Connection<G> {
                         &pdu,
                         "too many immediate commands",
                     );
-                    return Ok(());
+                    return Ok(false);
                 }
                 match host.admit(pdu) {
-                    Admission::Admitted | Admission::Dropped(_) => Ok(()),
+                    Admission::Admitted => Ok(true),
+                    Admission::Dropped(_) => Ok(false),
                     Admission::Close(why) => Err(Close::Limit(why)),
                 }
             }
             Bhs::Snack(_) => {
                 // ErrorRecoveryLevel 0: SNACK is not supported.
                 self.reject(RejectReason::CommandNotSupported, &pdu, "SNACK");
-                Ok(())
+                Ok(false)
             }
             _ => {
                 // A Login Request after login, or a target opcode sent by the initiator.
                 self.reject(RejectReason::ProtocolError, &pdu, "unexpected opcode");
-                Ok(())
+                Ok(false)
             }
         }
     }
@@ -576,7 +580,6 @@ pub fn header_of(pdu: &Pdu) -> Bytes {
             h[5..8].copy_from_slice(&dsl[1..]);
             h.freeze()
         }
-        Ok(_) => Bytes::from_static(&[0u8; pdu::BHS_LEN]),
-        Err(_) => Bytes::from_static(&[0u8; pdu::BHS_LEN]),
+        _ => Bytes::from_static(&[0u8; pdu::BHS_LEN]),
     }
 }

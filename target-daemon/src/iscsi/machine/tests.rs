@@ -37,7 +37,7 @@ impl Host for FakeHost {
         let sn = pdu.bhs.cmd_sn().unwrap_or(0);
         match self.window.admit(sn, pdu.bhs.is_immediate(), pdu) {
             Ok(()) => Admission::Admitted,
-            Err((why, _)) => Admission::Dropped(why.to_string()),
+            Err((why, _)) => Admission::Dropped(why),
         }
     }
     fn release(&mut self) -> Option<Pdu> {
@@ -325,6 +325,31 @@ fn commands_ahead_of_exp_cmd_sn_wait_for_the_gap_then_run_in_cmd_sn_order() {
     assert_eq!(executed(&a), [1, 2, 3], "released in CmdSN order");
     // A CmdSN already delivered is a duplicate: dropped silently.
     assert!(s.feed(read10(9, 2, 512)).is_empty());
+}
+
+#[test]
+fn only_an_admitted_pdu_asks_the_shell_to_release_the_window() {
+    let mut s = Sim::new();
+    let admitted = |s: &mut Sim, pdu| {
+        let now = s.now;
+        let r = s.m.handle_pdu(now, pdu, &mut s.host).expect("stays open");
+        while s.m.dispatch_released(&mut s.host) {}
+        s.drain();
+        r
+    };
+    assert!(admitted(&mut s, read10(1, 1, 512)), "in the window");
+    assert!(
+        !admitted(&mut s, read10(2, 1, 512)),
+        "a duplicate is dropped"
+    );
+    assert!(!admitted(&mut s, read10(3, 900, 512)), "outside the window");
+    assert!(
+        !admitted(&mut s, data_out(4, 1, 0, 0, 8, true)),
+        "Data-Out has no CmdSN"
+    );
+    s.host.immediate_full = true;
+    let imm = cmd(5, 2, 0x00, 0, false, false).immediate().pdu();
+    assert!(!admitted(&mut s, imm), "a rejected immediate command");
 }
 
 #[test]
