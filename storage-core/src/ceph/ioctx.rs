@@ -118,8 +118,15 @@ impl NotifyResult {
     }
 }
 
+impl Rados {
+    /// A context for RADOS pool `pool`.
+    pub fn ioctx(&self, pool: &str) -> Result<IoCtx> {
+        IoCtx::new(self.clone(), pool)
+    }
+}
+
 impl IoCtx {
-    pub(super) fn new(rados: Rados, pool: &str) -> Result<IoCtx> {
+    fn new(rados: Rados, pool: &str) -> Result<IoCtx> {
         let p = cstring("pool name", pool)?;
         let mut ptr: sys::rados_ioctx_t = ptr::null_mut();
         // SAFETY: connected cluster handle (kept alive by `rados`, moved into the handle),

@@ -1,5 +1,6 @@
 //! The cluster connection: one librados client instance (`client.<instance id>` at one
-//! address), which is the unit Ceph blocklists.
+//! address), which is the unit Ceph blocklists. (Pool contexts, `Rados::ioctx`, are in
+//! `ioctx.rs`, which depends on this module and not the other way round.)
 
 use std::ffi::{c_char, CStr};
 use std::path::PathBuf;
@@ -10,7 +11,6 @@ use std::time::Duration;
 use lunar_ceph_sys as sys;
 
 use super::error::{check, cstring, CephError, Result};
-use super::IoCtx;
 
 /// Where the cluster is and who we are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,11 +187,6 @@ impl Rados {
             || "waiting for the latest OSD map".to_string(),
         )?;
         Ok(())
-    }
-
-    /// A context for RADOS pool `pool`.
-    pub fn ioctx(&self, pool: &str) -> Result<IoCtx> {
-        IoCtx::new(self.clone(), pool)
     }
 }
 
