@@ -131,10 +131,7 @@ fn exclusive_lock_busy_renew_break_and_expiry() {
     let e = b
         .lock_exclusive(&oid, "lease", "gw-b", "test", long, true)
         .unwrap_err();
-    assert!(
-        matches!(e, CephError::Busy { .. } | CephError::NotHeld { .. }),
-        "{e}"
-    );
+    assert!(matches!(e, CephError::NotHeld { .. }), "{e}");
 
     let info = b.list_lockers(&oid, "lease").unwrap();
     assert!(info.exclusive);
@@ -151,10 +148,7 @@ fn exclusive_lock_busy_renew_break_and_expiry() {
     let e = a
         .lock_exclusive(&oid, "lease", "gw-a", "test", long, true)
         .unwrap_err();
-    assert!(
-        matches!(e, CephError::Busy { .. } | CephError::NotHeld { .. }),
-        "{e}"
-    );
+    assert!(matches!(e, CephError::NotHeld { .. }), "{e}");
     assert!(matches!(
         a.unlock(&oid, "lease", "gw-a"),
         Err(CephError::NotHeld { .. })
@@ -165,9 +159,22 @@ fn exclusive_lock_busy_renew_break_and_expiry() {
     );
     b.unlock(&oid, "lease", "gw-b").unwrap();
     assert!(b.list_lockers(&oid, "lease").unwrap().lockers.is_empty());
+    // A renew never takes a free lock (MUST_RENEW): the lease is lost, not silently regained.
+    let e = a
+        .lock_exclusive(&oid, "lease", "gw-a", "test", long, true)
+        .unwrap_err();
+    assert!(matches!(e, CephError::NotHeld { .. }), "{e}");
+    // Taking a lock we already hold without `renew` is EEXIST, not success.
+    a.lock_exclusive(&oid, "lease", "gw-a", "test", long, false)
+        .unwrap();
+    let e = a
+        .lock_exclusive(&oid, "lease", "gw-a", "test", long, false)
+        .unwrap_err();
+    assert_eq!(e.errno(), Some(libc_eexist()), "{e}");
+    a.unlock(&oid, "lease", "gw-a").unwrap();
 
-    // Expiry: a lock with a short duration that is not renewed is dropped by the OSD, after
-    // which the other client gets it and the old holder's renew fails.
+    // Expiry: a lock with a short duration that is not renewed is dropped by the OSD (it no
+    // longer lists it), after which the other client gets it and the old holder's renew fails.
     a.lock_exclusive(
         &oid,
         "lease",
@@ -184,13 +191,13 @@ fn exclusive_lock_busy_renew_break_and_expiry() {
             Err(e) => panic!("unexpected error while waiting for expiry: {e}"),
         }
     });
+    let info = a.list_lockers(&oid, "lease").unwrap();
+    assert_eq!(info.lockers.len(), 1);
+    assert_eq!(info.lockers[0].client, rb.instance_name());
     let e = a
         .lock_exclusive(&oid, "lease", "gw-a", "test", long, true)
         .unwrap_err();
-    assert!(
-        matches!(e, CephError::Busy { .. } | CephError::NotHeld { .. }),
-        "{e}"
-    );
+    assert!(matches!(e, CephError::NotHeld { .. }), "{e}");
     b.unlock(&oid, "lease", "gw-b").unwrap();
     a.remove(&oid).unwrap();
 }
@@ -256,6 +263,68 @@ fn blocklisted_client_gets_eshutdown() {
     assert_eq!(e.errno(), Some(EBLOCKLISTED), "{e}");
     assert!(e.is_blocklisted());
     assert_eq!(fencer.read(&oid).unwrap().unwrap().data, b"fenced");
+    fencer.remove(&oid).unwrap();
+}
+
+fn libc_eexist() -> i32 {
+    17 // EEXIST on Linux
+}
+
+#[test]
+fn connect_reports_a_missing_conf_with_context() {
+    // Needs no cluster: reading the configuration fails first.
+    let cfg = CephConfig {
+        conf: "/nonexistent/lunar/ceph.conf".into(),
+        client: "admin".into(),
+    };
+    let e = Rados::connect(&cfg).unwrap_err();
+    assert_eq!(e.errno(), Some(2), "{e}");
+    assert!(
+        e.to_string().contains("/nonexistent/lunar/ceph.conf"),
+        "{e}"
+    );
+    let bad = CephConfig {
+        conf: "/etc/ceph/ceph.conf".into(),
+        client: "ad\0min".into(),
+    };
+    assert!(matches!(Rados::connect(&bad), Err(CephError::Invalid(_))));
+}
+
+#[test]
+fn a_blocklisted_watcher_hears_about_it() {
+    let Some(cfg) = cluster("a_blocklisted_watcher_hears_about_it") else {
+        return;
+    };
+    let (rv, victim) = connect(&cfg);
+    let (_rf, fencer) = connect(&cfg);
+    let oid = unique("watchfence");
+    victim.write_full(&oid, b"", Expect::Absent).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let watch = victim
+        .watch(
+            &oid,
+            |_| Vec::new(),
+            move |e| {
+                let _ = tx.lock().map(|t| t.send(e.errno()));
+            },
+        )
+        .unwrap();
+    fencer
+        .rados()
+        .blocklist_add(&rv.addrs().unwrap(), Duration::from_secs(600))
+        .unwrap();
+    // The fenced watcher's watch is dropped by the OSD; a notify no longer reaches it.
+    fencer.write_full(&oid, b"x", Expect::Any).unwrap();
+    let errno = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the watch error callback must run after a blocklist");
+    assert!(
+        errno == Some(EBLOCKLISTED) || errno == Some(107 /* ENOTCONN */),
+        "{errno:?}"
+    );
+    assert!(watch.check().is_err());
+    drop(watch);
     fencer.remove(&oid).unwrap();
 }
 
