@@ -145,18 +145,18 @@ impl RbdImage {
         let n = cstring("image name", name)?;
         let mut order: c_int = 0;
         // SAFETY: live pool context, NUL-terminated name, valid out-pointer.
-        check(
-            unsafe {
-                sys::rbd_create2(
-                    ioctx.ptr(),
-                    n.as_ptr(),
-                    size,
-                    u64::from(sys::RBD_FEATURES_DEFAULT),
-                    &mut order,
-                )
-            },
-            || format!("creating RBD image {}/{name} ({size} bytes)", ioctx.pool()),
-        )?;
+        let ret = unsafe {
+            sys::rbd_create2(
+                ioctx.ptr(),
+                n.as_ptr(),
+                size,
+                u64::from(sys::RBD_FEATURES_DEFAULT),
+                &mut order,
+            )
+        };
+        check(ret, || {
+            format!("creating RBD image {}/{name} ({size} bytes)", ioctx.pool())
+        })?;
         Ok(())
     }
 
@@ -175,10 +175,8 @@ impl RbdImage {
         let n = cstring("image name", name)?;
         let mut ptr: sys::rbd_image_t = ptr::null_mut();
         // SAFETY: live pool context, NUL-terminated name, valid out-pointer, no snapshot.
-        check(
-            unsafe { sys::rbd_open(ioctx.ptr(), n.as_ptr(), &mut ptr, ptr::null()) },
-            || format!("opening RBD image {}/{name}", ioctx.pool()),
-        )?;
+        let ret = unsafe { sys::rbd_open(ioctx.ptr(), n.as_ptr(), &mut ptr, ptr::null()) };
+        check(ret, || format!("opening RBD image {}/{name}", ioctx.pool()))?;
         Ok(RbdImage {
             inner: Arc::new(ImageHandle {
                 ptr,
@@ -550,10 +548,8 @@ impl RbdImage {
     /// that lock first ([`RbdImage::lock_break`]).
     pub fn lock_acquire_exclusive(&self) -> Result<()> {
         // SAFETY: open image.
-        check(
-            unsafe { sys::rbd_lock_acquire(self.ptr(), sys::RBD_LOCK_MODE_EXCLUSIVE) },
-            || self.ctx("acquiring the exclusive lock"),
-        )?;
+        let ret = unsafe { sys::rbd_lock_acquire(self.ptr(), sys::RBD_LOCK_MODE_EXCLUSIVE) };
+        check(ret, || self.ctx("acquiring the exclusive lock"))?;
         Ok(())
     }
 
@@ -570,10 +566,8 @@ impl RbdImage {
     pub fn is_lock_owner(&self) -> Result<bool> {
         let mut owner: c_int = 0;
         // SAFETY: open image, valid out-pointer.
-        check(
-            unsafe { sys::rbd_is_exclusive_lock_owner(self.ptr(), &mut owner) },
-            || self.ctx("asking for the lock owner"),
-        )?;
+        let ret = unsafe { sys::rbd_is_exclusive_lock_owner(self.ptr(), &mut owner) };
+        check(ret, || self.ctx("asking for the lock owner"))?;
         Ok(owner != 0)
     }
 
@@ -620,10 +614,9 @@ impl RbdImage {
     pub fn lock_break(&self, owner: &str) -> Result<()> {
         let o = cstring("lock owner", owner)?;
         // SAFETY: open image, NUL-terminated owner string.
-        check(
-            unsafe { sys::rbd_lock_break(self.ptr(), sys::RBD_LOCK_MODE_EXCLUSIVE, o.as_ptr()) },
-            || self.ctx(&format!("breaking the lock of {owner}")),
-        )?;
+        let ret =
+            unsafe { sys::rbd_lock_break(self.ptr(), sys::RBD_LOCK_MODE_EXCLUSIVE, o.as_ptr()) };
+        check(ret, || self.ctx(&format!("breaking the lock of {owner}")))?;
         Ok(())
     }
 }
