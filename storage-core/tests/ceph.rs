@@ -422,6 +422,12 @@ async fn rbd_aio_round_trip_discard_flush() {
     assert!(matches!(e, CephError::Mismatch { offset: 100, .. }), "{e}");
     assert_eq!(img.read(1 << 20, 512).await.unwrap(), vec![7u8; 512]);
 
+    // An absurd length is refused before any buffer is allocated.
+    assert!(matches!(
+        img.read(0, usize::MAX).await,
+        Err(CephError::Invalid(_))
+    ));
+
     img.resize(128 << 20).unwrap();
     assert_eq!(img.size().unwrap(), 128 << 20);
     drop(img);

@@ -25,6 +25,9 @@ use super::IoCtx;
 const IOV_MAX: usize = 1024;
 /// Largest synchronous call (librbd's sync calls return the byte count as an int).
 const SYNC_CHUNK: usize = 64 << 20;
+/// Largest single asynchronous read or write (librbd reports the byte count of an aio in
+/// an `ssize_t`, and a bigger buffer than this is a caller's bug, not a request to serve).
+const MAX_AIO: usize = 1 << 30;
 
 /// Counts the aio operations librbd still owns, so closing the image waits for them.
 #[derive(Default)]
@@ -300,6 +303,12 @@ impl RbdImage {
                 return Ok(Vec::new());
             }
             let what = format!("reading {len} bytes at {off}");
+            if len > MAX_AIO {
+                return Err(CephError::Invalid(format!(
+                    "{}: larger than {MAX_AIO} bytes",
+                    this.ctx(&what)
+                )));
+            }
             let buf: Vec<u8> = Vec::with_capacity(len);
             // SAFETY: rbd_aio_read writes at most `len` bytes at the pointer, which points to
             // the boxed Vec's heap buffer of `len` bytes capacity (owned by the context until
@@ -350,6 +359,13 @@ impl RbdImage {
             let total: usize = bufs.iter().map(Bytes::len).sum();
             if total == 0 {
                 return Ok(());
+            }
+            if total > MAX_AIO {
+                let what = format!("writing {total} bytes at {off}");
+                return Err(CephError::Invalid(format!(
+                    "{}: larger than {MAX_AIO} bytes",
+                    this.ctx(&what)
+                )));
             }
             if bufs.len() > IOV_MAX {
                 // Rare: more pieces than one librbd call takes. One copy beats failing.
