@@ -21,7 +21,7 @@ pub struct CephConfig {
     pub client: String,
 }
 
-/// Owns the `rados_t`; shut down when the last [`Rados`] clone (and every [`IoCtx`] and
+/// Owns the `rados_t`; shut down when the last [`Rados`] clone (and every [`IoCtx`](super::IoCtx) and
 /// image, which hold one) is dropped.
 struct ClusterHandle {
     ptr: sys::rados_t,
