@@ -332,6 +332,51 @@ fn a_blocklisted_watcher_hears_about_it() {
     fencer.remove(&oid).unwrap();
 }
 
+#[test]
+fn rbd_cache_is_forced_off() {
+    let Some(cfg) = cluster("rbd_cache_is_forced_off") else {
+        return;
+    };
+    // Even with a ceph.conf that turns the cache on, the connection has it off...
+    let text = std::fs::read_to_string(&cfg.conf).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ceph.conf");
+    std::fs::write(&conf, format!("{text}\n[client]\nrbd cache = true\n")).unwrap();
+    let on = CephConfig {
+        conf: conf.clone(),
+        client: "admin".into(),
+    };
+    let r = Rados::connect(&on).unwrap();
+    assert_eq!(r.conf_get("rbd_cache").unwrap(), "false");
+    // ... it cannot be asked for ...
+    assert!(matches!(
+        Rados::connect_with(&on, &[("rbd_cache", "true")]),
+        Err(CephError::Invalid(_))
+    ));
+    // ... and an image whose own configuration turns it back on is refused.
+    let io = r.ioctx("rbd").unwrap();
+    let name = unique("cacheoverride");
+    RbdImage::create(&io, &name, 8 << 20).unwrap();
+    drop(RbdImage::open(&io, &name).unwrap());
+    let rbd = |args: &[&str]| {
+        let st = std::process::Command::new("rbd")
+            .arg("-c")
+            .arg(&cfg.conf)
+            .args(args)
+            .status()
+            .expect("the rbd CLI (ceph-common) runs");
+        assert!(st.success(), "rbd {args:?}: {st}");
+    };
+    let spec = format!("rbd/{name}");
+    rbd(&["config", "image", "set", &spec, "rbd_cache", "true"]);
+    let e = RbdImage::open(&io, &name).unwrap_err();
+    assert!(matches!(e, CephError::Invalid(_)), "{e}");
+    assert!(e.to_string().contains("rbd_cache"), "{e}");
+    rbd(&["config", "image", "rm", &spec, "rbd_cache"]);
+    drop(RbdImage::open(&io, &name).unwrap());
+    RbdImage::remove(&io, &name).unwrap();
+}
+
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| seed.wrapping_add((i % 253) as u8))

@@ -175,6 +175,26 @@ impl Rados {
         self.wait_for_latest_osdmap()
     }
 
+    /// The value of configuration option `key` for this connection (e.g. `rbd_cache`).
+    pub fn conf_get(&self, key: &str) -> Result<String> {
+        let k = cstring("option name", key)?;
+        let mut buf = vec![0u8; 256];
+        loop {
+            // SAFETY: live handle; `buf` is writable for `buf.len()` bytes, which librados
+            // does not exceed (it reports -ENAMETOOLONG instead).
+            let ret = unsafe {
+                sys::rados_conf_get(self.ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            };
+            if ret == -libc::ENAMETOOLONG && buf.len() < 1 << 20 {
+                buf.resize(buf.len() * 4, 0);
+                continue;
+            }
+            check(ret, || format!("reading Ceph option {key}"))?;
+            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+            return Ok(String::from_utf8_lossy(&buf[..end]).into_owned());
+        }
+    }
+
     /// Block until this client has the cluster's newest OSD map (e.g. after a blocklist).
     pub fn wait_for_latest_osdmap(&self) -> Result<()> {
         // SAFETY: connected handle.

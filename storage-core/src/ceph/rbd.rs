@@ -173,21 +173,72 @@ impl RbdImage {
         Ok(())
     }
 
-    /// Open image `name` (blocking).
+    /// Open image `name` (blocking). Refused ([`CephError::Invalid`]) when a pool or image
+    /// configuration override turns `rbd_cache` back on for it: with a write-back cache a
+    /// completed write would not be on the OSDs, and Lunar reports WCE=0 for RBD pools.
     pub fn open(ioctx: &IoCtx, name: &str) -> Result<RbdImage> {
         let n = cstring("image name", name)?;
         let mut ptr: sys::rbd_image_t = ptr::null_mut();
         // SAFETY: live pool context, NUL-terminated name, valid out-pointer, no snapshot.
         let ret = unsafe { sys::rbd_open(ioctx.ptr(), n.as_ptr(), &mut ptr, ptr::null()) };
         check(ret, || format!("opening RBD image {}/{name}", ioctx.pool()))?;
-        Ok(RbdImage {
+        let image = RbdImage {
             inner: Arc::new(ImageHandle {
                 ptr,
                 name: name.to_string(),
                 inflight: Arc::default(),
                 ioctx: ioctx.clone(),
             }),
-        })
+        };
+        // Dropping `image` on the error paths closes it.
+        match image.effective_option("rbd_cache")?.as_deref() {
+            Some("false") => Ok(image),
+            other => Err(CephError::Invalid(format!(
+                "{}: rbd_cache is {other:?} (a pool or image config override?); Lunar needs it \
+                 false (remove the override: rbd config image/pool rm ... rbd_cache)",
+                image.ctx("opening")
+            ))),
+        }
+    }
+
+    /// The value librbd applies to this image for option `name`, after the client's
+    /// configuration and any pool or image overrides; `None` if librbd has no such option.
+    fn effective_option(&self, name: &str) -> Result<Option<String>> {
+        let mut cap: c_int = 256;
+        for _ in 0..4 {
+            let len = usize::try_from(cap).unwrap_or(0);
+            let empty = sys::rbd_config_option_t {
+                name: ptr::null_mut(),
+                value: ptr::null_mut(),
+                source: 0,
+            };
+            let mut opts = vec![empty; len];
+            let mut n = cap;
+            // SAFETY: open image; `opts` has room for `n` entries, which librbd fills with
+            // strings it allocates (freed below with rbd_config_image_list_cleanup).
+            let ret = unsafe { sys::rbd_config_image_list(self.ptr(), opts.as_mut_ptr(), &mut n) };
+            if ret == -libc::ERANGE {
+                cap = n.max(cap * 2);
+                continue;
+            }
+            check(ret, || self.ctx("listing the image's configuration"))?;
+            let count = usize::try_from(n).unwrap_or(0).min(len);
+            let value = opts[..count].iter().find_map(|o| {
+                if o.name.is_null() || o.value.is_null() {
+                    return None;
+                }
+                // SAFETY: non-null entries are NUL-terminated strings from librbd, alive
+                // until the cleanup below.
+                let (k, v) = unsafe { (CStr::from_ptr(o.name), CStr::from_ptr(o.value)) };
+                (k.to_bytes() == name.as_bytes()).then(|| v.to_string_lossy().into_owned())
+            });
+            // SAFETY: frees exactly the `n` entries librbd filled in, once.
+            unsafe { sys::rbd_config_image_list_cleanup(opts.as_mut_ptr(), n) };
+            return Ok(value);
+        }
+        Err(CephError::Invalid(self.ctx(
+            "listing the image's configuration: the list keeps growing",
+        )))
     }
 
     fn ptr(&self) -> sys::rbd_image_t {
