@@ -238,6 +238,23 @@ fn watch_delivers_notifies_and_notify_collects_acks() {
     // The callback ran before the notify returned (the ack follows it).
     assert_eq!(rx.try_recv().unwrap(), b"reload");
 
+    // A second watch, with its own liveness timeout, gets the next notify too.
+    let second = a
+        .watch_with_timeout(
+            &oid,
+            Duration::from_secs(5),
+            |_| b"second".to_vec(),
+            |e| panic!("watch error: {e}"),
+        )
+        .unwrap();
+    let res = b.notify(&oid, b"again", Duration::from_secs(10)).unwrap();
+    assert!(res.all_acked(), "{res:?}");
+    let mut replies: Vec<&[u8]> = res.acks.iter().map(|a| a.payload.as_slice()).collect();
+    replies.sort();
+    assert_eq!(replies, vec![&b"ack-from-a"[..], &b"second"[..]]);
+    assert_eq!(rx.try_recv().unwrap(), b"again");
+    drop(second);
+
     drop(watch);
     let res = b.notify(&oid, b"nobody", Duration::from_secs(10)).unwrap();
     assert!(res.acks.is_empty() && res.timeouts.is_empty(), "{res:?}");
