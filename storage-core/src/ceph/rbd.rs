@@ -397,8 +397,10 @@ impl RbdImage {
         Ok(())
     }
 
-    /// Write the buffers back to back at `off` without copying the payload: librbd gets
+    /// Write the buffers back to back at `off` without gathering them first: librbd gets
     /// iovecs over the `Bytes`, which the operation keeps alive until librbd completes.
+    /// (librbd itself copies the payload into its messages: its zero-copy mode is left off,
+    /// see `Rados::connect_with`.)
     pub fn writev(
         &self,
         off: u64,
