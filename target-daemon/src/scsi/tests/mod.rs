@@ -12,6 +12,7 @@ use storage_core::{Guarantee, Pool, PoolOptions};
 use super::{status, Nexus, ScsiRequest, ScsiResponse, ScsiTarget, TaskAttr};
 
 mod pr;
+pub(crate) mod pr_shared;
 mod sbc;
 mod spc;
 mod ua;
