@@ -665,7 +665,7 @@ impl ScsiTarget {
         }
 
         // Persistent reservation held by someone else (or, with a shared store, unknown:
-        // then nobody may touch the medium, see docs/decisions/0011).
+        // then nobody may touch the medium, see docs/decisions/0013).
         if lun.pr_active.load(std::sync::atomic::Ordering::Acquire) {
             if let Some(access) = pr_access(&parsed.command) {
                 let refusal = {

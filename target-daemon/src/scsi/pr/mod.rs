@@ -31,7 +31,7 @@
 //! saved change is committed locally ([`PrState::commit_at`]) and then published to every
 //! gateway, which installs it ([`PrState::install`]); PR IN and the conflict checks of
 //! every other command use the local copy. A LUN whose shared state cannot be read
-//! refuses media access ([`PrState::unreadable`], docs/decisions/0011).
+//! refuses media access ([`PrState::unreadable`], docs/decisions/0013).
 
 mod report;
 mod request;
