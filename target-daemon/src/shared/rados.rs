@@ -144,6 +144,10 @@ impl VersionedObjects for RadosObjects {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<NotifyReport, ObjError> {
+        // The OSD counts the notify timeout in whole seconds, and 0 means its default
+        // (30 s): round up, to at least one second.
+        let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+        let timeout = Duration::from_secs(secs.max(1));
         let r = self.io.notify(name, payload, timeout).map_err(obj_error)?;
         Ok(NotifyReport {
             acked: r.acks.len(),
@@ -248,6 +252,52 @@ mod tests {
         let g = group("race");
         let connect = gateway_factory(cfg.clone(), pool.clone());
         pr_shared::racing_pr_outs_lose_no_registration(&connect, &g, 4).await;
+    }
+
+    /// A gateway that does not acknowledge (its watch callback is stuck) delays a PR OUT
+    /// by at most the notify timeout: the PR OUT answers GOOD and the change stands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rados_a_gateway_that_does_not_ack_does_not_block_a_pr_out() {
+        let Some((cfg, pool)) = cluster() else { return };
+        let g = group("noack");
+        let sh = pr_shared::Shared::new(&g).await;
+        let stuck = RadosObjects::new(connect(&cfg, &pool));
+        let name = crate::shared::names::pr(&g, sh.identity);
+        let (cfg2, pool2) = (cfg.clone(), pool.clone());
+        let store = tokio::task::spawn_blocking(move || {
+            crate::shared::SharedPrStore::with_notify_timeout(
+                RadosObjects::new(connect(&cfg2, &pool2)),
+                &g,
+                Duration::from_secs(1),
+            )
+        })
+        .await
+        .expect("connect");
+        let a = pr_shared::host("a", 1, 1);
+        let gw = sh.gateway_on(store, &[&a]).await;
+        let watch = stuck
+            .watch(
+                &name,
+                Arc::new(|_: &[u8]| std::thread::sleep(Duration::from_secs(4))),
+            )
+            .expect("watch");
+        let mut p = vec![0u8; 24];
+        p[8..16].copy_from_slice(&0xAu64.to_be_bytes());
+        let started = std::time::Instant::now();
+        let r = crate::scsi::tests::run_cmd(
+            &gw.target,
+            &a,
+            &[0x5F, 0, 0, 0, 0, 0, 0, 0, 24, 0],
+            bytes::Bytes::from(p),
+        )
+        .await;
+        eprintln!("PR OUT with a silent watcher: {:?}", started.elapsed());
+        assert_eq!(r.status, crate::scsi::status::GOOD, "{r:?}");
+        let io = connect(&cfg, &pool);
+        let stored = io.read(&name).expect("read").expect("object");
+        assert!(!stored.data.is_empty(), "the registration is saved");
+        drop(watch);
+        cleanup(&io, &[name]);
     }
 
     /// Versioned writes on RADOS: create-exclusive, compare-and-swap, conflicts; a notify
