@@ -244,6 +244,14 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rados_preempt_and_abort_reaches_the_other_gateway() {
+        let Some((cfg, pool)) = cluster() else { return };
+        let g = group("abort");
+        let connect = gateway_factory(cfg.clone(), pool.clone());
+        pr_shared::preempt_and_abort_reaches_the_other_gateway(&connect, &g).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rados_state_survives_recreating_the_target() {
         let Some((cfg, pool)) = cluster() else { return };
         let g = group("survive");
