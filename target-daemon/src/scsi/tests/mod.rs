@@ -12,6 +12,7 @@ use storage_core::{Guarantee, Pool, PoolOptions};
 use super::{status, Nexus, ScsiRequest, ScsiResponse, ScsiTarget, TaskAttr};
 
 mod pr;
+pub(crate) mod pr_shared;
 mod sbc;
 mod spc;
 mod ua;
@@ -96,6 +97,17 @@ async fn run(
         tag: 1,
     })
     .await
+}
+
+/// `cdb` with `data_out` sent to LUN 0 by `n` (for the RADOS tests in `shared::rados`).
+#[cfg(feature = "ceph")]
+pub(crate) async fn run_cmd(
+    t: &ScsiTarget,
+    n: &Arc<Nexus>,
+    cdb: &[u8],
+    data_out: Bytes,
+) -> ScsiResponse {
+    run(t, n, 0, cdb, data_out).await
 }
 
 /// The status of `cdb` (no Data-Out) sent to LUN 0 by `n`.
