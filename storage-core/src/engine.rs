@@ -11,7 +11,6 @@
 //! against reads, in-place writes and unmaps of that chunk.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -291,7 +290,8 @@ pub(crate) struct Sealer {
 
 /// Everything a pool shares between handles.
 pub(crate) struct PoolInner {
-    pub(crate) file: Arc<File>,
+    /// The device, for the metadata path (open, commit thread).
+    pub(crate) dev: Arc<crate::device::Device>,
     pub(crate) io: DataIo,
     pub(crate) layout: Layout,
     pub(crate) uuid: uuid::Uuid,
@@ -313,7 +313,8 @@ pub(crate) struct PoolInner {
     pub(crate) vols: parking_lot::Mutex<HashMap<ViewId, Arc<VolRt>>>,
     pub(crate) closed: AtomicBool,
     pub(crate) zero_chunk: bytes::Bytes,
-    pub(crate) path: std::path::PathBuf,
+    /// What logs call the pool (its path, or `rbd:<image>`).
+    pub(crate) name: String,
     /// Cumulative activity counters for operators ([`crate::PoolStats`]).
     pub(crate) stats: Stats,
     /// Told each metadata commit's duration (lunard feeds a histogram with it).

@@ -70,13 +70,19 @@ impl Pool {
         })
         .await
         .map_err(join_err)??;
-        let file = Arc::new(loaded.file);
+        Self::start(loaded)
+    }
+
+    /// Run a loaded (and recovered) pool: engine state, commit thread, space reconciler.
+    fn start(loaded: open::Loaded) -> Result<Pool> {
+        let name = loaded.dev.name().to_string();
+        let dev = Arc::new(loaded.dev);
         let layout = loaded.sb.layout;
         let uuid = loaded.sb.uuid;
         let shared = Arc::new(CommitQueue::default());
         let inner = Arc::new(PoolInner {
-            io: DataIo::new(file.clone()),
-            file,
+            io: DataIo::new(&dev),
+            dev,
             layout,
             uuid,
             state: parking_lot::RwLock::new(State::new(
@@ -104,14 +110,14 @@ impl Pool {
             vols: parking_lot::Mutex::new(Default::default()),
             closed: Default::default(),
             zero_chunk: bytes::Bytes::from(vec![0u8; layout.chunk_size as usize]),
-            path: loaded.path,
+            name,
             stats: Default::default(),
             commit_observer: parking_lot::RwLock::new(None),
         });
         let handle = commit::spawn(Arc::downgrade(&inner), shared)
             .map_err(|e| StorageError::io("starting the commit thread", e))?;
         space::spawn_reconciler(Arc::downgrade(&inner));
-        tracing::info!(path = %inner.path.display(), %uuid, backend = inner.io.name(), "pool opened");
+        tracing::info!(pool = %inner.name, %uuid, backend = inner.io.name(), "pool opened");
         Ok(Pool {
             inner,
             committer: Arc::new(parking_lot::Mutex::new(Some(handle))),
@@ -720,8 +726,8 @@ impl Pool {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
-        open::unlock(&self.inner.file);
-        tracing::info!(path = %self.inner.path.display(), "pool closed");
+        self.inner.dev.unlock();
+        tracing::info!(pool = %self.inner.name, "pool closed");
         res
     }
 }
