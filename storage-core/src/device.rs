@@ -22,6 +22,15 @@ pub(crate) enum Device {
         /// What logs and errors call it (the path).
         name: String,
     },
+    /// An RBD image. The connection runs with `rbd_cache = false`, so a completed write is
+    /// on the OSDs; `flush` is still called wherever the file path syncs. Nothing here
+    /// keeps another client out: the caller holds the image's exclusive lock.
+    #[cfg(feature = "ceph")]
+    Rbd {
+        image: crate::ceph::RbdImage,
+        /// What logs and errors call it (`rbd:<image>`).
+        name: String,
+    },
 }
 
 impl Device {
@@ -33,10 +42,19 @@ impl Device {
         }
     }
 
+    /// An RBD image.
+    #[cfg(feature = "ceph")]
+    pub(crate) fn rbd(image: crate::ceph::RbdImage) -> Device {
+        let name = format!("rbd:{}", image.name());
+        Device::Rbd { image, name }
+    }
+
     /// What logs and error messages call the device.
     pub(crate) fn name(&self) -> &str {
         match self {
             Device::File { name, .. } => name,
+            #[cfg(feature = "ceph")]
+            Device::Rbd { name, .. } => name,
         }
     }
 
@@ -47,6 +65,8 @@ impl Device {
     pub(crate) fn volatile_cache(&self) -> bool {
         match self {
             Device::File { .. } => true,
+            #[cfg(feature = "ceph")]
+            Device::Rbd { .. } => false,
         }
     }
 
@@ -54,42 +74,54 @@ impl Device {
     pub(crate) fn len(&self) -> std::io::Result<u64> {
         match self {
             Device::File { file, .. } => (&**file).seek(SeekFrom::End(0)),
+            #[cfg(feature = "ceph")]
+            Device::Rbd { image, .. } => image.size().map_err(ceph_io),
         }
     }
 
     /// Fill `buf` from `off`; a read past the end is an error.
     pub(crate) fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
-        let n = self.read_upto(buf, off)?;
-        if n < buf.len() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "failed to fill whole buffer",
-            ));
+        match self {
+            Device::File { file, .. } => file.read_exact_at(buf, off),
+            #[cfg(feature = "ceph")]
+            Device::Rbd { image, .. } => image.read_at(off, buf).map_err(ceph_io),
         }
-        Ok(())
     }
 
     /// Read into `buf` from `off` until it is full or the device ends; returns the bytes read.
     pub(crate) fn read_upto(&self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
-        let mut n = 0;
-        while n < buf.len() {
-            let r = match self {
-                Device::File { file, .. } => file.read_at(&mut buf[n..], off + n as u64),
-            };
-            match r {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        match self {
+            Device::File { file, .. } => {
+                let mut n = 0;
+                while n < buf.len() {
+                    match file.read_at(&mut buf[n..], off + n as u64) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(n)
+            }
+            #[cfg(feature = "ceph")]
+            Device::Rbd { image, .. } => {
+                // librbd refuses reads past the end instead of returning short.
+                let size = image.size().map_err(ceph_io)?;
+                let n = usize::try_from(size.saturating_sub(off))
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                image.read_at(off, &mut buf[..n]).map_err(ceph_io)?;
+                Ok(n)
             }
         }
-        Ok(n)
     }
 
     /// Write all of `buf` at `off`.
     pub(crate) fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
         match self {
             Device::File { file, .. } => file.write_all_at(buf, off),
+            #[cfg(feature = "ceph")]
+            Device::Rbd { image, .. } => image.write_at(off, buf).map_err(ceph_io),
         }
     }
 
@@ -97,6 +129,8 @@ impl Device {
     pub(crate) fn flush(&self) -> std::io::Result<()> {
         match self {
             Device::File { file, .. } => file.sync_data(),
+            #[cfg(feature = "ceph")]
+            Device::Rbd { image, .. } => image.flush_sync().map_err(ceph_io),
         }
     }
 
@@ -111,6 +145,18 @@ impl Device {
                     libc::flock(file.as_raw_fd(), libc::LOCK_UN);
                 }
             }
+            #[cfg(feature = "ceph")]
+            Device::Rbd { .. } => {}
         }
     }
+}
+
+/// A Ceph error as an I/O error that keeps the errno (`ESHUTDOWN` says the client was
+/// blocklisted) and the context.
+#[cfg(feature = "ceph")]
+pub(crate) fn ceph_io(e: crate::ceph::CephError) -> std::io::Error {
+    let kind = e.errno().map_or(std::io::ErrorKind::Other, |n| {
+        std::io::Error::from_raw_os_error(n).kind()
+    });
+    std::io::Error::new(kind, e)
 }

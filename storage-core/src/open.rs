@@ -137,6 +137,40 @@ pub(crate) fn format(dev: &Device, total: u64, opts: &PoolOptions) -> Result<()>
     Ok(())
 }
 
+/// Write a fresh pool over an RBD image (its whole size, or the first `capacity_bytes`).
+/// Refuses an image that already holds a pool superblock: creating is never a way to wipe
+/// a pool another gateway may be serving.
+#[cfg(feature = "ceph")]
+pub(crate) fn create_rbd(image: crate::ceph::RbdImage, opts: &PoolOptions) -> Result<()> {
+    check_options(opts)?;
+    let dev = Device::rbd(image);
+    let what = dev.name().to_string();
+    let size = dev.len().map_err(|e| io(format!("sizing {what}"), e))?;
+    let total = match opts.capacity_bytes {
+        None => size,
+        Some(cap) if cap <= size => cap,
+        Some(cap) => {
+            return Err(StorageError::InvalidArgument(format!(
+                "capacity {cap} exceeds the {size} bytes of {what}"
+            )))
+        }
+    };
+    if holds_pool(&dev)? {
+        return Err(StorageError::AlreadyExists(format!(
+            "a pool on {what} (open it instead)"
+        )));
+    }
+    format(&dev, total, opts)
+}
+
+/// Validate and load the pool on an RBD image. The caller holds the image's exclusive lock
+/// (the HA coordinator takes it, fencing the previous owner, before opening): unlike a pool
+/// file, there is no flock to take here.
+#[cfg(feature = "ceph")]
+pub(crate) fn open_rbd(image: crate::ceph::RbdImage) -> Result<Loaded> {
+    load(Device::rbd(image))
+}
+
 /// What open recovered.
 pub(crate) struct Loaded {
     pub(crate) dev: Device,
@@ -190,6 +224,20 @@ pub(crate) fn open(path: &Path) -> Result<Loaded> {
     lock_exclusive(&file, &what)?;
     loaded.dev = Device::file(file, what);
     Ok(loaded)
+}
+
+/// Whether `dev` starts with a pool superblock (valid or not): creating over it would
+/// destroy a pool.
+#[cfg(feature = "ceph")]
+fn holds_pool(dev: &Device) -> Result<bool> {
+    let mut head = vec![0u8; (2 * SB_SLOT) as usize];
+    let n = dev
+        .read_upto(&mut head, 0)
+        .map_err(|e| io(format!("reading {}", dev.name()), e))?;
+    head.truncate(n);
+    Ok(head
+        .chunks(SB_SLOT as usize)
+        .any(|slot| !matches!(Superblock::decode(slot), SlotState::NoMagic)))
 }
 
 /// Validate a pool on `dev` and load its metadata (checkpoint, then journal replay). Only

@@ -5,10 +5,15 @@
 //! cache can serve without blocking is done on the caller's thread (`nowait`;
 //! `LUNAR_IO_NOWAIT=0` disables it).
 //!
+//! RBD images (feature `ceph`): librbd's asynchronous API, completions waking the waiting
+//! task; no page cache, so nothing is served without a round trip to the OSDs.
+//!
 //! RBD images (feature `ceph`): librbd's asynchronous API, completions waking the caller's
 //! task. There is no page cache to serve anything without a round trip to the OSDs.
 
 mod nowait;
+#[cfg(feature = "ceph")]
+mod rbd;
 mod threads;
 mod uring;
 
@@ -31,6 +36,9 @@ enum Backend {
 pub(crate) enum DataIo {
     /// A file or block device: the non-blocking page-cache fast path, then the backend.
     File(FileIo),
+    /// An RBD image: librbd aio.
+    #[cfg(feature = "ceph")]
+    Rbd(rbd::RbdIo),
 }
 
 /// The data path of a file or block device.
@@ -49,6 +57,8 @@ impl DataIo {
                 fast: nowait::NoWait::new(file),
                 backend: Backend::new(file.clone()),
             }),
+            #[cfg(feature = "ceph")]
+            Device::Rbd { image, .. } => DataIo::Rbd(rbd::RbdIo::new(image.clone())),
         }
     }
 
@@ -56,11 +66,17 @@ impl DataIo {
     pub(crate) fn name(&self) -> &'static str {
         match self {
             DataIo::File(f) => f.backend.name(),
+            #[cfg(feature = "ceph")]
+            DataIo::Rbd(_) => "librbd",
         }
     }
 
     /// Read exactly `len` bytes at `off`.
     pub(crate) async fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+        #[cfg(feature = "ceph")]
+        if let DataIo::Rbd(r) = self {
+            return r.read(off, len).await;
+        }
         let mut buf = Vec::with_capacity(len);
         self.read_into(off, &mut buf.spare_capacity_mut()[..len])
             .await?;
@@ -75,6 +91,8 @@ impl DataIo {
     pub(crate) async fn read_into(&self, off: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
         match self {
             DataIo::File(f) => f.read_into(off, buf).await,
+            #[cfg(feature = "ceph")]
+            DataIo::Rbd(r) => r.read_into(off, buf).await,
         }
     }
 
@@ -82,6 +100,8 @@ impl DataIo {
     pub(crate) async fn write(&self, off: u64, bufs: Vec<Bytes>) -> Result<()> {
         match self {
             DataIo::File(f) => f.write(off, bufs).await,
+            #[cfg(feature = "ceph")]
+            DataIo::Rbd(r) => r.write(off, bufs).await,
         }
     }
 }
