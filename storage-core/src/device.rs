@@ -70,6 +70,30 @@ impl Device {
         }
     }
 
+    /// Whether each block (512 or 4096 bytes, aligned) of a read or write is applied whole,
+    /// whatever runs concurrently on the same blocks, without the pool ordering them: true
+    /// for RBD (a block never straddles a RADOS object, and an object's operations apply
+    /// whole and in order); false for the page cache, whose copies run on several threads.
+    pub(crate) fn atomic_blocks(&self) -> bool {
+        match self {
+            Device::File { .. } => false,
+            #[cfg(feature = "ceph")]
+            Device::Rbd { .. } => true,
+        }
+    }
+
+    /// Whether each operation costs a round trip that dwarfs its size (RBD: a network
+    /// request per operation), so that the pool should merge physically adjacent chunk
+    /// pieces into one request. False for files: the page cache serves pieces in
+    /// microseconds, and the file path stays as it was measured.
+    pub(crate) fn prefers_large_io(&self) -> bool {
+        match self {
+            Device::File { .. } => false,
+            #[cfg(feature = "ceph")]
+            Device::Rbd { .. } => true,
+        }
+    }
+
     /// Length of the device in bytes.
     pub(crate) fn len(&self) -> std::io::Result<u64> {
         match self {

@@ -48,7 +48,11 @@ impl VolRt {
         }
     }
     pub(crate) fn stripe(&self, index: u64) -> &tokio::sync::RwLock<()> {
-        &self.stripes[(index % STRIPES as u64) as usize]
+        &self.stripes[self.stripe_no(index)]
+    }
+    /// Which stripe guards logical chunk `index`.
+    pub(crate) fn stripe_no(&self, index: u64) -> usize {
+        (index % STRIPES as u64) as usize
     }
     pub(crate) fn map_lsn(&self, index: u64) -> &AtomicU64 {
         &self.map_lsns[(index % STRIPES as u64) as usize]
@@ -77,6 +81,13 @@ pub(crate) async fn lock_exclusive(
         Ok(g) => g,
         Err(_) => l.write().await,
     }
+}
+
+/// A lock held shared or exclusively, whichever the caller needed (released on drop; the
+/// guards are only held, never read).
+pub(crate) enum StripeGuard<'a> {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'a, ()>),
+    Exclusive(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'a, ()>),
 }
 
 /// Why an allocation failed.
