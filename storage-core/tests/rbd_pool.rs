@@ -127,6 +127,27 @@ async fn a_pool_on_an_rbd_image_keeps_volumes_snapshots_and_clones_across_reopen
             assert_eq!(&big[at..at + 4096], &small[..], "{vol} block {lba}");
         }
     }
+    // An overwrite across g's three chunks (merged into runs of physically consecutive
+    // chunks on RBD) lands where each block belongs, and v's chunk between them is intact.
+    let v500 = read(&pool, "v", 500, 1).await;
+    let over = pattern(80, 40 * 4096);
+    g.write(4, over.clone(), false).await.expect("g overwrite");
+    for k in 0..48u64 {
+        let want = if (4..44).contains(&k) {
+            over.slice((k as usize - 4) * 4096..(k as usize - 3) * 4096)
+        } else {
+            let seed = [50u8, 70, 40][(k / chunk_blocks) as usize];
+            pattern(seed, 65536)
+                .slice((k % chunk_blocks) as usize * 4096..)
+                .slice(..4096)
+        };
+        assert_eq!(read(&pool, "g", k, 1).await, want, "g block {k}");
+    }
+    assert_eq!(
+        read(&pool, "v", 500, 1).await,
+        v500,
+        "v's chunk between g's"
+    );
     pool.close().await.expect("close");
     drop(pool);
     gw.image.lock_release().expect("release lock");
@@ -193,11 +214,17 @@ async fn large_reads_and_writes_run_together() {
         let v = pool.volume("v").expect("v");
         tasks.push(tokio::spawn(async move {
             for i in 0..150u64 {
-                // Spread over the span: 64 KiB chunks, so over every stripe.
-                let lba = (i * 37 + w * 1013) * 7 % span_blocks;
-                v.write(lba, Bytes::from(vec![w as u8 + 1; 4096]), false)
-                    .await
-                    .expect("write");
+                // Spread over the span: 64 KiB chunks, so over every stripe. Writer 0
+                // writes 256 KiB to 1 MiB at a time (first writes, then overwrites).
+                let blocks = if w == 0 { 64 * (1 + i % 4) } else { 1 };
+                let lba = (i * 37 + w * 1013) * 7 % (span_blocks - blocks);
+                v.write(
+                    lba,
+                    Bytes::from(vec![w as u8 + 1; blocks as usize * 4096]),
+                    false,
+                )
+                .await
+                .expect("write");
             }
         }));
     }
