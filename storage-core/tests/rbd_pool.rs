@@ -149,7 +149,7 @@ async fn a_pool_on_an_rbd_image_keeps_volumes_snapshots_and_clones_across_reopen
         "v's chunk between g's"
     );
     pool.close().await.expect("close");
-    drop(pool);
+    drop((g, pool));
     gw.image.lock_release().expect("release lock");
     drop(gw);
     remove_image(&cfg, &name);
