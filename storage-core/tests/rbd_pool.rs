@@ -156,12 +156,27 @@ async fn a_pool_on_an_rbd_image_keeps_volumes_snapshots_and_clones_across_reopen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_image_without_a_pool_is_not_a_pool_and_capacity_is_checked() {
-    let Some(cfg) = cluster("an_image_without_a_pool_is_not_a_pool_and_capacity_is_checked") else {
+async fn an_image_without_a_pool_is_not_a_pool_and_capacity_and_lock_are_checked() {
+    let Some(cfg) =
+        cluster("an_image_without_a_pool_is_not_a_pool_and_capacity_and_lock_are_checked")
+    else {
         return;
     };
     let name = unique("empty");
     create_image(&cfg, &name, 64 * MIB);
+    // Without the image's exclusive lock, neither create nor open touches it.
+    let unlocked = {
+        let rados = storage_core::ceph::Rados::connect(&cfg).expect("connect");
+        let io = rados.ioctx("rbd").expect("pool rbd");
+        storage_core::ceph::RbdImage::open(&io, &name).expect("open image")
+    };
+    let r = Pool::create_rbd(unlocked.clone(), &PoolOptions::default()).await;
+    assert!(matches!(r, Err(StorageError::Busy(_))), "{:?}", r.err());
+    let r = Pool::open_rbd(unlocked.clone()).await;
+    assert!(matches!(r, Err(StorageError::Busy(_))), "{:?}", r.err());
+    tokio::task::spawn_blocking(move || drop(unlocked))
+        .await
+        .expect("close");
     let gw = gateway(&cfg, &name);
     let r = Pool::open_rbd(gw.image.clone()).await;
     assert!(matches!(r, Err(StorageError::NotAPool(_))), "{:?}", r.err());
