@@ -118,16 +118,21 @@ impl NotifyResult {
     }
 }
 
+impl Rados {
+    /// A context for RADOS pool `pool`.
+    pub fn ioctx(&self, pool: &str) -> Result<IoCtx> {
+        IoCtx::new(self.clone(), pool)
+    }
+}
+
 impl IoCtx {
-    pub(super) fn new(rados: Rados, pool: &str) -> Result<IoCtx> {
+    fn new(rados: Rados, pool: &str) -> Result<IoCtx> {
         let p = cstring("pool name", pool)?;
         let mut ptr: sys::rados_ioctx_t = ptr::null_mut();
         // SAFETY: connected cluster handle (kept alive by `rados`, moved into the handle),
         // valid out-pointer, NUL-terminated pool name.
-        check(
-            unsafe { sys::rados_ioctx_create(rados.ptr(), p.as_ptr(), &mut ptr) },
-            || format!("opening RADOS pool {pool}"),
-        )?;
+        let ret = unsafe { sys::rados_ioctx_create(rados.ptr(), p.as_ptr(), &mut ptr) };
+        check(ret, || format!("opening RADOS pool {pool}"))?;
         Ok(IoCtx {
             inner: Arc::new(IoCtxHandle {
                 ptr,
@@ -275,8 +280,9 @@ impl IoCtx {
     ///
     /// `renew = false`: [`CephError::Busy`] if another (client, cookie) holds it, `EEXIST`
     /// (as [`CephError::Os`]) if this one already does. `renew = true` (librados'
-    /// MUST_RENEW): extends our own hold; [`CephError::NotHeld`] if we do not hold it any
-    /// more (it expired), [`CephError::Busy`] if someone else took it meanwhile.
+    /// MUST_RENEW): extends our own hold and never takes a lock we do not hold:
+    /// [`CephError::NotHeld`] if our hold is gone (expired, broken, unlocked), whether the
+    /// lock is free or someone else took it meanwhile.
     pub fn lock_exclusive(
         &self,
         oid: &str,
@@ -586,10 +592,8 @@ unsafe fn run(
 ) -> Result<(c_int, u64)> {
     let mut c: sys::rados_completion_t = ptr::null_mut();
     // SAFETY: valid out-pointer; no callbacks (we wait instead).
-    check(
-        unsafe { sys::rados_aio_create_completion2(ptr::null_mut(), None, &mut c) },
-        ctx,
-    )?;
+    let ret = unsafe { sys::rados_aio_create_completion2(ptr::null_mut(), None, &mut c) };
+    check(ret, ctx)?;
     let started = submit(c);
     if started < 0 {
         // SAFETY: the operation was not queued, so nothing else refers to `c`.
