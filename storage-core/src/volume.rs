@@ -28,6 +28,10 @@ pub struct Volume {
 const UNMAP_SCAN_LIMIT: u64 = 4096;
 
 /// One chunk-sized piece of a request.
+/// Largest merged run of chunks in one device request (RBD): far below what one librbd call
+/// takes, large enough that a run costs one round trip for any usual transfer.
+const MAX_RUN: usize = 64 << 20;
+
 struct Piece {
     index: u64,
     off: usize,
@@ -227,11 +231,12 @@ impl Volume {
         for (p, ph) in ps.iter().zip(&phys) {
             let dev_off = ph.map(|c| self.inner.layout.chunk_offset(c) + p.off as u64);
             if let Some((len, last)) = runs.last_mut() {
-                let joins = match (*last, dev_off) {
-                    (Some(a), Some(b)) => a + *len as u64 == b,
-                    (None, None) => true,
-                    _ => false,
-                };
+                let joins = *len + p.len <= MAX_RUN
+                    && match (*last, dev_off) {
+                        (Some(a), Some(b)) => a + *len as u64 == b,
+                        (None, None) => true,
+                        _ => false,
+                    };
                 if joins {
                     *len += p.len;
                     continue;
@@ -400,7 +405,9 @@ impl Volume {
             lsn = lsn.max(self.rt.map_lsn(p.index).load(Ordering::Acquire));
             let at = self.inner.layout.chunk_offset(c) + p.off as u64;
             match runs.last_mut() {
-                Some((start, len, bufs)) if *start + *len as u64 == at => {
+                Some((start, len, bufs))
+                    if *start + *len as u64 == at && *len + p.len <= MAX_RUN =>
+                {
                     *len += p.len;
                     bufs.extend(parts.iter().cloned());
                 }
