@@ -191,6 +191,7 @@ fn admin_options(
         socket: None,
         tcp: *listen,
         token,
+        ha: None,
     })
 }
 // --- end admin ---

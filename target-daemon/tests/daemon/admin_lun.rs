@@ -301,6 +301,7 @@ async fn tcp_admin_requires_the_token() {
             socket: None,
             tcp: Some("127.0.0.1:0".parse().unwrap()),
             token: None,
+            ..Default::default()
         },
     )
     .await;
@@ -314,6 +315,7 @@ async fn tcp_admin_requires_the_token() {
             socket: None,
             tcp: Some("127.0.0.1:0".parse().unwrap()),
             token: Some("s3cret-token".into()),
+            ..Default::default()
         },
     )
     .await
