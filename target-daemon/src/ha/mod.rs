@@ -3,7 +3,7 @@
 //! One group is one pool in one RBD image, served by several gateways; one of them at a
 //! time owns it (holds the lease in RADOS, has fenced the previous owner, has the pool
 //! open) and is active/optimized, the others are standby. See docs/ha.md and
-//! docs/decisions/0011-ha-lease.md.
+//! docs/decisions/0014-ha-lease.md.
 //!
 //! - `lease.rs`: what the lease object holds (epoch, owner, preferred) and its name;
 //! - `machine/`: the ownership state machine, sans I/O (time in, actions out);

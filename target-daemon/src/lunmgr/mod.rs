@@ -74,6 +74,9 @@ pub struct LunManager {
     pub(crate) jobs: Mutex<HashMap<String, Arc<JobCtl>>>,
     /// The configuration lunard started with (for `config export`).
     config: Config,
+    /// Where every change is saved: `state.json` of the data directory, or (a gateway of
+    /// an HA group) the group's shared state object, see [`LunManager::set_state_store`].
+    state_store: RwLock<Arc<dyn state::StateStore>>,
 }
 
 impl LunManager {
@@ -86,14 +89,15 @@ impl LunManager {
         pool: Pool,
     ) -> anyhow::Result<(Arc<LunManager>, Vec<(TargetSpec, Arc<ScsiTarget>)>)> {
         let data_dir = config.data_dir.clone();
-        let loaded = state::load(&data_dir)?;
+        let store: Arc<dyn state::StateStore> = Arc::new(state::FileStateStore::new(&data_dir));
+        let loaded = store.load()?;
         let fresh = loaded.is_none();
         let mut st = loaded.unwrap_or_default();
         st.version = STATE_VERSION;
         seed_from_config(&mut st, config, &pool).await?;
         clones::recover_interrupted(&mut st, &pool).await;
         adopt_orphans(&mut st, &pool);
-        state::save(&data_dir, &st)?;
+        store.save(&st)?;
         if fresh {
             tracing::info!(path = %state::state_path(&data_dir).display(), "state seeded from the configuration");
         }
@@ -122,6 +126,7 @@ impl LunManager {
             frontends: RwLock::new(Vec::new()),
             jobs: Mutex::new(HashMap::new()),
             config: config.clone(),
+            state_store: RwLock::new(store),
         });
         mgr.spawn_space_watch();
         Ok((mgr, entries))
@@ -198,8 +203,27 @@ impl LunManager {
         self.state.lock().await
     }
 
+    /// Saves `st` (the state under the manager's lock) to the state store: a
+    /// compare-and-swap on a shared store, which refuses it (`StateError::Conflict`) when
+    /// another gateway changed the state since `st` was loaded. Blocking, like today's
+    /// file write: the state is small and administrative calls are rare.
     pub(crate) fn save(&self, st: &State) -> MgrResult<()> {
-        state::save(&self.data_dir, st).map_err(MgrError::from)
+        let store = self.state_store.read().clone();
+        store.save(st).map_err(MgrError::from)
+    }
+
+    /// Keep the state in `store` from now on (an HA gateway: the group's shared state
+    /// object) instead of `state.json`. The state the manager holds must derive from
+    /// `store`'s current version (loaded from it, or reloaded with
+    /// [`reload_state`](Self::reload_state)-like code that keeps
+    /// `State::store_version`), or the next save is refused as a conflict.
+    pub fn set_state_store(&self, store: Arc<dyn state::StateStore>) {
+        *self.state_store.write() = store;
+    }
+
+    /// The state store changes are saved to.
+    pub fn state_store(&self) -> Arc<dyn state::StateStore> {
+        self.state_store.read().clone()
     }
 
     /// The stored name of the target `name` denotes: `name` itself when a target has it,

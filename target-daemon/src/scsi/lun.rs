@@ -228,6 +228,24 @@ impl Lun {
         self.block_size
     }
 
+    /// Install a reservation state read from or published through the shared store if it
+    /// is newer than the local copy (see [`super::pr::PrState::install`]); the "anything to
+    /// check" flag follows it. Returns whether it was installed.
+    pub fn pr_install(&self, v: &super::pr::VersionedPr) -> bool {
+        let mut st = self.pr.lock();
+        let installed = st.install(v);
+        self.pr_active.store(st.is_active(), Ordering::Release);
+        installed
+    }
+
+    /// The shared reservation state cannot be read (`why`): media access is refused until
+    /// it can.
+    pub fn pr_mark_unreadable(&self, why: &str) {
+        let mut st = self.pr.lock();
+        st.mark_unreadable(why);
+        self.pr_active.store(true, Ordering::Release);
+    }
+
     /// Current mode parameters.
     pub fn mode(&self) -> ModeParams {
         *self.mode.lock()

@@ -36,7 +36,7 @@ pub use scsi_proto::scsi::sense;
 pub use scsi_proto::scsi::status;
 
 /// I_T nexus: who is talking through which port. SCSI state (UAs, reservations) keys on it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Nexus {
     /// Initiator name (IQN).
     pub initiator: String,
@@ -183,6 +183,43 @@ pub trait LunObserver: Send + Sync {
     fn lun_event(&self, target: &str, event: LunEvent);
 }
 
+/// A reservation change saved through another target or gateway of the HA group: the
+/// LUNs presented under its identity install the new state (if newer than theirs), raise
+/// its unit attentions for the nexuses logged in here, and have the preempted nexuses'
+/// tasks aborted — all before the publisher is acknowledged. The issuing target itself
+/// did all that when it committed, so it ignores its own notice.
+impl pr::PrListener for ScsiTarget {
+    fn pr_changed(&self, identity: uuid::Uuid, notice: &pr::PrNotice) {
+        let own = self
+            .pr_store
+            .as_ref()
+            .and_then(|s| s.shared())
+            .is_some_and(|s| s.instance() == notice.origin);
+        if own && notice.target == self.name {
+            return;
+        }
+        let state = pr::VersionedPr {
+            data: notice.data.clone(),
+            version: notice.version,
+        };
+        for lun in self.luns_with_identity(identity) {
+            let installed = lun.pr_install(&state);
+            tracing::debug!(target = %self.name, lun = lun.id, %identity, version = notice.version, installed, "reservation change from another gateway");
+            for (nexus, a, q) in &notice.uas {
+                self.uas.establish(
+                    nexus,
+                    lun.id,
+                    scsi_proto::scsi::sense::AdditionalSense::new(*a, *q),
+                );
+            }
+            if let (Some(preempted), Some(rt)) = (&notice.abort, &self.runtime) {
+                // A store thread, not an async worker: blocking on the runtime is allowed.
+                rt.block_on(self.abort_preempted(lun.id, preempted));
+            }
+        }
+    }
+}
+
 /// How long PREEMPT AND ABORT waits for the aborted tasks to be gone before it completes
 /// anyway (the state change has taken effect and the aborts were requested).
 const PREEMPT_ABORT_WAIT: Duration = Duration::from_secs(10);
@@ -211,6 +248,10 @@ pub struct ScsiTarget {
     /// unit attentions are queued, so a command that sees it current knows they are.
     alua_seen: std::sync::atomic::AtomicU64,
     alua_raise: parking_lot::Mutex<()>,
+    /// The runtime the target was built on: a change published through a shared
+    /// reservation store arrives on a store thread, which runs PREEMPT AND ABORT's aborts
+    /// on it (`None` outside a runtime: only the state changes).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl ScsiTarget {
@@ -234,7 +275,7 @@ impl ScsiTarget {
     }
 
     fn build(name: &str, chunk_size: u32, pr_store: Option<Arc<dyn pr::PrStore>>) -> Arc<Self> {
-        Arc::new(Self {
+        let target = Arc::new(Self {
             name: name.to_string(),
             luns: RwLock::new(BTreeMap::new()),
             uas: Default::default(),
@@ -246,7 +287,16 @@ impl ScsiTarget {
             alua: std::sync::OnceLock::new(),
             alua_seen: std::sync::atomic::AtomicU64::new(0),
             alua_raise: parking_lot::Mutex::new(()),
-        })
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        });
+        if let Some(shared) = target.pr_store.as_ref().and_then(|s| s.shared()) {
+            // Weak: the store (shared by every target of the gateway) must not keep a
+            // removed target alive.
+            let me: std::sync::Weak<dyn pr::PrListener> =
+                Arc::downgrade(&(target.clone() as Arc<dyn pr::PrListener>));
+            shared.listen(me);
+        }
+        target
     }
 
     /// The target's name (IQN).
@@ -370,6 +420,16 @@ impl ScsiTarget {
         if wait.await.is_err() {
             tracing::warn!(target = %self.name, lun, "PREEMPT AND ABORT: aborted tasks still running after {}s", PREEMPT_ABORT_WAIT.as_secs());
         }
+    }
+
+    /// The LUNs presented under `identity` (normally at most one per target).
+    fn luns_with_identity(&self, identity: uuid::Uuid) -> Vec<Arc<Lun>> {
+        self.luns
+            .read()
+            .values()
+            .filter(|l| l.identity_uuid() == identity)
+            .cloned()
+            .collect()
     }
 
     /// Attach a volume as `lun`. Logged-in nexuses get POWER ON/RESET on the new LUN and
@@ -741,11 +801,21 @@ impl ScsiTarget {
             return r;
         }
 
-        // Persistent reservation held by someone else.
+        // Persistent reservation held by someone else (or, with a shared store, unknown:
+        // then nobody may touch the medium, see docs/decisions/0013).
         if lun.pr_active.load(std::sync::atomic::Ordering::Acquire) {
             if let Some(access) = pr_access(&parsed.command) {
-                if lun.pr.lock().conflicts(&req.nexus, access) {
-                    let mut r = ScsiResponse::status(status::RESERVATION_CONFLICT);
+                let refusal = {
+                    let pr = lun.pr.lock();
+                    if pr.unreadable().is_some() {
+                        Some(check_condition(&pr::unreadable_sense(), format))
+                    } else if pr.conflicts(&req.nexus, access) {
+                        Some(ScsiResponse::status(status::RESERVATION_CONFLICT))
+                    } else {
+                        None
+                    }
+                };
+                if let Some(mut r) = refusal {
                     r.data_out_used = data_out_len;
                     return r;
                 }
@@ -995,7 +1065,10 @@ impl Ctx<'_> {
             Command::PersistentReserveIn {
                 service_action,
                 alloc_len,
-            } => Ok(self.persistent_reserve_in(*service_action, *alloc_len)),
+            } => {
+                self.persistent_reserve_in(*service_action, *alloc_len)
+                    .await
+            }
             Command::PersistentReserveOut {
                 service_action,
                 scope,

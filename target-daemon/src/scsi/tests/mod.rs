@@ -13,6 +13,7 @@ use super::{status, Nexus, ScsiRequest, ScsiResponse, ScsiTarget, TaskAttr};
 
 mod alua;
 mod pr;
+pub(crate) mod pr_shared;
 mod sbc;
 mod spc;
 mod ua;
