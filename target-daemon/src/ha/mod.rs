@@ -8,12 +8,16 @@
 //! - `lease.rs`: what the lease object holds (epoch, owner, preferred) and its name;
 //! - `machine/`: the ownership state machine, sans I/O (time in, actions out);
 //! - `status.rs`: what `lunarctl ha status` shows, and the admin API's [`status::HaControl`];
+//! - `gateway.rs` (feature `ceph`): what the daemon wires for a gateway (shared state,
+//!   ALUA view, LUN manager without a pool, registry heartbeat, the coordinator);
 //! - `cluster.rs` (feature `ceph`): the lease lane's RADOS calls;
 //! - `shell.rs` (feature `ceph`): drives the machine with RADOS and RBD calls, opens the
 //!   pool, attaches it to the LUN manager and sets the ALUA state.
 
 #[cfg(feature = "ceph")]
 pub mod cluster;
+#[cfg(feature = "ceph")]
+pub mod gateway;
 pub mod lease;
 pub mod machine;
 #[cfg(feature = "ceph")]

@@ -131,6 +131,7 @@ struct Shared {
 /// A running HA coordinator: status and planned moves for the admin API, and shutdown.
 pub struct Coordinator {
     shared: Arc<Shared>,
+    registry: Mutex<Option<Arc<crate::shared::GatewayRegistry>>>,
     cmds: mpsc::UnboundedSender<Cmd>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -175,6 +176,7 @@ impl Coordinator {
         let handle = tokio::spawn(task.run(cmd_rx, done_rx));
         Arc::new(Coordinator {
             shared,
+            registry: Mutex::new(None),
             cmds,
             task: Mutex::new(Some(handle)),
         })
@@ -256,10 +258,16 @@ impl HaControl for Coordinator {
 }
 
 impl Coordinator {
+    /// Where `status` and `move_to` read the group's gateways from.
+    pub fn set_gateways_source(&self, registry: Arc<crate::shared::GatewayRegistry>) {
+        *self.registry.lock() = Some(registry);
+    }
+
     /// The group's gateways from the registry; empty when it cannot be read.
     fn gateways(&self, owner: Option<&str>) -> Vec<GatewayStatus> {
-        let _ = owner;
-        Vec::new()
+        let reg = self.registry.lock().clone();
+        reg.map(|r| super::gateway::gateway_statuses(&r, owner))
+            .unwrap_or_default()
     }
 }
 
