@@ -353,7 +353,7 @@ pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
     tracing::debug!(?req, "admin request");
     canonical_targets(mgr, &mut req);
     match req {
-        Request::PoolStatus => reply(Ok(mgr.pool_status())),
+        Request::PoolStatus => reply(mgr.pool_status()),
         Request::PoolCheck => {
             reply(
                 mgr.pool_check()
