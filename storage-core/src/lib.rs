@@ -7,6 +7,8 @@
 //! docs/storage-format.md.
 
 mod alloc;
+#[cfg(feature = "ceph")]
+pub mod ceph;
 mod chaincache;
 mod check;
 mod checkpoint;
