@@ -17,6 +17,7 @@ mod clock;
 mod codec;
 mod commit;
 mod commit_queue;
+mod device;
 mod engine;
 mod error;
 mod io;
