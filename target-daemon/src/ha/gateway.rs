@@ -25,7 +25,7 @@ use super::shell::{Access, BoxFuture, Coordinator, PoolHost, ShellConfig};
 use super::status::GatewayStatus;
 use crate::config::{Config, HaCfg};
 use crate::fabric::TargetSpec;
-use crate::lunmgr::gateway::GatewayOpen;
+use crate::lunmgr::GatewayOpen;
 use crate::lunmgr::LunManager;
 use crate::scsi::alua::{AccessState, AluaView, GroupState};
 use crate::scsi::ScsiTarget;
@@ -165,8 +165,13 @@ fn connect_shared(ha: &HaCfg) -> anyhow::Result<(Rados, IoCtx)> {
         conf: ha.ceph.conf.clone(),
         client: ha.ceph.client.clone(),
     };
-    let rados = Rados::connect_with(&cfg, &[("rados_osd_op_timeout", "30")])
-        .with_context(|| format!("ha.ceph: cannot connect to the cluster of {}", ha.ceph.conf.display()))?;
+    let rados =
+        Rados::connect_with(&cfg, &[("rados_osd_op_timeout", "30")]).with_context(|| {
+            format!(
+                "ha.ceph: cannot connect to the cluster of {}",
+                ha.ceph.conf.display()
+            )
+        })?;
     let io = rados
         .ioctx(&ha.ceph.pool)
         .with_context(|| format!("ha.ceph.pool: cannot open RADOS pool {}", ha.ceph.pool))?;
@@ -316,9 +321,10 @@ fn watch_state(
             // Several notices queued: one reload covers them.
             while rx.try_recv().is_ok() {}
             let s = store.clone();
-            let loaded =
-                tokio::task::spawn_blocking(move || crate::lunmgr::state::StateStore::load(s.as_ref()))
-                    .await;
+            let loaded = tokio::task::spawn_blocking(move || {
+                crate::lunmgr::state::StateStore::load(s.as_ref())
+            })
+            .await;
             match loaded {
                 Ok(Ok(Some(state))) => {
                     if let Err(e) = mgr.reload_state(state).await {
@@ -355,7 +361,9 @@ fn heartbeat(
             })
             .await;
             match r {
-                Ok(Ok(list)) => host.set_peers(list.into_iter().map(|r| (r.name, r.port_group)).collect()),
+                Ok(Ok(list)) => {
+                    host.set_peers(list.into_iter().map(|r| (r.name, r.port_group)).collect())
+                }
                 Ok(Err(e)) => tracing::warn!("ha: gateway registry heartbeat: {e}"),
                 Err(e) => tracing::warn!("ha: gateway registry heartbeat: {e}"),
             }
