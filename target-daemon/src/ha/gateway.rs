@@ -130,6 +130,8 @@ pub struct Gateway {
     registry: Arc<GatewayRegistry>,
     /// The registry record's portals, filled in once the portals listen.
     portals: Arc<Mutex<Vec<String>>>,
+    /// Wakes the heartbeat early (the portals changed).
+    beat: Arc<tokio::sync::Notify>,
     tasks: Vec<JoinHandle<()>>,
     /// Held for the stores' watches; dropped (off the workers) at shutdown.
     shared: Option<(Rados, IoCtx)>,
@@ -253,11 +255,13 @@ impl Gateway {
         let mut tasks = Vec::new();
         tasks.push(watch_state(&state_store, lunmgr.clone())?);
         let portals = Arc::new(Mutex::new(Vec::new()));
+        let beat = Arc::new(tokio::sync::Notify::new());
         tasks.push(heartbeat(
             registry.clone(),
             host.clone(),
             ha.clone(),
             portals.clone(),
+            beat.clone(),
         ));
         let shell = ShellConfig {
             ha: ha.clone(),
@@ -278,6 +282,7 @@ impl Gateway {
                 host,
                 registry,
                 portals,
+                beat,
                 tasks,
                 shared: Some((rados, io)),
                 _state_store: state_store,
@@ -290,6 +295,7 @@ impl Gateway {
     /// The portals hosts reach this gateway through (for the registry).
     pub fn set_portals(&self, portals: Vec<String>) {
         *self.portals.lock() = portals;
+        self.beat.notify_one();
     }
 
     /// Steps down if owner and stops the background tasks.
@@ -345,6 +351,7 @@ fn heartbeat(
     host: Arc<GatewayHost>,
     ha: HaCfg,
     portals: Arc<Mutex<Vec<String>>>,
+    beat: Arc<tokio::sync::Notify>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -367,7 +374,10 @@ fn heartbeat(
                 Ok(Err(e)) => tracing::warn!("ha: gateway registry heartbeat: {e}"),
                 Err(e) => tracing::warn!("ha: gateway registry heartbeat: {e}"),
             }
-            tokio::time::sleep(HEARTBEAT).await;
+            tokio::select! {
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+                _ = beat.notified() => {}
+            }
         }
     })
 }

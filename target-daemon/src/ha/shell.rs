@@ -614,10 +614,14 @@ async fn open(
 }
 
 fn storage_failure(e: &StorageError) -> Failure {
-    let blocklisted = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .and_then(std::io::Error::raw_os_error)
-        .is_some_and(|n| n == libc::ESHUTDOWN || n == storage_core::ceph::EBLOCKLISTED);
+    // The image's errors come as an io::Error carrying the CephError (or at least its errno).
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    let ceph = io
+        .and_then(std::io::Error::get_ref)
+        .and_then(|r| r.downcast_ref::<CephError>());
+    let errno = io.and_then(std::io::Error::raw_os_error);
+    let blocklisted = ceph.is_some_and(CephError::is_blocklisted)
+        || errno.is_some_and(|n| n == libc::ESHUTDOWN || n == storage_core::ceph::EBLOCKLISTED);
     if blocklisted {
         Failure::Blocklisted
     } else {
