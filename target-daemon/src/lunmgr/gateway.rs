@@ -45,6 +45,9 @@ pub struct GatewayOpen {
     /// Where the targets keep persistent reservations; `None`: the data directory's
     /// `FileStore`, as without HA.
     pub pr_store: Option<Arc<dyn PrStore>>,
+    /// Whether the pool has a volatile write cache (`Pool::volatile_write_cache`): false for
+    /// a pool on an RBD image, so every gateway, with the pool or without, reports WCE=0.
+    pub volatile_write_cache: bool,
 }
 
 /// Records every online LUN's geometry as the pool has it now (what a standby presents).
@@ -96,6 +99,7 @@ impl LunManager {
             state: given,
             alua,
             pr_store,
+            volatile_write_cache,
         } = open;
         let data_dir = config.data_dir.clone();
         let mut st = match given {
@@ -110,13 +114,9 @@ impl LunManager {
             fill_geometry(pool, &mut st);
             state::save(&data_dir, &st)?;
         }
-        let mgr = Arc::new(LunManager::new_empty(
-            config,
-            pool.clone(),
-            st,
-            Some(alua),
-            pr_store,
-        ));
+        let mut mgr = LunManager::new_empty(config, pool.clone(), st, Some(alua), pr_store);
+        mgr.volatile_write_cache = volatile_write_cache;
+        let mgr = Arc::new(mgr);
         let entries = {
             let st = mgr.lock().await;
             let chunk = mgr.chunk_size(&st);
@@ -153,6 +153,7 @@ impl LunManager {
             .clone()
             .unwrap_or_else(|| crate::scsi::pr::FileStore::for_data_dir(&self.data_dir));
         let t = ScsiTarget::with_pr_store(iqn, chunk_size, store);
+        t.set_volatile_write_cache(self.volatile_write_cache);
         if let Some(v) = &self.alua {
             t.set_alua(v.clone());
         }

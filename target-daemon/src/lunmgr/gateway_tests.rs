@@ -144,6 +144,7 @@ async fn owner(dir: &std::path::Path) -> (Arc<LunManager>, Pool, Arc<AluaView>) 
             state: None,
             alua: alua.clone(),
             pr_store: None,
+            volatile_write_cache: true,
         },
     )
     .await
@@ -227,6 +228,7 @@ async fn a_standby_presents_the_owners_luns_and_names_the_owner() {
             state: Some(shared),
             alua: view(2, 1),
             pr_store: None,
+            volatile_write_cache: true,
         },
     )
     .await
@@ -304,6 +306,7 @@ async fn reload_state_applies_another_gateways_changes() {
             state: state::load(od.path()).expect("load"),
             alua: view(2, 1),
             pr_store: None,
+            volatile_write_cache: true,
         },
     )
     .await

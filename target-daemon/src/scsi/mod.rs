@@ -211,6 +211,9 @@ pub struct ScsiTarget {
     /// unit attentions are queued, so a command that sees it current knows they are.
     alua_seen: std::sync::atomic::AtomicU64,
     alua_raise: parking_lot::Mutex<()>,
+    /// Whether the store has a volatile write cache (see `Lun::volatile_cache`); LUNs
+    /// attached from now on follow it.
+    volatile_cache: std::sync::atomic::AtomicBool,
 }
 
 impl ScsiTarget {
@@ -246,6 +249,7 @@ impl ScsiTarget {
             alua: std::sync::OnceLock::new(),
             alua_seen: std::sync::atomic::AtomicU64::new(0),
             alua_raise: parking_lot::Mutex::new(()),
+            volatile_cache: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -277,6 +281,15 @@ impl ScsiTarget {
         // The state the target starts in is not a change its nexuses missed.
         self.alua_seen
             .store(generation, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the LUNs' store has a volatile write cache: `true` (the default) for a pool
+    /// on a file or block device (page cache: WCE=1, changeable, SYNCHRONIZE CACHE needed),
+    /// `false` for a pool on an RBD image (WCE=0 and fixed: every write is on the OSDs when
+    /// it completes). Applies to LUNs attached afterwards: set it before adding LUNs.
+    pub fn set_volatile_write_cache(&self, volatile: bool) {
+        self.volatile_cache
+            .store(volatile, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The ALUA view, on a gateway.
@@ -478,6 +491,10 @@ impl ScsiTarget {
             }
             let others: Vec<u64> = luns.keys().copied().collect();
             let mut entry = make(self.pr_store.clone());
+            entry.set_volatile_cache(
+                self.volatile_cache
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
             let name = entry.name();
             entry.metrics = Some(Arc::new(
                 crate::metrics::global().lun(&self.name, lun, &name),
