@@ -1138,7 +1138,7 @@ impl Ctx<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 fn attached_event(l: &Lun) -> LunEvent {
     LunEvent::Attached {
