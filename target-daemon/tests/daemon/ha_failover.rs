@@ -137,7 +137,13 @@ impl Gw {
 async fn session(addr: std::net::SocketAddr, name: &str) -> Initiator {
     let mut i = Initiator::connect(addr, name).await;
     assert!(i.login(Some(TARGET)).await.ok(), "{name} logs in");
-    i.clear_unit_attention().await;
+    // Consume the unit attentions of a new nexus; a standby then answers NOT READY.
+    for _ in 0..8 {
+        let r = i.run(&[0u8; 6], false, 0, &[], 0, 0).await;
+        if r.sense.get(2).map(|k| k & 0x0F) != Some(0x06) {
+            break;
+        }
+    }
     i
 }
 
