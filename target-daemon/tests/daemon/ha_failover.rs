@@ -265,7 +265,7 @@ async fn a_planned_move_hands_the_pool_over() {
     let Some(conf) = ceph_conf() else { return };
     let base = tempfile::tempdir().expect("tempdir");
     let group = unique("move");
-    let (gw1, gw2, epoch) = pair(base.path(), &conf, &group).await;
+    let (gw1, mut gw2, epoch) = pair(base.path(), &conf, &group).await;
     let mut i1 = session(gw1.addr(), "iqn.2026-12.io.test:h3").await;
     assert_eq!(write(&mut i1, 9, &block(0x5A)).await, GOOD);
 
@@ -291,6 +291,19 @@ async fn a_planned_move_hands_the_pool_over() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A clean stop of the owner hands over too: it releases the lease instead of letting
+    // it expire, and nobody is fenced.
+    let stopped = Instant::now();
+    let status = gw2.proc.take().expect("gw2").terminate();
+    assert!(status.success(), "{status:?}");
+    let (s, active_at) = gw1.wait("active after the owner stopped", |s| s.role == "active");
+    eprintln!(
+        "hand-over on SIGTERM of the owner: {:?}",
+        active_at - stopped
+    );
+    assert_eq!(s.epoch, epoch + 2);
+    let mut i1 = session(gw1.addr(), "iqn.2026-12.io.test:h3b").await;
+    assert_eq!(read_good(&mut i1, 9).await, block(0x5A));
 }
 
 #[test]
