@@ -321,3 +321,17 @@ fn ha_config_errors_name_the_field_and_stop_lunard() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ha.port_group"), "{err}");
 }
+
+/// A lunard without `ha:` answers the HA requests with one clear line, not a hang or a panic.
+#[tokio::test]
+async fn ha_requests_to_a_lunard_without_ha_say_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = crate::admin_support::start(dir.path(), target_daemon::config::ByteSize::mib(64)).await;
+    crate::admin_support::ctl(dir.path(), &["ha", "status"])
+        .await
+        .fails_with("not a gateway of an HA group");
+    crate::admin_support::ctl(dir.path(), &["ha", "move", "--to", "gw2"])
+        .await
+        .fails_with("not a gateway of an HA group");
+    d.shutdown().await.expect("shutdown");
+}
