@@ -233,10 +233,12 @@ impl LunManager {
 
     /// Owner → standby: cancels the clone and split jobs and waits for them to end, records
     /// the LUNs' geometry, waits on every LUN for the media commands in flight (new ones
-    /// are refused: set the ALUA state transitioning first), drops the volumes and flushes
-    /// the pool. The LUNs stay, pool-less, with their identity, reservations and unit
-    /// attentions. Returns the pool: the caller closes it (`pool.close().await`) and only
-    /// then releases the RBD lock.
+    /// are refused: set the ALUA state transitioning first) and drops the volumes. The
+    /// LUNs stay, pool-less, with their identity, reservations and unit attentions.
+    /// Returns the pool, which nothing here uses any more: the caller closes it
+    /// (`pool.close().await` commits and checkpoints; a fenced owner's close fails, and
+    /// that is fine: its acknowledged writes are on the OSDs) and only then releases the
+    /// RBD lock. Fails only if no pool is attached ([`MgrError::NotOwner`]).
     pub async fn detach_pool(&self) -> MgrResult<Pool> {
         let mut st = loop {
             // Jobs end by taking the state lock (to record how they ended), so they are
@@ -269,7 +271,6 @@ impl LunManager {
             t.drain_volumes().await;
         }
         *self.pool.write() = None;
-        pool.flush().await?;
         tracing::info!("pool detached: this gateway is standby");
         Ok(pool)
     }

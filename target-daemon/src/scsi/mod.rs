@@ -811,6 +811,16 @@ impl ScsiTarget {
                     %sense,
                     "command failed"
                 );
+                // A media command that failed while this gateway left the active state
+                // (it lost the pool: fenced, or the pool is being detached) failed because
+                // of that, not because of the medium: hosts get the state's NOT READY
+                // sense, retry, and find the new owner.
+                let sense = match self.alua_refusal(&parsed.command) {
+                    Some(code) if uses_media(&parsed.command) => {
+                        Sense::new(SenseKey::NotReady, code)
+                    }
+                    _ => sense,
+                };
                 check_condition(&sense, lun.sense_format())
             }
         };
