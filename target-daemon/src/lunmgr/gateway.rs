@@ -209,12 +209,16 @@ impl LunManager {
                 .map(|r| r.luns.clone())
                 .unwrap_or_default();
             for id in t.luns() {
-                let gave = map.get(&id).is_some_and(|name| {
-                    give_volume(&pool, &st, &t, id, name).unwrap_or_else(|e| {
-                        tracing::error!(target = %iqn, lun_id = id, lun = %name, "cannot attach the volume: {e}; LUN withdrawn");
-                        false
-                    })
-                });
+                let gave = match map.get(&id) {
+                    None => false,
+                    Some(name) => match give_volume(&pool, &st, &t, id, name).await {
+                        Ok(gave) => gave,
+                        Err(e) => {
+                            tracing::error!(target = %iqn, lun_id = id, lun = %name, "cannot attach the volume: {e}; LUN withdrawn");
+                            false
+                        }
+                    },
+                };
                 if !gave {
                     let _ = t.remove_lun(id);
                 }
@@ -395,7 +399,7 @@ fn sync_luns(
 
 /// Hands `name`'s volume to the existing LUN `id` of `target`, if it is still the same LUN
 /// (same identity as its record); `Ok(false)`: it is not, re-attach it instead.
-fn give_volume(
+async fn give_volume(
     pool: &Pool,
     st: &State,
     target: &ScsiTarget,
@@ -412,7 +416,7 @@ fn give_volume(
         return Ok(false);
     }
     let volume = pool.volume(name)?;
-    target.set_lun_volume(id, volume)?;
+    target.set_lun_volume(id, volume).await?;
     Ok(true)
 }
 

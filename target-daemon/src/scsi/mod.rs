@@ -443,7 +443,7 @@ impl ScsiTarget {
     }
 
     /// Gives `lun` its volume (the pool was attached); see [`Lun::set_volume`].
-    pub fn set_lun_volume(&self, lun: u64, volume: Volume) -> anyhow::Result<()> {
+    pub async fn set_lun_volume(&self, lun: u64, volume: Volume) -> anyhow::Result<()> {
         let Some(l) = self.lun(lun) else {
             anyhow::bail!("LUN {lun} does not exist on target {}", self.name);
         };
@@ -456,7 +456,7 @@ impl ScsiTarget {
             );
         }
         let before = l.num_blocks();
-        l.set_volume(volume);
+        l.set_volume(volume).await;
         if l.num_blocks() != before {
             self.lun_resized(lun);
         }
@@ -771,13 +771,14 @@ impl ScsiTarget {
 
         // Media commands hold the LUN's gate while they run, so taking the volume away
         // (the pool is detached) waits for them; without a volume they are refused.
-        let _media = if uses_media(&parsed.command) {
-            Some(lun.media_gate.read().await)
+        let media = if uses_media(&parsed.command) {
+            Some(lun.media.read().await)
         } else {
             None
         };
-        let volume = if _media.is_some() {
-            match lun.volume() {
+        let volume = match &media {
+            None => None,
+            Some(guard) => match guard.as_ref() {
                 Some(v) => Some(v),
                 None => {
                     let state = self
@@ -789,9 +790,7 @@ impl ScsiTarget {
                     r.data_out_used = data_out_len;
                     return r;
                 }
-            }
-        } else {
-            None
+            },
         };
         let ctx = Ctx {
             target: self,
@@ -967,8 +966,9 @@ struct Ctx<'a> {
     lun: &'a Arc<Lun>,
     req: &'a ScsiRequest,
     cdb: &'a Cdb,
-    /// The LUN's volume, for media commands (see `uses_media`).
-    volume: Option<Volume>,
+    /// The LUN's volume, for media commands (see `uses_media`), borrowed from the media
+    /// guard `execute_command` holds while the command runs.
+    volume: Option<&'a Volume>,
 }
 
 impl Ctx<'_> {
@@ -1057,7 +1057,7 @@ impl Ctx<'_> {
     /// The volume of a media command. Always there (`execute_command` refuses media
     /// commands without one); a handler reached otherwise gets NOT READY, not a panic.
     fn vol(&self) -> Result<&Volume, Sense> {
-        self.volume.as_ref().ok_or_else(|| {
+        self.volume.ok_or_else(|| {
             Sense::new(
                 SenseKey::NotReady,
                 asc::LOGICAL_UNIT_NOT_ACCESSIBLE_ASYMMETRIC_ACCESS_STATE_TRANSITION,

@@ -328,7 +328,7 @@ async fn draining_waits_for_media_commands_and_the_volume_comes_back_intact() {
     let identity = lun.identity_uuid();
 
     // A media command in flight holds the gate: the drain cannot finish before it does.
-    let in_flight = lun.media_gate.read().await;
+    let in_flight = lun.media.read().await;
     let drain = tokio::spawn({
         let t = t.clone();
         async move { t.drain_volumes().await }
@@ -351,6 +351,7 @@ async fn draining_waits_for_media_commands_and_the_volume_comes_back_intact() {
     assert_eq!(&rc.data_in[0..8], &(BLOCKS - 1).to_be_bytes());
 
     t.set_lun_volume(0, h.f.pool.volume("vol0").expect("volume"))
+        .await
         .expect("volume back");
     assert_eq!(read_back(t, a, 7, 1).await, data);
     let same = t.get_lun(0).expect("lun");
@@ -431,7 +432,7 @@ async fn a_media_command_failing_after_the_state_changed_gets_the_state_sense() 
     });
     let mut started = false;
     for _ in 0..10_000 {
-        if lun.media_gate.try_write().is_err() {
+        if lun.media.try_write().is_err() {
             started = true;
             break;
         }
