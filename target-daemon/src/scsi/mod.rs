@@ -769,7 +769,7 @@ impl ScsiTarget {
             }
         }
 
-        // Media commands hold the LUN's gate while they run, so taking the volume away
+        // Media commands hold the LUN's media lock while they run, so taking the volume away
         // (the pool is detached) waits for them; without a volume they are refused.
         let media = if uses_media(&parsed.command) {
             Some(lun.media.read().await)
@@ -922,7 +922,7 @@ fn pr_access(c: &Command) -> Option<pr::Access> {
     }
 }
 
-/// Commands that read or write the medium, and so need the volume (see `Lun::media_gate`).
+/// Commands that read or write the medium, and so need the volume (see `Lun::media`).
 fn uses_media(c: &Command) -> bool {
     matches!(
         c,

@@ -424,7 +424,7 @@ async fn a_media_command_failing_after_the_state_changed_gets_the_state_sense() 
     let (t, a) = (h.gw[0].clone(), h.f.a.clone());
     let lun = t.get_lun(0).expect("lun");
     // Hold the COMPARE AND WRITE lock: the write stops there, past the ALUA check, holding
-    // the media gate.
+    // the media lock.
     let held = lun.atomic.write().await;
     let write = tokio::spawn({
         let (t, a) = (t.clone(), a.clone());
