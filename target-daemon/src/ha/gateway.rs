@@ -205,6 +205,8 @@ impl Gateway {
         let objects = RadosObjects::new(io.clone());
         let registry = Arc::new(GatewayRegistry::new(objects.clone(), &ha.group));
         let state_store = SharedStateStore::new(objects.clone(), &ha.group);
+        // A takeover saves the state at once; a dead gateway's watch must not hold it.
+        state_store.notify_in_background(true);
         let pr_store = SharedPrStore::new(objects.clone(), &ha.group);
         let me = GatewayRecord {
             name: ha.gateway.clone(),
@@ -212,6 +214,14 @@ impl Gateway {
             portals: Vec::new(),
             last_seen_unix: now_unix(),
         };
+        // Watch before loading: a save by another gateway in between is then a queued
+        // notice, applied once the LUN manager exists.
+        let (notices, notice_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        state_store
+            .watch(Arc::new(move |v| {
+                let _ = notices.send(v);
+            }))
+            .context("ha: watching the group's shared state")?;
         let (reg, ss) = (registry.clone(), state_store.clone());
         let (peers, state) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             reg.upsert(&me).context("ha: registering this gateway")?;
@@ -255,7 +265,7 @@ impl Gateway {
             access: Mutex::new(Access::Standby { owner: None }),
         });
         let mut tasks = Vec::new();
-        tasks.push(watch_state(&state_store, lunmgr.clone())?);
+        tasks.push(reload_state(notice_rx, state_store.clone(), lunmgr.clone()));
         let portals = Arc::new(Mutex::new(Vec::new()));
         let beat = Arc::new(tokio::sync::Notify::new());
         tasks.push(heartbeat(
@@ -312,19 +322,13 @@ impl Gateway {
     }
 }
 
-/// Reloads the LUN manager's state whenever another gateway saved it.
-fn watch_state(
-    store: &Arc<SharedStateStore>,
+/// Reloads the LUN manager's state whenever another gateway saved it (a notice on `rx`).
+fn reload_state(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<u64>,
+    store: Arc<SharedStateStore>,
     mgr: Arc<LunManager>,
-) -> anyhow::Result<JoinHandle<()>> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
-    store
-        .watch(Arc::new(move |v| {
-            let _ = tx.send(v);
-        }))
-        .context("ha: watching the group's shared state")?;
-    let store = store.clone();
-    Ok(tokio::spawn(async move {
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
         while rx.recv().await.is_some() {
             // Several notices queued: one reload covers them.
             while rx.try_recv().is_ok() {}
@@ -344,7 +348,7 @@ fn watch_state(
                 Err(e) => tracing::warn!("reloading the group's shared state: {e}"),
             }
         }
-    }))
+    })
 }
 
 /// Rewrites this gateway's registry record and rereads the group every [`HEARTBEAT`].
