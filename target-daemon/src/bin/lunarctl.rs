@@ -883,6 +883,9 @@ fn print_ha_status(w: Out<'_>, s: &HaStatus) -> io::Result<()> {
     if let Some(l) = s.serving_left_ms {
         writeln!(w, "serving:    {l} ms left before the local deadline")?;
     }
+    if let Some(e) = &s.last_error {
+        writeln!(w, "last error: {e}")?;
+    }
     if s.gateways.is_empty() {
         return Ok(());
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use storage_core::ceph::{CephConfig, CephError, IoCtx, Rados, RbdImage};
+use storage_core::ceph::{CephConfig, CephError, Expect, IoCtx, Rados, RbdImage};
 use storage_core::{Pool, PoolOptions, StorageError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -112,7 +112,7 @@ enum Done {
     /// The lease was given back (`Ok`), or releasing found this client blocklisted.
     Released(Result<(), Failure>),
     Reconnected(Result<Conn, String>),
-    Fenced(Result<RbdImage, Failure>),
+    Fenced(Result<(RbdImage, bool), Failure>),
     Opened(Result<Pool, Failure>),
     Closed,
 }
@@ -127,6 +127,8 @@ struct Shared {
     cfg: ShellConfig,
     snapshot: Mutex<(Snapshot, Instant)>,
     conn: Mutex<Option<Conn>>,
+    /// Why the last takeover attempt failed (fencing or opening the pool).
+    last_error: Mutex<Option<String>>,
 }
 
 /// A running HA coordinator: status and planned moves for the admin API, and shutdown.
@@ -160,6 +162,7 @@ impl Coordinator {
             cfg,
             snapshot: Mutex::new((snap, now)),
             conn: Mutex::new(None),
+            last_error: Mutex::new(None),
         });
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -170,6 +173,7 @@ impl Coordinator {
             host,
             done_tx,
             image: None,
+            image_ours: false,
             pool: None,
             last_owner: None,
             stopping: None,
@@ -229,6 +233,7 @@ impl HaControl for Coordinator {
             since_renew_ms: s.since_renew.map(ms),
             serving_left_ms: s.serving_left.map(ms),
             gateways: self.gateways(s.owner.as_deref()),
+            last_error: self.shared.last_error.lock().clone(),
         }
     }
 
@@ -287,6 +292,9 @@ struct Task {
     done_tx: mpsc::UnboundedSender<Done>,
     /// The image, open and RBD-locked, from fencing until closed.
     image: Option<RbdImage>,
+    /// Whether lunard created that image (only then may an image without a pool be
+    /// formatted).
+    image_ours: bool,
     /// The pool while open (also held by the LUN manager).
     pool: Option<Pool>,
     /// The owner last applied to the ALUA view while standby.
@@ -426,13 +434,15 @@ impl Task {
                 None => self.fail_lease(Done::Fenced(Err(not_connected()))),
                 Some(c) => {
                     let image = self.shared.cfg.image.clone();
+                    let group = self.shared.cfg.ha.group.clone();
                     let capacity = self.shared.cfg.capacity;
                     blocking(tx, move || {
-                        Done::Fenced(fence(&c.ioctx, &image, capacity, epoch))
+                        Done::Fenced(fence(&c.ioctx, &group, &image, capacity, epoch))
                     })
                 }
             },
             Action::Open { epoch } => {
+                let ours = self.image_ours;
                 let Some(image) = self.image.clone() else {
                     let _ = tx.send(Done::Opened(Err(Failure::Other(
                         "no image after fencing".into(),
@@ -442,7 +452,7 @@ impl Task {
                 let opts = self.shared.cfg.pool.clone();
                 let host = self.host.clone();
                 tokio::spawn(async move {
-                    let r = open(image, &opts, host.as_ref(), epoch).await;
+                    let r = open(image, ours, &opts, host.as_ref(), epoch).await;
                     let _ = tx.send(Done::Opened(r));
                 });
             }
@@ -464,6 +474,19 @@ impl Task {
                 self.host.set_access(Access::Transitioning);
             }
         }
+    }
+
+    /// Keeps the last pool-lane failure for `lunarctl ha status` (cleared by a success).
+    fn note<T>(&self, r: &Result<T, Failure>) {
+        let msg = match r {
+            Ok(_) => None,
+            Err(Failure::Other(m)) => Some(m.clone()),
+            Err(f) => Some(format!("{f:?}")),
+        };
+        if let Some(m) = &msg {
+            tracing::error!(gateway = %self.shared.cfg.ha.gateway, "cannot take the pool over: {m}");
+        }
+        *self.shared.last_error.lock() = msg;
     }
 
     fn fail_lease(&self, d: Done) {
@@ -527,12 +550,15 @@ impl Task {
                 }
             }
             Done::Fenced(r) => {
-                let r = r.map(|image| {
+                self.note(&r);
+                let r = r.map(|(image, ours)| {
                     self.image = Some(image);
+                    self.image_ours = ours;
                 });
                 self.m.handle_fenced(now, r)
             }
             Done::Opened(r) => {
+                self.note(&r);
                 let r = r.map(|pool| {
                     self.pool = Some(pool);
                 });
@@ -556,22 +582,50 @@ fn blocking(tx: mpsc::UnboundedSender<Done>, f: impl FnOnce() -> Done + Send + '
     });
 }
 
-/// Fencing: open the image (creating it on the group's first takeover), break every other
-/// client's exclusive lock (librbd blocklists them), take the lock ourselves.
-fn fence(ioctx: &IoCtx, name: &str, capacity: u64, epoch: u64) -> Result<RbdImage, Failure> {
+/// The RADOS object recording that lunard created image `image` for group `group`: only
+/// such an image may be formatted when it holds no pool (anything else may be another
+/// system's disk).
+pub fn created_marker(group: &str, image: &str) -> String {
+    format!("lunar.{group}.created.{image}")
+}
+
+/// Fencing: open the image (creating it on the group's first takeover, after recording
+/// that lunard creates it), break every other client's exclusive lock (librbd blocklists
+/// them), take the lock ourselves. Also says whether lunard created the image.
+fn fence(
+    ioctx: &IoCtx,
+    group: &str,
+    name: &str,
+    capacity: u64,
+    epoch: u64,
+) -> Result<(RbdImage, bool), Failure> {
+    let marker = created_marker(group, name);
     let image = match RbdImage::open(ioctx, name) {
         Ok(i) => i,
         Err(e) if e.errno() == Some(libc::ENOENT) => {
             tracing::info!(image = name, capacity, "creating the group's RBD image");
+            // The marker first: an image whose creation it does not record is never
+            // formatted, so a crash between the two leaves a marker, not a foreign image.
+            match ioctx.write_full(&marker, name.as_bytes(), Expect::Any) {
+                Ok(_) => {}
+                Err(e) => return Err(failure(&e)),
+            }
             match RbdImage::create(ioctx, name, capacity) {
                 Ok(()) => {}
-                Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                Err(e) if e.errno() == Some(libc::EEXIST) => {
+                    // Someone else created it meanwhile: not ours.
+                    let _ = ioctx.remove(&marker);
+                }
                 Err(e) => return Err(failure(&e)),
             }
             RbdImage::open(ioctx, name).map_err(|e| failure(&e))?
         }
         Err(e) => return Err(failure(&e)),
     };
+    let ours = ioctx
+        .read(&marker)
+        .map_err(|e| failure(&e))?
+        .is_some_and(|d| d.data == name.as_bytes());
     let owners = image.lock_get_owners().map_err(|e| failure(&e))?;
     for o in &owners {
         tracing::warn!(epoch, owner = %o, image = name, "fencing the previous owner: breaking its lock (blocklists it)");
@@ -588,20 +642,29 @@ fn fence(ioctx: &IoCtx, name: &str, capacity: u64, epoch: u64) -> Result<RbdImag
         fenced = owners.len(),
         "RBD exclusive lock taken"
     );
-    Ok(image)
+    Ok((image, ours))
 }
 
 /// Opens the pool on the image (creating it in an empty image) and attaches it.
 async fn open(
     image: RbdImage,
+    ours: bool,
     opts: &PoolOptions,
     host: &dyn PoolHost,
     epoch: u64,
 ) -> Result<Pool, Failure> {
     let pool = match Pool::open_rbd(image.clone()).await {
         Ok(p) => p,
+        Err(StorageError::NotAPool(why)) if !ours => {
+            return Err(Failure::Other(format!(
+                "RBD image {} holds no Lunar pool ({why}) and was not created by lunard: \
+                 refusing to format it (it may be another system's disk); name an image \
+                 that does not exist yet in pool.rbd.image",
+                image.name()
+            )));
+        }
         Err(StorageError::NotAPool(why)) => {
-            tracing::info!(epoch, %why, "the image holds no pool yet: creating one");
+            tracing::info!(epoch, %why, "the image lunard created holds no pool yet: creating one");
             let create = PoolOptions {
                 capacity_bytes: None,
                 ..opts.clone()

@@ -49,6 +49,9 @@ pub struct HaStatus {
     pub serving_left_ms: Option<u64>,
     /// Gateways of the group (from the registry); empty when it could not be read.
     pub gateways: Vec<GatewayStatus>,
+    /// Why this gateway's last attempt to take the pool over failed, if it did.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// A planned move accepted: the owner releases at its next renew, `to` takes over.

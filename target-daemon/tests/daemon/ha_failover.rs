@@ -335,3 +335,46 @@ async fn ha_requests_to_a_lunard_without_ha_say_so() {
         .fails_with("not a gateway of an HA group");
     d.shutdown().await.expect("shutdown");
 }
+
+/// An existing image without a Lunar pool that lunard did not create (another system's
+/// disk named by mistake in `pool.rbd.image`) is never formatted: the gateway says why in
+/// its status, and the image's bytes stay as they were.
+#[cfg(feature = "ceph")]
+#[test]
+fn an_image_lunard_did_not_create_is_never_formatted() {
+    use storage_core::ceph::{CephConfig, Rados, RbdImage};
+    let Some(conf) = ceph_conf() else { return };
+    let base = tempfile::tempdir().expect("tempdir");
+    let group = unique("foreign");
+    let rados = Rados::connect(&CephConfig {
+        conf: conf.clone(),
+        client: "admin".into(),
+    })
+    .expect("connect");
+    let io = rados.ioctx("rbd").expect("pool rbd");
+    let name = format!("{group}-img");
+    RbdImage::create(&io, &name, 64 << 20).expect("create the foreign image");
+    let disk: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+    {
+        let img = RbdImage::open(&io, &name).expect("open");
+        img.write_at(0, &disk).expect("write");
+        img.flush_sync().expect("flush");
+    }
+    let mut gw = Gw::start(base.path(), &conf, &group, "gw1", 1);
+    let (s, _) = gw.wait("refusing the foreign image", |s| {
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("not created by lunard"))
+    });
+    assert_ne!(s.role, "active");
+    let status = gw.proc.take().expect("gw1").terminate();
+    assert!(status.success(), "{status:?}");
+    let img = RbdImage::open(&io, &name).expect("open again");
+    let mut back = vec![0u8; disk.len()];
+    img.read_at(0, &mut back).expect("read");
+    assert_eq!(back, disk, "the foreign image was written");
+    drop(img);
+    if let Err(e) = RbdImage::remove(&io, &name) {
+        eprintln!("leaving image {name}: {e}");
+    }
+}

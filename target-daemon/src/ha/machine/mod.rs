@@ -114,6 +114,11 @@ impl Timing {
     pub fn probe_every(&self) -> Duration {
         self.lease / 3
     }
+    /// After fencing or opening the pool failed here, this gateway leaves the lease to the
+    /// others this long before it tries again (the same failure would only repeat).
+    pub fn retry_pool_after(&self) -> Duration {
+        self.lease * 10
+    }
     /// How long the others leave a released lease to the gateway a planned move named,
     /// before they take it themselves (the move's target may be down).
     pub fn move_grace(&self) -> Duration {
@@ -299,6 +304,8 @@ pub struct Machine {
     after_release: Role,
     /// Standby: since when the lease is free but reserved for another gateway.
     reserved_since: Option<Instant>,
+    /// Releasing: the pool could not be fenced or opened here; back off before retrying.
+    pool_failed: bool,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
 }
@@ -323,6 +330,7 @@ impl Machine {
             owe_release: false,
             after_release: Role::Standby,
             reserved_since: None,
+            pool_failed: false,
             actions: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -714,6 +722,9 @@ impl Machine {
             }
             _ => {}
         }
+        if why == StepDown::PoolFailed {
+            self.pool_failed = true;
+        }
         if why == StepDown::Moved {
             // Leave the lease to the preferred gateway for a while.
             self.reserved_since = Some(now);
@@ -765,6 +776,9 @@ impl Machine {
                     let to = std::mem::replace(&mut self.after_release, Role::Standby);
                     self.owe_release = false;
                     self.next_lease_op = now + self.timing.probe_every();
+                    if std::mem::take(&mut self.pool_failed) {
+                        self.next_lease_op = now + self.timing.retry_pool_after();
+                    }
                     if to == Role::Reconnecting {
                         self.next_lease_op = now;
                     }

@@ -645,6 +645,11 @@ fn an_open_that_fails_releases_the_lease() {
     m.handle_released(now);
     assert_eq!(m.role(), Role::Standby);
     assert_eq!(m.poll_action(), None);
+    // The same failure would repeat: the others get ten leases to take over first.
+    m.handle_timeout(now + LEASE * 10 - Duration::from_millis(1));
+    assert_eq!(m.poll_action(), None);
+    m.handle_timeout(now + LEASE * 10);
+    assert_eq!(m.poll_action(), Some(Action::Probe));
 }
 
 #[test]
