@@ -28,6 +28,10 @@ pub struct Volume {
 const UNMAP_SCAN_LIMIT: u64 = 4096;
 
 /// One chunk-sized piece of a request.
+/// Largest merged run of chunks in one device request (RBD): far below what one librbd call
+/// takes, large enough that a run costs one round trip for any usual transfer.
+const MAX_RUN: usize = 64 << 20;
+
 struct Piece {
     index: u64,
     off: usize,
@@ -142,8 +146,22 @@ impl Volume {
         let (top, off, len, _) = self.prepare(lba, blocks as u64)?;
         let cs = self.inner.layout.chunk_size;
         let len = len as usize;
-        let mut out = BytesMut::with_capacity(len);
-        {
+        let mut out;
+        if self.inner.dev.prefers_large_io() {
+            let (guards, runs) = self.lock_runs(top, &pieces(off, len as u64, cs)).await;
+            if let [(n, Some(at))] = runs[..] {
+                // One run of data (every 4 KiB read, most sequential ones): the buffer
+                // librbd reads into becomes the result, no copy.
+                let data = self.inner.io.read(at, n).await?;
+                drop(guards);
+                return Ok(Bytes::from(data));
+            }
+            out = BytesMut::with_capacity(len);
+            self.read_runs_into(&runs, &mut out.spare_capacity_mut()[..len])
+                .await?;
+            drop(guards);
+        } else {
+            out = BytesMut::with_capacity(len);
             let spare = &mut out.spare_capacity_mut()[..len];
             if off % cs + len as u64 <= cs {
                 // One chunk (every 4 KiB read): no piece list to allocate.
@@ -153,9 +171,6 @@ impl Volume {
                     len,
                 };
                 self.read_piece_into(top, &p, spare).await?;
-            } else if self.inner.dev.prefers_large_io() {
-                self.read_runs_into(top, &pieces(off, len as u64, cs), spare)
-                    .await?;
             } else {
                 let ps = pieces(off, len as u64, cs);
                 // Disjoint slices of the one buffer, one per piece; the pieces run
@@ -175,26 +190,29 @@ impl Volume {
                 .await?;
             }
         }
-        // SAFETY: the pieces cover `0..len` exactly, and each returned Ok only after
-        // initialising its whole slice.
+        // SAFETY: the pieces (or the runs made of them) cover `0..len` exactly, and each
+        // returned Ok only after initialising its whole slice.
         unsafe { out.set_len(len) };
         Ok(out.freeze())
     }
 
-    /// Fill `buf` (the pieces' bytes back to back, uninitialised on entry) with one device
-    /// read per run of pieces whose chunks are physically consecutive, and zeros for holes.
-    /// For devices where every operation is a network round trip (RBD): a 1 MiB read of
-    /// 64 KiB chunks laid down in order is one request instead of sixteen.
+    /// Plan a read as runs of pieces whose chunks are physically consecutive, `(bytes,
+    /// device offset)`, or `(bytes, None)` for holes, for devices where every operation is a
+    /// network round trip (RBD): a 1 MiB read of 64 KiB chunks laid down in order is one
+    /// request instead of sixteen. Returns the stripe guards the read must hold until it has
+    /// its data.
     ///
-    /// Every stripe the pieces touch is held shared for the whole read, taken in stripe
-    /// order: writers hold one stripe at a time and readers take theirs in one global order,
-    /// so no wait cycle can form.
-    async fn read_runs_into(
+    /// Every stripe the pieces touch is held shared, taken in stripe order: writers hold one
+    /// stripe at a time and readers take theirs in one global order, so no wait cycle can
+    /// form.
+    async fn lock_runs(
         &self,
         top: u64,
         ps: &[Piece],
-        buf: &mut [std::mem::MaybeUninit<u8>],
-    ) -> Result<()> {
+    ) -> (
+        Vec<tokio::sync::RwLockReadGuard<'_, ()>>,
+        Vec<(usize, Option<u64>)>,
+    ) {
         let mut stripes: Vec<usize> = ps.iter().map(|p| self.rt.stripe_no(p.index)).collect();
         stripes.sort_unstable();
         stripes.dedup();
@@ -213,11 +231,12 @@ impl Volume {
         for (p, ph) in ps.iter().zip(&phys) {
             let dev_off = ph.map(|c| self.inner.layout.chunk_offset(c) + p.off as u64);
             if let Some((len, last)) = runs.last_mut() {
-                let joins = match (*last, dev_off) {
-                    (Some(a), Some(b)) => a + *len as u64 == b,
-                    (None, None) => true,
-                    _ => false,
-                };
+                let joins = *len + p.len <= MAX_RUN
+                    && match (*last, dev_off) {
+                        (Some(a), Some(b)) => a + *len as u64 == b,
+                        (None, None) => true,
+                        _ => false,
+                    };
                 if joins {
                     *len += p.len;
                     continue;
@@ -225,9 +244,19 @@ impl Volume {
             }
             runs.push((p.len, dev_off));
         }
+        (guards, runs)
+    }
+
+    /// Fill `buf` (uninitialised on entry) from `runs` ([`Volume::lock_runs`]; the caller
+    /// holds its guards): one device read per run of data, zeros for holes.
+    async fn read_runs_into(
+        &self,
+        runs: &[(usize, Option<u64>)],
+        buf: &mut [std::mem::MaybeUninit<u8>],
+    ) -> Result<()> {
         let mut slices = Vec::with_capacity(runs.len());
         let mut rest = buf;
-        for &(len, _) in &runs {
+        for &(len, _) in runs {
             let (head, tail) = rest.split_at_mut(len);
             slices.push(head);
             rest = tail;
@@ -246,7 +275,6 @@ impl Volume {
                 }),
         )
         .await?;
-        drop(guards);
         Ok(())
     }
 
@@ -377,7 +405,9 @@ impl Volume {
             lsn = lsn.max(self.rt.map_lsn(p.index).load(Ordering::Acquire));
             let at = self.inner.layout.chunk_offset(c) + p.off as u64;
             match runs.last_mut() {
-                Some((start, len, bufs)) if *start + *len as u64 == at => {
+                Some((start, len, bufs))
+                    if *start + *len as u64 == at && *len + p.len <= MAX_RUN =>
+                {
                     *len += p.len;
                     bufs.extend(parts.iter().cloned());
                 }

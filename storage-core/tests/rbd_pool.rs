@@ -263,6 +263,31 @@ async fn large_reads_and_writes_run_together() {
     for t in tasks {
         t.await.expect("task");
     }
+    // One write and one read of 80 MiB over chunks laid down in order: more than one
+    // merged run (runs stop at 64 MiB), each block where it belongs.
+    pool.create_volume("big", 96 * MIB, 4096, Guarantee::None)
+        .await
+        .expect("volume big");
+    let big = pool.volume("big").expect("big");
+    for i in 0..10u64 {
+        big.write(i * 2048, pattern(i as u8, 8 << 20), false)
+            .await
+            .expect("first writes");
+    }
+    let whole = pattern(200, 80 << 20);
+    big.write(0, whole.clone(), false)
+        .await
+        .expect("80 MiB overwrite");
+    assert!(big.read(0, 20480).await.expect("80 MiB read") == whole);
+    for lba in [0u64, 16383, 16384, 16385, 20479] {
+        let at = lba as usize * 4096;
+        assert_eq!(
+            big.read(lba, 1).await.expect("read"),
+            whole.slice(at..at + 4096),
+            "block {lba}"
+        );
+    }
+    drop(big);
     assert!(pool.check().await.expect("fsck").is_clean());
     pool.close().await.expect("close");
     drop(pool);
