@@ -167,6 +167,14 @@ async fn attach_after_detach_keeps_data_identity_and_reservations() {
     assert_eq!(run(&t, &n, &cdb, params).await.status, status::GOOD);
     let naa = t.lun_naa(0).expect("naa");
     let before = t.get_lun(0).expect("lun");
+    // Every save replaces state.json (a rename): its inode tells whether one happened.
+    let inode = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(d.path().join(state::STATE_FILE))
+            .expect("state.json")
+            .ino()
+    };
+    let saved = inode();
 
     // Owner → standby.
     alua.set_local(AccessState::Transitioning);
@@ -202,9 +210,15 @@ async fn attach_after_detach_keeps_data_identity_and_reservations() {
     assert_eq!(t.lun_naa(0), Some(naa));
     let keys = run_settled(&t, &n, &READ_KEYS, Bytes::new()).await;
     assert_eq!(&keys.data_in[8..16], &0x1234u64.to_be_bytes(), "PR held");
+    assert_eq!(
+        inode(),
+        saved,
+        "nothing changed: detach and attach saved nothing"
+    );
     mgr.lun_create(lun("d1", IQN, 1))
         .await
         .expect("create works on the owner again");
+    assert_ne!(inode(), saved, "a change is saved");
     pool.close().await.expect("close");
 }
 
