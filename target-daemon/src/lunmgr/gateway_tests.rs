@@ -444,3 +444,36 @@ async fn the_first_attach_seeds_the_configuration() {
     );
     pool.close().await.expect("close");
 }
+
+/// A change that needs no pool (the read-only flag) works on a standby and re-presents the
+/// LUN pool-less; it must not leave the LUN withdrawn.
+#[tokio::test]
+async fn read_only_set_on_a_standby_keeps_the_lun() {
+    let od = tempfile::tempdir().expect("tempdir");
+    let (_owner, pool, _) = owner(od.path()).await;
+    let sd = tempfile::tempdir().expect("tempdir");
+    let (standby, _) = LunManager::open_gateway(
+        &config(sd.path()),
+        GatewayOpen {
+            pool: None,
+            state: state::load(od.path()).expect("load"),
+            alua: view(2, 1),
+            pr_store: None,
+            volatile_write_cache: true,
+        },
+    )
+    .await
+    .expect("open standby");
+    standby
+        .lun_set(crate::lunmgr::LunSet {
+            name: "d0".into(),
+            read_only: Some(true),
+            ..Default::default()
+        })
+        .await
+        .expect("read-only on a standby");
+    let t = standby.scsi_target(IQN).expect("target");
+    let lun = t.get_lun(0).expect("the LUN is still presented");
+    assert!(lun.read_only);
+    pool.close().await.expect("close");
+}
