@@ -71,6 +71,14 @@ pub(crate) fn fill_geometry(pool: &Pool, st: &mut State) {
     }
 }
 
+/// Whether two states persist as the same document (nothing to save).
+fn same_persisted(a: &State, b: &State) -> bool {
+    match (serde_json::to_vec(a), serde_json::to_vec(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// The chunk size a pool-less target reports (UNMAP granularity): the pool's as recorded.
 fn recorded_chunk_size(st: &State) -> u32 {
     st.luns
@@ -227,16 +235,21 @@ impl LunManager {
         // What the seeding and recovery changed, and the LUNs withdrawn above (attached
         // again with their volume if they can be).
         self.sync_targets(&before, &st);
-        if let Err(e) = self.save(&st) {
-            tracing::warn!("pool attached, but the state could not be saved: {e}");
+        // A takeover of a running group changes nothing in the state: not saving then
+        // keeps the shared store's write (and its notify round) off the takeover's path.
+        fill_geometry(&pool, &mut st);
+        if !same_persisted(&before, &st) {
+            if let Err(e) = self.save(&st) {
+                tracing::warn!("pool attached, but the state could not be saved: {e}");
+            }
         }
         self.spawn_space_watch(&pool);
         tracing::info!("pool attached: this gateway serves media access");
         Ok(())
     }
 
-    /// Owner → standby: cancels the clone and split jobs and waits for them to end, records
-    /// the LUNs' geometry, waits on every LUN for the media commands in flight (new ones
+    /// Owner → standby: cancels the clone and split jobs and waits for them to end, takes
+    /// the LUNs' geometry into its records (in memory), waits on every LUN for the media commands in flight (new ones
     /// are refused: set the ALUA state transitioning first) and drops the volumes. The
     /// LUNs stay, pool-less, with their identity, reservations and unit attentions.
     /// Returns the pool, which nothing here uses any more: the caller closes it
@@ -265,11 +278,10 @@ impl LunManager {
             }
         };
         let pool = self.pool()?;
+        // Nothing to save: every change of a LUN's geometry was saved when it was made
+        // (`save` records it), and a fenced owner could not write anyway. The in-memory
+        // records get it too, for what this gateway presents and compares from now on.
         fill_geometry(&pool, &mut st);
-        if let Err(e) = self.save(&st) {
-            // A fenced owner cannot write any more; the standby keeps what it has.
-            tracing::warn!("detaching the pool: the LUN geometry could not be saved: {e}");
-        }
         let targets: Vec<Arc<ScsiTarget>> = self.scsi.read().values().cloned().collect();
         for t in targets {
             t.drain_volumes().await;

@@ -167,6 +167,14 @@ async fn attach_after_detach_keeps_data_identity_and_reservations() {
     assert_eq!(run(&t, &n, &cdb, params).await.status, status::GOOD);
     let naa = t.lun_naa(0).expect("naa");
     let before = t.get_lun(0).expect("lun");
+    // Every save replaces state.json (a rename): its inode tells whether one happened.
+    let inode = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(d.path().join(state::STATE_FILE))
+            .expect("state.json")
+            .ino()
+    };
+    let saved = inode();
 
     // Owner → standby.
     alua.set_local(AccessState::Transitioning);
@@ -202,9 +210,15 @@ async fn attach_after_detach_keeps_data_identity_and_reservations() {
     assert_eq!(t.lun_naa(0), Some(naa));
     let keys = run_settled(&t, &n, &READ_KEYS, Bytes::new()).await;
     assert_eq!(&keys.data_in[8..16], &0x1234u64.to_be_bytes(), "PR held");
+    assert_eq!(
+        inode(),
+        saved,
+        "nothing changed: detach and attach saved nothing"
+    );
     mgr.lun_create(lun("d1", IQN, 1))
         .await
         .expect("create works on the owner again");
+    assert_ne!(inode(), saved, "a change is saved");
     pool.close().await.expect("close");
 }
 
@@ -428,5 +442,38 @@ async fn the_first_attach_seeds_the_configuration() {
         saved.targets[IQN].luns.get(&0).map(String::as_str),
         Some("y0")
     );
+    pool.close().await.expect("close");
+}
+
+/// A change that needs no pool (the read-only flag) works on a standby and re-presents the
+/// LUN pool-less; it must not leave the LUN withdrawn.
+#[tokio::test]
+async fn read_only_set_on_a_standby_keeps_the_lun() {
+    let od = tempfile::tempdir().expect("tempdir");
+    let (_owner, pool, _) = owner(od.path()).await;
+    let sd = tempfile::tempdir().expect("tempdir");
+    let (standby, _) = LunManager::open_gateway(
+        &config(sd.path()),
+        GatewayOpen {
+            pool: None,
+            state: state::load(od.path()).expect("load"),
+            alua: view(2, 1),
+            pr_store: None,
+            volatile_write_cache: true,
+        },
+    )
+    .await
+    .expect("open standby");
+    standby
+        .lun_set(crate::lunmgr::LunSet {
+            name: "d0".into(),
+            read_only: Some(true),
+            ..Default::default()
+        })
+        .await
+        .expect("read-only on a standby");
+    let t = standby.scsi_target(IQN).expect("target");
+    let lun = t.get_lun(0).expect("the LUN is still presented");
+    assert!(lun.read_only);
     pool.close().await.expect("close");
 }

@@ -301,7 +301,7 @@ impl LunManager {
             for m in mappings_of(&st, &name) {
                 if let Some(t) = self.scsi_target(&m.target) {
                     let _ = t.remove_lun(m.lun_id);
-                    attach(&self.pool()?, &st, &t, m.lun_id, &name);
+                    self.attach_any(&st, &t, m.lun_id, &name);
                 }
             }
         }

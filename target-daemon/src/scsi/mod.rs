@@ -220,6 +220,9 @@ impl pr::PrListener for ScsiTarget {
     }
 }
 
+/// How often taking the volumes away logs the LUN it is still waiting for.
+const DRAIN_WARN_EVERY: Duration = Duration::from_secs(5);
+
 /// How long PREEMPT AND ABORT waits for the aborted tasks to be gone before it completes
 /// anyway (the state change has taken effect and the aborts were requested).
 const PREEMPT_ABORT_WAIT: Duration = Duration::from_secs(10);
@@ -529,7 +532,20 @@ impl ScsiTarget {
     pub async fn drain_volumes(&self) {
         let luns: Vec<Arc<Lun>> = self.luns.read().values().cloned().collect();
         for l in luns {
-            l.drain_volume().await;
+            // Commands end on their own (a fenced gateway's I/O fails at once); one that
+            // does not is named in the log rather than waited on silently.
+            let drain = l.drain_volume();
+            tokio::pin!(drain);
+            let mut waited = 0u64;
+            loop {
+                tokio::select! {
+                    _ = &mut drain => break,
+                    () = tokio::time::sleep(DRAIN_WARN_EVERY) => {
+                        waited += DRAIN_WARN_EVERY.as_secs();
+                        tracing::warn!(target = %self.name, lun = l.id, waited_secs = waited, "detaching the pool: media commands still running on the LUN");
+                    }
+                }
+            }
         }
     }
 
