@@ -67,6 +67,9 @@ impl LunManager {
     /// `creating` job whose progress `clone list` shows.
     pub async fn clone_create(self: &Arc<Self>, req: CloneCreate) -> MgrResult<CloneJobView> {
         let mut st = self.lock().await;
+        // A standby gateway refuses before it records anything (the job record is saved
+        // before the pool is asked).
+        self.pool()?;
         let mode = match req.mode.as_deref().unwrap_or("linked") {
             "linked" => CloneMode::Linked,
             "full" => CloneMode::Full,
@@ -441,6 +444,7 @@ impl LunManager {
     /// stays online). Returns the job.
     pub async fn clone_split(self: &Arc<Self>, name: &str) -> MgrResult<CloneJobView> {
         let mut st = self.lock().await;
+        self.pool()?;
         let rec = lun_rec(&st, name)?.clone();
         online(&rec)?;
         if rec.origin.is_none() || rec.clone_mode == Some(CloneMode::Full) {

@@ -260,12 +260,27 @@ async fn a_standby_presents_the_owners_luns_and_names_the_owner() {
     assert_eq!(rc.status, status::GOOD);
     assert_eq!(&rc.data_in[0..8], &(4 * MIB / 512 - 1).to_be_bytes());
 
+    let clone = crate::lunmgr::clones::CloneCreate {
+        source: "d0".into(),
+        name: "c0".into(),
+        mode: None,
+        target: None,
+        lun_id: None,
+        guarantee: None,
+        copy_acl: false,
+        read_only: None,
+    };
     for e in [
         standby
             .lun_create(lun("x", IQN, 1))
             .await
             .expect_err("create"),
         standby.pool_status().expect_err("pool status"),
+        standby.clone_create(clone).await.expect_err("clone"),
+        standby
+            .snapshot_create("d0", "s")
+            .await
+            .expect_err("snapshot"),
     ] {
         assert!(
             matches!(&e, MgrError::NotOwner { owner: Some(o) } if o == "gw1"),
@@ -273,6 +288,10 @@ async fn a_standby_presents_the_owners_luns_and_names_the_owner() {
         );
         assert!(e.to_string().contains("gw1"), "{e}");
     }
+    assert!(
+        standby.clone_list(false).await.expect("jobs").is_empty(),
+        "a refused clone leaves no job behind"
+    );
     let views = standby.lun_list().await;
     assert_eq!(views[0].size_bytes, 4 * MIB, "sizes from the records");
     let yaml = standby.export_yaml().await.expect("config export");
