@@ -17,6 +17,7 @@ pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod fabric;
+pub mod ha;
 pub mod http;
 pub mod iscsi;
 pub mod lio;

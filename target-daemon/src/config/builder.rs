@@ -17,6 +17,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use super::ha::{CephCfg, DurationCfg, HaCfg, RbdPoolCfg};
 use super::limits::LimitsCfg;
 use super::schema::{
     default_block, default_data_dir, default_tpgt, ChapCfg, Config, Credential, DiscoveryCfg,
@@ -59,7 +60,37 @@ impl Config {
             targets: Vec::new(),
             lio: LioCfg::default(),
             limits: LimitsCfg::default(),
+            ha: None,
         }
+    }
+
+    /// Makes this lunard gateway `gateway` (ALUA port group `port_group`) of HA group
+    /// `group`, its pool in RBD image `image` of RADOS pool `ceph_pool`, reached through
+    /// `ceph_conf` as client `admin`, with the default lease.
+    pub fn with_ha(
+        mut self,
+        group: &str,
+        gateway: &str,
+        port_group: u16,
+        ceph_conf: impl Into<PathBuf>,
+        ceph_pool: &str,
+        image: &str,
+    ) -> Config {
+        self.ha = Some(HaCfg {
+            group: group.into(),
+            gateway: gateway.into(),
+            port_group,
+            ceph: CephCfg {
+                conf: ceph_conf.into(),
+                pool: ceph_pool.into(),
+                ..CephCfg::default()
+            },
+            lease: DurationCfg(std::time::Duration::from_secs(3)),
+        });
+        self.pool.rbd = Some(RbdPoolCfg {
+            image: image.into(),
+        });
+        self
     }
 
     /// Keeps the pool and state in `dir`.

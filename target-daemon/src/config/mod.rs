@@ -2,6 +2,7 @@
 //!
 //! Split by concern, each file depending only on the ones above it:
 //! - `size.rs`: byte counts as people write them (`64KiB`);
+//! - `ha.rs`: the `ha:` section and `pool.rbd` (a gateway of an HA group over Ceph RBD);
 //! - `limits.rs`: the `limits:` section and the fixed caps it is bounded by;
 //! - `schema.rs`: the file's shape, one struct per section, with their defaults; serde
 //!   reads and writes the file through them alone;
@@ -24,6 +25,7 @@ use std::path::Path;
 mod builder;
 mod defaults;
 mod export;
+mod ha;
 mod limits;
 mod locate;
 mod schema;
@@ -32,6 +34,7 @@ mod validate;
 
 pub use defaults::DEFAULT_CONFIG_YAML;
 pub use export::{ExportError, EXPORT_HEADER};
+pub use ha::{CephCfg, DurationCfg, HaCfg, RbdPoolCfg, MAX_LEASE, MIN_LEASE};
 pub use limits::{
     LimitsCfg, MAX_COMMAND_DATA, MAX_REQUEST_LINE, MIN_READ_BUFFER_PER_CONNECTION, MIN_WRITE_BUFFER,
 };
@@ -305,6 +308,67 @@ targets:
             Config::from_yaml_str(ok, "ok.yaml").unwrap().portals[1].tpgt,
             2
         );
+    }
+
+    const HA: &str = "portals:\n  - listen: 127.0.0.1:3260\npool:\n  capacity: 1GiB\n  rbd:\n    image: lunar-g1\nha:\n  group: g1\n  gateway: gw1\n  port_group: 1\n  ceph:\n    conf: /tmp/ceph.conf\n    pool: rbd\n  lease: 1500ms\n";
+
+    #[test]
+    fn ha_section_parses_with_defaults() {
+        let cfg = Config::from_yaml_str(HA, "ha.yaml").unwrap();
+        let ha = cfg.ha.as_ref().unwrap();
+        assert_eq!(
+            ha.lease,
+            DurationCfg(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(ha.ceph.client, "admin");
+        assert_eq!(cfg.pool.rbd.as_ref().unwrap().image, "lunar-g1");
+        let yaml = cfg.to_yaml().unwrap();
+        assert_eq!(Config::from_yaml_str(&yaml, "again.yaml").unwrap(), cfg);
+        let short = HA.replace(
+            "  ceph:\n    conf: /tmp/ceph.conf\n    pool: rbd\n  lease: 1500ms\n",
+            "",
+        );
+        let cfg = Config::from_yaml_str(&short, "ha.yaml").unwrap();
+        let ha = cfg.ha.unwrap();
+        assert_eq!(ha.lease.to_string(), "3s");
+        assert_eq!(ha.ceph, CephCfg::default());
+    }
+
+    #[test]
+    fn ha_errors_name_the_field_and_line() {
+        let e = err(&HA.replace("port_group: 1", "port_group: 0"));
+        assert!(e.starts_with("bad.yaml:10: ha.port_group:"), "{e}");
+        let e = err(&HA.replace("gateway: gw1", "gateway: gw/1"));
+        assert!(e.starts_with("bad.yaml:9: ha.gateway:"), "{e}");
+        let e = err(&HA.replace("group: g1", "group: \"\""));
+        assert!(e.starts_with("bad.yaml:8: ha.group:"), "{e}");
+        let e = err(&HA.replace("lease: 1500ms", "lease: 100ms"));
+        assert!(e.starts_with("bad.yaml:14: ha.lease:"), "{e}");
+        assert!(e.contains("between 500ms and 60s, got 100ms"), "{e}");
+        let e = err(&HA.replace("lease: 1500ms", "lease: 3h"));
+        assert!(e.contains("invalid duration unit"), "{e}");
+        let e = err(&HA.replace("pool: rbd", "pool: rbd\n    client: client.admin"));
+        assert!(e.contains("ha.ceph.client"), "{e}");
+        let e = err(&HA.replace("image: lunar-g1", "image: a/b"));
+        assert!(e.starts_with("bad.yaml:6: pool.rbd.image:"), "{e}");
+        let e = err(&HA.replace("  capacity: 1GiB\n", ""));
+        assert!(
+            e.contains("pool.capacity: is required with pool.rbd"),
+            "{e}"
+        );
+        let e = err(&HA.replace("  rbd:\n    image: lunar-g1\n", ""));
+        assert!(
+            e.contains("pool.rbd: an HA gateway serves a pool in an RBD image"),
+            "{e}"
+        );
+        let no_ha = &HA[..HA.find("ha:").unwrap()];
+        let e = err(no_ha);
+        assert!(
+            e.starts_with("bad.yaml:5: pool.rbd: needs an ha: section"),
+            "{e}"
+        );
+        let e = err(&HA.replace("  port_group: 1\n", ""));
+        assert!(e.contains("missing field `port_group`"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
+use super::ha::{HaCfg, RbdPoolCfg};
 use super::limits::LimitsCfg;
 use super::size::ByteSize;
 use crate::fabric::Fabric;
@@ -86,6 +87,9 @@ pub struct Config {
     /// Resource limits against hostile or broken clients.
     #[serde(default, skip_serializing_if = "is_default")]
     pub limits: LimitsCfg,
+    /// High availability: this lunard is a gateway of an HA group over Ceph RBD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaCfg>,
 }
 
 pub(super) fn default_data_dir() -> PathBuf {
@@ -181,6 +185,9 @@ pub struct PoolCfg {
     /// Percentage of capacity at which thin-provisioning threshold warnings start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soft_threshold_pct: Option<u8>,
+    /// The pool lives in an RBD image instead of `path` (HA groups; requires `ha`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbd: Option<RbdPoolCfg>,
 }
 
 fn default_pool_path() -> PathBuf {
@@ -197,6 +204,7 @@ impl Default for PoolCfg {
             chunk_size: default_chunk(),
             capacity: None,
             soft_threshold_pct: None,
+            rbd: None,
         }
     }
 }

@@ -119,7 +119,44 @@ impl Config {
                 "must be between 1 and 2048".into(),
             ));
         }
+        self.validate_ha()?;
         self.validate_targets()
+    }
+
+    /// `ha` and `pool.rbd`: each checked alone, and present together or not at all.
+    fn validate_ha(&self) -> Result<(), (String, String)> {
+        if let Some(rbd) = &self.pool.rbd {
+            rbd.validate()
+                .map_err(|(f, m)| (format!("pool.rbd.{f}"), m))?;
+        }
+        match (&self.ha, &self.pool.rbd) {
+            (Some(ha), Some(_)) => {
+                ha.validate().map_err(|(f, m)| (format!("ha.{f}"), m))?;
+                if self.pool.capacity.is_none() {
+                    return Err((
+                        "pool.capacity".into(),
+                        "is required with pool.rbd: it is the size of the RBD image the \
+                         first owner creates"
+                            .into(),
+                    ));
+                }
+                Ok(())
+            }
+            (Some(ha), None) => {
+                ha.validate().map_err(|(f, m)| (format!("ha.{f}"), m))?;
+                Err((
+                    "pool.rbd".into(),
+                    "an HA gateway serves a pool in an RBD image: set pool.rbd.image".into(),
+                ))
+            }
+            (None, Some(_)) => Err((
+                "pool.rbd".into(),
+                "needs an ha: section (the Ceph connection and the lease that decides \
+                 which gateway opens the image)"
+                    .into(),
+            )),
+            (None, None) => Ok(()),
+        }
     }
 
     /// Names, ACLs, CHAP and LUNs of every target.

@@ -16,6 +16,8 @@ pub mod clones;
 pub mod divergence;
 pub mod error;
 mod export;
+mod gateway;
+pub use gateway::GatewayOpen;
 mod luns;
 mod pool;
 mod seed;
@@ -61,7 +63,16 @@ pub(crate) struct JobCtl {
 
 /// The LUN manager. Cheap to share (`Arc`).
 pub struct LunManager {
-    pool: Pool,
+    /// The pool; `None` on a standby gateway of an HA group (see `gateway.rs`).
+    pool: RwLock<Option<Pool>>,
+    /// The HA group's ALUA state, on a gateway: every target gets it, and errors name the
+    /// owner from it.
+    alua: Option<Arc<crate::scsi::alua::AluaView>>,
+    /// The reservation store of the targets a gateway builds (`None`: the data
+    /// directory's `FileStore`).
+    pr_store: Option<Arc<dyn crate::scsi::pr::PrStore>>,
+    /// Whether the pool has a volatile write cache (the WCE new targets report).
+    volatile_write_cache: bool,
     data_dir: PathBuf,
     state: tokio::sync::Mutex<State>,
     /// Device servers by IQN (exported or waiting for a restart to be).
@@ -97,6 +108,7 @@ impl LunManager {
         seed_from_config(&mut st, config, &pool).await?;
         clones::recover_interrupted(&mut st, &pool).await;
         adopt_orphans(&mut st, &pool);
+        gateway::fill_geometry(&pool, &mut st);
         store.save(&st)?;
         if fresh {
             tracing::info!(path = %state::state_path(&data_dir).display(), "state seeded from the configuration");
@@ -117,28 +129,44 @@ impl LunManager {
             scsi.insert(t.iqn.clone(), target.clone());
             entries.push((t.to_spec(), target));
         }
-        let mgr = Arc::new(LunManager {
-            pool,
-            data_dir,
+        let mgr = LunManager::new_empty(config, Some(pool.clone()), st, None, None);
+        *mgr.scsi.write() = scsi;
+        let mgr = Arc::new(mgr);
+        mgr.spawn_space_watch(&pool);
+        Ok((mgr, entries))
+    }
+
+    /// A manager with no device servers yet.
+    fn new_empty(
+        config: &Config,
+        pool: Option<Pool>,
+        st: State,
+        alua: Option<Arc<crate::scsi::alua::AluaView>>,
+        pr_store: Option<Arc<dyn crate::scsi::pr::PrStore>>,
+    ) -> LunManager {
+        LunManager {
+            pool: RwLock::new(pool),
+            alua,
+            pr_store,
+            volatile_write_cache: true,
+            data_dir: config.data_dir.clone(),
             state: tokio::sync::Mutex::new(st),
-            scsi: RwLock::new(scsi),
+            scsi: RwLock::new(BTreeMap::new()),
             pending: Mutex::new(Default::default()),
             frontends: RwLock::new(Vec::new()),
             jobs: Mutex::new(HashMap::new()),
             config: config.clone(),
-            state_store: RwLock::new(store),
-        });
-        mgr.spawn_space_watch();
-        Ok((mgr, entries))
+            state_store: RwLock::new(Arc::new(state::FileStateStore::new(&config.data_dir))),
+        }
     }
 
     /// Watches the pool's soft threshold; on every upward crossing every exported LUN raises
     /// THIN PROVISIONING SOFT THRESHOLD REACHED (38/07) once per I_T nexus. Driven by the
     /// pool's own watch channel (no polling interval that a quick rise and fall could slip
     /// through); stops when the pool closes or the manager is gone.
-    fn spawn_space_watch(self: &Arc<Self>) {
+    fn spawn_space_watch(self: &Arc<Self>, pool: &Pool) {
         let weak = Arc::downgrade(self);
-        let mut rx = self.pool.soft_threshold_watch();
+        let mut rx = pool.soft_threshold_watch();
         tokio::spawn(async move {
             // Compare crossing counts, not states: the channel keeps only its latest value,
             // so a rise, fall and rise while this task was not scheduled reads as "reached,
@@ -189,9 +217,19 @@ impl LunManager {
             .cloned()
     }
 
-    /// The pool.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The pool, or [`MgrError::NotOwner`] on a standby gateway (naming the owner).
+    pub fn pool(&self) -> MgrResult<Pool> {
+        match &*self.pool.read() {
+            Some(p) => Ok(p.clone()),
+            None => Err(MgrError::NotOwner {
+                owner: self.alua.as_ref().and_then(|v| v.owner()),
+            }),
+        }
+    }
+
+    /// Whether the pool is open here (a single Lunar, or the owner of an HA group).
+    pub fn has_pool(&self) -> bool {
+        self.pool.read().is_some()
     }
 
     /// The data directory.
@@ -207,9 +245,22 @@ impl LunManager {
     /// compare-and-swap on a shared store, which refuses it (`StateError::Conflict`) when
     /// another gateway changed the state since `st` was loaded. Blocking, like today's
     /// file write: the state is small and administrative calls are rare.
+    /// Every LUN record's geometry is refreshed from the pool first (so standby gateways,
+    /// which have no pool, present the LUNs as they are; see `gateway.rs`).
     pub(crate) fn save(&self, st: &State) -> MgrResult<()> {
         let store = self.state_store.read().clone();
-        store.save(st).map_err(MgrError::from)
+        let pool = self.pool.read().clone();
+        match pool {
+            Some(p) => {
+                let mut copy = st.clone();
+                gateway::fill_geometry(&p, &mut copy);
+                store.save(&copy).map_err(MgrError::from)?;
+                // The version the save produced belongs to the state under the lock.
+                st.store_version.set(copy.store_version.get());
+                Ok(())
+            }
+            None => store.save(st).map_err(MgrError::from),
+        }
     }
 
     /// Keep the state in `store` from now on (an HA gateway: the group's shared state

@@ -179,6 +179,25 @@ pub struct LunRecord {
     pub clone_mode: Option<CloneMode>,
     /// Creation time, seconds since the Unix epoch.
     pub created_unix: u64,
+    /// What a gateway without the pool presents (size, block size, provisioning), as the
+    /// pool's owner last recorded it; `None` in a state written before it was kept (or by
+    /// a LUN still being created). Refreshed from the pool at every save.
+    #[serde(default)]
+    pub geometry: Option<LunGeometry>,
+}
+
+/// A LUN's geometry as recorded for standby gateways of an HA group (which have no pool
+/// to ask): everything READ CAPACITY, MODE SENSE and the VPD pages report besides identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LunGeometry {
+    /// Size in logical blocks.
+    pub size_blocks: u64,
+    /// Logical block size in bytes.
+    pub block_size: u32,
+    /// Thin provisioned (guarantee `none`), else fully reserved.
+    pub thin: bool,
+    /// The pool's chunk size (the UNMAP granularity of the Block Limits page).
+    pub chunk_size: u32,
 }
 
 /// CHAP credentials as persisted (the config's `ChapCfg` is input-only). The secrets are
@@ -522,6 +541,7 @@ mod tests {
                 origin: None,
                 clone_mode: None,
                 created_unix: 1,
+                geometry: None,
             },
         );
         save(dir.path(), &st).unwrap();

@@ -29,7 +29,7 @@ use scsi_proto::scsi::opcode;
 use scsi_proto::scsi::sense::{asc, Sense, SenseFormat, SenseKey};
 use storage_core::Volume;
 
-pub use lun::Lun;
+pub use lun::{Lun, LunShape};
 pub use scsi_proto::scsi::sense;
 /// SCSI status codes (SAM-5 5.3), scsi-proto's: `crate::scsi::status::GOOD` and
 /// `scsi_proto::scsi::status::GOOD` are one constant.
@@ -220,6 +220,9 @@ impl pr::PrListener for ScsiTarget {
     }
 }
 
+/// How often taking the volumes away logs the LUN it is still waiting for.
+const DRAIN_WARN_EVERY: Duration = Duration::from_secs(5);
+
 /// How long PREEMPT AND ABORT waits for the aborted tasks to be gone before it completes
 /// anyway (the state change has taken effect and the aborts were requested).
 const PREEMPT_ABORT_WAIT: Duration = Duration::from_secs(10);
@@ -240,10 +243,21 @@ pub struct ScsiTarget {
     task_aborter: RwLock<Option<Arc<dyn TaskAborter>>>,
     /// Set by fabrics that act per LUN (LIO).
     observer: RwLock<Option<Arc<dyn LunObserver>>>,
+    /// The HA group's ALUA state (set once by the daemon of a gateway); `None`: a single
+    /// Lunar, every path active/optimized.
+    alua: std::sync::OnceLock<Arc<alua::AluaView>>,
+    /// The view generation the ASYMMETRIC ACCESS STATE CHANGED unit attentions were raised
+    /// for: read without a lock on every command, written under `alua_raise` after the
+    /// unit attentions are queued, so a command that sees it current knows they are.
+    alua_seen: std::sync::atomic::AtomicU64,
+    alua_raise: parking_lot::Mutex<()>,
     /// The runtime the target was built on: a change published through a shared
     /// reservation store arrives on a store thread, which runs PREEMPT AND ABORT's aborts
     /// on it (`None` outside a runtime: only the state changes).
     runtime: Option<tokio::runtime::Handle>,
+    /// Whether the store has a volatile write cache (see `Lun::volatile_cache`); LUNs
+    /// attached from now on follow it.
+    volatile_cache: std::sync::atomic::AtomicBool,
 }
 
 impl ScsiTarget {
@@ -276,7 +290,11 @@ impl ScsiTarget {
             port_groups: RwLock::new(Vec::new()),
             task_aborter: RwLock::new(None),
             observer: RwLock::new(None),
+            alua: std::sync::OnceLock::new(),
+            alua_seen: std::sync::atomic::AtomicU64::new(0),
+            alua_raise: parking_lot::Mutex::new(()),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            volatile_cache: std::sync::atomic::AtomicBool::new(true),
         });
         if let Some(shared) = target.pr_store.as_ref().and_then(|s| s.shared()) {
             // Weak: the store (shared by every target of the gateway) must not keep a
@@ -301,6 +319,61 @@ impl ScsiTarget {
         v.sort_unstable();
         v.dedup();
         *self.port_groups.write() = v;
+    }
+
+    /// Makes the target a gateway's: REPORT TARGET PORT GROUPS lists the view's groups, VPD
+    /// 83h reports the local group, commands are refused as the local state requires, and
+    /// every change of the view raises ASYMMETRIC ACCESS STATE CHANGED (see `alua.rs`). Set
+    /// once, before the target is exported; a second view is ignored (logged).
+    pub fn set_alua(&self, view: Arc<alua::AluaView>) {
+        let generation = view.generation();
+        if self.alua.set(view).is_err() {
+            tracing::error!(target = %self.name, "ALUA view set twice; keeping the first");
+            return;
+        }
+        // The state the target starts in is not a change its nexuses missed.
+        self.alua_seen
+            .store(generation, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the LUNs' store has a volatile write cache: `true` (the default) for a pool
+    /// on a file or block device (page cache: WCE=1, changeable, SYNCHRONIZE CACHE needed),
+    /// `false` for a pool on an RBD image (WCE=0 and fixed: every write is on the OSDs when
+    /// it completes). Applies to LUNs attached afterwards: set it before adding LUNs.
+    pub fn set_volatile_write_cache(&self, volatile: bool) {
+        self.volatile_cache
+            .store(volatile, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The ALUA view, on a gateway.
+    pub fn alua(&self) -> Option<&Arc<alua::AluaView>> {
+        self.alua.get()
+    }
+
+    /// The relative target port (= target port group) a nexus reaches the LUNs through:
+    /// the gateway's group in an HA group, else the nexus's TPGT (0 reported as 1).
+    fn relative_port(&self, nexus: &Nexus) -> u16 {
+        match self.alua.get() {
+            Some(v) => v.local(),
+            None => nexus.tpgt.max(1),
+        }
+    }
+
+    /// Raises ASYMMETRIC ACCESS STATE CHANGED on every LUN for every nexus if the view
+    /// changed since the last time (SPC-4 5.16.2.5). One atomic load when nothing changed.
+    fn raise_alua_change(&self, view: &alua::AluaView) {
+        use std::sync::atomic::Ordering;
+        if self.alua_seen.load(Ordering::Acquire) == view.generation() {
+            return;
+        }
+        let _turn = self.alua_raise.lock();
+        let generation = view.generation();
+        if self.alua_seen.load(Ordering::Acquire) == generation {
+            return;
+        }
+        self.uas
+            .establish_luns(&self.luns(), asc::ASYMMETRIC_ACCESS_STATE_CHANGED, None);
+        self.alua_seen.store(generation, Ordering::Release);
     }
 
     /// The TPGTs set by [`ScsiTarget::set_port_groups`], ascending (empty: unknown).
@@ -348,7 +421,7 @@ impl ScsiTarget {
         if let Some(l) = self.lun(lun) {
             self.notify(LunEvent::Resized {
                 lun,
-                size_bytes: l.volume.num_blocks() * u64::from(l.volume.block_size()),
+                size_bytes: l.num_blocks() * u64::from(l.block_size()),
             });
         }
     }
@@ -402,21 +475,103 @@ impl ScsiTarget {
                 volume.name()
             );
         }
+        self.insert_lun(lun, read_only, |pr_store| {
+            Lun::with_identity(lun, volume, read_only, self.chunk_size, identity, pr_store)
+        })
+    }
+
+    /// Attach a LUN without a volume (a standby gateway of an HA group): INQUIRY, VPD,
+    /// READ CAPACITY, REPORT LUNS and persistent reservations work from `shape`; media
+    /// access is refused until [`ScsiTarget::set_lun_volume`]. Same unit attentions and
+    /// events as [`ScsiTarget::add_lun_with_identity`].
+    pub fn add_pool_less_lun(
+        &self,
+        lun: u64,
+        shape: LunShape,
+        read_only: bool,
+    ) -> anyhow::Result<()> {
+        if scsi_proto::scsi::report_luns::encode_lun(lun).is_none() {
+            anyhow::bail!("LUN {lun} cannot be addressed (LUN numbers go up to 16383)");
+        }
+        if shape.block_size == 0 || !shape.block_size.is_power_of_two() {
+            anyhow::bail!(
+                "LUN {:?} has an unusable block size {} (its record lacks the geometry?)",
+                shape.name,
+                shape.block_size
+            );
+        }
+        self.insert_lun(lun, read_only, |pr_store| {
+            Lun::pool_less(lun, shape, read_only, self.chunk_size, pr_store)
+        })
+    }
+
+    /// Gives `lun` its volume (the pool was attached); see [`Lun::set_volume`].
+    pub async fn set_lun_volume(&self, lun: u64, volume: Volume) -> anyhow::Result<()> {
+        let Some(l) = self.lun(lun) else {
+            anyhow::bail!("LUN {lun} does not exist on target {}", self.name);
+        };
+        if volume.block_size() != l.block_size() {
+            anyhow::bail!(
+                "volume {:?} has {}-byte blocks, LUN {lun} presents {}-byte blocks",
+                volume.name(),
+                volume.block_size(),
+                l.block_size()
+            );
+        }
+        let before = l.num_blocks();
+        l.set_volume(volume).await;
+        if l.num_blocks() != before {
+            self.lun_resized(lun);
+        }
+        Ok(())
+    }
+
+    /// Takes the volumes away from every LUN, each once its media commands have finished
+    /// (see [`Lun::drain_volume`]). The LUNs stay, with their identity, reservations and
+    /// unit attentions.
+    pub async fn drain_volumes(&self) {
+        let luns: Vec<Arc<Lun>> = self.luns.read().values().cloned().collect();
+        for l in luns {
+            // Commands end on their own (a fenced gateway's I/O fails at once); one that
+            // does not is named in the log rather than waited on silently.
+            let drain = l.drain_volume();
+            tokio::pin!(drain);
+            let mut waited = 0u64;
+            loop {
+                tokio::select! {
+                    _ = &mut drain => break,
+                    () = tokio::time::sleep(DRAIN_WARN_EVERY) => {
+                        waited += DRAIN_WARN_EVERY.as_secs();
+                        tracing::warn!(target = %self.name, lun = l.id, waited_secs = waited, "detaching the pool: media commands still running on the LUN");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The LUN numbered `lun`.
+    pub fn get_lun(&self, lun: u64) -> Option<Arc<Lun>> {
+        self.lun(lun)
+    }
+
+    fn insert_lun(
+        &self,
+        lun: u64,
+        read_only: bool,
+        make: impl FnOnce(Option<Arc<dyn pr::PrStore>>) -> Lun,
+    ) -> anyhow::Result<()> {
         let others = {
             let mut luns = self.luns.write();
             if luns.contains_key(&lun) {
                 anyhow::bail!("LUN {lun} already exists on target {}", self.name);
             }
             let others: Vec<u64> = luns.keys().copied().collect();
-            let name = volume.name();
-            let mut entry = Lun::with_identity(
-                lun,
-                volume,
-                read_only,
-                self.chunk_size,
-                identity,
-                self.pr_store.clone(),
+            let mut entry = make(self.pr_store.clone());
+            entry.set_volatile_cache(
+                self.volatile_cache
+                    .load(std::sync::atomic::Ordering::Relaxed),
             );
+            let name = entry.name();
             entry.metrics = Some(Arc::new(
                 crate::metrics::global().lun(&self.name, lun, &name),
             ));
@@ -441,7 +596,7 @@ impl ScsiTarget {
             let Some(gone) = luns.remove(&lun) else {
                 anyhow::bail!("LUN {lun} does not exist on target {}", self.name);
             };
-            crate::metrics::global().remove_lun(&self.name, lun, &gone.volume.name());
+            crate::metrics::global().remove_lun(&self.name, lun, &gone.name());
             luns.keys().copied().collect::<Vec<_>>()
         };
         self.uas.remove_lun(lun);
@@ -484,6 +639,9 @@ impl ScsiTarget {
         if sbc::exceeds_transfer_limits(&l.limits, &c.command) {
             return Some(0);
         }
+        if self.alua_refusal(&c.command).is_some() {
+            return Some(0);
+        }
         match c.command {
             // COMPARE AND WRITE and WRITE SAME need exactly 2 x NUMBER OF LOGICAL BLOCKS and
             // one block of Data-Out: take all the initiator sends (EDTL) so the device
@@ -499,7 +657,7 @@ impl ScsiTarget {
             }
             _ => {}
         }
-        u32::try_from(c.command.data_out_len(l.volume.block_size())).ok()
+        u32::try_from(c.command.data_out_len(l.block_size())).ok()
     }
 
     /// Bytes of Data-In the device server will allocate for a READ (transfer length x block
@@ -521,8 +679,9 @@ impl ScsiTarget {
             return Some(0);
         };
         match c.command {
+            Command::Read { .. } if self.alua_refusal(&c.command).is_some() => Some(0),
             Command::Read { range, .. } if !sbc::exceeds_transfer_limits(&l.limits, &c.command) => {
-                let bytes = u64::from(range.blocks) * u64::from(l.volume.block_size());
+                let bytes = u64::from(range.blocks) * u64::from(l.block_size());
                 Some(u32::try_from(bytes).unwrap_or(u32::MAX))
             }
             _ => Some(0),
@@ -635,12 +794,16 @@ impl ScsiTarget {
             }
         };
         let data_out_len =
-            u32::try_from(parsed.command.data_out_len(lun.volume.block_size())).unwrap_or(u32::MAX);
+            u32::try_from(parsed.command.data_out_len(lun.block_size())).unwrap_or(u32::MAX);
         tracing::trace!(tag = req.tag, lun = req.lun, cdb = ?&req.cdb[..], command = ?parsed.command, "execute");
 
         if lun.capacity_changed() {
             self.uas
                 .establish_lun(req.lun, asc::CAPACITY_DATA_HAS_CHANGED, None);
+        }
+
+        if let Some(view) = self.alua.get() {
+            self.raise_alua_change(view);
         }
 
         // Unit attention: INQUIRY, REPORT LUNS and REQUEST SENSE proceed; everything else
@@ -655,6 +818,13 @@ impl ScsiTarget {
                     return r;
                 }
             }
+        }
+
+        // A gateway whose group is not active answers only what its state allows.
+        if let Some(code) = self.alua_refusal(&parsed.command) {
+            let mut r = check_condition(&Sense::new(SenseKey::NotReady, code), format);
+            r.data_out_used = data_out_len;
+            return r;
         }
 
         // SCSI-2 reservation held by another nexus.
@@ -685,11 +855,35 @@ impl ScsiTarget {
             }
         }
 
+        // Media commands hold the LUN's media lock while they run, so taking the volume away
+        // (the pool is detached) waits for them; without a volume they are refused.
+        let media = if uses_media(&parsed.command) {
+            Some(lun.media.read().await)
+        } else {
+            None
+        };
+        let volume = match &media {
+            None => None,
+            Some(guard) => match guard.as_ref() {
+                Some(v) => Some(v),
+                None => {
+                    let state = self
+                        .alua
+                        .get()
+                        .map_or(alua::AccessState::Transitioning, |v| v.local_state());
+                    let sense = Sense::new(SenseKey::NotReady, alua::no_volume_sense(state));
+                    let mut r = check_condition(&sense, format);
+                    r.data_out_used = data_out_len;
+                    return r;
+                }
+            },
+        };
         let ctx = Ctx {
             target: self,
             lun: &lun,
             req: &req,
             cdb: &parsed,
+            volume,
         };
         let mut resp = match ctx.dispatch().await {
             Ok(r) => r,
@@ -702,6 +896,16 @@ impl ScsiTarget {
                     %sense,
                     "command failed"
                 );
+                // A media command that failed while this gateway left the active state
+                // (it lost the pool: fenced, or the pool is being detached) failed because
+                // of that, not because of the medium: hosts get the state's NOT READY
+                // sense, retry, and find the new owner.
+                let sense = match self.alua_refusal(&parsed.command) {
+                    Some(code) if uses_media(&parsed.command) => {
+                        Sense::new(SenseKey::NotReady, code)
+                    }
+                    _ => sense,
+                };
                 check_condition(&sense, lun.sense_format())
             }
         };
@@ -753,6 +957,13 @@ impl ScsiTarget {
         }
     }
 
+    /// The NOT READY additional sense `command` is refused with in the local ALUA state
+    /// (`None`: it runs; always `None` without an HA group).
+    fn alua_refusal(&self, command: &Command) -> Option<scsi_proto::scsi::sense::AdditionalSense> {
+        let view = self.alua.get()?;
+        alua::refusal(view.local_state(), command)
+    }
+
     fn report_luns(&self, select_report: u8) -> Vec<u8> {
         scsi_proto::scsi::report_luns::encode(&self.luns(), select_report)
     }
@@ -797,6 +1008,25 @@ fn pr_access(c: &Command) -> Option<pr::Access> {
     }
 }
 
+/// Commands that read or write the medium, and so need the volume (see `Lun::media`).
+fn uses_media(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Read { .. }
+            | Command::Write { .. }
+            | Command::WriteAndVerify { .. }
+            | Command::Verify { .. }
+            | Command::SynchronizeCache { .. }
+            | Command::OrWrite { .. }
+            | Command::CompareAndWrite { .. }
+            | Command::WriteSame { .. }
+            | Command::Unmap { .. }
+            | Command::GetLbaStatus { .. }
+            | Command::ExtendedCopy { .. }
+            | Command::StartStopUnit { .. }
+    )
+}
+
 /// Commands another nexus may still run while a SCSI-2 reservation is held (SPC-2 5.5.1).
 fn allowed_under_reservation(c: &Command) -> bool {
     matches!(
@@ -822,6 +1052,9 @@ struct Ctx<'a> {
     lun: &'a Arc<Lun>,
     req: &'a ScsiRequest,
     cdb: &'a Cdb,
+    /// The LUN's volume, for media commands (see `uses_media`), borrowed from the media
+    /// guard `execute_command` holds while the command runs.
+    volume: Option<&'a Volume>,
 }
 
 impl Ctx<'_> {
@@ -856,6 +1089,7 @@ impl Ctx<'_> {
             } => Ok(alua::report_target_port_groups(
                 &self.req.nexus,
                 &self.target.port_groups(),
+                self.target.alua().map(|v| &**v),
                 *extended,
                 *alloc_len,
             )),
@@ -909,6 +1143,17 @@ impl Ctx<'_> {
         }
     }
 
+    /// The volume of a media command. Always there (`execute_command` refuses media
+    /// commands without one); a handler reached otherwise gets NOT READY, not a panic.
+    fn vol(&self) -> Result<&Volume, Sense> {
+        self.volume.ok_or_else(|| {
+            Sense::new(
+                SenseKey::NotReady,
+                asc::LOGICAL_UNIT_NOT_ACCESSIBLE_ASYMMETRIC_ACCESS_STATE_TRANSITION,
+            )
+        })
+    }
+
     /// The sense for a write refused because the LUN is read-only.
     fn check_writable(&self) -> Result<(), Sense> {
         if self.lun.read_only {
@@ -924,8 +1169,8 @@ pub(crate) mod tests;
 fn attached_event(l: &Lun) -> LunEvent {
     LunEvent::Attached {
         lun: l.id,
-        volume: l.volume.name(),
-        size_bytes: l.volume.num_blocks() * u64::from(l.volume.block_size()),
-        block_size: l.volume.block_size(),
+        volume: l.name(),
+        size_bytes: l.num_blocks() * u64::from(l.block_size()),
+        block_size: l.block_size(),
     }
 }

@@ -38,7 +38,8 @@ impl Ctx<'_> {
         alloc_len: u32,
     ) -> Result<ScsiResponse, Sense> {
         let data = if evpd {
-            let identity = self.lun.identity(&self.target.name, &self.req.nexus);
+            let port = self.target.relative_port(&self.req.nexus);
+            let identity = self.lun.identity(&self.target.name, port);
             let ctx = VpdContext {
                 identity: &identity,
                 limits: self.lun.limits,
@@ -356,7 +357,7 @@ impl Ctx<'_> {
             return Err(Sense::invalid_field_in_cdb(4, Some(1)));
         }
         if !start && !no_flush {
-            self.lun.volume.flush().await.map_err(|e| {
+            self.vol()?.flush().await.map_err(|e| {
                 super::sense_map::storage_error(&e, super::sense_map::Access::Write)
             })?;
         }

@@ -64,6 +64,12 @@ impl Drop for RadosWatch {
     }
 }
 
+/// How long the OSD keeps a watch its client stopped confirming. librados confirms every
+/// `objecter_tick_interval` (5 s), so twice that never drops a live gateway's watch, while
+/// a dead gateway's stops delaying every notify (up to its timeout) after 10 s instead of
+/// the cluster's 30 s.
+const WATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Register a librados watch on `name` whose errors start a re-watch thread.
 fn start_watch(
     io: &IoCtx,
@@ -73,8 +79,9 @@ fn start_watch(
 ) -> Result<Watch, CephError> {
     let cb = on_notify.clone();
     let (io2, name2, weak) = (io.clone(), name.to_string(), Arc::downgrade(slot));
-    io.watch(
+    io.watch_with_timeout(
         name,
+        WATCH_TIMEOUT,
         move |n| {
             cb(&n.payload);
             Vec::new()

@@ -37,6 +37,8 @@ pub struct SharedStateStore {
     instance: uuid::Uuid,
     watch: Mutex<Option<Box<dyn WatchHandle>>>,
     notify_timeout: Duration,
+    /// Whether a save returns before the other gateways acknowledged its notice.
+    background_notify: std::sync::atomic::AtomicBool,
 }
 
 impl SharedStateStore {
@@ -48,7 +50,18 @@ impl SharedStateStore {
             instance: uuid::Uuid::new_v4(),
             watch: Mutex::new(None),
             notify_timeout: super::NOTIFY_TIMEOUT,
+            background_notify: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Let saves return before the other gateways acknowledged the notice (it is sent on a
+    /// thread of its own). The state needs no acknowledged notice to be correct (the CAS
+    /// guards the data; a gateway that reloads late only shows the change late), and a dead
+    /// gateway's watch would otherwise hold every save, the new owner's first one during a
+    /// takeover included, for the whole notify timeout.
+    pub fn notify_in_background(&self, yes: bool) {
+        self.background_notify
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Call `on_change(version)` (on a store thread; must not block: queue the reload)
@@ -143,19 +156,31 @@ impl StateStore for SharedStateStore {
             version,
         };
         let payload = serde_json::to_vec(&notice).unwrap_or_default();
-        match self
-            .objects
-            .notify(&self.name, &payload, self.notify_timeout)
-        {
+        let (objects, name, timeout) =
+            (self.objects.clone(), self.name.clone(), self.notify_timeout);
+        let send = move || match objects.notify(&name, &payload, timeout) {
             Ok(r) if r.timed_out > 0 => {
-                tracing::warn!(object = %self.name, version, timed_out = r.timed_out, "gateways did not acknowledge a state change (they reload when back)")
+                tracing::warn!(object = %name, version, timed_out = r.timed_out, "gateways did not acknowledge a state change (they reload when back)")
             }
             Ok(_) => {}
             // Saved: a gateway that missed it finds out at its next save (a conflict
             // makes it reload) or its next notify.
             Err(e) => {
-                tracing::warn!(object = %self.name, version, error = %e, "state saved but the other gateways were not notified")
+                tracing::warn!(object = %name, version, error = %e, "state saved but the other gateways were not notified")
             }
+        };
+        if self
+            .background_notify
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let spawned = std::thread::Builder::new()
+                .name("lunar-state-notify".into())
+                .spawn(send);
+            if let Err(e) = spawned {
+                tracing::warn!(object = %self.name, version, error = %e, "state saved but the notify thread could not start");
+            }
+        } else {
+            send();
         }
         Ok(())
     }
@@ -180,6 +205,7 @@ mod tests {
             origin: None,
             clone_mode: None,
             created_unix: 1,
+            geometry: None,
         }
     }
 

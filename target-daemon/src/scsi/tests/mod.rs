@@ -11,6 +11,7 @@ use storage_core::{Guarantee, Pool, PoolOptions};
 
 use super::{status, Nexus, ScsiRequest, ScsiResponse, ScsiTarget, TaskAttr};
 
+mod alua;
 mod pr;
 pub(crate) mod pr_shared;
 mod sbc;
