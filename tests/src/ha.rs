@@ -92,37 +92,66 @@ impl Gateway {
     /// REPORT TARGET PORT GROUPS through this gateway: `(group id, access state)` pairs.
     /// A gateway that does not answer within 2 s (dead, frozen) is an error.
     pub async fn port_groups(&self) -> Result<Vec<(u16, u8)>> {
-        let limit = Duration::from_secs(2);
-        let mut i = tokio::time::timeout(
-            limit,
-            Initiator::try_connect(self.addr(), crate::TEST_INITIATOR_IQN),
-        )
-        .await
-        .map_err(|_| anyhow!("{}: connect timed out", self.name))?
-        .map_err(|e| anyhow!("{}: {e}", self.name))?;
-        let l = i
-            .try_login(IQN, limit)
+        port_groups_at(self.addr())
             .await
-            .map_err(|e| anyhow!("{}: login: {e}", self.name))?;
-        if !l.ok() {
-            bail!("{}: login refused ({l:?})", self.name);
-        }
-        // A new nexus first reports its unit attentions; RTPG is allowed through them
-        // (SPC-4 5.16) but retry a few times anyway.
-        for _ in 0..4 {
-            let r = i
-                .try_run(&rtpg_cdb(4096), 4096, &[], limit)
-                .await
-                .map_err(|e| anyhow!("{}: RTPG: {e}", self.name))?;
-            if r.status == 0 {
-                return parse_rtpg(&r.data);
-            }
-        }
-        bail!(
-            "{}: REPORT TARGET PORT GROUPS never answered GOOD",
-            self.name
-        )
+            .with_context(|| self.name.clone())
     }
+}
+
+/// REPORT TARGET PORT GROUPS through the portal `addr`: `(group id, access state)` pairs.
+/// A gateway that does not answer within 2 s (dead, frozen) is an error.
+pub async fn port_groups_at(addr: SocketAddr) -> Result<Vec<(u16, u8)>> {
+    let limit = Duration::from_secs(2);
+    let mut i = tokio::time::timeout(
+        limit,
+        Initiator::try_connect(addr, crate::TEST_INITIATOR_IQN),
+    )
+    .await
+    .map_err(|_| anyhow!("{addr}: connect timed out"))?
+    .map_err(|e| anyhow!("{addr}: {e}"))?;
+    let l = i
+        .try_login(IQN, limit)
+        .await
+        .map_err(|e| anyhow!("{addr}: login: {e}"))?;
+    if !l.ok() {
+        bail!("{addr}: login refused ({l:?})");
+    }
+    // A new nexus first reports its unit attentions; RTPG is allowed through them
+    // (SPC-4 5.16) but retry a few times anyway.
+    for _ in 0..4 {
+        let r = i
+            .try_run(&rtpg_cdb(4096), 4096, &[], limit)
+            .await
+            .map_err(|e| anyhow!("{addr}: RTPG: {e}"))?;
+        if r.status == 0 {
+            return parse_rtpg(&r.data);
+        }
+    }
+    bail!("{addr}: REPORT TARGET PORT GROUPS never answered GOOD")
+}
+
+/// The owner's port group as the gateways at `portals` report it: the group every
+/// answering one reports active/optimized. `None` while they disagree, none answers, or
+/// none is optimized.
+pub fn owner_among(portals: &[SocketAddr]) -> Option<u16> {
+    let rt = runtime().ok()?;
+    let mut seen: Option<u16> = None;
+    for &addr in portals {
+        let Ok(groups) = rt.block_on(port_groups_at(addr)) else {
+            continue;
+        };
+        let ao: Vec<u16> = groups
+            .iter()
+            .filter(|(_, s)| *s == ALUA_ACTIVE_OPTIMIZED)
+            .map(|(id, _)| *id)
+            .collect();
+        match (ao.as_slice(), seen) {
+            ([id], None) => seen = Some(*id),
+            ([id], Some(s)) if *id == s => {}
+            _ => return None,
+        }
+    }
+    seen
 }
 
 /// The gateways of one group, and the Ceph names they use.
@@ -198,32 +227,11 @@ impl Group {
         self.gws.iter().position(|g| g.name == name)
     }
 
-    /// The owner as the live gateways report it: index of the gateway whose port group every
-    /// answering gateway reports active/optimized. `None` while they disagree or none is.
+    /// The owner as the live gateways report it ([`owner_among`]): its index.
     pub fn owner(&self) -> Option<usize> {
-        let rt = runtime().ok()?;
-        let mut seen: Option<u16> = None;
-        let mut answered = 0;
-        for g in &self.gws {
-            let Ok(groups) = rt.block_on(g.port_groups()) else {
-                continue;
-            };
-            answered += 1;
-            let ao: Vec<u16> = groups
-                .iter()
-                .filter(|(_, s)| *s == ALUA_ACTIVE_OPTIMIZED)
-                .map(|(id, _)| *id)
-                .collect();
-            match (ao.as_slice(), seen) {
-                ([id], None) => seen = Some(*id),
-                ([id], Some(s)) if *id == s => {}
-                _ => return None,
-            }
-        }
-        if answered == 0 {
-            return None;
-        }
-        seen.and_then(|id| self.gws.iter().position(|g| g.port_group == id))
+        let portals: Vec<SocketAddr> = self.gws.iter().map(Gateway::addr).collect();
+        let id = owner_among(&portals)?;
+        self.gws.iter().position(|g| g.port_group == id)
     }
 
     /// Waits until the live gateways agree on an owner (other than `not`, when given) and

@@ -492,3 +492,45 @@ fn persistent_reservation_survives_owner_kill() {
         killed.elapsed().as_secs_f64()
     );
 }
+
+/// The shipped two-gateway example (deploy/ha/) and the configuration in docs/ha.md are
+/// valid lunard configurations, of one group, with distinct gateways and port groups, and
+/// each portal's TPGT is its gateway's port group. (No Ceph needed.)
+#[test]
+fn deploy_examples_are_valid_gateway_pairs() {
+    use lunar_e2e::config::Config;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let mut gws = Vec::new();
+    for name in ["gw1.yaml", "gw2.yaml"] {
+        let path = root.join("deploy/ha").join(name);
+        let text = std::fs::read_to_string(&path).expect("read deploy example");
+        let cfg = Config::from_yaml_str(&text, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let ha = cfg.ha.clone().expect("an ha: section");
+        assert!(cfg.pool.rbd.is_some(), "{name}: pool.rbd");
+        for p in &cfg.portals {
+            assert_eq!(p.tpgt, ha.port_group, "{name}: portal TPGT = port group");
+        }
+        gws.push((cfg, ha));
+    }
+    let (a, b) = (&gws[0], &gws[1]);
+    assert_eq!(a.1.group, b.1.group);
+    assert_ne!(a.1.gateway, b.1.gateway);
+    assert_ne!(a.1.port_group, b.1.port_group);
+    assert_eq!(a.0.pool, b.0.pool, "same pool image and capacity");
+    assert_eq!(a.0.targets, b.0.targets, "same targets on every gateway");
+    let doc = std::fs::read_to_string(root.join("docs/ha.md")).expect("docs/ha.md");
+    let blocks: Vec<String> = lunar_test_kit::markdown::fenced_blocks(&doc)
+        .into_iter()
+        .filter(|(info, _)| info == "yaml")
+        .map(|(_, body)| body)
+        .collect();
+    assert!(!blocks.is_empty(), "docs/ha.md has no yaml block");
+    for body in blocks {
+        let cfg = Config::from_yaml_str(&body, "docs/ha.md").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.ha, Some(a.1.clone()), "docs/ha.md shows gw1");
+        assert_eq!(cfg.pool.rbd, a.0.pool.rbd);
+    }
+}
