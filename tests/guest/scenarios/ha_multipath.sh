@@ -38,8 +38,14 @@ for d in $(disks_for_lun 0); do
   say "INFO path $d wwid=$(cat /sys/block/$d/device/wwid 2>/dev/null) handler=$(cat /sys/block/$d/device/dh_state 2>/dev/null)"
 done
 
-# multipathd without udevd: libdevmapper makes the /dev/mapper nodes itself.
+# multipathd without udevd: libdevmapper makes the /dev/mapper nodes itself, and an (empty)
+# udev database entry per path disk makes libudev count it as initialized, which multipathd's
+# device enumeration requires (udevd would write these).
 export DM_DISABLE_UDEV=1
+mkdir -p /run/udev/data
+for d in $(disks_for_lun 0); do
+  : >"/run/udev/data/b$(cat /sys/block/$d/dev)"
+done
 multipathd -d -s -v3 >/tmp/multipathd.log 2>&1 &
 t=0
 map=""
