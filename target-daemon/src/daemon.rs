@@ -44,7 +44,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A running daemon.
 pub struct Daemon {
-    pool: Pool,
+    /// The local pool; `None` on a gateway of an HA group (the coordinator opens and
+    /// closes the pool as ownership moves).
+    pool: Option<Pool>,
+    #[cfg(feature = "ceph")]
+    gateway: Option<crate::ha::gateway::Gateway>,
     server: Arc<Server>,
     addrs: Vec<SocketAddr>,
     accept_tasks: Vec<JoinHandle<()>>,
@@ -62,6 +66,9 @@ impl Daemon {
 
     /// As [`start`](Self::start), with the admin API exposed as `admin` says.
     pub async fn start_with(config: Config, admin: AdminOptions) -> anyhow::Result<Daemon> {
+        if config.ha.is_some() {
+            return Daemon::start_gateway(config, admin).await;
+        }
         let pool_path = if config.pool.path.is_absolute() {
             config.pool.path.clone()
         } else {
@@ -95,6 +102,59 @@ impl Daemon {
                 return Err(e);
             }
         };
+        Daemon::serve(&config, admin, Some(pool), lunmgr, targets).await
+    }
+
+    /// A gateway of an HA group: starts as standby over the group's shared state (never
+    /// waiting for the pool); the coordinator opens the pool when it owns the group.
+    #[cfg(feature = "ceph")]
+    async fn start_gateway(config: Config, mut admin: AdminOptions) -> anyhow::Result<Daemon> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
+            .with_context(|| {
+                format!("cannot create data directory {}", config.data_dir.display())
+            })?;
+        let started = crate::ha::gateway::Gateway::start(&config).await?;
+        admin.ha = Some(started.gateway.coordinator.clone());
+        let gateway = started.gateway;
+        match Daemon::serve(&config, admin, None, started.lunmgr, started.targets).await {
+            Ok(mut d) => {
+                gateway.set_portals(d.addrs.iter().map(|a| a.to_string()).collect());
+                d.gateway = Some(gateway);
+                Ok(d)
+            }
+            Err(e) => {
+                gateway.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Without Ceph support there are no HA gateways.
+    #[cfg(not(feature = "ceph"))]
+    async fn start_gateway(_config: Config, _admin: AdminOptions) -> anyhow::Result<Daemon> {
+        anyhow::bail!(
+            "ha: this lunard was built without Ceph support (cargo feature `ceph`), so it \
+             cannot be a gateway of an HA group"
+        )
+    }
+
+    /// Exports the targets on the front ends, listens on the portals and starts the admin
+    /// API; closes `pool` if any of that fails.
+    async fn serve(
+        config: &Config,
+        admin: AdminOptions,
+        pool: Option<Pool>,
+        lunmgr: Arc<LunManager>,
+        targets: Vec<(crate::fabric::TargetSpec, Arc<crate::scsi::ScsiTarget>)>,
+    ) -> anyhow::Result<Daemon> {
+        let close = |pool: Option<Pool>| async move {
+            if let Some(p) = pool {
+                let _ = p.close().await;
+            }
+        };
         // iSCSI targets go to lunard's own server; Fibre Channel and loopback targets to
         // LIO through TCMU.
         let (lio_targets, targets): (Vec<_>, Vec<_>) = targets
@@ -104,7 +164,7 @@ impl Daemon {
             .into_iter()
             .map(|(spec, scsi)| TargetEntry::from_spec(spec, scsi))
             .collect();
-        let server = Server::new(&config, targets);
+        let server = Server::new(config, targets);
         let lio = crate::lio::LioFabric::start(&config.lio);
         for (spec, scsi) in lio_targets {
             lio.add(spec, scsi);
@@ -124,7 +184,7 @@ impl Daemon {
                 Err(e) => {
                     server.shutdown(Duration::from_secs(1)).await;
                     lio.shutdown().await;
-                    let _ = pool.close().await;
+                    close(pool).await;
                     return Err(anyhow::anyhow!(
                         "portals[{i}]: cannot listen on {}: {e}",
                         p.listen
@@ -138,12 +198,14 @@ impl Daemon {
                 Err(e) => {
                     server.shutdown(Duration::from_secs(1)).await;
                     lio.shutdown().await;
-                    let _ = pool.close().await;
+                    close(pool).await;
                     return Err(e);
                 }
             };
         Ok(Daemon {
             pool,
+            #[cfg(feature = "ceph")]
+            gateway: None,
             server,
             addrs,
             accept_tasks,
@@ -163,9 +225,16 @@ impl Daemon {
         &self.server
     }
 
-    /// The storage pool.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The local storage pool; `None` on a gateway of an HA group, whose pool comes and
+    /// goes with ownership (see [`LunManager`]).
+    pub fn pool(&self) -> Option<&Pool> {
+        self.pool.as_ref()
+    }
+
+    /// The HA coordinator, on a gateway of an HA group.
+    #[cfg(feature = "ceph")]
+    pub fn ha(&self) -> Option<&Arc<crate::ha::shell::Coordinator>> {
+        self.gateway.as_ref().map(|g| &g.coordinator)
     }
 
     /// The LUN manager (runtime targets, LUNs, snapshots, clones).
@@ -184,6 +253,13 @@ impl Daemon {
         if let Some(a) = self.admin {
             a.stop();
         }
+        // An owner steps down first (stops I/O, detaches and closes the pool, releases the
+        // RBD lock and the lease), so a standby takes over without waiting for the lease
+        // to expire.
+        #[cfg(feature = "ceph")]
+        if let Some(g) = self.gateway {
+            g.shutdown().await;
+        }
         self.lunmgr.stop_jobs();
         self.server.shutdown(SHUTDOWN_GRACE).await;
         // Hosts on LIO fabrics see their LUNs go before the pool closes under them.
@@ -191,8 +267,10 @@ impl Daemon {
         for t in self.accept_tasks {
             let _ = t.await;
         }
-        self.pool.flush().await.context("flushing the pool")?;
-        self.pool.close().await.context("closing the pool")?;
+        if let Some(pool) = self.pool {
+            pool.flush().await.context("flushing the pool")?;
+            pool.close().await.context("closing the pool")?;
+        }
         Ok(())
     }
 }

@@ -8,6 +8,8 @@
 //!   TCMU user backstore.
 //! - [`lunmgr`], [`admin`]: LUNs, snapshots, clones and targets at run time, and the admin API.
 //! - [`fabric`]: which transport a target uses and how its ports are named.
+//! - [`shared`]: the state the gateways of an HA group share in RADOS (reservations, the
+//!   LUN manager's state, the gateway registry).
 //! - [`secret`]: secrets that never print, and token files only their owner can read.
 //! - [`metrics`], [`http`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` endpoint.
 
@@ -15,6 +17,7 @@ pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod fabric;
+pub mod ha;
 pub mod http;
 pub mod iscsi;
 pub mod lio;
@@ -23,4 +26,5 @@ pub mod metrics;
 pub mod scsi;
 pub mod sdnotify;
 pub mod secret;
+pub mod shared;
 pub mod tcmu;

@@ -191,6 +191,7 @@ fn admin_options(
         socket: None,
         tcp: *listen,
         token,
+        ha: None,
     })
 }
 // --- end admin ---
@@ -205,7 +206,7 @@ enum MetricsListen {
 
 async fn start_metrics(
     how: MetricsListen,
-    pool: &storage_core::Pool,
+    pool: Option<&storage_core::Pool>,
     ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let (addr, fatal) = match how {
@@ -213,9 +214,11 @@ async fn start_metrics(
         MetricsListen::Default(a) => (a, false),
         MetricsListen::Explicit(a) => (a, true),
     };
-    target_daemon::metrics::global().observe_pool(pool);
+    if let Some(pool) = pool {
+        target_daemon::metrics::global().observe_pool(pool);
+    }
     let state = target_daemon::http::HttpState {
-        pool: Some(pool.clone()),
+        pool: pool.cloned(),
         ready,
     };
     match target_daemon::http::serve(addr, state).await {

@@ -115,6 +115,12 @@ pub struct Metrics {
     clone_job_progress: GaugeVec,
     clone_job_state: IntGaugeVec,
     clone_jobs_finished: IntCounterVec,
+    ha_role: IntGauge,
+    ha_epoch: IntGauge,
+    ha_renewals: IntCounter,
+    ha_takeovers: IntCounter,
+    ha_fenced: IntCounter,
+    ha_takeover_duration: Histogram,
     /// Serialises refresh-then-gather so two concurrent scrapes never see a half-reset vec.
     scrape: parking_lot::Mutex<()>,
 }
@@ -516,9 +522,69 @@ impl Metrics {
                 "Clone jobs that ended, by result (completed, failed, cancelled)",
                 &["result"],
             ),
+            ha_role: gauge(
+                &r,
+                "lunar_ha_role",
+                "HA gateway role: 0 standby, 1 taking over, 2 active (owner), 3 releasing, \
+                 4 reconnecting after being fenced, 5 stopped",
+            ),
+            ha_epoch: gauge(
+                &r,
+                "lunar_ha_epoch",
+                "Epoch of the HA group's current ownership as this gateway last saw it",
+            ),
+            ha_renewals: counter(
+                &r,
+                "lunar_ha_lease_renewals_total",
+                "Successful renewals of the ownership lease by this gateway",
+            ),
+            ha_takeovers: counter(
+                &r,
+                "lunar_ha_takeovers_total",
+                "Times this gateway became the owner (lease won, previous owner fenced, pool open)",
+            ),
+            ha_fenced: counter(
+                &r,
+                "lunar_ha_fenced_total",
+                "Times this gateway found itself blocklisted by a new owner",
+            ),
+            ha_takeover_duration: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "lunar_ha_takeover_duration_seconds",
+                        "From winning the lease to serving: fencing, opening the pool, attaching LUNs",
+                    )
+                    .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                )
+                .unwrap_or_else(|e| panic!("takeover histogram: {e}"));
+                register(&r, Box::new(h.clone()), "lunar_ha_takeover_duration_seconds");
+                h
+            },
             registry: r,
             scrape: parking_lot::Mutex::new(()),
         }
+    }
+
+    /// The HA gateway's role (see `lunar_ha_role`) and the epoch it last saw.
+    pub fn ha_state(&self, role: i64, epoch: u64) {
+        self.ha_role.set(role);
+        self.ha_epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
+    }
+
+    /// A lease renewal succeeded.
+    pub fn ha_renewed(&self) {
+        self.ha_renewals.inc();
+    }
+
+    /// This gateway took over, in `d` from lease won to serving.
+    pub fn ha_took_over(&self, d: Duration) {
+        self.ha_takeovers.inc();
+        self.ha_takeover_duration.observe(d.as_secs_f64());
+    }
+
+    /// This gateway was found blocklisted.
+    pub fn ha_fenced(&self) {
+        self.ha_fenced.inc();
     }
 
     /// Feeds the metadata-commit histogram from the pool's commit thread.

@@ -100,6 +100,16 @@ pub mod asc {
     /// 04h/00h LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE: NOT READY, medium access is not
     /// possible now.
     pub const LOGICAL_UNIT_NOT_READY_CAUSE_NOT_REPORTABLE: A = A::new(0x04, 0x00);
+    /// 04h/0Ah LOGICAL UNIT NOT ACCESSIBLE, ASYMMETRIC ACCESS STATE TRANSITION: NOT READY, the
+    /// target port group is changing state (SPC-4 5.16.2.5); initiators retry.
+    pub const LOGICAL_UNIT_NOT_ACCESSIBLE_ASYMMETRIC_ACCESS_STATE_TRANSITION: A =
+        A::new(0x04, 0x0A);
+    /// 04h/0Bh LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN STANDBY STATE: NOT READY, the
+    /// target port group is standby (SPC-4 5.16.2.4.4); multipath uses another path.
+    pub const LOGICAL_UNIT_NOT_ACCESSIBLE_TARGET_PORT_IN_STANDBY_STATE: A = A::new(0x04, 0x0B);
+    /// 04h/0Ch LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN UNAVAILABLE STATE: NOT READY, the
+    /// target port group is unavailable (SPC-4 5.16.2.4.5).
+    pub const LOGICAL_UNIT_NOT_ACCESSIBLE_TARGET_PORT_IN_UNAVAILABLE_STATE: A = A::new(0x04, 0x0C);
     /// 0Ch/00h WRITE ERROR: MEDIUM ERROR, the blocks could not be written.
     pub const WRITE_ERROR: A = A::new(0x0C, 0x00);
     /// 0Ch/0Ch WRITE ERROR - UNEXPECTED UNSOLICITED DATA: unsolicited Data-Out arrived that the
@@ -167,6 +177,9 @@ pub mod asc {
     pub const RESERVATIONS_RELEASED: A = A::new(0x2A, 0x04);
     /// 2Ah/05h REGISTRATIONS PREEMPTED: unit attention for a nexus whose registration was removed.
     pub const REGISTRATIONS_PREEMPTED: A = A::new(0x2A, 0x05);
+    /// 2Ah/06h ASYMMETRIC ACCESS STATE CHANGED: unit attention on every I_T nexus when a
+    /// target port group's access state changed (SPC-4 5.16.2.5).
+    pub const ASYMMETRIC_ACCESS_STATE_CHANGED: A = A::new(0x2A, 0x06);
     /// 2Ah/09h CAPACITY DATA HAS CHANGED: unit attention after the LUN was resized.
     pub const CAPACITY_DATA_HAS_CHANGED: A = A::new(0x2A, 0x09);
     /// 2Ch/00h COMMAND SEQUENCE ERROR: ILLEGAL REQUEST, the command is not valid in the current

@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::task::JoinHandle;
 
 use crate::config::LimitsCfg;
+use crate::ha::status::HaControl;
 use crate::lunmgr::state::ChapRecord;
 use crate::lunmgr::{LunManager, MgrError, ObjectKind};
 use crate::secret::Secret;
@@ -28,7 +29,7 @@ use proto::{
 pub const SOCKET_NAME: &str = "admin.sock";
 
 /// How the admin API is exposed.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct AdminOptions {
     /// Unix socket path (default `<data-dir>/admin.sock`).
     pub socket: Option<PathBuf>,
@@ -36,6 +37,19 @@ pub struct AdminOptions {
     pub tcp: Option<SocketAddr>,
     /// Bearer token for TCP clients.
     pub token: Option<Secret>,
+    /// The HA coordinator (`ha.*` requests), on a gateway of an HA group.
+    pub ha: Option<Arc<dyn HaControl>>,
+}
+
+impl std::fmt::Debug for AdminOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminOptions")
+            .field("socket", &self.socket)
+            .field("tcp", &self.tcp)
+            .field("token", &self.token)
+            .field("ha", &self.ha.is_some())
+            .finish()
+    }
 }
 
 /// The running admin listeners.
@@ -65,6 +79,7 @@ impl AdminServer {
         let unix = socket::bind_private(&socket)?;
         let mut tasks = Vec::new();
         let m = mgr.clone();
+        let ha = opts.ha.clone();
         let idle = std::time::Duration::from_secs(limits.admin_idle_timeout_secs);
         // The Unix socket is mode 0600: its clients are the daemon's own user, trusted with
         // full-size requests from the start.
@@ -77,9 +92,10 @@ impl AdminServer {
                 match unix.accept().await {
                     Ok((s, _)) => {
                         let m = m.clone();
+                        let ha = ha.clone();
                         tokio::spawn(async move {
                             let (r, w) = s.into_split();
-                            serve_conn(m, r, w, None, local).await;
+                            serve_conn(m, ha, r, w, None, local).await;
                         });
                     }
                     Err(e) => {
@@ -105,6 +121,7 @@ impl AdminServer {
                 .unwrap_or(MAX_REQUEST_LINE)
                 .min(MAX_REQUEST_LINE),
             };
+            let ha_tcp = opts.ha.clone();
             let slots = Arc::new(tokio::sync::Semaphore::new(
                 limits.admin_max_connections as usize,
             ));
@@ -121,11 +138,12 @@ impl AdminServer {
                             };
                             tracing::debug!(%peer, "admin TCP client");
                             let m = mgr.clone();
+                            let ha = ha_tcp.clone();
                             let token = token.clone();
                             tokio::spawn(async move {
                                 let _permit = permit;
                                 let (r, w) = s.into_split();
-                                serve_conn(m, r, w, Some(token), remote).await;
+                                serve_conn(m, ha, r, w, Some(token), remote).await;
                             });
                         }
                         Err(e) => {
@@ -203,6 +221,7 @@ async fn refuse(mut s: tokio::net::TcpStream) {
 /// unauthenticated client costs a few KiB, not a megabyte.
 async fn serve_conn<R, W>(
     mgr: Arc<LunManager>,
+    ha: Option<Arc<dyn HaControl>>,
     r: R,
     mut w: W,
     token: Option<Arc<str>>,
@@ -265,7 +284,12 @@ async fn serve_conn<R, W>(
                     };
                     if authorized {
                         authenticated = true;
-                        dispatch(&mgr, req.request).await
+                        match req.request {
+                            r @ (Request::HaStatus | Request::HaMove { .. }) => {
+                                dispatch_ha(ha.clone(), r).await
+                            }
+                            r => dispatch(&mgr, r).await,
+                        }
                     } else {
                         Response::err("unauthorized", "missing or wrong bearer token")
                     }
@@ -295,12 +319,41 @@ fn reply<T: Serialize>(r: Result<T, MgrError>) -> Response {
     }
 }
 
+/// Executes an `ha.*` request on the HA coordinator, off the async workers (it reads and
+/// writes RADOS objects).
+pub async fn dispatch_ha(ha: Option<Arc<dyn HaControl>>, req: Request) -> Response {
+    tracing::debug!(?req, "admin request");
+    let Some(ha) = ha else {
+        return Response::err(
+            "not_ha",
+            "this lunard is not a gateway of an HA group (no ha: section in its configuration)",
+        );
+    };
+    let done = tokio::task::spawn_blocking(move || match req {
+        Request::HaMove { to } => ha
+            .move_to(&to)
+            .map_err(|e| Response::err(e.kind(), e.to_string()))
+            .and_then(|m| serde_json::to_value(m).map_err(|e| internal(&e))),
+        _ => serde_json::to_value(ha.status()).map_err(|e| internal(&e)),
+    })
+    .await;
+    match done {
+        Ok(Ok(v)) => Response::ok(v),
+        Ok(Err(r)) => r,
+        Err(e) => Response::err("internal", format!("the HA request failed: {e}")),
+    }
+}
+
+fn internal(e: &serde_json::Error) -> Response {
+    Response::err("internal", format!("cannot encode the result: {e}"))
+}
+
 /// Executes one request.
 pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
     tracing::debug!(?req, "admin request");
     canonical_targets(mgr, &mut req);
     match req {
-        Request::PoolStatus => reply(Ok(mgr.pool_status())),
+        Request::PoolStatus => reply(mgr.pool_status()),
         Request::PoolCheck => {
             reply(
                 mgr.pool_check()
@@ -447,6 +500,7 @@ pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
                 .map(|n| ClosedSessions { closed_sessions: n }),
         ),
         Request::ConfigExport => reply(mgr.export_yaml().await),
+        r @ (Request::HaStatus | Request::HaMove { .. }) => dispatch_ha(None, r).await,
     }
 }
 

@@ -269,6 +269,15 @@ pub enum Request {
     /// Targets and mapped LUNs as YAML configuration.
     #[serde(rename = "config.export")]
     ConfigExport,
+    /// The HA group as this gateway sees it (`crate::ha::status::HaStatus`).
+    #[serde(rename = "ha.status")]
+    HaStatus,
+    /// Planned move: the owner hands the pool to gateway `to`.
+    #[serde(rename = "ha.move")]
+    HaMove {
+        /// Gateway to take over.
+        to: String,
+    },
 }
 
 /// An error as sent on the wire.

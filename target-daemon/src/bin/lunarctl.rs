@@ -21,6 +21,7 @@ use target_daemon::admin::proto::{
 };
 use target_daemon::admin::SOCKET_NAME;
 use target_daemon::config::{ByteSize, Config, DEFAULT_CONFIG_YAML};
+use target_daemon::ha::status::{HaStatus, MoveAccepted};
 use target_daemon::lunmgr::clones::CloneCreate;
 use target_daemon::lunmgr::{
     CloneJobView, LunCreate, LunSet, LunView, MappingView, PoolView, SessionView, SnapshotView,
@@ -88,6 +89,22 @@ enum Cmd {
     /// Configuration export.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// High availability: the gateways of this lunard's HA group.
+    #[command(subcommand)]
+    Ha(HaCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum HaCmd {
+    /// Gateways, owner, epoch, lease state and this gateway's role.
+    Status,
+    /// Planned move: the owner finishes in-flight I/O, closes the pool and hands the lease
+    /// to gateway TO.
+    Move {
+        /// Gateway to take over.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -847,6 +864,49 @@ fn print_sessions(w: Out<'_>, sessions: &[SessionView]) -> io::Result<()> {
 
 /// `deleted demo`, or with the snapshots that went with it:
 /// `deleted demo and its 2 snapshots: demo@a, demo@b`.
+fn print_ha_status(w: Out<'_>, s: &HaStatus) -> io::Result<()> {
+    writeln!(w, "group:      {}", s.group)?;
+    writeln!(
+        w,
+        "gateway:    {} (port group {}), role {}",
+        s.gateway, s.port_group, s.role
+    )?;
+    writeln!(w, "owner:      {}", opt(&s.owner))?;
+    writeln!(w, "epoch:      {}", s.epoch)?;
+    writeln!(w, "lease:      {} ({} ms)", s.lease, s.lease_ms)?;
+    if let Some(p) = &s.preferred {
+        writeln!(w, "moving to:  {p}")?;
+    }
+    if let Some(r) = s.since_renew_ms {
+        writeln!(w, "last renew: {r} ms ago")?;
+    }
+    if let Some(l) = s.serving_left_ms {
+        writeln!(w, "serving:    {l} ms left before the local deadline")?;
+    }
+    if s.gateways.is_empty() {
+        return Ok(());
+    }
+    writeln!(w)?;
+    let rows = s
+        .gateways
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                g.port_group.to_string(),
+                if g.owner { "owner" } else { "standby" }.to_string(),
+                g.portals.join(","),
+                age(g.last_seen_secs_ago),
+            ]
+        })
+        .collect();
+    table(
+        w,
+        &["GATEWAY", "PORT GROUP", "ROLE", "PORTALS", "LAST SEEN"],
+        rows,
+    )
+}
+
 fn print_deleted(w: Out<'_>, d: &Deleted) -> io::Result<()> {
     match d.snapshots.len() {
         0 => writeln!(w, "deleted {}", d.deleted),
@@ -1229,6 +1289,19 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
             let v = c.call(Request::SessionClose { target })?;
             let n: ClosedSessions = decode(&v)?;
             Shown::line(v, format!("closed {} session(s)", n.closed_sessions))
+        }
+        Cmd::Ha(HaCmd::Status) => Shown::typed(c.call(Request::HaStatus)?, print_ha_status),
+        Cmd::Ha(HaCmd::Move { to }) => {
+            let v = c.call(Request::HaMove { to })?;
+            let m: MoveAccepted = decode(&v)?;
+            let from = m.from.unwrap_or_else(|| "(no owner)".into());
+            Shown::line(
+                v,
+                format!(
+                    "moving the pool from {from} to {} (epoch {}): the owner hands over at its next renew",
+                    m.to, m.epoch
+                ),
+            )
         }
         Cmd::Config(ConfigCmd::Export { output }) => {
             let v = c.call(Request::ConfigExport)?;

@@ -109,7 +109,7 @@ impl DurationCfg {
 impl fmt::Display for DurationCfg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -228,17 +228,26 @@ mod tests {
 
     #[test]
     fn durations_parse_and_print_back() {
-        assert_eq!(DurationCfg::parse("3s"), Ok(DurationCfg(Duration::from_secs(3))));
+        assert_eq!(
+            DurationCfg::parse("3s"),
+            Ok(DurationCfg(Duration::from_secs(3)))
+        );
         assert_eq!(
             DurationCfg::parse("1500ms"),
             Ok(DurationCfg(Duration::from_millis(1500)))
         );
-        assert_eq!(DurationCfg::parse("7"), Ok(DurationCfg(Duration::from_secs(7))));
+        assert_eq!(
+            DurationCfg::parse("7"),
+            Ok(DurationCfg(Duration::from_secs(7)))
+        );
         assert!(DurationCfg::parse("3m").is_err());
         assert!(DurationCfg::parse("s").is_err());
         assert!(DurationCfg::parse("-1s").is_err());
         for s in ["3s", "1500ms", "60s"] {
-            assert_eq!(DurationCfg::parse(s).map(|d| d.to_string()), Ok(s.to_string()));
+            assert_eq!(
+                DurationCfg::parse(s).map(|d| d.to_string()),
+                Ok(s.to_string())
+            );
         }
     }
 }

@@ -316,12 +316,18 @@ targets:
     fn ha_section_parses_with_defaults() {
         let cfg = Config::from_yaml_str(HA, "ha.yaml").unwrap();
         let ha = cfg.ha.as_ref().unwrap();
-        assert_eq!(ha.lease, DurationCfg(std::time::Duration::from_millis(1500)));
+        assert_eq!(
+            ha.lease,
+            DurationCfg(std::time::Duration::from_millis(1500))
+        );
         assert_eq!(ha.ceph.client, "admin");
         assert_eq!(cfg.pool.rbd.as_ref().unwrap().image, "lunar-g1");
         let yaml = cfg.to_yaml().unwrap();
         assert_eq!(Config::from_yaml_str(&yaml, "again.yaml").unwrap(), cfg);
-        let short = HA.replace("  ceph:\n    conf: /tmp/ceph.conf\n    pool: rbd\n  lease: 1500ms\n", "");
+        let short = HA.replace(
+            "  ceph:\n    conf: /tmp/ceph.conf\n    pool: rbd\n  lease: 1500ms\n",
+            "",
+        );
         let cfg = Config::from_yaml_str(&short, "ha.yaml").unwrap();
         let ha = cfg.ha.unwrap();
         assert_eq!(ha.lease.to_string(), "3s");
@@ -346,12 +352,21 @@ targets:
         let e = err(&HA.replace("image: lunar-g1", "image: a/b"));
         assert!(e.starts_with("bad.yaml:6: pool.rbd.image:"), "{e}");
         let e = err(&HA.replace("  capacity: 1GiB\n", ""));
-        assert!(e.contains("pool.capacity: is required with pool.rbd"), "{e}");
+        assert!(
+            e.contains("pool.capacity: is required with pool.rbd"),
+            "{e}"
+        );
         let e = err(&HA.replace("  rbd:\n    image: lunar-g1\n", ""));
-        assert!(e.contains("pool.rbd: an HA gateway serves a pool in an RBD image"), "{e}");
+        assert!(
+            e.contains("pool.rbd: an HA gateway serves a pool in an RBD image"),
+            "{e}"
+        );
         let no_ha = &HA[..HA.find("ha:").unwrap()];
         let e = err(no_ha);
-        assert!(e.starts_with("bad.yaml:5: pool.rbd: needs an ha: section"), "{e}");
+        assert!(
+            e.starts_with("bad.yaml:5: pool.rbd: needs an ha: section"),
+            "{e}"
+        );
         let e = err(&HA.replace("  port_group: 1\n", ""));
         assert!(e.contains("missing field `port_group`"), "{e}");
     }

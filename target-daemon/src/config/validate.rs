@@ -126,7 +126,8 @@ impl Config {
     /// `ha` and `pool.rbd`: each checked alone, and present together or not at all.
     fn validate_ha(&self) -> Result<(), (String, String)> {
         if let Some(rbd) = &self.pool.rbd {
-            rbd.validate().map_err(|(f, m)| (format!("pool.rbd.{f}"), m))?;
+            rbd.validate()
+                .map_err(|(f, m)| (format!("pool.rbd.{f}"), m))?;
         }
         match (&self.ha, &self.pool.rbd) {
             (Some(ha), Some(_)) => {

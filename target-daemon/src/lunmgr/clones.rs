@@ -139,13 +139,14 @@ impl LunManager {
                 origin: Some(req.source.clone()),
                 clone_mode: Some(mode),
                 created_unix: now_unix(),
+                geometry: None,
             },
         );
         st.clone_jobs.push(job.clone());
         self.save(&st)?;
 
         let created = self
-            .pool
+            .pool()?
             .clone_volume(&req.source, &req.name, guarantee)
             .await;
         let info = match created {
@@ -222,13 +223,13 @@ impl LunManager {
         lun: &str,
         hidden: bool,
     ) -> MgrResult<()> {
-        let split = match self.pool.start_split(lun) {
+        let split = match self.pool()?.start_split(lun) {
             Ok(s) => s,
             Err(e) => {
                 let msg = e.to_string();
                 if hidden {
                     st.luns.remove(lun);
-                    let pool = self.pool.clone();
+                    let pool = self.pool()?;
                     let lun = lun.to_string();
                     tokio::spawn(async move {
                         let _ = pool.delete_volume(&lun).await;
@@ -325,7 +326,9 @@ impl LunManager {
             }
             Ok(()) | Err(StorageError::Cancelled) => {
                 if hidden {
-                    let _ = self.pool.delete_volume(lun).await;
+                    if let Ok(pool) = self.pool() {
+                        let _ = pool.delete_volume(lun).await;
+                    }
                     st.luns.remove(lun);
                 }
                 finish_job(&mut st, job_id, JobState::Cancelled, None);
@@ -334,7 +337,9 @@ impl LunManager {
             Err(e) => {
                 tracing::error!(job = job_id, "clone copy failed: {e}");
                 if hidden {
-                    let _ = self.pool.delete_volume(lun).await;
+                    if let Ok(pool) = self.pool() {
+                        let _ = pool.delete_volume(lun).await;
+                    }
                     st.luns.remove(lun);
                 }
                 finish_job(&mut st, job_id, JobState::Failed, Some(e.to_string()));
@@ -521,10 +526,10 @@ impl LunManager {
                 hint: "pass --force to swap its contents under them",
             });
         }
-        let guarantee = self.pool.volume_info(name)?.guarantee;
+        let guarantee = self.pool()?.volume_info(name)?.guarantee;
         st.next_job += 1;
         let tmp = format!("{name}.refresh-{}", st.next_job);
-        self.pool
+        self.pool()?
             .clone_volume(&source, &tmp, Some(guarantee))
             .await?;
         let mappings = mappings_of(&st, name);
@@ -533,19 +538,19 @@ impl LunManager {
                 let _ = t.remove_lun(m.lun_id);
             }
         }
-        if let Err(e) = self.pool.delete_volume(name).await {
-            let _ = self.pool.delete_volume(&tmp).await;
+        if let Err(e) = self.pool()?.delete_volume(name).await {
+            let _ = self.pool()?.delete_volume(&tmp).await;
             self.reload_mappings(&st);
             return Err(e.into());
         }
-        self.pool.rename_volume(&tmp, name).await?;
+        self.pool()?.rename_volume(&tmp, name).await?;
         if let Some(r) = st.luns.get_mut(name) {
             r.origin = Some(source.clone());
             r.clone_mode = Some(CloneMode::Linked);
         }
         for m in &mappings {
             if let Some(t) = self.scsi_target(&m.target) {
-                attach_with_identity(&self.pool, &st, &t, m.lun_id, name);
+                attach_with_identity(&self.pool()?, &st, &t, m.lun_id, name);
             }
         }
         self.save(&st)?;

@@ -198,6 +198,7 @@ mod tests {
                         origin: None,
                         clone_mode: None,
                         created_unix: 0,
+                        geometry: None,
                     },
                 );
             }

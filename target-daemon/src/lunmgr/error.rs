@@ -239,6 +239,13 @@ pub enum MgrError {
         /// The device server's reason.
         reason: String,
     },
+    /// This gateway of an HA group is not the pool's owner (it has no pool open): the
+    /// operation needs the pool and must be run on the owner.
+    #[error("{}", not_owner_message(.owner.as_deref()))]
+    NotOwner {
+        /// The gateway that owns the pool, if one does now.
+        owner: Option<String>,
+    },
     /// The pool refused or failed.
     #[error("{}", storage_message(.0))]
     Storage(#[from] StorageError),
@@ -252,6 +259,15 @@ pub enum MgrError {
 
 /// The pool's message, phrased for an administrator (the pool's own wording names its
 /// objects already: `volume 'x' not found`).
+fn not_owner_message(owner: Option<&str>) -> String {
+    match owner {
+        Some(o) => format!(
+            "this gateway is standby: the pool is open on gateway {o:?}; run the command there"
+        ),
+        None => "this gateway is standby and no gateway owns the pool right now (failover in progress?); retry on the owner".to_string(),
+    }
+}
+
 fn storage_message(e: &StorageError) -> String {
     match e {
         StorageError::InvalidArgument(m) | StorageError::Busy(m) => m.clone(),
@@ -316,6 +332,7 @@ impl MgrError {
                 _ => "internal",
             },
             MgrError::State(_) | MgrError::Export(_) => "internal",
+            MgrError::NotOwner { .. } => "not_owner",
         }
     }
 
@@ -343,6 +360,7 @@ impl MgrError {
             | MgrError::NeedsArgument { .. }
             | MgrError::Storage(_)
             | MgrError::State(_)
+            | MgrError::NotOwner { .. }
             | MgrError::Export(_) => None,
         }
     }

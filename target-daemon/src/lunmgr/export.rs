@@ -22,7 +22,7 @@ impl LunManager {
                     .luns
                     .iter()
                     .filter_map(|(&id, name)| {
-                        let info = self.pool.volume_info(name).ok()?;
+                        let info = self.pool().ok()?.volume_info(name).ok()?;
                         Some(LunCfg {
                             id,
                             volume: name.clone(),

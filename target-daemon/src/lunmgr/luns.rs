@@ -100,7 +100,19 @@ impl LunManager {
             snapshots: 0,
             created_unix: rec.created_unix,
         };
-        match self.pool.volume_info(&rec.name) {
+        let Ok(pool) = self.pool() else {
+            // A standby gateway: what the owner last recorded.
+            return match rec.geometry {
+                Some(g) => LunView {
+                    size_bytes: g.size_blocks * u64::from(g.block_size),
+                    block_size: g.block_size,
+                    guarantee: if g.thin { "none" } else { "full" }.into(),
+                    ..base
+                },
+                None => base,
+            };
+        };
+        match pool.volume_info(&rec.name) {
             Ok(i) => LunView {
                 size_bytes: i.size_bytes,
                 block_size: i.block_size,
@@ -129,7 +141,7 @@ impl LunManager {
     pub async fn lun_show(&self, name: &str) -> MgrResult<LunView> {
         let st = self.lock().await;
         let rec = lun_rec(&st, name)?;
-        if let Err(e) = self.pool.reconcile_space().await {
+        if let Err(e) = self.pool()?.reconcile_space().await {
             tracing::warn!("space reconcile failed: {e}");
         }
         Ok(self.lun_view(&st, rec))
@@ -167,7 +179,7 @@ impl LunManager {
             None => None,
         };
         let info = self
-            .pool
+            .pool()?
             .create_volume(&req.name, req.size_bytes, block_size, guarantee)
             .await?;
         st.luns.insert(
@@ -180,6 +192,7 @@ impl LunManager {
                 origin: None,
                 clone_mode: None,
                 created_unix: now_unix(),
+                geometry: None,
             },
         );
         if let Some((t, id)) = map_to {
@@ -189,7 +202,7 @@ impl LunManager {
             // Undo so that what the pool holds matches what the state says.
             self.unmap_everywhere(&mut st, &req.name);
             st.luns.remove(&req.name);
-            let _ = self.pool.delete_volume(&req.name).await;
+            let _ = self.pool()?.delete_volume(&req.name).await;
             return Err(e);
         }
         tracing::info!(lun = %req.name, size = req.size_bytes, "LUN created");
@@ -207,7 +220,7 @@ impl LunManager {
         let st = self.lock().await;
         let rec = lun_rec(&st, name)?;
         online(rec)?;
-        let info = self.pool.volume_info(name)?;
+        let info = self.pool()?.volume_info(name)?;
         check_size(size_bytes, info.block_size)?;
         if size_bytes < info.size_bytes && !allow_shrink {
             return Err(MgrError::ShrinkNotConfirmed {
@@ -216,13 +229,17 @@ impl LunManager {
                 to: human_bytes(size_bytes),
             });
         }
-        self.pool
+        self.pool()?
             .resize_volume(name, size_bytes, allow_shrink)
             .await?;
         for m in mappings_of(&st, name) {
             if let Some(t) = self.scsi_target(&m.target) {
                 t.lun_resized(m.lun_id);
             }
+        }
+        // The records carry the size for gateways without the pool (`gateway.rs`).
+        if let Err(e) = self.save(&st) {
+            tracing::warn!(lun = %name, "resized, but the new size could not be recorded: {e}");
         }
         tracing::info!(lun = %name, size = size_bytes, "LUN resized");
         Ok(self.lun_view(&st, rec))
@@ -234,7 +251,7 @@ impl LunManager {
         online(lun_rec(&st, &req.name)?)?;
         if let Some(g) = &req.guarantee {
             let g = parse_guarantee(g)?;
-            self.pool.set_guarantee(&req.name, g).await?;
+            self.pool()?.set_guarantee(&req.name, g).await?;
         }
         let mut name = req.name.clone();
         if let Some(new) = &req.rename {
@@ -253,7 +270,7 @@ impl LunManager {
                     hint: "cancel it or wait for it to end before renaming",
                 });
             }
-            self.pool.rename_volume(&name, new).await?;
+            self.pool()?.rename_volume(&name, new).await?;
             if let Some(mut rec) = st.luns.remove(&name) {
                 rec.name = new.clone();
                 st.luns.insert(new.clone(), rec);
@@ -284,7 +301,7 @@ impl LunManager {
             for m in mappings_of(&st, &name) {
                 if let Some(t) = self.scsi_target(&m.target) {
                     let _ = t.remove_lun(m.lun_id);
-                    attach(&self.pool, &st, &t, m.lun_id, &name);
+                    attach(&self.pool()?, &st, &t, m.lun_id, &name);
                 }
             }
         }
@@ -324,7 +341,7 @@ impl LunManager {
             });
         }
         let snapshots: Vec<String> = self
-            .pool
+            .pool()?
             .snapshots(Some(name))
             .into_iter()
             .map(|s| format!("{}@{}", s.volume, s.name))
@@ -336,7 +353,7 @@ impl LunManager {
             });
         }
         self.unmap_everywhere(&mut st, name);
-        match self.pool.delete_volume(name).await {
+        match self.pool()?.delete_volume(name).await {
             Ok(()) | Err(StorageError::NotFound(_)) => {}
             Err(e) => {
                 // Put the mappings back: nothing changed.
@@ -422,7 +439,7 @@ impl LunManager {
             kind: ObjectKind::Target,
             name: target.to_string(),
         })?;
-        let vol = self.pool.volume(name)?;
+        let vol = self.pool()?.volume(name)?;
         let ro = st.luns.get(name).is_some_and(|r| r.read_only);
         let identity = st.luns.get(name).map_or_else(|| vol.uuid(), |r| r.identity);
         t.add_lun_with_identity(id, vol, ro, identity)
@@ -460,7 +477,7 @@ impl LunManager {
                 let have = s.luns();
                 for (&id, name) in &t.luns {
                     if !have.contains(&id) {
-                        attach(&self.pool, st, &s, id, name);
+                        self.attach_any(st, &s, id, name);
                     }
                 }
             }

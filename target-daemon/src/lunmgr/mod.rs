@@ -16,6 +16,8 @@ pub mod clones;
 pub mod divergence;
 pub mod error;
 mod export;
+mod gateway;
+pub use gateway::GatewayOpen;
 mod luns;
 mod pool;
 mod seed;
@@ -61,7 +63,14 @@ pub(crate) struct JobCtl {
 
 /// The LUN manager. Cheap to share (`Arc`).
 pub struct LunManager {
-    pool: Pool,
+    /// The pool; `None` on a standby gateway of an HA group (see `gateway.rs`).
+    pool: RwLock<Option<Pool>>,
+    /// The HA group's ALUA state, on a gateway: every target gets it, and errors name the
+    /// owner from it.
+    alua: Option<Arc<crate::scsi::alua::AluaView>>,
+    /// The reservation store of the targets a gateway builds (`None`: the data
+    /// directory's `FileStore`).
+    pr_store: Option<Arc<dyn crate::scsi::pr::PrStore>>,
     data_dir: PathBuf,
     state: tokio::sync::Mutex<State>,
     /// Device servers by IQN (exported or waiting for a restart to be).
@@ -74,6 +83,9 @@ pub struct LunManager {
     pub(crate) jobs: Mutex<HashMap<String, Arc<JobCtl>>>,
     /// The configuration lunard started with (for `config export`).
     config: Config,
+    /// Where every change is saved: `state.json` of the data directory, or (a gateway of
+    /// an HA group) the group's shared state object, see [`LunManager::set_state_store`].
+    state_store: RwLock<Arc<dyn state::StateStore>>,
 }
 
 impl LunManager {
@@ -86,14 +98,16 @@ impl LunManager {
         pool: Pool,
     ) -> anyhow::Result<(Arc<LunManager>, Vec<(TargetSpec, Arc<ScsiTarget>)>)> {
         let data_dir = config.data_dir.clone();
-        let loaded = state::load(&data_dir)?;
+        let store: Arc<dyn state::StateStore> = Arc::new(state::FileStateStore::new(&data_dir));
+        let loaded = store.load()?;
         let fresh = loaded.is_none();
         let mut st = loaded.unwrap_or_default();
         st.version = STATE_VERSION;
         seed_from_config(&mut st, config, &pool).await?;
         clones::recover_interrupted(&mut st, &pool).await;
         adopt_orphans(&mut st, &pool);
-        state::save(&data_dir, &st)?;
+        gateway::fill_geometry(&pool, &mut st);
+        store.save(&st)?;
         if fresh {
             tracing::info!(path = %state::state_path(&data_dir).display(), "state seeded from the configuration");
         }
@@ -113,27 +127,43 @@ impl LunManager {
             scsi.insert(t.iqn.clone(), target.clone());
             entries.push((t.to_spec(), target));
         }
-        let mgr = Arc::new(LunManager {
-            pool,
-            data_dir,
+        let mgr = LunManager::new_empty(config, Some(pool.clone()), st, None, None);
+        *mgr.scsi.write() = scsi;
+        let mgr = Arc::new(mgr);
+        mgr.spawn_space_watch(&pool);
+        Ok((mgr, entries))
+    }
+
+    /// A manager with no device servers yet.
+    fn new_empty(
+        config: &Config,
+        pool: Option<Pool>,
+        st: State,
+        alua: Option<Arc<crate::scsi::alua::AluaView>>,
+        pr_store: Option<Arc<dyn crate::scsi::pr::PrStore>>,
+    ) -> LunManager {
+        LunManager {
+            pool: RwLock::new(pool),
+            alua,
+            pr_store,
+            data_dir: config.data_dir.clone(),
             state: tokio::sync::Mutex::new(st),
-            scsi: RwLock::new(scsi),
+            scsi: RwLock::new(BTreeMap::new()),
             pending: Mutex::new(Default::default()),
             frontends: RwLock::new(Vec::new()),
             jobs: Mutex::new(HashMap::new()),
             config: config.clone(),
-        });
-        mgr.spawn_space_watch();
-        Ok((mgr, entries))
+            state_store: RwLock::new(Arc::new(state::FileStateStore::new(&config.data_dir))),
+        }
     }
 
     /// Watches the pool's soft threshold; on every upward crossing every exported LUN raises
     /// THIN PROVISIONING SOFT THRESHOLD REACHED (38/07) once per I_T nexus. Driven by the
     /// pool's own watch channel (no polling interval that a quick rise and fall could slip
     /// through); stops when the pool closes or the manager is gone.
-    fn spawn_space_watch(self: &Arc<Self>) {
+    fn spawn_space_watch(self: &Arc<Self>, pool: &Pool) {
         let weak = Arc::downgrade(self);
-        let mut rx = self.pool.soft_threshold_watch();
+        let mut rx = pool.soft_threshold_watch();
         tokio::spawn(async move {
             // Compare crossing counts, not states: the channel keeps only its latest value,
             // so a rise, fall and rise while this task was not scheduled reads as "reached,
@@ -184,9 +214,19 @@ impl LunManager {
             .cloned()
     }
 
-    /// The pool.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The pool, or [`MgrError::NotOwner`] on a standby gateway (naming the owner).
+    pub fn pool(&self) -> MgrResult<Pool> {
+        match &*self.pool.read() {
+            Some(p) => Ok(p.clone()),
+            None => Err(MgrError::NotOwner {
+                owner: self.alua.as_ref().and_then(|v| v.owner()),
+            }),
+        }
+    }
+
+    /// Whether the pool is open here (a single Lunar, or the owner of an HA group).
+    pub fn has_pool(&self) -> bool {
+        self.pool.read().is_some()
     }
 
     /// The data directory.
@@ -198,8 +238,40 @@ impl LunManager {
         self.state.lock().await
     }
 
+    /// Saves `st` (the state under the manager's lock) to the state store: a
+    /// compare-and-swap on a shared store, which refuses it (`StateError::Conflict`) when
+    /// another gateway changed the state since `st` was loaded. Blocking, like today's
+    /// file write: the state is small and administrative calls are rare.
+    /// Every LUN record's geometry is refreshed from the pool first (so standby gateways,
+    /// which have no pool, present the LUNs as they are; see `gateway.rs`).
     pub(crate) fn save(&self, st: &State) -> MgrResult<()> {
-        state::save(&self.data_dir, st).map_err(MgrError::from)
+        let store = self.state_store.read().clone();
+        let pool = self.pool.read().clone();
+        match pool {
+            Some(p) => {
+                let mut copy = st.clone();
+                gateway::fill_geometry(&p, &mut copy);
+                store.save(&copy).map_err(MgrError::from)?;
+                // The version the save produced belongs to the state under the lock.
+                st.store_version.set(copy.store_version.get());
+                Ok(())
+            }
+            None => store.save(st).map_err(MgrError::from),
+        }
+    }
+
+    /// Keep the state in `store` from now on (an HA gateway: the group's shared state
+    /// object) instead of `state.json`. The state the manager holds must derive from
+    /// `store`'s current version (loaded from it, or reloaded with
+    /// [`reload_state`](Self::reload_state)-like code that keeps
+    /// `State::store_version`), or the next save is refused as a conflict.
+    pub fn set_state_store(&self, store: Arc<dyn state::StateStore>) {
+        *self.state_store.write() = store;
+    }
+
+    /// The state store changes are saved to.
+    pub fn state_store(&self) -> Arc<dyn state::StateStore> {
+        self.state_store.read().clone()
     }
 
     /// The stored name of the target `name` denotes: `name` itself when a target has it,

@@ -72,6 +72,7 @@ pub(super) async fn seed_from_config(
                     origin: info.origin.clone(),
                     clone_mode: None,
                     created_unix: info.created_unix,
+                    geometry: None,
                 });
             if let Some(rec) = st.targets.get_mut(&name) {
                 match rec.luns.get(&l.id) {
@@ -107,6 +108,7 @@ pub(super) fn adopt_orphans(st: &mut State, pool: &Pool) {
                     origin: v.origin.clone(),
                     clone_mode: v.origin.as_ref().map(|_| state::CloneMode::Linked),
                     created_unix: v.created_unix,
+                    geometry: None,
                 },
             );
         }

@@ -18,7 +18,7 @@ impl LunManager {
                 name: format!("{lun}@{snap}"),
             });
         }
-        let s = self.pool.snapshot(lun, snap).await?;
+        let s = self.pool()?.snapshot(lun, snap).await?;
         Ok(SnapshotView {
             lun: s.volume,
             name: s.name,
@@ -63,7 +63,7 @@ impl LunManager {
             }
         }
         let pairs: Vec<(&str, &str)> = luns.iter().map(|l| (l.as_str(), group)).collect();
-        let snaps = self.pool.snapshot_group(&pairs).await?;
+        let snaps = self.pool()?.snapshot_group(&pairs).await?;
         st.groups.insert(
             group.to_string(),
             GroupRecord {
@@ -94,7 +94,7 @@ impl LunManager {
             lun_rec(&st, l)?;
         }
         Ok(self
-            .pool
+            .pool()?
             .snapshots(lun)
             .into_iter()
             .filter(|s| st.luns.contains_key(&s.volume))
@@ -135,7 +135,7 @@ impl LunManager {
                 hint: "cancel it or wait for it to end",
             });
         }
-        self.pool.delete_snapshot(lun, snap).await?;
+        self.pool()?.delete_snapshot(lun, snap).await?;
         if let Some(g) = st.groups.get_mut(snap) {
             g.members.retain(|m| m != lun);
         }
@@ -184,7 +184,7 @@ impl LunManager {
                 hint: "log them out or pass --force",
             });
         }
-        self.pool.rollback(lun, snap).await?;
+        self.pool()?.rollback(lun, snap).await?;
         tracing::info!(lun, snap, "rolled back");
         Ok(())
     }
@@ -192,7 +192,7 @@ impl LunManager {
     /// `Ok` if `lun` has a snapshot `snap`, else the typed not-found error naming `lun@snap`.
     pub(crate) fn snapshot_exists(&self, lun: &str, snap: &str) -> MgrResult<()> {
         if self
-            .pool
+            .pool()?
             .snapshots(Some(lun))
             .iter()
             .any(|s| s.name == snap)

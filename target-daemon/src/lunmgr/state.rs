@@ -11,6 +11,12 @@
 //!
 //! The file holds CHAP secrets, so it is private to lunard's user (mode 0600) whatever the
 //! umask: the temporary file is created with that mode, never widened and narrowed later.
+//!
+//! Where the state lives is a [`StateStore`]: the [`FileStateStore`] above for a single
+//! lunard, or the object `lunar.<group>.state` the gateways of an HA group share
+//! (`crate::shared::SharedStateStore`), where every save is a compare-and-swap on the
+//! version the [`State`] was loaded or last saved as ([`State::store_version`]), so a
+//! gateway never overwrites a change another gateway made meanwhile.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -47,6 +53,79 @@ pub struct State {
     /// Number of the next clone job.
     #[serde(default)]
     pub next_job: u64,
+    /// The store version this state was loaded or last saved as (not persisted): a shared
+    /// store saves only if the stored version is still this one. 0: never stored.
+    #[serde(skip)]
+    pub store_version: StoreVersion,
+}
+
+/// The version of the stored state a [`State`] derives from. Interior-mutable so a save
+/// through `&State` records the version it produced (the state is behind the LUN
+/// manager's lock, so loading, changing and saving it are one sequence).
+#[derive(Debug, Default)]
+pub struct StoreVersion(std::sync::atomic::AtomicU64);
+
+impl StoreVersion {
+    /// The version (0: never stored).
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Record a new version.
+    pub fn set(&self, v: u64) {
+        self.0.store(v, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Clone for StoreVersion {
+    fn clone(&self) -> Self {
+        Self(std::sync::atomic::AtomicU64::new(self.get()))
+    }
+}
+
+/// Where the LUN manager's [`State`] is kept. Blocking.
+pub trait StateStore: Send + Sync {
+    /// The stored state (with [`State::store_version`] set); `Ok(None)` when there is none
+    /// yet.
+    fn load(&self) -> Result<Option<State>, StateError>;
+
+    /// Store `st`. A shared store does so only if the stored version is still
+    /// `st.store_version` ([`StateError::Conflict`] otherwise, nothing written) and then
+    /// records the new version in `st` and tells the other gateways.
+    fn save(&self, st: &State) -> Result<(), StateError>;
+
+    /// Where the state is, for messages (a path or an object name).
+    fn describe(&self) -> String;
+}
+
+/// Today's `<data-dir>/state.json` (atomic replace, mode 0600). One writer (this lunard),
+/// so there are no versions to check.
+#[derive(Debug, Clone)]
+pub struct FileStateStore {
+    dir: PathBuf,
+}
+
+impl FileStateStore {
+    /// The state file of `data_dir`.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            dir: data_dir.to_path_buf(),
+        }
+    }
+}
+
+impl StateStore for FileStateStore {
+    fn load(&self) -> Result<Option<State>, StateError> {
+        load(&self.dir)
+    }
+
+    fn save(&self, st: &State) -> Result<(), StateError> {
+        save(&self.dir, st)
+    }
+
+    fn describe(&self) -> String {
+        state_path(&self.dir).display().to_string()
+    }
 }
 
 /// Whether a LUN may be presented to initiators.
@@ -100,6 +179,25 @@ pub struct LunRecord {
     pub clone_mode: Option<CloneMode>,
     /// Creation time, seconds since the Unix epoch.
     pub created_unix: u64,
+    /// What a gateway without the pool presents (size, block size, provisioning), as the
+    /// pool's owner last recorded it; `None` in a state written before it was kept (or by
+    /// a LUN still being created). Refreshed from the pool at every save.
+    #[serde(default)]
+    pub geometry: Option<LunGeometry>,
+}
+
+/// A LUN's geometry as recorded for standby gateways of an HA group (which have no pool
+/// to ask): everything READ CAPACITY, MODE SENSE and the VPD pages report besides identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LunGeometry {
+    /// Size in logical blocks.
+    pub size_blocks: u64,
+    /// Logical block size in bytes.
+    pub block_size: u32,
+    /// Thin provisioned (guarantee `none`), else fully reserved.
+    pub thin: bool,
+    /// The pool's chunk size (the UNMAP granularity of the Block Limits page).
+    pub chunk_size: u32,
 }
 
 /// CHAP credentials as persisted (the config's `ChapCfg` is input-only). The secrets are
@@ -295,6 +393,21 @@ pub enum StateError {
         /// Parser message.
         message: String,
     },
+    /// Another gateway saved the shared state since this one loaded it: nothing was
+    /// written; the operation may be retried once the gateway has reloaded.
+    #[error("the shared state {object} was changed by another gateway meanwhile; nothing was saved, retry")]
+    Conflict {
+        /// Object name.
+        object: String,
+    },
+    /// The shared store could not be reached or refused the operation.
+    #[error("shared state {object}: {message}")]
+    Shared {
+        /// Object name.
+        object: String,
+        /// What failed.
+        message: String,
+    },
     /// Written by a newer lunard.
     #[error(
         "state file {path} has version {found}; this lunard understands up to {STATE_VERSION}"
@@ -326,17 +439,31 @@ pub fn load(data_dir: &Path) -> Result<Option<State>, StateError> {
         }
     };
     tighten(&path)?;
-    let st: State = serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
-        path: path.display().to_string(),
+    decode(&path.display().to_string(), &text).map(Some)
+}
+
+/// Decodes a stored state (`what`: where it came from, for the errors): a corrupt one or
+/// one of a newer format is refused, never half-read.
+pub fn decode(what: &str, bytes: &[u8]) -> Result<State, StateError> {
+    let st: State = serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
+        path: what.to_string(),
         message: e.to_string(),
     })?;
     if st.version > STATE_VERSION {
         return Err(StateError::Version {
-            path: path.display().to_string(),
+            path: what.to_string(),
             found: st.version,
         });
     }
-    Ok(Some(st))
+    Ok(st)
+}
+
+/// The stored form of a state (pretty JSON).
+pub fn encode(st: &State) -> Result<Vec<u8>, StateError> {
+    serde_json::to_vec_pretty(st).map_err(|e| StateError::Io {
+        context: "encoding the state".into(),
+        source: std::io::Error::other(e),
+    })
 }
 
 /// A `state.json` written by an older lunard under a lax umask may be readable by others:
@@ -361,10 +488,7 @@ pub fn save(data_dir: &Path, st: &State) -> Result<(), StateError> {
     let path = state_path(data_dir);
     let tmp = data_dir.join(format!(".{STATE_FILE}.tmp"));
     let io = |context: String| move |source| StateError::Io { context, source };
-    let body = serde_json::to_vec_pretty(st).map_err(|e| StateError::Io {
-        context: "encoding the state".into(),
-        source: std::io::Error::other(e),
-    })?;
+    let body = encode(st)?;
     {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -417,6 +541,7 @@ mod tests {
                 origin: None,
                 clone_mode: None,
                 created_unix: 1,
+                geometry: None,
             },
         );
         save(dir.path(), &st).unwrap();

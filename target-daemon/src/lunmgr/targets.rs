@@ -61,7 +61,7 @@ impl LunManager {
         };
         let scsi = ScsiTarget::with_pr_store(
             iqn,
-            self.pool.status().chunk_size,
+            self.pool()?.status().chunk_size,
             crate::scsi::pr::FileStore::for_data_dir(&self.data_dir),
         );
         st.targets.insert(iqn.to_string(), rec.clone());

@@ -14,11 +14,247 @@
 //! tells each [`ScsiTarget`](super::ScsiTarget) the TPGTs of its portals
 //! ([`ScsiTarget::set_port_groups`](super::ScsiTarget::set_port_groups)). A target that was
 //! never told (unit tests, a device server without a transport) reports the nexus's group.
+//!
+//! # Gateways of an HA group
+//!
+//! With an [`AluaView`] (set by the HA coordinator through
+//! [`ScsiTarget::set_alua`](super::ScsiTarget::set_alua)) the groups are the gateways
+//! instead: each gateway is one target port group whose number and single relative target
+//! port are the gateway's `port_group`, whatever portal a nexus came through, so every
+//! gateway reports the same list (VPD 83h says the same numbers). The owner of the pool is
+//! active/optimized, the others standby, a gateway taking over or giving up transitioning.
+//! A group not active answers only what SPC-4 5.16.2.4 allows in its state
+//! ([`refusal`], [decision 0011](../../../docs/decisions/0011-alua-standby-commands.md));
+//! every change of the list raises ASYMMETRIC ACCESS STATE CHANGED on every I_T nexus
+//! (SPC-4 5.16.2.5), so hosts re-read the states at once.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
-pub use scsi_proto::scsi::rtpg::PortGroup;
+use parking_lot::Mutex;
+use scsi_proto::scsi::cdb::Command;
+use scsi_proto::scsi::rtpg::{supports, GroupReport, StatusCode};
+pub use scsi_proto::scsi::rtpg::{AccessState, PortGroup};
+use scsi_proto::scsi::sense::{asc, AdditionalSense};
 
 use super::{Nexus, ScsiResponse};
+
+/// IMPLICIT TRANSITION TIME reported by gateways (extended RTPG header): how long a host
+/// should keep retrying a transitioning group before giving up on it. Linux's
+/// `scsi_dh_alua` uses it as its transition timeout (60 s when 0). A takeover takes the
+/// lease time plus fencing, a few seconds; 30 s leaves room for a slow Ceph cluster.
+pub const IMPLICIT_TRANSITION_SECS: u8 = 30;
+
+/// One gateway's target port group as the HA coordinator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupState {
+    /// TARGET PORT GROUP number = relative target port identifier = the gateway's
+    /// `port_group`.
+    pub id: u16,
+    /// The gateway's name (named in errors: "the owner is gw1").
+    pub gateway: String,
+    /// Its asymmetric access state.
+    pub state: AccessState,
+}
+
+/// The ALUA state of an HA group as one gateway reports it: every gateway's group and
+/// state, and which group is this gateway's. Shared (`Arc`) by every target of the daemon;
+/// the HA coordinator changes it, the device server reads it on every command (one atomic
+/// load for the local state).
+pub struct AluaView {
+    local: u16,
+    groups: Mutex<Vec<GroupState>>,
+    /// [`AccessState`] of the local group, as [`state_code`], for the per-command check.
+    local_state: AtomicU8,
+    /// Bumped on every change of the list; targets compare it with the one they raised
+    /// unit attentions for.
+    generation: AtomicU64,
+}
+
+fn state_code(s: AccessState) -> u8 {
+    s.code()
+}
+
+fn state_of_code(c: u8) -> AccessState {
+    match c {
+        0x0 => AccessState::ActiveOptimized,
+        0x1 => AccessState::ActiveNonOptimized,
+        0x2 => AccessState::Standby,
+        0xF => AccessState::Transitioning,
+        _ => AccessState::Unavailable,
+    }
+}
+
+impl AluaView {
+    /// The view of the gateway whose group is `local`, with `groups` (see
+    /// [`AluaView::set_groups`]).
+    pub fn new(local: u16, groups: Vec<GroupState>) -> Arc<Self> {
+        let view = Arc::new(Self {
+            local,
+            groups: Mutex::new(Vec::new()),
+            local_state: AtomicU8::new(state_code(AccessState::Unavailable)),
+            generation: AtomicU64::new(0),
+        });
+        view.set_groups(groups);
+        view
+    }
+
+    /// Replaces the list of groups (sorted by id; one entry per id, the last given wins;
+    /// the local group is added as unavailable if missing). A change raises ASYMMETRIC
+    /// ACCESS STATE CHANGED on every nexus; setting the same list again raises nothing.
+    pub fn set_groups(&self, mut groups: Vec<GroupState>) {
+        groups.reverse();
+        groups.sort_by_key(|g| g.id);
+        groups.dedup_by_key(|g| g.id);
+        if !groups.iter().any(|g| g.id == self.local) {
+            groups.push(GroupState {
+                id: self.local,
+                gateway: String::new(),
+                state: AccessState::Unavailable,
+            });
+            groups.sort_by_key(|g| g.id);
+        }
+        let mut cur = self.groups.lock();
+        if *cur == groups {
+            return;
+        }
+        let local = groups
+            .iter()
+            .find(|g| g.id == self.local)
+            .map_or(AccessState::Unavailable, |g| g.state);
+        tracing::info!(
+            local = self.local,
+            state = ?local,
+            groups = ?groups.iter().map(|g| (g.id, g.state)).collect::<Vec<_>>(),
+            "ALUA state changed"
+        );
+        *cur = groups;
+        self.local_state.store(state_code(local), Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Sets the state of group `id` (added with an empty gateway name if unknown).
+    pub fn set_state(&self, id: u16, state: AccessState) {
+        let mut groups = self.groups();
+        match groups.iter_mut().find(|g| g.id == id) {
+            Some(g) => g.state = state,
+            None => groups.push(GroupState {
+                id,
+                gateway: String::new(),
+                state,
+            }),
+        }
+        self.set_groups(groups);
+    }
+
+    /// Sets the state of this gateway's group.
+    pub fn set_local(&self, state: AccessState) {
+        self.set_state(self.local, state);
+    }
+
+    /// This gateway's group number.
+    pub fn local(&self) -> u16 {
+        self.local
+    }
+
+    /// The state of this gateway's group.
+    pub fn local_state(&self) -> AccessState {
+        state_of_code(self.local_state.load(Ordering::Acquire))
+    }
+
+    /// Every group, ascending by id.
+    pub fn groups(&self) -> Vec<GroupState> {
+        self.groups.lock().clone()
+    }
+
+    /// The gateway whose group is active/optimized (the pool's owner), if any.
+    pub fn owner(&self) -> Option<String> {
+        self.groups
+            .lock()
+            .iter()
+            .find(|g| g.state == AccessState::ActiveOptimized && !g.gateway.is_empty())
+            .map(|g| g.gateway.clone())
+    }
+
+    /// Changes so far (see [`AluaView::set_groups`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The REPORT TARGET PORT GROUPS descriptors: one group per gateway with one port of
+    /// the same number, supporting active/optimized, standby, unavailable and
+    /// transitioning; none preferred (a failback preference would bring back the
+    /// ping-pong of ownership that an arbiter is there to avoid).
+    fn reports(&self) -> Vec<GroupReport> {
+        self.groups
+            .lock()
+            .iter()
+            .map(|g| GroupReport {
+                group: PortGroup {
+                    id: g.id,
+                    ports: vec![g.id],
+                },
+                state: g.state,
+                pref: false,
+                supported: supports::TRANSITIONING
+                    | supports::UNAVAILABLE
+                    | supports::STANDBY
+                    | supports::ACTIVE_OPTIMIZED,
+                status: StatusCode::None,
+            })
+            .collect()
+    }
+}
+
+/// Whether `command` is refused in the local group's access state `state`, and with which
+/// NOT READY additional sense (SPC-4 5.16.2.4; the table is [decision
+/// 0011](../../../docs/decisions/0011-alua-standby-commands.md)):
+/// - active: nothing is refused;
+/// - standby: INQUIRY, REPORT LUNS, REPORT TARGET PORT GROUPS, REQUEST SENSE, REPORT
+///   SUPPORTED OPERATION CODES / TMFS, MODE SENSE/SELECT, PERSISTENT RESERVE IN/OUT and
+///   READ CAPACITY run; the rest (TEST UNIT READY included) gets 04/0B;
+/// - transitioning: only the inventory and state commands (INQUIRY, REPORT LUNS, REPORT
+///   TARGET PORT GROUPS, REQUEST SENSE, REPORT SUPPORTED ...) run; the rest gets 04/0A,
+///   which hosts retry;
+/// - unavailable: the same few run; the rest gets 04/0C.
+pub fn refusal(state: AccessState, command: &Command) -> Option<AdditionalSense> {
+    let always = matches!(
+        command,
+        Command::Inquiry { .. }
+            | Command::ReportLuns { .. }
+            | Command::ReportTargetPortGroups { .. }
+            | Command::RequestSense { .. }
+            | Command::ReportSupportedOpcodes(_)
+            | Command::ReportSupportedTmfs { .. }
+    );
+    match state {
+        AccessState::ActiveOptimized | AccessState::ActiveNonOptimized => None,
+        _ if always => None,
+        AccessState::Standby => match command {
+            Command::ModeSense(_)
+            | Command::ModeSelect { .. }
+            | Command::PersistentReserveIn { .. }
+            | Command::PersistentReserveOut { .. }
+            | Command::ReadCapacity10
+            | Command::ReadCapacity16 { .. } => None,
+            _ => Some(asc::LOGICAL_UNIT_NOT_ACCESSIBLE_TARGET_PORT_IN_STANDBY_STATE),
+        },
+        AccessState::Transitioning => {
+            Some(asc::LOGICAL_UNIT_NOT_ACCESSIBLE_ASYMMETRIC_ACCESS_STATE_TRANSITION)
+        }
+        AccessState::Unavailable => {
+            Some(asc::LOGICAL_UNIT_NOT_ACCESSIBLE_TARGET_PORT_IN_UNAVAILABLE_STATE)
+        }
+    }
+}
+
+/// The sense for a media command on a LUN that has no volume although the group is
+/// active (the pool is being attached): the transition is not over yet.
+pub(super) fn no_volume_sense(state: AccessState) -> AdditionalSense {
+    refusal(state, &Command::TestUnitReady)
+        .unwrap_or(asc::LOGICAL_UNIT_NOT_ACCESSIBLE_ASYMMETRIC_ACCESS_STATE_TRANSITION)
+}
 
 /// The groups a nexus is told about: one per TPGT in `exported` (the portal groups the
 /// target is reachable through), in ascending order, always including the group of the
@@ -38,14 +274,22 @@ pub fn groups_for(nexus: &Nexus, exported: &[u16]) -> Vec<PortGroup> {
 }
 
 /// REPORT TARGET PORT GROUPS for `nexus` on a target exported through the portal groups
-/// `exported` (see [`groups_for`]), limited to the allocation length.
+/// `exported` (see [`groups_for`]), or the gateways of `view` in an HA group, limited to the
+/// allocation length.
 pub(super) fn report_target_port_groups(
     nexus: &Nexus,
     exported: &[u16],
+    view: Option<&AluaView>,
     extended: bool,
     alloc_len: u32,
 ) -> ScsiResponse {
-    let data = scsi_proto::scsi::rtpg::encode(&groups_for(nexus, exported), extended);
+    let data = match view {
+        Some(v) => scsi_proto::scsi::rtpg::encode_reports(
+            &v.reports(),
+            extended.then_some(IMPLICIT_TRANSITION_SECS),
+        ),
+        None => scsi_proto::scsi::rtpg::encode(&groups_for(nexus, exported), extended),
+    };
     ScsiResponse::good(Bytes::from(scsi_proto::scsi::truncate_to_alloc(
         data, alloc_len,
     )))
@@ -103,12 +347,83 @@ mod tests {
 
     #[test]
     fn response_is_truncated_to_the_allocation_length() {
-        let r = report_target_port_groups(&nexus(1), &[1, 2], false, 8);
+        let r = report_target_port_groups(&nexus(1), &[1, 2], None, false, 8);
         assert_eq!(r.data_in.len(), 8);
         assert_eq!(
             &r.data_in[0..4],
             &24u32.to_be_bytes(),
             "full length reported"
         );
+    }
+
+    fn gw(id: u16, state: AccessState) -> GroupState {
+        GroupState {
+            id,
+            gateway: format!("gw{id}"),
+            state,
+        }
+    }
+
+    #[test]
+    fn the_view_tracks_states_owner_and_changes() {
+        let v = AluaView::new(
+            2,
+            vec![
+                gw(2, AccessState::Standby),
+                gw(1, AccessState::ActiveOptimized),
+            ],
+        );
+        assert_eq!(v.local_state(), AccessState::Standby);
+        assert_eq!(v.owner().as_deref(), Some("gw1"));
+        let ids: Vec<u16> = v.groups().iter().map(|g| g.id).collect();
+        assert_eq!(ids, vec![1, 2], "sorted");
+        let g0 = v.generation();
+        v.set_groups(v.groups());
+        assert_eq!(v.generation(), g0, "the same list is no change");
+        v.set_local(AccessState::Transitioning);
+        assert_eq!(v.local_state(), AccessState::Transitioning);
+        assert_eq!(v.generation(), g0 + 1);
+        v.set_groups(vec![
+            gw(1, AccessState::Standby),
+            gw(2, AccessState::ActiveOptimized),
+        ]);
+        assert_eq!(v.local_state(), AccessState::ActiveOptimized);
+        assert_eq!(v.owner().as_deref(), Some("gw2"));
+        assert_eq!(v.generation(), g0 + 2);
+    }
+
+    #[test]
+    fn a_missing_local_group_is_unavailable() {
+        let v = AluaView::new(3, vec![gw(1, AccessState::ActiveOptimized)]);
+        assert_eq!(v.local_state(), AccessState::Unavailable);
+        assert_eq!(v.groups().len(), 2);
+    }
+
+    #[test]
+    fn standby_refuses_media_and_allows_the_spc4_list() {
+        use scsi_proto::scsi::cdb::parse;
+        let cmd = |cdb: &[u8]| match parse(cdb) {
+            Ok(c) => c.command,
+            Err(e) => panic!("test CDB {cdb:02x?} does not parse: {e}"),
+        };
+        let read10 = cmd(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        let tur = cmd(&[0; 6]);
+        let inquiry = cmd(&[0x12, 0, 0, 0, 36, 0]);
+        let rc10 = cmd(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let standby = asc::LOGICAL_UNIT_NOT_ACCESSIBLE_TARGET_PORT_IN_STANDBY_STATE;
+        assert_eq!(refusal(AccessState::Standby, &read10), Some(standby));
+        assert_eq!(refusal(AccessState::Standby, &tur), Some(standby));
+        assert_eq!(refusal(AccessState::Standby, &inquiry), None);
+        assert_eq!(refusal(AccessState::Standby, &rc10), None);
+        assert_eq!(
+            refusal(AccessState::Transitioning, &rc10),
+            Some(asc::LOGICAL_UNIT_NOT_ACCESSIBLE_ASYMMETRIC_ACCESS_STATE_TRANSITION)
+        );
+        assert_eq!(
+            refusal(AccessState::Unavailable, &read10),
+            Some(asc::LOGICAL_UNIT_NOT_ACCESSIBLE_TARGET_PORT_IN_UNAVAILABLE_STATE)
+        );
+        assert_eq!(refusal(AccessState::Unavailable, &inquiry), None);
+        assert_eq!(refusal(AccessState::ActiveOptimized, &read10), None);
     }
 }

@@ -1,5 +1,12 @@
 //! A logical unit: a storage-core volume plus the SCSI state that belongs to the LUN
 //! (mode parameters, SCSI-2 reservation, last reported capacity).
+//!
+//! The volume is optional: a standby gateway of an HA group has no pool open, yet its LUNs
+//! must be the same devices hosts see through the owner (same NAA, geometry, reservations),
+//! so a LUN can exist with only its [`LunShape`] (from the LUN manager's record) and gets
+//! its volume when the pool is attached ([`Lun::set_volume`]); [`Lun::drain_volume`] takes it
+//! away again once the media commands using it have finished. Everything but media access
+//! (INQUIRY, VPD, READ CAPACITY, MODE SENSE, PR) reads the shape, never the volume.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,12 +20,37 @@ use storage_core::{Guarantee, Volume};
 
 use super::Nexus;
 
+/// What a LUN is without its volume: the name, geometry, provisioning and SCSI identity the
+/// LUN manager's record carries, identical on every gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LunShape {
+    /// LUN (= volume) name.
+    pub name: String,
+    /// Size in logical blocks.
+    pub blocks: u64,
+    /// Logical block size in bytes (a power of two).
+    pub block_size: u32,
+    /// Thin provisioned (else fully reserved).
+    pub thin: bool,
+    /// The UUID the NAA id and unit serial derive from.
+    pub identity: uuid::Uuid,
+}
+
 /// One LUN of a target.
 pub struct Lun {
     /// LUN number.
     pub id: u64,
-    /// The volume the LUN serves.
-    pub volume: Volume,
+    /// The volume the LUN serves; `None` while the pool is not open on this gateway.
+    volume: parking_lot::RwLock<Option<Volume>>,
+    /// Media commands hold it shared for their whole run; taking the volume away holds it
+    /// exclusively, so it waits for them ([`Lun::drain_volume`]).
+    pub(super) media_gate: tokio::sync::RwLock<()>,
+    /// Name shown in metrics and LUN events while there is no volume.
+    shape_name: parking_lot::Mutex<String>,
+    /// Logical block size (a volume's never changes).
+    block_size: u32,
+    /// Size in blocks while there is no volume (a volume knows its own).
+    shape_blocks: AtomicU64,
     /// Writes are refused with DATA PROTECT, WRITE PROTECTED.
     pub read_only: bool,
     /// Limits reported in the Block Limits VPD page and enforced on commands.
@@ -65,18 +97,59 @@ impl Lun {
         identity: uuid::Uuid,
         pr_store: Option<Arc<dyn super::pr::PrStore>>,
     ) -> Self {
-        let block_size = volume.block_size();
-        let provisioning = match volume.info().guarantee {
-            Guarantee::Full => Provisioning::Resource,
-            Guarantee::None => Provisioning::Thin,
+        let shape = LunShape {
+            name: volume.name(),
+            blocks: volume.num_blocks(),
+            block_size: volume.block_size(),
+            thin: volume.info().guarantee == Guarantee::None,
+            identity,
         };
-        let last_blocks = AtomicU64::new(volume.num_blocks());
+        Self::build(id, shape, Some(volume), read_only, chunk_size, pr_store)
+    }
+
+    /// A LUN without a volume (a standby gateway): geometry and identity from `shape`,
+    /// media access refused until [`Lun::set_volume`].
+    pub fn pool_less(
+        id: u64,
+        shape: LunShape,
+        read_only: bool,
+        chunk_size: u32,
+        pr_store: Option<Arc<dyn super::pr::PrStore>>,
+    ) -> Self {
+        Self::build(id, shape, None, read_only, chunk_size, pr_store)
+    }
+
+    fn build(
+        id: u64,
+        shape: LunShape,
+        volume: Option<Volume>,
+        read_only: bool,
+        chunk_size: u32,
+        pr_store: Option<Arc<dyn super::pr::PrStore>>,
+    ) -> Self {
+        let LunShape {
+            name,
+            blocks,
+            block_size,
+            thin,
+            identity,
+        } = shape;
+        let provisioning = if thin {
+            Provisioning::Thin
+        } else {
+            Provisioning::Resource
+        };
+        let last_blocks = AtomicU64::new(blocks);
         // Persistent reservations saved with APTPL for this LUN identity come back here.
         let pr = super::pr::PrState::for_lun(identity, pr_store);
         let pr_active = AtomicBool::new(pr.is_active());
         Self {
             id,
-            volume,
+            volume: parking_lot::RwLock::new(volume),
+            media_gate: tokio::sync::RwLock::new(()),
+            shape_name: parking_lot::Mutex::new(name),
+            block_size,
+            shape_blocks: AtomicU64::new(blocks),
             read_only,
             limits: BlockLimits::for_volume(block_size, chunk_size),
             provisioning,
@@ -92,6 +165,85 @@ impl Lun {
             copies: Default::default(),
             identity,
         }
+    }
+
+    /// The volume, if the pool is open here.
+    pub fn volume(&self) -> Option<Volume> {
+        self.volume.read().clone()
+    }
+
+    /// Whether the LUN has its volume.
+    pub fn has_volume(&self) -> bool {
+        self.volume.read().is_some()
+    }
+
+    /// Gives the LUN its volume (the pool was attached): media access works from now on.
+    /// Identity, reservations, mode parameters and unit attentions are the LUN's and stay.
+    pub fn set_volume(&self, volume: Volume) {
+        *self.shape_name.lock() = volume.name();
+        self.shape_blocks
+            .store(volume.num_blocks(), Ordering::Relaxed);
+        *self.volume.write() = Some(volume);
+    }
+
+    /// Takes the volume away once every media command that started with it has finished
+    /// (later ones find no volume and are refused with NOT READY); keeps the last size as
+    /// the shape's. Returns the volume it held.
+    pub async fn drain_volume(&self) -> Option<Volume> {
+        let _exclusive = self.media_gate.write().await;
+        let v = self.volume.write().take();
+        if let Some(v) = &v {
+            self.shape_blocks.store(v.num_blocks(), Ordering::Relaxed);
+        }
+        v
+    }
+
+    /// A new size for a LUN without a volume (the owner resized it): READ CAPACITY reports
+    /// it and the next command raises CAPACITY DATA HAS CHANGED. Ignored while the volume
+    /// is here (the volume knows its size).
+    pub fn set_shape_blocks(&self, blocks: u64) {
+        if !self.has_volume() {
+            self.shape_blocks.store(blocks, Ordering::Relaxed);
+        }
+    }
+
+    /// Name of the volume (= LUN name).
+    pub fn name(&self) -> String {
+        match &*self.volume.read() {
+            Some(v) => v.name(),
+            None => self.shape_name.lock().clone(),
+        }
+    }
+
+    /// Size in logical blocks.
+    pub fn num_blocks(&self) -> u64 {
+        match &*self.volume.read() {
+            Some(v) => v.num_blocks(),
+            None => self.shape_blocks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Logical block size.
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Install a reservation state read from or published through the shared store if it
+    /// is newer than the local copy (see [`super::pr::PrState::install`]); the "anything to
+    /// check" flag follows it. Returns whether it was installed.
+    pub fn pr_install(&self, v: &super::pr::VersionedPr) -> bool {
+        let mut st = self.pr.lock();
+        let installed = st.install(v);
+        self.pr_active.store(st.is_active(), Ordering::Release);
+        installed
+    }
+
+    /// The shared reservation state cannot be read (`why`): media access is refused until
+    /// it can.
+    pub fn pr_mark_unreadable(&self, why: &str) {
+        let mut st = self.pr.lock();
+        st.mark_unreadable(why);
+        self.pr_active.store(true, Ordering::Release);
     }
 
     /// Current mode parameters.
@@ -119,8 +271,8 @@ impl Lun {
     /// READ CAPACITY view of the volume.
     pub fn capacity(&self) -> Capacity {
         Capacity {
-            blocks: self.volume.num_blocks(),
-            block_size: self.volume.block_size(),
+            blocks: self.num_blocks(),
+            block_size: self.block_size,
             lbpme: true,
             lbprz: true,
         }
@@ -129,8 +281,8 @@ impl Lun {
     /// MODE SENSE view of the volume.
     pub fn mode_context(&self) -> ModeContext {
         ModeContext {
-            blocks: self.volume.num_blocks(),
-            block_size: self.volume.block_size(),
+            blocks: self.num_blocks(),
+            block_size: self.block_size,
             write_protected: self.read_only,
         }
     }
@@ -151,9 +303,9 @@ impl Lun {
         .naa()
     }
 
-    /// Identity for the VPD pages as seen through the port of `nexus`.
-    pub fn identity(&self, target_name: &str, nexus: &Nexus) -> DeviceIdentity {
-        let port = nexus.tpgt.max(1);
+    /// Identity for the VPD pages as seen through relative target port `port`, which is
+    /// also its target port group (see `alua.rs`).
+    pub fn identity(&self, target_name: &str, port: u16) -> DeviceIdentity {
         DeviceIdentity {
             uuid: *self.identity.as_bytes(),
             relative_port: port,
@@ -164,7 +316,7 @@ impl Lun {
 
     /// Whether the capacity changed since the last call (a resize happened).
     pub fn capacity_changed(&self) -> bool {
-        let now = self.volume.num_blocks();
+        let now = self.num_blocks();
         self.last_blocks.swap(now, Ordering::Relaxed) != now
     }
 

@@ -29,14 +29,14 @@ use scsi_proto::scsi::opcode;
 use scsi_proto::scsi::sense::{asc, Sense, SenseFormat, SenseKey};
 use storage_core::Volume;
 
-pub use lun::Lun;
+pub use lun::{Lun, LunShape};
 pub use scsi_proto::scsi::sense;
 /// SCSI status codes (SAM-5 5.3), scsi-proto's: `crate::scsi::status::GOOD` and
 /// `scsi_proto::scsi::status::GOOD` are one constant.
 pub use scsi_proto::scsi::status;
 
 /// I_T nexus: who is talking through which port. SCSI state (UAs, reservations) keys on it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Nexus {
     /// Initiator name (IQN).
     pub initiator: String,
@@ -183,6 +183,43 @@ pub trait LunObserver: Send + Sync {
     fn lun_event(&self, target: &str, event: LunEvent);
 }
 
+/// A reservation change saved through another target or gateway of the HA group: the
+/// LUNs presented under its identity install the new state (if newer than theirs), raise
+/// its unit attentions for the nexuses logged in here, and have the preempted nexuses'
+/// tasks aborted — all before the publisher is acknowledged. The issuing target itself
+/// did all that when it committed, so it ignores its own notice.
+impl pr::PrListener for ScsiTarget {
+    fn pr_changed(&self, identity: uuid::Uuid, notice: &pr::PrNotice) {
+        let own = self
+            .pr_store
+            .as_ref()
+            .and_then(|s| s.shared())
+            .is_some_and(|s| s.instance() == notice.origin);
+        if own && notice.target == self.name {
+            return;
+        }
+        let state = pr::VersionedPr {
+            data: notice.data.clone(),
+            version: notice.version,
+        };
+        for lun in self.luns_with_identity(identity) {
+            let installed = lun.pr_install(&state);
+            tracing::debug!(target = %self.name, lun = lun.id, %identity, version = notice.version, installed, "reservation change from another gateway");
+            for (nexus, a, q) in &notice.uas {
+                self.uas.establish(
+                    nexus,
+                    lun.id,
+                    scsi_proto::scsi::sense::AdditionalSense::new(*a, *q),
+                );
+            }
+            if let (Some(preempted), Some(rt)) = (&notice.abort, &self.runtime) {
+                // A store thread, not an async worker: blocking on the runtime is allowed.
+                rt.block_on(self.abort_preempted(lun.id, preempted));
+            }
+        }
+    }
+}
+
 /// How long PREEMPT AND ABORT waits for the aborted tasks to be gone before it completes
 /// anyway (the state change has taken effect and the aborts were requested).
 const PREEMPT_ABORT_WAIT: Duration = Duration::from_secs(10);
@@ -203,6 +240,18 @@ pub struct ScsiTarget {
     task_aborter: RwLock<Option<Arc<dyn TaskAborter>>>,
     /// Set by fabrics that act per LUN (LIO).
     observer: RwLock<Option<Arc<dyn LunObserver>>>,
+    /// The HA group's ALUA state (set once by the daemon of a gateway); `None`: a single
+    /// Lunar, every path active/optimized.
+    alua: std::sync::OnceLock<Arc<alua::AluaView>>,
+    /// The view generation the ASYMMETRIC ACCESS STATE CHANGED unit attentions were raised
+    /// for: read without a lock on every command, written under `alua_raise` after the
+    /// unit attentions are queued, so a command that sees it current knows they are.
+    alua_seen: std::sync::atomic::AtomicU64,
+    alua_raise: parking_lot::Mutex<()>,
+    /// The runtime the target was built on: a change published through a shared
+    /// reservation store arrives on a store thread, which runs PREEMPT AND ABORT's aborts
+    /// on it (`None` outside a runtime: only the state changes).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl ScsiTarget {
@@ -226,7 +275,7 @@ impl ScsiTarget {
     }
 
     fn build(name: &str, chunk_size: u32, pr_store: Option<Arc<dyn pr::PrStore>>) -> Arc<Self> {
-        Arc::new(Self {
+        let target = Arc::new(Self {
             name: name.to_string(),
             luns: RwLock::new(BTreeMap::new()),
             uas: Default::default(),
@@ -235,7 +284,19 @@ impl ScsiTarget {
             port_groups: RwLock::new(Vec::new()),
             task_aborter: RwLock::new(None),
             observer: RwLock::new(None),
-        })
+            alua: std::sync::OnceLock::new(),
+            alua_seen: std::sync::atomic::AtomicU64::new(0),
+            alua_raise: parking_lot::Mutex::new(()),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        });
+        if let Some(shared) = target.pr_store.as_ref().and_then(|s| s.shared()) {
+            // Weak: the store (shared by every target of the gateway) must not keep a
+            // removed target alive.
+            let me: std::sync::Weak<dyn pr::PrListener> =
+                Arc::downgrade(&(target.clone() as Arc<dyn pr::PrListener>));
+            shared.listen(me);
+        }
+        target
     }
 
     /// The target's name (IQN).
@@ -251,6 +312,52 @@ impl ScsiTarget {
         v.sort_unstable();
         v.dedup();
         *self.port_groups.write() = v;
+    }
+
+    /// Makes the target a gateway's: REPORT TARGET PORT GROUPS lists the view's groups, VPD
+    /// 83h reports the local group, commands are refused as the local state requires, and
+    /// every change of the view raises ASYMMETRIC ACCESS STATE CHANGED (see `alua.rs`). Set
+    /// once, before the target is exported; a second view is ignored (logged).
+    pub fn set_alua(&self, view: Arc<alua::AluaView>) {
+        let generation = view.generation();
+        if self.alua.set(view).is_err() {
+            tracing::error!(target = %self.name, "ALUA view set twice; keeping the first");
+            return;
+        }
+        // The state the target starts in is not a change its nexuses missed.
+        self.alua_seen
+            .store(generation, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The ALUA view, on a gateway.
+    pub fn alua(&self) -> Option<&Arc<alua::AluaView>> {
+        self.alua.get()
+    }
+
+    /// The relative target port (= target port group) a nexus reaches the LUNs through:
+    /// the gateway's group in an HA group, else the nexus's TPGT (0 reported as 1).
+    fn relative_port(&self, nexus: &Nexus) -> u16 {
+        match self.alua.get() {
+            Some(v) => v.local(),
+            None => nexus.tpgt.max(1),
+        }
+    }
+
+    /// Raises ASYMMETRIC ACCESS STATE CHANGED on every LUN for every nexus if the view
+    /// changed since the last time (SPC-4 5.16.2.5). One atomic load when nothing changed.
+    fn raise_alua_change(&self, view: &alua::AluaView) {
+        use std::sync::atomic::Ordering;
+        if self.alua_seen.load(Ordering::Acquire) == view.generation() {
+            return;
+        }
+        let _turn = self.alua_raise.lock();
+        let generation = view.generation();
+        if self.alua_seen.load(Ordering::Acquire) == generation {
+            return;
+        }
+        self.uas
+            .establish_luns(&self.luns(), asc::ASYMMETRIC_ACCESS_STATE_CHANGED, None);
+        self.alua_seen.store(generation, Ordering::Release);
     }
 
     /// The TPGTs set by [`ScsiTarget::set_port_groups`], ascending (empty: unknown).
@@ -298,7 +405,7 @@ impl ScsiTarget {
         if let Some(l) = self.lun(lun) {
             self.notify(LunEvent::Resized {
                 lun,
-                size_bytes: l.volume.num_blocks() * u64::from(l.volume.block_size()),
+                size_bytes: l.num_blocks() * u64::from(l.block_size()),
             });
         }
     }
@@ -313,6 +420,16 @@ impl ScsiTarget {
         if wait.await.is_err() {
             tracing::warn!(target = %self.name, lun, "PREEMPT AND ABORT: aborted tasks still running after {}s", PREEMPT_ABORT_WAIT.as_secs());
         }
+    }
+
+    /// The LUNs presented under `identity` (normally at most one per target).
+    fn luns_with_identity(&self, identity: uuid::Uuid) -> Vec<Arc<Lun>> {
+        self.luns
+            .read()
+            .values()
+            .filter(|l| l.identity_uuid() == identity)
+            .cloned()
+            .collect()
     }
 
     /// Attach a volume as `lun`. Logged-in nexuses get POWER ON/RESET on the new LUN and
@@ -342,21 +459,86 @@ impl ScsiTarget {
                 volume.name()
             );
         }
+        self.insert_lun(lun, read_only, |pr_store| {
+            Lun::with_identity(lun, volume, read_only, self.chunk_size, identity, pr_store)
+        })
+    }
+
+    /// Attach a LUN without a volume (a standby gateway of an HA group): INQUIRY, VPD,
+    /// READ CAPACITY, REPORT LUNS and persistent reservations work from `shape`; media
+    /// access is refused until [`ScsiTarget::set_lun_volume`]. Same unit attentions and
+    /// events as [`ScsiTarget::add_lun_with_identity`].
+    pub fn add_pool_less_lun(
+        &self,
+        lun: u64,
+        shape: LunShape,
+        read_only: bool,
+    ) -> anyhow::Result<()> {
+        if scsi_proto::scsi::report_luns::encode_lun(lun).is_none() {
+            anyhow::bail!("LUN {lun} cannot be addressed (LUN numbers go up to 16383)");
+        }
+        if shape.block_size == 0 || !shape.block_size.is_power_of_two() {
+            anyhow::bail!(
+                "LUN {:?} has an unusable block size {} (its record lacks the geometry?)",
+                shape.name,
+                shape.block_size
+            );
+        }
+        self.insert_lun(lun, read_only, |pr_store| {
+            Lun::pool_less(lun, shape, read_only, self.chunk_size, pr_store)
+        })
+    }
+
+    /// Gives `lun` its volume (the pool was attached); see [`Lun::set_volume`].
+    pub fn set_lun_volume(&self, lun: u64, volume: Volume) -> anyhow::Result<()> {
+        let Some(l) = self.lun(lun) else {
+            anyhow::bail!("LUN {lun} does not exist on target {}", self.name);
+        };
+        if volume.block_size() != l.block_size() {
+            anyhow::bail!(
+                "volume {:?} has {}-byte blocks, LUN {lun} presents {}-byte blocks",
+                volume.name(),
+                volume.block_size(),
+                l.block_size()
+            );
+        }
+        let before = l.num_blocks();
+        l.set_volume(volume);
+        if l.num_blocks() != before {
+            self.lun_resized(lun);
+        }
+        Ok(())
+    }
+
+    /// Takes the volumes away from every LUN, each once its media commands have finished
+    /// (see [`Lun::drain_volume`]). The LUNs stay, with their identity, reservations and
+    /// unit attentions.
+    pub async fn drain_volumes(&self) {
+        let luns: Vec<Arc<Lun>> = self.luns.read().values().cloned().collect();
+        for l in luns {
+            l.drain_volume().await;
+        }
+    }
+
+    /// The LUN numbered `lun`.
+    pub fn get_lun(&self, lun: u64) -> Option<Arc<Lun>> {
+        self.lun(lun)
+    }
+
+    fn insert_lun(
+        &self,
+        lun: u64,
+        read_only: bool,
+        make: impl FnOnce(Option<Arc<dyn pr::PrStore>>) -> Lun,
+    ) -> anyhow::Result<()> {
         let others = {
             let mut luns = self.luns.write();
             if luns.contains_key(&lun) {
                 anyhow::bail!("LUN {lun} already exists on target {}", self.name);
             }
             let others: Vec<u64> = luns.keys().copied().collect();
-            let name = volume.name();
-            let mut entry = Lun::with_identity(
-                lun,
-                volume,
-                read_only,
-                self.chunk_size,
-                identity,
-                self.pr_store.clone(),
-            );
+            let mut entry = make(self.pr_store.clone());
+            let name = entry.name();
             entry.metrics = Some(Arc::new(
                 crate::metrics::global().lun(&self.name, lun, &name),
             ));
@@ -381,7 +563,7 @@ impl ScsiTarget {
             let Some(gone) = luns.remove(&lun) else {
                 anyhow::bail!("LUN {lun} does not exist on target {}", self.name);
             };
-            crate::metrics::global().remove_lun(&self.name, lun, &gone.volume.name());
+            crate::metrics::global().remove_lun(&self.name, lun, &gone.name());
             luns.keys().copied().collect::<Vec<_>>()
         };
         self.uas.remove_lun(lun);
@@ -424,6 +606,9 @@ impl ScsiTarget {
         if sbc::exceeds_transfer_limits(&l.limits, &c.command) {
             return Some(0);
         }
+        if self.alua_refusal(&c.command).is_some() {
+            return Some(0);
+        }
         match c.command {
             // COMPARE AND WRITE and WRITE SAME need exactly 2 x NUMBER OF LOGICAL BLOCKS and
             // one block of Data-Out: take all the initiator sends (EDTL) so the device
@@ -439,7 +624,7 @@ impl ScsiTarget {
             }
             _ => {}
         }
-        u32::try_from(c.command.data_out_len(l.volume.block_size())).ok()
+        u32::try_from(c.command.data_out_len(l.block_size())).ok()
     }
 
     /// Bytes of Data-In the device server will allocate for a READ (transfer length x block
@@ -461,8 +646,9 @@ impl ScsiTarget {
             return Some(0);
         };
         match c.command {
+            Command::Read { .. } if self.alua_refusal(&c.command).is_some() => Some(0),
             Command::Read { range, .. } if !sbc::exceeds_transfer_limits(&l.limits, &c.command) => {
-                let bytes = u64::from(range.blocks) * u64::from(l.volume.block_size());
+                let bytes = u64::from(range.blocks) * u64::from(l.block_size());
                 Some(u32::try_from(bytes).unwrap_or(u32::MAX))
             }
             _ => Some(0),
@@ -575,12 +761,16 @@ impl ScsiTarget {
             }
         };
         let data_out_len =
-            u32::try_from(parsed.command.data_out_len(lun.volume.block_size())).unwrap_or(u32::MAX);
+            u32::try_from(parsed.command.data_out_len(lun.block_size())).unwrap_or(u32::MAX);
         tracing::trace!(tag = req.tag, lun = req.lun, cdb = ?&req.cdb[..], command = ?parsed.command, "execute");
 
         if lun.capacity_changed() {
             self.uas
                 .establish_lun(req.lun, asc::CAPACITY_DATA_HAS_CHANGED, None);
+        }
+
+        if let Some(view) = self.alua.get() {
+            self.raise_alua_change(view);
         }
 
         // Unit attention: INQUIRY, REPORT LUNS and REQUEST SENSE proceed; everything else
@@ -597,6 +787,13 @@ impl ScsiTarget {
             }
         }
 
+        // A gateway whose group is not active answers only what its state allows.
+        if let Some(code) = self.alua_refusal(&parsed.command) {
+            let mut r = check_condition(&Sense::new(SenseKey::NotReady, code), format);
+            r.data_out_used = data_out_len;
+            return r;
+        }
+
         // SCSI-2 reservation held by another nexus.
         if lun.reserved_by_other(&req.nexus) && !allowed_under_reservation(&parsed.command) {
             let mut r = ScsiResponse::status(status::RESERVATION_CONFLICT);
@@ -604,22 +801,57 @@ impl ScsiTarget {
             return r;
         }
 
-        // Persistent reservation held by someone else.
+        // Persistent reservation held by someone else (or, with a shared store, unknown:
+        // then nobody may touch the medium, see docs/decisions/0013).
         if lun.pr_active.load(std::sync::atomic::Ordering::Acquire) {
             if let Some(access) = pr_access(&parsed.command) {
-                if lun.pr.lock().conflicts(&req.nexus, access) {
-                    let mut r = ScsiResponse::status(status::RESERVATION_CONFLICT);
+                let refusal = {
+                    let pr = lun.pr.lock();
+                    if pr.unreadable().is_some() {
+                        Some(check_condition(&pr::unreadable_sense(), format))
+                    } else if pr.conflicts(&req.nexus, access) {
+                        Some(ScsiResponse::status(status::RESERVATION_CONFLICT))
+                    } else {
+                        None
+                    }
+                };
+                if let Some(mut r) = refusal {
                     r.data_out_used = data_out_len;
                     return r;
                 }
             }
         }
 
+        // Media commands hold the LUN's gate while they run, so taking the volume away
+        // (the pool is detached) waits for them; without a volume they are refused.
+        let _media = if uses_media(&parsed.command) {
+            Some(lun.media_gate.read().await)
+        } else {
+            None
+        };
+        let volume = if _media.is_some() {
+            match lun.volume() {
+                Some(v) => Some(v),
+                None => {
+                    let state = self
+                        .alua
+                        .get()
+                        .map_or(alua::AccessState::Transitioning, |v| v.local_state());
+                    let sense = Sense::new(SenseKey::NotReady, alua::no_volume_sense(state));
+                    let mut r = check_condition(&sense, format);
+                    r.data_out_used = data_out_len;
+                    return r;
+                }
+            }
+        } else {
+            None
+        };
         let ctx = Ctx {
             target: self,
             lun: &lun,
             req: &req,
             cdb: &parsed,
+            volume,
         };
         let mut resp = match ctx.dispatch().await {
             Ok(r) => r,
@@ -683,6 +915,13 @@ impl ScsiTarget {
         }
     }
 
+    /// The NOT READY additional sense `command` is refused with in the local ALUA state
+    /// (`None`: it runs; always `None` without an HA group).
+    fn alua_refusal(&self, command: &Command) -> Option<scsi_proto::scsi::sense::AdditionalSense> {
+        let view = self.alua.get()?;
+        alua::refusal(view.local_state(), command)
+    }
+
     fn report_luns(&self, select_report: u8) -> Vec<u8> {
         scsi_proto::scsi::report_luns::encode(&self.luns(), select_report)
     }
@@ -727,6 +966,25 @@ fn pr_access(c: &Command) -> Option<pr::Access> {
     }
 }
 
+/// Commands that read or write the medium, and so need the volume (see `Lun::media_gate`).
+fn uses_media(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Read { .. }
+            | Command::Write { .. }
+            | Command::WriteAndVerify { .. }
+            | Command::Verify { .. }
+            | Command::SynchronizeCache { .. }
+            | Command::OrWrite { .. }
+            | Command::CompareAndWrite { .. }
+            | Command::WriteSame { .. }
+            | Command::Unmap { .. }
+            | Command::GetLbaStatus { .. }
+            | Command::ExtendedCopy { .. }
+            | Command::StartStopUnit { .. }
+    )
+}
+
 /// Commands another nexus may still run while a SCSI-2 reservation is held (SPC-2 5.5.1).
 fn allowed_under_reservation(c: &Command) -> bool {
     matches!(
@@ -752,6 +1010,8 @@ struct Ctx<'a> {
     lun: &'a Arc<Lun>,
     req: &'a ScsiRequest,
     cdb: &'a Cdb,
+    /// The LUN's volume, for media commands (see `uses_media`).
+    volume: Option<Volume>,
 }
 
 impl Ctx<'_> {
@@ -786,6 +1046,7 @@ impl Ctx<'_> {
             } => Ok(alua::report_target_port_groups(
                 &self.req.nexus,
                 &self.target.port_groups(),
+                self.target.alua().map(|v| &**v),
                 *extended,
                 *alloc_len,
             )),
@@ -804,7 +1065,10 @@ impl Ctx<'_> {
             Command::PersistentReserveIn {
                 service_action,
                 alloc_len,
-            } => Ok(self.persistent_reserve_in(*service_action, *alloc_len)),
+            } => {
+                self.persistent_reserve_in(*service_action, *alloc_len)
+                    .await
+            }
             Command::PersistentReserveOut {
                 service_action,
                 scope,
@@ -836,6 +1100,17 @@ impl Ctx<'_> {
         }
     }
 
+    /// The volume of a media command. Always there (`execute_command` refuses media
+    /// commands without one); a handler reached otherwise gets NOT READY, not a panic.
+    fn vol(&self) -> Result<&Volume, Sense> {
+        self.volume.as_ref().ok_or_else(|| {
+            Sense::new(
+                SenseKey::NotReady,
+                asc::LOGICAL_UNIT_NOT_ACCESSIBLE_ASYMMETRIC_ACCESS_STATE_TRANSITION,
+            )
+        })
+    }
+
     /// The sense for a write refused because the LUN is read-only.
     fn check_writable(&self) -> Result<(), Sense> {
         if self.lun.read_only {
@@ -851,8 +1126,8 @@ mod tests;
 fn attached_event(l: &Lun) -> LunEvent {
     LunEvent::Attached {
         lun: l.id,
-        volume: l.volume.name(),
-        size_bytes: l.volume.num_blocks() * u64::from(l.volume.block_size()),
-        block_size: l.volume.block_size(),
+        volume: l.name(),
+        size_bytes: l.num_blocks() * u64::from(l.block_size()),
+        block_size: l.block_size(),
     }
 }

@@ -54,7 +54,7 @@ pub(crate) fn exceeds_transfer_limits(limits: &BlockLimits, cmd: &Command) -> bo
 
 impl Ctx<'_> {
     fn block_size(&self) -> u32 {
-        self.lun.volume.block_size()
+        self.lun.block_size()
     }
 
     /// Byte offset of the TRANSFER LENGTH / NUMBER OF LOGICAL BLOCKS field in this CDB.
@@ -72,11 +72,7 @@ impl Ctx<'_> {
         if range.blocks > self.lun.limits.max_transfer {
             return Err(Sense::invalid_field_in_cdb(self.length_field(), Some(7)));
         }
-        check_lba_range(
-            range.lba,
-            u64::from(range.blocks),
-            self.lun.volume.num_blocks(),
-        )
+        check_lba_range(range.lba, u64::from(range.blocks), self.lun.num_blocks())
     }
 
     pub(super) async fn read(&self, range: BlockRange, _fua: bool) -> Result<ScsiResponse, Sense> {
@@ -85,8 +81,7 @@ impl Ctx<'_> {
             return Ok(ScsiResponse::good(Bytes::new()));
         }
         let data = self
-            .lun
-            .volume
+            .vol()?
             .read(range.lba, range.blocks)
             .await
             .map_err(read_err)?;
@@ -108,8 +103,7 @@ impl Ctx<'_> {
         let fua = fua || !self.lun.mode().wce;
         let data = self.req.data_out.slice(..have);
         let _shared = self.lun.atomic.read().await;
-        self.lun
-            .volume
+        self.vol()?
             .write(range.lba, data, fua)
             .await
             .map_err(write_err)?;
@@ -152,7 +146,7 @@ impl Ctx<'_> {
         while done < range.blocks {
             let n = (range.blocks - done).min(step);
             let lba = range.lba + u64::from(done);
-            let medium = self.lun.volume.read(lba, n).await.map_err(read_err)?;
+            let medium = self.vol()?.read(lba, n).await.map_err(read_err)?;
             let base = done as usize * bs;
             let mismatch = match bytchk {
                 ByteCheck::None => None,
@@ -185,22 +179,14 @@ impl Ctx<'_> {
     /// SYNCHRONIZE CACHE: everything acknowledged becomes stable (a zero length means "to
     /// the end of the medium"; the store flushes the whole volume either way).
     pub(super) async fn synchronize_cache(&self, range: BlockRange) -> Result<ScsiResponse, Sense> {
-        check_lba_range(
-            range.lba,
-            u64::from(range.blocks),
-            self.lun.volume.num_blocks(),
-        )?;
-        self.lun.volume.flush().await.map_err(write_err)?;
+        check_lba_range(range.lba, u64::from(range.blocks), self.lun.num_blocks())?;
+        self.vol()?.flush().await.map_err(write_err)?;
         Ok(ScsiResponse::good(Bytes::new()))
     }
 
     /// PRE-FETCH: the data is as close to the cache as it will get; CONDITION MET.
     pub(super) fn pre_fetch(&self, range: BlockRange) -> Result<ScsiResponse, Sense> {
-        check_lba_range(
-            range.lba,
-            u64::from(range.blocks),
-            self.lun.volume.num_blocks(),
-        )?;
+        check_lba_range(range.lba, u64::from(range.blocks), self.lun.num_blocks())?;
         Ok(ScsiResponse::status(status::CONDITION_MET))
     }
 
@@ -211,7 +197,7 @@ impl Ctx<'_> {
     /// refusal when the rest of the medium exceeds the limit, so one command never zeroes
     /// more than the Block Limits page promises is cheap.
     fn write_same_blocks(&self, range: BlockRange) -> Result<u64, Sense> {
-        let capacity = self.lun.volume.num_blocks();
+        let capacity = self.lun.num_blocks();
         let blocks = if range.blocks == 0 {
             if range.lba >= capacity {
                 return Err(Sense::lba_out_of_range().with_information(range.lba));
@@ -257,7 +243,7 @@ impl Ctx<'_> {
             }
             Some(self.req.data_out.slice(..bs))
         };
-        let vol = &self.lun.volume;
+        let vol = self.vol()?;
         let fua = !self.lun.mode().wce;
         let _shared = self.lun.atomic.read().await;
         match pattern {
@@ -304,7 +290,7 @@ impl Ctx<'_> {
         if blocks > self.lun.limits.max_compare_and_write {
             return Err(Sense::invalid_field_in_cdb(13, Some(7)));
         }
-        check_lba_range(lba, u64::from(blocks), self.lun.volume.num_blocks())?;
+        check_lba_range(lba, u64::from(blocks), self.lun.num_blocks())?;
         if blocks == 0 {
             // Zero blocks is a no-op, unless Data-Out came with it: then the NUMBER OF
             // LOGICAL BLOCKS field cannot be what the initiator meant (e.g. 256 wrapped).
@@ -325,8 +311,7 @@ impl Ctx<'_> {
         let fua = fua || !self.lun.mode().wce;
         let _exclusive = self.lun.atomic.write().await;
         let medium = self
-            .lun
-            .volume
+            .vol()?
             .read(lba, u32::from(blocks))
             .await
             .map_err(read_err)?;
@@ -337,8 +322,7 @@ impl Ctx<'_> {
             )
             .with_information(offset as u64));
         }
-        self.lun
-            .volume
+        self.vol()?
             .write(lba, new_data, fua)
             .await
             .map_err(write_err)?;
@@ -363,8 +347,7 @@ impl Ctx<'_> {
         let fua = fua || !self.lun.mode().wce;
         let _exclusive = self.lun.atomic.write().await;
         let medium = self
-            .lun
-            .volume
+            .vol()?
             .read(range.lba, have as u32)
             .await
             .map_err(read_err)?;
@@ -372,8 +355,7 @@ impl Ctx<'_> {
         for (m, d) in merged.iter_mut().zip(self.req.data_out.iter()) {
             *m |= *d;
         }
-        self.lun
-            .volume
+        self.vol()?
             .write(range.lba, merged.freeze(), fua)
             .await
             .map_err(write_err)?;
@@ -391,13 +373,12 @@ impl Ctx<'_> {
         let limits = UnmapLimits {
             max_descriptors: self.lun.limits.max_unmap_descriptors,
             max_lba_count: self.lun.limits.max_unmap_lba_count,
-            capacity_blocks: self.lun.volume.num_blocks(),
+            capacity_blocks: self.lun.num_blocks(),
         };
         let descriptors = unmap::parse(data, &limits)?;
         let _shared = self.lun.atomic.read().await;
         for d in descriptors.iter().filter(|d| d.blocks > 0) {
-            self.lun
-                .volume
+            self.vol()?
                 .unmap(d.lba, u64::from(d.blocks))
                 .await
                 .map_err(write_err)?;
@@ -407,7 +388,7 @@ impl Ctx<'_> {
 
     /// GET LBA STATUS: mapped/deallocated extents starting at `lba`, as many as fit.
     pub(super) fn get_lba_status(&self, lba: u64, alloc_len: u32) -> Result<ScsiResponse, Sense> {
-        let capacity = self.lun.volume.num_blocks();
+        let capacity = self.lun.num_blocks();
         if lba >= capacity {
             return Err(Sense::lba_out_of_range().with_information(lba));
         }
@@ -415,7 +396,7 @@ impl Ctx<'_> {
         let mut out = Vec::with_capacity(max);
         let mut cur = lba;
         while cur < capacity && out.len() < max {
-            let (mapped, run) = self.lun.volume.block_status(cur).map_err(read_err)?;
+            let (mapped, run) = self.vol()?.block_status(cur).map_err(read_err)?;
             let run = run.min(capacity - cur).min(u64::from(u32::MAX));
             if run == 0 {
                 break;

@@ -38,7 +38,8 @@ impl Ctx<'_> {
         alloc_len: u32,
     ) -> Result<ScsiResponse, Sense> {
         let data = if evpd {
-            let identity = self.lun.identity(&self.target.name, &self.req.nexus);
+            let port = self.target.relative_port(&self.req.nexus);
+            let identity = self.lun.identity(&self.target.name, port);
             let ctx = VpdContext {
                 identity: &identity,
                 limits: self.lun.limits,
@@ -105,14 +106,46 @@ impl Ctx<'_> {
         ))
     }
 
-    /// PERSISTENT RESERVE IN: READ KEYS, READ RESERVATION, REPORT CAPABILITIES.
-    pub(super) fn persistent_reserve_in(
+    /// PERSISTENT RESERVE IN: READ KEYS, READ RESERVATION, REPORT CAPABILITIES, READ FULL
+    /// STATUS, from the LUN's local copy. With a shared store whose state could not be
+    /// read, it is read again first (on a blocking thread); while it stays unreadable the
+    /// answer is NOT READY 04/03 — an empty key list would be a lie a cluster acts on.
+    pub(super) async fn persistent_reserve_in(
         &self,
         service_action: u16,
         alloc_len: u32,
-    ) -> ScsiResponse {
-        let data = self.lun.pr.lock().pr_in(service_action);
-        ScsiResponse::good(truncated(data, alloc_len))
+    ) -> Result<ScsiResponse, Sense> {
+        let retry = {
+            let st = self.lun.pr.lock();
+            st.unreadable().and(st.shared_store())
+        };
+        if let Some((store, identity)) = retry {
+            let lun = Arc::clone(self.lun);
+            let reread = tokio::task::spawn_blocking(move || {
+                let shared = store.shared()?;
+                match shared.load_latest(identity) {
+                    Ok(v) => {
+                        lun.pr_install(&v);
+                        tracing::info!(%identity, "shared reservation state readable again");
+                    }
+                    Err(e) => {
+                        tracing::warn!(%identity, error = format!("{e:#}"), "shared reservation state still unreadable");
+                    }
+                }
+                Some(())
+            });
+            if let Err(e) = reread.await {
+                tracing::error!(error = %e, "shared reservation state read did not finish");
+            }
+        }
+        let st = self.lun.pr.lock();
+        if st.unreadable().is_some() {
+            return Err(pr::unreadable_sense());
+        }
+        Ok(ScsiResponse::good(truncated(
+            st.pr_in(service_action),
+            alloc_len,
+        )))
     }
 
     /// PERSISTENT RESERVE OUT; registrants that lose their registration or reservation get
@@ -155,6 +188,12 @@ impl Ctx<'_> {
             Sense::new(SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE)
         })??;
         let turn = self.lun.pr_order.clone().lock_owned().await;
+        let shared = self.lun.pr.lock().shared_store();
+        if let Some((store, identity)) = shared {
+            return self
+                .persistent_reserve_out_shared(store, identity, request, turn)
+                .await;
+        }
         let decision = self.lun.pr.lock().decide(&self.req.nexus, &request)?;
         let mut change = match decision {
             pr::Decision::Conflict => {
@@ -205,6 +244,62 @@ impl Ctx<'_> {
         };
         if let Some(preempted) = effects.abort {
             // PREEMPT AND ABORT: the preempted nexuses' tasks are gone before GOOD.
+            self.target.abort_preempted(self.req.lun, &preempted).await;
+        }
+        Ok(ScsiResponse::good(Bytes::new()))
+    }
+
+    /// PERSISTENT RESERVE OUT on a LUN whose state the gateways of an HA group share: on a
+    /// blocking thread (with the LUN's turn), decide on the latest shared state and save by
+    /// compare-and-swap ([`pr::decide_shared`], retried on a conflict), commit locally,
+    /// then publish the change and wait until every gateway acted on it (or a dead one
+    /// timed out) — only then GOOD, so the owner's I/O checks see it first. A failed
+    /// publish answers HARDWARE ERROR: the change is saved and in effect here, but a
+    /// gateway may not enforce it yet, and the initiator must not rely on it.
+    async fn persistent_reserve_out_shared(
+        &self,
+        store: Arc<dyn pr::PrStore>,
+        identity: uuid::Uuid,
+        request: pr::PrOutRequest,
+        turn: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<ScsiResponse, Sense> {
+        let lun = Arc::clone(self.lun);
+        let uas = Arc::clone(&self.target.uas);
+        let lun_id = self.req.lun;
+        let nexus = self.req.nexus.clone();
+        let target = self.target.name().to_string();
+        let done = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            let Some(shared) = store.shared() else {
+                return Err(Sense::new(SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE));
+            };
+            let (change, version) =
+                match pr::decide_shared(&lun, shared, identity, &nexus, &request)? {
+                    pr::SharedDecision::Conflict => return Ok(None),
+                    pr::SharedDecision::Saved { change, version } => (change, version),
+                };
+            let notice = change.notice(shared.instance(), &target, version);
+            let fx = commit_shared_pr_change(&lun, &uas, lun_id, change, version);
+            if let Err(e) = shared.publish(identity, &notice) {
+                tracing::error!(lun = lun_id, %identity, version, error = format!("{e:#}"), "reservation change saved but not published to the other gateways");
+                return Err(Sense::new(SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE));
+            }
+            Ok(Some(fx))
+        })
+        .await;
+        let effects = match done {
+            Ok(Ok(Some(fx))) => fx,
+            Ok(Ok(None)) => return Ok(ScsiResponse::status(status::RESERVATION_CONFLICT)),
+            Ok(Err(sense)) => return Err(sense),
+            Err(e) => {
+                tracing::error!(lun = self.req.lun, error = %e, "shared reservation update did not finish");
+                return Err(Sense::new(
+                    SenseKey::HardwareError,
+                    asc::INTERNAL_TARGET_FAILURE,
+                ));
+            }
+        };
+        if let Some(preempted) = effects.abort {
             self.target.abort_preempted(self.req.lun, &preempted).await;
         }
         Ok(ScsiResponse::good(Bytes::new()))
@@ -262,12 +357,34 @@ impl Ctx<'_> {
             return Err(Sense::invalid_field_in_cdb(4, Some(1)));
         }
         if !start && !no_flush {
-            self.lun.volume.flush().await.map_err(|e| {
+            self.vol()?.flush().await.map_err(|e| {
                 super::sense_map::storage_error(&e, super::sense_map::Access::Write)
             })?;
         }
         Ok(ScsiResponse::good(Bytes::new()))
     }
+}
+
+/// Puts a PERSISTENT RESERVE OUT saved in the shared store as `version` into effect on
+/// this LUN (unless a newer state is already installed) with its unit attentions.
+fn commit_shared_pr_change(
+    lun: &Lun,
+    uas: &UnitAttentions,
+    lun_id: u64,
+    change: pr::Change,
+    version: pr::PrVersion,
+) -> pr::PrOutEffects {
+    let mut fx = {
+        let mut state = lun.pr.lock();
+        let fx = state.commit_at(change, version);
+        lun.pr_active
+            .store(state.is_active(), std::sync::atomic::Ordering::Release);
+        fx
+    };
+    for (nexus, code) in fx.uas.drain(..) {
+        uas.establish(&nexus, lun_id, code);
+    }
+    fx
 }
 
 /// Puts a decided (and, with a store, saved) PERSISTENT RESERVE OUT into effect: the new

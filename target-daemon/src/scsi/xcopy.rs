@@ -29,6 +29,7 @@ use scsi_proto::scsi::xcopy::{
 
 use super::sbc::{read_err, write_err};
 use super::{status, truncated, Ctx, Lun, Nexus, ScsiResponse, ScsiTarget};
+use storage_core::Volume;
 
 /// Copies whose status a LUN remembers for RECEIVE COPY RESULTS; older finished ones are
 /// forgotten first, so an initiator that never asks cannot grow the log.
@@ -189,7 +190,7 @@ type Resolved = Vec<Option<Arc<Lun>>>;
 impl Ctx<'_> {
     /// EXTENDED COPY (LID1): decode the list, then run its segments in order.
     pub(super) async fn extended_copy(&self, param_len: u32) -> Result<ScsiResponse, Sense> {
-        let limits = CopyLimits::for_block_size(self.lun.volume.block_size());
+        let limits = CopyLimits::for_block_size(self.lun.block_size());
         let len = param_len as usize;
         if self.req.data_out.len() < len {
             return Err(Sense::parameter_list_length_error());
@@ -250,7 +251,7 @@ impl Ctx<'_> {
             if r.status != status::GOOD {
                 return Ok(r);
             }
-            bytes += u64::from(seg.blocks) * u64::from(self.lun.volume.block_size());
+            bytes += u64::from(seg.blocks) * u64::from(self.lun.block_size());
             if list.usage != ListIdUsage::None {
                 let done = u16::try_from(i + 1).unwrap_or(u16::MAX);
                 self.lun
@@ -275,7 +276,7 @@ impl Ctx<'_> {
                 );
                 return Err(xcopy::copy_aborted(xcopy::UNREACHABLE_COPY_TARGET));
             };
-            if t.block_size != 0 && t.block_size != lun.volume.block_size() {
+            if t.block_size != 0 && t.block_size != lun.block_size() {
                 return Err(xcopy::copy_aborted(asc::NO_ADDITIONAL_SENSE));
             }
             out.push(Some(lun));
@@ -305,14 +306,18 @@ impl Ctx<'_> {
         if dst.read_only {
             return Err(Sense::new(SenseKey::DataProtect, asc::WRITE_PROTECTED));
         }
-        let bs = src.volume.block_size();
-        if bs != dst.volume.block_size() {
+        // A LUN without its volume (the pool is being detached) cannot take part.
+        let (Some(src_vol), Some(dst_vol)) = (src.volume(), dst.volume()) else {
+            return Err(unreachable());
+        };
+        let bs = src.block_size();
+        if bs != dst.block_size() {
             return Err(xcopy::copy_aborted(asc::NO_ADDITIONAL_SENSE));
         }
         let blocks = u64::from(seg.blocks);
-        check_lba_range(seg.source_lba, blocks, src.volume.num_blocks())
+        check_lba_range(seg.source_lba, blocks, src.num_blocks())
             .map_err(|_| xcopy::segment_out_of_range())?;
-        check_lba_range(seg.destination_lba, blocks, dst.volume.num_blocks())
+        check_lba_range(seg.destination_lba, blocks, dst.num_blocks())
             .map_err(|_| xcopy::segment_out_of_range())?;
         if blocks == 0 {
             return Ok(ScsiResponse::good(Bytes::new()));
@@ -336,8 +341,9 @@ impl Ctx<'_> {
                 let n = end.min(piece);
                 let from = end - n;
                 copy_piece(
-                    src,
+                    &src_vol,
                     dst,
+                    &dst_vol,
                     seg.source_lba + from,
                     seg.destination_lba + from,
                     n,
@@ -353,8 +359,7 @@ impl Ctx<'_> {
         let mut plan = Vec::new();
         let mut done = 0u64;
         while done < blocks {
-            let (mapped, run) = src
-                .volume
+            let (mapped, run) = src_vol
                 .block_status(seg.source_lba + done)
                 .map_err(read_err)?;
             let n = run.clamp(1, piece).min(blocks - done);
@@ -374,23 +379,21 @@ impl Ctx<'_> {
                 // Never written (or unmapped) at the source: the destination gives its
                 // blocks back too instead of storing zeros.
                 let _shared = dst.atomic.read().await;
-                dst.volume.unmap(dst_lba, n).await.map_err(write_err)?;
+                dst_vol.unmap(dst_lba, n).await.map_err(write_err)?;
                 continue;
             }
             let data = match ahead.take() {
                 Some(d) => d,
-                None => read_piece(src, seg.source_lba + off, n).await?,
+                None => read_piece(&src_vol, seg.source_lba + off, n).await?,
             };
             let write = async {
                 let _shared = dst.atomic.read().await;
-                dst.volume
-                    .write(dst_lba, data, fua)
-                    .await
-                    .map_err(write_err)
+                dst_vol.write(dst_lba, data, fua).await.map_err(write_err)
             };
             match plan[k + 1..].iter().find(|p| p.0) {
                 Some(&(_, next, m)) => {
-                    let (w, r) = tokio::join!(write, read_piece(src, seg.source_lba + next, m));
+                    let (w, r) =
+                        tokio::join!(write, read_piece(&src_vol, seg.source_lba + next, m));
                     w?;
                     ahead = Some(r?);
                 }
@@ -408,7 +411,7 @@ impl Ctx<'_> {
         alloc_len: u32,
     ) -> Result<ScsiResponse, Sense> {
         if service_action == rcr::OPERATING_PARAMETERS {
-            let limits = CopyLimits::for_block_size(self.lun.volume.block_size());
+            let limits = CopyLimits::for_block_size(self.lun.block_size());
             return Ok(ScsiResponse::good(truncated(
                 xcopy::operating_parameters(&limits),
                 alloc_len,
@@ -446,16 +449,17 @@ fn access_lost(src: &Lun, dst: &Lun, nexus: &Nexus) -> bool {
         || pr_conflict(dst, nexus, super::pr::Access::Write)
 }
 
-async fn read_piece(src: &Lun, lba: u64, blocks: u64) -> Result<Bytes, Sense> {
+async fn read_piece(src: &Volume, lba: u64, blocks: u64) -> Result<Bytes, Sense> {
     let n = u32::try_from(blocks).map_err(|_| Sense::invalid_field_in_param(0, None))?;
-    src.volume.read(lba, n).await.map_err(read_err)
+    src.read(lba, n).await.map_err(read_err)
 }
 
 /// Read `blocks` blocks at `src_lba` and write them at `dst_lba`, atomically with respect to
 /// COMPARE AND WRITE on the destination (the same lock ordinary writes take).
 async fn copy_piece(
-    src: &Lun,
+    src: &Volume,
     dst: &Lun,
+    dst_vol: &Volume,
     src_lba: u64,
     dst_lba: u64,
     blocks: u64,
@@ -463,8 +467,5 @@ async fn copy_piece(
 ) -> Result<(), Sense> {
     let data = read_piece(src, src_lba, blocks).await?;
     let _shared = dst.atomic.read().await;
-    dst.volume
-        .write(dst_lba, data, fua)
-        .await
-        .map_err(write_err)
+    dst_vol.write(dst_lba, data, fua).await.map_err(write_err)
 }

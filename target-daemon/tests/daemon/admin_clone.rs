@@ -142,8 +142,8 @@ async fn cancel_mid_copy_leaves_nothing() {
     let p = dir.path();
     ctl_json(p, &["lun", "create", "big", "--size", "512M"]).await;
     fill(&d, "big", 256, 9).await;
-    let used = d.pool().status().used_bytes;
-    let vols = d.pool().status().volumes;
+    let used = d.pool().expect("local pool").status().used_bytes;
+    let vols = d.pool().expect("local pool").status().volumes;
     ctl_json(
         p,
         &[
@@ -177,8 +177,8 @@ async fn cancel_mid_copy_leaves_nothing() {
         .await
         .fails_with("not found");
     assert!(reported_luns(&d).is_empty());
-    assert_eq!(d.pool().status().volumes, vols);
-    assert_eq!(d.pool().status().used_bytes, used);
+    assert_eq!(d.pool().expect("local pool").status().volumes, vols);
+    assert_eq!(d.pool().expect("local pool").status().used_bytes, used);
     let check = ctl_json(p, &["pool", "check"]).await;
     assert_eq!(check["clean"], true);
     d.shutdown().await.unwrap();

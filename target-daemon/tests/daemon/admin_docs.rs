@@ -125,6 +125,7 @@ async fn admin_api_examples_run() {
             socket: None,
             tcp: Some("127.0.0.1:0".parse().unwrap()),
             token: Some(TOKEN.into()),
+            ..Default::default()
         },
     )
     .await

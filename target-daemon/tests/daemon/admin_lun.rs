@@ -66,7 +66,7 @@ async fn lun_create_list_show_delete() {
     assert!(reported_luns(&d).is_empty());
     ctl(p, &["lun", "show", "db"]).await.fails_with("not found");
     ctl_json(p, &["lun", "delete", "logs"]).await;
-    assert_eq!(d.pool().status().used_bytes, 0);
+    assert_eq!(d.pool().expect("local pool").status().used_bytes, 0);
     d.shutdown().await.unwrap();
 }
 
@@ -301,6 +301,7 @@ async fn tcp_admin_requires_the_token() {
             socket: None,
             tcp: Some("127.0.0.1:0".parse().unwrap()),
             token: None,
+            ..Default::default()
         },
     )
     .await;
@@ -314,6 +315,7 @@ async fn tcp_admin_requires_the_token() {
             socket: None,
             tcp: Some("127.0.0.1:0".parse().unwrap()),
             token: Some("s3cret-token".into()),
+            ..Default::default()
         },
     )
     .await

@@ -121,7 +121,7 @@ pub(crate) use lunar_test_kit::pattern;
 
 /// Writes `mib` MiB of pattern data (seed) at the start of volume `name`.
 pub(crate) async fn fill(d: &Daemon, name: &str, mib: usize, seed: u8) {
-    let v = d.pool().volume(name).expect("volume");
+    let v = d.pool().expect("local pool").volume(name).expect("volume");
     let bs = v.block_size() as usize;
     for i in 0..mib {
         let data = bytes::Bytes::from(pattern(1 << 20, seed.wrapping_add(i as u8)));
@@ -134,7 +134,7 @@ pub(crate) async fn fill(d: &Daemon, name: &str, mib: usize, seed: u8) {
 
 /// Reads `mib` MiB from the start of volume `name`.
 pub(crate) async fn read(d: &Daemon, name: &str, mib: usize) -> Vec<u8> {
-    let v = d.pool().volume(name).expect("volume");
+    let v = d.pool().expect("local pool").volume(name).expect("volume");
     let bs = v.block_size() as usize;
     let mut out = Vec::with_capacity(mib << 20);
     for i in 0..mib {

@@ -365,6 +365,7 @@ async fn admin_tcp_caps_connections_request_size_and_idle_time() {
             socket: None,
             tcp: Some("127.0.0.1:0".parse().expect("addr")),
             token: Some(token.into()),
+            ..Default::default()
         },
     )
     .await;

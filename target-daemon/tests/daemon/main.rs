@@ -22,6 +22,7 @@ mod config_docs;
 mod daemon_io;
 mod dashboard_metrics;
 mod frontend;
+mod ha_failover;
 mod install_script;
 mod limits;
 mod pr_cluster;

@@ -55,7 +55,7 @@ fn content(offset: u64, len: usize) -> Vec<u8> {
 }
 
 fn naa_of(d: &Daemon, volume: &str) -> [u8; 16] {
-    let v = d.pool().volume(volume).expect("volume");
+    let v = d.pool().expect("local pool").volume(volume).expect("volume");
     DeviceIdentity {
         uuid: *v.uuid().as_bytes(),
         relative_port: 1,
@@ -118,8 +118,8 @@ async fn one_gib_full_copy_between_luns() {
     let d = start(dir.path()).await;
     let addr = d.local_addrs()[0];
     let (src, dst) = (
-        d.pool().volume("src").expect("src"),
-        d.pool().volume("dst").expect("dst"),
+        d.pool().expect("local pool").volume("src").expect("src"),
+        d.pool().expect("local pool").volume("dst").expect("dst"),
     );
     // Source data, and stale data in the destination where the source has its hole.
     let mut off = 0;
@@ -136,8 +136,8 @@ async fn one_gib_full_copy_between_luns() {
     )
     .await
     .expect("stale dst");
-    d.pool().flush().await.expect("flush");
-    let used_before = d.pool().status().used_bytes;
+    d.pool().expect("local pool").flush().await.expect("flush");
+    let used_before = d.pool().expect("local pool").status().used_bytes;
 
     let mut i = Initiator::connect(addr, "iqn.2026-11.io.test:esx-clone").await;
     assert!(i.login(Some(DEMO)).await.ok(), "login");
@@ -203,7 +203,7 @@ async fn one_gib_full_copy_between_luns() {
         mapped, WRITTEN,
         "destination maps the copied data and nothing of the hole"
     );
-    let used_after = d.pool().status().used_bytes;
+    let used_after = d.pool().expect("local pool").status().used_bytes;
     println!(
         "XCOPY 1 GiB (768 MiB data + 256 MiB never written) in {} commands: {:.2} s, {:.0} MiB/s; \
          pool used {} MiB -> {} MiB (+{} MiB: the written data copied, the destination's \
@@ -217,7 +217,7 @@ async fn one_gib_full_copy_between_luns() {
     );
 
     // A LUN of a target this initiator may not log in to cannot be named.
-    let secret = d.pool().volume("secret").expect("secret");
+    let secret = d.pool().expect("local pool").volume("secret").expect("secret");
     let before = secret.read(0, 16).await.expect("read secret");
     let list = param_list(99, &[naas[0], naa_of(&d, "secret")], &[(0, 1, 16, 0, 0)]);
     let r = extended_copy(&mut i, &list).await;

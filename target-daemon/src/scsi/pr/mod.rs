@@ -17,12 +17,21 @@
 //!   [`PrStore`] per target (the [`FileStore`] under the data directory today), called on a
 //!   blocking thread.
 //!
-//! [`PrState`] ties them together for one LUN. A PERSISTENT RESERVE OUT is *decided*
+//! [`PrState`] ties them together for one LUN. With a local store, a PERSISTENT RESERVE
+//! OUT is *decided*
 //! ([`PrState::decide`]) under the LUN's state lock, which every command of a reserved LUN
 //! takes, so nothing slow happens there; the resulting [`Change`] is saved by its
 //! [`Persist`] job and only then *committed* ([`PrState::commit`]): other nexuses never see,
 //! and the issuer is never told GOOD about, a state that is not yet durable. A failed save
 //! commits nothing. The device server (`spc.rs`) runs those steps in per-LUN turns.
+//!
+//! With a store shared by the gateways of an HA group ([`PrStore::shared`]) the decision
+//! is made on the *latest shared* state instead of the local copy ([`decide_shared`]:
+//! read, decide, compare-and-swap, again on a conflict, a bounded number of times), the
+//! saved change is committed locally ([`PrState::commit_at`]) and then published to every
+//! gateway, which installs it ([`PrState::install`]); PR IN and the conflict checks of
+//! every other command use the local copy. A LUN whose shared state cannot be read
+//! refuses media access ([`PrState::unreadable`], docs/decisions/0013).
 
 mod report;
 mod request;
@@ -34,12 +43,17 @@ mod tests;
 use std::sync::Arc;
 
 use scsi_proto::scsi::pr as proto;
-use scsi_proto::scsi::sense::{AdditionalSense, Sense};
+use scsi_proto::scsi::sense::{asc, AdditionalSense, Sense, SenseKey};
+use serde::{Deserialize, Serialize};
 
 pub use request::PrOutRequest;
 pub use rules::PrData;
-pub use store::{FileStore, PrStore};
+pub use store::{
+    FileStore, PrListener, PrNotice, PrStore, PrVersion, SharedPr, SharedPrError, VersionedPr,
+    ABSENT,
+};
 
+use super::lun::Lun;
 use super::Nexus;
 
 /// Most registrations (I_T nexuses, or initiator ports for ALL_TG_PT) one LUN holds. A
@@ -71,7 +85,7 @@ pub fn data_out_len(param_len: u32) -> u32 {
 /// The I_T nexuses a PREEMPT AND ABORT preempted: initiator ports with the target port they
 /// were registered through (any port for an ALL_TG_PT registration). The issuing nexus is
 /// never part of it, even when one of the preempted registrations would cover it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Preempted {
     ports: Vec<rules::Registration>,
     issuer: Nexus,
@@ -104,6 +118,23 @@ pub struct Change {
 }
 
 impl Change {
+    /// What the gateways of an HA group are told about this change once it is saved as
+    /// `version` through `target` of the store instance `origin`.
+    pub fn notice(&self, origin: uuid::Uuid, target: &str, version: PrVersion) -> PrNotice {
+        PrNotice {
+            origin,
+            target: target.to_string(),
+            version,
+            data: self.next.clone(),
+            uas: self
+                .uas
+                .iter()
+                .map(|(n, code)| (n.clone(), code.asc, code.ascq))
+                .collect(),
+            abort: self.abort.clone(),
+        }
+    }
+
     /// The store update this change needs before it may be committed (`None` when the
     /// LUN has no store). Taken once, to run on a blocking thread.
     pub fn take_persist(&mut self) -> Option<Persist> {
@@ -168,14 +199,133 @@ pub struct PrState {
     /// Where APTPL state goes; `None`: APTPL is refused (REPORT CAPABILITIES: PTPL_C=0).
     store: Option<Arc<dyn PrStore>>,
     d: PrData,
+    /// Shared store: the version `d` was saved as ([`ABSENT`] with a local store).
+    version: PrVersion,
+    /// Shared store: why the state could not be read. Until it can, nobody knows who is
+    /// registered, so media access is refused (NOT READY) rather than allowed to a
+    /// nexus that may have been preempted through another gateway.
+    unreadable: Option<String>,
+}
+
+/// Most reads-decide-saves one PERSISTENT RESERVE OUT makes on a shared store before it
+/// gives up (HARDWARE ERROR, nothing changed): every retry means another gateway's
+/// change went in, so this only ends a command under a storm of PR OUTs, never one alone.
+pub const MAX_SHARED_ATTEMPTS: u32 = 16;
+
+/// NOT READY, LOGICAL UNIT NOT READY, MANUAL INTERVENTION REQUIRED (04/03): what media
+/// access (and PERSISTENT RESERVE IN) answers while the shared reservation state is
+/// unreadable — an administrator has to repair or remove the object.
+pub const UNREADABLE_STATE: AdditionalSense = AdditionalSense::new(0x04, 0x03);
+
+/// The sense for a LUN whose shared reservation state is unreadable.
+pub fn unreadable_sense() -> Sense {
+    Sense::new(SenseKey::NotReady, UNREADABLE_STATE)
+}
+
+/// HARDWARE ERROR, INTERNAL TARGET FAILURE: the state could not be saved; nothing changed.
+fn store_failure() -> Sense {
+    Sense::new(SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE)
+}
+
+/// A PERSISTENT RESERVE OUT decided on the latest shared state and saved there.
+#[derive(Debug)]
+pub enum SharedDecision {
+    /// RESERVATION CONFLICT (on the latest state); nothing changed.
+    Conflict,
+    /// Saved as `version`: commit it locally ([`PrState::commit_at`]), publish it, GOOD.
+    Saved {
+        /// The decided change.
+        change: Change,
+        /// The version it was saved as.
+        version: PrVersion,
+    },
+}
+
+/// Decide a PERSISTENT RESERVE OUT from `n` on the latest state of `lun` in the shared
+/// `store` and save it there by compare-and-swap, again on the newer state when another
+/// gateway saved first, at most [`MAX_SHARED_ATTEMPTS`] times. Every state read refreshes
+/// the LUN's local copy ([`Lun::pr_install`]). Blocking: run it on a blocking thread; it
+/// takes the LUN's state lock only to decide.
+///
+/// Errors: NOT READY 04/03 when the shared state is corrupt (the LUN then refuses media
+/// access), HARDWARE ERROR 44/00 when the store fails or the conflicts do not end; nothing
+/// changed in either case.
+pub fn decide_shared(
+    lun: &Lun,
+    store: &dyn SharedPr,
+    identity: uuid::Uuid,
+    n: &Nexus,
+    req: &PrOutRequest,
+) -> Result<SharedDecision, Sense> {
+    for attempt in 0..MAX_SHARED_ATTEMPTS {
+        let latest = match store.load_latest(identity) {
+            Ok(v) => v,
+            Err(SharedPrError::Corrupt(why)) => {
+                tracing::error!(%identity, error = %why, "shared reservation state is corrupt; media access refused until it is repaired");
+                lun.pr_mark_unreadable(&why);
+                return Err(unreadable_sense());
+            }
+            Err(e) => {
+                tracing::error!(%identity, error = format!("{e:#}"), "cannot read the shared reservation state; PERSISTENT RESERVE OUT refused");
+                return Err(store_failure());
+            }
+        };
+        lun.pr_install(&latest);
+        let decision = lun.pr.lock().decide_on(&latest.data, n, req)?;
+        let change = match decision {
+            Decision::Conflict => return Ok(SharedDecision::Conflict),
+            Decision::Change(c) => c,
+        };
+        match store.save_if(identity, &change.next, latest.version) {
+            Ok(version) => return Ok(SharedDecision::Saved { change, version }),
+            Err(SharedPrError::Conflict) => {
+                tracing::debug!(%identity, attempt, "reservation state changed through another gateway; deciding again");
+                crate::shared::backoff(attempt);
+            }
+            Err(e) => {
+                tracing::error!(%identity, error = format!("{e:#}"), "cannot save the shared reservation state; PERSISTENT RESERVE OUT refused");
+                return Err(store_failure());
+            }
+        }
+    }
+    tracing::error!(%identity, attempts = MAX_SHARED_ATTEMPTS, "reservation state kept changing through other gateways; PERSISTENT RESERVE OUT refused");
+    Err(store_failure())
 }
 
 impl PrState {
     /// State for the LUN identified by `identity` (its NAA identity), reloaded from `store`
-    /// if it holds APTPL state for that identity. Blocking (reads the store). A store that
-    /// cannot be read is logged and the LUN starts without reservations rather than not at
-    /// all.
+    /// if it holds APTPL state for that identity. Blocking (reads the store). A local store
+    /// that cannot be read is logged and the LUN starts without reservations rather than
+    /// not at all; a shared one leaves the LUN refusing media access until it can be read
+    /// (see [`PrState::unreadable`]).
     pub fn for_lun(identity: uuid::Uuid, store: Option<Arc<dyn PrStore>>) -> Self {
+        if let Some(shared) = store.as_ref().and_then(|s| s.shared()) {
+            let mut st = Self {
+                identity: Some(identity),
+                store: store.clone(),
+                ..Self::default()
+            };
+            // Watch first: a change saved between the read and the watch would be missed.
+            match shared
+                .watch(identity)
+                .and_then(|()| shared.load_latest(identity))
+            {
+                Ok(v) => {
+                    if !v.data.registrations.is_empty() {
+                        tracing::info!(%identity, registrations = v.data.registrations.len(),
+                            reserved = v.data.reservation.is_some(), version = v.version,
+                            "persistent reservations loaded from the shared store");
+                    }
+                    st.d = v.data;
+                    st.version = v.version;
+                }
+                Err(e) => {
+                    tracing::error!(%identity, error = format!("{e:#}"), "shared reservation state unreadable; media access refused until it can be read");
+                    st.unreadable = Some(format!("{e:#}"));
+                }
+            }
+            return st;
+        }
         let d = match store.as_ref().map(|s| s.load(identity)) {
             Some(Ok(Some(d))) => d,
             Some(Err(e)) => {
@@ -192,12 +342,52 @@ impl PrState {
             identity: Some(identity),
             store,
             d,
+            version: ABSENT,
+            unreadable: None,
         }
     }
 
-    /// Whether anything (a registration or a reservation) exists.
+    /// Whether anything (a registration or a reservation) exists, or the shared state is
+    /// unreadable: either way every command has to look at the state.
     pub fn is_active(&self) -> bool {
-        self.d.is_active()
+        self.d.is_active() || self.unreadable.is_some()
+    }
+
+    /// Why the shared state could not be read (then media access and PERSISTENT RESERVE
+    /// IN answer [`unreadable_sense`]); `None` normally.
+    pub fn unreadable(&self) -> Option<&str> {
+        self.unreadable.as_deref()
+    }
+
+    /// The shared store, if the LUN's state lives in one.
+    pub fn shared_store(&self) -> Option<(Arc<dyn PrStore>, uuid::Uuid)> {
+        match (&self.store, self.identity) {
+            (Some(s), Some(id)) if s.shared().is_some() => Some((s.clone(), id)),
+            _ => None,
+        }
+    }
+
+    /// The version of the local copy ([`ABSENT`] with a local store).
+    pub fn version(&self) -> PrVersion {
+        self.version
+    }
+
+    /// Install a state read from (or published through) the shared store if it is newer
+    /// than the local copy (versions only grow); an unreadable state becomes readable.
+    /// Returns whether it was installed.
+    pub fn install(&mut self, v: &VersionedPr) -> bool {
+        let newer = v.version > self.version || self.unreadable.is_some();
+        if newer {
+            self.d = v.data.clone();
+            self.version = v.version;
+            self.unreadable = None;
+        }
+        newer
+    }
+
+    /// Record that the shared state is unreadable (`why`): media access is refused.
+    pub fn mark_unreadable(&mut self, why: &str) {
+        self.unreadable = Some(why.to_string());
     }
 
     /// Whether a reservation is held (SCSI-2 RESERVE/RELEASE then conflict).
@@ -220,7 +410,19 @@ impl PrState {
     /// conflict, a sense, or the [`Change`] to persist and then [`commit`](Self::commit).
     /// Linear in the number of registrations and TransportIDs.
     pub fn decide(&self, n: &Nexus, req: &PrOutRequest) -> Result<Decision, Sense> {
-        let mut next = self.d.clone();
+        self.decide_on(&self.d, n, req)
+    }
+
+    /// [`decide`](Self::decide) on `base` instead of the local copy (the latest shared
+    /// state). With a shared store the change carries no [`Persist`] job: it is saved by
+    /// compare-and-swap ([`decide_shared`]).
+    pub fn decide_on(
+        &self,
+        base: &PrData,
+        n: &Nexus,
+        req: &PrOutRequest,
+    ) -> Result<Decision, Sense> {
+        let mut next = base.clone();
         let fx = match rules::apply(&mut next, n, req, self.store.is_some()) {
             Ok(fx) => fx,
             Err(rules::Refusal::Conflict) => return Ok(Decision::Conflict),
@@ -244,6 +446,7 @@ impl PrState {
             issuer: n.clone(),
         });
         let persist = match (&self.store, self.identity) {
+            (Some(store), _) if store.shared().is_some() => None,
             (Some(store), Some(identity)) => Some(Persist {
                 store: store.clone(),
                 identity,
@@ -263,6 +466,20 @@ impl PrState {
     /// unit attentions and aborts the device server still owes.
     pub fn commit(&mut self, change: Change) -> PrOutEffects {
         self.d = change.next;
+        PrOutEffects {
+            uas: change.uas,
+            abort: change.abort,
+        }
+    }
+
+    /// Commit a change saved in the shared store as `version`: its state is installed
+    /// unless a newer one already was (another gateway's change, published before this
+    /// one was committed); its unit attentions and aborts are owed either way.
+    pub fn commit_at(&mut self, change: Change, version: PrVersion) -> PrOutEffects {
+        self.install(&VersionedPr {
+            data: change.next,
+            version,
+        });
         PrOutEffects {
             uas: change.uas,
             abort: change.abort,

@@ -1,6 +1,14 @@
 //! Where a LUN's persistent reservation state survives a restart (APTPL, SPC-4 5.13.4):
-//! the [`PrStore`] a target is built with. Today the [`FileStore`] under the data
-//! directory; a shared store (RADOS, for an HA pair) implements the same trait.
+//! the [`PrStore`] a target is built with — the [`FileStore`] under the data directory for
+//! a single lunard — and where the gateways of an HA group share it ([`SharedPr`], the
+//! store's [`PrStore::shared`] side: RADOS in production, see `crate::shared`).
+//!
+//! A local store only keeps APTPL state and is written after the change was decided on the
+//! LUN's own copy. A shared store keeps ALL the state (registrations must survive a
+//! failover to another gateway) under a version: a PERSISTENT RESERVE OUT through any
+//! gateway reads the latest state, decides on it, and saves it only if the version did not
+//! move meanwhile (else it decides again), then tells the other gateways
+//! ([`SharedPr::publish`]), which reload it ([`PrListener`]) before it answers GOOD.
 //!
 //! Stores are blocking: the device server calls them on a blocking thread, never on an
 //! async worker or under the LUN's reservation lock.
@@ -10,7 +18,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use serde::{Deserialize, Serialize};
+
 use super::rules::PrData;
+use super::Preempted;
+use crate::scsi::Nexus;
 
 /// Keeps each LUN's reservation state (keyed by the LUN identity) across restarts.
 pub trait PrStore: Send + Sync + std::fmt::Debug {
@@ -21,6 +33,103 @@ pub trait PrStore: Send + Sync + std::fmt::Debug {
     /// Replace the state saved for `identity` (`None`: forget it). Blocking; the state is
     /// durable when it returns `Ok`, since PERSISTENT RESERVE OUT answers GOOD only then.
     fn save(&self, identity: uuid::Uuid, data: Option<&PrData>) -> anyhow::Result<()>;
+
+    /// The versioned side of a store shared by the gateways of an HA group; `None` (every
+    /// local store): [`load`](Self::load) and [`save`](Self::save) are all there is, and
+    /// only APTPL state is kept.
+    fn shared(&self) -> Option<&dyn SharedPr> {
+        None
+    }
+}
+
+/// Version of a shared reservation state; [`ABSENT`] when nothing was ever saved.
+pub type PrVersion = u64;
+
+/// The version of a state never saved (no object yet).
+pub const ABSENT: PrVersion = 0;
+
+/// Why a shared store could not read or write a LUN's state.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedPrError {
+    /// The version moved since it was read: another gateway changed the state first.
+    #[error("the reservation state changed meanwhile (version conflict)")]
+    Conflict,
+    /// The stored state does not decode: nobody can tell who is registered.
+    #[error("the shared reservation state is corrupt: {0}")]
+    Corrupt(String),
+    /// The store could not be reached or refused the operation.
+    #[error(transparent)]
+    Unavailable(#[from] anyhow::Error),
+}
+
+/// The whole state of a LUN as a shared store holds it, with its version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionedPr {
+    /// The state (empty when none was ever saved).
+    pub data: PrData,
+    /// Its version ([`ABSENT`]: none was ever saved).
+    pub version: PrVersion,
+}
+
+/// A reservation store shared by the gateways of an HA group: versioned state per LUN
+/// identity, compare-and-swap saves, and change notices every gateway acts on.
+pub trait SharedPr: Send + Sync {
+    /// Start delivering change notices for `identity` to the listeners (idempotent). Called
+    /// before the first [`load_latest`](Self::load_latest), so no change slips between.
+    fn watch(&self, identity: uuid::Uuid) -> Result<(), SharedPrError>;
+
+    /// The latest saved state of `identity`. Blocking.
+    fn load_latest(&self, identity: uuid::Uuid) -> Result<VersionedPr, SharedPrError>;
+
+    /// Save `data` for `identity` if the stored version is still `expected`; returns the new
+    /// version, or [`SharedPrError::Conflict`] when another gateway saved first (nothing
+    /// changed). Durable on every gateway's view when it returns `Ok`. Blocking.
+    fn save_if(
+        &self,
+        identity: uuid::Uuid,
+        data: &PrData,
+        expected: PrVersion,
+    ) -> Result<PrVersion, SharedPrError>;
+
+    /// Tell every gateway (this one included) about a saved change and wait until they have
+    /// acted on it, or until a bounded timeout for a gateway that does not answer (a dead
+    /// one: it reloads the state when it comes back). Blocking.
+    fn publish(&self, identity: uuid::Uuid, notice: &PrNotice) -> anyhow::Result<()>;
+
+    /// Who hears of the notices (each target of this gateway registers itself once).
+    fn listen(&self, listener: std::sync::Weak<dyn PrListener>);
+
+    /// This store instance (one per gateway process): notices it published carry it, so the
+    /// issuing target does not act twice on its own change.
+    fn instance(&self) -> uuid::Uuid;
+}
+
+/// A target of this gateway that holds LUNs whose state a shared store keeps.
+pub trait PrListener: Send + Sync {
+    /// The state of `identity` changed through some gateway: reload it, establish the unit
+    /// attentions, abort the preempted tasks. Called on a store thread; returns once done
+    /// (the publisher waits for that).
+    fn pr_changed(&self, identity: uuid::Uuid, notice: &PrNotice);
+}
+
+/// What a saved change tells the other gateways: the state (so they install it without a
+/// read of their own), and what comes with the change for nexuses they may hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrNotice {
+    /// The store instance that published it ([`SharedPr::instance`]).
+    pub origin: uuid::Uuid,
+    /// The target the PERSISTENT RESERVE OUT came through (on `origin`).
+    pub target: String,
+    /// The saved state's version.
+    pub version: PrVersion,
+    /// The saved state.
+    pub data: PrData,
+    /// Unit attentions: (nexus, ASC, ASCQ); never for the issuing nexus.
+    #[serde(default)]
+    pub uas: Vec<(Nexus, u8, u8)>,
+    /// PREEMPT AND ABORT: the preempted nexuses, whose tasks on the LUN are aborted.
+    #[serde(default)]
+    pub abort: Option<Preempted>,
 }
 
 /// One JSON file per LUN identity in a directory (`<data dir>/pr/<identity>.json`),

@@ -11,7 +11,9 @@ use storage_core::{Guarantee, Pool, PoolOptions};
 
 use super::{status, Nexus, ScsiRequest, ScsiResponse, ScsiTarget, TaskAttr};
 
+mod alua;
 mod pr;
+pub(crate) mod pr_shared;
 mod sbc;
 mod spc;
 mod ua;

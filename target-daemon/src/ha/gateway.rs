@@ -1,0 +1,387 @@
+//! A lunard as a gateway of an HA group: the pieces the daemon wires instead of opening a
+//! local pool.
+//!
+//! - a RADOS client for the group's shared state (the LUN manager's state, persistent
+//!   reservations, the gateway registry), separate from the coordinator's: fencing
+//!   blocklists the coordinator's client (the one that held the RBD lock), and the shared
+//!   state must stay readable through that, so a fenced gateway comes back as a standby
+//!   that still answers REPORT TARGET PORT GROUPS and PERSISTENT RESERVE IN;
+//! - the ALUA view, the LUN manager started without a pool (every gateway starts as
+//!   standby: start-up never waits for the pool), its state store and PR store in RADOS,
+//!   and a reload whenever another gateway saves the state;
+//! - the registry heartbeat (own record, and the peers' port groups for the ALUA view);
+//! - the [`Coordinator`], whose [`PoolHost`] here is the LUN manager plus the ALUA view.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use parking_lot::Mutex;
+use storage_core::ceph::{CephConfig, IoCtx, Rados};
+use storage_core::{Pool, PoolOptions};
+use tokio::task::JoinHandle;
+
+use super::shell::{Access, BoxFuture, Coordinator, PoolHost, ShellConfig};
+use super::status::GatewayStatus;
+use crate::config::{Config, HaCfg};
+use crate::fabric::TargetSpec;
+use crate::lunmgr::gateway::GatewayOpen;
+use crate::lunmgr::LunManager;
+use crate::scsi::alua::{AccessState, AluaView, GroupState};
+use crate::scsi::ScsiTarget;
+use crate::shared::rados::RadosObjects;
+use crate::shared::{GatewayRecord, GatewayRegistry, SharedPrStore, SharedStateStore};
+
+/// How often a gateway rewrites its registry record and rereads the others'.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// The LUN manager and the ALUA view, as the coordinator drives them.
+struct GatewayHost {
+    mgr: Arc<LunManager>,
+    alua: Arc<AluaView>,
+    me: String,
+    port_group: u16,
+    /// Every gateway of the group (name, port group), this one included.
+    peers: Mutex<Vec<(String, u16)>>,
+    access: Mutex<Access>,
+}
+
+impl GatewayHost {
+    /// Applies the current access and peers to the ALUA view.
+    fn apply(&self) {
+        let access = self.access.lock().clone();
+        let owner = match &access {
+            Access::Transitioning => {
+                self.alua.set_local(AccessState::Transitioning);
+                return;
+            }
+            Access::Active { .. } => Some(self.me.clone()),
+            Access::Standby { owner } => owner.clone(),
+        };
+        let mut peers = self.peers.lock().clone();
+        if !peers.iter().any(|(n, _)| *n == self.me) {
+            peers.push((self.me.clone(), self.port_group));
+        }
+        let groups = peers
+            .into_iter()
+            .map(|(name, id)| GroupState {
+                id,
+                state: if owner.as_deref() == Some(name.as_str()) {
+                    AccessState::ActiveOptimized
+                } else {
+                    AccessState::Standby
+                },
+                gateway: name,
+            })
+            .collect();
+        self.alua.set_groups(groups);
+    }
+
+    fn set_peers(&self, peers: Vec<(String, u16)>) {
+        let changed = {
+            let mut p = self.peers.lock();
+            let changed = *p != peers;
+            *p = peers;
+            changed
+        };
+        if changed {
+            self.apply();
+        }
+    }
+}
+
+impl PoolHost for GatewayHost {
+    fn attach(&self, pool: Pool) -> BoxFuture<anyhow::Result<()>> {
+        let mgr = self.mgr.clone();
+        Box::pin(async move {
+            mgr.attach_pool(pool)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })
+    }
+
+    fn detach(&self) -> BoxFuture<Option<Pool>> {
+        let mgr = self.mgr.clone();
+        Box::pin(async move {
+            if !mgr.has_pool() {
+                return None;
+            }
+            match mgr.detach_pool().await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!("detaching the pool: {e}");
+                    None
+                }
+            }
+        })
+    }
+
+    fn set_access(&self, access: Access) {
+        *self.access.lock() = access;
+        self.apply();
+    }
+}
+
+/// A running gateway's HA parts.
+pub struct Gateway {
+    /// The coordinator (status, planned moves).
+    pub coordinator: Arc<Coordinator>,
+    host: Arc<GatewayHost>,
+    registry: Arc<GatewayRegistry>,
+    /// The registry record's portals, filled in once the portals listen.
+    portals: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Held for the stores' watches; dropped (off the workers) at shutdown.
+    shared: Option<(Rados, IoCtx)>,
+    _state_store: Arc<SharedStateStore>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("coordinator", &self.coordinator)
+            .finish()
+    }
+}
+
+/// What [`Gateway::start`] gives the daemon to wire in.
+pub struct Started {
+    /// The gateway's HA parts.
+    pub gateway: Gateway,
+    /// The LUN manager (standby: no pool).
+    pub lunmgr: Arc<LunManager>,
+    /// The targets to hand to the front ends.
+    pub targets: Vec<(TargetSpec, Arc<ScsiTarget>)>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn connect_shared(ha: &HaCfg) -> anyhow::Result<(Rados, IoCtx)> {
+    let cfg = CephConfig {
+        conf: ha.ceph.conf.clone(),
+        client: ha.ceph.client.clone(),
+    };
+    let rados = Rados::connect_with(&cfg, &[("rados_osd_op_timeout", "30")])
+        .with_context(|| format!("ha.ceph: cannot connect to the cluster of {}", ha.ceph.conf.display()))?;
+    let io = rados
+        .ioctx(&ha.ceph.pool)
+        .with_context(|| format!("ha.ceph.pool: cannot open RADOS pool {}", ha.ceph.pool))?;
+    Ok((rados, io))
+}
+
+impl Gateway {
+    /// Connects to the group's shared state and starts as standby; the coordinator takes
+    /// the pool over in the background when the lease is free.
+    pub async fn start(config: &Config) -> anyhow::Result<Started> {
+        let ha = config
+            .ha
+            .clone()
+            .context("a gateway needs the ha: section")?;
+        let rbd = config
+            .pool
+            .rbd
+            .clone()
+            .context("a gateway needs pool.rbd")?;
+        let capacity = config
+            .pool
+            .capacity
+            .context("pool.capacity is required with pool.rbd")?
+            .0;
+        let h = ha.clone();
+        let (rados, io) = tokio::task::spawn_blocking(move || connect_shared(&h))
+            .await
+            .context("connecting to Ceph")??;
+        let objects = RadosObjects::new(io.clone());
+        let registry = Arc::new(GatewayRegistry::new(objects.clone(), &ha.group));
+        let state_store = SharedStateStore::new(objects.clone(), &ha.group);
+        let pr_store = SharedPrStore::new(objects.clone(), &ha.group);
+        let me = GatewayRecord {
+            name: ha.gateway.clone(),
+            port_group: ha.port_group,
+            portals: Vec::new(),
+            last_seen_unix: now_unix(),
+        };
+        let (reg, ss) = (registry.clone(), state_store.clone());
+        let (peers, state) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            reg.upsert(&me).context("ha: registering this gateway")?;
+            let peers = reg.list().context("ha: reading the gateway registry")?;
+            let state = crate::lunmgr::state::StateStore::load(ss.as_ref())
+                .context("ha: reading the group's shared state")?;
+            Ok((peers, state))
+        })
+        .await
+        .context("reading the group's state")??;
+        let peers: Vec<(String, u16)> = peers.into_iter().map(|r| (r.name, r.port_group)).collect();
+        let groups = peers
+            .iter()
+            .map(|(n, id)| GroupState {
+                id: *id,
+                gateway: n.clone(),
+                state: AccessState::Standby,
+            })
+            .collect();
+        let alua = AluaView::new(ha.port_group, groups);
+        let (lunmgr, targets) = LunManager::open_gateway(
+            config,
+            GatewayOpen {
+                pool: None,
+                state: Some(state.unwrap_or_default()),
+                alua: alua.clone(),
+                pr_store: Some(pr_store),
+            },
+        )
+        .await?;
+        lunmgr.set_state_store(state_store.clone());
+
+        let host = Arc::new(GatewayHost {
+            mgr: lunmgr.clone(),
+            alua,
+            me: ha.gateway.clone(),
+            port_group: ha.port_group,
+            peers: Mutex::new(peers),
+            access: Mutex::new(Access::Standby { owner: None }),
+        });
+        let mut tasks = Vec::new();
+        tasks.push(watch_state(&state_store, lunmgr.clone())?);
+        let portals = Arc::new(Mutex::new(Vec::new()));
+        tasks.push(heartbeat(
+            registry.clone(),
+            host.clone(),
+            ha.clone(),
+            portals.clone(),
+        ));
+        let shell = ShellConfig {
+            ha: ha.clone(),
+            image: rbd.image,
+            pool: PoolOptions {
+                chunk_size: config.pool.chunk_size.0 as u32,
+                capacity_bytes: None,
+                soft_threshold_pct: config.pool.soft_threshold_pct,
+            },
+            capacity,
+            portals: Vec::new(),
+        };
+        let coordinator = Coordinator::start(shell, host.clone());
+        coordinator.set_gateways_source(registry.clone());
+        Ok(Started {
+            gateway: Gateway {
+                coordinator,
+                host,
+                registry,
+                portals,
+                tasks,
+                shared: Some((rados, io)),
+                _state_store: state_store,
+            },
+            lunmgr,
+            targets,
+        })
+    }
+
+    /// The portals hosts reach this gateway through (for the registry).
+    pub fn set_portals(&self, portals: Vec<String>) {
+        *self.portals.lock() = portals;
+    }
+
+    /// Steps down if owner and stops the background tasks.
+    pub async fn shutdown(mut self) {
+        self.coordinator.shutdown().await;
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let shared = self.shared.take();
+        let _ = (self.host, self.registry);
+        let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
+    }
+}
+
+/// Reloads the LUN manager's state whenever another gateway saved it.
+fn watch_state(
+    store: &Arc<SharedStateStore>,
+    mgr: Arc<LunManager>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    store
+        .watch(Arc::new(move |v| {
+            let _ = tx.send(v);
+        }))
+        .context("ha: watching the group's shared state")?;
+    let store = store.clone();
+    Ok(tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Several notices queued: one reload covers them.
+            while rx.try_recv().is_ok() {}
+            let s = store.clone();
+            let loaded =
+                tokio::task::spawn_blocking(move || crate::lunmgr::state::StateStore::load(s.as_ref()))
+                    .await;
+            match loaded {
+                Ok(Ok(Some(state))) => {
+                    if let Err(e) = mgr.reload_state(state).await {
+                        tracing::warn!("applying the group's shared state: {e}");
+                    }
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::warn!("reloading the group's shared state: {e}"),
+                Err(e) => tracing::warn!("reloading the group's shared state: {e}"),
+            }
+        }
+    }))
+}
+
+/// Rewrites this gateway's registry record and rereads the group every [`HEARTBEAT`].
+fn heartbeat(
+    registry: Arc<GatewayRegistry>,
+    host: Arc<GatewayHost>,
+    ha: HaCfg,
+    portals: Arc<Mutex<Vec<String>>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let rec = GatewayRecord {
+                name: ha.gateway.clone(),
+                port_group: ha.port_group,
+                portals: portals.lock().clone(),
+                last_seen_unix: now_unix(),
+            };
+            let reg = registry.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                reg.upsert(&rec)?;
+                reg.list()
+            })
+            .await;
+            match r {
+                Ok(Ok(list)) => host.set_peers(list.into_iter().map(|r| (r.name, r.port_group)).collect()),
+                Ok(Err(e)) => tracing::warn!("ha: gateway registry heartbeat: {e}"),
+                Err(e) => tracing::warn!("ha: gateway registry heartbeat: {e}"),
+            }
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    })
+}
+
+/// The registry as `lunarctl ha status` shows it.
+pub(crate) fn gateway_statuses(
+    registry: &GatewayRegistry,
+    owner: Option<&str>,
+) -> Vec<GatewayStatus> {
+    let now = now_unix();
+    registry
+        .list()
+        .map(|l| {
+            l.into_iter()
+                .map(|r| GatewayStatus {
+                    owner: owner == Some(r.name.as_str()),
+                    last_seen_secs_ago: now.saturating_sub(r.last_seen_unix),
+                    name: r.name,
+                    port_group: r.port_group,
+                    portals: r.portals,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,637 @@
+//! The async shell around the ownership machine: it performs the machine's actions with
+//! real RADOS and RBD calls, feeds their outcomes and the time back, and applies what
+//! ownership means to the rest of the daemon through a [`PoolHost`] (the LUN manager and
+//! the ALUA view in lunard; a recorder in tests).
+//!
+//! One task owns the [`Machine`]. Lease-lane calls (probe, acquire, renew, release,
+//! reconnect) and pool-lane calls (fence, open, close) run as their own tasks, blocking
+//! librados calls on the blocking pool, and report back on one channel; the machine allows
+//! at most one call per lane, so a slow pool open never delays a renew, and the task keeps
+//! its timers (the local deadline above all) while calls are out.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use storage_core::ceph::{CephConfig, CephError, IoCtx, Rados, RbdImage};
+use storage_core::{Pool, PoolOptions, StorageError};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::cluster::{failure, LeaseClient};
+use super::lease::LeaseContent;
+use super::machine::{Action, Event, Failure, Machine, Probe, Role, Snapshot, Timing};
+use super::status::{GatewayStatus, HaControl, HaError, HaStatus, MoveAccepted};
+use crate::config::HaCfg;
+
+/// A boxed future, for the [`PoolHost`] calls that wait.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What ALUA access the local port group should report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Owner: active/optimized, media access served.
+    Active {
+        /// The ownership's epoch.
+        epoch: u64,
+    },
+    /// Media access stops now (02/04/0A): a takeover or a step-down is under way.
+    Transitioning,
+    /// Standby (02/04/0B); `owner` (if known) is the active/optimized group.
+    Standby {
+        /// The owner gateway as last seen.
+        owner: Option<String>,
+    },
+}
+
+/// What the coordinator does to the rest of the daemon.
+pub trait PoolHost: Send + Sync + 'static {
+    /// Hands the freshly opened pool to the LUN manager (LUNs get their volumes).
+    fn attach(&self, pool: Pool) -> BoxFuture<anyhow::Result<()>>;
+    /// Takes the pool back from the LUN manager after in-flight commands finished;
+    /// `None` when it had none.
+    fn detach(&self) -> BoxFuture<Option<Pool>>;
+    /// Sets the local port group's ALUA access state. Called synchronously on the
+    /// coordinator task: must not block.
+    fn set_access(&self, access: Access);
+}
+
+/// Where the coordinator's calls go: the group's configuration and the pool to open.
+#[derive(Clone, Debug)]
+pub struct ShellConfig {
+    /// The `ha:` section.
+    pub ha: HaCfg,
+    /// RBD image holding the pool.
+    pub image: String,
+    /// Pool options for creating the pool (its capacity is the image size).
+    pub pool: PoolOptions,
+    /// Size of the image when the first owner creates it.
+    pub capacity: u64,
+    /// This gateway's iSCSI portals (for the registry).
+    pub portals: Vec<String>,
+}
+
+/// One RADOS client instance and what hangs off it; replaced as a whole after a fence.
+#[derive(Clone)]
+struct Conn {
+    rados: Rados,
+    ioctx: IoCtx,
+    lease: LeaseClient,
+}
+
+fn connect(cfg: &HaCfg) -> Result<Conn, CephError> {
+    let c = CephConfig {
+        conf: cfg.ceph.conf.clone(),
+        client: cfg.ceph.client.clone(),
+    };
+    // An OSD operation that hangs must end well within a few leases: the lanes wait for it.
+    let op_timeout = (cfg.lease.0.as_secs() * 2).max(2).to_string();
+    let rados = Rados::connect_with(
+        &c,
+        &[
+            ("rados_osd_op_timeout", op_timeout.as_str()),
+            ("rados_mon_op_timeout", op_timeout.as_str()),
+        ],
+    )?;
+    let ioctx = rados.ioctx(&cfg.ceph.pool)?;
+    let lease = LeaseClient::new(ioctx.clone(), &cfg.group, &cfg.gateway, cfg.lease.0);
+    Ok(Conn {
+        rados,
+        ioctx,
+        lease,
+    })
+}
+
+/// What a lane's call reports back to the coordinator task.
+enum Done {
+    Probed(Result<Probe, Failure>),
+    Acquired(Result<(Instant, LeaseContent), Failure>),
+    Renewed(Result<(Instant, LeaseContent), Failure>),
+    Released,
+    Reconnected(Result<Conn, String>),
+    Fenced(Result<RbdImage, Failure>),
+    Opened(Result<Pool, Failure>),
+    Closed,
+}
+
+/// What the coordinator task is asked from outside.
+enum Cmd {
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The state readers see (status, move requests) without asking the task.
+struct Shared {
+    cfg: ShellConfig,
+    snapshot: Mutex<(Snapshot, Instant)>,
+    conn: Mutex<Option<Conn>>,
+}
+
+/// A running HA coordinator: status and planned moves for the admin API, and shutdown.
+pub struct Coordinator {
+    shared: Arc<Shared>,
+    registry: Mutex<Option<Arc<crate::shared::GatewayRegistry>>>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("group", &self.shared.cfg.ha.group)
+            .field("gateway", &self.shared.cfg.ha.gateway)
+            .finish()
+    }
+}
+
+impl Coordinator {
+    /// Starts the coordinator as standby. It connects to the cluster in the background, so
+    /// lunard's start-up never waits for Ceph or for the pool.
+    pub fn start(cfg: ShellConfig, host: Arc<dyn PoolHost>) -> Arc<Coordinator> {
+        let now = Instant::now();
+        let timing = Timing {
+            lease: cfg.ha.lease.0,
+        };
+        let machine = Machine::new(cfg.ha.gateway.clone(), timing, now);
+        let snap = machine.snapshot(now);
+        let shared = Arc::new(Shared {
+            cfg,
+            snapshot: Mutex::new((snap, now)),
+            conn: Mutex::new(None),
+        });
+        let (cmds, cmd_rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        host.set_access(Access::Standby { owner: None });
+        let task = Task {
+            shared: shared.clone(),
+            m: machine,
+            host,
+            done_tx,
+            image: None,
+            pool: None,
+            last_owner: None,
+            stopping: None,
+        };
+        let handle = tokio::spawn(task.run(cmd_rx, done_rx));
+        Arc::new(Coordinator {
+            shared,
+            registry: Mutex::new(None),
+            cmds,
+            task: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The machine's view as of its last step.
+    pub fn snapshot(&self) -> Snapshot {
+        let (snap, at) = self.shared.snapshot.lock().clone();
+        let aged = at.elapsed();
+        Snapshot {
+            since_renew: snap.since_renew.map(|d| d + aged),
+            serving_left: snap.serving_left.map(|d| d.saturating_sub(aged)),
+            ..snap
+        }
+    }
+
+    /// Steps down if owner (stops I/O, closes the pool, releases the lease) and stops.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Cmd::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        let task = self.task.lock().take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+impl HaControl for Coordinator {
+    fn status(&self) -> HaStatus {
+        let s = self.snapshot();
+        let cfg = &self.shared.cfg.ha;
+        let lease = match (s.role, s.lease_held) {
+            (Role::Fencing | Role::Opening | Role::Active, _) => "held by this gateway",
+            (_, true) => "held",
+            (_, false) => "free",
+        };
+        HaStatus {
+            group: cfg.group.clone(),
+            gateway: cfg.gateway.clone(),
+            port_group: cfg.port_group,
+            role: s.role.name().to_string(),
+            epoch: s.epoch,
+            owner: s.owner.clone(),
+            preferred: s.preferred,
+            lease: lease.to_string(),
+            lease_ms: u64::try_from(cfg.lease.0.as_millis()).unwrap_or(u64::MAX),
+            since_renew_ms: s.since_renew.map(ms),
+            serving_left_ms: s.serving_left.map(ms),
+            gateways: self.gateways(s.owner.as_deref()),
+        }
+    }
+
+    fn move_to(&self, to: &str) -> Result<MoveAccepted, HaError> {
+        let conn = self.shared.conn.lock().clone();
+        let conn = conn.ok_or_else(|| {
+            HaError::Cluster("not connected to the Ceph cluster yet; try again".into())
+        })?;
+        let known = self.gateways(None);
+        if !known.is_empty() && !known.iter().any(|g| g.name == to) {
+            return Err(HaError::UnknownGateway(to.to_string()));
+        }
+        let (cur, _) = conn.lease.read().map_err(|e| HaError::Cluster(e.to_string()))?;
+        if cur.owner.as_deref() == Some(to) {
+            return Err(HaError::AlreadyOwner(to.to_string()));
+        }
+        let written = conn
+            .lease
+            .update(|c| c.moved_to(to))
+            .map_err(|e| HaError::Cluster(e.to_string()))?;
+        tracing::info!(to, from = ?written.owner, epoch = written.epoch, "planned move requested");
+        Ok(MoveAccepted {
+            to: to.to_string(),
+            from: written.owner,
+            epoch: written.epoch,
+        })
+    }
+}
+
+impl Coordinator {
+    /// Where `status` and `move_to` read the group's gateways from.
+    pub fn set_gateways_source(&self, registry: Arc<crate::shared::GatewayRegistry>) {
+        *self.registry.lock() = Some(registry);
+    }
+
+    /// The group's gateways from the registry; empty when it cannot be read.
+    fn gateways(&self, owner: Option<&str>) -> Vec<GatewayStatus> {
+        let reg = self.registry.lock().clone();
+        reg.map(|r| super::gateway::gateway_statuses(&r, owner))
+            .unwrap_or_default()
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The coordinator task's state.
+struct Task {
+    shared: Arc<Shared>,
+    m: Machine,
+    host: Arc<dyn PoolHost>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    /// The image, open and RBD-locked, from fencing until closed.
+    image: Option<RbdImage>,
+    /// The pool while open (also held by the LUN manager).
+    pool: Option<Pool>,
+    /// The owner last applied to the ALUA view while standby.
+    last_owner: Option<Option<String>>,
+    stopping: Option<oneshot::Sender<()>>,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut cmds: mpsc::UnboundedReceiver<Cmd>,
+        mut done: mpsc::UnboundedReceiver<Done>,
+    ) {
+        // There is no client at first: the machine's first probe connects (see `perform`).
+        loop {
+            self.step();
+            if self.m.role() == Role::Stopped {
+                break;
+            }
+            let deadline = self
+                .m
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                Some(d) = done.recv() => self.feed(d),
+                _ = tokio::time::sleep_until(deadline) => self.m.handle_timeout(Instant::now()),
+                c = cmds.recv() => match c {
+                    Some(Cmd::Shutdown(tx)) => {
+                        self.stopping = Some(tx);
+                        self.m.shutdown(Instant::now());
+                    }
+                    None => self.m.shutdown(Instant::now()),
+                },
+            }
+        }
+        if let Some(tx) = self.stopping.take() {
+            let _ = tx.send(());
+        }
+        // Drop the client off the async workers (shutting librados down blocks).
+        let conn = self.shared.conn.lock().take();
+        let image = self.image.take();
+        let _ = tokio::task::spawn_blocking(move || drop((image, conn))).await;
+    }
+
+    /// Performs every queued action and reports every event.
+    fn step(&mut self) {
+        while let Some(a) = self.m.poll_action() {
+            self.perform(a);
+        }
+        while let Some(e) = self.m.poll_event() {
+            self.observe(e);
+        }
+        let now = Instant::now();
+        let snap = self.m.snapshot(now);
+        if self.m.role() == Role::Standby && self.last_owner.as_ref() != Some(&snap.owner) {
+            self.last_owner = Some(snap.owner.clone());
+            self.host.set_access(Access::Standby {
+                owner: snap.owner.clone(),
+            });
+        }
+        *self.shared.snapshot.lock() = (snap, now);
+    }
+
+    fn observe(&mut self, e: Event) {
+        let metrics = crate::metrics::global();
+        match e {
+            Event::Role {
+                from,
+                to,
+                epoch,
+                reason,
+            } => {
+                metrics.ha_state(to.gauge(), epoch);
+                let g = &self.shared.cfg.ha.gateway;
+                match to {
+                    Role::Releasing | Role::Reconnecting => {
+                        tracing::warn!(gateway = %g, %from, %to, epoch, reason, "HA role change")
+                    }
+                    _ => tracing::info!(gateway = %g, %from, %to, epoch, reason, "HA role change"),
+                }
+            }
+            Event::Renewed => metrics.ha_renewed(),
+            Event::TookOver { epoch, duration } => {
+                metrics.ha_took_over(duration);
+                tracing::info!(
+                    gateway = %self.shared.cfg.ha.gateway,
+                    epoch,
+                    lease_won_to_active_ms = ms(duration),
+                    "took over the pool"
+                );
+            }
+            Event::Fenced => {
+                metrics.ha_fenced();
+                tracing::warn!(
+                    gateway = %self.shared.cfg.ha.gateway,
+                    "this gateway was fenced (blocklisted) by a new owner; reconnecting as standby"
+                );
+            }
+        }
+    }
+
+    fn perform(&mut self, a: Action) {
+        tracing::trace!(?a, "HA action");
+        let conn = self.shared.conn.lock().clone();
+        let tx = self.done_tx.clone();
+        match a {
+            Action::Probe => match conn {
+                // No client yet (start-up, or a failed reconnect): connecting is the probe.
+                None => self.reconnect(),
+                Some(c) => blocking(tx, move || Done::Probed(c.lease.probe())),
+            },
+            Action::Acquire => match conn {
+                None => self.fail_lease(Done::Acquired(Err(not_connected()))),
+                Some(c) => blocking(tx, move || Done::Acquired(c.lease.acquire())),
+            },
+            Action::Renew => match conn {
+                None => self.fail_lease(Done::Renewed(Err(not_connected()))),
+                Some(c) => blocking(tx, move || Done::Renewed(c.lease.renew())),
+            },
+            Action::Release => match conn {
+                None => self.fail_lease(Done::Released),
+                Some(c) => blocking(tx, move || {
+                    if let Err(e) = c.lease.release() {
+                        tracing::warn!("releasing the lease: {e}");
+                    }
+                    Done::Released
+                }),
+            },
+            Action::Reconnect => self.reconnect(),
+            Action::Fence { epoch } => match conn {
+                None => self.fail_lease(Done::Fenced(Err(not_connected()))),
+                Some(c) => {
+                    let image = self.shared.cfg.image.clone();
+                    let capacity = self.shared.cfg.capacity;
+                    blocking(tx, move || Done::Fenced(fence(&c.ioctx, &image, capacity, epoch)))
+                }
+            },
+            Action::Open { epoch } => {
+                let Some(image) = self.image.clone() else {
+                    let _ = tx.send(Done::Opened(Err(Failure::Other(
+                        "no image after fencing".into(),
+                    ))));
+                    return;
+                };
+                let opts = self.shared.cfg.pool.clone();
+                let host = self.host.clone();
+                tokio::spawn(async move {
+                    let r = open(image, &opts, host.as_ref(), epoch).await;
+                    let _ = tx.send(Done::Opened(r));
+                });
+            }
+            Action::Close => {
+                let host = self.host.clone();
+                let pool = self.pool.take();
+                let image = self.image.take();
+                tokio::spawn(async move {
+                    close(host.as_ref(), pool, image).await;
+                    let _ = tx.send(Done::Closed);
+                });
+            }
+            Action::Serve { epoch } => {
+                self.last_owner = None;
+                self.host.set_access(Access::Active { epoch });
+            }
+            Action::StopIo => {
+                self.last_owner = None;
+                self.host.set_access(Access::Transitioning);
+            }
+        }
+    }
+
+    fn fail_lease(&self, d: Done) {
+        let _ = self.done_tx.send(d);
+    }
+
+    fn reconnect(&mut self) {
+        let old = self.shared.conn.lock().take();
+        let cfg = self.shared.cfg.ha.clone();
+        blocking(self.done_tx.clone(), move || {
+            // The old client is blocklisted (or never was): shut it down first.
+            drop(old);
+            Done::Reconnected(connect(&cfg).map_err(|e| e.to_string()))
+        });
+    }
+
+    fn feed(&mut self, d: Done) {
+        let now = Instant::now();
+        match d {
+            Done::Probed(Ok(p)) => self.m.handle_probed(now, p),
+            Done::Probed(Err(f)) => self.m.handle_lease_failed(now, f),
+            Done::Acquired(Ok((sent, c))) => self.m.handle_acquired(now, sent, c),
+            Done::Acquired(Err(f)) => self.m.handle_lease_failed(now, f),
+            Done::Renewed(Ok((sent, c))) => self.m.handle_renewed(now, sent, c),
+            Done::Renewed(Err(f)) => {
+                tracing::debug!(?f, "lease renew failed");
+                self.m.handle_lease_failed(now, f)
+            }
+            Done::Released => self.m.handle_released(now),
+            Done::Reconnected(r) => {
+                let r = match r {
+                    Ok(c) => {
+                        tracing::info!(
+                            gateway = %self.shared.cfg.ha.gateway,
+                            client = %c.rados.instance_name(),
+                            "connected to the Ceph cluster"
+                        );
+                        *self.shared.conn.lock() = Some(c);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot connect to the Ceph cluster: {e}");
+                        Err(e)
+                    }
+                };
+                if self.m.role() == Role::Standby {
+                    // Connected for the probe the machine asked for: probe now, or report
+                    // the probe failed (it retries a third of a lease later).
+                    let conn = self.shared.conn.lock().clone();
+                    match (r, conn) {
+                        (Ok(()), Some(c)) => {
+                            blocking(self.done_tx.clone(), move || Done::Probed(c.lease.probe()))
+                        }
+                        (r, _) => self.m.handle_lease_failed(
+                            now,
+                            Failure::Other(r.err().unwrap_or_default()),
+                        ),
+                    }
+                } else {
+                    self.m.handle_reconnected(now, r);
+                }
+            }
+            Done::Fenced(r) => {
+                let r = r.map(|image| {
+                    self.image = Some(image);
+                });
+                self.m.handle_fenced(now, r)
+            }
+            Done::Opened(r) => {
+                let r = r.map(|pool| {
+                    self.pool = Some(pool);
+                });
+                self.m.handle_opened(now, r)
+            }
+            Done::Closed => {
+                self.m.handle_closed(now);
+            }
+        }
+    }
+}
+
+fn not_connected() -> Failure {
+    Failure::Other("not connected to the Ceph cluster".into())
+}
+
+/// Runs a blocking call on the blocking pool and reports its outcome.
+fn blocking(tx: mpsc::UnboundedSender<Done>, f: impl FnOnce() -> Done + Send + 'static) {
+    tokio::task::spawn_blocking(move || {
+        let _ = tx.send(f());
+    });
+}
+
+/// Fencing: open the image (creating it on the group's first takeover), break every other
+/// client's exclusive lock (librbd blocklists them), take the lock ourselves.
+fn fence(ioctx: &IoCtx, name: &str, capacity: u64, epoch: u64) -> Result<RbdImage, Failure> {
+    let image = match RbdImage::open(ioctx, name) {
+        Ok(i) => i,
+        Err(e) if e.errno() == Some(libc::ENOENT) => {
+            tracing::info!(image = name, capacity, "creating the group's RBD image");
+            match RbdImage::create(ioctx, name, capacity) {
+                Ok(()) => {}
+                Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(failure(&e)),
+            }
+            RbdImage::open(ioctx, name).map_err(|e| failure(&e))?
+        }
+        Err(e) => return Err(failure(&e)),
+    };
+    let owners = image.lock_get_owners().map_err(|e| failure(&e))?;
+    for o in &owners {
+        tracing::warn!(epoch, owner = %o, image = name, "fencing the previous owner: breaking its lock (blocklists it)");
+        match image.lock_break(o) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(failure(&e)),
+        }
+    }
+    image.lock_acquire_exclusive().map_err(|e| failure(&e))?;
+    tracing::info!(epoch, image = name, fenced = owners.len(), "RBD exclusive lock taken");
+    Ok(image)
+}
+
+/// Opens the pool on the image (creating it in an empty image) and attaches it.
+async fn open(
+    image: RbdImage,
+    opts: &PoolOptions,
+    host: &dyn PoolHost,
+    epoch: u64,
+) -> Result<Pool, Failure> {
+    let pool = match Pool::open_rbd(image.clone()).await {
+        Ok(p) => p,
+        Err(StorageError::NotAPool(why)) => {
+            tracing::info!(epoch, %why, "the image holds no pool yet: creating one");
+            let create = PoolOptions {
+                capacity_bytes: None,
+                ..opts.clone()
+            };
+            Pool::create_rbd(image, &create)
+                .await
+                .map_err(|e| storage_failure(&e))?
+        }
+        Err(e) => return Err(storage_failure(&e)),
+    };
+    if let Err(e) = host.attach(pool.clone()).await {
+        let _ = pool.close().await;
+        return Err(Failure::Other(format!("attaching the pool: {e:#}")));
+    }
+    tracing::info!(epoch, "pool open and attached");
+    Ok(pool)
+}
+
+fn storage_failure(e: &StorageError) -> Failure {
+    let blocklisted = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .and_then(std::io::Error::raw_os_error)
+        .is_some_and(|n| n == libc::ESHUTDOWN || n == storage_core::ceph::EBLOCKLISTED);
+    if blocklisted {
+        Failure::Blocklisted
+    } else {
+        Failure::Other(e.to_string())
+    }
+}
+
+/// Detaches and closes the pool, then gives the RBD lock back and closes the image.
+async fn close(host: &dyn PoolHost, pool: Option<Pool>, image: Option<RbdImage>) {
+    let detached = host.detach().await;
+    for p in detached.iter().chain(pool.iter()) {
+        if let Err(e) = p.close().await {
+            tracing::warn!("closing the pool: {e}");
+        }
+    }
+    drop((detached, pool));
+    if let Some(image) = image {
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = image.lock_release() {
+                tracing::debug!("releasing the RBD lock: {e}");
+            }
+            drop(image);
+        })
+        .await;
+    }
+}

@@ -1,0 +1,445 @@
+//! The LUN manager on a gateway of an HA group: running with or without the pool, and
+//! switching at run time.
+//!
+//! Every gateway exports every LUN, but only the owner of the pool (the holder of the lease,
+//! see `ha/`) has it open. A standby builds its LUNs from the records alone: identity, name,
+//! read-only flag and the [`LunGeometry`] the owner keeps in each record (refreshed from the
+//! pool at every save), so hosts see the same device on every path while media access is
+//! refused with the standby sense (`scsi/alua.rs`). Three entry points move a gateway
+//! between the two:
+//!
+//! - [`LunManager::attach_pool`] (standby → owner): opens every LUN's volume and hands it to
+//!   the LUN that already exists, which keeps its identity, reservations, mode parameters
+//!   and pending unit attentions;
+//! - [`LunManager::detach_pool`] (owner → standby): stops clone jobs, waits for the media
+//!   commands in flight on every LUN, drops the volumes and flushes the pool, which it
+//!   returns for the caller to close (before it releases the RBD lock);
+//! - [`LunManager::reload_state`] (any gateway): applies a state another gateway wrote —
+//!   targets, LUNs and ACLs appear, change and disappear in the device servers and front
+//!   ends, as the admin operations would have done here.
+//!
+//! Operations that need the pool fail on a standby with [`MgrError::NotOwner`], naming the
+//! owner from the ALUA view.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use storage_core::{Guarantee, Pool};
+
+use super::state::{LunGeometry, LunStatus, State, TargetRecord, STATE_VERSION};
+use super::{attach, clones, seed, state, LunManager, MgrError, MgrResult};
+use crate::config::Config;
+use crate::fabric::TargetSpec;
+use crate::scsi::alua::AluaView;
+use crate::scsi::{pr::PrStore, LunShape, ScsiTarget};
+
+/// How a gateway's LUN manager starts ([`LunManager::open_gateway`]).
+pub struct GatewayOpen {
+    /// The pool, on the owner; `None` on a standby.
+    pub pool: Option<Pool>,
+    /// The state to start from (the shared one); `None`: loaded from the data directory as
+    /// [`LunManager::open`] does.
+    pub state: Option<State>,
+    /// The group's ALUA view, shared with the HA coordinator; every target gets it.
+    pub alua: Arc<AluaView>,
+    /// Where the targets keep persistent reservations; `None`: the data directory's
+    /// `FileStore`, as without HA.
+    pub pr_store: Option<Arc<dyn PrStore>>,
+}
+
+/// Records every online LUN's geometry as the pool has it now (what a standby presents).
+pub(crate) fn fill_geometry(pool: &Pool, st: &mut State) {
+    let chunk_size = pool.status().chunk_size;
+    for rec in st.luns.values_mut() {
+        if rec.status != LunStatus::Online {
+            continue;
+        }
+        match pool.volume_info(&rec.name) {
+            Ok(i) if i.block_size > 0 => {
+                rec.geometry = Some(LunGeometry {
+                    size_blocks: i.size_bytes / u64::from(i.block_size),
+                    block_size: i.block_size,
+                    thin: i.guarantee == Guarantee::None,
+                    chunk_size,
+                });
+            }
+            Ok(_) | Err(_) => {}
+        }
+    }
+}
+
+/// The chunk size a pool-less target reports (UNMAP granularity): the pool's as recorded.
+fn recorded_chunk_size(st: &State) -> u32 {
+    st.luns
+        .values()
+        .filter_map(|r| r.geometry.map(|g| g.chunk_size))
+        .find(|&c| c > 0)
+        .unwrap_or(storage_core::DEFAULT_CHUNK_SIZE)
+}
+
+/// What the fabric front ends apply of a target record (everything but its LUN map).
+fn access_of(t: &TargetRecord) -> TargetSpec {
+    t.to_spec()
+}
+
+impl LunManager {
+    /// Opens the LUN manager of a gateway: like [`LunManager::open`], with every target
+    /// using the group's ALUA view. With a pool (the owner) the state is seeded and
+    /// recovered as at any start; without one (a standby) the LUNs are built from the
+    /// records and nothing is written.
+    pub async fn open_gateway(
+        config: &Config,
+        open: GatewayOpen,
+    ) -> anyhow::Result<(Arc<LunManager>, Vec<(TargetSpec, Arc<ScsiTarget>)>)> {
+        let GatewayOpen {
+            pool,
+            state: given,
+            alua,
+            pr_store,
+        } = open;
+        let data_dir = config.data_dir.clone();
+        let mut st = match given {
+            Some(s) => s,
+            None => state::load(&data_dir)?.unwrap_or_default(),
+        };
+        st.version = STATE_VERSION;
+        if let Some(pool) = &pool {
+            seed::seed_from_config(&mut st, config, pool).await?;
+            clones::recover_interrupted(&mut st, pool).await;
+            seed::adopt_orphans(&mut st, pool);
+            fill_geometry(pool, &mut st);
+            state::save(&data_dir, &st)?;
+        }
+        let mgr = Arc::new(LunManager::new_empty(
+            config,
+            pool.clone(),
+            st,
+            Some(alua),
+            pr_store,
+        ));
+        let entries = {
+            let st = mgr.lock().await;
+            let chunk = mgr.chunk_size(&st);
+            let mut entries = Vec::new();
+            for t in st.targets.values() {
+                let target = mgr.new_scsi_target(&t.iqn, chunk);
+                for (&id, name) in &t.luns {
+                    mgr.attach_any(&st, &target, id, name);
+                }
+                mgr.scsi.write().insert(t.iqn.clone(), target.clone());
+                entries.push((t.to_spec(), target));
+            }
+            entries
+        };
+        if let Some(pool) = &pool {
+            mgr.spawn_space_watch(pool);
+        }
+        Ok((mgr, entries))
+    }
+
+    /// The chunk size new targets report: the pool's, else the one the records carry.
+    pub(crate) fn chunk_size(&self, st: &State) -> u32 {
+        match &*self.pool.read() {
+            Some(p) => p.status().chunk_size,
+            None => recorded_chunk_size(st),
+        }
+    }
+
+    /// A device server for target `iqn`, with the manager's reservation store and, on a
+    /// gateway, the ALUA view.
+    pub(crate) fn new_scsi_target(&self, iqn: &str, chunk_size: u32) -> Arc<ScsiTarget> {
+        let store = self
+            .pr_store
+            .clone()
+            .unwrap_or_else(|| crate::scsi::pr::FileStore::for_data_dir(&self.data_dir));
+        let t = ScsiTarget::with_pr_store(iqn, chunk_size, store);
+        if let Some(v) = &self.alua {
+            t.set_alua(v.clone());
+        }
+        t
+    }
+
+    /// Attaches `name` as `id` on `target`: with its volume when the pool is open here,
+    /// else from its record (see [`attach_pool_less`]).
+    pub(crate) fn attach_any(&self, st: &State, target: &ScsiTarget, id: u64, name: &str) {
+        let pool = self.pool.read().clone();
+        match pool {
+            Some(p) => attach(&p, st, target, id, name),
+            None => attach_pool_less(st, target, id, name),
+        }
+    }
+
+    /// Standby → owner: the pool is open here now (the caller holds the lease and the RBD
+    /// lock). Interrupted clone jobs of the previous owner are cleaned up as after a
+    /// restart, every exported LUN gets its volume (keeping identity, reservations and unit
+    /// attentions; a LUN whose volume is missing is withdrawn), the records' geometry is
+    /// refreshed and the state saved. Set the ALUA state active/optimized after this.
+    pub async fn attach_pool(self: &Arc<Self>, pool: Pool) -> MgrResult<()> {
+        let mut st = self.lock().await;
+        if self.has_pool() {
+            return Err(MgrError::InvalidValue {
+                what: "pool",
+                value: "attach".into(),
+                reason: "a pool is already attached to this gateway".into(),
+            });
+        }
+        clones::recover_interrupted(&mut st, &pool).await;
+        seed::adopt_orphans(&mut st, &pool);
+        *self.pool.write() = Some(pool.clone());
+        let targets: Vec<(String, Arc<ScsiTarget>)> = self
+            .scsi
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (iqn, t) in targets {
+            let map = st
+                .targets
+                .get(&iqn)
+                .map(|r| r.luns.clone())
+                .unwrap_or_default();
+            for id in t.luns() {
+                let keep = map.get(&id).is_some_and(|name| {
+                    give_volume(&pool, &st, &t, id, name).unwrap_or_else(|e| {
+                        tracing::error!(target = %iqn, lun_id = id, lun = %name, "cannot attach the volume: {e}; LUN withdrawn");
+                        false
+                    })
+                });
+                if !keep {
+                    let _ = t.remove_lun(id);
+                }
+            }
+            let have = t.luns();
+            for (&id, name) in &map {
+                if !have.contains(&id) {
+                    attach(&pool, &st, &t, id, name);
+                }
+            }
+        }
+        if let Err(e) = self.save(&st) {
+            tracing::warn!("pool attached, but the refreshed LUN geometry could not be saved: {e}");
+        }
+        self.spawn_space_watch(&pool);
+        tracing::info!("pool attached: this gateway serves media access");
+        Ok(())
+    }
+
+    /// Owner → standby: cancels the clone and split jobs and waits for them to end, records
+    /// the LUNs' geometry, waits on every LUN for the media commands in flight (new ones
+    /// are refused: set the ALUA state transitioning first), drops the volumes and flushes
+    /// the pool. The LUNs stay, pool-less, with their identity, reservations and unit
+    /// attentions. Returns the pool: the caller closes it (`pool.close().await`) and only
+    /// then releases the RBD lock.
+    pub async fn detach_pool(&self) -> MgrResult<Pool> {
+        let mut st = loop {
+            // Jobs end by taking the state lock (to record how they ended), so they are
+            // stopped before it is taken; one started meanwhile means another round.
+            let jobs: Vec<Arc<super::JobCtl>> = self.jobs.lock().values().cloned().collect();
+            for j in &jobs {
+                j.cancel.send_replace(true);
+            }
+            for j in jobs {
+                let mut rx = j.finished.subscribe();
+                while !*rx.borrow_and_update() {
+                    if rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+            let st = self.lock().await;
+            if self.jobs.lock().is_empty() {
+                break st;
+            }
+        };
+        let pool = self.pool()?;
+        fill_geometry(&pool, &mut st);
+        if let Err(e) = self.save(&st) {
+            // A fenced owner cannot write any more; the standby keeps what it has.
+            tracing::warn!("detaching the pool: the LUN geometry could not be saved: {e}");
+        }
+        let targets: Vec<Arc<ScsiTarget>> = self.scsi.read().values().cloned().collect();
+        for t in targets {
+            t.drain_volumes().await;
+        }
+        *self.pool.write() = None;
+        pool.flush().await?;
+        tracing::info!("pool detached: this gateway is standby");
+        Ok(pool)
+    }
+
+    /// Applies a state another gateway wrote (the shared state changed): targets that
+    /// appeared are built and handed to their front end, those that disappeared are
+    /// withdrawn, changed access settings are pushed to the front end, and every target's
+    /// LUN map is made to match (a LUN whose identity, name or read-only flag changed is
+    /// re-attached; a new size is presented, raising CAPACITY DATA HAS CHANGED). Nothing is
+    /// saved: the state came from the store.
+    pub async fn reload_state(&self, new: State) -> MgrResult<()> {
+        let mut st = self.lock().await;
+        let chunk = self.chunk_size(&new);
+        // Targets gone, or moved to another fabric (withdrawn here, added back below).
+        let gone: Vec<TargetRecord> = st
+            .targets
+            .values()
+            .filter(|t| new.targets.get(&t.iqn).is_none_or(|n| n.fabric != t.fabric))
+            .cloned()
+            .collect();
+        for t in gone {
+            if let Some(f) = self.frontend(t.fabric) {
+                if let Err(e) = f.remove_target(&t.iqn) {
+                    tracing::warn!(target = %t.iqn, "{e}");
+                }
+            }
+            if let Some(s) = self.scsi.write().remove(&t.iqn) {
+                for id in s.luns() {
+                    let _ = s.remove_lun(id);
+                }
+            }
+            tracing::info!(target = %t.iqn, "target removed by another gateway");
+        }
+        for t in new.targets.values() {
+            let existing = self.scsi_target(&t.iqn);
+            let s = existing
+                .clone()
+                .unwrap_or_else(|| self.new_scsi_target(&t.iqn, chunk));
+            sync_luns(&new, &s, &t.luns, |st, target, id, name| {
+                self.attach_any(st, target, id, name)
+            });
+            match existing {
+                None => {
+                    self.scsi.write().insert(t.iqn.clone(), s.clone());
+                    if let Some(f) = self.frontend(t.fabric) {
+                        if let Err(e) = f.add_target(t.to_spec(), s) {
+                            tracing::warn!(target = %t.iqn, "{e}");
+                            self.pending.lock().insert(t.iqn.clone());
+                        }
+                    }
+                    tracing::info!(target = %t.iqn, "target added by another gateway");
+                }
+                Some(_) => {
+                    let before = st.targets.get(&t.iqn).map(access_of);
+                    if before.as_ref() != Some(&access_of(t)) {
+                        if let Some(f) = self.frontend(t.fabric) {
+                            if let Err(e) = f.update_target(t.to_spec()) {
+                                tracing::warn!(target = %t.iqn, "{e}");
+                                self.pending.lock().insert(t.iqn.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        *st = new;
+        Ok(())
+    }
+}
+
+/// Makes `target`'s LUNs match `map` (LUN number → LUN name) as `st` describes them:
+/// LUNs not in the map are removed, LUNs whose identity, name or read-only flag differ
+/// from their record are re-attached, a pool-less LUN takes its record's new size, and
+/// missing ones are attached with `attach`.
+fn sync_luns(
+    st: &State,
+    target: &ScsiTarget,
+    map: &BTreeMap<u64, String>,
+    attach: impl Fn(&State, &ScsiTarget, u64, &str),
+) {
+    for id in target.luns() {
+        let Some(lun) = target.get_lun(id) else {
+            continue;
+        };
+        let rec = map
+            .get(&id)
+            .and_then(|name| st.luns.get(name))
+            .filter(|r| r.status == LunStatus::Online);
+        let same = rec.is_some_and(|r| {
+            r.identity == lun.identity_uuid()
+                && r.name == lun.name()
+                && r.read_only == lun.read_only
+        });
+        if !same {
+            let _ = target.remove_lun(id);
+            continue;
+        }
+        if let Some(g) = rec.and_then(|r| r.geometry) {
+            if !lun.has_volume() && g.size_blocks != lun.num_blocks() {
+                lun.set_shape_blocks(g.size_blocks);
+                target.lun_resized(id);
+            }
+        }
+    }
+    let have = target.luns();
+    for (&id, name) in map {
+        if !have.contains(&id) {
+            attach(st, target, id, name);
+        }
+    }
+}
+
+/// Hands `name`'s volume to the existing LUN `id` of `target`, if it is still the same LUN
+/// (same identity as its record); `Ok(false)`: it is not, re-attach it instead.
+fn give_volume(
+    pool: &Pool,
+    st: &State,
+    target: &ScsiTarget,
+    id: u64,
+    name: &str,
+) -> anyhow::Result<bool> {
+    let (Some(rec), Some(lun)) = (st.luns.get(name), target.get_lun(id)) else {
+        return Ok(false);
+    };
+    if rec.status != LunStatus::Online
+        || rec.identity != lun.identity_uuid()
+        || rec.read_only != lun.read_only
+    {
+        return Ok(false);
+    }
+    let volume = pool.volume(name)?;
+    target.set_lun_volume(id, volume)?;
+    Ok(true)
+}
+
+/// Attaches `name` as `id` on `target` without a volume, from its record: a standby's LUN.
+/// A LUN still being created, or whose record has no geometry yet (a state written before
+/// the owner recorded it), is not exported.
+pub(crate) fn attach_pool_less(st: &State, target: &ScsiTarget, id: u64, name: &str) {
+    let Some(rec) = st.luns.get(name) else {
+        tracing::warn!(
+            target = target.name(),
+            lun_id = id,
+            lun = name,
+            "mapping names an unknown LUN; not exported"
+        );
+        return;
+    };
+    if rec.status != LunStatus::Online {
+        return;
+    }
+    let Some(g) = rec.geometry else {
+        tracing::warn!(
+            target = target.name(),
+            lun_id = id,
+            lun = name,
+            "the LUN's record has no geometry yet (the owner records it at its next save); not exported"
+        );
+        return;
+    };
+    let shape = LunShape {
+        name: name.to_string(),
+        blocks: g.size_blocks,
+        block_size: g.block_size,
+        thin: g.thin,
+        identity: rec.identity,
+    };
+    if let Err(e) = target.add_pool_less_lun(id, shape, rec.read_only) {
+        tracing::error!(
+            target = target.name(),
+            lun_id = id,
+            lun = name,
+            "cannot attach: {e:#}"
+        );
+    }
+}
+
+#[cfg(test)]
+#[path = "gateway_tests.rs"]
+mod tests;

@@ -1,0 +1,374 @@
+//! The LUN manager switching between owner and standby with a local pool: detach and
+//! attach (data, identity and reservations held), a standby built from another gateway's
+//! state, operations refused with the owner named, and reloads of a changed state.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use scsi_proto::scsi::sense::{asc, Sense, SenseKey};
+use storage_core::{Pool, PoolOptions};
+
+use super::GatewayOpen;
+use crate::config::{ByteSize, Config, TargetCfg};
+use crate::fabric::{Fabric, Frontend, FrontendError, SessionView, TargetSpec};
+use crate::lunmgr::{state, LunCreate, LunManager, MgrError};
+use crate::scsi::alua::{AccessState, AluaView, GroupState};
+use crate::scsi::{status, Nexus, ScsiRequest, ScsiResponse, ScsiTarget, TaskAttr};
+
+const IQN: &str = "iqn.2024-01.org.lunar:ha";
+const IQN2: &str = "iqn.2024-01.org.lunar:ha2";
+const MIB: u64 = 1 << 20;
+
+fn view(local: u16, owner: u16) -> Arc<AluaView> {
+    AluaView::new(
+        local,
+        [1u16, 2]
+            .into_iter()
+            .map(|id| GroupState {
+                id,
+                gateway: format!("gw{id}"),
+                state: if id == owner {
+                    AccessState::ActiveOptimized
+                } else {
+                    AccessState::Standby
+                },
+            })
+            .collect(),
+    )
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    Config::local(ByteSize::mib(64))
+        .with_data_dir(dir)
+        .with_target(TargetCfg::iscsi(IQN))
+}
+
+async fn pool_in(dir: &std::path::Path) -> Pool {
+    Pool::open_or_create(
+        &dir.join("pool"),
+        &PoolOptions {
+            capacity_bytes: Some(64 << 20),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("pool")
+}
+
+fn lun(name: &str, target: &str, id: u64) -> LunCreate {
+    LunCreate {
+        name: name.into(),
+        size_bytes: 4 * MIB,
+        guarantee: None,
+        block_size: None,
+        target: Some(target.into()),
+        lun_id: Some(id),
+        read_only: false,
+    }
+}
+
+fn nexus() -> Arc<Nexus> {
+    Arc::new(Nexus {
+        initiator: "iqn.1994-05.com.example:host1".into(),
+        isid: 1,
+        tpgt: 1,
+    })
+}
+
+async fn run(t: &ScsiTarget, n: &Arc<Nexus>, cdb: &[u8], data_out: Bytes) -> ScsiResponse {
+    t.execute(ScsiRequest {
+        nexus: n.clone(),
+        lun: 0,
+        cdb: Bytes::copy_from_slice(cdb),
+        data_out,
+        expected_data_in: 1 << 20,
+        attr: TaskAttr::Simple,
+        tag: 1,
+    })
+    .await
+}
+
+/// Runs `cdb` until it answers something other than a unit attention (bounded).
+async fn run_settled(t: &ScsiTarget, n: &Arc<Nexus>, cdb: &[u8], data_out: Bytes) -> ScsiResponse {
+    for _ in 0..8 {
+        let r = run(t, n, cdb, data_out.clone()).await;
+        let ua = r
+            .sense
+            .as_ref()
+            .and_then(|s| Sense::decode(s))
+            .is_some_and(|s| s.key == SenseKey::UnitAttention);
+        if !ua {
+            return r;
+        }
+    }
+    panic!("{cdb:02x?} keeps reporting unit attentions");
+}
+
+fn sense_of(r: &ScsiResponse) -> (SenseKey, scsi_proto::scsi::sense::AdditionalSense) {
+    let s = Sense::decode(r.sense.as_ref().expect("sense")).expect("decodable sense");
+    (s.key, s.code)
+}
+
+fn write10(lba: u32) -> [u8; 10] {
+    let mut c = [0u8; 10];
+    c[0] = 0x2A;
+    c[2..6].copy_from_slice(&lba.to_be_bytes());
+    c[8] = 1;
+    c
+}
+
+fn read10(lba: u32) -> [u8; 10] {
+    let mut c = write10(lba);
+    c[0] = 0x28;
+    c
+}
+
+const READ_KEYS: [u8; 10] = [0x5E, 0, 0, 0, 0, 0, 0, 1, 0, 0];
+const READ_CAPACITY16: [u8; 16] = [0x9E, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0];
+
+fn register(key: u64) -> ([u8; 10], Bytes) {
+    let mut p = vec![0u8; 24];
+    p[8..16].copy_from_slice(&key.to_be_bytes());
+    ([0x5F, 0, 0, 0, 0, 0, 0, 0, 24, 0], Bytes::from(p))
+}
+
+/// The owner, with one LUN "d0" mapped as LUN 0 of `IQN`.
+async fn owner(dir: &std::path::Path) -> (Arc<LunManager>, Pool, Arc<AluaView>) {
+    let pool = pool_in(dir).await;
+    let alua = view(1, 1);
+    let (mgr, _) = LunManager::open_gateway(
+        &config(dir),
+        GatewayOpen {
+            pool: Some(pool.clone()),
+            state: None,
+            alua: alua.clone(),
+            pr_store: None,
+        },
+    )
+    .await
+    .expect("open owner");
+    mgr.lun_create(lun("d0", IQN, 0)).await.expect("create d0");
+    (mgr, pool, alua)
+}
+
+#[tokio::test]
+async fn attach_after_detach_keeps_data_identity_and_reservations() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let (mgr, pool, alua) = owner(d.path()).await;
+    let t = mgr.scsi_target(IQN).expect("target");
+    let n = nexus();
+    t.nexus_login(&n);
+    let data = Bytes::from(vec![0x5A; 512]);
+    let w = run_settled(&t, &n, &write10(3), data.clone()).await;
+    assert_eq!(w.status, status::GOOD, "{w:?}");
+    let (cdb, params) = register(0x1234);
+    assert_eq!(run(&t, &n, &cdb, params).await.status, status::GOOD);
+    let naa = t.lun_naa(0).expect("naa");
+    let before = t.get_lun(0).expect("lun");
+
+    // Owner → standby.
+    alua.set_local(AccessState::Transitioning);
+    let detached = mgr.detach_pool().await.expect("detach");
+    alua.set_groups(vec![]);
+    alua.set_local(AccessState::Standby);
+    assert!(!mgr.has_pool());
+    let r = run_settled(&t, &n, &read10(3), Bytes::new()).await;
+    assert_eq!(
+        sense_of(&r),
+        (
+            SenseKey::NotReady,
+            asc::LOGICAL_UNIT_NOT_ACCESSIBLE_TARGET_PORT_IN_STANDBY_STATE
+        )
+    );
+    assert_eq!(t.lun_naa(0), Some(naa), "the LUN stays, same identity");
+    let keys = run_settled(&t, &n, &READ_KEYS, Bytes::new()).await;
+    assert_eq!(&keys.data_in[8..16], &0x1234u64.to_be_bytes());
+    let e = mgr
+        .lun_create(lun("d1", IQN, 1))
+        .await
+        .expect_err("no pool on a standby");
+    assert_eq!(e.kind(), "not_owner");
+
+    // Standby → owner again.
+    mgr.attach_pool(detached).await.expect("attach");
+    alua.set_local(AccessState::ActiveOptimized);
+    let r = run_settled(&t, &n, &read10(3), Bytes::new()).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    assert_eq!(r.data_in, data, "data intact");
+    let after = t.get_lun(0).expect("lun");
+    assert!(Arc::ptr_eq(&before, &after), "the same LUN object");
+    assert_eq!(t.lun_naa(0), Some(naa));
+    let keys = run_settled(&t, &n, &READ_KEYS, Bytes::new()).await;
+    assert_eq!(&keys.data_in[8..16], &0x1234u64.to_be_bytes(), "PR held");
+    mgr.lun_create(lun("d1", IQN, 1))
+        .await
+        .expect("create works on the owner again");
+    pool.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_standby_presents_the_owners_luns_and_names_the_owner() {
+    let od = tempfile::tempdir().expect("tempdir");
+    let (owner_mgr, pool, _) = owner(od.path()).await;
+    let owner_t = owner_mgr.scsi_target(IQN).expect("target");
+    let shared = state::load(od.path()).expect("load").expect("saved state");
+    let g = shared.luns["d0"].geometry.expect("geometry recorded");
+    assert_eq!(
+        (g.size_blocks, g.block_size, g.thin),
+        (4 * MIB / 512, 512, true)
+    );
+
+    let sd = tempfile::tempdir().expect("tempdir");
+    let (standby, entries) = LunManager::open_gateway(
+        &config(sd.path()),
+        GatewayOpen {
+            pool: None,
+            state: Some(shared),
+            alua: view(2, 1),
+            pr_store: None,
+        },
+    )
+    .await
+    .expect("open standby");
+    assert_eq!(entries.len(), 1);
+    let t = standby.scsi_target(IQN).expect("target");
+    assert_eq!(
+        t.lun_naa(0),
+        owner_t.lun_naa(0),
+        "same NAA on both gateways"
+    );
+    let n = nexus();
+    t.nexus_login(&n);
+    let rc = run_settled(&t, &n, &READ_CAPACITY16, Bytes::new()).await;
+    assert_eq!(rc.status, status::GOOD);
+    assert_eq!(&rc.data_in[0..8], &(4 * MIB / 512 - 1).to_be_bytes());
+
+    for e in [
+        standby
+            .lun_create(lun("x", IQN, 1))
+            .await
+            .expect_err("create"),
+        standby.pool_status().expect_err("pool status"),
+    ] {
+        assert!(
+            matches!(&e, MgrError::NotOwner { owner: Some(o) } if o == "gw1"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("gw1"), "{e}");
+    }
+    let views = standby.lun_list().await;
+    assert_eq!(views[0].size_bytes, 4 * MIB, "sizes from the records");
+    pool.close().await.expect("close");
+}
+
+/// Records what a front end was asked to do.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Frontend for Recorder {
+    fn fabrics(&self) -> &'static [Fabric] {
+        &[Fabric::Iscsi]
+    }
+    fn add_target(&self, spec: TargetSpec, _scsi: Arc<ScsiTarget>) -> Result<(), FrontendError> {
+        self.0.lock().push(format!("add {}", spec.name));
+        Ok(())
+    }
+    fn remove_target(&self, name: &str) -> Result<(), FrontendError> {
+        self.0.lock().push(format!("remove {name}"));
+        Ok(())
+    }
+    fn update_target(&self, spec: TargetSpec) -> Result<(), FrontendError> {
+        self.0
+            .lock()
+            .push(format!("update {} {:?}", spec.name, spec.initiators));
+        Ok(())
+    }
+    fn sessions(&self, _name: &str) -> Vec<SessionView> {
+        Vec::new()
+    }
+    fn close_sessions(&self, _name: &str) -> usize {
+        0
+    }
+}
+
+#[tokio::test]
+async fn reload_state_applies_another_gateways_changes() {
+    let od = tempfile::tempdir().expect("tempdir");
+    let (owner_mgr, pool, _) = owner(od.path()).await;
+    let sd = tempfile::tempdir().expect("tempdir");
+    let (standby, _) = LunManager::open_gateway(
+        &config(sd.path()),
+        GatewayOpen {
+            pool: None,
+            state: state::load(od.path()).expect("load"),
+            alua: view(2, 1),
+            pr_store: None,
+        },
+    )
+    .await
+    .expect("open standby");
+    let rec = Arc::new(Recorder::default());
+    standby.attach_frontend(rec.clone());
+    let n = nexus();
+    let t = standby.scsi_target(IQN).expect("target");
+    t.nexus_login(&n);
+    let _ = run_settled(&t, &n, &READ_CAPACITY16, Bytes::new()).await;
+    let naa0 = t.lun_naa(0);
+
+    // On the owner: a new target with a LUN, an ACL, a resize.
+    owner_mgr
+        .target_create(IQN2, Fabric::Iscsi, None, false)
+        .await
+        .expect("target");
+    owner_mgr.lun_create(lun("d1", IQN2, 0)).await.expect("d1");
+    owner_mgr
+        .acl_add(IQN, "iqn.1994-05.com.example:host1")
+        .await
+        .expect("acl");
+    owner_mgr
+        .lun_resize("d0", 8 * MIB, false)
+        .await
+        .expect("resize");
+    standby
+        .reload_state(state::load(od.path()).expect("load").expect("state"))
+        .await
+        .expect("reload");
+
+    let t2 = standby.scsi_target(IQN2).expect("new target built");
+    assert_eq!(t2.luns(), vec![0]);
+    assert_eq!(
+        t2.lun_naa(0),
+        owner_mgr.scsi_target(IQN2).and_then(|t| t.lun_naa(0))
+    );
+    assert_eq!(t.lun_naa(0), naa0, "unchanged LUN kept");
+    let rc = run(&t, &n, &READ_CAPACITY16, Bytes::new()).await;
+    assert_eq!(
+        sense_of(&rc),
+        (SenseKey::UnitAttention, asc::CAPACITY_DATA_HAS_CHANGED)
+    );
+    let rc = run(&t, &n, &READ_CAPACITY16, Bytes::new()).await;
+    assert_eq!(&rc.data_in[0..8], &(8 * MIB / 512 - 1).to_be_bytes());
+    {
+        let calls = rec.0.lock().clone();
+        assert!(calls.contains(&format!("add {IQN2}")), "{calls:?}");
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.starts_with(&format!("update {IQN} ")) && c.contains("host1")),
+            "{calls:?}"
+        );
+    }
+
+    // The owner unmaps d0 and deletes the new target.
+    owner_mgr.lun_unmap("d0", IQN, true).await.expect("unmap");
+    owner_mgr.target_delete(IQN2, true).await.expect("delete");
+    standby
+        .reload_state(state::load(od.path()).expect("load").expect("state"))
+        .await
+        .expect("reload");
+    assert!(standby.scsi_target(IQN2).is_none());
+    assert!(t.luns().is_empty(), "unmapped LUN withdrawn");
+    assert!(rec.0.lock().contains(&format!("remove {IQN2}")));
+    pool.close().await.expect("close");
+}

@@ -1,0 +1,293 @@
+//! Two `lunard` gateways of one HA group over one RBD image on a real Ceph cluster
+//! (`LUNAR_CEPH_CONF`; skipped loudly without it, failing instead when
+//! `LUNAR_REQUIRE_CEPH=1`): one becomes owner; after `kill -9` of the owner the other takes
+//! over and serves the data the first acknowledged; a SIGSTOPped owner is replaced, and
+//! when it resumes it is fenced, comes back as standby and writes nothing; a planned move
+//! hands over without fencing. Takeover times are printed, not asserted. Config errors of
+//! the `ha:` section are checked without Ceph.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lunar_test_kit::cdb::{read10, write10};
+use lunar_test_kit::initiator::Initiator;
+use lunar_test_kit::lunard::LunardProcess;
+use target_daemon::ha::status::HaStatus;
+
+const TARGET: &str = "iqn.2026-12.io.lunar:ha";
+const GOOD: u8 = 0x00;
+const CHECK_CONDITION: u8 = 0x02;
+/// Bound on any wait for a role change: generous for a loaded CI machine (a takeover
+/// takes about one lease plus a third of one), never a measured figure.
+const WAIT: Duration = Duration::from_secs(60);
+const LEASE: &str = "1500ms";
+
+/// The test cluster's ceph.conf, or `None` (the test skips) when there is none.
+fn ceph_conf() -> Option<PathBuf> {
+    match std::env::var_os("LUNAR_CEPH_CONF") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            assert!(
+                std::env::var("LUNAR_REQUIRE_CEPH").as_deref() != Ok("1"),
+                "LUNAR_REQUIRE_CEPH=1 but LUNAR_CEPH_CONF is not set"
+            );
+            eprintln!(
+                "SKIPPED: no Ceph cluster (set LUNAR_CEPH_CONF to a ceph.conf; \
+                 tests/scripts/ceph.sh start DIR starts one)"
+            );
+            None
+        }
+    }
+}
+
+/// A unique group (and image) name per test run.
+fn unique(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("t{what}{}x{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+fn gateway_yaml(conf: &Path, group: &str, gw: &str, port_group: u16) -> String {
+    format!(
+        "data_dir: ./data\n\
+         portals:\n  - listen: 127.0.0.1:0\n\
+         pool:\n  capacity: 256MiB\n  rbd:\n    image: {group}-img\n\
+         ha:\n  group: {group}\n  gateway: {gw}\n  port_group: {port_group}\n  lease: {LEASE}\n  ceph:\n    conf: {}\n    pool: rbd\n\
+         targets:\n  - iqn: {TARGET}\n    allow_any: true\n    luns:\n      - id: 0\n        volume: ha0\n        size: 16MiB\n",
+        conf.display()
+    )
+}
+
+/// One gateway process and its directory.
+struct Gw {
+    name: String,
+    dir: PathBuf,
+    proc: Option<LunardProcess>,
+}
+
+impl Gw {
+    fn start(base: &Path, conf: &Path, group: &str, name: &str, port_group: u16) -> Gw {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).expect("gateway dir");
+        let cfg = dir.join("lunar.yaml");
+        std::fs::write(&cfg, gateway_yaml(conf, group, name, port_group)).expect("config");
+        let proc = LunardProcess::spawn_ready(
+            Command::new(env!("CARGO_BIN_EXE_lunard"))
+                .current_dir(&dir)
+                .args(["--no-metrics", "--config"])
+                .arg(&cfg),
+        );
+        Gw {
+            name: name.into(),
+            dir,
+            proc: Some(proc),
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.proc.as_ref().expect("running").addr()
+    }
+
+    fn pid(&self) -> libc::pid_t {
+        self.proc.as_ref().expect("running").pid() as libc::pid_t
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own, not yet reaped child.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    fn lunarctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_lunarctl"))
+            .arg("--socket")
+            .arg(self.dir.join("data/admin.sock"))
+            .args(args)
+            .output()
+            .expect("run lunarctl")
+    }
+
+    fn status(&self) -> Option<HaStatus> {
+        let out = self.lunarctl(&["--json", "ha", "status"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Waits until the status satisfies `want`; returns it and when it was first seen.
+    fn wait(&self, what: &str, want: impl Fn(&HaStatus) -> bool) -> (HaStatus, Instant) {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.status().filter(|s| want(s)) {
+                return (s, Instant::now());
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "{}: not {what} within {WAIT:?}; last status {:?}",
+                self.name,
+                self.status()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+async fn session(addr: std::net::SocketAddr, name: &str) -> Initiator {
+    let mut i = Initiator::connect(addr, name).await;
+    assert!(i.login(Some(TARGET)).await.ok(), "{name} logs in");
+    i.clear_unit_attention().await;
+    i
+}
+
+fn block(tag: u8) -> Vec<u8> {
+    vec![tag; 512]
+}
+
+async fn write(i: &mut Initiator, lba: u32, data: &[u8]) -> u8 {
+    i.run(&write10(lba, 1), false, 512, data, 0, 8192).await.status
+}
+
+async fn read(i: &mut Initiator, lba: u32) -> (u8, Vec<u8>) {
+    let r = i.run(&read10(lba, 1), true, 512, &[], 0, 0).await;
+    (r.status, r.data)
+}
+
+/// Reads until the first GOOD (a new owner raises unit attentions first).
+async fn read_good(i: &mut Initiator, lba: u32) -> Vec<u8> {
+    for _ in 0..8 {
+        let (st, data) = read(i, lba).await;
+        if st == GOOD {
+            return data;
+        }
+    }
+    panic!("READ never succeeded on the owner");
+}
+
+/// Owner gw1 with a block written through it, standby gw2.
+async fn pair(base: &Path, conf: &Path, group: &str) -> (Gw, Gw, u64) {
+    let gw1 = Gw::start(base, conf, group, "gw1", 1);
+    let (s1, _) = gw1.wait("active", |s| s.role == "active");
+    let gw2 = Gw::start(base, conf, group, "gw2", 2);
+    let (s2, _) = gw2.wait("standby under gw1", |s| {
+        s.role == "standby" && s.owner.as_deref() == Some("gw1")
+    });
+    assert_eq!(s1.epoch, s2.epoch);
+    (gw1, gw2, s1.epoch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "ceph"), ignore = "needs the ceph feature")]
+async fn kill_9_of_the_owner_the_standby_takes_over_with_the_data() {
+    let Some(conf) = ceph_conf() else { return };
+    let base = tempfile::tempdir().expect("tempdir");
+    let group = unique("kill");
+    let (mut gw1, gw2, epoch) = pair(base.path(), &conf, &group).await;
+    let mut i1 = session(gw1.addr(), "iqn.2026-12.io.test:h1").await;
+    assert_eq!(write(&mut i1, 7, &block(0xA7)).await, GOOD);
+    // The standby refuses media access (NOT READY) but is a path to the same LUN.
+    let mut i2 = session(gw2.addr(), "iqn.2026-12.io.test:h1").await;
+    let (st, _) = read(&mut i2, 7).await;
+    assert_eq!(st, CHECK_CONDITION, "standby refuses READ");
+
+    let killed = Instant::now();
+    gw1.proc.take().expect("gw1").kill();
+    let (s, active_at) = gw2.wait("active after the kill", |s| s.role == "active");
+    let data = read_good(&mut i2, 7).await;
+    let first_io = Instant::now();
+    eprintln!(
+        "takeover after kill -9: active {:?}, first READ completed {:?} after the kill",
+        active_at - killed,
+        first_io - killed
+    );
+    assert_eq!(s.epoch, epoch + 1);
+    assert_eq!(s.owner.as_deref(), Some("gw2"));
+    assert_eq!(data, block(0xA7), "the write acknowledged by gw1 is on gw2");
+    drop(i1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "ceph"), ignore = "needs the ceph feature")]
+async fn a_frozen_owner_is_fenced_and_resumes_as_standby_without_writing() {
+    let Some(conf) = ceph_conf() else { return };
+    let base = tempfile::tempdir().expect("tempdir");
+    let group = unique("stop");
+    let (gw1, gw2, epoch) = pair(base.path(), &conf, &group).await;
+    let mut i1 = session(gw1.addr(), "iqn.2026-12.io.test:h2").await;
+    assert_eq!(write(&mut i1, 3, &block(0x11)).await, GOOD);
+
+    let stopped = Instant::now();
+    gw1.signal(libc::SIGSTOP);
+    // A write sent to the frozen owner sits in its socket until it resumes.
+    let stale = block(0xEE);
+    let cmd = i1.command(&write10(3, 1), false, true, 512, bytes::Bytes::from(stale.clone()));
+    let itt = cmd.bhs.itt();
+    i1.send(cmd).await;
+    let (s, active_at) = gw2.wait("active after SIGSTOP", |s| s.role == "active");
+    eprintln!("takeover of a SIGSTOPped owner: {:?}", active_at - stopped);
+    assert_eq!(s.epoch, epoch + 1);
+    let mut i2 = session(gw2.addr(), "iqn.2026-12.io.test:h2").await;
+    assert_eq!(read_good(&mut i2, 3).await, block(0x11));
+
+    gw1.signal(libc::SIGCONT);
+    let r = i1.finish(itt, &stale, 8192).await;
+    assert_ne!(r.status, GOOD, "the fenced owner acknowledged a write after resuming");
+    gw1.wait("standby after resuming", |s| {
+        s.role == "standby" && s.owner.as_deref() == Some("gw2")
+    });
+    // Nothing it had in hand reached the image.
+    assert_eq!(read_good(&mut i2, 3).await, block(0x11));
+    let (st, _) = read(&mut i1, 3).await;
+    assert_eq!(st, CHECK_CONDITION, "the old owner is standby now");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "ceph"), ignore = "needs the ceph feature")]
+async fn a_planned_move_hands_the_pool_over() {
+    let Some(conf) = ceph_conf() else { return };
+    let base = tempfile::tempdir().expect("tempdir");
+    let group = unique("move");
+    let (gw1, gw2, epoch) = pair(base.path(), &conf, &group).await;
+    let mut i1 = session(gw1.addr(), "iqn.2026-12.io.test:h3").await;
+    assert_eq!(write(&mut i1, 9, &block(0x5A)).await, GOOD);
+
+    let asked = Instant::now();
+    let out = gw1.lunarctl(&["ha", "move", "--to", "gw2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, active_at) = gw2.wait("active after the move", |s| s.role == "active");
+    eprintln!("planned move: {:?}", active_at - asked);
+    assert_eq!(s.epoch, epoch + 1);
+    assert_eq!(s.preferred, None);
+    gw1.wait("standby after the move", |s| s.role == "standby");
+    let mut i2 = session(gw2.addr(), "iqn.2026-12.io.test:h3").await;
+    assert_eq!(read_good(&mut i2, 9).await, block(0x5A));
+    // Moving to a gateway that does not exist is refused.
+    let out = gw2.lunarctl(&["ha", "move", "--to", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no gateway named"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn ha_config_errors_name_the_field_and_stop_lunard() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("bad.yaml");
+    let yaml = gateway_yaml(Path::new("/nonexistent/ceph.conf"), "g1", "gw1", 0);
+    std::fs::write(&cfg, yaml).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_lunard"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run lunard");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ha.port_group"), "{err}");
+}
