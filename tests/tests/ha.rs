@@ -113,10 +113,26 @@ fn verify_everything(mut w: Writer) -> Writer {
     w
 }
 
+/// The writer's path events from `since` on, repeats of the previous event of the same
+/// path folded into a count.
 fn print_events(w: &Writer, since: Instant) {
-    for e in &w.mp.events {
-        let t = e.at.saturating_duration_since(since).as_secs_f64();
+    let mut last: Option<(&str, &str)> = None;
+    let mut repeats = 0;
+    for e in w.mp.events.iter().filter(|e| e.at >= since) {
+        if last == Some((e.path.as_str(), e.what.as_str())) {
+            repeats += 1;
+            continue;
+        }
+        if repeats > 0 {
+            eprintln!("            (and {repeats} more like it)");
+            repeats = 0;
+        }
+        let t = e.at.duration_since(since).as_secs_f64();
         eprintln!("  +{t:7.3} s {:>4}: {}", e.path, e.what);
+        last = Some((e.path.as_str(), e.what.as_str()));
+    }
+    if repeats > 0 {
+        eprintln!("            (and {repeats} more like it)");
     }
 }
 
