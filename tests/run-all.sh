@@ -11,6 +11,11 @@
 #     CARGO_TARGET_DIR   build directory (default: target/)
 #     LUNAR_SKIP_APT=1   never call apt-get (missing tools then fail the e2e tests)
 #     LUNAR_E2E_STRICT   defaults to 1 here: a missing initiator tool fails instead of skipping
+#     LUNAR_CEPH_CONF    an existing Ceph cluster's ceph.conf for the Ceph tests; unset, a
+#                        throwaway single-node cluster (tests/scripts/ceph.sh) runs for the
+#                        duration of this script under a temporary directory
+#     LUNAR_CEPH_PORT    its monitor port (default 3399)
+#     LUNAR_REQUIRE_CEPH defaults to 1 here: Ceph tests fail instead of skipping without a cluster
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,12 +49,13 @@ skip_step() {
 # ---------------------------------------------------------------------------------------------
 # Debian packages: initiators (libiscsi-bin, qemu), tgtd (baseline), sg3-utils, fio,
 # qemu-system-x86 (a guest running the kernel iSCSI initiator), prometheus (promtool and a
-# real scraper), systemd (systemd-analyze), and, if missing, a C toolchain for linking and a
-# C++ compiler for libFuzzer.
+# real scraper), systemd (systemd-analyze), Ceph (a single-node cluster for the RBD and HA
+# tests, and librados/librbd to build the `ceph` feature), and, if missing, a C toolchain
+# for linking and a C++ compiler for libFuzzer.
 install_packages() {
   # kmod: the guest build runs the host's depmod over the guest's modules.
   local need=(libiscsi-bin sg3-utils tgt qemu-utils qemu-block-extra fio qemu-system-x86
-    prometheus systemd kmod)
+    prometheus systemd kmod ceph-mon ceph-osd ceph-mgr ceph-common librbd-dev librados-dev)
   command -v cc >/dev/null 2>&1 || need+=(build-essential)
   # libfuzzer-sys compiles libFuzzer (C++) for the fuzz step.
   command -v c++ >/dev/null 2>&1 || need+=(g++)
@@ -108,7 +114,7 @@ install_packages() {
   fi
   # What the tests run must really be there now, whatever apt decided.
   local t
-  for t in qemu-img qemu-io iscsi-test-cu tgtd promtool qemu-system-x86_64; do
+  for t in qemu-img qemu-io iscsi-test-cu tgtd promtool qemu-system-x86_64 ceph-mon ceph-osd ceph-mgr ceph rbd; do
     command -v "$t" >/dev/null 2>&1 || [ -x "/usr/sbin/$t" ] ||
       { echo "after installing: $t still missing"; return 1; }
   done
@@ -140,6 +146,33 @@ export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 export PATH="$PATH:/usr/sbin:/sbin"
 
 run_step "debian packages" install_packages
+
+# Ceph: the workspace is built, linted and tested with the `ceph` feature (RBD pools, HA
+# gateways), against a throwaway single-node cluster unless LUNAR_CEPH_CONF names one.
+# target-daemon/ceph enables storage-core/ceph (features unify across the workspace), and
+# lunar-e2e depends on target-daemon directly, so one flag serves every step.
+CEPH_FEATURES=(--features target-daemon/ceph)
+export LUNAR_REQUIRE_CEPH=${LUNAR_REQUIRE_CEPH:-1}
+ceph_base=""
+stop_ceph() {
+  [ -n "$ceph_base" ] || return 0
+  bash tests/scripts/ceph.sh stop "$ceph_base" || true
+  rm -rf "$ceph_base"
+  ceph_base=""
+}
+trap stop_ceph EXIT
+start_ceph() {
+  if [ -n "${LUNAR_CEPH_CONF:-}" ]; then
+    echo "using the Ceph cluster of LUNAR_CEPH_CONF=$LUNAR_CEPH_CONF"
+    return 0
+  fi
+  ceph_base=$(mktemp -d /tmp/lunar-ceph.XXXXXX)
+  local out
+  out=$(bash tests/scripts/ceph.sh start "$ceph_base" "${LUNAR_CEPH_PORT:-3399}") || return 1
+  echo "$out"
+  export LUNAR_CEPH_CONF=${out#LUNAR_CEPH_CONF=}
+}
+run_step "ceph cluster" start_ceph
 # The shipped systemd unit must be valid: verify a copy whose ExecStart points at the build.
 verify_systemd_unit() {
   local unit=deploy/systemd/lunard.service bin tmp rc=0
@@ -157,14 +190,18 @@ run_step "module cycles" python3 tests/scripts/module-cycles.py scsi-proto stora
 
 if run_step "rust toolchain" rust_components; then
   run_step "cargo fmt --check" cargo fmt --all -- --check
-  run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-  if run_step "release build" cargo build --release --workspace --bins; then
+  run_step "cargo clippy" cargo clippy --workspace --all-targets "${CEPH_FEATURES[@]}" -- -D warnings
+  # The default build must not need librados/librbd: check it without the feature.
+  run_step "build without ceph" cargo check -p target-daemon
+  if run_step "release build" cargo build --release --workspace --bins "${CEPH_FEATURES[@]}"; then
     run_step "systemd unit" verify_systemd_unit
     # Unit, property and crash tests of every crate except the end-to-end crate.
-    run_step "unit tests" cargo test --release --no-fail-fast --workspace --exclude lunar-e2e
+    run_step "unit tests" cargo test --release --no-fail-fast --workspace --exclude lunar-e2e \
+      "${CEPH_FEATURES[@]}"
     # End-to-end tests: lunard (the release build above) against libiscsi and qemu, and the
     # iscsi-test-cu comparison with the recorded tgtd baseline. Two threads: two cores.
-    run_step "e2e tests" cargo test --release --no-fail-fast -p lunar-e2e -- --test-threads=2
+    run_step "e2e tests" cargo test --release --no-fail-fast -p lunar-e2e "${CEPH_FEATURES[@]}" \
+      -- --test-threads=2
   else
     skip_step "systemd unit" "build failed"
     skip_step "unit tests" "build failed"; skip_step "e2e tests" "build failed"
@@ -173,10 +210,12 @@ if run_step "rust toolchain" rust_components; then
   # input, from the committed corpora; its instrumented build lives in target/fuzz.
   run_step "fuzz" bash tests/scripts/fuzz.sh
 else
-  for s in "cargo fmt --check" "cargo clippy" "release build" "systemd unit" "unit tests" "e2e tests" "fuzz"; do
+  for s in "cargo fmt --check" "cargo clippy" "build without ceph" "release build" "systemd unit" "unit tests" "e2e tests" "fuzz"; do
     skip_step "$s" "no Rust toolchain"
   done
 fi
+
+stop_ceph
 
 # ---------------------------------------------------------------------------------------------
 total=$(( $(date +%s) - started ))

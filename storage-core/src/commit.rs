@@ -15,7 +15,6 @@
 //! are here too, beside the thread they talk to through [`CommitQueue`]: this module builds
 //! on the engine state ([`crate::engine`]), never the other way round.
 
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -32,10 +31,7 @@ fn io(context: &str, e: std::io::Error) -> StorageError {
 
 fn sync(inner: &PoolInner) -> Result<()> {
     inner.stats.syncs.fetch_add(1, Ordering::Relaxed);
-    inner
-        .file
-        .sync_data()
-        .map_err(|e| io("syncing the pool", e))
+    inner.dev.flush().map_err(|e| io("syncing the pool", e))
 }
 
 /// The durability side of the engine: what a caller waits for before acknowledging.
@@ -183,8 +179,8 @@ pub(crate) fn append_locked(inner: &PoolInner, sbs: &mut SbState, close: bool) -
             &open.records,
         );
         if let Err(e) = inner
-            .file
-            .write_all_at(&block, inner.layout.journal_off + sbs.journal_off)
+            .dev
+            .write_at(&block, inner.layout.journal_off + sbs.journal_off)
         {
             return fail(inner, "journal append failed", io("writing the journal", e));
         }
@@ -228,7 +224,7 @@ fn release(inner: &PoolInner, frees: &[u64], end: u64, writes: u64) {
 /// has made the data those blocks map durable, and has either synced the blocks too or lets
 /// this sync cover them.
 pub(crate) fn write_seal(
-    file: &std::fs::File,
+    dev: &crate::device::Device,
     uuid: &uuid::Uuid,
     sealer: &mut Sealer,
     seq: u64,
@@ -237,9 +233,9 @@ pub(crate) fn write_seal(
         generation: sealer.seal.generation + 1,
         seq,
     };
-    file.write_all_at(&seal.encode(uuid), SEAL_OFF[(seal.generation % 2) as usize])
+    dev.write_at(&seal.encode(uuid), SEAL_OFF[(seal.generation % 2) as usize])
         .map_err(|e| io("writing the seal", e))?;
-    file.sync_data().map_err(|e| io("syncing the seal", e))?;
+    dev.flush().map_err(|e| io("syncing the seal", e))?;
     sealer.seal = seal;
     sealer.durable_seq = sealer.durable_seq.max(seq);
     Ok(())
@@ -286,7 +282,7 @@ fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<()> {
     }
     if need_seal {
         inner.stats.syncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = write_seal(&inner.file, &inner.uuid, &mut sealer, seal_to) {
+        if let Err(e) = write_seal(&inner.dev, &inner.uuid, &mut sealer, seal_to) {
             return fail(inner, "metadata commit failed", e);
         }
     }
@@ -345,8 +341,8 @@ fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Resul
             _ => 0u8,
         };
         inner
-            .file
-            .write_all_at(&img, layout.ckpt_off[slot as usize])
+            .dev
+            .write_at(&img, layout.ckpt_off[slot as usize])
             .map_err(|e| io("writing a checkpoint", e))?;
         // Data before mapping: everything the image maps was written before it was encoded.
         sync(inner)?;
@@ -359,8 +355,8 @@ fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Resul
         sb.journal_seq = sbs.next_seq;
         let off = (sb.generation % 2) * SB_SLOT;
         inner
-            .file
-            .write_all_at(&sb.encode(), off)
+            .dev
+            .write_at(&sb.encode(), off)
             .map_err(|e| io("writing the superblock", e))?;
         sync(inner)?;
         Ok(sb)

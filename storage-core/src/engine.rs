@@ -11,7 +11,6 @@
 //! against reads, in-place writes and unmaps of that chunk.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -49,7 +48,11 @@ impl VolRt {
         }
     }
     pub(crate) fn stripe(&self, index: u64) -> &tokio::sync::RwLock<()> {
-        &self.stripes[(index % STRIPES as u64) as usize]
+        &self.stripes[self.stripe_no(index)]
+    }
+    /// Which stripe guards logical chunk `index`.
+    pub(crate) fn stripe_no(&self, index: u64) -> usize {
+        (index % STRIPES as u64) as usize
     }
     pub(crate) fn map_lsn(&self, index: u64) -> &AtomicU64 {
         &self.map_lsns[(index % STRIPES as u64) as usize]
@@ -78,6 +81,13 @@ pub(crate) async fn lock_exclusive(
         Ok(g) => g,
         Err(_) => l.write().await,
     }
+}
+
+/// A lock held shared or exclusively, whichever the caller needed (released on drop; the
+/// guards are only held, never read).
+pub(crate) enum StripeGuard<'a> {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'a, ()>),
+    Exclusive(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'a, ()>),
 }
 
 /// Why an allocation failed.
@@ -291,7 +301,8 @@ pub(crate) struct Sealer {
 
 /// Everything a pool shares between handles.
 pub(crate) struct PoolInner {
-    pub(crate) file: Arc<File>,
+    /// The device, for the metadata path (open, commit thread).
+    pub(crate) dev: Arc<crate::device::Device>,
     pub(crate) io: DataIo,
     pub(crate) layout: Layout,
     pub(crate) uuid: uuid::Uuid,
@@ -313,7 +324,8 @@ pub(crate) struct PoolInner {
     pub(crate) vols: parking_lot::Mutex<HashMap<ViewId, Arc<VolRt>>>,
     pub(crate) closed: AtomicBool,
     pub(crate) zero_chunk: bytes::Bytes,
-    pub(crate) path: std::path::PathBuf,
+    /// What logs call the pool (its path, or `rbd:<image>`).
+    pub(crate) name: String,
     /// Cumulative activity counters for operators ([`crate::PoolStats`]).
     pub(crate) stats: Stats,
     /// Told each metadata commit's duration (lunard feeds a histogram with it).

@@ -7,6 +7,8 @@
 //! docs/storage-format.md.
 
 mod alloc;
+#[cfg(feature = "ceph")]
+pub mod ceph;
 mod chaincache;
 mod check;
 mod checkpoint;
@@ -15,6 +17,7 @@ mod clock;
 mod codec;
 mod commit;
 mod commit_queue;
+mod device;
 mod engine;
 mod error;
 mod io;

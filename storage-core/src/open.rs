@@ -3,14 +3,15 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::alloc::Alloc;
 use crate::codec::Dec;
+use crate::device::Device;
 use crate::journal::{check_block, decode_rec, parse_header, BLOCK_ALIGN, BOOT_LEN, HEADER};
 use crate::layer::{Meta, HOLE};
-use crate::superblock::{choose, Layout, Seal, Superblock, SB_SLOT, SEAL_OFF};
+use crate::superblock::{choose, Layout, Seal, SlotState, Superblock, SB_SLOT, SEAL_OFF};
 use crate::{checkpoint, PoolOptions, Result, StorageError};
 
 /// Mode of a pool file storage-core creates.
@@ -37,8 +38,8 @@ fn device_len(f: &mut File, path: &Path) -> Result<u64> {
         .map_err(|e| io(format!("sizing {}", path.display()), e))
 }
 
-/// Write a fresh pool header. Returns the file path used.
-pub(crate) fn create(path: &Path, opts: &PoolOptions) -> Result<PathBuf> {
+/// Reject options no pool can have.
+fn check_options(opts: &PoolOptions) -> Result<()> {
     let cs = opts.chunk_size;
     if !cs.is_power_of_two() || !(4096..=(1 << 20)).contains(&cs) {
         return Err(StorageError::InvalidArgument(format!(
@@ -52,12 +53,18 @@ pub(crate) fn create(path: &Path, opts: &PoolOptions) -> Result<PathBuf> {
             )));
         }
     }
+    Ok(())
+}
+
+/// Write a fresh pool header. Returns the file path used.
+pub(crate) fn create(path: &Path, opts: &PoolOptions) -> Result<PathBuf> {
+    check_options(opts)?;
     let target = resolve_path(path);
     let meta = std::fs::metadata(&target).ok();
     let is_blk = meta
         .as_ref()
         .is_some_and(|m| m.file_type().is_block_device());
-    let (mut file, total) = if is_blk {
+    let (file, total) = if is_blk {
         let mut f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -91,7 +98,17 @@ pub(crate) fn create(path: &Path, opts: &PoolOptions) -> Result<PathBuf> {
             .map_err(|e| io(format!("sizing {}", target.display()), e))?;
         (f, cap)
     };
-    let layout = Layout::compute(total, cs as u64)?;
+    format(
+        &Device::file(file, target.display().to_string()),
+        total,
+        opts,
+    )?;
+    Ok(target)
+}
+
+/// Write a fresh pool header covering the first `total` bytes of `dev`, durably.
+pub(crate) fn format(dev: &Device, total: u64, opts: &PoolOptions) -> Result<()> {
+    let layout = Layout::compute(total, opts.chunk_size as u64)?;
     let sb = Superblock {
         uuid: uuid::Uuid::new_v4(),
         generation: 1,
@@ -104,8 +121,8 @@ pub(crate) fn create(path: &Path, opts: &PoolOptions) -> Result<PathBuf> {
         version: crate::superblock::FORMAT_VERSION,
     };
     let w = |buf: &[u8], off: u64| {
-        file.write_all_at(buf, off)
-            .map_err(|e| io(format!("writing {}", target.display()), e))
+        dev.write_at(buf, off)
+            .map_err(|e| io(format!("writing {}", dev.name()), e))
     };
     // Zero the other superblock slot, the seal slots and the first journal block (old
     // contents of a reused block device must never look valid).
@@ -115,21 +132,53 @@ pub(crate) fn create(path: &Path, opts: &PoolOptions) -> Result<PathBuf> {
     }
     w(&vec![0u8; BLOCK_ALIGN], layout.journal_off)?;
     w(&sb.encode(), (sb.generation % 2) * SB_SLOT)?;
-    file.sync_all()
-        .map_err(|e| io(format!("syncing {}", target.display()), e))?;
-    let _ = &mut file;
-    Ok(target)
+    dev.flush()
+        .map_err(|e| io(format!("syncing {}", dev.name()), e))?;
+    Ok(())
+}
+
+/// Write a fresh pool over an RBD image (its whole size, or the first `capacity_bytes`).
+/// Refuses an image that already holds a pool superblock: creating is never a way to wipe
+/// a pool another gateway may be serving.
+#[cfg(feature = "ceph")]
+pub(crate) fn create_rbd(image: crate::ceph::RbdImage, opts: &PoolOptions) -> Result<()> {
+    check_options(opts)?;
+    let dev = Device::rbd(image);
+    let what = dev.name().to_string();
+    let size = dev.len().map_err(|e| io(format!("sizing {what}"), e))?;
+    let total = match opts.capacity_bytes {
+        None => size,
+        Some(cap) if cap <= size => cap,
+        Some(cap) => {
+            return Err(StorageError::InvalidArgument(format!(
+                "capacity {cap} exceeds the {size} bytes of {what}"
+            )))
+        }
+    };
+    if holds_pool(&dev)? {
+        return Err(StorageError::AlreadyExists(format!(
+            "a pool on {what} (open it instead)"
+        )));
+    }
+    format(&dev, total, opts)
+}
+
+/// Validate and load the pool on an RBD image. The caller holds the image's exclusive lock
+/// (the HA coordinator takes it, fencing the previous owner, before opening): unlike a pool
+/// file, there is no flock to take here.
+#[cfg(feature = "ceph")]
+pub(crate) fn open_rbd(image: crate::ceph::RbdImage) -> Result<Loaded> {
+    load(Device::rbd(image))
 }
 
 /// What open recovered.
 pub(crate) struct Loaded {
-    pub(crate) file: File,
+    pub(crate) dev: Device,
     pub(crate) sb: Superblock,
     pub(crate) meta: Meta,
     pub(crate) alloc: Alloc,
     pub(crate) journal_off: u64,
     pub(crate) next_seq: u64,
-    pub(crate) path: PathBuf,
     /// The seal read at open.
     pub(crate) seal: Seal,
     /// Replay applied tentative blocks no seal covers (written in this boot by a process
@@ -158,7 +207,7 @@ pub(crate) fn boot_id() -> uuid::Uuid {
 /// Validate and load a pool. The file is opened read-only until everything checks out.
 pub(crate) fn open(path: &Path) -> Result<Loaded> {
     let target = resolve_path(path);
-    let mut ro = File::open(&target).map_err(|e| {
+    let ro = File::open(&target).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             StorageError::NotFound(format!("pool {} not found", target.display()))
         } else {
@@ -166,15 +215,46 @@ pub(crate) fn open(path: &Path) -> Result<Loaded> {
         }
     })?;
     let what = target.display().to_string();
-    let len = device_len(&mut ro, &target)?;
+    let mut loaded = load(Device::file(ro, what.clone()))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&target)
+        .map_err(|e| io(format!("opening {what} for writing"), e))?;
+    lock_exclusive(&file, &what)?;
+    loaded.dev = Device::file(file, what);
+    Ok(loaded)
+}
+
+/// Whether `dev` starts with a pool superblock (valid or not): creating over it would
+/// destroy a pool.
+#[cfg(feature = "ceph")]
+fn holds_pool(dev: &Device) -> Result<bool> {
     let mut head = vec![0u8; (2 * SB_SLOT) as usize];
-    let n = read_upto(&ro, &mut head, 0).map_err(|e| io(format!("reading {what}"), e))?;
+    let n = dev
+        .read_upto(&mut head, 0)
+        .map_err(|e| io(format!("reading {}", dev.name()), e))?;
+    head.truncate(n);
+    Ok(head
+        .chunks(SB_SLOT as usize)
+        .any(|slot| !matches!(Superblock::decode(slot), SlotState::NoMagic)))
+}
+
+/// Validate a pool on `dev` and load its metadata (checkpoint, then journal replay). Only
+/// reads `dev`.
+pub(crate) fn load(dev: Device) -> Result<Loaded> {
+    let what = dev.name().to_string();
+    let len = dev.len().map_err(|e| io(format!("sizing {what}"), e))?;
+    let mut head = vec![0u8; (2 * SB_SLOT) as usize];
+    let n = dev
+        .read_upto(&mut head, 0)
+        .map_err(|e| io(format!("reading {what}"), e))?;
     head.truncate(n);
     let a = Superblock::decode(&head[..n.min(SB_SLOT as usize)]);
     let b = if n > SB_SLOT as usize {
         Superblock::decode(&head[SB_SLOT as usize..])
     } else {
-        crate::superblock::SlotState::NoMagic
+        SlotState::NoMagic
     };
     let sb = choose(a, b, &what)?;
     let layout = sb.layout;
@@ -189,7 +269,7 @@ pub(crate) fn open(path: &Path) -> Result<Loaded> {
         None => Meta::new(layout.chunk_size),
         Some(slot) => {
             let mut img = vec![0u8; sb.ckpt_bytes as usize];
-            ro.read_exact_at(&mut img, layout.ckpt_off[slot as usize])
+            dev.read_at(&mut img, layout.ckpt_off[slot as usize])
                 .map_err(|e| io(format!("reading the checkpoint of {what}"), e))?;
             if crc32c::crc32c(&img) != sb.ckpt_crc {
                 return Err(StorageError::Corrupt(format!(
@@ -206,7 +286,7 @@ pub(crate) fn open(path: &Path) -> Result<Loaded> {
     let mut seals = [None, None];
     for (i, off) in SEAL_OFF.into_iter().enumerate() {
         if sb.version >= 2 {
-            ro.read_exact_at(&mut seal_buf, off)
+            dev.read_at(&mut seal_buf, off)
                 .map_err(|e| io(format!("reading the seal of {what}"), e))?;
             seals[i] = Seal::decode(&seal_buf, &sb.uuid);
         }
@@ -214,13 +294,16 @@ pub(crate) fn open(path: &Path) -> Result<Loaded> {
     let seal = Seal::newest(seals[0], seals[1]);
     let durable = seal.seq.max(sb.journal_seq);
     let boot = boot_id();
+    // Without a volatile cache (RBD), a tentative block that reads back was written durably,
+    // after the data it maps: it counts whichever boot or host wrote it.
+    let trust_tentative = !dev.volatile_cache();
     let mut unsealed = false;
     let mut off = 0u64;
     let mut seq = sb.journal_seq;
     let mut hdr = vec![0u8; BLOCK_ALIGN];
     let mut freed = Vec::new();
     while off + BLOCK_ALIGN as u64 <= layout.journal_len {
-        ro.read_exact_at(&mut hdr, layout.journal_off + off)
+        dev.read_at(&mut hdr, layout.journal_off + off)
             .map_err(|e| io(format!("reading the journal of {what}"), e))?;
         let Some(h) = parse_header(&hdr, &sb.uuid, seq) else {
             break;
@@ -231,7 +314,7 @@ pub(crate) fn open(path: &Path) -> Result<Loaded> {
             break;
         }
         let mut block = vec![0u8; blen];
-        ro.read_exact_at(&mut block, layout.journal_off + off)
+        dev.read_at(&mut block, layout.journal_off + off)
             .map_err(|e| io(format!("reading the journal of {what}"), e))?;
         if !check_block(&block, plen) {
             break;
@@ -240,7 +323,7 @@ pub(crate) fn open(path: &Path) -> Result<Loaded> {
         if h.tentative {
             start += BOOT_LEN;
             if seq >= durable {
-                if block[HEADER..start] != *boot.as_bytes() {
+                if !trust_tentative && block[HEADER..start] != *boot.as_bytes() {
                     break;
                 }
                 unsealed = true;
@@ -268,21 +351,13 @@ pub(crate) fn open(path: &Path) -> Result<Loaded> {
             }
         }
     }
-    drop(ro);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&target)
-        .map_err(|e| io(format!("opening {what} for writing"), e))?;
-    lock_exclusive(&file, &what)?;
     Ok(Loaded {
-        file,
+        dev,
         sb,
         meta,
         alloc,
         journal_off: off,
         next_seq: seq,
-        path: target,
         seal,
         unsealed,
         boot,
@@ -296,19 +371,19 @@ pub(crate) fn open(path: &Path) -> Result<Loaded> {
 /// revive those records. Also upgrades a format 1 superblock before anything of format 2 is
 /// written. Only runs on a pool that opened cleanly.
 pub(crate) fn recover(l: &mut Loaded) -> Result<()> {
-    let what = l.path.display().to_string();
-    l.file
-        .sync_data()
+    let what = l.dev.name().to_string();
+    l.dev
+        .flush()
         .map_err(|e| io(format!("syncing {what}"), e))?;
     if l.sb.version < crate::superblock::FORMAT_VERSION {
         let mut sb = l.sb.clone();
         sb.generation += 1;
         sb.version = crate::superblock::FORMAT_VERSION;
-        l.file
-            .write_all_at(&sb.encode(), (sb.generation % 2) * SB_SLOT)
+        l.dev
+            .write_at(&sb.encode(), (sb.generation % 2) * SB_SLOT)
             .map_err(|e| io(format!("upgrading the superblock of {what}"), e))?;
-        l.file
-            .sync_data()
+        l.dev
+            .flush()
             .map_err(|e| io(format!("syncing {what}"), e))?;
         l.sb = sb;
     }
@@ -331,7 +406,7 @@ pub(crate) fn recover(l: &mut Loaded) -> Result<()> {
             seal: l.seal,
             durable_seq: l.sb.journal_seq.max(l.seal.seq),
         };
-        crate::commit::write_seal(&l.file, &l.sb.uuid, &mut sealer, l.next_seq)?;
+        crate::commit::write_seal(&l.dev, &l.sb.uuid, &mut sealer, l.next_seq)?;
         l.seal = sealer.seal;
         if l.unsealed {
             tracing::info!(path = %what, "sealed journal blocks a killed process had written");
@@ -339,19 +414,6 @@ pub(crate) fn recover(l: &mut Loaded) -> Result<()> {
         l.unsealed = false;
     }
     Ok(())
-}
-
-fn read_upto(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read_at(&mut buf[n..], off + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// One process per pool: take an exclusive advisory lock.
@@ -370,15 +432,6 @@ fn lock_exclusive(f: &File, what: &str) -> Result<()> {
     Err(StorageError::Busy(format!(
         "{what} is open in another process or handle"
     )))
-}
-
-/// Release the advisory lock (on close).
-pub(crate) fn unlock(f: &File) {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: as above.
-    unsafe {
-        libc::flock(f.as_raw_fd(), libc::LOCK_UN);
-    }
 }
 
 #[cfg(test)]
@@ -407,7 +460,7 @@ mod tests {
             seal: l.seal,
             durable_seq: l.next_seq,
         };
-        crate::commit::write_seal(&l.file, &l.sb.uuid, &mut sealer, end + 2).expect("seal");
+        crate::commit::write_seal(&l.dev, &l.sb.uuid, &mut sealer, end + 2).expect("seal");
         drop(l);
 
         let mut l = open(dir.path()).expect("reopen");

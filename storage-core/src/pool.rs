@@ -70,13 +70,51 @@ impl Pool {
         })
         .await
         .map_err(join_err)??;
-        let file = Arc::new(loaded.file);
+        Self::start(loaded)
+    }
+
+    /// Create a new pool on an RBD image (`opts.capacity_bytes`: `None` for the whole image,
+    /// else at most its size). Fails with `AlreadyExists` if the image holds a pool.
+    ///
+    /// The caller must hold the image's exclusive lock (`RbdImage::lock_acquire_exclusive`)
+    /// until [`Pool::close`] has returned: storage-core cannot keep another client out of an
+    /// image (the HA coordinator does, by lease and fencing). Data I/O uses librbd aio;
+    /// metadata I/O and flushes are synchronous librbd calls on the commit thread.
+    #[cfg(feature = "ceph")]
+    pub async fn create_rbd(image: crate::ceph::RbdImage, opts: &PoolOptions) -> Result<Pool> {
+        let o = opts.clone();
+        let img = image.clone();
+        tokio::task::spawn_blocking(move || open::create_rbd(img, &o))
+            .await
+            .map_err(join_err)??;
+        Self::open_rbd(image).await
+    }
+
+    /// Open the pool on an RBD image; as [`Pool::open`] for files (an image without a pool
+    /// fails with `NotAPool`). The caller holds the image's exclusive lock, as for
+    /// [`Pool::create_rbd`].
+    #[cfg(feature = "ceph")]
+    pub async fn open_rbd(image: crate::ceph::RbdImage) -> Result<Pool> {
+        let loaded = tokio::task::spawn_blocking(move || {
+            let mut loaded = open::open_rbd(image)?;
+            open::recover(&mut loaded)?;
+            Ok::<_, StorageError>(loaded)
+        })
+        .await
+        .map_err(join_err)??;
+        Self::start(loaded)
+    }
+
+    /// Run a loaded (and recovered) pool: engine state, commit thread, space reconciler.
+    fn start(loaded: open::Loaded) -> Result<Pool> {
+        let name = loaded.dev.name().to_string();
+        let dev = Arc::new(loaded.dev);
         let layout = loaded.sb.layout;
         let uuid = loaded.sb.uuid;
         let shared = Arc::new(CommitQueue::default());
         let inner = Arc::new(PoolInner {
-            io: DataIo::new(file.clone()),
-            file,
+            io: DataIo::new(&dev),
+            dev,
             layout,
             uuid,
             state: parking_lot::RwLock::new(State::new(
@@ -104,14 +142,14 @@ impl Pool {
             vols: parking_lot::Mutex::new(Default::default()),
             closed: Default::default(),
             zero_chunk: bytes::Bytes::from(vec![0u8; layout.chunk_size as usize]),
-            path: loaded.path,
+            name,
             stats: Default::default(),
             commit_observer: parking_lot::RwLock::new(None),
         });
         let handle = commit::spawn(Arc::downgrade(&inner), shared)
             .map_err(|e| StorageError::io("starting the commit thread", e))?;
         space::spawn_reconciler(Arc::downgrade(&inner));
-        tracing::info!(path = %inner.path.display(), %uuid, backend = inner.io.name(), "pool opened");
+        tracing::info!(pool = %inner.name, %uuid, backend = inner.io.name(), "pool opened");
         Ok(Pool {
             inner,
             committer: Arc::new(parking_lot::Mutex::new(Some(handle))),
@@ -131,7 +169,15 @@ impl Pool {
         }
     }
 
-    /// Name of the data-path I/O backend ("io_uring" or "threads").
+    /// Whether a completed write can sit in a volatile cache until a flush: true for pools
+    /// on files and block devices (the page cache; SCSI reports WCE=1 and hosts send
+    /// SYNCHRONIZE CACHE), false for pools on RBD images (librbd's cache is off, so a
+    /// completed write is on the OSDs: WCE=0).
+    pub fn volatile_write_cache(&self) -> bool {
+        self.inner.dev.volatile_cache()
+    }
+
+    /// Name of the data-path I/O backend ("io_uring", "threads" or "librbd").
     pub fn io_backend(&self) -> &'static str {
         self.inner.io.name()
     }
@@ -720,8 +766,8 @@ impl Pool {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
-        open::unlock(&self.inner.file);
-        tracing::info!(path = %self.inner.path.display(), "pool closed");
+        self.inner.dev.unlock();
+        tracing::info!(pool = %self.inner.name, "pool closed");
         res
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::try_join_all;
 
-use crate::engine::{lock_exclusive, lock_shared, AllocFail, PoolInner, VolRt};
+use crate::engine::{lock_exclusive, lock_shared, AllocFail, PoolInner, StripeGuard, VolRt};
 use crate::layer::{Rec, ViewId, HOLE};
 use crate::{Result, StorageError, VolumeInfo};
 
@@ -153,6 +153,9 @@ impl Volume {
                     len,
                 };
                 self.read_piece_into(top, &p, spare).await?;
+            } else if self.inner.dev.prefers_large_io() {
+                self.read_runs_into(top, &pieces(off, len as u64, cs), spare)
+                    .await?;
             } else {
                 let ps = pieces(off, len as u64, cs);
                 // Disjoint slices of the one buffer, one per piece; the pieces run
@@ -176,6 +179,75 @@ impl Volume {
         // initialising its whole slice.
         unsafe { out.set_len(len) };
         Ok(out.freeze())
+    }
+
+    /// Fill `buf` (the pieces' bytes back to back, uninitialised on entry) with one device
+    /// read per run of pieces whose chunks are physically consecutive, and zeros for holes.
+    /// For devices where every operation is a network round trip (RBD): a 1 MiB read of
+    /// 64 KiB chunks laid down in order is one request instead of sixteen.
+    ///
+    /// Every stripe the pieces touch is held shared for the whole read, taken in stripe
+    /// order: writers hold one stripe at a time and readers take theirs in one global order,
+    /// so no wait cycle can form.
+    async fn read_runs_into(
+        &self,
+        top: u64,
+        ps: &[Piece],
+        buf: &mut [std::mem::MaybeUninit<u8>],
+    ) -> Result<()> {
+        let mut stripes: Vec<usize> = ps.iter().map(|p| self.rt.stripe_no(p.index)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(lock_shared(&self.rt.stripes[i]).await);
+        }
+        let phys: Vec<Option<u64>> = {
+            let st = self.inner.state.read();
+            ps.iter()
+                .map(|p| self.rt.chain.resolve(&st.meta, top, p.index))
+                .collect()
+        };
+        // Runs: (byte length, device offset or None for zeros).
+        let mut runs: Vec<(usize, Option<u64>)> = Vec::new();
+        for (p, ph) in ps.iter().zip(&phys) {
+            let dev_off = ph.map(|c| self.inner.layout.chunk_offset(c) + p.off as u64);
+            if let Some((len, last)) = runs.last_mut() {
+                let joins = match (*last, dev_off) {
+                    (Some(a), Some(b)) => a + *len as u64 == b,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if joins {
+                    *len += p.len;
+                    continue;
+                }
+            }
+            runs.push((p.len, dev_off));
+        }
+        let mut slices = Vec::with_capacity(runs.len());
+        let mut rest = buf;
+        for &(len, _) in &runs {
+            let (head, tail) = rest.split_at_mut(len);
+            slices.push(head);
+            rest = tail;
+        }
+        try_join_all(
+            runs.iter()
+                .zip(slices)
+                .map(|(&(_, dev_off), b)| async move {
+                    match dev_off {
+                        None => {
+                            b.fill(std::mem::MaybeUninit::new(0));
+                            Ok(())
+                        }
+                        Some(o) => self.inner.io.read_into(o, b).await,
+                    }
+                }),
+        )
+        .await?;
+        drop(guards);
+        Ok(())
     }
 
     /// Fill `buf` (piece `p`'s bytes, uninitialised on entry) with the piece's data or zeros.
@@ -279,8 +351,18 @@ impl Volume {
         // before that publish would die with a killed process, mapping and all, so it returns
         // the LSN of the stripe's latest `Map` for the caller to publish (usually already
         // published: one atomic load).
+        //
+        // On a device that makes every block read or write atomic by itself (an RBD image:
+        // a block never straddles a RADOS object, and an object's operations apply whole and
+        // in order) the stripe is taken shared: only allocation changes need excluding
+        // there, and an exclusive stripe held for a round trip to the OSDs serialised
+        // unrelated writes (64 stripes: 32 writers in flight collided half the time).
         {
-            let _s = lock_exclusive(self.rt.stripe(index)).await;
+            let _s = if self.inner.dev.atomic_blocks() {
+                StripeGuard::Shared(lock_shared(self.rt.stripe(index)).await)
+            } else {
+                StripeGuard::Exclusive(lock_exclusive(self.rt.stripe(index)).await)
+            };
             if let Some(p) = self.owned_phys_settled(index).await? {
                 self.inner
                     .write_data(self.inner.layout.chunk_offset(p) + off as u64, parts)

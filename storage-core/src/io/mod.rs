@@ -1,9 +1,19 @@
-//! Data-path I/O backends: io_uring (a small ring thread) with an automatic thread-pool
+//! Data-path I/O backends, per device kind ([`Device`]).
+//!
+//! Files and block devices: io_uring (a small ring thread) with an automatic thread-pool
 //! fallback. `LUNAR_IO_BACKEND=threads` forces the fallback. In front of either, I/O the page
 //! cache can serve without blocking is done on the caller's thread (`nowait`;
 //! `LUNAR_IO_NOWAIT=0` disables it).
+//!
+//! RBD images (feature `ceph`): librbd's asynchronous API, completions waking the waiting
+//! task; no page cache, so nothing is served without a round trip to the OSDs.
+//!
+//! RBD images (feature `ceph`): librbd's asynchronous API, completions waking the caller's
+//! task. There is no page cache to serve anything without a round trip to the OSDs.
 
 mod nowait;
+#[cfg(feature = "ceph")]
+mod rbd;
 mod threads;
 mod uring;
 
@@ -13,6 +23,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::device::Device;
 use crate::{Result, StorageError};
 
 /// The backend chosen for a pool.
@@ -21,30 +32,51 @@ enum Backend {
     Uring(uring::UringIo),
 }
 
-/// A pool's data path: the non-blocking page-cache fast path, then the backend.
-pub(crate) struct DataIo {
+/// A pool's data path.
+pub(crate) enum DataIo {
+    /// A file or block device: the non-blocking page-cache fast path, then the backend.
+    File(FileIo),
+    /// An RBD image: librbd aio.
+    #[cfg(feature = "ceph")]
+    Rbd(rbd::RbdIo),
+}
+
+/// The data path of a file or block device.
+pub(crate) struct FileIo {
     file: Arc<File>,
     fast: nowait::NoWait,
     backend: Backend,
 }
 
 impl DataIo {
-    /// Pick io_uring unless disabled or unavailable.
-    pub(crate) fn new(file: Arc<File>) -> DataIo {
-        DataIo {
-            file: file.clone(),
-            fast: nowait::NoWait::new(&file),
-            backend: Backend::new(file),
+    /// The data path for `dev`; for files, io_uring unless disabled or unavailable.
+    pub(crate) fn new(dev: &Device) -> DataIo {
+        match dev {
+            Device::File { file, .. } => DataIo::File(FileIo {
+                file: file.clone(),
+                fast: nowait::NoWait::new(file),
+                backend: Backend::new(file.clone()),
+            }),
+            #[cfg(feature = "ceph")]
+            Device::Rbd { image, .. } => DataIo::Rbd(rbd::RbdIo::new(image.clone())),
         }
     }
 
     /// Name of the backend in use.
     pub(crate) fn name(&self) -> &'static str {
-        self.backend.name()
+        match self {
+            DataIo::File(f) => f.backend.name(),
+            #[cfg(feature = "ceph")]
+            DataIo::Rbd(_) => "librbd",
+        }
     }
 
     /// Read exactly `len` bytes at `off`.
     pub(crate) async fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+        #[cfg(feature = "ceph")]
+        if let DataIo::Rbd(r) = self {
+            return r.read(off, len).await;
+        }
         let mut buf = Vec::with_capacity(len);
         self.read_into(off, &mut buf.spare_capacity_mut()[..len])
             .await?;
@@ -57,6 +89,25 @@ impl DataIo {
     /// initialised. Reads land directly in the caller's buffer (no zero-fill, no second
     /// copy) when the page cache serves them; the rest comes from the backend and is copied.
     pub(crate) async fn read_into(&self, off: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
+        match self {
+            DataIo::File(f) => f.read_into(off, buf).await,
+            #[cfg(feature = "ceph")]
+            DataIo::Rbd(r) => r.read_into(off, buf).await,
+        }
+    }
+
+    /// Write the buffers back to back starting at `off`.
+    pub(crate) async fn write(&self, off: u64, bufs: Vec<Bytes>) -> Result<()> {
+        match self {
+            DataIo::File(f) => f.write(off, bufs).await,
+            #[cfg(feature = "ceph")]
+            DataIo::Rbd(r) => r.write(off, bufs).await,
+        }
+    }
+}
+
+impl FileIo {
+    async fn read_into(&self, off: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
         let len = buf.len();
         let done = self.fast.read(&self.file, off, buf);
         if done == len {
@@ -81,8 +132,7 @@ impl DataIo {
         Ok(())
     }
 
-    /// Write the buffers back to back starting at `off`.
-    pub(crate) async fn write(&self, off: u64, bufs: Vec<Bytes>) -> Result<()> {
+    async fn write(&self, off: u64, bufs: Vec<Bytes>) -> Result<()> {
         let total: usize = bufs.iter().map(Bytes::len).sum();
         let done = self.fast.write(&self.file, off, &bufs);
         if done == total {

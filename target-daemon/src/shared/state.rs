@@ -180,6 +180,7 @@ mod tests {
             origin: None,
             clone_mode: None,
             created_unix: 1,
+            geometry: None,
         }
     }
 

@@ -1,0 +1,438 @@
+//! storage_core::ceph against a real cluster (tests/scripts/ceph.sh start DIR prints the
+//! LUNAR_CEPH_CONF to export). Without LUNAR_CEPH_CONF the tests skip loudly, unless
+//! LUNAR_REQUIRE_CEPH=1 (CI), where they fail.
+#![cfg(feature = "ceph")]
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use storage_core::ceph::{CephConfig, CephError, Expect, IoCtx, Rados, RbdImage, EBLOCKLISTED};
+
+/// The test cluster's configuration, or `None` (after saying so) when there is none.
+fn cluster(test: &str) -> Option<CephConfig> {
+    match std::env::var("LUNAR_CEPH_CONF") {
+        Ok(p) if !p.is_empty() => Some(CephConfig {
+            conf: p.into(),
+            client: "admin".into(),
+        }),
+        _ => {
+            assert!(
+                std::env::var("LUNAR_REQUIRE_CEPH").as_deref() != Ok("1"),
+                "LUNAR_REQUIRE_CEPH=1 but LUNAR_CEPH_CONF is not set"
+            );
+            eprintln!(
+                "\n*** SKIPPED {test}: no Ceph cluster (run tests/scripts/ceph.sh start DIR and \
+                 export LUNAR_CEPH_CONF) ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// A RADOS object / image name no other test (or run) uses.
+fn unique(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("lunar-test-{what}-{}-{nanos:x}", std::process::id())
+}
+
+fn connect(cfg: &CephConfig) -> (Rados, IoCtx) {
+    let r = Rados::connect(cfg).expect("connect");
+    let io = r.ioctx("rbd").expect("pool rbd");
+    (r, io)
+}
+
+/// Retry `f` until it returns `Some`, at most `limit` (a bound against hangs, not a timing
+/// assertion).
+fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "condition not reached within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn versioned_writes_detect_conflicts() {
+    let Some(cfg) = cluster("versioned_writes_detect_conflicts") else {
+        return;
+    };
+    let (_r, io) = connect(&cfg);
+    let oid = unique("cas");
+    assert_eq!(io.read(&oid).unwrap(), None);
+    let v1 = io.write_full(&oid, b"one", Expect::Absent).unwrap();
+    assert!(matches!(
+        io.write_full(&oid, b"x", Expect::Absent),
+        Err(CephError::Conflict { .. })
+    ));
+    let got = io.read(&oid).unwrap().unwrap();
+    assert_eq!((got.data.as_slice(), got.version), (&b"one"[..], v1));
+
+    let v2 = io.write_full(&oid, b"two", Expect::Version(v1)).unwrap();
+    assert!(v2 > v1);
+    // A writer that read version v1 loses against the one that already replaced it.
+    assert!(matches!(
+        io.write_full(&oid, b"stale", Expect::Version(v1)),
+        Err(CephError::Conflict { .. })
+    ));
+    assert!(matches!(
+        io.write_full(&oid, b"future", Expect::Version(v2 + 5)),
+        Err(CephError::Conflict { .. })
+    ));
+    let got = io.read(&oid).unwrap().unwrap();
+    assert_eq!((got.data.as_slice(), got.version), (&b"two"[..], v2));
+
+    let v3 = io.write_full(&oid, b"three", Expect::Any).unwrap();
+    assert!(v3 > v2);
+    // Larger than the first read buffer (64 KiB): the read grows and still gets all of it.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let v4 = io.write_full(&oid, &big, Expect::Version(v3)).unwrap();
+    let got = io.read(&oid).unwrap().unwrap();
+    assert_eq!(got.version, v4);
+    assert!(got.data == big);
+
+    assert!(io.remove(&oid).unwrap());
+    assert!(!io.remove(&oid).unwrap());
+    assert!(matches!(
+        io.write_full(&oid, b"gone", Expect::Version(v4)),
+        Err(CephError::Conflict { .. })
+    ));
+    assert_eq!(io.read(&oid).unwrap(), None);
+}
+
+#[test]
+fn exclusive_lock_busy_renew_break_and_expiry() {
+    let Some(cfg) = cluster("exclusive_lock_busy_renew_break_and_expiry") else {
+        return;
+    };
+    let (ra, a) = connect(&cfg);
+    let (rb, b) = connect(&cfg);
+    let oid = unique("lease");
+    let long = Some(Duration::from_secs(60));
+
+    a.lock_exclusive(&oid, "lease", "gw-a", "test", long, false)
+        .unwrap();
+    let e = b
+        .lock_exclusive(&oid, "lease", "gw-b", "test", long, false)
+        .unwrap_err();
+    assert!(matches!(e, CephError::Busy { .. }), "{e}");
+    // Renewing our own lock works; renewing one we do not hold does not.
+    a.lock_exclusive(&oid, "lease", "gw-a", "test", long, true)
+        .unwrap();
+    let e = b
+        .lock_exclusive(&oid, "lease", "gw-b", "test", long, true)
+        .unwrap_err();
+    assert!(
+        matches!(e, CephError::Busy { .. } | CephError::NotHeld { .. }),
+        "{e}"
+    );
+
+    let info = b.list_lockers(&oid, "lease").unwrap();
+    assert!(info.exclusive);
+    assert_eq!(info.lockers.len(), 1);
+    assert_eq!(info.lockers[0].client, ra.instance_name());
+    assert_eq!(info.lockers[0].cookie, "gw-a");
+    assert!(!info.lockers[0].addr.is_empty());
+
+    // B breaks A's lock and takes it; A's renew then fails and A's unlock finds nothing.
+    b.break_lock(&oid, "lease", &info.lockers[0].client, "gw-a")
+        .unwrap();
+    b.lock_exclusive(&oid, "lease", "gw-b", "test", long, false)
+        .unwrap();
+    let e = a
+        .lock_exclusive(&oid, "lease", "gw-a", "test", long, true)
+        .unwrap_err();
+    assert!(
+        matches!(e, CephError::Busy { .. } | CephError::NotHeld { .. }),
+        "{e}"
+    );
+    assert!(matches!(
+        a.unlock(&oid, "lease", "gw-a"),
+        Err(CephError::NotHeld { .. })
+    ));
+    assert_eq!(
+        a.list_lockers(&oid, "lease").unwrap().lockers[0].client,
+        rb.instance_name()
+    );
+    b.unlock(&oid, "lease", "gw-b").unwrap();
+    assert!(b.list_lockers(&oid, "lease").unwrap().lockers.is_empty());
+
+    // Expiry: a lock with a short duration that is not renewed is dropped by the OSD, after
+    // which the other client gets it and the old holder's renew fails.
+    a.lock_exclusive(
+        &oid,
+        "lease",
+        "gw-a",
+        "test",
+        Some(Duration::from_secs(1)),
+        false,
+    )
+    .unwrap();
+    eventually(Duration::from_secs(60), || {
+        match b.lock_exclusive(&oid, "lease", "gw-b", "test", long, false) {
+            Ok(()) => Some(()),
+            Err(CephError::Busy { .. }) => None,
+            Err(e) => panic!("unexpected error while waiting for expiry: {e}"),
+        }
+    });
+    let e = a
+        .lock_exclusive(&oid, "lease", "gw-a", "test", long, true)
+        .unwrap_err();
+    assert!(
+        matches!(e, CephError::Busy { .. } | CephError::NotHeld { .. }),
+        "{e}"
+    );
+    b.unlock(&oid, "lease", "gw-b").unwrap();
+    a.remove(&oid).unwrap();
+}
+
+#[test]
+fn watch_delivers_notifies_and_notify_collects_acks() {
+    let Some(cfg) = cluster("watch_delivers_notifies_and_notify_collects_acks") else {
+        return;
+    };
+    let (ra, a) = connect(&cfg);
+    let (_rb, b) = connect(&cfg);
+    let oid = unique("watch");
+    a.write_full(&oid, b"", Expect::Absent).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let watch = a
+        .watch(
+            &oid,
+            move |n| {
+                let _ = tx.lock().map(|t| t.send(n.payload.clone()));
+                b"ack-from-a".to_vec()
+            },
+            |e| panic!("watch error: {e}"),
+        )
+        .unwrap();
+    watch.check().unwrap();
+
+    let res = b.notify(&oid, b"reload", Duration::from_secs(10)).unwrap();
+    assert!(res.all_acked(), "{res:?}");
+    assert_eq!(res.acks.len(), 1);
+    assert_eq!(res.acks[0].notifier_id, ra.instance_id());
+    assert_eq!(res.acks[0].cookie, watch.cookie());
+    assert_eq!(res.acks[0].payload, b"ack-from-a");
+    // The callback ran before the notify returned (the ack follows it).
+    assert_eq!(rx.try_recv().unwrap(), b"reload");
+
+    drop(watch);
+    let res = b.notify(&oid, b"nobody", Duration::from_secs(10)).unwrap();
+    assert!(res.acks.is_empty() && res.timeouts.is_empty(), "{res:?}");
+    assert!(rx.try_recv().is_err());
+    a.remove(&oid).unwrap();
+}
+
+#[test]
+fn blocklisted_client_gets_eshutdown() {
+    let Some(cfg) = cluster("blocklisted_client_gets_eshutdown") else {
+        return;
+    };
+    let (rv, victim) = connect(&cfg);
+    let (_rf, fencer) = connect(&cfg);
+    let oid = unique("fence");
+    victim.write_full(&oid, b"before", Expect::Absent).unwrap();
+    let addr = rv.addrs().unwrap();
+    fencer
+        .rados()
+        .blocklist_add(&addr, Duration::from_secs(600))
+        .unwrap();
+    // The fencer's next operation carries the OSD map with the blocklist entry, so the OSD
+    // has it from then on (an operation of the victim's racing ahead of it could still land:
+    // the fence orders everything after the fencer's first write, as with a takeover).
+    fencer.write_full(&oid, b"fenced", Expect::Any).unwrap();
+    let e = victim.write_full(&oid, b"after", Expect::Any).unwrap_err();
+    assert_eq!(e.errno(), Some(EBLOCKLISTED), "{e}");
+    assert!(e.is_blocklisted());
+    assert_eq!(fencer.read(&oid).unwrap().unwrap().data, b"fenced");
+    fencer.remove(&oid).unwrap();
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| seed.wrapping_add((i % 253) as u8))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbd_aio_round_trip_discard_flush() {
+    let Some(cfg) = cluster("rbd_aio_round_trip_discard_flush") else {
+        return;
+    };
+    let (_r, io) = connect(&cfg);
+    let name = unique("img");
+    RbdImage::create(&io, &name, 64 << 20).unwrap();
+    let img = RbdImage::open(&io, &name).unwrap();
+    assert_eq!(img.size().unwrap(), 64 << 20);
+
+    // writev of three pieces, one of them crossing a 4 MiB object boundary.
+    let off = (4 << 20) - 8192;
+    let pieces = vec![
+        Bytes::from(pattern(1, 4096)),
+        Bytes::from(pattern(2, 12288)),
+        Bytes::from(pattern(3, 512)),
+    ];
+    let whole: Vec<u8> = pieces.iter().flat_map(|b| b.iter().copied()).collect();
+    img.writev(off, pieces).await.unwrap();
+    assert!(img.read(off, whole.len()).await.unwrap() == whole);
+    let mut into = vec![std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    img.read_into(off + 4096, &mut into).await.unwrap();
+    // SAFETY: read_into returned Ok, so every byte is initialised.
+    let into: Vec<u8> = into.iter().map(|b| unsafe { b.assume_init() }).collect();
+    assert_eq!(into, whole[4096..8192]);
+    img.flush().await.unwrap();
+
+    // Never-written space reads as zeroes; discarded space too, even a small unaligned piece.
+    assert!(img.read(32 << 20, 4096).await.unwrap() == vec![0; 4096]);
+    img.discard(off + 512, 4096).await.unwrap();
+    let after = img.read(off, whole.len()).await.unwrap();
+    assert!(after[..512] == whole[..512]);
+    assert!(
+        after[512..4608].iter().all(|b| *b == 0),
+        "discarded bytes read back non-zero"
+    );
+    assert!(after[4608..] == whole[4608..]);
+    // A whole object discarded.
+    img.writev(12 << 20, vec![Bytes::from(pattern(5, 4 << 20))])
+        .await
+        .unwrap();
+    img.discard(12 << 20, 4 << 20).await.unwrap();
+    assert!(img
+        .read(12 << 20, 4 << 20)
+        .await
+        .unwrap()
+        .iter()
+        .all(|b| *b == 0));
+
+    // The synchronous calls of the metadata path see the same image.
+    let meta = pattern(9, 8192);
+    let img2 = img.clone();
+    let meta2 = meta.clone();
+    tokio::task::spawn_blocking(move || {
+        img2.write_at(1 << 20, &meta2).unwrap();
+        img2.flush_sync().unwrap();
+        let mut back = vec![0; 8192];
+        img2.read_at(1 << 20, &mut back).unwrap();
+        assert_eq!(back, meta2);
+    })
+    .await
+    .unwrap();
+    assert_eq!(img.read(1 << 20, 8192).await.unwrap(), meta);
+
+    // compare-and-write: writes when the data matches, reports where it does not.
+    let sector = pattern(9, 512);
+    img.compare_and_write(
+        1 << 20,
+        Bytes::from(sector.clone()),
+        Bytes::from(vec![7u8; 512]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(img.read(1 << 20, 512).await.unwrap(), vec![7u8; 512]);
+    let mut cmp = vec![7u8; 512];
+    cmp[100] = 8;
+    let e = img
+        .compare_and_write(1 << 20, Bytes::from(cmp), Bytes::from(vec![5u8; 512]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CephError::Mismatch { offset: 100, .. }), "{e}");
+    assert_eq!(img.read(1 << 20, 512).await.unwrap(), vec![7u8; 512]);
+
+    img.resize(128 << 20).unwrap();
+    assert_eq!(img.size().unwrap(), 128 << 20);
+    drop(img);
+    RbdImage::remove(&io, &name).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_aio_futures_leave_librbd_valid_memory() {
+    let Some(cfg) = cluster("dropped_aio_futures_leave_librbd_valid_memory") else {
+        return;
+    };
+    let (_r, io) = connect(&cfg);
+    let name = unique("cancel");
+    RbdImage::create(&io, &name, 16 << 20).unwrap();
+    let img = RbdImage::open(&io, &name).unwrap();
+    img.writev(0, vec![Bytes::from(pattern(4, 1 << 20))])
+        .await
+        .unwrap();
+    // Start reads and writes and drop their futures after the first poll (submitted, not
+    // complete): librbd keeps writing into buffers the completions own.
+    for i in 0..32u64 {
+        let r = img.read(i * 4096, 1 << 20);
+        let w = img.writev(
+            (8 << 20) + i * 4096,
+            vec![Bytes::from(pattern(i as u8, 64 << 10))],
+        );
+        let _ = tokio::time::timeout(Duration::ZERO, r).await;
+        let _ = tokio::time::timeout(Duration::ZERO, w).await;
+    }
+    // The image is still usable and closing it waits for the abandoned operations.
+    assert_eq!(
+        img.read(0, 4096).await.unwrap(),
+        pattern(4, 1 << 20)[..4096]
+    );
+    tokio::task::spawn_blocking(move || drop(img))
+        .await
+        .unwrap();
+    RbdImage::remove(&io, &name).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaking_the_image_lock_fences_the_old_owner() {
+    let Some(cfg) = cluster("breaking_the_image_lock_fences_the_old_owner") else {
+        return;
+    };
+    let (_ra, io_a) = connect(&cfg);
+    let (_rb, io_b) = connect(&cfg);
+    let name = unique("fencing");
+    RbdImage::create(&io_a, &name, 16 << 20).unwrap();
+    let a = RbdImage::open(&io_a, &name).unwrap();
+    a.lock_acquire_exclusive().unwrap();
+    assert!(a.is_lock_owner().unwrap());
+    a.writev(0, vec![Bytes::from(vec![1u8; 4096])])
+        .await
+        .unwrap();
+
+    let b = RbdImage::open(&io_b, &name).unwrap();
+    let owners = b.lock_get_owners().unwrap();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    b.lock_break(&owners[0]).unwrap();
+    b.lock_acquire_exclusive().unwrap();
+    assert!(b.is_lock_owner().unwrap());
+    b.writev(0, vec![Bytes::from(vec![2u8; 4096])])
+        .await
+        .unwrap();
+
+    // The old owner is blocklisted: its writes fail with ESHUTDOWN and change nothing.
+    let e = tokio::time::timeout(
+        Duration::from_secs(120),
+        a.writev(0, vec![Bytes::from(vec![3u8; 4096])]),
+    )
+    .await
+    .expect("a fenced write must fail, not hang")
+    .unwrap_err();
+    assert_eq!(e.errno(), Some(EBLOCKLISTED), "{e}");
+    assert_eq!(b.read(0, 4096).await.unwrap(), vec![2u8; 4096]);
+
+    tokio::task::spawn_blocking(move || {
+        drop(a);
+        b.lock_release().unwrap();
+        drop(b);
+    })
+    .await
+    .unwrap();
+    // Best effort: the fenced client's image watch may linger until the OSD times it out.
+    let _ = RbdImage::remove(&io_b, &name);
+}

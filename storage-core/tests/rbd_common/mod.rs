@@ -1,0 +1,81 @@
+//! Shared set-up of the tests of pools on RBD images: the cluster from `LUNAR_CEPH_CONF`
+//! (tests/scripts/ceph.sh start DIR prints it), a fresh image per test, removed afterwards.
+//! Without the variable the tests skip loudly, unless `LUNAR_REQUIRE_CEPH=1` (CI).
+// Each test binary uses part of this module.
+#![allow(dead_code)]
+
+use storage_core::ceph::{CephConfig, IoCtx, Rados, RbdImage};
+
+/// The test cluster's configuration, or `None` (after saying so) when there is none.
+pub(crate) fn cluster(test: &str) -> Option<CephConfig> {
+    match std::env::var("LUNAR_CEPH_CONF") {
+        Ok(p) if !p.is_empty() => Some(CephConfig {
+            conf: p.into(),
+            client: "admin".into(),
+        }),
+        _ => {
+            assert!(
+                std::env::var("LUNAR_REQUIRE_CEPH").as_deref() != Ok("1"),
+                "LUNAR_REQUIRE_CEPH=1 but LUNAR_CEPH_CONF is not set"
+            );
+            eprintln!(
+                "\n*** SKIPPED {test}: no Ceph cluster (run tests/scripts/ceph.sh start DIR and \
+                 export LUNAR_CEPH_CONF) ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// An image name no other test (or run) uses.
+pub(crate) fn unique(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("lunar-test-{what}-{}-{nanos:x}", std::process::id())
+}
+
+/// One gateway's view of the cluster: its own RADOS client (what a blocklist entry fences)
+/// and its own handle on the image, holding the image's exclusive lock as the HA
+/// coordinator would before opening the pool.
+pub(crate) struct Gateway {
+    pub(crate) rados: Rados,
+    pub(crate) io: IoCtx,
+    pub(crate) image: RbdImage,
+}
+
+/// Connect a new client to pool `rbd` and open `image` with its exclusive lock, breaking
+/// (and so blocklisting) whoever holds it.
+pub(crate) fn gateway(cfg: &CephConfig, image: &str) -> Gateway {
+    let rados = Rados::connect(cfg).expect("connect");
+    let io = rados.ioctx("rbd").expect("pool rbd");
+    let img = RbdImage::open(&io, image).expect("open image");
+    for owner in img.lock_get_owners().expect("lock owners") {
+        img.lock_break(&owner).expect("break the old owner's lock");
+    }
+    img.lock_acquire_exclusive().expect("exclusive lock");
+    Gateway {
+        rados,
+        io,
+        image: img,
+    }
+}
+
+/// Create an image of `size` bytes.
+pub(crate) fn create_image(cfg: &CephConfig, name: &str, size: u64) {
+    let rados = Rados::connect(cfg).expect("connect");
+    let io = rados.ioctx("rbd").expect("pool rbd");
+    RbdImage::create(&io, name, size).expect("create image");
+}
+
+/// Remove an image (best effort: a failed test leaves it for the cluster's teardown).
+pub(crate) fn remove_image(cfg: &CephConfig, name: &str) {
+    if let Ok(rados) = Rados::connect(cfg) {
+        if let Ok(io) = rados.ioctx("rbd") {
+            if let Err(e) = RbdImage::remove(&io, name) {
+                eprintln!("removing test image {name}: {e}");
+            }
+        }
+    }
+}
