@@ -136,9 +136,9 @@ fn print_events(w: &Writer, since: Instant) {
     }
 }
 
-/// The first record acknowledged after `t`.
-fn first_after(acked: &[Acked], t: Instant) -> Option<&Acked> {
-    acked.iter().find(|a| a.at > t)
+/// The first record acknowledged after `t` through gateway `path`.
+fn first_after(acked: &[Acked], t: Instant, path: usize) -> Option<&Acked> {
+    acked.iter().find(|a| a.at > t && a.path == path)
 }
 
 /// 1. SIGKILL of the owner under the writer.
@@ -155,19 +155,20 @@ fn sigkill_owner_writer_moves_and_nothing_is_lost() {
     let new_owner = g.wait_owner(Some(owner), TAKEOVER_LIMIT).expect("takeover");
     w.wait_for(before + 30, TAKEOVER_LIMIT);
     let w = verify_everything(w.finish());
-    let first = first_after(&w.acked, killed).expect("writes after the kill");
-    assert_eq!(
-        first.path, new_owner,
-        "the first write after the kill completed on {}",
-        g.gws[first.path].name
-    );
+    // A GOOD the old owner sent just before it died may be read just after the kill: at
+    // most that one write (the writer has one in flight), and before any other.
+    let after: Vec<&Acked> = w.acked.iter().filter(|a| a.at > killed).collect();
+    let on_old: Vec<usize> = after
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.path == owner)
+        .map(|(i, _)| i)
+        .collect();
     assert!(
-        w.acked
-            .iter()
-            .filter(|a| a.at > killed)
-            .all(|a| a.path == new_owner),
-        "a write completed on the killed gateway after the kill"
+        on_old.is_empty() || on_old == [0],
+        "writes completed on the killed gateway after the kill: {on_old:?} of {after:?}"
     );
+    let first = first_after(&w.acked, killed, new_owner).expect("writes on the new owner");
     eprintln!(
         "HA failover (SIGKILL): {} -> {}: first write completed on the new owner {:.3} s after \
          the kill; {} records acknowledged, all read back",
@@ -331,7 +332,7 @@ fn sigstop_owner_never_writes_again_after_takeover() {
         );
     });
     let w = verify_everything(w);
-    let first = first_after(&w.acked, frozen).expect("writes after the freeze");
+    let first = first_after(&w.acked, frozen, b).expect("writes on the new owner");
     eprintln!(
         "HA failover (SIGSTOP): first write completed on {} {:.3} s after the freeze; old owner \
          resumed {:.1} s after the freeze and stayed fenced; {} records, all read back",
