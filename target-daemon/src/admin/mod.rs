@@ -330,17 +330,20 @@ pub async fn dispatch_ha(ha: Option<Arc<dyn HaControl>>, req: Request) -> Respon
         );
     };
     let done = tokio::task::spawn_blocking(move || match req {
-        Request::HaMove { to } => ha
-            .move_to(&to)
-            .map_err(|e| Response::err(e.kind(), e.to_string()))
-            .and_then(|m| serde_json::to_value(m).map_err(|e| internal(&e))),
-        _ => serde_json::to_value(ha.status()).map_err(|e| internal(&e)),
+        Request::HaMove { to } => match ha.move_to(&to) {
+            Ok(m) => encode(&m),
+            Err(e) => Response::err(e.kind(), e.to_string()),
+        },
+        _ => encode(&ha.status()),
     })
     .await;
-    match done {
-        Ok(Ok(v)) => Response::ok(v),
-        Ok(Err(r)) => r,
-        Err(e) => Response::err("internal", format!("the HA request failed: {e}")),
+    done.unwrap_or_else(|e| Response::err("internal", format!("the HA request failed: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Response {
+    match serde_json::to_value(v) {
+        Ok(v) => Response::ok(v),
+        Err(e) => internal(&e),
     }
 }
 

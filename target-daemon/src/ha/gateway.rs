@@ -25,7 +25,7 @@ use super::shell::{Access, BoxFuture, Coordinator, PoolHost, ShellConfig};
 use super::status::GatewayStatus;
 use crate::config::{Config, HaCfg};
 use crate::fabric::TargetSpec;
-use crate::lunmgr::gateway::GatewayOpen;
+use crate::lunmgr::GatewayOpen;
 use crate::lunmgr::LunManager;
 use crate::scsi::alua::{AccessState, AluaView, GroupState};
 use crate::scsi::ScsiTarget;
@@ -130,6 +130,8 @@ pub struct Gateway {
     registry: Arc<GatewayRegistry>,
     /// The registry record's portals, filled in once the portals listen.
     portals: Arc<Mutex<Vec<String>>>,
+    /// Wakes the heartbeat early (the portals changed).
+    beat: Arc<tokio::sync::Notify>,
     tasks: Vec<JoinHandle<()>>,
     /// Held for the stores' watches; dropped (off the workers) at shutdown.
     shared: Option<(Rados, IoCtx)>,
@@ -165,8 +167,13 @@ fn connect_shared(ha: &HaCfg) -> anyhow::Result<(Rados, IoCtx)> {
         conf: ha.ceph.conf.clone(),
         client: ha.ceph.client.clone(),
     };
-    let rados = Rados::connect_with(&cfg, &[("rados_osd_op_timeout", "30")])
-        .with_context(|| format!("ha.ceph: cannot connect to the cluster of {}", ha.ceph.conf.display()))?;
+    let rados =
+        Rados::connect_with(&cfg, &[("rados_osd_op_timeout", "30")]).with_context(|| {
+            format!(
+                "ha.ceph: cannot connect to the cluster of {}",
+                ha.ceph.conf.display()
+            )
+        })?;
     let io = rados
         .ioctx(&ha.ceph.pool)
         .with_context(|| format!("ha.ceph.pool: cannot open RADOS pool {}", ha.ceph.pool))?;
@@ -248,11 +255,13 @@ impl Gateway {
         let mut tasks = Vec::new();
         tasks.push(watch_state(&state_store, lunmgr.clone())?);
         let portals = Arc::new(Mutex::new(Vec::new()));
+        let beat = Arc::new(tokio::sync::Notify::new());
         tasks.push(heartbeat(
             registry.clone(),
             host.clone(),
             ha.clone(),
             portals.clone(),
+            beat.clone(),
         ));
         let shell = ShellConfig {
             ha: ha.clone(),
@@ -273,6 +282,7 @@ impl Gateway {
                 host,
                 registry,
                 portals,
+                beat,
                 tasks,
                 shared: Some((rados, io)),
                 _state_store: state_store,
@@ -285,6 +295,7 @@ impl Gateway {
     /// The portals hosts reach this gateway through (for the registry).
     pub fn set_portals(&self, portals: Vec<String>) {
         *self.portals.lock() = portals;
+        self.beat.notify_one();
     }
 
     /// Steps down if owner and stops the background tasks.
@@ -316,9 +327,10 @@ fn watch_state(
             // Several notices queued: one reload covers them.
             while rx.try_recv().is_ok() {}
             let s = store.clone();
-            let loaded =
-                tokio::task::spawn_blocking(move || crate::lunmgr::state::StateStore::load(s.as_ref()))
-                    .await;
+            let loaded = tokio::task::spawn_blocking(move || {
+                crate::lunmgr::state::StateStore::load(s.as_ref())
+            })
+            .await;
             match loaded {
                 Ok(Ok(Some(state))) => {
                     if let Err(e) = mgr.reload_state(state).await {
@@ -339,6 +351,7 @@ fn heartbeat(
     host: Arc<GatewayHost>,
     ha: HaCfg,
     portals: Arc<Mutex<Vec<String>>>,
+    beat: Arc<tokio::sync::Notify>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -355,11 +368,16 @@ fn heartbeat(
             })
             .await;
             match r {
-                Ok(Ok(list)) => host.set_peers(list.into_iter().map(|r| (r.name, r.port_group)).collect()),
+                Ok(Ok(list)) => {
+                    host.set_peers(list.into_iter().map(|r| (r.name, r.port_group)).collect())
+                }
                 Ok(Err(e)) => tracing::warn!("ha: gateway registry heartbeat: {e}"),
                 Err(e) => tracing::warn!("ha: gateway registry heartbeat: {e}"),
             }
-            tokio::time::sleep(HEARTBEAT).await;
+            tokio::select! {
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+                _ = beat.notified() => {}
+            }
         }
     })
 }

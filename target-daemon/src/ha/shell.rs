@@ -240,7 +240,10 @@ impl HaControl for Coordinator {
         if !known.is_empty() && !known.iter().any(|g| g.name == to) {
             return Err(HaError::UnknownGateway(to.to_string()));
         }
-        let (cur, _) = conn.lease.read().map_err(|e| HaError::Cluster(e.to_string()))?;
+        let (cur, _) = conn
+            .lease
+            .read()
+            .map_err(|e| HaError::Cluster(e.to_string()))?;
         if cur.owner.as_deref() == Some(to) {
             return Err(HaError::AlreadyOwner(to.to_string()));
         }
@@ -418,7 +421,9 @@ impl Task {
                 Some(c) => {
                     let image = self.shared.cfg.image.clone();
                     let capacity = self.shared.cfg.capacity;
-                    blocking(tx, move || Done::Fenced(fence(&c.ioctx, &image, capacity, epoch)))
+                    blocking(tx, move || {
+                        Done::Fenced(fence(&c.ioctx, &image, capacity, epoch))
+                    })
                 }
             },
             Action::Open { epoch } => {
@@ -506,10 +511,9 @@ impl Task {
                         (Ok(()), Some(c)) => {
                             blocking(self.done_tx.clone(), move || Done::Probed(c.lease.probe()))
                         }
-                        (r, _) => self.m.handle_lease_failed(
-                            now,
-                            Failure::Other(r.err().unwrap_or_default()),
-                        ),
+                        (r, _) => self
+                            .m
+                            .handle_lease_failed(now, Failure::Other(r.err().unwrap_or_default())),
                     }
                 } else {
                     self.m.handle_reconnected(now, r);
@@ -571,7 +575,12 @@ fn fence(ioctx: &IoCtx, name: &str, capacity: u64, epoch: u64) -> Result<RbdImag
         }
     }
     image.lock_acquire_exclusive().map_err(|e| failure(&e))?;
-    tracing::info!(epoch, image = name, fenced = owners.len(), "RBD exclusive lock taken");
+    tracing::info!(
+        epoch,
+        image = name,
+        fenced = owners.len(),
+        "RBD exclusive lock taken"
+    );
     Ok(image)
 }
 
@@ -605,10 +614,14 @@ async fn open(
 }
 
 fn storage_failure(e: &StorageError) -> Failure {
-    let blocklisted = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .and_then(std::io::Error::raw_os_error)
-        .is_some_and(|n| n == libc::ESHUTDOWN || n == storage_core::ceph::EBLOCKLISTED);
+    // The image's errors come as an io::Error carrying the CephError (or at least its errno).
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    let ceph = io
+        .and_then(std::io::Error::get_ref)
+        .and_then(|r| r.downcast_ref::<CephError>());
+    let errno = io.and_then(std::io::Error::raw_os_error);
+    let blocklisted = ceph.is_some_and(CephError::is_blocklisted)
+        || errno.is_some_and(|n| n == libc::ESHUTDOWN || n == storage_core::ceph::EBLOCKLISTED);
     if blocklisted {
         Failure::Blocklisted
     } else {

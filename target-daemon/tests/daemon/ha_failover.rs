@@ -146,7 +146,9 @@ fn block(tag: u8) -> Vec<u8> {
 }
 
 async fn write(i: &mut Initiator, lba: u32, data: &[u8]) -> u8 {
-    i.run(&write10(lba, 1), false, 512, data, 0, 8192).await.status
+    i.run(&write10(lba, 1), false, 512, data, 0, 8192)
+        .await
+        .status
 }
 
 async fn read(i: &mut Initiator, lba: u32) -> (u8, Vec<u8>) {
@@ -221,7 +223,13 @@ async fn a_frozen_owner_is_fenced_and_resumes_as_standby_without_writing() {
     gw1.signal(libc::SIGSTOP);
     // A write sent to the frozen owner sits in its socket until it resumes.
     let stale = block(0xEE);
-    let cmd = i1.command(&write10(3, 1), false, true, 512, bytes::Bytes::from(stale.clone()));
+    let cmd = i1.command(
+        &write10(3, 1),
+        false,
+        true,
+        512,
+        bytes::Bytes::from(stale.clone()),
+    );
     let itt = cmd.bhs.itt();
     i1.send(cmd).await;
     let (s, active_at) = gw2.wait("active after SIGSTOP", |s| s.role == "active");
@@ -232,7 +240,10 @@ async fn a_frozen_owner_is_fenced_and_resumes_as_standby_without_writing() {
 
     gw1.signal(libc::SIGCONT);
     let r = i1.finish(itt, &stale, 8192).await;
-    assert_ne!(r.status, GOOD, "the fenced owner acknowledged a write after resuming");
+    assert_ne!(
+        r.status, GOOD,
+        "the fenced owner acknowledged a write after resuming"
+    );
     gw1.wait("standby after resuming", |s| {
         s.role == "standby" && s.owner.as_deref() == Some("gw2")
     });

@@ -59,7 +59,11 @@ async fn expect_quiet(i: &mut Initiator, when: &str) {
 }
 
 async fn fill(d: &Daemon, from_mib: u64, to_mib: u64) {
-    let v = d.pool().expect("local pool").volume("demo").expect("volume");
+    let v = d
+        .pool()
+        .expect("local pool")
+        .volume("demo")
+        .expect("volume");
     for m in from_mib..to_mib {
         v.write(m * MIB / BS, vec![0xC3u8; MIB as usize].into(), false)
             .await
@@ -83,10 +87,17 @@ async fn soft_threshold_ua_once_per_crossing() {
     expect_quiet(&mut i, "still above the threshold").await;
 
     // Back below (unmap frees whole chunks), then above again: a second crossing.
-    let v = d.pool().expect("local pool").volume("demo").expect("volume");
+    let v = d
+        .pool()
+        .expect("local pool")
+        .volume("demo")
+        .expect("volume");
     v.unmap(8 * MIB / BS, 40 * MIB / BS).await.expect("unmap");
     assert!(
-        !d.pool().expect("local pool").status().soft_threshold_reached,
+        !d.pool()
+            .expect("local pool")
+            .status()
+            .soft_threshold_reached,
         "below after unmap"
     );
     expect_quiet(&mut i, "back below").await;

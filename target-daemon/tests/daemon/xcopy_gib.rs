@@ -55,7 +55,11 @@ fn content(offset: u64, len: usize) -> Vec<u8> {
 }
 
 fn naa_of(d: &Daemon, volume: &str) -> [u8; 16] {
-    let v = d.pool().expect("local pool").volume(volume).expect("volume");
+    let v = d
+        .pool()
+        .expect("local pool")
+        .volume(volume)
+        .expect("volume");
     DeviceIdentity {
         uuid: *v.uuid().as_bytes(),
         relative_port: 1,
@@ -217,7 +221,11 @@ async fn one_gib_full_copy_between_luns() {
     );
 
     // A LUN of a target this initiator may not log in to cannot be named.
-    let secret = d.pool().expect("local pool").volume("secret").expect("secret");
+    let secret = d
+        .pool()
+        .expect("local pool")
+        .volume("secret")
+        .expect("secret");
     let before = secret.read(0, 16).await.expect("read secret");
     let list = param_list(99, &[naas[0], naa_of(&d, "secret")], &[(0, 1, 16, 0, 0)]);
     let r = extended_copy(&mut i, &list).await;
