@@ -218,8 +218,25 @@ impl Group {
             });
         }
         let group = Group { gws, scratch };
-        group.wait_owner(None, TAKEOVER_LIMIT)?;
+        if let Err(e) = group.wait_owner(None, TAKEOVER_LIMIT) {
+            bail!("{e:#}\n{}", group.logs(6000));
+        }
         Ok(group)
+    }
+
+    /// The tail (`max` bytes) of every gateway's log, for failure messages.
+    pub fn logs(&self, max: usize) -> String {
+        self.gws
+            .iter()
+            .map(|g| {
+                format!(
+                    "--- {} log (tail)\n{}",
+                    g.name,
+                    crate::process::tail(&g.lunard.log(), max)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Index of the gateway `name`.
@@ -248,10 +265,12 @@ impl Group {
                 let views: Vec<String> = self
                     .gws
                     .iter()
-                    .map(|g| {
-                        let v = runtime().and_then(|rt| rt.block_on(g.port_groups()));
-                        format!("{}: {v:?}", g.name)
-                    })
+                    .map(
+                        |g| match runtime().and_then(|rt| rt.block_on(g.port_groups())) {
+                            Ok(groups) => format!("{}: {groups:?}", g.name),
+                            Err(e) => format!("{}: {e:#}", g.name),
+                        },
+                    )
                     .collect();
                 bail!(
                     "no gateway (other than {not:?}) became the owner within {limit:?}; \
