@@ -103,10 +103,20 @@ EOF
   mv "$conf.tmp" "$conf"
 }
 
+# wait_for WHAT CMD...: until CMD succeeds, at most $timeout seconds; fails at once (with the
+# daemon's log tail) when one of the daemons started so far has died.
 wait_for() {
   local what=$1; shift
   local deadline=$(( $(date +%s) + timeout ))
   until "$@" >/dev/null 2>&1; do
+    local d
+    for d in "${started[@]}"; do
+      if ! live_pid "$d" >/dev/null; then
+        echo "ceph.sh: $d died while waiting for $what; its log ends:" >&2
+        tail -n 15 "$base/log/ceph-$d.log" "$base/log/start-$d.log" 2>/dev/null >&2
+        return 1
+      fi
+    done
     if [ "$(date +%s)" -ge "$deadline" ]; then
       echo "ceph.sh: timed out after ${timeout}s waiting for $what" >&2
       return 1
@@ -114,6 +124,7 @@ wait_for() {
     sleep 1
   done
 }
+started=()
 
 osd_up() { cephcli osd dump --format json | grep -q '"up":1'; }
 pgs_active() {
@@ -125,6 +136,7 @@ pgs_active() {
 
 start_daemon() {
   local d=$1 type=${1%%.*} id=${1#*.}
+  started+=("$d")
   if live_pid "$d" >/dev/null; then return 0; fi
   # The daemons fork into the background; their start-up chatter goes to the log directory.
   "ceph-$type" -c "$(conf_path)" -i "$id" >>"$base/log/start-$d.log" 2>&1 || {
@@ -146,6 +158,10 @@ do_start() {
     write_conf "$fsid"
   fi
 
+  if ! live_pid mon.a >/dev/null && ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
+    echo "ceph.sh: 127.0.0.1:$port is already in use (another cluster?); pick another MON_PORT" >&2
+    exit 1
+  fi
   if [ ! -d "$base/mon/ceph-a" ]; then
     ceph-mon -c "$conf" --mkfs -i a --fsid "$fsid" --keyring /dev/null >"$base/log/mkfs-mon.log" 2>&1 || {
       cat "$base/log/mkfs-mon.log" >&2; exit 1; }

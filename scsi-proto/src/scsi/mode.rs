@@ -1,7 +1,8 @@
 //! Mode parameters (SPC-4 7.5, SBC-3 6.4): MODE SENSE rendering and MODE SELECT parsing.
 //!
 //! Lunar exposes three pages: Caching (08h, WCE changeable: with WCE=0 every write is
-//! forced to stable storage), Control (0Ah, D_SENSE changeable: selects descriptor-format
+//! forced to stable storage; on a store without a volatile cache, such as a pool on an RBD
+//! image, WCE is 0 and not changeable: every write is stable when it completes), Control (0Ah, D_SENSE changeable: selects descriptor-format
 //! sense) and Informational Exceptions Control (1Ch, reporting disabled). No parameters are
 //! saveable. MODE SELECT validates every byte against the changeable mask, so a change the
 //! initiator cannot make is reported with a field pointer rather than silently ignored.
@@ -33,6 +34,17 @@ impl Default for ModeParams {
         Self {
             wce: true,
             d_sense: false,
+        }
+    }
+}
+
+impl ModeParams {
+    /// The defaults for a store with (`true`) or without a volatile write cache: WCE says
+    /// whether there is one.
+    pub fn for_cache(volatile_cache: bool) -> Self {
+        Self {
+            wce: volatile_cache,
+            ..Self::default()
         }
     }
 }
@@ -86,8 +98,8 @@ fn page_bytes(code: u8, p: &ModeParams) -> Option<Vec<u8>> {
     })
 }
 
-/// Changeable-bit mask of a page (same layout as the page).
-fn page_mask(code: u8) -> Option<Vec<u8>> {
+/// Changeable-bit mask of a page (same layout as the page); WCE only with a volatile cache.
+fn page_mask(code: u8, volatile_cache: bool) -> Option<Vec<u8>> {
     let mut b = page_bytes(
         code,
         &ModeParams {
@@ -97,18 +109,23 @@ fn page_mask(code: u8) -> Option<Vec<u8>> {
     )?;
     b[2..].fill(0);
     match code {
-        PAGE_CACHING => b[2] = 0x04,
+        PAGE_CACHING if volatile_cache => b[2] = 0x04,
         PAGE_CONTROL => b[2] = 0x04,
         _ => {}
     }
     Some(b)
 }
 
-fn render_page(code: u8, pc: PageControl, current: &ModeParams) -> Option<Vec<u8>> {
+fn render_page(
+    code: u8,
+    pc: PageControl,
+    current: &ModeParams,
+    volatile_cache: bool,
+) -> Option<Vec<u8>> {
     match pc {
         PageControl::Current => page_bytes(code, current),
-        PageControl::Default => page_bytes(code, &ModeParams::default()),
-        PageControl::Changeable => page_mask(code),
+        PageControl::Default => page_bytes(code, &ModeParams::for_cache(volatile_cache)),
+        PageControl::Changeable => page_mask(code, volatile_cache),
     }
 }
 
@@ -121,6 +138,9 @@ pub struct ModeContext {
     pub block_size: u32,
     /// Write protected (read-only LUN): the WP bit of the device-specific parameter.
     pub write_protected: bool,
+    /// The store has a volatile write cache (a page cache): WCE defaults to 1 and is
+    /// changeable. Without one (an RBD pool) WCE is 0 and fixed.
+    pub volatile_cache: bool,
 }
 
 /// Render MODE SENSE(6)/(10) parameter data (full length; the caller truncates to the
@@ -148,12 +168,12 @@ pub fn mode_sense(
         }
         PAGES
             .iter()
-            .filter_map(|&c| render_page(c, pc, current))
+            .filter_map(|&c| render_page(c, pc, current, ctx.volatile_cache))
             .flatten()
             .collect()
     } else {
-        let page =
-            render_page(req.page, pc, current).ok_or(Sense::invalid_field_in_cdb(2, Some(5)))?;
+        let page = render_page(req.page, pc, current, ctx.volatile_cache)
+            .ok_or(Sense::invalid_field_in_cdb(2, Some(5)))?;
         if req.subpage != 0 {
             return Err(Sense::invalid_field_in_cdb(3, Some(7)));
         }
@@ -302,7 +322,7 @@ pub fn mode_select(
         if off + 2 + len > data.len() {
             return Err(Sense::parameter_list_length_error());
         }
-        let mask = page_mask(code).unwrap_or_default();
+        let mask = page_mask(code, ctx.volatile_cache).unwrap_or_default();
         let new = &data[off..off + 2 + len];
         for i in 2..new.len() {
             let bad = (new[i] ^ cur[i]) & !mask[i];
@@ -330,6 +350,7 @@ mod tests {
         blocks: 2048,
         block_size: 512,
         write_protected: false,
+        volatile_cache: true,
     };
 
     fn sense_req(ten: bool, page: u8, pc: u8) -> ModeSenseCdb {
@@ -493,5 +514,39 @@ mod tests {
         v[10] = 0x10; // 4096-byte blocks: cannot change
         let e = mode_select(false, &v, &cur, &CTX).unwrap_err();
         assert_eq!(e.field, Some(FieldPointer::param(9, Some(7))));
+    }
+
+    #[test]
+    fn without_a_volatile_cache_wce_is_zero_and_fixed() {
+        let ctx = ModeContext {
+            volatile_cache: false,
+            ..CTX
+        };
+        let sense = |pc: u8| ModeSenseCdb {
+            ten: false,
+            dbd: true,
+            llbaa: false,
+            pc,
+            page: PAGE_CACHING,
+            subpage: 0,
+            alloc_len: 255,
+        };
+        let current = ModeParams::for_cache(false);
+        let cur = mode_sense(&sense(0), &current, &ctx).unwrap();
+        assert_eq!(cur[4 + 2] & 0x04, 0, "WCE 0");
+        let changeable = mode_sense(&sense(1), &current, &ctx).unwrap();
+        assert_eq!(changeable[4 + 2] & 0x04, 0, "WCE not changeable");
+        let default = mode_sense(&sense(2), &current, &ctx).unwrap();
+        assert_eq!(default[4 + 2] & 0x04, 0, "WCE 0 by default");
+        // MODE SELECT setting WCE is refused, pointing at the bit.
+        let mut sel = vec![0u8; 4];
+        let mut page = cur[4..].to_vec();
+        page[2] |= 0x04;
+        sel.extend_from_slice(&page);
+        let e = mode_select(false, &sel, &current, &ctx).unwrap_err();
+        assert_eq!(e.code, asc::INVALID_FIELD_IN_PARAMETER_LIST);
+        // With a volatile cache WCE stays changeable.
+        let ok = mode_select(false, &sel, &ModeParams::for_cache(true), &CTX).unwrap();
+        assert!(ok.wce);
     }
 }

@@ -6,7 +6,12 @@
 //! Error convention of both libraries: functions return a negative errno on failure.
 //! `EBLOCKLISTED` below is the errno a blocklisted (fenced) client gets.
 
-#![allow(non_camel_case_types, non_upper_case_globals, non_snake_case, missing_docs)]
+#![allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    missing_docs
+)]
 #![allow(clippy::all)]
 #![allow(unreachable_pub)]
 
@@ -24,7 +29,10 @@ mod tests {
         let (mut major, mut minor, mut extra) = (0, 0, 0);
         // SAFETY: rados_version only writes the three ints through valid pointers.
         unsafe { super::rados_version(&mut major, &mut minor, &mut extra) };
-        assert_eq!(major, 3, "librados major version (Pacific ships librados 3.0)");
+        assert_eq!(
+            major, 3,
+            "librados major version (Pacific ships librados 3.0)"
+        );
         let (mut rmajor, mut rminor, mut rextra) = (0, 0, 0);
         // SAFETY: as above.
         unsafe { super::rbd_version(&mut rmajor, &mut rminor, &mut rextra) };

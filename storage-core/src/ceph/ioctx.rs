@@ -282,8 +282,9 @@ impl IoCtx {
     ///
     /// `renew = false`: [`CephError::Busy`] if another (client, cookie) holds it, `EEXIST`
     /// (as [`CephError::Os`]) if this one already does. `renew = true` (librados'
-    /// MUST_RENEW): extends our own hold; [`CephError::NotHeld`] if we do not hold it any
-    /// more (it expired), [`CephError::Busy`] if someone else took it meanwhile.
+    /// MUST_RENEW): extends our own hold and never takes a lock we do not hold:
+    /// [`CephError::NotHeld`] if our hold is gone (expired, broken, unlocked), whether the
+    /// lock is free or someone else took it meanwhile.
     pub fn lock_exclusive(
         &self,
         oid: &str,

@@ -109,7 +109,8 @@ enum Done {
     Probed(Result<Probe, Failure>),
     Acquired(Result<(Instant, LeaseContent), Failure>),
     Renewed(Result<(Instant, LeaseContent), Failure>),
-    Released,
+    /// The lease was given back (`Ok`), or releasing found this client blocklisted.
+    Released(Result<(), Failure>),
     Reconnected(Result<Conn, String>),
     Fenced(Result<RbdImage, Failure>),
     Opened(Result<Pool, Failure>),
@@ -407,12 +408,17 @@ impl Task {
                 Some(c) => blocking(tx, move || Done::Renewed(c.lease.renew())),
             },
             Action::Release => match conn {
-                None => self.fail_lease(Done::Released),
-                Some(c) => blocking(tx, move || {
-                    if let Err(e) = c.lease.release() {
-                        tracing::warn!("releasing the lease: {e}");
+                None => self.fail_lease(Done::Released(Ok(()))),
+                Some(c) => blocking(tx, move || match c.lease.release() {
+                    Ok(()) => Done::Released(Ok(())),
+                    Err(e) if failure(&e) == Failure::Blocklisted => {
+                        Done::Released(Err(Failure::Blocklisted))
                     }
-                    Done::Released
+                    Err(e) => {
+                        // The OSD expires it anyway.
+                        tracing::warn!("releasing the lease: {e}");
+                        Done::Released(Ok(()))
+                    }
                 }),
             },
             Action::Reconnect => self.reconnect(),
@@ -486,7 +492,8 @@ impl Task {
                 tracing::debug!(?f, "lease renew failed");
                 self.m.handle_lease_failed(now, f)
             }
-            Done::Released => self.m.handle_released(now),
+            Done::Released(Ok(())) => self.m.handle_released(now),
+            Done::Released(Err(f)) => self.m.handle_lease_failed(now, f),
             Done::Reconnected(r) => {
                 let r = match r {
                     Ok(c) => {

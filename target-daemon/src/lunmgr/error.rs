@@ -331,6 +331,8 @@ impl MgrError {
                 StorageError::Busy(_) => "busy",
                 _ => "internal",
             },
+            // Another gateway of the HA group changed the shared state first: retry.
+            MgrError::State(super::state::StateError::Conflict { .. }) => "busy",
             MgrError::State(_) | MgrError::Export(_) => "internal",
             MgrError::NotOwner { .. } => "not_owner",
         }

@@ -45,6 +45,9 @@ pub struct GatewayOpen {
     /// Where the targets keep persistent reservations; `None`: the data directory's
     /// `FileStore`, as without HA.
     pub pr_store: Option<Arc<dyn PrStore>>,
+    /// Whether the pool has a volatile write cache (`Pool::volatile_write_cache`): false for
+    /// a pool on an RBD image, so every gateway, with the pool or without, reports WCE=0.
+    pub volatile_write_cache: bool,
 }
 
 /// Records every online LUN's geometry as the pool has it now (what a standby presents).
@@ -96,6 +99,7 @@ impl LunManager {
             state: given,
             alua,
             pr_store,
+            volatile_write_cache,
         } = open;
         let data_dir = config.data_dir.clone();
         let mut st = match given {
@@ -110,13 +114,9 @@ impl LunManager {
             fill_geometry(pool, &mut st);
             state::save(&data_dir, &st)?;
         }
-        let mgr = Arc::new(LunManager::new_empty(
-            config,
-            pool.clone(),
-            st,
-            Some(alua),
-            pr_store,
-        ));
+        let mut mgr = LunManager::new_empty(config, pool.clone(), st, Some(alua), pr_store);
+        mgr.volatile_write_cache = volatile_write_cache;
+        let mgr = Arc::new(mgr);
         let entries = {
             let st = mgr.lock().await;
             let chunk = mgr.chunk_size(&st);
@@ -153,6 +153,7 @@ impl LunManager {
             .clone()
             .unwrap_or_else(|| crate::scsi::pr::FileStore::for_data_dir(&self.data_dir));
         let t = ScsiTarget::with_pr_store(iqn, chunk_size, store);
+        t.set_volatile_write_cache(self.volatile_write_cache);
         if let Some(v) = &self.alua {
             t.set_alua(v.clone());
         }
@@ -170,10 +171,13 @@ impl LunManager {
     }
 
     /// Standby → owner: the pool is open here now (the caller holds the lease and the RBD
-    /// lock). Interrupted clone jobs of the previous owner are cleaned up as after a
-    /// restart, every exported LUN gets its volume (keeping identity, reservations and unit
-    /// attentions; a LUN whose volume is missing is withdrawn), the records' geometry is
-    /// refreshed and the state saved. Set the ALUA state active/optimized after this.
+    /// lock). As at any start, the previous owner's interrupted clone jobs are cleaned up,
+    /// volumes without a record adopted and what the YAML names but the state lacks
+    /// created (on a new group this is where the configured targets and LUNs come into
+    /// being). Every exported LUN then gets its volume (keeping identity, reservations and
+    /// unit attentions; a LUN whose volume is missing is withdrawn), targets and mappings
+    /// the seeding added are built and handed to the front ends, and the state (with the
+    /// LUNs' geometry) is saved. Set the ALUA state active/optimized after this.
     pub async fn attach_pool(self: &Arc<Self>, pool: Pool) -> MgrResult<()> {
         let mut st = self.lock().await;
         if self.has_pool() {
@@ -183,8 +187,14 @@ impl LunManager {
                 reason: "a pool is already attached to this gateway".into(),
             });
         }
+        let before = st.clone();
         clones::recover_interrupted(&mut st, &pool).await;
         seed::adopt_orphans(&mut st, &pool);
+        if let Err(e) = seed::seed_from_config(&mut st, &self.config, &pool).await {
+            // The pool is still served: the takeover must not fail on a YAML LUN that
+            // cannot be created (e.g. no space); the administrator sees why.
+            tracing::error!("pool attached, but the configuration could not be applied: {e:#}");
+        }
         *self.pool.write() = Some(pool.clone());
         let targets: Vec<(String, Arc<ScsiTarget>)> = self
             .scsi
@@ -199,25 +209,22 @@ impl LunManager {
                 .map(|r| r.luns.clone())
                 .unwrap_or_default();
             for id in t.luns() {
-                let keep = map.get(&id).is_some_and(|name| {
+                let gave = map.get(&id).is_some_and(|name| {
                     give_volume(&pool, &st, &t, id, name).unwrap_or_else(|e| {
                         tracing::error!(target = %iqn, lun_id = id, lun = %name, "cannot attach the volume: {e}; LUN withdrawn");
                         false
                     })
                 });
-                if !keep {
+                if !gave {
                     let _ = t.remove_lun(id);
                 }
             }
-            let have = t.luns();
-            for (&id, name) in &map {
-                if !have.contains(&id) {
-                    attach(&pool, &st, &t, id, name);
-                }
-            }
         }
+        // What the seeding and recovery changed, and the LUNs withdrawn above (attached
+        // again with their volume if they can be).
+        self.sync_targets(&before, &st);
         if let Err(e) = self.save(&st) {
-            tracing::warn!("pool attached, but the refreshed LUN geometry could not be saved: {e}");
+            tracing::warn!("pool attached, but the state could not be saved: {e}");
         }
         self.spawn_space_watch(&pool);
         tracing::info!("pool attached: this gateway serves media access");
@@ -275,13 +282,25 @@ impl LunManager {
     /// saved: the state came from the store.
     pub async fn reload_state(&self, new: State) -> MgrResult<()> {
         let mut st = self.lock().await;
-        let chunk = self.chunk_size(&new);
+        self.sync_targets(&st, &new);
+        // The whole state, its store version included (the next save checks it).
+        *st = new;
+        Ok(())
+    }
+
+    /// Makes the device servers and front ends, which follow `before`, follow `after`.
+    fn sync_targets(&self, before: &State, after: &State) {
+        let chunk = self.chunk_size(after);
         // Targets gone, or moved to another fabric (withdrawn here, added back below).
-        let gone: Vec<TargetRecord> = st
+        let gone: Vec<&TargetRecord> = before
             .targets
             .values()
-            .filter(|t| new.targets.get(&t.iqn).is_none_or(|n| n.fabric != t.fabric))
-            .cloned()
+            .filter(|t| {
+                after
+                    .targets
+                    .get(&t.iqn)
+                    .is_none_or(|n| n.fabric != t.fabric)
+            })
             .collect();
         for t in gone {
             if let Some(f) = self.frontend(t.fabric) {
@@ -294,14 +313,14 @@ impl LunManager {
                     let _ = s.remove_lun(id);
                 }
             }
-            tracing::info!(target = %t.iqn, "target removed by another gateway");
+            tracing::info!(target = %t.iqn, "target removed");
         }
-        for t in new.targets.values() {
+        for t in after.targets.values() {
             let existing = self.scsi_target(&t.iqn);
             let s = existing
                 .clone()
                 .unwrap_or_else(|| self.new_scsi_target(&t.iqn, chunk));
-            sync_luns(&new, &s, &t.luns, |st, target, id, name| {
+            sync_luns(after, &s, &t.luns, |st, target, id, name| {
                 self.attach_any(st, target, id, name)
             });
             match existing {
@@ -313,11 +332,11 @@ impl LunManager {
                             self.pending.lock().insert(t.iqn.clone());
                         }
                     }
-                    tracing::info!(target = %t.iqn, "target added by another gateway");
+                    tracing::info!(target = %t.iqn, "target added");
                 }
                 Some(_) => {
-                    let before = st.targets.get(&t.iqn).map(access_of);
-                    if before.as_ref() != Some(&access_of(t)) {
+                    let was = before.targets.get(&t.iqn).map(access_of);
+                    if was.as_ref() != Some(&access_of(t)) {
                         if let Some(f) = self.frontend(t.fabric) {
                             if let Err(e) = f.update_target(t.to_spec()) {
                                 tracing::warn!(target = %t.iqn, "{e}");
@@ -328,8 +347,6 @@ impl LunManager {
                 }
             }
         }
-        *st = new;
-        Ok(())
     }
 }
 

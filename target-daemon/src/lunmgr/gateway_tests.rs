@@ -144,6 +144,7 @@ async fn owner(dir: &std::path::Path) -> (Arc<LunManager>, Pool, Arc<AluaView>) 
             state: None,
             alua: alua.clone(),
             pr_store: None,
+            volatile_write_cache: true,
         },
     )
     .await
@@ -227,6 +228,7 @@ async fn a_standby_presents_the_owners_luns_and_names_the_owner() {
             state: Some(shared),
             alua: view(2, 1),
             pr_store: None,
+            volatile_write_cache: true,
         },
     )
     .await
@@ -304,6 +306,7 @@ async fn reload_state_applies_another_gateways_changes() {
             state: state::load(od.path()).expect("load"),
             alua: view(2, 1),
             pr_store: None,
+            volatile_write_cache: true,
         },
     )
     .await
@@ -370,5 +373,55 @@ async fn reload_state_applies_another_gateways_changes() {
     assert!(standby.scsi_target(IQN2).is_none());
     assert!(t.luns().is_empty(), "unmapped LUN withdrawn");
     assert!(rec.0.lock().contains(&format!("remove {IQN2}")));
+    pool.close().await.expect("close");
+}
+
+/// Every gateway of a new group starts standby with an empty shared state: the first one to
+/// attach the pool creates what the YAML names and hands the targets to its front end.
+#[tokio::test]
+async fn the_first_attach_seeds_the_configuration() {
+    use crate::config::LunCfg;
+    let d = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::local(ByteSize::mib(64))
+        .with_data_dir(d.path())
+        .with_target(TargetCfg::iscsi(IQN).with_lun(LunCfg::new(0, "y0", ByteSize::mib(4))));
+    let alua = view(1, 2);
+    let (mgr, entries) = LunManager::open_gateway(
+        &cfg,
+        GatewayOpen {
+            pool: None,
+            state: Some(state::State::default()),
+            alua: alua.clone(),
+            pr_store: None,
+            volatile_write_cache: true,
+        },
+    )
+    .await
+    .expect("open standby");
+    assert!(entries.is_empty(), "nothing before the owner seeds");
+    let rec = Arc::new(Recorder::default());
+    mgr.attach_frontend(rec.clone());
+
+    let pool = pool_in(d.path()).await;
+    mgr.attach_pool(pool.clone()).await.expect("attach");
+    alua.set_groups(vec![GroupState {
+        id: 1,
+        gateway: "gw1".into(),
+        state: AccessState::ActiveOptimized,
+    }]);
+    assert!(rec.0.lock().contains(&format!("add {IQN}")));
+    let t = mgr.scsi_target(IQN).expect("target built");
+    let n = nexus();
+    t.nexus_login(&n);
+    let data = Bytes::from(vec![7u8; 512]);
+    let w = run_settled(&t, &n, &write10(0), data.clone()).await;
+    assert_eq!(w.status, status::GOOD, "{w:?}");
+    assert_eq!(run(&t, &n, &read10(0), Bytes::new()).await.data_in, data);
+    let saved = state::load(d.path()).expect("load").expect("saved");
+    assert!(saved.luns["y0"].geometry.is_some());
+    assert_eq!(
+        saved.targets[IQN].luns.get(&0).map(String::as_str),
+        Some("y0")
+    );
     pool.close().await.expect("close");
 }

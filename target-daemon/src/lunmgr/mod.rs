@@ -71,6 +71,8 @@ pub struct LunManager {
     /// The reservation store of the targets a gateway builds (`None`: the data
     /// directory's `FileStore`).
     pr_store: Option<Arc<dyn crate::scsi::pr::PrStore>>,
+    /// Whether the pool has a volatile write cache (the WCE new targets report).
+    volatile_write_cache: bool,
     data_dir: PathBuf,
     state: tokio::sync::Mutex<State>,
     /// Device servers by IQN (exported or waiting for a restart to be).
@@ -146,6 +148,7 @@ impl LunManager {
             pool: RwLock::new(pool),
             alua,
             pr_store,
+            volatile_write_cache: true,
             data_dir: config.data_dir.clone(),
             state: tokio::sync::Mutex::new(st),
             scsi: RwLock::new(BTreeMap::new()),

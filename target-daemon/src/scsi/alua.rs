@@ -24,7 +24,7 @@
 //! gateway reports the same list (VPD 83h says the same numbers). The owner of the pool is
 //! active/optimized, the others standby, a gateway taking over or giving up transitioning.
 //! A group not active answers only what SPC-4 5.16.2.4 allows in its state
-//! ([`refusal`], [decision 0011](../../../docs/decisions/0011-alua-standby-commands.md));
+//! ([`refusal`], [decision 0012](../../../docs/decisions/0012-alua-standby-commands.md));
 //! every change of the list raises ASYMMETRIC ACCESS STATE CHANGED on every I_T nexus
 //! (SPC-4 5.16.2.5), so hosts re-read the states at once.
 
@@ -209,7 +209,7 @@ impl AluaView {
 
 /// Whether `command` is refused in the local group's access state `state`, and with which
 /// NOT READY additional sense (SPC-4 5.16.2.4; the table is [decision
-/// 0011](../../../docs/decisions/0011-alua-standby-commands.md)):
+/// 0012](../../../docs/decisions/0012-alua-standby-commands.md)):
 /// - active: nothing is refused;
 /// - standby: INQUIRY, REPORT LUNS, REPORT TARGET PORT GROUPS, REQUEST SENSE, REPORT
 ///   SUPPORTED OPERATION CODES / TMFS, MODE SENSE/SELECT, PERSISTENT RESERVE IN/OUT and

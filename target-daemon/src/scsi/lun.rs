@@ -75,6 +75,10 @@ pub struct Lun {
     pub metrics: Option<Arc<crate::metrics::LunMetrics>>,
     /// EXTENDED COPY commands this LUN's copy manager runs or ran (RECEIVE COPY RESULTS).
     pub(super) copies: super::xcopy::CopyLog,
+    /// The store behind the LUN has a volatile write cache (WCE reported, changeable, and
+    /// WCE=0 forces every write to stable storage); without one every write is stable
+    /// when it completes. Set by the target before the LUN is shared.
+    pub(super) volatile_cache: bool,
     /// The SCSI identity: NAA id, unit serial and persistent-reservation state derive from
     /// it. The volume's UUID, except for a refreshed clone, which keeps the one hosts know.
     identity: uuid::Uuid,
@@ -163,6 +167,7 @@ impl Lun {
             pr_order: Arc::new(tokio::sync::Mutex::new(())),
             metrics: None,
             copies: Default::default(),
+            volatile_cache: true,
             identity,
         }
     }
@@ -259,6 +264,20 @@ impl Lun {
         changed
     }
 
+    /// Whether a write must be forced to stable storage although its FUA bit is clear:
+    /// the initiator turned the volatile write cache off (WCE=0). A store without a volatile
+    /// cache needs no forcing: its writes are stable when they complete.
+    pub fn write_through(&self) -> bool {
+        self.volatile_cache && !self.mode.lock().wce
+    }
+
+    /// Tells the LUN whether its store has a volatile write cache (before it is shared):
+    /// the initial WCE and whether it can be changed follow.
+    pub(super) fn set_volatile_cache(&mut self, volatile: bool) {
+        self.volatile_cache = volatile;
+        *self.mode.get_mut() = ModeParams::for_cache(volatile);
+    }
+
     /// Sense format selected by D_SENSE.
     pub fn sense_format(&self) -> SenseFormat {
         if self.mode.lock().d_sense {
@@ -284,6 +303,7 @@ impl Lun {
             blocks: self.num_blocks(),
             block_size: self.block_size,
             write_protected: self.read_only,
+            volatile_cache: self.volatile_cache,
         }
     }
 

@@ -252,6 +252,9 @@ pub struct ScsiTarget {
     /// reservation store arrives on a store thread, which runs PREEMPT AND ABORT's aborts
     /// on it (`None` outside a runtime: only the state changes).
     runtime: Option<tokio::runtime::Handle>,
+    /// Whether the store has a volatile write cache (see `Lun::volatile_cache`); LUNs
+    /// attached from now on follow it.
+    volatile_cache: std::sync::atomic::AtomicBool,
 }
 
 impl ScsiTarget {
@@ -288,6 +291,7 @@ impl ScsiTarget {
             alua_seen: std::sync::atomic::AtomicU64::new(0),
             alua_raise: parking_lot::Mutex::new(()),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            volatile_cache: std::sync::atomic::AtomicBool::new(true),
         });
         if let Some(shared) = target.pr_store.as_ref().and_then(|s| s.shared()) {
             // Weak: the store (shared by every target of the gateway) must not keep a
@@ -327,6 +331,15 @@ impl ScsiTarget {
         // The state the target starts in is not a change its nexuses missed.
         self.alua_seen
             .store(generation, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the LUNs' store has a volatile write cache: `true` (the default) for a pool
+    /// on a file or block device (page cache: WCE=1, changeable, SYNCHRONIZE CACHE needed),
+    /// `false` for a pool on an RBD image (WCE=0 and fixed: every write is on the OSDs when
+    /// it completes). Applies to LUNs attached afterwards: set it before adding LUNs.
+    pub fn set_volatile_write_cache(&self, volatile: bool) {
+        self.volatile_cache
+            .store(volatile, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The ALUA view, on a gateway.
@@ -538,6 +551,10 @@ impl ScsiTarget {
             }
             let others: Vec<u64> = luns.keys().copied().collect();
             let mut entry = make(self.pr_store.clone());
+            entry.set_volatile_cache(
+                self.volatile_cache
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
             let name = entry.name();
             entry.metrics = Some(Arc::new(
                 crate::metrics::global().lun(&self.name, lun, &name),
@@ -1121,7 +1138,7 @@ impl Ctx<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 fn attached_event(l: &Lun) -> LunEvent {
     LunEvent::Attached {

@@ -100,7 +100,7 @@ impl Ctx<'_> {
         if have == 0 {
             return Ok(ScsiResponse::good(Bytes::new()));
         }
-        let fua = fua || !self.lun.mode().wce;
+        let fua = fua || self.lun.write_through();
         let data = self.req.data_out.slice(..have);
         let _shared = self.lun.atomic.read().await;
         self.vol()?
@@ -244,7 +244,7 @@ impl Ctx<'_> {
             Some(self.req.data_out.slice(..bs))
         };
         let vol = self.vol()?;
-        let fua = !self.lun.mode().wce;
+        let fua = self.lun.write_through();
         let _shared = self.lun.atomic.read().await;
         match pattern {
             Some(p) if !unmap && p.iter().any(|&b| b != 0) => {
@@ -308,7 +308,7 @@ impl Ctx<'_> {
         }
         let verify = &self.req.data_out[..half];
         let new_data = self.req.data_out.slice(half..);
-        let fua = fua || !self.lun.mode().wce;
+        let fua = fua || self.lun.write_through();
         let _exclusive = self.lun.atomic.write().await;
         let medium = self
             .vol()?
@@ -344,7 +344,7 @@ impl Ctx<'_> {
         if have == 0 {
             return Ok(ScsiResponse::good(Bytes::new()));
         }
-        let fua = fua || !self.lun.mode().wce;
+        let fua = fua || self.lun.write_through();
         let _exclusive = self.lun.atomic.write().await;
         let medium = self
             .vol()?

@@ -326,7 +326,7 @@ impl Ctx<'_> {
         let overlapping_forward = Arc::ptr_eq(src, dst)
             && seg.destination_lba > seg.source_lba
             && seg.destination_lba < seg.source_lba + blocks;
-        let fua = !dst.mode().wce;
+        let fua = dst.write_through();
         if overlapping_forward {
             // Copying forward onto itself: go from the end so no piece reads what an
             // earlier piece of this segment already overwrote.

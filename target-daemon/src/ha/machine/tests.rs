@@ -733,3 +733,22 @@ fn a_standby_that_cannot_reach_the_cluster_keeps_probing_and_never_serves() {
     assert!(g.log.iter().all(|a| *a == Action::Probe));
     assert_eq!(g.log.len(), 10);
 }
+
+#[test]
+fn a_release_refused_as_blocklisted_reconnects() {
+    let t0 = Instant::now();
+    let (mut m, _) = active_machine(t0);
+    // Frozen past the deadline; the new owner blocklisted this client meanwhile.
+    let late = t0 + LEASE * 3;
+    m.handle_timeout(late);
+    assert_eq!(m.poll_action(), Some(Action::StopIo));
+    assert_eq!(m.poll_action(), Some(Action::Close));
+    m.handle_closed(late);
+    assert_eq!(m.poll_action(), Some(Action::Release));
+    m.handle_lease_failed(late, Failure::Blocklisted);
+    assert_eq!(m.role(), Role::Reconnecting);
+    assert_eq!(m.poll_action(), Some(Action::Reconnect));
+    m.handle_reconnected(late, Ok(()));
+    assert_eq!(m.role(), Role::Standby);
+    assert!(std::iter::from_fn(|| m.poll_event()).any(|e| e == Event::Fenced));
+}

@@ -380,3 +380,36 @@ async fn a_target_without_a_view_keeps_the_single_node_answers() {
     assert_eq!(r.data_in[5], 0, "implicit transition time 0");
     assert_eq!(status_of(&f.target, &f.a, &TUR).await, status::GOOD);
 }
+
+#[tokio::test]
+async fn without_a_volatile_cache_every_gateway_reports_wce_0() {
+    let h = ha().await;
+    let vol = h.f.pool.volume("vol0").expect("volume");
+    let caching = [0x1A, 0x08, 0x08, 0, 255, 0]; // MODE SENSE(6), DBD, Caching page
+    for with_volume in [true, false] {
+        let t = ScsiTarget::new(IQN);
+        t.set_volatile_write_cache(false);
+        t.set_alua(h.views[0].clone());
+        if with_volume {
+            t.add_lun(0, vol.clone(), false).expect("add lun");
+        } else {
+            let shape = LunShape {
+                name: "vol0".into(),
+                blocks: BLOCKS,
+                block_size: BS,
+                thin: true,
+                identity: vol.uuid(),
+            };
+            t.add_pool_less_lun(0, shape, false).expect("add lun");
+        }
+        t.nexus_login(&h.f.a);
+        let _ua = run(&t, &h.f.a, 0, &caching, Bytes::new()).await;
+        let r = run(&t, &h.f.a, 0, &caching, Bytes::new()).await;
+        assert_eq!(r.status, status::GOOD);
+        assert_eq!(r.data_in[4], 0x08, "caching page");
+        assert_eq!(r.data_in[6] & 0x04, 0, "WCE 0 (volume: {with_volume})");
+    }
+    // The default (a file pool's page cache): WCE 1.
+    let r = run(&h.gw[0], &h.f.a, 0, &caching, Bytes::new()).await;
+    assert_eq!(r.data_in[6] & 0x04, 0x04);
+}

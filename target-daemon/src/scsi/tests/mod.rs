@@ -100,6 +100,16 @@ async fn run(
     .await
 }
 
+/// `cdb` with `data_out` sent to LUN 0 by `n` (for tests outside this module).
+pub(crate) async fn run_cmd(
+    t: &ScsiTarget,
+    n: &Arc<Nexus>,
+    cdb: &[u8],
+    data_out: Bytes,
+) -> ScsiResponse {
+    run(t, n, 0, cdb, data_out).await
+}
+
 /// The status of `cdb` (no Data-Out) sent to LUN 0 by `n`.
 async fn status_of(t: &ScsiTarget, n: &Arc<Nexus>, cdb: &[u8]) -> u8 {
     run(t, n, 0, cdb, Bytes::new()).await.status
