@@ -224,15 +224,23 @@ impl Group {
         Ok(group)
     }
 
-    /// The tail (`max` bytes) of every gateway's log, for failure messages.
+    /// The tail (`max` bytes) of every gateway's log without the logins and logouts of the
+    /// harness's own owner polling, for failure messages.
     pub fn logs(&self, max: usize) -> String {
         self.gws
             .iter()
             .map(|g| {
+                let log: String = g
+                    .lunard
+                    .log()
+                    .lines()
+                    .filter(|l| !l.contains("iscsi::login") && !l.contains("logged out"))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
                 format!(
-                    "--- {} log (tail)\n{}",
+                    "--- {} log (tail, logins left out)\n{}",
                     g.name,
-                    crate::process::tail(&g.lunard.log(), max)
+                    crate::process::tail(&log, max)
                 )
             })
             .collect::<Vec<_>>()
