@@ -239,6 +239,8 @@ impl Gateway {
                 state: Some(state.unwrap_or_default()),
                 alua: alua.clone(),
                 pr_store: Some(pr_store),
+                // RBD: a completed write is on the OSDs (rbd_cache is off), WCE=0.
+                volatile_write_cache: false,
             },
         )
         .await?;
