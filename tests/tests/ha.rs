@@ -55,6 +55,9 @@ impl Running {
                     w.step().await?;
                     a.store(w.acked.len(), Ordering::SeqCst);
                 }
+                // The sessions belong to this thread's runtime: log out here; whoever
+                // reads back afterwards logs in again.
+                w.mp.close().await;
                 Ok(w)
             })
         });
@@ -113,27 +116,20 @@ fn verify_everything(mut w: Writer) -> Writer {
     w
 }
 
-/// The writer's path events from `since` on, repeats of the previous event of the same
-/// path folded into a count.
+/// The writer's path events from `since` on; an event that repeats the previous one of the
+/// same path (a retry loop over two paths) is counted, not printed.
 fn print_events(w: &Writer, since: Instant) {
-    let mut last: Option<(&str, &str)> = None;
-    let mut repeats = 0;
+    let mut last: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    let mut folded = 0;
     for e in w.mp.events.iter().filter(|e| e.at >= since) {
-        if last == Some((e.path.as_str(), e.what.as_str())) {
-            repeats += 1;
+        if last.insert(e.path.as_str(), e.what.as_str()) == Some(e.what.as_str()) {
+            folded += 1;
             continue;
-        }
-        if repeats > 0 {
-            eprintln!("            (and {repeats} more like it)");
-            repeats = 0;
         }
         let t = e.at.duration_since(since).as_secs_f64();
         eprintln!("  +{t:7.3} s {:>4}: {}", e.path, e.what);
-        last = Some((e.path.as_str(), e.what.as_str()));
     }
-    if repeats > 0 {
-        eprintln!("            (and {repeats} more like it)");
-    }
+    eprintln!("  ({folded} repeated events not shown)");
 }
 
 /// The first record acknowledged after `t` through gateway `path`.
