@@ -372,14 +372,25 @@ fn planned_move_under_writer() {
         w.acked[first_b..].iter().all(|x| x.path == b),
         "writes completed on the old owner after the new one served"
     );
+    // The old owner's own view: standby under the new owner.
     let status = ctl.json(&["ha", "status"]).expect("lunarctl ha status");
+    assert_eq!(
+        status["role"], "standby",
+        "old owner after the move: {status}"
+    );
+    assert_eq!(
+        status["owner"].as_str(),
+        Some(g.gws[b].name.as_str()),
+        "owner after the move: {status}"
+    );
     eprintln!(
         "HA planned move {} -> {}: first write on the new owner {:.3} s after `ha move`; {} \
-         records, all read back; status after: {status}",
+         records, all read back; epoch now {}",
         g.gws[a].name,
         g.gws[b].name,
         w.acked[first_b].at.duration_since(moved).as_secs_f64(),
-        w.acked.len()
+        w.acked.len(),
+        status["epoch"]
     );
     print_events(&w, moved);
 }
