@@ -372,12 +372,20 @@ fn planned_move_under_writer() {
         w.acked[first_b..].iter().all(|x| x.path == b),
         "writes completed on the old owner after the new one served"
     );
-    // The old owner's own view: standby under the new owner.
-    let status = ctl.json(&["ha", "status"]).expect("lunarctl ha status");
-    assert_eq!(
-        status["role"], "standby",
-        "old owner after the move: {status}"
-    );
+    // The old owner's own view: standby under the new owner (it gets there by itself
+    // after releasing; wait for it rather than assume it already has).
+    let deadline = Instant::now() + TAKEOVER_LIMIT;
+    let status = loop {
+        let status = ctl.json(&["ha", "status"]).expect("lunarctl ha status");
+        if status["role"] == "standby" {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old owner never became standby: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(
         status["owner"].as_str(),
         Some(g.gws[b].name.as_str()),
