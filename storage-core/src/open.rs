@@ -143,6 +143,7 @@ pub(crate) fn format(dev: &Device, total: u64, opts: &PoolOptions) -> Result<()>
 #[cfg(feature = "ceph")]
 pub(crate) fn create_rbd(image: crate::ceph::RbdImage, opts: &PoolOptions) -> Result<()> {
     check_options(opts)?;
+    check_lock_owner(&image)?;
     let dev = Device::rbd(image);
     let what = dev.name().to_string();
     let size = dev.len().map_err(|e| io(format!("sizing {what}"), e))?;
@@ -168,7 +169,27 @@ pub(crate) fn create_rbd(image: crate::ceph::RbdImage, opts: &PoolOptions) -> Re
 /// file, there is no flock to take here.
 #[cfg(feature = "ceph")]
 pub(crate) fn open_rbd(image: crate::ceph::RbdImage) -> Result<Loaded> {
+    check_lock_owner(&image)?;
     load(Device::rbd(image))
+}
+
+/// Refuse an image whose exclusive lock this handle does not hold: another client may be
+/// writing it (or could take it over unnoticed), and the pool's metadata has one writer.
+#[cfg(feature = "ceph")]
+fn check_lock_owner(image: &crate::ceph::RbdImage) -> Result<()> {
+    let owner = image.is_lock_owner().map_err(|e| {
+        io(
+            format!("checking the lock of rbd:{}", image.name()),
+            crate::device::ceph_io(e),
+        )
+    })?;
+    if !owner {
+        return Err(StorageError::Busy(format!(
+            "rbd:{}: this handle does not hold the image's exclusive lock (take it, fencing the previous owner, before opening the pool)",
+            image.name()
+        )));
+    }
+    Ok(())
 }
 
 /// What open recovered.

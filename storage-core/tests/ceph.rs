@@ -238,6 +238,23 @@ fn watch_delivers_notifies_and_notify_collects_acks() {
     // The callback ran before the notify returned (the ack follows it).
     assert_eq!(rx.try_recv().unwrap(), b"reload");
 
+    // A second watch, with its own liveness timeout, gets the next notify too.
+    let second = a
+        .watch_with_timeout(
+            &oid,
+            Duration::from_secs(5),
+            |_| b"second".to_vec(),
+            |e| panic!("watch error: {e}"),
+        )
+        .unwrap();
+    let res = b.notify(&oid, b"again", Duration::from_secs(10)).unwrap();
+    assert!(res.all_acked(), "{res:?}");
+    let mut replies: Vec<&[u8]> = res.acks.iter().map(|a| a.payload.as_slice()).collect();
+    replies.sort();
+    assert_eq!(replies, vec![&b"ack-from-a"[..], &b"second"[..]]);
+    assert_eq!(rx.try_recv().unwrap(), b"again");
+    drop(second);
+
     drop(watch);
     let res = b.notify(&oid, b"nobody", Duration::from_secs(10)).unwrap();
     assert!(res.acks.is_empty() && res.timeouts.is_empty(), "{res:?}");
@@ -332,6 +349,51 @@ fn a_blocklisted_watcher_hears_about_it() {
     fencer.remove(&oid).unwrap();
 }
 
+#[test]
+fn rbd_cache_is_forced_off() {
+    let Some(cfg) = cluster("rbd_cache_is_forced_off") else {
+        return;
+    };
+    // Even with a ceph.conf that turns the cache on, the connection has it off...
+    let text = std::fs::read_to_string(&cfg.conf).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ceph.conf");
+    std::fs::write(&conf, format!("{text}\n[client]\nrbd cache = true\n")).unwrap();
+    let on = CephConfig {
+        conf: conf.clone(),
+        client: "admin".into(),
+    };
+    let r = Rados::connect(&on).unwrap();
+    assert_eq!(r.conf_get("rbd_cache").unwrap(), "false");
+    // ... it cannot be asked for ...
+    assert!(matches!(
+        Rados::connect_with(&on, &[("rbd_cache", "true")]),
+        Err(CephError::Invalid(_))
+    ));
+    // ... and an image whose own configuration turns it back on is refused.
+    let io = r.ioctx("rbd").unwrap();
+    let name = unique("cacheoverride");
+    RbdImage::create(&io, &name, 8 << 20).unwrap();
+    drop(RbdImage::open(&io, &name).unwrap());
+    let rbd = |args: &[&str]| {
+        let st = std::process::Command::new("rbd")
+            .arg("-c")
+            .arg(&cfg.conf)
+            .args(args)
+            .status()
+            .expect("the rbd CLI (ceph-common) runs");
+        assert!(st.success(), "rbd {args:?}: {st}");
+    };
+    let spec = format!("rbd/{name}");
+    rbd(&["config", "image", "set", &spec, "rbd_cache", "true"]);
+    let e = RbdImage::open(&io, &name).unwrap_err();
+    assert!(matches!(e, CephError::Invalid(_)), "{e}");
+    assert!(e.to_string().contains("rbd_cache"), "{e}");
+    rbd(&["config", "image", "rm", &spec, "rbd_cache"]);
+    drop(RbdImage::open(&io, &name).unwrap());
+    RbdImage::remove(&io, &name).unwrap();
+}
+
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| seed.wrapping_add((i % 253) as u8))
@@ -421,6 +483,12 @@ async fn rbd_aio_round_trip_discard_flush() {
         .unwrap_err();
     assert!(matches!(e, CephError::Mismatch { offset: 100, .. }), "{e}");
     assert_eq!(img.read(1 << 20, 512).await.unwrap(), vec![7u8; 512]);
+
+    // An absurd length is refused before any buffer is allocated.
+    assert!(matches!(
+        img.read(0, usize::MAX).await,
+        Err(CephError::Invalid(_))
+    ));
 
     img.resize(128 << 20).unwrap();
     assert_eq!(img.size().unwrap(), 128 << 20);

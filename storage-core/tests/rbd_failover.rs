@@ -70,6 +70,10 @@ async fn acknowledged_writes_survive_a_takeover_without_close() {
     // Let it get going: some of its records are sealed by the commit thread's periodic
     // commit, the newest are not (they are in tentative journal blocks).
     while acked.lock().len() < 200 {
+        assert!(
+            !writer.is_finished(),
+            "the writer stopped (a write failed) before the takeover"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 
@@ -93,6 +97,20 @@ async fn acknowledged_writes_survive_a_takeover_without_close() {
         acked.len()
     );
 
+    // The fenced gateway cannot write any more (its client is blocklisted). The bound only
+    // keeps a regression from hanging the test.
+    let late = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        pool1
+            .volume("v")
+            .expect("v")
+            .write(0, block(424_242), false),
+    )
+    .await;
+    assert!(
+        matches!(late, Ok(Err(_))),
+        "a write through the fenced gateway must fail"
+    );
     assert!(pool2.check().await.expect("fsck").is_clean());
     let v = pool2.volume("v").expect("v");
     for &i in &acked {

@@ -127,20 +127,56 @@ async fn a_pool_on_an_rbd_image_keeps_volumes_snapshots_and_clones_across_reopen
             assert_eq!(&big[at..at + 4096], &small[..], "{vol} block {lba}");
         }
     }
+    // An overwrite across g's three chunks (merged into runs of physically consecutive
+    // chunks on RBD) lands where each block belongs, and v's chunk between them is intact.
+    let v500 = read(&pool, "v", 500, 1).await;
+    let over = pattern(80, 40 * 4096);
+    g.write(4, over.clone(), false).await.expect("g overwrite");
+    for k in 0..48u64 {
+        let want = if (4..44).contains(&k) {
+            over.slice((k as usize - 4) * 4096..(k as usize - 3) * 4096)
+        } else {
+            let seed = [50u8, 70, 40][(k / chunk_blocks) as usize];
+            pattern(seed, 65536)
+                .slice((k % chunk_blocks) as usize * 4096..)
+                .slice(..4096)
+        };
+        assert_eq!(read(&pool, "g", k, 1).await, want, "g block {k}");
+    }
+    assert_eq!(
+        read(&pool, "v", 500, 1).await,
+        v500,
+        "v's chunk between g's"
+    );
     pool.close().await.expect("close");
-    drop(pool);
+    drop((g, pool));
     gw.image.lock_release().expect("release lock");
     drop(gw);
     remove_image(&cfg, &name);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_image_without_a_pool_is_not_a_pool_and_capacity_is_checked() {
-    let Some(cfg) = cluster("an_image_without_a_pool_is_not_a_pool_and_capacity_is_checked") else {
+async fn an_image_without_a_pool_is_not_a_pool_and_capacity_and_lock_are_checked() {
+    let Some(cfg) =
+        cluster("an_image_without_a_pool_is_not_a_pool_and_capacity_and_lock_are_checked")
+    else {
         return;
     };
     let name = unique("empty");
     create_image(&cfg, &name, 64 * MIB);
+    // Without the image's exclusive lock, neither create nor open touches it.
+    let unlocked = {
+        let rados = storage_core::ceph::Rados::connect(&cfg).expect("connect");
+        let io = rados.ioctx("rbd").expect("pool rbd");
+        storage_core::ceph::RbdImage::open(&io, &name).expect("open image")
+    };
+    let r = Pool::create_rbd(unlocked.clone(), &PoolOptions::default()).await;
+    assert!(matches!(r, Err(StorageError::Busy(_))), "{:?}", r.err());
+    let r = Pool::open_rbd(unlocked.clone()).await;
+    assert!(matches!(r, Err(StorageError::Busy(_))), "{:?}", r.err());
+    tokio::task::spawn_blocking(move || drop(unlocked))
+        .await
+        .expect("close");
     let gw = gateway(&cfg, &name);
     let r = Pool::open_rbd(gw.image.clone()).await;
     assert!(matches!(r, Err(StorageError::NotAPool(_))), "{:?}", r.err());
@@ -193,11 +229,17 @@ async fn large_reads_and_writes_run_together() {
         let v = pool.volume("v").expect("v");
         tasks.push(tokio::spawn(async move {
             for i in 0..150u64 {
-                // Spread over the span: 64 KiB chunks, so over every stripe.
-                let lba = (i * 37 + w * 1013) * 7 % span_blocks;
-                v.write(lba, Bytes::from(vec![w as u8 + 1; 4096]), false)
-                    .await
-                    .expect("write");
+                // Spread over the span: 64 KiB chunks, so over every stripe. Writer 0
+                // writes 256 KiB to 1 MiB at a time (first writes, then overwrites).
+                let blocks = if w == 0 { 64 * (1 + i % 4) } else { 1 };
+                let lba = (i * 37 + w * 1013) * 7 % (span_blocks - blocks);
+                v.write(
+                    lba,
+                    Bytes::from(vec![w as u8 + 1; blocks as usize * 4096]),
+                    false,
+                )
+                .await
+                .expect("write");
             }
         }));
     }

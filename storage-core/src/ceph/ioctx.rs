@@ -131,10 +131,8 @@ impl IoCtx {
         let mut ptr: sys::rados_ioctx_t = ptr::null_mut();
         // SAFETY: connected cluster handle (kept alive by `rados`, moved into the handle),
         // valid out-pointer, NUL-terminated pool name.
-        check(
-            unsafe { sys::rados_ioctx_create(rados.ptr(), p.as_ptr(), &mut ptr) },
-            || format!("opening RADOS pool {pool}"),
-        )?;
+        let ret = unsafe { sys::rados_ioctx_create(rados.ptr(), p.as_ptr(), &mut ptr) };
+        check(ret, || format!("opening RADOS pool {pool}"))?;
         Ok(IoCtx {
             inner: Arc::new(IoCtxHandle {
                 ptr,
@@ -594,10 +592,8 @@ unsafe fn run(
 ) -> Result<(c_int, u64)> {
     let mut c: sys::rados_completion_t = ptr::null_mut();
     // SAFETY: valid out-pointer; no callbacks (we wait instead).
-    check(
-        unsafe { sys::rados_aio_create_completion2(ptr::null_mut(), None, &mut c) },
-        ctx,
-    )?;
+    let ret = unsafe { sys::rados_aio_create_completion2(ptr::null_mut(), None, &mut c) };
+    check(ret, ctx)?;
     let started = submit(c);
     if started < 0 {
         // SAFETY: the operation was not queued, so nothing else refers to `c`.

@@ -15,6 +15,9 @@
 //! (`spawn_blocking`, a dedicated thread), not from an async task on a tokio worker. All
 //! handles are `Clone` (reference counted), `Send` and `Sync`.
 
+// Every unsafe block says why it is sound (CI runs clippy with -D warnings).
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 mod error;
 mod ioctx;
 mod rados;

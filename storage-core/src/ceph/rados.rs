@@ -21,7 +21,7 @@ pub struct CephConfig {
     pub client: String,
 }
 
-/// Owns the `rados_t`; shut down when the last [`Rados`] clone (and every [`IoCtx`] and
+/// Owns the `rados_t`; shut down when the last [`Rados`] clone (and every [`IoCtx`](super::IoCtx) and
 /// image, which hold one) is dropped.
 struct ClusterHandle {
     ptr: sys::rados_t,
@@ -91,10 +91,8 @@ impl Rados {
         // (rados_shutdown also frees a handle that never connected).
         let handle = ClusterHandle { ptr };
         // SAFETY: `handle.ptr` is a live, unconnected handle; `conf` is NUL-terminated.
-        check(
-            unsafe { sys::rados_conf_read_file(handle.ptr, conf.as_ptr()) },
-            || format!("{}: reading {}", ctx(), cfg.conf.display()),
-        )?;
+        let ret = unsafe { sys::rados_conf_read_file(handle.ptr, conf.as_ptr()) };
+        check(ret, || format!("{}: reading {}", ctx(), cfg.conf.display()))?;
         set_option(&handle, "client_mount_timeout", "30")?;
         for (k, v) in options {
             if *k == "rbd_cache" {
@@ -172,20 +170,36 @@ impl Rados {
         let secs = u32::try_from(expire.as_secs()).unwrap_or(u32::MAX);
         // SAFETY: connected handle; `a` is NUL-terminated and outlives the call. The C
         // prototype takes `char *` but only reads the string.
-        check(
-            unsafe { sys::rados_blocklist_add(self.ptr(), a.as_ptr().cast_mut(), secs) },
-            || format!("blocklisting {addr}"),
-        )?;
+        let ret = unsafe { sys::rados_blocklist_add(self.ptr(), a.as_ptr().cast_mut(), secs) };
+        check(ret, || format!("blocklisting {addr}"))?;
         self.wait_for_latest_osdmap()
+    }
+
+    /// The value of configuration option `key` for this connection (e.g. `rbd_cache`).
+    pub fn conf_get(&self, key: &str) -> Result<String> {
+        let k = cstring("option name", key)?;
+        let mut buf = vec![0u8; 256];
+        loop {
+            // SAFETY: live handle; `buf` is writable for `buf.len()` bytes, which librados
+            // does not exceed (it reports -ENAMETOOLONG instead).
+            let ret = unsafe {
+                sys::rados_conf_get(self.ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            };
+            if ret == -libc::ENAMETOOLONG && buf.len() < 1 << 20 {
+                buf.resize(buf.len() * 4, 0);
+                continue;
+            }
+            check(ret, || format!("reading Ceph option {key}"))?;
+            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+            return Ok(String::from_utf8_lossy(&buf[..end]).into_owned());
+        }
     }
 
     /// Block until this client has the cluster's newest OSD map (e.g. after a blocklist).
     pub fn wait_for_latest_osdmap(&self) -> Result<()> {
         // SAFETY: connected handle.
-        check(
-            unsafe { sys::rados_wait_for_latest_osdmap(self.ptr()) },
-            || "waiting for the latest OSD map".to_string(),
-        )?;
+        let ret = unsafe { sys::rados_wait_for_latest_osdmap(self.ptr()) };
+        check(ret, || "waiting for the latest OSD map".to_string())?;
         Ok(())
     }
 }
@@ -194,9 +208,7 @@ fn set_option(h: &ClusterHandle, key: &str, value: &str) -> Result<()> {
     let k = cstring("option name", key)?;
     let v = cstring("option value", value)?;
     // SAFETY: live handle, NUL-terminated strings that outlive the call.
-    check(
-        unsafe { sys::rados_conf_set(h.ptr, k.as_ptr(), v.as_ptr()) },
-        || format!("setting Ceph option {key} = {value}"),
-    )?;
+    let ret = unsafe { sys::rados_conf_set(h.ptr, k.as_ptr(), v.as_ptr()) };
+    check(ret, || format!("setting Ceph option {key} = {value}"))?;
     Ok(())
 }

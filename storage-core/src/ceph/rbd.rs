@@ -25,6 +25,9 @@ use super::IoCtx;
 const IOV_MAX: usize = 1024;
 /// Largest synchronous call (librbd's sync calls return the byte count as an int).
 const SYNC_CHUNK: usize = 64 << 20;
+/// Largest single asynchronous read or write (librbd reports the byte count of an aio in
+/// an `ssize_t`, and a bigger buffer than this is a caller's bug, not a request to serve).
+const MAX_AIO: usize = 1 << 30;
 
 /// Counts the aio operations librbd still owns, so closing the image waits for them.
 #[derive(Default)]
@@ -145,18 +148,18 @@ impl RbdImage {
         let n = cstring("image name", name)?;
         let mut order: c_int = 0;
         // SAFETY: live pool context, NUL-terminated name, valid out-pointer.
-        check(
-            unsafe {
-                sys::rbd_create2(
-                    ioctx.ptr(),
-                    n.as_ptr(),
-                    size,
-                    u64::from(sys::RBD_FEATURES_DEFAULT),
-                    &mut order,
-                )
-            },
-            || format!("creating RBD image {}/{name} ({size} bytes)", ioctx.pool()),
-        )?;
+        let ret = unsafe {
+            sys::rbd_create2(
+                ioctx.ptr(),
+                n.as_ptr(),
+                size,
+                u64::from(sys::RBD_FEATURES_DEFAULT),
+                &mut order,
+            )
+        };
+        check(ret, || {
+            format!("creating RBD image {}/{name} ({size} bytes)", ioctx.pool())
+        })?;
         Ok(())
     }
 
@@ -170,23 +173,72 @@ impl RbdImage {
         Ok(())
     }
 
-    /// Open image `name` (blocking).
+    /// Open image `name` (blocking). Refused ([`CephError::Invalid`]) when a pool or image
+    /// configuration override turns `rbd_cache` back on for it: with a write-back cache a
+    /// completed write would not be on the OSDs, and Lunar reports WCE=0 for RBD pools.
     pub fn open(ioctx: &IoCtx, name: &str) -> Result<RbdImage> {
         let n = cstring("image name", name)?;
         let mut ptr: sys::rbd_image_t = ptr::null_mut();
         // SAFETY: live pool context, NUL-terminated name, valid out-pointer, no snapshot.
-        check(
-            unsafe { sys::rbd_open(ioctx.ptr(), n.as_ptr(), &mut ptr, ptr::null()) },
-            || format!("opening RBD image {}/{name}", ioctx.pool()),
-        )?;
-        Ok(RbdImage {
+        let ret = unsafe { sys::rbd_open(ioctx.ptr(), n.as_ptr(), &mut ptr, ptr::null()) };
+        check(ret, || format!("opening RBD image {}/{name}", ioctx.pool()))?;
+        let image = RbdImage {
             inner: Arc::new(ImageHandle {
                 ptr,
                 name: name.to_string(),
                 inflight: Arc::default(),
                 ioctx: ioctx.clone(),
             }),
-        })
+        };
+        // Dropping `image` on the error paths closes it.
+        match image.effective_option("rbd_cache")?.as_deref() {
+            Some("false") => Ok(image),
+            other => Err(CephError::Invalid(format!(
+                "{}: rbd_cache is {other:?} (a pool or image config override?); Lunar needs it \
+                 false (remove the override: rbd config image/pool rm ... rbd_cache)",
+                image.ctx("opening")
+            ))),
+        }
+    }
+
+    /// The value librbd applies to this image for option `name`, after the client's
+    /// configuration and any pool or image overrides; `None` if librbd has no such option.
+    fn effective_option(&self, name: &str) -> Result<Option<String>> {
+        let mut cap: c_int = 256;
+        for _ in 0..4 {
+            let len = usize::try_from(cap).unwrap_or(0);
+            let empty = sys::rbd_config_option_t {
+                name: ptr::null_mut(),
+                value: ptr::null_mut(),
+                source: 0,
+            };
+            let mut opts = vec![empty; len];
+            let mut n = cap;
+            // SAFETY: open image; `opts` has room for `n` entries, which librbd fills with
+            // strings it allocates (freed below with rbd_config_image_list_cleanup).
+            let ret = unsafe { sys::rbd_config_image_list(self.ptr(), opts.as_mut_ptr(), &mut n) };
+            if ret == -libc::ERANGE {
+                cap = n.max(cap * 2);
+                continue;
+            }
+            check(ret, || self.ctx("listing the image's configuration"))?;
+            let count = usize::try_from(n).unwrap_or(0).min(len);
+            let value = opts[..count].iter().find_map(|o| {
+                if o.name.is_null() || o.value.is_null() {
+                    return None;
+                }
+                // SAFETY: non-null entries are NUL-terminated strings from librbd, alive
+                // until the cleanup below.
+                let (k, v) = unsafe { (CStr::from_ptr(o.name), CStr::from_ptr(o.value)) };
+                (k.to_bytes() == name.as_bytes()).then(|| v.to_string_lossy().into_owned())
+            });
+            // SAFETY: frees exactly the `n` entries librbd filled in, once.
+            unsafe { sys::rbd_config_image_list_cleanup(opts.as_mut_ptr(), n) };
+            return Ok(value);
+        }
+        Err(CephError::Invalid(self.ctx(
+            "listing the image's configuration: the list keeps growing",
+        )))
     }
 
     fn ptr(&self) -> sys::rbd_image_t {
@@ -302,6 +354,12 @@ impl RbdImage {
                 return Ok(Vec::new());
             }
             let what = format!("reading {len} bytes at {off}");
+            if len > MAX_AIO {
+                return Err(CephError::Invalid(format!(
+                    "{}: larger than {MAX_AIO} bytes",
+                    this.ctx(&what)
+                )));
+            }
             let buf: Vec<u8> = Vec::with_capacity(len);
             // SAFETY: rbd_aio_read writes at most `len` bytes at the pointer, which points to
             // the boxed Vec's heap buffer of `len` bytes capacity (owned by the context until
@@ -339,8 +397,10 @@ impl RbdImage {
         Ok(())
     }
 
-    /// Write the buffers back to back at `off` without copying the payload: librbd gets
+    /// Write the buffers back to back at `off` without gathering them first: librbd gets
     /// iovecs over the `Bytes`, which the operation keeps alive until librbd completes.
+    /// (librbd itself copies the payload into its messages: its zero-copy mode is left off,
+    /// see `Rados::connect_with`.)
     pub fn writev(
         &self,
         off: u64,
@@ -352,6 +412,13 @@ impl RbdImage {
             let total: usize = bufs.iter().map(Bytes::len).sum();
             if total == 0 {
                 return Ok(());
+            }
+            if total > MAX_AIO {
+                let what = format!("writing {total} bytes at {off}");
+                return Err(CephError::Invalid(format!(
+                    "{}: larger than {MAX_AIO} bytes",
+                    this.ctx(&what)
+                )));
             }
             if bufs.len() > IOV_MAX {
                 // Rare: more pieces than one librbd call takes. One copy beats failing.
@@ -550,10 +617,8 @@ impl RbdImage {
     /// that lock first ([`RbdImage::lock_break`]).
     pub fn lock_acquire_exclusive(&self) -> Result<()> {
         // SAFETY: open image.
-        check(
-            unsafe { sys::rbd_lock_acquire(self.ptr(), sys::RBD_LOCK_MODE_EXCLUSIVE) },
-            || self.ctx("acquiring the exclusive lock"),
-        )?;
+        let ret = unsafe { sys::rbd_lock_acquire(self.ptr(), sys::RBD_LOCK_MODE_EXCLUSIVE) };
+        check(ret, || self.ctx("acquiring the exclusive lock"))?;
         Ok(())
     }
 
@@ -570,10 +635,8 @@ impl RbdImage {
     pub fn is_lock_owner(&self) -> Result<bool> {
         let mut owner: c_int = 0;
         // SAFETY: open image, valid out-pointer.
-        check(
-            unsafe { sys::rbd_is_exclusive_lock_owner(self.ptr(), &mut owner) },
-            || self.ctx("asking for the lock owner"),
-        )?;
+        let ret = unsafe { sys::rbd_is_exclusive_lock_owner(self.ptr(), &mut owner) };
+        check(ret, || self.ctx("asking for the lock owner"))?;
         Ok(owner != 0)
     }
 
@@ -620,10 +683,9 @@ impl RbdImage {
     pub fn lock_break(&self, owner: &str) -> Result<()> {
         let o = cstring("lock owner", owner)?;
         // SAFETY: open image, NUL-terminated owner string.
-        check(
-            unsafe { sys::rbd_lock_break(self.ptr(), sys::RBD_LOCK_MODE_EXCLUSIVE, o.as_ptr()) },
-            || self.ctx(&format!("breaking the lock of {owner}")),
-        )?;
+        let ret =
+            unsafe { sys::rbd_lock_break(self.ptr(), sys::RBD_LOCK_MODE_EXCLUSIVE, o.as_ptr()) };
+        check(ret, || self.ctx(&format!("breaking the lock of {owner}")))?;
         Ok(())
     }
 }

@@ -22,14 +22,34 @@ impl LunManager {
                     .luns
                     .iter()
                     .filter_map(|(&id, name)| {
-                        let info = self.pool().ok()?.volume_info(name).ok()?;
+                        let rec = st.luns.get(name);
+                        // Without the pool (a standby gateway): what the owner recorded.
+                        let (size, block_size, guarantee) = match self.pool() {
+                            Ok(pool) => {
+                                let i = pool.volume_info(name).ok()?;
+                                (i.size_bytes, i.block_size, i.guarantee)
+                            }
+                            Err(_) => {
+                                let g = rec?.geometry?;
+                                let guarantee = if g.thin {
+                                    storage_core::Guarantee::None
+                                } else {
+                                    storage_core::Guarantee::Full
+                                };
+                                (
+                                    g.size_blocks * u64::from(g.block_size),
+                                    g.block_size,
+                                    guarantee,
+                                )
+                            }
+                        };
                         Some(LunCfg {
                             id,
                             volume: name.clone(),
-                            size: ByteSize(info.size_bytes),
-                            block_size: info.block_size,
-                            guarantee: info.guarantee.into(),
-                            read_only: st.luns.get(name).is_some_and(|r| r.read_only),
+                            size: ByteSize(size),
+                            block_size,
+                            guarantee: guarantee.into(),
+                            read_only: rec.is_some_and(|r| r.read_only),
                         })
                     })
                     .collect();

@@ -209,12 +209,16 @@ impl LunManager {
                 .map(|r| r.luns.clone())
                 .unwrap_or_default();
             for id in t.luns() {
-                let gave = map.get(&id).is_some_and(|name| {
-                    give_volume(&pool, &st, &t, id, name).unwrap_or_else(|e| {
-                        tracing::error!(target = %iqn, lun_id = id, lun = %name, "cannot attach the volume: {e}; LUN withdrawn");
-                        false
-                    })
-                });
+                let gave = match map.get(&id) {
+                    None => false,
+                    Some(name) => match give_volume(&pool, &st, &t, id, name).await {
+                        Ok(gave) => gave,
+                        Err(e) => {
+                            tracing::error!(target = %iqn, lun_id = id, lun = %name, "cannot attach the volume: {e}; LUN withdrawn");
+                            false
+                        }
+                    },
+                };
                 if !gave {
                     let _ = t.remove_lun(id);
                 }
@@ -233,10 +237,12 @@ impl LunManager {
 
     /// Owner → standby: cancels the clone and split jobs and waits for them to end, records
     /// the LUNs' geometry, waits on every LUN for the media commands in flight (new ones
-    /// are refused: set the ALUA state transitioning first), drops the volumes and flushes
-    /// the pool. The LUNs stay, pool-less, with their identity, reservations and unit
-    /// attentions. Returns the pool: the caller closes it (`pool.close().await`) and only
-    /// then releases the RBD lock.
+    /// are refused: set the ALUA state transitioning first) and drops the volumes. The
+    /// LUNs stay, pool-less, with their identity, reservations and unit attentions.
+    /// Returns the pool, which nothing here uses any more: the caller closes it
+    /// (`pool.close().await` commits and checkpoints; a fenced owner's close fails, and
+    /// that is fine: its acknowledged writes are on the OSDs) and only then releases the
+    /// RBD lock. Fails only if no pool is attached ([`MgrError::NotOwner`]).
     pub async fn detach_pool(&self) -> MgrResult<Pool> {
         let mut st = loop {
             // Jobs end by taking the state lock (to record how they ended), so they are
@@ -269,7 +275,6 @@ impl LunManager {
             t.drain_volumes().await;
         }
         *self.pool.write() = None;
-        pool.flush().await?;
         tracing::info!("pool detached: this gateway is standby");
         Ok(pool)
     }
@@ -394,7 +399,7 @@ fn sync_luns(
 
 /// Hands `name`'s volume to the existing LUN `id` of `target`, if it is still the same LUN
 /// (same identity as its record); `Ok(false)`: it is not, re-attach it instead.
-fn give_volume(
+async fn give_volume(
     pool: &Pool,
     st: &State,
     target: &ScsiTarget,
@@ -411,7 +416,7 @@ fn give_volume(
         return Ok(false);
     }
     let volume = pool.volume(name)?;
-    target.set_lun_volume(id, volume)?;
+    target.set_lun_volume(id, volume).await?;
     Ok(true)
 }
 

@@ -261,6 +261,11 @@ async fn a_standby_presents_the_owners_luns_and_names_the_owner() {
     }
     let views = standby.lun_list().await;
     assert_eq!(views[0].size_bytes, 4 * MIB, "sizes from the records");
+    let yaml = standby.export_yaml().await.expect("config export");
+    assert!(
+        yaml.contains("volume: d0"),
+        "the standby exports the LUNs too:\n{yaml}"
+    );
     pool.close().await.expect("close");
 }
 

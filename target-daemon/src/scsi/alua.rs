@@ -65,15 +65,11 @@ pub struct GroupState {
 pub struct AluaView {
     local: u16,
     groups: Mutex<Vec<GroupState>>,
-    /// [`AccessState`] of the local group, as [`state_code`], for the per-command check.
+    /// [`AccessState`] of the local group, as its code, for the per-command check.
     local_state: AtomicU8,
     /// Bumped on every change of the list; targets compare it with the one they raised
     /// unit attentions for.
     generation: AtomicU64,
-}
-
-fn state_code(s: AccessState) -> u8 {
-    s.code()
 }
 
 fn state_of_code(c: u8) -> AccessState {
@@ -93,7 +89,7 @@ impl AluaView {
         let view = Arc::new(Self {
             local,
             groups: Mutex::new(Vec::new()),
-            local_state: AtomicU8::new(state_code(AccessState::Unavailable)),
+            local_state: AtomicU8::new(AccessState::Unavailable.code()),
             generation: AtomicU64::new(0),
         });
         view.set_groups(groups);
@@ -130,7 +126,7 @@ impl AluaView {
             "ALUA state changed"
         );
         *cur = groups;
-        self.local_state.store(state_code(local), Ordering::Release);
+        self.local_state.store(local.code(), Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 

@@ -40,11 +40,14 @@ pub struct LunShape {
 pub struct Lun {
     /// LUN number.
     pub id: u64,
-    /// The volume the LUN serves; `None` while the pool is not open on this gateway.
+    /// The volume the LUN serves; `None` while the pool is not open on this gateway. Media
+    /// commands hold it shared for their whole run and borrow the volume from the guard (no
+    /// handle clone per command); taking the volume away holds it exclusively, so it waits
+    /// for them ([`Lun::drain_volume`]).
+    pub(super) media: tokio::sync::RwLock<Option<Volume>>,
+    /// The same volume for the synchronous readers (size, name, EXTENDED COPY's other
+    /// LUNs); changed only together with `media`, under its exclusive lock.
     volume: parking_lot::RwLock<Option<Volume>>,
-    /// Media commands hold it shared for their whole run; taking the volume away holds it
-    /// exclusively, so it waits for them ([`Lun::drain_volume`]).
-    pub(super) media_gate: tokio::sync::RwLock<()>,
     /// Name shown in metrics and LUN events while there is no volume.
     shape_name: parking_lot::Mutex<String>,
     /// Logical block size (a volume's never changes).
@@ -149,8 +152,8 @@ impl Lun {
         let pr_active = AtomicBool::new(pr.is_active());
         Self {
             id,
+            media: tokio::sync::RwLock::new(volume.clone()),
             volume: parking_lot::RwLock::new(volume),
-            media_gate: tokio::sync::RwLock::new(()),
             shape_name: parking_lot::Mutex::new(name),
             block_size,
             shape_blocks: AtomicU64::new(blocks),
@@ -184,19 +187,22 @@ impl Lun {
 
     /// Gives the LUN its volume (the pool was attached): media access works from now on.
     /// Identity, reservations, mode parameters and unit attentions are the LUN's and stay.
-    pub fn set_volume(&self, volume: Volume) {
+    pub async fn set_volume(&self, volume: Volume) {
+        let mut media = self.media.write().await;
         *self.shape_name.lock() = volume.name();
         self.shape_blocks
             .store(volume.num_blocks(), Ordering::Relaxed);
-        *self.volume.write() = Some(volume);
+        *self.volume.write() = Some(volume.clone());
+        *media = Some(volume);
     }
 
     /// Takes the volume away once every media command that started with it has finished
     /// (later ones find no volume and are refused with NOT READY); keeps the last size as
     /// the shape's. Returns the volume it held.
     pub async fn drain_volume(&self) -> Option<Volume> {
-        let _exclusive = self.media_gate.write().await;
-        let v = self.volume.write().take();
+        let mut media = self.media.write().await;
+        *self.volume.write() = None;
+        let v = media.take();
         if let Some(v) = &v {
             self.shape_blocks.store(v.num_blocks(), Ordering::Relaxed);
         }

@@ -503,7 +503,7 @@ impl ScsiTarget {
     }
 
     /// Gives `lun` its volume (the pool was attached); see [`Lun::set_volume`].
-    pub fn set_lun_volume(&self, lun: u64, volume: Volume) -> anyhow::Result<()> {
+    pub async fn set_lun_volume(&self, lun: u64, volume: Volume) -> anyhow::Result<()> {
         let Some(l) = self.lun(lun) else {
             anyhow::bail!("LUN {lun} does not exist on target {}", self.name);
         };
@@ -516,7 +516,7 @@ impl ScsiTarget {
             );
         }
         let before = l.num_blocks();
-        l.set_volume(volume);
+        l.set_volume(volume).await;
         if l.num_blocks() != before {
             self.lun_resized(lun);
         }
@@ -839,15 +839,16 @@ impl ScsiTarget {
             }
         }
 
-        // Media commands hold the LUN's gate while they run, so taking the volume away
+        // Media commands hold the LUN's media lock while they run, so taking the volume away
         // (the pool is detached) waits for them; without a volume they are refused.
-        let _media = if uses_media(&parsed.command) {
-            Some(lun.media_gate.read().await)
+        let media = if uses_media(&parsed.command) {
+            Some(lun.media.read().await)
         } else {
             None
         };
-        let volume = if _media.is_some() {
-            match lun.volume() {
+        let volume = match &media {
+            None => None,
+            Some(guard) => match guard.as_ref() {
                 Some(v) => Some(v),
                 None => {
                     let state = self
@@ -859,9 +860,7 @@ impl ScsiTarget {
                     r.data_out_used = data_out_len;
                     return r;
                 }
-            }
-        } else {
-            None
+            },
         };
         let ctx = Ctx {
             target: self,
@@ -881,6 +880,16 @@ impl ScsiTarget {
                     %sense,
                     "command failed"
                 );
+                // A media command that failed while this gateway left the active state
+                // (it lost the pool: fenced, or the pool is being detached) failed because
+                // of that, not because of the medium: hosts get the state's NOT READY
+                // sense, retry, and find the new owner.
+                let sense = match self.alua_refusal(&parsed.command) {
+                    Some(code) if uses_media(&parsed.command) => {
+                        Sense::new(SenseKey::NotReady, code)
+                    }
+                    _ => sense,
+                };
                 check_condition(&sense, lun.sense_format())
             }
         };
@@ -983,7 +992,7 @@ fn pr_access(c: &Command) -> Option<pr::Access> {
     }
 }
 
-/// Commands that read or write the medium, and so need the volume (see `Lun::media_gate`).
+/// Commands that read or write the medium, and so need the volume (see `Lun::media`).
 fn uses_media(c: &Command) -> bool {
     matches!(
         c,
@@ -1027,8 +1036,9 @@ struct Ctx<'a> {
     lun: &'a Arc<Lun>,
     req: &'a ScsiRequest,
     cdb: &'a Cdb,
-    /// The LUN's volume, for media commands (see `uses_media`).
-    volume: Option<Volume>,
+    /// The LUN's volume, for media commands (see `uses_media`), borrowed from the media
+    /// guard `execute_command` holds while the command runs.
+    volume: Option<&'a Volume>,
 }
 
 impl Ctx<'_> {
@@ -1120,7 +1130,7 @@ impl Ctx<'_> {
     /// The volume of a media command. Always there (`execute_command` refuses media
     /// commands without one); a handler reached otherwise gets NOT READY, not a panic.
     fn vol(&self) -> Result<&Volume, Sense> {
-        self.volume.as_ref().ok_or_else(|| {
+        self.volume.ok_or_else(|| {
             Sense::new(
                 SenseKey::NotReady,
                 asc::LOGICAL_UNIT_NOT_ACCESSIBLE_ASYMMETRIC_ACCESS_STATE_TRANSITION,

@@ -12,6 +12,9 @@ pub enum Access {
     Write,
 }
 
+/// `ESHUTDOWN`, what librados/librbd return to a client the cluster has blocklisted.
+const ESHUTDOWN: i32 = 108;
+
 /// Sense for a storage error. Logged by the caller; the initiator sees only the sense.
 pub fn storage_error(e: &StorageError, access: Access) -> Sense {
     match e {
@@ -27,6 +30,14 @@ pub fn storage_error(e: &StorageError, access: Access) -> Sense {
         StorageError::Busy(_) | StorageError::Cancelled => {
             Sense::new(SenseKey::AbortedCommand, asc::NO_ADDITIONAL_SENSE)
         }
+        // The store refused this client: a gateway of an HA group was fenced (Ceph
+        // blocklisted it because another gateway took the pool over). The I/O belongs on
+        // the new owner: the asymmetric-access transition sense makes hosts retry and
+        // re-read the port group states instead of failing the I/O as a medium error.
+        StorageError::Io { source, .. } if source.raw_os_error() == Some(ESHUTDOWN) => Sense::new(
+            SenseKey::NotReady,
+            asc::LOGICAL_UNIT_NOT_ACCESSIBLE_ASYMMETRIC_ACCESS_STATE_TRANSITION,
+        ),
         StorageError::Io { .. } => match access {
             Access::Read => Sense::new(SenseKey::MediumError, asc::UNRECOVERED_READ_ERROR),
             Access::Write => Sense::new(SenseKey::MediumError, asc::WRITE_ERROR),
@@ -78,6 +89,19 @@ mod tests {
         assert_eq!(
             storage_error(&StorageError::Corrupt("c".into()), Access::Read).key,
             SenseKey::HardwareError
+        );
+        // A fenced (blocklisted) gateway: a path error hosts retry, not a medium error.
+        let fenced = StorageError::Io {
+            context: "writing".into(),
+            source: std::io::Error::from_raw_os_error(ESHUTDOWN),
+        };
+        let s = storage_error(&fenced, Access::Write);
+        assert_eq!(
+            (s.key, s.code),
+            (
+                SenseKey::NotReady,
+                asc::LOGICAL_UNIT_NOT_ACCESSIBLE_ASYMMETRIC_ACCESS_STATE_TRANSITION
+            )
         );
     }
 }

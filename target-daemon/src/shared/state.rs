@@ -237,6 +237,60 @@ mod tests {
         );
     }
 
+    /// The LUN manager saves every change through its state store: with a shared one, a
+    /// change lands in the group's object, another gateway sees it, and a change made on a
+    /// stale state is refused (kind `busy`) and not kept in memory.
+    #[tokio::test]
+    async fn the_lun_manager_saves_through_a_shared_store_and_refuses_stale_changes() {
+        use crate::config::{ByteSize, Config};
+        use crate::fabric::Fabric;
+        use crate::lunmgr::LunManager;
+        use storage_core::{Pool, PoolOptions};
+
+        let d = tempfile::tempdir().expect("tempdir");
+        let cfg = Config::local(ByteSize::mib(64)).with_data_dir(d.path());
+        let pool = Pool::open_or_create(
+            &d.path().join("pool"),
+            &PoolOptions {
+                capacity_bytes: Some(64 << 20),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("pool");
+        let (mgr, _) = LunManager::open(&cfg, pool.clone()).await.expect("open");
+        let cluster = MemCluster::new();
+        let mine = SharedStateStore::new(cluster.client(), "g");
+        let other = SharedStateStore::new(cluster.client(), "g");
+        mgr.set_state_store(mine);
+        let t1 = "iqn.2026-12.io.lunar:t1";
+        mgr.target_create(t1, Fabric::Iscsi, None, false)
+            .await
+            .expect("create t1");
+        let mut st = other.load().expect("load").expect("state");
+        assert!(st.targets.contains_key(t1), "the change is in the object");
+        // The other gateway changes the state; this manager has not reloaded.
+        st.next_job += 1;
+        other.save(&st).expect("other saves");
+        let t2 = "iqn.2026-12.io.lunar:t2";
+        let e = mgr
+            .target_create(t2, Fabric::Iscsi, None, false)
+            .await
+            .expect_err("a stale state must not be saved");
+        assert_eq!(e.kind(), "busy", "{e}");
+        assert!(
+            mgr.target_list().await.iter().all(|t| t.iqn != t2),
+            "the refused change is not kept"
+        );
+        let stored = other.load().expect("load").expect("state");
+        assert!(!stored.targets.contains_key(t2));
+        assert_eq!(
+            stored.next_job, st.next_job,
+            "the other gateway's change stands"
+        );
+        pool.close().await.expect("close");
+    }
+
     /// A corrupt object is a clear error naming it, never a panic or an empty state.
     #[test]
     fn a_corrupt_state_object_is_refused_with_its_name() {

@@ -137,7 +137,13 @@ impl Gw {
 async fn session(addr: std::net::SocketAddr, name: &str) -> Initiator {
     let mut i = Initiator::connect(addr, name).await;
     assert!(i.login(Some(TARGET)).await.ok(), "{name} logs in");
-    i.clear_unit_attention().await;
+    // Consume the unit attentions of a new nexus; a standby then answers NOT READY.
+    for _ in 0..8 {
+        let r = i.run(&[0u8; 6], false, 0, &[], 0, 0).await;
+        if r.sense.get(2).map(|k| k & 0x0F) != Some(0x06) {
+            break;
+        }
+    }
     i
 }
 
@@ -259,7 +265,7 @@ async fn a_planned_move_hands_the_pool_over() {
     let Some(conf) = ceph_conf() else { return };
     let base = tempfile::tempdir().expect("tempdir");
     let group = unique("move");
-    let (gw1, gw2, epoch) = pair(base.path(), &conf, &group).await;
+    let (gw1, mut gw2, epoch) = pair(base.path(), &conf, &group).await;
     let mut i1 = session(gw1.addr(), "iqn.2026-12.io.test:h3").await;
     assert_eq!(write(&mut i1, 9, &block(0x5A)).await, GOOD);
 
@@ -285,6 +291,19 @@ async fn a_planned_move_hands_the_pool_over() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A clean stop of the owner hands over too: it releases the lease instead of letting
+    // it expire, and nobody is fenced.
+    let stopped = Instant::now();
+    let status = gw2.proc.take().expect("gw2").terminate();
+    assert!(status.success(), "{status:?}");
+    let (s, active_at) = gw1.wait("active after the owner stopped", |s| s.role == "active");
+    eprintln!(
+        "hand-over on SIGTERM of the owner: {:?}",
+        active_at - stopped
+    );
+    assert_eq!(s.epoch, epoch + 2);
+    let mut i1 = session(gw1.addr(), "iqn.2026-12.io.test:h3b").await;
+    assert_eq!(read_good(&mut i1, 9).await, block(0x5A));
 }
 
 #[test]
@@ -301,4 +320,18 @@ fn ha_config_errors_name_the_field_and_stop_lunard() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ha.port_group"), "{err}");
+}
+
+/// A lunard without `ha:` answers the HA requests with one clear line, not a hang or a panic.
+#[tokio::test]
+async fn ha_requests_to_a_lunard_without_ha_say_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = crate::admin_support::start(dir.path(), target_daemon::config::ByteSize::mib(64)).await;
+    crate::admin_support::ctl(dir.path(), &["ha", "status"])
+        .await
+        .fails_with("not a gateway of an HA group");
+    crate::admin_support::ctl(dir.path(), &["ha", "move", "--to", "gw2"])
+        .await
+        .fails_with("not a gateway of an HA group");
+    d.shutdown().await.expect("shutdown");
 }

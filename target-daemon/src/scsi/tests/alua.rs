@@ -328,7 +328,7 @@ async fn draining_waits_for_media_commands_and_the_volume_comes_back_intact() {
     let identity = lun.identity_uuid();
 
     // A media command in flight holds the gate: the drain cannot finish before it does.
-    let in_flight = lun.media_gate.read().await;
+    let in_flight = lun.media.read().await;
     let drain = tokio::spawn({
         let t = t.clone();
         async move { t.drain_volumes().await }
@@ -351,6 +351,7 @@ async fn draining_waits_for_media_commands_and_the_volume_comes_back_intact() {
     assert_eq!(&rc.data_in[0..8], &(BLOCKS - 1).to_be_bytes());
 
     t.set_lun_volume(0, h.f.pool.volume("vol0").expect("volume"))
+        .await
         .expect("volume back");
     assert_eq!(read_back(t, a, 7, 1).await, data);
     let same = t.get_lun(0).expect("lun");
@@ -412,4 +413,39 @@ async fn without_a_volatile_cache_every_gateway_reports_wce_0() {
     // The default (a file pool's page cache): WCE 1.
     let r = run(&h.gw[0], &h.f.a, 0, &caching, Bytes::new()).await;
     assert_eq!(r.data_in[6] & 0x04, 0x04);
+}
+
+/// A write under way when the gateway loses the pool (here: the pool closes under it while
+/// the group turns transitioning) fails with the transition sense hosts retry elsewhere,
+/// not with a MEDIUM ERROR that would reach the application.
+#[tokio::test]
+async fn a_media_command_failing_after_the_state_changed_gets_the_state_sense() {
+    let h = ha().await;
+    let (t, a) = (h.gw[0].clone(), h.f.a.clone());
+    let lun = t.get_lun(0).expect("lun");
+    // Hold the COMPARE AND WRITE lock: the write stops there, past the ALUA check, holding
+    // the media lock.
+    let held = lun.atomic.write().await;
+    let write = tokio::spawn({
+        let (t, a) = (t.clone(), a.clone());
+        async move { run(&t, &a, 0, &write10(0, 1), pattern(1, 5)).await }
+    });
+    let mut started = false;
+    for _ in 0..10_000 {
+        if lun.media.try_write().is_err() {
+            started = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(started, "the write never reached the medium");
+    h.views[0].set_local(AccessState::Transitioning);
+    h.f.pool.close().await.expect("close");
+    drop(held);
+    let r = write.await.expect("write task");
+    assert_check(
+        &r,
+        SenseKey::NotReady,
+        asc::LOGICAL_UNIT_NOT_ACCESSIBLE_ASYMMETRIC_ACCESS_STATE_TRANSITION,
+    );
 }

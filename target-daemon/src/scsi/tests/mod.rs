@@ -100,7 +100,8 @@ async fn run(
     .await
 }
 
-/// `cdb` with `data_out` sent to LUN 0 by `n` (for tests outside this module).
+/// `cdb` with `data_out` sent to LUN 0 by `n` (for the RADOS tests in `shared::rados`).
+#[cfg(feature = "ceph")]
 pub(crate) async fn run_cmd(
     t: &ScsiTarget,
     n: &Arc<Nexus>,

@@ -234,6 +234,64 @@ pub(crate) async fn racing_pr_outs_lose_no_registration(
     assert_eq!(read_keys(&gw2.target, &hosts[1]).await, (gen1, keys1));
 }
 
+/// Records the aborts the device server asks of the transport.
+#[derive(Default)]
+struct RecordingAborter {
+    calls: parking_lot::Mutex<Vec<(u64, crate::scsi::pr::Preempted)>>,
+}
+
+impl crate::scsi::TaskAborter for RecordingAborter {
+    fn abort_tasks<'a>(
+        &'a self,
+        lun: u64,
+        preempted: &'a crate::scsi::pr::Preempted,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        self.calls.lock().push((lun, preempted.clone()));
+        Box::pin(async {})
+    }
+}
+
+/// PREEMPT AND ABORT through one gateway aborts the preempted nexus's tasks on the other
+/// gateway (where it does its I/O) before GOOD, and only there: the issuing gateway's
+/// transport is asked too (the nexus might be logged in there), never for the issuer.
+pub(crate) async fn preempt_and_abort_reaches_the_other_gateway(connect: Connect<'_>, group: &str) {
+    let sh = Shared::new(group).await;
+    let (a1, b2) = (host("a", 1, 1), host("b", 2, 2));
+    let gw1 = sh.gateway(connect, &[&a1]).await;
+    let gw2 = sh.gateway(connect, &[&b2]).await;
+    let (ab1, ab2) = (
+        Arc::new(RecordingAborter::default()),
+        Arc::new(RecordingAborter::default()),
+    );
+    gw1.target.set_task_aborter(ab1.clone());
+    gw2.target.set_task_aborter(ab2.clone());
+    let ok = |r: ScsiResponse| assert_eq!(r.status, status::GOOD, "{r:?}");
+    ok(run(&gw1.target, &a1, 0, &pr_out(0, 0), keys_params(0, 0xA1)).await);
+    ok(run(&gw2.target, &b2, 0, &pr_out(0, 0), keys_params(0, 0xB2)).await);
+    ok(run(&gw1.target, &a1, 0, &pr_out(1, 1), keys_params(0xA1, 0)).await);
+    assert!(ab1.calls.lock().is_empty() && ab2.calls.lock().is_empty());
+    // B preempts A's reservation and registration, with abort, through gateway 2.
+    ok(run(&gw2.target, &b2, 0, &pr_out(5, 1), keys_params(0xB2, 0xA1)).await);
+    let calls = ab1.calls.lock().clone();
+    assert_eq!(calls.len(), 1, "gateway 1 aborted A's tasks before GOOD");
+    assert_eq!(calls[0].0, 0);
+    assert!(calls[0].1.contains(&a1) && !calls[0].1.contains(&b2));
+    let calls = ab2.calls.lock().clone();
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].1.contains(&a1) && !calls[0].1.contains(&b2));
+    let r = run(&gw1.target, &a1, 0, &TUR, Bytes::new()).await;
+    assert_check(&r, SenseKey::UnitAttention, asc::REGISTRATIONS_PREEMPTED);
+    let r = run(&gw1.target, &a1, 0, &write10(0, 1), pattern(1, 8)).await;
+    assert_eq!(r.status, status::RESERVATION_CONFLICT, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mem_preempt_and_abort_reaches_the_other_gateway() {
+    let cluster = MemCluster::new();
+    let connect = move || cluster.client() as Arc<dyn VersionedObjects>;
+    preempt_and_abort_reaches_the_other_gateway(&connect, "g").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mem_reserve_through_one_conflicts_on_the_other() {
     let cluster = MemCluster::new();
