@@ -329,12 +329,20 @@ fn sigstop_owner_never_writes_again_after_takeover() {
     });
     let w = verify_everything(w);
     let first = first_after(&w.acked, frozen, b).expect("writes on the new owner");
+    let metric = |i: usize, name: &str| {
+        g.gws[i]
+            .metric(name, "")
+            .map_or_else(|e| format!("? ({e:#})"), |v| v.to_string())
+    };
     eprintln!(
         "HA failover (SIGSTOP): first write completed on {} {:.3} s after the freeze; old owner \
-         resumed {:.1} s after the freeze and stayed fenced; {} records, all read back",
+         resumed {:.1} s after the freeze and stayed off the pool (its lunar_ha_fenced_total \
+         {}; the new owner's lunar_ha_takeovers_total {}); {} records, all read back",
         g.gws[first.path].name,
         first.at.duration_since(frozen).as_secs_f64(),
         thawed.duration_since(frozen).as_secs_f64(),
+        metric(a, "lunar_ha_fenced_total"),
+        metric(b, "lunar_ha_takeovers_total"),
         w.acked.len()
     );
     print_events(&w, frozen);
