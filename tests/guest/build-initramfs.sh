@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds the throw-away Linux guest the kernel-initiator and LIO/TCMU tests boot
-# (tests/tests/kernel_initiator.rs, tests/tests/lio_tcmu.rs): a Debian 12 kernel plus an initramfs
-# holding busybox, open-iscsi (iscsid/iscsiadm), e2fsprogs, kmod, udev's scsi_id (the
-# /dev/disk/by-id names) and the modules for iscsi_tcp, sd_mod, ext4, the e1000 NIC, and LIO
-# (target_core_user, tcm_loop).
+# (tests/tests/kernel_initiator.rs, tests/tests/lio_tcmu.rs, tests/tests/kernel_initiator_ha.rs): a
+# Debian 12 kernel plus an initramfs holding busybox, open-iscsi (iscsid/iscsiadm), e2fsprogs, kmod,
+# udev's scsi_id (the /dev/disk/by-id names), multipath-tools (multipathd/multipath, with
+# tests/guest/multipath.conf as /etc/multipath.conf) and dmsetup, and the modules for iscsi_tcp,
+# sd_mod, ext4, the e1000 NIC, LIO (target_core_user, tcm_loop) and dm-multipath with the ALUA
+# device handler (scsi_dh_alua).
 #
 # Everything comes from Debian packages fetched with `apt-get download` (nothing is installed on
 # the host). Shared libraries come from the fetched library packages or, when a library is not
@@ -41,7 +43,7 @@ kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-im
 [ -n "$kpkg" ] || die "cannot resolve linux-image-amd64 (run apt-get update?)"
 kver=${kpkg#linux-image-}
 
-tools_pkgs=(busybox-static open-iscsi e2fsprogs kmod)
+tools_pkgs=(busybox-static open-iscsi e2fsprogs kmod multipath-tools dmsetup)
 # Library packages the tool packages depend on (their direct lib* dependencies); fetched so that
 # libraries the host lacks (libisns0, libopeniscsiusr) are available.
 lib_pkgs=$(apt-cache depends "${tools_pkgs[@]}" 2>/dev/null |
@@ -61,7 +63,7 @@ for p in "${pkgs[@]}"; do
   [ -n "$v" ] && [ "$v" != "(none)" ] || die "no candidate version for $p"
   versions+="$p=$v "
 done
-key=$( { echo "$versions"; cat "$here/build-initramfs.sh" "$here/init.sh" "$here/lib.sh"; } |
+key=$( { echo "$versions"; cat "$here/build-initramfs.sh" "$here/init.sh" "$here/lib.sh" "$here/multipath.conf"; } |
   sha256sum | cut -c1-16)
 out="$cache/build-$key"
 if [ -f "$out/initramfs.cpio.gz" ] && [ -f "$out/vmlinuz" ]; then
@@ -96,7 +98,7 @@ for pv in $versions; do
 done
 
 # --- file system skeleton ---------------------------------------------------------------------
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib/udev,lib/x86_64-linux-gnu,lib64,etc/iscsi,proc,sys,dev,run,tmp,mnt,var/lib/iscsi,var/lock,root,scenario}
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib/udev,lib/x86_64-linux-gnu,lib/multipath,lib64,etc/iscsi,etc/multipath,proc,sys,dev,run,tmp,mnt,var/lib/iscsi,var/lock,root,scenario}
 ln -s lib "$root/usr/lib" 2>/dev/null || true
 cp "$x/bin/busybox" "$root/bin/busybox"
 for app in $("$root/bin/busybox" --list); do
@@ -110,7 +112,7 @@ if [ ! -x "$x/lib/udev/scsi_id" ] && [ -x "$x/usr/lib/udev/scsi_id" ]; then
   cp "$x/usr/lib/udev/scsi_id" "$x/lib/udev/scsi_id"
 fi
 bins=(sbin/iscsid sbin/iscsiadm sbin/mke2fs sbin/e2fsck sbin/tune2fs sbin/dumpe2fs sbin/resize2fs bin/kmod
-  lib/udev/scsi_id)
+  lib/udev/scsi_id sbin/multipath sbin/multipathd sbin/dmsetup)
 for b in "${bins[@]}"; do
   [ -x "$x/$b" ] || die "$b missing from the packages"
   cp "$x/$b" "$root/$b"
@@ -122,13 +124,25 @@ for k in modprobe insmod rmmod lsmod depmod modinfo; do
   ln -s /bin/kmod "$root/sbin/$k"
 done
 cp "$x/etc/iscsi/iscsid.conf" "$root/etc/iscsi/iscsid.conf"
+# multipath-tools loads its path checkers and prioritizers from /lib/multipath at run time
+# (dlopen: ldd of the binaries does not see them); they are checked by ldd below like the rest.
+plugins=()
+for so in "$x"/lib/multipath/lib*.so; do
+  rel=${so#"$x"/}
+  cp "$so" "$root/$rel"
+  plugins+=("$rel")
+done
+[ -f "$root/lib/multipath/libchecktur.so" ] && [ -f "$root/lib/multipath/libprioalua.so" ] ||
+  die "multipath-tools without its tur checker / alua prioritizer"
+cp "$here/multipath.conf" "$root/etc/multipath.conf"
 # iscsid only talks to root peers and resolves them by name (getpwuid).
 echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
 echo 'root:x:0:' > "$root/etc/group"
 
 # --- shared libraries (ldd with the extracted library dirs first) ------------------------------
-libpath="$x/lib/x86_64-linux-gnu:$x/usr/lib/x86_64-linux-gnu"
-for b in "${bins[@]}"; do
+# multipath-tools keeps its own libraries (libmultipath, libmpathutil, ...) in /lib.
+libpath="$x/lib/x86_64-linux-gnu:$x/usr/lib/x86_64-linux-gnu:$x/lib"
+for b in "${bins[@]}" "${plugins[@]}"; do
   deps=$(LD_LIBRARY_PATH=$libpath ldd "$root/$b" 2>&1) || die "ldd $b: $deps"
   if grep -q "not found" <<<"$deps"; then
     die "$b needs libraries found neither in the packages nor on the host: $(grep 'not found' <<<"$deps" | tr '\n' ' ')"
@@ -143,13 +157,22 @@ for b in "${bins[@]}"; do
   done
 done
 [ -f "$root/lib64/ld-linux-x86-64.so.2" ] || cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+# glibc loads libgcc_s at run time for thread cancellation (multipathd cancels its threads
+# when it stops); ldd does not list it.
+for d in "$x/lib/x86_64-linux-gnu" /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu; do
+  if [ -f "$d/libgcc_s.so.1" ]; then cp -L "$d/libgcc_s.so.1" "$root/lib/x86_64-linux-gnu/"; break; fi
+done
+[ -f "$root/lib/x86_64-linux-gnu/libgcc_s.so.1" ] || die "libgcc_s.so.1 not found (package libgcc-s1)"
 ln -s ../lib64/ld-linux-x86-64.so.2 "$root/lib/ld-linux-x86-64.so.2" 2>/dev/null || true
 
 # --- kernel modules: the wanted ones and everything they depend on -----------------------------
 depmod -b "$x" "$kver"
 # target_core_user + tcm_loop (LIO with its TCMU user backstore and loopback fabric): the
 # LIO/TCMU suite (tests/tests/lio_tcmu.rs) runs lunard inside the guest.
-wanted=(e1000 virtio_net iscsi_tcp sd_mod ext4 crc32c_generic crc32c-intel target_core_user tcm_loop)
+# dm-multipath, its path selectors and the ALUA device handler: the HA guest
+# (tests/tests/kernel_initiator_ha.rs) runs dm-multipath over two gateways.
+wanted=(e1000 virtio_net iscsi_tcp sd_mod ext4 crc32c_generic crc32c-intel target_core_user tcm_loop
+  dm_multipath dm_round_robin dm_service_time scsi_dh_alua)
 for m in "${wanted[@]}"; do
   modprobe -d "$x" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
 done | sort -u | while read -r ko; do

@@ -332,7 +332,8 @@ pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir> {
 ///
 /// Order: `$LUNARD_BIN`; `lunard` next to the test executable's profile directory (so
 /// `cargo test --release` tests the release build); otherwise it runs
-/// `cargo build -p target-daemon --bin lunard` for that profile once per test binary.
+/// `cargo build -p target-daemon --bin lunard` for that profile once per test binary (with
+/// `--features ceph`, and `lunarctl` too, when `LUNAR_CEPH_CONF` names a cluster).
 pub fn lunard_bin() -> Result<PathBuf> {
     static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     BIN.get_or_init(|| find_or_build_lunard().map_err(|e| format!("{e:#}")))
@@ -393,6 +394,11 @@ fn find_or_build_lunard() -> Result<PathBuf> {
         .arg(&cargo_profile);
     if let Some(t) = &target_dir {
         cmd.arg("--target-dir").arg(t);
+    }
+    // With a Ceph cluster to test against, build the gateway support (librados/librbd) in:
+    // the HA tests need it, and the rest does not mind.
+    if std::env::var_os(crate::ceph::CONF_ENV).is_some_and(|v| !v.is_empty()) {
+        cmd.args(["--features", "ceph", "--bin", "lunarctl"]);
     }
     eprintln!(
         "lunar-e2e: lunard not built yet; running `{}`",

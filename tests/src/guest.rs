@@ -438,6 +438,11 @@ impl GuestLunard {
         }
     }
 
+    /// Process id of the running daemon (for the HA tests' SIGKILL / SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The loopback portal address.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))

@@ -9,17 +9,22 @@
 //! - [`tgtd`]: the same for a `tgtd` instance with a file-backed LUN (the baseline);
 //! - [`config`]: YAML configuration files for `lunard` (ACLs, CHAP);
 //! - [`conformance`]: run libiscsi's `iscsi-test-cu` and parse its per-test verdicts;
+//! - [`ceph`]: the Ceph cluster of the HA tests (`LUNAR_CEPH_CONF`), unique names, cleanup;
+//!   [`ha`]: several gateways of one HA group; [`mpio`]: a multipath initiator and writer;
 //! - [`tools`]: locate external tools and decide whether a missing one skips or fails a test;
 //! - [`raw`]: a minimal initiator that sends any PDU, well formed or not, and [`hostile`]: the
 //!   harness of the hostile-initiator suite (honest READ latency, lunard's peak memory).
 
 pub mod admin;
+pub mod ceph;
 pub mod config;
 pub mod conformance;
 pub mod daemon;
 pub mod guest;
+pub mod ha;
 pub mod hostile;
 pub mod initiator;
+pub mod mpio;
 pub mod net;
 pub mod process;
 pub mod raw;

@@ -628,3 +628,227 @@ impl Initiator {
         }
     }
 }
+
+/// Why a command did not complete on a connection (the fallible API below): what a
+/// multipath initiator treats as a failed path, never a test failure by itself.
+#[derive(Debug)]
+pub enum PathError {
+    /// The target closed the connection (or it was reset).
+    Closed,
+    /// No answer within the limit (a frozen or partitioned target).
+    Timeout,
+    /// A socket error other than a clean close.
+    Io(std::io::Error),
+    /// The target sent something a correct target never sends here.
+    Protocol(String),
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathError::Closed => write!(f, "connection closed by the target"),
+            PathError::Timeout => write!(f, "no answer in time"),
+            PathError::Io(e) => write!(f, "socket error: {e}"),
+            PathError::Protocol(m) => write!(f, "protocol error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for PathError {}
+
+/// The fallible side of the initiator, for tests where targets die, freeze or refuse on
+/// purpose (failover): every step returns a [`PathError`] instead of panicking, and every
+/// wait is bounded by the caller's limit.
+impl Initiator {
+    /// Opens a TCP connection to `addr` (not logged in); refused or unreachable is an error.
+    pub async fn try_connect(addr: SocketAddr, name: &str) -> Result<Initiator, PathError> {
+        let stream = tokio::time::timeout(RECV_LIMIT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| PathError::Timeout)?
+            .map_err(PathError::Io)?;
+        stream.set_nodelay(true).map_err(PathError::Io)?;
+        Ok(Initiator::over(stream, name))
+    }
+
+    /// Encodes and sends one PDU.
+    pub async fn try_send(&mut self, p: Pdu) -> Result<(), PathError> {
+        let mut out = BytesMut::new();
+        p.encode(&self.codec, &mut out)
+            .map_err(|e| PathError::Protocol(format!("encode: {e}")))?;
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                    PathError::Closed
+                }
+                _ => PathError::Io(e),
+            })
+    }
+
+    /// The next PDU within `limit`.
+    pub async fn try_recv(&mut self, limit: Duration) -> Result<Pdu, PathError> {
+        let fut = async {
+            loop {
+                match pdu::decode(&mut self.buf, &self.codec) {
+                    Ok(Some(p)) => return Ok(p),
+                    Ok(None) => {}
+                    Err(e) => return Err(PathError::Protocol(format!("undecodable PDU: {e}"))),
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) => return Err(PathError::Closed),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        return Err(PathError::Closed)
+                    }
+                    Err(e) => return Err(PathError::Io(e)),
+                }
+            }
+        };
+        let p = tokio::time::timeout(limit, fut)
+            .await
+            .map_err(|_| PathError::Timeout)??;
+        if let Some(sn) = stat_sn_of(&p.bhs) {
+            self.exp_stat_sn = sn.wrapping_add(1);
+        }
+        Ok(p)
+    }
+
+    /// Login without authentication to `target` within `limit`; the login status is in the
+    /// result (a refused login is not a [`PathError`]).
+    pub async fn try_login(
+        &mut self,
+        target: &str,
+        limit: Duration,
+    ) -> Result<LoginResult, PathError> {
+        let name = self.name.clone();
+        let mut keys = vec![("InitiatorName", name.as_str()), ("TargetName", target)];
+        keys.extend(Self::operational_keys());
+        let req = LoginRequest {
+            transit: true,
+            continue_bit: false,
+            csg: LoginStage::Operational,
+            nsg: LoginStage::FullFeature,
+            version_max: 0,
+            version_min: 0,
+            isid: self.isid,
+            tsih: self.tsih,
+            itt: 0x100,
+            cid: 1,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        };
+        self.try_send(Pdu::new(req, kv(&keys))).await?;
+        let p = self.try_recv(limit).await?;
+        let Bhs::LoginResponse(r) = p.bhs else {
+            return Err(PathError::Protocol(format!(
+                "expected a Login Response, got {:?}",
+                p.bhs.opcode()
+            )));
+        };
+        let map = text::parse(&p.data)
+            .map_err(|e| PathError::Protocol(format!("login response text: {e}")))?
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect();
+        Ok(self.finish_login(r, map))
+    }
+
+    /// Runs one SCSI command to completion within `limit`: `data` (a write) goes as
+    /// immediate data up to the first burst and the rest on R2Ts; Data-In is collected.
+    /// Target pings (NOP-In asking for an answer) are answered and asynchronous messages
+    /// skipped while waiting.
+    pub async fn try_run(
+        &mut self,
+        cdb: &[u8],
+        read_len: u32,
+        data: &[u8],
+        limit: Duration,
+    ) -> Result<CmdResult, PathError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let write = !data.is_empty();
+        let edtl = if write { data.len() as u32 } else { read_len };
+        let imm = Bytes::copy_from_slice(&data[..data.len().min(65536)]);
+        let cmd = self.command(cdb, read_len > 0, write, edtl, imm);
+        let itt = cmd.bhs.itt();
+        self.try_send(cmd).await?;
+        let mut res = CmdResult::default();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let p = self.try_recv(left).await?;
+            match &p.bhs {
+                Bhs::NopIn(n) if n.itt == pdu::RESERVED_TAG => {
+                    if n.ttt != pdu::RESERVED_TAG {
+                        let answer = NopOut {
+                            immediate: true,
+                            lun: n.lun,
+                            itt: pdu::RESERVED_TAG,
+                            ttt: n.ttt,
+                            cmd_sn: self.cmd_sn,
+                            exp_stat_sn: self.exp_stat_sn,
+                        };
+                        self.try_send(Pdu::header_only(answer)).await?;
+                    }
+                }
+                Bhs::AsyncMessage(_) => {}
+                b if b.itt() != itt => {
+                    return Err(PathError::Protocol(format!(
+                        "{:?} for another task ({:#x}, waiting for {itt:#x})",
+                        b.opcode(),
+                        b.itt()
+                    )))
+                }
+                Bhs::R2t(r) => {
+                    res.r2ts += 1;
+                    let r = r.clone();
+                    let mut off = r.buffer_offset as usize;
+                    let end = (off + r.desired_data_transfer_length as usize).min(data.len());
+                    let mut sn = 0;
+                    while off < end {
+                        let n = 65536.min(end - off);
+                        let d = pdu::DataOut {
+                            final_bit: off + n == end,
+                            lun: 0,
+                            itt,
+                            ttt: r.ttt,
+                            exp_stat_sn: self.exp_stat_sn,
+                            data_sn: sn,
+                            buffer_offset: off as u32,
+                        };
+                        self.try_send(Pdu::new(d, Bytes::copy_from_slice(&data[off..off + n])))
+                            .await?;
+                        sn += 1;
+                        off += n;
+                    }
+                }
+                Bhs::DataIn(d) => {
+                    res.data_ins += 1;
+                    res.data.extend_from_slice(&p.data);
+                    if let Some(st) = d.status {
+                        res.status = st;
+                        res.overflow = d.overflow;
+                        res.underflow = d.underflow;
+                        res.residual = d.residual_count;
+                        return Ok(res);
+                    }
+                }
+                Bhs::ScsiResponse(r) => {
+                    res.status = r.status;
+                    res.overflow = r.overflow;
+                    res.underflow = r.underflow;
+                    res.residual = r.residual_count;
+                    res.sense = pdu::parse_sense_segment(&p.data)
+                        .map(|b| b.to_vec())
+                        .unwrap_or_default();
+                    return Ok(res);
+                }
+                other => {
+                    return Err(PathError::Protocol(format!(
+                        "unexpected {:?} for a command",
+                        other.opcode()
+                    )))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,576 @@
+//! High availability end to end: two lunard gateways of one HA group over one pool in an RBD
+//! image (issue 16, docs/ha.md), driven by a multipath initiator (`lunar_e2e::mpio`: one
+//! session per gateway, failover on path loss and on standby sense, as dm-multipath does).
+//!
+//! 1. SIGKILL of the owner under a writer that writes, reads back and records numbered 4 KiB
+//!    records: the writer moves to the other gateway once it takes over, every acknowledged
+//!    record is there afterwards; the time from the kill to the first write completed by the
+//!    new owner is printed.
+//! 2. SIGSTOP of the owner until the other gateway takes over, then SIGCONT: a write queued on
+//!    the frozen owner must not land (it gets an error, or no answer), a write through it
+//!    afterwards gets standby sense, and what the new owner wrote stays.
+//! 3. A planned move (`lunarctl ha move --to gw2`) under the writer.
+//! 4. Persistent reservations: REGISTER + RESERVE (write exclusive) through the owner, kill
+//!    it: through the other gateway the key and the reservation are still there and another
+//!    initiator's write gets RESERVATION CONFLICT.
+//!
+//! The kernel initiator with dm-multipath over both gateways is `kernel_initiator_ha.rs`.
+//! These tests need a Ceph cluster (`LUNAR_CEPH_CONF`, see `lunar_e2e::ceph`); without one
+//! they skip loudly, or fail under `LUNAR_REQUIRE_CEPH=1`.
+
+use lunar_e2e::ceph::Scratch;
+use lunar_e2e::ha::{runtime, Group, ALUA_ACTIVE_OPTIMIZED, ALUA_STANDBY, IQN, TAKEOVER_LIMIT};
+use lunar_e2e::mpio::{
+    is_standby, is_unit_attention, read_cdb, write_cdb, Acked, Multipath, Writer, GOOD,
+    RECORD_BLOCKS, RESERVATION_CONFLICT,
+};
+use lunar_e2e::require_ceph;
+use lunar_test_kit::initiator::{Initiator, PathError};
+use scsi_proto::iscsi::pdu::Bhs;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const INITIATOR: &str = "iqn.2026-11.io.lunar.test:ha-writer";
+
+/// A writer running on its own thread until told to stop.
+struct Running {
+    acked: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<anyhow::Result<Writer>>,
+}
+
+impl Running {
+    fn start(group: &Group, first: usize, run: u64) -> Running {
+        let mut mp = Multipath::new(IQN, INITIATOR, &group.paths());
+        mp.prefer(first);
+        let mut w = Writer::new(mp, run, 0);
+        let acked = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s) = (acked.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            runtime()?.block_on(async move {
+                while !s.load(Ordering::SeqCst) {
+                    w.step().await?;
+                    a.store(w.acked.len(), Ordering::SeqCst);
+                }
+                // The sessions belong to this thread's runtime: log out here; whoever
+                // reads back afterwards logs in again.
+                w.mp.close().await;
+                Ok(w)
+            })
+        });
+        Running {
+            acked,
+            stop,
+            handle,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` records are acknowledged; fails if the writer failed or stalled for
+    /// `limit`.
+    fn wait_for(&self, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.count() < n {
+            assert!(
+                !self.handle.is_finished(),
+                "the writer stopped at {} records (wanted {n}); see its error below",
+                self.count()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the writer stalled at {} records (wanted {n}) for {limit:?}",
+                self.count()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(self) -> Writer {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.handle.join() {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => panic!("writer failed: {e:#}"),
+            Err(_) => panic!("writer thread panicked"),
+        }
+    }
+}
+
+/// Every record the writer acknowledged reads back as acknowledged (through whichever
+/// gateway serves now).
+fn verify_everything(mut w: Writer) -> Writer {
+    let rt = runtime().expect("runtime");
+    let bad = rt.block_on(w.verify_all()).expect("read back");
+    assert!(
+        bad.is_empty(),
+        "{} of {} acknowledged records are not there:\n{}",
+        bad.len(),
+        w.acked.len(),
+        bad.join("\n")
+    );
+    w
+}
+
+/// The writer's path events from `since` on; an event that repeats the previous one of the
+/// same path (a retry loop over two paths) is counted, not printed.
+fn print_events(w: &Writer, since: Instant) {
+    let mut last: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    let mut folded = 0;
+    for e in w.mp.events.iter().filter(|e| e.at >= since) {
+        if last.insert(e.path.as_str(), e.what.as_str()) == Some(e.what.as_str()) {
+            folded += 1;
+            continue;
+        }
+        let t = e.at.duration_since(since).as_secs_f64();
+        eprintln!("  +{t:7.3} s {:>4}: {}", e.path, e.what);
+    }
+    eprintln!("  ({folded} repeated events not shown)");
+}
+
+/// The first record acknowledged after `t` through gateway `path`.
+fn first_after(acked: &[Acked], t: Instant, path: usize) -> Option<&Acked> {
+    acked.iter().find(|a| a.at > t && a.path == path)
+}
+
+/// 1. SIGKILL of the owner under the writer.
+#[test]
+fn sigkill_owner_writer_moves_and_nothing_is_lost() {
+    require_ceph!(cluster);
+    let mut g = Group::start(Scratch::new(&cluster, "kill"), 2).expect("start gateways");
+    let owner = g.wait_owner(None, TAKEOVER_LIMIT).expect("an owner");
+    let w = Running::start(&g, owner, 1);
+    w.wait_for(30, TAKEOVER_LIMIT);
+    let before = w.count();
+    let killed = Instant::now();
+    g.gws[owner].kill9();
+    let new_owner = g.wait_owner(Some(owner), TAKEOVER_LIMIT).expect("takeover");
+    w.wait_for(before + 30, TAKEOVER_LIMIT);
+    let w = verify_everything(w.finish());
+    // A GOOD the old owner sent just before it died may be read just after the kill: at
+    // most that one write (the writer has one in flight), and before any other.
+    let after: Vec<&Acked> = w.acked.iter().filter(|a| a.at > killed).collect();
+    let on_old: Vec<usize> = after
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.path == owner)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        on_old.is_empty() || on_old == [0],
+        "writes completed on the killed gateway after the kill: {on_old:?} of {after:?}"
+    );
+    let first = first_after(&w.acked, killed, new_owner).expect("writes on the new owner");
+    eprintln!(
+        "HA failover (SIGKILL): {} -> {}: first write completed on the new owner {:.3} s after \
+         the kill; {} records acknowledged, all read back",
+        g.gws[owner].name,
+        g.gws[new_owner].name,
+        first.at.duration_since(killed).as_secs_f64(),
+        w.acked.len()
+    );
+    print_events(&w, killed);
+}
+
+/// A session logged in to one gateway, past its unit attentions.
+async fn session(addr: std::net::SocketAddr, name: &str) -> Initiator {
+    let mut i = Initiator::try_connect(addr, name).await.expect("connect");
+    let l = i
+        .try_login(IQN, Duration::from_secs(20))
+        .await
+        .expect("login");
+    assert!(l.ok(), "login refused: {l:?}");
+    for _ in 0..16 {
+        let r = i
+            .try_run(&[0u8; 6], 0, &[], Duration::from_secs(20))
+            .await
+            .expect("TEST UNIT READY");
+        if !is_unit_attention(&r) {
+            return i;
+        }
+    }
+    panic!("unit attentions never cleared");
+}
+
+/// 2. SIGSTOP of the owner until the other gateway takes over, then SIGCONT.
+#[test]
+fn sigstop_owner_never_writes_again_after_takeover() {
+    require_ceph!(cluster);
+    let g = Group::start(Scratch::new(&cluster, "stop"), 2).expect("start gateways");
+    let a = g.wait_owner(None, TAKEOVER_LIMIT).expect("an owner");
+    let b = 1 - a;
+    let rt = runtime().expect("runtime");
+    // A probe LBA far from the writer's records.
+    let probe_lba = 1 << 20;
+    let probe = |tag: u8| lunar_test_kit::pattern(4096, tag);
+    let mut stale_session =
+        rt.block_on(session(g.gws[a].addr(), "iqn.2026-11.io.lunar.test:stale"));
+    let w = Running::start(&g, a, 2);
+    w.wait_for(30, TAKEOVER_LIMIT);
+
+    let frozen = Instant::now();
+    g.gws[a].freeze();
+    // A write queued on the frozen owner: its socket takes it, nothing runs it (yet).
+    let stale = stale_session.command(
+        &write_cdb(probe_lba, RECORD_BLOCKS),
+        false,
+        true,
+        4096,
+        probe(0xa5).into(),
+    );
+    let stale_itt = stale.bhs.itt();
+    rt.block_on(stale_session.try_send(stale))
+        .expect("queue a write on the frozen owner");
+
+    let took_over = g.wait_owner(Some(a), TAKEOVER_LIMIT).expect("takeover");
+    assert_eq!(took_over, b);
+    let at_takeover = w.count();
+    w.wait_for(at_takeover + 20, TAKEOVER_LIMIT);
+    // The new owner writes the probe block.
+    rt.block_on(async {
+        let mut s = session(g.gws[b].addr(), "iqn.2026-11.io.lunar.test:fresh").await;
+        let r = s
+            .try_run(
+                &write_cdb(probe_lba, RECORD_BLOCKS),
+                0,
+                &probe(0x5a),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("probe write through the new owner");
+        assert_eq!(r.status, GOOD, "probe write through the new owner: {r:?}");
+    });
+
+    g.gws[a].thaw();
+    let thawed = Instant::now();
+    // What the old owner did with the queued write once it ran again: anything but GOOD.
+    let answer = rt.block_on(async {
+        loop {
+            match stale_session.try_recv(Duration::from_secs(60)).await {
+                Ok(p) => match &p.bhs {
+                    Bhs::ScsiResponse(r) if r.itt == stale_itt => {
+                        return Some((r.status, p.data.to_vec()));
+                    }
+                    _ => continue,
+                },
+                Err(PathError::Timeout) => {
+                    panic!("the old owner neither answered nor closed in 60 s")
+                }
+                Err(_) => return None,
+            }
+        }
+    });
+    match &answer {
+        Some((status, sense)) => {
+            assert_ne!(
+                *status, GOOD,
+                "the old owner acknowledged a write after it lost the pool"
+            );
+            eprintln!("queued write on the old owner after SIGCONT: status {status:#x} sense {sense:02x?}");
+        }
+        None => eprintln!("queued write on the old owner after SIGCONT: connection closed"),
+    }
+    // The old owner comes back as standby (fenced, reconnected): it reports B optimized and
+    // itself standby, and refuses media access.
+    let deadline = Instant::now() + TAKEOVER_LIMIT;
+    loop {
+        if let Ok(groups) = rt.block_on(g.gws[a].port_groups()) {
+            let state = |pg: u16| groups.iter().find(|(id, _)| *id == pg).map(|(_, s)| *s);
+            if state(g.gws[b].port_group) == Some(ALUA_ACTIVE_OPTIMIZED)
+                && state(g.gws[a].port_group) == Some(ALUA_STANDBY)
+            {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old owner never came back as standby"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    rt.block_on(async {
+        let mut s = session(g.gws[a].addr(), "iqn.2026-11.io.lunar.test:late").await;
+        let r = s
+            .try_run(
+                &write_cdb(probe_lba, RECORD_BLOCKS),
+                0,
+                &probe(0x77),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("write through the old owner");
+        assert!(
+            is_standby(&r),
+            "a write through the old owner must get NOT READY / standby, got {r:?}"
+        );
+    });
+    // The new owner's probe block stands, and so does every acknowledged record.
+    let w = w.finish();
+    rt.block_on(async {
+        let mut s = session(g.gws[b].addr(), "iqn.2026-11.io.lunar.test:check").await;
+        let r = s
+            .try_run(
+                &read_cdb(probe_lba, RECORD_BLOCKS),
+                4096,
+                &[],
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("read the probe block");
+        assert_eq!(r.status, GOOD);
+        assert!(
+            r.data == probe(0x5a),
+            "the probe block is not what the new owner wrote (stale write from the old owner?)"
+        );
+    });
+    let w = verify_everything(w);
+    let first = first_after(&w.acked, frozen, b).expect("writes on the new owner");
+    let metric = |i: usize, name: &str| {
+        g.gws[i]
+            .metric(name, "")
+            .map_or_else(|e| format!("? ({e:#})"), |v| v.to_string())
+    };
+    eprintln!(
+        "HA failover (SIGSTOP): first write completed on {} {:.3} s after the freeze; old owner \
+         resumed {:.1} s after the freeze and stayed off the pool (its lunar_ha_fenced_total \
+         {}; the new owner's lunar_ha_takeovers_total {}); {} records, all read back",
+        g.gws[first.path].name,
+        first.at.duration_since(frozen).as_secs_f64(),
+        thawed.duration_since(frozen).as_secs_f64(),
+        metric(a, "lunar_ha_fenced_total"),
+        metric(b, "lunar_ha_takeovers_total"),
+        w.acked.len()
+    );
+    print_events(&w, frozen);
+}
+
+/// 3. A planned move under the writer.
+#[test]
+fn planned_move_under_writer() {
+    require_ceph!(cluster);
+    let g = Group::start(Scratch::new(&cluster, "move"), 2).expect("start gateways");
+    let a = g.wait_owner(None, TAKEOVER_LIMIT).expect("an owner");
+    let b = 1 - a;
+    let w = Running::start(&g, a, 3);
+    w.wait_for(30, TAKEOVER_LIMIT);
+    let ctl = g.gws[a].ctl().expect("lunarctl");
+    let moved = Instant::now();
+    let out = ctl
+        .run(&["ha", "move", "--to", &g.gws[b].name])
+        .expect("lunarctl ha move");
+    assert!(
+        out.status.success(),
+        "lunarctl ha move failed: {}",
+        out.combined()
+    );
+    assert_eq!(g.wait_owner(Some(a), TAKEOVER_LIMIT).expect("moved"), b);
+    let at = w.count();
+    w.wait_for(at + 30, TAKEOVER_LIMIT);
+    let w = verify_everything(w.finish());
+    let first_b = w
+        .acked
+        .iter()
+        .position(|x| x.path == b && x.at > moved)
+        .expect("writes on the new owner");
+    assert!(
+        w.acked[first_b..].iter().all(|x| x.path == b),
+        "writes completed on the old owner after the new one served"
+    );
+    // The old owner's own view: standby under the new owner (it gets there by itself
+    // after releasing; wait for it rather than assume it already has).
+    let deadline = Instant::now() + TAKEOVER_LIMIT;
+    let status = loop {
+        let status = ctl.json(&["ha", "status"]).expect("lunarctl ha status");
+        if status["role"] == "standby" {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old owner never became standby: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        status["owner"].as_str(),
+        Some(g.gws[b].name.as_str()),
+        "owner after the move: {status}"
+    );
+    eprintln!(
+        "HA planned move {} -> {}: first write on the new owner {:.3} s after `ha move`; {} \
+         records, all read back; epoch now {}",
+        g.gws[a].name,
+        g.gws[b].name,
+        w.acked[first_b].at.duration_since(moved).as_secs_f64(),
+        w.acked.len(),
+        status["epoch"]
+    );
+    print_events(&w, moved);
+}
+
+/// PERSISTENT RESERVE OUT `service_action` with `key`, `sa_key` and `type`.
+fn pr_out(service_action: u8, pr_type: u8, key: u64, sa_key: u64) -> ([u8; 10], Vec<u8>) {
+    let mut cdb = [0u8; 10];
+    cdb[0] = 0x5f;
+    cdb[1] = service_action;
+    cdb[2] = pr_type;
+    cdb[5..9].copy_from_slice(&24u32.to_be_bytes());
+    let mut p = vec![0u8; 24];
+    p[..8].copy_from_slice(&key.to_be_bytes());
+    p[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    (cdb, p)
+}
+
+/// PERSISTENT RESERVE IN `service_action` (0 READ KEYS, 1 READ RESERVATION).
+fn pr_in(service_action: u8) -> [u8; 10] {
+    let mut cdb = [0u8; 10];
+    cdb[0] = 0x5e;
+    cdb[1] = service_action;
+    cdb[7..9].copy_from_slice(&1024u16.to_be_bytes());
+    cdb
+}
+
+fn keys_of(data: &[u8]) -> Vec<u64> {
+    let len = u32::from_be_bytes([data[4], data[5], data[6], data[7]]) as usize;
+    data[8..(8 + len).min(data.len())]
+        .chunks_exact(8)
+        .map(|k| u64::from_be_bytes(k.try_into().unwrap_or_default()))
+        .collect()
+}
+
+/// `(key, type)` of the reservation in a READ RESERVATION answer.
+fn reservation_of(data: &[u8]) -> Option<(u64, u8)> {
+    let len = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+    (len >= 16).then(|| {
+        (
+            u64::from_be_bytes(data[8..16].try_into().unwrap_or_default()),
+            data[21] & 0x0f,
+        )
+    })
+}
+
+/// 4. PR registrations and reservations survive the owner's death.
+#[test]
+fn persistent_reservation_survives_owner_kill() {
+    require_ceph!(cluster);
+    const KEY: u64 = 0x1eaf_cafe_0000_0001;
+    const WRITE_EXCLUSIVE: u8 = 1;
+    let mut g = Group::start(Scratch::new(&cluster, "pr"), 2).expect("start gateways");
+    let a = g.wait_owner(None, TAKEOVER_LIMIT).expect("an owner");
+    let b = 1 - a;
+    let rt = runtime().expect("runtime");
+    let paths = g.paths();
+    // The holder talks to the owner; the other initiator only to the other gateway.
+    let mut holder = Multipath::new(IQN, "iqn.2026-11.io.lunar.test:pr-holder", &paths[a..=a]);
+    let mut other = Multipath::new(IQN, "iqn.2026-11.io.lunar.test:pr-other", &paths[b..=b]);
+    rt.block_on(async {
+        let (cdb, p) = pr_out(0x00, 0, 0, KEY);
+        let r = holder.io(&cdb, 0, &p).await.expect("REGISTER");
+        assert_eq!(r.result.status, GOOD, "REGISTER: {:?}", r.result);
+        let (cdb, p) = pr_out(0x01, WRITE_EXCLUSIVE, KEY, 0);
+        let r = holder.io(&cdb, 0, &p).await.expect("RESERVE");
+        assert_eq!(r.result.status, GOOD, "RESERVE: {:?}", r.result);
+        // Through the standby gateway the reservation is visible at once (PR IN is served
+        // in standby; the PR state is cluster-wide).
+        let r = other
+            .io(&pr_in(1), 1024, &[])
+            .await
+            .expect("READ RESERVATION");
+        assert_eq!(r.result.status, GOOD);
+        assert_eq!(
+            reservation_of(&r.result.data),
+            Some((KEY, WRITE_EXCLUSIVE)),
+            "the standby gateway does not report the reservation"
+        );
+    });
+    let killed = Instant::now();
+    g.gws[a].kill9();
+    assert_eq!(g.wait_owner(Some(a), TAKEOVER_LIMIT).expect("takeover"), b);
+    rt.block_on(async {
+        // Write exclusive: the other initiator may read but not write, on the new owner.
+        let data = lunar_test_kit::pattern(4096, 9);
+        let r = other
+            .io(&write_cdb(4096, RECORD_BLOCKS), 0, &data)
+            .await
+            .expect("write by the other initiator");
+        assert_eq!(
+            r.result.status, RESERVATION_CONFLICT,
+            "a write by a non-holder after failover: {:?}",
+            r.result
+        );
+        let r = other
+            .io(&read_cdb(4096, RECORD_BLOCKS), 4096, &[])
+            .await
+            .expect("read by the other initiator");
+        assert_eq!(r.result.status, GOOD, "reads are allowed: {:?}", r.result);
+        let r = other.io(&pr_in(0), 1024, &[]).await.expect("READ KEYS");
+        assert_eq!(r.result.status, GOOD);
+        assert_eq!(
+            keys_of(&r.result.data),
+            vec![KEY],
+            "registrations after failover"
+        );
+        let r = other
+            .io(&pr_in(1), 1024, &[])
+            .await
+            .expect("READ RESERVATION");
+        assert_eq!(r.result.status, GOOD);
+        assert_eq!(
+            reservation_of(&r.result.data),
+            Some((KEY, WRITE_EXCLUSIVE)),
+            "the reservation after failover"
+        );
+    });
+    eprintln!(
+        "HA PR: registration and write-exclusive reservation held across the kill of {} \
+         (checked through {} {:.1} s after the kill)",
+        g.gws[a].name,
+        g.gws[b].name,
+        killed.elapsed().as_secs_f64()
+    );
+}
+
+/// The shipped two-gateway example (deploy/ha/) and the configuration in docs/ha.md are
+/// valid lunard configurations, of one group, with distinct gateways and port groups, and
+/// each portal's TPGT is its gateway's port group. (No Ceph needed.)
+#[test]
+fn deploy_examples_are_valid_gateway_pairs() {
+    use lunar_e2e::config::Config;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let mut gws = Vec::new();
+    for name in ["gw1.yaml", "gw2.yaml"] {
+        let path = root.join("deploy/ha").join(name);
+        let text = std::fs::read_to_string(&path).expect("read deploy example");
+        let cfg = Config::from_yaml_str(&text, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let ha = cfg.ha.clone().expect("an ha: section");
+        assert!(cfg.pool.rbd.is_some(), "{name}: pool.rbd");
+        for p in &cfg.portals {
+            assert_eq!(p.tpgt, ha.port_group, "{name}: portal TPGT = port group");
+        }
+        gws.push((cfg, ha));
+    }
+    let (a, b) = (&gws[0], &gws[1]);
+    assert_eq!(a.1.group, b.1.group);
+    assert_ne!(a.1.gateway, b.1.gateway);
+    assert_ne!(a.1.port_group, b.1.port_group);
+    assert_eq!(a.0.pool, b.0.pool, "same pool image and capacity");
+    assert_eq!(a.0.targets, b.0.targets, "same targets on every gateway");
+    let doc = std::fs::read_to_string(root.join("docs/ha.md")).expect("docs/ha.md");
+    let blocks: Vec<String> = lunar_test_kit::markdown::fenced_blocks(&doc)
+        .into_iter()
+        .filter(|(info, _)| info == "yaml")
+        .map(|(_, body)| body)
+        .collect();
+    assert!(!blocks.is_empty(), "docs/ha.md has no yaml block");
+    for body in blocks {
+        let cfg = Config::from_yaml_str(&body, "docs/ha.md").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.ha, Some(a.1.clone()), "docs/ha.md shows gw1");
+        assert_eq!(cfg.pool.rbd, a.0.pool.rbd);
+    }
+}
