@@ -429,16 +429,23 @@ pub struct Conn {
     pub digests: (bool, bool),
 }
 
-/// A random-ish ISID of type "random" (0b10 in the top bits) so parallel tests never
-/// collide.
+/// An ISID of type "random" (0b10 in the top bits) that no other connection of this
+/// process has had: the low 24 bits count connections, so two never collide (a collision
+/// is a session reinstatement, which closes the older connection: the PR registration
+/// flood's 5000 logins met one when the count was XORed into the clock), and the next byte
+/// varies with the clock and the process so that runs and parallel test processes differ.
 pub fn random_isid() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    (0x80u64 << 40) | (u64::from(std::process::id() & 0xff) << 32) | u64::from(nanos ^ seq)
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xff_ffff;
+    let salt = (std::process::id() ^ (nanos >> 10)) & 0xff;
+    (0x80u64 << 40)
+        | (u64::from(std::process::id() & 0xff) << 32)
+        | (u64::from(salt) << 24)
+        | u64::from(seq)
 }
 
 impl Conn {

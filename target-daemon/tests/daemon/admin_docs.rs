@@ -280,7 +280,10 @@ const MARKED: &[(&str, &str)] = &[
     ("sh setup", "installs packages or builds"),
     ("sh kernel-initiator", "needs a Linux kernel initiator"),
     ("sh esxi", "typed on an ESXi host"),
-    ("sh ceph", "needs a Ceph cluster and HA gateways (tests/tests/ha.rs runs them)"),
+    (
+        "sh ceph",
+        "needs a Ceph cluster and HA gateways (tests/tests/ha.rs runs them)",
+    ),
 ];
 /// Needs LIO (configfs, target_core_user, an FC HBA in target mode).
 const EXCLUDED: &str = "fibre-channel.md";
