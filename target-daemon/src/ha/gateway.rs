@@ -22,7 +22,6 @@ use storage_core::{Pool, PoolOptions};
 use tokio::task::JoinHandle;
 
 use super::shell::{Access, BoxFuture, Coordinator, PoolHost, ShellConfig};
-use super::status::GatewayStatus;
 use crate::config::{Config, HaCfg};
 use crate::fabric::TargetSpec;
 use crate::lunmgr::GatewayOpen;
@@ -386,26 +385,4 @@ fn heartbeat(
             }
         }
     })
-}
-
-/// The registry as `lunarctl ha status` shows it.
-pub(crate) fn gateway_statuses(
-    registry: &GatewayRegistry,
-    owner: Option<&str>,
-) -> Vec<GatewayStatus> {
-    let now = now_unix();
-    registry
-        .list()
-        .map(|l| {
-            l.into_iter()
-                .map(|r| GatewayStatus {
-                    owner: owner == Some(r.name.as_str()),
-                    last_seen_secs_ago: now.saturating_sub(r.last_seen_unix),
-                    name: r.name,
-                    port_group: r.port_group,
-                    portals: r.portals,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }

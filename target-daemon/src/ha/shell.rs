@@ -275,7 +275,7 @@ impl Coordinator {
     /// The group's gateways from the registry; empty when it cannot be read.
     fn gateways(&self, owner: Option<&str>) -> Vec<GatewayStatus> {
         let reg = self.registry.lock().clone();
-        reg.map(|r| super::gateway::gateway_statuses(&r, owner))
+        reg.map(|r| super::status::gateway_statuses(&r, owner))
             .unwrap_or_default()
     }
 }

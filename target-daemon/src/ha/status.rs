@@ -98,3 +98,28 @@ pub trait HaControl: Send + Sync {
     /// Asks the owner to hand the pool to `to` (a planned move).
     fn move_to(&self, to: &str) -> Result<MoveAccepted, HaError>;
 }
+
+/// The registry as `lunarctl ha status` shows it.
+#[cfg(feature = "ceph")]
+pub(crate) fn gateway_statuses(
+    registry: &crate::shared::GatewayRegistry,
+    owner: Option<&str>,
+) -> Vec<GatewayStatus> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    registry
+        .list()
+        .map(|l| {
+            l.into_iter()
+                .map(|r| GatewayStatus {
+                    owner: owner == Some(r.name.as_str()),
+                    last_seen_secs_ago: now.saturating_sub(r.last_seen_unix),
+                    name: r.name,
+                    port_group: r.port_group,
+                    portals: r.portals,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

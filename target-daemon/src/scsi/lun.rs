@@ -390,3 +390,22 @@ impl Lun {
         self.reservation.lock().as_ref() == Some(nexus)
     }
 }
+
+impl super::pr::SharedPrHolder for Lun {
+    fn pr_install(&self, v: &super::pr::VersionedPr) -> bool {
+        Lun::pr_install(self, v)
+    }
+
+    fn pr_mark_unreadable(&self, why: &str) {
+        Lun::pr_mark_unreadable(self, why)
+    }
+
+    fn pr_decide_on(
+        &self,
+        base: &super::pr::PrData,
+        n: &Nexus,
+        req: &super::pr::PrOutRequest,
+    ) -> Result<super::pr::Decision, scsi_proto::scsi::sense::Sense> {
+        self.pr.lock().decide_on(base, n, req)
+    }
+}

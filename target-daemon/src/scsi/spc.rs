@@ -274,7 +274,7 @@ impl Ctx<'_> {
                 return Err(Sense::new(SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE));
             };
             let (change, version) =
-                match pr::decide_shared(&lun, shared, identity, &nexus, &request)? {
+                match pr::decide_shared(&*lun, shared, identity, &nexus, &request)? {
                     pr::SharedDecision::Conflict => return Ok(None),
                     pr::SharedDecision::Saved { change, version } => (change, version),
                 };

@@ -160,7 +160,7 @@ impl GatewayRegistry {
             })?;
             match self.objects.write(&self.name, &body, version) {
                 Ok(_) => return Ok(()),
-                Err(ObjError::Conflict(_)) => super::backoff(attempt),
+                Err(ObjError::Conflict(_)) => crate::scsi::pr::backoff(attempt),
                 Err(e) => return Err(self.io(e)),
             }
         }

@@ -47,12 +47,3 @@ pub mod names {
 /// that does not answer by then is dead or frozen: the lease has it fenced (or will before
 /// it serves I/O again), and it reloads everything when it comes back.
 pub const NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Wait a little before compare-and-swap attempt `attempt + 1`, so gateways that keep
-/// colliding spread apart: a random delay below 2^attempt ms (at most 64 ms).
-pub(crate) fn backoff(attempt: u32) {
-    let cap = 1u64 << attempt.min(6);
-    std::thread::sleep(std::time::Duration::from_millis(
-        rand::random::<u64>() % cap,
-    ));
-}

@@ -48,12 +48,12 @@ use serde::{Deserialize, Serialize};
 
 pub use request::PrOutRequest;
 pub use rules::PrData;
+pub(crate) use store::backoff;
 pub use store::{
     FileStore, PrListener, PrNotice, PrStore, PrVersion, SharedPr, SharedPrError, VersionedPr,
     ABSENT,
 };
 
-use super::lun::Lun;
 use super::Nexus;
 
 /// Most registrations (I_T nexuses, or initiator ports for ALL_TG_PT) one LUN holds. A
@@ -227,6 +227,19 @@ fn store_failure() -> Sense {
     Sense::new(SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE)
 }
 
+/// What [`decide_shared`] needs of a LUN (the device server's `Lun`): its local copy of the
+/// reservation state, refreshed from every shared read. A trait, so that this module needs
+/// nothing of `lun.rs`, which builds on it.
+pub trait SharedPrHolder {
+    /// Install a shared state newer than the local copy; whether it was newer.
+    fn pr_install(&self, v: &VersionedPr) -> bool;
+    /// The shared state cannot be read (`why`): refuse media access until it can.
+    fn pr_mark_unreadable(&self, why: &str);
+    /// Decide `req` from `n` on `base` (see [`PrState::decide_on`]).
+    fn pr_decide_on(&self, base: &PrData, n: &Nexus, req: &PrOutRequest)
+        -> Result<Decision, Sense>;
+}
+
 /// A PERSISTENT RESERVE OUT decided on the latest shared state and saved there.
 #[derive(Debug)]
 pub enum SharedDecision {
@@ -244,14 +257,14 @@ pub enum SharedDecision {
 /// Decide a PERSISTENT RESERVE OUT from `n` on the latest state of `lun` in the shared
 /// `store` and save it there by compare-and-swap, again on the newer state when another
 /// gateway saved first, at most [`MAX_SHARED_ATTEMPTS`] times. Every state read refreshes
-/// the LUN's local copy ([`Lun::pr_install`]). Blocking: run it on a blocking thread; it
+/// the LUN's local copy ([`SharedPrHolder::pr_install`]). Blocking: run it on a blocking thread; it
 /// takes the LUN's state lock only to decide.
 ///
 /// Errors: NOT READY 04/03 when the shared state is corrupt (the LUN then refuses media
 /// access), HARDWARE ERROR 44/00 when the store fails or the conflicts do not end; nothing
 /// changed in either case.
 pub fn decide_shared(
-    lun: &Lun,
+    lun: &dyn SharedPrHolder,
     store: &dyn SharedPr,
     identity: uuid::Uuid,
     n: &Nexus,
@@ -271,7 +284,7 @@ pub fn decide_shared(
             }
         };
         lun.pr_install(&latest);
-        let decision = lun.pr.lock().decide_on(&latest.data, n, req)?;
+        let decision = lun.pr_decide_on(&latest.data, n, req)?;
         let change = match decision {
             Decision::Conflict => return Ok(SharedDecision::Conflict),
             Decision::Change(c) => c,
@@ -280,7 +293,7 @@ pub fn decide_shared(
             Ok(version) => return Ok(SharedDecision::Saved { change, version }),
             Err(SharedPrError::Conflict) => {
                 tracing::debug!(%identity, attempt, "reservation state changed through another gateway; deciding again");
-                crate::shared::backoff(attempt);
+                store::backoff(attempt);
             }
             Err(e) => {
                 tracing::error!(%identity, error = format!("{e:#}"), "cannot save the shared reservation state; PERSISTENT RESERVE OUT refused");

@@ -229,3 +229,12 @@ fn save(path: &Path, st: &PrData) -> std::io::Result<()> {
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
+
+/// Wait a little before compare-and-swap attempt `attempt + 1`, so gateways that keep
+/// colliding spread apart: a random delay below 2^attempt ms (at most 64 ms).
+pub(crate) fn backoff(attempt: u32) {
+    let cap = 1u64 << attempt.min(6);
+    std::thread::sleep(std::time::Duration::from_millis(
+        rand::random::<u64>() % cap,
+    ));
+}
