@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# Benchmarks one lunard HA gateway with its pool on an RBD image, over iSCSI, against
+# `fio --ioengine=rbd` on a plain RBD image of the same size in the same cluster, and prints
+# a markdown table (medians, and lunard / fio-rbd). Issue 16's speed goal: >= 0.8.
+#
+#     LUNAR_CEPH_CONF=/path/ceph.conf bash tests/scripts/bench-rbd-gateway.sh
+#     RUNS=5 SECONDS_PER_RUN=10 LUNAR_CEPH_CONF=... bash tests/scripts/bench-rbd-gateway.sh
+#     WORKLOADS="randread1 seqwrite" LUNAR_CEPH_CONF=... bash tests/scripts/bench-rbd-gateway.sh
+#
+# What runs:
+#   - ONE lunard gateway (an `ha:` section, `pool.rbd`; docs/ha.md) on 127.0.0.1 with a port
+#     of its own, a unique group `bench-<random>`; the script waits until `lunarctl ha status`
+#     says it is `active` (the owner: active/optimized). Its target has LUN 0, a 1 GiB thin
+#     volume with 512-byte blocks, and LUN 1, a 4 x RUNS GiB thin volume left unwritten.
+#   - Two plain RBD images in the same RADOS pool: one of 1 GiB (the counterpart of LUN 0) and
+#     one of 4 x RUNS GiB (of LUN 1), both thin.
+#   - LUN 0 and the 1 GiB image are filled first (1 MiB sequential writes), so reads hit data
+#     and writes overwrite (a thin LUN or image would answer reads of holes without I/O).
+#   - Each workload alternates lunard / fio-rbd run by run (RUNS runs each, so drift in the
+#     machine's load hits both) and each cell is the median. The lunard side is fio with its
+#     libiscsi engine (a user-space initiator; tests/scripts/build-fio-libiscsi.sh builds it,
+#     FIO=/path picks one); the RBD side is Debian's fio with its rbd engine (FIO_RBD=/path),
+#     with the same job options. Both sides are librbd with the RBD cache off (lunard turns it
+#     off itself; the script checks that the ceph.conf does so for fio's client).
+#     Workloads: 4 KiB random read QD1 and QD32, random write QD1 and QD32 (time-based,
+#     SECONDS_PER_RUN), 1 MiB sequential read and write QD4 (time-based), and
+#     `freshwrite32`: 4 KiB random writes at QD32 into space never written before: run r
+#     writes into the r-th 4 GiB of LUN 1 / of the second image, FRESH_IOS (8192) writes at
+#     random 64 KiB-aligned offsets (the pool's chunk size), so on lunard ~94% of them are
+#     the first write into their chunk (fio's random map is off with blockalign, so a few
+#     offsets repeat); on RBD a pool pays a synchronous journal write for a first write
+#     (docs/performance.md).
+# Afterwards the gateway is stopped (SIGTERM: it releases the lease) and the images and the
+# group's RADOS objects (`lunar.<group>.*`) are removed, also on failure or ^C.
+#
+# Needs: a Ceph cluster (LUNAR_CEPH_CONF; client admin; RADOS pool RBD_POOL, default rbd),
+# ceph-common (rbd, rados, ceph-conf), fio with the rbd engine, a fio with the libiscsi engine,
+# python3, and a release lunard built with `--features ceph` (built here if missing). Figures,
+# not assertions: this is not part of run-all.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+RUNS=${RUNS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-6}
+FRESH_IOS=${FRESH_IOS:-8192}
+RBD_POOL=${RBD_POOL:-rbd}
+CHUNK_KIB=64
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+LUNARD=${LUNARD_BIN:-$TARGET_DIR/release/lunard}
+LUNARCTL=${LUNARCTL_BIN:-$TARGET_DIR/release/lunarctl}
+IQN=iqn.2026-11.io.lunar:rbd-bench
+
+CONF=${LUNAR_CEPH_CONF:?set LUNAR_CEPH_CONF to a cluster ceph.conf (tests/scripts/ceph.sh start DIR)}
+CONF=$(realpath "$CONF")
+for t in rbd rados ceph-conf python3; do
+  command -v "$t" >/dev/null || { echo "missing $t (apt-get install ceph-common python3)"; exit 2; }
+done
+FIO_RBD=${FIO_RBD:-/usr/bin/fio}
+"$FIO_RBD" --enghelp 2>/dev/null | grep -qw rbd || { echo "$FIO_RBD has no rbd engine (FIO_RBD=/path)"; exit 2; }
+FIO=${FIO:-${XDG_CACHE_HOME:-$HOME/.cache}/lunar/fio-libiscsi/fio}
+"$FIO" --enghelp 2>/dev/null | grep -qw libiscsi ||
+  { echo "no fio with the libiscsi engine at $FIO (bash tests/scripts/build-fio-libiscsi.sh builds one; FIO=/path)"; exit 2; }
+if [ "$(ceph-conf -c "$CONF" --name client.admin rbd_cache 2>/dev/null || true)" != false ]; then
+  echo "warning: $CONF does not set 'rbd cache = false' for clients: fio-rbd would run with the"
+  echo "         librbd cache on while lunard runs with it off (add it under [client])"
+fi
+if [ ! -x "$LUNARD" ] || [ ! -x "$LUNARCTL" ]; then
+  echo "building release lunard with the ceph feature..."
+  cargo build --release -p target-daemon --features ceph --bins
+fi
+
+export CEPH_CONF=$CONF
+rbdc() { rbd -c "$CONF" --id admin -p "$RBD_POOL" "$@"; }
+radosc() { rados -c "$CONF" --id admin -p "$RBD_POOL" "$@"; }
+
+group=bench-$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+lunar_image=lunar-$group
+fio_image=$group-fio
+fresh_image=$group-fresh
+work=$(mktemp -d /tmp/lunar-rbd-bench.XXXXXX)
+lunard_pid=""
+cleanup() {
+  set +e
+  if [ -n "$lunard_pid" ]; then
+    kill -TERM "$lunard_pid" 2>/dev/null
+    for _ in $(seq 300); do kill -0 "$lunard_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$lunard_pid" 2>/dev/null
+    wait "$lunard_pid" 2>/dev/null
+  fi
+  for img in "$lunar_image" "$fio_image" "$fresh_image"; do
+    rbdc info "$img" >/dev/null 2>&1 || continue
+    # A killed client's watch lingers until the OSD times it out (~30 s).
+    for _ in $(seq 12); do rbdc rm --no-progress "$img" >/dev/null 2>&1 && break; sleep 5; done
+    rbdc info "$img" >/dev/null 2>&1 && echo "could not remove image $RBD_POOL/$img"
+  done
+  radosc ls 2>/dev/null | grep -F "lunar.$group." | while read -r obj; do radosc rm "$obj"; done
+  left=$(radosc ls 2>/dev/null | grep -cF "$group" || true)
+  [ "$left" = 0 ] || echo "left in RADOS pool $RBD_POOL: $left objects naming $group"
+  rm -rf "$work"
+  return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- the gateway --------------------------------------------------------------------------
+port=$(free_port)
+cat >"$work/lunard.yaml" <<EOF
+data_dir: $work/data
+pool:
+  rbd:
+    image: $lunar_image
+  chunk_size: ${CHUNK_KIB}KiB
+  capacity: $((4 * RUNS + 2))GiB
+portals:
+  - listen: 127.0.0.1:$port
+ha:
+  group: $group
+  gateway: gw1
+  port_group: 1
+  ceph:
+    conf: $CONF
+    client: admin
+    pool: $RBD_POOL
+targets:
+  - iqn: $IQN
+    allow_any: true
+    luns:
+      - id: 0
+        volume: bench
+        size: 1GiB
+      - id: 1
+        volume: fresh
+        size: $((4 * RUNS))GiB
+EOF
+"$LUNARD" --config "$work/lunard.yaml" --no-metrics --log-level warn,lunard=info >"$work/lunard.log" 2>&1 &
+lunard_pid=$!
+role=""
+for _ in $(seq 600); do
+  kill -0 "$lunard_pid" 2>/dev/null || break
+  role=$("$LUNARCTL" --socket "$work/data/admin.sock" --json ha status 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["role"])' 2>/dev/null || true)
+  [ "$role" = active ] && break
+  sleep 0.1
+done
+[ "$role" = active ] || { echo "the gateway did not become active (role '$role'):"; tail -50 "$work/lunard.log"; exit 1; }
+epoch() {
+  "$LUNARCTL" --socket "$work/data/admin.sock" --json ha status |
+    python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["role"], s["epoch"])'
+}
+start_state=$(epoch)
+URL0="iscsi://127.0.0.1:$port/$IQN/0"
+URL1="iscsi://127.0.0.1:$port/$IQN/1"
+echo "group $group: gateway active on 127.0.0.1:$port (image $RBD_POOL/$lunar_image); fio-rbd images $fio_image, $fresh_image"
+
+rbdc create --size 1G "$fio_image"
+rbdc create --size "$((4 * RUNS))G" "$fresh_image"
+
+# --- measurements -------------------------------------------------------------------------
+# fio_json: prints "IOPS MiB/s" of the fio JSON on stdin for side read|write.
+fio_json() {
+  python3 -c '
+import json, sys
+text = sys.stdin.read()
+job = json.loads(text[text.index("{"):])["jobs"][0][sys.argv[1]]
+print("%.0f %.1f" % (job["iops"], job["bw_bytes"] / 1048576))' "$1"
+}
+# run_fio SIDE RW BS QD [fio options]: one fio job on lunard (SIDE lunard, LUN 0) or on the
+# 1 GiB RBD image (SIDE rbd); prints "IOPS MiB/s". --url=/--image= options pick another.
+run_fio() {
+  local side=$1 rw=$2 bs=$3 qd=$4 out
+  shift 4
+  local -a target
+  if [ "$side" = lunard ]; then
+    local url=$URL0
+    if [ "${1:-}" = --url ]; then url=$2; shift 2; fi
+    # fio splits file names at ':'; the URL's colons are escaped.
+    target=("$FIO" --ioengine=libiscsi --initiator=iqn.2026-11.io.lunar.bench:fio "--filename=${url//:/\\:}")
+  else
+    local image=$fio_image
+    if [ "${1:-}" = --url ]; then image=$fresh_image; shift 2; fi
+    target=("$FIO_RBD" --ioengine=rbd --clientname=admin "--pool=$RBD_POOL" "--rbdname=$image")
+  fi
+  out=$("${target[@]}" --name=bench --rw="$rw" --bs="$bs" --iodepth="$qd" --randrepeat=0 \
+    --output-format=json "$@" 2>"$work/fio.err") || { cat "$work/fio.err" >&2; return 1; }
+  case $rw in *write) echo "$out" | fio_json write ;; *) echo "$out" | fio_json read ;; esac
+}
+timed=(--time_based "--runtime=$SECONDS_PER_RUN" --size=1g)
+
+echo "filling LUN 0 and the 1 GiB image (1 MiB sequential writes, QD8)..."
+echo "  lunard:  $(run_fio lunard write 1M 8 --size=1g | awk '{print $2}') MiB/s"
+echo "  fio-rbd: $(run_fio rbd write 1M 8 --size=1g | awk '{print $2}') MiB/s"
+
+declare -A result title=(
+  [randread1]="4 KiB random read, QD1"
+  [randread32]="4 KiB random read, QD32"
+  [randwrite1]="4 KiB random write, QD1"
+  [randwrite32]="4 KiB random write, QD32"
+  [seqread]="1 MiB sequential read, QD4"
+  [seqwrite]="1 MiB sequential write, QD4"
+  [freshwrite32]="4 KiB random write to unwritten space, QD32"
+)
+workloads=(randread1 randread32 randwrite1 randwrite32 seqread seqwrite freshwrite32)
+[ -n "${WORKLOADS:-}" ] && read -r -a workloads <<<"$WORKLOADS"
+measure() { # workload side run
+  case $1 in
+    randread1) run_fio "$2" randread 4k 1 "${timed[@]}" ;;
+    randread32) run_fio "$2" randread 4k 32 "${timed[@]}" ;;
+    randwrite1) run_fio "$2" randwrite 4k 1 "${timed[@]}" ;;
+    randwrite32) run_fio "$2" randwrite 4k 32 "${timed[@]}" ;;
+    seqread) run_fio "$2" read 1M 4 "${timed[@]}" ;;
+    seqwrite) run_fio "$2" write 1M 4 "${timed[@]}" ;;
+    # The run's own 4 GiB of the fresh LUN / image, chunk-aligned offsets.
+    freshwrite32) run_fio "$2" randwrite 4k 32 --url "$URL1" --offset="$((($3 - 1) << 32))" --size=4g \
+      --blockalign="${CHUNK_KIB}k" --io_size="$((FRESH_IOS * 4))k" ;;
+  esac
+}
+median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+for w in "${workloads[@]}"; do
+  for r in $(seq "$RUNS"); do
+    for side in lunard rbd; do
+      v=$(measure "$w" "$side" "$r" || true)
+      [ -n "$v" ] || { echo "  $w run $r $side: no result"; v="0 0"; }
+      result[$w,$side,iops]+="${v% *} "
+      result[$w,$side,mibs]+="${v#* } "
+      printf '  %-12s run %d %-7s %8s IOPS %8s MiB/s   load %s\n' "$w" "$r" "$side" "${v% *}" "${v#* }" \
+        "$(cut -d' ' -f1 /proc/loadavg)"
+    done
+  done
+done
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+kill -0 "$lunard_pid" 2>/dev/null || { echo "lunard died during the benchmark:"; tail -50 "$work/lunard.log"; exit 1; }
+end_state=$(epoch)
+[ "$start_state" = "$end_state" ] ||
+  echo "warning: the gateway's role/epoch changed during the run ($start_state -> $end_state): figures include a takeover"
+
+cell() { echo "${result[$1,$2,$3]:-}" | tr ' ' '\n' | grep . | median; }
+ratio() { awk -v l="$1" -v g="$2" 'BEGIN {if (g > 0) printf "%.2f", l / g; else print "n/a"}'; }
+echo
+echo "$(nproc) CPUs, $(uname -r), load average $load_start at the start, $load_end at the end;"
+echo "$RUNS runs per cell (median), ${SECONDS_PER_RUN}s per time-based run, $FRESH_IOS writes per unwritten-space run;"
+echo "lunard: one HA gateway (active), pool on RBD image $RBD_POOL/$lunar_image (${CHUNK_KIB} KiB chunks), fio libiscsi over 127.0.0.1;"
+echo "fio-rbd: $FIO_RBD --ioengine=rbd on a plain image of the same size"
+echo
+echo "| workload | lunard IOPS | fio-rbd IOPS | lunard MiB/s | fio-rbd MiB/s | lunard / fio-rbd |"
+echo "|---|---:|---:|---:|---:|---:|"
+for w in "${workloads[@]}"; do
+  li=$(cell "$w" lunard iops) ri=$(cell "$w" rbd iops)
+  lm=$(cell "$w" lunard mibs) rm=$(cell "$w" rbd mibs)
+  case $w in seq*) ra=$(ratio "$lm" "$rm") ;; *) ra=$(ratio "$li" "$ri") ;; esac
+  echo "| ${title[$w]} | $li | $ri | $lm | $rm | $ra |"
+done
