@@ -3,45 +3,14 @@
 //! LUNAR_REQUIRE_CEPH=1 (CI), where they fail.
 #![cfg(feature = "ceph")]
 
-use std::io::Write;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+mod rbd_common;
+
+use rbd_common::{cluster, unique};
 use storage_core::ceph::{CephConfig, CephError, Expect, IoCtx, Rados, RbdImage, EBLOCKLISTED};
-
-/// The test cluster's configuration, or `None` (after saying so) when there is none.
-fn cluster(test: &str) -> Option<CephConfig> {
-    match std::env::var("LUNAR_CEPH_CONF") {
-        Ok(p) if !p.is_empty() => Some(CephConfig {
-            conf: p.into(),
-            client: "admin".into(),
-        }),
-        _ => {
-            assert!(
-                std::env::var("LUNAR_REQUIRE_CEPH").as_deref() != Ok("1"),
-                "LUNAR_REQUIRE_CEPH=1 but LUNAR_CEPH_CONF is not set"
-            );
-            // Straight to the process's stderr, past the test harness's capture: a skip must
-            // be seen in a normal `cargo test` run.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED {test}: no Ceph cluster (run tests/scripts/ceph.sh start DIR and \
-                 export LUNAR_CEPH_CONF) ***\n"
-            );
-            None
-        }
-    }
-}
-
-/// A RADOS object / image name no other test (or run) uses.
-fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("lunar-test-{what}-{}-{nanos:x}", std::process::id())
-}
 
 fn connect(cfg: &CephConfig) -> (Rados, IoCtx) {
     let r = Rados::connect(cfg).expect("connect");

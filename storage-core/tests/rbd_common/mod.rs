@@ -32,13 +32,16 @@ pub(crate) fn cluster(test: &str) -> Option<CephConfig> {
     }
 }
 
-/// An image name no other test (or run) uses.
+/// A RADOS object / image name no other test (or run) uses: the process, a per-process
+/// count (two calls in one process never collide) and the clock (runs differ).
 pub(crate) fn unique(what: &str) -> String {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("lunar-test-{what}-{}-{nanos:x}", std::process::id())
+    format!("lunar-test-{what}-{}-{seq}-{nanos:x}", std::process::id())
 }
 
 /// One gateway's view of the cluster: its own RADOS client (what a blocklist entry fences)
