@@ -168,6 +168,7 @@ pub(crate) fn append_locked(inner: &PoolInner, sbs: &mut SbState, close: bool) -
         if !joins {
             close_open(sbs);
         }
+        sbs.backlog.extend_from_slice(&payload);
         let open = sbs.open.get_or_insert_with(OpenBlock::default);
         open.records.extend_from_slice(&payload);
         open.nrecs += nrecs;
@@ -262,7 +263,15 @@ fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<()> {
     // Written only under the journal lock, which this holds.
     let end = inner.published_lsn.load(Ordering::Acquire);
     let frees = std::mem::take(&mut sbs.unsealed_frees);
+    // The replica follows the journal: taken in log order under the journal lock, applied
+    // after it is released (the replica lock, taken first, keeps the order).
+    let backlog = std::mem::take(&mut sbs.backlog);
+    let mut replica = inner.replica.lock();
     drop(sbs);
+    if let Err(e) = apply_backlog(&mut replica, &backlog) {
+        return fail(inner, "checkpoint replica", e);
+    }
+    drop(replica);
     let mut sealer = inner.sealer.lock();
     let need_seal = seal_to > sealer.durable_seq;
     let synced = inner.synced_writes.load(Ordering::Acquire);
@@ -303,23 +312,73 @@ fn committed(inner: &PoolInner, started: std::time::Instant) {
     }
 }
 
+/// Apply journalled records (encoded, back to back) to the checkpoint replica, as open
+/// replays them. A record that does not apply means the replica and the live metadata have
+/// diverged: an internal error that fails the pool rather than write a wrong image.
+pub(crate) fn apply_backlog(replica: &mut crate::layer::Meta, backlog: &[u8]) -> Result<()> {
+    let mut d = crate::codec::Dec::new(backlog, "checkpoint backlog");
+    let mut freed = Vec::new();
+    while d.remaining() > 0 {
+        let rec = crate::journal::decode_rec(&mut d)?;
+        replica.apply(&rec, &mut freed).map_err(|e| {
+            StorageError::Corrupt(format!(
+                "internal: a record does not apply to the replica: {e}"
+            ))
+        })?;
+        freed.clear();
+    }
+    Ok(())
+}
+
 /// Write a checkpoint of the whole metadata (every record appended or buffered so far) into
 /// the inactive slot and a superblock pointing at it; the journal restarts at offset 0. Runs
 /// with the journal lock held, so no block is appended to the old journal meanwhile.
+///
+/// The image is encoded from the replica, not the live metadata: under the metadata lock
+/// this only takes the buffered records (O(records since the last append)), so reads and
+/// writes never wait for a copy of the maps (153 ms at 8 M mapped chunks when the live maps
+/// were copied out). The replica then applies everything the journal received since the last
+/// commit plus those records and is, record for record, the live metadata at that LSN: the
+/// state open would rebuild from the previous image and the journal.
 fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Result<()> {
-    let (capture, mut frees, end) = {
+    #[cfg(feature = "bench-internals")]
+    let legacy = inner.full_capture.load(Ordering::Acquire);
+    #[cfg(feature = "bench-internals")]
+    let mut legacy_capture = None;
+    let (buffered, mut frees, end, next_id) = {
         let mut st = inner.state.write();
         st.check_failed()?;
-        let capture = checkpoint::capture(&st.meta, &inner.uuid);
-        st.recs.buf.clear();
+        #[cfg(feature = "bench-internals")]
+        if legacy {
+            legacy_capture = Some(checkpoint::capture(&st.meta, &inner.uuid));
+        }
+        let buffered = std::mem::take(&mut st.recs.buf);
         st.nrecs = 0;
         let frees = std::mem::take(&mut st.pending);
-        (capture, frees, st.lsn)
+        (buffered, frees, st.lsn, st.meta.next_id)
     };
-    // Sorting and encoding run without the metadata lock; records logged meanwhile are not in
-    // the image and go to the restarted journal (the journal lock, held throughout, keeps
-    // them out of the old one).
-    let img = capture.encode();
+    // Records logged from here on are not in the image and go to the restarted journal (the
+    // journal lock, held throughout, keeps them out of the old one).
+    sbs.backlog.extend_from_slice(&buffered);
+    let backlog = std::mem::take(&mut sbs.backlog);
+    let img = {
+        let mut replica = inner.replica.lock();
+        if let Err(e) = apply_backlog(&mut replica, &backlog) {
+            return fail(inner, "checkpoint replica", e);
+        }
+        drop(backlog);
+        // An operation that failed after taking ids logged nothing; the live counter is past
+        // them and so is the image, as when it was encoded from the live metadata.
+        replica.next_id = replica.next_id.max(next_id);
+        #[cfg(feature = "bench-internals")]
+        if let Some(c) = legacy_capture {
+            c.encode()
+        } else {
+            checkpoint::encode(&replica, &inner.uuid)
+        }
+        #[cfg(not(feature = "bench-internals"))]
+        checkpoint::encode(&replica, &inner.uuid)
+    };
     frees.append(&mut sbs.unsealed_frees);
     // The image holds the open block's records: close it, so the journal restarts at a
     // sequence number above it and replay can never apply it on top of the image.
@@ -507,6 +566,155 @@ mod tests {
         let pool = Pool::open(dir.path()).await.expect("reopen");
         let got = pool.volume("v").expect("v").read(0, 1).await.expect("read");
         assert!(got.iter().all(|&b| b == 7));
+        assert!(pool.check().await.expect("check").is_clean());
+        pool.close().await.expect("close");
+    }
+
+    /// The image the replica would give right now (replica plus the records it has not
+    /// applied yet) and the image of the live metadata, taken under the journal and
+    /// metadata locks so nothing changes between the two.
+    fn images(pool: &Pool) -> (Vec<u8>, Vec<u8>) {
+        let inner = &pool.inner;
+        let sbs = inner.sb.blocking_lock();
+        let st = inner.state.read();
+        let mut replica = inner.replica.lock().clone();
+        super::apply_backlog(&mut replica, &sbs.backlog).expect("backlog applies");
+        super::apply_backlog(&mut replica, &st.recs.buf).expect("buffered records apply");
+        replica.next_id = replica.next_id.max(st.meta.next_id);
+        (
+            crate::checkpoint::encode(&replica, &inner.uuid),
+            crate::checkpoint::encode(&st.meta, &inner.uuid),
+        )
+    }
+
+    /// The checkpoint replica, fed only the journalled records, stays byte for byte the
+    /// live metadata through every kind of record: first writes, unmaps, snapshots, clones
+    /// of snapshots and of live volumes, deletes that merge layers, rollbacks, resizes,
+    /// renames, guarantees, a split's detach and reclaimed garbage; and across checkpoints
+    /// taken in between and a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_replica_is_the_live_metadata_record_for_record() {
+        use crate::Guarantee;
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut pool = pool_with_volume(dir.path()).await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5ca1);
+        let blocks = 256 * CS / 4096;
+        let mut vols = vec!["v".to_string()];
+        let mut snaps: Vec<(String, String)> = Vec::new();
+        let mut compared = 0;
+        for step in 0..400u32 {
+            let v = vols[rng.gen_range(0..vols.len())].clone();
+            let r = match rng.gen_range(0..20) {
+                0..=8 => {
+                    let vol = pool.volume(&v).expect("volume");
+                    let lba = rng.gen_range(0..vol.num_blocks().min(blocks));
+                    vol.write(lba, Bytes::from(vec![step as u8; 4096]), false)
+                        .await
+                        .map(|_| ())
+                }
+                9 | 10 => {
+                    let vol = pool.volume(&v).expect("volume");
+                    let n = vol.num_blocks();
+                    let lba = rng.gen_range(0..n);
+                    vol.unmap(lba, rng.gen_range(1..64).min(n - lba)).await
+                }
+                11 => {
+                    let s = format!("s{step}");
+                    let r = pool.snapshot(&v, &s).await.map(|_| ());
+                    if r.is_ok() {
+                        snaps.push((v.clone(), s));
+                    }
+                    r
+                }
+                12 if !snaps.is_empty() => {
+                    let (sv, s) = snaps[rng.gen_range(0..snaps.len())].clone();
+                    let name = format!("c{step}");
+                    let r = pool.clone_volume(&format!("{sv}@{s}"), &name, None).await;
+                    if r.is_ok() {
+                        vols.push(name);
+                    }
+                    r.map(|_| ())
+                }
+                13 => {
+                    let name = format!("l{step}");
+                    let g = rng.gen_bool(0.3).then_some(Guarantee::Full);
+                    let r = pool.clone_volume(&v, &name, g).await;
+                    if r.is_ok() {
+                        vols.push(name);
+                    }
+                    r.map(|_| ())
+                }
+                14 if !snaps.is_empty() => {
+                    let (sv, s) = snaps.remove(rng.gen_range(0..snaps.len()));
+                    pool.delete_snapshot(&sv, &s).await
+                }
+                15 if vols.len() > 1 => {
+                    let i = rng.gen_range(1..vols.len());
+                    let name = vols.remove(i);
+                    snaps.retain(|(sv, _)| *sv != name);
+                    pool.delete_volume(&name).await
+                }
+                16 => {
+                    let mine: Vec<_> = snaps.iter().filter(|(sv, _)| *sv == v).collect();
+                    if let Some((_, s)) = mine.first() {
+                        let s = s.clone();
+                        pool.rollback(&v, &s).await
+                    } else {
+                        Ok(())
+                    }
+                }
+                17 => {
+                    let size = rng.gen_range(64..=256u64) * CS;
+                    pool.resize_volume(&v, size, true).await.map(|_| ())
+                }
+                18 => {
+                    if rng.gen_bool(0.5) {
+                        let g = if rng.gen_bool(0.5) {
+                            Guarantee::Full
+                        } else {
+                            Guarantee::None
+                        };
+                        pool.set_guarantee(&v, g).await
+                    } else if v != "v" {
+                        match pool.start_split(&v) {
+                            Ok(job) => job.wait().await,
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        pool.reconcile_space().await
+                    }
+                }
+                _ => {
+                    if rng.gen_range(0..4) == 0 {
+                        pool.checkpoint().await
+                    } else {
+                        pool.flush().await
+                    }
+                }
+            };
+            // Operations may fail for good reasons (no space, a shrink below what a
+            // snapshot needs); a failure must not leave the replica behind either.
+            let _ = r;
+            if step % 7 == 0 {
+                let p = pool.clone();
+                let (replica, live) = tokio::task::spawn_blocking(move || images(&p))
+                    .await
+                    .expect("images");
+                assert!(replica == live, "step {step}: the replica diverged");
+                compared += 1;
+            }
+            if step == 200 {
+                pool.close().await.expect("close");
+                pool = Pool::open(dir.path()).await.expect("reopen");
+            }
+        }
+        assert!(compared > 50);
+        let p = pool.clone();
+        let (replica, live) = tokio::task::spawn_blocking(move || images(&p))
+            .await
+            .expect("images");
+        assert!(replica == live, "the replica diverged at the end");
         assert!(pool.check().await.expect("check").is_clean());
         pool.close().await.expect("close");
     }

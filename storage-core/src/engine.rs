@@ -116,6 +116,8 @@ pub(crate) struct State {
     pub(crate) inflight_total: u64,
     pub(crate) space_dirty: bool,
     pub(crate) reconciled_at: u64,
+    /// What the reconcile pass must re-examine since it last ran ([`crate::changes`]).
+    pub(crate) changes: crate::changes::Changes,
     pub(crate) failed: Option<String>,
     /// Soft threshold in per cent of capacity (used + reserved), if configured.
     pub(crate) soft_pct: Option<u8>,
@@ -139,6 +141,7 @@ impl State {
             inflight_total: 0,
             space_dirty: true,
             reconciled_at: 0,
+            changes: crate::changes::Changes::new(),
             failed: None,
             soft_pct,
             threshold,
@@ -183,10 +186,16 @@ impl State {
     /// Apply a record to the metadata and append it to the journal buffer.
     pub(crate) fn log(&mut self, rec: Rec) -> Result<()> {
         let mut freed = Vec::new();
+        self.changes.note(&self.meta, &rec);
+        let nlayers = self.meta.layers.len();
         self.meta.applying_lsn = self.lsn + 1;
         self.meta
             .apply(&rec, &mut freed)
             .map_err(|e| StorageError::Corrupt(format!("internal metadata inconsistency: {e}")))?;
+        if self.meta.layers.len() != nlayers {
+            // A clear that collected layers (a merge moves entries between layers).
+            self.changes.structural = true;
+        }
         self.pending_count += freed.len() as u64;
         self.pending.extend(freed);
         encode_rec(&mut self.recs, &rec);
@@ -289,6 +298,10 @@ pub(crate) struct SbState {
     pub(crate) boot: uuid::Uuid,
     /// The block at `journal_off` (sequence `next_seq`) while records may still join it.
     pub(crate) open: Option<crate::journal::OpenBlock>,
+    /// Encoded records written to the journal (or taken by a checkpoint) that the checkpoint
+    /// replica ([`PoolInner::replica`]) has not applied yet, in log order. Appends add to it
+    /// under this lock; the commit thread drains it into the replica once a commit.
+    pub(crate) backlog: Vec<u8>,
 }
 
 /// Seal state, used by the commit thread only (and open).
@@ -311,6 +324,17 @@ pub(crate) struct PoolInner {
     /// runtime thread; the commit thread uses `blocking_lock`).
     pub(crate) sb: Arc<tokio::sync::Mutex<SbState>>,
     pub(crate) sealer: parking_lot::Mutex<Sealer>,
+    /// The checkpoint replica: a second copy of the metadata, kept by replaying the records
+    /// the journal receives ([`SbState::backlog`]), as open replays them. A checkpoint images
+    /// it instead of the live metadata, so the live metadata lock is held only to take the
+    /// buffered records (O(records since the last append), not O(mapped chunks)); see
+    /// docs/decisions/0015-checkpoint-replica.md. Used by the commit thread only; taken
+    /// after the journal lock, never before it.
+    pub(crate) replica: parking_lot::Mutex<Meta>,
+    /// Benchmarks only: image the live metadata under its lock, as checkpoints did before
+    /// the replica, to measure the stall that removed.
+    #[cfg(feature = "bench-internals")]
+    pub(crate) full_capture: AtomicBool,
     pub(crate) durable_lsn: AtomicU64,
     /// Records up to this LSN are in the file (page cache at least), so they survive a kill
     /// of this process; `durable_lsn` says which also survive a power loss.

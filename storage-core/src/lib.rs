@@ -10,6 +10,7 @@ mod alloc;
 #[cfg(feature = "ceph")]
 pub mod ceph;
 mod chaincache;
+mod changes;
 mod check;
 mod checkpoint;
 mod chunkmap;

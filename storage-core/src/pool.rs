@@ -112,6 +112,9 @@ impl Pool {
         let layout = loaded.sb.layout;
         let uuid = loaded.sb.uuid;
         let shared = Arc::new(CommitQueue::default());
+        // The checkpoint replica starts as the recovered metadata (what replaying the image
+        // and the journal gave); from here on it follows the records the journal receives.
+        let replica = loaded.meta.clone();
         let inner = Arc::new(PoolInner {
             io: DataIo::new(&dev),
             dev,
@@ -129,7 +132,11 @@ impl Pool {
                 unsealed_frees: Vec::new(),
                 boot: loaded.boot,
                 open: None,
+                backlog: Vec::new(),
             })),
+            replica: parking_lot::Mutex::new(replica),
+            #[cfg(feature = "bench-internals")]
+            full_capture: std::sync::atomic::AtomicBool::new(false),
             sealer: parking_lot::Mutex::new(Sealer {
                 seal: loaded.seal,
                 durable_seq: loaded.next_seq,
@@ -711,6 +718,57 @@ impl Pool {
     pub async fn flush(&self) -> Result<()> {
         self.inner.check_open()?;
         self.inner.flush().await
+    }
+
+    /// Write a checkpoint now: the metadata image replaces the journal, which restarts
+    /// empty (the commit thread does this on its own when the journal fills, and at close).
+    /// Everything acknowledged before the call is durable when it returns.
+    pub async fn checkpoint(&self) -> Result<()> {
+        self.inner.check_open()?;
+        let lsn = self.inner.state.read().lsn;
+        let rx = self
+            .inner
+            .commit
+            .request_checkpoint(lsn, self.inner.data_writes.load(Ordering::Acquire));
+        rx.await.unwrap_or_else(|_| {
+            Err(StorageError::io(
+                "writing a checkpoint",
+                std::io::Error::other("commit thread stopped"),
+            ))
+        })
+    }
+
+    /// Benchmarks only (feature `bench-internals`): map chunks `first..first + count` of
+    /// volume `name` to free data chunks *without writing them* (they read whatever the pool
+    /// holds there: zeros in a new sparse file), to build a pool with millions of mapped
+    /// chunks in seconds. Records are logged and committed like any others.
+    #[cfg(feature = "bench-internals")]
+    #[doc(hidden)]
+    pub async fn bench_map_unwritten(&self, name: &str, first: u64, count: u64) -> Result<()> {
+        self.inner.check_open()?;
+        {
+            let mut st = self.inner.state.write();
+            let id = Self::find_volume(&st, name)?;
+            let (top, ..) = st.volume(id)?;
+            for index in first..first + count {
+                let phys = st.alloc.allocate().ok_or(StorageError::NoSpace)?;
+                st.log(Rec::Map {
+                    layer: top,
+                    index,
+                    phys,
+                })?;
+            }
+        }
+        self.inner.flush().await
+    }
+
+    /// Benchmarks only (feature `bench-internals`): with `on`, checkpoints copy the live
+    /// maps out under the metadata lock and image that copy, as they did before the replica
+    /// (docs/decisions/0015-checkpoint-replica.md), so one run can measure both.
+    #[cfg(feature = "bench-internals")]
+    #[doc(hidden)]
+    pub fn bench_full_capture(&self, on: bool) {
+        self.inner.full_capture.store(on, Ordering::Release);
     }
 
     /// Recompute unique/shared figures now and reclaim garbage hidden by every viewer.

@@ -5,10 +5,11 @@
 //! several writer tasks write and unmap blocks of every live volume (first writes, in-place
 //! overwrites and copy-on-write of shared chunks, some requests crossing chunk boundaries),
 //! and an admin task snapshots, clones (live and from snapshots), creates, deletes volumes
-//! and snapshots in any order, rolls back, splits clones, reconciles and flushes, concurrently
-//! with that I/O. Every operation is reported to the parent over a pipe (stdout) before it is
-//! issued and again once it was acknowledged, each with a number from one counter, so the
-//! parent knows the order of every acknowledgement against every issue.
+//! and snapshots in any order, rolls back, splits clones, reconciles, flushes and takes
+//! checkpoints, concurrently with that I/O. Every operation is reported to the parent over a
+//! pipe (stdout) before it is issued and again once it was acknowledged, each with a number
+//! from one counter, so the parent knows the order of every acknowledgement against every
+//! issue.
 //!
 //! After the kill the parent reopens the pool, requires `check` to be clean, and checks every
 //! view (volumes and, through a clone, snapshots) against a model of what the crash may
@@ -338,6 +339,13 @@ async fn admin(
             90..=93 => {
                 let b = rep.begin("F");
                 let r = pool.reconcile_space().await;
+                rep.end(b, r.is_ok());
+            }
+            94..=97 => {
+                // A checkpoint is a barrier like a flush; it images the replica while the
+                // writers go on (docs/decisions/0015-checkpoint-replica.md).
+                let b = rep.begin("F");
+                let r = pool.checkpoint().await;
                 rep.end(b, r.is_ok());
             }
             _ => {}
