@@ -272,7 +272,7 @@ pub(crate) fn spawn_reconciler(weak: Weak<PoolInner>) {
 mod tests {
     use bytes::Bytes;
 
-    use crate::{Guarantee, Pool};
+    use crate::Guarantee;
 
     const CS: u64 = 65536;
 
@@ -307,7 +307,9 @@ mod tests {
                 let vol = pool.volume(names[rng.gen_range(0..3)]).expect("volume");
                 let lba = rng.gen_range(0..128u64) * (CS / 4096) + rng.gen_range(0..16);
                 if rng.gen_bool(0.3) {
-                    vol.unmap(lba, 1 + rng.gen_range(0..32)).await.expect("unmap");
+                    vol.unmap(lba, 1 + rng.gen_range(0..32))
+                        .await
+                        .expect("unmap");
                 } else {
                     vol.write(lba, Bytes::from(vec![round as u8; 4096]), false)
                         .await
@@ -316,7 +318,10 @@ mod tests {
             }
             {
                 let st = pool.inner.state.read();
-                assert!(!st.changes.structural, "round {round}: I/O forced a full pass");
+                assert!(
+                    !st.changes.structural,
+                    "round {round}: I/O forced a full pass"
+                );
                 // An unmap of up to 32 blocks touches at most two chunks; each noted entry
                 // brings at most its ancestors' (depth 3 here).
                 assert!(

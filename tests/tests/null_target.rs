@@ -91,17 +91,25 @@ fn qemu_writes_and_reads_through_the_null_target() {
         "flush".to_string(),
     ];
     let out = qemu_io(&opts, &cmds).expect("qemu-io");
-    assert!(out.combined().contains("read 2097152/2097152"), "{}", out.combined());
+    assert!(
+        out.combined().contains("read 2097152/2097152"),
+        "{}",
+        out.combined()
+    );
 }
 
 /// fio with the libiscsi engine, as the benchmark runs it.
 fn fio_libiscsi() -> Option<std::path::PathBuf> {
-    let fio = std::env::var_os("FIO").map(std::path::PathBuf::from).or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(std::path::PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
-        Some(cache.join("lunar/fio-libiscsi/fio"))
-    })?;
+    let fio = std::env::var_os("FIO")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(std::path::PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache"))
+                })?;
+            Some(cache.join("lunar/fio-libiscsi/fio"))
+        })?;
     let help = Command::new(&fio).arg("--enghelp").output().ok()?;
     String::from_utf8_lossy(&help.stdout)
         .contains("libiscsi")
