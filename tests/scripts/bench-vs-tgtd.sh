@@ -28,6 +28,13 @@
 # The sequential-write workload runs first and fills both LUNs, so reads never hit holes
 # (a thin LUN would answer those without touching storage).
 #
+# The machine's limit runs in the same alternation (issue 17): a null iSCSI target
+# (lunar-null-target, tests/src/bin: scsi-proto's PDU codec and login, no storage: READs
+# return zeros, WRITEs are taken and answered GOOD) takes every workload's turn after tgtd,
+# and one loopback TCP stream (lunar-null-target --tcp-throughput, 1 MiB writes into a
+# reader that discards them) takes the sequential rows' turn. The table adds lunard's ratio
+# to both: what any iSCSI target could reach on this machine, and what the wire allows.
+#
 # Needs root (tgtd), libiscsi-bin, tgt, qemu-utils, qemu-block-extra and a release lunard
 # (built here if missing). These are figures, not assertions: this is not part of run-all.sh.
 set -euo pipefail
@@ -54,11 +61,17 @@ if [ ! -x "$LUNARD" ]; then
   echo "building release lunard..."
   cargo build --release -p target-daemon --bin lunard
 fi
+NULL_TARGET=${NULL_TARGET_BIN:-$TARGET_DIR/release/lunar-null-target}
+if [ ! -x "$NULL_TARGET" ]; then
+  echo "building release lunar-null-target..."
+  cargo build --release -p lunar-e2e --bin lunar-null-target
+fi
 
 work=$(mktemp -d /dev/shm/lunar-bench.XXXXXX)
-lunard_pid="" base_pid="" tgtd_pid="" ctl=""
+lunard_pid="" base_pid="" tgtd_pid="" ctl="" null_pid=""
 cleanup() {
   set +e
+  [ -n "$null_pid" ] && kill -TERM "$null_pid" 2>/dev/null && wait "$null_pid" 2>/dev/null
   [ -n "$lunard_pid" ] && kill -TERM "$lunard_pid" 2>/dev/null && wait "$lunard_pid" 2>/dev/null
   [ -n "$base_pid" ] && kill -TERM "$base_pid" 2>/dev/null && wait "$base_pid" 2>/dev/null
   if [ -n "$tgtd_pid" ]; then
@@ -131,6 +144,18 @@ tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$wo
 tgtadm -C "$ctl" --lld iscsi --op bind --mode target --tid 1 -I ALL
 TGTD_URL="iscsi://127.0.0.1:$tgtd_port/iqn.2026-11.io.lunar:tgtd-bench/1"
 
+# --- the null target: no storage, the same LUN size -------------------------------------
+"$NULL_TARGET" --listen 127.0.0.1:0 --blocks $((LUN_BYTES / 512)) >"$work/null.log" 2>&1 &
+null_pid=$!
+null_addr=""
+for _ in $(seq 100); do
+  null_addr=$(grep -o 'listening on [0-9.:]*' "$work/null.log" | awk '{print $NF}' | head -1 || true)
+  [ -n "$null_addr" ] && break
+  sleep 0.1
+done
+[ -n "$null_addr" ] || { echo "lunar-null-target did not start:"; cat "$work/null.log"; exit 1; }
+NULL_URL="iscsi://$null_addr/iqn.2026-11.io.lunar:null/0"
+
 # --- measurements -------------------------------------------------------------------------
 # iscsi_perf URL QD BLOCKS [-r]: prints average IOPS over SECONDS_PER_RUN seconds.
 iscsi_perf() {
@@ -188,13 +213,21 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) pri
 echo "lunard $LUNARD_URL"
 [ -n "$BASE_URL" ] && echo "base   $BASE_URL ($BASE_LUNARD_BIN)"
 echo "tgtd   $TGTD_URL"
-targets=(lunard tgtd)
-[ -n "$BASE_URL" ] && targets=(base lunard tgtd)
+echo "null   $NULL_URL"
+targets=(lunard tgtd null)
+[ -n "$BASE_URL" ] && targets=(base lunard tgtd null)
 for w in "${workloads[@]}"; do
   for r in $(seq "$RUNS"); do
-    for t in "${targets[@]}"; do
-      case $t in lunard) url=$LUNARD_URL ;; base) url=$BASE_URL ;; tgtd) url=$TGTD_URL ;; esac
-      v=$(measure "$w" "$url" || true)
+    run_targets=("${targets[@]}")
+    # Loopback TCP bounds the sequential rows (MiB/s, i.e. 1 MiB "IOPS").
+    case $w in seq*) run_targets+=(tcp) ;; esac
+    for t in "${run_targets[@]}"; do
+      case $t in lunard) url=$LUNARD_URL ;; base) url=$BASE_URL ;; tgtd) url=$TGTD_URL ;; null) url=$NULL_URL ;; tcp) url="" ;; esac
+      if [ "$t" = tcp ]; then
+        v=$("$NULL_TARGET" --tcp-throughput "$SECONDS_PER_RUN" || true)
+      else
+        v=$(measure "$w" "$url" || true)
+      fi
       [ -n "$v" ] || { echo "  $w run $r $t: no result"; v=0; }
       result[$w,$t]+="$v "
       printf '  %-12s run %d %-7s %8s IOPS\n' "$w" "$r" "$t" "$v"
@@ -212,20 +245,27 @@ echo "$(nproc) CPUs, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg),
 echo
 ratio() { awk -v l="$1" -v g="$2" 'BEGIN {if (g > 0) printf "%.2f", l / g; else print "n/a"}'; }
 cell() { echo "${result[$1,$2]:-}" | tr ' ' '\n' | grep . | median; }
+# lunard / the null target for every row; / loopback TCP for the sequential ones.
+limits() { # workload lunard-iops
+  local n t
+  n=$(cell "$1" null)
+  case $1 in seq*) t=$(cell "$1" tcp) ;; *) t="" ;; esac
+  printf '%s | %s | %s | %s' "$n" "$(ratio "$2" "$n")" "${t:-}" "$([ -n "$t" ] && ratio "$2" "$t" || echo)"
+}
 if [ -n "$BASE_URL" ]; then
-  echo "| workload | base IOPS | lunard IOPS | tgtd IOPS | lunard MiB/s | tgtd MiB/s | base / tgtd | lunard / tgtd |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| workload | base IOPS | lunard IOPS | tgtd IOPS | lunard MiB/s | tgtd MiB/s | base / tgtd | lunard / tgtd | null IOPS | lunard / null | loopback MiB/s | lunard / loopback |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 else
-  echo "| workload | lunard IOPS | tgtd IOPS | lunard MiB/s | tgtd MiB/s | lunard / tgtd |"
-  echo "|---|---:|---:|---:|---:|---:|"
+  echo "| workload | lunard IOPS | tgtd IOPS | lunard MiB/s | tgtd MiB/s | lunard / tgtd | null IOPS | lunard / null | loopback MiB/s | lunard / loopback |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 fi
 for w in "${workloads[@]}"; do
   l=$(cell "$w" lunard)
   g=$(cell "$w" tgtd)
   if [ -n "$BASE_URL" ]; then
     b=$(cell "$w" base)
-    echo "| ${title[$w]} | $b | $l | $g | $(mibs "$l" "$w") | $(mibs "$g" "$w") | $(ratio "$b" "$g") | $(ratio "$l" "$g") |"
+    echo "| ${title[$w]} | $b | $l | $g | $(mibs "$l" "$w") | $(mibs "$g" "$w") | $(ratio "$b" "$g") | $(ratio "$l" "$g") | $(limits "$w" "$l") |"
   else
-    echo "| ${title[$w]} | $l | $g | $(mibs "$l" "$w") | $(mibs "$g" "$w") | $(ratio "$l" "$g") |"
+    echo "| ${title[$w]} | $l | $g | $(mibs "$l" "$w") | $(mibs "$g" "$w") | $(ratio "$l" "$g") | $(limits "$w" "$l") |"
   fi
 done
