@@ -15,11 +15,11 @@ pub(crate) fn encode(meta: &Meta, pool: &uuid::Uuid) -> Vec<u8> {
     capture(meta, pool).encode()
 }
 
-/// What an image of the metadata holds, copied out while the metadata lock is held. The
-/// expensive part of a checkpoint, sorting every layer's entries and encoding them, then
-/// runs without the lock ([`Capture::encode`]): on a pool with millions of mapped chunks that
-/// is seconds during which I/O would otherwise wait. The copy is one linear pass, 16 bytes
-/// per entry, about the size of the image itself.
+/// What an image of the metadata holds, copied out of it, so that sorting and encoding
+/// ([`Capture::encode`]) can run after whatever lock guards the source is released. A
+/// checkpoint encodes the commit thread's replica (docs/decisions/0015-checkpoint-replica.md),
+/// which no I/O waits for; the copy under the live metadata lock survives only as the
+/// benchmark's "before" (feature `bench-internals`). One linear pass, 16 bytes per entry.
 pub(crate) struct Capture {
     /// Magic, pool UUID, next id and the views, already encoded (small).
     head: Vec<u8>,
