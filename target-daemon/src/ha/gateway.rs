@@ -126,26 +126,32 @@ impl PoolHost for GatewayHost {
 }
 
 /// Who counts as a live gateway when a reservation change's notify timed out on some
-/// watchers (ADR 0013): the registry's recently heartbeating gateways, and the owner this
-/// gateway's ALUA view names whatever its heartbeat.
+/// watchers (ADR 0013): the gateways whose registry record advances (heartbeats) while
+/// the change is announced, and the owner this gateway's ALUA view names whatever its
+/// heartbeat.
 struct PrLiveness {
     registry: Arc<GatewayRegistry>,
     alua: Arc<AluaView>,
 }
 
 impl crate::shared::pr::LiveGateways for PrLiveness {
-    fn live(&self, clients: &[u64]) -> anyhow::Result<Vec<u64>> {
+    fn heartbeats(&self) -> anyhow::Result<crate::shared::pr::Heartbeats> {
         let records = self
             .registry
             .list()
             .context("reading the gateway registry")?;
         let owner = self.alua.owner();
-        Ok(crate::shared::pr::live_gateways(
-            &records,
-            clients,
-            owner.as_deref(),
-            now_unix(),
-        ))
+        Ok(crate::shared::pr::Heartbeats {
+            beats: records
+                .iter()
+                .filter(|r| r.instance != 0)
+                .map(|r| (r.instance, r.last_seen_unix))
+                .collect(),
+            owner: records
+                .iter()
+                .find(|r| r.instance != 0 && owner.as_deref() == Some(r.name.as_str()))
+                .map(|r| r.instance),
+        })
     }
 }
 

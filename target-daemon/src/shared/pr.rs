@@ -26,50 +26,41 @@ type Watches = HashMap<uuid::Uuid, (usize, Box<dyn WatchHandle>)>;
 
 /// Tells which clients of the cluster are live gateways of the group: a watcher of such a
 /// client that did not acknowledge a change must hold its GOOD back; any other watcher
-/// (a dead gateway's watch the OSD has not timed out yet, a fenced or expired gateway,
-/// a client that is no gateway) must not. See docs/decisions/0013.
+/// (a dead gateway's watch the OSD has not timed out yet, a fenced gateway, a client that
+/// is no gateway) must not. See docs/decisions/0013.
 pub trait LiveGateways: Send + Sync {
-    /// The subset of `clients` (RADOS instance ids) that are live gateways. Blocking.
-    fn live(&self, clients: &[u64]) -> anyhow::Result<Vec<u64>>;
+    /// The gateways' heartbeats now. Blocking.
+    fn heartbeats(&self) -> anyhow::Result<Heartbeats>;
 }
 
-/// How long after its last heartbeat a gateway in the registry counts as live: two
-/// heartbeats (the gateway rewrites its record every 5 s), about the time the OSD keeps a
-/// dead client's watch (10 s, `shared::rados`).
-pub const LIVE_FOR: Duration = Duration::from_secs(10);
-
-/// The live gateways among `clients` by the registry's `records` at `now` (Unix
-/// seconds): a record names the client as its instance and either was rewritten within
-/// [`LIVE_FOR`] or is the gateway `owner` (the owner this gateway knows: it serves I/O
-/// until it loses the lease, whatever its heartbeat).
-pub fn live_gateways(
-    records: &[super::GatewayRecord],
-    clients: &[u64],
-    owner: Option<&str>,
-    now: u64,
-) -> Vec<u64> {
-    clients
-        .iter()
-        .copied()
-        .filter(|c| {
-            *c != 0
-                && records.iter().any(|r| {
-                    r.instance == *c
-                        && (now.saturating_sub(r.last_seen_unix) <= LIVE_FOR.as_secs()
-                            || owner == Some(r.name.as_str()))
-                })
-        })
-        .collect()
+/// A snapshot of the gateways' heartbeats (the registry's records).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Heartbeats {
+    /// Per gateway client (RADOS instance id): its last heartbeat (any counter that
+    /// grows with every heartbeat; compared only with the same gateway's earlier one, so
+    /// the gateways' clocks need not agree).
+    pub beats: HashMap<u64, u64>,
+    /// The client of the gateway this one believes owns the pool: live whatever its
+    /// heartbeat, since it serves I/O until it loses the lease.
+    pub owner: Option<u64>,
 }
 
-/// The registry's view alone (no owner known), see [`live_gateways`].
-impl LiveGateways for super::GatewayRegistry {
-    fn live(&self, clients: &[u64]) -> anyhow::Result<Vec<u64>> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let records = self.list().context("reading the gateway registry")?;
-        Ok(live_gateways(&records, clients, None, now))
+impl Heartbeats {
+    /// The clients among `late` that are live gateways: the owner, and every gateway
+    /// that heartbeated since `before` was taken (a gateway heartbeats every 5 s; the
+    /// notify rounds in between last longer than that).
+    pub fn live_since(&self, before: &Heartbeats, late: &[u64]) -> Vec<u64> {
+        late.iter()
+            .copied()
+            .filter(|c| {
+                *c != 0
+                    && (self.owner == Some(*c)
+                        || self
+                            .beats
+                            .get(c)
+                            .is_some_and(|now| before.beats.get(c).is_none_or(|then| now > then)))
+            })
+            .collect()
     }
 }
 
@@ -198,23 +189,11 @@ impl SharedPrStore {
             .map(drop)
     }
 
-    /// The timed-out watchers of a notify that belong to live gateways.
-    fn live_among(&self, clients: &[u64]) -> Vec<u64> {
+    /// The gateways' heartbeats, if this store knows where to read them; `Err` when they
+    /// cannot be read (then every gateway counts as live).
+    fn heartbeats(&self) -> Option<anyhow::Result<Heartbeats>> {
         let live = self.liveness.lock().clone();
-        let Some(live) = live else {
-            return Vec::new();
-        };
-        match live.live(clients) {
-            Ok(l) => l,
-            Err(e) => {
-                // Nobody can tell whether they are alive: hold GOOD back for all of them.
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "cannot tell which gateways are live"
-                );
-                clients.to_vec()
-            }
-        }
+        live.map(|l| l.heartbeats())
     }
 }
 
@@ -393,6 +372,9 @@ impl SharedPr for SharedPrStore {
         let name = self.name(identity);
         let payload = serde_json::to_vec(notice).context("encoding the change notice")?;
         bump_seen(&self.seen, identity, notice.version);
+        // Who heartbeated before the notify: a watcher that then times out is a live
+        // gateway's only if its gateway heartbeats again meanwhile (or owns the pool).
+        let before = self.heartbeats();
         for round in 0..=RENOTIFY_ROUNDS {
             let report = self
                 .objects
@@ -401,7 +383,19 @@ impl SharedPr for SharedPrStore {
             if report.timed_out_clients.is_empty() {
                 return Ok(());
             }
-            let live = self.live_among(&report.timed_out_clients);
+            let late = &report.timed_out_clients;
+            let live = match (&before, &self.heartbeats()) {
+                (None, _) | (_, None) => Vec::new(),
+                (Some(Ok(before)), Some(Ok(now))) => now.live_since(before, late),
+                (Some(Err(e)), _) | (_, Some(Err(e))) => {
+                    // Nobody can tell who is alive: every late watcher holds GOOD back.
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "cannot read the gateways' heartbeats"
+                    );
+                    late.clone()
+                }
+            };
             if live.is_empty() {
                 tracing::warn!(%identity, version = notice.version, acked = report.acked, timed_out = ?report.timed_out_clients,
                     "watchers of no live gateway did not acknowledge a reservation change (dead: they reload when back)");
@@ -426,5 +420,26 @@ impl SharedPr for SharedPrStore {
 
     fn instance(&self) -> uuid::Uuid {
         self.instance
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Heartbeats;
+
+    /// A late watcher is a live gateway's when its gateway heartbeated since the notify
+    /// began, or owns the pool; one whose heartbeat stood still (dead) or that is in no
+    /// record (no gateway) is not.
+    #[test]
+    fn only_gateways_that_heartbeat_or_own_the_pool_are_live() {
+        let before = Heartbeats {
+            beats: [(1, 100), (2, 100), (3, 100)].into_iter().collect(),
+            owner: None,
+        };
+        let now = Heartbeats {
+            beats: [(1, 105), (2, 100), (3, 100), (4, 7)].into_iter().collect(),
+            owner: Some(3),
+        };
+        assert_eq!(now.live_since(&before, &[1, 2, 3, 4, 5, 0]), vec![1, 3, 4]);
     }
 }

@@ -604,7 +604,7 @@ impl PrState {
             data: change.next.clone(),
             version,
         });
-        let uas = self.account(
+        let mut uas = self.account(
             version,
             base.version,
             Some(&base.data),
@@ -612,6 +612,12 @@ impl PrState {
             &change.uas,
             Some(&change.issuer),
         );
+        if uas.is_empty() {
+            // Already accounted for: a reload read this very change between its save and
+            // this commit (and derived its unit attentions); its own are exact, give them
+            // too (a unit attention queued twice is queued once).
+            uas = change.uas;
+        }
         PrOutEffects {
             uas,
             abort: change.abort,

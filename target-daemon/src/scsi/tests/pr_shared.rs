@@ -635,17 +635,16 @@ pub(crate) async fn a_slow_abort_holds_only_its_own_good(connect: Connect<'_>, g
     assert_eq!(read_keys(&gw2.target, &c2).await.1, vec![0xB, 0xC]);
 }
 
-/// Says which clients are live gateways: those in the set.
-pub(crate) struct StaticLive(pub(crate) parking_lot::Mutex<Vec<u64>>);
+/// Heartbeats as a test sets them: clients in the set heartbeat on every look.
+pub(crate) struct StaticLive(pub(crate) parking_lot::Mutex<Vec<u64>>, AtomicUsize);
 
 impl crate::shared::pr::LiveGateways for StaticLive {
-    fn live(&self, clients: &[u64]) -> anyhow::Result<Vec<u64>> {
-        let live = self.0.lock();
-        Ok(clients
-            .iter()
-            .copied()
-            .filter(|c| live.contains(c))
-            .collect())
+    fn heartbeats(&self) -> anyhow::Result<crate::shared::pr::Heartbeats> {
+        let beat = self.1.fetch_add(1, Ordering::SeqCst) as u64;
+        Ok(crate::shared::pr::Heartbeats {
+            beats: self.0.lock().iter().map(|c| (*c, beat)).collect(),
+            owner: None,
+        })
     }
 }
 
@@ -657,7 +656,10 @@ pub(crate) async fn a_watcher_that_never_acks(connect: Connect<'_>, group: &str)
     let sh = Shared::new(group).await;
     let store =
         SharedPrStore::with_notify_timeout(connect(), group, std::time::Duration::from_millis(500));
-    let live = Arc::new(StaticLive(parking_lot::Mutex::new(Vec::new())));
+    let live = Arc::new(StaticLive(
+        parking_lot::Mutex::new(Vec::new()),
+        AtomicUsize::new(0),
+    ));
     store.set_liveness(live.clone());
     let a = host("a", 1, 1);
     let gw = sh.gateway_on(store, &[&a]).await;
