@@ -535,8 +535,8 @@ fn persistent_reservation_survives_owner_kill() {
     );
 }
 
-/// 5. PERSISTENT RESERVE OUTs through one gateway while the other one, the owner, is
-/// killed: every one answers GOOD (the dead gateway's lingering watch holds none back for
+/// Case 5: PERSISTENT RESERVE OUTs through one gateway while the other one, the owner, is
+/// killed. Every one answers GOOD (the dead gateway's lingering watch holds none back for
 /// good: once the surviving gateway took over, the dead one is neither owner nor
 /// heartbeating), and afterwards the surviving gateway, now the owner, reports exactly the
 /// registrations and the reservation they made and enforces them. (The killed gateway is
