@@ -189,6 +189,11 @@ impl MemCluster {
         self.inner.objects.lock().remove(name);
     }
 
+    /// How many watches `name` has.
+    pub fn watchers(&self, name: &str) -> usize {
+        self.inner.watchers.lock().get(name).map_or(0, Vec::len)
+    }
+
     /// The raw content of `name`.
     pub fn get_raw(&self, name: &str) -> Option<Versioned> {
         self.inner.objects.lock().get(name).cloned()

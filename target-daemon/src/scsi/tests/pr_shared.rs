@@ -726,3 +726,41 @@ async fn mem_a_watcher_that_never_acks() {
     let connect = move || cluster.client() as Arc<dyn VersionedObjects>;
     a_watcher_that_never_acks(&connect, "g").await;
 }
+
+/// A LUN's watch on its shared state ends with the LUN (and only with the last LUN of the
+/// gateway presenting that identity).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_ends_with_the_last_lun_presenting_the_identity() {
+    let cluster = MemCluster::new();
+    let c = cluster.clone();
+    let connect = move || c.client() as Arc<dyn VersionedObjects>;
+    let sh = Shared::new("g").await;
+    let name = crate::shared::names::pr("g", sh.identity);
+    let a = host("a", 1, 1);
+    let gw = sh.gateway(&connect, &[&a]).await;
+    // The same identity as LUN 1 too (one watch for both).
+    let (t, volume, id) = (
+        gw.target.clone(),
+        sh.pool.volume("vol0").expect("volume"),
+        sh.identity,
+    );
+    tokio::task::spawn_blocking(move || t.add_lun_with_identity(1, volume, false, id))
+        .await
+        .expect("attach task")
+        .expect("add lun 1");
+    assert_eq!(cluster.watchers(&name), 1);
+    gw.target.remove_lun(0).expect("remove LUN 0");
+    assert_eq!(cluster.watchers(&name), 1, "LUN 1 still presents it");
+    gw.target.remove_lun(1).expect("remove LUN 1");
+    // Unwatching runs on a thread of its own: wait for it, with a bound.
+    for _ in 0..400 {
+        if cluster.watchers(&name) == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the watch outlived the LUNs: {} left",
+        cluster.watchers(&name)
+    );
+}
