@@ -13,6 +13,8 @@
 //! 4. Persistent reservations: REGISTER + RESERVE (write exclusive) through the owner, kill
 //!    it: through the other gateway the key and the reservation are still there and another
 //!    initiator's write gets RESERVATION CONFLICT.
+//! 5. PERSISTENT RESERVE OUTs through the standby while the owner is killed: all GOOD, and the
+//!    survivor, now owner, holds and enforces exactly what they made.
 //!
 //! The kernel initiator with dm-multipath over both gateways is `kernel_initiator_ha.rs`.
 //! These tests need a Ceph cluster (`LUNAR_CEPH_CONF`, see `lunar_e2e::ceph`); without one
@@ -531,6 +533,105 @@ fn persistent_reservation_survives_owner_kill() {
         g.gws[b].name,
         killed.elapsed().as_secs_f64()
     );
+}
+
+/// Case 5: PERSISTENT RESERVE OUTs through one gateway while the other one, the owner, is
+/// killed. Every one answers GOOD (the dead gateway's lingering watch holds none back for
+/// good: once the surviving gateway took over, the dead one is neither owner nor
+/// heartbeating), and afterwards the surviving gateway, now the owner, reports exactly the
+/// registrations and the reservation they made and enforces them. (The killed gateway is
+/// gone; the harness does not restart it, so "both" is the survivor's view and its I/O
+/// checks.)
+#[test]
+fn pr_outs_through_one_gateway_while_the_other_is_killed() {
+    require_ceph!(cluster);
+    const WRITE_EXCLUSIVE: u8 = 1;
+    const CHANGES: u64 = 6;
+    let mut g = Group::start(Scratch::new(&cluster, "prkill"), 2).expect("start gateways");
+    let a = g.wait_owner(None, TAKEOVER_LIMIT).expect("an owner");
+    let b = 1 - a;
+    let paths = g.paths()[b..=b].to_vec();
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let pr_outs = std::thread::spawn(move || {
+        let rt = runtime().expect("runtime");
+        rt.block_on(async {
+            let mut holder = Multipath::new(IQN, "iqn.2026-11.io.lunar.test:prk-holder", &paths);
+            let mut member = Multipath::new(IQN, "iqn.2026-11.io.lunar.test:prk-member", &paths);
+            // A PR OUT may wait for notify rounds while the owner dies: no path failover.
+            holder.cmd_limit = Duration::from_secs(60);
+            member.cmd_limit = Duration::from_secs(60);
+            let mut took = Vec::new();
+            let (cdb, p) = pr_out(0x00, 0, 0, 0x7000);
+            let r = holder.io(&cdb, 0, &p).await.expect("REGISTER holder");
+            assert_eq!(r.result.status, GOOD, "REGISTER holder: {:?}", r.result);
+            // The member changes its key again and again: each change decided on the last.
+            let mut key = 0;
+            for i in 1..=CHANGES {
+                let started = Instant::now();
+                let (cdb, p) = pr_out(0x00, 0, key, 0x8000 + i);
+                let r = member.io(&cdb, 0, &p).await.expect("REGISTER member");
+                assert_eq!(
+                    r.result.status, GOOD,
+                    "REGISTER member #{i}: {:?}",
+                    r.result
+                );
+                took.push(started.elapsed());
+                key = 0x8000 + i;
+                d.fetch_add(1, Ordering::SeqCst);
+            }
+            let (cdb, p) = pr_out(0x01, WRITE_EXCLUSIVE, 0x7000, 0);
+            let r = holder.io(&cdb, 0, &p).await.expect("RESERVE");
+            assert_eq!(r.result.status, GOOD, "RESERVE: {:?}", r.result);
+            took
+        })
+    });
+    let bound = Instant::now() + Duration::from_secs(60);
+    while done.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < bound, "the first PR OUTs did not complete");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Instant::now();
+    g.gws[a].kill9();
+    let took = pr_outs.join().expect("PR OUT thread");
+    assert_eq!(g.wait_owner(Some(a), TAKEOVER_LIMIT).expect("takeover"), b);
+    eprintln!(
+        "HA PR OUTs through {} while {} was killed: {:?} each (the kill after the 2nd; all done {:.1} s after it)",
+        g.gws[b].name,
+        g.gws[a].name,
+        took,
+        killed.elapsed().as_secs_f64()
+    );
+    let rt = runtime().expect("runtime");
+    let paths = g.paths();
+    let mut other = Multipath::new(IQN, "iqn.2026-11.io.lunar.test:prk-other", &paths[b..=b]);
+    rt.block_on(async {
+        let r = other.io(&pr_in(0), 1024, &[]).await.expect("READ KEYS");
+        assert_eq!(r.result.status, GOOD);
+        let mut keys = keys_of(&r.result.data);
+        keys.sort_unstable();
+        assert_eq!(keys, vec![0x7000, 0x8000 + CHANGES], "registrations");
+        let r = other
+            .io(&pr_in(1), 1024, &[])
+            .await
+            .expect("READ RESERVATION");
+        assert_eq!(r.result.status, GOOD);
+        assert_eq!(
+            reservation_of(&r.result.data),
+            Some((0x7000, WRITE_EXCLUSIVE)),
+            "the reservation"
+        );
+        let data = lunar_test_kit::pattern(4096, 3);
+        let r = other
+            .io(&write_cdb(4096, RECORD_BLOCKS), 0, &data)
+            .await
+            .expect("write by an unregistered initiator");
+        assert_eq!(
+            r.result.status, RESERVATION_CONFLICT,
+            "the new owner enforces the reservation: {:?}",
+            r.result
+        );
+    });
 }
 
 /// The shipped two-gateway example (deploy/ha/) and the configuration in docs/ha.md are

@@ -28,7 +28,7 @@ pub use error::{CephError, Result};
 pub use ioctx::{Expect, IoCtx, LockInfo, Locker, NotifyAck, NotifyResult, ObjectData};
 pub use rados::{CephConfig, Rados};
 pub use rbd::RbdImage;
-pub use watch::{Notification, Watch};
+pub use watch::{Notification, PendingAck, Watch};
 
 /// Ceph's errno for a blocklisted (fenced) client: `ESHUTDOWN` (108).
 pub const EBLOCKLISTED: i32 = lunar_ceph_sys::EBLOCKLISTED;

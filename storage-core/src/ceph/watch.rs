@@ -23,7 +23,72 @@ pub struct Notification {
 }
 
 type NotifyFn = dyn Fn(&Notification) -> Vec<u8> + Send + Sync;
+type DeferredFn = dyn Fn(&Notification, PendingAck) + Send + Sync;
 type ErrorFn = dyn Fn(CephError) + Send + Sync;
+
+/// How a watch answers its notifies.
+enum OnNotify {
+    /// The callback's return value is the acknowledgement, sent when it returns.
+    Now(Box<NotifyFn>),
+    /// The callback gets a [`PendingAck`] and acknowledges whenever (from any thread).
+    Deferred(Box<DeferredFn>),
+}
+
+/// The acknowledgement a deferred watch callback owes its notifier
+/// ([`IoCtx::watch_deferred`]): [`PendingAck::ack`] sends it with a reply; dropping it sends
+/// an empty one. Until then the notifier waits (at most its notify timeout), while other
+/// notifies to this client are delivered: the librados callback thread is free.
+pub struct PendingAck {
+    ioctx: IoCtx,
+    oid: CString,
+    notify_id: u64,
+    cookie: u64,
+    sent: bool,
+}
+
+impl std::fmt::Debug for PendingAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAck")
+            .field("notify_id", &self.notify_id)
+            .field("cookie", &self.cookie)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingAck {
+    /// Acknowledge with `reply`. Blocking only briefly (the ack is queued to the OSD).
+    pub fn ack(mut self, reply: &[u8]) {
+        self.send(reply);
+    }
+
+    fn send(&mut self, reply: &[u8]) {
+        if std::mem::replace(&mut self.sent, true) {
+            return;
+        }
+        let len = c_int::try_from(reply.len()).unwrap_or(0);
+        // SAFETY: the IoCtx clone keeps the handle alive; `oid` and `reply` outlive the
+        // call. Acknowledging after the watch is gone only fails (logged).
+        let ret = unsafe {
+            sys::rados_notify_ack(
+                self.ioctx.ptr(),
+                self.oid.as_ptr(),
+                self.notify_id,
+                self.cookie,
+                reply.as_ptr().cast(),
+                len,
+            )
+        };
+        if ret < 0 {
+            tracing::warn!(oid = ?self.oid, errno = -ret, "acknowledging a notify failed");
+        }
+    }
+}
+
+impl Drop for PendingAck {
+    fn drop(&mut self) {
+        self.send(&[]);
+    }
+}
 
 /// What librados' callbacks get as their argument. Boxed, so its address is stable; freed
 /// only after the watch is removed and librados' callback queue is flushed.
@@ -31,7 +96,7 @@ struct WatchCtx {
     ioctx: IoCtx,
     oid: CString,
     oid_text: String,
-    on_notify: Box<NotifyFn>,
+    on_notify: OnNotify,
     on_error: Box<ErrorFn>,
 }
 
@@ -75,7 +140,36 @@ impl IoCtx {
         N: Fn(&Notification) -> Vec<u8> + Send + Sync + 'static,
         E: Fn(CephError) + Send + Sync + 'static,
     {
-        self.watch_inner(oid, None, Box::new(on_notify), Box::new(on_error))
+        self.watch_inner(
+            oid,
+            None,
+            OnNotify::Now(Box::new(on_notify)),
+            Box::new(on_error),
+        )
+    }
+
+    /// As [`IoCtx::watch_with_timeout`], but `on_notify` acknowledges when it likes: it gets
+    /// the notify's [`PendingAck`] and may hand it (and the work) to another thread, so a
+    /// slow notice does not hold up the ones behind it on librados' callback thread while
+    /// its notifier still waits for the work to be done.
+    pub fn watch_deferred<N, E>(
+        &self,
+        oid: &str,
+        timeout: Duration,
+        on_notify: N,
+        on_error: E,
+    ) -> Result<Watch>
+    where
+        N: Fn(&Notification, PendingAck) + Send + Sync + 'static,
+        E: Fn(CephError) + Send + Sync + 'static,
+    {
+        let secs = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX).max(1);
+        self.watch_inner(
+            oid,
+            Some(secs),
+            OnNotify::Deferred(Box::new(on_notify)),
+            Box::new(on_error),
+        )
     }
 
     /// As [`IoCtx::watch`], but the OSD drops the watch when this client has not confirmed
@@ -94,14 +188,19 @@ impl IoCtx {
         E: Fn(CephError) + Send + Sync + 'static,
     {
         let secs = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX).max(1);
-        self.watch_inner(oid, Some(secs), Box::new(on_notify), Box::new(on_error))
+        self.watch_inner(
+            oid,
+            Some(secs),
+            OnNotify::Now(Box::new(on_notify)),
+            Box::new(on_error),
+        )
     }
 
     fn watch_inner(
         &self,
         oid: &str,
         timeout_secs: Option<u32>,
-        on_notify: Box<NotifyFn>,
+        on_notify: OnNotify,
         on_error: Box<ErrorFn>,
     ) -> Result<Watch> {
         let ctx = Box::into_raw(Box::new(WatchCtx {
@@ -219,9 +318,29 @@ unsafe extern "C" fn notify_cb(
         notifier_id,
         payload,
     };
+    let on_notify = match &ctx.on_notify {
+        OnNotify::Now(f) => f,
+        OnNotify::Deferred(f) => {
+            let pending = PendingAck {
+                ioctx: ctx.ioctx.clone(),
+                oid: ctx.oid.clone(),
+                notify_id,
+                cookie: handle,
+                sent: false,
+            };
+            IN_CALLBACK.with(|f| f.set(true));
+            // A panic drops the PendingAck (an empty acknowledgement) and must not unwind
+            // into C.
+            if catch_unwind(AssertUnwindSafe(|| f(&n, pending))).is_err() {
+                tracing::error!(oid = %ctx.oid_text, "watch callback panicked");
+            }
+            IN_CALLBACK.with(|f| f.set(false));
+            return;
+        }
+    };
     IN_CALLBACK.with(|f| f.set(true));
     // A panic must not unwind into C (that aborts): it becomes an empty reply.
-    let reply = catch_unwind(AssertUnwindSafe(|| (ctx.on_notify)(&n))).unwrap_or_else(|_| {
+    let reply = catch_unwind(AssertUnwindSafe(|| on_notify(&n))).unwrap_or_else(|_| {
         tracing::error!(oid = %ctx.oid_text, "watch callback panicked");
         Vec::new()
     });

@@ -34,6 +34,10 @@ use crate::shared::{GatewayRecord, GatewayRegistry, SharedPrStore, SharedStateSt
 /// How often a gateway rewrites its registry record and rereads the others'.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
+/// How often a gateway compares the versions of its LUNs' reservation objects with the
+/// newest it heard of (a backstop for a lost notice; one small read per LUN).
+const PR_VERSION_CHECK: Duration = Duration::from_secs(10);
+
 /// The LUN manager and the ALUA view, as the coordinator drives them.
 struct GatewayHost {
     mgr: Arc<LunManager>,
@@ -118,6 +122,36 @@ impl PoolHost for GatewayHost {
     fn set_access(&self, access: Access) {
         *self.access.lock() = access;
         self.apply();
+    }
+}
+
+/// Who counts as a live gateway when a reservation change's notify timed out on some
+/// watchers (ADR 0013): the gateways whose registry record advances (heartbeats) while
+/// the change is announced, and the owner this gateway's ALUA view names whatever its
+/// heartbeat.
+struct PrLiveness {
+    registry: Arc<GatewayRegistry>,
+    alua: Arc<AluaView>,
+}
+
+impl crate::shared::pr::LiveGateways for PrLiveness {
+    fn heartbeats(&self) -> anyhow::Result<crate::shared::pr::Heartbeats> {
+        let records = self
+            .registry
+            .list()
+            .context("reading the gateway registry")?;
+        let owner = self.alua.owner();
+        Ok(crate::shared::pr::Heartbeats {
+            beats: records
+                .iter()
+                .filter(|r| r.instance != 0)
+                .map(|r| (r.instance, r.last_seen_unix))
+                .collect(),
+            owner: records
+                .iter()
+                .find(|r| r.instance != 0 && owner.as_deref() == Some(r.name.as_str()))
+                .map(|r| r.instance),
+        })
     }
 }
 
@@ -207,11 +241,18 @@ impl Gateway {
         // A takeover saves the state at once; a dead gateway's watch must not hold it.
         state_store.notify_in_background(true);
         let pr_store = SharedPrStore::new(objects.clone(), &ha.group);
+        // A PR change's GOOD waits for live gateways only (the registry says who), and a
+        // notice lost without a watch error is caught by the periodic version check.
+        if let Err(e) = pr_store.start_version_checks(PR_VERSION_CHECK) {
+            tracing::warn!("ha: cannot start the reservation version checks: {e}");
+        }
+        let instance = crate::shared::VersionedObjects::instance(objects.as_ref());
         let me = GatewayRecord {
             name: ha.gateway.clone(),
             port_group: ha.port_group,
             portals: Vec::new(),
             last_seen_unix: now_unix(),
+            instance,
         };
         // Watch before loading: a save by another gateway in between is then a queued
         // notice, applied once the LUN manager exists.
@@ -241,6 +282,10 @@ impl Gateway {
             })
             .collect();
         let alua = AluaView::new(ha.port_group, groups);
+        pr_store.set_liveness(Arc::new(PrLiveness {
+            registry: registry.clone(),
+            alua: alua.clone(),
+        }));
         let (lunmgr, targets) = LunManager::open_gateway(
             config,
             GatewayOpen {
@@ -273,6 +318,7 @@ impl Gateway {
             ha.clone(),
             portals.clone(),
             beat.clone(),
+            instance,
         ));
         let shell = ShellConfig {
             ha: ha.clone(),
@@ -357,6 +403,7 @@ fn heartbeat(
     ha: HaCfg,
     portals: Arc<Mutex<Vec<String>>>,
     beat: Arc<tokio::sync::Notify>,
+    ha_instance: u64,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -365,6 +412,7 @@ fn heartbeat(
                 port_group: ha.port_group,
                 portals: portals.lock().clone(),
                 last_seen_unix: now_unix(),
+                instance: ha_instance,
             };
             let reg = registry.clone();
             let r = tokio::task::spawn_blocking(move || {

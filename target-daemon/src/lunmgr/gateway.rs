@@ -244,8 +244,25 @@ impl LunManager {
             }
         }
         self.spawn_space_watch(&pool);
+        self.reload_reservations().await;
         tracing::info!("pool attached: this gateway serves media access");
         Ok(())
+    }
+
+    /// Reloads every LUN's shared reservation state (see `ScsiTarget::reload_reservations`)
+    /// before this gateway serves I/O: a change whose issuer died between its save and its
+    /// notify is in the store but in no gateway's copy.
+    async fn reload_reservations(&self) {
+        let targets: Vec<Arc<ScsiTarget>> = self.scsi.read().values().cloned().collect();
+        let done = tokio::task::spawn_blocking(move || {
+            for t in targets {
+                t.reload_reservations();
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!("reloading the reservation state did not finish: {e}");
+        }
     }
 
     /// Owner → standby: cancels the clone and split jobs and waits for them to end, takes

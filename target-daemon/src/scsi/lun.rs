@@ -14,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use scsi_proto::scsi::capacity::Capacity;
 use scsi_proto::scsi::mode::{ModeContext, ModeParams};
-use scsi_proto::scsi::sense::SenseFormat;
+use scsi_proto::scsi::sense::{AdditionalSense, SenseFormat};
 use scsi_proto::scsi::vpd::{BlockLimits, DeviceIdentity, Provisioning};
 use storage_core::{Guarantee, Volume};
 
@@ -247,6 +247,33 @@ impl Lun {
         let installed = st.install(v);
         self.pr_active.store(st.is_active(), Ordering::Release);
         installed
+    }
+
+    /// Install a change another gateway announced (saved as `v.version`, decided on
+    /// `base`, with the unit attentions `announced`, issued by `issuer`); returns the unit
+    /// attentions owed here (see [`super::pr::PrState::account`]).
+    pub fn pr_install_notice(
+        &self,
+        v: &super::pr::VersionedPr,
+        base: super::pr::PrVersion,
+        announced: &[(Nexus, AdditionalSense)],
+        issuer: Option<&Nexus>,
+    ) -> Vec<(Nexus, AdditionalSense)> {
+        let mut st = self.pr.lock();
+        st.install(v);
+        let owed = st.account(v.version, base, None, &v.data, announced, issuer);
+        self.pr_active.store(st.is_active(), Ordering::Release);
+        owed
+    }
+
+    /// Install the latest shared state after notices may have been missed; returns the
+    /// unit attentions of the changes not accounted for (see
+    /// [`super::pr::PrState::resync`]).
+    pub fn pr_resync(&self, v: &super::pr::VersionedPr) -> Vec<(Nexus, AdditionalSense)> {
+        let mut st = self.pr.lock();
+        let owed = st.resync(v);
+        self.pr_active.store(st.is_active(), Ordering::Release);
+        owed
     }
 
     /// The shared reservation state cannot be read (`why`): media access is refused until

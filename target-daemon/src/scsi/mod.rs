@@ -185,11 +185,12 @@ pub trait LunObserver: Send + Sync {
 
 /// A reservation change saved through another target or gateway of the HA group: the
 /// LUNs presented under its identity install the new state (if newer than theirs), raise
-/// its unit attentions for the nexuses logged in here, and have the preempted nexuses'
-/// tasks aborted — all before the publisher is acknowledged. The issuing target itself
-/// did all that when it committed, so it ignores its own notice.
+/// its unit attentions for the nexuses logged in here (with those of changes this gateway
+/// missed, see `PrState::account`), and have the preempted nexuses' tasks aborted — all
+/// before the publisher is acknowledged. The issuing target itself did all that when it
+/// committed, so it ignores its own notice.
 impl pr::PrListener for ScsiTarget {
-    fn pr_changed(&self, identity: uuid::Uuid, notice: &pr::PrNotice) {
+    fn pr_changed(&self, identity: uuid::Uuid, notice: &pr::PrNotice, done: &pr::NoticeDone) {
         let own = self
             .pr_store
             .as_ref()
@@ -202,21 +203,57 @@ impl pr::PrListener for ScsiTarget {
             data: notice.data.clone(),
             version: notice.version,
         };
+        let announced: Vec<(Nexus, sense::AdditionalSense)> = notice
+            .uas
+            .iter()
+            .map(|(n, a, q)| (n.clone(), sense::AdditionalSense::new(*a, *q)))
+            .collect();
         for lun in self.luns_with_identity(identity) {
-            let installed = lun.pr_install(&state);
-            tracing::debug!(target = %self.name, lun = lun.id, %identity, version = notice.version, installed, "reservation change from another gateway");
-            for (nexus, a, q) in &notice.uas {
-                self.uas.establish(
-                    nexus,
-                    lun.id,
-                    scsi_proto::scsi::sense::AdditionalSense::new(*a, *q),
-                );
+            let owed =
+                lun.pr_install_notice(&state, notice.base, &announced, notice.issuer.as_ref());
+            tracing::debug!(target = %self.name, lun = lun.id, %identity, version = notice.version, unit_attentions = owed.len(), "reservation change from another gateway");
+            for (nexus, code) in owed {
+                self.uas.establish(&nexus, lun.id, code);
             }
-            if let (Some(preempted), Some(rt)) = (&notice.abort, &self.runtime) {
-                // A store thread, not an async worker: blocking on the runtime is allowed.
-                rt.block_on(self.abort_preempted(lun.id, preempted));
+            if let Some(preempted) = &notice.abort {
+                self.abort_in_background(lun.id, preempted, done);
             }
         }
+    }
+
+    fn pr_reloaded(&self, identity: uuid::Uuid, latest: &pr::VersionedPr) {
+        for lun in self.luns_with_identity(identity) {
+            let missed = lun.pr_resync(latest);
+            if !missed.is_empty() {
+                tracing::info!(target = %self.name, lun = lun.id, %identity, version = latest.version, unit_attentions = missed.len(), "reservation changes missed here; unit attentions derived");
+            }
+            for (nexus, code) in missed {
+                self.uas.establish(&nexus, lun.id, code);
+            }
+        }
+    }
+
+    fn pr_unreadable(&self, identity: uuid::Uuid, why: &str) {
+        for lun in self.luns_with_identity(identity) {
+            lun.pr_mark_unreadable(why);
+        }
+    }
+}
+
+/// Has `aborter` abort the tasks of the `preempted` nexuses on `lun` of `target` and waits
+/// (at most [`PREEMPT_ABORT_WAIT`]) until they are gone.
+async fn abort_with(
+    aborter: Option<Arc<dyn TaskAborter>>,
+    target: &str,
+    lun: u64,
+    preempted: &pr::Preempted,
+) {
+    let Some(aborter) = aborter else {
+        return;
+    };
+    let wait = tokio::time::timeout(PREEMPT_ABORT_WAIT, aborter.abort_tasks(lun, preempted));
+    if wait.await.is_err() {
+        tracing::warn!(%target, lun, "PREEMPT AND ABORT: aborted tasks still running after {}s", PREEMPT_ABORT_WAIT.as_secs());
     }
 }
 
@@ -429,12 +466,53 @@ impl ScsiTarget {
     /// PREEMPT AND ABORT: has the transport abort the preempted nexuses' tasks on `lun`
     /// and waits (at most [`PREEMPT_ABORT_WAIT`]) until they are gone.
     async fn abort_preempted(&self, lun: u64, preempted: &pr::Preempted) {
-        let Some(aborter) = self.task_aborter.read().clone() else {
+        let aborter = self.task_aborter.read().clone();
+        abort_with(aborter, &self.name, lun, preempted).await;
+    }
+
+    /// A PREEMPT AND ABORT made through another gateway: the aborts run on the target's
+    /// runtime, not on the store's notice thread (which would hold up every other notice
+    /// meanwhile); the notice's acknowledgement (`done`) waits for them, because the
+    /// issuer's GOOD must mean the preempted nexuses' tasks are gone here too (SPC-4,
+    /// PREEMPT AND ABORT: the tasks are aborted before the command completes). Without a
+    /// runtime only the state changes.
+    fn abort_in_background(&self, lun: u64, preempted: &pr::Preempted, done: &pr::NoticeDone) {
+        let Some(rt) = &self.runtime else {
             return;
         };
-        let wait = tokio::time::timeout(PREEMPT_ABORT_WAIT, aborter.abort_tasks(lun, preempted));
-        if wait.await.is_err() {
-            tracing::warn!(target = %self.name, lun, "PREEMPT AND ABORT: aborted tasks still running after {}s", PREEMPT_ABORT_WAIT.as_secs());
+        let aborter = self.task_aborter.read().clone();
+        let (name, preempted, done) = (self.name.clone(), preempted.clone(), done.clone());
+        rt.spawn(async move {
+            abort_with(aborter, &name, lun, &preempted).await;
+            drop(done);
+        });
+    }
+
+    /// Reload the reservation state of every LUN kept in a shared store from the store
+    /// and establish the unit attentions of changes this gateway missed: a gateway taking
+    /// the pool over calls this before it serves I/O, so its conflict checks do not run on
+    /// a copy a lost notice left stale. A LUN whose state cannot be read refuses media
+    /// access until it can (ADR 0013). Blocking.
+    pub fn reload_reservations(&self) {
+        let luns: Vec<Arc<Lun>> = self.luns.read().values().cloned().collect();
+        for lun in luns {
+            let Some((store, identity)) = lun.pr.lock().shared_store() else {
+                continue;
+            };
+            let Some(shared) = store.shared() else {
+                continue;
+            };
+            match shared.load_latest(identity) {
+                Ok(v) => {
+                    for (nexus, code) in lun.pr_resync(&v) {
+                        self.uas.establish(&nexus, lun.id, code);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(target = %self.name, lun = lun.id, %identity, error = format!("{e:#}"), "cannot reload the shared reservation state; media access refused until it can be read");
+                    lun.pr_mark_unreadable(&format!("{e:#}"));
+                }
+            }
         }
     }
 

@@ -269,17 +269,27 @@ impl Ctx<'_> {
         let nexus = self.req.nexus.clone();
         let target = self.target.name().to_string();
         let done = tokio::task::spawn_blocking(move || {
-            let _turn = turn;
             let Some(shared) = store.shared() else {
                 return Err(Sense::new(SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE));
             };
-            let (change, version) =
+            let (change, version, base) =
                 match pr::decide_shared(&*lun, shared, identity, &nexus, &request)? {
                     pr::SharedDecision::Conflict => return Ok(None),
-                    pr::SharedDecision::Saved { change, version } => (change, version),
+                    pr::SharedDecision::Saved {
+                        change,
+                        version,
+                        base,
+                    } => (*change, version, base),
                 };
-            let notice = change.notice(shared.instance(), &target, version);
-            let fx = commit_shared_pr_change(&lun, &uas, lun_id, change, version);
+            let notice = change.notice(shared.instance(), &target, version, base.version);
+            let fx = commit_shared_pr_change(&lun, &uas, lun_id, change, version, &base);
+            // Saved and committed here: the next PERSISTENT RESERVE OUT of the LUN may
+            // decide (on the latest shared state, which has this change) while this one
+            // waits for the other gateways. PR OUTs of a LUN then overlap in their
+            // notifies instead of queueing behind each other's (seconds, while a dead
+            // gateway's watch lingers); each still answers only after its own notice was
+            // acknowledged, and a gateway installs only states newer than its own.
+            drop(turn);
             if let Err(e) = shared.publish(identity, &notice) {
                 tracing::error!(lun = lun_id, %identity, version, error = format!("{e:#}"), "reservation change saved but not published to the other gateways");
                 return Err(Sense::new(SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE));
@@ -373,10 +383,11 @@ fn commit_shared_pr_change(
     lun_id: u64,
     change: pr::Change,
     version: pr::PrVersion,
+    base: &pr::VersionedPr,
 ) -> pr::PrOutEffects {
     let mut fx = {
         let mut state = lun.pr.lock();
-        let fx = state.commit_at(change, version);
+        let fx = state.commit_at(change, version, base);
         lun.pr_active
             .store(state.is_active(), std::sync::atomic::Ordering::Release);
         fx

@@ -28,6 +28,10 @@ pub struct GatewayRecord {
     pub portals: Vec<String>,
     /// When it last upserted its record, seconds since the Unix epoch.
     pub last_seen_unix: u64,
+    /// The RADOS instance id of its shared-state client (0: unknown), as notify reports
+    /// name its watchers: tells a live gateway's watch from a dead one's.
+    #[serde(default)]
+    pub instance: u64,
 }
 
 /// The object's content.
@@ -181,6 +185,7 @@ mod tests {
             port_group: pg,
             portals: vec![format!("127.0.0.1:{}", 3260 + pg)],
             last_seen_unix: seen,
+            instance: 0,
         }
     }
 

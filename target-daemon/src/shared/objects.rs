@@ -40,13 +40,50 @@ pub enum ObjError {
 /// notifier is acknowledged when it returns.
 pub type NotifyFn = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
+/// Called with the payload of every notify on a watched object, on a store thread, with
+/// the [`Ack`] the notifier waits for: sent when the last holder drops it, so the work a
+/// notice starts can run elsewhere (and the next notice be delivered) while the notifier
+/// still waits for it to finish.
+pub type DeferredNotifyFn = Arc<dyn Fn(&[u8], Ack) + Send + Sync>;
+
+/// A notify's pending acknowledgement: sent when dropped (clones share it: sent when the
+/// last clone goes).
+#[derive(Clone)]
+pub struct Ack(#[allow(dead_code)] Arc<AckOnDrop>);
+
+/// Sends the acknowledgement when dropped.
+struct AckOnDrop(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl Drop for AckOnDrop {
+    fn drop(&mut self) {
+        if let Some(send) = self.0.take() {
+            send();
+        }
+    }
+}
+
+impl Ack {
+    /// An acknowledgement that runs `send` when the last clone is dropped.
+    pub fn new(send: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self(Arc::new(AckOnDrop(Some(Box::new(send)))))
+    }
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ack")
+    }
+}
+
 /// What a notify found.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NotifyReport {
-    /// Watchers that acknowledged (returned from their callback).
+    /// Watchers that acknowledged.
     pub acked: usize,
     /// Watchers that did not within the timeout (a dead or frozen gateway).
     pub timed_out: usize,
+    /// The clients ([`VersionedObjects::instance`]) of the watchers that timed out.
+    pub timed_out_clients: Vec<u64>,
 }
 
 /// Keeps a watch alive; dropping it ends the watch.
@@ -71,9 +108,31 @@ pub trait VersionedObjects: Send + Sync {
         timeout: Duration,
     ) -> Result<NotifyReport, ObjError>;
 
-    /// Call `on_notify` for every notify on `name` until the handle is dropped. The object
-    /// need not exist yet (it is created empty if needed, as RADOS requires).
-    fn watch(&self, name: &str, on_notify: NotifyFn) -> Result<Box<dyn WatchHandle>, ObjError>;
+    /// Call `on_notify` for every notify on `name` until the handle is dropped; the
+    /// notifier is acknowledged when the [`Ack`] is dropped. The object need not exist yet
+    /// (it is created empty if needed, as RADOS requires).
+    fn watch_deferred(
+        &self,
+        name: &str,
+        on_notify: DeferredNotifyFn,
+    ) -> Result<Box<dyn WatchHandle>, ObjError>;
+
+    /// [`watch_deferred`](Self::watch_deferred), acknowledging when `on_notify` returns.
+    fn watch(&self, name: &str, on_notify: NotifyFn) -> Result<Box<dyn WatchHandle>, ObjError> {
+        self.watch_deferred(
+            name,
+            Arc::new(move |payload: &[u8], ack: Ack| {
+                on_notify(payload);
+                drop(ack);
+            }),
+        )
+    }
+
+    /// This client's id as notify reports name watchers ([`NotifyReport::timed_out_clients`]):
+    /// the RADOS instance id; 0 when unknown.
+    fn instance(&self) -> u64 {
+        0
+    }
 }
 
 /// An in-memory "cluster" for tests: objects with versions and watchers. Every
@@ -86,7 +145,7 @@ pub struct MemCluster {
 }
 
 /// (watch id, client id, callback).
-type MemWatcher = (u64, u64, NotifyFn);
+type MemWatcher = (u64, u64, DeferredNotifyFn);
 
 #[derive(Default)]
 struct MemInner {
@@ -130,6 +189,11 @@ impl MemCluster {
         self.inner.objects.lock().remove(name);
     }
 
+    /// How many watches `name` has.
+    pub fn watchers(&self, name: &str) -> usize {
+        self.inner.watchers.lock().get(name).map_or(0, Vec::len)
+    }
+
     /// The raw content of `name`.
     pub fn get_raw(&self, name: &str) -> Option<Versioned> {
         self.inner.objects.lock().get(name).cloned()
@@ -147,6 +211,24 @@ pub struct MemClient {
 }
 
 impl MemClient {
+    /// As after a watch break and re-watch: every watcher of this client gets an empty
+    /// notice ("you may have missed notices, reload").
+    pub fn rewatched(&self) {
+        let mine: Vec<DeferredNotifyFn> = self
+            .cluster
+            .inner
+            .watchers
+            .lock()
+            .values()
+            .flatten()
+            .filter(|(_, client, _)| *client == self.id)
+            .map(|(_, _, cb)| cb.clone())
+            .collect();
+        for cb in mine {
+            cb(&[], Ack::new(|| {}));
+        }
+    }
+
     /// Make this client's watchers stop acknowledging (a frozen or dead gateway): notifies
     /// count them as timed out and do not call them.
     pub fn set_unresponsive(&self, yes: bool) {
@@ -201,7 +283,7 @@ impl VersionedObjects for MemClient {
         &self,
         name: &str,
         payload: &[u8],
-        _timeout: Duration,
+        timeout: Duration,
     ) -> Result<NotifyReport, ObjError> {
         let watchers = self
             .cluster
@@ -212,18 +294,54 @@ impl VersionedObjects for MemClient {
             .cloned()
             .unwrap_or_default();
         let mut report = NotifyReport::default();
-        for (_, client, cb) in watchers {
+        // Every watcher gets the notice first (in turn, like librados' one callback thread
+        // per client), then the acknowledgements are awaited until the deadline.
+        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+        let mut waiting = std::collections::HashMap::new();
+        for (watch, client, cb) in watchers {
             if self.cluster.inner.unresponsive.lock().contains(&client) {
                 report.timed_out += 1;
+                report.timed_out_clients.push(client);
                 continue;
             }
-            cb(payload);
-            report.acked += 1;
+            waiting.insert(watch, client);
+            let tx = tx.clone();
+            cb(
+                payload,
+                Ack::new(move || {
+                    let _ = tx.send(watch);
+                }),
+            );
+        }
+        drop(tx);
+        let deadline = std::time::Instant::now() + timeout;
+        while !waiting.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(watch) => {
+                    if waiting.remove(&watch).is_some() {
+                        report.acked += 1;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        for (_, client) in waiting {
+            report.timed_out += 1;
+            report.timed_out_clients.push(client);
         }
         Ok(report)
     }
 
-    fn watch(&self, name: &str, on_notify: NotifyFn) -> Result<Box<dyn WatchHandle>, ObjError> {
+    fn instance(&self) -> u64 {
+        self.id
+    }
+
+    fn watch_deferred(
+        &self,
+        name: &str,
+        on_notify: DeferredNotifyFn,
+    ) -> Result<Box<dyn WatchHandle>, ObjError> {
         let watch = self.cluster.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         self.cluster
             .inner
@@ -277,6 +395,7 @@ mod tests {
             .notify("o", b"hi", Duration::from_secs(1))
             .expect("notify");
         assert_eq!((r.acked, r.timed_out), (1, 1));
+        assert_eq!(r.timed_out_clients, vec![b.instance()]);
         drop(wa);
         b.set_unresponsive(false);
         let r = a

@@ -13,7 +13,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use storage_core::ceph::{CephError, Expect, IoCtx, Watch};
 
-use super::objects::{NotifyFn, NotifyReport, ObjError, Versioned, VersionedObjects, WatchHandle};
+use super::objects::{
+    Ack, DeferredNotifyFn, NotifyReport, ObjError, Versioned, VersionedObjects, WatchHandle,
+};
 
 /// How long a broken watch waits between attempts to watch again.
 const REWATCH_PAUSE: Duration = Duration::from_secs(1);
@@ -74,18 +76,15 @@ const WATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 fn start_watch(
     io: &IoCtx,
     name: &str,
-    on_notify: NotifyFn,
+    on_notify: DeferredNotifyFn,
     slot: &Arc<WatchSlot>,
 ) -> Result<Watch, CephError> {
     let cb = on_notify.clone();
     let (io2, name2, weak) = (io.clone(), name.to_string(), Arc::downgrade(slot));
-    io.watch_with_timeout(
+    io.watch_deferred(
         name,
         WATCH_TIMEOUT,
-        move |n| {
-            cb(&n.payload);
-            Vec::new()
-        },
+        move |n, pending| cb(&n.payload, Ack::new(move || drop(pending))),
         move |e| {
             tracing::warn!(object = %name2, error = %e, "watch broken; watching again");
             let (io, name, weak, on_notify) =
@@ -103,7 +102,7 @@ fn start_watch(
 
 /// Watch `name` again until it works or the handle is gone, then tell the consumer to
 /// reload (empty payload): notifies sent while the watch was down were missed.
-fn rewatch(io: &IoCtx, name: &str, weak: &std::sync::Weak<WatchSlot>, on_notify: NotifyFn) {
+fn rewatch(io: &IoCtx, name: &str, weak: &std::sync::Weak<WatchSlot>, on_notify: DeferredNotifyFn) {
     loop {
         let Some(slot) = weak.upgrade() else { return };
         if slot.closed.load(std::sync::atomic::Ordering::Acquire) {
@@ -115,7 +114,7 @@ fn rewatch(io: &IoCtx, name: &str, weak: &std::sync::Weak<WatchSlot>, on_notify:
             Ok(w) => {
                 *slot.watch.lock() = Some(w);
                 tracing::info!(object = %name, "watching again; reloading");
-                on_notify(&[]);
+                on_notify(&[], Ack::new(|| {}));
                 return;
             }
             Err(e) if e.is_blocklisted() => {
@@ -159,10 +158,19 @@ impl VersionedObjects for RadosObjects {
         Ok(NotifyReport {
             acked: r.acks.len(),
             timed_out: r.timeouts.len(),
+            timed_out_clients: r.timeouts.iter().map(|(gid, _)| *gid).collect(),
         })
     }
 
-    fn watch(&self, name: &str, on_notify: NotifyFn) -> Result<Box<dyn WatchHandle>, ObjError> {
+    fn instance(&self) -> u64 {
+        self.io.rados().instance_id()
+    }
+
+    fn watch_deferred(
+        &self,
+        name: &str,
+        on_notify: DeferredNotifyFn,
+    ) -> Result<Box<dyn WatchHandle>, ObjError> {
         // RADOS watches need the object: create it empty if nobody saved it yet (an empty
         // object reads as "nothing saved" in every store).
         match self.io.write_full(name, &[], Expect::Absent) {
@@ -272,6 +280,48 @@ mod tests {
         let g = group("race");
         let connect = gateway_factory(cfg.clone(), pool.clone());
         pr_shared::racing_pr_outs_lose_no_registration(&connect, &g, 4).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rados_a_change_without_notice_is_enforced_after_takeover() {
+        let Some((cfg, pool)) = cluster() else { return };
+        let g = group("takeover");
+        let connect = gateway_factory(cfg.clone(), pool.clone());
+        pr_shared::a_change_without_notice_is_enforced_after_reload(
+            &connect,
+            &g,
+            pr_shared::Reload::Takeover,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rados_a_change_without_notice_is_enforced_after_a_version_check() {
+        let Some((cfg, pool)) = cluster() else { return };
+        let g = group("vcheck");
+        let connect = gateway_factory(cfg.clone(), pool.clone());
+        pr_shared::a_change_without_notice_is_enforced_after_reload(
+            &connect,
+            &g,
+            pr_shared::Reload::VersionCheck,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rados_a_slow_abort_holds_only_its_own_good() {
+        let Some((cfg, pool)) = cluster() else { return };
+        let g = group("slowabort");
+        let connect = gateway_factory(cfg.clone(), pool.clone());
+        pr_shared::a_slow_abort_holds_only_its_own_good(&connect, &g).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rados_a_watcher_that_never_acks() {
+        let Some((cfg, pool)) = cluster() else { return };
+        let g = group("neverack");
+        let connect = gateway_factory(cfg.clone(), pool.clone());
+        pr_shared::a_watcher_that_never_acks(&connect, &g).await;
     }
 
     /// A gateway that does not acknowledge (its watch callback is stuck) delays a PR OUT
@@ -409,6 +459,7 @@ mod tests {
             port_group: pg,
             portals: vec![format!("127.0.0.1:{}", 3260 + pg)],
             last_seen_unix: 5,
+            instance: 0,
         };
         let threads: Vec<_> = (1..=3u16)
             .map(|i| {

@@ -50,8 +50,8 @@ pub use request::PrOutRequest;
 pub use rules::PrData;
 pub(crate) use store::backoff;
 pub use store::{
-    FileStore, PrListener, PrNotice, PrStore, PrVersion, SharedPr, SharedPrError, VersionedPr,
-    ABSENT,
+    FileStore, NoticeDone, PrListener, PrNotice, PrStore, PrVersion, SharedPr, SharedPrError,
+    VersionedPr, ABSENT,
 };
 
 use super::Nexus;
@@ -112,6 +112,7 @@ pub enum Decision {
 #[derive(Debug)]
 pub struct Change {
     next: PrData,
+    issuer: Arc<Nexus>,
     uas: Vec<(Nexus, AdditionalSense)>,
     abort: Option<Preempted>,
     persist: Option<Persist>,
@@ -119,12 +120,21 @@ pub struct Change {
 
 impl Change {
     /// What the gateways of an HA group are told about this change once it is saved as
-    /// `version` through `target` of the store instance `origin`.
-    pub fn notice(&self, origin: uuid::Uuid, target: &str, version: PrVersion) -> PrNotice {
+    /// `version` (decided on the state saved as `base`) through `target` of the store
+    /// instance `origin`.
+    pub fn notice(
+        &self,
+        origin: uuid::Uuid,
+        target: &str,
+        version: PrVersion,
+        base: PrVersion,
+    ) -> PrNotice {
         PrNotice {
             origin,
             target: target.to_string(),
             version,
+            base,
+            issuer: Some((*self.issuer).clone()),
             data: self.next.clone(),
             uas: self
                 .uas
@@ -205,6 +215,41 @@ pub struct PrState {
     /// registered, so media access is refused (NOT READY) rather than allowed to a
     /// nexus that may have been preempted through another gateway.
     unreadable: Option<String>,
+    /// Shared store: the version up to which this gateway's nexuses got the unit
+    /// attentions of every change (from notices, its own changes, or derived).
+    uas_version: PrVersion,
+    /// Shared store: the state as of `uas_version` while a newer one was installed without
+    /// its unit attentions (read by a PERSISTENT RESERVE OUT or IN before its notice came,
+    /// or whose notice never comes); the missed unit attentions are derived from it.
+    uas_base: Option<PrData>,
+    /// Shared store: the watch this LUN holds on its state (ended with the LUN).
+    watching: Option<Watching>,
+}
+
+/// A LUN's hold on the shared store's watch of its identity: when the LUN goes, so does
+/// the watch (once no other LUN of this gateway presents the identity).
+#[derive(Debug)]
+struct Watching {
+    store: Arc<dyn PrStore>,
+    identity: uuid::Uuid,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some(shared) = self.store.shared() {
+            shared.unwatch(self.identity);
+        }
+    }
+}
+
+/// The nexus a registration's unit attentions go to: its own, or for an ALL_TG_PT
+/// registration the one it was made through.
+fn ua_nexus(r: &rules::Registration) -> Nexus {
+    Nexus {
+        initiator: r.initiator.clone(),
+        isid: r.isid,
+        tpgt: r.tpgt.unwrap_or(r.origin_tpgt),
+    }
 }
 
 /// Most reads-decide-saves one PERSISTENT RESERVE OUT makes on a shared store before it
@@ -248,9 +293,11 @@ pub enum SharedDecision {
     /// Saved as `version`: commit it locally ([`PrState::commit_at`]), publish it, GOOD.
     Saved {
         /// The decided change.
-        change: Change,
+        change: Box<Change>,
         /// The version it was saved as.
         version: PrVersion,
+        /// The state it was decided on.
+        base: VersionedPr,
     },
 }
 
@@ -290,7 +337,13 @@ pub fn decide_shared(
             Decision::Change(c) => c,
         };
         match store.save_if(identity, &change.next, latest.version) {
-            Ok(version) => return Ok(SharedDecision::Saved { change, version }),
+            Ok(version) => {
+                return Ok(SharedDecision::Saved {
+                    change: Box::new(change),
+                    version,
+                    base: latest,
+                })
+            }
             Err(SharedPrError::Conflict) => {
                 tracing::debug!(%identity, attempt, "reservation state changed through another gateway; deciding again");
                 store::backoff(attempt);
@@ -319,10 +372,11 @@ impl PrState {
                 ..Self::default()
             };
             // Watch first: a change saved between the read and the watch would be missed.
-            match shared
-                .watch(identity)
-                .and_then(|()| shared.load_latest(identity))
-            {
+            let watched = shared.watch(identity);
+            if watched.is_ok() {
+                st.watching = store.clone().map(|store| Watching { store, identity });
+            }
+            match watched.and_then(|()| shared.load_latest(identity)) {
                 Ok(v) => {
                     if !v.data.registrations.is_empty() {
                         tracing::info!(%identity, registrations = v.data.registrations.len(),
@@ -331,6 +385,7 @@ impl PrState {
                     }
                     st.d = v.data;
                     st.version = v.version;
+                    st.uas_version = v.version;
                 }
                 Err(e) => {
                     tracing::error!(%identity, error = format!("{e:#}"), "shared reservation state unreadable; media access refused until it can be read");
@@ -355,8 +410,7 @@ impl PrState {
             identity: Some(identity),
             store,
             d,
-            version: ABSENT,
-            unreadable: None,
+            ..Self::default()
         }
     }
 
@@ -391,11 +445,67 @@ impl PrState {
     pub fn install(&mut self, v: &VersionedPr) -> bool {
         let newer = v.version > self.version || self.unreadable.is_some();
         if newer {
+            if self.uas_base.is_none() && v.version > self.uas_version {
+                // The first state whose unit attentions are not known yet.
+                self.uas_base = Some(std::mem::take(&mut self.d));
+            }
             self.d = v.data.clone();
             self.version = v.version;
             self.unreadable = None;
         }
         newer
+    }
+
+    /// Install the latest shared state read after notices may have been missed (the watch
+    /// was re-established, the periodic version check found a newer version, or this
+    /// gateway takes the pool over) and return the unit attentions of the changes not
+    /// accounted for yet, derived from the states ([`rules::missed_unit_attentions`]).
+    pub fn resync(&mut self, v: &VersionedPr) -> Vec<(Nexus, AdditionalSense)> {
+        self.install(v);
+        if self.version <= self.uas_version {
+            return Vec::new();
+        }
+        let old = self.uas_base.take().unwrap_or_default();
+        self.uas_version = self.version;
+        rules::missed_unit_attentions(&old, &self.d)
+            .iter()
+            .map(|(r, code)| (ua_nexus(r), *code))
+            .collect()
+    }
+
+    /// Account for the change saved as `version`, decided on `base` (whose state is
+    /// `base_data` when known) and announced with the unit attentions `uas` (by `issuer`),
+    /// after installing its state: returns the unit attentions still owed here — `uas`
+    /// unless they were already accounted for (the change's state was read and its unit
+    /// attentions derived before its notice came), plus those of changes between the
+    /// last accounted one and `base` that this gateway never heard of (derived, see
+    /// [`PrState::resync`]; never for `issuer` or a nexus `uas` names).
+    pub fn account(
+        &mut self,
+        version: PrVersion,
+        base: PrVersion,
+        base_data: Option<&PrData>,
+        new_data: &PrData,
+        uas: &[(Nexus, AdditionalSense)],
+        issuer: Option<&Nexus>,
+    ) -> Vec<(Nexus, AdditionalSense)> {
+        if version <= self.uas_version {
+            return Vec::new();
+        }
+        let mut out = uas.to_vec();
+        if base != self.uas_version {
+            let old = self.uas_base.take().unwrap_or_else(|| self.d.clone());
+            let upto = base_data.unwrap_or(new_data);
+            for (r, code) in rules::missed_unit_attentions(&old, upto) {
+                let who = ua_nexus(&r);
+                if Some(&who) != issuer && !uas.iter().any(|(n, _)| *n == who) {
+                    out.push((who, code));
+                }
+            }
+        }
+        self.uas_version = version;
+        self.uas_base = (self.version > version).then(|| new_data.clone());
+        out
     }
 
     /// Record that the shared state is unreadable (`why`): media access is refused.
@@ -443,15 +553,8 @@ impl PrState {
         };
         let uas = fx
             .uas
-            .into_iter()
-            .map(|(r, code)| {
-                let who = Nexus {
-                    initiator: r.initiator,
-                    isid: r.isid,
-                    tpgt: r.tpgt.unwrap_or(r.origin_tpgt),
-                };
-                (who, code)
-            })
+            .iter()
+            .map(|(r, code)| (ua_nexus(r), *code))
             .filter(|(who, _)| who != n)
             .collect();
         let abort = (!fx.abort.is_empty()).then(|| Preempted {
@@ -469,6 +572,7 @@ impl PrState {
         };
         Ok(Decision::Change(Change {
             next,
+            issuer: Arc::new(n.clone()),
             uas,
             abort,
             persist,
@@ -485,16 +589,37 @@ impl PrState {
         }
     }
 
-    /// Commit a change saved in the shared store as `version`: its state is installed
-    /// unless a newer one already was (another gateway's change, published before this
-    /// one was committed); its unit attentions and aborts are owed either way.
-    pub fn commit_at(&mut self, change: Change, version: PrVersion) -> PrOutEffects {
+    /// Commit a change saved in the shared store as `version`, decided on `base`: its
+    /// state is installed unless a newer one already was (another gateway's change,
+    /// published before this one was committed); its unit attentions and aborts are owed
+    /// either way, with those of changes before `base` this gateway missed
+    /// ([`PrState::account`]).
+    pub fn commit_at(
+        &mut self,
+        change: Change,
+        version: PrVersion,
+        base: &VersionedPr,
+    ) -> PrOutEffects {
         self.install(&VersionedPr {
-            data: change.next,
+            data: change.next.clone(),
             version,
         });
+        let mut uas = self.account(
+            version,
+            base.version,
+            Some(&base.data),
+            &change.next,
+            &change.uas,
+            Some(&change.issuer),
+        );
+        if uas.is_empty() {
+            // Already accounted for: a reload read this very change between its save and
+            // this commit (and derived its unit attentions); its own are exact, give them
+            // too (a unit attention queued twice is queued once).
+            uas = change.uas;
+        }
         PrOutEffects {
-            uas: change.uas,
+            uas,
             abort: change.abort,
         }
     }

@@ -533,3 +533,53 @@ fn preempt(
     st.bump();
     Ok(removed)
 }
+
+/// The unit attentions SPC-4 prescribes for the changes that turned `old` into `new`, as
+/// far as they can be told from the two states alone: for a gateway that missed the
+/// changes' notices (its watch was down, or the issuer died between its save and its
+/// notify). Per registration of `old`:
+/// - gone from `new`: REGISTRATIONS PREEMPTED (PREEMPT, PREEMPT AND ABORT), or
+///   RESERVATIONS PREEMPTED when nothing at all is left (CLEAR);
+/// - still there, and a registrants-only or all-registrants reservation is gone:
+///   RESERVATIONS RELEASED (RELEASE, or its holder unregistered), except for the holder
+///   that released it;
+/// - still there, and the reservation's type changed: RESERVATIONS RELEASED (PREEMPT of the
+///   holder with another type), except for the new holder.
+///
+/// What cannot be told: who issued the changes (a registration an initiator removed
+/// itself through another gateway reads as preempted; such unit attentions go to the
+/// nexus the registration was made through, which is logged in at that other gateway, so
+/// they normally reach no one), a CLEAR followed by new registrations (reads as PREEMPT),
+/// changes that undid each other between the two states (none), and PREEMPT AND ABORT's
+/// aborts (a preempted registration looks the same after PREEMPT).
+pub(super) fn missed_unit_attentions(
+    old: &PrData,
+    new: &PrData,
+) -> Vec<(Registration, AdditionalSense)> {
+    let same_port = |a: &Registration, b: &Registration| {
+        a.initiator == b.initiator && a.isid == b.isid && a.tpgt == b.tpgt
+    };
+    let cleared = !new.is_active();
+    let (was, is) = (old.res_type(), new.res_type());
+    let mut out = Vec::new();
+    for r in &old.registrations {
+        let Some(now) = new.registrations.iter().find(|n| same_port(n, r)) else {
+            let code = if cleared {
+                asc::RESERVATIONS_PREEMPTED
+            } else {
+                asc::REGISTRATIONS_PREEMPTED
+            };
+            out.push((r.clone(), code));
+            continue;
+        };
+        let released = match (was, is) {
+            (Some(t), None) => t.registrants_have_access() && (t.all_registrants() || !r.holder),
+            (Some(t), Some(u)) if t != u => u.all_registrants() || !now.holder,
+            _ => false,
+        };
+        if released {
+            out.push((now.clone(), asc::RESERVATIONS_RELEASED));
+        }
+    }
+    out
+}

@@ -74,9 +74,14 @@ pub struct VersionedPr {
 /// A reservation store shared by the gateways of an HA group: versioned state per LUN
 /// identity, compare-and-swap saves, and change notices every gateway acts on.
 pub trait SharedPr: Send + Sync {
-    /// Start delivering change notices for `identity` to the listeners (idempotent). Called
-    /// before the first [`load_latest`](Self::load_latest), so no change slips between.
+    /// Start delivering change notices for `identity` to the listeners. Called before the
+    /// first [`load_latest`](Self::load_latest), so no change slips between; counted: every
+    /// call is matched by one [`unwatch`](Self::unwatch).
     fn watch(&self, identity: uuid::Uuid) -> Result<(), SharedPrError>;
+
+    /// A LUN presenting `identity` is gone: when it was the last one here, the watch ends.
+    /// Never blocks.
+    fn unwatch(&self, identity: uuid::Uuid);
 
     /// The latest saved state of `identity`. Blocking.
     fn load_latest(&self, identity: uuid::Uuid) -> Result<VersionedPr, SharedPrError>;
@@ -106,10 +111,43 @@ pub trait SharedPr: Send + Sync {
 
 /// A target of this gateway that holds LUNs whose state a shared store keeps.
 pub trait PrListener: Send + Sync {
-    /// The state of `identity` changed through some gateway: reload it, establish the unit
-    /// attentions, abort the preempted tasks. Called on a store thread; returns once done
-    /// (the publisher waits for that).
-    fn pr_changed(&self, identity: uuid::Uuid, notice: &PrNotice);
+    /// The state of `identity` changed through some gateway: install it, establish the
+    /// unit attentions, abort the preempted tasks. Called on a store thread, which must
+    /// not wait: slow work (PREEMPT AND ABORT's aborts) runs elsewhere holding a clone of
+    /// `done`; the publisher is acknowledged when the last clone is dropped.
+    fn pr_changed(&self, identity: uuid::Uuid, notice: &PrNotice, done: &NoticeDone);
+
+    /// Notices of `identity` may have been missed (the watch was re-established, the
+    /// periodic version check found a newer version, or the gateway takes the pool over):
+    /// `latest` is what the store holds now. Install it and establish the unit attentions
+    /// of the changes not heard of. Called on a store thread.
+    fn pr_reloaded(&self, identity: uuid::Uuid, latest: &VersionedPr);
+
+    /// The state of `identity` could not be read when reloading (`why`).
+    fn pr_unreadable(&self, identity: uuid::Uuid, why: &str);
+}
+
+/// The pending acknowledgement of a change notice: whoever still works on the notice
+/// holds a clone; the publisher hears back when the last one is dropped.
+#[derive(Clone)]
+pub struct NoticeDone(#[allow(dead_code)] Option<Arc<dyn Send + Sync>>);
+
+impl NoticeDone {
+    /// Acknowledges by dropping `ack` (when the last clone goes).
+    pub fn new(ack: impl Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(ack)))
+    }
+
+    /// Nothing to acknowledge.
+    pub fn none() -> Self {
+        Self(None)
+    }
+}
+
+impl std::fmt::Debug for NoticeDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NoticeDone")
+    }
 }
 
 /// What a saved change tells the other gateways: the state (so they install it without a
@@ -122,6 +160,13 @@ pub struct PrNotice {
     pub target: String,
     /// The saved state's version.
     pub version: PrVersion,
+    /// The version of the state the change was decided on: a gateway whose last
+    /// accounted version is older missed changes in between.
+    #[serde(default)]
+    pub base: PrVersion,
+    /// The nexus that issued the change (gets none of its unit attentions).
+    #[serde(default)]
+    pub issuer: Option<Nexus>,
     /// The saved state.
     pub data: PrData,
     /// Unit attentions: (nexus, ASC, ASCQ); never for the issuing nexus.

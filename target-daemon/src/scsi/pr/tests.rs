@@ -573,3 +573,83 @@ fn decided_changes_take_effect_only_when_committed() {
     assert!(matches!(r.decide(&b, &clear), Ok(Decision::Change(_))));
     assert!(r.is_reserved(), "an uncommitted CLEAR changes nothing");
 }
+
+/// The unit attentions derived from two states (for a gateway that missed a change) are
+/// those the change itself announced, for every kind of change that announces any, and
+/// none for those that do not; the issuer (behind another gateway) is left out as the
+/// announcement leaves it out.
+#[test]
+fn missed_unit_attentions_match_the_announced_ones() {
+    use std::collections::HashSet;
+    let (a, b, c) = (nx("a", 1, 1), nx("b", 2, 2), nx("c", 3, 2));
+    // WE-RO 5, WE-AR 7, WE 1.
+    type Step = (&'static str, u8, u8, u64, u64);
+    let cases: Vec<(&str, Vec<Step>, Step)> = vec![
+        (
+            "release WE-RO",
+            vec![("a", out_sa::RESERVE, 5, 0xA, 0)],
+            ("a", out_sa::RELEASE, 5, 0xA, 0),
+        ),
+        (
+            "release WE-AR",
+            vec![("a", out_sa::RESERVE, 7, 0xA, 0)],
+            ("b", out_sa::RELEASE, 7, 0xB, 0),
+        ),
+        (
+            "release WE",
+            vec![("a", out_sa::RESERVE, 1, 0xA, 0)],
+            ("a", out_sa::RELEASE, 1, 0xA, 0),
+        ),
+        (
+            "holder of WE-RO leaves",
+            vec![("a", out_sa::RESERVE, 5, 0xA, 0)],
+            ("a", out_sa::REGISTER, 0, 0xA, 0),
+        ),
+        (
+            "clear",
+            vec![("a", out_sa::RESERVE, 1, 0xA, 0)],
+            ("b", out_sa::CLEAR, 0, 0xB, 0),
+        ),
+        (
+            "preempt a registrant",
+            vec![],
+            ("b", out_sa::PREEMPT, 0, 0xB, 0xC),
+        ),
+        (
+            "preempt the holder, same type",
+            vec![("a", out_sa::RESERVE, 1, 0xA, 0)],
+            ("b", out_sa::PREEMPT, 1, 0xB, 0xA),
+        ),
+        (
+            "preempt the holder, new type",
+            vec![("a", out_sa::RESERVE, 1, 0xA, 0)],
+            ("b", out_sa::PREEMPT_AND_ABORT, 5, 0xB, 0xA),
+        ),
+        ("unregister", vec![], ("c", out_sa::REGISTER, 0, 0xC, 0)),
+    ];
+    let who = |name: &str| match name {
+        "a" => a.clone(),
+        "b" => b.clone(),
+        _ => c.clone(),
+    };
+    for (what, setup, step) in cases {
+        let mut r = PrState::default();
+        for (n, k) in [(&a, 0xA), (&b, 0xB), (&c, 0xC)] {
+            ok(&mut r, n, out_sa::REGISTER, 0, 0, k);
+        }
+        for (n, sa, t, key, sa_key) in setup {
+            ok(&mut r, &who(n), sa, t, key, sa_key);
+        }
+        let before = r.d.clone();
+        let issuer = who(step.0);
+        let announced: HashSet<_> = ok(&mut r, &issuer, step.1, step.2, step.3, step.4)
+            .into_iter()
+            .collect();
+        let derived: HashSet<_> = rules::missed_unit_attentions(&before, &r.d)
+            .iter()
+            .map(|(reg, code)| (ua_nexus(reg), *code))
+            .filter(|(n, _)| *n != issuer)
+            .collect();
+        assert_eq!(derived, announced, "{what}");
+    }
+}

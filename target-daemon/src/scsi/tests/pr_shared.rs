@@ -350,13 +350,13 @@ impl VersionedObjects for Contended {
     ) -> Result<crate::shared::objects::NotifyReport, crate::shared::objects::ObjError> {
         self.inner.notify(name, payload, timeout)
     }
-    fn watch(
+    fn watch_deferred(
         &self,
         name: &str,
-        on_notify: crate::shared::objects::NotifyFn,
+        on_notify: crate::shared::objects::DeferredNotifyFn,
     ) -> Result<Box<dyn crate::shared::objects::WatchHandle>, crate::shared::objects::ObjError>
     {
-        self.inner.watch(name, on_notify)
+        self.inner.watch_deferred(name, on_notify)
     }
 }
 
@@ -499,4 +499,268 @@ async fn a_silent_gateway_does_not_block_a_pr_out() {
     assert_eq!(r.status, status::GOOD, "{r:?}");
     assert_eq!(read_keys(&gw2.target, &b2).await.1, vec![0xA, 0xB]);
     assert_eq!(read_keys(&gw1.target, &a1).await.1, vec![0xA, 0xB]);
+}
+
+/// How a gateway comes to reload the state in [`a_change_without_notice_is_enforced_after_reload`].
+pub(crate) enum Reload {
+    /// It takes the pool over (`ScsiTarget::reload_reservations`).
+    Takeover,
+    /// Its periodic version check notices the object moved.
+    VersionCheck,
+    /// Its watch was re-established (`run` simulates it).
+    Rewatch(Box<dyn Fn() + Send + Sync>),
+}
+
+/// Waits (bounded) until `nexus`'s next TEST UNIT READY through `t` reports `code`.
+async fn wait_for_ua(
+    t: &ScsiTarget,
+    n: &Arc<Nexus>,
+    code: scsi_proto::scsi::sense::AdditionalSense,
+) {
+    for _ in 0..400 {
+        let r = run(t, n, 0, &TUR, Bytes::new()).await;
+        if r.status == status::CHECK_CONDITION {
+            assert_check(&r, SenseKey::UnitAttention, code);
+            return;
+        }
+        assert_eq!(r.status, status::GOOD, "{r:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no unit attention {code:?} for {} within 10 s", n.initiator);
+}
+
+/// A change saved by compare-and-swap whose notice never came (its gateway died between
+/// the two): the other gateway's I/O checks enforce it once it reloads — when it takes
+/// the pool over, when its periodic version check sees the object moved, or when its watch
+/// is re-established — and the nexus it preempted there gets REGISTRATIONS PREEMPTED.
+pub(crate) async fn a_change_without_notice_is_enforced_after_reload(
+    connect: Connect<'_>,
+    group: &str,
+    reload: Reload,
+) {
+    let sh = Shared::new(group).await;
+    let (a1, b2) = (host("a", 1, 1), host("b", 2, 2));
+    let gw1 = sh.gateway(connect, &[&a1]).await;
+    let gw2 = sh.gateway(connect, &[&b2]).await;
+    let ok = |r: ScsiResponse| assert_eq!(r.status, status::GOOD, "{r:?}");
+    ok(run(&gw1.target, &a1, 0, &pr_out(0, 0), keys_params(0, 0xA)).await);
+    ok(run(&gw2.target, &b2, 0, &pr_out(0, 0), keys_params(0, 0xB)).await);
+    ok(run(&gw2.target, &b2, 0, &pr_out(1, 1), keys_params(0xB, 0)).await);
+    // "A preempts B" as a dying gateway saves it: compare-and-swap, no notify.
+    let raw = connect();
+    let name = crate::shared::names::pr(group, sh.identity);
+    let cur = raw.read(&name).expect("read").expect("object");
+    let mut st: serde_json::Value = serde_json::from_slice(&cur.data).expect("json");
+    let regs = st["registrations"].as_array_mut().expect("registrations");
+    regs.retain(|r| r["key"] != 0xB);
+    regs[0]["holder"] = serde_json::Value::Bool(true);
+    st["generation"] = (st["generation"].as_u64().expect("generation") + 1).into();
+    let body = serde_json::to_vec(&st).expect("encode");
+    raw.write(&name, &body, Some(cur.version)).expect("cas");
+    // Gateway 2 still works on its copy: B, preempted, still writes there.
+    ok(run(&gw2.target, &b2, 0, &write10(0, 1), pattern(1, 1)).await);
+    match reload {
+        Reload::Takeover => {
+            let t = gw2.target.clone();
+            tokio::task::spawn_blocking(move || t.reload_reservations())
+                .await
+                .expect("reload");
+        }
+        Reload::VersionCheck => gw2
+            .store
+            .start_version_checks(std::time::Duration::from_millis(20))
+            .expect("version checks"),
+        Reload::Rewatch(f) => tokio::task::spawn_blocking(f).await.expect("rewatch"),
+    }
+    wait_for_ua(&gw2.target, &b2, asc::REGISTRATIONS_PREEMPTED).await;
+    let r = run(&gw2.target, &b2, 0, &write10(0, 1), pattern(1, 2)).await;
+    assert_eq!(r.status, status::RESERVATION_CONFLICT, "{r:?}");
+    assert_eq!(read_keys(&gw2.target, &b2).await.1, vec![0xA]);
+}
+
+/// Holds PREEMPT AND ABORT's aborts until released, saying when one started.
+#[derive(Default)]
+struct HeldAborter {
+    started: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl crate::scsi::TaskAborter for HeldAborter {
+    fn abort_tasks<'a>(
+        &'a self,
+        _lun: u64,
+        _preempted: &'a crate::scsi::pr::Preempted,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            self.started.notify_one();
+            self.release.notified().await;
+        })
+    }
+}
+
+/// A PREEMPT AND ABORT through gateway 2 whose aborts on gateway 1 take long holds its own
+/// GOOD until they are done, but not the other changes of the LUN: a REGISTER through
+/// gateway 2 meanwhile is decided, announced to gateway 1 and answered.
+pub(crate) async fn a_slow_abort_holds_only_its_own_good(connect: Connect<'_>, group: &str) {
+    let sh = Shared::new(group).await;
+    let (a1, b2, c2) = (host("a", 1, 1), host("b", 2, 2), host("c", 3, 2));
+    let gw1 = sh.gateway(connect, &[&a1]).await;
+    let gw2 = sh.gateway(connect, &[&b2, &c2]).await;
+    let held = Arc::new(HeldAborter::default());
+    gw1.target.set_task_aborter(held.clone());
+    let ok = |r: ScsiResponse| assert_eq!(r.status, status::GOOD, "{r:?}");
+    ok(run(&gw1.target, &a1, 0, &pr_out(0, 0), keys_params(0, 0xA)).await);
+    ok(run(&gw1.target, &a1, 0, &pr_out(1, 1), keys_params(0xA, 0)).await);
+    ok(run(&gw2.target, &b2, 0, &pr_out(0, 0), keys_params(0, 0xB)).await);
+    let (t2, b) = (gw2.target.clone(), b2.clone());
+    let preempt =
+        tokio::spawn(async move { run(&t2, &b, 0, &pr_out(5, 1), keys_params(0xB, 0xA)).await });
+    let bound = std::time::Duration::from_secs(10);
+    tokio::time::timeout(bound, held.started.notified())
+        .await
+        .expect("gateway 1 started aborting A's tasks");
+    let r = tokio::time::timeout(
+        bound,
+        run(&gw2.target, &c2, 0, &pr_out(0, 0), keys_params(0, 0xC)),
+    )
+    .await
+    .expect("a REGISTER is not held up by another change's aborts");
+    ok(r);
+    assert!(
+        !preempt.is_finished(),
+        "PREEMPT AND ABORT answered before gateway 1's aborts were done"
+    );
+    held.release.notify_one();
+    ok(preempt.await.expect("preempt task"));
+    assert_eq!(read_keys(&gw2.target, &c2).await.1, vec![0xB, 0xC]);
+}
+
+/// Heartbeats as a test sets them: clients in the set heartbeat on every look.
+pub(crate) struct StaticLive(pub(crate) parking_lot::Mutex<Vec<u64>>, AtomicUsize);
+
+impl crate::shared::pr::LiveGateways for StaticLive {
+    fn heartbeats(&self) -> anyhow::Result<crate::shared::pr::Heartbeats> {
+        let beat = self.1.fetch_add(1, Ordering::SeqCst) as u64;
+        Ok(crate::shared::pr::Heartbeats {
+            beats: self.0.lock().iter().map(|c| (*c, beat)).collect(),
+            owner: None,
+        })
+    }
+}
+
+/// A watcher that never acknowledges: when it is no live gateway's (a dead gateway's
+/// watch the OSD has not dropped yet), a PERSISTENT RESERVE OUT answers GOOD after the
+/// notify timeout; when it is a live gateway's, GOOD is held back and the command ends
+/// with HARDWARE ERROR (the change stands here, but that gateway may not enforce it).
+pub(crate) async fn a_watcher_that_never_acks(connect: Connect<'_>, group: &str) {
+    let sh = Shared::new(group).await;
+    let store =
+        SharedPrStore::with_notify_timeout(connect(), group, std::time::Duration::from_millis(500));
+    let live = Arc::new(StaticLive(
+        parking_lot::Mutex::new(Vec::new()),
+        AtomicUsize::new(0),
+    ));
+    store.set_liveness(live.clone());
+    let a = host("a", 1, 1);
+    let gw = sh.gateway_on(store, &[&a]).await;
+    let stuck = connect();
+    let held = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let h = held.clone();
+    let name = crate::shared::names::pr(group, sh.identity);
+    let watch = stuck
+        .watch_deferred(&name, Arc::new(move |_: &[u8], ack| h.lock().push(ack)))
+        .expect("watch");
+    let r = run(&gw.target, &a, 0, &pr_out(0, 0), keys_params(0, 0xA)).await;
+    assert_eq!(
+        r.status,
+        status::GOOD,
+        "a dead watcher holds nothing back: {r:?}"
+    );
+    live.0.lock().push(stuck.instance());
+    let r = run(&gw.target, &a, 0, &pr_out(0, 0), keys_params(0xA, 0xB)).await;
+    assert_check(&r, SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE);
+    drop(watch);
+    held.lock().clear();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mem_a_change_without_notice_is_enforced_after_takeover() {
+    let cluster = MemCluster::new();
+    let connect = move || cluster.client() as Arc<dyn VersionedObjects>;
+    a_change_without_notice_is_enforced_after_reload(&connect, "g", Reload::Takeover).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mem_a_change_without_notice_is_enforced_after_a_version_check() {
+    let cluster = MemCluster::new();
+    let connect = move || cluster.client() as Arc<dyn VersionedObjects>;
+    a_change_without_notice_is_enforced_after_reload(&connect, "g", Reload::VersionCheck).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mem_a_change_without_notice_is_enforced_after_a_rewatch() {
+    let cluster = MemCluster::new();
+    let clients = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let (c, cl) = (cluster.clone(), clients.clone());
+    let connect = move || {
+        let client = c.client();
+        cl.lock().push(client.clone());
+        client as Arc<dyn VersionedObjects>
+    };
+    // The second connection is gateway 2's.
+    let cl = clients.clone();
+    let rewatch = Box::new(move || cl.lock()[1].rewatched());
+    a_change_without_notice_is_enforced_after_reload(&connect, "g", Reload::Rewatch(rewatch)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mem_a_slow_abort_holds_only_its_own_good() {
+    let cluster = MemCluster::new();
+    let connect = move || cluster.client() as Arc<dyn VersionedObjects>;
+    a_slow_abort_holds_only_its_own_good(&connect, "g").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mem_a_watcher_that_never_acks() {
+    let cluster = MemCluster::new();
+    let connect = move || cluster.client() as Arc<dyn VersionedObjects>;
+    a_watcher_that_never_acks(&connect, "g").await;
+}
+
+/// A LUN's watch on its shared state ends with the LUN (and only with the last LUN of the
+/// gateway presenting that identity).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_ends_with_the_last_lun_presenting_the_identity() {
+    let cluster = MemCluster::new();
+    let c = cluster.clone();
+    let connect = move || c.client() as Arc<dyn VersionedObjects>;
+    let sh = Shared::new("g").await;
+    let name = crate::shared::names::pr("g", sh.identity);
+    let a = host("a", 1, 1);
+    let gw = sh.gateway(&connect, &[&a]).await;
+    // The same identity as LUN 1 too (one watch for both).
+    let (t, volume, id) = (
+        gw.target.clone(),
+        sh.pool.volume("vol0").expect("volume"),
+        sh.identity,
+    );
+    tokio::task::spawn_blocking(move || t.add_lun_with_identity(1, volume, false, id))
+        .await
+        .expect("attach task")
+        .expect("add lun 1");
+    assert_eq!(cluster.watchers(&name), 1);
+    gw.target.remove_lun(0).expect("remove LUN 0");
+    assert_eq!(cluster.watchers(&name), 1, "LUN 1 still presents it");
+    gw.target.remove_lun(1).expect("remove LUN 1");
+    // Unwatching runs on a thread of its own: wait for it, with a bound.
+    for _ in 0..400 {
+        if cluster.watchers(&name) == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the watch outlived the LUNs: {} left",
+        cluster.watchers(&name)
+    );
 }
