@@ -65,6 +65,7 @@ fn lun(name: &str, target: &str, id: u64) -> LunCreate {
         target: Some(target.into()),
         lun_id: Some(id),
         read_only: false,
+        pool: None,
     }
 }
 
@@ -269,13 +270,14 @@ async fn a_standby_presents_the_owners_luns_and_names_the_owner() {
         guarantee: None,
         copy_acl: false,
         read_only: None,
+        pool: None,
     };
     for e in [
         standby
             .lun_create(lun("x", IQN, 1))
             .await
             .expect_err("create"),
-        standby.pool_status().expect_err("pool status"),
+        standby.pool_status(None).expect_err("pool status"),
         standby.clone_create(clone).await.expect_err("clone"),
         standby
             .snapshot_create("d0", "s")
