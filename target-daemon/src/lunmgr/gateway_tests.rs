@@ -183,6 +183,8 @@ async fn attach_after_detach_keeps_data_identity_and_reservations() {
     alua.set_groups(vec![]);
     alua.set_local(AccessState::Standby);
     assert!(!mgr.has_pool());
+    // What /metrics reads its pool figures from: nothing on a standby.
+    assert!(mgr.open_pools().is_empty());
     let r = run_settled(&t, &n, &read10(3), Bytes::new()).await;
     assert_eq!(
         sense_of(&r),
@@ -203,6 +205,15 @@ async fn attach_after_detach_keeps_data_identity_and_reservations() {
     // Standby → owner again.
     mgr.attach_pool(detached).await.expect("attach");
     alua.set_local(AccessState::ActiveOptimized);
+    // The owner's /metrics shows the pool it owns, under its name.
+    let open = mgr.open_pools();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].0, "default");
+    let text = crate::metrics::global().render(&open);
+    assert!(
+        text.contains("lunar_pool_capacity_bytes{pool=\"default\"}"),
+        "{text}"
+    );
     let r = run_settled(&t, &n, &read10(3), Bytes::new()).await;
     assert_eq!(r.status, status::GOOD, "{r:?}");
     assert_eq!(r.data_in, data, "data intact");

@@ -271,3 +271,18 @@ async fn a_state_from_before_pools_had_names_opens_unchanged() {
     assert_eq!(saved.luns["old0"].pool, "default");
     pool.close().await.unwrap();
 }
+
+/// `config export` of an appliance with several pools names the pool of every LUN that is
+/// not in the first one, and reads back as the same pools and placements.
+#[tokio::test]
+async fn config_export_keeps_the_pools() {
+    let t = two_pools().await;
+    let text = t.mgr.export_yaml().await.unwrap();
+    let back =
+        Config::from_yaml_str(&text, "exported.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(back.pools, t.cfg.pools, "{text}");
+    let luns = &back.targets[0].luns;
+    let pool_of = |v: &str| luns.iter().find(|l| l.volume == v).map(|l| l.pool.clone());
+    assert_eq!(pool_of("b0"), Some(Some("bulk".into())), "{text}");
+    assert_eq!(pool_of("f0"), Some(None), "{text}");
+}
