@@ -295,13 +295,13 @@ async fn open_pool(config: &Config, cfg: &crate::config::PoolCfg) -> anyhow::Res
         soft_threshold_pct: cfg.soft_threshold_pct,
     };
     // Named when there is a choice (the message of a single pool stays as it was).
-    let name = match (&cfg.name, config.pools.is_empty()) {
-        (Some(n), false) => format!(" {n:?}"),
-        _ => String::new(),
-    };
+    let named = cfg.name.as_ref().filter(|_| !config.pools.is_empty());
     let pool = Pool::open_or_create(&pool_path, &opts)
         .await
-        .with_context(|| format!("cannot open pool{name} at {}", pool_path.display()))?;
+        .with_context(|| match named {
+            None => format!("cannot open pool at {}", pool_path.display()),
+            Some(n) => format!("cannot open pool {n:?} at {}", pool_path.display()),
+        })?;
     tracing::info!(pool = cfg.name.as_deref().unwrap_or_default(), path = %pool_path.display(), "pool open");
     warn_if_readable_by_others(&pool_path);
     Ok(pool)

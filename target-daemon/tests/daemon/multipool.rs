@@ -190,3 +190,20 @@ async fn two_pools_serve_side_by_side_and_survive_a_restart() {
     drop((sa, sb));
     d.shutdown().await.expect("clean shutdown");
 }
+
+/// A pool that cannot be opened is named in the start-up error, and the pools opened
+/// before it are closed again (a second start finds them free).
+#[tokio::test]
+async fn a_pool_that_cannot_open_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    std::fs::write(dir.path().join("pool-b"), b"not a pool").expect("write");
+    let e = match Daemon::start(cfg.clone()).await {
+        Ok(_) => panic!("lunard started over a file that is not a pool"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.starts_with("cannot open pool \"b\" at "), "{e}");
+    std::fs::remove_file(dir.path().join("pool-b")).expect("rm");
+    let d = start_config(cfg).await;
+    d.shutdown().await.expect("clean shutdown");
+}
