@@ -44,9 +44,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A running daemon.
 pub struct Daemon {
-    /// The local pool; `None` on a gateway of an HA group (the coordinator opens and
-    /// closes the pool as ownership moves).
-    pool: Option<Pool>,
+    /// The local pools by name, in configuration order; empty on a gateway of an HA group
+    /// (the coordinator opens and closes the pool as ownership moves).
+    pools: Vec<(String, Pool)>,
     #[cfg(feature = "ceph")]
     gateway: Option<crate::ha::gateway::Gateway>,
     server: Arc<Server>,
@@ -69,12 +69,7 @@ impl Daemon {
         if config.ha.is_some() {
             return Daemon::start_gateway(config, admin).await;
         }
-        let pool_path = if config.pool.path.is_absolute() {
-            config.pool.path.clone()
-        } else {
-            config.data_dir.join(&config.pool.path)
-        };
-        // The data directory holds the CHAP secrets (state.json), the pool and the admin
+        // The data directory holds the CHAP secrets (state.json), the pools and the admin
         // socket: created private to lunard's user (0700) whatever the umask. An existing
         // directory keeps its mode (each file in it is private by itself).
         std::fs::DirBuilder::new()
@@ -84,25 +79,25 @@ impl Daemon {
             .with_context(|| {
                 format!("cannot create data directory {}", config.data_dir.display())
             })?;
-        let opts = PoolOptions {
-            chunk_size: config.pool.chunk_size.0 as u32,
-            capacity_bytes: config.pool.capacity.map(|c| c.0),
-            soft_threshold_pct: config.pool.soft_threshold_pct,
-        };
-        let pool = Pool::open_or_create(&pool_path, &opts)
-            .await
-            .with_context(|| format!("cannot open pool at {}", pool_path.display()))?;
-        tracing::info!(path = %pool_path.display(), "pool open");
-        warn_if_readable_by_others(&pool_path);
-
-        let (lunmgr, targets) = match LunManager::open(&config, pool.clone()).await {
+        let mut pools: Vec<(String, Pool)> = Vec::new();
+        for cfg in config.pool_cfgs() {
+            let name = cfg.name.clone().unwrap_or_default();
+            match open_pool(&config, &cfg).await {
+                Ok(p) => pools.push((name, p)),
+                Err(e) => {
+                    close_pools(pools).await;
+                    return Err(e);
+                }
+            }
+        }
+        let (lunmgr, targets) = match LunManager::open_with_pools(&config, pools.clone()).await {
             Ok(t) => t,
             Err(e) => {
-                let _ = pool.close().await;
+                close_pools(pools).await;
                 return Err(e);
             }
         };
-        Daemon::serve(&config, admin, Some(pool), lunmgr, targets).await
+        Daemon::serve(&config, admin, pools, lunmgr, targets).await
     }
 
     /// A gateway of an HA group: starts as standby over the group's shared state (never
@@ -119,7 +114,7 @@ impl Daemon {
         let started = crate::ha::gateway::Gateway::start(&config).await?;
         admin.ha = Some(started.gateway.coordinator.clone());
         let gateway = started.gateway;
-        match Daemon::serve(&config, admin, None, started.lunmgr, started.targets).await {
+        match Daemon::serve(&config, admin, Vec::new(), started.lunmgr, started.targets).await {
             Ok(mut d) => {
                 gateway.set_portals(d.addrs.iter().map(|a| a.to_string()).collect());
                 d.gateway = Some(gateway);
@@ -142,19 +137,15 @@ impl Daemon {
     }
 
     /// Exports the targets on the front ends, listens on the portals and starts the admin
-    /// API; closes `pool` if any of that fails.
+    /// API; closes `pools` if any of that fails.
     async fn serve(
         config: &Config,
         admin: AdminOptions,
-        pool: Option<Pool>,
+        pools: Vec<(String, Pool)>,
         lunmgr: Arc<LunManager>,
         targets: Vec<(crate::fabric::TargetSpec, Arc<crate::scsi::ScsiTarget>)>,
     ) -> anyhow::Result<Daemon> {
-        let close = |pool: Option<Pool>| async move {
-            if let Some(p) = pool {
-                let _ = p.close().await;
-            }
-        };
+        let close = close_pools;
         // iSCSI targets go to lunard's own server; Fibre Channel and loopback targets to
         // LIO through TCMU.
         let (lio_targets, targets): (Vec<_>, Vec<_>) = targets
@@ -184,7 +175,7 @@ impl Daemon {
                 Err(e) => {
                     server.shutdown(Duration::from_secs(1)).await;
                     lio.shutdown().await;
-                    close(pool).await;
+                    close(pools).await;
                     return Err(anyhow::anyhow!(
                         "portals[{i}]: cannot listen on {}: {e}",
                         p.listen
@@ -198,12 +189,12 @@ impl Daemon {
                 Err(e) => {
                     server.shutdown(Duration::from_secs(1)).await;
                     lio.shutdown().await;
-                    close(pool).await;
+                    close(pools).await;
                     return Err(e);
                 }
             };
         Ok(Daemon {
-            pool,
+            pools,
             #[cfg(feature = "ceph")]
             gateway: None,
             server,
@@ -225,10 +216,22 @@ impl Daemon {
         &self.server
     }
 
-    /// The local storage pool; `None` on a gateway of an HA group, whose pool comes and
-    /// goes with ownership (see [`LunManager`]).
+    /// The first local storage pool (the one pool of a lunard that serves one); `None` on
+    /// a gateway of an HA group, whose pool comes and goes with ownership (see
+    /// [`LunManager`]).
     pub fn pool(&self) -> Option<&Pool> {
-        self.pool.as_ref()
+        self.pools.first().map(|(_, p)| p)
+    }
+
+    /// The local storage pools with their names, in configuration order (empty on a
+    /// gateway of an HA group).
+    pub fn pools(&self) -> &[(String, Pool)] {
+        &self.pools
+    }
+
+    /// The local pool named `name`.
+    pub fn pool_named(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|(n, _)| n == name).map(|(_, p)| p)
     }
 
     /// The HA coordinator, on a gateway of an HA group.
@@ -267,10 +270,46 @@ impl Daemon {
         for t in self.accept_tasks {
             let _ = t.await;
         }
-        if let Some(pool) = self.pool {
-            pool.flush().await.context("flushing the pool")?;
-            pool.close().await.context("closing the pool")?;
+        // Every pool is flushed and closed, even after another one failed to.
+        let mut first_err = None;
+        for (name, pool) in self.pools {
+            let r = match pool.flush().await {
+                Ok(()) => pool.close().await.context("closing the pool"),
+                Err(e) => Err(anyhow::Error::from(e).context("flushing the pool")),
+            };
+            if let Err(e) = r {
+                tracing::error!(pool = %name, "{e:#}");
+                first_err.get_or_insert(e.context(format!("pool {name:?}")));
+            }
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Opens (or creates) the file or block-device pool `cfg` describes.
+async fn open_pool(config: &Config, cfg: &crate::config::PoolCfg) -> anyhow::Result<Pool> {
+    let pool_path = config.pool_path(cfg);
+    let opts = PoolOptions {
+        chunk_size: cfg.chunk_size.0 as u32,
+        capacity_bytes: cfg.capacity.map(|c| c.0),
+        soft_threshold_pct: cfg.soft_threshold_pct,
+    };
+    // Named when there is a choice (the message of a single pool stays as it was).
+    let named = cfg.name.as_ref().filter(|_| !config.pools.is_empty());
+    let pool = Pool::open_or_create(&pool_path, &opts)
+        .await
+        .with_context(|| match named {
+            None => format!("cannot open pool at {}", pool_path.display()),
+            Some(n) => format!("cannot open pool {n:?} at {}", pool_path.display()),
+        })?;
+    tracing::info!(pool = cfg.name.as_deref().unwrap_or_default(), path = %pool_path.display(), "pool open");
+    warn_if_readable_by_others(&pool_path);
+    Ok(pool)
+}
+
+/// Closes pools a failed start opened.
+async fn close_pools(pools: Vec<(String, Pool)>) {
+    for (_, p) in pools {
+        let _ = p.close().await;
     }
 }

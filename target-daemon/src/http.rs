@@ -25,11 +25,15 @@ pub const MAX_CLIENTS: usize = 32;
 /// `/metrics` renders at once (each walks every series on a blocking thread).
 const MAX_RENDERS: usize = 2;
 
-/// What the endpoint serves from: the pool for scrape-time figures, and readiness.
+/// The pools open in this process now, with their names (asked at each scrape: on a
+/// gateway of an HA group pools come and go with ownership).
+pub type PoolSource = Arc<dyn Fn() -> Vec<(String, storage_core::Pool)> + Send + Sync>;
+
+/// What the endpoint serves from: the pools for scrape-time figures, and readiness.
 #[derive(Clone)]
 pub struct HttpState {
-    /// Pool whose figures are refreshed at each scrape (None before it is open).
-    pub pool: Option<storage_core::Pool>,
+    /// The pools whose figures are refreshed at each scrape (None: no pool figures).
+    pub pools: Option<PoolSource>,
     /// Set once every portal listens; `/readyz` answers 503 until then and while stopping.
     pub ready: Arc<AtomicBool>,
 }
@@ -113,8 +117,8 @@ async fn handle(mut sock: TcpStream, st: HttpState, renders: &Semaphore) {
                 return;
             };
             let m = crate::metrics::global();
-            let pool = st.pool.clone();
-            let text = tokio::task::spawn_blocking(move || m.render(pool.as_ref()))
+            let pools = st.pools.as_ref().map(|f| f()).unwrap_or_default();
+            let text = tokio::task::spawn_blocking(move || m.render(&pools))
                 .await
                 .unwrap_or_default();
             (
@@ -176,7 +180,7 @@ mod tests {
     async fn routes_and_readiness() {
         let ready = Arc::new(AtomicBool::new(false));
         let st = HttpState {
-            pool: None,
+            pools: None,
             ready: ready.clone(),
         };
         let (addr, task) = serve("127.0.0.1:0".parse().unwrap(), st).await.unwrap();
@@ -205,7 +209,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_flood_is_refused_at_the_cap() {
         let st = HttpState {
-            pool: None,
+            pools: None,
             ready: Arc::new(AtomicBool::new(true)),
         };
         let (addr, task) = serve("127.0.0.1:0".parse().unwrap(), st).await.unwrap();

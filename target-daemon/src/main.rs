@@ -206,7 +206,7 @@ enum MetricsListen {
 
 async fn start_metrics(
     how: MetricsListen,
-    pool: Option<&storage_core::Pool>,
+    daemon: &Daemon,
     ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let (addr, fatal) = match how {
@@ -214,11 +214,16 @@ async fn start_metrics(
         MetricsListen::Default(a) => (a, false),
         MetricsListen::Explicit(a) => (a, true),
     };
-    if let Some(pool) = pool {
+    for (_, pool) in daemon.pools() {
         target_daemon::metrics::global().observe_pool(pool);
     }
+    // The LUN manager knows which pools are open now (all of them on a single lunard;
+    // on a gateway of an HA group, the ones it owns).
+    let mgr = std::sync::Arc::downgrade(daemon.lunmgr());
+    let pools: target_daemon::http::PoolSource =
+        std::sync::Arc::new(move || mgr.upgrade().map(|m| m.open_pools()).unwrap_or_default());
     let state = target_daemon::http::HttpState {
-        pool: pool.cloned(),
+        pools: Some(pools),
         ready,
     };
     match target_daemon::http::serve(addr, state).await {
@@ -250,7 +255,7 @@ async fn run(
     let daemon = Daemon::start_with(config, admin).await?; // admin (issue 4)
     let addrs: Vec<String> = daemon.local_addrs().iter().map(|a| a.to_string()).collect();
     let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let metrics_task = match start_metrics(metrics, daemon.pool(), ready.clone()).await {
+    let metrics_task = match start_metrics(metrics, &daemon, ready.clone()).await {
         Ok(t) => t,
         Err(e) => {
             daemon.shutdown().await?;

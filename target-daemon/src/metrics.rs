@@ -7,7 +7,7 @@
 //! Hot-path counters (per command) are resolved to concrete handles once, when a LUN or
 //! session appears ([`LunMetrics`]), so a command costs a few atomic adds and no label
 //! hashing. Pool and volume figures are read from storage-core at scrape time
-//! ([`Metrics::refresh_pool`]): they are already exact counters there, so copying them on
+//! ([`Metrics::refresh_pools`]): they are already exact counters there, so copying them on
 //! every write would only add work to the data path.
 //!
 //! Label cardinality is bounded by configuration (targets, LUNs, volumes, initiators,
@@ -95,14 +95,14 @@ pub struct Metrics {
     tmf_requests: IntCounterVec,
     limit_refusals: IntCounterVec,
     write_buffer: IntGauge,
-    pool_capacity: IntGauge,
-    pool_used: IntGauge,
-    pool_free: IntGauge,
-    pool_reserved: IntGauge,
-    pool_soft_threshold: IntGauge,
-    pool_volumes: IntGauge,
-    pool_snapshots: IntGauge,
-    pool_clones: IntGauge,
+    pool_capacity: IntGaugeVec,
+    pool_used: IntGaugeVec,
+    pool_free: IntGaugeVec,
+    pool_reserved: IntGaugeVec,
+    pool_soft_threshold: IntGaugeVec,
+    pool_volumes: IntGaugeVec,
+    pool_snapshots: IntGaugeVec,
+    pool_clones: IntGaugeVec,
     volume_size: IntGaugeVec,
     volume_mapped: IntGaugeVec,
     volume_unique: IntGaugeVec,
@@ -429,33 +429,53 @@ impl Metrics {
                 "lunar_iscsi_write_buffer_bytes",
                 "WRITE data reserved in the write buffer budget (limits.write_buffer_bytes)",
             ),
-            pool_capacity: gauge(&r, "lunar_pool_capacity_bytes", "Pool data capacity"),
-            pool_used: gauge(&r, "lunar_pool_used_bytes", "Pool bytes holding data"),
-            pool_free: gauge(
+            pool_capacity: gauge_vec(
+                &r,
+                "lunar_pool_capacity_bytes",
+                "Pool data capacity",
+                &["pool"],
+            ),
+            pool_used: gauge_vec(
+                &r,
+                "lunar_pool_used_bytes",
+                "Pool bytes holding data",
+                &["pool"],
+            ),
+            pool_free: gauge_vec(
                 &r,
                 "lunar_pool_free_bytes",
                 "Pool bytes free for thin allocation",
+                &["pool"],
             ),
-            pool_reserved: gauge(
+            pool_reserved: gauge_vec(
                 &r,
                 "lunar_pool_reserved_bytes",
                 "Pool bytes reserved for full-guarantee volumes' future writes",
+                &["pool"],
             ),
-            pool_soft_threshold: gauge(
+            pool_soft_threshold: gauge_vec(
                 &r,
                 "lunar_pool_soft_threshold_reached",
                 "1 when pool usage is at or above the configured soft threshold",
+                &["pool"],
             ),
-            pool_volumes: gauge(
+            pool_volumes: gauge_vec(
                 &r,
                 "lunar_pool_volumes",
                 "Volumes (LUN backings and clones)",
+                &["pool"],
             ),
-            pool_snapshots: gauge(&r, "lunar_pool_snapshots", "Snapshots in the pool"),
-            pool_clones: gauge(
+            pool_snapshots: gauge_vec(
+                &r,
+                "lunar_pool_snapshots",
+                "Snapshots in the pool",
+                &["pool"],
+            ),
+            pool_clones: gauge_vec(
                 &r,
                 "lunar_pool_clones",
                 "Volumes created as clones (that still record an origin)",
+                &["pool"],
             ),
             volume_size: gauge_vec(&r, "lunar_volume_size_bytes", "Logical size", &["volume"]),
             volume_mapped: gauge_vec(
@@ -767,30 +787,69 @@ impl Metrics {
         }
     }
 
-    /// Copies the pool's exact counters into the pool and volume gauges.
-    pub fn refresh_pool(&self, pool: &storage_core::Pool) {
-        let stats = pool.stats();
-        self.set_cow(stats.cow_ops, stats.cow_bytes);
-        let st = pool.status();
-        self.pool_capacity.set(clamp(st.capacity_bytes));
-        self.pool_used.set(clamp(st.used_bytes));
-        self.pool_free.set(clamp(st.free_bytes));
-        self.pool_reserved.set(clamp(st.reserved_bytes));
-        self.pool_soft_threshold
-            .set(i64::from(st.soft_threshold_reached));
-        self.pool_volumes.set(st.volumes as i64);
-        self.pool_snapshots.set(st.snapshots as i64);
-        for v in [
+    /// Copies the pools' exact counters into the pool gauges (one series per pool, label
+    /// `pool`) and the volume gauges. Series of pools not given (a gateway that lost a
+    /// pool) are dropped.
+    pub fn refresh_pools(&self, pools: &[(String, storage_core::Pool)]) {
+        for g in [
+            &self.pool_capacity,
+            &self.pool_used,
+            &self.pool_free,
+            &self.pool_reserved,
+            &self.pool_soft_threshold,
+            &self.pool_volumes,
+            &self.pool_snapshots,
+            &self.pool_clones,
             &self.volume_size,
             &self.volume_mapped,
             &self.volume_unique,
             &self.volume_shared,
             &self.volume_reserved,
         ] {
-            v.reset();
+            g.reset();
         }
+        // The copy-on-write counters are the sum over the pools (each pool's own counts
+        // only grow while it is open).
+        let (mut cow_ops, mut cow_bytes) = (0u64, 0u64);
+        for (name, pool) in pools {
+            let stats = pool.stats();
+            cow_ops = cow_ops.saturating_add(stats.cow_ops);
+            cow_bytes = cow_bytes.saturating_add(stats.cow_bytes);
+            self.refresh_pool(name, pool);
+        }
+        if !pools.is_empty() {
+            self.set_cow(cow_ops, cow_bytes);
+        }
+    }
+
+    /// One pool's figures into the (already reset) pool and volume gauges.
+    fn refresh_pool(&self, name: &str, pool: &storage_core::Pool) {
+        let st = pool.status();
+        let p = [name];
+        self.pool_capacity
+            .with_label_values(&p)
+            .set(clamp(st.capacity_bytes));
+        self.pool_used
+            .with_label_values(&p)
+            .set(clamp(st.used_bytes));
+        self.pool_free
+            .with_label_values(&p)
+            .set(clamp(st.free_bytes));
+        self.pool_reserved
+            .with_label_values(&p)
+            .set(clamp(st.reserved_bytes));
+        self.pool_soft_threshold
+            .with_label_values(&p)
+            .set(i64::from(st.soft_threshold_reached));
+        self.pool_volumes
+            .with_label_values(&p)
+            .set(st.volumes as i64);
+        self.pool_snapshots
+            .with_label_values(&p)
+            .set(st.snapshots as i64);
         let volumes = pool.volumes();
         self.pool_clones
+            .with_label_values(&p)
             .set(volumes.iter().filter(|v| v.origin.is_some()).count() as i64);
         for v in volumes {
             let l = [v.name.as_str()];
@@ -812,12 +871,11 @@ impl Metrics {
         }
     }
 
-    /// Renders the text exposition format, refreshing pool figures first when given a pool.
-    pub fn render(&self, pool: Option<&storage_core::Pool>) -> String {
+    /// Renders the text exposition format, refreshing the figures of `pools` (the pools
+    /// open in this process, with their names) first.
+    pub fn render(&self, pools: &[(String, storage_core::Pool)]) -> String {
         let _g = self.scrape.lock();
-        if let Some(p) = pool {
-            self.refresh_pool(p);
-        }
+        self.refresh_pools(pools);
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail for well-formed metric families.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -851,7 +909,7 @@ mod tests {
             l.record(CommandKind::Read, 8192, Duration::from_micros(100));
             l.error(0x7);
         }
-        let text = m.render(None);
+        let text = m.render(&[]);
         assert!(text.contains(
             "lunar_lun_written_bytes_total{lun=\"7\",name=\"vol7\",target=\"iqn.2026-11.io.lunar:t\"} 4096"
         ), "{text}");
@@ -863,7 +921,7 @@ mod tests {
             "lunar_lun_commands_in_flight{lun=\"7\",name=\"vol7\",target=\"iqn.2026-11.io.lunar:t\"} 0"
         ));
         m.remove_lun("iqn.2026-11.io.lunar:t", 7, "vol7");
-        assert!(!m.render(None).contains("name=\"vol7\""));
+        assert!(!m.render(&[]).contains("name=\"vol7\""));
     }
 
     #[test]
@@ -892,7 +950,7 @@ mod tests {
     fn clone_job_state_is_one_hot() {
         let m = global();
         m.clone_job("j1", "gold", "c1", 0.5, "creating");
-        let text = m.render(None);
+        let text = m.render(&[]);
         assert!(text.contains(
             "lunar_clone_job_progress_ratio{destination=\"c1\",job=\"j1\",source=\"gold\"} 0.5"
         ));

@@ -32,7 +32,9 @@ const HOST: &str = "iqn.2026-11.io.lunar.test:clones-host";
 /// lunard with one empty target `T` open to any initiator and a pool of `capacity`.
 fn start(capacity: &str) -> (Lunard, Lunarctl) {
     let mut cfg = with_target(TargetCfg::iscsi(T));
-    cfg.pool.capacity = Some(ByteSize::parse(capacity).expect("pool capacity"));
+    if let Some(p) = cfg.pool.as_mut() {
+        p.capacity = Some(ByteSize::parse(capacity).expect("pool capacity"));
+    }
     let d = Lunard::start_with(LunardOptions {
         config_yaml: Some(yaml(&cfg)),
         ..LunardOptions::default()

@@ -650,7 +650,7 @@ fn deploy_examples_are_valid_gateway_pairs() {
         let text = std::fs::read_to_string(&path).expect("read deploy example");
         let cfg = Config::from_yaml_str(&text, name).unwrap_or_else(|e| panic!("{name}: {e}"));
         let ha = cfg.ha.clone().expect("an ha: section");
-        assert!(cfg.pool.rbd.is_some(), "{name}: pool.rbd");
+        assert!(cfg.first_pool().rbd.is_some(), "{name}: pool.rbd");
         for p in &cfg.portals {
             assert_eq!(p.tpgt, ha.port_group, "{name}: portal TPGT = port group");
         }
@@ -672,6 +672,6 @@ fn deploy_examples_are_valid_gateway_pairs() {
     for body in blocks {
         let cfg = Config::from_yaml_str(&body, "docs/ha.md").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.ha, Some(a.1.clone()), "docs/ha.md shows gw1");
-        assert_eq!(cfg.pool.rbd, a.0.pool.rbd);
+        assert_eq!(cfg.first_pool().rbd, a.0.first_pool().rbd);
     }
 }

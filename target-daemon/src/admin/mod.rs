@@ -351,15 +351,34 @@ fn internal(e: &serde_json::Error) -> Response {
     Response::err("internal", format!("cannot encode the result: {e}"))
 }
 
+/// The first of a list of pool views (`pool.status`, `pool.show`: one pool).
+fn first_pool(
+    mut v: Vec<crate::lunmgr::PoolView>,
+) -> crate::lunmgr::MgrResult<crate::lunmgr::PoolView> {
+    if v.is_empty() {
+        return Err(crate::lunmgr::MgrError::NotFound {
+            kind: crate::lunmgr::ObjectKind::Pool,
+            name: String::new(),
+        });
+    }
+    Ok(v.swap_remove(0))
+}
+
 /// Executes one request.
 pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
     tracing::debug!(?req, "admin request");
     canonical_targets(mgr, &mut req);
     match req {
-        Request::PoolStatus => reply(mgr.pool_status()),
-        Request::PoolCheck => {
+        Request::PoolStatus => reply(mgr.pool_status(None).and_then(first_pool)),
+        Request::PoolList => reply(mgr.pool_status(None)),
+        Request::PoolShow { name } => reply(mgr.pool_status(Some(&name)).and_then(first_pool)),
+        Request::PoolCheck | Request::PoolCheckNamed { .. } => {
+            let name = match &req {
+                Request::PoolCheckNamed { name } => Some(name.as_str()),
+                _ => None,
+            };
             reply(
-                mgr.pool_check()
+                mgr.pool_check(name)
                     .await
                     .map(|(clean, errors, leaked)| PoolCheck {
                         clean,

@@ -34,12 +34,27 @@ pub struct RequestLine {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", content = "args")]
 pub enum Request {
-    /// Pool figures.
+    /// Figures of the first pool (the one pool of a lunard that serves one).
     #[serde(rename = "pool.status")]
     PoolStatus,
-    /// Pool consistency check.
+    /// Consistency check of the first pool.
     #[serde(rename = "pool.check")]
     PoolCheck,
+    /// Figures of every pool, in configuration order (a list of pool views).
+    #[serde(rename = "pool.list")]
+    PoolList,
+    /// Figures of one pool, by name.
+    #[serde(rename = "pool.show")]
+    PoolShow {
+        /// Pool name.
+        name: String,
+    },
+    /// Consistency check of one pool, by name.
+    #[serde(rename = "pool.check_named")]
+    PoolCheckNamed {
+        /// Pool name.
+        name: String,
+    },
     /// Create a LUN.
     #[serde(rename = "lun.create")]
     LunCreate(LunCreate),

@@ -109,10 +109,18 @@ enum HaCmd {
 
 #[derive(Debug, Subcommand)]
 enum PoolCmd {
-    /// Capacity, used, free and reserved bytes.
-    Status,
-    /// Consistency check of the pool metadata.
-    Check,
+    /// Capacity, used, free and reserved bytes of pool NAME, or of every pool.
+    Status {
+        /// Pool name (default: every pool).
+        name: Option<String>,
+    },
+    /// The pools, one line each.
+    List,
+    /// Consistency check of the pool metadata (of pool NAME; default: the first pool).
+    Check {
+        /// Pool name (default: the first pool).
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +143,9 @@ enum LunCmd {
         /// Export write-protected.
         #[arg(long)]
         read_only: bool,
+        /// The pool to create it in (default: the first pool).
+        #[arg(long)]
+        pool: Option<String>,
     },
     /// List LUNs.
     List,
@@ -249,6 +260,10 @@ enum CloneCmd {
         /// Add the initiators allowed to see the source to the clone's target.
         #[arg(long)]
         copy_acl: bool,
+        /// The pool the clone is wanted in: it must be the source's (a clone shares data
+        /// with its origin); default: the source's.
+        #[arg(long)]
+        pool: Option<String>,
         /// Wait until a full clone has completed (or failed).
         #[arg(long)]
         wait: bool,
@@ -633,6 +648,53 @@ fn print_pool(w: Out<'_>, p: &PoolView) -> io::Result<()> {
     }
 }
 
+/// `pool status` of several pools: each pool's figures under its name.
+fn print_pools(w: Out<'_>, pools: &[PoolView]) -> io::Result<()> {
+    for (i, p) in pools.iter().enumerate() {
+        if i > 0 {
+            writeln!(w)?;
+        }
+        writeln!(w, "Pool       {}", p.name)?;
+        print_pool(w, p)?;
+    }
+    Ok(())
+}
+
+fn print_pool_list(w: Out<'_>, pools: &[PoolView]) -> io::Result<()> {
+    let rows = pools
+        .iter()
+        .map(|p| {
+            let cap = p.capacity_bytes.max(1);
+            vec![
+                p.name.clone(),
+                human(p.capacity_bytes),
+                human(p.used_bytes),
+                format!("{:.1}%", p.used_bytes as f64 * 100.0 / cap as f64),
+                human(p.free_bytes),
+                p.volumes.to_string(),
+                match p.soft_threshold_pct {
+                    None => "-".into(),
+                    Some(pct) if p.soft_threshold_reached => format!("{pct}% REACHED"),
+                    Some(pct) => format!("{pct}%"),
+                },
+            ]
+        })
+        .collect();
+    table(
+        w,
+        &[
+            "NAME",
+            "CAPACITY",
+            "USED",
+            "USE%",
+            "FREE",
+            "VOLUMES",
+            "THRESHOLD",
+        ],
+        rows,
+    )
+}
+
 fn mappings(m: &[MappingView]) -> Vec<String> {
     m.iter()
         .map(|m| format!("{}/{}", m.target, m.lun_id))
@@ -646,6 +708,7 @@ fn print_lun_list(w: Out<'_>, luns: &[LunView]) -> io::Result<()> {
             let maps = mappings(&l.mappings);
             vec![
                 l.name.clone(),
+                l.pool.clone(),
                 human(l.size_bytes),
                 l.guarantee.clone(),
                 human(l.mapped_bytes),
@@ -663,6 +726,7 @@ fn print_lun_list(w: Out<'_>, luns: &[LunView]) -> io::Result<()> {
         w,
         &[
             "NAME",
+            "POOL",
             "SIZE",
             "GUARANTEE",
             "MAPPED",
@@ -684,6 +748,7 @@ fn print_lun(w: Out<'_>, v: &LunView) -> io::Result<()> {
             format!("{} ({} bytes)", human(v.size_bytes), v.size_bytes),
         ),
         ("Block size", v.block_size.to_string()),
+        ("Pool", v.pool.clone()),
         ("Guarantee", v.guarantee.clone()),
         ("Mapped", human(v.mapped_bytes)),
         ("Unique", human(v.unique_bytes)),
@@ -1030,9 +1095,23 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
     }
     let mut c = Client::connect(&cli)?;
     let shown = match cmd {
-        Cmd::Pool(PoolCmd::Status) => Shown::typed(c.call(Request::PoolStatus)?, print_pool),
-        Cmd::Pool(PoolCmd::Check) => {
-            let v = c.call(Request::PoolCheck)?;
+        Cmd::Pool(PoolCmd::Status { name: Some(name) }) => {
+            Shown::typed(c.call(Request::PoolShow { name })?, print_pool)
+        }
+        Cmd::Pool(PoolCmd::Status { name: None }) => {
+            let v = c.call(Request::PoolList)?;
+            // One pool: the figures as they always were printed (and as JSON, one object).
+            match v.as_array().map(Vec::as_slice) {
+                Some([one]) => Shown::typed(one.clone(), print_pool),
+                _ => Shown::list(v, print_pools),
+            }
+        }
+        Cmd::Pool(PoolCmd::List) => Shown::list(c.call(Request::PoolList)?, print_pool_list),
+        Cmd::Pool(PoolCmd::Check { name }) => {
+            let v = c.call(match name {
+                Some(name) => Request::PoolCheckNamed { name },
+                None => Request::PoolCheck,
+            })?;
             let check: PoolCheck = decode(&v)?;
             if !check.clean {
                 bail!(
@@ -1049,6 +1128,7 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
             block_size,
             map,
             read_only,
+            pool,
         }) => {
             let req = Request::LunCreate(LunCreate {
                 name,
@@ -1058,6 +1138,7 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
                 target: map.target,
                 lun_id: map.lun_id,
                 read_only,
+                pool,
             });
             Shown::typed(c.call(req)?, print_lun)
         }
@@ -1188,6 +1269,7 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
             map,
             guarantee,
             copy_acl,
+            pool,
             wait,
         }) => {
             let req = Request::CloneCreate(CloneCreate {
@@ -1199,6 +1281,7 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
                 guarantee,
                 copy_acl,
                 read_only: None,
+                pool,
             });
             let mut v = c.call(req)?;
             if wait {

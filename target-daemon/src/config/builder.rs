@@ -49,10 +49,11 @@ impl Config {
     pub fn local(capacity: ByteSize) -> Config {
         Config {
             data_dir: default_data_dir(),
-            pool: PoolCfg {
+            pool: Some(PoolCfg {
                 capacity: Some(capacity),
                 ..PoolCfg::default()
-            },
+            }),
+            pools: Vec::new(),
             portals: vec![PortalCfg::new(SocketAddr::from(([127, 0, 0, 1], 0)))],
             discovery: DiscoveryCfg::default(),
             iscsi: IscsiCfg::default(),
@@ -87,9 +88,25 @@ impl Config {
             },
             lease: DurationCfg(std::time::Duration::from_secs(3)),
         });
-        self.pool.rbd = Some(RbdPoolCfg {
+        self.pool.get_or_insert_with(PoolCfg::default).rbd = Some(RbdPoolCfg {
             image: image.into(),
         });
+        self
+    }
+
+    /// Serves `pools` (a `pools:` list) instead of the single pool: each a directory pool
+    /// of its capacity at `<data_dir>/pool-<name>`. The first is the default pool.
+    pub fn with_pools(mut self, pools: &[(&str, ByteSize)]) -> Config {
+        let base = self.pool.take().unwrap_or_default();
+        self.pools = pools
+            .iter()
+            .map(|(name, capacity)| PoolCfg {
+                name: Some((*name).to_string()),
+                path: PathBuf::from(format!("pool-{name}")),
+                capacity: Some(*capacity),
+                ..base.clone()
+            })
+            .collect();
         self
     }
 
@@ -187,7 +204,14 @@ impl LunCfg {
             block_size: default_block(),
             guarantee: GuaranteeCfg::None,
             read_only: false,
+            pool: None,
         }
+    }
+
+    /// With the volume in pool `pool` (a name from `pools:`; the first pool unless set).
+    pub fn in_pool(mut self, pool: impl Into<String>) -> LunCfg {
+        self.pool = Some(pool.into());
+        self
     }
 
     /// With logical blocks of `bytes` (512 unless set).

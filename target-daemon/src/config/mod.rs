@@ -3,6 +3,7 @@
 //! Split by concern, each file depending only on the ones above it:
 //! - `size.rs`: byte counts as people write them (`64KiB`);
 //! - `ha.rs`: the `ha:` section and `pool.rbd` (a gateway of an HA group over Ceph RBD);
+//! - `pools.rs`: the `pools:` list (or the `pool:` shorthand), names and paths;
 //! - `limits.rs`: the `limits:` section and the fixed caps it is bounded by;
 //! - `schema.rs`: the file's shape, one struct per section, with their defaults; serde
 //!   reads and writes the file through them alone;
@@ -28,6 +29,7 @@ mod export;
 mod ha;
 mod limits;
 mod locate;
+mod pools;
 mod schema;
 mod size;
 mod validate;
@@ -38,6 +40,7 @@ pub use ha::{CephCfg, DurationCfg, HaCfg, RbdPoolCfg, MAX_LEASE, MIN_LEASE};
 pub use limits::{
     LimitsCfg, MAX_COMMAND_DATA, MAX_REQUEST_LINE, MIN_READ_BUFFER_PER_CONNECTION, MIN_WRITE_BUFFER,
 };
+pub use pools::{check_pool_name, DEFAULT_POOL_NAME, MAX_POOL_NAME};
 pub use schema::{
     ChapCfg, Config, Credential, DigestCfg, DiscoveryCfg, GuaranteeCfg, IscsiCfg, LioCfg, LunCfg,
     MetricsCfg, PoolCfg, PortalCfg, TargetCfg,
@@ -204,7 +207,7 @@ targets:
         assert!(t.luns[1].read_only);
         assert_eq!(t.luns[1].block_size, 512);
         assert_eq!(c.iscsi.cmdsn_window, 32);
-        assert_eq!(c.pool.chunk_size, ByteSize(128 << 10));
+        assert_eq!(c.first_pool().chunk_size, ByteSize(128 << 10));
     }
 
     /// `--log-level debug` may print a configuration: its CHAP secrets must not be in it.
@@ -321,7 +324,7 @@ targets:
             DurationCfg(std::time::Duration::from_millis(1500))
         );
         assert_eq!(ha.ceph.client, "admin");
-        assert_eq!(cfg.pool.rbd.as_ref().unwrap().image, "lunar-g1");
+        assert_eq!(cfg.first_pool().rbd.unwrap().image, "lunar-g1");
         let yaml = cfg.to_yaml().unwrap();
         assert_eq!(Config::from_yaml_str(&yaml, "again.yaml").unwrap(), cfg);
         let short = HA.replace(
@@ -446,8 +449,9 @@ targets:
         full.limits.admin_idle_timeout_secs = 60;
         full.metrics.enabled = false;
         full.lio.hba = 3;
-        full.pool.capacity = Some(ByteSize(12345 << 20));
-        full.pool.soft_threshold_pct = Some(80);
+        let p = full.pool.as_mut().unwrap();
+        p.capacity = Some(ByteSize(12345 << 20));
+        p.soft_threshold_pct = Some(80);
         full.targets[0].luns[1].size = ByteSize((1 << 30) + 512);
         let example = include_str!("../../../deploy/lunar.example.yaml");
         for cfg in [

@@ -63,9 +63,15 @@ pub struct Config {
     /// Directory for the pool (when `pool.path` is relative) and other state.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// The block store.
-    #[serde(default)]
-    pub pool: PoolCfg,
+    /// The block store, when there is one: shorthand for a `pools:` list of one (named
+    /// `default` unless it has a `name`). Neither given: one pool at its defaults.
+    /// See [`Config::pool_cfgs`] for the pools lunard serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolCfg>,
+    /// Several block stores, each with a unique `name`; the first is where LUNs that name
+    /// no pool live. Cannot be combined with `pool`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolCfg>,
     /// Listen addresses.
     #[serde(default)]
     pub portals: Vec<PortalCfg>,
@@ -173,6 +179,10 @@ impl Default for MetricsCfg {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolCfg {
+    /// The pool's name (`[a-z0-9][a-z0-9_-]{0,31}`): required in a `pools:` list; in the
+    /// `pool:` shorthand it defaults to `default`. LUNs and the admin API name pools by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Pool location: a directory, a file or a block device; relative to `data_dir`.
     #[serde(default = "default_pool_path")]
     pub path: PathBuf,
@@ -200,6 +210,7 @@ fn default_chunk() -> ByteSize {
 impl Default for PoolCfg {
     fn default() -> Self {
         PoolCfg {
+            name: None,
             path: default_pool_path(),
             chunk_size: default_chunk(),
             capacity: None,
@@ -455,6 +466,9 @@ pub struct LunCfg {
     /// Export read-only (writes fail with DATA PROTECT).
     #[serde(default)]
     pub read_only: bool,
+    /// The pool holding the volume (a name from `pools:`); default: the first pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 pub(super) fn default_block() -> u32 {

@@ -12,32 +12,7 @@ use crate::secret::Secret;
 impl Config {
     /// Semantic checks; returns (field path, message) of the first problem.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        let cs = self.pool.chunk_size.0;
-        if !cs.is_power_of_two() || !(4096..=1 << 20).contains(&cs) {
-            return Err((
-                "pool.chunk_size".into(),
-                format!(
-                    "must be a power of two between 4KiB and 1MiB, got {}",
-                    self.pool.chunk_size
-                ),
-            ));
-        }
-        if let Some(c) = self.pool.capacity {
-            if c.0 < cs * 16 {
-                return Err((
-                    "pool.capacity".into(),
-                    format!("{c} is too small for a pool"),
-                ));
-            }
-        }
-        if let Some(p) = self.pool.soft_threshold_pct {
-            if p == 0 || p > 100 {
-                return Err((
-                    "pool.soft_threshold_pct".into(),
-                    "must be between 1 and 100".into(),
-                ));
-            }
-        }
+        self.validate_pools()?;
         if self.portals.is_empty() {
             return Err(("portals".into(), "at least one portal is required".into()));
         }
@@ -123,40 +98,50 @@ impl Config {
         self.validate_targets()
     }
 
-    /// `ha` and `pool.rbd`: each checked alone, and present together or not at all.
+    /// `ha` and the pools' `rbd`: with `ha` every pool is in an RBD image (with the
+    /// capacity the first owner creates it with); without it none is.
     fn validate_ha(&self) -> Result<(), (String, String)> {
-        if let Some(rbd) = &self.pool.rbd {
-            rbd.validate()
-                .map_err(|(f, m)| (format!("pool.rbd.{f}"), m))?;
+        if let Some(ha) = &self.ha {
+            ha.validate().map_err(|(f, m)| (format!("ha.{f}"), m))?;
+            if self.pools.len() > 1 {
+                return Err((
+                    "pools".into(),
+                    "an HA gateway serves one pool (one lease, one RBD image) in this \
+                     version; run one group per pool"
+                        .into(),
+                ));
+            }
         }
-        match (&self.ha, &self.pool.rbd) {
-            (Some(ha), Some(_)) => {
-                ha.validate().map_err(|(f, m)| (format!("ha.{f}"), m))?;
-                if self.pool.capacity.is_none() {
+        for (i, p) in self.pool_cfgs().iter().enumerate() {
+            let f = self.pool_field(i);
+            match (&self.ha, &p.rbd) {
+                (Some(_), Some(_)) if p.capacity.is_none() => {
                     return Err((
-                        "pool.capacity".into(),
-                        "is required with pool.rbd: it is the size of the RBD image the \
-                         first owner creates"
+                        format!("{f}.capacity"),
+                        format!(
+                            "is required with {f}.rbd: it is the size of the RBD image the \
+                             first owner creates"
+                        ),
+                    ));
+                }
+                (Some(_), None) => {
+                    return Err((
+                        format!("{f}.rbd"),
+                        format!("an HA gateway serves a pool in an RBD image: set {f}.rbd.image"),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err((
+                        format!("{f}.rbd"),
+                        "needs an ha: section (the Ceph connection and the lease that decides \
+                         which gateway opens the image)"
                             .into(),
                     ));
                 }
-                Ok(())
+                _ => {}
             }
-            (Some(ha), None) => {
-                ha.validate().map_err(|(f, m)| (format!("ha.{f}"), m))?;
-                Err((
-                    "pool.rbd".into(),
-                    "an HA gateway serves a pool in an RBD image: set pool.rbd.image".into(),
-                ))
-            }
-            (None, Some(_)) => Err((
-                "pool.rbd".into(),
-                "needs an ha: section (the Ceph connection and the lease that decides \
-                 which gateway opens the image)"
-                    .into(),
-            )),
-            (None, None) => Ok(()),
         }
+        Ok(())
     }
 
     /// Names, ACLs, CHAP and LUNs of every target.

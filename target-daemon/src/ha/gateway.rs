@@ -221,13 +221,10 @@ impl Gateway {
             .ha
             .clone()
             .context("a gateway needs the ha: section")?;
-        let rbd = config
-            .pool
-            .rbd
-            .clone()
-            .context("a gateway needs pool.rbd")?;
-        let capacity = config
-            .pool
+        // One pool per gateway for now (validated); its name is the first pool's.
+        let pool_cfg = config.first_pool();
+        let rbd = pool_cfg.rbd.clone().context("a gateway needs pool.rbd")?;
+        let capacity = pool_cfg
             .capacity
             .context("pool.capacity is required with pool.rbd")?
             .0;
@@ -324,9 +321,9 @@ impl Gateway {
             ha: ha.clone(),
             image: rbd.image,
             pool: PoolOptions {
-                chunk_size: config.pool.chunk_size.0 as u32,
+                chunk_size: pool_cfg.chunk_size.0 as u32,
                 capacity_bytes: None,
-                soft_threshold_pct: config.pool.soft_threshold_pct,
+                soft_threshold_pct: pool_cfg.soft_threshold_pct,
             },
             capacity,
             portals: Vec::new(),

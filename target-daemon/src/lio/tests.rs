@@ -176,6 +176,7 @@ async fn luns_come_and_go_through_configfs_and_the_ring() {
             guarantee: None,
             copy_acl: false,
             read_only: None,
+            pool: None,
         })
         .await
         .unwrap();

@@ -49,6 +49,10 @@ pub struct CloneCreate {
     /// Export the clone read-only (default: as the source).
     #[serde(default)]
     pub read_only: Option<bool>,
+    /// The pool the clone is wanted in: must be the source's (a clone shares chunks with
+    /// its origin); default: the source's.
+    #[serde(default)]
+    pub pool: Option<String>,
 }
 
 impl LunManager {
@@ -69,7 +73,9 @@ impl LunManager {
         let mut st = self.lock().await;
         // A standby gateway refuses before it records anything (the job record is saved
         // before the pool is asked).
-        self.pool()?;
+        if req.pool.is_none() {
+            self.pool()?;
+        }
         let mode = match req.mode.as_deref().unwrap_or("linked") {
             "linked" => CloneMode::Linked,
             "full" => CloneMode::Full,
@@ -93,9 +99,22 @@ impl LunManager {
             None => (req.source.as_str(), None),
         };
         let src = lun_rec(&st, src_lun)?.clone();
+        let pool_name = self.pool_name_of(&src);
+        if let Some(want) = &req.pool {
+            self.known_pool(want)?;
+            if *want != pool_name {
+                return Err(MgrError::CrossPool {
+                    what: "clone create",
+                    lun: src_lun.to_string(),
+                    pool: pool_name,
+                    other: want.clone(),
+                });
+            }
+        }
+        let pool = self.pool_named(&pool_name)?;
         online(&src)?;
         if let Some(s) = src_snap {
-            self.snapshot_exists(src_lun, s)?;
+            self.snapshot_exists(&st, src_lun, s)?;
         }
         let guarantee = req.guarantee.as_deref().map(parse_guarantee).transpose()?;
         let map_to = match &req.target {
@@ -142,20 +161,18 @@ impl LunManager {
                 origin: Some(req.source.clone()),
                 clone_mode: Some(mode),
                 created_unix: now_unix(),
+                pool: pool_name.clone(),
                 geometry: None,
             },
         );
         st.clone_jobs.push(job.clone());
         self.save(&st)?;
 
-        let created = self
-            .pool()?
-            .clone_volume(&req.source, &req.name, guarantee)
-            .await;
+        let created = pool.clone_volume(&req.source, &req.name, guarantee).await;
         let info = match created {
             Ok(i) => i,
             Err(e) => {
-                let err = MgrError::from(e);
+                let err = self.in_pool(&pool_name)(e);
                 st.luns.remove(&req.name);
                 finish_job(&mut st, &job.id, JobState::Failed, Some(err.to_string()));
                 self.save(&st)?;
@@ -226,13 +243,13 @@ impl LunManager {
         lun: &str,
         hidden: bool,
     ) -> MgrResult<()> {
-        let split = match self.pool()?.start_split(lun) {
+        let (_, pool) = self.lun_pool(st, lun)?;
+        let split = match pool.start_split(lun) {
             Ok(s) => s,
             Err(e) => {
                 let msg = e.to_string();
                 if hidden {
                     st.luns.remove(lun);
-                    let pool = self.pool()?;
                     let lun = lun.to_string();
                     tokio::spawn(async move {
                         let _ = pool.delete_volume(&lun).await;
@@ -329,7 +346,7 @@ impl LunManager {
             }
             Ok(()) | Err(StorageError::Cancelled) => {
                 if hidden {
-                    if let Ok(pool) = self.pool() {
+                    if let Ok((_, pool)) = self.lun_pool(&st, lun) {
                         let _ = pool.delete_volume(lun).await;
                     }
                     st.luns.remove(lun);
@@ -340,7 +357,7 @@ impl LunManager {
             Err(e) => {
                 tracing::error!(job = job_id, "clone copy failed: {e}");
                 if hidden {
-                    if let Ok(pool) = self.pool() {
+                    if let Ok((_, pool)) = self.lun_pool(&st, lun) {
                         let _ = pool.delete_volume(lun).await;
                     }
                     st.luns.remove(lun);
@@ -444,7 +461,7 @@ impl LunManager {
     /// stays online). Returns the job.
     pub async fn clone_split(self: &Arc<Self>, name: &str) -> MgrResult<CloneJobView> {
         let mut st = self.lock().await;
-        self.pool()?;
+        self.lun_pool(&st, name)?;
         let rec = lun_rec(&st, name)?.clone();
         online(&rec)?;
         if rec.origin.is_none() || rec.clone_mode == Some(CloneMode::Full) {
@@ -509,9 +526,20 @@ impl LunManager {
                 reason: "a clone cannot be refreshed from itself".into(),
             });
         }
-        online(lun_rec(&st, &src_lun)?)?;
+        let src_rec = lun_rec(&st, &src_lun)?;
+        online(src_rec)?;
+        let (pool_name, pool) = self.lun_pool(&st, name)?;
+        let src_pool = self.pool_name_of(src_rec);
+        if src_pool != pool_name {
+            return Err(MgrError::CrossPool {
+                what: "clone refresh",
+                lun: src_lun.clone(),
+                pool: src_pool,
+                other: pool_name,
+            });
+        }
         if let Some((l, s)) = source.split_once('@') {
-            self.snapshot_exists(l, s)?;
+            self.snapshot_exists(&st, l, s)?;
         }
         if let Some(j) = self.job_touching(&st, name) {
             return Err(MgrError::InUse {
@@ -530,31 +558,31 @@ impl LunManager {
                 hint: "pass --force to swap its contents under them",
             });
         }
-        let guarantee = self.pool()?.volume_info(name)?.guarantee;
+        let guarantee = pool.volume_info(name)?.guarantee;
         st.next_job += 1;
         let tmp = format!("{name}.refresh-{}", st.next_job);
-        self.pool()?
-            .clone_volume(&source, &tmp, Some(guarantee))
-            .await?;
+        pool.clone_volume(&source, &tmp, Some(guarantee))
+            .await
+            .map_err(self.in_pool(&pool_name))?;
         let mappings = mappings_of(&st, name);
         for m in &mappings {
             if let Some(t) = self.scsi_target(&m.target) {
                 let _ = t.remove_lun(m.lun_id);
             }
         }
-        if let Err(e) = self.pool()?.delete_volume(name).await {
-            let _ = self.pool()?.delete_volume(&tmp).await;
+        if let Err(e) = pool.delete_volume(name).await {
+            let _ = pool.delete_volume(&tmp).await;
             self.reload_mappings(&st);
             return Err(e.into());
         }
-        self.pool()?.rename_volume(&tmp, name).await?;
+        pool.rename_volume(&tmp, name).await?;
         if let Some(r) = st.luns.get_mut(name) {
             r.origin = Some(source.clone());
             r.clone_mode = Some(CloneMode::Linked);
         }
         for m in &mappings {
             if let Some(t) = self.scsi_target(&m.target) {
-                attach_with_identity(&self.pool()?, &st, &t, m.lun_id, name);
+                attach_with_identity(&pool, &st, &t, m.lun_id, name);
             }
         }
         self.save(&st)?;
@@ -589,6 +617,7 @@ fn unreachable_view(name: &str) -> LunView {
         mappings: Vec::new(),
         snapshots: 0,
         created_unix: 0,
+        pool: String::new(),
     }
 }
 
@@ -637,11 +666,17 @@ fn copy_acl(st: &mut State, src_lun: &str, target: &str) {
 
 /// At start-up: jobs a crash or shutdown interrupted are reported failed; full clones still
 /// being created are removed (never presented), splits of online clones just stop.
-pub(crate) async fn recover_interrupted(st: &mut State, pool: &Pool) {
+pub(crate) async fn recover_interrupted(st: &mut State, pool_name: &str, pool: &Pool) {
+    // The jobs whose clone is in this pool (or has no record left at all).
     let interrupted: Vec<CloneJobRecord> = st
         .clone_jobs
         .iter()
         .filter(|j| !j.state.is_final())
+        .filter(|j| {
+            st.luns
+                .get(&j.destination)
+                .is_none_or(|r| r.pool == pool_name)
+        })
         .cloned()
         .collect();
     for j in interrupted {
@@ -670,7 +705,7 @@ pub(crate) async fn recover_interrupted(st: &mut State, pool: &Pool) {
     let stuck: Vec<String> = st
         .luns
         .values()
-        .filter(|r| r.status == LunStatus::Creating)
+        .filter(|r| r.status == LunStatus::Creating && r.pool == pool_name)
         .map(|r| r.name.clone())
         .collect();
     for name in stuck {

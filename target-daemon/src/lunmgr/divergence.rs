@@ -198,6 +198,7 @@ mod tests {
                         origin: None,
                         clone_mode: None,
                         created_unix: 0,
+                        pool: String::new(),
                         geometry: None,
                     },
                 );
@@ -240,7 +241,9 @@ mod tests {
                 TargetCfg::lio(Fabric::Qla2xxx, "naa.21000024ff314c48")
                     .with_initiators([initiator]),
             );
-            cfg.pool.capacity = None;
+            if let Some(p) = cfg.pool.as_mut() {
+                p.capacity = None;
+            }
             cfg.portals = vec![PortalCfg::new(SocketAddr::from(([127, 0, 0, 1], 3260)))];
             assert_eq!(cfg.validate(), Ok(()));
             cfg

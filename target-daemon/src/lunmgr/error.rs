@@ -24,6 +24,8 @@ pub enum ObjectKind {
     Initiator,
     /// A clone job (or the clone it creates).
     CloneJob,
+    /// A pool (a name from the configuration's `pools:`).
+    Pool,
 }
 
 impl ObjectKind {
@@ -36,6 +38,7 @@ impl ObjectKind {
             ObjectKind::Target => "target",
             ObjectKind::Initiator => "initiator",
             ObjectKind::CloneJob => "clone_job",
+            ObjectKind::Pool => "pool",
         }
     }
 }
@@ -49,6 +52,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Target => "target",
             ObjectKind::Initiator => "initiator",
             ObjectKind::CloneJob => "clone job",
+            ObjectKind::Pool => "pool",
         })
     }
 }
@@ -239,6 +243,30 @@ pub enum MgrError {
         /// The device server's reason.
         reason: String,
     },
+    /// A snapshot or clone would span two pools: a clone shares chunks with its origin,
+    /// so it lives in its origin's pool.
+    #[error(
+        "{what}: LUN {lun:?} is in pool {pool:?}, not in pool {other:?} (clones and snapshots \
+         stay in their LUN's pool)"
+    )]
+    CrossPool {
+        /// The operation (`clone create`, `snapshot group`).
+        what: &'static str,
+        /// The LUN the request names.
+        lun: String,
+        /// The LUN's pool.
+        pool: String,
+        /// The other pool the request asks for.
+        other: String,
+    },
+    /// A pool of an appliance with several pools refused or failed.
+    #[error("pool {pool:?}: {}", storage_message(.source))]
+    InPool {
+        /// The pool's name.
+        pool: String,
+        /// What the pool said.
+        source: StorageError,
+    },
     /// This gateway of an HA group is not the pool's owner (it has no pool open): the
     /// operation needs the pool and must be run on the owner.
     #[error("{}", not_owner_message(.owner.as_deref()))]
@@ -320,10 +348,11 @@ impl MgrError {
             | MgrError::ShrinkNotConfirmed { .. }
             | MgrError::NotAClone { .. }
             | MgrError::NotOnFabric { .. }
+            | MgrError::CrossPool { .. }
             | MgrError::Attach { .. } => "invalid",
             MgrError::InUse { .. } | MgrError::StillCreating { .. } => "busy",
             MgrError::NoFreeLunNumber { .. } => "no_space",
-            MgrError::Storage(e) => match e {
+            MgrError::Storage(e) | MgrError::InPool { source: e, .. } => match e {
                 StorageError::NotFound(_) => "not_found",
                 StorageError::AlreadyExists(_) => "already_exists",
                 StorageError::InvalidArgument(_) | StorageError::ReadOnly(_) => "invalid",
@@ -348,6 +377,8 @@ impl MgrError {
             MgrError::StillCreating { name }
             | MgrError::ShrinkNotConfirmed { name, .. }
             | MgrError::NotAClone { name, .. } => Some((ObjectKind::Lun, name)),
+            MgrError::CrossPool { lun, .. } => Some((ObjectKind::Lun, lun)),
+            MgrError::InPool { pool, .. } => Some((ObjectKind::Pool, pool)),
             MgrError::HasSnapshots { lun, .. }
             | MgrError::NotMapped { lun, .. }
             | MgrError::Attach { lun, .. } => Some((ObjectKind::Lun, lun)),

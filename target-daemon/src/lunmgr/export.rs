@@ -24,25 +24,28 @@ impl LunManager {
                     .filter_map(|(&id, name)| {
                         let rec = st.luns.get(name);
                         // Without the pool (a standby gateway): what the owner recorded.
-                        let (size, block_size, guarantee) = match self.pool() {
-                            Ok(pool) => {
-                                let i = pool.volume_info(name).ok()?;
-                                (i.size_bytes, i.block_size, i.guarantee)
-                            }
-                            Err(_) => {
-                                let g = rec?.geometry?;
-                                let guarantee = if g.thin {
-                                    storage_core::Guarantee::None
-                                } else {
-                                    storage_core::Guarantee::Full
-                                };
-                                (
-                                    g.size_blocks * u64::from(g.block_size),
-                                    g.block_size,
-                                    guarantee,
-                                )
-                            }
-                        };
+                        let pool_name = rec.map(|r| self.pool_name_of(r));
+                        let pool = pool_name.as_deref().map(|n| self.pool_named(n));
+                        let (size, block_size, guarantee) =
+                            match pool.unwrap_or_else(|| self.pool()) {
+                                Ok(pool) => {
+                                    let i = pool.volume_info(name).ok()?;
+                                    (i.size_bytes, i.block_size, i.guarantee)
+                                }
+                                Err(_) => {
+                                    let g = rec?.geometry?;
+                                    let guarantee = if g.thin {
+                                        storage_core::Guarantee::None
+                                    } else {
+                                        storage_core::Guarantee::Full
+                                    };
+                                    (
+                                        g.size_blocks * u64::from(g.block_size),
+                                        g.block_size,
+                                        guarantee,
+                                    )
+                                }
+                            };
                         Some(LunCfg {
                             id,
                             volume: name.clone(),
@@ -50,6 +53,8 @@ impl LunManager {
                             block_size,
                             guarantee: guarantee.into(),
                             read_only: rec.is_some_and(|r| r.read_only),
+                            // Named when there is a choice; the first pool is the default.
+                            pool: pool_name.filter(|n| *n != self.default_pool()),
                         })
                     })
                     .collect();

@@ -50,11 +50,12 @@ pub struct GatewayOpen {
     pub volatile_write_cache: bool,
 }
 
-/// Records every online LUN's geometry as the pool has it now (what a standby presents).
-pub(crate) fn fill_geometry(pool: &Pool, st: &mut State) {
+/// Records the geometry of every online LUN of pool `name` as the pool has it now (what a
+/// standby presents).
+pub(crate) fn fill_geometry(name: &str, pool: &Pool, st: &mut State) {
     let chunk_size = pool.status().chunk_size;
     for rec in st.luns.values_mut() {
-        if rec.status != LunStatus::Online {
+        if rec.status != LunStatus::Online || (rec.pool != name && !rec.pool.is_empty()) {
             continue;
         }
         match pool.volume_info(&rec.name) {
@@ -115,14 +116,22 @@ impl LunManager {
             None => state::load(&data_dir)?.unwrap_or_default(),
         };
         st.version = STATE_VERSION;
+        // A gateway serves one pool (validated): the configuration's first.
+        let name = config.default_pool_name();
+        seed::name_pools(&mut st, &name);
         if let Some(pool) = &pool {
-            seed::seed_from_config(&mut st, config, pool).await?;
-            clones::recover_interrupted(&mut st, pool).await;
-            seed::adopt_orphans(&mut st, pool);
-            fill_geometry(pool, &mut st);
+            let pools = [(name.clone(), pool.clone())];
+            seed::seed_from_config(&mut st, config, &pools).await?;
+            clones::recover_interrupted(&mut st, &name, pool).await;
+            seed::adopt_orphans(&mut st, &name, pool);
+            fill_geometry(&name, pool, &mut st);
             state::save(&data_dir, &st)?;
         }
-        let mut mgr = LunManager::new_empty(config, pool.clone(), st, Some(alua), pr_store);
+        let slots = vec![super::pool::PoolSlot {
+            name: name.clone(),
+            pool: pool.clone(),
+        }];
+        let mut mgr = LunManager::new_empty(config, slots, st, Some(alua), pr_store);
         mgr.volatile_write_cache = volatile_write_cache;
         let mgr = Arc::new(mgr);
         let entries = {
@@ -140,16 +149,16 @@ impl LunManager {
             entries
         };
         if let Some(pool) = &pool {
-            mgr.spawn_space_watch(pool);
+            mgr.spawn_space_watch(&name, pool);
         }
         Ok((mgr, entries))
     }
 
-    /// The chunk size new targets report: the pool's, else the one the records carry.
+    /// The chunk size new targets report: the first pool's, else the one the records carry.
     pub(crate) fn chunk_size(&self, st: &State) -> u32 {
-        match &*self.pool.read() {
-            Some(p) => p.status().chunk_size,
-            None => recorded_chunk_size(st),
+        match self.pool() {
+            Ok(p) => p.status().chunk_size,
+            Err(_) => recorded_chunk_size(st),
         }
     }
 
@@ -168,10 +177,13 @@ impl LunManager {
         t
     }
 
-    /// Attaches `name` as `id` on `target`: with its volume when the pool is open here,
+    /// Attaches `name` as `id` on `target`: with its volume when its pool is open here,
     /// else from its record (see [`attach_pool_less`]).
     pub(crate) fn attach_any(&self, st: &State, target: &ScsiTarget, id: u64, name: &str) {
-        let pool = self.pool.read().clone();
+        let pool = st
+            .luns
+            .get(name)
+            .and_then(|r| self.pool_named(&self.pool_name_of(r)).ok());
         match pool {
             Some(p) => attach(&p, st, target, id, name),
             None => attach_pool_less(st, target, id, name),
@@ -196,14 +208,19 @@ impl LunManager {
             });
         }
         let before = st.clone();
-        clones::recover_interrupted(&mut st, &pool).await;
-        seed::adopt_orphans(&mut st, &pool);
-        if let Err(e) = seed::seed_from_config(&mut st, &self.config, &pool).await {
+        let name = self.default_pool();
+        seed::name_pools(&mut st, &name);
+        clones::recover_interrupted(&mut st, &name, &pool).await;
+        seed::adopt_orphans(&mut st, &name, &pool);
+        let pools = [(name.clone(), pool.clone())];
+        if let Err(e) = seed::seed_from_config(&mut st, &self.config, &pools).await {
             // The pool is still served: the takeover must not fail on a YAML LUN that
             // cannot be created (e.g. no space); the administrator sees why.
             tracing::error!("pool attached, but the configuration could not be applied: {e:#}");
         }
-        *self.pool.write() = Some(pool.clone());
+        if let Some(slot) = self.pools.write().first_mut() {
+            slot.pool = Some(pool.clone());
+        }
         let targets: Vec<(String, Arc<ScsiTarget>)> = self
             .scsi
             .read()
@@ -237,13 +254,13 @@ impl LunManager {
         self.sync_targets(&before, &st);
         // A takeover of a running group changes nothing in the state: not saving then
         // keeps the shared store's write (and its notify round) off the takeover's path.
-        fill_geometry(&pool, &mut st);
+        fill_geometry(&name, &pool, &mut st);
         if !same_persisted(&before, &st) {
             if let Err(e) = self.save(&st) {
                 tracing::warn!("pool attached, but the state could not be saved: {e}");
             }
         }
-        self.spawn_space_watch(&pool);
+        self.spawn_space_watch(&name, &pool);
         self.reload_reservations().await;
         tracing::info!("pool attached: this gateway serves media access");
         Ok(())
@@ -298,12 +315,14 @@ impl LunManager {
         // Nothing to save: every change of a LUN's geometry was saved when it was made
         // (`save` records it), and a fenced owner could not write anyway. The in-memory
         // records get it too, for what this gateway presents and compares from now on.
-        fill_geometry(&pool, &mut st);
+        fill_geometry(&self.default_pool(), &pool, &mut st);
         let targets: Vec<Arc<ScsiTarget>> = self.scsi.read().values().cloned().collect();
         for t in targets {
             t.drain_volumes().await;
         }
-        *self.pool.write() = None;
+        if let Some(slot) = self.pools.write().first_mut() {
+            slot.pool = None;
+        }
         tracing::info!("pool detached: this gateway is standby");
         Ok(pool)
     }
@@ -316,6 +335,8 @@ impl LunManager {
     /// saved: the state came from the store.
     pub async fn reload_state(&self, new: State) -> MgrResult<()> {
         let mut st = self.lock().await;
+        let mut new = new;
+        seed::name_pools(&mut new, &self.default_pool());
         self.sync_targets(&st, &new);
         // The whole state, its store version included (the next save checks it).
         *st = new;

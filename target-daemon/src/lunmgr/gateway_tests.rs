@@ -65,6 +65,7 @@ fn lun(name: &str, target: &str, id: u64) -> LunCreate {
         target: Some(target.into()),
         lun_id: Some(id),
         read_only: false,
+        pool: None,
     }
 }
 
@@ -182,6 +183,8 @@ async fn attach_after_detach_keeps_data_identity_and_reservations() {
     alua.set_groups(vec![]);
     alua.set_local(AccessState::Standby);
     assert!(!mgr.has_pool());
+    // What /metrics reads its pool figures from: nothing on a standby.
+    assert!(mgr.open_pools().is_empty());
     let r = run_settled(&t, &n, &read10(3), Bytes::new()).await;
     assert_eq!(
         sense_of(&r),
@@ -202,6 +205,15 @@ async fn attach_after_detach_keeps_data_identity_and_reservations() {
     // Standby → owner again.
     mgr.attach_pool(detached).await.expect("attach");
     alua.set_local(AccessState::ActiveOptimized);
+    // The owner's /metrics shows the pool it owns, under its name.
+    let open = mgr.open_pools();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].0, "default");
+    let text = crate::metrics::global().render(&open);
+    assert!(
+        text.contains("lunar_pool_capacity_bytes{pool=\"default\"}"),
+        "{text}"
+    );
     let r = run_settled(&t, &n, &read10(3), Bytes::new()).await;
     assert_eq!(r.status, status::GOOD, "{r:?}");
     assert_eq!(r.data_in, data, "data intact");
@@ -269,13 +281,14 @@ async fn a_standby_presents_the_owners_luns_and_names_the_owner() {
         guarantee: None,
         copy_acl: false,
         read_only: None,
+        pool: None,
     };
     for e in [
         standby
             .lun_create(lun("x", IQN, 1))
             .await
             .expect_err("create"),
-        standby.pool_status().expect_err("pool status"),
+        standby.pool_status(None).expect_err("pool status"),
         standby.clone_create(clone).await.expect_err("clone"),
         standby
             .snapshot_create("d0", "s")

@@ -32,6 +32,9 @@ pub struct LunCreate {
     /// Export write-protected.
     #[serde(default)]
     pub read_only: bool,
+    /// The pool to create the volume in (default: the first pool).
+    #[serde(default)]
+    pub pool: Option<String>,
 }
 
 /// Parameters of `lun set`.
@@ -99,8 +102,9 @@ impl LunManager {
             mappings,
             snapshots: 0,
             created_unix: rec.created_unix,
+            pool: self.pool_name_of(rec),
         };
-        let Ok(pool) = self.pool() else {
+        let Ok(pool) = self.pool_named(&base.pool) else {
             // A standby gateway: what the owner last recorded.
             return match rec.geometry {
                 Some(g) => LunView {
@@ -141,7 +145,7 @@ impl LunManager {
     pub async fn lun_show(&self, name: &str) -> MgrResult<LunView> {
         let st = self.lock().await;
         let rec = lun_rec(&st, name)?;
-        if let Err(e) = self.pool()?.reconcile_space().await {
+        if let Err(e) = self.lun_pool(&st, name)?.1.reconcile_space().await {
             tracing::warn!("space reconcile failed: {e}");
         }
         Ok(self.lun_view(&st, rec))
@@ -151,12 +155,15 @@ impl LunManager {
     pub async fn lun_create(&self, req: LunCreate) -> MgrResult<LunView> {
         let mut st = self.lock().await;
         check_name(ObjectKind::Lun, &req.name)?;
+        // LUN names are unique across the appliance, whichever pool holds them.
         if st.luns.contains_key(&req.name) {
             return Err(MgrError::AlreadyExists {
                 kind: ObjectKind::Lun,
                 name: req.name.clone(),
             });
         }
+        let pool_name = req.pool.clone().unwrap_or_else(|| self.default_pool());
+        let pool = self.pool_named(&pool_name)?;
         let guarantee = parse_guarantee(req.guarantee.as_deref().unwrap_or("none"))?;
         let block_size = req.block_size.unwrap_or(512);
         if block_size != 512 && block_size != 4096 {
@@ -178,10 +185,10 @@ impl LunManager {
             }
             None => None,
         };
-        let info = self
-            .pool()?
+        let info = pool
             .create_volume(&req.name, req.size_bytes, block_size, guarantee)
-            .await?;
+            .await
+            .map_err(self.in_pool(&pool_name))?;
         st.luns.insert(
             req.name.clone(),
             LunRecord {
@@ -192,6 +199,7 @@ impl LunManager {
                 origin: None,
                 clone_mode: None,
                 created_unix: now_unix(),
+                pool: pool_name.clone(),
                 geometry: None,
             },
         );
@@ -202,10 +210,10 @@ impl LunManager {
             // Undo so that what the pool holds matches what the state says.
             self.unmap_everywhere(&mut st, &req.name);
             st.luns.remove(&req.name);
-            let _ = self.pool()?.delete_volume(&req.name).await;
+            let _ = pool.delete_volume(&req.name).await;
             return Err(e);
         }
-        tracing::info!(lun = %req.name, size = req.size_bytes, "LUN created");
+        tracing::info!(lun = %req.name, pool = %pool_name, size = req.size_bytes, "LUN created");
         Ok(self.lun_view(&st, lun_rec(&st, &req.name)?))
     }
 
@@ -220,7 +228,8 @@ impl LunManager {
         let st = self.lock().await;
         let rec = lun_rec(&st, name)?;
         online(rec)?;
-        let info = self.pool()?.volume_info(name)?;
+        let (pool_name, pool) = self.lun_pool(&st, name)?;
+        let info = pool.volume_info(name)?;
         check_size(size_bytes, info.block_size)?;
         if size_bytes < info.size_bytes && !allow_shrink {
             return Err(MgrError::ShrinkNotConfirmed {
@@ -229,9 +238,9 @@ impl LunManager {
                 to: human_bytes(size_bytes),
             });
         }
-        self.pool()?
-            .resize_volume(name, size_bytes, allow_shrink)
-            .await?;
+        pool.resize_volume(name, size_bytes, allow_shrink)
+            .await
+            .map_err(self.in_pool(&pool_name))?;
         for m in mappings_of(&st, name) {
             if let Some(t) = self.scsi_target(&m.target) {
                 t.lun_resized(m.lun_id);
@@ -251,7 +260,10 @@ impl LunManager {
         online(lun_rec(&st, &req.name)?)?;
         if let Some(g) = &req.guarantee {
             let g = parse_guarantee(g)?;
-            self.pool()?.set_guarantee(&req.name, g).await?;
+            let (pool_name, pool) = self.lun_pool(&st, &req.name)?;
+            pool.set_guarantee(&req.name, g)
+                .await
+                .map_err(self.in_pool(&pool_name))?;
         }
         let mut name = req.name.clone();
         if let Some(new) = &req.rename {
@@ -270,7 +282,10 @@ impl LunManager {
                     hint: "cancel it or wait for it to end before renaming",
                 });
             }
-            self.pool()?.rename_volume(&name, new).await?;
+            self.lun_pool(&st, &name)?
+                .1
+                .rename_volume(&name, new)
+                .await?;
             if let Some(mut rec) = st.luns.remove(&name) {
                 rec.name = new.clone();
                 st.luns.insert(new.clone(), rec);
@@ -340,8 +355,8 @@ impl LunManager {
                 hint: "unmap it first or pass --force",
             });
         }
-        let snapshots: Vec<String> = self
-            .pool()?
+        let (_, pool) = self.lun_pool(&st, name)?;
+        let snapshots: Vec<String> = pool
             .snapshots(Some(name))
             .into_iter()
             .map(|s| format!("{}@{}", s.volume, s.name))
@@ -353,7 +368,7 @@ impl LunManager {
             });
         }
         self.unmap_everywhere(&mut st, name);
-        match self.pool()?.delete_volume(name).await {
+        match pool.delete_volume(name).await {
             Ok(()) | Err(StorageError::NotFound(_)) => {}
             Err(e) => {
                 // Put the mappings back: nothing changed.
@@ -439,7 +454,7 @@ impl LunManager {
             kind: ObjectKind::Target,
             name: target.to_string(),
         })?;
-        let vol = self.pool()?.volume(name)?;
+        let vol = self.lun_pool(st, name)?.1.volume(name)?;
         let ro = st.luns.get(name).is_some_and(|r| r.read_only);
         let identity = st.luns.get(name).map_or_else(|| vol.uuid(), |r| r.identity);
         t.add_lun_with_identity(id, vol, ro, identity)

@@ -20,6 +20,8 @@ mod gateway;
 pub use gateway::GatewayOpen;
 mod luns;
 mod pool;
+#[cfg(test)]
+mod pool_tests;
 mod seed;
 mod snapshots;
 pub mod state;
@@ -63,8 +65,9 @@ pub(crate) struct JobCtl {
 
 /// The LUN manager. Cheap to share (`Arc`).
 pub struct LunManager {
-    /// The pool; `None` on a standby gateway of an HA group (see `gateway.rs`).
-    pool: RwLock<Option<Pool>>,
+    /// The pools by name, in configuration order (the first holds the LUNs that name no
+    /// pool); a pool is `None` on a standby gateway of an HA group (see `gateway.rs`).
+    pools: RwLock<Vec<pool::PoolSlot>>,
     /// The HA group's ALUA state, on a gateway: every target gets it, and errors name the
     /// owner from it.
     alua: Option<Arc<crate::scsi::alua::AluaView>>,
@@ -99,53 +102,77 @@ impl LunManager {
         config: &Config,
         pool: Pool,
     ) -> anyhow::Result<(Arc<LunManager>, Vec<(TargetSpec, Arc<ScsiTarget>)>)> {
+        LunManager::open_with_pools(config, vec![(config.default_pool_name(), pool)]).await
+    }
+
+    /// [`open`](Self::open) over several pools, by name, in configuration order (the first
+    /// holds the LUNs that name no pool, and those of a state written before pools had
+    /// names).
+    pub async fn open_with_pools(
+        config: &Config,
+        pools: Vec<(String, Pool)>,
+    ) -> anyhow::Result<(Arc<LunManager>, Vec<(TargetSpec, Arc<ScsiTarget>)>)> {
         let data_dir = config.data_dir.clone();
         let store: Arc<dyn state::StateStore> = Arc::new(state::FileStateStore::new(&data_dir));
         let loaded = store.load()?;
         let fresh = loaded.is_none();
         let mut st = loaded.unwrap_or_default();
         st.version = STATE_VERSION;
-        seed_from_config(&mut st, config, &pool).await?;
-        clones::recover_interrupted(&mut st, &pool).await;
-        adopt_orphans(&mut st, &pool);
-        gateway::fill_geometry(&pool, &mut st);
+        let Some((first, _)) = pools.first() else {
+            anyhow::bail!("no pool to serve");
+        };
+        seed::name_pools(&mut st, first);
+        seed_from_config(&mut st, config, &pools).await?;
+        for (name, pool) in &pools {
+            clones::recover_interrupted(&mut st, name, pool).await;
+        }
+        for (name, pool) in &pools {
+            adopt_orphans(&mut st, name, pool);
+            gateway::fill_geometry(name, pool, &mut st);
+        }
         store.save(&st)?;
         if fresh {
             tracing::info!(path = %state::state_path(&data_dir).display(), "state seeded from the configuration");
         }
 
-        let mut scsi = BTreeMap::new();
-        let mut entries = Vec::new();
-        let chunk = pool.status().chunk_size;
-        for t in st.targets.values() {
-            let target = ScsiTarget::with_pr_store(
-                &t.iqn,
-                chunk,
-                crate::scsi::pr::FileStore::for_data_dir(&data_dir),
-            );
-            for (&id, name) in &t.luns {
-                attach(&pool, &st, &target, id, name);
+        let slots = pools
+            .iter()
+            .map(|(name, pool)| pool::PoolSlot {
+                name: name.clone(),
+                pool: Some(pool.clone()),
+            })
+            .collect();
+        let mgr = Arc::new(LunManager::new_empty(config, slots, st, None, None));
+        let entries = {
+            let st = mgr.lock().await;
+            let chunk = mgr.chunk_size(&st);
+            let mut entries = Vec::new();
+            for t in st.targets.values() {
+                let target = mgr.new_scsi_target(&t.iqn, chunk);
+                for (&id, name) in &t.luns {
+                    mgr.attach_any(&st, &target, id, name);
+                }
+                mgr.scsi.write().insert(t.iqn.clone(), target.clone());
+                entries.push((t.to_spec(), target));
             }
-            scsi.insert(t.iqn.clone(), target.clone());
-            entries.push((t.to_spec(), target));
+            entries
+        };
+        for (name, pool) in &pools {
+            mgr.spawn_space_watch(name, pool);
         }
-        let mgr = LunManager::new_empty(config, Some(pool.clone()), st, None, None);
-        *mgr.scsi.write() = scsi;
-        let mgr = Arc::new(mgr);
-        mgr.spawn_space_watch(&pool);
         Ok((mgr, entries))
     }
 
     /// A manager with no device servers yet.
     fn new_empty(
         config: &Config,
-        pool: Option<Pool>,
+        pools: Vec<pool::PoolSlot>,
         st: State,
         alua: Option<Arc<crate::scsi::alua::AluaView>>,
         pr_store: Option<Arc<dyn crate::scsi::pr::PrStore>>,
     ) -> LunManager {
         LunManager {
-            pool: RwLock::new(pool),
+            pools: RwLock::new(pools),
             alua,
             pr_store,
             volatile_write_cache: true,
@@ -160,12 +187,14 @@ impl LunManager {
         }
     }
 
-    /// Watches the pool's soft threshold; on every upward crossing every exported LUN raises
-    /// THIN PROVISIONING SOFT THRESHOLD REACHED (38/07) once per I_T nexus. Driven by the
+    /// Watches pool `name`'s soft threshold; on every upward crossing every exported LUN of
+    /// that pool raises THIN PROVISIONING SOFT THRESHOLD REACHED (38/07) once per I_T nexus
+    /// (LUNs of the other pools are not affected: thresholds are per pool). Driven by the
     /// pool's own watch channel (no polling interval that a quick rise and fall could slip
     /// through); stops when the pool closes or the manager is gone.
-    fn spawn_space_watch(self: &Arc<Self>, pool: &Pool) {
+    fn spawn_space_watch(self: &Arc<Self>, name: &str, pool: &Pool) {
         let weak = Arc::downgrade(self);
+        let name = name.to_string();
         let mut rx = pool.soft_threshold_watch();
         tokio::spawn(async move {
             // Compare crossing counts, not states: the channel keeps only its latest value,
@@ -174,11 +203,9 @@ impl LunManager {
             let start = *rx.borrow_and_update();
             let mut seen = start;
             if start.reached {
-                tracing::warn!("pool soft threshold already reached at start");
+                tracing::warn!(pool = %name, "pool soft threshold already reached at start");
                 if let Some(mgr) = weak.upgrade() {
-                    for t in mgr.scsi.read().values() {
-                        t.soft_threshold_reached();
-                    }
+                    mgr.soft_threshold_reached(&name).await;
                 }
             }
             while rx.changed().await.is_ok() {
@@ -188,18 +215,38 @@ impl LunManager {
                     // One unit attention per batch: SPC-4 keeps it pending per nexus until
                     // reported, and a crossing after it was reported raises it again.
                     tracing::warn!(
+                        pool = %name,
                         crossings = now.crossings - seen.crossings,
                         "pool soft threshold reached: notifying initiators"
                     );
-                    for t in mgr.scsi.read().values() {
-                        t.soft_threshold_reached();
-                    }
+                    mgr.soft_threshold_reached(&name).await;
                 } else if !now.reached && seen.reached {
-                    tracing::info!("pool usage back below the soft threshold");
+                    tracing::info!(pool = %name, "pool usage back below the soft threshold");
                 }
                 seen = now;
             }
         });
+    }
+
+    /// Raises the soft-threshold unit attention on every exported LUN of pool `name`.
+    async fn soft_threshold_reached(&self, name: &str) {
+        let st = self.lock().await;
+        for t in st.targets.values() {
+            let Some(target) = self.scsi_target(&t.iqn) else {
+                continue;
+            };
+            let ids: Vec<u64> = t
+                .luns
+                .iter()
+                .filter(|(_, lun)| {
+                    st.luns
+                        .get(*lun)
+                        .is_some_and(|r| self.pool_name_of(r) == name)
+                })
+                .map(|(&id, _)| id)
+                .collect();
+            target.soft_threshold_reached_on(&ids);
+        }
     }
 
     /// Connects a running front end: target-level changes and session queries for its
@@ -217,19 +264,9 @@ impl LunManager {
             .cloned()
     }
 
-    /// The pool, or [`MgrError::NotOwner`] on a standby gateway (naming the owner).
-    pub fn pool(&self) -> MgrResult<Pool> {
-        match &*self.pool.read() {
-            Some(p) => Ok(p.clone()),
-            None => Err(MgrError::NotOwner {
-                owner: self.alua.as_ref().and_then(|v| v.owner()),
-            }),
-        }
-    }
-
     /// Whether the pool is open here (a single Lunar, or the owner of an HA group).
     pub fn has_pool(&self) -> bool {
-        self.pool.read().is_some()
+        self.pools.read().first().is_some_and(|s| s.pool.is_some())
     }
 
     /// The data directory.
@@ -249,18 +286,18 @@ impl LunManager {
     /// which have no pool, present the LUNs as they are; see `gateway.rs`).
     pub(crate) fn save(&self, st: &State) -> MgrResult<()> {
         let store = self.state_store.read().clone();
-        let pool = self.pool.read().clone();
-        match pool {
-            Some(p) => {
-                let mut copy = st.clone();
-                gateway::fill_geometry(&p, &mut copy);
-                store.save(&copy).map_err(MgrError::from)?;
-                // The version the save produced belongs to the state under the lock.
-                st.store_version.set(copy.store_version.get());
-                Ok(())
-            }
-            None => store.save(st).map_err(MgrError::from),
+        let pools = self.open_pools();
+        if pools.is_empty() {
+            return store.save(st).map_err(MgrError::from);
         }
+        let mut copy = st.clone();
+        for (name, p) in &pools {
+            gateway::fill_geometry(name, p, &mut copy);
+        }
+        store.save(&copy).map_err(MgrError::from)?;
+        // The version the save produced belongs to the state under the lock.
+        st.store_version.set(copy.store_version.get());
+        Ok(())
     }
 
     /// Keep the state in `store` from now on (an HA gateway: the group's shared state

@@ -9,11 +9,23 @@ use super::divergence;
 use super::state::{self, ChapRecord, LunRecord, LunStatus, State, TargetRecord};
 use crate::config::Config;
 
-/// Adds the targets and LUNs the configuration names and the state lacks.
+/// Gives every LUN record that names no pool (a state written before lunard served
+/// several pools) the first pool, `first`: where its volume has always been.
+pub(super) fn name_pools(st: &mut State, first: &str) {
+    for rec in st.luns.values_mut() {
+        if rec.pool.is_empty() {
+            rec.pool = first.to_string();
+        }
+    }
+}
+
+/// Adds the targets and LUNs the configuration names and the state lacks; each LUN's
+/// volume is created in the pool its entry names (default: the first configured pool).
+/// `pools` are the pools open here; a LUN of another pool is left for its owner.
 pub(super) async fn seed_from_config(
     st: &mut State,
     config: &Config,
-    pool: &Pool,
+    pools: &[(String, Pool)],
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     divergence::warn_divergences(st, config);
@@ -50,6 +62,22 @@ pub(super) async fn seed_from_config(
                 continue; // the state decides where a known LUN is mapped
             }
             let field = format!("targets[{ti}].luns[{li}]");
+            let pool_name = l.pool.clone().unwrap_or_else(|| config.default_pool_name());
+            if let Some(rec) = st.luns.get(&l.volume) {
+                if !rec.pool.is_empty() && rec.pool != pool_name {
+                    tracing::warn!(
+                        "{field}: volume {:?} is in pool {:?} in the saved state, the \
+                         configuration says {pool_name:?}; keeping the saved state",
+                        l.volume,
+                        rec.pool
+                    );
+                    continue;
+                }
+            }
+            let Some((_, pool)) = pools.iter().find(|(n, _)| *n == pool_name) else {
+                tracing::warn!("{field}: pool {pool_name:?} is not open here; LUN left out");
+                continue;
+            };
             let info = match pool.volume_info(&l.volume) {
                 Ok(i) => i,
                 Err(StorageError::NotFound(_)) => {
@@ -72,6 +100,7 @@ pub(super) async fn seed_from_config(
                     origin: info.origin.clone(),
                     clone_mode: None,
                     created_unix: info.created_unix,
+                    pool: pool_name.clone(),
                     geometry: None,
                 });
             if let Some(rec) = st.targets.get_mut(&name) {
@@ -92,11 +121,17 @@ pub(super) async fn seed_from_config(
     Ok(())
 }
 
-/// Pool volumes without a LUN record (e.g. created just before a crash) become unmapped
-/// LUNs, so nothing in the pool is invisible to the administrator.
-pub(super) fn adopt_orphans(st: &mut State, pool: &Pool) {
+/// Volumes of pool `name` without a LUN record (e.g. created just before a crash) become
+/// unmapped LUNs, so nothing in the pool is invisible to the administrator. A volume whose
+/// name a LUN of another pool already has (LUN names are unique across the appliance) is
+/// only reported.
+pub(super) fn adopt_orphans(st: &mut State, name: &str, pool: &Pool) {
     for v in pool.volumes() {
-        if !st.luns.contains_key(&v.name) {
+        if let Some(rec) = st.luns.get(&v.name) {
+            if rec.pool != name {
+                tracing::warn!(volume = %v.name, pool = name, other = %rec.pool, "volume of pool {name:?} has the name of a LUN of pool {:?}: not adopted", rec.pool);
+            }
+        } else {
             tracing::warn!(volume = %v.name, "volume without a LUN record: adopted as an unmapped LUN");
             st.luns.insert(
                 v.name.clone(),
@@ -108,6 +143,7 @@ pub(super) fn adopt_orphans(st: &mut State, pool: &Pool) {
                     origin: v.origin.clone(),
                     clone_mode: v.origin.as_ref().map(|_| state::CloneMode::Linked),
                     created_unix: v.created_unix,
+                    pool: name.to_string(),
                     geometry: None,
                 },
             );

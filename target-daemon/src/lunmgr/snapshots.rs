@@ -12,13 +12,17 @@ impl LunManager {
         let st = self.lock().await;
         online(lun_rec(&st, lun)?)?;
         check_name(ObjectKind::Snapshot, snap)?;
-        if self.snapshot_exists(lun, snap).is_ok() {
+        if self.snapshot_exists(&st, lun, snap).is_ok() {
             return Err(MgrError::AlreadyExists {
                 kind: ObjectKind::Snapshot,
                 name: format!("{lun}@{snap}"),
             });
         }
-        let s = self.pool()?.snapshot(lun, snap).await?;
+        let (pool_name, pool) = self.lun_pool(&st, lun)?;
+        let s = pool
+            .snapshot(lun, snap)
+            .await
+            .map_err(self.in_pool(&pool_name))?;
         Ok(SnapshotView {
             lun: s.volume,
             name: s.name,
@@ -62,8 +66,24 @@ impl LunManager {
                 });
             }
         }
+        // One instant is one commit of one pool: a group stays within a pool.
+        let (pool_name, pool) = self.lun_pool(&st, &luns[0])?;
+        for l in &luns[1..] {
+            let other = self.pool_name_of(lun_rec(&st, l)?);
+            if other != pool_name {
+                return Err(MgrError::CrossPool {
+                    what: "snapshot group",
+                    lun: l.clone(),
+                    pool: other,
+                    other: pool_name,
+                });
+            }
+        }
         let pairs: Vec<(&str, &str)> = luns.iter().map(|l| (l.as_str(), group)).collect();
-        let snaps = self.pool()?.snapshot_group(&pairs).await?;
+        let snaps = pool
+            .snapshot_group(&pairs)
+            .await
+            .map_err(self.in_pool(&pool_name))?;
         st.groups.insert(
             group.to_string(),
             GroupRecord {
@@ -90,14 +110,27 @@ impl LunManager {
     /// Snapshots of one LUN or of all.
     pub async fn snapshot_list(&self, lun: Option<&str>) -> MgrResult<Vec<SnapshotView>> {
         let st = self.lock().await;
-        if let Some(l) = lun {
-            lun_rec(&st, l)?;
-        }
-        Ok(self
-            .pool()?
-            .snapshots(lun)
+        let pools = match lun {
+            Some(l) => vec![self.lun_pool(&st, l)?],
+            None if self.has_pool() => self.open_pools(),
+            // A standby gateway: refused as before (naming the owner).
+            None => vec![(String::new(), self.pool()?)],
+        };
+        Ok(pools
             .into_iter()
-            .filter(|s| st.luns.contains_key(&s.volume))
+            .flat_map(|(name, pool)| {
+                pool.snapshots(lun)
+                    .into_iter()
+                    .map(move |s| (name.clone(), s))
+            })
+            // A volume of this pool that is a LUN of this pool (not a same-named one of
+            // another pool).
+            .filter(|(name, s)| {
+                st.luns
+                    .get(&s.volume)
+                    .is_some_and(|r| name.is_empty() || self.pool_name_of(r) == *name)
+            })
+            .map(|(_, s)| s)
             .map(|s| {
                 let group = st
                     .groups
@@ -121,7 +154,7 @@ impl LunManager {
     pub async fn snapshot_delete(&self, lun: &str, snap: &str) -> MgrResult<()> {
         let mut st = self.lock().await;
         lun_rec(&st, lun)?;
-        self.snapshot_exists(lun, snap)?;
+        self.snapshot_exists(&st, lun, snap)?;
         let full = format!("{lun}@{snap}");
         if let Some(j) = st
             .clone_jobs
@@ -135,7 +168,10 @@ impl LunManager {
                 hint: "cancel it or wait for it to end",
             });
         }
-        self.pool()?.delete_snapshot(lun, snap).await?;
+        let (pool_name, pool) = self.lun_pool(&st, lun)?;
+        pool.delete_snapshot(lun, snap)
+            .await
+            .map_err(self.in_pool(&pool_name))?;
         if let Some(g) = st.groups.get_mut(snap) {
             g.members.retain(|m| m != lun);
         }
@@ -174,7 +210,7 @@ impl LunManager {
     pub async fn snapshot_rollback(&self, lun: &str, snap: &str, force: bool) -> MgrResult<()> {
         let st = self.lock().await;
         online(lun_rec(&st, lun)?)?;
-        self.snapshot_exists(lun, snap)?;
+        self.snapshot_exists(&st, lun, snap)?;
         let busy = self.busy_targets(&st, lun);
         if !busy.is_empty() && !force {
             return Err(MgrError::InUse {
@@ -184,15 +220,24 @@ impl LunManager {
                 hint: "log them out or pass --force",
             });
         }
-        self.pool()?.rollback(lun, snap).await?;
+        let (pool_name, pool) = self.lun_pool(&st, lun)?;
+        pool.rollback(lun, snap)
+            .await
+            .map_err(self.in_pool(&pool_name))?;
         tracing::info!(lun, snap, "rolled back");
         Ok(())
     }
 
     /// `Ok` if `lun` has a snapshot `snap`, else the typed not-found error naming `lun@snap`.
-    pub(crate) fn snapshot_exists(&self, lun: &str, snap: &str) -> MgrResult<()> {
+    pub(crate) fn snapshot_exists(
+        &self,
+        st: &super::state::State,
+        lun: &str,
+        snap: &str,
+    ) -> MgrResult<()> {
         if self
-            .pool()?
+            .lun_pool(st, lun)?
+            .1
             .snapshots(Some(lun))
             .iter()
             .any(|s| s.name == snap)

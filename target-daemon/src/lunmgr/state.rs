@@ -179,6 +179,10 @@ pub struct LunRecord {
     pub clone_mode: Option<CloneMode>,
     /// Creation time, seconds since the Unix epoch.
     pub created_unix: u64,
+    /// The pool holding the LUN's volume (a configured pool name). Empty in a state
+    /// written before lunard served several pools: the first pool (filled in at start).
+    #[serde(default)]
+    pub pool: String,
     /// What a gateway without the pool presents (size, block size, provisioning), as the
     /// pool's owner last recorded it; `None` in a state written before it was kept (or by
     /// a LUN still being created). Refreshed from the pool at every save.
@@ -541,6 +545,7 @@ mod tests {
                 origin: None,
                 clone_mode: None,
                 created_unix: 1,
+                pool: String::new(),
                 geometry: None,
             },
         );

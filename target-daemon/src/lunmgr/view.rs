@@ -7,6 +7,9 @@ use super::state::CloneJobRecord;
 /// Pool figures (exact: used/free/reserved are maintained per allocation).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PoolView {
+    /// The pool's name (`default` for the `pool:` shorthand).
+    #[serde(default)]
+    pub name: String,
     /// Pool UUID.
     pub uuid: String,
     /// Bytes available for data.
@@ -77,6 +80,9 @@ pub struct LunView {
     pub snapshots: usize,
     /// Creation time, seconds since the Unix epoch.
     pub created_unix: u64,
+    /// The pool holding the LUN.
+    #[serde(default)]
+    pub pool: String,
 }
 
 /// One snapshot.

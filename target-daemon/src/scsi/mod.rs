@@ -812,10 +812,18 @@ impl ScsiTarget {
     /// THRESHOLD REACHED (38/07) on every LUN, the standard early warning that lets
     /// initiators (and their administrators) act before writes start failing with 27/07.
     pub fn soft_threshold_reached(&self) {
-        let luns = self.luns();
+        self.soft_threshold_reached_on(&self.luns());
+    }
+
+    /// As [`soft_threshold_reached`](Self::soft_threshold_reached), on `luns` only: the
+    /// LUNs of the pool that crossed it (thresholds are per pool).
+    pub fn soft_threshold_reached_on(&self, luns: &[u64]) {
+        if luns.is_empty() {
+            return;
+        }
         self.uas
-            .establish_luns(&luns, asc::THIN_PROVISIONING_SOFT_THRESHOLD_REACHED, None);
-        tracing::warn!(target = %self.name, "thin provisioning soft threshold reached");
+            .establish_luns(luns, asc::THIN_PROVISIONING_SOFT_THRESHOLD_REACHED, None);
+        tracing::warn!(target = %self.name, ?luns, "thin provisioning soft threshold reached");
     }
 
     /// Execute one command.

@@ -205,6 +205,7 @@ mod tests {
             origin: None,
             clone_mode: None,
             created_unix: 1,
+            pool: String::new(),
             geometry: None,
         }
     }

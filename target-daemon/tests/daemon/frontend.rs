@@ -341,7 +341,7 @@ async fn crc32c_digests_are_negotiated_and_used() {
 /// `lunar_iscsi_digest_errors_total{kind="<kind>"}` from the process-wide registry (0 until
 /// the first error of that kind).
 fn digest_errors(kind: &str) -> u64 {
-    let text = target_daemon::metrics::global().render(None);
+    let text = target_daemon::metrics::global().render(&[]);
     let series = format!("lunar_iscsi_digest_errors_total{{kind=\"{kind}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(series.as_str()))

@@ -40,7 +40,7 @@ async fn start_with(cfg: Config, admin: target_daemon::admin::AdminOptions) -> D
 /// The value of `lunar_limit_refusals_total{limit="<limit>"}` (process-wide: tests in this
 /// binary run in parallel, so callers compare before and after and only expect growth).
 fn refusals(limit: &str) -> u64 {
-    let text = target_daemon::metrics::global().render(None);
+    let text = target_daemon::metrics::global().render(&[]);
     let key = format!("lunar_limit_refusals_total{{limit=\"{limit}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&key))

@@ -25,6 +25,7 @@ mod frontend;
 mod ha_failover;
 mod install_script;
 mod limits;
+mod multipool;
 mod pr_cluster;
 mod soft_threshold;
 mod troubleshooting_docs;

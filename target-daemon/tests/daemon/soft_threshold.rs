@@ -18,7 +18,9 @@ const BS: u64 = 512;
 async fn start(dir: &std::path::Path) -> Daemon {
     let mut cfg = local_config(dir, ByteSize::mib(64))
         .with_target(TargetCfg::iscsi(DEMO).with_lun(LunCfg::new(0, "demo", ByteSize::mib(64))));
-    cfg.pool.soft_threshold_pct = Some(50);
+    if let Some(p) = cfg.pool.as_mut() {
+        p.soft_threshold_pct = Some(50);
+    }
     start_config(cfg).await
 }
 
