@@ -7,7 +7,6 @@ use super::{
     LunManager, MappingLun, MgrError, MgrResult, ObjectKind, SessionView, TargetView, UsedBy,
 };
 use crate::fabric::Fabric;
-use crate::scsi::ScsiTarget;
 
 impl LunManager {
     fn target_view(&self, t: &TargetRecord) -> TargetView {
@@ -59,11 +58,9 @@ impl LunManager {
             chap: None,
             luns: BTreeMap::new(),
         };
-        let scsi = ScsiTarget::with_pr_store(
-            iqn,
-            self.pool()?.status().chunk_size,
-            crate::scsi::pr::FileStore::for_data_dir(&self.data_dir),
-        );
+        // Built as the state's targets are (the group's ALUA view and reservation store,
+        // the pool's write-cache truth); on a standby the chunk size comes from the records.
+        let scsi = self.new_scsi_target(iqn, self.chunk_size(&st));
         st.targets.insert(iqn.to_string(), rec.clone());
         if let Err(e) = self.save(&st) {
             // Not on disk and not in the front end: not in memory either.
