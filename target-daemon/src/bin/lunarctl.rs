@@ -898,6 +898,7 @@ fn print_ha_status(w: Out<'_>, s: &HaStatus) -> io::Result<()> {
                 g.name.clone(),
                 g.port_group.to_string(),
                 if g.owner { "owner" } else { "standby" }.to_string(),
+                g.alua.clone().unwrap_or_else(|| "-".into()),
                 g.portals.join(","),
                 age(g.last_seen_secs_ago),
             ]
@@ -905,7 +906,7 @@ fn print_ha_status(w: Out<'_>, s: &HaStatus) -> io::Result<()> {
         .collect();
     table(
         w,
-        &["GATEWAY", "PORT GROUP", "ROLE", "PORTALS", "LAST SEEN"],
+        &["GATEWAY", "PORT GROUP", "ROLE", "ALUA", "PORTALS", "LAST SEEN"],
         rows,
     )
 }

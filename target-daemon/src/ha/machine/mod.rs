@@ -207,6 +207,39 @@ pub enum Event {
     Fenced,
 }
 
+/// What this gateway tells hosts through ALUA, as far as the lease decides it: the state of
+/// its own port group and what it knows of the owner's. The shell applies it to the ALUA
+/// view whenever it changes ([`Machine::access`]); the gateway registry adds which of the
+/// other gateways are alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Owner, serving: active/optimized, media access served.
+    Active {
+        /// The ownership's epoch.
+        epoch: u64,
+    },
+    /// Taking the pool over (lease being taken, previous owner being fenced, pool being
+    /// opened): this group is transitioning (media access gets 02/04/0A, which hosts retry
+    /// on this path instead of failing it), and so is the previous owner's, which is no
+    /// longer active but not yet standby.
+    TakingOver {
+        /// The owner this gateway takes the pool from, as last seen (not itself).
+        from: Option<String>,
+    },
+    /// Giving the pool up, or fenced and reconnecting: this group is transitioning, media
+    /// access stops at once.
+    Transitioning,
+    /// Standby (02/04/0B).
+    Standby {
+        /// The owner as last seen in the lease object (never this gateway).
+        owner: Option<String>,
+        /// Whether the owner's lease lock was held at the last probe. Once the OSD expired
+        /// it (or the owner released it) the owner is no longer active/optimized: its
+        /// group is reported transitioning until a new owner serves.
+        lease_held: bool,
+    },
+}
+
 /// What a standby learned from reading the lease object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
@@ -304,6 +337,9 @@ pub struct Machine {
     after_release: Role,
     /// Standby: since when the lease is free but reserved for another gateway.
     reserved_since: Option<Instant>,
+    /// Taking over: the owner the lease is being taken from (last seen when the lease
+    /// was found free).
+    taking_from: Option<String>,
     /// Releasing: the pool could not be fenced or opened here; back off before retrying.
     pool_failed: bool,
     actions: VecDeque<Action>,
@@ -330,6 +366,7 @@ impl Machine {
             owe_release: false,
             after_release: Role::Standby,
             reserved_since: None,
+            taking_from: None,
             pool_failed: false,
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -350,6 +387,23 @@ impl Machine {
     /// The shell's I/O gate asks this (through the deadline it publishes) per command.
     pub fn may_serve(&self, now: Instant) -> bool {
         self.role == Role::Active && self.serving && self.deadline.is_some_and(|d| now < d)
+    }
+
+    /// What hosts should be told through ALUA now (see [`Access`]).
+    pub fn access(&self) -> Access {
+        match self.role {
+            Role::Active if self.serving => Access::Active {
+                epoch: self.content.epoch,
+            },
+            Role::Acquiring | Role::Fencing | Role::Opening | Role::Active => Access::TakingOver {
+                from: self.taking_from.clone(),
+            },
+            Role::Releasing | Role::Reconnecting => Access::Transitioning,
+            Role::Standby | Role::Stopped => Access::Standby {
+                owner: self.content.owner.clone().filter(|o| *o != self.me),
+                lease_held: self.lease_held,
+            },
+        }
     }
 
     /// The instant until which media access may be served, while serving.
@@ -449,6 +503,7 @@ impl Machine {
             };
             if grace_over {
                 self.reserved_since = None;
+                self.taking_from = self.content.owner.clone().filter(|o| *o != self.me);
                 self.lease_op = Some(LeaseOp::Acquire);
                 self.actions.push_back(Action::Acquire);
                 self.set_role(Role::Acquiring, "lease free");
