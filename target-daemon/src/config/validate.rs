@@ -10,8 +10,39 @@ use super::schema::{ChapCfg, Config};
 use crate::secret::Secret;
 
 impl Config {
-    /// Semantic checks; returns (field path, message) of the first problem.
+    /// Semantic checks, and whether this build can run the configuration; returns (field
+    /// path, message) of the first problem. What `lunard` and `lunarctl config check` apply.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        self.validate_schema()?;
+        self.validate_build()
+    }
+
+    /// Whether this build has what the configuration needs: an HA gateway (`ha:`,
+    /// `pool.rbd`) needs the `ceph` cargo feature (librados and librbd). Checked here, not
+    /// only when lunard starts the gateway, so `lunarctl config check` and lunard's own
+    /// config load refuse such a file before anything starts.
+    pub fn validate_build(&self) -> Result<(), (String, String)> {
+        if cfg!(feature = "ceph") {
+            return Ok(());
+        }
+        let field = if self.ha.is_some() {
+            "ha"
+        } else if self.pool.rbd.is_some() {
+            "pool.rbd"
+        } else {
+            return Ok(());
+        };
+        Err((
+            field.into(),
+            "this build of Lunar has no Ceph support (cargo feature `ceph`, which needs \
+             librados and librbd), so it cannot be a gateway of an HA group: use a build with \
+             `--features ceph`, or remove the ha: section and pool.rbd"
+                .into(),
+        ))
+    }
+
+    /// Semantic checks of the file alone, whatever this build supports.
+    pub(crate) fn validate_schema(&self) -> Result<(), (String, String)> {
         let cs = self.pool.chunk_size.0;
         if !cs.is_power_of_two() || !(4096..=1 << 20).contains(&cs) {
             return Err((
