@@ -178,6 +178,21 @@ fn sigkill_owner_writer_moves_and_nothing_is_lost() {
     );
     print_events(&w, killed);
     dead_gateway_is_reported_unavailable(&g, owner, new_owner);
+    // The killed gateway's watches linger at the OSD; the cleanup must still remove
+    // everything the test made.
+    let (cluster, group, image) = (
+        g.scratch.cluster.clone(),
+        g.scratch.group.clone(),
+        g.scratch.image.clone(),
+    );
+    let keep = std::env::var("LUNAR_CEPH_KEEP").is_ok_and(|v| v == "1");
+    drop(g);
+    if !keep {
+        let left = cluster
+            .group_leftovers(lunar_e2e::ceph::POOL, &group, &image)
+            .expect("list the cluster");
+        assert!(left.is_empty(), "left in the cluster: {left:?}");
+    }
 }
 
 /// After a gateway died, the survivor reports its port group unavailable once its registry
