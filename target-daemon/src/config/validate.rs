@@ -42,7 +42,7 @@ impl Config {
     }
 
     /// Semantic checks of the file alone, whatever this build supports.
-    pub(crate) fn validate_schema(&self) -> Result<(), (String, String)> {
+    pub fn validate_schema(&self) -> Result<(), (String, String)> {
         let cs = self.pool.chunk_size.0;
         if !cs.is_power_of_two() || !(4096..=1 << 20).contains(&cs) {
             return Err((
