@@ -47,6 +47,11 @@ pub struct LimitsCfg {
     /// device server has written it).
     #[serde(default = "default_write_buffer")]
     pub write_buffer_bytes: ByteSize,
+    /// The part of `write_buffer_bytes` one connection (one session) may hold, so one
+    /// that floods writes and withholds their data cannot starve the others; unset, an
+    /// eighth of `write_buffer_bytes` (see [`Self::write_buffer_share`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_buffer_bytes_per_connection: Option<ByteSize>,
     /// Data-In (READ data) held for all initiators together, from before the device
     /// server reads it until it is written to the socket.
     #[serde(default = "default_read_buffer")]
@@ -106,6 +111,7 @@ impl Default for LimitsCfg {
             max_connections_per_address: default_max_connections_per_address(),
             max_logins_in_progress: default_max_logins_in_progress(),
             write_buffer_bytes: default_write_buffer(),
+            write_buffer_bytes_per_connection: None,
             read_buffer_bytes: default_read_buffer(),
             read_buffer_bytes_per_connection: default_read_buffer_per_connection(),
             admin_max_connections: default_admin_max_connections(),
@@ -116,6 +122,20 @@ impl Default for LimitsCfg {
 }
 
 impl LimitsCfg {
+    /// The part of the write buffer budget one connection may hold: the configured
+    /// `write_buffer_bytes_per_connection`, or an eighth of `write_buffer_bytes` but at least
+    /// the largest Data-Out of one command. An eighth of the default 512 MiB is 64 MiB: eight
+    /// maximum-size (8 MiB) writes, or 64 of 1 MiB, in flight on one connection, and seven
+    /// other connections still find room when one has filled its share.
+    pub fn write_buffer_share(&self) -> u64 {
+        match self.write_buffer_bytes_per_connection {
+            Some(s) => s.0,
+            None => (self.write_buffer_bytes.0 / 8)
+                .max(u64::from(MAX_COMMAND_DATA))
+                .min(self.write_buffer_bytes.0),
+        }
+    }
+
     /// Range checks; returns (field name within `limits`, message) of the first problem.
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
         for (name, v, max) in [
@@ -146,6 +166,19 @@ impl LimitsCfg {
                 ),
             ));
         }
+        if let Some(share) = self.write_buffer_bytes_per_connection {
+            if share.0 < u64::from(MAX_COMMAND_DATA) || share.0 > self.write_buffer_bytes.0 {
+                return Err((
+                    "write_buffer_bytes_per_connection".into(),
+                    format!(
+                        "must be between {} (the largest Data-Out of one command) and limits.write_buffer_bytes ({}), got {}",
+                        ByteSize(u64::from(MAX_COMMAND_DATA)),
+                        self.write_buffer_bytes,
+                        share
+                    ),
+                ));
+            }
+        }
         if self.read_buffer_bytes_per_connection.0 < MIN_READ_BUFFER_PER_CONNECTION
             || self.read_buffer_bytes_per_connection.0 > self.read_buffer_bytes.0
         {
@@ -175,5 +208,26 @@ impl LimitsCfg {
             return Err(("admin_idle_timeout_secs".into(), "must be positive".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_share_defaults_to_an_eighth_and_is_range_checked() {
+        let mut l = LimitsCfg::default();
+        assert_eq!(l.write_buffer_share(), 64 << 20);
+        l.write_buffer_bytes = ByteSize(32 << 20);
+        assert_eq!(l.write_buffer_share(), 16 << 20, "at least one command");
+        assert_eq!(l.validate(), Ok(()));
+        for bad in [(8u64 << 20), (33 << 20)] {
+            l.write_buffer_bytes_per_connection = Some(ByteSize(bad));
+            let (field, msg) = l.validate().expect_err("out of range");
+            assert_eq!(field, "write_buffer_bytes_per_connection", "{msg}");
+        }
+        l.write_buffer_bytes_per_connection = Some(ByteSize(20 << 20));
+        assert_eq!((l.validate(), l.write_buffer_share()), (Ok(()), 20 << 20));
     }
 }

@@ -339,6 +339,82 @@ async fn unfinished_writes_on_many_connections_stay_within_the_write_buffer_budg
     d.shutdown().await.expect("shutdown");
 }
 
+/// The ITTs of the R2Ts `c` receives before the NOP-In answering `nop`.
+async fn r2ts_before_nop(c: &mut Initiator, nop: u32) -> Vec<u32> {
+    let mut itts = Vec::new();
+    loop {
+        let p = c.recv().await;
+        match &p.bhs {
+            Bhs::R2t(r) => itts.push(r.itt),
+            Bhs::NopIn(_) if p.bhs.itt() == nop => return itts,
+            other => panic!("unexpected {:?}", other.opcode()),
+        }
+    }
+}
+
+/// One session that queues large writes and withholds their data holds at most its share
+/// of the write buffer budget (`limits.write_buffer_bytes_per_connection`, by default an
+/// eighth of the budget and at least 16 MiB): another session's writes, with immediate data
+/// and solicited, are served while the first one is stuck. Before the share existed the
+/// first session's four 8 MiB writes took the whole 32 MiB: the other session's write with
+/// immediate data ended in TASK SET FULL and its solicited write got no R2T.
+#[tokio::test]
+async fn a_session_withholding_write_data_cannot_starve_another_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.limits.write_buffer_bytes = ByteSize::mib(32);
+    assert_eq!(cfg.limits.write_buffer_share(), 16 << 20);
+    let d = start(cfg).await;
+    let addr = d.local_addrs()[0];
+    let mut hog = session_from(addr, [127, 0, 0, 1], "iqn.2026-12.io.test:hog").await;
+    let mut other = session_from(addr, [127, 0, 0, 1], "iqn.2026-12.io.test:other").await;
+    let full = MTL_BLOCKS * 512; // 8 MiB: two fill the hog's share, four the budget.
+
+    // The hog queues four 8 MiB writes with no unsolicited data and sends none of it.
+    let mut itts = Vec::new();
+    for _ in 0..4 {
+        let cmd = hog.command(
+            &write_cdb(false, MTL_BLOCKS),
+            false,
+            true,
+            full,
+            Bytes::new(),
+        );
+        itts.push(cmd.bhs.itt());
+        hog.send(cmd).await;
+    }
+    let nop = send_nop(&mut hog).await;
+    let solicited = r2ts_before_nop(&mut hog, nop).await;
+    assert_eq!(
+        solicited,
+        itts[..2],
+        "only the writes within the hog's share are solicited"
+    );
+
+    // The other session's write with immediate data (it cannot wait) is served...
+    let data = vec![0x33u8; 65536];
+    let r = other
+        .run(&write10(0, 128), false, 65536, &data, 65536, 65536)
+        .await;
+    assert_eq!(r.status, 0, "immediate data while the hog is stuck: {r:?}");
+    // ...and so is a solicited 8 MiB write.
+    let data = vec![0x44u8; full as usize];
+    let r = other
+        .run(&write_cdb(false, MTL_BLOCKS), false, full, &data, 0, 65536)
+        .await;
+    assert_eq!(r.status, 0, "solicited write while the hog is stuck: {r:?}");
+
+    // The budget the other session returned does not go to the hog's waiting writes.
+    let nop = send_nop(&mut hog).await;
+    assert_eq!(r2ts_before_nop(&mut hog, nop).await, Vec::<u32>::new());
+    drop((hog, other));
+    eventually("every grant returned", || {
+        d.server().write_buffer_used() == 0
+    })
+    .await;
+    d.shutdown().await.expect("shutdown");
+}
+
 /// One JSON line from an admin connection, or `None` at EOF.
 async fn admin_line<R: tokio::io::AsyncRead + Unpin>(
     r: &mut BufReader<R>,
