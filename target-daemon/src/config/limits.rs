@@ -62,6 +62,10 @@ pub struct LimitsCfg {
     /// Admin API connections open at once on the TCP listener.
     #[serde(default = "default_admin_max_connections")]
     pub admin_max_connections: u32,
+    /// Admin API connections open at once on the Unix socket (counted apart from the TCP
+    /// listener's, so remote clients cannot lock the local administrator out).
+    #[serde(default = "default_admin_max_local_connections")]
+    pub admin_max_local_connections: u32,
     /// Longest admin request line accepted before a connection has shown the bearer token
     /// (TCP); authorised connections and the Unix socket may send up to 1 MiB.
     #[serde(default = "default_admin_unauthenticated_request")]
@@ -97,6 +101,11 @@ fn default_read_buffer_per_connection() -> ByteSize {
 fn default_admin_max_connections() -> u32 {
     16
 }
+/// `lunarctl` holds one connection per command: 64 covers scripts running commands in
+/// parallel, while a runaway loop cannot hold thousands of tasks and buffers.
+fn default_admin_max_local_connections() -> u32 {
+    64
+}
 fn default_admin_unauthenticated_request() -> ByteSize {
     ByteSize(8 << 10)
 }
@@ -115,6 +124,7 @@ impl Default for LimitsCfg {
             read_buffer_bytes: default_read_buffer(),
             read_buffer_bytes_per_connection: default_read_buffer_per_connection(),
             admin_max_connections: default_admin_max_connections(),
+            admin_max_local_connections: default_admin_max_local_connections(),
             admin_max_unauthenticated_request_bytes: default_admin_unauthenticated_request(),
             admin_idle_timeout_secs: default_admin_idle_timeout(),
         }
@@ -151,6 +161,11 @@ impl LimitsCfg {
                 self.max_connections,
             ),
             ("admin_max_connections", self.admin_max_connections, 4096),
+            (
+                "admin_max_local_connections",
+                self.admin_max_local_connections,
+                4096,
+            ),
         ] {
             if v == 0 || v > max {
                 return Err((name.into(), format!("must be between 1 and {max}, got {v}")));

@@ -503,3 +503,91 @@ async fn admin_tcp_caps_connections_request_size_and_idle_time() {
     assert!(refusals("admin_idle_timeout") > idle);
     d.shutdown().await.expect("shutdown");
 }
+
+/// The admin Unix socket has its own connection cap (`limits.admin_max_local_connections`):
+/// the connection beyond it gets one `busy` line and is closed, and counts as
+/// `admin_local_connections`; the ones within it are served. Before the cap every
+/// connection was served, however many.
+#[tokio::test]
+async fn admin_unix_socket_caps_connections() {
+    use tokio::net::UnixStream;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.limits.admin_max_local_connections = 2;
+    let d = start(cfg).await;
+    let path = d.admin().expect("admin").socket().to_path_buf();
+    let busy = refusals("admin_local_connections");
+    let open = |s: UnixStream| {
+        let (r, w) = s.into_split();
+        (BufReader::new(r), w)
+    };
+    let req = b"{\"op\":\"pool.status\"}\n";
+    let (mut r1, mut w1) = open(UnixStream::connect(&path).await.expect("connect"));
+    let (mut r2, mut w2) = open(UnixStream::connect(&path).await.expect("connect"));
+    for (r, w) in [(&mut r1, &mut w1), (&mut r2, &mut w2)] {
+        w.write_all(req).await.expect("send");
+        assert_eq!(admin_line(r).await.expect("answer")["ok"], true);
+    }
+    let (mut r3, mut w3) = open(UnixStream::connect(&path).await.expect("connect"));
+    // The refusal comes whether or not the client has sent its request yet.
+    let _ = w3.write_all(req).await;
+    let v = admin_line(&mut r3).await.expect("refusal line");
+    assert_eq!(v["error"]["kind"], "busy", "{v}");
+    assert!(admin_line(&mut r3).await.is_none(), "then closed");
+    assert!(refusals("admin_local_connections") > busy);
+    // A slot freed is reusable (the server notices the close right after the client).
+    drop((r1, w1));
+    let mut served = false;
+    for _ in 0..2000 {
+        let (mut r, mut w) = open(UnixStream::connect(&path).await.expect("connect"));
+        let _ = w.write_all(req).await;
+        if admin_line(&mut r).await.is_some_and(|v| v["ok"] == true) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(served, "the freed slot never served again");
+    d.shutdown().await.expect("shutdown");
+}
+
+/// `lunarctl` reads at most 64 MiB of a response: a peer that sends an endless line (here a
+/// fake admin socket) gets a clear error, not all of lunarctl's memory. Before the bound,
+/// `read_line` buffered everything (here: 80 MiB, then "invalid response").
+#[tokio::test]
+async fn lunarctl_refuses_an_endless_response() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fake.sock");
+    let l = tokio::net::UnixListener::bind(&path).expect("bind");
+    let fake = tokio::spawn(async move {
+        let (s, _) = l.accept().await.expect("accept");
+        let (r, mut w) = s.into_split();
+        let mut line = String::new();
+        let _ = BufReader::new(r).read_line(&mut line).await;
+        // 80 MiB without a newline, or until lunarctl stops reading.
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..80 {
+            if w.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let out = tokio::time::timeout(
+        RECV_LIMIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_lunarctl"))
+            .arg("--socket")
+            .arg(&path)
+            .args(["pool", "status"])
+            .output(),
+    )
+    .await
+    .expect("lunarctl neither answered nor failed (hang)")
+    .expect("run lunarctl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("response is longer than 64MiB"),
+        "lunarctl stderr: {err}"
+    );
+    fake.abort();
+}
