@@ -126,7 +126,7 @@ impl AdminServer {
             std_l.set_nonblocking(true)?;
             let l = tokio::net::TcpListener::from_std(std_l)?;
             tcp_addr = Some(l.local_addr()?);
-            let token: Arc<str> = Arc::from(opts.token.as_ref().map_or("", Secret::expose));
+            let token: Arc<Secret> = Arc::new(opts.token.clone().unwrap_or_default());
             let remote = ConnLimits {
                 idle,
                 unauthenticated_line: usize::try_from(
@@ -238,7 +238,7 @@ async fn serve_conn<R, W>(
     ha: Option<Arc<dyn HaControl>>,
     r: R,
     mut w: W,
-    token: Option<Arc<str>>,
+    token: Option<Arc<Secret>>,
     limits: ConnLimits,
 ) where
     R: AsyncRead + Unpin,
@@ -294,7 +294,7 @@ async fn serve_conn<R, W>(
                         Some(want) => req
                             .token
                             .as_ref()
-                            .is_some_and(|g| token_matches(g.expose(), want)),
+                            .is_some_and(|g| token_matches(g.expose(), want.expose())),
                     };
                     if authorized {
                         authenticated = true;

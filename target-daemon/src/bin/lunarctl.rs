@@ -530,7 +530,8 @@ fn warn_command_line_secret(flag: &str) {
 /// newline (`echo` and editors add one; anything else is part of the secret).
 fn read_secret(flag: &str, path: &std::path::Path) -> anyhow::Result<Secret> {
     use std::io::{IsTerminal, Read};
-    let mut bytes = Vec::new();
+    // Wiped when dropped, on every path (the secret is read into it first).
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
     if path.as_os_str() == "-" {
         if std::io::stdin().is_terminal() {
             eprintln!("lunarctl: reading the {flag} secret from standard input (end with Ctrl-D)");
@@ -539,16 +540,17 @@ fn read_secret(flag: &str, path: &std::path::Path) -> anyhow::Result<Secret> {
             .read_to_end(&mut bytes)
             .with_context(|| format!("--{flag} -: cannot read standard input"))?;
     } else {
-        bytes = std::fs::read(path).with_context(|| format!("--{flag} {}", path.display()))?;
+        bytes = zeroize::Zeroizing::new(
+            std::fs::read(path).with_context(|| format!("--{flag} {}", path.display()))?,
+        );
     }
-    let mut text = String::from_utf8(bytes)
-        .map_err(|_| anyhow!("--{flag} {}: the secret is not UTF-8 text", path.display()))?;
-    if text.ends_with('\n') {
-        text.pop();
-        if text.ends_with('\r') {
-            text.pop();
-        }
-    }
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        bail!("--{flag} {}: the secret is not UTF-8 text", path.display());
+    };
+    let text = match text.strip_suffix('\n') {
+        Some(t) => t.strip_suffix('\r').unwrap_or(t),
+        None => text,
+    };
     if text.is_empty() {
         bail!("--{flag} {}: the secret is empty", path.display());
     }
