@@ -244,8 +244,26 @@ impl ReadBudget {
         })
     }
 
+    /// Takes `bytes` if the total stays within the cap (counted in the gauge).
+    fn try_take(&self, bytes: u64) -> bool {
+        let ok = try_add(&self.used, self.cap, bytes);
+        if ok {
+            crate::metrics::global().read_buffer_delta(bytes as i64);
+        }
+        ok
+    }
+
+    /// Takes `bytes` beyond the cap (data that already exists).
+    fn take(&self, bytes: u64) {
+        self.used.fetch_add(bytes, Ordering::SeqCst);
+        crate::metrics::global().read_buffer_delta(bytes as i64);
+    }
+
     fn release(&self, bytes: u64) {
         self.used.fetch_sub(bytes, Ordering::SeqCst);
+        if bytes > 0 {
+            crate::metrics::global().read_buffer_delta(-(bytes as i64));
+        }
         // SeqCst pairs with the waiter's increment before its retry: either the retry sees
         // these bytes returned, or this load sees the waiter and wakes it.
         if self.waiters.load(Ordering::SeqCst) > 0 {
@@ -287,7 +305,7 @@ impl ConnReads {
         if !try_add(&self.used, self.budget.per_connection, bytes) {
             return None;
         }
-        if !try_add(&self.budget.used, self.budget.cap, bytes) {
+        if !self.budget.try_take(bytes) {
             self.used.fetch_sub(bytes, Ordering::SeqCst);
             // Nothing was taken from the budget, but this share may have kept another of
             // the connection's commands from reserving meanwhile: let it retry.
@@ -316,7 +334,7 @@ impl ConnReads {
                 share = Some(Share { conn: self, bytes });
             }
             if let Some(taken) = share.take() {
-                if try_add(&self.budget.used, self.budget.cap, bytes) {
+                if self.budget.try_take(bytes) {
                     std::mem::forget(taken);
                     return ReadGrant {
                         conn: self.clone(),
@@ -399,7 +417,7 @@ impl ReadGrant {
         if bytes > self.bytes {
             let more = bytes - self.bytes;
             self.conn.used.fetch_add(more, Ordering::SeqCst);
-            self.conn.budget.used.fetch_add(more, Ordering::SeqCst);
+            self.conn.budget.take(more);
         } else if bytes < self.bytes {
             let less = self.bytes - bytes;
             self.conn.used.fetch_sub(less, Ordering::SeqCst);
@@ -549,6 +567,32 @@ mod tests {
         assert_eq!(w1.await.expect("joined"), 10);
         assert_eq!(w2.await.expect("joined"), 10);
         drop(g1);
+        assert_eq!(b.used(), 0);
+    }
+
+    /// `lunar_iscsi_read_buffer_bytes` follows the budget (process-wide: other tests hold
+    /// grants too, so it is at least what this one holds).
+    #[test]
+    fn the_read_buffer_gauge_counts_what_is_held() {
+        let gauge = || {
+            let text = crate::metrics::global().render(None);
+            text.lines()
+                .find_map(|l| l.strip_prefix("lunar_iscsi_read_buffer_bytes "))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .expect("the gauge is exported")
+        };
+        let b = ReadBudget::new(1 << 40, 1 << 40);
+        let c = b.connection();
+        let mut g = c.try_reserve(3 << 30).expect("fits");
+        assert!(gauge() >= 3 << 30);
+        g.resize(5 << 30);
+        assert!(
+            gauge() >= 5 << 30,
+            "answers larger than reserved are counted"
+        );
+        let h = c.charge(2 << 30);
+        assert!(gauge() >= 7 << 30);
+        drop((g, h));
         assert_eq!(b.used(), 0);
     }
 
