@@ -9,7 +9,9 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The line `lunard` logs once its portals accept logins, followed by the bound addresses.
@@ -64,7 +66,13 @@ pub struct LunardProcess {
     child: Child,
     addrs: Vec<SocketAddr>,
     until_ready: Vec<String>,
+    /// The last [`TAIL_LINES`] lines lunard logged after its ready line, so a test whose
+    /// daemon ended badly can say what it said last.
+    tail: Arc<Mutex<VecDeque<String>>>,
 }
+
+/// How many of lunard's last log lines a [`LunardProcess`] keeps.
+pub const TAIL_LINES: usize = 200;
 
 impl LunardProcess {
     /// Spawns `cmd` with its standard error piped and waits (at most [`READY_LIMIT`]) for
@@ -83,9 +91,19 @@ impl LunardProcess {
             child,
             addrs: Vec::new(),
             until_ready: Vec::new(),
+            tail: Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES))),
         };
         p.addrs = p.wait_ready(&rx);
-        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let tail = p.tail.clone();
+        std::thread::spawn(move || {
+            while let Ok(line) = rx.recv() {
+                let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if t.len() == TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        });
         p
     }
 
@@ -125,12 +143,28 @@ impl LunardProcess {
         self.child.id()
     }
 
-    /// SIGTERM (a clean stop) and the exit status.
+    /// What lunard logged last (at most [`TAIL_LINES`] lines after its ready line).
+    pub fn log_tail(&self) -> String {
+        let t = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        t.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// SIGTERM (a clean stop) and the exit status. A stop that did not succeed prints
+    /// lunard's last log lines to the test's output, since that is where the cause is.
     pub fn terminate(mut self) -> ExitStatus {
         // SAFETY: kill(2) on our own child, which has not been reaped yet (we hold it).
         let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         assert_eq!(rc, 0, "SIGTERM to lunard");
-        self.child.wait().expect("wait for lunard")
+        let status = self.child.wait().expect("wait for lunard");
+        if !status.success() {
+            // The drain thread may still hold the last lines for a moment after the exit.
+            std::thread::sleep(Duration::from_millis(200));
+            eprintln!(
+                "lunard ended with {status:?} after SIGTERM; its last lines:\n{}",
+                self.log_tail()
+            );
+        }
+        status
     }
 
     /// SIGKILL (no chance to clean up) and reap.
