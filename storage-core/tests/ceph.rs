@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 mod rbd_common;
 
-use rbd_common::{cluster, unique};
+use rbd_common::{cluster, unique, Cleanup};
 use storage_core::ceph::{CephConfig, CephError, Expect, IoCtx, Rados, RbdImage, EBLOCKLISTED};
 
 fn connect(cfg: &CephConfig) -> (Rados, IoCtx) {
@@ -41,6 +41,7 @@ fn versioned_writes_detect_conflicts() {
     };
     let (_r, io) = connect(&cfg);
     let oid = unique("cas");
+    let _cleanup = Cleanup::object(&cfg, &oid);
     assert_eq!(io.read(&oid).unwrap(), None);
     let v1 = io.write_full(&oid, b"one", Expect::Absent).unwrap();
     assert!(matches!(
@@ -90,6 +91,7 @@ fn exclusive_lock_busy_renew_break_and_expiry() {
     let (ra, a) = connect(&cfg);
     let (rb, b) = connect(&cfg);
     let oid = unique("lease");
+    let _cleanup = Cleanup::object(&cfg, &oid);
     let long = Some(Duration::from_secs(60));
 
     a.lock_exclusive(&oid, "lease", "gw-a", "test", long, false)
@@ -183,6 +185,7 @@ fn watch_delivers_notifies_and_notify_collects_acks() {
     let (ra, a) = connect(&cfg);
     let (_rb, b) = connect(&cfg);
     let oid = unique("watch");
+    let _cleanup = Cleanup::object(&cfg, &oid);
     a.write_full(&oid, b"", Expect::Absent).unwrap();
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
@@ -239,6 +242,7 @@ fn blocklisted_client_gets_eshutdown() {
     let (rv, victim) = connect(&cfg);
     let (_rf, fencer) = connect(&cfg);
     let oid = unique("fence");
+    let _cleanup = Cleanup::object(&cfg, &oid);
     victim.write_full(&oid, b"before", Expect::Absent).unwrap();
     let addr = rv.addrs().unwrap();
     fencer
@@ -288,6 +292,7 @@ fn a_blocklisted_watcher_hears_about_it() {
     let (rv, victim) = connect(&cfg);
     let (_rf, fencer) = connect(&cfg);
     let oid = unique("watchfence");
+    let _cleanup = Cleanup::object(&cfg, &oid);
     victim.write_full(&oid, b"", Expect::Absent).unwrap();
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
@@ -342,6 +347,7 @@ fn rbd_cache_is_forced_off() {
     // ... and an image whose own configuration turns it back on is refused.
     let io = r.ioctx("rbd").unwrap();
     let name = unique("cacheoverride");
+    let _cleanup = Cleanup::image(&cfg, &name);
     RbdImage::create(&io, &name, 8 << 20).unwrap();
     drop(RbdImage::open(&io, &name).unwrap());
     let rbd = |args: &[&str]| {
@@ -376,6 +382,7 @@ async fn rbd_aio_round_trip_discard_flush() {
     };
     let (_r, io) = connect(&cfg);
     let name = unique("img");
+    let _cleanup = Cleanup::image(&cfg, &name);
     RbdImage::create(&io, &name, 64 << 20).unwrap();
     let img = RbdImage::open(&io, &name).unwrap();
     assert_eq!(img.size().unwrap(), 64 << 20);
@@ -472,6 +479,7 @@ async fn dropped_aio_futures_still_complete_before_close() {
     };
     let (_r, io) = connect(&cfg);
     let name = unique("cancel");
+    let _cleanup = Cleanup::image(&cfg, &name);
     RbdImage::create(&io, &name, 16 << 20).unwrap();
     let img = RbdImage::open(&io, &name).unwrap();
     img.writev(0, vec![Bytes::from(pattern(4, 1 << 20))])
@@ -521,6 +529,7 @@ async fn concurrent_aio_from_many_tasks() {
     };
     let (_r, io) = connect(&cfg);
     let name = unique("concurrent");
+    let _cleanup = Cleanup::image(&cfg, &name);
     RbdImage::create(&io, &name, 16 << 20).unwrap();
     let img = RbdImage::open(&io, &name).unwrap();
     let mut tasks = Vec::new();
@@ -552,6 +561,7 @@ async fn breaking_the_image_lock_fences_the_old_owner() {
     let (_ra, io_a) = connect(&cfg);
     let (_rb, io_b) = connect(&cfg);
     let name = unique("fencing");
+    let _cleanup = Cleanup::image(&cfg, &name);
     RbdImage::create(&io_a, &name, 16 << 20).unwrap();
     let a = RbdImage::open(&io_a, &name).unwrap();
     a.lock_acquire_exclusive().unwrap();

@@ -31,7 +31,7 @@ async fn acknowledged_writes_survive_a_takeover_without_close() {
         return;
     };
     let name = unique("failover");
-    create_image(&cfg, &name, 512 * MIB);
+    let _image = create_image(&cfg, &name, 512 * MIB);
     let gw1 = gateway(&cfg, &name);
     let opts = PoolOptions {
         chunk_size: CHUNK as u32,

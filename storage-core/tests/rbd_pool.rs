@@ -36,7 +36,7 @@ async fn a_pool_on_an_rbd_image_keeps_volumes_snapshots_and_clones_across_reopen
         return;
     };
     let name = unique("pool");
-    create_image(&cfg, &name, 256 * MIB);
+    let _image = create_image(&cfg, &name, 256 * MIB);
     let gw = gateway(&cfg, &name);
     let opts = PoolOptions {
         capacity_bytes: None,
@@ -163,7 +163,7 @@ async fn an_image_without_a_pool_is_not_a_pool_and_capacity_and_lock_are_checked
         return;
     };
     let name = unique("empty");
-    create_image(&cfg, &name, 64 * MIB);
+    let _image = create_image(&cfg, &name, 64 * MIB);
     // Without the image's exclusive lock, neither create nor open touches it.
     let unlocked = {
         let rados = storage_core::ceph::Rados::connect(&cfg).expect("connect");
@@ -215,7 +215,7 @@ async fn large_reads_and_writes_run_together() {
         return;
     };
     let name = unique("mixed");
-    create_image(&cfg, &name, 256 * MIB);
+    let _image = create_image(&cfg, &name, 256 * MIB);
     let gw = gateway(&cfg, &name);
     let pool = Pool::create_rbd(gw.image.clone(), &PoolOptions::default())
         .await
@@ -294,4 +294,27 @@ async fn large_reads_and_writes_run_together() {
     gw.image.lock_release().expect("release lock");
     drop(gw);
     remove_image(&cfg, &name);
+}
+
+/// A test that fails (panics) with the image open leaves no image behind: the
+/// `create_image` guard removes it while unwinding, after the test's handles closed.
+#[test]
+fn a_failing_test_leaves_no_image_behind() {
+    let Some(cfg) = cluster("a_failing_test_leaves_no_image_behind") else {
+        return;
+    };
+    let name = unique("panics");
+    let failed = std::panic::catch_unwind(|| {
+        let _image = create_image(&cfg, &name, 16 * MIB);
+        let _gw = gateway(&cfg, &name);
+        panic!("a failing test (expected)");
+    });
+    assert!(failed.is_err());
+    let rados = storage_core::ceph::Rados::connect(&cfg).expect("connect");
+    let io = rados.ioctx("rbd").expect("pool rbd");
+    match storage_core::ceph::RbdImage::open(&io, &name) {
+        Err(e) if e.errno() == Some(libc::ENOENT) => {}
+        Ok(_) => panic!("image {name} left behind by the failed test"),
+        Err(e) => panic!("opening {name}: {e}"),
+    }
 }

@@ -141,36 +141,92 @@ impl Cluster {
             .collect())
     }
 
-    /// Removes `image` (after its watchers are gone) and every `lunar.<group>.*` object: the
-    /// cleanup of one test. Best effort; what fails is printed, not raised (a test's verdict
-    /// is already decided when it runs).
+    /// The addresses of the clients watching `image` (`rbd status`).
+    pub fn image_watchers(&self, pool: &str, image: &str) -> Result<Vec<String>> {
+        let out = self.cli(
+            "rbd",
+            &["-p", pool, "status", "--format", "json", image],
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(v["watchers"]
+            .as_array()
+            .map(|w| {
+                w.iter()
+                    .filter_map(|x| x["address"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The addresses of the clients watching object `oid` (`rados listwatchers`).
+    pub fn object_watchers(&self, pool: &str, oid: &str) -> Result<Vec<String>> {
+        Ok(self
+            .cli("rados", &["-p", pool, "listwatchers", oid])?
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("watcher="))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Removes `image` and every `lunar.<group>.*` object: the cleanup of one test, run
+    /// after its gateways are gone. A killed gateway's watches would linger until the OSD
+    /// times them out (and `rbd rm` refuses an image while it is watched): the clients
+    /// still watching are blocklisted first, for a minute (the OSDs drop a blocklisted
+    /// client's watches at once; only this test's dead processes watch its unique names).
+    /// Best effort; what fails is printed, not raised (a test's verdict is already decided
+    /// when it runs).
     pub fn remove_group(&self, pool: &str, group: &str, image: &str) {
         let prefix = format!("lunar.{group}.");
-        match self.objects(pool, &prefix) {
-            Ok(objs) => {
-                for o in objs {
-                    if let Err(e) = self.cli("rados", &["-p", pool, "rm", &o]) {
-                        eprintln!("ceph cleanup: rados rm {o}: {e:#}");
-                    }
-                }
+        let objs = match self.objects(pool, &prefix) {
+            Ok(objs) => objs,
+            Err(e) => {
+                eprintln!("ceph cleanup: listing {prefix}*: {e:#}");
+                Vec::new()
             }
-            Err(e) => eprintln!("ceph cleanup: listing {prefix}*: {e:#}"),
+        };
+        let image_there = matches!(self.image_exists(pool, image), Ok(true));
+        let mut watchers: Vec<String> = objs
+            .iter()
+            .filter_map(|o| self.object_watchers(pool, o).ok())
+            .flatten()
+            .collect();
+        if image_there {
+            watchers.extend(self.image_watchers(pool, image).unwrap_or_default());
         }
-        if matches!(self.image_exists(pool, image), Ok(true)) {
-            // A killed gateway's watch can linger until the OSD times it out (30 s, unless
-            // it was blocklisted); rbd rm refuses while it does. Retry briefly, then leave
-            // the image (thin, and its name is never reused): cleanup must not cost CI time.
-            for _ in 0..10 {
+        watchers.sort();
+        watchers.dedup();
+        for w in &watchers {
+            if let Err(e) = self.cli("ceph", &["osd", "blocklist", "add", w, "60"]) {
+                eprintln!("ceph cleanup: blocklisting lingering watcher {w}: {e:#}");
+            }
+        }
+        for o in &objs {
+            if let Err(e) = self.cli("rados", &["-p", pool, "rm", o]) {
+                eprintln!("ceph cleanup: rados rm {o}: {e:#}");
+            }
+        }
+        if image_there {
+            // The OSDs apply the blocklist with their next map: retry briefly.
+            for _ in 0..20 {
                 if self
                     .cli("rbd", &["-p", pool, "rm", "--no-progress", image])
                     .is_ok()
                 {
                     return;
                 }
-                std::thread::sleep(Duration::from_secs(1));
+                std::thread::sleep(Duration::from_millis(500));
             }
-            eprintln!("ceph cleanup: image {pool}/{image} still watched; left in place");
+            eprintln!("ceph cleanup: image {pool}/{image} could not be removed; left in place");
         }
+    }
+
+    /// Whether anything of group `group` (its image, `lunar.<group>.*`) is left.
+    pub fn group_leftovers(&self, pool: &str, group: &str, image: &str) -> Result<Vec<String>> {
+        let mut left = self.objects(pool, &format!("lunar.{group}."))?;
+        if self.image_exists(pool, image)? {
+            left.push(format!("image {image}"));
+        }
+        Ok(left)
     }
 }
 

@@ -302,6 +302,8 @@ impl Group {
 pub const ALUA_ACTIVE_OPTIMIZED: u8 = 0x0;
 /// Standby.
 pub const ALUA_STANDBY: u8 = 0x2;
+/// Unavailable (a gateway whose heartbeat stopped).
+pub const ALUA_UNAVAILABLE: u8 = 0x3;
 /// Transitioning between states.
 pub const ALUA_TRANSITIONING: u8 = 0xf;
 

@@ -21,7 +21,10 @@
 //! they skip loudly, or fail under `LUNAR_REQUIRE_CEPH=1`.
 
 use lunar_e2e::ceph::Scratch;
-use lunar_e2e::ha::{runtime, Group, ALUA_ACTIVE_OPTIMIZED, ALUA_STANDBY, IQN, TAKEOVER_LIMIT};
+use lunar_e2e::ha::{
+    port_groups_at, runtime, Group, ALUA_ACTIVE_OPTIMIZED, ALUA_STANDBY, ALUA_UNAVAILABLE, IQN,
+    TAKEOVER_LIMIT,
+};
 use lunar_e2e::mpio::{
     is_standby, is_unit_attention, read_cdb, write_cdb, Acked, Multipath, Writer, GOOD,
     RECORD_BLOCKS, RESERVATION_CONFLICT,
@@ -176,6 +179,63 @@ fn sigkill_owner_writer_moves_and_nothing_is_lost() {
         w.acked.len()
     );
     print_events(&w, killed);
+    dead_gateway_is_reported_unavailable(&g, owner, new_owner);
+    // The killed gateway's watches linger at the OSD; the cleanup must still remove
+    // everything the test made.
+    let (cluster, group, image) = (
+        g.scratch.cluster.clone(),
+        g.scratch.group.clone(),
+        g.scratch.image.clone(),
+    );
+    let keep = std::env::var("LUNAR_CEPH_KEEP").is_ok_and(|v| v == "1");
+    drop(g);
+    if !keep {
+        let left = cluster
+            .group_leftovers(lunar_e2e::ceph::POOL, &group, &image)
+            .expect("list the cluster");
+        assert!(left.is_empty(), "left in the cluster: {left:?}");
+    }
+}
+
+/// After a gateway died, the survivor reports its port group unavailable once its registry
+/// heartbeat is a few leases old (never standby forever: hosts must not count a dead path
+/// as a standby one), and `lunarctl ha status` says so.
+fn dead_gateway_is_reported_unavailable(g: &Group, dead: usize, survivor: usize) {
+    let rt = runtime().expect("runtime");
+    let dead_pg = g.gws[dead].port_group;
+    let deadline = Instant::now() + TAKEOVER_LIMIT;
+    let groups = loop {
+        let groups = rt
+            .block_on(port_groups_at(g.gws[survivor].addr()))
+            .expect("RTPG through the survivor");
+        if groups.contains(&(dead_pg, ALUA_UNAVAILABLE)) {
+            break groups;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead gateway's group is never reported unavailable: {groups:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        groups.contains(&(g.gws[survivor].port_group, ALUA_ACTIVE_OPTIMIZED)),
+        "{groups:?}"
+    );
+    let status = g.gws[survivor]
+        .ctl()
+        .expect("lunarctl")
+        .json(&["ha", "status"])
+        .expect("lunarctl ha status");
+    let gws = status["gateways"].as_array().cloned().unwrap_or_default();
+    let row = gws
+        .iter()
+        .find(|r| r["name"] == g.gws[dead].name.as_str())
+        .unwrap_or_else(|| panic!("no row for the dead gateway: {status}"));
+    assert_eq!(row["alua"], "unavailable", "{status}");
+    assert!(
+        row["last_seen_secs_ago"].as_u64().is_some_and(|s| s >= 1),
+        "{status}"
+    );
 }
 
 /// A session logged in to one gateway, past its unit attentions.

@@ -70,16 +70,87 @@ pub(crate) fn gateway(cfg: &CephConfig, image: &str) -> Gateway {
     }
 }
 
-/// Create an image of `size` bytes.
-pub(crate) fn create_image(cfg: &CephConfig, name: &str, size: u64) {
+/// Create an image of `size` bytes; it is removed when the returned guard drops (keep it
+/// in a variable declared before the test's handles on the image, so they go first).
+#[must_use = "the image is removed when the guard drops"]
+pub(crate) fn create_image(cfg: &CephConfig, name: &str, size: u64) -> Cleanup {
     let rados = Rados::connect(cfg).expect("connect");
     let io = rados.ioctx("rbd").expect("pool rbd");
     RbdImage::create(&io, name, size).expect("create image");
+    Cleanup::image(cfg, name)
+}
+
+/// What a test created in the cluster (images, objects), removed when dropped: at the end
+/// of a test that passed, and also when it fails (unwinding), so a long CI run does not
+/// fill the throwaway cluster. Best effort: what cannot be removed is printed.
+pub(crate) struct Cleanup {
+    cfg: CephConfig,
+    images: Vec<String>,
+    objects: Vec<String>,
+}
+
+impl Cleanup {
+    /// Removes the RBD image `name` of pool `rbd` on drop.
+    pub(crate) fn image(cfg: &CephConfig, name: &str) -> Cleanup {
+        Cleanup {
+            cfg: cfg.clone(),
+            images: vec![name.to_string()],
+            objects: Vec::new(),
+        }
+    }
+
+    /// Removes the RADOS object `oid` of pool `rbd` on drop.
+    pub(crate) fn object(cfg: &CephConfig, oid: &str) -> Cleanup {
+        Cleanup {
+            cfg: cfg.clone(),
+            images: Vec::new(),
+            objects: vec![oid.to_string()],
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let io = match Rados::connect(&self.cfg).and_then(|r| r.ioctx("rbd")) {
+            Ok(io) => io,
+            Err(e) => {
+                eprintln!("test cleanup: cannot connect: {e}");
+                return;
+            }
+        };
+        for o in &self.objects {
+            if let Err(e) = io.remove(o) {
+                eprintln!("test cleanup: removing object {o}: {e}");
+            }
+        }
+        for name in &self.images {
+            // A handle the failing test still had open (dropped just before, its watch
+            // going away) makes rbd refuse for a moment: retry briefly.
+            let mut last = None;
+            for _ in 0..20 {
+                match RbdImage::remove(&io, name) {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) if e.errno() == Some(libc::ENOENT) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            if let Some(e) = last {
+                eprintln!("test cleanup: removing image {name}: {e}");
+            }
+        }
+    }
 }
 
 /// Remove an image at the end of a test that passed. It fails (EBUSY) while a handle on
-/// the image is still open somewhere, so this also checks that the test let go of it. A
-/// failed test leaves its image to the cluster's teardown.
+/// the image is still open somewhere, so this also checks that the test let go of it (a
+/// failed test's image goes with its [`Cleanup`] guard).
 pub(crate) fn remove_image(cfg: &CephConfig, name: &str) {
     let rados = Rados::connect(cfg).expect("connect");
     let io = rados.ioctx("rbd").expect("pool rbd");

@@ -7,7 +7,7 @@
 //! stderr: `lunarctl: <reason>`; a reader that stops reading (`| head`) ends it quietly.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -383,6 +383,12 @@ enum SessionCmd {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCmd {
+    /// Check a configuration file as lunard reads it (syntax, values, and whether this
+    /// build supports it, e.g. an ha: section needs Ceph support); talks to no lunard.
+    Check {
+        /// The configuration file.
+        file: PathBuf,
+    },
     /// Write targets and mapped LUNs as YAML configuration.
     Export {
         /// Output file (default stdout); written with mode 0600, as it holds the CHAP secrets.
@@ -963,6 +969,7 @@ fn print_ha_status(w: Out<'_>, s: &HaStatus) -> io::Result<()> {
                 g.name.clone(),
                 g.port_group.to_string(),
                 if g.owner { "owner" } else { "standby" }.to_string(),
+                g.alua.clone().unwrap_or_else(|| "-".into()),
                 g.portals.join(","),
                 age(g.last_seen_secs_ago),
             ]
@@ -970,7 +977,14 @@ fn print_ha_status(w: Out<'_>, s: &HaStatus) -> io::Result<()> {
         .collect();
     table(
         w,
-        &["GATEWAY", "PORT GROUP", "ROLE", "PORTALS", "LAST SEEN"],
+        &[
+            "GATEWAY",
+            "PORT GROUP",
+            "ROLE",
+            "ALUA",
+            "PORTALS",
+            "LAST SEEN",
+        ],
         rows,
     )
 }
@@ -1092,6 +1106,11 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
         if mutual_secret.is_some() {
             warn_command_line_secret("mutual-secret");
         }
+    }
+    // Checking a file needs no lunard.
+    if let Cmd::Config(ConfigCmd::Check { file }) = &cmd {
+        let shown = check_config(file)?;
+        return show(&cli, w, shown);
     }
     let mut c = Client::connect(&cli)?;
     let shown = match cmd {
@@ -1389,6 +1408,7 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
                 ),
             )
         }
+        Cmd::Config(ConfigCmd::Check { file }) => check_config(&file)?,
         Cmd::Config(ConfigCmd::Export { output }) => {
             let v = c.call(Request::ConfigExport)?;
             let text: String = decode(&v)?;
@@ -1405,6 +1425,11 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
             }
         }
     };
+    show(&cli, w, shown)
+}
+
+/// Prints what a command returned, as JSON with `--json`.
+fn show(cli: &Cli, w: Out<'_>, shown: Shown) -> anyhow::Result<()> {
     if cli.json {
         writeln!(w, "{}", serde_json::to_string_pretty(&shown.value)?)?;
     } else {
@@ -1412,6 +1437,13 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
     }
     w.flush()?;
     Ok(())
+}
+
+/// `lunarctl config check FILE`: the file as lunard would read it.
+fn check_config(file: &Path) -> anyhow::Result<Shown> {
+    Config::load(file)?;
+    let v = serde_json::json!({ "file": file.display().to_string(), "valid": true });
+    Ok(Shown::line(v, format!("{}: OK", file.display())))
 }
 
 /// Whether `e` is a write to a reader that went away (`lunarctl ... | head`).

@@ -10,8 +10,39 @@ use super::schema::{ChapCfg, Config};
 use crate::secret::Secret;
 
 impl Config {
-    /// Semantic checks; returns (field path, message) of the first problem.
+    /// Semantic checks, and whether this build can run the configuration; returns (field
+    /// path, message) of the first problem. What `lunard` and `lunarctl config check` apply.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        self.validate_schema()?;
+        self.validate_build()
+    }
+
+    /// Whether this build has what the configuration needs: an HA gateway (`ha:`, a pool's
+    /// `rbd`) needs the `ceph` cargo feature (librados and librbd). Checked here, not
+    /// only when lunard starts the gateway, so `lunarctl config check` and lunard's own
+    /// config load refuse such a file before anything starts.
+    pub fn validate_build(&self) -> Result<(), (String, String)> {
+        if cfg!(feature = "ceph") {
+            return Ok(());
+        }
+        let field = if self.ha.is_some() {
+            "ha".to_string()
+        } else if let Some(i) = self.pool_cfgs().iter().position(|p| p.rbd.is_some()) {
+            format!("{}.rbd", self.pool_field(i))
+        } else {
+            return Ok(());
+        };
+        Err((
+            field,
+            "this build of Lunar has no Ceph support (cargo feature `ceph`, which needs \
+             librados and librbd), so it cannot be a gateway of an HA group: use a build with \
+             `--features ceph`, or remove the ha: section and pool.rbd"
+                .into(),
+        ))
+    }
+
+    /// Semantic checks of the file alone, whatever this build supports.
+    pub(crate) fn validate_schema(&self) -> Result<(), (String, String)> {
         self.validate_pools()?;
         if self.portals.is_empty() {
             return Err(("portals".into(), "at least one portal is required".into()));

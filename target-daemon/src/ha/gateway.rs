@@ -13,7 +13,7 @@
 //! - the [`Coordinator`], whose [`PoolHost`] here is the LUN manager plus the ALUA view.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use parking_lot::Mutex;
@@ -21,6 +21,8 @@ use storage_core::ceph::{CephConfig, IoCtx, Rados};
 use storage_core::{Pool, PoolOptions};
 use tokio::task::JoinHandle;
 
+use super::groups::Peer;
+use super::liveness::{dead_after, heartbeat_every, Liveness};
 use super::shell::{Access, BoxFuture, Coordinator, PoolHost, ShellConfig};
 use crate::config::{Config, HaCfg};
 use crate::fabric::TargetSpec;
@@ -30,9 +32,6 @@ use crate::scsi::alua::{AccessState, AluaView, GroupState};
 use crate::scsi::ScsiTarget;
 use crate::shared::rados::RadosObjects;
 use crate::shared::{GatewayRecord, GatewayRegistry, SharedPrStore, SharedStateStore};
-
-/// How often a gateway rewrites its registry record and rereads the others'.
-const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// How often a gateway compares the versions of its LUNs' reservation objects with the
 /// newest it heard of (a backstop for a lost notice; one small read per LUN).
@@ -44,8 +43,8 @@ struct GatewayHost {
     alua: Arc<AluaView>,
     me: String,
     port_group: u16,
-    /// Every gateway of the group (name, port group), this one included.
-    peers: Mutex<Vec<(String, u16)>>,
+    /// Every gateway of the group, this one included, with its liveness.
+    peers: Mutex<Vec<Peer>>,
     access: Mutex<Access>,
 }
 
@@ -53,34 +52,12 @@ impl GatewayHost {
     /// Applies the current access and peers to the ALUA view.
     fn apply(&self) {
         let access = self.access.lock().clone();
-        let owner = match &access {
-            Access::Transitioning => {
-                self.alua.set_local(AccessState::Transitioning);
-                return;
-            }
-            Access::Active { .. } => Some(self.me.clone()),
-            Access::Standby { owner } => owner.clone(),
-        };
-        let mut peers = self.peers.lock().clone();
-        if !peers.iter().any(|(n, _)| *n == self.me) {
-            peers.push((self.me.clone(), self.port_group));
-        }
-        let groups = peers
-            .into_iter()
-            .map(|(name, id)| GroupState {
-                id,
-                state: if owner.as_deref() == Some(name.as_str()) {
-                    AccessState::ActiveOptimized
-                } else {
-                    AccessState::Standby
-                },
-                gateway: name,
-            })
-            .collect();
+        let peers = self.peers.lock().clone();
+        let groups = super::groups::group_states(&self.me, self.port_group, &access, &peers);
         self.alua.set_groups(groups);
     }
 
-    fn set_peers(&self, peers: Vec<(String, u16)>) {
+    fn set_peers(&self, peers: Vec<Peer>) {
         let changed = {
             let mut p = self.peers.lock();
             let changed = *p != peers;
@@ -269,12 +246,25 @@ impl Gateway {
         })
         .await
         .context("reading the group's state")??;
-        let peers: Vec<(String, u16)> = peers.into_iter().map(|r| (r.name, r.port_group)).collect();
+        // Nobody is dead before this gateway saw their heartbeat stop (see liveness.rs).
+        let mut liveness = Liveness::new(dead_after(ha.lease.0));
+        liveness.observe(
+            Instant::now(),
+            peers.iter().map(|r| (r.name.as_str(), r.last_seen_unix)),
+        );
+        let peers: Vec<Peer> = peers
+            .into_iter()
+            .map(|r| Peer {
+                name: r.name,
+                port_group: r.port_group,
+                alive: true,
+            })
+            .collect();
         let groups = peers
             .iter()
-            .map(|(n, id)| GroupState {
-                id: *id,
-                gateway: n.clone(),
+            .map(|p| GroupState {
+                id: p.port_group,
+                gateway: p.name.clone(),
                 state: AccessState::Standby,
             })
             .collect();
@@ -303,7 +293,10 @@ impl Gateway {
             me: ha.gateway.clone(),
             port_group: ha.port_group,
             peers: Mutex::new(peers),
-            access: Mutex::new(Access::Standby { owner: None }),
+            access: Mutex::new(Access::Standby {
+                owner: None,
+                lease_held: false,
+            }),
         });
         let mut tasks = Vec::new();
         tasks.push(reload_state(notice_rx, state_store.clone(), lunmgr.clone()));
@@ -315,6 +308,7 @@ impl Gateway {
             ha.clone(),
             portals.clone(),
             beat.clone(),
+            liveness,
             instance,
         ));
         let shell = ShellConfig {
@@ -330,6 +324,7 @@ impl Gateway {
         };
         let coordinator = Coordinator::start(shell, host.clone());
         coordinator.set_gateways_source(registry.clone());
+        coordinator.set_alua_source(host.alua.clone());
         Ok(Started {
             gateway: Gateway {
                 coordinator,
@@ -393,15 +388,19 @@ fn reload_state(
     })
 }
 
-/// Rewrites this gateway's registry record and rereads the group every [`HEARTBEAT`].
+/// Rewrites this gateway's registry record and rereads the group every
+/// [`heartbeat_every`] (the lease, within 1..5 s); the peers whose heartbeat stopped for
+/// [`dead_after`] are reported unavailable (see liveness.rs).
 fn heartbeat(
     registry: Arc<GatewayRegistry>,
     host: Arc<GatewayHost>,
     ha: HaCfg,
     portals: Arc<Mutex<Vec<String>>>,
     beat: Arc<tokio::sync::Notify>,
+    mut liveness: Liveness,
     ha_instance: u64,
 ) -> JoinHandle<()> {
+    let every = heartbeat_every(ha.lease.0);
     tokio::spawn(async move {
         loop {
             let rec = GatewayRecord {
@@ -417,17 +416,36 @@ fn heartbeat(
                 reg.list()
             })
             .await;
+            let now = Instant::now();
             match r {
                 Ok(Ok(list)) => {
-                    host.set_peers(list.into_iter().map(|r| (r.name, r.port_group)).collect())
+                    liveness.observe(
+                        now,
+                        list.iter().map(|r| (r.name.as_str(), r.last_seen_unix)),
+                    );
+                    host.set_peers(peers_of(&list, &liveness, &ha.gateway, now))
                 }
                 Ok(Err(e)) => tracing::warn!("ha: gateway registry heartbeat: {e}"),
                 Err(e) => tracing::warn!("ha: gateway registry heartbeat: {e}"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(HEARTBEAT) => {}
+                _ = tokio::time::sleep(every) => {}
                 _ = beat.notified() => {}
             }
         }
     })
+}
+
+/// The registry's gateways with their liveness at `now` (this gateway is always alive).
+fn peers_of(list: &[GatewayRecord], liveness: &Liveness, me: &str, now: Instant) -> Vec<Peer> {
+    list.iter()
+        .map(|r| {
+            let alive = r.name == me || liveness.alive(&r.name, now);
+            Peer {
+                name: r.name.clone(),
+                port_group: r.port_group,
+                alive,
+            }
+        })
+        .collect()
 }

@@ -7,6 +7,8 @@
 //!
 //! - `lease.rs`: what the lease object holds (epoch, owner, preferred) and its name;
 //! - `machine/`: the ownership state machine, sans I/O (time in, actions out);
+//! - `liveness.rs`: which gateways are alive, from their registry heartbeats;
+//! - `groups.rs`: the target port groups a gateway reports, from the lease and liveness;
 //! - `status.rs`: what `lunarctl ha status` shows, and the admin API's [`status::HaControl`];
 //! - `gateway.rs` (feature `ceph`): what the daemon wires for a gateway (shared state,
 //!   ALUA view, LUN manager without a pool, registry heartbeat, the coordinator);
@@ -18,7 +20,9 @@
 pub mod cluster;
 #[cfg(feature = "ceph")]
 pub mod gateway;
+pub mod groups;
 pub mod lease;
+pub mod liveness;
 pub mod machine;
 #[cfg(feature = "ceph")]
 pub mod shell;

@@ -29,22 +29,8 @@ use crate::config::HaCfg;
 /// A boxed future, for the [`PoolHost`] calls that wait.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// What ALUA access the local port group should report.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// Owner: active/optimized, media access served.
-    Active {
-        /// The ownership's epoch.
-        epoch: u64,
-    },
-    /// Media access stops now (02/04/0A): a takeover or a step-down is under way.
-    Transitioning,
-    /// Standby (02/04/0B); `owner` (if known) is the active/optimized group.
-    Standby {
-        /// The owner gateway as last seen.
-        owner: Option<String>,
-    },
-}
+/// What ALUA access this gateway reports (the machine decides it, see [`Access`]).
+pub use super::machine::Access;
 
 /// What the coordinator does to the rest of the daemon.
 pub trait PoolHost: Send + Sync + 'static {
@@ -135,6 +121,8 @@ struct Shared {
 pub struct Coordinator {
     shared: Arc<Shared>,
     registry: Mutex<Option<Arc<crate::shared::GatewayRegistry>>>,
+    /// The ALUA view whose states `status` shows per gateway.
+    alua: Mutex<Option<Arc<crate::scsi::alua::AluaView>>>,
     cmds: mpsc::UnboundedSender<Cmd>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -166,7 +154,8 @@ impl Coordinator {
         });
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        host.set_access(Access::Standby { owner: None });
+        let access = machine.access();
+        host.set_access(access.clone());
         let task = Task {
             shared: shared.clone(),
             m: machine,
@@ -175,13 +164,14 @@ impl Coordinator {
             image: None,
             image_ours: false,
             pool: None,
-            last_owner: None,
+            applied: access,
             stopping: None,
         };
         let handle = tokio::spawn(task.run(cmd_rx, done_rx));
         Arc::new(Coordinator {
             shared,
             registry: Mutex::new(None),
+            alua: Mutex::new(None),
             cmds,
             task: Mutex::new(Some(handle)),
         })
@@ -272,10 +262,16 @@ impl Coordinator {
         *self.registry.lock() = Some(registry);
     }
 
+    /// The ALUA view `status` reads each gateway's reported state from.
+    pub fn set_alua_source(&self, view: Arc<crate::scsi::alua::AluaView>) {
+        *self.alua.lock() = Some(view);
+    }
+
     /// The group's gateways from the registry; empty when it cannot be read.
     fn gateways(&self, owner: Option<&str>) -> Vec<GatewayStatus> {
         let reg = self.registry.lock().clone();
-        reg.map(|r| super::status::gateway_statuses(&r, owner))
+        let view = self.alua.lock().clone();
+        reg.map(|r| super::status::gateway_statuses(&r, owner, view.as_deref()))
             .unwrap_or_default()
     }
 }
@@ -297,8 +293,8 @@ struct Task {
     image_ours: bool,
     /// The pool while open (also held by the LUN manager).
     pool: Option<Pool>,
-    /// The owner last applied to the ALUA view while standby.
-    last_owner: Option<Option<String>>,
+    /// The access last applied to the ALUA view.
+    applied: Access,
     stopping: Option<oneshot::Sender<()>>,
 }
 
@@ -348,15 +344,19 @@ impl Task {
         while let Some(e) = self.m.poll_event() {
             self.observe(e);
         }
+        self.apply_access();
         let now = Instant::now();
         let snap = self.m.snapshot(now);
-        if self.m.role() == Role::Standby && self.last_owner.as_ref() != Some(&snap.owner) {
-            self.last_owner = Some(snap.owner.clone());
-            self.host.set_access(Access::Standby {
-                owner: snap.owner.clone(),
-            });
-        }
         *self.shared.snapshot.lock() = (snap, now);
+    }
+
+    /// Applies the machine's [`Access`] to the host when it changed.
+    fn apply_access(&mut self) {
+        let access = self.m.access();
+        if access != self.applied {
+            self.applied = access.clone();
+            self.host.set_access(access);
+        }
     }
 
     fn observe(&mut self, e: Event) {
@@ -465,14 +465,9 @@ impl Task {
                     let _ = tx.send(Done::Closed);
                 });
             }
-            Action::Serve { epoch } => {
-                self.last_owner = None;
-                self.host.set_access(Access::Active { epoch });
-            }
-            Action::StopIo => {
-                self.last_owner = None;
-                self.host.set_access(Access::Transitioning);
-            }
+            // Applied at once (before any later action of the same step, e.g. the `Close`
+            // that follows a `StopIo`): the machine's access is already the new one.
+            Action::Serve { .. } | Action::StopIo => self.apply_access(),
         }
     }
 

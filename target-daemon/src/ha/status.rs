@@ -19,6 +19,23 @@ pub struct GatewayStatus {
     pub last_seen_secs_ago: u64,
     /// Whether it is the lease owner.
     pub owner: bool,
+    /// The ALUA state this gateway reports for it in REPORT TARGET PORT GROUPS
+    /// (`active/optimized`, `standby`, `transitioning`, `unavailable`: its heartbeat
+    /// stopped); absent from gateways that do not say.
+    #[serde(default)]
+    pub alua: Option<String>,
+}
+
+/// The name `lunarctl ha status` shows for an ALUA state.
+pub fn alua_state_name(s: crate::scsi::alua::AccessState) -> &'static str {
+    use crate::scsi::alua::AccessState;
+    match s {
+        AccessState::ActiveOptimized => "active/optimized",
+        AccessState::ActiveNonOptimized => "active/non-optimized",
+        AccessState::Standby => "standby",
+        AccessState::Unavailable => "unavailable",
+        AccessState::Transitioning => "transitioning",
+    }
 }
 
 /// The group as this gateway sees it.
@@ -104,7 +121,9 @@ pub trait HaControl: Send + Sync {
 pub(crate) fn gateway_statuses(
     registry: &crate::shared::GatewayRegistry,
     owner: Option<&str>,
+    alua: Option<&crate::scsi::alua::AluaView>,
 ) -> Vec<GatewayStatus> {
+    let groups = alua.map(|v| v.groups()).unwrap_or_default();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -114,6 +133,10 @@ pub(crate) fn gateway_statuses(
             l.into_iter()
                 .map(|r| GatewayStatus {
                     owner: owner == Some(r.name.as_str()),
+                    alua: groups
+                        .iter()
+                        .find(|g| g.id == r.port_group)
+                        .map(|g| alua_state_name(g.state).to_string()),
                     last_seen_secs_ago: now.saturating_sub(r.last_seen_unix),
                     name: r.name,
                     port_group: r.port_group,

@@ -53,6 +53,8 @@ struct Gw {
     log: Vec<Action>,
     /// Whether the cluster answers this gateway's calls (false: they fail with Other).
     reachable: bool,
+    /// Every change of the machine's [`Access`], as seen after each input.
+    accesses: Vec<Access>,
 }
 
 impl Gw {
@@ -65,6 +67,14 @@ impl Gw {
             renews: 0,
             log: Vec::new(),
             reachable: true,
+            accesses: Vec::new(),
+        }
+    }
+
+    fn note_access(&mut self) {
+        let a = self.m.access();
+        if self.accesses.last() != Some(&a) {
+            self.accesses.push(a);
         }
     }
 
@@ -72,7 +82,9 @@ impl Gw {
     /// none is left.
     fn drive(&mut self, c: &mut Cluster, now: Instant) {
         self.m.handle_timeout(now);
+        self.note_access();
         while let Some(a) = self.m.poll_action() {
+            self.note_access();
             self.log.push(a.clone());
             let blocked = c.blocklist.contains(&self.name);
             if !self.reachable && !matches!(a, Action::Serve { .. } | Action::StopIo) {
@@ -168,6 +180,7 @@ impl Gw {
                 Action::StopIo => self.serving = false,
             }
         }
+        self.note_access();
     }
 
     /// One write from an initiator at `now`: served only when the shell serves, the
@@ -736,7 +749,9 @@ fn a_standby_that_cannot_reach_the_cluster_keeps_probing_and_never_serves() {
     let g = s.gw("gw1");
     assert_eq!(g.m.role(), Role::Standby);
     assert!(g.log.iter().all(|a| *a == Action::Probe));
-    assert_eq!(g.log.len(), 10);
+    // One at start, then one every probe interval.
+    let every = timing().probe_every().as_millis();
+    assert_eq!(g.log.len() as u128, 1 + (LEASE * 3).as_millis() / every);
 }
 
 #[test]
@@ -756,4 +771,121 @@ fn a_release_refused_as_blocklisted_reconnects() {
     m.handle_reconnected(late, Ok(()));
     assert_eq!(m.role(), Role::Standby);
     assert!(std::iter::from_fn(|| m.poll_event()).any(|e| e == Event::Fenced));
+}
+
+/// Runs the simulation in `step`s until `until`, recording every change of `name`'s
+/// [`Access`] (as seen after each input) and when the first change came.
+fn accesses(
+    s: &mut Sim,
+    name: &str,
+    until: Instant,
+    step: Duration,
+) -> (Vec<Access>, Option<Instant>) {
+    s.gw(name).accesses = vec![s.gw(name).m.access()];
+    let mut first_change = None;
+    while s.now < until {
+        s.run_for(step);
+        if first_change.is_none() && s.gw(name).accesses.len() > 1 {
+            first_change = Some(s.now);
+        }
+    }
+    (s.gw(name).accesses.clone(), first_change)
+}
+
+#[test]
+fn after_a_kill_the_standby_reports_the_owner_active_only_until_its_lease_expired() {
+    let mut s = Sim::new(&["gw1", "gw2"]);
+    s.run_for(Duration::from_millis(1));
+    assert_eq!(s.active(), vec!["gw1"]);
+    s.run_for(LEASE * 2);
+    assert_eq!(s.gw("gw1").m.access(), Access::Active { epoch: 1 });
+    let held = Access::Standby {
+        owner: Some("gw1".into()),
+        lease_held: true,
+    };
+    assert_eq!(s.gw("gw2").m.access(), held);
+    s.asleep.insert("gw1".into());
+    let expires = s.c.lock.as_ref().map(|l| l.1).expect("held");
+    let step = Duration::from_millis(10);
+    let end = s.now + LEASE * 3;
+    let (states, stopped) = accesses(&mut s, "gw2", end, step);
+    assert_eq!(
+        states,
+        vec![
+            held,
+            Access::TakingOver {
+                from: Some("gw1".into())
+            },
+            Access::Active { epoch: 2 },
+        ]
+    );
+    // The owner stops being reported active at the standby's first probe after the OSD
+    // expired its lease: never before, at most a probe interval after.
+    let stopped = stopped.expect("a change");
+    assert!(stopped >= expires);
+    assert!(stopped <= expires + timing().probe_every() + step);
+}
+
+#[test]
+fn a_released_lease_shows_the_old_owner_transitioning_until_a_new_owner_serves() {
+    let mut s = Sim::new(&["gw1", "gw2"]);
+    s.run_for(Duration::from_millis(1));
+    s.run_for(LEASE);
+    // A move to a gateway that is down: gw1 releases, gw2 leaves the lease to gw9 for the
+    // grace, then takes it.
+    s.c.content = s.c.content.moved_to("gw9");
+    s.run_for(LEASE / 3);
+    assert_eq!(s.gw("gw1").m.role(), Role::Standby);
+    // The old owner never names itself as the owner another group should show.
+    assert_eq!(
+        s.gw("gw1").m.access(),
+        Access::Standby {
+            owner: None,
+            lease_held: false
+        }
+    );
+    // gw1 goes away after releasing, so gw2 is the one to take over after the grace.
+    s.asleep.insert("gw1".into());
+    s.run_for(LEASE / 3);
+    let gone = Access::Standby {
+        owner: Some("gw1".into()),
+        lease_held: false,
+    };
+    assert_eq!(s.gw("gw2").m.access(), gone);
+    let end = s.now + s_grace() + LEASE;
+    let (states, _) = accesses(&mut s, "gw2", end, Duration::from_millis(10));
+    assert_eq!(
+        states,
+        vec![
+            gone,
+            Access::TakingOver {
+                from: Some("gw1".into())
+            },
+            Access::Active { epoch: 2 },
+        ]
+    );
+}
+
+#[test]
+fn an_owner_past_its_deadline_reports_transitioning_then_standby_never_active() {
+    let mut s = Sim::new(&["gw1"]);
+    s.run_for(Duration::from_millis(1));
+    s.run_for(LEASE);
+    assert_eq!(s.gw("gw1").m.access(), Access::Active { epoch: 1 });
+    // The cluster stops answering: renews fail until the local deadline passes.
+    s.gw("gw1").reachable = false;
+    let end = s.now + LEASE * 2;
+    let (states, _) = accesses(&mut s, "gw1", end, Duration::from_millis(10));
+    assert_eq!(states[0], Access::Active { epoch: 1 });
+    assert!(
+        states[1..]
+            .iter()
+            .all(|a| !matches!(a, Access::Active { .. })),
+        "{states:?}"
+    );
+    assert!(states.contains(&Access::Transitioning), "{states:?}");
+    assert!(
+        matches!(states.last(), Some(Access::Standby { .. })),
+        "{states:?}"
+    );
 }
