@@ -143,10 +143,7 @@ impl Cluster {
 
     /// The addresses of the clients watching `image` (`rbd status`).
     pub fn image_watchers(&self, pool: &str, image: &str) -> Result<Vec<String>> {
-        let out = self.cli(
-            "rbd",
-            &["-p", pool, "status", "--format", "json", image],
-        )?;
+        let out = self.cli("rbd", &["-p", pool, "status", "--format", "json", image])?;
         let v: serde_json::Value = serde_json::from_str(&out)?;
         Ok(v["watchers"]
             .as_array()

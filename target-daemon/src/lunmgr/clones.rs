@@ -583,6 +583,7 @@ impl LunManager {
         for m in &mappings {
             if let Some(t) = self.scsi_target(&m.target) {
                 attach_with_identity(&pool, &st, &t, m.lun_id, name);
+                self.tag_alua(&st, &t, m.lun_id, name);
             }
         }
         self.save(&st)?;

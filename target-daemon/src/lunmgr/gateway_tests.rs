@@ -144,6 +144,7 @@ async fn owner(dir: &std::path::Path) -> (Arc<LunManager>, Pool, Arc<AluaView>) 
             pool: Some(pool.clone()),
             state: None,
             alua: alua.clone(),
+            pool_alua: Vec::new(),
             pr_store: None,
             volatile_write_cache: true,
         },
@@ -179,7 +180,7 @@ async fn attach_after_detach_keeps_data_identity_and_reservations() {
 
     // Owner → standby.
     alua.set_local(AccessState::Transitioning);
-    let detached = mgr.detach_pool().await.expect("detach");
+    let detached = mgr.detach_pool("default").await.expect("detach");
     alua.set_groups(vec![]);
     alua.set_local(AccessState::Standby);
     assert!(!mgr.has_pool());
@@ -203,7 +204,7 @@ async fn attach_after_detach_keeps_data_identity_and_reservations() {
     assert_eq!(e.kind(), "not_owner");
 
     // Standby → owner again.
-    mgr.attach_pool(detached).await.expect("attach");
+    mgr.attach_pool("default", detached).await.expect("attach");
     alua.set_local(AccessState::ActiveOptimized);
     // The owner's /metrics shows the pool it owns, under its name.
     let open = mgr.open_pools();
@@ -253,6 +254,7 @@ async fn a_standby_presents_the_owners_luns_and_names_the_owner() {
             pool: None,
             state: Some(shared),
             alua: view(2, 1),
+            pool_alua: Vec::new(),
             pr_store: None,
             volatile_write_cache: true,
         },
@@ -356,6 +358,7 @@ async fn reload_state_applies_another_gateways_changes() {
             pool: None,
             state: state::load(od.path()).expect("load"),
             alua: view(2, 1),
+            pool_alua: Vec::new(),
             pr_store: None,
             volatile_write_cache: true,
         },
@@ -443,6 +446,7 @@ async fn the_first_attach_seeds_the_configuration() {
             pool: None,
             state: Some(state::State::default()),
             alua: alua.clone(),
+            pool_alua: Vec::new(),
             pr_store: None,
             volatile_write_cache: true,
         },
@@ -454,7 +458,9 @@ async fn the_first_attach_seeds_the_configuration() {
     mgr.attach_frontend(rec.clone());
 
     let pool = pool_in(d.path()).await;
-    mgr.attach_pool(pool.clone()).await.expect("attach");
+    mgr.attach_pool("default", pool.clone())
+        .await
+        .expect("attach");
     alua.set_groups(vec![GroupState {
         id: 1,
         gateway: "gw1".into(),
@@ -490,6 +496,7 @@ async fn read_only_set_on_a_standby_keeps_the_lun() {
             pool: None,
             state: state::load(od.path()).expect("load"),
             alua: view(2, 1),
+            pool_alua: Vec::new(),
             pr_store: None,
             volatile_write_cache: true,
         },
