@@ -10,6 +10,10 @@
 //! kill to the first write the new owner completed (its `lunar_lun_written_bytes_total`
 //! moving) is printed, with the longest pause the guest's writer saw.
 //!
+//! `LUNAR_TEST_HA_LEASE_MS` sets the gateways' `ha.lease` (default: the config default,
+//! 3 s), to measure what a shorter lease buys; `LUNAR_TEST_GUEST_CONSOLE=1` prints the
+//! guest's kernel and multipathd log lines (where a takeover's time goes on the host).
+//!
 //! Needs a Ceph cluster (`LUNAR_CEPH_CONF`) and QEMU; skips loudly without them (fails under
 //! `LUNAR_REQUIRE_CEPH=1` / `LUNAR_E2E_STRICT=1`).
 
@@ -33,6 +37,13 @@ fn written(metrics: SocketAddr) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `LUNAR_TEST_HA_LEASE_MS`, if set.
+fn lease_override() -> Option<u64> {
+    std::env::var("LUNAR_TEST_HA_LEASE_MS")
+        .ok()
+        .map(|v| v.parse().expect("LUNAR_TEST_HA_LEASE_MS: milliseconds"))
+}
+
 #[test]
 fn dm_multipath_owner_killed_under_writer() {
     require_ceph!(cluster);
@@ -48,6 +59,9 @@ fn dm_multipath_owner_killed_under_writer() {
         metrics.push(m);
         let gw = GuestLunard::start(|port| {
             let mut cfg = gateway_config(&scratch, index, guest_portal(port));
+            if let (Some(ha), Some(ms)) = (cfg.ha.as_mut(), lease_override()) {
+                ha.lease = target_daemon::config::DurationCfg(Duration::from_millis(ms));
+            }
             cfg.metrics.enabled = true;
             cfg.metrics.listen = m;
             yaml(&cfg)
@@ -72,11 +86,17 @@ fn dm_multipath_owner_killed_under_writer() {
         ("IQN", IQN.to_string()),
         ("INITIATOR", INITIATOR.to_string()),
         // dm-multipath wants a failed path's I/O back quickly: fail it over after 2 s of
-        // reconnect attempts instead of open-iscsi's 120 s (docs/ha.md).
+        // reconnect attempts instead of open-iscsi's 120 s (docs/ha.md). multipathd sets
+        // the same timeout from its fast_io_fail_tmo (tests/guest/multipath.conf), which
+        // wins once it runs.
         ("REPLACEMENT_TIMEOUT", "2".to_string()),
         ("RUN", std::process::id().to_string()),
         ("WRITES_AFTER", "30".to_string()),
     ];
+    let mut env = env;
+    if std::env::var_os("LUNAR_TEST_GUEST_CONSOLE").is_some() {
+        env.push(("DEBUG_MPATH", "1".to_string()));
+    }
     let mut g = Guest::boot_with("ha_multipath.sh", &env, &[], 768, LIMIT).expect("boot guest");
     g.wait_for("WAIT killed")
         .expect("guest writing through the owner");
@@ -96,6 +116,11 @@ fn dm_multipath_owner_killed_under_writer() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let t = g.finish().expect("guest run");
+    if std::env::var_os("LUNAR_TEST_GUEST_CONSOLE").is_some() {
+        for l in t.console.lines().filter(|l| l.contains("LOG ")) {
+            eprintln!("  {l}");
+        }
+    }
     for i in &t.info {
         eprintln!("  guest INFO {i}");
     }
@@ -112,10 +137,11 @@ fn dm_multipath_owner_killed_under_writer() {
     ]);
     let first_io = first_io.expect("the new owner never completed a write");
     eprintln!(
-        "HA failover under dm-multipath (SIGKILL of gw{}): first write completed on gw{} \
-         {:.3} s after the kill; longest pause of the guest's writer {} s; boot {:.0} s, \
+        "HA failover under dm-multipath (SIGKILL of gw{}, lease {}): first write completed on \
+         gw{} {:.3} s after the kill; longest pause of the guest's writer {} s; boot {:.0} s, \
          total {:.0} s",
         owner + 1,
+        lease_override().map_or("default".to_string(), |ms| format!("{ms} ms")),
         other + 1,
         first_io.as_secs_f64(),
         t.info_values("max_gap_s").first().unwrap_or(&"?"),

@@ -42,7 +42,7 @@ impl Config {
     }
 
     /// Semantic checks of the file alone, whatever this build supports.
-    pub(crate) fn validate_schema(&self) -> Result<(), (String, String)> {
+    pub fn validate_schema(&self) -> Result<(), (String, String)> {
         self.validate_pools()?;
         if self.portals.is_empty() {
             return Err(("portals".into(), "at least one portal is required".into()));

@@ -49,6 +49,75 @@ fn unique(what: &str) -> String {
     format!("t{what}{}x{}", std::process::id(), nanos % 1_000_000_000)
 }
 
+/// Removes a test's group from the cluster when dropped (declare it before the gateways,
+/// so they are gone first), also when the test fails: `lunar.<group>.*` and the image
+/// `<group>-img`. Clients still watching them (a killed or frozen gateway) are blocklisted
+/// for a minute first, or `rbd rm` would refuse until the OSD times their watches out.
+struct Cleanup {
+    conf: PathBuf,
+    group: String,
+}
+
+impl Cleanup {
+    fn cli(&self, tool: &str, args: &[&str]) -> Option<String> {
+        std::process::Command::new(tool)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let prefix = format!("lunar.{}.", self.group);
+        let image = format!("{}-img", self.group);
+        let objs: Vec<String> = self
+            .cli("rados", &["-p", "rbd", "ls"])
+            .unwrap_or_default()
+            .lines()
+            .filter(|o| o.starts_with(&prefix))
+            .map(str::to_string)
+            .collect();
+        let mut watchers: Vec<String> = objs
+            .iter()
+            .filter_map(|o| self.cli("rados", &["-p", "rbd", "listwatchers", o]))
+            .chain(self.cli("rbd", &["-p", "rbd", "status", &image]))
+            .flat_map(|out| {
+                out.split_whitespace()
+                    .filter_map(|w| w.strip_prefix("watcher="))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        watchers.sort();
+        watchers.dedup();
+        for w in &watchers {
+            let _ = self.cli("ceph", &["osd", "blocklist", "add", w, "60"]);
+        }
+        for o in &objs {
+            let _ = self.cli("rados", &["-p", "rbd", "rm", o]);
+        }
+        for _ in 0..20 {
+            let gone = self
+                .cli("rbd", &["-p", "rbd", "ls"])
+                .is_some_and(|l| !l.lines().any(|n| n == image));
+            if gone
+                || self
+                    .cli("rbd", &["-p", "rbd", "rm", "--no-progress", &image])
+                    .is_some()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        eprintln!("cleanup: image {image} could not be removed");
+    }
+}
+
 fn gateway_yaml(conf: &Path, group: &str, gw: &str, port_group: u16) -> String {
     format!(
         "data_dir: ./data\n\
@@ -191,6 +260,10 @@ async fn kill_9_of_the_owner_the_standby_takes_over_with_the_data() {
     let Some(conf) = ceph_conf() else { return };
     let base = tempfile::tempdir().expect("tempdir");
     let group = unique("kill");
+    let _cleanup = Cleanup {
+        conf: conf.clone(),
+        group: group.clone(),
+    };
     let (mut gw1, gw2, epoch) = pair(base.path(), &conf, &group).await;
     let mut i1 = session(gw1.addr(), "iqn.2026-12.io.test:h1").await;
     assert_eq!(write(&mut i1, 7, &block(0xA7)).await, GOOD);
@@ -221,6 +294,10 @@ async fn a_frozen_owner_is_fenced_and_resumes_as_standby_without_writing() {
     let Some(conf) = ceph_conf() else { return };
     let base = tempfile::tempdir().expect("tempdir");
     let group = unique("stop");
+    let _cleanup = Cleanup {
+        conf: conf.clone(),
+        group: group.clone(),
+    };
     let (gw1, gw2, epoch) = pair(base.path(), &conf, &group).await;
     let mut i1 = session(gw1.addr(), "iqn.2026-12.io.test:h2").await;
     assert_eq!(write(&mut i1, 3, &block(0x11)).await, GOOD);
@@ -265,6 +342,10 @@ async fn a_planned_move_hands_the_pool_over() {
     let Some(conf) = ceph_conf() else { return };
     let base = tempfile::tempdir().expect("tempdir");
     let group = unique("move");
+    let _cleanup = Cleanup {
+        conf: conf.clone(),
+        group: group.clone(),
+    };
     let (gw1, mut gw2, epoch) = pair(base.path(), &conf, &group).await;
     let mut i1 = session(gw1.addr(), "iqn.2026-12.io.test:h3").await;
     assert_eq!(write(&mut i1, 9, &block(0x5A)).await, GOOD);
@@ -346,6 +427,10 @@ fn an_image_lunard_did_not_create_is_never_formatted() {
     let Some(conf) = ceph_conf() else { return };
     let base = tempfile::tempdir().expect("tempdir");
     let group = unique("foreign");
+    let _cleanup = Cleanup {
+        conf: conf.clone(),
+        group: group.clone(),
+    };
     let rados = Rados::connect(&CephConfig {
         conf: conf.clone(),
         client: "admin".into(),

@@ -115,6 +115,7 @@ wait_count() {
 wait_count 20
 pass writing-before-kill
 wait_for_host killed
+say "INFO killed_seen_at_uptime $(cut -d' ' -f1 /proc/uptime)"
 before=$(count)
 say "INFO blocks_at_kill $before"
 wait_count $((before + ${WRITES_AFTER:-30}))
@@ -140,4 +141,7 @@ errs=$(dmesg | grep -E 'I/O error, dev dm-|Buffer I/O error on dev dm-' || true)
 [ -z "$errs" ] || fail no-dm-errors "$errs"
 pass no-dm-errors
 multipath -ll 2>&1 | sed 's/^/topology after: /' | log_lines
-dmesg | grep -E 'alua|multipath|device-mapper' | tail -n 30 | sed 's/^/kernel: /' | log_lines
+dmesg | grep -E 'alua|multipath|device-mapper|connection|session|iscsi|sd ' | tail -n 60 | sed 's/^/kernel: /' | log_lines
+if [ -n "${DEBUG_MPATH:-}" ]; then
+  grep -E 'checker|tur|ghost|reinstat|fail|prio|switch' /tmp/multipathd.log | tail -n 80 | sed 's/^/multipathd: /' | log_lines
+fi
