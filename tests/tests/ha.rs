@@ -749,7 +749,7 @@ fn deploy_examples_are_valid_gateway_pairs() {
     }
 }
 
-/// 6. Several pools per gateway: pool `a` (LUN 0) prefers gw1, pool `b` (LUN 1) prefers
+/// Case 6, several pools per gateway: pool `a` (LUN 0) prefers gw1, pool `b` (LUN 1) prefers
 /// gw2; each is its own HA unit (lease, owner, epoch). Through either gateway, LUN 0
 /// reports gw1 active/optimized and gw2 standby, LUN 1 the reverse. `lunarctl ha move
 /// --pool a --to gw2` under a writer per LUN: pool a moves, pool b's writer never meets a

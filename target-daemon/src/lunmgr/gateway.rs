@@ -284,7 +284,7 @@ impl LunManager {
             let ours = self.luns_of_pool(&st, &map, &name);
             for id in t.luns() {
                 // The LUNs of the gateway's other pools stay as they are.
-                if map.get(&id).is_some() && !ours.contains(&id) {
+                if map.contains_key(&id) && !ours.contains(&id) {
                     continue;
                 }
                 let gave = match map.get(&id) {
