@@ -516,3 +516,148 @@ async fn read_only_set_on_a_standby_keeps_the_lun() {
     assert!(lun.read_only);
     pool.close().await.expect("close");
 }
+
+/// `cdb` to LUN `lun`, until it answers something other than a unit attention.
+async fn run_lun(
+    t: &ScsiTarget,
+    n: &Arc<Nexus>,
+    lun: u64,
+    cdb: &[u8],
+    data: Bytes,
+) -> ScsiResponse {
+    for _ in 0..8 {
+        let r = t
+            .execute(ScsiRequest {
+                nexus: n.clone(),
+                lun,
+                cdb: Bytes::copy_from_slice(cdb),
+                data_out: data.clone(),
+                expected_data_in: 1 << 20,
+                attr: TaskAttr::Simple,
+                tag: 1,
+            })
+            .await;
+        let ua = r
+            .sense
+            .as_ref()
+            .and_then(|s| Sense::decode(s))
+            .is_some_and(|s| s.key == SenseKey::UnitAttention);
+        if !ua {
+            return r;
+        }
+    }
+    panic!("LUN {lun}: {cdb:02x?} keeps reporting unit attentions");
+}
+
+/// A gateway with two pools, each its own HA unit: detaching pool b (its owner moved to
+/// gw2) leaves pool a's LUN serving and b's LUN standby under b's own view, a standby's
+/// refusal for b names b's owner, and attaching b again serves its data; a pool is
+/// attached or detached by name only.
+#[tokio::test]
+async fn two_pools_attach_and_detach_one_at_a_time() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::local(ByteSize::mib(64))
+        .with_pools(&[("a", ByteSize::mib(64)), ("b", ByteSize::mib(64))])
+        .with_data_dir(d.path())
+        .with_target(TargetCfg::iscsi(IQN));
+    let opts = PoolOptions {
+        capacity_bytes: Some(64 << 20),
+        ..Default::default()
+    };
+    let pool_a = Pool::open_or_create(&d.path().join("pool-a"), &opts)
+        .await
+        .expect("pool a");
+    let pool_b = Pool::open_or_create(&d.path().join("pool-b"), &opts)
+        .await
+        .expect("pool b");
+    let view_a = view(1, 1);
+    let view_b = view_a.sibling(view(1, 1).groups());
+    let (mgr, _) = LunManager::open_gateway(
+        &cfg,
+        GatewayOpen {
+            pool: Some(pool_a.clone()),
+            state: None,
+            alua: view_a.clone(),
+            pool_alua: vec![("a".into(), view_a.clone()), ("b".into(), view_b.clone())],
+            pr_store: None,
+            volatile_write_cache: true,
+        },
+    )
+    .await
+    .expect("open");
+    assert!(!mgr.has_pool_named("b"));
+    mgr.attach_pool("b", pool_b).await.expect("attach b");
+    mgr.lun_create(lun("x0", IQN, 0)).await.expect("x0 in a");
+    mgr.lun_create(LunCreate {
+        pool: Some("b".into()),
+        ..lun("y0", IQN, 1)
+    })
+    .await
+    .expect("y0 in b");
+    let t = mgr.scsi_target(IQN).expect("target");
+    let n = nexus();
+    t.nexus_login(&n);
+    let (da, db) = (Bytes::from(vec![0xA1; 512]), Bytes::from(vec![0xB2; 512]));
+    assert_eq!(
+        run_lun(&t, &n, 0, &write10(5), da.clone()).await.status,
+        status::GOOD
+    );
+    assert_eq!(
+        run_lun(&t, &n, 1, &write10(5), db.clone()).await.status,
+        status::GOOD
+    );
+
+    // Pool b moves to gw2: this gateway detaches b alone.
+    view_b.set_local(AccessState::Transitioning);
+    let detached = mgr.detach_pool("b").await.expect("detach b");
+    view_b.set_groups(view(1, 2).groups());
+    assert!(mgr.has_pool_named("a") && !mgr.has_pool_named("b"));
+    let open: Vec<String> = mgr.open_pools().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(open, ["a"]);
+    let r = run_lun(&t, &n, 0, &read10(5), Bytes::new()).await;
+    assert_eq!(
+        (r.status, r.data_in.clone()),
+        (status::GOOD, da.clone()),
+        "pool a serves"
+    );
+    let r = run_lun(&t, &n, 1, &read10(5), Bytes::new()).await;
+    assert_eq!(
+        sense_of(&r),
+        (
+            SenseKey::NotReady,
+            asc::LOGICAL_UNIT_NOT_ACCESSIBLE_TARGET_PORT_IN_STANDBY_STATE
+        ),
+        "pool b's LUN is standby here"
+    );
+    let e = mgr
+        .lun_create(LunCreate {
+            pool: Some("b".into()),
+            ..lun("y1", IQN, 2)
+        })
+        .await
+        .expect_err("b is not open here");
+    assert!(
+        matches!(&e, MgrError::NotOwner { owner: Some(o) } if o == "gw2"),
+        "{e:?}"
+    );
+    mgr.lun_create(lun("x1", IQN, 3))
+        .await
+        .expect("a still takes LUNs");
+    assert!(mgr.detach_pool("nope").await.is_err());
+
+    // b comes back: its LUN serves its data again.
+    mgr.attach_pool("b", detached)
+        .await
+        .expect("attach b again");
+    view_b.set_groups(view(1, 1).groups());
+    let r = run_lun(&t, &n, 1, &read10(5), Bytes::new()).await;
+    assert_eq!(
+        (r.status, r.data_in.clone()),
+        (status::GOOD, db),
+        "pool b serves again"
+    );
+    assert!(
+        mgr.attach_pool("a", pool_a).await.is_err(),
+        "a is attached already"
+    );
+}
