@@ -660,4 +660,8 @@ async fn two_pools_attach_and_detach_one_at_a_time() {
         mgr.attach_pool("a", pool_a).await.is_err(),
         "a is attached already"
     );
+
+    // Owning b but not a (the first pool): listing snapshots still works, on b.
+    let _a = mgr.detach_pool("a").await.expect("detach a");
+    assert!(mgr.snapshot_list(None).await.is_ok());
 }

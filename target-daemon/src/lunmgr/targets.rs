@@ -59,9 +59,14 @@ impl LunManager {
             chap: None,
             luns: BTreeMap::new(),
         };
+        // A standby with no pool open refuses (naming the owner); a gateway owning any of
+        // its pools may create targets.
+        if self.open_pools().is_empty() {
+            self.pool()?;
+        }
         let scsi = ScsiTarget::with_pr_store(
             iqn,
-            self.pool()?.status().chunk_size,
+            self.chunk_size(&st),
             crate::scsi::pr::FileStore::for_data_dir(&self.data_dir),
         );
         st.targets.insert(iqn.to_string(), rec.clone());
