@@ -112,11 +112,11 @@ impl PoolHost for GatewayHost {
 
 /// Who counts as a live gateway when a reservation change's notify timed out on some
 /// watchers (ADR 0013): the gateways whose registry record advances (heartbeats) while
-/// the change is announced, and the owner this gateway's ALUA view names whatever its
-/// heartbeat.
+/// the change is announced, and the owners this gateway's ALUA views (one per pool) name
+/// whatever their heartbeat.
 struct PrLiveness {
     registry: Arc<GatewayRegistry>,
-    alua: Arc<AluaView>,
+    views: Vec<Arc<AluaView>>,
 }
 
 impl crate::shared::pr::LiveGateways for PrLiveness {
@@ -125,17 +125,18 @@ impl crate::shared::pr::LiveGateways for PrLiveness {
             .registry
             .list()
             .context("reading the gateway registry")?;
-        let owner = self.alua.owner();
+        let owners: Vec<String> = self.views.iter().filter_map(|v| v.owner()).collect();
         Ok(crate::shared::pr::Heartbeats {
             beats: records
                 .iter()
                 .filter(|r| r.instance != 0)
                 .map(|r| (r.instance, r.last_seen_unix))
                 .collect(),
-            owner: records
+            owners: records
                 .iter()
-                .find(|r| r.instance != 0 && owner.as_deref() == Some(r.name.as_str()))
-                .map(|r| r.instance),
+                .filter(|r| r.instance != 0 && owners.contains(&r.name))
+                .map(|r| r.instance)
+                .collect(),
         })
     }
 }
@@ -299,11 +300,9 @@ impl Gateway {
                 (name.clone(), v)
             })
             .collect();
-        // PR liveness counts the first pool's owner as live whatever its heartbeat (the
-        // owners of the other pools count by their heartbeat).
         pr_store.set_liveness(Arc::new(PrLiveness {
             registry: registry.clone(),
-            alua: alua.clone(),
+            views: views.iter().map(|(_, v)| v.clone()).collect(),
         }));
         let (lunmgr, targets) = LunManager::open_gateway(
             config,
