@@ -308,9 +308,46 @@ impl LunManager {
         // A takeover of a running group changes nothing in the state: not saving then
         // keeps the shared store's write (and its notify round) off the takeover's path.
         fill_geometry(&name, &pool, &mut st);
-        if !same_persisted(&before, &st) {
-            if let Err(e) = self.save(&st) {
-                tracing::warn!("pool attached, but the state could not be saved: {e}");
+        let mut conflicts = 0;
+        while !same_persisted(&before, &st) {
+            match self.save(&st) {
+                Ok(()) => break,
+                // Another gateway saved the shared state since this one last loaded it (it
+                // took another pool of the group over at the same time): seed again over
+                // its state, or what this takeover added (the LUNs of this pool the
+                // configuration names) would be lost with the next reload.
+                Err(MgrError::State(state::StateError::Conflict { .. })) if conflicts < 8 => {
+                    conflicts += 1;
+                    let fresh = match self.state_store().load() {
+                        Ok(Some(f)) => f,
+                        Ok(None) => State::default(),
+                        Err(e) => {
+                            tracing::warn!(
+                                "pool attached, but the state could not be reloaded: {e}"
+                            );
+                            break;
+                        }
+                    };
+                    tracing::info!(pool = %name, conflicts, "the shared state changed during the takeover: seeding again over it");
+                    let old = std::mem::replace(&mut *st, fresh);
+                    st.version = STATE_VERSION;
+                    seed::name_pools(&mut st, &self.default_pool());
+                    // The configuration first: a volume the first round created is taken
+                    // up (and mapped) as the configuration says, not adopted unmapped.
+                    if let Err(e) = seed::seed_from_config(&mut st, &self.config, &pools).await {
+                        tracing::error!(
+                            "pool attached, but the configuration could not be applied: {e:#}"
+                        );
+                    }
+                    clones::recover_interrupted(&mut st, &name, &pool).await;
+                    seed::adopt_orphans(&mut st, &name, &pool);
+                    fill_geometry(&name, &pool, &mut st);
+                    self.sync_targets(&old, &st);
+                }
+                Err(e) => {
+                    tracing::warn!("pool attached, but the state could not be saved: {e}");
+                    break;
+                }
             }
         }
         self.spawn_space_watch(&name, &pool);

@@ -665,3 +665,116 @@ async fn two_pools_attach_and_detach_one_at_a_time() {
     let _a = mgr.detach_pool("a").await.expect("detach a");
     assert!(mgr.snapshot_list(None).await.is_ok());
 }
+
+/// A shared store where another gateway saves (a target of its own) just before this
+/// gateway's first save, as when two gateways take two pools of a group over at once.
+struct RacyStore {
+    inner: Mutex<(Option<state::State>, u64)>,
+    raced: std::sync::atomic::AtomicBool,
+}
+
+impl state::StateStore for RacyStore {
+    fn load(&self) -> Result<Option<state::State>, state::StateError> {
+        let g = self.inner.lock();
+        Ok(g.0.clone().inspect(|s| s.store_version.set(g.1)))
+    }
+
+    fn save(&self, st: &state::State) -> Result<(), state::StateError> {
+        let mut g = self.inner.lock();
+        if !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let mut other = g.0.clone().unwrap_or_default();
+            other.targets.insert(
+                IQN2.into(),
+                state::TargetRecord {
+                    iqn: IQN2.into(),
+                    fabric: Fabric::Iscsi,
+                    alias: None,
+                    allow_any: true,
+                    initiators: Vec::new(),
+                    chap: None,
+                    luns: Default::default(),
+                },
+            );
+            g.0 = Some(other);
+            g.1 += 1;
+        }
+        if st.store_version.get() != g.1 {
+            return Err(state::StateError::Conflict {
+                object: "racy".into(),
+            });
+        }
+        g.1 += 1;
+        g.0 = Some(st.clone());
+        st.store_version.set(g.1);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "racy".into()
+    }
+}
+
+/// Two gateways take two pools over at once: the other one's save lands first, this
+/// one's is refused as a conflict. The takeover seeds again over the other's state, so the
+/// shared state ends with both the other's change and this pool's configured LUN, mapped
+/// (before, the LUN was in this gateway's memory only, and gone at the next reload).
+#[tokio::test]
+async fn a_takeover_whose_save_conflicts_seeds_again_over_the_newer_state() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::local(ByteSize::mib(64))
+        .with_pools(&[("a", ByteSize::mib(64)), ("b", ByteSize::mib(64))])
+        .with_data_dir(d.path())
+        .with_target(
+            TargetCfg::iscsi(IQN)
+                .with_lun(crate::config::LunCfg::new(0, "a0", ByteSize::mib(4)).in_pool("a"))
+                .with_lun(crate::config::LunCfg::new(1, "b0", ByteSize::mib(4)).in_pool("b")),
+        );
+    let pool_b = Pool::open_or_create(
+        &d.path().join("pool-b"),
+        &PoolOptions {
+            capacity_bytes: Some(64 << 20),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("pool b");
+    let view_a = view(1, 2);
+    let (mgr, _) = LunManager::open_gateway(
+        &cfg,
+        GatewayOpen {
+            pool: None,
+            state: Some(state::State::default()),
+            alua: view_a.clone(),
+            pool_alua: vec![
+                ("a".into(), view_a.clone()),
+                ("b".into(), view_a.sibling(vec![])),
+            ],
+            pr_store: None,
+            volatile_write_cache: true,
+        },
+    )
+    .await
+    .expect("open standby");
+    let store = Arc::new(RacyStore {
+        inner: Mutex::new((None, 0)),
+        raced: false.into(),
+    });
+    mgr.set_state_store(store.clone());
+    mgr.attach_pool("b", pool_b).await.expect("attach b");
+    let saved = store.inner.lock().0.clone().expect("saved");
+    assert!(
+        saved.targets.contains_key(IQN2),
+        "the other gateway's change stays"
+    );
+    assert_eq!(
+        saved
+            .targets
+            .get(IQN)
+            .and_then(|t| t.luns.get(&1))
+            .map(String::as_str),
+        Some("b0"),
+        "b0 is mapped in the shared state"
+    );
+    assert_eq!(saved.luns.get("b0").map(|r| r.pool.as_str()), Some("b"));
+    assert!(mgr.scsi_target(IQN).is_some_and(|t| t.luns() == [1]));
+}
