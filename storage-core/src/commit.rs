@@ -53,15 +53,23 @@ impl PoolInner {
                 return Ok(());
             }
             let inner = self.clone();
-            let appended =
-                tokio::task::spawn_blocking(move || append_locked(&inner, &mut guard, false))
-                    .await
-                    .map_err(|e| {
-                        StorageError::io(
-                            "appending to the journal",
-                            std::io::Error::other(e.to_string()),
-                        )
-                    })??;
+            // The append owns the journal lock until its write is done, even if this future
+            // is dropped meanwhile: an abandoned write of the open block landing after a later
+            // version of it would take records back out.
+            let appended = if self.dev.prefers_large_io() {
+                // RBD: an asynchronous write, whose completion wakes this task; a blocking
+                // librbd call would cost two more thread hand-offs (to the blocking pool and
+                // back) on every first write's acknowledgement.
+                tokio::spawn(async move { append_async(&inner, &mut guard).await }).await
+            } else {
+                tokio::task::spawn_blocking(move || append_locked(&inner, &mut guard, false)).await
+            }
+            .map_err(|e| {
+                StorageError::io(
+                    "appending to the journal",
+                    std::io::Error::other(e.to_string()),
+                )
+            })??;
             if !appended {
                 // The journal is full: a checkpoint (which also makes the records durable)
                 // is the way to get them on disk.
@@ -139,59 +147,117 @@ fn fail<T>(inner: &PoolInner, what: &str, e: StorageError) -> Result<T> {
 /// (the commit thread, before it seals) the open block is closed: the cursor moves past it,
 /// so the seal covers it and nothing rewrites it again.
 pub(crate) fn append_locked(inner: &PoolInner, sbs: &mut SbState, close: bool) -> Result<bool> {
-    let open_len = sbs.open.as_ref().map_or(0, |o| o.records.len());
-    let taken = {
-        let mut st = inner.state.write();
-        st.check_failed()?;
-        if st.nrecs == 0 {
-            None
-        } else {
-            let joins = open_len > 0 && block_len(open_len + st.recs.buf.len()) <= PAGE;
-            let (at, len) = if joins {
-                (sbs.journal_off, block_len(open_len + st.recs.buf.len()))
-            } else {
-                (
-                    sbs.journal_off + open_block_len(sbs),
-                    block_len(st.recs.buf.len()),
-                )
-            };
-            if at + len > inner.layout.journal_len {
-                return Ok(false);
+    let appended = match prepare_append(inner, sbs)? {
+        Append::Full => return Ok(false),
+        Append::Nothing => true,
+        Append::Block(b) => {
+            if let Err(e) = inner.dev.write_at(&b.block, b.at) {
+                return fail(inner, "journal append failed", io("writing the journal", e));
             }
-            let payload = std::mem::take(&mut st.recs.buf);
-            let nrecs = std::mem::replace(&mut st.nrecs, 0);
-            let frees = std::mem::take(&mut st.pending);
-            Some((joins, payload, nrecs, frees, st.lsn))
+            b.written(inner, sbs);
+            true
         }
     };
-    if let Some((joins, payload, nrecs, frees, end)) = taken {
-        if !joins {
-            close_open(sbs);
-        }
-        sbs.backlog.extend_from_slice(&payload);
-        let open = sbs.open.get_or_insert_with(OpenBlock::default);
-        open.records.extend_from_slice(&payload);
-        open.nrecs += nrecs;
-        let block = build_block(
-            &inner.uuid,
-            &sbs.boot,
-            sbs.next_seq,
-            open.nrecs,
-            &open.records,
-        );
-        if let Err(e) = inner
-            .dev
-            .write_at(&block, inner.layout.journal_off + sbs.journal_off)
-        {
-            return fail(inner, "journal append failed", io("writing the journal", e));
-        }
-        sbs.unsealed_frees.extend(frees);
-        inner.published_lsn.fetch_max(end, Ordering::AcqRel);
-    }
     if close {
         close_open(sbs);
     }
-    Ok(true)
+    Ok(appended)
+}
+
+/// [`append_locked`] without closing the open block, writing the block with an asynchronous
+/// device write (RBD's aio) instead of a blocking one. The caller holds the journal lock
+/// until this returns, dropped or not (see [`PoolInner::publish`]).
+async fn append_async(inner: &PoolInner, sbs: &mut SbState) -> Result<bool> {
+    match prepare_append(inner, sbs)? {
+        Append::Full => Ok(false),
+        Append::Nothing => Ok(true),
+        Append::Block(mut b) => {
+            let block = bytes::Bytes::from(std::mem::take(&mut b.block));
+            if let Err(e) = inner.io.write(b.at, vec![block]).await {
+                return fail(inner, "journal append failed", e);
+            }
+            b.written(inner, sbs);
+            Ok(true)
+        }
+    }
+}
+
+/// What an append has to do, decided under the journal lock.
+enum Append {
+    /// Nothing is buffered.
+    Nothing,
+    /// The records do not fit the journal: a checkpoint is due.
+    Full,
+    /// Write this block.
+    Block(BlockWrite),
+}
+
+/// A journal block to write, and what becomes true once it is written.
+struct BlockWrite {
+    block: Vec<u8>,
+    /// Device offset.
+    at: u64,
+    frees: Vec<u64>,
+    /// The LSN the block covers.
+    end: u64,
+}
+
+impl BlockWrite {
+    /// The block is written: its frees wait for the seal, its records are published.
+    fn written(self, inner: &PoolInner, sbs: &mut SbState) {
+        sbs.unsealed_frees.extend(self.frees);
+        inner.published_lsn.fetch_max(self.end, Ordering::AcqRel);
+    }
+}
+
+/// Take the buffered records into the open block (or a new one) and build the block to
+/// write; see [`append_locked`].
+fn prepare_append(inner: &PoolInner, sbs: &mut SbState) -> Result<Append> {
+    let open_len = sbs.open.as_ref().map_or(0, |o| o.records.len());
+    let (joins, payload, nrecs, frees, end) = {
+        let mut st = inner.state.write();
+        st.check_failed()?;
+        if st.nrecs == 0 {
+            return Ok(Append::Nothing);
+        }
+        let joins = open_len > 0 && block_len(open_len + st.recs.buf.len()) <= PAGE;
+        let (at, len) = if joins {
+            (sbs.journal_off, block_len(open_len + st.recs.buf.len()))
+        } else {
+            (
+                sbs.journal_off + open_block_len(sbs),
+                block_len(st.recs.buf.len()),
+            )
+        };
+        if at + len > inner.layout.journal_len {
+            return Ok(Append::Full);
+        }
+        let payload = std::mem::take(&mut st.recs.buf);
+        let nrecs = std::mem::replace(&mut st.nrecs, 0);
+        let frees = std::mem::take(&mut st.pending);
+        (joins, payload, nrecs, frees, st.lsn)
+    };
+    if !joins {
+        close_open(sbs);
+    }
+    // The checkpoint replica applies every record the journal receives (see `SbState::backlog`).
+    sbs.backlog.extend_from_slice(&payload);
+    let open = sbs.open.get_or_insert_with(OpenBlock::default);
+    open.records.extend_from_slice(&payload);
+    open.nrecs += nrecs;
+    let block = build_block(
+        &inner.uuid,
+        &sbs.boot,
+        sbs.next_seq,
+        open.nrecs,
+        &open.records,
+    );
+    Ok(Append::Block(BlockWrite {
+        block,
+        at: inner.layout.journal_off + sbs.journal_off,
+        frees,
+        end,
+    }))
 }
 
 /// One page: an open block is rewritten only while it fits one.

@@ -32,6 +32,19 @@ const UNMAP_SCAN_LIMIT: u64 = 4096;
 /// takes, large enough that a run costs one round trip for any usual transfer.
 const MAX_RUN: usize = 64 << 20;
 
+/// Zeros a first write into a chunk nothing below the volume maps is padded with: shared,
+/// so a 4 KiB first write into a 64 KiB chunk allocates, clears and copies nothing.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// `n` zero bytes as pieces of [`ZEROS`], appended to `out`.
+fn push_zeros(out: &mut Vec<Bytes>, mut n: usize) {
+    while n > 0 {
+        let k = n.min(ZEROS.len());
+        out.push(Bytes::from_static(&ZEROS[..k]));
+        n -= k;
+    }
+}
+
 struct Piece {
     index: u64,
     off: usize,
@@ -494,17 +507,23 @@ impl Volume {
                 .cow_ops
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let body: Vec<Bytes> = if off == 0 && len == cs as usize {
-            parts
-        } else {
-            if old.is_some() {
+        let body: Vec<Bytes> = match old {
+            _ if off == 0 && len == cs as usize => parts,
+            None => {
+                // Nothing to copy: the write between zeros, gathered by the device write.
+                let mut body = Vec::with_capacity(parts.len() + 4);
+                push_zeros(&mut body, off);
+                let tail = cs as usize - off - len;
+                body.extend(parts);
+                push_zeros(&mut body, tail);
+                body
+            }
+            Some(q) => {
                 self.inner
                     .stats
                     .cow_bytes
                     .fetch_add(cs, std::sync::atomic::Ordering::Relaxed);
-            }
-            let mut base = match old {
-                Some(q) => match self
+                let mut base = match self
                     .inner
                     .io
                     .read(self.inner.layout.chunk_offset(q), cs as usize)
@@ -518,15 +537,14 @@ impl Volume {
                             .allocation_done(self.id, full, Some(phys));
                         return Err(e);
                     }
-                },
-                None => vec![0u8; cs as usize],
-            };
-            let mut o = off;
-            for b in &parts {
-                base[o..o + b.len()].copy_from_slice(b);
-                o += b.len();
+                };
+                let mut o = off;
+                for b in &parts {
+                    base[o..o + b.len()].copy_from_slice(b);
+                    o += b.len();
+                }
+                vec![Bytes::from(base)]
             }
-            vec![Bytes::from(base)]
         };
         if let Err(e) = self
             .inner

@@ -5,11 +5,11 @@
 //! several writer tasks write and unmap blocks of every live volume (first writes, in-place
 //! overwrites and copy-on-write of shared chunks, some requests crossing chunk boundaries),
 //! and an admin task snapshots, clones (live and from snapshots), creates, deletes volumes
-//! and snapshots in any order, rolls back, splits clones, reconciles, flushes and takes
-//! checkpoints, concurrently with that I/O. Every operation is reported to the parent over a
-//! pipe (stdout) before it is issued and again once it was acknowledged, each with a number
-//! from one counter, so the parent knows the order of every acknowledgement against every
-//! issue.
+//! and snapshots in any order, rolls back, resizes volumes (grow and shrink, to any block
+//! count, so chunk tails are cut and regrown), splits clones, reconciles, flushes and takes
+//! checkpoints, concurrently with that I/O. Every operation is reported to the parent over a pipe (stdout) before it is
+//! issued and again once it was acknowledged, each with a number from one counter, so the
+//! parent knows the order of every acknowledgement against every issue.
 //!
 //! After the kill the parent reopens the pool, requires `check` to be clean, and checks every
 //! view (volumes and, through a clone, snapshots) against a model of what the crash may
@@ -23,11 +23,14 @@
 //! - an operation issued but not acknowledged may or may not have happened (a write, for
 //!   each block on its own; a view it would create or delete may exist or not);
 //! - nothing else: no view that was never created or was deleted for good, no block holding
-//!   a value never written to it (each write's blocks carry a unique tag).
+//!   a value never written to it (each write's blocks carry a unique tag), no size but the
+//!   last acknowledged one or one of a resize or rollback issued but not acknowledged, and a
+//!   block beyond a shrink reads zeros once the volume grows again.
 //!
 //! Content is captured exactly: snapshot, live clone and rollback of a volume first wait for
 //! the writes in flight on that volume (a lock of the harness, not of the store), so a
-//! snapshot holds precisely the writes acknowledged before it began. Deletes, clones of
+//! snapshot holds precisely the writes acknowledged before it began; resizes wait the same
+//! way, so writers pick blocks within the size they see. Deletes, clones of
 //! snapshots, splits and flushes run freely against all I/O. Half the kills are aimed just
 //! after a delete or rollback was issued, while writers favour the volume it may merge
 //! chunks into: that is where issue 14's defect 3 lived (a view reading another's later
@@ -150,13 +153,20 @@ async fn writer(t: u64, seed: u64, iter: u64, reg: Arc<Registry>, hot: Arc<Hot>,
             tokio::time::sleep(Duration::from_millis(1)).await;
             continue;
         };
+        let _p = pause.read().await;
+        // Within the size, which resizes change only while no write holds the lock.
+        let size = vol.num_blocks().min(BLOCKS);
         let run = runs[rng.gen_range(0..runs.len())];
         let start = run * RUN;
-        let end = (start + RUN).min(BLOCKS);
+        if start >= size {
+            drop(_p);
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let end = (start + RUN).min(size);
         let lba = rng.gen_range(start..end);
         let n = rng.gen_range(1..=end - lba);
         debug_assert!((lba..lba + n).all(|b| owner(b) == t));
-        let _p = pause.read().await;
         match rng.gen_range(0..20) {
             0 => {
                 let b = rep.begin("F");
@@ -348,7 +358,23 @@ async fn admin(
                 let r = pool.checkpoint().await;
                 rep.end(b, r.is_ok());
             }
-            _ => {}
+            _ => {
+                let Some(v) = pick(&mut rng, &vols) else {
+                    continue;
+                };
+                let Some(pause) = pause_of(&v) else { continue };
+                // Any block count: chunk-aligned or not, smaller or larger than now.
+                let blocks = if rng.gen_bool(0.3) {
+                    BLOCKS
+                } else {
+                    rng.gen_range(1..=BLOCKS)
+                };
+                near(&mut rng, &|i| i.name == v);
+                let _w = pause.write().await;
+                let b = rep.begin(&format!("RS {v} {blocks}"));
+                let r = pool.resize_volume(&v, blocks * BS, true).await;
+                rep.end(b, r.is_ok());
+            }
         }
     }
 }
@@ -428,14 +454,23 @@ struct Hist {
 
 #[derive(Clone, Debug)]
 struct MView {
+    /// Every block up to [`BLOCKS`]; those beyond the size hold 0 (what they read once the
+    /// volume grows again).
     blocks: Vec<Hist>,
+    /// Size in blocks, as of the last acknowledged resize or rollback (durable: they are
+    /// administrative operations).
+    size: u64,
+    /// Sizes of resizes and rollbacks issued but not acknowledged since.
+    size_maybe: Vec<u64>,
     /// Must exist after the crash (else: may or may not).
     must: bool,
 }
 
 impl MView {
-    fn new(values: &[u64], must: bool) -> MView {
+    fn new(values: &[u64], size: u64, must: bool) -> MView {
         MView {
+            size,
+            size_maybe: Vec::new(),
             blocks: values
                 .iter()
                 .map(|&v| Hist {
@@ -547,18 +582,23 @@ fn apply(model: &mut Model, ops: &[Op]) -> (u64, usize) {
                 }
             }
             ["CREATE", name] if !is_end => {
-                model.insert(name.to_string(), MView::new(&[0; BLOCKS as usize], false));
+                model.insert(
+                    name.to_string(),
+                    MView::new(&[0; BLOCKS as usize], BLOCKS, false),
+                );
             }
             ["SNAP", vol, snap] if !is_end => {
                 if let Some(v) = model.get(*vol) {
                     let cur = v.current();
-                    model.insert(format!("{vol}@{snap}"), MView::new(&cur, false));
+                    let size = v.size;
+                    model.insert(format!("{vol}@{snap}"), MView::new(&cur, size, false));
                 }
             }
             ["CLONE", src, name] if !is_end => {
                 if let Some(v) = model.get(*src) {
                     let cur = v.current();
-                    model.insert(name.to_string(), MView::new(&cur, false));
+                    let size = v.size;
+                    model.insert(name.to_string(), MView::new(&cur, size, false));
                 }
             }
             ["CREATE", name] | ["CLONE", _, name] if acked => {
@@ -594,13 +634,41 @@ fn apply(model: &mut Model, ops: &[Op]) -> (u64, usize) {
                     v.must = false;
                 }
             }
+            ["RS", vol, blocks] if is_end || op.end.is_none() => {
+                let (Some(v), Ok(n)) = (model.get_mut(*vol), blocks.parse::<u64>()) else {
+                    continue;
+                };
+                // Issued with the volume's writes held back, like a rollback.
+                if acked {
+                    v.size = n;
+                    v.size_maybe.clear();
+                } else {
+                    v.size_maybe.push(n);
+                }
+                for h in v.blocks.iter_mut().skip(n as usize) {
+                    if acked {
+                        h.acked.push((op.seq, 0));
+                    } else {
+                        h.maybe.push(0);
+                    }
+                }
+            }
             ["RB", vol, snap] if is_end || op.end.is_none() => {
-                let Some(s) = model.get(&format!("{vol}@{snap}")).map(MView::current) else {
+                let Some((s, ssize)) = model
+                    .get(&format!("{vol}@{snap}"))
+                    .map(|s| (s.current(), s.size))
+                else {
                     continue;
                 };
                 let Some(v) = model.get_mut(*vol) else {
                     continue;
                 };
+                if acked {
+                    v.size = ssize;
+                    v.size_maybe.clear();
+                } else {
+                    v.size_maybe.push(ssize);
+                }
                 for (h, &val) in v.blocks.iter_mut().zip(&s) {
                     if acked {
                         // Issued with the volume's writes held back: the rollback's value
@@ -631,7 +699,7 @@ fn allowed(h: &Hist, reboot: bool, barrier: u64) -> Vec<u64> {
     v
 }
 
-async fn read_view(pool: &Pool, name: &str) -> Vec<u64> {
+async fn read_view(pool: &Pool, name: &str, blocks: u64) -> Vec<u64> {
     let reader = if name.contains('@') {
         pool.clone_volume(name, "verify", None)
             .await
@@ -643,7 +711,7 @@ async fn read_view(pool: &Pool, name: &str) -> Vec<u64> {
     let data = pool
         .volume(reader)
         .expect("volume")
-        .read(0, BLOCKS as u32)
+        .read(0, blocks as u32)
         .await
         .expect("read");
     if reader == "verify" {
@@ -692,7 +760,10 @@ async fn run(seed: u64, iters: u64) {
         pool.create_volume(v, BLOCKS * BS, BS as u32, Guarantee::None)
             .await
             .expect("volume");
-        model.insert(v.to_string(), MView::new(&[0; BLOCKS as usize], true));
+        model.insert(
+            v.to_string(),
+            MView::new(&[0; BLOCKS as usize], BLOCKS, true),
+        );
     }
     pool.close().await.expect("close");
     drop(pool);
@@ -749,7 +820,7 @@ async fn run(seed: u64, iters: u64) {
                             let _ = ready_tx.send(());
                         }
                         let admin = l.starts_with("B ")
-                            && matches!(l.split(' ').nth(2), Some("DELV" | "DELS" | "RB"));
+                            && matches!(l.split(' ').nth(2), Some("DELV" | "DELS" | "RB" | "RS"));
                         if admin {
                             admin_ops += 1;
                             if let Some((_, us)) = aim.filter(|a| a.0 == admin_ops) {
@@ -805,12 +876,17 @@ async fn run(seed: u64, iters: u64) {
         let pool = Pool::open(dir.path()).await.expect("reopen after the kill");
         let report = pool.check().await.expect("check");
         assert!(report.is_clean(), "{ctx}: check: {:?}", report.errors);
-        let mut actual: Vec<String> = pool.volumes().into_iter().map(|v| v.name).collect();
-        actual.extend(
+        let mut sizes: BTreeMap<String, u64> = pool
+            .volumes()
+            .into_iter()
+            .map(|v| (v.name, v.size_bytes / BS))
+            .collect();
+        sizes.extend(
             pool.snapshots(None)
                 .into_iter()
-                .map(|s| format!("{}@{}", s.volume, s.name)),
+                .map(|s| (format!("{}@{}", s.volume, s.name), s.size_bytes / BS)),
         );
+        let actual: Vec<String> = sizes.keys().cloned().collect();
         for name in &actual {
             assert!(
                 model.contains_key(name),
@@ -823,7 +899,14 @@ async fn run(seed: u64, iters: u64) {
                 assert!(!v.must, "{ctx}: '{name}' is gone but no delete was issued");
                 continue;
             }
-            let got = read_view(&pool, name).await;
+            let size = sizes.get(name).copied().unwrap_or(0);
+            assert!(
+                size == v.size || v.size_maybe.contains(&size),
+                "{ctx}: '{name}' has {size} blocks, allowed {} or one of {:?}",
+                v.size,
+                v.size_maybe
+            );
+            let mut got = read_view(&pool, name, size).await;
             for (b, (h, &g)) in v.blocks.iter().zip(&got).enumerate() {
                 let ok = allowed(h, reboot, barrier);
                 assert!(
@@ -837,7 +920,9 @@ async fn run(seed: u64, iters: u64) {
                     }
                 );
             }
-            next.insert(name.clone(), MView::new(&got, true));
+            // Beyond the size: zeros once it grows again.
+            got.resize(BLOCKS as usize, 0);
+            next.insert(name.clone(), MView::new(&got, size, true));
         }
         total_views += next.len();
         model = next;

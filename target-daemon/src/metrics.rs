@@ -95,6 +95,7 @@ pub struct Metrics {
     tmf_requests: IntCounterVec,
     limit_refusals: IntCounterVec,
     write_buffer: IntGauge,
+    read_buffer: IntGauge,
     pool_capacity: IntGaugeVec,
     pool_used: IntGaugeVec,
     pool_free: IntGaugeVec,
@@ -429,6 +430,11 @@ impl Metrics {
                 "lunar_iscsi_write_buffer_bytes",
                 "WRITE data reserved in the write buffer budget (limits.write_buffer_bytes)",
             ),
+            read_buffer: gauge(
+                &r,
+                "lunar_iscsi_read_buffer_bytes",
+                "Data-In held for initiators in the read buffer budget (limits.read_buffer_bytes): reserved for READs running or answers not yet written to the socket",
+            ),
             pool_capacity: gauge_vec(
                 &r,
                 "lunar_pool_capacity_bytes",
@@ -750,6 +756,11 @@ impl Metrics {
     /// The write buffer budget grew (or, negative, shrank) by `delta` bytes.
     pub fn write_buffer_delta(&self, delta: i64) {
         self.write_buffer.add(delta);
+    }
+
+    /// The read buffer budget grew (or, negative, shrank) by `delta` bytes.
+    pub fn read_buffer_delta(&self, delta: i64) {
+        self.read_buffer.add(delta);
     }
 
     /// A flush request reached the pool.

@@ -7,6 +7,11 @@
 //! `config export`, the state file through serde) call by name. Serde sees a plain string,
 //! so `state.json`, the YAML and the admin JSON keep their format.
 //!
+//! A `Secret` wipes its text from memory when it is dropped (zeroize), as do the buffers
+//! the text passes through on its way in (the token file's contents): a core dump, a
+//! swapped-out page or a later allocation reusing the memory then holds no old secret. Each
+//! clone is a copy of its own and is wiped with it.
+//!
 //! [`read_private_file`] reads a token file the way ssh reads a private key: a file that the
 //! group or others may access, or that another user owns, is refused with the command that
 //! fixes it, because a secret anyone can read is not a secret.
@@ -17,8 +22,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-/// A secret string whose `Debug` and `Display` print `<redacted>`.
+/// A secret string whose `Debug` and `Display` print `<redacted>`, wiped when dropped.
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -47,6 +53,22 @@ impl Secret {
         self.0.is_empty()
     }
 }
+
+impl Secret {
+    /// Overwrites the text with zeros (all of the allocation, spare capacity included) and
+    /// empties it; what dropping a `Secret` does.
+    fn wipe(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+impl ZeroizeOnDrop for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -160,7 +182,7 @@ pub fn read_private_file(path: &Path) -> Result<Secret, PrivateFileError> {
             me,
         });
     }
-    let mut text = String::new();
+    let mut text = Zeroizing::new(String::new());
     f.read_to_string(&mut text).map_err(io)?;
     let t = text.trim();
     if t.is_empty() {
@@ -184,6 +206,27 @@ mod tests {
             format!("Some({REDACTED})")
         );
         assert_eq!(s.expose(), "hunter2-hunter2");
+    }
+
+    /// Dropping wipes: every byte of the allocation the text lived in is zero (checked on
+    /// the live allocation through `wipe`, which is all `Drop` does), and the type says so.
+    #[test]
+    fn a_secret_is_wiped_when_dropped() {
+        fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+        wiped_on_drop::<Secret>();
+        let mut s = Secret::new(String::from("hunter2-hunter2-hunter2"));
+        let (ptr, cap) = (s.0.as_ptr(), s.0.capacity());
+        s.wipe();
+        assert!(s.is_empty());
+        assert_eq!(
+            (s.0.as_ptr(), s.0.capacity()),
+            (ptr, cap),
+            "same allocation"
+        );
+        // SAFETY: the allocation is still owned by `s` (a cleared String keeps its buffer)
+        // and every byte of it was written (by the original text and by the wipe).
+        let bytes = unsafe { std::slice::from_raw_parts(ptr, cap) };
+        assert!(bytes.iter().all(|&b| b == 0), "{bytes:?}");
     }
 
     #[test]

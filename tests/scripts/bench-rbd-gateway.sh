@@ -6,6 +6,12 @@
 #     LUNAR_CEPH_CONF=/path/ceph.conf bash tests/scripts/bench-rbd-gateway.sh
 #     RUNS=5 SECONDS_PER_RUN=10 LUNAR_CEPH_CONF=... bash tests/scripts/bench-rbd-gateway.sh
 #     WORKLOADS="randread1 seqwrite" LUNAR_CEPH_CONF=... bash tests/scripts/bench-rbd-gateway.sh
+#     BASE_LUNARD_BIN=/path/to/older/lunard LUNAR_CEPH_CONF=... bash tests/scripts/bench-rbd-gateway.sh
+#
+# With BASE_LUNARD_BIN a second gateway (e.g. the build before a change; its own group, port
+# and image) runs beside the first and takes its turn in the same alternation (base, lunard,
+# fio-rbd, base, ...), so a before/after comparison sees the same machine and cluster load;
+# the table gains the base figures and base / fio-rbd.
 #
 # What runs:
 #   - ONE lunard gateway (an `ha:` section, `pool.rbd`; docs/ha.md) on 127.0.0.1 with a port
@@ -74,26 +80,29 @@ rbdc() { rbd -c "$CONF" --id admin -p "$RBD_POOL" "$@"; }
 radosc() { rados -c "$CONF" --id admin -p "$RBD_POOL" "$@"; }
 
 group=bench-$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
-lunar_image=lunar-$group
 fio_image=$group-fio
 fresh_image=$group-fresh
 work=$(mktemp -d /tmp/lunar-rbd-bench.XXXXXX)
-lunard_pid=""
+gateway_pids=()
+gateway_groups=()
 cleanup() {
   set +e
-  if [ -n "$lunard_pid" ]; then
-    kill -TERM "$lunard_pid" 2>/dev/null
-    for _ in $(seq 300); do kill -0 "$lunard_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$lunard_pid" 2>/dev/null
-    wait "$lunard_pid" 2>/dev/null
-  fi
-  for img in "$lunar_image" "$fio_image" "$fresh_image"; do
+  local pid g
+  for pid in "${gateway_pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  for img in "${gateway_groups[@]/#/lunar-}" "$fio_image" "$fresh_image"; do
     rbdc info "$img" >/dev/null 2>&1 || continue
     # A killed client's watch lingers until the OSD times it out (~30 s).
     for _ in $(seq 12); do rbdc rm --no-progress "$img" >/dev/null 2>&1 && break; sleep 5; done
     rbdc info "$img" >/dev/null 2>&1 && echo "could not remove image $RBD_POOL/$img"
   done
-  radosc ls 2>/dev/null | grep -F "lunar.$group." | while read -r obj; do radosc rm "$obj"; done
+  for g in "${gateway_groups[@]}"; do
+    radosc ls 2>/dev/null | grep -F "lunar.$g." | while read -r obj; do radosc rm "$obj"; done
+  done
   left=$(radosc ls 2>/dev/null | grep -cF "$group" || true)
   [ "$left" = 0 ] || echo "left in RADOS pool $RBD_POOL: $left objects naming $group"
   rm -rf "$work"
@@ -104,19 +113,24 @@ trap 'exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# --- the gateway --------------------------------------------------------------------------
-port=$(free_port)
-cat >"$work/lunard.yaml" <<EOF
-data_dir: $work/data
+# --- the gateway(s) -----------------------------------------------------------------------
+# start_gateway NAME BIN: one HA gateway of its own group ($group-NAME), work directory, port
+# and image (lunar-$group-NAME); sets started_pid and started_port.
+start_gateway() {
+  local name=$1 bin=$2 g=$group-$1 dir=$work/$1 port
+  mkdir -p "$dir"
+  port=$(free_port)
+  cat >"$dir/lunard.yaml" <<EOF
+data_dir: $dir/data
 pool:
   rbd:
-    image: $lunar_image
+    image: lunar-$g
   chunk_size: ${CHUNK_KIB}KiB
   capacity: $((4 * RUNS + 2))GiB
 portals:
   - listen: 127.0.0.1:$port
 ha:
-  group: $group
+  group: $g
   gateway: gw1
   port_group: 1
   ceph:
@@ -134,25 +148,41 @@ targets:
         volume: fresh
         size: $((4 * RUNS))GiB
 EOF
-"$LUNARD" --config "$work/lunard.yaml" --no-metrics --log-level warn,lunard=info >"$work/lunard.log" 2>&1 &
-lunard_pid=$!
-role=""
-for _ in $(seq 600); do
-  kill -0 "$lunard_pid" 2>/dev/null || break
-  role=$("$LUNARCTL" --socket "$work/data/admin.sock" --json ha status 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["role"])' 2>/dev/null || true)
-  [ "$role" = active ] && break
-  sleep 0.1
-done
-[ "$role" = active ] || { echo "the gateway did not become active (role '$role'):"; tail -50 "$work/lunard.log"; exit 1; }
-epoch() {
-  "$LUNARCTL" --socket "$work/data/admin.sock" --json ha status |
+  "$bin" --config "$dir/lunard.yaml" --no-metrics --log-level warn,lunard=info >"$dir/lunard.log" 2>&1 &
+  started_pid=$!
+  started_port=$port
+  gateway_pids+=("$started_pid")
+  gateway_groups+=("$g")
+  local role=""
+  for _ in $(seq 600); do
+    kill -0 "$started_pid" 2>/dev/null || break
+    role=$("$LUNARCTL" --socket "$dir/data/admin.sock" --json ha status 2>/dev/null |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["role"])' 2>/dev/null || true)
+    [ "$role" = active ] && break
+    sleep 0.1
+  done
+  [ "$role" = active ] || { echo "gateway $name did not become active (role '$role'):"; tail -50 "$dir/lunard.log"; exit 1; }
+}
+epoch() { # NAME
+  "$LUNARCTL" --socket "$work/$1/data/admin.sock" --json ha status |
     python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["role"], s["epoch"])'
 }
-start_state=$(epoch)
-URL0="iscsi://127.0.0.1:$port/$IQN/0"
-URL1="iscsi://127.0.0.1:$port/$IQN/1"
-echo "group $group: gateway active on 127.0.0.1:$port (image $RBD_POOL/$lunar_image); fio-rbd images $fio_image, $fresh_image"
+start_gateway main "$LUNARD"
+lunard_pid=$started_pid
+port=$started_port
+start_state=$(epoch main)
+sides=(lunard rbd)
+base_pid=""
+if [ -n "${BASE_LUNARD_BIN:-}" ]; then
+  start_gateway base "$BASE_LUNARD_BIN"
+  base_pid=$started_pid
+  base_port=$started_port
+  base_start=$(epoch base)
+  sides=(base lunard rbd)
+fi
+echo "group $group-main: gateway active on 127.0.0.1:$port (image $RBD_POOL/lunar-$group-main); fio-rbd images $fio_image, $fresh_image"
+[ -n "$base_pid" ] &&
+  echo "group $group-base: base gateway ($BASE_LUNARD_BIN) active on 127.0.0.1:$base_port (image $RBD_POOL/lunar-$group-base)"
 
 rbdc create --size 1G "$fio_image"
 rbdc create --size "$((4 * RUNS))G" "$fresh_image"
@@ -166,20 +196,23 @@ text = sys.stdin.read()
 job = json.loads(text[text.index("{"):])["jobs"][0][sys.argv[1]]
 print("%.0f %.1f" % (job["iops"], job["bw_bytes"] / 1048576))' "$1"
 }
-# run_fio SIDE RW BS QD [fio options]: one fio job on lunard (SIDE lunard, LUN 0) or on the
-# 1 GiB RBD image (SIDE rbd); prints "IOPS MiB/s". --url=/--image= options pick another.
+# run_fio SIDE RW BS QD [fio options]: one fio job on a gateway (SIDE lunard or base, LUN 0)
+# or on the 1 GiB RBD image (SIDE rbd); prints "IOPS MiB/s". A first option --fresh picks LUN
+# 1 / the second image.
 run_fio() {
   local side=$1 rw=$2 bs=$3 qd=$4 out
   shift 4
   local -a target
-  if [ "$side" = lunard ]; then
-    local url=$URL0
-    if [ "${1:-}" = --url ]; then url=$2; shift 2; fi
+  if [ "$side" != rbd ]; then
+    local p=$port lun=0
+    [ "$side" = base ] && p=$base_port
+    if [ "${1:-}" = --fresh ]; then lun=1; shift; fi
+    local url="iscsi://127.0.0.1:$p/$IQN/$lun"
     # fio splits file names at ':'; the URL's colons are escaped.
     target=("$FIO" --ioengine=libiscsi --initiator=iqn.2026-11.io.lunar.bench:fio "--filename=${url//:/\\:}")
   else
     local image=$fio_image
-    if [ "${1:-}" = --url ]; then image=$fresh_image; shift 2; fi
+    if [ "${1:-}" = --fresh ]; then image=$fresh_image; shift; fi
     target=("$FIO_RBD" --ioengine=rbd --clientname=admin "--pool=$RBD_POOL" "--rbdname=$image")
   fi
   out=$("${target[@]}" --name=bench --rw="$rw" --bs="$bs" --iodepth="$qd" --randrepeat=0 \
@@ -190,6 +223,7 @@ timed=(--time_based "--runtime=$SECONDS_PER_RUN" --size=1g)
 
 echo "filling LUN 0 and the 1 GiB image (1 MiB sequential writes, QD8)..."
 echo "  lunard:  $(run_fio lunard write 1M 8 --size=1g | awk '{print $2}') MiB/s"
+[ -n "$base_pid" ] && echo "  base:    $(run_fio base write 1M 8 --size=1g | awk '{print $2}') MiB/s"
 echo "  fio-rbd: $(run_fio rbd write 1M 8 --size=1g | awk '{print $2}') MiB/s"
 
 declare -A result title=(
@@ -212,7 +246,7 @@ measure() { # workload side run
     seqread) run_fio "$2" read 1M 4 "${timed[@]}" ;;
     seqwrite) run_fio "$2" write 1M 4 "${timed[@]}" ;;
     # The run's own 4 GiB of the fresh LUN / image, chunk-aligned offsets.
-    freshwrite32) run_fio "$2" randwrite 4k 32 --url "$URL1" --offset="$((($3 - 1) << 32))" --size=4g \
+    freshwrite32) run_fio "$2" randwrite 4k 32 --fresh --offset="$((($3 - 1) << 32))" --size=4g \
       --blockalign="${CHUNK_KIB}k" --io_size="$((FRESH_IOS * 4))k" ;;
   esac
 }
@@ -221,7 +255,7 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) pri
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 for w in "${workloads[@]}"; do
   for r in $(seq "$RUNS"); do
-    for side in lunard rbd; do
+    for side in "${sides[@]}"; do
       v=$(measure "$w" "$side" "$r" || true)
       [ -n "$v" ] || { echo "  $w run $r $side: no result"; v="0 0"; }
       result[$w,$side,iops]+="${v% *} "
@@ -232,24 +266,42 @@ for w in "${workloads[@]}"; do
   done
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-kill -0 "$lunard_pid" 2>/dev/null || { echo "lunard died during the benchmark:"; tail -50 "$work/lunard.log"; exit 1; }
-end_state=$(epoch)
+kill -0 "$lunard_pid" 2>/dev/null || { echo "lunard died during the benchmark:"; tail -50 "$work/main/lunard.log"; exit 1; }
+end_state=$(epoch main)
 [ "$start_state" = "$end_state" ] ||
   echo "warning: the gateway's role/epoch changed during the run ($start_state -> $end_state): figures include a takeover"
+if [ -n "$base_pid" ]; then
+  kill -0 "$base_pid" 2>/dev/null || { echo "the base lunard died during the benchmark:"; tail -50 "$work/base/lunard.log"; exit 1; }
+  base_end=$(epoch base)
+  [ "$base_start" = "$base_end" ] ||
+    echo "warning: the base gateway's role/epoch changed during the run ($base_start -> $base_end)"
+fi
 
 cell() { echo "${result[$1,$2,$3]:-}" | tr ' ' '\n' | grep . | median; }
 ratio() { awk -v l="$1" -v g="$2" 'BEGIN {if (g > 0) printf "%.2f", l / g; else print "n/a"}'; }
 echo
 echo "$(nproc) CPUs, $(uname -r), load average $load_start at the start, $load_end at the end;"
 echo "$RUNS runs per cell (median), ${SECONDS_PER_RUN}s per time-based run, $FRESH_IOS writes per unwritten-space run;"
-echo "lunard: one HA gateway (active), pool on RBD image $RBD_POOL/$lunar_image (${CHUNK_KIB} KiB chunks), fio libiscsi over 127.0.0.1;"
+echo "lunard: one HA gateway (active), pool on RBD image $RBD_POOL/lunar-$group-main (${CHUNK_KIB} KiB chunks), fio libiscsi over 127.0.0.1;"
+[ -n "$base_pid" ] && echo "base: $BASE_LUNARD_BIN, the same on its own image $RBD_POOL/lunar-$group-base;"
 echo "fio-rbd: $FIO_RBD --ioengine=rbd on a plain image of the same size"
 echo
-echo "| workload | lunard IOPS | fio-rbd IOPS | lunard MiB/s | fio-rbd MiB/s | lunard / fio-rbd |"
-echo "|---|---:|---:|---:|---:|---:|"
+if [ -z "$base_pid" ]; then
+  echo "| workload | lunard IOPS | fio-rbd IOPS | lunard MiB/s | fio-rbd MiB/s | lunard / fio-rbd |"
+  echo "|---|---:|---:|---:|---:|---:|"
+else
+  echo "| workload | base IOPS | lunard IOPS | fio-rbd IOPS | base MiB/s | lunard MiB/s | fio-rbd MiB/s | base / fio-rbd | lunard / fio-rbd |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+fi
 for w in "${workloads[@]}"; do
   li=$(cell "$w" lunard iops) ri=$(cell "$w" rbd iops)
   lm=$(cell "$w" lunard mibs) rm=$(cell "$w" rbd mibs)
   case $w in seq*) ra=$(ratio "$lm" "$rm") ;; *) ra=$(ratio "$li" "$ri") ;; esac
-  echo "| ${title[$w]} | $li | $ri | $lm | $rm | $ra |"
+  if [ -z "$base_pid" ]; then
+    echo "| ${title[$w]} | $li | $ri | $lm | $rm | $ra |"
+  else
+    bi=$(cell "$w" base iops) bm=$(cell "$w" base mibs)
+    case $w in seq*) ba=$(ratio "$bm" "$rm") ;; *) ba=$(ratio "$bi" "$ri") ;; esac
+    echo "| ${title[$w]} | $bi | $li | $ri | $bm | $lm | $rm | $ba | $ra |"
+  fi
 done

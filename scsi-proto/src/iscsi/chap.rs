@@ -33,6 +33,13 @@ pub struct ChapCredential {
     pub secret: Vec<u8>,
 }
 
+/// The secret is wiped from memory when the credential is dropped (each login builds one).
+impl Drop for ChapCredential {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
 impl std::fmt::Debug for ChapCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChapCredential")

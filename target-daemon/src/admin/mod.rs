@@ -87,13 +87,27 @@ impl AdminServer {
             idle,
             unauthenticated_line: MAX_REQUEST_LINE,
         };
+        // Capped too: a local script in a loop (or a wedged client per cron run) must not
+        // pile up tasks and buffers without bound; the idle timeout frees silent ones.
+        let local_slots = Arc::new(tokio::sync::Semaphore::new(
+            limits.admin_max_local_connections as usize,
+        ));
         tasks.push(tokio::spawn(async move {
             loop {
                 match unix.accept().await {
                     Ok((s, _)) => {
+                        let Ok(permit) = local_slots.clone().try_acquire_owned() else {
+                            crate::metrics::global().limit_refusal("admin_local_connections");
+                            tracing::warn!(
+                                "admin socket client refused: too many admin socket connections"
+                            );
+                            tokio::spawn(refuse(s));
+                            continue;
+                        };
                         let m = m.clone();
                         let ha = ha.clone();
                         tokio::spawn(async move {
+                            let _permit = permit;
                             let (r, w) = s.into_split();
                             serve_conn(m, ha, r, w, None, local).await;
                         });
@@ -112,7 +126,7 @@ impl AdminServer {
             std_l.set_nonblocking(true)?;
             let l = tokio::net::TcpListener::from_std(std_l)?;
             tcp_addr = Some(l.local_addr()?);
-            let token: Arc<str> = Arc::from(opts.token.as_ref().map_or("", Secret::expose));
+            let token: Arc<Secret> = Arc::new(opts.token.clone().unwrap_or_default());
             let remote = ConnLimits {
                 idle,
                 unauthenticated_line: usize::try_from(
@@ -205,7 +219,7 @@ struct ConnLimits {
 }
 
 /// Answers a client over the connection limit with one error line and closes.
-async fn refuse(mut s: tokio::net::TcpStream) {
+async fn refuse<S: AsyncWrite + Unpin>(mut s: S) {
     let r = Response::err("busy", "too many admin connections; try again later");
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(1),
@@ -224,7 +238,7 @@ async fn serve_conn<R, W>(
     ha: Option<Arc<dyn HaControl>>,
     r: R,
     mut w: W,
-    token: Option<Arc<str>>,
+    token: Option<Arc<Secret>>,
     limits: ConnLimits,
 ) where
     R: AsyncRead + Unpin,
@@ -280,7 +294,7 @@ async fn serve_conn<R, W>(
                         Some(want) => req
                             .token
                             .as_ref()
-                            .is_some_and(|g| token_matches(g.expose(), want)),
+                            .is_some_and(|g| token_matches(g.expose(), want.expose())),
                     };
                     if authorized {
                         authenticated = true;

@@ -18,6 +18,12 @@ use crate::secret::Secret;
 /// Largest request line accepted (defined with the limits it bounds).
 pub use crate::config::MAX_REQUEST_LINE;
 
+/// Largest response line a client (`lunarctl`) reads: a peer that sends more (a hostile or
+/// broken server behind `--tcp`, or not lunard at all) is refused instead of buffered until
+/// memory runs out. The largest honest answers (`config export`, `lun list` of a big pool)
+/// are a few MiB.
+pub const MAX_RESPONSE_LINE: usize = 64 << 20;
+
 /// One request line. Its `Debug` (the admin request log) never shows the token or a CHAP
 /// secret: they are [`Secret`]s.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use target_daemon::admin::proto::{
     ClosedSessions, Deleted, DeletedGroup, PoolCheck, Request, RequestLine, Response, RolledBack,
-    Unmapped,
+    Unmapped, MAX_RESPONSE_LINE,
 };
 use target_daemon::admin::SOCKET_NAME;
 use target_daemon::config::{ByteSize, Config, DEFAULT_CONFIG_YAML};
@@ -487,15 +487,11 @@ impl Client {
             .write_all(&bytes)
             .context("sending the request")?;
         self.writer.flush()?;
-        let mut resp = String::new();
-        let n = self
-            .reader
-            .read_line(&mut resp)
-            .context("reading the response")?;
-        if n == 0 {
+        let Some(resp) = read_reply(&mut self.reader, MAX_RESPONSE_LINE)? else {
             bail!("lunard closed the connection without answering");
-        }
-        let r: Response = serde_json::from_str(&resp).context("lunard sent an invalid response")?;
+        };
+        let r: Response =
+            serde_json::from_slice(&resp).context("lunard sent an invalid response")?;
         match (r.ok, r.result, r.error) {
             (true, Some(v), _) => Ok(v),
             (true, None, _) => Ok(Value::Null),
@@ -503,6 +499,28 @@ impl Client {
             (false, _, None) => bail!("unknown error"),
         }
     }
+}
+
+/// Reads one response line of at most `max` bytes (`None` at EOF). Never buffers more than
+/// `max + 1` bytes, whatever the peer sends: a longer line is an error, not an allocation.
+fn read_reply(reader: &mut dyn BufRead, max: usize) -> anyhow::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut line = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let n = reader
+        .take(limit)
+        .read_until(b'\n', &mut line)
+        .context("reading the response")?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.len() > max {
+        bail!(
+            "lunard's response is longer than {} (the most lunarctl reads); is the address really lunard's admin API?",
+            ByteSize(max as u64)
+        );
+    }
+    Ok(Some(line))
 }
 
 /// A result decoded as the type lunard encoded it with.
@@ -536,7 +554,8 @@ fn warn_command_line_secret(flag: &str) {
 /// newline (`echo` and editors add one; anything else is part of the secret).
 fn read_secret(flag: &str, path: &std::path::Path) -> anyhow::Result<Secret> {
     use std::io::{IsTerminal, Read};
-    let mut bytes = Vec::new();
+    // Wiped when dropped, on every path (the secret is read into it first).
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
     if path.as_os_str() == "-" {
         if std::io::stdin().is_terminal() {
             eprintln!("lunarctl: reading the {flag} secret from standard input (end with Ctrl-D)");
@@ -545,16 +564,17 @@ fn read_secret(flag: &str, path: &std::path::Path) -> anyhow::Result<Secret> {
             .read_to_end(&mut bytes)
             .with_context(|| format!("--{flag} -: cannot read standard input"))?;
     } else {
-        bytes = std::fs::read(path).with_context(|| format!("--{flag} {}", path.display()))?;
+        bytes = zeroize::Zeroizing::new(
+            std::fs::read(path).with_context(|| format!("--{flag} {}", path.display()))?,
+        );
     }
-    let mut text = String::from_utf8(bytes)
-        .map_err(|_| anyhow!("--{flag} {}: the secret is not UTF-8 text", path.display()))?;
-    if text.ends_with('\n') {
-        text.pop();
-        if text.ends_with('\r') {
-            text.pop();
-        }
-    }
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        bail!("--{flag} {}: the secret is not UTF-8 text", path.display());
+    };
+    let text = match text.strip_suffix('\n') {
+        Some(t) => t.strip_suffix('\r').unwrap_or(t),
+        None => text,
+    };
     if text.is_empty() {
         bail!("--{flag} {}: the secret is empty", path.display());
     }
@@ -1527,5 +1547,23 @@ fn main() -> ExitCode {
             let _ = writeln!(io::stderr(), "lunarctl: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_is_read_up_to_the_limit_and_no_further() {
+        let mut r = BufReader::new(&b"{\"ok\":true}\nnext"[..]);
+        let line = read_reply(&mut r, 12).expect("fits").expect("a line");
+        assert_eq!(line, b"{\"ok\":true}\n");
+        // An endless line without a newline: refused after max + 1 bytes, not buffered.
+        let mut endless = BufReader::new(std::io::repeat(b'x'));
+        let e = read_reply(&mut endless, 1024).expect_err("too long");
+        assert!(e.to_string().contains("longer than 1KiB"), "{e}");
+        let mut empty = BufReader::new(&b""[..]);
+        assert!(read_reply(&mut empty, 10).expect("EOF").is_none());
     }
 }

@@ -47,6 +47,11 @@ pub struct LimitsCfg {
     /// device server has written it).
     #[serde(default = "default_write_buffer")]
     pub write_buffer_bytes: ByteSize,
+    /// The part of `write_buffer_bytes` one connection (one session) may hold, so one
+    /// that floods writes and withholds their data cannot starve the others; unset, an
+    /// eighth of `write_buffer_bytes` (see [`Self::write_buffer_share`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_buffer_bytes_per_connection: Option<ByteSize>,
     /// Data-In (READ data) held for all initiators together, from before the device
     /// server reads it until it is written to the socket.
     #[serde(default = "default_read_buffer")]
@@ -57,6 +62,10 @@ pub struct LimitsCfg {
     /// Admin API connections open at once on the TCP listener.
     #[serde(default = "default_admin_max_connections")]
     pub admin_max_connections: u32,
+    /// Admin API connections open at once on the Unix socket (counted apart from the TCP
+    /// listener's, so remote clients cannot lock the local administrator out).
+    #[serde(default = "default_admin_max_local_connections")]
+    pub admin_max_local_connections: u32,
     /// Longest admin request line accepted before a connection has shown the bearer token
     /// (TCP); authorised connections and the Unix socket may send up to 1 MiB.
     #[serde(default = "default_admin_unauthenticated_request")]
@@ -92,6 +101,11 @@ fn default_read_buffer_per_connection() -> ByteSize {
 fn default_admin_max_connections() -> u32 {
     16
 }
+/// `lunarctl` holds one connection per command: 64 covers scripts running commands in
+/// parallel, while a runaway loop cannot hold thousands of tasks and buffers.
+fn default_admin_max_local_connections() -> u32 {
+    64
+}
 fn default_admin_unauthenticated_request() -> ByteSize {
     ByteSize(8 << 10)
 }
@@ -106,9 +120,11 @@ impl Default for LimitsCfg {
             max_connections_per_address: default_max_connections_per_address(),
             max_logins_in_progress: default_max_logins_in_progress(),
             write_buffer_bytes: default_write_buffer(),
+            write_buffer_bytes_per_connection: None,
             read_buffer_bytes: default_read_buffer(),
             read_buffer_bytes_per_connection: default_read_buffer_per_connection(),
             admin_max_connections: default_admin_max_connections(),
+            admin_max_local_connections: default_admin_max_local_connections(),
             admin_max_unauthenticated_request_bytes: default_admin_unauthenticated_request(),
             admin_idle_timeout_secs: default_admin_idle_timeout(),
         }
@@ -116,6 +132,20 @@ impl Default for LimitsCfg {
 }
 
 impl LimitsCfg {
+    /// The part of the write buffer budget one connection may hold: the configured
+    /// `write_buffer_bytes_per_connection`, or an eighth of `write_buffer_bytes` but at least
+    /// the largest Data-Out of one command. An eighth of the default 512 MiB is 64 MiB: eight
+    /// maximum-size (8 MiB) writes, or 64 of 1 MiB, in flight on one connection, and seven
+    /// other connections still find room when one has filled its share.
+    pub fn write_buffer_share(&self) -> u64 {
+        match self.write_buffer_bytes_per_connection {
+            Some(s) => s.0,
+            None => (self.write_buffer_bytes.0 / 8)
+                .max(u64::from(MAX_COMMAND_DATA))
+                .min(self.write_buffer_bytes.0),
+        }
+    }
+
     /// Range checks; returns (field name within `limits`, message) of the first problem.
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
         for (name, v, max) in [
@@ -131,6 +161,11 @@ impl LimitsCfg {
                 self.max_connections,
             ),
             ("admin_max_connections", self.admin_max_connections, 4096),
+            (
+                "admin_max_local_connections",
+                self.admin_max_local_connections,
+                4096,
+            ),
         ] {
             if v == 0 || v > max {
                 return Err((name.into(), format!("must be between 1 and {max}, got {v}")));
@@ -145,6 +180,19 @@ impl LimitsCfg {
                     self.write_buffer_bytes
                 ),
             ));
+        }
+        if let Some(share) = self.write_buffer_bytes_per_connection {
+            if share.0 < u64::from(MAX_COMMAND_DATA) || share.0 > self.write_buffer_bytes.0 {
+                return Err((
+                    "write_buffer_bytes_per_connection".into(),
+                    format!(
+                        "must be between {} (the largest Data-Out of one command) and limits.write_buffer_bytes ({}), got {}",
+                        ByteSize(u64::from(MAX_COMMAND_DATA)),
+                        self.write_buffer_bytes,
+                        share
+                    ),
+                ));
+            }
         }
         if self.read_buffer_bytes_per_connection.0 < MIN_READ_BUFFER_PER_CONNECTION
             || self.read_buffer_bytes_per_connection.0 > self.read_buffer_bytes.0
@@ -175,5 +223,26 @@ impl LimitsCfg {
             return Err(("admin_idle_timeout_secs".into(), "must be positive".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_share_defaults_to_an_eighth_and_is_range_checked() {
+        let mut l = LimitsCfg::default();
+        assert_eq!(l.write_buffer_share(), 64 << 20);
+        l.write_buffer_bytes = ByteSize(32 << 20);
+        assert_eq!(l.write_buffer_share(), 16 << 20, "at least one command");
+        assert_eq!(l.validate(), Ok(()));
+        for bad in [(8u64 << 20), (33 << 20)] {
+            l.write_buffer_bytes_per_connection = Some(ByteSize(bad));
+            let (field, msg) = l.validate().expect_err("out of range");
+            assert_eq!(field, "write_buffer_bytes_per_connection", "{msg}");
+        }
+        l.write_buffer_bytes_per_connection = Some(ByteSize(20 << 20));
+        assert_eq!((l.validate(), l.write_buffer_share()), (Ok(()), 20 << 20));
     }
 }

@@ -17,8 +17,8 @@ impl Config {
         self.validate_build()
     }
 
-    /// Whether this build has what the configuration needs: an HA gateway (`ha:`, a pool's
-    /// `rbd`) needs the `ceph` cargo feature (librados and librbd). Checked here, not
+    /// Whether this build has what the configuration needs: an HA gateway (`ha:`, a pool
+    /// with `rbd`) needs the `ceph` cargo feature (librados and librbd). Checked here, not
     /// only when lunard starts the gateway, so `lunarctl config check` and lunard's own
     /// config load refuse such a file before anything starts.
     pub fn validate_build(&self) -> Result<(), (String, String)> {
@@ -36,7 +36,7 @@ impl Config {
             field,
             "this build of Lunar has no Ceph support (cargo feature `ceph`, which needs \
              librados and librbd), so it cannot be a gateway of an HA group: use a build with \
-             `--features ceph`, or remove the ha: section and pool.rbd"
+             `--features ceph`, or remove the ha: section and the pools' rbd"
                 .into(),
         ))
     }

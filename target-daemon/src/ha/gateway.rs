@@ -17,7 +17,7 @@
 //!   owned by different gateways.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use parking_lot::Mutex;
@@ -39,7 +39,7 @@ use crate::shared::{GatewayRecord, GatewayRegistry, SharedPrStore, SharedStateSt
 
 /// How often a gateway compares the versions of its LUNs' reservation objects with the
 /// newest it heard of (a backstop for a lost notice; one small read per LUN).
-const PR_VERSION_CHECK: Duration = Duration::from_secs(10);
+const PR_VERSION_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The LUN manager and one pool's ALUA view, as that pool's coordinator drives them.
 struct GatewayHost {
@@ -350,8 +350,8 @@ impl Gateway {
             ha.clone(),
             portals.clone(),
             beat.clone(),
-            liveness,
             instance,
+            liveness,
         ));
         let mut coordinators = Vec::new();
         for ((name, pool_cfg, rbd, capacity), host) in pools.into_iter().zip(&hosts) {
@@ -463,8 +463,8 @@ fn heartbeat(
     ha: HaCfg,
     portals: Arc<Mutex<Vec<String>>>,
     beat: Arc<tokio::sync::Notify>,
-    mut liveness: Liveness,
     ha_instance: u64,
+    mut liveness: Liveness,
 ) -> JoinHandle<()> {
     let every = heartbeat_every(ha.lease.0);
     tokio::spawn(async move {

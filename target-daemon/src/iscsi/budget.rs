@@ -12,6 +12,17 @@
 //! end refuses such a command with TASK SET FULL when the budget cannot cover it, instead of
 //! buffering it (see `cmd.rs`).
 //!
+//! Each connection may hold only its share of the write budget ([`ConnWrites`]): without it
+//! one connection (with MaxConnections=1, one session) that queues large writes and never
+//! sends their data holds the whole budget until the write-stall timeout, and every other
+//! session's writes wait for R2Ts or end in TASK SET FULL meanwhile. The share is checked
+//! with the same all-or-nothing reservation; a connection holding nothing may always reserve
+//! one command whatever its size, so a share smaller than a command never blocks it forever.
+//! Writes waiting for a share do not wait in a queue of their own: they retry when budget
+//! is returned, like writes waiting for the daemon-wide budget. Data of commands held for a
+//! CmdSN gap is charged to the daemon-wide budget only (it is capped per session at 1 MiB,
+//! see `session::MAX_GAP_BYTES`).
+//!
 //! The read buffer budget ([`ReadBudget`]) bounds the other direction: READ data (any
 //! Data-In) a connection holds from just before the device server allocates it until its
 //! Data-In has been written to the socket. An initiator that queues READs and never reads
@@ -34,6 +45,8 @@ use tokio::sync::watch;
 /// The shared account.
 pub struct WriteBudget {
     cap: u64,
+    /// What one connection may hold (see [`ConnWrites`]).
+    per_connection: u64,
     used: AtomicU64,
     /// Bumped when bytes are returned while a connection waits, so it retries (a `watch`
     /// keeps the change for a receiver that was not waiting yet).
@@ -44,10 +57,11 @@ pub struct WriteBudget {
 }
 
 impl WriteBudget {
-    /// A budget of `cap` bytes.
-    pub fn new(cap: u64) -> Arc<WriteBudget> {
+    /// A budget of `cap` bytes of which one connection may hold `per_connection`.
+    pub fn new(cap: u64, per_connection: u64) -> Arc<WriteBudget> {
         Arc::new(WriteBudget {
             cap,
+            per_connection: per_connection.min(cap).max(1),
             used: AtomicU64::new(0),
             freed: watch::channel(0).0,
             waiters: AtomicUsize::new(0),
@@ -64,23 +78,26 @@ impl WriteBudget {
         self.used.load(Ordering::Acquire)
     }
 
-    /// Reserves `bytes` if they fit; `None` (nothing reserved) otherwise.
+    /// Reserves `bytes` of the daemon-wide budget alone (no connection's share) if they
+    /// fit; `None` (nothing reserved) otherwise. For data a session holds rather than a
+    /// connection's write (commands queued behind a CmdSN gap).
     pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Grant> {
-        let mut cur = self.used.load(Ordering::SeqCst);
-        loop {
-            let next = cur.checked_add(bytes).filter(|n| *n <= self.cap)?;
-            match self
-                .used
-                .compare_exchange_weak(cur, next, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
+        if !try_add(&self.used, self.cap, bytes) {
+            return None;
         }
         crate::metrics::global().write_buffer_delta(bytes as i64);
         Some(Grant {
             budget: self.clone(),
+            conn: None,
             bytes,
+        })
+    }
+
+    /// A new connection's share.
+    pub fn connection(self: &Arc<Self>) -> Arc<ConnWrites> {
+        Arc::new(ConnWrites {
+            budget: self.clone(),
+            used: AtomicU64::new(0),
         })
     }
 
@@ -100,12 +117,61 @@ impl WriteBudget {
         }
     }
 
-    fn release(&self, bytes: u64) {
+    fn release(&self, conn: Option<&ConnWrites>, bytes: u64) {
+        if let Some(c) = conn {
+            c.used.fetch_sub(bytes, Ordering::SeqCst);
+        }
         self.used.fetch_sub(bytes, Ordering::SeqCst);
         crate::metrics::global().write_buffer_delta(-(bytes as i64));
         if self.waiters.load(Ordering::SeqCst) > 0 {
             self.freed.send_modify(|g| *g = g.wrapping_add(1));
         }
+    }
+}
+
+/// One connection's share of the [`WriteBudget`].
+pub struct ConnWrites {
+    budget: Arc<WriteBudget>,
+    used: AtomicU64,
+}
+
+impl ConnWrites {
+    /// Bytes this connection holds now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// Reserves `bytes` if they fit both the connection's share and the daemon-wide budget
+    /// (a connection holding nothing may exceed its share with one reservation); `None`
+    /// (nothing reserved) otherwise.
+    pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Grant> {
+        let share = self.budget.per_connection;
+        let mut cur = self.used.load(Ordering::SeqCst);
+        loop {
+            let next = cur.checked_add(bytes)?;
+            if cur > 0 && next > share {
+                return None;
+            }
+            match self
+                .used
+                .compare_exchange_weak(cur, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        if !try_add(&self.budget.used, self.budget.cap, bytes) {
+            // Only this connection's task reserves from its share, so nobody failed on the
+            // bytes taken for a moment: no wake-up is owed.
+            self.used.fetch_sub(bytes, Ordering::SeqCst);
+            return None;
+        }
+        crate::metrics::global().write_buffer_delta(bytes as i64);
+        Some(Grant {
+            budget: self.budget.clone(),
+            conn: Some(self.clone()),
+            bytes,
+        })
     }
 }
 
@@ -123,6 +189,8 @@ impl Drop for Waiter {
 /// Bytes reserved for one command; returned to the budget when dropped.
 pub struct Grant {
     budget: Arc<WriteBudget>,
+    /// The connection whose share holds the bytes too, if any.
+    conn: Option<Arc<ConnWrites>>,
     bytes: u64,
 }
 
@@ -135,7 +203,7 @@ impl std::fmt::Debug for Grant {
 impl Drop for Grant {
     fn drop(&mut self) {
         if self.bytes > 0 {
-            self.budget.release(self.bytes);
+            self.budget.release(self.conn.as_deref(), self.bytes);
         }
     }
 }
@@ -176,8 +244,26 @@ impl ReadBudget {
         })
     }
 
+    /// Takes `bytes` if the total stays within the cap (counted in the gauge).
+    fn try_take(&self, bytes: u64) -> bool {
+        let ok = try_add(&self.used, self.cap, bytes);
+        if ok {
+            crate::metrics::global().read_buffer_delta(bytes as i64);
+        }
+        ok
+    }
+
+    /// Takes `bytes` beyond the cap (data that already exists).
+    fn take(&self, bytes: u64) {
+        self.used.fetch_add(bytes, Ordering::SeqCst);
+        crate::metrics::global().read_buffer_delta(bytes as i64);
+    }
+
     fn release(&self, bytes: u64) {
         self.used.fetch_sub(bytes, Ordering::SeqCst);
+        if bytes > 0 {
+            crate::metrics::global().read_buffer_delta(-(bytes as i64));
+        }
         // SeqCst pairs with the waiter's increment before its retry: either the retry sees
         // these bytes returned, or this load sees the waiter and wakes it.
         if self.waiters.load(Ordering::SeqCst) > 0 {
@@ -219,7 +305,7 @@ impl ConnReads {
         if !try_add(&self.used, self.budget.per_connection, bytes) {
             return None;
         }
-        if !try_add(&self.budget.used, self.budget.cap, bytes) {
+        if !self.budget.try_take(bytes) {
             self.used.fetch_sub(bytes, Ordering::SeqCst);
             // Nothing was taken from the budget, but this share may have kept another of
             // the connection's commands from reserving meanwhile: let it retry.
@@ -248,7 +334,7 @@ impl ConnReads {
                 share = Some(Share { conn: self, bytes });
             }
             if let Some(taken) = share.take() {
-                if try_add(&self.budget.used, self.budget.cap, bytes) {
+                if self.budget.try_take(bytes) {
                     std::mem::forget(taken);
                     return ReadGrant {
                         conn: self.clone(),
@@ -331,7 +417,7 @@ impl ReadGrant {
         if bytes > self.bytes {
             let more = bytes - self.bytes;
             self.conn.used.fetch_add(more, Ordering::SeqCst);
-            self.conn.budget.used.fetch_add(more, Ordering::SeqCst);
+            self.conn.budget.take(more);
         } else if bytes < self.bytes {
             let less = self.bytes - bytes;
             self.conn.used.fetch_sub(less, Ordering::SeqCst);
@@ -362,7 +448,7 @@ mod tests {
 
     #[test]
     fn reservations_are_all_or_nothing_and_return_on_drop() {
-        let b = WriteBudget::new(100);
+        let b = WriteBudget::new(100, 100);
         let mut rx = b.subscribe();
         let g0 = b.try_reserve(10).expect("fits");
         drop(g0);
@@ -381,6 +467,38 @@ mod tests {
         drop(g2);
         assert_eq!(b.used(), 0);
         assert!(b.try_reserve(u64::MAX).is_none(), "no overflow");
+    }
+
+    #[test]
+    fn write_reservations_respect_the_connection_share_and_the_total() {
+        let b = WriteBudget::new(100, 40);
+        let (c1, c2, c3) = (b.connection(), b.connection(), b.connection());
+        let g1 = c1.try_reserve(30).expect("fits");
+        assert!(
+            c1.try_reserve(20).is_none(),
+            "beyond the connection's share"
+        );
+        assert_eq!((c1.used(), b.used()), (30, 30), "a refusal takes nothing");
+        let g2 = c2
+            .try_reserve(40)
+            .expect("another connection has its own share");
+        let g3 = b.try_reserve(25).expect("a session's gap data: no share");
+        assert!(
+            c3.try_reserve(10).is_none(),
+            "within the share, over the total"
+        );
+        assert_eq!((c3.used(), b.used()), (0, 95), "a refusal takes nothing");
+        drop(g3);
+        let big = c3.try_reserve(70);
+        assert!(big.is_none(), "over the total even when alone");
+        drop((g1, g2));
+        let big = c3
+            .try_reserve(70)
+            .expect("a connection holding nothing may take one command beyond its share");
+        assert!(c3.try_reserve(1).is_none(), "but nothing more");
+        assert_eq!((c3.used(), b.used()), (70, 70));
+        drop(big);
+        assert_eq!((c1.used(), c2.used(), c3.used(), b.used()), (0, 0, 0, 0));
     }
 
     #[test]
@@ -449,6 +567,32 @@ mod tests {
         assert_eq!(w1.await.expect("joined"), 10);
         assert_eq!(w2.await.expect("joined"), 10);
         drop(g1);
+        assert_eq!(b.used(), 0);
+    }
+
+    /// `lunar_iscsi_read_buffer_bytes` follows the budget (process-wide: other tests hold
+    /// grants too, so it is at least what this one holds).
+    #[test]
+    fn the_read_buffer_gauge_counts_what_is_held() {
+        let gauge = || {
+            let text = crate::metrics::global().render(&[]);
+            text.lines()
+                .find_map(|l| l.strip_prefix("lunar_iscsi_read_buffer_bytes "))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .expect("the gauge is exported")
+        };
+        let b = ReadBudget::new(1 << 40, 1 << 40);
+        let c = b.connection();
+        let mut g = c.try_reserve(3 << 30).expect("fits");
+        assert!(gauge() >= 3 << 30);
+        g.resize(5 << 30);
+        assert!(
+            gauge() >= 5 << 30,
+            "answers larger than reserved are counted"
+        );
+        let h = c.charge(2 << 30);
+        assert!(gauge() >= 7 << 30);
+        drop((g, h));
         assert_eq!(b.used(), 0);
     }
 

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::budget::{ConnReads, Grant, ReadGrant, Waiter};
+use super::budget::{ConnReads, ConnWrites, Grant, ReadGrant, Waiter};
 use super::framing::{FrameReader, ReadError};
 use super::machine::{
     Action, Admission, Close, ConnParams, Connection, DataError, Host, WriteData,
@@ -39,6 +39,8 @@ pub(crate) struct BudgetWatch {
     freed: watch::Receiver<u64>,
     /// Set while a pending write waits for budget: retry when `freed` changes.
     waiting: Option<Waiter>,
+    /// This connection's share of the write buffer budget: its writes reserve through it.
+    share: Arc<ConnWrites>,
 }
 
 /// Full feature phase state of one connection: the machine and what the shell keeps for it.
@@ -135,7 +137,7 @@ impl Host for SessionHost<'_> {
     }
 
     fn try_reserve(&mut self, bytes: u64) -> Option<Grant> {
-        self.server.write_budget.try_reserve(bytes)
+        self.budget.share.try_reserve(bytes)
     }
 
     fn write_refused(&mut self, itt: u32, want: u32) {
@@ -239,6 +241,7 @@ pub async fn serve(
         budget: BudgetWatch {
             freed: server.write_budget.subscribe(),
             waiting: None,
+            share: server.write_budget.connection(),
         },
         logged_out: false,
         out: Vec::new(),

@@ -139,7 +139,10 @@ impl Server {
             tunables: config.iscsi.clone(),
             sessions: SessionTable::default(),
             admission: admission::Admission::new(&config.limits),
-            write_budget: budget::WriteBudget::new(config.limits.write_buffer_bytes.0),
+            write_budget: budget::WriteBudget::new(
+                config.limits.write_buffer_bytes.0,
+                config.limits.write_buffer_share(),
+            ),
             read_budget: budget::ReadBudget::new(
                 config.limits.read_buffer_bytes.0,
                 config.limits.read_buffer_bytes_per_connection.0,

@@ -446,7 +446,7 @@ mod tests {
     #[test]
     fn data_held_for_a_gap_is_capped_per_session_and_budgeted() {
         let s = Session::new(1, 1, "iqn.x".into(), None, 1, 0, 64);
-        let budget = WriteBudget::new(4 << 20);
+        let budget = WriteBudget::new(4 << 20, 4 << 20);
         let q = 400 << 10;
         let a = s.hold_for_gap(q, &budget).expect("fits");
         let b = s.hold_for_gap(q, &budget).expect("fits");

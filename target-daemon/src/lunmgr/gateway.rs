@@ -488,9 +488,7 @@ impl LunManager {
             .collect();
         for t in gone {
             if let Some(f) = self.frontend(t.fabric) {
-                if let Err(e) = f.remove_target(&t.iqn) {
-                    tracing::warn!(target = %t.iqn, "{e}");
-                }
+                self.frontend_took(&t.iqn, f.remove_target(&t.iqn));
             }
             if let Some(s) = self.scsi.write().remove(&t.iqn) {
                 for id in s.luns() {
@@ -511,10 +509,7 @@ impl LunManager {
                 None => {
                     self.scsi.write().insert(t.iqn.clone(), s.clone());
                     if let Some(f) = self.frontend(t.fabric) {
-                        if let Err(e) = f.add_target(t.to_spec(), s) {
-                            tracing::warn!(target = %t.iqn, "{e}");
-                            self.pending.lock().insert(t.iqn.clone());
-                        }
+                        self.frontend_took(&t.iqn, f.add_target(t.to_spec(), s));
                     }
                     tracing::info!(target = %t.iqn, "target added");
                 }
@@ -522,10 +517,7 @@ impl LunManager {
                     let was = before.targets.get(&t.iqn).map(access_of);
                     if was.as_ref() != Some(&access_of(t)) {
                         if let Some(f) = self.frontend(t.fabric) {
-                            if let Err(e) = f.update_target(t.to_spec()) {
-                                tracing::warn!(target = %t.iqn, "{e}");
-                                self.pending.lock().insert(t.iqn.clone());
-                            }
+                            self.frontend_took(&t.iqn, f.update_target(t.to_spec()));
                         }
                     }
                 }

@@ -517,6 +517,42 @@ async fn read_only_set_on_a_standby_keeps_the_lun() {
     pool.close().await.expect("close");
 }
 
+/// A target created through the admin API on a gateway is built like the ones the state
+/// brings: with the group's ALUA view (TPGS, REPORT TARGET PORT GROUPS, the standby senses)
+/// and the pool's write-cache truth. Before, `target_create` built it as a single-node
+/// target, so its LUNs reported no port groups and WCE=1 on an RBD pool until a restart.
+#[tokio::test]
+async fn a_target_created_on_a_gateway_has_the_groups_alua_view() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let pool = pool_in(d.path()).await;
+    let alua = view(1, 1);
+    let (mgr, _) = LunManager::open_gateway(
+        &config(d.path()),
+        GatewayOpen {
+            pool: Some(pool.clone()),
+            state: None,
+            alua: alua.clone(),
+            pool_alua: Vec::new(),
+            pr_store: None,
+            volatile_write_cache: false,
+        },
+    )
+    .await
+    .expect("open owner");
+    let iqn = "iqn.2026-12.org.lunar:made-later";
+    mgr.target_create(iqn, Fabric::Iscsi, None, true)
+        .await
+        .expect("target create");
+    let t = mgr.scsi_target(iqn).expect("the device server exists");
+    let got = t.alua().expect("the target has the group's ALUA view");
+    assert!(Arc::ptr_eq(got, &alua));
+    assert!(
+        !t.volatile_write_cache(),
+        "WCE follows the pool (RBD: no volatile cache)"
+    );
+    pool.close().await.expect("close");
+}
+
 /// `cdb` to LUN `lun`, until it answers something other than a unit attention.
 async fn run_lun(
     t: &ScsiTarget,

@@ -7,9 +7,26 @@ use super::{
     LunManager, MappingLun, MgrError, MgrResult, ObjectKind, SessionView, TargetView, UsedBy,
 };
 use crate::fabric::Fabric;
-use crate::scsi::ScsiTarget;
 
 impl LunManager {
+    /// Records what the front end did with a change to `iqn`: a refusal marks the target
+    /// pending (the running front end serves an older spec until a restart applies the
+    /// state), a success clears such a mark (every push carries the target's whole spec, so
+    /// the front end is up to date again). Without the clearing a refusal's mark stayed for
+    /// the life of the process: `pending_restart` went on asking for a restart that nothing
+    /// needed, and a deleted target's mark carried over to a new target of the same name.
+    pub(super) fn frontend_took(&self, iqn: &str, r: Result<(), crate::fabric::FrontendError>) {
+        match r {
+            Ok(()) => {
+                self.pending.lock().remove(iqn);
+            }
+            Err(e) => {
+                tracing::warn!(target = iqn, "{e}");
+                self.pending.lock().insert(iqn.to_string());
+            }
+        }
+    }
+
     fn target_view(&self, t: &TargetRecord) -> TargetView {
         TargetView {
             iqn: t.iqn.clone(),
@@ -59,16 +76,9 @@ impl LunManager {
             chap: None,
             luns: BTreeMap::new(),
         };
-        // A standby with no pool open refuses (naming the owner); a gateway owning any of
-        // its pools may create targets.
-        if self.open_pools().is_empty() {
-            self.pool()?;
-        }
-        let scsi = ScsiTarget::with_pr_store(
-            iqn,
-            self.chunk_size(&st),
-            crate::scsi::pr::FileStore::for_data_dir(&self.data_dir),
-        );
+        // Built as the state's targets are (the group's ALUA view and reservation store,
+        // the pool's write-cache truth); on a standby the chunk size comes from the records.
+        let scsi = self.new_scsi_target(iqn, self.chunk_size(&st));
         st.targets.insert(iqn.to_string(), rec.clone());
         if let Err(e) = self.save(&st) {
             // Not on disk and not in the front end: not in memory either.
@@ -77,10 +87,7 @@ impl LunManager {
         }
         self.scsi.write().insert(iqn.to_string(), scsi.clone());
         if let Some(f) = self.frontend(fabric) {
-            if let Err(e) = f.add_target(rec.to_spec(), scsi) {
-                tracing::warn!(target = iqn, "{e}");
-                self.pending.lock().insert(iqn.to_string());
-            }
+            self.frontend_took(iqn, f.add_target(rec.to_spec(), scsi));
         }
         Ok(self.target_view(&rec))
     }
@@ -115,10 +122,7 @@ impl LunManager {
             return Err(e);
         }
         if let Some(f) = self.frontend(fabric) {
-            if let Err(e) = f.remove_target(iqn) {
-                tracing::warn!(target = iqn, "{e}");
-                self.pending.lock().insert(iqn.to_string());
-            }
+            self.frontend_took(iqn, f.remove_target(iqn));
         }
         if let Some(t) = self.scsi.write().remove(iqn) {
             for id in t.luns() {
@@ -147,10 +151,7 @@ impl LunManager {
             return Err(e);
         }
         if let Some(f) = self.frontend(rec.fabric) {
-            if let Err(e) = f.update_target(rec.to_spec()) {
-                tracing::warn!(target = iqn, "{e}");
-                self.pending.lock().insert(iqn.to_string());
-            }
+            self.frontend_took(iqn, f.update_target(rec.to_spec()));
         }
         Ok(self.target_view(&rec))
     }
@@ -294,9 +295,12 @@ pub(super) fn target_rec<'a>(st: &'a State, iqn: &str) -> MgrResult<&'a TargetRe
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use crate::config::{ByteSize, Config, TargetCfg};
-    use crate::fabric::Fabric;
+    use crate::fabric::{Fabric, Frontend, FrontendError, SessionView, TargetSpec};
     use crate::lunmgr::LunManager;
+    use crate::scsi::ScsiTarget;
     use storage_core::{Pool, PoolOptions};
 
     const IQN: &str = "iqn.2024-01.org.lunar:t1";
@@ -342,6 +346,93 @@ mod tests {
         let saved = crate::lunmgr::state::load(d.path()).unwrap().unwrap();
         assert_eq!(saved.targets.len(), 1);
         assert_eq!(saved.targets[IQN].initiators, vec![INIT.to_string()]);
+        pool.close().await.unwrap();
+    }
+
+    /// A front end that refuses every change while `fail` is set.
+    #[derive(Default)]
+    struct Flaky {
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn result(&self, name: &str) -> Result<(), FrontendError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(FrontendError {
+                    fabric: Fabric::Iscsi,
+                    target: name.to_string(),
+                    reason: "refused for the test".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl Frontend for Flaky {
+        fn fabrics(&self) -> &'static [Fabric] {
+            &[Fabric::Iscsi]
+        }
+        fn add_target(&self, spec: TargetSpec, _: Arc<ScsiTarget>) -> Result<(), FrontendError> {
+            self.result(&spec.name)
+        }
+        fn remove_target(&self, name: &str) -> Result<(), FrontendError> {
+            self.result(name)
+        }
+        fn update_target(&self, spec: TargetSpec) -> Result<(), FrontendError> {
+            self.result(&spec.name)
+        }
+        fn sessions(&self, _: &str) -> Vec<SessionView> {
+            Vec::new()
+        }
+        fn close_sessions(&self, _: &str) -> usize {
+            0
+        }
+    }
+
+    /// `pending_restart` says whether the running front end serves an older spec than the
+    /// state: a change it refused sets it, the next change it takes up clears it, and a
+    /// deleted target's mark does not carry over to a new target of the same name. Before,
+    /// the mark was never cleared: both checks after a success failed.
+    #[tokio::test]
+    async fn pending_restart_clears_once_the_front_end_takes_a_change() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config::local(ByteSize::mib(64)).with_data_dir(d.path());
+        let pool = Pool::open_or_create(
+            &d.path().join("pool"),
+            &PoolOptions {
+                capacity_bytes: Some(64 << 20),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let (mgr, _) = LunManager::open(&cfg, pool.clone()).await.unwrap();
+        let fe = Arc::new(Flaky::default());
+        mgr.attach_frontend(fe.clone());
+        let fail = |on: bool| fe.fail.store(on, std::sync::atomic::Ordering::SeqCst);
+        let v = mgr
+            .target_create(IQN, Fabric::Iscsi, None, false)
+            .await
+            .unwrap();
+        assert!(!v.pending_restart);
+        fail(true);
+        assert!(mgr.acl_add(IQN, INIT).await.unwrap().pending_restart);
+        fail(false);
+        let v = mgr
+            .acl_add(IQN, "iqn.1994-05.com.example:host2")
+            .await
+            .unwrap();
+        assert!(!v.pending_restart, "the front end took the whole spec");
+        assert!(!mgr.target_list().await[0].pending_restart);
+
+        fail(true);
+        mgr.target_delete(IQN, false).await.unwrap();
+        fail(false);
+        let v = mgr
+            .target_create(IQN, Fabric::Iscsi, None, false)
+            .await
+            .unwrap();
+        assert!(!v.pending_restart, "the old target's mark carried over");
         pool.close().await.unwrap();
     }
 }

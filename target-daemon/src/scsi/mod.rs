@@ -382,6 +382,13 @@ impl ScsiTarget {
             .store(volatile, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Whether LUNs attached from now on report a volatile write cache (see
+    /// [`ScsiTarget::set_volatile_write_cache`]).
+    pub fn volatile_write_cache(&self) -> bool {
+        self.volatile_cache
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The ALUA view, on a gateway.
     pub fn alua(&self) -> Option<&Arc<alua::AluaView>> {
         self.alua.get()

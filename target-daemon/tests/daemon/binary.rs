@@ -108,3 +108,97 @@ fn a_token_file_others_may_read_is_refused() {
     );
     assert!(!err.contains("a-token-0123456789"), "{err}");
 }
+
+/// CHAP secrets never reach lunard's log, even at `--log-level trace`: not the configured
+/// one (used by a successful and a failed CHAP login), not one set at run time with
+/// `lunarctl chap set` (every admin request is logged at debug), not while `config export`
+/// hands them to the operator (the export itself holds them, by design: it regenerates the
+/// configuration).
+#[tokio::test]
+async fn chap_secrets_never_reach_the_log_at_trace_level() {
+    use lunar_test_kit::lunard::parse_ready_addrs;
+    use target_daemon::config::{ByteSize, ChapCfg, LunCfg, TargetCfg};
+    const T: &str = "iqn.2026-12.io.lunar:secrets";
+    const FIRST: &str = "first-secret-7f3a9c";
+    const SECOND: &str = "second-secret-41be0d";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let cfg = crate::support::local_config(&data, ByteSize::mib(256)).with_target(
+        TargetCfg::iscsi(T)
+            .with_lun(LunCfg::new(0, "v", ByteSize::mib(16)))
+            .with_chap(ChapCfg::new("u1", FIRST)),
+    );
+    let conf = dir.path().join("lunar.yaml");
+    std::fs::write(&conf, cfg.to_yaml().expect("yaml")).expect("write config");
+    let log_path = dir.path().join("lunard.log");
+    let mut child = lunard()
+        .arg("--config")
+        .arg(&conf)
+        .args(["--log-level", "trace", "--no-metrics"])
+        .stderr(std::fs::File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("spawn lunard");
+    let log = || {
+        lunar_test_kit::lunard::strip_ansi(&std::fs::read_to_string(&log_path).unwrap_or_default())
+    };
+    let mut addr = None;
+    for _ in 0..3000 {
+        addr = log().lines().find_map(parse_ready_addrs).map(|a| a[0]);
+        if addr.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        panic!("lunard never became ready:\n{}", log());
+    };
+
+    let mut ok = Initiator::connect(addr, "iqn.2026-12.io.test:h").await;
+    assert!(ok.login_chap(Some(T), "u1", FIRST).await.ok());
+    let mut bad = Initiator::connect(addr, "iqn.2026-12.io.test:h").await;
+    assert!(!bad.login_chap(Some(T), "u1", "wrong-secret-000").await.ok());
+    drop((ok, bad));
+
+    let socket = data.join("admin.sock");
+    let secret_file = dir.path().join("s2");
+    std::fs::write(&secret_file, format!("{SECOND}\n")).expect("secret file");
+    let ctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lunarctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("run lunarctl")
+    };
+    let set = ctl(&["chap", "set", T, "--user", "u2", "--secret-file"]
+        .iter()
+        .copied()
+        .chain([secret_file.to_str().expect("path")])
+        .collect::<Vec<_>>());
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let export = ctl(&["config", "export"]);
+    assert!(export.status.success());
+    assert!(
+        String::from_utf8_lossy(&export.stdout).contains(SECOND),
+        "the export regenerates the configuration, secret included"
+    );
+
+    // SAFETY: kill(2) on our own child, not reaped yet.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = child.wait().expect("wait for lunard");
+    assert_eq!(status.code(), Some(0));
+    let text = log();
+    assert!(
+        text.contains("admin request") && text.contains("ChapSet"),
+        "trace logging was on and logged the request:\n{text}"
+    );
+    for s in [FIRST, SECOND] {
+        assert!(!text.contains(s), "secret {s} in the log:\n{text}");
+    }
+}

@@ -339,6 +339,82 @@ async fn unfinished_writes_on_many_connections_stay_within_the_write_buffer_budg
     d.shutdown().await.expect("shutdown");
 }
 
+/// The ITTs of the R2Ts `c` receives before the NOP-In answering `nop`.
+async fn r2ts_before_nop(c: &mut Initiator, nop: u32) -> Vec<u32> {
+    let mut itts = Vec::new();
+    loop {
+        let p = c.recv().await;
+        match &p.bhs {
+            Bhs::R2t(r) => itts.push(r.itt),
+            Bhs::NopIn(_) if p.bhs.itt() == nop => return itts,
+            other => panic!("unexpected {:?}", other.opcode()),
+        }
+    }
+}
+
+/// One session that queues large writes and withholds their data holds at most its share
+/// of the write buffer budget (`limits.write_buffer_bytes_per_connection`, by default an
+/// eighth of the budget and at least 16 MiB): another session's writes, with immediate data
+/// and solicited, are served while the first one is stuck. Before the share existed the
+/// first session's four 8 MiB writes took the whole 32 MiB: the other session's write with
+/// immediate data ended in TASK SET FULL and its solicited write got no R2T.
+#[tokio::test]
+async fn a_session_withholding_write_data_cannot_starve_another_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.limits.write_buffer_bytes = ByteSize::mib(32);
+    assert_eq!(cfg.limits.write_buffer_share(), 16 << 20);
+    let d = start(cfg).await;
+    let addr = d.local_addrs()[0];
+    let mut hog = session_from(addr, [127, 0, 0, 1], "iqn.2026-12.io.test:hog").await;
+    let mut other = session_from(addr, [127, 0, 0, 1], "iqn.2026-12.io.test:other").await;
+    let full = MTL_BLOCKS * 512; // 8 MiB: two fill the hog's share, four the budget.
+
+    // The hog queues four 8 MiB writes with no unsolicited data and sends none of it.
+    let mut itts = Vec::new();
+    for _ in 0..4 {
+        let cmd = hog.command(
+            &write_cdb(false, MTL_BLOCKS),
+            false,
+            true,
+            full,
+            Bytes::new(),
+        );
+        itts.push(cmd.bhs.itt());
+        hog.send(cmd).await;
+    }
+    let nop = send_nop(&mut hog).await;
+    let solicited = r2ts_before_nop(&mut hog, nop).await;
+    assert_eq!(
+        solicited,
+        itts[..2],
+        "only the writes within the hog's share are solicited"
+    );
+
+    // The other session's write with immediate data (it cannot wait) is served...
+    let data = vec![0x33u8; 65536];
+    let r = other
+        .run(&write10(0, 128), false, 65536, &data, 65536, 65536)
+        .await;
+    assert_eq!(r.status, 0, "immediate data while the hog is stuck: {r:?}");
+    // ...and so is a solicited 8 MiB write.
+    let data = vec![0x44u8; full as usize];
+    let r = other
+        .run(&write_cdb(false, MTL_BLOCKS), false, full, &data, 0, 65536)
+        .await;
+    assert_eq!(r.status, 0, "solicited write while the hog is stuck: {r:?}");
+
+    // The budget the other session returned does not go to the hog's waiting writes.
+    let nop = send_nop(&mut hog).await;
+    assert_eq!(r2ts_before_nop(&mut hog, nop).await, Vec::<u32>::new());
+    drop((hog, other));
+    eventually("every grant returned", || {
+        d.server().write_buffer_used() == 0
+    })
+    .await;
+    d.shutdown().await.expect("shutdown");
+}
+
 /// One JSON line from an admin connection, or `None` at EOF.
 async fn admin_line<R: tokio::io::AsyncRead + Unpin>(
     r: &mut BufReader<R>,
@@ -426,4 +502,92 @@ async fn admin_tcp_caps_connections_request_size_and_idle_time() {
     );
     assert!(refusals("admin_idle_timeout") > idle);
     d.shutdown().await.expect("shutdown");
+}
+
+/// The admin Unix socket has its own connection cap (`limits.admin_max_local_connections`):
+/// the connection beyond it gets one `busy` line and is closed, and counts as
+/// `admin_local_connections`; the ones within it are served. Before the cap every
+/// connection was served, however many.
+#[tokio::test]
+async fn admin_unix_socket_caps_connections() {
+    use tokio::net::UnixStream;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.limits.admin_max_local_connections = 2;
+    let d = start(cfg).await;
+    let path = d.admin().expect("admin").socket().to_path_buf();
+    let busy = refusals("admin_local_connections");
+    let open = |s: UnixStream| {
+        let (r, w) = s.into_split();
+        (BufReader::new(r), w)
+    };
+    let req = b"{\"op\":\"pool.status\"}\n";
+    let (mut r1, mut w1) = open(UnixStream::connect(&path).await.expect("connect"));
+    let (mut r2, mut w2) = open(UnixStream::connect(&path).await.expect("connect"));
+    for (r, w) in [(&mut r1, &mut w1), (&mut r2, &mut w2)] {
+        w.write_all(req).await.expect("send");
+        assert_eq!(admin_line(r).await.expect("answer")["ok"], true);
+    }
+    let (mut r3, mut w3) = open(UnixStream::connect(&path).await.expect("connect"));
+    // The refusal comes whether or not the client has sent its request yet.
+    let _ = w3.write_all(req).await;
+    let v = admin_line(&mut r3).await.expect("refusal line");
+    assert_eq!(v["error"]["kind"], "busy", "{v}");
+    assert!(admin_line(&mut r3).await.is_none(), "then closed");
+    assert!(refusals("admin_local_connections") > busy);
+    // A slot freed is reusable (the server notices the close right after the client).
+    drop((r1, w1));
+    let mut served = false;
+    for _ in 0..2000 {
+        let (mut r, mut w) = open(UnixStream::connect(&path).await.expect("connect"));
+        let _ = w.write_all(req).await;
+        if admin_line(&mut r).await.is_some_and(|v| v["ok"] == true) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(served, "the freed slot never served again");
+    d.shutdown().await.expect("shutdown");
+}
+
+/// `lunarctl` reads at most 64 MiB of a response: a peer that sends an endless line (here a
+/// fake admin socket) gets a clear error, not all of lunarctl's memory. Before the bound,
+/// `read_line` buffered everything (here: 80 MiB, then "invalid response").
+#[tokio::test]
+async fn lunarctl_refuses_an_endless_response() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fake.sock");
+    let l = tokio::net::UnixListener::bind(&path).expect("bind");
+    let fake = tokio::spawn(async move {
+        let (s, _) = l.accept().await.expect("accept");
+        let (r, mut w) = s.into_split();
+        let mut line = String::new();
+        let _ = BufReader::new(r).read_line(&mut line).await;
+        // 80 MiB without a newline, or until lunarctl stops reading.
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..80 {
+            if w.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let out = tokio::time::timeout(
+        RECV_LIMIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_lunarctl"))
+            .arg("--socket")
+            .arg(&path)
+            .args(["pool", "status"])
+            .output(),
+    )
+    .await
+    .expect("lunarctl neither answered nor failed (hang)")
+    .expect("run lunarctl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("response is longer than 64MiB"),
+        "lunarctl stderr: {err}"
+    );
+    fake.abort();
 }
