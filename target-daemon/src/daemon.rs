@@ -112,7 +112,7 @@ impl Daemon {
                 format!("cannot create data directory {}", config.data_dir.display())
             })?;
         let started = crate::ha::gateway::Gateway::start(&config).await?;
-        admin.ha = Some(started.gateway.coordinator.clone());
+        admin.ha = Some(started.gateway.control.clone());
         let gateway = started.gateway;
         match Daemon::serve(&config, admin, Vec::new(), started.lunmgr, started.targets).await {
             Ok(mut d) => {
@@ -234,10 +234,10 @@ impl Daemon {
         self.pools.iter().find(|(n, _)| n == name).map(|(_, p)| p)
     }
 
-    /// The HA coordinator, on a gateway of an HA group.
+    /// The HA coordinators (one per pool, by name), on a gateway of an HA group.
     #[cfg(feature = "ceph")]
-    pub fn ha(&self) -> Option<&Arc<crate::ha::shell::Coordinator>> {
-        self.gateway.as_ref().map(|g| &g.coordinator)
+    pub fn ha(&self) -> Option<&[(String, Arc<crate::ha::shell::Coordinator>)]> {
+        self.gateway.as_ref().map(|g| g.coordinators.as_slice())
     }
 
     /// The LUN manager (runtime targets, LUNs, snapshots, clones).

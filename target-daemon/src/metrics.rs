@@ -116,12 +116,12 @@ pub struct Metrics {
     clone_job_progress: GaugeVec,
     clone_job_state: IntGaugeVec,
     clone_jobs_finished: IntCounterVec,
-    ha_role: IntGauge,
-    ha_epoch: IntGauge,
-    ha_renewals: IntCounter,
-    ha_takeovers: IntCounter,
-    ha_fenced: IntCounter,
-    ha_takeover_duration: Histogram,
+    ha_role: IntGaugeVec,
+    ha_epoch: IntGaugeVec,
+    ha_renewals: IntCounterVec,
+    ha_takeovers: IntCounterVec,
+    ha_fenced: IntCounterVec,
+    ha_takeover_duration: HistogramVec,
     /// Serialises refresh-then-gather so two concurrent scrapes never see a half-reset vec.
     scrape: parking_lot::Mutex<()>,
 }
@@ -548,39 +548,45 @@ impl Metrics {
                 "Clone jobs that ended, by result (completed, failed, cancelled)",
                 &["result"],
             ),
-            ha_role: gauge(
+            ha_role: gauge_vec(
                 &r,
                 "lunar_ha_role",
-                "HA gateway role: 0 standby, 1 taking over, 2 active (owner), 3 releasing, \
-                 4 reconnecting after being fenced, 5 stopped",
+                "HA gateway role for the pool: 0 standby, 1 taking over, 2 active (owner), \
+                 3 releasing, 4 reconnecting after being fenced, 5 stopped",
+                &["pool"],
             ),
-            ha_epoch: gauge(
+            ha_epoch: gauge_vec(
                 &r,
                 "lunar_ha_epoch",
-                "Epoch of the HA group's current ownership as this gateway last saw it",
+                "Epoch of the pool's current ownership as this gateway last saw it",
+                &["pool"],
             ),
-            ha_renewals: counter(
+            ha_renewals: counter_vec(
                 &r,
                 "lunar_ha_lease_renewals_total",
-                "Successful renewals of the ownership lease by this gateway",
+                "Successful renewals of the pool's ownership lease by this gateway",
+                &["pool"],
             ),
-            ha_takeovers: counter(
+            ha_takeovers: counter_vec(
                 &r,
                 "lunar_ha_takeovers_total",
-                "Times this gateway became the owner (lease won, previous owner fenced, pool open)",
+                "Times this gateway became the pool's owner (lease won, previous owner fenced, pool open)",
+                &["pool"],
             ),
-            ha_fenced: counter(
+            ha_fenced: counter_vec(
                 &r,
                 "lunar_ha_fenced_total",
-                "Times this gateway found itself blocklisted by a new owner",
+                "Times this gateway found itself blocklisted by a new owner of the pool",
+                &["pool"],
             ),
             ha_takeover_duration: {
-                let h = Histogram::with_opts(
+                let h = HistogramVec::new(
                     HistogramOpts::new(
                         "lunar_ha_takeover_duration_seconds",
-                        "From winning the lease to serving: fencing, opening the pool, attaching LUNs",
+                        "From winning the pool's lease to serving: fencing, opening the pool, attaching LUNs",
                     )
                     .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                    &["pool"],
                 )
                 .unwrap_or_else(|e| panic!("takeover histogram: {e}"));
                 register(&r, Box::new(h.clone()), "lunar_ha_takeover_duration_seconds");
@@ -591,26 +597,30 @@ impl Metrics {
         }
     }
 
-    /// The HA gateway's role (see `lunar_ha_role`) and the epoch it last saw.
-    pub fn ha_state(&self, role: i64, epoch: u64) {
-        self.ha_role.set(role);
-        self.ha_epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
+    /// The HA gateway's role for `pool` (see `lunar_ha_role`) and the epoch it last saw.
+    pub fn ha_state(&self, pool: &str, role: i64, epoch: u64) {
+        self.ha_role.with_label_values(&[pool]).set(role);
+        self.ha_epoch
+            .with_label_values(&[pool])
+            .set(i64::try_from(epoch).unwrap_or(i64::MAX));
     }
 
-    /// A lease renewal succeeded.
-    pub fn ha_renewed(&self) {
-        self.ha_renewals.inc();
+    /// A renewal of `pool`'s lease succeeded.
+    pub fn ha_renewed(&self, pool: &str) {
+        self.ha_renewals.with_label_values(&[pool]).inc();
     }
 
-    /// This gateway took over, in `d` from lease won to serving.
-    pub fn ha_took_over(&self, d: Duration) {
-        self.ha_takeovers.inc();
-        self.ha_takeover_duration.observe(d.as_secs_f64());
+    /// This gateway took `pool` over, in `d` from lease won to serving.
+    pub fn ha_took_over(&self, pool: &str, d: Duration) {
+        self.ha_takeovers.with_label_values(&[pool]).inc();
+        self.ha_takeover_duration
+            .with_label_values(&[pool])
+            .observe(d.as_secs_f64());
     }
 
-    /// This gateway was found blocklisted.
-    pub fn ha_fenced(&self) {
-        self.ha_fenced.inc();
+    /// This gateway was found blocklisted by a new owner of `pool`.
+    pub fn ha_fenced(&self, pool: &str) {
+        self.ha_fenced.with_label_values(&[pool]).inc();
     }
 
     /// Feeds the metadata-commit histogram from the pool's commit thread.

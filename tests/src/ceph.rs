@@ -236,6 +236,8 @@ pub struct Scratch {
     pub group: String,
     /// RBD image holding the group's pool.
     pub image: String,
+    /// The images of the group's other pools (removed too).
+    pub more_images: Vec<String>,
     /// Keep everything (for a post-mortem): `LUNAR_CEPH_KEEP=1`.
     keep: bool,
 }
@@ -247,6 +249,7 @@ impl Scratch {
         Scratch {
             cluster: cluster.clone(),
             image: format!("{group}-pool"),
+            more_images: Vec::new(),
             group,
             keep: std::env::var("LUNAR_CEPH_KEEP").is_ok_and(|v| v == "1"),
         }
@@ -263,5 +266,8 @@ impl Drop for Scratch {
             return;
         }
         self.cluster.remove_group(POOL, &self.group, &self.image);
+        for image in &self.more_images {
+            self.cluster.remove_group(POOL, &self.group, image);
+        }
     }
 }

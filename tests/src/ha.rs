@@ -98,9 +98,15 @@ impl Gateway {
     }
 }
 
-/// REPORT TARGET PORT GROUPS through the portal `addr`: `(group id, access state)` pairs.
-/// A gateway that does not answer within 2 s (dead, frozen) is an error.
+/// REPORT TARGET PORT GROUPS to LUN 0 through the portal `addr`: `(group id, access
+/// state)` pairs. A gateway that does not answer within 2 s (dead, frozen) is an error.
 pub async fn port_groups_at(addr: SocketAddr) -> Result<Vec<(u16, u8)>> {
+    port_groups_of(addr, 0).await
+}
+
+/// [`port_groups_at`] for LUN `lun` (a gateway with several pools reports each LUN's
+/// pool's states).
+pub async fn port_groups_of(addr: SocketAddr, lun: u64) -> Result<Vec<(u16, u8)>> {
     let limit = Duration::from_secs(2);
     let mut i = tokio::time::timeout(
         limit,
@@ -116,6 +122,7 @@ pub async fn port_groups_at(addr: SocketAddr) -> Result<Vec<(u16, u8)>> {
     if !l.ok() {
         bail!("{addr}: login refused ({l:?})");
     }
+    i.set_lun(lun);
     // A new nexus first reports its unit attentions; RTPG is allowed through them
     // (SPC-4 5.16) but retry a few times anyway.
     for _ in 0..4 {
@@ -134,10 +141,15 @@ pub async fn port_groups_at(addr: SocketAddr) -> Result<Vec<(u16, u8)>> {
 /// answering one reports active/optimized. `None` while they disagree, none answers, or
 /// none is optimized.
 pub fn owner_among(portals: &[SocketAddr]) -> Option<u16> {
+    owner_of_lun_among(portals, 0)
+}
+
+/// [`owner_among`] for LUN `lun`: the owner of its pool.
+pub fn owner_of_lun_among(portals: &[SocketAddr], lun: u64) -> Option<u16> {
     let rt = runtime().ok()?;
     let mut seen: Option<u16> = None;
     for &addr in portals {
-        let Ok(groups) = rt.block_on(port_groups_at(addr)) else {
+        let Ok(groups) = rt.block_on(port_groups_of(addr, lun)) else {
             continue;
         };
         let ao: Vec<u16> = groups
@@ -254,17 +266,27 @@ impl Group {
 
     /// The owner as the live gateways report it ([`owner_among`]): its index.
     pub fn owner(&self) -> Option<usize> {
+        self.owner_of(0)
+    }
+
+    /// The owner of LUN `lun`'s pool as the live gateways report it: its index.
+    pub fn owner_of(&self, lun: u64) -> Option<usize> {
         let portals: Vec<SocketAddr> = self.gws.iter().map(Gateway::addr).collect();
-        let id = owner_among(&portals)?;
+        let id = owner_of_lun_among(&portals, lun)?;
         self.gws.iter().position(|g| g.port_group == id)
     }
 
     /// Waits until the live gateways agree on an owner (other than `not`, when given) and
     /// returns its index.
     pub fn wait_owner(&self, not: Option<usize>, limit: Duration) -> Result<usize> {
+        self.wait_owner_of(0, not, limit)
+    }
+
+    /// [`Group::wait_owner`] for LUN `lun`'s pool.
+    pub fn wait_owner_of(&self, lun: u64, not: Option<usize>, limit: Duration) -> Result<usize> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(o) = self.owner() {
+            if let Some(o) = self.owner_of(lun) {
                 if Some(o) != not {
                     return Ok(o);
                 }
@@ -273,16 +295,16 @@ impl Group {
                 let views: Vec<String> = self
                     .gws
                     .iter()
-                    .map(
-                        |g| match runtime().and_then(|rt| rt.block_on(g.port_groups())) {
+                    .map(|g| {
+                        match runtime().and_then(|rt| rt.block_on(port_groups_of(g.addr(), lun))) {
                             Ok(groups) => format!("{}: {groups:?}", g.name),
                             Err(e) => format!("{}: {e:#}", g.name),
-                        },
-                    )
+                        }
+                    })
                     .collect();
                 bail!(
-                    "no gateway (other than {not:?}) became the owner within {limit:?}; \
-                     RTPG per gateway: {views:?}"
+                    "no gateway (other than {not:?}) became the owner of LUN {lun}'s pool \
+                     within {limit:?}; RTPG per gateway: {views:?}"
                 );
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -98,6 +98,8 @@ pub struct Multipath {
     pub queue_limit: Duration,
     /// What happened on the paths, in order.
     pub events: Vec<PathEvent>,
+    /// The LUN every command goes to (0 unless [`Multipath::on_lun`]).
+    lun: u64,
 }
 
 impl Multipath {
@@ -119,7 +121,14 @@ impl Multipath {
             cmd_limit: Duration::from_secs(2),
             queue_limit: Duration::from_secs(120),
             events: Vec::new(),
+            lun: 0,
         }
+    }
+
+    /// The device is LUN `lun` of the target (LUN 0 by default).
+    pub fn on_lun(mut self, lun: u64) -> Self {
+        self.lun = lun;
+        self
     }
 
     /// Name of path `i`.
@@ -161,6 +170,7 @@ impl Multipath {
                     login.status_class, login.status_detail
                 )));
             }
+            s.set_lun(self.lun);
             self.paths[i].session = Some(s);
             self.note(i, "logged in".into());
         }

@@ -15,15 +15,20 @@
 //!    initiator's write gets RESERVATION CONFLICT.
 //! 5. PERSISTENT RESERVE OUTs through the standby while the owner is killed: all GOOD, and the
 //!    survivor, now owner, holds and enforces exactly what they made.
+//! 6. Two pools preferring different gateways: each gateway is active/optimized for one
+//!    pool's LUN and standby for the other's (RTPG per LUN through both); a planned move
+//!    of one pool under two writers leaves the other pool's writer alone; SIGKILL of the
+//!    gateway that then owns both: the other owns both, every acknowledged record is there.
 //!
 //! The kernel initiator with dm-multipath over both gateways is `kernel_initiator_ha.rs`.
 //! These tests need a Ceph cluster (`LUNAR_CEPH_CONF`, see `lunar_e2e::ceph`); without one
 //! they skip loudly, or fail under `LUNAR_REQUIRE_CEPH=1`.
 
 use lunar_e2e::ceph::Scratch;
+use lunar_e2e::config::{LunCfg, TargetCfg};
 use lunar_e2e::ha::{
-    port_groups_at, runtime, Group, ALUA_ACTIVE_OPTIMIZED, ALUA_STANDBY, ALUA_UNAVAILABLE, IQN,
-    TAKEOVER_LIMIT,
+    port_groups_at, port_groups_of, runtime, Group, ALUA_ACTIVE_OPTIMIZED, ALUA_STANDBY,
+    ALUA_UNAVAILABLE, IQN, LUN_BYTES, POOL_BYTES, TAKEOVER_LIMIT,
 };
 use lunar_e2e::mpio::{
     is_standby, is_unit_attention, read_cdb, write_cdb, Acked, Multipath, Writer, GOOD,
@@ -48,7 +53,12 @@ struct Running {
 
 impl Running {
     fn start(group: &Group, first: usize, run: u64) -> Running {
-        let mut mp = Multipath::new(IQN, INITIATOR, &group.paths());
+        Self::start_on(group, 0, INITIATOR, first, run)
+    }
+
+    /// A writer on LUN `lun` as initiator `initiator`, starting on path `first`.
+    fn start_on(group: &Group, lun: u64, initiator: &str, first: usize, run: u64) -> Running {
+        let mut mp = Multipath::new(IQN, initiator, &group.paths()).on_lun(lun);
         mp.prefer(first);
         let mut w = Writer::new(mp, run, 0);
         let acked = Arc::new(AtomicUsize::new(0));
@@ -737,4 +747,161 @@ fn deploy_examples_are_valid_gateway_pairs() {
         assert_eq!(cfg.ha, Some(a.1.clone()), "docs/ha.md shows gw1");
         assert_eq!(cfg.first_pool().rbd, a.0.first_pool().rbd);
     }
+}
+
+/// Case 6, several pools per gateway: pool `a` (LUN 0) prefers gw1, pool `b` (LUN 1) prefers
+/// gw2; each is its own HA unit (lease, owner, epoch). Through either gateway, LUN 0
+/// reports gw1 active/optimized and gw2 standby, LUN 1 the reverse. `lunarctl ha move
+/// --pool a --to gw2` under a writer per LUN: pool a moves, pool b's writer never meets a
+/// standby, transitioning or failed path and its epoch stays. Then SIGKILL of gw2, which
+/// owns both: gw1 takes both over and every acknowledged record of both LUNs is there.
+#[test]
+fn two_pools_spread_move_alone_and_fail_over_together() {
+    require_ceph!(cluster);
+    let mut scratch = Scratch::new(&cluster, "pools");
+    let image_b = format!("{}-b", scratch.group);
+    scratch.more_images.push(image_b.clone());
+    let image_a = scratch.image.clone();
+    let mut g = Group::start_with(scratch, 2, |_, mut cfg| {
+        cfg = cfg.with_rbd_pools(
+            &[("a", &image_a, Some("gw1")), ("b", &image_b, Some("gw2"))],
+            POOL_BYTES,
+        );
+        cfg.targets = vec![TargetCfg::iscsi(IQN)
+            .with_lun(LunCfg::new(0, "a0", LUN_BYTES).in_pool("a"))
+            .with_lun(LunCfg::new(1, "b0", LUN_BYTES).in_pool("b"))];
+        cfg
+    })
+    .expect("start gateways");
+    // The preferred gateways took their pools (gw2 started after gw1, which left it b).
+    assert_eq!(
+        g.wait_owner_of(0, None, TAKEOVER_LIMIT)
+            .expect("owner of a"),
+        0
+    );
+    assert_eq!(
+        g.wait_owner_of(1, None, TAKEOVER_LIMIT)
+            .expect("owner of b"),
+        1
+    );
+    let rt = runtime().expect("runtime");
+    let spread = |owner: u16| -> Vec<(u16, u8)> {
+        [1u16, 2]
+            .into_iter()
+            .map(|pg| {
+                let state = if pg == owner {
+                    ALUA_ACTIVE_OPTIMIZED
+                } else {
+                    ALUA_STANDBY
+                };
+                (pg, state)
+            })
+            .collect()
+    };
+    // Every gateway gets there (the one that did not take a pool over learns of its LUN
+    // from the other's save, a notify later): wait for each, then it stays.
+    for gw in &g.gws {
+        for (lun, owner) in [(0u64, 1u16), (1, 2)] {
+            let deadline = Instant::now() + TAKEOVER_LIMIT;
+            loop {
+                let groups = rt.block_on(port_groups_of(gw.addr(), lun));
+                if groups.as_ref().is_ok_and(|gr| *gr == spread(owner)) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "LUN {lun} through {}: its pool's owner is port group {owner}; got {groups:?}",
+                    gw.name
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let status = g.gws[0].ctl().expect("lunarctl");
+    let status = status.json(&["ha", "status"]).expect("ha status");
+    let pools = status["pools"].as_array().expect("a pools list").clone();
+    let owners: Vec<(&str, &str)> = pools
+        .iter()
+        .map(|p| {
+            (
+                p["pool"].as_str().unwrap_or(""),
+                p["owner"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(owners, [("a", "gw1"), ("b", "gw2")], "{status}");
+    let epoch_b = pools[1]["epoch"].as_u64().expect("epoch of b");
+
+    let wa = Running::start_on(&g, 0, &format!("{INITIATOR}-a"), 0, 61);
+    let wb = Running::start_on(&g, 1, &format!("{INITIATOR}-b"), 1, 62);
+    wa.wait_for(20, TAKEOVER_LIMIT);
+    wb.wait_for(20, TAKEOVER_LIMIT);
+    let moved = Instant::now();
+    let out = g.gws[0]
+        .ctl()
+        .expect("lunarctl")
+        .run(&["ha", "move", "--pool", "a", "--to", "gw2"])
+        .expect("lunarctl ha move");
+    assert!(out.status.success(), "ha move: {}", out.combined());
+    assert_eq!(
+        g.wait_owner_of(0, Some(0), TAKEOVER_LIMIT)
+            .expect("a moved"),
+        1
+    );
+    let (a_now, b_now) = (wa.count(), wb.count());
+    wa.wait_for(a_now + 20, TAKEOVER_LIMIT);
+    wb.wait_for(b_now + 20, TAKEOVER_LIMIT);
+    assert_eq!(g.owner_of(1), Some(1), "pool b stayed on gw2");
+    let status = g.gws[1]
+        .ctl()
+        .expect("lunarctl")
+        .json(&["ha", "status"])
+        .expect("ha status");
+    assert_eq!(
+        status["pools"][1]["epoch"].as_u64(),
+        Some(epoch_b),
+        "{status}"
+    );
+
+    // SIGKILL of gw2, owner of both: gw1 takes both.
+    let before = (wa.count(), wb.count());
+    let killed = Instant::now();
+    g.gws[1].kill9();
+    assert_eq!(
+        g.wait_owner_of(0, Some(1), TAKEOVER_LIMIT)
+            .expect("a taken"),
+        0
+    );
+    assert_eq!(
+        g.wait_owner_of(1, Some(1), TAKEOVER_LIMIT)
+            .expect("b taken"),
+        0
+    );
+    wa.wait_for(before.0 + 20, TAKEOVER_LIMIT);
+    wb.wait_for(before.1 + 20, TAKEOVER_LIMIT);
+    let wa = verify_everything(wa.finish());
+    let wb = verify_everything(wb.finish());
+    // Pool b's writer was left alone by pool a's move: nothing but unit attentions on its
+    // paths between the move and the kill.
+    let troubled: Vec<String> = wb
+        .mp
+        .events
+        .iter()
+        .filter(|e| e.at >= moved && e.at < killed && !e.what.starts_with("unit attention"))
+        .map(|e| format!("{}: {}", e.path, e.what))
+        .collect();
+    assert!(
+        troubled.is_empty(),
+        "pool b's writer during pool a's move: {troubled:?}"
+    );
+    let first = |w: &Writer| first_after(&w.acked, killed, 0).map(|a| a.at.duration_since(killed));
+    eprintln!(
+        "HA two pools: move of a alone (b untouched, epoch {epoch_b}); SIGKILL of gw2 owning \
+         both: first writes on gw1 {:.3} s (a) and {:.3} s (b) after the kill; {} + {} \
+         records, all read back",
+        first(&wa).map_or(f64::NAN, |d| d.as_secs_f64()),
+        first(&wb).map_or(f64::NAN, |d| d.as_secs_f64()),
+        wa.acked.len(),
+        wb.acked.len()
+    );
 }

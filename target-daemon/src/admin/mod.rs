@@ -344,7 +344,7 @@ pub async fn dispatch_ha(ha: Option<Arc<dyn HaControl>>, req: Request) -> Respon
         );
     };
     let done = tokio::task::spawn_blocking(move || match req {
-        Request::HaMove { to } => match ha.move_to(&to) {
+        Request::HaMove { pool, to } => match ha.move_to(pool.as_deref(), &to) {
             Ok(m) => encode(&m),
             Err(e) => Response::err(e.kind(), e.to_string()),
         },

@@ -293,9 +293,12 @@ pub enum Request {
     /// The HA group as this gateway sees it (`crate::ha::status::HaStatus`).
     #[serde(rename = "ha.status")]
     HaStatus,
-    /// Planned move: the owner hands the pool to gateway `to`.
+    /// Planned move: the owner of `pool` hands it to gateway `to`.
     #[serde(rename = "ha.move")]
     HaMove {
+        /// The pool to move; optional when the gateway has one pool.
+        #[serde(default)]
+        pool: Option<String>,
         /// Gateway to take over.
         to: String,
     },

@@ -98,9 +98,12 @@ enum Cmd {
 enum HaCmd {
     /// Gateways, owner, epoch, lease state and this gateway's role.
     Status,
-    /// Planned move: the owner finishes in-flight I/O, closes the pool and hands the lease
-    /// to gateway TO.
+    /// Planned move: the owner of pool POOL finishes in-flight I/O, closes the pool and
+    /// hands its lease to gateway TO (the gateway's other pools stay where they are).
     Move {
+        /// Pool to move (optional when the gateway has one pool).
+        #[arg(long)]
+        pool: Option<String>,
         /// Gateway to take over.
         #[arg(long)]
         to: String,
@@ -977,10 +980,49 @@ fn print_ha_status(w: Out<'_>, s: &HaStatus) -> io::Result<()> {
     if let Some(e) = &s.last_error {
         writeln!(w, "last error: {e}")?;
     }
+    if !s.pools.is_empty() {
+        writeln!(w)?;
+        let rows = s
+            .pools
+            .iter()
+            .map(|p| {
+                vec![
+                    p.pool.clone(),
+                    opt(&p.owner),
+                    p.epoch.to_string(),
+                    p.lease.clone(),
+                    p.role.clone(),
+                    opt(&p.preferred),
+                ]
+            })
+            .collect();
+        table(
+            w,
+            &["POOL", "OWNER", "EPOCH", "LEASE", "ROLE HERE", "MOVING TO"],
+            rows,
+        )?;
+    }
     if s.gateways.is_empty() {
         return Ok(());
     }
     writeln!(w)?;
+    // With several pools a gateway's role is the pools it owns.
+    let role = |g: &target_daemon::ha::status::GatewayStatus| {
+        if s.pools.is_empty() {
+            return if g.owner { "owner" } else { "standby" }.to_string();
+        }
+        let owned: Vec<&str> = s
+            .pools
+            .iter()
+            .filter(|p| p.owner.as_deref() == Some(g.name.as_str()))
+            .map(|p| p.pool.as_str())
+            .collect();
+        if owned.is_empty() {
+            "standby".to_string()
+        } else {
+            format!("owner of {}", owned.join(","))
+        }
+    };
     let rows = s
         .gateways
         .iter()
@@ -988,7 +1030,7 @@ fn print_ha_status(w: Out<'_>, s: &HaStatus) -> io::Result<()> {
             vec![
                 g.name.clone(),
                 g.port_group.to_string(),
-                if g.owner { "owner" } else { "standby" }.to_string(),
+                role(g),
                 g.alua.clone().unwrap_or_else(|| "-".into()),
                 g.portals.join(","),
                 age(g.last_seen_secs_ago),
@@ -1416,15 +1458,15 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
             Shown::line(v, format!("closed {} session(s)", n.closed_sessions))
         }
         Cmd::Ha(HaCmd::Status) => Shown::typed(c.call(Request::HaStatus)?, print_ha_status),
-        Cmd::Ha(HaCmd::Move { to }) => {
-            let v = c.call(Request::HaMove { to })?;
+        Cmd::Ha(HaCmd::Move { pool, to }) => {
+            let v = c.call(Request::HaMove { pool, to })?;
             let m: MoveAccepted = decode(&v)?;
             let from = m.from.unwrap_or_else(|| "(no owner)".into());
             Shown::line(
                 v,
                 format!(
-                    "moving the pool from {from} to {} (epoch {}): the owner hands over at its next renew",
-                    m.to, m.epoch
+                    "moving pool {} from {from} to {} (epoch {}): the owner hands over at its next renew",
+                    m.pool, m.to, m.epoch
                 ),
             )
         }

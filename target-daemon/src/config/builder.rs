@@ -110,6 +110,30 @@ impl Config {
         self
     }
 
+    /// Serves `pools` instead of the single pool: each `(name, RBD image, preferred
+    /// gateway)` an RBD pool of `capacity` (an HA gateway with several pools; call after
+    /// [`Config::with_ha`]). The first is the default pool.
+    pub fn with_rbd_pools(
+        mut self,
+        pools: &[(&str, &str, Option<&str>)],
+        capacity: ByteSize,
+    ) -> Config {
+        let base = self.pool.take().unwrap_or_default();
+        self.pools = pools
+            .iter()
+            .map(|(name, image, prefer)| PoolCfg {
+                name: Some((*name).to_string()),
+                capacity: Some(capacity),
+                rbd: Some(RbdPoolCfg {
+                    image: (*image).to_string(),
+                }),
+                prefer: prefer.map(str::to_string),
+                ..base.clone()
+            })
+            .collect();
+        self
+    }
+
     /// Keeps the pool and state in `dir`.
     pub fn with_data_dir(mut self, dir: impl Into<PathBuf>) -> Config {
         self.data_dir = dir.into();

@@ -149,7 +149,7 @@ impl<'de> Deserialize<'de> for DurationCfg {
 
 /// Group and gateway names become parts of RADOS object names and metric labels: keep
 /// them to a portable alphabet.
-fn check_name(n: &str) -> Result<(), String> {
+pub(super) fn check_name(n: &str) -> Result<(), String> {
     if n.is_empty() || n.len() > 64 {
         return Err("must be 1 to 64 characters".into());
     }

@@ -409,7 +409,7 @@ targets:
         );
         let e = err(&HA.replace("  rbd:\n    image: lunar-g1\n", ""));
         assert!(
-            e.contains("pool.rbd: an HA gateway serves a pool in an RBD image"),
+            e.contains("pool.rbd: in an HA group every pool is in an RBD image"),
             "{e}"
         );
         let no_ha = &HA[..HA.find("ha:").unwrap()];
@@ -420,6 +420,61 @@ targets:
         );
         let e = err(&HA.replace("  port_group: 1\n", ""));
         assert!(e.contains("missing field `port_group`"), "{e}");
+    }
+
+    /// An HA gateway with a pools: list: two RBD pools, each with the gateway it prefers.
+    const HA_TWO: &str = "portals:\n  - listen: 127.0.0.1:3260\npools:\n  - name: fast\n    capacity: 1GiB\n    rbd:\n      image: lunar-fast\n    prefer: gw1\n  - name: bulk\n    capacity: 2GiB\n    rbd:\n      image: lunar-bulk\n    prefer: gw2\nha:\n  group: g1\n  gateway: gw1\n  port_group: 1\n";
+
+    #[test]
+    fn an_ha_gateway_serves_several_rbd_pools_with_a_preferred_gateway() {
+        let cfg = parse_any_build(HA_TWO, "ha.yaml").unwrap();
+        let pools = cfg.pool_cfgs();
+        assert_eq!(pools.len(), 2);
+        assert_eq!(pools[0].prefer.as_deref(), Some("gw1"));
+        assert_eq!(pools[1].prefer.as_deref(), Some("gw2"));
+        assert_eq!(pools[1].rbd.as_ref().unwrap().image, "lunar-bulk");
+        let yaml = cfg.to_yaml().unwrap();
+        assert_eq!(parse_any_build(&yaml, "again.yaml").unwrap(), cfg);
+        // prefer is optional.
+        parse_any_build(&HA_TWO.replace("    prefer: gw2\n", ""), "ha.yaml").unwrap();
+    }
+
+    #[test]
+    fn every_pool_of_an_ha_gateway_is_rbd_and_prefer_needs_ha() {
+        // A directory pool beside an RBD pool: named, with why.
+        let e = parse_any_build(
+            &HA_TWO.replace(
+                "    rbd:\n      image: lunar-bulk\n",
+                "    path: /srv/bulk\n",
+            ),
+            "bad.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("bad.yaml:9: pools[1].rbd: in an HA group every pool is in an RBD image"),
+            "{e}"
+        );
+        // Two pools on one image.
+        let e = parse_any_build(&HA_TWO.replace("lunar-bulk", "lunar-fast"), "bad.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pools[1].rbd.image: image \"lunar-fast\" is also pools[0]'s"),
+            "{e}"
+        );
+        // prefer: a gateway name, and only with ha:.
+        let e = parse_any_build(&HA_TWO.replace("prefer: gw2", "prefer: gw/2"), "bad.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("bad.yaml:13: pools[1].prefer:"), "{e}");
+        let local =
+            "portals:\n  - listen: 127.0.0.1:3260\npool:\n  capacity: 1GiB\n  prefer: gw1\n";
+        let e = parse_any_build(local, "bad.yaml").unwrap_err().to_string();
+        assert!(
+            e.starts_with("bad.yaml:5: pool.prefer: names the gateway that takes this pool first"),
+            "{e}"
+        );
     }
 
     #[test]

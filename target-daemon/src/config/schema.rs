@@ -198,6 +198,11 @@ pub struct PoolCfg {
     /// The pool lives in an RBD image instead of `path` (HA groups; requires `ha`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rbd: Option<RbdPoolCfg>,
+    /// In an HA group: the gateway that takes this pool when its lease is free and it was
+    /// not the last owner (the others leave it the lease for a while, as after a planned
+    /// move), so the pools of a group spread over its gateways. Unset: whoever comes first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer: Option<String>,
 }
 
 fn default_pool_path() -> PathBuf {
@@ -216,6 +221,7 @@ impl Default for PoolCfg {
             capacity: None,
             soft_threshold_pct: None,
             rbd: None,
+            prefer: None,
         }
     }
 }

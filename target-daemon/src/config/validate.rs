@@ -134,17 +134,20 @@ impl Config {
     fn validate_ha(&self) -> Result<(), (String, String)> {
         if let Some(ha) = &self.ha {
             ha.validate().map_err(|(f, m)| (format!("ha.{f}"), m))?;
-            if self.pools.len() > 1 {
-                return Err((
-                    "pools".into(),
-                    "an HA gateway serves one pool (one lease, one RBD image) in this \
-                     version; run one group per pool"
-                        .into(),
-                ));
-            }
         }
         for (i, p) in self.pool_cfgs().iter().enumerate() {
             let f = self.pool_field(i);
+            if let Some(g) = &p.prefer {
+                if self.ha.is_none() {
+                    return Err((
+                        format!("{f}.prefer"),
+                        "names the gateway that takes this pool first in an HA group: it \
+                         needs an ha: section"
+                            .into(),
+                    ));
+                }
+                super::ha::check_name(g).map_err(|m| (format!("{f}.prefer"), m))?;
+            }
             match (&self.ha, &p.rbd) {
                 (Some(_), Some(_)) if p.capacity.is_none() => {
                     return Err((
@@ -158,7 +161,11 @@ impl Config {
                 (Some(_), None) => {
                     return Err((
                         format!("{f}.rbd"),
-                        format!("an HA gateway serves a pool in an RBD image: set {f}.rbd.image"),
+                        format!(
+                            "in an HA group every pool is in an RBD image (each pool has its \
+                             own lease and owner, and any gateway must be able to open it): \
+                             set {f}.rbd.image"
+                        ),
                     ));
                 }
                 (None, Some(_)) => {

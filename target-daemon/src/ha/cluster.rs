@@ -37,11 +37,11 @@ pub struct LeaseClient {
 }
 
 impl LeaseClient {
-    /// The lease of `group` for gateway `me`, with the given duration.
-    pub fn new(ioctx: IoCtx, group: &str, me: &str, lease: Duration) -> LeaseClient {
+    /// The lease of pool `pool` of `group` for gateway `me`, with the given duration.
+    pub fn new(ioctx: IoCtx, group: &str, pool: &str, me: &str, lease: Duration) -> LeaseClient {
         LeaseClient {
             ioctx,
-            oid: lease_object(group),
+            oid: lease_object(group, pool),
             me: me.to_string(),
             lease,
         }

@@ -9,8 +9,12 @@
 //! - the ALUA view, the LUN manager started without a pool (every gateway starts as
 //!   standby: start-up never waits for the pool), its state store and PR store in RADOS,
 //!   and a reload whenever another gateway saves the state;
-//! - the registry heartbeat (own record, and the peers' port groups for the ALUA view);
-//! - the [`Coordinator`], whose [`PoolHost`] here is the LUN manager plus the ALUA view.
+//! - the registry heartbeat (own record, and the peers' port groups for the ALUA views);
+//! - one [`Coordinator`] per pool (each pool is its own HA unit: lease
+//!   `lunar.<group>.<pool>.lease`, owner, epoch, RBD lock, planned move), whose
+//!   [`PoolHost`] here is the LUN manager (that pool's LUNs) plus the pool's ALUA view: a
+//!   LUN reports its pool's port group states, so one target can expose LUNs of pools
+//!   owned by different gateways.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -37,9 +41,11 @@ use crate::shared::{GatewayRecord, GatewayRegistry, SharedPrStore, SharedStateSt
 /// newest it heard of (a backstop for a lost notice; one small read per LUN).
 const PR_VERSION_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The LUN manager and the ALUA view, as the coordinator drives them.
+/// The LUN manager and one pool's ALUA view, as that pool's coordinator drives them.
 struct GatewayHost {
     mgr: Arc<LunManager>,
+    /// The pool this host attaches and detaches.
+    pool: String,
     alua: Arc<AluaView>,
     me: String,
     port_group: u16,
@@ -73,8 +79,9 @@ impl GatewayHost {
 impl PoolHost for GatewayHost {
     fn attach(&self, pool: Pool) -> BoxFuture<anyhow::Result<()>> {
         let mgr = self.mgr.clone();
+        let name = self.pool.clone();
         Box::pin(async move {
-            mgr.attach_pool(pool)
+            mgr.attach_pool(&name, pool)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))
         })
@@ -82,14 +89,15 @@ impl PoolHost for GatewayHost {
 
     fn detach(&self) -> BoxFuture<Option<Pool>> {
         let mgr = self.mgr.clone();
+        let name = self.pool.clone();
         Box::pin(async move {
-            if !mgr.has_pool() {
+            if !mgr.has_pool_named(&name) {
                 return None;
             }
-            match mgr.detach_pool().await {
+            match mgr.detach_pool(&name).await {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    tracing::warn!("detaching the pool: {e}");
+                    tracing::warn!(pool = %name, "detaching the pool: {e}");
                     None
                 }
             }
@@ -104,11 +112,11 @@ impl PoolHost for GatewayHost {
 
 /// Who counts as a live gateway when a reservation change's notify timed out on some
 /// watchers (ADR 0013): the gateways whose registry record advances (heartbeats) while
-/// the change is announced, and the owner this gateway's ALUA view names whatever its
-/// heartbeat.
+/// the change is announced, and the owners this gateway's ALUA views (one per pool) name
+/// whatever their heartbeat.
 struct PrLiveness {
     registry: Arc<GatewayRegistry>,
-    alua: Arc<AluaView>,
+    views: Vec<Arc<AluaView>>,
 }
 
 impl crate::shared::pr::LiveGateways for PrLiveness {
@@ -117,26 +125,29 @@ impl crate::shared::pr::LiveGateways for PrLiveness {
             .registry
             .list()
             .context("reading the gateway registry")?;
-        let owner = self.alua.owner();
+        let owners: Vec<String> = self.views.iter().filter_map(|v| v.owner()).collect();
         Ok(crate::shared::pr::Heartbeats {
             beats: records
                 .iter()
                 .filter(|r| r.instance != 0)
                 .map(|r| (r.instance, r.last_seen_unix))
                 .collect(),
-            owner: records
+            owners: records
                 .iter()
-                .find(|r| r.instance != 0 && owner.as_deref() == Some(r.name.as_str()))
-                .map(|r| r.instance),
+                .filter(|r| r.instance != 0 && owners.contains(&r.name))
+                .map(|r| r.instance)
+                .collect(),
         })
     }
 }
 
 /// A running gateway's HA parts.
 pub struct Gateway {
-    /// The coordinator (status, planned moves).
-    pub coordinator: Arc<Coordinator>,
-    host: Arc<GatewayHost>,
+    /// The coordinators, one per pool, in configuration order.
+    pub coordinators: Vec<(String, Arc<Coordinator>)>,
+    /// Status and planned moves of every pool (what the admin API asks).
+    pub control: Arc<super::status::PerPool>,
+    hosts: Vec<Arc<GatewayHost>>,
     registry: Arc<GatewayRegistry>,
     /// The registry record's portals, filled in once the portals listen.
     portals: Arc<Mutex<Vec<String>>>,
@@ -151,7 +162,7 @@ pub struct Gateway {
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("coordinator", &self.coordinator)
+            .field("coordinators", &self.coordinators)
             .finish()
     }
 }
@@ -198,13 +209,20 @@ impl Gateway {
             .ha
             .clone()
             .context("a gateway needs the ha: section")?;
-        // One pool per gateway for now (validated); its name is the first pool's.
-        let pool_cfg = config.first_pool();
-        let rbd = pool_cfg.rbd.clone().context("a gateway needs pool.rbd")?;
-        let capacity = pool_cfg
-            .capacity
-            .context("pool.capacity is required with pool.rbd")?
-            .0;
+        // Every pool is in an RBD image, with a capacity (validated).
+        let mut pools = Vec::new();
+        for p in config.pool_cfgs() {
+            let name = p.name.clone().unwrap_or_else(|| config.default_pool_name());
+            let rbd = p
+                .rbd
+                .clone()
+                .with_context(|| format!("pool {name}: a gateway needs rbd.image"))?;
+            let capacity = p
+                .capacity
+                .with_context(|| format!("pool {name}: capacity is required with rbd"))?
+                .0;
+            pools.push((name, p, rbd, capacity));
+        }
         let h = ha.clone();
         let (rados, io) = tokio::task::spawn_blocking(move || connect_shared(&h))
             .await
@@ -260,7 +278,7 @@ impl Gateway {
                 alive: true,
             })
             .collect();
-        let groups = peers
+        let groups: Vec<GroupState> = peers
             .iter()
             .map(|p| GroupState {
                 id: p.port_group,
@@ -268,10 +286,23 @@ impl Gateway {
                 state: AccessState::Standby,
             })
             .collect();
-        let alua = AluaView::new(ha.port_group, groups);
+        // One view per pool, sharing their change counter; the first is the targets'.
+        let alua = AluaView::new(ha.port_group, groups.clone());
+        let views: Vec<(String, Arc<AluaView>)> = pools
+            .iter()
+            .enumerate()
+            .map(|(i, (name, ..))| {
+                let v = if i == 0 {
+                    alua.clone()
+                } else {
+                    alua.sibling(groups.clone())
+                };
+                (name.clone(), v)
+            })
+            .collect();
         pr_store.set_liveness(Arc::new(PrLiveness {
             registry: registry.clone(),
-            alua: alua.clone(),
+            views: views.iter().map(|(_, v)| v.clone()).collect(),
         }));
         let (lunmgr, targets) = LunManager::open_gateway(
             config,
@@ -279,6 +310,11 @@ impl Gateway {
                 pool: None,
                 state: Some(state.unwrap_or_default()),
                 alua: alua.clone(),
+                pool_alua: if views.len() > 1 {
+                    views.clone()
+                } else {
+                    Vec::new()
+                },
                 pr_store: Some(pr_store),
                 // RBD: a completed write is on the OSDs (rbd_cache is off), WCE=0.
                 volatile_write_cache: false,
@@ -287,48 +323,67 @@ impl Gateway {
         .await?;
         lunmgr.set_state_store(state_store.clone());
 
-        let host = Arc::new(GatewayHost {
-            mgr: lunmgr.clone(),
-            alua,
-            me: ha.gateway.clone(),
-            port_group: ha.port_group,
-            peers: Mutex::new(peers),
-            access: Mutex::new(Access::Standby {
-                owner: None,
-                lease_held: false,
-            }),
-        });
+        let hosts: Vec<Arc<GatewayHost>> = views
+            .iter()
+            .map(|(name, view)| {
+                Arc::new(GatewayHost {
+                    mgr: lunmgr.clone(),
+                    pool: name.clone(),
+                    alua: view.clone(),
+                    me: ha.gateway.clone(),
+                    port_group: ha.port_group,
+                    peers: Mutex::new(peers.clone()),
+                    access: Mutex::new(Access::Standby {
+                        owner: None,
+                        lease_held: false,
+                    }),
+                })
+            })
+            .collect();
         let mut tasks = Vec::new();
         tasks.push(reload_state(notice_rx, state_store.clone(), lunmgr.clone()));
         let portals = Arc::new(Mutex::new(Vec::new()));
         let beat = Arc::new(tokio::sync::Notify::new());
         tasks.push(heartbeat(
             registry.clone(),
-            host.clone(),
+            hosts.clone(),
             ha.clone(),
             portals.clone(),
             beat.clone(),
             instance,
             liveness,
         ));
-        let shell = ShellConfig {
-            ha: ha.clone(),
-            image: rbd.image,
-            pool: PoolOptions {
-                chunk_size: pool_cfg.chunk_size.0 as u32,
-                capacity_bytes: None,
-                soft_threshold_pct: pool_cfg.soft_threshold_pct,
-            },
-            capacity,
-            portals: Vec::new(),
-        };
-        let coordinator = Coordinator::start(shell, host.clone());
-        coordinator.set_gateways_source(registry.clone());
-        coordinator.set_alua_source(host.alua.clone());
+        let mut coordinators = Vec::new();
+        for ((name, pool_cfg, rbd, capacity), host) in pools.into_iter().zip(&hosts) {
+            let shell = ShellConfig {
+                ha: ha.clone(),
+                pool_name: name.clone(),
+                prefer: pool_cfg.prefer.clone(),
+                image: rbd.image,
+                pool: PoolOptions {
+                    chunk_size: pool_cfg.chunk_size.0 as u32,
+                    capacity_bytes: None,
+                    soft_threshold_pct: pool_cfg.soft_threshold_pct,
+                },
+                capacity,
+                portals: Vec::new(),
+            };
+            let coordinator = Coordinator::start(shell, host.clone());
+            coordinator.set_gateways_source(registry.clone());
+            coordinator.set_alua_source(host.alua.clone());
+            coordinators.push((name, coordinator));
+        }
+        let control = Arc::new(super::status::PerPool {
+            pools: coordinators
+                .iter()
+                .map(|(n, c)| (n.clone(), c.clone() as Arc<dyn super::status::HaControl>))
+                .collect(),
+        });
         Ok(Started {
             gateway: Gateway {
-                coordinator,
-                host,
+                coordinators,
+                control,
+                hosts,
                 registry,
                 portals,
                 beat,
@@ -349,12 +404,23 @@ impl Gateway {
 
     /// Steps down if owner and stops the background tasks.
     pub async fn shutdown(mut self) {
-        self.coordinator.shutdown().await;
+        // Every pool steps down at once (each waits for its own in-flight I/O).
+        let steps: Vec<JoinHandle<()>> = self
+            .coordinators
+            .iter()
+            .map(|(_, c)| {
+                let c = c.clone();
+                tokio::spawn(async move { c.shutdown().await })
+            })
+            .collect();
+        for s in steps {
+            let _ = s.await;
+        }
         for t in self.tasks.drain(..) {
             t.abort();
         }
         let shared = self.shared.take();
-        let _ = (self.host, self.registry);
+        let _ = (self.hosts, self.registry, self.control);
         let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
     }
 }
@@ -393,7 +459,7 @@ fn reload_state(
 /// [`dead_after`] are reported unavailable (see liveness.rs).
 fn heartbeat(
     registry: Arc<GatewayRegistry>,
-    host: Arc<GatewayHost>,
+    hosts: Vec<Arc<GatewayHost>>,
     ha: HaCfg,
     portals: Arc<Mutex<Vec<String>>>,
     beat: Arc<tokio::sync::Notify>,
@@ -423,7 +489,10 @@ fn heartbeat(
                         now,
                         list.iter().map(|r| (r.name.as_str(), r.last_seen_unix)),
                     );
-                    host.set_peers(peers_of(&list, &liveness, &ha.gateway, now))
+                    let peers = peers_of(&list, &liveness, &ha.gateway, now);
+                    for host in &hosts {
+                        host.set_peers(peers.clone());
+                    }
                 }
                 Ok(Err(e)) => tracing::warn!("ha: gateway registry heartbeat: {e}"),
                 Err(e) => tracing::warn!("ha: gateway registry heartbeat: {e}"),

@@ -1,5 +1,6 @@
-//! What the lease object `lunar.<group>.lease` holds besides its cls_lock: the epoch of
-//! the current ownership, the owner, and the gateway a planned move hands over to.
+//! What the lease object `lunar.<group>.<pool>.lease` (one per pool of the group: each
+//! pool is its own HA unit) holds besides its cls_lock: the epoch of the current
+//! ownership, the owner, and the gateway a planned move hands over to.
 //!
 //! The lock says who may own the pool now (the OSD expires it); this content says who did
 //! last and at which epoch, so a new owner can number its takeover, and carries the one
@@ -13,9 +14,12 @@ use serde::{Deserialize, Serialize};
 /// The cls_lock name on the lease object.
 pub const LOCK_NAME: &str = "lunar.lease";
 
-/// Name of the group's lease object.
-pub fn lease_object(group: &str) -> String {
-    format!("lunar.{group}.lease")
+/// Name of the lease object of pool `pool` of group `group`. (Before a group could have
+/// several pools it was `lunar.<group>.lease`; pre-release, that name is simply no longer
+/// read: a group upgraded while running would have two owners, so stop every gateway of
+/// a group before upgrading it.)
+pub fn lease_object(group: &str, pool: &str) -> String {
+    format!("lunar.{group}.{pool}.lease")
 }
 
 /// Content of the lease object.
@@ -69,6 +73,12 @@ impl LeaseContent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_pool_has_its_own_lease_object() {
+        assert_eq!(lease_object("g1", "fast"), "lunar.g1.fast.lease");
+        assert_ne!(lease_object("g1", "fast"), lease_object("g1", "bulk"));
+    }
 
     #[test]
     fn content_round_trips_and_empty_is_epoch_zero() {

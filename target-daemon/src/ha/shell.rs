@@ -49,6 +49,11 @@ pub trait PoolHost: Send + Sync + 'static {
 pub struct ShellConfig {
     /// The `ha:` section.
     pub ha: HaCfg,
+    /// The pool this coordinator owns or not (its lease is `lunar.<group>.<pool>.lease`);
+    /// a gateway runs one coordinator per pool.
+    pub pool_name: String,
+    /// The gateway the configuration prefers for the pool (`pools[].prefer`).
+    pub prefer: Option<String>,
     /// RBD image holding the pool.
     pub image: String,
     /// Pool options for creating the pool (its capacity is the image size).
@@ -67,7 +72,7 @@ struct Conn {
     lease: LeaseClient,
 }
 
-fn connect(cfg: &HaCfg) -> Result<Conn, CephError> {
+fn connect(cfg: &HaCfg, pool: &str) -> Result<Conn, CephError> {
     let c = CephConfig {
         conf: cfg.ceph.conf.clone(),
         client: cfg.ceph.client.clone(),
@@ -82,7 +87,7 @@ fn connect(cfg: &HaCfg) -> Result<Conn, CephError> {
         ],
     )?;
     let ioctx = rados.ioctx(&cfg.ceph.pool)?;
-    let lease = LeaseClient::new(ioctx.clone(), &cfg.group, &cfg.gateway, cfg.lease.0);
+    let lease = LeaseClient::new(ioctx.clone(), &cfg.group, pool, &cfg.gateway, cfg.lease.0);
     Ok(Conn {
         rados,
         ioctx,
@@ -144,7 +149,8 @@ impl Coordinator {
         let timing = Timing {
             lease: cfg.ha.lease.0,
         };
-        let machine = Machine::new(cfg.ha.gateway.clone(), timing, now);
+        let machine =
+            Machine::new(cfg.ha.gateway.clone(), timing, now).with_prefer(cfg.prefer.clone());
         let snap = machine.snapshot(now);
         let shared = Arc::new(Shared {
             cfg,
@@ -212,6 +218,8 @@ impl HaControl for Coordinator {
         };
         HaStatus {
             group: cfg.group.clone(),
+            pool: self.shared.cfg.pool_name.clone(),
+            pools: Vec::new(),
             gateway: cfg.gateway.clone(),
             port_group: cfg.port_group,
             role: s.role.name().to_string(),
@@ -227,7 +235,11 @@ impl HaControl for Coordinator {
         }
     }
 
-    fn move_to(&self, to: &str) -> Result<MoveAccepted, HaError> {
+    fn move_to(&self, pool: Option<&str>, to: &str) -> Result<MoveAccepted, HaError> {
+        let mine = &self.shared.cfg.pool_name;
+        if pool.is_some_and(|p| p != mine) {
+            return Err(HaError::UnknownPool(pool.unwrap_or_default().to_string()));
+        }
         let conn = self.shared.conn.lock().clone();
         let conn = conn.ok_or_else(|| {
             HaError::Cluster("not connected to the Ceph cluster yet; try again".into())
@@ -247,8 +259,9 @@ impl HaControl for Coordinator {
             .lease
             .update(|c| c.moved_to(to))
             .map_err(|e| HaError::Cluster(e.to_string()))?;
-        tracing::info!(to, from = ?written.owner, epoch = written.epoch, "planned move requested");
+        tracing::info!(pool = %mine, to, from = ?written.owner, epoch = written.epoch, "planned move requested");
         Ok(MoveAccepted {
+            pool: mine.clone(),
             to: to.to_string(),
             from: written.owner,
             epoch: written.epoch,
@@ -361,6 +374,7 @@ impl Task {
 
     fn observe(&mut self, e: Event) {
         let metrics = crate::metrics::global();
+        let pool = self.shared.cfg.pool_name.as_str();
         match e {
             Event::Role {
                 from,
@@ -368,29 +382,33 @@ impl Task {
                 epoch,
                 reason,
             } => {
-                metrics.ha_state(to.gauge(), epoch);
+                metrics.ha_state(pool, to.gauge(), epoch);
                 let g = &self.shared.cfg.ha.gateway;
                 match to {
                     Role::Releasing | Role::Reconnecting => {
-                        tracing::warn!(gateway = %g, %from, %to, epoch, reason, "HA role change")
+                        tracing::warn!(gateway = %g, %pool, %from, %to, epoch, reason, "HA role change")
                     }
-                    _ => tracing::info!(gateway = %g, %from, %to, epoch, reason, "HA role change"),
+                    _ => {
+                        tracing::info!(gateway = %g, %pool, %from, %to, epoch, reason, "HA role change")
+                    }
                 }
             }
-            Event::Renewed => metrics.ha_renewed(),
+            Event::Renewed => metrics.ha_renewed(pool),
             Event::TookOver { epoch, duration } => {
-                metrics.ha_took_over(duration);
+                metrics.ha_took_over(pool, duration);
                 tracing::info!(
                     gateway = %self.shared.cfg.ha.gateway,
+                    %pool,
                     epoch,
                     lease_won_to_active_ms = ms(duration),
                     "took over the pool"
                 );
             }
             Event::Fenced => {
-                metrics.ha_fenced();
+                metrics.ha_fenced(pool);
                 tracing::warn!(
                     gateway = %self.shared.cfg.ha.gateway,
+                    %pool,
                     "this gateway was fenced (blocklisted) by a new owner; reconnecting as standby"
                 );
             }
@@ -479,7 +497,7 @@ impl Task {
             Err(f) => Some(format!("{f:?}")),
         };
         if let Some(m) = &msg {
-            tracing::error!(gateway = %self.shared.cfg.ha.gateway, "cannot take the pool over: {m}");
+            tracing::error!(gateway = %self.shared.cfg.ha.gateway, pool = %self.shared.cfg.pool_name, "cannot take the pool over: {m}");
         }
         *self.shared.last_error.lock() = msg;
     }
@@ -491,10 +509,11 @@ impl Task {
     fn reconnect(&mut self) {
         let old = self.shared.conn.lock().take();
         let cfg = self.shared.cfg.ha.clone();
+        let pool = self.shared.cfg.pool_name.clone();
         blocking(self.done_tx.clone(), move || {
             // The old client is blocklisted (or never was): shut it down first.
             drop(old);
-            Done::Reconnected(connect(&cfg).map_err(|e| e.to_string()))
+            Done::Reconnected(connect(&cfg, &pool).map_err(|e| e.to_string()))
         });
     }
 

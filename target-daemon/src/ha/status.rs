@@ -43,6 +43,14 @@ pub fn alua_state_name(s: crate::scsi::alua::AccessState) -> &'static str {
 pub struct HaStatus {
     /// Group name.
     pub group: String,
+    /// The pool these fields describe (each pool of a group is its own HA unit: lease,
+    /// owner, epoch); the first pool at the top level.
+    #[serde(default)]
+    pub pool: String,
+    /// Every pool of the gateway, in configuration order (the first is the top level
+    /// again); empty in the entries themselves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<HaStatus>,
     /// This gateway's name.
     pub gateway: String,
     /// This gateway's ALUA target port group.
@@ -74,6 +82,9 @@ pub struct HaStatus {
 /// A planned move accepted: the owner releases at its next renew, `to` takes over.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MoveAccepted {
+    /// The pool that moves.
+    #[serde(default)]
+    pub pool: String,
     /// The gateway asked to take over.
     pub to: String,
     /// The owner that will hand over.
@@ -91,6 +102,12 @@ pub enum HaError {
     /// The move is pointless (the gateway already owns the pool).
     #[error("{0} already owns the pool")]
     AlreadyOwner(String),
+    /// No pool of this name in the gateway's configuration.
+    #[error("no pool named {0:?} on this gateway (see lunarctl ha status)")]
+    UnknownPool(String),
+    /// The gateway has several pools and the request named none.
+    #[error("this gateway has several pools ({}): name one with --pool", .0.join(", "))]
+    PoolRequired(Vec<String>),
     /// Talking to Ceph failed.
     #[error("{0}")]
     Cluster(String),
@@ -100,7 +117,8 @@ impl HaError {
     /// The stable error kind on the admin wire.
     pub fn kind(&self) -> &'static str {
         match self {
-            HaError::UnknownGateway(_) => "not_found",
+            HaError::UnknownGateway(_) | HaError::UnknownPool(_) => "not_found",
+            HaError::PoolRequired(_) => "invalid",
             HaError::AlreadyOwner(_) => "conflict",
             HaError::Cluster(_) => "ha_cluster",
         }
@@ -112,8 +130,59 @@ impl HaError {
 pub trait HaControl: Send + Sync {
     /// The group as this gateway sees it.
     fn status(&self) -> HaStatus;
-    /// Asks the owner to hand the pool to `to` (a planned move).
-    fn move_to(&self, to: &str) -> Result<MoveAccepted, HaError>;
+    /// Asks the owner of `pool` (`None`: the only pool) to hand it to `to` (a planned
+    /// move).
+    fn move_to(&self, pool: Option<&str>, to: &str) -> Result<MoveAccepted, HaError>;
+}
+
+/// A gateway's HA units, one per pool (each with its own coordinator), as one
+/// [`HaControl`]: the status of every pool, and a move of the pool named.
+pub struct PerPool {
+    /// The pools' controls, in configuration order; never empty.
+    pub pools: Vec<(String, std::sync::Arc<dyn HaControl>)>,
+}
+
+impl HaControl for PerPool {
+    fn status(&self) -> HaStatus {
+        let all: Vec<HaStatus> = self.pools.iter().map(|(_, c)| c.status()).collect();
+        let mut top = all.first().cloned().unwrap_or_else(|| HaStatus {
+            group: String::new(),
+            pool: String::new(),
+            pools: Vec::new(),
+            gateway: String::new(),
+            port_group: 0,
+            role: "stopped".into(),
+            epoch: 0,
+            owner: None,
+            preferred: None,
+            lease: "free".into(),
+            lease_ms: 0,
+            since_renew_ms: None,
+            serving_left_ms: None,
+            gateways: Vec::new(),
+            last_error: None,
+        });
+        if all.len() > 1 {
+            top.pools = all;
+        }
+        top
+    }
+
+    fn move_to(&self, pool: Option<&str>, to: &str) -> Result<MoveAccepted, HaError> {
+        let names = || self.pools.iter().map(|(n, _)| n.clone()).collect();
+        let control = match pool {
+            Some(p) => self
+                .pools
+                .iter()
+                .find(|(n, _)| n == p)
+                .ok_or_else(|| HaError::UnknownPool(p.to_string()))?,
+            None => match self.pools.as_slice() {
+                [only] => only,
+                _ => return Err(HaError::PoolRequired(names())),
+            },
+        };
+        control.1.move_to(Some(&control.0), to)
+    }
 }
 
 /// The registry as `lunarctl ha status` shows it.
@@ -145,4 +214,87 @@ pub(crate) fn gateway_statuses(
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// One pool's control: its status names it, a move is echoed.
+    struct Fake(&'static str);
+
+    impl HaControl for Fake {
+        fn status(&self) -> HaStatus {
+            HaStatus {
+                group: "g".into(),
+                pool: self.0.into(),
+                pools: Vec::new(),
+                gateway: "gw1".into(),
+                port_group: 1,
+                role: "standby".into(),
+                epoch: 1,
+                owner: Some(format!("owner-of-{}", self.0)),
+                preferred: None,
+                lease: "held".into(),
+                lease_ms: 3000,
+                since_renew_ms: None,
+                serving_left_ms: None,
+                gateways: Vec::new(),
+                last_error: None,
+            }
+        }
+
+        fn move_to(&self, pool: Option<&str>, to: &str) -> Result<MoveAccepted, HaError> {
+            assert_eq!(pool, Some(self.0));
+            Ok(MoveAccepted {
+                pool: self.0.into(),
+                to: to.into(),
+                from: None,
+                epoch: 1,
+            })
+        }
+    }
+
+    fn per_pool(names: &[&'static str]) -> PerPool {
+        PerPool {
+            pools: names
+                .iter()
+                .map(|n| (n.to_string(), Arc::new(Fake(n)) as Arc<dyn HaControl>))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn status_lists_every_pool_and_a_move_goes_to_the_pool_named() {
+        let two = per_pool(&["fast", "bulk"]);
+        let s = two.status();
+        assert_eq!(s.pool, "fast");
+        let pools: Vec<_> = s
+            .pools
+            .iter()
+            .map(|p| (p.pool.as_str(), p.owner.as_deref()))
+            .collect();
+        assert_eq!(
+            pools,
+            [
+                ("fast", Some("owner-of-fast")),
+                ("bulk", Some("owner-of-bulk"))
+            ]
+        );
+        assert_eq!(two.move_to(Some("bulk"), "gw2").unwrap().pool, "bulk");
+        assert_eq!(
+            two.move_to(None, "gw2").unwrap_err(),
+            HaError::PoolRequired(vec!["fast".into(), "bulk".into()])
+        );
+        let e = two.move_to(Some("nope"), "gw2").unwrap_err();
+        assert_eq!(
+            (e.kind(), e.to_string().contains("\"nope\"")),
+            ("not_found", true)
+        );
+        // One pool: --pool is optional, and the status has no pools list.
+        let one = per_pool(&["default"]);
+        assert!(one.status().pools.is_empty());
+        assert_eq!(one.move_to(None, "gw2").unwrap().pool, "default");
+    }
 }

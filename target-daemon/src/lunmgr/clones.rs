@@ -71,9 +71,9 @@ impl LunManager {
     /// `creating` job whose progress `clone list` shows.
     pub async fn clone_create(self: &Arc<Self>, req: CloneCreate) -> MgrResult<CloneJobView> {
         let mut st = self.lock().await;
-        // A standby gateway refuses before it records anything (the job record is saved
-        // before the pool is asked).
-        if req.pool.is_none() {
+        // A standby gateway (no pool open) refuses before it records anything; with some
+        // pool open, the source's pool is asked below, before the job is recorded.
+        if req.pool.is_none() && self.open_pools().is_empty() {
             self.pool()?;
         }
         let mode = match req.mode.as_deref().unwrap_or("linked") {
@@ -583,6 +583,7 @@ impl LunManager {
         for m in &mappings {
             if let Some(t) = self.scsi_target(&m.target) {
                 attach_with_identity(&pool, &st, &t, m.lun_id, name);
+                self.tag_alua(&st, &t, m.lun_id, name);
             }
         }
         self.save(&st)?;

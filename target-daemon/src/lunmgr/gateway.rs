@@ -40,8 +40,12 @@ pub struct GatewayOpen {
     /// The state to start from (the shared one); `None`: loaded from the data directory as
     /// [`LunManager::open`] does.
     pub state: Option<State>,
-    /// The group's ALUA view, shared with the HA coordinator; every target gets it.
+    /// The group's ALUA view, shared with the HA coordinator; every target gets it (the
+    /// first pool's, with several pools).
     pub alua: Arc<AluaView>,
+    /// With several pools, each pool's view (siblings of `alua`, see
+    /// [`AluaView::sibling`]): every LUN gets its pool's. Empty: `alua` for every LUN.
+    pub pool_alua: Vec<(String, Arc<AluaView>)>,
     /// Where the targets keep persistent reservations; `None`: the data directory's
     /// `FileStore`, as without HA.
     pub pr_store: Option<Arc<dyn PrStore>>,
@@ -107,6 +111,7 @@ impl LunManager {
             pool,
             state: given,
             alua,
+            pool_alua,
             pr_store,
             volatile_write_cache,
         } = open;
@@ -116,7 +121,8 @@ impl LunManager {
             None => state::load(&data_dir)?.unwrap_or_default(),
         };
         st.version = STATE_VERSION;
-        // A gateway serves one pool (validated): the configuration's first.
+        // The pool given (an owner, in tests) is the configuration's first; on a gateway
+        // every pool starts pool-less and is attached when its lease is won.
         let name = config.default_pool_name();
         seed::name_pools(&mut st, &name);
         if let Some(pool) = &pool {
@@ -127,12 +133,18 @@ impl LunManager {
             fill_geometry(&name, pool, &mut st);
             state::save(&data_dir, &st)?;
         }
-        let slots = vec![super::pool::PoolSlot {
-            name: name.clone(),
-            pool: pool.clone(),
-        }];
+        let slots = config
+            .pool_cfgs()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| super::pool::PoolSlot {
+                name: p.name.clone().unwrap_or_else(|| name.clone()),
+                pool: if i == 0 { pool.clone() } else { None },
+            })
+            .collect();
         let mut mgr = LunManager::new_empty(config, slots, st, Some(alua), pr_store);
         mgr.volatile_write_cache = volatile_write_cache;
+        mgr.pool_alua = pool_alua.into_iter().collect();
         let mgr = Arc::new(mgr);
         let entries = {
             let st = mgr.lock().await;
@@ -188,6 +200,41 @@ impl LunManager {
             Some(p) => attach(&p, st, target, id, name),
             None => attach_pool_less(st, target, id, name),
         }
+        self.tag_alua(st, target, id, name);
+    }
+
+    /// Gives LUN `id` (named `name`) of `target` its pool's ALUA view, on a gateway with a
+    /// view per pool.
+    pub(crate) fn tag_alua(&self, st: &State, target: &ScsiTarget, id: u64, name: &str) {
+        if self.pool_alua.is_empty() {
+            return;
+        }
+        let Some(rec) = st.luns.get(name) else {
+            return;
+        };
+        if let Some(v) = self.pool_alua.get(&self.pool_name_of(rec)) {
+            target.set_lun_alua(id, v.clone());
+        }
+    }
+
+    /// Whether pool `name` is open here.
+    pub fn has_pool_named(&self, name: &str) -> bool {
+        self.pools
+            .read()
+            .iter()
+            .any(|s| s.name == name && s.pool.is_some())
+    }
+
+    /// The LUN numbers of `target` (mapped as `map`) whose LUN lives in pool `name`.
+    fn luns_of_pool(&self, st: &State, map: &BTreeMap<u64, String>, name: &str) -> Vec<u64> {
+        map.iter()
+            .filter(|(_, lun)| {
+                st.luns
+                    .get(lun.as_str())
+                    .is_some_and(|r| self.pool_name_of(r) == name)
+            })
+            .map(|(&id, _)| id)
+            .collect()
     }
 
     /// Standby → owner: the pool is open here now (the caller holds the lease and the RBD
@@ -198,18 +245,19 @@ impl LunManager {
     /// unit attentions; a LUN whose volume is missing is withdrawn), targets and mappings
     /// the seeding added are built and handed to the front ends, and the state (with the
     /// LUNs' geometry) is saved. Set the ALUA state active/optimized after this.
-    pub async fn attach_pool(self: &Arc<Self>, pool: Pool) -> MgrResult<()> {
+    pub async fn attach_pool(self: &Arc<Self>, name: &str, pool: Pool) -> MgrResult<()> {
         let mut st = self.lock().await;
-        if self.has_pool() {
+        self.known_pool(name)?;
+        if self.has_pool_named(name) {
             return Err(MgrError::InvalidValue {
                 what: "pool",
-                value: "attach".into(),
-                reason: "a pool is already attached to this gateway".into(),
+                value: name.to_string(),
+                reason: "this pool is already attached to this gateway".into(),
             });
         }
         let before = st.clone();
-        let name = self.default_pool();
-        seed::name_pools(&mut st, &name);
+        let name = name.to_string();
+        seed::name_pools(&mut st, &self.default_pool());
         clones::recover_interrupted(&mut st, &name, &pool).await;
         seed::adopt_orphans(&mut st, &name, &pool);
         let pools = [(name.clone(), pool.clone())];
@@ -218,7 +266,7 @@ impl LunManager {
             // cannot be created (e.g. no space); the administrator sees why.
             tracing::error!("pool attached, but the configuration could not be applied: {e:#}");
         }
-        if let Some(slot) = self.pools.write().first_mut() {
+        if let Some(slot) = self.pools.write().iter_mut().find(|s| s.name == name) {
             slot.pool = Some(pool.clone());
         }
         let targets: Vec<(String, Arc<ScsiTarget>)> = self
@@ -233,7 +281,12 @@ impl LunManager {
                 .get(&iqn)
                 .map(|r| r.luns.clone())
                 .unwrap_or_default();
+            let ours = self.luns_of_pool(&st, &map, &name);
             for id in t.luns() {
+                // The LUNs of the gateway's other pools stay as they are.
+                if map.contains_key(&id) && !ours.contains(&id) {
+                    continue;
+                }
                 let gave = match map.get(&id) {
                     None => false,
                     Some(name) => match give_volume(&pool, &st, &t, id, name).await {
@@ -255,14 +308,51 @@ impl LunManager {
         // A takeover of a running group changes nothing in the state: not saving then
         // keeps the shared store's write (and its notify round) off the takeover's path.
         fill_geometry(&name, &pool, &mut st);
-        if !same_persisted(&before, &st) {
-            if let Err(e) = self.save(&st) {
-                tracing::warn!("pool attached, but the state could not be saved: {e}");
+        let mut conflicts = 0;
+        while !same_persisted(&before, &st) {
+            match self.save(&st) {
+                Ok(()) => break,
+                // Another gateway saved the shared state since this one last loaded it (it
+                // took another pool of the group over at the same time): seed again over
+                // its state, or what this takeover added (the LUNs of this pool the
+                // configuration names) would be lost with the next reload.
+                Err(MgrError::State(state::StateError::Conflict { .. })) if conflicts < 8 => {
+                    conflicts += 1;
+                    let fresh = match self.state_store().load() {
+                        Ok(Some(f)) => f,
+                        Ok(None) => State::default(),
+                        Err(e) => {
+                            tracing::warn!(
+                                "pool attached, but the state could not be reloaded: {e}"
+                            );
+                            break;
+                        }
+                    };
+                    tracing::info!(pool = %name, conflicts, "the shared state changed during the takeover: seeding again over it");
+                    let old = std::mem::replace(&mut *st, fresh);
+                    st.version = STATE_VERSION;
+                    seed::name_pools(&mut st, &self.default_pool());
+                    // The configuration first: a volume the first round created is taken
+                    // up (and mapped) as the configuration says, not adopted unmapped.
+                    if let Err(e) = seed::seed_from_config(&mut st, &self.config, &pools).await {
+                        tracing::error!(
+                            "pool attached, but the configuration could not be applied: {e:#}"
+                        );
+                    }
+                    clones::recover_interrupted(&mut st, &name, &pool).await;
+                    seed::adopt_orphans(&mut st, &name, &pool);
+                    fill_geometry(&name, &pool, &mut st);
+                    self.sync_targets(&old, &st);
+                }
+                Err(e) => {
+                    tracing::warn!("pool attached, but the state could not be saved: {e}");
+                    break;
+                }
             }
         }
         self.spawn_space_watch(&name, &pool);
         self.reload_reservations().await;
-        tracing::info!("pool attached: this gateway serves media access");
+        tracing::info!(pool = %name, "pool attached: this gateway serves its media access");
         Ok(())
     }
 
@@ -290,11 +380,16 @@ impl LunManager {
     /// (`pool.close().await` commits and checkpoints; a fenced owner's close fails, and
     /// that is fine: its acknowledged writes are on the OSDs) and only then releases the
     /// RBD lock. Fails only if no pool is attached ([`MgrError::NotOwner`]).
-    pub async fn detach_pool(&self) -> MgrResult<Pool> {
+    pub async fn detach_pool(&self, name: &str) -> MgrResult<Pool> {
         let mut st = loop {
             // Jobs end by taking the state lock (to record how they ended), so they are
-            // stopped before it is taken; one started meanwhile means another round.
-            let jobs: Vec<Arc<super::JobCtl>> = self.jobs.lock().values().cloned().collect();
+            // stopped before it is taken; one started meanwhile means another round. Only
+            // the jobs of this pool (by their destination LUN): the others keep running.
+            let ids = self.job_ids_of_pool(name).await;
+            let jobs: Vec<Arc<super::JobCtl>> = {
+                let all = self.jobs.lock();
+                ids.iter().filter_map(|id| all.get(id).cloned()).collect()
+            };
             for j in &jobs {
                 j.cancel.send_replace(true);
             }
@@ -307,24 +402,58 @@ impl LunManager {
                 }
             }
             let st = self.lock().await;
-            if self.jobs.lock().is_empty() {
+            let running: Vec<String> = self.jobs.lock().keys().cloned().collect();
+            if !running.iter().any(|j| self.job_in_pool(&st, j, name)) {
                 break st;
             }
         };
-        let pool = self.pool()?;
+        let pool = self.pool_named(name)?;
         // Nothing to save: every change of a LUN's geometry was saved when it was made
         // (`save` records it), and a fenced owner could not write anyway. The in-memory
         // records get it too, for what this gateway presents and compares from now on.
-        fill_geometry(&self.default_pool(), &pool, &mut st);
-        let targets: Vec<Arc<ScsiTarget>> = self.scsi.read().values().cloned().collect();
-        for t in targets {
-            t.drain_volumes().await;
+        fill_geometry(name, &pool, &mut st);
+        let targets: Vec<(String, Arc<ScsiTarget>)> = self
+            .scsi
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (iqn, t) in targets {
+            let map = st
+                .targets
+                .get(&iqn)
+                .map(|r| r.luns.clone())
+                .unwrap_or_default();
+            let ids = self.luns_of_pool(&st, &map, name);
+            t.drain_lun_volumes(&ids).await;
         }
-        if let Some(slot) = self.pools.write().first_mut() {
+        if let Some(slot) = self.pools.write().iter_mut().find(|s| s.name == name) {
             slot.pool = None;
         }
-        tracing::info!("pool detached: this gateway is standby");
+        tracing::info!(pool = %name, "pool detached: this gateway is standby for it");
         Ok(pool)
+    }
+
+    /// The ids of the running jobs whose destination LUN lives in pool `name`.
+    async fn job_ids_of_pool(&self, name: &str) -> Vec<String> {
+        let st = self.lock().await;
+        let running: Vec<String> = self.jobs.lock().keys().cloned().collect();
+        running
+            .into_iter()
+            .filter(|j| self.job_in_pool(&st, j, name))
+            .collect()
+    }
+
+    /// Whether job `id` writes into pool `name` (a job not in the state counts as in
+    /// every pool: it is waited for).
+    fn job_in_pool(&self, st: &State, id: &str, name: &str) -> bool {
+        match st.clone_jobs.iter().find(|j| j.id == id) {
+            None => true,
+            Some(j) => st
+                .luns
+                .get(&j.destination)
+                .is_none_or(|r| self.pool_name_of(r) == name),
+        }
     }
 
     /// Applies a state another gateway wrote (the shared state changed): targets that

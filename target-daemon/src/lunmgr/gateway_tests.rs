@@ -144,6 +144,7 @@ async fn owner(dir: &std::path::Path) -> (Arc<LunManager>, Pool, Arc<AluaView>) 
             pool: Some(pool.clone()),
             state: None,
             alua: alua.clone(),
+            pool_alua: Vec::new(),
             pr_store: None,
             volatile_write_cache: true,
         },
@@ -179,7 +180,7 @@ async fn attach_after_detach_keeps_data_identity_and_reservations() {
 
     // Owner → standby.
     alua.set_local(AccessState::Transitioning);
-    let detached = mgr.detach_pool().await.expect("detach");
+    let detached = mgr.detach_pool("default").await.expect("detach");
     alua.set_groups(vec![]);
     alua.set_local(AccessState::Standby);
     assert!(!mgr.has_pool());
@@ -203,7 +204,7 @@ async fn attach_after_detach_keeps_data_identity_and_reservations() {
     assert_eq!(e.kind(), "not_owner");
 
     // Standby → owner again.
-    mgr.attach_pool(detached).await.expect("attach");
+    mgr.attach_pool("default", detached).await.expect("attach");
     alua.set_local(AccessState::ActiveOptimized);
     // The owner's /metrics shows the pool it owns, under its name.
     let open = mgr.open_pools();
@@ -253,6 +254,7 @@ async fn a_standby_presents_the_owners_luns_and_names_the_owner() {
             pool: None,
             state: Some(shared),
             alua: view(2, 1),
+            pool_alua: Vec::new(),
             pr_store: None,
             volatile_write_cache: true,
         },
@@ -356,6 +358,7 @@ async fn reload_state_applies_another_gateways_changes() {
             pool: None,
             state: state::load(od.path()).expect("load"),
             alua: view(2, 1),
+            pool_alua: Vec::new(),
             pr_store: None,
             volatile_write_cache: true,
         },
@@ -443,6 +446,7 @@ async fn the_first_attach_seeds_the_configuration() {
             pool: None,
             state: Some(state::State::default()),
             alua: alua.clone(),
+            pool_alua: Vec::new(),
             pr_store: None,
             volatile_write_cache: true,
         },
@@ -454,7 +458,9 @@ async fn the_first_attach_seeds_the_configuration() {
     mgr.attach_frontend(rec.clone());
 
     let pool = pool_in(d.path()).await;
-    mgr.attach_pool(pool.clone()).await.expect("attach");
+    mgr.attach_pool("default", pool.clone())
+        .await
+        .expect("attach");
     alua.set_groups(vec![GroupState {
         id: 1,
         gateway: "gw1".into(),
@@ -490,6 +496,7 @@ async fn read_only_set_on_a_standby_keeps_the_lun() {
             pool: None,
             state: state::load(od.path()).expect("load"),
             alua: view(2, 1),
+            pool_alua: Vec::new(),
             pr_store: None,
             volatile_write_cache: true,
         },
@@ -525,6 +532,7 @@ async fn a_target_created_on_a_gateway_has_the_groups_alua_view() {
             pool: Some(pool.clone()),
             state: None,
             alua: alua.clone(),
+            pool_alua: Vec::new(),
             pr_store: None,
             volatile_write_cache: false,
         },
@@ -543,4 +551,266 @@ async fn a_target_created_on_a_gateway_has_the_groups_alua_view() {
         "WCE follows the pool (RBD: no volatile cache)"
     );
     pool.close().await.expect("close");
+}
+
+/// `cdb` to LUN `lun`, until it answers something other than a unit attention.
+async fn run_lun(
+    t: &ScsiTarget,
+    n: &Arc<Nexus>,
+    lun: u64,
+    cdb: &[u8],
+    data: Bytes,
+) -> ScsiResponse {
+    for _ in 0..8 {
+        let r = t
+            .execute(ScsiRequest {
+                nexus: n.clone(),
+                lun,
+                cdb: Bytes::copy_from_slice(cdb),
+                data_out: data.clone(),
+                expected_data_in: 1 << 20,
+                attr: TaskAttr::Simple,
+                tag: 1,
+            })
+            .await;
+        let ua = r
+            .sense
+            .as_ref()
+            .and_then(|s| Sense::decode(s))
+            .is_some_and(|s| s.key == SenseKey::UnitAttention);
+        if !ua {
+            return r;
+        }
+    }
+    panic!("LUN {lun}: {cdb:02x?} keeps reporting unit attentions");
+}
+
+/// A gateway with two pools, each its own HA unit: detaching pool b (its owner moved to
+/// gw2) leaves pool a's LUN serving and b's LUN standby under b's own view, a standby's
+/// refusal for b names b's owner, and attaching b again serves its data; a pool is
+/// attached or detached by name only.
+#[tokio::test]
+async fn two_pools_attach_and_detach_one_at_a_time() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::local(ByteSize::mib(64))
+        .with_pools(&[("a", ByteSize::mib(64)), ("b", ByteSize::mib(64))])
+        .with_data_dir(d.path())
+        .with_target(TargetCfg::iscsi(IQN));
+    let opts = PoolOptions {
+        capacity_bytes: Some(64 << 20),
+        ..Default::default()
+    };
+    let pool_a = Pool::open_or_create(&d.path().join("pool-a"), &opts)
+        .await
+        .expect("pool a");
+    let pool_b = Pool::open_or_create(&d.path().join("pool-b"), &opts)
+        .await
+        .expect("pool b");
+    let view_a = view(1, 1);
+    let view_b = view_a.sibling(view(1, 1).groups());
+    let (mgr, _) = LunManager::open_gateway(
+        &cfg,
+        GatewayOpen {
+            pool: Some(pool_a.clone()),
+            state: None,
+            alua: view_a.clone(),
+            pool_alua: vec![("a".into(), view_a.clone()), ("b".into(), view_b.clone())],
+            pr_store: None,
+            volatile_write_cache: true,
+        },
+    )
+    .await
+    .expect("open");
+    assert!(!mgr.has_pool_named("b"));
+    mgr.attach_pool("b", pool_b).await.expect("attach b");
+    mgr.lun_create(lun("x0", IQN, 0)).await.expect("x0 in a");
+    mgr.lun_create(LunCreate {
+        pool: Some("b".into()),
+        ..lun("y0", IQN, 1)
+    })
+    .await
+    .expect("y0 in b");
+    let t = mgr.scsi_target(IQN).expect("target");
+    let n = nexus();
+    t.nexus_login(&n);
+    let (da, db) = (Bytes::from(vec![0xA1; 512]), Bytes::from(vec![0xB2; 512]));
+    assert_eq!(
+        run_lun(&t, &n, 0, &write10(5), da.clone()).await.status,
+        status::GOOD
+    );
+    assert_eq!(
+        run_lun(&t, &n, 1, &write10(5), db.clone()).await.status,
+        status::GOOD
+    );
+
+    // Pool b moves to gw2: this gateway detaches b alone.
+    view_b.set_local(AccessState::Transitioning);
+    let detached = mgr.detach_pool("b").await.expect("detach b");
+    view_b.set_groups(view(1, 2).groups());
+    assert!(mgr.has_pool_named("a") && !mgr.has_pool_named("b"));
+    let open: Vec<String> = mgr.open_pools().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(open, ["a"]);
+    let r = run_lun(&t, &n, 0, &read10(5), Bytes::new()).await;
+    assert_eq!(
+        (r.status, r.data_in.clone()),
+        (status::GOOD, da.clone()),
+        "pool a serves"
+    );
+    let r = run_lun(&t, &n, 1, &read10(5), Bytes::new()).await;
+    assert_eq!(
+        sense_of(&r),
+        (
+            SenseKey::NotReady,
+            asc::LOGICAL_UNIT_NOT_ACCESSIBLE_TARGET_PORT_IN_STANDBY_STATE
+        ),
+        "pool b's LUN is standby here"
+    );
+    let e = mgr
+        .lun_create(LunCreate {
+            pool: Some("b".into()),
+            ..lun("y1", IQN, 2)
+        })
+        .await
+        .expect_err("b is not open here");
+    assert!(
+        matches!(&e, MgrError::NotOwner { owner: Some(o) } if o == "gw2"),
+        "{e:?}"
+    );
+    mgr.lun_create(lun("x1", IQN, 3))
+        .await
+        .expect("a still takes LUNs");
+    assert!(mgr.detach_pool("nope").await.is_err());
+
+    // b comes back: its LUN serves its data again.
+    mgr.attach_pool("b", detached)
+        .await
+        .expect("attach b again");
+    view_b.set_groups(view(1, 1).groups());
+    let r = run_lun(&t, &n, 1, &read10(5), Bytes::new()).await;
+    assert_eq!(
+        (r.status, r.data_in.clone()),
+        (status::GOOD, db),
+        "pool b serves again"
+    );
+    assert!(
+        mgr.attach_pool("a", pool_a).await.is_err(),
+        "a is attached already"
+    );
+
+    // Owning b but not a (the first pool): listing snapshots still works, on b.
+    let _a = mgr.detach_pool("a").await.expect("detach a");
+    assert!(mgr.snapshot_list(None).await.is_ok());
+}
+
+/// A shared store where another gateway saves (a target of its own) just before this
+/// gateway's first save, as when two gateways take two pools of a group over at once.
+struct RacyStore {
+    inner: Mutex<(Option<state::State>, u64)>,
+    raced: std::sync::atomic::AtomicBool,
+}
+
+impl state::StateStore for RacyStore {
+    fn load(&self) -> Result<Option<state::State>, state::StateError> {
+        let g = self.inner.lock();
+        Ok(g.0.clone().inspect(|s| s.store_version.set(g.1)))
+    }
+
+    fn save(&self, st: &state::State) -> Result<(), state::StateError> {
+        let mut g = self.inner.lock();
+        if !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let mut other = g.0.clone().unwrap_or_default();
+            other.targets.insert(
+                IQN2.into(),
+                state::TargetRecord {
+                    iqn: IQN2.into(),
+                    fabric: Fabric::Iscsi,
+                    alias: None,
+                    allow_any: true,
+                    initiators: Vec::new(),
+                    chap: None,
+                    luns: Default::default(),
+                },
+            );
+            g.0 = Some(other);
+            g.1 += 1;
+        }
+        if st.store_version.get() != g.1 {
+            return Err(state::StateError::Conflict {
+                object: "racy".into(),
+            });
+        }
+        g.1 += 1;
+        g.0 = Some(st.clone());
+        st.store_version.set(g.1);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "racy".into()
+    }
+}
+
+/// Two gateways take two pools over at once: the other one's save lands first, this
+/// one's is refused as a conflict. The takeover seeds again over the other's state, so the
+/// shared state ends with both the other's change and this pool's configured LUN, mapped
+/// (before, the LUN was in this gateway's memory only, and gone at the next reload).
+#[tokio::test]
+async fn a_takeover_whose_save_conflicts_seeds_again_over_the_newer_state() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::local(ByteSize::mib(64))
+        .with_pools(&[("a", ByteSize::mib(64)), ("b", ByteSize::mib(64))])
+        .with_data_dir(d.path())
+        .with_target(
+            TargetCfg::iscsi(IQN)
+                .with_lun(crate::config::LunCfg::new(0, "a0", ByteSize::mib(4)).in_pool("a"))
+                .with_lun(crate::config::LunCfg::new(1, "b0", ByteSize::mib(4)).in_pool("b")),
+        );
+    let pool_b = Pool::open_or_create(
+        &d.path().join("pool-b"),
+        &PoolOptions {
+            capacity_bytes: Some(64 << 20),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("pool b");
+    let view_a = view(1, 2);
+    let (mgr, _) = LunManager::open_gateway(
+        &cfg,
+        GatewayOpen {
+            pool: None,
+            state: Some(state::State::default()),
+            alua: view_a.clone(),
+            pool_alua: vec![
+                ("a".into(), view_a.clone()),
+                ("b".into(), view_a.sibling(vec![])),
+            ],
+            pr_store: None,
+            volatile_write_cache: true,
+        },
+    )
+    .await
+    .expect("open standby");
+    let store = Arc::new(RacyStore {
+        inner: Mutex::new((None, 0)),
+        raced: false.into(),
+    });
+    mgr.set_state_store(store.clone());
+    mgr.attach_pool("b", pool_b).await.expect("attach b");
+    let saved = store.inner.lock().0.clone().expect("saved");
+    assert!(
+        saved.targets.contains_key(IQN2),
+        "the other gateway's change stays"
+    );
+    assert_eq!(
+        saved
+            .targets
+            .get(IQN)
+            .and_then(|t| t.luns.get(&1))
+            .map(String::as_str),
+        Some("b0"),
+        "b0 is mapped in the shared state"
+    );
+    assert_eq!(saved.luns.get("b0").map(|r| r.pool.as_str()), Some("b"));
+    assert!(mgr.scsi_target(IQN).is_some_and(|t| t.luns() == [1]));
 }

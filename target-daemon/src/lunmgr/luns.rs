@@ -463,6 +463,7 @@ impl LunManager {
                 target: target.to_string(),
                 reason: format!("{e:#}"),
             })?;
+        self.tag_alua(st, &t, id, name);
         if let Some(rec) = st.targets.get_mut(target) {
             rec.luns.insert(id, name.to_string());
         }

@@ -71,6 +71,10 @@ pub struct LunManager {
     /// The HA group's ALUA state, on a gateway: every target gets it, and errors name the
     /// owner from it.
     alua: Option<Arc<crate::scsi::alua::AluaView>>,
+    /// On a gateway, the ALUA view of each pool (each pool is its own HA unit with its own
+    /// owner): a LUN reports its pool's states, and a standby's errors name its pool's
+    /// owner. Empty: `alua` decides for every pool.
+    pool_alua: BTreeMap<String, Arc<crate::scsi::alua::AluaView>>,
     /// The reservation store of the targets a gateway builds (`None`: the data
     /// directory's `FileStore`).
     pr_store: Option<Arc<dyn crate::scsi::pr::PrStore>>,
@@ -174,6 +178,7 @@ impl LunManager {
         LunManager {
             pools: RwLock::new(pools),
             alua,
+            pool_alua: BTreeMap::new(),
             pr_store,
             volatile_write_cache: true,
             data_dir: config.data_dir.clone(),

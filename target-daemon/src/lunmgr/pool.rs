@@ -10,6 +10,8 @@
 
 use storage_core::{Pool, StorageError};
 
+use crate::scsi::alua::AluaView;
+
 use super::state::{LunRecord, State};
 use super::{lun_rec, LunManager, MgrError, MgrResult, ObjectKind, PoolView};
 
@@ -27,16 +29,23 @@ impl LunManager {
     /// serves one), or [`MgrError::NotOwner`] on a standby gateway (naming the owner).
     pub fn pool(&self) -> MgrResult<Pool> {
         let first = self.pools.read().first().cloned();
-        match first.and_then(|s| s.pool) {
-            Some(p) => Ok(p),
-            None => Err(self.not_owner()),
+        match first {
+            Some(PoolSlot { pool: Some(p), .. }) => Ok(p),
+            Some(PoolSlot { name, .. }) => Err(self.not_owner(&name)),
+            None => Err(self.not_owner("")),
         }
     }
 
-    fn not_owner(&self) -> MgrError {
+    /// A standby's refusal for pool `name`, naming that pool's owner.
+    fn not_owner(&self, name: &str) -> MgrError {
         MgrError::NotOwner {
-            owner: self.alua.as_ref().and_then(|v| v.owner()),
+            owner: self.alua_of_pool(name).and_then(|v| v.owner()),
         }
+    }
+
+    /// The ALUA view of pool `name` on a gateway (its own, else the gateway's one view).
+    pub(crate) fn alua_of_pool(&self, name: &str) -> Option<&std::sync::Arc<AluaView>> {
+        self.pool_alua.get(name).or(self.alua.as_ref())
     }
 
     /// The pool named `name`: [`MgrError::NotFound`] (kind pool) if there is none,
@@ -49,7 +58,7 @@ impl LunManager {
                 name: name.to_string(),
             }),
             Some(PoolSlot { pool: Some(p), .. }) => Ok(p),
-            Some(PoolSlot { pool: None, .. }) => Err(self.not_owner()),
+            Some(PoolSlot { pool: None, .. }) => Err(self.not_owner(name)),
         }
     }
 

@@ -112,9 +112,11 @@ impl LunManager {
         let st = self.lock().await;
         let pools = match lun {
             Some(l) => vec![self.lun_pool(&st, l)?],
-            None if self.has_pool() => self.open_pools(),
-            // A standby gateway: refused as before (naming the owner).
-            None => vec![(String::new(), self.pool()?)],
+            // Every pool open here; a standby with none: refused (naming the owner).
+            None => match self.open_pools() {
+                open if open.is_empty() => vec![(String::new(), self.pool()?)],
+                open => open,
+            },
         };
         Ok(pools
             .into_iter()

@@ -68,8 +68,9 @@ pub struct AluaView {
     /// [`AccessState`] of the local group, as its code, for the per-command check.
     local_state: AtomicU8,
     /// Bumped on every change of the list; targets compare it with the one they raised
-    /// unit attentions for.
-    generation: AtomicU64,
+    /// unit attentions for. Shared by the views of one gateway's pools
+    /// ([`AluaView::sibling`]), so a target checks one counter whatever pool its LUNs are in.
+    generation: Arc<AtomicU64>,
 }
 
 fn state_of_code(c: u8) -> AccessState {
@@ -86,14 +87,32 @@ impl AluaView {
     /// The view of the gateway whose group is `local`, with `groups` (see
     /// [`AluaView::set_groups`]).
     pub fn new(local: u16, groups: Vec<GroupState>) -> Arc<Self> {
+        Self::with_generation(local, groups, Arc::new(AtomicU64::new(0)))
+    }
+
+    fn with_generation(
+        local: u16,
+        groups: Vec<GroupState>,
+        generation: Arc<AtomicU64>,
+    ) -> Arc<Self> {
         let view = Arc::new(Self {
             local,
             groups: Mutex::new(Vec::new()),
             local_state: AtomicU8::new(AccessState::Unavailable.code()),
-            generation: AtomicU64::new(0),
+            generation,
         });
         view.set_groups(groups);
         view
+    }
+
+    /// The view of another pool of the same gateway (same local group), with `groups`: a
+    /// gateway with several pools has one view per pool, since each pool has its own owner
+    /// (SPC-4 reports target port group states per logical unit, and a LUN's states are
+    /// its pool's). The views share their change counter, so a change of any of them
+    /// raises ASYMMETRIC ACCESS STATE CHANGED on every LUN of the targets (hosts re-read
+    /// the states; the LUNs of the pool that did not change report what they did).
+    pub fn sibling(&self, groups: Vec<GroupState>) -> Arc<Self> {
+        Self::with_generation(self.local, groups, self.generation.clone())
     }
 
     /// Replaces the list of groups (sorted by id; one entry per id, the last given wins;

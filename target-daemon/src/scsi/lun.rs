@@ -78,6 +78,9 @@ pub struct Lun {
     pub metrics: Option<Arc<crate::metrics::LunMetrics>>,
     /// EXTENDED COPY commands this LUN's copy manager runs or ran (RECEIVE COPY RESULTS).
     pub(super) copies: super::xcopy::CopyLog,
+    /// The ALUA view of the LUN's pool on a gateway with several pools (each pool has its
+    /// own owner); unset: the target's view ([`ScsiTarget::set_alua`](super::ScsiTarget::set_alua)).
+    pub(super) alua: std::sync::OnceLock<Arc<super::alua::AluaView>>,
     /// The store behind the LUN has a volatile write cache (WCE reported, changeable, and
     /// WCE=0 forces every write to stable storage); without one every write is stable
     /// when it completes. Set by the target before the LUN is shared.
@@ -170,6 +173,7 @@ impl Lun {
             pr_order: Arc::new(tokio::sync::Mutex::new(())),
             metrics: None,
             copies: Default::default(),
+            alua: std::sync::OnceLock::new(),
             volatile_cache: true,
             identity,
         }

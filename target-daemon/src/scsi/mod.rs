@@ -394,6 +394,18 @@ impl ScsiTarget {
         self.alua.get()
     }
 
+    /// Makes `view` the ALUA view of LUN `lun` (its pool's, on a gateway with several
+    /// pools: a sibling of the target's view, see [`alua::AluaView::sibling`]). Set once per
+    /// LUN, right after it is attached; `false` if there is no such LUN or it has a view.
+    pub fn set_lun_alua(&self, lun: u64, view: Arc<alua::AluaView>) -> bool {
+        self.lun(lun).is_some_and(|l| l.alua.set(view).is_ok())
+    }
+
+    /// The ALUA view that decides for `lun`: its pool's, else the target's.
+    pub fn alua_of<'a>(&'a self, lun: Option<&'a Lun>) -> Option<&'a Arc<alua::AluaView>> {
+        lun.and_then(|l| l.alua.get()).or_else(|| self.alua.get())
+    }
+
     /// The relative target port (= target port group) a nexus reaches the LUNs through:
     /// the gateway's group in an HA group, else the nexus's TPGT (0 reported as 1).
     fn relative_port(&self, nexus: &Nexus) -> u16 {
@@ -615,7 +627,17 @@ impl ScsiTarget {
     /// (see [`Lun::drain_volume`]). The LUNs stay, with their identity, reservations and
     /// unit attentions.
     pub async fn drain_volumes(&self) {
-        let luns: Vec<Arc<Lun>> = self.luns.read().values().cloned().collect();
+        let ids = self.luns();
+        self.drain_lun_volumes(&ids).await;
+    }
+
+    /// [`ScsiTarget::drain_volumes`] for the LUNs numbered `ids` only (the LUNs of one
+    /// pool, on a gateway whose other pools stay served).
+    pub async fn drain_lun_volumes(&self, ids: &[u64]) {
+        let luns: Vec<Arc<Lun>> = {
+            let map = self.luns.read();
+            ids.iter().filter_map(|id| map.get(id).cloned()).collect()
+        };
         for l in luns {
             // Commands end on their own (a fenced gateway's I/O fails at once); one that
             // does not is named in the log rather than waited on silently.
@@ -724,7 +746,7 @@ impl ScsiTarget {
         if sbc::exceeds_transfer_limits(&l.limits, &c.command) {
             return Some(0);
         }
-        if self.alua_refusal(&c.command).is_some() {
+        if self.alua_refusal(Some(&*l), &c.command).is_some() {
             return Some(0);
         }
         match c.command {
@@ -764,7 +786,7 @@ impl ScsiTarget {
             return Some(0);
         };
         match c.command {
-            Command::Read { .. } if self.alua_refusal(&c.command).is_some() => Some(0),
+            Command::Read { .. } if self.alua_refusal(Some(&*l), &c.command).is_some() => Some(0),
             Command::Read { range, .. } if !sbc::exceeds_transfer_limits(&l.limits, &c.command) => {
                 let bytes = u64::from(range.blocks) * u64::from(l.block_size());
                 Some(u32::try_from(bytes).unwrap_or(u32::MAX))
@@ -914,7 +936,7 @@ impl ScsiTarget {
         }
 
         // A gateway whose group is not active answers only what its state allows.
-        if let Some(code) = self.alua_refusal(&parsed.command) {
+        if let Some(code) = self.alua_refusal(Some(&*lun), &parsed.command) {
             let mut r = check_condition(&Sense::new(SenseKey::NotReady, code), format);
             r.data_out_used = data_out_len;
             return r;
@@ -961,8 +983,7 @@ impl ScsiTarget {
                 Some(v) => Some(v),
                 None => {
                     let state = self
-                        .alua
-                        .get()
+                        .alua_of(Some(&*lun))
                         .map_or(alua::AccessState::Transitioning, |v| v.local_state());
                     let sense = Sense::new(SenseKey::NotReady, alua::no_volume_sense(state));
                     let mut r = check_condition(&sense, format);
@@ -993,7 +1014,7 @@ impl ScsiTarget {
                 // (it lost the pool: fenced, or the pool is being detached) failed because
                 // of that, not because of the medium: hosts get the state's NOT READY
                 // sense, retry, and find the new owner.
-                let sense = match self.alua_refusal(&parsed.command) {
+                let sense = match self.alua_refusal(Some(&*lun), &parsed.command) {
                     Some(code) if uses_media(&parsed.command) => {
                         Sense::new(SenseKey::NotReady, code)
                     }
@@ -1052,8 +1073,12 @@ impl ScsiTarget {
 
     /// The NOT READY additional sense `command` is refused with in the local ALUA state
     /// (`None`: it runs; always `None` without an HA group).
-    fn alua_refusal(&self, command: &Command) -> Option<scsi_proto::scsi::sense::AdditionalSense> {
-        let view = self.alua.get()?;
+    fn alua_refusal(
+        &self,
+        lun: Option<&Lun>,
+        command: &Command,
+    ) -> Option<scsi_proto::scsi::sense::AdditionalSense> {
+        let view = self.alua_of(lun)?;
         alua::refusal(view.local_state(), command)
     }
 
@@ -1182,7 +1207,7 @@ impl Ctx<'_> {
             } => Ok(alua::report_target_port_groups(
                 &self.req.nexus,
                 &self.target.port_groups(),
-                self.target.alua().map(|v| &**v),
+                self.target.alua_of(Some(&**self.lun)).map(|v| &**v),
                 *extended,
                 *alloc_len,
             )),

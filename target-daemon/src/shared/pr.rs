@@ -40,9 +40,10 @@ pub struct Heartbeats {
     /// grows with every heartbeat; compared only with the same gateway's earlier one, so
     /// the gateways' clocks need not agree).
     pub beats: HashMap<u64, u64>,
-    /// The client of the gateway this one believes owns the pool: live whatever its
-    /// heartbeat, since it serves I/O until it loses the lease.
-    pub owner: Option<u64>,
+    /// The clients of the gateways this one believes own the pools (one per pool, or
+    /// fewer: pools may share an owner): live whatever their heartbeat, since an owner
+    /// serves I/O until it loses the lease.
+    pub owners: Vec<u64>,
 }
 
 impl Heartbeats {
@@ -54,7 +55,7 @@ impl Heartbeats {
             .copied()
             .filter(|c| {
                 *c != 0
-                    && (self.owner == Some(*c)
+                    && (self.owners.contains(c)
                         || self
                             .beats
                             .get(c)
@@ -434,12 +435,18 @@ mod tests {
     fn only_gateways_that_heartbeat_or_own_the_pool_are_live() {
         let before = Heartbeats {
             beats: [(1, 100), (2, 100), (3, 100)].into_iter().collect(),
-            owner: None,
+            owners: Vec::new(),
         };
         let now = Heartbeats {
             beats: [(1, 105), (2, 100), (3, 100), (4, 7)].into_iter().collect(),
-            owner: Some(3),
+            owners: vec![3],
         };
         assert_eq!(now.live_since(&before, &[1, 2, 3, 4, 5, 0]), vec![1, 3, 4]);
+        // Two pools owned by two gateways, neither heartbeating in between: both live.
+        let two = Heartbeats {
+            owners: vec![2, 3],
+            ..now.clone()
+        };
+        assert_eq!(two.live_since(&before, &[2, 3, 5]), vec![2, 3]);
     }
 }

@@ -39,6 +39,9 @@ pub struct Initiator {
     pub tsih: u16,
     /// Our iSCSI name (InitiatorName).
     pub name: String,
+    /// The LUN field (SAM-5 wire form) of the commands [`Initiator::command`] builds: LUN 0
+    /// unless [`Initiator::set_lun`].
+    pub lun_field: u64,
 }
 
 /// Result of a login attempt.
@@ -87,6 +90,7 @@ impl Initiator {
             isid: 0x0002_3d00_0001 + u64::from(rand_u16()),
             tsih: 0,
             name: name.to_string(),
+            lun_field: 0,
         }
     }
 
@@ -407,6 +411,13 @@ impl Initiator {
         self.recv().await
     }
 
+    /// Addresses the next commands to LUN `lun` (peripheral or flat addressing; a LUN
+    /// beyond 16383 is sent as LUN 0).
+    pub fn set_lun(&mut self, lun: u64) {
+        self.lun_field =
+            scsi_proto::scsi::report_luns::encode_lun(lun).map_or(0, u64::from_be_bytes);
+    }
+
     /// A SCSI command; `data` is sent as immediate data.
     pub fn command(&mut self, cdb: &[u8], read: bool, write: bool, edtl: u32, data: Bytes) -> Pdu {
         let mut c = [0u8; 16];
@@ -418,7 +429,7 @@ impl Initiator {
             read,
             write,
             attr: TaskAttribute::Simple,
-            lun: 0,
+            lun: self.lun_field,
             itt,
             expected_data_transfer_length: edtl,
             cmd_sn: self.cmd_sn,

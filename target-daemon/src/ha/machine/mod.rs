@@ -344,6 +344,10 @@ pub struct Machine {
     taking_from: Option<String>,
     /// Releasing: the pool could not be fenced or opened here; back off before retrying.
     pool_failed: bool,
+    /// The gateway the configuration prefers for this pool (`pools[].prefer`): a free
+    /// lease is left to it as after a planned move, unless it was the last owner (then it
+    /// is presumably dead, and waiting for it would only lengthen the takeover).
+    prefer: Option<String>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
 }
@@ -370,9 +374,29 @@ impl Machine {
             reserved_since: None,
             taking_from: None,
             pool_failed: false,
+            prefer: None,
             actions: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// The gateway the configuration prefers for this pool (see `prefer`).
+    pub fn with_prefer(mut self, prefer: Option<String>) -> Machine {
+        self.prefer = prefer;
+        self
+    }
+
+    /// The gateway a free lease is reserved for, if it is another one: the target of a
+    /// planned move, else the preferred gateway unless it was the last owner.
+    fn reserved_for_other(&self) -> bool {
+        let for_whom = match &self.content.preferred {
+            Some(p) => Some(p),
+            None => self
+                .prefer
+                .as_ref()
+                .filter(|p| self.content.owner.as_ref() != Some(*p)),
+        };
+        for_whom.is_some_and(|p| *p != self.me)
     }
 
     /// The current role.
@@ -490,11 +514,7 @@ impl Machine {
         if probe.held {
             self.reserved_since = None;
         } else {
-            let reserved_for_other = self
-                .content
-                .preferred
-                .as_deref()
-                .is_some_and(|p| p != self.me);
+            let reserved_for_other = self.reserved_for_other();
             let grace_over = match self.reserved_since {
                 None if reserved_for_other => {
                     self.reserved_since = Some(now);

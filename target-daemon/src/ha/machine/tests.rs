@@ -889,3 +889,42 @@ fn an_owner_past_its_deadline_reports_transitioning_then_standby_never_active() 
         "{states:?}"
     );
 }
+
+/// `pools[].prefer`: a free lease is left to the preferred gateway for the move grace
+/// (gw1 probes first, in name order, yet gw2 takes the pool), but not once the preferred
+/// gateway was the owner and died: the takeover then waits for nobody.
+#[test]
+fn a_free_lease_is_left_to_the_preferred_gateway_unless_it_was_the_last_owner() {
+    let mut s = Sim::new(&["gw1", "gw2"]);
+    let now = s.now;
+    for name in ["gw1", "gw2"] {
+        s.gw(name).m = Machine::new(name, timing(), now).with_prefer(Some("gw2".into()));
+    }
+    s.run_for(LEASE);
+    assert_eq!(s.active(), vec!["gw2"]);
+    assert_eq!(s.c.content.epoch, 1);
+    // kill -9 gw2: gw1 takes over within the lease's expiry, not the move grace on top.
+    s.asleep.insert("gw2".into());
+    let killed = s.now;
+    while s.gw("gw1").m.role() != Role::Active {
+        s.run_for(LEASE / 6);
+        assert!(
+            s.now < killed + LEASE * 2,
+            "the takeover waited for the dead preferred gateway"
+        );
+    }
+    assert_eq!(s.c.content.epoch, 2);
+}
+
+/// A preferred gateway that is down does not keep the pool unserved: the others take it
+/// after the move grace.
+#[test]
+fn a_preferred_gateway_that_is_down_delays_the_first_owner_by_the_move_grace_only() {
+    let mut s = Sim::new(&["gw1"]);
+    let now = s.now;
+    s.gw("gw1").m = Machine::new("gw1", timing(), now).with_prefer(Some("gw9".into()));
+    s.run_for(s_grace() - Duration::from_millis(10));
+    assert!(s.active().is_empty());
+    s.run_for(LEASE);
+    assert_eq!(s.active(), vec!["gw1"]);
+}

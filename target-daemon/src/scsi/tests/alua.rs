@@ -449,3 +449,80 @@ async fn a_media_command_failing_after_the_state_changed_gets_the_state_sense() 
         asc::LOGICAL_UNIT_NOT_ACCESSIBLE_ASYMMETRIC_ACCESS_STATE_TRANSITION,
     );
 }
+
+/// A gateway with two pools owned by different gateways: one target, LUN 0 in pool "a"
+/// (owned here, gateway 1: the target's view), LUN 1 in pool "b" (owned by gateway 2: its
+/// own view, a sibling). Each LUN reports its pool's states in REPORT TARGET PORT GROUPS
+/// and is served or refused by them; a change of pool b's view raises ASYMMETRIC ACCESS
+/// STATE CHANGED (the views share one change counter) and moves only LUN 1.
+#[tokio::test]
+async fn each_lun_reports_and_obeys_its_own_pools_alua_view() {
+    let f = fixture().await;
+    let t = &f.target;
+    let a = &f.a;
+    let view_a = AluaView::new(1, groups(1));
+    let view_b = view_a.sibling(groups(2));
+    t.set_alua(view_a.clone());
+    let vol = f.pool.volume("vol0").expect("volume");
+    let shape = LunShape {
+        name: "b0".into(),
+        blocks: vol.num_blocks(),
+        block_size: vol.block_size(),
+        thin: true,
+        identity: uuid::Uuid::new_v4(),
+    };
+    t.add_pool_less_lun(1, shape, false).expect("pool-less lun");
+    assert!(t.set_lun_alua(1, view_b.clone()));
+    assert!(!t.set_lun_alua(1, view_b.clone()), "set once");
+    assert!(!t.set_lun_alua(7, view_b.clone()), "no such LUN");
+    // The unit attentions LUN 1's arrival raised, consumed.
+    for lun in [0, 1] {
+        for _ in 0..8 {
+            let r = run(t, a, lun, &TUR, Bytes::new()).await;
+            if r.status != status::CHECK_CONDITION || sense(&r).key != SenseKey::UnitAttention {
+                break;
+            }
+        }
+    }
+    let states = |d: &[u8]| (d[8] & 0x0F, d[20] & 0x0F);
+    let r = run(t, a, 0, &RTPG_EXTENDED, Bytes::new()).await;
+    assert_eq!(
+        states(&r.data_in),
+        (0x00, 0x02),
+        "pool a: gateway 1 A/O, 2 standby"
+    );
+    let r = run(t, a, 1, &RTPG_EXTENDED, Bytes::new()).await;
+    assert_eq!(
+        states(&r.data_in),
+        (0x02, 0x00),
+        "pool b: gateway 1 standby, 2 A/O"
+    );
+    let r = run(t, a, 0, &TUR, Bytes::new()).await;
+    assert_eq!(r.status, status::GOOD, "{r:?}");
+    let r = run(t, a, 1, &TUR, Bytes::new()).await;
+    assert_check(
+        &r,
+        SenseKey::NotReady,
+        asc::LOGICAL_UNIT_NOT_ACCESSIBLE_TARGET_PORT_IN_STANDBY_STATE,
+    );
+    // This gateway starts taking pool b over: its LUNs transition, pool a is untouched.
+    view_b.set_local(AccessState::Transitioning);
+    for lun in [0, 1] {
+        let r = run(t, a, lun, &TUR, Bytes::new()).await;
+        assert_check(
+            &r,
+            SenseKey::UnitAttention,
+            asc::ASYMMETRIC_ACCESS_STATE_CHANGED,
+        );
+    }
+    let r = run(t, a, 0, &TUR, Bytes::new()).await;
+    assert_eq!(r.status, status::GOOD, "pool a untouched: {r:?}");
+    let r = run(t, a, 1, &TUR, Bytes::new()).await;
+    assert_check(
+        &r,
+        SenseKey::NotReady,
+        asc::LOGICAL_UNIT_NOT_ACCESSIBLE_ASYMMETRIC_ACCESS_STATE_TRANSITION,
+    );
+    let r = run(t, a, 0, &RTPG_EXTENDED, Bytes::new()).await;
+    assert_eq!(states(&r.data_in), (0x00, 0x02));
+}

@@ -643,7 +643,7 @@ impl crate::shared::pr::LiveGateways for StaticLive {
         let beat = self.1.fetch_add(1, Ordering::SeqCst) as u64;
         Ok(crate::shared::pr::Heartbeats {
             beats: self.0.lock().iter().map(|c| (*c, beat)).collect(),
-            owner: None,
+            owners: Vec::new(),
         })
     }
 }
