@@ -231,15 +231,22 @@ async fn read(i: &mut Initiator, lba: u32) -> (u8, Vec<u8>) {
     (r.status, r.data)
 }
 
-/// Reads until the first GOOD (a new owner raises unit attentions first).
+/// READ until it succeeds: the first answers carry unit attentions (the state change,
+/// the new nexus), and the role can read "active" a moment before the LUNs are
+/// active/optimized (04/0A until then). Bounded by time, not by a number of tries, so a
+/// loaded machine does not turn that moment into a failure.
 async fn read_good(i: &mut Initiator, lba: u32) -> Vec<u8> {
-    for _ in 0..8 {
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut last = 0;
+    while Instant::now() < until {
         let (st, data) = read(i, lba).await;
         if st == GOOD {
             return data;
         }
+        last = st;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("READ never succeeded on the owner");
+    panic!("READ never succeeded on the owner within 30 s (last status {last:#04x})");
 }
 
 /// Owner gw1 with a block written through it, standby gw2.

@@ -6,10 +6,10 @@
 //! port the kernel chose). Tests start it on `127.0.0.1:0` and read the address from that
 //! line, so any number of daemons run side by side.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
