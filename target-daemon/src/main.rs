@@ -160,7 +160,18 @@ fn main() -> ExitCode {
             None => MetricsListen::Explicit(config.metrics.listen),
         }
     };
-    match rt.block_on(run(config, admin, metrics)) {
+    let result = rt.block_on(run(config, admin, metrics));
+    // Dropping the runtime drops what its tasks still held (the LUN manager, the shared
+    // stores), which starts threads that unwatch in librados; exiting under them can abort
+    // the process, so wait for them (shared/threads.rs).
+    drop(rt);
+    if !target_daemon::shared::threads::wait_idle(EXIT_WAIT) {
+        tracing::warn!(
+            threads = target_daemon::shared::threads::running(),
+            "Ceph threads still busy after {EXIT_WAIT:?}; exiting anyway"
+        );
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("lunard: {e:#}");
@@ -168,6 +179,10 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long lunard waits at exit for the shared stores' own threads (unwatching takes a
+/// RADOS round trip; a dead cluster would make it wait for ever).
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 // --- admin (issue 4) ---
 /// Admin API options from the flags: a TCP listener is refused without a non-empty token,

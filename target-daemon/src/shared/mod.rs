@@ -19,6 +19,7 @@ pub mod pr;
 #[cfg(feature = "ceph")]
 pub mod rados;
 pub mod state;
+pub mod threads;
 
 pub use gateways::{GatewayRecord, GatewayRegistry};
 pub use objects::{MemCluster, VersionedObjects};

@@ -184,6 +184,7 @@ impl SharedPrStore {
             .name("lunar-pr-check".into())
             .spawn(move || loop {
                 std::thread::sleep(every);
+                let _busy = super::threads::busy();
                 let Some(store) = weak.upgrade() else { return };
                 store.check_versions();
             })
@@ -330,9 +331,7 @@ impl SharedPr for SharedPrStore {
         if let Some(handle) = gone {
             // Unwatching waits for queued notices (a RADOS round trip): not on the
             // caller's thread, which may be an async worker or a notice's own.
-            let spawned = std::thread::Builder::new()
-                .name("lunar-pr-unwatch".into())
-                .spawn(move || drop(handle));
+            let spawned = super::threads::spawn("lunar-pr-unwatch", move || drop(handle));
             if let Err(e) = spawned {
                 tracing::warn!(%identity, error = %e, "cannot start the unwatch thread; watch kept");
             }

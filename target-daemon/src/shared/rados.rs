@@ -90,9 +90,9 @@ fn start_watch(
             let (io, name, weak, on_notify) =
                 (io2.clone(), name2.clone(), weak.clone(), on_notify.clone());
             // Not on the librados callback thread: re-watching there could wait for it.
-            let spawned = std::thread::Builder::new()
-                .name("lunar-rewatch".into())
-                .spawn(move || rewatch(&io, &name, &weak, on_notify));
+            let spawned = super::threads::spawn("lunar-rewatch", move || {
+                rewatch(&io, &name, &weak, on_notify)
+            });
             if let Err(e) = spawned {
                 tracing::error!(object = %name2, error = %e, "cannot start the re-watch thread");
             }

@@ -173,9 +173,7 @@ impl StateStore for SharedStateStore {
             .background_notify
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            let spawned = std::thread::Builder::new()
-                .name("lunar-state-notify".into())
-                .spawn(send);
+            let spawned = super::threads::spawn("lunar-state-notify", send);
             if let Err(e) = spawned {
                 tracing::warn!(object = %self.name, version, error = %e, "state saved but the notify thread could not start");
             }
