@@ -20,7 +20,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::commit_queue::CommitQueue;
-use crate::engine::{PoolInner, SbState, Sealer};
+use crate::engine::{CkptStart, PoolInner, SbState, Sealer};
 use crate::journal::{block_len, build_block, OpenBlock};
 use crate::superblock::{Seal, Superblock, SB_SLOT, SEAL_OFF};
 use crate::{checkpoint, Result, StorageError};
@@ -211,10 +211,14 @@ impl BlockWrite {
 }
 
 /// Take the buffered records into the open block (or a new one) and build the block to
-/// write; see [`append_locked`].
+/// write; see [`append_locked`]. When the active journal half is full and the other one is
+/// free, the append switches halves first ([`switch_half`]) and leaves the checkpoint that
+/// frees the old half to the commit thread, woken here: the append itself never waits for a
+/// checkpoint unless the other half is still being freed (a whole half filled during one).
 fn prepare_append(inner: &PoolInner, sbs: &mut SbState) -> Result<Append> {
     let open_len = sbs.open.as_ref().map_or(0, |o| o.records.len());
-    let (joins, payload, nrecs, frees, end) = {
+    let half_len = inner.layout.journal_half_len();
+    let (joins, switch, payload, nrecs, frees, end, next_id) = {
         let mut st = inner.state.write();
         st.check_failed()?;
         if st.nrecs == 0 {
@@ -229,15 +233,30 @@ fn prepare_append(inner: &PoolInner, sbs: &mut SbState) -> Result<Append> {
                 block_len(st.recs.buf.len()),
             )
         };
-        if at + len > inner.layout.journal_len {
+        let switch = at + len > half_len;
+        if switch
+            && (sbs.ckpt_busy || block_len(st.recs.buf.len()) > half_len || bench_locked(inner))
+        {
             return Ok(Append::Full);
         }
         let payload = std::mem::take(&mut st.recs.buf);
         let nrecs = std::mem::replace(&mut st.nrecs, 0);
         let frees = std::mem::take(&mut st.pending);
-        (joins, payload, nrecs, frees, st.lsn)
+        (
+            joins && !switch,
+            switch,
+            payload,
+            nrecs,
+            frees,
+            st.lsn,
+            st.meta.next_id,
+        )
     };
-    if !joins {
+    if switch {
+        let start = switch_half(inner, sbs, next_id);
+        sbs.ckpt_due = Some(start);
+        inner.commit.wake();
+    } else if !joins {
         close_open(sbs);
     }
     // The checkpoint replica applies every record the journal receives (see `SbState::backlog`).
@@ -254,10 +273,49 @@ fn prepare_append(inner: &PoolInner, sbs: &mut SbState) -> Result<Append> {
     );
     Ok(Append::Block(BlockWrite {
         block,
-        at: inner.layout.journal_off + sbs.journal_off,
+        at: inner.layout.journal_half_off(sbs.half) + sbs.journal_off,
         frees,
         end,
     }))
+}
+
+/// Benchmarks only: checkpoints run the way they did before this journal was
+/// double-buffered (the journal lock held throughout), so one run measures both.
+#[cfg(feature = "bench-internals")]
+fn bench_locked(inner: &PoolInner) -> bool {
+    inner.full_capture.load(Ordering::Acquire) || inner.ckpt_hold_journal.load(Ordering::Acquire)
+}
+
+#[cfg(not(feature = "bench-internals"))]
+fn bench_locked(_: &PoolInner) -> bool {
+    false
+}
+
+/// Move appends to the other journal half (the caller holds the journal lock and has made
+/// sure that half is free: no checkpoint is in flight). The open block is closed, so every
+/// record appended so far is in a block below the new half's first sequence number `N`;
+/// what the replica has not applied of them, the chunks they freed and their LSN go to the
+/// returned checkpoint, which images the state up to `N` while later records go to the new
+/// half. Replay, until that checkpoint's superblock lands, reads the old half and goes on at
+/// offset 0 of the new one (docs/storage-format.md, "Journal"). O(1) apart from moving the
+/// backlog's buffer.
+fn switch_half(inner: &PoolInner, sbs: &mut SbState, next_id: u64) -> CkptStart {
+    close_open(sbs);
+    let start = CkptStart {
+        sb: sbs.sb.clone(),
+        seq: sbs.next_seq,
+        half: 1 - sbs.half,
+        backlog: std::mem::take(&mut sbs.backlog),
+        frees: std::mem::take(&mut sbs.unsealed_frees),
+        end: inner.published_lsn.load(Ordering::Acquire),
+        next_id,
+        #[cfg(feature = "bench-internals")]
+        capture: None,
+    };
+    sbs.half = start.half;
+    sbs.journal_off = 0;
+    sbs.ckpt_busy = true;
+    start
 }
 
 /// One page: an open block is rewritten only while it fits one.
@@ -317,13 +375,35 @@ fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<()> {
     let mut sbs = inner.sb.blocking_lock();
     let fits = append_locked(inner, &mut sbs, true)?;
     let started = std::time::Instant::now();
-    if force_ckpt || !fits {
-        let r = checkpoint_locked(inner, &mut sbs, writes);
-        drop(sbs);
-        if r.is_ok() {
-            committed(inner, started);
+    // A checkpoint in flight that is not due here is impossible on the commit thread (it runs
+    // them); if it were, the half this would switch to is still needed.
+    if sbs.ckpt_due.is_none() && !sbs.ckpt_busy && (force_ckpt || !fits) {
+        if !fits || bench_locked(inner) {
+            // The buffered records fit no journal half (a huge unmap between two appends):
+            // the image takes them, with the journal lock held throughout.
+            let r = checkpoint_locked(inner, &mut sbs, writes);
+            drop(sbs);
+            if r.is_ok() {
+                committed(inner, started);
+            }
+            return r;
         }
-        return r;
+        let next_id = inner.state.read().meta.next_id;
+        let start = switch_half(inner, &mut sbs, next_id);
+        sbs.ckpt_due = Some(start);
+    }
+    if let Some(start) = sbs.ckpt_due.take() {
+        // Records buffered since the switch go to the new half; if they do not fit it, the
+        // next commit finds the journal full again.
+        append_locked(inner, &mut sbs, true)?;
+        drop(sbs);
+        // The image is encoded and written, and synced twice, without the journal lock:
+        // first writes and unmaps append to the new half meanwhile.
+        let mut start = start;
+        let sb = write_checkpoint(inner, &mut start)?;
+        sbs = inner.sb.blocking_lock();
+        checkpointed(inner, &mut sbs, start, sb, writes);
+        committed(inner, started);
     }
     let seal_to = sbs.next_seq;
     // Written only under the journal lock, which this holds.
@@ -396,22 +476,21 @@ pub(crate) fn apply_backlog(replica: &mut crate::layer::Meta, backlog: &[u8]) ->
     Ok(())
 }
 
-/// Write a checkpoint of the whole metadata (every record appended or buffered so far) into
-/// the inactive slot and a superblock pointing at it; the journal restarts at offset 0. Runs
-/// with the journal lock held, so no block is appended to the old journal meanwhile.
+/// Write a checkpoint of the whole metadata (every record appended or buffered so far) with
+/// the journal lock held throughout, so nothing is appended meanwhile: the path for buffered
+/// records that fit no journal half (the image takes them), and the benchmarks' "before".
+/// The journal moves to the other half like any checkpoint ([`switch_half`]).
 ///
 /// The image is encoded from the replica, not the live metadata: under the metadata lock
 /// this only takes the buffered records (O(records since the last append)), so reads and
 /// writes never wait for a copy of the maps (153 ms at 8 M mapped chunks when the live maps
-/// were copied out). The replica then applies everything the journal received since the last
-/// commit plus those records and is, record for record, the live metadata at that LSN: the
-/// state open would rebuild from the previous image and the journal.
-fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Result<()> {
+/// were copied out).
+pub(crate) fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Result<()> {
     #[cfg(feature = "bench-internals")]
     let legacy = inner.full_capture.load(Ordering::Acquire);
     #[cfg(feature = "bench-internals")]
     let mut legacy_capture = None;
-    let (buffered, mut frees, end, next_id) = {
+    let (buffered, frees, end, next_id) = {
         let mut st = inner.state.write();
         st.check_failed()?;
         #[cfg(feature = "bench-internals")]
@@ -423,10 +502,31 @@ fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Resul
         let frees = std::mem::take(&mut st.pending);
         (buffered, frees, st.lsn, st.meta.next_id)
     };
-    // Records logged from here on are not in the image and go to the restarted journal (the
-    // journal lock, held throughout, keeps them out of the old one).
-    sbs.backlog.extend_from_slice(&buffered);
-    let backlog = std::mem::take(&mut sbs.backlog);
+    // Records logged from here on are not in the image and go to the new half (the journal
+    // lock, held throughout, keeps them out of the old one).
+    let mut start = switch_half(inner, sbs, next_id);
+    start.backlog.extend_from_slice(&buffered);
+    start.frees.extend(frees);
+    start.end = end;
+    #[cfg(feature = "bench-internals")]
+    {
+        start.capture = legacy_capture;
+    }
+    let sb = write_checkpoint(inner, &mut start)?;
+    checkpointed(inner, sbs, start, sb, writes);
+    Ok(())
+}
+
+/// Image the state a half switch captured and make it the pool's starting point: the
+/// replica applies the switch's backlog (it is then, record for record, the live metadata
+/// at the switch: the state open would rebuild from the previous image and the journal
+/// below the switch) and is encoded; the image goes to the inactive slot, fdatasync (data
+/// before mapping: everything the image maps was written before its record was logged),
+/// then the superblock naming the image, the new half and its first sequence number,
+/// fdatasync. A crash anywhere before the superblock lands leaves the previous superblock,
+/// whose replay reads the old half and goes on into the new one. Needs no journal lock.
+fn write_checkpoint(inner: &PoolInner, start: &mut CkptStart) -> Result<Superblock> {
+    let backlog = std::mem::take(&mut start.backlog);
     let img = {
         let mut replica = inner.replica.lock();
         if let Err(e) = apply_backlog(&mut replica, &backlog) {
@@ -435,9 +535,9 @@ fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Resul
         drop(backlog);
         // An operation that failed after taking ids logged nothing; the live counter is past
         // them and so is the image, as when it was encoded from the live metadata.
-        replica.next_id = replica.next_id.max(next_id);
+        replica.next_id = replica.next_id.max(start.next_id);
         #[cfg(feature = "bench-internals")]
-        if let Some(c) = legacy_capture {
+        if let Some(c) = start.capture.take() {
             c.encode()
         } else {
             checkpoint::encode(&replica, &inner.uuid)
@@ -445,10 +545,6 @@ fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Resul
         #[cfg(not(feature = "bench-internals"))]
         checkpoint::encode(&replica, &inner.uuid)
     };
-    frees.append(&mut sbs.unsealed_frees);
-    // The image holds the open block's records: close it, so the journal restarts at a
-    // sequence number above it and replay can never apply it on top of the image.
-    close_open(sbs);
     let layout = inner.layout;
     let res = (|| -> Result<Superblock> {
         if img.len() as u64 > layout.ckpt_len {
@@ -461,7 +557,7 @@ fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Resul
                 )),
             ));
         }
-        let slot = match sbs.sb.ckpt_slot {
+        let slot = match start.sb.ckpt_slot {
             Some(0) => 1u8,
             _ => 0u8,
         };
@@ -469,15 +565,15 @@ fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Resul
             .dev
             .write_at(&img, layout.ckpt_off[slot as usize])
             .map_err(|e| io("writing a checkpoint", e))?;
-        // Data before mapping: everything the image maps was written before it was encoded.
         sync(inner)?;
-        let mut sb = sbs.sb.clone();
+        let mut sb = start.sb.clone();
         sb.generation += 1;
         sb.version = crate::superblock::FORMAT_VERSION;
         sb.ckpt_slot = Some(slot);
         sb.ckpt_bytes = img.len() as u64;
         sb.ckpt_crc = crc32c::crc32c(&img);
-        sb.journal_seq = sbs.next_seq;
+        sb.journal_seq = start.seq;
+        sb.journal_half = start.half;
         let off = (sb.generation % 2) * SB_SLOT;
         inner
             .dev
@@ -486,19 +582,30 @@ fn checkpoint_locked(inner: &PoolInner, sbs: &mut SbState, writes: u64) -> Resul
         sync(inner)?;
         Ok(sb)
     })();
-    let sb = match res {
-        Ok(sb) => sb,
-        Err(e) => return fail(inner, "metadata commit failed", e),
-    };
+    match res {
+        Ok(sb) => Ok(sb),
+        Err(e) => fail(inner, "metadata commit failed", e),
+    }
+}
+
+/// A checkpoint's superblock is durable (the caller holds the journal lock): the old half is
+/// free for the next switch, the blocks below the switch are durable, and the chunks their
+/// records freed become allocatable.
+fn checkpointed(
+    inner: &PoolInner,
+    sbs: &mut SbState,
+    start: CkptStart,
+    sb: Superblock,
+    writes: u64,
+) {
     sbs.sb = sb;
-    sbs.journal_off = 0;
-    inner.published_lsn.fetch_max(end, Ordering::AcqRel);
+    sbs.ckpt_busy = false;
+    inner.published_lsn.fetch_max(start.end, Ordering::AcqRel);
     {
         let mut sealer = inner.sealer.lock();
-        sealer.durable_seq = sealer.durable_seq.max(sbs.next_seq);
+        sealer.durable_seq = sealer.durable_seq.max(start.seq);
     }
-    release(inner, &frees, end, writes);
-    Ok(())
+    release(inner, &start.frees, start.end, writes);
 }
 
 /// Start the commit thread.
@@ -634,6 +741,199 @@ mod tests {
         assert!(got.iter().all(|&b| b == 7));
         assert!(pool.check().await.expect("check").is_clean());
         pool.close().await.expect("close");
+    }
+
+    /// Copy of the pool file as a process kill would leave it (the page cache survives).
+    fn killed_copy(from: &std::path::Path) -> tempfile::TempDir {
+        let to = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            from.join(crate::open::POOL_FILE),
+            to.path().join(crate::open::POOL_FILE),
+        )
+        .expect("copy the pool file");
+        to
+    }
+
+    async fn expect_blocks(pool: &Pool, want: &[(u64, u8)]) {
+        let v = pool.volume("v").expect("v");
+        for &(lba, byte) in want {
+            let got = v.read(lba, 1).await.expect("read");
+            assert!(
+                got.iter().all(|&b| b == byte),
+                "block {lba}: want {byte}, got {}",
+                got[0]
+            );
+        }
+    }
+
+    /// A process killed while a checkpoint is being written, after first writes, unmaps and
+    /// a snapshot went to the new journal half: open replays the old half from the previous
+    /// superblock and goes on into the new one, so every acknowledged operation survives;
+    /// it then checkpoints at open (the journal spanned both halves) and the pool works on,
+    /// through more writes, a reopen, and the interrupted checkpoint completing on the
+    /// original handle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_kill_during_a_checkpoint_keeps_what_the_new_half_got() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = pool_with_volume(dir.path()).await;
+        let v = pool.volume("v").expect("v");
+        let chunk = CS / 4096;
+        let mut want = Vec::new();
+        for i in 0..40u64 {
+            v.write(i * chunk, Bytes::from(vec![1u8; 4096]), false)
+                .await
+                .expect("write");
+            want.push((i * chunk, 1u8));
+        }
+        // The switch a checkpoint makes, without the checkpoint finishing (its superblock is
+        // never written): the replica takes the old half's records, as the checkpoint would.
+        let inner = pool.inner.clone();
+        let (start, old_half) = tokio::task::spawn_blocking(move || {
+            let mut sbs = inner.sb.blocking_lock();
+            let old_half = sbs.half;
+            let next_id = inner.state.read().meta.next_id;
+            let mut start = super::switch_half(&inner, &mut sbs, next_id);
+            let backlog = std::mem::take(&mut start.backlog);
+            super::apply_backlog(&mut inner.replica.lock(), &backlog).expect("replica");
+            (start, old_half)
+        })
+        .await
+        .expect("switch");
+        assert_ne!(start.half, old_half);
+        // Acknowledged during the checkpoint: first writes, overwrites of chunks mapped
+        // before the switch, unmaps and a snapshot, all in the new half.
+        for i in 40..80u64 {
+            v.write(i * chunk, Bytes::from(vec![2u8; 4096]), false)
+                .await
+                .expect("write");
+            want.push((i * chunk, 2u8));
+        }
+        pool.snapshot("v", "s").await.expect("snapshot");
+        for i in 0..10u64 {
+            v.unmap(i * chunk, chunk).await.expect("unmap");
+            want[i as usize].1 = 0;
+        }
+        for i in 10..20u64 {
+            v.write(i * chunk, Bytes::from(vec![3u8; 4096]), false)
+                .await
+                .expect("write");
+            want[i as usize].1 = 3;
+        }
+        {
+            let sbs = pool.inner.sb.lock().await;
+            assert_eq!(sbs.half, start.half, "appends went to the new half");
+            assert!(sbs.journal_off > 0);
+            assert_eq!(
+                sbs.sb.journal_half, old_half,
+                "the superblock still names the old half"
+            );
+        }
+        let copy = killed_copy(dir.path());
+        {
+            let l = crate::open::open(copy.path()).expect("load the killed copy");
+            assert!(l.spans, "replay went on into the new half");
+            assert_eq!(l.journal_half, start.half);
+        }
+        let reopened = Pool::open(copy.path()).await.expect("open the killed copy");
+        expect_blocks(&reopened, &want).await;
+        assert!(reopened.check().await.expect("check").is_clean());
+        assert!(
+            reopened.snapshots(Some("v")).iter().any(|s| s.name == "s"),
+            "the snapshot survived"
+        );
+        {
+            let sbs = reopened.inner.sb.lock().await;
+            assert_eq!(
+                (sbs.half, sbs.sb.journal_half, sbs.journal_off),
+                (old_half, old_half, 0),
+                "open checkpointed and restarted the journal in the freed half"
+            );
+        }
+        let rv = reopened.volume("v").expect("v");
+        for i in 80..90u64 {
+            rv.write(i * chunk, Bytes::from(vec![4u8; 4096]), false)
+                .await
+                .expect("write");
+        }
+        let copy2 = killed_copy(copy.path());
+        reopened.close().await.expect("close");
+        let mut want2 = want.clone();
+        want2.extend((80..90u64).map(|i| (i * chunk, 4u8)));
+        for d in [copy.path(), copy2.path()] {
+            let p = Pool::open(d).await.expect("reopen");
+            expect_blocks(&p, &want2).await;
+            assert!(p.check().await.expect("check").is_clean());
+            p.close().await.expect("close");
+        }
+        // The original finishes its checkpoint; everything is still there after a reopen.
+        pool.inner.sb.lock().await.ckpt_due = Some(start);
+        pool.checkpoint().await.expect("checkpoint");
+        pool.close().await.expect("close");
+        let p = Pool::open(dir.path()).await.expect("reopen the original");
+        expect_blocks(&p, &want).await;
+        assert!(p.check().await.expect("check").is_clean());
+        p.close().await.expect("close");
+    }
+
+    /// Appends that fill a journal half move to the other one and leave the checkpoint to
+    /// the commit thread: no first write waits for it, the superblock follows, and the pool
+    /// reopens with everything (many switches, kills simulated between them).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_half_switches_without_waiting_for_the_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = crate::testutil::pool_with_volume(dir.path(), 4096, 8 << 20).await;
+        let v = pool.volume("v").expect("v");
+        let half = pool.inner.layout.journal_half_len();
+        let mut switches = 0;
+        let mut last_half = pool.inner.sb.lock().await.half;
+        let mut want = vec![0u8; 2048];
+        let mut copies = Vec::new();
+        let mut rng = 7u64;
+        // Unmap and rewrite blocks so that every write is a first write (a Map record) and
+        // every unmap frees a chunk: the journal fills while the pool stays small.
+        for n in 0..400_000u64 {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let b = (rng >> 33) % 2048;
+            if want[b as usize] != 0 && n % 3 == 0 {
+                v.unmap(b, 1).await.expect("unmap");
+                want[b as usize] = 0;
+            } else {
+                let byte = (n % 250 + 1) as u8;
+                v.unmap(b, 1).await.expect("unmap");
+                v.write(b, Bytes::from(vec![byte; 4096]), false)
+                    .await
+                    .expect("write");
+                want[b as usize] = byte;
+            }
+            if n % 16 == 0 {
+                // A commit closes the open block: blocks of one page or so.
+                pool.flush().await.expect("flush");
+            }
+            let h = pool.inner.sb.lock().await.half;
+            if h != last_half {
+                switches += 1;
+                last_half = h;
+                copies.push((killed_copy(dir.path()), want.clone()));
+            }
+            if switches >= 4 {
+                break;
+            }
+        }
+        assert!(
+            switches >= 4,
+            "the journal ({half} bytes a half) switched {switches} times"
+        );
+        pool.close().await.expect("close");
+        copies.push((killed_copy(dir.path()), want.clone()));
+        for (d, want) in &copies {
+            let p = Pool::open(d.path()).await.expect("reopen");
+            let w: Vec<(u64, u8)> = (0..2048u64).map(|b| (b, want[b as usize])).collect();
+            expect_blocks(&p, &w).await;
+            assert!(p.check().await.expect("check").is_clean());
+            p.close().await.expect("close");
+        }
     }
 
     /// The image the replica would give right now (replica plus the records it has not

@@ -24,6 +24,8 @@ struct Queue {
     /// The commit thread has exited: requests fail at once instead of waiting forever.
     stopped: bool,
     force_checkpoint: bool,
+    /// Work is waiting that no caller waits for (a checkpoint a full journal half began).
+    wake: bool,
 }
 
 /// What the commit thread takes from the queue for one commit.
@@ -70,6 +72,13 @@ impl CommitQueue {
         self.request(lsn, writes)
     }
 
+    /// Wake the commit thread for work no caller waits on: an append that found its journal
+    /// half full switched halves, and the checkpoint that frees the old one is due.
+    pub(crate) fn wake(&self) {
+        self.q.lock().wake = true;
+        self.cv.notify_one();
+    }
+
     /// Tell the commit thread to exit once nobody waits any more.
     pub(crate) fn shutdown(&self) {
         self.q.lock().shutdown = true;
@@ -80,9 +89,10 @@ impl CommitQueue {
     /// none (buffered records are committed that often even without a request).
     pub(crate) fn next_batch(&self, idle: Duration) -> Batch {
         let mut q = self.q.lock();
-        if q.waiters.is_empty() && !q.shutdown {
+        if q.waiters.is_empty() && !q.shutdown && !q.wake && !q.force_checkpoint {
             self.cv.wait_for(&mut q, idle);
         }
+        q.wake = false;
         let force_checkpoint = std::mem::replace(&mut q.force_checkpoint, false);
         Batch {
             waiters: std::mem::take(&mut q.waiters),

@@ -290,8 +290,18 @@ impl State {
 /// and commit thread) and checkpoints (commit thread) take it; seals and fdatasyncs do not.
 pub(crate) struct SbState {
     pub(crate) sb: Superblock,
+    /// Offset of the journal's end within the active half.
     pub(crate) journal_off: u64,
     pub(crate) next_seq: u64,
+    /// The journal half appends go to. Equal to the superblock's half except while a
+    /// checkpoint of everything before the switch is being written (`ckpt_busy`); only then
+    /// is the other half still needed by replay.
+    pub(crate) half: u8,
+    /// A checkpoint has switched halves and its superblock is not written yet: no second
+    /// switch (the half it left is what replay would start from).
+    pub(crate) ckpt_busy: bool,
+    /// A switch made by an append that found its half full, for the commit thread to write.
+    pub(crate) ckpt_due: Option<CkptStart>,
     /// Chunks freed by records in written but not yet sealed blocks (reusable after the seal).
     pub(crate) unsealed_frees: Vec<u64>,
     /// Boot id stamped into tentative blocks.
@@ -302,6 +312,31 @@ pub(crate) struct SbState {
     /// replica ([`PoolInner::replica`]) has not applied yet, in log order. Appends add to it
     /// under this lock; the commit thread drains it into the replica once a commit.
     pub(crate) backlog: Vec<u8>,
+}
+
+/// A checkpoint of everything logged before a journal half switch: what the switch took
+/// under the journal lock, for the commit thread to image and write without it
+/// (docs/decisions/0021-double-buffered-journal.md).
+pub(crate) struct CkptStart {
+    /// The superblock when the switch happened (the checkpoint writes its successor).
+    pub(crate) sb: Superblock,
+    /// First sequence number of the new half: the image holds every block below it.
+    pub(crate) seq: u64,
+    /// The half appends moved to, where replay will start once the superblock says so.
+    pub(crate) half: u8,
+    /// Records of the blocks below `seq` the replica had not applied yet (log order), plus,
+    /// on the locked path, the buffered records the image takes.
+    pub(crate) backlog: Vec<u8>,
+    /// Chunks freed by the records the image holds (reusable once it is durable).
+    pub(crate) frees: Vec<u64>,
+    /// LSN of the last record the image holds.
+    pub(crate) end: u64,
+    /// The live metadata's id counter at the switch (ids taken by operations that failed
+    /// before logging are past it; the image keeps them used).
+    pub(crate) next_id: u64,
+    /// Benchmarks: the live maps copied out under the metadata lock (the pre-0015 way).
+    #[cfg(feature = "bench-internals")]
+    pub(crate) capture: Option<crate::checkpoint::Capture>,
 }
 
 /// Seal state, used by the commit thread only (and open).
@@ -335,6 +370,10 @@ pub(crate) struct PoolInner {
     /// the replica, to measure the stall that removed.
     #[cfg(feature = "bench-internals")]
     pub(crate) full_capture: AtomicBool,
+    /// Benchmarks only: hold the journal lock for the whole checkpoint, as checkpoints did
+    /// before the journal was double-buffered (docs/decisions/0021-double-buffered-journal.md).
+    #[cfg(feature = "bench-internals")]
+    pub(crate) ckpt_hold_journal: AtomicBool,
     pub(crate) durable_lsn: AtomicU64,
     /// Records up to this LSN are in the file (page cache at least), so they survive a kill
     /// of this process; `durable_lsn` says which also survive a power loss.

@@ -118,19 +118,22 @@ pub(crate) fn format(dev: &Device, total: u64, opts: &PoolOptions) -> Result<()>
         ckpt_bytes: 0,
         ckpt_crc: 0,
         journal_seq: 1,
+        journal_half: 0,
         version: crate::superblock::FORMAT_VERSION,
     };
     let w = |buf: &[u8], off: u64| {
         dev.write_at(buf, off)
             .map_err(|e| io(format!("writing {}", dev.name()), e))
     };
-    // Zero the other superblock slot, the seal slots and the first journal block (old
-    // contents of a reused block device must never look valid).
+    // Zero the other superblock slot, the seal slots and the first block of each journal
+    // half (old contents of a reused block device must never look valid).
     w(&vec![0u8; SB_SLOT as usize], 0)?;
     for off in SEAL_OFF {
         w(&vec![0u8; SB_SLOT as usize], off)?;
     }
-    w(&vec![0u8; BLOCK_ALIGN], layout.journal_off)?;
+    for half in 0..2 {
+        w(&vec![0u8; BLOCK_ALIGN], layout.journal_half_off(half))?;
+    }
     w(&sb.encode(), (sb.generation % 2) * SB_SLOT)?;
     dev.flush()
         .map_err(|e| io(format!("syncing {}", dev.name()), e))?;
@@ -198,8 +201,15 @@ pub(crate) struct Loaded {
     pub(crate) sb: Superblock,
     pub(crate) meta: Meta,
     pub(crate) alloc: Alloc,
+    /// Offset of the journal's end within `journal_half`.
     pub(crate) journal_off: u64,
     pub(crate) next_seq: u64,
+    /// The journal half appends continue in.
+    pub(crate) journal_half: u8,
+    /// Replay went on from the superblock's half into the other one (a checkpoint was being
+    /// written when the process died): the superblock's half is still needed, so a
+    /// checkpoint at open (see [`recover`]) frees it before anything is appended.
+    pub(crate) spans: bool,
     /// The seal read at open.
     pub(crate) seal: Seal,
     /// Replay applied tentative blocks no seal covers (written in this boot by a process
@@ -319,47 +329,71 @@ pub(crate) fn load(dev: Device) -> Result<Loaded> {
     // after the data it maps: it counts whichever boot or host wrote it.
     let trust_tentative = !dev.volatile_cache();
     let mut unsealed = false;
-    let mut off = 0u64;
+    // Format 3: the journal starts at offset 0 of the superblock's half and may go on at
+    // offset 0 of the other half (appends moved there when a checkpoint began; the sequence
+    // numbers run on). Formats 1 and 2: one journal over the whole region.
+    let regions: Vec<(u8, u64, u64)> = if sb.version >= 3 {
+        let h = sb.journal_half;
+        let len = layout.journal_half_len();
+        vec![
+            (h, layout.journal_half_off(h), len),
+            (1 - h, layout.journal_half_off(1 - h), len),
+        ]
+    } else {
+        vec![(0, layout.journal_off, layout.journal_len)]
+    };
     let mut seq = sb.journal_seq;
     let mut hdr = vec![0u8; BLOCK_ALIGN];
     let mut freed = Vec::new();
-    while off + BLOCK_ALIGN as u64 <= layout.journal_len {
-        dev.read_at(&mut hdr, layout.journal_off + off)
-            .map_err(|e| io(format!("reading the journal of {what}"), e))?;
-        let Some(h) = parse_header(&hdr, &sb.uuid, seq) else {
-            break;
-        };
-        let plen = h.payload_len;
-        let blen = (HEADER + plen).div_ceil(BLOCK_ALIGN) * BLOCK_ALIGN;
-        if off + blen as u64 > layout.journal_len {
-            break;
-        }
-        let mut block = vec![0u8; blen];
-        dev.read_at(&mut block, layout.journal_off + off)
-            .map_err(|e| io(format!("reading the journal of {what}"), e))?;
-        if !check_block(&block, plen) {
-            break;
-        }
-        let mut start = HEADER;
-        if h.tentative {
-            start += BOOT_LEN;
-            if seq >= durable {
-                if !trust_tentative && block[HEADER..start] != *boot.as_bytes() {
-                    break;
-                }
-                unsealed = true;
+    let mut end = (regions[0].0, 0u64);
+    for (i, &(half, base, len)) in regions.iter().enumerate() {
+        let mut off = 0u64;
+        while off + BLOCK_ALIGN as u64 <= len {
+            dev.read_at(&mut hdr, base + off)
+                .map_err(|e| io(format!("reading the journal of {what}"), e))?;
+            let Some(h) = parse_header(&hdr, &sb.uuid, seq) else {
+                break;
+            };
+            let plen = h.payload_len;
+            let blen = (HEADER + plen).div_ceil(BLOCK_ALIGN) * BLOCK_ALIGN;
+            if off + blen as u64 > len {
+                break;
             }
+            let mut block = vec![0u8; blen];
+            dev.read_at(&mut block, base + off)
+                .map_err(|e| io(format!("reading the journal of {what}"), e))?;
+            if !check_block(&block, plen) {
+                break;
+            }
+            let mut start = HEADER;
+            if h.tentative {
+                start += BOOT_LEN;
+                if seq >= durable {
+                    if !trust_tentative && block[HEADER..start] != *boot.as_bytes() {
+                        break;
+                    }
+                    unsealed = true;
+                }
+            }
+            let mut d = Dec::new(&block[start..HEADER + plen], "journal block");
+            for _ in 0..h.nrecs {
+                let rec = decode_rec(&mut d)?;
+                meta.apply(&rec, &mut freed).map_err(|e| {
+                    StorageError::Corrupt(format!(
+                        "{what}: journal block {seq} does not apply: {e}"
+                    ))
+                })?;
+            }
+            off += blen as u64;
+            seq += 1;
         }
-        let mut d = Dec::new(&block[start..HEADER + plen], "journal block");
-        for _ in 0..h.nrecs {
-            let rec = decode_rec(&mut d)?;
-            meta.apply(&rec, &mut freed).map_err(|e| {
-                StorageError::Corrupt(format!("{what}: journal block {seq} does not apply: {e}"))
-            })?;
+        // The second half counts only if its first block follows on (the first half may be
+        // empty: a checkpoint asked for right after another one).
+        if i == 0 || off > 0 {
+            end = (half, off);
         }
-        off += blen as u64;
-        seq += 1;
     }
+    let spans = end.0 != regions[0].0;
     checkpoint::validate_links(&meta)?;
     // Derive the allocator from the maps.
     let mut alloc = Alloc::new(layout.data_chunks);
@@ -377,8 +411,10 @@ pub(crate) fn load(dev: Device) -> Result<Loaded> {
         sb,
         meta,
         alloc,
-        journal_off: off,
+        journal_off: end.1,
         next_seq: seq,
+        journal_half: end.0,
+        spans,
         seal,
         unsealed,
         boot,
@@ -396,17 +432,8 @@ pub(crate) fn recover(l: &mut Loaded) -> Result<()> {
     l.dev
         .flush()
         .map_err(|e| io(format!("syncing {what}"), e))?;
-    if l.sb.version < crate::superblock::FORMAT_VERSION {
-        let mut sb = l.sb.clone();
-        sb.generation += 1;
-        sb.version = crate::superblock::FORMAT_VERSION;
-        l.dev
-            .write_at(&sb.encode(), (sb.generation % 2) * SB_SLOT)
-            .map_err(|e| io(format!("upgrading the superblock of {what}"), e))?;
-        l.dev
-            .flush()
-            .map_err(|e| io(format!("syncing {what}"), e))?;
-        l.sb = sb;
+    if l.sb.version < crate::superblock::FORMAT_VERSION || l.spans {
+        checkpoint_at_open(l)?;
     }
     // A commit that had no data to sync writes its seal and lets one fdatasync cover both the
     // seal and the blocks. A power loss during that sync can keep the seal without the last
@@ -437,6 +464,82 @@ pub(crate) fn recover(l: &mut Loaded) -> Result<()> {
     Ok(())
 }
 
+/// Write a checkpoint of the metadata open recovered and restart the journal at offset 0 of
+/// a half nothing still needs, with the sequence replay ended at:
+/// - a format 1 or 2 pool: its journal spans the whole region, which format 3 reads as two
+///   halves; after this image the old journal is no longer needed, and the superblock is
+///   rewritten as format 3 (the first block of the second half is zeroed first, so that no
+///   leftover of the old journal can ever read as the continuation of the new one);
+/// - a format 3 pool whose journal went on into the second half (the process died while a
+///   checkpoint was being written): the superblock's half is freed.
+///
+/// The caller has synced the data every replayed record maps. The image goes to the inactive
+/// slot and the superblock follows an fdatasync, as every checkpoint: a crash before the
+/// superblock lands leaves the previous image and journal, which replay as before.
+fn checkpoint_at_open(l: &mut Loaded) -> Result<()> {
+    let what = l.dev.name().to_string();
+    let layout = l.sb.layout;
+    let img = checkpoint::encode(&l.meta, &l.sb.uuid);
+    if img.len() as u64 > layout.ckpt_len {
+        return Err(StorageError::Corrupt(format!(
+            "{what}: metadata image of {} bytes exceeds the checkpoint area of {} bytes",
+            img.len(),
+            layout.ckpt_len
+        )));
+    }
+    let slot = match l.sb.ckpt_slot {
+        Some(0) => 1u8,
+        _ => 0u8,
+    };
+    // The new journal starts in the half replay began in when it went on into the other
+    // one; otherwise (and for an older format) in half 0.
+    let half = if l.spans { l.sb.journal_half } else { 0 };
+    let w = |buf: &[u8], off: u64, ctx: &str| {
+        l.dev
+            .write_at(buf, off)
+            .map_err(|e| io(format!("{ctx} of {what}"), e))
+    };
+    w(&img, layout.ckpt_off[slot as usize], "writing a checkpoint")?;
+    if l.sb.version < 3 {
+        w(
+            &vec![0u8; BLOCK_ALIGN],
+            layout.journal_half_off(1),
+            "clearing the journal",
+        )?;
+    }
+    l.dev
+        .flush()
+        .map_err(|e| io(format!("syncing {what}"), e))?;
+    let mut sb = l.sb.clone();
+    sb.generation += 1;
+    sb.version = crate::superblock::FORMAT_VERSION;
+    sb.ckpt_slot = Some(slot);
+    sb.ckpt_bytes = img.len() as u64;
+    sb.ckpt_crc = crc32c::crc32c(&img);
+    sb.journal_seq = l.next_seq;
+    sb.journal_half = half;
+    w(
+        &sb.encode(),
+        (sb.generation % 2) * SB_SLOT,
+        "writing the superblock",
+    )?;
+    l.dev
+        .flush()
+        .map_err(|e| io(format!("syncing {what}"), e))?;
+    tracing::info!(
+        path = %what,
+        from_version = l.sb.version,
+        journal_seq = l.next_seq,
+        half,
+        "checkpointed the metadata at open (format upgrade or a journal spanning both halves)"
+    );
+    l.sb = sb;
+    l.journal_half = half;
+    l.journal_off = 0;
+    l.spans = false;
+    Ok(())
+}
+
 /// One process per pool: take an exclusive advisory lock.
 fn lock_exclusive(f: &File, what: &str) -> Result<()> {
     use std::os::unix::io::AsRawFd;
@@ -459,6 +562,74 @@ fn lock_exclusive(f: &File, what: &str) -> Result<()> {
 mod tests {
     use super::*;
     use crate::Pool;
+
+    /// The superblock slot image a format 2 build wrote (no journal half byte).
+    fn encode_v2(sb: &Superblock) -> Vec<u8> {
+        let v3 = sb.encode();
+        // Magic 8, version 4, uuid 16, generation 8, layout 9 x 8, soft 1, slot 1,
+        // image bytes 8, image crc 4, journal sequence 8: then the half (v3) and the crc.
+        let body = 8 + 4 + 16 + 8 + 72 + 1 + 1 + 8 + 4 + 8;
+        let mut b = v3[..body].to_vec();
+        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.resize(SB_SLOT as usize, 0);
+        b
+    }
+
+    /// A format 2 pool (one journal over the whole region) with acknowledged first writes in
+    /// its journal opens: replay reads them, open checkpoints them and rewrites the
+    /// superblock as format 3, and the pool then works and reopens as format 3.
+    #[tokio::test]
+    async fn a_format_2_pool_is_checkpointed_and_upgraded_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = crate::testutil::pool_with_volume(dir.path(), 65536, 4 << 20).await;
+        let v = pool.volume("v").expect("v");
+        for i in 0..20u64 {
+            v.write(i * 16, bytes::Bytes::from(vec![i as u8 + 1; 4096]), false)
+                .await
+                .expect("write");
+        }
+        // As a killed format 2 process would leave it: the journal holds the writes.
+        let copy = tempfile::tempdir().expect("tempdir");
+        let file = copy.path().join(POOL_FILE);
+        std::fs::copy(dir.path().join(POOL_FILE), &file).expect("copy");
+        pool.close().await.expect("close");
+        {
+            let l = open(copy.path()).expect("open");
+            assert!(l.next_seq > l.sb.journal_seq, "the journal holds blocks");
+            assert_eq!(l.sb.journal_half, 0);
+            let bytes = encode_v2(&l.sb);
+            l.dev
+                .write_at(&bytes, (l.sb.generation % 2) * SB_SLOT)
+                .expect("write a format 2 superblock");
+        }
+        {
+            let mut l = open(copy.path()).expect("open the format 2 pool");
+            assert_eq!(l.sb.version, 2);
+            recover(&mut l).expect("recover");
+            assert_eq!(l.sb.version, crate::superblock::FORMAT_VERSION);
+            assert_eq!((l.journal_off, l.sb.journal_seq), (0, l.next_seq));
+        }
+        for round in 0..2 {
+            let p = Pool::open(copy.path()).await.expect("reopen");
+            let v = p.volume("v").expect("v");
+            for i in 0..20u64 {
+                let got = v.read(i * 16, 1).await.expect("read");
+                assert!(
+                    got.iter().all(|&b| b == i as u8 + 1),
+                    "round {round} block {i}"
+                );
+            }
+            v.write(400, bytes::Bytes::from(vec![9u8; 4096]), false)
+                .await
+                .expect("write");
+            assert!(p.check().await.expect("check").is_clean());
+            p.close().await.expect("close");
+        }
+        let l = open(copy.path()).expect("open");
+        assert_eq!(l.sb.version, crate::superblock::FORMAT_VERSION);
+    }
 
     /// A power loss during a one-sync commit can keep the seal but not the blocks it covers.
     /// Opening such a pool must pull the seal back to where replay ended; otherwise the seal

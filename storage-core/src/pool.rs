@@ -129,6 +129,9 @@ impl Pool {
                 sb: loaded.sb,
                 journal_off: loaded.journal_off,
                 next_seq: loaded.next_seq,
+                half: loaded.journal_half,
+                ckpt_busy: false,
+                ckpt_due: None,
                 unsealed_frees: Vec::new(),
                 boot: loaded.boot,
                 open: None,
@@ -137,6 +140,8 @@ impl Pool {
             replica: parking_lot::Mutex::new(replica),
             #[cfg(feature = "bench-internals")]
             full_capture: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(feature = "bench-internals")]
+            ckpt_hold_journal: std::sync::atomic::AtomicBool::new(false),
             sealer: parking_lot::Mutex::new(Sealer {
                 seal: loaded.seal,
                 durable_seq: loaded.next_seq,
@@ -720,8 +725,9 @@ impl Pool {
         self.inner.flush().await
     }
 
-    /// Write a checkpoint now: the metadata image replaces the journal, which restarts
-    /// empty (the commit thread does this on its own when the journal fills, and at close).
+    /// Write a checkpoint now: the metadata image replaces the journal half written so far,
+    /// and appends go on in the other half (the commit thread does this on its own when a
+    /// half fills, and at close).
     /// Everything acknowledged before the call is durable when it returns.
     pub async fn checkpoint(&self) -> Result<()> {
         self.inner.check_open()?;
@@ -769,6 +775,16 @@ impl Pool {
     #[doc(hidden)]
     pub fn bench_full_capture(&self, on: bool) {
         self.inner.full_capture.store(on, Ordering::Release);
+    }
+
+    /// Benchmarks only (feature `bench-internals`): with `on`, checkpoints hold the journal
+    /// lock throughout (encode, write, both syncs), as they did before the journal was
+    /// double-buffered (docs/decisions/0021-double-buffered-journal.md), so one run can
+    /// measure the first-write stall both ways.
+    #[cfg(feature = "bench-internals")]
+    #[doc(hidden)]
+    pub fn bench_checkpoint_holds_journal(&self, on: bool) {
+        self.inner.ckpt_hold_journal.store(on, Ordering::Release);
     }
 
     /// Recompute unique/shared figures now and reclaim garbage hidden by every viewer.

@@ -10,9 +10,12 @@ use crate::{Result, StorageError};
 /// Magic at the start of each superblock slot.
 pub(crate) const MAGIC: &[u8; 8] = b"LUNARPL\x01";
 /// On-disk format version written by this build. Version 2 added tentative journal blocks
-/// and the seal slots; this build also opens version 1 pools (their superblock is rewritten
-/// as version 2 at open, before anything of version 2 is written).
-pub const FORMAT_VERSION: u32 = 2;
+/// and the seal slots; version 3 split the journal into two halves, appended to in turn, and
+/// records in the superblock the half replay starts in, so that the journal stays appendable
+/// while a checkpoint is written (docs/decisions/0021-double-buffered-journal.md). This build
+/// also opens version 1 and 2 pools: at open their metadata is checkpointed and their
+/// superblock rewritten as version 3 before anything of version 3 is written.
+pub const FORMAT_VERSION: u32 = 3;
 /// Oldest format version this build opens.
 pub(crate) const OLDEST_VERSION: u32 = 1;
 /// Size of one superblock slot.
@@ -70,6 +73,16 @@ impl Layout {
         })
     }
 
+    /// Bytes of one journal half (format 3: the journal region is two halves).
+    pub(crate) fn journal_half_len(&self) -> u64 {
+        self.journal_len / 2
+    }
+
+    /// Device offset of the start of journal half `half` (0 or 1).
+    pub(crate) fn journal_half_off(&self, half: u8) -> u64 {
+        self.journal_off + u64::from(half) * self.journal_half_len()
+    }
+
     /// Byte offset of physical chunk `phys`.
     pub(crate) fn chunk_offset(&self, phys: u64) -> u64 {
         self.data_off + phys * self.chunk_size
@@ -89,7 +102,10 @@ pub(crate) struct Superblock {
     pub(crate) ckpt_crc: u32,
     /// Sequence number of the first journal block after that checkpoint.
     pub(crate) journal_seq: u64,
-    /// Format version this slot was written with (1 or 2).
+    /// Journal half (0 or 1) whose first block has sequence `journal_seq` (format 3; formats
+    /// 1 and 2 have one journal spanning the region, read as starting at half 0).
+    pub(crate) journal_half: u8,
+    /// Format version this slot was written with (1, 2 or 3).
     pub(crate) version: u32,
 }
 
@@ -119,6 +135,7 @@ impl Superblock {
         e.u64(self.ckpt_bytes);
         e.u32(self.ckpt_crc);
         e.u64(self.journal_seq);
+        e.u8(self.journal_half);
         let crc = crc32c::crc32c(&e.buf);
         e.u32(crc);
         e.buf.resize(SB_SLOT as usize, 0);
@@ -140,7 +157,8 @@ impl Superblock {
         }
     }
 
-    /// Versions 1 and 2 share the superblock layout.
+    /// Versions 1 and 2 share the superblock layout; version 3 adds the journal half after
+    /// the journal sequence.
     fn decode_v1(slot: &[u8], version: u32) -> Result<Superblock> {
         let mut d = Dec::new(slot, "superblock");
         d.take(12)?;
@@ -156,6 +174,7 @@ impl Superblock {
         let ckpt_bytes = d.u64()?;
         let ckpt_crc = d.u32()?;
         let journal_seq = d.u64()?;
+        let journal_half = if version >= 3 { d.u8()? } else { 0 };
         let end = slot.len() - d.remaining();
         let crc = d.u32()?;
         if crc32c::crc32c(&slot[..end]) != crc {
@@ -183,6 +202,11 @@ impl Superblock {
                 "superblock layout is inconsistent".into(),
             ));
         }
+        if journal_half > 1 {
+            return Err(StorageError::Corrupt(format!(
+                "superblock journal half {journal_half} is invalid"
+            )));
+        }
         if slot_b != 255 && slot_b > 1 || ckpt_bytes > layout.ckpt_len {
             return Err(StorageError::Corrupt(
                 "superblock checkpoint reference is invalid".into(),
@@ -197,6 +221,7 @@ impl Superblock {
             ckpt_bytes,
             ckpt_crc,
             journal_seq,
+            journal_half,
             version,
         })
     }
