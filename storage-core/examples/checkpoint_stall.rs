@@ -1,24 +1,33 @@
-//! Checkpoint stall benchmark: the latency of 4 KiB random reads at queue depth 1 while a
-//! checkpoint runs, on pools with 1 M and 8 M mapped chunks (64 KiB chunks: 64 GiB and
-//! 512 GiB written), before and after the checkpoint replica
-//! (docs/decisions/0015-checkpoint-replica.md).
+//! Checkpoint stall benchmark: the latency of 4 KiB random reads and of 4 KiB first writes
+//! (each to a chunk never written, so each appends a record to the journal), each at queue
+//! depth 1, while a checkpoint runs, on pools with 1 M and 8 M mapped chunks (64 KiB chunks:
+//! 64 GiB and 512 GiB written), in three modes (`--modes`, default `hold,double`):
 //!
-//! "before" is the same build with `Pool::bench_full_capture(true)`: the checkpoint copies the
-//! live maps out under the metadata lock, as every checkpoint did before the replica; "after"
-//! images the replica and holds the lock only to take the buffered records. The two modes
-//! alternate round by round in one process, so both see the same (noisy, shared) host.
+//! - `capture`: `Pool::bench_full_capture(true)`, the checkpoint copies the live maps out
+//!   under the metadata lock, as every checkpoint did before the replica
+//!   (docs/decisions/0015-checkpoint-replica.md), and holds the journal lock throughout;
+//! - `hold`: `Pool::bench_checkpoint_holds_journal(true)`, the replica is imaged but the
+//!   journal lock is held for the whole checkpoint (encode, write, two syncs), as before the
+//!   journal was double-buffered (docs/decisions/0021-double-buffered-journal.md);
+//! - `double`: the build's own way: appends move to the other journal half and the
+//!   checkpoint runs without the journal lock.
+//!
+//! The modes alternate round by round in one process, so all see the same (noisy, shared)
+//! host.
 //!
 //! The chunks are mapped without being written (`Pool::bench_map_unwritten`, feature
 //! `bench-internals`): the pool file stays sparse and reads of it return zeros from the page
 //! cache, so a read's latency is the store's own path, and the stall is what it waits for.
 //!
-//! Per round: a reader runs QD1 random reads for 300 ms, the checkpoint is requested, the
-//! reader goes on until 300 ms after it returned; the figures are over the reads that
-//! started while the checkpoint ran (p50, p99.9, max) and the checkpoint's duration.
+//! Per round: a reader runs QD1 random reads and a writer QD1 first writes for 300 ms, the
+//! checkpoint is requested, both go on until 300 ms after it returned; the figures are over
+//! the operations that overlapped the checkpoint (p50, p99, p99.9, max) and the checkpoint's
+//! duration.
 //!
 //! Run: `cargo run --release -p storage-core --features bench-internals --example
-//! checkpoint_stall -- [DIR] [--rounds N] [--sizes 1,8]` (sizes in M chunks; DIR defaults to
-//! a temporary directory; the pool files are sparse and removed afterwards).
+//! checkpoint_stall -- [DIR] [--rounds N] [--sizes 1,8] [--modes hold,double]` (sizes in M
+//! chunks; DIR defaults to a temporary directory; the pool files are sparse and removed
+//! afterwards).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,8 +42,31 @@ const M: u64 = 1 << 20;
 /// (start offset from the checkpoint request, latency) of every read.
 type Lat = Vec<(Duration, Duration)>;
 
-/// Per round: (before?, read p99.9, read max, lookup max).
-type Summary = (bool, Duration, Duration, Duration);
+/// How a round's checkpoint runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Capture,
+    Hold,
+    Double,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Capture => "capture",
+            Mode::Hold => "hold",
+            Mode::Double => "double",
+        }
+    }
+
+    fn set(self, pool: &Pool) {
+        pool.bench_full_capture(self == Mode::Capture);
+        pool.bench_checkpoint_holds_journal(self == Mode::Hold);
+    }
+}
+
+/// Per round: (mode, read p99.9, read max, lookup max, first write p99.9, first write max).
+type Summary = (Mode, Duration, Duration, Duration, Duration, Duration);
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -58,13 +90,16 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 struct Round {
     /// Latencies of the reads that overlapped the checkpoint, sorted.
     reads: Vec<Duration>,
+    /// Latencies of the first writes that overlapped the checkpoint, sorted.
+    writes: Vec<Duration>,
     /// Longest metadata lookup (`Volume::info`: the metadata lock, no I/O) that overlapped it.
     probe_max: Duration,
     checkpoint: Duration,
 }
 
-/// One round: reads (and metadata-only lookups) around a checkpoint.
-async fn round(pool: &Pool, chunks: u64, seed: u64) -> Round {
+/// One round: reads, first writes (and metadata-only lookups) around a checkpoint. First
+/// writes go to chunks `fresh..` (never written), from `*next` on.
+async fn round(pool: &Pool, chunks: u64, seed: u64, next: &mut u64) -> Round {
     let vol = pool.volume("v").expect("volume");
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
@@ -98,6 +133,25 @@ async fn round(pool: &Pool, chunks: u64, seed: u64) -> Round {
             lat
         })
     };
+    let writer = {
+        let stop = stop.clone();
+        let vol = pool.volume("v").expect("volume");
+        let first = *next;
+        tokio::spawn(async move {
+            let mut lat: Lat = Vec::new();
+            let mut c = first;
+            let data = bytes::Bytes::from(vec![0xa5u8; 4096]);
+            while !stop.load(Ordering::Acquire) {
+                let s = Instant::now();
+                vol.write(c * (CHUNK / 4096), data.clone(), false)
+                    .await
+                    .expect("first write");
+                lat.push((s - t0, s.elapsed()));
+                c += 1;
+            }
+            (lat, c)
+        })
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let c0 = t0.elapsed();
     pool.checkpoint().await.expect("checkpoint");
@@ -105,6 +159,13 @@ async fn round(pool: &Pool, chunks: u64, seed: u64) -> Round {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Release);
     let lat = reader.await.expect("reader");
+    let (wlat, c) = writer.await.expect("writer");
+    *next = c;
+    if std::env::var_os("STALL_DEBUG").is_some() {
+        for (s, l) in &wlat {
+            eprintln!("write at {:?} took {:?} (checkpoint {:?}..{:?})", s, l, c0, c1);
+        }
+    }
     let probes = prober.join().expect("prober");
     // Those that started while the checkpoint ran, or that were still waiting when it began.
     let overlapping = |lat: Lat| -> Vec<Duration> {
@@ -118,6 +179,7 @@ async fn round(pool: &Pool, chunks: u64, seed: u64) -> Round {
     };
     Round {
         reads: overlapping(lat),
+        writes: overlapping(wlat),
         probe_max: overlapping(probes).last().copied().unwrap_or_default(),
         checkpoint: c1 - c0,
     }
@@ -141,19 +203,30 @@ async fn main() {
         .find(|(i, a)| !a.starts_with("--") && (*i == 0 || !args[i - 1].starts_with("--")))
         .map(|(_, a)| std::path::PathBuf::from(a))
         .unwrap_or_else(|| tmp.path().to_path_buf());
-    println!("| mapped chunks | mode | round | reads during | p50 µs | p99.9 µs | max µs | lookup max µs | checkpoint ms |");
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let modes: Vec<Mode> = arg(&args, "--modes")
+        .unwrap_or_else(|| "hold,double".into())
+        .split(',')
+        .filter_map(|s| match s.trim() {
+            "capture" => Some(Mode::Capture),
+            "hold" => Some(Mode::Hold),
+            "double" => Some(Mode::Double),
+            _ => None,
+        })
+        .collect();
+    println!("| mapped chunks | mode | round | reads during | read p50 µs | read p99.9 µs | read max µs | lookup max µs | first writes during | write p50 µs | write p99 µs | write p99.9 µs | write max µs | checkpoint ms |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &m in &sizes {
         let chunks = m * M;
         let path = dir.join(format!("stall-{m}M.img"));
         let _ = std::fs::remove_file(&path);
         let opts = PoolOptions {
             chunk_size: CHUNK as u32,
-            capacity_bytes: Some((chunks + chunks / 8 + 4096) * CHUNK),
+            capacity_bytes: Some((chunks + chunks / 4 + 4096) * CHUNK),
             soft_threshold_pct: None,
         };
         let pool = Pool::create(&path, &opts).await.expect("create pool");
-        pool.create_volume("v", chunks * CHUNK, 4096, Guarantee::None)
+        // Room past the mapped chunks for the first writes.
+        pool.create_volume("v", (chunks + chunks / 8) * CHUNK, 4096, Guarantee::None)
             .await
             .expect("volume");
         let t = Instant::now();
@@ -174,39 +247,54 @@ async fn main() {
             pool.metadata_image_bytes() / 1_000_000
         );
         let mut summary: Vec<Summary> = Vec::new();
-        for r in 0..rounds * 2 {
-            // before, after, after, before, ...: each mode runs first as often as the other.
-            let before = (r % 4 == 0) || (r % 4 == 3);
-            pool.bench_full_capture(before);
-            let rd = round(&pool, chunks, r as u64).await;
-            let during = &rd.reads;
-            let (p999, max) = (pct(during, 0.999), pct(during, 1.0));
+        let mut next = chunks;
+        for r in 0..rounds * modes.len() {
+            // Each mode runs in each position of the rotation as often as the others.
+            let k = modes.len();
+            let mode = modes[(r % k + r / k) % k];
+            mode.set(&pool);
+            let rd = round(&pool, chunks, r as u64, &mut next).await;
+            let (rs, ws) = (&rd.reads, &rd.writes);
             println!(
-                "| {m} M | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
-                if before { "before" } else { "after" },
-                r / 2 + 1,
-                during.len(),
-                us(pct(during, 0.5)),
-                us(p999),
-                us(max),
+                "| {m} M | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                mode.name(),
+                r / k + 1,
+                rs.len(),
+                us(pct(rs, 0.5)),
+                us(pct(rs, 0.999)),
+                us(pct(rs, 1.0)),
                 us(rd.probe_max),
+                ws.len(),
+                us(pct(ws, 0.5)),
+                us(pct(ws, 0.99)),
+                us(pct(ws, 0.999)),
+                us(pct(ws, 1.0)),
                 rd.checkpoint.as_secs_f64() * 1e3
             );
-            summary.push((before, p999, max, rd.probe_max));
+            summary.push((
+                mode,
+                pct(rs, 0.999),
+                pct(rs, 1.0),
+                rd.probe_max,
+                pct(ws, 0.999),
+                pct(ws, 1.0),
+            ));
         }
-        for before in [true, false] {
-            let v: Vec<_> = summary.iter().filter(|s| s.0 == before).collect();
+        for &mode in &modes {
+            let v: Vec<_> = summary.iter().filter(|s| s.0 == mode).collect();
             let range = |f: &dyn Fn(&Summary) -> Duration| {
                 let lo = v.iter().map(|s| us(f(s))).fold(f64::MAX, f64::min);
                 let hi = v.iter().map(|s| us(f(s))).fold(0.0, f64::max);
                 format!("{lo:.0}-{hi:.0}")
             };
             eprintln!(
-                "{m} M {}: read p99.9 {} µs, read max {} µs, lookup max {} µs",
-                if before { "before" } else { "after" },
+                "{m} M {}: read p99.9 {} µs, read max {} µs, lookup max {} µs, first write p99.9 {} µs, first write max {} µs",
+                mode.name(),
                 range(&|s| s.1),
                 range(&|s| s.2),
                 range(&|s| s.3),
+                range(&|s| s.4),
+                range(&|s| s.5),
             );
         }
         pool.close().await.expect("close");
