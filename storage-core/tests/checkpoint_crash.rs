@@ -11,7 +11,11 @@
 //! The checkpoint images the replica (docs/decisions/0015-checkpoint-replica.md) while the
 //! writers go on logging records that must reach the restarted journal, so these are the
 //! instants where an image that missed a record, or a journal that lost one, would lose an
-//! acknowledged write. After each kill the parent reopens the pool, requires `check` to be
+//! acknowledged write. The second test makes every operation log a record (4 KiB chunks, so
+//! each write of an unmapped block is a first write, and each unmap frees a chunk): with the
+//! journal double-buffered (docs/decisions/0021-double-buffered-journal.md) those records go
+//! to the other journal half while the checkpoint is written without the journal lock, and
+//! a kill before its superblock lands must find them there. After each kill the parent reopens the pool, requires `check` to be
 //! clean and every block to hold the value of its last acknowledged operation or of one
 //! issued after it (a process kill keeps the page cache: every acknowledged write survives,
 //! flushed or not). The child is this test binary re-executed with `LUNAR_CKPT_CHILD` set.
@@ -59,7 +63,7 @@ impl Out {
     }
 }
 
-async fn child(dir: &Path, iter: u64) {
+async fn child(dir: &Path, iter: u64, fresh: bool) {
     let pool = Pool::open(dir).await.expect("child open");
     let vol = pool.volume("v").expect("volume");
     let out = Arc::new(Out(Mutex::new(std::io::stdout())));
@@ -69,10 +73,31 @@ async fn child(dir: &Path, iter: u64) {
         tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(iter * 100 + t);
             let mut n = 0u64;
+            // With `fresh`, what this writer's blocks hold: each is unmapped if mapped and
+            // written if not, so every operation logs a record (Map or Clear).
+            let mut mapped = std::collections::HashSet::new();
+            if fresh {
+                let all = vol.read(0, BLOCKS as u32).await.expect("read");
+                for b in (t..BLOCKS).step_by(WRITERS as usize) {
+                    let blk = &all[(b * BS) as usize..((b + 1) * BS) as usize];
+                    if blk.iter().any(|&x| x != 0) {
+                        mapped.insert(b);
+                    }
+                }
+            }
             loop {
                 n += 1;
                 let b = rng.gen_range(0..BLOCKS / WRITERS) * WRITERS + t;
-                if rng.gen_range(0..8) == 0 {
+                let unmap = if fresh {
+                    // Unmap a mapped block, write (map) an unmapped one.
+                    mapped.remove(&b) || {
+                        mapped.insert(b);
+                        false
+                    }
+                } else {
+                    rng.gen_range(0..8) == 0
+                };
+                if unmap {
                     out.line(format!("I {b} 0"));
                     vol.unmap(b, 1).await.expect("unmap");
                     out.line(format!("A {b} 0"));
@@ -117,12 +142,13 @@ fn checkpoint_crash_child() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let fresh = std::env::var_os("LUNAR_CKPT_FRESH").is_some();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("rt");
-    rt.block_on(child(Path::new(&dir), iter));
+    rt.block_on(child(Path::new(&dir), iter, fresh));
 }
 
 /// Where the parent aims the kill.
@@ -135,9 +161,13 @@ enum Aim {
 }
 
 /// Run one child until the aimed kill; returns its output lines.
-fn run_child(dir: &Path, iter: u64, aim: Aim) -> Vec<String> {
+fn run_child(dir: &Path, iter: u64, aim: Aim, fresh: bool) -> Vec<String> {
     let exe = std::env::current_exe().expect("exe");
-    let mut child = std::process::Command::new(exe)
+    let mut cmd = std::process::Command::new(exe);
+    if fresh {
+        cmd.env("LUNAR_CKPT_FRESH", "1");
+    }
+    let mut child = cmd
         .args([
             "checkpoint_crash_child",
             "--exact",
@@ -187,6 +217,17 @@ fn run_child(dir: &Path, iter: u64, aim: Aim) -> Vec<String> {
 
 #[test]
 fn kills_during_and_between_checkpoints_lose_nothing_acknowledged() {
+    kills(16384, false, 18);
+}
+
+#[test]
+fn kills_during_checkpoints_with_first_writes_racing_lose_nothing_acknowledged() {
+    kills(4096, true, 18);
+}
+
+/// Create a pool with `chunk_size` chunks, run `iterations` children killed at aimed
+/// instants, and verify every block after each kill.
+fn kills(chunk_size: u32, fresh: bool, iterations: u64) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -195,7 +236,7 @@ fn kills_during_and_between_checkpoints_lose_nothing_acknowledged() {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let opts = PoolOptions {
-            chunk_size: 16384,
+            chunk_size,
             capacity_bytes: Some(256 << 20),
             soft_threshold_pct: None,
         };
@@ -208,7 +249,6 @@ fn kills_during_and_between_checkpoints_lose_nothing_acknowledged() {
         // What every block holds (verified after each kill).
         let mut state = vec![0u64; BLOCKS as usize];
         let mut rng = rand::rngs::StdRng::seed_from_u64(0xc4c4);
-        let iterations = 18u64;
         let (mut acked_total, mut ckpts_total) = (0usize, 0usize);
         for iter in 0..iterations {
             let delay_during = Duration::from_micros(rng.gen_range(0..4000));
@@ -232,7 +272,7 @@ fn kills_during_and_between_checkpoints_lose_nothing_acknowledged() {
                 },
             };
             let dirp = dir.path().to_path_buf();
-            let lines = tokio::task::spawn_blocking(move || run_child(&dirp, iter, aim))
+            let lines = tokio::task::spawn_blocking(move || run_child(&dirp, iter, aim, fresh))
                 .await
                 .expect("child runner");
             // Per block: the values issued this iteration in order, and how many of them
