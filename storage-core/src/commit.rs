@@ -7,9 +7,13 @@
 //! buffered, fdatasync (data written before its records were appended becomes durable with
 //! them), write a seal covering the blocks so far, fdatasync, then release the chunks those
 //! records freed; when no data write is pending, the first fdatasync is skipped. All flush
-//! requests waiting at that moment complete together (group commit). When the journal is
-//! full a checkpoint replaces the append. Without requests, buffered records are committed
-//! every second. Publishes share the newest block while it fits one page ([`append_locked`]).
+//! requests waiting at that moment complete together (group commit). The journal is two
+//! halves: when the active one is full (or a checkpoint is asked for) appends move to the
+//! other ([`switch_half`]) and the commit thread writes a checkpoint of everything before the
+//! switch without the journal lock, so first writes and unmaps go on publishing meanwhile
+//! (docs/decisions/0021-double-buffered-journal.md). Without requests, buffered records are
+//! committed every second. Publishes share the newest block while it fits one page
+//! ([`append_locked`]).
 //!
 //! The durability methods callers wait on (`PoolInner::publish`, `wait_durable`, `flush`)
 //! are here too, beside the thread they talk to through [`CommitQueue`]: this module builds
@@ -71,8 +75,9 @@ impl PoolInner {
                 )
             })??;
             if !appended {
-                // The journal is full: a checkpoint (which also makes the records durable)
-                // is the way to get them on disk.
+                // Both journal halves are taken (a checkpoint is still freeing the other one)
+                // or the records fit no half: a checkpoint (which also makes the records
+                // durable) is the way to get them on disk.
                 break;
             }
         }
@@ -369,7 +374,9 @@ pub(crate) fn write_seal(
 /// One commit: append what is buffered, fdatasync (the data every record refers to was
 /// written before the record was appended, so data and blocks are durable together), then
 /// seal the blocks written so far. Chunks freed by them are released after the seal. When
-/// the journal is full (or a checkpoint is asked for) a checkpoint replaces all of this.
+/// a checkpoint is due (an append switched halves, the half is full, or one is asked for)
+/// it is written first, without the journal lock, and the blocks of the new half are then
+/// sealed as usual.
 fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<()> {
     let writes = inner.data_writes.load(Ordering::Acquire);
     let mut sbs = inner.sb.blocking_lock();

@@ -13,8 +13,10 @@
 //! - "LJNL" (format 1): written after the data fdatasync and made durable before the next
 //!   one, so durable on its own.
 //!
-//! Replay reads blocks from the start of the journal region while the magic, UUID, expected
-//! sequence and CRC all match, so the first invalid block is the end of the journal.
+//! Replay reads blocks from offset 0 of the superblock's journal half while the magic, UUID,
+//! expected sequence and CRC all match, then goes on at offset 0 of the other half if the
+//! sequence continues there (format 3: appends moved there when a checkpoint began), so the
+//! first invalid block is the end of the journal.
 
 use crate::codec::{Dec, Enc};
 use crate::layer::Rec;
