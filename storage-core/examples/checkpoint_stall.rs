@@ -133,7 +133,7 @@ async fn round(pool: &Pool, chunks: u64, seed: u64, next: &mut u64) -> Round {
                 // without this the reader would keep its runtime worker to itself and the
                 // writer's wake-ups would queue behind it (an iSCSI connection task yields
                 // on its socket between commands).
-                if lat.len() % 16 == 0 {
+                if lat.len().is_multiple_of(16) {
                     tokio::task::yield_now().await;
                 }
             }
