@@ -27,7 +27,7 @@ pub const POOL_BYTES: ByteSize = ByteSize::gib(2);
 pub const LUN_BYTES: ByteSize = ByteSize::gib(1);
 
 /// Lease of the test groups: the default a deployment uses (docs/ha.md).
-pub const LEASE: Duration = Duration::from_secs(3);
+pub const LEASE: Duration = Duration::from_secs(2);
 
 /// How long a takeover may take before a test gives up (a hang, not a timing check: the
 /// goal is 5 s; CI machines are slow and shared).
@@ -396,6 +396,64 @@ pub fn metric_sum(text: &str, name: &str, labels: &str) -> f64 {
             (n == name && rest.contains(labels)).then(|| value.parse::<f64>().ok())?
         })
         .sum()
+}
+
+/// What `lunar_ha_renew_seconds` says about the renews a gateway made so far, in one
+/// line: how many, their mean, how many took longer than 100 ms / 250 ms / 500 ms, and the
+/// bucket the slowest one fell in (the owner steps down when a renew takes longer than
+/// 5/12 of a lease: 1.25 s at the default 3 s).
+pub fn renew_latency_summary(metrics_text: &str) -> String {
+    let count = metric_sum(metrics_text, "lunar_ha_renew_seconds_count", "");
+    if count == 0.0 {
+        return "no renews".into();
+    }
+    let sum = metric_sum(metrics_text, "lunar_ha_renew_seconds_sum", "");
+    let within = |le: &str| {
+        metric_sum(
+            metrics_text,
+            "lunar_ha_renew_seconds_bucket",
+            &format!("le=\"{le}\""),
+        )
+    };
+    let bounds = [
+        "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "0.75", "1",
+        "2.5",
+    ];
+    let slowest = bounds
+        .iter()
+        .find(|b| within(b) >= count)
+        .map_or("> 2.5 s".to_string(), |b| format!("<= {b} s"));
+    format!(
+        "{count} renews, mean {:.1} ms, > 100 ms: {}, > 250 ms: {}, > 500 ms: {}, slowest {slowest}",
+        sum / count * 1000.0,
+        count - within("0.1"),
+        count - within("0.25"),
+        count - within("0.5"),
+    )
+}
+
+/// The lines of a lunard log (tracing's default format, UTC timestamps) that contain one
+/// of `words`, from `since` on, each prefixed with its offset from `since` in seconds:
+/// where a takeover's time went, for the test output.
+pub fn log_lines_since(log: &str, since: std::time::SystemTime, words: &[&str]) -> Vec<String> {
+    let day_secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| (d.as_secs() % 86_400) as f64 + f64::from(d.subsec_micros()) / 1e6)
+            .unwrap_or(0.0)
+    };
+    let origin = day_secs(since);
+    log.lines()
+        .filter(|l| words.iter().any(|w| l.contains(w)))
+        .filter_map(|l| {
+            // 2026-12-07T12:40:01.123456Z
+            let t = l.get(11..26)?;
+            let h: f64 = t.get(0..2)?.parse().ok()?;
+            let m: f64 = t.get(3..5)?.parse().ok()?;
+            let s: f64 = t.get(6..)?.trim_end_matches('Z').parse().ok()?;
+            let at = h * 3600.0 + m * 60.0 + s - origin;
+            (at >= -0.5).then(|| format!("{at:+7.3} s {}", l.get(27..).unwrap_or(l).trim()))
+        })
+        .collect()
 }
 
 /// Whether `e` says the path is gone rather than the command having failed.

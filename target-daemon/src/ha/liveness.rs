@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 /// How often a gateway rewrites its registry record: once a lease, between 1 s (the
 /// record's timestamp has whole seconds, so every beat changes it) and 5 s. One
 /// compare-and-swap of one small object per gateway per period: cheap next to the lease's
-/// renew every lease/3, and not on the lease's critical path.
+/// renew every lease/4, and not on the lease's critical path.
 pub fn heartbeat_every(lease: Duration) -> Duration {
     lease.clamp(Duration::from_secs(1), Duration::from_secs(5))
 }
