@@ -598,9 +598,9 @@ impl Metrics {
                     HistogramOpts::new(
                         "lunar_ha_renew_seconds",
                         "Round trip of a successful lease renew (lock renew and content read). The \
-                         owner renews a third of a lease after its last renew and stops serving \
-                         three quarters of a lease after it: a renew slower than 5/12 of a \
-                         lease steps the owner down",
+                         owner renews a quarter of a lease after its last renew and stops \
+                         serving three quarters of a lease after it: a renew slower than half \
+                         a lease steps the owner down",
                     )
                     .buckets(vec![
                         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,

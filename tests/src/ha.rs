@@ -400,8 +400,8 @@ pub fn metric_sum(text: &str, name: &str, labels: &str) -> f64 {
 
 /// What `lunar_ha_renew_seconds` says about the renews a gateway made so far, in one
 /// line: how many, their mean, how many took longer than 100 ms / 250 ms / 500 ms, and the
-/// bucket the slowest one fell in (the owner steps down when a renew takes longer than
-/// 5/12 of a lease: 1.25 s at the default 3 s).
+/// bucket the slowest one fell in (the owner steps down when no renew succeeds within
+/// half a lease of being due: 1 s at the default 2 s).
 pub fn renew_latency_summary(metrics_text: &str) -> String {
     let count = metric_sum(metrics_text, "lunar_ha_renew_seconds_count", "");
     if count == 0.0 {
