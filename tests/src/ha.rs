@@ -64,9 +64,31 @@ impl Gateway {
     }
 
     /// SIGSTOP: the gateway freezes (a hung machine); its sockets stay open.
+    ///
+    /// Returns once every thread of the process is stopped (`/proc/PID/task/*/stat` state
+    /// `T`): SIGSTOP takes effect asynchronously, and a command sent in between would be
+    /// served by a gateway the test believes frozen (a write queued "on the frozen owner"
+    /// was once acknowledged, legitimately, before the stop took hold).
     pub fn freeze(&self) {
-        if let Some(pid) = self.pid() {
-            crate::process::signal(pid, libc::SIGSTOP);
+        let Some(pid) = self.pid() else { return };
+        crate::process::signal(pid, libc::SIGSTOP);
+        let all_stopped = || -> Option<bool> {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+            let mut any = false;
+            for t in tasks {
+                let stat = std::fs::read_to_string(t.ok()?.path().join("stat")).ok()?;
+                // pid (comm) STATE ...: the comm may hold spaces and parentheses.
+                let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+                if !matches!(state, 'T' | 't') {
+                    return Some(false);
+                }
+                any = true;
+            }
+            Some(any)
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while all_stopped() == Some(false) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

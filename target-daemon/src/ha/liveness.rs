@@ -24,7 +24,7 @@ pub fn heartbeat_every(lease: Duration) -> Duration {
 }
 
 /// How long a record may stay unchanged before its gateway counts as dead: four
-/// heartbeats (12 s at the default 3 s lease), so one or two slow or failed registry
+/// heartbeats (8 s at the default 2 s lease), so one or two slow or failed registry
 /// writes (a busy cluster, a compare-and-swap retried) do not flap a live gateway.
 pub fn dead_after(lease: Duration) -> Duration {
     heartbeat_every(lease) * 4
