@@ -65,9 +65,9 @@ fn default_ceph_client() -> String {
 fn default_ceph_pool() -> String {
     "rbd".into()
 }
-/// 2 s (3 s until 2026-12-07; decision 0023): a dead owner is replaced within about
-/// 2.4 s, before a Linux host's path failover (3 s, docs/ha.md), and a renew may still take
-/// up to a second (half a lease) before the owner steps down.
+/// 2 s (3 s until 2026-12-07; decision 0023): a dead owner is replaced 2-3.2 s after its
+/// death on a loaded host, in time for a Linux host's path failover (3 s, docs/ha.md), and
+/// a renew may still take up to a second (half a lease) before the owner steps down.
 fn default_lease() -> DurationCfg {
     DurationCfg(Duration::from_secs(2))
 }
