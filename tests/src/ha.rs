@@ -488,6 +488,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn renew_latency_summary_reads_the_histogram() {
+        let text = "\
+# TYPE lunar_ha_renew_seconds histogram
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"0.05\"} 7
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"0.1\"} 8
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"0.25\"} 9
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"0.5\"} 9
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"0.75\"} 10
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"1\"} 10
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"+Inf\"} 10
+lunar_ha_renew_seconds_sum{pool=\"default\"} 1.0
+lunar_ha_renew_seconds_count{pool=\"default\"} 10
+";
+        assert_eq!(
+            renew_latency_summary(text),
+            "10 renews, mean 100.0 ms, > 100 ms: 2, > 250 ms: 1, > 500 ms: 1, slowest <= 0.75 s"
+        );
+        assert_eq!(renew_latency_summary(""), "no renews");
+    }
+
+    #[test]
+    fn log_lines_since_are_offset_from_the_instant_given() {
+        let since = std::time::UNIX_EPOCH + Duration::from_secs(86_400 * 3 + 3600 + 61);
+        let log = "\
+2026-12-07T01:01:00.400000Z  INFO a: HA role change more than half a second early
+2026-12-07T01:01:02.250000Z  INFO a: HA role change to=acquiring
+2026-12-07T01:01:03.000000Z  INFO a: unrelated
+";
+        let lines = log_lines_since(log, since, &["HA role change"]);
+        assert_eq!(
+            lines,
+            vec![" +1.250 s INFO a: HA role change to=acquiring".to_string()]
+        );
+    }
+
+    #[test]
     fn rtpg_answers_parse() {
         // Two groups: 1 active/optimized (one port), 2 standby (one port).
         let mut d = vec![0, 0, 0, 24];
