@@ -178,6 +178,40 @@ fn exclusive_lock_busy_renew_break_and_expiry() {
 }
 
 #[test]
+fn every_lock_and_renew_changes_the_objects_version() {
+    // The HA standby learns when the owner last renewed its lease from the lease object's
+    // version (target-daemon/src/ha/machine: probing fast near the expiry): cls_lock must
+    // rewrite its record, and so bump the version, at every lock and renew.
+    let Some(cfg) = cluster("every_lock_and_renew_changes_the_objects_version") else {
+        return;
+    };
+    let (_ra, a) = connect(&cfg);
+    let (_rb, b) = connect(&cfg);
+    let oid = unique("takeover-lease-version");
+    let _cleanup = Cleanup::object(&cfg, &oid);
+    let long = Some(Duration::from_secs(60));
+    let version = || b.read(&oid).unwrap().map(|d| d.version);
+    assert_eq!(version(), None);
+    a.lock_exclusive(&oid, "lease", "gw-a", "test", long, false)
+        .unwrap();
+    let mut last = version().expect("the lock created the object");
+    for _ in 0..3 {
+        a.lock_exclusive(&oid, "lease", "gw-a", "test", long, true)
+            .unwrap();
+        let v = version().expect("object");
+        assert!(v > last, "renew left the version at {v}");
+        last = v;
+    }
+    // A refused lock attempt changes nothing.
+    assert!(b
+        .lock_exclusive(&oid, "lease", "gw-b", "test", long, false)
+        .is_err());
+    assert_eq!(version(), Some(last));
+    a.unlock(&oid, "lease", "gw-a").unwrap();
+    a.remove(&oid).unwrap();
+}
+
+#[test]
 fn watch_delivers_notifies_and_notify_collects_acks() {
     let Some(cfg) = cluster("watch_delivers_notifies_and_notify_collects_acks") else {
         return;

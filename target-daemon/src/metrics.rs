@@ -122,6 +122,7 @@ pub struct Metrics {
     ha_takeovers: IntCounterVec,
     ha_fenced: IntCounterVec,
     ha_takeover_duration: HistogramVec,
+    ha_renew_latency: HistogramVec,
     /// Serialises refresh-then-gather so two concurrent scrapes never see a half-reset vec.
     scrape: parking_lot::Mutex<()>,
 }
@@ -592,6 +593,24 @@ impl Metrics {
                 register(&r, Box::new(h.clone()), "lunar_ha_takeover_duration_seconds");
                 h
             },
+            ha_renew_latency: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "lunar_ha_renew_seconds",
+                        "Round trip of a successful lease renew (lock renew and content read). The \
+                         owner renews a quarter of a lease after its last renew and stops \
+                         serving three quarters of a lease after it: a renew slower than half \
+                         a lease steps the owner down",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+                    ]),
+                    &["pool"],
+                )
+                .unwrap_or_else(|e| panic!("renew histogram: {e}"));
+                register(&r, Box::new(h.clone()), "lunar_ha_renew_seconds");
+                h
+            },
             registry: r,
             scrape: parking_lot::Mutex::new(()),
         }
@@ -605,9 +624,12 @@ impl Metrics {
             .set(i64::try_from(epoch).unwrap_or(i64::MAX));
     }
 
-    /// A renewal of `pool`'s lease succeeded.
-    pub fn ha_renewed(&self, pool: &str) {
+    /// A renewal of `pool`'s lease succeeded, `took` from sending it to its answer.
+    pub fn ha_renewed(&self, pool: &str, took: Duration) {
         self.ha_renewals.with_label_values(&[pool]).inc();
+        self.ha_renew_latency
+            .with_label_values(&[pool])
+            .observe(took.as_secs_f64());
     }
 
     /// This gateway took `pool` over, in `d` from lease won to serving.

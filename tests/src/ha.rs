@@ -27,7 +27,7 @@ pub const POOL_BYTES: ByteSize = ByteSize::gib(2);
 pub const LUN_BYTES: ByteSize = ByteSize::gib(1);
 
 /// Lease of the test groups: the default a deployment uses (docs/ha.md).
-pub const LEASE: Duration = Duration::from_secs(3);
+pub const LEASE: Duration = Duration::from_secs(2);
 
 /// How long a takeover may take before a test gives up (a hang, not a timing check: the
 /// goal is 5 s; CI machines are slow and shared).
@@ -64,9 +64,31 @@ impl Gateway {
     }
 
     /// SIGSTOP: the gateway freezes (a hung machine); its sockets stay open.
+    ///
+    /// Returns once every thread of the process is stopped (`/proc/PID/task/*/stat` state
+    /// `T`): SIGSTOP takes effect asynchronously, and a command sent in between would be
+    /// served by a gateway the test believes frozen (a write queued "on the frozen owner"
+    /// was once acknowledged, legitimately, before the stop took hold).
     pub fn freeze(&self) {
-        if let Some(pid) = self.pid() {
-            crate::process::signal(pid, libc::SIGSTOP);
+        let Some(pid) = self.pid() else { return };
+        crate::process::signal(pid, libc::SIGSTOP);
+        let all_stopped = || -> Option<bool> {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+            let mut any = false;
+            for t in tasks {
+                let stat = std::fs::read_to_string(t.ok()?.path().join("stat")).ok()?;
+                // pid (comm) STATE ...: the comm may hold spaces and parentheses.
+                let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+                if !matches!(state, 'T' | 't') {
+                    return Some(false);
+                }
+                any = true;
+            }
+            Some(any)
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while all_stopped() == Some(false) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -398,6 +420,64 @@ pub fn metric_sum(text: &str, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
+/// What `lunar_ha_renew_seconds` says about the renews a gateway made so far, in one
+/// line: how many, their mean, how many took longer than 100 ms / 250 ms / 500 ms, and the
+/// bucket the slowest one fell in (the owner steps down when no renew succeeds within
+/// half a lease of being due: 1 s at the default 2 s).
+pub fn renew_latency_summary(metrics_text: &str) -> String {
+    let count = metric_sum(metrics_text, "lunar_ha_renew_seconds_count", "");
+    if count == 0.0 {
+        return "no renews".into();
+    }
+    let sum = metric_sum(metrics_text, "lunar_ha_renew_seconds_sum", "");
+    let within = |le: &str| {
+        metric_sum(
+            metrics_text,
+            "lunar_ha_renew_seconds_bucket",
+            &format!("le=\"{le}\""),
+        )
+    };
+    let bounds = [
+        "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "0.75", "1",
+        "2.5",
+    ];
+    let slowest = bounds
+        .iter()
+        .find(|b| within(b) >= count)
+        .map_or("> 2.5 s".to_string(), |b| format!("<= {b} s"));
+    format!(
+        "{count} renews, mean {:.1} ms, > 100 ms: {}, > 250 ms: {}, > 500 ms: {}, slowest {slowest}",
+        sum / count * 1000.0,
+        count - within("0.1"),
+        count - within("0.25"),
+        count - within("0.5"),
+    )
+}
+
+/// The lines of a lunard log (tracing's default format, UTC timestamps) that contain one
+/// of `words`, from `since` on, each prefixed with its offset from `since` in seconds:
+/// where a takeover's time went, for the test output.
+pub fn log_lines_since(log: &str, since: std::time::SystemTime, words: &[&str]) -> Vec<String> {
+    let day_secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| (d.as_secs() % 86_400) as f64 + f64::from(d.subsec_micros()) / 1e6)
+            .unwrap_or(0.0)
+    };
+    let origin = day_secs(since);
+    log.lines()
+        .filter(|l| words.iter().any(|w| l.contains(w)))
+        .filter_map(|l| {
+            // 2026-12-07T12:40:01.123456Z
+            let t = l.get(11..26)?;
+            let h: f64 = t.get(0..2)?.parse().ok()?;
+            let m: f64 = t.get(3..5)?.parse().ok()?;
+            let s: f64 = t.get(6..)?.trim_end_matches('Z').parse().ok()?;
+            let at = h * 3600.0 + m * 60.0 + s - origin;
+            (at >= -0.5).then(|| format!("{at:+7.3} s {}", l.get(27..).unwrap_or(l).trim()))
+        })
+        .collect()
+}
+
 /// Whether `e` says the path is gone rather than the command having failed.
 pub fn is_path_loss(e: &PathError) -> bool {
     matches!(e, PathError::Closed | PathError::Timeout | PathError::Io(_))
@@ -406,6 +486,42 @@ pub fn is_path_loss(e: &PathError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renew_latency_summary_reads_the_histogram() {
+        let text = "\
+# TYPE lunar_ha_renew_seconds histogram
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"0.05\"} 7
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"0.1\"} 8
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"0.25\"} 9
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"0.5\"} 9
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"0.75\"} 10
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"1\"} 10
+lunar_ha_renew_seconds_bucket{pool=\"default\",le=\"+Inf\"} 10
+lunar_ha_renew_seconds_sum{pool=\"default\"} 1.0
+lunar_ha_renew_seconds_count{pool=\"default\"} 10
+";
+        assert_eq!(
+            renew_latency_summary(text),
+            "10 renews, mean 100.0 ms, > 100 ms: 2, > 250 ms: 1, > 500 ms: 1, slowest <= 0.75 s"
+        );
+        assert_eq!(renew_latency_summary(""), "no renews");
+    }
+
+    #[test]
+    fn log_lines_since_are_offset_from_the_instant_given() {
+        let since = std::time::UNIX_EPOCH + Duration::from_secs(86_400 * 3 + 3600 + 61);
+        let log = "\
+2026-12-07T01:01:00.400000Z  INFO a: HA role change more than half a second early
+2026-12-07T01:01:02.250000Z  INFO a: HA role change to=acquiring
+2026-12-07T01:01:03.000000Z  INFO a: unrelated
+";
+        let lines = log_lines_since(log, since, &["HA role change"]);
+        assert_eq!(
+            lines,
+            vec![" +1.250 s INFO a: HA role change to=acquiring".to_string()]
+        );
+    }
 
     #[test]
     fn rtpg_answers_parse() {

@@ -20,7 +20,10 @@
 use lunar_e2e::ceph::Scratch;
 use lunar_e2e::config::yaml;
 use lunar_e2e::guest::{guest_portal, Guest, GuestLunard, QEMU};
-use lunar_e2e::ha::{gateway_config, http_get, metric_sum, owner_among, IQN, TAKEOVER_LIMIT};
+use lunar_e2e::ha::{
+    gateway_config, http_get, log_lines_since, metric_sum, owner_among, renew_latency_summary, IQN,
+    TAKEOVER_LIMIT,
+};
 use lunar_e2e::{net, require_ceph, require_tools};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -85,11 +88,11 @@ fn dm_multipath_owner_killed_under_writer() {
         ("PORTAL2", gws[1].guest_portal()),
         ("IQN", IQN.to_string()),
         ("INITIATOR", INITIATOR.to_string()),
-        // dm-multipath wants a failed path's I/O back quickly: fail it over after 2 s of
-        // reconnect attempts instead of open-iscsi's 120 s (docs/ha.md). multipathd sets
-        // the same timeout from its fast_io_fail_tmo (tests/guest/multipath.conf), which
-        // wins once it runs.
-        ("REPLACEMENT_TIMEOUT", "2".to_string()),
+        // dm-multipath wants a failed path's I/O back quickly: fail it over after 3 s of
+        // reconnect attempts instead of open-iscsi's 120 s (docs/ha.md), once the new
+        // owner serves. multipathd sets the same timeout from its fast_io_fail_tmo
+        // (tests/guest/multipath.conf), which wins once it runs.
+        ("REPLACEMENT_TIMEOUT", "3".to_string()),
         ("RUN", std::process::id().to_string()),
         ("WRITES_AFTER", "30".to_string()),
     ];
@@ -101,6 +104,9 @@ fn dm_multipath_owner_killed_under_writer() {
     g.wait_for("WAIT killed")
         .expect("guest writing through the owner");
     let before = written(metrics[other]);
+    let renews_before = http_get(metrics[owner], "/metrics")
+        .map_or_else(|e| e.to_string(), |t| renew_latency_summary(&t));
+    let killed_wall = std::time::SystemTime::now();
     let killed = Instant::now();
     if let Some(pid) = gws[owner].pid() {
         lunar_e2e::process::signal(pid, libc::SIGKILL);
@@ -123,6 +129,32 @@ fn dm_multipath_owner_killed_under_writer() {
     }
     for i in &t.info {
         eprintln!("  guest INFO {i}");
+    }
+    // Where the takeover's time went on the new owner, from the kill on.
+    for l in log_lines_since(
+        &gws[other].log(),
+        killed_wall,
+        &[
+            "HA role change",
+            "fencing",
+            "fenced",
+            "pool open",
+            "took over",
+            "replay",
+        ],
+    ) {
+        eprintln!("  gw{} {l}", other + 1);
+    }
+    eprintln!(
+        "  renews of the owner gw{} before the kill: {renews_before}",
+        owner + 1
+    );
+    if let Ok(text) = http_get(metrics[other], "/metrics") {
+        eprintln!(
+            "  renews of gw{} as the new owner: {}",
+            other + 1,
+            renew_latency_summary(&text)
+        );
     }
     t.assert_passed(&[
         "discovery",

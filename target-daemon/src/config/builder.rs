@@ -86,7 +86,7 @@ impl Config {
                 pool: ceph_pool.into(),
                 ..CephCfg::default()
             },
-            lease: DurationCfg(std::time::Duration::from_secs(3)),
+            lease: DurationCfg(std::time::Duration::from_secs(2)),
         });
         self.pool.get_or_insert_with(PoolCfg::default).rbd = Some(RbdPoolCfg {
             image: image.into(),

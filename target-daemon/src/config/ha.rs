@@ -65,8 +65,11 @@ fn default_ceph_client() -> String {
 fn default_ceph_pool() -> String {
     "rbd".into()
 }
+/// 2 s (3 s until 2026-12-07; decision 0023): a dead owner is replaced 2-3.2 s after its
+/// death on a loaded host, in time for a Linux host's path failover (3 s, docs/ha.md), and
+/// a renew may still take up to a second (half a lease) before the owner steps down.
 fn default_lease() -> DurationCfg {
-    DurationCfg(Duration::from_secs(3))
+    DurationCfg(Duration::from_secs(2))
 }
 
 /// A pool in an RBD image (`pool.rbd`).
@@ -77,7 +80,7 @@ pub struct RbdPoolCfg {
     pub image: String,
 }
 
-/// Shortest lease accepted: below it a renew every third of the lease competes with
+/// Shortest lease accepted: below it a renew every quarter of the lease competes with
 /// ordinary OSD latency.
 pub const MIN_LEASE: Duration = Duration::from_millis(500);
 /// Longest lease accepted: a failover waits up to one lease.

@@ -354,7 +354,7 @@ targets:
         );
         let cfg = parse_any_build(&short, "ha.yaml").unwrap();
         let ha = cfg.ha.unwrap();
-        assert_eq!(ha.lease.to_string(), "3s");
+        assert_eq!(ha.lease.to_string(), "2s");
         assert_eq!(ha.ceph, CephCfg::default());
     }
 

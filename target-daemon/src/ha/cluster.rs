@@ -71,10 +71,11 @@ impl LeaseClient {
             .ioctx
             .list_lockers(&self.oid, LOCK_NAME)
             .map_err(|e| failure(&e))?;
-        let (content, _) = self.read().map_err(|e| failure(&e))?;
+        let (content, stamp) = self.read().map_err(|e| failure(&e))?;
         Ok(Probe {
             held: !info.lockers.is_empty(),
             content,
+            stamp,
         })
     }
 

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 /// How often a gateway rewrites its registry record: once a lease, between 1 s (the
 /// record's timestamp has whole seconds, so every beat changes it) and 5 s. One
 /// compare-and-swap of one small object per gateway per period: cheap next to the lease's
-/// renew every lease/3, and not on the lease's critical path.
+/// renew every lease/4, and not on the lease's critical path.
 pub fn heartbeat_every(lease: Duration) -> Duration {
     lease.clamp(Duration::from_secs(1), Duration::from_secs(5))
 }
 
 /// How long a record may stay unchanged before its gateway counts as dead: four
-/// heartbeats (12 s at the default 3 s lease), so one or two slow or failed registry
+/// heartbeats (8 s at the default 2 s lease), so one or two slow or failed registry
 /// writes (a busy cluster, a compare-and-swap retried) do not flap a live gateway.
 pub fn dead_after(lease: Duration) -> Duration {
     heartbeat_every(lease) * 4

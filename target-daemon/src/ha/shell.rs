@@ -393,7 +393,7 @@ impl Task {
                     }
                 }
             }
-            Event::Renewed => metrics.ha_renewed(pool),
+            Event::Renewed { took } => metrics.ha_renewed(pool, took),
             Event::TookOver { epoch, duration } => {
                 metrics.ha_took_over(pool, duration);
                 tracing::info!(

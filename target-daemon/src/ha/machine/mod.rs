@@ -97,9 +97,12 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// The owner renews this long after it sent the last successful renew.
+    /// The owner renews this long after it sent the last successful renew: a quarter of
+    /// the lease (a third until 2026-12-07), so a renew may take up to half a lease
+    /// (`serve_for - renew_every`, 1 s at the default 2 s) before the owner steps down,
+    /// and a dead owner's lease expires between 3/4 of a lease and a lease after its death.
     pub fn renew_every(&self) -> Duration {
-        self.lease / 3
+        self.lease / 4
     }
     /// The owner serves until this long after it sent the last successful renew: a
     /// quarter of the lease is left to stop before the OSD can let anybody else in.
@@ -111,11 +114,23 @@ impl Timing {
         self.lease / 12
     }
     /// A standby looks at the lease this often. The lease expires up to this much before
-    /// a standby notices, so this is on the takeover's critical path: a sixth of the lease
-    /// (0.5 s at the default) costs two small RADOS reads per standby per period and
-    /// takes half a second (a quarter on average) off a takeover, against lease/3.
+    /// a standby notices, so this was on the takeover's critical path: a sixth of the
+    /// lease (0.33 s at the default 2 s) costs two small RADOS reads per standby per
+    /// period. Near an expiry the standby looks faster
+    /// ([`Timing::probe_near_expiry_every`]).
     pub fn probe_every(&self) -> Duration {
         self.lease / 6
+    }
+    /// Near the instant the lease would expire if its owner renewed no more, a standby
+    /// looks this often (33 ms at the default 2 s lease) instead of every
+    /// [`Timing::probe_every`], so it finds an expired lease within this much rather than
+    /// up to a sixth of a lease later (see [`Machine::handle_probed`]). A live owner
+    /// renews every quarter of a lease, long before that window opens (it opens only
+    /// after the owner's own local deadline, [`Timing::serve_for`]), so the faster
+    /// probes only run while an owner has stopped renewing: a dozen small reads per
+    /// takeover.
+    pub fn probe_near_expiry_every(&self) -> Duration {
+        self.lease / 60
     }
     /// After fencing or opening the pool failed here, this gateway leaves the lease to the
     /// others this long before it tries again (the same failure would only repeat).
@@ -198,7 +213,11 @@ pub enum Event {
         reason: &'static str,
     },
     /// A renew succeeded.
-    Renewed,
+    Renewed {
+        /// From sending the renew to having its answer (and the content read after it):
+        /// what the local deadline must leave room for (`lunar_ha_renew_seconds`).
+        took: Duration,
+    },
     /// A takeover completed: from lease won to serving.
     TookOver {
         /// The new epoch.
@@ -249,6 +268,11 @@ pub struct Probe {
     pub held: bool,
     /// The content.
     pub content: LeaseContent,
+    /// The lease object's version. cls_lock rewrites the lock's record at every lock and
+    /// renew, so this changes whenever the owner renews: a standby learns when the last
+    /// renew happened, hence when the lease expires if it was the last one. `None` when
+    /// unknown (no object yet).
+    pub stamp: Option<u64>,
 }
 
 /// A point-in-time view of the machine, for `lunarctl ha status`.
@@ -339,6 +363,10 @@ pub struct Machine {
     after_release: Role,
     /// Standby: since when the lease is free but reserved for another gateway.
     reserved_since: Option<Instant>,
+    /// Standby: the lease object's version at the last probe that found the lock held,
+    /// and when a probe first saw that version (the renew it records was processed by
+    /// then, and after the probe before it).
+    renew_seen: Option<(u64, Instant)>,
     /// Taking over: the owner the lease is being taken from (last seen when the lease
     /// was found free).
     taking_from: Option<String>,
@@ -372,6 +400,7 @@ impl Machine {
             owe_release: false,
             after_release: Role::Standby,
             reserved_since: None,
+            renew_seen: None,
             taking_from: None,
             pool_failed: false,
             prefer: None,
@@ -510,7 +539,12 @@ impl Machine {
             self.pump(now);
             return;
         }
-        self.next_lease_op = now + self.timing.probe_every();
+        self.renew_seen = match (probe.held, probe.stamp, self.renew_seen) {
+            (true, Some(v), Some((seen, at))) if seen == v => Some((v, at)),
+            (true, Some(v), _) => Some((v, now)),
+            _ => None,
+        };
+        self.next_lease_op = self.next_probe(now);
         if probe.held {
             self.reserved_since = None;
         } else {
@@ -532,6 +566,30 @@ impl Machine {
             }
         }
         self.pump(now);
+    }
+
+    /// When a standby probes next. Normally a sixth of a lease from now. But if the owner
+    /// stopped renewing, the OSD expires the lease one lease after the last renew it
+    /// processed, which happened after the probe before the one that first saw the
+    /// object's current version and before that one: from about a sixth of a lease before
+    /// `seen + lease` on, the standby probes every [`Timing::probe_near_expiry_every`]
+    /// until it finds the lease free (or a new version: the owner renewed after all). A
+    /// probe past `seen + lease + probe_every` that still finds the same renew (an OSD
+    /// clock running slow) falls back to the normal pace. Only timing: the OSD alone
+    /// decides when the lock is free.
+    fn next_probe(&self, now: Instant) -> Instant {
+        let every = self.timing.probe_every();
+        let normal = now + every;
+        let Some((_, seen)) = self.renew_seen else {
+            return normal;
+        };
+        let expires = seen + self.timing.lease;
+        let fast = self.timing.probe_near_expiry_every();
+        if now >= expires + every {
+            return normal;
+        }
+        let from = expires.checked_sub(every + fast).unwrap_or(seen);
+        normal.min(from.max(now + fast))
     }
 
     /// The lock was won at `sent` (when the lock call was sent) and `content` written.
@@ -587,7 +645,9 @@ impl Machine {
             self.step_down(now, StepDown::Deadline);
             return;
         }
-        self.events.push_back(Event::Renewed);
+        self.events.push_back(Event::Renewed {
+            took: now.saturating_duration_since(sent),
+        });
         let ours = content.owner.as_deref() == Some(self.me.as_str())
             && content.epoch == self.content.epoch;
         let moving = content.preferred.as_deref().is_some_and(|p| p != self.me);

@@ -21,6 +21,11 @@ struct Cluster {
     /// Lease lock holder and when the OSD expires it.
     lock: Option<(String, Instant)>,
     content: LeaseContent,
+    /// The lease object's version: bumped by every lock, renew, unlock and content write,
+    /// as cls_lock and RADOS do.
+    version: u64,
+    /// When each gateway's probes were answered.
+    probes: BTreeMap<String, Vec<Instant>>,
     /// The image's RBD exclusive lock holder.
     rbd_lock: Option<String>,
     blocklist: BTreeSet<String>,
@@ -110,7 +115,15 @@ impl Gw {
                     }
                     let held = c.holder(now).is_some();
                     let content = c.content.clone();
-                    self.m.handle_probed(now, Probe { held, content });
+                    c.probes.entry(self.name.clone()).or_default().push(now);
+                    self.m.handle_probed(
+                        now,
+                        Probe {
+                            held,
+                            content,
+                            stamp: Some(c.version),
+                        },
+                    );
                 }
                 Action::Acquire => {
                     if blocked {
@@ -121,6 +134,7 @@ impl Gw {
                     } else {
                         c.lock = Some((self.name.clone(), now + LEASE));
                         c.content = c.content.taken_by(&self.name);
+                        c.version += 2;
                         self.m.handle_acquired(now, now, c.content.clone());
                     }
                 }
@@ -131,6 +145,7 @@ impl Gw {
                         self.m.handle_lease_failed(now, Failure::Blocklisted);
                     } else if c.holder(now) == Some(self.name.as_str()) {
                         c.lock = Some((self.name.clone(), now + LEASE));
+                        c.version += 1;
                         self.m.handle_renewed(now, now, c.content.clone());
                     } else {
                         self.m.handle_lease_failed(now, Failure::Busy);
@@ -139,6 +154,7 @@ impl Gw {
                 Action::Release => {
                     if !blocked && c.holder(now) == Some(self.name.as_str()) {
                         c.lock = None;
+                        c.version += 1;
                     }
                     self.m.handle_released(now);
                 }
@@ -325,26 +341,31 @@ fn a_standby_takes_a_free_lease_fences_opens_and_serves() {
 }
 
 #[test]
-fn the_owner_renews_every_third_of_the_lease_and_keeps_serving() {
+fn the_owner_renews_every_quarter_of_the_lease_and_keeps_serving() {
     let mut s = Sim::new(&["gw1"]);
     s.run_for(Duration::from_millis(1));
     let t0 = s.now;
     s.run_for(LEASE * 10);
     let g = s.gw("gw1");
     assert_eq!(g.m.role(), Role::Active);
-    // 30 s / 1 s.
-    assert_eq!(g.renews, 30);
+    // 30 s / 0.75 s.
+    assert_eq!(g.renews, 40);
     let now = s.now;
     let g = s.gw("gw1");
     assert!(g.m.may_serve(now));
     let snap = g.m.snapshot(now);
     assert!(snap
         .since_renew
-        .is_some_and(|d| d < LEASE / 3 + Duration::from_millis(2)));
+        .is_some_and(|d| d < LEASE / 4 + Duration::from_millis(2)));
     assert_eq!(snap.epoch, 1);
     assert!(t0 < now);
     let evs = g.events();
-    assert_eq!(evs.iter().filter(|e| **e == Event::Renewed).count(), 30);
+    assert_eq!(
+        evs.iter()
+            .filter(|e| matches!(e, Event::Renewed { .. }))
+            .count(),
+        40
+    );
 }
 
 #[test]
@@ -360,14 +381,14 @@ fn a_failing_renew_is_retried_and_io_stops_at_the_local_deadline() {
     let now = s.now;
     assert!(s.gw("gw1").m.may_serve(now));
     assert!(s.write("gw1"));
-    // Retries every lease/12 after the first renew at lease/3 failed.
+    // Retries every lease/12 after the first renew at lease/4 failed.
     let renews = s
         .gw("gw1")
         .log
         .iter()
         .filter(|a| **a == Action::Renew)
         .count();
-    assert_eq!(renews, 5, "at 1, 1.25, 1.5, 1.75 and 2 s");
+    assert_eq!(renews, 6, "at 0.75, 1, 1.25, 1.5, 1.75 and 2 s");
     s.run_for(Duration::from_millis(1));
     let now = s.now;
     assert_eq!(now, won + LEASE * 3 / 4);
@@ -457,6 +478,7 @@ fn active_machine(now: Instant) -> (Machine, LeaseContent) {
         Probe {
             held: false,
             content: LeaseContent::default(),
+            stamp: None,
         },
     );
     assert_eq!(m.poll_action(), Some(Action::Acquire));
@@ -475,7 +497,7 @@ fn a_renew_answered_after_the_deadline_does_not_resume_service() {
     let t0 = Instant::now();
     let (mut m, c) = active_machine(t0);
     let sent = m.poll_timeout().expect("renew due");
-    assert_eq!(sent, t0 + LEASE / 3);
+    assert_eq!(sent, t0 + LEASE / 4);
     m.handle_timeout(sent);
     assert_eq!(m.poll_action(), Some(Action::Renew));
     // The process is frozen with the renew in flight; the (successful) answer is read
@@ -502,6 +524,7 @@ fn two_standbys_racing_for_the_lease_give_one_owner() {
             Probe {
                 held: false,
                 content: LeaseContent::default(),
+                stamp: None,
             },
         );
         assert_eq!(g.m.poll_action(), Some(Action::Acquire));
@@ -522,24 +545,32 @@ fn two_standbys_racing_for_the_lease_give_one_owner() {
     assert_eq!(roles, vec![Role::Acquiring, Role::Standby]);
 }
 
-#[test]
-fn after_a_kill_the_standby_takes_over_once_the_osd_expired_the_lease() {
+/// Kills the owner gw1 of a two-gateway group `offset` into a period of its renews and
+/// runs until gw2 serves: (when the OSD expired gw1's lease, when gw2 served, the
+/// simulation), the time gw2 served found to within `STEP`.
+fn kill_owner(offset: Duration) -> (Instant, Instant, Sim) {
     let mut s = Sim::new(&["gw1", "gw2"]);
     s.run_for(Duration::from_millis(1));
     assert_eq!(s.active(), vec!["gw1"]);
-    s.run_for(LEASE * 2);
-    // kill -9 gw1: its last renew was at most lease/3 ago.
+    s.run_for(LEASE * 2 + offset);
+    // kill -9 gw1: its last renew was at most lease/4 ago.
     s.asleep.insert("gw1".into());
     let killed = s.now;
     let expires = s.c.lock.as_ref().map(|l| l.1).expect("held");
-    let step = Duration::from_millis(10);
     while s.gw("gw2").m.role() != Role::Active {
         assert!(s.now < killed + LEASE * 3, "no takeover");
-        s.run_for(step);
+        s.run_for(STEP);
     }
-    // gw2 serves within one probe interval after the OSD expired the lease, never before.
-    assert!(s.now >= expires);
-    assert!(s.now <= expires + LEASE / 3 + step, "{:?}", s.now - expires);
+    let served = s.now;
+    (expires, served, s)
+}
+
+const STEP: Duration = Duration::from_millis(5);
+
+#[test]
+fn after_a_kill_the_standby_takes_over_once_the_osd_expired_the_lease() {
+    let (expires, served, mut s) = kill_owner(Duration::ZERO);
+    assert!(served >= expires);
     let took = s.gw("gw2").events().into_iter().find_map(|e| match e {
         Event::TookOver { epoch, .. } => Some(epoch),
         _ => None,
@@ -547,6 +578,72 @@ fn after_a_kill_the_standby_takes_over_once_the_osd_expired_the_lease() {
     assert_eq!(took, Some(2));
     assert!(s.c.blocklist.contains("gw1"));
     assert_eq!(s.c.rbd_lock.as_deref(), Some("gw2"));
+}
+
+#[test]
+fn a_standby_finds_a_dead_owners_lease_expired_within_a_sixtieth_of_a_lease() {
+    // Whatever the phase of the kill against the owner's renews and the standby's probes,
+    // the standby, probing fast near the expiry the last renew it saw implies, takes the
+    // lease within one fast probe interval of the OSD expiring it (instead of up to a
+    // sixth of a lease), and never before.
+    let fast = timing().probe_near_expiry_every();
+    assert_eq!(fast, Duration::from_millis(50));
+    let mut worst = Duration::ZERO;
+    for ms in (0..1000).step_by(37) {
+        let (expires, served, s) = kill_owner(Duration::from_millis(ms));
+        assert!(served >= expires, "kill at +{ms} ms: served before expiry");
+        // The fast probes start only once the dead owner's own local deadline has
+        // passed (it would have stopped serving by then, had it been alive but cut off).
+        let renewed = expires - LEASE;
+        let probes = &s.c.probes["gw2"];
+        let first_fast = probes
+            .windows(2)
+            .find(|w| w[1] - w[0] < timing().probe_every() - STEP)
+            .map(|w| w[1]);
+        assert!(
+            first_fast.is_some_and(|f| f >= renewed + timing().serve_for()),
+            "kill at +{ms} ms: fast probes from {:?} after the last renew",
+            first_fast.map(|f| f - renewed)
+        );
+        let late = served - expires;
+        assert!(
+            late <= fast + STEP,
+            "kill at +{ms} ms: {late:?} after expiry"
+        );
+        worst = worst.max(late);
+    }
+    assert!(worst > Duration::ZERO);
+}
+
+#[test]
+fn while_the_owner_renews_a_standby_probes_at_the_normal_pace() {
+    let mut s = Sim::new(&["gw1", "gw2"]);
+    s.run_for(Duration::from_millis(1));
+    let before = s.c.probes["gw2"].len();
+    s.run_for(LEASE * 10);
+    let probes = s.c.probes["gw2"].len() - before;
+    // Every sixth of a lease, never the fast pace.
+    assert!((59..=61).contains(&probes), "{probes} probes in 10 leases");
+    assert_eq!(s.active(), vec!["gw1"]);
+}
+
+#[test]
+fn a_lease_held_past_the_expected_expiry_falls_back_to_the_normal_pace() {
+    // The OSD keeps the lock longer than the last renew implies (its clock runs slow):
+    // the standby probes fast only for a while, then at the normal pace.
+    let mut s = Sim::new(&["gw1", "gw2"]);
+    s.run_for(Duration::from_millis(1));
+    s.run_for(LEASE);
+    s.asleep.insert("gw1".into());
+    if let Some(l) = s.c.lock.as_mut() {
+        l.1 += LEASE * 10;
+    }
+    s.run_for(LEASE * 2);
+    let before = s.c.probes["gw2"].len();
+    s.run_for(LEASE * 5);
+    let later = s.c.probes["gw2"].len() - before;
+    assert!((29..=31).contains(&later), "{later} probes in 5 leases");
+    assert_eq!(s.gw("gw2").m.role(), Role::Standby);
 }
 
 #[test]
@@ -585,7 +682,8 @@ fn a_move_to_a_gateway_that_is_down_falls_back() {
     s.run_for(Duration::from_millis(1));
     s.run_for(LEASE);
     s.c.content = s.c.content.moved_to("gw9");
-    s.run_for(LEASE / 3);
+    // gw1 sees the move at its next renew, a quarter of a lease later, and releases.
+    s.run_for(LEASE / 4);
     assert_eq!(s.gw("gw1").m.role(), Role::Standby);
     let released = s.now;
     // Within the grace nobody takes the lease reserved for gw9.
@@ -618,6 +716,7 @@ fn blocklisted_while_fencing_reconnects_and_becomes_standby() {
         Probe {
             held: false,
             content: LeaseContent::default(),
+            stamp: None,
         },
     );
     assert_eq!(g.m.poll_action(), Some(Action::Acquire));
@@ -644,6 +743,7 @@ fn an_open_that_fails_releases_the_lease() {
         Probe {
             held: false,
             content: LeaseContent::default(),
+            stamp: None,
         },
     );
     assert_eq!(m.poll_action(), Some(Action::Acquire));
@@ -676,6 +776,7 @@ fn an_acquire_answered_after_the_deadline_gives_the_lease_back() {
         Probe {
             held: false,
             content: LeaseContent::default(),
+            stamp: None,
         },
     );
     assert_eq!(m.poll_action(), Some(Action::Acquire));
@@ -698,6 +799,7 @@ fn a_slow_pool_open_does_not_delay_renews() {
         Probe {
             held: false,
             content: LeaseContent::default(),
+            stamp: None,
         },
     );
     assert_eq!(m.poll_action(), Some(Action::Acquire));
@@ -708,7 +810,7 @@ fn a_slow_pool_open_does_not_delay_renews() {
     assert_eq!(m.poll_action(), Some(Action::Open { epoch: 1 }));
     // Journal replay takes two leases; renews go on meanwhile.
     let mut t = now;
-    for _ in 0..6 {
+    for _ in 0..8 {
         t = m.poll_timeout().expect("a renew is due");
         m.handle_timeout(t);
         assert_eq!(m.poll_action(), Some(Action::Renew));
