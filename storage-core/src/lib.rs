@@ -18,6 +18,7 @@ mod clock;
 mod codec;
 mod commit;
 mod commit_queue;
+pub mod completion;
 mod device;
 mod engine;
 mod error;

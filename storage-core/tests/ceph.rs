@@ -635,3 +635,77 @@ async fn breaking_the_image_lock_fences_the_old_owner() {
     // Best effort: the fenced client's image watch may linger until the OSD times it out.
     let _ = RbdImage::remove(&io_b, &name);
 }
+
+/// A task polled by whoever wakes it when that is a storage completion thread, as lunard's
+/// command tasks are (`target-daemon/src/iscsi/inline_task.rs`), reduced to what this test
+/// needs: the first poll is the caller's, the wake-up from librbd's completion polls it there.
+struct RunOnCompletion {
+    fut: std::sync::Mutex<Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>>,
+}
+
+impl RunOnCompletion {
+    fn poll_once(self: &std::sync::Arc<Self>) {
+        let waker = std::task::Waker::from(self.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut slot = self.fut.lock().unwrap();
+        if let Some(f) = slot.as_mut() {
+            if f.as_mut().poll(&mut cx).is_ready() {
+                *slot = None;
+            }
+        }
+    }
+}
+
+impl std::task::Wake for RunOnCompletion {
+    fn wake(self: std::sync::Arc<Self>) {
+        assert!(
+            storage_core::completion::on_completion_thread(),
+            "only librbd's completion wakes this task"
+        );
+        self.poll_once();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_clone_dropped_inside_its_own_completion_closes_the_image_elsewhere() {
+    let Some(cfg) = cluster("last_clone_dropped_inside_its_own_completion") else {
+        return;
+    };
+    let (_r, io) = connect(&cfg);
+    let name = unique("inline-close");
+    let _cleanup = Cleanup::image(&cfg, &name);
+    RbdImage::create(&io, &name, 16 << 20).unwrap();
+    let img = RbdImage::open(&io, &name).unwrap();
+    img.writev(0, vec![Bytes::from(pattern(9, 4096))])
+        .await
+        .unwrap();
+    // The read's waiter runs on librbd's completion thread and drops the image's last clone
+    // there: the image is still in the middle of calling back (its completion counted in
+    // flight), so closing right there would wait for itself.
+    let (tx, rx) = mpsc::channel();
+    let test_thread = std::thread::current().id();
+    let task = std::sync::Arc::new(RunOnCompletion {
+        fut: std::sync::Mutex::new(Some(Box::pin(async move {
+            let read = img.read(0, 4096);
+            let got = read.await;
+            let on = std::thread::current().id();
+            drop(img);
+            let _ = tx.send((got.map(|b| b == pattern(9, 4096)[..]), on));
+        }))),
+    });
+    task.poll_once();
+    let (got, ran_on) =
+        tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .expect("the waiter never ran: the completion thread hangs");
+    assert!(got.unwrap(), "read back what was written");
+    assert_ne!(
+        ran_on, test_thread,
+        "the waiter ran on librbd's completion thread"
+    );
+    // The image closes (on a thread of its own): then it can be removed.
+    eventually(Duration::from_secs(60), || {
+        RbdImage::remove(&io, &name).ok()
+    });
+}

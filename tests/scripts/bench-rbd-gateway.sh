@@ -7,6 +7,8 @@
 #     RUNS=5 SECONDS_PER_RUN=10 LUNAR_CEPH_CONF=... bash tests/scripts/bench-rbd-gateway.sh
 #     WORKLOADS="randread1 seqwrite" LUNAR_CEPH_CONF=... bash tests/scripts/bench-rbd-gateway.sh
 #     BASE_LUNARD_BIN=/path/to/older/lunard LUNAR_CEPH_CONF=... bash tests/scripts/bench-rbd-gateway.sh
+#     KEEP_JSON=/tmp/dir ... keeps every fio JSON output (latency percentiles); NAME_PREFIX=x
+#     names the group, images and objects x-<random> (default bench).
 #
 # With BASE_LUNARD_BIN a second gateway (e.g. the build before a change; its own group, port
 # and image) runs beside the first and takes its turn in the same alternation (base, lunard,
@@ -79,7 +81,7 @@ export CEPH_CONF=$CONF
 rbdc() { rbd -c "$CONF" --id admin -p "$RBD_POOL" "$@"; }
 radosc() { rados -c "$CONF" --id admin -p "$RBD_POOL" "$@"; }
 
-group=bench-$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+group=${NAME_PREFIX:-bench}-$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
 fio_image=$group-fio
 fresh_image=$group-fresh
 work=$(mktemp -d /tmp/lunar-rbd-bench.XXXXXX)
@@ -188,14 +190,39 @@ rbdc create --size 1G "$fio_image"
 rbdc create --size "$((4 * RUNS))G" "$fresh_image"
 
 # --- measurements -------------------------------------------------------------------------
-# fio_json: prints "IOPS MiB/s" of the fio JSON on stdin for side read|write.
+# fio_json: prints "IOPS MiB/s IOS P50" of the fio JSON on stdin for side read|write (P50:
+# median completion latency in microseconds; on a loaded host the mean, and so IOPS at QD1,
+# is ruled by a few stalls of tens of milliseconds, the median by the I/O path).
 fio_json() {
   python3 -c '
 import json, sys
 text = sys.stdin.read()
 job = json.loads(text[text.index("{"):])["jobs"][0][sys.argv[1]]
-print("%.0f %.1f" % (job["iops"], job["bw_bytes"] / 1048576))' "$1"
+p50 = job["clat_ns"].get("percentile", {}).get("50.000000", 0) / 1000.0
+print("%.0f %.1f %d %.0f" % (job["iops"], job["bw_bytes"] / 1048576, job["total_ios"], p50))' "$1"
 }
+# with_rusage FILE CMD...: runs CMD and writes "CTX CPU_S" of it and all its threads and
+# descendants (voluntary and involuntary context switches, user and system CPU seconds) to
+# FILE. fio's own figures count the job's main thread only, not librbd's threads.
+with_rusage() {
+  python3 -c '
+import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:])
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as f:
+    f.write("%d %.4f\n" % (u.ru_nvcsw + u.ru_nivcsw, u.ru_utime + u.ru_stime))
+sys.exit(rc)' "$@"
+}
+# proc_snap PID: "CPU_TICKS CTX" of a process, all its threads (utime+stime; voluntary and
+# involuntary context switches).
+proc_snap() {
+  local ticks ctx
+  ticks=$(awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0)
+  ctx=$(cat /proc/"$1"/task/*/status 2>/dev/null |
+    awk '/^(voluntary|nonvoluntary)_ctxt_switches/ {n += $2} END {print n + 0}')
+  echo "$ticks $ctx"
+}
+CLK_TCK=$(getconf CLK_TCK)
 # run_fio SIDE RW BS QD [fio options]: one fio job on a gateway (SIDE lunard or base, LUN 0)
 # or on the 1 GiB RBD image (SIDE rbd); prints "IOPS MiB/s". A first option --fresh picks LUN
 # 1 / the second image.
@@ -215,9 +242,39 @@ run_fio() {
     if [ "${1:-}" = --fresh ]; then image=$fresh_image; shift; fi
     target=("$FIO_RBD" --ioengine=rbd --clientname=admin "--pool=$RBD_POOL" "--rbdname=$image")
   fi
-  out=$("${target[@]}" --name=bench --rw="$rw" --bs="$bs" --iodepth="$qd" --randrepeat=0 \
+  out=$(with_rusage "$work/rusage" "${target[@]}" --name=bench --rw="$rw" --bs="$bs" --iodepth="$qd" --randrepeat=0 \
     --output-format=json "$@" 2>"$work/fio.err") || { cat "$work/fio.err" >&2; return 1; }
-  case $rw in *write) echo "$out" | fio_json write ;; *) echo "$out" | fio_json read ;; esac
+  if [ -n "${KEEP_JSON:-}" ]; then
+    mkdir -p "$KEEP_JSON"
+    echo "$out" >"$KEEP_JSON/$side-$rw-$bs-qd$qd-$(date +%s%N).json"
+  fi
+  case $rw in *write) echo "$out" | fio_json write ;; *) echo "$out" | fio_json read ;; esac |
+    tr '\n' ' '
+  cat "$work/rusage"
+}
+# measure_costs WORKLOAD SIDE RUN: measure's figures followed by "CTX/IO CPU_US/IO" of the
+# client that talks to the OSD (the gateway process for lunard and base, fio's for rbd) and
+# of the initiator (0 0 for rbd).
+measure_costs() {
+  local gw_pid="" before after v
+  case $2 in lunard) gw_pid=$lunard_pid ;; base) gw_pid=$base_pid ;; esac
+  [ -n "$gw_pid" ] && before=$(proc_snap "$gw_pid")
+  v=$(measure "$@") || return 1
+  [ -n "$gw_pid" ] && after=$(proc_snap "$gw_pid")
+  # shellcheck disable=SC2086
+  set -- $v
+  local iops=$1 mibs=$2 ios=$3 p50=$4 ctx=$5 cpu=$6
+  [ "$ios" -gt 0 ] || ios=1
+  if [ -n "$gw_pid" ]; then
+    # shellcheck disable=SC2086
+    set -- $before $after
+    awk -v i="$iops" -v m="$mibs" -v n="$ios" -v t0="$1" -v c0="$2" -v t1="$3" -v c1="$4" \
+      -v ic="$ctx" -v icpu="$cpu" -v hz="$CLK_TCK" -v p="$p50" \
+      'BEGIN {printf "%s %s %s %.2f %.1f %.2f %.1f\n", i, m, p, (c1 - c0) / n, (t1 - t0) / hz * 1e6 / n, ic / n, icpu * 1e6 / n}'
+  else
+    awk -v i="$iops" -v m="$mibs" -v n="$ios" -v c="$ctx" -v cpu="$cpu" -v p="$p50" \
+      'BEGIN {printf "%s %s %s %.2f %.1f 0 0\n", i, m, p, c / n, cpu * 1e6 / n}'
+  fi
 }
 timed=(--time_based "--runtime=$SECONDS_PER_RUN" --size=1g)
 
@@ -256,12 +313,16 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 for w in "${workloads[@]}"; do
   for r in $(seq "$RUNS"); do
     for side in "${sides[@]}"; do
-      v=$(measure "$w" "$side" "$r" || true)
-      [ -n "$v" ] || { echo "  $w run $r $side: no result"; v="0 0"; }
-      result[$w,$side,iops]+="${v% *} "
-      result[$w,$side,mibs]+="${v#* } "
-      printf '  %-12s run %d %-7s %8s IOPS %8s MiB/s   load %s\n' "$w" "$r" "$side" "${v% *}" "${v#* }" \
-        "$(cut -d' ' -f1 /proc/loadavg)"
+      v=$(measure_costs "$w" "$side" "$r" || true)
+      [ -n "$v" ] || { echo "  $w run $r $side: no result"; v="0 0 0 0 0 0 0"; }
+      read -r v_iops v_mibs v_p50 v_ctx v_cpu v_ictx v_icpu <<<"$v"
+      result[$w,$side,iops]+="$v_iops "
+      result[$w,$side,mibs]+="$v_mibs "
+      result[$w,$side,p50]+="$v_p50 "
+      result[$w,$side,ctx]+="$v_ctx "
+      result[$w,$side,cpu]+="$v_cpu "
+      printf '  %-12s run %d %-7s %7s IOPS %7s MiB/s p50 %6s us  client %6s cs/IO %6s us CPU/IO  initiator %5s cs/IO %6s us CPU/IO  load %s\n' \
+        "$w" "$r" "$side" "$v_iops" "$v_mibs" "$v_p50" "$v_ctx" "$v_cpu" "$v_ictx" "$v_icpu" "$(cut -d' ' -f1 /proc/loadavg)"
     done
   done
 done
@@ -304,4 +365,18 @@ for w in "${workloads[@]}"; do
     case $w in seq*) ba=$(ratio "$bm" "$rm") ;; *) ba=$(ratio "$bi" "$ri") ;; esac
     echo "| ${title[$w]} | $bi | $li | $ri | $bm | $lm | $rm | $ba | $ra |"
   fi
+done
+echo
+echo "Medians of the median completion latency (us, as fio sees it), and per I/O of the process"
+echo "that talks to the OSD -- the gateway (lunard, base; librbd's threads included) or fio's"
+echo "(fio-rbd) -- its context switches and CPU microseconds (background work included)."
+echo
+echo "| workload |$(for side in "${sides[@]}"; do printf ' %s p50 us | %s cs/IO | %s us CPU/IO |' "$side" "$side" "$side"; done)"
+echo "|---|$(for _ in "${sides[@]}"; do printf -- '---:|---:|---:|'; done)"
+for w in "${workloads[@]}"; do
+  row="| ${title[$w]} |"
+  for side in "${sides[@]}"; do
+    row+=" $(cell "$w" "$side" p50) | $(cell "$w" "$side" ctx) | $(cell "$w" "$side" cpu) |"
+  done
+  echo "$row"
 done

@@ -60,8 +60,9 @@ struct ImageHandle {
     ptr: sys::rbd_image_t,
     name: String,
     inflight: Arc<InFlight>,
-    /// Keeps the pool context (and so the cluster connection) alive while the image is open.
-    ioctx: IoCtx,
+    /// Keeps the pool context (and so the cluster connection) alive while the image is open;
+    /// dropped by hand after the close (`Drop`), on whichever thread closes.
+    ioctx: std::mem::ManuallyDrop<IoCtx>,
 }
 
 // SAFETY: librbd image handles are thread-safe: aio and synchronous calls may be issued
@@ -72,14 +73,46 @@ unsafe impl Send for ImageHandle {}
 // SAFETY: as above.
 unsafe impl Sync for ImageHandle {}
 
-impl Drop for ImageHandle {
-    fn drop(&mut self) {
+impl ImageHandle {
+    /// Waits for the in-flight aio, then closes the image.
+    fn close(&self) {
         // Completions still pending refer to the image inside librbd; let them finish.
         self.inflight.wait_idle();
         // SAFETY: opened by rbd_open, closed once, no operation in flight.
         let ret = unsafe { sys::rbd_close(self.ptr) };
         if ret < 0 {
             tracing::warn!(image = %self.name, errno = -ret, "closing RBD image failed");
+        }
+    }
+}
+
+impl Drop for ImageHandle {
+    fn drop(&mut self) {
+        // SAFETY: taken exactly once, here; nothing reads the field afterwards.
+        let ioctx = unsafe { std::mem::ManuallyDrop::take(&mut self.ioctx) };
+        if !crate::completion::on_completion_thread() {
+            self.close();
+            drop(ioctx);
+            return;
+        }
+        // The last clone went away inside a librbd completion (a task run on librbd's
+        // completion thread dropped it): that completion may be this image's own, still
+        // counted in flight, and librbd's thread must not close an image (nor shut down the
+        // cluster connection, should the pool context be its last user) from its own
+        // callback. The close, and the pool context with it, move to a thread of their own.
+        // Not dropped here if the thread cannot start (that drop would come back here).
+        let handle = std::mem::ManuallyDrop::new(ImageHandle {
+            ptr: self.ptr,
+            name: std::mem::take(&mut self.name),
+            inflight: self.inflight.clone(),
+            ioctx: std::mem::ManuallyDrop::new(ioctx),
+        });
+        let spawned = std::thread::Builder::new()
+            .name("lunar-rbd-close".into())
+            .spawn(move || drop(std::mem::ManuallyDrop::into_inner(handle)));
+        if let Err(e) = spawned {
+            // Leaking the image (librbd's memory for it) beats a deadlock.
+            tracing::error!("cannot start a thread to close an RBD image: {e}; leaving it open");
         }
     }
 }
@@ -119,8 +152,11 @@ unsafe extern "C" fn aio_done<T: Send + 'static>(c: sys::rbd_completion_t, arg: 
         r
     };
     let AioCtx { tx, keep, inflight } = *ctx;
-    // A dropped future (receiver gone) just drops `keep` here.
-    let _ = tx.send((ret as isize, keep));
+    // A dropped future (receiver gone) just drops `keep` here. The wake-up is marked as a
+    // storage completion: the woken task may run right here (`crate::completion`).
+    crate::completion::completing(|| {
+        let _ = tx.send((ret as isize, keep));
+    });
     inflight.done();
 }
 
@@ -187,7 +223,7 @@ impl RbdImage {
                 ptr,
                 name: name.to_string(),
                 inflight: Arc::default(),
-                ioctx: ioctx.clone(),
+                ioctx: std::mem::ManuallyDrop::new(ioctx.clone()),
             }),
         };
         // Dropping `image` on the error paths closes it.

@@ -2,8 +2,9 @@
 //! that collects its write data, respects task-attribute ordering, runs it on the device
 //! server and sends the result. A quick command whose data is already here is first polled
 //! once on the connection task and answered there if it completes; otherwise (and always for
-//! commands that may run long) it continues as a spawned task registered in the session's
-//! task table, where task management can abort it.
+//! commands that may run long) it continues as a task registered in the session's task table,
+//! where task management can abort it, run by the storage completion that wakes it
+//! (`inline_task.rs`).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -17,6 +18,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::budget::{Grant, ReadGrant};
 use super::conn::{Conn, DataResult};
+use super::inline_task::InlineTask;
 use super::machine::datain::{self, CmdInfo, DataInLimits};
 use super::machine::{Command, CommandData, DataError};
 use super::order::wait_all;
@@ -221,22 +223,23 @@ impl Conn {
             }
             send_outcome(&writer, info, outcome, limits).await;
         };
-        {
-            let mut tasks = self.session.tasks.lock();
-            let handle = tokio::spawn(task);
-            tasks.insert(
-                itt,
-                TaskHandle {
-                    lun,
-                    cmd_sn,
-                    abort: handle.abort_handle(),
-                    done: done_rx,
-                    conn: self.conn_id,
-                    serial,
-                },
-            );
-        }
+        // Run by whoever wakes it when that is a storage completion thread: the response is
+        // written from librbd's completion, without waking a tokio worker (`inline_task`).
+        // In the task table before its first poll, which may already finish it.
+        let task = InlineTask::new(task);
+        self.session.tasks.lock().insert(
+            itt,
+            TaskHandle {
+                lun,
+                cmd_sn,
+                abort: task.abort_handle(),
+                done: done_rx,
+                conn: self.conn_id,
+                serial,
+            },
+        );
         self.session.update_window();
+        task.start();
     }
 }
 

@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod conn;
 pub mod framing;
 pub mod frontend;
+pub mod inline_task;
 pub mod login;
 pub mod logout;
 pub mod machine;

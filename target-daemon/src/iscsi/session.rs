@@ -80,7 +80,7 @@ pub struct TaskHandle {
     /// CmdSN of the command (for ABORT TASK's RefCmdSN and ABORT TASK SET ordering).
     pub cmd_sn: u32,
     /// Aborts the task's future.
-    pub abort: tokio::task::AbortHandle,
+    pub abort: super::inline_task::InlineAbort,
     /// Resolves (sender dropped) once the task's future is gone, finished or aborted.
     pub done: watch::Receiver<()>,
     /// Connection (unique id, not CID) the task belongs to.

@@ -470,3 +470,158 @@ fn an_image_lunard_did_not_create_is_never_formatted() {
         eprintln!("leaving image {name}: {e}");
     }
 }
+
+/// Commands whose librbd I/O is in flight when they are aborted or their connection goes
+/// away. On RBD a command's response is written from librbd's completion thread
+/// (docs/decisions/0022-completion-driven-responses.md): the completion must then find the
+/// task gone (aborted: its future dropped, nothing sent after the TMF's answer; cut off: the
+/// writer closed) with librbd still owning the buffers, and nothing may crash, hang or
+/// corrupt data. The gateway keeps its role and serves the data afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "ceph"), ignore = "needs the ceph feature")]
+async fn commands_aborted_or_cut_off_while_librbd_owns_their_buffers() {
+    use scsi_proto::iscsi::pdu::{Bhs, Pdu, TaskMgmtRequest, TmFunction, TmResponse};
+    use std::collections::HashSet;
+
+    const INI: &str = "iqn.2026-12.io.test:inflight";
+    const ZONES: u32 = 24;
+    const ZONE_BLOCKS: u16 = 16;
+    let Some(conf) = ceph_conf() else { return };
+    let base = tempfile::tempdir().expect("tempdir");
+    let group = unique("inflight");
+    let _cleanup = Cleanup {
+        conf: conf.clone(),
+        group: group.clone(),
+    };
+    let gw = Gw::start(base.path(), &conf, &group, "gw1", 1);
+    let (before, _) = gw.wait("active", |s| s.role == "active");
+    let zone = |z: u32| vec![z as u8 + 1; usize::from(ZONE_BLOCKS) * 512];
+    let mut i = session(gw.addr(), INI).await;
+    read_good(&mut i, 0).await;
+    for z in 0..ZONES {
+        let st = i
+            .run(
+                &write10(z * u32::from(ZONE_BLOCKS), ZONE_BLOCKS),
+                false,
+                u32::from(ZONE_BLOCKS) * 512,
+                &zone(z),
+                0,
+                8192,
+            )
+            .await
+            .status;
+        assert_eq!(st, GOOD, "prefill zone {z}");
+    }
+    // Sends READs of every zone and WRITEs of the same data (immediate data) without waiting.
+    let flood = |c: &mut Initiator| -> Vec<Pdu> {
+        let mut cmds = Vec::new();
+        for z in 0..ZONES {
+            let lba = z * u32::from(ZONE_BLOCKS);
+            let len = u32::from(ZONE_BLOCKS) * 512;
+            cmds.push(c.command(
+                &read10(lba, ZONE_BLOCKS),
+                true,
+                false,
+                len,
+                Default::default(),
+            ));
+            if z % 3 == 0 {
+                let data = bytes::Bytes::from(zone(z));
+                cmds.push(c.command(&write10(lba, ZONE_BLOCKS), false, true, len, data));
+            }
+        }
+        cmds
+    };
+
+    // Connections that go away with everything in flight.
+    for _ in 0..4 {
+        let mut c = session(gw.addr(), INI).await;
+        for cmd in flood(&mut c) {
+            c.send(cmd).await;
+        }
+        drop(c);
+    }
+
+    // ABORT TASK SET with everything in flight: every command either answered before the
+    // TMF's answer or never.
+    for _ in 0..4 {
+        let mut c = session(gw.addr(), INI).await;
+        let mut pending = HashSet::new();
+        for cmd in flood(&mut c) {
+            pending.insert(cmd.bhs.itt());
+            c.send(cmd).await;
+        }
+        let sent = pending.len();
+        let tmf_itt = c.itt();
+        let req = TaskMgmtRequest {
+            immediate: true,
+            function: TmFunction::AbortTaskSet,
+            lun: 0,
+            itt: tmf_itt,
+            referenced_task_tag: 0xffff_ffff,
+            cmd_sn: c.cmd_sn,
+            exp_stat_sn: c.exp_stat_sn,
+            ref_cmd_sn: 0,
+            exp_data_sn: 0,
+        };
+        c.send(Pdu::header_only(req)).await;
+        loop {
+            let p = c.recv().await;
+            match &p.bhs {
+                Bhs::TaskMgmtResponse(r) if r.itt == tmf_itt => {
+                    assert_eq!(r.response, TmResponse::Complete);
+                    break;
+                }
+                Bhs::ScsiResponse(r) => {
+                    assert_eq!(r.status, GOOD, "a command answered before the abort");
+                    pending.remove(&r.itt);
+                }
+                Bhs::DataIn(d) if d.status.is_some() => {
+                    pending.remove(&d.itt);
+                }
+                Bhs::DataIn(_) | Bhs::NopIn(_) => {}
+                other => panic!("unexpected {:?} before the TMF response", other.opcode()),
+            }
+        }
+        eprintln!(
+            "ABORT TASK SET: {} of {sent} commands still in flight were aborted",
+            pending.len()
+        );
+        // Whatever is still pending was aborted: a command after the abort is answered, and
+        // nothing for an aborted task comes before (or after) it on this connection.
+        let tur = c.command(&[0u8; 6], false, false, 0, Default::default());
+        let tur_itt = tur.bhs.itt();
+        c.send(tur).await;
+        loop {
+            let p = c.recv().await;
+            let itt = p.bhs.itt();
+            assert!(
+                !pending.contains(&itt),
+                "{:?} for aborted task {itt:#x} after the abort was answered",
+                p.bhs.opcode()
+            );
+            if itt == tur_itt && matches!(p.bhs, Bhs::ScsiResponse(_)) {
+                break;
+            }
+        }
+    }
+
+    // Still the owner, same epoch; every zone reads back as written.
+    let mut v = session(gw.addr(), INI).await;
+    for z in 0..ZONES {
+        let r = v
+            .run(
+                &read10(z * u32::from(ZONE_BLOCKS), ZONE_BLOCKS),
+                true,
+                u32::from(ZONE_BLOCKS) * 512,
+                &[],
+                0,
+                0,
+            )
+            .await;
+        assert_eq!(r.status, GOOD, "read zone {z}");
+        assert!(r.data == zone(z), "zone {z} reads back as written");
+    }
+    let after = gw.status().expect("gateway answers");
+    assert_eq!((after.role.as_str(), after.epoch), ("active", before.epoch));
+}
