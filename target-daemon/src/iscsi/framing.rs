@@ -249,7 +249,7 @@ mod tests {
                     pos: 0,
                     step,
                 });
-                r.set_config(cfg.clone());
+                r.set_config(cfg);
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .build()
                     .expect("runtime");
