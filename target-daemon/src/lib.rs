@@ -22,6 +22,7 @@ pub mod http;
 pub mod iscsi;
 pub mod lio;
 pub mod lunmgr;
+pub mod malloc;
 pub mod metrics;
 pub mod scsi;
 pub mod sdnotify;

@@ -54,6 +54,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists (see the module's doc for why).
+    let buffers_kept = target_daemon::malloc::keep_io_buffers();
     let args = Args::parse();
     // Completions and the man page come from the clap definition above, so they can never
     // describe flags that do not exist.
@@ -88,6 +90,9 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if !buffers_kept {
+        tracing::debug!("allocator thresholds left at their defaults (not glibc, or refused)");
+    }
 
     let (mut config, source) = match &args.config {
         Some(path) => match Config::load(path) {

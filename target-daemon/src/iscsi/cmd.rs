@@ -24,14 +24,14 @@ use super::machine::{Command, CommandData, DataError};
 use super::order::wait_all;
 use super::session::TaskHandle;
 use super::writer::Writer;
-use crate::scsi::{ScsiRequest, ScsiResponse, TaskAttr};
+use crate::scsi::{DataOut, ScsiRequest, ScsiResponse, TaskAttr};
 
 /// Distinguishes task table entries that reuse an ITT.
 static TASK_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 /// Where a task gets its Data-Out from.
 enum DataSource {
-    Ready(Bytes, Option<Grant>),
+    Ready(Vec<Bytes>, Option<Grant>),
     Wait(oneshot::Receiver<DataResult>),
 }
 
@@ -160,7 +160,7 @@ impl Conn {
                 nexus,
                 lun,
                 cdb,
-                data_out,
+                data_out: DataOut::from_parts(data_out),
                 expected_data_in,
                 attr,
                 tag: itt,

@@ -8,6 +8,7 @@
 //! storage error becomes.
 
 pub mod alua;
+pub mod data_out;
 pub mod lun;
 pub mod pr;
 mod sbc;
@@ -29,6 +30,7 @@ use scsi_proto::scsi::opcode;
 use scsi_proto::scsi::sense::{asc, Sense, SenseFormat, SenseKey};
 use storage_core::Volume;
 
+pub use data_out::DataOut;
 pub use lun::{Lun, LunShape};
 pub use scsi_proto::scsi::sense;
 /// SCSI status codes (SAM-5 5.3), scsi-proto's: `crate::scsi::status::GOOD` and
@@ -68,8 +70,8 @@ pub struct ScsiRequest {
     pub lun: u64,
     /// CDB (may be padded beyond the command's length).
     pub cdb: Bytes,
-    /// All Data-Out the initiator sent.
-    pub data_out: Bytes,
+    /// All Data-Out the initiator sent, in the pieces it arrived in.
+    pub data_out: DataOut,
     /// The initiator's Data-In allocation (EDTL for reads).
     pub expected_data_in: u32,
     /// Task attribute.

@@ -101,10 +101,11 @@ impl Ctx<'_> {
             return Ok(ScsiResponse::good(Bytes::new()));
         }
         let fua = fua || self.lun.write_through();
-        let data = self.req.data_out.slice(..have);
+        // The pieces the transport received, written as they are (no gathering copy).
+        let data = self.req.data_out.prefix(have);
         let _shared = self.lun.atomic.read().await;
         self.vol()?
-            .write(range.lba, data, fua)
+            .write_vectored(range.lba, data, fua)
             .await
             .map_err(write_err)?;
         Ok(ScsiResponse::good(Bytes::new()))
@@ -128,7 +129,7 @@ impl Ctx<'_> {
         let step = u32::try_from(VERIFY_PIECE_BYTES / bs)
             .unwrap_or(u32::MAX)
             .max(1);
-        let data_out = &self.req.data_out;
+        let data_out = self.req.data_out.contiguous();
         if bytchk != ByteCheck::None
             && data_out.len()
                 < if bytchk == ByteCheck::Full {
@@ -241,7 +242,7 @@ impl Ctx<'_> {
                     asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
                 ));
             }
-            Some(self.req.data_out.slice(..bs))
+            Some(self.req.data_out.contiguous())
         };
         let vol = self.vol()?;
         let fua = self.lun.write_through();
@@ -306,8 +307,9 @@ impl Ctx<'_> {
                 asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
             ));
         }
-        let verify = &self.req.data_out[..half];
-        let new_data = self.req.data_out.slice(half..);
+        let data_out = self.req.data_out.contiguous();
+        let verify = &data_out[..half];
+        let new_data = data_out.slice(half..);
         let fua = fua || self.lun.write_through();
         let _exclusive = self.lun.atomic.write().await;
         let medium = self
@@ -352,7 +354,8 @@ impl Ctx<'_> {
             .await
             .map_err(read_err)?;
         let mut merged = BytesMut::from(&medium[..]);
-        for (m, d) in merged.iter_mut().zip(self.req.data_out.iter()) {
+        let data_out = self.req.data_out.contiguous();
+        for (m, d) in merged.iter_mut().zip(data_out.iter()) {
             *m |= *d;
         }
         self.vol()?
@@ -366,7 +369,8 @@ impl Ctx<'_> {
     pub(super) async fn unmap(&self, param_len: u32) -> Result<ScsiResponse, Sense> {
         self.check_writable()?;
         let want = param_len as usize;
-        let data = &self.req.data_out[..want.min(self.req.data_out.len())];
+        let data_out = self.req.data_out.contiguous();
+        let data = &data_out[..want.min(data_out.len())];
         if data.len() < want && data.len() < 8 {
             return Err(Sense::parameter_list_length_error());
         }

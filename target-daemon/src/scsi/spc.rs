@@ -68,7 +68,8 @@ impl Ctx<'_> {
         if self.req.data_out.len() < want {
             return Err(Sense::parameter_list_length_error());
         }
-        let data = &self.req.data_out[..want];
+        let data_out = self.req.data_out.contiguous();
+        let data = &data_out[..want];
         let next = mode::mode_select(ten, data, &self.lun.mode(), &self.lun.mode_context())?;
         if self.lun.set_mode(next) {
             tracing::info!(
@@ -178,7 +179,7 @@ impl Ctx<'_> {
         if self.req.data_out.len() < want {
             return Err(Sense::parameter_list_length_error());
         }
-        let params = self.req.data_out.slice(..want);
+        let params = self.req.data_out.contiguous().slice(..want);
         let request = tokio::task::spawn_blocking(move || {
             pr::PrOutRequest::parse(service_action, scope, pr_type, &params)
         })

@@ -195,7 +195,7 @@ impl Ctx<'_> {
         if self.req.data_out.len() < len {
             return Err(Sense::parameter_list_length_error());
         }
-        let Some(list) = xcopy::parse(&self.req.data_out[..len], &limits)? else {
+        let Some(list) = xcopy::parse(&self.req.data_out.contiguous()[..len], &limits)? else {
             return Ok(ScsiResponse::good(Bytes::new()));
         };
         let nexus = &self.req.nexus;

@@ -444,7 +444,7 @@ async fn execute(ctx: &Ctx, cmd: CmdEntry) -> Completion {
         nexus: ctx.nexus.clone(),
         lun: ctx.lun,
         cdb: cmd.cdb,
-        data_out,
+        data_out: data_out.into(),
         expected_data_in: u32::try_from(capacity).unwrap_or(u32::MAX),
         attr: TaskAttr::Simple,
         tag: u32::from(cmd.cmd_id),

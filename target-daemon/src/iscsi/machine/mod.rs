@@ -162,7 +162,7 @@ pub struct Command<G> {
 #[derive(Debug)]
 pub enum CommandData<G> {
     /// All here (possibly empty), with the budget reservation covering it.
-    Ready(Bytes, Option<G>),
+    Ready(Vec<Bytes>, Option<G>),
     /// Still arriving: an [`Action::WriteData`] for the command's ITT follows.
     Pending,
 }
@@ -498,7 +498,7 @@ impl<G> Connection<G> {
                 Err(why) => return self.reject(RejectReason::ProtocolError, &pdu, why),
             }
         } else {
-            CommandData::Ready(Bytes::new(), None)
+            CommandData::Ready(Vec::new(), None)
         };
         let pending = matches!(data, CommandData::Pending);
         let may_run_inline = !pending && edtl <= INLINE_MAX_BYTES && inline_opcode(&cdb);

@@ -291,7 +291,7 @@ fn write_data(actions: &[Action<G>]) -> Vec<(u32, Delivered)> {
             Action::WriteData { itt, result } => Some((
                 *itt,
                 match result {
-                    Ok(w) => Ok((w.data.len(), w.r2ts, w.grant)),
+                    Ok(w) => Ok((w.data.iter().map(Bytes::len).sum(), w.r2ts, w.grant)),
                     Err(DataError::Protocol(why)) => Err(DataError::Protocol(why)),
                     Err(DataError::NoBuffer) => Err(DataError::NoBuffer),
                 },
@@ -434,6 +434,73 @@ fn a_complete_write_hands_its_data_and_r2t_count_to_the_command() {
         write_data(&a),
         [(0x21, Ok((total as usize, 1, Some(u64::from(total)))))]
     );
+}
+
+/// A write made of large PDUs reaches the command in the pieces it arrived in, each the very
+/// slice the reader decoded (no gathering copy), in buffer-offset order; small payloads
+/// between them are gathered into one piece of their own.
+#[test]
+fn a_multi_pdu_write_hands_over_the_received_slices_in_order() {
+    let seg = 32 * 1024;
+    let mut s = Sim::with(ConnParams {
+        write: WriteParams {
+            first_burst: seg as u32,
+            max_burst: 4 * seg as u32,
+            max_outstanding_r2t: 1,
+            initial_r2t: true,
+        },
+        ..params()
+    });
+    let total = (seg + 2 * 512 + 2 * seg) as u32;
+    let imm = Bytes::from(vec![0xa0u8; seg]);
+    let a = s.feed(write10(0x50, 1, total).with_data(imm.clone()));
+    let r = r2ts(&a);
+    assert_eq!(r.len(), 1);
+    let (_, ttt, _, off, len) = r[0];
+    assert_eq!((off, len), (seg as u32, total - seg as u32));
+    // Two small payloads, then two large ones, all in the one burst.
+    let mut sent = Vec::new();
+    let mut offset = seg as u32;
+    for (sn, n) in [512usize, 512, seg, seg].into_iter().enumerate() {
+        let p = data_out(0x50, ttt, sn as u32, offset, n, sn == 3);
+        sent.push(p.data.clone());
+        offset += n as u32;
+        let a = s.feed(p);
+        if sn < 3 {
+            assert!(write_data(&a).is_empty(), "not complete after PDU {sn}");
+            continue;
+        }
+        let mut done: Vec<_> = a
+            .into_iter()
+            .filter_map(|x| match x {
+                Action::WriteData { itt, result } => Some((itt, result)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(done.len(), 1);
+        let (itt, result) = done.remove(0);
+        assert_eq!(itt, 0x50);
+        let w = result.expect("complete");
+        let lens: Vec<usize> = w.data.iter().map(Bytes::len).collect();
+        assert_eq!(
+            lens,
+            [seg, 1024, seg, seg],
+            "immediate, gathered small, two large"
+        );
+        assert_eq!(
+            w.data[0].as_ptr(),
+            imm.as_ptr(),
+            "immediate data not copied"
+        );
+        assert_eq!(w.data[2].as_ptr(), sent[2].as_ptr(), "Data-Out not copied");
+        assert_eq!(w.data[3].as_ptr(), sent[3].as_ptr(), "Data-Out not copied");
+        let flat: Vec<u8> = w.data.iter().flat_map(|b| b.iter().copied()).collect();
+        let mut want = vec![0xa0u8; seg];
+        for p in &sent {
+            want.extend_from_slice(p);
+        }
+        assert_eq!(flat, want, "the bytes, in offset order");
+    }
 }
 
 #[test]

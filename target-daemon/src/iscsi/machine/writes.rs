@@ -12,8 +12,9 @@ use super::Host;
 /// A write command's data, handed to the command.
 #[derive(Debug)]
 pub struct WriteData<G> {
-    /// Exactly the bytes the device server gets.
-    pub data: Bytes,
+    /// Exactly the bytes the device server gets, in the pieces they arrived in (see
+    /// [`PendingWrite::take_data`]).
+    pub data: Vec<Bytes>,
     /// R2Ts the data took (the command's ExpDataSN).
     pub r2ts: u32,
     /// The budget reservation covering `data`; held until the command completes.
@@ -32,7 +33,7 @@ pub enum DataError {
 /// How a new write starts.
 pub(super) enum Start<G> {
     /// All its data is here.
-    Ready(Bytes, Option<G>),
+    Ready(Vec<Bytes>, Option<G>),
     /// Data is still to come.
     Pending,
     /// The budget cannot hold it and its data has all arrived unasked: TASK SET FULL now.

@@ -92,7 +92,7 @@ async fn run(
         nexus: n.clone(),
         lun,
         cdb: Bytes::copy_from_slice(cdb),
-        data_out,
+        data_out: data_out.into(),
         expected_data_in: 1 << 20,
         attr: TaskAttr::Simple,
         tag: 1,
