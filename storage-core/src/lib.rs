@@ -28,6 +28,7 @@ mod open;
 mod pool;
 mod space;
 mod split;
+pub mod stream;
 mod superblock;
 #[cfg(test)]
 mod testutil;
