@@ -98,6 +98,9 @@ pub enum StreamError {
     /// An increment for a volume that does not exist on the receiver.
     #[error("volume {0} does not exist on this pool (send a full stream first)")]
     TargetMissing(String),
+    /// The stream cannot be applied to this pool (different chunk size).
+    #[error("incompatible stream: {0}")]
+    Incompatible(String),
     /// A resumed stream does not continue the interrupted receive.
     #[error("resume mismatch: {0}")]
     ResumeMismatch(String),
@@ -149,6 +152,7 @@ impl StreamError {
             StreamError::TargetMissing(_) => "not_found",
             StreamError::ResumeMismatch(_) => "resume_mismatch",
             StreamError::BadToken(_) => "bad_token",
+            StreamError::Incompatible(_) => "incompatible",
             StreamError::Truncated { .. } => "truncated",
             StreamError::Storage(_) => "storage",
             StreamError::Io { .. } => "io",

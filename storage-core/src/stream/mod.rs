@@ -4,12 +4,17 @@
 //! docs/decisions/0018-replication-stream.md why they look that way.
 //!
 //! [`format`], [`encode`] and [`decode`] are sans I/O: bytes in, bytes or events out, no
-//! pool. [`token`] is the resume token an interrupted receive hands out.
+//! pool. [`token`] is the resume token an interrupted receive hands out. [`send`] and
+//! [`receive`] drive them over any `AsyncWrite` / `AsyncRead` (a file, a pipe, the admin
+//! socket, a TLS connection) against a [`Pool`](crate::Pool).
 
 pub mod decode;
 pub mod encode;
 mod error;
 pub mod format;
+mod progress;
+mod receive;
+mod send;
 pub mod token;
 
 #[cfg(test)]
@@ -19,4 +24,10 @@ pub use decode::{Decoder, Event, Record};
 pub use encode::Encoder;
 pub use error::StreamError;
 pub use format::{StreamHeader, StreamKind, StreamSnapshot, Trailer};
+pub use progress::StreamProgress;
+pub use receive::{
+    abort_pending, pending_receives, plan, receive, token_of, PendingReceive, ReceiveError,
+    ReceiveRequest, ReceiveSummary,
+};
+pub use send::{send, SendRequest, SendSummary, READ_AHEAD};
 pub use token::ResumeToken;
