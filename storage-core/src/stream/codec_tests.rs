@@ -172,11 +172,17 @@ fn reordered_duplicated_and_dropped_records_are_refused() {
         b
     };
     let swapped = decode_all(&build(&[0, 2, 1, 3]), 64).unwrap_err();
-    assert!(matches!(swapped, StreamError::OutOfOrder { .. }), "{swapped:?}");
+    assert!(
+        matches!(swapped, StreamError::OutOfOrder { .. }),
+        "{swapped:?}"
+    );
     let dup = decode_all(&build(&[0, 1, 1, 2, 3]), 64).unwrap_err();
     assert!(matches!(dup, StreamError::OutOfOrder { .. }), "{dup:?}");
     let dropped = decode_all(&build(&[0, 2, 3]), 64).unwrap_err();
-    assert!(matches!(dropped, StreamError::EndMismatch(_)), "{dropped:?}");
+    assert!(
+        matches!(dropped, StreamError::EndMismatch(_)),
+        "{dropped:?}"
+    );
     // Dropping a record and forging a self-consistent END (right count and bytes) is still
     // caught by the running digest.
     let mut forged = build(&[0, 2, 3]);
@@ -361,8 +367,12 @@ fn resume_tokens_round_trip_and_refuse_damage() {
 }
 
 fn arb_stream() -> impl Strategy<Value = (StreamHeader, Vec<Record>)> {
-    (1u64..40, prop::sample::select(vec![4096u32, 8192]), any::<u64>()).prop_flat_map(
-        |(chunks, cs, seed)| {
+    (
+        1u64..40,
+        prop::sample::select(vec![4096u32, 8192]),
+        any::<u64>(),
+    )
+        .prop_flat_map(|(chunks, cs, seed)| {
             let size = chunks * u64::from(cs) - (seed % 4) * 512;
             prop::collection::vec((any::<bool>(), 1u64..4, any::<u8>()), 0..12).prop_map(
                 move |steps| {
@@ -392,8 +402,7 @@ fn arb_stream() -> impl Strategy<Value = (StreamHeader, Vec<Record>)> {
                     (h, records)
                 },
             )
-        },
-    )
+        })
 }
 
 proptest! {

@@ -59,11 +59,7 @@ impl Encoder {
         let chunks = self.header.chunks();
         let end = index.saturating_add(run);
         if run == 0 || end > chunks {
-            return Err(StreamError::PastEnd {
-                index,
-                end,
-                chunks,
-            });
+            return Err(StreamError::PastEnd { index, end, chunks });
         }
         if self.changes + run > self.header.change_count {
             return Err(StreamError::TooManyChanges(self.header.change_count));
@@ -85,10 +81,7 @@ impl Encoder {
         if payload.len() as u64 != want || index >= self.header.chunks() {
             return Err(StreamError::BadRecord {
                 offset: 0,
-                reason: format!(
-                    "chunk {index} is {} bytes, expected {want}",
-                    payload.len()
-                ),
+                reason: format!("chunk {index} is {} bytes, expected {want}", payload.len()),
             });
         }
         self.admit(index, 1)?;

@@ -187,12 +187,7 @@ impl StreamHeader {
         match (self.kind, &self.from) {
             (StreamKind::Full, None) => {}
             (StreamKind::Full, Some(_)) => return bad("a full stream names a base".into()),
-            (_, None) => {
-                return bad(format!(
-                    "an {} stream names no base",
-                    self.kind.as_str()
-                ))
-            }
+            (_, None) => return bad(format!("an {} stream names no base", self.kind.as_str())),
             (kind, Some(f)) => {
                 check_name("base volume", &f.volume)?;
                 check_name("base snapshot", &f.snapshot)?;
@@ -246,12 +241,7 @@ impl StreamHeader {
             .from
             .as_ref()
             .map_or(("", ""), |f| (f.volume.as_str(), f.snapshot.as_str()));
-        let names = [
-            self.to.volume.as_str(),
-            self.to.snapshot.as_str(),
-            fv,
-            fs,
-        ];
+        let names = [self.to.volume.as_str(), self.to.snapshot.as_str(), fv, fs];
         for n in names {
             // check_name bounded every name to MAX_NAME bytes.
             b.push(u8::try_from(n.len()).map_err(|_| {
@@ -381,9 +371,7 @@ pub struct Trailer {
 
 /// Record CRC: CRC32C of the record's bytes before the CRC, seeded with the header CRC.
 pub(crate) fn record_crc(seed: u32, parts: &[&[u8]]) -> u32 {
-    parts
-        .iter()
-        .fold(seed, |c, p| crc32c::crc32c_append(c, p))
+    parts.iter().fold(seed, |c, p| crc32c::crc32c_append(c, p))
 }
 
 /// The next running digest after a record: chains its framing (everything but a DATA

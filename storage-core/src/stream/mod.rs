@@ -25,6 +25,7 @@ pub use encode::Encoder;
 pub use error::StreamError;
 pub use format::{StreamHeader, StreamKind, StreamSnapshot, Trailer};
 pub use progress::StreamProgress;
+pub use receive::SAVE_EVERY_BYTES;
 pub use receive::{
     abort_pending, pending_receives, plan, receive, token_of, PendingReceive, ReceiveError,
     ReceiveRequest, ReceiveSummary,

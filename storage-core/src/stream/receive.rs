@@ -145,7 +145,10 @@ pub fn plan(pool: &Pool, h: &StreamHeader, volume: &str) -> Result<ReceiveSpec, 
             h.chunk_size
         )));
     }
-    let pending = pool.receives().into_iter().find(|s| s.spec.volume == volume);
+    let pending = pool
+        .receives()
+        .into_iter()
+        .find(|s| s.spec.volume == volume);
     if let Some(p) = pending {
         let from = h.from.as_ref().map(|f| f.uuid);
         if p.spec.snapshot_uuid != h.to.uuid || base_uuid(&p.spec.base) != from {
@@ -210,12 +213,12 @@ pub fn plan(pool: &Pool, h: &StreamHeader, volume: &str) -> Result<ReceiveSpec, 
             if exists {
                 return Err(StreamError::TargetExists(volume.to_string()));
             }
-            let origin = all
-                .iter()
-                .find(|s| s.uuid == f.uuid)
-                .ok_or_else(|| StreamError::BaseMissing {
-                    base: f.to_string(),
-                })?;
+            let origin =
+                all.iter()
+                    .find(|s| s.uuid == f.uuid)
+                    .ok_or_else(|| StreamError::BaseMissing {
+                        base: f.to_string(),
+                    })?;
             ReceiveBase::Origin {
                 volume: origin.volume.clone(),
                 snapshot: origin.name.clone(),
@@ -280,9 +283,7 @@ where
     let resumed_from = h.start_index;
     let held = rx.next_index();
     progress.begin(h.change_count);
-    progress
-        .bytes
-        .fetch_add(dec.offset(), Ordering::Relaxed);
+    progress.bytes.fetch_add(dec.offset(), Ordering::Relaxed);
     tracing::info!(
         stream = %h.stream_id,
         kind = h.kind.as_str(),

@@ -127,7 +127,8 @@ where
                 return Err(StreamError::ResumeMismatch(format!(
                     "the token is for the stream of snapshot {} from {}, not of {} ({}) from {}",
                     t.to_uuid,
-                    t.from_uuid.map_or("nothing (full)".into(), |u| u.to_string()),
+                    t.from_uuid
+                        .map_or("nothing (full)".into(), |u| u.to_string()),
                     req.to,
                     delta.to_uuid,
                     delta
@@ -168,7 +169,10 @@ where
     let mut reads = stream::iter(items)
         .map(|item| async move {
             match item {
-                Item::Data(i) => pool.read_snapshot_chunk(to, i).await.map(|d| (i, 0, Some(d))),
+                Item::Data(i) => pool
+                    .read_snapshot_chunk(to, i)
+                    .await
+                    .map(|d| (i, 0, Some(d))),
                 Item::Hole(i, run) => Ok((i, run, None)),
             }
         })
@@ -198,7 +202,9 @@ where
     w.write_all(&end).await.map_err(werr)?;
     w.flush().await.map_err(werr)?;
     bytes += end.len() as u64;
-    progress.bytes.fetch_add(end.len() as u64, Ordering::Relaxed);
+    progress
+        .bytes
+        .fetch_add(end.len() as u64, Ordering::Relaxed);
     tracing::info!(
         stream = %header.stream_id,
         records = trailer.records,
