@@ -30,5 +30,5 @@ pub use receive::{
     abort_pending, pending_receives, plan, receive, token_of, PendingReceive, ReceiveError,
     ReceiveRequest, ReceiveSummary,
 };
-pub use send::{send, SendRequest, SendSummary, READ_AHEAD};
+pub use send::{prepare_send, send, PreparedSend, SendRequest, SendSummary, READ_AHEAD};
 pub use token::ResumeToken;

@@ -107,18 +107,28 @@ fn header_for(
     })
 }
 
-/// Writes the stream of `req` to `w`: header, records, END; flushes at the end. A resume
-/// token must name the same `to` and `from` snapshots. `from` not an ancestor of `to`:
-/// `StreamError::Storage(StorageError::NotAncestor)` before anything is written.
-pub async fn send<W>(
-    pool: &Pool,
-    req: &SendRequest,
-    w: W,
-    progress: &StreamProgress,
-) -> Result<SendSummary, StreamError>
-where
-    W: AsyncWrite + Unpin + Send,
-{
+/// A send whose delta and header are computed and nothing written yet: lets a caller
+/// report an error (not an ancestor, a resume token for another stream) before it commits
+/// its output to a stream.
+pub struct PreparedSend {
+    pool: Pool,
+    to: SnapshotRef,
+    header: StreamHeader,
+    items: Vec<Item>,
+}
+
+impl std::fmt::Debug for PreparedSend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedSend")
+            .field("header", &self.header)
+            .field("records", &self.items.len())
+            .finish()
+    }
+}
+
+/// Computes what `req` sends. A resume token must name the same `to` and `from`
+/// snapshots. `from` not an ancestor of `to`: `StreamError::Storage(StorageError::NotAncestor)`.
+pub fn prepare_send(pool: &Pool, req: &SendRequest) -> Result<PreparedSend, StreamError> {
     let delta = pool.snapshot_delta(req.from.as_ref(), &req.to)?;
     let start = match &req.resume {
         None => 0,
@@ -148,72 +158,129 @@ where
         })
         .sum();
     let header = header_for(pool, &delta, start, change_count)?;
-    let (mut enc, head) = Encoder::new(header.clone())?;
-    progress.begin(change_count);
-    tracing::info!(
-        stream = %header.stream_id,
-        kind = header.kind.as_str(),
-        to = %header.to,
-        from = ?header.from.as_ref().map(ToString::to_string),
-        changes = change_count,
-        start_index = start,
-        "replication send started"
-    );
-    let mut w = BufWriter::with_capacity(WRITE_BUFFER, w);
-    let mut bytes = 0u64;
-    let werr = |e| StreamError::io("writing the replication stream", e);
-    w.write_all(&head).await.map_err(werr)?;
-    bytes += head.len() as u64;
-
-    let to = &req.to;
-    let mut reads = stream::iter(items)
-        .map(|item| async move {
-            match item {
-                Item::Data(i) => pool
-                    .read_snapshot_chunk(to, i)
-                    .await
-                    .map(|d| (i, 0, Some(d))),
-                Item::Hole(i, run) => Ok((i, run, None)),
-            }
-        })
-        .buffered(READ_AHEAD);
-    while let Some(r) = reads.next().await {
-        let (index, run, data) = r?;
-        let (n, done) = match data {
-            Some(d) => {
-                let (prefix, crc) = enc.data(index, &d)?;
-                w.write_all(&prefix).await.map_err(werr)?;
-                w.write_all(&d).await.map_err(werr)?;
-                w.write_all(&crc).await.map_err(werr)?;
-                ((prefix.len() + d.len() + crc.len()) as u64, 1)
-            }
-            None => {
-                let rec = enc.hole(index, run)?;
-                w.write_all(&rec).await.map_err(werr)?;
-                (rec.len() as u64, run)
-            }
-        };
-        bytes += n;
-        progress.bytes.fetch_add(n, Ordering::Relaxed);
-        progress.records.fetch_add(1, Ordering::Relaxed);
-        progress.changes_done.fetch_add(done, Ordering::Relaxed);
-    }
-    let (end, trailer) = enc.end()?;
-    w.write_all(&end).await.map_err(werr)?;
-    w.flush().await.map_err(werr)?;
-    bytes += end.len() as u64;
-    progress
-        .bytes
-        .fetch_add(end.len() as u64, Ordering::Relaxed);
-    tracing::info!(
-        stream = %header.stream_id,
-        records = trailer.records,
-        bytes,
-        "replication send finished"
-    );
-    Ok(SendSummary {
+    header.validate()?;
+    Ok(PreparedSend {
+        pool: pool.clone(),
+        to: req.to.clone(),
         header,
-        trailer,
-        bytes,
+        items,
     })
+}
+
+/// Writes the stream of `req` to `w`: header, records, END; flushes at the end
+/// ([`prepare_send`] then [`PreparedSend::write_to`]).
+pub async fn send<W>(
+    pool: &Pool,
+    req: &SendRequest,
+    w: W,
+    progress: &StreamProgress,
+) -> Result<SendSummary, StreamError>
+where
+    W: AsyncWrite + Unpin + Send,
+{
+    prepare_send(pool, req)?.write_to(w, progress).await
+}
+
+impl PreparedSend {
+    /// The header the stream will start with.
+    pub fn header(&self) -> &StreamHeader {
+        &self.header
+    }
+
+    /// Payload bytes the stream will carry (DATA records).
+    pub fn payload_bytes(&self) -> u64 {
+        self.items
+            .iter()
+            .map(|i| match i {
+                Item::Data(index) => self.header.chunk_len(*index),
+                Item::Hole(..) => 0,
+            })
+            .sum()
+    }
+
+    /// Writes the stream to `w`, reading chunks [`READ_AHEAD`] at a time.
+    pub async fn write_to<W>(
+        self,
+        w: W,
+        progress: &StreamProgress,
+    ) -> Result<SendSummary, StreamError>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
+        let PreparedSend {
+            pool,
+            to,
+            header,
+            items,
+        } = self;
+        let (mut enc, head) = Encoder::new(header.clone())?;
+        progress.begin(header.change_count);
+        tracing::info!(
+            stream = %header.stream_id,
+            kind = header.kind.as_str(),
+            to = %header.to,
+            from = ?header.from.as_ref().map(ToString::to_string),
+            changes = header.change_count,
+            start_index = header.start_index,
+            "replication send started"
+        );
+        let mut w = BufWriter::with_capacity(WRITE_BUFFER, w);
+        let mut bytes = 0u64;
+        let werr = |e| StreamError::io("writing the replication stream", e);
+        w.write_all(&head).await.map_err(werr)?;
+        bytes += head.len() as u64;
+        progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+
+        let (pool, to) = (&pool, &to);
+        let mut reads = stream::iter(items)
+            .map(|item| async move {
+                match item {
+                    Item::Data(i) => pool
+                        .read_snapshot_chunk(to, i)
+                        .await
+                        .map(|d| (i, 0, Some(d))),
+                    Item::Hole(i, run) => Ok((i, run, None)),
+                }
+            })
+            .buffered(READ_AHEAD);
+        while let Some(r) = reads.next().await {
+            let (index, run, data) = r?;
+            let (n, done) = match data {
+                Some(d) => {
+                    let (prefix, crc) = enc.data(index, &d)?;
+                    w.write_all(&prefix).await.map_err(werr)?;
+                    w.write_all(&d).await.map_err(werr)?;
+                    w.write_all(&crc).await.map_err(werr)?;
+                    ((prefix.len() + d.len() + crc.len()) as u64, 1)
+                }
+                None => {
+                    let rec = enc.hole(index, run)?;
+                    w.write_all(&rec).await.map_err(werr)?;
+                    (rec.len() as u64, run)
+                }
+            };
+            bytes += n;
+            progress.bytes.fetch_add(n, Ordering::Relaxed);
+            progress.records.fetch_add(1, Ordering::Relaxed);
+            progress.changes_done.fetch_add(done, Ordering::Relaxed);
+        }
+        let (end, trailer) = enc.end()?;
+        w.write_all(&end).await.map_err(werr)?;
+        w.flush().await.map_err(werr)?;
+        bytes += end.len() as u64;
+        progress
+            .bytes
+            .fetch_add(end.len() as u64, Ordering::Relaxed);
+        tracing::info!(
+            stream = %header.stream_id,
+            records = trailer.records,
+            bytes,
+            "replication send finished"
+        );
+        Ok(SendSummary {
+            header,
+            trailer,
+            bytes,
+        })
+    }
 }
