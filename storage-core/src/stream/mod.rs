@@ -25,10 +25,10 @@ pub use encode::Encoder;
 pub use error::StreamError;
 pub use format::{StreamHeader, StreamKind, StreamSnapshot, Trailer};
 pub use progress::StreamProgress;
-pub use receive::SAVE_EVERY_BYTES;
 pub use receive::{
     abort_pending, pending_receives, plan, receive, token_of, PendingReceive, ReceiveError,
     ReceiveRequest, ReceiveSummary,
 };
+pub use receive::{SAVE_EVERY, SAVE_EVERY_BYTES};
 pub use send::{prepare_send, send, PreparedSend, SendRequest, SendSummary, READ_AHEAD};
 pub use token::ResumeToken;

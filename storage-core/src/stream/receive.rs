@@ -28,8 +28,11 @@ use super::progress::StreamProgress;
 use super::token::ResumeToken;
 use crate::{Pool, Receive, ReceiveBase, ReceiveSpec, ReceiveState, SnapshotInfo, StorageError};
 
-/// Bytes applied between two durable progress saves.
+/// Bytes applied between two durable progress saves...
 pub const SAVE_EVERY_BYTES: u64 = 64 << 20;
+/// ...or time between two saves when something was applied (a slow link loses at most this
+/// much work to a crash).
+pub const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Size of one read from the stream.
 const READ_SIZE: usize = 256 << 10;
 
@@ -353,6 +356,7 @@ async fn apply<R: AsyncRead + Unpin>(
     let mut applied = 0u64;
     let mut unsaved = 0u64;
     let mut last_offset = dec.offset();
+    let mut saved_at = std::time::Instant::now();
     loop {
         while let Some(ev) = dec.next_event()? {
             let off = dec.offset();
@@ -384,17 +388,31 @@ async fn apply<R: AsyncRead + Unpin>(
                 }
             }
             progress.records.fetch_add(1, Ordering::Relaxed);
-            if unsaved >= SAVE_EVERY_BYTES {
+            if unsaved >= SAVE_EVERY_BYTES || (unsaved > 0 && saved_at.elapsed() >= SAVE_EVERY) {
                 rx.save_progress().await?;
                 unsaved = 0;
+                saved_at = std::time::Instant::now();
             }
         }
         let buf = dec.buffer_mut();
         buf.reserve(READ_SIZE);
-        let n = r
-            .read_buf(buf)
-            .await
-            .map_err(|e| StreamError::io("reading the replication stream", e))?;
+        // A stalled sender: what was applied is saved after SAVE_EVERY of waiting (reading
+        // is cancel-safe: nothing read is lost when the timeout wins).
+        let read = r.read_buf(buf);
+        let n = if unsaved > 0 {
+            match tokio::time::timeout(SAVE_EVERY, read).await {
+                Ok(n) => n,
+                Err(_) => {
+                    rx.save_progress().await?;
+                    unsaved = 0;
+                    saved_at = std::time::Instant::now();
+                    continue;
+                }
+            }
+        } else {
+            read.await
+        }
+        .map_err(|e| StreamError::io("reading the replication stream", e))?;
         if n == 0 {
             dec.finish()?;
         }
