@@ -28,7 +28,7 @@ fn decode(bytes: &[u8], piece: usize) -> Result<Vec<Event>, ()> {
                         Event::Header(h) => {
                             h.validate().expect("a decoded header is valid");
                             next = h.start_index;
-                            header = Some(h.clone());
+                            header = Some((**h).clone());
                         }
                         Event::Record(r) => {
                             let h = header.as_ref().expect("a record after the header");
