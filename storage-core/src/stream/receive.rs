@@ -299,7 +299,22 @@ where
     );
     match apply(&mut rx, &mut r, &mut dec, held, progress).await {
         Ok(records) => {
-            let snapshot = rx.commit().await.map_err(StreamError::from)?;
+            // A refused commit changes nothing and keeps the staging: resumable (the
+            // whole stream is staged, so the token's index is the end).
+            let snapshot = match rx.commit().await {
+                Ok(s) => s,
+                Err(e) => {
+                    let resume = pool
+                        .receives()
+                        .iter()
+                        .find(|s| s.spec.volume == volume)
+                        .map(token_of);
+                    return Err(ReceiveError {
+                        error: e.into(),
+                        resume,
+                    });
+                }
+            };
             tracing::info!(stream = %h.stream_id, volume = %volume, snapshot = %snapshot.name,
                 records, "replication receive committed");
             Ok(ReceiveSummary {
