@@ -126,7 +126,11 @@ async fn run(ops: Vec<Op>) {
             }
             Op::CloneSnap(s, d) => {
                 if let Some((r, _)) = snaps.list.get(s).cloned() {
-                    if pool.clone_volume(&r.to_string(), &vname(d), None).await.is_ok() {
+                    if pool
+                        .clone_volume(&r.to_string(), &vname(d), None)
+                        .await
+                        .is_ok()
+                    {
                         snaps.last.insert(vname(d), Some(r));
                     }
                 }
@@ -238,7 +242,11 @@ async fn run(ops: Vec<Op>) {
                 })
                 .collect();
             for c in &d.changes {
-                assert!(c.index < *to_n, "{from} -> {to}: chunk {} past the end", c.index);
+                assert!(
+                    c.index < *to_n,
+                    "{from} -> {to}: chunk {} past the end",
+                    c.index
+                );
                 let want = &to_bytes[c.index as usize];
                 if !c.data {
                     assert_eq!(want, &zero, "{from} -> {to}: chunk {} said zero", c.index);
