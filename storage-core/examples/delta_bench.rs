@@ -33,7 +33,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 async fn map_changes(pool: &Pool, vol: &str, count: u64, seed: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let chunks = TIB / CHUNK;
-    if count >= 1000 && count % 1000 == 0 && count > 1000 {
+    if count > 1000 && count.is_multiple_of(1000) {
         let runs = count / 1000;
         let stride = chunks / runs;
         for r in 0..runs {

@@ -24,7 +24,7 @@ const SNAP_UUID: u128 = 0x2222;
 
 /// Contents of the base snapshot: chunk i holds data for i % 3 != 0.
 fn base_chunk(i: u64) -> Option<Vec<u8>> {
-    (i % 3 != 0).then(|| vec![(i % 251) as u8 + 1; CS as usize])
+    (!i.is_multiple_of(3)).then(|| vec![(i % 251) as u8 + 1; CS as usize])
 }
 
 /// The increment of round `seed`: (index, Some(data) | None for a hole), ascending.
