@@ -170,8 +170,27 @@ async fn full_then_increments_then_clone_reproduce_the_source() {
             volume_bytes(&dst, "r").await,
             snapshot_bytes(&src, "v", &name).await
         );
+        if round == 3 {
+            // Dev/test on the replica: a clone of a received snapshot, written to, while
+            // later increments arrive.
+            dst.clone_volume("r@s3", "dev", None)
+                .await
+                .expect("dev clone");
+            write(&dst, "dev", 5, 77).await;
+        }
         prev = to;
     }
+    let mut dev_want = snapshot_bytes(&src, "v", "s3").await;
+    dev_want[5 * BS as usize..6 * BS as usize].copy_from_slice(&block(77, 5));
+    assert_eq!(
+        volume_bytes(&dst, "dev").await,
+        dev_want,
+        "the clone kept its contents"
+    );
+    // Retention deletes the received snapshot the clone depends on: the clone keeps it.
+    dst.delete_snapshot("r", "s3").await.expect("delete r@s3");
+    assert_eq!(volume_bytes(&dst, "dev").await, dev_want);
+    assert!(dst.check().await.expect("check").is_clean());
     // Older received snapshots are intact.
     assert_eq!(
         snapshot_bytes(&dst, "r", "s2").await,
@@ -581,4 +600,58 @@ async fn an_increment_drops_the_replicas_own_writes_and_a_short_last_chunk_works
     assert!(bytes[3 * CS as usize..].iter().all(|&b| b == 7));
     assert!(pool.check().await.expect("check").is_clean());
     pool.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_clone_uses_the_same_space_as_on_the_source() {
+    let (d1, d2) = (
+        tempfile::tempdir().expect("t"),
+        tempfile::tempdir().expect("t"),
+    );
+    let src = new_pool(d1.path()).await;
+    let dst = new_pool(d2.path()).await;
+    src.create_volume("gold", 32 * CS, BS as u32, Guarantee::None)
+        .await
+        .expect("gold");
+    for i in 0..32 {
+        write(&src, "gold", i * 16, 3).await;
+    }
+    src.snapshot("gold", "base").await.expect("base");
+    let base = SnapshotRef::new("gold", "base");
+    let mut clones = Vec::new();
+    for k in 0..4u64 {
+        let name = format!("vm{k}");
+        src.clone_volume("gold@base", &name, None)
+            .await
+            .expect("clone");
+        for j in 0..=k {
+            write(&src, &name, (j * 5 + k) * 16, 40 + k as u8).await;
+        }
+        src.snapshot(&name, "daily").await.expect("snap");
+        clones.push(name);
+    }
+    replicate(&src, &dst, None, &base, "gold", ReceiveBase::New).await;
+    let base_uuid = snap_uuid(&src, "gold", "base");
+    for name in &clones {
+        let to = SnapshotRef::new(name, "daily");
+        let origin = ReceiveBase::Origin {
+            volume: "gold".into(),
+            snapshot: "base".into(),
+            uuid: base_uuid,
+        };
+        replicate(&src, &dst, Some(&base), &to, name, origin).await;
+        assert_eq!(
+            snapshot_bytes(&dst, name, "daily").await,
+            snapshot_bytes(&src, name, "daily").await
+        );
+    }
+    assert_eq!(
+        dst.status().used_bytes,
+        src.status().used_bytes,
+        "clone savings survive replication"
+    );
+    assert_eq!(src.status().used_bytes, (32 + 1 + 2 + 3 + 4) * CS);
+    assert!(dst.check().await.expect("check").is_clean());
+    src.close().await.expect("close");
+    dst.close().await.expect("close");
 }
