@@ -655,3 +655,48 @@ async fn a_replicated_clone_uses_the_same_space_as_on_the_source() {
     src.close().await.expect("close");
     dst.close().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_source_rollback_the_increment_goes_on_the_rollback_snapshot() {
+    let (d1, d2) = (
+        tempfile::tempdir().expect("t"),
+        tempfile::tempdir().expect("t"),
+    );
+    let src = new_pool(d1.path()).await;
+    let dst = new_pool(d2.path()).await;
+    src.create_volume("v", 16 * CS, BS as u32, Guarantee::None)
+        .await
+        .expect("v");
+    write(&src, "v", 0, 1).await;
+    src.snapshot("v", "s1").await.expect("s1");
+    write(&src, "v", 16, 2).await;
+    src.snapshot("v", "s2").await.expect("s2");
+    let (s1, s2) = (SnapshotRef::new("v", "s1"), SnapshotRef::new("v", "s2"));
+    replicate(&src, &dst, None, &s1, "r", ReceiveBase::New).await;
+    let on = |s: &str| ReceiveBase::Snapshot {
+        snapshot: s.into(),
+        uuid: snap_uuid(&src, "v", s),
+    };
+    replicate(&src, &dst, Some(&s1), &s2, "r", on("s1")).await;
+    src.rollback("v", "s1").await.expect("rollback");
+    write(&src, "v", 32, 3).await;
+    src.snapshot("v", "s3").await.expect("s3");
+    let s3 = SnapshotRef::new("v", "s3");
+    assert!(matches!(
+        src.snapshot_delta(Some(&s2), &s3),
+        Err(StorageError::NotAncestor(_))
+    ));
+    replicate(&src, &dst, Some(&s1), &s3, "r", on("s1")).await;
+    assert_eq!(
+        volume_bytes(&dst, "r").await,
+        snapshot_bytes(&src, "v", "s3").await
+    );
+    assert_eq!(
+        snapshot_bytes(&dst, "r", "s2").await,
+        snapshot_bytes(&src, "v", "s2").await,
+        "the snapshot the rollback passed over stays, as on the source"
+    );
+    assert!(dst.check().await.expect("check").is_clean());
+    src.close().await.expect("close");
+    dst.close().await.expect("close");
+}
