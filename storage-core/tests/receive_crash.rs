@@ -1,5 +1,5 @@
-//! Crash test of receives: a child process applies an increment (resuming whatever an
-//! earlier child staged) and is killed with SIGKILL at a random instant, again and again,
+//! Crash test of receives: a child process applies an increment, a full stream or a clone
+//! stream (by round; resuming whatever an earlier child staged) and is killed with SIGKILL at a random instant, again and again,
 //! until one child commits. After every kill the pool is reopened in this process and must
 //! show either nothing of the increment (the replica volume and its snapshots as before,
 //! the staged receive listed with a resume point at or past every progress the child saw
@@ -47,9 +47,14 @@ fn changes(seed: u64) -> Vec<(u64, Option<Vec<u8>>)> {
     out
 }
 
+/// What the received snapshot holds: the increment over the base, or over zeros for a full
+/// stream (kind 1).
 fn expected(seed: u64) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = (0..CHUNKS)
-        .map(|i| base_chunk(i).unwrap_or_else(|| vec![0; CS as usize]))
+        .map(|i| match base_chunk(i) {
+            Some(d) if kind(seed) != 1 => d,
+            _ => vec![0; CS as usize],
+        })
         .collect();
     for (i, d) in changes(seed) {
         out[i as usize] = d.unwrap_or_else(|| vec![0; CS as usize]);
@@ -57,12 +62,32 @@ fn expected(seed: u64) -> Vec<Vec<u8>> {
     out
 }
 
-fn spec() -> ReceiveSpec {
+/// Round `seed` receives kind `seed % 3`: 0 an increment on `r@s1` into `r`, 1 a full
+/// stream creating `n`, 2 a clone stream creating `c` as a clone of `r@s1`.
+fn kind(seed: u64) -> u64 {
+    seed % 3
+}
+
+/// The volume round `seed` receives into.
+fn target(seed: u64) -> &'static str {
+    ["r", "n", "c"][kind(seed) as usize]
+}
+
+fn spec(seed: u64) -> ReceiveSpec {
+    let on_s1 = uuid::Uuid::from_u128(BASE_UUID);
     ReceiveSpec {
-        volume: "r".into(),
-        base: ReceiveBase::Snapshot {
-            snapshot: "s1".into(),
-            uuid: uuid::Uuid::from_u128(BASE_UUID),
+        volume: target(seed).into(),
+        base: match kind(seed) {
+            0 => ReceiveBase::Snapshot {
+                snapshot: "s1".into(),
+                uuid: on_s1,
+            },
+            1 => ReceiveBase::New,
+            _ => ReceiveBase::Origin {
+                volume: "r".into(),
+                snapshot: "s1".into(),
+                uuid: on_s1,
+            },
         },
         snapshot: "s2".into(),
         snapshot_uuid: uuid::Uuid::from_u128(SNAP_UUID),
@@ -108,7 +133,7 @@ async fn child(dir: &Path, seed: u64) {
         .append(true)
         .open(dir.join("progress"))
         .expect("progress file");
-    let mut rx = pool.receive_begin(spec()).await.expect("child begin");
+    let mut rx = pool.receive_begin(spec(seed)).await.expect("child begin");
     let start = rx.next_index();
     let mut since = 0;
     for (i, d) in changes(seed) {
@@ -184,7 +209,7 @@ async fn killed_receives_leave_nothing_or_everything() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(rt_seed);
     let mut kills = 0;
     let mut staged_seen = 0;
-    for round in 0..4u64 {
+    for round in 0..6u64 {
         let dir = tempfile::tempdir().expect("tempdir");
         baseline(dir.path()).await;
         let base_bytes: Vec<Vec<u8>> = (0..CHUNKS)
@@ -225,17 +250,18 @@ async fn killed_receives_leave_nothing_or_everything() {
                 "round {round} attempt {attempt}: {:?}",
                 report.errors
             );
-            let has_s2 = pool.snapshots(Some("r")).iter().any(|s| s.name == "s2");
+            let tgt = target(round);
+            let has_s2 = pool.snapshots(Some(tgt)).iter().any(|s| s.name == "s2");
             let staged = pool.receives();
             if has_s2 {
                 assert!(staged.is_empty(), "committed, yet a receive is listed");
                 assert_eq!(
-                    chunks_of(&pool, "r").await,
+                    chunks_of(&pool, tgt).await,
                     want,
                     "round {round}: r is not s2"
                 );
                 let s2 = pool
-                    .snapshots(Some("r"))
+                    .snapshots(Some(tgt))
                     .into_iter()
                     .find(|s| s.name == "s2")
                     .expect("s2");
@@ -255,11 +281,22 @@ async fn killed_receives_leave_nothing_or_everything() {
                     base_bytes,
                     "round {round} attempt {attempt}: half an increment is visible"
                 );
+                if tgt != "r" {
+                    assert!(
+                        pool.volume_info(tgt).is_err(),
+                        "round {round} attempt {attempt}: {tgt} exists before its commit"
+                    );
+                }
+                assert_eq!(
+                    pool.volumes().len(),
+                    1,
+                    "only r is a volume before the commit"
+                );
                 match staged.as_slice() {
                     [] => assert_eq!(acked, 0, "acknowledged progress lost with its receive"),
                     [s] => {
                         staged_seen += 1;
-                        assert_eq!(s.spec, spec());
+                        assert_eq!(s.spec, spec(round));
                         assert!(
                             s.next_index >= acked,
                             "resume point {} behind acknowledged progress {acked}",
