@@ -186,7 +186,8 @@ impl Pool {
     /// Cost: proportional to the entries of the layers between the two snapshots (for a
     /// full send, of all of `to`'s layers), never to the volume size nor to what `from` maps:
     /// data entries on the path are changes without looking at `from` (each owns its chunk),
-    /// only holes are checked against it. The metadata lock is held shared during the walk.
+    /// only holes are checked against it. The metadata lock is held shared during the walk
+    /// (not the sort).
     pub fn snapshot_delta(
         &self,
         from: Option<&SnapshotRef>,
@@ -279,14 +280,17 @@ impl Pool {
                 }
             }
         }
+        let (to_uuid, block_size) = (tv.uuid, tv.block_size);
+        // Sorting needs no metadata: writers wait only for the walk.
+        drop(st);
         changes.sort_unstable_by_key(|c| c.index);
         Ok(SnapshotDelta {
             to: to.clone(),
-            to_uuid: tv.uuid,
+            to_uuid,
             from: from.cloned(),
             from_uuid,
             size_bytes: to_size,
-            block_size: tv.block_size,
+            block_size,
             chunk_size: self.inner.layout.chunk_size as u32,
             changes,
         })
