@@ -585,6 +585,10 @@ async fn an_increment_drops_the_replicas_own_writes_and_a_short_last_chunk_works
     assert_eq!(got.len() as u64, CS / 2);
     assert!(got.iter().all(|&b| b == 7));
     // The replica volume is written to (it should not be); the next increment drops that.
+    // It is fully reserved: the commit keeps its reservation exact.
+    pool.set_guarantee("r", Guarantee::Full)
+        .await
+        .expect("full");
     write(&pool, "r", 0, 9).await;
     let mut spec = spec_on(on_s1(), "s2", 2, 0);
     spec.size_bytes = size;
@@ -598,6 +602,11 @@ async fn an_increment_drops_the_replicas_own_writes_and_a_short_last_chunk_works
     );
     assert!(bytes[CS as usize..2 * CS as usize].iter().all(|&b| b == 4));
     assert!(bytes[3 * CS as usize..].iter().all(|&b| b == 7));
+    assert_eq!(
+        pool.volume_info("r").expect("r").reserved_bytes,
+        4 * CS,
+        "a full volume's new empty top reserves every chunk"
+    );
     assert!(pool.check().await.expect("check").is_clean());
     pool.close().await.expect("close");
 }
