@@ -142,24 +142,36 @@ pub(crate) fn find_snapshot(st: &State, r: &SnapshotRef) -> Result<(ViewId, Laye
     }
 }
 
-/// The entries of the layers from `top` up to (excluding) `stop`, each index with the entry
-/// nearest `top` (what `top` resolves to within the path). `stop = None` walks to the root.
-/// `None` when `stop` is not an ancestor of `top`.
-fn path_entries(st: &State, top: LayerId, stop: Option<LayerId>) -> Option<HashMap<u64, u64>> {
-    let mut seen: HashMap<u64, u64> = HashMap::new();
+/// The entries of the layers from `top` up to (excluding) `stop`, each index once with the
+/// entry nearest `top` (what `top` resolves to within the path), unsorted. `stop = None`
+/// walks to the root. `None` when `stop` is not an ancestor of `top`. A path of one layer
+/// (consecutive snapshots) is copied straight out of its map.
+fn path_entries(st: &State, top: LayerId, stop: Option<LayerId>) -> Option<Vec<(u64, u64)>> {
+    let mut path = Vec::new();
     let mut cur = Some(top);
-    while let Some(id) = cur {
-        if Some(id) == stop {
-            return Some(seen);
+    loop {
+        match cur {
+            Some(id) if Some(id) == stop => break,
+            Some(id) => {
+                let l = st.meta.layers.get(&id)?;
+                path.push(l);
+                cur = l.parent;
+            }
+            None if stop.is_none() => break,
+            None => return None,
         }
-        let l = st.meta.layers.get(&id)?;
-        seen.reserve(l.map.len());
+    }
+    if let [l] = path[..] {
+        return Some(l.map.iter().map(|(&i, &e)| (i, e)).collect());
+    }
+    let mut seen: HashMap<u64, u64> =
+        HashMap::with_capacity(path.iter().map(|l| l.map.len()).sum());
+    for l in path {
         for (&i, &e) in &l.map {
             seen.entry(i).or_insert(e);
         }
-        cur = l.parent;
     }
-    stop.is_none().then_some(seen)
+    Some(seen.into_iter().collect())
 }
 
 impl Pool {
@@ -172,9 +184,10 @@ impl Pool {
     /// lists every chunk `to` holds data in (a full send).
     ///
     /// Cost: proportional to the entries of the layers between the two snapshots (for a
-    /// full send, of all of `to`'s layers), never to the volume size. Chunks rewritten with
-    /// the same physical chunk they had in `from` (none in practice) are left out. The
-    /// metadata lock is held shared while the layers are walked.
+    /// full send, of all of `to`'s layers), never to the volume size nor to what `from` maps:
+    /// data entries on the path are changes without looking at `from` (each owns its chunk),
+    /// only holes are checked against it. The metadata lock is held shared during the walk
+    /// (not the sort).
     pub fn snapshot_delta(
         &self,
         from: Option<&SnapshotRef>,
@@ -221,15 +234,17 @@ impl Pool {
                     }
                 };
                 changes = Vec::with_capacity(entries.len());
-                for (&i, &e) in &entries {
+                for &(i, e) in &entries {
                     if i >= to_n {
                         continue;
                     }
-                    let now = (e != HOLE).then_some(e);
-                    if now != from_res(i) {
+                    // A data entry on the path owns its chunk, and `from` resolves to chunks
+                    // owned above the path: always a change, no probe needed. A hole is one
+                    // only where `from` has data.
+                    if e != HOLE || from_res(i).is_some() {
                         changes.push(ChunkDelta {
                             index: i,
-                            data: now.is_some(),
+                            data: e != HOLE,
                         });
                     }
                 }
@@ -238,6 +253,8 @@ impl Pool {
                 // it, which a grow does. Checked all the same: only when `to` is larger,
                 // over the entries of `from`'s layers in the grown range.
                 if to_n > from_n {
+                    let on_path: std::collections::HashSet<u64> =
+                        entries.iter().map(|&(i, _)| i).collect();
                     let mut extra = std::collections::BTreeSet::new();
                     let mut cur = Some(from_layer);
                     while let Some(id) = cur {
@@ -248,7 +265,7 @@ impl Pool {
                             l.map
                                 .keys()
                                 .copied()
-                                .filter(|&i| i >= from_n && i < to_n && !entries.contains_key(&i)),
+                                .filter(|&i| i >= from_n && i < to_n && !on_path.contains(&i)),
                         );
                         cur = l.parent;
                     }
@@ -263,14 +280,17 @@ impl Pool {
                 }
             }
         }
+        let (to_uuid, block_size) = (tv.uuid, tv.block_size);
+        // Sorting needs no metadata: writers wait only for the walk.
+        drop(st);
         changes.sort_unstable_by_key(|c| c.index);
         Ok(SnapshotDelta {
             to: to.clone(),
-            to_uuid: tv.uuid,
+            to_uuid,
             from: from.cloned(),
             from_uuid,
             size_bytes: to_size,
-            block_size: tv.block_size,
+            block_size,
             chunk_size: self.inner.layout.chunk_size as u32,
             changes,
         })

@@ -484,6 +484,8 @@ impl Meta {
                 .layers
                 .get(layer)
                 .is_some_and(|l| l.children.is_empty()),
+            // A resume point changes no layer.
+            Rec::ReceiveProgress { .. } => true,
             _ => false,
         };
         let nlayers = self.layers.len();
