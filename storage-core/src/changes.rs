@@ -80,7 +80,7 @@ impl Changes {
             | Rec::Hole { layer, index }
             | Rec::Clear { layer, index } => (*layer, *index),
             // Neither changes who sees what.
-            Rec::Rename { .. } | Rec::SetGuarantee { .. } => return,
+            Rec::Rename { .. } | Rec::SetGuarantee { .. } | Rec::ReceiveProgress { .. } => return,
             _ => {
                 self.structural = true;
                 return;

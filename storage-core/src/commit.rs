@@ -963,7 +963,8 @@ mod tests {
     /// The checkpoint replica, fed only the journalled records, stays byte for byte the
     /// live metadata through every kind of record: first writes, unmaps, snapshots, clones
     /// of snapshots and of live volumes, deletes that merge layers, rollbacks, resizes,
-    /// renames, guarantees, a split's detach and reclaimed garbage; and across checkpoints
+    /// renames, guarantees, a split's detach, reclaimed garbage, receives (staged, resumed
+    /// after reopen, committed, aborted); and across checkpoints
     /// taken in between and a reopen.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_replica_is_the_live_metadata_record_for_record() {
@@ -978,7 +979,7 @@ mod tests {
         let mut compared = 0;
         for step in 0..400u32 {
             let v = vols[rng.gen_range(0..vols.len())].clone();
-            let r = match rng.gen_range(0..20) {
+            let r = match rng.gen_range(0..22) {
                 0..=8 => {
                     let vol = pool.volume(&v).expect("volume");
                     let lba = rng.gen_range(0..vol.num_blocks().min(blocks));
@@ -1057,6 +1058,46 @@ mod tests {
                     } else {
                         pool.reconcile_space().await
                     }
+                }
+                20 => {
+                    // A receive: committed as a new volume, or left staged.
+                    let name = format!("r{step}");
+                    let spec = crate::ReceiveSpec {
+                        volume: name.clone(),
+                        base: crate::ReceiveBase::New,
+                        snapshot: "rs".into(),
+                        snapshot_uuid: uuid::Uuid::new_v4(),
+                        size_bytes: 8 * CS,
+                        block_size: 4096,
+                    };
+                    match pool.receive_begin(spec).await {
+                        Ok(mut rx) => {
+                            let r = async {
+                                rx.put_chunk(1, Bytes::from(vec![step as u8 | 1; CS as usize]))
+                                    .await?;
+                                rx.put_hole(2).await?;
+                                rx.save_progress().await?;
+                                rx.put_chunk(5, Bytes::from(vec![7u8; CS as usize])).await
+                            }
+                            .await;
+                            if r.is_ok() && rng.gen_bool(0.5) {
+                                let c = rx.commit().await;
+                                if c.is_ok() {
+                                    vols.push(name);
+                                }
+                                c.map(|_| ())
+                            } else {
+                                r
+                            }
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                21 => {
+                    for r in pool.receives() {
+                        pool.receive_abort(&r.spec.volume).await.expect("abort");
+                    }
+                    Ok(())
                 }
                 _ => {
                     if rng.gen_range(0..4) == 0 {
