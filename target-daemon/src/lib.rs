@@ -23,6 +23,7 @@ pub mod iscsi;
 pub mod lio;
 pub mod lunmgr;
 pub mod metrics;
+pub mod replica;
 pub mod scsi;
 pub mod sdnotify;
 pub mod secret;

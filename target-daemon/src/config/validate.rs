@@ -126,6 +126,10 @@ impl Config {
             ));
         }
         self.validate_ha()?;
+        if let Some(r) = &self.replication {
+            r.validate()
+                .map_err(|(f, m)| (format!("replication.{f}"), m))?;
+        }
         self.validate_targets()
     }
 
