@@ -108,6 +108,23 @@ pub(crate) fn check(st: &State) -> CheckReport {
                 }
                 0
             }
+            ViewKind::Staging { layer } => {
+                match m.layers.get(&layer) {
+                    Some(l) if !l.frozen && l.children.is_empty() => {
+                        if l.map.keys().any(|&i| i >= m.chunks(v.size)) {
+                            err(format!(
+                                "receive into '{}' stages entries beyond its size",
+                                v.name
+                            ));
+                        }
+                    }
+                    _ => err(format!(
+                        "receive into '{}': staging layer {layer} is frozen or has children",
+                        v.name
+                    )),
+                }
+                0
+            }
         };
         if want_res != v.reserved {
             err(format!(

@@ -5,7 +5,8 @@
 //! superblock records the slot, byte length and CRC32C of the image.
 
 use crate::codec::{Dec, Enc};
-use crate::layer::{Layer, Meta, View, ViewKind, HOLE};
+use crate::journal::{decode_spec, encode_spec};
+use crate::layer::{Layer, Meta, Staged, View, ViewKind, HOLE};
 use crate::{Guarantee, Result, StorageError};
 
 const CMAGIC: &[u8; 4] = b"LCKP";
@@ -63,6 +64,20 @@ pub(crate) fn capture(meta: &Meta, pool: &uuid::Uuid) -> Capture {
                 e.u8(1);
                 e.u64(layer);
                 e.u64(volume);
+            }
+            // Written only while a receive is staged: an image without one stays readable
+            // by builds that predate receives (docs/storage-format.md, "Checkpoint").
+            ViewKind::Staging { layer } => {
+                e.u8(2);
+                e.u64(layer);
+                match meta.staging.get(&id) {
+                    Some(st) => {
+                        e.u8(1);
+                        encode_spec(&mut e, &st.spec);
+                        e.u64(st.next_index);
+                    }
+                    None => e.u8(0),
+                }
             }
         }
     }
@@ -174,6 +189,18 @@ pub(crate) fn decode(
                 layer: d.u64()?,
                 volume: d.u64()?,
             },
+            2 => {
+                let layer = d.u64()?;
+                if d.u8()? != 1 {
+                    return Err(StorageError::Corrupt(format!(
+                        "checkpoint: receive {id} without its spec"
+                    )));
+                }
+                let spec = decode_spec(&mut d)?;
+                let next_index = d.u64()?;
+                m.staging.insert(id, Staged { spec, next_index });
+                ViewKind::Staging { layer }
+            }
             t => {
                 return Err(StorageError::Corrupt(format!(
                     "checkpoint: bad view kind {t}"
@@ -288,6 +315,14 @@ pub(crate) fn validate_links(m: &Meta) -> Result<()> {
     for (&vid, v) in &m.views {
         if m.layers.get(&v.layer()).and_then(|l| l.view) != Some(vid) {
             return bad(format!("view {vid} layer link broken"));
+        }
+        if matches!(v.kind, ViewKind::Staging { .. }) != m.staging.contains_key(&vid) {
+            return bad(format!("view {vid} and its receive spec disagree"));
+        }
+    }
+    for id in m.staging.keys() {
+        if !m.views.contains_key(id) {
+            return bad(format!("receive spec {id} without its view"));
         }
     }
     Ok(())

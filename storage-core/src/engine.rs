@@ -280,6 +280,10 @@ impl State {
                     "'{}' is a snapshot",
                     v.name
                 ))),
+                ViewKind::Staging { .. } => Err(StorageError::NotFound(format!(
+                    "'{}' is a receive in progress, not a volume",
+                    v.name
+                ))),
             },
             None => Err(StorageError::NotFound("volume not found (deleted)".into())),
         }
@@ -346,6 +350,8 @@ pub(crate) struct PoolInner {
     pub(crate) synced_writes: AtomicU64,
     pub(crate) commit: Arc<CommitQueue>,
     pub(crate) vols: parking_lot::Mutex<HashMap<ViewId, Arc<VolRt>>>,
+    /// Staging views a [`crate::Receive`] handle is applying right now (one handle each).
+    pub(crate) receiving: parking_lot::Mutex<std::collections::HashSet<ViewId>>,
     pub(crate) closed: AtomicBool,
     pub(crate) zero_chunk: bytes::Bytes,
     /// What logs call the pool (its path, or `rbd:<image>`).

@@ -45,6 +45,11 @@ pub enum StorageError {
     /// The object is busy with another operation.
     #[error("busy: {0}")]
     Busy(String),
+    /// A delta was asked from a snapshot that is not an ancestor of the other in the layer
+    /// tree (a different volume, a later snapshot, or one separated by a rollback or a
+    /// split): send the later snapshot in full instead.
+    #[error("not an ancestor: {0}")]
+    NotAncestor(String),
     /// A background job was cancelled.
     #[error("cancelled")]
     Cancelled,

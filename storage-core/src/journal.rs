@@ -18,7 +18,7 @@
 
 use crate::codec::{Dec, Enc};
 use crate::layer::Rec;
-use crate::{Result, StorageError};
+use crate::{ReceiveBase, ReceiveSpec, Result, StorageError};
 
 const JMAGIC: &[u8; 4] = b"LJNL";
 const TMAGIC: &[u8; 4] = b"LJNT";
@@ -163,7 +163,98 @@ pub(crate) fn encode_rec(e: &mut Enc, r: &Rec) {
             e.u8(13);
             e.u64(*layer);
         }
+        Rec::ReceiveBegin {
+            staging,
+            layer,
+            base,
+            spec,
+            created,
+        } => {
+            e.u8(14);
+            e.u64(*staging);
+            e.u64(*layer);
+            e.opt_u64(*base);
+            encode_spec(e, spec);
+            e.u64(*created);
+        }
+        Rec::ReceiveProgress {
+            staging,
+            next_index,
+        } => {
+            e.u8(15);
+            e.u64(*staging);
+            e.u64(*next_index);
+        }
+        Rec::ReceiveCommit {
+            staging,
+            snap,
+            vol,
+            new_top,
+            vol_uuid,
+            created,
+        } => {
+            e.u8(16);
+            e.u64(*staging);
+            e.u64(*snap);
+            e.u64(*vol);
+            e.u64(*new_top);
+            e.buf.extend_from_slice(vol_uuid.as_bytes());
+            e.u64(*created);
+        }
     }
+}
+
+/// Encode a receive spec (journal records and checkpoint images share this layout).
+pub(crate) fn encode_spec(e: &mut Enc, s: &ReceiveSpec) {
+    e.str(&s.volume);
+    match &s.base {
+        ReceiveBase::New => e.u8(0),
+        ReceiveBase::Snapshot { snapshot, uuid } => {
+            e.u8(1);
+            e.str(snapshot);
+            e.buf.extend_from_slice(uuid.as_bytes());
+        }
+        ReceiveBase::Origin {
+            volume,
+            snapshot,
+            uuid,
+        } => {
+            e.u8(2);
+            e.str(volume);
+            e.str(snapshot);
+            e.buf.extend_from_slice(uuid.as_bytes());
+        }
+    }
+    e.str(&s.snapshot);
+    e.buf.extend_from_slice(s.snapshot_uuid.as_bytes());
+    e.u64(s.size_bytes);
+    e.u32(s.block_size);
+}
+
+/// Decode what [`encode_spec`] wrote.
+pub(crate) fn decode_spec(d: &mut Dec<'_>) -> Result<ReceiveSpec> {
+    let volume = d.str()?;
+    let base = match d.u8()? {
+        0 => ReceiveBase::New,
+        1 => ReceiveBase::Snapshot {
+            snapshot: d.str()?,
+            uuid: uuid(d)?,
+        },
+        2 => ReceiveBase::Origin {
+            volume: d.str()?,
+            snapshot: d.str()?,
+            uuid: uuid(d)?,
+        },
+        t => return Err(StorageError::Corrupt(format!("bad receive base kind {t}"))),
+    };
+    Ok(ReceiveSpec {
+        volume,
+        base,
+        snapshot: d.str()?,
+        snapshot_uuid: uuid(d)?,
+        size_bytes: d.u64()?,
+        block_size: d.u32()?,
+    })
 }
 
 fn uuid(d: &mut Dec<'_>) -> Result<uuid::Uuid> {
@@ -252,6 +343,25 @@ pub(crate) fn decode_rec(d: &mut Dec<'_>) -> Result<Rec> {
             new_top: d.u64()?,
         },
         13 => Rec::Detach { layer: d.u64()? },
+        14 => Rec::ReceiveBegin {
+            staging: d.u64()?,
+            layer: d.u64()?,
+            base: d.opt_u64()?,
+            spec: decode_spec(d)?,
+            created: d.u64()?,
+        },
+        15 => Rec::ReceiveProgress {
+            staging: d.u64()?,
+            next_index: d.u64()?,
+        },
+        16 => Rec::ReceiveCommit {
+            staging: d.u64()?,
+            snap: d.u64()?,
+            vol: d.u64()?,
+            new_top: d.u64()?,
+            vol_uuid: uuid(d)?,
+            created: d.u64()?,
+        },
         t => {
             return Err(StorageError::Corrupt(format!(
                 "unknown journal record type {t}"

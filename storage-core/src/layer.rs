@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::chunkmap::ChunkMap;
 
-use crate::Guarantee;
+use crate::{Guarantee, ReceiveBase, ReceiveSpec};
 
 /// Layer identifier (never reused).
 pub(crate) type LayerId = u64;
@@ -48,6 +48,20 @@ pub(crate) enum ViewKind {
     Volume { top: LayerId, guarantee: Guarantee },
     /// A read-only snapshot of volume `volume`, attached to frozen layer `layer`.
     Snapshot { layer: LayerId, volume: ViewId },
+    /// A receive in progress (docs/decisions/0017-replication-engine.md): hidden, writable
+    /// leaf `layer` under the base snapshot's layer (or a root), holding what was received
+    /// so far. Its spec and resume point are in [`Meta::staging`]. Not a volume nor a
+    /// snapshot: listed by neither, but its chunks count in the pool like any layer's.
+    Staging { layer: LayerId },
+}
+
+/// What a staging view receives, beside its [`View`] (name = replica volume, uuid = the
+/// sender's snapshot uuid, size and block size of the snapshot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Staged {
+    pub(crate) spec: ReceiveSpec,
+    /// Durable resume point (the last `ReceiveProgress`).
+    pub(crate) next_index: u64,
 }
 
 /// A user-visible name over a layer.
@@ -72,7 +86,7 @@ impl View {
     pub(crate) fn layer(&self) -> LayerId {
         match self.kind {
             ViewKind::Volume { top, .. } => top,
-            ViewKind::Snapshot { layer, .. } => layer,
+            ViewKind::Snapshot { layer, .. } | ViewKind::Staging { layer } => layer,
         }
     }
     pub(crate) fn is_volume(&self) -> bool {
@@ -165,6 +179,33 @@ pub(crate) enum Rec {
     Detach {
         layer: LayerId,
     },
+    /// A receive starts: staging view `staging` on new leaf `layer`, under the layer of
+    /// snapshot `base` (the increment's base, or a clone's origin), or a root when `None`.
+    /// Ancestor data in a range the snapshot grew into is hidden by holes, as a grow does.
+    ReceiveBegin {
+        staging: ViewId,
+        layer: LayerId,
+        base: Option<ViewId>,
+        spec: ReceiveSpec,
+        created: u64,
+    },
+    /// Everything below `next_index` is staged (the resume point).
+    ReceiveProgress {
+        staging: ViewId,
+        next_index: u64,
+    },
+    /// A receive completes, atomically: the staging layer is frozen as snapshot `snap` of
+    /// volume `vol` and `vol` gets the new empty top `new_top` under it. For an increment
+    /// `vol` exists and its old top is dropped (as a rollback does); for a full stream or a
+    /// clone's increment it is created (uuid `vol_uuid`).
+    ReceiveCommit {
+        staging: ViewId,
+        snap: ViewId,
+        vol: ViewId,
+        new_top: LayerId,
+        vol_uuid: uuid::Uuid,
+        created: u64,
+    },
 }
 
 /// The whole metadata state.
@@ -173,6 +214,8 @@ pub(crate) struct Meta {
     pub(crate) chunk_size: u64,
     pub(crate) layers: BTreeMap<LayerId, Layer>,
     pub(crate) views: BTreeMap<ViewId, View>,
+    /// Spec and resume point of every staging view (`ViewKind::Staging`), by view id.
+    pub(crate) staging: BTreeMap<ViewId, Staged>,
     pub(crate) next_id: u64,
     /// Derived: Σ owned.
     pub(crate) used: u64,
@@ -195,6 +238,7 @@ impl Meta {
             chunk_size,
             layers: BTreeMap::new(),
             views: BTreeMap::new(),
+            staging: BTreeMap::new(),
             next_id: 1,
             used: 0,
             reserved: 0,
@@ -610,6 +654,7 @@ impl Meta {
             }
             Rec::DeleteView { view } => {
                 let v = self.views.remove(view).ok_or("delete of a missing view")?;
+                self.staging.remove(view);
                 self.reserved -= v.reserved;
                 let l = v.layer();
                 self.layer_mut(l)?.view = None;
@@ -667,6 +712,32 @@ impl Meta {
                 self.collect(top, freed)?;
                 self.refresh_reserved(*vol);
             }
+            Rec::ReceiveBegin {
+                staging,
+                layer,
+                base,
+                spec,
+                created,
+            } => self.receive_begin(*staging, *layer, *base, spec, *created)?,
+            Rec::ReceiveProgress {
+                staging,
+                next_index,
+            } => {
+                self.staging
+                    .get_mut(staging)
+                    .ok_or("progress of a missing receive")?
+                    .next_index = *next_index;
+            }
+            Rec::ReceiveCommit {
+                staging,
+                snap,
+                vol,
+                new_top,
+                vol_uuid,
+                created,
+            } => {
+                self.receive_commit(*staging, *snap, *vol, *new_top, *vol_uuid, *created, freed)?
+            }
             Rec::Detach { layer } => {
                 let l = self.layers.get(layer).ok_or("detach of a missing layer")?;
                 let parent = l.parent.ok_or("detach of a root layer")?;
@@ -688,6 +759,194 @@ impl Meta {
                 self.collect(parent, freed)?;
             }
         }
+        Ok(())
+    }
+
+    /// [`Rec::ReceiveBegin`].
+    fn receive_begin(
+        &mut self,
+        staging: ViewId,
+        layer: LayerId,
+        base: Option<ViewId>,
+        spec: &ReceiveSpec,
+        created: u64,
+    ) -> ApplyResult {
+        if self.views.contains_key(&staging) {
+            return Err(format!("view {staging} exists already"));
+        }
+        let (parent, base_size) = match base {
+            None => (None, 0),
+            Some(b) => {
+                let bv = self.views.get(&b).ok_or("receive on a missing snapshot")?;
+                let ViewKind::Snapshot { layer: bl, .. } = bv.kind else {
+                    return Err("receive base is not a snapshot".into());
+                };
+                (Some(bl), bv.size)
+            }
+        };
+        self.see_id(staging);
+        self.new_layer(layer, parent, Some(staging))?;
+        self.views.insert(
+            staging,
+            View {
+                name: spec.volume.clone(),
+                uuid: spec.snapshot_uuid,
+                size: spec.size_bytes,
+                block_size: spec.block_size,
+                created,
+                origin: None,
+                kind: ViewKind::Staging { layer },
+                mapped: 0,
+                reserved: 0,
+                unique: 0,
+            },
+        );
+        self.staging.insert(
+            staging,
+            Staged {
+                spec: spec.clone(),
+                next_index: 0,
+            },
+        );
+        // The received snapshot reads zeros beyond the base's end: hide whatever the
+        // ancestors still hold in the grown range (from before a shrink), as a grow does.
+        let (old_n, new_n) = (self.chunks(base_size), self.chunks(spec.size_bytes));
+        if new_n > old_n {
+            let mut hide = std::collections::BTreeSet::new();
+            let mut cur = parent;
+            while let Some(id) = cur {
+                let l = self.layers.get(&id).ok_or("missing ancestor")?;
+                hide.extend(l.map.keys().copied().filter(|&i| i >= old_n && i < new_n));
+                cur = l.parent;
+            }
+            for i in hide {
+                if self.resolve_parent(layer, i).is_some() {
+                    self.layer_mut(layer)?.map.insert(i, HOLE);
+                }
+            }
+        }
+        self.refresh_mapped(staging);
+        Ok(())
+    }
+
+    /// [`Rec::ReceiveCommit`].
+    #[allow(clippy::too_many_arguments)]
+    fn receive_commit(
+        &mut self,
+        staging: ViewId,
+        snap: ViewId,
+        vol: ViewId,
+        new_top: LayerId,
+        vol_uuid: uuid::Uuid,
+        created: u64,
+        freed: &mut Vec<u64>,
+    ) -> ApplyResult {
+        let sv = self
+            .views
+            .get(&staging)
+            .ok_or("commit of a missing receive")?
+            .clone();
+        let ViewKind::Staging { layer: sl } = sv.kind else {
+            return Err("commit of a view that is not a receive".into());
+        };
+        let staged = self
+            .staging
+            .get(&staging)
+            .ok_or("commit of a receive without spec")?
+            .clone();
+        if self.views.contains_key(&snap) {
+            return Err(format!("view {snap} exists already"));
+        }
+        // The replica volume: the existing one (its old top goes), or a new one.
+        let old_top = match &staged.spec.base {
+            ReceiveBase::Snapshot { .. } => {
+                let v = self
+                    .views
+                    .get(&vol)
+                    .ok_or("receive into a missing volume")?;
+                let ViewKind::Volume { top, .. } = v.kind else {
+                    return Err("receive into a view that is not a volume".into());
+                };
+                Some(top)
+            }
+            ReceiveBase::New | ReceiveBase::Origin { .. } => {
+                if self.views.contains_key(&vol) {
+                    return Err(format!("view {vol} exists already"));
+                }
+                None
+            }
+        };
+        self.views.remove(&staging);
+        self.staging.remove(&staging);
+        self.see_id(snap);
+        self.see_id(vol);
+        {
+            let l = self.layer_mut(sl)?;
+            l.frozen = true;
+            l.view = Some(snap);
+        }
+        self.views.insert(
+            snap,
+            View {
+                name: staged.spec.snapshot.clone(),
+                uuid: staged.spec.snapshot_uuid,
+                size: sv.size,
+                block_size: sv.block_size,
+                created,
+                origin: None,
+                kind: ViewKind::Snapshot {
+                    layer: sl,
+                    volume: vol,
+                },
+                mapped: sv.mapped,
+                reserved: 0,
+                unique: 0,
+            },
+        );
+        self.new_layer(new_top, Some(sl), Some(vol))?;
+        match old_top {
+            Some(top) => {
+                if let Some(vw) = self.views.get_mut(&vol) {
+                    if let ViewKind::Volume { guarantee, .. } = vw.kind {
+                        vw.kind = ViewKind::Volume {
+                            top: new_top,
+                            guarantee,
+                        };
+                    }
+                    vw.size = sv.size;
+                    vw.mapped = sv.mapped;
+                }
+                self.layer_mut(top)?.view = None;
+                self.collect(top, freed)?;
+            }
+            None => {
+                let origin = match &staged.spec.base {
+                    ReceiveBase::Origin {
+                        volume, snapshot, ..
+                    } => Some(format!("{volume}@{snapshot}")),
+                    _ => None,
+                };
+                self.views.insert(
+                    vol,
+                    View {
+                        name: staged.spec.volume.clone(),
+                        uuid: vol_uuid,
+                        size: sv.size,
+                        block_size: sv.block_size,
+                        created,
+                        origin,
+                        kind: ViewKind::Volume {
+                            top: new_top,
+                            guarantee: Guarantee::None,
+                        },
+                        mapped: sv.mapped,
+                        reserved: 0,
+                        unique: 0,
+                    },
+                );
+            }
+        }
+        self.refresh_reserved(vol);
         Ok(())
     }
 

@@ -19,6 +19,7 @@ mod codec;
 mod commit;
 mod commit_queue;
 mod device;
+mod diff;
 mod engine;
 mod error;
 mod io;
@@ -26,20 +27,24 @@ mod journal;
 mod layer;
 mod open;
 mod pool;
+mod receive;
 mod space;
 mod split;
+pub mod stream;
 mod superblock;
 #[cfg(test)]
 mod testutil;
 mod types;
 mod volume;
 
+pub use diff::{ChangedRange, ChunkDelta, SnapshotDelta, SnapshotRef};
 pub use error::{Result, StorageError};
 pub use pool::Pool;
+pub use receive::Receive;
 pub use split::SplitJob;
 pub use superblock::FORMAT_VERSION;
 pub use types::{
-    CheckReport, Guarantee, PoolOptions, PoolStats, PoolStatus, SnapshotInfo, SoftThreshold,
-    VolumeInfo, DEFAULT_CHUNK_SIZE,
+    CheckReport, Guarantee, PoolOptions, PoolStats, PoolStatus, ReceiveBase, ReceiveSpec,
+    ReceiveState, SnapshotInfo, SoftThreshold, VolumeInfo, DEFAULT_CHUNK_SIZE,
 };
 pub use volume::Volume;

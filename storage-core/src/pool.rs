@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// Largest volume: 2^60 bytes keeps every chunk index and byte offset far from overflow.
-const MAX_VOLUME_BYTES: u64 = 1 << 60;
+pub(crate) const MAX_VOLUME_BYTES: u64 = 1 << 60;
 
 /// A storage pool. Cheap to clone; all clones share one engine.
 #[derive(Clone)]
@@ -25,7 +25,7 @@ pub struct Pool {
     committer: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
-fn check_name(kind: &str, name: &str) -> Result<()> {
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 255 {
         return Err(StorageError::InvalidArgument(format!(
             "{kind} name must be 1..=255 bytes"
@@ -147,6 +147,7 @@ impl Pool {
             synced_writes: AtomicU64::new(0),
             commit: shared.clone(),
             vols: parking_lot::Mutex::new(Default::default()),
+            receiving: Default::default(),
             closed: Default::default(),
             zero_chunk: bytes::Bytes::from(vec![0u8; layout.chunk_size as usize]),
             name,
@@ -235,7 +236,12 @@ impl Pool {
             soft_threshold_pct: sb,
             soft_threshold_reached: reached,
             volumes: st.meta.views.values().filter(|v| v.is_volume()).count(),
-            snapshots: st.meta.views.values().filter(|v| !v.is_volume()).count(),
+            snapshots: st
+                .meta
+                .views
+                .values()
+                .filter(|v| matches!(v.kind, ViewKind::Snapshot { .. }))
+                .count(),
             layers: st.meta.layers.len(),
         }
     }

@@ -184,3 +184,60 @@ pub struct PoolStats {
     /// costs about 16 bytes plus hash-table overhead; see `chaincache`).
     pub chain_cache_entries: u64,
 }
+
+/// What a received delta applies to ([`crate::Pool::receive_begin`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReceiveBase {
+    /// A full stream: the replica volume must not exist; it is created on commit.
+    New,
+    /// An increment on `volume@snapshot` of this pool, whose uuid must be `uuid` (the
+    /// sender's uuid of the same snapshot, kept when it was received).
+    Snapshot {
+        /// Base snapshot name on the replica volume.
+        snapshot: String,
+        /// Its uuid (the sender's).
+        uuid: uuid::Uuid,
+    },
+    /// A clone sent as an increment from its origin: the replica volume must not exist and
+    /// is created on commit as a clone of `volume@snapshot` of this pool (uuid must match),
+    /// sharing its chunks.
+    Origin {
+        /// Volume holding the origin snapshot on this pool.
+        volume: String,
+        /// Origin snapshot name.
+        snapshot: String,
+        /// Its uuid (the sender's).
+        uuid: uuid::Uuid,
+    },
+}
+
+/// A delta to apply: which volume, on top of what, and the snapshot it produces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiveSpec {
+    /// The replica volume on this pool.
+    pub volume: String,
+    /// What the delta applies to.
+    pub base: ReceiveBase,
+    /// Name of the snapshot that appears on commit.
+    pub snapshot: String,
+    /// The sender's snapshot uuid, kept on the received snapshot (the next increment names
+    /// it as its base).
+    pub snapshot_uuid: uuid::Uuid,
+    /// Size of the snapshot in bytes (the volume takes this size on commit).
+    pub size_bytes: u64,
+    /// Logical block size: 512 or 4096.
+    pub block_size: u32,
+}
+
+/// A receive in progress, as [`crate::Pool::receives`] lists it (survives restarts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiveState {
+    /// What is being received.
+    pub spec: ReceiveSpec,
+    /// Resume point: every chunk index below it is staged durably; the sender restarts here.
+    pub next_index: u64,
+    /// Bytes of data chunks staged so far (counted in the pool's used space).
+    pub staged_bytes: u64,
+    /// When the receive began, seconds since the Unix epoch.
+    pub started_unix: u64,
+}

@@ -112,6 +112,10 @@ pub struct Metrics {
     digest_errors: IntCounterVec,
     tmf_requests: IntCounterVec,
     limit_refusals: IntCounterVec,
+    replica_streams: IntCounterVec,
+    replica_stream_bytes: IntCounterVec,
+    replica_receives_pending: IntGaugeVec,
+    replica_receive_staged: IntGaugeVec,
     write_buffer: IntGauge,
     read_buffer: IntGauge,
     pool_capacity: IntGaugeVec,
@@ -461,6 +465,30 @@ impl Metrics {
                 "lunar_limit_refusals_total",
                 "Connections, requests and commands refused (or closed) by a resource limit, by limit",
                 &["limit"],
+            ),
+            replica_streams: counter_vec(
+                &r,
+                "lunar_replica_streams_total",
+                "Replication streams sent or received over the admin socket, by direction and result (ok or the error kind)",
+                &["direction", "result"],
+            ),
+            replica_stream_bytes: counter_vec(
+                &r,
+                "lunar_replica_stream_bytes_total",
+                "Replication stream bytes sent or received over the admin socket, by direction",
+                &["direction"],
+            ),
+            replica_receives_pending: gauge_vec(
+                &r,
+                "lunar_replica_receives_pending",
+                "Interrupted replication receives waiting to be resumed (lunarctl replica receive-status), by pool",
+                &["pool"],
+            ),
+            replica_receive_staged: gauge_vec(
+                &r,
+                "lunar_replica_receive_staged_bytes",
+                "Bytes staged by interrupted or running replication receives, by pool",
+                &["pool"],
             ),
             write_buffer: gauge(
                 &r,
@@ -906,6 +934,21 @@ impl Metrics {
         self.limit_refusals.with_label_values(&[limit]).inc();
     }
 
+    /// A replication stream over the admin socket ended: `direction` is `send` or
+    /// `receive`, `result` `ok` or the error kind.
+    pub fn replica_stream(&self, direction: &str, result: &str) {
+        self.replica_streams
+            .with_label_values(&[direction, result])
+            .inc();
+    }
+
+    /// `bytes` of replication stream moved in `direction`.
+    pub fn replica_stream_bytes(&self, direction: &str, bytes: u64) {
+        self.replica_stream_bytes
+            .with_label_values(&[direction])
+            .inc_by(bytes);
+    }
+
     /// The write buffer budget grew (or, negative, shrank) by `delta` bytes.
     pub fn write_buffer_delta(&self, delta: i64) {
         self.write_buffer.add(delta);
@@ -979,8 +1022,19 @@ impl Metrics {
             &self.volume_unique,
             &self.volume_shared,
             &self.volume_reserved,
+            &self.replica_receives_pending,
+            &self.replica_receive_staged,
         ] {
             g.reset();
+        }
+        for (name, pool) in pools {
+            let pending = storage_core::stream::pending_receives(pool);
+            self.replica_receives_pending
+                .with_label_values(&[name])
+                .set(clamp(pending.len() as u64));
+            self.replica_receive_staged
+                .with_label_values(&[name])
+                .set(clamp(pending.iter().map(|p| p.staged_bytes).sum()));
         }
         // The copy-on-write counters are the sum over the pools (each pool's own counts
         // only grow while it is open).

@@ -5,6 +5,7 @@
 
 pub mod proto;
 pub mod socket;
+mod stream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -241,8 +242,8 @@ async fn serve_conn<R, W>(
     token: Option<Arc<Secret>>,
     limits: ConnLimits,
 ) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
 {
     let mut r = BufReader::new(r);
     let mut line = Vec::new();
@@ -299,6 +300,34 @@ async fn serve_conn<R, W>(
                     if authorized {
                         authenticated = true;
                         match req.request {
+                            // Byte-stream mode: the connection carries one stream and ends.
+                            Request::ReplicaSend {
+                                volume,
+                                snapshot,
+                                from,
+                                resume,
+                            } => {
+                                let args = stream::SendArgs {
+                                    volume,
+                                    snapshot,
+                                    from,
+                                    resume,
+                                };
+                                stream::serve_send(&mgr, args, &mut w, limits.idle).await;
+                                return;
+                            }
+                            Request::ReplicaReceive { volume, pool } => {
+                                stream::serve_receive(
+                                    &mgr,
+                                    pool,
+                                    volume,
+                                    &mut r,
+                                    &mut w,
+                                    limits.idle,
+                                )
+                                .await;
+                                return;
+                            }
                             r @ (Request::HaStatus | Request::HaMove { .. }) => {
                                 dispatch_ha(ha.clone(), r).await
                             }
@@ -536,6 +565,25 @@ pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
                 .map(|n| ClosedSessions { closed_sessions: n }),
         ),
         Request::ConfigExport => reply(mgr.export_yaml().await),
+        Request::SnapshotDiff { lun, from, to } => {
+            reply(mgr.snapshot_diff(&lun, from.as_deref(), &to).await)
+        }
+        Request::ReplicaReceiveStatus { pool } => {
+            reply(mgr.replica_receive_status(pool.as_deref()))
+        }
+        Request::ReplicaReceiveAbort { volume, pool } => reply(
+            mgr.replica_receive_abort(pool.as_deref(), &volume)
+                .await
+                .map(|()| Deleted {
+                    deleted: format!("staged receive of {volume}"),
+                    snapshots: Vec::new(),
+                }),
+        ),
+        Request::ReplicaSend { .. } | Request::ReplicaReceive { .. } => Response::err(
+            "bad_request",
+            "replica.send and replica.receive carry a byte stream: send them as the request \
+             of an admin connection (lunarctl replica send / receive)",
+        ),
         r @ (Request::HaStatus | Request::HaMove { .. }) => dispatch_ha(None, r).await,
     }
 }

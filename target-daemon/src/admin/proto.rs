@@ -169,6 +169,59 @@ pub enum Request {
         #[serde(default)]
         force: bool,
     },
+    /// The changed-block list between two snapshots of a LUN.
+    #[serde(rename = "snapshot.diff")]
+    SnapshotDiff {
+        /// LUN.
+        lun: String,
+        /// Earlier snapshot (`snap` of the LUN or `vol@snap` of its clone origin); none:
+        /// every range `to` holds data in.
+        #[serde(default)]
+        from: Option<String>,
+        /// Later snapshot.
+        to: String,
+    },
+    /// Stream `volume@snapshot` (byte-stream mode: after the response line come the stream
+    /// bytes, then lunard closes the connection; see docs/admin-api.md).
+    #[serde(rename = "replica.send")]
+    ReplicaSend {
+        /// Volume (LUN) name.
+        volume: String,
+        /// Snapshot to send.
+        snapshot: String,
+        /// Base: `snap` of the same volume or `vol@snap` of a clone's origin; none: full.
+        #[serde(default)]
+        from: Option<String>,
+        /// Resume token of an interrupted receive.
+        #[serde(default)]
+        resume: Option<String>,
+    },
+    /// Receive a stream into replica volume `volume` (byte-stream mode: the stream bytes
+    /// follow the request line; one response line when it is applied or refused).
+    #[serde(rename = "replica.receive")]
+    ReplicaReceive {
+        /// Replica volume name.
+        volume: String,
+        /// Pool (default: the first pool).
+        #[serde(default)]
+        pool: Option<String>,
+    },
+    /// Interrupted receives with their resume tokens.
+    #[serde(rename = "replica.receive_status")]
+    ReplicaReceiveStatus {
+        /// Only this pool's.
+        #[serde(default)]
+        pool: Option<String>,
+    },
+    /// Drop an interrupted receive's staged state.
+    #[serde(rename = "replica.receive_abort")]
+    ReplicaReceiveAbort {
+        /// Replica volume name.
+        volume: String,
+        /// Pool (default: the first pool).
+        #[serde(default)]
+        pool: Option<String>,
+    },
     /// Create a clone.
     #[serde(rename = "clone.create")]
     CloneCreate(CloneCreate),
@@ -322,6 +375,10 @@ pub struct WireError {
     /// The snapshots that keep a `lun.delete` without `recursive` from deleting the LUN.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<String>,
+    /// `replica.receive` interrupted with its staged state kept: the token to resume with
+    /// (`lunarctl replica send --resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
 }
 
 impl From<&MgrError> for WireError {
@@ -335,6 +392,12 @@ impl From<&MgrError> for WireError {
             snapshots: match e {
                 MgrError::HasSnapshots { snapshots, .. } => snapshots.clone(),
                 _ => Vec::new(),
+            },
+            resume_token: match e {
+                MgrError::Stream {
+                    resume: Some(t), ..
+                } => Some(t.to_string()),
+                _ => None,
             },
         }
     }
@@ -427,6 +490,7 @@ impl Response {
                 object: None,
                 name: None,
                 snapshots: Vec::new(),
+                resume_token: None,
             }),
         }
     }

@@ -6,6 +6,9 @@
 //! JSON result as lunard sent it with `--json`. Every error exits non-zero with one line on
 //! stderr: `lunarctl: <reason>`; a reader that stops reading (`| head`) ends it quietly.
 
+#[path = "lunarctl/replica.rs"]
+mod replica;
+
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,8 +26,9 @@ use target_daemon::admin::SOCKET_NAME;
 use target_daemon::config::{ByteSize, Config, DEFAULT_CONFIG_YAML};
 use target_daemon::ha::status::{HaStatus, MoveAccepted};
 use target_daemon::lunmgr::clones::CloneCreate;
+use target_daemon::lunmgr::replication::SnapshotDiff;
 use target_daemon::lunmgr::{
-    CloneJobView, LunCreate, LunSet, LunView, MappingView, PoolView, SessionView, SnapshotView,
+    human_bytes, CloneJobView, LunCreate, LunSet, LunView, MappingView, PoolView, SessionView, SnapshotView,
     TargetView,
 };
 use target_daemon::secret::{read_private_file, Secret};
@@ -92,6 +96,9 @@ enum Cmd {
     /// High availability: the gateways of this lunard's HA group.
     #[command(subcommand)]
     Ha(HaCmd),
+    /// Replication streams: send a snapshot (or its changes) to another lunard.
+    #[command(subcommand)]
+    Replica(replica::ReplicaCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,6 +246,17 @@ enum SnapCmd {
         item: String,
         #[arg(long)]
         force: bool,
+    },
+    /// The block ranges that changed between snapshots FIRST and SECOND of LUN (or, with
+    /// one snapshot, every range it holds data in): the changed-block list.
+    Diff {
+        /// LUN.
+        lun: String,
+        /// The earlier snapshot (a snapshot of LUN, or `VOL@SNAP` of its clone origin); or
+        /// the only one.
+        first: String,
+        /// The later snapshot.
+        second: Option<String>,
     },
 }
 
@@ -402,9 +420,32 @@ enum ConfigCmd {
 
 /// A connection to lunard.
 struct Client {
-    reader: Box<dyn BufRead>,
-    writer: Box<dyn Write>,
+    reader: Box<dyn BufRead + Send>,
+    writer: Box<dyn Write + Send>,
+    /// Half-closes the connection (the end of a `replica receive` stream).
+    shutdown: Option<Box<dyn FnOnce() -> io::Result<()> + Send>>,
     token: Option<Secret>,
+}
+
+/// The sending half of a connection, for a byte stream.
+struct StreamWriter {
+    writer: Box<dyn Write + Send>,
+    shutdown: Option<Box<dyn FnOnce() -> io::Result<()> + Send>>,
+}
+
+impl StreamWriter {
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        self.writer.write_all(b)
+    }
+
+    /// Flushes and half-closes: lunard sees the end of the stream.
+    fn finish(mut self) -> io::Result<()> {
+        self.writer.flush()?;
+        match self.shutdown.take() {
+            Some(f) => f(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The admin sockets tried when neither `--socket` nor `$LUNAR_SOCKET` names one: the
@@ -434,9 +475,11 @@ impl Client {
             let s = std::net::TcpStream::connect(addr)
                 .with_context(|| format!("cannot connect to lunard at {addr}"))?;
             let r = s.try_clone()?;
+            let h = s.try_clone()?;
             return Ok(Client {
                 reader: Box::new(BufReader::new(r)),
                 writer: Box::new(s),
+                shutdown: Some(Box::new(move || h.shutdown(std::net::Shutdown::Write))),
                 token: Some(token),
             });
         }
@@ -468,15 +511,17 @@ impl Client {
             )
         })?;
         let r = s.try_clone()?;
+        let h = s.try_clone()?;
         Ok(Client {
             reader: Box::new(BufReader::new(r)),
             writer: Box::new(s),
+            shutdown: Some(Box::new(move || h.shutdown(std::net::Shutdown::Write))),
             token: None,
         })
     }
 
-    /// Sends one request; returns its result, or fails with lunard's message.
-    fn call(&mut self, request: Request) -> anyhow::Result<Value> {
+    /// Writes one request line without waiting for the answer.
+    fn send_line(&mut self, request: Request) -> anyhow::Result<()> {
         let line = RequestLine {
             token: self.token.clone(),
             request,
@@ -487,6 +532,22 @@ impl Client {
             .write_all(&bytes)
             .context("sending the request")?;
         self.writer.flush()?;
+        Ok(())
+    }
+
+    /// The sending half, for a byte stream after a request line (once).
+    fn take_writer(&mut self) -> Option<StreamWriter> {
+        let shutdown = self.shutdown.take()?;
+        let writer = std::mem::replace(&mut self.writer, Box::new(io::sink()));
+        Some(StreamWriter {
+            writer,
+            shutdown: Some(shutdown),
+        })
+    }
+
+    /// Sends one request; returns its result, or fails with lunard's message.
+    fn call(&mut self, request: Request) -> anyhow::Result<Value> {
+        self.send_line(request)?;
         let Some(resp) = read_reply(&mut self.reader, MAX_RESPONSE_LINE)? else {
             bail!("lunard closed the connection without answering");
         };
@@ -1471,6 +1532,21 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
             )
         }
         Cmd::Config(ConfigCmd::Check { file }) => check_config(&file)?,
+        Cmd::Snapshot(SnapCmd::Diff { lun, first, second }) => {
+            let (from, to) = match second {
+                Some(s) => (Some(first), s),
+                None => (None, first),
+            };
+            Shown::typed(
+                c.call(Request::SnapshotDiff { lun, from, to })?,
+                print_diff,
+            )
+        }
+        Cmd::Replica(r) => match replica::run(r, &mut c, w)? {
+            Some(shown) => shown,
+            // It wrote its output (the stream) itself.
+            None => return Ok(()),
+        },
         Cmd::Config(ConfigCmd::Export { output }) => {
             let v = c.call(Request::ConfigExport)?;
             let text: String = decode(&v)?;
@@ -1488,6 +1564,24 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
         }
     };
     show(&cli, w, shown)
+}
+
+fn print_diff(w: Out<'_>, d: &SnapshotDiff) -> io::Result<()> {
+    writeln!(
+        w,
+        "{} -> {}: {} range(s), {} changed ({}-byte blocks)",
+        d.from.as_deref().unwrap_or("(nothing)"),
+        d.to,
+        d.ranges.len(),
+        human_bytes(d.changed_bytes),
+        d.block_size
+    )?;
+    writeln!(w, "{:>14} {:>12}  CONTENTS", "LBA", "BLOCKS")?;
+    for r in &d.ranges {
+        let what = if r.data { "data" } else { "zeros" };
+        writeln!(w, "{:>14} {:>12}  {what}", r.lba, r.blocks)?;
+    }
+    Ok(())
 }
 
 /// Prints what a command returned, as JSON with `--json`.

@@ -277,6 +277,14 @@ pub enum MgrError {
     /// The pool refused or failed.
     #[error("{}", storage_message(.0))]
     Storage(#[from] StorageError),
+    /// A replication stream was refused or failed (`replica.send`, `replica.receive`).
+    #[error("{}", stream_message(.source))]
+    Stream {
+        /// Why.
+        source: storage_core::stream::StreamError,
+        /// Set when a receive kept its staged state: the token to resume with.
+        resume: Option<storage_core::stream::ResumeToken>,
+    },
     /// `state.json` could not be written.
     #[error("{0}")]
     State(#[from] super::state::StateError),
@@ -293,6 +301,44 @@ fn not_owner_message(owner: Option<&str>) -> String {
             "this gateway is standby: the pool is open on gateway {o:?}; run the command there"
         ),
         None => "this gateway is standby and no gateway owns the pool right now (failover in progress?); retry on the owner".to_string(),
+    }
+}
+
+fn stream_message(e: &storage_core::stream::StreamError) -> String {
+    match e {
+        storage_core::stream::StreamError::Storage(s) => storage_message(s),
+        other => other.to_string(),
+    }
+}
+
+impl From<storage_core::stream::StreamError> for MgrError {
+    fn from(source: storage_core::stream::StreamError) -> Self {
+        MgrError::Stream {
+            source,
+            resume: None,
+        }
+    }
+}
+
+impl From<storage_core::stream::ReceiveError> for MgrError {
+    fn from(e: storage_core::stream::ReceiveError) -> Self {
+        MgrError::Stream {
+            source: e.error,
+            resume: e.resume,
+        }
+    }
+}
+
+/// Kind string of a storage error.
+fn storage_kind(e: &StorageError) -> &'static str {
+    match e {
+        StorageError::NotFound(_) => "not_found",
+        StorageError::AlreadyExists(_) => "already_exists",
+        StorageError::InvalidArgument(_) | StorageError::ReadOnly(_) => "invalid",
+        StorageError::NotAncestor(_) => "not_ancestor",
+        StorageError::NoSpace | StorageError::GuaranteeUnavailable { .. } => "no_space",
+        StorageError::Busy(_) => "busy",
+        _ => "internal",
     }
 }
 
@@ -352,13 +398,10 @@ impl MgrError {
             | MgrError::Attach { .. } => "invalid",
             MgrError::InUse { .. } | MgrError::StillCreating { .. } => "busy",
             MgrError::NoFreeLunNumber { .. } => "no_space",
-            MgrError::Storage(e) | MgrError::InPool { source: e, .. } => match e {
-                StorageError::NotFound(_) => "not_found",
-                StorageError::AlreadyExists(_) => "already_exists",
-                StorageError::InvalidArgument(_) | StorageError::ReadOnly(_) => "invalid",
-                StorageError::NoSpace | StorageError::GuaranteeUnavailable { .. } => "no_space",
-                StorageError::Busy(_) => "busy",
-                _ => "internal",
+            MgrError::Storage(e) | MgrError::InPool { source: e, .. } => storage_kind(e),
+            MgrError::Stream { source, .. } => match source {
+                storage_core::stream::StreamError::Storage(e) => storage_kind(e),
+                other => other.kind(),
             },
             // Another gateway of the HA group changed the shared state first: retry.
             MgrError::State(super::state::StateError::Conflict { .. }) => "busy",
@@ -392,6 +435,7 @@ impl MgrError {
             MgrError::InvalidValue { .. }
             | MgrError::NeedsArgument { .. }
             | MgrError::Storage(_)
+            | MgrError::Stream { .. }
             | MgrError::State(_)
             | MgrError::NotOwner { .. }
             | MgrError::Export(_) => None,

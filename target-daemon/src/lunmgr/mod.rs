@@ -22,6 +22,7 @@ mod luns;
 mod pool;
 #[cfg(test)]
 mod pool_tests;
+pub mod replication;
 mod seed;
 mod snapshots;
 pub mod state;
