@@ -20,6 +20,7 @@ mod gateway;
 pub use gateway::GatewayOpen;
 mod luns;
 mod pool;
+pub mod replicas;
 #[cfg(test)]
 mod pool_tests;
 pub mod replication;

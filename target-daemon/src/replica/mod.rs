@@ -12,6 +12,9 @@
 
 pub mod bandwidth;
 pub mod identity;
+pub mod link;
+pub mod listener;
 pub mod retention;
 pub mod schedule;
+pub mod service;
 pub mod tls;
