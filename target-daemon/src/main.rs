@@ -207,6 +207,7 @@ fn admin_options(
         tcp: *listen,
         token,
         ha: None,
+        replication: None,
     })
 }
 // --- end admin ---

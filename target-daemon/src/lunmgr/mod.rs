@@ -57,6 +57,11 @@ pub(crate) fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Seconds since the Unix epoch (for records other modules build).
+pub fn now_unix_secs() -> u64 {
+    now_unix()
+}
+
 /// Control block of a running clone/split job.
 pub(crate) struct JobCtl {
     pub(crate) cancel: tokio::sync::watch::Sender<bool>,

@@ -23,7 +23,7 @@ use super::identity::{load_cert, Fingerprint, Identity};
 use super::link::{read_line, write_line, Reply, Request, SnapEntry, PROTOCOL_VERSION};
 use super::listener::{self, connect, ClientConn, Handler, ListenerCfg, ServerConn};
 use super::retention::{newest_common, snapshot_name, to_delete, Snap};
-use super::schedule::{Action, Phase, Schedule, Transfer};
+use super::schedule::{Action, Schedule, Transfer};
 use super::tls::{client_config, server_config, PeerSet};
 use crate::config::ReplicationCfg;
 use crate::lunmgr::state::{ReplicaRecord, ReplicaRole, TransferRecord};
@@ -456,6 +456,14 @@ impl Replication {
         r.sched.lock().trigger(now_ms());
         r.wake.notify_one();
         Ok(())
+    }
+
+    /// Stops every relationship task (lunard shutting down; a transfer cut here resumes
+    /// at the next start).
+    pub fn stop_all(&self) {
+        for (_, r) in std::mem::take(&mut *self.running.lock()) {
+            r.task.abort();
+        }
     }
 
     fn stop(&self, name: &str) {
