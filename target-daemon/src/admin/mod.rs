@@ -18,10 +18,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::LimitsCfg;
 use crate::ha::status::HaControl;
-use crate::lunmgr::state::{ReplicaRecord, ReplicaRole};
-use crate::replica::service::Replication;
 use crate::lunmgr::state::ChapRecord;
+use crate::lunmgr::state::{ReplicaRecord, ReplicaRole};
 use crate::lunmgr::{LunManager, MgrError, ObjectKind};
+use crate::replica::service::Replication;
 use crate::secret::Secret;
 use proto::{
     ClosedSessions, Deleted, DeletedGroup, PoolCheck, Request, RequestLine, Response, RolledBack,
@@ -439,11 +439,15 @@ pub async fn dispatch_replication(repl: Option<Arc<Replication>>, req: Request) 
         Request::ReplicaList => encode(&repl.list().await),
         Request::ReplicaPause { name } => encode_or(repl.set_paused(&name, true).await),
         Request::ReplicaResume { name } => encode_or(repl.set_paused(&name, false).await),
-        Request::ReplicaSync { name } => encode_or(repl.sync(&name).map(|()| serde_json::json!({"sync": name}))),
+        Request::ReplicaSync { name } => {
+            encode_or(repl.sync(&name).map(|()| serde_json::json!({"sync": name})))
+        }
         Request::ReplicaDelete { name } => encode_or(repl.delete(&name).await),
         Request::ReplicaPromote { name } => encode_or(repl.promote(&name).await),
         Request::ReplicaReverse { name } => encode_or(repl.reverse(&name).await),
-        Request::ReplicaIdentity => encode(&serde_json::json!({"fingerprint": repl.fingerprint().to_string()})),
+        Request::ReplicaIdentity => {
+            encode(&serde_json::json!({"fingerprint": repl.fingerprint().to_string()}))
+        }
         _ => Response::err("internal", "not a replica request"),
     }
 }

@@ -28,8 +28,8 @@ use target_daemon::ha::status::{HaStatus, MoveAccepted};
 use target_daemon::lunmgr::clones::CloneCreate;
 use target_daemon::lunmgr::replication::SnapshotDiff;
 use target_daemon::lunmgr::{
-    human_bytes, CloneJobView, LunCreate, LunSet, LunView, MappingView, PoolView, SessionView, SnapshotView,
-    TargetView,
+    human_bytes, CloneJobView, LunCreate, LunSet, LunView, MappingView, PoolView, SessionView,
+    SnapshotView, TargetView,
 };
 use target_daemon::secret::{read_private_file, Secret};
 
@@ -1542,10 +1542,7 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
                 Some(s) => (Some(first), s),
                 None => (None, first),
             };
-            Shown::typed(
-                c.call(Request::SnapshotDiff { lun, from, to })?,
-                print_diff,
-            )
+            Shown::typed(c.call(Request::SnapshotDiff { lun, from, to })?, print_diff)
         }
         Cmd::Replica(r) => match replica::run(r, &mut c, w)? {
             Some(shown) => shown,

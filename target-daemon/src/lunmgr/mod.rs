@@ -20,9 +20,9 @@ mod gateway;
 pub use gateway::GatewayOpen;
 mod luns;
 mod pool;
-pub mod replicas;
 #[cfg(test)]
 mod pool_tests;
+pub mod replicas;
 pub mod replication;
 mod seed;
 mod snapshots;

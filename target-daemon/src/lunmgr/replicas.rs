@@ -66,7 +66,10 @@ pub(crate) fn check_set(
         return Err(invalid(
             "rename",
             name,
-            &format!("relationship {:?} replicates it: delete the relationship first", r.name),
+            &format!(
+                "relationship {:?} replicates it: delete the relationship first",
+                r.name
+            ),
         ));
     }
     Ok(())
@@ -106,7 +109,11 @@ impl LunManager {
             ));
         }
         if rec.bandwidth == Some(0) {
-            return Err(invalid("bandwidth", 0, "must be positive (omit it for no limit)"));
+            return Err(invalid(
+                "bandwidth",
+                0,
+                "must be positive (omit it for no limit)",
+            ));
         }
         rec.role = ReplicaRole::Source;
         st.replicas.insert(rec.name.clone(), rec.clone());
@@ -168,7 +175,10 @@ impl LunManager {
                 return Err(invalid(
                     "relationship",
                     &rec.name,
-                    &format!("this side is its {}: it does not receive (reverse it first)", r.role.as_str()),
+                    &format!(
+                        "this side is its {}: it does not receive (reverse it first)",
+                        r.role.as_str()
+                    ),
                 ));
             }
             return Ok(());
@@ -196,7 +206,10 @@ impl LunManager {
             return Err(invalid(
                 "relationship",
                 name,
-                &format!("this side is its {}: only a replica is promoted", r.role.as_str()),
+                &format!(
+                    "this side is its {}: only a replica is promoted",
+                    r.role.as_str()
+                ),
             ));
         }
         let (pool_name, pool) = self.lun_pool(&st, &r.volume)?;

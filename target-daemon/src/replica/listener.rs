@@ -285,9 +285,13 @@ mod tests {
         let (a, b, other) = (id("a"), id("b"), id("o"));
         let (addr, _stop) = server(&a, &[("site-b", &b)], 4, Duration::from_secs(5)).await;
         let cc = client_config(&b, "site-a", other.fingerprint()).unwrap();
-        let e = connect(&addr, cc, Duration::from_secs(5)).await.unwrap_err();
+        let e = connect(&addr, cc, Duration::from_secs(5))
+            .await
+            .unwrap_err();
         match e {
-            ConnectError::Tls { reason, message, .. } => {
+            ConnectError::Tls {
+                reason, message, ..
+            } => {
                 assert_eq!(reason, "unknown_peer", "{message}");
                 assert!(message.contains("replication.peers"), "{message}");
             }
@@ -341,7 +345,18 @@ mod tests {
             }
         });
         let cc = client_config(&b, "x", a.fingerprint()).unwrap();
-        let e = connect(&paddr, cc, Duration::from_secs(5)).await.unwrap_err();
-        assert!(matches!(e, ConnectError::Tls { reason: "not_tls", .. }), "{e}");
+        let e = connect(&paddr, cc, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConnectError::Tls {
+                    reason: "not_tls",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }

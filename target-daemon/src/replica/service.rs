@@ -98,8 +98,11 @@ impl Replication {
         let mut peers = BTreeMap::new();
         for p in &cfg.peers {
             let fingerprint = match (&p.fingerprint, &p.certificate) {
-                (Some(fp), _) => Fingerprint::parse(fp).map_err(|m| anyhow!("replication peer {}: {m}", p.name))?,
-                (None, Some(c)) => Fingerprint::of(&load_cert(&abs(c)).with_context(|| format!("replication peer {}", p.name))?),
+                (Some(fp), _) => Fingerprint::parse(fp)
+                    .map_err(|m| anyhow!("replication peer {}: {m}", p.name))?,
+                (None, Some(c)) => Fingerprint::of(
+                    &load_cert(&abs(c)).with_context(|| format!("replication peer {}", p.name))?,
+                ),
                 (None, None) => bail!("replication peer {}: no fingerprint or certificate", p.name),
             };
             peers.insert(
@@ -184,10 +187,11 @@ impl Replication {
         let name = rec.name.clone();
         let (s2, w2) = (sched.clone(), wake.clone());
         let task = tokio::spawn(async move { me.drive(name, s2, w2).await });
-        if let Some(old) = self.running.lock().insert(
-            rec.name.clone(),
-            Running { sched, wake, task },
-        ) {
+        if let Some(old) = self
+            .running
+            .lock()
+            .insert(rec.name.clone(), Running { sched, wake, task })
+        {
             old.task.abort();
         }
     }
@@ -218,7 +222,9 @@ impl Replication {
                 }
                 continue;
             }
-            let sleep = due.map_or(Duration::from_secs(3600), |d| Duration::from_millis(d.saturating_sub(now).max(1)));
+            let sleep = due.map_or(Duration::from_secs(3600), |d| {
+                Duration::from_millis(d.saturating_sub(now).max(1))
+            });
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = wake.notified() => {}
@@ -239,12 +245,22 @@ impl Replication {
     }
 
     /// One request/reply exchange on a new connection.
-    async fn ask(&self, peer: &str, req: &Request) -> anyhow::Result<(Reply, BufReader<tokio::io::ReadHalf<ClientConn>>, tokio::io::WriteHalf<ClientConn>)> {
+    async fn ask(
+        &self,
+        peer: &str,
+        req: &Request,
+    ) -> anyhow::Result<(
+        Reply,
+        BufReader<tokio::io::ReadHalf<ClientConn>>,
+        tokio::io::WriteHalf<ClientConn>,
+    )> {
         let (addr, tls) = self.client(peer)?;
         let conn = connect(&addr, tls, self.timeout).await?;
         let (rd, mut wr) = tokio::io::split(conn);
         let mut rd = BufReader::new(rd);
-        write_line(&mut wr, req).await.context("sending the request")?;
+        write_line(&mut wr, req)
+            .await
+            .context("sending the request")?;
         let reply: Reply = tokio::time::timeout(self.idle, read_line(&mut rd))
             .await
             .map_err(|_| anyhow!("peer {peer} did not answer within {:?}", self.idle))??;
@@ -292,7 +308,17 @@ impl Replication {
         let mut resumed = None;
         if let Some(tok) = &resume_token {
             for s in local.iter().rev() {
-                if self.mgr.replica_prepare_send(&rec.volume, &s.name, common.as_ref().map(|c| c.0.as_str()), Some(tok)).await.is_ok() {
+                if self
+                    .mgr
+                    .replica_prepare_send(
+                        &rec.volume,
+                        &s.name,
+                        common.as_ref().map(|c| c.0.as_str()),
+                        Some(tok),
+                    )
+                    .await
+                    .is_ok()
+                {
                     resumed = Some(s.name.clone());
                     break;
                 }
@@ -335,7 +361,9 @@ impl Replication {
             bail!("peer {} is not ready to receive", rec.peer);
         }
         let progress = Arc::new(StreamProgress::default());
-        self.progress.lock().insert(name.to_string(), progress.clone());
+        self.progress
+            .lock()
+            .insert(name.to_string(), progress.clone());
         let t0 = Instant::now();
         let mut w = Throttled::new(wr, rec.bandwidth);
         let sent = watchdog(self.idle, &progress, async {
@@ -346,12 +374,15 @@ impl Replication {
         .await;
         self.progress.lock().remove(name);
         let sent = sent?;
-        let reply: Reply = tokio::time::timeout(self.idle.max(Duration::from_secs(60)), read_line(&mut rd))
-            .await
-            .map_err(|_| anyhow!("peer {} did not confirm the transfer", rec.peer))??;
+        let reply: Reply =
+            tokio::time::timeout(self.idle.max(Duration::from_secs(60)), read_line(&mut rd))
+                .await
+                .map_err(|_| anyhow!("peer {} did not confirm the transfer", rec.peer))??;
         let bytes = match reply {
             Reply::Received { bytes, .. } => bytes,
-            Reply::Error { kind, message, .. } => bail!("peer {} could not receive ({kind}): {message}", rec.peer),
+            Reply::Error { kind, message, .. } => {
+                bail!("peer {} could not receive ({kind}): {message}", rec.peer)
+            }
             _ => bail!("peer {} answered the stream with something else", rec.peer),
         };
         let duration = t0.elapsed();
@@ -363,7 +394,8 @@ impl Replication {
         };
         self.mgr
             .replica_update(name, |r| {
-                r.replicated_as_of_ms = Some(t.snapshot_unix_ms.max(r.replicated_as_of_ms.unwrap_or(0)));
+                r.replicated_as_of_ms =
+                    Some(t.snapshot_unix_ms.max(r.replicated_as_of_ms.unwrap_or(0)));
                 r.last_transfer = Some(TransferRecord {
                     snapshot: snap.clone(),
                     bytes: sent.bytes,
@@ -396,7 +428,11 @@ impl Replication {
         Ok(t)
     }
 
-    async fn prune_local(&self, rec: &ReplicaRecord, common: uuid::Uuid) -> anyhow::Result<Vec<String>> {
+    async fn prune_local(
+        &self,
+        rec: &ReplicaRecord,
+        common: uuid::Uuid,
+    ) -> anyhow::Result<Vec<String>> {
         prune(&self.mgr, &rec.volume, rec.keep_local, common).await
     }
 
@@ -422,13 +458,22 @@ impl Replication {
             .map(|record| {
                 let r = running.get(&record.name).map(|r| r.sched.lock().clone());
                 RelationshipView {
-                    state: r.as_ref().map_or(
-                        if record.role == ReplicaRole::Source { "stopped" } else { record.role.as_str() },
-                        |s| s.phase().as_str(),
-                    ).to_string(),
+                    state: r
+                        .as_ref()
+                        .map_or(
+                            if record.role == ReplicaRole::Source {
+                                "stopped"
+                            } else {
+                                record.role.as_str()
+                            },
+                            |s| s.phase().as_str(),
+                        )
+                        .to_string(),
                     lag_secs: r.as_ref().map(|s| s.lag_ms(now) / 1000),
                     last_error: r.as_ref().and_then(|s| s.last_error().map(str::to_string)),
-                    transferring_bytes: progress.get(&record.name).map(|p| p.bytes.load(Ordering::Relaxed)),
+                    transferring_bytes: progress
+                        .get(&record.name)
+                        .map(|p| p.bytes.load(Ordering::Relaxed)),
                     record,
                 }
             })
@@ -452,7 +497,9 @@ impl Replication {
     /// `replica sync`: a cycle now.
     pub fn sync(&self, name: &str) -> anyhow::Result<()> {
         let running = self.running.lock();
-        let r = running.get(name).ok_or_else(|| anyhow!("relationship {name:?} is not a running source relationship here"))?;
+        let r = running.get(name).ok_or_else(|| {
+            anyhow!("relationship {name:?} is not a running source relationship here")
+        })?;
         r.sched.lock().trigger(now_ms());
         r.wake.notify_one();
         Ok(())
@@ -489,20 +536,47 @@ impl Replication {
     pub async fn reverse(self: &Arc<Self>, name: &str) -> anyhow::Result<ReplicaRecord> {
         let rec = self.mgr.replica_record(name).await?;
         if rec.role != ReplicaRole::Promoted {
-            bail!("relationship {name:?} is the {} here: reverse runs on the promoted replica", rec.role.as_str());
+            bail!(
+                "relationship {name:?} is the {} here: reverse runs on the promoted replica",
+                rec.role.as_str()
+            );
         }
         let (_, pool) = self.mgr.replica_pool(&rec.volume).await?;
         let (reply, _, _) = self
-            .ask(&rec.peer, &Request::Status { version: PROTOCOL_VERSION, relationship: name.into(), volume: rec.remote_volume.clone() })
+            .ask(
+                &rec.peer,
+                &Request::Status {
+                    version: PROTOCOL_VERSION,
+                    relationship: name.into(),
+                    volume: rec.remote_volume.clone(),
+                },
+            )
             .await?;
-        let Reply::Status { snapshots: remote, .. } = reply else {
+        let Reply::Status {
+            snapshots: remote, ..
+        } = reply
+        else {
             bail!("peer {} answered Status with something else", rec.peer);
         };
-        let local: Vec<(String, uuid::Uuid)> = pool.snapshots(Some(&rec.volume)).into_iter().map(|s| (s.name, s.uuid)).collect();
+        let local: Vec<(String, uuid::Uuid)> = pool
+            .snapshots(Some(&rec.volume))
+            .into_iter()
+            .map(|s| (s.name, s.uuid))
+            .collect();
         let remote_uuids: Vec<uuid::Uuid> = remote.iter().map(|s| s.uuid).collect();
-        let (_, uuid) = newest_common(&local, &remote_uuids)
-            .ok_or_else(|| anyhow!("{} and {}@{} share no snapshot: a reverse would need a full copy", rec.volume, rec.remote_volume, rec.peer))?;
-        let remote_name = remote.iter().find(|s| s.uuid == uuid).map(|s| s.name.clone()).ok_or_else(|| anyhow!("common snapshot vanished"))?;
+        let (_, uuid) = newest_common(&local, &remote_uuids).ok_or_else(|| {
+            anyhow!(
+                "{} and {}@{} share no snapshot: a reverse would need a full copy",
+                rec.volume,
+                rec.remote_volume,
+                rec.peer
+            )
+        })?;
+        let remote_name = remote
+            .iter()
+            .find(|s| s.uuid == uuid)
+            .map(|s| s.name.clone())
+            .ok_or_else(|| anyhow!("common snapshot vanished"))?;
         self.ask(
             &rec.peer,
             &Request::Demote {
@@ -529,27 +603,58 @@ impl Replication {
 
     // ---- the replica side: requests from peers ----
 
-    async fn answer(self: &Arc<Self>, peer: &str, req: Request, rd: &mut BufReader<tokio::io::ReadHalf<ServerConn>>, wr: &mut tokio::io::WriteHalf<ServerConn>) -> Result<Reply, MgrErrorReply> {
+    async fn answer(
+        self: &Arc<Self>,
+        peer: &str,
+        req: Request,
+        rd: &mut BufReader<tokio::io::ReadHalf<ServerConn>>,
+        wr: &mut tokio::io::WriteHalf<ServerConn>,
+    ) -> Result<Reply, MgrErrorReply> {
         if req.version() != PROTOCOL_VERSION {
-            return Err(MgrErrorReply::new("protocol", format!("replication protocol {} here, {} there: upgrade the older lunard", PROTOCOL_VERSION, req.version())));
+            return Err(MgrErrorReply::new(
+                "protocol",
+                format!(
+                    "replication protocol {} here, {} there: upgrade the older lunard",
+                    PROTOCOL_VERSION,
+                    req.version()
+                ),
+            ));
         }
         match req {
-            Request::Status { relationship, volume, .. } => {
+            Request::Status {
+                relationship,
+                volume,
+                ..
+            } => {
                 self.check_peer(&relationship, peer, &volume).await?;
                 let (_, pool) = self.mgr.replica_pool(&volume).await?;
                 let exists = pool.volume_info(&volume).is_ok();
                 let snapshots = pool
                     .snapshots(Some(&volume))
                     .into_iter()
-                    .map(|s| SnapEntry { name: s.name, uuid: s.uuid, created_unix: s.created_unix })
+                    .map(|s| SnapEntry {
+                        name: s.name,
+                        uuid: s.uuid,
+                        created_unix: s.created_unix,
+                    })
                     .collect();
                 let resume_token = storage_core::stream::pending_receives(&pool)
                     .into_iter()
                     .find(|p| p.volume == volume)
                     .map(|p| p.token.to_string());
-                Ok(Reply::Status { exists, snapshots, resume_token })
+                Ok(Reply::Status {
+                    exists,
+                    snapshots,
+                    resume_token,
+                })
             }
-            Request::Receive { relationship, volume, source_volume, every_secs, .. } => {
+            Request::Receive {
+                relationship,
+                volume,
+                source_volume,
+                every_secs,
+                ..
+            } => {
                 self.check_peer(&relationship, peer, &volume).await?;
                 self.mgr
                     .replica_adopt(ReplicaRecord {
@@ -569,11 +674,16 @@ impl Replication {
                         last_transfer: None,
                     })
                     .await?;
-                write_line(wr, &Reply::Ready).await.map_err(|e| MgrErrorReply::new("io", e.to_string()))?;
+                write_line(wr, &Reply::Ready)
+                    .await
+                    .map_err(|e| MgrErrorReply::new("io", e.to_string()))?;
                 let progress = Arc::new(StreamProgress::default());
                 let t0 = Instant::now();
                 let r = watchdog(self.idle, &progress, async {
-                    Ok(self.mgr.replica_receive(None, &volume, &mut *rd, &progress).await)
+                    Ok(self
+                        .mgr
+                        .replica_receive(None, &volume, &mut *rd, &progress)
+                        .await)
                 })
                 .await;
                 let got = match r {
@@ -595,34 +705,68 @@ impl Replication {
                         });
                     })
                     .await;
-                Ok(Reply::Received { snapshot: got.snapshot, kind: got.kind, bytes: got.bytes })
+                Ok(Reply::Received {
+                    snapshot: got.snapshot,
+                    kind: got.kind,
+                    bytes: got.bytes,
+                })
             }
-            Request::Prune { relationship, volume, keep, common, .. } => {
+            Request::Prune {
+                relationship,
+                volume,
+                keep,
+                common,
+                ..
+            } => {
                 let r = self.check_peer(&relationship, peer, &volume).await?;
                 if r.is_none_or(|r| r.role != ReplicaRole::Replica) {
-                    return Err(MgrErrorReply::new("invalid", format!("{volume} is not a replica of relationship {relationship} here")));
+                    return Err(MgrErrorReply::new(
+                        "invalid",
+                        format!("{volume} is not a replica of relationship {relationship} here"),
+                    ));
                 }
-                let deleted = prune(&self.mgr, &volume, keep, common).await.map_err(|e| MgrErrorReply::new("internal", format!("{e:#}")))?;
+                let deleted = prune(&self.mgr, &volume, keep, common)
+                    .await
+                    .map_err(|e| MgrErrorReply::new("internal", format!("{e:#}")))?;
                 Ok(Reply::Pruned { deleted })
             }
-            Request::Demote { relationship, volume, source_volume, common, .. } => {
+            Request::Demote {
+                relationship,
+                volume,
+                source_volume,
+                common,
+                ..
+            } => {
                 let r = self.check_peer(&relationship, peer, &volume).await?;
                 if r.is_none() {
-                    return Err(MgrErrorReply::new("not_found", format!("no relationship {relationship} here")));
+                    return Err(MgrErrorReply::new(
+                        "not_found",
+                        format!("no relationship {relationship} here"),
+                    ));
                 }
                 self.stop(&relationship);
-                self.mgr.replica_demote(&relationship, peer, &volume, &source_volume, &common).await?;
+                self.mgr
+                    .replica_demote(&relationship, peer, &volume, &source_volume, &common)
+                    .await?;
                 Ok(Reply::Demoted)
             }
         }
     }
 
     /// The relationship `name` here, which must be `peer`'s and about `volume` if it exists.
-    async fn check_peer(&self, name: &str, peer: &str, volume: &str) -> Result<Option<ReplicaRecord>, MgrErrorReply> {
+    async fn check_peer(
+        &self,
+        name: &str,
+        peer: &str,
+        volume: &str,
+    ) -> Result<Option<ReplicaRecord>, MgrErrorReply> {
         match self.mgr.replica_record(name).await {
             Ok(r) if r.peer != peer || r.volume != volume => Err(MgrErrorReply::new(
                 "invalid",
-                format!("relationship {name} here is {} with peer {}, not {volume} with {peer}", r.volume, r.peer),
+                format!(
+                    "relationship {name} here is {} with peer {}, not {volume} with {peer}",
+                    r.volume, r.peer
+                ),
             )),
             Ok(r) => Ok(Some(r)),
             Err(_) => Ok(None),
@@ -632,9 +776,18 @@ impl Replication {
 
 /// Deletes the `repl-` snapshots of `volume` beyond `keep`, never the one with uuid
 /// `common`, nor one a clone was made from (kept until the clone goes).
-async fn prune(mgr: &LunManager, volume: &str, keep: u32, common: uuid::Uuid) -> anyhow::Result<Vec<String>> {
+async fn prune(
+    mgr: &LunManager,
+    volume: &str,
+    keep: u32,
+    common: uuid::Uuid,
+) -> anyhow::Result<Vec<String>> {
     let (_, pool) = mgr.replica_pool(volume).await?;
-    let origins: Vec<String> = pool.volumes().into_iter().filter_map(|v| v.origin).collect();
+    let origins: Vec<String> = pool
+        .volumes()
+        .into_iter()
+        .filter_map(|v| v.origin)
+        .collect();
     let snaps: Vec<Snap> = pool
         .snapshots(Some(volume))
         .into_iter()
@@ -648,14 +801,20 @@ async fn prune(mgr: &LunManager, volume: &str, keep: u32, common: uuid::Uuid) ->
     for n in to_delete(&snaps, keep, Some(common)) {
         match mgr.snapshot_delete(volume, &n).await {
             Ok(()) => deleted.push(n),
-            Err(e) => tracing::info!(volume, snapshot = %n, error = %e, "retention kept a snapshot it could not delete"),
+            Err(e) => {
+                tracing::info!(volume, snapshot = %n, error = %e, "retention kept a snapshot it could not delete")
+            }
         }
     }
     Ok(deleted)
 }
 
 /// Runs `fut`, failing it when `progress.bytes` stands still for `idle`.
-async fn watchdog<T>(idle: Duration, progress: &StreamProgress, fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+async fn watchdog<T>(
+    idle: Duration,
+    progress: &StreamProgress,
+    fut: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tokio::pin!(fut);
     let mut last = progress.bytes.load(Ordering::Relaxed);
     loop {
@@ -682,7 +841,11 @@ struct MgrErrorReply {
 
 impl MgrErrorReply {
     fn new(kind: &str, message: String) -> Self {
-        MgrErrorReply { kind: kind.into(), message, resume: None }
+        MgrErrorReply {
+            kind: kind.into(),
+            message,
+            resume: None,
+        }
     }
 }
 
@@ -692,12 +855,21 @@ impl From<MgrError> for MgrErrorReply {
             MgrError::Stream { resume, .. } => resume.as_ref().map(ToString::to_string),
             _ => None,
         };
-        MgrErrorReply { kind: e.kind().to_string(), message: e.to_string(), resume }
+        MgrErrorReply {
+            kind: e.kind().to_string(),
+            message: e.to_string(),
+            resume,
+        }
     }
 }
 
 impl Handler for Replication {
-    fn serve(self: Arc<Self>, peer: String, conn: ServerConn, deadline: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn serve(
+        self: Arc<Self>,
+        peer: String,
+        conn: ServerConn,
+        deadline: Duration,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             let (rd, mut wr) = tokio::io::split(conn);
             let mut rd = BufReader::new(rd);
@@ -706,7 +878,15 @@ impl Handler for Replication {
                 Ok(Err(e)) => {
                     tracing::warn!(%peer, error = %e, "replication request refused");
                     crate::metrics::global().replica_link_refused("bad_request");
-                    let _ = write_line(&mut wr, &Reply::Error { kind: "protocol".into(), message: e.to_string(), resume_token: None }).await;
+                    let _ = write_line(
+                        &mut wr,
+                        &Reply::Error {
+                            kind: "protocol".into(),
+                            message: e.to_string(),
+                            resume_token: None,
+                        },
+                    )
+                    .await;
                     return;
                 }
                 Err(_) => {
@@ -718,7 +898,11 @@ impl Handler for Replication {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(%peer, kind = %e.kind, error = %e.message, "replication request failed");
-                    Reply::Error { kind: e.kind, message: e.message, resume_token: e.resume }
+                    Reply::Error {
+                        kind: e.kind,
+                        message: e.message,
+                        resume_token: e.resume,
+                    }
                 }
             };
             let _ = write_line(&mut wr, &reply).await;

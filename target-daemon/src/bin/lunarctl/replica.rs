@@ -163,7 +163,12 @@ pub(crate) enum IdentityCmd {
 pub(crate) fn offline(cmd: &ReplicaCmd) -> anyhow::Result<Option<Shown>> {
     use target_daemon::replica::identity::{load_cert, Fingerprint, Identity};
     match cmd {
-        ReplicaCmd::Identity(IdentityCmd::Create { cert, key, name, force }) => {
+        ReplicaCmd::Identity(IdentityCmd::Create {
+            cert,
+            key,
+            name,
+            force,
+        }) => {
             let id = Identity::create(name, cert, key, *force)?;
             let fp = id.fingerprint().to_string();
             Ok(Some(Shown::line(
@@ -177,7 +182,10 @@ pub(crate) fn offline(cmd: &ReplicaCmd) -> anyhow::Result<Option<Shown>> {
         }
         ReplicaCmd::Identity(IdentityCmd::Show { cert: Some(cert) }) => {
             let fp = Fingerprint::of(&load_cert(cert)?).to_string();
-            Ok(Some(Shown::line(serde_json::json!({"fingerprint": fp}), fp)))
+            Ok(Some(Shown::line(
+                serde_json::json!({"fingerprint": fp}),
+                fp,
+            )))
         }
         _ => Ok(None),
     }
@@ -278,13 +286,40 @@ pub(crate) fn run(cmd: ReplicaCmd, c: &mut Client, w: Out<'_>) -> anyhow::Result
                 ),
             )))
         }
-        ReplicaCmd::List => Ok(Some(Shown::list(c.call(Request::ReplicaList)?, print_relationships))),
-        ReplicaCmd::Pause { name } => simple(c, Request::ReplicaPause { name: name.clone() }, format!("{name} paused")),
-        ReplicaCmd::Resume { name } => simple(c, Request::ReplicaResume { name: name.clone() }, format!("{name} resumed")),
-        ReplicaCmd::Sync { name } => simple(c, Request::ReplicaSync { name: name.clone() }, format!("{name}: cycle requested")),
-        ReplicaCmd::Delete { name } => simple(c, Request::ReplicaDelete { name: name.clone() }, format!("{name} deleted (volumes and snapshots kept)")),
-        ReplicaCmd::Promote { name } => simple(c, Request::ReplicaPromote { name: name.clone() }, format!("{name}: replica promoted, the LUN is writable")),
-        ReplicaCmd::Reverse { name } => simple(c, Request::ReplicaReverse { name: name.clone() }, format!("{name} reversed: this side is the source now")),
+        ReplicaCmd::List => Ok(Some(Shown::list(
+            c.call(Request::ReplicaList)?,
+            print_relationships,
+        ))),
+        ReplicaCmd::Pause { name } => simple(
+            c,
+            Request::ReplicaPause { name: name.clone() },
+            format!("{name} paused"),
+        ),
+        ReplicaCmd::Resume { name } => simple(
+            c,
+            Request::ReplicaResume { name: name.clone() },
+            format!("{name} resumed"),
+        ),
+        ReplicaCmd::Sync { name } => simple(
+            c,
+            Request::ReplicaSync { name: name.clone() },
+            format!("{name}: cycle requested"),
+        ),
+        ReplicaCmd::Delete { name } => simple(
+            c,
+            Request::ReplicaDelete { name: name.clone() },
+            format!("{name} deleted (volumes and snapshots kept)"),
+        ),
+        ReplicaCmd::Promote { name } => simple(
+            c,
+            Request::ReplicaPromote { name: name.clone() },
+            format!("{name}: replica promoted, the LUN is writable"),
+        ),
+        ReplicaCmd::Reverse { name } => simple(
+            c,
+            Request::ReplicaReverse { name: name.clone() },
+            format!("{name} reversed: this side is the source now"),
+        ),
         ReplicaCmd::ReceiveAbort { volume, pool } => {
             let v = c.call(Request::ReplicaReceiveAbort { volume, pool })?;
             let d: Deleted = decode(&v)?;
