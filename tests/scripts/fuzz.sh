@@ -2,7 +2,8 @@
 # Bounded fuzzing of every parser that reads untrusted bytes: builds the libFuzzer targets of
 # scsi-proto/fuzz (iSCSI PDUs, text, login, CDBs and sense, PERSISTENT RESERVE OUT lists and
 # TransportIDs, EXTENDED COPY lists, UNMAP lists) and target-daemon/fuzz (admin request
-# lines, YAML configuration, PDU streams through the iSCSI connection machine) on stable Rust, then runs each one for a fixed time starting
+# lines, YAML configuration, PDU streams through the iSCSI connection machine) and
+# storage-core/fuzz (replication streams) on stable Rust, then runs each one for a fixed time starting
 # from its committed corpus. Exits non-zero if any target crashes, hangs or leaks past its
 # limits, printing the input that did it and how to replay it.
 #
@@ -32,6 +33,7 @@ target_dir="$target_dir/fuzz"
 crates=(
   "scsi-proto/fuzz:pdu_decode text_parse login cdb_parse pr_out xcopy unmap"
   "target-daemon/fuzz:admin_request config_yaml iscsi_connection"
+  "storage-core/fuzz:stream_decode"
 )
 
 host=$(rustc -vV | sed -n 's/^host: //p')

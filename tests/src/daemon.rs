@@ -268,6 +268,22 @@ impl Lunard {
         Ok(status)
     }
 
+    /// Kills the daemon with SIGKILL (no chance to clean up: a crash) and reaps it;
+    /// [`restart`](Self::restart) starts it again on the same data dir.
+    pub fn kill9(&mut self) -> Result<()> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("lunard is not running"))?;
+        child.kill().context("SIGKILL lunard")?;
+        let status = child.wait().context("reaping lunard")?;
+        append_log(
+            &self.log_path,
+            &format!("=== e2e: killed (SIGKILL): {status}\n"),
+        );
+        Ok(())
+    }
+
     /// Stops the daemon (SIGTERM) and starts it again on the same data dir and configuration.
     /// The portal port may change.
     pub fn restart(&mut self) -> Result<()> {

@@ -100,7 +100,7 @@ fn a_stream_round_trips_whatever_the_read_sizes() {
     let bytes = encode_stream(&h, &records);
     for step in [1, 3, 7, 16, 100, 4096, 5000, bytes.len()] {
         let ev = decode_all(&bytes, step).unwrap();
-        assert_eq!(ev[0], Event::Header(h.clone()));
+        assert_eq!(ev[0], Event::Header(Box::new(h.clone())));
         let got: Vec<Record> = ev[1..ev.len() - 1]
             .iter()
             .map(|e| match e {
@@ -410,7 +410,7 @@ proptest! {
     fn any_valid_stream_round_trips((h, records) in arb_stream(), step in 1usize..9000) {
         let bytes = encode_stream(&h, &records);
         let ev = decode_all(&bytes, step).unwrap();
-        prop_assert_eq!(&ev[0], &Event::Header(h));
+        prop_assert_eq!(&ev[0], &Event::Header(Box::new(h)));
         prop_assert_eq!(ev.len(), records.len() + 2);
         for (e, r) in ev[1..].iter().zip(&records) {
             prop_assert_eq!(e, &Event::Record(r.clone()));

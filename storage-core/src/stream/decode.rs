@@ -34,8 +34,8 @@ pub enum Record {
 /// What the decoder produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// The header (always first, exactly once).
-    Header(StreamHeader),
+    /// The header (always first, exactly once; boxed: it is large next to a record).
+    Header(Box<StreamHeader>),
     /// A verified record.
     Record(Record),
     /// The END trailer, verified against everything before it (always last).
@@ -46,7 +46,7 @@ pub enum Event {
 enum State {
     Header,
     Records {
-        header: StreamHeader,
+        header: Box<StreamHeader>,
         seed: u32,
     },
     Done,
@@ -136,7 +136,7 @@ impl Decoder {
     /// The header, once decoded.
     pub fn header(&self) -> Option<&StreamHeader> {
         match &self.state {
-            State::Records { header, .. } => Some(header),
+            State::Records { header, .. } => Some(header.as_ref()),
             _ => None,
         }
     }
@@ -196,6 +196,7 @@ impl Decoder {
                 self.consume(len);
                 self.digest = crc;
                 self.next_index = h.start_index;
+                let h = Box::new(h);
                 self.state = State::Records {
                     header: h.clone(),
                     seed: crc,

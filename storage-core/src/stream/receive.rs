@@ -248,7 +248,7 @@ async fn read_header<R: AsyncRead + Unpin>(
     loop {
         if let Some(ev) = dec.next_event()? {
             return match ev {
-                Event::Header(h) => Ok(h),
+                Event::Header(h) => Ok(*h),
                 _ => Err(StreamError::BadMagic),
             };
         }

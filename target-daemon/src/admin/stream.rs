@@ -191,3 +191,33 @@ pub(crate) async fn serve_receive<R, W>(
     }
     let _ = write_response(w, &reply(result)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_stream_times_out_but_time_spent_elsewhere_does_not_count() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let mut r = Idle::new(b, Duration::from_secs(10));
+        a.write_all(b"x").await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(r.read(&mut buf).await.unwrap(), 1);
+        // Busy elsewhere for longer than the idle time: the next read still waits afresh.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        a.write_all(b"y").await.unwrap();
+        assert_eq!(r.read(&mut buf).await.unwrap(), 1);
+        // Nothing comes: timed out.
+        let e = r.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_stops_reading_times_the_writer_out() {
+        let (_a, b) = tokio::io::duplex(16);
+        let mut w = Idle::new(b, Duration::from_secs(5));
+        let e = w.write_all(&[0u8; 64]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+}
