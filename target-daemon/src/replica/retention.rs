@@ -18,7 +18,7 @@ pub const SNAPSHOT_PREFIX: &str = "repl-";
 /// cycles fall in one second).
 pub fn snapshot_name(unix_secs: u64, taken: &[String]) -> String {
     let base = format!("{SNAPSHOT_PREFIX}{unix_secs}");
-    if !taken.iter().any(|t| *t == base) {
+    if !taken.contains(&base) {
         return base;
     }
     (1..)
