@@ -199,6 +199,11 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![id.cert.clone()], id.key.clone_key())?;
+    let mut cfg = cfg;
+    // No session resumption: each connection is one request, and unsolicited tickets
+    // would be data the client never reads (a close with unread data resets the
+    // connection under the stream's last bytes).
+    cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
 }
 
