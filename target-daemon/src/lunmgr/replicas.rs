@@ -212,12 +212,11 @@ impl LunManager {
                 ),
             ));
         }
-        let (pool_name, pool) = self.lun_pool(&st, &r.volume)?;
+        let (_, pool) = self.lun_pool(&st, &r.volume)?;
         if stream_pending(&pool, &r.volume) {
             tracing::warn!(relationship = %name, volume = %r.volume, "promoting with an interrupted transfer staged: it is dropped (the replica keeps its last complete snapshot)");
             let _ = storage_core::stream::abort_pending(&pool, &r.volume).await;
         }
-        let _ = pool_name;
         self.set_read_only_locked(&mut st, &r.volume, false)?;
         let out = {
             let rec = st.replicas.get_mut(name).ok_or_else(|| not_found(name))?;

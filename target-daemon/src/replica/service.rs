@@ -386,7 +386,7 @@ impl Replication {
             _ => bail!("peer {} answered the stream with something else", rec.peer),
         };
         let duration = t0.elapsed();
-        let _ = bytes;
+        tracing::debug!(relationship = %name, received = bytes, "peer confirmed the transfer");
         let t = Transfer {
             snapshot_unix_ms: to_uuid.1.saturating_mul(1000),
             bytes: sent.bytes,
