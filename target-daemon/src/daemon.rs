@@ -55,6 +55,12 @@ pub struct Daemon {
     lunmgr: Arc<LunManager>,
     admin: Option<AdminServer>,
     lio: Arc<crate::lio::LioFabric>,
+    /// The replication service, its listener's stop switch and bound address.
+    replication: Option<(
+        Arc<crate::replica::service::Replication>,
+        tokio::sync::watch::Sender<bool>,
+        Option<SocketAddr>,
+    )>,
 }
 
 impl Daemon {
@@ -140,7 +146,7 @@ impl Daemon {
     /// API; closes `pools` if any of that fails.
     async fn serve(
         config: &Config,
-        admin: AdminOptions,
+        mut admin: AdminOptions,
         pools: Vec<(String, Pool)>,
         lunmgr: Arc<LunManager>,
         targets: Vec<(crate::fabric::TargetSpec, Arc<crate::scsi::ScsiTarget>)>,
@@ -183,6 +189,31 @@ impl Daemon {
                 }
             }
         }
+        let replication = match &config.replication {
+            None => None,
+            Some(rc) => {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                match crate::replica::service::Replication::start(
+                    lunmgr.clone(),
+                    rc,
+                    &config.data_dir,
+                    rx,
+                )
+                .await
+                {
+                    Ok((svc, addr)) => {
+                        admin.replication = Some(svc.clone());
+                        Some((svc, tx, addr))
+                    }
+                    Err(e) => {
+                        server.shutdown(Duration::from_secs(1)).await;
+                        lio.shutdown().await;
+                        close(pools).await;
+                        return Err(e.context("replication"));
+                    }
+                }
+            }
+        };
         let admin =
             match AdminServer::start(lunmgr.clone(), &config.data_dir, &admin, &config.limits) {
                 Ok(a) => Some(a),
@@ -203,7 +234,18 @@ impl Daemon {
             lunmgr,
             admin,
             lio,
+            replication,
         })
+    }
+
+    /// Where the replication listener listens (port 0 resolved), when it does.
+    pub fn replication_addr(&self) -> Option<SocketAddr> {
+        self.replication.as_ref().and_then(|r| r.2)
+    }
+
+    /// The replication service, when configured.
+    pub fn replication(&self) -> Option<&Arc<crate::replica::service::Replication>> {
+        self.replication.as_ref().map(|r| &r.0)
     }
 
     /// Addresses actually listened on (port 0 resolved).
@@ -255,6 +297,10 @@ impl Daemon {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         if let Some(a) = self.admin {
             a.stop();
+        }
+        if let Some((svc, stop, _)) = &self.replication {
+            let _ = stop.send(true);
+            svc.stop_all();
         }
         // An owner steps down first (stops I/O, detaches and closes the pool, releases the
         // RBD lock and the lease), so a standby takes over without waiting for the lease

@@ -24,6 +24,7 @@ pub mod lio;
 pub mod lunmgr;
 pub mod malloc;
 pub mod metrics;
+pub mod replica;
 pub mod scsi;
 pub mod sdnotify;
 pub mod secret;

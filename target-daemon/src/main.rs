@@ -212,6 +212,7 @@ fn admin_options(
         tcp: *listen,
         token,
         ha: None,
+        replication: None,
     })
 }
 // --- end admin ---

@@ -74,6 +74,24 @@ pub fn sense_key_of(sense: &[u8]) -> Option<u8> {
     }
 }
 
+/// One relationship's figures at scrape time (see [`Metrics::set_replica_source`]).
+#[derive(Clone, Debug)]
+pub struct ReplicaSample {
+    /// Relationship name.
+    pub relationship: String,
+    /// Lag in seconds (`None` on a side that does not measure it).
+    pub lag_seconds: Option<f64>,
+    /// Schedule interval in seconds.
+    pub schedule_seconds: f64,
+    /// `lunar_replica_state` value.
+    pub state: i64,
+    /// Duration of the last transfer, if one completed since lunard started.
+    pub last_transfer_seconds: Option<f64>,
+}
+
+/// Where the relationship figures come from at scrape time.
+pub type ReplicaSource = std::sync::Arc<dyn Fn() -> Vec<ReplicaSample> + Send + Sync>;
+
 /// All series lunard exports.
 pub struct Metrics {
     registry: Registry,
@@ -127,6 +145,18 @@ pub struct Metrics {
     ha_fenced: IntCounterVec,
     ha_takeover_duration: HistogramVec,
     ha_renew_latency: HistogramVec,
+    replica_lag: GaugeVec,
+    replica_schedule: GaugeVec,
+    replica_bytes: IntCounterVec,
+    replica_last_bytes: IntGaugeVec,
+    replica_last_seconds: GaugeVec,
+    replica_state: IntGaugeVec,
+    replica_errors: IntCounterVec,
+    replica_link_refused: IntCounterVec,
+    replica_link_connections: IntGauge,
+    /// What `lunar_replica_lag_seconds` is read from at scrape time (the lag grows between
+    /// cycles, so it is computed when asked, not when a cycle ends).
+    replica_source: parking_lot::Mutex<Option<ReplicaSource>>,
     /// Serialises refresh-then-gather so two concurrent scrapes never see a half-reset vec.
     scrape: parking_lot::Mutex<()>,
 }
@@ -239,6 +269,13 @@ fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCo
 
 fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let v = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    register(reg, Box::new(v.clone()), name);
+    v
+}
+
+fn float_gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let v = GaugeVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
     register(reg, Box::new(v.clone()), name);
     v
@@ -639,6 +676,60 @@ impl Metrics {
                 register(&r, Box::new(h.clone()), "lunar_ha_renew_seconds");
                 h
             },
+            replica_lag: float_gauge_vec(
+                &r,
+                "lunar_replica_lag_seconds",
+                "Age of the replica's data: seconds since the source snapshot the replica last received was taken",
+                &["relationship"],
+            ),
+            replica_schedule: float_gauge_vec(
+                &r,
+                "lunar_replica_schedule_seconds",
+                "The relationship's schedule interval (the alert compares the lag with twice it)",
+                &["relationship"],
+            ),
+            replica_bytes: counter_vec(
+                &r,
+                "lunar_replica_bytes_total",
+                "Replication stream bytes sent (source side) or received (replica side)",
+                &["relationship"],
+            ),
+            replica_last_bytes: gauge_vec(
+                &r,
+                "lunar_replica_last_transfer_bytes",
+                "Stream bytes of the last completed transfer",
+                &["relationship"],
+            ),
+            replica_last_seconds: float_gauge_vec(
+                &r,
+                "lunar_replica_last_transfer_seconds",
+                "Duration of the last completed transfer",
+                &["relationship"],
+            ),
+            replica_state: gauge_vec(
+                &r,
+                "lunar_replica_state",
+                "Relationship state: 0 idle, 1 transferring, 2 paused, 3 error (retrying), 4 stopped (promoted or replica side)",
+                &["relationship"],
+            ),
+            replica_errors: counter_vec(
+                &r,
+                "lunar_replica_errors_total",
+                "Replication cycles that failed (each is retried with a backoff)",
+                &["relationship"],
+            ),
+            replica_link_refused: counter_vec(
+                &r,
+                "lunar_replica_link_refused_total",
+                "Replication connections refused: unknown_peer, no_certificate, not_tls, refused_by_peer, timeout, too_many, tls, io, closed",
+                &["reason"],
+            ),
+            replica_link_connections: gauge(
+                &r,
+                "lunar_replica_link_connections",
+                "Replication connections being served by this lunard's listener",
+            ),
+            replica_source: parking_lot::Mutex::new(None),
             registry: r,
             scrape: parking_lot::Mutex::new(()),
         }
@@ -671,6 +762,68 @@ impl Metrics {
     /// This gateway was found blocklisted by a new owner of `pool`.
     pub fn ha_fenced(&self, pool: &str) {
         self.ha_fenced.with_label_values(&[pool]).inc();
+    }
+
+    /// Sets where relationship figures are read at scrape time (the replication service).
+    pub fn set_replica_source(&self, source: ReplicaSource) {
+        *self.replica_source.lock() = Some(source);
+    }
+
+    /// A completed transfer of `relationship`: `bytes` stream bytes in `d`.
+    pub fn replica_transfer(&self, relationship: &str, bytes: u64, d: Duration) {
+        self.replica_bytes
+            .with_label_values(&[relationship])
+            .inc_by(bytes);
+        self.replica_last_bytes
+            .with_label_values(&[relationship])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.replica_last_seconds
+            .with_label_values(&[relationship])
+            .set(d.as_secs_f64());
+    }
+
+    /// A failed cycle of `relationship`.
+    pub fn replica_error(&self, relationship: &str) {
+        self.replica_errors.with_label_values(&[relationship]).inc();
+    }
+
+    /// A replication connection refused for `reason`.
+    pub fn replica_link_refused(&self, reason: &str) {
+        self.replica_link_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// A replication connection began (+1) or ended (-1).
+    pub fn replica_link_delta(&self, delta: i64) {
+        self.replica_link_connections.add(delta);
+    }
+
+    /// Sets every relationship's gauges from the source, dropping deleted ones.
+    fn refresh_replicas(&self) {
+        let Some(src) = self.replica_source.lock().clone() else {
+            return;
+        };
+        let samples = src();
+        for v in [
+            &self.replica_lag,
+            &self.replica_schedule,
+            &self.replica_last_seconds,
+        ] {
+            v.reset();
+        }
+        self.replica_state.reset();
+        for s in samples {
+            let l = [s.relationship.as_str()];
+            if let Some(lag) = s.lag_seconds {
+                self.replica_lag.with_label_values(&l).set(lag);
+            }
+            self.replica_schedule
+                .with_label_values(&l)
+                .set(s.schedule_seconds);
+            self.replica_state.with_label_values(&l).set(s.state);
+            if let Some(d) = s.last_transfer_seconds {
+                self.replica_last_seconds.with_label_values(&l).set(d);
+            }
+        }
     }
 
     /// Feeds the metadata-commit histogram from the pool's commit thread.
@@ -973,6 +1126,7 @@ impl Metrics {
     pub fn render(&self, pools: &[(String, storage_core::Pool)]) -> String {
         let _g = self.scrape.lock();
         self.refresh_pools(pools);
+        self.refresh_replicas();
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail for well-formed metric families.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 use crate::config::LimitsCfg;
 use crate::ha::status::HaControl;
 use crate::lunmgr::state::ChapRecord;
+use crate::lunmgr::state::{ReplicaRecord, ReplicaRole};
 use crate::lunmgr::{LunManager, MgrError, ObjectKind};
+use crate::replica::service::Replication;
 use crate::secret::Secret;
 use proto::{
     ClosedSessions, Deleted, DeletedGroup, PoolCheck, Request, RequestLine, Response, RolledBack,
@@ -40,6 +42,8 @@ pub struct AdminOptions {
     pub token: Option<Secret>,
     /// The HA coordinator (`ha.*` requests), on a gateway of an HA group.
     pub ha: Option<Arc<dyn HaControl>>,
+    /// The replication service (`replica.*` relationship requests), when configured.
+    pub replication: Option<Arc<Replication>>,
 }
 
 impl std::fmt::Debug for AdminOptions {
@@ -80,7 +84,7 @@ impl AdminServer {
         let unix = socket::bind_private(&socket)?;
         let mut tasks = Vec::new();
         let m = mgr.clone();
-        let ha = opts.ha.clone();
+        let ha = Controls::of(opts);
         let idle = std::time::Duration::from_secs(limits.admin_idle_timeout_secs);
         // The Unix socket is mode 0600: its clients are the daemon's own user, trusted with
         // full-size requests from the start.
@@ -136,7 +140,7 @@ impl AdminServer {
                 .unwrap_or(MAX_REQUEST_LINE)
                 .min(MAX_REQUEST_LINE),
             };
-            let ha_tcp = opts.ha.clone();
+            let ha_tcp = Controls::of(opts);
             let slots = Arc::new(tokio::sync::Semaphore::new(
                 limits.admin_max_connections as usize,
             ));
@@ -236,7 +240,7 @@ async fn refuse<S: AsyncWrite + Unpin>(mut s: S) {
 /// unauthenticated client costs a few KiB, not a megabyte.
 async fn serve_conn<R, W>(
     mgr: Arc<LunManager>,
-    ha: Option<Arc<dyn HaControl>>,
+    ha: Controls,
     r: R,
     mut w: W,
     token: Option<Arc<Secret>>,
@@ -329,7 +333,18 @@ async fn serve_conn<R, W>(
                                 return;
                             }
                             r @ (Request::HaStatus | Request::HaMove { .. }) => {
-                                dispatch_ha(ha.clone(), r).await
+                                dispatch_ha(ha.ha.clone(), r).await
+                            }
+                            r @ (Request::ReplicaCreate(_)
+                            | Request::ReplicaList
+                            | Request::ReplicaPause { .. }
+                            | Request::ReplicaResume { .. }
+                            | Request::ReplicaSync { .. }
+                            | Request::ReplicaDelete { .. }
+                            | Request::ReplicaPromote { .. }
+                            | Request::ReplicaReverse { .. }
+                            | Request::ReplicaIdentity) => {
+                                dispatch_replication(ha.replication.clone(), r).await
                             }
                             r => dispatch(&mgr, r).await,
                         }
@@ -359,6 +374,81 @@ fn reply<T: Serialize>(r: Result<T, MgrError>) -> Response {
             Err(e) => Response::err("internal", format!("cannot encode the result: {e}")),
         },
         Err(e) => Response::mgr_err(&e),
+    }
+}
+
+/// The daemon's controllers the admin API reaches besides the LUN manager.
+#[derive(Clone)]
+struct Controls {
+    ha: Option<Arc<dyn HaControl>>,
+    replication: Option<Arc<Replication>>,
+}
+
+impl Controls {
+    fn of(opts: &AdminOptions) -> Controls {
+        Controls {
+            ha: opts.ha.clone(),
+            replication: opts.replication.clone(),
+        }
+    }
+}
+
+fn anyhow_err(e: anyhow::Error) -> Response {
+    match e.downcast_ref::<MgrError>() {
+        Some(m) => Response::mgr_err(m),
+        None => Response::err("invalid", format!("{e:#}")),
+    }
+}
+
+fn encode_or<T: Serialize>(r: anyhow::Result<T>) -> Response {
+    match r {
+        Ok(v) => encode(&v),
+        Err(e) => anyhow_err(e),
+    }
+}
+
+/// Executes a `replica.*` relationship request on the replication service.
+pub async fn dispatch_replication(repl: Option<Arc<Replication>>, req: Request) -> Response {
+    tracing::debug!(?req, "admin request");
+    let Some(repl) = repl else {
+        return Response::err(
+            "not_configured",
+            "replication is not configured on this lunard (no replication: section; see docs/replication.md)",
+        );
+    };
+    match req {
+        Request::ReplicaCreate(c) => {
+            let rec = ReplicaRecord {
+                remote_volume: c.remote_volume.unwrap_or_else(|| c.volume.clone()),
+                name: c.name,
+                role: ReplicaRole::Source,
+                volume: c.volume,
+                pool: String::new(),
+                peer: c.peer,
+                every_secs: c.every_secs,
+                keep_local: c.keep_local,
+                keep_remote: c.keep_remote,
+                bandwidth: c.bandwidth,
+                paused: false,
+                created_unix: crate::lunmgr::now_unix_secs(),
+                replicated_as_of_ms: None,
+                last_transfer: None,
+            };
+            encode_or(repl.create(rec).await)
+        }
+        Request::ReplicaList => encode(&repl.list().await),
+        Request::ReplicaPause { name } => encode_or(repl.set_paused(&name, true).await),
+        Request::ReplicaResume { name } => encode_or(repl.set_paused(&name, false).await),
+        Request::ReplicaSync { name } => {
+            encode_or(repl.sync(&name).map(|()| serde_json::json!({"sync": name})))
+        }
+        Request::ReplicaDelete { name } => encode_or(repl.delete(&name).await),
+        Request::ReplicaPromote { name } => encode_or(repl.promote(&name).await),
+        Request::ReplicaReverse { name } => encode_or(repl.reverse(&name).await),
+        Request::ReplicaIdentity => {
+            encode(&serde_json::json!({"fingerprint": repl.fingerprint().to_string()}))
+        }
+        _ => Response::err("internal", "not a replica request"),
     }
 }
 
@@ -585,6 +675,15 @@ pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
              of an admin connection (lunarctl replica send / receive)",
         ),
         r @ (Request::HaStatus | Request::HaMove { .. }) => dispatch_ha(None, r).await,
+        r @ (Request::ReplicaCreate(_)
+        | Request::ReplicaList
+        | Request::ReplicaPause { .. }
+        | Request::ReplicaResume { .. }
+        | Request::ReplicaSync { .. }
+        | Request::ReplicaDelete { .. }
+        | Request::ReplicaPromote { .. }
+        | Request::ReplicaReverse { .. }
+        | Request::ReplicaIdentity) => dispatch_replication(None, r).await,
     }
 }
 

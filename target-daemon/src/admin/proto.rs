@@ -222,6 +222,52 @@ pub enum Request {
         #[serde(default)]
         pool: Option<String>,
     },
+    /// Create a replication relationship (source side).
+    #[serde(rename = "replica.create")]
+    ReplicaCreate(ReplicaCreate),
+    /// List replication relationships.
+    #[serde(rename = "replica.list")]
+    ReplicaList,
+    /// Pause a relationship.
+    #[serde(rename = "replica.pause")]
+    ReplicaPause {
+        /// Relationship name.
+        name: String,
+    },
+    /// Resume a paused relationship (a cycle runs at once).
+    #[serde(rename = "replica.resume")]
+    ReplicaResume {
+        /// Relationship name.
+        name: String,
+    },
+    /// Run a cycle now.
+    #[serde(rename = "replica.sync")]
+    ReplicaSync {
+        /// Relationship name.
+        name: String,
+    },
+    /// Delete a relationship (volumes and snapshots stay).
+    #[serde(rename = "replica.delete")]
+    ReplicaDelete {
+        /// Relationship name.
+        name: String,
+    },
+    /// Promote the replica (replica side): it stops receiving and becomes writable.
+    #[serde(rename = "replica.promote")]
+    ReplicaPromote {
+        /// Relationship name.
+        name: String,
+    },
+    /// Reverse (promoted side, old source reachable): the old source rolls back to the
+    /// newest common snapshot and becomes the replica.
+    #[serde(rename = "replica.reverse")]
+    ReplicaReverse {
+        /// Relationship name.
+        name: String,
+    },
+    /// This lunard's replication certificate fingerprint.
+    #[serde(rename = "replica.identity")]
+    ReplicaIdentity,
     /// Create a clone.
     #[serde(rename = "clone.create")]
     CloneCreate(CloneCreate),
@@ -467,6 +513,29 @@ pub struct Response {
     /// Error on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<WireError>,
+}
+
+/// `replica.create`'s arguments.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplicaCreate {
+    /// Relationship name (the same on both sides).
+    pub name: String,
+    /// The source LUN (volume).
+    pub volume: String,
+    /// The peer (`replication.peers[].name`).
+    pub peer: String,
+    /// The replica volume on the peer (default: the same name).
+    #[serde(default)]
+    pub remote_volume: Option<String>,
+    /// Schedule interval in seconds.
+    pub every_secs: u64,
+    /// Replication snapshots kept here.
+    pub keep_local: u32,
+    /// Replication snapshots kept on the peer.
+    pub keep_remote: u32,
+    /// Bandwidth limit, bytes per second.
+    #[serde(default)]
+    pub bandwidth: Option<u64>,
 }
 
 impl Response {

@@ -1235,6 +1235,11 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
         let shown = check_config(file)?;
         return show(&cli, w, shown);
     }
+    if let Cmd::Replica(r) = &cmd {
+        if let Some(shown) = replica::offline(r)? {
+            return show(&cli, w, shown);
+        }
+    }
     let mut c = Client::connect(&cli)?;
     let shown = match cmd {
         Cmd::Pool(PoolCmd::Status { name: Some(name) }) => {

@@ -62,6 +62,7 @@ impl Config {
             lio: LioCfg::default(),
             limits: LimitsCfg::default(),
             ha: None,
+            replication: None,
         }
     }
 

@@ -30,6 +30,7 @@ mod ha;
 mod limits;
 mod locate;
 mod pools;
+mod replication;
 mod schema;
 mod size;
 mod validate;
@@ -41,6 +42,10 @@ pub use limits::{
     LimitsCfg, MAX_COMMAND_DATA, MAX_REQUEST_LINE, MIN_READ_BUFFER_PER_CONNECTION, MIN_WRITE_BUFFER,
 };
 pub use pools::{check_pool_name, DEFAULT_POOL_NAME, MAX_POOL_NAME};
+pub use replication::{
+    check_peer_name, parse_fingerprint, IdentityCfg, PeerCfg, ReplicationCfg, MAX_PEERS,
+    MAX_PEER_NAME, MAX_REPLICATION_CONNECTIONS,
+};
 pub use schema::{
     ChapCfg, Config, Credential, DigestCfg, DiscoveryCfg, GuaranteeCfg, IscsiCfg, LioCfg, LunCfg,
     MetricsCfg, PoolCfg, PortalCfg, TargetCfg,

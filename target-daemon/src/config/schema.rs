@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ha::{HaCfg, RbdPoolCfg};
 use super::limits::LimitsCfg;
+use super::replication::ReplicationCfg;
 use super::size::ByteSize;
 use crate::fabric::Fabric;
 use crate::secret::Secret;
@@ -96,6 +97,10 @@ pub struct Config {
     /// High availability: this lunard is a gateway of an HA group over Ceph RBD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaCfg>,
+    /// Replication between lunards: the TLS listener, this lunard's identity and the peers
+    /// it trusts (docs/replication.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationCfg>,
 }
 
 pub(super) fn default_data_dir() -> PathBuf {

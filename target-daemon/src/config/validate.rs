@@ -126,6 +126,18 @@ impl Config {
             ));
         }
         self.validate_ha()?;
+        if let Some(r) = &self.replication {
+            r.validate()
+                .map_err(|(f, m)| (format!("replication.{f}"), m))?;
+            if self.ha.is_some() {
+                return Err((
+                    "replication".into(),
+                    "replication from an HA group is not supported yet: the relationship \
+                     tasks would have to follow the pool's owner"
+                        .into(),
+                ));
+            }
+        }
         self.validate_targets()
     }
 

@@ -150,13 +150,16 @@ impl LunManager {
             finished_unix: None,
             map_to: map_to.clone(),
         };
+        // A clone of a replica is a normal writable LUN (dev/test on the replica): the
+        // replica's write protection is the relationship's, not its data's.
+        let inherit_ro = src.read_only && super::replicas::protecting(&st, &src.name).is_none();
         // Intent first: a crash from here on is cleaned up at the next start.
         st.luns.insert(
             req.name.clone(),
             LunRecord {
                 name: req.name.clone(),
                 identity: uuid::Uuid::nil(),
-                read_only: req.read_only.unwrap_or(src.read_only),
+                read_only: req.read_only.unwrap_or(inherit_ro),
                 status: LunStatus::Creating,
                 origin: Some(req.source.clone()),
                 clone_mode: Some(mode),

@@ -26,6 +26,8 @@ pub enum ObjectKind {
     CloneJob,
     /// A pool (a name from the configuration's `pools:`).
     Pool,
+    /// A replication relationship.
+    Relationship,
 }
 
 impl ObjectKind {
@@ -39,6 +41,7 @@ impl ObjectKind {
             ObjectKind::Initiator => "initiator",
             ObjectKind::CloneJob => "clone_job",
             ObjectKind::Pool => "pool",
+            ObjectKind::Relationship => "relationship",
         }
     }
 }
@@ -53,6 +56,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Initiator => "initiator",
             ObjectKind::CloneJob => "clone job",
             ObjectKind::Pool => "pool",
+            ObjectKind::Relationship => "relationship",
         })
     }
 }

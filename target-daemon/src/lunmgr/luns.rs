@@ -258,6 +258,7 @@ impl LunManager {
     pub async fn lun_set(&self, req: LunSet) -> MgrResult<LunView> {
         let mut st = self.lock().await;
         online(lun_rec(&st, &req.name)?)?;
+        super::replicas::check_set(&st, &req.name, req.read_only, req.rename.is_some())?;
         if let Some(g) = &req.guarantee {
             let g = parse_guarantee(g)?;
             let (pool_name, pool) = self.lun_pool(&st, &req.name)?;

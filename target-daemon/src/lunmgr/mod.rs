@@ -22,6 +22,7 @@ mod luns;
 mod pool;
 #[cfg(test)]
 mod pool_tests;
+pub mod replicas;
 pub mod replication;
 mod seed;
 mod snapshots;
@@ -54,6 +55,11 @@ pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Seconds since the Unix epoch (for records other modules build).
+pub fn now_unix_secs() -> u64 {
+    now_unix()
 }
 
 /// Control block of a running clone/split job.

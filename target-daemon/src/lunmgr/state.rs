@@ -53,6 +53,9 @@ pub struct State {
     /// Number of the next clone job.
     #[serde(default)]
     pub next_job: u64,
+    /// Replication relationships by name, on either side (docs/replication.md).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replicas: BTreeMap<String, ReplicaRecord>,
     /// The store version this state was loaded or last saved as (not persisted): a shared
     /// store saves only if the stored version is still this one. 0: never stored.
     #[serde(skip)]
@@ -156,6 +159,83 @@ impl CloneMode {
             CloneMode::Full => "full",
         }
     }
+}
+
+/// Which end of a replication relationship this lunard is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaRole {
+    /// Takes snapshots of `volume` and sends them to the peer on the schedule.
+    Source,
+    /// Receives into `volume`, which stays write-protected until promoted.
+    Replica,
+    /// Was the replica; promoted (writable), waiting for `reverse` to replicate back.
+    Promoted,
+}
+
+impl ReplicaRole {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaRole::Source => "source",
+            ReplicaRole::Replica => "replica",
+            ReplicaRole::Promoted => "promoted",
+        }
+    }
+}
+
+/// One replication relationship (the same name on both sides).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRecord {
+    /// Relationship name (unique on each side; the replica side takes the source's).
+    pub name: String,
+    /// This side's role.
+    pub role: ReplicaRole,
+    /// The LUN (volume) on this side.
+    pub volume: String,
+    /// Its pool (empty: the LUN's, or the first).
+    #[serde(default)]
+    pub pool: String,
+    /// The peer lunard (`replication.peers[].name`).
+    pub peer: String,
+    /// The volume on the peer.
+    pub remote_volume: String,
+    /// Schedule interval in seconds.
+    pub every_secs: u64,
+    /// Replication snapshots kept here.
+    pub keep_local: u32,
+    /// Replication snapshots kept on the peer.
+    pub keep_remote: u32,
+    /// Bandwidth limit in bytes per second (`None`: unlimited).
+    #[serde(default)]
+    pub bandwidth: Option<u64>,
+    /// Paused by the operator.
+    #[serde(default)]
+    pub paused: bool,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// Creation time (ms since the epoch) of the newest source snapshot both sides have:
+    /// the replica's data is as of then.
+    #[serde(default)]
+    pub replicated_as_of_ms: Option<u64>,
+    /// The last completed transfer.
+    #[serde(default)]
+    pub last_transfer: Option<TransferRecord>,
+}
+
+/// What the last completed transfer moved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    /// The snapshot sent.
+    pub snapshot: String,
+    /// Stream bytes.
+    pub bytes: u64,
+    /// Duration in milliseconds.
+    pub duration_ms: u64,
+    /// When it completed, seconds since the Unix epoch.
+    pub finished_unix: u64,
+    /// `full`, `increment` or `clone`.
+    pub kind: String,
 }
 
 /// One LUN.

@@ -15,6 +15,9 @@ use storage_core::stream::{Decoder, Event};
 use target_daemon::admin::proto::{Deleted, Request, Response};
 use target_daemon::lunmgr::replication::{PendingReceiveView, Received, SendPlan};
 
+use target_daemon::lunmgr::state::ReplicaRecord;
+use target_daemon::replica::service::RelationshipView;
+
 use super::{decode, read_reply, Client, Out, Shown, MAX_RESPONSE_LINE};
 
 /// Copy buffer for stream bytes.
@@ -55,6 +58,69 @@ pub(crate) enum ReplicaCmd {
         #[arg(long)]
         pool: Option<String>,
     },
+    /// This lunard's replication identity (a self-signed certificate peers pin).
+    #[command(subcommand)]
+    Identity(IdentityCmd),
+    /// Create a replication relationship (on the source): VOLUME is snapshotted and sent
+    /// to PEER every interval.
+    Create {
+        /// Relationship name (the same on both sides).
+        name: String,
+        /// The source LUN (volume).
+        #[arg(long, alias = "lun")]
+        volume: String,
+        /// The peer, as named in replication.peers.
+        #[arg(long)]
+        peer: String,
+        /// The replica volume on the peer (default: the same name).
+        #[arg(long)]
+        remote_volume: Option<String>,
+        /// Schedule: 30s, 5m, 1h (RPO is at most two intervals).
+        #[arg(long, default_value = "5m")]
+        every: String,
+        /// Replication snapshots kept here.
+        #[arg(long, default_value_t = 3)]
+        keep_local: u32,
+        /// Replication snapshots kept on the peer.
+        #[arg(long, default_value_t = 3)]
+        keep_remote: u32,
+        /// Bandwidth limit per second, e.g. 100MiB (default: none).
+        #[arg(long)]
+        bandwidth: Option<String>,
+    },
+    /// Relationships: state, lag, last transfer, last error.
+    List,
+    /// Stop starting cycles (a running transfer finishes).
+    Pause {
+        /// Relationship name.
+        name: String,
+    },
+    /// Resume a paused relationship (a cycle runs at once).
+    Resume {
+        /// Relationship name.
+        name: String,
+    },
+    /// Run a cycle now.
+    Sync {
+        /// Relationship name.
+        name: String,
+    },
+    /// Delete a relationship (volumes and snapshots stay).
+    Delete {
+        /// Relationship name.
+        name: String,
+    },
+    /// On the replica: stop receiving and make the LUN writable (disaster recovery).
+    Promote {
+        /// Relationship name.
+        name: String,
+    },
+    /// On the promoted replica, once the old source is back: roll the old source back to
+    /// the newest common snapshot and replicate from here to there (no full copy).
+    Reverse {
+        /// Relationship name.
+        name: String,
+    },
     /// Drop what an interrupted receive staged (the next transfer starts over).
     ReceiveAbort {
         /// Replica volume.
@@ -64,6 +130,85 @@ pub(crate) enum ReplicaCmd {
         #[arg(long)]
         pool: Option<String>,
     },
+}
+
+/// `lunarctl replica identity ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum IdentityCmd {
+    /// Generate this lunard's certificate and key (needs no running lunard).
+    Create {
+        /// Certificate file (PEM).
+        #[arg(long, default_value = "./lunar-data/replication/identity.crt")]
+        cert: std::path::PathBuf,
+        /// Key file (PEM, written mode 0600).
+        #[arg(long, default_value = "./lunar-data/replication/identity.key")]
+        key: std::path::PathBuf,
+        /// Name in the certificate (informative; trust is the fingerprint).
+        #[arg(long, default_value = "lunard")]
+        name: String,
+        /// Replace an existing identity (peers must then pin the new fingerprint).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the fingerprint to give the peer's operator: of --cert, or of the running
+    /// lunard's identity.
+    Show {
+        /// A certificate file (default: ask the running lunard).
+        #[arg(long)]
+        cert: Option<std::path::PathBuf>,
+    },
+}
+
+/// Commands that need no lunard: `identity create`, `identity show --cert`.
+pub(crate) fn offline(cmd: &ReplicaCmd) -> anyhow::Result<Option<Shown>> {
+    use target_daemon::replica::identity::{load_cert, Fingerprint, Identity};
+    match cmd {
+        ReplicaCmd::Identity(IdentityCmd::Create {
+            cert,
+            key,
+            name,
+            force,
+        }) => {
+            let id = Identity::create(name, cert, key, *force)?;
+            let fp = id.fingerprint().to_string();
+            Ok(Some(Shown::line(
+                serde_json::json!({"fingerprint": fp, "cert": cert, "key": key}),
+                format!(
+                    "identity written: {} (key {})\nfingerprint: {fp}\ngive the fingerprint to the peer's operator (its replication.peers)",
+                    cert.display(),
+                    key.display()
+                ),
+            )))
+        }
+        ReplicaCmd::Identity(IdentityCmd::Show { cert: Some(cert) }) => {
+            let fp = Fingerprint::of(&load_cert(cert)?).to_string();
+            Ok(Some(Shown::line(
+                serde_json::json!({"fingerprint": fp}),
+                fp,
+            )))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `30s`, `5m`, `1h`, `1d` or plain seconds.
+fn every_secs(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("--every {s:?}: expected a number with s, m, h or d, such as 5m"))?;
+    let mul = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        other => bail!("--every {s:?}: unknown unit {other:?} (s, m, h or d)"),
+    };
+    n.checked_mul(mul)
+        .filter(|&v| v > 0)
+        .ok_or_else(|| anyhow!("--every {s:?}: must be positive"))
 }
 
 /// Runs one `replica` command: `None` when it wrote its output itself (the stream).
@@ -92,6 +237,89 @@ pub(crate) fn run(cmd: ReplicaCmd, c: &mut Client, w: Out<'_>) -> anyhow::Result
             c.call(Request::ReplicaReceiveStatus { pool })?,
             print_pending,
         ))),
+        ReplicaCmd::Identity(IdentityCmd::Show { .. }) => {
+            let v = c.call(Request::ReplicaIdentity)?;
+            let fp = v
+                .get("fingerprint")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            Ok(Some(Shown::line(v, fp)))
+        }
+        ReplicaCmd::Identity(IdentityCmd::Create { .. }) => {
+            bail!("replica identity create runs without lunard")
+        }
+        ReplicaCmd::Create {
+            name,
+            volume,
+            peer,
+            remote_volume,
+            every,
+            keep_local,
+            keep_remote,
+            bandwidth,
+        } => {
+            let bandwidth = bandwidth
+                .map(|b| {
+                    target_daemon::config::ByteSize::parse(&b)
+                        .map(|b| b.0)
+                        .map_err(|e| anyhow!("--bandwidth: {e}"))
+                })
+                .transpose()?;
+            let req = Request::ReplicaCreate(target_daemon::admin::proto::ReplicaCreate {
+                name,
+                volume,
+                peer,
+                remote_volume,
+                every_secs: every_secs(&every)?,
+                keep_local,
+                keep_remote,
+                bandwidth,
+            });
+            let v = c.call(req)?;
+            let r: ReplicaRecord = decode(&v)?;
+            Ok(Some(Shown::line(
+                v,
+                format!(
+                    "relationship {} created: {} -> {}:{} every {}s (first cycle now)",
+                    r.name, r.volume, r.peer, r.remote_volume, r.every_secs
+                ),
+            )))
+        }
+        ReplicaCmd::List => Ok(Some(Shown::list(
+            c.call(Request::ReplicaList)?,
+            print_relationships,
+        ))),
+        ReplicaCmd::Pause { name } => simple(
+            c,
+            Request::ReplicaPause { name: name.clone() },
+            format!("{name} paused"),
+        ),
+        ReplicaCmd::Resume { name } => simple(
+            c,
+            Request::ReplicaResume { name: name.clone() },
+            format!("{name} resumed"),
+        ),
+        ReplicaCmd::Sync { name } => simple(
+            c,
+            Request::ReplicaSync { name: name.clone() },
+            format!("{name}: cycle requested"),
+        ),
+        ReplicaCmd::Delete { name } => simple(
+            c,
+            Request::ReplicaDelete { name: name.clone() },
+            format!("{name} deleted (volumes and snapshots kept)"),
+        ),
+        ReplicaCmd::Promote { name } => simple(
+            c,
+            Request::ReplicaPromote { name: name.clone() },
+            format!("{name}: replica promoted, the LUN is writable"),
+        ),
+        ReplicaCmd::Reverse { name } => simple(
+            c,
+            Request::ReplicaReverse { name: name.clone() },
+            format!("{name} reversed: this side is the source now"),
+        ),
         ReplicaCmd::ReceiveAbort { volume, pool } => {
             let v = c.call(Request::ReplicaReceiveAbort { volume, pool })?;
             let d: Deleted = decode(&v)?;
@@ -199,6 +427,55 @@ fn print_received(w: Out<'_>, r: &Received) -> io::Result<()> {
         "received {} stream: {}@{} in pool {} ({} bytes, {} records{resumed})",
         r.kind, r.volume, r.snapshot, r.pool, r.bytes, r.records
     )?;
+    Ok(())
+}
+
+fn simple(c: &mut Client, req: Request, line: String) -> anyhow::Result<Option<Shown>> {
+    let v = c.call(req)?;
+    Ok(Some(Shown::line(v, line)))
+}
+
+fn print_relationships(w: Out<'_>, list: &[RelationshipView]) -> io::Result<()> {
+    if list.is_empty() {
+        writeln!(w, "no replication relationships")?;
+        return Ok(());
+    }
+    writeln!(
+        w,
+        "{:<16} {:<9} {:<13} {:<24} {:>8} {:>7} LAST TRANSFER",
+        "NAME", "ROLE", "STATE", "VOLUME -> PEER:VOLUME", "EVERY", "LAG"
+    )?;
+    for r in list {
+        let rec = &r.record;
+        let last = rec.last_transfer.as_ref().map_or("-".to_string(), |t| {
+            let rate = t.bytes as f64 / (t.duration_ms.max(1) as f64 / 1000.0);
+            format!(
+                "{} {} B in {:.1}s ({:.1} MB/s) at {}",
+                t.kind,
+                t.bytes,
+                t.duration_ms as f64 / 1000.0,
+                rate / 1e6,
+                t.finished_unix
+            )
+        });
+        writeln!(
+            w,
+            "{:<16} {:<9} {:<13} {:<24} {:>7}s {:>7} {}",
+            rec.name,
+            rec.role.as_str(),
+            r.state,
+            format!("{} -> {}:{}", rec.volume, rec.peer, rec.remote_volume),
+            rec.every_secs,
+            r.lag_secs.map_or("-".into(), |l| format!("{l}s")),
+            last
+        )?;
+        if let Some(b) = r.transferring_bytes {
+            writeln!(w, "  transferring: {b} bytes so far")?;
+        }
+        if let Some(e) = &r.last_error {
+            writeln!(w, "  last error: {e}")?;
+        }
+    }
     Ok(())
 }
 

@@ -1,0 +1,226 @@
+//! What two lunards say over a replication connection, after mutual TLS: one request
+//! line (JSON, at most [`MAX_LINE`] bytes) and one reply line, and for `receive` the
+//! replication stream between them (storage_core::stream's format, read exactly to its
+//! END record), then the final reply.
+//!
+//! The requests are few and each is checked on the receiving side against its own
+//! records: a peer may replicate only into volumes of relationships it owns there (or a
+//! new one), may prune only `repl-` snapshots of those, and may demote only a
+//! relationship whose peer it is.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Version of this protocol; a peer with another is refused with both named.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest request or reply line.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// One request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// What the peer has of `volume`: its snapshots (name, uuid) and an interrupted
+    /// receive's resume token.
+    Status {
+        /// Protocol version of the caller.
+        version: u32,
+        /// Relationship name.
+        relationship: String,
+        /// The volume on the answering side.
+        volume: String,
+    },
+    /// A replication stream follows into `volume` for relationship `relationship`.
+    Receive {
+        /// Protocol version of the caller.
+        version: u32,
+        /// Relationship name (the replica side records it on the first transfer).
+        relationship: String,
+        /// The replica volume on the answering side.
+        volume: String,
+        /// The volume on the sending side.
+        source_volume: String,
+        /// Schedule interval in seconds (shown on the replica side).
+        every_secs: u64,
+    },
+    /// Retention on the replica side: delete `repl-` snapshots of `volume` beyond `keep`,
+    /// never the one with uuid `common`.
+    Prune {
+        /// Protocol version of the caller.
+        version: u32,
+        /// Relationship name.
+        relationship: String,
+        /// The replica volume.
+        volume: String,
+        /// How many to keep.
+        keep: u32,
+        /// The newest common snapshot's uuid.
+        common: uuid::Uuid,
+    },
+    /// Failback: the answering side (the old source) rolls `volume` back to `common` and
+    /// becomes the replica of the caller.
+    Demote {
+        /// Protocol version of the caller.
+        version: u32,
+        /// Relationship name.
+        relationship: String,
+        /// The volume on the answering side.
+        volume: String,
+        /// The caller's volume (the new source).
+        source_volume: String,
+        /// The snapshot (name on the answering side) both sides have.
+        common: String,
+    },
+}
+
+impl Request {
+    /// The version the caller speaks.
+    pub fn version(&self) -> u32 {
+        match self {
+            Request::Status { version, .. }
+            | Request::Receive { version, .. }
+            | Request::Prune { version, .. }
+            | Request::Demote { version, .. } => *version,
+        }
+    }
+}
+
+/// A snapshot as the peer reports it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapEntry {
+    /// Name on that side.
+    pub name: String,
+    /// The source snapshot's uuid.
+    pub uuid: uuid::Uuid,
+    /// Creation time there, seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+/// One reply.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// `Status`'s answer.
+    Status {
+        /// Whether the volume exists.
+        exists: bool,
+        /// Its snapshots, oldest first.
+        snapshots: Vec<SnapEntry>,
+        /// An interrupted receive into it: the token to resume with.
+        resume_token: Option<String>,
+    },
+    /// Ready for the stream (`Receive`).
+    Ready,
+    /// The stream was received and committed.
+    Received {
+        /// The snapshot that appeared.
+        snapshot: String,
+        /// `full`, `increment` or `clone`.
+        kind: String,
+        /// Stream bytes read.
+        bytes: u64,
+    },
+    /// `Prune` done.
+    Pruned {
+        /// Snapshots deleted.
+        deleted: Vec<String>,
+    },
+    /// `Demote` done.
+    Demoted,
+    /// Refused or failed.
+    Error {
+        /// Stable kind (`not_found`, `invalid`, `busy`, `protocol`, ...).
+        kind: String,
+        /// What happened, for the operator.
+        message: String,
+        /// Resume token, when the receive was cut and can continue.
+        resume_token: Option<String>,
+    },
+}
+
+/// Why a line could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The connection failed or closed.
+    #[error("reading from the peer: {0}")]
+    Io(#[from] std::io::Error),
+    /// The connection closed before a line.
+    #[error("the peer closed the connection")]
+    Closed,
+    /// Longer than [`MAX_LINE`].
+    #[error("the peer sent a line longer than {MAX_LINE} bytes")]
+    TooLong,
+    /// Not the JSON expected.
+    #[error("the peer sent an invalid message: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Reads one JSON line of at most [`MAX_LINE`] bytes (never buffering more: a hostile peer
+/// cannot make us allocate).
+pub async fn read_line<R, T>(r: &mut R) -> Result<T, LineError>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    T: serde::de::DeserializeOwned,
+{
+    let mut buf = Vec::new();
+    loop {
+        let avail = r.fill_buf().await?;
+        if avail.is_empty() {
+            return Err(LineError::Closed);
+        }
+        let (take, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        if buf.len() + take > MAX_LINE + 1 {
+            return Err(LineError::TooLong);
+        }
+        buf.extend_from_slice(&avail[..take]);
+        r.consume(take);
+        if done {
+            return Ok(serde_json::from_slice(&buf)?);
+        }
+    }
+}
+
+/// Writes one JSON line and flushes.
+pub async fn write_line<W, T>(w: &mut W, v: &T) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let mut b = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    b.push(b'\n');
+    w.write_all(&b).await?;
+    w.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_round_trip_and_long_lines_are_refused() {
+        let req = Request::Status {
+            version: PROTOCOL_VERSION,
+            relationship: "r".into(),
+            volume: "v".into(),
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, &req).await.unwrap();
+        let mut rd = tokio::io::BufReader::new(&out[..]);
+        let back: Request = read_line(&mut rd).await.unwrap();
+        assert_eq!(back.version(), PROTOCOL_VERSION);
+        let long = vec![b'x'; MAX_LINE + 10];
+        let mut rd = tokio::io::BufReader::new(&long[..]);
+        assert!(matches!(
+            read_line::<_, Request>(&mut rd).await,
+            Err(LineError::TooLong)
+        ));
+        let mut rd = tokio::io::BufReader::new(&b"{\"op\":\"nope\"}\n"[..]);
+        assert!(matches!(
+            read_line::<_, Request>(&mut rd).await,
+            Err(LineError::Json(_))
+        ));
+    }
+}

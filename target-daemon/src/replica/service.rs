@@ -1,0 +1,912 @@
+//! The replication service of one lunard: its identity and peers, the listener's request
+//! handler (the replica side), and one task per source relationship that runs the
+//! [`Schedule`] machine's cycles: snapshot, increment from the newest common snapshot
+//! (full the first time; resumed with the receiver's token after a cut), retention on
+//! both sides.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use parking_lot::Mutex;
+use storage_core::stream::StreamProgress;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::Notify;
+
+use super::bandwidth::Throttled;
+use super::identity::{load_cert, Fingerprint, Identity};
+use super::link::{read_line, write_line, Reply, Request, SnapEntry, PROTOCOL_VERSION};
+use super::listener::{self, connect, ClientConn, Handler, ListenerCfg, ServerConn};
+use super::retention::{newest_common, snapshot_name, to_delete, Snap};
+use super::schedule::{Action, Schedule, Transfer};
+use super::tls::{client_config, server_config, PeerSet};
+use crate::config::ReplicationCfg;
+use crate::lunmgr::state::{ReplicaRecord, ReplicaRole, TransferRecord};
+use crate::lunmgr::{LunManager, MgrError};
+
+/// A trusted peer.
+#[derive(Clone, Debug)]
+struct Peer {
+    address: Option<String>,
+    fingerprint: Fingerprint,
+}
+
+/// A running source relationship.
+struct Running {
+    sched: Arc<Mutex<Schedule>>,
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What `lunarctl replica list` shows of one relationship.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RelationshipView {
+    /// The persisted record.
+    #[serde(flatten)]
+    pub record: ReplicaRecord,
+    /// `idle`, `transferring`, `paused`, `error`, `stopped`.
+    pub state: String,
+    /// Seconds since the source snapshot the replica has was taken (source side).
+    pub lag_secs: Option<u64>,
+    /// The last error, until a cycle succeeds.
+    pub last_error: Option<String>,
+    /// Bytes of the transfer running now.
+    pub transferring_bytes: Option<u64>,
+}
+
+/// One lunard's replication.
+pub struct Replication {
+    mgr: Arc<LunManager>,
+    identity: Identity,
+    peers: BTreeMap<String, Peer>,
+    timeout: Duration,
+    idle: Duration,
+    running: Mutex<BTreeMap<String, Running>>,
+    progress: Mutex<BTreeMap<String, Arc<StreamProgress>>>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Replication {
+    /// Loads the identity and peers of `cfg` (paths relative to `data_dir`), binds the
+    /// listener if `listen` is set, and starts the source relationships' tasks. Returns
+    /// the service and the listener's bound address.
+    pub async fn start(
+        mgr: Arc<LunManager>,
+        cfg: &ReplicationCfg,
+        data_dir: &Path,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<(Arc<Replication>, Option<std::net::SocketAddr>)> {
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                data_dir.join(p)
+            }
+        };
+        let identity = Identity::load(&abs(&cfg.identity.cert), &abs(&cfg.identity.key))
+            .context("replication identity (create it with `lunarctl replica identity create`)")?;
+        let mut peers = BTreeMap::new();
+        for p in &cfg.peers {
+            let fingerprint = match (&p.fingerprint, &p.certificate) {
+                (Some(fp), _) => Fingerprint::parse(fp)
+                    .map_err(|m| anyhow!("replication peer {}: {m}", p.name))?,
+                (None, Some(c)) => Fingerprint::of(
+                    &load_cert(&abs(c)).with_context(|| format!("replication peer {}", p.name))?,
+                ),
+                (None, None) => bail!("replication peer {}: no fingerprint or certificate", p.name),
+            };
+            peers.insert(
+                p.name.clone(),
+                Peer {
+                    address: p.address.clone(),
+                    fingerprint,
+                },
+            );
+        }
+        let svc = Arc::new(Replication {
+            mgr,
+            identity,
+            peers,
+            timeout: cfg.handshake_timeout.0,
+            idle: cfg.idle_timeout.0,
+            running: Mutex::new(BTreeMap::new()),
+            progress: Mutex::new(BTreeMap::new()),
+        });
+        let mut bound = None;
+        if let Some(addr) = cfg.listen {
+            let set = PeerSet::new(svc.peers.iter().map(|(n, p)| (n.clone(), p.fingerprint)));
+            let lcfg = ListenerCfg {
+                tls: server_config(&svc.identity, set.clone())?,
+                peers: set,
+                max_connections: cfg.max_connections,
+                handshake_timeout: cfg.handshake_timeout.0,
+            };
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("replication listener on {addr}"))?;
+            bound = listener::local_addr(&l);
+            tracing::info!(addr = ?bound, fingerprint = %svc.identity.fingerprint(), "replication listener up");
+            let handler: Arc<dyn Handler> = svc.clone();
+            tokio::spawn(listener::run(l, lcfg, handler, shutdown));
+        }
+        for rec in svc.mgr.replica_records().await {
+            if rec.role == ReplicaRole::Source {
+                svc.spawn(&rec);
+            }
+        }
+        let weak = Arc::downgrade(&svc);
+        crate::metrics::global().set_replica_source(Arc::new(move || {
+            weak.upgrade().map(|s| s.samples()).unwrap_or_default()
+        }));
+        Ok((svc, bound))
+    }
+
+    /// This lunard's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.identity.fingerprint()
+    }
+
+    fn samples(&self) -> Vec<crate::metrics::ReplicaSample> {
+        let now = now_ms();
+        self.running
+            .lock()
+            .iter()
+            .map(|(name, r)| {
+                let s = r.sched.lock();
+                crate::metrics::ReplicaSample {
+                    relationship: name.clone(),
+                    lag_seconds: Some(s.lag_ms(now) as f64 / 1000.0),
+                    schedule_seconds: s.every_ms() as f64 / 1000.0,
+                    state: s.phase().gauge(),
+                    last_transfer_seconds: s.last_transfer().map(|t| t.duration_ms as f64 / 1000.0),
+                }
+            })
+            .collect()
+    }
+
+    fn spawn(self: &Arc<Self>, rec: &ReplicaRecord) {
+        let sched = Arc::new(Mutex::new(Schedule::new(
+            rec.every_secs.saturating_mul(1000),
+            rec.created_unix.saturating_mul(1000),
+            rec.replicated_as_of_ms,
+            rec.paused,
+            now_ms(),
+        )));
+        let wake = Arc::new(Notify::new());
+        let me = self.clone();
+        let name = rec.name.clone();
+        let (s2, w2) = (sched.clone(), wake.clone());
+        let task = tokio::spawn(async move { me.drive(name, s2, w2).await });
+        if let Some(old) = self
+            .running
+            .lock()
+            .insert(rec.name.clone(), Running { sched, wake, task })
+        {
+            old.task.abort();
+        }
+    }
+
+    /// The relationship's task: polls the schedule, runs cycles, sleeps until the next.
+    async fn drive(self: Arc<Self>, name: String, sched: Arc<Mutex<Schedule>>, wake: Arc<Notify>) {
+        loop {
+            let now = now_ms();
+            let (action, due) = {
+                let mut s = sched.lock();
+                (s.poll(now), s.poll_timeout())
+            };
+            if action == Some(Action::StartCycle) {
+                let t0 = Instant::now();
+                let r = self.cycle(&name).await;
+                let end = now_ms();
+                match r {
+                    Ok(t) => {
+                        crate::metrics::global().replica_transfer(&name, t.bytes, t0.elapsed());
+                        sched.lock().cycle_done(end, t);
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        tracing::warn!(relationship = %name, error = %msg, "replication cycle failed; will retry");
+                        crate::metrics::global().replica_error(&name);
+                        sched.lock().cycle_failed(end, msg);
+                    }
+                }
+                continue;
+            }
+            let sleep = due.map_or(Duration::from_secs(3600), |d| {
+                Duration::from_millis(d.saturating_sub(now).max(1))
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = wake.notified() => {}
+            }
+        }
+    }
+
+    fn client(&self, peer: &str) -> anyhow::Result<(String, Arc<rustls::ClientConfig>)> {
+        let p = self
+            .peers
+            .get(peer)
+            .ok_or_else(|| anyhow!("peer {peer:?} is not in replication.peers"))?;
+        let addr = p
+            .address
+            .clone()
+            .ok_or_else(|| anyhow!("peer {peer:?} has no address in replication.peers"))?;
+        Ok((addr, client_config(&self.identity, peer, p.fingerprint)?))
+    }
+
+    /// One request/reply exchange on a new connection.
+    async fn ask(
+        &self,
+        peer: &str,
+        req: &Request,
+    ) -> anyhow::Result<(
+        Reply,
+        BufReader<tokio::io::ReadHalf<ClientConn>>,
+        tokio::io::WriteHalf<ClientConn>,
+    )> {
+        let (addr, tls) = self.client(peer)?;
+        let conn = connect(&addr, tls, self.timeout).await?;
+        let (rd, mut wr) = tokio::io::split(conn);
+        let mut rd = BufReader::new(rd);
+        write_line(&mut wr, req)
+            .await
+            .context("sending the request")?;
+        let reply: Reply = tokio::time::timeout(self.idle, read_line(&mut rd))
+            .await
+            .map_err(|_| anyhow!("peer {peer} did not answer within {:?}", self.idle))??;
+        if let Reply::Error { kind, message, .. } = &reply {
+            bail!("peer {peer} refused ({kind}): {message}");
+        }
+        Ok((reply, rd, wr))
+    }
+
+    /// One cycle of source relationship `name`.
+    async fn cycle(&self, name: &str) -> anyhow::Result<Transfer> {
+        let rec = self.mgr.replica_record(name).await?;
+        let (_, pool) = self.mgr.replica_pool(&rec.volume).await?;
+        let (reply, _, _) = self
+            .ask(
+                &rec.peer,
+                &Request::Status {
+                    version: PROTOCOL_VERSION,
+                    relationship: name.into(),
+                    volume: rec.remote_volume.clone(),
+                },
+            )
+            .await?;
+        let Reply::Status {
+            exists,
+            snapshots: remote,
+            resume_token,
+        } = reply
+        else {
+            bail!("peer {} answered Status with something else", rec.peer);
+        };
+        let local: Vec<_> = pool.snapshots(Some(&rec.volume));
+        let local_pairs: Vec<(String, uuid::Uuid)> =
+            local.iter().map(|s| (s.name.clone(), s.uuid)).collect();
+        let remote_uuids: Vec<uuid::Uuid> = remote.iter().map(|s| s.uuid).collect();
+        let common = newest_common(&local_pairs, &remote_uuids);
+        if exists && common.is_none() && resume_token.is_none() {
+            bail!(
+                "{}@{} exists but shares no snapshot with {}: replicating into it would need a full copy over its data (delete it on the peer, or choose another --remote-volume)",
+                rec.remote_volume, rec.peer, rec.volume
+            );
+        }
+        // Resume an interrupted transfer when the peer holds one whose snapshot we still
+        // have; otherwise take a new snapshot.
+        let mut resumed = None;
+        if let Some(tok) = &resume_token {
+            for s in local.iter().rev() {
+                if self
+                    .mgr
+                    .replica_prepare_send(
+                        &rec.volume,
+                        &s.name,
+                        common.as_ref().map(|c| c.0.as_str()),
+                        Some(tok),
+                    )
+                    .await
+                    .is_ok()
+                {
+                    resumed = Some(s.name.clone());
+                    break;
+                }
+            }
+        }
+        let (snap, token) = match resumed {
+            Some(s) => (s, resume_token.clone()),
+            None => {
+                let taken: Vec<String> = local.iter().map(|s| s.name.clone()).collect();
+                let n = snapshot_name(now_ms() / 1000, &taken);
+                self.mgr.snapshot_create(&rec.volume, &n).await?;
+                (n, None)
+            }
+        };
+        let from = common.as_ref().map(|c| c.0.clone());
+        let (prepared, plan) = self
+            .mgr
+            .replica_prepare_send(&rec.volume, &snap, from.as_deref(), token.as_deref())
+            .await?;
+        let to_uuid = pool
+            .snapshots(Some(&rec.volume))
+            .into_iter()
+            .find(|s| s.name == snap)
+            .map(|s| (s.uuid, s.created_unix))
+            .ok_or_else(|| anyhow!("{}@{snap} disappeared", rec.volume))?;
+        tracing::info!(relationship = %name, kind = %plan.kind, to = %plan.to, from = ?plan.from, start = plan.start_index, "replication transfer starting");
+        let (reply, mut rd, wr) = self
+            .ask(
+                &rec.peer,
+                &Request::Receive {
+                    version: PROTOCOL_VERSION,
+                    relationship: name.into(),
+                    volume: rec.remote_volume.clone(),
+                    source_volume: rec.volume.clone(),
+                    every_secs: rec.every_secs,
+                },
+            )
+            .await?;
+        if !matches!(reply, Reply::Ready) {
+            bail!("peer {} is not ready to receive", rec.peer);
+        }
+        let progress = Arc::new(StreamProgress::default());
+        self.progress
+            .lock()
+            .insert(name.to_string(), progress.clone());
+        let t0 = Instant::now();
+        let mut w = Throttled::new(wr, rec.bandwidth);
+        let sent = watchdog(self.idle, &progress, async {
+            let s = prepared.write_to(&mut w, &progress).await?;
+            w.flush().await?;
+            anyhow::Ok(s)
+        })
+        .await;
+        self.progress.lock().remove(name);
+        let sent = sent?;
+        let reply: Reply =
+            tokio::time::timeout(self.idle.max(Duration::from_secs(60)), read_line(&mut rd))
+                .await
+                .map_err(|_| anyhow!("peer {} did not confirm the transfer", rec.peer))??;
+        let bytes = match reply {
+            Reply::Received { bytes, .. } => bytes,
+            Reply::Error { kind, message, .. } => {
+                bail!("peer {} could not receive ({kind}): {message}", rec.peer)
+            }
+            _ => bail!("peer {} answered the stream with something else", rec.peer),
+        };
+        let duration = t0.elapsed();
+        tracing::debug!(relationship = %name, received = bytes, "peer confirmed the transfer");
+        let t = Transfer {
+            snapshot_unix_ms: to_uuid.1.saturating_mul(1000),
+            bytes: sent.bytes,
+            duration_ms: duration.as_millis() as u64,
+        };
+        self.mgr
+            .replica_update(name, |r| {
+                r.replicated_as_of_ms =
+                    Some(t.snapshot_unix_ms.max(r.replicated_as_of_ms.unwrap_or(0)));
+                r.last_transfer = Some(TransferRecord {
+                    snapshot: snap.clone(),
+                    bytes: sent.bytes,
+                    duration_ms: t.duration_ms,
+                    finished_unix: now_ms() / 1000,
+                    kind: plan.kind.clone(),
+                });
+            })
+            .await?;
+        tracing::info!(relationship = %name, snapshot = %snap, bytes = sent.bytes, ?duration, "replication transfer done");
+        // Retention, here then there; failures are logged and retried next cycle.
+        if let Err(e) = self.prune_local(&rec, to_uuid.0).await {
+            tracing::warn!(relationship = %name, error = %format!("{e:#}"), "local retention failed");
+        }
+        if let Err(e) = self
+            .ask(
+                &rec.peer,
+                &Request::Prune {
+                    version: PROTOCOL_VERSION,
+                    relationship: name.into(),
+                    volume: rec.remote_volume.clone(),
+                    keep: rec.keep_remote,
+                    common: to_uuid.0,
+                },
+            )
+            .await
+        {
+            tracing::warn!(relationship = %name, error = %format!("{e:#}"), "remote retention failed");
+        }
+        Ok(t)
+    }
+
+    async fn prune_local(
+        &self,
+        rec: &ReplicaRecord,
+        common: uuid::Uuid,
+    ) -> anyhow::Result<Vec<String>> {
+        prune(&self.mgr, &rec.volume, rec.keep_local, common).await
+    }
+
+    // ---- operator requests ----
+
+    /// `replica create` (source side): records and starts it.
+    pub async fn create(self: &Arc<Self>, rec: ReplicaRecord) -> anyhow::Result<ReplicaRecord> {
+        if !self.peers.contains_key(&rec.peer) {
+            bail!("peer {:?} is not in replication.peers", rec.peer);
+        }
+        let rec = self.mgr.replica_create(rec).await?;
+        self.spawn(&rec);
+        Ok(rec)
+    }
+
+    /// `replica list`.
+    pub async fn list(&self) -> Vec<RelationshipView> {
+        let now = now_ms();
+        let recs = self.mgr.replica_records().await;
+        let running = self.running.lock();
+        let progress = self.progress.lock();
+        recs.into_iter()
+            .map(|record| {
+                let r = running.get(&record.name).map(|r| r.sched.lock().clone());
+                RelationshipView {
+                    state: r
+                        .as_ref()
+                        .map_or(
+                            if record.role == ReplicaRole::Source {
+                                "stopped"
+                            } else {
+                                record.role.as_str()
+                            },
+                            |s| s.phase().as_str(),
+                        )
+                        .to_string(),
+                    lag_secs: r.as_ref().map(|s| s.lag_ms(now) / 1000),
+                    last_error: r.as_ref().and_then(|s| s.last_error().map(str::to_string)),
+                    transferring_bytes: progress
+                        .get(&record.name)
+                        .map(|p| p.bytes.load(Ordering::Relaxed)),
+                    record,
+                }
+            })
+            .collect()
+    }
+
+    /// `replica pause` / `resume`.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> anyhow::Result<ReplicaRecord> {
+        let rec = self.mgr.replica_update(name, |r| r.paused = paused).await?;
+        if let Some(r) = self.running.lock().get(name) {
+            if paused {
+                r.sched.lock().pause();
+            } else {
+                r.sched.lock().resume(now_ms());
+            }
+            r.wake.notify_one();
+        }
+        Ok(rec)
+    }
+
+    /// `replica sync`: a cycle now.
+    pub fn sync(&self, name: &str) -> anyhow::Result<()> {
+        let running = self.running.lock();
+        let r = running.get(name).ok_or_else(|| {
+            anyhow!("relationship {name:?} is not a running source relationship here")
+        })?;
+        r.sched.lock().trigger(now_ms());
+        r.wake.notify_one();
+        Ok(())
+    }
+
+    /// Stops every relationship task (lunard shutting down; a transfer cut here resumes
+    /// at the next start).
+    pub fn stop_all(&self) {
+        for (_, r) in std::mem::take(&mut *self.running.lock()) {
+            r.task.abort();
+        }
+    }
+
+    fn stop(&self, name: &str) {
+        if let Some(r) = self.running.lock().remove(name) {
+            r.task.abort();
+        }
+    }
+
+    /// `replica delete`.
+    pub async fn delete(&self, name: &str) -> anyhow::Result<ReplicaRecord> {
+        self.stop(name);
+        Ok(self.mgr.replica_delete(name).await?)
+    }
+
+    /// `replica promote` (replica side).
+    pub async fn promote(&self, name: &str) -> anyhow::Result<ReplicaRecord> {
+        Ok(self.mgr.replica_promote(name).await?)
+    }
+
+    /// `replica reverse` (on the promoted side, once the old source is back): the old
+    /// source rolls back to the newest common snapshot and becomes the replica; this side
+    /// becomes the source and sends increments from there.
+    pub async fn reverse(self: &Arc<Self>, name: &str) -> anyhow::Result<ReplicaRecord> {
+        let rec = self.mgr.replica_record(name).await?;
+        if rec.role != ReplicaRole::Promoted {
+            bail!(
+                "relationship {name:?} is the {} here: reverse runs on the promoted replica",
+                rec.role.as_str()
+            );
+        }
+        let (_, pool) = self.mgr.replica_pool(&rec.volume).await?;
+        let (reply, _, _) = self
+            .ask(
+                &rec.peer,
+                &Request::Status {
+                    version: PROTOCOL_VERSION,
+                    relationship: name.into(),
+                    volume: rec.remote_volume.clone(),
+                },
+            )
+            .await?;
+        let Reply::Status {
+            snapshots: remote, ..
+        } = reply
+        else {
+            bail!("peer {} answered Status with something else", rec.peer);
+        };
+        let local: Vec<(String, uuid::Uuid)> = pool
+            .snapshots(Some(&rec.volume))
+            .into_iter()
+            .map(|s| (s.name, s.uuid))
+            .collect();
+        let remote_uuids: Vec<uuid::Uuid> = remote.iter().map(|s| s.uuid).collect();
+        let (_, uuid) = newest_common(&local, &remote_uuids).ok_or_else(|| {
+            anyhow!(
+                "{} and {}@{} share no snapshot: a reverse would need a full copy",
+                rec.volume,
+                rec.remote_volume,
+                rec.peer
+            )
+        })?;
+        let remote_name = remote
+            .iter()
+            .find(|s| s.uuid == uuid)
+            .map(|s| s.name.clone())
+            .ok_or_else(|| anyhow!("common snapshot vanished"))?;
+        self.ask(
+            &rec.peer,
+            &Request::Demote {
+                version: PROTOCOL_VERSION,
+                relationship: name.into(),
+                volume: rec.remote_volume.clone(),
+                source_volume: rec.volume.clone(),
+                common: remote_name.clone(),
+            },
+        )
+        .await?;
+        let rec = self
+            .mgr
+            .replica_update(name, |r| {
+                r.role = ReplicaRole::Source;
+                r.paused = false;
+                r.replicated_as_of_ms = None;
+            })
+            .await?;
+        tracing::info!(relationship = %name, common = %remote_name, "replication reversed: this side is the source");
+        self.spawn(&rec);
+        Ok(rec)
+    }
+
+    // ---- the replica side: requests from peers ----
+
+    async fn answer(
+        self: &Arc<Self>,
+        peer: &str,
+        req: Request,
+        rd: &mut BufReader<tokio::io::ReadHalf<ServerConn>>,
+        wr: &mut tokio::io::WriteHalf<ServerConn>,
+    ) -> Result<Reply, MgrErrorReply> {
+        if req.version() != PROTOCOL_VERSION {
+            return Err(MgrErrorReply::new(
+                "protocol",
+                format!(
+                    "replication protocol {} here, {} there: upgrade the older lunard",
+                    PROTOCOL_VERSION,
+                    req.version()
+                ),
+            ));
+        }
+        match req {
+            Request::Status {
+                relationship,
+                volume,
+                ..
+            } => {
+                self.check_peer(&relationship, peer, &volume).await?;
+                let (_, pool) = self.mgr.replica_pool(&volume).await?;
+                let exists = pool.volume_info(&volume).is_ok();
+                let snapshots = pool
+                    .snapshots(Some(&volume))
+                    .into_iter()
+                    .map(|s| SnapEntry {
+                        name: s.name,
+                        uuid: s.uuid,
+                        created_unix: s.created_unix,
+                    })
+                    .collect();
+                let resume_token = storage_core::stream::pending_receives(&pool)
+                    .into_iter()
+                    .find(|p| p.volume == volume)
+                    .map(|p| p.token.to_string());
+                Ok(Reply::Status {
+                    exists,
+                    snapshots,
+                    resume_token,
+                })
+            }
+            Request::Receive {
+                relationship,
+                volume,
+                source_volume,
+                every_secs,
+                ..
+            } => {
+                self.check_peer(&relationship, peer, &volume).await?;
+                self.mgr
+                    .replica_adopt(ReplicaRecord {
+                        name: relationship.clone(),
+                        role: ReplicaRole::Replica,
+                        volume: volume.clone(),
+                        pool: String::new(),
+                        peer: peer.to_string(),
+                        remote_volume: source_volume,
+                        every_secs,
+                        keep_local: 1,
+                        keep_remote: 1,
+                        bandwidth: None,
+                        paused: false,
+                        created_unix: now_ms() / 1000,
+                        replicated_as_of_ms: None,
+                        last_transfer: None,
+                    })
+                    .await?;
+                write_line(wr, &Reply::Ready)
+                    .await
+                    .map_err(|e| MgrErrorReply::new("io", e.to_string()))?;
+                let progress = Arc::new(StreamProgress::default());
+                let t0 = Instant::now();
+                let r = watchdog(self.idle, &progress, async {
+                    Ok(self
+                        .mgr
+                        .replica_receive(None, &volume, &mut *rd, &progress)
+                        .await)
+                })
+                .await;
+                let got = match r {
+                    Ok(Ok(g)) => g,
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(e) => return Err(MgrErrorReply::new("timeout", format!("{e:#}"))),
+                };
+                crate::metrics::global().replica_transfer(&relationship, got.bytes, t0.elapsed());
+                let _ = self
+                    .mgr
+                    .replica_update(&relationship, |r| {
+                        r.replicated_as_of_ms = Some(now_ms());
+                        r.last_transfer = Some(TransferRecord {
+                            snapshot: got.snapshot.clone(),
+                            bytes: got.bytes,
+                            duration_ms: t0.elapsed().as_millis() as u64,
+                            finished_unix: now_ms() / 1000,
+                            kind: got.kind.clone(),
+                        });
+                    })
+                    .await;
+                Ok(Reply::Received {
+                    snapshot: got.snapshot,
+                    kind: got.kind,
+                    bytes: got.bytes,
+                })
+            }
+            Request::Prune {
+                relationship,
+                volume,
+                keep,
+                common,
+                ..
+            } => {
+                let r = self.check_peer(&relationship, peer, &volume).await?;
+                if r.is_none_or(|r| r.role != ReplicaRole::Replica) {
+                    return Err(MgrErrorReply::new(
+                        "invalid",
+                        format!("{volume} is not a replica of relationship {relationship} here"),
+                    ));
+                }
+                let deleted = prune(&self.mgr, &volume, keep, common)
+                    .await
+                    .map_err(|e| MgrErrorReply::new("internal", format!("{e:#}")))?;
+                Ok(Reply::Pruned { deleted })
+            }
+            Request::Demote {
+                relationship,
+                volume,
+                source_volume,
+                common,
+                ..
+            } => {
+                let r = self.check_peer(&relationship, peer, &volume).await?;
+                if r.is_none() {
+                    return Err(MgrErrorReply::new(
+                        "not_found",
+                        format!("no relationship {relationship} here"),
+                    ));
+                }
+                self.stop(&relationship);
+                self.mgr
+                    .replica_demote(&relationship, peer, &volume, &source_volume, &common)
+                    .await?;
+                Ok(Reply::Demoted)
+            }
+        }
+    }
+
+    /// The relationship `name` here, which must be `peer`'s and about `volume` if it exists.
+    async fn check_peer(
+        &self,
+        name: &str,
+        peer: &str,
+        volume: &str,
+    ) -> Result<Option<ReplicaRecord>, MgrErrorReply> {
+        match self.mgr.replica_record(name).await {
+            Ok(r) if r.peer != peer || r.volume != volume => Err(MgrErrorReply::new(
+                "invalid",
+                format!(
+                    "relationship {name} here is {} with peer {}, not {volume} with {peer}",
+                    r.volume, r.peer
+                ),
+            )),
+            Ok(r) => Ok(Some(r)),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// Deletes the `repl-` snapshots of `volume` beyond `keep`, never the one with uuid
+/// `common`, nor one a clone was made from (kept until the clone goes).
+async fn prune(
+    mgr: &LunManager,
+    volume: &str,
+    keep: u32,
+    common: uuid::Uuid,
+) -> anyhow::Result<Vec<String>> {
+    let (_, pool) = mgr.replica_pool(volume).await?;
+    let origins: Vec<String> = pool
+        .volumes()
+        .into_iter()
+        .filter_map(|v| v.origin)
+        .collect();
+    let snaps: Vec<Snap> = pool
+        .snapshots(Some(volume))
+        .into_iter()
+        .map(|s| Snap {
+            pinned: origins.contains(&format!("{volume}@{}", s.name)),
+            name: s.name,
+            uuid: s.uuid,
+        })
+        .collect();
+    let mut deleted = Vec::new();
+    for n in to_delete(&snaps, keep, Some(common)) {
+        match mgr.snapshot_delete(volume, &n).await {
+            Ok(()) => deleted.push(n),
+            Err(e) => {
+                tracing::info!(volume, snapshot = %n, error = %e, "retention kept a snapshot it could not delete")
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Runs `fut`, failing it when `progress.bytes` stands still for `idle`.
+async fn watchdog<T>(
+    idle: Duration,
+    progress: &StreamProgress,
+    fut: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::pin!(fut);
+    let mut last = progress.bytes.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            _ = tokio::time::sleep(idle) => {
+                let now = progress.bytes.load(Ordering::Relaxed);
+                if now == last {
+                    bail!("the transfer moved no byte for {idle:?}: abandoned (it resumes at the next cycle)");
+                }
+                last = now;
+            }
+        }
+    }
+}
+
+/// An error answered to a peer.
+#[derive(Debug)]
+struct MgrErrorReply {
+    kind: String,
+    message: String,
+    resume: Option<String>,
+}
+
+impl MgrErrorReply {
+    fn new(kind: &str, message: String) -> Self {
+        MgrErrorReply {
+            kind: kind.into(),
+            message,
+            resume: None,
+        }
+    }
+}
+
+impl From<MgrError> for MgrErrorReply {
+    fn from(e: MgrError) -> Self {
+        let resume = match &e {
+            MgrError::Stream { resume, .. } => resume.as_ref().map(ToString::to_string),
+            _ => None,
+        };
+        MgrErrorReply {
+            kind: e.kind().to_string(),
+            message: e.to_string(),
+            resume,
+        }
+    }
+}
+
+impl Handler for Replication {
+    fn serve(
+        self: Arc<Self>,
+        peer: String,
+        conn: ServerConn,
+        deadline: Duration,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let (rd, mut wr) = tokio::io::split(conn);
+            let mut rd = BufReader::new(rd);
+            let req: Request = match tokio::time::timeout(deadline, read_line(&mut rd)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "replication request refused");
+                    crate::metrics::global().replica_link_refused("bad_request");
+                    let _ = write_line(
+                        &mut wr,
+                        &Reply::Error {
+                            kind: "protocol".into(),
+                            message: e.to_string(),
+                            resume_token: None,
+                        },
+                    )
+                    .await;
+                    return;
+                }
+                Err(_) => {
+                    crate::metrics::global().replica_link_refused("timeout");
+                    return;
+                }
+            };
+            let reply = match self.answer(&peer, req, &mut rd, &mut wr).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(%peer, kind = %e.kind, error = %e.message, "replication request failed");
+                    Reply::Error {
+                        kind: e.kind,
+                        message: e.message,
+                        resume_token: e.resume,
+                    }
+                }
+            };
+            let _ = write_line(&mut wr, &reply).await;
+            let _ = wr.shutdown().await;
+        })
+    }
+}
