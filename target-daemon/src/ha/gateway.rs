@@ -108,6 +108,10 @@ impl PoolHost for GatewayHost {
         *self.access.lock() = access;
         self.apply();
     }
+
+    fn set_serving_until(&self, until: Option<std::time::Instant>) {
+        self.alua.set_serving_until(until);
+    }
 }
 
 /// Who counts as a live gateway when a reservation change's notify timed out on some

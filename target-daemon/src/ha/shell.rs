@@ -42,6 +42,11 @@ pub trait PoolHost: Send + Sync + 'static {
     /// Sets the local port group's ALUA access state. Called synchronously on the
     /// coordinator task: must not block.
     fn set_access(&self, access: Access);
+    /// Publishes until when this gateway may serve media commands (the lease's local
+    /// deadline while serving; `None` otherwise), checked per command so that a coordinator
+    /// that did not run in time (a frozen process resumed) cannot leave I/O admitted past
+    /// it. Called synchronously on the coordinator task: must not block.
+    fn set_serving_until(&self, until: Option<Instant>);
 }
 
 /// Where the coordinator's calls go: the group's configuration and the pool to open.
@@ -171,6 +176,7 @@ impl Coordinator {
             image_ours: false,
             pool: None,
             applied: access,
+            applied_until: None,
             stopping: None,
         };
         let handle = tokio::spawn(task.run(cmd_rx, done_rx));
@@ -308,6 +314,8 @@ struct Task {
     pool: Option<Pool>,
     /// The access last applied to the ALUA view.
     applied: Access,
+    /// The serving deadline last published ([`PoolHost::set_serving_until`]).
+    applied_until: Option<Instant>,
     stopping: Option<oneshot::Sender<()>>,
 }
 
@@ -365,10 +373,21 @@ impl Task {
 
     /// Applies the machine's [`Access`] to the host when it changed.
     fn apply_access(&mut self) {
+        // A new deadline goes out before the access that needs it, and a cleared one after
+        // the access that stops serving, so an active state is never seen without one.
+        let until = self.m.serving_until();
+        if until.is_some() && until != self.applied_until {
+            self.applied_until = until;
+            self.host.set_serving_until(until);
+        }
         let access = self.m.access();
         if access != self.applied {
             self.applied = access.clone();
             self.host.set_access(access);
+        }
+        if until.is_none() && self.applied_until.is_some() {
+            self.applied_until = None;
+            self.host.set_serving_until(None);
         }
     }
 

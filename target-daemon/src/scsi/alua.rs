@@ -29,7 +29,8 @@
 //! (SPC-4 5.16.2.5), so hosts re-read the states at once.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -71,6 +72,19 @@ pub struct AluaView {
     /// unit attentions for. Shared by the views of one gateway's pools
     /// ([`AluaView::sibling`]), so a target checks one counter whatever pool its LUNs are in.
     generation: Arc<AtomicU64>,
+    /// Until when an active local group may serve media commands, as nanoseconds after
+    /// [`epoch`] (0: no deadline). The HA coordinator publishes its lease's local deadline
+    /// here at every renew; the per-command check compares it with the clock, so a gateway
+    /// whose coordinator did not run in time (a process frozen and resumed, a starved
+    /// runtime) refuses media access by itself instead of waiting for its own step-down.
+    serve_until: AtomicU64,
+}
+
+/// The instant deadlines count from (process-wide, monotonic: it keeps counting while the
+/// process is stopped, which is the point).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 fn state_of_code(c: u8) -> AccessState {
@@ -100,6 +114,7 @@ impl AluaView {
             groups: Mutex::new(Vec::new()),
             local_state: AtomicU8::new(AccessState::Unavailable.code()),
             generation,
+            serve_until: AtomicU64::new(0),
         });
         view.set_groups(groups);
         view
@@ -166,6 +181,34 @@ impl AluaView {
     /// Sets the state of this gateway's group.
     pub fn set_local(&self, state: AccessState) {
         self.set_state(self.local, state);
+    }
+
+    /// Publishes until when the local group may serve media commands while it is active
+    /// (`None`: no deadline, as without HA). See [`AluaView::serving_state`].
+    pub fn set_serving_until(&self, until: Option<Instant>) {
+        let nanos = until.map_or(0, |t| {
+            let n = t.saturating_duration_since(epoch()).as_nanos();
+            // 1 ns at least: 0 means "no deadline".
+            u64::try_from(n).unwrap_or(u64::MAX).max(1)
+        });
+        self.serve_until.store(nanos, Ordering::Release);
+    }
+
+    /// The local state as a command sees it now: the published state, except that an
+    /// active group past its serving deadline counts as transitioning (hosts retry 04/0A),
+    /// since its lease may already be someone else's.
+    pub fn serving_state(&self) -> AccessState {
+        let state = self.local_state();
+        let until = self.serve_until.load(Ordering::Acquire);
+        if until == 0 || !matches!(state, AccessState::ActiveOptimized) {
+            return state;
+        }
+        let now = Instant::now().saturating_duration_since(epoch()).as_nanos();
+        if u64::try_from(now).unwrap_or(u64::MAX) >= until {
+            AccessState::Transitioning
+        } else {
+            state
+        }
     }
 
     /// This gateway's group number.
@@ -405,6 +448,39 @@ mod tests {
         assert_eq!(v.local_state(), AccessState::ActiveOptimized);
         assert_eq!(v.owner().as_deref(), Some("gw2"));
         assert_eq!(v.generation(), g0 + 2);
+    }
+
+    #[test]
+    fn an_active_group_past_its_serving_deadline_transitions() {
+        let v = AluaView::new(1, vec![gw(1, AccessState::ActiveOptimized)]);
+        assert_eq!(
+            v.serving_state(),
+            AccessState::ActiveOptimized,
+            "no deadline"
+        );
+        let now = Instant::now();
+        v.set_serving_until(Some(now + std::time::Duration::from_secs(3600)));
+        assert_eq!(v.serving_state(), AccessState::ActiveOptimized);
+        v.set_serving_until(Some(now));
+        assert_eq!(
+            v.serving_state(),
+            AccessState::Transitioning,
+            "a deadline that has passed refuses media access by itself"
+        );
+        assert_eq!(
+            v.local_state(),
+            AccessState::ActiveOptimized,
+            "what RTPG reports is the coordinator's to change"
+        );
+        // A deadline older than the first use of the clock base still counts as passed.
+        v.set_serving_until(Some(now - std::time::Duration::from_secs(1)));
+        assert_eq!(v.serving_state(), AccessState::Transitioning);
+        v.set_serving_until(None);
+        assert_eq!(v.serving_state(), AccessState::ActiveOptimized);
+        // Only an active group is affected: standby stays standby.
+        v.set_local(AccessState::Standby);
+        v.set_serving_until(Some(now));
+        assert_eq!(v.serving_state(), AccessState::Standby);
     }
 
     #[test]

@@ -1081,7 +1081,7 @@ impl ScsiTarget {
         command: &Command,
     ) -> Option<scsi_proto::scsi::sense::AdditionalSense> {
         let view = self.alua_of(lun)?;
-        alua::refusal(view.local_state(), command)
+        alua::refusal(view.serving_state(), command)
     }
 
     fn report_luns(&self, select_report: u8) -> Vec<u8> {
