@@ -270,10 +270,8 @@ impl Replication {
         Ok((reply, rd, wr))
     }
 
-    /// One cycle of source relationship `name`.
-    async fn cycle(&self, name: &str) -> anyhow::Result<Transfer> {
-        let rec = self.mgr.replica_record(name).await?;
-        let (_, pool) = self.mgr.replica_pool(&rec.volume).await?;
+    /// What the peer holds of relationship `name`'s remote volume (its `Status` answer).
+    async fn peer_status(&self, name: &str, rec: &ReplicaRecord) -> anyhow::Result<PeerStatus> {
         let (reply, _, _) = self
             .ask(
                 &rec.peer,
@@ -286,12 +284,28 @@ impl Replication {
             .await?;
         let Reply::Status {
             exists,
-            snapshots: remote,
+            snapshots,
             resume_token,
         } = reply
         else {
             bail!("peer {} answered Status with something else", rec.peer);
         };
+        Ok(PeerStatus {
+            exists,
+            snapshots,
+            resume_token,
+        })
+    }
+
+    /// One cycle of source relationship `name`.
+    async fn cycle(&self, name: &str) -> anyhow::Result<Transfer> {
+        let rec = self.mgr.replica_record(name).await?;
+        let (_, pool) = self.mgr.replica_pool(&rec.volume).await?;
+        let PeerStatus {
+            exists,
+            snapshots: remote,
+            resume_token,
+        } = self.peer_status(name, &rec).await?;
         let local: Vec<_> = pool.snapshots(Some(&rec.volume));
         let local_pairs: Vec<(String, uuid::Uuid)> =
             local.iter().map(|s| (s.name.clone(), s.uuid)).collect();
@@ -542,22 +556,7 @@ impl Replication {
             );
         }
         let (_, pool) = self.mgr.replica_pool(&rec.volume).await?;
-        let (reply, _, _) = self
-            .ask(
-                &rec.peer,
-                &Request::Status {
-                    version: PROTOCOL_VERSION,
-                    relationship: name.into(),
-                    volume: rec.remote_volume.clone(),
-                },
-            )
-            .await?;
-        let Reply::Status {
-            snapshots: remote, ..
-        } = reply
-        else {
-            bail!("peer {} answered Status with something else", rec.peer);
-        };
+        let remote = self.peer_status(name, &rec).await?.snapshots;
         let local: Vec<(String, uuid::Uuid)> = pool
             .snapshots(Some(&rec.volume))
             .into_iter()
@@ -909,4 +908,14 @@ impl Handler for Replication {
             let _ = wr.shutdown().await;
         })
     }
+}
+
+/// A peer's `Status` answer about a relationship's remote volume.
+struct PeerStatus {
+    /// Whether the volume exists there.
+    exists: bool,
+    /// Its snapshots.
+    snapshots: Vec<SnapEntry>,
+    /// A staged receive's resume token.
+    resume_token: Option<String>,
 }
