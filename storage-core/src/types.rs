@@ -173,7 +173,8 @@ pub struct PoolStats {
     /// First writes into a chunk the volume resolved through an ancestor (or a hole in its
     /// own top): a private chunk was allocated while the old one stays with its owner.
     pub cow_ops: u64,
-    /// Bytes read from the old chunk to fill a partial first write (read-modify-write).
+    /// Bytes carried over from the old chunk by partial first writes into shared chunks: the
+    /// chunk size minus the bytes written (a whole-chunk first write copies nothing).
     pub cow_bytes: u64,
     /// Metadata commits (one per group commit).
     pub commits: u64,

@@ -2,8 +2,9 @@
 //!
 //! A request is split at chunk boundaries and the pieces run concurrently. Reads resolve the
 //! top layer, then ancestors. A write to a chunk the top owns goes in place with no metadata
-//! change; a first write allocates a new chunk, merges the old resolved contents (or zeros)
-//! for a partial write, writes it, and only then maps it (data before mapping).
+//! change; a first write allocates a new chunk, writes it whole in one gathered write (the
+//! caller's buffers between the old resolved contents outside the written range, or zeros),
+//! and only then maps it (data before mapping).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -519,17 +520,22 @@ impl Volume {
                 body
             }
             Some(q) => {
+                // Only what lies outside the written range is carried over from the old
+                // chunk, and the new chunk is written as head, the caller's buffers, tail in
+                // one gathered write: no chunk-sized buffer to copy the write into.
+                let tail = cs as usize - off - len;
                 self.inner
                     .stats
                     .cow_bytes
-                    .fetch_add(cs, std::sync::atomic::Ordering::Relaxed);
-                let mut base = match self
-                    .inner
-                    .io
-                    .read(self.inner.layout.chunk_offset(q), cs as usize)
-                    .await
-                {
-                    Ok(b) => b,
+                    .fetch_add((off + tail) as u64, std::sync::atomic::Ordering::Relaxed);
+                match self.carry_over(q, off, len).await {
+                    Ok((head, rest)) => {
+                        let mut body = Vec::with_capacity(parts.len() + 2);
+                        body.extend(head);
+                        body.extend(parts);
+                        body.extend(rest);
+                        body
+                    }
                     Err(e) => {
                         self.inner
                             .state
@@ -537,13 +543,7 @@ impl Volume {
                             .allocation_done(self.id, full, Some(phys));
                         return Err(e);
                     }
-                };
-                let mut o = off;
-                for b in &parts {
-                    base[o..o + b.len()].copy_from_slice(b);
-                    o += b.len();
                 }
-                vec![Bytes::from(base)]
             }
         };
         if let Err(e) = self
@@ -571,6 +571,32 @@ impl Volume {
         // Still under the stripe lock: a later in-place write of this chunk sees it.
         self.rt.map_lsn(index).fetch_max(st.lsn, Ordering::AcqRel);
         Ok(st.lsn)
+    }
+
+    /// The parts of old chunk `q` a partial first write at `off..off + len` keeps: the bytes
+    /// before and after the written range, as slices of one device read. A range touching
+    /// either end of the chunk reads only the other side; one in the middle reads the whole
+    /// chunk once (the written bytes are read but not used: one request instead of two, on
+    /// RBD one round trip instead of two) and slices it without copying.
+    async fn carry_over(
+        &self,
+        q: u64,
+        off: usize,
+        len: usize,
+    ) -> Result<(Option<Bytes>, Option<Bytes>)> {
+        let cs = self.inner.layout.chunk_size as usize;
+        let at = self.inner.layout.chunk_offset(q);
+        let end = off + len;
+        if off == 0 {
+            let tail = self.inner.io.read(at + end as u64, cs - end).await?;
+            return Ok((None, Some(Bytes::from(tail))));
+        }
+        if end == cs {
+            let head = self.inner.io.read(at, off).await?;
+            return Ok((Some(Bytes::from(head)), None));
+        }
+        let old = Bytes::from(self.inner.io.read(at, cs).await?);
+        Ok((Some(old.slice(..off)), Some(old.slice(end..))))
     }
 
     /// Allocate a chunk, committing once if only not-yet-durable frees are left.
