@@ -1,7 +1,8 @@
 //! Checkpoint stall benchmark: the latency of 4 KiB random reads and of 4 KiB first writes
 //! (each to a chunk never written, so each appends a record to the journal), each at queue
-//! depth 1, while a checkpoint runs, on pools with 1 M and 8 M mapped chunks (64 KiB chunks:
-//! 64 GiB and 512 GiB written), in three modes (`--modes`, default `hold,double`):
+//! depth 1, and of flushes (4 KiB FUA overwrites at queue depth 1: each waits for a commit),
+//! while a checkpoint runs, on pools with 1 M and 8 M mapped chunks (64 KiB chunks: 64 GiB
+//! and 512 GiB written), in four modes (`--modes`, default `hold,double`):
 //!
 //! - `capture`: `Pool::bench_full_capture(true)`, the checkpoint copies the live maps out
 //!   under the metadata lock, as every checkpoint did before the replica
@@ -9,8 +10,12 @@
 //! - `hold`: `Pool::bench_checkpoint_holds_journal(true)`, the replica is imaged but the
 //!   journal lock is held for the whole checkpoint (encode, write, two syncs), as before the
 //!   journal was double-buffered (docs/decisions/0021-double-buffered-journal.md);
-//! - `double`: the build's own way: appends move to the other journal half and the
-//!   checkpoint runs without the journal lock.
+//! - `inline`: `Pool::bench_checkpoint_inline(true)`, double-buffered, but the commit thread
+//!   writes the checkpoint itself and seals nothing meanwhile, so flushes wait for it, as
+//!   before checkpoints had a thread of their own (docs/decisions/0029-checkpoint-thread.md);
+//! - `double`: the build's own way: appends move to the other journal half, the checkpoint
+//!   runs without the journal lock on a thread of its own, and the commit thread goes on
+//!   sealing the new half's blocks.
 //!
 //! The modes alternate round by round in one process, so all see the same (noisy, shared)
 //! host.
@@ -25,7 +30,7 @@
 //! duration.
 //!
 //! Run: `cargo run --release -p storage-core --features bench-internals --example
-//! checkpoint_stall -- [DIR] [--rounds N] [--sizes 1,8] [--modes hold,double]` (sizes in M
+//! checkpoint_stall -- [DIR] [--rounds N] [--sizes 1,8] [--modes hold,inline,double]` (sizes in M
 //! chunks; DIR defaults to a temporary directory; the pool files are sparse and removed
 //! afterwards).
 
@@ -47,6 +52,7 @@ type Lat = Vec<(Duration, Duration)>;
 enum Mode {
     Capture,
     Hold,
+    Inline,
     Double,
 }
 
@@ -55,6 +61,7 @@ impl Mode {
         match self {
             Mode::Capture => "capture",
             Mode::Hold => "hold",
+            Mode::Inline => "inline",
             Mode::Double => "double",
         }
     }
@@ -62,11 +69,23 @@ impl Mode {
     fn set(self, pool: &Pool) {
         pool.bench_full_capture(self == Mode::Capture);
         pool.bench_checkpoint_holds_journal(self == Mode::Hold);
+        pool.bench_checkpoint_inline(self == Mode::Inline);
     }
 }
 
-/// Per round: (mode, read p99.9, read max, lookup max, first write p99.9, first write max).
-type Summary = (Mode, Duration, Duration, Duration, Duration, Duration);
+/// Per round: (mode, read p99.9, read max, lookup max, first write p99.9, first write max,
+/// flush p99, flush p99.9, flush max).
+type Summary = (
+    Mode,
+    Duration,
+    Duration,
+    Duration,
+    Duration,
+    Duration,
+    Duration,
+    Duration,
+    Duration,
+);
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -92,6 +111,8 @@ struct Round {
     reads: Vec<Duration>,
     /// Latencies of the first writes that overlapped the checkpoint, sorted.
     writes: Vec<Duration>,
+    /// Latencies of the FUA overwrites that overlapped the checkpoint, sorted.
+    flushes: Vec<Duration>,
     /// Longest metadata lookup (`Volume::info`: the metadata lock, no I/O) that overlapped it.
     probe_max: Duration,
     checkpoint: Duration,
@@ -159,6 +180,23 @@ async fn round(pool: &Pool, chunks: u64, seed: u64, next: &mut u64) -> Round {
             (lat, c)
         })
     };
+    // QD1 FUA overwrites of one chunk mapped before the round: each returns once a commit
+    // has synced the data and sealed the journal (docs/storage-format.md, "Transaction
+    // model").
+    let flusher = {
+        let stop = stop.clone();
+        let vol = pool.volume("v").expect("volume");
+        tokio::spawn(async move {
+            let mut lat: Lat = Vec::new();
+            let data = bytes::Bytes::from(vec![0x5au8; 4096]);
+            while !stop.load(Ordering::Acquire) {
+                let s = Instant::now();
+                vol.write(0, data.clone(), true).await.expect("FUA write");
+                lat.push((s - t0, s.elapsed()));
+            }
+            lat
+        })
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let c0 = t0.elapsed();
     pool.checkpoint().await.expect("checkpoint");
@@ -167,6 +205,7 @@ async fn round(pool: &Pool, chunks: u64, seed: u64, next: &mut u64) -> Round {
     stop.store(true, Ordering::Release);
     let lat = reader.await.expect("reader");
     let (wlat, c) = writer.await.expect("writer");
+    let flat = flusher.await.expect("flusher");
     *next = c;
     let probes = prober.join().expect("prober");
     // Those that started while the checkpoint ran, or that were still waiting when it began.
@@ -182,6 +221,7 @@ async fn round(pool: &Pool, chunks: u64, seed: u64, next: &mut u64) -> Round {
     Round {
         reads: overlapping(lat),
         writes: overlapping(wlat),
+        flushes: overlapping(flat),
         probe_max: overlapping(probes).last().copied().unwrap_or_default(),
         checkpoint: c1 - c0,
     }
@@ -211,12 +251,13 @@ async fn main() {
         .filter_map(|s| match s.trim() {
             "capture" => Some(Mode::Capture),
             "hold" => Some(Mode::Hold),
+            "inline" => Some(Mode::Inline),
             "double" => Some(Mode::Double),
             _ => None,
         })
         .collect();
-    println!("| mapped chunks | mode | round | reads during | read p50 µs | read p99.9 µs | read max µs | lookup max µs | first writes during | write p50 µs | write p99 µs | write p99.9 µs | write max µs | checkpoint ms |");
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| mapped chunks | mode | round | reads during | read p50 µs | read p99.9 µs | read max µs | lookup max µs | first writes during | write p50 µs | write p99 µs | write p99.9 µs | write max µs | flushes during | flush p50 µs | flush p99 µs | flush p99.9 µs | flush max µs | checkpoint ms |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &m in &sizes {
         let chunks = m * M;
         let path = dir.join(format!("stall-{m}M.img"));
@@ -256,9 +297,9 @@ async fn main() {
             let mode = modes[(r % k + r / k) % k];
             mode.set(&pool);
             let rd = round(&pool, chunks, r as u64, &mut next).await;
-            let (rs, ws) = (&rd.reads, &rd.writes);
+            let (rs, ws, fs) = (&rd.reads, &rd.writes, &rd.flushes);
             println!(
-                "| {m} M | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                "| {m} M | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
                 mode.name(),
                 r / k + 1,
                 rs.len(),
@@ -271,6 +312,11 @@ async fn main() {
                 us(pct(ws, 0.99)),
                 us(pct(ws, 0.999)),
                 us(pct(ws, 1.0)),
+                fs.len(),
+                us(pct(fs, 0.5)),
+                us(pct(fs, 0.99)),
+                us(pct(fs, 0.999)),
+                us(pct(fs, 1.0)),
                 rd.checkpoint.as_secs_f64() * 1e3
             );
             summary.push((
@@ -280,6 +326,9 @@ async fn main() {
                 rd.probe_max,
                 pct(ws, 0.999),
                 pct(ws, 1.0),
+                pct(fs, 0.99),
+                pct(fs, 0.999),
+                pct(fs, 1.0),
             ));
         }
         for &mode in &modes {
@@ -290,13 +339,16 @@ async fn main() {
                 format!("{lo:.0}-{hi:.0}")
             };
             eprintln!(
-                "{m} M {}: read p99.9 {} µs, read max {} µs, lookup max {} µs, first write p99.9 {} µs, first write max {} µs",
+                "{m} M {}: read p99.9 {} µs, read max {} µs, lookup max {} µs, first write p99.9 {} µs, first write max {} µs, flush p99 {} µs, flush p99.9 {} µs, flush max {} µs",
                 mode.name(),
                 range(&|s| s.1),
                 range(&|s| s.2),
                 range(&|s| s.3),
                 range(&|s| s.4),
                 range(&|s| s.5),
+                range(&|s| s.6),
+                range(&|s| s.7),
+                range(&|s| s.8),
             );
         }
         pool.close().await.expect("close");

@@ -84,7 +84,7 @@ impl PoolInner {
         if self.published_lsn.load(Ordering::Acquire) >= lsn {
             return Ok(());
         }
-        let rx = self.commit.request_checkpoint(lsn, 0);
+        let rx = self.commit.request_checkpoint();
         match rx.await {
             Ok(r) => r,
             Err(_) => Err(StorageError::io(
@@ -371,20 +371,46 @@ pub(crate) fn write_seal(
     Ok(())
 }
 
+/// Callers waiting for a checkpoint ([`CommitQueue::request_checkpoint`]).
+type CkptWaiters = Vec<tokio::sync::oneshot::Sender<Result<()>>>;
+
+/// The commit thread's own state between commits.
+#[derive(Default)]
+struct Committer {
+    /// Callers waiting for a checkpoint that has not begun yet.
+    forced: CkptWaiters,
+    /// The checkpoint thread writing the checkpoint in flight, if any.
+    ckpt: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Committer {
+    /// Wait for the checkpoint thread, if one is running (close, or a pool dropped).
+    fn join_checkpoint(&mut self) {
+        if let Some(h) = self.ckpt.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// One commit: append what is buffered, fdatasync (the data every record refers to was
 /// written before the record was appended, so data and blocks are durable together), then
 /// seal the blocks written so far. Chunks freed by them are released after the seal. When
 /// a checkpoint is due (an append switched halves, the half is full, or one is asked for)
-/// it is written first, without the journal lock, and the blocks of the new half are then
-/// sealed as usual.
-fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<()> {
+/// it is handed to a thread of its own ([`checkpoint_thread`]) and the blocks of the new
+/// half are sealed meanwhile, so flushes do not wait for it
+/// (docs/decisions/0029-checkpoint-thread.md).
+fn commit_once(inner: &Arc<PoolInner>, me: &mut Committer) -> Result<()> {
     let writes = inner.data_writes.load(Ordering::Acquire);
     let mut sbs = inner.sb.blocking_lock();
     let fits = append_locked(inner, &mut sbs, true)?;
     let started = std::time::Instant::now();
-    // A checkpoint in flight that is not due here is impossible on the commit thread (it runs
-    // them); if it were, the half this would switch to is still needed.
-    if sbs.ckpt_due.is_none() && !sbs.ckpt_busy && (force_ckpt || !fits) {
+    // Callers that asked for a checkpoint ride on the one that switches here, never on one
+    // that switched before they asked (its image may lack their records).
+    let mut riders = Vec::new();
+    // While a checkpoint is in flight the half it left is still what replay starts from: no
+    // second switch. Callers that need one wait for it to finish (it wakes this thread).
+    if sbs.ckpt_due.is_none() && !sbs.ckpt_busy && (!me.forced.is_empty() || !fits) {
+        riders = std::mem::take(&mut me.forced);
         if !fits || bench_locked(inner) {
             // The buffered records fit no journal half (a huge unmap between two appends):
             // the image takes them, with the journal lock held throughout.
@@ -393,6 +419,7 @@ fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<()> {
             if r.is_ok() {
                 committed(inner, started);
             }
+            answer(riders, &r);
             return r;
         }
         let next_id = inner.state.read().meta.next_id;
@@ -402,29 +429,57 @@ fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<()> {
     if let Some(start) = sbs.ckpt_due.take() {
         // Records buffered since the switch go to the new half; if they do not fit it, the
         // next commit finds the journal full again.
-        append_locked(inner, &mut sbs, true)?;
+        if let Err(e) = append_locked(inner, &mut sbs, true) {
+            let e = io(
+                "appending to the journal",
+                std::io::Error::other(e.to_string()),
+            );
+            answer(
+                riders,
+                &Err(io(
+                    "appending to the journal",
+                    std::io::Error::other(e.to_string()),
+                )),
+            );
+            return Err(e);
+        }
         drop(sbs);
-        // The image is encoded and written, and synced twice, without the journal lock:
-        // first writes and unmaps append to the new half meanwhile.
-        let mut start = start;
-        let sb = write_checkpoint(inner, &mut start)?;
+        // The image is encoded and written, and synced twice, on the checkpoint thread,
+        // without the journal lock: first writes and unmaps append to the new half, and
+        // this thread seals its blocks, meanwhile.
+        me.join_checkpoint();
+        let worker = inner.clone();
+        let spawned = std::thread::Builder::new()
+            .name("lunar-checkpoint".into())
+            .spawn(move || checkpoint_thread(&worker, start, riders, writes, started));
+        match spawned {
+            Ok(h) => me.ckpt = Some(h),
+            Err(e) => return fail(inner, "starting the checkpoint thread", io("spawn", e)),
+        }
+        if bench_inline(inner) {
+            me.join_checkpoint();
+        }
         sbs = inner.sb.blocking_lock();
-        checkpointed(inner, &mut sbs, start, sb, writes);
-        committed(inner, started);
     }
     let seal_to = sbs.next_seq;
     // Written only under the journal lock, which this holds.
     let end = inner.published_lsn.load(Ordering::Acquire);
     let frees = std::mem::take(&mut sbs.unsealed_frees);
     // The replica follows the journal: taken in log order under the journal lock, applied
-    // after it is released (the replica lock, taken first, keeps the order).
-    let backlog = std::mem::take(&mut sbs.backlog);
-    let mut replica = inner.replica.lock();
-    drop(sbs);
-    if let Err(e) = apply_backlog(&mut replica, &backlog) {
-        return fail(inner, "checkpoint replica", e);
+    // after it is released (the replica lock, taken first, keeps the order). While a
+    // checkpoint is in flight the replica must first take the records below its switch and
+    // be imaged: the records since stay in the backlog until it is done
+    // (docs/decisions/0021-double-buffered-journal.md, "Consequences").
+    if !sbs.ckpt_busy {
+        let backlog = std::mem::take(&mut sbs.backlog);
+        let mut replica = inner.replica.lock();
+        drop(sbs);
+        if let Err(e) = apply_backlog(&mut replica, &backlog) {
+            return fail(inner, "checkpoint replica", e);
+        }
+    } else {
+        drop(sbs);
     }
-    drop(replica);
     let mut sealer = inner.sealer.lock();
     let need_seal = seal_to > sealer.durable_seq;
     let synced = inner.synced_writes.load(Ordering::Acquire);
@@ -435,6 +490,11 @@ fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<()> {
     // power loss may then keep the seal without its newest blocks; replay ends before them
     // and `open::recover` pulls the seal back to the replayed end before anything else is
     // written (docs/storage-format.md, "Seal").
+    //
+    // During a checkpoint the seal also covers the old half's blocks below the switch
+    // (written before it, so this sync covers them too): replay from the old superblock
+    // reads them and goes on into the new half, so "every block below the seal is durable"
+    // holds whichever superblock a crash leaves.
     let data_pending = inner.data_writes.load(Ordering::Acquire) > synced;
     let need_sync = (need_seal && data_pending) || writes > synced;
     if need_sync {
@@ -455,6 +515,69 @@ fn commit_once(inner: &PoolInner, force_ckpt: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// Complete the callers that waited for a checkpoint.
+fn answer(waiters: CkptWaiters, r: &Result<()>) {
+    for tx in waiters {
+        let _ = tx.send(match r {
+            Ok(()) => Ok(()),
+            Err(e) => Err(io(
+                "writing a checkpoint",
+                std::io::Error::other(e.to_string()),
+            )),
+        });
+    }
+}
+
+/// The checkpoint thread: image the state below the switch and write it
+/// ([`write_checkpoint`]), then, under the journal lock, make the checkpoint the pool's
+/// starting point ([`checkpointed`]), answer the callers that waited for it and wake the
+/// commit thread (a switch refused meanwhile, records that waited for a free half, and the
+/// backlog the replica held back can go on).
+fn checkpoint_thread(
+    inner: &PoolInner,
+    mut start: CkptStart,
+    riders: CkptWaiters,
+    writes: u64,
+    started: std::time::Instant,
+) {
+    hook(inner, Step::Started);
+    let r = write_checkpoint(inner, &mut start).map(|sb| {
+        let mut sbs = inner.sb.blocking_lock();
+        checkpointed(inner, &mut sbs, start, sb, writes);
+        drop(sbs);
+        committed(inner, started);
+    });
+    answer(riders, &r);
+    inner.commit.wake();
+}
+
+/// Benchmarks only: the commit thread waits for the checkpoints it starts, as before they
+/// had a thread of their own.
+#[cfg(feature = "bench-internals")]
+fn bench_inline(inner: &PoolInner) -> bool {
+    inner.ckpt_inline.load(Ordering::Acquire)
+}
+
+#[cfg(not(feature = "bench-internals"))]
+fn bench_inline(_: &PoolInner) -> bool {
+    false
+}
+
+use crate::engine::CkptStep as Step;
+
+/// Tests only: run the checkpoint hook at a step of writing a checkpoint.
+#[cfg(test)]
+fn hook(inner: &PoolInner, step: Step) {
+    let h = inner.ckpt_hook.lock().clone();
+    if let Some(h) = h {
+        h(step);
+    }
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn hook(_: &PoolInner, _: Step) {}
 
 /// Count a metadata commit and tell the observer its duration.
 fn committed(inner: &PoolInner, started: std::time::Instant) {
@@ -572,7 +695,9 @@ fn write_checkpoint(inner: &PoolInner, start: &mut CkptStart) -> Result<Superblo
             .dev
             .write_at(&img, layout.ckpt_off[slot as usize])
             .map_err(|e| io("writing a checkpoint", e))?;
+        hook(inner, Step::ImageWritten);
         sync(inner)?;
+        hook(inner, Step::ImageSynced);
         let mut sb = start.sb.clone();
         sb.generation += 1;
         sb.version = crate::superblock::FORMAT_VERSION;
@@ -586,7 +711,9 @@ fn write_checkpoint(inner: &PoolInner, start: &mut CkptStart) -> Result<Superblo
             .dev
             .write_at(&sb.encode(), off)
             .map_err(|e| io("writing the superblock", e))?;
+        hook(inner, Step::SuperblockWritten);
         sync(inner)?;
+        hook(inner, Step::SuperblockSynced);
         Ok(sb)
     })();
     match res {
@@ -626,23 +753,45 @@ pub(crate) fn spawn(
 }
 
 fn run(weak: Weak<PoolInner>, queue: Arc<CommitQueue>) {
+    let mut me = Committer::default();
     loop {
         let batch = queue.next_batch(Duration::from_secs(1));
         let mut waiters = batch.waiters;
+        me.forced.extend(batch.ckpt_waiters);
+        if me.ckpt.as_ref().is_some_and(|h| h.is_finished()) {
+            me.join_checkpoint();
+        }
         let Some(inner) = weak.upgrade() else {
-            waiters.append(&mut queue.stop());
+            me.join_checkpoint();
+            let (mut left, ckpt) = queue.stop();
+            waiters.append(&mut left);
+            me.forced.extend(ckpt);
             for (_, _, tx) in waiters {
                 let _ = tx.send(Err(io(
                     "committing metadata",
                     std::io::Error::other("pool dropped"),
                 )));
             }
+            let gone = Err(io(
+                "writing a checkpoint",
+                std::io::Error::other("pool dropped"),
+            ));
+            answer(std::mem::take(&mut me.forced), &gone);
             return;
         };
-        let res = commit_once(&inner, batch.force_checkpoint);
+        let before = inner.durable_lsn.load(Ordering::Acquire);
+        let res = commit_once(&inner, &mut me);
         let durable = inner.durable_lsn.load(Ordering::Acquire);
         let synced = inner.synced_writes.load(Ordering::Acquire);
+        let busy = me.ckpt.as_ref().is_some_and(|h| !h.is_finished());
         drop(inner);
+        if let Err(e) = &res {
+            let failed = Err(io(
+                "committing metadata",
+                std::io::Error::other(e.to_string()),
+            ));
+            answer(std::mem::take(&mut me.forced), &failed);
+        }
         let mut again = Vec::new();
         for (t, w, tx) in waiters.drain(..) {
             match &res {
@@ -658,8 +807,15 @@ fn run(weak: Weak<PoolInner>, queue: Arc<CommitQueue>) {
                 Ok(_) => again.push((t, w, tx)),
             }
         }
+        let stuck = !again.is_empty() && durable == before;
         queue.requeue(again);
-        if batch.shutdown && queue.stop_if_idle() {
+        if (stuck || !me.forced.is_empty()) && busy {
+            // What is left waits for the checkpoint in flight (both journal halves are
+            // taken, or a checkpoint is asked for): it wakes this thread when it is done.
+            queue.wait_for_wake(Duration::from_millis(50));
+        }
+        if batch.shutdown && me.forced.is_empty() && queue.stop_if_idle() {
+            me.join_checkpoint();
             return;
         }
     }
@@ -880,6 +1036,116 @@ mod tests {
         expect_blocks(&p, &want).await;
         assert!(p.check().await.expect("check").is_clean());
         p.close().await.expect("close");
+    }
+
+    /// The checkpoint runs on a thread of its own: stopped at each of its steps, the commit
+    /// thread still seals the new half's blocks (a flush returns, and replay of a copy then
+    /// finds no unsealed block), and a kill there (the pool file copied as it stands) loses
+    /// nothing acknowledged: the copy opens from the old superblock through both halves, or
+    /// from the new one, with `check` clean; so does the original once the checkpoint ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kills_at_every_step_of_the_checkpoint_thread_lose_nothing() {
+        use crate::engine::CkptStep;
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{mpsc, Mutex};
+        let steps = [
+            CkptStep::Started,
+            CkptStep::ImageWritten,
+            CkptStep::ImageSynced,
+            CkptStep::SuperblockWritten,
+            CkptStep::SuperblockSynced,
+        ];
+        for step in steps {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let pool = pool_with_volume(dir.path()).await;
+            let v = pool.volume("v").expect("v");
+            let chunk = CS / 4096;
+            let mut want = Vec::new();
+            for i in 0..40u64 {
+                v.write(i * chunk, Bytes::from(vec![1u8; 4096]), false)
+                    .await
+                    .expect("write");
+                want.push((i * chunk, 1u8));
+            }
+            let (reached_tx, reached_rx) = mpsc::channel::<()>();
+            let (go_tx, go_rx) = mpsc::channel::<()>();
+            let reached_tx = Mutex::new(reached_tx);
+            let go_rx = Mutex::new(go_rx);
+            let fired = AtomicBool::new(false);
+            *pool.inner.ckpt_hook.lock() = Some(std::sync::Arc::new(move |s| {
+                if s == step && !fired.swap(true, Ordering::AcqRel) {
+                    let _ = reached_tx.lock().expect("hook").send(());
+                    let _ = go_rx.lock().expect("hook").recv();
+                }
+            }));
+            let p = pool.clone();
+            let ckpt = tokio::spawn(async move { p.checkpoint().await });
+            tokio::task::spawn_blocking(move || {
+                reached_rx
+                    .recv_timeout(std::time::Duration::from_secs(60))
+                    .expect("the checkpoint thread reaches the step")
+            })
+            .await
+            .expect("wait");
+            // While it is stopped: first writes, FUA overwrites, unmaps, a snapshot, and
+            // flushes, which the commit thread answers by sealing the new half.
+            for i in 40..60u64 {
+                v.write(i * chunk, Bytes::from(vec![2u8; 4096]), false)
+                    .await
+                    .expect("write");
+                want.push((i * chunk, 2u8));
+            }
+            for i in 0..5u64 {
+                v.write(i * chunk, Bytes::from(vec![3u8; 4096]), true)
+                    .await
+                    .expect("FUA write during the checkpoint");
+                want[i as usize].1 = 3;
+            }
+            pool.snapshot("v", "s").await.expect("snapshot");
+            for i in 5..10u64 {
+                v.unmap(i * chunk, chunk).await.expect("unmap");
+                want[i as usize].1 = 0;
+            }
+            pool.flush().await.expect("flush during the checkpoint");
+            assert!(
+                !ckpt.is_finished(),
+                "{step:?}: the checkpoint is still stopped"
+            );
+            let copy = killed_copy(dir.path());
+            {
+                let l = crate::open::open(copy.path()).expect("load the killed copy");
+                assert!(
+                    !l.unsealed,
+                    "{step:?}: the flush sealed every block written during the checkpoint"
+                );
+                let old_sb = matches!(
+                    step,
+                    CkptStep::Started | CkptStep::ImageWritten | CkptStep::ImageSynced
+                );
+                if old_sb {
+                    assert!(
+                        l.spans,
+                        "{step:?}: replay from the old superblock spans both halves"
+                    );
+                }
+            }
+            pool.inner.ckpt_hook.lock().take();
+            go_tx.send(()).expect("release the checkpoint thread");
+            ckpt.await.expect("checkpoint task").expect("checkpoint");
+            let reopened = Pool::open(copy.path()).await.expect("open the killed copy");
+            expect_blocks(&reopened, &want).await;
+            assert!(
+                reopened.check().await.expect("check").is_clean(),
+                "{step:?}: check after the kill"
+            );
+            assert!(reopened.snapshots(Some("v")).iter().any(|s| s.name == "s"));
+            reopened.close().await.expect("close");
+            pool.close().await.expect("close");
+            let p = Pool::open(dir.path()).await.expect("reopen the original");
+            expect_blocks(&p, &want).await;
+            assert!(p.check().await.expect("check").is_clean());
+            p.close().await.expect("close");
+        }
     }
 
     /// Appends that fill a journal half move to the other one and leave the checkpoint to

@@ -23,7 +23,8 @@ struct Queue {
     shutdown: bool,
     /// The commit thread has exited: requests fail at once instead of waiting forever.
     stopped: bool,
-    force_checkpoint: bool,
+    /// Callers waiting for a checkpoint that begins after their request.
+    ckpt_waiters: Vec<oneshot::Sender<Result<()>>>,
     /// Work is waiting that no caller waits for (a checkpoint a full journal half began).
     wake: bool,
 }
@@ -34,8 +35,10 @@ pub(crate) struct Batch {
     pub(crate) waiters: Vec<Waiter>,
     /// The pool is closing: exit once no caller is left waiting.
     pub(crate) shutdown: bool,
-    /// Write a checkpoint instead of appending (asked for by close or a full journal).
-    pub(crate) force_checkpoint: bool,
+    /// Callers waiting for a checkpoint (close, `Pool::checkpoint`, a publish that found
+    /// the journal full): each is answered when a checkpoint whose half switch came after
+    /// its request is durable, so it holds every record logged before the request.
+    pub(crate) ckpt_waiters: Vec<oneshot::Sender<Result<()>>>,
 }
 
 /// Queue shared between flush callers and the commit thread.
@@ -62,18 +65,27 @@ impl CommitQueue {
         rx
     }
 
-    /// Ask for a checkpoint at the next commit (used by close).
-    pub(crate) fn request_checkpoint(
-        &self,
-        lsn: u64,
-        writes: u64,
-    ) -> oneshot::Receiver<Result<()>> {
-        self.q.lock().force_checkpoint = true;
-        self.request(lsn, writes)
+    /// Ask for a checkpoint that begins after this call; the receiver completes once it is
+    /// durable (everything logged and every data write completed before the call is then in
+    /// its image or in blocks it made durable).
+    pub(crate) fn request_checkpoint(&self) -> oneshot::Receiver<Result<()>> {
+        let (tx, rx) = oneshot::channel();
+        let mut q = self.q.lock();
+        if q.stopped {
+            let _ = tx.send(Err(StorageError::io(
+                "writing a checkpoint",
+                std::io::Error::other("commit thread stopped"),
+            )));
+        } else {
+            q.ckpt_waiters.push(tx);
+            self.cv.notify_one();
+        }
+        rx
     }
 
     /// Wake the commit thread for work no caller waits on: an append that found its journal
-    /// half full switched halves, and the checkpoint that frees the old one is due.
+    /// half full switched halves, and the checkpoint that frees the old one is due; or a
+    /// checkpoint finished, and what waited for the half it freed can go on.
     pub(crate) fn wake(&self) {
         self.q.lock().wake = true;
         self.cv.notify_one();
@@ -89,15 +101,24 @@ impl CommitQueue {
     /// none (buffered records are committed that often even without a request).
     pub(crate) fn next_batch(&self, idle: Duration) -> Batch {
         let mut q = self.q.lock();
-        if q.waiters.is_empty() && !q.shutdown && !q.wake && !q.force_checkpoint {
+        if q.waiters.is_empty() && !q.shutdown && !q.wake && q.ckpt_waiters.is_empty() {
             self.cv.wait_for(&mut q, idle);
         }
         q.wake = false;
-        let force_checkpoint = std::mem::replace(&mut q.force_checkpoint, false);
         Batch {
             waiters: std::mem::take(&mut q.waiters),
             shutdown: q.shutdown,
-            force_checkpoint,
+            ckpt_waiters: std::mem::take(&mut q.ckpt_waiters),
+        }
+    }
+
+    /// Commit thread, when the last commit could not cover its waiters because both journal
+    /// halves are taken: wait (at most `limit`) for the checkpoint in flight to wake it, or
+    /// for a new request, instead of committing again at once.
+    pub(crate) fn wait_for_wake(&self, limit: Duration) {
+        let mut q = self.q.lock();
+        if !q.wake && q.ckpt_waiters.is_empty() {
+            self.cv.wait_for(&mut q, limit);
         }
     }
 
@@ -110,16 +131,19 @@ impl CommitQueue {
 
     /// Commit thread, exiting for good: later requests fail at once; returns the callers still
     /// waiting, for the thread to fail.
-    pub(crate) fn stop(&self) -> Vec<Waiter> {
+    pub(crate) fn stop(&self) -> (Vec<Waiter>, Vec<oneshot::Sender<Result<()>>>) {
         let mut q = self.q.lock();
         q.stopped = true;
-        std::mem::take(&mut q.waiters)
+        (
+            std::mem::take(&mut q.waiters),
+            std::mem::take(&mut q.ckpt_waiters),
+        )
     }
 
     /// Commit thread, after a commit during shutdown: stop if nobody waits any more.
     pub(crate) fn stop_if_idle(&self) -> bool {
         let mut q = self.q.lock();
-        if q.waiters.is_empty() {
+        if q.waiters.is_empty() && q.ckpt_waiters.is_empty() {
             q.stopped = true;
             true
         } else {

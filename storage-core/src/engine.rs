@@ -318,6 +318,26 @@ pub(crate) struct SbState {
     pub(crate) backlog: Vec<u8>,
 }
 
+/// Steps of writing a checkpoint, where tests may stop the checkpoint thread
+/// (`PoolInner::ckpt_hook`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CkptStep {
+    /// The checkpoint thread has its switch and has not imaged anything yet.
+    Started,
+    /// The image is written to the inactive slot, not synced.
+    ImageWritten,
+    /// The image is synced; the superblock is not written.
+    ImageSynced,
+    /// The superblock naming the image and the new half is written, not synced.
+    SuperblockWritten,
+    /// The superblock is synced; the old half is not released yet.
+    SuperblockSynced,
+}
+
+/// Test hook for checkpoint steps.
+#[cfg(test)]
+pub(crate) type CkptHook = std::sync::Arc<dyn Fn(CkptStep) + Send + Sync>;
+
 /// A checkpoint of everything logged before a journal half switch: what the switch took
 /// under the journal lock, for the commit thread to image and write without it
 /// (docs/decisions/0021-double-buffered-journal.md).
@@ -378,6 +398,15 @@ pub(crate) struct PoolInner {
     /// before the journal was double-buffered (docs/decisions/0021-double-buffered-journal.md).
     #[cfg(feature = "bench-internals")]
     pub(crate) ckpt_hold_journal: AtomicBool,
+    /// Benchmarks only: the commit thread waits for each checkpoint it starts, sealing
+    /// nothing meanwhile, as before checkpoints had a thread of their own
+    /// (docs/decisions/0029-checkpoint-thread.md).
+    #[cfg(feature = "bench-internals")]
+    pub(crate) ckpt_inline: AtomicBool,
+    /// Tests only: called by the checkpoint thread at each step of writing a checkpoint,
+    /// so a test can stop it there and copy the pool file as a kill would leave it.
+    #[cfg(test)]
+    pub(crate) ckpt_hook: parking_lot::Mutex<Option<CkptHook>>,
     pub(crate) durable_lsn: AtomicU64,
     /// Records up to this LSN are in the file (page cache at least), so they survive a kill
     /// of this process; `durable_lsn` says which also survive a power loss.

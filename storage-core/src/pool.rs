@@ -142,6 +142,10 @@ impl Pool {
             full_capture: std::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "bench-internals")]
             ckpt_hold_journal: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(feature = "bench-internals")]
+            ckpt_inline: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            ckpt_hook: parking_lot::Mutex::new(None),
             sealer: parking_lot::Mutex::new(Sealer {
                 seal: loaded.seal,
                 durable_seq: loaded.next_seq,
@@ -737,11 +741,7 @@ impl Pool {
     /// Everything acknowledged before the call is durable when it returns.
     pub async fn checkpoint(&self) -> Result<()> {
         self.inner.check_open()?;
-        let lsn = self.inner.state.read().lsn;
-        let rx = self
-            .inner
-            .commit
-            .request_checkpoint(lsn, self.inner.data_writes.load(Ordering::Acquire));
+        let rx = self.inner.commit.request_checkpoint();
         rx.await.unwrap_or_else(|_| {
             Err(StorageError::io(
                 "writing a checkpoint",
@@ -793,6 +793,16 @@ impl Pool {
         self.inner.ckpt_hold_journal.store(on, Ordering::Release);
     }
 
+    /// Benchmarks only (feature `bench-internals`): with `on`, the commit thread waits for
+    /// every checkpoint it starts and seals nothing meanwhile, as before checkpoints ran on
+    /// a thread of their own (docs/decisions/0029-checkpoint-thread.md), so one run can
+    /// measure flush latency during a checkpoint both ways.
+    #[cfg(feature = "bench-internals")]
+    #[doc(hidden)]
+    pub fn bench_checkpoint_inline(&self, on: bool) {
+        self.inner.ckpt_inline.store(on, Ordering::Release);
+    }
+
     /// Recompute unique/shared figures now and reclaim garbage hidden by every viewer.
     pub async fn reconcile_space(&self) -> Result<()> {
         self.inner.check_open()?;
@@ -829,11 +839,7 @@ impl Pool {
         if self.inner.closed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let lsn = self.inner.state.read().lsn;
-        let rx = self
-            .inner
-            .commit
-            .request_checkpoint(lsn, self.inner.data_writes.load(Ordering::Acquire));
+        let rx = self.inner.commit.request_checkpoint();
         let res = rx.await.unwrap_or_else(|_| {
             Err(StorageError::io(
                 "closing",
