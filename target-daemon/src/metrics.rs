@@ -153,6 +153,7 @@ pub struct Metrics {
     replica_state: IntGaugeVec,
     replica_errors: IntCounterVec,
     replica_link_refused: IntCounterVec,
+    replica_requests_refused: IntCounterVec,
     replica_link_connections: IntGauge,
     /// What `lunar_replica_lag_seconds` is read from at scrape time (the lag grows between
     /// cycles, so it is computed when asked, not when a cycle ends).
@@ -724,6 +725,12 @@ impl Metrics {
                 "Replication connections refused: unknown_peer, no_certificate, not_tls, refused_by_peer, timeout, too_many, tls, io, closed",
                 &["reason"],
             ),
+            replica_requests_refused: counter_vec(
+                &r,
+                "lunar_replica_requests_refused_total",
+                "Requests of an authenticated replication peer refused: volume (not in its replication.peers[].volumes), space_limit",
+                &["peer", "reason"],
+            ),
             replica_link_connections: gauge(
                 &r,
                 "lunar_replica_link_connections",
@@ -790,6 +797,13 @@ impl Metrics {
     /// A replication connection refused for `reason`.
     pub fn replica_link_refused(&self, reason: &str) {
         self.replica_link_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// A request of replication peer `peer` refused for `reason`.
+    pub fn replica_request_refused(&self, peer: &str, reason: &str) {
+        self.replica_requests_refused
+            .with_label_values(&[peer, reason])
+            .inc();
     }
 
     /// A replication connection began (+1) or ended (-1).

@@ -293,6 +293,11 @@ impl Lunard {
         self.spawn_ready()
     }
 
+    /// Replaces the configuration the next [`restart`](Self::restart) starts with.
+    pub fn set_config_yaml(&mut self, yaml: String) {
+        self.opts.config_yaml = Some(yaml);
+    }
+
     /// Fails if the daemon has exited (e.g. crashed during the test).
     pub fn check_alive(&mut self) -> Result<()> {
         let child = self

@@ -51,6 +51,8 @@ fn repl_cfg(
             address: peer.1.map(|p| format!("127.0.0.1:{p}")),
             fingerprint: Some(peer.2.fingerprint().to_string()),
             certificate: None,
+            volumes: Some(vec!["*".into()]),
+            space_limit: None,
         }],
         max_connections: 8,
         handshake_timeout: DurationCfg(Duration::from_secs(10)),

@@ -1599,9 +1599,22 @@ fn show(cli: &Cli, w: Out<'_>, shown: Shown) -> anyhow::Result<()> {
 
 /// `lunarctl config check FILE`: the file as lunard would read it.
 fn check_config(file: &Path) -> anyhow::Result<Shown> {
-    Config::load(file)?;
-    let v = serde_json::json!({ "file": file.display().to_string(), "valid": true });
-    Ok(Shown::line(v, format!("{}: OK", file.display())))
+    let cfg = Config::load(file)?;
+    let warnings: Vec<String> = cfg
+        .replication
+        .as_ref()
+        .map(|r| r.warnings())
+        .unwrap_or_default();
+    let mut text = format!("{}: OK", file.display());
+    for w in &warnings {
+        text.push_str(&format!("\nwarning: {w}"));
+    }
+    let v = serde_json::json!({
+        "file": file.display().to_string(),
+        "valid": true,
+        "warnings": warnings,
+    });
+    Ok(Shown::line(v, text))
 }
 
 /// Whether `e` is a write to a reader that went away (`lunarctl ... | head`).

@@ -43,8 +43,8 @@ pub use limits::{
 };
 pub use pools::{check_pool_name, DEFAULT_POOL_NAME, MAX_POOL_NAME};
 pub use replication::{
-    check_peer_name, parse_fingerprint, IdentityCfg, PeerCfg, ReplicationCfg, MAX_PEERS,
-    MAX_PEER_NAME, MAX_REPLICATION_CONNECTIONS,
+    check_peer_name, check_volume_pattern, parse_fingerprint, IdentityCfg, PeerCfg, ReplicationCfg,
+    MAX_PEERS, MAX_PEER_NAME, MAX_REPLICATION_CONNECTIONS, MAX_VOLUME_PATTERN,
 };
 pub use schema::{
     ChapCfg, Config, Credential, DigestCfg, DiscoveryCfg, GuaranteeCfg, IscsiCfg, LioCfg, LunCfg,

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ha::DurationCfg;
+use super::size::ByteSize;
 
 /// Longest peer name accepted (it labels metrics and names relationships' peers).
 pub const MAX_PEER_NAME: usize = 64;
@@ -86,6 +87,15 @@ pub struct PeerCfg {
     /// Its certificate file (PEM); the fingerprint is computed from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<PathBuf>,
+    /// The local volumes this peer may list, replicate into, prune and demote: names or
+    /// patterns where `*` matches any run of characters (`prod-*`, `*`). Absent or empty:
+    /// none (decision 0024) — a peer is trusted with nothing it is not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<String>>,
+    /// The most pool space the volumes this peer replicates into may use here, their
+    /// snapshots and staged transfers included (`500GiB`). Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space_limit: Option<ByteSize>,
 }
 
 fn default_cert() -> PathBuf {
@@ -192,9 +202,61 @@ impl ReplicationCfg {
             if let Some(a) = &p.address {
                 check_address(a).map_err(|m| (format!("{f}.address"), m))?;
             }
+            for (j, pat) in p.volumes.iter().flatten().enumerate() {
+                check_volume_pattern(pat).map_err(|m| (format!("{f}.volumes[{j}]"), m))?;
+            }
+            if p.space_limit.is_some_and(|l| l.0 == 0) {
+                return Err((
+                    format!("{f}.space_limit"),
+                    "must be positive (omit it for no limit; to refuse every transfer, \
+                     list no volumes)"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }
+
+    /// What is valid but probably not meant: peers that may use no volume of a lunard
+    /// that listens (after an upgrade from before `volumes` existed, their transfers are
+    /// refused until the volumes are listed).
+    pub fn warnings(&self) -> Vec<String> {
+        if self.listen.is_none() {
+            return Vec::new();
+        }
+        self.peers
+            .iter()
+            .filter(|p| p.volumes.as_ref().is_none_or(Vec::is_empty))
+            .map(|p| {
+                format!(
+                    "replication peer {} lists no volumes: it may not list, replicate into or \
+                     fail back any volume of this lunard (add `volumes: [NAME or PATTERN, ...]` \
+                     to its replication.peers entry; `[\"*\"]` allows all)",
+                    p.name
+                )
+            })
+            .collect()
+    }
+}
+
+/// Longest volume pattern (a LUN name is at most 128 characters).
+pub const MAX_VOLUME_PATTERN: usize = 128;
+
+/// Checks a `volumes` entry: 1..=128 of the characters of a LUN name (letters, digits,
+/// `-`, `_`, `.`) and `*`, not starting with `.`.
+pub fn check_volume_pattern(p: &str) -> Result<(), String> {
+    let ok = !p.is_empty()
+        && p.len() <= MAX_VOLUME_PATTERN
+        && !p.starts_with('.')
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*'));
+    if !ok {
+        return Err(format!(
+            "invalid volume pattern {p:?}: 1 to {MAX_VOLUME_PATTERN} letters, digits, '-', '_', \
+             '.' (not leading) and '*' (any run of characters), e.g. \"prod-*\""
+        ));
+    }
+    Ok(())
 }
 
 /// `host:port` with a port in 1..=65535 and a non-empty host.
@@ -230,7 +292,41 @@ mod tests {
             address: Some("127.0.0.1:3270".into()),
             fingerprint: fp.map(str::to_string),
             certificate: cert.map(PathBuf::from),
+            volumes: None,
+            space_limit: None,
         }
+    }
+
+    #[test]
+    fn volume_patterns_and_space_limits_are_checked() {
+        let mut p = peer("b", Some(FP), None);
+        p.volumes = Some(vec!["prod-*".into(), "db.1".into(), "*".into()]);
+        p.space_limit = Some(ByteSize(1 << 30));
+        assert!(cfg(vec![p.clone()]).validate().is_ok());
+        for bad in ["", "a/b", ".x", "a?", "prod[1]", &"x".repeat(129)] {
+            let mut q = p.clone();
+            q.volumes = Some(vec!["ok".into(), bad.to_string()]);
+            let e = cfg(vec![q]).validate().unwrap_err();
+            assert_eq!(e.0, "peers[0].volumes[1]", "{bad:?}: {e:?}");
+            assert!(e.1.contains("invalid volume pattern"), "{e:?}");
+        }
+        p.space_limit = Some(ByteSize(0));
+        assert_eq!(
+            cfg(vec![p]).validate().unwrap_err().0,
+            "peers[0].space_limit"
+        );
+    }
+
+    #[test]
+    fn a_listening_lunard_warns_about_peers_without_volumes() {
+        let mut c = cfg(vec![peer("b", Some(FP), None)]);
+        assert!(c.warnings().is_empty(), "a lunard that only sends");
+        c.listen = Some("127.0.0.1:3270".parse().unwrap());
+        let w = c.warnings();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("peer b lists no volumes"), "{w:?}");
+        c.peers[0].volumes = Some(vec!["*".into()]);
+        assert!(c.warnings().is_empty());
     }
 
     const FP: &str = "AB:cd:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd";

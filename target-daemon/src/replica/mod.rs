@@ -8,8 +8,10 @@
 //! `schedule.rs` (when a relationship's next cycle is due and what its state and lag are:
 //! a sans-I/O machine under a simulated clock), `retention.rs` (which replication snapshots
 //! to delete on each side, never the newest common one), `bandwidth.rs` (the token bucket
-//! on a sending stream).
+//! on a sending stream), `authz.rs` (what each peer may do here: its volumes and its space
+//! limit, decision 0024).
 
+pub mod authz;
 pub mod bandwidth;
 pub mod identity;
 pub mod link;

@@ -18,6 +18,7 @@ use storage_core::stream::StreamProgress;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::Notify;
 
+use super::authz::Authz;
 use super::bandwidth::Throttled;
 use super::identity::{load_cert, Fingerprint, Identity};
 use super::link::{read_line, write_line, Reply, Request, SnapEntry, PROTOCOL_VERSION};
@@ -64,6 +65,8 @@ pub struct Replication {
     mgr: Arc<LunManager>,
     identity: Identity,
     peers: BTreeMap<String, Peer>,
+    /// What each peer may do here (decision 0024).
+    authz: Arc<Authz>,
     timeout: Duration,
     idle: Duration,
     running: Mutex<BTreeMap<String, Running>>,
@@ -117,11 +120,15 @@ impl Replication {
             mgr,
             identity,
             peers,
+            authz: Arc::new(Authz::new(cfg)),
             timeout: cfg.handshake_timeout.0,
             idle: cfg.idle_timeout.0,
             running: Mutex::new(BTreeMap::new()),
             progress: Mutex::new(BTreeMap::new()),
         });
+        for w in cfg.warnings() {
+            tracing::warn!("{w}");
+        }
         let mut bound = None;
         if let Some(addr) = cfg.listen {
             let set = PeerSet::new(svc.peers.iter().map(|(n, p)| (n.clone(), p.fingerprint)));
@@ -380,18 +387,22 @@ impl Replication {
             .insert(name.to_string(), progress.clone());
         let t0 = Instant::now();
         let mut w = Throttled::new(wr, rec.bandwidth);
-        let sent = watchdog(self.idle, &progress, async {
+        let send = watchdog(self.idle, &progress, async {
             let s = prepared.write_to(&mut w, &progress).await?;
             w.flush().await?;
             anyhow::Ok(s)
-        })
-        .await;
+        });
+        // The reply is read while the stream goes out: a peer that stops the transfer (its
+        // space limit, decision 0024) says why before it closes, and that reason, not a
+        // broken pipe, is what the cycle reports.
+        let (sent, reply) = send_and_confirm(send, &mut rd, self.idle).await;
         self.progress.lock().remove(name);
+        if let Some(Ok(Reply::Error { kind, message, .. })) = &reply {
+            bail!("peer {} could not receive ({kind}): {message}", rec.peer)
+        }
         let sent = sent?;
         let reply: Reply =
-            tokio::time::timeout(self.idle.max(Duration::from_secs(60)), read_line(&mut rd))
-                .await
-                .map_err(|_| anyhow!("peer {} did not confirm the transfer", rec.peer))??;
+            reply.ok_or_else(|| anyhow!("peer {} did not confirm the transfer", rec.peer))??;
         let bytes = match reply {
             Reply::Received { bytes, .. } => bytes,
             Reply::Error { kind, message, .. } => {
@@ -619,6 +630,9 @@ impl Replication {
                 ),
             ));
         }
+        self.authz
+            .check(peer, &req)
+            .map_err(|r| MgrErrorReply::new(r.kind, r.message))?;
         match req {
             Request::Status {
                 relationship,
@@ -655,6 +669,13 @@ impl Replication {
                 ..
             } => {
                 self.check_peer(&relationship, peer, &volume).await?;
+                let (_, pool) = self.mgr.replica_pool(&volume).await?;
+                let recorded = self.peer_volumes(peer).await;
+                let guard = self
+                    .authz
+                    .admit(peer, &volume, pool.clone(), recorded.clone())
+                    .map_err(|r| MgrErrorReply::new(r.kind, r.message))?;
+                let stopped = guard.exceeded_flag();
                 self.mgr
                     .replica_adopt(ReplicaRecord {
                         name: relationship.clone(),
@@ -678,13 +699,24 @@ impl Replication {
                     .map_err(|e| MgrErrorReply::new("io", e.to_string()))?;
                 let progress = Arc::new(StreamProgress::default());
                 let t0 = Instant::now();
+                let stream = guard.reader(&mut *rd, progress.clone());
                 let r = watchdog(self.idle, &progress, async {
                     Ok(self
                         .mgr
-                        .replica_receive(None, &volume, &mut *rd, &progress)
+                        .replica_receive(None, &volume, stream, &progress)
                         .await)
                 })
                 .await;
+                if stopped.load(Ordering::Relaxed) {
+                    // Stopped at the space limit: drop what was staged, keep nothing.
+                    if let Err(e) = self.mgr.replica_receive_abort(None, &volume).await {
+                        tracing::warn!(%peer, %volume, error = %e, "dropping a receive stopped at the space limit failed");
+                    }
+                    let used = self.authz.used(peer, &pool, &recorded);
+                    let limit = self.authz.space_limit(peer);
+                    let r = super::authz::stopped(peer, &volume, limit, used);
+                    return Err(MgrErrorReply::new(r.kind, r.message));
+                }
                 let got = match r {
                     Ok(Ok(g)) => g,
                     Ok(Err(e)) => return Err(e.into()),
@@ -750,6 +782,17 @@ impl Replication {
                 Ok(Reply::Demoted)
             }
         }
+    }
+
+    /// The volumes of `peer`'s replica relationships here (what its space limit covers).
+    async fn peer_volumes(&self, peer: &str) -> std::collections::BTreeSet<String> {
+        self.mgr
+            .replica_records()
+            .await
+            .into_iter()
+            .filter(|r| r.role == ReplicaRole::Replica && r.peer == peer)
+            .map(|r| r.volume)
+            .collect()
     }
 
     /// The relationship `name` here, which must be `peer`'s and about `volume` if it exists.
@@ -826,6 +869,37 @@ async fn watchdog<T>(
                 }
                 last = now;
             }
+        }
+    }
+}
+
+/// Runs `send` (the stream going out) while reading the peer's reply line from `rd`;
+/// returns the send's result (or an error if the peer answered first with an error) and
+/// the reply (`None`: none within the confirmation timeout).
+async fn send_and_confirm<S, R>(
+    send: impl Future<Output = anyhow::Result<S>>,
+    rd: &mut R,
+    idle: Duration,
+) -> (
+    anyhow::Result<S>,
+    Option<Result<Reply, super::link::LineError>>,
+)
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    tokio::pin!(send);
+    let confirm = read_line::<_, Reply>(rd);
+    tokio::pin!(confirm);
+    tokio::select! {
+        s = &mut send => {
+            let r = tokio::time::timeout(idle.max(Duration::from_secs(60)), &mut confirm).await;
+            (s, r.ok())
+        }
+        r = &mut confirm => {
+            if matches!(r, Ok(Reply::Error { .. })) {
+                return (Err(anyhow!("the peer refused the stream")), Some(r));
+            }
+            (send.await, Some(r))
         }
     }
 }

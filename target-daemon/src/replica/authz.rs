@@ -1,0 +1,398 @@
+//! What a paired peer may do here (decision 0024): the volumes it may name in a request
+//! (`replication.peers[].volumes`, names or `*` patterns; none when absent), and the pool
+//! space the volumes it replicates into may take (`replication.peers[].space_limit`).
+//!
+//! The pinned certificate says *who* connected (listener.rs); this module says *what* that
+//! peer may touch. Every request kind names one local volume and is checked against the
+//! allow-list before anything is read or created, so a peer cannot list, create, receive
+//! into, prune or demote a volume it was not given. A refusal is logged with the peer's
+//! name and counted in `lunar_replica_requests_refused_total{peer,reason}`.
+//!
+//! The space limit is measured with storage-core's accounting ([`Pool::footprint_bytes`]):
+//! the chunks the peer's replica volumes own (snapshots included) plus what their
+//! receives have staged. A receive is refused before its stream when the peer is at its
+//! limit already, and the stream is read through [`Limited`], which never hands the
+//! receive more bytes than the room left (a stream byte can allocate at most a byte), so
+//! a transfer that would cross the limit stops there; the caller then drops its staging
+//! and nothing of it stays.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
+use storage_core::stream::StreamProgress;
+use storage_core::Pool;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf, Take};
+
+use super::link::Request;
+use crate::config::ReplicationCfg;
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters (possibly
+/// empty) and every other character itself.
+pub fn matches(pattern: &str, name: &str) -> bool {
+    let p = pattern.as_bytes();
+    let n = name.as_bytes();
+    // Greedy match with backtracking to the last star: linear for one star, at most
+    // len(pattern) * len(name) steps in all (both are at most 128 bytes).
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        if i < p.len() && p[i] == b'*' {
+            star = Some((i, j));
+            i += 1;
+        } else if i < p.len() && p[i] == n[j] {
+            i += 1;
+            j += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == b'*')
+}
+
+/// Room a receive may still fill: `limit` less what the peer uses now and what was read
+/// from the stream but not applied yet.
+pub fn room(limit: u64, used: u64, unapplied: u64) -> u64 {
+    limit.saturating_sub(used.saturating_add(unapplied))
+}
+
+/// One peer's grants.
+#[derive(Clone, Debug, Default)]
+struct Grants {
+    volumes: Vec<String>,
+    space_limit: Option<u64>,
+}
+
+/// A request refused for a peer: answered as an error of `kind`.
+#[derive(Debug)]
+pub struct Refusal {
+    /// Reply kind (`forbidden`, `space_limit`).
+    pub kind: &'static str,
+    /// For the operator of the sending side (shown in its `replica list`).
+    pub message: String,
+}
+
+/// The peers' grants and what each has replicated into since this lunard started.
+pub struct Authz {
+    grants: BTreeMap<String, Grants>,
+    /// Volumes each peer received into since start: counted in its space even before
+    /// their relationship is visible to a concurrent transfer's start (only grows; a
+    /// volume that is no longer the peer's counts nothing once it is gone, and over-counts
+    /// at worst until the next restart).
+    received: Mutex<BTreeMap<String, BTreeSet<String>>>,
+}
+
+impl Authz {
+    /// The grants of `cfg`'s peers.
+    pub fn new(cfg: &ReplicationCfg) -> Authz {
+        let grants = cfg
+            .peers
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    Grants {
+                        volumes: p.volumes.clone().unwrap_or_default(),
+                        space_limit: p.space_limit.map(|b| b.0),
+                    },
+                )
+            })
+            .collect();
+        Authz {
+            grants,
+            received: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Whether `peer` may use local volume `volume`.
+    pub fn may_use(&self, peer: &str, volume: &str) -> bool {
+        self.grants
+            .get(peer)
+            .is_some_and(|g| g.volumes.iter().any(|p| matches(p, volume)))
+    }
+
+    /// Checks the volume a request names; a refusal is logged and counted.
+    pub fn check(&self, peer: &str, req: &Request) -> Result<(), Refusal> {
+        let (op, volume) = match req {
+            Request::Status { volume, .. } => ("status", volume),
+            Request::Receive { volume, .. } => ("receive", volume),
+            Request::Prune { volume, .. } => ("prune", volume),
+            Request::Demote { volume, .. } => ("demote", volume),
+        };
+        if self.may_use(peer, volume) {
+            return Ok(());
+        }
+        Err(refuse(
+            peer,
+            "volume",
+            "forbidden",
+            format!(
+                "peer {peer} may not replicate into volume {volume} (the {op} request is \
+                 refused: replication.peers[{peer}].volumes on this lunard does not list it)"
+            ),
+        ))
+    }
+
+    /// The space limit of `peer`, if any.
+    pub fn space_limit(&self, peer: &str) -> Option<u64> {
+        self.grants.get(peer).and_then(|g| g.space_limit)
+    }
+
+    /// Records that `peer` receives into `volume` (before its stream is read).
+    pub fn note_receive(&self, peer: &str, volume: &str) {
+        self.received
+            .lock()
+            .entry(peer.to_string())
+            .or_default()
+            .insert(volume.to_string());
+    }
+
+    /// The volumes whose space counts against `peer`: `recorded` (its replica volumes
+    /// in state.json) and every volume it received into since start.
+    fn volumes_of(&self, peer: &str, recorded: &BTreeSet<String>) -> Vec<String> {
+        let mut all = recorded.clone();
+        if let Some(r) = self.received.lock().get(peer) {
+            all.extend(r.iter().cloned());
+        }
+        all.into_iter().collect()
+    }
+
+    /// Bytes `peer`'s volumes take in `pool` now.
+    pub fn used(&self, peer: &str, pool: &Pool, recorded: &BTreeSet<String>) -> u64 {
+        let v = self.volumes_of(peer, recorded);
+        let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+        pool.footprint_bytes(&refs)
+    }
+
+    /// Refuses a receive of `peer` that starts at or over its limit; otherwise the guard
+    /// the stream is read through (no limit: a guard that never stops it).
+    pub fn admit(
+        self: &Arc<Self>,
+        peer: &str,
+        volume: &str,
+        pool: Pool,
+        recorded: BTreeSet<String>,
+    ) -> Result<Guard, Refusal> {
+        self.note_receive(peer, volume);
+        let Some(limit) = self.space_limit(peer) else {
+            return Ok(Guard {
+                inner: None,
+                exceeded: Arc::new(AtomicBool::new(false)),
+            });
+        };
+        let used = self.used(peer, &pool, &recorded);
+        if used >= limit {
+            return Err(refuse(
+                peer,
+                "space_limit",
+                "space_limit",
+                limit_message(peer, volume, limit, used),
+            ));
+        }
+        Ok(Guard {
+            inner: Some(GuardInner {
+                authz: self.clone(),
+                peer: peer.to_string(),
+                pool,
+                recorded,
+                limit,
+            }),
+            exceeded: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+fn limit_message(peer: &str, volume: &str, limit: u64, used: u64) -> String {
+    format!(
+        "peer {peer} may not use more than {limit} bytes of this lunard's pool \
+         (replication.peers[{peer}].space_limit) and its volumes use {used}: the transfer \
+         into {volume} is refused (raise the limit, or delete replica snapshots there)"
+    )
+}
+
+fn refuse(peer: &str, reason: &str, kind: &'static str, message: String) -> Refusal {
+    tracing::warn!(%peer, reason, "replication request refused: {message}");
+    crate::metrics::global().replica_request_refused(peer, reason);
+    Refusal { kind, message }
+}
+
+struct GuardInner {
+    authz: Arc<Authz>,
+    peer: String,
+    pool: Pool,
+    recorded: BTreeSet<String>,
+    limit: u64,
+}
+
+/// A receive's space check, made before every read of its stream.
+pub struct Guard {
+    inner: Option<GuardInner>,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl Guard {
+    /// `r` read through this guard; `progress` is the receive's (what it applied).
+    pub fn reader<R: AsyncRead + Unpin>(self, r: R, progress: Arc<StreamProgress>) -> Limited<R> {
+        Limited {
+            inner: r.take(u64::MAX),
+            guard: self.inner,
+            exceeded: self.exceeded,
+            handed: 0,
+            progress,
+        }
+    }
+
+    /// A flag that turns true when the guard stopped the stream.
+    pub fn exceeded_flag(&self) -> Arc<AtomicBool> {
+        self.exceeded.clone()
+    }
+}
+
+/// The refusal of a receive its guard stopped (the caller dropped its staging).
+pub fn stopped(peer: &str, volume: &str, limit: Option<u64>, used: u64) -> Refusal {
+    refuse(
+        peer,
+        "space_limit",
+        "space_limit",
+        format!(
+            "{} (the transfer was stopped when it reached the limit; nothing of it was kept)",
+            limit_message(peer, volume, limit.unwrap_or(0), used)
+        ),
+    )
+}
+
+/// A stream reader that hands out at most the room left under the peer's space limit.
+pub struct Limited<R> {
+    inner: Take<R>,
+    guard: Option<GuardInner>,
+    exceeded: Arc<AtomicBool>,
+    /// Bytes handed to the receive.
+    handed: u64,
+    progress: Arc<StreamProgress>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        if let Some(g) = &me.guard {
+            let used = g.authz.used(&g.peer, &g.pool, &g.recorded);
+            // The receive decodes and applies everything it was handed before it reads
+            // again, but for a record split by the read boundary.
+            let unapplied = me
+                .handed
+                .saturating_sub(me.progress.bytes.load(Ordering::Relaxed));
+            let left = room(g.limit, used, unapplied);
+            if left == 0 {
+                me.exceeded.store(true, Ordering::Relaxed);
+                return Poll::Ready(Err(std::io::Error::other(format!(
+                    "the space limit of peer {} is reached",
+                    g.peer
+                ))));
+            }
+            me.inner.set_limit(left);
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut me.inner).poll_read(cx, buf);
+        me.handed += (buf.filled().len() - before) as u64;
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_names() {
+        assert!(matches("prod", "prod"));
+        assert!(!matches("prod", "prod2"));
+        assert!(!matches("prod", "pro"));
+        assert!(matches("prod-*", "prod-db"));
+        assert!(matches("prod-*", "prod-"));
+        assert!(!matches("prod-*", "prod"));
+        assert!(!matches("prod-*", "test-prod-db"));
+        assert!(matches("*", "anything"));
+        assert!(matches("*-db", "prod-db"));
+        assert!(!matches("*-db", "prod-db2"));
+        assert!(matches("a*b*c", "axxbyyc"));
+        assert!(matches("a*b*c", "abc"));
+        assert!(!matches("a*b*c", "axxbyy"));
+        assert!(matches("a**", "a"));
+        assert!(matches("*a*a*a*", "aaa"));
+        assert!(!matches("*a*a*a*", "aa"));
+        // Backtracking: the first star must give back what the later literal needs.
+        assert!(matches("*ab", "aab"));
+        assert!(matches("v*.1", "vol.1.1"));
+        // Case matters, as in LUN names.
+        assert!(!matches("Prod", "prod"));
+        assert!(!matches("", "x"));
+    }
+
+    #[test]
+    fn room_is_what_is_left_and_never_wraps() {
+        assert_eq!(room(100, 30, 20), 50);
+        assert_eq!(room(100, 100, 0), 0);
+        assert_eq!(room(100, 90, 20), 0);
+        assert_eq!(room(100, u64::MAX, 1), 0);
+        assert_eq!(room(u64::MAX, 0, 0), u64::MAX);
+    }
+
+    fn authz(volumes: Option<Vec<&str>>, limit: Option<u64>) -> Authz {
+        let yaml = "peers:\n  - name: site-a\n    fingerprint: \"ab:cd:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd\"\n";
+        let mut cfg: ReplicationCfg = serde_yaml::from_str(yaml).unwrap();
+        cfg.peers[0].volumes = volumes.map(|v| v.into_iter().map(String::from).collect());
+        cfg.peers[0].space_limit = limit.map(crate::config::ByteSize);
+        Authz::new(&cfg)
+    }
+
+    fn status(volume: &str) -> Request {
+        Request::Status {
+            version: 1,
+            relationship: "r".into(),
+            volume: volume.into(),
+        }
+    }
+
+    #[test]
+    fn requests_name_only_granted_volumes() {
+        let a = authz(Some(vec!["prod-*", "db"]), None);
+        assert!(a.check("site-a", &status("prod-1")).is_ok());
+        assert!(a.check("site-a", &status("db")).is_ok());
+        let e = a.check("site-a", &status("secret")).unwrap_err();
+        assert_eq!(e.kind, "forbidden");
+        assert!(
+            e.message
+                .contains("peer site-a may not replicate into volume secret"),
+            "{}",
+            e.message
+        );
+        // Another peer (not configured) gets nothing; nor does a peer without volumes.
+        assert!(a.check("site-z", &status("db")).is_err());
+        assert!(authz(None, None).check("site-a", &status("db")).is_err());
+        assert!(authz(Some(vec![]), None)
+            .check("site-a", &status("db"))
+            .is_err());
+        let demote = Request::Demote {
+            version: 1,
+            relationship: "r".into(),
+            volume: "other".into(),
+            source_volume: "db".into(),
+            common: "s".into(),
+        };
+        assert!(
+            a.check("site-a", &demote).is_err(),
+            "the local volume counts"
+        );
+    }
+}
