@@ -117,8 +117,8 @@ impl InlineTask {
     /// last Data-Out of a write arrives: the write then reaches storage and is answered on
     /// the connection task (a page-cache write completes in that poll), as a write whose
     /// data came with its command already is, without waking another worker for it (a
-    /// futex wake-up and two context switches per write, docs/performance.md). A wake-up
-    /// for any other task during `hand_off` is scheduled as usual.
+    /// futex wake-up per write; decision 0028 and docs/performance.md have the figures). A
+    /// wake-up for any other task during `hand_off` is scheduled as usual.
     pub fn deliver<R>(self: &Arc<Self>, hand_off: impl FnOnce() -> R) -> R {
         struct Reset;
         impl Drop for Reset {
