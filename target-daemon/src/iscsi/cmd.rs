@@ -118,14 +118,11 @@ impl Conn {
         } = cmd;
         let itt = info.itt;
         let attr = task_attr(attr);
-        // A write whose data is still to come: the sender goes into `Conn::data_tx` with the
-        // task below, before the task's first poll.
-        let mut data_tx = None;
         let source = match data {
             CommandData::Ready(b, g) => DataSource::Ready(b, g),
             CommandData::Pending => {
                 let (tx, rx) = oneshot::channel();
-                data_tx = Some(tx);
+                self.data_tx.insert(itt, tx);
                 DataSource::Wait(rx)
             }
         };
@@ -230,9 +227,6 @@ impl Conn {
         // written from librbd's completion, without waking a tokio worker (`inline_task`).
         // In the task table before its first poll, which may already finish it.
         let task = InlineTask::new(task);
-        if let Some(tx) = data_tx {
-            self.data_tx.insert(itt, (tx, Arc::downgrade(&task)));
-        }
         self.session.tasks.lock().insert(
             itt,
             TaskHandle {

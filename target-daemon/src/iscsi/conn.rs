@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use scsi_proto::iscsi::pdu::{Bhs, CodecConfig, Pdu, PduError, RejectReason};
@@ -23,7 +23,6 @@ use tokio::time::Instant;
 
 use super::budget::{ConnReads, ConnWrites, Grant, ReadGrant, Waiter};
 use super::framing::{FrameReader, ReadError};
-use super::inline_task::InlineTask;
 use super::machine::{
     Action, Admission, Close, ConnParams, Connection, DataError, Host, WriteData,
 };
@@ -55,9 +54,8 @@ pub struct Conn {
     pub(super) conn_id: u64,
     /// The protocol state machine.
     pub(super) machine: Connection<Grant>,
-    /// Write commands collecting data: where their data goes once complete, and the
-    /// command's task, polled here when its data is handed over (`InlineTask::deliver`).
-    pub(super) data_tx: HashMap<u32, (oneshot::Sender<DataResult>, Weak<InlineTask>)>,
+    /// Write commands collecting data: where their data goes once complete.
+    pub(super) data_tx: HashMap<u32, oneshot::Sender<DataResult>>,
     budget: BudgetWatch,
     /// Set once a logout has been answered: the connection closes after flushing.
     pub(super) logged_out: bool,
@@ -424,15 +422,8 @@ impl Conn {
                 }
                 Action::Execute(cmd) => self.execute(cmd).await,
                 Action::WriteData { itt, result } => {
-                    if let Some((tx, task)) = self.data_tx.remove(&itt) {
-                        match task.upgrade() {
-                            Some(task) => task.deliver(|| {
-                                let _ = tx.send(result);
-                            }),
-                            None => {
-                                let _ = tx.send(result);
-                            }
-                        }
+                    if let Some(tx) = self.data_tx.remove(&itt) {
+                        let _ = tx.send(result);
                     }
                 }
                 Action::TaskMgmt(pdu) => {
@@ -447,7 +438,7 @@ impl Conn {
     /// Forgets the writes whose task is gone (aborted); their grants return to the budget.
     pub(super) fn purge(&mut self) {
         let machine = &mut self.machine;
-        self.data_tx.retain(|itt, (tx, _)| {
+        self.data_tx.retain(|itt, tx| {
             let open = !tx.is_closed();
             if !open {
                 machine.forget_write(*itt);

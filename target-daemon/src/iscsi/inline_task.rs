@@ -34,11 +34,6 @@ thread_local! {
     /// meanwhile (the task released a lock another task waits for) is scheduled, not run
     /// nested.
     static POLLING_INLINE: Cell<bool> = const { Cell::new(false) };
-    /// The task [`InlineTask::deliver`] is handing something to on this thread, and whether
-    /// that hand-off woke it: its wake-up is kept here instead of being queued on a worker,
-    /// and the task is polled right after the hand-off.
-    static DELIVERING: Cell<(*const InlineTask, bool)> =
-        const { Cell::new((std::ptr::null(), false)) };
 }
 
 /// A task polled by the thread that wakes it when that thread is a storage completion thread.
@@ -109,32 +104,6 @@ impl InlineTask {
     /// Polls the task for the first time, here; from then on whoever wakes it does.
     pub fn start(self: Arc<Self>) {
         self.run();
-    }
-
-    /// Runs `hand_off` (which completes something the task waits for: a write command's
-    /// Data-Out sent down its channel) and, if that woke the task, polls it right here
-    /// instead of queueing the poll on a tokio worker. The connection task uses it when the
-    /// last Data-Out of a write arrives: the write then reaches storage and is answered on
-    /// the connection task (a page-cache write completes in that poll), as a write whose
-    /// data came with its command already is, without waking another worker for it (a
-    /// futex wake-up per write; decision 0028 and docs/performance.md have the figures). A
-    /// wake-up for any other task during `hand_off` is scheduled as usual.
-    pub fn deliver<R>(self: &Arc<Self>, hand_off: impl FnOnce() -> R) -> R {
-        struct Reset;
-        impl Drop for Reset {
-            fn drop(&mut self) {
-                DELIVERING.with(|d| d.set((std::ptr::null(), false)));
-            }
-        }
-        DELIVERING.with(|d| d.set((Arc::as_ptr(self), false)));
-        let reset = Reset;
-        let r = hand_off();
-        let woken = DELIVERING.with(|d| d.get().1);
-        drop(reset);
-        if woken {
-            self.run();
-        }
-        r
     }
 
     /// [`InlineTask::new`] and [`InlineTask::start`] at once.
@@ -235,18 +204,6 @@ impl InlineTask {
 
 impl Wake for InlineTask {
     fn wake(self: Arc<Self>) {
-        let deferred = DELIVERING.with(|d| {
-            let (task, _) = d.get();
-            let mine = std::ptr::eq(task, Arc::as_ptr(&self));
-            if mine {
-                d.set((task, true));
-            }
-            mine
-        });
-        if deferred {
-            // `deliver` polls it once the hand-off returns.
-            return;
-        }
         if storage_core::completion::on_completion_thread() && !POLLING_INLINE.with(Cell::get) {
             self.run_inline();
         } else {
@@ -306,64 +263,6 @@ mod tests {
         let (v, ran_on) = ran_on_rx.await.unwrap_or_else(|_| panic!("task never ran"));
         assert_eq!(v, 7);
         assert_eq!(ran_on, completer, "the task ran on the completing thread");
-    }
-
-    /// `deliver` polls the task it hands something to before it returns, on the delivering
-    /// thread; a task woken by anything else during the hand-off is left to the runtime.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn deliver_runs_the_woken_task_before_it_returns() {
-        let (tx, rx) = oneshot::channel::<u32>();
-        let got = Arc::new(parking_lot::Mutex::new(None));
-        let seen = got.clone();
-        let task = InlineTask::new(async move {
-            let v = rx.await.unwrap_or(0);
-            *seen.lock() = Some((v, std::thread::current().id()));
-        });
-        task.clone().start();
-        assert!(got.lock().is_none(), "waits for its data");
-        // Another task, woken from inside the hand-off: not polled by `deliver`.
-        let (other_tx, other_rx) = oneshot::channel::<u32>();
-        let (other_done_tx, other_done_rx) = oneshot::channel();
-        let other = InlineTask::new(async move {
-            let v = other_rx.await.unwrap_or(0);
-            let _ = other_done_tx.send(v);
-        });
-        other.clone().start();
-        let here = std::thread::current().id();
-        task.deliver(|| {
-            let _ = other_tx.send(5);
-            let _ = tx.send(9);
-        });
-        assert_eq!(
-            *got.lock(),
-            Some((9, here)),
-            "the task ran to its end inside deliver, on this thread"
-        );
-        // The other one still runs (on a worker), so no wake-up was lost.
-        assert_eq!(other_done_rx.await.ok(), Some(5));
-        // A hand-off that does not wake the task polls nothing (and the task is done).
-        task.deliver(|| ());
-    }
-
-    /// A task aborted before its data arrives is not polled by `deliver`.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn deliver_does_not_revive_an_aborted_task() {
-        let (tx, rx) = oneshot::channel::<u32>();
-        let (p, polls, dropped) = probe();
-        let task = InlineTask::new(async move {
-            let probe = p;
-            probe.polls.fetch_add(1, Ordering::SeqCst);
-            let _ = rx.await;
-            probe.polls.fetch_add(1, Ordering::SeqCst);
-        });
-        task.clone().start();
-        assert_eq!(polls.load(Ordering::SeqCst), 1);
-        task.abort_handle().abort();
-        gone(dropped).await;
-        task.deliver(|| {
-            let _ = tx.send(1);
-        });
-        assert_eq!(polls.load(Ordering::SeqCst), 1, "never polled again");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
