@@ -2,13 +2,12 @@
 //! provider) against plain loopback TCP, measured side by side in one run, alternating:
 //! `cargo run --release -p target-daemon --example link_bench [MiB] [rounds]`.
 //! Prints MB/s of each round and the TLS/TCP ratio of the medians (the goal for the
-//! link: at least 0.8). `tls` reads the socket through a buffer on the receiving side as the
-//! listener does; `tls-unbuffered` lets rustls read the socket itself (4 KiB reads).
+//! link: at least 0.8).
 
 use std::time::Instant;
 
 use target_daemon::replica::identity::Identity;
-use target_daemon::replica::listener::{connect, read_buffered};
+use target_daemon::replica::listener::connect;
 use target_daemon::replica::tls::{client_config, server_config, PeerSet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -39,31 +38,17 @@ async fn push<S: AsyncWriteExt + Unpin>(mut s: S, total: u64) -> anyhow::Result<
     Ok(s)
 }
 
-/// What one round measures.
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    /// Plain TCP.
-    Tcp,
-    /// The link's TLS, the receiving side reading the socket through a buffer as the
-    /// listener does (`listener::read_buffered`).
-    Tls,
-    /// The same TLS with rustls reading the socket itself (4 KiB reads): what the listener
-    /// did before.
-    TlsUnbuffered,
-}
-
-async fn round(mode: Mode, total: u64, a: &Identity, b: &Identity) -> anyhow::Result<f64> {
-    let tls = mode != Mode::Tcp;
+async fn round(tls: bool, total: u64, a: &Identity, b: &Identity) -> anyhow::Result<f64> {
     let l = TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?.to_string();
     let scfg = server_config(a, PeerSet::new([("b".to_string(), b.fingerprint())]))?;
     let server = tokio::spawn(async move {
         let (tcp, _) = l.accept().await?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(scfg);
-        let n = match mode {
-            Mode::Tcp => sink(tcp).await,
-            Mode::Tls => sink(acceptor.accept(read_buffered(tcp)).await?).await,
-            Mode::TlsUnbuffered => sink(acceptor.accept(tcp).await?).await,
+        let n = if tls {
+            let s = tokio_rustls::TlsAcceptor::from(scfg).accept(tcp).await?;
+            sink(s).await
+        } else {
+            sink(tcp).await
         };
         anyhow::Ok(n)
     });
@@ -100,21 +85,18 @@ async fn main() -> anyhow::Result<()> {
     let rounds: usize = args.next().map_or(Ok(5), |s| s.parse())?;
     let (a, b) = (Identity::generate("a")?.0, Identity::generate("b")?.0);
     let total = mib << 20;
-    let (mut tcp, mut tls, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut tcp, mut tls) = (Vec::new(), Vec::new());
     for i in 0..rounds {
-        let p = round(Mode::Tcp, total, &a, &b).await?;
-        let t = round(Mode::Tls, total, &a, &b).await?;
-        let u = round(Mode::TlsUnbuffered, total, &a, &b).await?;
-        println!("round {i}: tcp {p:.0} MB/s, tls {t:.0} MB/s, tls-unbuffered {u:.0} MB/s");
+        let p = round(false, total, &a, &b).await?;
+        let t = round(true, total, &a, &b).await?;
+        println!("round {i}: tcp {p:.0} MB/s, tls {t:.0} MB/s");
         tcp.push(p);
         tls.push(t);
-        raw.push(u);
     }
-    let (mp, mt, mu) = (median(tcp), median(tls), median(raw));
+    let (mp, mt) = (median(tcp), median(tls));
     println!(
-        "median: tcp {mp:.0} MB/s, tls {mt:.0} MB/s, tls-unbuffered {mu:.0} MB/s, tls/tcp {:.2}, tls-unbuffered/tcp {:.2}",
-        mt / mp,
-        mu / mp
+        "median: tcp {mp:.0} MB/s, tls {mt:.0} MB/s, tls/tcp {:.2}",
+        mt / mp
     );
     Ok(())
 }

@@ -13,25 +13,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::tls::{classify, PeerSet};
 
-/// A server-side replication connection. The TCP stream is read through a buffer: rustls
-/// reads its records 4 KiB at a time, so without it the receiving side of a transfer made a
-/// `recvfrom` per 4 KiB (docs/performance.md, "The replication link's TLS").
-pub type ServerConn = tokio_rustls::server::TlsStream<BufReader<TcpStream>>;
-
-/// Bytes read from the socket at once under a server-side connection's TLS.
-pub const READ_BUFFER: usize = 256 << 10;
-
-/// `tcp` as a server-side connection reads it, under TLS (see [`ServerConn`]).
-pub fn read_buffered(tcp: TcpStream) -> BufReader<TcpStream> {
-    BufReader::with_capacity(READ_BUFFER, tcp)
-}
+/// A server-side replication connection.
+pub type ServerConn = tokio_rustls::server::TlsStream<TcpStream>;
 /// A client-side replication connection.
 pub type ClientConn = tokio_rustls::client::TlsStream<TcpStream>;
 
@@ -96,9 +85,7 @@ pub async fn run(
         let timeout = cfg.handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            let conn = match tokio::time::timeout(timeout, acceptor.accept(read_buffered(tcp)))
-                .await
-            {
+            let conn = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                 Err(_) => {
                     tracing::warn!(%addr, ?timeout, "replication connection dropped: no TLS handshake within the timeout");
                     metrics.replica_link_refused("timeout");
