@@ -12,6 +12,7 @@ pub mod decode;
 pub mod encode;
 mod error;
 pub mod format;
+mod gather;
 mod progress;
 mod receive;
 mod send;

@@ -6,19 +6,18 @@
 use std::sync::atomic::Ordering;
 
 use futures_util::stream::{self, StreamExt};
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::encode::Encoder;
 use super::error::StreamError;
 use super::format::{StreamHeader, StreamKind, StreamSnapshot, Trailer};
+use super::gather::Gather;
 use super::progress::StreamProgress;
 use super::token::ResumeToken;
 use crate::{ChunkDelta, Pool, SnapshotDelta, SnapshotRef};
 
 /// Chunks read ahead of the writer.
 pub const READ_AHEAD: usize = 8;
-/// Write buffer: framing and payloads go out in large writes.
-const WRITE_BUFFER: usize = 512 << 10;
 
 /// What to send.
 #[derive(Clone, Debug)]
@@ -224,10 +223,13 @@ impl PreparedSend {
             start_index = header.start_index,
             "replication send started"
         );
-        let mut w = BufWriter::with_capacity(WRITE_BUFFER, w);
+        // Framing and payloads are gathered and go out in large vectored writes, payloads
+        // straight from the chunks read (gather.rs).
+        let mut w = w;
+        let mut batch = Gather::default();
         let mut bytes = 0u64;
         let werr = |e| StreamError::io("writing the replication stream", e);
-        w.write_all(&head).await.map_err(werr)?;
+        batch.framing(&head);
         bytes += head.len() as u64;
         progress.bytes.fetch_add(bytes, Ordering::Relaxed);
 
@@ -248,24 +250,29 @@ impl PreparedSend {
             let (n, done) = match data {
                 Some(d) => {
                     let (prefix, crc) = enc.data(index, &d)?;
-                    w.write_all(&prefix).await.map_err(werr)?;
-                    w.write_all(&d).await.map_err(werr)?;
-                    w.write_all(&crc).await.map_err(werr)?;
-                    ((prefix.len() + d.len() + crc.len()) as u64, 1)
+                    let n = (prefix.len() + d.len() + crc.len()) as u64;
+                    batch.framing(&prefix);
+                    batch.payload(d);
+                    batch.framing(&crc);
+                    (n, 1)
                 }
                 None => {
                     let rec = enc.hole(index, run)?;
-                    w.write_all(&rec).await.map_err(werr)?;
+                    batch.framing(&rec);
                     (rec.len() as u64, run)
                 }
             };
+            if batch.full() {
+                batch.write_to(&mut w).await.map_err(werr)?;
+            }
             bytes += n;
             progress.bytes.fetch_add(n, Ordering::Relaxed);
             progress.records.fetch_add(1, Ordering::Relaxed);
             progress.changes_done.fetch_add(done, Ordering::Relaxed);
         }
         let (end, trailer) = enc.end()?;
-        w.write_all(&end).await.map_err(werr)?;
+        batch.framing(&end);
+        batch.write_to(&mut w).await.map_err(werr)?;
         w.flush().await.map_err(werr)?;
         bytes += end.len() as u64;
         progress

@@ -101,6 +101,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<S> {
             .guard(cx, |s, cx| Pin::new(s).poll_write(cx, buf))
     }
 
+    /// Vectored writes pass through (the sender gathers framing and payloads).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .guard(cx, |s, cx| Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_mut().guard(cx, |s, cx| Pin::new(s).poll_flush(cx))
     }

@@ -85,11 +85,45 @@ impl<W> Throttled<W> {
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for Throttled<W> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
+        self.get_mut()
+            .paced(cx, |w, cx| Pin::new(w).poll_write(cx, buf))
+    }
+
+    /// Vectored writes pass through (the sender gathers framing and payloads, gather.rs).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut()
+            .paced(cx, |w, cx| Pin::new(w).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Throttled<W> {
+    /// Waits until the bucket allows a write, runs `write`, and takes what it wrote.
+    fn paced(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(&mut W, &mut Context<'_>) -> Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self;
         loop {
             if let Some(s) = this.sleep.as_mut() {
                 if s.as_mut().poll(cx).is_pending() {
@@ -107,21 +141,13 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Throttled<W> {
             }
             this.sleep = Some(Box::pin(tokio::time::sleep(wait)));
         }
-        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let r = write(&mut this.inner, cx);
         if let (Poll::Ready(Ok(n)), Some(b)) = (&r, this.bucket.as_mut()) {
             let now = this.start.elapsed().as_nanos();
             b.refill(now);
             b.tokens -= *n as i128;
         }
         r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
