@@ -23,6 +23,7 @@ mod device;
 mod diff;
 mod engine;
 mod error;
+mod group;
 mod io;
 mod journal;
 mod layer;
