@@ -24,6 +24,7 @@ mod diff;
 mod engine;
 mod error;
 mod footprint;
+mod group;
 mod io;
 mod journal;
 mod layer;

@@ -28,11 +28,11 @@ use crate::{
 /// Dropping it without [`Receive::commit`] or [`Receive::abort`] leaves the staging where
 /// it is (a later [`Pool::receive_begin`] with the same spec resumes it).
 pub struct Receive {
-    inner: Arc<PoolInner>,
+    pub(crate) inner: Arc<PoolInner>,
     /// The staging view.
-    id: ViewId,
+    pub(crate) id: ViewId,
     layer: LayerId,
-    spec: ReceiveSpec,
+    pub(crate) spec: ReceiveSpec,
     /// Next index a put may name (everything below was put in this session or before).
     next: u64,
     /// Chunks of the received snapshot.
@@ -61,7 +61,10 @@ fn staged_for(st: &State, volume: &str) -> Option<ViewId> {
 /// Check that `spec` can apply to this pool as it is now: what it names exists (or must
 /// not), uuids match. Returns the base snapshot's view id (none for a full stream) and the
 /// replica volume's (none when the receive creates it).
-fn check_base(st: &State, spec: &ReceiveSpec) -> Result<(Option<ViewId>, Option<ViewId>)> {
+pub(crate) fn check_base(
+    st: &State,
+    spec: &ReceiveSpec,
+) -> Result<(Option<ViewId>, Option<ViewId>)> {
     let m = &st.meta;
     let snap_of = |vol: &str, snap: &str, uuid: &uuid::Uuid| -> Result<ViewId> {
         let v = m
@@ -524,7 +527,7 @@ impl Receive {
         Ok(())
     }
 
-    fn gone(&self) -> StorageError {
+    pub(crate) fn gone(&self) -> StorageError {
         StorageError::NotFound(format!(
             "the receive into '{}' is no longer staged",
             self.spec.volume
