@@ -574,6 +574,13 @@ pub async fn dispatch(mgr: &Arc<LunManager>, mut req: Request) -> Response {
                     deleted_group: group,
                 }),
         ),
+        Request::CgCreate { name, luns } => reply(mgr.cg_create(&name, &luns).await),
+        Request::CgList => reply(mgr.cg_list().await),
+        Request::CgDelete { name } => reply(mgr.cg_delete(&name).await.map(|()| Deleted {
+            deleted: name,
+            snapshots: Vec::new(),
+        })),
+        Request::CgSnapshot { name, snapshot } => reply(mgr.cg_snapshot(&name, &snapshot).await),
         Request::SnapshotRollback { lun, name, force } => reply(
             mgr.snapshot_rollback(&lun, &name, force)
                 .await

@@ -158,6 +158,31 @@ pub enum Request {
         /// Group.
         group: String,
     },
+    /// Create a consistency group: LUNs of one pool snapshotted together.
+    #[serde(rename = "cg.create")]
+    CgCreate {
+        /// Group name.
+        name: String,
+        /// Member LUNs.
+        luns: Vec<String>,
+    },
+    /// Every consistency group.
+    #[serde(rename = "cg.list")]
+    CgList,
+    /// Delete a consistency group (its LUNs and snapshots stay).
+    #[serde(rename = "cg.delete")]
+    CgDelete {
+        /// Group name.
+        name: String,
+    },
+    /// Snapshot every member of a consistency group at one instant.
+    #[serde(rename = "cg.snapshot")]
+    CgSnapshot {
+        /// Group name.
+        name: String,
+        /// Snapshot name (each member's snapshot gets it).
+        snapshot: String,
+    },
     /// Roll back.
     #[serde(rename = "snapshot.rollback")]
     SnapshotRollback {

@@ -6,6 +6,8 @@
 //! JSON result as lunard sent it with `--json`. Every error exits non-zero with one line on
 //! stderr: `lunarctl: <reason>`; a reader that stops reading (`| head`) ends it quietly.
 
+#[path = "lunarctl/cg.rs"]
+mod cg;
 #[path = "lunarctl/replica.rs"]
 mod replica;
 
@@ -75,6 +77,9 @@ enum Cmd {
     /// Snapshots and consistency groups.
     #[command(subcommand)]
     Snapshot(SnapCmd),
+    /// Consistency groups: LUNs of one pool snapshotted at one instant.
+    #[command(subcommand)]
+    Cg(cg::CgCmd),
     /// Clones and clone jobs.
     #[command(subcommand)]
     Clone(CloneCmd),
@@ -1544,6 +1549,7 @@ fn run(mut cli: Cli, w: Out<'_>) -> anyhow::Result<()> {
             };
             Shown::typed(c.call(Request::SnapshotDiff { lun, from, to })?, print_diff)
         }
+        Cmd::Cg(g) => cg::run(g, &mut c)?,
         Cmd::Replica(r) => match replica::run(r, &mut c, w)? {
             Some(shown) => shown,
             // It wrote its output (the stream) itself.

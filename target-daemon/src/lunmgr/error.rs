@@ -16,8 +16,10 @@ pub enum ObjectKind {
     Lun,
     /// A snapshot, named `lun@snap`.
     Snapshot,
-    /// A consistency group.
+    /// A consistency group's snapshots (`snapshot create --group`).
     Group,
+    /// A consistency group: LUNs snapshotted and replicated together (`lunarctl cg`).
+    ConsistencyGroup,
     /// A target (IQN or WWPN).
     Target,
     /// An initiator name.
@@ -37,6 +39,7 @@ impl ObjectKind {
             ObjectKind::Lun => "lun",
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Group => "group",
+            ObjectKind::ConsistencyGroup => "consistency_group",
             ObjectKind::Target => "target",
             ObjectKind::Initiator => "initiator",
             ObjectKind::CloneJob => "clone_job",
@@ -52,6 +55,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Lun => "LUN",
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Group => "group",
+            ObjectKind::ConsistencyGroup => "consistency group",
             ObjectKind::Target => "target",
             ObjectKind::Initiator => "initiator",
             ObjectKind::CloneJob => "clone job",
@@ -70,6 +74,8 @@ pub enum UsedBy {
     SessionCount(usize),
     /// A running clone job.
     CloneJob(String),
+    /// A consistency group it is a member of.
+    ConsistencyGroup(String),
 }
 
 impl fmt::Display for UsedBy {
@@ -78,6 +84,7 @@ impl fmt::Display for UsedBy {
             UsedBy::Sessions(t) => write!(f, "sessions logged in to {}", t.join(", ")),
             UsedBy::SessionCount(n) => write!(f, "logged-in sessions: {n}"),
             UsedBy::CloneJob(j) => write!(f, "running clone job {j}"),
+            UsedBy::ConsistencyGroup(g) => write!(f, "member of consistency group {g}"),
         }
     }
 }

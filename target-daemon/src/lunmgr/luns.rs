@@ -305,6 +305,7 @@ impl LunManager {
                     }
                 }
             }
+            super::groups::rename_member(&mut st, &name, &new);
             name = new.clone();
         }
         if let Some(ro) = req.read_only {
@@ -345,6 +346,14 @@ impl LunManager {
                 name: name.to_string(),
                 by: UsedBy::CloneJob(job),
                 hint: "cancel it first",
+            });
+        }
+        if let Some(g) = super::groups::group_of(&st, name) {
+            return Err(MgrError::InUse {
+                kind: ObjectKind::Lun,
+                name: name.to_string(),
+                by: UsedBy::ConsistencyGroup(g),
+                hint: "delete the consistency group first (`lunarctl cg delete`)",
             });
         }
         let busy = self.busy_targets(&st, name);

@@ -17,6 +17,7 @@ pub mod divergence;
 pub mod error;
 mod export;
 mod gateway;
+pub mod groups;
 pub use gateway::GatewayOpen;
 mod luns;
 mod pool;

@@ -178,6 +178,19 @@ async fn snapshots_and_clones_stay_in_their_pool() {
         .unwrap_err();
     assert!(matches!(e, MgrError::CrossPool { .. }), "{e:?}");
     assert!(t.fast.snapshots(Some("f0")).is_empty());
+    // So does a consistency group object, refused with both pools named.
+    let e = t
+        .mgr
+        .cg_create("db", &["f0".into(), "b0".into()])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, MgrError::CrossPool { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("consistency group") && msg.contains("\"bulk\"") && msg.contains("\"fast\""),
+        "{msg}"
+    );
+    assert!(t.mgr.cg_list().await.expect("list").is_empty());
     // clone refresh from a LUN of another pool is refused too.
     let e = t
         .mgr

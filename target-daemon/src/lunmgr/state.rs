@@ -53,6 +53,10 @@ pub struct State {
     /// Number of the next clone job.
     #[serde(default)]
     pub next_job: u64,
+    /// Consistency groups by name: LUNs of one pool snapshotted (and replicated) together
+    /// (`lunarctl cg`, lunmgr/groups.rs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consistency_groups: BTreeMap<String, ConsistencyGroupRecord>,
     /// Replication relationships by name, on either side (docs/replication.md).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub replicas: BTreeMap<String, ReplicaRecord>,
@@ -373,6 +377,19 @@ pub struct GroupRecord {
     /// LUNs snapshotted together.
     pub members: Vec<String>,
     /// When, seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+/// A consistency group: LUNs of one pool whose group snapshots are taken at one instant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyGroupRecord {
+    /// Group name.
+    pub name: String,
+    /// Member LUNs, in the order given (a LUN is a member of at most one group).
+    pub members: Vec<String>,
+    /// The pool every member is in.
+    pub pool: String,
+    /// When it was created, seconds since the Unix epoch.
     pub created_unix: u64,
 }
 
