@@ -19,7 +19,7 @@ use crate::codec::Enc;
 use crate::commit_queue::CommitQueue;
 use crate::io::DataIo;
 use crate::journal::encode_rec;
-use crate::layer::{Meta, Rec, ViewId, ViewKind};
+use crate::layer::{LayerId, Meta, Rec, ViewId, ViewKind};
 use crate::superblock::{Layout, Superblock};
 use crate::{Guarantee, Result, StorageError};
 
@@ -466,6 +466,39 @@ impl PoolInner {
         self.io.write(off, bufs).await?;
         self.data_writes.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// The tail of a chunk's first write, shared by a volume's first write
+    /// (`Volume::write_chunk`) and a received chunk (`Receive::put_chunk`): `body` goes to
+    /// the chunk `phys` that `view` just allocated, and only then is it mapped at `index` of
+    /// `layer` by a `Map` record (data before mapping). A failed data write gives the chunk
+    /// back; a view that `still_there` says is gone by then (deleted meanwhile) gets it back
+    /// too and the write fails with `gone()`. Returns the LSN of the `Map`, which the caller
+    /// publishes (or leaves to its next save) before acknowledging.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn publish_first_write(
+        &self,
+        view: ViewId,
+        full: bool,
+        layer: LayerId,
+        index: u64,
+        phys: u64,
+        body: Vec<bytes::Bytes>,
+        still_there: impl FnOnce(&State) -> bool,
+        gone: impl FnOnce() -> StorageError,
+    ) -> Result<u64> {
+        if let Err(e) = self.write_data(self.layout.chunk_offset(phys), body).await {
+            self.state.write().allocation_done(view, full, Some(phys));
+            return Err(e);
+        }
+        let mut st = self.state.write();
+        st.allocation_done(view, full, None);
+        if !still_there(&st) {
+            st.alloc.clear(phys);
+            return Err(gone());
+        }
+        st.log(Rec::Map { layer, index, phys })?;
+        Ok(st.lsn)
     }
 }
 

@@ -385,28 +385,19 @@ impl Receive {
             return Ok(());
         }
         let phys = self.allocate().await?;
-        if let Err(e) = self
-            .inner
-            .write_data(self.inner.layout.chunk_offset(phys), body)
-            .await
-        {
-            self.inner
-                .state
-                .write()
-                .allocation_done(self.id, false, Some(phys));
-            return Err(e);
-        }
-        let mut st = self.inner.state.write();
-        st.allocation_done(self.id, false, None);
-        if !st.meta.views.contains_key(&self.id) {
-            st.alloc.clear(phys);
-            return Err(self.gone());
-        }
-        st.log(Rec::Map {
-            layer: self.layer,
-            index,
-            phys,
-        })?;
+        let id = self.id;
+        self.inner
+            .publish_first_write(
+                id,
+                false,
+                self.layer,
+                index,
+                phys,
+                body,
+                |st| st.meta.views.contains_key(&id),
+                || self.gone(),
+            )
+            .await?;
         self.next = index + 1;
         Ok(())
     }

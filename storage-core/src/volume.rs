@@ -532,31 +532,23 @@ impl Volume {
                 }
             }
         };
-        if let Err(e) = self
+        let id = self.id;
+        let lsn = self
             .inner
-            .write_data(self.inner.layout.chunk_offset(phys), body)
-            .await
-        {
-            self.inner
-                .state
-                .write()
-                .allocation_done(self.id, full, Some(phys));
-            return Err(e);
-        }
-        let mut st = self.inner.state.write();
-        st.allocation_done(self.id, full, None);
-        if st.volume(self.id).is_err() {
-            st.alloc.clear(phys);
-            return Err(self.gone());
-        }
-        st.log(Rec::Map {
-            layer: top,
-            index,
-            phys,
-        })?;
+            .publish_first_write(
+                id,
+                full,
+                top,
+                index,
+                phys,
+                body,
+                |st| st.volume(id).is_ok(),
+                || self.gone(),
+            )
+            .await?;
         // Still under the stripe lock: a later in-place write of this chunk sees it.
-        self.rt.map_lsn(index).fetch_max(st.lsn, Ordering::AcqRel);
-        Ok(st.lsn)
+        self.rt.map_lsn(index).fetch_max(lsn, Ordering::AcqRel);
+        Ok(lsn)
     }
 
     /// The parts of old chunk `q` a partial first write at `off..off + len` keeps: the bytes

@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use storage_core::stream::{
-    pending_receives, receive, send, ReceiveRequest, ResumeToken, SendRequest, StreamError,
-    StreamProgress,
+    pending_receives, prepare_send, receive, send, ReceiveRequest, ResumeToken, SendRequest,
+    StreamError, StreamProgress,
 };
 use storage_core::{Guarantee, Pool, PoolOptions, SnapshotRef};
 
@@ -273,4 +273,69 @@ async fn a_token_for_another_stream_is_refused_by_the_sender() {
         .unwrap_err();
     assert!(matches!(e, StreamError::ResumeMismatch(_)), "{e}");
     assert!(out.is_empty());
+}
+
+#[tokio::test]
+async fn the_announced_length_is_exact_and_origins_bound_a_clone_base() {
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let src = source(d1.path()).await;
+    let dst = new_pool(d2.path()).await;
+    // `stream_bytes` is what `write_to` writes, for a full stream, an increment (holes
+    // included) and a clone stream.
+    let cases = [
+        (None, ("v", "s1")),
+        (Some(("v", "s1")), ("v", "s2")),
+        (Some(("v", "s1")), ("c", "c1")),
+    ];
+    for (from, to) in cases {
+        let req = SendRequest {
+            from: from.map(|(v, s)| SnapshotRef::new(v, s)),
+            to: SnapshotRef::new(to.0, to.1),
+            resume: None,
+        };
+        let prepared = prepare_send(&src, &req).expect("prepare");
+        let announced = prepared.stream_bytes().expect("length");
+        let mut out = Vec::new();
+        prepared
+            .write_to(&mut out, &StreamProgress::default())
+            .await
+            .expect("send");
+        assert_eq!(announced, out.len() as u64, "{from:?} -> {to:?}");
+    }
+
+    recv(&dst, &stream_of(&src, None, ("v", "s1")).await)
+        .await
+        .unwrap();
+    let clone = stream_of(&src, Some(("v", "s1")), ("c", "c1")).await;
+    // An origin outside the allowed volumes is as good as absent, and nothing is staged.
+    let elsewhere = ReceiveRequest {
+        volume: None,
+        origins: Some(vec!["w".into()]),
+    };
+    let e = receive(&dst, &elsewhere, &clone[..], &StreamProgress::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.error, StreamError::BaseMissing { .. }),
+        "{}",
+        e.error
+    );
+    assert!(pending_receives(&dst).is_empty());
+    assert!(dst.volume_info("c").is_err());
+    let allowed = ReceiveRequest {
+        volume: None,
+        origins: Some(vec!["v".into()]),
+    };
+    receive(&dst, &allowed, &clone[..], &StreamProgress::default())
+        .await
+        .expect("a clone of an allowed origin");
+    assert_eq!(
+        snap_bytes(&dst, "c", "c1").await,
+        snap_bytes(&src, "c", "c1").await
+    );
+    assert_eq!(
+        dst.volume_info("c").unwrap().origin.as_deref(),
+        Some("v@s1")
+    );
 }

@@ -87,6 +87,10 @@ pub struct ReplicaSample {
     pub state: i64,
     /// Duration of the last transfer, if one completed since lunard started.
     pub last_transfer_seconds: Option<f64>,
+    /// Stream bytes moved so far by the transfer running now.
+    pub transfer_bytes: Option<u64>,
+    /// The running transfer's stream length (sending side).
+    pub transfer_size_bytes: Option<u64>,
 }
 
 /// Where the relationship figures come from at scrape time.
@@ -151,6 +155,8 @@ pub struct Metrics {
     replica_last_bytes: IntGaugeVec,
     replica_last_seconds: GaugeVec,
     replica_state: IntGaugeVec,
+    replica_transfer_bytes: IntGaugeVec,
+    replica_transfer_size: IntGaugeVec,
     replica_errors: IntCounterVec,
     replica_link_refused: IntCounterVec,
     replica_requests_refused: IntCounterVec,
@@ -713,6 +719,18 @@ impl Metrics {
                 "Relationship state: 0 idle, 1 transferring, 2 paused, 3 error (retrying), 4 stopped (promoted or replica side)",
                 &["relationship"],
             ),
+            replica_transfer_bytes: gauge_vec(
+                &r,
+                "lunar_replica_transfer_bytes",
+                "Stream bytes sent (source side) or received (replica side) so far by the transfer running now",
+                &["relationship"],
+            ),
+            replica_transfer_size: gauge_vec(
+                &r,
+                "lunar_replica_transfer_size_bytes",
+                "Stream length of the transfer running now (source side)",
+                &["relationship"],
+            ),
             replica_errors: counter_vec(
                 &r,
                 "lunar_replica_errors_total",
@@ -824,7 +842,14 @@ impl Metrics {
         ] {
             v.reset();
         }
-        self.replica_state.reset();
+        for v in [
+            &self.replica_state,
+            &self.replica_transfer_bytes,
+            &self.replica_transfer_size,
+        ] {
+            v.reset();
+        }
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         for s in samples {
             let l = [s.relationship.as_str()];
             if let Some(lag) = s.lag_seconds {
@@ -836,6 +861,16 @@ impl Metrics {
             self.replica_state.with_label_values(&l).set(s.state);
             if let Some(d) = s.last_transfer_seconds {
                 self.replica_last_seconds.with_label_values(&l).set(d);
+            }
+            if let Some(b) = s.transfer_bytes {
+                self.replica_transfer_bytes
+                    .with_label_values(&l)
+                    .set(gauge(b));
+            }
+            if let Some(b) = s.transfer_size_bytes {
+                self.replica_transfer_size
+                    .with_label_values(&l)
+                    .set(gauge(b));
             }
         }
     }
@@ -1221,5 +1256,44 @@ mod tests {
         ));
         assert!(text.contains("lunar_clone_job_state{job=\"j1\",state=\"creating\"} 1"));
         assert!(text.contains("lunar_clone_job_state{job=\"j1\",state=\"failed\"} 0"));
+    }
+
+    #[test]
+    fn replica_samples_export_transfer_progress_and_millisecond_lag() {
+        let m = Metrics::new();
+        m.set_replica_source(std::sync::Arc::new(|| {
+            vec![
+                ReplicaSample {
+                    relationship: "src1".into(),
+                    lag_seconds: Some(1.25),
+                    schedule_seconds: 60.0,
+                    state: 1,
+                    last_transfer_seconds: None,
+                    transfer_bytes: Some(4096),
+                    transfer_size_bytes: Some(10_000),
+                },
+                ReplicaSample {
+                    relationship: "dr1".into(),
+                    lag_seconds: Some(0.5),
+                    schedule_seconds: 5.0,
+                    state: 4,
+                    last_transfer_seconds: Some(2.0),
+                    transfer_bytes: None,
+                    transfer_size_bytes: None,
+                },
+            ]
+        }));
+        let text = m.render(&[]);
+        for want in [
+            "lunar_replica_transfer_bytes{relationship=\"src1\"} 4096",
+            "lunar_replica_transfer_size_bytes{relationship=\"src1\"} 10000",
+            "lunar_replica_lag_seconds{relationship=\"src1\"} 1.25",
+            "lunar_replica_lag_seconds{relationship=\"dr1\"} 0.5",
+            "lunar_replica_state{relationship=\"dr1\"} 4",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+        // No transfer running: no series (not a stale figure).
+        assert!(!text.contains("lunar_replica_transfer_bytes{relationship=\"dr1\"}"));
     }
 }

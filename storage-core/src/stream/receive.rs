@@ -41,6 +41,10 @@ const READ_SIZE: usize = 256 << 10;
 pub struct ReceiveRequest {
     /// The replica volume on this pool; default: the stream's volume name.
     pub volume: Option<String>,
+    /// The volumes a clone stream's origin may be a snapshot of (`None`: any volume of the
+    /// pool). A peer replicating over a link may base a clone only on what it replicated
+    /// here; an origin elsewhere is [`StreamError::BaseMissing`] to it, as if absent.
+    pub origins: Option<Vec<String>>,
 }
 
 /// What was received.
@@ -140,7 +144,13 @@ pub fn pending_receives(pool: &Pool) -> Vec<PendingReceive> {
 }
 
 /// Decides what the stream applies to on this pool, or why it cannot. Reads the pool only.
-pub fn plan(pool: &Pool, h: &StreamHeader, volume: &str) -> Result<ReceiveSpec, StreamError> {
+/// `origins`: the volumes a clone stream's origin may belong to (`None`: any).
+pub fn plan(
+    pool: &Pool,
+    h: &StreamHeader,
+    volume: &str,
+    origins: Option<&[String]>,
+) -> Result<ReceiveSpec, StreamError> {
     let chunk_size = pool.status().chunk_size;
     if chunk_size != h.chunk_size {
         return Err(StreamError::Incompatible(format!(
@@ -216,12 +226,12 @@ pub fn plan(pool: &Pool, h: &StreamHeader, volume: &str) -> Result<ReceiveSpec, 
             if exists {
                 return Err(StreamError::TargetExists(volume.to_string()));
             }
-            let origin =
-                all.iter()
-                    .find(|s| s.uuid == f.uuid)
-                    .ok_or_else(|| StreamError::BaseMissing {
-                        base: f.to_string(),
-                    })?;
+            let origin = all
+                .iter()
+                .find(|s| s.uuid == f.uuid && origins.is_none_or(|o| o.contains(&s.volume)))
+                .ok_or_else(|| StreamError::BaseMissing {
+                    base: f.to_string(),
+                })?;
             ReceiveBase::Origin {
                 volume: origin.volume.clone(),
                 snapshot: origin.name.clone(),
@@ -281,7 +291,7 @@ where
     let mut dec = Decoder::new();
     let h = read_header(&mut r, &mut dec).await?;
     let volume = req.volume.clone().unwrap_or_else(|| h.to.volume.clone());
-    let spec = plan(pool, &h, &volume)?;
+    let spec = plan(pool, &h, &volume, req.origins.as_deref())?;
     let mut rx = pool.receive_begin(spec).await.map_err(StreamError::from)?;
     let resumed_from = h.start_index;
     let held = rx.next_index();

@@ -10,7 +10,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::encode::Encoder;
 use super::error::StreamError;
-use super::format::{StreamHeader, StreamKind, StreamSnapshot, Trailer};
+use super::format::{
+    StreamHeader, StreamKind, StreamSnapshot, Trailer, DATA_PREFIX, END_LEN, HOLE_LEN,
+};
 use super::gather::Gather;
 use super::progress::StreamProgress;
 use super::token::ResumeToken;
@@ -195,6 +197,21 @@ impl PreparedSend {
                 Item::Hole(..) => 0,
             })
             .sum()
+    }
+
+    /// The exact length of the stream [`PreparedSend::write_to`] will write: header,
+    /// records, END (what a progress report divides by).
+    pub fn stream_bytes(&self) -> Result<u64, StreamError> {
+        let head = self.header.encode()?.len() as u64;
+        let records: u64 = self
+            .items
+            .iter()
+            .map(|i| match i {
+                Item::Data(index) => DATA_PREFIX as u64 + self.header.chunk_len(*index) + 4,
+                Item::Hole(..) => HOLE_LEN as u64,
+            })
+            .sum();
+        Ok(head + records + END_LEN as u64)
     }
 
     /// Writes the stream to `w`, reading chunks [`READ_AHEAD`] at a time.

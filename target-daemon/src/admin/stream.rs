@@ -192,7 +192,13 @@ pub(crate) async fn serve_receive<R, W>(
 {
     let progress = StreamProgress::default();
     let result = mgr
-        .replica_receive(pool.as_deref(), &volume, Idle::new(r, idle), &progress)
+        .replica_receive(
+            pool.as_deref(),
+            &volume,
+            None,
+            Idle::new(r, idle),
+            &progress,
+        )
         .await;
     let bytes = progress.bytes.load(std::sync::atomic::Ordering::Relaxed);
     crate::metrics::global().replica_stream_bytes("receive", bytes);

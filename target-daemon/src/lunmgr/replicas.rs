@@ -157,10 +157,11 @@ impl LunManager {
     }
 
     /// The replica side records a relationship a peer replicates into `volume` (first
-    /// transfer), or checks that an existing one is the same peer's.
+    /// transfer), or checks that an existing one is the same peer's and takes the
+    /// schedule and keep counts the source states now (0: not stated, kept as they were).
     pub async fn replica_adopt(&self, rec: ReplicaRecord) -> MgrResult<()> {
         let mut st = self.lock().await;
-        if let Some(r) = st.replicas.get(&rec.name) {
+        if let Some(r) = st.replicas.get_mut(&rec.name) {
             if r.peer != rec.peer || r.volume != rec.volume {
                 return Err(invalid(
                     "relationship",
@@ -180,6 +181,17 @@ impl LunManager {
                         r.role.as_str()
                     ),
                 ));
+            }
+            let before = r.clone();
+            r.every_secs = rec.every_secs;
+            if rec.keep_local != 0 {
+                r.keep_local = rec.keep_local;
+            }
+            if rec.keep_remote != 0 {
+                r.keep_remote = rec.keep_remote;
+            }
+            if *r != before {
+                self.save(&st)?;
             }
             return Ok(());
         }

@@ -224,11 +224,13 @@ impl LunManager {
     }
 
     /// Receives one stream from `r` into replica volume `volume` of `pool` (default pool when
-    /// `None`). On a cut or storage failure the error carries the resume token.
+    /// `None`). A clone stream's origin must be a snapshot of one of `origins` (`None`: any
+    /// volume). On a cut or storage failure the error carries the resume token.
     pub async fn replica_receive<R>(
         &self,
         pool: Option<&str>,
         volume: &str,
+        origins: Option<Vec<String>>,
         r: R,
         progress: &StreamProgress,
     ) -> MgrResult<Received>
@@ -240,6 +242,7 @@ impl LunManager {
         self.replica_receive_guard(&pool_name, volume).await?;
         let req = ReceiveRequest {
             volume: Some(volume.to_string()),
+            origins,
         };
         let sum: ReceiveSummary = stream::receive(&p, &req, r, progress).await?;
         self.replica_received(&pool_name, &p, volume).await?;

@@ -361,6 +361,7 @@ mod tests {
             version: 1,
             relationship: "r".into(),
             volume: volume.into(),
+            origin: None,
         }
     }
 

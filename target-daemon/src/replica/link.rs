@@ -29,6 +29,10 @@ pub enum Request {
         relationship: String,
         /// The volume on the answering side.
         volume: String,
+        /// Also look for the snapshot with this uuid (the origin of the caller's clone) in
+        /// the volumes the caller replicates here; the answer's `origin` says where it is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<uuid::Uuid>,
     },
     /// A replication stream follows into `volume` for relationship `relationship`.
     Receive {
@@ -42,6 +46,14 @@ pub enum Request {
         source_volume: String,
         /// Schedule interval in seconds (shown on the replica side).
         every_secs: u64,
+        /// The source's retention: snapshots kept there (`keep_local`) and here
+        /// (`keep_remote`), recorded on the replica side for `replica list`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep: Option<Keep>,
+        /// When the source took the snapshot the stream carries, milliseconds since the
+        /// Unix epoch: the replica side's data is as of then (its lag).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        as_of_ms: Option<u64>,
     },
     /// Retention on the replica side: delete `repl-` snapshots of `volume` beyond `keep`,
     /// never the one with uuid `common`.
@@ -56,6 +68,10 @@ pub enum Request {
         keep: u32,
         /// The newest common snapshot's uuid.
         common: uuid::Uuid,
+        /// Snapshots to keep too whatever the count: their copies on the source are the
+        /// origins of clones there, and a clone's replica is created from the copy here.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        also_keep: Vec<uuid::Uuid>,
     },
     /// Failback: the answering side (the old source) rolls `volume` back to `common` and
     /// becomes the replica of the caller.
@@ -96,6 +112,26 @@ pub struct SnapEntry {
     pub created_unix: u64,
 }
 
+/// A relationship's retention as the source has it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Keep {
+    /// Snapshots the source keeps.
+    pub source: u32,
+    /// Snapshots the replica side keeps.
+    pub replica: u32,
+}
+
+/// Where the answering side holds a snapshot the caller asked about by uuid.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Located {
+    /// The volume on the answering side.
+    pub volume: String,
+    /// The snapshot's name there.
+    pub name: String,
+    /// Its uuid (the source snapshot's).
+    pub uuid: uuid::Uuid,
+}
+
 /// One reply.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
@@ -108,6 +144,10 @@ pub enum Reply {
         snapshots: Vec<SnapEntry>,
         /// An interrupted receive into it: the token to resume with.
         resume_token: Option<String>,
+        /// Where the snapshot the request's `origin` names is, if this side holds it in
+        /// a volume the caller replicates here.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<Located>,
     },
     /// Ready for the stream (`Receive`).
     Ready,
@@ -205,6 +245,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             relationship: "r".into(),
             volume: "v".into(),
+            origin: None,
         };
         let mut out = Vec::new();
         write_line(&mut out, &req).await.unwrap();
@@ -222,5 +263,55 @@ mod tests {
             read_line::<_, Request>(&mut rd).await,
             Err(LineError::Json(_))
         ));
+    }
+
+    /// The fields added for clone origins, retention and lag are optional: a peer that
+    /// does not send them is understood (no origin, keep counts unknown, lag from the
+    /// receive) and one that does not know them ignores them.
+    #[test]
+    fn optional_fields_default_when_absent() {
+        let status: Request =
+            serde_json::from_str(r#"{"op":"status","version":1,"relationship":"r","volume":"v"}"#)
+                .unwrap();
+        assert!(matches!(status, Request::Status { origin: None, .. }));
+        let recv: Request = serde_json::from_str(
+            r#"{"op":"receive","version":1,"relationship":"r","volume":"v","source_volume":"s","every_secs":5}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            recv,
+            Request::Receive {
+                keep: None,
+                as_of_ms: None,
+                ..
+            }
+        ));
+        let prune: Request = serde_json::from_str(&format!(
+            r#"{{"op":"prune","version":1,"relationship":"r","volume":"v","keep":2,"common":"{}"}}"#,
+            uuid::Uuid::nil()
+        ))
+        .unwrap();
+        assert!(matches!(prune, Request::Prune { also_keep, .. } if also_keep.is_empty()));
+        let reply: Reply = serde_json::from_str(
+            r#"{"reply":"status","exists":false,"snapshots":[],"resume_token":null}"#,
+        )
+        .unwrap();
+        assert!(matches!(reply, Reply::Status { origin: None, .. }));
+        // And the new fields round-trip.
+        let u = uuid::Uuid::from_u128(7);
+        let r = Reply::Status {
+            exists: true,
+            snapshots: vec![],
+            resume_token: None,
+            origin: Some(Located {
+                volume: "gold".into(),
+                name: "repl-1".into(),
+                uuid: u,
+            }),
+        };
+        let back: Reply = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert!(
+            matches!(back, Reply::Status { origin: Some(l), .. } if l.uuid == u && l.volume == "gold")
+        );
     }
 }

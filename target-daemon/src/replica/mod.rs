@@ -9,13 +9,17 @@
 //! a sans-I/O machine under a simulated clock), `retention.rs` (which replication snapshots
 //! to delete on each side, never the newest common one), `bandwidth.rs` (the token bucket
 //! on a sending stream), `authz.rs` (what each peer may do here: its volumes and its space
-//! limit, decision 0024).
+//! limit, decision 0024), `base.rs` (what a cycle sends from besides the newest common
+//! snapshot: a clone's origin the peer holds, a resumed transfer's base), `progress.rs` (a
+//! transfer in flight: bytes, total, rate, time left).
 
 pub mod authz;
 pub mod bandwidth;
+pub mod base;
 pub mod identity;
 pub mod link;
 pub mod listener;
+pub mod progress;
 pub mod retention;
 pub mod schedule;
 pub mod service;

@@ -1,8 +1,8 @@
 //! The replication service of one lunard: its identity and peers, the listener's request
 //! handler (the replica side), and one task per source relationship that runs the
 //! [`Schedule`] machine's cycles: snapshot, increment from the newest common snapshot
-//! (full the first time; resumed with the receiver's token after a cut), retention on
-//! both sides.
+//! (the first time: full, or from a clone's origin when the peer has it, see `base.rs`;
+//! resumed with the receiver's token after a cut), retention on both sides.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,17 +14,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use parking_lot::Mutex;
-use storage_core::stream::StreamProgress;
+use storage_core::stream::{ResumeToken, StreamProgress};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::Notify;
 
 use super::authz::Authz;
 use super::bandwidth::Throttled;
+use super::base;
 use super::identity::{load_cert, Fingerprint, Identity};
-use super::link::{read_line, write_line, Reply, Request, SnapEntry, PROTOCOL_VERSION};
+use super::link::{
+    read_line, write_line, Keep, Located, Reply, Request, SnapEntry, PROTOCOL_VERSION,
+};
 use super::listener::{self, connect, ClientConn, Handler, ListenerCfg, ServerConn};
+use super::progress::{LiveTransfer, TransferProgress};
 use super::retention::{newest_common, snapshot_name, to_delete, Snap};
-use super::schedule::{Action, Schedule, Transfer};
+use super::schedule::{Action, Phase, Schedule, Transfer};
 use super::tls::{client_config, server_config, PeerSet};
 use crate::config::ReplicationCfg;
 use crate::lunmgr::state::{ReplicaRecord, ReplicaRole, TransferRecord};
@@ -52,12 +56,13 @@ pub struct RelationshipView {
     pub record: ReplicaRecord,
     /// `idle`, `transferring`, `paused`, `error`, `stopped`.
     pub state: String,
-    /// Seconds since the source snapshot the replica has was taken (source side).
-    pub lag_secs: Option<u64>,
+    /// Milliseconds since the source snapshot the replica has was taken (both sides; on
+    /// the replica side read against this side's clock).
+    pub lag_ms: Option<u64>,
     /// The last error, until a cycle succeeds.
     pub last_error: Option<String>,
-    /// Bytes of the transfer running now.
-    pub transferring_bytes: Option<u64>,
+    /// The transfer running now: bytes so far, total, rate, time left.
+    pub transfer: Option<TransferProgress>,
 }
 
 /// One lunard's replication.
@@ -70,7 +75,11 @@ pub struct Replication {
     timeout: Duration,
     idle: Duration,
     running: Mutex<BTreeMap<String, Running>>,
-    progress: Mutex<BTreeMap<String, Arc<StreamProgress>>>,
+    /// Transfers in flight, sent or received, by relationship.
+    progress: Mutex<BTreeMap<String, Arc<LiveTransfer>>>,
+    /// The relationships this side receives (their lag at scrape time: the metrics callback
+    /// cannot wait for the LUN manager's lock). Refreshed when one changes.
+    replica_side: Mutex<Vec<ReplicaRecord>>,
 }
 
 fn now_ms() -> u64 {
@@ -125,6 +134,7 @@ impl Replication {
             idle: cfg.idle_timeout.0,
             running: Mutex::new(BTreeMap::new()),
             progress: Mutex::new(BTreeMap::new()),
+            replica_side: Mutex::new(Vec::new()),
         });
         for w in cfg.warnings() {
             tracing::warn!("{w}");
@@ -151,6 +161,7 @@ impl Replication {
                 svc.spawn(&rec);
             }
         }
+        svc.refresh_replica_side().await;
         let weak = Arc::downgrade(&svc);
         crate::metrics::global().set_replica_source(Arc::new(move || {
             weak.upgrade().map(|s| s.samples()).unwrap_or_default()
@@ -165,7 +176,15 @@ impl Replication {
 
     fn samples(&self) -> Vec<crate::metrics::ReplicaSample> {
         let now = now_ms();
-        self.running
+        let progress = self.progress.lock();
+        let bytes = |name: &str| {
+            progress
+                .get(name)
+                .map(|t| t.progress.bytes.load(Ordering::Relaxed))
+        };
+        let size = |name: &str| progress.get(name).and_then(|t| t.total_bytes);
+        let mut out: Vec<_> = self
+            .running
             .lock()
             .iter()
             .map(|(name, r)| {
@@ -176,8 +195,59 @@ impl Replication {
                     schedule_seconds: s.every_ms() as f64 / 1000.0,
                     state: s.phase().gauge(),
                     last_transfer_seconds: s.last_transfer().map(|t| t.duration_ms as f64 / 1000.0),
+                    transfer_bytes: bytes(name),
+                    transfer_size_bytes: size(name),
                 }
             })
+            .collect();
+        // The replica side: the lag an operator at the DR site watches (it keeps growing
+        // when the source is gone), and the transfer being received.
+        for r in self.replica_side.lock().iter() {
+            if out.iter().any(|s| s.relationship == r.name) {
+                continue;
+            }
+            out.push(crate::metrics::ReplicaSample {
+                relationship: r.name.clone(),
+                lag_seconds: r
+                    .replicated_as_of_ms
+                    .map(|t| now.saturating_sub(t) as f64 / 1000.0),
+                schedule_seconds: r.every_secs as f64,
+                state: if progress.contains_key(&r.name) {
+                    Phase::Transferring.gauge()
+                } else {
+                    Phase::Stopped.gauge()
+                },
+                last_transfer_seconds: r
+                    .last_transfer
+                    .as_ref()
+                    .map(|t| t.duration_ms as f64 / 1000.0),
+                transfer_bytes: bytes(&r.name),
+                transfer_size_bytes: None,
+            });
+        }
+        out
+    }
+
+    /// Reloads the relationships this side receives (see `replica_side`).
+    async fn refresh_replica_side(&self) {
+        let recs: Vec<ReplicaRecord> = self
+            .mgr
+            .replica_records()
+            .await
+            .into_iter()
+            .filter(|r| r.role == ReplicaRole::Replica)
+            .collect();
+        *self.replica_side.lock() = recs;
+    }
+
+    /// The volumes `peer` replicates into this side.
+    async fn replicated_from(&self, peer: &str) -> Vec<String> {
+        self.mgr
+            .replica_records()
+            .await
+            .into_iter()
+            .filter(|r| r.role == ReplicaRole::Replica && r.peer == peer)
+            .map(|r| r.volume)
             .collect()
     }
 
@@ -277,8 +347,14 @@ impl Replication {
         Ok((reply, rd, wr))
     }
 
-    /// What the peer holds of relationship `name`'s remote volume (its `Status` answer).
-    async fn peer_status(&self, name: &str, rec: &ReplicaRecord) -> anyhow::Result<PeerStatus> {
+    /// What the peer holds of relationship `name`'s remote volume (its `Status` answer),
+    /// and where it holds the snapshot `origin` if asked.
+    async fn peer_status(
+        &self,
+        name: &str,
+        rec: &ReplicaRecord,
+        origin: Option<uuid::Uuid>,
+    ) -> anyhow::Result<PeerStatus> {
         let (reply, _, _) = self
             .ask(
                 &rec.peer,
@@ -286,6 +362,7 @@ impl Replication {
                     version: PROTOCOL_VERSION,
                     relationship: name.into(),
                     volume: rec.remote_volume.clone(),
+                    origin,
                 },
             )
             .await?;
@@ -293,6 +370,7 @@ impl Replication {
             exists,
             snapshots,
             resume_token,
+            origin,
         } = reply
         else {
             bail!("peer {} answered Status with something else", rec.peer);
@@ -301,6 +379,7 @@ impl Replication {
             exists,
             snapshots,
             resume_token,
+            origin,
         })
     }
 
@@ -308,11 +387,15 @@ impl Replication {
     async fn cycle(&self, name: &str) -> anyhow::Result<Transfer> {
         let rec = self.mgr.replica_record(name).await?;
         let (_, pool) = self.mgr.replica_pool(&rec.volume).await?;
+        let origin = base::clone_origin(&pool, &rec.volume);
         let PeerStatus {
             exists,
             snapshots: remote,
             resume_token,
-        } = self.peer_status(name, &rec).await?;
+            origin: located,
+        } = self
+            .peer_status(name, &rec, origin.as_ref().map(|o| o.uuid))
+            .await?;
         let local: Vec<_> = pool.snapshots(Some(&rec.volume));
         let local_pairs: Vec<(String, uuid::Uuid)> =
             local.iter().map(|s| (s.name.clone(), s.uuid)).collect();
@@ -324,46 +407,76 @@ impl Replication {
                 rec.remote_volume, rec.peer, rec.volume
             );
         }
-        // Resume an interrupted transfer when the peer holds one whose snapshot we still
-        // have; otherwise take a new snapshot.
-        let mut resumed = None;
-        if let Some(tok) = &resume_token {
-            for s in local.iter().rev() {
-                if self
-                    .mgr
-                    .replica_prepare_send(
-                        &rec.volume,
-                        &s.name,
-                        common.as_ref().map(|c| c.0.as_str()),
-                        Some(tok),
-                    )
-                    .await
-                    .is_ok()
-                {
-                    resumed = Some(s.name.clone());
-                    break;
+        // Resume an interrupted transfer: the peer's token names its snapshot and base by
+        // uuid. Otherwise (or when this side no longer has them) take a new snapshot.
+        let resumed = resume_token
+            .as_deref()
+            .and_then(|t| match t.parse::<ResumeToken>() {
+                Ok(tok) => base::resumed(&tok, &local_pairs, origin.as_ref()),
+                Err(e) => {
+                    tracing::warn!(relationship = %name, error = %e, "the peer's resume token does not parse: sending anew");
+                    None
                 }
-            }
+            });
+        if resume_token.is_some() && resumed.is_none() {
+            tracing::warn!(relationship = %name, "the peer holds an interrupted transfer of a snapshot this side no longer has: sending a new one (if the peer refuses it, abort its staged receive there: lunarctl replica receive-abort)");
         }
-        let (snap, token) = match resumed {
-            Some(s) => (s, resume_token.clone()),
+        let (snap, from, token, as_of_ms) = match resumed {
+            Some((snap, from)) => {
+                let taken_ms = local
+                    .iter()
+                    .find(|s| s.name == snap)
+                    .map_or(0, |s| s.created_unix.saturating_mul(1000));
+                (snap, from, resume_token.clone(), taken_ms)
+            }
             None => {
                 let taken: Vec<String> = local.iter().map(|s| s.name.clone()).collect();
                 let n = snapshot_name(now_ms() / 1000, &taken);
+                // The snapshot holds every write acknowledged before this instant: the
+                // replica's data will be as of then (the lag, to the millisecond).
+                let taken_ms = now_ms();
                 self.mgr.snapshot_create(&rec.volume, &n).await?;
-                (n, None)
+                let from = match &common {
+                    Some(c) => Some(c.0.clone()),
+                    None if origin.is_some() => {
+                        match base::first_base(origin.as_ref(), located.as_ref()) {
+                            Ok(o) => {
+                                tracing::info!(relationship = %name, origin = %o.base_ref(), "a clone: its first transfer is an increment from its origin, which the peer holds");
+                                Some(o.base_ref())
+                            }
+                            Err(why) => {
+                                tracing::info!(relationship = %name, reason = %why, "a clone sent in full");
+                                None
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                (n, from, None, taken_ms)
             }
         };
-        let from = common.as_ref().map(|c| c.0.clone());
-        let (prepared, plan) = self
+        let (prepared, plan) = match self
             .mgr
             .replica_prepare_send(&rec.volume, &snap, from.as_deref(), token.as_deref())
-            .await?;
+            .await
+        {
+            Ok(p) => p,
+            // A clone's origin that is no ancestor after all (the origin volume renamed and
+            // another took its name): the first transfer goes in full.
+            Err(e) if common.is_none() && token.is_none() && from.is_some() => {
+                tracing::warn!(relationship = %name, error = %e, "the clone's origin cannot be its base: sending in full");
+                self.mgr
+                    .replica_prepare_send(&rec.volume, &snap, None, None)
+                    .await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let total_bytes = prepared.stream_bytes()?;
         let to_uuid = pool
             .snapshots(Some(&rec.volume))
             .into_iter()
             .find(|s| s.name == snap)
-            .map(|s| (s.uuid, s.created_unix))
+            .map(|s| s.uuid)
             .ok_or_else(|| anyhow!("{}@{snap} disappeared", rec.volume))?;
         tracing::info!(relationship = %name, kind = %plan.kind, to = %plan.to, from = ?plan.from, start = plan.start_index, "replication transfer starting");
         let (reply, mut rd, wr) = self
@@ -375,6 +488,11 @@ impl Replication {
                     volume: rec.remote_volume.clone(),
                     source_volume: rec.volume.clone(),
                     every_secs: rec.every_secs,
+                    keep: Some(Keep {
+                        source: rec.keep_local,
+                        replica: rec.keep_remote,
+                    }),
+                    as_of_ms: Some(as_of_ms),
                 },
             )
             .await?;
@@ -382,9 +500,15 @@ impl Replication {
             bail!("peer {} is not ready to receive", rec.peer);
         }
         let progress = Arc::new(StreamProgress::default());
-        self.progress
-            .lock()
-            .insert(name.to_string(), progress.clone());
+        self.progress.lock().insert(
+            name.to_string(),
+            Arc::new(LiveTransfer::new(
+                progress.clone(),
+                Some(total_bytes),
+                Some(snap.clone()),
+                Some(plan.kind.clone()),
+            )),
+        );
         let t0 = Instant::now();
         let mut w = Throttled::new(wr, rec.bandwidth);
         let send = watchdog(self.idle, &progress, async {
@@ -413,7 +537,7 @@ impl Replication {
         let duration = t0.elapsed();
         tracing::debug!(relationship = %name, received = bytes, "peer confirmed the transfer");
         let t = Transfer {
-            snapshot_unix_ms: to_uuid.1.saturating_mul(1000),
+            snapshot_unix_ms: as_of_ms,
             bytes: sent.bytes,
             duration_ms: duration.as_millis() as u64,
         };
@@ -432,7 +556,7 @@ impl Replication {
             .await?;
         tracing::info!(relationship = %name, snapshot = %snap, bytes = sent.bytes, ?duration, "replication transfer done");
         // Retention, here then there; failures are logged and retried next cycle.
-        if let Err(e) = self.prune_local(&rec, to_uuid.0).await {
+        if let Err(e) = self.prune_local(&rec, to_uuid).await {
             tracing::warn!(relationship = %name, error = %format!("{e:#}"), "local retention failed");
         }
         if let Err(e) = self
@@ -443,7 +567,11 @@ impl Replication {
                     relationship: name.into(),
                     volume: rec.remote_volume.clone(),
                     keep: rec.keep_remote,
-                    common: to_uuid.0,
+                    common: to_uuid,
+                    also_keep: base::clone_origins_of(&pool, &rec.volume)
+                        .into_iter()
+                        .map(|(_, u)| u)
+                        .collect(),
                 },
             )
             .await
@@ -458,7 +586,7 @@ impl Replication {
         rec: &ReplicaRecord,
         common: uuid::Uuid,
     ) -> anyhow::Result<Vec<String>> {
-        prune(&self.mgr, &rec.volume, rec.keep_local, common).await
+        prune(&self.mgr, &rec.volume, rec.keep_local, common, &[]).await
     }
 
     // ---- operator requests ----
@@ -482,23 +610,25 @@ impl Replication {
         recs.into_iter()
             .map(|record| {
                 let r = running.get(&record.name).map(|r| r.sched.lock().clone());
+                let transfer = progress.get(&record.name).map(|t| t.view());
+                let replica = record.role == ReplicaRole::Replica;
                 RelationshipView {
-                    state: r
-                        .as_ref()
-                        .map_or(
-                            if record.role == ReplicaRole::Source {
-                                "stopped"
-                            } else {
-                                record.role.as_str()
-                            },
-                            |s| s.phase().as_str(),
-                        )
-                        .to_string(),
-                    lag_secs: r.as_ref().map(|s| s.lag_ms(now) / 1000),
+                    state: match &r {
+                        Some(s) => s.phase().as_str(),
+                        None if record.role == ReplicaRole::Source => "stopped",
+                        None if replica && transfer.is_some() => "receiving",
+                        None => record.role.as_str(),
+                    }
+                    .to_string(),
+                    lag_ms: match &r {
+                        Some(s) => Some(s.lag_ms(now)),
+                        None if replica => {
+                            record.replicated_as_of_ms.map(|t| now.saturating_sub(t))
+                        }
+                        None => None,
+                    },
                     last_error: r.as_ref().and_then(|s| s.last_error().map(str::to_string)),
-                    transferring_bytes: progress
-                        .get(&record.name)
-                        .map(|p| p.bytes.load(Ordering::Relaxed)),
+                    transfer,
                     record,
                 }
             })
@@ -547,12 +677,16 @@ impl Replication {
     /// `replica delete`.
     pub async fn delete(&self, name: &str) -> anyhow::Result<ReplicaRecord> {
         self.stop(name);
-        Ok(self.mgr.replica_delete(name).await?)
+        let r = self.mgr.replica_delete(name).await?;
+        self.refresh_replica_side().await;
+        Ok(r)
     }
 
     /// `replica promote` (replica side).
     pub async fn promote(&self, name: &str) -> anyhow::Result<ReplicaRecord> {
-        Ok(self.mgr.replica_promote(name).await?)
+        let r = self.mgr.replica_promote(name).await?;
+        self.refresh_replica_side().await;
+        Ok(r)
     }
 
     /// `replica reverse` (on the promoted side, once the old source is back): the old
@@ -567,7 +701,7 @@ impl Replication {
             );
         }
         let (_, pool) = self.mgr.replica_pool(&rec.volume).await?;
-        let remote = self.peer_status(name, &rec).await?.snapshots;
+        let remote = self.peer_status(name, &rec, None).await?.snapshots;
         let local: Vec<(String, uuid::Uuid)> = pool
             .snapshots(Some(&rec.volume))
             .into_iter()
@@ -637,11 +771,16 @@ impl Replication {
             Request::Status {
                 relationship,
                 volume,
+                origin,
                 ..
             } => {
                 self.check_peer(&relationship, peer, &volume).await?;
                 let (_, pool) = self.mgr.replica_pool(&volume).await?;
                 let exists = pool.volume_info(&volume).is_ok();
+                let origin = match origin {
+                    Some(u) => base::locate(&pool, &self.replicated_from(peer).await, u),
+                    None => None,
+                };
                 let snapshots = pool
                     .snapshots(Some(&volume))
                     .into_iter()
@@ -659,6 +798,7 @@ impl Replication {
                     exists,
                     snapshots,
                     resume_token,
+                    origin,
                 })
             }
             Request::Receive {
@@ -666,6 +806,8 @@ impl Replication {
                 volume,
                 source_volume,
                 every_secs,
+                keep,
+                as_of_ms,
                 ..
             } => {
                 self.check_peer(&relationship, peer, &volume).await?;
@@ -676,6 +818,8 @@ impl Replication {
                     .admit(peer, &volume, pool.clone(), recorded.clone())
                     .map_err(|r| MgrErrorReply::new(r.kind, r.message))?;
                 let stopped = guard.exceeded_flag();
+                // Seen from here: this side keeps what the source calls remote. A peer that
+                // does not say leaves them 0 (unknown).
                 self.mgr
                     .replica_adopt(ReplicaRecord {
                         name: relationship.clone(),
@@ -685,8 +829,8 @@ impl Replication {
                         peer: peer.to_string(),
                         remote_volume: source_volume,
                         every_secs,
-                        keep_local: 1,
-                        keep_remote: 1,
+                        keep_local: keep.map_or(0, |k| k.replica),
+                        keep_remote: keep.map_or(0, |k| k.source),
                         bandwidth: None,
                         paused: false,
                         created_unix: now_ms() / 1000,
@@ -697,16 +841,23 @@ impl Replication {
                 write_line(wr, &Reply::Ready)
                     .await
                     .map_err(|e| MgrErrorReply::new("io", e.to_string()))?;
+                // A clone stream may only be based on what this peer replicates here.
+                let origins = self.replicated_from(peer).await;
                 let progress = Arc::new(StreamProgress::default());
+                self.progress.lock().insert(
+                    relationship.clone(),
+                    Arc::new(LiveTransfer::new(progress.clone(), None, None, None)),
+                );
                 let t0 = Instant::now();
                 let stream = guard.reader(&mut *rd, progress.clone());
                 let r = watchdog(self.idle, &progress, async {
                     Ok(self
                         .mgr
-                        .replica_receive(None, &volume, stream, &progress)
+                        .replica_receive(None, &volume, Some(origins), stream, &progress)
                         .await)
                 })
                 .await;
+                self.progress.lock().remove(&relationship);
                 if stopped.load(Ordering::Relaxed) {
                     // Stopped at the space limit: drop what was staged, keep nothing.
                     if let Err(e) = self.mgr.replica_receive_abort(None, &volume).await {
@@ -726,7 +877,9 @@ impl Replication {
                 let _ = self
                     .mgr
                     .replica_update(&relationship, |r| {
-                        r.replicated_as_of_ms = Some(now_ms());
+                        // The source's snapshot time (an older peer does not say: the
+                        // receive's end, which understates the lag by the transfer time).
+                        r.replicated_as_of_ms = Some(as_of_ms.unwrap_or_else(now_ms));
                         r.last_transfer = Some(TransferRecord {
                             snapshot: got.snapshot.clone(),
                             bytes: got.bytes,
@@ -736,6 +889,7 @@ impl Replication {
                         });
                     })
                     .await;
+                self.refresh_replica_side().await;
                 Ok(Reply::Received {
                     snapshot: got.snapshot,
                     kind: got.kind,
@@ -747,6 +901,7 @@ impl Replication {
                 volume,
                 keep,
                 common,
+                also_keep,
                 ..
             } => {
                 let r = self.check_peer(&relationship, peer, &volume).await?;
@@ -756,7 +911,7 @@ impl Replication {
                         format!("{volume} is not a replica of relationship {relationship} here"),
                     ));
                 }
-                let deleted = prune(&self.mgr, &volume, keep, common)
+                let deleted = prune(&self.mgr, &volume, keep, common, &also_keep)
                     .await
                     .map_err(|e| MgrErrorReply::new("internal", format!("{e:#}")))?;
                 Ok(Reply::Pruned { deleted })
@@ -779,6 +934,7 @@ impl Replication {
                 self.mgr
                     .replica_demote(&relationship, peer, &volume, &source_volume, &common)
                     .await?;
+                self.refresh_replica_side().await;
                 Ok(Reply::Demoted)
             }
         }
@@ -817,24 +973,22 @@ impl Replication {
 }
 
 /// Deletes the `repl-` snapshots of `volume` beyond `keep`, never the one with uuid
-/// `common`, nor one a clone was made from (kept until the clone goes).
+/// `common`, nor one a clone was made from (kept until the clone goes), nor one in
+/// `also_keep` (the source's clone origins: the base of their replicas' first transfer).
 async fn prune(
     mgr: &LunManager,
     volume: &str,
     keep: u32,
     common: uuid::Uuid,
+    also_keep: &[uuid::Uuid],
 ) -> anyhow::Result<Vec<String>> {
     let (_, pool) = mgr.replica_pool(volume).await?;
-    let origins: Vec<String> = pool
-        .volumes()
-        .into_iter()
-        .filter_map(|v| v.origin)
-        .collect();
+    let origins = base::clone_origins_of(&pool, volume);
     let snaps: Vec<Snap> = pool
         .snapshots(Some(volume))
         .into_iter()
         .map(|s| Snap {
-            pinned: origins.contains(&format!("{volume}@{}", s.name)),
+            pinned: also_keep.contains(&s.uuid) || origins.iter().any(|(_, u)| *u == s.uuid),
             name: s.name,
             uuid: s.uuid,
         })
@@ -992,4 +1146,6 @@ struct PeerStatus {
     snapshots: Vec<SnapEntry>,
     /// A staged receive's resume token.
     resume_token: Option<String>,
+    /// Where the peer holds the origin snapshot asked about.
+    origin: Option<Located>,
 }

@@ -16,6 +16,7 @@ use target_daemon::admin::proto::{Deleted, Request, Response};
 use target_daemon::lunmgr::replication::{PendingReceiveView, Received, SendPlan};
 
 use target_daemon::lunmgr::state::ReplicaRecord;
+use target_daemon::replica::progress::TransferProgress;
 use target_daemon::replica::service::RelationshipView;
 
 use super::{decode, read_reply, Client, Out, Shown, MAX_RESPONSE_LINE};
@@ -466,17 +467,42 @@ fn print_relationships(w: Out<'_>, list: &[RelationshipView]) -> io::Result<()> 
             r.state,
             format!("{} -> {}:{}", rec.volume, rec.peer, rec.remote_volume),
             rec.every_secs,
-            r.lag_secs.map_or("-".into(), |l| format!("{l}s")),
+            r.lag_ms
+                .map_or("-".into(), |l| format!("{:.3}s", l as f64 / 1000.0)),
             last
         )?;
-        if let Some(b) = r.transferring_bytes {
-            writeln!(w, "  transferring: {b} bytes so far")?;
+        if let Some(t) = &r.transfer {
+            writeln!(w, "  {}", transfer_line(t))?;
         }
         if let Some(e) = &r.last_error {
             writeln!(w, "  last error: {e}")?;
         }
     }
     Ok(())
+}
+
+/// `sending repl-1796 (increment): 12582912 of 41943040 B (30%), 35.0 MB/s, 0.8s left`.
+fn transfer_line(t: &TransferProgress) -> String {
+    let what = match (&t.snapshot, &t.kind) {
+        (Some(s), Some(k)) => format!("sending {s} ({k})"),
+        (Some(s), None) => format!("sending {s}"),
+        _ => "receiving".to_string(),
+    };
+    let amount = match t.total_bytes {
+        Some(total) => format!(
+            "{} of {total} B ({:.0}%)",
+            t.bytes,
+            t.bytes as f64 * 100.0 / total.max(1) as f64
+        ),
+        None => format!("{} B", t.bytes),
+    };
+    let rate = t
+        .rate_bytes_per_sec
+        .map_or(String::new(), |r| format!(", {:.1} MB/s", r / 1e6));
+    let eta = t.eta_ms.map_or(String::new(), |e| {
+        format!(", {:.1}s left", e as f64 / 1000.0)
+    });
+    format!("{what}: {amount}{rate}{eta}")
 }
 
 fn print_pending(w: Out<'_>, list: &[PendingReceiveView]) -> io::Result<()> {
