@@ -73,7 +73,7 @@ async fn snapshot_child(dir: &Path) {
         if k % 4 == 3 && taken + k / 4 < 500 {
             let name = format!("g{n}");
             // Members listed in another order than their ids now and then.
-            let pairs = if n % 2 == 0 {
+            let pairs = if n.is_multiple_of(2) {
                 [("a", name.as_str()), ("b", name.as_str())]
             } else {
                 [("b", name.as_str()), ("a", name.as_str())]
@@ -89,13 +89,13 @@ fn chunk(vol: &str, gen: u64, i: u64) -> Option<Vec<u8>> {
     // Generation 1: every chunk but each fifth; generation 2 rewrites each third, holes
     // each seventh.
     match gen {
-        1 if i % 5 != 0 => Some(vec![
+        1 if !i.is_multiple_of(5) => Some(vec![
             (i as u8) + if vol == "ra" { 1 } else { 101 };
             CS as usize
         ]),
         1 => None,
-        _ if i % 7 == 0 => None,
-        _ if i % 3 == 0 => Some(vec![
+        _ if i.is_multiple_of(7) => None,
+        _ if i.is_multiple_of(3) => Some(vec![
             (i as u8) + if vol == "ra" { 51 } else { 151 };
             CS as usize
         ]),

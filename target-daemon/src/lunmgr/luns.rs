@@ -305,7 +305,7 @@ impl LunManager {
                     }
                 }
             }
-            super::groups::rename_member(&mut st, &name, &new);
+            super::groups::rename_member(&mut st, &name, new);
             name = new.clone();
         }
         if let Some(ro) = req.read_only {
