@@ -109,7 +109,20 @@ pub fn qemu_image_opts(
 /// Runs `qemu-io --image-opts OPTS -c CMD...`; fails unless it exits 0 and reports no
 /// failed operation or pattern mismatch.
 pub fn qemu_io(image_opts: &str, commands: &[String]) -> Result<Output> {
+    run_qemu_io(image_opts, commands, false)
+}
+
+/// [`qemu_io`] opening the image read-only (`-r`): how a host reads a write-protected LUN
+/// (a replica), which qemu refuses to open read-write.
+pub fn qemu_io_read_only(image_opts: &str, commands: &[String]) -> Result<Output> {
+    run_qemu_io(image_opts, commands, true)
+}
+
+fn run_qemu_io(image_opts: &str, commands: &[String], read_only: bool) -> Result<Output> {
     let mut cmd = Command::new("qemu-io");
+    if read_only {
+        cmd.arg("-r");
+    }
     cmd.arg("--image-opts");
     for c in commands {
         cmd.arg("-c").arg(c);

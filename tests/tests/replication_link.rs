@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use lunar_e2e::admin::Lunarctl;
 use lunar_e2e::config::{with_target, yaml, TargetCfg};
-use lunar_e2e::initiator::{qemu_image_opts, qemu_io};
+use lunar_e2e::initiator::{qemu_image_opts, qemu_io, qemu_io_read_only};
 use lunar_e2e::tools::available;
 use lunar_e2e::{Lunard, LunardOptions};
 use serde_json::Value;
@@ -382,7 +382,9 @@ fn a_clone_arrives_as_an_increment_from_its_replicated_origin() {
         format!("read -P 0 {} {}", 41 * MIB, 23 * MIB),
     ];
     io(&a, 1, &want).expect("the source clone");
-    io(&b, 1, &want).expect("the replica of the clone");
+    // The replica is write-protected: read it as a host would, read-only.
+    qemu_io_read_only(&qemu_image_opts(b.addr(), T, 1, HOST, None), &want)
+        .expect("the replica of the clone");
 
     // Retention keeps gold@s1 on both sides while the clones depend on it, although r1
     // keeps one (here) and two (there) snapshots: after two more cycles of r1, gold@s1 is

@@ -838,6 +838,9 @@ impl Replication {
                         last_transfer: None,
                     })
                     .await?;
+                // The first receive of a relationship creates its record here: the replica
+                // side's metrics show it (and the transfer below) from now, not only after.
+                self.refresh_replica_side().await;
                 write_line(wr, &Reply::Ready)
                     .await
                     .map_err(|e| MgrErrorReply::new("io", e.to_string()))?;
