@@ -418,8 +418,11 @@ pub(crate) struct PoolInner {
     pub(crate) synced_writes: AtomicU64,
     pub(crate) commit: Arc<CommitQueue>,
     pub(crate) vols: parking_lot::Mutex<HashMap<ViewId, Arc<VolRt>>>,
-    /// Staging views a [`crate::Receive`] handle is applying right now (one handle each).
-    pub(crate) receiving: parking_lot::Mutex<std::collections::HashSet<ViewId>>,
+    /// Staging views a [`crate::Receive`] handle is applying right now (one handle each),
+    /// with the resume point its last completed flush made durable: the journal's record is
+    /// applied to `meta` before the flush returns, and a status read in between must not
+    /// promise a resume point a crash would lose.
+    pub(crate) receiving: parking_lot::Mutex<HashMap<ViewId, u64>>,
     pub(crate) closed: AtomicBool,
     pub(crate) zero_chunk: bytes::Bytes,
     /// What logs call the pool (its path, or `rbd:<image>`).

@@ -220,11 +220,16 @@ impl Pool {
                 (staging, layer, 0, false)
             }
         };
-        if !self.inner.receiving.lock().insert(id) {
-            return Err(StorageError::Busy(format!(
-                "a receive into volume '{}' is being applied already",
-                spec.volume
-            )));
+        match self.inner.receiving.lock().entry(id) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                return Err(StorageError::Busy(format!(
+                    "a receive into volume '{}' is being applied already",
+                    spec.volume
+                )))
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(next);
+            }
         }
         let chunks = self.inner.state.read().meta.chunks(spec.size_bytes);
         let rx = Receive {
@@ -247,6 +252,7 @@ impl Pool {
 
     /// Receives in progress (they survive restarts): spec, resume point, staged bytes.
     pub fn receives(&self) -> Vec<ReceiveState> {
+        let receiving = self.inner.receiving.lock().clone();
         let st = self.inner.state.read();
         let cs = st.meta.chunk_size;
         st.meta
@@ -259,7 +265,7 @@ impl Pool {
                     .map_or(0, |l| l.owned);
                 ReceiveState {
                     spec: s.spec.clone(),
-                    next_index: s.next_index,
+                    next_index: receiving.get(id).copied().unwrap_or(s.next_index),
                     staged_bytes: owned * cs,
                     started_unix: v.map_or(0, |v| v.created),
                 }
@@ -275,7 +281,7 @@ impl Pool {
         let id = staged_for(&self.inner.state.read(), volume).ok_or_else(|| {
             StorageError::NotFound(format!("no receive is staged for volume '{volume}'"))
         })?;
-        if self.inner.receiving.lock().contains(&id) {
+        if self.inner.receiving.lock().contains_key(&id) {
             return Err(StorageError::Busy(format!(
                 "the receive into '{volume}' is being applied; abort it through its handle"
             )));
@@ -439,7 +445,11 @@ impl Receive {
                 next_index: self.next,
             })?;
         }
-        self.inner.flush().await
+        self.inner.flush().await?;
+        if let Some(saved) = self.inner.receiving.lock().get_mut(&self.id) {
+            *saved = self.next;
+        }
+        Ok(())
     }
 
     /// Makes the received snapshot visible, atomically (one journal record): `volume@snapshot`
@@ -538,5 +548,65 @@ impl Receive {
             }
         }
         Err(StorageError::NoSpace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use crate::layer::Rec;
+    use crate::{Pool, PoolOptions, ReceiveBase, ReceiveSpec};
+
+    const CS: u64 = 64 << 10;
+
+    /// `Pool::receives` is what an operator (and a sender deciding where to resume) reads:
+    /// it must name a resume point a crash keeps, never one only journalled in memory.
+    #[tokio::test]
+    async fn the_listed_resume_point_is_the_durable_one() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = PoolOptions {
+            chunk_size: CS as u32,
+            capacity_bytes: Some(16 << 20),
+            soft_threshold_pct: None,
+        };
+        let pool = Pool::create(d.path(), &opts).await.unwrap();
+        let mut rx = pool
+            .receive_begin(ReceiveSpec {
+                volume: "r".into(),
+                base: ReceiveBase::New,
+                snapshot: "s1".into(),
+                snapshot_uuid: uuid::Uuid::from_u128(7),
+                size_bytes: 8 * CS,
+                block_size: 4096,
+            })
+            .await
+            .unwrap();
+        for i in 0..2 {
+            rx.put_chunk(i, Bytes::from(vec![1u8; CS as usize]))
+                .await
+                .unwrap();
+        }
+        rx.save_progress().await.unwrap();
+        assert_eq!(pool.receives()[0].next_index, 2);
+        rx.put_chunk(2, Bytes::from(vec![2u8; CS as usize]))
+            .await
+            .unwrap();
+        // The first half of a save: the record is in the metadata, its flush not done.
+        pool.inner
+            .state
+            .write()
+            .log(Rec::ReceiveProgress {
+                staging: rx.id,
+                next_index: 3,
+            })
+            .unwrap();
+        assert_eq!(pool.receives()[0].next_index, 2, "not durable yet");
+        rx.save_progress().await.unwrap();
+        assert_eq!(pool.receives()[0].next_index, 3);
+        // Without a handle the metadata's point is the durable one (a restart resumes it).
+        drop(rx);
+        assert_eq!(pool.receives()[0].next_index, 3);
+        pool.close().await.unwrap();
     }
 }
