@@ -185,6 +185,15 @@ verify_systemd_unit() {
   return "$rc"
 }
 
+unit_tests() {
+  local rc=0
+  cargo test --release --no-fail-fast --workspace --exclude lunar-e2e "${CEPH_FEATURES[@]}" \
+    --lib --bins --tests || rc=1
+  cargo test --release --no-fail-fast --workspace --exclude lunar-e2e "${CEPH_FEATURES[@]}" \
+    --doc || rc=1
+  return "$rc"
+}
+
 # Each crate's modules import one way (docs/architecture.md): a new import cycle fails here.
 run_step "module cycles" python3 tests/scripts/module-cycles.py scsi-proto storage-core target-daemon
 
@@ -196,9 +205,10 @@ if run_step "rust toolchain" rust_components; then
   if run_step "release build" cargo build --release --workspace --bins "${CEPH_FEATURES[@]}"; then
     run_step "systemd unit" verify_systemd_unit
     run_step "ceph cluster" start_ceph
-    # Unit, property and crash tests of every crate except the end-to-end crate.
-    run_step "unit tests" cargo test --release --no-fail-fast --workspace --exclude lunar-e2e \
-      "${CEPH_FEATURES[@]}"
+    # Unit, property and crash tests of every crate except the end-to-end crate. Libs, bins
+    # and test targets, then doc tests: not the examples (benchmarks), which `cargo test`
+    # would otherwise link in release only to check that they compile; clippy above has.
+    run_step "unit tests" unit_tests
     # End-to-end tests: lunard (the release build above) against libiscsi and qemu, and the
     # iscsi-test-cu comparison with the recorded tgtd baseline. Two threads: two cores.
     run_step "e2e tests" cargo test --release --no-fail-fast -p lunar-e2e "${CEPH_FEATURES[@]}" \

@@ -6,10 +6,8 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::rbd_common::{cluster, unique, Cleanup};
 use bytes::Bytes;
-mod rbd_common;
-
-use rbd_common::{cluster, unique, Cleanup};
 use storage_core::ceph::{CephConfig, CephError, Expect, IoCtx, Rados, RbdImage, EBLOCKLISTED};
 
 fn connect(cfg: &CephConfig) -> (Rados, IoCtx) {

@@ -169,7 +169,7 @@ fn run_child(dir: &Path, iter: u64, aim: Aim, fresh: bool) -> Vec<String> {
     }
     let mut child = cmd
         .args([
-            "checkpoint_crash_child",
+            "checkpoint_crash::checkpoint_crash_child",
             "--exact",
             "--nocapture",
             "--test-threads=1",

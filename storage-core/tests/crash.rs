@@ -210,11 +210,16 @@ fn killed_writer_loses_nothing_acknowledged() {
         for iter in 0..iterations {
             let seed = iter + 1;
             let mut cmd = std::process::Command::new(&exe);
-            cmd.args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
-                .env("LUNAR_CRASH_CHILD", dir.path())
-                .env("LUNAR_CRASH_SEED", seed.to_string())
-                .env("LUNAR_CRASH_ITER", iter.to_string())
-                .stdout(std::process::Stdio::null());
+            cmd.args([
+                "crash::crash_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("LUNAR_CRASH_CHILD", dir.path())
+            .env("LUNAR_CRASH_SEED", seed.to_string())
+            .env("LUNAR_CRASH_ITER", iter.to_string())
+            .stdout(std::process::Stdio::null());
             // Every third child runs under another boot id: to the reopen that looks like a
             // reboot after a power loss, so only sealed journal blocks count and what was
             // flushed (or written with FUA) must still be there.
@@ -459,7 +464,7 @@ fn killed_writer_keeps_acknowledged_first_writes_for_a_later_flush() {
             }
             let mut child = std::process::Command::new(&exe)
                 .args([
-                    "ack_child_entry",
+                    "crash::ack_child_entry",
                     "--exact",
                     "--nocapture",
                     "--test-threads=1",

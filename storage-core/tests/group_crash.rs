@@ -179,7 +179,7 @@ fn spawn_child(dir: &Path, mode: &str, attempt: u32) -> std::process::Child {
     let mut cmd = std::process::Command::new(exe);
     cmd.args([
         "--exact",
-        "group_crash_child",
+        "group_crash::group_crash_child",
         "--nocapture",
         "--test-threads=1",
     ])

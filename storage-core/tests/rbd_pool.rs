@@ -2,12 +2,10 @@
 //! clones, reopen, fsck, and what the image reports. Skips without `LUNAR_CEPH_CONF`.
 #![cfg(feature = "ceph")]
 
-mod rbd_common;
-
 use std::time::Instant;
 
+use crate::rbd_common::{cluster, create_image, gateway, remove_image, unique};
 use bytes::Bytes;
-use rbd_common::{cluster, create_image, gateway, remove_image, unique};
 use storage_core::{Guarantee, Pool, PoolOptions, StorageError};
 
 const MIB: u64 = 1 << 20;

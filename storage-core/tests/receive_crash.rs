@@ -221,7 +221,7 @@ async fn killed_receives_leave_nothing_or_everything() {
             let mut cmd = std::process::Command::new(&exe);
             cmd.args([
                 "--exact",
-                "recv_crash_child",
+                "receive_crash::recv_crash_child",
                 "--nocapture",
                 "--test-threads=1",
             ])

@@ -781,7 +781,7 @@ async fn run(seed: u64, iters: u64) {
         let err_path = dir.path().join("child.err");
         let mut cmd = std::process::Command::new(&exe);
         cmd.args([
-            "torture_child",
+            "torture::torture_child",
             "--exact",
             "--nocapture",
             "--test-threads=1",
