@@ -8,7 +8,7 @@
 //!
 //! - [`Pool::snapshot_group`] (in `pool.rs`, where the single-volume snapshot is its
 //!   one-member case) holds every member's I/O gate for writing at once — taken in view-id
-//!   order so two group snapshots cannot deadlock — then logs one `Snapshot` record per
+//!   order by `PoolInner::write_gates`, so two group operations cannot deadlock — then logs one `Snapshot` record per
 //!   member. A write holds its volume's gate for reading from before it touches metadata to
 //!   its completion, so every write on any member is wholly before the group's instant (in
 //!   every member snapshot it touches) or wholly after it; a write a host issued only after
@@ -57,14 +57,10 @@ impl Pool {
                 .collect()
         };
         // Each increment replaces its volume's top: ordered against that volume's I/O like a
-        // rollback, all gates held together (in view-id order, as `snapshot_group`).
-        let mut order: Vec<ViewId> = vids.iter().flatten().copied().collect();
-        order.sort_unstable();
-        let rts: Vec<_> = order.iter().map(|&id| self.inner.rt(id)).collect();
-        let mut gates = Vec::with_capacity(rts.len());
-        for rt in &rts {
-            gates.push(rt.gate.write().await);
-        }
+        // rollback, all gates held together (`write_gates` takes them in the same order as
+        // `snapshot_group`).
+        let existing: Vec<ViewId> = vids.iter().flatten().copied().collect();
+        let gates = self.inner.write_gates(&existing).await;
         let snaps = {
             let mut st = self.inner.state.write();
             st.check_failed()?;

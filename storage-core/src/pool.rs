@@ -502,19 +502,13 @@ impl Pool {
                 ids.push(Self::find_volume(&st, v)?);
             }
         }
-        let mut order: Vec<ViewId> = ids.clone();
-        order.sort_unstable();
-        order.dedup();
-        if order.len() != ids.len() {
+        let distinct: std::collections::BTreeSet<ViewId> = ids.iter().copied().collect();
+        if distinct.len() != ids.len() {
             return Err(StorageError::InvalidArgument(
                 "a volume appears twice in the snapshot group".into(),
             ));
         }
-        let rts: Vec<_> = order.iter().map(|&id| self.inner.rt(id)).collect();
-        let mut gates = Vec::new();
-        for rt in &rts {
-            gates.push(rt.gate.write().await);
-        }
+        let gates = self.inner.write_gates(&ids).await;
         let snaps = {
             let mut st = self.inner.state.write();
             st.check_failed()?;
