@@ -108,6 +108,28 @@ impl PoolInner {
         }
     }
 
+    /// The shape of an operation that changes several volumes at one instant (group
+    /// snapshot, group receive commit): their I/O gates held together
+    /// ([`PoolInner::write_gates`]), then under one hold of the metadata write lock `change`
+    /// makes every check before it logs its first record (an error leaves nothing logged),
+    /// so the records land in one journal block; then the gates go and the records are made
+    /// durable.
+    pub(crate) async fn change_together<T>(
+        &self,
+        volumes: &[crate::layer::ViewId],
+        change: impl FnOnce(&mut crate::engine::State) -> Result<T>,
+    ) -> Result<T> {
+        let gates = self.write_gates(volumes).await;
+        let out = {
+            let mut st = self.state.write();
+            st.check_failed()?;
+            change(&mut st)?
+        };
+        drop(gates);
+        self.flush().await?;
+        Ok(out)
+    }
+
     /// Make every record appended so far durable (group commit).
     pub(crate) async fn flush(&self) -> Result<()> {
         let target = {
