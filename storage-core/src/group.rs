@@ -69,7 +69,7 @@ impl Pool {
                     if !st.meta.views.contains_key(&rx.id) {
                         return Err(rx.gone());
                     }
-                    let (_, vol) = check_base(&st, &rx.spec)?;
+                    let (_, vol) = check_base(st, &rx.spec)?;
                     if vol != *vid {
                         return Err(StorageError::Busy(format!(
                             "volume '{}' changed while the group committed; retry",
