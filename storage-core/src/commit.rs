@@ -108,6 +108,28 @@ impl PoolInner {
         }
     }
 
+    /// The shape of an operation that changes several volumes at one instant (group
+    /// snapshot, group receive commit): their I/O gates held together
+    /// ([`PoolInner::write_gates`]), then under one hold of the metadata write lock `change`
+    /// makes every check before it logs its first record (an error leaves nothing logged),
+    /// so the records land in one journal block; then the gates go and the records are made
+    /// durable.
+    pub(crate) async fn change_together<T>(
+        &self,
+        volumes: &[crate::layer::ViewId],
+        change: impl FnOnce(&mut crate::engine::State) -> Result<T>,
+    ) -> Result<T> {
+        let gates = self.write_gates(volumes).await;
+        let out = {
+            let mut st = self.state.write();
+            st.check_failed()?;
+            change(&mut st)?
+        };
+        drop(gates);
+        self.flush().await?;
+        Ok(out)
+    }
+
     /// Make every record appended so far durable (group commit).
     pub(crate) async fn flush(&self) -> Result<()> {
         let target = {
@@ -929,16 +951,14 @@ mod tests {
         }
     }
 
-    /// A process killed while a checkpoint is being written, after first writes, unmaps and
-    /// a snapshot went to the new journal half: open replays the old half from the previous
-    /// superblock and goes on into the new one, so every acknowledged operation survives;
-    /// it then checkpoints at open (the journal spanned both halves) and the pool works on,
-    /// through more writes, a reopen, and the interrupted checkpoint completing on the
-    /// original handle.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_kill_during_a_checkpoint_keeps_what_the_new_half_got() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pool = pool_with_volume(dir.path()).await;
+    /// The state the checkpoint-kill tests start from: a pool whose volume `v` has its first
+    /// 40 chunks written with 1s (so the old journal half holds first writes), with the
+    /// blocks expected back, which each test extends with what it does during the
+    /// checkpoint.
+    async fn pool_before_a_checkpoint(
+        dir: &std::path::Path,
+    ) -> (Pool, crate::Volume, Vec<(u64, u8)>) {
+        let pool = pool_with_volume(dir).await;
         let v = pool.volume("v").expect("v");
         let chunk = CS / 4096;
         let mut want = Vec::new();
@@ -948,6 +968,20 @@ mod tests {
                 .expect("write");
             want.push((i * chunk, 1u8));
         }
+        (pool, v, want)
+    }
+
+    /// A process killed while a checkpoint is being written, after first writes, unmaps and
+    /// a snapshot went to the new journal half: open replays the old half from the previous
+    /// superblock and goes on into the new one, so every acknowledged operation survives;
+    /// it then checkpoints at open (the journal spanned both halves) and the pool works on,
+    /// through more writes, a reopen, and the interrupted checkpoint completing on the
+    /// original handle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_kill_during_a_checkpoint_keeps_what_the_new_half_got() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, v, mut want) = pool_before_a_checkpoint(dir.path()).await;
+        let chunk = CS / 4096;
         // The switch a checkpoint makes, without the checkpoint finishing (its superblock is
         // never written): the replica takes the old half's records, as the checkpoint would.
         let inner = pool.inner.clone();
@@ -1057,16 +1091,8 @@ mod tests {
         ];
         for step in steps {
             let dir = tempfile::tempdir().expect("tempdir");
-            let pool = pool_with_volume(dir.path()).await;
-            let v = pool.volume("v").expect("v");
+            let (pool, v, mut want) = pool_before_a_checkpoint(dir.path()).await;
             let chunk = CS / 4096;
-            let mut want = Vec::new();
-            for i in 0..40u64 {
-                v.write(i * chunk, Bytes::from(vec![1u8; 4096]), false)
-                    .await
-                    .expect("write");
-                want.push((i * chunk, 1u8));
-            }
             let (reached_tx, reached_rx) = mpsc::channel::<()>();
             let (go_tx, go_rx) = mpsc::channel::<()>();
             let reached_tx = Mutex::new(reached_tx);

@@ -27,7 +27,9 @@ pub(crate) const STRIPES: usize = 64;
 
 /// Per-volume runtime locks (not persistent).
 pub(crate) struct VolRt {
-    pub(crate) gate: tokio::sync::RwLock<()>,
+    /// Shared (`Arc`) so that [`PoolInner::write_gates`] can hand out owned guards for
+    /// several volumes at once.
+    pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
     pub(crate) stripes: Vec<tokio::sync::RwLock<()>>,
     pub(crate) deleted: AtomicBool,
     /// Resolutions of deep chains below the volume's top (reads only).
@@ -40,7 +42,7 @@ pub(crate) struct VolRt {
 impl VolRt {
     pub(crate) fn new() -> VolRt {
         VolRt {
-            gate: tokio::sync::RwLock::new(()),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
             stripes: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             deleted: AtomicBool::new(false),
             chain: crate::chaincache::ChainCache::new(),
@@ -452,6 +454,26 @@ impl PoolInner {
             .entry(id)
             .or_insert_with(|| Arc::new(VolRt::new()))
             .clone()
+    }
+
+    /// Takes the I/O gates of several volumes for writing, all held together until the
+    /// guards drop: for an operation that must change its members at one instant (group
+    /// snapshot, group receive commit). The one place the multi-gate lock order is defined:
+    /// ascending view id, each id once, so two such operations over overlapping members
+    /// cannot deadlock.
+    pub(crate) async fn write_gates(
+        &self,
+        ids: &[ViewId],
+    ) -> Vec<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        let mut order = ids.to_vec();
+        order.sort_unstable();
+        order.dedup();
+        let mut gates = Vec::with_capacity(order.len());
+        for id in order {
+            let gate = Arc::clone(&self.rt(id).gate);
+            gates.push(gate.write_owned().await);
+        }
+        gates
     }
 
     pub(crate) fn check_open(&self) -> Result<()> {

@@ -8,7 +8,7 @@
 //!
 //! - [`Pool::snapshot_group`] (in `pool.rs`, where the single-volume snapshot is its
 //!   one-member case) holds every member's I/O gate for writing at once — taken in view-id
-//!   order so two group snapshots cannot deadlock — then logs one `Snapshot` record per
+//!   order by `PoolInner::write_gates`, so two group operations cannot deadlock — then logs one `Snapshot` record per
 //!   member. A write holds its volume's gate for reading from before it touches metadata to
 //!   its completion, so every write on any member is wholly before the group's instant (in
 //!   every member snapshot it touches) or wholly after it; a write a host issued only after
@@ -57,66 +57,60 @@ impl Pool {
                 .collect()
         };
         // Each increment replaces its volume's top: ordered against that volume's I/O like a
-        // rollback, all gates held together (in view-id order, as `snapshot_group`).
-        let mut order: Vec<ViewId> = vids.iter().flatten().copied().collect();
-        order.sort_unstable();
-        let rts: Vec<_> = order.iter().map(|&id| self.inner.rt(id)).collect();
-        let mut gates = Vec::with_capacity(rts.len());
-        for rt in &rts {
-            gates.push(rt.gate.write().await);
-        }
-        let snaps = {
-            let mut st = self.inner.state.write();
-            st.check_failed()?;
-            // Every check first: once the first record is logged, all must follow.
-            let mut need = 0;
-            for (rx, vid) in receives.iter().zip(&vids) {
-                if !st.meta.views.contains_key(&rx.id) {
-                    return Err(rx.gone());
-                }
-                let (_, vol) = check_base(&st, &rx.spec)?;
-                if vol != *vid {
-                    return Err(StorageError::Busy(format!(
-                        "volume '{}' changed while the group committed; retry",
-                        rx.spec.volume
-                    )));
-                }
-                if let Some(v) = vol {
-                    let (top, size, _, full) = st.volume(v)?;
-                    if full {
-                        let owned = st.meta.layers.get(&top).map_or(0, |l| l.owned);
-                        let old_res = st.meta.chunks(size).saturating_sub(owned);
-                        need += st
-                            .meta
-                            .chunks(rx.spec.size_bytes)
-                            .saturating_sub(old_res + owned);
+        // rollback, all gates held together (`write_gates` takes them in the same order as
+        // `snapshot_group`).
+        let existing: Vec<ViewId> = vids.iter().flatten().copied().collect();
+        let snaps = self
+            .inner
+            .change_together(&existing, |st| {
+                // Every check first: once the first record is logged, all must follow.
+                let mut need = 0;
+                for (rx, vid) in receives.iter().zip(&vids) {
+                    if !st.meta.views.contains_key(&rx.id) {
+                        return Err(rx.gone());
+                    }
+                    let (_, vol) = check_base(st, &rx.spec)?;
+                    if vol != *vid {
+                        return Err(StorageError::Busy(format!(
+                            "volume '{}' changed while the group committed; retry",
+                            rx.spec.volume
+                        )));
+                    }
+                    if let Some(v) = vol {
+                        let (top, size, _, full) = st.volume(v)?;
+                        if full {
+                            let owned = st.meta.layers.get(&top).map_or(0, |l| l.owned);
+                            let old_res = st.meta.chunks(size).saturating_sub(owned);
+                            need += st
+                                .meta
+                                .chunks(rx.spec.size_bytes)
+                                .saturating_sub(old_res + owned);
+                        }
                     }
                 }
-            }
-            st.need(need)?;
-            let created = now_unix();
-            let mut snaps = Vec::with_capacity(receives.len());
-            for (rx, vid) in receives.iter().zip(&vids) {
-                let snap = st.meta.new_id();
-                let vol = match vid {
-                    Some(v) => *v,
-                    None => st.meta.new_id(),
-                };
-                let new_top = st.meta.new_id();
-                st.log(Rec::ReceiveCommit {
-                    staging: rx.id,
-                    snap,
-                    vol,
-                    new_top,
-                    vol_uuid: uuid::Uuid::new_v4(),
-                    created,
-                })?;
-                snaps.push(snap);
-            }
-            snaps
-        };
-        drop(gates);
-        self.inner.flush().await?;
+                st.need(need)?;
+                let created = now_unix();
+                let mut snaps = Vec::with_capacity(receives.len());
+                for (rx, vid) in receives.iter().zip(&vids) {
+                    let snap = st.meta.new_id();
+                    let vol = match vid {
+                        Some(v) => *v,
+                        None => st.meta.new_id(),
+                    };
+                    let new_top = st.meta.new_id();
+                    st.log(Rec::ReceiveCommit {
+                        staging: rx.id,
+                        snap,
+                        vol,
+                        new_top,
+                        vol_uuid: uuid::Uuid::new_v4(),
+                        created,
+                    })?;
+                    snaps.push(snap);
+                }
+                Ok(snaps)
+            })
+            .await?;
         for rx in &receives {
             tracing::info!(volume = %rx.spec.volume, snapshot = %rx.spec.snapshot, "receive committed (group)");
         }

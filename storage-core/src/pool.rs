@@ -502,54 +502,46 @@ impl Pool {
                 ids.push(Self::find_volume(&st, v)?);
             }
         }
-        let mut order: Vec<ViewId> = ids.clone();
-        order.sort_unstable();
-        order.dedup();
-        if order.len() != ids.len() {
+        let distinct: std::collections::BTreeSet<ViewId> = ids.iter().copied().collect();
+        if distinct.len() != ids.len() {
             return Err(StorageError::InvalidArgument(
                 "a volume appears twice in the snapshot group".into(),
             ));
         }
-        let rts: Vec<_> = order.iter().map(|&id| self.inner.rt(id)).collect();
-        let mut gates = Vec::new();
-        for rt in &rts {
-            gates.push(rt.gate.write().await);
-        }
-        let snaps = {
-            let mut st = self.inner.state.write();
-            st.check_failed()?;
-            let mut need = 0;
-            for (&id, (vname, sname)) in ids.iter().zip(pairs) {
-                let (top, _, _, full) = st.volume(id).map_err(|_| vol_not_found(vname))?;
-                if st.meta.find_snapshot(id, sname).is_some() {
-                    return Err(StorageError::AlreadyExists(format!(
-                        "snapshot '{vname}@{sname}'"
-                    )));
+        let snaps = self
+            .inner
+            .change_together(&ids, |st| {
+                let mut need = 0;
+                for (&id, (vname, sname)) in ids.iter().zip(pairs) {
+                    let (top, _, _, full) = st.volume(id).map_err(|_| vol_not_found(vname))?;
+                    if st.meta.find_snapshot(id, sname).is_some() {
+                        return Err(StorageError::AlreadyExists(format!(
+                            "snapshot '{vname}@{sname}'"
+                        )));
+                    }
+                    if full {
+                        need += st.meta.layers.get(&top).map_or(0, |l| l.owned);
+                    }
                 }
-                if full {
-                    need += st.meta.layers.get(&top).map_or(0, |l| l.owned);
+                st.need(need)?;
+                let created = now_unix();
+                let mut snaps = Vec::new();
+                for (&vol, (_, sname)) in ids.iter().zip(pairs) {
+                    let snap = st.meta.new_id();
+                    let new_top = st.meta.new_id();
+                    st.log(Rec::Snapshot {
+                        vol,
+                        snap,
+                        name: sname.to_string(),
+                        uuid: uuid::Uuid::new_v4(),
+                        new_top,
+                        created,
+                    })?;
+                    snaps.push(snap);
                 }
-            }
-            st.need(need)?;
-            let created = now_unix();
-            let mut snaps = Vec::new();
-            for (&vol, (_, sname)) in ids.iter().zip(pairs) {
-                let snap = st.meta.new_id();
-                let new_top = st.meta.new_id();
-                st.log(Rec::Snapshot {
-                    vol,
-                    snap,
-                    name: sname.to_string(),
-                    uuid: uuid::Uuid::new_v4(),
-                    new_top,
-                    created,
-                })?;
-                snaps.push(snap);
-            }
-            snaps
-        };
-        drop(gates);
-        self.inner.flush().await?;
+                Ok(snaps)
+            })
+            .await?;
         let st = self.inner.state.read();
         for (v, s) in pairs {
             tracing::info!(volume = v, snapshot = s, "snapshot taken");

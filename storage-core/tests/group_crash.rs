@@ -22,6 +22,8 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use storage_core::{Guarantee, Pool, PoolOptions, ReceiveBase, ReceiveSpec};
 
+use crate::crash_common::{child_runtime, kill_after, progress_log, progress_text};
+
 const CS: u64 = 64 * 1024;
 const CHUNKS: u64 = 24;
 
@@ -43,18 +45,9 @@ fn tag(b: &[u8]) -> u64 {
     u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]))
 }
 
-fn log_to(dir: &Path) -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("progress"))
-        .expect("progress file")
-}
-
 /// Lines of the progress file that start with `what `.
 fn logged(dir: &Path, what: &str) -> Vec<String> {
-    std::fs::read_to_string(dir.join("progress"))
-        .unwrap_or_default()
+    progress_text(dir)
         .lines()
         .filter_map(|l| l.strip_prefix(what).map(|r| r.trim().to_string()))
         .collect()
@@ -62,7 +55,7 @@ fn logged(dir: &Path, what: &str) -> Vec<String> {
 
 async fn snapshot_child(dir: &Path) {
     let pool = Pool::open(dir).await.expect("child open");
-    let mut log = log_to(dir);
+    let mut log = progress_log(dir);
     let (a, b) = (pool.volume("a").expect("a"), pool.volume("b").expect("b"));
     let mut n = tag(&a.read(0, 1).await.expect("read a"));
     let taken = pool.snapshots(Some("a")).len();
@@ -151,7 +144,7 @@ async fn receive_group(pool: &Pool, gen: u64, pause: bool) {
 
 async fn receive_child(dir: &Path) {
     let pool = Pool::open(dir).await.expect("child open");
-    let mut log = log_to(dir);
+    let mut log = progress_log(dir);
     receive_group(&pool, 2, true).await;
     writeln!(log, "committed").expect("log");
     pool.close().await.expect("close");
@@ -162,11 +155,7 @@ fn group_crash_child() {
     let Ok(dir) = std::env::var("LUNAR_GROUP_CHILD") else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = child_runtime();
     let dir = Path::new(&dir);
     match std::env::var("LUNAR_GROUP_MODE").as_deref() {
         Ok("receive") => rt.block_on(receive_child(dir)),
@@ -175,22 +164,9 @@ fn group_crash_child() {
 }
 
 fn spawn_child(dir: &Path, mode: &str, attempt: u32) -> std::process::Child {
-    let exe = std::env::current_exe().expect("exe");
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args([
-        "--exact",
-        "group_crash::group_crash_child",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env("LUNAR_GROUP_CHILD", dir)
-    .env("LUNAR_GROUP_MODE", mode)
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null());
-    if attempt % 3 == 2 {
-        cmd.env("LUNAR_BOOT_ID", uuid::Uuid::new_v4().to_string());
-    }
-    cmd.spawn().expect("spawn child")
+    let dir = dir.to_string_lossy();
+    let envs = [("LUNAR_GROUP_CHILD", &*dir), ("LUNAR_GROUP_MODE", mode)];
+    crate::crash_common::spawn_child("group_crash::group_crash_child", &envs, attempt)
 }
 
 /// Tag of block 0 of `vol@snap`, read through a clone.
@@ -226,9 +202,8 @@ async fn killed_group_snapshots_are_all_or_none() {
     let mut kills = 0;
     for attempt in 0..24u32 {
         let mut child = spawn_child(dir.path(), "snapshot", attempt);
-        std::thread::sleep(Duration::from_millis(rng.gen_range(20..200)));
-        child.kill().expect("kill");
-        child.wait().expect("wait");
+        // The snapshot child never ends by itself: every attempt is a kill.
+        kill_after(&mut child, Duration::from_millis(rng.gen_range(20..200)));
         kills += 1;
         let acked = logged(dir.path(), "snap");
         let pool = Pool::open(dir.path()).await.expect("reopen after kill");
@@ -273,13 +248,7 @@ async fn killed_group_snapshots_are_all_or_none() {
 }
 
 async fn volume_chunks(pool: &Pool, vol: &str) -> Vec<Vec<u8>> {
-    let v = pool.volume(vol).expect("volume");
-    let per = (CS / 4096) as u32;
-    let mut out = Vec::new();
-    for i in 0..CHUNKS {
-        out.push(v.read(i * per as u64, per).await.expect("read").to_vec());
-    }
-    out
+    crate::crash_common::volume_chunks(pool, vol, CS, CHUNKS).await
 }
 
 fn want(vol: &str, gen: u64) -> Vec<Vec<u8>> {
@@ -303,12 +272,9 @@ async fn killed_group_receives_commit_all_or_none() {
         for attempt in 0..60u32 {
             let mut child = spawn_child(dir.path(), "receive", attempt);
             let wait = rng.gen_range(0..30 + 10 * attempt as u64);
-            std::thread::sleep(Duration::from_millis(wait));
-            if child.try_wait().expect("try_wait").is_none() {
-                child.kill().expect("kill");
+            if kill_after(&mut child, Duration::from_millis(wait)).0 {
                 kills += 1;
             }
-            child.wait().expect("wait");
             let done = !logged(dir.path(), "committed").is_empty();
             let pool = Pool::open(dir.path()).await.expect("reopen after kill");
             let report = pool.check().await.expect("check");

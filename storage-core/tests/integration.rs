@@ -15,6 +15,7 @@ mod ceph;
 mod checkpoint_crash;
 mod concurrency;
 mod crash;
+mod crash_common;
 mod deep_chain;
 mod delta_model;
 mod group_commit;

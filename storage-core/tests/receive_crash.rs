@@ -17,6 +17,8 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use storage_core::{Pool, PoolOptions, ReceiveBase, ReceiveSpec};
 
+use crate::crash_common::{child_runtime, kill_after, progress_log, progress_text, spawn_child};
+
 const CS: u64 = 64 * 1024;
 const CHUNKS: u64 = 160;
 const BASE_UUID: u128 = 0x1111;
@@ -128,11 +130,7 @@ async fn baseline(dir: &Path) {
 /// acknowledged progress and the commit to `progress`.
 async fn child(dir: &Path, seed: u64) {
     let pool = Pool::open(dir).await.expect("child open");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("progress"))
-        .expect("progress file");
+    let mut log = progress_log(dir);
     let mut rx = pool.receive_begin(spec(seed)).await.expect("child begin");
     let start = rx.next_index();
     let mut since = 0;
@@ -166,17 +164,12 @@ fn recv_crash_child() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(child(Path::new(&dir), seed));
+    child_runtime().block_on(child(Path::new(&dir), seed));
 }
 
 /// (highest acknowledged resume point, whether the commit was acknowledged).
 fn acknowledged(dir: &Path) -> (u64, bool) {
-    let text = std::fs::read_to_string(dir.join("progress")).unwrap_or_default();
+    let text = progress_text(dir);
     let mut next = 0;
     let mut done = false;
     for line in text.lines() {
@@ -190,18 +183,11 @@ fn acknowledged(dir: &Path) -> (u64, bool) {
 }
 
 async fn chunks_of(pool: &Pool, vol: &str) -> Vec<Vec<u8>> {
-    let v = pool.volume(vol).expect("volume");
-    let per = (CS / 4096) as u32;
-    let mut out = Vec::new();
-    for i in 0..CHUNKS {
-        out.push(v.read(i * per as u64, per).await.expect("read").to_vec());
-    }
-    out
+    crate::crash_common::volume_chunks(pool, vol, CS, CHUNKS).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_receives_leave_nothing_or_everything() {
-    let exe = std::env::current_exe().expect("exe");
     let rt_seed: u64 = std::env::var("LUNAR_RECV_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -218,30 +204,17 @@ async fn killed_receives_leave_nothing_or_everything() {
         let want = expected(round);
         let mut committed = false;
         for attempt in 0..60u32 {
-            let mut cmd = std::process::Command::new(&exe);
-            cmd.args([
-                "--exact",
-                "receive_crash::recv_crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("LUNAR_RECV_CHILD", dir.path())
-            .env("LUNAR_RECV_SEED", round.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-            if attempt % 3 == 2 {
-                cmd.env("LUNAR_BOOT_ID", uuid::Uuid::new_v4().to_string());
-            }
-            let mut child = cmd.spawn().expect("spawn child");
+            let dir_s = dir.path().to_string_lossy();
+            let seed_s = round.to_string();
+            let envs = [("LUNAR_RECV_CHILD", &*dir_s), ("LUNAR_RECV_SEED", &*seed_s)];
+            let mut child = spawn_child("receive_crash::recv_crash_child", &envs, attempt);
             // Later attempts wait longer, so the child eventually gets to commit.
             let wait = rng.gen_range(0..40 + 15 * attempt as u64);
-            std::thread::sleep(Duration::from_millis(wait));
-            let finished = child.try_wait().expect("try_wait").is_some();
-            if !finished {
-                child.kill().expect("kill");
+            let (killed, status) = kill_after(&mut child, Duration::from_millis(wait));
+            let finished = !killed;
+            if killed {
                 kills += 1;
             }
-            let status = child.wait().expect("wait");
             let (acked, done) = acknowledged(dir.path());
             let pool = Pool::open(dir.path()).await.expect("reopen after kill");
             let report = pool.check().await.expect("check");

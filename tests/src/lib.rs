@@ -13,7 +13,9 @@
 //!   [`ha`]: several gateways of one HA group; [`mpio`]: a multipath initiator and writer;
 //! - [`tools`]: locate external tools and decide whether a missing one skips or fails a test;
 //! - [`raw`]: a minimal initiator that sends any PDU, well formed or not, and [`hostile`]: the
-//!   harness of the hostile-initiator suite (honest READ latency, lunard's peak memory).
+//!   harness of the hostile-initiator suite (honest READ latency, lunard's peak memory);
+//! - [`replication`]: what the replication tests share (paired sites' configuration, the
+//!   `lunarctl` queries they poll, a whole LUN read back over iSCSI).
 
 pub mod admin;
 pub mod ceph;
@@ -28,6 +30,7 @@ pub mod mpio;
 pub mod net;
 pub mod process;
 pub mod raw;
+pub mod replication;
 pub mod tgtd;
 pub mod tools;
 

@@ -15,13 +15,13 @@ use lunar_e2e::admin::Lunarctl;
 use lunar_e2e::config::{with_target, yaml, ByteSize, TargetCfg};
 use lunar_e2e::initiator::{qemu_image_opts, qemu_io};
 use lunar_e2e::process::run;
+use lunar_e2e::replication::{ctl_json, used_bytes};
 use lunar_e2e::{require_tools, Lunard, LunardOptions};
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 const SRC: &str = "iqn.2026-11.io.lunar:repl-src";
@@ -40,10 +40,6 @@ fn start(iqn: &str) -> (Lunard, Lunarctl) {
     .expect("start lunard");
     let ctl = Lunarctl::for_daemon(&d).expect("lunarctl");
     (d, ctl)
-}
-
-fn ctl_json(ctl: &Lunarctl, args: &[&str]) -> Value {
-    ctl.json(args).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn socket(d: &Lunard) -> PathBuf {
@@ -125,19 +121,7 @@ fn receive_bytes(ctl: &Lunarctl, d: &Lunard, args: &[&str], bytes: &[u8]) -> (bo
 
 /// The whole LUN, read over iSCSI with qemu-img.
 fn read_lun(d: &Lunard, iqn: &str, lun: u64, scratch: &Path) -> Vec<u8> {
-    let path = scratch.join(format!("read-{}-{lun}.raw", rand::random::<u32>()));
-    let opts = qemu_image_opts(d.addr(), iqn, lun, HOST, None);
-    run(
-        Command::new("qemu-img")
-            .args(["convert", "--image-opts", &opts, "-O", "raw"])
-            .arg(&path),
-        Duration::from_secs(300),
-    )
-    .and_then(|o| o.check())
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    let bytes = std::fs::read(&path).expect("read image");
-    let _ = std::fs::remove_file(&path);
-    bytes
+    lunar_e2e::replication::read_lun(d, iqn, lun, HOST, scratch)
 }
 
 /// `n` random writes (and a few discards) of random patterns into a LUN of `size` bytes.
@@ -154,13 +138,6 @@ fn random_writes(d: &Lunard, iqn: &str, lun: u64, size: u64, n: usize, rng: &mut
     }
     qemu_io(&qemu_image_opts(d.addr(), iqn, lun, HOST, None), &cmds)
         .unwrap_or_else(|e| panic!("qemu-io: {e:#}"));
-}
-
-fn used_bytes(ctl: &Lunarctl) -> u64 {
-    ctl_json(ctl, &["pool", "status"])["used_bytes"]
-        .as_u64()
-        .or_else(|| ctl_json(ctl, &["pool", "status"])[0]["used_bytes"].as_u64())
-        .expect("used_bytes")
 }
 
 #[test]
@@ -325,15 +302,8 @@ fn a_chain_of_streams_keeps_the_replica_identical_and_hostile_streams_change_not
 }
 
 /// Waits up to 120 s for `cond`.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    lunar_e2e::replication::wait_for(what, Duration::from_secs(120), cond)
 }
 
 fn pending_token(ctl: &Lunarctl) -> Option<(String, u64)> {

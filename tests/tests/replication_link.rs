@@ -14,56 +14,21 @@
 //! - a transfer in flight shows its bytes, total, rate and time left in `replica list`
 //!   and in the metrics, on both sides.
 
-use std::net::TcpListener;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lunar_e2e::admin::Lunarctl;
 use lunar_e2e::config::{with_target, yaml, TargetCfg};
 use lunar_e2e::initiator::{qemu_image_opts, qemu_io, qemu_io_read_only};
+use lunar_e2e::replication::{ctl_json, free_port, relationship, repl_cfg, used_bytes};
 use lunar_e2e::tools::available;
 use lunar_e2e::{Lunard, LunardOptions};
-use serde_json::Value;
-use target_daemon::config::{DurationCfg, IdentityCfg, PeerCfg, ReplicationCfg};
+use target_daemon::config::ReplicationCfg;
 use target_daemon::replica::identity::Identity;
 
 const MIB: u64 = 1 << 20;
 const T: &str = "iqn.2026-12.io.lunar:repl";
 const HOST: &str = "iqn.2026-12.io.lunar.test:repl-host";
 const WAIT: Duration = Duration::from_secs(180);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-fn repl_cfg(
-    dir: &Path,
-    who: &str,
-    listen: Option<u16>,
-    peer: (&str, Option<u16>, &Identity),
-) -> ReplicationCfg {
-    ReplicationCfg {
-        listen: listen.map(|p| format!("127.0.0.1:{p}").parse().expect("addr")),
-        identity: IdentityCfg {
-            cert: dir.join(format!("{who}.crt")),
-            key: dir.join(format!("{who}.key")),
-        },
-        peers: vec![PeerCfg {
-            name: peer.0.into(),
-            address: peer.1.map(|p| format!("127.0.0.1:{p}")),
-            fingerprint: Some(peer.2.fingerprint().to_string()),
-            certificate: None,
-            volumes: Some(vec!["*".into()]),
-            space_limit: None,
-        }],
-        max_connections: 8,
-        handshake_timeout: DurationCfg(Duration::from_secs(10)),
-        idle_timeout: DurationCfg(Duration::from_secs(30)),
-    }
-}
 
 fn start(repl: ReplicationCfg, metrics: Option<std::net::SocketAddr>) -> (Lunard, Lunarctl) {
     let mut cfg = with_target(TargetCfg::iscsi(T));
@@ -78,20 +43,8 @@ fn start(repl: ReplicationCfg, metrics: Option<std::net::SocketAddr>) -> (Lunard
     (d, ctl)
 }
 
-fn ctl_json(ctl: &Lunarctl, args: &[&str]) -> Value {
-    ctl.json(args)
-        .unwrap_or_else(|e| panic!("lunarctl {args:?}: {e:#}"))
-}
-
 fn io(d: &Lunard, lun: u64, cmds: &[String]) -> anyhow::Result<()> {
     qemu_io(&qemu_image_opts(d.addr(), T, lun, HOST, None), cmds).map(|_| ())
-}
-
-fn relationship(ctl: &Lunarctl, name: &str) -> Value {
-    let list = ctl_json(ctl, &["replica", "list"]);
-    list.as_array()
-        .and_then(|a| a.iter().find(|r| r["name"] == name).cloned())
-        .unwrap_or(Value::Null)
 }
 
 /// Waits until relationship `name` on `ctl`'s side has completed a transfer other than
@@ -154,11 +107,25 @@ fn pair(
     .expect("identity b");
     let (pa, pb) = (free_port(), free_port());
     let (b, bctl) = start(
-        repl_cfg(keys.path(), "b", Some(pb), ("site-a", Some(pa), &a_id)),
+        repl_cfg(
+            keys.path(),
+            "b",
+            Some(pb),
+            ("site-a", Some(pa), &a_id),
+            &["*"],
+            None,
+        ),
         metrics[1],
     );
     let (a, actl) = start(
-        repl_cfg(keys.path(), "a", Some(pa), ("site-b", Some(pb), &b_id)),
+        repl_cfg(
+            keys.path(),
+            "a",
+            Some(pa),
+            ("site-b", Some(pb), &b_id),
+            &["*"],
+            None,
+        ),
         metrics[0],
     );
     (a, actl, b, bctl, keys)
@@ -285,14 +252,6 @@ fn increments_compare_promote_and_reverse() {
     )
     .expect("A holds B's data after the reverse");
     drop((a, b));
-}
-
-fn used_bytes(ctl: &Lunarctl) -> u64 {
-    let v = ctl_json(ctl, &["pool", "status"]);
-    v["used_bytes"]
-        .as_u64()
-        .or_else(|| v[0]["used_bytes"].as_u64())
-        .unwrap_or_else(|| panic!("used_bytes in {v}"))
 }
 
 fn snapshot_names(ctl: &Lunarctl, lun: &str) -> Vec<String> {

@@ -5,41 +5,31 @@
 //!   with a specific error shown in the sender's `replica list`; the receiver creates
 //!   nothing and reveals nothing of its other volumes;
 //! - a `space_limit` smaller than the volume's data stops the first transfer with the
-//!   limit's error, leaves no staged transfer, no volume and no used space behind (pool
-//!   check clean); raised (config change and restart), the next cycle succeeds and the
-//!   replica reads back equal to the source;
+//!   limit's error, leaves no staged transfer, no volume, no relationship record and no
+//!   used space behind (pool check clean); raised (config change and restart), the next
+//!   cycle succeeds and the replica reads back equal to the source;
 //! - kill -9 of the receiving lunard, then of the sending one, in the middle of a
 //!   relationship's transfer (slowed by its bandwidth limit, and killed only once the
 //!   receiver shows saved progress): the next cycle resumes from the receiver's token,
 //!   sends less than the whole, and the replica reads back equal to the source with no
 //!   leaked space.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lunar_e2e::admin::Lunarctl;
 use lunar_e2e::config::{with_target, yaml, ByteSize, TargetCfg};
 use lunar_e2e::initiator::{qemu_image_opts, qemu_io};
-use lunar_e2e::process::run;
+use lunar_e2e::replication::{ctl_json, free_port, relationship, repl_cfg, used_bytes};
 use lunar_e2e::tools::available;
 use lunar_e2e::{Lunard, LunardOptions};
 use serde_json::Value;
-use target_daemon::config::{DurationCfg, IdentityCfg, PeerCfg, ReplicationCfg};
 use target_daemon::replica::identity::Identity;
 
 const MIB: u64 = 1 << 20;
 const T: &str = "iqn.2026-12.io.lunar:trust";
 const HOST: &str = "iqn.2026-12.io.lunar.test:trust-host";
 const WAIT: Duration = Duration::from_secs(180);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 /// Two identities and two replication ports.
 struct Pair {
@@ -105,24 +95,14 @@ fn config_yaml(
     volumes: &[&str],
     limit: Option<u64>,
 ) -> String {
-    let repl = ReplicationCfg {
-        listen: Some(format!("127.0.0.1:{listen}").parse().expect("addr")),
-        identity: IdentityCfg {
-            cert: dir.join(format!("{who}.crt")),
-            key: dir.join(format!("{who}.key")),
-        },
-        peers: vec![PeerCfg {
-            name: peer.0.into(),
-            address: Some(format!("127.0.0.1:{}", peer.1)),
-            fingerprint: Some(peer.2.fingerprint().to_string()),
-            certificate: None,
-            volumes: Some(volumes.iter().map(|v| v.to_string()).collect()),
-            space_limit: limit.map(target_daemon::config::ByteSize),
-        }],
-        max_connections: 8,
-        handshake_timeout: DurationCfg(Duration::from_secs(10)),
-        idle_timeout: DurationCfg(Duration::from_secs(30)),
-    };
+    let repl = repl_cfg(
+        dir,
+        who,
+        Some(listen),
+        (peer.0, Some(peer.1), peer.2),
+        volumes,
+        limit,
+    );
     let mut cfg = with_target(TargetCfg::iscsi(T));
     if let Some(p) = cfg.pool.as_mut() {
         p.capacity = Some(ByteSize::parse("1GiB").expect("pool capacity"));
@@ -141,11 +121,6 @@ fn start(yaml: String) -> (Lunard, Lunarctl) {
     (d, ctl)
 }
 
-fn ctl_json(ctl: &Lunarctl, args: &[&str]) -> Value {
-    ctl.json(args)
-        .unwrap_or_else(|e| panic!("lunarctl {args:?}: {e:#}"))
-}
-
 fn io(d: &Lunard, lun: u64, cmds: &[String]) {
     qemu_io(&qemu_image_opts(d.addr(), T, lun, HOST, None), cmds)
         .unwrap_or_else(|e| panic!("qemu-io: {e:#}"));
@@ -153,35 +128,12 @@ fn io(d: &Lunard, lun: u64, cmds: &[String]) {
 
 /// The whole LUN, read over iSCSI with qemu-img.
 fn read_lun(d: &Lunard, lun: u64, scratch: &Path) -> Vec<u8> {
-    let path = scratch.join(format!("read-{}-{lun}.raw", rand::random::<u32>()));
-    let opts = qemu_image_opts(d.addr(), T, lun, HOST, None);
-    run(
-        Command::new("qemu-img")
-            .args(["convert", "--image-opts", &opts, "-O", "raw"])
-            .arg(&path),
-        Duration::from_secs(300),
-    )
-    .and_then(|o| o.check())
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    let bytes = std::fs::read(&path).expect("read image");
-    let _ = std::fs::remove_file(&path);
-    bytes
-}
-
-fn relationship(ctl: &Lunarctl, name: &str) -> Value {
-    let list = ctl_json(ctl, &["replica", "list"]);
-    list.as_array()
-        .and_then(|a| a.iter().find(|r| r["name"] == name).cloned())
-        .unwrap_or(Value::Null)
+    lunar_e2e::replication::read_lun(d, T, lun, HOST, scratch)
 }
 
 /// Polls `cond` until it holds, for at most [`WAIT`].
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    lunar_e2e::replication::wait_for(what, WAIT, cond)
 }
 
 /// Waits until relationship `name` has completed a transfer other than `after`; returns
@@ -195,14 +147,6 @@ fn wait_transfer(ctl: &Lunarctl, name: &str, after: Option<&str>) -> Value {
             .is_some_and(|s| Some(s) != after)
     });
     out
-}
-
-fn used_bytes(ctl: &Lunarctl) -> u64 {
-    let v = ctl_json(ctl, &["pool", "status"]);
-    v["used_bytes"]
-        .as_u64()
-        .or_else(|| v[0]["used_bytes"].as_u64())
-        .unwrap_or_else(|| panic!("used_bytes in {v}"))
 }
 
 fn lun_names(ctl: &Lunarctl) -> Vec<String> {
@@ -332,6 +276,12 @@ fn a_peer_is_held_to_its_volumes_and_its_space_limit() {
     });
     assert!(pending(&bctl).is_empty(), "{:?}", pending(&bctl));
     assert!(!lun_names(&bctl).contains(&"prod-db".to_string()));
+    // B answered each refusal after dropping the record the first transfer had created.
+    assert_eq!(
+        relationship(&bctl, "prod"),
+        Value::Null,
+        "a relationship refused at its first transfer leaves no record on B"
+    );
     wait_for("B's used space back where it was", || {
         used_bytes(&bctl) == b_used
     });

@@ -15,10 +15,18 @@
 //! receive more bytes than the room left (a stream byte can allocate at most a byte), so
 //! a transfer that would cross the limit stops there; the caller then drops its staging
 //! and nothing of it stays.
+//!
+//! Several transfers of one peer share its limit: the room is the limit less the footprint
+//! and less the bytes *every* receive of the peer was handed but has not applied yet (those
+//! are not in the footprint), and each read computes that room, reads and counts what it
+//! read under the peer's lock, as one step. Two concurrent streams therefore cannot both
+//! spend the same room; together they overshoot the limit by at most one chunk per other
+//! receive: a receive counts a record as applied once decoded, before its chunk is written
+//! (and so in the footprint), and another's read in between counts that chunk in neither.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -87,6 +95,37 @@ pub struct Authz {
     /// volume that is no longer the peer's counts nothing once it is gone, and over-counts
     /// at worst until the next restart).
     received: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    /// Per peer with a limit: its receives streaming now (see [`Flights`]).
+    flights: Mutex<BTreeMap<String, Arc<Flights>>>,
+}
+
+/// A peer's receives streaming now, each with the bytes it was handed and its progress (what
+/// it applied). The lock is held while a reader computes its room and reads, so the check
+/// and the charge of a read are one step for all the peer's transfers.
+#[derive(Default)]
+struct Flights(Mutex<Vec<Arc<Flight>>>);
+
+/// One receive's stream as its peer's budget sees it.
+struct Flight {
+    /// Bytes handed to the receive (changed under the peer's [`Flights`] lock only).
+    handed: AtomicU64,
+    progress: Arc<StreamProgress>,
+}
+
+impl Flight {
+    /// Handed but not applied yet: not in the footprint, still reserved from the limit.
+    fn unapplied(&self) -> u64 {
+        self.handed
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.progress.bytes.load(Ordering::Relaxed))
+    }
+}
+
+/// Bytes handed but not applied yet, over all of a peer's receives.
+fn unapplied(flights: &[Arc<Flight>]) -> u64 {
+    flights
+        .iter()
+        .fold(0u64, |sum, f| sum.saturating_add(f.unapplied()))
 }
 
 impl Authz {
@@ -108,6 +147,7 @@ impl Authz {
         Authz {
             grants,
             received: Mutex::new(BTreeMap::new()),
+            flights: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -171,7 +211,17 @@ impl Authz {
         pool.footprint_bytes(&refs)
     }
 
-    /// Refuses a receive of `peer` that starts at or over its limit; otherwise the guard
+    /// The receives of `peer` streaming now.
+    fn flights_of(&self, peer: &str) -> Arc<Flights> {
+        self.flights
+            .lock()
+            .entry(peer.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Refuses a receive of `peer` that starts at or over its limit (counting what its
+    /// other transfers in flight were handed and have not applied yet); otherwise the guard
     /// the stream is read through (no limit: a guard that never stops it).
     pub fn admit(
         self: &Arc<Self>,
@@ -187,7 +237,12 @@ impl Authz {
                 exceeded: Arc::new(AtomicBool::new(false)),
             });
         };
-        let used = self.used(peer, &pool, &recorded);
+        let flights = self.flights_of(peer);
+        let used = {
+            let in_flight = flights.0.lock();
+            self.used(peer, &pool, &recorded)
+                .saturating_add(unapplied(&in_flight))
+        };
         if used >= limit {
             return Err(refuse(
                 peer,
@@ -203,6 +258,7 @@ impl Authz {
                 pool,
                 recorded,
                 limit,
+                flights,
             }),
             exceeded: Arc::new(AtomicBool::new(false)),
         })
@@ -229,6 +285,7 @@ struct GuardInner {
     pool: Pool,
     recorded: BTreeSet<String>,
     limit: u64,
+    flights: Arc<Flights>,
 }
 
 /// A receive's space check, made before every read of its stream.
@@ -238,14 +295,21 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// `r` read through this guard; `progress` is the receive's (what it applied).
+    /// `r` read through this guard; `progress` is the receive's (what it applied). The
+    /// reader counts against its peer's budget until it is dropped.
     pub fn reader<R: AsyncRead + Unpin>(self, r: R, progress: Arc<StreamProgress>) -> Limited<R> {
+        let flight = Arc::new(Flight {
+            handed: AtomicU64::new(0),
+            progress,
+        });
+        if let Some(g) = &self.inner {
+            g.flights.0.lock().push(flight.clone());
+        }
         Limited {
             inner: r.take(u64::MAX),
             guard: self.inner,
             exceeded: self.exceeded,
-            handed: 0,
-            progress,
+            flight,
         }
     }
 
@@ -273,9 +337,19 @@ pub struct Limited<R> {
     inner: Take<R>,
     guard: Option<GuardInner>,
     exceeded: Arc<AtomicBool>,
-    /// Bytes handed to the receive.
-    handed: u64,
-    progress: Arc<StreamProgress>,
+    /// What this receive was handed and applied (listed in its peer's flights while a
+    /// limit applies).
+    flight: Arc<Flight>,
+}
+
+impl<R> Drop for Limited<R> {
+    /// The transfer is over: what it applied is in the footprint (or dropped with its
+    /// staging), and what it was handed no longer reserves room.
+    fn drop(&mut self) {
+        if let Some(g) = &self.guard {
+            g.flights.0.lock().retain(|f| !Arc::ptr_eq(f, &self.flight));
+        }
+    }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
@@ -285,26 +359,31 @@ impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let me = self.get_mut();
-        if let Some(g) = &me.guard {
-            let used = g.authz.used(&g.peer, &g.pool, &g.recorded);
-            // The receive decodes and applies everything it was handed before it reads
-            // again, but for a record split by the read boundary.
-            let unapplied = me
-                .handed
-                .saturating_sub(me.progress.bytes.load(Ordering::Relaxed));
-            let left = room(g.limit, used, unapplied);
-            if left == 0 {
-                me.exceeded.store(true, Ordering::Relaxed);
-                return Poll::Ready(Err(std::io::Error::other(format!(
-                    "the space limit of peer {} is reached",
-                    g.peer
-                ))));
-            }
-            me.inner.set_limit(left);
+        let Some(g) = &me.guard else {
+            return Pin::new(&mut me.inner).poll_read(cx, buf);
+        };
+        // Check and charge in one step for all the peer's transfers: the room is computed,
+        // the read made (a poll, which does not block) and its bytes counted under the
+        // peer's lock, so a concurrent transfer's read sees them reserved.
+        let in_flight = g.flights.0.lock();
+        let used = g.authz.used(&g.peer, &g.pool, &g.recorded);
+        // A receive decodes and applies everything it was handed before it reads again, but
+        // for a record split by the read boundary; the peer's other receives may hold more.
+        let left = room(g.limit, used, unapplied(&in_flight));
+        if left == 0 {
+            me.exceeded.store(true, Ordering::Relaxed);
+            return Poll::Ready(Err(std::io::Error::other(format!(
+                "the space limit of peer {} is reached",
+                g.peer
+            ))));
         }
+        me.inner.set_limit(left);
         let before = buf.filled().len();
         let r = Pin::new(&mut me.inner).poll_read(cx, buf);
-        me.handed += (buf.filled().len() - before) as u64;
+        me.flight
+            .handed
+            .fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        drop(in_flight);
         r
     }
 }
@@ -354,6 +433,75 @@ mod tests {
         cfg.peers[0].volumes = volumes.map(|v| v.into_iter().map(String::from).collect());
         cfg.peers[0].space_limit = limit.map(crate::config::ByteSize);
         Authz::new(&cfg)
+    }
+
+    /// Reads `r` with 64 KiB reads until it fails (the limit) or ends: the bytes handed.
+    async fn read_some<R: AsyncRead + Unpin>(r: &mut R, reads: usize) -> (u64, bool) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0;
+        for _ in 0..reads {
+            match r.read(&mut buf).await {
+                Ok(0) => return (got, false),
+                Ok(n) => got += n as u64,
+                Err(_) => return (got, true),
+            }
+        }
+        (got, false)
+    }
+
+    /// Two transfers of one peer streaming at once, neither having applied what it read
+    /// (so nothing of it is in the footprint yet): between them they are handed the limit
+    /// and no more, where each alone would have been handed all of it; a third is refused
+    /// at its start; and the room one held comes back when it ends.
+    #[tokio::test]
+    async fn concurrent_receives_of_a_peer_share_its_limit() {
+        const LIMIT: u64 = 1 << 20;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = storage_core::PoolOptions {
+            chunk_size: 64 * 1024,
+            capacity_bytes: Some(64 << 20),
+            soft_threshold_pct: None,
+        };
+        let pool = Pool::create(dir.path(), &opts).await.expect("pool");
+        let a = Arc::new(authz(Some(vec!["*"]), Some(LIMIT)));
+        let admit = |v: &str| a.admit("site-a", v, pool.clone(), BTreeSet::new());
+        let (g1, g2) = (
+            admit("v1").expect("first admitted"),
+            admit("v2").expect("second admitted"),
+        );
+        let (f1, f2) = (g1.exceeded_flag(), g2.exceeded_flag());
+        let src = vec![7u8; 4 * LIMIT as usize];
+        let mut r1 = g1.reader(&src[..], Arc::new(StreamProgress::default()));
+        let mut r2 = g2.reader(&src[..], Arc::new(StreamProgress::default()));
+        // Interleaved: each takes a few reads in turn until both are stopped.
+        let (mut got1, mut got2) = (0, 0);
+        let (mut stop1, mut stop2) = (false, false);
+        while !(stop1 && stop2) {
+            if !stop1 {
+                let (n, s) = read_some(&mut r1, 3).await;
+                (got1, stop1) = (got1 + n, s);
+            }
+            if !stop2 {
+                let (n, s) = read_some(&mut r2, 3).await;
+                (got2, stop2) = (got2 + n, s);
+            }
+        }
+        assert_eq!(
+            got1 + got2,
+            LIMIT,
+            "handed {got1} + {got2} under a {LIMIT} limit"
+        );
+        assert!(got1 > 0 && got2 > 0, "both streamed: {got1}, {got2}");
+        assert!(f1.load(Ordering::Relaxed) && f2.load(Ordering::Relaxed));
+        let e = admit("v3")
+            .err()
+            .expect("a third transfer is refused at its start");
+        assert_eq!(e.kind, "space_limit");
+        // The first transfer ends (its staging dropped): its reservation goes with it.
+        drop(r1);
+        let (n, stopped) = read_some(&mut r2, 1000).await;
+        assert!(stopped, "the second is stopped at the limit again");
+        assert_eq!(n, got1, "the second gets the room the first held");
     }
 
     fn status(volume: &str) -> Request {

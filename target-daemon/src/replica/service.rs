@@ -810,7 +810,12 @@ impl Replication {
                 as_of_ms,
                 ..
             } => {
-                self.check_peer(&relationship, peer, &volume).await?;
+                // No record yet: this is the relationship's first transfer here, and a
+                // refusal at the space limit drops the record it creates below.
+                let first = self
+                    .check_peer(&relationship, peer, &volume)
+                    .await?
+                    .is_none();
                 let (_, pool) = self.mgr.replica_pool(&volume).await?;
                 let recorded = self.peer_volumes(peer).await;
                 let guard = self
@@ -863,8 +868,24 @@ impl Replication {
                 self.progress.lock().remove(&relationship);
                 if stopped.load(Ordering::Relaxed) {
                     // Stopped at the space limit: drop what was staged, keep nothing.
-                    if let Err(e) = self.mgr.replica_receive_abort(None, &volume).await {
+                    let aborted = self.mgr.replica_receive_abort(None, &volume).await;
+                    if let Err(e) = &aborted {
                         tracing::warn!(%peer, %volume, error = %e, "dropping a receive stopped at the space limit failed");
+                    }
+                    // The relationship's first transfer, refused with nothing kept: the
+                    // record it created goes too, so a refused peer leaves no trace here
+                    // (kept while its staging could not be dropped, to be resumed or
+                    // aborted through it).
+                    if first && aborted.is_ok() {
+                        match self.mgr.replica_delete(&relationship).await {
+                            Ok(_) => {
+                                tracing::info!(%peer, %volume, relationship = %relationship, "first transfer refused at the space limit: its relationship record is dropped");
+                                self.refresh_replica_side().await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(%peer, %volume, relationship = %relationship, error = %e, "dropping the record of a relationship refused at its first transfer failed");
+                            }
+                        }
                     }
                     let used = self.authz.used(peer, &pool, &recorded);
                     let limit = self.authz.space_limit(peer);
