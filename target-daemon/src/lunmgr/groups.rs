@@ -152,6 +152,20 @@ impl LunManager {
     pub async fn cg_delete(&self, name: &str) -> MgrResult<()> {
         let mut st = self.lock().await;
         group_rec(&st, name)?;
+        // A relationship replicating the group names it and its members.
+        if let Some(r) = st.replicas.values().find(|r| {
+            r.role != super::state::ReplicaRole::Replica
+                && !r.members.is_empty()
+                && r.group.as_deref() == Some(name)
+        }) {
+            return Err(invalid(
+                name,
+                format!(
+                    "replication relationship {} replicates it: delete the relationship first",
+                    r.name
+                ),
+            ));
+        }
         st.consistency_groups.remove(name);
         self.save(&st)?;
         tracing::info!(group = name, "consistency group deleted");
