@@ -19,6 +19,7 @@ mod lio_tcmu;
 mod null_target;
 mod prometheus;
 mod replication;
+mod replication_group;
 mod replication_link;
 mod replication_trust;
 mod systemd_unit;

@@ -27,8 +27,8 @@ pub use error::StreamError;
 pub use format::{StreamHeader, StreamKind, StreamSnapshot, Trailer};
 pub use progress::StreamProgress;
 pub use receive::{
-    abort_pending, pending_receives, plan, receive, token_of, PendingReceive, ReceiveError,
-    ReceiveRequest, ReceiveSummary,
+    abort_pending, pending_receives, plan, receive, receive_staged, token_of, PendingReceive,
+    ReceiveError, ReceiveRequest, ReceiveSummary, StagedReceive,
 };
 pub use receive::{SAVE_EVERY, SAVE_EVERY_BYTES};
 pub use send::{prepare_send, send, PreparedSend, SendRequest, SendSummary, READ_AHEAD};

@@ -282,9 +282,93 @@ async fn read_header<R: AsyncRead + Unpin>(
 pub async fn receive<R>(
     pool: &Pool,
     req: &ReceiveRequest,
-    mut r: R,
+    r: R,
     progress: &StreamProgress,
 ) -> Result<ReceiveSummary, ReceiveError>
+where
+    R: AsyncRead + Unpin + Send,
+{
+    let staged = receive_to_end(pool, req, r, progress, false).await?;
+    let StagedReceive {
+        volume,
+        receive: rx,
+        kind,
+        resumed_from,
+        bytes,
+        records,
+    } = staged;
+    // A refused commit changes nothing and keeps the staging: resumable (the whole stream
+    // is staged, so the token's index is the end).
+    let snapshot = match rx.commit().await {
+        Ok(s) => s,
+        Err(e) => {
+            let resume = pool
+                .receives()
+                .iter()
+                .find(|s| s.spec.volume == volume)
+                .map(token_of);
+            return Err(ReceiveError {
+                error: e.into(),
+                resume,
+            });
+        }
+    };
+    tracing::info!(volume = %volume, snapshot = %snapshot.name, records,
+        "replication receive committed");
+    Ok(ReceiveSummary {
+        volume,
+        snapshot,
+        kind,
+        resumed_from,
+        bytes,
+        records,
+    })
+}
+
+/// A stream received to its END and staged, not committed: the handle commits it (alone,
+/// or with other members of a consistency group through
+/// [`Pool::receive_commit_group`](crate::Pool::receive_commit_group)).
+pub struct StagedReceive {
+    /// The replica volume.
+    pub volume: String,
+    /// The staged receive, its progress saved at the stream's end: dropping the handle
+    /// leaves it staged (listed by [`pending_receives`], resumable from its token).
+    pub receive: Receive,
+    /// Full, increment or clone.
+    pub kind: StreamKind,
+    /// Chunk index the transfer started at.
+    pub resumed_from: u64,
+    /// Stream bytes read.
+    pub bytes: u64,
+    /// Records applied.
+    pub records: u64,
+}
+
+/// Receives one stream from `r` into `pool` like [`receive`] but stops before the commit:
+/// the whole stream is staged and its progress saved (a restart lists it with a token at
+/// its end), and nothing of it is visible until the returned handle commits. A replicated
+/// consistency group stages every member this way, then commits them in one journal block.
+pub async fn receive_staged<R>(
+    pool: &Pool,
+    req: &ReceiveRequest,
+    r: R,
+    progress: &StreamProgress,
+) -> Result<StagedReceive, ReceiveError>
+where
+    R: AsyncRead + Unpin + Send,
+{
+    receive_to_end(pool, req, r, progress, true).await
+}
+
+/// [`receive_staged`]'s work; `save_at_end`: make the end of the stream the durable resume
+/// point (a commit right after needs no such save).
+async fn receive_to_end<R>(
+    pool: &Pool,
+    req: &ReceiveRequest,
+    mut r: R,
+    progress: &StreamProgress,
+    save_at_end: bool,
+) -> Result<StagedReceive, ReceiveError>
 where
     R: AsyncRead + Unpin + Send,
 {
@@ -309,27 +393,29 @@ where
     );
     match apply(&mut rx, &mut r, &mut dec, held, progress).await {
         Ok(records) => {
-            // A refused commit changes nothing and keeps the staging: resumable (the
-            // whole stream is staged, so the token's index is the end).
-            let snapshot = match rx.commit().await {
-                Ok(s) => s,
-                Err(e) => {
-                    let resume = pool
-                        .receives()
-                        .iter()
-                        .find(|s| s.spec.volume == volume)
-                        .map(token_of);
-                    return Err(ReceiveError {
-                        error: e.into(),
-                        resume,
-                    });
-                }
+            // Durable resume point at the end: after a restart, the sender resumes with
+            // a token that sends nothing but the END trailer again.
+            let saved = if save_at_end {
+                rx.save_progress().await
+            } else {
+                Ok(())
             };
-            tracing::info!(stream = %h.stream_id, volume = %volume, snapshot = %snapshot.name,
-                records, "replication receive committed");
-            Ok(ReceiveSummary {
+            if let Err(e) = saved {
+                let resume = pool
+                    .receives()
+                    .iter()
+                    .find(|s| s.spec.volume == volume)
+                    .map(token_of);
+                return Err(ReceiveError {
+                    error: e.into(),
+                    resume,
+                });
+            }
+            tracing::info!(stream = %h.stream_id, volume = %volume, records,
+                "replication receive staged to its end");
+            Ok(StagedReceive {
                 volume,
-                snapshot,
+                receive: rx,
                 kind: h.kind,
                 resumed_from,
                 bytes: dec.offset(),

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::config::LimitsCfg;
 use crate::ha::status::HaControl;
 use crate::lunmgr::state::ChapRecord;
-use crate::lunmgr::state::{ReplicaRecord, ReplicaRole};
+use crate::lunmgr::state::{GroupMember, ReplicaRecord, ReplicaRole};
 use crate::lunmgr::{LunManager, MgrError, ObjectKind};
 use crate::replica::service::Replication;
 use crate::secret::Secret;
@@ -407,6 +407,38 @@ fn encode_or<T: Serialize>(r: anyhow::Result<T>) -> Response {
     }
 }
 
+/// A group relationship's `map` (`member=remote`) as members; checks that a relationship
+/// names one LUN or one group, not both or neither.
+fn replica_map(c: &proto::ReplicaCreate) -> anyhow::Result<Vec<GroupMember>> {
+    match (&c.group, c.volume.is_empty()) {
+        (Some(_), false) => anyhow::bail!("give --volume or --group, not both"),
+        (None, true) => {
+            anyhow::bail!("give the LUN to replicate (--volume) or a consistency group (--group)")
+        }
+        (None, false) if !c.map.is_empty() => {
+            anyhow::bail!(
+                "--map renames a consistency group's members: use --remote-volume for one LUN"
+            )
+        }
+        (Some(_), true) if c.remote_volume.is_some() => {
+            anyhow::bail!("--remote-volume names one LUN's replica: map a group's members with --map MEMBER=REMOTE")
+        }
+        _ => {}
+    }
+    c.map
+        .iter()
+        .map(|m| {
+            let (v, r) = m
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--map {m:?}: expected MEMBER=REMOTE-VOLUME"))?;
+            Ok(GroupMember {
+                volume: v.to_string(),
+                remote_volume: r.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Executes a `replica.*` relationship request on the replication service.
 pub async fn dispatch_replication(repl: Option<Arc<Replication>>, req: Request) -> Response {
     tracing::debug!(?req, "admin request");
@@ -418,6 +450,10 @@ pub async fn dispatch_replication(repl: Option<Arc<Replication>>, req: Request) 
     };
     match req {
         Request::ReplicaCreate(c) => {
+            let members = match replica_map(&c) {
+                Ok(m) => m,
+                Err(e) => return anyhow_err(e),
+            };
             let rec = ReplicaRecord {
                 remote_volume: c.remote_volume.unwrap_or_else(|| c.volume.clone()),
                 name: c.name,
@@ -433,6 +469,8 @@ pub async fn dispatch_replication(repl: Option<Arc<Replication>>, req: Request) 
                 created_unix: crate::lunmgr::now_unix_secs(),
                 replicated_as_of_ms: None,
                 last_transfer: None,
+                group: c.group,
+                members,
             };
             encode_or(repl.create(rec).await)
         }

@@ -545,8 +545,17 @@ pub struct Response {
 pub struct ReplicaCreate {
     /// Relationship name (the same on both sides).
     pub name: String,
-    /// The source LUN (volume).
+    /// The source LUN (volume); empty with `group`.
+    #[serde(default)]
     pub volume: String,
+    /// Replicate this consistency group instead of one LUN (decision 0027): every member
+    /// at one group instant per cycle, committed together on the peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// With `group`: `member=remote-volume` pairs for members that replicate into another
+    /// name than their own on the peer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub map: Vec<String>,
     /// The peer (`replication.peers[].name`).
     pub peer: String,
     /// The replica volume on the peer (default: the same name).

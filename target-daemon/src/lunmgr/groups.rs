@@ -152,6 +152,20 @@ impl LunManager {
     pub async fn cg_delete(&self, name: &str) -> MgrResult<()> {
         let mut st = self.lock().await;
         group_rec(&st, name)?;
+        // A relationship replicating the group names it and its members.
+        if let Some(r) = st.replicas.values().find(|r| {
+            r.role != super::state::ReplicaRole::Replica
+                && !r.members.is_empty()
+                && r.group.as_deref() == Some(name)
+        }) {
+            return Err(invalid(
+                name,
+                format!(
+                    "replication relationship {} replicates it: delete the relationship first",
+                    r.name
+                ),
+            ));
+        }
         st.consistency_groups.remove(name);
         self.save(&st)?;
         tracing::info!(group = name, "consistency group deleted");
@@ -264,5 +278,84 @@ mod tests {
         m.lun_delete("log", false, true)
             .await
             .expect("delete member");
+    }
+
+    #[tokio::test]
+    async fn a_group_relationship_takes_the_members_and_their_mapped_names() {
+        use crate::lunmgr::state::{GroupMember, ReplicaRecord, ReplicaRole};
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = mgr(dir.path()).await;
+        for l in ["data", "log", "other"] {
+            lun(&m, l).await;
+        }
+        m.cg_create("db", &["data".into(), "log".into()])
+            .await
+            .expect("create");
+        let rec =
+            |name: &str, volume: &str, group: Option<&str>, map: &[(&str, &str)]| ReplicaRecord {
+                name: name.into(),
+                role: ReplicaRole::Source,
+                volume: volume.into(),
+                pool: String::new(),
+                peer: "site-b".into(),
+                remote_volume: volume.into(),
+                every_secs: 60,
+                keep_local: 2,
+                keep_remote: 2,
+                bandwidth: None,
+                paused: false,
+                created_unix: 0,
+                replicated_as_of_ms: None,
+                last_transfer: None,
+                group: group.map(str::to_string),
+                members: map
+                    .iter()
+                    .map(|(v, r)| GroupMember {
+                        volume: (*v).into(),
+                        remote_volume: (*r).into(),
+                    })
+                    .collect(),
+            };
+        let e = m
+            .replica_create(rec("g", "", Some("db"), &[("other", "x")]))
+            .await
+            .expect_err("map of a non-member");
+        assert!(e.to_string().contains("not a member"), "{e}");
+        let e = m
+            .replica_create(rec("g", "", Some("db"), &[("log", "data")]))
+            .await
+            .expect_err("two members into one volume");
+        assert!(e.to_string().contains("same remote volume"), "{e}");
+        let g = m
+            .replica_create(rec("g", "", Some("db"), &[("log", "log-dr")]))
+            .await
+            .expect("group relationship");
+        assert_eq!(g.volume, "db");
+        assert_eq!(
+            g.members,
+            vec![
+                GroupMember {
+                    volume: "data".into(),
+                    remote_volume: "data".into()
+                },
+                GroupMember {
+                    volume: "log".into(),
+                    remote_volume: "log-dr".into()
+                },
+            ]
+        );
+        // A member is in no other relationship; the group stays while replicated.
+        let e = m
+            .replica_create(rec("r2", "log", None, &[]))
+            .await
+            .expect_err("member twice");
+        assert!(e.to_string().contains("relationship \"g\""), "{e}");
+        let e = m.cg_delete("db").await.expect_err("replicated group");
+        assert!(e.to_string().contains("relationship g"), "{e}");
+        m.replica_create(rec("r3", "other", None, &[]))
+            .await
+            .expect("a LUN outside the group");
+        m.replica_delete("g").await.expect("delete");
+        m.cg_delete("db").await.expect("the group can go now");
     }
 }

@@ -10,7 +10,7 @@
 
 use storage_core::Pool;
 
-use super::state::{ReplicaRecord, ReplicaRole, State};
+use super::state::{GroupMember, ReplicaRecord, ReplicaRole, State};
 use super::{check_name, lun_rec, mappings_of, LunManager, MgrError, MgrResult, ObjectKind};
 
 /// Longest schedule interval (a week).
@@ -62,7 +62,10 @@ pub(crate) fn check_set(
             ),
         ));
     }
-    if let (true, Some(r)) = (rename, st.replicas.values().find(|r| r.volume == name)) {
+    if let (true, Some(r)) = (
+        rename,
+        st.replicas.values().find(|r| r.volumes().contains(&name)),
+    ) {
         return Err(invalid(
             "rename",
             name,
@@ -87,16 +90,24 @@ impl LunManager {
                 name: rec.name,
             });
         }
-        let lun = lun_rec(&st, &rec.volume)?;
-        rec.pool = self.pool_name_of(lun);
-        if let Some(other) = st.replicas.values().find(|r| r.volume == rec.volume) {
-            return Err(invalid(
-                "volume",
-                &rec.volume,
-                &format!("it is already in relationship {:?}", other.name),
-            ));
+        match rec.group.clone() {
+            Some(g) => group_members(&st, &mut rec, &g)?,
+            None => {
+                let lun = lun_rec(&st, &rec.volume)?;
+                rec.pool = self.pool_name_of(lun);
+                rec.members.clear();
+                check_name(ObjectKind::Lun, &rec.remote_volume)?;
+            }
         }
-        check_name(ObjectKind::Lun, &rec.remote_volume)?;
+        for v in rec.volumes() {
+            if let Some(other) = st.replicas.values().find(|r| r.volumes().contains(&v)) {
+                return Err(invalid(
+                    "volume",
+                    v,
+                    &format!("it is already in relationship {:?}", other.name),
+                ));
+            }
+        }
         crate::config::check_peer_name(&rec.peer).map_err(|m| invalid("peer", &rec.peer, &m))?;
         if rec.every_secs == 0 || rec.every_secs > MAX_EVERY_SECS {
             return Err(invalid("schedule", rec.every_secs, "must be 1s to 7 days"));
@@ -148,12 +159,26 @@ impl LunManager {
 
     /// Deletes relationship `name` (volumes and snapshots stay; a replica LUN stays
     /// write-protected until `lun set --read-only false`).
+    /// On the replica side, `name` may be a consistency group's relationship: every
+    /// member's record goes (the first is returned).
     pub async fn replica_delete(&self, name: &str) -> MgrResult<ReplicaRecord> {
         let mut st = self.lock().await;
-        let r = st.replicas.remove(name).ok_or_else(|| not_found(name))?;
+        let mut out = None;
+        for n in targets(&st, name)? {
+            if let Some(r) = st.replicas.remove(&n) {
+                out.get_or_insert(r);
+            }
+        }
+        let r = out.ok_or_else(|| not_found(name))?;
         self.save(&st)?;
         tracing::info!(relationship = %name, "replication relationship deleted");
         Ok(r)
+    }
+
+    /// The replica-side records of group relationship `name` (one per member volume).
+    pub async fn replica_group_members(&self, name: &str) -> Vec<ReplicaRecord> {
+        let st = self.lock().await;
+        group_member_records(&st, name).cloned().collect()
     }
 
     /// The replica side records a relationship a peer replicates into `volume` (first
@@ -195,7 +220,11 @@ impl LunManager {
             }
             return Ok(());
         }
-        if let Some(other) = st.replicas.values().find(|r| r.volume == rec.volume) {
+        if let Some(other) = st
+            .replicas
+            .values()
+            .find(|r| r.volumes().contains(&rec.volume.as_str()))
+        {
             return Err(invalid(
                 "volume",
                 &rec.volume,
@@ -211,9 +240,22 @@ impl LunManager {
     /// Promotes the replica of relationship `name`: it stops receiving and its LUN
     /// becomes writable (disaster recovery). Its snapshots stay: `reverse` later finds the
     /// newest one the old source still has.
+    ///
+    /// On the replica side of a consistency group's relationship, `name` is the group's
+    /// relationship and every member is promoted (they hold the same group instant: the
+    /// members' receives are committed together); the first member's record is returned.
     pub async fn replica_promote(&self, name: &str) -> MgrResult<ReplicaRecord> {
         let mut st = self.lock().await;
-        let r = rel(&st, name)?.clone();
+        let mut first = None;
+        for n in targets(&st, name)? {
+            let r = self.promote_locked(&mut st, &n).await?;
+            first.get_or_insert(r);
+        }
+        first.ok_or_else(|| not_found(name))
+    }
+
+    async fn promote_locked(&self, st: &mut State, name: &str) -> MgrResult<ReplicaRecord> {
+        let r = rel(st, name)?.clone();
         if r.role != ReplicaRole::Replica {
             return Err(invalid(
                 "relationship",
@@ -224,18 +266,18 @@ impl LunManager {
                 ),
             ));
         }
-        let (_, pool) = self.lun_pool(&st, &r.volume)?;
+        let (_, pool) = self.lun_pool(st, &r.volume)?;
         if stream_pending(&pool, &r.volume) {
             tracing::warn!(relationship = %name, volume = %r.volume, "promoting with an interrupted transfer staged: it is dropped (the replica keeps its last complete snapshot)");
             let _ = storage_core::stream::abort_pending(&pool, &r.volume).await;
         }
-        self.set_read_only_locked(&mut st, &r.volume, false)?;
+        self.set_read_only_locked(st, &r.volume, false)?;
         let out = {
             let rec = st.replicas.get_mut(name).ok_or_else(|| not_found(name))?;
             rec.role = ReplicaRole::Promoted;
             rec.clone()
         };
-        self.save(&st)?;
+        self.save(st)?;
         tracing::info!(relationship = %name, volume = %r.volume, "replica promoted: writable");
         Ok(out)
     }
@@ -308,6 +350,77 @@ impl LunManager {
         let pool = self.pool_named(&name)?;
         Ok((name, pool))
     }
+}
+
+/// Fills `rec` (a source relationship of consistency group `g`) with the group's members
+/// and their remote volumes (the member's name unless `rec.members` maps it), and the
+/// group's pool.
+fn group_members(st: &State, rec: &mut ReplicaRecord, g: &str) -> MgrResult<()> {
+    let cg = super::groups::group_rec(st, g)?;
+    for m in &rec.members {
+        if !cg.members.contains(&m.volume) {
+            return Err(invalid(
+                "map",
+                format!("{}={}", m.volume, m.remote_volume),
+                &format!("{} is not a member of consistency group {g}", m.volume),
+            ));
+        }
+    }
+    let mut members = Vec::with_capacity(cg.members.len());
+    let mut remotes = std::collections::BTreeSet::new();
+    for v in &cg.members {
+        let remote = rec
+            .members
+            .iter()
+            .find(|m| &m.volume == v)
+            .map_or_else(|| v.clone(), |m| m.remote_volume.clone());
+        check_name(ObjectKind::Lun, &remote)?;
+        check_name(
+            ObjectKind::Relationship,
+            &ReplicaRecord::member_name(&rec.name, &remote),
+        )?;
+        if !remotes.insert(remote.clone()) {
+            return Err(invalid(
+                "map",
+                &remote,
+                "two members would replicate into the same remote volume",
+            ));
+        }
+        members.push(GroupMember {
+            volume: v.clone(),
+            remote_volume: remote,
+        });
+    }
+    rec.pool = cg.pool.clone();
+    rec.volume = g.to_string();
+    rec.remote_volume = g.to_string();
+    rec.members = members;
+    Ok(())
+}
+
+/// The replica-side member records of group relationship `name`.
+fn group_member_records<'a>(
+    st: &'a State,
+    name: &'a str,
+) -> impl Iterator<Item = &'a ReplicaRecord> + 'a {
+    st.replicas
+        .values()
+        .filter(move |r| r.role != ReplicaRole::Source && r.group.as_deref() == Some(name))
+}
+
+/// The records an operation on relationship `name` acts on: its own, or on the replica
+/// side of a group relationship, its members'.
+fn targets(st: &State, name: &str) -> MgrResult<Vec<String>> {
+    if st.replicas.contains_key(name) {
+        return Ok(vec![name.to_string()]);
+    }
+    let members: Vec<String> = group_member_records(st, name)
+        .map(|r| r.name.clone())
+        .collect();
+    if members.is_empty() {
+        return Err(not_found(name));
+    }
+    Ok(members)
 }
 
 fn stream_pending(pool: &Pool, volume: &str) -> bool {

@@ -257,6 +257,56 @@ impl LunManager {
         })
     }
 
+    /// Receives one stream like [`LunManager::replica_receive`] but stages it without a
+    /// commit (a member of a replicated consistency group): nothing of it is visible until
+    /// [`LunManager::replica_commit_group`] commits it with the other members. Returns the
+    /// pool's name and the staged receive.
+    pub async fn replica_receive_staged<R>(
+        &self,
+        volume: &str,
+        origins: Option<Vec<String>>,
+        r: R,
+        progress: &StreamProgress,
+    ) -> MgrResult<(String, stream::StagedReceive)>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        super::check_name(ObjectKind::Lun, volume)?;
+        let (pool_name, p) = self.replica_pool(volume).await?;
+        self.replica_receive_guard(&pool_name, volume).await?;
+        let req = ReceiveRequest {
+            volume: Some(volume.to_string()),
+            origins,
+        };
+        let staged = stream::receive_staged(&p, &req, r, progress).await?;
+        Ok((pool_name, staged))
+    }
+
+    /// Commits the staged receives of a replicated consistency group's members in pool
+    /// `pool_name` at once (`Pool::receive_commit_group`: one journal block, all or none;
+    /// on an error every staging stays for a resume). Volumes a full or clone stream
+    /// created become write-protected unmapped LUNs. Returns the snapshots, in order.
+    pub async fn replica_commit_group(
+        &self,
+        pool_name: &str,
+        receives: Vec<storage_core::Receive>,
+    ) -> MgrResult<Vec<storage_core::SnapshotInfo>> {
+        let p = self.pool_named(pool_name)?;
+        let volumes: Vec<String> = receives.iter().map(|r| r.spec().volume.clone()).collect();
+        for v in &volumes {
+            self.replica_receive_guard(pool_name, v).await?;
+        }
+        let snaps = p
+            .receive_commit_group(receives)
+            .await
+            .map_err(self.in_pool(pool_name))?;
+        for v in &volumes {
+            self.replica_received(pool_name, &p, v).await?;
+        }
+        tracing::info!(pool = %pool_name, volumes = ?volumes, "replicated group committed");
+        Ok(snaps)
+    }
+
     /// Interrupted receives of `pool` (every open pool when `None`), with resume tokens.
     pub fn replica_receive_status(&self, pool: Option<&str>) -> MgrResult<Vec<PendingReceiveView>> {
         let pools = match pool {

@@ -225,6 +225,42 @@ pub struct ReplicaRecord {
     /// The last completed transfer.
     #[serde(default)]
     pub last_transfer: Option<TransferRecord>,
+    /// A consistency group's relationship (decision 0027). On the source: the consistency
+    /// group replicated (`volume` names it too) and `members` its LUNs. On the replica
+    /// side: the source's relationship name, on each member's record (one record per
+    /// member volume, named `<relationship>.<remote volume>`), so that `promote` and
+    /// `delete` of the relationship act on every member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The source side of a group relationship: each member LUN and its volume on the peer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<GroupMember>,
+}
+
+/// A member of a replicated consistency group: the LUN here and its replica on the peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// The member LUN on this side.
+    pub volume: String,
+    /// Its replica volume on the peer.
+    pub remote_volume: String,
+}
+
+impl ReplicaRecord {
+    /// The name the replica side records member `remote_volume` of group relationship
+    /// `relationship` under (one record per member there).
+    pub fn member_name(relationship: &str, remote_volume: &str) -> String {
+        format!("{relationship}.{remote_volume}")
+    }
+
+    /// The LUNs of this side the relationship replicates: its volume, or a group's members.
+    pub fn volumes(&self) -> Vec<&str> {
+        if self.members.is_empty() {
+            vec![self.volume.as_str()]
+        } else {
+            self.members.iter().map(|m| m.volume.as_str()).collect()
+        }
+    }
 }
 
 /// What the last completed transfer moved.

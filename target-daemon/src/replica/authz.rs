@@ -158,26 +158,30 @@ impl Authz {
             .is_some_and(|g| g.volumes.iter().any(|p| matches(p, volume)))
     }
 
-    /// Checks the volume a request names; a refusal is logged and counted.
+    /// Checks the volumes a request names (one, or a group commit's members); a refusal
+    /// is logged and counted.
     pub fn check(&self, peer: &str, req: &Request) -> Result<(), Refusal> {
-        let (op, volume) = match req {
-            Request::Status { volume, .. } => ("status", volume),
-            Request::Receive { volume, .. } => ("receive", volume),
-            Request::Prune { volume, .. } => ("prune", volume),
-            Request::Demote { volume, .. } => ("demote", volume),
+        let (op, volumes): (&str, Vec<&String>) = match req {
+            Request::Status { volume, .. } => ("status", vec![volume]),
+            Request::Receive { volume, .. } => ("receive", vec![volume]),
+            Request::Prune { volume, .. } => ("prune", vec![volume]),
+            Request::Demote { volume, .. } => ("demote", vec![volume]),
+            Request::CommitGroup { members, .. } => {
+                ("commit_group", members.iter().map(|m| &m.volume).collect())
+            }
         };
-        if self.may_use(peer, volume) {
-            return Ok(());
+        match volumes.into_iter().find(|v| !self.may_use(peer, v)) {
+            None => Ok(()),
+            Some(volume) => Err(refuse(
+                peer,
+                "volume",
+                "forbidden",
+                format!(
+                    "peer {peer} may not replicate into volume {volume} (the {op} request is \
+                     refused: replication.peers[{peer}].volumes on this lunard does not list it)"
+                ),
+            )),
         }
-        Err(refuse(
-            peer,
-            "volume",
-            "forbidden",
-            format!(
-                "peer {peer} may not replicate into volume {volume} (the {op} request is \
-                 refused: replication.peers[{peer}].volumes on this lunard does not list it)"
-            ),
-        ))
     }
 
     /// The space limit of `peer`, if any.
@@ -532,6 +536,25 @@ mod tests {
         assert!(authz(Some(vec![]), None)
             .check("site-a", &status("db"))
             .is_err());
+        // A group commit is refused when any one member is not granted.
+        let commit = |vols: &[&str]| Request::CommitGroup {
+            version: 2,
+            relationship: "g".into(),
+            members: vols
+                .iter()
+                .map(|v| super::super::link::GroupCommitMember {
+                    relationship: format!("g.{v}"),
+                    volume: (*v).into(),
+                    snapshot_uuid: uuid::Uuid::nil(),
+                })
+                .collect(),
+            as_of_ms: 0,
+        };
+        assert!(a.check("site-a", &commit(&["prod-1", "db"])).is_ok());
+        let e = a
+            .check("site-a", &commit(&["prod-1", "secret", "db"]))
+            .unwrap_err();
+        assert!(e.message.contains("volume secret"), "{}", e.message);
         let demote = Request::Demote {
             version: 1,
             relationship: "r".into(),

@@ -11,8 +11,17 @@
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Version of this protocol; a peer with another is refused with both named.
+/// Version of this protocol a single-LUN relationship speaks (every lunard since the
+/// link exists understands it).
 pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the requests of a consistency group's relationship: a `Receive` with
+/// `stage_only` and the `CommitGroup` request. A peer that does not know them (it accepts
+/// only version 1) refuses every request of such a relationship with both versions named,
+/// rather than committing a member alone.
+pub const GROUP_PROTOCOL_VERSION: u32 = 2;
+/// The versions this lunard answers.
+pub const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> =
+    PROTOCOL_VERSION..=GROUP_PROTOCOL_VERSION;
 /// Longest request or reply line.
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -54,6 +63,27 @@ pub enum Request {
         /// Unix epoch: the replica side's data is as of then (its lag).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         as_of_ms: Option<u64>,
+        /// Stage the stream to its end without committing it: a member of consistency
+        /// group relationship `group`, committed with the others by `CommitGroup`
+        /// (version [`GROUP_PROTOCOL_VERSION`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stage_only: bool,
+        /// The group relationship this member belongs to (recorded on the member's record
+        /// on the replica side).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+    },
+    /// Commit the staged receives of every member of group relationship `relationship`
+    /// at once (one journal block: all members move to the new group snapshot, or none).
+    CommitGroup {
+        /// Protocol version of the caller (at least [`GROUP_PROTOCOL_VERSION`]).
+        version: u32,
+        /// The group relationship.
+        relationship: String,
+        /// Every member: its record, its volume here, the snapshot staged into it.
+        members: Vec<GroupCommitMember>,
+        /// When the source took the group snapshot (ms since the epoch).
+        as_of_ms: u64,
     },
     /// Retention on the replica side: delete `repl-` snapshots of `volume` beyond `keep`,
     /// never the one with uuid `common`.
@@ -96,9 +126,33 @@ impl Request {
             Request::Status { version, .. }
             | Request::Receive { version, .. }
             | Request::Prune { version, .. }
+            | Request::CommitGroup { version, .. }
             | Request::Demote { version, .. } => *version,
         }
     }
+
+    /// The oldest version that can carry this request: a group's requests need
+    /// [`GROUP_PROTOCOL_VERSION`].
+    pub fn needs_version(&self) -> u32 {
+        match self {
+            Request::Receive {
+                stage_only: true, ..
+            }
+            | Request::CommitGroup { .. } => GROUP_PROTOCOL_VERSION,
+            _ => PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// One member of a `CommitGroup` request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupCommitMember {
+    /// The member's relationship record on the answering side.
+    pub relationship: String,
+    /// The member's volume on the answering side.
+    pub volume: String,
+    /// The source snapshot staged into it (its uuid).
+    pub snapshot_uuid: uuid::Uuid,
 }
 
 /// A snapshot as the peer reports it.
@@ -167,6 +221,11 @@ pub enum Reply {
     },
     /// `Demote` done.
     Demoted,
+    /// `CommitGroup` done: every member's new snapshot is visible.
+    CommittedGroup {
+        /// The snapshot that appeared on each member (the same name on all).
+        snapshots: Vec<String>,
+    },
     /// Refused or failed.
     Error {
         /// Stable kind (`not_found`, `invalid`, `busy`, `protocol`, ...).

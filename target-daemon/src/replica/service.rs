@@ -23,7 +23,8 @@ use super::bandwidth::Throttled;
 use super::base;
 use super::identity::{load_cert, Fingerprint, Identity};
 use super::link::{
-    read_line, write_line, Keep, Located, Reply, Request, SnapEntry, PROTOCOL_VERSION,
+    read_line, write_line, GroupCommitMember, Keep, Located, Reply, Request, SnapEntry,
+    GROUP_PROTOCOL_VERSION, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
 };
 use super::listener::{self, connect, ClientConn, Handler, ListenerCfg, ServerConn};
 use super::progress::{LiveTransfer, TransferProgress};
@@ -31,7 +32,7 @@ use super::retention::{newest_common, snapshot_name, to_delete, Snap};
 use super::schedule::{Action, Phase, Schedule, Transfer};
 use super::tls::{client_config, server_config, PeerSet};
 use crate::config::ReplicationCfg;
-use crate::lunmgr::state::{ReplicaRecord, ReplicaRole, TransferRecord};
+use crate::lunmgr::state::{GroupMember, ReplicaRecord, ReplicaRole, TransferRecord};
 use crate::lunmgr::{LunManager, MgrError};
 
 /// A trusted peer.
@@ -80,6 +81,27 @@ pub struct Replication {
     /// The relationships this side receives (their lag at scrape time: the metrics callback
     /// cannot wait for the LUN manager's lock). Refreshed when one changes.
     replica_side: Mutex<Vec<ReplicaRecord>>,
+    /// Group members' receives staged to their stream's END, by volume, waiting for their
+    /// group's `CommitGroup`. Kept in memory only: after a restart the pool still lists
+    /// them (with a token at the end) but none counts as complete until the sender
+    /// resumes it, which re-reads its END trailer (and costs nothing else).
+    staged: Mutex<BTreeMap<String, StagedMember>>,
+}
+
+/// A group member's receive staged to its end on this side.
+struct StagedMember {
+    /// The member's relationship record here.
+    relationship: String,
+    /// Its pool.
+    pool: String,
+    /// The source snapshot staged.
+    snapshot_uuid: uuid::Uuid,
+    /// Stream bytes, kind and duration (the member's `last_transfer` once committed).
+    bytes: u64,
+    kind: String,
+    duration_ms: u64,
+    /// The handle the group commit consumes.
+    receive: storage_core::Receive,
 }
 
 fn now_ms() -> u64 {
@@ -135,6 +157,7 @@ impl Replication {
             running: Mutex::new(BTreeMap::new()),
             progress: Mutex::new(BTreeMap::new()),
             replica_side: Mutex::new(Vec::new()),
+            staged: Mutex::new(BTreeMap::new()),
         });
         for w in cfg.warnings() {
             tracing::warn!("{w}");
@@ -359,7 +382,7 @@ impl Replication {
             .ask(
                 &rec.peer,
                 &Request::Status {
-                    version: PROTOCOL_VERSION,
+                    version: version_for(rec),
                     relationship: name.into(),
                     volume: rec.remote_volume.clone(),
                     origin,
@@ -386,6 +409,9 @@ impl Replication {
     /// One cycle of source relationship `name`.
     async fn cycle(&self, name: &str) -> anyhow::Result<Transfer> {
         let rec = self.mgr.replica_record(name).await?;
+        if !rec.members.is_empty() {
+            return self.cycle_group(name, rec).await;
+        }
         let (_, pool) = self.mgr.replica_pool(&rec.volume).await?;
         let origin = base::clone_origin(&pool, &rec.volume);
         let PeerStatus {
@@ -455,6 +481,294 @@ impl Replication {
                 (n, from, None, taken_ms)
             }
         };
+        let out = self
+            .send_one(name, &rec, &snap, from, token, as_of_ms, common.is_none())
+            .await?;
+        let (to_uuid, duration) = (out.to_uuid, out.duration);
+        let plan_kind = out.kind.clone();
+        let sent = &out;
+        tracing::debug!(relationship = %name, received = out.received, "peer confirmed the transfer");
+        let t = Transfer {
+            snapshot_unix_ms: as_of_ms,
+            bytes: sent.bytes,
+            duration_ms: duration.as_millis() as u64,
+        };
+        self.mgr
+            .replica_update(name, |r| {
+                r.replicated_as_of_ms =
+                    Some(t.snapshot_unix_ms.max(r.replicated_as_of_ms.unwrap_or(0)));
+                r.last_transfer = Some(TransferRecord {
+                    snapshot: snap.clone(),
+                    bytes: sent.bytes,
+                    duration_ms: t.duration_ms,
+                    finished_unix: now_ms() / 1000,
+                    kind: plan_kind.clone(),
+                });
+            })
+            .await?;
+        tracing::info!(relationship = %name, snapshot = %snap, bytes = sent.bytes, ?duration, "replication transfer done");
+        // Retention, here then there; failures are logged and retried next cycle.
+        if let Err(e) = self.prune_local(&rec, to_uuid).await {
+            tracing::warn!(relationship = %name, error = %format!("{e:#}"), "local retention failed");
+        }
+        if let Err(e) = self
+            .ask(
+                &rec.peer,
+                &Request::Prune {
+                    version: PROTOCOL_VERSION,
+                    relationship: name.into(),
+                    volume: rec.remote_volume.clone(),
+                    keep: rec.keep_remote,
+                    common: to_uuid,
+                    also_keep: base::clone_origins_of(&pool, &rec.volume)
+                        .into_iter()
+                        .map(|(_, u)| u)
+                        .collect(),
+                },
+            )
+            .await
+        {
+            tracing::warn!(relationship = %name, error = %format!("{e:#}"), "remote retention failed");
+        }
+        Ok(t)
+    }
+
+    /// One cycle of a consistency group's relationship `name` (decision 0027): one group
+    /// snapshot of every member at one instant (or, when the peer holds staged receives of
+    /// an earlier cycle's group snapshot that did not commit, that snapshot again); every
+    /// member's stream sent on its own connection and staged on the peer without a commit;
+    /// then one `CommitGroup` request that makes every member's snapshot visible in one
+    /// journal block there. A failure anywhere before the commit leaves every member at
+    /// the previous common snapshot on the peer; the next cycle resumes the staged ones.
+    async fn cycle_group(&self, name: &str, rec: ReplicaRecord) -> anyhow::Result<Transfer> {
+        let views: Vec<ReplicaRecord> = rec.members.iter().map(|m| member_view(&rec, m)).collect();
+        let (_, pool) = self.mgr.replica_pool(&views[0].volume).await?;
+        // What the peer holds of every member.
+        let mut members = Vec::with_capacity(views.len());
+        for v in &views {
+            let origin = base::clone_origin(&pool, &v.volume);
+            let status = self
+                .peer_status(&v.name, v, origin.as_ref().map(|o| o.uuid))
+                .await
+                .with_context(|| format!("member {}", v.volume))?;
+            let local: Vec<(String, uuid::Uuid)> = pool
+                .snapshots(Some(&v.volume))
+                .into_iter()
+                .map(|s| (s.name, s.uuid))
+                .collect();
+            let token = status
+                .resume_token
+                .as_deref()
+                .and_then(|t| t.parse::<ResumeToken>().ok())
+                .and_then(|t| base::resumed(&t, &local, origin.as_ref()));
+            members.push((origin, status, local, token));
+        }
+        // Resume the group snapshot an earlier cycle staged if every member still has it
+        // here; otherwise take a new one.
+        let resumable = members.iter().find_map(|(_, _, _, t)| {
+            t.as_ref().map(|(snap, _)| snap.clone()).filter(|snap| {
+                members
+                    .iter()
+                    .all(|(_, _, l, _)| l.iter().any(|(n, _)| n == snap))
+            })
+        });
+        let (snap, as_of_ms) = match resumable {
+            Some(snap) => {
+                let taken_ms = pool
+                    .snapshots(Some(&views[0].volume))
+                    .into_iter()
+                    .find(|s| s.name == snap)
+                    .map_or(0, |s| s.created_unix.saturating_mul(1000));
+                tracing::info!(relationship = %name, snapshot = %snap, "resuming the group snapshot staged on the peer");
+                (snap, taken_ms)
+            }
+            None => {
+                let taken: Vec<String> = members
+                    .iter()
+                    .flat_map(|(_, _, l, _)| l.iter().map(|(n, _)| n.clone()))
+                    .collect();
+                let n = snapshot_name(now_ms() / 1000, &taken);
+                let taken_ms = now_ms();
+                // One instant for every member (`Pool::snapshot_group`).
+                self.mgr.cg_snapshot(&rec.volume, &n).await?;
+                (n, taken_ms)
+            }
+        };
+        // Every member's stream, staged on the peer.
+        let mut commit = Vec::with_capacity(views.len());
+        let (mut bytes, mut kinds) = (0u64, Vec::new());
+        let t0 = Instant::now();
+        for (v, (origin, status, local, token)) in views.iter().zip(&members) {
+            let remote: Vec<uuid::Uuid> = status.snapshots.iter().map(|s| s.uuid).collect();
+            let common = newest_common(local, &remote);
+            let (from, token) = match token {
+                Some((s, from)) if *s == snap => (from.clone(), status.resume_token.clone()),
+                _ => {
+                    if status.resume_token.is_some() {
+                        bail!(
+                            "{}@{} holds an interrupted transfer of another snapshot than the group's {snap}: abort it there (lunarctl replica receive-abort --volume {})",
+                            v.remote_volume, rec.peer, v.remote_volume
+                        );
+                    }
+                    if status.exists && common.is_none() {
+                        bail!(
+                            "{}@{} exists but shares no snapshot with {}: replicating into it would need a full copy over its data (delete it on the peer, or map the member to another remote volume)",
+                            v.remote_volume, rec.peer, v.volume
+                        );
+                    }
+                    let from = match &common {
+                        Some(c) => Some(c.0.clone()),
+                        None => base::first_base(origin.as_ref(), status.origin.as_ref())
+                            .ok()
+                            .map(|o| o.base_ref()),
+                    };
+                    (from, None)
+                }
+            };
+            let out = self
+                .send_one(name, v, &snap, from, token, as_of_ms, common.is_none())
+                .await
+                .with_context(|| format!("member {}", v.volume))?;
+            bytes += out.bytes;
+            kinds.push(out.kind.clone());
+            commit.push(GroupCommitMember {
+                relationship: v.name.clone(),
+                volume: v.remote_volume.clone(),
+                snapshot_uuid: out.to_uuid,
+            });
+        }
+        // All staged: one commit for all members there.
+        let (reply, _, _) = self
+            .ask(
+                &rec.peer,
+                &Request::CommitGroup {
+                    version: GROUP_PROTOCOL_VERSION,
+                    relationship: name.into(),
+                    members: commit.clone(),
+                    as_of_ms,
+                },
+            )
+            .await
+            .context("committing the group on the peer")?;
+        if !matches!(reply, Reply::CommittedGroup { .. }) {
+            bail!(
+                "peer {} answered the group commit with something else",
+                rec.peer
+            );
+        }
+        let duration = t0.elapsed();
+        let kind = if kinds.iter().all(|k| *k == kinds[0]) {
+            kinds[0].clone()
+        } else {
+            "mixed".to_string()
+        };
+        let t = Transfer {
+            snapshot_unix_ms: as_of_ms,
+            bytes,
+            duration_ms: duration.as_millis() as u64,
+        };
+        self.mgr
+            .replica_update(name, |r| {
+                r.replicated_as_of_ms =
+                    Some(t.snapshot_unix_ms.max(r.replicated_as_of_ms.unwrap_or(0)));
+                r.last_transfer = Some(TransferRecord {
+                    snapshot: snap.clone(),
+                    bytes,
+                    duration_ms: t.duration_ms,
+                    finished_unix: now_ms() / 1000,
+                    kind: kind.clone(),
+                });
+            })
+            .await?;
+        tracing::info!(relationship = %name, snapshot = %snap, members = views.len(), bytes, ?duration, "group replication committed");
+        // Retention: here a `repl-` snapshot goes only when it goes on every member; there
+        // each member keeps the same count from the same group snapshot.
+        if let Err(e) = self.prune_group_local(&rec, &commit).await {
+            tracing::warn!(relationship = %name, error = %format!("{e:#}"), "local retention failed");
+        }
+        for (v, c) in views.iter().zip(&commit) {
+            if let Err(e) = self
+                .ask(
+                    &rec.peer,
+                    &Request::Prune {
+                        version: GROUP_PROTOCOL_VERSION,
+                        relationship: v.name.clone(),
+                        volume: v.remote_volume.clone(),
+                        keep: rec.keep_remote,
+                        common: c.snapshot_uuid,
+                        also_keep: base::clone_origins_of(&pool, &v.volume)
+                            .into_iter()
+                            .map(|(_, u)| u)
+                            .collect(),
+                    },
+                )
+                .await
+            {
+                tracing::warn!(relationship = %name, member = %v.volume, error = %format!("{e:#}"), "remote retention failed");
+            }
+        }
+        Ok(t)
+    }
+
+    /// Local retention of a group relationship: the `repl-` snapshots each member would
+    /// delete beyond `keep_local` (never the newest common one), deleted only where every
+    /// member would delete that snapshot, so a group instant goes from all members or none.
+    async fn prune_group_local(
+        &self,
+        rec: &ReplicaRecord,
+        common: &[GroupCommitMember],
+    ) -> anyhow::Result<Vec<String>> {
+        let (_, pool) = self.mgr.replica_pool(&rec.members[0].volume).await?;
+        let mut doomed: Option<std::collections::BTreeSet<String>> = None;
+        for (m, c) in rec.members.iter().zip(common) {
+            let origins = base::clone_origins_of(&pool, &m.volume);
+            let snaps: Vec<Snap> = pool
+                .snapshots(Some(&m.volume))
+                .into_iter()
+                .map(|s| Snap {
+                    pinned: origins.iter().any(|(_, u)| *u == s.uuid),
+                    name: s.name,
+                    uuid: s.uuid,
+                })
+                .collect();
+            let mine: std::collections::BTreeSet<String> =
+                to_delete(&snaps, rec.keep_local, Some(c.snapshot_uuid))
+                    .into_iter()
+                    .collect();
+            doomed = Some(match doomed {
+                None => mine,
+                Some(d) => d.intersection(&mine).cloned().collect(),
+            });
+        }
+        let doomed = doomed.unwrap_or_default();
+        for n in &doomed {
+            for m in &rec.members {
+                if let Err(e) = self.mgr.snapshot_delete(&m.volume, n).await {
+                    tracing::info!(volume = %m.volume, snapshot = %n, error = %e, "retention kept a snapshot it could not delete");
+                }
+            }
+        }
+        Ok(doomed.into_iter().collect())
+    }
+
+    /// Sends `rec.volume@snap` (from `from`, resumed at `token`) to the peer's
+    /// `rec.remote_volume`, its progress shown under relationship `name`. `rec` is a
+    /// single LUN's relationship, or a member of a group's (`member_view`), whose stream
+    /// the peer stages without committing it. `common_none`: the volumes share no snapshot
+    /// (a clone's origin that cannot be the base is then sent in full).
+    #[allow(clippy::too_many_arguments)]
+    async fn send_one(
+        &self,
+        name: &str,
+        rec: &ReplicaRecord,
+        snap: &str,
+        from: Option<String>,
+        token: Option<String>,
+        as_of_ms: u64,
+        common_none: bool,
+    ) -> anyhow::Result<SentOne> {
+        let snap = snap.to_string();
+        let (_, pool) = self.mgr.replica_pool(&rec.volume).await?;
         let (prepared, plan) = match self
             .mgr
             .replica_prepare_send(&rec.volume, &snap, from.as_deref(), token.as_deref())
@@ -463,7 +777,7 @@ impl Replication {
             Ok(p) => p,
             // A clone's origin that is no ancestor after all (the origin volume renamed and
             // another took its name): the first transfer goes in full.
-            Err(e) if common.is_none() && token.is_none() && from.is_some() => {
+            Err(e) if common_none && token.is_none() && from.is_some() => {
                 tracing::warn!(relationship = %name, error = %e, "the clone's origin cannot be its base: sending in full");
                 self.mgr
                     .replica_prepare_send(&rec.volume, &snap, None, None)
@@ -483,8 +797,8 @@ impl Replication {
             .ask(
                 &rec.peer,
                 &Request::Receive {
-                    version: PROTOCOL_VERSION,
-                    relationship: name.into(),
+                    version: version_for(rec),
+                    relationship: rec.name.clone(),
                     volume: rec.remote_volume.clone(),
                     source_volume: rec.volume.clone(),
                     every_secs: rec.every_secs,
@@ -493,6 +807,8 @@ impl Replication {
                         replica: rec.keep_remote,
                     }),
                     as_of_ms: Some(as_of_ms),
+                    stage_only: rec.group.is_some(),
+                    group: rec.group.clone(),
                 },
             )
             .await?;
@@ -534,51 +850,13 @@ impl Replication {
             }
             _ => bail!("peer {} answered the stream with something else", rec.peer),
         };
-        let duration = t0.elapsed();
-        tracing::debug!(relationship = %name, received = bytes, "peer confirmed the transfer");
-        let t = Transfer {
-            snapshot_unix_ms: as_of_ms,
+        Ok(SentOne {
             bytes: sent.bytes,
-            duration_ms: duration.as_millis() as u64,
-        };
-        self.mgr
-            .replica_update(name, |r| {
-                r.replicated_as_of_ms =
-                    Some(t.snapshot_unix_ms.max(r.replicated_as_of_ms.unwrap_or(0)));
-                r.last_transfer = Some(TransferRecord {
-                    snapshot: snap.clone(),
-                    bytes: sent.bytes,
-                    duration_ms: t.duration_ms,
-                    finished_unix: now_ms() / 1000,
-                    kind: plan.kind.clone(),
-                });
-            })
-            .await?;
-        tracing::info!(relationship = %name, snapshot = %snap, bytes = sent.bytes, ?duration, "replication transfer done");
-        // Retention, here then there; failures are logged and retried next cycle.
-        if let Err(e) = self.prune_local(&rec, to_uuid).await {
-            tracing::warn!(relationship = %name, error = %format!("{e:#}"), "local retention failed");
-        }
-        if let Err(e) = self
-            .ask(
-                &rec.peer,
-                &Request::Prune {
-                    version: PROTOCOL_VERSION,
-                    relationship: name.into(),
-                    volume: rec.remote_volume.clone(),
-                    keep: rec.keep_remote,
-                    common: to_uuid,
-                    also_keep: base::clone_origins_of(&pool, &rec.volume)
-                        .into_iter()
-                        .map(|(_, u)| u)
-                        .collect(),
-                },
-            )
-            .await
-        {
-            tracing::warn!(relationship = %name, error = %format!("{e:#}"), "remote retention failed");
-        }
-        Ok(t)
+            received: bytes,
+            kind: plan.kind,
+            to_uuid,
+            duration: t0.elapsed(),
+        })
     }
 
     async fn prune_local(
@@ -684,6 +962,12 @@ impl Replication {
 
     /// `replica promote` (replica side).
     pub async fn promote(&self, name: &str) -> anyhow::Result<ReplicaRecord> {
+        // A group member staged for a commit that will not come now: its handle goes, so
+        // the promotion drops the staging (the member keeps its last group snapshot).
+        let members = self.mgr.replica_group_members(name).await;
+        self.staged.lock().retain(|_, s| {
+            s.relationship != name && !members.iter().any(|m| m.name == s.relationship)
+        });
         let r = self.mgr.replica_promote(name).await?;
         self.refresh_replica_side().await;
         Ok(r)
@@ -693,7 +977,16 @@ impl Replication {
     /// source rolls back to the newest common snapshot and becomes the replica; this side
     /// becomes the source and sends increments from there.
     pub async fn reverse(self: &Arc<Self>, name: &str) -> anyhow::Result<ReplicaRecord> {
-        let rec = self.mgr.replica_record(name).await?;
+        let group = self.mgr.replica_group_members(name).await;
+        let rec = match self.mgr.replica_record(name).await {
+            Err(_) if !group.is_empty() => group[0].clone(),
+            r => r?,
+        };
+        if rec.group.is_some() {
+            bail!(
+                "relationship {name:?} replicates a consistency group: its reverse is not built yet (replicate the group the other way with a new relationship; docs/replication.md)"
+            );
+        }
         if rec.role != ReplicaRole::Promoted {
             bail!(
                 "relationship {name:?} is the {} here: reverse runs on the promoted replica",
@@ -754,12 +1047,23 @@ impl Replication {
         rd: &mut BufReader<tokio::io::ReadHalf<ServerConn>>,
         wr: &mut tokio::io::WriteHalf<ServerConn>,
     ) -> Result<Reply, MgrErrorReply> {
-        if req.version() != PROTOCOL_VERSION {
+        if !SUPPORTED_VERSIONS.contains(&req.version()) {
             return Err(MgrErrorReply::new(
                 "protocol",
                 format!(
-                    "replication protocol {} here, {} there: upgrade the older lunard",
-                    PROTOCOL_VERSION,
+                    "replication protocol {}..={} here, {} there: upgrade the older lunard",
+                    SUPPORTED_VERSIONS.start(),
+                    SUPPORTED_VERSIONS.end(),
+                    req.version()
+                ),
+            ));
+        }
+        if req.version() < req.needs_version() {
+            return Err(MgrErrorReply::new(
+                "protocol",
+                format!(
+                    "a consistency group's request needs replication protocol {}, the peer sent {}",
+                    req.needs_version(),
                     req.version()
                 ),
             ));
@@ -808,6 +1112,8 @@ impl Replication {
                 every_secs,
                 keep,
                 as_of_ms,
+                stage_only,
+                group,
                 ..
             } => {
                 // No record yet: this is the relationship's first transfer here, and a
@@ -816,6 +1122,9 @@ impl Replication {
                     .check_peer(&relationship, peer, &volume)
                     .await?
                     .is_none();
+                // A new stream into a volume replaces what was staged there (the same
+                // snapshot resumed, or another one the receive refuses by itself).
+                self.staged.lock().remove(&volume);
                 let (_, pool) = self.mgr.replica_pool(&volume).await?;
                 let recorded = self.peer_volumes(peer).await;
                 let guard = self
@@ -841,6 +1150,8 @@ impl Replication {
                         created_unix: now_ms() / 1000,
                         replicated_as_of_ms: None,
                         last_transfer: None,
+                        group: group.clone(),
+                        members: Vec::new(),
                     })
                     .await?;
                 // The first receive of a relationship creates its record here: the replica
@@ -859,10 +1170,17 @@ impl Replication {
                 let t0 = Instant::now();
                 let stream = guard.reader(&mut *rd, progress.clone());
                 let r = watchdog(self.idle, &progress, async {
-                    Ok(self
-                        .mgr
-                        .replica_receive(None, &volume, Some(origins), stream, &progress)
-                        .await)
+                    Ok(if stage_only {
+                        self.mgr
+                            .replica_receive_staged(&volume, Some(origins), stream, &progress)
+                            .await
+                            .map(Got::Staged)
+                    } else {
+                        self.mgr
+                            .replica_receive(None, &volume, Some(origins), stream, &progress)
+                            .await
+                            .map(Got::Committed)
+                    })
                 })
                 .await;
                 self.progress.lock().remove(&relationship);
@@ -897,6 +1215,34 @@ impl Replication {
                     Ok(Err(e)) => return Err(e.into()),
                     Err(e) => return Err(MgrErrorReply::new("timeout", format!("{e:#}"))),
                 };
+                let got = match got {
+                    Got::Committed(g) => g,
+                    Got::Staged((pool, st)) => {
+                        crate::metrics::global().replica_transfer(
+                            &relationship,
+                            st.bytes,
+                            t0.elapsed(),
+                        );
+                        let spec = st.receive.spec();
+                        let reply = Reply::Received {
+                            snapshot: spec.snapshot.clone(),
+                            kind: st.kind.as_str().to_string(),
+                            bytes: st.bytes,
+                        };
+                        let member = StagedMember {
+                            relationship: relationship.clone(),
+                            pool,
+                            snapshot_uuid: spec.snapshot_uuid,
+                            bytes: st.bytes,
+                            kind: st.kind.as_str().to_string(),
+                            duration_ms: t0.elapsed().as_millis() as u64,
+                            receive: st.receive,
+                        };
+                        self.staged.lock().insert(volume.clone(), member);
+                        tracing::info!(%peer, relationship = %relationship, %volume, "group member staged; waiting for the group commit");
+                        return Ok(reply);
+                    }
+                };
                 crate::metrics::global().replica_transfer(&relationship, got.bytes, t0.elapsed());
                 let _ = self
                     .mgr
@@ -919,6 +1265,15 @@ impl Replication {
                     kind: got.kind,
                     bytes: got.bytes,
                 })
+            }
+            Request::CommitGroup {
+                relationship,
+                members,
+                as_of_ms,
+                ..
+            } => {
+                self.commit_group(peer, &relationship, members, as_of_ms)
+                    .await
             }
             Request::Prune {
                 relationship,
@@ -962,6 +1317,112 @@ impl Replication {
                 Ok(Reply::Demoted)
             }
         }
+    }
+
+    /// `CommitGroup`: every member's receive staged to its end (in this process) is
+    /// committed in one journal block; a member that is not staged (never sent, cut, or
+    /// staged before a restart and not resumed since) refuses the whole commit and nothing
+    /// changes.
+    async fn commit_group(
+        &self,
+        peer: &str,
+        group: &str,
+        members: Vec<GroupCommitMember>,
+        as_of_ms: u64,
+    ) -> Result<Reply, MgrErrorReply> {
+        if members.is_empty() {
+            return Err(MgrErrorReply::new(
+                "invalid",
+                format!("group {group}: a commit names at least one member"),
+            ));
+        }
+        for m in &members {
+            let r = self.check_peer(&m.relationship, peer, &m.volume).await?;
+            if r.is_none_or(|r| r.role != ReplicaRole::Replica || r.group.as_deref() != Some(group))
+            {
+                return Err(MgrErrorReply::new(
+                    "invalid",
+                    format!(
+                        "{} is not a replica member of group relationship {group} here",
+                        m.volume
+                    ),
+                ));
+            }
+        }
+        let taken = {
+            let mut staged = self.staged.lock();
+            let mut taken: Vec<StagedMember> = Vec::with_capacity(members.len());
+            let mut missing = None;
+            for m in &members {
+                match staged.remove(&m.volume) {
+                    Some(s)
+                        if s.relationship == m.relationship
+                            && s.snapshot_uuid == m.snapshot_uuid
+                            && taken.first().is_none_or(|f| f.pool == s.pool) =>
+                    {
+                        taken.push(s)
+                    }
+                    Some(s) => {
+                        staged.insert(m.volume.clone(), s);
+                        missing = Some(m);
+                        break;
+                    }
+                    None => {
+                        missing = Some(m);
+                        break;
+                    }
+                }
+            }
+            if let Some(m) = missing {
+                for s in taken {
+                    staged.insert(s.receive.spec().volume.clone(), s);
+                }
+                return Err(MgrErrorReply::new(
+                    "not_staged",
+                    format!(
+                        "group {group}: member {} has no complete staged receive of snapshot {} here (nothing committed; the next cycle resends or resumes it)",
+                        m.volume, m.snapshot_uuid
+                    ),
+                ));
+            }
+            taken
+        };
+        let pool = taken[0].pool.clone();
+        let done: Vec<(String, u64, String, u64)> = taken
+            .iter()
+            .map(|s| {
+                (
+                    s.relationship.clone(),
+                    s.bytes,
+                    s.kind.clone(),
+                    s.duration_ms,
+                )
+            })
+            .collect();
+        let snaps = self
+            .mgr
+            .replica_commit_group(&pool, taken.into_iter().map(|s| s.receive).collect())
+            .await?;
+        for ((rel, bytes, kind, duration_ms), snap) in done.into_iter().zip(&snaps) {
+            let _ = self
+                .mgr
+                .replica_update(&rel, |r| {
+                    r.replicated_as_of_ms = Some(as_of_ms);
+                    r.last_transfer = Some(TransferRecord {
+                        snapshot: snap.name.clone(),
+                        bytes,
+                        duration_ms,
+                        finished_unix: now_ms() / 1000,
+                        kind,
+                    });
+                })
+                .await;
+        }
+        self.refresh_replica_side().await;
+        tracing::info!(%peer, group, members = snaps.len(), "replicated group committed: every member at the new group snapshot");
+        Ok(Reply::CommittedGroup {
+            snapshots: snaps.into_iter().map(|s| s.name).collect(),
+        })
     }
 
     /// The volumes of `peer`'s replica relationships here (what its space limit covers).
@@ -1159,6 +1620,51 @@ impl Handler for Replication {
             let _ = write_line(&mut wr, &reply).await;
             let _ = wr.shutdown().await;
         })
+    }
+}
+
+/// Member `m` of group relationship `rec` as a relationship of its own: the record the
+/// peer keeps for it (`<relationship>.<remote volume>`), its volumes here and there.
+fn member_view(rec: &ReplicaRecord, m: &GroupMember) -> ReplicaRecord {
+    ReplicaRecord {
+        name: ReplicaRecord::member_name(&rec.name, &m.remote_volume),
+        volume: m.volume.clone(),
+        remote_volume: m.remote_volume.clone(),
+        group: Some(rec.name.clone()),
+        members: Vec::new(),
+        ..rec.clone()
+    }
+}
+
+/// What a `Receive` request's stream became here.
+enum Got {
+    /// Committed (a single LUN's relationship).
+    Committed(crate::lunmgr::replication::Received),
+    /// Staged for a group commit, in the named pool.
+    Staged((String, storage_core::stream::StagedReceive)),
+}
+
+/// What [`Replication::send_one`] moved.
+struct SentOne {
+    /// Stream bytes sent.
+    bytes: u64,
+    /// Stream bytes the peer says it read.
+    received: u64,
+    /// `full`, `increment` or `clone`.
+    kind: String,
+    /// The sent snapshot's uuid.
+    to_uuid: uuid::Uuid,
+    /// How long the transfer took.
+    duration: Duration,
+}
+
+/// The version a relationship's requests carry: a group's need the group protocol (an
+/// older peer refuses them clearly instead of committing one member alone).
+fn version_for(rec: &ReplicaRecord) -> u32 {
+    if rec.group.is_some() {
+        GROUP_PROTOCOL_VERSION
+    } else {
+        PROTOCOL_VERSION
     }
 }
 

@@ -62,14 +62,28 @@ pub(crate) enum ReplicaCmd {
     /// This lunard's replication identity (a self-signed certificate peers pin).
     #[command(subcommand)]
     Identity(IdentityCmd),
-    /// Create a replication relationship (on the source): VOLUME is snapshotted and sent
-    /// to PEER every interval.
+    /// Create a replication relationship (on the source): VOLUME (or every member of
+    /// consistency group GROUP, at one instant) is snapshotted and sent to PEER every
+    /// interval.
     Create {
         /// Relationship name (the same on both sides).
         name: String,
         /// The source LUN (volume).
-        #[arg(long, alias = "lun")]
-        volume: String,
+        #[arg(
+            long,
+            alias = "lun",
+            required_unless_present = "group",
+            conflicts_with = "group"
+        )]
+        volume: Option<String>,
+        /// Replicate a consistency group (`lunarctl cg`): its members' replicas move to
+        /// each group snapshot together on the peer.
+        #[arg(long)]
+        group: Option<String>,
+        /// With --group: MEMBER=REMOTE-VOLUME, a member replicated into another name than
+        /// its own (repeatable).
+        #[arg(long, requires = "group")]
+        map: Vec<String>,
         /// The peer, as named in replication.peers.
         #[arg(long)]
         peer: String,
@@ -253,6 +267,8 @@ pub(crate) fn run(cmd: ReplicaCmd, c: &mut Client, w: Out<'_>) -> anyhow::Result
         ReplicaCmd::Create {
             name,
             volume,
+            group,
+            map,
             peer,
             remote_volume,
             every,
@@ -269,7 +285,9 @@ pub(crate) fn run(cmd: ReplicaCmd, c: &mut Client, w: Out<'_>) -> anyhow::Result
                 .transpose()?;
             let req = Request::ReplicaCreate(target_daemon::admin::proto::ReplicaCreate {
                 name,
-                volume,
+                volume: volume.unwrap_or_default(),
+                group,
+                map,
                 peer,
                 remote_volume,
                 every_secs: every_secs(&every)?,
@@ -282,8 +300,10 @@ pub(crate) fn run(cmd: ReplicaCmd, c: &mut Client, w: Out<'_>) -> anyhow::Result
             Ok(Some(Shown::line(
                 v,
                 format!(
-                    "relationship {} created: {} -> {}:{} every {}s (first cycle now)",
-                    r.name, r.volume, r.peer, r.remote_volume, r.every_secs
+                    "relationship {} created: {} every {}s (first cycle now)",
+                    r.name,
+                    route(&r),
+                    r.every_secs
                 ),
             )))
         }
@@ -465,7 +485,7 @@ fn print_relationships(w: Out<'_>, list: &[RelationshipView]) -> io::Result<()> 
             rec.name,
             rec.role.as_str(),
             r.state,
-            format!("{} -> {}:{}", rec.volume, rec.peer, rec.remote_volume),
+            route(rec),
             rec.every_secs,
             r.lag_ms
                 .map_or("-".into(), |l| format!("{:.3}s", l as f64 / 1000.0)),
@@ -479,6 +499,27 @@ fn print_relationships(w: Out<'_>, list: &[RelationshipView]) -> io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// `prod -> site-b:prod`, or for a consistency group's relationship
+/// `cg db [data,log] -> site-b:[data,log]`.
+fn route(rec: &ReplicaRecord) -> String {
+    if rec.members.is_empty() {
+        return format!("{} -> {}:{}", rec.volume, rec.peer, rec.remote_volume);
+    }
+    let here: Vec<&str> = rec.members.iter().map(|m| m.volume.as_str()).collect();
+    let there: Vec<&str> = rec
+        .members
+        .iter()
+        .map(|m| m.remote_volume.as_str())
+        .collect();
+    format!(
+        "cg {} [{}] -> {}:[{}]",
+        rec.volume,
+        here.join(","),
+        rec.peer,
+        there.join(",")
+    )
 }
 
 /// `sending repl-1796 (increment): 12582912 of 41943040 B (30%), 35.0 MB/s, 0.8s left`.
