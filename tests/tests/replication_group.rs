@@ -12,8 +12,6 @@
 //!   at the previous group snapshot; the next cycle resumes the staged streams from their
 //!   tokens and completes; `pool check` is clean on the replica.
 
-use std::net::TcpListener;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,49 +19,17 @@ use std::time::{Duration, Instant};
 use lunar_e2e::admin::Lunarctl;
 use lunar_e2e::config::{with_target, yaml, TargetCfg};
 use lunar_e2e::initiator::{qemu_image_opts, qemu_io, qemu_io_read_only, QemuIoSession};
+use lunar_e2e::replication::{ctl_json, free_port, relationship, repl_cfg, wait_for};
 use lunar_e2e::tools::available;
 use lunar_e2e::{Lunard, LunardOptions};
 use serde_json::Value;
-use target_daemon::config::{DurationCfg, IdentityCfg, PeerCfg, ReplicationCfg};
+use target_daemon::config::ReplicationCfg;
 use target_daemon::replica::identity::Identity;
 
 const MIB: u64 = 1 << 20;
 const T: &str = "iqn.2026-12.io.lunar:replgroup";
 const HOST: &str = "iqn.2026-12.io.lunar.test:replgroup-host";
 const WAIT: Duration = Duration::from_secs(180);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-fn repl_cfg(
-    dir: &Path,
-    who: &str,
-    listen: Option<u16>,
-    peer: (&str, Option<u16>, &Identity),
-) -> ReplicationCfg {
-    ReplicationCfg {
-        listen: listen.map(|p| format!("127.0.0.1:{p}").parse().expect("addr")),
-        identity: IdentityCfg {
-            cert: dir.join(format!("{who}.crt")),
-            key: dir.join(format!("{who}.key")),
-        },
-        peers: vec![PeerCfg {
-            name: peer.0.into(),
-            address: peer.1.map(|p| format!("127.0.0.1:{p}")),
-            fingerprint: Some(peer.2.fingerprint().to_string()),
-            certificate: None,
-            volumes: Some(vec!["*".into()]),
-            space_limit: None,
-        }],
-        max_connections: 8,
-        handshake_timeout: DurationCfg(Duration::from_secs(10)),
-        idle_timeout: DurationCfg(Duration::from_secs(30)),
-    }
-}
 
 fn start(repl: ReplicationCfg) -> (Lunard, Lunarctl) {
     let mut cfg = with_target(TargetCfg::iscsi(T));
@@ -100,26 +66,18 @@ fn pair() -> (Lunard, Lunarctl, Lunard, Lunarctl, tempfile::TempDir) {
         "b",
         Some(pb),
         ("site-a", Some(pa), &a_id),
+        &["*"],
+        None,
     ));
     let (a, actl) = start(repl_cfg(
         keys.path(),
         "a",
         Some(pa),
         ("site-b", Some(pb), &b_id),
+        &["*"],
+        None,
     ));
     (a, actl, b, bctl, keys)
-}
-
-fn ctl_json(ctl: &Lunarctl, args: &[&str]) -> Value {
-    ctl.json(args)
-        .unwrap_or_else(|e| panic!("lunarctl {args:?}: {e:#}"))
-}
-
-fn relationship(ctl: &Lunarctl, name: &str) -> Value {
-    let list = ctl_json(ctl, &["replica", "list"]);
-    list.as_array()
-        .and_then(|a| a.iter().find(|r| r["name"] == name).cloned())
-        .unwrap_or(Value::Null)
 }
 
 /// Waits until relationship `name` on `ctl`'s side has completed a transfer other than
@@ -138,14 +96,6 @@ fn wait_transfer(ctl: &Lunarctl, name: &str, after: Option<&str>) -> String {
             "no new transfer of {name} within {WAIT:?}: {r}"
         );
         std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < WAIT, "{what}: not within {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -332,7 +282,7 @@ fn a_group_replicates_write_order_consistent_and_survives_a_kill_of_the_receiver
     let before = (first_byte(&b, 0), first_byte(&b, 1));
     let snaps_before = [snapshot_names(&bctl, "a"), snapshot_names(&bctl, "b")];
     ctl_json(&actl, &["replica", "sync", "g"]);
-    wait_for("a staged, b being received on the replica", || {
+    wait_for("a staged, b being received on the replica", WAIT, || {
         let p = pending(&bctl);
         p.iter().any(|p| p["volume"] == "a")
             && p.iter().any(|p| {
@@ -344,7 +294,7 @@ fn a_group_replicates_write_order_consistent_and_survives_a_kill_of_the_receiver
     b.kill9().expect("kill -9 B");
     // Hold the source's cycles while the replica is checked.
     ctl_json(&actl, &["replica", "pause", "g"]);
-    wait_for("the interrupted cycle to end on A", || {
+    wait_for("the interrupted cycle to end on A", WAIT, || {
         relationship(&actl, "g")["state"] != "transferring"
     });
     b.restart().expect("restart B");
