@@ -1404,7 +1404,7 @@ impl Replication {
             .replica_commit_group(&pool, taken.into_iter().map(|s| s.receive).collect())
             .await?;
         for ((rel, bytes, kind, duration_ms), snap) in done.into_iter().zip(&snaps) {
-            let _ = self
+            let updated = self
                 .mgr
                 .replica_update(&rel, |r| {
                     r.replicated_as_of_ms = Some(as_of_ms);
@@ -1417,6 +1417,10 @@ impl Replication {
                     });
                 })
                 .await;
+            if let Err(e) = updated {
+                // Committed all the same: only the record's lag and last transfer are stale.
+                tracing::warn!(%peer, group, relationship = %rel, error = %e, "recording a committed group member's transfer failed");
+            }
         }
         self.refresh_replica_side().await;
         tracing::info!(%peer, group, members = snaps.len(), "replicated group committed: every member at the new group snapshot");
