@@ -1,6 +1,6 @@
 //! Records the tgtd baseline for the conformance comparison.
 //!
-//! `cargo test --release -p lunar-e2e --test e2e tgtd_baseline:: -- --ignored --nocapture`
+//! `cargo test --release -p lunar-e2e --test tgtd_baseline -- --ignored --nocapture`
 //! (as root) starts `tgtd` on a free loopback port with a 1 GiB sparse tmpfs-backed LUN, runs
 //! `iscsi-test-cu --dataloss -t ALL` exactly as `conformance.rs` runs it against lunard, and
 //! rewrites `tests/baseline/tgtd-iscsi-test-cu.{txt,log}`. Ignored by default: the committed
@@ -27,7 +27,7 @@ fn record_tgtd_baseline() {
     let header = format!(
         "iscsi-test-cu --dataloss -t ALL URL URL against tgtd {version}\n\
          (1 GiB sparse file LUN on tmpfs, loopback). Regenerate with:\n\
-         cargo test --release -p lunar-e2e --test e2e tgtd_baseline:: -- --ignored --nocapture"
+         cargo test --release -p lunar-e2e --test tgtd_baseline -- --ignored --nocapture"
     );
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("baseline");
     std::fs::create_dir_all(&dir).expect("mkdir baseline");
