@@ -104,3 +104,37 @@ pub fn read_lun(d: &Lunard, iqn: &str, lun: u64, host: &str, scratch: &Path) -> 
     let _ = std::fs::remove_file(&path);
     bytes
 }
+
+/// The replication sections of two paired sites, `site-a` and `site-b`, each trusting the
+/// other for every volume with no space limit: identities created under `keys`, listeners on
+/// free loopback ports. Returns (site A's section, site B's section).
+pub fn paired_sites(keys: &Path) -> (ReplicationCfg, ReplicationCfg) {
+    let id = |name: &str, file: &str| {
+        Identity::create(
+            name,
+            &keys.join(format!("{file}.crt")),
+            &keys.join(format!("{file}.key")),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("identity {name}: {e:#}"))
+    };
+    let (a_id, b_id) = (id("site-a", "a"), id("site-b", "b"));
+    let (pa, pb) = (free_port(), free_port());
+    let a = repl_cfg(
+        keys,
+        "a",
+        Some(pa),
+        ("site-b", Some(pb), &b_id),
+        &["*"],
+        None,
+    );
+    let b = repl_cfg(
+        keys,
+        "b",
+        Some(pb),
+        ("site-a", Some(pa), &a_id),
+        &["*"],
+        None,
+    );
+    (a, b)
+}

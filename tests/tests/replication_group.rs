@@ -19,12 +19,11 @@ use std::time::{Duration, Instant};
 use lunar_e2e::admin::Lunarctl;
 use lunar_e2e::config::{with_target, yaml, TargetCfg};
 use lunar_e2e::initiator::{qemu_image_opts, qemu_io, qemu_io_read_only, QemuIoSession};
-use lunar_e2e::replication::{ctl_json, free_port, relationship, repl_cfg, wait_for};
+use lunar_e2e::replication::{ctl_json, paired_sites, relationship, wait_for};
 use lunar_e2e::tools::available;
 use lunar_e2e::{Lunard, LunardOptions};
 use serde_json::Value;
 use target_daemon::config::ReplicationCfg;
-use target_daemon::replica::identity::Identity;
 
 const MIB: u64 = 1 << 20;
 const T: &str = "iqn.2026-12.io.lunar:replgroup";
@@ -46,37 +45,9 @@ fn start(repl: ReplicationCfg) -> (Lunard, Lunarctl) {
 /// Two paired lunards: (site A, its lunarctl, site B, its lunarctl, the keys' directory).
 fn pair() -> (Lunard, Lunarctl, Lunard, Lunarctl, tempfile::TempDir) {
     let keys = tempfile::tempdir().expect("tempdir");
-    let a_id = Identity::create(
-        "site-a",
-        &keys.path().join("a.crt"),
-        &keys.path().join("a.key"),
-        false,
-    )
-    .expect("identity a");
-    let b_id = Identity::create(
-        "site-b",
-        &keys.path().join("b.crt"),
-        &keys.path().join("b.key"),
-        false,
-    )
-    .expect("identity b");
-    let (pa, pb) = (free_port(), free_port());
-    let (b, bctl) = start(repl_cfg(
-        keys.path(),
-        "b",
-        Some(pb),
-        ("site-a", Some(pa), &a_id),
-        &["*"],
-        None,
-    ));
-    let (a, actl) = start(repl_cfg(
-        keys.path(),
-        "a",
-        Some(pa),
-        ("site-b", Some(pb), &b_id),
-        &["*"],
-        None,
-    ));
+    let (a_cfg, b_cfg) = paired_sites(keys.path());
+    let (b, bctl) = start(b_cfg);
+    let (a, actl) = start(a_cfg);
     (a, actl, b, bctl, keys)
 }
 

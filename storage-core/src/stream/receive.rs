@@ -103,6 +103,15 @@ pub struct PendingReceive {
     pub started_unix: u64,
 }
 
+/// The resume token of what is staged for `volume` (what the sender resumes after a
+/// failure), if a receive is staged there.
+fn staged_token(pool: &Pool, volume: &str) -> Option<ResumeToken> {
+    pool.receives()
+        .iter()
+        .find(|s| s.spec.volume == volume)
+        .map(token_of)
+}
+
 /// The resume token of a receive in progress.
 pub fn token_of(state: &ReceiveState) -> ResumeToken {
     ResumeToken {
@@ -302,14 +311,9 @@ where
     let snapshot = match rx.commit().await {
         Ok(s) => s,
         Err(e) => {
-            let resume = pool
-                .receives()
-                .iter()
-                .find(|s| s.spec.volume == volume)
-                .map(token_of);
             return Err(ReceiveError {
                 error: e.into(),
-                resume,
+                resume: staged_token(pool, &volume),
             });
         }
     };
@@ -401,14 +405,9 @@ where
                 Ok(())
             };
             if let Err(e) = saved {
-                let resume = pool
-                    .receives()
-                    .iter()
-                    .find(|s| s.spec.volume == volume)
-                    .map(token_of);
                 return Err(ReceiveError {
                     error: e.into(),
-                    resume,
+                    resume: staged_token(pool, &volume),
                 });
             }
             tracing::info!(stream = %h.stream_id, volume = %volume, records,
@@ -443,10 +442,7 @@ where
                 }),
                 Err(e) => {
                     tracing::warn!(volume = %volume, "saving receive progress failed: {e}");
-                    pool.receives()
-                        .iter()
-                        .find(|s| s.spec.volume == volume)
-                        .map(token_of)
+                    staged_token(pool, &volume)
                 }
             };
             tracing::warn!(stream = %h.stream_id, volume = %volume, %error,
