@@ -623,23 +623,17 @@ impl Volume {
 
     /// Zero a range.
     ///
-    /// With `unmap`, or on a thin volume, this is [`Volume::unmap`]: chunks wholly inside
-    /// the range end unallocated and partial chunks are zeroed in place. A deallocated chunk
-    /// reads as zeros exactly like a never-written one, so on a thin volume the result is
-    /// indistinguishable from writing zeros, and the space goes back to the pool (VMware
-    /// zeroes VMDKs with WRITE SAME without UNMAP). Chunks a snapshot or clone shares are
-    /// left to them: the volume gets a hole over them, as with UNMAP.
+    /// With `unmap` this is [`Volume::unmap`]: chunks wholly inside the range end
+    /// unallocated (they read as zeros) and partial chunks are zeroed in place.
     ///
-    /// A full-guarantee volume without `unmap` keeps its chunks: the zeros are written in
-    /// place. Deallocating would gain the pool nothing (the guarantee re-reserves the
-    /// chunk) and would make the LBAs report deallocated although the host did not ask.
+    /// Without `unmap` the zeros are written like any data, on thin and full-guarantee
+    /// volumes alike: every chunk of the range ends allocated and a chunk a snapshot or clone
+    /// shares is copied first. A host that zeroes without UNMAP (Linux `BLKZEROOUT`, which
+    /// mkfs uses for the ext4 journal; ESXi eager-zeroing a thick VMDK) asks for the space to
+    /// be provisioned: deallocating instead would leave that file system metadata in holes
+    /// that the first write after the pool fills cannot get (decision 0030).
     pub async fn write_zeroes(&self, lba: u64, blocks: u64, unmap: bool) -> Result<()> {
-        let full = {
-            self.alive()?;
-            let st = self.inner.state.read();
-            st.volume(self.id).map_err(|_| self.gone())?.3
-        };
-        if unmap || !full {
+        if unmap {
             return self.unmap(lba, blocks).await;
         }
         let _g = lock_shared(&self.rt.gate).await;

@@ -539,9 +539,8 @@ async fn run(ops: Vec<Op>, eager: bool) {
                 } else {
                     vol.write_zeroes(lba, n, false).await.expect("write zeroes");
                 }
-                // Zeroing a thin volume deallocates whole chunks just like UNMAP; only a
-                // full-guarantee volume keeps (and maps) the zeroed chunks.
-                let unmap = is_unmap || vol.info().guarantee == Guarantee::None;
+                // Zeroing without UNMAP writes (and maps) every chunk, thin or not.
+                let unmap = is_unmap;
                 let off = lba * BS;
                 let end = off + n * BS;
                 mv.data[off as usize..end as usize].fill(0);

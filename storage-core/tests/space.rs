@@ -295,11 +295,13 @@ fn unmap_of_a_huge_range_frees_what_is_mapped() {
     });
 }
 
-/// Zeroing without UNMAP (VMware's block zero): on a thin volume whole chunks end up
-/// unallocated, partial chunks are zeroed in place and a snapshot keeps the data it shares;
-/// a full-guarantee volume keeps its chunks mapped and its reservation whole.
+/// Zeroing without UNMAP (Linux BLKZEROOUT, VMware's block zero) is a write: on a thin volume
+/// every chunk of the range ends allocated (holes included, so a file system journal mkfs
+/// zeroed has its space), a chunk a snapshot shares is copied first and the snapshot keeps its
+/// data; a full-guarantee volume keeps its chunks mapped and its reservation whole. With
+/// UNMAP the chunks go.
 #[test]
-fn write_zeroes_deallocates_thin_chunks_and_keeps_full_guarantees() {
+fn write_zeroes_without_unmap_allocates_and_with_unmap_frees() {
     rt().block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         const CHUNK: u64 = 65536;
@@ -311,13 +313,13 @@ fn write_zeroes_deallocates_thin_chunks_and_keeps_full_guarantees() {
         };
         let pool = Pool::create(dir.path(), &opts).await.expect("create");
 
-        // Thin, not shared: chunks 0..8 written, zero from the middle of chunk 1 to the
-        // middle of chunk 6: chunks 2..=5 are freed, 1 and 6 zeroed in part.
+        // Thin, not shared: chunks 0..4 written, 4..8 never; zero from the middle of chunk 1
+        // to the middle of chunk 6: chunks 4, 5 and 6 get allocated, nothing is freed.
         pool.create_volume("t", 8 << 20, 512, Guarantee::None)
             .await
             .expect("t");
         let t = pool.volume("t").expect("t");
-        t.write(0, fill(7, 8 * CHUNK as usize), false)
+        t.write(0, fill(7, 4 * CHUNK as usize), false)
             .await
             .expect("write t");
         let used_before = pool.status().used_bytes;
@@ -327,24 +329,40 @@ fn write_zeroes_deallocates_thin_chunks_and_keeps_full_guarantees() {
             .expect("zero t");
         assert_eq!(
             pool.volume_info("t").expect("info").mapped_bytes,
-            4 * CHUNK,
-            "chunks 0, 1, 6, 7 stay mapped, 2..=5 are freed"
+            7 * CHUNK,
+            "chunks 0..=6 mapped, 7 still a hole"
         );
-        assert_eq!(pool.status().used_bytes, used_before - 4 * CHUNK);
+        assert_eq!(pool.status().used_bytes, used_before + 3 * CHUNK);
         let all = t.read(0, (8 * BPC) as u32).await.expect("read t");
         for (i, blk) in all.chunks(512).enumerate() {
-            let want = if (from..to).contains(&(i as u64)) {
+            let want = if (from..to).contains(&(i as u64)) || i as u64 >= 4 * BPC {
                 0
             } else {
                 7
             };
             assert!(blk.iter().all(|&b| b == want), "block {i}");
         }
-        for (lba, mapped) in [(0, true), (BPC, true), (2 * BPC, false), (6 * BPC, true)] {
+        for (lba, mapped) in [
+            (0, true),
+            (2 * BPC, true),
+            (5 * BPC, true),
+            (6 * BPC, true),
+            (7 * BPC, false),
+        ] {
             assert_eq!(t.block_status(lba).expect("status").0, mapped, "lba {lba}");
         }
+        // With UNMAP the whole chunks inside the range are freed again.
+        t.write_zeroes(from, to - from, true)
+            .await
+            .expect("unmap t");
+        assert_eq!(
+            pool.volume_info("t").expect("info").mapped_bytes,
+            3 * CHUNK,
+            "chunks 0, 1 and 6 (1 and 6 in part in the range) stay, 2..=5 go"
+        );
 
-        // Thin, shared with a snapshot: the volume gets holes, the snapshot keeps its data.
+        // Thin, shared with a snapshot: the volume gets its own zeroed chunks, the snapshot
+        // keeps its data.
         pool.create_volume("s", 4 << 20, 512, Guarantee::None)
             .await
             .expect("s");
@@ -353,8 +371,10 @@ fn write_zeroes_deallocates_thin_chunks_and_keeps_full_guarantees() {
             .await
             .expect("write s");
         pool.snapshot("s", "snap").await.expect("snapshot");
+        let used_shared = pool.status().used_bytes;
         s.write_zeroes(0, 4 * BPC, false).await.expect("zero s");
-        assert_eq!(pool.volume_info("s").expect("info").mapped_bytes, 0);
+        assert_eq!(pool.volume_info("s").expect("info").mapped_bytes, 4 * CHUNK);
+        assert_eq!(pool.status().used_bytes, used_shared + 4 * CHUNK);
         assert!(s
             .read(0, (4 * BPC) as u32)
             .await

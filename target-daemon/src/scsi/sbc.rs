@@ -219,8 +219,9 @@ impl Ctx<'_> {
     /// lets the device server either unmap each LBA (it then reads as zeros, LBPRZ=1) or
     /// write the data, and lunard unmaps (whole chunks freed, partial chunks zeroed) so the
     /// whole range reads back zeros, as LIO and tgtd do and libiscsi's UnmapUntilEnd checks.
-    /// Without UNMAP a zero pattern (or NDOB) becomes a zero-write, which on a thin LUN also
-    /// leaves whole chunks deallocated (hosts cannot tell); any other pattern is replicated.
+    /// Without UNMAP the pattern is written: a zero pattern (or NDOB) as a zero-write, which
+    /// allocates like any write (the host did not allow deallocation: decision 0030), any
+    /// other pattern replicated.
     pub(super) async fn write_same(
         &self,
         range: BlockRange,

@@ -12,7 +12,8 @@ login
 dev=$(wait_disk 0 60) || fail disk-appears "no disk for LUN 0 after login"
 pass disk-appears
 say "INFO disk $dev size_sectors=$(cat /sys/block/$dev/size)"
-# 4096 inodes (1 MiB of inode tables) and an 8 MiB journal, both written now: what ext4 writes
+# 4096 inodes (1 MiB of inode tables) and an 8 MiB journal, both written now (mkfs zeroes the
+# journal with WRITE SAME, UNMAP=0, which allocates: decision 0030): what ext4 writes
 # in place later lives in chunks that are already allocated.
 step mkfs mkfs.ext4 -q -F -N 4096 -J size=8 -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 "/dev/$dev"
 step mount mount -t ext4 "/dev/$dev" /mnt

@@ -588,14 +588,15 @@ async fn write_same_zero_blocks_runs_to_the_end_within_the_limit() {
 }
 
 #[tokio::test]
-async fn write_same_zero_block_without_unmap_leaves_thin_chunks_unallocated() {
+async fn write_same_zero_block_without_unmap_allocates_thin_chunks() {
     let f = fixture().await;
-    // 64 KiB chunks = 128 blocks. Map chunks 0..8.
-    let r = run(&f.target, &f.a, 0, &write10(0, 1024), pattern(1024, 3)).await;
+    // 64 KiB chunks = 128 blocks. Map chunks 0..4.
+    let r = run(&f.target, &f.a, 0, &write10(0, 512), pattern(512, 3)).await;
     assert_eq!(r.status, status::GOOD);
     let info = || f.pool.volume_info("vol0").expect("info");
-    assert_eq!(info().mapped_bytes, 8 * 65536);
-    // VMware block zero: WRITE SAME(16), UNMAP=0, a zero block, LBAs 100..800.
+    assert_eq!(info().mapped_bytes, 4 * 65536);
+    // Linux BLKZEROOUT / VMware block zero: WRITE SAME(16), UNMAP=0, a zero block, LBAs
+    // 100..800. A write: the mapped chunks stay mapped and the holes 4..=6 get allocated.
     let r = run(
         &f.target,
         &f.a,
@@ -605,25 +606,23 @@ async fn write_same_zero_block_without_unmap_leaves_thin_chunks_unallocated() {
     )
     .await;
     assert_eq!(r.status, status::GOOD, "{r:?}");
-    // Chunks 1..=5 (LBAs 128..768) are deallocated; the partial chunks 0 and 6 stay mapped.
-    assert_eq!(lba_status(&f.target, &f.a, 0).await, (0, 128));
-    assert_eq!(lba_status(&f.target, &f.a, 128).await, (1, 640));
-    assert_eq!(lba_status(&f.target, &f.a, 768).await.0, 0);
-    assert_eq!(info().mapped_bytes, 3 * 65536);
-    let want = pattern(1024, 3);
+    assert_eq!(lba_status(&f.target, &f.a, 0).await, (0, 896));
+    assert_eq!(lba_status(&f.target, &f.a, 896).await.0, 1);
+    assert_eq!(info().mapped_bytes, 7 * 65536);
+    let want = pattern(512, 3);
     let back = read_back(&f.target, &f.a, 0, 1024).await;
-    for (i, (got, exp)) in back
-        .chunks(BS as usize)
-        .zip(want.chunks(BS as usize))
-        .enumerate()
-    {
-        if (100..800).contains(&i) {
+    for (i, got) in back.chunks(BS as usize).enumerate() {
+        if (100..800).contains(&i) || i >= 512 {
             assert!(got.iter().all(|&b| b == 0), "block {i} zeroed");
         } else {
-            assert_eq!(got, exp, "block {i} untouched");
+            assert_eq!(
+                got,
+                &want[i * BS as usize..(i + 1) * BS as usize],
+                "block {i}"
+            );
         }
     }
-    // WRITE SAME(10) the same way over the rest of chunk 7.
+    // WRITE SAME(10) the same way over chunk 7.
     let mut ws10 = [0u8; 10];
     ws10[0] = 0x41;
     ws10[2..6].copy_from_slice(&896u32.to_be_bytes());
@@ -637,8 +636,8 @@ async fn write_same_zero_block_without_unmap_leaves_thin_chunks_unallocated() {
     )
     .await;
     assert_eq!(r.status, status::GOOD, "{r:?}");
-    assert_eq!(lba_status(&f.target, &f.a, 896).await.0, 1);
-    assert_eq!(info().mapped_bytes, 2 * 65536);
+    assert_eq!(lba_status(&f.target, &f.a, 896).await.0, 0);
+    assert_eq!(info().mapped_bytes, 8 * 65536);
     // UNMAP=1 with a non-zero pattern deallocates too: the range reads zeros.
     let r = run(&f.target, &f.a, 0, &write10(0, 256), pattern(256, 5)).await;
     assert_eq!(r.status, status::GOOD);
