@@ -30,6 +30,8 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use storage_core::{Guarantee, Pool, PoolOptions};
 
+use crate::crash_common::child_command;
+
 const BS: u64 = 4096;
 const BLOCKS: u64 = 1024;
 const WRITERS: u64 = 2;
@@ -162,18 +164,11 @@ enum Aim {
 
 /// Run one child until the aimed kill; returns its output lines.
 fn run_child(dir: &Path, iter: u64, aim: Aim, fresh: bool) -> Vec<String> {
-    let exe = std::env::current_exe().expect("exe");
-    let mut cmd = std::process::Command::new(exe);
+    let mut cmd = child_command("checkpoint_crash::checkpoint_crash_child");
     if fresh {
         cmd.env("LUNAR_CKPT_FRESH", "1");
     }
     let mut child = cmd
-        .args([
-            "checkpoint_crash::checkpoint_crash_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
         .env("LUNAR_CKPT_CHILD", dir)
         .env("LUNAR_CKPT_ITER", iter.to_string())
         .stdout(std::process::Stdio::piped())

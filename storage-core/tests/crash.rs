@@ -18,6 +18,8 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use storage_core::{Guarantee, Pool, PoolOptions};
 
+use crate::crash_common::{child_command, reboot_every_third};
+
 const BS: u64 = 4096;
 const BLOCKS: u64 = 1024;
 
@@ -203,29 +205,17 @@ fn killed_writer_loses_nothing_acknowledged() {
         let mut baseline: Vec<Vec<u8>> = vec![vec![0u8; BS as usize]; BLOCKS as usize];
         let mut snapshots: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
-        let exe = std::env::current_exe().expect("exe");
         let iterations = 24;
         let mut total_verified = 0usize;
         let mut total_fua = 0usize;
         for iter in 0..iterations {
             let seed = iter + 1;
-            let mut cmd = std::process::Command::new(&exe);
-            cmd.args([
-                "crash::crash_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("LUNAR_CRASH_CHILD", dir.path())
-            .env("LUNAR_CRASH_SEED", seed.to_string())
-            .env("LUNAR_CRASH_ITER", iter.to_string())
-            .stdout(std::process::Stdio::null());
-            // Every third child runs under another boot id: to the reopen that looks like a
-            // reboot after a power loss, so only sealed journal blocks count and what was
-            // flushed (or written with FUA) must still be there.
-            if iter % 3 == 2 {
-                cmd.env("LUNAR_BOOT_ID", "00000000-0000-4000-8000-00000000b007");
-            }
+            let mut cmd = child_command("crash::crash_child");
+            cmd.env("LUNAR_CRASH_CHILD", dir.path())
+                .env("LUNAR_CRASH_SEED", seed.to_string())
+                .env("LUNAR_CRASH_ITER", iter.to_string())
+                .stdout(std::process::Stdio::null());
+            reboot_every_third(&mut cmd, iter);
             let mut child = cmd.spawn().expect("spawn child");
             tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
             child.kill().expect("kill");
@@ -446,7 +436,6 @@ fn killed_writer_keeps_acknowledged_first_writes_for_a_later_flush() {
         pool.close().await.expect("close");
         drop(pool);
         let mut rng = rand::rngs::StdRng::seed_from_u64(0xac4);
-        let exe = std::env::current_exe().expect("exe");
         let iterations = 8u64;
         let mut checked = 0usize;
         for iter in 0..iterations {
@@ -462,13 +451,7 @@ fn killed_writer_keeps_acknowledged_first_writes_for_a_later_flush() {
                 .expect("volume");
                 pool.close().await.expect("close");
             }
-            let mut child = std::process::Command::new(&exe)
-                .args([
-                    "crash::ack_child_entry",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+            let mut child = child_command("crash::ack_child_entry")
                 .env("LUNAR_ACK_CHILD", dir.path())
                 .env("LUNAR_CRASH_ITER", iter.to_string())
                 .stdout(std::process::Stdio::null())

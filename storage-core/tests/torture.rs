@@ -56,6 +56,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use storage_core::{Guarantee, Pool, PoolOptions, Volume};
 
+use crate::crash_common::{child_command, reboot_every_third};
+
 const BS: u64 = 4096;
 const CHUNK: u32 = 16384;
 /// Blocks per volume (1 MiB, 64 chunks: small enough to verify every view after each kill).
@@ -768,32 +770,22 @@ async fn run(seed: u64, iters: u64) {
     pool.close().await.expect("close");
     drop(pool);
     let mut rng = StdRng::seed_from_u64(seed);
-    let exe = std::env::current_exe().expect("exe");
     let (mut total_ops, mut total_writes, mut total_views) = (0usize, 0usize, 0usize);
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     for iter in 0..iters {
-        let reboot = iter % 3 == 2;
         let child_seed = rng.gen::<u64>();
+        let err_path = dir.path().join("child.err");
+        let mut cmd = child_command("torture::torture_child");
+        cmd.env("LUNAR_TORTURE_CHILD", dir.path())
+            .env("LUNAR_TORTURE_CHILD_SEED", child_seed.to_string())
+            .env("LUNAR_TORTURE_ITER", iter.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&err_path).expect("child stderr"));
+        let reboot = reboot_every_third(&mut cmd, iter);
         let ctx = format!(
             "seed {seed}, kill {iter}{}",
             if reboot { " (reboot)" } else { "" }
         );
-        let err_path = dir.path().join("child.err");
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.args([
-            "torture::torture_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("LUNAR_TORTURE_CHILD", dir.path())
-        .env("LUNAR_TORTURE_CHILD_SEED", child_seed.to_string())
-        .env("LUNAR_TORTURE_ITER", iter.to_string())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&err_path).expect("child stderr"));
-        if reboot {
-            cmd.env("LUNAR_BOOT_ID", "00000000-0000-4000-8000-00000000b007");
-        }
         let mut child = cmd.spawn().expect("spawn child");
         let stdout = child.stdout.take().expect("child stdout");
         let child = Arc::new(Mutex::new(child));

@@ -21,22 +21,36 @@ pub(crate) fn child_runtime() -> tokio::runtime::Runtime {
         .expect("rt")
 }
 
-/// Re-executes this test binary running only the test `child_test`, with `envs` set (the
-/// child test reads its work from them). Every third attempt (`attempt % 3 == 2`) runs under
-/// a fresh `LUNAR_BOOT_ID`, so the parent's reopen replays as after a power loss (only
-/// sealed journal blocks count).
-pub(crate) fn spawn_child(child_test: &str, envs: &[(&str, &str)], attempt: u32) -> Child {
+/// The command that re-executes this test binary running only the test `child_test` (its
+/// module path, e.g. `crash::crash_child`); the caller adds the child's environment and
+/// stdio. One place for how a child is started, so no kill test runs a different child.
+pub(crate) fn child_command(child_test: &str) -> Command {
     let exe = std::env::current_exe().expect("exe");
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", child_test, "--nocapture", "--test-threads=1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args(["--exact", child_test, "--nocapture", "--test-threads=1"]);
+    cmd
+}
+
+/// Every third attempt (`attempt % 3 == 2`) runs the child under a fresh `LUNAR_BOOT_ID`, so
+/// the parent's reopen replays as after a power loss (only sealed journal blocks count, and
+/// what was flushed or written with FUA must still be there). Returns whether it does.
+pub(crate) fn reboot_every_third(cmd: &mut Command, attempt: u64) -> bool {
+    let reboot = attempt % 3 == 2;
+    if reboot {
+        cmd.env("LUNAR_BOOT_ID", uuid::Uuid::new_v4().to_string());
+    }
+    reboot
+}
+
+/// Spawns [`child_command`] with `envs` set (the child test reads its work from them), its
+/// output discarded, under [`reboot_every_third`].
+pub(crate) fn spawn_child(child_test: &str, envs: &[(&str, &str)], attempt: u32) -> Child {
+    let mut cmd = child_command(child_test);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    if attempt % 3 == 2 {
-        cmd.env("LUNAR_BOOT_ID", uuid::Uuid::new_v4().to_string());
-    }
+    reboot_every_third(&mut cmd, u64::from(attempt));
     cmd.spawn().expect("spawn child")
 }
 
