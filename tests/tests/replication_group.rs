@@ -11,6 +11,9 @@
 //!   the second's is in flight (before the group commit) leaves every member of the replica
 //!   at the previous group snapshot; the next cycle resumes the staged streams from their
 //!   tokens and completes; `pool check` is clean on the replica.
+//! - Failback: after a promote of the group on the replica and writes on both sides,
+//!   `replica reverse` rolls the old source's members back to the last common group
+//!   snapshot together and replicates the other way with an increment (no full copy).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

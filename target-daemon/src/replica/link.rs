@@ -349,6 +349,36 @@ mod tests {
         ));
     }
 
+    /// A group's demotion is a version-2 request (an old peer refuses it, so an old
+    /// source is never half demoted) and carries every member.
+    #[test]
+    fn a_group_demotion_needs_the_group_protocol_and_round_trips() {
+        let req = Request::DemoteGroup {
+            version: GROUP_PROTOCOL_VERSION,
+            relationship: "g".into(),
+            members: vec![DemoteMember {
+                volume: "a".into(),
+                source_volume: "a-dr".into(),
+                common: "repl-1".into(),
+            }],
+        };
+        assert_eq!(req.needs_version(), GROUP_PROTOCOL_VERSION);
+        let line = serde_json::to_string(&req).unwrap();
+        assert!(line.contains(r#""op":"demote_group""#), "{line}");
+        let back: Request = serde_json::from_str(&line).unwrap();
+        assert!(
+            matches!(back, Request::DemoteGroup { members, .. } if members[0].source_volume == "a-dr")
+        );
+        let single = Request::Demote {
+            version: PROTOCOL_VERSION,
+            relationship: "r".into(),
+            volume: "v".into(),
+            source_volume: "v".into(),
+            common: "s".into(),
+        };
+        assert_eq!(single.needs_version(), PROTOCOL_VERSION);
+    }
+
     /// The fields added for clone origins, retention and lag are optional: a peer that
     /// does not send them is understood (no origin, keep counts unknown, lag from the
     /// receive) and one that does not know them ignores them.
