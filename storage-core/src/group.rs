@@ -1,6 +1,6 @@
 //! Consistency groups in the block store: several volumes of one pool at one instant.
 //!
-//! Two operations make a group's members change together, and both rest on the same fact:
+//! Three operations make a group's members change together, and both rest on the same fact:
 //! records logged under one hold of the metadata write lock are taken into the journal as
 //! one payload (`commit::prepare_append` takes the whole buffer under that lock), so they
 //! land in one checksummed journal block and replay all-or-nothing, and the checkpoint
@@ -16,7 +16,11 @@
 //! - [`Pool::receive_commit_group`] (here) commits several staged receives — one per member
 //!   of a replicated group — with one `ReceiveCommit` record per member in one block, so a
 //!   crash, an error or a missing member never exposes member A at one instant with member B
-//!   at another. docs/decisions/0027-consistency-groups.md.
+//!   at another.
+//! - [`Pool::rollback_group`] (here) rolls several members back to their snapshots of one
+//!   group instant with one `Rollback` record per member in one block (the reverse of a
+//!   replicated group, where the old source's members go back to the last common group
+//!   snapshot together). docs/decisions/0027-consistency-groups.md.
 
 use crate::clock::now_unix;
 use crate::layer::{Rec, ViewId};
@@ -130,6 +134,69 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Rolls several volumes back to their snapshots at once (`pairs`: volume, snapshot):
+    /// one `Rollback` record per member in one journal block, every member's I/O gate held,
+    /// so the members move back to a group instant together (all or none, across a crash
+    /// too). The reverse of a replicated consistency group rolls the old source's members
+    /// back to the newest group snapshot both sides have this way. Every check (members
+    /// exist and are distinct, snapshots exist, space for full volumes) is made first; on
+    /// any error nothing changes.
+    pub async fn rollback_group(&self, pairs: &[(&str, &str)]) -> Result<()> {
+        self.inner.check_open()?;
+        let ids: Vec<(ViewId, ViewId)> = {
+            let st = self.inner.state.read();
+            pairs
+                .iter()
+                .map(|(v, s)| {
+                    let vid = st
+                        .meta
+                        .find_volume(v)
+                        .ok_or_else(|| StorageError::NotFound(format!("volume '{v}' not found")))?;
+                    let sid = st.meta.find_snapshot(vid, s).ok_or_else(|| {
+                        StorageError::NotFound(format!("snapshot '{v}@{s}' not found"))
+                    })?;
+                    Ok((vid, sid))
+                })
+                .collect::<Result<_>>()?
+        };
+        let vols: Vec<ViewId> = ids.iter().map(|(v, _)| *v).collect();
+        let distinct: std::collections::BTreeSet<ViewId> = vols.iter().copied().collect();
+        if distinct.len() != vols.len() {
+            return Err(StorageError::InvalidArgument(
+                "a volume appears twice in the group rollback".into(),
+            ));
+        }
+        self.inner
+            .change_together(&vols, |st| {
+                // Every check first: once the first record is logged, all must follow.
+                let mut need = 0;
+                for (&(vid, sid), (v, s)) in ids.iter().zip(pairs) {
+                    let (top, size, _, full) = st.volume(vid)?;
+                    let ssize = st.meta.views.get(&sid).map(|w| w.size).ok_or_else(|| {
+                        StorageError::NotFound(format!("snapshot '{v}@{s}' not found"))
+                    })?;
+                    if full {
+                        let owned = st.meta.layers.get(&top).map_or(0, |l| l.owned);
+                        let old_res = st.meta.chunks(size).saturating_sub(owned);
+                        need += st.meta.chunks(ssize).saturating_sub(old_res + owned);
+                    }
+                }
+                st.need(need)?;
+                for &(vol, snap) in &ids {
+                    let new_top = st.meta.new_id();
+                    st.log(Rec::Rollback { vol, snap, new_top })?;
+                }
+                Ok(())
+            })
+            .await?;
+        for (v, s) in pairs {
+            tracing::info!(volume = %v, snapshot = %s, "volume rolled back (group)");
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -205,6 +272,49 @@ mod tests {
             got.iter().map(|s| s.volume.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
+        assert!(pool.check().await.expect("check").is_clean());
+        pool.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn a_group_rollback_moves_every_member_back_or_none() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let pool = two_volumes(dir.path()).await;
+        let (a, b) = (pool.volume("a").expect("a"), pool.volume("b").expect("b"));
+        a.write(0, block(1), false).await.expect("write a");
+        b.write(0, block(1), false).await.expect("write b");
+        pool.snapshot_group(&[("a", "g1"), ("b", "g1")])
+            .await
+            .expect("g1");
+        pool.snapshot("a", "only-a").await.expect("a@only-a");
+        a.write(0, block(2), false).await.expect("write a");
+        b.write(0, block(2), false).await.expect("write b");
+        // A member without the snapshot refuses the whole rollback: a keeps its data.
+        let e = pool
+            .rollback_group(&[("a", "only-a"), ("b", "only-a")])
+            .await
+            .expect_err("b has no such snapshot");
+        assert!(matches!(e, StorageError::NotFound(_)), "{e}");
+        let e = pool
+            .rollback_group(&[("a", "g1"), ("a", "g1")])
+            .await
+            .expect_err("a member twice");
+        assert!(matches!(e, StorageError::InvalidArgument(_)), "{e}");
+        assert_eq!(tag(&a.read(0, 1).await.expect("read a")), 2);
+        assert_eq!(tag(&b.read(0, 1).await.expect("read b")), 2);
+        pool.rollback_group(&[("a", "g1"), ("b", "g1")])
+            .await
+            .expect("group rollback");
+        assert_eq!(tag(&a.read(0, 1).await.expect("read a")), 1);
+        assert_eq!(tag(&b.read(0, 1).await.expect("read b")), 1);
+        // Snapshots stay, and the rollback survives a reopen.
+        assert_eq!(pool.snapshots(Some("a")).len(), 2);
+        pool.close().await.expect("close");
+        let pool = Pool::open(dir.path()).await.expect("reopen");
+        for v in ["a", "b"] {
+            let t = tag(&pool.volume(v).expect(v).read(0, 1).await.expect("read"));
+            assert_eq!(t, 1, "{v} after reopen");
+        }
         assert!(pool.check().await.expect("check").is_clean());
         pool.close().await.expect("close");
     }

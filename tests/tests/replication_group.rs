@@ -11,6 +11,9 @@
 //!   the second's is in flight (before the group commit) leaves every member of the replica
 //!   at the previous group snapshot; the next cycle resumes the staged streams from their
 //!   tokens and completes; `pool check` is clean on the replica.
+//! - Failback: after a promote of the group on the replica and writes on both sides,
+//!   `replica reverse` rolls the old source's members back to the last common group
+//!   snapshot together and replicates the other way with an increment (no full copy).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -325,5 +328,179 @@ fn a_group_replicates_write_order_consistent_and_survives_a_kill_of_the_receiver
         &["write -P 0x77 0 4k".to_string()],
     )
     .expect("a promoted member is writable");
+    drop((a, b));
+}
+
+/// Failback of a group without a full copy: A replicates {a, b} to B; A's site "fails"
+/// (its relationship paused, then its lunard killed), B promotes the group and writes;
+/// A writes too after the failover (writes the reverse discards). A reverse while A is
+/// down is refused and changes nothing; once A is back, `replica reverse` on B rolls A's
+/// members back to the last common group snapshot together and makes them B's replicas,
+/// and B's next cycle sends only the changes: A then reads B's data on both members.
+#[test]
+fn a_promoted_group_reverses_from_the_last_common_group_snapshot() {
+    if !available("replication_group", &["qemu-io"]) {
+        return;
+    }
+    let (mut a, actl, b, bctl, _keys) = pair();
+    for (m, lun) in [("a", "0"), ("b", "1")] {
+        ctl_json(
+            &actl,
+            &[
+                "lun", "create", m, "--size", "32M", "--target", T, "--lun-id", lun,
+            ],
+        );
+        // 8 MiB of data per member: what a full copy would send again.
+        qemu_io(
+            &qemu_image_opts(a.addr(), T, lun.parse().unwrap_or(0), HOST, None),
+            &[format!("write -P 0x11 0 {}", 8 * MIB)],
+        )
+        .expect("write on A");
+    }
+    ctl_json(&actl, &["cg", "create", "db", "--lun", "a", "--lun", "b"]);
+    ctl_json(
+        &actl,
+        &[
+            "replica",
+            "create",
+            "g",
+            "--group",
+            "db",
+            "--peer",
+            "site-b",
+            "--every",
+            "1h",
+            "--keep-local",
+            "5",
+            "--keep-remote",
+            "5",
+        ],
+    );
+    let first = wait_transfer(&actl, "g", None);
+    let full = relationship(&actl, "g")["last_transfer"]["bytes"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(full >= 16 * MIB, "the first transfer is full: {full} bytes");
+    // Two more cycles, each with a change on both members.
+    let mut last = first;
+    for (i, pat) in [0x22u8, 0x33].into_iter().enumerate() {
+        for lun in [0, 1] {
+            qemu_io(
+                &qemu_image_opts(a.addr(), T, lun, HOST, None),
+                &[format!("write -P {pat:#x} {} 4k", (9 + i as u64) * MIB)],
+            )
+            .expect("write on A");
+        }
+        ctl_json(&actl, &["replica", "sync", "g"]);
+        last = wait_transfer(&actl, "g", Some(&last));
+    }
+    for (m, lun) in [("a", "0"), ("b", "1")] {
+        ctl_json(&bctl, &["lun", "map", m, "--target", T, "--lun-id", lun]);
+    }
+    // The wrong sides refuse: the source, and a replica not promoted yet.
+    let e = actl
+        .json(&["replica", "reverse", "g"])
+        .expect_err("reverse on the source");
+    assert!(format!("{e:#}").contains("promoted replica"), "{e:#}");
+    let e = bctl
+        .json(&["replica", "reverse", "g"])
+        .expect_err("reverse before the promote");
+    assert!(
+        format!("{e:#}").contains("promote the group first"),
+        "{e:#}"
+    );
+
+    // Failover: A stops, B promotes the group and writes on both members.
+    ctl_json(&actl, &["replica", "pause", "g"]);
+    wait_for("A's cycle to end", WAIT, || {
+        relationship(&actl, "g")["state"] != "transferring"
+    });
+    ctl_json(&bctl, &["replica", "promote", "g"]);
+    for (lun, pat) in [(0u64, 0xc1u8), (1, 0xc2)] {
+        qemu_io(
+            &qemu_image_opts(b.addr(), T, lun, HOST, None),
+            &[format!("write -P {pat:#x} 0 4k")],
+        )
+        .expect("write on promoted B");
+    }
+    // A keeps writing after the failover: the reverse discards these writes.
+    for lun in [0, 1] {
+        qemu_io(
+            &qemu_image_opts(a.addr(), T, lun, HOST, None),
+            &[format!("write -P 0xee {} 4k", 12 * MIB)],
+        )
+        .expect("write on the old source");
+    }
+
+    // A is down: the reverse is refused and nothing changes on B.
+    a.kill9().expect("kill -9 A");
+    let e = bctl
+        .json(&["replica", "reverse", "g"])
+        .expect_err("reverse with the old source down");
+    assert!(format!("{e:#}").contains("reachable"), "{e:#}");
+    for m in ["a", "b"] {
+        let r = relationship(&bctl, &format!("g.{m}"));
+        assert_eq!(r["role"], "promoted", "{r}");
+    }
+    assert_eq!(relationship(&bctl, "g"), Value::Null);
+    a.restart().expect("restart A");
+
+    // Failback: B becomes the group's source, A's members its replicas.
+    ctl_json(&bctl, &["replica", "reverse", "g"]);
+    let g = relationship(&bctl, "g");
+    assert_eq!(g["role"], "source", "{g}");
+    let members: Vec<&str> = g["members"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["volume"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(members, ["a", "b"], "{g}");
+    for m in ["a", "b"] {
+        assert_eq!(relationship(&bctl, &format!("g.{m}")), Value::Null);
+        let r = relationship(&actl, &format!("g.{m}"));
+        assert_eq!(r["role"], "replica", "{r}");
+        assert_eq!(r["group"], "g", "{r}");
+    }
+    assert_eq!(relationship(&actl, "g"), Value::Null);
+    let back = wait_transfer(&bctl, "g", None);
+    let t = relationship(&bctl, "g")["last_transfer"].clone();
+    assert_eq!(t["kind"], "increment", "no full copy: {t}");
+    let bytes = t["bytes"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        bytes < MIB && bytes < full / 16,
+        "the reverse sent only the changes ({bytes} bytes; the full copy was {full}): {t}"
+    );
+    for m in ["a", "b"] {
+        let names = snapshot_names(&actl, m);
+        assert!(names.contains(&back), "{m} on A: {names:?}");
+        assert!(
+            names.contains(&last),
+            "{m} on A keeps the common {last}: {names:?}"
+        );
+    }
+    // A's members hold B's data, the common snapshot's data, and not A's discarded writes.
+    for (lun, pat) in [(0u64, 0xc1u8), (1, 0xc2)] {
+        qemu_io_read_only(
+            &qemu_image_opts(a.addr(), T, lun, HOST, None),
+            &[
+                format!("read -P {pat:#x} 0 4k"),
+                format!("read -P 0x11 4k {}", 8 * MIB - 4096),
+                format!("read -P 0x22 {} 4k", 9 * MIB),
+                format!("read -P 0x33 {} 4k", 10 * MIB),
+                format!("read -P 0 {} 4k", 12 * MIB),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("LUN {lun} on A after the reverse: {e:#}"));
+    }
+    // A's members are write-protected replicas now.
+    assert!(
+        qemu_io(
+            &qemu_image_opts(a.addr(), T, 0, HOST, None),
+            &["write -P 0x99 0 4k".to_string()],
+        )
+        .is_err(),
+        "a write to A's replica member succeeded"
+    );
+    let check = ctl_json(&actl, &["pool", "check"]);
+    assert_eq!(check["clean"], true, "{check}");
     drop((a, b));
 }

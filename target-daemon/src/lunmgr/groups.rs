@@ -358,4 +358,127 @@ mod tests {
         m.replica_delete("g").await.expect("delete");
         m.cg_delete("db").await.expect("the group can go now");
     }
+
+    #[tokio::test]
+    async fn a_group_is_demoted_whole_or_not_at_all_and_its_promoted_members_reverse_into_one_source(
+    ) {
+        use crate::lunmgr::replicas::GroupDemotion;
+        use crate::lunmgr::state::{ReplicaRecord, ReplicaRole};
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = mgr(dir.path()).await;
+        for l in ["data", "log"] {
+            lun(&m, l).await;
+        }
+        m.cg_create("db", &["data".into(), "log".into()])
+            .await
+            .expect("create");
+        m.replica_create(ReplicaRecord {
+            name: "g".into(),
+            role: ReplicaRole::Source,
+            volume: String::new(),
+            pool: String::new(),
+            peer: "site-b".into(),
+            remote_volume: String::new(),
+            every_secs: 60,
+            keep_local: 3,
+            keep_remote: 4,
+            bandwidth: None,
+            paused: false,
+            created_unix: 0,
+            replicated_as_of_ms: None,
+            last_transfer: None,
+            group: Some("db".into()),
+            members: Vec::new(),
+        })
+        .await
+        .expect("group relationship");
+        m.cg_snapshot("db", "s1").await.expect("group snapshot");
+        m.snapshot_create("data", "s2").await.expect("data@s2");
+        let demote = |common: &str, vols: &[&str]| -> Vec<GroupDemotion> {
+            vols.iter()
+                .map(|v| GroupDemotion {
+                    volume: (*v).into(),
+                    source_volume: (*v).into(),
+                    common: common.into(),
+                })
+                .collect()
+        };
+        let unchanged = || async {
+            let g = m.replica_record("g").await.expect("still there");
+            assert_eq!(g.role, ReplicaRole::Source);
+            assert!(m.replica_group_members("g").await.is_empty());
+            assert!(m.lun_list().await.iter().all(|l| !l.read_only));
+        };
+        // log has no s2: neither member is demoted (data is not rolled back alone).
+        let e = m
+            .replica_demote_group("g", "site-b", &demote("s2", &["data", "log"]))
+            .await
+            .expect_err("a member without the snapshot");
+        assert!(e.to_string().contains("log@s2"), "{e}");
+        unchanged().await;
+        // The peer must name every member, and be the relationship's peer.
+        let e = m
+            .replica_demote_group("g", "site-b", &demote("s1", &["data"]))
+            .await
+            .expect_err("a member missing");
+        assert!(e.to_string().contains("members here"), "{e}");
+        m.replica_demote_group("g", "site-z", &demote("s1", &["data", "log"]))
+            .await
+            .expect_err("another peer");
+        unchanged().await;
+        // All members at once: one replica record per member, write-protected.
+        let recs = m
+            .replica_demote_group("g", "site-b", &demote("s1", &["log", "data"]))
+            .await
+            .expect("demote");
+        assert_eq!(recs.len(), 2);
+        assert!(m.replica_record("g").await.is_err());
+        for v in ["data", "log"] {
+            let r = m.replica_record(&format!("g.{v}")).await.expect("member");
+            assert_eq!(
+                (r.role, r.group.as_deref(), r.peer.as_str()),
+                (ReplicaRole::Replica, Some("g"), "site-b")
+            );
+        }
+        assert!(m.lun_list().await.iter().all(|l| l.read_only));
+        // A retried request (the reverse run again) answers the same records.
+        let again = m
+            .replica_demote_group("g", "site-b", &demote("s1", &["data", "log"]))
+            .await
+            .expect("retry");
+        assert_eq!(again.len(), 2);
+
+        // The other way: not while the members are replicas; once promoted, the members
+        // become one source record of the consistency group of exactly these LUNs.
+        let e = m
+            .replica_reverse_group("g", false)
+            .await
+            .expect_err("not promoted");
+        assert!(e.to_string().contains("promote the group first"), "{e}");
+        m.replica_promote("g").await.expect("promote");
+        let plan = m.replica_reverse_group("g", false).await.expect("plan");
+        assert_eq!(plan.group.as_deref(), Some("db"));
+        assert!(m.replica_record("g").await.is_err(), "a plan saves nothing");
+        // Without that group, one named after the relationship is made.
+        m.cg_delete("db")
+            .await
+            .expect("no source relationship names it now");
+        let rec = m.replica_reverse_group("g", true).await.expect("reverse");
+        assert_eq!(
+            (rec.role, rec.group.as_deref(), rec.volume.as_str()),
+            (ReplicaRole::Source, Some("g"), "g")
+        );
+        assert_eq!(rec.volumes(), ["data", "log"]);
+        assert_eq!((rec.keep_local, rec.keep_remote), (3, 4));
+        assert!(m.replica_group_members("g").await.is_empty());
+        let cgs = m.cg_list().await.expect("list");
+        assert_eq!(cgs.len(), 1);
+        assert_eq!(cgs[0].members, ["data", "log"]);
+        // The source side refuses a reverse.
+        let e = m
+            .replica_reverse_group("g", false)
+            .await
+            .expect_err("source");
+        assert!(e.to_string().contains("promoted replica"), "{e}");
+    }
 }

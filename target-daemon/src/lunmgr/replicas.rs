@@ -1,5 +1,6 @@
 //! Replication relationships as the LUN manager keeps them (`State::replicas`): create,
-//! list, pause/resume, delete, promote, and the replica side's adoption and demotion. The
+//! list, pause/resume, delete, promote, the replica side's adoption and demotion, and the
+//! reverse of a consistency group's relationship (its records on both sides). The
 //! schedule, the transfers and the link are `crate::replica`'s; this file owns the records
 //! and the rule that a replica LUN stays write-protected until promoted.
 //!
@@ -10,7 +11,7 @@
 
 use storage_core::Pool;
 
-use super::state::{GroupMember, ReplicaRecord, ReplicaRole, State};
+use super::state::{ConsistencyGroupRecord, GroupMember, ReplicaRecord, ReplicaRole, State};
 use super::{check_name, lun_rec, mappings_of, LunManager, MgrError, MgrResult, ObjectKind};
 
 /// Longest schedule interval (a week).
@@ -324,6 +325,315 @@ impl LunManager {
         Ok(out)
     }
 
+    /// The old source of group relationship `name` becomes its replica (the reverse of a
+    /// group's failover): every member is write-protected and rolled back to its copy of one
+    /// group snapshot in one journal block (`Pool::rollback_group`: all members or none,
+    /// later writes here are discarded), and the group's record turns into one replica
+    /// record per member (`<name>.<member>`, as the replica side of `peer`'s relationship
+    /// keeps them). `members` must name every member of the record once, with the peer's
+    /// volume it has. A retry after a success answers the member records unchanged. On any
+    /// refusal nothing changes: the group stays the source here.
+    pub async fn replica_demote_group(
+        &self,
+        name: &str,
+        peer: &str,
+        members: &[GroupDemotion],
+    ) -> MgrResult<Vec<ReplicaRecord>> {
+        let mut st = self.lock().await;
+        let pairs = |it: &mut dyn Iterator<Item = (String, String)>| {
+            let mut v: Vec<(String, String)> = it.collect();
+            v.sort();
+            v
+        };
+        let asked = pairs(
+            &mut members
+                .iter()
+                .map(|m| (m.volume.clone(), m.source_volume.clone())),
+        );
+        let Some(r) = st.replicas.get(name).cloned() else {
+            // A retried reverse: the members were demoted by an earlier request.
+            let done: Vec<ReplicaRecord> = group_member_records(&st, name).cloned().collect();
+            let have = pairs(
+                &mut done
+                    .iter()
+                    .map(|m| (m.volume.clone(), m.remote_volume.clone())),
+            );
+            if !done.is_empty()
+                && have == asked
+                && done
+                    .iter()
+                    .all(|m| m.role == ReplicaRole::Replica && m.peer == peer)
+            {
+                return Ok(done);
+            }
+            return Err(not_found(name));
+        };
+        if r.peer != peer || r.members.is_empty() || r.role != ReplicaRole::Source {
+            return Err(invalid(
+                "relationship",
+                name,
+                &format!(
+                    "here it is the {} of {} with peer {}, not a consistency group's source with {peer}",
+                    r.role.as_str(),
+                    r.volume,
+                    r.peer
+                ),
+            ));
+        }
+        let have = pairs(
+            &mut r
+                .members
+                .iter()
+                .map(|m| (m.volume.clone(), m.remote_volume.clone())),
+        );
+        if have != asked {
+            return Err(invalid(
+                "relationship",
+                name,
+                &format!(
+                    "its members here are {have:?} (volume here, volume on the peer), the peer named {asked:?}"
+                ),
+            ));
+        }
+        // Every check before the first change.
+        let mut pool = None;
+        for m in members {
+            self.snapshot_exists(&st, &m.volume, &m.common)?;
+            let member = ReplicaRecord::member_name(name, &m.volume);
+            check_name(ObjectKind::Relationship, &member)?;
+            if st.replicas.contains_key(&member) {
+                return Err(invalid(
+                    "relationship",
+                    &member,
+                    "a relationship of that name exists here already",
+                ));
+            }
+            let (pn, p) = self.lun_pool(&st, &m.volume)?;
+            match &pool {
+                Some((first, _)) if *first != pn => {
+                    return Err(invalid(
+                        "volume",
+                        &m.volume,
+                        &format!("it is in pool {pn}, the group's other members in {first}"),
+                    ))
+                }
+                Some(_) => {}
+                None => pool = Some((pn, p)),
+            }
+        }
+        let Some((pool_name, pool)) = pool else {
+            return Err(invalid(
+                "relationship",
+                name,
+                "the demotion names no member",
+            ));
+        };
+        // Write-protect every member first, so no write lands after the rollback.
+        let was: Vec<bool> = members
+            .iter()
+            .map(|m| st.luns.get(&m.volume).is_some_and(|l| l.read_only))
+            .collect();
+        for m in members {
+            self.set_read_only_locked(&mut st, &m.volume, true)?;
+        }
+        let rollback: Vec<(&str, &str)> = members
+            .iter()
+            .map(|m| (m.volume.as_str(), m.common.as_str()))
+            .collect();
+        if let Err(e) = pool.rollback_group(&rollback).await {
+            for (m, ro) in members.iter().zip(was) {
+                if let Err(e) = self.set_read_only_locked(&mut st, &m.volume, ro) {
+                    tracing::warn!(relationship = %name, volume = %m.volume, error = %e, "restoring a member's read-only flag after a refused group rollback failed");
+                }
+            }
+            return Err(self.in_pool(&pool_name)(e));
+        }
+        st.replicas.remove(name);
+        let mut out = Vec::with_capacity(members.len());
+        for m in &r.members {
+            let rec = ReplicaRecord {
+                name: ReplicaRecord::member_name(name, &m.volume),
+                role: ReplicaRole::Replica,
+                volume: m.volume.clone(),
+                pool: r.pool.clone(),
+                peer: peer.to_string(),
+                remote_volume: m.remote_volume.clone(),
+                every_secs: r.every_secs,
+                keep_local: r.keep_local,
+                keep_remote: r.keep_remote,
+                bandwidth: None,
+                paused: false,
+                created_unix: r.created_unix,
+                replicated_as_of_ms: None,
+                last_transfer: None,
+                group: Some(name.to_string()),
+                members: Vec::new(),
+            };
+            st.replicas.insert(rec.name.clone(), rec.clone());
+            out.push(rec);
+        }
+        self.save(&st)?;
+        let common: Vec<&str> = members.iter().map(|m| m.common.as_str()).collect();
+        tracing::info!(relationship = %name, ?common, members = out.len(), "consistency group demoted to replica: every member rolled back to the last common group snapshot, write-protected");
+        Ok(out)
+    }
+
+    /// The promoted replica side of group relationship `name` becomes its source: its
+    /// member records (`<name>.<member>`, all promoted) become one source record of a
+    /// consistency group of the members here (the one whose members are exactly them, or
+    /// a new one named `name`). With `apply` false only checks and returns the record it
+    /// would make (what a reverse checks before it demotes the peer); with `apply` true
+    /// also saves it.
+    pub async fn replica_reverse_group(&self, name: &str, apply: bool) -> MgrResult<ReplicaRecord> {
+        let mut st = self.lock().await;
+        let (rec, new_cg) = self.reverse_plan(&st, name)?;
+        if !apply {
+            return Ok(rec);
+        }
+        if let Some(cg) = new_cg {
+            tracing::info!(group = %cg.name, members = ?cg.members, "consistency group created for the reversed relationship");
+            st.consistency_groups.insert(cg.name.clone(), cg);
+        }
+        let members: Vec<String> = group_member_records(&st, name)
+            .map(|r| r.name.clone())
+            .collect();
+        for m in members {
+            st.replicas.remove(&m);
+        }
+        st.replicas.insert(rec.name.clone(), rec.clone());
+        self.save(&st)?;
+        tracing::info!(relationship = %name, group = ?rec.group, "group relationship reversed: this side is the source");
+        Ok(rec)
+    }
+
+    /// See [`Self::replica_reverse_group`]: the source record and, if none fits, the
+    /// consistency group to create.
+    fn reverse_plan(
+        &self,
+        st: &State,
+        name: &str,
+    ) -> MgrResult<(ReplicaRecord, Option<ConsistencyGroupRecord>)> {
+        if let Some(r) = st.replicas.get(name) {
+            return Err(invalid(
+                "relationship",
+                name,
+                &format!(
+                    "this side is its {}: reverse runs on the promoted replica side",
+                    r.role.as_str()
+                ),
+            ));
+        }
+        let members: Vec<&ReplicaRecord> = group_member_records(st, name).collect();
+        let Some(first) = members.first() else {
+            return Err(not_found(name));
+        };
+        for m in &members {
+            if m.role != ReplicaRole::Promoted {
+                return Err(invalid(
+                    "relationship",
+                    name,
+                    &format!(
+                        "member {} is the {} here: promote the group first (`lunarctl replica promote {name}`)",
+                        m.volume,
+                        m.role.as_str()
+                    ),
+                ));
+            }
+            if m.peer != first.peer {
+                return Err(invalid(
+                    "relationship",
+                    name,
+                    &format!("its members name two peers ({} and {})", first.peer, m.peer),
+                ));
+            }
+        }
+        let mut pool: Option<String> = None;
+        for m in &members {
+            let p = self.pool_name_of(lun_rec(st, &m.volume)?);
+            match &pool {
+                Some(first) if *first != p => {
+                    return Err(MgrError::CrossPool {
+                        what: "consistency group",
+                        lun: m.volume.clone(),
+                        pool: p,
+                        other: first.clone(),
+                    })
+                }
+                Some(_) => {}
+                None => pool = Some(p),
+            }
+        }
+        let pool = pool.unwrap_or_default();
+        let mut volumes: Vec<&str> = members.iter().map(|m| m.volume.as_str()).collect();
+        volumes.sort_unstable();
+        // The consistency group of exactly these LUNs, or a new one named after the
+        // relationship (a LUN is a member of one group at most).
+        let existing = st.consistency_groups.values().find(|g| {
+            let mut v: Vec<&str> = g.members.iter().map(String::as_str).collect();
+            v.sort_unstable();
+            v == volumes
+        });
+        let (cg, new_cg) = match existing {
+            Some(g) => (g.clone(), None),
+            None => {
+                for v in &volumes {
+                    if let Some(g) = super::groups::group_of(st, v) {
+                        return Err(invalid(
+                            "relationship",
+                            name,
+                            &format!(
+                                "member {v} is in consistency group {g}, which has other members than the relationship's ({volumes:?})"
+                            ),
+                        ));
+                    }
+                }
+                check_name(ObjectKind::ConsistencyGroup, name)?;
+                if st.consistency_groups.contains_key(name) {
+                    return Err(invalid(
+                        "relationship",
+                        name,
+                        &format!("a consistency group {name} with other members exists here"),
+                    ));
+                }
+                let g = ConsistencyGroupRecord {
+                    name: name.to_string(),
+                    members: members.iter().map(|m| m.volume.clone()).collect(),
+                    pool: pool.clone(),
+                    created_unix: super::now_unix(),
+                };
+                (g.clone(), Some(g))
+            }
+        };
+        let group_members = cg
+            .members
+            .iter()
+            .filter_map(|v| members.iter().find(|m| &m.volume == v))
+            .map(|m| GroupMember {
+                volume: m.volume.clone(),
+                remote_volume: m.remote_volume.clone(),
+            })
+            .collect();
+        let rec = ReplicaRecord {
+            name: name.to_string(),
+            role: ReplicaRole::Source,
+            volume: cg.name.clone(),
+            pool,
+            peer: first.peer.clone(),
+            remote_volume: cg.name.clone(),
+            every_secs: first.every_secs.clamp(1, MAX_EVERY_SECS),
+            keep_local: first.keep_local.max(1),
+            keep_remote: first.keep_remote.max(1),
+            bandwidth: None,
+            paused: false,
+            created_unix: first.created_unix,
+            replicated_as_of_ms: None,
+            last_transfer: None,
+            group: Some(cg.name.clone()),
+            members: group_members,
+        };
+        Ok((rec, new_cg))
+    }
+
     /// Sets `volume`'s LUN read-only flag and re-attaches its mappings so the device
     /// servers apply it.
     fn set_read_only_locked(&self, st: &mut State, volume: &str, ro: bool) -> MgrResult<()> {
@@ -350,6 +660,17 @@ impl LunManager {
         let pool = self.pool_named(&name)?;
         Ok((name, pool))
     }
+}
+
+/// One member of a group's demotion (`replica_demote_group`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDemotion {
+    /// The member LUN here.
+    pub volume: String,
+    /// Its volume on the peer (the new source).
+    pub source_volume: String,
+    /// The group snapshot to roll back to (its name here).
+    pub common: String,
 }
 
 /// Fills `rec` (a source relationship of consistency group `g`) with the group's members

@@ -169,6 +169,9 @@ impl Authz {
             Request::CommitGroup { members, .. } => {
                 ("commit_group", members.iter().map(|m| &m.volume).collect())
             }
+            Request::DemoteGroup { members, .. } => {
+                ("demote_group", members.iter().map(|m| &m.volume).collect())
+            }
         };
         match volumes.into_iter().find(|v| !self.may_use(peer, v)) {
             None => Ok(()),
@@ -566,5 +569,23 @@ mod tests {
             a.check("site-a", &demote).is_err(),
             "the local volume counts"
         );
+        // A group's demotion names every member's local volume: one not granted refuses it.
+        let demote_group = |vols: &[&str]| Request::DemoteGroup {
+            version: 2,
+            relationship: "g".into(),
+            members: vols
+                .iter()
+                .map(|v| super::super::link::DemoteMember {
+                    volume: (*v).into(),
+                    source_volume: "elsewhere".into(),
+                    common: "s".into(),
+                })
+                .collect(),
+        };
+        assert!(a.check("site-a", &demote_group(&["prod-1", "db"])).is_ok());
+        let e = a
+            .check("site-a", &demote_group(&["db", "secret"]))
+            .unwrap_err();
+        assert!(e.message.contains("volume secret"), "{}", e.message);
     }
 }

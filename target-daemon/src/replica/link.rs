@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 /// link exists understands it).
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Version of the requests of a consistency group's relationship: a `Receive` with
-/// `stage_only` and the `CommitGroup` request. A peer that does not know them (it accepts
+/// `stage_only`, the `CommitGroup` request and the `DemoteGroup` request (its reverse). A peer that does not know them (it accepts
 /// only version 1) refuses every request of such a relationship with both versions named,
 /// rather than committing a member alone.
 pub const GROUP_PROTOCOL_VERSION: u32 = 2;
@@ -117,6 +117,29 @@ pub enum Request {
         /// The snapshot (name on the answering side) both sides have.
         common: String,
     },
+    /// Failback of a consistency group's relationship: the answering side (the old
+    /// source) rolls every member back to its copy of one group snapshot in one journal
+    /// block and becomes the replica of the caller, or changes nothing (version
+    /// [`GROUP_PROTOCOL_VERSION`]).
+    DemoteGroup {
+        /// Protocol version of the caller (at least [`GROUP_PROTOCOL_VERSION`]).
+        version: u32,
+        /// The group relationship (its record on the answering side).
+        relationship: String,
+        /// Every member: its volume here, the caller's volume, the common snapshot.
+        members: Vec<DemoteMember>,
+    },
+}
+
+/// One member of a `DemoteGroup` request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DemoteMember {
+    /// The member's volume on the answering side.
+    pub volume: String,
+    /// The caller's volume (the member on the new source).
+    pub source_volume: String,
+    /// The group snapshot both sides have (its name on the answering side).
+    pub common: String,
 }
 
 impl Request {
@@ -127,7 +150,8 @@ impl Request {
             | Request::Receive { version, .. }
             | Request::Prune { version, .. }
             | Request::CommitGroup { version, .. }
-            | Request::Demote { version, .. } => *version,
+            | Request::Demote { version, .. }
+            | Request::DemoteGroup { version, .. } => *version,
         }
     }
 
@@ -138,7 +162,8 @@ impl Request {
             Request::Receive {
                 stage_only: true, ..
             }
-            | Request::CommitGroup { .. } => GROUP_PROTOCOL_VERSION,
+            | Request::CommitGroup { .. }
+            | Request::DemoteGroup { .. } => GROUP_PROTOCOL_VERSION,
             _ => PROTOCOL_VERSION,
         }
     }
@@ -322,6 +347,36 @@ mod tests {
             read_line::<_, Request>(&mut rd).await,
             Err(LineError::Json(_))
         ));
+    }
+
+    /// A group's demotion is a version-2 request (an old peer refuses it, so an old
+    /// source is never half demoted) and carries every member.
+    #[test]
+    fn a_group_demotion_needs_the_group_protocol_and_round_trips() {
+        let req = Request::DemoteGroup {
+            version: GROUP_PROTOCOL_VERSION,
+            relationship: "g".into(),
+            members: vec![DemoteMember {
+                volume: "a".into(),
+                source_volume: "a-dr".into(),
+                common: "repl-1".into(),
+            }],
+        };
+        assert_eq!(req.needs_version(), GROUP_PROTOCOL_VERSION);
+        let line = serde_json::to_string(&req).unwrap();
+        assert!(line.contains(r#""op":"demote_group""#), "{line}");
+        let back: Request = serde_json::from_str(&line).unwrap();
+        assert!(
+            matches!(back, Request::DemoteGroup { members, .. } if members[0].source_volume == "a-dr")
+        );
+        let single = Request::Demote {
+            version: PROTOCOL_VERSION,
+            relationship: "r".into(),
+            volume: "v".into(),
+            source_volume: "v".into(),
+            common: "s".into(),
+        };
+        assert_eq!(single.needs_version(), PROTOCOL_VERSION);
     }
 
     /// The fields added for clone origins, retention and lag are optional: a peer that

@@ -65,6 +65,39 @@ pub fn newest_common(source: &[(String, Uuid)], replica: &[Uuid]) -> Option<(Str
         .cloned()
 }
 
+/// One member of a consistency group as a reverse sees it: its snapshots on this side and
+/// its copy's snapshots on the peer, each oldest first as (name, uuid).
+#[derive(Clone, Debug, Default)]
+pub struct MemberSnaps {
+    /// The member's snapshots here.
+    pub local: Vec<(String, Uuid)>,
+    /// Its copy's snapshots on the peer.
+    pub remote: Vec<(String, Uuid)>,
+}
+
+/// The newest group snapshot every member holds on both sides: a name every member's
+/// snapshots here have, whose copy (matched by uuid, member by member) the peer holds on
+/// every member under one name too (the same group snapshot there). Returns its name here
+/// and its name on the peer. A snapshot one member lacks on either side is no common point
+/// of the group: rolling the members back to different instants would break the write order
+/// the group snapshot keeps.
+pub fn newest_common_group(members: &[MemberSnaps]) -> Option<(String, String)> {
+    let first = members.first()?;
+    first.local.iter().rev().find_map(|(name, _)| {
+        let mut remote_name: Option<&str> = None;
+        for m in members {
+            let (_, uuid) = m.local.iter().find(|(n, _)| n == name)?;
+            let (there, _) = m.remote.iter().find(|(_, u)| u == uuid)?;
+            match remote_name {
+                None => remote_name = Some(there),
+                Some(r) if r == there => {}
+                Some(_) => return None,
+            }
+        }
+        remote_name.map(|r| (name.clone(), r.to_string()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +146,88 @@ mod tests {
             Some(("b".into(), u(2)))
         );
         assert_eq!(newest_common(&src, &[u(9)]), None);
+    }
+
+    #[test]
+    fn the_common_group_snapshot_is_one_every_member_has_on_both_sides() {
+        let u = |i| Uuid::from_u128(i);
+        let pairs = |v: &[(&str, u128)]| -> Vec<(String, Uuid)> {
+            v.iter().map(|(n, i)| (n.to_string(), u(*i))).collect()
+        };
+        // Member a: g1, g2, g3 here; member b: g1, g2, g3 (other uuids: one per member).
+        let a_local = pairs(&[("g1", 1), ("g2", 2), ("g3", 3)]);
+        let b_local = pairs(&[("g1", 11), ("g2", 12), ("g3", 13)]);
+        // The peer has g3 of a but not of b (b's copy of g3 never came): g2 is the newest
+        // group instant both sides have on every member.
+        let m = vec![
+            MemberSnaps {
+                local: a_local.clone(),
+                remote: pairs(&[("g1", 1), ("g2", 2), ("g3", 3)]),
+            },
+            MemberSnaps {
+                local: b_local.clone(),
+                remote: pairs(&[("g1", 11), ("g2", 12)]),
+            },
+        ];
+        assert_eq!(
+            newest_common_group(&m),
+            Some(("g2".to_string(), "g2".to_string()))
+        );
+        // Names may differ between the sides: matched by uuid, member by member.
+        let m = vec![
+            MemberSnaps {
+                local: a_local.clone(),
+                remote: pairs(&[("x2", 2)]),
+            },
+            MemberSnaps {
+                local: b_local.clone(),
+                remote: pairs(&[("x2", 12)]),
+            },
+        ];
+        assert_eq!(
+            newest_common_group(&m),
+            Some(("g2".to_string(), "x2".to_string()))
+        );
+        // The peer holds the copies under two names (not one group snapshot there): none.
+        let m = vec![
+            MemberSnaps {
+                local: a_local.clone(),
+                remote: pairs(&[("x2", 2)]),
+            },
+            MemberSnaps {
+                local: b_local.clone(),
+                remote: pairs(&[("y2", 12)]),
+            },
+        ];
+        assert_eq!(newest_common_group(&m), None);
+        // Each member shares a snapshot with the peer, but not of the same instant: none.
+        let m = vec![
+            MemberSnaps {
+                local: a_local,
+                remote: pairs(&[("g3", 3)]),
+            },
+            MemberSnaps {
+                local: b_local,
+                remote: pairs(&[("g1", 11)]),
+            },
+        ];
+        assert_eq!(newest_common_group(&m), None);
+        // A snapshot one member lacks here is no group instant either.
+        let m = vec![
+            MemberSnaps {
+                local: pairs(&[("g1", 1), ("solo", 5)]),
+                remote: pairs(&[("g1", 1), ("solo", 5)]),
+            },
+            MemberSnaps {
+                local: pairs(&[("g1", 11)]),
+                remote: pairs(&[("g1", 11)]),
+            },
+        ];
+        assert_eq!(
+            newest_common_group(&m),
+            Some(("g1".to_string(), "g1".to_string()))
+        );
+        assert_eq!(newest_common_group(&[]), None);
     }
 
     #[test]

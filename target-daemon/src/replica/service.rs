@@ -23,15 +23,18 @@ use super::bandwidth::Throttled;
 use super::base;
 use super::identity::{load_cert, Fingerprint, Identity};
 use super::link::{
-    read_line, write_line, GroupCommitMember, Keep, Located, Reply, Request, SnapEntry,
-    GROUP_PROTOCOL_VERSION, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
+    read_line, write_line, DemoteMember, GroupCommitMember, Keep, Located, Reply, Request,
+    SnapEntry, GROUP_PROTOCOL_VERSION, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
 };
 use super::listener::{self, connect, ClientConn, Handler, ListenerCfg, ServerConn};
 use super::progress::{LiveTransfer, TransferProgress};
-use super::retention::{newest_common, snapshot_name, to_delete, Snap};
+use super::retention::{
+    newest_common, newest_common_group, snapshot_name, to_delete, MemberSnaps, Snap,
+};
 use super::schedule::{Action, Phase, Schedule, Transfer};
 use super::tls::{client_config, server_config, PeerSet};
 use crate::config::ReplicationCfg;
+use crate::lunmgr::replicas::GroupDemotion;
 use crate::lunmgr::state::{GroupMember, ReplicaRecord, ReplicaRole, TransferRecord};
 use crate::lunmgr::{LunManager, MgrError};
 
@@ -977,14 +980,19 @@ impl Replication {
     /// source rolls back to the newest common snapshot and becomes the replica; this side
     /// becomes the source and sends increments from there.
     pub async fn reverse(self: &Arc<Self>, name: &str) -> anyhow::Result<ReplicaRecord> {
-        let group = self.mgr.replica_group_members(name).await;
-        let rec = match self.mgr.replica_record(name).await {
-            Err(_) if !group.is_empty() => group[0].clone(),
-            r => r?,
-        };
-        if rec.group.is_some() {
+        if !self.mgr.replica_group_members(name).await.is_empty() {
+            return self.reverse_group(name).await;
+        }
+        let rec = self.mgr.replica_record(name).await?;
+        if !rec.members.is_empty() {
             bail!(
-                "relationship {name:?} replicates a consistency group: its reverse is not built yet (replicate the group the other way with a new relationship; docs/replication.md)"
+                "relationship {name:?} is the source of consistency group {} here: reverse runs on the promoted replica side",
+                rec.volume
+            );
+        }
+        if let Some(g) = &rec.group {
+            bail!(
+                "{name:?} is one member of group relationship {g:?}: reverse the whole group (`lunarctl replica reverse {g}`)"
             );
         }
         if rec.role != ReplicaRole::Promoted {
@@ -1034,6 +1042,92 @@ impl Replication {
             })
             .await?;
         tracing::info!(relationship = %name, common = %remote_name, "replication reversed: this side is the source");
+        self.spawn(&rec);
+        Ok(rec)
+    }
+
+    /// `replica reverse` of a consistency group's relationship (on the side that promoted
+    /// its members): the newest group snapshot every member has on both sides is the
+    /// common point; the old source rolls every member back to it in one journal block and
+    /// keeps them as replicas (`DemoteGroup`, all members or none); then this side's member
+    /// records become one source record of the group and its task sends group increments
+    /// from there. Everything this side needs is checked before the peer changes, so a
+    /// refusal leaves both sides as they were.
+    async fn reverse_group(self: &Arc<Self>, name: &str) -> anyhow::Result<ReplicaRecord> {
+        let plan = self.mgr.replica_reverse_group(name, false).await?;
+        let views: Vec<ReplicaRecord> =
+            plan.members.iter().map(|m| member_view(&plan, m)).collect();
+        let (_, pool) = self.mgr.replica_pool(&plan.members[0].volume).await?;
+        let mut members = Vec::with_capacity(views.len());
+        for v in &views {
+            let status = self.peer_status(&v.name, v, None).await.with_context(|| {
+                format!(
+                    "asking {} for the snapshots of {} (the old source must be up and reachable for a reverse; nothing changed)",
+                    plan.peer, v.remote_volume
+                )
+            })?;
+            if !status.exists {
+                bail!(
+                    "{}@{} does not exist: a reverse needs the old source's members (nothing changed)",
+                    v.remote_volume,
+                    plan.peer
+                );
+            }
+            members.push(MemberSnaps {
+                local: pool
+                    .snapshots(Some(&v.volume))
+                    .into_iter()
+                    .map(|s| (s.name, s.uuid))
+                    .collect(),
+                remote: status
+                    .snapshots
+                    .into_iter()
+                    .map(|s| (s.name, s.uuid))
+                    .collect(),
+            });
+        }
+        let (here, there) = newest_common_group(&members).ok_or_else(|| {
+            anyhow!(
+                "the members of {name:?} share no group snapshot with {} (one every member has on both sides): a reverse would need a full copy (nothing changed)",
+                plan.peer
+            )
+        })?;
+        self.ask(
+            &plan.peer,
+            &Request::DemoteGroup {
+                version: GROUP_PROTOCOL_VERSION,
+                relationship: name.into(),
+                members: plan
+                    .members
+                    .iter()
+                    .map(|m| DemoteMember {
+                        volume: m.remote_volume.clone(),
+                        source_volume: m.volume.clone(),
+                        common: there.clone(),
+                    })
+                    .collect(),
+            },
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "demoting the group's members on {} (nothing changed on either side: the group stays promoted here)",
+                plan.peer
+            )
+        })?;
+        let rec = self
+            .mgr
+            .replica_reverse_group(name, true)
+            .await
+            .map_err(|e| {
+                // Not the bare manager error: the admin reply would drop this context.
+                anyhow!(
+                    "{} holds the group as its replica now, but this side could not become its source ({e}): fix the cause and run the reverse again",
+                    plan.peer
+                )
+            })?;
+        self.refresh_replica_side().await;
+        tracing::info!(relationship = %name, common = %here, peer_common = %there, members = rec.members.len(), "group replication reversed: this side is the source");
         self.spawn(&rec);
         Ok(rec)
     }
@@ -1313,6 +1407,43 @@ impl Replication {
                 self.mgr
                     .replica_demote(&relationship, peer, &volume, &source_volume, &common)
                     .await?;
+                self.refresh_replica_side().await;
+                Ok(Reply::Demoted)
+            }
+            Request::DemoteGroup {
+                relationship,
+                members,
+                ..
+            } => {
+                if members.is_empty() {
+                    return Err(MgrErrorReply::new(
+                        "invalid",
+                        format!("group {relationship}: a demotion names at least one member"),
+                    ));
+                }
+                // The group's sender stops for the rollback; it starts again if this side
+                // stays the source (a refusal changes nothing).
+                self.stop(&relationship);
+                let specs: Vec<GroupDemotion> = members
+                    .into_iter()
+                    .map(|m| GroupDemotion {
+                        volume: m.volume,
+                        source_volume: m.source_volume,
+                        common: m.common,
+                    })
+                    .collect();
+                let r = self
+                    .mgr
+                    .replica_demote_group(&relationship, peer, &specs)
+                    .await;
+                if let Err(e) = r {
+                    if let Ok(rec) = self.mgr.replica_record(&relationship).await {
+                        if rec.role == ReplicaRole::Source {
+                            self.spawn(&rec);
+                        }
+                    }
+                    return Err(e.into());
+                }
                 self.refresh_replica_side().await;
                 Ok(Reply::Demoted)
             }
