@@ -3,12 +3,17 @@
 //! - (snapshots) writes sequence n to volume `a`, then — once that write completed — to
 //!   volume `b`, and takes group snapshots of both now and then; or
 //! - (receives) stages an increment for each of the replica volumes `ra` and `rb` and commits
-//!   them with one group commit.
+//!   them with one group commit; or
+//! - (rollbacks) writes sequence n to `a` then `b` and flushes, takes group snapshots now and
+//!   then, and rolls both members back to a random earlier group snapshot with one group
+//!   rollback (the reverse of a replicated group).
 //!
 //! After every kill the pool is reopened in this process, fsck must be clean, and the group
 //! must be all or none: every group snapshot exists on both members or on neither (and every
 //! one the child saw acknowledged exists), each holds `a = b` or `a = b + 1`; the replica
-//! volumes both read as the new increment (with its snapshot) or both as before. Every
+//! volumes both read as the new increment (with its snapshot) or both as before; after a
+//! group rollback the live members hold `a = b` or `a = b + 1` (one rolled back without the
+//! other would show `a < b` or a jump). Every
 //! third child runs under another boot id, so the reopen replays as after a power loss.
 //!
 //! The child is this test binary re-executed with `LUNAR_GROUP_CHILD` set.
@@ -73,6 +78,56 @@ async fn snapshot_child(dir: &Path) {
             };
             pool.snapshot_group(&pairs).await.expect("group snapshot");
             writeln!(log, "snap {name}").expect("log");
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// Group snapshot names of `a` (the `g<n>` ones).
+fn group_snaps(pool: &Pool) -> Vec<String> {
+    pool.snapshots(Some("a"))
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| n.starts_with('g'))
+        .collect()
+}
+
+/// Writes n to `a`, then to `b`, then flushes (so after a kill only the last pair can be
+/// half there, and in write order); every 4th pair a group snapshot, every 5th a group
+/// rollback of both members to a random group snapshot, after which the sequence goes on
+/// from the value the members were rolled back to (so `a = b` or `a = b + 1` holds live).
+async fn rollback_child(dir: &Path, seed: u64) {
+    let pool = Pool::open(dir).await.expect("child open");
+    let mut log = progress_log(dir);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (a, b) = (pool.volume("a").expect("a"), pool.volume("b").expect("b"));
+    let mut n =
+        tag(&a.read(0, 1).await.expect("read a")).max(tag(&b.read(0, 1).await.expect("read b")));
+    // Snapshot names stay unique across children: each child starts a new hundred thousand.
+    let mut seq = (logged(dir, "child").len() as u64 + 1) * 100_000;
+    writeln!(log, "child {seq}").expect("log");
+    for k in 1u64.. {
+        n += 1;
+        a.write(0, block(n), false).await.expect("write a");
+        b.write(0, block(n), false).await.expect("write b");
+        pool.flush().await.expect("flush");
+        if k % 4 == 0 && group_snaps(&pool).len() < 200 {
+            seq += 1;
+            let name = format!("g{seq}");
+            pool.snapshot_group(&[("a", name.as_str()), ("b", name.as_str())])
+                .await
+                .expect("group snapshot");
+        }
+        if k % 5 == 0 {
+            let snaps = group_snaps(&pool);
+            if !snaps.is_empty() {
+                let to = &snaps[rng.gen_range(0..snaps.len())];
+                pool.rollback_group(&[("a", to.as_str()), ("b", to.as_str())])
+                    .await
+                    .expect("group rollback");
+                writeln!(log, "rolled {to}").expect("log");
+                n = tag(&a.read(0, 1).await.expect("read a"));
+            }
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
@@ -159,13 +214,25 @@ fn group_crash_child() {
     let dir = Path::new(&dir);
     match std::env::var("LUNAR_GROUP_MODE").as_deref() {
         Ok("receive") => rt.block_on(receive_child(dir)),
+        Ok("rollback") => {
+            let seed = std::env::var("LUNAR_GROUP_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            rt.block_on(rollback_child(dir, seed))
+        }
         _ => rt.block_on(snapshot_child(dir)),
     }
 }
 
 fn spawn_child(dir: &Path, mode: &str, attempt: u32) -> std::process::Child {
     let dir = dir.to_string_lossy();
-    let envs = [("LUNAR_GROUP_CHILD", &*dir), ("LUNAR_GROUP_MODE", mode)];
+    let seed = attempt.to_string();
+    let envs = [
+        ("LUNAR_GROUP_CHILD", &*dir),
+        ("LUNAR_GROUP_MODE", mode),
+        ("LUNAR_GROUP_SEED", &seed),
+    ];
     crate::crash_common::spawn_child("group_crash::group_crash_child", &envs, attempt)
 }
 
@@ -245,6 +312,67 @@ async fn killed_group_snapshots_are_all_or_none() {
         "group snapshot crash test: {kills} kills, {} group snapshots verified",
         verified.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_group_rollbacks_are_all_or_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let pool = Pool::create(dir.path(), &opts()).await.expect("create");
+        for v in ["a", "b"] {
+            pool.create_volume(v, 1 << 20, 4096, Guarantee::None)
+                .await
+                .expect("volume");
+        }
+        pool.close().await.expect("close");
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b);
+    for attempt in 0..20u32 {
+        let mut child = spawn_child(dir.path(), "rollback", attempt);
+        // The rollback child never ends by itself: every attempt is a kill.
+        kill_after(&mut child, Duration::from_millis(rng.gen_range(30..300)));
+        let pool = Pool::open(dir.path()).await.expect("reopen after kill");
+        let report = pool.check().await.expect("check");
+        assert!(report.is_clean(), "attempt {attempt}: {:?}", report.errors);
+        let live = |v: &str| {
+            let pool = pool.clone();
+            let v = v.to_string();
+            async move {
+                tag(&pool
+                    .volume(&v)
+                    .expect("vol")
+                    .read(0, 1)
+                    .await
+                    .expect("read"))
+            }
+        };
+        let names = |v: &str| -> BTreeSet<String> {
+            pool.snapshots(Some(v))
+                .into_iter()
+                .map(|s| s.name)
+                .collect()
+        };
+        let (ta, tb) = (live("a").await, live("b").await);
+        assert!(
+            ta == tb || ta == tb + 1,
+            "attempt {attempt}: live a holds {ta}, b holds {tb}: a group rollback moved one member"
+        );
+        for name in names("a") {
+            let (sa, sb) = (
+                snap_tag(&pool, "a", &name).await,
+                snap_tag(&pool, "b", &name).await,
+            );
+            assert_eq!(sa, sb, "group snapshot {name}: a holds {sa}, b holds {sb}");
+        }
+        assert_eq!(names("a"), names("b"), "attempt {attempt}");
+        pool.close().await.expect("close");
+    }
+    let rolled = logged(dir.path(), "rolled").len();
+    assert!(
+        rolled > 3,
+        "only {rolled} group rollbacks were acknowledged"
+    );
+    eprintln!("group rollback crash test: 20 kills, {rolled} group rollbacks acknowledged");
 }
 
 async fn volume_chunks(pool: &Pool, vol: &str) -> Vec<Vec<u8>> {
