@@ -10,7 +10,6 @@
 //! The child is this test binary re-executed with `LUNAR_CRASH_CHILD` set.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use storage_core::{Guarantee, Pool, PoolOptions};
 
-use crate::crash_common::{child_command, reboot_every_third};
+use crate::crash_common::{child_command, log_line, reboot_every_third};
 
 const BS: u64 = 4096;
 const BLOCKS: u64 = 1024;
@@ -72,7 +71,7 @@ async fn child(dir: &Path, seed: u64, iter: u64) {
     pool.snapshot("v", &format!("s{iter}"))
         .await
         .expect("snapshot");
-    writeln!(pf, "snap {iter}").expect("progress write");
+    log_line(&mut pf, format_args!("snap {iter}"));
     // Clones left behind by the previous (killed) child go first.
     for v in pool.volumes() {
         if v.name != "v" {
@@ -121,14 +120,14 @@ async fn child(dir: &Path, seed: u64, iter: u64) {
                     .expect("write");
                 if fua {
                     // Acknowledged with FUA: durable now, whatever flushes follow.
-                    writeln!(pf, "fua {seed} {k}").expect("progress write");
+                    log_line(&mut pf, format_args!("fua {seed} {k}"));
                 }
             }
             Op::Unmap { lba, n } => vol.unmap(lba, n).await.expect("unmap"),
         }
         if k % flush_every == flush_every - 1 {
             vol.flush().await.expect("flush");
-            writeln!(pf, "{seed} {k}").expect("progress write");
+            log_line(&mut pf, format_args!("{seed} {k}"));
         }
     }
     churn.abort();
@@ -377,7 +376,7 @@ async fn ack_child(dir: &Path, iter: u64) {
                 {
                     let mut f = log.lock().expect("log lock");
                     for k in 0..blocks {
-                        writeln!(f, "ack {}", b + k).expect("ack write");
+                        log_line(&mut *f, format_args!("ack {}", b + k));
                     }
                 }
                 if t == 0 && n % 16 == 15 {
@@ -397,7 +396,7 @@ async fn ack_child(dir: &Path, iter: u64) {
     for t in tasks {
         t.await.expect("task");
     }
-    writeln!(log.lock().expect("log lock"), "done").expect("done");
+    log_line(&mut *log.lock().expect("log lock"), "done");
     std::future::pending::<()>().await;
 }
 

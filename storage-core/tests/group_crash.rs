@@ -19,7 +19,6 @@
 //! The child is this test binary re-executed with `LUNAR_GROUP_CHILD` set.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use storage_core::{Guarantee, Pool, PoolOptions, ReceiveBase, ReceiveSpec};
 
-use crate::crash_common::{child_runtime, kill_after, progress_log, progress_text};
+use crate::crash_common::{child_runtime, kill_after, log_line, progress_log, progress_text};
 
 const CS: u64 = 64 * 1024;
 const CHUNKS: u64 = 24;
@@ -77,7 +76,7 @@ async fn snapshot_child(dir: &Path) {
                 [("b", name.as_str()), ("a", name.as_str())]
             };
             pool.snapshot_group(&pairs).await.expect("group snapshot");
-            writeln!(log, "snap {name}").expect("log");
+            log_line(&mut log, format_args!("snap {name}"));
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
@@ -105,7 +104,7 @@ async fn rollback_child(dir: &Path, seed: u64) {
         tag(&a.read(0, 1).await.expect("read a")).max(tag(&b.read(0, 1).await.expect("read b")));
     // Snapshot names stay unique across children: each child starts a new hundred thousand.
     let mut seq = (logged(dir, "child").len() as u64 + 1) * 100_000;
-    writeln!(log, "child {seq}").expect("log");
+    log_line(&mut log, format_args!("child {seq}"));
     for k in 1u64.. {
         n += 1;
         a.write(0, block(n), false).await.expect("write a");
@@ -125,7 +124,7 @@ async fn rollback_child(dir: &Path, seed: u64) {
                 pool.rollback_group(&[("a", to.as_str()), ("b", to.as_str())])
                     .await
                     .expect("group rollback");
-                writeln!(log, "rolled {to}").expect("log");
+                log_line(&mut log, format_args!("rolled {to}"));
                 n = tag(&a.read(0, 1).await.expect("read a"));
             }
         }
@@ -201,7 +200,7 @@ async fn receive_child(dir: &Path) {
     let pool = Pool::open(dir).await.expect("child open");
     let mut log = progress_log(dir);
     receive_group(&pool, 2, true).await;
-    writeln!(log, "committed").expect("log");
+    log_line(&mut log, "committed");
     pool.close().await.expect("close");
 }
 

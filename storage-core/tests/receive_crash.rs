@@ -9,7 +9,6 @@
 //!
 //! The child is this test binary re-executed with `LUNAR_RECV_CHILD` set.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,7 +16,9 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use storage_core::{Pool, PoolOptions, ReceiveBase, ReceiveSpec};
 
-use crate::crash_common::{child_runtime, kill_after, progress_log, progress_text, spawn_child};
+use crate::crash_common::{
+    child_runtime, kill_after, log_line, progress_log, progress_text, spawn_child,
+};
 
 const CS: u64 = 64 * 1024;
 const CHUNKS: u64 = 160;
@@ -146,12 +147,12 @@ async fn child(dir: &Path, seed: u64) {
         if since == 7 {
             since = 0;
             rx.save_progress().await.expect("save");
-            writeln!(log, "progress {}", rx.next_index()).expect("log");
+            log_line(&mut log, format_args!("progress {}", rx.next_index()));
         }
         tokio::time::sleep(Duration::from_micros(300)).await;
     }
     rx.commit().await.expect("commit");
-    writeln!(log, "committed").expect("log");
+    log_line(&mut log, "committed");
     pool.close().await.expect("close");
 }
 

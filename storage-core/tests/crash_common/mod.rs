@@ -6,6 +6,7 @@
 // Each test module uses part of it.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -73,6 +74,15 @@ pub(crate) fn progress_log(dir: &Path) -> std::fs::File {
         .append(true)
         .open(dir.join("progress"))
         .expect("progress file")
+}
+
+/// Appends `line` and its newline to a progress log with one `write(2)`, so a kill leaves
+/// the line whole or absent. `writeln!` writes a formatted line in pieces (a call per
+/// piece): a kill between two left a line without its newline, the next child's first line
+/// was glued to it, and the parent read an acknowledged name that never existed.
+pub(crate) fn log_line(log: &mut impl Write, line: impl std::fmt::Display) {
+    let s = format!("{line}\n");
+    log.write_all(s.as_bytes()).expect("progress write");
 }
 
 /// The progress log's text (empty before the first child wrote to it).
