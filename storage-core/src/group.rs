@@ -148,16 +148,7 @@ impl Pool {
             let st = self.inner.state.read();
             pairs
                 .iter()
-                .map(|(v, s)| {
-                    let vid = st
-                        .meta
-                        .find_volume(v)
-                        .ok_or_else(|| StorageError::NotFound(format!("volume '{v}' not found")))?;
-                    let sid = st.meta.find_snapshot(vid, s).ok_or_else(|| {
-                        StorageError::NotFound(format!("snapshot '{v}@{s}' not found"))
-                    })?;
-                    Ok((vid, sid))
-                })
+                .map(|(v, s)| Self::find_snapshot(&st, v, s))
                 .collect::<Result<_>>()?
         };
         let vols: Vec<ViewId> = ids.iter().map(|(v, _)| *v).collect();
@@ -191,7 +182,7 @@ impl Pool {
             })
             .await?;
         for (v, s) in pairs {
-            tracing::info!(volume = %v, snapshot = %s, "volume rolled back (group)");
+            tracing::info!(volume = %v, snapshot = %s, "volume rolled back");
         }
         Ok(())
     }

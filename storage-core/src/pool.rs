@@ -573,7 +573,7 @@ impl Pool {
         out.into_iter().map(|(_, i)| i).collect()
     }
 
-    fn find_snapshot(st: &State, volume: &str, snap: &str) -> Result<(ViewId, ViewId)> {
+    pub(crate) fn find_snapshot(st: &State, volume: &str, snap: &str) -> Result<(ViewId, ViewId)> {
         let v = Self::find_volume(st, volume)?;
         let s = st
             .meta
@@ -598,37 +598,8 @@ impl Pool {
 
     /// Roll a volume back to one of its snapshots (size included). Later snapshots stay.
     pub async fn rollback(&self, volume: &str, snap: &str) -> Result<()> {
-        self.inner.check_open()?;
-        let (vid, sid) = Self::find_snapshot(&self.inner.state.read(), volume, snap)?;
-        let rt = self.inner.rt(vid);
-        let _gate = rt.gate.write().await;
-        {
-            let mut st = self.inner.state.write();
-            st.check_failed()?;
-            let (top, size, _, full) = st.volume(vid)?;
-            let ssize = st
-                .meta
-                .views
-                .get(&sid)
-                .ok_or_else(|| snap_not_found(volume, snap))?
-                .size;
-            if full {
-                let owned = st.meta.layers.get(&top).map_or(0, |l| l.owned);
-                let old_res = st.meta.chunks(size).saturating_sub(owned);
-                // The old top's chunks are freed by the rollback itself.
-                let need = st.meta.chunks(ssize).saturating_sub(old_res + owned);
-                st.need(need)?;
-            }
-            let new_top = st.meta.new_id();
-            st.log(Rec::Rollback {
-                vol: vid,
-                snap: sid,
-                new_top,
-            })?;
-        }
-        self.inner.flush().await?;
-        tracing::info!(volume, snapshot = snap, "volume rolled back");
-        Ok(())
+        // One volume is a group of one: the same checks, space accounting and record.
+        self.rollback_group(&[(volume, snap)]).await
     }
 
     /// Clone "vol@snap" or live "vol" (an implicit snapshot) as a new writable volume.

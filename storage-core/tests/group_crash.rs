@@ -251,18 +251,22 @@ async fn snap_tag(pool: &Pool, vol: &str, snap: &str) -> u64 {
     t
 }
 
+/// A closed pool with the empty thin volumes `a` and `b` (1 MiB each), in a new directory.
+async fn pool_with_a_and_b() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool = Pool::create(dir.path(), &opts()).await.expect("create");
+    for v in ["a", "b"] {
+        pool.create_volume(v, 1 << 20, 4096, Guarantee::None)
+            .await
+            .expect("volume");
+    }
+    pool.close().await.expect("close");
+    dir
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_group_snapshots_are_all_or_none() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let pool = Pool::create(dir.path(), &opts()).await.expect("create");
-        for v in ["a", "b"] {
-            pool.create_volume(v, 1 << 20, 4096, Guarantee::None)
-                .await
-                .expect("volume");
-        }
-        pool.close().await.expect("close");
-    }
+    let dir = pool_with_a_and_b().await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(27);
     let mut verified = BTreeSet::new();
     let mut kills = 0;
@@ -315,16 +319,7 @@ async fn killed_group_snapshots_are_all_or_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_group_rollbacks_are_all_or_none() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let pool = Pool::create(dir.path(), &opts()).await.expect("create");
-        for v in ["a", "b"] {
-            pool.create_volume(v, 1 << 20, 4096, Guarantee::None)
-                .await
-                .expect("volume");
-        }
-        pool.close().await.expect("close");
-    }
+    let dir = pool_with_a_and_b().await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b);
     for attempt in 0..20u32 {
         let mut child = spawn_child(dir.path(), "rollback", attempt);
